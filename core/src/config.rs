@@ -1,0 +1,126 @@
+//! Crawler configuration.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::fetch::FetchConfig;
+use crate::id::NodeId;
+use crate::routing::RoutingConfig;
+
+/// One UDP identity: a socket and the node ID it speaks with.
+#[derive(Clone, Debug)]
+pub struct IdentityConfig {
+    /// The address the driver bound (its family selects the routing table).
+    pub bind: SocketAddr,
+    /// A fixed node ID; otherwise one is drawn from the seed (BEP 42-shaped when
+    /// `external_ip` is known).
+    pub node_id: Option<NodeId>,
+    /// Our external IP, when known, for a BEP 42 node ID.
+    pub external_ip: Option<IpAddr>,
+}
+
+/// DHT node settings. Defaults follow DESIGN.md §7.
+#[derive(Clone, Debug)]
+pub struct DhtConfig {
+    pub routing: RoutingConfig,
+    /// Short timeout: a lookup may widen past a silent node.
+    pub short_timeout: Duration,
+    /// Full timeout: the query failed and counts against the node.
+    pub full_timeout: Duration,
+    /// Cap on outstanding transactions per identity.
+    pub max_transactions: usize,
+    /// Token secret rotation period (a token lives up to two periods).
+    pub token_rotation: Duration,
+    /// Answers per remote IP per second before rate limiting.
+    pub per_ip_answers_per_sec: u32,
+    /// Remote IPs tracked by the rate limiter.
+    pub rate_limit_table: usize,
+    /// Infohashes in the announce store.
+    pub max_stored_infohashes: usize,
+    /// Peers kept per infohash in the announce store.
+    pub max_peers_per_infohash: usize,
+    /// How long an announced peer is kept.
+    pub announce_ttl: Duration,
+    /// BEP 51 `interval` we advertise, seconds.
+    pub sample_interval: u32,
+    /// BEP 51 samples per answer (at most, and at most what fits a datagram).
+    pub max_samples: usize,
+    /// Send BEP 43 `ro: 1` and answer no queries.
+    pub read_only: bool,
+    /// `v` to put in our messages, if any (none by default: low fingerprint).
+    pub version: Option<Vec<u8>>,
+    /// Lookup branch factor (queries in flight).
+    pub lookup_alpha: usize,
+    /// Concurrent lookups per identity.
+    pub max_lookups: usize,
+    /// Bootstrap succeeds when a table holds this many nodes.
+    pub bootstrap_nodes: usize,
+    /// First bootstrap retry delay (doubles up to `bootstrap_max_backoff`).
+    pub bootstrap_backoff: Duration,
+    pub bootstrap_max_backoff: Duration,
+    /// Answer with error 202 when rate limited (otherwise drop silently).
+    pub rate_limit_error: bool,
+}
+
+impl Default for DhtConfig {
+    fn default() -> Self {
+        DhtConfig {
+            routing: RoutingConfig::default(),
+            short_timeout: Duration::from_secs(1),
+            full_timeout: Duration::from_secs(10),
+            max_transactions: 4096,
+            token_rotation: Duration::from_secs(5 * 60),
+            per_ip_answers_per_sec: 10,
+            rate_limit_table: 4096,
+            max_stored_infohashes: 4096,
+            max_peers_per_infohash: 100,
+            announce_ttl: Duration::from_secs(30 * 60),
+            sample_interval: 6 * 3600,
+            max_samples: 20,
+            read_only: false,
+            version: None,
+            lookup_alpha: 3,
+            max_lookups: 64,
+            bootstrap_nodes: 16,
+            bootstrap_backoff: Duration::from_secs(5),
+            bootstrap_max_backoff: Duration::from_secs(300),
+            rate_limit_error: false,
+        }
+    }
+}
+
+/// Everything the crawler needs. `seed` feeds all of its randomness.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub seed: u64,
+    pub identities: Vec<IdentityConfig>,
+    /// Allow sending to loopback and private addresses (tests, LANs).
+    pub allow_private: bool,
+    pub dht: DhtConfig,
+    pub fetch: FetchConfig,
+}
+
+impl Config {
+    /// One IPv4 identity bound to `bind`, with defaults.
+    pub fn new(seed: u64, bind: SocketAddr) -> Self {
+        Config {
+            seed,
+            identities: vec![IdentityConfig {
+                bind,
+                node_id: None,
+                external_ip: None,
+            }],
+            allow_private: false,
+            dht: DhtConfig::default(),
+            fetch: FetchConfig::default(),
+        }
+    }
+
+    /// A config for loopback tests: private addresses allowed, subnet rule off.
+    pub fn loopback_test(seed: u64) -> Self {
+        let mut c = Config::new(seed, SocketAddr::from(([127, 0, 0, 1], 0)));
+        c.allow_private = true;
+        c.dht.routing.one_per_subnet = false;
+        c
+    }
+}

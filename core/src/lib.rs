@@ -1,0 +1,247 @@
+//! # magnetar-core
+//!
+//! The sans-IO heart of magnetar: a Mainline DHT node (BEP 5, 32, 33, 42, 43, 51),
+//! an infohash harvesting strategy, and a metadata fetcher (BEP 3, 9, 10, 11), all as
+//! deterministic state machines.
+//!
+//! Core owns no sockets, threads or clocks and has no global randomness. A driver
+//! (the mio or tokio runtime, or the simulator) feeds [`Input`]s with the time they
+//! happened and drains [`Output`]s until [`Output::Timeout`] or [`Output::Idle`]:
+//!
+//! ```
+//! use magnetar_core::{Config, Crawler, Output, Timestamp};
+//! let mut crawler = Crawler::new(Config::loopback_test(1), Timestamp::ZERO);
+//! crawler.bootstrap(Timestamp::ZERO, &["127.0.0.1:6881".parse().unwrap()]);
+//! loop {
+//!     match crawler.poll_output() {
+//!         Output::Transmit { to, .. } => assert_eq!(to.port(), 6881),
+//!         Output::Timeout(_) | Output::Idle => break,
+//!         _ => {}
+//!     }
+//! }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(clippy::disallowed_methods, clippy::disallowed_types)]
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+
+pub mod addr;
+pub mod config;
+pub mod crawl;
+pub mod crawler;
+pub mod fault;
+pub mod fetch;
+pub mod id;
+pub mod krpc;
+pub mod lookup;
+pub mod metadata;
+pub mod rng;
+pub mod routing;
+pub mod rpc;
+pub mod server;
+pub mod session;
+pub mod stats;
+pub mod time;
+pub mod tokens;
+pub mod wire;
+
+pub use config::{Config, DhtConfig, IdentityConfig};
+pub use crawler::Crawler;
+pub use id::{Distance, InfoHash, NodeId};
+pub use stats::Stats;
+pub use time::Timestamp;
+
+/// One of the crawler's UDP identities: an index into `Config::identities`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SocketId(pub u16);
+
+/// A TCP connection, allocated by core: a slot index plus a generation so that a
+/// stale id is never confused with a reused slot. Maps one-to-one to a mio `Token`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConnId {
+    pub index: u32,
+    pub generation: u32,
+}
+
+impl ConnId {
+    /// Packs into a `usize` (for a mio `Token`).
+    pub fn to_usize(self) -> usize {
+        ((self.generation as u64) << 32 | self.index as u64) as usize
+    }
+    pub fn from_usize(v: usize) -> Self {
+        let v = v as u64;
+        ConnId {
+            index: v as u32,
+            generation: (v >> 32) as u32,
+        }
+    }
+}
+
+/// Why a TCP connection ended, as the driver saw it.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CloseReason {
+    /// The peer closed its side cleanly.
+    Eof,
+    /// Connection refused while connecting.
+    Refused,
+    /// The connect attempt timed out in the OS.
+    ConnectTimedOut,
+    /// Reset or any other IO error.
+    Reset,
+    /// The driver could not open a socket (EMFILE and the like).
+    LocalError,
+}
+
+/// Everything that happens to the crawler, stamped with the time it happened.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// A timer fired (or the driver simply woke up). Time must not go backwards.
+    Timeout(Timestamp),
+    Datagram {
+        at: Timestamp,
+        local: SocketId,
+        from: SocketAddr,
+        bytes: &'a [u8],
+    },
+    TcpConnected {
+        at: Timestamp,
+        conn: ConnId,
+    },
+    /// Bytes from a connection, in any chunking.
+    TcpData {
+        at: Timestamp,
+        conn: ConnId,
+        bytes: &'a [u8],
+    },
+    TcpClosed {
+        at: Timestamp,
+        conn: ConnId,
+        reason: CloseReason,
+    },
+}
+
+impl Input<'_> {
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Input::Timeout(t) => *t,
+            Input::Datagram { at, .. }
+            | Input::TcpConnected { at, .. }
+            | Input::TcpData { at, .. }
+            | Input::TcpClosed { at, .. } => *at,
+        }
+    }
+}
+
+/// What the crawler asks the driver to do. Drain with `poll_output` until
+/// `Timeout` or `Idle`.
+#[derive(Debug, Clone)]
+pub enum Output {
+    Transmit {
+        local: SocketId,
+        to: SocketAddr,
+        payload: Bytes,
+    },
+    Connect {
+        conn: ConnId,
+        to: SocketAddr,
+    },
+    Send {
+        conn: ConnId,
+        bytes: Bytes,
+    },
+    Close {
+        conn: ConnId,
+    },
+    Event(Event),
+    /// Nothing more to do now; call `handle_input(Input::Timeout(t))` at `t`.
+    Timeout(Timestamp),
+    /// Nothing more to do until the next input.
+    Idle,
+}
+
+/// How an infohash reached us.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DiscoverySource {
+    /// A valid announce_peer query to us.
+    Announce,
+    /// A get_peers query to us (a candidate: many are random refresh targets).
+    GetPeers,
+    /// A BEP 51 sample.
+    Sample,
+}
+
+/// What the crawler learned.
+#[derive(Debug, Clone)]
+pub enum Event {
+    InfohashDiscovered {
+        info_hash: InfoHash,
+        source: DiscoverySource,
+        /// The node that told us.
+        from: SocketAddr,
+        /// For announces: the announcing peer's address.
+        peer: Option<SocketAddr>,
+    },
+    /// Peers for an infohash, from a get_peers query or traversal.
+    PeersFound {
+        info_hash: InfoHash,
+        peers: Vec<SocketAddr>,
+        /// BEP 33 estimates, when the nodes answered scrapes.
+        seeders: Option<u32>,
+        leechers: Option<u32>,
+    },
+    MetadataFetched(Box<fetch::MetadataFetched>),
+    MetadataFailed(Box<fetch::MetadataFailed>),
+    /// One peer session ended (for the request log and the peer records).
+    PeerSession(Box<fetch::PeerSessionReport>),
+    NodeAdded {
+        socket: SocketId,
+        id: NodeId,
+        addr: SocketAddr,
+    },
+    NodeRemoved {
+        socket: SocketId,
+        id: NodeId,
+        addr: SocketAddr,
+    },
+    /// A remote node told us (BEP 42 `ip`) which address it sees us at.
+    ExternalAddressVote {
+        socket: SocketId,
+        voter: SocketAddr,
+        seen_as: SocketAddr,
+    },
+    /// The routing table of an identity reached its bootstrap size.
+    Bootstrapped {
+        socket: SocketId,
+        nodes: usize,
+    },
+    /// Bootstrap has not succeeded yet; it is retried with backoff.
+    BootstrapFailed {
+        socket: SocketId,
+        attempt: u32,
+    },
+}
+
+/// Misuse of the API by our own runtime (never caused by remote input).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiMisuse {
+    /// A queue or table is full; the caller should retry later.
+    Full,
+    /// An argument is invalid (for example, no peers).
+    Invalid(&'static str),
+    /// The referenced connection or identity does not exist.
+    Unknown,
+}
+
+impl std::fmt::Display for ApiMisuse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiMisuse::Full => f.write_str("queue full"),
+            ApiMisuse::Invalid(w) => write!(f, "invalid argument: {w}"),
+            ApiMisuse::Unknown => f.write_str("unknown id"),
+        }
+    }
+}
+
+impl std::error::Error for ApiMisuse {}

@@ -1,0 +1,1 @@
+//! Iterative find_node / get_peers traversals.

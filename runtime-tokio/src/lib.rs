@@ -1,0 +1,1 @@
+//! Tokio driver for the magnetar crawler core. (Not yet implemented: see the issue tracker.)

@@ -1,0 +1,1 @@
+//! LMDB storage for magnetar. (Not yet implemented: see the issue tracker.)
