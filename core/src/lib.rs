@@ -43,6 +43,8 @@ pub mod rpc;
 pub mod server;
 pub mod session;
 pub mod stats;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod time;
 pub mod tokens;
 pub mod wire;
