@@ -28,6 +28,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 
 pub mod addr;
+pub mod bloom;
 pub mod config;
 pub mod crawl;
 pub mod crawler;
@@ -212,6 +213,16 @@ pub enum Event {
         socket: SocketId,
         voter: SocketAddr,
         seen_as: SocketAddr,
+    },
+    /// A lookup finished.
+    LookupDone {
+        socket: SocketId,
+        id: u64,
+        target: [u8; 20],
+        kind: lookup::LookupKind,
+        /// The k closest nodes that answered, closest first.
+        closest: Vec<(NodeId, SocketAddr)>,
+        queries: u32,
     },
     /// The routing table of an identity reached its bootstrap size.
     Bootstrapped {

@@ -1,1 +1,335 @@
-//! rpc
+//! The transaction table: our outstanding queries, keyed by (socket, tid, remote
+//! address), with a short and a full deadline each.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::fault::Fault;
+use crate::id::NodeId;
+use crate::rng::Rng;
+use crate::time::Timestamp;
+use crate::SocketId;
+
+/// The query a transaction carries.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Method {
+    Ping,
+    FindNode,
+    GetPeers,
+    AnnouncePeer,
+    SampleInfohashes,
+}
+
+impl Method {
+    pub fn name(&self) -> &'static [u8] {
+        match self {
+            Method::Ping => b"ping",
+            Method::FindNode => b"find_node",
+            Method::GetPeers => b"get_peers",
+            Method::AnnouncePeer => b"announce_peer",
+            Method::SampleInfohashes => b"sample_infohashes",
+        }
+    }
+}
+
+/// Why we sent a query: where its reply is routed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Purpose {
+    /// Routing-table maintenance ping.
+    Ping,
+    /// find_node to a bootstrap router or saved node.
+    Bootstrap,
+    /// Part of a lookup.
+    Lookup(u64),
+    /// Part of the crawl strategy; the tag is the strategy's own.
+    Crawl(u64),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TxKey {
+    pub socket: SocketId,
+    pub tid: u16,
+    pub addr: SocketAddr,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Transaction {
+    pub key: TxKey,
+    pub method: Method,
+    pub purpose: Purpose,
+    pub sent_at: Timestamp,
+    /// The id we believe the remote has, if known.
+    pub expect_id: Option<NodeId>,
+    /// The short deadline has passed.
+    pub short_fired: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Short,
+    Full,
+}
+
+/// A deadline that passed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Expired {
+    /// The short timeout: the transaction stays open, but a lookup may widen.
+    Short(Transaction),
+    /// The full timeout: the transaction is gone and counts as a failure.
+    Full(Transaction),
+}
+
+pub struct Rpc {
+    txs: BTreeMap<TxKey, Transaction>,
+    deadlines: BTreeSet<(Timestamp, Phase, TxKey)>,
+    rng: Rng,
+    cap: usize,
+    short: Duration,
+    full: Duration,
+}
+
+impl Rpc {
+    pub fn new(rng: Rng, cap: usize, short: Duration, full: Duration) -> Self {
+        Rpc {
+            txs: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            rng,
+            cap,
+            short,
+            full,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.txs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.txs.is_empty()
+    }
+
+    /// Opens a transaction and returns its 2-byte tid, or `None` if the table is full.
+    pub fn start(
+        &mut self,
+        now: Timestamp,
+        socket: SocketId,
+        addr: SocketAddr,
+        method: Method,
+        purpose: Purpose,
+        expect_id: Option<NodeId>,
+    ) -> Option<[u8; 2]> {
+        if self.txs.len() >= self.cap {
+            return None;
+        }
+        // Random tids: low fingerprint, and unpredictable to off-path spoofers.
+        for _ in 0..8 {
+            let tid = self.rng.next_u32() as u16;
+            let key = TxKey { socket, tid, addr };
+            if self.txs.contains_key(&key) {
+                continue;
+            }
+            let tx = Transaction {
+                key,
+                method,
+                purpose,
+                sent_at: now,
+                expect_id,
+                short_fired: false,
+            };
+            self.txs.insert(key, tx);
+            self.deadlines
+                .insert((now.add(self.short), Phase::Short, key));
+            self.deadlines
+                .insert((now.add(self.full), Phase::Full, key));
+            return Some(tid.to_be_bytes());
+        }
+        None
+    }
+
+    fn forget(&mut self, tx: &Transaction) {
+        self.deadlines
+            .remove(&(tx.sent_at.add(self.short), Phase::Short, tx.key));
+        self.deadlines
+            .remove(&(tx.sent_at.add(self.full), Phase::Full, tx.key));
+        self.txs.remove(&tx.key);
+    }
+
+    /// Matches a response or error. Only (socket, tid, address) matches: a known tid
+    /// from another address is [`Fault::WrongAddress`], anything else
+    /// [`Fault::UnknownTransaction`].
+    pub fn on_reply(
+        &mut self,
+        socket: SocketId,
+        tid: &[u8],
+        from: SocketAddr,
+    ) -> Result<Transaction, Fault> {
+        let tid = match <[u8; 2]>::try_from(tid) {
+            Ok(b) => u16::from_be_bytes(b),
+            Err(_) => return Err(Fault::UnknownTransaction),
+        };
+        let key = TxKey {
+            socket,
+            tid,
+            addr: from,
+        };
+        if let Some(tx) = self.txs.get(&key).copied() {
+            self.forget(&tx);
+            return Ok(tx);
+        }
+        let lo = TxKey {
+            socket,
+            tid,
+            addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+        };
+        let other = self
+            .txs
+            .range(lo..)
+            .next()
+            .is_some_and(|(k, _)| k.socket == socket && k.tid == tid);
+        Err(if other {
+            Fault::WrongAddress
+        } else {
+            Fault::UnknownTransaction
+        })
+    }
+
+    /// Closes a transaction without a reply (e.g. its lookup was abandoned).
+    pub fn cancel(&mut self, key: &TxKey) -> Option<Transaction> {
+        let tx = self.txs.get(key).copied()?;
+        self.forget(&tx);
+        Some(tx)
+    }
+
+    pub fn get(&self, key: &TxKey) -> Option<&Transaction> {
+        self.txs.get(key)
+    }
+
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        self.deadlines.first().map(|d| d.0)
+    }
+
+    /// Pops every deadline at or before `now`, in deadline order.
+    pub fn expire(&mut self, now: Timestamp, out: &mut Vec<Expired>) {
+        while let Some(&(at, phase, key)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            match phase {
+                Phase::Short => {
+                    if let Some(tx) = self.txs.get_mut(&key) {
+                        tx.short_fired = true;
+                        out.push(Expired::Short(*tx));
+                    }
+                }
+                Phase::Full => {
+                    if let Some(tx) = self.txs.remove(&key) {
+                        out.push(Expired::Full(tx));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn match_by_tid_and_address() {
+        let mut r = Rpc::new(
+            Rng::new(1),
+            10,
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+        );
+        let s = SocketId(0);
+        let t0 = Timestamp::ZERO;
+        let tid = r
+            .start(t0, s, a("1.1.1.1:1"), Method::Ping, Purpose::Ping, None)
+            .unwrap();
+        assert_eq!(
+            r.on_reply(s, &tid, a("2.2.2.2:1")),
+            Err(Fault::WrongAddress)
+        );
+        assert_eq!(
+            r.on_reply(SocketId(1), &tid, a("1.1.1.1:1")),
+            Err(Fault::UnknownTransaction)
+        );
+        assert_eq!(
+            r.on_reply(s, b"abc", a("1.1.1.1:1")),
+            Err(Fault::UnknownTransaction)
+        );
+        let tx = r.on_reply(s, &tid, a("1.1.1.1:1")).unwrap();
+        assert_eq!(tx.method, Method::Ping);
+        // A second reply is unknown: the transaction is closed.
+        assert_eq!(
+            r.on_reply(s, &tid, a("1.1.1.1:1")),
+            Err(Fault::UnknownTransaction)
+        );
+        assert!(r.is_empty());
+        assert_eq!(r.poll_timeout(), None);
+    }
+
+    #[test]
+    fn short_then_full_timeouts_and_cap() {
+        let mut r = Rpc::new(
+            Rng::new(2),
+            2,
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+        );
+        let s = SocketId(0);
+        let t0 = Timestamp::ZERO;
+        r.start(
+            t0,
+            s,
+            a("1.1.1.1:1"),
+            Method::FindNode,
+            Purpose::Lookup(7),
+            None,
+        )
+        .unwrap();
+        r.start(
+            t0,
+            s,
+            a("1.1.1.2:1"),
+            Method::FindNode,
+            Purpose::Lookup(7),
+            None,
+        )
+        .unwrap();
+        assert!(r
+            .start(
+                t0,
+                s,
+                a("1.1.1.3:1"),
+                Method::FindNode,
+                Purpose::Lookup(7),
+                None
+            )
+            .is_none());
+        assert_eq!(r.poll_timeout(), Some(Timestamp::from_secs(1)));
+        let mut out = Vec::new();
+        r.expire(Timestamp::from_millis(999), &mut out);
+        assert!(out.is_empty());
+        r.expire(Timestamp::from_secs(1), &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out
+            .iter()
+            .all(|e| matches!(e, Expired::Short(t) if t.short_fired)));
+        assert_eq!(r.len(), 2);
+        out.clear();
+        r.expire(Timestamp::from_secs(10), &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().all(|e| matches!(e, Expired::Full(_))));
+        assert!(r.is_empty());
+        assert_eq!(r.poll_timeout(), None);
+    }
+}

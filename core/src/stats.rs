@@ -89,4 +89,9 @@ pub struct Stats {
     pub fetch: FetchStats,
     /// Nodes currently in routing tables (all identities).
     pub nodes: usize,
+    /// Outputs dropped because the output queue was full.
+    pub dropped_outputs: u64,
+    pub lookups_running: usize,
+    pub transactions: usize,
+    pub stored_infohashes: usize,
 }

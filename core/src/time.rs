@@ -29,11 +29,13 @@ impl Timestamp {
         self.0 / 1_000_000_000
     }
     /// `self + d`, saturating at [`Timestamp::MAX`].
+    #[allow(clippy::should_implement_trait)]
     pub fn add(self, d: Duration) -> Self {
         let n = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Timestamp(self.0.saturating_add(n))
     }
     /// `self - d`, saturating at zero.
+    #[allow(clippy::should_implement_trait)]
     pub fn sub(self, d: Duration) -> Self {
         let n = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Timestamp(self.0.saturating_sub(n))
