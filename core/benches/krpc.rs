@@ -6,8 +6,8 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use magnetar_core::krpc::{
-    decode, encode, write_compact_node, Body, CompactNodesV4, KrpcError, Message, Query, QueryKind,
-    Response, Samples,
+    decode, decode_lenient, encode, write_compact_node, Body, CompactNodesV4, KrpcError, Message,
+    Query, QueryKind, Response, Samples,
 };
 use magnetar_core::{InfoHash, NodeId};
 
@@ -107,6 +107,12 @@ fn bench(c: &mut Criterion) {
         assert_eq!(decode(&buf).as_ref(), Ok(m));
         g.bench_function(*name, |b| b.iter(|| decode(black_box(&buf)).is_ok()));
     }
+    // The lenient path: bendy refuses the key order, our own tokenizer decodes.
+    let unsorted: &[u8] = b"d1:rd5:token4:\x01\x02\x03\x042:id20:abcdefghij0123456789e1:t2:aa1:y1:r1:v4:LT\x02\x112:ip6:\x01\x02\x03\x04\x1a\xe1e";
+    assert!(decode_lenient(unsorted).is_ok_and(|l| l.unsorted_keys));
+    g.bench_function("lenient_unsorted_get_peers_response", |b| {
+        b.iter(|| decode_lenient(black_box(unsorted)).is_ok())
+    });
     g.finish();
 
     let mut g = c.benchmark_group("krpc_encode");
