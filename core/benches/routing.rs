@@ -46,6 +46,7 @@ fn insert(c: &mut Criterion) {
     let mut g = c.benchmark_group("routing/insert");
     // Filling an empty crawler-sized table with 10,000 fresh nodes.
     let fresh = candidates(10_000, 3);
+    g.sample_size(10);
     g.throughput(Throughput::Elements(fresh.len() as u64));
     g.bench_function("fill_wide4096_10k", |b| {
         b.iter_batched(

@@ -1294,45 +1294,59 @@ impl RoutingTable {
         }
     }
 
-    /// Splits the last bucket in two. Nodes that no longer fit the new, deeper
-    /// bucket go to its replacement cache or are dropped, worst first.
+    /// Splits the last bucket in two, and again while the new last bucket is over
+    /// its capacity (a `bucket_sizes` schedule shrinks with depth). Nodes that still
+    /// do not fit a bucket go to its replacement cache or are dropped, worst first.
     fn split(&mut self, now: Timestamp) {
-        let d = self.buckets.len() - 1;
-        self.buckets.push(Bucket::new(now));
-        self.stats.splits += 1;
-        let stay = self.bucket_nodes(d).count();
-        let moved = self.buckets[d].count - stay;
-        self.buckets[d].count = stay;
-        self.buckets[d].all_good_until = None;
-        self.buckets[d + 1].count = moved;
-        // Re-home the cache.
-        let cache = std::mem::take(&mut self.buckets[d].cache);
-        for e in cache {
-            let b = self.bucket_of(&e.id);
-            self.buckets[b].cache.push(e);
+        loop {
+            let d = self.buckets.len() - 1;
+            self.buckets.push(Bucket::new(now));
+            self.stats.splits += 1;
+            let stay = self.bucket_nodes(d).count();
+            let moved = self.buckets[d].count - stay;
+            self.buckets[d].count = stay;
+            self.buckets[d].all_good_until = None;
+            self.buckets[d + 1].count = moved;
+            let cache = std::mem::take(&mut self.buckets[d].cache);
+            for e in cache {
+                let b = self.bucket_of(&e.id);
+                self.buckets[b].cache.push(e);
+            }
+            self.trim(d, now);
+            let over = moved > self.cfg.bucket_capacity(d + 1);
+            if !over || self.buckets.len() >= MAX_BUCKETS {
+                self.trim(d + 1, now);
+                return;
+            }
         }
-        // Trim the new bucket to its capacity.
-        let cap = self.cfg.bucket_capacity(d + 1);
-        if moved > cap {
-            let mut ranked: Vec<(bool, bool, bool, Timestamp, NodeId)> = self
-                .bucket_nodes(d + 1)
-                .map(|n| {
-                    let st = self.status(&n.e, now);
-                    (
-                        st != NodeStatus::Bad,
-                        st == NodeStatus::Good,
-                        n.e.verified,
-                        n.e.last_seen,
-                        n.e.id,
-                    )
-                })
-                .collect();
-            ranked.sort();
-            for r in ranked.into_iter().take(moved - cap) {
-                if let Some(e) = self.detach(&r.4) {
-                    if r.0 {
-                        let _ = self.try_cache(d + 1, e);
-                    }
+    }
+
+    /// Drops the worst nodes of bucket `b` until it fits its capacity, offering the
+    /// ones that are not bad to its cache.
+    fn trim(&mut self, b: usize, now: Timestamp) {
+        let cap = self.cfg.bucket_capacity(b);
+        let count = self.buckets[b].count;
+        if count <= cap {
+            return;
+        }
+        let mut ranked: Vec<(bool, bool, bool, Timestamp, NodeId)> = self
+            .bucket_nodes(b)
+            .map(|n| {
+                let st = self.status(&n.e, now);
+                (
+                    st != NodeStatus::Bad,
+                    st == NodeStatus::Good,
+                    n.e.verified,
+                    n.e.last_seen,
+                    n.e.id,
+                )
+            })
+            .collect();
+        ranked.sort();
+        for r in ranked.into_iter().take(count - cap) {
+            if let Some(e) = self.detach(&r.4) {
+                if r.0 {
+                    let _ = self.try_cache(b, e);
                 }
             }
         }
