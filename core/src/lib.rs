@@ -32,6 +32,7 @@ pub mod bloom;
 pub mod config;
 pub mod crawl;
 pub mod crawler;
+pub mod report;
 pub mod fault;
 pub mod fetch;
 pub mod id;
