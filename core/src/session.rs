@@ -239,13 +239,38 @@ impl Session {
             return Progress::Continue;
         }
         self.c.bytes_in += bytes.len() as u64;
-        self.de.push(bytes);
-        let r = self.drain();
+        let r = if self.c.phase != Phase::Handshake && self.de.buffered() == 0 {
+            self.drain_direct(bytes)
+        } else {
+            self.de.push(bytes);
+            self.drain()
+        };
         if !matches!(r, Progress::Continue) {
             self.c.phase = Phase::Finished;
             self.c.asm = None;
         }
         r
+    }
+
+    /// Fast path: nothing buffered, so parse frames straight from `bytes` and
+    /// buffer only a trailing partial frame. Same verdicts as [`Session::drain`].
+    fn drain_direct(&mut self, bytes: &[u8]) -> Progress {
+        let mut rest = bytes;
+        loop {
+            match wire::split_frame(rest, self.de.max_frame()) {
+                Err(_) => return Progress::Failed(FailReason::FrameTooLarge),
+                Ok(None) => break,
+                Ok(Some((f, used))) => {
+                    rest = rest.get(used..).unwrap_or_default();
+                    match self.c.on_frame(f) {
+                        Progress::Continue => {}
+                        done => return done,
+                    }
+                }
+            }
+        }
+        self.de.push(rest);
+        Progress::Continue
     }
 
     fn drain(&mut self) -> Progress {

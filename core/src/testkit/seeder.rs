@@ -301,22 +301,36 @@ impl FakeSeeder {
                     wire::encode_metadata_reject(&mut self.out, to, piece);
                     return;
                 }
-                let data = self.piece_bytes(piece).to_vec();
-                self.send_piece(to, piece, total, &data);
+                let (start, end) = self.piece_range(piece);
+                let info = self.info.clone();
+                let data = info.get(start..end).unwrap_or_default();
+                self.send_piece(to, piece, total, data);
             }
         }
     }
 
-    fn piece_bytes(&self, piece: i64) -> &[u8] {
+    fn piece_range(&self, piece: i64) -> (usize, usize) {
         let start = (piece.max(0) as usize).saturating_mul(PIECE_SIZE);
         let end = start.saturating_add(PIECE_SIZE).min(self.info.len());
+        (start, end)
+    }
+
+    fn piece_bytes(&self, piece: i64) -> &[u8] {
+        let (start, end) = self.piece_range(piece);
         self.info.get(start..end).unwrap_or_default()
     }
 
     fn send_piece(&mut self, to: u8, piece: i64, total: i64, data: &[u8]) {
-        let mut body = Vec::with_capacity(data.len() + 64);
-        wire::encode_metadata_msg(&mut body, wire::MSG_TYPE_DATA, piece, Some(total), data);
-        wire::encode_extended(&mut self.out, to, &body);
+        // Header dict first, then the frame length, then the data: one copy of data.
+        let mut hdr = Vec::with_capacity(64);
+        wire::encode_metadata_msg(&mut hdr, wire::MSG_TYPE_DATA, piece, Some(total), &[]);
+        let len = (2 + hdr.len() + data.len()) as u32;
+        self.out.reserve(4 + len as usize);
+        self.out.extend_from_slice(&len.to_be_bytes());
+        self.out.push(wire::MSG_EXTENDED);
+        self.out.push(to);
+        self.out.extend_from_slice(&hdr);
+        self.out.extend_from_slice(data);
         self.pieces_sent += 1;
     }
 }

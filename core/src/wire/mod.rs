@@ -556,6 +556,10 @@ impl Deframer {
         }
     }
 
+    pub fn max_frame(&self) -> usize {
+        self.max_frame
+    }
+
     /// Buffered bytes not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.buf.len() - self.pos
@@ -588,22 +592,35 @@ impl Deframer {
     /// The next complete message frame, `None` until one is buffered.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, FrameError> {
         let rest = self.buf.get(self.pos..).unwrap_or_default();
-        let Some(hdr) = rest.get(..4) else {
-            return Ok(None);
-        };
-        let len = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
-        if len > self.max_frame {
-            return Err(FrameError::TooLarge);
-        }
-        let Some(body) = rest.get(4..4 + len) else {
-            return Ok(None);
-        };
-        self.pos += 4 + len;
-        match body.split_first() {
-            None => Ok(Some(Frame::KeepAlive)),
-            Some((&id, payload)) => Ok(Some(Frame::Message { id, payload })),
+        match split_frame(rest, self.max_frame)? {
+            None => Ok(None),
+            Some((f, used)) => {
+                self.pos += used;
+                Ok(Some(f))
+            }
         }
     }
+}
+
+/// Parses one frame at the start of `buf`: the frame and the bytes it used, or
+/// `None` if `buf` holds only part of one. Lets callers parse straight from a read
+/// buffer without copying when nothing is pending.
+pub fn split_frame(buf: &[u8], max_frame: usize) -> Result<Option<(Frame<'_>, usize)>, FrameError> {
+    let Some(hdr) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as usize;
+    if len > max_frame {
+        return Err(FrameError::TooLarge);
+    }
+    let Some(body) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
+    let f = match body.split_first() {
+        None => Frame::KeepAlive,
+        Some((&id, payload)) => Frame::Message { id, payload },
+    };
+    Ok(Some((f, 4 + len)))
 }
 
 #[cfg(test)]
