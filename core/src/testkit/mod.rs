@@ -69,6 +69,8 @@ pub enum PeerSpec {
 }
 
 enum Delivery {
+    /// Connect refused (no seeder behind the id).
+    Refused(ConnId),
     Connected(ConnId),
     Data(ConnId, Bytes),
     Closed(ConnId, CloseReason),
@@ -155,7 +157,18 @@ impl Swarm {
             steps += 1;
             if let Some(d) = self.queue.pop_front() {
                 self.now = self.now.add(self.step);
+                // Deliveries for connections the fetcher closed are dropped.
+                let live = match &d {
+                    Delivery::Refused(_) => true,
+                    Delivery::Connected(c) | Delivery::Data(c, _) | Delivery::Closed(c, _) => {
+                        self.conns.contains_key(c)
+                    }
+                };
+                if !live {
+                    continue;
+                }
                 match d {
+                    Delivery::Refused(c) => f.handle_closed(self.now, c, CloseReason::Refused),
                     Delivery::Connected(c) => f.handle_connected(self.now, c),
                     Delivery::Data(c, b) => f.handle_data(self.now, c, &b),
                     Delivery::Closed(c, r) => {
@@ -200,8 +213,7 @@ impl Swarm {
                     }
                     Some(PeerSpec::Blackhole) => {}
                     Some(PeerSpec::Refuse) | None => {
-                        self.queue
-                            .push_back(Delivery::Closed(conn, CloseReason::Refused));
+                        self.queue.push_back(Delivery::Refused(conn));
                     }
                 }
             }
@@ -221,11 +233,6 @@ impl Swarm {
             }
             Output::Close { conn } => {
                 self.conns.remove(&conn);
-                self.queue.retain(|d| match d {
-                    Delivery::Connected(c) | Delivery::Data(c, _) | Delivery::Closed(c, _) => {
-                        *c != conn
-                    }
-                });
             }
             Output::Event(e) => events.push(e),
             Output::Transmit { .. } | Output::Timeout(_) | Output::Idle => {}
