@@ -88,6 +88,12 @@ impl Net {
                 }
                 Output::Event(e) => self.events.push((i, e)),
                 Output::Timeout(t) => {
+                    // Core must never ask to be woken for work it could do now.
+                    assert!(
+                        t > self.now,
+                        "node {i} asked for a timer at {t:?}, now {:?}",
+                        self.now
+                    );
                     self.timers[i] = Some(t);
                     return;
                 }
