@@ -980,16 +980,22 @@ impl Crawler {
                 resp.num = Some(self.store.len() as i64);
                 resp.interval = Some(self.cfg.dht.sample_interval as i64);
             }
-            QueryKind::Unknown { .. } => {
-                self.send_error(
-                    i,
-                    from,
-                    msg.tid,
-                    error_code::METHOD_UNKNOWN,
-                    b"method unknown",
-                );
-                return;
-            }
+            QueryKind::Unknown {
+                target, info_hash, ..
+            } => match target.map(|t| t.0).or(info_hash.map(|h| h.0)) {
+                // Forward compatibility: a newer query that names a key gets nodes.
+                Some(key) => self.compact_nodes(i, &key, want, &mut n4, &mut n6),
+                None => {
+                    self.send_error(
+                        i,
+                        from,
+                        msg.tid,
+                        error_code::METHOD_UNKNOWN,
+                        b"method unknown",
+                    );
+                    return;
+                }
+            },
         }
         if !values.is_empty() {
             resp.values = Some(values);

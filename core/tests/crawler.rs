@@ -91,7 +91,15 @@ fn answers_ping_find_node_and_unknown_methods() {
     net.send(
         probe(),
         addr(0),
-        query(b"long-tid-xyz", me, QueryKind::Unknown { method: b"vote" }),
+        query(
+            b"long-tid-xyz",
+            me,
+            QueryKind::Unknown {
+                method: b"vote",
+                target: None,
+                info_hash: None,
+            },
+        ),
     );
     net.run_until(Timestamp::from_secs(3), 100);
     let r = last_reply(&net);
@@ -518,4 +526,29 @@ fn flood_of_random_get_peers_keeps_memory_bounded() {
     assert!(s.transactions <= 4096);
     assert_eq!(s.crawl.new_from_get_peers, 20_000);
     assert!(s.nodes <= 10_000);
+}
+
+#[test]
+fn unknown_methods_with_a_target_get_nodes() {
+    let mut net = quiet_net(1);
+    let me = NodeId([9; 20]);
+    let q = QueryKind::Unknown {
+        method: b"get_future",
+        target: Some(NodeId([1; 20])),
+        info_hash: None,
+    };
+    net.send(probe(), addr(0), query(b"fw", me, q));
+    net.run_until(Timestamp::from_secs(1), 100);
+    let r = last_reply(&net);
+    let Body::Response(resp) = &r.body else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        resp.nodes
+            .expect("nodes")
+            .iter()
+            .map(|n| n.1)
+            .collect::<Vec<_>>(),
+        vec![probe()]
+    );
 }
