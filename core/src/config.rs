@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::crawl::CrawlConfig;
 use crate::fetch::FetchConfig;
 use crate::id::NodeId;
 use crate::routing::RoutingConfig;
@@ -97,6 +98,7 @@ pub struct Config {
     /// Allow sending to loopback and private addresses (tests, LANs).
     pub allow_private: bool,
     pub dht: DhtConfig,
+    pub crawl: CrawlConfig,
     pub fetch: FetchConfig,
 }
 
@@ -112,15 +114,25 @@ impl Config {
             }],
             allow_private: false,
             dht: DhtConfig::default(),
+            crawl: CrawlConfig::default(),
             fetch: FetchConfig::default(),
         }
     }
 
-    /// A config for loopback tests: private addresses allowed, subnet rule off.
+    /// A config for loopback tests: private addresses allowed, subnet rule off,
+    /// no per-IP pacing (loopback peers often share one IP).
     pub fn loopback_test(seed: u64) -> Self {
         let mut c = Config::new(seed, SocketAddr::from(([127, 0, 0, 1], 0)));
         c.allow_private = true;
         c.dht.routing.one_per_subnet = false;
+        c.crawl.per_ip_pps = 0;
+        c
+    }
+
+    /// A plain, polite DHT node: no harvesting.
+    pub fn plain_node(seed: u64, bind: SocketAddr) -> Self {
+        let mut c = Config::new(seed, bind);
+        c.crawl.enabled = false;
         c
     }
 }

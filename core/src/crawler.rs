@@ -4,7 +4,7 @@
 //! shared transaction table, tokens, announce store and rate limiter, the running
 //! lookups, and the metadata fetcher.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use crate::addr::{canonical, is_sendable, Family};
 use crate::config::Config;
+use crate::crawl::Harvest;
 use crate::fault::Fault;
 use crate::fetch::Fetcher;
 use crate::id::{bep42_node_id, bep42_verify, InfoHash, NodeId};
@@ -52,14 +53,17 @@ pub struct Identity {
 
 pub struct Crawler {
     cfg: Config,
-    rng: Rng,
-    now: Timestamp,
-    ids: Vec<Identity>,
+    pub(crate) rng: Rng,
+    pub(crate) now: Timestamp,
+    pub(crate) ids: Vec<Identity>,
     rpc: Rpc,
     tokens: Tokens,
     store: AnnounceStore,
     limiter: RateLimiter,
-    lookups: BTreeMap<u64, Lookup>,
+    pub(crate) lookups: BTreeMap<u64, Lookup>,
+    /// Lookups with a query held back by the budget or pacing.
+    starved: BTreeSet<u64>,
+    pub(crate) harvest: Harvest,
     next_lookup: u64,
     routers: Vec<SocketAddr>,
     fetcher: Fetcher,
@@ -81,7 +85,14 @@ impl Crawler {
             let id = match (ic.node_id, ic.external_ip) {
                 (Some(id), _) => id,
                 (None, Some(ip)) => bep42_node_id(ip, &mut id_rng),
-                (None, None) => NodeId::random(&mut id_rng),
+                (None, None) => {
+                    // Several identities are spread evenly over the keyspace.
+                    let mut id = NodeId::random(&mut id_rng);
+                    if cfg.identities.len() > 1 {
+                        id.0[0] = (i * 256 / cfg.identities.len()) as u8;
+                    }
+                    id
+                }
             };
             ids.push(Identity {
                 socket: SocketId(i as u16),
@@ -116,6 +127,8 @@ impl Crawler {
             now,
             ids,
             lookups: BTreeMap::new(),
+            starved: BTreeSet::new(),
+            harvest: Harvest::new(cfg.crawl.clone(), now),
             next_lookup: 1,
             routers: Vec::new(),
             out: VecDeque::new(),
@@ -162,16 +175,17 @@ impl Crawler {
         s.lookups_running = self.lookups.len();
         s.transactions = self.rpc.len();
         s.stored_infohashes = self.store.len();
+        s.crawl = self.crawl_stats();
         s
     }
 
-    fn advance(&mut self, t: Timestamp) {
+    pub(crate) fn advance(&mut self, t: Timestamp) {
         if t > self.now {
             self.now = t;
         }
     }
 
-    fn emit(&mut self, e: Event) {
+    pub(crate) fn emit(&mut self, e: Event) {
         if self.out.len() >= MAX_OUT {
             self.dropped_outputs += 1;
             return;
@@ -255,9 +269,16 @@ impl Crawler {
             return o;
         }
         if let Some(o) = self.fetcher.poll_output() {
+            if let Output::Event(e) = &o {
+                self.on_fetch_event(e);
+            }
             return o;
         }
         let mut t = Some(self.next_tick);
+        t = min_deadline(t, self.crawl_deadline());
+        if !self.starved.is_empty() {
+            t = min_deadline(t, Some(self.harvest.budget.next_available(self.now)));
+        }
         t = min_deadline(t, self.rpc.poll_timeout());
         t = min_deadline(t, self.fetcher.poll_timeout());
         match t {
@@ -318,7 +339,7 @@ impl Crawler {
             .ok_or(ApiMisuse::Full)
     }
 
-    fn start_lookup(
+    pub(crate) fn start_lookup(
         &mut self,
         i: usize,
         target: [u8; 20],
@@ -368,10 +389,20 @@ impl Crawler {
                     noseed: false,
                 },
             };
-            if !self.send_query(i, addr, Some(nid), Purpose::Lookup(id), q) {
-                if let Some(l) = self.lookups.get_mut(&id) {
-                    l.on_short_timeout(&addr);
-                    l.on_failure(&addr);
+            match self.try_send_query(i, addr, Some(nid), Purpose::Lookup(id), q) {
+                Sent::Yes => {}
+                Sent::Throttled => {
+                    if let Some(l) = self.lookups.get_mut(&id) {
+                        l.requeue(&addr);
+                    }
+                    self.starved.insert(id);
+                    return;
+                }
+                Sent::No => {
+                    if let Some(l) = self.lookups.get_mut(&id) {
+                        l.on_short_timeout(&addr);
+                        l.on_failure(&addr);
+                    }
                 }
             }
         }
@@ -385,6 +416,7 @@ impl Crawler {
         let Some(l) = self.lookups.remove(&id) else {
             return;
         };
+        self.starved.remove(&id);
         self.stats.dht.lookups_done += 1;
         if let Some(ident) = self.ids.iter_mut().find(|i| i.self_lookup == Some(id)) {
             ident.self_lookup = None;
@@ -401,6 +433,10 @@ impl Crawler {
                 leechers,
             });
         }
+        if let LookupKind::GetPeers { .. } = l.kind {
+            let peers: Vec<SocketAddr> = l.peers().copied().collect();
+            self.on_lookup_done_for_acq(id, &peers);
+        }
         let closest = l.closest().into_iter().map(|f| (f.id, f.addr)).collect();
         self.emit(Event::LookupDone {
             socket: l.socket,
@@ -412,8 +448,9 @@ impl Crawler {
         });
     }
 
-    /// Sends a query from identity `i`. False if it was not sent (filtered, table full).
-    fn send_query(
+    /// Sends a query from identity `i`. False if it was not sent (filtered,
+    /// throttled, table full).
+    pub(crate) fn send_query(
         &mut self,
         i: usize,
         to: SocketAddr,
@@ -421,33 +458,48 @@ impl Crawler {
         purpose: Purpose,
         kind: QueryKind<'_>,
     ) -> bool {
+        self.try_send_query(i, to, expect_id, purpose, kind) == Sent::Yes
+    }
+
+    fn try_send_query(
+        &mut self,
+        i: usize,
+        to: SocketAddr,
+        expect_id: Option<NodeId>,
+        purpose: Purpose,
+        kind: QueryKind<'_>,
+    ) -> Sent {
         let to = canonical(to);
         if !is_sendable(&to, self.cfg.allow_private) {
             self.stats.dht.dropped_filtered += 1;
-            return false;
+            return Sent::No;
         }
         let Some(ident) = self.ids.get(i) else {
-            return false;
+            return Sent::No;
         };
         if Family::of(&to) != ident.family {
             self.stats.dht.dropped_filtered += 1;
-            return false;
+            return Sent::No;
         }
-        let (socket, own) = (ident.socket, ident.id);
+        let socket = ident.socket;
+        let own = self.our_id_for(i, expect_id);
+        if !self.harvest.ip_allows(self.now, &to) || !self.harvest.budget.try_take(self.now) {
+            return Sent::Throttled;
+        }
         let method = match kind {
             QueryKind::Ping => Method::Ping,
             QueryKind::FindNode { .. } => Method::FindNode,
             QueryKind::GetPeers { .. } => Method::GetPeers,
             QueryKind::AnnouncePeer { .. } => Method::AnnouncePeer,
             QueryKind::SampleInfohashes { .. } => Method::SampleInfohashes,
-            QueryKind::Unknown { .. } => return false,
+            QueryKind::Unknown { .. } => return Sent::No,
         };
         let Some(tid) = self
             .rpc
             .start(self.now, socket, to, method, purpose, expect_id)
         else {
             self.stats.dht.dropped_tx_full += 1;
-            return false;
+            return Sent::No;
         };
         let want = self.want();
         let version = self.cfg.dht.version.clone();
@@ -464,7 +516,21 @@ impl Crawler {
         };
         self.stats.dht.queries_out.bump(method.name());
         self.transmit(socket, to, &msg);
-        true
+        Sent::Yes
+    }
+
+    /// The id identity `i` shows to a remote node: its own, or in neighbour mode
+    /// one forged to share the remote's first 15 bytes.
+    fn our_id_for(&self, i: usize, remote: Option<NodeId>) -> NodeId {
+        let own = self.ids.get(i).map(|x| x.id).unwrap_or_default();
+        match remote {
+            Some(r) if self.cfg.crawl.neighbour_mode => {
+                let mut id = own;
+                id.0[..15].copy_from_slice(&r.0[..15]);
+                id
+            }
+            _ => own,
+        }
     }
 
     /// `want` for our queries: both families when we run both.
@@ -615,9 +681,11 @@ impl Crawler {
             });
         }
         match tx.purpose {
-            Purpose::Ping | Purpose::Crawl(_) => {}
+            Purpose::Ping => {}
+            Purpose::Crawl(tag) => self.on_crawl_reply(i, from, r, &tx, tag),
             Purpose::Bootstrap => {
                 let nodes = self.nodes_of(i, r);
+                self.learn_nodes(i, &nodes);
                 let running = self
                     .ids
                     .get(i)
@@ -646,6 +714,7 @@ impl Crawler {
             }
             Purpose::Lookup(lid) => {
                 let nodes = self.nodes_of(i, r);
+                self.learn_nodes(i, &nodes);
                 if let Some(l) = self.lookups.get_mut(&lid) {
                     if let LookupKind::GetPeers { .. } = l.kind {
                         if r.token.is_none() {
@@ -667,7 +736,7 @@ impl Crawler {
     }
 
     /// The usable nodes of a reply, in the family of identity `i`.
-    fn nodes_of(&self, i: usize, r: &Response<'_>) -> Vec<(NodeId, SocketAddr)> {
+    pub(crate) fn nodes_of(&self, i: usize, r: &Response<'_>) -> Vec<(NodeId, SocketAddr)> {
         let Some(ident) = self.ids.get(i) else {
             return Vec::new();
         };
@@ -682,6 +751,9 @@ impl Crawler {
     }
 
     fn on_error_reply(&mut self, tx: Transaction) {
+        if let Purpose::Crawl(tag) = tx.purpose {
+            self.on_crawl_failure(tag, true);
+        }
         if let Purpose::Lookup(lid) = tx.purpose {
             if let Some(l) = self.lookups.get_mut(&lid) {
                 l.on_short_timeout(&tx.key.addr);
@@ -717,11 +789,22 @@ impl Crawler {
                         }
                         self.pump_lookup(lid);
                     }
+                    if let Purpose::Crawl(tag) = tx.purpose {
+                        self.on_crawl_failure(tag, false);
+                    }
                     self.flush_routing_events(i);
                 }
             }
         }
         self.expired = expired;
+        // Lookups held back by the budget go first.
+        if !self.starved.is_empty() && self.harvest.budget.available(self.now) > 0 {
+            let starved = std::mem::take(&mut self.starved);
+            for lid in starved {
+                self.pump_lookup(lid);
+            }
+        }
+        self.crawl_tick();
         if self.now >= self.next_tick {
             self.next_tick = self.now.add(TICK);
             self.maintenance();
@@ -784,7 +867,10 @@ impl Crawler {
             return;
         }
         self.heard(i, q.id, from, Contact::Query, msg.read_only);
-        let own = self.ids[i].id;
+        if !msg.read_only {
+            self.learn_nodes(i, &[(q.id, from)]);
+        }
+        let own = self.our_id_for(i, Some(q.id));
         let socket = self.ids[i].socket;
         let want = q.want.unwrap_or(match self.ids[i].family {
             Family::V4 => Want {
@@ -815,12 +901,7 @@ impl Crawler {
                 scrape,
                 noseed,
             } => {
-                self.emit(Event::InfohashDiscovered {
-                    info_hash,
-                    source: DiscoverySource::GetPeers,
-                    from,
-                    peer: None,
-                });
+                self.discovered(info_hash, DiscoverySource::GetPeers, from, None, None);
                 self.compact_nodes(i, &info_hash.0, want, &mut n4, &mut n6);
                 token = self.tokens.issue(self.now, from.ip());
                 resp.token = Some(&token);
@@ -853,12 +934,7 @@ impl Crawler {
                 }
                 self.store
                     .announce(self.now, info_hash, peer, seed.unwrap_or(false));
-                self.emit(Event::InfohashDiscovered {
-                    info_hash,
-                    source: DiscoverySource::Announce,
-                    from,
-                    peer: Some(peer),
-                });
+                self.discovered(info_hash, DiscoverySource::Announce, from, Some(peer), None);
             }
             QueryKind::SampleInfohashes { target } => {
                 self.compact_nodes(i, &target.0, want, &mut n4, &mut n6);
@@ -957,4 +1033,14 @@ impl Crawler {
     pub fn verify_node(id: &NodeId, addr: &SocketAddr) -> bool {
         bep42_verify(id, addr.ip())
     }
+}
+
+/// Whether a query went out.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Sent {
+    Yes,
+    /// Held back by the packet budget or per-IP pacing: try again later.
+    Throttled,
+    /// Not sendable (filtered address, wrong family, transaction table full).
+    No,
 }

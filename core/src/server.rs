@@ -178,12 +178,17 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(per_sec: u32, cap: usize) -> Self {
+        Self::with_burst(per_sec, per_sec, cap)
+    }
+
+    /// `per_sec` sustained, up to `burst` at once.
+    pub fn with_burst(per_sec: u32, burst: u32, cap: usize) -> Self {
         let per_sec = per_sec.max(1);
         let interval = Duration::from_nanos(1_000_000_000 / per_sec as u64);
         RateLimiter {
             tat: BTreeMap::new(),
             interval,
-            burst: interval * per_sec,
+            burst: interval * burst.max(1),
             cap: cap.max(1),
             evictions: 0,
         }

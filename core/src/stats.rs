@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::crawl::CrawlStats;
 use crate::fault::Fault;
 use crate::fetch::FetchStats;
 use crate::routing::RoutingStats;
@@ -87,6 +88,7 @@ pub struct Stats {
     /// Routing counters summed over identities.
     pub routing: RoutingStats,
     pub fetch: FetchStats,
+    pub crawl: CrawlStats,
     /// Nodes currently in routing tables (all identities).
     pub nodes: usize,
     /// Outputs dropped because the output queue was full.

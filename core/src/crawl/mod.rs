@@ -1,3 +1,909 @@
-//! The harvesting strategy (BEP 51 keyspace walk, capture, exploration, budget).
+//! The harvesting strategy: how the crawler finds the most new infohashes per
+//! packet while staying a polite DHT citizen.
 //!
-//! STUB: filled in by the crawl-strategy work.
+//! * **BEP 51 keyspace walk** (after mldht): every node we learn of goes into a
+//!   bounded *node book* and is sent `sample_infohashes` once, then again once per
+//!   its advertised `interval` (clamped to [`CrawlConfig::min_revisit`], 6 h). The
+//!   target of each sample query lies next to the queried node's own id, so the
+//!   `nodes` in its reply are its neighbours: the walk spreads over the whole
+//!   keyspace with one RPC per node. Nodes that answer without `samples` (or with
+//!   error 204) are remembered as not supporting BEP 51 and never sampled again.
+//! * **find_node exploration** with random targets, paced at
+//!   [`CrawlConfig::explore_pps`], keeps the book filling.
+//! * **Capture** of get_peers and announce_peer queries sent to us (the server in
+//!   [`crate::crawler`] reports them here).
+//! * **Acquisition**: for an infohash that the runtime wants (it is not stored),
+//!   ask the node that sampled it for peers first (one get_peers), then fall back to
+//!   a bounded get_peers traversal, then fetch the metadata. Failures are retried
+//!   with exponential backoff (5 min, 30 min, 3 h, then given up).
+//!
+//! **How core learns that an infohash is already stored.** Core never sees storage.
+//! It deduplicates discoveries in a bounded window and emits one
+//! `InfohashDiscovered` per new infohash. The runtime checks storage (a fast LMDB
+//! read) and calls [`Crawler::acquire`] only for infohashes it does not have. With
+//! [`CrawlConfig::auto_acquire`] (for the simulator, or a runtime without storage)
+//! core acquires every discovery itself.
+//!
+//! Every query counts against one global packet budget (token bucket) and a per-IP
+//! pace that stays well under libtorrent's 5 packets/s ban threshold.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::addr::Family;
+use crate::id::{InfoHash, NodeId};
+use crate::krpc::{QueryKind, Response};
+use crate::lookup::LookupKind;
+use crate::rpc::{Purpose, Transaction};
+use crate::server::RateLimiter;
+use crate::time::Timestamp;
+use crate::{ApiMisuse, Crawler, DiscoverySource, Event};
+
+pub mod budget;
+pub use budget::Budget;
+
+/// Crawl cadence: sampling and exploration run every tick.
+const CRAWL_TICK: Duration = Duration::from_millis(10);
+
+#[derive(Clone, Debug)]
+pub struct CrawlConfig {
+    /// Harvest at all (sampling, exploration, acquisition). Off gives a plain DHT node.
+    pub enabled: bool,
+    /// Global outgoing query budget, packets per second (0 = unlimited).
+    pub max_pps: u32,
+    /// Budget burst, packets.
+    pub burst: u32,
+    /// Queries per second to one remote IP (0 = no per-IP pacing).
+    pub per_ip_pps: u32,
+    /// Per-IP burst.
+    pub per_ip_burst: u32,
+    /// Share of the budget for find_node exploration, packets per second.
+    pub explore_pps: u32,
+    /// Nodes in the node book.
+    pub max_book: usize,
+    /// Shortest revisit of a node for sampling, whatever its `interval`.
+    pub min_revisit: Duration,
+    /// Longest `interval` honoured (BEP 51 allows up to 6 h).
+    pub max_interval: Duration,
+    /// Revisit nodes whose last sample was productive (new infohashes and `num`
+    /// larger than the sample) after this long, even before their `interval`.
+    /// `None` (default) always honours `interval`.
+    pub productive_revisit: Option<Duration>,
+    /// Consecutive timeouts before a node leaves the book (and is blacklisted).
+    pub max_node_failures: u8,
+    /// How long a blacklisted address is ignored.
+    pub blacklist_for: Duration,
+    /// Cap on blacklisted addresses.
+    pub max_blacklist: usize,
+    /// Infohashes remembered for deduplication.
+    pub seen_window: usize,
+    /// Acquire every discovered infohash without asking the runtime.
+    pub auto_acquire: bool,
+    /// Acquisitions (peer search + fetch) running at once.
+    pub max_acquisitions: usize,
+    /// Acquisitions waiting to start.
+    pub acquire_queue: usize,
+    /// Run a full get_peers traversal when the sampling node has no peers.
+    pub lookup_on_miss: bool,
+    /// Retry delays after a failed acquisition; after the last, give up.
+    pub retry_backoff: Vec<Duration>,
+    /// Infohashes remembered in the retry table.
+    pub max_retry: usize,
+    /// Answer with node ids forged close to each remote node (magnetico's old
+    /// trick). This bends BEP 5 (our id is not stable) so it is opt-in.
+    pub neighbour_mode: bool,
+}
+
+impl Default for CrawlConfig {
+    fn default() -> Self {
+        CrawlConfig {
+            enabled: true,
+            max_pps: 2000,
+            burst: 200,
+            per_ip_pps: 2,
+            per_ip_burst: 8,
+            explore_pps: 200,
+            max_book: 100_000,
+            min_revisit: Duration::from_secs(60),
+            max_interval: Duration::from_secs(6 * 3600),
+            productive_revisit: None,
+            max_node_failures: 3,
+            blacklist_for: Duration::from_secs(3600),
+            max_blacklist: 10_000,
+            seen_window: 1 << 16,
+            auto_acquire: false,
+            max_acquisitions: 256,
+            acquire_queue: 10_000,
+            lookup_on_miss: true,
+            retry_backoff: vec![
+                Duration::from_secs(300),
+                Duration::from_secs(1800),
+                Duration::from_secs(3 * 3600),
+            ],
+            max_retry: 100_000,
+            neighbour_mode: false,
+        }
+    }
+}
+
+/// Whether a node supports BEP 51.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Bep51 {
+    Unknown,
+    Yes,
+    No,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct BookNode {
+    pub id: NodeId,
+    pub ident: usize,
+    pub bep51: Bep51,
+    pub next_at: Option<Timestamp>,
+    pub failures: u8,
+    pub num: Option<i64>,
+    pub in_flight: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum CrawlTx {
+    Sample { addr: SocketAddr },
+    Explore { addr: SocketAddr },
+    AskSource { ih: InfoHash },
+}
+
+#[derive(Clone, Debug, Default)]
+struct Hint {
+    source: Option<(usize, NodeId, SocketAddr)>,
+    peers: Vec<SocketAddr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Stage {
+    AskSource,
+    Lookup(u64),
+    Fetching,
+}
+
+#[derive(Clone, Debug)]
+struct Acq {
+    stage: Stage,
+}
+
+#[derive(Clone, Debug)]
+struct Retry {
+    attempts: usize,
+    next_at: Timestamp,
+}
+
+/// Crawl counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CrawlStats {
+    pub samples_sent: u64,
+    pub sample_replies: u64,
+    pub samples_received: u64,
+    pub explore_sent: u64,
+    pub new_from_announce: u64,
+    pub new_from_get_peers: u64,
+    pub new_from_sample: u64,
+    pub duplicates: u64,
+    pub book_nodes: usize,
+    pub book_full_drops: u64,
+    pub bep51_yes: u64,
+    pub bep51_no: u64,
+    pub blacklisted: u64,
+    pub budget_refused: u64,
+    pub per_ip_refused: u64,
+    pub ask_source_sent: u64,
+    pub ask_source_hits: u64,
+    pub acquisitions_started: u64,
+    pub acquisitions_queued_drop: u64,
+    pub acquire_no_peers: u64,
+    pub fetched: u64,
+    pub fetch_failed: u64,
+    pub retries: u64,
+    pub given_up: u64,
+    pub retry_skips: u64,
+}
+
+pub(crate) struct Harvest {
+    pub cfg: CrawlConfig,
+    pub budget: Budget,
+    per_ip: Option<RateLimiter>,
+    book: BTreeMap<SocketAddr, BookNode>,
+    due: BTreeSet<(Timestamp, SocketAddr)>,
+    blacklist: BTreeMap<SocketAddr, Timestamp>,
+    seen: BTreeSet<InfoHash>,
+    seen_order: VecDeque<InfoHash>,
+    hints: BTreeMap<InfoHash, Hint>,
+    acq: BTreeMap<InfoHash, Acq>,
+    acq_queue: VecDeque<InfoHash>,
+    acq_by_lookup: BTreeMap<u64, InfoHash>,
+    retry: BTreeMap<InfoHash, Retry>,
+    retry_due: BTreeSet<(Timestamp, InfoHash)>,
+    pub txs: BTreeMap<u64, CrawlTx>,
+    next_tag: u64,
+    explore: Budget,
+    pub next_tick: Timestamp,
+    pub stats: CrawlStats,
+}
+
+impl Harvest {
+    pub fn new(cfg: CrawlConfig, now: Timestamp) -> Self {
+        let per_ip = (cfg.per_ip_pps > 0)
+            .then(|| RateLimiter::with_burst(cfg.per_ip_pps, cfg.per_ip_burst, 65_536));
+        Harvest {
+            budget: Budget::new(cfg.max_pps, cfg.burst),
+            explore: Budget::new(cfg.explore_pps.max(1), cfg.explore_pps.clamp(1, 50)),
+            per_ip,
+            book: BTreeMap::new(),
+            due: BTreeSet::new(),
+            blacklist: BTreeMap::new(),
+            seen: BTreeSet::new(),
+            seen_order: VecDeque::new(),
+            hints: BTreeMap::new(),
+            acq: BTreeMap::new(),
+            acq_queue: VecDeque::new(),
+            acq_by_lookup: BTreeMap::new(),
+            retry: BTreeMap::new(),
+            retry_due: BTreeSet::new(),
+            txs: BTreeMap::new(),
+            next_tag: 1,
+            next_tick: now,
+            stats: CrawlStats::default(),
+            cfg,
+        }
+    }
+
+    /// Checks the per-IP pace for a query to `to`.
+    pub fn ip_allows(&mut self, now: Timestamp, to: &SocketAddr) -> bool {
+        match &mut self.per_ip {
+            Some(l) => {
+                let ok = l.allow(now, to.ip());
+                if !ok {
+                    self.stats.per_ip_refused += 1;
+                }
+                ok
+            }
+            None => true,
+        }
+    }
+
+    fn tag(&mut self, tx: CrawlTx) -> u64 {
+        let t = self.next_tag;
+        self.next_tag += 1;
+        self.txs.insert(t, tx);
+        t
+    }
+
+    fn blacklisted(&self, now: Timestamp, a: &SocketAddr) -> bool {
+        self.blacklist.get(a).is_some_and(|until| *until > now)
+    }
+
+    fn blacklist(&mut self, now: Timestamp, a: SocketAddr) {
+        if self.blacklist.len() >= self.cfg.max_blacklist {
+            self.blacklist.retain(|_, until| *until > now);
+            if self.blacklist.len() >= self.cfg.max_blacklist {
+                self.blacklist.pop_first();
+            }
+        }
+        self.blacklist.insert(a, now.add(self.cfg.blacklist_for));
+        self.stats.blacklisted += 1;
+        self.remove_node(&a);
+    }
+
+    fn remove_node(&mut self, a: &SocketAddr) {
+        if let Some(n) = self.book.remove(a) {
+            if let Some(t) = n.next_at {
+                self.due.remove(&(t, *a));
+            }
+        }
+    }
+
+    fn schedule(&mut self, a: SocketAddr, at: Option<Timestamp>) {
+        if let Some(n) = self.book.get_mut(&a) {
+            if let Some(t) = n.next_at {
+                self.due.remove(&(t, a));
+            }
+            n.next_at = at;
+            if let Some(t) = at {
+                self.due.insert((t, a));
+            }
+        }
+    }
+
+    /// Adds a node learned from a reply (or a query to us). New nodes are due now.
+    pub fn learn(&mut self, now: Timestamp, ident: usize, id: NodeId, a: SocketAddr) {
+        if self.blacklisted(now, &a) {
+            return;
+        }
+        if let Some(n) = self.book.get_mut(&a) {
+            if n.id != id {
+                // Same address, new id: a restart or a spoofer. Trust neither for now.
+                n.id = id;
+            }
+            return;
+        }
+        if self.book.len() >= self.cfg.max_book {
+            self.stats.book_full_drops += 1;
+            return;
+        }
+        self.book.insert(
+            a,
+            BookNode {
+                id,
+                ident,
+                bep51: Bep51::Unknown,
+                next_at: None,
+                failures: 0,
+                num: None,
+                in_flight: false,
+            },
+        );
+        self.schedule(a, Some(now));
+    }
+
+    /// Records a discovery; true if the infohash is new in the dedup window.
+    fn note_seen(&mut self, ih: InfoHash) -> bool {
+        if self.seen.contains(&ih) {
+            self.stats.duplicates += 1;
+            return false;
+        }
+        if self.seen_order.len() >= self.cfg.seen_window.max(1) {
+            if let Some(old) = self.seen_order.pop_front() {
+                self.seen.remove(&old);
+                if !self.acq.contains_key(&old) {
+                    self.hints.remove(&old);
+                }
+            }
+        }
+        self.seen.insert(ih);
+        self.seen_order.push_back(ih);
+        true
+    }
+}
+
+impl Crawler {
+    /// Crawl counters.
+    pub fn crawl_stats(&self) -> CrawlStats {
+        let mut s = self.harvest.stats.clone();
+        s.book_nodes = self.harvest.book.len();
+        s.budget_refused = self.harvest.budget.refused;
+        s
+    }
+
+    /// Whether `ih` is being acquired (peer search or fetch).
+    pub fn is_acquiring(&self, ih: &InfoHash) -> bool {
+        self.harvest.acq.contains_key(ih)
+    }
+
+    /// Finds peers for `ih` and fetches its metadata: asks the node that sampled it
+    /// first, then a get_peers traversal, then the fetcher. Call it for discovered
+    /// infohashes that storage does not have. Idempotent while running; ignored while
+    /// a failed infohash waits out its backoff.
+    pub fn acquire(&mut self, now: Timestamp, ih: InfoHash) -> Result<(), ApiMisuse> {
+        self.advance(now);
+        if self.harvest.acq.contains_key(&ih) {
+            return Ok(());
+        }
+        if let Some(r) = self.harvest.retry.get(&ih) {
+            if r.next_at > self.now {
+                self.harvest.stats.retry_skips += 1;
+                return Ok(());
+            }
+        }
+        if self.harvest.acq.len() >= self.harvest.cfg.max_acquisitions {
+            if self.harvest.acq_queue.len() >= self.harvest.cfg.acquire_queue {
+                self.harvest.stats.acquisitions_queued_drop += 1;
+                return Err(ApiMisuse::Full);
+            }
+            if !self.harvest.acq_queue.contains(&ih) {
+                self.harvest.acq_queue.push_back(ih);
+            }
+            return Ok(());
+        }
+        self.start_acquisition(ih);
+        Ok(())
+    }
+
+    fn start_acquisition(&mut self, ih: InfoHash) {
+        self.harvest.stats.acquisitions_started += 1;
+        let hint = self.harvest.hints.get(&ih).cloned().unwrap_or_default();
+        if !hint.peers.is_empty() {
+            self.harvest.acq.insert(
+                ih,
+                Acq {
+                    stage: Stage::Fetching,
+                },
+            );
+            self.start_fetch(ih, &hint.peers);
+            return;
+        }
+        if let Some((i, id, addr)) = hint.source {
+            let tag = self.harvest.tag(CrawlTx::AskSource { ih });
+            let q = QueryKind::GetPeers {
+                info_hash: ih,
+                scrape: false,
+                noseed: false,
+            };
+            if self.send_query(i, addr, Some(id), Purpose::Crawl(tag), q) {
+                self.harvest.stats.ask_source_sent += 1;
+                self.harvest.acq.insert(
+                    ih,
+                    Acq {
+                        stage: Stage::AskSource,
+                    },
+                );
+                return;
+            }
+            self.harvest.txs.remove(&tag);
+        }
+        self.acquire_by_lookup(ih, &[]);
+    }
+
+    fn acquire_by_lookup(&mut self, ih: InfoHash, seeds: &[(NodeId, SocketAddr)]) {
+        if !self.harvest.cfg.lookup_on_miss {
+            self.acquisition_failed(ih, true);
+            return;
+        }
+        let i = (0..self.ids.len()).min_by_key(|&i| self.ids[i].id.distance(&ih.0));
+        let Some(i) = i else { return };
+        match self.start_lookup(i, ih.0, LookupKind::GetPeers { scrape: true }, seeds) {
+            Some(lid) => {
+                self.harvest.acq.insert(
+                    ih,
+                    Acq {
+                        stage: Stage::Lookup(lid),
+                    },
+                );
+                if self.lookups.contains_key(&lid) {
+                    self.harvest.acq_by_lookup.insert(lid, ih);
+                } else {
+                    // The lookup finished at once (nothing to ask): treat as a miss.
+                    self.acquisition_failed(ih, true);
+                }
+            }
+            None => self.acquisition_failed(ih, false),
+        }
+    }
+
+    fn start_fetch(&mut self, ih: InfoHash, peers: &[SocketAddr]) {
+        if let Some(a) = self.harvest.acq.get_mut(&ih) {
+            a.stage = Stage::Fetching;
+        }
+        if self.fetch_metadata(self.now, ih, peers).is_err() {
+            self.acquisition_failed(ih, false);
+        }
+    }
+
+    /// An acquisition ended without metadata: schedule a retry or give up.
+    fn acquisition_failed(&mut self, ih: InfoHash, no_peers: bool) {
+        self.harvest.acq.remove(&ih);
+        if no_peers {
+            self.harvest.stats.acquire_no_peers += 1;
+        }
+        let h = &mut self.harvest;
+        let attempts = h.retry.get(&ih).map_or(0, |r| r.attempts);
+        if let Some(r) = h.retry.remove(&ih) {
+            h.retry_due.remove(&(r.next_at, ih));
+        }
+        if h.retry.len() >= h.cfg.max_retry {
+            if let Some((t, old)) = h.retry_due.pop_first() {
+                h.retry.remove(&old);
+                let _ = t;
+            }
+        }
+        match h.cfg.retry_backoff.get(attempts) {
+            Some(d) => {
+                let next_at = self.now.add(*d);
+                h.retry.insert(
+                    ih,
+                    Retry {
+                        attempts: attempts + 1,
+                        next_at,
+                    },
+                );
+                h.retry_due.insert((next_at, ih));
+            }
+            None => {
+                h.stats.given_up += 1;
+                h.retry.insert(
+                    ih,
+                    Retry {
+                        attempts: attempts + 1,
+                        next_at: Timestamp::MAX,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Called by the crawler for every infohash heard (capture or samples).
+    pub(crate) fn discovered(
+        &mut self,
+        ih: InfoHash,
+        source: DiscoverySource,
+        from: SocketAddr,
+        peer: Option<SocketAddr>,
+        src_node: Option<(usize, NodeId)>,
+    ) {
+        if !self.harvest.cfg.enabled {
+            self.emit(Event::InfohashDiscovered {
+                info_hash: ih,
+                source,
+                from,
+                peer,
+            });
+            return;
+        }
+        let new = self.harvest.note_seen(ih);
+        {
+            let hint = self.harvest.hints.entry(ih).or_default();
+            if let Some(p) = peer {
+                if !hint.peers.contains(&p) && hint.peers.len() < 8 {
+                    hint.peers.push(p);
+                }
+            }
+            if let (Some((i, id)), None) = (src_node, hint.source) {
+                hint.source = Some((i, id, from));
+            }
+        }
+        if let Some(p) = peer {
+            if self
+                .harvest
+                .acq
+                .get(&ih)
+                .is_some_and(|a| a.stage == Stage::Fetching)
+            {
+                let _ = self.fetch_metadata(self.now, ih, &[p]);
+            }
+        }
+        if !new {
+            return;
+        }
+        match source {
+            DiscoverySource::Announce => self.harvest.stats.new_from_announce += 1,
+            DiscoverySource::GetPeers => self.harvest.stats.new_from_get_peers += 1,
+            DiscoverySource::Sample => self.harvest.stats.new_from_sample += 1,
+        }
+        self.emit(Event::InfohashDiscovered {
+            info_hash: ih,
+            source,
+            from,
+            peer,
+        });
+        if self.harvest.cfg.auto_acquire {
+            let _ = self.acquire(self.now, ih);
+        }
+    }
+
+    /// Feeds the nodes of any reply into the node book.
+    pub(crate) fn learn_nodes(&mut self, i: usize, nodes: &[(NodeId, SocketAddr)]) {
+        if !self.harvest.cfg.enabled {
+            return;
+        }
+        for (id, a) in nodes {
+            let ident = self.ident_for(Family::of(a), id).unwrap_or(i);
+            self.harvest.learn(self.now, ident, *id, *a);
+        }
+    }
+
+    /// The identity to talk to a node from: same family, id closest to the node's,
+    /// so that it keeps us in one of its deep (sparse) buckets.
+    fn ident_for(&self, fam: Family, id: &NodeId) -> Option<usize> {
+        (0..self.ids.len())
+            .filter(|&i| self.ids[i].family == fam)
+            .min_by_key(|&i| self.ids[i].id.distance(&id.0))
+    }
+
+    /// A reply to a crawl query.
+    pub(crate) fn on_crawl_reply(
+        &mut self,
+        i: usize,
+        from: SocketAddr,
+        r: &Response<'_>,
+        tx: &Transaction,
+        tag: u64,
+    ) {
+        let Some(ctx) = self.harvest.txs.remove(&tag) else {
+            return;
+        };
+        let nodes = self.nodes_of(i, r);
+        match ctx {
+            CrawlTx::Sample { addr } => {
+                self.harvest.stats.sample_replies += 1;
+                let mut fresh = 0usize;
+                let mut count = 0usize;
+                if let Some(s) = r.samples {
+                    count = s.len();
+                    self.harvest.stats.samples_received += count as u64;
+                    for ih in s.iter() {
+                        let before = self.harvest.stats.duplicates;
+                        self.discovered(ih, DiscoverySource::Sample, from, None, Some((i, r.id)));
+                        if self.harvest.stats.duplicates == before {
+                            fresh += 1;
+                        }
+                    }
+                }
+                let now = self.now;
+                let cfg = &self.harvest.cfg;
+                let (min_rev, max_int, productive) =
+                    (cfg.min_revisit, cfg.max_interval, cfg.productive_revisit);
+                let mut next = None;
+                if let Some(n) = self.harvest.book.get_mut(&addr) {
+                    n.in_flight = false;
+                    n.failures = 0;
+                    if r.samples.is_some() {
+                        if n.bep51 != Bep51::Yes {
+                            self.harvest.stats.bep51_yes += 1;
+                        }
+                        n.bep51 = Bep51::Yes;
+                        n.num = r.num;
+                        let interval =
+                            Duration::from_secs(r.interval.unwrap_or(0).clamp(0, 21_600) as u64);
+                        let mut wait = interval.clamp(min_rev, max_int.max(min_rev));
+                        let more = r.num.is_some_and(|num| num > count as i64);
+                        if let Some(p) = productive {
+                            if fresh > 0 && more {
+                                wait = wait.min(p.max(min_rev));
+                            }
+                        }
+                        next = Some(now.add(wait));
+                    } else {
+                        if n.bep51 != Bep51::No {
+                            self.harvest.stats.bep51_no += 1;
+                        }
+                        n.bep51 = Bep51::No;
+                    }
+                }
+                self.harvest.schedule(addr, next);
+                self.learn_nodes(i, &nodes);
+            }
+            CrawlTx::Explore { addr } => {
+                if let Some(n) = self.harvest.book.get_mut(&addr) {
+                    n.in_flight = false;
+                    n.failures = 0;
+                }
+                self.learn_nodes(i, &nodes);
+            }
+            CrawlTx::AskSource { ih } => {
+                self.learn_nodes(i, &nodes);
+                if !self.harvest.acq.contains_key(&ih) {
+                    return;
+                }
+                let peers: Vec<SocketAddr> = r.values.clone().unwrap_or_default();
+                if !peers.is_empty() {
+                    self.harvest.stats.ask_source_hits += 1;
+                    self.emit(Event::PeersFound {
+                        info_hash: ih,
+                        peers: peers.clone(),
+                        seeders: None,
+                        leechers: None,
+                    });
+                    self.start_fetch(ih, &peers);
+                } else {
+                    self.acquire_by_lookup(ih, &nodes);
+                }
+            }
+        }
+        let _ = tx;
+    }
+
+    /// An error reply, a refused send or a timeout for a crawl query.
+    pub(crate) fn on_crawl_failure(&mut self, tag: u64, error_reply: bool) {
+        let Some(ctx) = self.harvest.txs.remove(&tag) else {
+            return;
+        };
+        match ctx {
+            CrawlTx::Sample { addr } | CrawlTx::Explore { addr } => {
+                let is_sample = matches!(ctx, CrawlTx::Sample { .. });
+                let now = self.now;
+                let max_fail = self.harvest.cfg.max_node_failures;
+                let mut drop = false;
+                let mut next = None;
+                if let Some(n) = self.harvest.book.get_mut(&addr) {
+                    n.in_flight = false;
+                    if error_reply && is_sample {
+                        // Error 204 and friends: it does not do BEP 51.
+                        if n.bep51 != Bep51::No {
+                            self.harvest.stats.bep51_no += 1;
+                        }
+                        n.bep51 = Bep51::No;
+                    } else if !error_reply {
+                        n.failures = n.failures.saturating_add(1);
+                        if n.failures >= max_fail {
+                            drop = true;
+                        } else if n.bep51 != Bep51::No {
+                            next = Some(now.add(Duration::from_secs(30 * n.failures as u64)));
+                        }
+                    }
+                }
+                if drop {
+                    self.harvest.blacklist(now, addr);
+                } else {
+                    self.harvest.schedule(addr, next);
+                }
+            }
+            CrawlTx::AskSource { ih } => {
+                if self.harvest.acq.contains_key(&ih) {
+                    self.acquire_by_lookup(ih, &[]);
+                }
+            }
+        }
+    }
+
+    /// A lookup finished: continue the acquisition that started it, if any.
+    pub(crate) fn on_lookup_done_for_acq(&mut self, lid: u64, peers: &[SocketAddr]) {
+        let Some(ih) = self.harvest.acq_by_lookup.remove(&lid) else {
+            return;
+        };
+        if !self.harvest.acq.contains_key(&ih) {
+            return;
+        }
+        if peers.is_empty() {
+            self.acquisition_failed(ih, true);
+        } else {
+            self.start_fetch(ih, peers);
+        }
+    }
+
+    /// Sees every fetcher event on its way out.
+    pub(crate) fn on_fetch_event(&mut self, e: &Event) {
+        match e {
+            Event::MetadataFetched(m) => {
+                self.harvest.stats.fetched += 1;
+                self.harvest.acq.remove(&m.info_hash);
+                if let Some(r) = self.harvest.retry.remove(&m.info_hash) {
+                    self.harvest.retry_due.remove(&(r.next_at, m.info_hash));
+                }
+            }
+            Event::MetadataFailed(m) => {
+                self.harvest.stats.fetch_failed += 1;
+                if self.harvest.acq.contains_key(&m.info_hash) {
+                    self.acquisition_failed(m.info_hash, false);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The crawl's next wake-up.
+    pub(crate) fn crawl_deadline(&self) -> Option<Timestamp> {
+        if !self.harvest.cfg.enabled {
+            return None;
+        }
+        Some(self.harvest.next_tick)
+    }
+
+    /// Sampling, exploration, retries and queued acquisitions.
+    pub(crate) fn crawl_tick(&mut self) {
+        if !self.harvest.cfg.enabled || self.now < self.harvest.next_tick {
+            return;
+        }
+        self.harvest.next_tick = self.now.add(CRAWL_TICK);
+        let now = self.now;
+        // Retries that came due, and queued acquisitions, while there is room.
+        while self.harvest.acq.len() < self.harvest.cfg.max_acquisitions {
+            let ih = if let Some(&(t, ih)) = self.harvest.retry_due.first() {
+                if t > now {
+                    match self.harvest.acq_queue.pop_front() {
+                        Some(ih) => ih,
+                        None => break,
+                    }
+                } else {
+                    self.harvest.retry_due.pop_first();
+                    self.harvest.stats.retries += 1;
+                    ih
+                }
+            } else {
+                match self.harvest.acq_queue.pop_front() {
+                    Some(ih) => ih,
+                    None => break,
+                }
+            };
+            if !self.harvest.acq.contains_key(&ih) {
+                self.start_acquisition(ih);
+            }
+        }
+        // Sampling: nodes that are due, while the budget keeps a reserve for lookups.
+        let reserve = (self.harvest.cfg.burst / 4) as u64;
+        let mut sent = 0;
+        while sent < 1000 && self.harvest.budget.available(now) > reserve {
+            let Some(&(t, addr)) = self.harvest.due.first() else {
+                break;
+            };
+            if t > now {
+                break;
+            }
+            self.harvest.due.pop_first();
+            let Some(n) = self.harvest.book.get_mut(&addr) else {
+                continue;
+            };
+            n.next_at = None;
+            if n.in_flight || n.bep51 == Bep51::No {
+                continue;
+            }
+            n.in_flight = true;
+            let (i, id) = (n.ident, n.id);
+            // A target beside the node's own id: its reply lists its neighbours.
+            let mut target = id;
+            let tail: [u8; 12] = self.rng.bytes();
+            target.0[8..].copy_from_slice(&tail);
+            let tag = self.harvest.tag(CrawlTx::Sample { addr });
+            sent += 1;
+            if self.send_query(
+                i,
+                addr,
+                Some(id),
+                Purpose::Crawl(tag),
+                QueryKind::SampleInfohashes { target },
+            ) {
+                self.harvest.stats.samples_sent += 1;
+            } else {
+                self.harvest.txs.remove(&tag);
+                if let Some(n) = self.harvest.book.get_mut(&addr) {
+                    n.in_flight = false;
+                }
+                // Not sent (budget or pacing): try again shortly.
+                self.harvest
+                    .schedule(addr, Some(now.add(Duration::from_secs(1))));
+            }
+        }
+        // Exploration: find_node with random targets to random known nodes.
+        let mut tries = 0;
+        while tries < 64
+            && self.harvest.budget.available(now) > reserve
+            && self.harvest.explore.available(now) > 0
+        {
+            tries += 1;
+            let probe = NodeId::random(&mut self.rng);
+            let key = SocketAddr::from((
+                self.rng.next_u32().to_be_bytes(),
+                self.rng.next_u32() as u16,
+            ));
+            let pick = self
+                .harvest
+                .book
+                .range(key..)
+                .next()
+                .or_else(|| self.harvest.book.iter().next())
+                .map(|(a, n)| (*a, n.ident, n.id, n.in_flight));
+            let (addr, i, id) = match pick {
+                Some((a, i, id, false)) => (a, i, id),
+                Some(_) => continue,
+                None => {
+                    // Empty book: ask the routing table.
+                    let mut near = Vec::new();
+                    let Some(ident) = self.ids.first() else { break };
+                    ident.table.closest(&probe.0, 1, &mut near);
+                    match near.first() {
+                        Some(n) => (n.addr, 0, n.id),
+                        None => break,
+                    }
+                }
+            };
+            if !self.harvest.explore.try_take(now) {
+                break;
+            }
+            let tag = self.harvest.tag(CrawlTx::Explore { addr });
+            if let Some(n) = self.harvest.book.get_mut(&addr) {
+                n.in_flight = true;
+            }
+            if self.send_query(
+                i,
+                addr,
+                Some(id),
+                Purpose::Crawl(tag),
+                QueryKind::FindNode { target: probe },
+            ) {
+                self.harvest.stats.explore_sent += 1;
+            } else {
+                self.harvest.txs.remove(&tag);
+                if let Some(n) = self.harvest.book.get_mut(&addr) {
+                    n.in_flight = false;
+                }
+            }
+        }
+    }
+}

@@ -229,6 +229,20 @@ impl Lookup {
         }
     }
 
+    /// The query to `addr` could not be sent now (budget, pacing): ask it again later.
+    pub fn requeue(&mut self, addr: &SocketAddr) {
+        let mut back = false;
+        if let Some(c) = self.find(addr) {
+            if c.state == State::InFlight {
+                c.state = State::Fresh;
+                back = true;
+            }
+        }
+        if back {
+            self.queries = self.queries.saturating_sub(1);
+        }
+    }
+
     pub fn on_short_timeout(&mut self, addr: &SocketAddr) {
         if let Some(c) = self.find(addr) {
             if c.state == State::InFlight {
