@@ -16,9 +16,20 @@ use magnetar_core::{
 use crate::util::{FxMap, FxSet};
 use crate::world::{Ctx, SimNode, TcpId};
 
+/// Who turns a discovered infohash into peers and metadata.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Acquire {
+    /// The runtime calls `Crawler::acquire` for each new infohash (core's crawl
+    /// strategy asks the sampling node, then traverses, then fetches).
+    Core,
+    /// The harness itself runs `get_peers` and then `fetch_metadata`.
+    Harness,
+}
+
 /// What the harness runtime does with the crawler's events.
 #[derive(Clone, Debug)]
 pub struct RuntimePolicy {
+    pub acquire: Acquire,
     /// Start a get_peers lookup for every newly discovered infohash without peers.
     pub lookup_discovered: bool,
     /// Fetch metadata when peers are known (announce or `PeersFound`).
@@ -35,6 +46,7 @@ pub struct RuntimePolicy {
 impl Default for RuntimePolicy {
     fn default() -> Self {
         RuntimePolicy {
+            acquire: Acquire::Core,
             lookup_discovered: true,
             fetch: true,
             record: true,
@@ -161,7 +173,11 @@ impl CrawlerNode {
             started |= self.crawler.find_node(now, SocketId(0), target).is_ok();
         }
         while let Some(ih) = self.pending_lookups.front().copied() {
-            match self.crawler.get_peers(now, ih, false) {
+            let r = match self.policy.acquire {
+                Acquire::Core => self.crawler.acquire(now, ih),
+                Acquire::Harness => self.crawler.get_peers(now, ih, false).map(|_| ()),
+            };
+            match r {
                 Ok(_) => {
                     self.pending_lookups.pop_front();
                     self.tally.lookups_started += 1;
@@ -194,6 +210,20 @@ impl CrawlerNode {
             return;
         }
         if self.fetching.contains(&ih) || self.tally.fetched.contains_key(&ih) {
+            return;
+        }
+        if self.policy.acquire == Acquire::Core {
+            match self.crawler.acquire(now, ih) {
+                Ok(()) => self.tally.lookups_started += 1,
+                Err(_) => {
+                    self.tally.lookups_rejected += 1;
+                    if self.pending_lookups.len() < self.policy.max_pending {
+                        self.pending_lookups.push_back(ih);
+                    } else {
+                        self.tally.pending_dropped += 1;
+                    }
+                }
+            }
             return;
         }
         match self.crawler.get_peers(now, ih, false) {
@@ -236,8 +266,8 @@ impl CrawlerNode {
                 ..
             } => {
                 self.tally.discovered.entry(*info_hash).or_insert(now);
-                match (source, peer) {
-                    (DiscoverySource::Announce, Some(p)) => {
+                match (self.policy.acquire, source, peer) {
+                    (Acquire::Harness, DiscoverySource::Announce, Some(p)) => {
                         self.want_fetch(now, *info_hash, vec![*p])
                     }
                     _ => self.want_lookup(now, *info_hash),
@@ -247,7 +277,9 @@ impl CrawlerNode {
                 info_hash, peers, ..
             } => {
                 self.tally.peers_found += 1;
-                self.want_fetch(now, *info_hash, peers.clone());
+                if self.policy.acquire == Acquire::Harness {
+                    self.want_fetch(now, *info_hash, peers.clone());
+                }
             }
             Event::MetadataFetched(m) => {
                 self.tally.fetched.entry(m.info_hash).or_insert(now);

@@ -22,7 +22,7 @@ pub mod truth;
 pub mod util;
 pub mod world;
 
-pub use crawler_node::{CrawlerNode, RuntimePolicy};
+pub use crawler_node::{Acquire, CrawlerNode, RuntimePolicy};
 pub use net::{GilbertElliott, NetConfig};
 pub use scenario::HonestSpec;
 pub use world::{Ctx, Kind, Node, NodeIdx, SimNode, Stuck, World};
