@@ -69,7 +69,12 @@ pub struct Tally {
     pub lookups_rejected: u64,
     pub peers_found: u64,
     pub pending_dropped: u64,
+    /// `Timeout(t)` with `t <= now` (see `TIMER_RESOLUTION`).
+    pub immediate_timeouts: u64,
 }
+
+/// The granularity of the harness's timers.
+pub const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
 
 pub struct CrawlerNode {
     pub crawler: Crawler,
@@ -143,10 +148,16 @@ impl CrawlerNode {
                     if self.run_pending(ctx.now) {
                         continue;
                     }
-                    let t = match self.next_explore {
+                    let mut t = match self.next_explore {
                         Some(x) => t.min(x),
                         None => t,
                     };
+                    if t <= ctx.now {
+                        // Timers have a resolution (mio rounds up to 1 ms): a
+                        // deadline of "now" wakes us a tick later, not in a spin.
+                        self.tally.immediate_timeouts += 1;
+                        t = ctx.now.add(TIMER_RESOLUTION);
+                    }
                     ctx.wake_at(t);
                     break;
                 }

@@ -6,6 +6,7 @@
 //! - [`net`]: link model (latency, jitter, loss, bursts, duplication, reordering,
 //!   MTU, partitions, NAT, packet budgets).
 //! - [`honest`]: lightweight honest DHT nodes (BEP 5, 43, 51).
+//! - [`client`], [`seeder`]: BitTorrent clients that announce and serve metadata.
 //! - [`crawler_node`]: a magnetar `Crawler` driven like a runtime would.
 //! - [`scenario`]: world builders and ground-truth helpers.
 //! - [`truth`]: torrents, their info dicts and holders.
@@ -14,10 +15,12 @@
 //! [`world::World::trace_hash`]. Tests read their seed with
 //! [`util::seed_from_env`], so `SIM_SEED=n` replays a failure.
 
+pub mod client;
 pub mod crawler_node;
 pub mod honest;
 pub mod net;
 pub mod scenario;
+pub mod seeder;
 pub mod truth;
 pub mod util;
 pub mod world;

@@ -2,12 +2,14 @@
 //! helpers tests use (brute-force closest nodes, recall).
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use magnetar_core::id::bep42_node_id;
 use magnetar_core::{Config, IdentityConfig, InfoHash, NodeId, Timestamp};
 
+use crate::client::{Client, Held, SeedBehaviour};
 use crate::crawler_node::{CrawlerNode, RuntimePolicy};
-use crate::honest::{HonestNode, K};
+use crate::honest::{HonestNode, ANNOUNCE_TTL_SECS, K};
 use crate::world::{Kind, Node, NodeIdx, World};
 
 /// How a population of honest nodes is made.
@@ -233,5 +235,86 @@ impl World {
             .filter(|ih| self.truth.find(ih).is_some())
             .count();
         n as f64 / self.truth.len() as f64
+    }
+}
+
+impl World {
+    /// Adds `n` BitTorrent clients; `behaviour(i)` picks how client `i` serves.
+    pub fn add_clients(
+        &mut self,
+        n: usize,
+        behaviour: impl Fn(usize) -> SeedBehaviour,
+        announce_every: Duration,
+    ) -> Vec<NodeIdx> {
+        (0..n)
+            .map(|i| {
+                let ip = self.alloc_ip();
+                let port = self.alloc_port();
+                let id = bep42_node_id(IpAddr::V4(ip), &mut self.rng);
+                let c = Client::new(id, behaviour(i), announce_every);
+                let addr = SocketAddr::new(IpAddr::V4(ip), port);
+                let node = self.add_node(Node::Dyn(Box::new(c)), Kind::Client, &[(id, addr)]);
+                let ep = self.endpoints(node)[0];
+                self.dir.entries[ep as usize].responsive = false;
+                let start = self.rng.below(announce_every.as_nanos() as u64 + 1);
+                self.wake_node_at(node, Timestamp::from_nanos(start));
+                node
+            })
+            .collect()
+    }
+
+    /// Creates `n` torrents, each held by `holders` random clients of `clients`.
+    /// With `preload`, the 8 closest responsive honest nodes already store each
+    /// announce at time 0 (as in a DHT that has been running for a while).
+    pub fn add_torrents(
+        &mut self,
+        n: usize,
+        pieces: impl Fn(&mut magnetar_core::rng::Rng) -> u32,
+        holders: usize,
+        clients: &[NodeIdx],
+        preload: bool,
+    ) -> Vec<u32> {
+        let mut out = Vec::with_capacity(n);
+        let mut near = Vec::new();
+        for _ in 0..n {
+            let p = pieces(&mut self.rng);
+            let t = self.truth.add_torrent(&mut self.rng, p);
+            let (ih, seed) = {
+                let tor = &self.truth.torrents[t as usize];
+                (tor.ih, tor.seed)
+            };
+            if preload {
+                self.dir.closest(
+                    &ih.0,
+                    K,
+                    &|e| e.responsive && e.kind == Kind::Honest,
+                    &mut near,
+                );
+            }
+            for _ in 0..holders.min(clients.len()) {
+                let c = clients[self.rng.index(clients.len())];
+                if self.truth.torrents[t as usize].holders.contains(&c) {
+                    continue;
+                }
+                self.truth.torrents[t as usize].holders.push(c);
+                let addr = self.addr_of(c);
+                if let Some(cl) = self.get_mut::<Client>(c) {
+                    cl.torrents.push(Held {
+                        ih,
+                        seed,
+                        pieces: p,
+                    });
+                }
+                for &ep in &near {
+                    let exp = 1 + self.rng.below(ANNOUNCE_TTL_SECS as u64) as u32;
+                    let node = self.dir.get(ep).node;
+                    if let Some(h) = self.get_mut::<HonestNode>(node) {
+                        h.store(ih, addr, exp);
+                    }
+                }
+            }
+            out.push(t);
+        }
+        out
     }
 }
