@@ -6,6 +6,7 @@
 //! - [`net`]: link model (latency, jitter, loss, bursts, duplication, reordering,
 //!   MTU, partitions, NAT, packet budgets).
 //! - [`honest`]: lightweight honest DHT nodes (BEP 5, 43, 51).
+//! - [`adversary`]: garbage senders, id spoofers, floods, and an honest probe.
 //! - [`client`], [`seeder`]: BitTorrent clients that announce and serve metadata.
 //! - [`crawler_node`]: a magnetar `Crawler` driven like a runtime would.
 //! - [`scenario`]: world builders and ground-truth helpers.
@@ -15,6 +16,7 @@
 //! [`world::World::trace_hash`]. Tests read their seed with
 //! [`util::seed_from_env`], so `SIM_SEED=n` replays a failure.
 
+pub mod adversary;
 pub mod client;
 pub mod crawler_node;
 pub mod honest;

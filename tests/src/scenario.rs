@@ -318,3 +318,49 @@ impl World {
         out
     }
 }
+
+impl World {
+    /// Adds a node of kind `kind` running `node` at a fresh address.
+    pub fn add_simple<T: crate::world::SimNode>(
+        &mut self,
+        kind: Kind,
+        make: impl FnOnce(NodeId, SocketAddr) -> T,
+    ) -> NodeIdx {
+        let ip = self.alloc_ip();
+        let port = self.alloc_port();
+        let id = bep42_node_id(IpAddr::V4(ip), &mut self.rng);
+        let addr = SocketAddr::new(IpAddr::V4(ip), port);
+        let n = make(id, addr);
+        let node = self.add_node(Node::Dyn(Box::new(n)), kind, &[(id, addr)]);
+        let ep = self.endpoints(node)[0];
+        self.dir.entries[ep as usize].responsive = false;
+        node
+    }
+}
+
+impl World {
+    /// Churn: every `every` (± 50 %), one random live honest node leaves and a new
+    /// one joins.
+    pub fn start_churn(&mut self, spec: HonestSpec, every: Duration) {
+        let first = self.now().add(every);
+        self.add_hook(
+            first,
+            Box::new(move |w: &mut World, id: u32| {
+                let honest: Vec<NodeIdx> = (0..w.node_count() as NodeIdx)
+                    .filter(|&n| w.get::<HonestNode>(n).is_some())
+                    .collect();
+                if !honest.is_empty() {
+                    let victim = honest[w.rng.index(honest.len())];
+                    w.kill(victim);
+                }
+                w.join_honest(&spec);
+                let half = every.as_nanos() as u64 / 2;
+                let next = w
+                    .now()
+                    .add(every / 2)
+                    .add(Duration::from_nanos(w.rng.below(2 * half + 1)));
+                w.schedule_hook(id, next);
+            }),
+        );
+    }
+}
