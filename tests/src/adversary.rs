@@ -277,14 +277,9 @@ impl SimNode for Prober {
             Ok(Message {
                 body: Body::Response(r),
                 ..
-            }) => {
-                if self.target_id.is_none_or(|t| t == r.id) {
-                    self.target_id = Some(r.id);
-                    self.answered += 1;
-                } else {
-                    self.bad += 1;
-                    self.last_bad = bytes.to_vec();
-                }
+            }) if self.target_id.is_none_or(|t| t == r.id) => {
+                self.target_id = Some(r.id);
+                self.answered += 1;
             }
             // The target may query us too (it crawls): not an answer.
             Ok(Message {
