@@ -7,6 +7,7 @@
 //!   MTU, partitions, NAT, packet budgets).
 //! - [`honest`]: lightweight honest DHT nodes (BEP 5, 43, 51).
 //! - [`adversary`]: garbage senders, id spoofers, floods, and an honest probe.
+//! - [`baseline`]: magnetico v0.12 and bitmagnet models for the comparison.
 //! - [`client`], [`seeder`]: BitTorrent clients that announce and serve metadata.
 //! - [`crawler_node`]: a magnetar `Crawler` driven like a runtime would.
 //! - [`scenario`]: world builders and ground-truth helpers.
@@ -17,6 +18,7 @@
 //! [`util::seed_from_env`], so `SIM_SEED=n` replays a failure.
 
 pub mod adversary;
+pub mod baseline;
 pub mod client;
 pub mod crawler_node;
 pub mod honest;

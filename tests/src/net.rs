@@ -149,6 +149,8 @@ pub struct EndpointNet {
     pub bad: bool,
     pinholes: Vec<(SocketAddr, Timestamp)>,
     pub alive: bool,
+    /// Datagrams this endpoint tried to send (before the budget).
+    pub sent: u64,
 }
 
 impl EndpointNet {
@@ -163,6 +165,7 @@ impl EndpointNet {
             bad: false,
             pinholes: Vec::new(),
             alive: true,
+            sent: 0,
         }
     }
 
@@ -316,6 +319,7 @@ impl Network {
         rng: &mut Rng,
         out: &mut Vec<Duration>,
     ) -> Result<(), Drop> {
+        self.eps[a].sent += 1;
         if let Some(bucket) = self.eps[a].budget.as_mut() {
             if !bucket.take(now) {
                 return Err(Drop::Budget);
