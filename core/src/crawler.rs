@@ -573,8 +573,15 @@ impl Crawler {
             self.fault(Fault::FilteredSource, from);
             return;
         }
-        let msg = match krpc::decode(bytes) {
-            Ok(m) => m,
+        // Lenient: some clients send dict keys out of order; accept and count them
+        // (see the krpc codec docs for what is still refused).
+        let msg = match krpc::decode_lenient(bytes) {
+            Ok(l) => {
+                if l.unsorted_keys {
+                    self.stats.dht.unsorted_keys_accepted += 1;
+                }
+                l.message
+            }
             Err(e) => {
                 self.fault(Fault::Malformed(e), from);
                 return;

@@ -69,6 +69,8 @@ pub struct DhtStats {
     pub lookups_started: u64,
     pub lookups_done: u64,
     pub bootstrap_attempts: u64,
+    /// Datagrams accepted although their dict keys were out of order.
+    pub unsorted_keys_accepted: u64,
     pub external_votes: u64,
 }
 

@@ -1,9 +1,32 @@
+//! Decodes arbitrary bytes (strictly and leniently); whatever is accepted must encode
+//! to bytes that decode to the same message, and that encoding must be a fixed point.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
+use magnetar_core::krpc::{decode, decode_lenient, encode, Message};
+
+fn check(msg: &Message<'_>) {
+    let mut out = Vec::new();
+    encode(msg, &mut out);
+    let again = decode(&out).expect("our own encoding must decode");
+    assert_eq!(&again, msg);
+    let mut out2 = Vec::new();
+    encode(&again, &mut out2);
+    assert_eq!(out, out2);
+}
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(msg) = magnetar_core::krpc::decode(data) {
-        let mut out = Vec::new();
-        magnetar_core::krpc::encode(&msg, &mut out);
+    let strict = decode(data);
+    if let Ok(msg) = &strict {
+        check(msg);
+    }
+    match decode_lenient(data) {
+        Ok(l) => {
+            check(&l.message);
+            if let Ok(msg) = &strict {
+                assert_eq!(msg, &l.message);
+                assert!(!l.unsorted_keys);
+            }
+        }
+        Err(e) => assert!(strict.is_err(), "lenient refused what strict took: {e:?}"),
     }
 });

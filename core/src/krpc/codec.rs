@@ -224,17 +224,38 @@ impl<'a> LenientTokens<'a> {
         }
     }
 
-    /// Reads ASCII digits (and a leading `-` if `signed`) up to `term`, with bencode's
-    /// rules: no leading zeros, no `-0`.
-    fn take_number(&mut self, term: u8, signed: bool) -> Result<&'a str, DecodeError> {
+    /// Reads a string length and its `:`: digits, no leading zeros, no overflow.
+    fn take_len(&mut self) -> Result<usize, DecodeError> {
+        let start = self.pos;
+        let mut n: usize = 0;
+        loop {
+            let c = *self.buf.get(self.pos).ok_or(DecodeError::Bencode)?;
+            self.pos += 1;
+            match c {
+                b':' if self.pos - start > 1 => return Ok(n),
+                // A leading zero must be the only digit.
+                b'0'..=b'9' if n > 0 || self.pos - start == 1 => {
+                    n = n
+                        .checked_mul(10)
+                        .and_then(|n| n.checked_add(usize::from(c - b'0')))
+                        .ok_or(DecodeError::Bencode)?;
+                }
+                _ => return Err(DecodeError::Bencode),
+            }
+        }
+    }
+
+    /// Reads an integer's digits and its `e`, with bencode's rules: an optional `-`, no
+    /// leading zeros, no `-0`.
+    fn take_int(&mut self) -> Result<&'a str, DecodeError> {
         let rest = self.buf.get(self.pos..).ok_or(DecodeError::Bencode)?;
         let len = rest
             .iter()
-            .position(|&c| c == term)
+            .position(|&c| c == b'e')
             .ok_or(DecodeError::Bencode)?;
         let digits = rest.get(..len).ok_or(DecodeError::Bencode)?;
         let body = match digits {
-            [b'-', tail @ ..] if signed => tail,
+            [b'-', tail @ ..] => tail,
             _ => digits,
         };
         let ok = match body {
@@ -295,13 +316,12 @@ impl<'a> Source<'a> for LenientTokens<'a> {
             }
             b'i' => {
                 self.pos += 1;
-                let n = self.take_number(b'e', true)?;
+                let n = self.take_int()?;
                 self.observe_value(None)?;
                 Ok(Some(Token::Num(n)))
             }
             b'0'..=b'9' => {
-                let n = self.take_number(b':', false)?;
-                let len: usize = n.parse().map_err(|_| DecodeError::Bencode)?;
+                let len = self.take_len()?;
                 let end = self.pos.checked_add(len).ok_or(DecodeError::Bencode)?;
                 let s = self.buf.get(self.pos..end).ok_or(DecodeError::Bencode)?;
                 self.pos = end;
@@ -623,7 +643,8 @@ fn parse_values<'a, S: Source<'a>>(
     if !matches!(v, Token::List) {
         return wrong(src, v, "values");
     }
-    let mut out = Vec::new();
+    // Most replies carry up to 8 peers; a few more only cost a reallocation.
+    let mut out = Vec::with_capacity(8);
     let mut err = None;
     loop {
         match next(src)? {

@@ -4,10 +4,36 @@
 
 use crate::rng::Rng;
 
-pub(crate) type Key = [u8; 20];
+type Bytes = [u8; 20];
+
+/// A 160-bit id as two integers (big-endian), so that ordering and XOR are plain
+/// integer operations rather than byte-slice comparisons.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Key(u128, u32);
+
+impl Key {
+    pub(crate) fn of(b: &Bytes) -> Key {
+        let mut hi = [0u8; 16];
+        let mut lo = [0u8; 4];
+        hi.copy_from_slice(&b[..16]);
+        lo.copy_from_slice(&b[16..]);
+        Key(u128::from_be_bytes(hi), u32::from_be_bytes(lo))
+    }
+    pub(crate) fn xor(self, o: Key) -> Key {
+        Key(self.0 ^ o.0, self.1 ^ o.1)
+    }
+    /// Leading zero bits (160 for zero).
+    pub(crate) fn leading_zeros(self) -> u32 {
+        if self.0 != 0 {
+            self.0.leading_zeros()
+        } else {
+            128 + self.1.leading_zeros()
+        }
+    }
+}
 
 /// `id` with bit `i` flipped (no-op for `i >= 160`).
-pub(crate) fn flip(mut id: Key, i: u32) -> Key {
+pub(crate) fn flip(mut id: Bytes, i: u32) -> Bytes {
     if i < 160 {
         id[(i / 8) as usize] ^= 0x80 >> (i % 8);
     }
@@ -15,7 +41,7 @@ pub(crate) fn flip(mut id: Key, i: u32) -> Key {
 }
 
 /// Length of the common prefix of `a` and `b`, in bits (160 when equal).
-pub(crate) fn common_prefix(a: &Key, b: &Key) -> u32 {
+pub(crate) fn common_prefix(a: &Bytes, b: &Bytes) -> u32 {
     for (i, (x, y)) in a.iter().zip(b.iter()).enumerate() {
         let d = x ^ y;
         if d != 0 {
@@ -26,7 +52,7 @@ pub(crate) fn common_prefix(a: &Key, b: &Key) -> u32 {
 }
 
 /// The lowest and highest ids sharing the first `len` bits (capped at 160) with `id`.
-pub(crate) fn block(id: &Key, len: u32) -> (Key, Key) {
+pub(crate) fn block(id: &Bytes, len: u32) -> (Bytes, Bytes) {
     let len = len.min(160);
     let mut lo = *id;
     let mut hi = *id;
@@ -50,9 +76,9 @@ pub(crate) fn block(id: &Key, len: u32) -> (Key, Key) {
 }
 
 /// A uniformly random id sharing the first `len` bits with `id`.
-pub(crate) fn random_in_block(id: &Key, len: u32, rng: &mut Rng) -> Key {
+pub(crate) fn random_in_block(id: &Bytes, len: u32, rng: &mut Rng) -> Bytes {
     let (lo, hi) = block(id, len);
-    let r: Key = rng.bytes();
+    let r: Bytes = rng.bytes();
     let mut out = [0u8; 20];
     for i in 0..20 {
         // Bits fixed by the prefix are equal in lo and hi; the free ones are 0 in lo, 1 in hi.
@@ -63,7 +89,7 @@ pub(crate) fn random_in_block(id: &Key, len: u32, rng: &mut Rng) -> Key {
 }
 
 /// `x + 1` as a 160-bit integer; `None` on overflow.
-pub(crate) fn successor(mut x: Key) -> Option<Key> {
+pub(crate) fn successor(mut x: Bytes) -> Option<Bytes> {
     for b in x.iter_mut().rev() {
         if *b == 0xff {
             *b = 0;
@@ -98,6 +124,12 @@ mod tests {
         let mut one = [0u8; 20];
         one[19] = 1;
         assert_eq!(successor([0; 20]), Some(one));
+        let k = Key::of(&id);
+        assert_eq!(k.xor(k).leading_zeros(), 160);
+        assert_eq!(k.xor(Key::of(&flip(id, 77))).leading_zeros(), 77);
+        assert_eq!(k.xor(Key::of(&flip(id, 140))).leading_zeros(), 140);
+        assert!(Key::of(&[0; 20]) < Key::of(&successor([0; 20]).unwrap()));
+        assert!(Key::of(&flip([0; 20], 127)) > Key::of(&flip([0; 20], 130)));
         let mut rng = Rng::new(5);
         for len in [0, 1, 7, 8, 9, 100, 159, 160] {
             for _ in 0..20 {

@@ -54,11 +54,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::addr::{canonical, Family};
-use crate::id::{bep42_verify, Distance, NodeId};
+use crate::id::{bep42_verify, NodeId};
 use crate::rng::Rng;
 use crate::time::Timestamp;
 
-use bits::{block, common_prefix, flip, random_in_block, successor};
+use bits::{block, common_prefix, flip, random_in_block, successor, Key};
 
 /// The most buckets a table can have: one per distance exponent.
 pub const MAX_BUCKETS: usize = 160;
@@ -331,7 +331,7 @@ pub struct RoutingTable {
     stats: RoutingStats,
     buckets: Vec<Bucket>,
     /// Every bucket node, by id (a bucket is a range of this map).
-    nodes: BTreeMap<NodeId, Node>,
+    nodes: BTreeMap<Key, Node>,
     /// Every bucket and cache node, by address.
     by_addr: BTreeMap<SocketAddr, Where>,
     /// (subnet, id) of bucket nodes, when `one_per_subnet`.
@@ -506,30 +506,54 @@ impl RoutingTable {
     /// Up to `n` non-bad nodes closest to `target`, nearest first (good before
     /// questionable at equal rank is not required). Clears `out` first.
     ///
-    /// Walks prefix blocks around the target: the block sharing the longest prefix
-    /// with the target's nearest neighbours, then each sibling block outward, until
-    /// `n` candidates are held; every node in a block is nearer than any outside it.
+    /// Nodes sharing a longer prefix with the target are nearer, and the nodes
+    /// sharing exactly `p` bits form one contiguous run of the id-ordered map on one
+    /// side of the target. So two cursors walk outward from the target's position,
+    /// always advancing the side whose next node shares the longer prefix (a binary
+    /// trie walk, nearest block first), and stop once `n` candidates are held and
+    /// the current block is complete. Only that small candidate set is sorted.
     pub fn closest(&self, target: &[u8; 20], n: usize, out: &mut Vec<NodeEntry>) {
         out.clear();
         if n == 0 || self.nodes.is_empty() {
             return;
         }
-        let t = NodeId(*target);
-        let mut p = 0u32;
-        if let Some((id, _)) = self.nodes.range(..t).next_back() {
-            p = p.max(common_prefix(&id.0, target));
-        }
-        if let Some((id, _)) = self.nodes.range(t..).next() {
-            p = p.max(common_prefix(&id.0, target));
-        }
+        let t = Key::of(target);
         let bad = self.cfg.bad_failures();
-        let mut cand: Vec<(Distance, &Node)> = Vec::with_capacity(n.min(64) * 2);
-        let (lo, hi) = block(target, p);
-        self.collect_block(lo, hi, target, bad, &mut cand);
-        while cand.len() < n && p > 0 {
-            p -= 1;
-            let (lo, hi) = block(&flip(*target, p), p + 1);
-            self.collect_block(lo, hi, target, bad, &mut cand);
+        fn step<'a>(t: Key, (k, node): (&Key, &'a Node)) -> (u32, Key, &'a Node) {
+            (k.xor(t).leading_zeros(), *k, node)
+        }
+        let mut left = self.nodes.range(..t).rev();
+        let mut right = self.nodes.range(t..);
+        let mut l = left.next().map(|x| step(t, x));
+        let mut r = right.next().map(|x| step(t, x));
+        // (distance, node)
+        let mut cand: Vec<(Key, &Node)> = Vec::with_capacity(n.min(32) * 2);
+        let mut block = u32::MAX;
+        loop {
+            let from_left = match (&l, &r) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(a), Some(b)) => a.0 >= b.0,
+            };
+            let next = if from_left { &mut l } else { &mut r };
+            let Some((c, k, node)) = *next else {
+                break;
+            };
+            if c < block {
+                if cand.len() >= n {
+                    break;
+                }
+                block = c;
+            }
+            if node.e.failures < bad {
+                cand.push((k.xor(t), node));
+            }
+            *next = if from_left {
+                left.next().map(|x| step(t, x))
+            } else {
+                right.next().map(|x| step(t, x))
+            };
         }
         if cand.len() > n {
             cand.select_nth_unstable_by_key(n - 1, |c| c.0);
@@ -568,7 +592,7 @@ impl RoutingTable {
         if w.cached {
             return None;
         }
-        self.nodes.get(&w.id).map(|n| &n.e)
+        self.nodes.get(&Key::of(&w.id.0)).map(|n| &n.e)
     }
     /// BEP 5 status of `e` at `now` (see the module docs).
     pub fn status(&self, e: &NodeEntry, now: Timestamp) -> NodeStatus {
@@ -754,7 +778,7 @@ impl RoutingTable {
                 if self.bucket_of(&e.id) != i {
                     return Err(format!("cached node {} outside bucket {i}", e.id));
                 }
-                if e.id == self.own_id || self.nodes.contains_key(&e.id) {
+                if e.id == self.own_id || self.nodes.contains_key(&Key::of(&e.id.0)) {
                     return Err(format!("cached id {} duplicated", e.id));
                 }
                 if b.cache.iter().filter(|c| c.id == e.id).count() != 1 {
@@ -803,22 +827,6 @@ impl RoutingTable {
 
     // ---- internals ----
 
-    /// Pushes the non-bad nodes with ids in `lo..=hi`, with their distance to `target`.
-    fn collect_block<'a>(
-        &'a self,
-        lo: [u8; 20],
-        hi: [u8; 20],
-        target: &[u8; 20],
-        bad: u32,
-        cand: &mut Vec<(Distance, &'a Node)>,
-    ) {
-        for (id, node) in self.nodes.range(NodeId(lo)..=NodeId(hi)) {
-            if node.e.failures < bad {
-                cand.push((id.distance(target), node));
-            }
-        }
-    }
-
     fn reject(&mut self, r: RejectReason) -> InsertOutcome {
         let s = &mut self.stats;
         match r {
@@ -858,7 +866,9 @@ impl RoutingTable {
 
     fn bucket_nodes(&self, i: usize) -> impl Iterator<Item = &Node> + '_ {
         let (lo, hi) = self.bucket_range(i);
-        self.nodes.range(NodeId(lo)..=NodeId(hi)).map(|(_, n)| n)
+        self.nodes
+            .range(Key::of(&lo)..=Key::of(&hi))
+            .map(|(_, n)| n)
     }
 
     fn push_event(&mut self, ev: RoutingEvent) {
@@ -893,14 +903,25 @@ impl RoutingTable {
 
     /// Applies `f` to a bucket node, keeping the ping index in step.
     fn update_node(&mut self, id: &NodeId, f: impl FnOnce(&mut Node)) {
-        let Some(mut n) = self.nodes.get(id).cloned() else {
+        let Some(n) = self.nodes.get_mut(&Key::of(&id.0)) else {
             return;
         };
-        self.unindex_ping(&n);
-        f(&mut n);
-        self.index_ping(&n);
-        if let Some(slot) = self.nodes.get_mut(id) {
-            *slot = n;
+        if !n.pinged {
+            let key = (n.e.last_seen, n.e.id);
+            if n.e.last_response.is_some() {
+                self.ping_responded.remove(&key);
+            } else {
+                self.ping_unresponded.remove(&key);
+            }
+        }
+        f(n);
+        if !n.pinged {
+            let key = (n.e.last_seen, n.e.id);
+            if n.e.last_response.is_some() {
+                self.ping_responded.insert(key);
+            } else {
+                self.ping_unresponded.insert(key);
+            }
         }
     }
 
@@ -923,7 +944,7 @@ impl RoutingTable {
             id: node.e.id,
             addr: node.e.addr,
         };
-        self.nodes.insert(node.e.id, node);
+        self.nodes.insert(Key::of(&node.e.id.0), node);
         let bucket = &mut self.buckets[b];
         bucket.count += 1;
         bucket.all_good_until = None;
@@ -935,7 +956,7 @@ impl RoutingTable {
     /// Takes a node out of its bucket (no promotion).
     fn detach(&mut self, id: &NodeId) -> Option<NodeEntry> {
         let b = self.bucket_of(id);
-        let node = self.nodes.remove(id)?;
+        let node = self.nodes.remove(&Key::of(&id.0))?;
         self.by_addr.remove(&node.e.addr);
         if self.cfg.one_per_subnet {
             self.subnets.remove(&(subnet(&node.e.addr), node.e.id));
@@ -1067,7 +1088,7 @@ impl RoutingTable {
 
     /// Where `id` already sits (address, and whether it is a good bucket node).
     fn find_id(&self, id: &NodeId, now: Timestamp) -> Option<(SocketAddr, bool)> {
-        if let Some(n) = self.nodes.get(id) {
+        if let Some(n) = self.nodes.get(&Key::of(&id.0)) {
             return Some((n.e.addr, self.status(&n.e, now) == NodeStatus::Good));
         }
         let b = self.bucket_of(id);
@@ -1225,7 +1246,7 @@ impl RoutingTable {
             let b = self.bucket_of(&e.id);
             if self.cfg.one_per_subnet {
                 if let Some(holder) = self.subnet_holder(b, &e.addr) {
-                    let Some(h) = self.nodes.get(&holder) else {
+                    let Some(h) = self.nodes.get(&Key::of(&holder.0)) else {
                         return Err((e, Fallback::Reject(RejectReason::SubnetTaken)));
                     };
                     let status = self.status(&h.e, now);
@@ -1273,45 +1294,59 @@ impl RoutingTable {
         }
     }
 
-    /// Splits the last bucket in two. Nodes that no longer fit the new, deeper
-    /// bucket go to its replacement cache or are dropped, worst first.
+    /// Splits the last bucket in two, and again while the new last bucket is over
+    /// its capacity (a `bucket_sizes` schedule shrinks with depth). Nodes that still
+    /// do not fit a bucket go to its replacement cache or are dropped, worst first.
     fn split(&mut self, now: Timestamp) {
-        let d = self.buckets.len() - 1;
-        self.buckets.push(Bucket::new(now));
-        self.stats.splits += 1;
-        let stay = self.bucket_nodes(d).count();
-        let moved = self.buckets[d].count - stay;
-        self.buckets[d].count = stay;
-        self.buckets[d].all_good_until = None;
-        self.buckets[d + 1].count = moved;
-        // Re-home the cache.
-        let cache = std::mem::take(&mut self.buckets[d].cache);
-        for e in cache {
-            let b = self.bucket_of(&e.id);
-            self.buckets[b].cache.push(e);
+        loop {
+            let d = self.buckets.len() - 1;
+            self.buckets.push(Bucket::new(now));
+            self.stats.splits += 1;
+            let stay = self.bucket_nodes(d).count();
+            let moved = self.buckets[d].count - stay;
+            self.buckets[d].count = stay;
+            self.buckets[d].all_good_until = None;
+            self.buckets[d + 1].count = moved;
+            let cache = std::mem::take(&mut self.buckets[d].cache);
+            for e in cache {
+                let b = self.bucket_of(&e.id);
+                self.buckets[b].cache.push(e);
+            }
+            self.trim(d, now);
+            let over = moved > self.cfg.bucket_capacity(d + 1);
+            if !over || self.buckets.len() >= MAX_BUCKETS {
+                self.trim(d + 1, now);
+                return;
+            }
         }
-        // Trim the new bucket to its capacity.
-        let cap = self.cfg.bucket_capacity(d + 1);
-        if moved > cap {
-            let mut ranked: Vec<(bool, bool, bool, Timestamp, NodeId)> = self
-                .bucket_nodes(d + 1)
-                .map(|n| {
-                    let st = self.status(&n.e, now);
-                    (
-                        st != NodeStatus::Bad,
-                        st == NodeStatus::Good,
-                        n.e.verified,
-                        n.e.last_seen,
-                        n.e.id,
-                    )
-                })
-                .collect();
-            ranked.sort();
-            for r in ranked.into_iter().take(moved - cap) {
-                if let Some(e) = self.detach(&r.4) {
-                    if r.0 {
-                        let _ = self.try_cache(d + 1, e);
-                    }
+    }
+
+    /// Drops the worst nodes of bucket `b` until it fits its capacity, offering the
+    /// ones that are not bad to its cache.
+    fn trim(&mut self, b: usize, now: Timestamp) {
+        let cap = self.cfg.bucket_capacity(b);
+        let count = self.buckets[b].count;
+        if count <= cap {
+            return;
+        }
+        let mut ranked: Vec<(bool, bool, bool, Timestamp, NodeId)> = self
+            .bucket_nodes(b)
+            .map(|n| {
+                let st = self.status(&n.e, now);
+                (
+                    st != NodeStatus::Bad,
+                    st == NodeStatus::Good,
+                    n.e.verified,
+                    n.e.last_seen,
+                    n.e.id,
+                )
+            })
+            .collect();
+        ranked.sort();
+        for r in ranked.into_iter().take(count - cap) {
+            if let Some(e) = self.detach(&r.4) {
+                if r.0 {
+                    let _ = self.try_cache(b, e);
                 }
             }
         }

@@ -702,3 +702,60 @@ fn next_maintenance_reports_due_pings() {
     assert_eq!(rt.next_to_ping(t(6)), None);
     assert_eq!(rt.next_to_ping(t(6 + 15 * 60)).map(|x| x.1), Some(v4(1)));
 }
+
+#[test]
+fn same_inputs_same_table() {
+    let run = || {
+        let mut rt = table(RoutingConfig::wide(64));
+        let mut rng = Rng::new(77);
+        let mut ev = Vec::new();
+        for i in 0..3000u32 {
+            let id = NodeId::random(&mut rng);
+            let how = if i % 3 == 0 { Contact::Query } else { RESP };
+            rt.heard_from(t(i as u64), id, v4(i % 1500), how);
+            if i % 7 == 0 {
+                if let Some((_, a)) = rt.next_to_ping(t(i as u64)) {
+                    rt.failed(t(i as u64), a);
+                }
+            }
+        }
+        let mut targets = Vec::new();
+        rt.refresh_targets(t(10_000), &mut rng, &mut targets);
+        rt.take_events(&mut ev);
+        let nodes: Vec<NodeEntry> = rt.nodes().cloned().collect();
+        (nodes, ev, targets, rt.stats().clone())
+    };
+    assert_eq!(run(), run());
+}
+
+#[test]
+fn split_trims_the_new_bucket_to_its_capacity() {
+    // Depth 0 holds 16, deeper buckets 4: the first split leaves more than 4 near nodes.
+    let mut rt = table(RoutingConfig {
+        k: 4,
+        bucket_sizes: vec![16],
+        ..RoutingConfig::default()
+    });
+    for i in 0..8 {
+        rt.heard_from(t(i), id_at(NodeId::ZERO, 0, i as u32), v4(i as u32), RESP);
+        rt.heard_from(
+            t(i),
+            id_at(NodeId::ZERO, 3, 100 + i as u32),
+            v4(100 + i as u32),
+            RESP,
+        );
+    }
+    assert_eq!((rt.len(), rt.bucket_count()), (16, 1));
+    rt.heard_from(t(20), id_at(NodeId::ZERO, 0, 50), v4(50), RESP);
+    // Split until the near nodes' bucket (depth 3) is no longer the last one.
+    assert_eq!(rt.bucket_count(), 5);
+    ok(&rt);
+    // The far bucket kept its 8 and took the newcomer; the near ones were trimmed,
+    // least recently seen first, into the cache.
+    assert_eq!(rt.len(), 9 + 4);
+    assert_eq!(rt.cached_len(), 4);
+    for i in 0..4 {
+        assert!(rt.get(&v4(100 + i)).is_none());
+        assert!(rt.get(&v4(104 + i)).is_some());
+    }
+}

@@ -689,3 +689,49 @@ fn encode_appends_and_is_deterministic() {
         &b"prefixd1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe"[..]
     );
 }
+
+// ---- Our tokenizer against bendy's --------------------------------------------------
+
+/// Tokens from a source until it ends or fails (at most 200).
+fn tokens_of<'a, S: Source<'a>>(mut src: S) -> (Vec<Token<'a>>, Option<DecodeError>, S) {
+    let mut out = Vec::new();
+    for _ in 0..200 {
+        match src.next_tok() {
+            Ok(Some(t)) => out.push(t),
+            Ok(None) => return (out, None, src),
+            Err(e) => return (out, Some(e), src),
+        }
+    }
+    (out, None, src)
+}
+
+/// Differential test: on bencode-ish input, `LenientTokens` yields exactly bendy's tokens
+/// and fails at the same place for the same reason, except that it goes on past
+/// unsorted keys (and flags them).
+#[test]
+fn lenient_tokenizer_matches_bendy() {
+    const ATOMS: &[&[u8]] = &[
+        b"d", b"l", b"e", b"i", b"-", b"0", b"1", b"9", b":", b"x", b"1:a", b"1:b", b"2:id",
+        b"i5e", b"i-3e", b"i0e", b"01:", b"3:", b"ll", b"dd", b"ee", b"d1:a", b"1:ai1e",
+    ];
+    fn prop(picks: Vec<u8>) -> bool {
+        let buf: Vec<u8> = picks
+            .iter()
+            .flat_map(|&p| ATOMS[usize::from(p) % ATOMS.len()].iter().copied())
+            .collect();
+        let (bt, be, _) = tokens_of(Strict(
+            Decoder::new(&buf).with_max_depth(MAX_DEPTH).tokens(),
+        ));
+        let (lt, le, l) = tokens_of(LenientTokens::new(&buf));
+        match be {
+            Some(DecodeError::UnsortedKeys) => {
+                // Same tokens up to bendy's refusal, and we flagged it.
+                lt.len() >= bt.len() && lt[..bt.len()] == bt[..] && l.unsorted
+            }
+            other => bt == lt && other == le && !l.unsorted,
+        }
+    }
+    quickcheck::QuickCheck::new()
+        .tests(20_000)
+        .quickcheck(prop as fn(Vec<u8>) -> bool);
+}

@@ -1,0 +1,521 @@
+//! Integration tests of the Crawler façade: honest answers, capture, lookups,
+//! bootstrap, sampling, budget, faults and determinism, over a tiny network.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::{addr, Net};
+use magnetar_core::fault::Fault;
+use magnetar_core::krpc::{
+    self, Body, CompactNodesV4, Message, Query, QueryKind, Response, Samples,
+};
+use magnetar_core::rng::Rng;
+use magnetar_core::{DiscoverySource, Event, InfoHash, Input, NodeId, Output, SocketId, Timestamp};
+
+const PROBE: &str = "127.0.9.9:7000";
+
+fn probe() -> SocketAddr {
+    PROBE.parse().unwrap()
+}
+
+fn query(tid: &[u8], id: NodeId, kind: QueryKind<'_>) -> Vec<u8> {
+    let m = Message {
+        tid,
+        version: None,
+        ip: None,
+        read_only: false,
+        body: Body::Query(Query {
+            id,
+            want: None,
+            kind,
+        }),
+    };
+    let mut out = Vec::new();
+    krpc::encode(&m, &mut out);
+    out
+}
+
+/// The reply the probe got for its last query.
+fn last_reply(net: &Net) -> Message<'_> {
+    net.outside
+        .iter()
+        .rev()
+        .filter(|s| s.to == probe())
+        .map(|s| krpc::decode(&s.bytes).expect("our own messages decode"))
+        .find(|m| !matches!(m.body, Body::Query(_)))
+        .expect("a reply to the probe")
+}
+
+fn quiet_net(n: usize) -> Net {
+    Net::new(n, 1, |_, c| c.crawl.enabled = false)
+}
+
+#[test]
+fn answers_ping_find_node_and_unknown_methods() {
+    let mut net = quiet_net(1);
+    let me = NodeId([9; 20]);
+    net.send(probe(), addr(0), query(b"aa", me, QueryKind::Ping));
+    net.run_until(Timestamp::from_secs(1), 100);
+    let r = last_reply(&net);
+    assert_eq!(r.tid, b"aa");
+    let Body::Response(resp) = &r.body else {
+        panic!("{r:?}")
+    };
+    assert_eq!(resp.id, net.nodes[0].identities()[0].id);
+    // BEP 42: our reply tells the querier its address.
+    assert_eq!(r.ip, Some(probe()));
+
+    // find_node answers with nodes (the probe itself is now in the table).
+    net.send(
+        probe(),
+        addr(0),
+        query(
+            b"ab",
+            me,
+            QueryKind::FindNode {
+                target: NodeId([1; 20]),
+            },
+        ),
+    );
+    net.run_until(Timestamp::from_secs(2), 100);
+    let r = last_reply(&net);
+    let Body::Response(resp) = &r.body else {
+        panic!()
+    };
+    let nodes: Vec<_> = resp.nodes.expect("nodes").iter().collect();
+    assert_eq!(nodes, vec![(me, probe())]);
+
+    // Unknown method: error 204, echoing a long tid.
+    net.send(
+        probe(),
+        addr(0),
+        query(b"long-tid-xyz", me, QueryKind::Unknown { method: b"vote" }),
+    );
+    net.run_until(Timestamp::from_secs(3), 100);
+    let r = last_reply(&net);
+    assert_eq!(r.tid, b"long-tid-xyz");
+    let Body::Error(e) = &r.body else { panic!() };
+    assert_eq!(e.code, 204);
+}
+
+#[test]
+fn announce_needs_a_valid_token_and_is_captured_then_served() {
+    let mut net = quiet_net(1);
+    let me = NodeId([9; 20]);
+    let ih = InfoHash([0x42; 20]);
+    net.send(
+        probe(),
+        addr(0),
+        query(
+            b"g1",
+            me,
+            QueryKind::GetPeers {
+                info_hash: ih,
+                scrape: false,
+                noseed: false,
+            },
+        ),
+    );
+    net.run_until(Timestamp::from_secs(1), 100);
+    let token = {
+        let r = last_reply(&net);
+        let Body::Response(resp) = &r.body else {
+            panic!()
+        };
+        assert!(resp.values.is_none());
+        resp.token.expect("get_peers gives a token").to_vec()
+    };
+    assert!(net.events_of(0).any(|e| matches!(e, Event::InfohashDiscovered { source: DiscoverySource::GetPeers, peer: None, info_hash, .. } if *info_hash == ih)));
+
+    // A bad token: error 203 and nothing stored.
+    let bad = QueryKind::AnnouncePeer {
+        info_hash: ih,
+        port: 5000,
+        implied_port: false,
+        token: b"nope",
+        seed: None,
+    };
+    net.send(probe(), addr(0), query(b"a0", me, bad));
+    net.run_until(Timestamp::from_secs(2), 100);
+    let Body::Error(e) = &last_reply(&net).body else {
+        panic!()
+    };
+    assert_eq!(e.code, 203);
+    assert_eq!(
+        net.nodes[0].stats().dht.faults.get(&Fault::BadToken),
+        Some(&1)
+    );
+
+    // A good one with implied_port: the peer is the source port.
+    let good = QueryKind::AnnouncePeer {
+        info_hash: ih,
+        port: 5000,
+        implied_port: true,
+        token: &token,
+        seed: Some(true),
+    };
+    net.send(probe(), addr(0), query(b"a1", me, good));
+    net.run_until(Timestamp::from_secs(3), 100);
+    assert!(matches!(last_reply(&net).body, Body::Response(_)));
+    let peer = probe();
+    assert!(net.events_of(0).any(|e| matches!(e, Event::InfohashDiscovered { source: DiscoverySource::Announce, peer: Some(p), .. } if *p == peer)));
+
+    // get_peers now returns the peer, and a scrape counts one seed.
+    net.send(
+        probe(),
+        addr(0),
+        query(
+            b"g2",
+            me,
+            QueryKind::GetPeers {
+                info_hash: ih,
+                scrape: true,
+                noseed: false,
+            },
+        ),
+    );
+    net.run_until(Timestamp::from_secs(4), 100);
+    let r = last_reply(&net);
+    let Body::Response(resp) = &r.body else {
+        panic!()
+    };
+    assert_eq!(resp.values.clone().unwrap(), vec![peer]);
+    let seeds = resp.bf_seeds.expect("BFsd");
+    let mut b = magnetar_core::bloom::Bloom::default();
+    b.union(seeds);
+    assert_eq!(b.estimate().round(), 1.0);
+
+    // sample_infohashes lists it, with interval and num.
+    net.send(
+        probe(),
+        addr(0),
+        query(
+            b"s1",
+            me,
+            QueryKind::SampleInfohashes {
+                target: NodeId([0; 20]),
+            },
+        ),
+    );
+    net.run_until(Timestamp::from_secs(5), 100);
+    let r = last_reply(&net);
+    let Body::Response(resp) = &r.body else {
+        panic!()
+    };
+    assert_eq!(resp.samples.unwrap().iter().collect::<Vec<_>>(), vec![ih]);
+    assert_eq!(resp.num, Some(1));
+    assert_eq!(resp.interval, Some(21600));
+}
+
+#[test]
+fn rate_limit_per_ip() {
+    let mut net = quiet_net(1);
+    for i in 0..50u8 {
+        net.send(
+            probe(),
+            addr(0),
+            query(&[i], NodeId([9; 20]), QueryKind::Ping),
+        );
+    }
+    net.run_until(Timestamp::from_millis(100), 1000);
+    let answered = net.outside.iter().filter(|s| s.to == probe()).count();
+    assert_eq!(answered, 10, "10/s burst per IP");
+    assert_eq!(
+        net.nodes[0].stats().dht.faults.get(&Fault::RateLimited),
+        Some(&40)
+    );
+}
+
+#[test]
+fn malformed_datagrams_are_counted_not_answered() {
+    let mut net = quiet_net(1);
+    let junk: [&[u8]; 5] = [
+        b"",
+        b"garbage",
+        b"d1:t2:aa1:y1:qe",
+        b"d1:ad2:id3:abce1:q4:ping1:t2:aa1:y1:qe",
+        b"li1ee",
+    ];
+    for j in junk {
+        net.send(probe(), addr(0), j.to_vec());
+    }
+    net.run_until(Timestamp::from_secs(1), 100);
+    assert!(net.outside.is_empty());
+    let s = net.nodes[0].stats();
+    let malformed: u64 = s
+        .dht
+        .faults
+        .iter()
+        .filter(|(f, _)| matches!(f, Fault::Malformed(_)))
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(malformed, 5);
+}
+
+#[test]
+fn read_only_nodes_stay_out_of_the_table() {
+    let mut net = quiet_net(1);
+    let m = Message {
+        tid: b"r1",
+        version: None,
+        ip: None,
+        read_only: true,
+        body: Body::Query(Query {
+            id: NodeId([7; 20]),
+            want: None,
+            kind: QueryKind::Ping,
+        }),
+    };
+    let mut b = Vec::new();
+    krpc::encode(&m, &mut b);
+    net.send(probe(), addr(0), b);
+    net.send(
+        "127.0.9.10:7000".parse().unwrap(),
+        addr(0),
+        query(b"r2", NodeId([8; 20]), QueryKind::Ping),
+    );
+    net.run_until(Timestamp::from_secs(1), 100);
+    let t = &net.nodes[0].identities()[0].table;
+    assert_eq!(t.len(), 1);
+    assert!(t.get(&probe()).is_none());
+}
+
+#[test]
+fn network_bootstraps_and_lookups_find_the_true_closest() {
+    let n = 60;
+    let mut net = Net::new(n, 7, |_, c| {
+        c.crawl.enabled = false;
+        c.dht.bootstrap_nodes = 8;
+    });
+    net.bootstrap_all_from(0);
+    net.run_until(Timestamp::from_secs(120), 2_000_000);
+    for i in 0..n {
+        let t = &net.nodes[i].identities()[0].table;
+        t.check_invariant().unwrap();
+        assert!(t.len() >= 8, "node {i} has {} nodes", t.len());
+    }
+    let boots = net
+        .events
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::Bootstrapped { .. }))
+        .count();
+    assert!(boots >= n - 1, "{boots} bootstrapped");
+
+    // A find_node lookup from node 5 for random targets finds the 8 true closest.
+    let mut rng = Rng::new(3);
+    for _ in 0..5 {
+        let target = NodeId::random(&mut rng);
+        let now = net.now;
+        let lid = net.nodes[5].find_node(now, SocketId(0), target).unwrap();
+        net.drain(5);
+        net.run_until(now.add(Duration::from_secs(30)), 1_000_000);
+        let found = net
+            .events_of(5)
+            .find_map(|e| match e {
+                Event::LookupDone { id, closest, .. } if *id == lid => Some(closest.clone()),
+                _ => None,
+            })
+            .expect("lookup finished");
+        let mut truth: Vec<(NodeId, SocketAddr)> = (0..n)
+            .filter(|&i| i != 5)
+            .map(|i| (net.nodes[i].identities()[0].id, net.addrs[i]))
+            .collect();
+        truth.sort_by_key(|(id, _)| id.distance(&target.0));
+        truth.truncate(8);
+        assert_eq!(found, truth);
+    }
+}
+
+#[test]
+fn same_seed_same_trace() {
+    let run = |seed: u64| {
+        let mut net = Net::new(12, seed, |_, c| {
+            c.dht.bootstrap_nodes = 4;
+            c.crawl.explore_pps = 20;
+        });
+        net.bootstrap_all_from(0);
+        net.run_until(Timestamp::from_secs(20), 1_000_000);
+        (net.trace, net.delivered)
+    };
+    let a = run(11);
+    assert_eq!(a, run(11));
+    assert!(a.1 > 100);
+    assert_ne!(a.0, run(12).0);
+}
+
+/// A fake BEP 51 node: answers sample_infohashes with `samples`.
+fn sample_reply(tid: &[u8], id: NodeId, samples: &[u8], nodes: &[u8]) -> Vec<u8> {
+    let resp = Response {
+        id,
+        samples: Samples::new(samples),
+        num: Some((samples.len() / 20) as i64 + 100),
+        interval: Some(600),
+        nodes: CompactNodesV4::new(nodes),
+        ..Response::default()
+    };
+    let m = Message {
+        tid,
+        version: None,
+        ip: None,
+        read_only: false,
+        body: Body::Response(resp),
+    };
+    let mut out = Vec::new();
+    krpc::encode(&m, &mut out);
+    out
+}
+
+#[test]
+fn a_sample_reply_with_n_samples_yields_exactly_those_n() {
+    let mut net = Net::new(1, 5, |_, c| c.crawl.explore_pps = 1);
+    let fake_id = NodeId([0x77; 20]);
+    // The fake node queries us, so the crawler learns of it and samples it.
+    net.send(probe(), addr(0), query(b"hi", fake_id, QueryKind::Ping));
+    net.run_until(Timestamp::from_millis(200), 1000);
+    let q = net
+        .outside
+        .iter()
+        .find_map(|s| {
+            let m = krpc::decode(&s.bytes).ok()?;
+            match m.body {
+                Body::Query(Query {
+                    kind: QueryKind::SampleInfohashes { .. },
+                    ..
+                }) => Some(m.tid.to_vec()),
+                _ => None,
+            }
+        })
+        .expect("the crawler samples the node that contacted it");
+    let n = 17;
+    let mut rng = Rng::new(1);
+    let ihs: Vec<InfoHash> = (0..n).map(|_| InfoHash::random(&mut rng)).collect();
+    let samples: Vec<u8> = ihs.iter().flat_map(|i| i.0).collect();
+    net.send(probe(), addr(0), sample_reply(&q, fake_id, &samples, &[]));
+    net.run_until(Timestamp::from_millis(400), 1000);
+    let got: Vec<InfoHash> = net
+        .events_of(0)
+        .filter_map(|e| match e {
+            Event::InfohashDiscovered {
+                info_hash,
+                source: DiscoverySource::Sample,
+                ..
+            } => Some(*info_hash),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, ihs);
+    let s = net.nodes[0].crawl_stats();
+    assert_eq!(s.samples_received, n as u64);
+    assert_eq!(s.new_from_sample, n as u64);
+    assert_eq!(s.bep51_yes, 1);
+}
+
+#[test]
+fn the_packet_budget_caps_every_query() {
+    // 2,000 nodes known to a crawler with a 50 packets/s budget: over 10 s it wants
+    // to sample them all but sends at most 50 * 10 + burst queries.
+    let mut net = Net::new(1, 9, |_, c| {
+        c.crawl.max_pps = 50;
+        c.crawl.burst = 20;
+    });
+    let mut rng = Rng::new(2);
+    for i in 0..2000u32 {
+        let from = SocketAddr::from(([127, 1, (i >> 8) as u8, i as u8], 7000));
+        net.send(
+            from,
+            addr(0),
+            query(&i.to_be_bytes(), NodeId::random(&mut rng), QueryKind::Ping),
+        );
+    }
+    net.run_until(Timestamp::from_secs(10), 1_000_000);
+    let s = net.nodes[0].stats();
+    let queries = s.dht.queries_out.total();
+    assert!(queries <= 50 * 10 + 20, "{queries} queries");
+    assert!(queries >= 50 * 9, "the budget is used: {queries}");
+    assert!(s.crawl.budget_refused > 0);
+}
+
+#[test]
+fn replies_from_the_wrong_address_do_not_match() {
+    let mut net = quiet_net(1);
+    net.nodes[0].bootstrap(Timestamp::ZERO, &[probe()]);
+    net.drain(0);
+    let q = net
+        .outside
+        .iter()
+        .find(|s| s.to == probe())
+        .expect("bootstrap query")
+        .bytes
+        .clone();
+    let tid = krpc::decode(&q).unwrap().tid.to_vec();
+    let reply = sample_reply(&tid, NodeId([5; 20]), &[], &[]);
+    net.send("127.0.9.8:7000".parse().unwrap(), addr(0), reply.clone());
+    net.run_until(Timestamp::from_millis(100), 100);
+    assert_eq!(
+        net.nodes[0].stats().dht.faults.get(&Fault::WrongAddress),
+        Some(&1)
+    );
+    net.send(probe(), addr(0), reply);
+    net.run_until(Timestamp::from_millis(200), 100);
+    assert_eq!(net.nodes[0].identities()[0].table.len(), 1);
+}
+
+#[test]
+fn bootstrap_retries_with_backoff_and_says_so() {
+    let mut net = quiet_net(1);
+    net.nodes[0].bootstrap(Timestamp::ZERO, &[probe()]);
+    net.drain(0);
+    net.run_until(Timestamp::from_secs(100), 100_000);
+    let fails: Vec<u32> = net
+        .events_of(0)
+        .filter_map(|e| match e {
+            Event::BootstrapFailed { attempt, .. } => Some(*attempt),
+            _ => None,
+        })
+        .collect();
+    // 5 s, then 10, 20, 40: attempts at ~5, 15, 35, 75 s.
+    assert_eq!(fails, vec![1, 2, 3, 4]);
+    let sent_to_router = net.outside.iter().filter(|s| s.to == probe()).count();
+    assert_eq!(sent_to_router, 5);
+}
+
+#[test]
+fn flood_of_random_get_peers_keeps_memory_bounded() {
+    let mut net = Net::new(1, 3, |_, c| {
+        c.crawl.seen_window = 1000;
+        c.crawl.max_book = 500;
+        c.dht.per_ip_answers_per_sec = 1_000_000;
+    });
+    let mut rng = Rng::new(8);
+    for i in 0..20_000u32 {
+        let from = SocketAddr::from(([127, 2, (i >> 8) as u8, i as u8], 7000));
+        let ih = InfoHash::random(&mut rng);
+        let q = query(
+            &i.to_be_bytes(),
+            NodeId::random(&mut rng),
+            QueryKind::GetPeers {
+                info_hash: ih,
+                scrape: false,
+                noseed: false,
+            },
+        );
+        net.nodes[0].handle_input(Input::Datagram {
+            at: net.now,
+            local: SocketId(0),
+            from,
+            bytes: &q,
+        });
+        while !matches!(
+            net.nodes[0].poll_output(),
+            Output::Timeout(_) | Output::Idle
+        ) {}
+    }
+    let s = net.nodes[0].stats();
+    assert_eq!(s.dht.responses_out, 20_000);
+    assert!(s.crawl.book_nodes <= 500);
+    assert!(s.transactions <= 4096);
+    assert_eq!(s.crawl.new_from_get_peers, 20_000);
+    assert!(s.nodes <= 10_000);
+}
