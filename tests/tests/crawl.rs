@@ -45,8 +45,9 @@ fn the_crawler_discovers_the_worlds_infohashes() {
     let recall = w.recall(t.discovered.keys());
     let stats = w.crawler(c).crawler.stats();
     eprintln!(
-        "seed {seed}: recall {recall:.3}, discovered {}, crawl {:?}",
+        "seed {seed}: recall {recall:.3}, discovered {}, immediate timeouts {}, crawl {:?}",
         t.discovered.len(),
+        t.immediate_timeouts,
         stats.crawl
     );
     // Read-only and NAT-ed nodes hide some announces; the rest is found.
