@@ -32,6 +32,8 @@ use crate::{ApiMisuse, DiscoverySource, Event, Input, Output, SocketId};
 
 /// Maintenance cadence: pings, refreshes, bootstrap retries, store expiry.
 const TICK: Duration = Duration::from_secs(1);
+/// Shortest wait before lookups held back by the budget or pacing try again.
+const STARVED_RETRY: Duration = Duration::from_millis(5);
 /// Cap on remembered router addresses.
 const MAX_ROUTERS: usize = 64;
 /// Cap on queued outputs before new events are dropped (counted).
@@ -250,6 +252,11 @@ impl Crawler {
     /// Feeds one input. Remote garbage never errors: it is counted.
     pub fn handle_input(&mut self, input: Input<'_>) {
         self.advance(input.at());
+        let input_kind = if matches!(input, Input::Timeout(_)) {
+            InputKind::Timeout
+        } else {
+            InputKind::Other
+        };
         match input {
             Input::Timeout(_) => self.on_timeout(),
             Input::Datagram {
@@ -260,6 +267,13 @@ impl Crawler {
             Input::TcpClosed { conn, reason, .. } => {
                 self.fetcher.handle_closed(self.now, conn, reason)
             }
+        }
+        // Any input also runs the timers that are due, so that `poll_output` never
+        // hands back a deadline in the past.
+        if !matches!(input_kind, InputKind::Timeout)
+            && self.deadline().is_some_and(|t| t <= self.now)
+        {
+            self.on_timeout();
         }
     }
 
@@ -274,17 +288,28 @@ impl Crawler {
             }
             return o;
         }
-        let mut t = Some(self.next_tick);
-        t = min_deadline(t, self.crawl_deadline());
-        if !self.starved.is_empty() {
-            t = min_deadline(t, Some(self.harvest.budget.next_available(self.now)));
-        }
-        t = min_deadline(t, self.rpc.poll_timeout());
-        t = min_deadline(t, self.fetcher.poll_timeout());
-        match t {
+        match self.deadline() {
             Some(t) => Output::Timeout(t),
             None => Output::Idle,
         }
+    }
+
+    /// The earliest internal deadline.
+    fn deadline(&self) -> Option<Timestamp> {
+        let mut t = Some(self.next_tick);
+        t = min_deadline(t, self.crawl_deadline());
+        if !self.starved.is_empty() {
+            // Never a zero-delay timer: per-IP pacing may hold a lookup back even
+            // when the global budget has room.
+            let retry = self
+                .harvest
+                .budget
+                .next_available(self.now)
+                .max(self.now.add(STARVED_RETRY));
+            t = min_deadline(t, Some(retry));
+        }
+        t = min_deadline(t, self.rpc.poll_timeout());
+        min_deadline(t, self.fetcher.poll_timeout())
     }
 
     /// Fetches metadata for `ih` from `peers` (or adds peers to a running fetch).
@@ -1050,4 +1075,10 @@ enum Sent {
     Throttled,
     /// Not sendable (filtered address, wrong family, transaction table full).
     No,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq)]
+enum InputKind {
+    Timeout,
+    Other,
 }

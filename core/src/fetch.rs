@@ -1,30 +1,58 @@
-//! Leech scheduler: per-infohash peer queues, parallel sessions, caps, deadlines.
+//! Leech scheduler: per-infohash peer queues, parallel sessions, caps, deadlines,
+//! retries and a peer capability cache.
 //!
-//! STUB: the interface the crawler relies on. The metadata-fetching work replaces
-//! the bodies (and may add to, but not break, this interface).
+//! The [`Fetcher`] owns every metadata connection. It allocates [`ConnId`]s (slot
+//! index plus generation, so a stale id never matches a reused slot), asks the
+//! driver to connect, feeds each connection's bytes to a [`Session`], and reports
+//! one [`Event::PeerSession`] per session plus exactly one
+//! [`Event::MetadataFetched`] or [`Event::MetadataFailed`] per infohash.
+//!
+//! Bounds: `max_jobs` infohashes, `max_peers_per_infohash` peers per infohash
+//! (duplicates and overflow are counted and dropped), `max_sessions` connections in
+//! total, `max_sessions_per_ip` per IP, `peer_cache_size` cache entries (LRU).
 
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::id::InfoHash;
-use crate::metadata::TorrentInfo;
+use crate::metadata::{self, HashKind, InfoError, TorrentInfo};
 use crate::rng::Rng;
+pub use crate::session::FailReason;
+use crate::session::{PeerInfo, Progress, Session, SessionConfig};
 use crate::time::Timestamp;
-use crate::{ApiMisuse, CloseReason, ConnId, Output};
+use crate::{ApiMisuse, CloseReason, ConnId, Event, Output};
 
 #[derive(Clone, Debug)]
 pub struct FetchConfig {
+    /// Largest `metadata_size` accepted (default 10 MiB).
     pub max_metadata_size: usize,
     pub connect_timeout: Duration,
+    /// Deadline for a whole peer session, from the connect attempt.
     pub peer_timeout: Duration,
+    /// Deadline for a whole infohash, from the first `fetch` call.
     pub infohash_timeout: Duration,
+    /// Parallel sessions per infohash (P).
     pub peers_per_infohash: usize,
+    /// Sessions in flight in total.
     pub max_sessions: usize,
     pub max_sessions_per_ip: usize,
     /// Our BEP 10 `v`, if any.
     pub client_version: Option<String>,
+    /// A connected peer silent this long fails with `IdleTimeout`.
+    pub idle_timeout: Duration,
+    /// Outstanding BEP 9 requests per session (also capped by the peer's `reqq`).
+    pub request_window: u32,
+    /// Peers remembered per infohash (queued, running or done); more are dropped.
+    pub max_peers_per_infohash: usize,
+    /// Infohashes being fetched or queued; `fetch` returns `Full` beyond this.
+    pub max_jobs: usize,
+    /// Entries in the peer capability cache (LRU).
+    pub peer_cache_size: usize,
+    /// Frame size cap (1 MiB).
+    pub max_frame: usize,
 }
 
 impl Default for FetchConfig {
@@ -38,6 +66,12 @@ impl Default for FetchConfig {
             max_sessions: 1000,
             max_sessions_per_ip: 2,
             client_version: None,
+            idle_timeout: Duration::from_secs(5),
+            request_window: 16,
+            max_peers_per_infohash: 256,
+            max_jobs: 100_000,
+            peer_cache_size: 65_536,
+            max_frame: crate::wire::MAX_FRAME,
         }
     }
 }
@@ -49,13 +83,44 @@ pub struct MetadataFetched {
     pub info: TorrentInfo,
     /// The raw, verified info dict.
     pub raw: Bytes,
+    /// The peer that served it.
     pub peer: SocketAddr,
+    /// That peer's client (`v`, else BEP 20 peer id).
+    pub client: Option<String>,
+    /// Which digest matched (SHA-1, or truncated SHA-256 for v2).
+    pub hash: HashKind,
+    /// From the first `fetch` call to verification.
+    pub elapsed: Duration,
+    /// Metadata pieces (16 KiB) received from the serving peer.
+    pub pieces: u32,
+    /// Sessions started for this infohash (including the successful one).
+    pub peers_tried: u32,
 }
 
-/// Every peer failed for an infohash.
+/// Every peer failed for an infohash (or its deadline passed, or the verified info
+/// dict was invalid).
 #[derive(Clone, Debug)]
 pub struct MetadataFailed {
     pub info_hash: InfoHash,
+    /// Each peer's reason, in the order they ended (untried peers as `NotTried` or
+    /// `KnownNoMetadata`).
+    pub reasons: Vec<(SocketAddr, FailReason)>,
+    pub elapsed: Duration,
+    pub peers_tried: u32,
+    /// Set when the metadata hashed right but failed validation.
+    pub info_error: Option<InfoError>,
+    /// True when the infohash deadline ended the fetch.
+    pub timed_out: bool,
+}
+
+/// How a session ended.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SessionOutcome {
+    /// This peer delivered verified metadata.
+    Ok,
+    Failed(FailReason),
+    /// Closed by us because another peer delivered first (or the fetch ended).
+    Cancelled,
 }
 
 /// One peer session's outcome.
@@ -63,47 +128,819 @@ pub struct MetadataFailed {
 pub struct PeerSessionReport {
     pub info_hash: InfoHash,
     pub peer: SocketAddr,
+    pub conn: ConnId,
+    pub started_at: Timestamp,
+    pub duration: Duration,
+    pub outcome: SessionOutcome,
+    /// Connect time (connect request to TCP connected).
+    pub connect_time: Option<Duration>,
+    /// Round trip: TCP connected to the peer's handshake.
+    pub rtt: Option<Duration>,
+    pub pieces: u32,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Client from the peer id (BEP 20).
+    pub client: Option<String>,
+    /// Client from the extension handshake `v`.
+    pub version: Option<String>,
+    pub peer_id: Option<[u8; 20]>,
+    /// The peer's `ut_metadata` id, when it advertised one.
+    pub ut_metadata: Option<u8>,
+    pub ut_pex: Option<u8>,
+    pub metadata_size: Option<u32>,
+    pub fast: bool,
+    pub dht: bool,
+    pub yourip: Option<IpAddr>,
+    pub listen_port: Option<u16>,
+    pub reqq: Option<u32>,
+    /// PEX contacts received in this session.
+    pub pex_added: u32,
 }
 
-#[derive(Clone, Debug, Default)]
+/// What the capability cache remembers about a peer address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerCapability {
+    pub client: Option<String>,
+    /// `Some(false)` when the peer is known not to serve metadata.
+    pub ut_metadata: Option<bool>,
+    pub last_failure: Option<FailReason>,
+    pub successes: u32,
+    pub failures: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FetchStats {
+    /// Infohash fetches started.
     pub started: u64,
+    pub fetched: u64,
+    pub failed: u64,
+    /// `fetch` calls refused because `max_jobs` was reached.
+    pub jobs_rejected_full: u64,
+    pub jobs_timed_out: u64,
+    pub sessions_started: u64,
+    pub sessions_ok: u64,
+    pub sessions_failed: u64,
+    pub sessions_cancelled: u64,
+    pub peers_added: u64,
+    pub peers_duplicate: u64,
+    /// Over `max_peers_per_infohash`.
+    pub peers_dropped_cap: u64,
+    /// Port 0 or unspecified addresses.
+    pub peers_invalid: u64,
+    /// Skipped because the cache says they never serve metadata.
+    pub peers_skipped_cache: u64,
+    pub pex_received: u64,
+    pub pieces_received: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub v2_hash_matches: u64,
+    pub cache_evictions: u64,
+    /// Events for unknown or stale connection ids (ignored).
+    pub stale_conn_events: u64,
+    /// Session failures per reason.
+    pub failures: BTreeMap<FailReason, u64>,
 }
 
+impl FetchStats {
+    /// Failures counted for `r`.
+    pub fn failure_count(&self, r: FailReason) -> u64 {
+        self.failures.get(&r).copied().unwrap_or(0)
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum TimerKey {
+    Conn(u32, u32),
+    Job(InfoHash),
+}
+
+struct Conn {
+    id: ConnId,
+    ih: InfoHash,
+    peer: SocketAddr,
+    started_at: Timestamp,
+    connected_at: Option<Timestamp>,
+    handshake_at: Option<Timestamp>,
+    last_rx: Timestamp,
+    deadline: Timestamp,
+    session: Option<Session>,
+    bytes_out: u64,
+    pex_added: u32,
+}
+
+struct Slot {
+    generation: u32,
+    conn: Option<Conn>,
+}
+
+struct Job {
+    started_at: Timestamp,
+    deadline: Timestamp,
+    /// Peers to try first (unknown or known good).
+    pending: VecDeque<SocketAddr>,
+    /// Peers that failed before (tried after `pending`).
+    later: VecDeque<SocketAddr>,
+    seen: BTreeSet<SocketAddr>,
+    conns: Vec<ConnId>,
+    reasons: Vec<(SocketAddr, FailReason)>,
+    tried: u32,
+    in_runnable: bool,
+}
+
+impl Job {
+    fn has_pending(&self) -> bool {
+        !self.pending.is_empty() || !self.later.is_empty()
+    }
+}
+
+struct CacheEntry {
+    cap: PeerCapability,
+    seq: u64,
+}
+
+/// The metadata fetcher. See the module docs.
 pub struct Fetcher {
+    cfg: FetchConfig,
+    session_cfg: SessionConfig,
+    peer_id: [u8; 20],
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    active: usize,
+    per_ip: BTreeMap<IpAddr, u32>,
+    jobs: BTreeMap<InfoHash, Job>,
+    runnable: VecDeque<InfoHash>,
+    /// Jobs waiting only on per-IP slots.
+    blocked: BTreeSet<InfoHash>,
+    timers: BTreeSet<(Timestamp, TimerKey)>,
+    out: VecDeque<Output>,
+    cache: BTreeMap<SocketAddr, CacheEntry>,
+    cache_lru: BTreeMap<u64, SocketAddr>,
+    cache_seq: u64,
     stats: FetchStats,
 }
 
 impl Fetcher {
-    pub fn new(_cfg: FetchConfig, _rng: Rng) -> Self {
+    pub fn new(cfg: FetchConfig, mut rng: Rng) -> Self {
+        // BEP 20 style: -MG0100- then 12 random alphanumerics.
+        const ALNUM: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        let mut peer_id = *b"-MG0100-000000000000";
+        for b in peer_id.iter_mut().skip(8) {
+            *b = ALNUM[rng.index(ALNUM.len())];
+        }
+        let session_cfg = SessionConfig {
+            max_metadata_size: cfg.max_metadata_size,
+            max_frame: cfg.max_frame,
+            request_window: cfg.request_window,
+            client_version: cfg.client_version.clone(),
+        };
         Fetcher {
+            cfg,
+            session_cfg,
+            peer_id,
+            slots: Vec::new(),
+            free: Vec::new(),
+            active: 0,
+            per_ip: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            runnable: VecDeque::new(),
+            blocked: BTreeSet::new(),
+            timers: BTreeSet::new(),
+            out: VecDeque::new(),
+            cache: BTreeMap::new(),
+            cache_lru: BTreeMap::new(),
+            cache_seq: 0,
             stats: FetchStats::default(),
         }
     }
+
+    /// Our BEP 3 peer id.
+    pub fn peer_id(&self) -> &[u8; 20] {
+        &self.peer_id
+    }
+
     /// Starts fetching `ih` from `peers`, or adds peers to a running fetch.
     pub fn fetch(
         &mut self,
-        _now: Timestamp,
-        _ih: InfoHash,
-        _peers: &[SocketAddr],
+        now: Timestamp,
+        ih: InfoHash,
+        peers: &[SocketAddr],
     ) -> Result<(), ApiMisuse> {
-        Err(ApiMisuse::Full)
+        if !self.jobs.contains_key(&ih) {
+            if peers.is_empty() {
+                return Err(ApiMisuse::Invalid("no peers"));
+            }
+            if self.jobs.len() >= self.cfg.max_jobs {
+                self.stats.jobs_rejected_full += 1;
+                return Err(ApiMisuse::Full);
+            }
+            let deadline = now.add(self.cfg.infohash_timeout);
+            self.jobs.insert(
+                ih,
+                Job {
+                    started_at: now,
+                    deadline,
+                    pending: VecDeque::new(),
+                    later: VecDeque::new(),
+                    seen: BTreeSet::new(),
+                    conns: Vec::new(),
+                    reasons: Vec::new(),
+                    tried: 0,
+                    in_runnable: false,
+                },
+            );
+            self.timers.insert((deadline, TimerKey::Job(ih)));
+            self.stats.started += 1;
+        }
+        self.add_peers(ih, peers);
+        self.mark_runnable(ih);
+        self.schedule(now);
+        self.check_job_exhausted(now, ih);
+        Ok(())
     }
-    pub fn is_fetching(&self, _ih: &InfoHash) -> bool {
-        false
+
+    pub fn is_fetching(&self, ih: &InfoHash) -> bool {
+        self.jobs.contains_key(ih)
     }
-    pub fn handle_connected(&mut self, _now: Timestamp, _conn: ConnId) {}
-    pub fn handle_data(&mut self, _now: Timestamp, _conn: ConnId, _bytes: &[u8]) {}
-    pub fn handle_closed(&mut self, _now: Timestamp, _conn: ConnId, _reason: CloseReason) {}
-    pub fn handle_timeout(&mut self, _now: Timestamp) {}
+
+    /// Infohashes being fetched or queued.
+    pub fn jobs(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Connections in flight.
+    pub fn sessions(&self) -> usize {
+        self.active
+    }
+
+    /// What the capability cache knows about `peer`.
+    pub fn peer_capability(&self, peer: &SocketAddr) -> Option<&PeerCapability> {
+        self.cache.get(peer).map(|e| &e.cap)
+    }
+
+    pub fn handle_connected(&mut self, now: Timestamp, conn: ConnId) {
+        let Some(c) = slot_conn(&mut self.slots, conn) else {
+            self.stats.stale_conn_events += 1;
+            return;
+        };
+        if c.session.is_some() {
+            return;
+        }
+        let mut s = Session::new(c.ih, &self.peer_id, &self.session_cfg);
+        c.connected_at = Some(now);
+        c.last_rx = now;
+        let bytes = s.take_output();
+        c.session = Some(s);
+        if let Some(b) = bytes {
+            c.bytes_out += b.len() as u64;
+            self.stats.bytes_out += b.len() as u64;
+            self.out.push_back(Output::Send {
+                conn,
+                bytes: Bytes::from(b),
+            });
+        }
+        self.refresh_deadline(conn);
+    }
+
+    pub fn handle_data(&mut self, now: Timestamp, conn: ConnId, bytes: &[u8]) {
+        match self.conn_mut(conn) {
+            None => {
+                self.stats.stale_conn_events += 1;
+                return;
+            }
+            // Data before "connected": the driver skipped an event; treat the
+            // connection as established.
+            Some(c) if c.session.is_none() => self.handle_connected(now, conn),
+            Some(_) => {}
+        }
+        let Some(c) = self.conn_mut(conn) else {
+            return;
+        };
+        let Some(s) = c.session.as_mut() else {
+            return;
+        };
+        let progress = s.feed(bytes);
+        let reply = s.take_output();
+        let pex = s.take_pex();
+        let phase = s.phase();
+        c.last_rx = now;
+        if c.handshake_at.is_none() && phase > crate::session::Phase::Handshake {
+            c.handshake_at = Some(now);
+        }
+        c.pex_added += pex.len() as u32;
+        let ih = c.ih;
+        self.stats.bytes_in += bytes.len() as u64;
+        if let Some(b) = reply {
+            if matches!(progress, Progress::Continue) {
+                if let Some(c) = self.conn_mut(conn) {
+                    c.bytes_out += b.len() as u64;
+                }
+                self.stats.bytes_out += b.len() as u64;
+                self.out.push_back(Output::Send {
+                    conn,
+                    bytes: Bytes::from(b),
+                });
+            }
+        }
+        if !pex.is_empty() {
+            self.stats.pex_received += pex.len() as u64;
+            self.add_peers(ih, &pex);
+            self.mark_runnable(ih);
+        }
+        match progress {
+            Progress::Continue => {
+                self.refresh_deadline(conn);
+            }
+            Progress::Failed(r) => {
+                self.end_conn(now, conn, SessionOutcome::Failed(r), true);
+            }
+            Progress::Done(v) => {
+                self.on_verified(now, conn, v.raw, v.hash);
+            }
+        }
+        self.schedule(now);
+        self.check_job_exhausted(now, ih);
+    }
+
+    pub fn handle_closed(&mut self, now: Timestamp, conn: ConnId, reason: CloseReason) {
+        let Some(c) = self.conn_mut(conn) else {
+            self.stats.stale_conn_events += 1;
+            return;
+        };
+        let ih = c.ih;
+        let handshaken = c.handshake_at.is_some();
+        let r = match reason {
+            CloseReason::Refused => FailReason::ConnectRefused,
+            CloseReason::ConnectTimedOut => FailReason::ConnectTimeout,
+            CloseReason::LocalError => FailReason::LocalError,
+            CloseReason::Eof | CloseReason::Reset if c.connected_at.is_none() => {
+                FailReason::ConnectRefused
+            }
+            CloseReason::Eof | CloseReason::Reset if handshaken => FailReason::ClosedMidTransfer,
+            CloseReason::Eof | CloseReason::Reset => FailReason::ClosedBeforeHandshake,
+        };
+        self.end_conn(now, conn, SessionOutcome::Failed(r), false);
+        self.schedule(now);
+        self.check_job_exhausted(now, ih);
+    }
+
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        while let Some(&(t, key)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.remove(&(t, key));
+            match key {
+                TimerKey::Job(ih) => self.job_timed_out(now, ih),
+                TimerKey::Conn(index, generation) => {
+                    let id = ConnId { index, generation };
+                    let idle = self.cfg.idle_timeout;
+                    let Some(c) = self.conn_mut(id) else { continue };
+                    let r = if c.session.is_none() {
+                        FailReason::ConnectTimeout
+                    } else if c.last_rx.add(idle) <= now {
+                        FailReason::IdleTimeout
+                    } else {
+                        FailReason::PeerTimeout
+                    };
+                    let ih = c.ih;
+                    self.end_conn(now, id, SessionOutcome::Failed(r), true);
+                    self.schedule(now);
+                    self.check_job_exhausted(now, ih);
+                }
+            }
+        }
+        self.schedule(now);
+    }
+
     /// Connect, Send, Close and Event outputs only; `None` when drained.
     pub fn poll_output(&mut self) -> Option<Output> {
-        None
+        self.out.pop_front()
     }
+
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        None
+        self.timers.first().map(|(t, _)| *t)
     }
+
     pub fn stats(&self) -> &FetchStats {
         &self.stats
     }
+
+    // ---- internals ----
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        slot_conn(&mut self.slots, id)
+    }
+
+    fn mark_runnable(&mut self, ih: InfoHash) {
+        if let Some(job) = self.jobs.get_mut(&ih) {
+            if !job.in_runnable && job.has_pending() {
+                job.in_runnable = true;
+                self.runnable.push_back(ih);
+            }
+        }
+    }
+
+    fn add_peers(&mut self, ih: InfoHash, peers: &[SocketAddr]) {
+        let cap = self.cfg.max_peers_per_infohash;
+        for &p in peers {
+            if p.port() == 0 || p.ip().is_unspecified() {
+                self.stats.peers_invalid += 1;
+                continue;
+            }
+            let Some(job) = self.jobs.get_mut(&ih) else {
+                return;
+            };
+            if job.seen.contains(&p) {
+                self.stats.peers_duplicate += 1;
+                continue;
+            }
+            if job.seen.len() >= cap {
+                self.stats.peers_dropped_cap += 1;
+                continue;
+            }
+            job.seen.insert(p);
+            self.stats.peers_added += 1;
+            match self.cache.get(&p).map(|e| &e.cap) {
+                Some(c) if c.ut_metadata == Some(false) => {
+                    self.stats.peers_skipped_cache += 1;
+                    job.reasons.push((p, FailReason::KnownNoMetadata));
+                }
+                Some(c) if c.successes > 0 => job.pending.push_front(p),
+                Some(c) if c.last_failure.is_some() => job.later.push_back(p),
+                _ => job.pending.push_back(p),
+            }
+        }
+    }
+
+    /// Starts sessions while capacity allows.
+    fn schedule(&mut self, now: Timestamp) {
+        while self.active < self.cfg.max_sessions {
+            let Some(ih) = self.runnable.pop_front() else {
+                break;
+            };
+            if let Some(job) = self.jobs.get_mut(&ih) {
+                job.in_runnable = false;
+            }
+            self.start_for(now, ih);
+        }
+    }
+
+    fn start_for(&mut self, now: Timestamp, ih: InfoHash) {
+        loop {
+            let per_ip_cap = self.cfg.max_sessions_per_ip as u32;
+            let at_global = self.active >= self.cfg.max_sessions;
+            let Some(job) = self.jobs.get_mut(&ih) else {
+                return;
+            };
+            if job.conns.len() >= self.cfg.peers_per_infohash || !job.has_pending() {
+                return;
+            }
+            if at_global {
+                // Resume this job first when capacity frees up.
+                job.in_runnable = true;
+                self.runnable.push_front(ih);
+                return;
+            }
+            let per_ip = &self.per_ip;
+            let free = |p: &SocketAddr| per_ip.get(&p.ip()).copied().unwrap_or(0) < per_ip_cap;
+            let peer = if let Some(i) = job.pending.iter().position(free) {
+                job.pending.remove(i)
+            } else if let Some(i) = job.later.iter().position(free) {
+                job.later.remove(i)
+            } else {
+                None
+            };
+            let Some(peer) = peer else {
+                self.blocked.insert(ih);
+                return;
+            };
+            job.tried += 1;
+            self.open_conn(now, ih, peer);
+        }
+    }
+
+    fn open_conn(&mut self, now: Timestamp, ih: InfoHash, peer: SocketAddr) {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    conn: None,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let Some(slot) = self.slots.get_mut(index as usize) else {
+            return;
+        };
+        let id = ConnId {
+            index,
+            generation: slot.generation,
+        };
+        let deadline = now.add(self.cfg.connect_timeout);
+        slot.conn = Some(Conn {
+            id,
+            ih,
+            peer,
+            started_at: now,
+            connected_at: None,
+            handshake_at: None,
+            last_rx: now,
+            deadline,
+            session: None,
+            bytes_out: 0,
+            pex_added: 0,
+        });
+        self.timers
+            .insert((deadline, TimerKey::Conn(id.index, id.generation)));
+        *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+        self.active += 1;
+        if let Some(job) = self.jobs.get_mut(&ih) {
+            job.conns.push(id);
+        }
+        self.stats.sessions_started += 1;
+        self.out.push_back(Output::Connect { conn: id, to: peer });
+    }
+
+    fn refresh_deadline(&mut self, id: ConnId) {
+        let (peer_t, idle_t) = (self.cfg.peer_timeout, self.cfg.idle_timeout);
+        let Some(c) = self.conn_mut(id) else {
+            return;
+        };
+        let new = c.started_at.add(peer_t).min(c.last_rx.add(idle_t));
+        let old = c.deadline;
+        if new == old {
+            return;
+        }
+        c.deadline = new;
+        let key = TimerKey::Conn(id.index, id.generation);
+        self.timers.remove(&(old, key));
+        self.timers.insert((new, key));
+    }
+
+    /// Removes a connection, reports it, and updates its job and the cache.
+    fn end_conn(&mut self, now: Timestamp, id: ConnId, outcome: SessionOutcome, close: bool) {
+        let Some(slot) = self.slots.get_mut(id.index as usize) else {
+            return;
+        };
+        if slot.generation != id.generation {
+            return;
+        }
+        let Some(c) = slot.conn.take() else {
+            return;
+        };
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(id.index);
+        self.timers
+            .remove(&(c.deadline, TimerKey::Conn(id.index, id.generation)));
+        self.active = self.active.saturating_sub(1);
+        let ip = c.peer.ip();
+        if let Some(n) = self.per_ip.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_ip.remove(&ip);
+            }
+            // A per-IP slot freed: blocked jobs may proceed.
+            if !self.blocked.is_empty() {
+                let b = std::mem::take(&mut self.blocked);
+                for ih in b {
+                    self.mark_runnable(ih);
+                }
+            }
+        }
+        if close {
+            self.out.push_back(Output::Close { conn: id });
+        }
+        let info: PeerInfo = c
+            .session
+            .as_ref()
+            .map(|s| s.peer_info().clone())
+            .unwrap_or_default();
+        let (pieces, bytes_in) = c
+            .session
+            .as_ref()
+            .map(|s| (s.pieces(), s.bytes_in()))
+            .unwrap_or((0, 0));
+        self.stats.pieces_received += u64::from(pieces);
+        match outcome {
+            SessionOutcome::Ok => self.stats.sessions_ok += 1,
+            SessionOutcome::Cancelled => self.stats.sessions_cancelled += 1,
+            SessionOutcome::Failed(r) => {
+                self.stats.sessions_failed += 1;
+                *self.stats.failures.entry(r).or_insert(0) += 1;
+                tracing::debug!(peer = %c.peer, ih = %c.ih, reason = ?r, "metadata session failed");
+            }
+        }
+        self.cache_update(c.peer, &info, outcome);
+        if let Some(job) = self.jobs.get_mut(&c.ih) {
+            job.conns.retain(|x| *x != id);
+            if let SessionOutcome::Failed(r) = outcome {
+                job.reasons.push((c.peer, r));
+            }
+        }
+        self.mark_runnable(c.ih);
+        let report = PeerSessionReport {
+            info_hash: c.ih,
+            peer: c.peer,
+            conn: c.id,
+            started_at: c.started_at,
+            duration: now.since(c.started_at),
+            outcome,
+            connect_time: c.connected_at.map(|t| t.since(c.started_at)),
+            rtt: match (c.connected_at, c.handshake_at) {
+                (Some(a), Some(b)) => Some(b.since(a)),
+                _ => None,
+            },
+            pieces,
+            bytes_in,
+            bytes_out: c.bytes_out,
+            client: info.client,
+            version: info.version,
+            peer_id: info.peer_id,
+            ut_metadata: info.ut_metadata,
+            ut_pex: info.ut_pex,
+            metadata_size: info.metadata_size,
+            fast: info.fast,
+            dht: info.dht,
+            yourip: info.yourip,
+            listen_port: info.listen_port,
+            reqq: info.reqq,
+            pex_added: c.pex_added,
+        };
+        self.out
+            .push_back(Output::Event(Event::PeerSession(Box::new(report))));
+    }
+
+    fn cache_update(&mut self, peer: SocketAddr, info: &PeerInfo, outcome: SessionOutcome) {
+        if self.cfg.peer_cache_size == 0 {
+            return;
+        }
+        self.cache_seq += 1;
+        let seq = self.cache_seq;
+        if !self.cache.contains_key(&peer) && self.cache.len() >= self.cfg.peer_cache_size {
+            if let Some((_, old)) = self.cache_lru.pop_first() {
+                self.cache.remove(&old);
+                self.stats.cache_evictions += 1;
+            }
+        }
+        let e = self.cache.entry(peer).or_insert(CacheEntry {
+            cap: PeerCapability::default(),
+            seq,
+        });
+        self.cache_lru.remove(&e.seq);
+        e.seq = seq;
+        self.cache_lru.insert(seq, peer);
+        if let Some(c) = info.best_client() {
+            e.cap.client = Some(c.to_owned());
+        }
+        if info.ut_metadata.is_some() {
+            e.cap.ut_metadata = Some(true);
+        }
+        match outcome {
+            SessionOutcome::Ok => {
+                e.cap.successes = e.cap.successes.saturating_add(1);
+                e.cap.last_failure = None;
+            }
+            SessionOutcome::Failed(r) => {
+                e.cap.failures = e.cap.failures.saturating_add(1);
+                e.cap.last_failure = Some(r);
+                if r.never_serves() {
+                    e.cap.ut_metadata = Some(false);
+                }
+            }
+            SessionOutcome::Cancelled => {}
+        }
+    }
+
+    fn on_verified(&mut self, now: Timestamp, id: ConnId, raw: Vec<u8>, hash: HashKind) {
+        let Some(c) = self.conn_mut(id) else {
+            return;
+        };
+        let (ih, peer) = (c.ih, c.peer);
+        let (client, pieces) = c
+            .session
+            .as_ref()
+            .map(|s| (s.peer_info().best_client().map(str::to_owned), s.pieces()))
+            .unwrap_or((None, 0));
+        if hash == HashKind::Sha256Truncated {
+            self.stats.v2_hash_matches += 1;
+        }
+        match metadata::parse_info(&raw) {
+            Ok(info) => {
+                self.end_conn(now, id, SessionOutcome::Ok, true);
+                let Some(job) = self.jobs.get(&ih) else {
+                    return;
+                };
+                let ev = MetadataFetched {
+                    info_hash: ih,
+                    info,
+                    raw: Bytes::from(raw),
+                    peer,
+                    client,
+                    hash,
+                    elapsed: now.since(job.started_at),
+                    pieces,
+                    peers_tried: job.tried,
+                };
+                self.stats.fetched += 1;
+                self.finish_job(now, ih);
+                self.out
+                    .push_back(Output::Event(Event::MetadataFetched(Box::new(ev))));
+            }
+            Err(e) => {
+                // The bytes are authoritative (they hash to the infohash): no other
+                // peer can do better.
+                self.end_conn(
+                    now,
+                    id,
+                    SessionOutcome::Failed(FailReason::InvalidInfo(e)),
+                    true,
+                );
+                self.fail_job(now, ih, Some(e), false);
+            }
+        }
+    }
+
+    /// Removes a job, cancelling its sessions. Returns it.
+    fn finish_job(&mut self, now: Timestamp, ih: InfoHash) -> Option<Job> {
+        let conns = self.jobs.get(&ih).map(|j| j.conns.clone())?;
+        for id in conns {
+            self.end_conn(now, id, SessionOutcome::Cancelled, true);
+        }
+        let job = self.jobs.remove(&ih)?;
+        self.timers.remove(&(job.deadline, TimerKey::Job(ih)));
+        self.blocked.remove(&ih);
+        Some(job)
+    }
+
+    fn fail_job(
+        &mut self,
+        now: Timestamp,
+        ih: InfoHash,
+        info_error: Option<InfoError>,
+        timed_out: bool,
+    ) {
+        if timed_out {
+            if let Some(job) = self.jobs.get(&ih) {
+                let running = job.conns.clone();
+                for id in running {
+                    self.end_conn(
+                        now,
+                        id,
+                        SessionOutcome::Failed(FailReason::InfohashTimeout),
+                        true,
+                    );
+                }
+            }
+        }
+        let was_blocked = self.blocked.contains(&ih);
+        let Some(mut job) = self.finish_job(now, ih) else {
+            return;
+        };
+        let untried = if was_blocked {
+            FailReason::PeerLimit
+        } else {
+            FailReason::NotTried
+        };
+        for p in job.pending.drain(..).chain(job.later.drain(..)) {
+            job.reasons.push((p, untried));
+        }
+        self.stats.failed += 1;
+        if timed_out {
+            self.stats.jobs_timed_out += 1;
+        }
+        let ev = MetadataFailed {
+            info_hash: ih,
+            reasons: job.reasons,
+            elapsed: now.since(job.started_at),
+            peers_tried: job.tried,
+            info_error,
+            timed_out,
+        };
+        self.out
+            .push_back(Output::Event(Event::MetadataFailed(Box::new(ev))));
+    }
+
+    fn job_timed_out(&mut self, now: Timestamp, ih: InfoHash) {
+        self.fail_job(now, ih, None, true);
+    }
+
+    /// Fails a job that has nothing running and nothing left to try.
+    fn check_job_exhausted(&mut self, now: Timestamp, ih: InfoHash) {
+        let exhausted = match self.jobs.get(&ih) {
+            Some(j) => j.conns.is_empty() && !j.has_pending(),
+            None => false,
+        };
+        if exhausted {
+            self.fail_job(now, ih, None, false);
+        }
+    }
+}
+
+fn slot_conn(slots: &mut [Slot], id: ConnId) -> Option<&mut Conn> {
+    let slot = slots.get_mut(id.index as usize)?;
+    if slot.generation != id.generation {
+        return None;
+    }
+    slot.conn.as_mut()
 }

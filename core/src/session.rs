@@ -1,3 +1,466 @@
-//! One peer connection fetching metadata.
+//! One peer connection fetching metadata: BEP 3 handshake, then the BEP 10
+//! extension handshake, then BEP 9 piece requests, then done or a [`FailReason`].
 //!
-//! STUB: filled in by the metadata-fetching work.
+//! A [`Session`] knows nothing of connections, time or the scheduler: it is fed the
+//! peer's bytes in any chunking and produces bytes to send. Its outcome depends only
+//! on the byte sequence, never on how it was split (a property test checks this).
+//! We pipeline our handshake and extension handshake in one write.
+
+use std::net::{IpAddr, SocketAddr};
+
+use crate::id::InfoHash;
+use crate::metadata::{self, Assembler, HashKind, InfoError, PieceError};
+use crate::wire::{self, Deframer, Frame, FrameError, MetadataMsg};
+
+/// Why a peer did not give us metadata. Counted per variant in
+/// [`crate::fetch::FetchStats::failures`].
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FailReason {
+    /// TCP connect refused.
+    ConnectRefused,
+    /// TCP connect did not complete in time (ours or the OS's).
+    ConnectTimeout,
+    /// The driver could not open a socket.
+    LocalError,
+    /// Closed or reset before the peer's handshake arrived.
+    ClosedBeforeHandshake,
+    /// Closed or reset after the handshake, before the metadata was complete.
+    ClosedMidTransfer,
+    /// Not the BitTorrent protocol string.
+    WrongProtocol,
+    /// The peer answered with another infohash.
+    WrongInfoHash,
+    /// No BEP 10 bit in the peer's reserved bytes.
+    NoExtensionBit,
+    /// A frame length above the cap (1 MiB).
+    FrameTooLarge,
+    /// An extension handshake or BEP 9 message that is not valid bencode.
+    Malformed,
+    /// The extension handshake lacks a usable `m.ut_metadata`.
+    NoUtMetadata,
+    /// The extension handshake lacks `metadata_size`.
+    MissingMetadataSize,
+    /// `metadata_size` is not a positive integer.
+    InvalidMetadataSize,
+    /// `metadata_size` above the configured maximum.
+    TooLarge,
+    /// The peer sent a BEP 9 `reject`.
+    Rejected,
+    /// A `data` message with a bad index, size, or for a piece we did not request.
+    BadPiece(PieceError),
+    /// A `data` message whose `total_size` differs from `metadata_size`.
+    SizeMismatch,
+    /// The assembled metadata does not hash to the infohash.
+    HashMismatch,
+    /// The metadata hashed right but the info dict is invalid.
+    InvalidInfo(InfoError),
+    /// No bytes from the peer for `idle_timeout`.
+    IdleTimeout,
+    /// The per-peer deadline passed.
+    PeerTimeout,
+    /// The per-infohash deadline passed while this peer was in progress.
+    InfohashTimeout,
+    /// Held back by the per-IP or global session cap until the infohash deadline.
+    PeerLimit,
+    /// Skipped: the capability cache says this peer does not serve metadata.
+    KnownNoMetadata,
+    /// Never tried before the fetch ended.
+    NotTried,
+}
+
+impl FailReason {
+    /// True for reasons that say the peer will never serve metadata.
+    pub fn never_serves(&self) -> bool {
+        matches!(self, FailReason::NoExtensionBit | FailReason::NoUtMetadata)
+    }
+}
+
+/// Session limits.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    pub max_metadata_size: usize,
+    pub max_frame: usize,
+    /// Most outstanding piece requests (also bounded by the peer's `reqq`).
+    pub request_window: u32,
+    /// Our BEP 10 `v`.
+    pub client_version: Option<String>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            max_metadata_size: 10 << 20,
+            max_frame: wire::MAX_FRAME,
+            request_window: 16,
+            client_version: None,
+        }
+    }
+}
+
+/// What we learned about the peer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub peer_id: Option<[u8; 20]>,
+    /// Client from the peer id (BEP 20).
+    pub client: Option<String>,
+    /// Client from the extension handshake `v`.
+    pub version: Option<String>,
+    pub fast: bool,
+    pub dht: bool,
+    pub extensions: bool,
+    /// The peer's `m.ut_metadata` (valid ids 1..=255).
+    pub ut_metadata: Option<u8>,
+    pub ut_pex: Option<u8>,
+    pub metadata_size: Option<u32>,
+    pub yourip: Option<IpAddr>,
+    pub listen_port: Option<u16>,
+    pub reqq: Option<u32>,
+}
+
+impl PeerInfo {
+    /// `v` if present, else the BEP 20 client.
+    pub fn best_client(&self) -> Option<&str> {
+        self.version.as_deref().or(self.client.as_deref())
+    }
+}
+
+/// Where the session is.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Handshake,
+    ExtHandshake,
+    Fetching,
+    Finished,
+}
+
+/// Verified metadata.
+#[derive(Clone, Debug)]
+pub struct Verified {
+    pub raw: Vec<u8>,
+    pub hash: HashKind,
+}
+
+/// The result of feeding bytes.
+#[derive(Debug)]
+pub enum Progress {
+    Continue,
+    Done(Verified),
+    Failed(FailReason),
+}
+
+/// Most PEX contacts a session hands back over its life.
+pub const MAX_PEX_PER_SESSION: usize = 200;
+
+/// A metadata-fetching peer session.
+#[derive(Debug)]
+pub struct Session {
+    de: Deframer,
+    c: Inner,
+}
+
+#[derive(Debug)]
+struct Inner {
+    ih: InfoHash,
+    cfg_window: u32,
+    max_metadata_size: usize,
+    phase: Phase,
+    out: Vec<u8>,
+    info: PeerInfo,
+    asm: Option<Assembler>,
+    outstanding: Vec<bool>,
+    next_piece: u32,
+    in_flight: u32,
+    window: u32,
+    pieces: u32,
+    bytes_in: u64,
+    pex: Vec<SocketAddr>,
+    pex_total: usize,
+}
+
+impl Session {
+    /// A session for `ih`; our handshake and extension handshake are queued at once.
+    pub fn new(ih: InfoHash, peer_id: &[u8; 20], cfg: &SessionConfig) -> Self {
+        let mut out = Vec::with_capacity(160);
+        wire::encode_handshake(&mut out, wire::our_reserved(), &ih, peer_id);
+        let mut p = Vec::with_capacity(80);
+        wire::encode_ext_handshake(&mut p, cfg.client_version.as_deref(), None, None);
+        wire::encode_extended(&mut out, wire::EXT_HANDSHAKE, &p);
+        Session {
+            de: Deframer::new(cfg.max_frame),
+            c: Inner {
+                ih,
+                cfg_window: cfg.request_window.max(1),
+                max_metadata_size: cfg.max_metadata_size,
+                phase: Phase::Handshake,
+                out,
+                info: PeerInfo::default(),
+                asm: None,
+                outstanding: Vec::new(),
+                next_piece: 0,
+                in_flight: 0,
+                window: 1,
+                pieces: 0,
+                bytes_in: 0,
+                pex: Vec::new(),
+                pex_total: 0,
+            },
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.c.phase
+    }
+    pub fn peer_info(&self) -> &PeerInfo {
+        &self.c.info
+    }
+    /// Pieces received and accepted.
+    pub fn pieces(&self) -> u32 {
+        self.c.pieces
+    }
+    pub fn bytes_in(&self) -> u64 {
+        self.c.bytes_in
+    }
+    /// Bytes to send to the peer, if any.
+    pub fn take_output(&mut self) -> Option<Vec<u8>> {
+        if self.c.out.is_empty() {
+            None
+        } else {
+            Some(std::mem::take(&mut self.c.out))
+        }
+    }
+    /// PEX contacts received since the last call.
+    pub fn take_pex(&mut self) -> Vec<SocketAddr> {
+        std::mem::take(&mut self.c.pex)
+    }
+
+    /// Feeds bytes from the peer. After `Done` or `Failed` further bytes are ignored.
+    pub fn feed(&mut self, bytes: &[u8]) -> Progress {
+        if self.c.phase == Phase::Finished {
+            return Progress::Continue;
+        }
+        self.c.bytes_in += bytes.len() as u64;
+        let r = if self.c.phase != Phase::Handshake && self.de.buffered() == 0 {
+            self.drain_direct(bytes)
+        } else {
+            self.de.push(bytes);
+            self.drain()
+        };
+        if !matches!(r, Progress::Continue) {
+            self.c.phase = Phase::Finished;
+            self.c.asm = None;
+        }
+        r
+    }
+
+    /// Fast path: nothing buffered, so parse frames straight from `bytes` and
+    /// buffer only a trailing partial frame. Same verdicts as [`Session::drain`].
+    fn drain_direct(&mut self, bytes: &[u8]) -> Progress {
+        let mut rest = bytes;
+        loop {
+            match wire::split_frame(rest, self.de.max_frame()) {
+                Err(_) => return Progress::Failed(FailReason::FrameTooLarge),
+                Ok(None) => break,
+                Ok(Some((f, used))) => {
+                    rest = rest.get(used..).unwrap_or_default();
+                    match self.c.on_frame(f) {
+                        Progress::Continue => {}
+                        done => return done,
+                    }
+                }
+            }
+        }
+        self.de.push(rest);
+        Progress::Continue
+    }
+
+    fn drain(&mut self) -> Progress {
+        loop {
+            if self.c.phase == Phase::Handshake {
+                match self.de.next_handshake() {
+                    Err(_) => return Progress::Failed(FailReason::WrongProtocol),
+                    Ok(None) => return Progress::Continue,
+                    Ok(Some(hs)) => {
+                        if let Err(r) = self.c.on_handshake(&hs) {
+                            return Progress::Failed(r);
+                        }
+                    }
+                }
+                continue;
+            }
+            let frame = match self.de.next_frame() {
+                Err(FrameError::TooLarge) => return Progress::Failed(FailReason::FrameTooLarge),
+                Err(FrameError::WrongProtocol) => {
+                    return Progress::Failed(FailReason::WrongProtocol)
+                }
+                Ok(None) => return Progress::Continue,
+                Ok(Some(f)) => f,
+            };
+            match self.c.on_frame(frame) {
+                Progress::Continue => {}
+                done => return done,
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn on_handshake(&mut self, hs: &wire::Handshake) -> Result<(), FailReason> {
+        self.info.peer_id = Some(hs.peer_id);
+        self.info.client = wire::client_from_peer_id(&hs.peer_id);
+        self.info.fast = hs.supports_fast();
+        self.info.dht = hs.supports_dht();
+        self.info.extensions = hs.supports_extensions();
+        if hs.info_hash != self.ih {
+            return Err(FailReason::WrongInfoHash);
+        }
+        if !hs.supports_extensions() {
+            return Err(FailReason::NoExtensionBit);
+        }
+        self.phase = Phase::ExtHandshake;
+        Ok(())
+    }
+
+    fn on_frame(&mut self, frame: Frame<'_>) -> Progress {
+        let (id, payload) = match frame {
+            Frame::KeepAlive | Frame::Handshake(_) => return Progress::Continue,
+            Frame::Message { id, payload } => (id, payload),
+        };
+        if id != wire::MSG_EXTENDED {
+            // choke/unchoke/have/bitfield/fast messages: irrelevant to metadata.
+            return Progress::Continue;
+        }
+        let Some((&ext, body)) = payload.split_first() else {
+            return Progress::Failed(FailReason::Malformed);
+        };
+        match ext {
+            wire::EXT_HANDSHAKE => {
+                if self.phase != Phase::ExtHandshake {
+                    return Progress::Continue; // a later update: ignored
+                }
+                match self.on_ext_handshake(body) {
+                    Ok(()) => Progress::Continue,
+                    Err(r) => Progress::Failed(r),
+                }
+            }
+            wire::OUR_UT_METADATA => self.on_metadata(body),
+            wire::OUR_UT_PEX => {
+                if let Ok(added) = wire::parse_pex(body) {
+                    for a in added {
+                        if self.pex_total >= MAX_PEX_PER_SESSION {
+                            break;
+                        }
+                        self.pex_total += 1;
+                        self.pex.push(a);
+                    }
+                }
+                Progress::Continue
+            }
+            _ => Progress::Continue,
+        }
+    }
+
+    fn on_ext_handshake(&mut self, body: &[u8]) -> Result<(), FailReason> {
+        let hs = wire::parse_ext_handshake(body).map_err(|_| FailReason::Malformed)?;
+        self.info.version = hs.client;
+        self.info.yourip = hs.yourip;
+        self.info.listen_port = hs.listen_port;
+        self.info.reqq = hs.reqq;
+        self.info.ut_pex = hs
+            .ut_pex
+            .and_then(|i| u8::try_from(i).ok())
+            .filter(|i| *i != 0);
+        let ut = hs
+            .ut_metadata
+            .and_then(|i| u8::try_from(i).ok())
+            .filter(|i| *i != 0)
+            .ok_or(FailReason::NoUtMetadata)?;
+        self.info.ut_metadata = Some(ut);
+        let size = hs.metadata_size.ok_or(FailReason::MissingMetadataSize)?;
+        if size <= 0 {
+            return Err(FailReason::InvalidMetadataSize);
+        }
+        let size = usize::try_from(size).map_err(|_| FailReason::TooLarge)?;
+        if size > self.max_metadata_size {
+            return Err(FailReason::TooLarge);
+        }
+        self.info.metadata_size = u32::try_from(size).ok();
+        let asm = Assembler::new(size);
+        self.outstanding = vec![false; asm.piece_count() as usize];
+        self.asm = Some(asm);
+        let reqq = hs.reqq.unwrap_or(self.cfg_window).max(1);
+        self.window = self.cfg_window.min(reqq);
+        self.phase = Phase::Fetching;
+        self.request_more(ut);
+        Ok(())
+    }
+
+    fn request_more(&mut self, ut: u8) {
+        let count = self.outstanding.len() as u32;
+        while self.in_flight < self.window && self.next_piece < count {
+            if let Some(o) = self.outstanding.get_mut(self.next_piece as usize) {
+                *o = true;
+            }
+            wire::encode_metadata_request(&mut self.out, ut, self.next_piece);
+            self.next_piece += 1;
+            self.in_flight += 1;
+        }
+    }
+
+    fn on_metadata(&mut self, body: &[u8]) -> Progress {
+        let msg = match wire::parse_metadata_msg(body) {
+            Ok(m) => m,
+            Err(_) => return Progress::Failed(FailReason::Malformed),
+        };
+        match msg {
+            MetadataMsg::Request { piece } => {
+                // We have nothing to serve: reject, politely.
+                if let Some(ut) = self.info.ut_metadata {
+                    wire::encode_metadata_reject(&mut self.out, ut, piece);
+                }
+                Progress::Continue
+            }
+            MetadataMsg::Unknown => Progress::Continue,
+            MetadataMsg::Reject { .. } => Progress::Failed(FailReason::Rejected),
+            MetadataMsg::Data {
+                piece,
+                total_size,
+                data,
+            } => self.on_data(piece, total_size, data),
+        }
+    }
+
+    fn on_data(&mut self, piece: i64, total_size: Option<i64>, data: &[u8]) -> Progress {
+        let (Some(asm), Some(ut)) = (self.asm.as_mut(), self.info.ut_metadata) else {
+            return Progress::Failed(FailReason::BadPiece(PieceError::Unrequested));
+        };
+        let idx = match u32::try_from(piece) {
+            Ok(i) if i < asm.piece_count() => i,
+            _ => return Progress::Failed(FailReason::BadPiece(PieceError::OutOfRange)),
+        };
+        match self.outstanding.get_mut(idx as usize) {
+            Some(o) if *o => *o = false,
+            _ => return Progress::Failed(FailReason::BadPiece(PieceError::Unrequested)),
+        }
+        if total_size != Some(asm.size() as i64) {
+            return Progress::Failed(FailReason::SizeMismatch);
+        }
+        let complete = match asm.insert(piece, data) {
+            Ok(c) => c,
+            Err(e) => return Progress::Failed(FailReason::BadPiece(e)),
+        };
+        self.pieces += 1;
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if !complete {
+            self.request_more(ut);
+            return Progress::Continue;
+        }
+        let Some(asm) = self.asm.take() else {
+            return Progress::Failed(FailReason::HashMismatch);
+        };
+        let raw = asm.into_bytes();
+        match metadata::verify(&raw, &self.ih) {
+            Some(hash) => Progress::Done(Verified { raw, hash }),
+            None => Progress::Failed(FailReason::HashMismatch),
+        }
+    }
+}

@@ -332,3 +332,31 @@ impl Arbitrary for Id {
         Id(NodeId(id20(g)))
     }
 }
+
+/// The fast strict decoder and the bendy-based reference accept the same datagrams
+/// and produce the same messages (for valid messages, mutations and noise).
+#[test]
+fn fast_decode_agrees_with_bendy() {
+    fn prop(bytes: Vec<u8>, flips: Vec<(usize, u8)>) -> bool {
+        let mut variants = vec![bytes.clone()];
+        // A valid message, then mutated.
+        let mut valid = b"d1:ad2:id20:abcdefghij01234567896:target20:abcdefghij0123456789e1:q9:find_node1:t2:aa1:y1:qe".to_vec();
+        for (i, b) in &flips {
+            let n = valid.len();
+            valid[i % n] = *b;
+        }
+        variants.push(valid);
+        variants.into_iter().all(|v| {
+            let a = magnetar_core::krpc::decode(&v);
+            let b = magnetar_core::krpc::decode_bendy(&v);
+            match (&a, &b) {
+                (Ok(x), Ok(y)) => x == y,
+                (Err(_), Err(_)) => true,
+                _ => false,
+            }
+        })
+    }
+    quickcheck::QuickCheck::new()
+        .tests(2000)
+        .quickcheck(prop as fn(Vec<u8>, Vec<(usize, u8)>) -> bool);
+}

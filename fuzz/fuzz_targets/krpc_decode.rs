@@ -1,10 +1,8 @@
-//! Decodes arbitrary bytes (strictly and leniently); whatever is accepted must encode
+//! Decodes arbitrary bytes (strictly, on bendy, and leniently); whatever is accepted must encode
 //! to bytes that decode to the same message, and that encoding must be a fixed point.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use magnetar_core::krpc::{decode, decode_lenient, encode, Message};
-
-fn check(msg: &Message<'_>) {
+use magnetar_core::krpc::{decode, decode_bendy, decode_lenient, encode, Message};fn check(msg: &Message<'_>) {
     let mut out = Vec::new();
     encode(msg, &mut out);
     let again = decode(&out).expect("our own encoding must decode");
@@ -18,6 +16,12 @@ fuzz_target!(|data: &[u8]| {
     let strict = decode(data);
     if let Ok(msg) = &strict {
         check(msg);
+    }
+    // Our tokenizer must agree with bendy's on what it accepts and what it yields.
+    let reference = decode_bendy(data);
+    assert_eq!(strict.is_ok(), reference.is_ok(), "ours {strict:?} vs bendy {reference:?}");
+    if let (Ok(a), Ok(b)) = (&strict, &reference) {
+        assert_eq!(a, b);
     }
     match decode_lenient(data) {
         Ok(l) => {

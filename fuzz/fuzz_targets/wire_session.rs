@@ -1,7 +1,56 @@
 #![no_main]
+//! Arbitrary bytes as a peer's TCP stream into the Fetcher (and so a Session).
+//!
+//! Byte 0 picks the mode: bit 0 prepends a valid handshake with the extension bit
+//! (so the fuzzer reaches BEP 10/9/11 parsing quickly), bits 1..7 the chunk size.
 use libfuzzer_sys::fuzz_target;
+use magnetar_core::fetch::{FetchConfig, Fetcher};
+use magnetar_core::rng::Rng;
+use magnetar_core::wire;
+use magnetar_core::{CloseReason, Event, InfoHash, Output, Timestamp};
 
-// Placeholder until the target's state machine lands.
 fuzz_target!(|data: &[u8]| {
-    let _ = data;
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let ih = InfoHash([0x11; 20]);
+    let peer = "10.0.0.1:6881".parse().unwrap();
+    let cfg = FetchConfig {
+        max_metadata_size: 1 << 20,
+        ..FetchConfig::default()
+    };
+    let mut f = Fetcher::new(cfg, Rng::new(1));
+    f.fetch(Timestamp::ZERO, ih, &[peer]).unwrap();
+    let mut conn = None;
+    while let Some(o) = f.poll_output() {
+        if let Output::Connect { conn: c, .. } = o {
+            conn = Some(c);
+        }
+    }
+    let conn = conn.expect("a connect");
+    f.handle_connected(Timestamp::from_millis(1), conn);
+    let mut stream = Vec::with_capacity(rest.len() + 68);
+    if mode & 1 == 1 {
+        let mut reserved = [0u8; 8];
+        reserved[wire::EXT_BYTE] |= wire::EXT_BIT;
+        wire::encode_handshake(&mut stream, reserved, &ih, b"-TR4060-000000000000");
+    }
+    stream.extend_from_slice(rest);
+    let chunk = 1 + (mode >> 1) as usize * 7;
+    let mut t = 2;
+    for c in stream.chunks(chunk) {
+        f.handle_data(Timestamp::from_millis(t), conn, c);
+        t += 1;
+        while let Some(o) = f.poll_output() {
+            if let Output::Event(Event::MetadataFetched(m)) = o {
+                // Only bytes hashing to the infohash may ever be accepted.
+                assert!(magnetar_core::metadata::verify(&m.raw, &ih).is_some());
+            }
+        }
+    }
+    f.handle_closed(Timestamp::from_millis(t), conn, CloseReason::Eof);
+    f.handle_timeout(Timestamp::from_secs(3600));
+    while f.poll_output().is_some() {}
+    assert!(!f.is_fetching(&ih));
+    assert_eq!(f.poll_timeout(), None);
 });

@@ -250,7 +250,7 @@ impl Harvest {
             retry_due: BTreeSet::new(),
             txs: BTreeMap::new(),
             next_tag: 1,
-            next_tick: now,
+            next_tick: now.add(CRAWL_TICK),
             stats: CrawlStats::default(),
             cfg,
         }

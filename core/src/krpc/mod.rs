@@ -9,7 +9,9 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use crate::id::{InfoHash, NodeId};
 
 mod codec;
-pub use codec::{decode, decode_lenient, encode, DecodeError, LenientMessage, MAX_DEPTH};
+pub use codec::{
+    decode, decode_bendy, decode_lenient, encode, DecodeError, LenientMessage, MAX_DEPTH,
+};
 
 /// One KRPC message.
 #[derive(Clone, Debug, PartialEq, Eq)]

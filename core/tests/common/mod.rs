@@ -10,6 +10,9 @@ use std::time::Duration;
 
 use magnetar_core::{Config, Crawler, Event, Input, Output, SocketId, Timestamp};
 
+/// (time, sequence, destination index, source, bytes)
+type Delivery = (Timestamp, u64, usize, SocketAddr, Vec<u8>);
+
 pub fn addr(i: usize) -> SocketAddr {
     SocketAddr::from(([127, 0, (i >> 8) as u8, (i & 0xff) as u8 + 1], 6881))
 }
@@ -28,7 +31,7 @@ pub struct Net {
     pub nodes: Vec<Crawler>,
     pub addrs: Vec<SocketAddr>,
     pub timers: Vec<Option<Timestamp>>,
-    queue: BinaryHeap<Reverse<(Timestamp, u64, usize, SocketAddr, Vec<u8>)>>,
+    queue: BinaryHeap<Reverse<Delivery>>,
     seq: u64,
     pub latency: Duration,
     /// Datagrams sent to addresses that are not crawlers (probes, fakes).
@@ -85,6 +88,12 @@ impl Net {
                 }
                 Output::Event(e) => self.events.push((i, e)),
                 Output::Timeout(t) => {
+                    // Core must never ask to be woken for work it could do now.
+                    assert!(
+                        t > self.now,
+                        "node {i} asked for a timer at {t:?}, now {:?}",
+                        self.now
+                    );
                     self.timers[i] = Some(t);
                     return;
                 }

@@ -1,0 +1,486 @@
+//! Metadata fetcher end to end against the sans-IO fake seeder.
+#![cfg(feature = "testkit")]
+#![allow(clippy::field_reassign_with_default)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use magnetar_core::fetch::{
+    FailReason, FetchConfig, Fetcher, MetadataFailed, MetadataFetched, SessionOutcome,
+};
+use magnetar_core::metadata::{InfoError, PieceError};
+use magnetar_core::rng::Rng;
+use magnetar_core::testkit::{build_info, Behavior, Chunking, InfoSpec, PeerSpec, Swarm};
+use magnetar_core::wire::bencode::Owned;
+use magnetar_core::{ConnId, Event, InfoHash, Timestamp};
+
+fn addr(i: u32) -> SocketAddr {
+    SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)),
+        6881,
+    )
+}
+
+fn fetcher() -> Fetcher {
+    Fetcher::new(FetchConfig::default(), Rng::new(7))
+}
+
+fn small_info() -> Vec<u8> {
+    build_info(&InfoSpec::single("small.bin", 3 << 20))
+}
+
+/// > 64 KiB: 5+ metadata pieces.
+fn big_info() -> Vec<u8> {
+    let v = build_info(&InfoSpec::many_files("big", 2000, 1000));
+    assert!(v.len() > 64 * 1024, "{}", v.len());
+    v
+}
+
+fn fetched(ev: &[Event]) -> Vec<&MetadataFetched> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::MetadataFetched(m) => Some(&**m),
+            _ => None,
+        })
+        .collect()
+}
+
+fn failed(ev: &[Event]) -> Vec<&MetadataFailed> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::MetadataFailed(m) => Some(&**m),
+            _ => None,
+        })
+        .collect()
+}
+
+fn outcomes(ev: &[Event]) -> Vec<(SocketAddr, SessionOutcome)> {
+    ev.iter()
+        .filter_map(|e| match e {
+            Event::PeerSession(r) => Some((r.peer, r.outcome)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn honest_single_piece() {
+    let info = small_info();
+    assert!(info.len() < 16 * 1024);
+    let mut sw = Swarm::new(1);
+    let ih = sw.add_seeder(addr(1), info.clone().into(), Behavior::Honest);
+    let mut f = fetcher();
+    f.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
+    assert!(f.is_fetching(&ih));
+    let ev = sw.run(&mut f, 1000);
+    let m = fetched(&ev);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].raw[..], info[..]);
+    assert_eq!(m[0].info.name, "small.bin");
+    assert_eq!(m[0].info.total_size, 3 << 20);
+    assert_eq!(m[0].pieces, 1);
+    assert_eq!(m[0].client.as_deref(), Some("FakeSeeder 1.0"));
+    assert!(!f.is_fetching(&ih));
+    assert_eq!(outcomes(&ev), vec![(addr(1), SessionOutcome::Ok)]);
+    let rep = ev
+        .iter()
+        .find_map(|e| match e {
+            Event::PeerSession(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(rep.client.as_deref(), Some("Transmission 4.0.6.0"));
+    assert_eq!(rep.ut_metadata, Some(3));
+    assert!(rep.fast && rep.dht);
+    assert_eq!(rep.yourip, Some("10.0.0.1".parse().unwrap()));
+    assert_eq!(f.stats().fetched, 1);
+    assert_eq!(f.poll_timeout(), None, "no timers left");
+    assert_eq!(f.sessions(), 0);
+}
+
+#[test]
+fn honest_multi_piece_any_chunking() {
+    let info = big_info();
+    let pieces = info.len().div_ceil(16 * 1024) as u32;
+    for chunking in [
+        Chunking::Whole,
+        Chunking::Fixed(1000),
+        Chunking::Random { max: 7000 },
+    ] {
+        let mut sw = Swarm::new(3);
+        sw.set_chunking(chunking);
+        let ih = sw.add_seeder(addr(1), info.clone().into(), Behavior::Honest);
+        let mut f = fetcher();
+        f.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
+        let ev = sw.run(&mut f, 100_000);
+        let m = fetched(&ev);
+        assert_eq!(m.len(), 1, "{chunking:?}");
+        assert_eq!(m[0].raw[..], info[..]);
+        assert_eq!(m[0].pieces, pieces);
+        assert_eq!(m[0].info.files.len(), 2000);
+        assert!(m[0].info.multi_file);
+    }
+}
+
+/// Every hostile behaviour ends in its exact reason, and nothing is accepted.
+#[test]
+fn hostile_seeders_fail_with_exact_reason() {
+    let big = big_info();
+    let cases: Vec<(Behavior, FailReason)> = vec![
+        (
+            Behavior::CloseBeforeHandshake,
+            FailReason::ClosedBeforeHandshake,
+        ),
+        (Behavior::Silent, FailReason::IdleTimeout),
+        (Behavior::WrongProtocol, FailReason::WrongProtocol),
+        (Behavior::WrongInfoHash, FailReason::WrongInfoHash),
+        (Behavior::NoExtensionBit, FailReason::NoExtensionBit),
+        (Behavior::NoUtMetadata, FailReason::NoUtMetadata),
+        (
+            Behavior::MissingMetadataSize,
+            FailReason::MissingMetadataSize,
+        ),
+        (
+            Behavior::LieMetadataSize(big.len() as i64 + 100),
+            FailReason::SizeMismatch,
+        ),
+        (Behavior::LieMetadataSize(11 << 20), FailReason::TooLarge),
+        (
+            Behavior::LieMetadataSize(0),
+            FailReason::InvalidMetadataSize,
+        ),
+        (Behavior::CorruptPiece(2), FailReason::HashMismatch),
+        (
+            Behavior::OutOfRangePiece,
+            FailReason::BadPiece(PieceError::OutOfRange),
+        ),
+        (
+            Behavior::ShortPiece,
+            FailReason::BadPiece(PieceError::WrongSize),
+        ),
+        (
+            Behavior::UnrequestedPiece,
+            FailReason::BadPiece(PieceError::Unrequested),
+        ),
+        (Behavior::Reject, FailReason::Rejected),
+        (Behavior::CloseAfterPieces(2), FailReason::ClosedMidTransfer),
+        (Behavior::Stall, FailReason::IdleTimeout),
+        (Behavior::HugeFrame, FailReason::FrameTooLarge),
+    ];
+    for (b, want) in cases {
+        for chunking in [Chunking::Whole, Chunking::Random { max: 300 }] {
+            let mut sw = Swarm::new(5);
+            sw.set_chunking(chunking);
+            let ih = sw.add_seeder(addr(1), big.clone().into(), b.clone());
+            let mut f = fetcher();
+            f.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
+            let ev = sw.run(&mut f, 100_000);
+            assert!(fetched(&ev).is_empty(), "{b:?}");
+            let fl = failed(&ev);
+            assert_eq!(fl.len(), 1, "{b:?}");
+            assert_eq!(fl[0].reasons, vec![(addr(1), want)], "{b:?} {chunking:?}");
+            assert_eq!(outcomes(&ev), vec![(addr(1), SessionOutcome::Failed(want))]);
+            assert_eq!(f.stats().failure_count(want), 1);
+            assert_eq!(f.stats().fetched, 0);
+            assert!(!f.is_fetching(&ih));
+            assert_eq!(f.sessions(), 0);
+        }
+    }
+}
+
+#[test]
+fn connect_refused_and_connect_timeout() {
+    let info = small_info();
+    let mut sw = Swarm::new(1);
+    let ih = magnetar_core::metadata::sha1_info_hash(&info);
+    sw.add_spec(addr(1), PeerSpec::Refuse);
+    sw.add_spec(addr(2), PeerSpec::Blackhole);
+    let mut f = fetcher();
+    f.fetch(Timestamp::ZERO, ih, &[addr(1), addr(2)]).unwrap();
+    let ev = sw.run(&mut f, 1000);
+    let fl = failed(&ev);
+    assert_eq!(fl.len(), 1);
+    assert_eq!(
+        fl[0].reasons,
+        vec![
+            (addr(1), FailReason::ConnectRefused),
+            (addr(2), FailReason::ConnectTimeout)
+        ]
+    );
+    assert_eq!(fl[0].elapsed, Duration::from_secs(3));
+}
+
+/// A hostile peer first, then an honest one: the fetch falls over and succeeds.
+#[test]
+fn falls_over_to_next_peer() {
+    let info = big_info();
+    let mut cfg = FetchConfig::default();
+    cfg.peers_per_infohash = 1;
+    for hostile in [
+        Behavior::CorruptPiece(0),
+        Behavior::Reject,
+        Behavior::Stall,
+        Behavior::NoUtMetadata,
+    ] {
+        let mut sw = Swarm::new(9);
+        let ih = sw.add_seeder(addr(1), info.clone().into(), hostile.clone());
+        sw.add_seeder(addr(2), info.clone().into(), Behavior::Honest);
+        let mut f = Fetcher::new(cfg.clone(), Rng::new(1));
+        f.fetch(Timestamp::ZERO, ih, &[addr(1), addr(2)]).unwrap();
+        let ev = sw.run(&mut f, 100_000);
+        let m = fetched(&ev);
+        assert_eq!(m.len(), 1, "{hostile:?}");
+        assert_eq!(m[0].peer, addr(2));
+        assert_eq!(m[0].peers_tried, 2);
+        assert_eq!(m[0].raw[..], info[..]);
+        assert_eq!(sw.connects, vec![addr(1), addr(2)]);
+        let o = outcomes(&ev);
+        assert!(matches!(o[0], (a, SessionOutcome::Failed(_)) if a == addr(1)));
+        assert_eq!(o[1], (addr(2), SessionOutcome::Ok));
+    }
+}
+
+/// With parallel sessions, the others are cancelled when one delivers.
+#[test]
+fn parallel_sessions_cancelled_on_success() {
+    let info = big_info();
+    let mut sw = Swarm::new(2);
+    let ih = sw.add_seeder(addr(1), info.clone().into(), Behavior::Stall);
+    sw.add_seeder(addr(2), info.clone().into(), Behavior::Honest);
+    sw.add_seeder(addr(3), info.clone().into(), Behavior::Stall);
+    sw.add_seeder(addr(4), info.clone().into(), Behavior::Honest);
+    let mut f = fetcher();
+    f.fetch(Timestamp::ZERO, ih, &[addr(1), addr(2), addr(3), addr(4)])
+        .unwrap();
+    let ev = sw.run(&mut f, 100_000);
+    assert_eq!(fetched(&ev).len(), 1);
+    assert_eq!(sw.connects.len(), 3, "P = 3");
+    let o = outcomes(&ev);
+    assert!(o.contains(&(addr(2), SessionOutcome::Ok)));
+    assert!(o.contains(&(addr(1), SessionOutcome::Cancelled)));
+    assert!(o.contains(&(addr(3), SessionOutcome::Cancelled)));
+    assert_eq!(f.sessions(), 0);
+    assert_eq!(f.poll_timeout(), None);
+}
+
+#[test]
+fn pex_peers_join_the_fetch() {
+    let info = small_info();
+    let mut sw = Swarm::new(2);
+    let ih = magnetar_core::metadata::sha1_info_hash(&info);
+    sw.add_spec(
+        addr(1),
+        PeerSpec::Seeder {
+            info: info.clone().into(),
+            info_hash: ih,
+            behavior: Behavior::Stall,
+            pex: vec![addr(2), addr(1)],
+        },
+    );
+    sw.add_seeder(addr(2), info.clone().into(), Behavior::Honest);
+    let mut f = fetcher();
+    f.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
+    let ev = sw.run(&mut f, 10_000);
+    let m = fetched(&ev);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].peer, addr(2));
+    assert_eq!(f.stats().pex_received, 2);
+    assert_eq!(f.stats().peers_duplicate, 1);
+}
+
+#[test]
+fn duplicates_dropped_and_more_peers_while_running() {
+    let info = small_info();
+    let mut sw = Swarm::new(2);
+    let ih = sw.add_seeder(addr(1), info.clone().into(), Behavior::Stall);
+    sw.add_seeder(addr(2), info.clone().into(), Behavior::Honest);
+    let mut cfg = FetchConfig::default();
+    cfg.peers_per_infohash = 1;
+    let mut f = Fetcher::new(cfg, Rng::new(1));
+    f.fetch(Timestamp::ZERO, ih, &[addr(1), addr(1)]).unwrap();
+    assert_eq!(f.stats().peers_duplicate, 1);
+    // Let the stalling session start, then add a peer to the running fetch.
+    let mut ev = sw.run(&mut f, 2);
+    assert!(f.is_fetching(&ih));
+    f.fetch(sw.now(), ih, &[addr(1), addr(2)]).unwrap();
+    assert_eq!(f.stats().peers_duplicate, 2);
+    sw.run_into(&mut f, 10_000, &mut ev);
+    assert_eq!(fetched(&ev).len(), 1);
+    assert_eq!(fetched(&ev)[0].peer, addr(2));
+    assert_eq!(f.stats().failure_count(FailReason::IdleTimeout), 1);
+}
+
+#[test]
+fn per_ip_and_global_caps() {
+    let info = small_info();
+    let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 1, 1));
+    let peers: Vec<SocketAddr> = (0..5).map(|p| SocketAddr::new(ip, 1000 + p)).collect();
+    let mut sw = Swarm::new(2);
+    let mut ih = InfoHash::ZERO;
+    for p in &peers {
+        ih = sw.add_seeder(*p, info.clone().into(), Behavior::Stall);
+    }
+    let mut f = fetcher();
+    f.fetch(Timestamp::ZERO, ih, &peers).unwrap();
+    assert_eq!(f.sessions(), 2, "per-IP cap");
+    let ev = sw.run(&mut f, 100_000);
+    let fl = failed(&ev);
+    assert_eq!(fl.len(), 1);
+    assert_eq!(fl[0].reasons.len(), 5);
+    assert!(fl[0]
+        .reasons
+        .iter()
+        .all(|(_, r)| *r == FailReason::IdleTimeout));
+
+    // Global cap: 2 sessions in total across infohashes.
+    let mut cfg = FetchConfig::default();
+    cfg.max_sessions = 2;
+    let mut f = Fetcher::new(cfg, Rng::new(1));
+    let mut sw = Swarm::new(3);
+    let mut ihs = Vec::new();
+    for i in 0..4u32 {
+        let inf = build_info(&InfoSpec::single(&format!("t{i}"), 100));
+        ihs.push(sw.add_seeder(addr(10 + i), inf.into(), Behavior::Honest));
+    }
+    for (i, ih) in ihs.iter().enumerate() {
+        f.fetch(Timestamp::ZERO, *ih, &[addr(10 + i as u32)])
+            .unwrap();
+    }
+    assert_eq!(f.sessions(), 2);
+    let ev = sw.run(&mut f, 100_000);
+    assert_eq!(fetched(&ev).len(), 4);
+}
+
+#[test]
+fn infohash_deadline() {
+    let info = small_info();
+    let mut cfg = FetchConfig::default();
+    cfg.peers_per_infohash = 1;
+    cfg.infohash_timeout = Duration::from_secs(12);
+    let mut sw = Swarm::new(2);
+    let mut peers = Vec::new();
+    let mut ih = InfoHash::ZERO;
+    for i in 0..4 {
+        peers.push(addr(i));
+        ih = sw.add_seeder(addr(i), info.clone().into(), Behavior::Stall);
+    }
+    let mut f = Fetcher::new(cfg, Rng::new(1));
+    f.fetch(Timestamp::ZERO, ih, &peers).unwrap();
+    let ev = sw.run(&mut f, 100_000);
+    let fl = failed(&ev);
+    assert_eq!(fl.len(), 1);
+    assert!(fl[0].timed_out);
+    assert_eq!(fl[0].elapsed, Duration::from_secs(12));
+    assert_eq!(
+        fl[0].reasons,
+        vec![
+            (addr(0), FailReason::IdleTimeout),
+            (addr(1), FailReason::IdleTimeout),
+            (addr(2), FailReason::InfohashTimeout),
+            (addr(3), FailReason::NotTried),
+        ]
+    );
+    assert_eq!(f.poll_timeout(), None);
+}
+
+#[test]
+fn capability_cache_skips_peers_without_metadata() {
+    let mut sw = Swarm::new(2);
+    let a = build_info(&InfoSpec::single("a", 10));
+    let b = build_info(&InfoSpec::single("b", 10));
+    let iha = sw.add_seeder(addr(1), a.into(), Behavior::NoUtMetadata);
+    let mut f = fetcher();
+    f.fetch(Timestamp::ZERO, iha, &[addr(1)]).unwrap();
+    sw.run(&mut f, 1000);
+    let cap = f.peer_capability(&addr(1)).unwrap();
+    assert_eq!(cap.ut_metadata, Some(false));
+    assert_eq!(cap.client.as_deref(), Some("FakeSeeder 1.0"));
+    assert_eq!(cap.last_failure, Some(FailReason::NoUtMetadata));
+    // Another torrent from the same peer: skipped, no connection.
+    let ihb = magnetar_core::metadata::sha1_info_hash(&b);
+    let before = sw.connects.len();
+    f.fetch(sw.now(), ihb, &[addr(1)]).unwrap();
+    let ev = sw.run(&mut f, 1000);
+    assert_eq!(sw.connects.len(), before);
+    assert_eq!(
+        failed(&ev)[0].reasons,
+        vec![(addr(1), FailReason::KnownNoMetadata)]
+    );
+    assert_eq!(f.stats().peers_skipped_cache, 1);
+}
+
+#[test]
+fn invalid_info_dict_with_matching_hash() {
+    let bad = Owned::dict()
+        .with("name", Owned::str("x"))
+        .with("piece length", Owned::Int(16384))
+        .with("length", Owned::Int(10))
+        .with("pieces", Owned::Bytes(vec![0; 21]))
+        .to_bytes();
+    let mut sw = Swarm::new(2);
+    let ih = sw.add_seeder(addr(1), bad.into(), Behavior::Honest);
+    let mut f = fetcher();
+    f.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
+    let ev = sw.run(&mut f, 1000);
+    let fl = failed(&ev);
+    assert_eq!(fl[0].info_error, Some(InfoError::PiecesNotMultipleOf20));
+    assert_eq!(
+        fl[0].reasons,
+        vec![(
+            addr(1),
+            FailReason::InvalidInfo(InfoError::PiecesNotMultipleOf20)
+        )]
+    );
+}
+
+#[test]
+fn v2_truncated_sha256_accepted() {
+    use sha2::{Digest, Sha256};
+    let info = small_info();
+    let d = Sha256::digest(&info);
+    let ih = InfoHash::from_slice(&d[..20]).unwrap();
+    let mut sw = Swarm::new(2);
+    sw.add_spec(
+        addr(1),
+        PeerSpec::Seeder {
+            info: Bytes::from(info.clone()),
+            info_hash: ih,
+            behavior: Behavior::Honest,
+            pex: vec![],
+        },
+    );
+    let mut f = fetcher();
+    f.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
+    let ev = sw.run(&mut f, 1000);
+    let m = fetched(&ev);
+    assert_eq!(m.len(), 1);
+    assert_eq!(
+        m[0].hash,
+        magnetar_core::metadata::HashKind::Sha256Truncated
+    );
+}
+
+#[test]
+fn api_misuse_and_stale_ids() {
+    let mut f = fetcher();
+    let ih = InfoHash([1; 20]);
+    assert!(f.fetch(Timestamp::ZERO, ih, &[]).is_err());
+    let mut cfg = FetchConfig::default();
+    cfg.max_jobs = 1;
+    let mut g = Fetcher::new(cfg, Rng::new(1));
+    g.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
+    assert_eq!(
+        g.fetch(Timestamp::ZERO, InfoHash([2; 20]), &[addr(1)]),
+        Err(magnetar_core::ApiMisuse::Full)
+    );
+    // Stale / unknown connection ids are ignored.
+    let bogus = ConnId {
+        index: 0,
+        generation: 99,
+    };
+    g.handle_data(Timestamp::ZERO, bogus, b"garbage");
+    g.handle_closed(Timestamp::ZERO, bogus, magnetar_core::CloseReason::Eof);
+    g.handle_connected(Timestamp::ZERO, bogus);
+    assert_eq!(g.stats().stale_conn_events, 3);
+}
