@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
+use magnetar_core::testkit::{Behavior, FakeSeeder};
 use magnetar_core::{InfoHash, Timestamp};
 
 use crate::client::SeedBehaviour;
@@ -27,9 +28,21 @@ pub struct Serving {
     closed: bool,
 }
 
-/// The serving machine once the infohash is known.
+/// The serving machine once the infohash is known: core's testkit fake seeder.
 struct Inner {
-    served: bool,
+    seeder: FakeSeeder,
+}
+
+/// The testkit behaviour for a client behaviour (`Slow` is honest, held back).
+fn behavior(b: SeedBehaviour, info_len: usize) -> Behavior {
+    match b {
+        SeedBehaviour::Honest | SeedBehaviour::Slow | SeedBehaviour::NoListener => Behavior::Honest,
+        SeedBehaviour::LyingSize => Behavior::LieMetadataSize(info_len as i64 + 1000),
+        SeedBehaviour::CorruptPiece => Behavior::CorruptPiece(0),
+        SeedBehaviour::Reject => Behavior::Reject,
+        SeedBehaviour::DisconnectMidTransfer => Behavior::CloseAfterPieces(0),
+        SeedBehaviour::NoUtMetadata => Behavior::NoUtMetadata,
+    }
 }
 
 impl Serving {
@@ -103,17 +116,27 @@ impl Serving {
                 return false;
             }
             let ih = InfoHash::from_slice(&self.head[28..48]).unwrap_or_default();
-            let Some(_info) = find(&ih) else {
+            let Some(info) = find(&ih) else {
                 // Not ours: hang up.
                 self.emit(ctx, tcp, Vec::new(), true);
                 return false;
             };
-            // Placeholder until core's testkit fake seeder lands: hang up.
-            self.inner = Some(Inner { served: false });
-            self.emit(ctx, tcp, Vec::new(), true);
-            return false;
+            let b = behavior(self.behaviour, info.len());
+            let mut seeder = FakeSeeder::new(Bytes::from(info), b);
+            seeder.on_connected();
+            let head = std::mem::take(&mut self.head);
+            seeder.on_data(&head);
+            self.inner = Some(Inner { seeder });
+        } else if let Some(i) = self.inner.as_mut() {
+            i.seeder.on_data(bytes);
         }
-        self.inner.as_ref().is_some_and(|i| i.served)
+        let Some(i) = self.inner.as_mut() else {
+            return false;
+        };
+        let out = i.seeder.take_output();
+        let close = i.seeder.wants_close();
+        self.emit(ctx, tcp, out, close);
+        false
     }
 }
 

@@ -1,12 +1,12 @@
 //! Metadata scenarios: the crawler fetches metadata from the world's seeders over
 //! the TCP model; hostile seeders never yield invalid metadata.
 //!
-//! These need core's metadata fetcher (`core/src/fetch.rs`, `session.rs`) and the
-//! testkit fake seeder wired into `magnetar_tests::seeder`; on main the fetcher is
-//! a stub that refuses every fetch, so they are ignored until it lands.
+//! Clients serve through core's testkit fake seeder (`magnetar_tests::seeder`).
 
 use std::time::Duration;
 
+use magnetar_core::fetch::SessionOutcome;
+use magnetar_core::session::FailReason;
 use magnetar_core::Event;
 use magnetar_tests::client::SeedBehaviour;
 use magnetar_tests::truth::sha1;
@@ -51,7 +51,7 @@ fn check_fetched(w: &World, c: NodeIdx, seed: u64) -> usize {
 }
 
 #[test]
-#[ignore = "needs the metadata fetcher (core/src/fetch.rs) and the testkit fake seeder"]
+
 fn metadata_is_fetched_from_honest_seeders() {
     let seed = seed_from_env(61);
     let (mut w, c) = world(seed, |_| SeedBehaviour::Honest, 20);
@@ -62,7 +62,7 @@ fn metadata_is_fetched_from_honest_seeders() {
 }
 
 #[test]
-#[ignore = "needs the metadata fetcher (core/src/fetch.rs) and the testkit fake seeder"]
+
 fn hostile_seeders_never_yield_invalid_metadata() {
     let seed = seed_from_env(62);
     let (mut w, c) = world(seed, |i| SeedBehaviour::ALL[i % 8], 16);
@@ -81,6 +81,34 @@ fn hostile_seeders_never_yield_invalid_metadata() {
             "seed {seed}: fetched from a {b:?} seeder"
         );
     }
+    // Each hostile kind ends in its exact failure reason.
+    let mut seen = 0;
+    for e in &w.crawler(c).events {
+        let Event::PeerSession(r) = e else { continue };
+        let Some(ep) = w.dir.lookup(&r.peer) else {
+            continue;
+        };
+        let node = w.dir.get(ep).node;
+        let b = w
+            .get::<magnetar_tests::client::Client>(node)
+            .unwrap()
+            .behaviour;
+        let want = match b {
+            SeedBehaviour::Honest | SeedBehaviour::Slow => continue,
+            SeedBehaviour::LyingSize => FailReason::SizeMismatch,
+            SeedBehaviour::CorruptPiece => FailReason::HashMismatch,
+            SeedBehaviour::Reject => FailReason::Rejected,
+            SeedBehaviour::DisconnectMidTransfer => FailReason::ClosedMidTransfer,
+            SeedBehaviour::NoUtMetadata => FailReason::NoUtMetadata,
+            SeedBehaviour::NoListener => FailReason::ConnectRefused,
+        };
+        match &r.outcome {
+            SessionOutcome::Failed(f) => assert_eq!(*f, want, "seed {seed}: {b:?}"),
+            o => panic!("seed {seed}: {b:?} seeder ended {o:?}"),
+        }
+        seen += 1;
+    }
+    assert!(seen >= 12, "seed {seed}: only {seen} hostile sessions");
     // Honest and slow seeders do deliver.
     for t in &w.truth.torrents {
         let b = w
