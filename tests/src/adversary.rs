@@ -99,7 +99,15 @@ impl Adversary {
                     2 => b"d1:q4:ping1:t2:aa1:y1:qe".to_vec(),
                     3 => b"d1:ad2:idi5ee1:q9:find_node1:t2:aa1:y1:qe".to_vec(),
                     4 => b"d1:rd2:id20:aaaaaaaaaaaaaaaaaaaa5:nodes3:xyze1:t2:zz1:y1:re".to_vec(),
-                    _ => query(self.id, &tid, QueryKind::Unknown { method: b"vote" }),
+                    _ => query(
+                        self.id,
+                        &tid,
+                        QueryKind::Unknown {
+                            method: b"vote",
+                            target: None,
+                            info_hash: None,
+                        },
+                    ),
                 };
                 ctx.send(0, self.target, b);
             }

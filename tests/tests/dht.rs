@@ -121,7 +121,6 @@ fn lookups_under_30_percent_loss_complete_and_find_answering_nodes() {
 }
 
 #[test]
-#[ignore = "needs core lookup retries: a lost query fails its node for good (core/src/lookup/mod.rs on_failure)"]
 fn lookups_find_the_true_closest_at_5_percent_loss() {
     let seed = seed_from_env(3);
     let hits = lookup_hits(seed, 0.05, 5);
@@ -129,7 +128,6 @@ fn lookups_find_the_true_closest_at_5_percent_loss() {
 }
 
 #[test]
-#[ignore = "needs core lookup retries: a lost query fails its node for good (core/src/lookup/mod.rs on_failure)"]
 fn lookups_find_the_true_closest_at_30_percent_loss() {
     let seed = seed_from_env(4);
     let hits = lookup_hits(seed, 0.3, 5);

@@ -182,7 +182,6 @@ fn a_flood_leaves_memory_bounded_and_honest_answers_intact() {
 /// `Contact::Query`), so queries from spoofed sources fill the table with
 /// unreachable nodes that we then hand to honest nodes in `nodes` answers.
 #[test]
-#[ignore = "needs core: queriers enter buckets unverified (core/src/crawler.rs on_query → heard, Contact::Query)"]
 fn a_spoofed_query_flood_does_not_take_over_the_table() {
     let o = flood(seed_from_env(41));
     assert!(
