@@ -350,14 +350,16 @@ pub(crate) fn by_time_key(discovered_at: u64, ih: &InfoHash) -> [u8; 28] {
     k
 }
 
-/// A posting: doc id shifted left once, low bit set when the term is in the name.
-/// Big-endian so LMDB's byte order is numeric order (DUP_FIXED, 4 bytes).
-pub(crate) fn posting(docid: u32, in_name: bool) -> [u8; 4] {
-    ((docid << 1) | u32::from(in_name)).to_be_bytes()
+/// `by_size` key: total size BE, doc id BE.
+pub(crate) fn by_size_key(total_size: u64, docid: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&total_size.to_be_bytes());
+    k[8..].copy_from_slice(&docid.to_be_bytes());
+    k
 }
 
-pub(crate) fn decode_posting(v: &[u8]) -> DecodeResult<u32> {
-    let b: [u8; 4] = v.try_into().map_err(|_| "posting is not 4 bytes")?;
+pub(crate) fn docid_from(v: &[u8]) -> DecodeResult<u32> {
+    let b: [u8; 4] = v.try_into().map_err(|_| "doc id is not 4 bytes")?;
     Ok(u32::from_be_bytes(b))
 }
 
@@ -691,5 +693,100 @@ mod tests {
             client: "x".into(),
         };
         assert_eq!(decode_request(&encode_request(&r)).unwrap(), r);
+    }
+}
+
+// ---------------------------------------------------------------- posting blocks
+
+/// Largest posting block (LMDB limits DUP_SORT values to 511 bytes).
+pub(crate) const MAX_BLOCK: usize = 480;
+
+/// A `terms` value: a block of postings of one term, for ascending doc ids.
+///
+/// Layout: first doc id u32 BE (so blocks sort by doc id), last doc id u32 LE, then
+/// one varint per posting: `(doc id − previous doc id) << 1 | in_name`, where the
+/// previous of the first posting is the first doc id itself (delta 0).
+pub(crate) fn block_new(docid: u32, in_name: bool) -> Vec<u8> {
+    let mut e = Enc::with_capacity(64);
+    e.0.extend_from_slice(&docid.to_be_bytes());
+    e.0.extend_from_slice(&docid.to_le_bytes());
+    e.var(u64::from(in_name));
+    e.0
+}
+
+/// Appends a posting whose doc id is larger than the block's last; false (and the
+/// block unchanged) when it would not fit or is out of order.
+pub(crate) fn block_push(block: &mut Vec<u8>, docid: u32, in_name: bool) -> bool {
+    let Some(last) = block_last(block) else {
+        return false;
+    };
+    if docid <= last {
+        return false;
+    }
+    let mut e = Enc::default();
+    e.var((u64::from(docid - last) << 1) | u64::from(in_name));
+    if block.len() + e.0.len() > MAX_BLOCK {
+        return false;
+    }
+    block[4..8].copy_from_slice(&docid.to_le_bytes());
+    block.extend_from_slice(&e.0);
+    true
+}
+
+pub(crate) fn block_last(block: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(block.get(4..8)?.try_into().ok()?))
+}
+
+/// Decodes a block, pushing raw postings (`docid << 1 | in_name`) onto `out`.
+pub(crate) fn block_decode(block: &[u8], out: &mut Vec<u32>) -> DecodeResult<()> {
+    let first = block.get(..4).ok_or("posting block too short")?;
+    let mut doc = u32::from_be_bytes(first.try_into().map_err(|_| "posting block too short")?);
+    let last = block_last(block).ok_or("posting block too short")?;
+    let mut d = Dec::new(&block[8..]);
+    let mut n = 0;
+    while d.pos < d.buf.len() {
+        let v = d.var()?;
+        let delta = u32::try_from(v >> 1).map_err(|_| "posting delta too large")?;
+        if n > 0 && delta == 0 {
+            return Err("posting block not increasing");
+        }
+        doc = doc.checked_add(delta).ok_or("posting doc id overflow")?;
+        if doc >= 1 << 31 {
+            return Err("posting doc id out of range");
+        }
+        out.push((doc << 1) | (v & 1) as u32);
+        n += 1;
+    }
+    if n == 0 || doc != last {
+        return Err("posting block disagrees with its last doc id");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod block_tests {
+    use super::*;
+
+    #[test]
+    fn blocks_roundtrip_and_fill_up() {
+        let mut b = block_new(5, true);
+        let mut want = vec![(5 << 1) | 1];
+        let mut doc = 5u32;
+        loop {
+            doc += 1 + doc % 300;
+            if !block_push(&mut b, doc, doc % 2 == 0) {
+                break;
+            }
+            want.push((doc << 1) | u32::from(doc % 2 == 0));
+        }
+        assert!(b.len() <= MAX_BLOCK);
+        assert!(!block_push(&mut b, 3, false), "out of order");
+        let mut got = Vec::new();
+        block_decode(&b, &mut got).unwrap();
+        assert_eq!(got, want);
+        for n in 0..b.len() {
+            let _ = block_decode(&b[..n], &mut Vec::new()); // never panics
+        }
+        assert!(block_decode(&b[..b.len() - 1], &mut Vec::new()).is_err());
     }
 }

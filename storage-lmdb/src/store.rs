@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use heed::types::Bytes;
@@ -28,6 +28,11 @@ const GIB: usize = 1 << 30;
 const MAP_ALIGN: usize = 64 * 1024;
 /// A prefix (the last query word) expands to at most this many terms.
 pub const MAX_PREFIX_TERMS: usize = 20_000;
+/// Time and size orders either look up every match in `docs` (about 1 µs each) or
+/// walk `by_time`/`by_size` from the wanted end until the page is full (about
+/// `k · docs / matches` entries at tens of ns each); they walk when
+/// `matches² · WALK_FACTOR > k · docs`.
+const WALK_FACTOR: f64 = 20.0;
 /// Largest page `search` returns.
 pub const MAX_SEARCH_LIMIT: usize = 1_000;
 
@@ -118,6 +123,7 @@ pub(crate) struct Dbs {
     pub info: Db,
     pub terms: Db,
     pub by_time: Db,
+    pub by_size: Db,
     pub docs: Db,
     pub peers: Db,
     pub nodes: Db,
@@ -134,6 +140,8 @@ pub(crate) struct Inner {
     gate: RwLock<()>,
     pub opts: StoreOptions,
     pub writer_running: AtomicBool,
+    /// 0: choose by cost (see [`WALK_FACTOR`]); 1: always look up; 2: always walk.
+    order_mode: AtomicUsize,
 }
 
 /// The torrent database. Cheap to clone; all clones share one environment. Reads may
@@ -200,7 +208,8 @@ pub struct SearchResults {
 pub struct Stats {
     pub torrents: u64,
     pub torrents_with_info: u64,
-    pub postings: u64,
+    /// Posting blocks in `terms` (each holds up to ~480 bytes of postings).
+    pub posting_blocks: u64,
     pub peers: u64,
     pub nodes: u64,
     pub sessions: u64,
@@ -403,15 +412,15 @@ impl Store {
                         }
                     }
                 }
-                let mut dbs = Vec::with_capacity(11);
+                let mut dbs = Vec::with_capacity(12);
                 for name in [
                     "torrents", "files", "info", "terms", "by_time", "docs", "peers", "nodes",
-                    "sessions", "requests", "meta",
+                    "sessions", "requests", "meta", "by_size",
                 ] {
                     let mut o = opener.database_options().types::<Bytes, Bytes>();
                     o.name(name);
                     if name == "terms" {
-                        o.flags(DatabaseFlags::DUP_SORT | DatabaseFlags::DUP_FIXED);
+                        o.flags(DatabaseFlags::DUP_SORT);
                     }
                     dbs.push(o.create(wtxn)?);
                 }
@@ -419,7 +428,7 @@ impl Store {
                 if meta.get(wtxn, K_SCHEMA)?.is_none() {
                     meta.put(wtxn, K_SCHEMA, &SCHEMA_VERSION.to_le_bytes())?;
                 }
-                let arr: [_; 11] = std::array::from_fn(|i| dbs[i]);
+                let arr: [_; 12] = std::array::from_fn(|i| dbs[i]);
                 Ok(CommitOrAbort::Commit(arr))
             },
         );
@@ -433,7 +442,7 @@ impl Store {
                 })
             }
         };
-        let [torrents, files, info, terms, by_time, docs, peers, nodes, sessions, requests, meta] =
+        let [torrents, files, info, terms, by_time, docs, peers, nodes, sessions, requests, meta, by_size] =
             dbs;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -444,6 +453,7 @@ impl Store {
                     info,
                     terms,
                     by_time,
+                    by_size,
                     docs,
                     peers,
                     nodes,
@@ -454,8 +464,16 @@ impl Store {
                 gate: RwLock::new(()),
                 opts,
                 writer_running: AtomicBool::new(false),
+                order_mode: AtomicUsize::new(0),
             }),
         })
+    }
+
+    /// How time/size orders are computed: 0 by cost, 1 always per-match lookups,
+    /// 2 always walking the ordered index. All give the same results (for tests).
+    #[doc(hidden)]
+    pub fn set_order_mode(&self, mode: usize) {
+        self.inner.order_mode.store(mode, Ordering::Relaxed);
     }
 
     /// The options the store was opened with.
@@ -707,7 +725,8 @@ impl Store {
                 }
                 lists.push(l);
             }
-            let (pl, truncated) = prefix_postings(txn, dbs, last.as_bytes(), &mut res)?;
+            let ndocs = read_u64(txn, &dbs.meta, K_NEXT_DOCID)?;
+            let (pl, truncated) = prefix_postings(txn, dbs, last.as_bytes(), ndocs, &mut res)?;
             res.prefix_truncated = truncated;
             if pl.is_empty() {
                 return Ok(res);
@@ -723,7 +742,8 @@ impl Store {
             let page: Vec<u32> = match order {
                 Order::Relevance => {
                     // Key: score desc, docid desc.
-                    let key = |m: &(u32, u32)| std::cmp::Reverse(((m.1 as u64) << 32) | m.0 as u64);
+                    let key =
+                        |m: &(u32, u32)| std::cmp::Reverse((u64::from(m.1) << 32) | u64::from(m.0));
                     top_k(&mut matches, k, key);
                     matches[offset..k].iter().map(|m| m.0).collect()
                 }
@@ -740,8 +760,53 @@ impl Store {
                     .take(limit)
                     .map(|m| m.0)
                     .collect(),
+                _ if match self.inner.order_mode.load(Ordering::Relaxed) {
+                    1 => false,
+                    2 => true,
+                    _ => (matches.len() as f64).powi(2) * WALK_FACTOR > (k as f64) * (ndocs as f64),
+                } =>
+                {
+                    // Many matches: walk the ordered index and keep the matching docs.
+                    let (db, rev, size) = match order {
+                        Order::Largest => (&dbs.by_size, true, true),
+                        Order::Smallest => (&dbs.by_size, false, true),
+                        Order::Newest => (&dbs.by_time, true, false),
+                        _ => (&dbs.by_time, false, false),
+                    };
+                    let docids: Vec<u32> = matches.iter().map(|m| m.0).collect();
+                    let mut hits = Vec::with_capacity(k);
+                    let mut on_entry = |key: &[u8], val: &[u8]| {
+                        let d = if size {
+                            key.get(8..12).and_then(|b| codec::docid_from(b).ok())
+                        } else {
+                            codec::docid_from(val).ok()
+                        };
+                        match d {
+                            Some(d) if docids.binary_search(&d).is_ok() => hits.push(d),
+                            Some(_) => {}
+                            None => res.skipped_corrupt += 1,
+                        }
+                        hits.len() < k
+                    };
+                    if rev {
+                        for r in db.rev_iter(txn).map_err(lmdb("ordering results"))? {
+                            let (key, val) = r.map_err(lmdb("ordering results"))?;
+                            if !on_entry(key, val) {
+                                break;
+                            }
+                        }
+                    } else {
+                        for r in db.iter(txn).map_err(lmdb("ordering results"))? {
+                            let (key, val) = r.map_err(lmdb("ordering results"))?;
+                            if !on_entry(key, val) {
+                                break;
+                            }
+                        }
+                    }
+                    hits.get(offset..).unwrap_or(&[]).to_vec()
+                }
                 _ => {
-                    // Exact ordering from the docs table.
+                    // Few matches: exact ordering from the docs table.
                     let mut keyed: Vec<(u64, u32)> = Vec::with_capacity(matches.len());
                     for &(docid, _) in &matches {
                         let dk = codec::docid_key(docid);
@@ -886,7 +951,7 @@ impl Store {
             Ok(Stats {
                 torrents: read_u64(txn, &dbs.meta, K_TORRENTS)?,
                 torrents_with_info: read_u64(txn, &dbs.meta, K_WITH_INFO)?,
-                postings: len(&dbs.terms)?,
+                posting_blocks: len(&dbs.terms)?,
                 peers: len(&dbs.peers)?,
                 nodes: len(&dbs.nodes)?,
                 sessions: len(&dbs.sessions)?,
@@ -993,26 +1058,32 @@ fn postings(txn: &RoTxn, dbs: &Dbs, term: &[u8], res: &mut SearchResults) -> Res
     {
         for r in it {
             let (_, v) = r.map_err(lmdb("reading postings"))?;
-            match codec::decode_posting(v) {
-                Ok(p) => out.push(p),
-                Err(_) => res.skipped_corrupt += 1,
+            let before = out.len();
+            if codec::block_decode(v, &mut out).is_err() {
+                out.truncate(before);
+                res.skipped_corrupt += 1;
             }
         }
     }
     Ok(out)
 }
 
-/// Union of the postings of every term starting with `prefix`.
+/// Union of the postings of every term starting with `prefix` (`ndocs` bounds the
+/// doc ids): one term is decoded as is; several are merged in a bitmap.
 fn prefix_postings(
     txn: &RoTxn,
     dbs: &Dbs,
     prefix: &[u8],
+    ndocs: u64,
     res: &mut SearchResults,
 ) -> Result<(Vec<u32>, bool)> {
     let mut out = Vec::new();
     let mut keys = 0usize;
     let mut last_key: &[u8] = &[];
     let mut truncated = false;
+    let words = (ndocs as usize).div_ceil(64);
+    let mut seen: Vec<u64> = Vec::new();
+    let mut named: Vec<u64> = Vec::new();
     for r in dbs
         .terms
         .prefix_iter(txn, prefix)
@@ -1026,23 +1097,43 @@ fn prefix_postings(
             }
             keys += 1;
             last_key = k;
+            if keys == 2 {
+                // Switch to bitmaps for the union (`out` holds the first term's
+                // postings, which go in with the next block).
+                seen = vec![0; words];
+                named = vec![0; words];
+            }
         }
-        match codec::decode_posting(v) {
-            Ok(p) => out.push(p),
-            Err(_) => res.skipped_corrupt += 1,
+        let before = out.len();
+        if codec::block_decode(v, &mut out).is_err() {
+            out.truncate(before);
+            res.skipped_corrupt += 1;
+            continue;
+        }
+        if keys >= 2 {
+            for &p in &out {
+                let d = (p >> 1) as usize;
+                if let Some(w) = seen.get_mut(d / 64) {
+                    *w |= 1 << (d % 64);
+                    named[d / 64] |= u64::from(p & 1) << (d % 64);
+                } else {
+                    res.skipped_corrupt += 1;
+                }
+            }
+            out.clear();
         }
     }
-    if keys > 1 {
-        out.sort_unstable();
-        // Same doc under several terms: keep one, with the name bit OR-ed.
-        out.dedup_by(|later, kept| {
-            if *later >> 1 == *kept >> 1 {
-                *kept |= *later;
-                true
-            } else {
-                false
+    if keys >= 2 {
+        out.clear();
+        for (i, (&w, &n)) in seen.iter().zip(&named).enumerate() {
+            let mut bits = w;
+            while bits != 0 {
+                let b = bits.trailing_zeros();
+                bits &= bits - 1;
+                let d = (i * 64) as u32 + b;
+                out.push((d << 1) | ((n >> b) & 1) as u32);
             }
-        });
+        }
     }
     Ok((out, truncated))
 }
@@ -1159,13 +1250,18 @@ fn apply_batch_txn(
 
     // Then write in key order.
     ts.sort_by_key(|t| t.infohash); // stable: a repeated infohash keeps discovery order
-    let mut new_postings: Vec<(String, [u8; 4])> = Vec::new();
+    let mut new_postings: Vec<(String, u32, bool)> = Vec::new();
+    let mut written: HashSet<InfoHash> = HashSet::with_capacity(assigned.len());
     for t in &ts {
         let ih = &t.infohash;
-        let existing = dbs
-            .torrents
-            .get(txn, ih)
-            .map_err(lmdb("reading a torrent"))?;
+        let fresh = assigned.contains_key(ih) && written.insert(*ih);
+        let existing = if fresh {
+            None
+        } else {
+            dbs.torrents
+                .get(txn, ih)
+                .map_err(lmdb("reading a torrent"))?
+        };
         if let Some(v) = existing {
             let Ok(mut st) = codec::decode_torrent(*ih, v) else {
                 rep.skipped_corrupt += 1;
@@ -1232,8 +1328,15 @@ fn apply_batch_txn(
             }
         }
         dbs.by_time
-            .put(txn, &codec::by_time_key(t.discovered_at, ih), &[])
+            .put(
+                txn,
+                &codec::by_time_key(t.discovered_at, ih),
+                &codec::docid_key(docid),
+            )
             .map_err(lmdb("writing by_time"))?;
+        dbs.by_size
+            .put(txn, &codec::by_size_key(t.total_size, docid), &[])
+            .map_err(lmdb("writing by_size"))?;
         dbs.docs
             .put(
                 txn,
@@ -1242,17 +1345,12 @@ fn apply_batch_txn(
             )
             .map_err(lmdb("writing docs"))?;
         for (term, in_name) in torrent_terms(&t.name, &t.files) {
-            new_postings.push((term, codec::posting(docid, in_name)));
+            new_postings.push((term, docid, in_name));
         }
         meta.torrents += 1;
         rep.torrents_new += 1;
     }
-    new_postings.sort_unstable();
-    for (term, p) in &new_postings {
-        dbs.terms
-            .put(txn, term.as_bytes(), p)
-            .map_err(lmdb("writing terms"))?;
-    }
+    write_postings(txn, dbs, new_postings)?;
 
     // Sightings of known torrents.
     let mut seen: Vec<&Op> = ops
@@ -1350,6 +1448,63 @@ fn apply_batch_txn(
     }
     meta.store(txn, &dbs.meta)?;
     Ok(rep)
+}
+
+/// Appends postings to their terms' blocks: the last block of a term is extended
+/// while it has room (replaced: LMDB dup values cannot grow in place), then new
+/// blocks follow. Doc ids of a batch are larger than every stored one, so appending
+/// keeps each term's blocks ascending.
+fn write_postings(txn: &mut RwTxn, dbs: &Dbs, mut p: Vec<(String, u32, bool)>) -> Result<()> {
+    p.sort_unstable();
+    let mut i = 0;
+    while i < p.len() {
+        let term = p[i].0.as_bytes();
+        let mut j = i;
+        while j < p.len() && p[j].0.as_bytes() == term {
+            j += 1;
+        }
+        let group = &p[i..j];
+        i = j;
+        let range = (Bound::Included(term), Bound::Included(term));
+        let last: Option<Vec<u8>> = match dbs
+            .terms
+            .rev_range(txn, &range)
+            .map_err(lmdb("reading terms"))?
+            .next()
+        {
+            Some(r) => Some(r.map_err(lmdb("reading terms"))?.1.to_vec()),
+            None => None,
+        };
+        let mut rest = group;
+        if let Some(old) = last {
+            let mut block = old.clone();
+            let mut n = 0;
+            while n < rest.len() && codec::block_push(&mut block, rest[n].1, rest[n].2) {
+                n += 1;
+            }
+            if n > 0 {
+                dbs.terms
+                    .delete_one_duplicate(txn, term, &old)
+                    .map_err(lmdb("writing terms"))?;
+                dbs.terms
+                    .put(txn, term, &block)
+                    .map_err(lmdb("writing terms"))?;
+                rest = &rest[n..];
+            }
+        }
+        while let Some(first) = rest.first() {
+            let mut block = codec::block_new(first.1, first.2);
+            let mut n = 1;
+            while n < rest.len() && codec::block_push(&mut block, rest[n].1, rest[n].2) {
+                n += 1;
+            }
+            dbs.terms
+                .put(txn, term, &block)
+                .map_err(lmdb("writing terms"))?;
+            rest = &rest[n..];
+        }
+    }
+    Ok(())
 }
 
 fn put_sorted(
@@ -1509,6 +1664,15 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
             },
             None => rep.problem(format!("torrent {}: no docs entry", hex(&ih))),
         }
+        let bs = codec::by_size_key(st.rec.total_size, st.docid);
+        if dbs
+            .by_size
+            .get(txn, &bs)
+            .map_err(lmdb("checking by_size"))?
+            .is_none()
+        {
+            rep.problem(format!("torrent {}: no by_size entry", hex(&ih)));
+        }
         let bt = codec::by_time_key(st.rec.discovered_at, &ih);
         if dbs
             .by_time
@@ -1567,14 +1731,29 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
         expected.insert(st.docid, e);
     }
     let mut actual: HashMap<u32, (u64, u64)> = HashMap::new();
+    let mut last_term: Option<Vec<u8>> = None;
+    let mut prev_doc: Option<u32> = None;
     for r in dbs.terms.iter(txn).map_err(lmdb("checking terms"))? {
         let (k, v) = r.map_err(lmdb("checking terms"))?;
-        rep.postings += 1;
-        match codec::decode_posting(v) {
-            Ok(p) => {
-                let a = actual.entry(p >> 1).or_default();
-                a.0 += 1;
-                a.1 = a.1.wrapping_add(term_hash(k, p & 1 == 1));
+        let mut ps = Vec::new();
+        match codec::block_decode(v, &mut ps) {
+            Ok(()) => {
+                if last_term.as_deref() == Some(k) && ps.first().map(|p| p >> 1) <= prev_doc {
+                    rep.problem(format!(
+                        "terms {}: blocks overlap or are out of order",
+                        hex(k)
+                    ));
+                }
+                if last_term.as_deref() != Some(k) {
+                    last_term = Some(k.to_vec());
+                }
+                prev_doc = ps.last().map(|p| p >> 1);
+                for p in ps {
+                    rep.postings += 1;
+                    let a = actual.entry(p >> 1).or_default();
+                    a.0 += 1;
+                    a.1 = a.1.wrapping_add(term_hash(k, p & 1 == 1));
+                }
             }
             Err(e) => rep.problem(format!("terms {}: {e}", hex(k))),
         }
@@ -1592,7 +1771,7 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
         rep.problem(format!("postings for doc {docid}, which is no torrent"));
     }
     for r in dbs.by_time.iter(txn).map_err(lmdb("checking by_time"))? {
-        let (k, _) = r.map_err(lmdb("checking by_time"))?;
+        let (k, dv) = r.map_err(lmdb("checking by_time"))?;
         rep.by_time += 1;
         let ok = k.len() == 28 && {
             let ih: InfoHash = k[8..].try_into().unwrap_or([0; 20]);
@@ -1602,7 +1781,9 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
                 .get(txn, &ih)
                 .map_err(lmdb("checking by_time"))?
             {
-                Some(v) => codec::decode_torrent(ih, v).is_ok_and(|t| t.rec.discovered_at == at),
+                Some(v) => codec::decode_torrent(ih, v).is_ok_and(|t| {
+                    t.rec.discovered_at == at && codec::docid_from(dv) == Ok(t.docid)
+                }),
                 None => false,
             }
         };
@@ -1611,10 +1792,15 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
         }
     }
     let docs = dbs.docs.len(txn).map_err(lmdb("checking docs"))?;
+    let by_size = dbs.by_size.len(txn).map_err(lmdb("checking by_size"))?;
     let counted = read_u64(txn, &dbs.meta, K_TORRENTS)?;
-    if counted != rep.torrents || docs != rep.torrents || rep.by_time != rep.torrents {
+    if counted != rep.torrents
+        || docs != rep.torrents
+        || rep.by_time != rep.torrents
+        || by_size != rep.torrents
+    {
         rep.problem(format!(
-            "counts disagree: meta {counted}, torrents {}, docs {docs}, by_time {}",
+            "counts disagree: meta {counted}, torrents {}, docs {docs}, by_time {}, by_size {by_size}",
             rep.torrents, rep.by_time
         ));
     }

@@ -83,7 +83,10 @@ fn get_returns_record_and_files_and_repeats_are_idempotent() {
     assert_eq!(got.record.seeders, Some(7));
     assert_eq!(store.count().unwrap(), 1);
     let after = store.stats().unwrap();
-    assert_eq!(before.postings, after.postings, "terms written twice");
+    assert_eq!(
+        before.posting_blocks, after.posting_blocks,
+        "terms written twice"
+    );
 
     // A sighting updates; a sighting of an unknown infohash is counted, not stored.
     let r = store
@@ -194,7 +197,10 @@ fn search_paging_and_orders() {
             at,
         ));
     }
-    put(&store, ts.clone());
+    // Later times first, then earlier ones: doc id order is no longer time order.
+    let (late, early): (Vec<_>, Vec<_>) = ts.iter().cloned().partition(|t| t.discovered_at >= 1012);
+    put(&store, late);
+    put(&store, early);
     let all = store.search("common", 100, 0, Order::Relevance).unwrap();
     assert_eq!(all.total, 25);
     let mut seen = HashSet::new();
@@ -236,6 +242,26 @@ fn search_paging_and_orders() {
         p2.hits.iter().map(|h| h.discovered_at).collect::<Vec<_>>(),
         newest[5..10]
     );
+
+    // Walking by_time/by_size (many matches) orders exactly like per-match lookups.
+    for o in [
+        Order::Newest,
+        Order::Oldest,
+        Order::Largest,
+        Order::Smallest,
+    ] {
+        store.set_order_mode(1);
+        let lookups = store.search("common", 7, 3, o).unwrap().hits;
+        store.set_order_mode(2);
+        let walked = store.search("common", 7, 3, o).unwrap().hits;
+        store.set_order_mode(0);
+        let key = |h: &TorrentRecord| (h.discovered_at, h.total_size);
+        assert_eq!(
+            lookups.iter().map(key).collect::<Vec<_>>(),
+            walked.iter().map(key).collect::<Vec<_>>(),
+            "{o:?}"
+        );
+    }
 
     // recent() is by discovered_at.
     let recent: Vec<u64> = store
