@@ -8,13 +8,25 @@
 use std::time::{Duration, Instant};
 
 use magnetar_storage::synth::Synth;
-use magnetar_storage::{tokenize, wait_closed, Op, Order, Store, StoreOptions};
+use magnetar_storage::{tokenize, wait_closed, Durability, Op, Order, Store, StoreOptions};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// CPU seconds (user + system) of this thread so far, from /proc (Linux; 0 elsewhere).
+fn thread_cpu() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else {
+        return 0.0;
+    };
+    // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn pct(v: &mut [Duration], p: f64) -> Duration {
@@ -26,9 +38,16 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
 /// Inserts `n` synthetic torrents in batches of 10,000; returns seconds spent in
 /// `apply_batch` (generation excluded). Keeps the names of about 1 in 500 torrents
 /// in `sample` (queries are drawn from stored names).
-fn fill(store: &Store, n: usize, with_info: bool, seed: u64, sample: &mut Vec<String>) -> f64 {
+fn fill(
+    store: &Store,
+    n: usize,
+    with_info: bool,
+    seed: u64,
+    sample: &mut Vec<String>,
+) -> (f64, f64) {
     let mut synth = Synth::new(seed);
     let mut spent = Duration::ZERO;
+    let mut cpu = 0.0;
     let mut done = 0;
     while done < n {
         let k = 10_000.min(n - done);
@@ -42,11 +61,13 @@ fn fill(store: &Store, n: usize, with_info: bool, seed: u64, sample: &mut Vec<St
             })
             .collect();
         let t0 = Instant::now();
+        let c0 = thread_cpu();
         store.apply_batch(&ops).expect("apply_batch");
+        cpu += thread_cpu() - c0;
         spent += t0.elapsed();
         done += k;
     }
-    spent.as_secs_f64()
+    (spent.as_secs_f64(), cpu)
 }
 
 fn main() {
@@ -67,11 +88,22 @@ fn main() {
     let _ = std::fs::remove_dir_all(&path);
     let mut opts = StoreOptions::new(&path);
     opts.keep_info = false;
+    // BENCH_DURABILITY=nosync|nometasync measures the fast modes.
+    opts.durability = match std::env::var("BENCH_DURABILITY").as_deref() {
+        Ok("nosync") => Durability::NoSync,
+        Ok("nometasync") => Durability::NoMetaSync,
+        _ => Durability::Durable,
+    };
     let store = Store::open(opts).expect("open");
     let mut names = Vec::new();
-    let secs = fill(&store, n, false, 1, &mut names);
+    let (secs, cpu) = fill(&store, n, false, 1, &mut names);
     let st = store.stats().expect("stats");
-    println!("inserts: {n} torrents in {secs:.2} s in apply_batch = {:.0} torrents/s (batches of 10,000, durable commits)", n as f64 / secs);
+    println!(
+        "inserts: {n} torrents in {secs:.2} s in apply_batch = {:.0} torrents/s (batches of 10,000, {:?} commits); CPU {cpu:.2} s = {:.0} torrents per CPU-second",
+        n as f64 / secs,
+        store.options().durability,
+        n as f64 / cpu.max(0.01)
+    );
     println!(
         "size without info dicts: data.mdb {} bytes = {:.0} B/torrent; pages in use {:.0} B/torrent; {} posting blocks",
         st.disk_bytes,
@@ -142,7 +174,7 @@ fn main() {
     let path = base.join("bench-info");
     let _ = std::fs::remove_dir_all(&path);
     let store = Store::open(StoreOptions::new(&path)).expect("open");
-    let secs = fill(&store, n_info, true, 2, &mut Vec::new());
+    let (secs, _) = fill(&store, n_info, true, 2, &mut Vec::new());
     let st = store.stats().expect("stats");
     println!(
         "size with info dicts ({n_info} torrents, {:.0} torrents/s): data.mdb {:.0} B/torrent; pages in use {:.0} B/torrent",

@@ -1250,7 +1250,7 @@ fn apply_batch_txn(
 
     // Then write in key order.
     ts.sort_by_key(|t| t.infohash); // stable: a repeated infohash keeps discovery order
-    let mut new_postings: Vec<(String, u32, bool)> = Vec::new();
+    let mut new_postings: HashMap<String, Vec<(u32, bool)>> = HashMap::new();
     let mut written: HashSet<InfoHash> = HashSet::with_capacity(assigned.len());
     for t in &ts {
         let ih = &t.infohash;
@@ -1345,11 +1345,13 @@ fn apply_batch_txn(
             )
             .map_err(lmdb("writing docs"))?;
         for (term, in_name) in torrent_terms(&t.name, &t.files) {
-            new_postings.push((term, docid, in_name));
+            new_postings.entry(term).or_default().push((docid, in_name));
         }
         meta.torrents += 1;
         rep.torrents_new += 1;
     }
+    let mut new_postings: Vec<(String, Vec<(u32, bool)>)> = new_postings.into_iter().collect();
+    new_postings.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     write_postings(txn, dbs, new_postings)?;
 
     // Sightings of known torrents.
@@ -1454,17 +1456,15 @@ fn apply_batch_txn(
 /// while it has room (replaced: LMDB dup values cannot grow in place), then new
 /// blocks follow. Doc ids of a batch are larger than every stored one, so appending
 /// keeps each term's blocks ascending.
-fn write_postings(txn: &mut RwTxn, dbs: &Dbs, mut p: Vec<(String, u32, bool)>) -> Result<()> {
-    p.sort_unstable();
-    let mut i = 0;
-    while i < p.len() {
-        let term = p[i].0.as_bytes();
-        let mut j = i;
-        while j < p.len() && p[j].0.as_bytes() == term {
-            j += 1;
-        }
-        let group = &p[i..j];
-        i = j;
+fn write_postings(
+    txn: &mut RwTxn,
+    dbs: &Dbs,
+    terms: Vec<(String, Vec<(u32, bool)>)>,
+) -> Result<()> {
+    for (term, mut group) in terms {
+        group.sort_unstable();
+        let term = term.as_bytes();
+        let group = &group[..];
         let range = (Bound::Included(term), Bound::Included(term));
         let last: Option<Vec<u8>> = match dbs
             .terms
@@ -1479,7 +1479,7 @@ fn write_postings(txn: &mut RwTxn, dbs: &Dbs, mut p: Vec<(String, u32, bool)>) -
         if let Some(old) = last {
             let mut block = old.clone();
             let mut n = 0;
-            while n < rest.len() && codec::block_push(&mut block, rest[n].1, rest[n].2) {
+            while n < rest.len() && codec::block_push(&mut block, rest[n].0, rest[n].1) {
                 n += 1;
             }
             if n > 0 {
@@ -1493,9 +1493,9 @@ fn write_postings(txn: &mut RwTxn, dbs: &Dbs, mut p: Vec<(String, u32, bool)>) -
             }
         }
         while let Some(first) = rest.first() {
-            let mut block = codec::block_new(first.1, first.2);
+            let mut block = codec::block_new(first.0, first.1);
             let mut n = 1;
-            while n < rest.len() && codec::block_push(&mut block, rest[n].1, rest[n].2) {
+            while n < rest.len() && codec::block_push(&mut block, rest[n].0, rest[n].1) {
                 n += 1;
             }
             dbs.terms
