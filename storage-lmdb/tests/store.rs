@@ -789,3 +789,11 @@ fn second_open_in_process_is_refused_clearly() {
         "{e}"
     );
 }
+
+#[test]
+fn handles_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Store>();
+    check::<Writer>();
+    check::<StoreError>();
+}
