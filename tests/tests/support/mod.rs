@@ -21,9 +21,13 @@ pub fn workspace() -> PathBuf {
 /// The `magnetar` binary of this build profile, built once per test process with
 /// `cargo build -p magnetar --bin magnetar` (a no-op when `cargo test --workspace`
 /// already built it). It sits next to this test's `deps/` directory.
+/// `MAGNETAR_BIN=/path/to/magnetar` uses that binary instead.
 pub fn magnetar_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("MAGNETAR_BIN") {
+            return PathBuf::from(p);
+        }
         let exe = std::env::current_exe().unwrap();
         let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
@@ -292,4 +296,346 @@ pub fn median(v: &[f64]) -> f64 {
     } else {
         (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Fake DHT peers and seeders on real loopback sockets.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use magnetar_core::krpc::{self, Body, Message, Query, QueryKind, Response};
+use magnetar_core::testkit::{Behavior, FakeSeeder};
+use magnetar_core::{InfoHash, NodeId};
+
+/// Encodes a query.
+pub fn query_bytes(tid: &[u8], id: NodeId, kind: QueryKind<'_>) -> Vec<u8> {
+    let msg = Message {
+        tid,
+        version: None,
+        ip: None,
+        read_only: false,
+        body: Body::Query(Query {
+            id,
+            want: None,
+            kind,
+        }),
+    };
+    let mut out = Vec::new();
+    krpc::encode(&msg, &mut out);
+    out
+}
+
+/// A KRPC client on its own source address.
+pub struct Client {
+    pub sock: UdpSocket,
+    pub id: NodeId,
+    tid: u16,
+}
+
+impl Client {
+    pub fn bind(ip: std::net::IpAddr) -> Client {
+        let sock = UdpSocket::bind(SocketAddr::new(ip, 0)).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut id = [0u8; 20];
+        id[..4].copy_from_slice(&ip_bytes(ip));
+        id[19] = 0x42;
+        Client {
+            sock,
+            id: NodeId(id),
+            tid: 0,
+        }
+    }
+
+    /// Sends `kind` to `to` up to `tries` times, each waiting `wait` for the reply
+    /// with our transaction id; returns the reply's raw bytes (response or error).
+    pub fn ask(
+        &mut self,
+        to: SocketAddr,
+        kind: QueryKind<'_>,
+        tries: u32,
+        wait: Duration,
+    ) -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..tries {
+            self.tid = self.tid.wrapping_add(1);
+            let tid = self.tid.to_be_bytes();
+            let q = query_bytes(&tid, self.id, kind.clone());
+            let _ = self.sock.send_to(&q, to);
+            let end = Instant::now() + wait;
+            while Instant::now() < end {
+                let Ok((n, from)) = self.sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                if from != to {
+                    continue;
+                }
+                if let Ok(m) = krpc::decode(&buf[..n]) {
+                    if m.tid == tid && !matches!(m.body, Body::Query(_)) {
+                        return Some(buf[..n].to_vec());
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// get_peers for a token, then announce_peer `ih` at (our IP, `port`).
+    pub fn announce(&mut self, node: SocketAddr, ih: InfoHash, port: u16) -> Result<(), String> {
+        let token = self.token(node, ih)?;
+        self.announce_with(node, ih, port, &token)
+    }
+
+    pub fn token(&mut self, node: SocketAddr, ih: InfoHash) -> Result<Vec<u8>, String> {
+        let r = self
+            .ask(
+                node,
+                QueryKind::GetPeers {
+                    info_hash: ih,
+                    scrape: false,
+                    noseed: false,
+                },
+                10,
+                Duration::from_millis(500),
+            )
+            .ok_or("no answer to get_peers")?;
+        match krpc::decode(&r).map_err(|e| format!("{e:?}"))?.body {
+            Body::Response(Response { token: Some(t), .. }) => Ok(t.to_vec()),
+            b => Err(format!("get_peers answer without token: {b:?}")),
+        }
+    }
+
+    pub fn announce_with(
+        &mut self,
+        node: SocketAddr,
+        ih: InfoHash,
+        port: u16,
+        token: &[u8],
+    ) -> Result<(), String> {
+        let r = self
+            .ask(
+                node,
+                QueryKind::AnnouncePeer {
+                    info_hash: ih,
+                    port,
+                    implied_port: false,
+                    token,
+                    seed: Some(true),
+                },
+                10,
+                Duration::from_millis(500),
+            )
+            .ok_or("no answer to announce_peer")?;
+        match krpc::decode(&r).map_err(|e| format!("{e:?}"))?.body {
+            Body::Response(_) => Ok(()),
+            b => Err(format!("announce_peer refused: {b:?}")),
+        }
+    }
+}
+
+pub fn ip_bytes(ip: std::net::IpAddr) -> [u8; 4] {
+    match ip {
+        std::net::IpAddr::V4(a) => a.octets(),
+        std::net::IpAddr::V6(_) => [0; 4],
+    }
+}
+
+/// A minimal honest DHT node on a fixed address: answers every query with its id
+/// (empty `nodes`, a token, an empty BEP 51 sample). Counts the queries it got, per
+/// source address.
+pub struct Responder {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<HashMap<SocketAddr, u64>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Responder {
+    pub fn start(addr: SocketAddr) -> Responder {
+        let sock = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let seen = Arc::new(Mutex::new(HashMap::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let mut id = [0x5au8; 20];
+        id[..4].copy_from_slice(&ip_bytes(addr.ip()));
+        let id = NodeId(id);
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((n, from)) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Ok(m) = krpc::decode(&buf[..n]) else {
+                    continue;
+                };
+                let Body::Query(q) = &m.body else { continue };
+                *seen2.lock().unwrap().entry(from).or_insert(0) += 1;
+                let mut r = Response {
+                    id,
+                    ..Default::default()
+                };
+                match q.kind {
+                    QueryKind::FindNode { .. } => {
+                        r.nodes = krpc::CompactNodesV4::new(&[]);
+                    }
+                    QueryKind::GetPeers { .. } => {
+                        r.nodes = krpc::CompactNodesV4::new(&[]);
+                        r.token = Some(b"tk");
+                    }
+                    QueryKind::SampleInfohashes { .. } => {
+                        r.nodes = krpc::CompactNodesV4::new(&[]);
+                        r.samples = krpc::Samples::new(&[]);
+                        r.num = Some(0);
+                        r.interval = Some(60);
+                    }
+                    _ => {}
+                }
+                let msg = Message {
+                    tid: m.tid,
+                    version: None,
+                    ip: None,
+                    read_only: false,
+                    body: Body::Response(r),
+                };
+                let mut out = Vec::new();
+                krpc::encode(&msg, &mut out);
+                let _ = sock.send_to(&out, from);
+            }
+        });
+        Responder { addr, seen, stop }
+    }
+
+    /// Queries received from `from` so far.
+    pub fn queries_from(&self, from: SocketAddr) -> u64 {
+        self.seen.lock().unwrap().get(&from).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A TCP listener serving the metadata of several torrents, each with its own
+/// [`Behavior`], through `FakeSeeder` (one thread per connection; the torrent is
+/// picked by the infohash in the leecher's handshake).
+pub struct Seeders {
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Seeders {
+    pub fn start(ip: [u8; 4], torrents: Vec<(InfoHash, Vec<u8>, Behavior)>) -> Seeders {
+        let listener = TcpListener::bind(SocketAddr::from((ip, 0))).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let map: Arc<HashMap<InfoHash, (Vec<u8>, Behavior)>> = Arc::new(
+            torrents
+                .into_iter()
+                .map(|(ih, info, b)| (ih, (info, b)))
+                .collect(),
+        );
+        let connections = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (conns, stop2) = (connections.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let stream = match listener.accept() {
+                    Ok((s, _)) => s,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                };
+                conns.fetch_add(1, Ordering::Relaxed);
+                let map = map.clone();
+                let stop3 = stop2.clone();
+                std::thread::spawn(move || serve(stream, &map, &stop3));
+            }
+        });
+        Seeders {
+            addr,
+            connections,
+            stop,
+        }
+    }
+}
+
+fn serve(
+    mut stream: std::net::TcpStream,
+    map: &HashMap<InfoHash, (Vec<u8>, Behavior)>,
+    stop: &AtomicBool,
+) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut first = Vec::new();
+    let mut buf = [0u8; 16384];
+    let start = Instant::now();
+    // Read the leecher's handshake to learn the infohash.
+    while first.len() < 48 {
+        if stop.load(Ordering::Relaxed) || start.elapsed() > Duration::from_secs(30) {
+            return;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => first.extend_from_slice(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return,
+        }
+    }
+    let Some(ih) = InfoHash::from_slice(&first[28..48]) else {
+        return;
+    };
+    let Some((info, behavior)) = map.get(&ih) else {
+        return;
+    };
+    let mut seeder = FakeSeeder::with_info_hash(info.clone().into(), ih, behavior.clone());
+    seeder.on_connected();
+    seeder.on_data(&first);
+    let started = Instant::now();
+    loop {
+        let out = seeder.take_output();
+        if !out.is_empty() && stream.write_all(&out).is_err() {
+            return;
+        }
+        if seeder.wants_close()
+            || stop.load(Ordering::Relaxed)
+            || started.elapsed() > Duration::from_secs(60)
+        {
+            return;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) => seeder.on_data(&buf[..n]),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return,
+        }
+    }
+}
+
+impl Drop for Seeders {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A distinct 127.X.Y.0/24 for this test process, so parallel tests and other
+/// processes on the machine never share addresses: returns [127, X, Y].
+pub fn private_prefix(salt: u8) -> [u8; 3] {
+    let p = std::process::id();
+    [
+        127,
+        100 + (p % 100) as u8 + salt,
+        ((p / 100) % 250) as u8 + 1,
+    ]
 }
