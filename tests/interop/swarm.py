@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import select
+import subprocess
 import sys
 import time
 
@@ -108,6 +109,7 @@ def make_torrent(root, name, files, piece_length=16384, tag=b""):
         "files": len(listing),
         "info_len": len(raw),
         "ti": ti,
+        "raw": raw,
     }
 
 
@@ -182,6 +184,7 @@ def main():
     ap.add_argument("--port", type=int, default=6881)
     ap.add_argument("--big-files", type=int, default=1500)
     ap.add_argument("--hybrid", action="store_true")
+    ap.add_argument("--aria2", action="store_true", help="also seed one torrent from aria2c")
     ap.add_argument("--max-secs", type=float, default=300)
     ap.add_argument("--tag", default=str(os.getpid()))
     a = ap.parse_args()
@@ -219,6 +222,29 @@ def main():
     log("torrents:", [(t["name"], t["info_len"]) for t in torrents])
 
     addrs = [(f"127.0.0.{a.first_ip + i}", a.port) for i in range(a.nodes)]
+    aria = None
+    if a.aria2:
+        # A second implementation: aria2 seeds its own torrent and joins the DHT.
+        aria_ip = f"127.0.0.{a.first_ip + a.nodes + 1}"
+        t = make_torrent(root, f"aria2-seeded-{a.tag}.bin", None, tag=tag + b"-aria2")
+        tfile = os.path.join(a.workdir, "aria2.torrent")
+        with open(tfile, "wb") as f:
+            f.write(b"d4:info" + t["raw"] + b"e")
+        aria = subprocess.Popen(
+            [
+                "aria2c", f"--interface={aria_ip}", f"--listen-port={a.port}",
+                f"--dht-listen-port={a.port}", "--enable-dht=true", "--enable-dht6=false",
+                f"--dht-entry-point={addrs[0][0]}:{addrs[0][1]}", "--seed-ratio=0.0",
+                "--bt-seed-unverified=true", "--bt-enable-lpd=false",
+                "--enable-peer-exchange=false", "--disable-ipv6=true", "--console-log-level=warn",
+                "--summary-interval=0", "--quiet=true",
+                f"--dht-file-path={os.path.join(a.workdir, 'aria2-dht.dat')}", f"--stop={int(a.max_secs)}", "-d", root, tfile,
+            ],
+            stdout=sys.stderr, stderr=sys.stderr, stdin=subprocess.DEVNULL,
+        )
+        t["seeders"] = [f"{aria_ip}:{a.port}"]
+        t["client"] = "aria2"
+        torrents.append(t)
     sessions = [lt.session(settings(ip, port)) for ip, port in addrs]
     extra_nodes = []
 
@@ -231,9 +257,11 @@ def main():
                 s.add_dht_node(n)
 
     link_all()
-    # Every torrent is seeded by two sessions.
+    # Every torrent is seeded by two sessions (aria2's by aria2).
     handles = []
     for k, t in enumerate(torrents):
+        if t.get("client") == "aria2":
+            continue
         for i in (k % a.nodes, (k + 1) % a.nodes):
             p = lt.add_torrent_params()
             p.ti = t["ti"]
@@ -284,6 +312,8 @@ def main():
             next_force = time.time() + 5
         if time.time() > deadline:
             log("announces missing:", sorted(want - seen))
+            if aria is not None:
+                aria.terminate()
             sys.exit(3)
         time.sleep(0.1)
         for s in sessions:
@@ -297,7 +327,7 @@ def main():
         {
             "event": "ready",
             "nodes": [f"{ip}:{port}" for ip, port in addrs],
-            "torrents": [{k: v for k, v in t.items() if k != "ti"} for t in torrents],
+            "torrents": [{k: v for k, v in t.items() if k not in ("ti", "raw")} for t in torrents],
         }
     )
 
@@ -367,6 +397,9 @@ def main():
                     for h in s.get_torrents():
                         st = h.status()
                         log("seed", st.name, st.state, "peers", st.num_peers, "dht", st.announcing_to_dht, "flags", h.flags(), st.errc.message())
+    if aria is not None:
+        aria.terminate()
+        aria.wait(5)
     log("done after", round(time.time() - t_start, 2), "s")
 
 
