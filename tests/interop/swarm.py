@@ -24,7 +24,8 @@ import argparse
 import hashlib
 import json
 import os
-import select
+import queue
+import threading
 import subprocess
 import sys
 import time
@@ -334,18 +335,25 @@ def main():
     leech = None
     fetch_start = {}
     next_link = time.time() + 3
-    stdin_open = True
+    # Commands arrive through a thread: select() on a buffered stdin misses lines
+    # that readline() already pulled into Python's buffer.
+    lines = queue.Queue()
+
+    def read_stdin():
+        for line in sys.stdin:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read_stdin, daemon=True).start()
     while time.time() - t_start < a.max_secs:
-        if stdin_open:
-            r, _, _ = select.select([sys.stdin], [], [], 0.1 if leech is None else 0.005)
-        else:
-            time.sleep(0.1)
-            r = []
-        if r:
-            line = sys.stdin.readline()
-            if not line:
-                log("stdin closed; stopping")
-                break
+        try:
+            line = lines.get(timeout=0.1 if leech is None else 0.005)
+        except queue.Empty:
+            line = ""
+        if line is None:
+            log("stdin closed; stopping")
+            break
+        if line:
             cmd = line.split()
             if cmd and cmd[0] == "node":
                 ip, port = cmd[1].rsplit(":", 1)
