@@ -22,7 +22,7 @@ use magnetar_core::{InfoHash, NodeId};
 use support::{crawl, export, rss_kib, wait_until, Client, Responder, Seeders};
 
 /// RSS bound for the crawler (debug build) after the whole attack.
-const RSS_BOUND_KIB: u64 = 384 * 1024;
+const RSS_BOUND_KIB: u64 = 128 * 1024;
 /// Datagrams in the get_peers flood.
 const FLOOD: usize = 100_000;
 
@@ -247,6 +247,22 @@ fn binary_survives_hostile_input() {
     honest_client
         .announce(crawler, honest[0].0, honest_peer.addr.port())
         .unwrap();
+
+    // Every hostile peer was actually tried.
+    let untried = || -> Vec<String> {
+        hostile_peers
+            .iter()
+            .zip(&behaviours)
+            .filter(|((_, s), _)| s.connections.load(std::sync::atomic::Ordering::Relaxed) == 0)
+            .map(|(_, b)| format!("{b:?}"))
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || untried().is_empty()),
+        "the crawler never connected to these hostile peers: {:?}\n{}",
+        untried(),
+        p.tail(40)
+    );
 
     // 3. Connection flood: 300 infohashes whose only peers are tarpits that accept
     //    and never answer. announce_peer stores the querier's IP, so each of 20
