@@ -230,12 +230,26 @@ fn sigkill_at_random_points_loses_nothing_committed() {
         c.tail(40)
     );
     let m: BTreeMap<String, Exported> = export(&db).unwrap();
-    assert!(
-        all,
-        "CRASH_SEED={seed}: not every torrent indexed in the end: {} of {}",
-        m.len(),
-        torrents.len()
-    );
+    if !all {
+        let log = c.log();
+        let missing: Vec<String> = torrents
+            .iter()
+            .map(|t| t.ih.to_hex())
+            .filter(|ih| !m.contains_key(ih))
+            .collect();
+        for ih in &missing {
+            eprintln!("missing {ih}:");
+            for l in log.lines().filter(|l| l.contains(ih.as_str())) {
+                eprintln!("  {l}");
+            }
+        }
+        panic!(
+            "CRASH_SEED={seed}: not every torrent indexed in the end: {} of {}; missing {missing:?}\n{}",
+            m.len(),
+            torrents.len(),
+            c.tail(30)
+        );
+    }
     for t in &torrents {
         assert_eq!(m.get(&t.want.infohash), Some(&t.want));
     }

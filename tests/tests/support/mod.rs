@@ -232,7 +232,10 @@ pub fn crawl(ns: Option<&Netns>, db: &Path, args: &[String]) -> Proc {
         .arg("--db")
         .arg(db)
         .args(args)
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("MAGNETAR_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null());
     Proc::spawn("magnetar crawl", cmd)
 }
