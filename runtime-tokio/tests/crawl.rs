@@ -1,0 +1,264 @@
+//! The tokio driver on real loopback sockets: crawl, fetch, storage, shutdown.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{announce, crawler_config, serve, wait_for, Dht};
+use magnetar_core::fetch::FailReason;
+use magnetar_core::testkit::{build_info, Behavior, FakeSeeder, InfoSpec};
+use magnetar_core::{Event, InfoHash};
+use magnetar_tokio::{Crawler, Error, MemoryStorage, Storage};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn torrent(name: &str, size: u64) -> (Vec<u8>, InfoHash) {
+    let info = build_info(&InfoSpec::single(name, size));
+    let ih = FakeSeeder::new(info.clone().into(), Behavior::Honest).info_hash();
+    (info, ih)
+}
+
+#[tokio::test]
+async fn crawls_a_loopback_dht_and_stores_what_it_fetches() {
+    let dht = Dht::start(8, 100).await;
+    let mut want = BTreeSet::new();
+    for (name, size) in [("debian.iso", 1 << 20), ("film.mkv", 5 << 20)] {
+        let (info, ih) = torrent(name, size);
+        let seeder = serve(info, Behavior::Honest).await;
+        assert_eq!(announce(&dht.addrs(), ih, seeder.port()).await, 8);
+        want.insert((ih, name.to_string()));
+    }
+
+    let store = Arc::new(MemoryStorage::new());
+    let (crawler, mut events) = Crawler::spawn(crawler_config(1), Some(store.clone())).unwrap();
+    crawler.bootstrap(&[dht.router()]).await.unwrap();
+    let mut got = BTreeSet::new();
+    tokio::time::timeout(LIMIT, async {
+        while got != want {
+            match events.recv().await.expect("crawler running") {
+                Event::MetadataFetched(m) => {
+                    got.insert((m.info_hash, m.info.name.clone()));
+                }
+                Event::MetadataFailed(m) => panic!("fetch failed: {m:?}"),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("fetched only {got:?} within {LIMIT:?}"));
+
+    let snap = crawler.stats().await.unwrap();
+    assert!(snap.stats.dht.datagrams_in > 0 && snap.stats.dht.datagrams_out > 0);
+    assert!(snap.runtime.infohashes_new >= 2);
+    assert_eq!(snap.runtime.tcp_connect_local_errors, 0);
+
+    let t0 = Instant::now();
+    let report = crawler.shutdown().await.unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    assert_eq!(report.stats.fetch.fetched, 2);
+    let stored: BTreeSet<_> = store
+        .torrents()
+        .into_iter()
+        .map(|(ih, name, _)| (ih, name))
+        .collect();
+    assert_eq!(stored, want, "shutdown flushed every fetched torrent");
+    // The stream ends with the crawler.
+    while events.recv().await.is_some() {}
+    assert!(matches!(crawler.stats().await, Err(Error::Stopped)));
+    dht.stop().await;
+}
+
+/// A storage that already holds one infohash.
+struct Knows(InfoHash, AtomicU64);
+
+impl Storage for Knows {
+    fn known(&self, ih: &InfoHash) -> bool {
+        *ih == self.0
+    }
+    fn record(&self, _wall: u64, e: &Event) -> Result<(), String> {
+        if let Event::InfohashDiscovered { info_hash, .. } = e {
+            if *info_hash == self.0 {
+                self.1.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn infohashes_storage_knows_are_not_acquired() {
+    let dht = Dht::start(6, 200).await;
+    let (info, ih) = torrent("known.bin", 1 << 16);
+    let seeder = serve(info, Behavior::Honest).await;
+    announce(&dht.addrs(), ih, seeder.port()).await;
+
+    let store = Arc::new(Knows(ih, AtomicU64::new(0)));
+    let (crawler, _events) = Crawler::spawn(crawler_config(2), Some(store.clone())).unwrap();
+    crawler.bootstrap(&[dht.router()]).await.unwrap();
+    wait_for(LIMIT, "the known infohash to be discovered", || {
+        let c = crawler.clone();
+        async move {
+            let s = c.stats().await.unwrap();
+            (s.runtime.infohashes_known >= 1).then_some(())
+        }
+    })
+    .await;
+    let report = crawler.shutdown().await.unwrap();
+    assert_eq!(report.stats.fetch.started, 0, "nothing was fetched");
+    assert_eq!(report.stats.crawl.acquisitions_started, 0);
+    assert!(
+        store.1.load(Ordering::Relaxed) >= 1,
+        "the event was recorded"
+    );
+    dht.stop().await;
+}
+
+#[tokio::test]
+async fn handle_fetch_reports_success_and_each_failure() {
+    let (crawler, mut events) = Crawler::spawn(crawler_config(3), None).unwrap();
+    let (info, ih) = torrent("direct.bin", 300_000);
+    let honest = serve(info, Behavior::Honest).await;
+    crawler.fetch(ih, &[honest]).await.unwrap();
+
+    let (info2, ih2) = torrent("corrupt.bin", 100_000);
+    let corrupt = serve(info2, Behavior::CorruptPiece(0)).await;
+    crawler.fetch(ih2, &[corrupt]).await.unwrap();
+
+    // A port nobody listens on: bind, note the port, close.
+    let refused: SocketAddr = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let (_, ih3) = torrent("refused.bin", 1000);
+    crawler.fetch(ih3, &[refused]).await.unwrap();
+
+    let mut fetched = None;
+    let mut failed = std::collections::BTreeMap::new();
+    tokio::time::timeout(LIMIT, async {
+        while fetched.is_none() || failed.len() < 2 {
+            match events.recv().await.unwrap() {
+                Event::MetadataFetched(m) => fetched = Some(m),
+                Event::MetadataFailed(m) => {
+                    failed.insert(m.info_hash, m.reasons.clone());
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("every fetch ends");
+    let m = fetched.unwrap();
+    assert_eq!((m.info_hash, m.info.name.as_str()), (ih, "direct.bin"));
+    assert_eq!(m.peer, honest);
+    assert_eq!(failed[&ih2], vec![(corrupt, FailReason::HashMismatch)]);
+    assert_eq!(failed[&ih3], vec![(refused, FailReason::ConnectRefused)]);
+
+    // Misuse is an error, not a panic.
+    assert!(matches!(crawler.fetch(ih, &[]).await, Err(Error::Api(_))));
+    let r = crawler.shutdown().await.unwrap();
+    assert_eq!(r.counters.tcp_open, 0);
+    assert!(matches!(crawler.shutdown().await, Err(Error::Stopped)));
+}
+
+/// A slow storage: each record takes a while; flush is observed.
+struct Slow {
+    records: AtomicU64,
+    flushed: AtomicBool,
+    record_delay: Duration,
+    flush_delay: Duration,
+}
+
+impl Storage for Slow {
+    fn known(&self, _: &InfoHash) -> bool {
+        false
+    }
+    fn record(&self, _: u64, _: &Event) -> Result<(), String> {
+        std::thread::sleep(self.record_delay);
+        self.records.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), String> {
+        std::thread::sleep(self.flush_delay);
+        self.flushed.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn slow_storage_applies_backpressure_and_loses_nothing() {
+    let dht = Dht::start(8, 300).await;
+    let store = Arc::new(Slow {
+        records: AtomicU64::new(0),
+        flushed: AtomicBool::new(false),
+        record_delay: Duration::from_millis(2),
+        flush_delay: Duration::from_millis(50),
+    });
+    let (crawler, mut events) = Crawler::builder(crawler_config(4))
+        .storage(store.clone())
+        .storage_capacity(1)
+        .start()
+        .unwrap();
+    crawler.bootstrap(&[dht.router()]).await.unwrap();
+    // Count what the stream sees (it is large enough to see everything here).
+    let counter = tokio::spawn(async move {
+        let mut n = 0u64;
+        while events.recv().await.is_some() {
+            n += 1;
+        }
+        n
+    });
+    wait_for(LIMIT, "the driver to wait for storage", || {
+        let c = crawler.clone();
+        async move {
+            let s = c.stats().await.unwrap();
+            (s.runtime.storage_waits > 0 && s.stats.nodes >= 4).then_some(())
+        }
+    })
+    .await;
+    let report = crawler.shutdown().await.unwrap();
+    let streamed = counter.await.unwrap();
+    assert_eq!(report.counters.stream_dropped, 0);
+    assert!(store.flushed.load(Ordering::Relaxed));
+    assert_eq!(
+        store.records.load(Ordering::Relaxed),
+        streamed,
+        "storage recorded every event"
+    );
+    dht.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_is_bounded_when_storage_hangs() {
+    let store = Arc::new(Slow {
+        records: AtomicU64::new(0),
+        flushed: AtomicBool::new(false),
+        record_delay: Duration::ZERO,
+        flush_delay: Duration::from_secs(20),
+    });
+    let (crawler, _events) = Crawler::builder(crawler_config(5))
+        .storage(store)
+        .shutdown_timeout(Duration::from_millis(300))
+        .start()
+        .unwrap();
+    let t0 = Instant::now();
+    match crawler.shutdown().await {
+        Err(Error::Storage(e)) => assert!(e.contains("did not finish"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn dropping_every_handle_stops_the_crawler() {
+    let (crawler, mut events) = Crawler::spawn(crawler_config(6), None).unwrap();
+    drop(crawler);
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while events.recv().await.is_some() {}
+    })
+    .await
+    .expect("the stream ends");
+}
