@@ -138,6 +138,11 @@ pub(crate) struct Driver {
     pub(crate) clock: Clock,
     pub(crate) crawler: Crawler,
     pub(crate) udp: Vec<UdpSocket>,
+    /// The same sockets (dup'ed fds) for sending: a plain non-blocking `send_to`
+    /// goes straight to the kernel, while tokio's `try_send_to` reports
+    /// `WouldBlock` until the reactor has seen the socket writable once (the
+    /// first datagrams of a new socket would be lost).
+    udp_tx: Vec<std::net::UdpSocket>,
     conns: HashMap<ConnId, Conn>,
     conn_tx: mpsc::Sender<ConnEvent>,
     conn_rx: mpsc::Receiver<ConnEvent>,
@@ -159,6 +164,7 @@ impl Driver {
         clock: Clock,
         crawler: Crawler,
         udp: Vec<UdpSocket>,
+        udp_tx: Vec<std::net::UdpSocket>,
         storage: Option<Arc<dyn Storage>>,
         storage_channel: usize,
         events_tx: Option<mpsc::Sender<Event>>,
@@ -180,6 +186,7 @@ impl Driver {
             clock,
             crawler,
             udp,
+            udp_tx,
             conns: HashMap::new(),
             conn_tx,
             conn_rx,
@@ -254,6 +261,7 @@ impl Driver {
         }
         self.c.tcp_open = 0;
         self.udp.clear();
+        self.udp_tx.clear();
         let wall = wall_secs();
         let stats = self.crawler.stats();
         let mut storage_error = None;
@@ -344,10 +352,10 @@ impl Driver {
     }
 
     fn transmit(&mut self, local: SocketId, to: SocketAddr, payload: &[u8]) {
-        let Some(s) = self.udp.get(local.0 as usize) else {
+        let Some(s) = self.udp_tx.get(local.0 as usize) else {
             return;
         };
-        match s.try_send_to(payload, to) {
+        match s.send_to(payload, to) {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::WouldBlock => self.c.udp_send_would_block += 1,
             Err(e) => {

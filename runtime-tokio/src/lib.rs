@@ -267,11 +267,13 @@ impl Crawler {
     pub fn start(self) -> Result<(Handle, EventStream), Error> {
         let mut config = self.config;
         let mut udp = Vec::new();
+        let mut udp_tx = Vec::new();
         for ident in &mut config.identities {
             let s = bind_udp(ident.bind)?;
             // Port 0 becomes the port the OS gave us.
             ident.bind = s.local_addr()?;
-            udp.push(s);
+            udp_tx.push(s.try_clone()?);
+            udp.push(UdpSocket::from_std(s)?);
         }
         let local_addrs: Vec<SocketAddr> = config.identities.iter().map(|i| i.bind).collect();
         let clock = Clock(Instant::now());
@@ -286,6 +288,7 @@ impl Crawler {
             clock,
             crawler,
             udp,
+            udp_tx,
             self.storage,
             self.storage_capacity,
             events_tx,
@@ -306,7 +309,7 @@ impl Crawler {
 
 /// Binds one non-blocking UDP socket (IPv6 sockets are v6-only, so `[::]:p` and
 /// `0.0.0.0:p` can coexist) with large kernel buffers.
-pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
@@ -317,7 +320,7 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     let _ = s.set_send_buffer_size(4 << 20);
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
-    UdpSocket::from_std(s.into())
+    Ok(s.into())
 }
 
 /// A snapshot of the crawler's counters and the driver's own.

@@ -262,3 +262,23 @@ async fn dropping_every_handle_stops_the_crawler() {
     .await
     .expect("the stream ends");
 }
+
+#[tokio::test]
+async fn a_fresh_socket_sends_its_first_datagram() {
+    // Regression: tokio's `try_send_to` reports WouldBlock until the reactor has
+    // seen a new socket writable, which silently lost the first bootstrap query.
+    let router = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (crawler, _events) = Crawler::spawn(crawler_config(7), None).unwrap();
+    crawler
+        .bootstrap(&[router.local_addr().unwrap()])
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let (_, from) = tokio::time::timeout(Duration::from_secs(2), router.recv_from(&mut buf))
+        .await
+        .expect("the bootstrap query arrives at once")
+        .unwrap();
+    assert_eq!(from, crawler.local_addrs()[0]);
+    let r = crawler.shutdown().await.unwrap();
+    assert_eq!(r.counters.udp_send_would_block, 0);
+}
