@@ -15,7 +15,6 @@ use std::future::poll_fn;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,8 +28,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Sleep;
 
-use crate::storage::Storage;
-use crate::Error;
+use crate::storage::{Decision, Storage};
+use crate::{Error, Snapshot};
 
 /// Largest UDP datagram read (KRPC messages are well under 1,500 bytes).
 const UDP_BUF: usize = 65_536;
@@ -40,6 +39,8 @@ const TCP_READ: usize = 64 * 1024;
 const CONN_CHANNEL: usize = 1024;
 /// After EMFILE/ENFILE, connects fail fast (as `LocalError`) for this long.
 const EMFILE_BACKOFF: Duration = Duration::from_millis(250);
+/// The routing tables go to storage this often (and at shutdown).
+const SAVE_NODES_EVERY: Duration = Duration::from_secs(300);
 
 /// Wall-clock Unix seconds (stored dates are stamped by the runtime).
 pub(crate) fn wall_secs() -> u64 {
@@ -65,7 +66,7 @@ impl Clock {
 /// Counters only the runtime sees.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RuntimeCounters {
-    /// Discoveries storage did not know (acquired).
+    /// Discoveries storage did not know (acquired; all of them without storage).
     pub infohashes_new: u64,
     /// Discoveries storage knew already (skipped).
     pub infohashes_known: u64,
@@ -85,7 +86,7 @@ pub struct RuntimeCounters {
     pub stream_dropped: u64,
     /// Times the driver waited for room in the storage channel (backpressure).
     pub storage_waits: u64,
-    /// Events the storage rejected (its `record` returned an error).
+    /// Storage calls that returned an error.
     pub storage_errors: u64,
 }
 
@@ -104,7 +105,7 @@ pub(crate) enum Command {
         routers: Vec<SocketAddr>,
     },
     Stats {
-        reply: oneshot::Sender<(Stats, RuntimeCounters)>,
+        reply: oneshot::Sender<Snapshot>,
     },
     Shutdown,
 }
@@ -118,6 +119,19 @@ enum ConnEventKind {
 struct ConnEvent {
     conn: ConnId,
     kind: ConnEventKind,
+}
+
+/// What the storage thread is fed.
+enum StoreMsg {
+    Event(u64, Event),
+    Nodes(u64, Vec<magnetar_core::routing::NodeEntry>),
+    Status(u64, Box<Snapshot>, bool),
+}
+
+/// What the storage thread answers: a discovery's decision, or an error count.
+enum StoreReply {
+    Decision(InfoHash, Decision),
+    Error,
 }
 
 struct Conn {
@@ -149,11 +163,12 @@ pub(crate) struct Driver {
     max_sessions: usize,
     emfile_until: Option<Timestamp>,
     deadline: Option<Timestamp>,
-    storage: Option<Arc<dyn Storage>>,
-    store_tx: Option<mpsc::Sender<(u64, Event)>>,
+    store_tx: Option<mpsc::Sender<StoreMsg>>,
+    store_rx: Option<mpsc::UnboundedReceiver<StoreReply>>,
     store_thread: Option<std::thread::JoinHandle<Result<(), String>>>,
     /// Events for storage, sent (awaiting room) after the drain that produced them.
-    pending: Vec<(u64, Event)>,
+    pending: Vec<StoreMsg>,
+    status_every: Duration,
     events_tx: Option<mpsc::Sender<Event>>,
     c: RuntimeCounters,
     rbuf: Vec<u8>,
@@ -163,24 +178,27 @@ impl Driver {
     pub(crate) fn new(
         clock: Clock,
         crawler: Crawler,
-        udp: Vec<UdpSocket>,
-        udp_tx: Vec<std::net::UdpSocket>,
-        storage: Option<Arc<dyn Storage>>,
+        sockets: Vec<(UdpSocket, std::net::UdpSocket)>,
+        storage: Option<Box<dyn Storage>>,
         storage_channel: usize,
+        status_every: Duration,
         events_tx: Option<mpsc::Sender<Event>>,
     ) -> io::Result<Self> {
+        let (udp, udp_tx): (Vec<_>, Vec<_>) = sockets.into_iter().unzip();
         let (conn_tx, conn_rx) = mpsc::channel(CONN_CHANNEL);
         let max_sessions = crawler.config().fetch.max_sessions;
-        let (store_tx, store_thread) = match &storage {
+        let (store_tx, store_rx, store_thread) = match storage {
             Some(s) => {
                 let (tx, rx) = mpsc::channel(storage_channel.max(1));
-                let s = s.clone();
+                // Unbounded, yet bounded in practice: at most one reply per message
+                // of the bounded channel, and the driver reads replies first.
+                let (reply_tx, reply_rx) = mpsc::unbounded_channel();
                 let t = std::thread::Builder::new()
                     .name("magnetar-tokio-storage".into())
-                    .spawn(move || storage_thread(s, rx))?;
-                (Some(tx), Some(t))
+                    .spawn(move || storage_thread(s, rx, reply_tx))?;
+                (Some(tx), Some(reply_rx), Some(t))
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         Ok(Driver {
             clock,
@@ -193,10 +211,11 @@ impl Driver {
             max_sessions,
             emfile_until: None,
             deadline: None,
-            storage,
             store_tx,
+            store_rx,
             store_thread,
             pending: Vec::new(),
+            status_every,
             events_tx,
             c: RuntimeCounters::default(),
             rbuf: vec![0u8; UDP_BUF],
@@ -214,6 +233,11 @@ impl Driver {
         self.flush_pending().await;
         let mut sleep: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep(Duration::ZERO));
         let mut armed: Option<Timestamp> = None;
+        let start = tokio::time::Instant::now();
+        let mut status = tokio::time::interval_at(start + self.status_every, self.status_every);
+        status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut save_nodes = tokio::time::interval_at(start + SAVE_NODES_EVERY, SAVE_NODES_EVERY);
+        save_nodes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if armed != self.deadline {
                 armed = self.deadline;
@@ -227,6 +251,13 @@ impl Driver {
                     Some(Command::Shutdown) | None => break,
                     Some(cmd) => self.on_command(cmd),
                 },
+                Some(r) = recv_opt(&mut self.store_rx) => {
+                    self.on_store_reply(r);
+                    while let Some(Ok(r)) = self.store_rx.as_mut().map(|rx| rx.try_recv()) {
+                        self.on_store_reply(r);
+                    }
+                    self.drain();
+                }
                 () = &mut sleep, if armed.is_some() => {
                     armed = None;
                     self.deadline = None;
@@ -247,6 +278,14 @@ impl Driver {
                     }
                 }
                 i = udp_readable(&self.udp) => self.on_udp(i),
+                _ = status.tick(), if self.store_tx.is_some() => {
+                    let snap = self.snapshot();
+                    self.pending.push(StoreMsg::Status(wall_secs(), Box::new(snap), false));
+                }
+                _ = save_nodes.tick(), if self.store_tx.is_some() => {
+                    let nodes = self.nodes();
+                    self.pending.push(StoreMsg::Nodes(wall_secs(), nodes));
+                }
             }
             self.flush_pending().await;
         }
@@ -259,44 +298,79 @@ impl Driver {
         for (_, c) in self.conns.drain() {
             c.task.abort();
         }
-        self.c.tcp_open = 0;
         self.udp.clear();
         self.udp_tx.clear();
         let wall = wall_secs();
-        let stats = self.crawler.stats();
+        let snap = self.snapshot();
         let mut storage_error = None;
-        if let Some(s) = &self.storage {
-            let mut nodes = Vec::new();
-            for ident in self.crawler.identities() {
-                nodes.extend(ident.table.nodes().map(|n| (n.id, n.addr)));
-            }
-            if let Err(e) = s.save_nodes(wall, &nodes) {
-                storage_error = Some(e);
+        if self.store_tx.is_some() {
+            let nodes = self.nodes();
+            self.pending.push(StoreMsg::Nodes(wall, nodes));
+            self.pending
+                .push(StoreMsg::Status(wall, Box::new(snap.clone()), true));
+            if tokio::time::timeout_at(until, self.flush_pending())
+                .await
+                .is_err()
+            {
+                storage_error = Some(format!(
+                    "storage did not take the last records within {timeout:?}"
+                ));
             }
         }
-        // Closing the channel ends the storage thread after it flushed.
+        // Closing the channel ends the storage thread after it closed the store.
         self.store_tx = None;
+        self.store_rx = None;
         self.events_tx = None;
         if let Some(t) = self.store_thread.take() {
             let (tx, rx) = oneshot::channel();
             std::thread::spawn(move || {
                 let _ = tx.send(t.join());
             });
-            match tokio::time::timeout_at(until, rx).await {
-                Ok(Ok(Ok(Ok(())))) => {}
-                Ok(Ok(Ok(Err(e)))) => storage_error = Some(e),
-                Ok(Ok(Err(_))) | Ok(Err(_)) => {
-                    storage_error = Some("storage thread panicked".into())
-                }
-                Err(_) => {
-                    storage_error = Some(format!("storage flush did not finish within {timeout:?}"))
-                }
-            }
+            let e = match tokio::time::timeout_at(until, rx).await {
+                Ok(Ok(Ok(Ok(())))) => None,
+                Ok(Ok(Ok(Err(e)))) => Some(e),
+                Ok(Ok(Err(_))) | Ok(Err(_)) => Some("storage thread panicked".into()),
+                Err(_) => Some(format!("storage flush did not finish within {timeout:?}")),
+            };
+            storage_error = storage_error.or(e);
         }
         DriverReport {
-            stats,
-            counters: self.c,
+            stats: snap.stats,
+            counters: snap.runtime,
             storage_error,
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut c = self.c.clone();
+        c.tcp_open = self.conns.len();
+        Snapshot {
+            at: self.clock.now(),
+            stats: self.crawler.stats(),
+            runtime: c,
+        }
+    }
+
+    fn nodes(&self) -> Vec<magnetar_core::routing::NodeEntry> {
+        let mut nodes = Vec::new();
+        for ident in self.crawler.identities() {
+            nodes.extend(ident.table.nodes().cloned());
+        }
+        nodes
+    }
+
+    fn on_store_reply(&mut self, r: StoreReply) {
+        match r {
+            StoreReply::Decision(ih, Decision::Acquire) => {
+                self.c.infohashes_new += 1;
+                let now = self.clock.now();
+                if self.crawler.acquire(now, ih).is_err() {
+                    self.c.acquire_full += 1;
+                }
+            }
+            StoreReply::Decision(_, Decision::Known) => self.c.infohashes_known += 1,
+            StoreReply::Decision(_, Decision::Nothing) => {}
+            StoreReply::Error => self.c.storage_errors += 1,
         }
     }
 
@@ -313,9 +387,7 @@ impl Driver {
             }
             Command::Bootstrap { routers } => self.crawler.bootstrap(now, &routers),
             Command::Stats { reply } => {
-                let mut c = self.c.clone();
-                c.tcp_open = self.conns.len();
-                let _ = reply.send((self.crawler.stats(), c));
+                let _ = reply.send(self.snapshot());
             }
             Command::Shutdown => {}
         }
@@ -461,18 +533,15 @@ impl Driver {
     }
 
     fn on_event(&mut self, e: Event) {
-        if let Event::InfohashDiscovered { info_hash, .. } = &e {
-            let known = self.storage.as_ref().is_some_and(|s| s.known(info_hash));
-            if known {
-                self.c.infohashes_known += 1;
-            } else if !self.crawler.config().crawl.auto_acquire {
-                self.c.infohashes_new += 1;
+        // Without storage every discovery is new; with it, the storage thread
+        // decides (see `on_store_reply`). With `auto_acquire` core acquires itself.
+        if let (Event::InfohashDiscovered { info_hash, .. }, None) = (&e, &self.store_tx) {
+            self.c.infohashes_new += 1;
+            if !self.crawler.config().crawl.auto_acquire {
                 let now = self.clock.now();
                 if self.crawler.acquire(now, *info_hash).is_err() {
                     self.c.acquire_full += 1;
                 }
-            } else {
-                self.c.infohashes_new += 1;
             }
         }
         if let Some(tx) = &self.events_tx {
@@ -483,7 +552,7 @@ impl Driver {
             }
         }
         if self.store_tx.is_some() {
-            self.pending.push((wall_secs(), e));
+            self.pending.push(StoreMsg::Event(wall_secs(), e));
         }
     }
 
@@ -512,18 +581,43 @@ impl Driver {
     }
 }
 
-fn storage_thread(s: Arc<dyn Storage>, mut rx: mpsc::Receiver<(u64, Event)>) -> Result<(), String> {
+fn storage_thread(
+    mut s: Box<dyn Storage>,
+    mut rx: mpsc::Receiver<StoreMsg>,
+    replies: mpsc::UnboundedSender<StoreReply>,
+) -> Result<(), String> {
     let mut first_err = None;
-    while let Some((wall, e)) = rx.blocking_recv() {
-        if let Err(err) = s.record(wall, &e) {
+    while let Some(msg) = rx.blocking_recv() {
+        let r = match msg {
+            StoreMsg::Event(wall, e) => match s.on_event(wall, &e) {
+                Ok(d) => {
+                    if let Event::InfohashDiscovered { info_hash, .. } = &e {
+                        let _ = replies.send(StoreReply::Decision(*info_hash, d));
+                    }
+                    Ok(())
+                }
+                Err(err) => Err(err),
+            },
+            StoreMsg::Nodes(wall, nodes) => s.nodes(wall, &nodes),
+            StoreMsg::Status(wall, snap, last) => s.status(wall, &snap, last),
+        };
+        if let Err(err) = r {
             tracing::warn!("storage: {err}");
+            let _ = replies.send(StoreReply::Error);
             first_err.get_or_insert(err);
         }
     }
-    let flushed = s.flush();
+    let closed = s.close();
     match first_err {
         Some(e) => Err(e),
-        None => flushed,
+        None => closed,
+    }
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -31,7 +31,6 @@
 //!
 //! ```
 //! use std::net::SocketAddr;
-//! use std::sync::Arc;
 //! use std::time::Duration;
 //!
 //! use magnetar_core::krpc::{self, Body, Message, Query, QueryKind};
@@ -107,8 +106,8 @@
 //!     let mut c = Config::loopback_test(1);
 //!     c.dht.bootstrap_nodes = 4;
 //!     c.dht.per_ip_answers_per_sec = 100_000;
-//!     let store = Arc::new(MemoryStorage::new());
-//!     let (crawler, mut events) = Crawler::spawn(c, Some(store.clone())).unwrap();
+//!     let store = MemoryStorage::new(); // clones share the map
+//!     let (crawler, mut events) = Crawler::spawn(c, Some(Box::new(store.clone()))).unwrap();
 //!     crawler.bootstrap(&[first]).await.unwrap();
 //!     let fetched = tokio::time::timeout(Duration::from_secs(30), async {
 //!         while let Some(e) = events.recv().await {
@@ -142,7 +141,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use magnetar_core::{ApiMisuse, Config, Event, InfoHash, Stats};
+use magnetar_core::{ApiMisuse, Config, Event, InfoHash, Stats, Timestamp};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -154,7 +153,7 @@ mod storage;
 
 pub use driver::{DriverReport, RuntimeCounters};
 pub use run::{run, RunOptions, RunReport};
-pub use storage::{MemoryStorage, Storage};
+pub use storage::{Decision, MemoryStorage, Storage};
 
 use driver::{Clock, Command, Driver};
 
@@ -162,6 +161,8 @@ use driver::{Clock, Command, Driver};
 pub const DEFAULT_EVENT_CAPACITY: usize = 4096;
 /// Default capacity of the storage channel (the driver waits when it is full).
 pub const DEFAULT_STORAGE_CAPACITY: usize = 4096;
+/// Default period of the [`Storage::status`] snapshots.
+pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(10);
 /// Default bound on a graceful shutdown.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -209,20 +210,21 @@ impl From<io::Error> for Error {
 /// Entry point of the library API; see [`Crawler::spawn`] and [`Crawler::builder`].
 pub struct Crawler {
     config: Config,
-    storage: Option<Arc<dyn Storage>>,
+    storage: Option<Box<dyn Storage>>,
     event_capacity: usize,
     storage_capacity: usize,
+    status_interval: Duration,
     shutdown_timeout: Duration,
 }
 
 impl Crawler {
     /// Binds one UDP socket per identity of `config` and spawns the driver on the
-    /// current tokio runtime (must be called from within one). With `storage`, each
-    /// new discovery is checked against it (and acquired only when unknown) and
-    /// every event is recorded; without, every discovery is acquired.
+    /// current tokio runtime (must be called from within one). With `storage`,
+    /// every event is recorded and a new discovery is acquired only when the
+    /// storage says so; without, every discovery is acquired.
     pub fn spawn(
         config: Config,
-        storage: Option<Arc<dyn Storage>>,
+        storage: Option<Box<dyn Storage>>,
     ) -> Result<(Handle, EventStream), Error> {
         let mut b = Crawler::builder(config);
         b.storage = storage;
@@ -236,12 +238,19 @@ impl Crawler {
             storage: None,
             event_capacity: DEFAULT_EVENT_CAPACITY,
             storage_capacity: DEFAULT_STORAGE_CAPACITY,
+            status_interval: DEFAULT_STATUS_INTERVAL,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
 
-    pub fn storage(mut self, s: Arc<dyn Storage>) -> Self {
+    pub fn storage(mut self, s: Box<dyn Storage>) -> Self {
         self.storage = Some(s);
+        self
+    }
+
+    /// How often [`Storage::status`] gets a [`Snapshot`].
+    pub fn status_interval(mut self, d: Duration) -> Self {
+        self.status_interval = d.max(Duration::from_millis(10));
         self
     }
 
@@ -267,13 +276,12 @@ impl Crawler {
     pub fn start(self) -> Result<(Handle, EventStream), Error> {
         let mut config = self.config;
         let mut udp = Vec::new();
-        let mut udp_tx = Vec::new();
         for ident in &mut config.identities {
             let s = bind_udp(ident.bind)?;
             // Port 0 becomes the port the OS gave us.
             ident.bind = s.local_addr()?;
-            udp_tx.push(s.try_clone()?);
-            udp.push(UdpSocket::from_std(s)?);
+            let tx = s.try_clone()?;
+            udp.push((UdpSocket::from_std(s)?, tx));
         }
         let local_addrs: Vec<SocketAddr> = config.identities.iter().map(|i| i.bind).collect();
         let clock = Clock(Instant::now());
@@ -288,9 +296,9 @@ impl Crawler {
             clock,
             crawler,
             udp,
-            udp_tx,
             self.storage,
             self.storage_capacity,
+            self.status_interval,
             events_tx,
         )?;
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
@@ -326,6 +334,8 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
 /// A snapshot of the crawler's counters and the driver's own.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
+    /// The driver's clock (nanoseconds since it started), for rates.
+    pub at: Timestamp,
     pub stats: Stats,
     pub runtime: RuntimeCounters,
 }
@@ -383,8 +393,7 @@ impl Handle {
 
     /// Every counter of the crawler and of the driver.
     pub async fn stats(&self) -> Result<Snapshot, Error> {
-        let (stats, runtime) = self.call(|reply| Command::Stats { reply }).await?;
-        Ok(Snapshot { stats, runtime })
+        self.call(|reply| Command::Stats { reply }).await
     }
 
     /// Stops new work, closes every connection, flushes storage, and returns the

@@ -1,13 +1,15 @@
 //! The driver entry point for the `magnetar` binary (`magnetar crawl --runtime tokio`).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use magnetar_core::{Config, Stats};
 
 use crate::storage::Storage;
-use crate::{Crawler, Error, RuntimeCounters, DEFAULT_SHUTDOWN_TIMEOUT};
+use crate::{Crawler, Error, RuntimeCounters, Snapshot, DEFAULT_SHUTDOWN_TIMEOUT};
+
+/// Called every status interval with the counters (on the runtime's thread).
+pub type StatusCallback = Box<dyn FnMut(&Snapshot) + Send>;
 
 /// How long unresolved router names wait before the next attempt (doubling).
 const DNS_RETRY: Duration = Duration::from_secs(5);
@@ -24,7 +26,11 @@ pub struct RunOptions {
     /// Stop after this long (`None`: until SIGINT/SIGTERM).
     pub duration: Option<Duration>,
     /// Where results go (`None`: nowhere; every discovery is acquired).
-    pub storage: Option<Arc<dyn Storage>>,
+    pub storage: Option<Box<dyn Storage>>,
+    /// How often `on_status` (and [`Storage::status`]) get the counters.
+    pub status_interval: Duration,
+    /// For the status line and `/metrics` (rendered by `magnetar_core::report`).
+    pub on_status: Option<StatusCallback>,
     /// Bound on the graceful shutdown (storage flush).
     pub shutdown_timeout: Duration,
     /// Stop on SIGINT/SIGTERM (a second signal exits at once with status 130).
@@ -39,6 +45,8 @@ impl RunOptions {
             bootstrap_nodes: Vec::new(),
             duration: None,
             storage: None,
+            status_interval: crate::DEFAULT_STATUS_INTERVAL,
+            on_status: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             handle_signals: true,
         }
@@ -66,6 +74,7 @@ pub fn run(opts: RunOptions) -> Result<RunReport, Error> {
 async fn run_async(opts: RunOptions) -> Result<RunReport, Error> {
     let mut b = Crawler::builder(opts.config)
         .event_capacity(0)
+        .status_interval(opts.status_interval)
         .shutdown_timeout(opts.shutdown_timeout);
     if let Some(s) = opts.storage {
         b = b.storage(s);
@@ -83,12 +92,31 @@ async fn run_async(opts: RunOptions) -> Result<RunReport, Error> {
         tokio::spawn(async move { resolve_routers(handle, routers).await })
     };
 
+    let status = opts.on_status.map(|mut f| {
+        let handle = handle.clone();
+        let every = opts.status_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match handle.stats().await {
+                    Ok(s) => f(&s),
+                    Err(_) => return,
+                }
+            }
+        })
+    });
+
     let stop_reason = tokio::select! {
         () = sleep_opt(opts.duration) => "duration reached",
         () = signal(opts.handle_signals) => "signal",
     };
     tracing::info!(reason = stop_reason, "crawl stopping");
     resolver.abort();
+    if let Some(s) = status {
+        s.abort();
+    }
     let report = handle.shutdown().await?;
     tracing::info!(
         fetched = report.stats.fetch.fetched,

@@ -1,48 +1,68 @@
 //! Where the crawl's results go, seen from the driver.
 //!
-//! The driver knows only the [`Storage`] trait: it asks [`Storage::known`] whether a
-//! discovered infohash is stored (inline, on the driver task: it must be a fast
-//! read, as an LMDB `contains` is) and hands every core event to
-//! [`Storage::record`] on a dedicated storage thread, through a bounded channel.
-//! `record` may block (the LMDB writer's `send` blocks when its own channel is
-//! full); the bounded channel then fills and the driver waits for room before it
-//! reads more input: that is the backpressure.
+//! A [`Storage`] lives on its own thread (`magnetar-tokio-storage`) and is fed
+//! through a bounded channel: every core event, the routing table's nodes now and
+//! then, and periodic [`Snapshot`]s. Its methods may block (an LMDB writer's `send`
+//! blocks when the writer is behind); the channel then fills and the driver task
+//! waits for room before it reads more input (it yields to the runtime meanwhile,
+//! never blocking a thread): that is the backpressure.
 //!
-//! The conversion of events into storage records belongs to the shared ingest glue
-//! (`magnetar_storage::ingest`), not to this crate: an LMDB-backed `Storage` is a
-//! thin adapter over it.
+//! For an `InfohashDiscovered` event the storage answers with a [`Decision`]: the
+//! driver calls `Crawler::acquire` only for [`Decision::Acquire`], so the
+//! "already stored?" read runs on the storage thread, off the reactor.
+//!
+//! The method shapes follow the shared ingest glue (`magnetar_storage::ingest`:
+//! `on_event` returning a decision, `nodes`, `close`), which does the event →
+//! record conversion for both runtimes; the LMDB `Storage` is a thin adapter to it.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use magnetar_core::{Event, InfoHash, NodeId};
+use magnetar_core::routing::NodeEntry;
+use magnetar_core::{Event, InfoHash};
 
-/// A store of crawl results. All methods take `&self`: `known` runs on the driver
-/// task while `record` runs on the storage thread.
-pub trait Storage: Send + Sync + 'static {
-    /// Whether the metadata of `ih` is stored already (then it is not acquired).
-    /// Called on the driver task once per new discovery: must not block for long.
-    fn known(&self, ih: &InfoHash) -> bool;
-    /// One core event, at wall-clock time `wall` (Unix seconds). Runs on the
-    /// storage thread; may block (backpressure).
-    fn record(&self, wall: u64, event: &Event) -> Result<(), String>;
-    /// The routing tables' nodes at shutdown (for the next start's bootstrap).
-    fn save_nodes(&self, _wall: u64, _nodes: &[(NodeId, SocketAddr)]) -> Result<(), String> {
+use crate::Snapshot;
+
+/// What to do with a discovered infohash.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Not stored: find peers and fetch the metadata.
+    Acquire,
+    /// Already stored: nothing to do.
+    Known,
+    /// Not a discovery event.
+    Nothing,
+}
+
+/// A store of crawl results, owned by the storage thread.
+pub trait Storage: Send + 'static {
+    /// One core event at wall-clock time `wall` (Unix seconds). For
+    /// `InfohashDiscovered`, says whether to acquire it. May block (backpressure).
+    /// An error is logged and counted; the crawl goes on.
+    fn on_event(&mut self, wall: u64, event: &Event) -> Result<Decision, String>;
+    /// The routing tables' nodes, every few minutes and at shutdown (the next
+    /// start bootstraps from them).
+    fn nodes(&mut self, _wall: u64, _nodes: &[NodeEntry]) -> Result<(), String> {
         Ok(())
     }
-    /// Everything recorded so far is made durable. Called once, at shutdown, on the
-    /// storage thread, after the last `record`.
-    fn flush(&self) -> Result<(), String> {
+    /// The counters, every status interval and once at shutdown (`last`): for a
+    /// session record.
+    fn status(&mut self, _wall: u64, _snapshot: &Snapshot, _last: bool) -> Result<(), String> {
+        Ok(())
+    }
+    /// Everything recorded is made durable and the store is closed. Called once,
+    /// at shutdown, after the last event.
+    fn close(self: Box<Self>) -> Result<(), String> {
         Ok(())
     }
 }
 
-/// A store that keeps fetched torrents in memory: name and total size by infohash
-/// (tests, and programs that want no database).
-#[derive(Default, Debug)]
+/// Torrents kept in memory: name and total size by infohash (tests, and programs
+/// that want no database). Clones share the same map, so a program can keep one
+/// to read while the crawler owns another.
+#[derive(Clone, Default, Debug)]
 pub struct MemoryStorage {
-    torrents: Mutex<HashMap<InfoHash, (String, u64)>>,
+    torrents: Arc<Mutex<HashMap<InfoHash, (String, u64)>>>,
 }
 
 impl MemoryStorage {
@@ -54,18 +74,26 @@ impl MemoryStorage {
         let t = self.torrents.lock().unwrap_or_else(|e| e.into_inner());
         t.iter().map(|(k, (n, s))| (*k, n.clone(), *s)).collect()
     }
+    /// Marks `ih` as stored (it will not be acquired).
+    pub fn insert(&self, ih: InfoHash, name: &str, size: u64) {
+        let mut t = self.torrents.lock().unwrap_or_else(|e| e.into_inner());
+        t.insert(ih, (name.to_string(), size));
+    }
 }
 
 impl Storage for MemoryStorage {
-    fn known(&self, ih: &InfoHash) -> bool {
-        let t = self.torrents.lock().unwrap_or_else(|e| e.into_inner());
-        t.contains_key(ih)
-    }
-    fn record(&self, _wall: u64, event: &Event) -> Result<(), String> {
-        if let Event::MetadataFetched(m) = event {
-            let mut t = self.torrents.lock().unwrap_or_else(|e| e.into_inner());
-            t.insert(m.info_hash, (m.info.name.clone(), m.info.total_size));
-        }
-        Ok(())
+    fn on_event(&mut self, _wall: u64, event: &Event) -> Result<Decision, String> {
+        let mut t = self.torrents.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(match event {
+            Event::InfohashDiscovered { info_hash, .. } if t.contains_key(info_hash) => {
+                Decision::Known
+            }
+            Event::InfohashDiscovered { .. } => Decision::Acquire,
+            Event::MetadataFetched(m) => {
+                t.insert(m.info_hash, (m.info.name.clone(), m.info.total_size));
+                Decision::Nothing
+            }
+            _ => Decision::Nothing,
+        })
     }
 }

@@ -12,7 +12,7 @@ use common::{announce, crawler_config, serve, wait_for, Dht};
 use magnetar_core::fetch::FailReason;
 use magnetar_core::testkit::{build_info, Behavior, FakeSeeder, InfoSpec};
 use magnetar_core::{Event, InfoHash};
-use magnetar_tokio::{Crawler, Error, MemoryStorage, Storage};
+use magnetar_tokio::{Crawler, Decision, Error, MemoryStorage, Snapshot, Storage};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -33,8 +33,9 @@ async fn crawls_a_loopback_dht_and_stores_what_it_fetches() {
         want.insert((ih, name.to_string()));
     }
 
-    let store = Arc::new(MemoryStorage::new());
-    let (crawler, mut events) = Crawler::spawn(crawler_config(1), Some(store.clone())).unwrap();
+    let store = MemoryStorage::new();
+    let (crawler, mut events) =
+        Crawler::spawn(crawler_config(1), Some(Box::new(store.clone()))).unwrap();
     crawler.bootstrap(&[dht.router()]).await.unwrap();
     let mut got = BTreeSet::new();
     tokio::time::timeout(LIMIT, async {
@@ -72,23 +73,6 @@ async fn crawls_a_loopback_dht_and_stores_what_it_fetches() {
     dht.stop().await;
 }
 
-/// A storage that already holds one infohash.
-struct Knows(InfoHash, AtomicU64);
-
-impl Storage for Knows {
-    fn known(&self, ih: &InfoHash) -> bool {
-        *ih == self.0
-    }
-    fn record(&self, _wall: u64, e: &Event) -> Result<(), String> {
-        if let Event::InfohashDiscovered { info_hash, .. } = e {
-            if *info_hash == self.0 {
-                self.1.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn infohashes_storage_knows_are_not_acquired() {
     let dht = Dht::start(6, 200).await;
@@ -96,8 +80,10 @@ async fn infohashes_storage_knows_are_not_acquired() {
     let seeder = serve(info, Behavior::Honest).await;
     announce(&dht.addrs(), ih, seeder.port()).await;
 
-    let store = Arc::new(Knows(ih, AtomicU64::new(0)));
-    let (crawler, _events) = Crawler::spawn(crawler_config(2), Some(store.clone())).unwrap();
+    let store = MemoryStorage::new();
+    store.insert(ih, "known.bin", 1 << 16);
+    let (crawler, _events) =
+        Crawler::spawn(crawler_config(2), Some(Box::new(store.clone()))).unwrap();
     crawler.bootstrap(&[dht.router()]).await.unwrap();
     wait_for(LIMIT, "the known infohash to be discovered", || {
         let c = crawler.clone();
@@ -110,10 +96,7 @@ async fn infohashes_storage_knows_are_not_acquired() {
     let report = crawler.shutdown().await.unwrap();
     assert_eq!(report.stats.fetch.started, 0, "nothing was fetched");
     assert_eq!(report.stats.crawl.acquisitions_started, 0);
-    assert!(
-        store.1.load(Ordering::Relaxed) >= 1,
-        "the event was recorded"
-    );
+    assert_eq!(report.counters.infohashes_new, 0);
     dht.stop().await;
 }
 
@@ -164,26 +147,45 @@ async fn handle_fetch_reports_success_and_each_failure() {
     assert!(matches!(crawler.shutdown().await, Err(Error::Stopped)));
 }
 
-/// A slow storage: each record takes a while; flush is observed.
+/// A slow storage: each event takes a while; the final calls are observed.
+#[derive(Clone)]
 struct Slow {
-    records: AtomicU64,
-    flushed: AtomicBool,
+    records: Arc<AtomicU64>,
+    closed: Arc<AtomicBool>,
+    /// Datagrams in, as the last status (at shutdown) saw them.
+    last_status: Arc<AtomicU64>,
     record_delay: Duration,
-    flush_delay: Duration,
+    close_delay: Duration,
+}
+
+impl Slow {
+    fn new(record_delay: Duration, close_delay: Duration) -> Self {
+        Slow {
+            records: Arc::default(),
+            closed: Arc::default(),
+            last_status: Arc::default(),
+            record_delay,
+            close_delay,
+        }
+    }
 }
 
 impl Storage for Slow {
-    fn known(&self, _: &InfoHash) -> bool {
-        false
-    }
-    fn record(&self, _: u64, _: &Event) -> Result<(), String> {
+    fn on_event(&mut self, _: u64, _: &Event) -> Result<Decision, String> {
         std::thread::sleep(self.record_delay);
         self.records.fetch_add(1, Ordering::Relaxed);
+        Ok(Decision::Acquire)
+    }
+    fn status(&mut self, _: u64, s: &Snapshot, last: bool) -> Result<(), String> {
+        if last {
+            self.last_status
+                .store(s.stats.dht.datagrams_in, Ordering::Relaxed);
+        }
         Ok(())
     }
-    fn flush(&self) -> Result<(), String> {
-        std::thread::sleep(self.flush_delay);
-        self.flushed.store(true, Ordering::Relaxed);
+    fn close(self: Box<Self>) -> Result<(), String> {
+        std::thread::sleep(self.close_delay);
+        self.closed.store(true, Ordering::Relaxed);
         Ok(())
     }
 }
@@ -191,14 +193,9 @@ impl Storage for Slow {
 #[tokio::test]
 async fn slow_storage_applies_backpressure_and_loses_nothing() {
     let dht = Dht::start(8, 300).await;
-    let store = Arc::new(Slow {
-        records: AtomicU64::new(0),
-        flushed: AtomicBool::new(false),
-        record_delay: Duration::from_millis(2),
-        flush_delay: Duration::from_millis(50),
-    });
+    let store = Slow::new(Duration::from_millis(2), Duration::from_millis(50));
     let (crawler, mut events) = Crawler::builder(crawler_config(4))
-        .storage(store.clone())
+        .storage(Box::new(store.clone()))
         .storage_capacity(1)
         .start()
         .unwrap();
@@ -222,7 +219,11 @@ async fn slow_storage_applies_backpressure_and_loses_nothing() {
     let report = crawler.shutdown().await.unwrap();
     let streamed = counter.await.unwrap();
     assert_eq!(report.counters.stream_dropped, 0);
-    assert!(store.flushed.load(Ordering::Relaxed));
+    assert!(store.closed.load(Ordering::Relaxed));
+    assert_eq!(
+        store.last_status.load(Ordering::Relaxed),
+        report.stats.dht.datagrams_in
+    );
     assert_eq!(
         store.records.load(Ordering::Relaxed),
         streamed,
@@ -233,14 +234,9 @@ async fn slow_storage_applies_backpressure_and_loses_nothing() {
 
 #[tokio::test]
 async fn shutdown_is_bounded_when_storage_hangs() {
-    let store = Arc::new(Slow {
-        records: AtomicU64::new(0),
-        flushed: AtomicBool::new(false),
-        record_delay: Duration::ZERO,
-        flush_delay: Duration::from_secs(20),
-    });
+    let store = Slow::new(Duration::ZERO, Duration::from_secs(20));
     let (crawler, _events) = Crawler::builder(crawler_config(5))
-        .storage(store)
+        .storage(Box::new(store))
         .shutdown_timeout(Duration::from_millis(300))
         .start()
         .unwrap();
