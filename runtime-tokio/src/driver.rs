@@ -33,6 +33,10 @@ use crate::{Error, Snapshot};
 
 /// Largest UDP datagram read (KRPC messages are well under 1,500 bytes).
 const UDP_BUF: usize = 65_536;
+/// Datagrams read from one socket per wakeup: past this the driver yields, so the
+/// other inputs and the other tasks of the runtime (connections, handles, the
+/// storage replies) get a turn. Reached before `WouldBlock` only under a flood.
+const UDP_BATCH: u32 = 256;
 /// Bytes a connection task reads at once.
 const TCP_READ: usize = 64 * 1024;
 /// Connection events queued from the connection tasks to the driver.
@@ -157,6 +161,8 @@ pub(crate) struct Driver {
     /// `WouldBlock` until the reactor has seen the socket writable once (the
     /// first datagrams of a new socket would be lost).
     udp_tx: Vec<std::net::UdpSocket>,
+    /// The UDP socket checked first at the next wakeup.
+    udp_next: usize,
     conns: HashMap<ConnId, Conn>,
     conn_tx: mpsc::Sender<ConnEvent>,
     conn_rx: mpsc::Receiver<ConnEvent>,
@@ -205,6 +211,7 @@ impl Driver {
             crawler,
             udp,
             udp_tx,
+            udp_next: 0,
             conns: HashMap::new(),
             conn_tx,
             conn_rx,
@@ -239,6 +246,7 @@ impl Driver {
         let mut save_nodes = tokio::time::interval_at(start + SAVE_NODES_EVERY, SAVE_NODES_EVERY);
         save_nodes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            let mut more = false;
             if armed != self.deadline {
                 armed = self.deadline;
                 if let Some(d) = self.deadline {
@@ -277,7 +285,11 @@ impl Driver {
                         }
                     }
                 }
-                i = udp_readable(&self.udp) => self.on_udp(i),
+                i = udp_readable(&self.udp, self.udp_next) => {
+                    more = self.on_udp(i);
+                    // Round robin: a flooded socket does not starve the others.
+                    self.udp_next = i + 1;
+                }
                 _ = status.tick(), if self.store_tx.is_some() => {
                     let snap = self.snapshot();
                     self.pending.push(StoreMsg::Status(wall_secs(), Box::new(snap), false));
@@ -288,6 +300,9 @@ impl Driver {
                 }
             }
             self.flush_pending().await;
+            if more {
+                tokio::task::yield_now().await;
+            }
         }
         self.shutdown(shutdown_timeout).await
     }
@@ -501,11 +516,17 @@ impl Driver {
         self.drain();
     }
 
-    fn on_udp(&mut self, i: usize) {
+    /// Reads socket `i` until `WouldBlock` or `UDP_BATCH` datagrams; true when it
+    /// stopped at the batch limit.
+    fn on_udp(&mut self, i: usize) -> bool {
         let mut buf = std::mem::take(&mut self.rbuf);
         let mut n_read = 0u32;
         let mut at = self.clock.now();
         while let Some(s) = self.udp.get(i) {
+            if n_read == UDP_BATCH {
+                self.rbuf = buf;
+                return true;
+            }
             match s.try_recv_from(&mut buf) {
                 Ok((n, from)) => {
                     n_read += 1;
@@ -530,6 +551,7 @@ impl Driver {
             }
         }
         self.rbuf = buf;
+        false
     }
 
     fn on_event(&mut self, e: Event) {
@@ -621,11 +643,14 @@ async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
     }
 }
 
-/// Resolves to the index of a readable UDP socket (never, when there are none).
-async fn udp_readable(udp: &[UdpSocket]) -> usize {
+/// Resolves to the index of a readable UDP socket, checking from `first` on
+/// (never resolves when there are none).
+async fn udp_readable(udp: &[UdpSocket], first: usize) -> usize {
     poll_fn(|cx| {
-        for (i, s) in udp.iter().enumerate() {
-            if s.poll_recv_ready(cx).is_ready() {
+        let n = udp.len();
+        for k in 0..n {
+            let i = (first + k) % n;
+            if udp[i].poll_recv_ready(cx).is_ready() {
                 return Poll::Ready(i);
             }
         }

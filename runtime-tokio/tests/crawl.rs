@@ -278,3 +278,38 @@ async fn a_fresh_socket_sends_its_first_datagram() {
     let r = crawler.shutdown().await.unwrap();
     assert_eq!(r.counters.udp_send_would_block, 0);
 }
+
+#[tokio::test]
+async fn a_udp_flood_does_not_starve_the_handle() {
+    let (crawler, _events) = Crawler::spawn(crawler_config(8), None).unwrap();
+    let target = crawler.local_addrs()[0];
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let ping = b"d1:ad2:id20:abcdefghij0123456789e1:q4:ping1:t2:aa1:y1:qe";
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let _ = s.send_to(ping, target);
+                sent += 1;
+            }
+            sent
+        })
+    };
+    // Wait until the flood is being read, then ask for the counters.
+    wait_for(LIMIT, "the flood to arrive", || {
+        let c = crawler.clone();
+        async move { (c.stats().await.unwrap().stats.dht.datagrams_in > 10_000).then_some(()) }
+    })
+    .await;
+    let t0 = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(5), crawler.stats()).await;
+    let waited = t0.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let sent = flood.join().unwrap();
+    let snap = r.expect("the handle is answered during a flood").unwrap();
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    assert!(snap.stats.dht.datagrams_in > 0 && sent > 0);
+    crawler.shutdown().await.unwrap();
+}
