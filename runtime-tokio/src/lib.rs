@@ -163,8 +163,12 @@ pub const DEFAULT_EVENT_CAPACITY: usize = 4096;
 pub const DEFAULT_STORAGE_CAPACITY: usize = 4096;
 /// Default period of the [`Storage::status`] snapshots.
 pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(10);
-/// Default bound on a graceful shutdown.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default bound on the storage flush at shutdown; with [`SHUTDOWN_GRACE`], a
+/// shutdown takes at most 5 s.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(4500);
+/// Past the shutdown timeout, [`Handle::shutdown`] waits this much longer for the
+/// driver, then aborts it (a storage blocked for good cannot hold the program).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 /// What can go wrong. Remote misbehaviour never surfaces here: it is counted in
 /// [`Stats`].
@@ -307,6 +311,7 @@ impl Crawler {
             tx: cmd_tx,
             local_addrs: local_addrs.into(),
             join: Arc::new(Mutex::new(Some(join))),
+            shutdown_timeout: self.shutdown_timeout,
         };
         let events = EventStream {
             inner: events_rx.map(ReceiverStream::new),
@@ -347,6 +352,7 @@ pub struct Handle {
     tx: mpsc::Sender<Command>,
     local_addrs: Arc<[SocketAddr]>,
     join: Arc<Mutex<Option<JoinHandle<DriverReport>>>>,
+    shutdown_timeout: Duration,
 }
 
 impl std::fmt::Debug for Handle {
@@ -397,16 +403,28 @@ impl Handle {
     }
 
     /// Stops new work, closes every connection, flushes storage, and returns the
-    /// final counters. Bounded by the shutdown timeout (5 s by default). Only the
-    /// first call gets the report; later ones (and clones) get `Error::Stopped`.
+    /// final counters. Takes at most the shutdown timeout plus [`SHUTDOWN_GRACE`]
+    /// (5 s by default): a driver still waiting for a blocked storage then is
+    /// aborted and the error says so. Only the first call gets the report; later
+    /// ones (and clones) get `Error::Stopped` once the crawler has stopped.
     pub async fn shutdown(&self) -> Result<DriverReport, Error> {
-        let _ = self.tx.send(Command::Shutdown).await;
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout + SHUTDOWN_GRACE;
         let join = self.join.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let Some(join) = join else {
-            self.tx.closed().await;
+        let _ = tokio::time::timeout_at(deadline, self.tx.send(Command::Shutdown)).await;
+        let Some(mut join) = join else {
+            let _ = tokio::time::timeout_at(deadline, self.tx.closed()).await;
             return Err(Error::Stopped);
         };
-        let report = join.await.map_err(|_| Error::Stopped)?;
+        let report = match tokio::time::timeout_at(deadline, &mut join).await {
+            Ok(r) => r.map_err(|_| Error::Stopped)?,
+            Err(_) => {
+                join.abort();
+                return Err(Error::Storage(format!(
+                    "the driver did not stop within {:?} (storage blocked); aborted",
+                    self.shutdown_timeout + SHUTDOWN_GRACE
+                )));
+            }
+        };
         match &report.storage_error {
             Some(e) => Err(Error::Storage(e.clone())),
             None => Ok(report),

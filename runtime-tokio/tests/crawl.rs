@@ -313,3 +313,44 @@ async fn a_udp_flood_does_not_starve_the_handle() {
     assert!(snap.stats.dht.datagrams_in > 0 && sent > 0);
     crawler.shutdown().await.unwrap();
 }
+
+/// A storage whose every call blocks for a long time.
+struct Stuck;
+
+impl Storage for Stuck {
+    fn on_event(&mut self, _: u64, _: &Event) -> Result<Decision, String> {
+        std::thread::sleep(Duration::from_secs(30));
+        Ok(Decision::Nothing)
+    }
+}
+
+#[tokio::test]
+async fn shutdown_is_bounded_when_storage_blocks_the_driver() {
+    let dht = Dht::start(4, 400).await;
+    let (crawler, _events) = Crawler::builder(crawler_config(10))
+        .storage(Box::new(Stuck))
+        .storage_capacity(1)
+        .shutdown_timeout(Duration::from_millis(300))
+        .start()
+        .unwrap();
+    crawler.bootstrap(&[dht.router()]).await.unwrap();
+    // The driver is soon stuck waiting for room in the storage channel: it answers
+    // no command any more.
+    wait_for(LIMIT, "the driver to be stuck", || {
+        let c = crawler.clone();
+        async move {
+            tokio::time::timeout(Duration::from_millis(200), c.stats())
+                .await
+                .is_err()
+                .then_some(())
+        }
+    })
+    .await;
+    let t0 = Instant::now();
+    match crawler.shutdown().await {
+        Err(Error::Storage(e)) => assert!(e.contains("did not"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    dht.stop().await;
+}
