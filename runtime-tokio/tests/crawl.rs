@@ -252,8 +252,10 @@ async fn shutdown_is_bounded_when_storage_hangs() {
 async fn dropping_every_handle_stops_the_crawler() {
     let (crawler, mut events) = Crawler::spawn(crawler_config(6), None).unwrap();
     drop(crawler);
+    // EventStream is a futures `Stream`.
+    use tokio_stream::StreamExt;
     tokio::time::timeout(Duration::from_secs(5), async {
-        while events.recv().await.is_some() {}
+        while events.next().await.is_some() {}
     })
     .await
     .expect("the stream ends");
@@ -353,4 +355,34 @@ async fn shutdown_is_bounded_when_storage_blocks_the_driver() {
     }
     assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     dht.stop().await;
+}
+
+#[tokio::test]
+async fn core_timeouts_close_connections_and_free_their_sockets() {
+    let mut c = crawler_config(12);
+    c.fetch.idle_timeout = Duration::from_millis(200);
+    let (crawler, mut events) = Crawler::spawn(c, None).unwrap();
+    let mut want = std::collections::BTreeMap::new();
+    for (i, b) in [Behavior::Silent, Behavior::Stall].into_iter().enumerate() {
+        let (info, ih) = torrent(&format!("slow{i}.bin"), 50_000);
+        let peer = serve(info, b).await;
+        crawler.fetch(ih, &[peer]).await.unwrap();
+        want.insert(ih, peer);
+    }
+    let mut failed = std::collections::BTreeMap::new();
+    tokio::time::timeout(LIMIT, async {
+        while failed.len() < want.len() {
+            if let Event::MetadataFailed(m) = events.recv().await.unwrap() {
+                failed.insert(m.info_hash, m.reasons.clone());
+            }
+        }
+    })
+    .await
+    .expect("both fetches time out");
+    for (ih, peer) in want {
+        assert_eq!(failed[&ih], vec![(peer, FailReason::IdleTimeout)]);
+    }
+    let snap = crawler.stats().await.unwrap();
+    assert_eq!(snap.runtime.tcp_open, 0, "closed connections are dropped");
+    crawler.shutdown().await.unwrap();
 }
