@@ -12,6 +12,8 @@
 //!   --query Q       ping | find_node | get_peers (default find_node)
 //!   --target ADDR   load an external node instead (e.g. the mio runtime)
 //!   --pid PID       with --target: measure that process's CPU (/proc/PID/stat)
+//!   --serve ADDR    only run the tokio node on ADDR for --secs (for an external
+//!                   load generator, e.g. the mio runtime's magnetar-loadgen)
 //! ```
 //! Core rate-limits answers per IP (`per_ip_answers_per_sec`, 10/s by default);
 //! the node started here lifts that limit, as every sender is 127.0.0.1. An
@@ -33,6 +35,7 @@ struct Args {
     query: String,
     target: Option<SocketAddr>,
     pid: Option<u32>,
+    serve: Option<SocketAddr>,
 }
 
 fn parse() -> Args {
@@ -44,6 +47,7 @@ fn parse() -> Args {
         query: "find_node".into(),
         target: None,
         pid: None,
+        serve: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -56,6 +60,7 @@ fn parse() -> Args {
             "--query" => a.query = v,
             "--target" => a.target = Some(v.parse().expect("--target")),
             "--pid" => a.pid = Some(v.parse().expect("--pid")),
+            "--serve" => a.serve = Some(v.parse().expect("--serve")),
             _ => panic!("unknown option {k}"),
         }
     }
@@ -171,8 +176,50 @@ fn sender(
     }
 }
 
+/// The node under test: a plain DHT node without per-IP answer limits.
+fn node_config(bind: SocketAddr) -> Config {
+    let mut c = Config::loopback_test(7);
+    c.identities[0].bind = bind;
+    c.crawl.enabled = false;
+    c.dht.per_ip_answers_per_sec = u32::MAX;
+    c
+}
+
+fn serve(addr: SocketAddr, secs: u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (h, _events) = magnetar_tokio::Crawler::builder(node_config(addr))
+            .event_capacity(0)
+            .start()
+            .unwrap();
+        let cpu0 = cpu_secs("/proc/self/stat");
+        println!(
+            "tokio node on {} pid {} for {secs} s",
+            h.local_addrs()[0],
+            std::process::id()
+        );
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let s = h.stats().await.unwrap();
+        let _ = h.shutdown().await;
+        let cpu = cpu_secs("/proc/self/stat") - cpu0;
+        let answered = s.stats.dht.responses_out.max(1);
+        println!(
+            "answered {} queries | CPU {:.2} s | {:.2} µs per answered query",
+            s.stats.dht.responses_out,
+            cpu,
+            1e6 * cpu / answered as f64
+        );
+    });
+}
+
 fn main() {
     let a = parse();
+    if let Some(addr) = a.serve {
+        return serve(addr, a.secs);
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
     let sent = Arc::new(AtomicU64::new(0));
@@ -191,9 +238,7 @@ fn main() {
                 .enable_all()
                 .build()
                 .unwrap();
-            let mut c = Config::loopback_test(7);
-            c.crawl.enabled = false;
-            c.dht.per_ip_answers_per_sec = u32::MAX;
+            let c = node_config("127.0.0.1:0".parse().unwrap());
             let (h, events) = rt.block_on(async {
                 magnetar_tokio::Crawler::builder(c)
                     .event_capacity(0)
