@@ -52,6 +52,8 @@ pub struct DhtConfig {
     pub version: Option<Vec<u8>>,
     /// Lookup branch factor (queries in flight).
     pub lookup_alpha: usize,
+    /// Re-sends to a silent lookup candidate (after each short timeout) before it fails.
+    pub lookup_retries: u8,
     /// Concurrent lookups per identity.
     pub max_lookups: usize,
     /// Bootstrap succeeds when a table holds this many nodes.
@@ -81,6 +83,7 @@ impl Default for DhtConfig {
             read_only: false,
             version: None,
             lookup_alpha: 3,
+            lookup_retries: 3,
             max_lookups: 64,
             bootstrap_nodes: 16,
             bootstrap_backoff: Duration::from_secs(5),

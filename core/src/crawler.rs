@@ -34,6 +34,8 @@ use crate::{ApiMisuse, DiscoverySource, Event, Input, Output, SocketId};
 const TICK: Duration = Duration::from_secs(1);
 /// Shortest wait before lookups held back by the budget or pacing try again.
 const STARVED_RETRY: Duration = Duration::from_millis(5);
+/// Cap on queriers being verified by ping at once.
+const MAX_VERIFYING: usize = 1024;
 /// Cap on remembered router addresses.
 const MAX_ROUTERS: usize = 64;
 /// Cap on queued outputs before new events are dropped (counted).
@@ -65,6 +67,8 @@ pub struct Crawler {
     pub(crate) lookups: BTreeMap<u64, Lookup>,
     /// Lookups with a query held back by the budget or pacing.
     starved: BTreeSet<u64>,
+    /// Queriers we pinged to verify them, until when.
+    verifying: BTreeMap<SocketAddr, Timestamp>,
     pub(crate) harvest: Harvest,
     next_lookup: u64,
     routers: Vec<SocketAddr>,
@@ -130,6 +134,7 @@ impl Crawler {
             ids,
             lookups: BTreeMap::new(),
             starved: BTreeSet::new(),
+            verifying: BTreeMap::new(),
             harvest: Harvest::new(cfg.crawl.clone(), now),
             next_lookup: 1,
             routers: Vec::new(),
@@ -379,7 +384,8 @@ impl Crawler {
         let id = self.next_lookup;
         self.next_lookup += 1;
         let k = self.cfg.dht.routing.k;
-        let mut l = Lookup::new(id, ident.socket, target, kind, k, self.cfg.dht.lookup_alpha);
+        let mut l = Lookup::new(id, ident.socket, target, kind, k, self.cfg.dht.lookup_alpha)
+            .with_retries(self.cfg.dht.lookup_retries);
         let mut near = Vec::new();
         ident.table.closest(&target, k * 2, &mut near);
         for n in &near {
@@ -425,8 +431,7 @@ impl Crawler {
                 }
                 Sent::No => {
                     if let Some(l) = self.lookups.get_mut(&id) {
-                        l.on_short_timeout(&addr);
-                        l.on_failure(&addr);
+                        l.on_error(&addr);
                     }
                 }
             }
@@ -678,6 +683,21 @@ impl Crawler {
             self.fault(Fault::SuspectId, from);
             return;
         }
+        // A query proves little (its source may be spoofed): it only refreshes a
+        // node already in the table. Newcomers get in by answering one of our
+        // queries (the crawl samples every querier, so that happens soon).
+        if how == Contact::Query && ident.table.get(&from).is_none() {
+            if !self.harvest.cfg.enabled {
+                // A plain node verifies the querier with one ping (budget-limited).
+                self.verifying.retain(|_, until| *until > self.now);
+                if self.verifying.len() < MAX_VERIFYING && !self.verifying.contains_key(&from) {
+                    let until = self.now.add(self.cfg.dht.full_timeout);
+                    self.verifying.insert(from, until);
+                    self.send_query(i, from, Some(id), Purpose::Ping, QueryKind::Ping);
+                }
+            }
+            return;
+        }
         if let InsertOutcome::Rejected(crate::routing::RejectReason::SuspectId) =
             ident.table.heard_from(self.now, id, from, how)
         {
@@ -788,8 +808,7 @@ impl Crawler {
         }
         if let Purpose::Lookup(lid) = tx.purpose {
             if let Some(l) = self.lookups.get_mut(&lid) {
-                l.on_short_timeout(&tx.key.addr);
-                l.on_failure(&tx.key.addr);
+                l.on_error(&tx.key.addr);
             }
             self.pump_lookup(lid);
         }
@@ -980,16 +999,22 @@ impl Crawler {
                 resp.num = Some(self.store.len() as i64);
                 resp.interval = Some(self.cfg.dht.sample_interval as i64);
             }
-            QueryKind::Unknown { .. } => {
-                self.send_error(
-                    i,
-                    from,
-                    msg.tid,
-                    error_code::METHOD_UNKNOWN,
-                    b"method unknown",
-                );
-                return;
-            }
+            QueryKind::Unknown {
+                target, info_hash, ..
+            } => match target.map(|t| t.0).or(info_hash.map(|h| h.0)) {
+                // Forward compatibility: a newer query that names a key gets nodes.
+                Some(key) => self.compact_nodes(i, &key, want, &mut n4, &mut n6),
+                None => {
+                    self.send_error(
+                        i,
+                        from,
+                        msg.tid,
+                        error_code::METHOD_UNKNOWN,
+                        b"method unknown",
+                    );
+                    return;
+                }
+            },
         }
         if !values.is_empty() {
             resp.values = Some(values);

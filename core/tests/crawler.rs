@@ -48,6 +48,46 @@ fn last_reply(net: &Net) -> Message<'_> {
         .expect("a reply to the probe")
 }
 
+/// Answers the crawler's latest ping to the probe, as node `id`.
+fn answer_ping(net: &mut Net, id: NodeId) {
+    let tid = net
+        .outside
+        .iter()
+        .rev()
+        .filter(|s| s.to == probe())
+        .filter_map(|s| {
+            krpc::decode(&s.bytes)
+                .ok()
+                .map(|m| (m.tid.to_vec(), m.body))
+        })
+        .find_map(|(tid, b)| {
+            matches!(
+                b,
+                Body::Query(Query {
+                    kind: QueryKind::Ping,
+                    ..
+                })
+            )
+            .then_some(tid)
+        })
+        .expect("the crawler pinged the probe");
+    let m = Message {
+        tid: &tid,
+        version: None,
+        ip: None,
+        read_only: false,
+        body: Body::Response(Response {
+            id,
+            ..Response::default()
+        }),
+    };
+    let mut b = Vec::new();
+    krpc::encode(&m, &mut b);
+    net.send(probe(), addr(0), b);
+    let until = net.now.add(Duration::from_millis(100));
+    net.run_until(until, 100);
+}
+
 fn quiet_net(n: usize) -> Net {
     Net::new(n, 1, |_, c| c.crawl.enabled = false)
 }
@@ -66,6 +106,11 @@ fn answers_ping_find_node_and_unknown_methods() {
     assert_eq!(resp.id, net.nodes[0].identities()[0].id);
     // BEP 42: our reply tells the querier its address.
     assert_eq!(r.ip, Some(probe()));
+
+    // A querier is not trusted into the table until it answers our ping.
+    assert!(net.nodes[0].identities()[0].table.is_empty());
+    answer_ping(&mut net, me);
+    assert_eq!(net.nodes[0].identities()[0].table.len(), 1);
 
     // find_node answers with nodes (the probe itself is now in the table).
     net.send(
@@ -91,7 +136,15 @@ fn answers_ping_find_node_and_unknown_methods() {
     net.send(
         probe(),
         addr(0),
-        query(b"long-tid-xyz", me, QueryKind::Unknown { method: b"vote" }),
+        query(
+            b"long-tid-xyz",
+            me,
+            QueryKind::Unknown {
+                method: b"vote",
+                target: None,
+                info_hash: None,
+            },
+        ),
     );
     net.run_until(Timestamp::from_secs(3), 100);
     let r = last_reply(&net);
@@ -220,8 +273,19 @@ fn rate_limit_per_ip() {
         );
     }
     net.run_until(Timestamp::from_millis(100), 1000);
-    let answered = net.outside.iter().filter(|s| s.to == probe()).count();
+    let to_probe: Vec<_> = net
+        .outside
+        .iter()
+        .filter(|s| s.to == probe())
+        .map(|s| krpc::decode(&s.bytes).unwrap().body)
+        .collect();
+    let answered = to_probe
+        .iter()
+        .filter(|b| !matches!(b, Body::Query(_)))
+        .count();
     assert_eq!(answered, 10, "10/s burst per IP");
+    // One verification ping, not one per query.
+    assert_eq!(to_probe.len() - answered, 1);
     assert_eq!(
         net.nodes[0].stats().dht.faults.get(&Fault::RateLimited),
         Some(&40)
@@ -271,15 +335,29 @@ fn read_only_nodes_stay_out_of_the_table() {
     let mut b = Vec::new();
     krpc::encode(&m, &mut b);
     net.send(probe(), addr(0), b);
+    let other: SocketAddr = "127.0.9.10:7000".parse().unwrap();
     net.send(
-        "127.0.9.10:7000".parse().unwrap(),
+        other,
         addr(0),
         query(b"r2", NodeId([8; 20]), QueryKind::Ping),
     );
     net.run_until(Timestamp::from_secs(1), 100);
-    let t = &net.nodes[0].identities()[0].table;
-    assert_eq!(t.len(), 1);
-    assert!(t.get(&probe()).is_none());
+    // The ordinary querier is pinged for verification; the read-only one is not.
+    let pinged = |a: SocketAddr| {
+        net.outside.iter().any(|s| {
+            s.to == a
+                && matches!(
+                    krpc::decode(&s.bytes).map(|m| m.body),
+                    Ok(Body::Query(Query {
+                        kind: QueryKind::Ping,
+                        ..
+                    }))
+                )
+        })
+    };
+    assert!(pinged(other));
+    assert!(!pinged(probe()));
+    assert!(net.nodes[0].identities()[0].table.is_empty());
 }
 
 #[test]
@@ -434,7 +512,8 @@ fn the_packet_budget_caps_every_query() {
     let queries = s.dht.queries_out.total();
     assert!(queries <= 50 * 10 + 20, "{queries} queries");
     assert!(queries >= 50 * 9, "the budget is used: {queries}");
-    assert!(s.crawl.budget_refused > 0);
+    // Demand exceeded the budget: most nodes were not sampled yet.
+    assert!(s.crawl.samples_sent < 1000, "{}", s.crawl.samples_sent);
 }
 
 #[test]
@@ -518,4 +597,32 @@ fn flood_of_random_get_peers_keeps_memory_bounded() {
     assert!(s.transactions <= 4096);
     assert_eq!(s.crawl.new_from_get_peers, 20_000);
     assert!(s.nodes <= 10_000);
+}
+
+#[test]
+fn unknown_methods_with_a_target_get_nodes() {
+    let mut net = quiet_net(1);
+    let me = NodeId([9; 20]);
+    net.send(probe(), addr(0), query(b"hi", me, QueryKind::Ping));
+    net.run_until(Timestamp::from_millis(100), 100);
+    answer_ping(&mut net, me);
+    let q = QueryKind::Unknown {
+        method: b"get_future",
+        target: Some(NodeId([1; 20])),
+        info_hash: None,
+    };
+    net.send(probe(), addr(0), query(b"fw", me, q));
+    net.run_until(Timestamp::from_secs(1), 100);
+    let r = last_reply(&net);
+    let Body::Response(resp) = &r.body else {
+        panic!("{r:?}")
+    };
+    assert_eq!(
+        resp.nodes
+            .expect("nodes")
+            .iter()
+            .map(|n| n.1)
+            .collect::<Vec<_>>(),
+        vec![probe()]
+    );
 }

@@ -192,7 +192,11 @@ impl OwnedMsg {
                         }
                     }
                     OwnedKind::Sample(t) => QueryKind::SampleInfohashes { target: NodeId(*t) },
-                    OwnedKind::Unknown(m) => QueryKind::Unknown { method: m },
+                    OwnedKind::Unknown(m) => QueryKind::Unknown {
+                        method: m,
+                        target: None,
+                        info_hash: None,
+                    },
                 },
             }),
             OwnedBody::Response {

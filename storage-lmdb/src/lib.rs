@@ -1,1 +1,91 @@
-//! LMDB storage for magnetar. (Not yet implemented: see the issue tracker.)
+//! LMDB storage for magnetar: a durable, searchable torrent database (heed 0.23).
+//!
+//! # Use
+//! ```no_run
+//! use magnetar_storage::{Store, StoreOptions, WriterConfig, Op, Order};
+//! # fn main() -> Result<(), magnetar_storage::StoreError> {
+//! let store = Store::open(StoreOptions::at_default_location()?)?;
+//! let writer = store.writer(WriterConfig::default())?;
+//! // writer.send(Op::Torrent(Box::new(input)))?;   // blocks when the channel is full
+//! writer.flush()?;                                  // everything sent is now committed
+//! let page = store.search("ubuntu 22.04 desk", 20, 0, Order::Relevance)?;
+//! writer.close()?;
+//! # let _ = page; Ok(()) }
+//! ```
+//!
+//! # Environment
+//! One LMDB environment (a directory holding `data.mdb` and `lock.mdb`), by default
+//! [`default_data_dir`]. The map starts at 1 GiB and doubles on `MDB_MAP_FULL`; the
+//! batch being written is then run again from its start, so it is never lost. The
+//! schema version lives in `meta`; another version is refused with a message saying
+//! what to do ([`StoreError::SchemaVersion`]). Commits are durable by default; see
+//! [`Durability`] for the fast modes and exactly what they can lose.
+//!
+//! # Databases and record layouts
+//! Integers are little-endian in values and big-endian in keys (so keys sort
+//! numerically). `var` is an unsigned LEB128 varint; `str` is `var` length + UTF-8.
+//! Every value whose layout may change starts with a layout byte (`1`).
+//!
+//! | db | key | value |
+//! |---|---|---|
+//! | `torrents` | infohash (20) | `1`, flags u8 (private, has_info, has_source), sources u8, docid u32, total_size u64, piece_length u32, piece_count u32, file_count u32, discovered_at u64, last_seen_at u64, seeders u32, leechers u32 (`u32::MAX` = unknown), name str, [source str] — 51 bytes + name |
+//! | `files` | infohash | `1`, count var, then per file: size var, shared-prefix var, suffix str (front coding: each path stores only what differs from the previous path) |
+//! | `info` | infohash | raw bencoded info dict (only when `keep_info`) |
+//! | `terms` | term (UTF-8, ≤ 64 bytes) | DUP_SORT; each duplicate is a posting block of ≤ 480 bytes: first docid u32 BE (blocks sort by docid), last docid u32, then per posting a var `(docid − previous docid) << 1 \| in_name` |
+//! | `docs` | docid u32 BE | infohash (20), discovered_at u64, total_size u64 |
+//! | `by_time` | discovered_at u64 BE ‖ infohash | docid u32 BE |
+//! | `by_size` | total_size u64 BE ‖ docid u32 BE | empty |
+//! | `peers` | family u8 (4/6), ip, port u16 BE | `1`, status u8, ut_metadata u8 (0 unknown, 1 no, 2 yes), attempts u32, successes u32, failures u32, rtt_ms u32, last_seen u64, client str, last_error str |
+//! | `nodes` | node id (20) | `1`, status u8, address (as the peers key), rtt_ms u32, last_seen u64, queries 6×u32, responses 6×u32 |
+//! | `sessions` | id u64 BE | `1`, started_at u64, ended_at u64 (`u64::MAX` = running), 6 counters u64, peak_rss u64, cpu_ms u64 |
+//! | `requests` | request id u64 BE (increasing) | `1`, infohash, peer address, started_at_ms u64, duration_ms u32, outcome u8, pieces u32, reason str, client str |
+//! | `meta` | name | schema_version u32; counters u64: torrents, with_info, requests, next_docid, next_request_id, max_discovered_at, time_disorder |
+//!
+//! `terms` maps a term to *blocks* of 4-byte document ids rather than to one 20-byte
+//! infohash per duplicate. Measured on 100,000 synthetic torrents, one infohash (or
+//! one doc id) per duplicate gave 12,000 inserts/s and a 12 ms p99 one-word search
+//! (LMDB walks duplicates one cursor step at a time); blocks of delta-coded doc ids
+//! are ~1–2 bytes per posting, decode at memory speed, and a batch touches each term
+//! once (its last block is extended, then new blocks follow). `docs` maps a doc id
+//! back to the infohash. Doc ids are given in discovery order (within a batch too),
+//! so while `time_disorder` is 0 (no torrent was ever added with an older
+//! discovered_at than one already stored, as an import may do) doc id order *is* time
+//! order and [`Order::Newest`] needs no lookup per match; otherwise, and for the size
+//! orders, matches are looked up in `docs` when few, or `by_time`/`by_size` is walked
+//! from the wanted end when many.
+//!
+//! # Search
+//! Query and documents go through the same [`tokenize`]. Every word but the last must
+//! occur (as a whole word) in the name or a file path; the last word matches every
+//! term it is a prefix of (at most [`MAX_PREFIX_TERMS`] terms). Posting lists are
+//! intersected smallest first with galloping search; a prefix expanding to several
+//! terms is merged in a bitmap over doc ids. Relevance = number of query words found
+//! in the name (a name hit beats a file-path-only hit), ties newest first.
+
+mod codec;
+mod error;
+mod export;
+#[cfg(feature = "magnetico")]
+mod magnetico;
+mod store;
+#[doc(hidden)]
+pub mod synth;
+mod tokenize;
+mod types;
+mod writer;
+
+pub use error::{parse_infohash_hex, StoreError};
+pub use export::{magnet_uri, ExportReport, ImportReport, JsonFile, JsonTorrent};
+pub use store::{
+    compact, default_data_dir, wait_closed, BatchReport, ClientStats, Durability, IntegrityReport,
+    Order, PruneReport, RetentionPolicy, SearchResults, SessionYield, Stats, Store, StoreOptions,
+    MAX_PREFIX_TERMS, MAX_SEARCH_LIMIT, SCHEMA_VERSION,
+};
+pub use tokenize::{tokenize, MAX_TERMS_PER_TORRENT, MAX_TERM_BYTES};
+pub use types::*;
+pub use writer::{CommitCallback, CommitInfo, Writer, WriterConfig, WriterTotals};
+
+/// Lowercase hex of bytes (e.g. an infohash).
+pub fn to_hex(bytes: &[u8]) -> String {
+    error::hex(bytes)
+}

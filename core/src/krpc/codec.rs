@@ -644,7 +644,15 @@ fn build_query<'a>(method: &'a [u8], a: Args<'a>) -> Result<Query<'a>, DecodeErr
         b"sample_infohashes" => QueryKind::SampleInfohashes {
             target: NodeId(need(a.target, "target")?.hash("target")?),
         },
-        _ => QueryKind::Unknown { method },
+        _ => QueryKind::Unknown {
+            method,
+            // Forward compatibility: keep well-formed ids, ignore anything else.
+            target: a.target.and_then(|r| r.hash("target").ok()).map(NodeId),
+            info_hash: a
+                .info_hash
+                .and_then(|r| r.hash("info_hash").ok())
+                .map(InfoHash),
+        },
     };
     Ok(Query {
         id,
@@ -974,7 +982,19 @@ fn encode_args(q: &Query<'_>, out: &mut Vec<u8>) {
     put_bytes(out, &q.id.0);
     // Keys in order: id implied_port info_hash noseed port scrape seed target token want.
     match &q.kind {
-        QueryKind::Ping | QueryKind::Unknown { .. } => {}
+        QueryKind::Ping => {}
+        QueryKind::Unknown {
+            target, info_hash, ..
+        } => {
+            if let Some(ih) = info_hash {
+                put_key(out, b"9:info_hash");
+                put_bytes(out, &ih.0);
+            }
+            if let Some(t) = target {
+                put_key(out, b"6:target");
+                put_bytes(out, &t.0);
+            }
+        }
         QueryKind::FindNode { target } | QueryKind::SampleInfohashes { target } => {
             put_key(out, b"6:target");
             put_bytes(out, &target.0);

@@ -75,9 +75,15 @@ pub enum QueryKind<'a> {
     SampleInfohashes {
         target: NodeId,
     },
-    /// A method we do not know; answered with error 204.
+    /// A method we do not know. For forward compatibility (as libtorrent does), one
+    /// that carries `target` or `info_hash` is answered like find_node with `nodes`;
+    /// one that carries neither gets error 204.
     Unknown {
         method: &'a [u8],
+        /// `target`, when present and 20 bytes.
+        target: Option<NodeId>,
+        /// `info_hash`, when present and 20 bytes.
+        info_hash: Option<InfoHash>,
     },
 }
 
@@ -89,7 +95,7 @@ impl QueryKind<'_> {
             QueryKind::GetPeers { .. } => b"get_peers",
             QueryKind::AnnouncePeer { .. } => b"announce_peer",
             QueryKind::SampleInfohashes { .. } => b"sample_infohashes",
-            QueryKind::Unknown { method } => method,
+            QueryKind::Unknown { method, .. } => method,
         }
     }
 }

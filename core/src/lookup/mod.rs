@@ -19,7 +19,8 @@ pub const MAX_CANDIDATES: usize = 128;
 pub const MAX_PEERS: usize = 2000;
 /// Cap on queries one lookup may send.
 pub const MAX_QUERIES: u32 = 256;
-
+/// Default re-sends to a silent candidate before it may fail.
+pub const RETRIES: u8 = 3;
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LookupKind {
     FindNode,
@@ -42,6 +43,8 @@ struct Candidate {
     addr: SocketAddr,
     state: State,
     token: Option<Vec<u8>>,
+    /// Re-sends left after a short timeout (a lost datagram is not a dead node).
+    retries: u8,
 }
 
 /// One node of a finished lookup, closest first.
@@ -60,6 +63,7 @@ pub struct Lookup {
     pub kind: LookupKind,
     k: usize,
     alpha: usize,
+    retries: u8,
     candidates: BTreeMap<Distance, Candidate>,
     by_addr: BTreeSet<SocketAddr>,
     peers: BTreeSet<SocketAddr>,
@@ -87,6 +91,7 @@ impl Lookup {
             kind,
             k: k.max(1),
             alpha: alpha.max(1),
+            retries: RETRIES,
             candidates: BTreeMap::new(),
             by_addr: BTreeSet::new(),
             peers: BTreeSet::new(),
@@ -97,6 +102,12 @@ impl Lookup {
             responses: 0,
             dropped_peers: 0,
         }
+    }
+
+    /// Sets how many times a silent candidate is asked again (default [`RETRIES`]).
+    pub fn with_retries(mut self, retries: u8) -> Self {
+        self.retries = retries;
+        self
     }
 
     /// Adds a candidate (from the routing table or a `nodes` reply). Duplicates by
@@ -128,6 +139,7 @@ impl Lookup {
                 id,
                 addr,
                 state: State::Fresh,
+                retries: self.retries,
                 token: None,
             },
         );
@@ -243,17 +255,35 @@ impl Lookup {
         }
     }
 
+    /// The short timeout passed: ask again once (the first query stays open), or
+    /// free the slot so the lookup widens.
     pub fn on_short_timeout(&mut self, addr: &SocketAddr) {
         if let Some(c) = self.find(addr) {
             if c.state == State::InFlight {
-                c.state = State::Slow;
+                if c.retries > 0 {
+                    c.retries -= 1;
+                    c.state = State::Fresh;
+                } else {
+                    c.state = State::Slow;
+                }
             }
         }
     }
 
+    /// A query's full timeout passed. The node has failed once no re-send of it is
+    /// still pending.
     pub fn on_failure(&mut self, addr: &SocketAddr) {
         if let Some(c) = self.find(addr) {
-            if matches!(c.state, State::InFlight | State::Slow) {
+            if c.state == State::Slow {
+                c.state = State::Failed;
+            }
+        }
+    }
+
+    /// The node answered with an error, or could not be asked: it has failed.
+    pub fn on_error(&mut self, addr: &SocketAddr) {
+        if let Some(c) = self.find(addr) {
+            if matches!(c.state, State::InFlight | State::Slow | State::Fresh) {
                 c.state = State::Failed;
             }
         }

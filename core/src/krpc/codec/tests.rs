@@ -344,7 +344,9 @@ fn unknown_method_and_unknown_keys() {
             id: id(b"abcdefghij0123456789"),
             want: None,
             kind: QueryKind::Unknown {
-                method: b"frobnicate"
+                method: b"frobnicate",
+                target: Some(NodeId(*b"mnopqrstuvwxyz123456")),
+                info_hash: None,
             }
         })
     );
@@ -623,7 +625,16 @@ fn encode_every_type_roundtrips() {
             seed: Some(false),
         },
         QueryKind::SampleInfohashes { target: me },
-        QueryKind::Unknown { method: b"vote" },
+        QueryKind::Unknown {
+            method: b"vote",
+            target: None,
+            info_hash: None,
+        },
+        QueryKind::Unknown {
+            method: b"vote",
+            target: Some(me),
+            info_hash: Some(InfoHash([3; 20])),
+        },
     ];
     for kind in kinds {
         for want in [

@@ -1,0 +1,277 @@
+//! JSON lines export/import and `.torrent` export.
+
+use std::io::{BufRead, Write};
+use std::ops::Bound;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::error::{hex, parse_infohash_hex, StoreError};
+use crate::store::{Result, Store};
+use crate::types::*;
+
+/// One line of the JSON lines export (and what the importer reads).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonTorrent {
+    /// 40 lowercase hex digits.
+    pub infohash: String,
+    pub name: String,
+    pub size: u64,
+    pub files: Vec<JsonFile>,
+    /// Unix seconds.
+    pub discovered_at: u64,
+    /// Ignored on import.
+    #[serde(default)]
+    pub magnet: String,
+}
+
+/// A file of a [`JsonTorrent`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonFile {
+    pub path: String,
+    pub size: u64,
+}
+
+/// What an export wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExportReport {
+    pub torrents: u64,
+    /// Corrupt records skipped (counted, not exported).
+    pub skipped_corrupt: u64,
+    /// Torrents without a kept info dict (`.torrent` export only).
+    pub skipped_no_info: u64,
+    /// Largest discovered_at exported: pass it + 1 as the next `since`.
+    pub last_discovered_at: Option<u64>,
+}
+
+/// What an import did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    pub read: u64,
+    pub new: u64,
+    pub updated: u64,
+    /// Bad lines or rows (counted; the first ones are described in `errors`).
+    pub skipped: u64,
+    pub errors: Vec<String>,
+}
+
+impl ImportReport {
+    pub(crate) fn skip(&mut self, what: String) {
+        self.skipped += 1;
+        if self.errors.len() < 20 {
+            self.errors.push(what);
+        }
+    }
+}
+
+/// `magnet:?xt=urn:btih:<hex>&dn=<name>&xl=<size>`.
+pub fn magnet_uri(infohash: &InfoHash, name: &str, size: u64) -> String {
+    let mut s = format!("magnet:?xt=urn:btih:{}&dn=", hex(infohash));
+    for &b in name.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s.push_str(&format!("&xl={size}"));
+    s
+}
+
+/// Records per batch for imports.
+const IMPORT_BATCH: usize = 10_000;
+
+impl Store {
+    /// Walks torrents by discovery time from `since` (inclusive, Unix seconds).
+    fn walk_by_time(
+        &self,
+        since: Option<u64>,
+        report: &mut ExportReport,
+        mut f: impl FnMut(TorrentRecord, Vec<FileEntry>, Option<&[u8]>) -> Result<bool>,
+    ) -> Result<()> {
+        let start = since.unwrap_or(0).to_be_bytes();
+        self.read(|txn, dbs| {
+            let range = (Bound::Included(&start[..]), Bound::Unbounded);
+            let it = dbs
+                .by_time
+                .range(txn, &range)
+                .map_err(StoreError::lmdb("exporting"))?;
+            for r in it {
+                let (k, _) = r.map_err(StoreError::lmdb("exporting"))?;
+                let Some(ih) = k.get(8..28).and_then(|s| <InfoHash>::try_from(s).ok()) else {
+                    report.skipped_corrupt += 1;
+                    continue;
+                };
+                let rec = match dbs
+                    .torrents
+                    .get(txn, &ih)
+                    .map_err(StoreError::lmdb("exporting"))?
+                {
+                    Some(v) => match codec::decode_torrent(ih, v) {
+                        Ok(t) => t.rec,
+                        Err(_) => {
+                            report.skipped_corrupt += 1;
+                            continue;
+                        }
+                    },
+                    None => {
+                        report.skipped_corrupt += 1;
+                        continue;
+                    }
+                };
+                let files = match dbs
+                    .files
+                    .get(txn, &ih)
+                    .map_err(StoreError::lmdb("exporting"))?
+                {
+                    Some(v) => match codec::decode_files(v) {
+                        Ok(f) => f,
+                        Err(_) => {
+                            report.skipped_corrupt += 1;
+                            continue;
+                        }
+                    },
+                    None => Vec::new(),
+                };
+                let info = if rec.has_info {
+                    dbs.info
+                        .get(txn, &ih)
+                        .map_err(StoreError::lmdb("exporting"))?
+                } else {
+                    None
+                };
+                let at = rec.discovered_at;
+                if f(rec, files, info)? {
+                    report.torrents += 1;
+                    report.last_discovered_at = Some(at);
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes one JSON object per line for every torrent discovered at or after
+    /// `since` (all when None), oldest first.
+    pub fn export_jsonl(&self, mut out: impl Write, since: Option<u64>) -> Result<ExportReport> {
+        let mut report = ExportReport::default();
+        self.walk_by_time(since, &mut report, |rec, files, _| {
+            let line = JsonTorrent {
+                infohash: hex(&rec.infohash),
+                magnet: magnet_uri(&rec.infohash, &rec.name, rec.total_size),
+                name: rec.name,
+                size: rec.total_size,
+                files: files
+                    .into_iter()
+                    .map(|f| JsonFile {
+                        path: f.path,
+                        size: f.size,
+                    })
+                    .collect(),
+                discovered_at: rec.discovered_at,
+            };
+            serde_json::to_writer(&mut out, &line).map_err(|e| StoreError::Io {
+                context: "writing JSON".into(),
+                source: e.into(),
+            })?;
+            out.write_all(b"\n")
+                .map_err(StoreError::io("writing JSON"))?;
+            Ok(true)
+        })?;
+        out.flush().map_err(StoreError::io("writing JSON"))?;
+        Ok(report)
+    }
+
+    /// Writes `<infohash>.torrent` (`d4:info<raw info dict>e`) into `dir` for every
+    /// torrent discovered at or after `since` whose info dict is kept.
+    pub fn export_torrent_files(&self, dir: &Path, since: Option<u64>) -> Result<ExportReport> {
+        std::fs::create_dir_all(dir)
+            .map_err(StoreError::io(format!("creating {}", dir.display())))?;
+        let mut report = ExportReport::default();
+        let mut no_info = 0;
+        self.walk_by_time(since, &mut report, |rec, _, info| {
+            let Some(info) = info else {
+                no_info += 1;
+                return Ok(false);
+            };
+            let path = dir.join(format!("{}.torrent", hex(&rec.infohash)));
+            let mut bytes = Vec::with_capacity(info.len() + 8);
+            bytes.extend_from_slice(b"d4:info");
+            bytes.extend_from_slice(info);
+            bytes.push(b'e');
+            std::fs::write(&path, bytes)
+                .map_err(StoreError::io(format!("writing {}", path.display())))?;
+            Ok(true)
+        })?;
+        report.skipped_no_info = no_info;
+        Ok(report)
+    }
+
+    /// Imports JSON lines as written by [`Store::export_jsonl`]. Idempotent: a known
+    /// infohash only gets its sources and last_seen_at merged. Bad lines are counted
+    /// and skipped.
+    pub fn import_jsonl(&self, input: impl BufRead) -> Result<ImportReport> {
+        let mut rep = ImportReport::default();
+        let mut batch = Vec::with_capacity(IMPORT_BATCH);
+        for (n, line) in input.lines().enumerate() {
+            let line = line.map_err(StoreError::io("reading JSON lines"))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            rep.read += 1;
+            let t: JsonTorrent = match serde_json::from_str(&line) {
+                Ok(t) => t,
+                Err(e) => {
+                    rep.skip(format!("line {}: {e}", n + 1));
+                    continue;
+                }
+            };
+            let infohash = match parse_infohash_hex(&t.infohash) {
+                Ok(ih) => ih,
+                Err(e) => {
+                    rep.skip(format!("line {}: {e}", n + 1));
+                    continue;
+                }
+            };
+            batch.push(Op::Torrent(Box::new(TorrentInput {
+                infohash,
+                name: t.name,
+                total_size: t.size,
+                piece_length: 0,
+                piece_count: 0,
+                private: false,
+                source: None,
+                files: t
+                    .files
+                    .into_iter()
+                    .map(|f| FileEntry {
+                        path: f.path,
+                        size: f.size,
+                    })
+                    .collect(),
+                discovered_at: t.discovered_at,
+                sources: Sources::IMPORT,
+                seeders: None,
+                leechers: None,
+                info: None,
+            })));
+            if batch.len() >= IMPORT_BATCH {
+                self.import_batch(&mut batch, &mut rep)?;
+            }
+        }
+        self.import_batch(&mut batch, &mut rep)?;
+        Ok(rep)
+    }
+
+    pub(crate) fn import_batch(&self, batch: &mut Vec<Op>, rep: &mut ImportReport) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let r = self.apply_batch(batch)?;
+        rep.new += r.torrents_new;
+        rep.updated += r.torrents_updated;
+        rep.skipped += r.skipped_corrupt;
+        batch.clear();
+        Ok(())
+    }
+}

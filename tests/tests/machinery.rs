@@ -1,0 +1,268 @@
+//! The world machinery itself: ordering, determinism, the link model through the
+//! world, TCP streams, the directory.
+
+use std::any::Any;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use magnetar_core::{CloseReason, NodeId, Timestamp};
+use magnetar_tests::util::seed_from_env;
+use magnetar_tests::world::TcpId;
+use magnetar_tests::{Ctx, Kind, NetConfig, Node, NodeIdx, SimNode, World};
+
+/// Sends `count` numbered datagrams to `peer` on its first wake, echoes what it
+/// gets, and records what arrived; also a TCP echo/sink.
+#[derive(Default)]
+struct Probe {
+    peer: Option<SocketAddr>,
+    count: u32,
+    echo: bool,
+    got: Vec<(Timestamp, u32)>,
+    accept: bool,
+    stream: Vec<u8>,
+    chunks: usize,
+    closed: Vec<CloseReason>,
+    connected: bool,
+    to_send: Vec<u8>,
+    reset_after_send: bool,
+}
+
+impl SimNode for Probe {
+    fn on_datagram(&mut self, ctx: &mut Ctx<'_>, local: u16, from: SocketAddr, bytes: &[u8]) {
+        let n = u32::from_be_bytes(bytes[..4].try_into().unwrap());
+        self.got.push((ctx.now, n));
+        if self.echo {
+            ctx.send(local, from, bytes.to_vec());
+        }
+    }
+    fn on_wake(&mut self, ctx: &mut Ctx<'_>) {
+        if let Some(p) = self.peer {
+            for i in 0..self.count {
+                ctx.send(0, p, i.to_be_bytes().to_vec());
+            }
+            if !self.to_send.is_empty() {
+                ctx.connect(0, 77, p);
+            }
+        }
+    }
+    fn accepts_tcp(&self) -> bool {
+        self.accept
+    }
+    fn on_tcp_connected(&mut self, ctx: &mut Ctx<'_>, tcp: TcpId, tag: u64) {
+        assert_eq!(tag, 77);
+        self.connected = true;
+        ctx.tcp_send(tcp, self.to_send.clone());
+        if self.reset_after_send {
+            ctx.tcp_reset(tcp);
+        } else {
+            ctx.tcp_close(tcp);
+        }
+    }
+    fn on_tcp_data(&mut self, _ctx: &mut Ctx<'_>, _tcp: TcpId, _tag: u64, bytes: &[u8]) {
+        self.chunks += 1;
+        self.stream.extend_from_slice(bytes);
+    }
+    fn on_tcp_closed(&mut self, _ctx: &mut Ctx<'_>, _tcp: TcpId, _tag: u64, r: CloseReason) {
+        self.closed.push(r);
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+fn add_probe(w: &mut World, p: Probe) -> NodeIdx {
+    let ip = w.alloc_ip();
+    let port = w.alloc_port();
+    let id = NodeId::random(&mut w.rng);
+    w.add_node(
+        Node::Dyn(Box::new(p)),
+        Kind::Other,
+        &[(id, SocketAddr::new(IpAddr::V4(ip), port))],
+    )
+}
+
+fn pair(seed: u64, net: NetConfig, count: u32) -> (World, NodeIdx, NodeIdx) {
+    let mut w = World::new(seed, net);
+    let b = add_probe(
+        &mut w,
+        Probe {
+            echo: true,
+            accept: true,
+            ..Probe::default()
+        },
+    );
+    let peer = Some(w.addr_of(b));
+    let a = add_probe(
+        &mut w,
+        Probe {
+            peer,
+            count,
+            ..Probe::default()
+        },
+    );
+    w.wake_node_at(a, Timestamp::from_millis(1));
+    (w, a, b)
+}
+
+#[test]
+fn deliveries_are_in_time_order_and_the_trace_is_deterministic() {
+    let seed = seed_from_env(11);
+    let net = NetConfig {
+        loss: 0.1,
+        duplicate: 0.05,
+        reorder: 0.2,
+        ..NetConfig::default()
+    };
+    let run = |seed| {
+        let (mut w, a, _) = pair(seed, net.clone(), 2000);
+        w.run_for(Duration::from_secs(10), 100_000).unwrap();
+        let got = w.get::<Probe>(a).unwrap().got.clone();
+        (w.trace_hash(), got, w.net.stats.clone())
+    };
+    let (h1, got, stats) = run(seed);
+    let (h2, got2, _) = run(seed);
+    assert_eq!(h1, h2, "same seed, same trace (seed {seed})");
+    assert_eq!(got, got2);
+    let (h3, _, _) = run(seed + 1);
+    assert_ne!(h1, h3);
+    assert!(got.windows(2).all(|w| w[0].0 <= w[1].0));
+    // Two crossings at 10% loss: about 81% come back, duplicates add some.
+    assert!((1400..1800).contains(&got.len()), "{}", got.len());
+    assert!(stats.duplicated > 0 && stats.reordered > 0);
+    // Reordering and jitter: arrival order differs from sending order.
+    assert!(got.windows(2).any(|w| w[0].1 > w[1].1));
+}
+
+#[test]
+fn latency_is_the_sum_of_access_delays() {
+    let (mut w, a, _) = pair(3, NetConfig::ideal(), 1);
+    w.run_for(Duration::from_secs(1), 100).unwrap();
+    let got = &w.get::<Probe>(a).unwrap().got;
+    // 1 ms start + 2 × (10 + 10) ms.
+    assert_eq!(got, &[(Timestamp::from_millis(41), 0)]);
+}
+
+#[test]
+fn partitions_and_nat_cut_datagrams() {
+    let (mut w, a, b) = pair(4, NetConfig::ideal(), 10);
+    let eb = w.endpoints(b)[0] as usize;
+    w.net.eps[eb].island = 1;
+    w.run_for(Duration::from_secs(1), 1000).unwrap();
+    assert!(w.get::<Probe>(b).unwrap().got.is_empty());
+    assert_eq!(w.net.stats.dropped_partition, 10);
+    w.net.eps[eb].island = 0;
+    w.net.eps[eb].nat = true;
+    w.wake_node_at(a, w.now());
+    w.run_for(Duration::from_secs(1), 1000).unwrap();
+    assert_eq!(w.net.stats.dropped_nat, 10);
+    assert!(w.get::<Probe>(b).unwrap().got.is_empty());
+}
+
+#[test]
+fn drive_until_is_bounded_and_names_the_seed() {
+    let (mut w, _, _) = pair(5, NetConfig::ideal(), 100);
+    let e = w.drive_until(|_| false, 10).unwrap_err();
+    assert_eq!(e.steps, 10);
+    assert!(e.to_string().contains("SIM_SEED=5"));
+    let (mut w, a, _) = pair(5, NetConfig::ideal(), 100);
+    let steps = w
+        .drive_until(|w| w.get::<Probe>(a).unwrap().got.len() == 100, 10_000)
+        .unwrap();
+    assert!(steps >= 200);
+}
+
+fn tcp_pair(
+    seed: u64,
+    net: NetConfig,
+    data: Vec<u8>,
+    reset: bool,
+    accept: bool,
+) -> (World, NodeIdx, NodeIdx) {
+    let mut w = World::new(seed, net);
+    let b = add_probe(
+        &mut w,
+        Probe {
+            accept,
+            ..Probe::default()
+        },
+    );
+    let peer = Some(w.addr_of(b));
+    let a = add_probe(
+        &mut w,
+        Probe {
+            peer,
+            to_send: data,
+            reset_after_send: reset,
+            ..Probe::default()
+        },
+    );
+    w.wake_node_at(a, Timestamp::from_millis(1));
+    (w, a, b)
+}
+
+#[test]
+fn tcp_streams_are_ordered_and_resplit() {
+    let seed = seed_from_env(21);
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let net = NetConfig {
+        tcp_loss: 0.2,
+        ..NetConfig::default()
+    };
+    let (mut w, a, b) = tcp_pair(seed, net, data.clone(), false, true);
+    w.run_for(Duration::from_secs(30), 100_000).unwrap();
+    assert!(w.get::<Probe>(a).unwrap().connected);
+    let pb = w.get::<Probe>(b).unwrap();
+    assert_eq!(pb.stream, data, "seed {seed}");
+    assert!(pb.chunks > 1, "bytes are re-split");
+    assert_eq!(pb.closed, vec![CloseReason::Eof]);
+    assert_eq!(w.tcp_open(), 0);
+}
+
+#[test]
+fn tcp_refused_blackholed_and_reset() {
+    // Refused: the host is there but does not listen.
+    let (mut w, a, _) = tcp_pair(1, NetConfig::ideal(), vec![1; 10], false, false);
+    w.run_for(Duration::from_secs(30), 1000).unwrap();
+    assert_eq!(
+        w.get::<Probe>(a).unwrap().closed,
+        vec![CloseReason::Refused]
+    );
+    // Black hole: NAT-ed host, the connect times out.
+    let (mut w, a, b) = tcp_pair(1, NetConfig::ideal(), vec![1; 10], false, true);
+    let eb = w.endpoints(b)[0] as usize;
+    w.net.eps[eb].nat = true;
+    w.run_for(Duration::from_secs(60), 1000).unwrap();
+    assert_eq!(
+        w.get::<Probe>(a).unwrap().closed,
+        vec![CloseReason::ConnectTimedOut]
+    );
+    // Reset: the peer sees a reset, and bytes in flight may be lost.
+    let (mut w, _, b) = tcp_pair(1, NetConfig::ideal(), vec![1; 1000], true, true);
+    w.run_for(Duration::from_secs(30), 10_000).unwrap();
+    assert_eq!(w.get::<Probe>(b).unwrap().closed, vec![CloseReason::Reset]);
+    assert_eq!(w.tcp_open(), 0);
+}
+
+#[test]
+fn directory_closest_matches_brute_force_and_tables_have_buckets() {
+    let mut w = World::new(seed_from_env(8), NetConfig::ideal());
+    w.add_honest_nodes(&magnetar_tests::HonestSpec::plain(500));
+    w.build_tables();
+    for _ in 0..50 {
+        let t = NodeId::random(&mut w.rng);
+        let fast: Vec<SocketAddr> = w
+            .dir
+            .closest_responsive(&t.0, 8)
+            .into_iter()
+            .map(|ep| w.dir.get(ep).addr)
+            .collect();
+        let slow: Vec<SocketAddr> = w.true_closest(&t.0, 8).into_iter().map(|x| x.1).collect();
+        assert_eq!(fast, slow);
+    }
+    let h = w.get::<magnetar_tests::honest::HonestNode>(0).unwrap();
+    // log2(500) ≈ 9 buckets of up to 8, the nearest ones sparse.
+    assert!((40..=90).contains(&h.table_len()), "{}", h.table_len());
+}
