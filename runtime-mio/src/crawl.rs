@@ -28,8 +28,9 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::dns::{self, Resolved};
 use crate::metrics;
-use crate::sink::{SessionSummary, Sink};
 use crate::sys;
+use magnetar_storage::ingest::{Decision, Ingest};
+use magnetar_storage::SessionRecord;
 
 const SIGNAL: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -108,13 +109,17 @@ struct Loop {
     deadline: Option<Timestamp>,
     max_conns: usize,
     emfile_until: Option<Timestamp>,
-    sink: Box<dyn Sink>,
+    ingest: Ingest,
+    /// The first storage failure: the crawl stops and reports it.
+    store_error: Option<String>,
     c: RuntimeCounters,
     rbuf: Vec<u8>,
     bootstrapped: bool,
     routers_resolved: Vec<SocketAddr>,
     saved: Vec<SocketAddr>,
     dns_failed: Vec<(String, String)>,
+    store_stats: Option<magnetar_storage::Stats>,
+    next_store_stats: Instant,
 }
 
 /// The loop's result.
@@ -154,11 +159,7 @@ fn is_fd_exhaustion(e: &io::Error) -> bool {
 
 /// Runs the crawl until `duration` passes or SIGINT/SIGTERM. `sockets` are bound
 /// already and match `opts.config.identities` one to one.
-pub fn run(
-    mut opts: CrawlOptions,
-    sockets: Vec<UdpSocket>,
-    mut sink: Box<dyn Sink>,
-) -> io::Result<Outcome> {
+pub fn run(mut opts: CrawlOptions, sockets: Vec<UdpSocket>, ingest: Ingest) -> io::Result<Outcome> {
     let poll = Poll::new()?;
     // A second SIGINT/SIGTERM exits at once (status 130); the first only sets the flag
     // (conditional shutdown must be registered before the flag setter).
@@ -210,7 +211,10 @@ pub fn run(
             "identity"
         );
     }
-    let saved = sink.saved_nodes(SAVED_NODES);
+    let saved = ingest.saved_nodes(SAVED_NODES).unwrap_or_else(|e| {
+        tracing::warn!("could not read saved nodes: {e}");
+        Vec::new()
+    });
     let dns_rx = dns::spawn(opts.routers.clone(), waker.clone());
 
     let mut lp = Loop {
@@ -222,20 +226,27 @@ pub fn run(
         deadline: None,
         max_conns,
         emfile_until: None,
-        sink,
+        ingest,
+        store_error: None,
         c: RuntimeCounters::default(),
         rbuf: vec![0u8; UDP_BUF],
         bootstrapped: false,
         routers_resolved: Vec::new(),
         saved,
         dns_failed: Vec::new(),
+        store_stats: None,
+        next_store_stats: Instant::now(),
     };
     let started_wall = wall_secs();
-    let mut session = SessionSummary {
+    let mut session = SessionRecord {
+        id: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
         started_at: started_wall,
-        ..SessionSummary::default()
+        ..SessionRecord::default()
     };
-    lp.sink.session(&session);
+    lp.write_session(&session);
 
     // Saved nodes first; the routers join as their names resolve.
     if !lp.saved.is_empty() {
@@ -264,6 +275,10 @@ pub fn run(
         }
         if term.load(Ordering::Relaxed) {
             stop_reason = "signal";
+            break;
+        }
+        if lp.store_error.is_some() {
+            stop_reason = "storage failed";
             break;
         }
         // Sleep until the core's deadline or our own housekeeping, whichever is first.
@@ -321,7 +336,7 @@ pub fn run(
             }
             prev_sample = sample;
             lp.update_session(&mut session);
-            lp.sink.session(&session);
+            lp.write_session(&session);
         }
         if !lp.bootstrapped && now >= next_bootstrap_warn {
             // Some node answered: bootstrap is under way even if the tables are small.
@@ -346,11 +361,15 @@ pub fn run(
     lp.save_nodes();
     lp.update_session(&mut session);
     session.ended_at = Some(wall_secs());
-    lp.sink.session(&session);
+    lp.write_session(&session);
     let stats = lp.crawler.stats();
     let counters = lp.c.clone();
-    if let Err(e) = lp.sink.close() {
+    let store_error = lp.store_error.take();
+    if let Err(e) = lp.ingest.close() {
         return Err(io::Error::other(format!("closing storage: {e}")));
+    }
+    if let Some(e) = store_error {
+        return Err(io::Error::other(format!("storage failed: {e}")));
     }
     tracing::info!(
         fetched = stats.fetch.fetched,
@@ -639,17 +658,6 @@ impl Loop {
     fn on_event(&mut self, e: Event) {
         let wall = wall_secs();
         match &e {
-            Event::InfohashDiscovered { info_hash, .. } => {
-                if self.sink.known(info_hash) {
-                    self.c.infohashes_known += 1;
-                } else {
-                    self.c.infohashes_new += 1;
-                    let now = self.clock.now();
-                    if self.crawler.acquire(now, *info_hash).is_err() {
-                        self.c.acquire_full += 1;
-                    }
-                }
-            }
             Event::MetadataFetched(m) => {
                 tracing::info!(
                     info_hash = %hex(&m.info_hash.0),
@@ -674,7 +682,18 @@ impl Loop {
             }
             _ => {}
         }
-        self.sink.event(wall, &e);
+        match self.ingest.on_event(wall, &e) {
+            Ok(Decision::Acquire(ih)) => {
+                self.c.infohashes_new += 1;
+                let now = self.clock.now();
+                if self.crawler.acquire(now, ih).is_err() {
+                    self.c.acquire_full += 1;
+                }
+            }
+            Ok(Decision::Known) => self.c.infohashes_known += 1,
+            Ok(Decision::Nothing) => {}
+            Err(e) => self.storage_failed(e),
+        }
     }
 
     fn on_dns(&mut self, rx: &Receiver<Resolved>) {
@@ -734,25 +753,40 @@ impl Loop {
     }
 
     fn save_nodes(&mut self) {
-        let nodes: Vec<_> = self
+        let wall = wall_secs();
+        let nodes = self
             .crawler
             .identities()
             .iter()
-            .flat_map(|i| i.table.nodes().map(|n| (n.id, n.addr)))
-            .collect();
-        let wall = wall_secs();
-        self.sink.nodes(wall, &nodes);
+            .flat_map(|i| i.table.nodes());
+        if let Err(e) = self.ingest.nodes(wall, nodes) {
+            self.storage_failed(e);
+        }
     }
 
-    fn update_session(&self, s: &mut SessionSummary) {
+    fn storage_failed(&mut self, e: magnetar_storage::StoreError) {
+        if self.store_error.is_none() {
+            tracing::error!("storage failed: {e}; stopping");
+            self.store_error = Some(e.to_string());
+        }
+    }
+
+    fn write_session(&mut self, s: &SessionRecord) {
+        if let Err(e) = self.ingest.session(s.clone()) {
+            self.storage_failed(e);
+        }
+    }
+
+    fn update_session(&self, s: &mut SessionRecord) {
         let st = self.crawler.stats();
-        s.infohashes_discovered =
+        let c = &mut s.counters;
+        c.infohashes_discovered =
             st.crawl.new_from_announce + st.crawl.new_from_get_peers + st.crawl.new_from_sample;
-        s.metadata_fetched = st.fetch.fetched;
-        s.metadata_failed = st.fetch.failed;
-        s.torrents_new = st.fetch.fetched;
-        s.dht_queries_sent = st.dht.queries_out.total();
-        s.dht_responses_received = st.dht.responses_in;
+        c.metadata_fetched = st.fetch.fetched;
+        c.metadata_failed = st.fetch.failed;
+        c.torrents_new = self.ingest.counters().torrents;
+        c.dht_queries_sent = st.dht.queries_out.total();
+        c.dht_responses_received = st.dht.responses_in;
         let pid = std::process::id();
         if let Some((_, peak)) = sys::rss(pid) {
             s.peak_rss_bytes = peak;
@@ -836,7 +870,96 @@ impl Loop {
                 cpu.as_secs_f64(),
             ));
         }
-        extra.extend(self.sink.metrics());
+        let ic = self.ingest.counters();
+        let wt = self.ingest.writer_totals();
+        extra.extend([
+            Metric::counter(
+                "magnetar_storage_torrents_written_total",
+                "Torrents sent to storage.",
+                ic.torrents,
+            ),
+            Metric::counter(
+                "magnetar_storage_requests_written_total",
+                "Request records sent to storage.",
+                ic.requests,
+            ),
+            Metric::counter(
+                "magnetar_storage_nodes_written_total",
+                "Node records sent to storage.",
+                ic.nodes,
+            ),
+            Metric::counter(
+                "magnetar_storage_dropped_total",
+                "Best-effort records dropped: writer behind.",
+                ic.dropped,
+            ),
+            Metric::counter(
+                "magnetar_storage_read_errors_total",
+                "Storage reads that failed.",
+                ic.read_errors,
+            ),
+            Metric::counter(
+                "magnetar_storage_batches_total",
+                "Batches committed.",
+                wt.batches,
+            ),
+            Metric::counter(
+                "magnetar_storage_records_total",
+                "Records committed.",
+                wt.records,
+            ),
+            Metric::counter(
+                "magnetar_storage_torrents_new_total",
+                "New torrents committed.",
+                wt.torrents_new,
+            ),
+        ]);
+        if self.next_store_stats <= Instant::now() {
+            self.next_store_stats = Instant::now() + Duration::from_secs(10);
+            if let Ok(st) = self.ingest.store().stats() {
+                self.store_stats = Some(st);
+            }
+        }
+        if let Some(st) = &self.store_stats {
+            extra.extend([
+                Metric::gauge(
+                    "magnetar_storage_torrents",
+                    "Torrents stored.",
+                    st.torrents as f64,
+                ),
+                Metric::gauge(
+                    "magnetar_storage_torrents_with_info",
+                    "Torrents stored with their info dict.",
+                    st.torrents_with_info as f64,
+                ),
+                Metric::gauge("magnetar_storage_peers", "Peers stored.", st.peers as f64),
+                Metric::gauge(
+                    "magnetar_storage_nodes",
+                    "DHT nodes stored.",
+                    st.nodes as f64,
+                ),
+                Metric::gauge(
+                    "magnetar_storage_sessions",
+                    "Crawl sessions stored.",
+                    st.sessions as f64,
+                ),
+                Metric::gauge(
+                    "magnetar_storage_requests",
+                    "Metadata requests stored.",
+                    st.requests as f64,
+                ),
+                Metric::gauge(
+                    "magnetar_storage_disk_bytes",
+                    "Size of data.mdb.",
+                    st.disk_bytes as f64,
+                ),
+                Metric::gauge(
+                    "magnetar_storage_used_bytes",
+                    "Bytes used by the B-trees.",
+                    st.used_bytes as f64,
+                ),
+            ]);
+        }
         prometheus(&self.crawler.stats(), &extra)
     }
 }

@@ -1,10 +1,10 @@
 //! The `magnetar` binary: the crawler (a mio event loop around the sans-IO core)
 //! and the commands that read and maintain its database.
 
+mod commands;
 mod crawl;
 mod dns;
 mod metrics;
-mod sink;
 mod sys;
 
 use std::hash::{BuildHasher, Hasher};
@@ -71,6 +71,106 @@ struct DbArg {
 enum Cmd {
     /// Crawl the DHT and index the torrents found (runs until SIGINT/SIGTERM or --duration).
     Crawl(Box<CrawlArgs>),
+    /// Search stored torrents by words of their names and file paths (the last word
+    /// may be a prefix).
+    Search {
+        /// Words to look for.
+        #[arg(required = true, value_name = "WORDS")]
+        words: Vec<String>,
+        /// Most results to print.
+        #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Show one torrent: its fields, file tree and magnet link.
+    Show {
+        /// The infohash, 40 hex digits.
+        infohash: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// List the most recently discovered torrents.
+    Recent {
+        /// How many.
+        #[arg(short = 'n', long = "count", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        n: u32,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Export torrents as JSON lines or as .torrent files.
+    Export {
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        /// Only torrents discovered at or after T: Unix seconds, or an age such as 90m, 24h, 7d.
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Output file for jsonl (default: stdout); output directory for torrent (required).
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Import torrents from a JSON lines export or a magnetico SQLite database.
+    Import {
+        #[arg(value_enum)]
+        kind: ImportKind,
+        /// The file to import.
+        path: PathBuf,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Database totals, per-session yield, failure reasons and top clients.
+    Stats {
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Database maintenance.
+    Db {
+        #[command(subcommand)]
+        cmd: DbCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DbCmd {
+    /// Rewrite the database without free pages (the crawler must be stopped).
+    Compact {
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Drop old request, peer and node records (torrents are kept).
+    Prune {
+        /// Keep request records this many days.
+        #[arg(long, default_value_t = 30)]
+        requests_days: u64,
+        /// Keep at most this many request records.
+        #[arg(long)]
+        requests_max: Option<u64>,
+        /// Drop peers not seen for this many days.
+        #[arg(long, default_value_t = 30)]
+        peers_days: u64,
+        /// Drop DHT nodes not seen for this many days.
+        #[arg(long, default_value_t = 7)]
+        nodes_days: u64,
+        #[command(flatten)]
+        db: DbArg,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+    Torrent,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum ImportKind {
+    Jsonl,
+    Magnetico,
 }
 
 #[derive(Args, Debug)]
@@ -170,7 +270,7 @@ fn os_seed() -> u64 {
 }
 
 /// An error for the user: printed as `magnetar: <message>`, exit status 2.
-struct Fail(String);
+pub(crate) struct Fail(pub(crate) String);
 
 impl<E: std::fmt::Display> From<E> for Fail {
     fn from(e: E) -> Self {
@@ -178,18 +278,73 @@ impl<E: std::fmt::Display> From<E> for Fail {
     }
 }
 
+impl DbArg {
+    /// `--db`, else the default location.
+    fn path(&self) -> Result<PathBuf, Fail> {
+        match &self.db {
+            Some(p) => Ok(p.clone()),
+            None => magnetar_storage::default_data_dir().map_err(|e| Fail(e.to_string())),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let r = match cli.cmd {
-        Cmd::Crawl(a) => cmd_crawl(*a),
-    };
-    match r {
+    match dispatch(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Fail(msg)) => {
             eprintln!("magnetar: {msg}");
             ExitCode::from(2)
         }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<(), Fail> {
+    match cmd {
+        Cmd::Crawl(a) => cmd_crawl(*a),
+        Cmd::Search {
+            words,
+            limit,
+            json,
+            db,
+        } => commands::search(&db.path()?, &words.join(" "), limit as usize, json),
+        Cmd::Show { infohash, db } => commands::show(&db.path()?, &infohash),
+        Cmd::Recent { n, db } => commands::recent(&db.path()?, n as usize),
+        Cmd::Export {
+            format,
+            since,
+            out,
+            db,
+        } => commands::export(
+            &db.path()?,
+            format == ExportFormat::Torrent,
+            since.as_deref(),
+            out,
+        ),
+        Cmd::Import { kind, path, db } => {
+            commands::import(&db.path()?, kind == ImportKind::Magnetico, &path)
+        }
+        Cmd::Stats { db } => commands::stats(&db.path()?),
+        Cmd::Db {
+            cmd: DbCmd::Compact { db },
+        } => commands::compact(&db.path()?),
+        Cmd::Db {
+            cmd:
+                DbCmd::Prune {
+                    requests_days,
+                    requests_max,
+                    peers_days,
+                    nodes_days,
+                    db,
+                },
+        } => commands::prune(
+            &db.path()?,
+            requests_days,
+            requests_max,
+            peers_days,
+            nodes_days,
+        ),
     }
 }
 
@@ -246,8 +401,15 @@ fn cmd_crawl(a: CrawlArgs) -> Result<(), Fail> {
             return Err(Fail(format!("--bootstrap {b}: expected HOST:PORT")));
         }
     }
-    let sink: Box<dyn sink::Sink> = Box::new(sink::MemorySink::default());
+    let db = a.db.path()?;
     let sockets = bind_sockets(&a)?;
+    // Sockets first, then the store: a run rejected for its arguments writes nothing.
+    let store = commands::open_or_create(&db)?;
+    let writer = store
+        .writer(magnetar_storage::WriterConfig::default())
+        .map_err(|e| Fail(format!("database {}: {e}", db.display())))?;
+    tracing::info!(db = %db.display(), "database open");
+    let ingest = magnetar_storage::ingest::Ingest::new(store, writer);
     let seed = a.seed.unwrap_or_else(os_seed);
     let mut cfg = Config::new(seed, sockets[0].0);
     cfg.identities = sockets
@@ -281,7 +443,7 @@ fn cmd_crawl(a: CrawlArgs) -> Result<(), Fail> {
         max_leeches: a.max_leeches as usize,
     };
     let sockets = sockets.into_iter().map(|(_, s)| s).collect();
-    let out = crawl::run(opts, sockets, sink).map_err(|e| Fail(format!("crawl failed: {e}")))?;
+    let out = crawl::run(opts, sockets, ingest).map_err(|e| Fail(format!("crawl failed: {e}")))?;
     tracing::info!(
         datagrams_in = out.stats.dht.datagrams_in,
         datagrams_out = out.stats.dht.datagrams_out,

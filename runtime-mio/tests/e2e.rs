@@ -41,6 +41,92 @@ fn fetches_announced_metadata(runtime: &str, base: u8) {
     p.signal("INT");
     let st = p.wait_exit(Duration::from_secs(5));
     assert!(st.success(), "exit {st:?}; log:\n{}", p.log());
+
+    // Stored: `show` prints the fields, the file and the magnet link…
+    let dbs = db.path().to_str().unwrap();
+    let (st, out, err) = run(&["show", &ih, "--db", dbs]);
+    assert!(st.success(), "{err}");
+    assert!(out.contains(&format!("name:          {}", w.name)), "{out}");
+    assert!(out.contains(&format!("({} bytes)", w.size)), "{out}");
+    assert!(out.contains(&format!("magnet:?xt=urn:btih:{ih}")), "{out}");
+    assert!(out.contains("info dict:     kept"), "{out}");
+    // …search finds it by a word of its name, export has it, stats counts it.
+    let (st, out, _) = run(&["search", "ubuntu", "--json", "--db", dbs]);
+    assert!(st.success() && out.contains(&ih), "{out}");
+    let (st, out, _) = run(&["export", "--db", dbs]);
+    assert!(
+        st.success() && out.contains(&ih) && out.contains(&format!("\"size\":{}", w.size)),
+        "{out}"
+    );
+    let (st, out, _) = run(&["stats", "--db", dbs]);
+    assert!(st.success() && out.contains("torrents:         1"), "{out}");
+    let torrents = tempfile::tempdir().unwrap();
+    let (st, _, err) = run(&[
+        "export",
+        "--format",
+        "torrent",
+        "--out",
+        torrents.path().to_str().unwrap(),
+        "--db",
+        dbs,
+    ]);
+    assert!(st.success(), "{err}");
+    let file = std::fs::read(torrents.path().join(format!("{ih}.torrent"))).unwrap();
+    assert!(file
+        .windows(w.seeder.info.len())
+        .any(|x| x == w.seeder.info.as_slice()));
+
+    // A second crawl of the same network skips the known infohash.
+    let mut p = crawl(
+        runtime,
+        db.path(),
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--bootstrap",
+            &boot,
+            "--allow-private",
+            "--duration",
+            "60",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(
+        p.wait_log("bootstrapping from saved nodes", Duration::from_secs(20)),
+        "{}",
+        p.log()
+    );
+    let metrics_addr = {
+        assert!(p.wait_log("metrics at http://", Duration::from_secs(20)));
+        let log = p.log();
+        let at = log.find("metrics at http://").unwrap() + "metrics at http://".len();
+        log[at..].split('/').next().unwrap().to_string()
+    };
+    let known = || {
+        let body = http_get(&metrics_addr, "/metrics");
+        body.lines()
+            .find(|l| l.starts_with("magnetar_runtime_infohashes_known_total "))
+            .is_some_and(|l| !l.ends_with(" 0"))
+    };
+    assert!(wait_until(Duration::from_secs(40), known), "{}", p.log());
+    let body = http_get(&metrics_addr, "/metrics");
+    assert!(body.contains("magnetar_storage_torrents 1"), "{body}");
+    assert!(body.contains("magnetar_fetch_fetched_total 0"), "{body}");
+    p.signal("TERM");
+    assert!(p.wait_exit(Duration::from_secs(5)).success());
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(s, "GET {path} HTTP/1.0\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }
 
 /// SIGTERM in the middle of a crawl: exit 0 within 5 s.
@@ -72,6 +158,12 @@ fn sigterm_mid_crawl(runtime: &str, base: u8) {
     assert!(st.success(), "exit {st:?}; log:\n{}", p.log());
     assert!(t.elapsed() < Duration::from_secs(5));
     assert!(p.log().contains("crawl stopped"), "{}", p.log());
+    // The database reopens, with the session closed.
+    let dbs = db.path().to_str().unwrap();
+    let (st, out, err) = run(&["stats", "--db", dbs]);
+    assert!(st.success(), "{err}");
+    assert!(out.contains("sessions:         1"), "{out}");
+    assert!(!out.contains("running or killed"), "{out}");
 }
 
 /// Nobody answers: the binary says so plainly (with the addresses tried) instead of
@@ -166,6 +258,59 @@ fn rejects_bad_arguments(runtime: &str) {
     }
     // Nothing was written for rejected runs.
     assert_eq!(std::fs::read_dir(db.path()).unwrap().count(), 0);
+
+    // Bad database paths: a file, an uncreatable directory, a missing database.
+    let file = db.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let missing = db.path().join("missing");
+    for args in [
+        vec![
+            "crawl",
+            "--runtime",
+            runtime,
+            "--bind",
+            "127.0.0.1:0",
+            "--db",
+            file.to_str().unwrap(),
+            "--duration",
+            "1",
+        ],
+        vec![
+            "crawl",
+            "--runtime",
+            runtime,
+            "--bind",
+            "127.0.0.1:0",
+            "--db",
+            "/proc/magnetar-nope",
+            "--duration",
+            "1",
+        ],
+        vec![
+            "show",
+            "0123456789012345678901234567890123456789",
+            "--db",
+            missing.to_str().unwrap(),
+        ],
+        vec!["search", "x", "--db", missing.to_str().unwrap()],
+        vec!["show", "not-hex", "--db", missing.to_str().unwrap()],
+        vec![
+            "export",
+            "--since",
+            "yesterday",
+            "--db",
+            missing.to_str().unwrap(),
+        ],
+    ] {
+        let (st, _out, err) = run(&args);
+        assert!(!st.success(), "{args:?} succeeded");
+        assert!(
+            err.contains("magnetar:") || err.contains("error:"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(!missing.exists(), "a read-only command created a database");
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }
 
 #[test]
