@@ -43,6 +43,9 @@ use crate::{ApiMisuse, Crawler, DiscoverySource, Event};
 pub mod budget;
 pub use budget::Budget;
 
+/// Below this many known nodes, exploration runs even while sampling is busy.
+const EXPLORE_FLOOR: usize = 256;
+
 /// Crawl cadence: sampling and exploration run every tick.
 const CRAWL_TICK: Duration = Duration::from_millis(10);
 
@@ -86,6 +89,8 @@ pub struct CrawlConfig {
     pub acquire_queue: usize,
     /// Run a full get_peers traversal when the sampling node has no peers.
     pub lookup_on_miss: bool,
+    /// Cap on the queries of that traversal.
+    pub acquire_lookup_queries: u32,
     /// Retry delays after a failed acquisition; after the last, give up.
     pub retry_backoff: Vec<Duration>,
     /// Infohashes remembered in the retry table.
@@ -116,6 +121,7 @@ impl Default for CrawlConfig {
             max_acquisitions: 256,
             acquire_queue: 10_000,
             lookup_on_miss: true,
+            acquire_lookup_queries: 16,
             retry_backoff: vec![
                 Duration::from_secs(300),
                 Duration::from_secs(1800),
@@ -219,6 +225,8 @@ pub(crate) struct Harvest {
     hints: BTreeMap<InfoHash, Hint>,
     acq: BTreeMap<InfoHash, Acq>,
     acq_queue: VecDeque<InfoHash>,
+    /// The infohashes in `acq_queue`.
+    queued: BTreeSet<InfoHash>,
     acq_by_lookup: BTreeMap<u64, InfoHash>,
     retry: BTreeMap<InfoHash, Retry>,
     retry_due: BTreeSet<(Timestamp, InfoHash)>,
@@ -245,6 +253,7 @@ impl Harvest {
             hints: BTreeMap::new(),
             acq: BTreeMap::new(),
             acq_queue: VecDeque::new(),
+            queued: BTreeSet::new(),
             acq_by_lookup: BTreeMap::new(),
             retry: BTreeMap::new(),
             retry_due: BTreeSet::new(),
@@ -393,17 +402,17 @@ impl Crawler {
                 return Ok(());
             }
         }
-        if self.harvest.acq.len() >= self.harvest.cfg.max_acquisitions {
-            if self.harvest.acq_queue.len() >= self.harvest.cfg.acquire_queue {
-                self.harvest.stats.acquisitions_queued_drop += 1;
-                return Err(ApiMisuse::Full);
-            }
-            if !self.harvest.acq_queue.contains(&ih) {
-                self.harvest.acq_queue.push_back(ih);
-            }
+        // Acquisitions start from the crawl tick, after sampling has had its share
+        // of the budget: discovering new infohashes comes first.
+        if self.harvest.queued.contains(&ih) {
             return Ok(());
         }
-        self.start_acquisition(ih);
+        if self.harvest.acq_queue.len() >= self.harvest.cfg.acquire_queue {
+            self.harvest.stats.acquisitions_queued_drop += 1;
+            return Err(ApiMisuse::Full);
+        }
+        self.harvest.queued.insert(ih);
+        self.harvest.acq_queue.push_back(ih);
         Ok(())
     }
 
@@ -451,6 +460,10 @@ impl Crawler {
         let Some(i) = i else { return };
         match self.start_lookup(i, ih.0, LookupKind::GetPeers { scrape: true }, seeds) {
             Some(lid) => {
+                let cap = self.harvest.cfg.acquire_lookup_queries;
+                if let Some(l) = self.lookups.get_mut(&lid) {
+                    l.set_max_queries(cap);
+                }
                 self.harvest.acq.insert(
                     ih,
                     Acq {
@@ -783,29 +796,6 @@ impl Crawler {
         }
         self.harvest.next_tick = self.now.add(CRAWL_TICK);
         let now = self.now;
-        // Retries that came due, and queued acquisitions, while there is room.
-        while self.harvest.acq.len() < self.harvest.cfg.max_acquisitions {
-            let ih = if let Some(&(t, ih)) = self.harvest.retry_due.first() {
-                if t > now {
-                    match self.harvest.acq_queue.pop_front() {
-                        Some(ih) => ih,
-                        None => break,
-                    }
-                } else {
-                    self.harvest.retry_due.pop_first();
-                    self.harvest.stats.retries += 1;
-                    ih
-                }
-            } else {
-                match self.harvest.acq_queue.pop_front() {
-                    Some(ih) => ih,
-                    None => break,
-                }
-            };
-            if !self.harvest.acq.contains_key(&ih) {
-                self.start_acquisition(ih);
-            }
-        }
         // Sampling: nodes that are due, while the budget keeps a reserve for lookups.
         let reserve = (self.harvest.cfg.burst / 4) as u64;
         let mut sent = 0;
@@ -850,9 +840,47 @@ impl Crawler {
                     .schedule(addr, Some(now.add(Duration::from_secs(1))));
             }
         }
+        // Retries that came due, and queued acquisitions, while there is room and
+        // budget left after sampling.
+        let mut started = 0;
+        while self.harvest.acq.len() < self.harvest.cfg.max_acquisitions
+            && self.harvest.budget.available(now) > reserve
+            && started < 1000
+        {
+            let ih = match self.harvest.retry_due.first() {
+                Some(&(t, ih)) if t <= now => {
+                    self.harvest.retry_due.pop_first();
+                    self.harvest.stats.retries += 1;
+                    ih
+                }
+                _ => match self.harvest.acq_queue.pop_front() {
+                    Some(ih) => {
+                        self.harvest.queued.remove(&ih);
+                        ih
+                    }
+                    None => break,
+                },
+            };
+            if !self.harvest.acq.contains_key(&ih) {
+                started += 1;
+                self.start_acquisition(ih);
+            }
+        }
+        // Exploration only when no sampling is due soon: the walk itself finds
+        // most nodes (every sample reply lists some).
+        let sampling_soon = self
+            .harvest
+            .due
+            .first()
+            .is_some_and(|(t, _)| *t <= now.add(Duration::from_secs(1)));
+        let tries_cap = if sampling_soon && self.harvest.book.len() >= EXPLORE_FLOOR {
+            0
+        } else {
+            64
+        };
         // Exploration: find_node with random targets to random known nodes.
         let mut tries = 0;
-        while tries < 64
+        while tries < tries_cap
             && self.harvest.budget.available(now) > reserve
             && self.harvest.explore.available(now) > 0
         {

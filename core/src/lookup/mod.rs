@@ -64,6 +64,7 @@ pub struct Lookup {
     k: usize,
     alpha: usize,
     retries: u8,
+    max_queries: u32,
     candidates: BTreeMap<Distance, Candidate>,
     by_addr: BTreeSet<SocketAddr>,
     peers: BTreeSet<SocketAddr>,
@@ -92,6 +93,7 @@ impl Lookup {
             k: k.max(1),
             alpha: alpha.max(1),
             retries: RETRIES,
+            max_queries: MAX_QUERIES,
             candidates: BTreeMap::new(),
             by_addr: BTreeSet::new(),
             peers: BTreeSet::new(),
@@ -102,6 +104,11 @@ impl Lookup {
             responses: 0,
             dropped_peers: 0,
         }
+    }
+
+    /// Caps the queries this lookup may send (default and ceiling [`MAX_QUERIES`]).
+    pub fn set_max_queries(&mut self, n: u32) {
+        self.max_queries = n.clamp(1, MAX_QUERIES);
     }
 
     /// Sets how many times a silent candidate is asked again (default [`RETRIES`]).
@@ -154,7 +161,7 @@ impl Lookup {
 
     /// The next node to query, if a slot is free; marks it in flight.
     pub fn next_query(&mut self) -> Option<(NodeId, SocketAddr)> {
-        if self.queries >= MAX_QUERIES || self.is_done() || self.in_flight() >= self.alpha {
+        if self.queries >= self.max_queries || self.is_done() || self.in_flight() >= self.alpha {
             return None;
         }
         // Only query within the k closest still-useful candidates, plus one more per
@@ -292,7 +299,7 @@ impl Lookup {
     /// Done when the k closest non-failed candidates have all answered, or when no
     /// query is outstanding and none of them is left to ask.
     pub fn is_done(&self) -> bool {
-        if self.queries >= MAX_QUERIES && !self.has_outstanding() {
+        if self.queries >= self.max_queries && !self.has_outstanding() {
             return true;
         }
         let mut closest = self

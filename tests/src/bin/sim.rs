@@ -172,8 +172,16 @@ fn run(a: &Args, strategy: &str) -> Row {
             let found = discovered_in_truth(&w, cn.tally.discovered.keys());
             (
                 found,
-                format!("{} lookups done", s.dht.lookups_done),
                 format!(
+                    "{} lookups done; queries out: sample {} get_peers {} find_node {} ping {}; ask-source hits {}/{}",
+                    s.dht.lookups_done,
+                    s.dht.queries_out.sample_infohashes,
+                    s.dht.queries_out.get_peers,
+                    s.dht.queries_out.find_node,
+                    s.dht.queries_out.ping,
+                    s.crawl.ask_source_hits,
+                    s.crawl.ask_source_sent
+                ),format!(
                     "fetched {} failed {} (fetch started {}, crawl fetched {} failed {})",
                     cn.tally.fetched.len(),
                     cn.tally.failed.len(),
