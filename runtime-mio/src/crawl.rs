@@ -184,6 +184,8 @@ pub fn run(mut opts: CrawlOptions, sockets: Vec<UdpSocket>, ingest: Ingest) -> i
         );
     }
     opts.config.fetch.max_sessions = max_conns;
+    // Acquisitions (peer search, then fetch) must not cap the leeches below the budget.
+    opts.config.crawl.max_acquisitions = opts.config.crawl.max_acquisitions.max(max_conns);
 
     let mut udp = sockets;
     for (i, s) in udp.iter_mut().enumerate() {
