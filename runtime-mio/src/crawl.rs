@@ -512,7 +512,8 @@ impl Loop {
                 conn: ConnId::from_usize(token),
                 reason,
             });
-            self.drain();
+            // No drain here: this runs inside a drain (a failed write) or from
+            // `on_tcp`, which drains once it is done.
         }
     }
 
@@ -544,6 +545,11 @@ impl Loop {
     }
 
     fn on_tcp(&mut self, token: usize, ev: &mio::event::Event) {
+        self.on_tcp_event(token, ev);
+        self.drain();
+    }
+
+    fn on_tcp_event(&mut self, token: usize, ev: &mio::event::Event) {
         let Some(c) = self.conns.get_mut(&token) else {
             return;
         };

@@ -147,8 +147,9 @@ fn sigterm_mid_crawl(runtime: &str, base: u8) {
             "1",
         ],
     );
+    // In the middle: the torrent is fetched and the crawl goes on.
     assert!(
-        p.wait_log("magnetar::status", Duration::from_secs(20)),
+        p.wait_log("metadata fetched", Duration::from_secs(45)),
         "{}",
         p.log()
     );
@@ -164,6 +165,17 @@ fn sigterm_mid_crawl(runtime: &str, base: u8) {
     assert!(st.success(), "{err}");
     assert!(out.contains("sessions:         1"), "{out}");
     assert!(!out.contains("running or killed"), "{out}");
+    // Consistent: the store's own integrity check passes and the torrent is there.
+    let store =
+        magnetar_storage::Store::open(magnetar_storage::StoreOptions::new(db.path())).unwrap();
+    let report = store.integrity_check().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    let t = store
+        .get(&w.seeder.info_hash.0)
+        .unwrap()
+        .expect("stored before exit");
+    assert_eq!(t.record.name, "sigterm.bin");
+    assert_eq!(t.record.total_size, 100_000);
 }
 
 /// Nobody answers: the binary says so plainly (with the addresses tried) instead of
