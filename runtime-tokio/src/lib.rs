@@ -219,6 +219,7 @@ pub struct Crawler {
     storage_capacity: usize,
     status_interval: Duration,
     shutdown_timeout: Duration,
+    sockets: Vec<std::net::UdpSocket>,
 }
 
 impl Crawler {
@@ -244,6 +245,7 @@ impl Crawler {
             storage_capacity: DEFAULT_STORAGE_CAPACITY,
             status_interval: DEFAULT_STATUS_INTERVAL,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            sockets: Vec::new(),
         }
     }
 
@@ -270,6 +272,15 @@ impl Crawler {
         self
     }
 
+    /// UDP sockets bound already, one per `Config::identities` entry in order
+    /// (the binary binds with its own fallbacks); otherwise each identity's
+    /// `bind` address is bound here. A mio socket converts with
+    /// `std::net::UdpSocket::from(mio_socket)`.
+    pub fn sockets(mut self, sockets: Vec<std::net::UdpSocket>) -> Self {
+        self.sockets = sockets;
+        self
+    }
+
     /// How long [`Handle::shutdown`] may take to flush storage.
     pub fn shutdown_timeout(mut self, d: Duration) -> Self {
         self.shutdown_timeout = d;
@@ -280,8 +291,21 @@ impl Crawler {
     pub fn start(self) -> Result<(Handle, EventStream), Error> {
         let mut config = self.config;
         let mut udp = Vec::new();
+        if !self.sockets.is_empty() && self.sockets.len() != config.identities.len() {
+            return Err(Error::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "one socket per identity is needed",
+            )));
+        }
+        let mut given = self.sockets.into_iter();
         for ident in &mut config.identities {
-            let s = bind_udp(ident.bind)?;
+            let s = match given.next() {
+                Some(s) => {
+                    s.set_nonblocking(true)?;
+                    s
+                }
+                None => bind_udp(ident.bind)?,
+            };
             // Port 0 becomes the port the OS gave us.
             ident.bind = s.local_addr()?;
             let tx = s.try_clone()?;

@@ -21,6 +21,9 @@ pub struct RunOptions {
     pub config: Config,
     /// Router names (`host:port`), resolved off the hot path and retried.
     pub routers: Vec<String>,
+    /// UDP sockets bound already (one per identity, in order); empty: bind
+    /// `config.identities[i].bind` here.
+    pub sockets: Vec<std::net::UdpSocket>,
     /// Addresses to bootstrap from at once (e.g. nodes saved by an earlier run).
     pub bootstrap_nodes: Vec<SocketAddr>,
     /// Stop after this long (`None`: until SIGINT/SIGTERM).
@@ -42,6 +45,7 @@ impl RunOptions {
         RunOptions {
             config,
             routers: Vec::new(),
+            sockets: Vec::new(),
             bootstrap_nodes: Vec::new(),
             duration: None,
             storage: None,
@@ -75,7 +79,8 @@ async fn run_async(opts: RunOptions) -> Result<RunReport, Error> {
     let mut b = Crawler::builder(opts.config)
         .event_capacity(0)
         .status_interval(opts.status_interval)
-        .shutdown_timeout(opts.shutdown_timeout);
+        .shutdown_timeout(opts.shutdown_timeout)
+        .sockets(opts.sockets);
     if let Some(s) = opts.storage {
         b = b.storage(s);
     }

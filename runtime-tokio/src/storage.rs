@@ -97,3 +97,26 @@ impl Storage for MemoryStorage {
         })
     }
 }
+
+/// The LMDB store, through the ingest glue both runtimes share: the same
+/// acquire-or-skip decision and the same records as the mio runtime.
+#[cfg(feature = "lmdb")]
+impl Storage for magnetar_storage::ingest::Ingest {
+    fn on_event(&mut self, wall: u64, event: &Event) -> Result<Decision, String> {
+        use magnetar_storage::ingest::Decision as D;
+        match magnetar_storage::ingest::Ingest::on_event(self, wall, event) {
+            Ok(D::Acquire(_)) => Ok(Decision::Acquire),
+            Ok(D::Known) => Ok(Decision::Known),
+            Ok(D::Nothing) => Ok(Decision::Nothing),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    fn nodes(&mut self, wall: u64, nodes: &[NodeEntry]) -> Result<(), String> {
+        magnetar_storage::ingest::Ingest::nodes(self, wall, nodes).map_err(|e| e.to_string())
+    }
+    fn close(self: Box<Self>) -> Result<(), String> {
+        magnetar_storage::ingest::Ingest::close(*self)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}

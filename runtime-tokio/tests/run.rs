@@ -24,6 +24,10 @@ fn run_resolves_routers_bootstraps_reports_status_and_stops_after_its_duration()
     opts.storage = Some(Box::new(MemoryStorage::new()));
     opts.status_interval = Duration::from_millis(100);
     opts.handle_signals = false;
+    // A socket bound by the caller (as the binary does, with its own fallbacks).
+    let ours = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let ours_addr = ours.local_addr().unwrap();
+    opts.sockets = vec![ours];
     let seen = statuses.clone();
     opts.on_status = Some(Box::new(move |s| {
         assert!(s.stats.dht.datagrams_out >= 1);
@@ -33,7 +37,8 @@ fn run_resolves_routers_bootstraps_reports_status_and_stops_after_its_duration()
     let t0 = Instant::now();
     let runner = std::thread::spawn(move || run(opts));
     let mut buf = [0u8; 1500];
-    let (n, _) = router.recv_from(&mut buf).expect("bootstrap query");
+    let (n, from) = router.recv_from(&mut buf).expect("bootstrap query");
+    assert_eq!(from, ours_addr, "the given socket is used");
     let msg = magnetar_core::krpc::decode(&buf[..n]).unwrap();
     assert!(matches!(msg.body, magnetar_core::krpc::Body::Query(_)));
 
