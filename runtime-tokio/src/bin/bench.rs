@@ -14,6 +14,10 @@
 //!   --pid PID       with --target: measure that process's CPU (/proc/PID/stat)
 //!   --serve ADDR    only run the tokio node on ADDR for --secs (for an external
 //!                   load generator, e.g. the mio runtime's magnetar-loadgen)
+//!   --crawl         with --serve: harvest as `magnetar crawl` does (wide routing
+//!                   table) instead of a plain node
+//!   --db DIR        with --serve: store through the LMDB ingest glue, as
+//!                   `magnetar crawl` does (default: no storage)
 //! ```
 //! Core rate-limits answers per IP (`per_ip_answers_per_sec`, 10/s by default);
 //! the node started here lifts that limit, as every sender is 127.0.0.1. An
@@ -36,6 +40,8 @@ struct Args {
     target: Option<SocketAddr>,
     pid: Option<u32>,
     serve: Option<SocketAddr>,
+    crawl: bool,
+    db: Option<String>,
 }
 
 fn parse() -> Args {
@@ -48,9 +54,15 @@ fn parse() -> Args {
         target: None,
         pid: None,
         serve: None,
+        crawl: false,
+        db: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
+        if k == "--crawl" {
+            a.crawl = true;
+            continue;
+        }
         let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
         match k.as_str() {
             "--secs" => a.secs = v.parse().expect("--secs"),
@@ -61,6 +73,7 @@ fn parse() -> Args {
             "--target" => a.target = Some(v.parse().expect("--target")),
             "--pid" => a.pid = Some(v.parse().expect("--pid")),
             "--serve" => a.serve = Some(v.parse().expect("--serve")),
+            "--db" => a.db = Some(v),
             _ => panic!("unknown option {k}"),
         }
     }
@@ -185,16 +198,42 @@ fn node_config(bind: SocketAddr) -> Config {
     c
 }
 
-fn serve(addr: SocketAddr, secs: u64) {
+fn serve(addr: SocketAddr, a: &Args) {
+    let secs = a.secs;
+    let mut config = node_config(addr);
+    if a.crawl {
+        // As `magnetar crawl --allow-private`: harvesting on, a crawler-sized table.
+        config.crawl.enabled = true;
+        config.dht.routing = magnetar_core::routing::RoutingConfig::wide(4096);
+        config.dht.routing.one_per_subnet = false;
+        let d = magnetar_core::crawl::CrawlConfig::default();
+        config.crawl.per_ip_pps = d.per_ip_pps;
+        config.crawl.max_pps = 2000; // the CLI's default
+    }
+    let storage: Option<Box<dyn magnetar_tokio::Storage>> = match &a.db {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).expect("--db");
+            let store = magnetar_storage::Store::open(magnetar_storage::StoreOptions::new(dir))
+                .expect("open --db");
+            let writer = store
+                .writer(magnetar_storage::WriterConfig::default())
+                .expect("writer");
+            Some(Box::new(magnetar_storage::ingest::Ingest::new(
+                store, writer,
+            )))
+        }
+        None => None,
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let (h, _events) = magnetar_tokio::Crawler::builder(node_config(addr))
-            .event_capacity(0)
-            .start()
-            .unwrap();
+        let mut b = magnetar_tokio::Crawler::builder(config).event_capacity(0);
+        if let Some(s) = storage {
+            b = b.storage(s);
+        }
+        let (h, _events) = b.start().unwrap();
         let cpu0 = cpu_secs("/proc/self/stat");
         println!(
             "tokio node on {} pid {} for {secs} s",
@@ -218,7 +257,7 @@ fn serve(addr: SocketAddr, secs: u64) {
 fn main() {
     let a = parse();
     if let Some(addr) = a.serve {
-        return serve(addr, a.secs);
+        return serve(addr, &a);
     }
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
