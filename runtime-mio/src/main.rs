@@ -1,27 +1,454 @@
-//! The `magnetar` binary.
+//! The `magnetar` binary: the crawler (a mio event loop around the sans-IO core)
+//! and the commands that read and maintain its database.
 
-use clap::{Parser, Subcommand};
+mod commands;
+mod crawl;
+mod dns;
+mod metrics;
+mod sys;
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use magnetar_core::routing::RoutingConfig;
+use magnetar_core::{Config, IdentityConfig};
+
+/// The public routers a fresh node bootstraps from (after any saved nodes).
+const DEFAULT_ROUTERS: &[&str] = &[
+    "router.bittorrent.com:6881",
+    "dht.transmissionbt.com:6881",
+    "router.utorrent.com:6881",
+    "dht.libtorrent.org:25401",
+];
 
 /// magnetar: a BitTorrent Mainline DHT crawler and torrent-metadata indexer.
+///
+/// `magnetar crawl` joins the DHT, harvests infohashes and fetches their metadata
+/// into a local database; the other commands search and maintain that database.
+/// Logging follows RUST_LOG (e.g. RUST_LOG=magnetar=debug).
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, long_about)]
 struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "text",
+        env = "MAGNETAR_LOG_FORMAT",
+        global = true
+    )]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     cmd: Cmd,
 }
 
-#[derive(Subcommand, Debug)]
-enum Cmd {
-    /// Crawl the DHT and index the torrents found.
-    Crawl,
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
-fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    match cli.cmd {
-        Cmd::Crawl => {
-            eprintln!("magnetar crawl: not yet implemented (see the runtime-mio issue)");
-            std::process::ExitCode::from(2)
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Runtime {
+    Mio,
+    Tokio,
+}
+
+#[derive(Args, Debug, Clone)]
+struct DbArg {
+    /// Database directory (an LMDB environment).
+    /// Default: $XDG_DATA_HOME/magnetar, else ~/.local/share/magnetar.
+    #[arg(long, value_name = "PATH", env = "MAGNETAR_DB")]
+    db: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Crawl the DHT and index the torrents found (runs until SIGINT/SIGTERM or --duration).
+    Crawl(Box<CrawlArgs>),
+    /// Search stored torrents by words of their names and file paths (the last word
+    /// may be a prefix).
+    Search {
+        /// Words to look for.
+        #[arg(required = true, value_name = "WORDS")]
+        words: Vec<String>,
+        /// Most results to print.
+        #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Show one torrent: its fields, file tree and magnet link.
+    Show {
+        /// The infohash, 40 hex digits.
+        infohash: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// List the most recently discovered torrents.
+    Recent {
+        /// How many.
+        #[arg(short = 'n', long = "count", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        n: u32,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Export torrents as JSON lines or as .torrent files.
+    Export {
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormat,
+        /// Only torrents discovered at or after T: Unix seconds, or an age such as 90m, 24h, 7d.
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Output file for jsonl (default: stdout); output directory for torrent (required).
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Import torrents from a JSON lines export or a magnetico SQLite database.
+    Import {
+        #[arg(value_enum)]
+        kind: ImportKind,
+        /// The file to import.
+        path: PathBuf,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Database totals, per-session yield, failure reasons and top clients.
+    Stats {
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Database maintenance.
+    Db {
+        #[command(subcommand)]
+        cmd: DbCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DbCmd {
+    /// Rewrite the database without free pages (the crawler must be stopped).
+    Compact {
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Drop old request, peer and node records (torrents are kept).
+    Prune {
+        /// Keep request records this many days.
+        #[arg(long, default_value_t = 30)]
+        requests_days: u64,
+        /// Keep at most this many request records.
+        #[arg(long)]
+        requests_max: Option<u64>,
+        /// Drop peers not seen for this many days.
+        #[arg(long, default_value_t = 30)]
+        peers_days: u64,
+        /// Drop DHT nodes not seen for this many days.
+        #[arg(long, default_value_t = 7)]
+        nodes_days: u64,
+        #[command(flatten)]
+        db: DbArg,
+    },
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+    Torrent,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum ImportKind {
+    Jsonl,
+    Magnetico,
+}
+
+#[derive(Args, Debug)]
+struct CrawlArgs {
+    #[command(flatten)]
+    db: DbArg,
+
+    /// UDP address(es) to bind, one DHT identity each (IPv4 or IPv6). Overrides
+    /// --identities and --ipv6. Default: 0.0.0.0:6881 (and [::]:6881), the next
+    /// ports for more identities; a busy default port falls back to a random one.
+    #[arg(long, value_name = "ADDR:PORT", num_args = 1.., env = "MAGNETAR_BIND", value_delimiter = ',')]
+    bind: Vec<SocketAddr>,
+
+    /// DHT identities (node ids) per address family, on consecutive ports.
+    #[arg(long, value_name = "N", default_value_t = 1, env = "MAGNETAR_IDENTITIES",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    identities: u16,
+
+    /// Also run IPv6 identities (on by default; skipped with a warning when IPv6 is unavailable).
+    #[arg(long, overrides_with = "no_ipv6", env = "MAGNETAR_IPV6")]
+    ipv6: bool,
+    /// Run IPv4 identities only.
+    #[arg(long, overrides_with = "ipv6")]
+    no_ipv6: bool,
+
+    /// Outgoing DHT query budget, packets per second (answers to queries are not counted).
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 2000,
+        env = "MAGNETAR_MAX_PPS"
+    )]
+    max_pps: u32,
+
+    /// Metadata fetches (peer connections) in flight; capped under the open-file limit.
+    #[arg(long, value_name = "N", default_value_t = 1000, env = "MAGNETAR_MAX_LEECHES",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    max_leeches: u32,
+
+    /// Bootstrap node(s) instead of the public routers (saved nodes are still tried first).
+    #[arg(long, value_name = "HOST:PORT", num_args = 1.., env = "MAGNETAR_BOOTSTRAP", value_delimiter = ',')]
+    bootstrap: Vec<String>,
+
+    /// Talk to loopback and private (RFC 1918, ULA, link-local) addresses too, and drop
+    /// the one-node-per-/24 routing rule (for LANs and tests).
+    #[arg(long, env = "MAGNETAR_ALLOW_PRIVATE")]
+    allow_private: bool,
+
+    /// Answer queries with node ids forged next to the asker's (more announces, but
+    /// bends BEP 5: our id is not stable).
+    #[arg(long, env = "MAGNETAR_NEIGHBOUR_MODE")]
+    neighbour_mode: bool,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics.
+    #[arg(long, value_name = "ADDR:PORT", env = "MAGNETAR_METRICS")]
+    metrics: Option<SocketAddr>,
+
+    /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
+    #[arg(long, value_name = "SECS", env = "MAGNETAR_DURATION")]
+    duration: Option<u64>,
+
+    /// Event loop implementation.
+    #[arg(long, value_enum, default_value = "mio", env = "MAGNETAR_RUNTIME")]
+    runtime: Runtime,
+
+    /// Seed for node ids and all protocol randomness (default: from the OS).
+    #[arg(long, hide = true, env = "MAGNETAR_SEED")]
+    seed: Option<u64>,
+
+    /// Answers per remote IP per second (benchmarks on loopback raise it).
+    #[arg(long, hide = true, default_value_t = 10)]
+    per_ip_answers: u32,
+
+    /// Seconds between status lines.
+    #[arg(long, hide = true, default_value_t = 10)]
+    status_interval: u64,
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => b.try_init(),
+        LogFormat::Json => b.json().try_init(),
+    };
+}
+
+fn os_seed() -> u64 {
+    // RandomState is keyed from OS entropy.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// An error for the user: printed as `magnetar: <message>`, exit status 2.
+pub(crate) struct Fail(pub(crate) String);
+
+impl<E: std::fmt::Display> From<E> for Fail {
+    fn from(e: E) -> Self {
+        Fail(e.to_string())
+    }
+}
+
+impl DbArg {
+    /// `--db`, else the default location.
+    fn path(&self) -> Result<PathBuf, Fail> {
+        match &self.db {
+            Some(p) => Ok(p.clone()),
+            None => magnetar_storage::default_data_dir().map_err(|e| Fail(e.to_string())),
         }
     }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match dispatch(cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Fail(msg)) => {
+            eprintln!("magnetar: {msg}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(cmd: Cmd) -> Result<(), Fail> {
+    match cmd {
+        Cmd::Crawl(a) => cmd_crawl(*a),
+        Cmd::Search {
+            words,
+            limit,
+            json,
+            db,
+        } => commands::search(&db.path()?, &words.join(" "), limit as usize, json),
+        Cmd::Show { infohash, db } => commands::show(&db.path()?, &infohash),
+        Cmd::Recent { n, db } => commands::recent(&db.path()?, n as usize),
+        Cmd::Export {
+            format,
+            since,
+            out,
+            db,
+        } => commands::export(
+            &db.path()?,
+            format == ExportFormat::Torrent,
+            since.as_deref(),
+            out,
+        ),
+        Cmd::Import { kind, path, db } => {
+            commands::import(&db.path()?, kind == ImportKind::Magnetico, &path)
+        }
+        Cmd::Stats { db } => commands::stats(&db.path()?),
+        Cmd::Db {
+            cmd: DbCmd::Compact { db },
+        } => commands::compact(&db.path()?),
+        Cmd::Db {
+            cmd:
+                DbCmd::Prune {
+                    requests_days,
+                    requests_max,
+                    peers_days,
+                    nodes_days,
+                    db,
+                },
+        } => commands::prune(
+            &db.path()?,
+            requests_days,
+            requests_max,
+            peers_days,
+            nodes_days,
+        ),
+    }
+}
+
+/// Binds the UDP sockets: explicit `--bind`s must all work; defaults fall back to a
+/// random port when busy, and IPv6 is skipped with a warning when unavailable.
+fn bind_sockets(a: &CrawlArgs) -> Result<Vec<(SocketAddr, mio::net::UdpSocket)>, Fail> {
+    let mut out = Vec::new();
+    if !a.bind.is_empty() {
+        for b in &a.bind {
+            let s = crawl::bind_udp(*b).map_err(|e| Fail(format!("cannot bind UDP {b}: {e}")))?;
+            out.push((s.local_addr()?, s));
+        }
+        return Ok(out);
+    }
+    let ipv6 = !a.no_ipv6;
+    for i in 0..a.identities {
+        let port = 6881 + i;
+        let mut fams: Vec<SocketAddr> = vec![SocketAddr::from(([0, 0, 0, 0], port))];
+        if ipv6 {
+            fams.push(SocketAddr::from(([0u16; 8], port)));
+        }
+        for addr in fams {
+            let r = crawl::bind_udp(addr).or_else(|e| {
+                if e.kind() == std::io::ErrorKind::AddrInUse {
+                    tracing::warn!("UDP {addr} is in use; using a random port");
+                    crawl::bind_udp(SocketAddr::new(addr.ip(), 0))
+                } else {
+                    Err(e)
+                }
+            });
+            match r {
+                Ok(s) => out.push((s.local_addr()?, s)),
+                Err(e) if addr.is_ipv6() => {
+                    tracing::warn!("IPv6 unavailable ({addr}: {e}); continuing with IPv4 only");
+                }
+                Err(e) => return Err(Fail(format!("cannot bind UDP {addr}: {e}"))),
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn cmd_crawl(a: CrawlArgs) -> Result<(), Fail> {
+    if a.runtime == Runtime::Tokio {
+        return Err(Fail(
+            "--runtime tokio is not yet implemented (use --runtime mio, the default)".into(),
+        ));
+    }
+    for b in &a.bootstrap {
+        if b.rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
+            return Err(Fail(format!("--bootstrap {b}: expected HOST:PORT")));
+        }
+    }
+    let db = a.db.path()?;
+    let sockets = bind_sockets(&a)?;
+    // Sockets first, then the store: a run rejected for its arguments writes nothing.
+    let store = commands::open_or_create(&db)?;
+    let writer = store
+        .writer(magnetar_storage::WriterConfig::default())
+        .map_err(|e| Fail(format!("database {}: {e}", db.display())))?;
+    tracing::info!(db = %db.display(), "database open");
+    let ingest = magnetar_storage::ingest::Ingest::new(store, writer);
+    let seed = a.seed.unwrap_or_else(os_seed);
+    let mut cfg = Config::new(seed, sockets[0].0);
+    cfg.identities = sockets
+        .iter()
+        .map(|(addr, _)| IdentityConfig {
+            bind: *addr,
+            node_id: None,
+            external_ip: None,
+        })
+        .collect();
+    // A crawler-sized routing table (~8,200 nodes per identity).
+    cfg.dht.routing = RoutingConfig::wide(4096);
+    cfg.allow_private = a.allow_private;
+    if a.allow_private {
+        cfg.dht.routing.one_per_subnet = false;
+    }
+    cfg.dht.per_ip_answers_per_sec = a.per_ip_answers.max(1);
+    cfg.crawl.max_pps = a.max_pps;
+    cfg.crawl.neighbour_mode = a.neighbour_mode;
+    let routers = if a.bootstrap.is_empty() {
+        DEFAULT_ROUTERS.iter().map(|s| s.to_string()).collect()
+    } else {
+        a.bootstrap.clone()
+    };
+    let opts = crawl::CrawlOptions {
+        config: cfg,
+        routers,
+        duration: a.duration.map(Duration::from_secs),
+        metrics: a.metrics,
+        status_interval: Duration::from_secs(a.status_interval.max(1)),
+        max_leeches: a.max_leeches as usize,
+    };
+    let sockets = sockets.into_iter().map(|(_, s)| s).collect();
+    let out = crawl::run(opts, sockets, ingest).map_err(|e| Fail(format!("crawl failed: {e}")))?;
+    tracing::info!(
+        datagrams_in = out.stats.dht.datagrams_in,
+        datagrams_out = out.stats.dht.datagrams_out,
+        emfile = out.counters.emfile,
+        "session totals"
+    );
+    Ok(())
 }

@@ -65,6 +65,7 @@
 mod codec;
 mod error;
 mod export;
+pub mod ingest;
 #[cfg(feature = "magnetico")]
 mod magnetico;
 mod store;

@@ -1,0 +1,471 @@
+//! The database commands: search, show, recent, export, import, stats, db.
+//!
+//! Read-only commands refuse a path that holds no database (they never create
+//! one); `import` and `crawl` create it.
+
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use magnetar_storage::{
+    magnet_uri, parse_infohash_hex, to_hex, Order, RetentionPolicy, Store, StoreOptions,
+    TorrentRecord,
+};
+
+use crate::crawl::wall_secs;
+use crate::Fail;
+
+fn db_err(path: &Path) -> impl Fn(magnetar_storage::StoreError) -> Fail + '_ {
+    move |e| Fail(format!("database {}: {e}", path.display()))
+}
+
+/// Opens an existing database (never creates one).
+pub fn open_existing(path: &Path) -> Result<Store, Fail> {
+    if !path.join("data.mdb").is_file() {
+        return Err(Fail(format!(
+            "no magnetar database at {} (run `magnetar crawl` first, or pass --db PATH)",
+            path.display()
+        )));
+    }
+    Store::open(StoreOptions::new(path)).map_err(db_err(path))
+}
+
+/// Opens the database, creating its directory when missing.
+pub fn open_or_create(path: &Path) -> Result<Store, Fail> {
+    if path.exists() && !path.is_dir() {
+        return Err(Fail(format!(
+            "database {}: exists and is not a directory",
+            path.display()
+        )));
+    }
+    std::fs::create_dir_all(path)
+        .map_err(|e| Fail(format!("database {}: cannot create: {e}", path.display())))?;
+    Store::open(StoreOptions::new(path)).map_err(db_err(path))
+}
+
+/// A size in binary units (`1.5 GiB`).
+pub fn human_size(n: u64) -> String {
+    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < U.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS` UTC for Unix seconds.
+pub fn utc(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn json_record(r: &TorrentRecord) -> serde_json::Value {
+    serde_json::json!({
+        "infohash": to_hex(&r.infohash),
+        "name": r.name,
+        "size": r.total_size,
+        "files": r.file_count,
+        "discovered_at": r.discovered_at,
+        "last_seen_at": r.last_seen_at,
+        "seeders": r.seeders,
+        "leechers": r.leechers,
+        "magnet": magnet_uri(&r.infohash, &r.name, r.total_size),
+    })
+}
+
+fn print_table(records: &[TorrentRecord]) {
+    for r in records {
+        println!(
+            "{}  {:>10}  {}  {}",
+            to_hex(&r.infohash),
+            human_size(r.total_size),
+            utc(r.discovered_at),
+            r.name
+        );
+    }
+}
+
+pub fn search(db: &Path, query: &str, limit: usize, json: bool) -> Result<(), Fail> {
+    let store = open_existing(db)?;
+    let res = store
+        .search(query, limit, 0, Order::Relevance)
+        .map_err(db_err(db))?;
+    if json {
+        for r in &res.hits {
+            println!("{}", json_record(r));
+        }
+    } else {
+        print_table(&res.hits);
+        eprintln!(
+            "{} of {} match(es){}",
+            res.hits.len(),
+            res.total,
+            if res.prefix_truncated {
+                " (the last word's prefix matched too many terms; only the first were used)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Renders paths (`a/b/c`) as an indented tree with sizes on the files.
+pub fn file_tree(files: &[(String, u64)]) -> String {
+    let mut sorted: Vec<&(String, u64)> = files.iter().collect();
+    sorted.sort();
+    let mut out = String::new();
+    let mut prev: Vec<&str> = Vec::new();
+    for (path, size) in sorted {
+        let parts: Vec<&str> = path.split('/').collect();
+        let common = prev
+            .iter()
+            .zip(&parts)
+            .take(parts.len().saturating_sub(1))
+            .take_while(|(a, b)| a == b)
+            .count();
+        for (depth, part) in parts.iter().enumerate().skip(common) {
+            let indent = "  ".repeat(depth + 1);
+            if depth + 1 == parts.len() {
+                out.push_str(&format!("{indent}{part}  ({})\n", human_size(*size)));
+            } else {
+                out.push_str(&format!("{indent}{part}/\n"));
+            }
+        }
+        prev = parts;
+    }
+    out
+}
+
+pub fn show(db: &Path, infohash: &str) -> Result<(), Fail> {
+    let ih = parse_infohash_hex(infohash.trim()).map_err(|e| Fail(e.to_string()))?;
+    let store = open_existing(db)?;
+    let Some(t) = store.get(&ih).map_err(db_err(db))? else {
+        return Err(Fail(format!("{} is not in the database", to_hex(&ih))));
+    };
+    let r = &t.record;
+    let count = |v: Option<u32>| v.map_or("unknown".to_string(), |v| v.to_string());
+    println!("name:          {}", r.name);
+    println!("infohash:      {}", to_hex(&r.infohash));
+    println!(
+        "size:          {} ({} bytes)",
+        human_size(r.total_size),
+        r.total_size
+    );
+    println!("files:         {}", r.file_count);
+    println!(
+        "pieces:        {} x {}",
+        r.piece_count,
+        human_size(r.piece_length as u64)
+    );
+    println!("private:       {}", if r.private { "yes" } else { "no" });
+    if let Some(s) = &r.source {
+        println!("source:        {s}");
+    }
+    println!("discovered:    {} UTC", utc(r.discovered_at));
+    println!("last seen:     {} UTC", utc(r.last_seen_at));
+    let mut src = Vec::new();
+    for (bit, name) in [
+        (magnetar_storage::Sources::ANNOUNCE, "announce"),
+        (magnetar_storage::Sources::SAMPLE, "sample"),
+        (magnetar_storage::Sources::GET_PEERS, "get_peers"),
+        (magnetar_storage::Sources::IMPORT, "import"),
+    ] {
+        if r.sources.contains(bit) && bit.0 != 0 {
+            src.push(name);
+        }
+    }
+    println!("sources:       {}", src.join(", "));
+    println!(
+        "seeders:       {}   leechers: {}",
+        count(r.seeders),
+        count(r.leechers)
+    );
+    println!(
+        "info dict:     {}",
+        if r.has_info { "kept" } else { "not kept" }
+    );
+    println!(
+        "magnet:        {}",
+        magnet_uri(&r.infohash, &r.name, r.total_size)
+    );
+    println!("file tree:");
+    let files: Vec<(String, u64)> = t.files.iter().map(|f| (f.path.clone(), f.size)).collect();
+    print!("{}", file_tree(&files));
+    Ok(())
+}
+
+pub fn recent(db: &Path, n: usize) -> Result<(), Fail> {
+    let store = open_existing(db)?;
+    let rs = store.recent(n).map_err(db_err(db))?;
+    print_table(&rs);
+    Ok(())
+}
+
+/// `--since`: Unix seconds, or an age (`90s`, `30m`, `24h`, `7d`) before now.
+pub fn parse_since(s: &str, now: u64) -> Result<u64, Fail> {
+    let bad = || {
+        Fail(format!(
+            "--since {s}: expected Unix seconds or an age like 30m, 24h, 7d"
+        ))
+    };
+    if let Ok(v) = s.parse::<u64>() {
+        return Ok(v);
+    }
+    let (num, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    Ok(now.saturating_sub(n.saturating_mul(mult)))
+}
+
+pub fn export(
+    db: &Path,
+    torrent_files: bool,
+    since: Option<&str>,
+    out: Option<PathBuf>,
+) -> Result<(), Fail> {
+    let since = since.map(|s| parse_since(s, wall_secs())).transpose()?;
+    if torrent_files {
+        let Some(dir) = out else {
+            return Err(Fail(
+                "--format torrent needs --out DIR (the directory for the .torrent files)".into(),
+            ));
+        };
+        let store = open_existing(db)?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Fail(format!("{}: cannot create: {e}", dir.display())))?;
+        let rep = store
+            .export_torrent_files(&dir, since)
+            .map_err(db_err(db))?;
+        eprintln!(
+            "exported {} .torrent file(s) to {} ({} without a kept info dict, {} corrupt skipped)",
+            rep.torrents,
+            dir.display(),
+            rep.skipped_no_info,
+            rep.skipped_corrupt
+        );
+        return Ok(());
+    }
+    let store = open_existing(db)?;
+    let rep = match out {
+        Some(path) => {
+            // Written to a temporary name and renamed when complete: no partial file.
+            let tmp = path.with_extension("partial");
+            let f =
+                std::fs::File::create(&tmp).map_err(|e| Fail(format!("{}: {e}", tmp.display())))?;
+            let mut w = BufWriter::new(f);
+            let rep = store.export_jsonl(&mut w, since).map_err(db_err(db));
+            let done = rep.and_then(|rep| {
+                w.flush()
+                    .map_err(|e| Fail(format!("{}: {e}", tmp.display())))?;
+                std::fs::rename(&tmp, &path)
+                    .map_err(|e| Fail(format!("{}: {e}", path.display())))?;
+                Ok(rep)
+            });
+            if done.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            done?
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut w = BufWriter::new(stdout.lock());
+            let rep = store.export_jsonl(&mut w, since).map_err(db_err(db))?;
+            w.flush()?;
+            rep
+        }
+    };
+    eprintln!(
+        "exported {} torrent(s){}",
+        rep.torrents,
+        rep.last_discovered_at
+            .map(|t| format!("; next incremental export: --since {}", t + 1))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+pub fn import(db: &Path, magnetico: bool, path: &Path) -> Result<(), Fail> {
+    if !path.is_file() {
+        return Err(Fail(format!("{}: no such file", path.display())));
+    }
+    let store = open_or_create(db)?;
+    let rep = if magnetico {
+        store.import_magnetico(path).map_err(db_err(db))?
+    } else {
+        let f = std::fs::File::open(path).map_err(|e| Fail(format!("{}: {e}", path.display())))?;
+        store.import_jsonl(BufReader::new(f)).map_err(db_err(db))?
+    };
+    eprintln!(
+        "read {}, new {}, updated {}, skipped {}",
+        rep.read, rep.new, rep.updated, rep.skipped
+    );
+    for e in &rep.errors {
+        eprintln!("  skipped: {e}");
+    }
+    Ok(())
+}
+
+pub fn stats(db: &Path) -> Result<(), Fail> {
+    let store = open_existing(db)?;
+    let s = store.stats().map_err(db_err(db))?;
+    println!(
+        "torrents:         {} ({} with info dict)",
+        s.torrents, s.torrents_with_info
+    );
+    println!("peers:            {}", s.peers);
+    println!("dht nodes:        {}", s.nodes);
+    println!("sessions:         {}", s.sessions);
+    println!("requests:         {}", s.requests);
+    println!(
+        "disk:             {} (used {}, map {})",
+        human_size(s.disk_bytes),
+        human_size(s.used_bytes),
+        human_size(s.map_size)
+    );
+    let yields = store.session_yields(wall_secs()).map_err(db_err(db))?;
+    if !yields.is_empty() {
+        println!("\nsessions (newest last):");
+        println!(
+            "  {:<19}  {:>9}  {:>9}  {:>9}  {:>8}  {:>10}  {:>9}",
+            "started (UTC)", "duration", "new", "fetched", "failed", "new/hour", "peak RSS"
+        );
+        for y in yields.iter().rev().take(20).rev() {
+            let ss = &y.session;
+            let end = ss.ended_at.unwrap_or_else(wall_secs);
+            println!(
+                "  {:<19}  {:>8}s  {:>9}  {:>9}  {:>8}  {:>10.1}  {:>9}{}",
+                utc(ss.started_at),
+                end.saturating_sub(ss.started_at),
+                ss.counters.torrents_new,
+                ss.counters.metadata_fetched,
+                ss.counters.metadata_failed,
+                y.torrents_per_hour,
+                human_size(ss.peak_rss_bytes),
+                if ss.ended_at.is_none() {
+                    "  (running or killed)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    let reasons = store.failure_reasons().map_err(db_err(db))?;
+    if !reasons.is_empty() {
+        println!("\nfailure reasons:");
+        for (r, n) in reasons.iter().take(20) {
+            println!("  {n:>9}  {r}");
+        }
+    }
+    let clients = store.top_clients(15).map_err(db_err(db))?;
+    if !clients.is_empty() {
+        println!("\ntop clients (ut_metadata requests):");
+        for c in clients {
+            let name = if c.client.is_empty() {
+                "(unknown)"
+            } else {
+                &c.client
+            };
+            println!(
+                "  {:>9} requests  {:>5.1}% ok  {}",
+                c.requests,
+                c.success_rate * 100.0,
+                name
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn compact(db: &Path) -> Result<(), Fail> {
+    if !db.join("data.mdb").is_file() {
+        return Err(Fail(format!("no magnetar database at {}", db.display())));
+    }
+    let (before, after) = magnetar_storage::compact(&StoreOptions::new(db)).map_err(db_err(db))?;
+    eprintln!(
+        "compacted {}: {} -> {}",
+        db.display(),
+        human_size(before),
+        human_size(after)
+    );
+    Ok(())
+}
+
+pub fn prune(
+    db: &Path,
+    requests_days: u64,
+    requests_max: Option<u64>,
+    peers_days: u64,
+    nodes_days: u64,
+) -> Result<(), Fail> {
+    let store = open_existing(db)?;
+    let rep = store
+        .prune(&RetentionPolicy {
+            now: wall_secs(),
+            requests_max_age_secs: Some(requests_days * 86_400),
+            requests_max_count: requests_max,
+            peers_max_age_secs: Some(peers_days * 86_400),
+            nodes_max_age_secs: Some(nodes_days * 86_400),
+        })
+        .map_err(db_err(db))?;
+    eprintln!(
+        "pruned {} request(s), {} peer(s), {} node(s)",
+        rep.requests, rep.peers, rep.nodes
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn helpers() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20");
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(3 * 1024 * 1024 + 17), "3.0 MiB");
+        assert_eq!(parse_since("100", 1000).ok(), Some(100));
+        assert_eq!(parse_since("2m", 1000).ok(), Some(880));
+        assert!(parse_since("2x", 1000).is_err());
+        assert!(parse_since("", 1000).is_err());
+        let t = file_tree(&[
+            ("a/b/c.txt".into(), 1),
+            ("a/b/d.txt".into(), 2048),
+            ("a/e.bin".into(), 3),
+            ("z".into(), 4),
+        ]);
+        assert_eq!(
+            t,
+            "  a/\n    b/\n      c.txt  (1 B)\n      d.txt  (2.0 KiB)\n    e.bin  (3 B)\n  z  (4 B)\n"
+        );
+    }
+}

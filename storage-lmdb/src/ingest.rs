@@ -1,0 +1,508 @@
+//! From crawler events to stored records: the glue every runtime shares (mio and
+//! tokio alike), so that both decide acquire-or-skip and write the same records.
+//!
+//! A runtime hands each `magnetar_core::Event` to [`Ingest::on_event`]. For an
+//! [`Event::InfohashDiscovered`] the answer is a [`Decision`]: [`Decision::Acquire`]
+//! when the store does not have the torrent (the runtime then calls
+//! `Crawler::acquire`), [`Decision::Known`] when it does (a `Seen` update is written
+//! instead). Fetched metadata becomes a torrent (with files and the raw info dict),
+//! each peer session a request record and an updated peer record, each node added
+//! to a routing table a node record (the next start bootstraps from these).
+//!
+//! Torrents are sent with backpressure (never dropped); the other records are
+//! best effort (`try_send`): when the writer's channel is full they are dropped and
+//! counted in [`IngestCounters::dropped`], so a slow disk never stalls the DHT.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use magnetar_core::fetch::{FailReason, MetadataFetched, PeerSessionReport, SessionOutcome};
+use magnetar_core::routing::NodeEntry;
+use magnetar_core::{DiscoverySource, Event};
+
+use crate::store::{Result, Store};
+use crate::types::*;
+use crate::writer::{Writer, WriterTotals};
+
+/// Acquisitions remembered (discovery time, sources, scrape) until fetched.
+const MAX_PENDING: usize = 200_000;
+/// Peers whose counters are kept in memory (then the table starts over).
+const MAX_PEERS: usize = 100_000;
+
+/// What to do with a discovered infohash.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Not stored: call `Crawler::acquire`.
+    Acquire(magnetar_core::InfoHash),
+    /// Already stored (its last-seen time and sources were updated).
+    Known,
+    /// Not a discovery event.
+    Nothing,
+}
+
+/// Counters of the ingest glue (for `/metrics`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IngestCounters {
+    /// Discoveries the store did not have.
+    pub new: u64,
+    /// Discoveries the store had.
+    pub known: u64,
+    pub torrents: u64,
+    pub requests: u64,
+    pub nodes: u64,
+    /// Best-effort records dropped because the writer was behind.
+    pub dropped: u64,
+    /// Reads that failed (the infohash was then treated as unknown).
+    pub read_errors: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    discovered_at: u64,
+    sources: Sources,
+    seeders: Option<u32>,
+    leechers: Option<u32>,
+}
+
+/// The event → record glue around a store and its writer.
+pub struct Ingest {
+    store: Store,
+    writer: Writer,
+    pending: HashMap<InfoHash, Pending>,
+    peers: HashMap<SocketAddr, PeerRecord>,
+    counters: IngestCounters,
+}
+
+/// The storage bit for a discovery source.
+pub fn sources_of(s: DiscoverySource) -> Sources {
+    match s {
+        DiscoverySource::Announce => Sources::ANNOUNCE,
+        DiscoverySource::GetPeers => Sources::GET_PEERS,
+        DiscoverySource::Sample => Sources::SAMPLE,
+    }
+}
+
+/// `snake_case` name of a failure reason (without its detail), e.g. `connect_refused`.
+pub fn reason_name(r: &FailReason) -> String {
+    let dbg = format!("{r:?}");
+    let head = dbg.split('(').next().unwrap_or("");
+    let mut out = String::with_capacity(head.len() + 4);
+    for (i, ch) in head.chars().enumerate() {
+        if ch.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(ch.to_ascii_lowercase());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+fn clamp_u32(v: u64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+/// The torrent record for verified metadata (padding files are left out of the list).
+pub fn torrent_input(
+    m: &MetadataFetched,
+    discovered_at: u64,
+    sources: Sources,
+    seeders: Option<u32>,
+    leechers: Option<u32>,
+) -> TorrentInput {
+    let info = &m.info;
+    TorrentInput {
+        infohash: m.info_hash.0,
+        name: info.name.clone(),
+        total_size: info.total_size,
+        piece_length: clamp_u32(info.piece_length),
+        piece_count: clamp_u32(info.piece_count),
+        private: info.private,
+        source: info.source.clone(),
+        files: info
+            .files
+            .iter()
+            .filter(|f| !f.padding)
+            .map(|f| FileEntry {
+                path: f.path.join("/"),
+                size: f.length,
+            })
+            .collect(),
+        discovered_at,
+        sources,
+        seeders,
+        leechers,
+        info: Some(m.raw.to_vec()),
+    }
+}
+
+/// A node record from a routing-table entry, seen at `wall` (Unix seconds).
+pub fn node_record(n: &NodeEntry, wall: u64) -> NodeRecord {
+    NodeRecord {
+        id: n.id.0,
+        addr: n.addr,
+        rtt_ms: n.rtt.map(|d| clamp_u32(d.as_millis() as u64)),
+        queries: QueryCounts::default(),
+        responses: QueryCounts::default(),
+        status: if n.last_response.is_some() && n.failures == 0 {
+            NodeStatus::Good
+        } else {
+            NodeStatus::Questionable
+        },
+        last_seen: wall,
+    }
+}
+
+fn ms(d: Duration) -> u32 {
+    clamp_u32(d.as_millis() as u64)
+}
+
+impl Ingest {
+    pub fn new(store: Store, writer: Writer) -> Self {
+        Ingest {
+            store,
+            writer,
+            pending: HashMap::new(),
+            peers: HashMap::new(),
+            counters: IngestCounters::default(),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn counters(&self) -> IngestCounters {
+        self.counters
+    }
+
+    pub fn writer_totals(&self) -> WriterTotals {
+        self.writer.totals()
+    }
+
+    /// Best effort: dropped (and counted) when the writer is behind.
+    fn offer(&mut self, op: Op) -> Result<()> {
+        if self.writer.try_send(op)?.is_some() {
+            self.counters.dropped += 1;
+        }
+        Ok(())
+    }
+
+    /// Records one event at wall-clock time `wall` (Unix seconds) and says what to do
+    /// with a discovered infohash. An error means the writer failed (fatal).
+    pub fn on_event(&mut self, wall: u64, e: &Event) -> Result<Decision> {
+        match e {
+            Event::InfohashDiscovered {
+                info_hash, source, ..
+            } => {
+                let sources = sources_of(*source);
+                let known = match self.store.contains(&info_hash.0) {
+                    Ok(k) => k,
+                    Err(_) => {
+                        self.counters.read_errors += 1;
+                        false
+                    }
+                };
+                if known {
+                    self.counters.known += 1;
+                    self.offer(Op::Seen {
+                        infohash: info_hash.0,
+                        at: wall,
+                        sources,
+                        seeders: None,
+                        leechers: None,
+                    })?;
+                    return Ok(Decision::Known);
+                }
+                self.counters.new += 1;
+                if let Some(p) = self.pending.get_mut(&info_hash.0) {
+                    p.sources = p.sources | sources;
+                } else if self.pending.len() < MAX_PENDING {
+                    self.pending.insert(
+                        info_hash.0,
+                        Pending {
+                            discovered_at: wall,
+                            sources,
+                            seeders: None,
+                            leechers: None,
+                        },
+                    );
+                }
+                Ok(Decision::Acquire(*info_hash))
+            }
+            Event::PeersFound {
+                info_hash,
+                seeders,
+                leechers,
+                ..
+            } => {
+                if let Some(p) = self.pending.get_mut(&info_hash.0) {
+                    p.seeders = seeders.or(p.seeders);
+                    p.leechers = leechers.or(p.leechers);
+                }
+                Ok(Decision::Nothing)
+            }
+            Event::MetadataFetched(m) => {
+                let p = self.pending.remove(&m.info_hash.0).unwrap_or(Pending {
+                    discovered_at: wall,
+                    sources: Sources::default(),
+                    seeders: None,
+                    leechers: None,
+                });
+                let t = torrent_input(m, p.discovered_at, p.sources, p.seeders, p.leechers);
+                self.writer.send(Op::Torrent(Box::new(t)))?;
+                self.counters.torrents += 1;
+                Ok(Decision::Nothing)
+            }
+            Event::PeerSession(r) => {
+                self.peer_session(wall, r)?;
+                Ok(Decision::Nothing)
+            }
+            Event::NodeAdded { id, addr, .. } => {
+                self.counters.nodes += 1;
+                self.offer(Op::Node(NodeRecord {
+                    id: id.0,
+                    addr: *addr,
+                    rtt_ms: None,
+                    queries: QueryCounts::default(),
+                    responses: QueryCounts::default(),
+                    status: NodeStatus::Questionable,
+                    last_seen: wall,
+                }))?;
+                Ok(Decision::Nothing)
+            }
+            _ => Ok(Decision::Nothing),
+        }
+    }
+
+    fn peer_session(&mut self, wall: u64, r: &PeerSessionReport) -> Result<()> {
+        let (outcome, reason) = match &r.outcome {
+            SessionOutcome::Ok => (RequestOutcome::Success, String::new()),
+            SessionOutcome::Failed(f) => (RequestOutcome::Failure, reason_name(f)),
+            // Closed by us because another peer delivered: neither a success nor
+            // the peer's fault, so it is not recorded.
+            SessionOutcome::Cancelled => return Ok(()),
+        };
+        let client = r
+            .version
+            .clone()
+            .or_else(|| r.client.clone())
+            .unwrap_or_default();
+        let started_at_ms = (wall * 1000).saturating_sub(r.duration.as_millis() as u64);
+        self.counters.requests += 1;
+        self.offer(Op::Request(RequestRecord {
+            infohash: r.info_hash.0,
+            peer: r.peer,
+            started_at_ms,
+            duration_ms: ms(r.duration),
+            outcome,
+            reason: reason.clone(),
+            pieces: r.pieces,
+            client: client.clone(),
+        }))?;
+
+        if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&r.peer) {
+            self.peers.clear();
+        }
+        let p = self.peers.entry(r.peer).or_insert_with(|| PeerRecord {
+            addr: r.peer,
+            client: String::new(),
+            attempts: 0,
+            successes: 0,
+            failures: 0,
+            rtt_ms: None,
+            ut_metadata: None,
+            last_error: String::new(),
+            status: PeerStatus::Unknown,
+            last_seen: wall,
+        });
+        p.attempts += 1;
+        p.last_seen = wall;
+        if !client.is_empty() {
+            p.client = client;
+        }
+        if let Some(rtt) = r.rtt {
+            p.rtt_ms = Some(ms(rtt));
+        }
+        if r.ut_metadata.is_some() {
+            p.ut_metadata = Some(true);
+        }
+        match &r.outcome {
+            SessionOutcome::Ok => {
+                p.successes += 1;
+                p.status = PeerStatus::Good;
+            }
+            SessionOutcome::Failed(f) => {
+                p.failures += 1;
+                p.last_error = reason;
+                if f.never_serves() {
+                    p.ut_metadata = Some(false);
+                }
+                if p.successes == 0 {
+                    p.status = PeerStatus::Bad;
+                }
+            }
+            SessionOutcome::Cancelled => {}
+        }
+        let rec = p.clone();
+        self.offer(Op::Peer(rec))
+    }
+
+    /// Saves routing-table nodes (the next start bootstraps from them).
+    pub fn nodes<'a>(
+        &mut self,
+        wall: u64,
+        nodes: impl IntoIterator<Item = &'a NodeEntry>,
+    ) -> Result<()> {
+        for n in nodes {
+            self.counters.nodes += 1;
+            self.offer(Op::Node(node_record(n, wall)))?;
+        }
+        Ok(())
+    }
+
+    /// Writes the session record (with backpressure: it is small and rare).
+    pub fn session(&mut self, s: SessionRecord) -> Result<()> {
+        self.writer.send(Op::Session(s))
+    }
+
+    /// Addresses of saved nodes, best first.
+    pub fn saved_nodes(&self, limit: usize) -> Result<Vec<SocketAddr>> {
+        Ok(self
+            .store
+            .saved_nodes(limit)?
+            .into_iter()
+            .map(|n| n.addr)
+            .collect())
+    }
+
+    /// Blocks until everything sent is committed.
+    pub fn flush(&self) -> Result<u64> {
+        self.writer.flush()
+    }
+
+    /// Flushes and stops the writer.
+    pub fn close(self) -> Result<WriterTotals> {
+        self.writer.close()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{StoreOptions, WriterConfig};
+    use bytes::Bytes;
+    use magnetar_core::metadata::{parse_info, sha1_info_hash, HashKind};
+    use magnetar_core::testkit::{build_info, InfoSpec};
+    use magnetar_core::{ConnId, InfoHash as CoreIh, Timestamp};
+
+    fn fetched(raw: Vec<u8>, peer: SocketAddr) -> MetadataFetched {
+        MetadataFetched {
+            info_hash: sha1_info_hash(&raw),
+            info: parse_info(&raw).unwrap(),
+            raw: Bytes::from(raw),
+            peer,
+            client: None,
+            hash: HashKind::Sha1,
+            elapsed: Duration::from_millis(5),
+            pieces: 1,
+            peers_tried: 1,
+        }
+    }
+
+    #[test]
+    fn discovery_fetch_and_session_become_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreOptions::new(dir.path())).unwrap();
+        let writer = store.writer(WriterConfig::default()).unwrap();
+        let mut ing = Ingest::new(store.clone(), writer);
+        let raw = build_info(&InfoSpec::single("hello world.iso", 123_456));
+        let peer: SocketAddr = "10.0.0.2:6881".parse().unwrap();
+        let m = fetched(raw.clone(), peer);
+        let ih = m.info_hash;
+        let disc = Event::InfohashDiscovered {
+            info_hash: ih,
+            source: DiscoverySource::Sample,
+            from: "10.0.0.3:6881".parse().unwrap(),
+            peer: None,
+        };
+        assert_eq!(ing.on_event(100, &disc).unwrap(), Decision::Acquire(ih));
+        ing.on_event(105, &Event::MetadataFetched(Box::new(m)))
+            .unwrap();
+        let report = PeerSessionReport {
+            info_hash: ih,
+            peer,
+            conn: ConnId {
+                index: 0,
+                generation: 1,
+            },
+            started_at: Timestamp::ZERO,
+            duration: Duration::from_millis(40),
+            outcome: SessionOutcome::Failed(FailReason::ConnectRefused),
+            connect_time: None,
+            rtt: None,
+            pieces: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            client: None,
+            version: Some("Fake 1.0".into()),
+            peer_id: None,
+            ut_metadata: None,
+            ut_pex: None,
+            metadata_size: None,
+            fast: false,
+            dht: false,
+            yourip: None,
+            listen_port: None,
+            reqq: None,
+            pex_added: 0,
+        };
+        ing.on_event(106, &Event::PeerSession(Box::new(report)))
+            .unwrap();
+        ing.flush().unwrap();
+        let t = store.get(&ih.0).unwrap().expect("stored");
+        assert_eq!(t.record.name, "hello world.iso");
+        assert_eq!(t.record.total_size, 123_456);
+        assert_eq!(t.record.discovered_at, 100);
+        assert!(t.record.sources.contains(Sources::SAMPLE));
+        assert_eq!(store.info_dict(&ih.0).unwrap().unwrap(), raw);
+        let reqs = store.recent_requests(10).unwrap();
+        assert_eq!(reqs.len(), 1);
+        assert_eq!(reqs[0].reason, "connect_refused");
+        assert_eq!(store.peer(&peer).unwrap().unwrap().failures, 1);
+        // Now known: skipped.
+        assert_eq!(ing.on_event(200, &disc).unwrap(), Decision::Known);
+        let c = ing.counters();
+        assert_eq!((c.new, c.known, c.torrents, c.requests), (1, 1, 1, 1));
+        let unknown = CoreIh([7; 20]);
+        assert!(matches!(
+            ing.on_event(
+                201,
+                &Event::InfohashDiscovered {
+                    info_hash: unknown,
+                    source: DiscoverySource::Announce,
+                    from: peer,
+                    peer: Some(peer)
+                }
+            )
+            .unwrap(),
+            Decision::Acquire(_)
+        ));
+        ing.close().unwrap();
+    }
+
+    #[test]
+    fn reason_names_are_snake_case() {
+        assert_eq!(reason_name(&FailReason::ConnectRefused), "connect_refused");
+        assert_eq!(
+            reason_name(&FailReason::InvalidInfo(
+                magnetar_core::metadata::InfoError::NoFiles
+            )),
+            "invalid_info"
+        );
+        assert_eq!(reason_name(&FailReason::TooLarge), "too_large");
+    }
+}
