@@ -37,7 +37,6 @@ struct Torrent {
 }
 
 #[test]
-#[ignore = "needs the magnetar crawl binary with LMDB storage and export (issue 7)"]
 fn sigkill_at_random_points_loses_nothing_committed() {
     let seed: u64 = std::env::var("CRASH_SEED")
         .ok()
@@ -45,6 +44,8 @@ fn sigkill_at_random_points_loses_nothing_committed() {
         .unwrap_or(0xC4A5_4000);
     eprintln!("CRASH_SEED={seed}");
     let mut rng = Rng::new(seed);
+    // Build (or find) the binary before the clock starts.
+    support::magnetar_bin();
     let t_start = Instant::now();
     let p = support::private_prefix(1);
     let dir = tempfile::tempdir().unwrap();

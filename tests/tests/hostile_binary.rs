@@ -155,7 +155,6 @@ fn malformed(rng: &mut Rng) -> Vec<Vec<u8>> {
 }
 
 #[test]
-#[ignore = "needs the magnetar crawl binary with LMDB storage and export (issue 7)"]
 fn binary_survives_hostile_input() {
     let net = Net {
         p: support::private_prefix(0),

@@ -273,7 +273,6 @@ fn libtorrent_swarm_forms_on_loopback_in_a_namespace() {
 /// fresh libtorrent session fetches the same torrents from magnet links; the ratio
 /// of the medians of the two times to metadata is printed.
 #[test]
-#[ignore = "needs the magnetar crawl binary with LMDB storage and export (issue 7)"]
 fn magnetar_indexes_a_libtorrent_swarm() {
     let ns = Netns::new("ix");
     let dir = tempfile::tempdir().unwrap();
