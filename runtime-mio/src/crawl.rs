@@ -721,7 +721,12 @@ impl Loop {
                     }
                     Err(e) => {
                         self.c.dns_failures += 1;
-                        tracing::warn!(name = %r.name, "could not resolve bootstrap router: {e} (retrying)");
+                        // Warn once per name; the retries (with backoff) log at debug.
+                        if self.dns_failed.iter().any(|(n, _)| *n == r.name) {
+                            tracing::debug!(name = %r.name, "still cannot resolve bootstrap router: {e}");
+                        } else {
+                            tracing::warn!(name = %r.name, "could not resolve bootstrap router: {e} (retrying with backoff)");
+                        }
                         self.dns_failed.retain(|(n, _)| *n != r.name);
                         self.dns_failed.push((r.name, e));
                     }

@@ -189,11 +189,11 @@ struct CrawlArgs {
           value_parser = clap::value_parser!(u16).range(1..=64))]
     identities: u16,
 
-    /// Also run IPv6 identities (on by default; skipped with a warning when IPv6 is unavailable).
-    #[arg(long, overrides_with = "no_ipv6", env = "MAGNETAR_IPV6")]
+    /// Also run IPv6 identities (the default; skipped with a warning when IPv6 is unavailable).
+    #[arg(long, overrides_with = "no_ipv6")]
     ipv6: bool,
     /// Run IPv4 identities only.
-    #[arg(long, overrides_with = "ipv6")]
+    #[arg(long, overrides_with = "ipv6", env = "MAGNETAR_NO_IPV6")]
     no_ipv6: bool,
 
     /// Outgoing DHT query budget, packets per second (answers to queries are not counted).
