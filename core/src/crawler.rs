@@ -491,7 +491,7 @@ impl Crawler {
         self.try_send_query(i, to, expect_id, purpose, kind) == Sent::Yes
     }
 
-    fn try_send_query(
+    pub(crate) fn try_send_query(
         &mut self,
         i: usize,
         to: SocketAddr,
@@ -1094,7 +1094,7 @@ impl Crawler {
 
 /// Whether a query went out.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Sent {
+pub(crate) enum Sent {
     Yes,
     /// Held back by the packet budget or per-IP pacing: try again later.
     Throttled,

@@ -29,9 +29,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::ops::Bound::{Excluded, Unbounded};
 use std::time::Duration;
 
 use crate::addr::Family;
+use crate::crawler::Sent;
 use crate::id::{InfoHash, NodeId};
 use crate::krpc::{QueryKind, Response};
 use crate::lookup::LookupKind;
@@ -45,6 +47,8 @@ pub use budget::Budget;
 
 /// Below this many known nodes, exploration runs even while sampling is busy.
 const EXPLORE_FLOOR: usize = 256;
+/// Below this many new nodes per exploration reply (on average), exploration idles.
+const EXPLORE_BARREN: f64 = 1.0;
 
 /// Crawl cadence: sampling and exploration run every tick.
 const CRAWL_TICK: Duration = Duration::from_millis(10);
@@ -181,6 +185,9 @@ struct Acq {
 struct Retry {
     attempts: usize,
     next_at: Timestamp,
+    /// Peers of the failed fetch: the first retry asks them again (they may be
+    /// back) before paying for a new peer search.
+    peers: Vec<SocketAddr>,
 }
 
 /// Crawl counters.
@@ -233,6 +240,9 @@ pub(crate) struct Harvest {
     pub txs: BTreeMap<u64, CrawlTx>,
     next_tag: u64,
     explore: Budget,
+    explore_cursor: Option<SocketAddr>,
+    /// Average new nodes per exploration reply (starts optimistic).
+    explore_yield: f64,
     pub next_tick: Timestamp,
     pub stats: CrawlStats,
 }
@@ -243,6 +253,8 @@ impl Harvest {
             .then(|| RateLimiter::with_burst(cfg.per_ip_pps, cfg.per_ip_burst, 65_536));
         Harvest {
             budget: Budget::new(cfg.max_pps, cfg.burst),
+            explore_cursor: None,
+            explore_yield: 8.0,
             explore: Budget::new(cfg.explore_pps.max(1), cfg.explore_pps.clamp(1, 50)),
             per_ip,
             book: BTreeMap::new(),
@@ -323,20 +335,21 @@ impl Harvest {
     }
 
     /// Adds a node learned from a reply (or a query to us). New nodes are due now.
-    pub fn learn(&mut self, now: Timestamp, ident: usize, id: NodeId, a: SocketAddr) {
+    /// True if the node is new to the book.
+    pub fn learn(&mut self, now: Timestamp, ident: usize, id: NodeId, a: SocketAddr) -> bool {
         if self.blacklisted(now, &a) {
-            return;
+            return false;
         }
         if let Some(n) = self.book.get_mut(&a) {
             if n.id != id {
                 // Same address, new id: a restart or a spoofer. Trust neither for now.
                 n.id = id;
             }
-            return;
+            return false;
         }
         if self.book.len() >= self.cfg.max_book {
             self.stats.book_full_drops += 1;
-            return;
+            return false;
         }
         self.book.insert(
             a,
@@ -351,6 +364,7 @@ impl Harvest {
             },
         );
         self.schedule(a, Some(now));
+        true
     }
 
     /// Records a discovery; true if the infohash is new in the dedup window.
@@ -436,15 +450,28 @@ impl Crawler {
                 scrape: false,
                 noseed: false,
             };
-            if self.send_query(i, addr, Some(id), Purpose::Crawl(tag), q) {
-                self.harvest.stats.ask_source_sent += 1;
-                self.harvest.acq.insert(
-                    ih,
-                    Acq {
-                        stage: Stage::AskSource,
-                    },
-                );
-                return;
+            match self.try_send_query(i, addr, Some(id), Purpose::Crawl(tag), q) {
+                Sent::Yes => {
+                    self.harvest.stats.ask_source_sent += 1;
+                    self.harvest.acq.insert(
+                        ih,
+                        Acq {
+                            stage: Stage::AskSource,
+                        },
+                    );
+                    return;
+                }
+                Sent::Throttled => {
+                    // The source is paced (it just gave us up to 20 samples): ask it
+                    // later rather than pay for a traversal now.
+                    self.harvest.txs.remove(&tag);
+                    self.harvest.stats.acquisitions_started -= 1;
+                    if self.harvest.queued.insert(ih) {
+                        self.harvest.acq_queue.push_back(ih);
+                    }
+                    return;
+                }
+                Sent::No => {}
             }
             self.harvest.txs.remove(&tag);
         }
@@ -492,6 +519,16 @@ impl Crawler {
 
     /// An acquisition ended without metadata: schedule a retry or give up.
     fn acquisition_failed(&mut self, ih: InfoHash, no_peers: bool) {
+        self.acquisition_failed_with(ih, no_peers, &[], false);
+    }
+
+    fn acquisition_failed_with(
+        &mut self,
+        ih: InfoHash,
+        no_peers: bool,
+        peers: &[SocketAddr],
+        final_: bool,
+    ) {
         self.harvest.acq.remove(&ih);
         if no_peers {
             self.harvest.stats.acquire_no_peers += 1;
@@ -507,7 +544,13 @@ impl Crawler {
                 let _ = t;
             }
         }
-        match h.cfg.retry_backoff.get(attempts) {
+        let backoff = if final_ {
+            None
+        } else {
+            h.cfg.retry_backoff.get(attempts)
+        };
+        let peers: Vec<SocketAddr> = peers.iter().take(8).copied().collect();
+        match backoff {
             Some(d) => {
                 let next_at = self.now.add(*d);
                 h.retry.insert(
@@ -515,6 +558,7 @@ impl Crawler {
                     Retry {
                         attempts: attempts + 1,
                         next_at,
+                        peers,
                     },
                 );
                 h.retry_due.insert((next_at, ih));
@@ -526,6 +570,7 @@ impl Crawler {
                     Retry {
                         attempts: attempts + 1,
                         next_at: Timestamp::MAX,
+                        peers: Vec::new(),
                     },
                 );
             }
@@ -592,14 +637,18 @@ impl Crawler {
     }
 
     /// Feeds the nodes of any reply into the node book.
-    pub(crate) fn learn_nodes(&mut self, i: usize, nodes: &[(NodeId, SocketAddr)]) {
+    pub(crate) fn learn_nodes(&mut self, i: usize, nodes: &[(NodeId, SocketAddr)]) -> usize {
         if !self.harvest.cfg.enabled {
-            return;
+            return 0;
         }
+        let mut new = 0;
         for (id, a) in nodes {
             let ident = self.ident_for(Family::of(a), id).unwrap_or(i);
-            self.harvest.learn(self.now, ident, *id, *a);
+            if self.harvest.learn(self.now, ident, *id, *a) {
+                new += 1;
+            }
         }
+        new
     }
 
     /// The identity to talk to a node from: same family, id closest to the node's,
@@ -678,7 +727,10 @@ impl Crawler {
                     n.in_flight = false;
                     n.failures = 0;
                 }
-                self.learn_nodes(i, &nodes);
+                let new = self.learn_nodes(i, &nodes);
+                // How productive exploration is: an average of new nodes per reply.
+                let y = &mut self.harvest.explore_yield;
+                *y = *y * 0.95 + new as f64 * 0.05;
             }
             CrawlTx::AskSource { ih } => {
                 self.learn_nodes(i, &nodes);
@@ -774,7 +826,10 @@ impl Crawler {
             Event::MetadataFailed(m) => {
                 self.harvest.stats.fetch_failed += 1;
                 if self.harvest.acq.contains_key(&m.info_hash) {
-                    self.acquisition_failed(m.info_hash, false);
+                    let peers: Vec<SocketAddr> = m.reasons.iter().map(|(p, _)| *p).collect();
+                    // Metadata that hashed right but is invalid is invalid for everyone.
+                    let final_ = m.info_error.is_some();
+                    self.acquisition_failed_with(m.info_hash, false, &peers, final_);
                 }
             }
             _ => {}
@@ -840,41 +895,19 @@ impl Crawler {
                     .schedule(addr, Some(now.add(Duration::from_secs(1))));
             }
         }
-        // Retries that came due, and queued acquisitions, while there is room and
-        // budget left after sampling.
-        let mut started = 0;
-        while self.harvest.acq.len() < self.harvest.cfg.max_acquisitions
-            && self.harvest.budget.available(now) > reserve
-            && started < 1000
-        {
-            let ih = match self.harvest.retry_due.first() {
-                Some(&(t, ih)) if t <= now => {
-                    self.harvest.retry_due.pop_first();
-                    self.harvest.stats.retries += 1;
-                    ih
-                }
-                _ => match self.harvest.acq_queue.pop_front() {
-                    Some(ih) => {
-                        self.harvest.queued.remove(&ih);
-                        ih
-                    }
-                    None => break,
-                },
-            };
-            if !self.harvest.acq.contains_key(&ih) {
-                started += 1;
-                self.start_acquisition(ih);
-            }
-        }
-        // Exploration only when no sampling is due soon: the walk itself finds
-        // most nodes (every sample reply lists some).
+        // Exploration at a trickle (one per tick) while sampling is due: the walk
+        // itself finds most nodes, as every sample reply lists some.
         let sampling_soon = self
             .harvest
             .due
             .first()
             .is_some_and(|(t, _)| *t <= now.add(Duration::from_secs(1)));
-        let tries_cap = if sampling_soon && self.harvest.book.len() >= EXPLORE_FLOOR {
-            0
+        // Exploration that stopped finding nodes slows to about one query a second.
+        let barren = self.harvest.explore_yield < EXPLORE_BARREN;
+        let tries_cap = if barren {
+            u32::from(self.rng.below(10) == 0)
+        } else if sampling_soon && self.harvest.book.len() >= EXPLORE_FLOOR {
+            1
         } else {
             64
         };
@@ -886,17 +919,16 @@ impl Crawler {
         {
             tries += 1;
             let probe = NodeId::random(&mut self.rng);
-            let key = SocketAddr::from((
-                self.rng.next_u32().to_be_bytes(),
-                self.rng.next_u32() as u16,
-            ));
-            let pick = self
-                .harvest
-                .book
-                .range(key..)
-                .next()
-                .or_else(|| self.harvest.book.iter().next())
-                .map(|(a, n)| (*a, n.ident, n.id, n.in_flight));
+            // Round-robin over the book, so every known node is asked in turn.
+            let pick = match self.harvest.explore_cursor {
+                Some(c) => self.harvest.book.range((Excluded(c), Unbounded)).next(),
+                None => None,
+            }
+            .or_else(|| self.harvest.book.iter().next())
+            .map(|(a, n)| (*a, n.ident, n.id, n.in_flight));
+            if let Some((a, ..)) = pick {
+                self.harvest.explore_cursor = Some(a);
+            }
             let (addr, i, id) = match pick {
                 Some((a, i, id, false)) => (a, i, id),
                 Some(_) => continue,
@@ -930,6 +962,49 @@ impl Crawler {
                 self.harvest.txs.remove(&tag);
                 if let Some(n) = self.harvest.book.get_mut(&addr) {
                     n.in_flight = false;
+                }
+            }
+        }
+        // Retries that came due, and queued acquisitions, while there is room and
+        // budget left after sampling and exploration.
+        let mut started = 0;
+        while self.harvest.acq.len() < self.harvest.cfg.max_acquisitions
+            && self.harvest.budget.available(now) > reserve
+            && started < 1000
+        {
+            let ih = match self.harvest.retry_due.first() {
+                Some(&(t, ih)) if t <= now => {
+                    self.harvest.retry_due.pop_first();
+                    self.harvest.stats.retries += 1;
+                    ih
+                }
+                _ => match self.harvest.acq_queue.pop_front() {
+                    Some(ih) => {
+                        self.harvest.queued.remove(&ih);
+                        ih
+                    }
+                    None => break,
+                },
+            };
+            if !self.harvest.acq.contains_key(&ih) {
+                started += 1;
+                let again = self
+                    .harvest
+                    .retry
+                    .get(&ih)
+                    .filter(|r| r.attempts == 1 && !r.peers.is_empty());
+                match again.map(|r| r.peers.clone()) {
+                    Some(peers) => {
+                        self.harvest.stats.acquisitions_started += 1;
+                        self.harvest.acq.insert(
+                            ih,
+                            Acq {
+                                stage: Stage::Fetching,
+                            },
+                        );
+                        self.start_fetch(ih, &peers);
+                    }
+                    None => self.start_acquisition(ih),
                 }
             }
         }
