@@ -56,7 +56,8 @@ pub struct CrawlOptions {
     /// Router names (`host:port`) resolved off the hot path.
     pub routers: Vec<String>,
     pub duration: Option<Duration>,
-    pub metrics: Option<SocketAddr>,
+    /// Where the `/metrics` responder (already listening) reads its text.
+    pub metrics: Option<metrics::Shared>,
     pub status_interval: Duration,
     /// Leeches in flight wanted (capped under RLIMIT_NOFILE).
     pub max_leeches: usize,
@@ -193,14 +194,7 @@ pub fn run(mut opts: CrawlOptions, sockets: Vec<UdpSocket>, ingest: Ingest) -> i
             .register(s, Token(UDP_BASE - i), Interest::READABLE)?;
     }
 
-    let metrics_text = match opts.metrics {
-        Some(addr) => {
-            let (shared, local) = metrics::serve(addr)?;
-            tracing::info!("metrics at http://{local}/metrics");
-            Some(shared)
-        }
-        None => None,
-    };
+    let metrics_text = opts.metrics.take();
 
     let clock = Clock(Instant::now());
     let now = clock.now();

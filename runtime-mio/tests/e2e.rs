@@ -268,6 +268,22 @@ fn rejects_bad_arguments(runtime: &str) {
         assert!(!st.success(), "{args:?} succeeded");
         assert!(!err.trim().is_empty(), "{args:?}: no message");
     }
+    // The metrics address is taken.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = listener.local_addr().unwrap().to_string();
+    let args = [
+        "crawl",
+        "--runtime",
+        runtime,
+        "--db",
+        dbs,
+        "--bind",
+        "127.0.0.1:0",
+        "--metrics",
+        &taken,
+    ];
+    let (st, _out, err) = run(&args);
+    assert!(!st.success() && err.contains("--metrics"), "{err}");
     // Nothing was written for rejected runs.
     assert_eq!(std::fs::read_dir(db.path()).unwrap().count(), 0);
 
