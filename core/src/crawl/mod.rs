@@ -122,8 +122,8 @@ impl Default for CrawlConfig {
             max_blacklist: 10_000,
             seen_window: 1 << 16,
             auto_acquire: false,
-            max_acquisitions: 256,
-            acquire_queue: 10_000,
+            max_acquisitions: 1000,
+            acquire_queue: 100_000,
             lookup_on_miss: true,
             acquire_lookup_queries: 16,
             retry_backoff: vec![
@@ -202,6 +202,10 @@ pub struct CrawlStats {
     pub new_from_sample: u64,
     pub duplicates: u64,
     pub book_nodes: usize,
+    /// Acquisitions running now (peer search or fetch).
+    pub acquisitions_running: usize,
+    /// Acquisitions waiting to start.
+    pub acquisitions_queued: usize,
     pub book_full_drops: u64,
     pub bep51_yes: u64,
     pub bep51_no: u64,
@@ -392,6 +396,8 @@ impl Crawler {
     pub fn crawl_stats(&self) -> CrawlStats {
         let mut s = self.harvest.stats.clone();
         s.book_nodes = self.harvest.book.len();
+        s.acquisitions_running = self.harvest.acq.len();
+        s.acquisitions_queued = self.harvest.acq_queue.len();
         s.budget_refused = self.harvest.budget.refused;
         s
     }
@@ -905,7 +911,7 @@ impl Crawler {
         // Exploration that stopped finding nodes slows to about one query a second.
         let barren = self.harvest.explore_yield < EXPLORE_BARREN;
         let tries_cap = if barren {
-            u32::from(self.rng.below(10) == 0)
+            u32::from(self.rng.below(40) == 0)
         } else if sampling_soon && self.harvest.book.len() >= EXPLORE_FLOOR {
             1
         } else {

@@ -190,9 +190,10 @@ fn run(a: &Args, strategy: &str) -> Row {
                     s.crawl.fetch_failed
                 ),
                 format!(
-                    "table {} book {} tx {} lookups {} store {} (immediate timeouts {})",
-                    s.nodes,
-                    s.crawl.book_nodes,
+                    "acq running {} queued {}; table {} book {} tx {} lookups {} store {} (immediate timeouts {})",
+                    s.crawl.acquisitions_running,
+                    s.crawl.acquisitions_queued,
+                    s.nodes,s.crawl.book_nodes,
                     s.transactions,
                     s.lookups_running,
                     s.stored_infohashes,

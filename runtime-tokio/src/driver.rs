@@ -1,0 +1,723 @@
+//! The driver task: one tokio task owns the sans-IO crawler and follows DESIGN.md §1.
+//!
+//! Every wakeup feeds inputs to the crawler (a datagram, a TCP event, a command from
+//! a [`Handle`](crate::Handle), the timer), drains `poll_output` until
+//! `Timeout`/`Idle`, and carries out each output. UDP sockets live in the driver
+//! (no per-packet channel hop): it waits for any of them to be readable, then
+//! reads until `WouldBlock`. Each TCP connection is a small task that connects,
+//! reads into the shared bounded connection channel and writes what the driver
+//! sends it; `Close` aborts the task, which closes the socket. Connection events
+//! are stamped with the `ConnId` the core allocated, so events of a closed
+//! connection still in the channel are recognised and dropped.
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::io::{self, ErrorKind};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use magnetar_core::{
+    CloseReason, ConnId, Crawler, Event, InfoHash, Input, Output, SocketId, Stats, Timestamp,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tokio::time::Sleep;
+
+use crate::storage::{Decision, Storage};
+use crate::{Error, Snapshot};
+
+/// Largest UDP datagram read (KRPC messages are well under 1,500 bytes).
+const UDP_BUF: usize = 65_536;
+/// Datagrams read from one socket per wakeup: past this the driver yields, so the
+/// other inputs and the other tasks of the runtime (connections, handles, the
+/// storage replies) get a turn. Reached before `WouldBlock` only under a flood.
+const UDP_BATCH: u32 = 256;
+/// Bytes a connection task reads at once.
+const TCP_READ: usize = 64 * 1024;
+/// Connection events queued from the connection tasks to the driver.
+const CONN_CHANNEL: usize = 1024;
+/// After EMFILE/ENFILE, connects fail fast (as `LocalError`) for this long.
+const EMFILE_BACKOFF: Duration = Duration::from_millis(250);
+/// The routing tables go to storage this often (and at shutdown).
+const SAVE_NODES_EVERY: Duration = Duration::from_secs(300);
+
+/// Wall-clock Unix seconds (stored dates are stamped by the runtime).
+pub(crate) fn wall_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `Timestamp`s are nanoseconds since the driver started (monotonic).
+#[derive(Clone, Copy)]
+pub(crate) struct Clock(pub(crate) Instant);
+
+impl Clock {
+    pub(crate) fn now(&self) -> Timestamp {
+        Timestamp(self.0.elapsed().as_nanos() as u64)
+    }
+    fn instant(&self, t: Timestamp) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.0 + Duration::from_nanos(t.as_nanos()))
+    }
+}
+
+/// Counters only the runtime sees.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuntimeCounters {
+    /// Discoveries storage did not know (acquired; all of them without storage).
+    pub infohashes_new: u64,
+    /// Discoveries storage knew already (skipped).
+    pub infohashes_known: u64,
+    /// `acquire` refused (core's acquisition queue full).
+    pub acquire_full: u64,
+    pub udp_send_errors: u64,
+    /// Datagrams dropped because the socket's send buffer was full.
+    pub udp_send_would_block: u64,
+    pub udp_recv_errors: u64,
+    /// Connects answered with `TcpClosed { LocalError }` (fd budget, EMFILE, …).
+    pub tcp_connect_local_errors: u64,
+    /// Times the process ran out of file descriptors.
+    pub emfile: u64,
+    /// TCP connections open now.
+    pub tcp_open: usize,
+    /// Events not delivered to the event stream because it was full.
+    pub stream_dropped: u64,
+    /// Times the driver waited for room in the storage channel (backpressure).
+    pub storage_waits: u64,
+    /// Storage calls that returned an error.
+    pub storage_errors: u64,
+}
+
+/// A request from a [`Handle`](crate::Handle).
+pub(crate) enum Command {
+    Fetch {
+        ih: InfoHash,
+        peers: Vec<SocketAddr>,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Acquire {
+        ih: InfoHash,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
+    Bootstrap {
+        routers: Vec<SocketAddr>,
+    },
+    Stats {
+        reply: oneshot::Sender<Snapshot>,
+    },
+    Shutdown,
+}
+
+enum ConnEventKind {
+    Connected,
+    Data(Bytes),
+    Closed(CloseReason),
+}
+
+struct ConnEvent {
+    conn: ConnId,
+    kind: ConnEventKind,
+}
+
+/// What the storage thread is fed.
+enum StoreMsg {
+    Event(u64, Event),
+    Nodes(u64, Vec<magnetar_core::routing::NodeEntry>),
+    Status(u64, Box<Snapshot>, bool),
+}
+
+/// What the storage thread answers: a discovery's decision, or an error count.
+enum StoreReply {
+    Decision(InfoHash, Decision),
+    Error,
+}
+
+struct Conn {
+    tx: mpsc::UnboundedSender<Bytes>,
+    task: AbortHandle,
+}
+
+/// What the driver hands back when it ends.
+#[derive(Clone, Debug)]
+pub struct DriverReport {
+    pub stats: Stats,
+    pub counters: RuntimeCounters,
+    /// The storage flush at shutdown failed (or timed out).
+    pub storage_error: Option<String>,
+}
+
+pub(crate) struct Driver {
+    pub(crate) clock: Clock,
+    pub(crate) crawler: Crawler,
+    pub(crate) udp: Vec<UdpSocket>,
+    /// The same sockets (dup'ed fds) for sending: a plain non-blocking `send_to`
+    /// goes straight to the kernel, while tokio's `try_send_to` reports
+    /// `WouldBlock` until the reactor has seen the socket writable once (the
+    /// first datagrams of a new socket would be lost).
+    udp_tx: Vec<std::net::UdpSocket>,
+    /// The UDP socket checked first at the next wakeup.
+    udp_next: usize,
+    conns: HashMap<ConnId, Conn>,
+    conn_tx: mpsc::Sender<ConnEvent>,
+    conn_rx: mpsc::Receiver<ConnEvent>,
+    max_sessions: usize,
+    emfile_until: Option<Timestamp>,
+    deadline: Option<Timestamp>,
+    store_tx: Option<mpsc::Sender<StoreMsg>>,
+    store_rx: Option<mpsc::UnboundedReceiver<StoreReply>>,
+    store_thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+    /// Events for storage, sent (awaiting room) after the drain that produced them.
+    pending: Vec<StoreMsg>,
+    status_every: Duration,
+    events_tx: Option<mpsc::Sender<Event>>,
+    c: RuntimeCounters,
+    rbuf: Vec<u8>,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        clock: Clock,
+        crawler: Crawler,
+        sockets: Vec<(UdpSocket, std::net::UdpSocket)>,
+        storage: Option<Box<dyn Storage>>,
+        storage_channel: usize,
+        status_every: Duration,
+        events_tx: Option<mpsc::Sender<Event>>,
+    ) -> io::Result<Self> {
+        let (udp, udp_tx): (Vec<_>, Vec<_>) = sockets.into_iter().unzip();
+        let (conn_tx, conn_rx) = mpsc::channel(CONN_CHANNEL);
+        let max_sessions = crawler.config().fetch.max_sessions;
+        let (store_tx, store_rx, store_thread) = match storage {
+            Some(s) => {
+                let (tx, rx) = mpsc::channel(storage_channel.max(1));
+                // Unbounded, yet bounded in practice: at most one reply per message
+                // of the bounded channel, and the driver reads replies first.
+                let (reply_tx, reply_rx) = mpsc::unbounded_channel();
+                let t = std::thread::Builder::new()
+                    .name("magnetar-tokio-storage".into())
+                    .spawn(move || storage_thread(s, rx, reply_tx))?;
+                (Some(tx), Some(reply_rx), Some(t))
+            }
+            None => (None, None, None),
+        };
+        Ok(Driver {
+            clock,
+            crawler,
+            udp,
+            udp_tx,
+            udp_next: 0,
+            conns: HashMap::new(),
+            conn_tx,
+            conn_rx,
+            max_sessions,
+            emfile_until: None,
+            deadline: None,
+            store_tx,
+            store_rx,
+            store_thread,
+            pending: Vec::new(),
+            status_every,
+            events_tx,
+            c: RuntimeCounters::default(),
+            rbuf: vec![0u8; UDP_BUF],
+        })
+    }
+
+    /// Runs until `Shutdown` (or every `Handle` is dropped), then stops new work,
+    /// closes every connection and flushes storage (bounded by `shutdown_timeout`).
+    pub(crate) async fn run(
+        mut self,
+        mut cmds: mpsc::Receiver<Command>,
+        shutdown_timeout: Duration,
+    ) -> DriverReport {
+        self.drain();
+        self.flush_pending().await;
+        let mut sleep: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep(Duration::ZERO));
+        let mut armed: Option<Timestamp> = None;
+        let start = tokio::time::Instant::now();
+        let mut status = tokio::time::interval_at(start + self.status_every, self.status_every);
+        status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut save_nodes = tokio::time::interval_at(start + SAVE_NODES_EVERY, SAVE_NODES_EVERY);
+        save_nodes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let mut more = false;
+            if armed != self.deadline {
+                armed = self.deadline;
+                if let Some(d) = self.deadline {
+                    sleep.as_mut().reset(self.clock.instant(d));
+                }
+            }
+            tokio::select! {
+                biased;
+                cmd = cmds.recv() => match cmd {
+                    Some(Command::Shutdown) | None => break,
+                    Some(cmd) => self.on_command(cmd),
+                },
+                Some(r) = recv_opt(&mut self.store_rx) => {
+                    self.on_store_reply(r);
+                    while let Some(Ok(r)) = self.store_rx.as_mut().map(|rx| rx.try_recv()) {
+                        self.on_store_reply(r);
+                    }
+                    self.drain();
+                }
+                () = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                    self.deadline = None;
+                    let now = self.clock.now();
+                    self.crawler.handle_input(Input::Timeout(now));
+                    self.drain();
+                }
+                ev = self.conn_rx.recv() => {
+                    if let Some(ev) = ev {
+                        self.on_conn(ev);
+                        // Whatever else is queued, without waiting.
+                        for _ in 0..256 {
+                            match self.conn_rx.try_recv() {
+                                Ok(ev) => self.on_conn(ev),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                }
+                i = udp_readable(&self.udp, self.udp_next) => {
+                    more = self.on_udp(i);
+                    // Round robin: a flooded socket does not starve the others.
+                    self.udp_next = i + 1;
+                }
+                _ = status.tick(), if self.store_tx.is_some() => {
+                    let snap = self.snapshot();
+                    self.pending.push(StoreMsg::Status(wall_secs(), Box::new(snap), false));
+                }
+                _ = save_nodes.tick(), if self.store_tx.is_some() => {
+                    let nodes = self.nodes();
+                    self.pending.push(StoreMsg::Nodes(wall_secs(), nodes));
+                }
+            }
+            self.flush_pending().await;
+            if more {
+                tokio::task::yield_now().await;
+            }
+        }
+        self.shutdown(shutdown_timeout).await
+    }
+
+    async fn shutdown(mut self, timeout: Duration) -> DriverReport {
+        let until = tokio::time::Instant::now() + timeout;
+        tracing::info!(open = self.conns.len(), "tokio driver stopping");
+        for (_, c) in self.conns.drain() {
+            c.task.abort();
+        }
+        self.udp.clear();
+        self.udp_tx.clear();
+        let wall = wall_secs();
+        let snap = self.snapshot();
+        let mut storage_error = None;
+        if self.store_tx.is_some() {
+            let nodes = self.nodes();
+            self.pending.push(StoreMsg::Nodes(wall, nodes));
+            self.pending
+                .push(StoreMsg::Status(wall, Box::new(snap.clone()), true));
+            if tokio::time::timeout_at(until, self.flush_pending())
+                .await
+                .is_err()
+            {
+                storage_error = Some(format!(
+                    "storage did not take the last records within {timeout:?}"
+                ));
+            }
+        }
+        // Closing the channel ends the storage thread after it closed the store.
+        self.store_tx = None;
+        self.store_rx = None;
+        self.events_tx = None;
+        if let Some(t) = self.store_thread.take() {
+            let (tx, rx) = oneshot::channel();
+            std::thread::spawn(move || {
+                let _ = tx.send(t.join());
+            });
+            let e = match tokio::time::timeout_at(until, rx).await {
+                Ok(Ok(Ok(Ok(())))) => None,
+                Ok(Ok(Ok(Err(e)))) => Some(e),
+                Ok(Ok(Err(_))) | Ok(Err(_)) => Some("storage thread panicked".into()),
+                Err(_) => Some(format!("storage flush did not finish within {timeout:?}")),
+            };
+            storage_error = storage_error.or(e);
+        }
+        DriverReport {
+            stats: snap.stats,
+            counters: snap.runtime,
+            storage_error,
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let mut c = self.c.clone();
+        c.tcp_open = self.conns.len();
+        Snapshot {
+            at: self.clock.now(),
+            stats: self.crawler.stats(),
+            runtime: c,
+        }
+    }
+
+    fn nodes(&self) -> Vec<magnetar_core::routing::NodeEntry> {
+        let mut nodes = Vec::new();
+        for ident in self.crawler.identities() {
+            nodes.extend(ident.table.nodes().cloned());
+        }
+        nodes
+    }
+
+    fn on_store_reply(&mut self, r: StoreReply) {
+        match r {
+            StoreReply::Decision(ih, Decision::Acquire) => {
+                self.c.infohashes_new += 1;
+                let now = self.clock.now();
+                if self.crawler.acquire(now, ih).is_err() {
+                    self.c.acquire_full += 1;
+                }
+            }
+            StoreReply::Decision(_, Decision::Known) => self.c.infohashes_known += 1,
+            StoreReply::Decision(_, Decision::Nothing) => {}
+            StoreReply::Error => self.c.storage_errors += 1,
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = self.clock.now();
+        match cmd {
+            Command::Fetch { ih, peers, reply } => {
+                let r = self.crawler.fetch_metadata(now, ih, &peers);
+                let _ = reply.send(r.map_err(Error::Api));
+            }
+            Command::Acquire { ih, reply } => {
+                let r = self.crawler.acquire(now, ih);
+                let _ = reply.send(r.map_err(Error::Api));
+            }
+            Command::Bootstrap { routers } => self.crawler.bootstrap(now, &routers),
+            Command::Stats { reply } => {
+                let _ = reply.send(self.snapshot());
+            }
+            Command::Shutdown => {}
+        }
+        self.drain();
+    }
+
+    /// Drains `poll_output` until `Timeout`/`Idle`, carrying out each output.
+    pub(crate) fn drain(&mut self) {
+        loop {
+            match self.crawler.poll_output() {
+                Output::Transmit { local, to, payload } => self.transmit(local, to, &payload),
+                Output::Connect { conn, to } => self.connect(conn, to),
+                Output::Send { conn, bytes } => {
+                    if let Some(c) = self.conns.get(&conn) {
+                        let _ = c.tx.send(bytes);
+                    }
+                }
+                Output::Close { conn } => {
+                    if let Some(c) = self.conns.remove(&conn) {
+                        c.task.abort();
+                    }
+                }
+                Output::Event(e) => self.on_event(e),
+                Output::Timeout(t) => {
+                    self.deadline = Some(t);
+                    return;
+                }
+                Output::Idle => {
+                    self.deadline = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn transmit(&mut self, local: SocketId, to: SocketAddr, payload: &[u8]) {
+        let Some(s) = self.udp_tx.get(local.0 as usize) else {
+            return;
+        };
+        match s.send_to(payload, to) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => self.c.udp_send_would_block += 1,
+            Err(e) => {
+                self.c.udp_send_errors += 1;
+                tracing::trace!(%to, "send_to: {e}");
+            }
+        }
+    }
+
+    fn local_error(&mut self, conn: ConnId) {
+        self.c.tcp_connect_local_errors += 1;
+        let at = self.clock.now();
+        self.crawler.handle_input(Input::TcpClosed {
+            at,
+            conn,
+            reason: CloseReason::LocalError,
+        });
+    }
+
+    fn connect(&mut self, conn: ConnId, to: SocketAddr) {
+        let now = self.clock.now();
+        if self.emfile_until.is_some_and(|t| now < t) || self.conns.len() >= self.max_sessions {
+            self.local_error(conn);
+            return;
+        }
+        let socket = match if to.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        } {
+            Ok(s) => s,
+            Err(e) => {
+                if is_fd_exhaustion(&e) {
+                    self.c.emfile += 1;
+                    self.emfile_until = Some(now.add(EMFILE_BACKOFF));
+                    tracing::warn!(
+                        open = self.conns.len(),
+                        "out of file descriptors ({e}); backing off connects"
+                    );
+                }
+                self.local_error(conn);
+                return;
+            }
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let events = self.conn_tx.clone();
+        let task = tokio::spawn(conn_task(conn, socket, to, rx, events)).abort_handle();
+        self.conns.insert(conn, Conn { tx, task });
+    }
+
+    fn on_conn(&mut self, ev: ConnEvent) {
+        // Events of a connection the crawler closed already are stale.
+        if !self.conns.contains_key(&ev.conn) {
+            return;
+        }
+        let at = self.clock.now();
+        let conn = ev.conn;
+        match ev.kind {
+            ConnEventKind::Connected => self.crawler.handle_input(Input::TcpConnected { at, conn }),
+            ConnEventKind::Data(b) => self.crawler.handle_input(Input::TcpData {
+                at,
+                conn,
+                bytes: &b,
+            }),
+            ConnEventKind::Closed(reason) => {
+                self.conns.remove(&conn);
+                self.crawler
+                    .handle_input(Input::TcpClosed { at, conn, reason });
+            }
+        }
+        self.drain();
+    }
+
+    /// Reads socket `i` until `WouldBlock` or `UDP_BATCH` datagrams; true when it
+    /// stopped at the batch limit.
+    fn on_udp(&mut self, i: usize) -> bool {
+        let mut buf = std::mem::take(&mut self.rbuf);
+        let mut n_read = 0u32;
+        let mut at = self.clock.now();
+        while let Some(s) = self.udp.get(i) {
+            if n_read == UDP_BATCH {
+                self.rbuf = buf;
+                return true;
+            }
+            match s.try_recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    n_read += 1;
+                    if n_read % 64 == 0 {
+                        at = self.clock.now();
+                    }
+                    self.crawler.handle_input(Input::Datagram {
+                        at,
+                        local: SocketId(i as u16),
+                        from,
+                        bytes: &buf[..n],
+                    });
+                    self.drain();
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // ICMP errors (connection refused) surface here on Linux.
+                    self.c.udp_recv_errors += 1;
+                    tracing::trace!("recv_from: {e}");
+                }
+            }
+        }
+        self.rbuf = buf;
+        false
+    }
+
+    fn on_event(&mut self, e: Event) {
+        // Without storage every discovery is new; with it, the storage thread
+        // decides (see `on_store_reply`). With `auto_acquire` core acquires itself.
+        if let (Event::InfohashDiscovered { info_hash, .. }, None) = (&e, &self.store_tx) {
+            self.c.infohashes_new += 1;
+            if !self.crawler.config().crawl.auto_acquire {
+                let now = self.clock.now();
+                if self.crawler.acquire(now, *info_hash).is_err() {
+                    self.c.acquire_full += 1;
+                }
+            }
+        }
+        if let Some(tx) = &self.events_tx {
+            match tx.try_send(e.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => self.c.stream_dropped += 1,
+                Err(mpsc::error::TrySendError::Closed(_)) => self.events_tx = None,
+            }
+        }
+        if self.store_tx.is_some() {
+            self.pending.push(StoreMsg::Event(wall_secs(), e));
+        }
+    }
+
+    /// Hands the drained events to storage, waiting for room when the storage
+    /// channel is full (the driver reads no input meanwhile: backpressure).
+    async fn flush_pending(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let Some(tx) = &self.store_tx else {
+            self.pending.clear();
+            return;
+        };
+        for item in self.pending.drain(..) {
+            match tx.try_send(item) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    self.c.storage_waits += 1;
+                    if tx.send(item).await.is_err() {
+                        self.c.storage_errors += 1;
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => self.c.storage_errors += 1,
+            }
+        }
+    }
+}
+
+fn storage_thread(
+    mut s: Box<dyn Storage>,
+    mut rx: mpsc::Receiver<StoreMsg>,
+    replies: mpsc::UnboundedSender<StoreReply>,
+) -> Result<(), String> {
+    let mut first_err = None;
+    while let Some(msg) = rx.blocking_recv() {
+        let r = match msg {
+            StoreMsg::Event(wall, e) => match s.on_event(wall, &e) {
+                Ok(d) => {
+                    if let Event::InfohashDiscovered { info_hash, .. } = &e {
+                        let _ = replies.send(StoreReply::Decision(*info_hash, d));
+                    }
+                    Ok(())
+                }
+                Err(err) => Err(err),
+            },
+            StoreMsg::Nodes(wall, nodes) => s.nodes(wall, &nodes),
+            StoreMsg::Status(wall, snap, last) => s.status(wall, &snap, last),
+        };
+        if let Err(err) = r {
+            tracing::warn!("storage: {err}");
+            let _ = replies.send(StoreReply::Error);
+            first_err.get_or_insert(err);
+        }
+    }
+    let closed = s.close();
+    match first_err {
+        Some(e) => Err(e),
+        None => closed,
+    }
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves to the index of a readable UDP socket, checking from `first` on
+/// (never resolves when there are none).
+async fn udp_readable(udp: &[UdpSocket], first: usize) -> usize {
+    poll_fn(|cx| {
+        let n = udp.len();
+        for k in 0..n {
+            let i = (first + k) % n;
+            if udp[i].poll_recv_ready(cx).is_ready() {
+                return Poll::Ready(i);
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+fn close_reason(e: &io::Error) -> CloseReason {
+    match e.kind() {
+        ErrorKind::ConnectionRefused => CloseReason::Refused,
+        ErrorKind::TimedOut => CloseReason::ConnectTimedOut,
+        _ => CloseReason::Reset,
+    }
+}
+
+fn is_fd_exhaustion(e: &io::Error) -> bool {
+    // EMFILE (24), ENFILE (23), ENOBUFS (105), ENOMEM (12).
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+}
+
+/// One peer connection: connect, then read into the driver's channel and write
+/// what the driver sends, until EOF, an error, or the driver aborts the task.
+async fn conn_task(
+    conn: ConnId,
+    socket: TcpSocket,
+    to: SocketAddr,
+    mut wrx: mpsc::UnboundedReceiver<Bytes>,
+    events: mpsc::Sender<ConnEvent>,
+) {
+    let send = |kind| events.send(ConnEvent { conn, kind });
+    let mut stream = match socket.connect(to).await {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = send(ConnEventKind::Closed(close_reason(&e))).await;
+            return;
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    if send(ConnEventKind::Connected).await.is_err() {
+        return;
+    }
+    let (mut r, mut w) = stream.split();
+    let mut buf = BytesMut::with_capacity(TCP_READ);
+    let reason = loop {
+        tokio::select! {
+            n = r.read_buf(&mut buf) => match n {
+                Ok(0) => break CloseReason::Eof,
+                Ok(_) => {
+                    let chunk = buf.split().freeze();
+                    if send(ConnEventKind::Data(chunk)).await.is_err() {
+                        return;
+                    }
+                    buf.reserve(TCP_READ);
+                }
+                Err(e) => break close_reason(&e),
+            },
+            b = wrx.recv() => match b {
+                Some(b) => {
+                    if let Err(e) = w.write_all(&b).await {
+                        break close_reason(&e);
+                    }
+                }
+                // The driver dropped us (Close): just close the socket.
+                None => return,
+            },
+        }
+    };
+    let _ = send(ConnEventKind::Closed(reason)).await;
+}

@@ -1,0 +1,201 @@
+//! The driver entry point for the `magnetar` binary (`magnetar crawl --runtime tokio`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use magnetar_core::{Config, Stats};
+
+use crate::storage::Storage;
+use crate::{Crawler, Error, RuntimeCounters, Snapshot, DEFAULT_SHUTDOWN_TIMEOUT};
+
+/// Called every status interval with the counters (on the runtime's thread).
+pub type StatusCallback = Box<dyn FnMut(&Snapshot) + Send>;
+
+/// How long unresolved router names wait before the next attempt (doubling).
+const DNS_RETRY: Duration = Duration::from_secs(5);
+
+/// What [`run`] crawls with.
+pub struct RunOptions {
+    /// The crawler's configuration; `fetch.max_sessions` must already fit the fd
+    /// limit (the binary caps it under RLIMIT_NOFILE as for the mio runtime).
+    pub config: Config,
+    /// Router names (`host:port`), resolved off the hot path and retried.
+    pub routers: Vec<String>,
+    /// UDP sockets bound already (one per identity, in order); empty: bind
+    /// `config.identities[i].bind` here.
+    pub sockets: Vec<std::net::UdpSocket>,
+    /// Addresses to bootstrap from at once (e.g. nodes saved by an earlier run).
+    pub bootstrap_nodes: Vec<SocketAddr>,
+    /// Stop after this long (`None`: until SIGINT/SIGTERM).
+    pub duration: Option<Duration>,
+    /// Where results go (`None`: nowhere; every discovery is acquired).
+    pub storage: Option<Box<dyn Storage>>,
+    /// How often `on_status` (and [`Storage::status`]) get the counters.
+    pub status_interval: Duration,
+    /// For the status line and `/metrics` (rendered by `magnetar_core::report`).
+    pub on_status: Option<StatusCallback>,
+    /// Bound on the graceful shutdown (storage flush).
+    pub shutdown_timeout: Duration,
+    /// Stop on SIGINT/SIGTERM (a second signal exits at once with status 130).
+    pub handle_signals: bool,
+}
+
+impl RunOptions {
+    pub fn new(config: Config) -> Self {
+        RunOptions {
+            config,
+            routers: Vec::new(),
+            sockets: Vec::new(),
+            bootstrap_nodes: Vec::new(),
+            duration: None,
+            storage: None,
+            status_interval: crate::DEFAULT_STATUS_INTERVAL,
+            on_status: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            handle_signals: true,
+        }
+    }
+}
+
+/// Why [`run`] stopped, and the final counters.
+#[derive(Clone, Debug)]
+pub struct RunReport {
+    pub stats: Stats,
+    pub counters: RuntimeCounters,
+    /// "duration reached" or "signal".
+    pub stop_reason: &'static str,
+}
+
+/// Crawls on a new current-thread tokio runtime until `opts.duration` passes or a
+/// signal arrives, then shuts down gracefully (storage flushed).
+pub fn run(opts: RunOptions) -> Result<RunReport, Error> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(opts))
+}
+
+async fn run_async(opts: RunOptions) -> Result<RunReport, Error> {
+    let mut b = Crawler::builder(opts.config)
+        .event_capacity(0)
+        .status_interval(opts.status_interval)
+        .shutdown_timeout(opts.shutdown_timeout)
+        .sockets(opts.sockets);
+    if let Some(s) = opts.storage {
+        b = b.storage(s);
+    }
+    let (handle, _events) = b.start()?;
+    for (i, a) in handle.local_addrs().iter().enumerate() {
+        tracing::info!(socket = i, bind = %a, "identity (tokio runtime)");
+    }
+    if !opts.bootstrap_nodes.is_empty() {
+        handle.bootstrap(&opts.bootstrap_nodes).await?;
+    }
+    let resolver = {
+        let handle = handle.clone();
+        let routers = opts.routers;
+        tokio::spawn(async move { resolve_routers(handle, routers).await })
+    };
+
+    let status = opts.on_status.map(|mut f| {
+        let handle = handle.clone();
+        let every = opts.status_interval;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match handle.stats().await {
+                    Ok(s) => f(&s),
+                    Err(_) => return,
+                }
+            }
+        })
+    });
+
+    let stop_reason = tokio::select! {
+        () = sleep_opt(opts.duration) => "duration reached",
+        () = signal(opts.handle_signals) => "signal",
+    };
+    tracing::info!(reason = stop_reason, "crawl stopping");
+    resolver.abort();
+    if let Some(s) = status {
+        s.abort();
+    }
+    let report = handle.shutdown().await?;
+    tracing::info!(
+        fetched = report.stats.fetch.fetched,
+        failed = report.stats.fetch.failed,
+        new_infohashes = report.counters.infohashes_new,
+        "crawl stopped"
+    );
+    Ok(RunReport {
+        stats: report.stats,
+        counters: report.counters,
+        stop_reason,
+    })
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives; then a second one exits at once.
+async fn signal(enabled: bool) {
+    use tokio::signal::unix::{signal, SignalKind};
+    if !enabled {
+        return std::future::pending().await;
+    }
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        tracing::warn!("could not install signal handlers");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping (a second signal exits at once)");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        std::process::exit(130);
+    });
+}
+
+/// Resolves each router name (retrying failures with backoff) and bootstraps from
+/// the addresses as they come.
+async fn resolve_routers(handle: crate::Handle, mut names: Vec<String>) {
+    let mut wait = DNS_RETRY;
+    while !names.is_empty() {
+        let mut failed = Vec::new();
+        for name in names {
+            let resolved = tokio::net::lookup_host(name.clone()).await;
+            match resolved {
+                Ok(addrs) => {
+                    let addrs: Vec<SocketAddr> = addrs.collect();
+                    tracing::debug!(%name, ?addrs, "router resolved");
+                    if handle.bootstrap(&addrs).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%name, "could not resolve bootstrap router: {e} (retrying)");
+                    failed.push(name);
+                }
+            }
+        }
+        names = failed;
+        if !names.is_empty() {
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(600));
+        }
+    }
+}
