@@ -165,14 +165,7 @@ impl Crawler {
     pub fn stats(&self) -> Stats {
         let mut s = self.stats.clone();
         for i in &self.ids {
-            let r = i.table.stats();
-            s.routing.added += r.added;
-            s.routing.removed += r.removed;
-            s.routing.rejected_bucket_full += r.rejected_bucket_full;
-            s.routing.rejected_subnet += r.rejected_subnet;
-            s.routing.rejected_table_full += r.rejected_table_full;
-            s.routing.rejected_suspect += r.rejected_suspect;
-            s.routing.splits += r.splits;
+            s.routing.add(i.table.stats());
             s.nodes += i.table.len();
         }
         s.fetch = self.fetcher.stats().clone();

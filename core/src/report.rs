@@ -353,6 +353,9 @@ pub fn prometheus(s: &Stats, extra: &[Metric]) -> String {
         ("subnet", r.rejected_subnet),
         ("table_full", r.rejected_table_full),
         ("suspect", r.rejected_suspect),
+        ("own_id", r.rejected_own_id),
+        ("family", r.rejected_family),
+        ("id_in_use", r.rejected_id_in_use),
     ] {
         w.sample(
             "magnetar_routing_rejected_total",
@@ -363,6 +366,41 @@ pub fn prometheus(s: &Stats, extra: &[Metric]) -> String {
         );
     }
     w.counter("magnetar_routing_splits_total", "Bucket splits.", r.splits);
+    w.counter(
+        "magnetar_routing_id_changes_total",
+        "Node ids seen changing at a known address.",
+        r.id_changes,
+    );
+    w.counter(
+        "magnetar_routing_cached_total",
+        "Newcomers parked in a replacement cache.",
+        r.cached,
+    );
+    w.counter(
+        "magnetar_routing_promoted_total",
+        "Cached nodes moved into a bucket.",
+        r.promoted,
+    );
+    w.counter(
+        "magnetar_routing_evicted_failed_total",
+        "Bucket nodes removed for failing.",
+        r.evicted_failed,
+    );
+    w.counter(
+        "magnetar_routing_replaced_bad_total",
+        "Bad nodes replaced by a newcomer.",
+        r.replaced_bad,
+    );
+    w.counter(
+        "magnetar_routing_displaced_unverified_total",
+        "Unverified nodes displaced by a BEP 42-verified one.",
+        r.displaced_unverified,
+    );
+    w.counter(
+        "magnetar_routing_events_dropped_total",
+        "Routing events dropped: queue full.",
+        r.events_dropped,
+    );
 
     let f = &s.fetch;
     w.counter(

@@ -626,3 +626,78 @@ fn unknown_methods_with_a_target_get_nodes() {
         vec![probe()]
     );
 }
+
+#[test]
+fn an_announced_peer_is_fetched_from_while_the_source_is_still_asked() {
+    let mut net = Net::new(1, 6, |_, c| {
+        c.crawl.explore_pps = 1;
+        c.crawl.auto_acquire = true;
+    });
+    let fake_id = NodeId([0x66; 20]);
+    net.send(probe(), addr(0), query(b"hi", fake_id, QueryKind::Ping));
+    net.run_until(Timestamp::from_millis(200), 1000);
+    let sample_tid = net
+        .outside
+        .iter()
+        .find_map(|s| {
+            let m = krpc::decode(&s.bytes).ok()?;
+            matches!(
+                m.body,
+                Body::Query(Query {
+                    kind: QueryKind::SampleInfohashes { .. },
+                    ..
+                })
+            )
+            .then(|| m.tid.to_vec())
+        })
+        .expect("sampled");
+    let ih = InfoHash([0x31; 20]);
+    net.send(
+        probe(),
+        addr(0),
+        sample_reply(&sample_tid, fake_id, &ih.0, &[]),
+    );
+    net.run_until(Timestamp::from_millis(400), 1000);
+    // The crawler asks the sampling node for peers (and gets no answer).
+    let asked = net.outside.iter().any(|s| {
+        matches!(krpc::decode(&s.bytes).map(|m| m.body), Ok(Body::Query(Query { kind: QueryKind::GetPeers { info_hash, .. }, .. })) if info_hash == ih)
+    });
+    assert!(asked, "the source is asked for peers");
+    assert!(net.connects.is_empty());
+    // Meanwhile a peer announces the infohash.
+    let other: SocketAddr = "127.0.9.20:7000".parse().unwrap();
+    net.send(
+        other,
+        addr(0),
+        query(
+            b"g1",
+            NodeId([7; 20]),
+            QueryKind::GetPeers {
+                info_hash: ih,
+                scrape: false,
+                noseed: false,
+            },
+        ),
+    );
+    net.run_until(Timestamp::from_millis(500), 1000);
+    let token = net
+        .outside
+        .iter()
+        .rev()
+        .filter(|s| s.to == other)
+        .find_map(|s| match krpc::decode(&s.bytes).ok()?.body {
+            Body::Response(r) => r.token.map(|t| t.to_vec()),
+            _ => None,
+        })
+        .expect("token");
+    let ann = QueryKind::AnnouncePeer {
+        info_hash: ih,
+        port: 51413,
+        implied_port: false,
+        token: &token,
+        seed: None,
+    };
+    net.send(other, addr(0), query(b"a1", NodeId([7; 20]), ann));
+    net.run_until(Timestamp::from_millis(600), 1000);
+    assert_eq!(net.connects, vec![(0, SocketAddr::new(other.ip(), 51413))]);
+}

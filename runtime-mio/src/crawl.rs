@@ -4,7 +4,8 @@
 //! the crawler (a datagram, a TCP event, the timer), drain `poll_output` until
 //! `Timeout`/`Idle`, carry out every output, then poll until the next socket event
 //! or the core's deadline. UDP sockets are drained until `WouldBlock` (mio is
-//! edge-triggered); so are readable TCP streams.
+//! edge-triggered) in batches of [`UDP_BATCH`], so a flood cannot starve signals,
+//! TCP and housekeeping; readable TCP streams are drained until `WouldBlock`.
 //!
 //! Tokens: a peer connection's token is its `ConnId::to_usize()`; the UDP sockets,
 //! the signal pipe and the waker take tokens from the top of the `usize` range,
@@ -39,6 +40,8 @@ const UDP_BASE: usize = usize::MAX - 16;
 
 /// Largest UDP datagram we read (KRPC messages are well under 1,500 bytes).
 const UDP_BUF: usize = 65_536;
+/// Datagrams read from one socket before the loop looks at everything else.
+const UDP_BATCH: u32 = 1024;
 /// Bytes read from a TCP stream per `read` call.
 const TCP_BUF: usize = 64 * 1024;
 /// After EMFILE/ENFILE, connects fail fast (as `LocalError`) for this long.
@@ -56,7 +59,8 @@ pub struct CrawlOptions {
     /// Router names (`host:port`) resolved off the hot path.
     pub routers: Vec<String>,
     pub duration: Option<Duration>,
-    pub metrics: Option<SocketAddr>,
+    /// Where the `/metrics` responder (already listening) reads its text.
+    pub metrics: Option<metrics::Shared>,
     pub status_interval: Duration,
     /// Leeches in flight wanted (capped under RLIMIT_NOFILE).
     pub max_leeches: usize,
@@ -105,6 +109,8 @@ struct Loop {
     clock: Clock,
     crawler: Crawler,
     udp: Vec<UdpSocket>,
+    /// Sockets that may hold unread datagrams (readable event, or a batch cut short).
+    udp_ready: Vec<bool>,
     conns: HashMap<usize, Conn>,
     deadline: Option<Timestamp>,
     max_conns: usize,
@@ -193,14 +199,7 @@ pub fn run(mut opts: CrawlOptions, sockets: Vec<UdpSocket>, ingest: Ingest) -> i
             .register(s, Token(UDP_BASE - i), Interest::READABLE)?;
     }
 
-    let metrics_text = match opts.metrics {
-        Some(addr) => {
-            let (shared, local) = metrics::serve(addr)?;
-            tracing::info!("metrics at http://{local}/metrics");
-            Some(shared)
-        }
-        None => None,
-    };
+    let metrics_text = opts.metrics.take();
 
     let clock = Clock(Instant::now());
     let now = clock.now();
@@ -223,6 +222,7 @@ pub fn run(mut opts: CrawlOptions, sockets: Vec<UdpSocket>, ingest: Ingest) -> i
         poll,
         clock,
         crawler,
+        udp_ready: vec![false; udp.len()],
         udp,
         conns: HashMap::new(),
         deadline: None,
@@ -294,7 +294,11 @@ pub fn run(mut opts: CrawlOptions, sockets: Vec<UdpSocket>, ingest: Ingest) -> i
         if let Some(e) = end {
             wake = wake.min(e);
         }
-        let timeout = wake.since(now);
+        let timeout = if lp.udp_ready.iter().any(|r| *r) {
+            Duration::ZERO
+        } else {
+            wake.since(now)
+        };
         if let Err(e) = lp.poll.poll(&mut events, Some(timeout)) {
             if e.kind() != ErrorKind::Interrupted {
                 return Err(e);
@@ -309,8 +313,17 @@ pub fn run(mut opts: CrawlOptions, sockets: Vec<UdpSocket>, ingest: Ingest) -> i
                     }
                 }
                 WAKER => lp.on_dns(&dns_rx),
-                Token(t) if t > UDP_BASE - lp.udp.len() && t <= UDP_BASE => lp.on_udp(UDP_BASE - t),
+                Token(t) if t > UDP_BASE - lp.udp.len() && t <= UDP_BASE => {
+                    lp.udp_ready[UDP_BASE - t] = true
+                }
                 Token(t) => lp.on_tcp(t, ev),
+            }
+        }
+        // Readable sockets, a bounded batch each: under a flood the loop still gets
+        // round to signals, TCP and housekeeping (sockets left unread stay ready).
+        for i in 0..lp.udp.len() {
+            if lp.udp_ready[i] {
+                lp.on_udp(i);
             }
         }
         let now = lp.clock.now();
@@ -635,7 +648,12 @@ impl Loop {
             self.rbuf = buf;
             return;
         }
+        self.udp_ready[i] = false;
         loop {
+            if n_read == UDP_BATCH {
+                self.udp_ready[i] = true; // not drained yet: edge-triggered, come back
+                break;
+            }
             match self.udp[i].recv_from(&mut buf) {
                 Ok((n, from)) => {
                     n_read += 1;
@@ -721,7 +739,12 @@ impl Loop {
                     }
                     Err(e) => {
                         self.c.dns_failures += 1;
-                        tracing::warn!(name = %r.name, "could not resolve bootstrap router: {e} (retrying)");
+                        // Warn once per name; the retries (with backoff) log at debug.
+                        if self.dns_failed.iter().any(|(n, _)| *n == r.name) {
+                            tracing::debug!(name = %r.name, "still cannot resolve bootstrap router: {e}");
+                        } else {
+                            tracing::warn!(name = %r.name, "could not resolve bootstrap router: {e} (retrying with backoff)");
+                        }
                         self.dns_failed.retain(|(n, _)| *n != r.name);
                         self.dns_failed.push((r.name, e));
                     }

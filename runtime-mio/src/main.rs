@@ -189,11 +189,11 @@ struct CrawlArgs {
           value_parser = clap::value_parser!(u16).range(1..=64))]
     identities: u16,
 
-    /// Also run IPv6 identities (on by default; skipped with a warning when IPv6 is unavailable).
-    #[arg(long, overrides_with = "no_ipv6", env = "MAGNETAR_IPV6")]
+    /// Also run IPv6 identities (the default; skipped with a warning when IPv6 is unavailable).
+    #[arg(long, overrides_with = "no_ipv6")]
     ipv6: bool,
     /// Run IPv4 identities only.
-    #[arg(long, overrides_with = "ipv6")]
+    #[arg(long, overrides_with = "ipv6", env = "MAGNETAR_NO_IPV6")]
     no_ipv6: bool,
 
     /// Outgoing DHT query budget, packets per second (answers to queries are not counted).
@@ -403,7 +403,17 @@ fn cmd_crawl(a: CrawlArgs) -> Result<(), Fail> {
     }
     let db = a.db.path()?;
     let sockets = bind_sockets(&a)?;
-    // Sockets first, then the store: a run rejected for its arguments writes nothing.
+    let metrics = match a.metrics {
+        Some(addr) => {
+            let (shared, local) = metrics::serve(addr)
+                .map_err(|e| Fail(format!("--metrics {addr}: cannot listen: {e}")))?;
+            tracing::info!("metrics at http://{local}/metrics");
+            Some(shared)
+        }
+        None => None,
+    };
+    // Sockets and the metrics listener first, then the store: a run rejected for its
+    // arguments writes nothing.
     let store = commands::open_or_create(&db)?;
     let writer = store
         .writer(magnetar_storage::WriterConfig::default())
@@ -438,7 +448,7 @@ fn cmd_crawl(a: CrawlArgs) -> Result<(), Fail> {
         config: cfg,
         routers,
         duration: a.duration.map(Duration::from_secs),
-        metrics: a.metrics,
+        metrics,
         status_interval: Duration::from_secs(a.status_interval.max(1)),
         max_leeches: a.max_leeches as usize,
     };

@@ -97,12 +97,7 @@ fn fetches_announced_metadata(runtime: &str, base: u8) {
         "{}",
         p.log()
     );
-    let metrics_addr = {
-        assert!(p.wait_log("metrics at http://", Duration::from_secs(20)));
-        let log = p.log();
-        let at = log.find("metrics at http://").unwrap() + "metrics at http://".len();
-        log[at..].split('/').next().unwrap().to_string()
-    };
+    let metrics_addr = metrics_addr(&p);
     let known = || {
         let body = http_get(&metrics_addr, "/metrics");
         body.lines()
@@ -115,6 +110,18 @@ fn fetches_announced_metadata(runtime: &str, base: u8) {
     assert!(body.contains("magnetar_fetch_fetched_total 0"), "{body}");
     p.signal("TERM");
     assert!(p.wait_exit(Duration::from_secs(5)).success());
+}
+
+/// The address the crawler's `/metrics` listens on (from its log).
+fn metrics_addr(p: &CrawlProc) -> String {
+    assert!(
+        p.wait_log("metrics at http://", Duration::from_secs(20)),
+        "{}",
+        p.log()
+    );
+    let log = p.log();
+    let at = log.find("metrics at http://").unwrap() + "metrics at http://".len();
+    log[at..].split('/').next().unwrap().to_string()
 }
 
 fn http_get(addr: &str, path: &str) -> String {
@@ -176,6 +183,70 @@ fn sigterm_mid_crawl(runtime: &str, base: u8) {
         .expect("stored before exit");
     assert_eq!(t.record.name, "sigterm.bin");
     assert_eq!(t.record.total_size, 100_000);
+}
+
+/// SIGTERM while a load generator floods the crawler with queries: still exit 0
+/// within 5 s (the UDP batches leave room for the signal).
+fn sigterm_under_flood(runtime: &str) {
+    let db = tempfile::tempdir().unwrap();
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let bind = format!("127.0.0.1:{port}");
+    let mut p = crawl(
+        runtime,
+        db.path(),
+        &[
+            "--bind",
+            &bind,
+            "--bootstrap",
+            "127.0.0.1:9",
+            "--allow-private",
+            "--per-ip-answers",
+            "1000000000",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    );
+    let metrics = metrics_addr(&p);
+    let mut gen = std::process::Command::new(env!("CARGO_BIN_EXE_magnetar-loadgen"))
+        .args([
+            "--target",
+            &bind,
+            "--sockets",
+            "16",
+            "--window",
+            "512",
+            "--warmup",
+            "0",
+        ])
+        .args(["--duration", "20", "--mix", "ping", "--ip-base", "9"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Under load: wait until the crawler has answered a good many queries.
+    let answered = || {
+        http_get(&metrics, "/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix("magnetar_dht_responses_out_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || answered() > 20_000),
+        "{}",
+        p.log()
+    );
+    let t = std::time::Instant::now();
+    p.signal("TERM");
+    let st = p.wait_exit(Duration::from_secs(6));
+    let _ = gen.kill();
+    let _ = gen.wait();
+    assert!(st.success(), "exit {st:?}; log:\n{}", p.log());
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let (st, out, _) = run(&["stats", "--db", db.path().to_str().unwrap()]);
+    assert!(st.success() && out.contains("sessions:         1"), "{out}");
 }
 
 /// Nobody answers: the binary says so plainly (with the addresses tried) instead of
@@ -268,6 +339,22 @@ fn rejects_bad_arguments(runtime: &str) {
         assert!(!st.success(), "{args:?} succeeded");
         assert!(!err.trim().is_empty(), "{args:?}: no message");
     }
+    // The metrics address is taken.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = listener.local_addr().unwrap().to_string();
+    let args = [
+        "crawl",
+        "--runtime",
+        runtime,
+        "--db",
+        dbs,
+        "--bind",
+        "127.0.0.1:0",
+        "--metrics",
+        &taken,
+    ];
+    let (st, _out, err) = run(&args);
+    assert!(!st.success() && err.contains("--metrics"), "{err}");
     // Nothing was written for rejected runs.
     assert_eq!(std::fs::read_dir(db.path()).unwrap().count(), 0);
 
@@ -333,6 +420,11 @@ fn mio_fetches_announced_metadata() {
 #[test]
 fn mio_sigterm_mid_crawl() {
     sigterm_mid_crawl("mio", 30);
+}
+
+#[test]
+fn mio_sigterm_under_flood() {
+    sigterm_under_flood("mio");
 }
 
 #[test]

@@ -614,13 +614,10 @@ impl Crawler {
             }
         }
         if let Some(p) = peer {
-            if self
-                .harvest
-                .acq
-                .get(&ih)
-                .is_some_and(|a| a.stage == Stage::Fetching)
-            {
-                let _ = self.fetch_metadata(self.now, ih, &[p]);
+            // An announced peer is the best lead: fetch from it at once, even while
+            // the acquisition is still asking for peers.
+            if self.harvest.acq.contains_key(&ih) {
+                self.start_fetch(ih, &[p]);
             }
         }
         if !new {
@@ -744,6 +741,14 @@ impl Crawler {
                     return;
                 }
                 let peers: Vec<SocketAddr> = r.values.clone().unwrap_or_default();
+                let fetching = self
+                    .harvest
+                    .acq
+                    .get(&ih)
+                    .is_some_and(|a| a.stage == Stage::Fetching);
+                if peers.is_empty() && fetching {
+                    return;
+                }
                 if !peers.is_empty() {
                     self.harvest.stats.ask_source_hits += 1;
                     self.emit(Event::PeersFound {
@@ -797,7 +802,12 @@ impl Crawler {
                 }
             }
             CrawlTx::AskSource { ih } => {
-                if self.harvest.acq.contains_key(&ih) {
+                let asking = self
+                    .harvest
+                    .acq
+                    .get(&ih)
+                    .is_some_and(|a| a.stage == Stage::AskSource);
+                if asking {
                     self.acquire_by_lookup(ih, &[]);
                 }
             }
@@ -809,13 +819,15 @@ impl Crawler {
         let Some(ih) = self.harvest.acq_by_lookup.remove(&lid) else {
             return;
         };
-        if !self.harvest.acq.contains_key(&ih) {
-            return;
-        }
-        if peers.is_empty() {
-            self.acquisition_failed(ih, true);
-        } else {
+        let fetching = match self.harvest.acq.get(&ih) {
+            None => return,
+            Some(a) => a.stage == Stage::Fetching,
+        };
+        if !peers.is_empty() {
             self.start_fetch(ih, peers);
+        } else if !fetching {
+            // (A fetch started meanwhile from an announced peer reports for itself.)
+            self.acquisition_failed(ih, true);
         }
     }
 

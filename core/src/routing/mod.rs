@@ -236,6 +236,29 @@ pub struct RoutingStats {
     pub events_dropped: u64,
 }
 
+impl RoutingStats {
+    /// Adds another table's counters (for totals over identities).
+    pub fn add(&mut self, o: &RoutingStats) {
+        self.added += o.added;
+        self.removed += o.removed;
+        self.rejected_bucket_full += o.rejected_bucket_full;
+        self.rejected_subnet += o.rejected_subnet;
+        self.rejected_table_full += o.rejected_table_full;
+        self.rejected_suspect += o.rejected_suspect;
+        self.splits += o.splits;
+        self.rejected_own_id += o.rejected_own_id;
+        self.rejected_family += o.rejected_family;
+        self.rejected_id_in_use += o.rejected_id_in_use;
+        self.id_changes += o.id_changes;
+        self.cached += o.cached;
+        self.promoted += o.promoted;
+        self.evicted_failed += o.evicted_failed;
+        self.replaced_bad += o.replaced_bad;
+        self.displaced_unverified += o.displaced_unverified;
+        self.events_dropped += o.events_dropped;
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Node {
     e: NodeEntry,

@@ -39,6 +39,8 @@ pub struct Net {
     pub events: Vec<(usize, Event)>,
     pub trace: u64,
     pub delivered: u64,
+    /// TCP connects asked for: (node, peer).
+    pub connects: Vec<(usize, SocketAddr)>,
 }
 
 impl Net {
@@ -64,6 +66,7 @@ impl Net {
             events: Vec::new(),
             trace: 0xcbf29ce484222325,
             delivered: 0,
+            connects: Vec::new(),
         }
     }
 
@@ -101,7 +104,8 @@ impl Net {
                     self.timers[i] = None;
                     return;
                 }
-                other => panic!("unexpected output {other:?}"),
+                Output::Connect { to, .. } => self.connects.push((i, to)),
+                Output::Send { .. } | Output::Close { .. } => {}
             }
         }
         panic!("node {i} never stopped producing output");
