@@ -386,20 +386,12 @@ impl Client {
         None
     }
 
-    /// announce_peer `ih` at (our IP, `port`), with a token from a get_peers for an
-    /// unrelated infohash (tokens are per IP, not per infohash).
-    ///
-    /// Not from a get_peers for `ih` itself: that makes the crawler start an
-    /// acquisition of `ih` (ask the source, then a lookup), and an announce_peer that
-    /// arrives while that acquisition is past its queue but not yet fetching only
-    /// leaves its peer as a hint, used at the acquisition's retry, minutes later.
-    /// Seen with the mio binary at commit c4707d8 (reported; core's `discovered`
-    /// fetches from an announced peer only in `Stage::Fetching`).
+    /// get_peers `ih` for a token, then announce_peer `ih` at (our IP, `port`), as
+    /// a real client announces. (Before main's ad19e55 the crawler ignored an
+    /// announced peer while the acquisition that the get_peers started was still
+    /// asking or traversing; the crash test found it.)
     pub fn announce(&mut self, node: SocketAddr, ih: InfoHash, port: u16) -> Result<(), String> {
-        let mut other = *ih.as_bytes();
-        other[0] ^= 0xff;
-        other[19] ^= 0x5a;
-        let token = self.token(node, InfoHash(other))?;
+        let token = self.token(node, ih)?;
         self.announce_with(node, ih, port, &token)
     }
 
