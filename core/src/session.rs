@@ -165,6 +165,8 @@ struct Inner {
     max_metadata_size: usize,
     phase: Phase,
     out: Vec<u8>,
+    /// Our extension handshake, sent once the peer's handshake arrives.
+    ext_hs: Vec<u8>,
     info: PeerInfo,
     asm: Option<Assembler>,
     outstanding: Vec<bool>,
@@ -178,13 +180,16 @@ struct Inner {
 }
 
 impl Session {
-    /// A session for `ih`; our handshake and extension handshake are queued at once.
+    /// A session for `ih`: our handshake is queued at once; our extension handshake
+    /// follows the peer's handshake (BEP 10: only once both sides set the bit; aria2
+    /// drops a connection whose extension handshake comes in the same burst).
     pub fn new(ih: InfoHash, peer_id: &[u8; 20], cfg: &SessionConfig) -> Self {
         let mut out = Vec::with_capacity(160);
         wire::encode_handshake(&mut out, wire::our_reserved(), &ih, peer_id);
         let mut p = Vec::with_capacity(80);
         wire::encode_ext_handshake(&mut p, cfg.client_version.as_deref(), None, None);
-        wire::encode_extended(&mut out, wire::EXT_HANDSHAKE, &p);
+        let mut ext_hs = Vec::with_capacity(96);
+        wire::encode_extended(&mut ext_hs, wire::EXT_HANDSHAKE, &p);
         Session {
             de: Deframer::new(cfg.max_frame),
             c: Inner {
@@ -193,6 +198,7 @@ impl Session {
                 max_metadata_size: cfg.max_metadata_size,
                 phase: Phase::Handshake,
                 out,
+                ext_hs,
                 info: PeerInfo::default(),
                 asm: None,
                 outstanding: Vec::new(),
@@ -316,6 +322,8 @@ impl Inner {
         if !hs.supports_extensions() {
             return Err(FailReason::NoExtensionBit);
         }
+        let ext_hs = std::mem::take(&mut self.ext_hs);
+        self.out.extend_from_slice(&ext_hs);
         self.phase = Phase::ExtHandshake;
         Ok(())
     }
