@@ -42,16 +42,18 @@ pub fn run(
         Some(_) => status_every.min(METRICS_EVERY),
         None => status_every,
     };
-    let storage = LmdbStorage::new(ingest, opts.metrics, max_conns, status_every)
+    // Ticks per status line and session record (counted: tick times jitter).
+    let every = (status_every.as_millis() / tick.as_millis().max(1)).max(1) as u64;
+    let storage = LmdbStorage::new(ingest, opts.metrics, max_conns, every)
         .map_err(|e| format!("storage: {e}"))?;
 
     let mut prev = StatusSample::new(Timestamp::ZERO, &Stats::default(), 0);
-    let mut next_status = Timestamp::ZERO.add(status_every);
+    let mut ticks = 0u64;
     let on_status = move |s: &Snapshot| {
-        if s.at < next_status {
+        ticks += 1;
+        if ticks % every != 0 {
             return;
         }
-        next_status = s.at.add(status_every);
         let cur = StatusSample::new(s.at, &s.stats, s.runtime.infohashes_new);
         crawl::print_status(&prev, &cur);
         prev = cur;
@@ -90,8 +92,9 @@ fn counters(c: &magnetar_tokio::RuntimeCounters) -> RuntimeCounters {
 struct LmdbStorage {
     ingest: Ingest,
     session: SessionRecord,
-    next_session: Timestamp,
-    status_every: Duration,
+    /// Status ticks seen, and how many make one session-record write.
+    ticks: u64,
+    session_every: u64,
     metrics: Option<metrics::Shared>,
     max_conns: usize,
     bootstrapped: bool,
@@ -102,15 +105,15 @@ impl LmdbStorage {
         mut ingest: Ingest,
         metrics: Option<metrics::Shared>,
         max_conns: usize,
-        status_every: Duration,
+        session_every: u64,
     ) -> Result<Self, magnetar_storage::StoreError> {
         let session = ingest::new_session(crawl::wall_secs());
         ingest.session(session.clone())?;
         let mut s = LmdbStorage {
             ingest,
             session,
-            next_session: Timestamp::ZERO.add(status_every),
-            status_every,
+            ticks: 0,
+            session_every,
             metrics,
             max_conns,
             bootstrapped: false,
@@ -141,8 +144,8 @@ impl Storage for LmdbStorage {
 
     fn status(&mut self, wall: u64, snap: &Snapshot, last: bool) -> Result<(), String> {
         self.render_metrics(&snap.stats, &counters(&snap.runtime));
-        if last || snap.at >= self.next_session {
-            self.next_session = snap.at.add(self.status_every);
+        self.ticks += 1;
+        if last || self.ticks % self.session_every == 0 {
             crawl::update_session(&mut self.session, &snap.stats, &self.ingest);
             if last {
                 self.session.ended_at = Some(wall);
