@@ -47,7 +47,7 @@ const TCP_BUF: usize = 64 * 1024;
 /// After EMFILE/ENFILE, connects fail fast (as `LocalError`) for this long.
 const EMFILE_BACKOFF: Duration = Duration::from_millis(250);
 /// Nodes saved by earlier runs that a start bootstraps from.
-const SAVED_NODES: usize = 48;
+pub const SAVED_NODES: usize = 48;
 /// When no bootstrap node answered after this long, say so (then with backoff).
 const BOOTSTRAP_WARN: Duration = Duration::from_secs(30);
 /// The routing tables are saved this often (and at the end).
@@ -124,8 +124,6 @@ struct Loop {
     routers_resolved: Vec<SocketAddr>,
     saved: Vec<SocketAddr>,
     dns_failed: Vec<(String, String)>,
-    store_stats: Option<magnetar_storage::Stats>,
-    next_store_stats: Instant,
 }
 
 /// The loop's result.
@@ -179,19 +177,7 @@ pub fn run(mut opts: CrawlOptions, sockets: Vec<UdpSocket>, ingest: Ingest) -> i
         .register(&mut signals, SIGNAL, Interest::READABLE)?;
     let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
 
-    let nofile = sys::raise_nofile();
-    let max_conns = sys::leech_budget(nofile, opts.max_leeches);
-    if max_conns < opts.max_leeches {
-        tracing::warn!(
-            nofile,
-            wanted = opts.max_leeches,
-            using = max_conns,
-            "leech concurrency capped under RLIMIT_NOFILE"
-        );
-    }
-    opts.config.fetch.max_sessions = max_conns;
-    // Acquisitions (peer search, then fetch) must not cap the leeches below the budget.
-    opts.config.crawl.max_acquisitions = opts.config.crawl.max_acquisitions.max(max_conns);
+    let max_conns = apply_leech_budget(&mut opts.config, opts.max_leeches);
 
     let mut udp = sockets;
     for (i, s) in udp.iter_mut().enumerate() {
@@ -236,18 +222,8 @@ pub fn run(mut opts: CrawlOptions, sockets: Vec<UdpSocket>, ingest: Ingest) -> i
         routers_resolved: Vec::new(),
         saved,
         dns_failed: Vec::new(),
-        store_stats: None,
-        next_store_stats: Instant::now(),
     };
-    let started_wall = wall_secs();
-    let mut session = SessionRecord {
-        id: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
-        started_at: started_wall,
-        ..SessionRecord::default()
-    };
+    let mut session = magnetar_storage::ingest::new_session(wall_secs());
     lp.write_session(&session);
 
     // Saved nodes first; the routers join as their names resolve.
@@ -258,7 +234,6 @@ pub fn run(mut opts: CrawlOptions, sockets: Vec<UdpSocket>, ingest: Ingest) -> i
     }
     lp.drain();
 
-    let stderr_tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let start = now;
     let end = opts.duration.map(|d| start.add(d));
     let mut next_status = start.add(opts.status_interval);
@@ -343,12 +318,7 @@ pub fn run(mut opts: CrawlOptions, sockets: Vec<UdpSocket>, ingest: Ingest) -> i
         if now >= next_status {
             next_status = now.add(opts.status_interval);
             let sample = StatusSample::new(now, &lp.crawler.stats(), lp.c.infohashes_new);
-            let line = status_line(&prev_sample, &sample);
-            if stderr_tty {
-                eprintln!("{line}");
-            } else {
-                tracing::info!(target: "magnetar::status", "{line}");
-            }
+            print_status(&prev_sample, &sample);
             prev_sample = sample;
             lp.update_session(&mut session);
             lp.write_session(&session);
@@ -683,31 +653,7 @@ impl Loop {
 
     fn on_event(&mut self, e: Event) {
         let wall = wall_secs();
-        match &e {
-            Event::MetadataFetched(m) => {
-                tracing::info!(
-                    info_hash = %hex(&m.info_hash.0),
-                    name = %m.info.name,
-                    size = m.info.total_size,
-                    files = m.info.files.len(),
-                    peer = %m.peer,
-                    "metadata fetched"
-                );
-            }
-            Event::MetadataFailed(m) => {
-                tracing::debug!(info_hash = %hex(&m.info_hash.0), peers = m.peers_tried, "metadata failed");
-            }
-            Event::Bootstrapped { socket, nodes } => {
-                if !self.bootstrapped {
-                    tracing::info!(socket = socket.0, nodes, "bootstrapped");
-                }
-                self.bootstrapped = true;
-            }
-            Event::BootstrapFailed { socket, attempt } => {
-                tracing::debug!(socket = socket.0, attempt, "bootstrap retry");
-            }
-            _ => {}
-        }
+        log_event(&e, &mut self.bootstrapped);
         match self.ingest.on_event(wall, &e) {
             Ok(Decision::Acquire(ih)) => {
                 self.c.infohashes_new += 1;
@@ -809,188 +755,171 @@ impl Loop {
     }
 
     fn update_session(&self, s: &mut SessionRecord) {
-        let st = self.crawler.stats();
-        let c = &mut s.counters;
-        c.infohashes_discovered =
-            st.crawl.new_from_announce + st.crawl.new_from_get_peers + st.crawl.new_from_sample;
-        c.metadata_fetched = st.fetch.fetched;
-        c.metadata_failed = st.fetch.failed;
-        c.torrents_new = self.ingest.counters().torrents;
-        c.dht_queries_sent = st.dht.queries_out.total();
-        c.dht_responses_received = st.dht.responses_in;
-        let pid = std::process::id();
-        if let Some((_, peak)) = sys::rss(pid) {
-            s.peak_rss_bytes = peak;
-        }
-        if let Some(cpu) = sys::cpu_time(pid) {
-            s.cpu_ms = cpu.as_millis() as u64;
-        }
+        update_session(s, &self.crawler.stats(), &self.ingest);
     }
 
     fn render_metrics(&mut self) -> String {
-        let c = &self.c;
-        let mut extra = vec![
-            Metric::counter(
-                "magnetar_runtime_infohashes_new_total",
-                "Discovered infohashes not in storage (acquired).",
-                c.infohashes_new,
-            ),
-            Metric::counter(
-                "magnetar_runtime_infohashes_known_total",
-                "Discovered infohashes already in storage (skipped).",
-                c.infohashes_known,
-            ),
-            Metric::counter(
-                "magnetar_runtime_acquire_full_total",
-                "Acquisitions refused: queue full.",
-                c.acquire_full,
-            ),
-            Metric::counter(
-                "magnetar_runtime_udp_send_errors_total",
-                "UDP send errors.",
-                c.udp_send_errors,
-            ),
-            Metric::counter(
-                "magnetar_runtime_udp_send_would_block_total",
-                "Datagrams dropped: send buffer full.",
-                c.udp_send_would_block,
-            ),
-            Metric::counter(
-                "magnetar_runtime_udp_recv_errors_total",
-                "UDP receive errors.",
-                c.udp_recv_errors,
-            ),
-            Metric::counter(
-                "magnetar_runtime_tcp_local_errors_total",
-                "Connects failed locally (fd limit, backoff).",
-                c.tcp_connect_local_errors,
-            ),
-            Metric::counter(
-                "magnetar_runtime_emfile_total",
-                "Connects that hit the file descriptor limit.",
-                c.emfile,
-            ),
-            Metric::gauge(
-                "magnetar_runtime_tcp_open",
-                "Peer connections open.",
-                c.tcp_open as f64,
-            ),
-            Metric::gauge(
-                "magnetar_runtime_tcp_max",
-                "Peer connections allowed.",
-                self.max_conns as f64,
-            ),
-            Metric::counter(
-                "magnetar_runtime_dns_failures_total",
-                "Router name resolutions that failed.",
-                c.dns_failures,
-            ),
-        ];
-        let pid = std::process::id();
-        if let Some((rss, _)) = sys::rss(pid) {
-            extra.push(Metric::gauge(
-                "process_resident_memory_bytes",
-                "Resident memory.",
-                rss as f64,
-            ));
-        }
-        if let Some(cpu) = sys::cpu_time(pid) {
-            extra.push(Metric::gauge(
-                "process_cpu_seconds_total",
-                "CPU time, user and system.",
-                cpu.as_secs_f64(),
-            ));
-        }
-        let ic = self.ingest.counters();
-        let wt = self.ingest.writer_totals();
-        extra.extend([
-            Metric::counter(
-                "magnetar_storage_torrents_written_total",
-                "Torrents sent to storage.",
-                ic.torrents,
-            ),
-            Metric::counter(
-                "magnetar_storage_requests_written_total",
-                "Request records sent to storage.",
-                ic.requests,
-            ),
-            Metric::counter(
-                "magnetar_storage_nodes_written_total",
-                "Node records sent to storage.",
-                ic.nodes,
-            ),
-            Metric::counter(
-                "magnetar_storage_dropped_total",
-                "Best-effort records dropped: writer behind.",
-                ic.dropped,
-            ),
-            Metric::counter(
-                "magnetar_storage_read_errors_total",
-                "Storage reads that failed.",
-                ic.read_errors,
-            ),
-            Metric::counter(
-                "magnetar_storage_batches_total",
-                "Batches committed.",
-                wt.batches,
-            ),
-            Metric::counter(
-                "magnetar_storage_records_total",
-                "Records committed.",
-                wt.records,
-            ),
-            Metric::counter(
-                "magnetar_storage_torrents_new_total",
-                "New torrents committed.",
-                wt.torrents_new,
-            ),
-        ]);
-        if self.next_store_stats <= Instant::now() {
-            self.next_store_stats = Instant::now() + Duration::from_secs(10);
-            if let Ok(st) = self.ingest.store().stats() {
-                self.store_stats = Some(st);
-            }
-        }
-        if let Some(st) = &self.store_stats {
-            extra.extend([
-                Metric::gauge(
-                    "magnetar_storage_torrents",
-                    "Torrents stored.",
-                    st.torrents as f64,
-                ),
-                Metric::gauge(
-                    "magnetar_storage_torrents_with_info",
-                    "Torrents stored with their info dict.",
-                    st.torrents_with_info as f64,
-                ),
-                Metric::gauge("magnetar_storage_peers", "Peers stored.", st.peers as f64),
-                Metric::gauge(
-                    "magnetar_storage_nodes",
-                    "DHT nodes stored.",
-                    st.nodes as f64,
-                ),
-                Metric::gauge(
-                    "magnetar_storage_sessions",
-                    "Crawl sessions stored.",
-                    st.sessions as f64,
-                ),
-                Metric::gauge(
-                    "magnetar_storage_requests",
-                    "Metadata requests stored.",
-                    st.requests as f64,
-                ),
-                Metric::gauge(
-                    "magnetar_storage_disk_bytes",
-                    "Size of data.mdb.",
-                    st.disk_bytes as f64,
-                ),
-                Metric::gauge(
-                    "magnetar_storage_used_bytes",
-                    "Bytes used by the B-trees.",
-                    st.used_bytes as f64,
-                ),
-            ]);
-        }
-        prometheus(&self.crawler.stats(), &extra)
+        render_metrics(
+            &self.crawler.stats(),
+            &self.c,
+            self.max_conns,
+            &mut self.ingest,
+        )
     }
+}
+
+/// Caps the leeches (fetch sessions) under RLIMIT_NOFILE, raised first, and lets
+/// acquisitions reach that budget. Returns the connections allowed.
+pub fn apply_leech_budget(config: &mut Config, max_leeches: usize) -> usize {
+    let nofile = sys::raise_nofile();
+    let max_conns = sys::leech_budget(nofile, max_leeches);
+    if max_conns < max_leeches {
+        tracing::warn!(
+            nofile,
+            wanted = max_leeches,
+            using = max_conns,
+            "leech concurrency capped under RLIMIT_NOFILE"
+        );
+    }
+    config.fetch.max_sessions = max_conns;
+    // Acquisitions (peer search, then fetch) must not cap the leeches below the budget.
+    config.crawl.max_acquisitions = config.crawl.max_acquisitions.max(max_conns);
+    max_conns
+}
+
+/// Prints the status line for the interval `prev`..`cur` (both runtimes): to
+/// stderr on a terminal, else as a log line.
+pub fn print_status(prev: &StatusSample, cur: &StatusSample) {
+    let line = status_line(prev, cur);
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        eprintln!("{line}");
+    } else {
+        tracing::info!(target: "magnetar::status", "{line}");
+    }
+}
+
+/// Logs the events a user wants to see (both runtimes); `bootstrapped` is set by
+/// the first `Bootstrapped`.
+pub fn log_event(e: &Event, bootstrapped: &mut bool) {
+    match e {
+        Event::MetadataFetched(m) => {
+            tracing::info!(
+                info_hash = %hex(&m.info_hash.0),
+                name = %m.info.name,
+                size = m.info.total_size,
+                files = m.info.files.len(),
+                peer = %m.peer,
+                "metadata fetched"
+            );
+        }
+        Event::MetadataFailed(m) => {
+            tracing::debug!(info_hash = %hex(&m.info_hash.0), peers = m.peers_tried, "metadata failed");
+        }
+        Event::Bootstrapped { socket, nodes } => {
+            if !*bootstrapped {
+                tracing::info!(socket = socket.0, nodes, "bootstrapped");
+            }
+            *bootstrapped = true;
+        }
+        Event::BootstrapFailed { socket, attempt } => {
+            tracing::debug!(socket = socket.0, attempt, "bootstrap retry");
+        }
+        _ => {}
+    }
+}
+
+/// Brings a session record up to date: counters, peak RSS, CPU time.
+pub fn update_session(s: &mut SessionRecord, stats: &magnetar_core::Stats, ingest: &Ingest) {
+    ingest.update_session(s, stats);
+    let pid = std::process::id();
+    if let Some((_, peak)) = sys::rss(pid) {
+        s.peak_rss_bytes = peak;
+    }
+    if let Some(cpu) = sys::cpu_time(pid) {
+        s.cpu_ms = cpu.as_millis() as u64;
+    }
+}
+
+/// The `/metrics` text (both runtimes): the core's counters, the runtime's, the
+/// process's and storage's.
+pub fn render_metrics(
+    stats: &magnetar_core::Stats,
+    c: &RuntimeCounters,
+    max_conns: usize,
+    ingest: &mut Ingest,
+) -> String {
+    let mut extra = vec![
+        Metric::counter(
+            "magnetar_runtime_infohashes_new_total",
+            "Discovered infohashes not in storage (acquired).",
+            c.infohashes_new,
+        ),
+        Metric::counter(
+            "magnetar_runtime_infohashes_known_total",
+            "Discovered infohashes already in storage (skipped).",
+            c.infohashes_known,
+        ),
+        Metric::counter(
+            "magnetar_runtime_acquire_full_total",
+            "Acquisitions refused: queue full.",
+            c.acquire_full,
+        ),
+        Metric::counter(
+            "magnetar_runtime_udp_send_errors_total",
+            "UDP send errors.",
+            c.udp_send_errors,
+        ),
+        Metric::counter(
+            "magnetar_runtime_udp_send_would_block_total",
+            "Datagrams dropped: send buffer full.",
+            c.udp_send_would_block,
+        ),
+        Metric::counter(
+            "magnetar_runtime_udp_recv_errors_total",
+            "UDP receive errors.",
+            c.udp_recv_errors,
+        ),
+        Metric::counter(
+            "magnetar_runtime_tcp_local_errors_total",
+            "Connects failed locally (fd limit, backoff).",
+            c.tcp_connect_local_errors,
+        ),
+        Metric::counter(
+            "magnetar_runtime_emfile_total",
+            "Connects that hit the file descriptor limit.",
+            c.emfile,
+        ),
+        Metric::gauge(
+            "magnetar_runtime_tcp_open",
+            "Peer connections open.",
+            c.tcp_open as f64,
+        ),
+        Metric::gauge(
+            "magnetar_runtime_tcp_max",
+            "Peer connections allowed.",
+            max_conns as f64,
+        ),
+        Metric::counter(
+            "magnetar_runtime_dns_failures_total",
+            "Router name resolutions that failed.",
+            c.dns_failures,
+        ),
+    ];
+    let pid = std::process::id();
+    if let Some((rss, _)) = sys::rss(pid) {
+        extra.push(Metric::gauge(
+            "process_resident_memory_bytes",
+            "Resident memory.",
+            rss as f64,
+        ));
+    }
+    if let Some(cpu) = sys::cpu_time(pid) {
+        extra.push(Metric::gauge(
+            "process_cpu_seconds_total",
+            "CPU time, user and system.",
+            cpu.as_secs_f64(),
+        ));
+    }
+    extra.extend(ingest.metrics());
+    prometheus(stats, &extra)
 }

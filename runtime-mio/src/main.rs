@@ -1,4 +1,5 @@
-//! The `magnetar` binary: the crawler (a mio event loop around the sans-IO core)
+//! The `magnetar` binary: the crawler (a mio event loop around the sans-IO core, or
+//! the tokio driver with `--runtime tokio`)
 //! and the commands that read and maintain its database.
 
 mod commands;
@@ -6,6 +7,7 @@ mod crawl;
 mod dns;
 mod metrics;
 mod sys;
+mod tokio_run;
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
@@ -388,11 +390,6 @@ fn bind_sockets(a: &CrawlArgs) -> Result<Vec<(SocketAddr, mio::net::UdpSocket)>,
 }
 
 fn cmd_crawl(a: CrawlArgs) -> Result<(), Fail> {
-    if a.runtime == Runtime::Tokio {
-        return Err(Fail(
-            "--runtime tokio is not yet implemented (use --runtime mio, the default)".into(),
-        ));
-    }
     for b in &a.bootstrap {
         if b.rsplit_once(':')
             .and_then(|(_, p)| p.parse::<u16>().ok())
@@ -452,6 +449,21 @@ fn cmd_crawl(a: CrawlArgs) -> Result<(), Fail> {
         status_interval: Duration::from_secs(a.status_interval.max(1)),
         max_leeches: a.max_leeches as usize,
     };
+    if a.runtime == Runtime::Tokio {
+        let sockets = sockets
+            .into_iter()
+            .map(|(_, s)| std::net::UdpSocket::from(s))
+            .collect();
+        let out = tokio_run::run(opts, sockets, ingest)
+            .map_err(|e| Fail(format!("crawl failed: {e}")))?;
+        tracing::info!(
+            datagrams_in = out.stats.dht.datagrams_in,
+            datagrams_out = out.stats.dht.datagrams_out,
+            emfile = out.counters.emfile,
+            "session totals"
+        );
+        return Ok(());
+    }
     let sockets = sockets.into_iter().map(|(_, s)| s).collect();
     let out = crawl::run(opts, sockets, ingest).map_err(|e| Fail(format!("crawl failed: {e}")))?;
     tracing::info!(

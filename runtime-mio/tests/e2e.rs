@@ -438,8 +438,21 @@ fn mio_rejects_bad_arguments() {
 }
 
 #[test]
-fn tokio_is_not_yet_available() {
-    let (st, _, err) = run(&["crawl", "--runtime", "tokio", "--duration", "1"]);
-    assert!(!st.success());
-    assert!(err.contains("not yet implemented"), "{err}");
+fn tokio_fetches_announced_metadata() {
+    fetches_announced_metadata("tokio", 50);
+}
+
+#[test]
+fn tokio_sigterm_mid_crawl() {
+    sigterm_mid_crawl("tokio", 70);
+}
+
+#[test]
+fn tokio_sigterm_under_flood() {
+    sigterm_under_flood("tokio");
+}
+
+#[test]
+fn tokio_rejects_bad_arguments() {
+    rejects_bad_arguments("tokio");
 }

@@ -15,9 +15,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use magnetar_core::fetch::{FailReason, MetadataFetched, PeerSessionReport, SessionOutcome};
+use magnetar_core::report::Metric;
 use magnetar_core::routing::NodeEntry;
 use magnetar_core::{DiscoverySource, Event};
 
@@ -72,6 +73,21 @@ pub struct Ingest {
     pending: HashMap<InfoHash, Pending>,
     peers: HashMap<SocketAddr, PeerRecord>,
     counters: IngestCounters,
+    /// The store's totals for `/metrics`, read at most every 10 s.
+    store_stats: Option<crate::Stats>,
+    next_store_stats: Option<Instant>,
+}
+
+/// A fresh session record (id: Unix milliseconds), started at `wall` (Unix seconds).
+pub fn new_session(wall: u64) -> SessionRecord {
+    SessionRecord {
+        id: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        started_at: wall,
+        ..SessionRecord::default()
+    }
 }
 
 /// The storage bit for a discovery source.
@@ -168,7 +184,118 @@ impl Ingest {
             pending: HashMap::new(),
             peers: HashMap::new(),
             counters: IngestCounters::default(),
+            store_stats: None,
+            next_store_stats: None,
         }
+    }
+
+    /// Fills a session record's counters from the crawler's stats and ours (the
+    /// runtime adds the process facts: peak RSS, CPU time).
+    pub fn update_session(&self, s: &mut SessionRecord, st: &magnetar_core::Stats) {
+        let c = &mut s.counters;
+        c.infohashes_discovered =
+            st.crawl.new_from_announce + st.crawl.new_from_get_peers + st.crawl.new_from_sample;
+        c.metadata_fetched = st.fetch.fetched;
+        c.metadata_failed = st.fetch.failed;
+        c.torrents_new = self.counters.torrents;
+        c.dht_queries_sent = st.dht.queries_out.total();
+        c.dht_responses_received = st.dht.responses_in;
+    }
+
+    /// The storage side of `/metrics`: ingest counters, writer totals and the
+    /// store's totals (read at most every 10 s).
+    pub fn metrics(&mut self) -> Vec<Metric> {
+        let ic = self.counters;
+        let wt = self.writer.totals();
+        let mut out = vec![
+            Metric::counter(
+                "magnetar_storage_torrents_written_total",
+                "Torrents sent to storage.",
+                ic.torrents,
+            ),
+            Metric::counter(
+                "magnetar_storage_requests_written_total",
+                "Request records sent to storage.",
+                ic.requests,
+            ),
+            Metric::counter(
+                "magnetar_storage_nodes_written_total",
+                "Node records sent to storage.",
+                ic.nodes,
+            ),
+            Metric::counter(
+                "magnetar_storage_dropped_total",
+                "Best-effort records dropped: writer behind.",
+                ic.dropped,
+            ),
+            Metric::counter(
+                "magnetar_storage_read_errors_total",
+                "Storage reads that failed.",
+                ic.read_errors,
+            ),
+            Metric::counter(
+                "magnetar_storage_batches_total",
+                "Batches committed.",
+                wt.batches,
+            ),
+            Metric::counter(
+                "magnetar_storage_records_total",
+                "Records committed.",
+                wt.records,
+            ),
+            Metric::counter(
+                "magnetar_storage_torrents_new_total",
+                "New torrents committed.",
+                wt.torrents_new,
+            ),
+        ];
+        if self.next_store_stats.is_none_or(|t| t <= Instant::now()) {
+            self.next_store_stats = Some(Instant::now() + Duration::from_secs(10));
+            if let Ok(st) = self.store.stats() {
+                self.store_stats = Some(st);
+            }
+        }
+        if let Some(st) = &self.store_stats {
+            out.extend([
+                Metric::gauge(
+                    "magnetar_storage_torrents",
+                    "Torrents stored.",
+                    st.torrents as f64,
+                ),
+                Metric::gauge(
+                    "magnetar_storage_torrents_with_info",
+                    "Torrents stored with their info dict.",
+                    st.torrents_with_info as f64,
+                ),
+                Metric::gauge("magnetar_storage_peers", "Peers stored.", st.peers as f64),
+                Metric::gauge(
+                    "magnetar_storage_nodes",
+                    "DHT nodes stored.",
+                    st.nodes as f64,
+                ),
+                Metric::gauge(
+                    "magnetar_storage_sessions",
+                    "Crawl sessions stored.",
+                    st.sessions as f64,
+                ),
+                Metric::gauge(
+                    "magnetar_storage_requests",
+                    "Metadata requests stored.",
+                    st.requests as f64,
+                ),
+                Metric::gauge(
+                    "magnetar_storage_disk_bytes",
+                    "Size of data.mdb.",
+                    st.disk_bytes as f64,
+                ),
+                Metric::gauge(
+                    "magnetar_storage_used_bytes",
+                    "Bytes used by the B-trees.",
+                    st.used_bytes as f64,
+                ),
+            ]);
+        }
+        out
     }
 
     pub fn store(&self) -> &Store {

@@ -1,7 +1,7 @@
 //! End-to-end harness: a small DHT on loopback built from `magnetar_core::Crawler`
 //! in plain mode on real UDP sockets, a TCP seeder serving metadata through
 //! `magnetar_core::testkit::FakeSeeder`, and the `magnetar` binary driven as a child
-//! process. Every test takes the runtime name (`mio`, later `tokio`) so the same
+//! process. Every test takes the runtime name (`mio` or `tokio`) so the same
 //! tests run against both event loops.
 #![allow(dead_code)]
 
