@@ -271,7 +271,24 @@ pub struct CrawlProc {
 
 /// `magnetar crawl` with the given runtime and extra arguments.
 pub fn crawl(runtime: &str, db: &Path, args: &[&str]) -> CrawlProc {
-    let mut child = Command::new(BIN)
+    spawn_crawl(Command::new(BIN), runtime, db, args)
+}
+
+/// As [`crawl`], with no file of the process allowed to grow past `bytes`
+/// (RLIMIT_FSIZE through util-linux `prlimit`, with SIGXFSZ ignored so that a
+/// write past it fails with EFBIG instead of killing the process): a disk that
+/// fills up, for real, without root.
+pub fn crawl_fsize_limited(runtime: &str, db: &Path, args: &[&str], bytes: u64) -> CrawlProc {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"trap "" XFSZ; exec prlimit --fsize="$0" -- "$@""#)
+        .arg(bytes.to_string())
+        .arg(BIN);
+    spawn_crawl(cmd, runtime, db, args)
+}
+
+fn spawn_crawl(mut cmd: Command, runtime: &str, db: &Path, args: &[&str]) -> CrawlProc {
+    let mut child = cmd
         .arg("crawl")
         .arg("--runtime")
         .arg(runtime)
