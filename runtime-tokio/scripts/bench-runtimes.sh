@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${CARGO_TARGET_DIR:=target}"
-cargo build --release -p magnetar --bins >/dev/null
+cargo build --quiet --release -p magnetar --bins
 R="$CARGO_TARGET_DIR/release"
 MIX=${MIX:-find-node} ROUNDS=${ROUNDS:-3} SECS=${SECS:-10} PORT=${PORT:-16891}
 work=$(mktemp -d)
