@@ -376,7 +376,7 @@ fn stops_when_storage_fails(runtime: &str, base: u8) {
     let crawler: std::net::SocketAddr = ([127, 0, 0, base + 4], port).into();
     let bind = crawler.to_string();
     let boot = net.addrs[0].to_string();
-    let mut p = crawl_fsize_limited(
+    let mut p = crawl_with_rlimit(
         runtime,
         db.path(),
         &[
@@ -390,7 +390,7 @@ fn stops_when_storage_fails(runtime: &str, base: u8) {
             "--status-interval",
             "1",
         ],
-        STORE_FSIZE_LIMIT,
+        &format!("--fsize={STORE_FSIZE_LIMIT}"),
     );
     // The small torrent, announced straight to the crawler, is stored.
     announce(crawler, small.info_hash, small.addr);
@@ -437,6 +437,87 @@ fn stops_when_storage_fails(runtime: &str, base: u8) {
 /// lock file, meta pages, every database's root) and a small torrent, not for a
 /// 300 KiB info dict.
 const STORE_FSIZE_LIMIT: u64 = 512 * 1024;
+
+/// The fd budget: under RLIMIT_NOFILE 256 the leeches are capped at 256 - 64
+/// (`/metrics` says so, and the log), and a flood of announces whose peers are
+/// silent tarpits (from 200 addresses, so up to 400 connections would be allowed
+/// per-IP) fills the budget without ever passing it or running out of descriptors.
+fn fd_budget_holds_under_a_leech_flood(runtime: &str, ip_base: u8) {
+    let db = tempfile::tempdir().unwrap();
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let bind = format!("127.0.0.1:{port}");
+    let mut p = crawl_with_rlimit(
+        runtime,
+        db.path(),
+        &[
+            "--bind",
+            &bind,
+            "--bootstrap",
+            "127.0.0.1:9",
+            "--allow-private",
+            "--per-ip-answers",
+            "1000000000",
+            "--metrics",
+            "127.0.0.1:0",
+            "--duration",
+            "120",
+        ],
+        "--nofile=256",
+    );
+    let metrics = metrics_addr(&p);
+    let value = |body: &str, name: &str| -> Option<u64> {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let ip_base = ip_base.to_string();
+    let mut gen = std::process::Command::new(env!("CARGO_BIN_EXE_magnetar-loadgen"))
+        .args(["--target", &bind, "--sockets", "200", "--window", "64"])
+        .args(["--warmup", "0", "--duration", "25", "--mix", "ping"])
+        .args(["--announce", "200", "--ip-base", &ip_base])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut peak = 0;
+    let mut max = None;
+    let full = wait_until(Duration::from_secs(30), || {
+        let body = http_get(&metrics, "/metrics");
+        if let (Some(open), Some(m)) = (
+            value(&body, "magnetar_runtime_tcp_open"),
+            value(&body, "magnetar_runtime_tcp_max"),
+        ) {
+            peak = peak.max(open);
+            max = Some(m);
+            assert!(open <= m, "{runtime}: {open} connections open, budget {m}");
+        }
+        max.is_some_and(|m| peak >= m)
+    });
+    let body = http_get(&metrics, "/metrics");
+    let _ = gen.kill();
+    let _ = gen.wait();
+    assert_eq!(max, Some(256 - 64), "{body}");
+    assert!(
+        full,
+        "{runtime}: peak {peak} of {max:?} connections\n{body}"
+    );
+    assert_eq!(
+        value(&body, "magnetar_runtime_emfile_total"),
+        Some(0),
+        "{body}"
+    );
+    assert!(
+        p.log()
+            .contains("leech concurrency capped under RLIMIT_NOFILE"),
+        "{}",
+        p.log()
+    );
+    p.signal("TERM");
+    let st = p.wait_exit(Duration::from_secs(6));
+    assert!(st.success(), "exit {st:?}; log:\n{}", p.log());
+}
 
 fn rejects_bad_arguments(runtime: &str) {
     let db = tempfile::tempdir().unwrap();
@@ -593,6 +674,11 @@ fn mio_stops_when_storage_fails() {
 }
 
 #[test]
+fn mio_fd_budget_holds_under_a_leech_flood() {
+    fd_budget_holds_under_a_leech_flood("mio", 20);
+}
+
+#[test]
 fn mio_rejects_bad_arguments() {
     rejects_bad_arguments("mio");
 }
@@ -620,6 +706,11 @@ fn tokio_says_when_bootstrap_fails() {
 #[test]
 fn tokio_stops_when_storage_fails() {
     stops_when_storage_fails("tokio", 100);
+}
+
+#[test]
+fn tokio_fd_budget_holds_under_a_leech_flood() {
+    fd_budget_holds_under_a_leech_flood("tokio", 21);
 }
 
 #[test]

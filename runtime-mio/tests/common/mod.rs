@@ -274,15 +274,15 @@ pub fn crawl(runtime: &str, db: &Path, args: &[&str]) -> CrawlProc {
     spawn_crawl(Command::new(BIN), runtime, db, args)
 }
 
-/// As [`crawl`], with no file of the process allowed to grow past `bytes`
-/// (RLIMIT_FSIZE through util-linux `prlimit`, with SIGXFSZ ignored so that a
-/// write past it fails with EFBIG instead of killing the process): a disk that
-/// fills up, for real, without root.
-pub fn crawl_fsize_limited(runtime: &str, db: &Path, args: &[&str], bytes: u64) -> CrawlProc {
+/// As [`crawl`], under a resource limit set by util-linux `prlimit` (`limit` is
+/// one of its options, e.g. `--fsize=524288` or `--nofile=256`), without root.
+/// SIGXFSZ is ignored, so that a write past RLIMIT_FSIZE fails with EFBIG (a disk
+/// that fills up, for real) instead of killing the process.
+pub fn crawl_with_rlimit(runtime: &str, db: &Path, args: &[&str], limit: &str) -> CrawlProc {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
-        .arg(r#"trap "" XFSZ; exec prlimit --fsize="$0" -- "$@""#)
-        .arg(bytes.to_string())
+        .arg(r#"trap "" XFSZ; exec prlimit "$0" -- "$@""#)
+        .arg(limit)
         .arg(BIN);
     spawn_crawl(cmd, runtime, db, args)
 }
