@@ -42,6 +42,16 @@ fn fetches_announced_metadata(runtime: &str, base: u8) {
     p.signal("INT");
     let st = p.wait_exit(Duration::from_secs(5));
     assert!(st.success(), "exit {st:?}; log:\n{}", p.log());
+    // The last log line has the counters; the tokio driver's own ones too.
+    let log = p.log();
+    let stopped = log
+        .lines()
+        .find(|l| l.contains("crawl stopped"))
+        .unwrap_or("");
+    assert!(stopped.contains("fetched=1"), "{log}");
+    for c in ["storage_waits=", "storage_errors=0", "stream_dropped="] {
+        assert_eq!(stopped.contains(c), runtime == "tokio", "{c}: {stopped}");
+    }
 
     // Stored: `show` prints the fields, the file and the magnet link…
     let dbs = db.path().to_str().unwrap();
