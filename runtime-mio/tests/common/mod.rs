@@ -290,6 +290,15 @@ pub fn crawl(runtime: &str, db: &Path, args: &[&str]) -> CrawlProc {
     crawl_wrapped(&[], runtime, db, args)
 }
 
+/// As [`crawl`], under a resource limit set by util-linux `prlimit` (`limit` is
+/// one of its options, e.g. `--fsize=524288` or `--nofile=256`), without root.
+/// SIGXFSZ is ignored, so that a write past RLIMIT_FSIZE fails with EFBIG (a disk
+/// that fills up, for real) instead of killing the process.
+pub fn crawl_with_rlimit(runtime: &str, db: &Path, args: &[&str], limit: &str) -> CrawlProc {
+    let script = format!(r#"trap "" XFSZ; exec prlimit {limit} -- "$@""#);
+    crawl_wrapped(&["sh", "-c", &script, "sh"], runtime, db, args)
+}
+
 /// `crawl`, started through `wrapper` (a program and its arguments that end by
 /// `exec`ing the rest of the command line, e.g. a shell setting limits) when given.
 pub fn crawl_wrapped(wrapper: &[&str], runtime: &str, db: &Path, args: &[&str]) -> CrawlProc {
