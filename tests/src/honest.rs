@@ -51,8 +51,10 @@ pub struct HonestNode {
     pub read_only: bool,
     /// BEP 51 interval, seconds.
     pub interval: u32,
-    /// (id, endpoint, bucket): the contacts this node knows.
-    table: Vec<(NodeId, EpIdx, u8)>,
+    /// The contacts this node knows, as parallel arrays (scans touch only the
+    /// column they need): id, its first 128 bits (for XOR distance), endpoint
+    /// and bucket.
+    table: Table,
     /// Sorted by infohash.
     store: Vec<Stored>,
     sample: Vec<InfoHash>,
@@ -60,6 +62,39 @@ pub struct HonestNode {
     sample_at: Option<Timestamp>,
     secret: u64,
     pub stats: HonestStats,
+}
+
+/// A node's contacts, column-wise.
+#[derive(Default)]
+struct Table {
+    ids: Vec<NodeId>,
+    keys: Vec<u128>,
+    eps: Vec<EpIdx>,
+    buckets: Vec<u8>,
+}
+
+impl Table {
+    fn clear(&mut self) {
+        self.ids.clear();
+        self.keys.clear();
+        self.eps.clear();
+        self.buckets.clear();
+    }
+    fn push(&mut self, id: NodeId, ep: EpIdx, b: u8) {
+        self.ids.push(id);
+        self.keys.push(key128(&id.0));
+        self.eps.push(ep);
+        self.buckets.push(b);
+    }
+    fn set(&mut self, i: usize, id: NodeId, ep: EpIdx, b: u8) {
+        self.ids[i] = id;
+        self.keys[i] = key128(&id.0);
+        self.eps[i] = ep;
+        self.buckets[i] = b;
+    }
+    fn position(&self, ep: EpIdx) -> Option<usize> {
+        self.eps.iter().position(|&e| e == ep)
+    }
 }
 
 fn bucket_of(own: &NodeId, id: &NodeId) -> u8 {
@@ -92,7 +127,7 @@ impl HonestNode {
             bep51: true,
             read_only: false,
             interval: 6 * 3600,
-            table: Vec::new(),
+            table: Table::default(),
             store: Vec::new(),
             sample: Vec::new(),
             sample_num: 0,
@@ -108,17 +143,17 @@ impl HonestNode {
         for &ep in eps {
             let id = dir.get(ep).id;
             if id != self.id {
-                self.table.push((id, ep, bucket_of(&self.id, &id)));
+                self.table.push(id, ep, bucket_of(&self.id, &id));
             }
         }
     }
 
     pub fn table_len(&self) -> usize {
-        self.table.len()
+        self.table.eps.len()
     }
 
     pub fn knows(&self, ep: EpIdx) -> bool {
-        self.table.iter().any(|e| e.1 == ep)
+        self.table.position(ep).is_some()
     }
 
     /// Learns a contact: added when its bucket has room or holds a dead contact
@@ -127,38 +162,39 @@ impl HonestNode {
         if id == self.id {
             return;
         }
-        if let Some(e) = self.table.iter_mut().find(|e| e.1 == ep) {
-            if e.0 != id {
+        if let Some(i) = self.table.position(ep) {
+            if self.table.ids[i] != id {
                 // A node that changes its id keeps its slot with the new id.
-                e.0 = id;
-                e.2 = bucket_of(&self.id, &id);
+                let b = bucket_of(&self.id, &id);
+                self.table.set(i, id, ep, b);
             }
             return;
         }
         let b = bucket_of(&self.id, &id);
         let mut n = 0;
         let mut dead = None;
-        for (i, e) in self.table.iter().enumerate() {
-            if e.2 == b {
+        for (i, &eb) in self.table.buckets.iter().enumerate() {
+            if eb == b {
                 n += 1;
-                if dead.is_none() && !dir.get(e.1).alive {
+                if dead.is_none() && !dir.get(self.table.eps[i]).alive {
                     dead = Some(i);
                 }
             }
         }
         if n < K {
-            self.table.push((id, ep, b));
+            self.table.push(id, ep, b);
         } else if let Some(i) = dead {
-            self.table[i] = (id, ep, b);
+            self.table.set(i, id, ep, b);
         }
     }
 
-    /// The `K` known contacts closest to `target`, nearest first.
-    fn closest(&self, target: &[u8; 20], out: &mut [(u128, EpIdx, NodeId); K]) -> usize {
+    /// The `K` known contacts closest to `target`, nearest first (by the first
+    /// 128 bits of the distance; ties keep table order).
+    fn closest(&self, target: &[u8; 20], out: &mut [(u128, usize); K]) -> usize {
         let t = key128(target);
         let mut n = 0;
-        for e in &self.table {
-            let d = key128(&e.0 .0) ^ t;
+        for (j, &k) in self.table.keys.iter().enumerate() {
+            let d = k ^ t;
             if n == K && d >= out[K - 1].0 {
                 continue;
             }
@@ -167,7 +203,7 @@ impl HonestNode {
                 out[i] = out[i - 1];
                 i -= 1;
             }
-            out[i] = (d, e.1, e.0);
+            out[i] = (d, j);
             if n < K {
                 n += 1;
             }
@@ -176,10 +212,11 @@ impl HonestNode {
     }
 
     fn write_nodes(&self, dir: &Directory, target: &[u8; 20], buf: &mut Vec<u8>) {
-        let mut near = [(0u128, 0 as EpIdx, NodeId::ZERO); K];
+        let mut near = [(0u128, 0usize); K];
         let n = self.closest(target, &mut near);
-        for (_, ep, id) in &near[..n] {
-            krpc::write_compact_node(id, &dir.get(*ep).addr, buf);
+        for &(_, j) in &near[..n] {
+            let ep = self.table.eps[j];
+            krpc::write_compact_node(&self.table.ids[j], &dir.get(ep).addr, buf);
         }
     }
 
@@ -279,7 +316,7 @@ impl HonestNode {
     ) {
         self.stats.queries += 1;
         if !msg.read_only {
-            if let Some(ep) = ctx.dir.lookup(&from) {
+            if let Some(ep) = ctx.sender() {
                 self.learn(ctx.dir, q.id, ep);
             }
         }
@@ -382,7 +419,7 @@ impl HonestNode {
 
     /// A read-only node's periodic query (BEP 43: flagged `ro`).
     fn ro_query(&mut self, ctx: &mut Ctx<'_>) {
-        if let Some(&(_, ep, _)) = self.table.get(ctx.rng.index(self.table.len())) {
+        if let Some(&ep) = self.table.eps.get(ctx.rng.index(self.table.eps.len())) {
             let to = ctx.dir.get(ep).addr;
             let target = NodeId::random(ctx.rng);
             let tid = ctx.rng.bytes::<2>();

@@ -57,7 +57,9 @@ pub struct DirEntry {
 #[derive(Default)]
 pub struct Directory {
     pub entries: Vec<DirEntry>,
-    by_addr: FxMap<SocketAddr, EpIdx>,
+    /// IPv4 endpoints by `ip << 16 | port` (one multiply to hash).
+    by_addr4: FxMap<u64, EpIdx>,
+    by_addr6: FxMap<SocketAddr, EpIdx>,
     /// Visible DHT nodes (honest, not read-only, and crawlers), sorted by id.
     sorted: Vec<(NodeId, EpIdx)>,
 }
@@ -68,7 +70,24 @@ fn bit(id: &[u8; 20], d: usize) -> bool {
 
 impl Directory {
     pub fn lookup(&self, addr: &SocketAddr) -> Option<EpIdx> {
-        self.by_addr.get(addr).copied()
+        match addr {
+            SocketAddr::V4(v) => self
+                .by_addr4
+                .get(&((u32::from(*v.ip()) as u64) << 16 | v.port() as u64))
+                .copied(),
+            SocketAddr::V6(_) => self.by_addr6.get(addr).copied(),
+        }
+    }
+    fn insert_addr(&mut self, addr: SocketAddr, ep: EpIdx) {
+        match addr {
+            SocketAddr::V4(v) => {
+                let k = (u32::from(*v.ip()) as u64) << 16 | v.port() as u64;
+                self.by_addr4.insert(k, ep);
+            }
+            SocketAddr::V6(_) => {
+                self.by_addr6.insert(addr, ep);
+            }
+        }
     }
     pub fn get(&self, ep: EpIdx) -> &DirEntry {
         &self.entries[ep as usize]
@@ -220,9 +239,15 @@ pub struct Ctx<'a> {
     eps: &'a [EpIdx],
     actions: &'a mut Vec<Action>,
     next_tcp: &'a mut TcpId,
+    sender: Option<EpIdx>,
 }
 
 impl Ctx<'_> {
+    /// While handling a datagram: the directory endpoint of its source address
+    /// (what `dir.lookup(from)` gives, found once by the world when it was sent).
+    pub fn sender(&self) -> Option<EpIdx> {
+        self.sender
+    }
     /// The address of local socket `local`.
     pub fn addr(&self, local: u16) -> SocketAddr {
         self.dir.get(self.eps[local as usize]).addr
@@ -318,6 +343,8 @@ enum Item {
     Datagram {
         ep: EpIdx,
         from: SocketAddr,
+        /// The directory endpoint of `from`, if any.
+        from_ep: Option<EpIdx>,
         payload: Bytes,
     },
     Wake {
@@ -349,12 +376,17 @@ enum Item {
     Hook {
         id: u32,
     },
+    /// An empty slab slot.
+    Free,
 }
 
+/// A queue entry: the (time, sequence) key and the slab slot of its item. The
+/// heap moves only these 24-byte keys; the items stay put in the slab.
+#[derive(Clone, Copy)]
 struct Sched {
-    at: Timestamp,
+    at: u64,
     seq: u64,
-    item: Item,
+    slot: u32,
 }
 
 impl PartialEq for Sched {
@@ -370,8 +402,54 @@ impl PartialOrd for Sched {
 }
 impl Ord for Sched {
     fn cmp(&self, o: &Self) -> Ordering {
-        // Min-heap on (time, sequence).
+        // Min-heap on (time, sequence); sequences are unique.
         (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// The delivery queue: a binary heap of keys over a slab of items (free slots
+/// are reused, so steady state allocates nothing).
+#[derive(Default)]
+struct Queue {
+    heap: BinaryHeap<Sched>,
+    items: Vec<Item>,
+    free: Vec<u32>,
+    seq: u64,
+}
+
+impl Queue {
+    fn push(&mut self, at: Timestamp, item: Item) {
+        self.seq += 1;
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.items[s as usize] = item;
+                s
+            }
+            None => {
+                self.items.push(item);
+                (self.items.len() - 1) as u32
+            }
+        };
+        self.heap.push(Sched {
+            at: at.as_nanos(),
+            seq: self.seq,
+            slot,
+        });
+    }
+    fn pop(&mut self) -> Option<(Timestamp, Item)> {
+        let s = self.heap.pop()?;
+        let item = std::mem::replace(&mut self.items[s.slot as usize], Item::Free);
+        self.free.push(s.slot);
+        Some((Timestamp::from_nanos(s.at), item))
+    }
+    fn peek_at(&self) -> Option<Timestamp> {
+        self.heap.peek().map(|s| Timestamp::from_nanos(s.at))
+    }
+    fn len(&self) -> usize {
+        self.heap.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.heap.is_empty()
     }
 }
 
@@ -433,8 +511,7 @@ pub struct World {
     seed: u64,
     now: Timestamp,
     pub rng: Rng,
-    seq: u64,
-    queue: BinaryHeap<Sched>,
+    queue: Queue,
     pub net: Network,
     pub dir: Directory,
     nodes: Vec<Node>,
@@ -449,6 +526,8 @@ pub struct World {
     next_subnet: u32,
     hooks: Vec<Option<Hook>>,
     pub truth: crate::truth::Truth,
+    /// The node whose heap [`crate::alloc_meter`] charges (when installed).
+    pub meter: Option<NodeIdx>,
 }
 
 fn addr_key(a: &SocketAddr) -> u64 {
@@ -467,8 +546,7 @@ impl World {
             seed,
             now: Timestamp::ZERO,
             rng: Rng::new(seed),
-            seq: 0,
-            queue: BinaryHeap::new(),
+            queue: Queue::default(),
             net: Network::new(net),
             dir: Directory::default(),
             nodes: Vec::new(),
@@ -483,6 +561,7 @@ impl World {
             next_subnet: 0x01_00_00,
             hooks: Vec::new(),
             truth: Default::default(),
+            meter: None,
         }
     }
 
@@ -532,12 +611,7 @@ impl World {
     }
 
     fn push(&mut self, at: Timestamp, item: Item) {
-        self.seq += 1;
-        self.queue.push(Sched {
-            at,
-            seq: self.seq,
-            item,
-        });
+        self.queue.push(at, item);
     }
 
     /// Adds a node with one endpoint per address (each with its DHT id).
@@ -560,7 +634,8 @@ impl World {
                 alive: true,
                 responsive: kind == Kind::Honest || kind == Kind::Crawler,
             });
-            self.dir.by_addr.insert(*addr, ep);
+            debug_assert!(self.dir.lookup(addr).is_none(), "address {addr} taken");
+            self.dir.insert_addr(*addr, ep);
             let access = self.net.draw_access(&mut self.rng);
             self.net.eps.push(EndpointNet::new(*addr, access));
             eps.push(ep);
@@ -657,8 +732,17 @@ impl World {
                 eps: &self.node_eps[node as usize],
                 actions: &mut self.actions,
                 next_tcp: &mut self.next_tcp,
+                sender: None,
             };
-            f(n, &mut ctx)
+            let metered = self.meter == Some(node);
+            if metered {
+                crate::alloc_meter::enter();
+            }
+            let r = f(n, &mut ctx);
+            if metered {
+                crate::alloc_meter::leave();
+            }
+            r
         };
         self.nodes[node as usize] = slot;
         self.apply_actions(node);
@@ -666,6 +750,15 @@ impl World {
     }
 
     fn dispatch(&mut self, node: NodeIdx, f: impl FnOnce(&mut dyn SimNode, &mut Ctx<'_>)) {
+        self.dispatch_from(node, None, f)
+    }
+
+    fn dispatch_from(
+        &mut self,
+        node: NodeIdx,
+        sender: Option<EpIdx>,
+        f: impl FnOnce(&mut dyn SimNode, &mut Ctx<'_>),
+    ) {
         let Some(n) = self.nodes[node as usize].get() else {
             self.actions.clear();
             return;
@@ -679,8 +772,16 @@ impl World {
             eps: &self.node_eps[node as usize],
             actions: &mut self.actions,
             next_tcp: &mut self.next_tcp,
+            sender,
         };
+        let metered = self.meter == Some(node);
+        if metered {
+            crate::alloc_meter::enter();
+        }
         f(n, &mut ctx);
+        if metered {
+            crate::alloc_meter::leave();
+        }
         self.apply_actions(node);
     }
 
@@ -720,7 +821,10 @@ impl World {
         let Some(&a) = self.node_eps[node as usize].get(local as usize) else {
             return;
         };
-        let src = src.unwrap_or(self.dir.entries[a as usize].addr);
+        let (src, from_ep) = match src {
+            None => (self.dir.entries[a as usize].addr, Some(a)),
+            Some(s) => (s, self.dir.lookup(&s)),
+        };
         let b = self.dir.lookup(&to);
         let mut delays = std::mem::take(&mut self.delays);
         if self
@@ -744,6 +848,7 @@ impl World {
                         Item::Datagram {
                             ep: b,
                             from: src,
+                            from_ep,
                             payload: payload.clone(),
                         },
                     );
@@ -940,7 +1045,12 @@ impl World {
 
     fn deliver(&mut self, item: Item) {
         match item {
-            Item::Datagram { ep, from, payload } => {
+            Item::Datagram {
+                ep,
+                from,
+                from_ep,
+                payload,
+            } => {
                 let e = &self.dir.entries[ep as usize];
                 if !e.alive {
                     self.net.stats.dropped_dead += 1;
@@ -954,7 +1064,9 @@ impl World {
                     addr_key(&to),
                     &payload,
                 );
-                self.dispatch(node, |n, ctx| n.on_datagram(ctx, local, from, &payload));
+                self.dispatch_from(node, from_ep, |n, ctx| {
+                    n.on_datagram(ctx, local, from, &payload)
+                });
             }
             Item::Wake { node } => {
                 if self.wake[node as usize] != Some(self.now) {
@@ -1038,6 +1150,7 @@ impl World {
                     self.hooks[id as usize] = Some(h);
                 }
             }
+            Item::Free => {}
         }
     }
 
@@ -1062,18 +1175,18 @@ impl World {
 
     /// Delivers the next item. False when nothing is scheduled.
     pub fn step(&mut self) -> bool {
-        let Some(s) = self.queue.pop() else {
+        let Some((at, item)) = self.queue.pop() else {
             return false;
         };
-        debug_assert!(s.at >= self.now, "time went backwards");
-        self.now = s.at.max(self.now);
-        self.deliver(s.item);
+        debug_assert!(at >= self.now, "time went backwards");
+        self.now = at.max(self.now);
+        self.deliver(item);
         true
     }
 
     /// The time of the next scheduled item.
     pub fn next_at(&self) -> Option<Timestamp> {
-        self.queue.peek().map(|s| s.at)
+        self.queue.peek_at()
     }
 
     /// Delivers everything scheduled up to `t` (at most `max_steps` items), then
