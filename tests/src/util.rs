@@ -73,9 +73,19 @@ impl TraceHash {
         self.mix(from);
         self.mix(to);
         self.mix(bytes.len() as u64);
-        for c in bytes.chunks(8) {
+        let mut words = bytes.chunks_exact(8);
+        for c in &mut words {
             let mut b = [0u8; 8];
-            b[..c.len()].copy_from_slice(c);
+            b.copy_from_slice(c);
+            self.mix(u64::from_le_bytes(b));
+        }
+        // The tail, zero-padded (the same value as hashing it as a short chunk).
+        let tail = words.remainder();
+        if !tail.is_empty() {
+            let mut b = [0u8; 8];
+            for (d, s) in b.iter_mut().zip(tail) {
+                *d = *s;
+            }
             self.mix(u64::from_le_bytes(b));
         }
     }

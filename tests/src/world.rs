@@ -144,7 +144,8 @@ impl Directory {
         if out.len() >= n || lo >= hi {
             return;
         }
-        if hi - lo <= 16 || depth >= 160 {
+        if depth >= 160 && hi - lo > 16 {
+            // Many endpoints sharing one id: sort them all.
             let mut v: Vec<(magnetar_core::Distance, EpIdx)> = self.sorted[lo..hi]
                 .iter()
                 .filter(|e| keep(&self.entries[e.1 as usize]))
@@ -152,6 +153,26 @@ impl Directory {
                 .collect();
             v.sort_unstable();
             for (_, ep) in v {
+                if out.len() >= n {
+                    break;
+                }
+                out.push(ep);
+            }
+            return;
+        }
+        if hi - lo <= 16 {
+            // A leaf: sort its entries on the stack.
+            let mut v = [(magnetar_core::Distance([0; 20]), 0 as EpIdx); 16];
+            let mut m = 0;
+            for e in &self.sorted[lo..hi] {
+                if keep(&self.entries[e.1 as usize]) {
+                    v[m] = (e.0.distance(target), e.1);
+                    m += 1;
+                }
+            }
+            let v = &mut v[..m];
+            v.sort_unstable();
+            for &(_, ep) in v.iter() {
                 if out.len() >= n {
                     break;
                 }
@@ -240,6 +261,24 @@ pub struct Ctx<'a> {
     actions: &'a mut Vec<Action>,
     next_tcp: &'a mut TcpId,
     sender: Option<EpIdx>,
+    scratch: &'a mut Scratch,
+}
+
+/// Reusable buffers for building messages (lent to the node being run, so the
+/// hot paths do not allocate and grow a fresh buffer per message).
+#[derive(Default)]
+pub struct Scratch {
+    pub out: Vec<u8>,
+    pub a: Vec<u8>,
+    pub b: Vec<u8>,
+}
+
+impl Scratch {
+    pub fn clear(&mut self) {
+        self.out.clear();
+        self.a.clear();
+        self.b.clear();
+    }
 }
 
 impl Ctx<'_> {
@@ -247,6 +286,20 @@ impl Ctx<'_> {
     /// (what `dir.lookup(from)` gives, found once by the world when it was sent).
     pub fn sender(&self) -> Option<EpIdx> {
         self.sender
+    }
+    /// Borrows the world's scratch buffers (cleared); give them back with
+    /// [`Ctx::put_scratch`].
+    pub fn take_scratch(&mut self) -> Scratch {
+        let mut s = std::mem::take(self.scratch);
+        s.clear();
+        s
+    }
+    pub fn put_scratch(&mut self, s: Scratch) {
+        *self.scratch = s;
+    }
+    /// Sends a copy of `payload` (for messages built in a scratch buffer).
+    pub fn send_copy(&mut self, local: u16, to: SocketAddr, payload: &[u8]) {
+        self.send(local, to, Bytes::copy_from_slice(payload));
     }
     /// The address of local socket `local`.
     pub fn addr(&self, local: u16) -> SocketAddr {
@@ -528,6 +581,7 @@ pub struct World {
     pub truth: crate::truth::Truth,
     /// The node whose heap [`crate::alloc_meter`] charges (when installed).
     pub meter: Option<NodeIdx>,
+    scratch: Scratch,
 }
 
 fn addr_key(a: &SocketAddr) -> u64 {
@@ -562,6 +616,7 @@ impl World {
             hooks: Vec::new(),
             truth: Default::default(),
             meter: None,
+            scratch: Scratch::default(),
         }
     }
 
@@ -733,6 +788,7 @@ impl World {
                 actions: &mut self.actions,
                 next_tcp: &mut self.next_tcp,
                 sender: None,
+                scratch: &mut self.scratch,
             };
             let metered = self.meter == Some(node);
             if metered {
@@ -773,6 +829,7 @@ impl World {
             actions: &mut self.actions,
             next_tcp: &mut self.next_tcp,
             sender,
+            scratch: &mut self.scratch,
         };
         let metered = self.meter == Some(node);
         if metered {
