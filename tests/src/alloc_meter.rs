@@ -8,15 +8,20 @@
 //! the figure is the live heap the node's code allocated and still holds
 //! (including its datagrams and TCP bytes still in flight in the world queue).
 //!
-//! Only the `sim` binary installs the allocator; elsewhere [`live`] and [`peak`]
-//! stay 0 and `enter`/`leave` cost one relaxed store.
+//! Only the `sim` binary (and a machinery test) installs the allocator; elsewhere
+//! [`live`] and [`peak`] stay 0 and `enter`/`leave` cost a thread-local store.
+//! The owner is per thread; the counters are per process (one metered node).
 //!
 //! [`World::meter`]: crate::world::World::meter
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering::Relaxed};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 
-static OWNER: AtomicU8 = AtomicU8::new(0);
+thread_local! {
+    /// Per thread, so worlds on other threads (parallel tests) are not charged.
+    static OWNER: Cell<u8> = const { Cell::new(0) };
+}
 static LIVE: AtomicI64 = AtomicI64::new(0);
 static PEAK: AtomicI64 = AtomicI64::new(0);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
@@ -24,13 +29,13 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// Allocations from now on belong to the metered node.
 #[inline]
 pub fn enter() {
-    OWNER.store(1, Relaxed);
+    OWNER.with(|o| o.set(1));
 }
 
 /// Allocations from now on belong to the rest of the world.
 #[inline]
 pub fn leave() {
-    OWNER.store(0, Relaxed);
+    OWNER.with(|o| o.set(0));
 }
 
 /// Live heap bytes charged to the metered node (requested sizes, no headers).
@@ -90,7 +95,8 @@ unsafe impl GlobalAlloc for Meter {
         if base.is_null() {
             return base;
         }
-        let owner = OWNER.load(Relaxed);
+        // During thread teardown the owner is gone: the rest of the world.
+        let owner = OWNER.try_with(Cell::get).unwrap_or(0);
         *base = owner;
         charge(owner, layout.size() as i64);
         base.add(h)

@@ -94,12 +94,33 @@ impl TraceHash {
     }
 }
 
+thread_local! {
+    static SEED: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
 /// The seed for a test: `SIM_SEED` if set, else `default`.
+///
+/// It is also remembered for this thread, and a panic hook (installed once)
+/// prints it after any panic on the thread — an assertion without the seed in
+/// its message, an `unwrap`, a panic inside the world — so every failure names
+/// the seed that replays it.
 pub fn seed_from_env(default: u64) -> u64 {
-    std::env::var("SIM_SEED")
+    let seed = std::env::var("SIM_SEED")
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(default)
+        .unwrap_or(default);
+    SEED.with(|s| s.set(Some(seed)));
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            if let Some(seed) = SEED.try_with(|s| s.get()).ok().flatten() {
+                eprintln!("simulation seed {seed}: replay with SIM_SEED={seed}");
+            }
+        }));
+    });
+    seed
 }
 
 /// A minimal bencode writer (for synthetic info dicts and BitTorrent messages).
