@@ -10,7 +10,9 @@
 //!
 //! Only the `sim` binary (and a machinery test) installs the allocator; elsewhere
 //! [`live`] and [`peak`] stay 0 and `enter`/`leave` cost a thread-local store.
-//! The owner is per thread; the counters are per process (one metered node).
+//! The owner is per thread; each thread charges its metered node to its own
+//! counter slot ([`use_slot`]), so worlds run on parallel threads are metered
+//! apart (a block is charged to the slot it was allocated in, wherever freed).
 //!
 //! [`World::meter`]: crate::world::World::meter
 
@@ -18,18 +20,35 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 
+/// Meter slots: a world on its own thread meters its node in its own slot.
+pub const SLOTS: usize = 8;
+
 thread_local! {
-    /// Per thread, so worlds on other threads (parallel tests) are not charged.
+    /// Per thread, so worlds on other threads are not charged; 0 = nobody.
     static OWNER: Cell<u8> = const { Cell::new(0) };
+    /// The slot this thread's metered node is charged to (1..=SLOTS).
+    static SLOT: Cell<u8> = const { Cell::new(1) };
 }
-static LIVE: AtomicI64 = AtomicI64::new(0);
-static PEAK: AtomicI64 = AtomicI64::new(0);
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO: AtomicI64 = AtomicI64::new(0);
+static LIVE: [AtomicI64; SLOTS + 1] = [ZERO; SLOTS + 1];
+static PEAK: [AtomicI64; SLOTS + 1] = [ZERO; SLOTS + 1];
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// Allocations from now on belong to the metered node.
 #[inline]
 pub fn enter() {
-    OWNER.with(|o| o.set(1));
+    OWNER.with(|o| o.set(SLOT.with(Cell::get)));
+}
+
+/// Charges this thread's metered node to `slot` (1..=[`SLOTS`]; default 1), so
+/// worlds on several threads are metered apart.
+pub fn use_slot(slot: usize) {
+    SLOT.with(|s| s.set(slot.clamp(1, SLOTS) as u8));
+}
+
+fn slot() -> usize {
+    SLOT.with(Cell::get) as usize
 }
 
 /// Allocations from now on belong to the rest of the world.
@@ -38,14 +57,15 @@ pub fn leave() {
     OWNER.with(|o| o.set(0));
 }
 
-/// Live heap bytes charged to the metered node (requested sizes, no headers).
+/// Live heap bytes charged to this thread's metered node (requested sizes, no
+/// headers).
 pub fn live() -> i64 {
-    LIVE.load(Relaxed)
+    LIVE[slot()].load(Relaxed)
 }
 
 /// The largest [`live`] value seen.
 pub fn peak() -> i64 {
-    PEAK.load(Relaxed)
+    PEAK[slot()].load(Relaxed)
 }
 
 /// Whether [`Meter`] is the global allocator (else the figures mean nothing).
@@ -56,8 +76,8 @@ pub fn installed() -> bool {
 /// Resets the counters (between worlds). Blocks still live from before and
 /// freed later are not charged to anyone afterwards.
 pub fn reset() {
-    LIVE.store(0, Relaxed);
-    PEAK.store(0, Relaxed);
+    LIVE[slot()].store(0, Relaxed);
+    PEAK[slot()].store(0, Relaxed);
 }
 
 /// The owner-tagging allocator. Install with `#[global_allocator]`.
@@ -71,10 +91,11 @@ fn header(align: usize) -> usize {
 
 #[inline]
 fn charge(owner: u8, delta: i64) {
-    if owner == 1 {
-        let now = LIVE.fetch_add(delta, Relaxed) + delta;
+    let o = owner as usize;
+    if o != 0 && o <= SLOTS {
+        let now = LIVE[o].fetch_add(delta, Relaxed) + delta;
         if delta > 0 {
-            PEAK.fetch_max(now, Relaxed);
+            PEAK[o].fetch_max(now, Relaxed);
         }
     }
 }
