@@ -374,7 +374,9 @@ pub trait SimNode: Any {
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
-/// A slot of the world: honest nodes inline (there are many), others boxed.
+/// A slot of the world: honest nodes inline (there are many, and a box would
+/// cost an indirection per delivery), others boxed.
+#[allow(clippy::large_enum_variant)]
 pub enum Node {
     Honest(crate::honest::HonestNode),
     Dyn(Box<dyn SimNode>),
