@@ -276,6 +276,10 @@ pub struct Fetcher {
     runnable: VecDeque<InfoHash>,
     /// Jobs waiting only on per-IP slots.
     blocked: BTreeSet<InfoHash>,
+    /// For each IP at its session cap, the blocked jobs with a peer there: only
+    /// those can proceed when that IP frees a slot (waking every blocked job on
+    /// every freed slot made scheduling quadratic in the number of jobs).
+    blocked_on: BTreeMap<IpAddr, BTreeSet<InfoHash>>,
     timers: BTreeSet<(Timestamp, TimerKey)>,
     out: VecDeque<Output>,
     cache: BTreeMap<SocketAddr, CacheEntry>,
@@ -318,6 +322,7 @@ impl Fetcher {
             jobs: BTreeMap::new(),
             runnable: VecDeque::new(),
             blocked: BTreeSet::new(),
+            blocked_on: BTreeMap::new(),
             timers: BTreeSet::new(),
             out: VecDeque::new(),
             cache: BTreeMap::new(),
@@ -636,6 +641,9 @@ impl Fetcher {
                 None
             };
             let Some(peer) = peer else {
+                for p in job.pending.iter().chain(job.later.iter()) {
+                    self.blocked_on.entry(p.ip()).or_default().insert(ih);
+                }
                 self.blocked.insert(ih);
                 return;
             };
@@ -725,11 +733,12 @@ impl Fetcher {
             if *n == 0 {
                 self.per_ip.remove(&ip);
             }
-            // A per-IP slot freed: blocked jobs may proceed.
-            if !self.blocked.is_empty() {
-                let b = std::mem::take(&mut self.blocked);
+            // A per-IP slot freed: jobs blocked on this IP may proceed.
+            if let Some(b) = self.blocked_on.remove(&ip) {
                 for ih in b {
-                    self.mark_runnable(ih);
+                    if self.blocked.remove(&ih) {
+                        self.mark_runnable(ih);
+                    }
                 }
             }
         }
