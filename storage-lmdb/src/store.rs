@@ -15,7 +15,7 @@ use heed::{
 
 use crate::codec;
 use crate::error::{hex, StoreError};
-use crate::tokenize::{tokenize, torrent_terms};
+use crate::tokenize::{tokenize, torrent_terms, TermIndex};
 use crate::types::*;
 
 pub(crate) type Result<T> = std::result::Result<T, StoreError>;
@@ -1308,7 +1308,9 @@ fn apply_batch_txn(
     }
     let mut new_ids: Vec<(InfoHash, u32)> = Vec::with_capacity(fresh.len());
     let mut by_size: Vec<[u8; 12]> = Vec::with_capacity(fresh.len());
-    let mut new_postings: HashMap<String, Vec<(u32, bool)>> = HashMap::new();
+    let mut dict = TermIndex::new();
+    let mut new_postings: Vec<Vec<(u32, bool)>> = Vec::new();
+    let mut tterms = Vec::new();
     for &(_, ih, a, b) in &fresh {
         let docid = meta.next_docid as u32;
         meta.next_docid += 1;
@@ -1370,8 +1372,13 @@ fn apply_batch_txn(
         meta.max_discovered = meta.max_discovered.max(t.discovered_at);
         by_size.push(codec::by_size_key(t.total_size, docid));
         new_ids.push((ih, docid));
-        for (term, in_name) in torrent_terms(&t.name, &t.files) {
-            new_postings.entry(term).or_default().push((docid, in_name));
+        dict.torrent(&t.name, &t.files, &mut tterms);
+        for &(term, in_name) in &tterms {
+            let i = term as usize;
+            if i >= new_postings.len() {
+                new_postings.resize_with(i + 1, Vec::new);
+            }
+            new_postings[i].push((docid, in_name));
         }
         meta.torrents += 1;
         rep.torrents_new += 1;
@@ -1390,9 +1397,16 @@ fn apply_batch_txn(
             .put(txn, k, &[])
             .map_err(lmdb("writing by_size"))?;
     }
-    let mut new_postings: Vec<(String, Vec<(u32, bool)>)> = new_postings.into_iter().collect();
-    new_postings.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    write_postings(txn, dbs, new_postings)?;
+    let mut order: Vec<u32> = (0..dict.terms.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| dict.terms[a as usize].cmp(&dict.terms[b as usize]));
+    write_postings(
+        txn,
+        dbs,
+        order.iter().filter_map(|&i| {
+            let i = i as usize;
+            Some((dict.terms.get(i)?.as_str(), new_postings.get(i)?.as_slice()))
+        }),
+    )?;
 
     // Sightings of known torrents.
     let mut seen: Vec<(u32, &Op)> = Vec::new();
@@ -1491,15 +1505,18 @@ fn apply_batch_txn(
 /// while it has room (replaced: LMDB dup values cannot grow in place), then new
 /// blocks follow. Doc ids of a batch are larger than every stored one, so appending
 /// keeps each term's blocks ascending.
-fn write_postings(
+/// `terms` come in byte order; each group is in doc id order (ids are assigned in
+/// the order torrents are indexed).
+fn write_postings<'t>(
     txn: &mut RwTxn,
     dbs: &Dbs,
-    terms: Vec<(String, Vec<(u32, bool)>)>,
+    terms: impl Iterator<Item = (&'t str, &'t [(u32, bool)])>,
 ) -> Result<()> {
-    for (term, mut group) in terms {
-        group.sort_unstable();
+    for (term, group) in terms {
+        if group.is_empty() {
+            continue;
+        }
         let term = term.as_bytes();
-        let group = &group[..];
         let range = (Bound::Included(term), Bound::Included(term));
         let last: Option<Vec<u8>> = match dbs
             .terms
