@@ -17,9 +17,10 @@ fn env(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-/// CPU seconds (user + system) of this thread so far, from /proc (Linux; 0 elsewhere).
-fn thread_cpu() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else {
+/// CPU seconds (user + system) of this process so far, all threads (apply_batch
+/// tokenizes on a second thread), from /proc (Linux; 0 elsewhere).
+fn process_cpu() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
         return 0.0;
     };
     // Fields after the parenthesised command name; utime and stime are 14 and 15.
@@ -61,9 +62,9 @@ fn fill(
             })
             .collect();
         let t0 = Instant::now();
-        let c0 = thread_cpu();
+        let c0 = process_cpu();
         store.apply_batch(&ops).expect("apply_batch");
-        cpu += thread_cpu() - c0;
+        cpu += process_cpu() - c0;
         spent += t0.elapsed();
         done += k;
     }

@@ -34,6 +34,8 @@ pub const MAX_PREFIX_TERMS: usize = 20_000;
 /// `k · docs / matches` entries at tens of ns each); they walk when
 /// `matches² · WALK_FACTOR > k · docs`.
 const WALK_FACTOR: f64 = 20.0;
+/// Batches with at least this many new torrents tokenize them on a second thread.
+const PARALLEL_INDEX_MIN: usize = 256;
 /// Largest page `search` returns.
 pub const MAX_SEARCH_LIMIT: usize = 1_000;
 
@@ -617,7 +619,9 @@ impl Store {
                 .get(txn, &dk)
                 .map_err(lmdb("reading a torrent"))?
             else {
-                return Err(corrupt("torrents", infohash)("no record for a known infohash"));
+                return Err(corrupt("torrents", infohash)(
+                    "no record for a known infohash",
+                ));
             };
             let t = codec::decode_torrent(docid, v).map_err(corrupt("torrents", infohash))?;
             let files = match dbs.files.get(txn, &dk).map_err(lmdb("reading files"))? {
@@ -799,7 +803,11 @@ impl Store {
                     let mut keyed: Vec<(u64, u32)> = Vec::with_capacity(matches.len());
                     for &(docid, _) in &matches {
                         let dk = codec::docid_key(docid);
-                        match dbs.torrents.get(txn, &dk).map_err(lmdb("reading torrents"))? {
+                        match dbs
+                            .torrents
+                            .get(txn, &dk)
+                            .map_err(lmdb("reading torrents"))?
+                        {
                             Some(v) => match codec::torrent_keys(v) {
                                 Ok((_, at, size)) => keyed.push((
                                     match order {
@@ -1308,82 +1316,117 @@ fn apply_batch_txn(
     }
     let mut new_ids: Vec<(InfoHash, u32)> = Vec::with_capacity(fresh.len());
     let mut by_size: Vec<[u8; 12]> = Vec::with_capacity(fresh.len());
-    let mut dict = TermIndex::new();
-    let mut new_postings: Vec<Vec<(u32, bool)>> = Vec::new();
-    let mut tterms = Vec::new();
-    for &(_, ih, a, b) in &fresh {
-        let docid = meta.next_docid as u32;
-        meta.next_docid += 1;
-        let t = ts[a];
-        let dk = codec::docid_key(docid);
-        let has_info = keep_info && t.info.is_some();
-        let mut rec = TorrentRecord {
-            infohash: ih,
-            name: t.name.clone(),
-            total_size: t.total_size,
-            piece_length: t.piece_length,
-            piece_count: t.piece_count,
-            file_count: t.files.len().min(u32::MAX as usize) as u32,
-            private: t.private,
-            source: t.source.clone(),
-            discovered_at: t.discovered_at,
-            last_seen_at: t.discovered_at,
-            sources: t.sources,
-            seeders: t.seeders,
-            leechers: t.leechers,
-            has_info,
-        };
-        for later in &ts[a + 1..b] {
-            merge_seen(
-                &mut rec,
-                later.discovered_at,
-                later.sources,
-                later.seeders,
-                later.leechers,
-            );
-        }
-        let append = PutFlags::APPEND;
-        dbs.torrents
-            .put_with_flags(txn, append, &dk, &codec::encode_torrent(&rec))
-            .map_err(lmdb("writing a torrent"))?;
-        dbs.files
-            .put_with_flags(txn, append, &dk, &codec::encode_files(&t.files))
-            .map_err(lmdb("writing files"))?;
-        if has_info {
-            if let Some(info) = &t.info {
-                dbs.info
-                    .put_with_flags(txn, append, &dk, info)
-                    .map_err(lmdb("writing info"))?;
-                meta.with_info += 1;
+    let base = meta.next_docid as u32;
+    let ts = &ts;
+    // The postings of the new torrents, by term in byte order (doc ids ascending).
+    let index = |fresh: &[(u64, InfoHash, usize, usize)]| {
+        let mut dict = TermIndex::new();
+        let mut postings: Vec<Vec<(u32, bool)>> = Vec::new();
+        let mut tterms = Vec::new();
+        for (k, &(_, _, a, _)) in fresh.iter().enumerate() {
+            let docid = base + k as u32;
+            dict.torrent(&ts[a].name, &ts[a].files, &mut tterms);
+            for &(term, in_name) in &tterms {
+                let i = term as usize;
+                if i >= postings.len() {
+                    postings.resize_with(i + 1, Vec::new);
+                }
+                postings[i].push((docid, in_name));
             }
         }
-        let tk = codec::by_time_key(t.discovered_at, docid);
-        if t.discovered_at >= meta.max_discovered {
-            // Larger than every stored key: (time, doc id) both grow.
-            dbs.by_time
-                .put_with_flags(txn, append, &tk, &[])
-                .map_err(lmdb("writing by_time"))?;
-        } else {
-            meta.time_disorder += 1;
-            dbs.by_time
-                .put(txn, &tk, &[])
-                .map_err(lmdb("writing by_time"))?;
-        }
-        meta.max_discovered = meta.max_discovered.max(t.discovered_at);
-        by_size.push(codec::by_size_key(t.total_size, docid));
-        new_ids.push((ih, docid));
-        dict.torrent(&t.name, &t.files, &mut tterms);
-        for &(term, in_name) in &tterms {
-            let i = term as usize;
-            if i >= new_postings.len() {
-                new_postings.resize_with(i + 1, Vec::new);
+        postings.resize_with(dict.terms.len(), Vec::new);
+        let mut out: Vec<(String, Vec<(u32, bool)>)> = dict
+            .terms
+            .into_iter()
+            .zip(postings)
+            .filter(|p| !p.1.is_empty())
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    let mut write_fresh = || -> Result<()> {
+        for &(_, ih, a, b) in &fresh {
+            let docid = meta.next_docid as u32;
+            meta.next_docid += 1;
+            let t = ts[a];
+            let dk = codec::docid_key(docid);
+            let has_info = keep_info && t.info.is_some();
+            let mut rec = TorrentRecord {
+                infohash: ih,
+                name: t.name.clone(),
+                total_size: t.total_size,
+                piece_length: t.piece_length,
+                piece_count: t.piece_count,
+                file_count: t.files.len().min(u32::MAX as usize) as u32,
+                private: t.private,
+                source: t.source.clone(),
+                discovered_at: t.discovered_at,
+                last_seen_at: t.discovered_at,
+                sources: t.sources,
+                seeders: t.seeders,
+                leechers: t.leechers,
+                has_info,
+            };
+            for later in &ts[a + 1..b] {
+                merge_seen(
+                    &mut rec,
+                    later.discovered_at,
+                    later.sources,
+                    later.seeders,
+                    later.leechers,
+                );
             }
-            new_postings[i].push((docid, in_name));
+            let append = PutFlags::APPEND;
+            dbs.torrents
+                .put_with_flags(txn, append, &dk, &codec::encode_torrent(&rec))
+                .map_err(lmdb("writing a torrent"))?;
+            dbs.files
+                .put_with_flags(txn, append, &dk, &codec::encode_files(&t.files))
+                .map_err(lmdb("writing files"))?;
+            if has_info {
+                if let Some(info) = &t.info {
+                    dbs.info
+                        .put_with_flags(txn, append, &dk, info)
+                        .map_err(lmdb("writing info"))?;
+                    meta.with_info += 1;
+                }
+            }
+            let tk = codec::by_time_key(t.discovered_at, docid);
+            if t.discovered_at >= meta.max_discovered {
+                // Larger than every stored key: (time, doc id) both grow.
+                dbs.by_time
+                    .put_with_flags(txn, append, &tk, &[])
+                    .map_err(lmdb("writing by_time"))?;
+            } else {
+                meta.time_disorder += 1;
+                dbs.by_time
+                    .put(txn, &tk, &[])
+                    .map_err(lmdb("writing by_time"))?;
+            }
+            meta.max_discovered = meta.max_discovered.max(t.discovered_at);
+            by_size.push(codec::by_size_key(t.total_size, docid));
+            new_ids.push((ih, docid));
+            meta.torrents += 1;
+            rep.torrents_new += 1;
+            rep.torrents_updated += (b - a - 1) as u64;
         }
-        meta.torrents += 1;
-        rep.torrents_new += 1;
-        rep.torrents_updated += (b - a - 1) as u64;
-    }
+        Ok(())
+    };
+    // Tokenizing runs on a second thread while this one writes the records.
+    let new_postings = if fresh.len() >= PARALLEL_INDEX_MIN {
+        std::thread::scope(|s| -> Result<_> {
+            let h = s.spawn(|| index(&fresh));
+            let written = write_fresh();
+            let p = h.join().map_err(|_| {
+                StoreError::InvalidInput("internal: the indexing thread panicked".into())
+            })?;
+            written?;
+            Ok(p)
+        })?
+    } else {
+        write_fresh()?;
+        index(&fresh)
+    };
     // Randomly keyed tables last, each in key order.
     new_ids.sort_unstable();
     for (ih, docid) in &new_ids {
@@ -1397,15 +1440,10 @@ fn apply_batch_txn(
             .put(txn, k, &[])
             .map_err(lmdb("writing by_size"))?;
     }
-    let mut order: Vec<u32> = (0..dict.terms.len() as u32).collect();
-    order.sort_unstable_by(|&a, &b| dict.terms[a as usize].cmp(&dict.terms[b as usize]));
     write_postings(
         txn,
         dbs,
-        order.iter().filter_map(|&i| {
-            let i = i as usize;
-            Some((dict.terms.get(i)?.as_str(), new_postings.get(i)?.as_slice()))
-        }),
+        new_postings.iter().map(|(t, p)| (t.as_str(), p.as_slice())),
     )?;
 
     // Sightings of known torrents.
@@ -1816,7 +1854,10 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
         let (k, _) = r.map_err(lmdb("checking by_time"))?;
         rep.by_time += 1;
         let ok = k.len() == 12 && {
-            let at = k.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes);
+            let at = k
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
             let docid = k.get(8..).and_then(|b| codec::docid_from(b).ok());
             match (at, docid) {
                 (Some(at), Some(d)) => match dbs
