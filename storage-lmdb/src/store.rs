@@ -1992,6 +1992,14 @@ mod tests {
 
     #[test]
     fn other_schema_version_is_refused_with_a_clear_message() {
+        // Schema 1 (torrents keyed by infohash, before doc id keyed tables) is the real
+        // older version; 99 stands for a newer one.
+        for old in [1u32, 99] {
+            refused_with_a_clear_message(old);
+        }
+    }
+
+    fn refused_with_a_clear_message(old: u32) {
         let dir = tempfile::tempdir().unwrap();
         let opts = StoreOptions::new(dir.path().join("db"));
         let store = Store::open(opts.clone()).unwrap();
@@ -2000,7 +2008,7 @@ mod tests {
         store
             .write(|txn, dbs| {
                 dbs.meta
-                    .put(txn, K_SCHEMA, &99u32.to_le_bytes())
+                    .put(txn, K_SCHEMA, &old.to_le_bytes())
                     .map_err(lmdb("test"))
             })
             .unwrap();
@@ -2010,14 +2018,17 @@ mod tests {
         assert!(matches!(
             err,
             StoreError::SchemaVersion {
-                found: 99,
+                found,
                 supported: SCHEMA_VERSION,
                 ..
-            }
+            } if found == old
         ));
         let msg = err.to_string();
         assert!(
-            msg.contains("schema version 99") && msg.contains("supports schema version 2"),
+            msg.contains(&format!("schema version {old},"))
+                && msg.contains("supports schema version 2")
+                && msg.contains(&format!("no migration from {old}"))
+                && msg.contains("export JSON lines"),
             "{msg}"
         );
         wait_closed(&opts.path);
