@@ -29,7 +29,7 @@ const GIB: usize = 1 << 30;
 const MAP_ALIGN: usize = 64 * 1024;
 /// A prefix (the last query word) expands to at most this many terms.
 pub const MAX_PREFIX_TERMS: usize = 20_000;
-/// Time and size orders either look up every match in `docs` (about 1 µs each) or
+/// Time and size orders either look up every match in `torrents` (about 1 µs each) or
 /// walk `by_time`/`by_size` from the wanted end until the page is full (about
 /// `k · docs / matches` entries at tens of ns each); they walk when
 /// `matches² · WALK_FACTOR > k · docs`.
@@ -1032,9 +1032,9 @@ impl Store {
     }
 
     /// Walks every table and checks that they agree: every torrent decodes, has its
-    /// doc entry, its by_time entry, its file list (with file_count files) and exactly
-    /// the postings its name and paths produce; by_time has no stray entry; the
-    /// counters match the tables. Runs in one read transaction (a consistent snapshot).
+    /// `ids` entry (pointing back at it), its by_size and by_time entries, its file
+    /// list (with file_count files) and exactly the postings its name and paths
+    /// produce; by_time has no stray entry; the counters match the tables. Runs in one read transaction (a consistent snapshot).
     pub fn integrity_check(&self) -> Result<IntegrityReport> {
         self.read(integrity_txn)
     }

@@ -1302,7 +1302,9 @@ impl RoutingTable {
     }
 
     /// Tries to place `e` in its bucket (splitting, replacing or displacing as the
-    /// rules allow). On failure hands `e` back with what to do next.
+    /// rules allow). On failure hands `e` back with what to do next (moved, not
+    /// boxed: a private hand-back of a ~150-byte entry, once per insertion).
+    #[allow(clippy::result_large_err)]
     fn try_bucket(
         &mut self,
         now: Timestamp,
