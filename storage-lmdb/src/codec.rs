@@ -346,15 +346,30 @@ pub(crate) fn docid_key(docid: u32) -> [u8; 4] {
     docid.to_be_bytes()
 }
 
-/// `by_time` key: discovered_at BE, doc id BE.
-pub(crate) fn by_time_key(discovered_at: u64, docid: u32) -> [u8; 12] {
-    by_size_key(discovered_at, docid)
+/// A coarse, monotone size class: sizes below 16 are their own class, larger ones
+/// keep their top 4 significant bits (8 classes per power of two; at most 495).
+pub(crate) fn size_bucket(total_size: u64) -> u16 {
+    if total_size < 16 {
+        return total_size as u16;
+    }
+    let e = 63 - total_size.leading_zeros(); // >= 4
+    let mantissa = (total_size >> (e - 3)) & 7;
+    (((e - 3) << 3) as u16 | mantissa as u16) + 8
 }
 
-/// `by_size` key: total size BE, doc id BE.
-pub(crate) fn by_size_key(total_size: u64, docid: u32) -> [u8; 12] {
+/// `by_size` key: size bucket u16 BE, doc id BE. Within a bucket new doc ids go last,
+/// so a batch's inserts touch one page per bucket, not one per torrent.
+pub(crate) fn by_size_key(total_size: u64, docid: u32) -> [u8; 6] {
+    let mut k = [0u8; 6];
+    k[..2].copy_from_slice(&size_bucket(total_size).to_be_bytes());
+    k[2..].copy_from_slice(&docid.to_be_bytes());
+    k
+}
+
+/// `by_time` key: discovered_at BE, doc id BE.
+pub(crate) fn by_time_key(discovered_at: u64, docid: u32) -> [u8; 12] {
     let mut k = [0u8; 12];
-    k[..8].copy_from_slice(&total_size.to_be_bytes());
+    k[..8].copy_from_slice(&discovered_at.to_be_bytes());
     k[8..].copy_from_slice(&docid.to_be_bytes());
     k
 }
@@ -613,6 +628,26 @@ mod tests {
         for n in 0..enc.len() {
             assert!(decode_files(&enc[..n]).is_err());
         }
+    }
+
+    #[test]
+    fn size_buckets_are_monotone_and_fine() {
+        let mut sizes: Vec<u64> = (0..200).collect();
+        for e in 4..64 {
+            for m in [0u64, 1, 3, 7, 8, 15] {
+                let b = 1u64 << e;
+                sizes.extend([b - 1, b, b + 1, b + (b >> 3) * (m % 8), b | (b - 1)]);
+            }
+        }
+        sizes.push(u64::MAX);
+        sizes.sort_unstable();
+        for w in sizes.windows(2) {
+            assert!(size_bucket(w[0]) <= size_bucket(w[1]), "{} {}", w[0], w[1]);
+        }
+        assert_eq!(size_bucket(15) + 1, size_bucket(16));
+        assert_eq!(size_bucket(u64::MAX), 495);
+        // 8 classes per power of two: sizes 12.5 % apart differ.
+        assert!(size_bucket(1 << 30) < size_bucket((1 << 30) + (1 << 27)));
     }
 
     #[test]

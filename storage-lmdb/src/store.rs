@@ -771,15 +771,27 @@ impl Store {
                     };
                     let docids: Vec<u32> = matches.iter().map(|m| m.0).collect();
                     let mut hits = Vec::with_capacity(k);
-                    let _ = size;
+                    let mut bucket: Option<[u8; 2]> = None;
+                    let mut corrupt = 0;
+                    // `by_size` is ordered by size *class*: read whole classes until k
+                    // matches are in, then order those exactly.
                     let mut on_entry = |key: &[u8], _val: &[u8]| {
-                        let d = key.get(8..12).and_then(|b| codec::docid_from(b).ok());
-                        match d {
+                        let d = if size {
+                            let b = key.get(..2).and_then(|b| <[u8; 2]>::try_from(b).ok());
+                            if hits.len() >= k && b != bucket {
+                                return false;
+                            }
+                            bucket = b;
+                            key.get(2..6)
+                        } else {
+                            key.get(8..12)
+                        };
+                        match d.and_then(|b| codec::docid_from(b).ok()) {
                             Some(d) if docids.binary_search(&d).is_ok() => hits.push(d),
                             Some(_) => {}
-                            None => res.skipped_corrupt += 1,
+                            None => corrupt += 1,
                         }
-                        hits.len() < k
+                        size || hits.len() < k
                     };
                     if rev {
                         for r in db.rev_iter(txn).map_err(lmdb("ordering results"))? {
@@ -796,42 +808,24 @@ impl Store {
                             }
                         }
                     }
-                    hits.get(offset..).unwrap_or(&[]).to_vec()
+                    res.skipped_corrupt += corrupt;
+                    if size {
+                        exact_order(txn, dbs, hits.into_iter(), order, offset, k, &mut res)?
+                    } else {
+                        hits.get(offset..).unwrap_or(&[]).to_vec()
+                    }
                 }
                 _ => {
                     // Few matches: exact ordering from the records' fixed fields.
-                    let mut keyed: Vec<(u64, u32)> = Vec::with_capacity(matches.len());
-                    for &(docid, _) in &matches {
-                        let dk = codec::docid_key(docid);
-                        match dbs
-                            .torrents
-                            .get(txn, &dk)
-                            .map_err(lmdb("reading torrents"))?
-                        {
-                            Some(v) => match codec::torrent_keys(v) {
-                                Ok((_, at, size)) => keyed.push((
-                                    match order {
-                                        Order::Largest | Order::Smallest => size,
-                                        _ => at,
-                                    },
-                                    docid,
-                                )),
-                                Err(_) => res.skipped_corrupt += 1,
-                            },
-                            None => res.skipped_corrupt += 1,
-                        }
-                    }
-                    let k = k.min(keyed.len());
-                    match order {
-                        Order::Smallest | Order::Oldest => top_k(&mut keyed, k, |x| *x),
-                        _ => top_k(&mut keyed, k, |x| std::cmp::Reverse(*x)),
-                    }
-                    keyed
-                        .get(offset..k)
-                        .unwrap_or(&[])
-                        .iter()
-                        .map(|x| x.1)
-                        .collect()
+                    exact_order(
+                        txn,
+                        dbs,
+                        matches.iter().map(|m| m.0),
+                        order,
+                        offset,
+                        k,
+                        &mut res,
+                    )?
                 }
             };
             for docid in page {
@@ -1183,6 +1177,51 @@ fn top_k<T, K: Ord>(v: &mut [T], k: usize, key: impl Fn(&T) -> K) {
     v[..k].sort_unstable_by_key(key);
 }
 
+/// The page `offset..k` of `cands` in `order`, from the records' fixed fields
+/// (discovered_at or total_size, ties by doc id).
+fn exact_order(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    cands: impl Iterator<Item = u32>,
+    order: Order,
+    offset: usize,
+    k: usize,
+    res: &mut SearchResults,
+) -> Result<Vec<u32>> {
+    let mut keyed: Vec<(u64, u32)> = Vec::new();
+    for docid in cands {
+        let dk = codec::docid_key(docid);
+        match dbs
+            .torrents
+            .get(txn, &dk)
+            .map_err(lmdb("reading torrents"))?
+        {
+            Some(v) => match codec::torrent_keys(v) {
+                Ok((_, at, size)) => keyed.push((
+                    match order {
+                        Order::Largest | Order::Smallest => size,
+                        _ => at,
+                    },
+                    docid,
+                )),
+                Err(_) => res.skipped_corrupt += 1,
+            },
+            None => res.skipped_corrupt += 1,
+        }
+    }
+    let k = k.min(keyed.len());
+    match order {
+        Order::Smallest | Order::Oldest => top_k(&mut keyed, k, |x| *x),
+        _ => top_k(&mut keyed, k, |x| std::cmp::Reverse(*x)),
+    }
+    Ok(keyed
+        .get(offset..k)
+        .unwrap_or(&[])
+        .iter()
+        .map(|x| x.1)
+        .collect())
+}
+
 fn record_by_docid(txn: &RoTxn, dbs: &Dbs, docid: u32) -> Result<Option<TorrentRecord>> {
     let dk = codec::docid_key(docid);
     let Some(v) = dbs
@@ -1315,7 +1354,7 @@ fn apply_batch_txn(
         return Err(StoreError::InvalidInput("more than 2^31 torrents".into()));
     }
     let mut new_ids: Vec<(InfoHash, u32)> = Vec::with_capacity(fresh.len());
-    let mut by_size: Vec<[u8; 12]> = Vec::with_capacity(fresh.len());
+    let mut by_size: Vec<[u8; 6]> = Vec::with_capacity(fresh.len());
     let base = meta.next_docid as u32;
     let ts = &ts;
     // The postings of the new torrents, by term in byte order (doc ids ascending).
