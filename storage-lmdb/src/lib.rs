@@ -45,15 +45,15 @@
 //!
 //! Why doc ids: infohashes are random, so a B-tree keyed by them takes every batch's
 //! inserts at random leaves, and LMDB copies each touched page on write (a batch of
-//! 10,000 torrents dirtied most leaves of `torrents` and `files`). New doc ids are
+//! 10,000 torrents touched up to 10,000 leaves of each of `torrents` and `files`). New doc ids are
 //! larger than every stored one, so `torrents`, `files`, `info` and (for torrents
 //! discovered in time order) `by_time` are appended with `MDB_APPEND` and a batch
 //! dirties only their last pages; the random part is confined to `ids` (24-byte
 //! entries); `by_size` is keyed by a coarse size class first, so it is appended per
 //! class (the walk for a size order reads whole classes and orders their matches
-//! exactly). On 1,000,000 synthetic torrents doc id keys alone
-//! doubled inserts per CPU-second and cut the file from 1,046 to 669 bytes per
-//! torrent (see `README.md`). The idempotency check is one `ids` lookup per distinct
+//! exactly). On 300,000 synthetic torrents doc id keys alone more than doubled
+//! inserts per CPU-second (31 k → 70–77 k) and cut the file from 1,327 to 725 bytes
+//! per torrent (see `README.md`). The idempotency check is one `ids` lookup per distinct
 //! infohash of a batch, in key order.
 //!
 //! `terms` maps a term to *blocks* of 4-byte document ids rather than to one 20-byte
