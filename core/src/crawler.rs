@@ -716,6 +716,9 @@ impl Crawler {
         }
         let rtt = self.now.since(tx.sent_at);
         self.heard(i, r.id, from, Contact::Response { rtt }, msg.read_only);
+        if let Some(ident) = self.ids.get_mut(i) {
+            ident.table.count_query(from, tx.method, true);
+        }
         if let Some(seen_as) = msg.ip {
             self.stats.dht.external_votes += 1;
             let socket = tx.key.socket;
@@ -825,6 +828,7 @@ impl Crawler {
                     self.stats.dht.timeouts_full += 1;
                     let i = tx.key.socket.0 as usize;
                     if let Some(ident) = self.ids.get_mut(i) {
+                        ident.table.count_query(tx.key.addr, tx.method, false);
                         ident.table.failed(self.now, tx.key.addr);
                     }
                     if let Purpose::Lookup(lid) = tx.purpose {

@@ -404,6 +404,23 @@ fn network_bootstraps_and_lookups_find_the_true_closest() {
         truth.truncate(8);
         assert_eq!(found, truth);
     }
+    // Table entries count our finished queries and their answers per method.
+    let t = &net.nodes[5].identities()[0].table;
+    let (mut q, mut r) = ([0u32; 5], [0u32; 5]);
+    for e in t.nodes() {
+        for k in 0..5 {
+            assert!(
+                e.counts.responses[k] <= e.counts.queries[k],
+                "{:?}",
+                e.counts
+            );
+            q[k] += e.counts.queries[k];
+            r[k] += e.counts.responses[k];
+        }
+    }
+    let find_node =
+        magnetar_core::routing::MethodCounts::slot(magnetar_core::rpc::Method::FindNode);
+    assert!(r[find_node] > 0, "queries {q:?}, responses {r:?}");
 }
 
 #[test]

@@ -173,17 +173,24 @@ const TF_PRIVATE: u8 = 1;
 const TF_HAS_INFO: u8 = 2;
 const TF_SOURCE: u8 = 4;
 
-/// Internal form of a `torrents` value: the public record plus the doc id.
+/// Layout byte of a schema-2 `torrents` value (keyed by doc id, holding the infohash).
+pub(crate) const LAYOUT_TORRENT_V2: u8 = 2;
+
+/// Internal form of a `torrents` value: the public record plus the doc id (its key).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct StoredTorrent {
     pub docid: u32,
     pub rec: TorrentRecord,
 }
 
-pub(crate) fn encode_torrent(t: &StoredTorrent) -> Vec<u8> {
-    let r = &t.rec;
-    let mut e = Enc::with_capacity(64 + r.name.len());
-    e.u8(LAYOUT_V1);
+/// Byte offsets of the fixed fields of a layout-2 `torrents` value.
+const T_INFOHASH: usize = 3;
+const T_TOTAL_SIZE: usize = 23;
+const T_DISCOVERED_AT: usize = 43;
+
+pub(crate) fn encode_torrent(r: &TorrentRecord) -> Vec<u8> {
+    let mut e = Enc::with_capacity(72 + r.name.len());
+    e.u8(LAYOUT_TORRENT_V2);
     let mut flags = 0;
     if r.private {
         flags |= TF_PRIVATE;
@@ -196,7 +203,7 @@ pub(crate) fn encode_torrent(t: &StoredTorrent) -> Vec<u8> {
     }
     e.u8(flags);
     e.u8(r.sources.0);
-    e.u32(t.docid);
+    e.0.extend_from_slice(&r.infohash);
     e.u64(r.total_size);
     e.u32(r.piece_length);
     e.u32(r.piece_count);
@@ -212,12 +219,37 @@ pub(crate) fn encode_torrent(t: &StoredTorrent) -> Vec<u8> {
     e.0
 }
 
-pub(crate) fn decode_torrent(infohash: InfoHash, v: &[u8]) -> DecodeResult<StoredTorrent> {
+/// (infohash, discovered_at, total_size) of a `torrents` value without decoding the
+/// rest (search orderings, integrity walks).
+pub(crate) fn torrent_keys(v: &[u8]) -> DecodeResult<(InfoHash, u64, u64)> {
+    if v.first() != Some(&LAYOUT_TORRENT_V2) {
+        return Err("unknown record layout version");
+    }
+    let ih: InfoHash = v
+        .get(T_INFOHASH..T_INFOHASH + 20)
+        .and_then(|b| b.try_into().ok())
+        .ok_or("truncated record")?;
+    let size = v
+        .get(T_TOTAL_SIZE..T_TOTAL_SIZE + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .ok_or("truncated record")?;
+    let at = v
+        .get(T_DISCOVERED_AT..T_DISCOVERED_AT + 8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+        .ok_or("truncated record")?;
+    Ok((ih, at, size))
+}
+
+pub(crate) fn decode_torrent(docid: u32, v: &[u8]) -> DecodeResult<StoredTorrent> {
     let mut d = Dec::new(v);
-    d.version()?;
+    if d.u8()? != LAYOUT_TORRENT_V2 {
+        return Err("unknown record layout version");
+    }
     let flags = d.u8()?;
     let sources = Sources(d.u8()?);
-    let docid = d.u32()?;
+    let infohash: InfoHash = d.take(20)?.try_into().map_err(|_| "truncated record")?;
     let total_size = d.u64()?;
     let piece_length = d.u32()?;
     let piece_count = d.u32()?;
@@ -308,52 +340,36 @@ pub(crate) fn decode_files(v: &[u8]) -> DecodeResult<Vec<FileEntry>> {
     Ok(out)
 }
 
-// ---------------------------------------------------------------- docs
-
-/// `docs` value: infohash, discovered_at, total_size (fixed 36 bytes).
-pub(crate) fn encode_doc(ih: &InfoHash, discovered_at: u64, total_size: u64) -> [u8; 36] {
-    let mut b = [0u8; 36];
-    b[..20].copy_from_slice(ih);
-    b[20..28].copy_from_slice(&discovered_at.to_le_bytes());
-    b[28..36].copy_from_slice(&total_size.to_le_bytes());
-    b
-}
-
-pub(crate) struct Doc {
-    pub infohash: InfoHash,
-    pub discovered_at: u64,
-    pub total_size: u64,
-}
-
-pub(crate) fn decode_doc(v: &[u8]) -> DecodeResult<Doc> {
-    if v.len() != 36 {
-        return Err("doc record is not 36 bytes");
-    }
-    let mut infohash = [0u8; 20];
-    infohash.copy_from_slice(&v[..20]);
-    let mut d = Dec::new(&v[20..]);
-    Ok(Doc {
-        infohash,
-        discovered_at: d.u64()?,
-        total_size: d.u64()?,
-    })
-}
+// ---------------------------------------------------------------- keys
 
 pub(crate) fn docid_key(docid: u32) -> [u8; 4] {
     docid.to_be_bytes()
 }
 
-pub(crate) fn by_time_key(discovered_at: u64, ih: &InfoHash) -> [u8; 28] {
-    let mut k = [0u8; 28];
-    k[..8].copy_from_slice(&discovered_at.to_be_bytes());
-    k[8..].copy_from_slice(ih);
+/// A coarse, monotone size class: sizes below 16 are their own class, larger ones
+/// keep their top 4 significant bits (8 classes per power of two; at most 495).
+pub(crate) fn size_bucket(total_size: u64) -> u16 {
+    if total_size < 16 {
+        return total_size as u16;
+    }
+    let e = 63 - total_size.leading_zeros(); // >= 4
+    let mantissa = (total_size >> (e - 3)) & 7;
+    (((e - 3) << 3) as u16 | mantissa as u16) + 8
+}
+
+/// `by_size` key: size bucket u16 BE, doc id BE. Within a bucket new doc ids go last,
+/// so a batch's inserts touch one page per bucket, not one per torrent.
+pub(crate) fn by_size_key(total_size: u64, docid: u32) -> [u8; 6] {
+    let mut k = [0u8; 6];
+    k[..2].copy_from_slice(&size_bucket(total_size).to_be_bytes());
+    k[2..].copy_from_slice(&docid.to_be_bytes());
     k
 }
 
-/// `by_size` key: total size BE, doc id BE.
-pub(crate) fn by_size_key(total_size: u64, docid: u32) -> [u8; 12] {
+/// `by_time` key: discovered_at BE, doc id BE.
+pub(crate) fn by_time_key(discovered_at: u64, docid: u32) -> [u8; 12] {
     let mut k = [0u8; 12];
-    k[..8].copy_from_slice(&total_size.to_be_bytes());
+    k[..8].copy_from_slice(&discovered_at.to_be_bytes());
     k[8..].copy_from_slice(&docid.to_be_bytes());
     k
 }
@@ -615,6 +631,26 @@ mod tests {
     }
 
     #[test]
+    fn size_buckets_are_monotone_and_fine() {
+        let mut sizes: Vec<u64> = (0..200).collect();
+        for e in 4..64 {
+            for m in [0u64, 1, 3, 7, 8, 15] {
+                let b = 1u64 << e;
+                sizes.extend([b - 1, b, b + 1, b + (b >> 3) * (m % 8), b | (b - 1)]);
+            }
+        }
+        sizes.push(u64::MAX);
+        sizes.sort_unstable();
+        for w in sizes.windows(2) {
+            assert!(size_bucket(w[0]) <= size_bucket(w[1]), "{} {}", w[0], w[1]);
+        }
+        assert_eq!(size_bucket(15) + 1, size_bucket(16));
+        assert_eq!(size_bucket(u64::MAX), 495);
+        // 8 classes per power of two: sizes 12.5 % apart differ.
+        assert!(size_bucket(1 << 30) < size_bucket((1 << 30) + (1 << 27)));
+    }
+
+    #[test]
     fn torrent_roundtrip_and_truncation() {
         let t = StoredTorrent {
             docid: 7,
@@ -635,10 +671,11 @@ mod tests {
                 has_info: true,
             },
         };
-        let enc = encode_torrent(&t);
-        assert_eq!(decode_torrent([3; 20], &enc).unwrap(), t);
+        let enc = encode_torrent(&t.rec);
+        assert_eq!(decode_torrent(7, &enc).unwrap(), t);
+        assert_eq!(torrent_keys(&enc).unwrap(), ([3; 20], 10, 123));
         for n in 0..enc.len() {
-            assert!(decode_torrent([3; 20], &enc[..n]).is_err());
+            assert!(decode_torrent(7, &enc[..n]).is_err());
         }
     }
 

@@ -99,16 +99,17 @@ impl Store {
                 .map_err(StoreError::lmdb("exporting"))?;
             for r in it {
                 let (k, _) = r.map_err(StoreError::lmdb("exporting"))?;
-                let Some(ih) = k.get(8..28).and_then(|s| <InfoHash>::try_from(s).ok()) else {
+                let Some(docid) = k.get(8..12).and_then(|s| codec::docid_from(s).ok()) else {
                     report.skipped_corrupt += 1;
                     continue;
                 };
+                let dk = codec::docid_key(docid);
                 let rec = match dbs
                     .torrents
-                    .get(txn, &ih)
+                    .get(txn, &dk)
                     .map_err(StoreError::lmdb("exporting"))?
                 {
-                    Some(v) => match codec::decode_torrent(ih, v) {
+                    Some(v) => match codec::decode_torrent(docid, v) {
                         Ok(t) => t.rec,
                         Err(_) => {
                             report.skipped_corrupt += 1;
@@ -122,7 +123,7 @@ impl Store {
                 };
                 let files = match dbs
                     .files
-                    .get(txn, &ih)
+                    .get(txn, &dk)
                     .map_err(StoreError::lmdb("exporting"))?
                 {
                     Some(v) => match codec::decode_files(v) {
@@ -136,7 +137,7 @@ impl Store {
                 };
                 let info = if rec.has_info {
                     dbs.info
-                        .get(txn, &ih)
+                        .get(txn, &dk)
                         .map_err(StoreError::lmdb("exporting"))?
                 } else {
                     None

@@ -155,14 +155,26 @@ pub fn torrent_input(
     }
 }
 
+/// Per-method counts of a routing-table entry (slots as `MethodCounts::slot`).
+fn query_counts(c: &[u32; 5]) -> QueryCounts {
+    QueryCounts {
+        ping: c[0],
+        find_node: c[1],
+        get_peers: c[2],
+        announce_peer: c[3],
+        sample_infohashes: c[4],
+        other: 0,
+    }
+}
+
 /// A node record from a routing-table entry, seen at `wall` (Unix seconds).
 pub fn node_record(n: &NodeEntry, wall: u64) -> NodeRecord {
     NodeRecord {
         id: n.id.0,
         addr: n.addr,
         rtt_ms: n.rtt.map(|d| clamp_u32(d.as_millis() as u64)),
-        queries: QueryCounts::default(),
-        responses: QueryCounts::default(),
+        queries: query_counts(&n.counts.queries),
+        responses: query_counts(&n.counts.responses),
         status: if n.last_response.is_some() && n.failures == 0 {
             NodeStatus::Good
         } else {
@@ -538,6 +550,47 @@ mod tests {
             pieces: 1,
             peers_tried: 1,
         }
+    }
+
+    #[test]
+    fn routing_entries_keep_their_per_method_counts() {
+        use magnetar_core::routing::MethodCounts;
+        let n = NodeEntry {
+            id: magnetar_core::NodeId([7; 20]),
+            addr: "1.2.3.4:6881".parse().unwrap(),
+            last_seen: magnetar_core::Timestamp::from_secs(1),
+            last_response: Some(magnetar_core::Timestamp::from_secs(1)),
+            rtt: Some(Duration::from_millis(30)),
+            failures: 0,
+            verified: false,
+            counts: MethodCounts {
+                queries: [1, 2, 3, 4, 5],
+                responses: [1, 1, 2, 0, 4],
+            },
+        };
+        let r = node_record(&n, 100);
+        let q = QueryCounts {
+            ping: 1,
+            find_node: 2,
+            get_peers: 3,
+            announce_peer: 4,
+            sample_infohashes: 5,
+            other: 0,
+        };
+        assert_eq!(r.queries, q);
+        assert_eq!(
+            (
+                r.responses.get_peers,
+                r.responses.sample_infohashes,
+                r.rtt_ms
+            ),
+            (2, 4, Some(30))
+        );
+        // And they survive the store.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreOptions::new(dir.path())).unwrap();
+        store.apply_batch(&[Op::Node(r.clone())]).unwrap();
+        assert_eq!(store.saved_nodes(10).unwrap(), vec![r]);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The LMDB environment, its databases, batched writes and reads.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -9,30 +9,33 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use heed::types::Bytes;
 use heed::{
-    CommitOrAbort, Database, DatabaseFlags, Env, EnvFlags, EnvOpenOptions, RoTxn, RwTxn, WithoutTls,
+    CommitOrAbort, Database, DatabaseFlags, Env, EnvFlags, EnvOpenOptions, PutFlags, RoTxn, RwTxn,
+    WithoutTls,
 };
 
-use crate::codec::{self, StoredTorrent};
+use crate::codec;
 use crate::error::{hex, StoreError};
-use crate::tokenize::{tokenize, torrent_terms};
+use crate::tokenize::{tokenize, torrent_terms, TermIndex};
 use crate::types::*;
 
 pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 pub(crate) type Db = Database<'static, Bytes, Bytes>;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 const GIB: usize = 1 << 30;
 /// Map sizes are kept a multiple of 64 KiB, a multiple of every common page size.
 const MAP_ALIGN: usize = 64 * 1024;
 /// A prefix (the last query word) expands to at most this many terms.
 pub const MAX_PREFIX_TERMS: usize = 20_000;
-/// Time and size orders either look up every match in `docs` (about 1 µs each) or
+/// Time and size orders either look up every match in `torrents` (about 1 µs each) or
 /// walk `by_time`/`by_size` from the wanted end until the page is full (about
 /// `k · docs / matches` entries at tens of ns each); they walk when
 /// `matches² · WALK_FACTOR > k · docs`.
 const WALK_FACTOR: f64 = 20.0;
+/// Batches with at least this many new torrents tokenize them on a second thread.
+const PARALLEL_INDEX_MIN: usize = 256;
 /// Largest page `search` returns.
 pub const MAX_SEARCH_LIMIT: usize = 1_000;
 
@@ -124,7 +127,7 @@ pub(crate) struct Dbs {
     pub terms: Db,
     pub by_time: Db,
     pub by_size: Db,
-    pub docs: Db,
+    pub ids: Db,
     pub peers: Db,
     pub nodes: Db,
     pub sessions: Db,
@@ -414,7 +417,7 @@ impl Store {
                 }
                 let mut dbs = Vec::with_capacity(12);
                 for name in [
-                    "torrents", "files", "info", "terms", "by_time", "docs", "peers", "nodes",
+                    "torrents", "files", "info", "terms", "by_time", "ids", "peers", "nodes",
                     "sessions", "requests", "meta", "by_size",
                 ] {
                     let mut o = opener.database_options().types::<Bytes, Bytes>();
@@ -442,7 +445,7 @@ impl Store {
                 })
             }
         };
-        let [torrents, files, info, terms, by_time, docs, peers, nodes, sessions, requests, meta, by_size] =
+        let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size] =
             dbs;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -454,7 +457,7 @@ impl Store {
                     terms,
                     by_time,
                     by_size,
-                    docs,
+                    ids,
                     peers,
                     nodes,
                     sessions,
@@ -607,19 +610,21 @@ impl Store {
     /// The torrent with its files, or None when unknown.
     pub fn get(&self, infohash: &InfoHash) -> Result<Option<Torrent>> {
         self.read(|txn, dbs| {
-            let Some(v) = dbs
-                .torrents
-                .get(txn, infohash)
-                .map_err(lmdb("reading a torrent"))?
-            else {
+            let Some(docid) = docid_of(txn, dbs, infohash)? else {
                 return Ok(None);
             };
-            let t = codec::decode_torrent(*infohash, v).map_err(corrupt("torrents", infohash))?;
-            let files = match dbs
-                .files
-                .get(txn, infohash)
-                .map_err(lmdb("reading files"))?
-            {
+            let dk = codec::docid_key(docid);
+            let Some(v) = dbs
+                .torrents
+                .get(txn, &dk)
+                .map_err(lmdb("reading a torrent"))?
+            else {
+                return Err(corrupt("torrents", infohash)(
+                    "no record for a known infohash",
+                ));
+            };
+            let t = codec::decode_torrent(docid, v).map_err(corrupt("torrents", infohash))?;
+            let files = match dbs.files.get(txn, &dk).map_err(lmdb("reading files"))? {
                 Some(v) => codec::decode_files(v).map_err(corrupt("files", infohash))?,
                 None => Vec::new(),
             };
@@ -632,21 +637,18 @@ impl Store {
 
     /// Whether the infohash is stored (the runtime's "already known?").
     pub fn contains(&self, infohash: &InfoHash) -> Result<bool> {
-        self.read(|txn, dbs| {
-            Ok(dbs
-                .torrents
-                .get(txn, infohash)
-                .map_err(lmdb("reading a torrent"))?
-                .is_some())
-        })
+        self.read(|txn, dbs| Ok(docid_of(txn, dbs, infohash)?.is_some()))
     }
 
     /// The raw info dict, when kept.
     pub fn info_dict(&self, infohash: &InfoHash) -> Result<Option<Vec<u8>>> {
         self.read(|txn, dbs| {
+            let Some(docid) = docid_of(txn, dbs, infohash)? else {
+                return Ok(None);
+            };
             Ok(dbs
                 .info
-                .get(txn, infohash)
+                .get(txn, &codec::docid_key(docid))
                 .map_err(lmdb("reading info"))?
                 .map(<[u8]>::to_vec))
         })
@@ -681,17 +683,11 @@ impl Store {
                     break;
                 }
                 let (k, _) = r.map_err(lmdb("listing by time"))?;
-                let Some(ih) = k.get(8..28).and_then(|s| <InfoHash>::try_from(s).ok()) else {
+                let Some(docid) = k.get(8..12).and_then(|s| codec::docid_from(s).ok()) else {
                     continue;
                 };
-                if let Some(v) = dbs
-                    .torrents
-                    .get(txn, &ih)
-                    .map_err(lmdb("reading a torrent"))?
-                {
-                    if let Ok(t) = codec::decode_torrent(ih, v) {
-                        out.push(t.rec);
-                    }
+                if let Some(rec) = record_by_docid(txn, dbs, docid)? {
+                    out.push(rec);
                 }
             }
             Ok(out)
@@ -775,18 +771,27 @@ impl Store {
                     };
                     let docids: Vec<u32> = matches.iter().map(|m| m.0).collect();
                     let mut hits = Vec::with_capacity(k);
-                    let mut on_entry = |key: &[u8], val: &[u8]| {
+                    let mut bucket: Option<[u8; 2]> = None;
+                    let mut corrupt = 0;
+                    // `by_size` is ordered by size *class*: read whole classes until k
+                    // matches are in, then order those exactly.
+                    let mut on_entry = |key: &[u8], _val: &[u8]| {
                         let d = if size {
-                            key.get(8..12).and_then(|b| codec::docid_from(b).ok())
+                            let b = key.get(..2).and_then(|b| <[u8; 2]>::try_from(b).ok());
+                            if hits.len() >= k && b != bucket {
+                                return false;
+                            }
+                            bucket = b;
+                            key.get(2..6)
                         } else {
-                            codec::docid_from(val).ok()
+                            key.get(8..12)
                         };
-                        match d {
+                        match d.and_then(|b| codec::docid_from(b).ok()) {
                             Some(d) if docids.binary_search(&d).is_ok() => hits.push(d),
                             Some(_) => {}
-                            None => res.skipped_corrupt += 1,
+                            None => corrupt += 1,
                         }
-                        hits.len() < k
+                        size || hits.len() < k
                     };
                     if rev {
                         for r in db.rev_iter(txn).map_err(lmdb("ordering results"))? {
@@ -803,38 +808,24 @@ impl Store {
                             }
                         }
                     }
-                    hits.get(offset..).unwrap_or(&[]).to_vec()
+                    res.skipped_corrupt += corrupt;
+                    if size {
+                        exact_order(txn, dbs, hits.into_iter(), order, offset, k, &mut res)?
+                    } else {
+                        hits.get(offset..).unwrap_or(&[]).to_vec()
+                    }
                 }
                 _ => {
-                    // Few matches: exact ordering from the docs table.
-                    let mut keyed: Vec<(u64, u32)> = Vec::with_capacity(matches.len());
-                    for &(docid, _) in &matches {
-                        let dk = codec::docid_key(docid);
-                        match dbs.docs.get(txn, &dk).map_err(lmdb("reading docs"))? {
-                            Some(v) => match codec::decode_doc(v) {
-                                Ok(d) => keyed.push((
-                                    match order {
-                                        Order::Largest | Order::Smallest => d.total_size,
-                                        _ => d.discovered_at,
-                                    },
-                                    docid,
-                                )),
-                                Err(_) => res.skipped_corrupt += 1,
-                            },
-                            None => res.skipped_corrupt += 1,
-                        }
-                    }
-                    let k = k.min(keyed.len());
-                    match order {
-                        Order::Smallest | Order::Oldest => top_k(&mut keyed, k, |x| *x),
-                        _ => top_k(&mut keyed, k, |x| std::cmp::Reverse(*x)),
-                    }
-                    keyed
-                        .get(offset..k)
-                        .unwrap_or(&[])
-                        .iter()
-                        .map(|x| x.1)
-                        .collect()
+                    // Few matches: exact ordering from the records' fixed fields.
+                    exact_order(
+                        txn,
+                        dbs,
+                        matches.iter().map(|m| m.0),
+                        order,
+                        offset,
+                        k,
+                        &mut res,
+                    )?
                 }
             };
             for docid in page {
@@ -939,7 +930,8 @@ impl Store {
                 &dbs.info,
                 &dbs.terms,
                 &dbs.by_time,
-                &dbs.docs,
+                &dbs.by_size,
+                &dbs.ids,
                 &dbs.peers,
                 &dbs.nodes,
                 &dbs.sessions,
@@ -1034,9 +1026,9 @@ impl Store {
     }
 
     /// Walks every table and checks that they agree: every torrent decodes, has its
-    /// doc entry, its by_time entry, its file list (with file_count files) and exactly
-    /// the postings its name and paths produce; by_time has no stray entry; the
-    /// counters match the tables. Runs in one read transaction (a consistent snapshot).
+    /// `ids` entry (pointing back at it), its by_size and by_time entries, its file
+    /// list (with file_count files) and exactly the postings its name and paths
+    /// produce; by_time has no stray entry; the counters match the tables. Runs in one read transaction (a consistent snapshot).
     pub fn integrity_check(&self) -> Result<IntegrityReport> {
         self.read(integrity_txn)
     }
@@ -1185,22 +1177,87 @@ fn top_k<T, K: Ord>(v: &mut [T], k: usize, key: impl Fn(&T) -> K) {
     v[..k].sort_unstable_by_key(key);
 }
 
+/// The page `offset..k` of `cands` in `order`, from the records' fixed fields
+/// (discovered_at or total_size, ties by doc id).
+fn exact_order(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    cands: impl Iterator<Item = u32>,
+    order: Order,
+    offset: usize,
+    k: usize,
+    res: &mut SearchResults,
+) -> Result<Vec<u32>> {
+    let mut keyed: Vec<(u64, u32)> = Vec::new();
+    for docid in cands {
+        let dk = codec::docid_key(docid);
+        match dbs
+            .torrents
+            .get(txn, &dk)
+            .map_err(lmdb("reading torrents"))?
+        {
+            Some(v) => match codec::torrent_keys(v) {
+                Ok((_, at, size)) => keyed.push((
+                    match order {
+                        Order::Largest | Order::Smallest => size,
+                        _ => at,
+                    },
+                    docid,
+                )),
+                Err(_) => res.skipped_corrupt += 1,
+            },
+            None => res.skipped_corrupt += 1,
+        }
+    }
+    let k = k.min(keyed.len());
+    match order {
+        Order::Smallest | Order::Oldest => top_k(&mut keyed, k, |x| *x),
+        _ => top_k(&mut keyed, k, |x| std::cmp::Reverse(*x)),
+    }
+    Ok(keyed
+        .get(offset..k)
+        .unwrap_or(&[])
+        .iter()
+        .map(|x| x.1)
+        .collect())
+}
+
 fn record_by_docid(txn: &RoTxn, dbs: &Dbs, docid: u32) -> Result<Option<TorrentRecord>> {
     let dk = codec::docid_key(docid);
-    let Some(v) = dbs.docs.get(txn, &dk).map_err(lmdb("reading docs"))? else {
-        return Ok(None);
-    };
-    let Ok(doc) = codec::decode_doc(v) else {
-        return Ok(None);
-    };
     let Some(v) = dbs
         .torrents
-        .get(txn, &doc.infohash)
+        .get(txn, &dk)
         .map_err(lmdb("reading a torrent"))?
     else {
         return Ok(None);
     };
-    Ok(codec::decode_torrent(doc.infohash, v).ok().map(|t| t.rec))
+    Ok(codec::decode_torrent(docid, v).ok().map(|t| t.rec))
+}
+
+/// Doc id of a stored infohash.
+pub(crate) fn docid_of(txn: &RoTxn, dbs: &Dbs, ih: &InfoHash) -> Result<Option<u32>> {
+    match dbs.ids.get(txn, ih).map_err(lmdb("reading ids"))? {
+        Some(v) => Ok(Some(codec::docid_from(v).map_err(corrupt("ids", ih))?)),
+        None => Ok(None),
+    }
+}
+
+/// Merges a later sighting into a stored record.
+fn merge_seen(
+    r: &mut TorrentRecord,
+    at: u64,
+    sources: Sources,
+    seeders: Option<u32>,
+    leechers: Option<u32>,
+) {
+    r.last_seen_at = r.last_seen_at.max(at);
+    r.sources = r.sources | sources;
+    if seeders.is_some() {
+        r.seeders = seeders;
+    }
+    if leechers.is_some() {
+        r.leechers = leechers;
+    }
 }
 
 fn apply_batch_txn(
@@ -1213,8 +1270,8 @@ fn apply_batch_txn(
     let mut rep = BatchReport::default();
     let mut meta = MetaCounters::load(txn, &dbs.meta)?;
 
-    // Torrents: assign doc ids to new ones in discovery order, so that doc id order is
-    // time order (the fast path of `Order::Newest`).
+    // Torrents, grouped by infohash (stable: a group keeps its discovery order after
+    // sorting by time). One `ids` lookup per distinct infohash, in key order.
     let mut ts: Vec<&TorrentInput> = ops
         .iter()
         .filter_map(|o| {
@@ -1226,80 +1283,115 @@ fn apply_batch_txn(
         })
         .collect();
     ts.sort_by_key(|t| (t.discovered_at, t.infohash));
-    let mut assigned: HashMap<InfoHash, u32> = HashMap::new();
-    for t in &ts {
-        if assigned.contains_key(&t.infohash)
-            || dbs
-                .torrents
-                .get(txn, &t.infohash)
-                .map_err(lmdb("reading a torrent"))?
-                .is_some()
-        {
-            continue;
+    ts.sort_by_key(|t| t.infohash);
+    // (first input index, end index, stored doc id)
+    let mut groups: Vec<(usize, usize, Option<u32>)> = Vec::new();
+    let mut i = 0;
+    while i < ts.len() {
+        let mut j = i + 1;
+        while j < ts.len() && ts[j].infohash == ts[i].infohash {
+            j += 1;
         }
-        if meta.next_docid >= 1 << 31 {
-            return Err(StoreError::InvalidInput("more than 2^31 torrents".into()));
-        }
-        assigned.insert(t.infohash, meta.next_docid as u32);
-        meta.next_docid += 1;
-        if t.discovered_at < meta.max_discovered {
-            meta.time_disorder += 1;
-        }
-        meta.max_discovered = meta.max_discovered.max(t.discovered_at);
+        let id = match docid_of(txn, dbs, &ts[i].infohash) {
+            Ok(id) => id,
+            Err(StoreError::Corrupt { .. }) => {
+                rep.skipped_corrupt += (j - i) as u64;
+                i = j;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        groups.push((i, j, id));
+        i = j;
     }
 
-    // Then write in key order.
-    ts.sort_by_key(|t| t.infohash); // stable: a repeated infohash keeps discovery order
-    let mut new_postings: HashMap<String, Vec<(u32, bool)>> = HashMap::new();
-    let mut written: HashSet<InfoHash> = HashSet::with_capacity(assigned.len());
-    for t in &ts {
-        let ih = &t.infohash;
-        let fresh = assigned.contains_key(ih) && written.insert(*ih);
-        let existing = if fresh {
-            None
-        } else {
-            dbs.torrents
-                .get(txn, ih)
-                .map_err(lmdb("reading a torrent"))?
+    // Known torrents: read, merge every sighting of the batch, write back (doc id order).
+    let mut known: Vec<(u32, usize, usize)> = groups
+        .iter()
+        .filter_map(|&(a, b, id)| id.map(|d| (d, a, b)))
+        .collect();
+    known.sort_unstable();
+    for (docid, a, b) in known {
+        let dk = codec::docid_key(docid);
+        let Some(v) = dbs
+            .torrents
+            .get(txn, &dk)
+            .map_err(lmdb("reading a torrent"))?
+        else {
+            rep.skipped_corrupt += (b - a) as u64;
+            continue;
         };
-        if let Some(v) = existing {
-            let Ok(mut st) = codec::decode_torrent(*ih, v) else {
-                rep.skipped_corrupt += 1;
-                continue;
-            };
-            let r = &mut st.rec;
-            r.last_seen_at = r.last_seen_at.max(t.discovered_at);
-            r.sources = r.sources | t.sources;
-            if t.seeders.is_some() {
-                r.seeders = t.seeders;
-            }
-            if t.leechers.is_some() {
-                r.leechers = t.leechers;
-            }
+        let Ok(mut st) = codec::decode_torrent(docid, v) else {
+            rep.skipped_corrupt += (b - a) as u64;
+            continue;
+        };
+        let r = &mut st.rec;
+        for t in &ts[a..b] {
+            merge_seen(r, t.discovered_at, t.sources, t.seeders, t.leechers);
             if keep_info && !r.has_info {
                 if let Some(info) = &t.info {
-                    dbs.info.put(txn, ih, info).map_err(lmdb("writing info"))?;
+                    dbs.info.put(txn, &dk, info).map_err(lmdb("writing info"))?;
                     r.has_info = true;
                     meta.with_info += 1;
                 }
             }
-            dbs.torrents
-                .put(txn, ih, &codec::encode_torrent(&st))
-                .map_err(lmdb("writing a torrent"))?;
-            rep.torrents_updated += 1;
-            continue;
         }
-        let Some(&docid) = assigned.get(ih) else {
-            // Cannot happen: every unknown infohash was assigned above.
-            return Err(StoreError::InvalidInput(
-                "internal: torrent without doc id".into(),
-            ));
-        };
-        let has_info = keep_info && t.info.is_some();
-        let st = StoredTorrent {
-            docid,
-            rec: TorrentRecord {
-                infohash: *ih,
+        dbs.torrents
+            .put(txn, &dk, &codec::encode_torrent(r))
+            .map_err(lmdb("writing a torrent"))?;
+        rep.torrents_updated += (b - a) as u64;
+    }
+
+    // New torrents: doc ids in discovery order, so that doc id order is time order
+    // (the fast path of `Order::Newest`), and every table keyed by doc id is appended.
+    let mut fresh: Vec<(u64, InfoHash, usize, usize)> = groups
+        .iter()
+        .filter(|g| g.2.is_none())
+        .map(|&(a, b, _)| (ts[a].discovered_at, ts[a].infohash, a, b))
+        .collect();
+    fresh.sort_unstable();
+    if meta.next_docid + fresh.len() as u64 > 1 << 31 {
+        return Err(StoreError::InvalidInput("more than 2^31 torrents".into()));
+    }
+    let mut new_ids: Vec<(InfoHash, u32)> = Vec::with_capacity(fresh.len());
+    let mut by_size: Vec<[u8; 6]> = Vec::with_capacity(fresh.len());
+    let base = meta.next_docid as u32;
+    let ts = &ts;
+    // The postings of the new torrents, by term in byte order (doc ids ascending).
+    let index = |fresh: &[(u64, InfoHash, usize, usize)]| {
+        let mut dict = TermIndex::new();
+        let mut postings: Vec<Vec<(u32, bool)>> = Vec::new();
+        let mut tterms = Vec::new();
+        for (k, &(_, _, a, _)) in fresh.iter().enumerate() {
+            let docid = base + k as u32;
+            dict.torrent(&ts[a].name, &ts[a].files, &mut tterms);
+            for &(term, in_name) in &tterms {
+                let i = term as usize;
+                if i >= postings.len() {
+                    postings.resize_with(i + 1, Vec::new);
+                }
+                postings[i].push((docid, in_name));
+            }
+        }
+        postings.resize_with(dict.terms.len(), Vec::new);
+        let mut out: Vec<(String, Vec<(u32, bool)>)> = dict
+            .terms
+            .into_iter()
+            .zip(postings)
+            .filter(|p| !p.1.is_empty())
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
+    };
+    let mut write_fresh = || -> Result<()> {
+        for &(_, ih, a, b) in &fresh {
+            let docid = meta.next_docid as u32;
+            meta.next_docid += 1;
+            let t = ts[a];
+            let dk = codec::docid_key(docid);
+            let has_info = keep_info && t.info.is_some();
+            let mut rec = TorrentRecord {
+                infohash: ih,
                 name: t.name.clone(),
                 total_size: t.total_size,
                 piece_length: t.piece_length,
@@ -1313,92 +1405,126 @@ fn apply_batch_txn(
                 seeders: t.seeders,
                 leechers: t.leechers,
                 has_info,
-            },
-        };
-        dbs.torrents
-            .put(txn, ih, &codec::encode_torrent(&st))
-            .map_err(lmdb("writing a torrent"))?;
-        dbs.files
-            .put(txn, ih, &codec::encode_files(&t.files))
-            .map_err(lmdb("writing files"))?;
-        if has_info {
-            if let Some(info) = &t.info {
-                dbs.info.put(txn, ih, info).map_err(lmdb("writing info"))?;
-                meta.with_info += 1;
+            };
+            for later in &ts[a + 1..b] {
+                merge_seen(
+                    &mut rec,
+                    later.discovered_at,
+                    later.sources,
+                    later.seeders,
+                    later.leechers,
+                );
             }
+            let append = PutFlags::APPEND;
+            dbs.torrents
+                .put_with_flags(txn, append, &dk, &codec::encode_torrent(&rec))
+                .map_err(lmdb("writing a torrent"))?;
+            dbs.files
+                .put_with_flags(txn, append, &dk, &codec::encode_files(&t.files))
+                .map_err(lmdb("writing files"))?;
+            if has_info {
+                if let Some(info) = &t.info {
+                    dbs.info
+                        .put_with_flags(txn, append, &dk, info)
+                        .map_err(lmdb("writing info"))?;
+                    meta.with_info += 1;
+                }
+            }
+            let tk = codec::by_time_key(t.discovered_at, docid);
+            if t.discovered_at >= meta.max_discovered {
+                // Larger than every stored key: (time, doc id) both grow.
+                dbs.by_time
+                    .put_with_flags(txn, append, &tk, &[])
+                    .map_err(lmdb("writing by_time"))?;
+            } else {
+                meta.time_disorder += 1;
+                dbs.by_time
+                    .put(txn, &tk, &[])
+                    .map_err(lmdb("writing by_time"))?;
+            }
+            meta.max_discovered = meta.max_discovered.max(t.discovered_at);
+            by_size.push(codec::by_size_key(t.total_size, docid));
+            new_ids.push((ih, docid));
+            meta.torrents += 1;
+            rep.torrents_new += 1;
+            rep.torrents_updated += (b - a - 1) as u64;
         }
-        dbs.by_time
-            .put(
-                txn,
-                &codec::by_time_key(t.discovered_at, ih),
-                &codec::docid_key(docid),
-            )
-            .map_err(lmdb("writing by_time"))?;
-        dbs.by_size
-            .put(txn, &codec::by_size_key(t.total_size, docid), &[])
-            .map_err(lmdb("writing by_size"))?;
-        dbs.docs
-            .put(
-                txn,
-                &codec::docid_key(docid),
-                &codec::encode_doc(ih, t.discovered_at, t.total_size),
-            )
-            .map_err(lmdb("writing docs"))?;
-        for (term, in_name) in torrent_terms(&t.name, &t.files) {
-            new_postings.entry(term).or_default().push((docid, in_name));
-        }
-        meta.torrents += 1;
-        rep.torrents_new += 1;
+        Ok(())
+    };
+    // Tokenizing runs on a second thread while this one writes the records.
+    let new_postings = if fresh.len() >= PARALLEL_INDEX_MIN {
+        std::thread::scope(|s| -> Result<_> {
+            let h = s.spawn(|| index(&fresh));
+            let written = write_fresh();
+            let p = h.join().map_err(|_| {
+                StoreError::InvalidInput("internal: the indexing thread panicked".into())
+            })?;
+            written?;
+            Ok(p)
+        })?
+    } else {
+        write_fresh()?;
+        index(&fresh)
+    };
+    // Randomly keyed tables last, each in key order.
+    new_ids.sort_unstable();
+    for (ih, docid) in &new_ids {
+        dbs.ids
+            .put(txn, ih, &codec::docid_key(*docid))
+            .map_err(lmdb("writing ids"))?;
     }
-    let mut new_postings: Vec<(String, Vec<(u32, bool)>)> = new_postings.into_iter().collect();
-    new_postings.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    write_postings(txn, dbs, new_postings)?;
+    by_size.sort_unstable();
+    for k in &by_size {
+        dbs.by_size
+            .put(txn, k, &[])
+            .map_err(lmdb("writing by_size"))?;
+    }
+    write_postings(
+        txn,
+        dbs,
+        new_postings.iter().map(|(t, p)| (t.as_str(), p.as_slice())),
+    )?;
 
     // Sightings of known torrents.
-    let mut seen: Vec<&Op> = ops
-        .iter()
-        .filter(|o| matches!(o, Op::Seen { .. }))
-        .collect();
-    seen.sort_by_key(|o| {
+    let mut seen: Vec<(u32, &Op)> = Vec::new();
+    for o in ops {
         if let Op::Seen { infohash, .. } = o {
-            *infohash
-        } else {
-            [0; 20]
+            match docid_of(txn, dbs, infohash) {
+                Ok(Some(d)) => seen.push((d, o)),
+                Ok(None) => rep.seen_unknown += 1,
+                Err(StoreError::Corrupt { .. }) => rep.skipped_corrupt += 1,
+                Err(e) => return Err(e),
+            }
         }
-    });
-    for o in seen {
+    }
+    seen.sort_by_key(|s| s.0); // stable: sightings of one torrent keep their order
+    for (docid, o) in seen {
         let Op::Seen {
-            infohash,
             at,
             sources,
             seeders,
             leechers,
+            ..
         } = o
         else {
             continue;
         };
+        let dk = codec::docid_key(docid);
         let Some(v) = dbs
             .torrents
-            .get(txn, infohash)
+            .get(txn, &dk)
             .map_err(lmdb("reading a torrent"))?
         else {
-            rep.seen_unknown += 1;
-            continue;
-        };
-        let Ok(mut st) = codec::decode_torrent(*infohash, v) else {
             rep.skipped_corrupt += 1;
             continue;
         };
-        st.rec.last_seen_at = st.rec.last_seen_at.max(*at);
-        st.rec.sources = st.rec.sources | *sources;
-        if seeders.is_some() {
-            st.rec.seeders = *seeders;
-        }
-        if leechers.is_some() {
-            st.rec.leechers = *leechers;
-        }
+        let Ok(mut st) = codec::decode_torrent(docid, v) else {
+            rep.skipped_corrupt += 1;
+            continue;
+        };
+        merge_seen(&mut st.rec, *at, *sources, *seeders, *leechers);
         dbs.torrents
-            .put(txn, infohash, &codec::encode_torrent(&st))
+            .put(txn, &dk, &codec::encode_torrent(&st.rec))
             .map_err(lmdb("writing a torrent"))?;
         rep.seen_updated += 1;
     }
@@ -1456,15 +1582,18 @@ fn apply_batch_txn(
 /// while it has room (replaced: LMDB dup values cannot grow in place), then new
 /// blocks follow. Doc ids of a batch are larger than every stored one, so appending
 /// keeps each term's blocks ascending.
-fn write_postings(
+/// `terms` come in byte order; each group is in doc id order (ids are assigned in
+/// the order torrents are indexed).
+fn write_postings<'t>(
     txn: &mut RwTxn,
     dbs: &Dbs,
-    terms: Vec<(String, Vec<(u32, bool)>)>,
+    terms: impl Iterator<Item = (&'t str, &'t [(u32, bool)])>,
 ) -> Result<()> {
-    for (term, mut group) in terms {
-        group.sort_unstable();
+    for (term, group) in terms {
+        if group.is_empty() {
+            continue;
+        }
         let term = term.as_bytes();
-        let group = &group[..];
         let range = (Bound::Included(term), Bound::Included(term));
         let last: Option<Vec<u8>> = match dbs
             .terms
@@ -1630,39 +1759,29 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
     // docid -> (expected postings, expected hash sum) from the torrents walk, and
     // (actual postings, actual hash sum) from the terms walk.
     let mut expected: HashMap<u32, (u64, u64)> = HashMap::new();
-    let mut docids: HashSet<u32> = HashSet::new();
     let mut with_info = 0u64;
+    let mut last_docid: Option<u32> = None;
     for r in dbs.torrents.iter(txn).map_err(lmdb("checking torrents"))? {
         let (k, v) = r.map_err(lmdb("checking torrents"))?;
         rep.torrents += 1;
-        let Ok(ih) = <InfoHash>::try_from(k) else {
-            rep.problem(format!("torrents key {} is not 20 bytes", hex(k)));
+        let Ok(docid) = codec::docid_from(k) else {
+            rep.problem(format!("torrents key {} is not 4 bytes", hex(k)));
             continue;
         };
-        let st = match codec::decode_torrent(ih, v) {
+        last_docid = Some(docid);
+        let st = match codec::decode_torrent(docid, v) {
             Ok(st) => st,
             Err(e) => {
-                rep.problem(format!("torrent {}: {e}", hex(&ih)));
+                rep.problem(format!("torrent doc {docid}: {e}"));
                 continue;
             }
         };
-        if !docids.insert(st.docid) {
-            rep.problem(format!(
-                "torrent {}: doc id {} used twice",
-                hex(&ih),
-                st.docid
-            ));
-        }
-        match dbs
-            .docs
-            .get(txn, &codec::docid_key(st.docid))
-            .map_err(lmdb("checking docs"))?
-        {
-            Some(d) => match codec::decode_doc(d) {
-                Ok(d) if d.infohash == ih && d.discovered_at == st.rec.discovered_at => {}
-                _ => rep.problem(format!("torrent {}: docs entry disagrees", hex(&ih))),
-            },
-            None => rep.problem(format!("torrent {}: no docs entry", hex(&ih))),
+        let ih = st.rec.infohash;
+        let dk = codec::docid_key(docid);
+        match dbs.ids.get(txn, &ih).map_err(lmdb("checking ids"))? {
+            Some(d) if codec::docid_from(d) == Ok(docid) => {}
+            Some(_) => rep.problem(format!("torrent {}: ids entry disagrees", hex(&ih))),
+            None => rep.problem(format!("torrent {}: no ids entry", hex(&ih))),
         }
         let bs = codec::by_size_key(st.rec.total_size, st.docid);
         if dbs
@@ -1673,7 +1792,7 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
         {
             rep.problem(format!("torrent {}: no by_size entry", hex(&ih)));
         }
-        let bt = codec::by_time_key(st.rec.discovered_at, &ih);
+        let bt = codec::by_time_key(st.rec.discovered_at, docid);
         if dbs
             .by_time
             .get(txn, &bt)
@@ -1682,7 +1801,7 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
         {
             rep.problem(format!("torrent {}: no by_time entry", hex(&ih)));
         }
-        let files = match dbs.files.get(txn, &ih).map_err(lmdb("checking files"))? {
+        let files = match dbs.files.get(txn, &dk).map_err(lmdb("checking files"))? {
             Some(fv) => match codec::decode_files(fv) {
                 Ok(f) => {
                     rep.files_lists += 1;
@@ -1708,7 +1827,7 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
         }
         let has_info = dbs
             .info
-            .get(txn, &ih)
+            .get(txn, &dk)
             .map_err(lmdb("checking info"))?
             .is_some();
         if has_info {
@@ -1771,38 +1890,47 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
         rep.problem(format!("postings for doc {docid}, which is no torrent"));
     }
     for r in dbs.by_time.iter(txn).map_err(lmdb("checking by_time"))? {
-        let (k, dv) = r.map_err(lmdb("checking by_time"))?;
+        let (k, _) = r.map_err(lmdb("checking by_time"))?;
         rep.by_time += 1;
-        let ok = k.len() == 28 && {
-            let ih: InfoHash = k[8..].try_into().unwrap_or([0; 20]);
-            let at = u64::from_be_bytes(k[..8].try_into().unwrap_or([0; 8]));
-            match dbs
-                .torrents
-                .get(txn, &ih)
-                .map_err(lmdb("checking by_time"))?
-            {
-                Some(v) => codec::decode_torrent(ih, v).is_ok_and(|t| {
-                    t.rec.discovered_at == at && codec::docid_from(dv) == Ok(t.docid)
-                }),
-                None => false,
+        let ok = k.len() == 12 && {
+            let at = k
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
+            let docid = k.get(8..).and_then(|b| codec::docid_from(b).ok());
+            match (at, docid) {
+                (Some(at), Some(d)) => match dbs
+                    .torrents
+                    .get(txn, &codec::docid_key(d))
+                    .map_err(lmdb("checking by_time"))?
+                {
+                    Some(v) => codec::torrent_keys(v).is_ok_and(|t| t.1 == at),
+                    None => false,
+                },
+                _ => false,
             }
         };
         if !ok {
             rep.problem(format!("by_time entry {} has no matching torrent", hex(k)));
         }
     }
-    let docs = dbs.docs.len(txn).map_err(lmdb("checking docs"))?;
+    let ids = dbs.ids.len(txn).map_err(lmdb("checking ids"))?;
     let by_size = dbs.by_size.len(txn).map_err(lmdb("checking by_size"))?;
     let counted = read_u64(txn, &dbs.meta, K_TORRENTS)?;
     if counted != rep.torrents
-        || docs != rep.torrents
+        || ids != rep.torrents
         || rep.by_time != rep.torrents
         || by_size != rep.torrents
     {
         rep.problem(format!(
-            "counts disagree: meta {counted}, torrents {}, docs {docs}, by_time {}, by_size {by_size}",
+            "counts disagree: meta {counted}, torrents {}, ids {ids}, by_time {}, by_size {by_size}",
             rep.torrents, rep.by_time
         ));
+    }
+    if let Some(last) = last_docid {
+        if u64::from(last) >= read_u64(txn, &dbs.meta, K_NEXT_DOCID)? {
+            rep.problem(format!("doc id {last} is not below next_docid"));
+        }
     }
     if read_u64(txn, &dbs.meta, K_WITH_INFO)? != with_info || with_info != rep.info_dicts {
         rep.problem(format!(
@@ -1903,6 +2031,14 @@ mod tests {
 
     #[test]
     fn other_schema_version_is_refused_with_a_clear_message() {
+        // Schema 1 (torrents keyed by infohash, before doc id keyed tables) is the real
+        // older version; 99 stands for a newer one.
+        for old in [1u32, 99] {
+            refused_with_a_clear_message(old);
+        }
+    }
+
+    fn refused_with_a_clear_message(old: u32) {
         let dir = tempfile::tempdir().unwrap();
         let opts = StoreOptions::new(dir.path().join("db"));
         let store = Store::open(opts.clone()).unwrap();
@@ -1911,7 +2047,7 @@ mod tests {
         store
             .write(|txn, dbs| {
                 dbs.meta
-                    .put(txn, K_SCHEMA, &99u32.to_le_bytes())
+                    .put(txn, K_SCHEMA, &old.to_le_bytes())
                     .map_err(lmdb("test"))
             })
             .unwrap();
@@ -1921,14 +2057,17 @@ mod tests {
         assert!(matches!(
             err,
             StoreError::SchemaVersion {
-                found: 99,
-                supported: 1,
+                found,
+                supported: SCHEMA_VERSION,
                 ..
-            }
+            } if found == old
         ));
         let msg = err.to_string();
         assert!(
-            msg.contains("schema version 99") && msg.contains("supports schema version 1"),
+            msg.contains(&format!("schema version {old},"))
+                && msg.contains("supports schema version 2")
+                && msg.contains(&format!("no migration from {old}"))
+                && msg.contains("export JSON lines"),
             "{msg}"
         );
         wait_closed(&opts.path);
@@ -1962,11 +2101,12 @@ mod tests {
         // Damage torrent 2's record and torrent 3's file list.
         store
             .write(|txn, dbs| {
+                // Doc ids follow discovery order: torrent n has doc id n - 1.
                 dbs.torrents
-                    .put(txn, &[2; 20], &[1, 0, 0])
+                    .put(txn, &codec::docid_key(1), &[2, 0, 0])
                     .map_err(lmdb("test"))?;
                 dbs.files
-                    .put(txn, &[3; 20], &[1, 200])
+                    .put(txn, &codec::docid_key(2), &[1, 200])
                     .map_err(lmdb("test"))
             })
             .unwrap();

@@ -5,6 +5,8 @@
 //! A word longer than [`MAX_TERM_BYTES`] is cut at a char boundary (LMDB keys are
 //! limited to 511 bytes).
 
+use std::collections::HashMap;
+
 use crate::types::FileEntry;
 
 /// Longest indexed term, in bytes.
@@ -80,6 +82,82 @@ pub(crate) fn torrent_terms(name: &str, files: &[FileEntry]) -> Vec<(String, boo
     out
 }
 
+/// A batch's term dictionary: raw words (borrowed from the batch's inputs) map to
+/// term ids, so each distinct spelling is normalized and allocated once per batch and
+/// a torrent's terms are deduplicated as integers. Hashing is foldhash with a
+/// per-process random seed (words come from the network).
+pub(crate) struct TermIndex<'a> {
+    raw: HashMap<&'a str, u32, foldhash::fast::RandomState>,
+    norm: HashMap<String, u32, foldhash::fast::RandomState>,
+    /// Normalized term of each id.
+    pub terms: Vec<String>,
+}
+
+impl<'a> TermIndex<'a> {
+    pub fn new() -> TermIndex<'a> {
+        TermIndex {
+            raw: HashMap::default(),
+            norm: HashMap::default(),
+            terms: Vec::new(),
+        }
+    }
+
+    fn id_of_normalized(&mut self, n: String) -> u32 {
+        if let Some(&i) = self.norm.get(&n) {
+            return i;
+        }
+        let i = self.terms.len() as u32;
+        self.terms.push(n.clone());
+        self.norm.insert(n, i);
+        i
+    }
+
+    fn id(&mut self, w: &'a str) -> u32 {
+        if let Some(&i) = self.raw.get(w) {
+            return i;
+        }
+        let i = self.id_of_normalized(normalize(w));
+        self.raw.insert(w, i);
+        i
+    }
+
+    /// The distinct terms of a torrent as (term id, in name), sorted by id: the same
+    /// set as `torrent_terms` gives.
+    pub fn torrent(&mut self, name: &'a str, files: &'a [FileEntry], out: &mut Vec<(u32, bool)>) {
+        out.clear();
+        for w in split(name) {
+            let i = self.id(w);
+            out.push((i, true));
+        }
+        for f in files {
+            for w in split(&f.path) {
+                let i = self.id(w);
+                out.push((i, false));
+            }
+        }
+        out.sort_unstable();
+        // (id, false) sorts before (id, true): keep the last of each run.
+        let mut keep = 0;
+        for k in 0..out.len() {
+            if k + 1 < out.len() && out[k + 1].0 == out[k].0 {
+                continue;
+            }
+            out[keep] = out[k];
+            keep += 1;
+        }
+        out.truncate(keep);
+        if out.len() > MAX_TERMS_PER_TORRENT {
+            // Rare: let the reference implementation choose which terms to keep.
+            out.clear();
+            for (t, n) in torrent_terms(name, files) {
+                let i = self.id_of_normalized(t);
+                out.push((i, n));
+            }
+            out.sort_unstable();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +207,37 @@ mod tests {
         .map(|(w, n)| (w.to_string(), *n))
         .collect();
         assert_eq!(t, want);
+    }
+
+    #[test]
+    fn term_index_gives_the_same_terms_as_torrent_terms() {
+        let files: Vec<FileEntry> = ["Show/Show 01.mkv", "show/extra 01.MKV", "ÉTÉ/été.txt"]
+            .iter()
+            .map(|p| FileEntry {
+                path: p.to_string(),
+                size: 1,
+            })
+            .collect();
+        // Many distinct path words: past MAX_TERMS_PER_TORRENT.
+        let many: Vec<FileEntry> = (0..MAX_TERMS_PER_TORRENT + 10)
+            .map(|i| FileEntry {
+                path: format!("w{i}"),
+                size: 1,
+            })
+            .collect();
+        let mut idx = TermIndex::new();
+        let mut out = Vec::new();
+        for (name, files) in [("The Show été", &files[..]), ("x SHOW", &many[..])] {
+            idx.torrent(name, files, &mut out);
+            let mut got: Vec<(String, bool)> = out
+                .iter()
+                .map(|&(i, n)| (idx.terms[i as usize].clone(), n))
+                .collect();
+            got.sort();
+            assert_eq!(got, torrent_terms(name, files));
+        }
+        idx.torrent("", &[], &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -274,6 +274,56 @@ fn search_paging_and_orders() {
 }
 
 #[test]
+fn size_orders_walking_size_classes_match_exact_lookups() {
+    // Sizes over many size classes, with repeats (ties are broken by doc id), and
+    // every third torrent not matching the query.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut ts = Vec::new();
+    let mut x: u64 = 12345;
+    for i in 0..900u32 {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let size = ((x >> 33) % 50) << ((x >> 20) % 40);
+        let name = if i % 3 == 0 { "other" } else { "bulk" };
+        ts.push(torrent(
+            i,
+            &format!("{name} {i}"),
+            &[("f", size)],
+            1000 + u64::from(i),
+        ));
+    }
+    put(&store, ts);
+    let key = |r: &SearchResults| {
+        r.hits
+            .iter()
+            .map(|h| (h.total_size, h.infohash))
+            .collect::<Vec<_>>()
+    };
+    for o in [Order::Largest, Order::Smallest] {
+        for (limit, offset) in [(20, 0), (50, 17), (100, 500), (10, 595)] {
+            store.set_order_mode(1);
+            let lookups = store.search("bulk", limit, offset, o).unwrap();
+            store.set_order_mode(2);
+            let walked = store.search("bulk", limit, offset, o).unwrap();
+            store.set_order_mode(0);
+            assert_eq!(lookups.total, 600);
+            assert_eq!(key(&lookups), key(&walked), "{o:?} {limit} {offset}");
+            assert_eq!(lookups.hits.len(), limit.min(600 - offset));
+            let sizes: Vec<u64> = lookups.hits.iter().map(|h| h.total_size).collect();
+            let mut sorted = sizes.clone();
+            sorted.sort_unstable();
+            if o == Order::Largest {
+                sorted.reverse();
+            }
+            assert_eq!(sizes, sorted);
+        }
+    }
+    assert!(store.integrity_check().unwrap().is_ok());
+}
+
+#[test]
 fn newest_fast_path_when_inserted_in_time_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir);

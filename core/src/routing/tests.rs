@@ -759,3 +759,24 @@ fn split_trims_the_new_bucket_to_its_capacity() {
         assert!(rt.get(&v4(104 + i)).is_some());
     }
 }
+
+#[test]
+fn finished_queries_are_counted_per_node_and_method() {
+    use crate::rpc::Method;
+    let mut rt = table(RoutingConfig::default());
+    let id = id_at(NodeId::ZERO, 0, 1);
+    let a = v4(1);
+    // Not in the table: nothing to count.
+    rt.count_query(a, Method::Ping, true);
+    assert_eq!(rt.heard_from(t(0), id, a, RESP), InsertOutcome::Added);
+    rt.count_query(a, Method::SampleInfohashes, true);
+    rt.count_query(a, Method::SampleInfohashes, false);
+    rt.count_query(a, Method::GetPeers, true);
+    let c = rt.get(&a).map(|e| e.counts).unwrap_or_default();
+    assert_eq!(c.queries, [0, 0, 1, 0, 2]);
+    assert_eq!(c.responses, [0, 0, 1, 0, 1]);
+    // An update keeps the counts.
+    rt.heard_from(t(5), id, a, RESP);
+    assert_eq!(rt.get(&a).map(|e| e.counts), Some(c));
+    ok(&rt);
+}

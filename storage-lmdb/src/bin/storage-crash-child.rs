@@ -1,7 +1,7 @@
 //! Child process for the crash-safety test: writes batches of synthetic torrents
 //! forever and prints each batch number once the batch is durably committed.
 //!
-//! Usage: storage-crash-child <db dir> <seed> <first batch> [initial map size]
+//! Usage: `storage-crash-child <db dir> <seed> <first batch> [initial map size]`
 
 use std::io::Write;
 
