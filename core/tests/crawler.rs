@@ -701,3 +701,51 @@ fn an_announced_peer_is_fetched_from_while_the_source_is_still_asked() {
     net.run_until(Timestamp::from_millis(600), 1000);
     assert_eq!(net.connects, vec![(0, SocketAddr::new(other.ip(), 51413))]);
 }
+
+#[test]
+fn an_acquisition_asks_the_sampling_node_at_once_not_at_the_next_tick() {
+    let mut net = Net::new(1, 7, |_, c| c.crawl.explore_pps = 1);
+    let fake_id = NodeId([0x55; 20]);
+    net.send(probe(), addr(0), query(b"hi", fake_id, QueryKind::Ping));
+    net.run_until(Timestamp::from_millis(200), 1000);
+    let sample = net
+        .outside
+        .iter()
+        .find_map(|s| {
+            let m = krpc::decode(&s.bytes).ok()?;
+            matches!(
+                m.body,
+                Body::Query(Query {
+                    kind: QueryKind::SampleInfohashes { .. },
+                    ..
+                })
+            )
+            .then(|| (m.tid.to_vec(), s.at))
+        })
+        .expect("sampled");
+    let ih = InfoHash([0x42; 20]);
+    net.send(
+        probe(),
+        addr(0),
+        sample_reply(&sample.0, fake_id, &ih.0, &[]),
+    );
+    // Deliver the reply (and nothing else) and note the moment.
+    net.run_until(net.now.add(net.latency), 1);
+    let at = net.now;
+    assert!(net
+        .events_of(0)
+        .any(|e| matches!(e, Event::InfohashDiscovered { info_hash, .. } if *info_hash == ih)));
+    // The runtime, having checked storage, acquires it at once.
+    net.nodes[0].acquire(at, ih).unwrap();
+    net.drain(0);
+    let ask = net.outside.iter().find(|s| {
+        matches!(krpc::decode(&s.bytes).map(|m| m.body), Ok(Body::Query(Query { kind: QueryKind::GetPeers { info_hash, .. }, .. })) if info_hash == ih)
+    });
+    let ask = ask.expect("the sampling node is asked for peers without waiting for a tick");
+    assert_eq!((ask.to, ask.at), (probe(), at));
+    assert_eq!(net.nodes[0].crawl_stats().ask_source_sent, 1);
+    // Acquiring it again changes nothing.
+    net.nodes[0].acquire(at, ih).unwrap();
+    net.drain(0);
+    assert_eq!(net.nodes[0].crawl_stats().acquisitions_started, 1);
+}

@@ -422,8 +422,8 @@ impl Crawler {
                 return Ok(());
             }
         }
-        // Acquisitions start from the crawl tick, after sampling has had its share
-        // of the budget: discovering new infohashes comes first.
+        // Queued acquisitions start from the crawl tick, after sampling has had its
+        // share of the budget: discovering new infohashes comes first.
         if self.harvest.queued.contains(&ih) {
             return Ok(());
         }
@@ -433,6 +433,22 @@ impl Crawler {
         }
         self.harvest.queued.insert(ih);
         self.harvest.acq_queue.push_back(ih);
+        // Nothing queued ahead of it, no retry due (nor one for it: the tick retries
+        // its old peers first), room and budget above the tick's reserve: start now
+        // rather than at the next tick, up to CRAWL_TICK later, which was most of the
+        // time to metadata on a fast network. In a backlog the tick serves the queue,
+        // after sampling, as before.
+        let h = &self.harvest;
+        if h.acq_queue.len() == 1
+            && !h.retry.contains_key(&ih)
+            && h.acq.len() < h.cfg.max_acquisitions
+            && h.retry_due.first().is_none_or(|(t, _)| *t > self.now)
+            && h.budget.available(self.now) > (h.cfg.burst / 4) as u64
+        {
+            self.harvest.acq_queue.pop_front();
+            self.harvest.queued.remove(&ih);
+            self.start_acquisition(ih);
+        }
         Ok(())
     }
 
