@@ -92,11 +92,14 @@ struct Timeline {
     source: String,
     /// First `PeersFound`.
     peers_found: Option<f64>,
-    /// Earliest start (connect attempt) of a peer session for it.
-    first_connect: Option<f64>,
     /// `MetadataFetched`: the info dict arrived and hashed right.
     fetched: Option<f64>,
+    /// Its `elapsed`: from the fetcher getting peers (and opening the first
+    /// connections) to verification, on the core's clock.
+    fetch_elapsed: Option<f64>,
     sessions: u32,
+    /// Each peer session: (start, peer, outcome, connect µs, rtt µs, duration µs).
+    session_log: Vec<String>,
 }
 
 impl Timeline {
@@ -107,7 +110,7 @@ impl Timeline {
     }
     /// First peer connect → verified metadata.
     fn fetch_only(&self) -> Option<f64> {
-        Some(self.fetched? - self.first_connect?)
+        self.fetch_elapsed
     }
 }
 
@@ -131,11 +134,9 @@ fn timelines_from_log(log: &str) -> BTreeMap<String, Timeline> {
         };
         let e = out.entry(ih.to_lowercase()).or_default();
         match msg {
-            "infohash discovered" => {
-                if e.discovered.is_none() {
-                    e.discovered = Some(t);
-                    e.source = f["source"].as_str().unwrap_or("?").to_string();
-                }
+            "infohash discovered" if e.discovered.is_none() => {
+                e.discovered = Some(t);
+                e.source = f["source"].as_str().unwrap_or("?").to_string();
             }
             "peers found" => {
                 e.peers_found.get_or_insert(t);
@@ -144,12 +145,19 @@ fn timelines_from_log(log: &str) -> BTreeMap<String, Timeline> {
                 e.sessions += 1;
                 let dur = f["duration_us"].as_u64().unwrap_or(0) as f64 / 1e6;
                 let start = t - dur;
-                if e.first_connect.is_none_or(|c| start < c) {
-                    e.first_connect = Some(start);
-                }
+                e.session_log.push(format!(
+                    "at {:.1} ms {} {} connect {} µs rtt {} µs took {:.1} ms",
+                    start * 1e3,
+                    f["peer"].as_str().unwrap_or("?"),
+                    f["outcome"].as_str().unwrap_or("?"),
+                    f["connect_us"],
+                    f["rtt_us"],
+                    dur * 1e3
+                ));
             }
-            "metadata fetched" => {
-                e.fetched.get_or_insert(t);
+            "metadata fetched" if e.fetched.is_none() => {
+                e.fetched = Some(t);
+                e.fetch_elapsed = f["elapsed_us"].as_u64().map(|us| us as f64 / 1e6);
             }
             _ => {}
         }
@@ -337,7 +345,11 @@ fn start_crawler(ns: &Netns, runtime: &str, db: &Path, bootstrap: &str) -> Proc 
     .arg(db)
     .args(["--bind", CRAWLER, "--bootstrap", bootstrap])
     .args(["--allow-private", "--duration", "150"])
-    .env("RUST_LOG", "info,magnetar::timeline=debug")
+    .env(
+        "RUST_LOG",
+        std::env::var("MAGNETAR_TEST_LOG")
+            .unwrap_or_else(|_| "info,magnetar::timeline=debug".into()),
+    )
     .stdin(Stdio::null());
     Proc::spawn(&format!("magnetar crawl --runtime {runtime}"), cmd)
 }
@@ -394,6 +406,11 @@ fn indexes_a_libtorrent_swarm(runtime: &str) {
         "magnetar crawl --runtime {runtime} did not stop cleanly on SIGTERM ({status:?}):\n{log}"
     );
     let timelines = timelines_from_log(&crawler.log());
+    if let Some(dir) = std::env::var_os("MAGNETAR_INTEROP_LOG_DIR") {
+        let path = Path::new(&dir).join(format!("crawler-{runtime}.jsonl"));
+        std::fs::write(&path, crawler.log()).unwrap();
+        eprintln!("crawler log: {}", path.display());
+    }
     // After a clean stop, export must show every torrent, exactly as seeded.
     let m = export(&db).unwrap_or_else(|e| panic!("magnetar export failed: {e}\n{log}"));
     for t in swarm.torrents.iter() {
@@ -431,20 +448,14 @@ fn report_times(
 ) {
     let ms = |x: Option<f64>| x.map_or("       -".to_string(), |x| format!("{:8.1}", x * 1e3));
     eprintln!(
-        "time to metadata, --runtime {runtime} (ms; magnetar from its own JSON log, \
-         libtorrent from add-magnet):"
+        "time to metadata, --runtime {runtime}, ms. magnetar (its JSON log): start→ih \
+         process start to discovery; ih→peers discovery to peers found; fetch first \
+         connects to verified (core clock); ih→meta discovery to verified. libtorrent: \
+         add magnet (infohash only) to metadata_received_alert."
     );
     eprintln!(
-        "{:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  torrent",
-        "client",
-        "found by",
-        "start→ih",
-        "ih→peers",
-        "→connect",
-        "fetch",
-        "ih→meta",
-        "sessions",
-        "lt mag."
+        "{:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  torrent",
+        "client", "found by", "start→ih", "ih→peers", "fetch", "ih→meta", "sessions", "lt magnet"
     );
     let (mut ours, mut fetch, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
     for t in torrents {
@@ -452,18 +463,22 @@ fn report_times(
         let lt = lt_times.get(&t.infohash).copied();
         let sub = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
         eprintln!(
-            "{:>10} {:>9} {} {} {} {} {} {:>8} {}  {}",
+            "{:>10} {:>9} {} {} {} {} {:>8} {}  {}",
             t.client,
             l.source,
             ms(l.discovered),
             ms(sub(l.peers_found, l.discovered)),
-            ms(sub(l.first_connect, l.peers_found.or(l.discovered))),
             ms(l.fetch_only()),
             ms(l.discovery_to_fetched()),
             l.sessions,
             ms(lt),
             t.name
         );
+        if l.fetch_only().is_some_and(|x| x > 0.1) {
+            for s in &l.session_log {
+                eprintln!("{:>30} {s}", "slow fetch: session");
+            }
+        }
         // The headline compares the libtorrent-seeded torrents; aria2 announces
         // late and slowly (tests/interop/README.md), which neither side controls.
         if t.is_aria2() {
@@ -479,6 +494,15 @@ fn report_times(
         !ours.is_empty(),
         "no torrent timed on both sides: {timelines:?} {lt_times:?}"
     );
+    for t in torrents.iter().filter(|t| t.is_aria2()) {
+        let l = timelines.get(&t.infohash);
+        eprintln!(
+            "INTEROP --runtime {runtime} aria2-seeded torrent: magnetar discovery→metadata {} ms, \
+             libtorrent magnet→metadata {} ms",
+            ms(l.and_then(Timeline::discovery_to_fetched)).trim(),
+            ms(lt_times.get(&t.infohash).copied()).trim()
+        );
+    }
     let (a, b) = (median(&ours), median(&theirs));
     eprintln!(
         "INTEROP --runtime {runtime} time-to-metadata medians over {} torrents: magnetar \
