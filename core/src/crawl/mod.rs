@@ -179,6 +179,21 @@ enum Stage {
 #[derive(Clone, Debug)]
 struct Acq {
     stage: Stage,
+    /// A peer search (ask the source, or a traversal) was started.
+    searched: bool,
+    /// A fetch from announced peers runs while that search is still out.
+    early: bool,
+}
+
+impl Acq {
+    fn new(stage: Stage) -> Self {
+        let searched = stage != Stage::Fetching;
+        Acq {
+            stage,
+            searched,
+            early: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -456,12 +471,7 @@ impl Crawler {
         self.harvest.stats.acquisitions_started += 1;
         let hint = self.harvest.hints.get(&ih).cloned().unwrap_or_default();
         if !hint.peers.is_empty() {
-            self.harvest.acq.insert(
-                ih,
-                Acq {
-                    stage: Stage::Fetching,
-                },
-            );
+            self.harvest.acq.insert(ih, Acq::new(Stage::Fetching));
             self.start_fetch(ih, &hint.peers);
             return;
         }
@@ -475,12 +485,7 @@ impl Crawler {
             match self.try_send_query(i, addr, Some(id), Purpose::Crawl(tag), q) {
                 Sent::Yes => {
                     self.harvest.stats.ask_source_sent += 1;
-                    self.harvest.acq.insert(
-                        ih,
-                        Acq {
-                            stage: Stage::AskSource,
-                        },
-                    );
+                    self.harvest.acq.insert(ih, Acq::new(Stage::AskSource));
                     return;
                 }
                 Sent::Throttled => {
@@ -513,12 +518,10 @@ impl Crawler {
                 if let Some(l) = self.lookups.get_mut(&lid) {
                     l.set_max_queries(cap);
                 }
-                self.harvest.acq.insert(
-                    ih,
-                    Acq {
-                        stage: Stage::Lookup(lid),
-                    },
-                );
+                let early = self.harvest.acq.get(&ih).is_some_and(|a| a.early);
+                let mut a = Acq::new(Stage::Lookup(lid));
+                a.early = early;
+                self.harvest.acq.insert(ih, a);
                 if self.lookups.contains_key(&lid) {
                     self.harvest.acq_by_lookup.insert(lid, ih);
                 } else {
@@ -527,6 +530,26 @@ impl Crawler {
                 }
             }
             None => self.acquisition_failed(ih, false),
+        }
+    }
+
+    /// An announced peer is the best lead: fetch from it at once, even while the
+    /// acquisition is still asking for peers. The search goes on: an announcer is
+    /// often a magnet leecher that has no metadata yet (BEP 9 clients announce at
+    /// once), and then the peers the search finds take over.
+    fn fetch_announced(&mut self, ih: InfoHash, p: SocketAddr) {
+        let Some(a) = self.harvest.acq.get_mut(&ih) else {
+            return;
+        };
+        if a.stage == Stage::Fetching {
+            self.start_fetch(ih, &[p]);
+            return;
+        }
+        a.early = true;
+        if self.fetch_metadata(self.now, ih, &[p]).is_err() {
+            if let Some(a) = self.harvest.acq.get_mut(&ih) {
+                a.early = false;
+            }
         }
     }
 
@@ -630,11 +653,7 @@ impl Crawler {
             }
         }
         if let Some(p) = peer {
-            // An announced peer is the best lead: fetch from it at once, even while
-            // the acquisition is still asking for peers.
-            if self.harvest.acq.contains_key(&ih) {
-                self.start_fetch(ih, &[p]);
-            }
+            self.fetch_announced(ih, p);
         }
         if !new {
             return;
@@ -765,6 +784,8 @@ impl Crawler {
                 if peers.is_empty() && fetching {
                     return;
                 }
+                // (An early fetch from an announcer does not end the search: with no
+                // peers here, the traversal below still runs.)
                 if !peers.is_empty() {
                     self.harvest.stats.ask_source_hits += 1;
                     self.emit(Event::PeersFound {
@@ -835,14 +856,20 @@ impl Crawler {
         let Some(ih) = self.harvest.acq_by_lookup.remove(&lid) else {
             return;
         };
-        let fetching = match self.harvest.acq.get(&ih) {
+        let fetching = match self.harvest.acq.get_mut(&ih) {
             None => return,
-            Some(a) => a.stage == Stage::Fetching,
+            Some(a) => {
+                let f = a.stage == Stage::Fetching || a.early;
+                if f {
+                    // The search is over; the running fetch reports for itself.
+                    a.stage = Stage::Fetching;
+                }
+                f
+            }
         };
         if !peers.is_empty() {
             self.start_fetch(ih, peers);
         } else if !fetching {
-            // (A fetch started meanwhile from an announced peer reports for itself.)
             self.acquisition_failed(ih, true);
         }
     }
@@ -859,6 +886,29 @@ impl Crawler {
             }
             Event::MetadataFailed(m) => {
                 self.harvest.stats.fetch_failed += 1;
+                let ih = m.info_hash;
+                let (searching, searched) = match self.harvest.acq.get_mut(&ih) {
+                    Some(a) => {
+                        a.early = false;
+                        (a.stage != Stage::Fetching, a.searched)
+                    }
+                    None => (false, true),
+                };
+                let invalid = m.info_error.is_some();
+                if searching && !invalid {
+                    // Only the announcers failed; the search still out decides.
+                    return;
+                }
+                if !searched && !invalid {
+                    // Only announced (or hinted) peers were tried, and they failed:
+                    // search for peers now rather than retry in minutes.
+                    if let Some(h) = self.harvest.hints.get_mut(&ih) {
+                        h.peers.clear();
+                    }
+                    self.harvest.acq.remove(&ih);
+                    self.start_acquisition(ih);
+                    return;
+                }
                 if self.harvest.acq.contains_key(&m.info_hash) {
                     let peers: Vec<SocketAddr> = m.reasons.iter().map(|(p, _)| *p).collect();
                     // Metadata that hashed right but is invalid is invalid for everyone.
@@ -1030,12 +1080,7 @@ impl Crawler {
                 match again.map(|r| r.peers.clone()) {
                     Some(peers) => {
                         self.harvest.stats.acquisitions_started += 1;
-                        self.harvest.acq.insert(
-                            ih,
-                            Acq {
-                                stage: Stage::Fetching,
-                            },
-                        );
+                        self.harvest.acq.insert(ih, Acq::new(Stage::Fetching));
                         self.start_fetch(ih, &peers);
                     }
                     None => self.start_acquisition(ih),
