@@ -18,6 +18,9 @@ use serde_json::Value;
 use support::{export, median, Netns, Proc};
 
 const SWARM_NODES: usize = 6;
+/// Small single-file torrents on top of the three shapes: more samples for the
+/// time-to-metadata medians.
+const EXTRA_TORRENTS: usize = 6;
 /// Last octet of the first libtorrent session's 127.0.0.x address.
 const FIRST_IP: u8 = 10;
 const PORT: u16 = 6881;
@@ -185,6 +188,7 @@ impl Swarm {
             .arg("--workdir")
             .arg(workdir)
             .args(["--nodes", &SWARM_NODES.to_string()])
+            .args(["--extra", &EXTRA_TORRENTS.to_string()])
             .args(["--first-ip", &FIRST_IP.to_string()])
             .args(["--port", &PORT.to_string()])
             .args(["--max-secs", &max_secs.to_string()])
@@ -250,7 +254,7 @@ impl Swarm {
                 client: t["client"].as_str().unwrap_or("libtorrent").to_string(),
             })
             .collect();
-        assert!(torrents.len() >= 3, "{ready}");
+        assert!(torrents.len() >= 3 + EXTRA_TORRENTS, "{ready}");
         assert!(
             torrents.iter().any(|t| t.info_len > 64 * 1024),
             "one info dict must need several ut_metadata pieces: {ready}"
