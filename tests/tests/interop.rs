@@ -508,15 +508,19 @@ fn report_times(
         );
     }
     let (a, b) = (median(&ours), median(&theirs));
+    let slow = |v: &[f64]| v.iter().filter(|x| **x > 0.1).count();
     eprintln!(
         "INTEROP --runtime {runtime} time-to-metadata medians over {} torrents: magnetar \
          discovery→metadata {:.1} ms (fetch only: first connect→metadata {:.1} ms), \
-         libtorrent magnet→metadata {:.1} ms, ratio magnetar/libtorrent {:.2}",
+         libtorrent magnet→metadata {:.1} ms, ratio magnetar/libtorrent {:.2}; over 100 ms: \
+         magnetar {}, libtorrent {}",
         ours.len(),
         a * 1e3,
         median(&fetch) * 1e3,
         b * 1e3,
-        a / b.max(1e-4)
+        a / b.max(1e-4),
+        slow(&ours),
+        slow(&theirs)
     );
 }
 
