@@ -949,3 +949,25 @@ fn when_only_announcers_were_tried_and_failed_a_peer_search_follows() {
         .count();
     assert_eq!(searches, 1, "a peer search follows the failed announcer");
 }
+
+/// An acquisition that needs a traversal (a get_peers capture: no source to ask,
+/// no peers) waits for the crawl tick, after sampling, as a backlog does.
+#[test]
+fn an_acquisition_that_needs_a_traversal_waits_for_the_tick() {
+    let mut net = Net::new(1, 9, |_, c| c.crawl.explore_pps = 1);
+    let ih = InfoHash([0x44; 20]);
+    let gp = QueryKind::GetPeers {
+        info_hash: ih,
+        scrape: false,
+        noseed: false,
+    };
+    net.send(probe(), addr(0), query(b"g1", NodeId([9; 20]), gp));
+    net.run_until(net.now.add(net.latency), 1);
+    let at = net.now;
+    net.nodes[0].acquire(at, ih).unwrap();
+    net.drain(0);
+    let s = net.nodes[0].crawl_stats();
+    assert_eq!((s.acquisitions_started, s.acquisitions_queued), (0, 1));
+    net.run_until(at.add(Duration::from_millis(20)), 1000);
+    assert_eq!(net.nodes[0].crawl_stats().acquisitions_started, 1);
+}

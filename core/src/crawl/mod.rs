@@ -448,13 +448,20 @@ impl Crawler {
         }
         self.harvest.queued.insert(ih);
         self.harvest.acq_queue.push_back(ih);
-        // Nothing queued ahead of it, no retry due (nor one for it: the tick retries
-        // its old peers first), room and budget above the tick's reserve: start now
-        // rather than at the next tick, up to CRAWL_TICK later, which was most of the
-        // time to metadata on a fast network. In a backlog the tick serves the queue,
+        // A cheap acquisition (announced peers to fetch from, or the sampling node to
+        // ask: one query at most) with nothing queued ahead of it, no retry due (nor
+        // one for it: the tick retries its old peers first), room and budget above the
+        // tick's reserve: start now rather than at the next tick, up to CRAWL_TICK
+        // later, which was most of the time to metadata on a fast network. One that
+        // needs a traversal (a get_peers capture), and any backlog, wait for the tick,
         // after sampling, as before.
         let h = &self.harvest;
-        if h.acq_queue.len() == 1
+        let cheap = h
+            .hints
+            .get(&ih)
+            .is_some_and(|x| !x.peers.is_empty() || x.source.is_some());
+        if cheap
+            && h.acq_queue.len() == 1
             && !h.retry.contains_key(&ih)
             && h.acq.len() < h.cfg.max_acquisitions
             && h.retry_due.first().is_none_or(|(t, _)| *t > self.now)
