@@ -971,3 +971,63 @@ fn an_acquisition_that_needs_a_traversal_waits_for_the_tick() {
     net.run_until(at.add(Duration::from_millis(20)), 1000);
     assert_eq!(net.nodes[0].crawl_stats().acquisitions_started, 1);
 }
+
+/// When the node that sampled an infohash is paced, the crawler asks another node
+/// that sampled it too, rather than wait for the first.
+#[test]
+fn a_paced_source_gives_way_to_another_that_sampled_the_same_infohash() {
+    let mut net = Net::new(1, 10, |_, c| {
+        c.crawl.explore_pps = 1;
+        c.crawl.auto_acquire = true;
+        c.crawl.per_ip_pps = 1;
+        c.crawl.per_ip_burst = 3;
+    });
+    let p1 = probe();
+    let p2: SocketAddr = "127.0.9.10:7000".parse().unwrap();
+    let (id1, id2) = (NodeId([0x11; 20]), NodeId([0x22; 20]));
+    net.send(p1, addr(0), query(b"h1", id1, QueryKind::Ping));
+    net.send(p2, addr(0), query(b"h2", id2, QueryKind::Ping));
+    net.run_until(Timestamp::from_millis(200), 1000);
+    let sample_tid = |net: &Net, to: SocketAddr| {
+        net.outside
+            .iter()
+            .filter(|s| s.to == to)
+            .find_map(|s| {
+                let m = krpc::decode(&s.bytes).ok()?;
+                matches!(
+                    m.body,
+                    Body::Query(Query {
+                        kind: QueryKind::SampleInfohashes { .. },
+                        ..
+                    })
+                )
+                .then(|| m.tid.to_vec())
+            })
+            .expect("sampled")
+    };
+    let (t1, t2) = (sample_tid(&net, p1), sample_tid(&net, p2));
+    let ihs: Vec<u8> = (0..6u8).flat_map(|i| [0x50 + i; 20]).collect();
+    net.send(p1, addr(0), sample_reply(&t1, id1, &ihs, &[]));
+    net.send(p2, addr(0), sample_reply(&t2, id2, &ihs, &[]));
+    net.run_until(Timestamp::from_millis(300), 1000);
+    let asks_to = |to: SocketAddr| {
+        net.outside
+            .iter()
+            .filter(|s| s.to == to)
+            .filter(|s| {
+                matches!(
+                    krpc::decode(&s.bytes).map(|m| m.body),
+                    Ok(Body::Query(Query {
+                        kind: QueryKind::GetPeers { .. },
+                        ..
+                    }))
+                )
+            })
+            .count()
+    };
+    let (a1, a2) = (asks_to(p1), asks_to(p2));
+    assert!(a1 >= 1, "the first source is asked ({a1}, {a2})");
+    assert!(a2 >= 1, "the second source is asked too ({a1}, {a2})");
+    // Each within its pace: burst 3, 1/s, one of which went to its sample query.
+    assert!(a1 <= 2 && a2 <= 2, "({a1}, {a2})");
+}

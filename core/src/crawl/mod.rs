@@ -50,6 +50,9 @@ const EXPLORE_FLOOR: usize = 256;
 /// Below this many new nodes per exploration reply (on average), exploration idles.
 const EXPLORE_BARREN: f64 = 1.0;
 
+/// Sampling nodes remembered per infohash, to ask for its peers.
+const MAX_SOURCES: usize = 3;
+
 /// Crawl cadence: sampling and exploration run every tick.
 const CRAWL_TICK: Duration = Duration::from_millis(10);
 
@@ -165,7 +168,8 @@ pub(crate) enum CrawlTx {
 
 #[derive(Clone, Debug, Default)]
 struct Hint {
-    source: Option<(usize, NodeId, SocketAddr)>,
+    /// Nodes whose samples held it (the first few), to ask for peers.
+    sources: Vec<(usize, NodeId, SocketAddr)>,
     peers: Vec<SocketAddr>,
 }
 
@@ -459,7 +463,7 @@ impl Crawler {
         let cheap = h
             .hints
             .get(&ih)
-            .is_some_and(|x| !x.peers.is_empty() || x.source.is_some());
+            .is_some_and(|x| !x.peers.is_empty() || !x.sources.is_empty());
         if cheap
             && h.acq_queue.len() == 1
             && !h.retry.contains_key(&ih)
@@ -482,7 +486,10 @@ impl Crawler {
             self.start_fetch(ih, &hint.peers);
             return;
         }
-        if let Some((i, id, addr)) = hint.source {
+        // Ask a node that sampled it; when one is paced (it just gave us up to 20
+        // samples), another that sampled it too, each under its own per-IP pace.
+        let mut throttled = false;
+        for (i, id, addr) in hint.sources {
             let tag = self.harvest.tag(CrawlTx::AskSource { ih });
             let q = QueryKind::GetPeers {
                 info_hash: ih,
@@ -495,19 +502,18 @@ impl Crawler {
                     self.harvest.acq.insert(ih, Acq::new(Stage::AskSource));
                     return;
                 }
-                Sent::Throttled => {
-                    // The source is paced (it just gave us up to 20 samples): ask it
-                    // later rather than pay for a traversal now.
-                    self.harvest.txs.remove(&tag);
-                    self.harvest.stats.acquisitions_started -= 1;
-                    if self.harvest.queued.insert(ih) {
-                        self.harvest.acq_queue.push_back(ih);
-                    }
-                    return;
-                }
+                Sent::Throttled => throttled = true,
                 Sent::No => {}
             }
             self.harvest.txs.remove(&tag);
+        }
+        if throttled {
+            // Every source is paced: ask later rather than pay for a traversal now.
+            self.harvest.stats.acquisitions_started -= 1;
+            if self.harvest.queued.insert(ih) {
+                self.harvest.acq_queue.push_back(ih);
+            }
+            return;
         }
         self.acquire_by_lookup(ih, &[]);
     }
@@ -655,8 +661,10 @@ impl Crawler {
                     hint.peers.push(p);
                 }
             }
-            if let (Some((i, id)), None) = (src_node, hint.source) {
-                hint.source = Some((i, id, from));
+            if let Some((i, id)) = src_node {
+                if hint.sources.len() < MAX_SOURCES && !hint.sources.iter().any(|s| s.2 == from) {
+                    hint.sources.push((i, id, from));
+                }
             }
         }
         if let Some(p) = peer {
