@@ -35,6 +35,11 @@ pub struct StatusSample {
     pub datagrams_out: u64,
     /// Distinct infohashes seen (new in core's dedup window).
     pub infohashes_seen: u64,
+    /// Of those, the ones first seen in a get_peers query to us: candidates, not
+    /// confirmed torrents (libtorrent, for one, sends get_peers for random targets
+    /// when it refreshes its routing table). Announces and BEP 51 samples name
+    /// torrents that someone has; fetched metadata confirms any of them.
+    pub infohashes_get_peers: u64,
     /// Of those, the ones storage did not have (the runtime counts these).
     pub infohashes_new: u64,
     pub fetched: u64,
@@ -61,6 +66,7 @@ impl StatusSample {
             infohashes_seen: s.crawl.new_from_announce
                 + s.crawl.new_from_get_peers
                 + s.crawl.new_from_sample,
+            infohashes_get_peers: s.crawl.new_from_get_peers,
             infohashes_new,
             fetched: f.fetched,
             failed: f.failed,
@@ -79,18 +85,20 @@ fn per_sec(a: u64, b: u64, secs: f64) -> f64 {
 }
 
 /// One status line from two samples (`prev` earlier than `cur`): nodes known,
-/// packets per second in and out, infohashes seen and new, metadata fetched,
+/// packets per second in and out, infohashes seen (of which get_peers candidates)
+/// and new, metadata fetched,
 /// failed and in flight, and the fetch rate per minute over the interval.
 pub fn status_line(prev: &StatusSample, cur: &StatusSample) -> String {
     let secs = cur.at.since(prev.at).as_secs_f64();
     format!(
-        "nodes {} (book {}) | pkt/s in {:.0} out {:.0} | infohashes seen {} new {} | \
+        "nodes {} (book {}) | pkt/s in {:.0} out {:.0} | infohashes seen {} (get_peers {}) new {} | \
          metadata fetched {} failed {} in flight {} (peers {}) | {:.1} fetched/min, {:.1} new ih/min",
         cur.nodes,
         cur.book,
         per_sec(prev.datagrams_in, cur.datagrams_in, secs),
         per_sec(prev.datagrams_out, cur.datagrams_out, secs),
         cur.infohashes_seen,
+        cur.infohashes_get_peers,
         cur.infohashes_new,
         cur.fetched,
         cur.failed,
@@ -697,13 +705,15 @@ mod tests {
         s.fetch.fetched = 3;
         s.fetch.failed = 2;
         s.nodes = 42;
+        s.crawl.new_from_sample = 5;
+        s.crawl.new_from_get_peers = 4;
         let b = StatusSample::new(Timestamp::from_secs(10), &s, 7);
         let line = status_line(&a, &b);
         assert!(line.contains("nodes 42"), "{line}");
         assert!(line.contains("in 100 out 50"), "{line}");
         assert!(line.contains("fetched 3 failed 2 in flight 5"), "{line}");
         assert!(line.contains("18.0 fetched/min"), "{line}");
-        assert!(line.contains("new 7"), "{line}");
+        assert!(line.contains("seen 9 (get_peers 4) new 7"), "{line}");
         // A zero interval does not divide by zero.
         assert!(status_line(&b, &b).contains("in 0 out 0"));
     }

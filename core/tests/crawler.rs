@@ -12,7 +12,9 @@ use magnetar_core::krpc::{
     self, Body, CompactNodesV4, Message, Query, QueryKind, Response, Samples,
 };
 use magnetar_core::rng::Rng;
-use magnetar_core::{DiscoverySource, Event, InfoHash, Input, NodeId, Output, SocketId, Timestamp};
+use magnetar_core::{
+    CloseReason, DiscoverySource, Event, InfoHash, Input, NodeId, Output, SocketId, Timestamp,
+};
 
 const PROBE: &str = "127.0.9.9:7000";
 
@@ -644,6 +646,130 @@ fn unknown_methods_with_a_target_get_nodes() {
     );
 }
 
+/// Sets up an acquisition that is asking its source (the probe, as `fake_id`) for
+/// peers of `ih`, then has `other` announce it. Returns the ask's tid.
+fn ask_then_announce(net: &mut Net, fake_id: NodeId, ih: InfoHash, other: SocketAddr) -> Vec<u8> {
+    net.send(probe(), addr(0), query(b"hi", fake_id, QueryKind::Ping));
+    net.run_until(Timestamp::from_millis(200), 1000);
+    let sample_tid = net
+        .outside
+        .iter()
+        .find_map(|s| {
+            let m = krpc::decode(&s.bytes).ok()?;
+            matches!(
+                m.body,
+                Body::Query(Query {
+                    kind: QueryKind::SampleInfohashes { .. },
+                    ..
+                })
+            )
+            .then(|| m.tid.to_vec())
+        })
+        .expect("sampled");
+    net.send(
+        probe(),
+        addr(0),
+        sample_reply(&sample_tid, fake_id, &ih.0, &[]),
+    );
+    net.run_until(Timestamp::from_millis(400), 1000);
+    let ask_tid = net
+        .outside
+        .iter()
+        .find_map(|s| {
+            let m = krpc::decode(&s.bytes).ok()?;
+            match m.body {
+                Body::Query(Query {
+                    kind: QueryKind::GetPeers { info_hash, .. },
+                    ..
+                }) if info_hash == ih && s.to == probe() => Some(m.tid.to_vec()),
+                _ => None,
+            }
+        })
+        .expect("the source is asked for peers");
+    net.send(
+        other,
+        addr(0),
+        query(
+            b"g1",
+            NodeId([7; 20]),
+            QueryKind::GetPeers {
+                info_hash: ih,
+                scrape: false,
+                noseed: false,
+            },
+        ),
+    );
+    net.run_until(Timestamp::from_millis(500), 1000);
+    let token = net
+        .outside
+        .iter()
+        .rev()
+        .filter(|s| s.to == other)
+        .find_map(|s| match krpc::decode(&s.bytes).ok()?.body {
+            Body::Response(r) => r.token.map(|t| t.to_vec()),
+            _ => None,
+        })
+        .expect("token");
+    let ann = QueryKind::AnnouncePeer {
+        info_hash: ih,
+        port: 51413,
+        implied_port: false,
+        token: &token,
+        seed: None,
+    };
+    net.send(other, addr(0), query(b"a1", NodeId([7; 20]), ann));
+    net.run_until(Timestamp::from_millis(600), 1000);
+    ask_tid
+}
+
+/// A magnet leecher announces before it has the metadata. When the fetch from the
+/// announcer fails, the acquisition is not over: the peers the source then gives
+/// are fetched from.
+#[test]
+fn a_failed_announcer_does_not_end_the_search_for_peers() {
+    let mut net = Net::new(1, 6, |_, c| {
+        c.crawl.explore_pps = 1;
+        c.crawl.auto_acquire = true;
+    });
+    let fake_id = NodeId([0x66; 20]);
+    let ih = InfoHash([0x32; 20]);
+    let other: SocketAddr = "127.0.9.20:7000".parse().unwrap();
+    let announcer = SocketAddr::new(other.ip(), 51413);
+    let ask_tid = ask_then_announce(&mut net, fake_id, ih, other);
+    let (_, conn, to) = *net.conn_ids.last().expect("the announcer is fetched from");
+    assert_eq!(to, announcer);
+    // It refuses (or has no metadata): the fetch of that one peer fails.
+    let at = net.now;
+    net.nodes[0].handle_input(Input::TcpClosed {
+        at,
+        conn,
+        reason: CloseReason::Refused,
+    });
+    net.drain(0);
+    assert!(net
+        .events_of(0)
+        .any(|e| matches!(e, Event::MetadataFailed(m) if m.info_hash == ih)));
+    // Then the source answers with a seeder.
+    let seeder: SocketAddr = "127.0.9.30:6881".parse().unwrap();
+    let m = Message {
+        tid: &ask_tid,
+        version: None,
+        ip: None,
+        read_only: false,
+        body: Body::Response(Response {
+            id: fake_id,
+            values: Some(vec![seeder]),
+            token: Some(b"tk"),
+            ..Response::default()
+        }),
+    };
+    let mut b = Vec::new();
+    krpc::encode(&m, &mut b);
+    net.send(probe(), addr(0), b);
+    net.run_until(Timestamp::from_millis(700), 1000);
+    assert_eq!(net.connects, vec![(0, announcer), (0, seeder)]);
+}
+
 #[test]
 fn an_announced_peer_is_fetched_from_while_the_source_is_still_asked() {
     let mut net = Net::new(1, 6, |_, c| {
@@ -717,4 +843,208 @@ fn an_announced_peer_is_fetched_from_while_the_source_is_still_asked() {
     net.send(other, addr(0), query(b"a1", NodeId([7; 20]), ann));
     net.run_until(Timestamp::from_millis(600), 1000);
     assert_eq!(net.connects, vec![(0, SocketAddr::new(other.ip(), 51413))]);
+}
+
+#[test]
+fn an_acquisition_asks_the_sampling_node_at_once_not_at_the_next_tick() {
+    let mut net = Net::new(1, 7, |_, c| c.crawl.explore_pps = 1);
+    let fake_id = NodeId([0x55; 20]);
+    net.send(probe(), addr(0), query(b"hi", fake_id, QueryKind::Ping));
+    net.run_until(Timestamp::from_millis(200), 1000);
+    let sample = net
+        .outside
+        .iter()
+        .find_map(|s| {
+            let m = krpc::decode(&s.bytes).ok()?;
+            matches!(
+                m.body,
+                Body::Query(Query {
+                    kind: QueryKind::SampleInfohashes { .. },
+                    ..
+                })
+            )
+            .then(|| (m.tid.to_vec(), s.at))
+        })
+        .expect("sampled");
+    let ih = InfoHash([0x42; 20]);
+    net.send(
+        probe(),
+        addr(0),
+        sample_reply(&sample.0, fake_id, &ih.0, &[]),
+    );
+    // Deliver the reply (and nothing else) and note the moment.
+    net.run_until(net.now.add(net.latency), 1);
+    let at = net.now;
+    assert!(net
+        .events_of(0)
+        .any(|e| matches!(e, Event::InfohashDiscovered { info_hash, .. } if *info_hash == ih)));
+    // The runtime, having checked storage, acquires it at once.
+    net.nodes[0].acquire(at, ih).unwrap();
+    net.drain(0);
+    let ask = net.outside.iter().find(|s| {
+        matches!(krpc::decode(&s.bytes).map(|m| m.body), Ok(Body::Query(Query { kind: QueryKind::GetPeers { info_hash, .. }, .. })) if info_hash == ih)
+    });
+    let ask = ask.expect("the sampling node is asked for peers without waiting for a tick");
+    assert_eq!((ask.to, ask.at), (probe(), at));
+    assert_eq!(net.nodes[0].crawl_stats().ask_source_sent, 1);
+    // Acquiring it again changes nothing.
+    net.nodes[0].acquire(at, ih).unwrap();
+    net.drain(0);
+    assert_eq!(net.nodes[0].crawl_stats().acquisitions_started, 1);
+}
+
+/// An acquisition that starts with an announced peer in hand fetches from it
+/// without a peer search. When that fails, the search starts at once (not at the
+/// first retry, minutes later).
+#[test]
+fn when_only_announcers_were_tried_and_failed_a_peer_search_follows() {
+    let mut net = Net::new(1, 8, |_, c| c.crawl.explore_pps = 1);
+    let ih = InfoHash([0x33; 20]);
+    let other: SocketAddr = "127.0.9.21:7000".parse().unwrap();
+    let announcer = SocketAddr::new(other.ip(), 51413);
+    let gp = QueryKind::GetPeers {
+        info_hash: ih,
+        scrape: false,
+        noseed: false,
+    };
+    net.send(other, addr(0), query(b"g1", NodeId([8; 20]), gp));
+    net.run_until(Timestamp::from_millis(100), 1000);
+    let token = net
+        .outside
+        .iter()
+        .rev()
+        .filter(|s| s.to == other)
+        .find_map(|s| match krpc::decode(&s.bytes).ok()?.body {
+            Body::Response(r) => r.token.map(|t| t.to_vec()),
+            _ => None,
+        })
+        .expect("token");
+    let asks = |net: &Net| {
+        net.outside
+            .iter()
+            .filter(|s| {
+                matches!(krpc::decode(&s.bytes).map(|m| m.body), Ok(Body::Query(Query { kind: QueryKind::GetPeers { info_hash, .. }, .. })) if info_hash == ih)
+            })
+            .count()
+    };
+    let before = asks(&net);
+    let ann = QueryKind::AnnouncePeer {
+        info_hash: ih,
+        port: 51413,
+        implied_port: false,
+        token: &token,
+        seed: None,
+    };
+    net.send(other, addr(0), query(b"a1", NodeId([8; 20]), ann));
+    net.run_until(Timestamp::from_millis(200), 1000);
+    // The runtime acquires it (storage does not have it).
+    let at = net.now;
+    net.nodes[0].acquire(at, ih).unwrap();
+    net.drain(0);
+    let (_, conn, to) = *net.conn_ids.last().expect("the announcer is fetched from");
+    assert_eq!(to, announcer);
+    assert_eq!(
+        asks(&net),
+        before,
+        "no peer search while the announcer is tried"
+    );
+    assert!(!net
+        .events_of(0)
+        .any(|e| matches!(e, Event::LookupDone { target, .. } if *target == ih.0)));
+    let at = net.now;
+    net.nodes[0].handle_input(Input::TcpClosed {
+        at,
+        conn,
+        reason: CloseReason::Refused,
+    });
+    net.drain(0);
+    net.run_until(Timestamp::from_millis(300), 1000);
+    // (This lone crawler knows no nodes, so the traversal ends at once, but it ran.)
+    let searches = net
+        .events_of(0)
+        .filter(|e| matches!(e, Event::LookupDone { target, .. } if *target == ih.0))
+        .count();
+    assert_eq!(searches, 1, "a peer search follows the failed announcer");
+}
+
+/// An acquisition that needs a traversal (a get_peers capture: no source to ask,
+/// no peers) waits for the crawl tick, after sampling, as a backlog does.
+#[test]
+fn an_acquisition_that_needs_a_traversal_waits_for_the_tick() {
+    let mut net = Net::new(1, 9, |_, c| c.crawl.explore_pps = 1);
+    let ih = InfoHash([0x44; 20]);
+    let gp = QueryKind::GetPeers {
+        info_hash: ih,
+        scrape: false,
+        noseed: false,
+    };
+    net.send(probe(), addr(0), query(b"g1", NodeId([9; 20]), gp));
+    net.run_until(net.now.add(net.latency), 1);
+    let at = net.now;
+    net.nodes[0].acquire(at, ih).unwrap();
+    net.drain(0);
+    let s = net.nodes[0].crawl_stats();
+    assert_eq!((s.acquisitions_started, s.acquisitions_queued), (0, 1));
+    net.run_until(at.add(Duration::from_millis(20)), 1000);
+    assert_eq!(net.nodes[0].crawl_stats().acquisitions_started, 1);
+}
+
+/// When the node that sampled an infohash is paced, the crawler asks another node
+/// that sampled it too, rather than wait for the first.
+#[test]
+fn a_paced_source_gives_way_to_another_that_sampled_the_same_infohash() {
+    let mut net = Net::new(1, 10, |_, c| {
+        c.crawl.explore_pps = 1;
+        c.crawl.auto_acquire = true;
+        c.crawl.per_ip_pps = 1;
+        c.crawl.per_ip_burst = 3;
+    });
+    let p1 = probe();
+    let p2: SocketAddr = "127.0.9.10:7000".parse().unwrap();
+    let (id1, id2) = (NodeId([0x11; 20]), NodeId([0x22; 20]));
+    net.send(p1, addr(0), query(b"h1", id1, QueryKind::Ping));
+    net.send(p2, addr(0), query(b"h2", id2, QueryKind::Ping));
+    net.run_until(Timestamp::from_millis(200), 1000);
+    let sample_tid = |net: &Net, to: SocketAddr| {
+        net.outside
+            .iter()
+            .filter(|s| s.to == to)
+            .find_map(|s| {
+                let m = krpc::decode(&s.bytes).ok()?;
+                matches!(
+                    m.body,
+                    Body::Query(Query {
+                        kind: QueryKind::SampleInfohashes { .. },
+                        ..
+                    })
+                )
+                .then(|| m.tid.to_vec())
+            })
+            .expect("sampled")
+    };
+    let (t1, t2) = (sample_tid(&net, p1), sample_tid(&net, p2));
+    let ihs: Vec<u8> = (0..6u8).flat_map(|i| [0x50 + i; 20]).collect();
+    net.send(p1, addr(0), sample_reply(&t1, id1, &ihs, &[]));
+    net.send(p2, addr(0), sample_reply(&t2, id2, &ihs, &[]));
+    net.run_until(Timestamp::from_millis(300), 1000);
+    let asks_to = |to: SocketAddr| {
+        net.outside
+            .iter()
+            .filter(|s| s.to == to)
+            .filter(|s| {
+                matches!(
+                    krpc::decode(&s.bytes).map(|m| m.body),
+                    Ok(Body::Query(Query {
+                        kind: QueryKind::GetPeers { .. },
+                        ..
+                    }))
+                )
+            })
+            .count()
+    };
+    let (a1, a2) = (asks_to(p1), asks_to(p2));
+    assert!(a1 >= 1, "the first source is asked ({a1}, {a2})");
+    assert!(a2 >= 1, "the second source is asked too ({a1}, {a2})");
+    // Each within its pace: burst 3, 1/s, one of which went to its sample query.
+    assert!(a1 <= 2 && a2 <= 2, "({a1}, {a2})");
 }

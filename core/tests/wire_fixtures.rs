@@ -254,8 +254,8 @@ fn libtorrent_announce_queries_decode() {
 /// (handshake, BEP 10 handshake with ut_metadata 9, have_all, allowed_fast, one
 /// `data`) drives a session to verified metadata. Interop note: aria2 serves only a
 /// leecher that waits for its handshake before sending the BEP 10 handshake; when
-/// both arrive in one burst (as a session sends them today) it closes the connection
-/// after its own handshake (see fixtures/wire/README.md).
+/// both arrive in one burst it closes the connection after its own handshake (see
+/// fixtures/wire/README.md), so a session now waits for the peer's handshake.
 #[test]
 fn aria2_stream_drives_a_session_to_done() {
     let info = fixture("aria2_single.info.bin");
@@ -265,9 +265,13 @@ fn aria2_stream_drives_a_session_to_done() {
     de.push(&stream);
     let hs = de.next_handshake().unwrap().unwrap();
     assert_eq!(hs.info_hash, ih);
-    // aria2's peer id style `A2-1-36-0-` is not one BEP 20 names; the client comes
-    // from the extension handshake's `v` instead.
+    // aria2's peer id style `A2-1-36-0-` is not one BEP 20 names, but it is named;
+    // the session prefers the extension handshake's `v`.
     assert!(hs.peer_id.starts_with(b"A2-1-36-0-"));
+    assert_eq!(
+        wire::client_from_peer_id(&hs.peer_id).as_deref(),
+        Some("aria2 1.36.0")
+    );
     for chunk in [1, 5, 68, 100, stream.len()] {
         let (p, s) = run_session(ih, &stream, chunk);
         match p {

@@ -854,8 +854,52 @@ pub fn print_status(prev: &StatusSample, cur: &StatusSample) {
 
 /// Logs the events a user wants to see (both runtimes); `bootstrapped` is set by
 /// the first `Bootstrapped`.
+///
+/// At debug level, target `magnetar::timeline`, the steps of each acquisition
+/// (discovery, peers found, each peer session) are logged too: with `--log-format
+/// json` their timestamps give per-torrent times to metadata (the interop test reads
+/// them).
 pub fn log_event(e: &Event, bootstrapped: &mut bool) {
     match e {
+        Event::InfohashDiscovered {
+            info_hash,
+            source,
+            from,
+            peer,
+        } => {
+            tracing::debug!(
+                target: "magnetar::timeline",
+                info_hash = %hex(&info_hash.0),
+                source = ?source,
+                from = %from,
+                peer = ?peer,
+                "infohash discovered"
+            );
+        }
+        Event::PeersFound {
+            info_hash, peers, ..
+        } => {
+            tracing::debug!(
+                target: "magnetar::timeline",
+                info_hash = %hex(&info_hash.0),
+                peers = peers.len(),
+                "peers found"
+            );
+        }
+        Event::PeerSession(r) => {
+            tracing::debug!(
+                target: "magnetar::timeline",
+                info_hash = %hex(&r.info_hash.0),
+                peer = %r.peer,
+                outcome = ?r.outcome,
+                duration_us = r.duration.as_micros() as u64,
+                connect_us = r.connect_time.map(|d| d.as_micros() as u64),
+                rtt_us = r.rtt.map(|d| d.as_micros() as u64),
+                pieces = r.pieces,
+                client = ?r.client,
+                "peer session"
+            );
+        }
         Event::MetadataFetched(m) => {
             tracing::info!(
                 info_hash = %hex(&m.info_hash.0),
@@ -863,6 +907,8 @@ pub fn log_event(e: &Event, bootstrapped: &mut bool) {
                 size = m.info.total_size,
                 files = m.info.files.len(),
                 peer = %m.peer,
+                elapsed_us = m.elapsed.as_micros() as u64,
+                peers_tried = m.peers_tried,
                 "metadata fetched"
             );
         }

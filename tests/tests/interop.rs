@@ -15,9 +15,12 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{crawl, export, median, Netns, Proc};
+use support::{export, median, Netns, Proc};
 
 const SWARM_NODES: usize = 6;
+/// Small single-file torrents on top of the three shapes: more samples for the
+/// time-to-metadata medians.
+const EXTRA_TORRENTS: usize = 6;
 /// Last octet of the first libtorrent session's 127.0.0.x address.
 const FIRST_IP: u8 = 10;
 const PORT: u16 = 6881;
@@ -72,10 +75,9 @@ impl Seeded {
     }
 }
 
-/// Seconds of the day of a log line's leading RFC 3339 timestamp
-/// (`2026-11-25T13:14:54.152217Z …`).
-fn log_secs(line: &str) -> Option<f64> {
-    let t = line.get(11..)?.split(['Z', ' ']).next()?;
+/// Seconds of the day of an RFC 3339 timestamp (`2026-11-25T13:14:54.152217Z`).
+fn rfc3339_secs(ts: &str) -> Option<f64> {
+    let t = ts.get(11..)?.split(['Z', ' ', '+']).next()?;
     let mut it = t.split(':');
     let h: f64 = it.next()?.parse().ok()?;
     let m: f64 = it.next()?.parse().ok()?;
@@ -83,23 +85,85 @@ fn log_secs(line: &str) -> Option<f64> {
     Some(h * 3600.0 + m * 60.0 + s)
 }
 
-/// From the crawler's log: seconds from its first line to "metadata fetched" for
-/// each infohash.
-fn fetch_times_from_log(log: &str) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    let Some(t0) = log.lines().find_map(log_secs) else {
-        return out;
-    };
-    for line in log.lines().filter(|l| l.contains("metadata fetched")) {
-        let (Some(t), Some(ih)) = (
-            log_secs(line),
-            line.split("info_hash=")
-                .nth(1)
-                .and_then(|r| r.split_whitespace().next()),
-        ) else {
+/// One torrent's acquisition as the crawler's own log tells it (`--log-format json`
+/// with `magnetar::timeline` at debug; runtime-mio/src/crawl.rs `log_event`).
+/// Times are seconds since the crawler's first log line.
+#[derive(Clone, Debug, Default)]
+struct Timeline {
+    /// First `InfohashDiscovered` (the crawler knows the infohash), and how.
+    discovered: Option<f64>,
+    source: String,
+    /// First `PeersFound`.
+    peers_found: Option<f64>,
+    /// `MetadataFetched`: the info dict arrived and hashed right.
+    fetched: Option<f64>,
+    /// Its `elapsed`: from the fetcher getting peers (and opening the first
+    /// connections) to verification, on the core's clock.
+    fetch_elapsed: Option<f64>,
+    sessions: u32,
+    /// Each peer session: (start, peer, outcome, connect µs, rtt µs, duration µs).
+    session_log: Vec<String>,
+}
+
+impl Timeline {
+    /// Discovery → verified metadata: the like-for-like figure (libtorrent's clock
+    /// starts when it is given the infohash).
+    fn discovery_to_fetched(&self) -> Option<f64> {
+        Some(self.fetched? - self.discovered?)
+    }
+    /// First peer connect → verified metadata.
+    fn fetch_only(&self) -> Option<f64> {
+        self.fetch_elapsed
+    }
+}
+
+/// Parses the crawler's JSON log into a timeline per infohash.
+fn timelines_from_log(log: &str) -> BTreeMap<String, Timeline> {
+    let mut out: BTreeMap<String, Timeline> = BTreeMap::new();
+    let mut t0 = None;
+    for line in log.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
             continue;
         };
-        out.entry(ih.to_lowercase()).or_insert(t - t0);
+        let Some(t) = v["timestamp"].as_str().and_then(rfc3339_secs) else {
+            continue;
+        };
+        let t0 = *t0.get_or_insert(t);
+        // A run that crosses midnight UTC.
+        let t = if t < t0 { t + 86_400.0 } else { t } - t0;
+        let f = &v["fields"];
+        let (Some(msg), Some(ih)) = (f["message"].as_str(), f["info_hash"].as_str()) else {
+            continue;
+        };
+        let e = out.entry(ih.to_lowercase()).or_default();
+        match msg {
+            "infohash discovered" if e.discovered.is_none() => {
+                e.discovered = Some(t);
+                e.source = f["source"].as_str().unwrap_or("?").to_string();
+            }
+            "peers found" => {
+                e.peers_found.get_or_insert(t);
+            }
+            "peer session" => {
+                e.sessions += 1;
+                let dur = f["duration_us"].as_u64().unwrap_or(0) as f64 / 1e6;
+                let start = t - dur;
+                e.session_log.push(format!(
+                    "at {:.1} ms {} {} connect {} µs rtt {} µs took {:.1} ms",
+                    start * 1e3,
+                    f["peer"].as_str().unwrap_or("?"),
+                    f["outcome"].as_str().unwrap_or("?"),
+                    f["connect_us"],
+                    f["rtt_us"],
+                    dur * 1e3
+                ));
+            }
+            "metadata fetched" if e.fetched.is_none() => {
+                e.fetched = Some(t);
+                e.fetch_elapsed = f["elapsed_us"].as_u64().map(|us| us as f64 / 1e6);
+            }
+            _ => {}
+        }
     }
     out
 }
@@ -124,6 +188,7 @@ impl Swarm {
             .arg("--workdir")
             .arg(workdir)
             .args(["--nodes", &SWARM_NODES.to_string()])
+            .args(["--extra", &EXTRA_TORRENTS.to_string()])
             .args(["--first-ip", &FIRST_IP.to_string()])
             .args(["--port", &PORT.to_string()])
             .args(["--max-secs", &max_secs.to_string()])
@@ -189,7 +254,7 @@ impl Swarm {
                 client: t["client"].as_str().unwrap_or("libtorrent").to_string(),
             })
             .collect();
-        assert!(torrents.len() >= 3, "{ready}");
+        assert!(torrents.len() >= 3 + EXTRA_TORRENTS, "{ready}");
         assert!(
             torrents.iter().any(|t| t.info_len > 64 * 1024),
             "one info dict must need several ut_metadata pieces: {ready}"
@@ -245,6 +310,7 @@ impl Swarm {
 /// libtorrent session fetches every torrent's metadata from a magnet link.
 #[test]
 fn libtorrent_swarm_forms_on_loopback_in_a_namespace() {
+    let _one = one_swarm_at_a_time();
     let ns = Netns::new("lt");
     let dir = tempfile::tempdir().unwrap();
     let mut swarm = Swarm::start(&ns, dir.path(), 120);
@@ -268,63 +334,72 @@ fn libtorrent_swarm_forms_on_loopback_in_a_namespace() {
     );
 }
 
+/// `magnetar crawl --runtime RUNTIME` inside `ns`, bound to [`CRAWLER`], logging JSON
+/// with the per-acquisition timeline (`magnetar::timeline` at debug).
+fn start_crawler(ns: &Netns, runtime: &str, db: &Path, bootstrap: &str) -> Proc {
+    let mut cmd = ns.command(support::magnetar_bin());
+    cmd.args([
+        "--log-format",
+        "json",
+        "crawl",
+        "--runtime",
+        runtime,
+        "--db",
+    ])
+    .arg(db)
+    .args(["--bind", CRAWLER, "--bootstrap", bootstrap])
+    .args(["--allow-private", "--duration", "150"])
+    .env(
+        "RUST_LOG",
+        std::env::var("MAGNETAR_TEST_LOG")
+            .unwrap_or_else(|_| "info,magnetar::timeline=debug".into()),
+    )
+    .stdin(Stdio::null());
+    Proc::spawn(&format!("magnetar crawl --runtime {runtime}"), cmd)
+}
+
+/// Only one swarm at a time: the time-to-metadata figures must not share the
+/// machine with another swarm.
+fn one_swarm_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The crawler, started against the swarm, indexes every torrent with the right
 /// name, size and file count, and `magnetar export` shows them. In the same run a
-/// fresh libtorrent session fetches the same torrents from magnet links; the ratio
-/// of the medians of the two times to metadata is printed.
-#[test]
-fn magnetar_indexes_a_libtorrent_swarm() {
-    let ns = Netns::new("ix");
+/// fresh libtorrent session fetches the same torrents from magnet links, and the
+/// times to metadata are compared like for like: magnetar from discovering an
+/// infohash to verified metadata, libtorrent from adding the magnet link (infohash
+/// known) to `metadata_received_alert`.
+fn indexes_a_libtorrent_swarm(runtime: &str) {
+    let _one = one_swarm_at_a_time();
+    let ns = Netns::new(&format!("ix-{runtime}"));
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
     let mut swarm = Swarm::start(&ns, dir.path(), 200);
-    let t0 = Instant::now();
-    let args: Vec<String> = [
-        "--bind",
-        CRAWLER,
-        "--bootstrap",
-        &swarm.nodes[0],
-        "--allow-private",
-        "--duration",
-        "150",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut crawler = crawl(Some(&ns), &db, &args);
+    let mut crawler = start_crawler(&ns, runtime, &db, &swarm.nodes[0]);
     // The seeds learn the crawler as an ordinary DHT node would be learned of, and a
     // fresh libtorrent leech starts fetching the same torrents at the same moment.
     swarm.command(&format!("node {CRAWLER}"));
     swarm.command("fetch");
 
     let mut lt_times = BTreeMap::new();
-    let mut ours: BTreeMap<String, f64> = BTreeMap::new();
-    let mut last_export = Err("never exported".to_string());
-    let deadline = t0 + Duration::from_secs(120);
+    let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
         assert!(
             crawler.alive(),
-            "magnetar crawl exited early:\n{}",
+            "magnetar crawl --runtime {runtime} exited early:\n{}",
             crawler.tail(60)
         );
         swarm.lt_fetches(&mut lt_times, Instant::now() + Duration::from_millis(250));
-        last_export = export(&db);
-        if let Ok(m) = &last_export {
-            for t in &swarm.torrents {
-                if m.contains_key(&t.infohash) && !ours.contains_key(&t.infohash) {
-                    ours.insert(t.infohash.clone(), t0.elapsed().as_secs_f64());
-                }
-            }
-        }
-        if swarm
-            .torrents
-            .iter()
-            .all(|t| ours.contains_key(&t.infohash))
-            && swarm
-                .torrents
-                .iter()
-                .all(|t| lt_times.contains_key(&t.infohash))
-        {
+        let timelines = timelines_from_log(&crawler.log());
+        let done = |t: &Seeded| {
+            timelines
+                .get(&t.infohash)
+                .is_some_and(|l: &Timeline| l.fetched.is_some())
+                && lt_times.contains_key(&t.infohash)
+        };
+        if swarm.torrents.iter().all(done) {
             break;
         }
     }
@@ -332,34 +407,26 @@ fn magnetar_indexes_a_libtorrent_swarm() {
     let log = crawler.tail(60);
     assert!(
         status.is_some_and(|s| s.success()),
-        "magnetar crawl did not stop cleanly on SIGTERM ({status:?}):\n{log}"
+        "magnetar crawl --runtime {runtime} did not stop cleanly on SIGTERM ({status:?}):\n{log}"
     );
+    let timelines = timelines_from_log(&crawler.log());
+    if let Some(dir) = std::env::var_os("MAGNETAR_INTEROP_LOG_DIR") {
+        let path = Path::new(&dir).join(format!("crawler-{runtime}.jsonl"));
+        std::fs::write(&path, crawler.log()).unwrap();
+        eprintln!("crawler log: {}", path.display());
+    }
     // After a clean stop, export must show every torrent, exactly as seeded.
     let m = export(&db).unwrap_or_else(|e| panic!("magnetar export failed: {e}\n{log}"));
-    let full_log = crawler.log();
-    for t in swarm.torrents.iter().filter(|t| t.is_aria2()) {
-        // Required: aria2 drops a connection whose BEP 10 handshake arrives in the
-        // same burst as the BT handshake, so the session now waits for the peer's
-        // handshake first (core/tests/fixtures/wire/README.md).
-        eprintln!(
-            "SECOND-IMPL aria2 torrent {} indexed by magnetar: {}",
-            t.infohash,
-            m.contains_key(&t.infohash)
-        );
-        if !m.contains_key(&t.infohash) {
-            for l in full_log.lines().filter(|l| l.contains(&t.infohash)) {
-                eprintln!("  {l}");
-            }
-        }
-    }
     for t in swarm.torrents.iter() {
         let e = m.get(&t.infohash).unwrap_or_else(|| {
             panic!(
-                "{} ({}) was not indexed within the deadline; exported: {:?}\nlast poll: {:?}\n{log}",
+                "{} ({}, seeded by {}) was not indexed by --runtime {runtime} within the \
+                 deadline; exported: {:?}\ntimeline: {:?}\n{log}",
                 t.name,
                 t.infohash,
+                t.client,
                 m.keys().collect::<Vec<_>>(),
-                last_export.as_ref().map(|m| m.len())
+                timelines.get(&t.infohash),
             )
         });
         assert_eq!(e.name, t.name, "{}", t.infohash);
@@ -373,43 +440,96 @@ fn magnetar_indexes_a_libtorrent_swarm() {
             "stored a torrent nobody seeds: {ih}"
         );
     }
-    let from_log = fetch_times_from_log(&full_log);
+    report_times(runtime, &swarm.torrents, &timelines, &lt_times);
+}
 
-    // Side by side. magnetar: from process start (join, discovery by BEP 51 sampling
-    // or announce, get_peers, metadata, durable commit) until `export` shows it.
-    // libtorrent: from adding a magnet link (infohash given) until
-    // metadata_received_alert, in a session that had already joined the swarm.
-    // magnetar's figure comes from its log ("metadata fetched" minus its first
-    // line) when the log has both; else from export polling (coarser: ~250 ms polls
-    // and a process per poll).
-    let mut a_times = Vec::new();
-    let mut b_times = Vec::new();
-    for t in swarm.torrents.iter().filter(|t| !t.is_aria2()) {
-        let ours_log = from_log.get(&t.infohash).copied();
-        let ours_poll = ours.get(&t.infohash).copied();
+/// Prints the side-by-side table and the ratio of the medians.
+fn report_times(
+    runtime: &str,
+    torrents: &[Seeded],
+    timelines: &BTreeMap<String, Timeline>,
+    lt_times: &BTreeMap<String, f64>,
+) {
+    let ms = |x: Option<f64>| x.map_or("       -".to_string(), |x| format!("{:8.1}", x * 1e3));
+    eprintln!(
+        "time to metadata, --runtime {runtime}, ms. magnetar (its JSON log): start→ih \
+         process start to discovery; ih→peers discovery to peers found; fetch first \
+         connects to verified (core clock); ih→meta discovery to verified. libtorrent: \
+         add magnet (infohash only) to metadata_received_alert."
+    );
+    eprintln!(
+        "{:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}  torrent",
+        "client", "found by", "start→ih", "ih→peers", "fetch", "ih→meta", "sessions", "lt magnet"
+    );
+    let (mut ours, mut fetch, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
+    for t in torrents {
+        let l = timelines.get(&t.infohash).cloned().unwrap_or_default();
         let lt = lt_times.get(&t.infohash).copied();
+        let sub = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
         eprintln!(
-            "time to metadata {:>40}: magnetar {:>8.4} s (log) {:>7.3} s (export poll)  libtorrent {:>8.4} s",
-            t.name,
-            ours_log.unwrap_or(f64::NAN),
-            ours_poll.unwrap_or(f64::NAN),
-            lt.unwrap_or(f64::NAN)
+            "{:>10} {:>9} {} {} {} {} {:>8} {}  {}",
+            t.client,
+            l.source,
+            ms(l.discovered),
+            ms(sub(l.peers_found, l.discovered)),
+            ms(l.fetch_only()),
+            ms(l.discovery_to_fetched()),
+            l.sessions,
+            ms(lt),
+            t.name
         );
-        if let (Some(a), Some(b)) = (ours_log.or(ours_poll), lt) {
-            a_times.push(a);
-            b_times.push(b);
+        if l.fetch_only().is_some_and(|x| x > 0.1) {
+            for s in &l.session_log {
+                eprintln!("{:>30} {s}", "slow fetch: session");
+            }
         }
+        // The headline compares the libtorrent-seeded torrents; aria2 announces
+        // late and slowly (tests/interop/README.md), which neither side controls.
+        if t.is_aria2() {
+            continue;
+        }
+        if let (Some(a), Some(b)) = (l.discovery_to_fetched(), lt) {
+            ours.push(a);
+            theirs.push(b);
+        }
+        fetch.extend(l.fetch_only());
     }
-    if !a_times.is_empty() {
-        let a = median(&a_times);
-        let b = median(&b_times);
+    assert!(
+        !ours.is_empty(),
+        "no torrent timed on both sides: {timelines:?} {lt_times:?}"
+    );
+    for t in torrents.iter().filter(|t| t.is_aria2()) {
+        let l = timelines.get(&t.infohash);
         eprintln!(
-            "INTEROP time-to-metadata medians over {} torrents: magnetar {a:.4} s, \
-             libtorrent {b:.4} s, ratio magnetar/libtorrent {:.2}",
-            a_times.len(),
-            a / b.max(1e-4)
+            "INTEROP --runtime {runtime} aria2-seeded torrent: magnetar discovery→metadata {} ms, \
+             libtorrent magnet→metadata {} ms",
+            ms(l.and_then(Timeline::discovery_to_fetched)).trim(),
+            ms(lt_times.get(&t.infohash).copied()).trim()
         );
-    } else {
-        eprintln!("INTEROP ratio not measured (magnetar {ours:?}, libtorrent {lt_times:?})");
     }
+    let (a, b) = (median(&ours), median(&theirs));
+    let slow = |v: &[f64]| v.iter().filter(|x| **x > 0.1).count();
+    eprintln!(
+        "INTEROP --runtime {runtime} time-to-metadata medians over {} torrents: magnetar \
+         discovery→metadata {:.1} ms (fetch only: first connect→metadata {:.1} ms), \
+         libtorrent magnet→metadata {:.1} ms, ratio magnetar/libtorrent {:.2}; over 100 ms: \
+         magnetar {}, libtorrent {}",
+        ours.len(),
+        a * 1e3,
+        median(&fetch) * 1e3,
+        b * 1e3,
+        a / b.max(1e-4),
+        slow(&ours),
+        slow(&theirs)
+    );
+}
+
+#[test]
+fn magnetar_indexes_a_libtorrent_swarm_mio() {
+    indexes_a_libtorrent_swarm("mio");
+}
+
+#[test]
+fn magnetar_indexes_a_libtorrent_swarm_tokio() {
+    indexes_a_libtorrent_swarm("tokio");
 }

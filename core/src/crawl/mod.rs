@@ -50,6 +50,9 @@ const EXPLORE_FLOOR: usize = 256;
 /// Below this many new nodes per exploration reply (on average), exploration idles.
 const EXPLORE_BARREN: f64 = 1.0;
 
+/// Sampling nodes remembered per infohash, to ask for its peers.
+const MAX_SOURCES: usize = 3;
+
 /// Crawl cadence: sampling and exploration run every tick.
 const CRAWL_TICK: Duration = Duration::from_millis(10);
 
@@ -165,7 +168,8 @@ pub(crate) enum CrawlTx {
 
 #[derive(Clone, Debug, Default)]
 struct Hint {
-    source: Option<(usize, NodeId, SocketAddr)>,
+    /// Nodes whose samples held it (the first few), to ask for peers.
+    sources: Vec<(usize, NodeId, SocketAddr)>,
     peers: Vec<SocketAddr>,
 }
 
@@ -179,6 +183,21 @@ enum Stage {
 #[derive(Clone, Debug)]
 struct Acq {
     stage: Stage,
+    /// A peer search (ask the source, or a traversal) was started.
+    searched: bool,
+    /// A fetch from announced peers runs while that search is still out.
+    early: bool,
+}
+
+impl Acq {
+    fn new(stage: Stage) -> Self {
+        let searched = stage != Stage::Fetching;
+        Acq {
+            stage,
+            searched,
+            early: false,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -422,8 +441,8 @@ impl Crawler {
                 return Ok(());
             }
         }
-        // Acquisitions start from the crawl tick, after sampling has had its share
-        // of the budget: discovering new infohashes comes first.
+        // Queued acquisitions start from the crawl tick, after sampling has had its
+        // share of the budget: discovering new infohashes comes first.
         if self.harvest.queued.contains(&ih) {
             return Ok(());
         }
@@ -433,6 +452,29 @@ impl Crawler {
         }
         self.harvest.queued.insert(ih);
         self.harvest.acq_queue.push_back(ih);
+        // A cheap acquisition (announced peers to fetch from, or the sampling node to
+        // ask: one query at most) with nothing queued ahead of it, no retry due (nor
+        // one for it: the tick retries its old peers first), room and budget above the
+        // tick's reserve: start now rather than at the next tick, up to CRAWL_TICK
+        // later, which was most of the time to metadata on a fast network. One that
+        // needs a traversal (a get_peers capture), and any backlog, wait for the tick,
+        // after sampling, as before.
+        let h = &self.harvest;
+        let cheap = h
+            .hints
+            .get(&ih)
+            .is_some_and(|x| !x.peers.is_empty() || !x.sources.is_empty());
+        if cheap
+            && h.acq_queue.len() == 1
+            && !h.retry.contains_key(&ih)
+            && h.acq.len() < h.cfg.max_acquisitions
+            && h.retry_due.first().is_none_or(|(t, _)| *t > self.now)
+            && h.budget.available(self.now) > (h.cfg.burst / 4) as u64
+        {
+            self.harvest.acq_queue.pop_front();
+            self.harvest.queued.remove(&ih);
+            self.start_acquisition(ih);
+        }
         Ok(())
     }
 
@@ -440,16 +482,14 @@ impl Crawler {
         self.harvest.stats.acquisitions_started += 1;
         let hint = self.harvest.hints.get(&ih).cloned().unwrap_or_default();
         if !hint.peers.is_empty() {
-            self.harvest.acq.insert(
-                ih,
-                Acq {
-                    stage: Stage::Fetching,
-                },
-            );
+            self.harvest.acq.insert(ih, Acq::new(Stage::Fetching));
             self.start_fetch(ih, &hint.peers);
             return;
         }
-        if let Some((i, id, addr)) = hint.source {
+        // Ask a node that sampled it; when one is paced (it just gave us up to 20
+        // samples), another that sampled it too, each under its own per-IP pace.
+        let mut throttled = false;
+        for (i, id, addr) in hint.sources {
             let tag = self.harvest.tag(CrawlTx::AskSource { ih });
             let q = QueryKind::GetPeers {
                 info_hash: ih,
@@ -459,27 +499,21 @@ impl Crawler {
             match self.try_send_query(i, addr, Some(id), Purpose::Crawl(tag), q) {
                 Sent::Yes => {
                     self.harvest.stats.ask_source_sent += 1;
-                    self.harvest.acq.insert(
-                        ih,
-                        Acq {
-                            stage: Stage::AskSource,
-                        },
-                    );
+                    self.harvest.acq.insert(ih, Acq::new(Stage::AskSource));
                     return;
                 }
-                Sent::Throttled => {
-                    // The source is paced (it just gave us up to 20 samples): ask it
-                    // later rather than pay for a traversal now.
-                    self.harvest.txs.remove(&tag);
-                    self.harvest.stats.acquisitions_started -= 1;
-                    if self.harvest.queued.insert(ih) {
-                        self.harvest.acq_queue.push_back(ih);
-                    }
-                    return;
-                }
+                Sent::Throttled => throttled = true,
                 Sent::No => {}
             }
             self.harvest.txs.remove(&tag);
+        }
+        if throttled {
+            // Every source is paced: ask later rather than pay for a traversal now.
+            self.harvest.stats.acquisitions_started -= 1;
+            if self.harvest.queued.insert(ih) {
+                self.harvest.acq_queue.push_back(ih);
+            }
+            return;
         }
         self.acquire_by_lookup(ih, &[]);
     }
@@ -497,12 +531,10 @@ impl Crawler {
                 if let Some(l) = self.lookups.get_mut(&lid) {
                     l.set_max_queries(cap);
                 }
-                self.harvest.acq.insert(
-                    ih,
-                    Acq {
-                        stage: Stage::Lookup(lid),
-                    },
-                );
+                let early = self.harvest.acq.get(&ih).is_some_and(|a| a.early);
+                let mut a = Acq::new(Stage::Lookup(lid));
+                a.early = early;
+                self.harvest.acq.insert(ih, a);
                 if self.lookups.contains_key(&lid) {
                     self.harvest.acq_by_lookup.insert(lid, ih);
                 } else {
@@ -511,6 +543,26 @@ impl Crawler {
                 }
             }
             None => self.acquisition_failed(ih, false),
+        }
+    }
+
+    /// An announced peer is the best lead: fetch from it at once, even while the
+    /// acquisition is still asking for peers. The search goes on: an announcer is
+    /// often a magnet leecher that has no metadata yet (BEP 9 clients announce at
+    /// once), and then the peers the search finds take over.
+    fn fetch_announced(&mut self, ih: InfoHash, p: SocketAddr) {
+        let Some(a) = self.harvest.acq.get_mut(&ih) else {
+            return;
+        };
+        if a.stage == Stage::Fetching {
+            self.start_fetch(ih, &[p]);
+            return;
+        }
+        a.early = true;
+        if self.fetch_metadata(self.now, ih, &[p]).is_err() {
+            if let Some(a) = self.harvest.acq.get_mut(&ih) {
+                a.early = false;
+            }
         }
     }
 
@@ -609,16 +661,14 @@ impl Crawler {
                     hint.peers.push(p);
                 }
             }
-            if let (Some((i, id)), None) = (src_node, hint.source) {
-                hint.source = Some((i, id, from));
+            if let Some((i, id)) = src_node {
+                if hint.sources.len() < MAX_SOURCES && !hint.sources.iter().any(|s| s.2 == from) {
+                    hint.sources.push((i, id, from));
+                }
             }
         }
         if let Some(p) = peer {
-            // An announced peer is the best lead: fetch from it at once, even while
-            // the acquisition is still asking for peers.
-            if self.harvest.acq.contains_key(&ih) {
-                self.start_fetch(ih, &[p]);
-            }
+            self.fetch_announced(ih, p);
         }
         if !new {
             return;
@@ -749,6 +799,8 @@ impl Crawler {
                 if peers.is_empty() && fetching {
                     return;
                 }
+                // (An early fetch from an announcer does not end the search: with no
+                // peers here, the traversal below still runs.)
                 if !peers.is_empty() {
                     self.harvest.stats.ask_source_hits += 1;
                     self.emit(Event::PeersFound {
@@ -819,14 +871,20 @@ impl Crawler {
         let Some(ih) = self.harvest.acq_by_lookup.remove(&lid) else {
             return;
         };
-        let fetching = match self.harvest.acq.get(&ih) {
+        let fetching = match self.harvest.acq.get_mut(&ih) {
             None => return,
-            Some(a) => a.stage == Stage::Fetching,
+            Some(a) => {
+                let f = a.stage == Stage::Fetching || a.early;
+                if f {
+                    // The search is over; the running fetch reports for itself.
+                    a.stage = Stage::Fetching;
+                }
+                f
+            }
         };
         if !peers.is_empty() {
             self.start_fetch(ih, peers);
         } else if !fetching {
-            // (A fetch started meanwhile from an announced peer reports for itself.)
             self.acquisition_failed(ih, true);
         }
     }
@@ -843,6 +901,29 @@ impl Crawler {
             }
             Event::MetadataFailed(m) => {
                 self.harvest.stats.fetch_failed += 1;
+                let ih = m.info_hash;
+                let (searching, searched) = match self.harvest.acq.get_mut(&ih) {
+                    Some(a) => {
+                        a.early = false;
+                        (a.stage != Stage::Fetching, a.searched)
+                    }
+                    None => (false, true),
+                };
+                let invalid = m.info_error.is_some();
+                if searching && !invalid {
+                    // Only the announcers failed; the search still out decides.
+                    return;
+                }
+                if !searched && !invalid {
+                    // Only announced (or hinted) peers were tried, and they failed:
+                    // search for peers now rather than retry in minutes.
+                    if let Some(h) = self.harvest.hints.get_mut(&ih) {
+                        h.peers.clear();
+                    }
+                    self.harvest.acq.remove(&ih);
+                    self.start_acquisition(ih);
+                    return;
+                }
                 if self.harvest.acq.contains_key(&m.info_hash) {
                     let peers: Vec<SocketAddr> = m.reasons.iter().map(|(p, _)| *p).collect();
                     // Metadata that hashed right but is invalid is invalid for everyone.
@@ -1014,12 +1095,7 @@ impl Crawler {
                 match again.map(|r| r.peers.clone()) {
                     Some(peers) => {
                         self.harvest.stats.acquisitions_started += 1;
-                        self.harvest.acq.insert(
-                            ih,
-                            Acq {
-                                stage: Stage::Fetching,
-                            },
-                        );
+                        self.harvest.acq.insert(ih, Acq::new(Stage::Fetching));
                         self.start_fetch(ih, &peers);
                     }
                     None => self.start_acquisition(ih),

@@ -420,8 +420,16 @@ pub fn encode_pex(out: &mut Vec<u8>, added: &[SocketAddr]) {
 }
 
 /// Client name and version from a peer id, per BEP 20 (Azureus style `-XXnnnn-`,
-/// Shadow style, Mainline `M1-2-3--`). `None` when the style is not recognised.
+/// Shadow style, Mainline `M1-2-3--`), plus a few styles of their own that common
+/// clients use (aria2's `A2-1-36-0-`, Tixati's `TIX0xyz-`). `None` when the style is
+/// not recognised.
 pub fn client_from_peer_id(id: &[u8; 20]) -> Option<String> {
+    if let Some(v) = aria2_version(id) {
+        return Some(format!("aria2 {v}"));
+    }
+    if id.starts_with(b"TIX") && id[3..7].iter().all(u8::is_ascii_digit) && id[7] == b'-' {
+        return Some("Tixati".to_string());
+    }
     if id[0] == b'-' && id[7] == b'-' {
         let code = [id[1], id[2]];
         let name = azureus_name(code);
@@ -480,6 +488,22 @@ pub fn client_from_peer_id(id: &[u8; 20]) -> Option<String> {
     None
 }
 
+/// aria2's default peer id prefix, `A2-<major>-<minor>-<patch>-` (its
+/// `--peer-id-prefix`), then random bytes: the version as `1.36.0`.
+fn aria2_version(id: &[u8; 20]) -> Option<String> {
+    let mut rest = id.strip_prefix(b"A2-")?;
+    let mut parts = Vec::with_capacity(3);
+    for _ in 0..3 {
+        let n = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+        if !(1..=3).contains(&n) || rest.get(n) != Some(&b'-') {
+            return None;
+        }
+        parts.push(std::str::from_utf8(rest.get(..n)?).ok()?);
+        rest = rest.get(n + 1..)?;
+    }
+    Some(parts.join("."))
+}
+
 fn ver_char(c: u8) -> u32 {
     match c {
         b'0'..=b'9' => u32::from(c - b'0'),
@@ -514,6 +538,27 @@ fn azureus_name(code: [u8; 2]) -> Option<&'static str> {
         b"AG" | b"A~" => "Ares",
         b"BF" => "Bitflu",
         b"MG" => "magnetar",
+        // From libtorrent's identify_client table (BEP 20 / BitTorrentSpecification).
+        b"7T" => "aTorrent",
+        b"BG" => "BTG",
+        b"BW" => "BitWombat",
+        b"CD" => "Enhanced CTorrent",
+        b"CT" => "CTorrent",
+        b"HL" => "Halite",
+        b"KG" => "KGet",
+        b"LC" => "LeechCraft",
+        b"LW" => "LimeWire",
+        b"ML" => "MLDonkey",
+        b"MR" => "Miro",
+        b"OS" => "OneSwarm",
+        b"PD" => "Pando",
+        b"SD" => "Xunlei",
+        b"ST" => "SymTorrent",
+        b"TL" => "Tribler",
+        b"UM" => "µTorrent Mac",
+        b"VG" => "Vagaa",
+        b"XF" => "Xfplay",
+        b"XX" => "Xtorrent",
         _ => return None,
     })
 }
@@ -683,6 +728,28 @@ mod tests {
         let id = *b"S58B-----abcdefghijk";
         assert_eq!(client_from_peer_id(&id).as_deref(), Some("Shadow 5.8.11"));
         assert_eq!(client_from_peer_id(&[0xff; 20]), None);
+        // aria2 1.36 (captured: core/tests/fixtures/wire/aria2_single.stream.bin).
+        let id = *b"A2-1-36-0-\x00>\x8dr\xc1\x94\xbf\r\xd2^";
+        assert_eq!(client_from_peer_id(&id).as_deref(), Some("aria2 1.36.0"));
+        let id = *b"A2-1-7-12-0123456789";
+        assert_eq!(client_from_peer_id(&id).as_deref(), Some("aria2 1.7.12"));
+        // Not aria2: a missing field, a field too long, a missing dash.
+        for bad in [
+            b"A2-1-36-abcdefghijkl",
+            b"A2-1-3600-0-abcdefgh",
+            b"A2-1-36-0xabcdefghij",
+        ] {
+            assert_eq!(client_from_peer_id(bad), None, "{:?}", bad);
+        }
+        let id = *b"TIX0283-abcdefghijkl";
+        assert_eq!(client_from_peer_id(&id).as_deref(), Some("Tixati"));
+        let id = *b"-SD0100-abcdefghijkl";
+        assert_eq!(client_from_peer_id(&id).as_deref(), Some("Xunlei 0.1.0.0"));
+        let id = *b"-LW0101-abcdefghijkl";
+        assert_eq!(
+            client_from_peer_id(&id).as_deref(),
+            Some("LimeWire 0.1.0.1")
+        );
     }
 
     #[test]

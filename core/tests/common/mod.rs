@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use magnetar_core::{Config, Crawler, Event, Input, Output, SocketId, Timestamp};
+use magnetar_core::{Config, ConnId, Crawler, Event, Input, Output, SocketId, Timestamp};
 
 /// (time, sequence, destination index, source, bytes)
 type Delivery = (Timestamp, u64, usize, SocketAddr, Vec<u8>);
@@ -41,6 +41,8 @@ pub struct Net {
     pub delivered: u64,
     /// TCP connects asked for: (node, peer).
     pub connects: Vec<(usize, SocketAddr)>,
+    /// The same with their connection ids.
+    pub conn_ids: Vec<(usize, ConnId, SocketAddr)>,
 }
 
 impl Net {
@@ -67,6 +69,7 @@ impl Net {
             trace: 0xcbf29ce484222325,
             delivered: 0,
             connects: Vec::new(),
+            conn_ids: Vec::new(),
         }
     }
 
@@ -104,7 +107,10 @@ impl Net {
                     self.timers[i] = None;
                     return;
                 }
-                Output::Connect { to, .. } => self.connects.push((i, to)),
+                Output::Connect { conn, to } => {
+                    self.connects.push((i, to));
+                    self.conn_ids.push((i, conn, to));
+                }
                 Output::Send { .. } | Output::Close { .. } => {}
             }
         }
