@@ -95,6 +95,11 @@ pub struct CrawlConfig {
     pub lookup_on_miss: bool,
     /// Cap on the queries of that traversal.
     pub acquire_lookup_queries: u32,
+    /// How long an infohash heard only in a get_peers query waits before its
+    /// peer search. A client that traverses towards us announces to us a few
+    /// seconds later when we are among the closest nodes that answered: the
+    /// announce gives its peer for free, and the traversal is saved.
+    pub candidate_grace: Duration,
     /// Retry delays after a failed acquisition; after the last, give up.
     pub retry_backoff: Vec<Duration>,
     /// Infohashes remembered in the retry table.
@@ -126,6 +131,7 @@ impl Default for CrawlConfig {
             acquire_queue: 100_000,
             lookup_on_miss: true,
             acquire_lookup_queries: 16,
+            candidate_grace: Duration::from_secs(15),
             retry_backoff: vec![
                 Duration::from_secs(300),
                 Duration::from_secs(1800),
@@ -167,6 +173,15 @@ pub(crate) enum CrawlTx {
 struct Hint {
     source: Option<(usize, NodeId, SocketAddr)>,
     peers: Vec<SocketAddr>,
+    /// First heard in a get_peers query to us (a candidate).
+    heard_at: Option<Timestamp>,
+}
+
+impl Hint {
+    /// Heard only in get_peers queries: no sample, no announced peer.
+    fn candidate_only(&self) -> bool {
+        self.source.is_none() && self.peers.is_empty()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -222,6 +237,13 @@ pub struct CrawlStats {
     pub retries: u64,
     pub given_up: u64,
     pub retry_skips: u64,
+    /// get_peers candidates held back for [`CrawlConfig::candidate_grace`].
+    pub candidates_deferred: u64,
+    /// Of those, the ones whose announce arrived meanwhile (no peer search).
+    pub candidates_announced: u64,
+    /// Candidates whose peer search found nobody: given up at once (most are
+    /// table-refresh targets, not torrents).
+    pub candidates_dropped: u64,
 }
 
 pub(crate) struct Harvest {
@@ -239,6 +261,9 @@ pub(crate) struct Harvest {
     /// The infohashes in `acq_queue`.
     queued: BTreeSet<InfoHash>,
     acq_by_lookup: BTreeMap<u64, InfoHash>,
+    /// Candidates waiting out their grace, with the time they come due.
+    deferred: BTreeMap<InfoHash, Timestamp>,
+    deferred_due: BTreeSet<(Timestamp, InfoHash)>,
     retry: BTreeMap<InfoHash, Retry>,
     retry_due: BTreeSet<(Timestamp, InfoHash)>,
     pub txs: BTreeMap<u64, CrawlTx>,
@@ -271,6 +296,8 @@ impl Harvest {
             acq_queue: VecDeque::new(),
             queued: BTreeSet::new(),
             acq_by_lookup: BTreeMap::new(),
+            deferred: BTreeMap::new(),
+            deferred_due: BTreeSet::new(),
             retry: BTreeMap::new(),
             retry_due: BTreeSet::new(),
             txs: BTreeMap::new(),
@@ -424,7 +451,7 @@ impl Crawler {
         }
         // Acquisitions start from the crawl tick, after sampling has had its share
         // of the budget: discovering new infohashes comes first.
-        if self.harvest.queued.contains(&ih) {
+        if self.harvest.queued.contains(&ih) || self.harvest.deferred.contains_key(&ih) {
             return Ok(());
         }
         if self.harvest.acq_queue.len() >= self.harvest.cfg.acquire_queue {
@@ -448,6 +475,18 @@ impl Crawler {
             );
             self.start_fetch(ih, &hint.peers);
             return;
+        }
+        let grace = self.harvest.cfg.candidate_grace;
+        if let Some(t) = hint.heard_at.filter(|_| hint.source.is_none()) {
+            let due = t.add(grace);
+            if due > self.now && self.harvest.deferred.len() < self.harvest.cfg.acquire_queue {
+                // Wait for the announce that usually follows.
+                self.harvest.stats.acquisitions_started -= 1;
+                self.harvest.stats.candidates_deferred += 1;
+                self.harvest.deferred.insert(ih, due);
+                self.harvest.deferred_due.insert((due, ih));
+                return;
+            }
         }
         if let Some((i, id, addr)) = hint.source {
             let tag = self.harvest.tag(CrawlTx::AskSource { ih });
@@ -539,6 +578,18 @@ impl Crawler {
         if no_peers {
             self.harvest.stats.acquire_no_peers += 1;
         }
+        // A candidate nobody holds is most likely a random refresh target: one
+        // peer search is all it gets.
+        let candidate = no_peers
+            && self
+                .harvest
+                .hints
+                .get(&ih)
+                .is_none_or(|h| h.candidate_only());
+        if candidate {
+            self.harvest.stats.candidates_dropped += 1;
+        }
+        let final_ = final_ || candidate;
         let h = &mut self.harvest;
         let attempts = h.retry.get(&ih).map_or(0, |r| r.attempts);
         if let Some(r) = h.retry.remove(&ih) {
@@ -602,8 +653,11 @@ impl Crawler {
             return;
         }
         let new = self.harvest.note_seen(ih);
+        let first_peer;
         {
             let hint = self.harvest.hints.entry(ih).or_default();
+            // A get_peers candidate that now has an announced peer is confirmed.
+            first_peer = peer.is_some() && hint.heard_at.is_some() && hint.candidate_only();
             if let Some(p) = peer {
                 if !hint.peers.contains(&p) && hint.peers.len() < 8 {
                     hint.peers.push(p);
@@ -611,6 +665,25 @@ impl Crawler {
             }
             if let (Some((i, id)), None) = (src_node, hint.source) {
                 hint.source = Some((i, id, from));
+            }
+            if source == DiscoverySource::GetPeers && hint.heard_at.is_none() {
+                hint.heard_at = Some(self.now);
+            }
+        }
+        if let (true, Some(p)) = (first_peer, peer) {
+            self.emit(Event::PeersFound {
+                info_hash: ih,
+                peers: vec![p],
+                seeders: None,
+                leechers: None,
+            });
+        }
+        if peer.is_some() {
+            // A candidate waiting for its announce: here it is.
+            if let Some(due) = self.harvest.deferred.remove(&ih) {
+                self.harvest.deferred_due.remove(&(due, ih));
+                self.harvest.stats.candidates_announced += 1;
+                self.start_acquisition(ih);
             }
         }
         if let Some(p) = peer {
@@ -990,10 +1063,18 @@ impl Crawler {
             && self.harvest.budget.available(now) > reserve
             && started < 1000
         {
+            let deferred = self.harvest.deferred_due.first().copied();
             let ih = match self.harvest.retry_due.first() {
                 Some(&(t, ih)) if t <= now => {
                     self.harvest.retry_due.pop_first();
                     self.harvest.stats.retries += 1;
+                    ih
+                }
+                _ if deferred.is_some_and(|(t, _)| t <= now) => {
+                    let Some((_, ih)) = self.harvest.deferred_due.pop_first() else {
+                        break;
+                    };
+                    self.harvest.deferred.remove(&ih);
                     ih
                 }
                 _ => match self.harvest.acq_queue.pop_front() {
