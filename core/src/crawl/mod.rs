@@ -34,6 +34,7 @@ use std::time::Duration;
 
 use crate::addr::Family;
 use crate::crawler::Sent;
+use crate::fetch::AfterFailure;
 use crate::id::{InfoHash, NodeId};
 use crate::krpc::{QueryKind, Response};
 use crate::lookup::LookupKind;
@@ -217,6 +218,9 @@ pub struct CrawlStats {
     pub new_from_sample: u64,
     pub duplicates: u64,
     pub book_nodes: usize,
+    /// Infohashes the sampled nodes say they store (sum of their BEP 51 `num`):
+    /// how much there is to find among the nodes we know.
+    pub stored_estimate: u64,
     /// Acquisitions running now (peer search or fetch).
     pub acquisitions_running: usize,
     /// Acquisitions waiting to start.
@@ -423,6 +427,13 @@ impl Crawler {
     pub fn crawl_stats(&self) -> CrawlStats {
         let mut s = self.harvest.stats.clone();
         s.book_nodes = self.harvest.book.len();
+        s.stored_estimate = self
+            .harvest
+            .book
+            .values()
+            .filter_map(|n| n.num)
+            .map(|n| n.clamp(0, 1 << 32) as u64)
+            .sum();
         s.acquisitions_running = self.harvest.acq.len();
         s.acquisitions_queued = self.harvest.acq_queue.len();
         s.budget_refused = self.harvest.budget.refused;
@@ -567,13 +578,14 @@ impl Crawler {
         self.acquisition_failed_with(ih, no_peers, &[], false);
     }
 
+    /// Schedules the retry (returns its time) or gives up (`None`).
     fn acquisition_failed_with(
         &mut self,
         ih: InfoHash,
         no_peers: bool,
         peers: &[SocketAddr],
         final_: bool,
-    ) {
+    ) -> Option<Timestamp> {
         self.harvest.acq.remove(&ih);
         if no_peers {
             self.harvest.stats.acquire_no_peers += 1;
@@ -619,6 +631,7 @@ impl Crawler {
                     },
                 );
                 h.retry_due.insert((next_at, ih));
+                Some(next_at)
             }
             None => {
                 h.stats.given_up += 1;
@@ -630,6 +643,7 @@ impl Crawler {
                         peers: Vec::new(),
                     },
                 );
+                None
             }
         }
     }
@@ -904,8 +918,9 @@ impl Crawler {
         }
     }
 
-    /// Sees every fetcher event on its way out.
-    pub(crate) fn on_fetch_event(&mut self, e: &Event) {
+    /// Sees every fetcher event on its way out (and says in a `MetadataFailed`
+    /// whether the infohash will be retried).
+    pub(crate) fn on_fetch_event(&mut self, e: &mut Event) {
         match e {
             Event::MetadataFetched(m) => {
                 self.harvest.stats.fetched += 1;
@@ -920,7 +935,10 @@ impl Crawler {
                     let peers: Vec<SocketAddr> = m.reasons.iter().map(|(p, _)| *p).collect();
                     // Metadata that hashed right but is invalid is invalid for everyone.
                     let final_ = m.info_error.is_some();
-                    self.acquisition_failed_with(m.info_hash, false, &peers, final_);
+                    m.next = match self.acquisition_failed_with(m.info_hash, false, &peers, final_) {
+                        Some(t) => AfterFailure::RetryAt(t),
+                        None => AfterFailure::GivenUp,
+                    };
                 }
             }
             _ => {}
