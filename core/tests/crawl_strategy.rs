@@ -12,8 +12,7 @@ use std::time::Duration;
 use common::{addr, Net};
 use magnetar_core::addr::is_sendable;
 use magnetar_core::krpc::{
-    self, error_code, Body, CompactNodesV4, KrpcError, Message, Query, QueryKind, Response,
-    Samples,
+    self, error_code, Body, CompactNodesV4, KrpcError, Message, Query, QueryKind, Response, Samples,
 };
 use magnetar_core::{Config, Crawler, Event, InfoHash, Input, NodeId, Output, SocketId, Timestamp};
 
@@ -203,7 +202,11 @@ fn a_get_peers_candidate_waits_for_the_announce_and_fetches_from_it() {
     let (mut net, token) = captured_candidate(3, ih, client);
     // The client traverses on, then announces to us 5 s later.
     net.run_until(Timestamp::from_secs(5), 100_000);
-    assert_eq!(get_peers_for(&net, ih), 0, "no peer search during the grace");
+    assert_eq!(
+        get_peers_for(&net, ih),
+        0,
+        "no peer search during the grace"
+    );
     assert!(net.connects.is_empty());
     let ann = QueryKind::AnnouncePeer {
         info_hash: ih,
@@ -215,7 +218,11 @@ fn a_get_peers_candidate_waits_for_the_announce_and_fetches_from_it() {
     net.send(client, addr(0), query(b"a1", NodeId([7; 20]), ann));
     net.run_until(Timestamp::from_secs(60), 100_000);
     let peer: SocketAddr = "127.0.9.30:51413".parse().unwrap();
-    assert_eq!(net.connects, vec![(0, peer)], "fetched from the announced peer");
+    assert_eq!(
+        net.connects,
+        vec![(0, peer)],
+        "fetched from the announced peer"
+    );
     assert_eq!(get_peers_for(&net, ih), 0, "no traversal was needed");
     // The announce confirms the candidate for the runtime.
     let found: Vec<_> = net
@@ -384,7 +391,10 @@ fn never_sends_to_unroutable_addresses_and_leaves_no_fixed_pattern() {
     for (to, _) in &out {
         assert!(is_sendable(to, false), "sent to {to}");
     }
-    assert!(out.iter().any(|(to, _)| *to == public), "the public node is used");
+    assert!(
+        out.iter().any(|(to, _)| *to == public),
+        "the public node is used"
+    );
     // Fingerprint: no `v` by default, random transaction ids.
     let tids: Vec<Vec<u8>> = out
         .iter()

@@ -102,7 +102,7 @@ fn clients_announce_to_the_closest_nodes_their_traversal_finds() {
     // Converged traversals reach the true closest nodes (ground truth is never
     // consulted by the clients).
     assert!(mean >= 7.0, "seed {seed}: {mean:.2}");
-    assert!(traversals >= 400, "seed {seed}: {traversals}");
+    assert!(traversals >= 250, "seed {seed}: {traversals}");
     assert!((4.0..40.0).contains(&per), "seed {seed}: {per:.1}");
 }
 
@@ -126,7 +126,11 @@ fn capture_recall(seed: u64, tune: impl FnOnce(&mut magnetar_core::Config)) -> (
         .keys()
         .filter(|ih| w.truth.find(ih).is_none())
         .count();
-    (w.recall(t.discovered.keys()), t.candidates.len(), outside_truth)
+    (
+        w.recall(t.discovered.keys()),
+        t.candidates.len(),
+        outside_truth,
+    )
 }
 
 #[test]
@@ -136,7 +140,10 @@ fn neighbour_mode_captures_the_announces_of_traversing_clients() {
     let (neighbour, candidates, noise) = capture_recall(seed, |c| c.crawl.neighbour_mode = true);
     eprintln!("seed {seed}: capture recall {plain:.3} plain, {neighbour:.3} neighbour mode ({candidates} unconfirmed candidates)");
     assert!(neighbour >= 0.8, "seed {seed}: {neighbour:.3}");
-    assert!(neighbour > plain + 0.3, "seed {seed}: {plain:.3} vs {neighbour:.3}");
+    assert!(
+        neighbour > plain + 0.3,
+        "seed {seed}: {plain:.3} vs {neighbour:.3}"
+    );
     // Table-refresh targets reach the crawler too, but are never confirmed.
     assert_eq!((noise_plain, noise), (0, 0), "seed {seed}");
 }

@@ -11,7 +11,14 @@
 //! * **find_node exploration** with random targets, paced at
 //!   [`CrawlConfig::explore_pps`], keeps the book filling.
 //! * **Capture** of get_peers and announce_peer queries sent to us (the server in
-//!   [`crate::crawler`] reports them here).
+//!   [`crate::crawler`] reports them here). An infohash heard only in a get_peers
+//!   query is a *candidate*: libtorrent also sends get_peers for random ids when
+//!   it refreshes its table. A client that traverses towards us usually announces
+//!   to us seconds later, so a candidate waits [`CrawlConfig::candidate_grace`]
+//!   for that announce (its peer confirms the candidate, `PeersFound`, and is
+//!   fetched from at once); otherwise it gets one bounded peer search, and if
+//!   nobody holds it, it is given up without retries. Candidates are never stored
+//!   as torrents: only metadata is.
 //! * **Acquisition**: for an infohash that the runtime wants (it is not stored),
 //!   ask the node that sampled it for peers first (one get_peers), then fall back to
 //!   a bounded get_peers traversal, then fetch the metadata. Failures are retried
@@ -106,7 +113,13 @@ pub struct CrawlConfig {
     /// Infohashes remembered in the retry table.
     pub max_retry: usize,
     /// Answer with node ids forged close to each remote node (magnetico's old
-    /// trick). This bends BEP 5 (our id is not stable) so it is opt-in.
+    /// trick). Every node we query files us in its closest bucket, so it hands
+    /// us out to anyone traversing towards its part of the keyspace, and their
+    /// get_peers and announce_peer queries come to us. This bends BEP 5: our id
+    /// is not stable, one address claims thousands of ids, and the nodes' closest
+    /// buckets (the ones lookups rely on) fill with a node that is not where it
+    /// claims to be. Hence opt-in. (In the simulator it lifts recall past the
+    /// BEP 51 ceiling; see BENCHMARKS.md.)
     pub neighbour_mode: bool,
 }
 
@@ -935,7 +948,8 @@ impl Crawler {
                     let peers: Vec<SocketAddr> = m.reasons.iter().map(|(p, _)| *p).collect();
                     // Metadata that hashed right but is invalid is invalid for everyone.
                     let final_ = m.info_error.is_some();
-                    m.next = match self.acquisition_failed_with(m.info_hash, false, &peers, final_) {
+                    m.next = match self.acquisition_failed_with(m.info_hash, false, &peers, final_)
+                    {
                         Some(t) => AfterFailure::RetryAt(t),
                         None => AfterFailure::GivenUp,
                     };

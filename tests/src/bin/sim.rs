@@ -96,7 +96,13 @@ fn magnetar_variant(name: &str) -> Option<(usize, bool)> {
     for p in parts {
         match p {
             "neighbour" => neighbour = true,
-            _ => ids = p.strip_prefix("id")?.parse().ok().filter(|n| (1..=64).contains(n))?,
+            _ => {
+                ids = p
+                    .strip_prefix("id")?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))?
+            }
         }
     }
     Some((ids, neighbour))
