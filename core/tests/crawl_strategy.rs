@@ -414,3 +414,92 @@ fn never_sends_to_unroutable_addresses_and_leaves_no_fixed_pattern() {
         .collect();
     assert!(steps_between.len() > 1, "transaction ids are not a counter");
 }
+
+#[test]
+fn a_failed_fetch_is_retried_with_backoff_then_given_up_and_says_so() {
+    use magnetar_core::fetch::AfterFailure;
+    let mut net = Net::new(1, 23, |_, c| {
+        c.crawl.explore_pps = 1;
+        c.crawl.auto_acquire = true;
+        c.fetch.connect_timeout = Duration::from_secs(5);
+    });
+    let source: SocketAddr = "127.0.9.50:7000".parse().unwrap();
+    // A peer that never accepts (the test network never completes a connect).
+    let peer: SocketAddr = "127.0.9.51:51413".parse().unwrap();
+    let source_id = NodeId([0x3c; 20]);
+    let ih = InfoHash([0x46; 20]);
+    net.send(source, addr(0), query(b"hi", source_id, QueryKind::Ping));
+    // The source samples `ih` and answers every get_peers with the peer.
+    let mut answered = 0;
+    let mut seen_events = 0;
+    let mut failures: Vec<(Timestamp, AfterFailure)> = Vec::new();
+    let step = Duration::from_secs(5);
+    let mut t = Timestamp::ZERO;
+    while t < Timestamp::from_secs(4 * 3600) {
+        t = t.add(step);
+        net.run_until(t, 100_000);
+        let fresh: Vec<_> = net.outside[answered..]
+            .iter()
+            .filter(|s| s.to == source)
+            .filter_map(|s| {
+                let m = krpc::decode(&s.bytes).ok()?;
+                match m.body {
+                    Body::Query(q) => Some((m.tid.to_vec(), method(&q.kind))),
+                    _ => None,
+                }
+            })
+            .collect();
+        answered = net.outside.len();
+        for (tid, m) in fresh {
+            let r = match m {
+                "sample_infohashes" => Response {
+                    id: source_id,
+                    samples: Samples::new(&ih.0),
+                    num: Some(1),
+                    interval: Some(21_600),
+                    ..Response::default()
+                },
+                "get_peers" => Response {
+                    id: source_id,
+                    token: Some(b"tk"),
+                    values: Some(vec![peer]),
+                    ..Response::default()
+                },
+                _ => Response {
+                    id: source_id,
+                    ..Response::default()
+                },
+            };
+            net.send(source, addr(0), reply(&tid, r));
+        }
+        for e in net.events_of(0).skip(seen_events) {
+            if let Event::MetadataFailed(m) = e {
+                if m.info_hash == ih {
+                    failures.push((t, m.next));
+                }
+            }
+        }
+        seen_events = net.events_of(0).count();
+    }
+    let kinds: Vec<&str> = failures
+        .iter()
+        .map(|f| match f.1 {
+            AfterFailure::RetryAt(_) => "retry",
+            AfterFailure::GivenUp => "given up",
+            AfterFailure::NotManaged => "not managed",
+        })
+        .collect();
+    assert_eq!(kinds, ["retry", "retry", "retry", "given up"], "{failures:?}");
+    // 5 min, 30 min, 3 h: each retry comes when it was promised, not before.
+    let backoff = [300, 1800, 3 * 3600];
+    for (i, w) in failures.windows(2).enumerate() {
+        let AfterFailure::RetryAt(at) = w[0].1 else {
+            unreachable!()
+        };
+        assert!(at.since(w[0].0) + step >= Duration::from_secs(backoff[i]));
+        assert!(w[1].0 >= at, "retried before {at:?}: {failures:?}");
+    }
+    assert_eq!(net.connects.iter().filter(|c| c.1 == peer).count(), 4);
+    let s = net.nodes[0].crawl_stats();
+    assert_eq!((s.retries, s.given_up), (3, 1));
+}
