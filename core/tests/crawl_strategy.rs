@@ -489,7 +489,11 @@ fn a_failed_fetch_is_retried_with_backoff_then_given_up_and_says_so() {
             AfterFailure::NotManaged => "not managed",
         })
         .collect();
-    assert_eq!(kinds, ["retry", "retry", "retry", "given up"], "{failures:?}");
+    assert_eq!(
+        kinds,
+        ["retry", "retry", "retry", "given up"],
+        "{failures:?}"
+    );
     // 5 min, 30 min, 3 h: each retry comes when it was promised, not before.
     let backoff = [300, 1800, 3 * 3600];
     for (i, w) in failures.windows(2).enumerate() {

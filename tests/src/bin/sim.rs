@@ -3,6 +3,11 @@
 //! packets per new infohash, metadata figures, memory, and simulator speed.
 //!
 //! `cargo run --release -p magnetar-tests --bin sim -- --nodes 10000 --infohashes 100000 --hours 1 --seed 1`
+//!
+//! `--strategies` picks the crawlers, run one after the other in identical worlds:
+//! `magnetar`, `magnetar-idN` (N identities, up to 64), `magnetar-neighbour`
+//! (neighbour mode), combinations such as `magnetar-id16-neighbour`, and the
+//! `magnetico` and `bitmagnet` models.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
