@@ -214,6 +214,9 @@ pub struct FetchStats {
     pub stale_conn_events: u64,
     /// Session failures per reason.
     pub failures: BTreeMap<FailReason, u64>,
+    /// Connections that failed on our side (`CloseReason::LocalError`, e.g. out of
+    /// file descriptors): the peer was put back and new connects paused.
+    pub local_backoffs: u64,
 }
 
 impl FetchStats {
@@ -227,6 +230,8 @@ impl FetchStats {
 enum TimerKey {
     Conn(u32, u32),
     Job(InfoHash),
+    /// The end of a local back-off (see `Fetcher::local_backoff_until`).
+    Resume,
 }
 
 struct Conn {
@@ -286,13 +291,26 @@ pub struct Fetcher {
     runnable: VecDeque<InfoHash>,
     /// Jobs waiting only on per-IP slots.
     blocked: BTreeSet<InfoHash>,
+    /// For each IP at its session cap, the blocked jobs with a peer there: only
+    /// those can proceed when that IP frees a slot (waking every blocked job on
+    /// every freed slot made scheduling quadratic in the number of jobs).
+    blocked_on: BTreeMap<IpAddr, BTreeSet<InfoHash>>,
     timers: BTreeSet<(Timestamp, TimerKey)>,
     out: VecDeque<Output>,
     cache: BTreeMap<SocketAddr, CacheEntry>,
     cache_lru: BTreeMap<u64, SocketAddr>,
     cache_seq: u64,
+    /// After a local error (our side, not the peer's: EMFILE and the like) no new
+    /// connection starts before this time; the back-off doubles while errors
+    /// repeat and resets on the next successful connect.
+    local_backoff_until: Option<Timestamp>,
+    local_backoff: Duration,
     stats: FetchStats,
 }
+
+/// First pause after a local connect error, and the most it grows to.
+const LOCAL_BACKOFF_MIN: Duration = Duration::from_millis(250);
+const LOCAL_BACKOFF_MAX: Duration = Duration::from_secs(8);
 
 impl Fetcher {
     pub fn new(cfg: FetchConfig, mut rng: Rng) -> Self {
@@ -319,11 +337,14 @@ impl Fetcher {
             jobs: BTreeMap::new(),
             runnable: VecDeque::new(),
             blocked: BTreeSet::new(),
+            blocked_on: BTreeMap::new(),
             timers: BTreeSet::new(),
             out: VecDeque::new(),
             cache: BTreeMap::new(),
             cache_lru: BTreeMap::new(),
             cache_seq: 0,
+            local_backoff_until: None,
+            local_backoff: LOCAL_BACKOFF_MIN,
             stats: FetchStats::default(),
         }
     }
@@ -402,6 +423,7 @@ impl Fetcher {
         }
         let mut s = Session::new(c.ih, &self.peer_id, &self.session_cfg);
         c.connected_at = Some(now);
+        self.local_backoff = LOCAL_BACKOFF_MIN;
         c.last_rx = now;
         let bytes = s.take_output();
         c.session = Some(s);
@@ -506,6 +528,8 @@ impl Fetcher {
             self.timers.remove(&(t, key));
             match key {
                 TimerKey::Job(ih) => self.job_timed_out(now, ih),
+                // `schedule` below resumes connecting.
+                TimerKey::Resume => {}
                 TimerKey::Conn(index, generation) => {
                     let id = ConnId { index, generation };
                     let idle = self.cfg.idle_timeout;
@@ -589,6 +613,12 @@ impl Fetcher {
 
     /// Starts sessions while capacity allows.
     fn schedule(&mut self, now: Timestamp) {
+        if let Some(until) = self.local_backoff_until {
+            if now < until {
+                return;
+            }
+            self.local_backoff_until = None;
+        }
         while self.active < self.cfg.max_sessions {
             let Some(ih) = self.runnable.pop_front() else {
                 break;
@@ -626,6 +656,9 @@ impl Fetcher {
                 None
             };
             let Some(peer) = peer else {
+                for p in job.pending.iter().chain(job.later.iter()) {
+                    self.blocked_on.entry(p.ip()).or_default().insert(ih);
+                }
                 self.blocked.insert(ih);
                 return;
             };
@@ -715,11 +748,12 @@ impl Fetcher {
             if *n == 0 {
                 self.per_ip.remove(&ip);
             }
-            // A per-IP slot freed: blocked jobs may proceed.
-            if !self.blocked.is_empty() {
-                let b = std::mem::take(&mut self.blocked);
+            // A per-IP slot freed: jobs blocked on this IP may proceed.
+            if let Some(b) = self.blocked_on.remove(&ip) {
                 for ih in b {
-                    self.mark_runnable(ih);
+                    if self.blocked.remove(&ih) {
+                        self.mark_runnable(ih);
+                    }
                 }
             }
         }
@@ -746,10 +780,26 @@ impl Fetcher {
                 tracing::debug!(peer = %c.peer, ih = %c.ih, reason = ?r, "metadata session failed");
             }
         }
-        self.cache_update(c.peer, &info, outcome);
+        let local = outcome == SessionOutcome::Failed(FailReason::LocalError);
+        if local {
+            // Not the peer's fault: keep its record clean, put it back first in
+            // line, and pause new connects for a while.
+            self.stats.local_backoffs += 1;
+            let until = now.add(self.local_backoff);
+            self.local_backoff = (self.local_backoff * 2).min(LOCAL_BACKOFF_MAX);
+            if self.local_backoff_until.is_none_or(|t| t < until) {
+                self.local_backoff_until = Some(until);
+                self.timers.insert((until, TimerKey::Resume));
+            }
+        } else {
+            self.cache_update(c.peer, &info, outcome);
+        }
         if let Some(job) = self.jobs.get_mut(&c.ih) {
             job.conns.retain(|x| *x != id);
-            if let SessionOutcome::Failed(r) = outcome {
+            if local {
+                job.pending.push_front(c.peer);
+                job.tried = job.tried.saturating_sub(1);
+            } else if let SessionOutcome::Failed(r) = outcome {
                 job.reasons.push((c.peer, r));
             }
         }

@@ -9,8 +9,23 @@ use crate::rng::Rng;
 macro_rules! id20 {
     ($(#[$m:meta])* $name:ident) => {
         $(#[$m])*
-        #[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+        #[derive(Copy, Clone, PartialEq, Eq, Hash, Default)]
         pub struct $name(pub [u8; 20]);
+
+        // Byte-wise (big-endian) order, as derived, but compared as two integers
+        // instead of a `memcmp` call: ids key most of the crawler's ordered maps.
+        impl Ord for $name {
+            #[inline]
+            fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+                cmp20(&self.0, &o.0)
+            }
+        }
+        impl PartialOrd for $name {
+            #[inline]
+            fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(o))
+            }
+        }
 
         impl $name {
             pub const ZERO: $name = $name([0; 20]);
@@ -86,9 +101,35 @@ impl From<NodeId> for InfoHash {
     }
 }
 
+/// Compares two 20-byte strings lexicographically (= as big-endian integers).
+#[inline]
+fn cmp20(a: &[u8; 20], b: &[u8; 20]) -> std::cmp::Ordering {
+    let (mut a16, mut b16, mut a4, mut b4) = ([0u8; 16], [0u8; 16], [0u8; 4], [0u8; 4]);
+    a16.copy_from_slice(&a[..16]);
+    b16.copy_from_slice(&b[..16]);
+    a4.copy_from_slice(&a[16..]);
+    b4.copy_from_slice(&b[16..]);
+    u128::from_be_bytes(a16)
+        .cmp(&u128::from_be_bytes(b16))
+        .then(u32::from_be_bytes(a4).cmp(&u32::from_be_bytes(b4)))
+}
+
 /// XOR distance between two ids. Ordered as a big-endian 160-bit integer.
-#[derive(Copy, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+#[derive(Copy, Clone, PartialEq, Eq, Hash, Debug)]
 pub struct Distance(pub [u8; 20]);
+
+impl Ord for Distance {
+    #[inline]
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        cmp20(&self.0, &o.0)
+    }
+}
+impl PartialOrd for Distance {
+    #[inline]
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
 
 impl Distance {
     /// Leading zero bits (160 when the ids are equal).
@@ -204,6 +245,28 @@ pub fn bep42_matches(id: &NodeId, ip: IpAddr) -> bool {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+
+    #[test]
+    fn id_order_is_byte_order() {
+        let mut rng = Rng::new(7);
+        let mut ids: Vec<[u8; 20]> = (0..2000).map(|_| rng.bytes()).collect();
+        // Ids that differ only late, or only in the last 4 bytes.
+        for i in 0..200 {
+            let mut a = ids[i];
+            a[..16].copy_from_slice(&ids[0][..16]);
+            ids.push(a);
+            let mut b = ids[0];
+            b[19] = i as u8;
+            ids.push(b);
+        }
+        for w in ids.windows(2) {
+            let (a, b) = (w[0], w[1]);
+            assert_eq!(NodeId(a).cmp(&NodeId(b)), a.cmp(&b));
+            assert_eq!(InfoHash(a).cmp(&InfoHash(b)), a.cmp(&b));
+            assert_eq!(Distance(a).cmp(&Distance(b)), a.cmp(&b));
+            assert_eq!(NodeId(a).cmp(&NodeId(a)), std::cmp::Ordering::Equal);
+        }
+    }
 
     #[test]
     fn bep42_vectors() {

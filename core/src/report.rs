@@ -508,6 +508,11 @@ pub fn prometheus(s: &Stats, extra: &[Metric]) -> String {
         "Events for unknown connections.",
         f.stale_conn_events,
     );
+    w.counter(
+        "magnetar_fetch_local_backoffs_total",
+        "Connects that failed on our side (e.g. EMFILE): peer kept, new connects paused.",
+        f.local_backoffs,
+    );
     for (reason, v) in &f.failures {
         let label = format!("{reason:?}");
         w.sample(

@@ -484,3 +484,100 @@ fn api_misuse_and_stale_ids() {
     g.handle_connected(Timestamp::ZERO, bogus);
     assert_eq!(g.stats().stale_conn_events, 3);
 }
+
+/// A connect that fails on our side (EMFILE: `CloseReason::LocalError`) is not the
+/// peer's fault: the peer is tried again after a back-off that doubles while the
+/// errors repeat, and never appears among the fetch's failure reasons.
+#[test]
+fn local_errors_back_off_and_retry_the_peer() {
+    use magnetar_core::{CloseReason, Output};
+    let info = small_info();
+    let ih = magnetar_core::metadata::sha1_info_hash(&info);
+    let mut f = fetcher();
+    let t0 = Timestamp::ZERO;
+    f.fetch(t0, ih, &[addr(1)]).unwrap();
+    let connects = |f: &mut Fetcher| {
+        let mut v = Vec::new();
+        while let Some(o) = f.poll_output() {
+            match o {
+                Output::Connect { conn, to } => v.push((conn, to)),
+                Output::Event(Event::MetadataFailed(m)) => panic!("failed: {m:?}"),
+                _ => {}
+            }
+        }
+        v
+    };
+    let mut now = t0;
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        let c = connects(&mut f);
+        assert_eq!(c.len(), 1, "one connect to the one peer");
+        assert_eq!(c[0].1, addr(1));
+        f.handle_closed(now, c[0].0, CloseReason::LocalError);
+        // No connect during the back-off, and no failure either.
+        assert!(connects(&mut f).is_empty());
+        let resume = f.poll_timeout().expect("a resume timer");
+        waits.push(resume.since(now));
+        // A timeout just before the resume starts nothing.
+        f.handle_timeout(Timestamp(resume.0 - 1));
+        assert!(connects(&mut f).is_empty());
+        now = resume;
+        f.handle_timeout(now);
+    }
+    assert_eq!(
+        waits,
+        vec![
+            Duration::from_millis(250),
+            Duration::from_millis(500),
+            Duration::from_secs(1),
+            Duration::from_secs(2)
+        ]
+    );
+    assert_eq!(f.stats().local_backoffs, 4);
+    assert_eq!(f.stats().failure_count(FailReason::LocalError), 4);
+    // The fifth attempt is refused by the peer: the fetch fails with that reason
+    // alone, and the peer counts as tried once.
+    let c = connects(&mut f);
+    assert_eq!(c.len(), 1);
+    f.handle_closed(now, c[0].0, CloseReason::Refused);
+    let mut ev = Vec::new();
+    while let Some(o) = f.poll_output() {
+        if let Output::Event(e) = o {
+            ev.push(e);
+        }
+    }
+    let fl = failed(&ev);
+    assert_eq!(fl.len(), 1);
+    assert_eq!(fl[0].reasons, vec![(addr(1), FailReason::ConnectRefused)]);
+    assert_eq!(fl[0].peers_tried, 1);
+}
+
+/// After a successful connect the local back-off starts again from its minimum.
+#[test]
+fn local_backoff_resets_after_a_connect() {
+    use magnetar_core::{CloseReason, Output};
+    let mut f = fetcher();
+    let ih = InfoHash([3; 20]);
+    f.fetch(Timestamp::ZERO, ih, &[addr(1), addr(2)]).unwrap();
+    let first = |f: &mut Fetcher| loop {
+        match f.poll_output() {
+            Some(Output::Connect { conn, .. }) => return conn,
+            Some(_) => {}
+            None => panic!("no connect"),
+        }
+    };
+    let mut now = Timestamp::ZERO;
+    for _ in 0..3 {
+        let c = first(&mut f);
+        f.handle_closed(now, c, CloseReason::LocalError);
+        now = f.poll_timeout().unwrap();
+        f.handle_timeout(now);
+    }
+    let c = first(&mut f);
+    f.handle_connected(now, c);
+    // Another peer's connect now fails locally: the pause is the minimum again.
+    let c2 = first(&mut f);
+    f.handle_closed(now, c2, CloseReason::LocalError);
+    let resume = f.poll_timeout().unwrap();
+    assert_eq!(resume.since(now), Duration::from_millis(250));
+}

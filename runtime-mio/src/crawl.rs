@@ -104,6 +104,116 @@ pub struct RuntimeCounters {
     pub dns_failures: u64,
 }
 
+/// "No bootstrap node has answered", shared by both runtimes: it remembers the
+/// addresses tried (saved nodes, resolved routers) and the router names that did
+/// not resolve, and when nothing has answered `BOOTSTRAP_WARN` after the start it
+/// says so plainly, then again with a doubling interval (at most every 10 min),
+/// until a node answers. The runtime keeps retrying meanwhile (core's bootstrap
+/// backoff, the resolver's retries); this only reports.
+#[derive(Debug)]
+pub struct BootstrapWatch {
+    start: Timestamp,
+    next: Timestamp,
+    every: Duration,
+    answered: bool,
+    tried: Vec<SocketAddr>,
+    dns_failed: Vec<(String, String)>,
+    dns_failures: u64,
+}
+
+impl BootstrapWatch {
+    /// Starts watching at `start` (the runtime's clock), bootstrapping from `saved`.
+    pub fn new(start: Timestamp, saved: &[SocketAddr]) -> Self {
+        BootstrapWatch {
+            start,
+            next: start.add(BOOTSTRAP_WARN),
+            every: BOOTSTRAP_WARN,
+            answered: false,
+            tried: saved.to_vec(),
+            dns_failed: Vec::new(),
+            dns_failures: 0,
+        }
+    }
+
+    /// One router name's resolution (both runtimes resolve off the hot path and
+    /// retry failures). A failure is counted and warned about once per name (its
+    /// retries log at debug). Returns the addresses not tried before.
+    pub fn on_dns(
+        &mut self,
+        name: &str,
+        result: &Result<Vec<SocketAddr>, String>,
+    ) -> Vec<SocketAddr> {
+        let mut fresh = Vec::new();
+        match result {
+            Ok(addrs) => {
+                tracing::debug!(%name, ?addrs, "router resolved");
+                self.dns_failed.retain(|(n, _)| n != name);
+                for a in addrs {
+                    if !self.tried.contains(a) {
+                        self.tried.push(*a);
+                        fresh.push(*a);
+                    }
+                }
+            }
+            Err(e) => {
+                self.dns_failures += 1;
+                if self.dns_failed.iter().any(|(n, _)| n == name) {
+                    tracing::debug!(%name, "still cannot resolve bootstrap router: {e}");
+                } else {
+                    tracing::warn!(%name, "could not resolve bootstrap router: {e} (retrying with backoff)");
+                }
+                self.dns_failed.retain(|(n, _)| n != name);
+                self.dns_failed.push((name.to_string(), e.clone()));
+            }
+        }
+        fresh
+    }
+
+    /// Router name resolutions that failed so far (for `/metrics`).
+    pub fn dns_failures(&self) -> u64 {
+        self.dns_failures
+    }
+
+    /// When [`BootstrapWatch::check`] is due next; `None` once a node answered.
+    pub fn next_check(&self) -> Option<Timestamp> {
+        (!self.answered).then_some(self.next)
+    }
+
+    /// Called at least at [`BootstrapWatch::next_check`], with the responses the
+    /// crawler has received so far. Once any arrived, the watch ends; otherwise, when
+    /// due, it logs the warning (returned too) and backs off.
+    pub fn check(&mut self, now: Timestamp, responses_in: u64) -> Option<String> {
+        if self.answered || now < self.next {
+            return None;
+        }
+        // Some node answered: bootstrap is under way even if the tables are small.
+        if responses_in > 0 {
+            self.answered = true;
+            return None;
+        }
+        let tried: Vec<String> = self.tried.iter().map(|a| a.to_string()).collect();
+        let dns: Vec<String> = self
+            .dns_failed
+            .iter()
+            .map(|(n, e)| format!("{n}: {e}"))
+            .collect();
+        let msg = format!(
+            "no bootstrap node has answered after {}s; tried {} address(es) [{}]; DNS failures [{}]; \
+             {} response(s) received; still retrying with backoff (check the network, a firewall, \
+             or pass --bootstrap HOST:PORT)",
+            now.since(self.start).as_secs(),
+            tried.len(),
+            tried.join(", "),
+            dns.join("; "),
+            responses_in,
+        );
+        tracing::warn!("{msg}");
+        self.every = (self.every * 2).min(Duration::from_secs(600));
+        self.next = now.add(self.every);
+        Some(msg)
+    }
+}
+
 struct Loop {
     poll: Poll,
     clock: Clock,
@@ -121,9 +231,7 @@ struct Loop {
     c: RuntimeCounters,
     rbuf: Vec<u8>,
     bootstrapped: bool,
-    routers_resolved: Vec<SocketAddr>,
-    saved: Vec<SocketAddr>,
-    dns_failed: Vec<(String, String)>,
+    watch: BootstrapWatch,
 }
 
 /// The loop's result.
@@ -219,17 +327,14 @@ pub fn run(mut opts: CrawlOptions, sockets: Vec<UdpSocket>, ingest: Ingest) -> i
         c: RuntimeCounters::default(),
         rbuf: vec![0u8; UDP_BUF],
         bootstrapped: false,
-        routers_resolved: Vec::new(),
-        saved,
-        dns_failed: Vec::new(),
+        watch: BootstrapWatch::new(now, &saved),
     };
     let mut session = magnetar_storage::ingest::new_session(wall_secs());
     lp.write_session(&session);
 
     // Saved nodes first; the routers join as their names resolve.
-    if !lp.saved.is_empty() {
-        tracing::info!(nodes = lp.saved.len(), "bootstrapping from saved nodes");
-        let saved = lp.saved.clone();
+    if !saved.is_empty() {
+        tracing::info!(nodes = saved.len(), "bootstrapping from saved nodes");
         lp.crawler.bootstrap(now, &saved);
     }
     lp.drain();
@@ -239,8 +344,6 @@ pub fn run(mut opts: CrawlOptions, sockets: Vec<UdpSocket>, ingest: Ingest) -> i
     let mut next_status = start.add(opts.status_interval);
     let mut prev_sample = StatusSample::new(start, &lp.crawler.stats(), 0);
     let mut next_metrics = start;
-    let mut next_bootstrap_warn = start.add(BOOTSTRAP_WARN);
-    let mut bootstrap_warn_every = BOOTSTRAP_WARN;
     let mut next_save_nodes = start.add(SAVE_NODES_EVERY);
     let mut events = Events::with_capacity(1024);
     let mut stop_reason = "duration reached";
@@ -260,8 +363,8 @@ pub fn run(mut opts: CrawlOptions, sockets: Vec<UdpSocket>, ingest: Ingest) -> i
         }
         // Sleep until the core's deadline or our own housekeeping, whichever is first.
         let mut wake = next_status.min(next_metrics);
-        if !lp.bootstrapped {
-            wake = wake.min(next_bootstrap_warn);
+        if let Some(t) = lp.watch.next_check() {
+            wake = wake.min(t);
         }
         if let Some(d) = lp.deadline {
             wake = wake.min(d);
@@ -323,15 +426,9 @@ pub fn run(mut opts: CrawlOptions, sockets: Vec<UdpSocket>, ingest: Ingest) -> i
             lp.update_session(&mut session);
             lp.write_session(&session);
         }
-        if !lp.bootstrapped && now >= next_bootstrap_warn {
-            // Some node answered: bootstrap is under way even if the tables are small.
-            if lp.crawler.stats().dht.responses_in > 0 {
-                lp.bootstrapped = true;
-                continue;
-            }
-            lp.warn_not_bootstrapped(now.since(start));
-            bootstrap_warn_every = (bootstrap_warn_every * 2).min(Duration::from_secs(600));
-            next_bootstrap_warn = now.add(bootstrap_warn_every);
+        if lp.watch.next_check().is_some_and(|t| now >= t) {
+            let responses = lp.crawler.stats().dht.responses_in;
+            lp.watch.check(now, responses);
         }
         if now >= next_save_nodes {
             next_save_nodes = now.add(SAVE_NODES_EVERY);
@@ -350,11 +447,15 @@ pub fn run(mut opts: CrawlOptions, sockets: Vec<UdpSocket>, ingest: Ingest) -> i
     let stats = lp.crawler.stats();
     let counters = lp.c.clone();
     let store_error = lp.store_error.take();
-    if let Err(e) = lp.ingest.close() {
-        return Err(io::Error::other(format!("closing storage: {e}")));
-    }
+    let closed = lp.ingest.close();
+    // The first failure says why (closing a failed writer only repeats it).
     if let Some(e) = store_error {
         return Err(io::Error::other(format!("storage failed: {e}")));
+    }
+    if let Err(e) = closed {
+        return Err(io::Error::other(format!(
+            "storage failed when closing: {e}"
+        )));
     }
     tracing::info!(
         fetched = stats.fetch.fetched,
@@ -671,62 +772,14 @@ impl Loop {
     fn on_dns(&mut self, rx: &Receiver<Resolved>) {
         let mut fresh = Vec::new();
         while let Ok(r) = rx.try_recv() {
-            {
-                match r.result {
-                    Ok(addrs) => {
-                        tracing::debug!(name = %r.name, ?addrs, "router resolved");
-                        self.dns_failed.retain(|(n, _)| *n != r.name);
-                        for a in addrs {
-                            if !self.routers_resolved.contains(&a) {
-                                self.routers_resolved.push(a);
-                                fresh.push(a);
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        self.c.dns_failures += 1;
-                        // Warn once per name; the retries (with backoff) log at debug.
-                        if self.dns_failed.iter().any(|(n, _)| *n == r.name) {
-                            tracing::debug!(name = %r.name, "still cannot resolve bootstrap router: {e}");
-                        } else {
-                            tracing::warn!(name = %r.name, "could not resolve bootstrap router: {e} (retrying with backoff)");
-                        }
-                        self.dns_failed.retain(|(n, _)| *n != r.name);
-                        self.dns_failed.push((r.name, e));
-                    }
-                }
-            }
+            fresh.extend(self.watch.on_dns(&r.name, &r.result));
         }
+        self.c.dns_failures = self.watch.dns_failures();
         if !fresh.is_empty() {
             let now = self.clock.now();
             self.crawler.bootstrap(now, &fresh);
             self.drain();
         }
-    }
-
-    fn warn_not_bootstrapped(&self, after: Duration) {
-        let tried: Vec<String> = self
-            .saved
-            .iter()
-            .chain(&self.routers_resolved)
-            .map(|a| a.to_string())
-            .collect();
-        let dns: Vec<String> = self
-            .dns_failed
-            .iter()
-            .map(|(n, e)| format!("{n}: {e}"))
-            .collect();
-        let stats = self.crawler.stats();
-        tracing::warn!(
-            "no bootstrap node has answered after {}s; tried {} address(es) [{}]; DNS failures [{}]; \
-             {} response(s) received; still retrying with backoff (check the network, a firewall, \
-             or pass --bootstrap HOST:PORT)",
-            after.as_secs(),
-            tried.len(),
-            tried.join(", "),
-            dns.join("; "),
-            stats.dht.responses_in,
-        );
     }
 
     fn save_nodes(&mut self) {
@@ -764,6 +817,7 @@ impl Loop {
             &self.c,
             self.max_conns,
             &mut self.ingest,
+            Vec::new(),
         )
     }
 }
@@ -840,13 +894,15 @@ pub fn update_session(s: &mut SessionRecord, stats: &magnetar_core::Stats, inges
     }
 }
 
-/// The `/metrics` text (both runtimes): the core's counters, the runtime's, the
+/// The `/metrics` text (both runtimes): the core's counters, the runtime's (plus
+/// `runtime_only`, the counters one runtime has and the other lacks), the
 /// process's and storage's.
 pub fn render_metrics(
     stats: &magnetar_core::Stats,
     c: &RuntimeCounters,
     max_conns: usize,
     ingest: &mut Ingest,
+    runtime_only: Vec<Metric>,
 ) -> String {
     let mut extra = vec![
         Metric::counter(
@@ -905,6 +961,7 @@ pub fn render_metrics(
             c.dns_failures,
         ),
     ];
+    extra.extend(runtime_only);
     let pid = std::process::id();
     if let Some((rss, _)) = sys::rss(pid) {
         extra.push(Metric::gauge(
@@ -922,4 +979,62 @@ pub fn render_metrics(
     }
     extra.extend(ingest.metrics());
     prometheus(stats, &extra)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: u64) -> Timestamp {
+        Timestamp::from_secs(secs)
+    }
+
+    #[test]
+    fn bootstrap_watch_warns_with_what_was_tried_then_backs_off() {
+        let saved: SocketAddr = "10.0.0.1:6881".parse().unwrap();
+        let mut w = BootstrapWatch::new(t(0), &[saved]);
+        let router: SocketAddr = "10.0.0.2:6881".parse().unwrap();
+        assert_eq!(
+            w.on_dns("router.example:6881", &Ok(vec![router, saved])),
+            vec![router]
+        );
+        assert!(w
+            .on_dns("nope.invalid:6881", &Err("no such host".into()))
+            .is_empty());
+        assert!(w
+            .on_dns("nope.invalid:6881", &Err("no such host".into()))
+            .is_empty());
+        assert_eq!(w.dns_failures(), 2);
+        assert_eq!(w.next_check(), Some(t(30)));
+        assert_eq!(w.check(t(29), 0), None, "not before 30 s");
+        let msg = w.check(t(30), 0).expect("a warning at 30 s");
+        assert!(msg.contains("after 30s"), "{msg}");
+        assert!(
+            msg.contains("tried 2 address(es) [10.0.0.1:6881, 10.0.0.2:6881]"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("DNS failures [nope.invalid:6881: no such host]"),
+            "{msg}"
+        );
+        // Then with a doubling interval.
+        assert_eq!(w.next_check(), Some(t(90)));
+        assert_eq!(w.check(t(60), 0), None);
+        assert!(w.check(t(90), 0).is_some());
+        assert_eq!(w.next_check(), Some(t(210)));
+        // A name that resolves later leaves the DNS failures.
+        w.on_dns(
+            "nope.invalid:6881",
+            &Ok(vec!["10.0.0.3:1".parse().unwrap()]),
+        );
+        let msg = w.check(t(210), 0).unwrap();
+        assert!(
+            msg.contains("DNS failures []") && msg.contains("10.0.0.3:1"),
+            "{msg}"
+        );
+        // Once a node answered, the watch ends.
+        assert_eq!(w.check(t(1000), 1), None);
+        assert_eq!(w.next_check(), None);
+        assert_eq!(w.check(t(5000), 1), None);
+    }
 }

@@ -7,6 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use magnetar_core::testkit::InfoSpec;
 
 /// Crawl a 4-node DHT whose last node holds an announce; the binary must fetch the
 /// torrent's metadata (right name and size) and exit 0 at --duration.
@@ -41,6 +42,16 @@ fn fetches_announced_metadata(runtime: &str, base: u8) {
     p.signal("INT");
     let st = p.wait_exit(Duration::from_secs(5));
     assert!(st.success(), "exit {st:?}; log:\n{}", p.log());
+    // The last log line has the counters; the tokio driver's own ones too.
+    let log = p.log();
+    let stopped = log
+        .lines()
+        .find(|l| l.contains("crawl stopped"))
+        .unwrap_or("");
+    assert!(stopped.contains("fetched=1"), "{log}");
+    for c in ["storage_waits=", "storage_errors=0", "stream_dropped="] {
+        assert_eq!(stopped.contains(c), runtime == "tokio", "{c}: {stopped}");
+    }
 
     // Stored: `show` prints the fields, the file and the magnet link…
     let dbs = db.path().to_str().unwrap();
@@ -108,8 +119,57 @@ fn fetches_announced_metadata(runtime: &str, base: u8) {
     let body = http_get(&metrics_addr, "/metrics");
     assert!(body.contains("magnetar_storage_torrents 1"), "{body}");
     assert!(body.contains("magnetar_fetch_fetched_total 0"), "{body}");
+    assert_runtime_metrics(runtime, &body);
     p.signal("TERM");
     assert!(p.wait_exit(Duration::from_secs(5)).success());
+}
+
+/// The runtime's own counters in `/metrics`: those both runtimes have, under the
+/// same names, and those only the tokio driver has (its storage channel and the
+/// library's event stream). Each must be there with a value.
+fn assert_runtime_metrics(runtime: &str, body: &str) {
+    let value = |name: &str| -> Option<f64> {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let both = [
+        "magnetar_runtime_infohashes_new_total",
+        "magnetar_runtime_infohashes_known_total",
+        "magnetar_runtime_acquire_full_total",
+        "magnetar_runtime_udp_send_errors_total",
+        "magnetar_runtime_udp_send_would_block_total",
+        "magnetar_runtime_udp_recv_errors_total",
+        "magnetar_runtime_tcp_local_errors_total",
+        "magnetar_runtime_emfile_total",
+        "magnetar_runtime_tcp_open",
+        "magnetar_runtime_tcp_max",
+        "magnetar_runtime_dns_failures_total",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "magnetar_storage_torrents_written_total",
+        "magnetar_storage_dropped_total",
+    ];
+    let tokio_only = [
+        "magnetar_runtime_storage_waits_total",
+        "magnetar_runtime_storage_errors_total",
+        "magnetar_runtime_stream_dropped_total",
+    ];
+    for name in both {
+        assert!(value(name).is_some(), "{runtime}: no {name} in\n{body}");
+    }
+    for name in tokio_only {
+        assert_eq!(
+            value(name).is_some(),
+            runtime == "tokio",
+            "{runtime}: {name} in\n{body}"
+        );
+    }
+    assert!(value("magnetar_runtime_tcp_max").unwrap() >= 1.0, "{body}");
+    assert_eq!(
+        value("magnetar_runtime_storage_errors_total").unwrap_or(0.0),
+        0.0
+    );
 }
 
 /// The address the crawler's `/metrics` listens on (from its log).
@@ -249,8 +309,9 @@ fn sigterm_under_flood(runtime: &str) {
     assert!(st.success() && out.contains("sessions:         1"), "{out}");
 }
 
-/// Nobody answers: the binary says so plainly (with the addresses tried) instead of
-/// exiting silently. Uses a short --duration; the warning comes at 30 s.
+/// Nobody answers: the binary says so plainly (with the addresses tried and the
+/// names that did not resolve) instead of exiting silently, and counts the DNS
+/// failures in `/metrics`. Uses a short --duration; the warning comes at 30 s.
 fn says_when_bootstrap_fails(runtime: &str) {
     let db = tempfile::tempdir().unwrap();
     // A bound socket that never answers.
@@ -269,18 +330,203 @@ fn says_when_bootstrap_fails(runtime: &str) {
             "--allow-private",
             "--duration",
             "40",
+            "--metrics",
+            "127.0.0.1:0",
         ],
     );
+    let metrics = metrics_addr(&p);
     assert!(
         p.wait_log("no bootstrap node has answered", Duration::from_secs(45)),
         "{}",
         p.log()
     );
     let log = p.log();
-    assert!(log.contains(&addr), "{log}");
-    assert!(log.contains("no-such-host.invalid"), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("no bootstrap node has answered"))
+        .unwrap();
+    assert!(line.contains(&addr), "{line}");
+    assert!(line.contains("no-such-host.invalid"), "{line}");
+    assert!(line.contains("still retrying"), "{line}");
+    let dns_failures = || {
+        http_get(&metrics, "/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix("magnetar_runtime_dns_failures_total "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || dns_failures() >= 1),
+        "{}",
+        http_get(&metrics, "/metrics")
+    );
     let st = p.wait_exit(Duration::from_secs(15));
     assert!(st.success());
+}
+
+/// The disk fills up mid-crawl (RLIMIT_FSIZE on the process, so LMDB's write of a
+/// large torrent fails with EFBIG): the crawler stops at once (not at --duration),
+/// exits non-zero saying storage failed, and the database still opens with what
+/// was committed before (a small torrent), consistent.
+fn stops_when_storage_fails(runtime: &str, base: u8) {
+    let db = tempfile::tempdir().unwrap();
+    let net = DhtNet::start(2, base, base as u64 * 1000);
+    let small = Seeder::start([127, 0, 0, base + 2], &InfoSpec::single("small.bin", 5000));
+    // An info dict of about 300 KiB: its commit cannot fit under the limit.
+    let big = Seeder::start(
+        [127, 0, 0, base + 3],
+        &InfoSpec::many_files("big", 6000, 1000),
+    );
+    assert!(big.info.len() > 250_000, "{}", big.info.len());
+    let port = {
+        let s =
+            std::net::UdpSocket::bind((std::net::Ipv4Addr::new(127, 0, 0, base + 4), 0)).unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let crawler: std::net::SocketAddr = ([127, 0, 0, base + 4], port).into();
+    let bind = crawler.to_string();
+    let boot = net.addrs[0].to_string();
+    let mut p = crawl_with_rlimit(
+        runtime,
+        db.path(),
+        &[
+            "--bind",
+            &bind,
+            "--bootstrap",
+            &boot,
+            "--allow-private",
+            "--duration",
+            "300",
+            "--status-interval",
+            "1",
+        ],
+        &format!("--fsize={STORE_FSIZE_LIMIT}"),
+    );
+    // The small torrent, announced straight to the crawler, is stored.
+    announce(crawler, small.info_hash, small.addr);
+    let dbs = db.path().to_str().unwrap();
+    let small_hex = hex(&small.info_hash.0);
+    let stored = |ih: &str| {
+        let (st, out, _) = run(&["export", "--db", dbs]);
+        st.success() && out.contains(ih)
+    };
+    assert!(
+        wait_until(Duration::from_secs(45), || stored(&small_hex)),
+        "small torrent not stored:\n{}",
+        p.log()
+    );
+    // The premise: the store has room left for small records, not for the big one.
+    let used = std::fs::metadata(db.path().join("data.mdb")).unwrap().len();
+    assert!(used < STORE_FSIZE_LIMIT / 2, "{used}");
+    // The big one does not fit: the crawl stops by itself, soon.
+    announce(crawler, big.info_hash, big.addr);
+    let t = std::time::Instant::now();
+    let st = p.wait_exit(Duration::from_secs(60));
+    let log = p.log();
+    assert!(!st.success(), "exit {st:?}; log:\n{log}");
+    assert!(
+        log.contains("metadata fetched") && log.contains("name=big"),
+        "{log}"
+    );
+    assert!(log.contains("crawl failed: storage failed"), "{log}");
+    eprintln!(
+        "{runtime}: stopped {:?} after the big announce",
+        t.elapsed()
+    );
+    // Nothing committed is lost: the store opens, is consistent, has the small one.
+    let store =
+        magnetar_storage::Store::open(magnetar_storage::StoreOptions::new(db.path())).unwrap();
+    let report = store.integrity_check().unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    let t = store.get(&small.info_hash.0).unwrap().expect("small kept");
+    assert_eq!(t.record.name, "small.bin");
+    assert!(store.get(&big.info_hash.0).unwrap().is_none());
+}
+
+/// RLIMIT_FSIZE for [`stops_when_storage_fails`]: room for a new store (LMDB's
+/// lock file, meta pages, every database's root) and a small torrent, not for a
+/// 300 KiB info dict.
+const STORE_FSIZE_LIMIT: u64 = 512 * 1024;
+
+/// The fd budget: under RLIMIT_NOFILE 256 the leeches are capped at 256 - 64
+/// (`/metrics` says so, and the log), and a flood of announces whose peers are
+/// silent tarpits (from 200 addresses, so up to 400 connections would be allowed
+/// per-IP) fills the budget without ever passing it or running out of descriptors.
+fn fd_budget_holds_under_a_leech_flood(runtime: &str, ip_base: u8) {
+    let db = tempfile::tempdir().unwrap();
+    let port = {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    };
+    let bind = format!("127.0.0.1:{port}");
+    let mut p = crawl_with_rlimit(
+        runtime,
+        db.path(),
+        &[
+            "--bind",
+            &bind,
+            "--bootstrap",
+            "127.0.0.1:9",
+            "--allow-private",
+            "--per-ip-answers",
+            "1000000000",
+            "--metrics",
+            "127.0.0.1:0",
+            "--duration",
+            "120",
+        ],
+        "--nofile=256",
+    );
+    let metrics = metrics_addr(&p);
+    let value = |body: &str, name: &str| -> Option<u64> {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    };
+    let ip_base = ip_base.to_string();
+    let mut gen = std::process::Command::new(env!("CARGO_BIN_EXE_magnetar-loadgen"))
+        .args(["--target", &bind, "--sockets", "200", "--window", "64"])
+        .args(["--warmup", "0", "--duration", "25", "--mix", "ping"])
+        .args(["--announce", "200", "--ip-base", &ip_base])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut peak = 0;
+    let mut max = None;
+    let full = wait_until(Duration::from_secs(30), || {
+        let body = http_get(&metrics, "/metrics");
+        if let (Some(open), Some(m)) = (
+            value(&body, "magnetar_runtime_tcp_open"),
+            value(&body, "magnetar_runtime_tcp_max"),
+        ) {
+            peak = peak.max(open);
+            max = Some(m);
+            assert!(open <= m, "{runtime}: {open} connections open, budget {m}");
+        }
+        max.is_some_and(|m| peak >= m)
+    });
+    let body = http_get(&metrics, "/metrics");
+    let _ = gen.kill();
+    let _ = gen.wait();
+    assert_eq!(max, Some(256 - 64), "{body}");
+    assert!(
+        full,
+        "{runtime}: peak {peak} of {max:?} connections\n{body}"
+    );
+    assert_eq!(
+        value(&body, "magnetar_runtime_emfile_total"),
+        Some(0),
+        "{body}"
+    );
+    assert!(
+        p.log()
+            .contains("leech concurrency capped under RLIMIT_NOFILE"),
+        "{}",
+        p.log()
+    );
+    p.signal("TERM");
+    let st = p.wait_exit(Duration::from_secs(6));
+    assert!(st.success(), "exit {st:?}; log:\n{}", p.log());
 }
 
 fn rejects_bad_arguments(runtime: &str) {
@@ -433,6 +679,16 @@ fn mio_says_when_bootstrap_fails() {
 }
 
 #[test]
+fn mio_stops_when_storage_fails() {
+    stops_when_storage_fails("mio", 90);
+}
+
+#[test]
+fn mio_fd_budget_holds_under_a_leech_flood() {
+    fd_budget_holds_under_a_leech_flood("mio", 20);
+}
+
+#[test]
 fn mio_rejects_bad_arguments() {
     rejects_bad_arguments("mio");
 }
@@ -450,6 +706,21 @@ fn tokio_sigterm_mid_crawl() {
 #[test]
 fn tokio_sigterm_under_flood() {
     sigterm_under_flood("tokio");
+}
+
+#[test]
+fn tokio_says_when_bootstrap_fails() {
+    says_when_bootstrap_fails("tokio");
+}
+
+#[test]
+fn tokio_stops_when_storage_fails() {
+    stops_when_storage_fails("tokio", 100);
+}
+
+#[test]
+fn tokio_fd_budget_holds_under_a_leech_flood() {
+    fd_budget_holds_under_a_leech_flood("tokio", 21);
 }
 
 #[test]

@@ -132,10 +132,10 @@ enum StoreMsg {
     Status(u64, Box<Snapshot>, bool),
 }
 
-/// What the storage thread answers: a discovery's decision, or an error count.
+/// What the storage thread answers: a discovery's decision, or a failure.
 enum StoreReply {
     Decision(InfoHash, Decision),
-    Error,
+    Error(String),
 }
 
 struct Conn {
@@ -148,7 +148,8 @@ struct Conn {
 pub struct DriverReport {
     pub stats: Stats,
     pub counters: RuntimeCounters,
-    /// The storage flush at shutdown failed (or timed out).
+    /// Storage failed (the crawler then stopped by itself), or the flush at
+    /// shutdown failed or timed out.
     pub storage_error: Option<String>,
 }
 
@@ -176,6 +177,8 @@ pub(crate) struct Driver {
     pending: Vec<StoreMsg>,
     status_every: Duration,
     events_tx: Option<mpsc::Sender<Event>>,
+    /// The first storage failure: the driver stops new work and shuts down.
+    store_failed: Option<String>,
     c: RuntimeCounters,
     rbuf: Vec<u8>,
 }
@@ -224,13 +227,16 @@ impl Driver {
             pending: Vec::new(),
             status_every,
             events_tx,
+            store_failed: None,
             c: RuntimeCounters::default(),
             rbuf: vec![0u8; UDP_BUF],
         })
     }
 
-    /// Runs until `Shutdown` (or every `Handle` is dropped), then stops new work,
-    /// closes every connection and flushes storage (bounded by `shutdown_timeout`).
+    /// Runs until `Shutdown` (or every `Handle` is dropped) or a storage failure,
+    /// then stops new work, closes every connection and flushes storage (bounded by
+    /// `shutdown_timeout`). After a storage failure the command channel closes at
+    /// once, so handles see the crawler stopped (as the mio loop stops at once).
     pub(crate) async fn run(
         mut self,
         mut cmds: mpsc::Receiver<Command>,
@@ -246,6 +252,9 @@ impl Driver {
         let mut save_nodes = tokio::time::interval_at(start + SAVE_NODES_EVERY, SAVE_NODES_EVERY);
         save_nodes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if self.store_failed.is_some() {
+                break;
+            }
             let mut more = false;
             if armed != self.deadline {
                 armed = self.deadline;
@@ -304,6 +313,8 @@ impl Driver {
                 tokio::task::yield_now().await;
             }
         }
+        // No more commands: a handle waiting in `stopped()` wakes now.
+        drop(cmds);
         self.shutdown(shutdown_timeout).await
     }
 
@@ -317,7 +328,7 @@ impl Driver {
         self.udp_tx.clear();
         let wall = wall_secs();
         let snap = self.snapshot();
-        let mut storage_error = None;
+        let mut storage_error = self.store_failed.take();
         if self.store_tx.is_some() {
             let nodes = self.nodes();
             self.pending.push(StoreMsg::Nodes(wall, nodes));
@@ -385,7 +396,13 @@ impl Driver {
             }
             StoreReply::Decision(_, Decision::Known) => self.c.infohashes_known += 1,
             StoreReply::Decision(_, Decision::Nothing) => {}
-            StoreReply::Error => self.c.storage_errors += 1,
+            StoreReply::Error(e) => {
+                self.c.storage_errors += 1;
+                if self.store_failed.is_none() {
+                    tracing::error!("storage failed: {e}; stopping");
+                    self.store_failed = Some(e);
+                }
+            }
         }
     }
 
@@ -595,9 +612,15 @@ impl Driver {
                     self.c.storage_waits += 1;
                     if tx.send(item).await.is_err() {
                         self.c.storage_errors += 1;
+                        self.store_failed
+                            .get_or_insert_with(|| "the storage thread ended".into());
                     }
                 }
-                Err(mpsc::error::TrySendError::Closed(_)) => self.c.storage_errors += 1,
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.c.storage_errors += 1;
+                    self.store_failed
+                        .get_or_insert_with(|| "the storage thread ended".into());
+                }
             }
         }
     }
@@ -624,8 +647,8 @@ fn storage_thread(
             StoreMsg::Status(wall, snap, last) => s.status(wall, &snap, last),
         };
         if let Err(err) = r {
-            tracing::warn!("storage: {err}");
-            let _ = replies.send(StoreReply::Error);
+            // Every failure is counted; the driver logs the first and stops.
+            let _ = replies.send(StoreReply::Error(err.clone()));
             first_err.get_or_insert(err);
         }
     }

@@ -19,7 +19,9 @@
 //! connect with `TcpClosed { reason: LocalError }` (counted, then connects fail fast
 //! for 250 ms), never an error; storage receives events through a bounded channel
 //! and the driver waits for room (backpressure); shutdown stops new work, closes
-//! every connection and flushes storage within a deadline (5 s by default). The
+//! every connection and flushes storage within a deadline (5 s by default). A
+//! storage failure stops the crawler at once (new work stops, what storage took
+//! is flushed, and [`Handle::shutdown`] returns [`Error::Storage`]). The
 //! event stream is bounded too: when its reader falls behind, events are dropped
 //! for the stream (and counted), never for storage.
 //!
@@ -152,7 +154,7 @@ mod run;
 mod storage;
 
 pub use driver::{DriverReport, RuntimeCounters};
-pub use run::{run, RunOptions, RunReport};
+pub use run::{run, DnsCallback, RunOptions, RunReport, StatusCallback};
 pub use storage::{Decision, MemoryStorage, Storage};
 
 use driver::{Clock, Command, Driver};
@@ -180,7 +182,7 @@ pub enum Error {
     Api(ApiMisuse),
     /// The crawler has stopped.
     Stopped,
-    /// Storage failed to record or flush.
+    /// Storage failed to record or flush (the crawler stopped).
     Storage(String),
 }
 
@@ -190,7 +192,7 @@ impl std::fmt::Display for Error {
             Error::Io(e) => write!(f, "io: {e}"),
             Error::Api(e) => write!(f, "crawler: {e}"),
             Error::Stopped => f.write_str("the crawler has stopped"),
-            Error::Storage(e) => write!(f, "storage: {e}"),
+            Error::Storage(e) => write!(f, "storage failed: {e}"),
         }
     }
 }
@@ -370,7 +372,9 @@ pub struct Snapshot {
 }
 
 /// Controls a spawned crawler. Cheap to clone; the crawler stops when
-/// [`Handle::shutdown`] is called or every handle is dropped.
+/// [`Handle::shutdown`] is called or every handle is dropped, or by itself when
+/// storage fails ([`Handle::stopped`] resolves then, and [`Handle::shutdown`]
+/// returns [`Error::Storage`]).
 #[derive(Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Command>,
@@ -419,6 +423,13 @@ impl Handle {
             .send(Command::Bootstrap { routers })
             .await
             .map_err(|_| Error::Stopped)
+    }
+
+    /// Resolves once the crawler has stopped taking commands: after a shutdown, or
+    /// by itself after a storage failure (it stops new work at once, as the mio
+    /// runtime does; [`Handle::shutdown`] then says why).
+    pub async fn stopped(&self) {
+        self.tx.closed().await
     }
 
     /// Every counter of the crawler and of the driver.

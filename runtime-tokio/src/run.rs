@@ -11,8 +11,16 @@ use crate::{Crawler, Error, RuntimeCounters, Snapshot, DEFAULT_SHUTDOWN_TIMEOUT}
 /// Called every status interval with the counters (on the runtime's thread).
 pub type StatusCallback = Box<dyn FnMut(&Snapshot) + Send>;
 
-/// How long unresolved router names wait before the next attempt (doubling).
+/// Called with each router name's resolution, failures included (on the
+/// runtime's thread, before the driver bootstraps from the addresses). The binary
+/// uses it for the "no bootstrap node has answered" report it shares with the mio
+/// runtime.
+pub type DnsCallback = Box<dyn FnMut(&str, &Result<Vec<SocketAddr>, String>) + Send>;
+
+/// How long unresolved router names wait before the next attempt (doubling, to
+/// at most [`DNS_RETRY_MAX`]), as in the mio runtime.
 const DNS_RETRY: Duration = Duration::from_secs(5);
+const DNS_RETRY_MAX: Duration = Duration::from_secs(300);
 
 /// What [`run`] crawls with.
 pub struct RunOptions {
@@ -34,6 +42,8 @@ pub struct RunOptions {
     pub status_interval: Duration,
     /// For the status line and `/metrics` (rendered by `magnetar_core::report`).
     pub on_status: Option<StatusCallback>,
+    /// Each router resolution; without it, failures are logged here.
+    pub on_dns: Option<DnsCallback>,
     /// Bound on the graceful shutdown (storage flush).
     pub shutdown_timeout: Duration,
     /// Stop on SIGINT/SIGTERM (a second signal exits at once with status 130).
@@ -51,6 +61,7 @@ impl RunOptions {
             storage: None,
             status_interval: crate::DEFAULT_STATUS_INTERVAL,
             on_status: None,
+            on_dns: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             handle_signals: true,
         }
@@ -67,7 +78,8 @@ pub struct RunReport {
 }
 
 /// Crawls on a new current-thread tokio runtime until `opts.duration` passes or a
-/// signal arrives, then shuts down gracefully (storage flushed).
+/// signal arrives, then shuts down gracefully (storage flushed). A storage failure
+/// stops the crawl at once and is the error returned, as in the mio runtime.
 pub fn run(opts: RunOptions) -> Result<RunReport, Error> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -94,7 +106,8 @@ async fn run_async(opts: RunOptions) -> Result<RunReport, Error> {
     let resolver = {
         let handle = handle.clone();
         let routers = opts.routers;
-        tokio::spawn(async move { resolve_routers(handle, routers).await })
+        let on_dns = opts.on_dns;
+        tokio::spawn(async move { resolve_routers(handle, routers, on_dns).await })
     };
 
     let status = opts.on_status.map(|mut f| {
@@ -116,6 +129,8 @@ async fn run_async(opts: RunOptions) -> Result<RunReport, Error> {
     let stop_reason = tokio::select! {
         () = sleep_opt(opts.duration) => "duration reached",
         () = signal(opts.handle_signals) => "signal",
+        // Only a storage failure stops the driver by itself.
+        () = handle.stopped() => "storage failed",
     };
     tracing::info!(reason = stop_reason, "crawl stopping");
     resolver.abort();
@@ -123,10 +138,14 @@ async fn run_async(opts: RunOptions) -> Result<RunReport, Error> {
         s.abort();
     }
     let report = handle.shutdown().await?;
+    let c = &report.counters;
     tracing::info!(
         fetched = report.stats.fetch.fetched,
         failed = report.stats.fetch.failed,
-        new_infohashes = report.counters.infohashes_new,
+        new_infohashes = c.infohashes_new,
+        storage_waits = c.storage_waits,
+        storage_errors = c.storage_errors,
+        stream_dropped = c.stream_dropped,
         "crawl stopped"
     );
     Ok(RunReport {
@@ -172,30 +191,48 @@ async fn signal(enabled: bool) {
 
 /// Resolves each router name (retrying failures with backoff) and bootstraps from
 /// the addresses as they come.
-async fn resolve_routers(handle: crate::Handle, mut names: Vec<String>) {
+async fn resolve_routers(
+    handle: crate::Handle,
+    mut names: Vec<String>,
+    mut on_dns: Option<DnsCallback>,
+) {
     let mut wait = DNS_RETRY;
     while !names.is_empty() {
         let mut failed = Vec::new();
         for name in names {
-            let resolved = tokio::net::lookup_host(name.clone()).await;
-            match resolved {
+            let result = match tokio::net::lookup_host(name.clone()).await {
                 Ok(addrs) => {
                     let addrs: Vec<SocketAddr> = addrs.collect();
-                    tracing::debug!(%name, ?addrs, "router resolved");
+                    if addrs.is_empty() {
+                        Err("no addresses".to_string())
+                    } else {
+                        Ok(addrs)
+                    }
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            match &mut on_dns {
+                Some(f) => f(&name, &result),
+                None => match &result {
+                    Ok(addrs) => tracing::debug!(%name, ?addrs, "router resolved"),
+                    Err(e) => {
+                        tracing::warn!(%name, "could not resolve bootstrap router: {e} (retrying)")
+                    }
+                },
+            }
+            match result {
+                Ok(addrs) => {
                     if handle.bootstrap(&addrs).await.is_err() {
                         return;
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(%name, "could not resolve bootstrap router: {e} (retrying)");
-                    failed.push(name);
-                }
+                Err(_) => failed.push(name),
             }
         }
         names = failed;
         if !names.is_empty() {
             tokio::time::sleep(wait).await;
-            wait = (wait * 2).min(Duration::from_secs(600));
+            wait = (wait * 2).min(DNS_RETRY_MAX);
         }
     }
 }

@@ -38,7 +38,8 @@ pub enum Decision {
 pub trait Storage: Send + 'static {
     /// One core event at wall-clock time `wall` (Unix seconds). For
     /// `InfohashDiscovered`, says whether to acquire it. May block (backpressure).
-    /// An error is logged and counted; the crawl goes on.
+    /// An error from any method is counted and stops the crawler (new work stops at
+    /// once; the messages already queued still reach storage, then `close`).
     fn on_event(&mut self, wall: u64, event: &Event) -> Result<Decision, String>;
     /// The routing tables' nodes, every few minutes and at shutdown (the next
     /// start bootstraps from them).

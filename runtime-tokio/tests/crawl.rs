@@ -386,3 +386,47 @@ async fn core_timeouts_close_connections_and_free_their_sockets() {
     assert_eq!(snap.runtime.tcp_open, 0, "closed connections are dropped");
     crawler.shutdown().await.unwrap();
 }
+
+/// Fails every event from the `fail_at`-th on.
+struct FailingEvents {
+    events: u64,
+    fail_at: u64,
+}
+
+impl Storage for FailingEvents {
+    fn on_event(&mut self, _: u64, _: &Event) -> Result<Decision, String> {
+        self.events += 1;
+        if self.events >= self.fail_at {
+            return Err("no space left on device (test)".into());
+        }
+        Ok(Decision::Acquire)
+    }
+}
+
+#[tokio::test]
+async fn a_storage_failure_stops_the_crawler_and_shutdown_says_why() {
+    let dht = Dht::start(6, 400).await;
+    let (crawler, mut events) = Crawler::builder(crawler_config(7))
+        .storage(Box::new(FailingEvents {
+            events: 0,
+            fail_at: 3,
+        }))
+        .start()
+        .unwrap();
+    crawler.bootstrap(&[dht.router()]).await.unwrap();
+    // Bootstrapping yields events (nodes added): the third one fails.
+    tokio::time::timeout(LIMIT, crawler.stopped())
+        .await
+        .expect("the crawler stops by itself after a storage failure");
+    assert!(matches!(crawler.stats().await, Err(Error::Stopped)));
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while events.recv().await.is_some() {}
+    })
+    .await
+    .expect("the event stream ends");
+    match crawler.shutdown().await {
+        Err(Error::Storage(e)) => assert!(e.contains("no space left"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    dht.stop().await;
+}

@@ -1,12 +1,12 @@
 //! `magnetar_tokio::run`, the entry point of `magnetar crawl --runtime tokio`.
 
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use magnetar_core::Config;
-use magnetar_tokio::{run, MemoryStorage, RunOptions};
+use magnetar_core::{Config, Event};
+use magnetar_tokio::{run, Decision, Error, MemoryStorage, RunOptions, Snapshot, Storage};
 
 #[test]
 fn run_resolves_routers_bootstraps_reports_status_and_stops_after_its_duration() {
@@ -33,6 +33,12 @@ fn run_resolves_routers_bootstraps_reports_status_and_stops_after_its_duration()
         assert!(s.stats.dht.datagrams_out >= 1);
         seen.fetch_add(1, Ordering::Relaxed);
     }));
+    // Every resolution, failures included, reaches the caller.
+    let dns = Arc::new(Mutex::new(Vec::new()));
+    let dns2 = dns.clone();
+    opts.on_dns = Some(Box::new(move |name, r| {
+        dns2.lock().unwrap().push((name.to_string(), r.clone()));
+    }));
 
     let t0 = Instant::now();
     let runner = std::thread::spawn(move || run(opts));
@@ -51,4 +57,74 @@ fn run_resolves_routers_bootstraps_reports_status_and_stops_after_its_duration()
     );
     assert!(report.stats.dht.datagrams_out >= 1);
     assert!(statuses.load(Ordering::Relaxed) >= 3);
+    let dns = dns.lock().unwrap();
+    assert!(
+        dns.iter()
+            .any(|(n, r)| n.starts_with("localhost:") && r.as_ref().is_ok_and(|a| !a.is_empty())),
+        "{dns:?}"
+    );
+    assert!(
+        dns.iter()
+            .any(|(n, r)| n == "no-such-host.invalid:6881" && r.is_err()),
+        "{dns:?}"
+    );
+}
+
+/// A storage that fails at its `fail_at`-th status call; it records whether it
+/// was closed.
+struct Failing {
+    calls: u32,
+    fail_at: u32,
+    closed: Arc<AtomicBool>,
+}
+
+impl Storage for Failing {
+    fn on_event(&mut self, _: u64, _: &Event) -> Result<Decision, String> {
+        Ok(Decision::Acquire)
+    }
+    fn status(&mut self, _: u64, _: &Snapshot, _last: bool) -> Result<(), String> {
+        self.calls += 1;
+        if self.calls >= self.fail_at {
+            return Err("disk full (test)".into());
+        }
+        Ok(())
+    }
+    fn close(self: Box<Self>) -> Result<(), String> {
+        self.closed.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// As the mio runtime: a storage failure stops the crawl at once (not at the end
+/// of its duration) and is the error `run` returns; storage is still closed.
+#[test]
+fn run_stops_at_once_when_storage_fails() {
+    let closed = Arc::new(AtomicBool::new(false));
+    let mut opts = RunOptions::new(Config::loopback_test(12));
+    opts.duration = Some(Duration::from_secs(120));
+    opts.status_interval = Duration::from_millis(100);
+    opts.handle_signals = false;
+    opts.storage = Some(Box::new(Failing {
+        calls: 0,
+        fail_at: 3,
+        closed: closed.clone(),
+    }));
+    let t0 = Instant::now();
+    match run(opts) {
+        Err(Error::Storage(e)) => {
+            assert!(e.contains("disk full (test)"), "{e}");
+            assert!(
+                Error::Storage(e)
+                    .to_string()
+                    .starts_with("storage failed: "),
+                "the same words as the mio runtime"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert!(
+        closed.load(Ordering::Relaxed),
+        "storage closed after the failure"
+    );
 }

@@ -12,12 +12,14 @@
 //! - [`crawler_node`]: a magnetar `Crawler` driven like a runtime would.
 //! - [`scenario`]: world builders and ground-truth helpers.
 //! - [`truth`]: torrents, their info dicts and holders.
+//! - [`alloc_meter`]: heap metering of one node (the `sim` binary's memory figure).
 //!
 //! Everything is driven by `World::rng`: two runs with one seed produce the same
 //! [`world::World::trace_hash`]. Tests read their seed with
 //! [`util::seed_from_env`], so `SIM_SEED=n` replays a failure.
 
 pub mod adversary;
+pub mod alloc_meter;
 pub mod baseline;
 pub mod client;
 pub mod crawler_node;

@@ -73,9 +73,19 @@ impl TraceHash {
         self.mix(from);
         self.mix(to);
         self.mix(bytes.len() as u64);
-        for c in bytes.chunks(8) {
+        let mut words = bytes.chunks_exact(8);
+        for c in &mut words {
             let mut b = [0u8; 8];
-            b[..c.len()].copy_from_slice(c);
+            b.copy_from_slice(c);
+            self.mix(u64::from_le_bytes(b));
+        }
+        // The tail, zero-padded (the same value as hashing it as a short chunk).
+        let tail = words.remainder();
+        if !tail.is_empty() {
+            let mut b = [0u8; 8];
+            for (d, s) in b.iter_mut().zip(tail) {
+                *d = *s;
+            }
             self.mix(u64::from_le_bytes(b));
         }
     }
@@ -84,12 +94,33 @@ impl TraceHash {
     }
 }
 
+thread_local! {
+    static SEED: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
 /// The seed for a test: `SIM_SEED` if set, else `default`.
+///
+/// It is also remembered for this thread, and a panic hook (installed once)
+/// prints it after any panic on the thread — an assertion without the seed in
+/// its message, an `unwrap`, a panic inside the world — so every failure names
+/// the seed that replays it.
 pub fn seed_from_env(default: u64) -> u64 {
-    std::env::var("SIM_SEED")
+    let seed = std::env::var("SIM_SEED")
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(default)
+        .unwrap_or(default);
+    SEED.with(|s| s.set(Some(seed)));
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            if let Some(seed) = SEED.try_with(|s| s.get()).ok().flatten() {
+                eprintln!("simulation seed {seed}: replay with SIM_SEED={seed}");
+            }
+        }));
+    });
+    seed
 }
 
 /// A minimal bencode writer (for synthetic info dicts and BitTorrent messages).

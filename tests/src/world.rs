@@ -57,7 +57,9 @@ pub struct DirEntry {
 #[derive(Default)]
 pub struct Directory {
     pub entries: Vec<DirEntry>,
-    by_addr: FxMap<SocketAddr, EpIdx>,
+    /// IPv4 endpoints by `ip << 16 | port` (one multiply to hash).
+    by_addr4: FxMap<u64, EpIdx>,
+    by_addr6: FxMap<SocketAddr, EpIdx>,
     /// Visible DHT nodes (honest, not read-only, and crawlers), sorted by id.
     sorted: Vec<(NodeId, EpIdx)>,
 }
@@ -68,7 +70,24 @@ fn bit(id: &[u8; 20], d: usize) -> bool {
 
 impl Directory {
     pub fn lookup(&self, addr: &SocketAddr) -> Option<EpIdx> {
-        self.by_addr.get(addr).copied()
+        match addr {
+            SocketAddr::V4(v) => self
+                .by_addr4
+                .get(&((u32::from(*v.ip()) as u64) << 16 | v.port() as u64))
+                .copied(),
+            SocketAddr::V6(_) => self.by_addr6.get(addr).copied(),
+        }
+    }
+    fn insert_addr(&mut self, addr: SocketAddr, ep: EpIdx) {
+        match addr {
+            SocketAddr::V4(v) => {
+                let k = (u32::from(*v.ip()) as u64) << 16 | v.port() as u64;
+                self.by_addr4.insert(k, ep);
+            }
+            SocketAddr::V6(_) => {
+                self.by_addr6.insert(addr, ep);
+            }
+        }
     }
     pub fn get(&self, ep: EpIdx) -> &DirEntry {
         &self.entries[ep as usize]
@@ -125,7 +144,8 @@ impl Directory {
         if out.len() >= n || lo >= hi {
             return;
         }
-        if hi - lo <= 16 || depth >= 160 {
+        if depth >= 160 && hi - lo > 16 {
+            // Many endpoints sharing one id: sort them all.
             let mut v: Vec<(magnetar_core::Distance, EpIdx)> = self.sorted[lo..hi]
                 .iter()
                 .filter(|e| keep(&self.entries[e.1 as usize]))
@@ -133,6 +153,26 @@ impl Directory {
                 .collect();
             v.sort_unstable();
             for (_, ep) in v {
+                if out.len() >= n {
+                    break;
+                }
+                out.push(ep);
+            }
+            return;
+        }
+        if hi - lo <= 16 {
+            // A leaf: sort its entries on the stack.
+            let mut v = [(magnetar_core::Distance([0; 20]), 0 as EpIdx); 16];
+            let mut m = 0;
+            for e in &self.sorted[lo..hi] {
+                if keep(&self.entries[e.1 as usize]) {
+                    v[m] = (e.0.distance(target), e.1);
+                    m += 1;
+                }
+            }
+            let v = &mut v[..m];
+            v.sort_unstable();
+            for &(_, ep) in v.iter() {
                 if out.len() >= n {
                     break;
                 }
@@ -220,9 +260,47 @@ pub struct Ctx<'a> {
     eps: &'a [EpIdx],
     actions: &'a mut Vec<Action>,
     next_tcp: &'a mut TcpId,
+    sender: Option<EpIdx>,
+    scratch: &'a mut Scratch,
+}
+
+/// Reusable buffers for building messages (lent to the node being run, so the
+/// hot paths do not allocate and grow a fresh buffer per message).
+#[derive(Default)]
+pub struct Scratch {
+    pub out: Vec<u8>,
+    pub a: Vec<u8>,
+    pub b: Vec<u8>,
+}
+
+impl Scratch {
+    pub fn clear(&mut self) {
+        self.out.clear();
+        self.a.clear();
+        self.b.clear();
+    }
 }
 
 impl Ctx<'_> {
+    /// While handling a datagram: the directory endpoint of its source address
+    /// (what `dir.lookup(from)` gives, found once by the world when it was sent).
+    pub fn sender(&self) -> Option<EpIdx> {
+        self.sender
+    }
+    /// Borrows the world's scratch buffers (cleared); give them back with
+    /// [`Ctx::put_scratch`].
+    pub fn take_scratch(&mut self) -> Scratch {
+        let mut s = std::mem::take(self.scratch);
+        s.clear();
+        s
+    }
+    pub fn put_scratch(&mut self, s: Scratch) {
+        *self.scratch = s;
+    }
+    /// Sends a copy of `payload` (for messages built in a scratch buffer).
+    pub fn send_copy(&mut self, local: u16, to: SocketAddr, payload: &[u8]) {
+        self.send(local, to, Bytes::copy_from_slice(payload));
+    }
     /// The address of local socket `local`.
     pub fn addr(&self, local: u16) -> SocketAddr {
         self.dir.get(self.eps[local as usize]).addr
@@ -296,7 +374,9 @@ pub trait SimNode: Any {
     fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
-/// A slot of the world: honest nodes inline (there are many), others boxed.
+/// A slot of the world: honest nodes inline (there are many, and a box would
+/// cost an indirection per delivery), others boxed.
+#[allow(clippy::large_enum_variant)]
 pub enum Node {
     Honest(crate::honest::HonestNode),
     Dyn(Box<dyn SimNode>),
@@ -318,6 +398,8 @@ enum Item {
     Datagram {
         ep: EpIdx,
         from: SocketAddr,
+        /// The directory endpoint of `from`, if any.
+        from_ep: Option<EpIdx>,
         payload: Bytes,
     },
     Wake {
@@ -349,12 +431,17 @@ enum Item {
     Hook {
         id: u32,
     },
+    /// An empty slab slot.
+    Free,
 }
 
+/// A queue entry: the (time, sequence) key and the slab slot of its item. The
+/// heap moves only these 24-byte keys; the items stay put in the slab.
+#[derive(Clone, Copy)]
 struct Sched {
-    at: Timestamp,
+    at: u64,
     seq: u64,
-    item: Item,
+    slot: u32,
 }
 
 impl PartialEq for Sched {
@@ -370,8 +457,54 @@ impl PartialOrd for Sched {
 }
 impl Ord for Sched {
     fn cmp(&self, o: &Self) -> Ordering {
-        // Min-heap on (time, sequence).
+        // Min-heap on (time, sequence); sequences are unique.
         (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// The delivery queue: a binary heap of keys over a slab of items (free slots
+/// are reused, so steady state allocates nothing).
+#[derive(Default)]
+struct Queue {
+    heap: BinaryHeap<Sched>,
+    items: Vec<Item>,
+    free: Vec<u32>,
+    seq: u64,
+}
+
+impl Queue {
+    fn push(&mut self, at: Timestamp, item: Item) {
+        self.seq += 1;
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.items[s as usize] = item;
+                s
+            }
+            None => {
+                self.items.push(item);
+                (self.items.len() - 1) as u32
+            }
+        };
+        self.heap.push(Sched {
+            at: at.as_nanos(),
+            seq: self.seq,
+            slot,
+        });
+    }
+    fn pop(&mut self) -> Option<(Timestamp, Item)> {
+        let s = self.heap.pop()?;
+        let item = std::mem::replace(&mut self.items[s.slot as usize], Item::Free);
+        self.free.push(s.slot);
+        Some((Timestamp::from_nanos(s.at), item))
+    }
+    fn peek_at(&self) -> Option<Timestamp> {
+        self.heap.peek().map(|s| Timestamp::from_nanos(s.at))
+    }
+    fn len(&self) -> usize {
+        self.heap.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.heap.is_empty()
     }
 }
 
@@ -433,8 +566,7 @@ pub struct World {
     seed: u64,
     now: Timestamp,
     pub rng: Rng,
-    seq: u64,
-    queue: BinaryHeap<Sched>,
+    queue: Queue,
     pub net: Network,
     pub dir: Directory,
     nodes: Vec<Node>,
@@ -449,6 +581,9 @@ pub struct World {
     next_subnet: u32,
     hooks: Vec<Option<Hook>>,
     pub truth: crate::truth::Truth,
+    /// The node whose heap [`crate::alloc_meter`] charges (when installed).
+    pub meter: Option<NodeIdx>,
+    scratch: Scratch,
 }
 
 fn addr_key(a: &SocketAddr) -> u64 {
@@ -467,8 +602,7 @@ impl World {
             seed,
             now: Timestamp::ZERO,
             rng: Rng::new(seed),
-            seq: 0,
-            queue: BinaryHeap::new(),
+            queue: Queue::default(),
             net: Network::new(net),
             dir: Directory::default(),
             nodes: Vec::new(),
@@ -483,6 +617,8 @@ impl World {
             next_subnet: 0x01_00_00,
             hooks: Vec::new(),
             truth: Default::default(),
+            meter: None,
+            scratch: Scratch::default(),
         }
     }
 
@@ -532,12 +668,7 @@ impl World {
     }
 
     fn push(&mut self, at: Timestamp, item: Item) {
-        self.seq += 1;
-        self.queue.push(Sched {
-            at,
-            seq: self.seq,
-            item,
-        });
+        self.queue.push(at, item);
     }
 
     /// Adds a node with one endpoint per address (each with its DHT id).
@@ -560,7 +691,8 @@ impl World {
                 alive: true,
                 responsive: kind == Kind::Honest || kind == Kind::Crawler,
             });
-            self.dir.by_addr.insert(*addr, ep);
+            debug_assert!(self.dir.lookup(addr).is_none(), "address {addr} taken");
+            self.dir.insert_addr(*addr, ep);
             let access = self.net.draw_access(&mut self.rng);
             self.net.eps.push(EndpointNet::new(*addr, access));
             eps.push(ep);
@@ -657,8 +789,18 @@ impl World {
                 eps: &self.node_eps[node as usize],
                 actions: &mut self.actions,
                 next_tcp: &mut self.next_tcp,
+                sender: None,
+                scratch: &mut self.scratch,
             };
-            f(n, &mut ctx)
+            let metered = self.meter == Some(node);
+            if metered {
+                crate::alloc_meter::enter();
+            }
+            let r = f(n, &mut ctx);
+            if metered {
+                crate::alloc_meter::leave();
+            }
+            r
         };
         self.nodes[node as usize] = slot;
         self.apply_actions(node);
@@ -666,6 +808,15 @@ impl World {
     }
 
     fn dispatch(&mut self, node: NodeIdx, f: impl FnOnce(&mut dyn SimNode, &mut Ctx<'_>)) {
+        self.dispatch_from(node, None, f)
+    }
+
+    fn dispatch_from(
+        &mut self,
+        node: NodeIdx,
+        sender: Option<EpIdx>,
+        f: impl FnOnce(&mut dyn SimNode, &mut Ctx<'_>),
+    ) {
         let Some(n) = self.nodes[node as usize].get() else {
             self.actions.clear();
             return;
@@ -679,8 +830,17 @@ impl World {
             eps: &self.node_eps[node as usize],
             actions: &mut self.actions,
             next_tcp: &mut self.next_tcp,
+            sender,
+            scratch: &mut self.scratch,
         };
+        let metered = self.meter == Some(node);
+        if metered {
+            crate::alloc_meter::enter();
+        }
         f(n, &mut ctx);
+        if metered {
+            crate::alloc_meter::leave();
+        }
         self.apply_actions(node);
     }
 
@@ -720,7 +880,10 @@ impl World {
         let Some(&a) = self.node_eps[node as usize].get(local as usize) else {
             return;
         };
-        let src = src.unwrap_or(self.dir.entries[a as usize].addr);
+        let (src, from_ep) = match src {
+            None => (self.dir.entries[a as usize].addr, Some(a)),
+            Some(s) => (s, self.dir.lookup(&s)),
+        };
         let b = self.dir.lookup(&to);
         let mut delays = std::mem::take(&mut self.delays);
         if self
@@ -744,6 +907,7 @@ impl World {
                         Item::Datagram {
                             ep: b,
                             from: src,
+                            from_ep,
                             payload: payload.clone(),
                         },
                     );
@@ -940,7 +1104,12 @@ impl World {
 
     fn deliver(&mut self, item: Item) {
         match item {
-            Item::Datagram { ep, from, payload } => {
+            Item::Datagram {
+                ep,
+                from,
+                from_ep,
+                payload,
+            } => {
                 let e = &self.dir.entries[ep as usize];
                 if !e.alive {
                     self.net.stats.dropped_dead += 1;
@@ -954,7 +1123,9 @@ impl World {
                     addr_key(&to),
                     &payload,
                 );
-                self.dispatch(node, |n, ctx| n.on_datagram(ctx, local, from, &payload));
+                self.dispatch_from(node, from_ep, |n, ctx| {
+                    n.on_datagram(ctx, local, from, &payload)
+                });
             }
             Item::Wake { node } => {
                 if self.wake[node as usize] != Some(self.now) {
@@ -1038,6 +1209,7 @@ impl World {
                     self.hooks[id as usize] = Some(h);
                 }
             }
+            Item::Free => {}
         }
     }
 
@@ -1062,18 +1234,18 @@ impl World {
 
     /// Delivers the next item. False when nothing is scheduled.
     pub fn step(&mut self) -> bool {
-        let Some(s) = self.queue.pop() else {
+        let Some((at, item)) = self.queue.pop() else {
             return false;
         };
-        debug_assert!(s.at >= self.now, "time went backwards");
-        self.now = s.at.max(self.now);
-        self.deliver(s.item);
+        debug_assert!(at >= self.now, "time went backwards");
+        self.now = at.max(self.now);
+        self.deliver(item);
         true
     }
 
     /// The time of the next scheduled item.
     pub fn next_at(&self) -> Option<Timestamp> {
-        self.queue.peek().map(|s| s.at)
+        self.queue.peek_at()
     }
 
     /// Delivers everything scheduled up to `t` (at most `max_steps` items), then

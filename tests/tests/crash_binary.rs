@@ -4,7 +4,9 @@
 //! restarted crawler rejoins the DHT from its saved nodes (its --bootstrap points
 //! at a dead address, so saved nodes are the only way back).
 //!
-//! `CRASH_SEED=n` replays a run; a failure prints its seed.
+//! The same body runs against both runtimes (`--runtime mio` and `--runtime
+//! tokio`), one after the other. `CRASH_SEED=n` replays a run; a failure prints
+//! its seed.
 
 mod support;
 
@@ -37,17 +39,36 @@ struct Torrent {
 }
 
 #[test]
-fn sigkill_at_random_points_loses_nothing_committed() {
+fn mio_sigkill_at_random_points_loses_nothing_committed() {
+    let _one = one_at_a_time();
+    sigkill_at_random_points_loses_nothing_committed("mio", 1);
+}
+
+#[test]
+fn tokio_sigkill_at_random_points_loses_nothing_committed() {
+    let _one = one_at_a_time();
+    sigkill_at_random_points_loses_nothing_committed("tokio", 3);
+}
+
+/// The tests of this file run one at a time (a failed one does not stop the next).
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The whole kill-and-restart sequence against `magnetar crawl --runtime
+/// RUNTIME`, on the addresses of `private_prefix(salt)`.
+fn sigkill_at_random_points_loses_nothing_committed(runtime: &str, salt: u8) {
     let seed: u64 = std::env::var("CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0xC4A5_4000);
-    eprintln!("CRASH_SEED={seed}");
+    eprintln!("{runtime}: CRASH_SEED={seed}");
     let mut rng = Rng::new(seed);
     // Build (or find) the binary before the clock starts.
     support::magnetar_bin();
     let t_start = Instant::now();
-    let p = support::private_prefix(1);
+    let p = support::private_prefix(salt);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
     let crawler = SocketAddr::new(ip(p, 1), 6881);
@@ -92,6 +113,8 @@ fn sigkill_at_random_points_loses_nothing_committed() {
     };
     let start = |bootstrap: &str| -> Proc {
         let args: Vec<String> = vec![
+            "--runtime".into(),
+            runtime.into(),
             "--bind".into(),
             crawler.to_string(),
             "--bootstrap".into(),
@@ -128,7 +151,7 @@ fn sigkill_at_random_points_loses_nothing_committed() {
     for run in 1..=KILLS {
         assert!(
             t_start.elapsed() < BUDGET,
-            "CRASH_SEED={seed}: over the time budget at run {run}"
+            "{runtime}: CRASH_SEED={seed}: over the time budget at run {run}"
         );
         let mut c = start(&dead_boot);
         // Every fourth kill lands while starting; the others mid-crawl.
@@ -146,7 +169,7 @@ fn sigkill_at_random_points_loses_nothing_committed() {
             let before = boot.queries_from(crawler);
             assert!(
                 wait_until(Duration::from_secs(20), || boot.queries_from(crawler) > before),
-                "CRASH_SEED={seed} run {run}: the restarted crawler did not rejoin from its saved nodes:\n{}",
+                "{runtime}: CRASH_SEED={seed} run {run}: the restarted crawler did not rejoin from its saved nodes:\n{}",
                 c.tail(40)
             );
             resumed += 1;
@@ -169,38 +192,40 @@ fn sigkill_at_random_points_loses_nothing_committed() {
             None
         } else {
             Some(export(&db).unwrap_or_else(|e| {
-                panic!("CRASH_SEED={seed} run {run}: export during the crawl failed: {e}")
+                panic!(
+                    "{runtime}: CRASH_SEED={seed} run {run}: export during the crawl failed: {e}"
+                )
             }))
         };
         assert!(
             c.alive(),
-            "CRASH_SEED={seed} run {run}: died before the kill:\n{}",
+            "{runtime}: CRASH_SEED={seed} run {run}: died before the kill:\n{}",
             c.tail(40)
         );
         c.kill9();
         // The database opens after the crash and lost nothing.
         let after = export(&db).unwrap_or_else(|e| {
-            panic!("CRASH_SEED={seed} run {run}: export after SIGKILL failed: {e}")
+            panic!("{runtime}: CRASH_SEED={seed} run {run}: export after SIGKILL failed: {e}")
         });
         if let Some(b) = &before_kill {
             for (ih, e) in b {
                 assert_eq!(
                     after.get(ih),
                     Some(e),
-                    "CRASH_SEED={seed} run {run}: {ih} was exported before the kill but not after"
+                    "{runtime}: CRASH_SEED={seed} run {run}: {ih} was exported before the kill but not after"
                 );
             }
         }
         assert!(
             after.len() >= prev_count,
-            "CRASH_SEED={seed} run {run}: torrents lost"
+            "{runtime}: CRASH_SEED={seed} run {run}: torrents lost"
         );
         if after.len() > prev_count {
             grew += 1;
         }
         prev_count = after.len();
         eprintln!(
-            "run {run}: killed after {plan:?}{}; {} torrents stored",
+            "{runtime} run {run}: killed after {plan:?}{}; {} torrents stored",
             if early { " (while starting)" } else { "" },
             after.len()
         );
@@ -246,7 +271,7 @@ fn sigkill_at_random_points_loses_nothing_committed() {
             }
         }
         panic!(
-            "CRASH_SEED={seed}: not every torrent indexed in the end: {} of {}; missing {missing:?}\n{}",
+            "{runtime}: CRASH_SEED={seed}: not every torrent indexed in the end: {} of {}; missing {missing:?}\n{}",
             m.len(),
             torrents.len(),
             c.tail(30)
@@ -257,7 +282,7 @@ fn sigkill_at_random_points_loses_nothing_committed() {
     }
     assert_eq!(m.len(), torrents.len());
     eprintln!(
-        "CRASH {KILLS} SIGKILLs, {resumed} restarts rejoined from saved nodes, {grew} runs committed new torrents before their kill; {} s",
+        "CRASH {runtime}: {KILLS} SIGKILLs, {resumed} restarts rejoined from saved nodes, {grew} runs committed new torrents before their kill; {} s",
         t_start.elapsed().as_secs()
     );
     assert_eq!(

@@ -83,6 +83,7 @@ fn hostile_seeders_never_yield_invalid_metadata() {
     }
     // Each hostile kind ends in its exact failure reason.
     let mut seen = 0;
+    let mut kinds = std::collections::BTreeSet::new();
     for e in &w.crawler(c).events {
         let Event::PeerSession(r) = e else { continue };
         let Some(ep) = w.dir.lookup(&r.peer) else {
@@ -107,8 +108,18 @@ fn hostile_seeders_never_yield_invalid_metadata() {
             o => panic!("seed {seed}: {b:?} seeder ended {o:?}"),
         }
         seen += 1;
+        kinds.insert(format!("{b:?}"));
     }
     assert!(seen >= 12, "seed {seed}: only {seen} hostile sessions");
+    // Every hostile kind was met (else its check above proved nothing).
+    for b in SeedBehaviour::ALL {
+        if !matches!(b, SeedBehaviour::Honest | SeedBehaviour::Slow) {
+            assert!(
+                kinds.contains(&format!("{b:?}")),
+                "seed {seed}: no session with a {b:?} seeder"
+            );
+        }
+    }
     // Honest and slow seeders do deliver.
     for t in &w.truth.torrents {
         let b = w

@@ -71,6 +71,62 @@ struct Args {
     /// Send no load queries (only answer and announce).
     #[arg(long)]
     no_load: bool,
+    /// Instead of generating load, be the floor to compare a crawler against: a
+    /// bare KRPC responder on this address (one socket, mio, drained until
+    /// WouldBlock) that answers every query with a fixed find_node-sized reply
+    /// (8 compact nodes) carrying the query's transaction id. Runs for
+    /// `--warmup` + `--duration` + 30 seconds.
+    #[arg(long, value_name = "ADDR")]
+    serve: Option<SocketAddr>,
+}
+
+/// The `--serve` floor: what answering a query costs with no DHT work at all.
+fn serve(addr: SocketAddr, secs: u64) {
+    let mut poll = Poll::new().expect("poll");
+    let mut sock = UdpSocket::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    poll.registry()
+        .register(&mut sock, Token(0), Interest::READABLE)
+        .expect("register");
+    let nodes = [0x5au8; 208];
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut events = Events::with_capacity(64);
+    let mut buf = vec![0u8; 65536];
+    let mut out = Vec::with_capacity(512);
+    let (mut answered, mut dropped) = (0u64, 0u64);
+    while Instant::now() < end {
+        if let Err(e) = poll.poll(&mut events, Some(Duration::from_millis(100))) {
+            if e.kind() != ErrorKind::Interrupted {
+                panic!("poll: {e}");
+            }
+        }
+        loop {
+            let (n, from) = match sock.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => continue,
+            };
+            let Ok(msg) = krpc::decode(&buf[..n]) else {
+                dropped += 1;
+                continue;
+            };
+            if !matches!(msg.body, Body::Query(_)) {
+                dropped += 1;
+                continue;
+            }
+            out.clear();
+            out.extend_from_slice(b"d1:rd2:id20:");
+            out.extend_from_slice(&[0x11; 20]);
+            out.extend_from_slice(b"5:nodes208:");
+            out.extend_from_slice(&nodes);
+            out.extend_from_slice(format!("e1:t{}:", msg.tid.len()).as_bytes());
+            out.extend_from_slice(msg.tid);
+            out.extend_from_slice(b"1:y1:re");
+            if sock.send_to(&out, from).is_ok() {
+                answered += 1;
+            }
+        }
+    }
+    println!("serve {addr}: answered {answered}, dropped {dropped}");
 }
 
 fn cpu_time(pid: u32) -> Option<Duration> {
@@ -132,6 +188,10 @@ struct Src {
 
 fn main() {
     let a = Args::parse();
+    if let Some(addr) = a.serve {
+        serve(addr, a.warmup + a.duration + 30);
+        return;
+    }
     let _ = rlimit::increase_nofile_limit(u64::MAX);
     let mut poll = Poll::new().expect("poll");
     let mut srcs = Vec::with_capacity(a.sockets);

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,10 +44,20 @@ pub struct DhtNet {
 impl DhtNet {
     /// `n` nodes at 127.0.0.{base}, 127.0.0.{base+1}, …; all bootstrap from the first.
     pub fn start(n: usize, base: u8, seed: u64) -> DhtNet {
+        let ips: Vec<IpAddr> = (0..n)
+            .map(|i| IpAddr::from([127, 0, 0, base + i as u8]))
+            .collect();
+        DhtNet::start_at(&ips, seed)
+    }
+
+    /// One node per address in `ips` (which may repeat, e.g. `::1`); all bootstrap
+    /// from the first.
+    pub fn start_at(ips: &[IpAddr], seed: u64) -> DhtNet {
+        let n = ips.len();
         let mut sockets = Vec::new();
         let mut addrs = Vec::new();
-        for i in 0..n {
-            let s = UdpSocket::bind(SocketAddr::from(([127, 0, 0, base + i as u8], 0))).unwrap();
+        for ip in ips {
+            let s = UdpSocket::bind(SocketAddr::new(*ip, 0)).unwrap();
             s.set_nonblocking(true).unwrap();
             addrs.push(s.local_addr().unwrap());
             sockets.push(s);
@@ -221,8 +231,13 @@ pub struct Seeder {
 
 impl Seeder {
     pub fn start(ip: [u8; 4], spec: &InfoSpec) -> Seeder {
+        Seeder::start_at(IpAddr::from(ip), spec, Duration::ZERO)
+    }
+
+    /// A seeder at `ip` that waits `delay` after each accept before it speaks.
+    pub fn start_at(ip: IpAddr, spec: &InfoSpec, delay: Duration) -> Seeder {
         let info = build_info(spec);
-        let listener = TcpListener::bind(SocketAddr::from((ip, 0))).unwrap();
+        let listener = TcpListener::bind(SocketAddr::new(ip, 0)).unwrap();
         let addr = listener.local_addr().unwrap();
         let info_hash = FakeSeeder::new(info.clone().into(), Behavior::Honest).info_hash();
         let connections = Arc::new(Mutex::new(0));
@@ -234,6 +249,7 @@ impl Seeder {
                 *conns.lock().unwrap() += 1;
                 let info = served.clone();
                 std::thread::spawn(move || {
+                    std::thread::sleep(delay);
                     let mut seeder = FakeSeeder::new(info.into(), Behavior::Honest);
                     seeder.on_connected();
                     let _ = stream.set_read_timeout(Some(Duration::from_secs(20)));
@@ -271,7 +287,30 @@ pub struct CrawlProc {
 
 /// `magnetar crawl` with the given runtime and extra arguments.
 pub fn crawl(runtime: &str, db: &Path, args: &[&str]) -> CrawlProc {
-    let mut child = Command::new(BIN)
+    crawl_wrapped(&[], runtime, db, args)
+}
+
+/// As [`crawl`], under a resource limit set by util-linux `prlimit` (`limit` is
+/// one of its options, e.g. `--fsize=524288` or `--nofile=256`), without root.
+/// SIGXFSZ is ignored, so that a write past RLIMIT_FSIZE fails with EFBIG (a disk
+/// that fills up, for real) instead of killing the process.
+pub fn crawl_with_rlimit(runtime: &str, db: &Path, args: &[&str], limit: &str) -> CrawlProc {
+    let script = format!(r#"trap "" XFSZ; exec prlimit {limit} -- "$@""#);
+    crawl_wrapped(&["sh", "-c", &script, "sh"], runtime, db, args)
+}
+
+/// `crawl`, started through `wrapper` (a program and its arguments that end by
+/// `exec`ing the rest of the command line, e.g. a shell setting limits) when given.
+pub fn crawl_wrapped(wrapper: &[&str], runtime: &str, db: &Path, args: &[&str]) -> CrawlProc {
+    let mut cmd = match wrapper.split_first() {
+        Some((prog, rest)) => {
+            let mut c = Command::new(prog);
+            c.args(rest).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let mut child = cmd
         .arg("crawl")
         .arg("--runtime")
         .arg(runtime)

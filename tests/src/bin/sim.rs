@@ -1,8 +1,15 @@
 //! The discovery benchmark: one world per strategy (same seed, same world, same
 //! outgoing packet budget), run in virtual time; prints recall against time,
-//! packets per new infohash, metadata figures, memory, and simulator speed.
+//! packets per new infohash, metadata success and failures by reason, the
+//! strategy's heap (metered by this binary's allocator, see
+//! `magnetar_tests::alloc_meter`), and simulator speed in node events per second
+//! of wall time and of CPU time (the machine may be shared).
 //!
 //! `cargo run --release -p magnetar-tests --bin sim -- --nodes 10000 --infohashes 100000 --hours 1 --seed 1`
+//!
+//! The worlds are independent and each runs on one thread; `--jobs N` runs up
+//! to N of them side by side (default: the number of cores). Results, traces
+//! and figures do not depend on it, only the wall time does.
 //!
 //! `--strategies` picks the crawlers, run one after the other in identical worlds:
 //! `magnetar`, `magnetar-idN` (N identities, up to 64), `magnetar-neighbour`
@@ -10,13 +17,19 @@
 //! `magnetico` and `bitmagnet` models.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use magnetar_core::{InfoHash, Timestamp};
+use magnetar_tests::alloc_meter::{self, Meter};
 use magnetar_tests::baseline::{Baseline, Model};
 use magnetar_tests::client::{Client, SeedBehaviour};
 use magnetar_tests::net::TokenBucket;
 use magnetar_tests::{HonestSpec, Kind, NetConfig, NodeIdx, RuntimePolicy, World};
+
+#[global_allocator]
+static ALLOC: Meter = Meter;
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -27,6 +40,7 @@ struct Args {
     budget: u32,
     clients: Option<usize>,
     strategies: Vec<String>,
+    jobs: usize,
 }
 
 fn parse() -> Args {
@@ -38,6 +52,7 @@ fn parse() -> Args {
         budget: 2000,
         clients: None,
         strategies: vec!["magnetar".into(), "magnetico".into(), "bitmagnet".into()],
+        jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -51,8 +66,9 @@ fn parse() -> Args {
             "--budget" => a.budget = v.parse().expect("--budget PPS"),
             "--clients" => a.clients = Some(v.parse().expect("--clients N")),
             "--strategies" => a.strategies = v.split(',').map(String::from).collect(),
+            "--jobs" => a.jobs = v.parse().expect("--jobs N"),
             "-h" | "--help" => {
-                println!("sim [--nodes N] [--infohashes N] [--hours H] [--seed S] [--budget PPS] [--clients N] [--strategies magnetar,magnetico,bitmagnet]");
+                println!("sim [--nodes N] [--infohashes N] [--hours H] [--seed S] [--budget PPS] [--clients N] [--strategies magnetar,magnetico,bitmagnet] [--jobs N (worlds run in parallel; default: cores)]");
                 println!("  magnetar variants: magnetar-id16 (16 identities), magnetar-neighbour (neighbour mode), magnetar-id16-neighbour");
                 std::process::exit(0);
             }
@@ -115,15 +131,19 @@ fn magnetar_variant(name: &str) -> Option<(usize, bool)> {
 
 struct Row {
     name: String,
-    detail: String,
+    /// What came to us (capture) and what the world's clients did.
+    capture: String,
     recall: Vec<(f64, f64)>,
     sent: u64,
     found: usize,
-    with_peers: String,
-    metadata: String,
-    memory: String,
+    detail: String,
+    metadata: Vec<String>,
+    memory: Vec<String>,
     events: u64,
     wall: Duration,
+    cpu: Option<Duration>,
+    build: Duration,
+    trace: u64,
 }
 
 fn discovered_in_truth<'a>(w: &World, it: impl Iterator<Item = &'a InfoHash>) -> usize {
@@ -148,6 +168,23 @@ fn client_totals(w: &World) -> String {
     )
 }
 
+/// CPU time of this thread (the simulation is single-threaded), from
+/// `/proc/thread-self/schedstat` (nanoseconds on CPU). `None` off Linux.
+fn cpu_time() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: u64 = s.split_whitespace().next()?.parse().ok()?;
+    (ns > 0).then(|| Duration::from_nanos(ns))
+}
+
+fn mib(b: i64) -> String {
+    format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0))
+}
+
+/// Approximate heap of a hash map (hashbrown: one control byte per bucket).
+fn map_bytes<K, V, S>(m: &std::collections::HashMap<K, V, S>) -> i64 {
+    (m.capacity() * (std::mem::size_of::<(K, V)>() + 1)) as i64
+}
+
 fn run(a: &Args, strategy: &str) -> Row {
     let t0 = Instant::now();
     let mut w = build(a);
@@ -165,6 +202,7 @@ fn run(a: &Args, strategy: &str) -> Row {
     };
     let budget = a.budget;
     let variant = magnetar_variant(strategy);
+    alloc_meter::reset();
     let node: NodeIdx = match strategy {
         _ if variant.is_some() => {
             let (ids, neighbour) = variant.unwrap_or((1, false));
@@ -179,6 +217,7 @@ fn run(a: &Args, strategy: &str) -> Row {
                     cfg.crawl.neighbour_mode = neighbour;
                 },
             );
+            w.meter = Some(c);
             w.crawler_call(c, |cr, now| cr.bootstrap(now, &routers));
             c
         }
@@ -190,6 +229,7 @@ fn run(a: &Args, strategy: &str) -> Row {
             };
             let r = routers.clone();
             let b = w.add_simple(Kind::Baseline, |id, _| Baseline::new(id, model, r));
+            w.meter = Some(b);
             w.wake_node_at(b, Timestamp::ZERO);
             b
         }
@@ -200,6 +240,7 @@ fn run(a: &Args, strategy: &str) -> Row {
     }
     let build_wall = t0.elapsed();
     let t1 = Instant::now();
+    let cpu0 = cpu_time();
     let ev0 = w.stats.node_events;
     let total = Duration::from_secs_f64(a.hours * 3600.0);
     let mut recall = Vec::new();
@@ -216,19 +257,30 @@ fn run(a: &Args, strategy: &str) -> Row {
         ));
     }
     let wall = t1.elapsed();
+    let cpu = cpu_time().zip(cpu0).map(|(b, a)| b.saturating_sub(a));
     let events = w.stats.node_events - ev0;
     let sent: u64 = w
         .endpoints(node)
         .iter()
         .map(|&ep| w.net.eps[ep as usize].sent)
         .sum();
+    let metered = |extra: String| -> Vec<String> {
+        if !alloc_meter::installed() {
+            return vec!["(allocation meter not installed)".into()];
+        }
+        vec![format!(
+            "heap now {}, peak {}{extra}",
+            mib(alloc_meter::live()),
+            mib(alloc_meter::peak())
+        )]
+    };
     let clients = client_totals(&w);
-    let (found, with_peers, metadata, memory, detail) = match variant {
+    let (found, detail, metadata, memory, capture) = match variant {
         Some(_) => {
             let cn = w.crawler(node);
             let s = cn.crawler.stats();
             let qi = &s.dht.queries_in;
-            let detail = format!(
+            let capture = format!(
                 "queries in: get_peers {} announce_peer {} find_node {} sample {} ping {}; new by source (core): sample {} announce {} get_peers {} (deferred {}, announced meanwhile {}, dropped {}); confirmed by first source: sample {} announce {} get_peers {}; unconfirmed get_peers candidates {} (in truth {})\n{:<10} clients:  {clients}",
                 qi.get_peers,
                 qi.announce_peer,
@@ -249,98 +301,171 @@ fn run(a: &Args, strategy: &str) -> Row {
                 strategy
             );
             let found = discovered_in_truth(&w, cn.tally.discovered.keys());
+            let f = &s.fetch;
+            let done = f.fetched + f.failed;
+            let mut md = vec![
+                format!(
+                    "infohashes: {} fetch jobs started, {} fetched, {} failed ({} by the 60 s deadline), {} still running; success {:.1} % of finished jobs, {:.1} % of found",
+                    f.started,
+                    f.fetched,
+                    f.failed,
+                    f.jobs_timed_out,
+                    f.started.saturating_sub(done),
+                    100.0 * f.fetched as f64 / done.max(1) as f64,
+                    100.0 * cn.tally.fetched.len() as f64 / found.max(1) as f64,
+                ),
+                format!(
+                    "peer sessions: {} started, {} ok, {} failed, {} cancelled (another peer was first)",
+                    f.sessions_started, f.sessions_ok, f.sessions_failed, f.sessions_cancelled
+                ),
+            ];
+            let mut reasons: Vec<(u64, String)> = f
+                .failures
+                .iter()
+                .map(|(r, n)| (*n, format!("{r:?}")))
+                .collect();
+            reasons.sort_by(|x, y| y.0.cmp(&x.0).then(x.1.cmp(&y.1)));
+            md.push(format!(
+                "session failures by reason: {}",
+                if reasons.is_empty() {
+                    "none".to_string()
+                } else {
+                    reasons
+                        .iter()
+                        .map(|(n, r)| format!("{r} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            ));
+            let tally = map_bytes(&cn.tally.discovered) + map_bytes(&cn.tally.fetched);
+            let mut mem = metered(format!(
+                " (of which the harness's discovered/fetched maps, standing in for storage, ≈ {})",
+                mib(tally)
+            ));
+            mem.push(format!(
+                "holds: routing table {} nodes, crawl book {} nodes, {} transactions, {} lookups, {} stored infohashes, {} metadata connections, {} acquisitions running + {} queued",
+                s.nodes,
+                s.crawl.book_nodes,
+                s.transactions,
+                s.lookups_running,
+                s.stored_infohashes,
+                cn.open_conns(),
+                s.crawl.acquisitions_running,
+                s.crawl.acquisitions_queued,
+            ));
             (
                 found,
                 format!(
-                    "{} lookups done; queries out: sample {} get_peers {} find_node {} ping {}; ask-source hits {}/{}",
-                    s.dht.lookups_done,
+                    "queries out: sample {} get_peers {} find_node {} ping {}; ask-source hits {}/{}; {} lookups done",
                     s.dht.queries_out.sample_infohashes,
                     s.dht.queries_out.get_peers,
                     s.dht.queries_out.find_node,
                     s.dht.queries_out.ping,
                     s.crawl.ask_source_hits,
-                    s.crawl.ask_source_sent
-                ),format!(
-                    "fetched {} failed {} (fetch started {}, crawl fetched {} failed {})",
-                    cn.tally.fetched.len(),
-                    cn.tally.failed.len(),
-                    cn.tally.fetch_started,
-                    s.crawl.fetched,
-                    s.crawl.fetch_failed
+                    s.crawl.ask_source_sent,
+                    s.dht.lookups_done,
                 ),
-                format!(
-                    "acq running {} queued {}; table {} book {} tx {} lookups {} store {} (immediate timeouts {})",
-                    s.crawl.acquisitions_running,
-                    s.crawl.acquisitions_queued,
-                    s.nodes,s.crawl.book_nodes,
-                    s.transactions,
-                    s.lookups_running,
-                    s.stored_infohashes,
-                    cn.tally.immediate_timeouts
-                ),
-                detail,
+                md,
+                mem,
+                capture,
             )
         }
         _ => {
             let b = w.get::<Baseline>(node).unwrap();
             let found = discovered_in_truth(&w, b.discovered.keys());
             let (held, known, tx) = b.held();
+            let mut mem = metered(format!(
+                " (of which the discovered map ≈ {})",
+                mib(map_bytes(&b.discovered))
+            ));
+            mem.push(format!(
+                "holds: {held} nodes queued, {known} known, {tx} transactions"
+            ));
             (
                 found,
-                format!("{} with peers", b.with_peers.len()),
-                "n/a (model)".to_string(),
-                format!("nodes {held} known {known} tx {tx}"),
+                format!("{} infohashes with peers", b.with_peers.len()),
+                vec!["not modelled (the baseline models only discover)".to_string()],
+                mem,
                 format!("clients:  {clients}"),
             )
         }
     };
-    eprintln!(
-        "[{strategy}] build {:.1}s, run {:.1}s, {} events, {} datagrams, {} deliveries, trace {:016x}",
-        build_wall.as_secs_f64(),
-        wall.as_secs_f64(),
-        events,
-        w.net.stats.datagrams_sent,
-        w.deliveries(),
-        w.trace_hash()
-    );
     Row {
         name: strategy.to_string(),
-        detail,
+        capture,
         recall,
         sent,
         found,
-        with_peers,
+        detail,
         metadata,
         memory,
         events,
         wall,
+        cpu,
+        build: build_wall,
+        trace: w.trace_hash(),
     }
 }
 
 fn main() {
     let a = parse();
     println!(
-        "sim: {} honest nodes (realistic mix), {} infohashes, {} h virtual, seed {}, budget {} pkt/s",
+        "sim: {} honest nodes (realistic mix), {} infohashes, {} h virtual, seed {}, budget {} pkt/s for every strategy",
         a.nodes, a.infohashes, a.hours, a.seed, a.budget
     );
-    let rows: Vec<Row> = a.strategies.iter().map(|s| run(&a, s)).collect();
+    let started = Instant::now();
+    // Each strategy's world is independent and single-threaded: with --jobs > 1
+    // they run side by side, each metered in its own slot.
+    let n = a.strategies.len();
+    let next = AtomicUsize::new(0);
+    let done: Mutex<Vec<Option<Row>>> = Mutex::new((0..n).map(|_| None).collect());
+    std::thread::scope(|sc| {
+        for _ in 0..a.jobs.clamp(1, n.max(1)) {
+            sc.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(s) = a.strategies.get(i) else { break };
+                alloc_meter::use_slot(i + 1);
+                let r = run(&a, s);
+                eprintln!(
+                    "[{}] built in {:.1}s, ran {} node events in {:.1}s wall, trace {:016x}",
+                    r.name,
+                    r.build.as_secs_f64(),
+                    r.events,
+                    r.wall.as_secs_f64(),
+                    r.trace
+                );
+                if let Ok(mut d) = done.lock() {
+                    d[i] = Some(r);
+                }
+            });
+        }
+    });
+    let total_wall = started.elapsed();
+    let rows: Vec<Row> = done
+        .into_inner()
+        .expect("a strategy's thread panicked")
+        .into_iter()
+        .map(|r| r.expect("a strategy's thread panicked"))
+        .collect();
     println!();
-    print!("{:<10}", "recall @");
+    println!("## recall against virtual time (share of the world's infohashes discovered)");
+    print!("{:<10}", "minutes");
     for (m, _) in &rows[0].recall {
-        print!(" {:>7.0}m", m);
+        print!(" {:>7.0}", m);
     }
     println!();
     for r in &rows {
         print!("{:<10}", r.name);
         for (_, x) in &r.recall {
-            print!(" {:>7.1}%", x * 100.0);
+            print!(" {:>6.1}%", x * 100.0);
         }
         println!();
     }
     println!();
+    println!("## packets");
     println!(
-        "{:<10} {:>10} {:>10} {:>10}  peers",
-        "strategy", "sent", "found", "pkt/new"
+        "{:<10} {:>10} {:>10} {:>12}  detail",
+        "strategy", "sent", "found", "pkt per new"
     );
     for r in &rows {
         let per = if r.found > 0 {
@@ -349,24 +474,65 @@ fn main() {
             f64::INFINITY
         };
         println!(
-            "{:<10} {:>10} {:>10} {:>10.1}  {}",
-            r.name, r.sent, r.found, per, r.with_peers
+            "{:<10} {:>10} {:>10} {:>12.2}  {}",
+            r.name, r.sent, r.found, per, r.detail
         );
     }
     println!();
+    println!("## metadata");
     for r in &rows {
-        println!("{:<10} metadata: {}", r.name, r.metadata);
-        println!("{:<10} memory:   {}", r.name, r.memory);
-        println!("{:<10} {}", r.name, r.detail);
+        for (i, l) in r.metadata.iter().enumerate() {
+            println!("{:<10} {}", if i == 0 { r.name.as_str() } else { "" }, l);
+        }
     }
     println!();
+    println!("## capture (queries that came to us) and the clients' announces");
     for r in &rows {
+        println!("{:<10} {}", r.name, r.capture);
+    }
+    println!();
+    println!("## memory (heap allocated by the strategy's own code and still live, metered by the sim's allocator)");
+    for r in &rows {
+        for (i, l) in r.memory.iter().enumerate() {
+            println!("{:<10} {}", if i == 0 { r.name.as_str() } else { "" }, l);
+        }
+    }
+    println!();
+    println!(
+        "## simulator speed (node events = datagrams, timers and TCP events handled by nodes)"
+    );
+    println!(
+        "{:<10} {:>12} {:>9} {:>9} {:>13} {:>13}  trace",
+        "strategy", "node events", "wall s", "cpu s", "M ev/s wall", "M ev/s cpu"
+    );
+    for r in &rows {
+        let w = r.wall.as_secs_f64().max(1e-9);
+        let (cpu_s, cpu_rate) = match r.cpu {
+            Some(c) => (
+                format!("{:.2}", c.as_secs_f64()),
+                format!("{:.2}", r.events as f64 / c.as_secs_f64().max(1e-9) / 1e6),
+            ),
+            None => ("n/a".into(), "n/a".into()),
+        };
         println!(
-            "{:<10} {} node events in {:.2}s wall = {:.2} M events/s",
+            "{:<10} {:>12} {:>9.2} {:>9} {:>13.2} {:>13}  {:016x}",
             r.name,
             r.events,
-            r.wall.as_secs_f64(),
-            r.events as f64 / r.wall.as_secs_f64().max(1e-9) / 1e6
+            w,
+            cpu_s,
+            r.events as f64 / w / 1e6,
+            cpu_rate,
+            r.trace
         );
     }
+    let events: u64 = rows.iter().map(|r| r.events).sum();
+    let tw = total_wall.as_secs_f64().max(1e-9);
+    println!(
+        "all strategies: {} node events in {:.1}s wall from start to end (world builds included; {} job{} in parallel) = {:.2} M events/s",
+        events,
+        tw,
+        a.jobs.clamp(1, n.max(1)),
+        if a.jobs.clamp(1, n.max(1)) == 1 { "" } else { "s" },
+        events as f64 / tw / 1e6
+    );
 }
