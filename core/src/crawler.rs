@@ -280,8 +280,8 @@ impl Crawler {
         if let Some(o) = self.out.pop_front() {
             return o;
         }
-        if let Some(o) = self.fetcher.poll_output() {
-            if let Output::Event(e) = &o {
+        if let Some(mut o) = self.fetcher.poll_output() {
+            if let Output::Event(e) = &mut o {
                 self.on_fetch_event(e);
             }
             return o;

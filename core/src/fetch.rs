@@ -111,6 +111,21 @@ pub struct MetadataFailed {
     pub info_error: Option<InfoError>,
     /// True when the infohash deadline ended the fetch.
     pub timed_out: bool,
+    /// What happens next to this infohash (set by the crawl strategy).
+    pub next: AfterFailure,
+}
+
+/// What the crawler does after a failed fetch.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// The fetch was the runtime's own (`fetch_metadata`): core does not retry it.
+    NotManaged,
+    /// The crawl strategy tries again (a new peer search, or the same peers) at
+    /// this time (exponential backoff).
+    RetryAt(crate::Timestamp),
+    /// The strategy gave up: backoff exhausted, or metadata that hashed right but
+    /// is invalid (invalid for everyone).
+    GivenUp,
 }
 
 /// How a session ended.
@@ -966,6 +981,7 @@ impl Fetcher {
             peers_tried: job.tried,
             info_error,
             timed_out,
+            next: AfterFailure::NotManaged,
         };
         self.out
             .push_back(Output::Event(Event::MetadataFailed(Box::new(ev))));

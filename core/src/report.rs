@@ -656,6 +656,26 @@ pub fn prometheus(s: &Stats, extra: &[Metric]) -> String {
         "Acquire calls skipped during backoff.",
         c.retry_skips,
     );
+    w.counter(
+        "magnetar_crawl_candidates_deferred_total",
+        "get_peers candidates held back waiting for their announce.",
+        c.candidates_deferred,
+    );
+    w.counter(
+        "magnetar_crawl_candidates_announced_total",
+        "Deferred candidates whose announce arrived (no peer search).",
+        c.candidates_announced,
+    );
+    w.counter(
+        "magnetar_crawl_candidates_dropped_total",
+        "get_peers candidates with no peers, given up at once.",
+        c.candidates_dropped,
+    );
+    w.gauge(
+        "magnetar_crawl_stored_estimate",
+        "Infohashes the sampled nodes report storing (sum of BEP 51 num).",
+        c.stored_estimate as f64,
+    );
 
     w.gauge("magnetar_nodes", "Nodes in routing tables.", s.nodes as f64);
     w.counter(

@@ -59,8 +59,15 @@ impl Default for RuntimePolicy {
 /// What the runtime saw, for recall and success figures.
 #[derive(Clone, Debug, Default)]
 pub struct Tally {
-    /// First time each infohash was discovered.
+    /// First time each infohash was discovered: heard in a BEP 51 sample or an
+    /// announce, or heard in a get_peers query and then confirmed by peers or
+    /// metadata (a get_peers target alone may be table-refresh noise).
     pub discovered: FxMap<InfoHash, Timestamp>,
+    /// Infohashes heard only in get_peers queries, not yet confirmed.
+    pub candidates: FxMap<InfoHash, Timestamp>,
+    /// Confirmed infohashes by how they were first heard: sample, announce,
+    /// get_peers.
+    pub by_source: [u64; 3],
     pub fetched: FxMap<InfoHash, Timestamp>,
     pub failed: FxSet<InfoHash>,
     pub fetch_started: u64,
@@ -268,6 +275,22 @@ impl CrawlerNode {
         }
     }
 
+    /// Counts `ih` as discovered (first time only). `source` is how it was heard
+    /// when that is not a get_peers query; `None` promotes a candidate.
+    fn confirm(&mut self, now: Timestamp, ih: InfoHash, source: Option<DiscoverySource>) {
+        if self.tally.discovered.contains_key(&ih) {
+            return;
+        }
+        let (at, slot) = match (source, self.tally.candidates.remove(&ih)) {
+            (Some(DiscoverySource::Sample), _) => (now, 0),
+            (Some(DiscoverySource::Announce), _) => (now, 1),
+            (_, Some(t)) => (t.max(now), 2),
+            (Some(DiscoverySource::GetPeers), None) | (None, None) => return,
+        };
+        self.tally.by_source[slot] += 1;
+        self.tally.discovered.insert(ih, at);
+    }
+
     fn on_event(&mut self, now: Timestamp, e: Event) {
         match &e {
             Event::InfohashDiscovered {
@@ -276,7 +299,13 @@ impl CrawlerNode {
                 peer,
                 ..
             } => {
-                self.tally.discovered.entry(*info_hash).or_insert(now);
+                if *source == DiscoverySource::GetPeers {
+                    if !self.tally.discovered.contains_key(info_hash) {
+                        self.tally.candidates.entry(*info_hash).or_insert(now);
+                    }
+                } else {
+                    self.confirm(now, *info_hash, Some(*source));
+                }
                 match (self.policy.acquire, source, peer) {
                     (Acquire::Harness, DiscoverySource::Announce, Some(p)) => {
                         self.want_fetch(now, *info_hash, vec![*p])
@@ -288,11 +317,15 @@ impl CrawlerNode {
                 info_hash, peers, ..
             } => {
                 self.tally.peers_found += 1;
+                if !peers.is_empty() {
+                    self.confirm(now, *info_hash, None);
+                }
                 if self.policy.acquire == Acquire::Harness {
                     self.want_fetch(now, *info_hash, peers.clone());
                 }
             }
             Event::MetadataFetched(m) => {
+                self.confirm(now, m.info_hash, None);
                 self.tally.fetched.entry(m.info_hash).or_insert(now);
                 self.fetching.remove(&m.info_hash);
             }

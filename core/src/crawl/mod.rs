@@ -11,7 +11,14 @@
 //! * **find_node exploration** with random targets, paced at
 //!   [`CrawlConfig::explore_pps`], keeps the book filling.
 //! * **Capture** of get_peers and announce_peer queries sent to us (the server in
-//!   [`crate::crawler`] reports them here).
+//!   [`crate::crawler`] reports them here). An infohash heard only in a get_peers
+//!   query is a *candidate*: libtorrent also sends get_peers for random ids when
+//!   it refreshes its table. A client that traverses towards us usually announces
+//!   to us seconds later, so a candidate waits [`CrawlConfig::candidate_grace`]
+//!   for that announce (its peer confirms the candidate, `PeersFound`, and is
+//!   fetched from at once); otherwise it gets one bounded peer search, and if
+//!   nobody holds it, it is given up without retries. Candidates are never stored
+//!   as torrents: only metadata is.
 //! * **Acquisition**: for an infohash that the runtime wants (it is not stored),
 //!   ask the node that sampled it for peers first (one get_peers), then fall back to
 //!   a bounded get_peers traversal, then fetch the metadata. Failures are retried
@@ -34,6 +41,7 @@ use std::time::Duration;
 
 use crate::addr::Family;
 use crate::crawler::Sent;
+use crate::fetch::AfterFailure;
 use crate::id::{InfoHash, NodeId};
 use crate::krpc::{QueryKind, Response};
 use crate::lookup::LookupKind;
@@ -98,12 +106,23 @@ pub struct CrawlConfig {
     pub lookup_on_miss: bool,
     /// Cap on the queries of that traversal.
     pub acquire_lookup_queries: u32,
+    /// How long an infohash heard only in a get_peers query waits before its
+    /// peer search. A client that traverses towards us announces to us a few
+    /// seconds later when we are among the closest nodes that answered: the
+    /// announce gives its peer for free, and the traversal is saved.
+    pub candidate_grace: Duration,
     /// Retry delays after a failed acquisition; after the last, give up.
     pub retry_backoff: Vec<Duration>,
     /// Infohashes remembered in the retry table.
     pub max_retry: usize,
     /// Answer with node ids forged close to each remote node (magnetico's old
-    /// trick). This bends BEP 5 (our id is not stable) so it is opt-in.
+    /// trick). Every node we query files us in its closest bucket, so it hands
+    /// us out to anyone traversing towards its part of the keyspace, and their
+    /// get_peers and announce_peer queries come to us. This bends BEP 5: our id
+    /// is not stable, one address claims thousands of ids, and the nodes' closest
+    /// buckets (the ones lookups rely on) fill with a node that is not where it
+    /// claims to be. Hence opt-in. (In the simulator it lifts recall past the
+    /// BEP 51 ceiling; see BENCHMARKS.md.)
     pub neighbour_mode: bool,
 }
 
@@ -129,6 +148,7 @@ impl Default for CrawlConfig {
             acquire_queue: 100_000,
             lookup_on_miss: true,
             acquire_lookup_queries: 16,
+            candidate_grace: Duration::from_secs(15),
             retry_backoff: vec![
                 Duration::from_secs(300),
                 Duration::from_secs(1800),
@@ -171,6 +191,15 @@ struct Hint {
     /// Nodes whose samples held it (the first few), to ask for peers.
     sources: Vec<(usize, NodeId, SocketAddr)>,
     peers: Vec<SocketAddr>,
+    /// First heard in a get_peers query to us (a candidate).
+    heard_at: Option<Timestamp>,
+}
+
+impl Hint {
+    /// Heard only in get_peers queries: no sample, no announced peer.
+    fn candidate_only(&self) -> bool {
+        self.sources.is_empty() && self.peers.is_empty()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -221,6 +250,9 @@ pub struct CrawlStats {
     pub new_from_sample: u64,
     pub duplicates: u64,
     pub book_nodes: usize,
+    /// Infohashes the sampled nodes say they store (sum of their BEP 51 `num`):
+    /// how much there is to find among the nodes we know.
+    pub stored_estimate: u64,
     /// Acquisitions running now (peer search or fetch).
     pub acquisitions_running: usize,
     /// Acquisitions waiting to start.
@@ -241,6 +273,13 @@ pub struct CrawlStats {
     pub retries: u64,
     pub given_up: u64,
     pub retry_skips: u64,
+    /// get_peers candidates held back for [`CrawlConfig::candidate_grace`].
+    pub candidates_deferred: u64,
+    /// Of those, the ones whose announce arrived meanwhile (no peer search).
+    pub candidates_announced: u64,
+    /// Candidates whose peer search found nobody: given up at once (most are
+    /// table-refresh targets, not torrents).
+    pub candidates_dropped: u64,
 }
 
 pub(crate) struct Harvest {
@@ -258,6 +297,9 @@ pub(crate) struct Harvest {
     /// The infohashes in `acq_queue`.
     queued: BTreeSet<InfoHash>,
     acq_by_lookup: BTreeMap<u64, InfoHash>,
+    /// Candidates waiting out their grace, with the time they come due.
+    deferred: BTreeMap<InfoHash, Timestamp>,
+    deferred_due: BTreeSet<(Timestamp, InfoHash)>,
     retry: BTreeMap<InfoHash, Retry>,
     retry_due: BTreeSet<(Timestamp, InfoHash)>,
     pub txs: BTreeMap<u64, CrawlTx>,
@@ -290,6 +332,8 @@ impl Harvest {
             acq_queue: VecDeque::new(),
             queued: BTreeSet::new(),
             acq_by_lookup: BTreeMap::new(),
+            deferred: BTreeMap::new(),
+            deferred_due: BTreeSet::new(),
             retry: BTreeMap::new(),
             retry_due: BTreeSet::new(),
             txs: BTreeMap::new(),
@@ -415,6 +459,13 @@ impl Crawler {
     pub fn crawl_stats(&self) -> CrawlStats {
         let mut s = self.harvest.stats.clone();
         s.book_nodes = self.harvest.book.len();
+        s.stored_estimate = self
+            .harvest
+            .book
+            .values()
+            .filter_map(|n| n.num)
+            .map(|n| n.clamp(0, 1 << 32) as u64)
+            .sum();
         s.acquisitions_running = self.harvest.acq.len();
         s.acquisitions_queued = self.harvest.acq_queue.len();
         s.budget_refused = self.harvest.budget.refused;
@@ -441,9 +492,9 @@ impl Crawler {
                 return Ok(());
             }
         }
-        // Queued acquisitions start from the crawl tick, after sampling has had its
-        // share of the budget: discovering new infohashes comes first.
-        if self.harvest.queued.contains(&ih) {
+        // Acquisitions start from the crawl tick, after sampling has had its share
+        // of the budget: discovering new infohashes comes first.
+        if self.harvest.queued.contains(&ih) || self.harvest.deferred.contains_key(&ih) {
             return Ok(());
         }
         if self.harvest.acq_queue.len() >= self.harvest.cfg.acquire_queue {
@@ -485,6 +536,18 @@ impl Crawler {
             self.harvest.acq.insert(ih, Acq::new(Stage::Fetching));
             self.start_fetch(ih, &hint.peers);
             return;
+        }
+        let grace = self.harvest.cfg.candidate_grace;
+        if let Some(t) = hint.heard_at.filter(|_| hint.sources.is_empty()) {
+            let due = t.add(grace);
+            if due > self.now && self.harvest.deferred.len() < self.harvest.cfg.acquire_queue {
+                // Wait for the announce that usually follows.
+                self.harvest.stats.acquisitions_started -= 1;
+                self.harvest.stats.candidates_deferred += 1;
+                self.harvest.deferred.insert(ih, due);
+                self.harvest.deferred_due.insert((due, ih));
+                return;
+            }
         }
         // Ask a node that sampled it; when one is paced (it just gave us up to 20
         // samples), another that sampled it too, each under its own per-IP pace.
@@ -580,17 +643,30 @@ impl Crawler {
         self.acquisition_failed_with(ih, no_peers, &[], false);
     }
 
+    /// Schedules the retry (returns its time) or gives up (`None`).
     fn acquisition_failed_with(
         &mut self,
         ih: InfoHash,
         no_peers: bool,
         peers: &[SocketAddr],
         final_: bool,
-    ) {
+    ) -> Option<Timestamp> {
         self.harvest.acq.remove(&ih);
         if no_peers {
             self.harvest.stats.acquire_no_peers += 1;
         }
+        // A candidate nobody holds is most likely a random refresh target: one
+        // peer search is all it gets.
+        let candidate = no_peers
+            && self
+                .harvest
+                .hints
+                .get(&ih)
+                .is_none_or(|h| h.candidate_only());
+        if candidate {
+            self.harvest.stats.candidates_dropped += 1;
+        }
+        let final_ = final_ || candidate;
         let h = &mut self.harvest;
         let attempts = h.retry.get(&ih).map_or(0, |r| r.attempts);
         if let Some(r) = h.retry.remove(&ih) {
@@ -620,6 +696,7 @@ impl Crawler {
                     },
                 );
                 h.retry_due.insert((next_at, ih));
+                Some(next_at)
             }
             None => {
                 h.stats.given_up += 1;
@@ -631,6 +708,7 @@ impl Crawler {
                         peers: Vec::new(),
                     },
                 );
+                None
             }
         }
     }
@@ -654,8 +732,11 @@ impl Crawler {
             return;
         }
         let new = self.harvest.note_seen(ih);
+        let first_peer;
         {
             let hint = self.harvest.hints.entry(ih).or_default();
+            // A get_peers candidate that now has an announced peer is confirmed.
+            first_peer = peer.is_some() && hint.heard_at.is_some() && hint.candidate_only();
             if let Some(p) = peer {
                 if !hint.peers.contains(&p) && hint.peers.len() < 8 {
                     hint.peers.push(p);
@@ -665,6 +746,25 @@ impl Crawler {
                 if hint.sources.len() < MAX_SOURCES && !hint.sources.iter().any(|s| s.2 == from) {
                     hint.sources.push((i, id, from));
                 }
+            }
+            if source == DiscoverySource::GetPeers && hint.heard_at.is_none() {
+                hint.heard_at = Some(self.now);
+            }
+        }
+        if let (true, Some(p)) = (first_peer, peer) {
+            self.emit(Event::PeersFound {
+                info_hash: ih,
+                peers: vec![p],
+                seeders: None,
+                leechers: None,
+            });
+        }
+        if peer.is_some() {
+            // A candidate waiting for its announce: here it is.
+            if let Some(due) = self.harvest.deferred.remove(&ih) {
+                self.harvest.deferred_due.remove(&(due, ih));
+                self.harvest.stats.candidates_announced += 1;
+                self.start_acquisition(ih);
             }
         }
         if let Some(p) = peer {
@@ -889,8 +989,9 @@ impl Crawler {
         }
     }
 
-    /// Sees every fetcher event on its way out.
-    pub(crate) fn on_fetch_event(&mut self, e: &Event) {
+    /// Sees every fetcher event on its way out (and says in a `MetadataFailed`
+    /// whether the infohash will be retried).
+    pub(crate) fn on_fetch_event(&mut self, e: &mut Event) {
         match e {
             Event::MetadataFetched(m) => {
                 self.harvest.stats.fetched += 1;
@@ -928,7 +1029,11 @@ impl Crawler {
                     let peers: Vec<SocketAddr> = m.reasons.iter().map(|(p, _)| *p).collect();
                     // Metadata that hashed right but is invalid is invalid for everyone.
                     let final_ = m.info_error.is_some();
-                    self.acquisition_failed_with(m.info_hash, false, &peers, final_);
+                    m.next = match self.acquisition_failed_with(m.info_hash, false, &peers, final_)
+                    {
+                        Some(t) => AfterFailure::RetryAt(t),
+                        None => AfterFailure::GivenUp,
+                    };
                 }
             }
             _ => {}
@@ -1071,10 +1176,18 @@ impl Crawler {
             && self.harvest.budget.available(now) > reserve
             && started < 1000
         {
+            let deferred = self.harvest.deferred_due.first().copied();
             let ih = match self.harvest.retry_due.first() {
                 Some(&(t, ih)) if t <= now => {
                     self.harvest.retry_due.pop_first();
                     self.harvest.stats.retries += 1;
+                    ih
+                }
+                _ if deferred.is_some_and(|(t, _)| t <= now) => {
+                    let Some((_, ih)) = self.harvest.deferred_due.pop_first() else {
+                        break;
+                    };
+                    self.harvest.deferred.remove(&ih);
                     ih
                 }
                 _ => match self.harvest.acq_queue.pop_front() {

@@ -10,6 +10,11 @@
 //! The worlds are independent and each runs on one thread; `--jobs N` runs up
 //! to N of them side by side (default: the number of cores). Results, traces
 //! and figures do not depend on it, only the wall time does.
+//!
+//! `--strategies` picks the crawlers, run one after the other in identical worlds:
+//! `magnetar`, `magnetar-idN` (N identities, up to 64), `magnetar-neighbour`
+//! (neighbour mode), combinations such as `magnetar-id16-neighbour`, and the
+//! `magnetico` and `bitmagnet` models.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,7 +24,7 @@ use std::time::{Duration, Instant};
 use magnetar_core::{InfoHash, Timestamp};
 use magnetar_tests::alloc_meter::{self, Meter};
 use magnetar_tests::baseline::{Baseline, Model};
-use magnetar_tests::client::SeedBehaviour;
+use magnetar_tests::client::{Client, SeedBehaviour};
 use magnetar_tests::net::TokenBucket;
 use magnetar_tests::{HonestSpec, Kind, NetConfig, NodeIdx, RuntimePolicy, World};
 
@@ -64,6 +69,7 @@ fn parse() -> Args {
             "--jobs" => a.jobs = v.parse().expect("--jobs N"),
             "-h" | "--help" => {
                 println!("sim [--nodes N] [--infohashes N] [--hours H] [--seed S] [--budget PPS] [--clients N] [--strategies magnetar,magnetico,bitmagnet] [--jobs N (worlds run in parallel; default: cores)]");
+                println!("  magnetar variants: magnetar-id16 (16 identities), magnetar-neighbour (neighbour mode), magnetar-id16-neighbour");
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -89,13 +95,44 @@ fn build(a: &Args) -> World {
         },
         Duration::from_secs(1800),
     );
+    // A world in steady state: every client is already announcing, so each
+    // torrent's next announce by each holder falls in the next 30 minutes
+    // (`add_clients` would hold a client back for up to a whole round).
+    for &c in &cl {
+        let t = Timestamp::from_nanos(w.rng.below(20_000_000_000));
+        w.wake_node_at(c, t);
+    }
     w.add_torrents(a.infohashes, |r| 1 + r.below(4) as u32, 2, &cl, true);
     w.start_churn(HonestSpec::realistic(0), Duration::from_secs(2));
     w
 }
 
+/// A magnetar strategy name: `magnetar[-idN][-neighbour]`.
+fn magnetar_variant(name: &str) -> Option<(usize, bool)> {
+    let mut parts = name.split('-');
+    if parts.next() != Some("magnetar") {
+        return None;
+    }
+    let (mut ids, mut neighbour) = (1, false);
+    for p in parts {
+        match p {
+            "neighbour" => neighbour = true,
+            _ => {
+                ids = p
+                    .strip_prefix("id")?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=64).contains(n))?
+            }
+        }
+    }
+    Some((ids, neighbour))
+}
+
 struct Row {
     name: String,
+    /// What came to us (capture) and what the world's clients did.
+    capture: String,
     recall: Vec<(f64, f64)>,
     sent: u64,
     found: usize,
@@ -111,6 +148,24 @@ struct Row {
 
 fn discovered_in_truth<'a>(w: &World, it: impl Iterator<Item = &'a InfoHash>) -> usize {
     it.filter(|ih| w.truth.find(ih).is_some()).count()
+}
+
+/// What the world's BitTorrent clients did (their announce traversals).
+fn client_totals(w: &World) -> String {
+    let (mut tr, mut q, mut to, mut an, mut rf) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    for n in 0..w.node_count() as NodeIdx {
+        if let Some(c) = w.get::<Client>(n) {
+            tr += c.stats.traversals;
+            q += c.stats.traversal_queries;
+            to += c.stats.traversal_timeouts;
+            an += c.stats.announces_sent;
+            rf += c.stats.refresh_queries;
+        }
+    }
+    format!(
+        "{tr} announce traversals, {:.1} queries each ({to} timed out), {an} announce_peer, {rf} refresh get_peers",
+        q as f64 / tr.max(1) as f64
+    )
 }
 
 /// CPU time of this thread (the simulation is single-threaded), from
@@ -146,17 +201,20 @@ fn run(a: &Args, strategy: &str) -> Row {
         v
     };
     let budget = a.budget;
+    let variant = magnetar_variant(strategy);
     alloc_meter::reset();
     let node: NodeIdx = match strategy {
-        "magnetar" => {
+        _ if variant.is_some() => {
+            let (ids, neighbour) = variant.unwrap_or((1, false));
             let c = w.add_crawler(
-                1,
+                ids,
                 RuntimePolicy {
                     record: false,
                     ..RuntimePolicy::default()
                 },
                 |cfg| {
                     cfg.crawl.max_pps = budget;
+                    cfg.crawl.neighbour_mode = neighbour;
                 },
             );
             w.meter = Some(c);
@@ -189,8 +247,8 @@ fn run(a: &Args, strategy: &str) -> Row {
     for f in [1.0 / 12.0, 1.0 / 6.0, 0.25, 0.5, 0.75, 1.0] {
         let t = Timestamp::ZERO.add(total.mul_f64(f));
         w.run_until(t, u64::MAX).expect("unbounded");
-        let found = match strategy {
-            "magnetar" => discovered_in_truth(&w, w.crawler(node).tally.discovered.keys()),
+        let found = match variant {
+            Some(_) => discovered_in_truth(&w, w.crawler(node).tally.discovered.keys()),
             _ => discovered_in_truth(&w, w.get::<Baseline>(node).unwrap().discovered.keys()),
         };
         recall.push((
@@ -216,10 +274,32 @@ fn run(a: &Args, strategy: &str) -> Row {
             mib(alloc_meter::peak())
         )]
     };
-    let (found, detail, metadata, memory) = match strategy {
-        "magnetar" => {
+    let clients = client_totals(&w);
+    let (found, detail, metadata, memory, capture) = match variant {
+        Some(_) => {
             let cn = w.crawler(node);
             let s = cn.crawler.stats();
+            let qi = &s.dht.queries_in;
+            let capture = format!(
+                "queries in: get_peers {} announce_peer {} find_node {} sample {} ping {}; new by source (core): sample {} announce {} get_peers {} (deferred {}, announced meanwhile {}, dropped {}); confirmed by first source: sample {} announce {} get_peers {}; unconfirmed get_peers candidates {} (in truth {})\n{:<10} clients:  {clients}",
+                qi.get_peers,
+                qi.announce_peer,
+                qi.find_node,
+                qi.sample_infohashes,
+                qi.ping,
+                s.crawl.new_from_sample,
+                s.crawl.new_from_announce,
+                s.crawl.new_from_get_peers,
+                s.crawl.candidates_deferred,
+                s.crawl.candidates_announced,
+                s.crawl.candidates_dropped,
+                cn.tally.by_source[0],
+                cn.tally.by_source[1],
+                cn.tally.by_source[2],
+                cn.tally.candidates.len(),
+                discovered_in_truth(&w, cn.tally.candidates.keys()),
+                strategy
+            );
             let found = discovered_in_truth(&w, cn.tally.discovered.keys());
             let f = &s.fetch;
             let done = f.fetched + f.failed;
@@ -287,6 +367,7 @@ fn run(a: &Args, strategy: &str) -> Row {
                 ),
                 md,
                 mem,
+                capture,
             )
         }
         _ => {
@@ -305,11 +386,13 @@ fn run(a: &Args, strategy: &str) -> Row {
                 format!("{} infohashes with peers", b.with_peers.len()),
                 vec!["not modelled (the baseline models only discover)".to_string()],
                 mem,
+                format!("clients:  {clients}"),
             )
         }
     };
     Row {
         name: strategy.to_string(),
+        capture,
         recall,
         sent,
         found,
@@ -401,6 +484,11 @@ fn main() {
         for (i, l) in r.metadata.iter().enumerate() {
             println!("{:<10} {}", if i == 0 { r.name.as_str() } else { "" }, l);
         }
+    }
+    println!();
+    println!("## capture (queries that came to us) and the clients' announces");
+    for r in &rows {
+        println!("{:<10} {}", r.name, r.capture);
     }
     println!();
     println!("## memory (heap allocated by the strategy's own code and still live, metered by the sim's allocator)");
