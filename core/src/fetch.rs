@@ -120,6 +120,9 @@ pub struct MetadataFailed {
 pub enum AfterFailure {
     /// The fetch was the runtime's own (`fetch_metadata`): core does not retry it.
     NotManaged,
+    /// Only early peers (announcers, or the peers of an earlier attempt) failed: the
+    /// crawl strategy goes on with a peer search for it, running or starting now.
+    StillSearching,
     /// The crawl strategy tries again (a new peer search, or the same peers) at
     /// this time (exponential backoff).
     RetryAt(crate::Timestamp),

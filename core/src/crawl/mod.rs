@@ -1013,6 +1013,7 @@ impl Crawler {
                 let invalid = m.info_error.is_some();
                 if searching && !invalid {
                     // Only the announcers failed; the search still out decides.
+                    m.next = AfterFailure::StillSearching;
                     return;
                 }
                 if !searched && !invalid {
@@ -1020,9 +1021,12 @@ impl Crawler {
                     // search for peers now rather than retry in minutes.
                     if let Some(h) = self.harvest.hints.get_mut(&ih) {
                         h.peers.clear();
+                        // Confirmed by its announce already: no second grace.
+                        h.heard_at = None;
                     }
                     self.harvest.acq.remove(&ih);
                     self.start_acquisition(ih);
+                    m.next = AfterFailure::StillSearching;
                     return;
                 }
                 if self.harvest.acq.contains_key(&m.info_hash) {
