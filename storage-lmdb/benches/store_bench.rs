@@ -2,13 +2,16 @@
 //!
 //! `cargo bench -p magnetar-storage --bench store_bench`
 //! Environment: BENCH_TORRENTS (default 1,000,000), BENCH_INFO_TORRENTS (default
-//! 20,000), BENCH_QUERIES (default 1,000 per kind), BENCH_DIR (default a temp dir).
+//! 20,000), BENCH_QUERIES (default 1,000 per kind), BENCH_DIR (default a temp dir),
+//! BENCH_WRITER_TORRENTS (default BENCH_TORRENTS; 0 skips the writer-path run).
 //! Prints figures; asserts nothing.
 
 use std::time::{Duration, Instant};
 
 use magnetar_storage::synth::Synth;
-use magnetar_storage::{tokenize, wait_closed, Durability, Op, Order, Store, StoreOptions};
+use magnetar_storage::{
+    tokenize, wait_closed, Durability, Op, Order, Store, StoreOptions, WriterConfig,
+};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -24,6 +27,17 @@ fn process_cpu() -> f64 {
         return 0.0;
     };
     // Fields after the parenthesised command name; utime and stime are 14 and 15.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds (user + system) of the calling thread so far (Linux; 0 elsewhere).
+fn thread_cpu() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else {
+        return 0.0;
+    };
     let rest = stat.rsplit(')').next().unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
@@ -82,6 +96,30 @@ fn fill(
         done += k;
     }
     (spent.as_secs_f64(), cpu)
+}
+
+/// Inserts `n` synthetic torrents through the real writer path: this thread
+/// generates them and `send`s each to a `Writer` (bounded channel → batches of
+/// 10,000 or 100 ms → commit), then `close`s it (everything durable). Returns the
+/// wall seconds from the first send to `close` returning, the CPU seconds of the
+/// writer's threads (process CPU minus this thread's) and this thread's CPU seconds.
+fn fill_writer(store: &Store, n: usize, seed: u64) -> (f64, f64, f64) {
+    let mut synth = Synth::new(seed);
+    let w = store.writer(WriterConfig::default()).expect("writer");
+    let t0 = Instant::now();
+    let (p0, m0) = (process_cpu(), thread_cpu());
+    for i in 0..n {
+        let t = synth.torrent(1_600_000_000 + i as u64, false);
+        w.send(Op::Torrent(Box::new(t))).expect("send");
+    }
+    let totals = w.close().expect("close");
+    let wall = t0.elapsed().as_secs_f64();
+    let main = thread_cpu() - m0;
+    let writer = process_cpu() - p0 - main;
+    if totals.torrents_new != n as u64 {
+        println!("writer path: {} new torrents of {n} sent", totals.torrents_new);
+    }
+    (wall, writer, main)
 }
 
 fn main() {
@@ -189,6 +227,25 @@ fn main() {
     drop(store);
     wait_closed(&path);
     let _ = std::fs::remove_dir_all(&path);
+
+    // 2b. The same torrents through the writer thread (what a crawler does).
+    let nw = env("BENCH_WRITER_TORRENTS", n);
+    if nw > 0 {
+        let path = base.join("bench-writer");
+        let _ = std::fs::remove_dir_all(&path);
+        let mut opts = StoreOptions::new(&path);
+        opts.keep_info = false;
+        let store = Store::open(opts).expect("open");
+        let (wall, cpu, gen) = fill_writer(&store, nw, 1);
+        println!(
+            "writer path: {nw} torrents sent and durably committed in {wall:.2} s = {:.0} torrents/s wall (generation on the sending thread included: {gen:.2} CPU-s); writer threads CPU {cpu:.2} s = {:.0} torrents per CPU-second",
+            nw as f64 / wall,
+            nw as f64 / cpu.max(0.01)
+        );
+        drop(store);
+        wait_closed(&path);
+        let _ = std::fs::remove_dir_all(&path);
+    }
 
     // 3. Size with raw info dicts.
     let path = base.join("bench-info");

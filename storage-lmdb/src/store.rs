@@ -599,10 +599,74 @@ impl Store {
     pub fn apply_batch(&self, ops: &[Op]) -> Result<BatchReport> {
         let keep_info = self.inner.opts.keep_info;
         let max_requests = self.inner.opts.max_requests;
-        let (mut report, grown) =
-            self.write(|txn, dbs| apply_batch_txn(txn, dbs, ops, keep_info, max_requests))?;
+        let order = torrent_order(ops);
+        let groups = group_count(ops, &order);
+        let (mut report, grown) = if groups >= PARALLEL_INDEX_MIN {
+            // Tokenizing runs on a second thread while this one writes the records.
+            std::thread::scope(|s| {
+                let order = &order;
+                let mut handle = Some(s.spawn(move || Tokens::of(ops, order)));
+                let mut make = || match handle.take().map(|h| h.join()) {
+                    Some(Ok(t)) => Ok(t),
+                    _ => Err(StoreError::InvalidInput(
+                        "internal: the indexing thread panicked".into(),
+                    )),
+                };
+                let mut cache = None;
+                self.write(|txn, dbs| {
+                    apply_batch_txn(
+                        txn,
+                        dbs,
+                        ops,
+                        order,
+                        &mut cache,
+                        &mut make,
+                        keep_info,
+                        max_requests,
+                    )
+                })
+            })?
+        } else {
+            let mut cache = Some(Tokens::of(ops, &order));
+            self.write(|txn, dbs| {
+                apply_batch_txn(
+                    txn,
+                    dbs,
+                    ops,
+                    &order,
+                    &mut cache,
+                    &mut || Tokens::of_nothing(),
+                    keep_info,
+                    max_requests,
+                )
+            })?
+        };
         report.map_grown = grown;
         Ok(report)
+    }
+
+    /// Like [`Store::apply_batch`] for a batch whose CPU work (sorting, tokenizing)
+    /// was done by [`PreparedBatch::new`], possibly on another thread while the
+    /// previous batch was committing. Returns the batch's ops (e.g. to reuse the Vec).
+    pub fn apply_prepared(&self, batch: PreparedBatch) -> Result<(BatchReport, Vec<Op>)> {
+        let keep_info = self.inner.opts.keep_info;
+        let max_requests = self.inner.opts.max_requests;
+        let PreparedBatch { ops, order, tokens } = batch;
+        let mut cache = Some(tokens);
+        let (mut report, grown) = self.write(|txn, dbs| {
+            apply_batch_txn(
+                txn,
+                dbs,
+                &ops,
+                &order,
+                &mut cache,
+                &mut || Tokens::of_nothing(),
+                keep_info,
+                max_requests,
+            )
+        })?;
+        report.map_grown = grown;
+        Ok((report, ops))
     }
 
     // ------------------------------------------------------------------ reads
@@ -1260,10 +1324,14 @@ fn merge_seen(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn apply_batch_txn(
     txn: &mut RwTxn,
     dbs: &Dbs,
     ops: &[Op],
+    order: &[u32],
+    tokens: &mut Option<Tokens>,
+    make_tokens: &mut dyn FnMut() -> Result<Tokens>,
     keep_info: bool,
     max_requests: u64,
 ) -> Result<BatchReport> {
@@ -1272,26 +1340,17 @@ fn apply_batch_txn(
 
     // Torrents, grouped by infohash (stable: a group keeps its discovery order after
     // sorting by time). One `ids` lookup per distinct infohash, in key order.
-    let mut ts: Vec<&TorrentInput> = ops
-        .iter()
-        .filter_map(|o| {
-            if let Op::Torrent(t) = o {
-                Some(&**t)
-            } else {
-                None
-            }
-        })
-        .collect();
-    ts.sort_by_key(|t| (t.discovered_at, t.infohash));
-    ts.sort_by_key(|t| t.infohash);
-    // (first input index, end index, stored doc id)
-    let mut groups: Vec<(usize, usize, Option<u32>)> = Vec::new();
+    let ts = sorted_torrents(ops, order);
+    // (first input index, end index, stored doc id, group number)
+    let mut groups: Vec<(usize, usize, Option<u32>, usize)> = Vec::new();
     let mut i = 0;
+    let mut g = 0;
     while i < ts.len() {
         let mut j = i + 1;
         while j < ts.len() && ts[j].infohash == ts[i].infohash {
             j += 1;
         }
+        g += 1;
         let id = match docid_of(txn, dbs, &ts[i].infohash) {
             Ok(id) => id,
             Err(StoreError::Corrupt { .. }) => {
@@ -1301,14 +1360,14 @@ fn apply_batch_txn(
             }
             Err(e) => return Err(e),
         };
-        groups.push((i, j, id));
+        groups.push((i, j, id, g - 1));
         i = j;
     }
 
     // Known torrents: read, merge every sighting of the batch, write back (doc id order).
     let mut known: Vec<(u32, usize, usize)> = groups
         .iter()
-        .filter_map(|&(a, b, id)| id.map(|d| (d, a, b)))
+        .filter_map(|&(a, b, id, _)| id.map(|d| (d, a, b)))
         .collect();
     known.sort_unstable();
     for (docid, a, b) in known {
@@ -1344,10 +1403,10 @@ fn apply_batch_txn(
 
     // New torrents: doc ids in discovery order, so that doc id order is time order
     // (the fast path of `Order::Newest`), and every table keyed by doc id is appended.
-    let mut fresh: Vec<(u64, InfoHash, usize, usize)> = groups
+    let mut fresh: Vec<(u64, InfoHash, usize, usize, usize)> = groups
         .iter()
         .filter(|g| g.2.is_none())
-        .map(|&(a, b, _)| (ts[a].discovered_at, ts[a].infohash, a, b))
+        .map(|&(a, b, _, g)| (ts[a].discovered_at, ts[a].infohash, a, b, g))
         .collect();
     fresh.sort_unstable();
     if meta.next_docid + fresh.len() as u64 > 1 << 31 {
@@ -1357,34 +1416,8 @@ fn apply_batch_txn(
     let mut by_size: Vec<[u8; 6]> = Vec::with_capacity(fresh.len());
     let base = meta.next_docid as u32;
     let ts = &ts;
-    // The postings of the new torrents, by term in byte order (doc ids ascending).
-    let index = |fresh: &[(u64, InfoHash, usize, usize)]| {
-        let mut dict = TermIndex::new();
-        let mut postings: Vec<Vec<(u32, bool)>> = Vec::new();
-        let mut tterms = Vec::new();
-        for (k, &(_, _, a, _)) in fresh.iter().enumerate() {
-            let docid = base + k as u32;
-            dict.torrent(&ts[a].name, &ts[a].files, &mut tterms);
-            for &(term, in_name) in &tterms {
-                let i = term as usize;
-                if i >= postings.len() {
-                    postings.resize_with(i + 1, Vec::new);
-                }
-                postings[i].push((docid, in_name));
-            }
-        }
-        postings.resize_with(dict.terms.len(), Vec::new);
-        let mut out: Vec<(String, Vec<(u32, bool)>)> = dict
-            .terms
-            .into_iter()
-            .zip(postings)
-            .filter(|p| !p.1.is_empty())
-            .collect();
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        out
-    };
     let mut write_fresh = || -> Result<()> {
-        for &(_, ih, a, b) in &fresh {
+        for &(_, ih, a, b, _) in &fresh {
             let docid = meta.next_docid as u32;
             meta.next_docid += 1;
             let t = ts[a];
@@ -1451,21 +1484,23 @@ fn apply_batch_txn(
         }
         Ok(())
     };
-    // Tokenizing runs on a second thread while this one writes the records.
-    let new_postings = if fresh.len() >= PARALLEL_INDEX_MIN {
-        std::thread::scope(|s| -> Result<_> {
-            let h = s.spawn(|| index(&fresh));
-            let written = write_fresh();
-            let p = h.join().map_err(|_| {
-                StoreError::InvalidInput("internal: the indexing thread panicked".into())
-            })?;
-            written?;
-            Ok(p)
-        })?
-    } else {
-        write_fresh()?;
-        index(&fresh)
+    write_fresh()?;
+    // The postings of the new torrents, by term in byte order (doc ids ascending).
+    if tokens.is_none() {
+        *tokens = Some(make_tokens()?);
+    }
+    let Some(tok) = tokens.as_ref() else {
+        return Err(StoreError::InvalidInput("internal: no tokens".into()));
     };
+    let mut postings: Vec<Vec<(u32, bool)>> = vec![Vec::new(); tok.terms.len()];
+    for (k, &(.., g)) in fresh.iter().enumerate() {
+        let docid = base + k as u32;
+        for &(term, in_name) in tok.of_group(g) {
+            if let Some(p) = postings.get_mut(term as usize) {
+                p.push((docid, in_name));
+            }
+        }
+    }
     // Randomly keyed tables last, each in key order.
     new_ids.sort_unstable();
     for (ih, docid) in &new_ids {
@@ -1482,7 +1517,10 @@ fn apply_batch_txn(
     write_postings(
         txn,
         dbs,
-        new_postings.iter().map(|(t, p)| (t.as_str(), p.as_slice())),
+        tok.terms
+            .iter()
+            .zip(&postings)
+            .map(|(t, p)| (t.as_str(), p.as_slice())),
     )?;
 
     // Sightings of known torrents.
@@ -1576,6 +1614,123 @@ fn apply_batch_txn(
     }
     meta.store(txn, &dbs.meta)?;
     Ok(rep)
+}
+
+/// Indices of the torrent ops of a batch in write order: by infohash, and for one
+/// infohash by discovery time (then input order).
+fn torrent_order(ops: &[Op]) -> Vec<u32> {
+    let mut v: Vec<(InfoHash, u64, u32)> = ops
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match o {
+            Op::Torrent(t) => Some((t.infohash, t.discovered_at, i as u32)),
+            _ => None,
+        })
+        .collect();
+    v.sort_unstable();
+    v.into_iter().map(|x| x.2).collect()
+}
+
+/// The torrents of `order` (indices that are not torrent ops are skipped).
+fn sorted_torrents<'o>(ops: &'o [Op], order: &[u32]) -> Vec<&'o TorrentInput> {
+    order
+        .iter()
+        .filter_map(|&i| match ops.get(i as usize) {
+            Some(Op::Torrent(t)) => Some(&**t),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Distinct infohashes among the torrents of `order`.
+fn group_count(ops: &[Op], order: &[u32]) -> usize {
+    let ts = sorted_torrents(ops, order);
+    ts.iter()
+        .enumerate()
+        .filter(|(i, t)| *i == 0 || ts[i - 1].infohash != t.infohash)
+        .count()
+}
+
+/// The terms of the first torrent of each infohash group of a batch: a batch
+/// dictionary in byte order, and per group its (term, in name) pairs.
+pub(crate) struct Tokens {
+    terms: Vec<String>,
+    /// Group `g`'s pairs are `pairs[off[g]..off[g + 1]]`.
+    off: Vec<usize>,
+    pairs: Vec<(u32, bool)>,
+}
+
+impl Tokens {
+    fn of(ops: &[Op], order: &[u32]) -> Tokens {
+        let ts = sorted_torrents(ops, order);
+        let mut dict = TermIndex::new();
+        let mut off = vec![0];
+        let mut pairs = Vec::new();
+        let mut tterms = Vec::new();
+        for (i, t) in ts.iter().enumerate() {
+            if i > 0 && ts[i - 1].infohash == t.infohash {
+                continue;
+            }
+            dict.torrent(&t.name, &t.files, &mut tterms);
+            pairs.extend_from_slice(&tterms);
+            off.push(pairs.len());
+        }
+        // Renumber the terms in byte order.
+        let mut by_text: Vec<u32> = (0..dict.terms.len() as u32).collect();
+        by_text.sort_unstable_by(|&a, &b| dict.terms[a as usize].cmp(&dict.terms[b as usize]));
+        let mut new_id = vec![0u32; by_text.len()];
+        for (n, &old) in by_text.iter().enumerate() {
+            new_id[old as usize] = n as u32;
+        }
+        for p in &mut pairs {
+            p.0 = new_id[p.0 as usize];
+        }
+        let mut old_terms: Vec<Option<String>> = dict.terms.into_iter().map(Some).collect();
+        let terms = by_text
+            .iter()
+            .map(|&old| old_terms[old as usize].take().unwrap_or_default())
+            .collect();
+        Tokens { terms, off, pairs }
+    }
+
+    fn of_nothing() -> Result<Tokens> {
+        Err(StoreError::InvalidInput(
+            "internal: a batch's tokens are missing".into(),
+        ))
+    }
+
+    fn of_group(&self, g: usize) -> &[(u32, bool)] {
+        match (self.off.get(g), self.off.get(g + 1)) {
+            (Some(&a), Some(&b)) => self.pairs.get(a..b).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+}
+
+/// A batch of writes with its CPU work done (sorted, tokenized), ready for
+/// [`Store::apply_prepared`]. Preparing needs no store or transaction, so a writer
+/// can prepare the next batch while the current one commits.
+pub struct PreparedBatch {
+    ops: Vec<Op>,
+    order: Vec<u32>,
+    tokens: Tokens,
+}
+
+impl PreparedBatch {
+    pub fn new(ops: Vec<Op>) -> PreparedBatch {
+        let order = torrent_order(&ops);
+        let tokens = Tokens::of(&ops, &order);
+        PreparedBatch { ops, order, tokens }
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
 }
 
 /// Appends postings to their terms' blocks: the last block of a term is extended
