@@ -22,7 +22,14 @@ pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 pub(crate) type Db = Database<'static, Bytes, Bytes>;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
+/// Schema 2 lacks only the (empty) `ids_delta` table: it is migrated on open.
+const MIGRATES_FROM: u32 = 2;
+/// `ids_delta` is merged into `ids` when it holds more than
+/// `max(IDS_DELTA_MIN, sqrt(IDS_DELTA_FACTOR · ids entries))` entries: about the
+/// size that minimises the pages a batch of 10,000 dirties in both tables.
+const IDS_DELTA_MIN: u64 = 50_000;
+const IDS_DELTA_FACTOR: f64 = 20_000.0;
 
 const GIB: usize = 1 << 30;
 /// Map sizes are kept a multiple of 64 KiB, a multiple of every common page size.
@@ -82,6 +89,10 @@ pub struct StoreOptions {
     pub max_readers: u32,
     /// The writer keeps at most this many metadata request records (oldest dropped).
     pub max_requests: u64,
+    /// `ids_delta` is merged into `ids` once it holds more than this many entries.
+    /// `None` (the default): `max(50,000, sqrt(20,000 · entries of ids))`. Tests set
+    /// a small bound so that merges happen often (and crashes land in them).
+    pub ids_delta_max: Option<u64>,
 }
 
 impl StoreOptions {
@@ -95,6 +106,7 @@ impl StoreOptions {
             keep_info: true,
             max_readers: 126,
             max_requests: 1_000_000,
+            ids_delta_max: None,
         }
     }
 
@@ -128,6 +140,8 @@ pub(crate) struct Dbs {
     pub by_time: Db,
     pub by_size: Db,
     pub ids: Db,
+    /// Recent infohash → doc id entries, merged into `ids` in bulk (see `docid_of`).
+    pub ids_delta: Db,
     pub peers: Db,
     pub nodes: Db,
     pub sessions: Db,
@@ -410,15 +424,15 @@ impl Store {
                             Ok(b) => u32::from_le_bytes(b),
                             Err(_) => u32::MAX,
                         };
-                        if found != SCHEMA_VERSION {
+                        if found != SCHEMA_VERSION && found != MIGRATES_FROM {
                             return Ok(CommitOrAbort::Abort(found));
                         }
                     }
                 }
-                let mut dbs = Vec::with_capacity(12);
+                let mut dbs = Vec::with_capacity(13);
                 for name in [
                     "torrents", "files", "info", "terms", "by_time", "ids", "peers", "nodes",
-                    "sessions", "requests", "meta", "by_size",
+                    "sessions", "requests", "meta", "by_size", "ids_delta",
                 ] {
                     let mut o = opener.database_options().types::<Bytes, Bytes>();
                     o.name(name);
@@ -428,10 +442,11 @@ impl Store {
                     dbs.push(o.create(wtxn)?);
                 }
                 let meta = dbs[10];
-                if meta.get(wtxn, K_SCHEMA)?.is_none() {
+                // New, or schema 2 (whose missing `ids_delta` was just created empty).
+                if meta.get(wtxn, K_SCHEMA)? != Some(&SCHEMA_VERSION.to_le_bytes()[..]) {
                     meta.put(wtxn, K_SCHEMA, &SCHEMA_VERSION.to_le_bytes())?;
                 }
-                let arr: [_; 12] = std::array::from_fn(|i| dbs[i]);
+                let arr: [_; 13] = std::array::from_fn(|i| dbs[i]);
                 Ok(CommitOrAbort::Commit(arr))
             },
         );
@@ -445,7 +460,7 @@ impl Store {
                 })
             }
         };
-        let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size] =
+        let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size, ids_delta] =
             dbs;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -458,6 +473,7 @@ impl Store {
                     by_time,
                     by_size,
                     ids,
+                    ids_delta,
                     peers,
                     nodes,
                     sessions,
@@ -623,6 +639,7 @@ impl Store {
                         &mut make,
                         keep_info,
                         max_requests,
+                        self.inner.opts.ids_delta_max,
                     )
                 })
             })?
@@ -638,6 +655,7 @@ impl Store {
                     &mut || Tokens::of_nothing(),
                     keep_info,
                     max_requests,
+                    self.inner.opts.ids_delta_max,
                 )
             })?
         };
@@ -663,6 +681,7 @@ impl Store {
                 &mut || Tokens::of_nothing(),
                 keep_info,
                 max_requests,
+                self.inner.opts.ids_delta_max,
             )
         })?;
         report.map_grown = grown;
@@ -996,6 +1015,7 @@ impl Store {
                 &dbs.by_time,
                 &dbs.by_size,
                 &dbs.ids,
+                &dbs.ids_delta,
                 &dbs.peers,
                 &dbs.nodes,
                 &dbs.sessions,
@@ -1298,12 +1318,44 @@ fn record_by_docid(txn: &RoTxn, dbs: &Dbs, docid: u32) -> Result<Option<TorrentR
     Ok(codec::decode_torrent(docid, v).ok().map(|t| t.rec))
 }
 
-/// Doc id of a stored infohash.
+/// Doc id of a stored infohash: in `ids_delta` (recent batches) or in `ids`.
+///
+/// Infohashes are random, so a batch of 10,000 new ones inserted into one B-tree of
+/// 1,000,000 dirties most of its leaf pages, and every commit rewrote them. New
+/// entries go to the small `ids_delta` instead, which is merged into `ids` in one
+/// sorted pass when it has grown (see `IDS_DELTA_MIN`), in the same transaction as a
+/// batch: nothing is held outside the database. An infohash is in one of the two.
 pub(crate) fn docid_of(txn: &RoTxn, dbs: &Dbs, ih: &InfoHash) -> Result<Option<u32>> {
-    match dbs.ids.get(txn, ih).map_err(lmdb("reading ids"))? {
-        Some(v) => Ok(Some(codec::docid_from(v).map_err(corrupt("ids", ih))?)),
-        None => Ok(None),
+    for (db, name) in [(&dbs.ids_delta, "ids_delta"), (&dbs.ids, "ids")] {
+        if let Some(v) = db.get(txn, ih).map_err(lmdb("reading ids"))? {
+            return Ok(Some(codec::docid_from(v).map_err(corrupt(name, ih))?));
+        }
     }
+    Ok(None)
+}
+
+/// Merges `ids_delta` into `ids` when it has grown past its bound.
+fn merge_ids_delta(txn: &mut RwTxn, dbs: &Dbs, bound: Option<u64>) -> Result<()> {
+    let delta = dbs.ids_delta.stat(txn).map_err(lmdb("reading ids"))?.entries as u64;
+    let main = dbs.ids.stat(txn).map_err(lmdb("reading ids"))?.entries as u64;
+    let bound =
+        bound.unwrap_or_else(|| IDS_DELTA_MIN.max((IDS_DELTA_FACTOR * main as f64).sqrt() as u64));
+    if delta <= bound {
+        return Ok(());
+    }
+    let mut kv: Vec<([u8; 20], [u8; 4])> = Vec::with_capacity(delta as usize);
+    for r in dbs.ids_delta.iter(txn).map_err(lmdb("reading ids"))? {
+        let (k, v) = r.map_err(lmdb("reading ids"))?;
+        let (Ok(k), Ok(v)) = (<[u8; 20]>::try_from(k), <[u8; 4]>::try_from(v)) else {
+            return Err(corrupt("ids_delta", k)("bad entry size"));
+        };
+        kv.push((k, v));
+    }
+    for (k, v) in &kv {
+        dbs.ids.put(txn, k, v).map_err(lmdb("writing ids"))?;
+    }
+    dbs.ids_delta.clear(txn).map_err(lmdb("writing ids"))?;
+    Ok(())
 }
 
 /// Merges a later sighting into a stored record.
@@ -1334,6 +1386,7 @@ fn apply_batch_txn(
     make_tokens: &mut dyn FnMut() -> Result<Tokens>,
     keep_info: bool,
     max_requests: u64,
+    ids_delta_max: Option<u64>,
 ) -> Result<BatchReport> {
     let mut rep = BatchReport::default();
     let mut meta = MetaCounters::load(txn, &dbs.meta)?;
@@ -1504,10 +1557,11 @@ fn apply_batch_txn(
     // Randomly keyed tables last, each in key order.
     new_ids.sort_unstable();
     for (ih, docid) in &new_ids {
-        dbs.ids
+        dbs.ids_delta
             .put(txn, ih, &codec::docid_key(*docid))
             .map_err(lmdb("writing ids"))?;
     }
+    merge_ids_delta(txn, dbs, ids_delta_max)?;
     by_size.sort_unstable();
     for k in &by_size {
         dbs.by_size
@@ -1933,10 +1987,13 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
         };
         let ih = st.rec.infohash;
         let dk = codec::docid_key(docid);
-        match dbs.ids.get(txn, &ih).map_err(lmdb("checking ids"))? {
-            Some(d) if codec::docid_from(d) == Ok(docid) => {}
-            Some(_) => rep.problem(format!("torrent {}: ids entry disagrees", hex(&ih))),
-            None => rep.problem(format!("torrent {}: no ids entry", hex(&ih))),
+        match docid_of(txn, dbs, &ih) {
+            Ok(Some(d)) if d == docid => {}
+            Ok(Some(_)) | Err(StoreError::Corrupt { .. }) => {
+                rep.problem(format!("torrent {}: ids entry disagrees", hex(&ih)))
+            }
+            Ok(None) => rep.problem(format!("torrent {}: no ids entry", hex(&ih))),
+            Err(e) => return Err(e),
         }
         let bs = codec::by_size_key(st.rec.total_size, st.docid);
         if dbs
@@ -2069,7 +2126,8 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
             rep.problem(format!("by_time entry {} has no matching torrent", hex(k)));
         }
     }
-    let ids = dbs.ids.len(txn).map_err(lmdb("checking ids"))?;
+    let ids = dbs.ids.len(txn).map_err(lmdb("checking ids"))?
+        + dbs.ids_delta.len(txn).map_err(lmdb("checking ids"))?;
     let by_size = dbs.by_size.len(txn).map_err(lmdb("checking by_size"))?;
     let counted = read_u64(txn, &dbs.meta, K_TORRENTS)?;
     if counted != rep.torrents
@@ -2185,6 +2243,77 @@ mod tests {
     }
 
     #[test]
+    fn schema_2_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions::new(dir.path().join("db"));
+        let store = Store::open(opts.clone()).unwrap();
+        store.apply_batch(&[t(1, "kept")]).unwrap();
+        // A schema 2 database: version 2, no `ids_delta` (its entry moved to `ids`).
+        store
+            .write(|txn, dbs| {
+                merge_ids_delta(txn, dbs, Some(0))?;
+                dbs.meta
+                    .put(txn, K_SCHEMA, &2u32.to_le_bytes())
+                    .map_err(lmdb("test"))
+            })
+            .unwrap();
+        let in_ids = store
+            .read(|txn, dbs| Ok((dbs.ids.len(txn).unwrap(), dbs.ids_delta.len(txn).unwrap())))
+            .unwrap();
+        assert_eq!(in_ids, (1, 0));
+        drop(store);
+        wait_closed(&opts.path);
+        let store = Store::open(opts).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.get(&[1; 20]).unwrap().unwrap().record.name, "kept");
+        store.apply_batch(&[t(1, "kept"), t(2, "new")]).unwrap();
+        assert_eq!(store.count().unwrap(), 2);
+        assert!(store.integrity_check().unwrap().is_ok());
+    }
+
+    #[test]
+    fn ids_delta_merges_keep_every_lookup_and_idempotency() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = StoreOptions::new(dir.path().join("db"));
+        opts.ids_delta_max = Some(60);
+        let store = Store::open(opts).unwrap();
+        let mut synth = crate::synth::Synth::new(5);
+        let mut all = Vec::new();
+        let mut merges = 0;
+        let mut last_delta = 0;
+        for b in 0..40u64 {
+            let mut ops: Vec<Op> = (0..25)
+                .map(|i| Op::Torrent(Box::new(synth.torrent(1000 + b * 100 + i, false))))
+                .collect();
+            // Repeats of earlier torrents, wherever their ids entry now is.
+            for old in all.iter().step_by(7).take(10) {
+                ops.push(Op::Torrent(Box::new(Clone::clone(old))));
+            }
+            for o in &ops[..25] {
+                if let Op::Torrent(t) = o {
+                    all.push((**t).clone());
+                }
+            }
+            let rep = store.apply_batch(&ops).unwrap();
+            assert_eq!(rep.torrents_new, 25, "batch {b}");
+            let delta = store
+                .read(|txn, dbs| Ok(dbs.ids_delta.len(txn).unwrap()))
+                .unwrap();
+            if delta < last_delta {
+                merges += 1;
+            }
+            last_delta = delta;
+        }
+        assert!(merges >= 3, "only {merges} merges");
+        assert_eq!(store.count().unwrap(), all.len() as u64);
+        for t in &all {
+            let got = store.get(&t.infohash).unwrap().unwrap();
+            assert_eq!(got.record.name, t.name);
+        }
+        assert!(store.integrity_check().unwrap().is_ok());
+    }
+
+    #[test]
     fn other_schema_version_is_refused_with_a_clear_message() {
         // Schema 1 (torrents keyed by infohash, before doc id keyed tables) is the real
         // older version; 99 stands for a newer one.
@@ -2220,7 +2349,7 @@ mod tests {
         let msg = err.to_string();
         assert!(
             msg.contains(&format!("schema version {old},"))
-                && msg.contains("supports schema version 2")
+                && msg.contains(&format!("supports schema version {SCHEMA_VERSION}"))
                 && msg.contains(&format!("no migration from {old}"))
                 && msg.contains("export JSON lines"),
             "{msg}"
