@@ -107,7 +107,10 @@ fn fill_writer(store: &Store, n: usize, seed: u64) -> (f64, f64) {
     let wall = t0.elapsed().as_secs_f64();
     let cpu = process_cpu() - c0;
     if totals.torrents_new != n as u64 {
-        println!("writer path: {} new torrents of {n} sent", totals.torrents_new);
+        println!(
+            "writer path: {} new torrents of {n} sent",
+            totals.torrents_new
+        );
     }
     (wall, cpu)
 }

@@ -122,8 +122,8 @@ pub use error::{parse_infohash_hex, StoreError};
 pub use export::{magnet_uri, ExportReport, ImportReport, JsonFile, JsonTorrent};
 pub use store::{
     compact, default_data_dir, wait_closed, BatchReport, ClientStats, Durability, IntegrityReport,
-    Order, PreparedBatch, PruneReport, RetentionPolicy, SearchResults, SessionYield, Stats, Store, StoreOptions,
-    MAX_PREFIX_TERMS, MAX_SEARCH_LIMIT, SCHEMA_VERSION,
+    Order, PreparedBatch, PruneReport, RetentionPolicy, SearchResults, SessionYield, Stats, Store,
+    StoreOptions, MAX_PREFIX_TERMS, MAX_SEARCH_LIMIT, SCHEMA_VERSION,
 };
 pub use tokenize::{tokenize, MAX_TERMS_PER_TORRENT, MAX_TERM_BYTES};
 pub use types::*;

@@ -431,8 +431,19 @@ impl Store {
                 }
                 let mut dbs = Vec::with_capacity(13);
                 for name in [
-                    "torrents", "files", "info", "terms", "by_time", "ids", "peers", "nodes",
-                    "sessions", "requests", "meta", "by_size", "ids_delta",
+                    "torrents",
+                    "files",
+                    "info",
+                    "terms",
+                    "by_time",
+                    "ids",
+                    "peers",
+                    "nodes",
+                    "sessions",
+                    "requests",
+                    "meta",
+                    "by_size",
+                    "ids_delta",
                 ] {
                     let mut o = opener.database_options().types::<Bytes, Bytes>();
                     o.name(name);
@@ -621,7 +632,7 @@ impl Store {
             // Tokenizing runs on a second thread while this one writes the records.
             std::thread::scope(|s| {
                 let order = &order;
-                let mut handle = Some(s.spawn(move || Tokens::of(ops, order)));
+                let mut handle = Some(s.spawn(move || Tokens::of(ops, order, false)));
                 let mut make = || match handle.take().map(|h| h.join()) {
                     Some(Ok(t)) => Ok(t),
                     _ => Err(StoreError::InvalidInput(
@@ -644,7 +655,7 @@ impl Store {
                 })
             })?
         } else {
-            let mut cache = Some(Tokens::of(ops, &order));
+            let mut cache = Some(Tokens::of(ops, &order, true));
             self.write(|txn, dbs| {
                 apply_batch_txn(
                     txn,
@@ -1336,7 +1347,11 @@ pub(crate) fn docid_of(txn: &RoTxn, dbs: &Dbs, ih: &InfoHash) -> Result<Option<u
 
 /// Merges `ids_delta` into `ids` when it has grown past its bound.
 fn merge_ids_delta(txn: &mut RwTxn, dbs: &Dbs, bound: Option<u64>) -> Result<()> {
-    let delta = dbs.ids_delta.stat(txn).map_err(lmdb("reading ids"))?.entries as u64;
+    let delta = dbs
+        .ids_delta
+        .stat(txn)
+        .map_err(lmdb("reading ids"))?
+        .entries as u64;
     let main = dbs.ids.stat(txn).map_err(lmdb("reading ids"))?.entries as u64;
     let bound =
         bound.unwrap_or_else(|| IDS_DELTA_MIN.max((IDS_DELTA_FACTOR * main as f64).sqrt() as u64));
@@ -1469,8 +1484,11 @@ fn apply_batch_txn(
     let mut by_size: Vec<[u8; 6]> = Vec::with_capacity(fresh.len());
     let base = meta.next_docid as u32;
     let ts = &ts;
+    // File lists encoded by `Tokens` when it is ready (a prepared batch), else here.
+    let pre = tokens.as_ref();
     let mut write_fresh = || -> Result<()> {
-        for &(_, ih, a, b, _) in &fresh {
+        for &(_, ih, a, b, g) in &fresh {
+            let enc;
             let docid = meta.next_docid as u32;
             meta.next_docid += 1;
             let t = ts[a];
@@ -1506,7 +1524,15 @@ fn apply_batch_txn(
                 .put_with_flags(txn, append, &dk, &codec::encode_torrent(&rec))
                 .map_err(lmdb("writing a torrent"))?;
             dbs.files
-                .put_with_flags(txn, append, &dk, &codec::encode_files(&t.files))
+                .put_with_flags(txn, append, &dk, {
+                    match pre.and_then(|p| p.files.get(g)) {
+                        Some(f) => f,
+                        None => {
+                            enc = codec::encode_files(&t.files);
+                            &enc
+                        }
+                    }
+                })
                 .map_err(lmdb("writing files"))?;
             if has_info {
                 if let Some(info) = &t.info {
@@ -1709,21 +1735,28 @@ fn group_count(ops: &[Op], order: &[u32]) -> usize {
 /// dictionary in byte order, and per group its (term, in name) pairs.
 pub(crate) struct Tokens {
     terms: Vec<String>,
+    /// Group `g`'s encoded file list.
+    files: Vec<Vec<u8>>,
     /// Group `g`'s pairs are `pairs[off[g]..off[g + 1]]`.
     off: Vec<usize>,
     pairs: Vec<(u32, bool)>,
 }
 
 impl Tokens {
-    fn of(ops: &[Op], order: &[u32]) -> Tokens {
+    /// `with_files`: also encode each group's file list.
+    fn of(ops: &[Op], order: &[u32], with_files: bool) -> Tokens {
         let ts = sorted_torrents(ops, order);
         let mut dict = TermIndex::new();
         let mut off = vec![0];
         let mut pairs = Vec::new();
         let mut tterms = Vec::new();
+        let mut files = Vec::new();
         for (i, t) in ts.iter().enumerate() {
             if i > 0 && ts[i - 1].infohash == t.infohash {
                 continue;
+            }
+            if with_files {
+                files.push(codec::encode_files(&t.files));
             }
             dict.torrent(&t.name, &t.files, &mut tterms);
             pairs.extend_from_slice(&tterms);
@@ -1744,7 +1777,12 @@ impl Tokens {
             .iter()
             .map(|&old| old_terms[old as usize].take().unwrap_or_default())
             .collect();
-        Tokens { terms, off, pairs }
+        Tokens {
+            terms,
+            files,
+            off,
+            pairs,
+        }
     }
 
     fn of_nothing() -> Result<Tokens> {
@@ -1773,7 +1811,7 @@ pub struct PreparedBatch {
 impl PreparedBatch {
     pub fn new(ops: Vec<Op>) -> PreparedBatch {
         let order = torrent_order(&ops);
-        let tokens = Tokens::of(&ops, &order);
+        let tokens = Tokens::of(&ops, &order, true);
         PreparedBatch { ops, order, tokens }
     }
 
