@@ -2,13 +2,16 @@
 //!
 //! `cargo bench -p magnetar-storage --bench store_bench`
 //! Environment: BENCH_TORRENTS (default 1,000,000), BENCH_INFO_TORRENTS (default
-//! 20,000), BENCH_QUERIES (default 1,000 per kind), BENCH_DIR (default a temp dir).
+//! 20,000), BENCH_QUERIES (default 1,000 per kind), BENCH_DIR (default a temp dir),
+//! BENCH_WRITER_TORRENTS (default BENCH_TORRENTS; 0 skips the writer-path run).
 //! Prints figures; asserts nothing.
 
 use std::time::{Duration, Instant};
 
 use magnetar_storage::synth::Synth;
-use magnetar_storage::{tokenize, wait_closed, Durability, Op, Order, Store, StoreOptions};
+use magnetar_storage::{
+    tokenize, wait_closed, Durability, Op, Order, Store, StoreOptions, WriterConfig,
+};
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -84,6 +87,34 @@ fn fill(
     (spent.as_secs_f64(), cpu)
 }
 
+/// Inserts `n` synthetic torrents through the real writer path: they are generated
+/// first (not timed), then this thread `send`s each to a `Writer` (bounded channel →
+/// batches of 10,000 or 100 ms → commit) and `close`s it (everything durable).
+/// Returns the wall seconds from the first send to `close` returning, and the CPU
+/// seconds of the whole process over that time (this thread only sends).
+fn fill_writer(store: &Store, n: usize, seed: u64) -> (f64, f64) {
+    let mut synth = Synth::new(seed);
+    let ops: Vec<Op> = (0..n)
+        .map(|i| Op::Torrent(Box::new(synth.torrent(1_600_000_000 + i as u64, false))))
+        .collect();
+    let w = store.writer(WriterConfig::default()).expect("writer");
+    let t0 = Instant::now();
+    let c0 = process_cpu();
+    for op in ops {
+        w.send(op).expect("send");
+    }
+    let totals = w.close().expect("close");
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = process_cpu() - c0;
+    if totals.torrents_new != n as u64 {
+        println!(
+            "writer path: {} new torrents of {n} sent",
+            totals.torrents_new
+        );
+    }
+    (wall, cpu)
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing useful.
     if std::env::args().any(|a| a == "--list") {
@@ -108,6 +139,7 @@ fn main() {
         Ok("nometasync") => Durability::NoMetaSync,
         _ => Durability::Durable,
     };
+    let durability = opts.durability;
     let store = Store::open(opts).expect("open");
     let mut names = Vec::new();
     let w0 = written_bytes();
@@ -189,6 +221,26 @@ fn main() {
     drop(store);
     wait_closed(&path);
     let _ = std::fs::remove_dir_all(&path);
+
+    // 2b. The same torrents through the writer thread (what a crawler does).
+    let nw = env("BENCH_WRITER_TORRENTS", n);
+    if nw > 0 {
+        let path = base.join("bench-writer");
+        let _ = std::fs::remove_dir_all(&path);
+        let mut opts = StoreOptions::new(&path);
+        opts.keep_info = false;
+        opts.durability = durability;
+        let store = Store::open(opts).expect("open");
+        let (wall, cpu) = fill_writer(&store, nw, 1);
+        println!(
+            "writer path: {nw} torrents sent and committed ({durability:?}) in {wall:.2} s = {:.0} torrents/s wall (generated beforehand); CPU {cpu:.2} s = {:.0} torrents per CPU-second",
+            nw as f64 / wall,
+            nw as f64 / cpu.max(0.01)
+        );
+        drop(store);
+        wait_closed(&path);
+        let _ = std::fs::remove_dir_all(&path);
+    }
 
     // 3. Size with raw info dicts.
     let path = base.join("bench-info");

@@ -22,7 +22,14 @@ pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 pub(crate) type Db = Database<'static, Bytes, Bytes>;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
+/// Schema 2 lacks only the (empty) `ids_delta` table: it is migrated on open.
+const MIGRATES_FROM: u32 = 2;
+/// `ids_delta` is merged into `ids` when it holds more than
+/// `max(IDS_DELTA_MIN, sqrt(IDS_DELTA_FACTOR · ids entries))` entries: about the
+/// size that minimises the pages a batch of 10,000 dirties in both tables.
+const IDS_DELTA_MIN: u64 = 50_000;
+const IDS_DELTA_FACTOR: f64 = 20_000.0;
 
 const GIB: usize = 1 << 30;
 /// Map sizes are kept a multiple of 64 KiB, a multiple of every common page size.
@@ -82,6 +89,10 @@ pub struct StoreOptions {
     pub max_readers: u32,
     /// The writer keeps at most this many metadata request records (oldest dropped).
     pub max_requests: u64,
+    /// `ids_delta` is merged into `ids` once it holds more than this many entries.
+    /// `None` (the default): `max(50,000, sqrt(20,000 · entries of ids))`. Tests set
+    /// a small bound so that merges happen often (and crashes land in them).
+    pub ids_delta_max: Option<u64>,
 }
 
 impl StoreOptions {
@@ -95,6 +106,7 @@ impl StoreOptions {
             keep_info: true,
             max_readers: 126,
             max_requests: 1_000_000,
+            ids_delta_max: None,
         }
     }
 
@@ -128,6 +140,8 @@ pub(crate) struct Dbs {
     pub by_time: Db,
     pub by_size: Db,
     pub ids: Db,
+    /// Recent infohash → doc id entries, merged into `ids` in bulk (see `docid_of`).
+    pub ids_delta: Db,
     pub peers: Db,
     pub nodes: Db,
     pub sessions: Db,
@@ -410,15 +424,26 @@ impl Store {
                             Ok(b) => u32::from_le_bytes(b),
                             Err(_) => u32::MAX,
                         };
-                        if found != SCHEMA_VERSION {
+                        if found != SCHEMA_VERSION && found != MIGRATES_FROM {
                             return Ok(CommitOrAbort::Abort(found));
                         }
                     }
                 }
-                let mut dbs = Vec::with_capacity(12);
+                let mut dbs = Vec::with_capacity(13);
                 for name in [
-                    "torrents", "files", "info", "terms", "by_time", "ids", "peers", "nodes",
-                    "sessions", "requests", "meta", "by_size",
+                    "torrents",
+                    "files",
+                    "info",
+                    "terms",
+                    "by_time",
+                    "ids",
+                    "peers",
+                    "nodes",
+                    "sessions",
+                    "requests",
+                    "meta",
+                    "by_size",
+                    "ids_delta",
                 ] {
                     let mut o = opener.database_options().types::<Bytes, Bytes>();
                     o.name(name);
@@ -428,10 +453,11 @@ impl Store {
                     dbs.push(o.create(wtxn)?);
                 }
                 let meta = dbs[10];
-                if meta.get(wtxn, K_SCHEMA)?.is_none() {
+                // New, or schema 2 (whose missing `ids_delta` was just created empty).
+                if meta.get(wtxn, K_SCHEMA)? != Some(&SCHEMA_VERSION.to_le_bytes()[..]) {
                     meta.put(wtxn, K_SCHEMA, &SCHEMA_VERSION.to_le_bytes())?;
                 }
-                let arr: [_; 12] = std::array::from_fn(|i| dbs[i]);
+                let arr: [_; 13] = std::array::from_fn(|i| dbs[i]);
                 Ok(CommitOrAbort::Commit(arr))
             },
         );
@@ -445,7 +471,7 @@ impl Store {
                 })
             }
         };
-        let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size] =
+        let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size, ids_delta] =
             dbs;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -458,6 +484,7 @@ impl Store {
                     by_time,
                     by_size,
                     ids,
+                    ids_delta,
                     peers,
                     nodes,
                     sessions,
@@ -599,10 +626,77 @@ impl Store {
     pub fn apply_batch(&self, ops: &[Op]) -> Result<BatchReport> {
         let keep_info = self.inner.opts.keep_info;
         let max_requests = self.inner.opts.max_requests;
-        let (mut report, grown) =
-            self.write(|txn, dbs| apply_batch_txn(txn, dbs, ops, keep_info, max_requests))?;
+        let order = torrent_order(ops);
+        let groups = group_count(ops, &order);
+        let (mut report, grown) = if groups >= PARALLEL_INDEX_MIN {
+            // Tokenizing runs on a second thread while this one writes the records.
+            std::thread::scope(|s| {
+                let order = &order;
+                let mut handle = Some(s.spawn(move || Tokens::of(ops, order, false)));
+                let mut make = || match handle.take().map(|h| h.join()) {
+                    Some(Ok(t)) => Ok(t),
+                    _ => Err(StoreError::InvalidInput(
+                        "internal: the indexing thread panicked".into(),
+                    )),
+                };
+                let mut cache = None;
+                self.write(|txn, dbs| {
+                    apply_batch_txn(
+                        txn,
+                        dbs,
+                        ops,
+                        order,
+                        &mut cache,
+                        &mut make,
+                        keep_info,
+                        max_requests,
+                        self.inner.opts.ids_delta_max,
+                    )
+                })
+            })?
+        } else {
+            let mut cache = Some(Tokens::of(ops, &order, true));
+            self.write(|txn, dbs| {
+                apply_batch_txn(
+                    txn,
+                    dbs,
+                    ops,
+                    &order,
+                    &mut cache,
+                    &mut || Tokens::of_nothing(),
+                    keep_info,
+                    max_requests,
+                    self.inner.opts.ids_delta_max,
+                )
+            })?
+        };
         report.map_grown = grown;
         Ok(report)
+    }
+
+    /// Like [`Store::apply_batch`] for a batch whose CPU work (sorting, tokenizing)
+    /// was done by [`PreparedBatch::new`], possibly on another thread while the
+    /// previous batch was committing. Returns the batch's ops (e.g. to reuse the Vec).
+    pub fn apply_prepared(&self, batch: PreparedBatch) -> Result<(BatchReport, Vec<Op>)> {
+        let keep_info = self.inner.opts.keep_info;
+        let max_requests = self.inner.opts.max_requests;
+        let PreparedBatch { ops, order, tokens } = batch;
+        let mut cache = Some(tokens);
+        let (mut report, grown) = self.write(|txn, dbs| {
+            apply_batch_txn(
+                txn,
+                dbs,
+                &ops,
+                &order,
+                &mut cache,
+                &mut || Tokens::of_nothing(),
+                keep_info,
+                max_requests,
+                self.inner.opts.ids_delta_max,
+            )
+        })?;
+        report.map_grown = grown;
+        Ok((report, ops))
     }
 
     // ------------------------------------------------------------------ reads
@@ -932,6 +1026,7 @@ impl Store {
                 &dbs.by_time,
                 &dbs.by_size,
                 &dbs.ids,
+                &dbs.ids_delta,
                 &dbs.peers,
                 &dbs.nodes,
                 &dbs.sessions,
@@ -1234,12 +1329,48 @@ fn record_by_docid(txn: &RoTxn, dbs: &Dbs, docid: u32) -> Result<Option<TorrentR
     Ok(codec::decode_torrent(docid, v).ok().map(|t| t.rec))
 }
 
-/// Doc id of a stored infohash.
+/// Doc id of a stored infohash: in `ids_delta` (recent batches) or in `ids`.
+///
+/// Infohashes are random, so a batch of 10,000 new ones inserted into one B-tree of
+/// 1,000,000 dirties most of its leaf pages, and every commit rewrote them. New
+/// entries go to the small `ids_delta` instead, which is merged into `ids` in one
+/// sorted pass when it has grown (see `IDS_DELTA_MIN`), in the same transaction as a
+/// batch: nothing is held outside the database. An infohash is in one of the two.
 pub(crate) fn docid_of(txn: &RoTxn, dbs: &Dbs, ih: &InfoHash) -> Result<Option<u32>> {
-    match dbs.ids.get(txn, ih).map_err(lmdb("reading ids"))? {
-        Some(v) => Ok(Some(codec::docid_from(v).map_err(corrupt("ids", ih))?)),
-        None => Ok(None),
+    for (db, name) in [(&dbs.ids_delta, "ids_delta"), (&dbs.ids, "ids")] {
+        if let Some(v) = db.get(txn, ih).map_err(lmdb("reading ids"))? {
+            return Ok(Some(codec::docid_from(v).map_err(corrupt(name, ih))?));
+        }
     }
+    Ok(None)
+}
+
+/// Merges `ids_delta` into `ids` when it has grown past its bound.
+fn merge_ids_delta(txn: &mut RwTxn, dbs: &Dbs, bound: Option<u64>) -> Result<()> {
+    let delta = dbs
+        .ids_delta
+        .stat(txn)
+        .map_err(lmdb("reading ids"))?
+        .entries as u64;
+    let main = dbs.ids.stat(txn).map_err(lmdb("reading ids"))?.entries as u64;
+    let bound =
+        bound.unwrap_or_else(|| IDS_DELTA_MIN.max((IDS_DELTA_FACTOR * main as f64).sqrt() as u64));
+    if delta <= bound {
+        return Ok(());
+    }
+    let mut kv: Vec<([u8; 20], [u8; 4])> = Vec::with_capacity(delta as usize);
+    for r in dbs.ids_delta.iter(txn).map_err(lmdb("reading ids"))? {
+        let (k, v) = r.map_err(lmdb("reading ids"))?;
+        let (Ok(k), Ok(v)) = (<[u8; 20]>::try_from(k), <[u8; 4]>::try_from(v)) else {
+            return Err(corrupt("ids_delta", k)("bad entry size"));
+        };
+        kv.push((k, v));
+    }
+    for (k, v) in &kv {
+        dbs.ids.put(txn, k, v).map_err(lmdb("writing ids"))?;
+    }
+    dbs.ids_delta.clear(txn).map_err(lmdb("writing ids"))?;
+    Ok(())
 }
 
 /// Merges a later sighting into a stored record.
@@ -1260,38 +1391,34 @@ fn merge_seen(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn apply_batch_txn(
     txn: &mut RwTxn,
     dbs: &Dbs,
     ops: &[Op],
+    order: &[u32],
+    tokens: &mut Option<Tokens>,
+    make_tokens: &mut dyn FnMut() -> Result<Tokens>,
     keep_info: bool,
     max_requests: u64,
+    ids_delta_max: Option<u64>,
 ) -> Result<BatchReport> {
     let mut rep = BatchReport::default();
     let mut meta = MetaCounters::load(txn, &dbs.meta)?;
 
     // Torrents, grouped by infohash (stable: a group keeps its discovery order after
     // sorting by time). One `ids` lookup per distinct infohash, in key order.
-    let mut ts: Vec<&TorrentInput> = ops
-        .iter()
-        .filter_map(|o| {
-            if let Op::Torrent(t) = o {
-                Some(&**t)
-            } else {
-                None
-            }
-        })
-        .collect();
-    ts.sort_by_key(|t| (t.discovered_at, t.infohash));
-    ts.sort_by_key(|t| t.infohash);
-    // (first input index, end index, stored doc id)
-    let mut groups: Vec<(usize, usize, Option<u32>)> = Vec::new();
+    let ts = sorted_torrents(ops, order);
+    // (first input index, end index, stored doc id, group number)
+    let mut groups: Vec<(usize, usize, Option<u32>, usize)> = Vec::new();
     let mut i = 0;
+    let mut g = 0;
     while i < ts.len() {
         let mut j = i + 1;
         while j < ts.len() && ts[j].infohash == ts[i].infohash {
             j += 1;
         }
+        g += 1;
         let id = match docid_of(txn, dbs, &ts[i].infohash) {
             Ok(id) => id,
             Err(StoreError::Corrupt { .. }) => {
@@ -1301,14 +1428,14 @@ fn apply_batch_txn(
             }
             Err(e) => return Err(e),
         };
-        groups.push((i, j, id));
+        groups.push((i, j, id, g - 1));
         i = j;
     }
 
     // Known torrents: read, merge every sighting of the batch, write back (doc id order).
     let mut known: Vec<(u32, usize, usize)> = groups
         .iter()
-        .filter_map(|&(a, b, id)| id.map(|d| (d, a, b)))
+        .filter_map(|&(a, b, id, _)| id.map(|d| (d, a, b)))
         .collect();
     known.sort_unstable();
     for (docid, a, b) in known {
@@ -1344,10 +1471,10 @@ fn apply_batch_txn(
 
     // New torrents: doc ids in discovery order, so that doc id order is time order
     // (the fast path of `Order::Newest`), and every table keyed by doc id is appended.
-    let mut fresh: Vec<(u64, InfoHash, usize, usize)> = groups
+    let mut fresh: Vec<(u64, InfoHash, usize, usize, usize)> = groups
         .iter()
         .filter(|g| g.2.is_none())
-        .map(|&(a, b, _)| (ts[a].discovered_at, ts[a].infohash, a, b))
+        .map(|&(a, b, _, g)| (ts[a].discovered_at, ts[a].infohash, a, b, g))
         .collect();
     fresh.sort_unstable();
     if meta.next_docid + fresh.len() as u64 > 1 << 31 {
@@ -1357,34 +1484,11 @@ fn apply_batch_txn(
     let mut by_size: Vec<[u8; 6]> = Vec::with_capacity(fresh.len());
     let base = meta.next_docid as u32;
     let ts = &ts;
-    // The postings of the new torrents, by term in byte order (doc ids ascending).
-    let index = |fresh: &[(u64, InfoHash, usize, usize)]| {
-        let mut dict = TermIndex::new();
-        let mut postings: Vec<Vec<(u32, bool)>> = Vec::new();
-        let mut tterms = Vec::new();
-        for (k, &(_, _, a, _)) in fresh.iter().enumerate() {
-            let docid = base + k as u32;
-            dict.torrent(&ts[a].name, &ts[a].files, &mut tterms);
-            for &(term, in_name) in &tterms {
-                let i = term as usize;
-                if i >= postings.len() {
-                    postings.resize_with(i + 1, Vec::new);
-                }
-                postings[i].push((docid, in_name));
-            }
-        }
-        postings.resize_with(dict.terms.len(), Vec::new);
-        let mut out: Vec<(String, Vec<(u32, bool)>)> = dict
-            .terms
-            .into_iter()
-            .zip(postings)
-            .filter(|p| !p.1.is_empty())
-            .collect();
-        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        out
-    };
+    // File lists encoded by `Tokens` when it is ready (a prepared batch), else here.
+    let pre = tokens.as_ref();
     let mut write_fresh = || -> Result<()> {
-        for &(_, ih, a, b) in &fresh {
+        for &(_, ih, a, b, g) in &fresh {
+            let enc;
             let docid = meta.next_docid as u32;
             meta.next_docid += 1;
             let t = ts[a];
@@ -1420,7 +1524,15 @@ fn apply_batch_txn(
                 .put_with_flags(txn, append, &dk, &codec::encode_torrent(&rec))
                 .map_err(lmdb("writing a torrent"))?;
             dbs.files
-                .put_with_flags(txn, append, &dk, &codec::encode_files(&t.files))
+                .put_with_flags(txn, append, &dk, {
+                    match pre.and_then(|p| p.files.get(g)) {
+                        Some(f) => f,
+                        None => {
+                            enc = codec::encode_files(&t.files);
+                            &enc
+                        }
+                    }
+                })
                 .map_err(lmdb("writing files"))?;
             if has_info {
                 if let Some(info) = &t.info {
@@ -1451,28 +1563,31 @@ fn apply_batch_txn(
         }
         Ok(())
     };
-    // Tokenizing runs on a second thread while this one writes the records.
-    let new_postings = if fresh.len() >= PARALLEL_INDEX_MIN {
-        std::thread::scope(|s| -> Result<_> {
-            let h = s.spawn(|| index(&fresh));
-            let written = write_fresh();
-            let p = h.join().map_err(|_| {
-                StoreError::InvalidInput("internal: the indexing thread panicked".into())
-            })?;
-            written?;
-            Ok(p)
-        })?
-    } else {
-        write_fresh()?;
-        index(&fresh)
+    write_fresh()?;
+    // The postings of the new torrents, by term in byte order (doc ids ascending).
+    if tokens.is_none() {
+        *tokens = Some(make_tokens()?);
+    }
+    let Some(tok) = tokens.as_ref() else {
+        return Err(StoreError::InvalidInput("internal: no tokens".into()));
     };
+    let mut postings: Vec<Vec<(u32, bool)>> = vec![Vec::new(); tok.terms.len()];
+    for (k, &(.., g)) in fresh.iter().enumerate() {
+        let docid = base + k as u32;
+        for &(term, in_name) in tok.of_group(g) {
+            if let Some(p) = postings.get_mut(term as usize) {
+                p.push((docid, in_name));
+            }
+        }
+    }
     // Randomly keyed tables last, each in key order.
     new_ids.sort_unstable();
     for (ih, docid) in &new_ids {
-        dbs.ids
+        dbs.ids_delta
             .put(txn, ih, &codec::docid_key(*docid))
             .map_err(lmdb("writing ids"))?;
     }
+    merge_ids_delta(txn, dbs, ids_delta_max)?;
     by_size.sort_unstable();
     for k in &by_size {
         dbs.by_size
@@ -1482,7 +1597,10 @@ fn apply_batch_txn(
     write_postings(
         txn,
         dbs,
-        new_postings.iter().map(|(t, p)| (t.as_str(), p.as_slice())),
+        tok.terms
+            .iter()
+            .zip(&postings)
+            .map(|(t, p)| (t.as_str(), p.as_slice())),
     )?;
 
     // Sightings of known torrents.
@@ -1576,6 +1694,135 @@ fn apply_batch_txn(
     }
     meta.store(txn, &dbs.meta)?;
     Ok(rep)
+}
+
+/// Indices of the torrent ops of a batch in write order: by infohash, and for one
+/// infohash by discovery time (then input order).
+fn torrent_order(ops: &[Op]) -> Vec<u32> {
+    let mut v: Vec<(InfoHash, u64, u32)> = ops
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| match o {
+            Op::Torrent(t) => Some((t.infohash, t.discovered_at, i as u32)),
+            _ => None,
+        })
+        .collect();
+    v.sort_unstable();
+    v.into_iter().map(|x| x.2).collect()
+}
+
+/// The torrents of `order` (indices that are not torrent ops are skipped).
+fn sorted_torrents<'o>(ops: &'o [Op], order: &[u32]) -> Vec<&'o TorrentInput> {
+    order
+        .iter()
+        .filter_map(|&i| match ops.get(i as usize) {
+            Some(Op::Torrent(t)) => Some(&**t),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Distinct infohashes among the torrents of `order`.
+fn group_count(ops: &[Op], order: &[u32]) -> usize {
+    let ts = sorted_torrents(ops, order);
+    ts.iter()
+        .enumerate()
+        .filter(|(i, t)| *i == 0 || ts[i - 1].infohash != t.infohash)
+        .count()
+}
+
+/// The terms of the first torrent of each infohash group of a batch: a batch
+/// dictionary in byte order, and per group its (term, in name) pairs.
+pub(crate) struct Tokens {
+    terms: Vec<String>,
+    /// Group `g`'s encoded file list.
+    files: Vec<Vec<u8>>,
+    /// Group `g`'s pairs are `pairs[off[g]..off[g + 1]]`.
+    off: Vec<usize>,
+    pairs: Vec<(u32, bool)>,
+}
+
+impl Tokens {
+    /// `with_files`: also encode each group's file list.
+    fn of(ops: &[Op], order: &[u32], with_files: bool) -> Tokens {
+        let ts = sorted_torrents(ops, order);
+        let mut dict = TermIndex::new();
+        let mut off = vec![0];
+        let mut pairs = Vec::new();
+        let mut tterms = Vec::new();
+        let mut files = Vec::new();
+        for (i, t) in ts.iter().enumerate() {
+            if i > 0 && ts[i - 1].infohash == t.infohash {
+                continue;
+            }
+            if with_files {
+                files.push(codec::encode_files(&t.files));
+            }
+            dict.torrent(&t.name, &t.files, &mut tterms);
+            pairs.extend_from_slice(&tterms);
+            off.push(pairs.len());
+        }
+        // Renumber the terms in byte order.
+        let mut by_text: Vec<u32> = (0..dict.terms.len() as u32).collect();
+        by_text.sort_unstable_by(|&a, &b| dict.terms[a as usize].cmp(&dict.terms[b as usize]));
+        let mut new_id = vec![0u32; by_text.len()];
+        for (n, &old) in by_text.iter().enumerate() {
+            new_id[old as usize] = n as u32;
+        }
+        for p in &mut pairs {
+            p.0 = new_id[p.0 as usize];
+        }
+        let mut old_terms: Vec<Option<String>> = dict.terms.into_iter().map(Some).collect();
+        let terms = by_text
+            .iter()
+            .map(|&old| old_terms[old as usize].take().unwrap_or_default())
+            .collect();
+        Tokens {
+            terms,
+            files,
+            off,
+            pairs,
+        }
+    }
+
+    fn of_nothing() -> Result<Tokens> {
+        Err(StoreError::InvalidInput(
+            "internal: a batch's tokens are missing".into(),
+        ))
+    }
+
+    fn of_group(&self, g: usize) -> &[(u32, bool)] {
+        match (self.off.get(g), self.off.get(g + 1)) {
+            (Some(&a), Some(&b)) => self.pairs.get(a..b).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+}
+
+/// A batch of writes with its CPU work done (sorted, tokenized), ready for
+/// [`Store::apply_prepared`]. Preparing needs no store or transaction, so a writer
+/// can prepare the next batch while the current one commits.
+pub struct PreparedBatch {
+    ops: Vec<Op>,
+    order: Vec<u32>,
+    tokens: Tokens,
+}
+
+impl PreparedBatch {
+    pub fn new(ops: Vec<Op>) -> PreparedBatch {
+        let order = torrent_order(&ops);
+        let tokens = Tokens::of(&ops, &order, true);
+        PreparedBatch { ops, order, tokens }
+    }
+
+    /// Records in the batch.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
 }
 
 /// Appends postings to their terms' blocks: the last block of a term is extended
@@ -1778,10 +2025,13 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
         };
         let ih = st.rec.infohash;
         let dk = codec::docid_key(docid);
-        match dbs.ids.get(txn, &ih).map_err(lmdb("checking ids"))? {
-            Some(d) if codec::docid_from(d) == Ok(docid) => {}
-            Some(_) => rep.problem(format!("torrent {}: ids entry disagrees", hex(&ih))),
-            None => rep.problem(format!("torrent {}: no ids entry", hex(&ih))),
+        match docid_of(txn, dbs, &ih) {
+            Ok(Some(d)) if d == docid => {}
+            Ok(Some(_)) | Err(StoreError::Corrupt { .. }) => {
+                rep.problem(format!("torrent {}: ids entry disagrees", hex(&ih)))
+            }
+            Ok(None) => rep.problem(format!("torrent {}: no ids entry", hex(&ih))),
+            Err(e) => return Err(e),
         }
         let bs = codec::by_size_key(st.rec.total_size, st.docid);
         if dbs
@@ -1914,7 +2164,8 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
             rep.problem(format!("by_time entry {} has no matching torrent", hex(k)));
         }
     }
-    let ids = dbs.ids.len(txn).map_err(lmdb("checking ids"))?;
+    let ids = dbs.ids.len(txn).map_err(lmdb("checking ids"))?
+        + dbs.ids_delta.len(txn).map_err(lmdb("checking ids"))?;
     let by_size = dbs.by_size.len(txn).map_err(lmdb("checking by_size"))?;
     let counted = read_u64(txn, &dbs.meta, K_TORRENTS)?;
     if counted != rep.torrents
@@ -2030,6 +2281,77 @@ mod tests {
     }
 
     #[test]
+    fn schema_2_is_migrated_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = StoreOptions::new(dir.path().join("db"));
+        let store = Store::open(opts.clone()).unwrap();
+        store.apply_batch(&[t(1, "kept")]).unwrap();
+        // A schema 2 database: version 2, no `ids_delta` (its entry moved to `ids`).
+        store
+            .write(|txn, dbs| {
+                merge_ids_delta(txn, dbs, Some(0))?;
+                dbs.meta
+                    .put(txn, K_SCHEMA, &2u32.to_le_bytes())
+                    .map_err(lmdb("test"))
+            })
+            .unwrap();
+        let in_ids = store
+            .read(|txn, dbs| Ok((dbs.ids.len(txn).unwrap(), dbs.ids_delta.len(txn).unwrap())))
+            .unwrap();
+        assert_eq!(in_ids, (1, 0));
+        drop(store);
+        wait_closed(&opts.path);
+        let store = Store::open(opts).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(store.get(&[1; 20]).unwrap().unwrap().record.name, "kept");
+        store.apply_batch(&[t(1, "kept"), t(2, "new")]).unwrap();
+        assert_eq!(store.count().unwrap(), 2);
+        assert!(store.integrity_check().unwrap().is_ok());
+    }
+
+    #[test]
+    fn ids_delta_merges_keep_every_lookup_and_idempotency() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = StoreOptions::new(dir.path().join("db"));
+        opts.ids_delta_max = Some(60);
+        let store = Store::open(opts).unwrap();
+        let mut synth = crate::synth::Synth::new(5);
+        let mut all = Vec::new();
+        let mut merges = 0;
+        let mut last_delta = 0;
+        for b in 0..40u64 {
+            let mut ops: Vec<Op> = (0..25)
+                .map(|i| Op::Torrent(Box::new(synth.torrent(1000 + b * 100 + i, false))))
+                .collect();
+            // Repeats of earlier torrents, wherever their ids entry now is.
+            for old in all.iter().step_by(7).take(10) {
+                ops.push(Op::Torrent(Box::new(Clone::clone(old))));
+            }
+            for o in &ops[..25] {
+                if let Op::Torrent(t) = o {
+                    all.push((**t).clone());
+                }
+            }
+            let rep = store.apply_batch(&ops).unwrap();
+            assert_eq!(rep.torrents_new, 25, "batch {b}");
+            let delta = store
+                .read(|txn, dbs| Ok(dbs.ids_delta.len(txn).unwrap()))
+                .unwrap();
+            if delta < last_delta {
+                merges += 1;
+            }
+            last_delta = delta;
+        }
+        assert!(merges >= 3, "only {merges} merges");
+        assert_eq!(store.count().unwrap(), all.len() as u64);
+        for t in &all {
+            let got = store.get(&t.infohash).unwrap().unwrap();
+            assert_eq!(got.record.name, t.name);
+        }
+        assert!(store.integrity_check().unwrap().is_ok());
+    }
+
+    #[test]
     fn other_schema_version_is_refused_with_a_clear_message() {
         // Schema 1 (torrents keyed by infohash, before doc id keyed tables) is the real
         // older version; 99 stands for a newer one.
@@ -2065,7 +2387,7 @@ mod tests {
         let msg = err.to_string();
         assert!(
             msg.contains(&format!("schema version {old},"))
-                && msg.contains("supports schema version 2")
+                && msg.contains(&format!("supports schema version {SCHEMA_VERSION}"))
                 && msg.contains(&format!("no migration from {old}"))
                 && msg.contains("export JSON lines"),
             "{msg}"

@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::StoreError;
-use crate::store::{BatchReport, Result, Store};
+use crate::store::{BatchReport, PreparedBatch, Result, Store};
 use crate::types::Op;
 
 /// A committed batch, as reported to the `on_commit` callback.
@@ -224,6 +224,32 @@ impl Drop for Writer {
     }
 }
 
+/// Work for the committing thread, in channel order.
+enum Job {
+    Batch(PreparedBatch),
+    Flush(SyncSender<std::result::Result<u64, String>>),
+}
+
+fn fail(shared: &Mutex<Shared>, msg: String) {
+    shared
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .failed
+        .get_or_insert(msg);
+}
+
+fn failed(shared: &Mutex<Shared>) -> bool {
+    shared
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .failed
+        .is_some()
+}
+
+/// The writer is two threads: this one collects ops into batches and prepares each
+/// (sorts, tokenizes) while a second one writes and commits the previous batch, so
+/// that CPU work overlaps the commit's page writes and fsync. The channel between
+/// them holds one prepared batch; flushes travel in order with the batches.
 fn run(store: Store, rx: Receiver<Msg>, shared: Arc<Mutex<Shared>>, mut cfg: WriterConfig) {
     struct Release(Store);
     impl Drop for Release {
@@ -233,90 +259,142 @@ fn run(store: Store, rx: Receiver<Msg>, shared: Arc<Mutex<Shared>>, mut cfg: Wri
     }
     let _release = Release(store.clone());
     let max_batch = cfg.max_batch.max(1);
-    let mut pending: Vec<Op> = Vec::with_capacity(max_batch);
-    let mut oldest: Option<Instant> = None;
-    let mut seq = 0u64;
-    let mut failed: Option<String> = None;
-
-    // Commits `pending`; on failure remembers the error (the batch stays pending in
-    // memory, and every caller is told).
-    let mut commit = |pending: &mut Vec<Op>, failed: &mut Option<String>, seq: &mut u64| {
-        if pending.is_empty() || failed.is_some() {
-            return;
-        }
-        match store.apply_batch(pending) {
-            Ok(report) => {
-                *seq += 1;
-                let info = CommitInfo {
-                    seq: *seq,
-                    records: pending.len(),
-                    report,
-                };
-                pending.clear();
-                {
-                    let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
-                    s.committed_seq = *seq;
-                    let t = &mut s.totals;
-                    t.batches += 1;
-                    t.records += info.records as u64;
-                    t.torrents_new += report.torrents_new;
-                    t.torrents_updated += report.torrents_updated;
-                    t.seen_unknown += report.seen_unknown;
-                    t.skipped_corrupt += report.skipped_corrupt;
-                    t.map_grown += u64::from(report.map_grown);
-                }
-                if let Some(cb) = cfg.on_commit.as_mut() {
-                    cb(&info);
-                }
-            }
+    let on_commit = cfg.on_commit.take();
+    let (jtx, jrx) = mpsc::sync_channel::<Job>(1);
+    std::thread::scope(|s| {
+        let committer = std::thread::Builder::new()
+            .name("magnetar-storage-commit".into())
+            .spawn_scoped(s, || commit_loop(&store, jrx, &shared, on_commit));
+        let committer = match committer {
+            Ok(h) => h,
             Err(e) => {
-                let msg = format!("{e} ({} records not written)", pending.len());
-                shared.lock().unwrap_or_else(PoisonError::into_inner).failed = Some(msg.clone());
-                *failed = Some(msg);
-            }
-        }
-    };
-
-    loop {
-        let msg = match oldest {
-            None => match rx.recv() {
-                Ok(m) => Some(m),
-                Err(_) => break,
-            },
-            Some(t0) => {
-                let wait = cfg.max_delay.saturating_sub(t0.elapsed());
-                match rx.recv_timeout(wait) {
-                    Ok(m) => Some(m),
-                    Err(RecvTimeoutError::Timeout) => None,
-                    Err(RecvTimeoutError::Disconnected) => break,
+                fail(&shared, format!("spawning the commit thread: {e}"));
+                // Answer flushes until the handle is dropped.
+                for m in rx.iter() {
+                    if let Msg::Flush(reply) = m {
+                        let _ = reply.send(Err(format!("spawning the commit thread: {e}")));
+                    }
                 }
+                return;
             }
         };
-        match msg {
-            Some(Msg::Op(op)) => {
-                if failed.is_some() {
-                    continue; // callers are told by send/flush/close
+        let mut pending: Vec<Op> = Vec::with_capacity(max_batch);
+        let mut oldest: Option<Instant> = None;
+        // Hands the pending ops to the committer; false when it is gone.
+        let cut = |pending: &mut Vec<Op>| -> bool {
+            if pending.is_empty() {
+                return true;
+            }
+            if failed(&shared) {
+                pending.clear(); // callers are told by send/flush/close
+                return true;
+            }
+            let ops = std::mem::replace(pending, Vec::with_capacity(max_batch));
+            jtx.send(Job::Batch(PreparedBatch::new(ops))).is_ok()
+        };
+        loop {
+            let msg = match oldest {
+                None => match rx.recv() {
+                    Ok(m) => Some(m),
+                    Err(_) => break,
+                },
+                Some(t0) => {
+                    let wait = cfg.max_delay.saturating_sub(t0.elapsed());
+                    match rx.recv_timeout(wait) {
+                        Ok(m) => Some(m),
+                        Err(RecvTimeoutError::Timeout) => None,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
                 }
-                pending.push(op);
-                oldest.get_or_insert_with(Instant::now);
-                if pending.len() >= max_batch {
-                    commit(&mut pending, &mut failed, &mut seq);
+            };
+            let alive = match msg {
+                Some(Msg::Op(op)) => {
+                    if failed(&shared) {
+                        continue; // callers are told by send/flush/close
+                    }
+                    pending.push(op);
+                    oldest.get_or_insert_with(Instant::now);
+                    if pending.len() >= max_batch {
+                        oldest = None;
+                        cut(&mut pending)
+                    } else {
+                        true
+                    }
+                }
+                Some(Msg::Flush(reply)) => {
                     oldest = None;
+                    cut(&mut pending) && jtx.send(Job::Flush(reply)).is_ok()
+                }
+                None => {
+                    oldest = None;
+                    cut(&mut pending)
+                }
+            };
+            if !alive {
+                break;
+            }
+        }
+        cut(&mut pending);
+        drop(jtx);
+        if committer.join().is_err() {
+            fail(&shared, "the writer's commit thread panicked".into());
+        }
+    });
+}
+
+/// Applies and commits prepared batches in order; answers flushes.
+fn commit_loop(
+    store: &Store,
+    jobs: Receiver<Job>,
+    shared: &Mutex<Shared>,
+    mut on_commit: Option<CommitCallback>,
+) {
+    let mut seq = 0u64;
+    let mut failed: Option<String> = None;
+    for job in jobs.iter() {
+        match job {
+            Job::Batch(batch) => {
+                if failed.is_some() {
+                    continue;
+                }
+                let records = batch.len();
+                match store.apply_prepared(batch) {
+                    Ok((report, _ops)) => {
+                        seq += 1;
+                        let info = CommitInfo {
+                            seq,
+                            records,
+                            report,
+                        };
+                        {
+                            let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                            s.committed_seq = seq;
+                            let t = &mut s.totals;
+                            t.batches += 1;
+                            t.records += records as u64;
+                            t.torrents_new += report.torrents_new;
+                            t.torrents_updated += report.torrents_updated;
+                            t.seen_unknown += report.seen_unknown;
+                            t.skipped_corrupt += report.skipped_corrupt;
+                            t.map_grown += u64::from(report.map_grown);
+                        }
+                        if let Some(cb) = on_commit.as_mut() {
+                            cb(&info);
+                        }
+                    }
+                    Err(e) => {
+                        let msg = format!("{e} ({records} records not written)");
+                        fail(shared, msg.clone());
+                        failed = Some(msg);
+                    }
                 }
             }
-            Some(Msg::Flush(reply)) => {
-                commit(&mut pending, &mut failed, &mut seq);
-                oldest = None;
+            Job::Flush(reply) => {
                 let _ = reply.send(match &failed {
                     None => Ok(seq),
                     Some(m) => Err(m.clone()),
                 });
             }
-            None => {
-                commit(&mut pending, &mut failed, &mut seq);
-                oldest = None;
-            }
         }
     }
-    commit(&mut pending, &mut failed, &mut seq);
 }

@@ -26,6 +26,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let seed: u64 = args[2].parse()?;
     let first: u64 = args[3].parse()?;
     let mut opts = StoreOptions::new(&args[1]);
+    // Merge `ids_delta` into `ids` every few batches, so kills also land in merges.
+    opts.ids_delta_max = Some(700);
     if let Some(m) = args.get(4) {
         opts.initial_map_size = m.parse()?;
     }
