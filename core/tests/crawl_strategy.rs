@@ -9,58 +9,12 @@ use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{addr, Net};
+use common::{addr, error, query, reply, Net};
 use magnetar_core::addr::is_sendable;
 use magnetar_core::krpc::{
-    self, error_code, Body, CompactNodesV4, KrpcError, Message, Query, QueryKind, Response, Samples,
+    self, error_code, Body, CompactNodesV4, Query, QueryKind, Response, Samples,
 };
 use magnetar_core::{Config, Crawler, Event, InfoHash, Input, NodeId, Output, SocketId, Timestamp};
-
-fn query(tid: &[u8], id: NodeId, kind: QueryKind<'_>) -> Vec<u8> {
-    let m = Message {
-        tid,
-        version: None,
-        ip: None,
-        read_only: false,
-        body: Body::Query(Query {
-            id,
-            want: None,
-            kind,
-        }),
-    };
-    let mut out = Vec::new();
-    krpc::encode(&m, &mut out);
-    out
-}
-
-fn reply(tid: &[u8], resp: Response<'_>) -> Vec<u8> {
-    let m = Message {
-        tid,
-        version: None,
-        ip: None,
-        read_only: false,
-        body: Body::Response(resp),
-    };
-    let mut out = Vec::new();
-    krpc::encode(&m, &mut out);
-    out
-}
-
-fn error(tid: &[u8], code: i64) -> Vec<u8> {
-    let m = Message {
-        tid,
-        version: None,
-        ip: None,
-        read_only: false,
-        body: Body::Error(KrpcError {
-            code,
-            message: b"no",
-        }),
-    };
-    let mut out = Vec::new();
-    krpc::encode(&m, &mut out);
-    out
-}
 
 fn get_peers(ih: InfoHash) -> QueryKind<'static> {
     QueryKind::GetPeers {

@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::{addr, Net};
+use common::{addr, query, Net};
 use magnetar_core::fault::Fault;
 use magnetar_core::krpc::{
     self, Body, CompactNodesV4, Message, Query, QueryKind, Response, Samples,
@@ -20,23 +20,6 @@ const PROBE: &str = "127.0.9.9:7000";
 
 fn probe() -> SocketAddr {
     PROBE.parse().unwrap()
-}
-
-fn query(tid: &[u8], id: NodeId, kind: QueryKind<'_>) -> Vec<u8> {
-    let m = Message {
-        tid,
-        version: None,
-        ip: None,
-        read_only: false,
-        body: Body::Query(Query {
-            id,
-            want: None,
-            kind,
-        }),
-    };
-    let mut out = Vec::new();
-    krpc::encode(&m, &mut out);
-    out
 }
 
 /// The reply the probe got for its last query.

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BinaryHeap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use magnetar_core::{Config, ConnId, Crawler, Event, Input, Output, SocketId, Timestamp};
+use magnetar_core::krpc::{self, Body, KrpcError, Message, Query, QueryKind, Response};
+use magnetar_core::{Config, ConnId, Crawler, Event, Input, NodeId, Output, SocketId, Timestamp};
 
 /// (time, sequence, destination index, source, bytes)
 type Delivery = (Timestamp, u64, usize, SocketAddr, Vec<u8>);
@@ -209,4 +210,53 @@ impl Net {
         }
         m
     }
+}
+
+/// A KRPC query, encoded.
+pub fn query(tid: &[u8], id: NodeId, kind: QueryKind<'_>) -> Vec<u8> {
+    let m = Message {
+        tid,
+        version: None,
+        ip: None,
+        read_only: false,
+        body: Body::Query(Query {
+            id,
+            want: None,
+            kind,
+        }),
+    };
+    let mut out = Vec::new();
+    krpc::encode(&m, &mut out);
+    out
+}
+
+/// A KRPC response, encoded.
+pub fn reply(tid: &[u8], resp: Response<'_>) -> Vec<u8> {
+    let m = Message {
+        tid,
+        version: None,
+        ip: None,
+        read_only: false,
+        body: Body::Response(resp),
+    };
+    let mut out = Vec::new();
+    krpc::encode(&m, &mut out);
+    out
+}
+
+/// A KRPC error reply, encoded.
+pub fn error(tid: &[u8], code: i64) -> Vec<u8> {
+    let m = Message {
+        tid,
+        version: None,
+        ip: None,
+        read_only: false,
+        body: Body::Error(KrpcError {
+            code,
+            message: b"no",
+        }),
+    };
+    let mut out = Vec::new();
+    krpc::encode(&m, &mut out);
+    out
 }
