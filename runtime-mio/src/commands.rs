@@ -31,6 +31,14 @@ pub fn open_existing(path: &Path) -> Result<Store, Fail> {
 
 /// Opens the database, creating its directory when missing.
 pub fn open_or_create(path: &Path) -> Result<Store, Fail> {
+    open_or_create_with(path, |_| {})
+}
+
+/// `open_or_create` with the store's options adjusted by `tune`.
+pub fn open_or_create_with(
+    path: &Path,
+    tune: impl FnOnce(&mut StoreOptions),
+) -> Result<Store, Fail> {
     if path.exists() && !path.is_dir() {
         return Err(Fail(format!(
             "database {}: exists and is not a directory",
@@ -39,7 +47,9 @@ pub fn open_or_create(path: &Path) -> Result<Store, Fail> {
     }
     std::fs::create_dir_all(path)
         .map_err(|e| Fail(format!("database {}: cannot create: {e}", path.display())))?;
-    Store::open(StoreOptions::new(path)).map_err(db_err(path))
+    let mut opts = StoreOptions::new(path);
+    tune(&mut opts);
+    Store::open(opts).map_err(db_err(path))
 }
 
 /// A size in binary units (`1.5 GiB`).

@@ -56,6 +56,23 @@ enum LogFormat {
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum DurabilityArg {
+    Durable,
+    NoMetaSync,
+    NoSync,
+}
+
+impl From<DurabilityArg> for magnetar_storage::Durability {
+    fn from(d: DurabilityArg) -> Self {
+        match d {
+            DurabilityArg::Durable => magnetar_storage::Durability::Durable,
+            DurabilityArg::NoMetaSync => magnetar_storage::Durability::NoMetaSync,
+            DurabilityArg::NoSync => magnetar_storage::Durability::NoSync,
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 enum Runtime {
     Mio,
     Tokio,
@@ -211,6 +228,24 @@ struct CrawlArgs {
     #[arg(long, value_name = "N", default_value_t = 1000, env = "MAGNETAR_MAX_LEECHES",
           value_parser = clap::value_parser!(u32).range(1..))]
     max_leeches: u32,
+
+    /// How hard database commits are pushed to disk. durable (default): every commit
+    /// is fsync'ed and survives power loss. no-meta-sync: an OS crash or power loss may
+    /// undo the last committed batch. no-sync: an OS crash or power loss may undo every
+    /// batch since the OS last flushed (~30 s) and, on a file system that reorders
+    /// writes, corrupt the database. A crash of magnetar itself loses nothing in any mode.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "durable",
+        env = "MAGNETAR_DURABILITY"
+    )]
+    durability: DurabilityArg,
+
+    /// Do not keep raw info dicts (saves ~95 % of the disk; `export --format torrent`
+    /// then has nothing to write for the torrents stored meanwhile).
+    #[arg(long, env = "MAGNETAR_NO_INFO_DICTS")]
+    no_info_dicts: bool,
 
     /// Bootstrap node(s) instead of the public routers (saved nodes are still tried first).
     #[arg(long, value_name = "HOST:PORT", num_args = 1.., env = "MAGNETAR_BOOTSTRAP", value_delimiter = ',')]
@@ -411,11 +446,19 @@ fn cmd_crawl(a: CrawlArgs) -> Result<(), Fail> {
     };
     // Sockets and the metrics listener first, then the store: a run rejected for its
     // arguments writes nothing.
-    let store = commands::open_or_create(&db)?;
+    let store = commands::open_or_create_with(&db, |o| {
+        o.durability = a.durability.into();
+        o.keep_info = !a.no_info_dicts;
+    })?;
     let writer = store
         .writer(magnetar_storage::WriterConfig::default())
         .map_err(|e| Fail(format!("database {}: {e}", db.display())))?;
-    tracing::info!(db = %db.display(), "database open");
+    tracing::info!(
+        db = %db.display(),
+        durability = ?a.durability,
+        info_dicts = !a.no_info_dicts,
+        "database open"
+    );
     let ingest = magnetar_storage::ingest::Ingest::new(store, writer);
     let seed = a.seed.unwrap_or_else(os_seed);
     let mut cfg = Config::new(seed, sockets[0].0);

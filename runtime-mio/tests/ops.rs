@@ -172,6 +172,73 @@ fn crawls_over_ipv6(runtime: &str) {
     assert!(out.contains("(123457 bytes)"), "{out}");
 }
 
+/// `--no-info-dicts --durability no-sync`: the options reach the store. The torrent
+/// is stored with its fields and files but without its raw info dict, so `show` says
+/// so and `export --format torrent` writes nothing for it.
+fn stores_without_info_dicts(runtime: &str, base: u8) {
+    let w = world(base, 3, "no-info-dict.bin", 54_321);
+    let db = tempfile::tempdir().unwrap();
+    let boot = w.net.addrs[0].to_string();
+    let mut p = crawl(
+        runtime,
+        db.path(),
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--bootstrap",
+            &boot,
+            "--allow-private",
+            "--no-info-dicts",
+            "--durability",
+            "no-sync",
+        ],
+    );
+    let ih = hex(&w.seeder.info_hash.0);
+    assert!(
+        p.wait_log(&format!("info_hash={ih}"), Duration::from_secs(45)),
+        "no metadata fetched; log:\n{}",
+        p.log()
+    );
+    p.signal("TERM");
+    assert!(p.wait_exit(Duration::from_secs(6)).success(), "{}", p.log());
+    let log = p.log();
+    assert!(
+        log.contains("durability=NoSync") && log.contains("info_dicts=false"),
+        "{log}"
+    );
+    let dbs = db.path().to_str().unwrap();
+    let (st, out, err) = run(&["show", &ih, "--db", dbs]);
+    assert!(st.success(), "{err}");
+    assert!(out.contains("name:          no-info-dict.bin"), "{out}");
+    assert!(out.contains("(54321 bytes)"), "{out}");
+    assert!(out.contains("info dict:     not kept"), "{out}");
+    let dir = tempfile::tempdir().unwrap();
+    let (st, _, err) = run(&[
+        "export",
+        "--format",
+        "torrent",
+        "--out",
+        dir.path().to_str().unwrap(),
+        "--db",
+        dbs,
+    ]);
+    assert!(st.success(), "{err}");
+    assert!(
+        !dir.path().join(format!("{ih}.torrent")).exists(),
+        "a .torrent was written without an info dict"
+    );
+}
+
+#[test]
+fn mio_stores_without_info_dicts() {
+    stores_without_info_dicts("mio", 200);
+}
+
+#[test]
+fn tokio_stores_without_info_dicts() {
+    stores_without_info_dicts("tokio", 210);
+}
+
 #[test]
 fn mio_second_signal_exits_at_once() {
     second_signal_exits_at_once("mio");
