@@ -218,6 +218,17 @@ impl RateLimiter {
         self.tat.insert(ip, tat.add(self.interval));
         true
     }
+
+    /// The earliest time `allow` would let `ip` through (without charging it):
+    /// [`Timestamp::ZERO`] when it may be answered at any time. Exact while the
+    /// entry is kept; an evicted entry only lets the IP through sooner.
+    pub fn next_allowed(&self, ip: IpAddr) -> Timestamp {
+        match self.tat.get(&ip) {
+            // `allow` passes once `tat - now + interval <= burst`.
+            Some(tat) => tat.sub(self.burst.saturating_sub(self.interval)),
+            None => Timestamp::ZERO,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -290,5 +301,29 @@ mod tests {
         assert!(r.allow(t, "1.2.3.6".parse().unwrap()));
         assert!(r.len() <= 2);
         assert!(r.evictions >= 1);
+    }
+
+    #[test]
+    fn rate_limiter_next_allowed_is_exact() {
+        let ip: IpAddr = "1.2.3.4".parse().unwrap();
+        for (rate, burst) in [(2, 8), (10, 10), (3, 1), (1000, 4)] {
+            let mut r = RateLimiter::with_burst(rate, burst, 16);
+            assert_eq!(r.next_allowed(ip), Timestamp::ZERO);
+            let mut now = Timestamp::from_secs(50);
+            for step in 0..200u64 {
+                let next = r.next_allowed(ip);
+                if next > now {
+                    // Refused until `next`, allowed at `next`.
+                    assert!(!r.allow(now, ip), "rate {rate} step {step}");
+                    assert!(!r.allow(next.sub(Duration::from_nanos(1)), ip));
+                    assert!(r.allow(next, ip), "rate {rate} step {step}");
+                    now = next;
+                } else {
+                    assert!(r.allow(now, ip), "rate {rate} step {step}");
+                }
+                // Uneven gaps: sometimes none, sometimes a few milliseconds.
+                now = now.add(Duration::from_millis(step % 7));
+            }
+        }
     }
 }

@@ -479,3 +479,83 @@ fn a_failed_fetch_is_retried_with_backoff_then_given_up_and_says_so() {
     let s = net.nodes[0].crawl_stats();
     assert_eq!((s.retries, s.given_up), (3, 1));
 }
+
+#[test]
+fn paced_acquisitions_wait_without_asking_the_limiter_every_tick() {
+    // One node gives us 200 infohashes at once; its IP may be asked 2 times a
+    // second (8 at once), so asking it about each takes about 100 s. Meanwhile
+    // the backlog waits for the IP's pace: each acquisition checks the limiter
+    // a bounded number of times over its life, not once per 10 ms tick.
+    let n = 200usize;
+    let mut net = Net::new(1, 23, |_, c| {
+        c.crawl.explore_pps = 1;
+        c.crawl.auto_acquire = true;
+        c.crawl.lookup_on_miss = false;
+        c.crawl.per_ip_pps = 2;
+        c.crawl.per_ip_burst = 8;
+        c.dht.per_ip_answers_per_sec = 1_000_000;
+    });
+    let source: SocketAddr = "127.0.9.60:7000".parse().unwrap();
+    let source_id = NodeId([0x3d; 20]);
+    net.send(source, addr(0), query(b"hi", source_id, QueryKind::Ping));
+    let ihs: Vec<InfoHash> = (0..n)
+        .map(|i| {
+            let mut b = [0x5a; 20];
+            b[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            InfoHash(b)
+        })
+        .collect();
+    let samples: Vec<u8> = ihs.iter().flat_map(|i| i.0).collect();
+    let mut answered = 0;
+    let mut t = Timestamp::ZERO;
+    // Stop at the first retries (5 minutes after a miss).
+    while t < Timestamp::from_secs(150) {
+        t = t.add(Duration::from_millis(100));
+        net.run_until(t, 100_000);
+        let fresh: Vec<_> = net.outside[answered..]
+            .iter()
+            .filter(|s| s.to == source)
+            .filter_map(|s| {
+                let m = krpc::decode(&s.bytes).ok()?;
+                match m.body {
+                    Body::Query(q) => Some((m.tid.to_vec(), method(&q.kind))),
+                    _ => None,
+                }
+            })
+            .collect();
+        answered = net.outside.len();
+        for (tid, m) in fresh {
+            let r = match m {
+                "sample_infohashes" => Response {
+                    id: source_id,
+                    samples: Samples::new(&samples),
+                    num: Some(n as i64),
+                    interval: Some(21_600),
+                    ..Response::default()
+                },
+                _ => Response {
+                    id: source_id,
+                    token: Some(b"tk"),
+                    ..Response::default()
+                },
+            };
+            net.send(source, addr(0), reply(&tid, r));
+        }
+    }
+    // Every infohash was asked about, once, within the IP's pace.
+    let asked: BTreeSet<InfoHash> = ihs
+        .iter()
+        .copied()
+        .filter(|ih| get_peers_for(&net, *ih) == 1)
+        .collect();
+    assert_eq!(asked.len(), n, "each infohash asked about exactly once");
+    let s = net.nodes[0].crawl_stats();
+    assert_eq!(s.ask_source_sent, n as u64);
+    // 150 s of ticks is 15,000 ticks: going round the backlog every tick cost
+    // hundreds of thousands of refused checks; waiting costs none per tick.
+    assert!(
+        s.per_ip_refused <= n as u64,
+        "{} per-IP refusals for {n} paced acquisitions",
+        s.per_ip_refused
+    );
+}

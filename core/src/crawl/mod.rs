@@ -294,8 +294,14 @@ pub(crate) struct Harvest {
     hints: BTreeMap<InfoHash, Hint>,
     acq: BTreeMap<InfoHash, Acq>,
     acq_queue: VecDeque<InfoHash>,
-    /// The infohashes in `acq_queue`.
+    /// The infohashes in `acq_queue` or `paced_due`.
     queued: BTreeSet<InfoHash>,
+    /// Queued acquisitions whose every source is paced by the per-IP limiter,
+    /// with the time the first of them may be asked: they wait here, costing
+    /// nothing per tick, and go back to the end of `acq_queue` when due.
+    paced_due: BTreeSet<(Timestamp, InfoHash)>,
+    /// The infohashes in `paced_due`, with their time.
+    paced: BTreeMap<InfoHash, Timestamp>,
     acq_by_lookup: BTreeMap<u64, InfoHash>,
     /// Candidates waiting out their grace, with the time they come due.
     deferred: BTreeMap<InfoHash, Timestamp>,
@@ -331,6 +337,8 @@ impl Harvest {
             acq: BTreeMap::new(),
             acq_queue: VecDeque::new(),
             queued: BTreeSet::new(),
+            paced_due: BTreeSet::new(),
+            paced: BTreeMap::new(),
             acq_by_lookup: BTreeMap::new(),
             deferred: BTreeMap::new(),
             deferred_due: BTreeSet::new(),
@@ -341,6 +349,20 @@ impl Harvest {
             next_tick: now.add(CRAWL_TICK),
             stats: CrawlStats::default(),
             cfg,
+        }
+    }
+
+    /// Acquisitions waiting: queued, or paced until a source may be asked.
+    fn queue_len(&self) -> usize {
+        self.acq_queue.len() + self.paced_due.len()
+    }
+
+    /// When the per-IP pace next lets a query to `to` through (now or earlier
+    /// when it does already), without charging it.
+    fn ip_next_allowed(&self, to: &SocketAddr) -> Timestamp {
+        match &self.per_ip {
+            Some(l) => l.next_allowed(crate::addr::canonical(*to).ip()),
+            None => Timestamp::ZERO,
         }
     }
 
@@ -467,7 +489,7 @@ impl Crawler {
             .map(|n| n.clamp(0, 1 << 32) as u64)
             .sum();
         s.acquisitions_running = self.harvest.acq.len();
-        s.acquisitions_queued = self.harvest.acq_queue.len();
+        s.acquisitions_queued = self.harvest.queue_len();
         s.budget_refused = self.harvest.budget.refused;
         s
     }
@@ -497,7 +519,7 @@ impl Crawler {
         if self.harvest.queued.contains(&ih) || self.harvest.deferred.contains_key(&ih) {
             return Ok(());
         }
-        if self.harvest.acq_queue.len() >= self.harvest.cfg.acquire_queue {
+        if self.harvest.queue_len() >= self.harvest.cfg.acquire_queue {
             self.harvest.stats.acquisitions_queued_drop += 1;
             return Err(ApiMisuse::Full);
         }
@@ -516,7 +538,7 @@ impl Crawler {
             .get(&ih)
             .is_some_and(|x| !x.peers.is_empty() || !x.sources.is_empty());
         if cheap
-            && h.acq_queue.len() == 1
+            && h.queue_len() == 1
             && !h.retry.contains_key(&ih)
             && h.acq.len() < h.cfg.max_acquisitions
             && h.retry_due.first().is_none_or(|(t, _)| *t > self.now)
@@ -529,7 +551,45 @@ impl Crawler {
         Ok(())
     }
 
+    /// The time the first source of `ih` may be asked, when it has only sources
+    /// to ask (no announced peers) and every one of them is paced now.
+    fn paced_until(&self, ih: &InfoHash) -> Option<Timestamp> {
+        let hint = self.harvest.hints.get(ih)?;
+        if !hint.peers.is_empty() {
+            return None;
+        }
+        let at = hint
+            .sources
+            .iter()
+            .map(|(_, _, addr)| self.harvest.ip_next_allowed(addr))
+            .min()?;
+        (at > self.now).then_some(at)
+    }
+
+    /// Parks a queued acquisition until `at`, when a source may be asked.
+    fn pace(&mut self, ih: InfoHash, at: Timestamp) {
+        if self.harvest.queued.insert(ih) {
+            self.harvest.paced_due.insert((at, ih));
+            self.harvest.paced.insert(ih, at);
+        }
+    }
+
+    /// A paced acquisition whose hint gained a lead (a peer, or another source)
+    /// goes back to the end of the queue, where it would have found it before.
+    fn unpace(&mut self, ih: InfoHash) {
+        if let Some(at) = self.harvest.paced.remove(&ih) {
+            self.harvest.paced_due.remove(&(at, ih));
+            self.harvest.acq_queue.push_back(ih);
+        }
+    }
+
     fn start_acquisition(&mut self, ih: InfoHash) {
+        // Every source paced: wait until the first may be asked, before paying for
+        // a copy of the hint, transaction tags and a limiter check per source.
+        if let Some(at) = self.paced_until(&ih) {
+            self.pace(ih, at);
+            return;
+        }
         self.harvest.stats.acquisitions_started += 1;
         let hint = self.harvest.hints.get(&ih).cloned().unwrap_or_default();
         if !hint.peers.is_empty() {
@@ -552,7 +612,14 @@ impl Crawler {
         // Ask a node that sampled it; when one is paced (it just gave us up to 20
         // samples), another that sampled it too, each under its own per-IP pace.
         let mut throttled = false;
+        let mut paced: Option<Timestamp> = None;
         for (i, id, addr) in hint.sources {
+            let at = self.harvest.ip_next_allowed(&addr);
+            if at > self.now {
+                // This one is paced: no tag, no refused check.
+                paced = Some(paced.map_or(at, |p| p.min(at)));
+                continue;
+            }
             let tag = self.harvest.tag(CrawlTx::AskSource { ih });
             let q = QueryKind::GetPeers {
                 info_hash: ih,
@@ -571,11 +638,17 @@ impl Crawler {
             self.harvest.txs.remove(&tag);
         }
         if throttled {
-            // Every source is paced: ask later rather than pay for a traversal now.
+            // Out of budget: ask later rather than pay for a traversal now.
             self.harvest.stats.acquisitions_started -= 1;
             if self.harvest.queued.insert(ih) {
                 self.harvest.acq_queue.push_back(ih);
             }
+            return;
+        }
+        if let Some(at) = paced {
+            // Every source it could ask is paced: ask when the first may be.
+            self.harvest.stats.acquisitions_started -= 1;
+            self.pace(ih, at);
             return;
         }
         self.acquire_by_lookup(ih, &[]);
@@ -733,6 +806,7 @@ impl Crawler {
         }
         let new = self.harvest.note_seen(ih);
         let first_peer;
+        let mut lead = false;
         {
             let hint = self.harvest.hints.entry(ih).or_default();
             // A get_peers candidate that now has an announced peer is confirmed.
@@ -740,16 +814,21 @@ impl Crawler {
             if let Some(p) = peer {
                 if !hint.peers.contains(&p) && hint.peers.len() < 8 {
                     hint.peers.push(p);
+                    lead = true;
                 }
             }
             if let Some((i, id)) = src_node {
                 if hint.sources.len() < MAX_SOURCES && !hint.sources.iter().any(|s| s.2 == from) {
                     hint.sources.push((i, id, from));
+                    lead = true;
                 }
             }
             if source == DiscoverySource::GetPeers && hint.heard_at.is_none() {
                 hint.heard_at = Some(self.now);
             }
+        }
+        if lead {
+            self.unpace(ih);
         }
         if let (true, Some(p)) = (first_peer, peer) {
             self.emit(Event::PeersFound {
@@ -1172,6 +1251,16 @@ impl Crawler {
                     n.in_flight = false;
                 }
             }
+        }
+        // Paced acquisitions whose first source may be asked now go back to the end
+        // of the queue, as they did when they went round it every tick.
+        while let Some(&(t, ih)) = self.harvest.paced_due.first() {
+            if t > now {
+                break;
+            }
+            self.harvest.paced_due.pop_first();
+            self.harvest.paced.remove(&ih);
+            self.harvest.acq_queue.push_back(ih);
         }
         // Retries that came due, and queued acquisitions, while there is room and
         // budget left after sampling and exploration.
