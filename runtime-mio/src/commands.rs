@@ -233,15 +233,20 @@ pub fn recent(db: &Path, n: usize) -> Result<(), Fail> {
     Ok(())
 }
 
-/// `--since`: Unix seconds, or an age (`90s`, `30m`, `24h`, `7d`) before now.
+/// `--since`: Unix seconds, a UTC date (`2026-11-01`) or time
+/// (`2026-11-01T12:00:00Z`), or an age (`90s`, `30m`, `24h`, `7d`) before now.
 pub fn parse_since(s: &str, now: u64) -> Result<u64, Fail> {
     let bad = || {
         Fail(format!(
-            "--since {s}: expected Unix seconds or an age like 30m, 24h, 7d"
+            "--since {s}: expected Unix seconds, a UTC date or time like 2026-11-01 or \
+             2026-11-01T12:00:00Z, or an age like 30m, 24h, 7d"
         ))
     };
     if let Ok(v) = s.parse::<u64>() {
         return Ok(v);
+    }
+    if s.len() >= 10 && s.as_bytes().get(4) == Some(&b'-') {
+        return parse_utc(s).ok_or_else(bad);
     }
     let (num, unit) = s.split_at(s.len().saturating_sub(1));
     let n: u64 = num.parse().map_err(|_| bad())?;
@@ -254,6 +259,62 @@ pub fn parse_since(s: &str, now: u64) -> Result<u64, Fail> {
         _ => return Err(bad()),
     };
     Ok(now.saturating_sub(n.saturating_mul(mult)))
+}
+
+/// `YYYY-MM-DD` or `YYYY-MM-DDTHH:MM:SS[Z]` (UTC) as Unix seconds.
+fn parse_utc(s: &str) -> Option<u64> {
+    let s = s.strip_suffix('Z').unwrap_or(s);
+    let (date, time) = match s.split_once('T') {
+        Some((d, t)) => (d, Some(t)),
+        None => (s, None),
+    };
+    let num = |x: &str, len: usize| -> Option<i64> {
+        (x.len() == len && x.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| x.parse().ok())
+            .flatten()
+    };
+    let mut d = date.split('-');
+    let (y, m, day) = (num(d.next()?, 4)?, num(d.next()?, 2)?, num(d.next()?, 2)?);
+    if d.next().is_some() || !(1..=12).contains(&m) {
+        return None;
+    }
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if day < 1 || day > month_days[(m - 1) as usize] {
+        return None;
+    }
+    let secs = match time {
+        None => 0,
+        Some(t) => {
+            let mut p = t.split(':');
+            let (h, mi, se) = (num(p.next()?, 2)?, num(p.next()?, 2)?, num(p.next()?, 2)?);
+            if p.next().is_some() || h > 23 || mi > 59 || se > 60 {
+                return None;
+            }
+            h * 3600 + mi * 60 + se
+        }
+    };
+    // Days from 1970-01-01 to y-m-day (proleptic Gregorian; Howard Hinnant's method).
+    let (yy, mm) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * mm + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + secs).ok()
 }
 
 pub fn export(
@@ -466,6 +527,21 @@ mod tests {
         assert_eq!(parse_since("100", 1000).ok(), Some(100));
         assert_eq!(parse_since("2m", 1000).ok(), Some(880));
         assert!(parse_since("2x", 1000).is_err());
+        // UTC dates and times (checked against `date -u -d … +%s`).
+        assert_eq!(parse_since("1970-01-01", 5).ok(), Some(0));
+        assert_eq!(parse_since("2026-11-01", 5).ok(), Some(1_793_491_200));
+        assert_eq!(
+            parse_since("2026-11-01T00:00:00Z", 5).ok(),
+            Some(1_793_491_200)
+        );
+        assert_eq!(
+            parse_since("2024-02-29T23:59:59Z", 5).ok(),
+            Some(1_709_251_199)
+        );
+        assert!(parse_since("2023-02-29", 5).is_err());
+        assert!(parse_since("2026-13-01", 5).is_err());
+        assert!(parse_since("2026-11-01T24:00:00Z", 5).is_err());
+        assert!(parse_since("2026-11-01T12:00", 5).is_err());
         assert!(parse_since("", 1000).is_err());
         let t = file_tree(&[
             ("a/b/c.txt".into(), 1),

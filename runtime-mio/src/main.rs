@@ -124,7 +124,8 @@ enum Cmd {
     Export {
         #[arg(long, value_enum, default_value = "jsonl")]
         format: ExportFormat,
-        /// Only torrents discovered at or after T: Unix seconds, or an age such as 90m, 24h, 7d.
+        /// Only torrents discovered at or after T: Unix seconds, a UTC date or time
+        /// (2026-11-01, 2026-11-01T12:00:00Z), or an age such as 90m, 24h, 7d.
         #[arg(long, value_name = "T")]
         since: Option<String>,
         /// Output file for jsonl (default: stdout); output directory for torrent (required).
