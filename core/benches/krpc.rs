@@ -1,13 +1,16 @@
 //! Criterion benchmarks: KRPC decode and encode, one typical message of each kind.
 //!
 //! `cargo bench -p magnetar-core --bench krpc -- --warm-up-time 1 --measurement-time 3`
+//!
+//! `krpc_decode_reference` runs the token-stream decoder that `decode` replaced on the
+//! same messages, so one run gives the ratio between the two.
 use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use magnetar_core::krpc::{
-    decode, decode_lenient, encode, write_compact_node, Body, CompactNodesV4, KrpcError, Message,
-    Query, QueryKind, Response, Samples,
+    decode, decode_lenient, decode_reference, encode, write_compact_node, Body, CompactNodesV4,
+    KrpcError, Message, Query, QueryKind, Response, Samples,
 };
 use magnetar_core::{InfoHash, NodeId};
 
@@ -113,6 +116,18 @@ fn bench(c: &mut Criterion) {
     g.bench_function("lenient_unsorted_get_peers_response", |b| {
         b.iter(|| decode_lenient(black_box(unsorted)).is_ok())
     });
+    g.finish();
+
+    let mut g = c.benchmark_group("krpc_decode_reference");
+    g.throughput(Throughput::Elements(1));
+    for (name, m) in &cases {
+        let mut buf = Vec::new();
+        encode(m, &mut buf);
+        assert_eq!(decode_reference(&buf).as_ref(), Ok(m));
+        g.bench_function(*name, |b| {
+            b.iter(|| decode_reference(black_box(&buf)).is_ok())
+        });
+    }
     g.finish();
 
     let mut g = c.benchmark_group("krpc_encode");

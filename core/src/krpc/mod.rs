@@ -10,7 +10,8 @@ use crate::id::{InfoHash, NodeId};
 
 mod codec;
 pub use codec::{
-    decode, decode_bendy, decode_lenient, encode, DecodeError, LenientMessage, MAX_DEPTH,
+    decode, decode_bendy, decode_lenient, decode_reference, encode, DecodeError, LenientMessage,
+    MAX_DEPTH,
 };
 
 /// One KRPC message.
