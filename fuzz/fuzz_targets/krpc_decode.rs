@@ -1,8 +1,15 @@
-//! Decodes arbitrary bytes (strictly, on bendy, and leniently); whatever is accepted must encode
-//! to bytes that decode to the same message, and that encoding must be a fixed point.
+//! Decodes arbitrary bytes (strictly, on the token-stream reference, on bendy, and
+//! leniently). The strict decoder must give exactly the reference's result (the same
+//! message or the same error) and accept what bendy accepts; whatever is accepted must
+//! encode to bytes that decode to the same message, and that encoding must be a fixed
+//! point.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use magnetar_core::krpc::{decode, decode_bendy, decode_lenient, encode, Message};fn check(msg: &Message<'_>) {
+use magnetar_core::krpc::{
+    decode, decode_bendy, decode_lenient, decode_reference, encode, Message,
+};
+
+fn check(msg: &Message<'_>) {
     let mut out = Vec::new();
     encode(msg, &mut out);
     let again = decode(&out).expect("our own encoding must decode");
@@ -17,9 +24,17 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(msg) = &strict {
         check(msg);
     }
+    // The direct decoder against the token-stream one it replaced: identical results,
+    // errors included.
+    let tokens = decode_reference(data);
+    assert_eq!(strict, tokens, "direct vs token-stream reference");
     // Our tokenizer must agree with bendy's on what it accepts and what it yields.
     let reference = decode_bendy(data);
-    assert_eq!(strict.is_ok(), reference.is_ok(), "ours {strict:?} vs bendy {reference:?}");
+    assert_eq!(
+        strict.is_ok(),
+        reference.is_ok(),
+        "ours {strict:?} vs bendy {reference:?}"
+    );
     if let (Ok(a), Ok(b)) = (&strict, &reference) {
         assert_eq!(a, b);
     }

@@ -613,7 +613,7 @@ fn parse_args<'a, S: Source<'a>>(src: &mut S, errs: &mut Errs) -> Result<Args<'a
 }
 
 /// Builds the query once `q` is known.
-fn build_query<'a>(method: &'a [u8], a: Args<'a>) -> Result<Query<'a>, DecodeError> {
+fn build_query<'a>(method: &'a [u8], a: &Args<'a>) -> Result<Query<'a>, DecodeError> {
     let id = a.id.ok_or(DecodeError::Missing("id"))?;
     let need = |r: Option<Raw<'a>>, name: &'static str| r.ok_or(DecodeError::Missing(name));
     let kind = match method {
@@ -914,7 +914,7 @@ fn decode_from<'a, S: Source<'a>>(src: &mut S) -> Result<Message<'a>, DecodeErro
             let method = q.ok_or(DecodeError::Missing("q"))?;
             a_errs.into_result()?;
             let args = args.ok_or(DecodeError::Missing("a"))?;
-            Body::Query(build_query(method, args)?)
+            Body::Query(build_query(method, &args)?)
         }
         Kind::R => {
             r_errs.into_result()?;
@@ -938,7 +938,18 @@ fn decode_from<'a, S: Source<'a>>(src: &mut S) -> Result<Message<'a>, DecodeErro
 // Encoding
 // ---------------------------------------------------------------------------------------
 
-fn put_uint(out: &mut Vec<u8>, mut v: u64) {
+fn put_uint(out: &mut Vec<u8>, v: u64) {
+    // Lengths and flags are mostly one or two digits: no division loop for those.
+    if v < 10 {
+        out.push(b'0' + v as u8);
+    } else if v < 100 {
+        out.extend_from_slice(&[b'0' + (v / 10) as u8, b'0' + (v % 10) as u8]);
+    } else {
+        put_uint_slow(out, v);
+    }
+}
+
+fn put_uint_slow(out: &mut Vec<u8>, mut v: u64) {
     let mut buf = [0u8; 20];
     let mut i = buf.len();
     loop {

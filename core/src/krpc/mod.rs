@@ -240,15 +240,35 @@ pub fn peer_from_compact(b: &[u8]) -> Option<SocketAddr> {
 
 /// Appends compact peer info for `addr` (6 or 18 bytes).
 pub fn write_compact_peer(addr: &SocketAddr, out: &mut Vec<u8>) {
+    let [p0, p1] = addr.port().to_be_bytes();
     match addr {
-        SocketAddr::V4(a) => out.extend_from_slice(&a.ip().octets()),
-        SocketAddr::V6(a) => out.extend_from_slice(&a.ip().octets()),
+        SocketAddr::V4(a) => {
+            let [a0, a1, a2, a3] = a.ip().octets();
+            out.extend_from_slice(&[a0, a1, a2, a3, p0, p1]);
+        }
+        SocketAddr::V6(a) => {
+            out.extend_from_slice(&a.ip().octets());
+            out.extend_from_slice(&[p0, p1]);
+        }
     }
-    out.extend_from_slice(&addr.port().to_be_bytes());
 }
 
 /// Appends compact node info (26 or 38 bytes).
 pub fn write_compact_node(id: &NodeId, addr: &SocketAddr, out: &mut Vec<u8>) {
-    out.extend_from_slice(&id.0);
-    write_compact_peer(addr, out);
+    match addr {
+        // One copy of 26 bytes (honest nodes in the simulator write 8 per reply).
+        SocketAddr::V4(a) => {
+            let mut entry = [0u8; 26];
+            let (idp, rest) = entry.split_at_mut(20);
+            idp.copy_from_slice(&id.0);
+            let (ip, port) = rest.split_at_mut(4);
+            ip.copy_from_slice(&a.ip().octets());
+            port.copy_from_slice(&a.port().to_be_bytes());
+            out.extend_from_slice(&entry);
+        }
+        SocketAddr::V6(_) => {
+            out.extend_from_slice(&id.0);
+            write_compact_peer(addr, out);
+        }
+    }
 }

@@ -30,6 +30,19 @@ enum Val<'a> {
     Dict,
 }
 
+/// `a < b` in bytewise lexicographic order, as `<[u8]>::lt`. Inline: dict keys are
+/// short and usually differ in their first byte, which a call to `memcmp` costs more
+/// than.
+#[inline]
+fn less(a: &[u8], b: &[u8]) -> bool {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x < y;
+        }
+    }
+    a.len() < b.len()
+}
+
 /// A read position in the datagram.
 struct Cur<'a> {
     buf: &'a [u8],
@@ -135,7 +148,7 @@ impl<'a> Cur<'a> {
             }
             Some(b'0'..=b'9') => {
                 let k = self.string()?;
-                if prev.is_some_and(|p| p >= k) {
+                if prev.is_some_and(|p| !less(p, k)) {
                     return Err(DecodeError::UnsortedKeys);
                 }
                 *prev = Some(k);
@@ -241,10 +254,14 @@ fn want<'a>(c: &mut Cur<'a>, v: Val<'a>, depth: usize) -> Result<Want, DecodeErr
     Ok(want)
 }
 
-/// The `a` dict, opened inside `depth` containers: see `parse_args`.
-fn args<'a>(c: &mut Cur<'a>, depth: usize, errs: &mut Errs) -> Result<Args<'a>, DecodeError> {
+/// The `a` dict, opened inside `depth` containers, into `a` (empty): see `parse_args`.
+fn args<'a>(
+    c: &mut Cur<'a>,
+    depth: usize,
+    errs: &mut Errs,
+    a: &mut Args<'a>,
+) -> Result<(), DecodeError> {
     let inner = depth + 1;
-    let mut a = Args::default();
     let mut prev = None;
     while let Some(key) = c.key(&mut prev)? {
         let v = c.value(inner)?;
@@ -282,7 +299,7 @@ fn args<'a>(c: &mut Cur<'a>, depth: usize, errs: &mut Errs) -> Result<Args<'a>, 
             }
         });
     }
-    Ok(a)
+    Ok(())
 }
 
 /// `values` (a list read inside `depth` containers): see `parse_values`.
@@ -311,14 +328,15 @@ fn values<'a>(c: &mut Cur<'a>, v: Val<'a>, depth: usize) -> Result<Vec<SocketAdd
     err.map_or(Ok(out), Err)
 }
 
-/// The `r` dict, opened inside `depth` containers: see `parse_response`.
+/// The `r` dict, opened inside `depth` containers, into `r` (empty): see
+/// `parse_response`. Filled in place: a `Response` is large to move.
 fn response<'a>(
     c: &mut Cur<'a>,
     depth: usize,
     errs: &mut Errs,
-) -> Result<Response<'a>, DecodeError> {
+    r: &mut Response<'a>,
+) -> Result<(), DecodeError> {
     let inner = depth + 1;
-    let mut r = Response::default();
     let mut id = None;
     let mut prev = None;
     while let Some(key) = c.key(&mut prev)? {
@@ -362,7 +380,7 @@ fn response<'a>(
         Some(id) => r.id = id,
         None => errs.note(DecodeError::Missing("id")),
     }
-    Ok(r)
+    Ok(())
 }
 
 /// The `e` value (read inside `depth` containers): see `parse_error`.
@@ -417,9 +435,12 @@ pub(super) fn decode(buf: &[u8]) -> Result<Message<'_>, DecodeError> {
     let mut q = None;
     // Each body keeps its own errors: only the one `y` selects counts.
     let mut a_errs = Errs::default();
-    let mut args_ = None;
+    // `a` and `r` are read in place; `has_*` says whether they were dicts.
+    let mut args_ = Args::default();
+    let mut has_args = false;
     let mut r_errs = Errs::default();
-    let mut resp = None;
+    let mut resp = Response::default();
+    let mut has_resp = false;
     let mut e_errs = Errs::default();
     let mut kerr = None;
 
@@ -442,20 +463,20 @@ pub(super) fn decode(buf: &[u8]) -> Result<Message<'_>, DecodeError> {
             b"ip" => ip = top.keep(c.bytes(v, 1, "ip").and_then(|b| compact_addr(b, "ip")))?,
             b"ro" => ro = top.keep(c.integer(v, 1, "ro").and_then(|n| boolean(n, "ro")))?,
             b"a" => {
-                args_ = if matches!(v, Val::Dict) {
-                    Some(args(&mut c, 1, &mut a_errs)?)
+                has_args = matches!(v, Val::Dict);
+                if has_args {
+                    args(&mut c, 1, &mut a_errs, &mut args_)?;
                 } else {
                     a_errs.keep(c.wrong::<()>(v, 1, "a"))?;
-                    None
-                };
+                }
             }
             b"r" => {
-                resp = if matches!(v, Val::Dict) {
-                    Some(response(&mut c, 1, &mut r_errs)?)
+                has_resp = matches!(v, Val::Dict);
+                if has_resp {
+                    response(&mut c, 1, &mut r_errs, &mut resp)?;
                 } else {
                     r_errs.keep(c.wrong::<()>(v, 1, "r"))?;
-                    None
-                };
+                }
             }
             b"e" => kerr = e_errs.keep(error(&mut c, v, 1))?,
             _ => c.skip(v, 1)?,
@@ -472,12 +493,17 @@ pub(super) fn decode(buf: &[u8]) -> Result<Message<'_>, DecodeError> {
         Kind::Q => {
             let method = q.ok_or(DecodeError::Missing("q"))?;
             a_errs.into_result()?;
-            let args = args_.ok_or(DecodeError::Missing("a"))?;
-            Body::Query(build_query(method, args)?)
+            if !has_args {
+                return Err(DecodeError::Missing("a"));
+            }
+            Body::Query(build_query(method, &args_)?)
         }
         Kind::R => {
             r_errs.into_result()?;
-            Body::Response(resp.ok_or(DecodeError::Missing("r"))?)
+            if !has_resp {
+                return Err(DecodeError::Missing("r"));
+            }
+            Body::Response(resp)
         }
         Kind::E => {
             e_errs.into_result()?;

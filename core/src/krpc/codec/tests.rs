@@ -1162,3 +1162,51 @@ fn decode_matches_reference_on_nesting() {
         }
     }
 }
+
+/// The digit writer against `format!`, at every length boundary.
+#[test]
+fn put_uint_matches_format() {
+    let mut values: Vec<u64> = (0..1000).collect();
+    for p in 1..20 {
+        let t = 10u64.pow(p);
+        values.extend([t - 1, t, t + 1]);
+    }
+    values.push(u64::MAX);
+    for v in values {
+        let mut out = b"x".to_vec();
+        put_uint(&mut out, v);
+        assert_eq!(out, format!("x{v}").into_bytes());
+    }
+}
+
+/// The compact writers against the obvious byte layout.
+#[test]
+fn compact_writers_match_the_layout() {
+    let id = NodeId(std::array::from_fn(|i| i as u8));
+    let v4a = v4([1, 2, 3, 4], 0x1ae1);
+    let v6a = SocketAddr::V6(SocketAddrV6::new(
+        Ipv6Addr::from(std::array::from_fn::<u8, 16, _>(|i| 0xf0 + i as u8)),
+        0x0102,
+        7,
+        9,
+    ));
+    for addr in [v4a, v6a] {
+        let mut want = b"pre".to_vec();
+        want.extend_from_slice(&id.0);
+        match addr {
+            SocketAddr::V4(a) => want.extend_from_slice(&a.ip().octets()),
+            SocketAddr::V6(a) => want.extend_from_slice(&a.ip().octets()),
+        }
+        want.extend_from_slice(&addr.port().to_be_bytes());
+        let mut out = b"pre".to_vec();
+        write_compact_node(&id, &addr, &mut out);
+        assert_eq!(out, want);
+        let mut peer = b"pre".to_vec();
+        crate::krpc::write_compact_peer(&addr, &mut peer);
+        assert_eq!(peer[3..], want[23..]);
+        assert_eq!(
+            crate::krpc::peer_from_compact(&peer[3..]).map(|a| a.port()),
+            Some(addr.port())
+        );
+    }
+}
