@@ -2,15 +2,19 @@
 //!
 //! # Decoding
 //!
-//! [`decode`] runs bendy's strict tokenizer ([`bendy::decoding::Decoder::tokens`]) with a
-//! nesting limit and walks the token stream once. Nothing is copied: tids, versions,
-//! tokens, compact lists and samples are slices of the datagram. Only `values` (a list of
-//! peers) becomes a `Vec`, because the type asks for decoded addresses.
+//! [`decode`] reads the datagram once, front to back, by recursive descent (`fast.rs`),
+//! with a nesting limit. [`decode_reference`] gives exactly the same results by walking a
+//! token stream (our strict tokenizer, `LenientTokens`), and [`decode_bendy`] walks
+//! bendy's strict tokenizer ([`bendy::decoding::Decoder::tokens`]); the two are kept as
+//! references that tests and the fuzz target hold [`decode`] to. Nothing is copied:
+//! tids, versions, tokens, compact lists and samples are slices of the datagram. Only
+//! `values` (a list of peers) becomes a `Vec`, because the type asks for decoded
+//! addresses.
 //!
-//! The whole datagram is tokenized before a message is returned, so errors are reported
+//! The whole datagram is read before a message is returned, so errors are reported
 //! in a fixed order of precedence:
 //! 1. structural errors (bencode syntax, unsorted or duplicate keys, nesting, a top level
-//!    that is not a dict, trailing bytes), as soon as the tokenizer meets them;
+//!    that is not a dict, trailing bytes), as soon as the reader meets them;
 //! 2. then semantic errors of the top-level dict (`t`, `y`, `v`, `ip`, `ro`);
 //! 3. then semantic errors of the body that `y` selects (`a` + `q`, `r` or `e`).
 //!
