@@ -52,6 +52,85 @@ impl Hash for IhKey {
     }
 }
 
+/// An infohash's peers in arrival order: up to 3 inline (most infohashes have
+/// a holder or two), so a lookup reads one map entry (64 bytes) and no heap
+/// block; more go to the heap.
+#[derive(Debug)]
+enum Peers {
+    Inline(u8, [Peer; 3]),
+    Heap(Vec<Peer>),
+}
+
+impl Default for Peers {
+    fn default() -> Self {
+        Peers::Inline(
+            0,
+            [Peer {
+                ip: 0,
+                port: 0,
+                expires: 0,
+            }; 3],
+        )
+    }
+}
+
+impl Peers {
+    fn as_slice(&self) -> &[Peer] {
+        match self {
+            Peers::Inline(n, p) => &p[..*n as usize],
+            Peers::Heap(v) => v,
+        }
+    }
+    fn as_mut_slice(&mut self) -> &mut [Peer] {
+        match self {
+            Peers::Inline(n, p) => &mut p[..*n as usize],
+            Peers::Heap(v) => v,
+        }
+    }
+    fn push(&mut self, peer: Peer) {
+        match self {
+            Peers::Inline(n, p) if (*n as usize) < p.len() => {
+                p[*n as usize] = peer;
+                *n += 1;
+            }
+            Peers::Inline(_, p) => {
+                let mut v = p.to_vec();
+                v.push(peer);
+                *self = Peers::Heap(v);
+            }
+            Peers::Heap(v) => v.push(peer),
+        }
+    }
+    /// Keeps the peers `keep` accepts, in order.
+    fn retain(&mut self, keep: impl Fn(&Peer) -> bool) {
+        match self {
+            Peers::Inline(n, p) => {
+                let mut m = 0;
+                for i in 0..*n as usize {
+                    if keep(&p[i]) {
+                        p[m] = p[i];
+                        m += 1;
+                    }
+                }
+                *n = m as u8;
+            }
+            Peers::Heap(v) => v.retain(keep),
+        }
+    }
+    /// Removes peer `i` (< len), keeping the order.
+    fn remove(&mut self, i: usize) {
+        match self {
+            Peers::Inline(n, p) => {
+                p.copy_within(i + 1..*n as usize, i);
+                *n -= 1;
+            }
+            Peers::Heap(v) => {
+                v.remove(i);
+            }
+        }
+    }
+}
+
 /// The announce store: each infohash's peers, oldest first.
 ///
 /// Answers list an infohash's peers newest first, eviction takes the entry
@@ -62,7 +141,7 @@ impl Hash for IhKey {
 /// whole store (a miss per step).
 #[derive(Default)]
 struct Store {
-    groups: FxMap<IhKey, Vec<Peer>>,
+    groups: FxMap<IhKey, Peers>,
     len: usize,
 }
 
@@ -81,8 +160,17 @@ impl Store {
     /// entries, a new one first evicts the entry closest to expiry.
     fn insert(&mut self, ih: &[u8; 20], ip: u32, port: u16, expires: u32, cap: usize) {
         if let Some(g) = self.groups.get_mut(&IhKey(*ih)) {
-            if let Some(p) = g.iter_mut().find(|p| p.ip == ip && p.port == port) {
+            let same = g
+                .as_mut_slice()
+                .iter_mut()
+                .find(|p| p.ip == ip && p.port == port);
+            if let Some(p) = same {
                 p.expires = expires;
+                return;
+            }
+            if self.len < cap {
+                g.push(Peer { ip, port, expires });
+                self.len += 1;
                 return;
             }
         }
@@ -102,6 +190,7 @@ impl Store {
         let mut best: Option<(u32, [u8; 20], usize)> = None;
         for (k, g) in &self.groups {
             // Newest first: the last of the group's earliest expiries.
+            let g = g.as_slice();
             let Some((age, p)) = g.iter().rev().enumerate().min_by_key(|(_, p)| p.expires) else {
                 continue;
             };
@@ -114,9 +203,9 @@ impl Store {
             return;
         };
         if let Some(g) = self.groups.get_mut(&IhKey(ih)) {
-            g.remove(g.len() - 1 - age);
+            g.remove(g.as_slice().len() - 1 - age);
             self.len -= 1;
-            if g.is_empty() {
+            if g.as_slice().is_empty() {
                 self.groups.remove(&IhKey(ih));
             }
         }
@@ -127,8 +216,8 @@ impl Store {
         let mut len = 0;
         self.groups.retain(|_, g| {
             g.retain(|p| p.expires > now_s);
-            len += g.len();
-            !g.is_empty()
+            len += g.as_slice().len();
+            !g.as_slice().is_empty()
         });
         self.len = len;
     }
@@ -805,6 +894,13 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A contact and a store entry each take whole cache lines' worth.
+    #[test]
+    fn layout() {
+        assert_eq!(std::mem::size_of::<Contact>(), 32);
+        assert_eq!(std::mem::size_of::<(IhKey, Peers)>(), 64);
     }
 
     /// The store as it was: one list sorted by infohash, new entries first.
