@@ -137,8 +137,8 @@ impl Peers {
 /// closest to expiry (the first one in (infohash, newest first) order among
 /// equals) and samples draw from the infohashes in ascending order: exactly what
 /// the list sorted by infohash (new entries first) that this replaces gave, with
-/// a hash lookup (about two cache lines) instead of a binary search over the
-/// whole store (a miss per step).
+/// a hash lookup (two cache lines: control bytes, then the 64-byte entry)
+/// instead of a binary search over the whole store (a miss per step).
 #[derive(Default)]
 struct Store {
     groups: FxMap<IhKey, Peers>,
@@ -260,8 +260,8 @@ pub struct HonestNode {
     /// and bucket.
     table: Table,
     store: Store,
-    /// Made at the first sample_infohashes (boxed: most nodes never get one,
-    /// and a smaller node is denser in the world's node array).
+    /// Made at the first sample_infohashes and read only by those (boxed, so
+    /// it does not widen the node every other query touches).
     sample: Option<Box<Sample>>,
     secret: u64,
     pub stats: HonestStats,
