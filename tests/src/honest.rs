@@ -550,6 +550,14 @@ impl HonestNode {
             if self.table.any_v6 {
                 krpc::write_compact_node(&c.id(), &dir.get(c.ep).addr, buf);
             } else {
+                // Debug builds (the test suite) check that the address is still
+                // the directory's.
+                debug_assert_eq!(
+                    Contact::new(dir, c.id(), c.ep, c.seq).node,
+                    c.node,
+                    "endpoint {} changed its address",
+                    c.ep
+                );
                 buf.extend_from_slice(&c.node);
             }
         }
