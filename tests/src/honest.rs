@@ -4,8 +4,9 @@
 //! `interval`, as libtorrent does). Some have no BEP 51, some are read-only
 //! (BEP 43: they answer nothing and flag their queries `ro`).
 //!
-//! Each node costs about 4 KB (some 33 bytes per contact, grouped by bucket)
-//! plus its announce store, so a world holds 10 000 of them cheaply.
+//! Each node costs about 4 KB (32 bytes per contact, grouped by bucket) plus
+//! its announce store (64 bytes per infohash, up to 3 peers inline), so a
+//! world holds 10 000 of them cheaply.
 
 use std::any::Any;
 use std::hash::{Hash, Hasher};
@@ -255,9 +256,7 @@ pub struct HonestNode {
     pub read_only: bool,
     /// BEP 51 interval, seconds.
     pub interval: u32,
-    /// The contacts this node knows, as parallel arrays (scans touch only the
-    /// column they need): id, its first 128 bits (for XOR distance), endpoint
-    /// and bucket.
+    /// The contacts this node knows, grouped by bucket.
     table: Table,
     store: Store,
     /// Made at the first sample_infohashes and read only by those (boxed, so
