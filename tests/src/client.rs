@@ -155,26 +155,34 @@ enum St {
 
 /// One iterative get_peers traversal towards a torrent's infohash.
 ///
-/// The candidates are kept as parallel arrays, sorted by distance to `target`
-/// and unique by address: an answer touches a few cache lines of them instead
-/// of a vector of fat records, and inserting moves 29 bytes per candidate. The
-/// queries in flight (at most `ALPHA`) are listed apart with their send times,
-/// so the deadline and the timeouts need no scan of the candidates.
+/// What every answer and timer reads (the tag, the queries in flight with their
+/// send times) fills one cache line; the candidates live behind a box. The
+/// queries in flight (at most `ALPHA`) are listed apart, oldest first, so the
+/// deadline and the timeouts need no scan of the candidates.
 #[derive(Clone, Debug)]
+#[repr(C, align(64))]
 struct Traversal {
+    /// Queries in flight, oldest first: (sent at, candidate).
+    flight: [(Timestamp, Peer); ALPHA],
+    c: Box<Cands>,
+    queries: u32,
     tag: u16,
+    flying: u8,
+}
+
+/// A traversal's candidates as parallel arrays, sorted by distance to `target`
+/// and unique by address: an answer touches a few cache lines of them instead
+/// of a vector of fat records, and inserting moves 29 bytes per candidate.
+#[derive(Clone, Debug)]
+struct Cands {
     /// Index of the torrent in `torrents`.
     slot: usize,
     target: InfoHash,
-    queries: u32,
     /// Candidates `..len` of the three arrays below.
     len: usize,
-    dist: [Distance; MAX_CANDIDATES],
-    peer: [Peer; MAX_CANDIDATES],
     st: [St; MAX_CANDIDATES],
-    /// Queries in flight, oldest first: (sent at, candidate).
-    flight: [(Timestamp, Peer); ALPHA],
-    flying: usize,
+    peer: [Peer; MAX_CANDIDATES],
+    dist: [Distance; MAX_CANDIDATES],
     /// Tokens of the candidates that answered with one: (candidate, range in
     /// `token_bytes`).
     tokens: Vec<(Peer, u32, u32)>,
@@ -184,18 +192,20 @@ struct Traversal {
 impl Traversal {
     fn new(tag: u16, slot: usize, target: InfoHash) -> Self {
         Traversal {
-            tag,
-            slot,
-            target,
-            queries: 0,
-            len: 0,
-            dist: [Distance([0; 20]); MAX_CANDIDATES],
-            peer: [0; MAX_CANDIDATES],
-            st: [St::New; MAX_CANDIDATES],
             flight: [(Timestamp::default(), 0); ALPHA],
+            c: Box::new(Cands {
+                slot,
+                target,
+                len: 0,
+                st: [St::New; MAX_CANDIDATES],
+                peer: [0; MAX_CANDIDATES],
+                dist: [Distance([0; 20]); MAX_CANDIDATES],
+                tokens: Vec::new(),
+                token_bytes: Vec::new(),
+            }),
+            queries: 0,
+            tag,
             flying: 0,
-            tokens: Vec::new(),
-            token_bytes: Vec::new(),
         }
     }
 
@@ -203,40 +213,41 @@ impl Traversal {
         let Some(peer) = pack(&addr) else {
             return;
         };
-        if position(&self.peer[..self.len], peer).is_some() {
+        let c = &mut *self.c;
+        if position(&c.peer[..c.len], peer).is_some() {
             return;
         }
-        let dist = id.distance(&self.target.0);
-        let pos = self.dist[..self.len].partition_point(|d| *d <= dist);
+        let dist = id.distance(&c.target.0);
+        let pos = c.dist[..c.len].partition_point(|d| *d <= dist);
         if pos >= MAX_CANDIDATES {
             return;
         }
         // Shift `pos..end` up by one. When full, the farthest candidate that was
         // never asked makes room; if that is the new one, nothing changes.
-        let end = if self.len < MAX_CANDIDATES {
-            self.len += 1;
-            self.len - 1
+        let end = if c.len < MAX_CANDIDATES {
+            c.len += 1;
+            c.len - 1
         } else {
-            match (pos..self.len).rev().find(|&i| self.st[i] == St::New) {
+            match (pos..c.len).rev().find(|&i| c.st[i] == St::New) {
                 Some(i) => i,
                 None => return,
             }
         };
-        self.dist.copy_within(pos..end, pos + 1);
-        self.peer.copy_within(pos..end, pos + 1);
-        self.st.copy_within(pos..end, pos + 1);
-        self.dist[pos] = dist;
-        self.peer[pos] = peer;
-        self.st[pos] = St::New;
+        c.dist.copy_within(pos..end, pos + 1);
+        c.peer.copy_within(pos..end, pos + 1);
+        c.st.copy_within(pos..end, pos + 1);
+        c.dist[pos] = dist;
+        c.peer[pos] = peer;
+        c.st[pos] = St::New;
     }
 
     fn in_flight(&self) -> usize {
-        self.flying
+        self.flying as usize
     }
 
     /// The earliest query deadline.
     fn deadline(&self) -> Option<Timestamp> {
-        self.flight[..self.flying]
+        self.flight[..self.in_flight()]
             .iter()
             .map(|f| f.0.add(QUERY_TIMEOUT))
             .min()
@@ -244,41 +255,46 @@ impl Traversal {
 
     /// Marks candidate `i` asked at `now`.
     fn sent(&mut self, i: usize, now: Timestamp) {
-        self.st[i] = St::Sent;
-        self.flight[self.flying] = (now, self.peer[i]);
+        self.c.st[i] = St::Sent;
+        self.flight[self.in_flight()] = (now, self.c.peer[i]);
         self.flying += 1;
         self.queries += 1;
     }
 
     /// Ends the query in flight to `peer` with `st`; its candidate's index.
     fn land(&mut self, peer: Peer, st: St) -> Option<usize> {
-        let f = self.flight[..self.flying]
-            .iter()
-            .position(|f| f.1 == peer)?;
-        self.flight.copy_within(f + 1..self.flying, f);
+        let n = self.in_flight();
+        let f = self.flight[..n].iter().position(|f| f.1 == peer)?;
+        self.flight.copy_within(f + 1..n, f);
         self.flying -= 1;
-        let i = position(&self.peer[..self.len], peer)?;
-        self.st[i] = st;
+        let c = &mut *self.c;
+        let i = position(&c.peer[..c.len], peer)?;
+        c.st[i] = st;
         Some(i)
     }
 
     fn token(&self, peer: Peer) -> Option<&[u8]> {
-        let &(_, a, b) = self.tokens.iter().find(|t| t.0 == peer)?;
-        self.token_bytes.get(a as usize..b as usize)
+        let &(_, a, b) = self.c.tokens.iter().find(|t| t.0 == peer)?;
+        self.c.token_bytes.get(a as usize..b as usize)
     }
 
     fn set_token(&mut self, peer: Peer, tok: &[u8]) {
-        let a = self.token_bytes.len() as u32;
-        self.token_bytes.extend_from_slice(tok);
-        self.tokens.push((peer, a, self.token_bytes.len() as u32));
+        let c = &mut *self.c;
+        let a = c.token_bytes.len() as u32;
+        c.token_bytes.extend_from_slice(tok);
+        c.tokens.push((peer, a, c.token_bytes.len() as u32));
     }
 }
 
 /// Routing knowledge: contacts in the order they were learned, as parallel
-/// arrays (the address scan on every answer reads 8 bytes a contact), with a
-/// count per bucket.
+/// arrays, with a count per bucket and a Bloom filter of the addresses. Most
+/// answers come from nodes we do not hold, in a full bucket: the filter's one
+/// cache line settles those without scanning the addresses.
 #[derive(Clone, Debug)]
+#[repr(C, align(64))]
 struct Table {
+    /// Two bits per address held (rebuilt when one is forgotten).
+    bloom: [u64; 8],
     peer: Vec<Peer>,
     id: Vec<NodeId>,
     bucket: Vec<u8>,
@@ -288,6 +304,7 @@ struct Table {
 impl Default for Table {
     fn default() -> Self {
         Table {
+            bloom: [0; 8],
             peer: Vec::new(),
             id: Vec::new(),
             bucket: Vec::new(),
@@ -296,9 +313,34 @@ impl Default for Table {
     }
 }
 
+/// The two filter bits of an address.
+fn bloom_bits(p: Peer) -> [usize; 2] {
+    let h = p.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    [(h >> 55) as usize, (h >> 46) as usize & 511]
+}
+
 impl Table {
     fn len(&self) -> usize {
         self.peer.len()
+    }
+
+    fn may_hold(&self, p: Peer) -> bool {
+        bloom_bits(p)
+            .iter()
+            .all(|&b| self.bloom[b / 64] & (1 << (b % 64)) != 0)
+    }
+
+    fn mark(&mut self, p: Peer) {
+        for b in bloom_bits(p) {
+            self.bloom[b / 64] |= 1 << (b % 64);
+        }
+    }
+
+    fn position(&self, p: Peer) -> Option<usize> {
+        if !self.may_hold(p) {
+            return None;
+        }
+        position(&self.peer, p)
     }
 
     /// Adds a node that answered us, if its bucket has room (an address we
@@ -311,7 +353,7 @@ impl Table {
             return;
         };
         let b = bucket_of(own, &id);
-        if let Some(i) = position(&self.peer, p) {
+        if let Some(i) = self.position(p) {
             self.per_bucket[self.bucket[i] as usize] -= 1;
             self.per_bucket[b as usize] += 1;
             self.id[i] = id;
@@ -323,15 +365,20 @@ impl Table {
             self.peer.push(p);
             self.id.push(id);
             self.bucket.push(b);
+            self.mark(p);
         }
     }
 
     fn forget(&mut self, p: Peer) {
-        if let Some(i) = position(&self.peer, p) {
+        if let Some(i) = self.position(p) {
             self.per_bucket[self.bucket[i] as usize] -= 1;
             self.peer.remove(i);
             self.id.remove(i);
             self.bucket.remove(i);
+            self.bloom = [0; 8];
+            for j in 0..self.peer.len() {
+                self.mark(self.peer[j]);
+            }
         }
     }
 
@@ -358,28 +405,31 @@ impl Table {
     }
 }
 
+/// Fields in the order an answer reads them (`repr(C)`): the hot ones share a
+/// few cache lines, and the settings behind them are read once per turn.
+#[repr(C, align(64))]
 pub struct Client {
     pub id: NodeId,
+    next_tag: u16,
+    table_ready: bool,
+    traversals: Vec<Traversal>,
+    next_announce: Option<Timestamp>,
+    next_refresh: Option<Timestamp>,
+    /// Outstanding refresh queries: (address, sent at).
+    refreshing: Vec<(SocketAddr, Timestamp)>,
+    /// Open serving sessions.
+    sessions: FxMap<TcpId, crate::seeder::Serving>,
+    pub stats: ClientStats,
+    /// Routing knowledge, at most `K` per bucket. Filled at the first wake with
+    /// a long-running node's view of the honest nodes, then from the nodes that
+    /// answer us; a node that times out is dropped.
+    table: Table,
     pub behaviour: SeedBehaviour,
     pub torrents: Vec<Held>,
     pub announce_every: Duration,
     /// Table-refresh cadence (`None`: no refresh noise).
     pub refresh_every: Option<Duration>,
     next: usize,
-    next_announce: Option<Timestamp>,
-    next_refresh: Option<Timestamp>,
-    /// Routing knowledge, at most `K` per bucket. Filled at the first wake with
-    /// a long-running node's view of the honest nodes, then from the nodes that
-    /// answer us; a node that times out is dropped.
-    table: Table,
-    table_ready: bool,
-    traversals: Vec<Traversal>,
-    next_tag: u16,
-    /// Outstanding refresh queries: (address, sent at).
-    refreshing: Vec<(SocketAddr, Timestamp)>,
-    /// Open serving sessions.
-    sessions: FxMap<TcpId, crate::seeder::Serving>,
-    pub stats: ClientStats,
 }
 
 fn bucket_of(own: &NodeId, id: &NodeId) -> u8 {
@@ -485,11 +535,11 @@ impl Client {
         };
         let mut answered = 0;
         let mut scratch = None;
-        for j in 0..t.len {
+        for j in 0..t.c.len {
             if answered >= K || t.in_flight() >= ALPHA || t.queries >= MAX_TRAVERSAL_QUERIES {
                 break;
             }
-            match t.st[j] {
+            match t.c.st[j] {
                 St::Answered => answered += 1,
                 St::Failed | St::Sent => {}
                 St::New => {
@@ -503,13 +553,13 @@ impl Client {
                         id,
                         &tid,
                         QueryKind::GetPeers {
-                            info_hash: t.target,
+                            info_hash: t.c.target,
                             scrape: false,
                             noseed: false,
                         },
                     );
                     self.stats.traversal_queries += 1;
-                    ctx.send_copy(0, unpack(t.peer[j]), &s.out);
+                    ctx.send_copy(0, unpack(t.c.peer[j]), &s.out);
                 }
             }
         }
@@ -526,21 +576,21 @@ impl Client {
 
     /// announce_peer to the `K` closest nodes that answered with a token.
     fn finish(&mut self, ctx: &mut Ctx<'_>, t: Traversal) {
-        let Some(held) = self.torrents.get(t.slot) else {
+        let Some(held) = self.torrents.get(t.c.slot) else {
             return;
         };
         let ih = held.ih;
         let port = ctx.addr(0).port();
-        for j in (0..t.len)
-            .filter(|&j| t.st[j] == St::Answered && t.token(t.peer[j]).is_some())
+        for j in (0..t.c.len)
+            .filter(|&j| t.c.st[j] == St::Answered && t.token(t.c.peer[j]).is_some())
             .take(K)
         {
-            let Some(token) = t.token(t.peer[j]) else {
+            let Some(token) = t.token(t.c.peer[j]) else {
                 continue;
             };
             self.send_query(
                 ctx,
-                unpack(t.peer[j]),
+                unpack(t.c.peer[j]),
                 b"an",
                 QueryKind::AnnouncePeer {
                     info_hash: ih,
@@ -841,12 +891,12 @@ mod tests {
     }
 
     fn same(t: &Traversal, p: &Plain, at: &str) {
-        let got: Vec<(Distance, SocketAddr, St, Option<&[u8]>)> = (0..t.len)
+        let got: Vec<(Distance, SocketAddr, St, Option<&[u8]>)> = (0..t.c.len)
             .map(|j| {
-                let tok = (t.st[j] == St::Answered)
-                    .then(|| t.token(t.peer[j]))
+                let tok = (t.c.st[j] == St::Answered)
+                    .then(|| t.token(t.c.peer[j]))
                     .flatten();
-                (t.dist[j], unpack(t.peer[j]), t.st[j], tok)
+                (t.c.dist[j], unpack(t.c.peer[j]), t.c.st[j], tok)
             })
             .collect();
         let want: Vec<(Distance, SocketAddr, St, Option<&[u8]>)> = p
