@@ -175,6 +175,9 @@ struct Traversal {
 /// of a vector of fat records, and inserting moves 29 bytes per candidate.
 #[derive(Clone, Debug)]
 struct Cands {
+    /// Two bits per address ever added (a Bloom filter: most addresses an
+    /// answer brings are new, and then the address scan is skipped).
+    seen: [u64; 8],
     /// Index of the torrent in `torrents`.
     slot: usize,
     target: InfoHash,
@@ -189,20 +192,55 @@ struct Cands {
     token_bytes: Vec<u8>,
 }
 
+impl Cands {
+    fn new() -> Box<Self> {
+        Box::new(Cands {
+            seen: [0; 8],
+            slot: 0,
+            target: InfoHash::default(),
+            len: 0,
+            st: [St::New; MAX_CANDIDATES],
+            peer: [0; MAX_CANDIDATES],
+            dist: [Distance([0; 20]); MAX_CANDIDATES],
+            tokens: Vec::new(),
+            token_bytes: Vec::new(),
+        })
+    }
+
+    fn may_have_seen(&self, p: Peer) -> bool {
+        bloom_bits(p)
+            .iter()
+            .all(|&b| self.seen[b / 64] & (1 << (b % 64)) != 0)
+    }
+
+    fn see(&mut self, p: Peer) {
+        for b in bloom_bits(p) {
+            self.seen[b / 64] |= 1 << (b % 64);
+        }
+    }
+
+    /// Whether `peer` is a candidate; its distance places it at `lo..`.
+    fn has(&self, peer: Peer, lo: usize, hi: usize) -> bool {
+        // The same node again (same id, so same distance) is the common case.
+        if self.peer[lo..hi].contains(&peer) {
+            return true;
+        }
+        self.may_have_seen(peer) && position(&self.peer[..self.len], peer).is_some()
+    }
+}
+
 impl Traversal {
-    fn new(tag: u16, slot: usize, target: InfoHash) -> Self {
+    /// A traversal reusing `c` (a finished traversal's candidates, or new).
+    fn new(tag: u16, slot: usize, target: InfoHash, mut c: Box<Cands>) -> Self {
+        c.seen = [0; 8];
+        c.slot = slot;
+        c.target = target;
+        c.len = 0;
+        c.tokens.clear();
+        c.token_bytes.clear();
         Traversal {
             flight: [(Timestamp::default(), 0); ALPHA],
-            c: Box::new(Cands {
-                slot,
-                target,
-                len: 0,
-                st: [St::New; MAX_CANDIDATES],
-                peer: [0; MAX_CANDIDATES],
-                dist: [Distance([0; 20]); MAX_CANDIDATES],
-                tokens: Vec::new(),
-                token_bytes: Vec::new(),
-            }),
+            c,
             queries: 0,
             tag,
             flying: 0,
@@ -214,11 +252,12 @@ impl Traversal {
             return;
         };
         let c = &mut *self.c;
-        if position(&c.peer[..c.len], peer).is_some() {
-            return;
-        }
         let dist = id.distance(&c.target.0);
         let pos = c.dist[..c.len].partition_point(|d| *d <= dist);
+        let lo = c.dist[..pos].partition_point(|d| *d < dist);
+        if c.has(peer, lo, pos) {
+            return;
+        }
         if pos >= MAX_CANDIDATES {
             return;
         }
@@ -239,6 +278,7 @@ impl Traversal {
         c.dist[pos] = dist;
         c.peer[pos] = peer;
         c.st[pos] = St::New;
+        c.see(peer);
     }
 
     fn in_flight(&self) -> usize {
@@ -413,6 +453,8 @@ pub struct Client {
     next_tag: u16,
     table_ready: bool,
     traversals: Vec<Traversal>,
+    /// Candidate arrays of finished traversals, for the next ones.
+    spare: Vec<Box<Cands>>,
     next_announce: Option<Timestamp>,
     next_refresh: Option<Timestamp>,
     /// Outstanding refresh queries: (address, sent at).
@@ -468,6 +510,7 @@ impl Client {
             table: Table::default(),
             table_ready: false,
             traversals: Vec::new(),
+            spare: Vec::new(),
             next_tag: 0,
             refreshing: Vec::new(),
             sessions: FxMap::default(),
@@ -514,7 +557,8 @@ impl Client {
         self.next += 1;
         let target = self.torrents[slot].ih;
         self.next_tag = self.next_tag.wrapping_add(1);
-        let mut t = Traversal::new(self.next_tag, slot, target);
+        let c = self.spare.pop().unwrap_or_else(Cands::new);
+        let mut t = Traversal::new(self.next_tag, slot, target, c);
         // Seed with the table's closest (libtorrent starts from 2k of them).
         let (near, n) = self.table.closest(&target);
         for &(_, p, id) in &near[..n] {
@@ -570,12 +614,13 @@ impl Client {
             return true;
         }
         let t = self.traversals.swap_remove(i);
-        self.finish(ctx, t);
+        self.finish(ctx, &t);
+        self.spare.push(t.c);
         false
     }
 
     /// announce_peer to the `K` closest nodes that answered with a token.
-    fn finish(&mut self, ctx: &mut Ctx<'_>, t: Traversal) {
+    fn finish(&mut self, ctx: &mut Ctx<'_>, t: &Traversal) {
         let Some(held) = self.torrents.get(t.c.slot) else {
             return;
         };
@@ -912,9 +957,11 @@ mod tests {
     #[test]
     fn traversal_matches_a_plain_candidate_list() {
         let mut rng = Rng::new(9);
+        // Every round reuses the previous round's candidate arrays, as clients do.
+        let mut spare = Cands::new();
         for round in 0..60 {
             let target = InfoHash(rng.bytes());
-            let mut t = Traversal::new(1, 0, target);
+            let mut t = Traversal::new(1, 0, target, spare);
             let mut p = Plain {
                 target,
                 cands: Vec::new(),
@@ -978,6 +1025,7 @@ mod tests {
                 }
                 same(&t, &p, &at);
             }
+            spare = t.c;
         }
     }
 
