@@ -156,36 +156,46 @@ enum St {
 /// One iterative get_peers traversal towards a torrent's infohash.
 ///
 /// What every answer and timer reads (the tag, the queries in flight with their
-/// send times) fills one cache line; the candidates live behind a box. The
-/// queries in flight (at most `ALPHA`) are listed apart, oldest first, so the
-/// deadline and the timeouts need no scan of the candidates.
+/// send times and slots) fills one cache line; the candidates live behind a
+/// box. The queries in flight (at most `ALPHA`) are listed apart, oldest first,
+/// so the deadline and the timeouts need no scan of the candidates.
 #[derive(Clone, Debug)]
 #[repr(C, align(64))]
 struct Traversal {
     /// Queries in flight, oldest first: (sent at, candidate).
     flight: [(Timestamp, Peer); ALPHA],
     c: Box<Cands>,
-    queries: u32,
-    tag: u16,
+    /// The candidates' slots of `flight`.
+    flight_slot: [u8; ALPHA],
     flying: u8,
+    /// Queries sent (at most `MAX_TRAVERSAL_QUERIES`).
+    queries: u8,
+    tag: u16,
 }
 
-/// A traversal's candidates as parallel arrays, sorted by distance to `target`
-/// and unique by address: an answer touches a few cache lines of them instead
-/// of a vector of fat records, and inserting moves 29 bytes per candidate.
+// The header is one cache line.
+const _: () = assert!(std::mem::size_of::<Traversal>() == 64);
+
+/// A traversal's candidates, unique by address. Each stays in one slot of the
+/// per-slot arrays while `order` lists the slots by distance to `target`: an
+/// answer reads a few lines of them (a binary search over the distances, one
+/// line of states) and inserting moves only the one-byte slot numbers. The
+/// slots in use are `0..len`.
 #[derive(Clone, Debug)]
 struct Cands {
     /// Two bits per address ever added (a Bloom filter: most addresses an
     /// answer brings are new, and then the address scan is skipped).
     seen: [u64; 8],
-    /// Index of the torrent in `torrents`.
-    slot: usize,
-    target: InfoHash,
-    /// Candidates `..len` of the three arrays below.
+    /// Slots by distance, `..len`.
+    order: [u8; MAX_CANDIDATES],
     len: usize,
+    /// Per slot.
     st: [St; MAX_CANDIDATES],
     peer: [Peer; MAX_CANDIDATES],
     dist: [Distance; MAX_CANDIDATES],
+    /// Index of the torrent in `torrents`.
+    slot: usize,
+    target: InfoHash,
     /// Tokens of the candidates that answered with one: (candidate, range in
     /// `token_bytes`).
     tokens: Vec<(Peer, u32, u32)>,
@@ -196,15 +206,21 @@ impl Cands {
     fn new() -> Box<Self> {
         Box::new(Cands {
             seen: [0; 8],
-            slot: 0,
-            target: InfoHash::default(),
+            order: [0; MAX_CANDIDATES],
             len: 0,
             st: [St::New; MAX_CANDIDATES],
             peer: [0; MAX_CANDIDATES],
             dist: [Distance([0; 20]); MAX_CANDIDATES],
+            slot: 0,
+            target: InfoHash::default(),
             tokens: Vec::new(),
             token_bytes: Vec::new(),
         })
+    }
+
+    /// The slots by distance.
+    fn order(&self) -> &[u8] {
+        &self.order[..self.len]
     }
 
     fn may_have_seen(&self, p: Peer) -> bool {
@@ -219,10 +235,14 @@ impl Cands {
         }
     }
 
-    /// Whether `peer` is a candidate; its distance places it at `lo..`.
+    /// Whether `peer` is a candidate; its distance places it at `lo..hi` of
+    /// the order.
     fn has(&self, peer: Peer, lo: usize, hi: usize) -> bool {
         // The same node again (same id, so same distance) is the common case.
-        if self.peer[lo..hi].contains(&peer) {
+        if self.order[lo..hi]
+            .iter()
+            .any(|&s| self.peer[s as usize] == peer)
+        {
             return true;
         }
         self.may_have_seen(peer) && position(&self.peer[..self.len], peer).is_some()
@@ -241,9 +261,10 @@ impl Traversal {
         Traversal {
             flight: [(Timestamp::default(), 0); ALPHA],
             c,
+            flight_slot: [0; ALPHA],
+            flying: 0,
             queries: 0,
             tag,
-            flying: 0,
         }
     }
 
@@ -253,31 +274,34 @@ impl Traversal {
         };
         let c = &mut *self.c;
         let dist = id.distance(&c.target.0);
-        let pos = c.dist[..c.len].partition_point(|d| *d <= dist);
-        let lo = c.dist[..pos].partition_point(|d| *d < dist);
+        let pos = c.order[..c.len].partition_point(|&s| c.dist[s as usize] <= dist);
+        let lo = c.order[..pos].partition_point(|&s| c.dist[s as usize] < dist);
         if c.has(peer, lo, pos) {
             return;
         }
         if pos >= MAX_CANDIDATES {
             return;
         }
-        // Shift `pos..end` up by one. When full, the farthest candidate that was
-        // never asked makes room; if that is the new one, nothing changes.
-        let end = if c.len < MAX_CANDIDATES {
+        // Shift the order's `pos..end` up by one. When full, the farthest
+        // candidate that was never asked gives up its place and slot; if that
+        // is the new one, nothing changes.
+        let (end, s) = if c.len < MAX_CANDIDATES {
             c.len += 1;
-            c.len - 1
+            (c.len - 1, c.len - 1)
         } else {
-            match (pos..c.len).rev().find(|&i| c.st[i] == St::New) {
-                Some(i) => i,
+            match (pos..c.len)
+                .rev()
+                .find(|&i| c.st[c.order[i] as usize] == St::New)
+            {
+                Some(i) => (i, c.order[i] as usize),
                 None => return,
             }
         };
-        c.dist.copy_within(pos..end, pos + 1);
-        c.peer.copy_within(pos..end, pos + 1);
-        c.st.copy_within(pos..end, pos + 1);
-        c.dist[pos] = dist;
-        c.peer[pos] = peer;
-        c.st[pos] = St::New;
+        c.order.copy_within(pos..end, pos + 1);
+        c.order[pos] = s as u8;
+        c.dist[s] = dist;
+        c.peer[s] = peer;
+        c.st[s] = St::New;
         c.see(peer);
     }
 
@@ -293,24 +317,28 @@ impl Traversal {
             .min()
     }
 
-    /// Marks candidate `i` asked at `now`.
-    fn sent(&mut self, i: usize, now: Timestamp) {
-        self.c.st[i] = St::Sent;
-        self.flight[self.in_flight()] = (now, self.c.peer[i]);
+    /// Marks the candidate in slot `s` asked at `now`.
+    fn sent(&mut self, s: usize, now: Timestamp) {
+        let f = self.in_flight();
+        self.c.st[s] = St::Sent;
+        self.flight[f] = (now, self.c.peer[s]);
+        self.flight_slot[f] = s as u8;
         self.flying += 1;
         self.queries += 1;
     }
 
-    /// Ends the query in flight to `peer` with `st`; its candidate's index.
-    fn land(&mut self, peer: Peer, st: St) -> Option<usize> {
+    /// Ends the query in flight to `peer` with `st`; false if there is none.
+    fn land(&mut self, peer: Peer, st: St) -> bool {
         let n = self.in_flight();
-        let f = self.flight[..n].iter().position(|f| f.1 == peer)?;
+        let Some(f) = self.flight[..n].iter().position(|f| f.1 == peer) else {
+            return false;
+        };
+        let s = self.flight_slot[f] as usize;
         self.flight.copy_within(f + 1..n, f);
+        self.flight_slot.copy_within(f + 1..n, f);
         self.flying -= 1;
-        let c = &mut *self.c;
-        let i = position(&c.peer[..c.len], peer)?;
-        c.st[i] = st;
-        Some(i)
+        self.c.st[s] = st;
+        true
     }
 
     fn token(&self, peer: Peer) -> Option<&[u8]> {
@@ -580,20 +608,24 @@ impl Client {
         let mut answered = 0;
         let mut scratch = None;
         for j in 0..t.c.len {
-            if answered >= K || t.in_flight() >= ALPHA || t.queries >= MAX_TRAVERSAL_QUERIES {
+            if answered >= K
+                || t.in_flight() >= ALPHA
+                || u32::from(t.queries) >= MAX_TRAVERSAL_QUERIES
+            {
                 break;
             }
-            match t.c.st[j] {
+            let s = t.c.order[j] as usize;
+            match t.c.st[s] {
                 St::Answered => answered += 1,
                 St::Failed | St::Sent => {}
                 St::New => {
-                    t.sent(j, ctx.now);
+                    t.sent(s, ctx.now);
                     let mut tid = [0u8; 4];
                     tid[..2].copy_from_slice(&t.tag.to_be_bytes());
                     tid[2..].copy_from_slice(&ctx.rng.bytes::<2>());
-                    let s = scratch.get_or_insert_with(|| ctx.take_scratch());
+                    let buf = scratch.get_or_insert_with(|| ctx.take_scratch());
                     encode_query(
-                        &mut s.out,
+                        &mut buf.out,
                         id,
                         &tid,
                         QueryKind::GetPeers {
@@ -603,7 +635,7 @@ impl Client {
                         },
                     );
                     self.stats.traversal_queries += 1;
-                    ctx.send_copy(0, unpack(t.c.peer[j]), &s.out);
+                    ctx.send_copy(0, unpack(t.c.peer[s]), &buf.out);
                 }
             }
         }
@@ -626,16 +658,19 @@ impl Client {
         };
         let ih = held.ih;
         let port = ctx.addr(0).port();
-        for j in (0..t.c.len)
-            .filter(|&j| t.c.st[j] == St::Answered && t.token(t.c.peer[j]).is_some())
-            .take(K)
+        for s in
+            t.c.order()
+                .iter()
+                .map(|&s| s as usize)
+                .filter(|&s| t.c.st[s] == St::Answered && t.token(t.c.peer[s]).is_some())
+                .take(K)
         {
-            let Some(token) = t.token(t.c.peer[j]) else {
+            let Some(token) = t.token(t.c.peer[s]) else {
                 continue;
             };
             self.send_query(
                 ctx,
-                unpack(t.c.peer[j]),
+                unpack(t.c.peer[s]),
                 b"an",
                 QueryKind::AnnouncePeer {
                     info_hash: ih,
@@ -765,7 +800,7 @@ impl Client {
             return;
         };
         let t = &mut self.traversals[i];
-        if t.land(peer, St::Answered).is_none() {
+        if !t.land(peer, St::Answered) {
             return;
         }
         if let Some(tok) = r.token {
@@ -936,14 +971,20 @@ mod tests {
     }
 
     fn same(t: &Traversal, p: &Plain, at: &str) {
-        let got: Vec<(Distance, SocketAddr, St, Option<&[u8]>)> = (0..t.c.len)
-            .map(|j| {
-                let tok = (t.c.st[j] == St::Answered)
-                    .then(|| t.token(t.c.peer[j]))
-                    .flatten();
-                (t.c.dist[j], unpack(t.c.peer[j]), t.c.st[j], tok)
-            })
-            .collect();
+        let got: Vec<(Distance, SocketAddr, St, Option<&[u8]>)> =
+            t.c.order()
+                .iter()
+                .map(|&s| {
+                    let s = s as usize;
+                    let tok = (t.c.st[s] == St::Answered)
+                        .then(|| t.token(t.c.peer[s]))
+                        .flatten();
+                    (t.c.dist[s], unpack(t.c.peer[s]), t.c.st[s], tok)
+                })
+                .collect();
+        let mut slots = t.c.order().to_vec();
+        slots.sort_unstable();
+        assert!(slots.iter().copied().eq(0..t.c.len as u8), "{at}");
         let want: Vec<(Distance, SocketAddr, St, Option<&[u8]>)> = p
             .cands
             .iter()
@@ -988,7 +1029,7 @@ mod tests {
                         // Ask the closest new candidate, as `pump` does.
                         if t.in_flight() < ALPHA {
                             if let Some(j) = p.cands.iter().position(|c| c.2 == St::New) {
-                                t.sent(j, now);
+                                t.sent(t.c.order[j] as usize, now);
                                 p.cands[j].2 = St::Sent;
                                 p.cands[j].3 = now;
                             }
@@ -998,7 +1039,7 @@ mod tests {
                         // An answer from a node we asked (or did not).
                         let a = addrs[rng.index(addrs.len())];
                         let tok = rng.chance(0.7).then(|| rng.bytes::<6>().to_vec());
-                        let landed = t.land(pack(&a).expect("v4"), St::Answered).is_some();
+                        let landed = t.land(pack(&a).expect("v4"), St::Answered);
                         if landed {
                             if let Some(tok) = &tok {
                                 t.set_token(pack(&a).expect("v4"), tok);
