@@ -180,26 +180,29 @@ const _: () = assert!(std::mem::size_of::<Traversal>() == 64);
 /// per-slot arrays while `order` lists the slots by distance to `target`: an
 /// answer reads a few lines of them (a binary search over the distances, one
 /// line of states) and inserting moves only the one-byte slot numbers. The
-/// slots in use are `0..len`.
+/// slots in use are `0..len`. Laid out (`repr(C)`) so that the small fields an
+/// answer reads fill the first four cache lines.
 #[derive(Clone, Debug)]
+#[repr(C, align(64))]
 struct Cands {
     /// Two bits per address ever added (a Bloom filter: most addresses an
     /// answer brings are new, and then the address scan is skipped).
     seen: [u64; 8],
     /// Slots by distance, `..len`.
     order: [u8; MAX_CANDIDATES],
-    len: usize,
     /// Per slot.
     st: [St; MAX_CANDIDATES],
-    peer: [Peer; MAX_CANDIDATES],
-    dist: [Distance; MAX_CANDIDATES],
-    /// Index of the torrent in `torrents`.
-    slot: usize,
     target: InfoHash,
+    len: usize,
     /// Tokens of the candidates that answered with one: (candidate, range in
     /// `token_bytes`).
     tokens: Vec<(Peer, u32, u32)>,
     token_bytes: Vec<u8>,
+    /// Index of the torrent in `torrents`.
+    slot: usize,
+    /// Per slot.
+    peer: [Peer; MAX_CANDIDATES],
+    dist: [Distance; MAX_CANDIDATES],
 }
 
 impl Cands {
