@@ -127,7 +127,7 @@ fn unpack(p: Peer) -> SocketAddr {
 }
 
 /// Where `k` is in `keys`. Compares eight keys per step with one branch per
-/// step instead of one per key (the scans that a Bloom filter does not spare).
+/// step instead of one per key: these scans run on every answer a client gets.
 fn position(keys: &[Peer], k: Peer) -> Option<usize> {
     let mut chunks = keys.chunks_exact(8);
     let mut base = 0;
@@ -155,118 +155,56 @@ enum St {
 /// One iterative get_peers traversal towards a torrent's infohash.
 ///
 /// What every answer and timer reads (the tag, the queries in flight with their
-/// send times and slots) fills one cache line; the candidates live behind a
-/// box. The queries in flight (at most `ALPHA`) are listed apart, oldest first,
-/// so the deadline and the timeouts need no scan of the candidates.
+/// send times) fills one cache line; the candidates live behind a box. The
+/// queries in flight (at most `ALPHA`) are listed apart, oldest first, so the
+/// deadline and the timeouts need no scan of the candidates.
 #[derive(Clone, Debug)]
 #[repr(C, align(64))]
 struct Traversal {
     /// Queries in flight, oldest first: (sent at, candidate).
     flight: [(Timestamp, Peer); ALPHA],
     c: Box<Cands>,
-    /// The candidates' slots of `flight`.
-    flight_slot: [u8; ALPHA],
-    flying: u8,
-    /// Queries sent (at most `MAX_TRAVERSAL_QUERIES`).
-    queries: u8,
+    queries: u32,
     tag: u16,
+    flying: u8,
 }
 
-// The header is one cache line.
-const _: () = assert!(std::mem::size_of::<Traversal>() == 64);
-
-/// A traversal's candidates, unique by address. Each stays in one slot of the
-/// per-slot arrays while `order` lists the slots by distance to `target`: an
-/// answer reads a few lines of them (a binary search over the distances, one
-/// line of states) and inserting moves only the one-byte slot numbers. The
-/// slots in use are `0..len`. Laid out (`repr(C)`) so that the small fields an
-/// answer reads fill the first four cache lines.
+/// A traversal's candidates as parallel arrays, sorted by distance to `target`
+/// and unique by address: an answer touches a few cache lines of them instead
+/// of a vector of fat records, and inserting moves 29 bytes per candidate.
 #[derive(Clone, Debug)]
-#[repr(C, align(64))]
 struct Cands {
-    /// Two bits per address ever added (a Bloom filter: most addresses an
-    /// answer brings are new, and then the address scan is skipped).
-    seen: [u64; 8],
-    /// Slots by distance, `..len`.
-    order: [u8; MAX_CANDIDATES],
-    /// Per slot.
-    st: [St; MAX_CANDIDATES],
+    /// Index of the torrent in `torrents`.
+    slot: usize,
     target: InfoHash,
+    /// Candidates `..len` of the three arrays below.
     len: usize,
+    st: [St; MAX_CANDIDATES],
+    peer: [Peer; MAX_CANDIDATES],
+    dist: [Distance; MAX_CANDIDATES],
     /// Tokens of the candidates that answered with one: (candidate, range in
     /// `token_bytes`).
     tokens: Vec<(Peer, u32, u32)>,
     token_bytes: Vec<u8>,
-    /// Index of the torrent in `torrents`.
-    slot: usize,
-    /// Per slot.
-    peer: [Peer; MAX_CANDIDATES],
-    dist: [Distance; MAX_CANDIDATES],
-}
-
-impl Cands {
-    fn new() -> Box<Self> {
-        Box::new(Cands {
-            seen: [0; 8],
-            order: [0; MAX_CANDIDATES],
-            len: 0,
-            st: [St::New; MAX_CANDIDATES],
-            peer: [0; MAX_CANDIDATES],
-            dist: [Distance([0; 20]); MAX_CANDIDATES],
-            slot: 0,
-            target: InfoHash::default(),
-            tokens: Vec::new(),
-            token_bytes: Vec::new(),
-        })
-    }
-
-    /// The slots by distance.
-    fn order(&self) -> &[u8] {
-        &self.order[..self.len]
-    }
-
-    fn may_have_seen(&self, p: Peer) -> bool {
-        bloom_bits(p)
-            .iter()
-            .all(|&b| self.seen[b / 64] & (1 << (b % 64)) != 0)
-    }
-
-    fn see(&mut self, p: Peer) {
-        for b in bloom_bits(p) {
-            self.seen[b / 64] |= 1 << (b % 64);
-        }
-    }
-
-    /// Whether `peer` is a candidate; its distance places it at `lo..hi` of
-    /// the order.
-    fn has(&self, peer: Peer, lo: usize, hi: usize) -> bool {
-        // The same node again (same id, so same distance) is the common case.
-        if self.order[lo..hi]
-            .iter()
-            .any(|&s| self.peer[s as usize] == peer)
-        {
-            return true;
-        }
-        self.may_have_seen(peer) && position(&self.peer[..self.len], peer).is_some()
-    }
 }
 
 impl Traversal {
-    /// A traversal reusing `c` (a finished traversal's candidates, or new).
-    fn new(tag: u16, slot: usize, target: InfoHash, mut c: Box<Cands>) -> Self {
-        c.seen = [0; 8];
-        c.slot = slot;
-        c.target = target;
-        c.len = 0;
-        c.tokens.clear();
-        c.token_bytes.clear();
+    fn new(tag: u16, slot: usize, target: InfoHash) -> Self {
         Traversal {
             flight: [(Timestamp::default(), 0); ALPHA],
-            c,
-            flight_slot: [0; ALPHA],
-            flying: 0,
+            c: Box::new(Cands {
+                slot,
+                target,
+                len: 0,
+                st: [St::New; MAX_CANDIDATES],
+                peer: [0; MAX_CANDIDATES],
+                dist: [Distance([0; 20]); MAX_CANDIDATES],
+                tokens: Vec::new(),
+                token_bytes: Vec::new(),
+            }),
             queries: 0,
             tag,
+            flying: 0,
         }
     }
 
@@ -275,36 +213,31 @@ impl Traversal {
             return;
         };
         let c = &mut *self.c;
-        let dist = id.distance(&c.target.0);
-        let pos = c.order[..c.len].partition_point(|&s| c.dist[s as usize] <= dist);
-        let lo = c.order[..pos].partition_point(|&s| c.dist[s as usize] < dist);
-        if c.has(peer, lo, pos) {
+        if position(&c.peer[..c.len], peer).is_some() {
             return;
         }
+        let dist = id.distance(&c.target.0);
+        let pos = c.dist[..c.len].partition_point(|d| *d <= dist);
         if pos >= MAX_CANDIDATES {
             return;
         }
-        // Shift the order's `pos..end` up by one. When full, the farthest
-        // candidate that was never asked gives up its place and slot; if that
-        // is the new one, nothing changes.
-        let (end, s) = if c.len < MAX_CANDIDATES {
+        // Shift `pos..end` up by one. When full, the farthest candidate that was
+        // never asked makes room; if that is the new one, nothing changes.
+        let end = if c.len < MAX_CANDIDATES {
             c.len += 1;
-            (c.len - 1, c.len - 1)
+            c.len - 1
         } else {
-            match (pos..c.len)
-                .rev()
-                .find(|&i| c.st[c.order[i] as usize] == St::New)
-            {
-                Some(i) => (i, c.order[i] as usize),
+            match (pos..c.len).rev().find(|&i| c.st[i] == St::New) {
+                Some(i) => i,
                 None => return,
             }
         };
-        c.order.copy_within(pos..end, pos + 1);
-        c.order[pos] = s as u8;
-        c.dist[s] = dist;
-        c.peer[s] = peer;
-        c.st[s] = St::New;
-        c.see(peer);
+        c.dist.copy_within(pos..end, pos + 1);
+        c.peer.copy_within(pos..end, pos + 1);
+        c.st.copy_within(pos..end, pos + 1);
+        c.dist[pos] = dist;
+        c.peer[pos] = peer;
+        c.st[pos] = St::New;
     }
 
     fn in_flight(&self) -> usize {
@@ -319,28 +252,24 @@ impl Traversal {
             .min()
     }
 
-    /// Marks the candidate in slot `s` asked at `now`.
-    fn sent(&mut self, s: usize, now: Timestamp) {
-        let f = self.in_flight();
-        self.c.st[s] = St::Sent;
-        self.flight[f] = (now, self.c.peer[s]);
-        self.flight_slot[f] = s as u8;
+    /// Marks candidate `i` asked at `now`.
+    fn sent(&mut self, i: usize, now: Timestamp) {
+        self.c.st[i] = St::Sent;
+        self.flight[self.in_flight()] = (now, self.c.peer[i]);
         self.flying += 1;
         self.queries += 1;
     }
 
-    /// Ends the query in flight to `peer` with `st`; false if there is none.
-    fn land(&mut self, peer: Peer, st: St) -> bool {
+    /// Ends the query in flight to `peer` with `st`; its candidate's index.
+    fn land(&mut self, peer: Peer, st: St) -> Option<usize> {
         let n = self.in_flight();
-        let Some(f) = self.flight[..n].iter().position(|f| f.1 == peer) else {
-            return false;
-        };
-        let s = self.flight_slot[f] as usize;
+        let f = self.flight[..n].iter().position(|f| f.1 == peer)?;
         self.flight.copy_within(f + 1..n, f);
-        self.flight_slot.copy_within(f + 1..n, f);
         self.flying -= 1;
-        self.c.st[s] = st;
-        true
+        let c = &mut *self.c;
+        let i = position(&c.peer[..c.len], peer)?;
+        c.st[i] = st;
+        Some(i)
     }
 
     fn token(&self, peer: Peer) -> Option<&[u8]> {
@@ -483,10 +412,6 @@ pub struct Client {
     next_tag: u16,
     table_ready: bool,
     traversals: Vec<Traversal>,
-    /// Candidate arrays of finished traversals, for the next ones (boxed: a
-    /// traversal takes the box, not a copy of its 1.6 KB).
-    #[allow(clippy::vec_box)]
-    spare: Vec<Box<Cands>>,
     next_announce: Option<Timestamp>,
     next_refresh: Option<Timestamp>,
     /// Outstanding refresh queries: (address, sent at).
@@ -542,7 +467,6 @@ impl Client {
             table: Table::default(),
             table_ready: false,
             traversals: Vec::new(),
-            spare: Vec::new(),
             next_tag: 0,
             refreshing: Vec::new(),
             sessions: FxMap::default(),
@@ -589,8 +513,7 @@ impl Client {
         self.next += 1;
         let target = self.torrents[slot].ih;
         self.next_tag = self.next_tag.wrapping_add(1);
-        let c = self.spare.pop().unwrap_or_else(Cands::new);
-        let mut t = Traversal::new(self.next_tag, slot, target, c);
+        let mut t = Traversal::new(self.next_tag, slot, target);
         // Seed with the table's closest (libtorrent starts from 2k of them).
         let (near, n) = self.table.closest(&target);
         for &(_, p, id) in &near[..n] {
@@ -612,24 +535,20 @@ impl Client {
         let mut answered = 0;
         let mut scratch = None;
         for j in 0..t.c.len {
-            if answered >= K
-                || t.in_flight() >= ALPHA
-                || u32::from(t.queries) >= MAX_TRAVERSAL_QUERIES
-            {
+            if answered >= K || t.in_flight() >= ALPHA || t.queries >= MAX_TRAVERSAL_QUERIES {
                 break;
             }
-            let s = t.c.order[j] as usize;
-            match t.c.st[s] {
+            match t.c.st[j] {
                 St::Answered => answered += 1,
                 St::Failed | St::Sent => {}
                 St::New => {
-                    t.sent(s, ctx.now);
+                    t.sent(j, ctx.now);
                     let mut tid = [0u8; 4];
                     tid[..2].copy_from_slice(&t.tag.to_be_bytes());
                     tid[2..].copy_from_slice(&ctx.rng.bytes::<2>());
-                    let buf = scratch.get_or_insert_with(|| ctx.take_scratch());
+                    let s = scratch.get_or_insert_with(|| ctx.take_scratch());
                     encode_query(
-                        &mut buf.out,
+                        &mut s.out,
                         id,
                         &tid,
                         QueryKind::GetPeers {
@@ -639,7 +558,7 @@ impl Client {
                         },
                     );
                     self.stats.traversal_queries += 1;
-                    ctx.send_copy(0, unpack(t.c.peer[s]), &buf.out);
+                    ctx.send_copy(0, unpack(t.c.peer[j]), &s.out);
                 }
             }
         }
@@ -650,31 +569,27 @@ impl Client {
             return true;
         }
         let t = self.traversals.swap_remove(i);
-        self.finish(ctx, &t);
-        self.spare.push(t.c);
+        self.finish(ctx, t);
         false
     }
 
     /// announce_peer to the `K` closest nodes that answered with a token.
-    fn finish(&mut self, ctx: &mut Ctx<'_>, t: &Traversal) {
+    fn finish(&mut self, ctx: &mut Ctx<'_>, t: Traversal) {
         let Some(held) = self.torrents.get(t.c.slot) else {
             return;
         };
         let ih = held.ih;
         let port = ctx.addr(0).port();
-        for s in
-            t.c.order()
-                .iter()
-                .map(|&s| s as usize)
-                .filter(|&s| t.c.st[s] == St::Answered && t.token(t.c.peer[s]).is_some())
-                .take(K)
+        for j in (0..t.c.len)
+            .filter(|&j| t.c.st[j] == St::Answered && t.token(t.c.peer[j]).is_some())
+            .take(K)
         {
-            let Some(token) = t.token(t.c.peer[s]) else {
+            let Some(token) = t.token(t.c.peer[j]) else {
                 continue;
             };
             self.send_query(
                 ctx,
-                unpack(t.c.peer[s]),
+                unpack(t.c.peer[j]),
                 b"an",
                 QueryKind::AnnouncePeer {
                     info_hash: ih,
@@ -804,7 +719,7 @@ impl Client {
             return;
         };
         let t = &mut self.traversals[i];
-        if !t.land(peer, St::Answered) {
+        if t.land(peer, St::Answered).is_none() {
             return;
         }
         if let Some(tok) = r.token {
@@ -978,20 +893,14 @@ mod tests {
     }
 
     fn same(t: &Traversal, p: &Plain, at: &str) {
-        let got: Vec<(Distance, SocketAddr, St, Option<&[u8]>)> =
-            t.c.order()
-                .iter()
-                .map(|&s| {
-                    let s = s as usize;
-                    let tok = (t.c.st[s] == St::Answered)
-                        .then(|| t.token(t.c.peer[s]))
-                        .flatten();
-                    (t.c.dist[s], unpack(t.c.peer[s]), t.c.st[s], tok)
-                })
-                .collect();
-        let mut slots = t.c.order().to_vec();
-        slots.sort_unstable();
-        assert!(slots.iter().copied().eq(0..t.c.len as u8), "{at}");
+        let got: Vec<(Distance, SocketAddr, St, Option<&[u8]>)> = (0..t.c.len)
+            .map(|j| {
+                let tok = (t.c.st[j] == St::Answered)
+                    .then(|| t.token(t.c.peer[j]))
+                    .flatten();
+                (t.c.dist[j], unpack(t.c.peer[j]), t.c.st[j], tok)
+            })
+            .collect();
         let want: Vec<(Distance, SocketAddr, St, Option<&[u8]>)> = p
             .cands
             .iter()
@@ -1005,11 +914,9 @@ mod tests {
     #[test]
     fn traversal_matches_a_plain_candidate_list() {
         let mut rng = Rng::new(9);
-        // Every round reuses the previous round's candidate arrays, as clients do.
-        let mut spare = Cands::new();
         for round in 0..60 {
             let target = InfoHash(rng.bytes());
-            let mut t = Traversal::new(1, 0, target, spare);
+            let mut t = Traversal::new(1, 0, target);
             let mut p = Plain {
                 target,
                 cands: Vec::new(),
@@ -1036,7 +943,7 @@ mod tests {
                         // Ask the closest new candidate, as `pump` does.
                         if t.in_flight() < ALPHA {
                             if let Some(j) = p.cands.iter().position(|c| c.2 == St::New) {
-                                t.sent(t.c.order[j] as usize, now);
+                                t.sent(j, now);
                                 p.cands[j].2 = St::Sent;
                                 p.cands[j].3 = now;
                             }
@@ -1046,7 +953,7 @@ mod tests {
                         // An answer from a node we asked (or did not).
                         let a = addrs[rng.index(addrs.len())];
                         let tok = rng.chance(0.7).then(|| rng.bytes::<6>().to_vec());
-                        let landed = t.land(pack(&a).expect("v4"), St::Answered);
+                        let landed = t.land(pack(&a).expect("v4"), St::Answered).is_some();
                         if landed {
                             if let Some(tok) = &tok {
                                 t.set_token(pack(&a).expect("v4"), tok);
@@ -1073,7 +980,6 @@ mod tests {
                 }
                 same(&t, &p, &at);
             }
-            spare = t.c;
         }
     }
 
