@@ -223,6 +223,70 @@ impl Directory {
     }
 }
 
+/// A datagram's bytes on their way: shared bytes a node handed over, or a
+/// buffer from the world's [`BufPool`] (given back to it after delivery, so the
+/// hot path neither allocates nor counts references).
+#[derive(Debug)]
+pub(crate) enum Payload {
+    Shared(Bytes),
+    Pooled(Vec<u8>),
+}
+
+impl Payload {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Shared(b) => b,
+            Payload::Pooled(v) => v,
+        }
+    }
+    /// A second copy (a duplicated datagram).
+    fn duplicate(&self) -> Payload {
+        match self {
+            Payload::Shared(b) => Payload::Shared(b.clone()),
+            Payload::Pooled(v) => Payload::Pooled(v.clone()),
+        }
+    }
+}
+
+/// Recycled datagram buffers.
+#[derive(Default)]
+pub(crate) struct BufPool {
+    free: Vec<Vec<u8>>,
+}
+
+impl BufPool {
+    /// Buffers kept for reuse at most (the most ever in flight at once, roughly).
+    const MAX_FREE: usize = 1 << 16;
+    /// Larger buffers are freed rather than kept.
+    const MAX_CAPACITY: usize = 4096;
+
+    /// An empty buffer.
+    fn take(&mut self) -> Vec<u8> {
+        match self.free.pop() {
+            Some(v) => v,
+            None => {
+                // The pool's buffers outlive the node that happened to ask first:
+                // charge them to nobody.
+                let owner = crate::alloc_meter::suspend();
+                let v = Vec::with_capacity(512);
+                crate::alloc_meter::resume(owner);
+                v
+            }
+        }
+    }
+    fn give(&mut self, mut v: Vec<u8>) {
+        if self.free.len() < Self::MAX_FREE && v.capacity() <= Self::MAX_CAPACITY {
+            v.clear();
+            self.free.push(v);
+        }
+    }
+    fn recycle(&mut self, p: Payload) {
+        if let Payload::Pooled(v) = p {
+            self.give(v);
+        }
+    }
+}
+
 /// Something a node asked the world to do.
 #[derive(Debug)]
 pub(crate) enum Action {
@@ -230,7 +294,7 @@ pub(crate) enum Action {
         local: u16,
         src: Option<SocketAddr>,
         to: SocketAddr,
-        payload: Bytes,
+        payload: Payload,
     },
     Wake(Timestamp),
     Connect {
@@ -262,6 +326,7 @@ pub struct Ctx<'a> {
     next_tcp: &'a mut TcpId,
     sender: Option<EpIdx>,
     scratch: &'a mut Scratch,
+    pool: &'a mut BufPool,
 }
 
 /// Reusable buffers for building messages (lent to the node being run, so the
@@ -297,9 +362,26 @@ impl Ctx<'_> {
     pub fn put_scratch(&mut self, s: Scratch) {
         *self.scratch = s;
     }
-    /// Sends a copy of `payload` (for messages built in a scratch buffer).
+    /// Sends a copy of `payload` (for messages built in a scratch buffer). The
+    /// copy goes into a recycled buffer: no allocation in the steady state.
     pub fn send_copy(&mut self, local: u16, to: SocketAddr, payload: &[u8]) {
-        self.send(local, to, Bytes::copy_from_slice(payload));
+        let mut v = self.pool.take();
+        v.extend_from_slice(payload);
+        self.send_buf(local, to, v);
+    }
+    /// An empty buffer from the world's pool, to build a datagram in and hand to
+    /// [`Ctx::send_buf`] (cheaper than a fresh `Vec` per message).
+    pub fn take_buf(&mut self) -> Vec<u8> {
+        self.pool.take()
+    }
+    /// Sends `payload`; the world recycles the buffer after delivery.
+    pub fn send_buf(&mut self, local: u16, to: SocketAddr, payload: Vec<u8>) {
+        self.actions.push(Action::Send {
+            local,
+            src: None,
+            to,
+            payload: Payload::Pooled(payload),
+        });
     }
     /// The address of local socket `local`.
     pub fn addr(&self, local: u16) -> SocketAddr {
@@ -313,7 +395,7 @@ impl Ctx<'_> {
             local,
             src: None,
             to,
-            payload: payload.into(),
+            payload: Payload::Shared(payload.into()),
         });
     }
     /// Sends with a forged source address (an adversary's spoofing).
@@ -322,7 +404,7 @@ impl Ctx<'_> {
             local: 0,
             src: Some(src),
             to,
-            payload: payload.into(),
+            payload: Payload::Shared(payload.into()),
         });
     }
     /// Asks to be woken at `t` (replacing any earlier request).
@@ -400,7 +482,7 @@ enum Item {
         from: SocketAddr,
         /// The directory endpoint of `from`, if any.
         from_ep: Option<EpIdx>,
-        payload: Bytes,
+        payload: Payload,
     },
     Wake {
         node: NodeIdx,
@@ -584,6 +666,7 @@ pub struct World {
     /// The node whose heap [`crate::alloc_meter`] charges (when installed).
     pub meter: Option<NodeIdx>,
     scratch: Scratch,
+    pool: BufPool,
 }
 
 fn addr_key(a: &SocketAddr) -> u64 {
@@ -619,6 +702,7 @@ impl World {
             truth: Default::default(),
             meter: None,
             scratch: Scratch::default(),
+            pool: BufPool::default(),
         }
     }
 
@@ -791,6 +875,7 @@ impl World {
                 next_tcp: &mut self.next_tcp,
                 sender: None,
                 scratch: &mut self.scratch,
+                pool: &mut self.pool,
             };
             let metered = self.meter == Some(node);
             if metered {
@@ -832,6 +917,7 @@ impl World {
             next_tcp: &mut self.next_tcp,
             sender,
             scratch: &mut self.scratch,
+            pool: &mut self.pool,
         };
         let metered = self.meter == Some(node);
         if metered {
@@ -875,9 +961,10 @@ impl World {
         local: u16,
         src: Option<SocketAddr>,
         to: SocketAddr,
-        payload: Bytes,
+        payload: Payload,
     ) {
         let Some(&a) = self.node_eps[node as usize].get(local as usize) else {
+            self.pool.recycle(payload);
             return;
         };
         let (src, from_ep) = match src {
@@ -893,27 +980,40 @@ impl World {
                 a as usize,
                 src,
                 b.map(|b| b as usize),
-                payload.len(),
+                payload.as_slice().len(),
                 &mut self.rng,
                 &mut delays,
             )
             .is_ok()
         {
-            if let Some(b) = b {
-                for d in &delays {
-                    let at = self.now.add(*d);
+            if let (Some(b), Some((&last, copies))) = (b, delays.split_last()) {
+                // Duplicates get copies; the last delivery takes the original.
+                for d in copies {
+                    let payload = payload.duplicate();
                     self.push(
-                        at,
+                        self.now.add(*d),
                         Item::Datagram {
                             ep: b,
                             from: src,
                             from_ep,
-                            payload: payload.clone(),
+                            payload,
                         },
                     );
                 }
+                self.push(
+                    self.now.add(last),
+                    Item::Datagram {
+                        ep: b,
+                        from: src,
+                        from_ep,
+                        payload,
+                    },
+                );
+                self.delays = delays;
+                return;
             }
         }
+        self.pool.recycle(payload);
         self.delays = delays;
     }
 
@@ -1113,19 +1213,18 @@ impl World {
                 let e = &self.dir.entries[ep as usize];
                 if !e.alive {
                     self.net.stats.dropped_dead += 1;
+                    self.pool.recycle(payload);
                     return;
                 }
                 self.net.stats.datagrams_delivered += 1;
                 let (node, local, to) = (e.node, e.local, e.addr);
-                self.trace.record(
-                    self.now.as_nanos(),
-                    addr_key(&from),
-                    addr_key(&to),
-                    &payload,
-                );
+                let bytes = payload.as_slice();
+                self.trace
+                    .record(self.now.as_nanos(), addr_key(&from), addr_key(&to), bytes);
                 self.dispatch_from(node, from_ep, |n, ctx| {
-                    n.on_datagram(ctx, local, from, &payload)
+                    n.on_datagram(ctx, local, from, bytes)
                 });
+                self.pool.recycle(payload);
             }
             Item::Wake { node } => {
                 if self.wake[node as usize] != Some(self.now) {
