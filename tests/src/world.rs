@@ -6,8 +6,6 @@
 //! earliest delivery or timer on the (time, sequence) queue, which is delivered.
 
 use std::any::Any;
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -18,7 +16,7 @@ use magnetar_core::rng::Rng;
 use magnetar_core::{CloseReason, NodeId, Timestamp};
 
 use crate::net::{EndpointNet, NetConfig, Network};
-use crate::util::{FxMap, TraceHash};
+use crate::util::{FxMap, RadixEntry, RadixHeap, TraceHash};
 
 /// Index of a node in the world.
 pub type NodeIdx = u32;
@@ -517,38 +515,14 @@ enum Item {
     Free,
 }
 
-/// A queue entry: the (time, sequence) key and the slab slot of its item. The
-/// heap moves only these 24-byte keys; the items stay put in the slab.
-#[derive(Clone, Copy)]
-struct Sched {
-    at: u64,
-    seq: u64,
-    slot: u32,
-}
-
-impl PartialEq for Sched {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Sched {}
-impl PartialOrd for Sched {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Sched {
-    fn cmp(&self, o: &Self) -> Ordering {
-        // Min-heap on (time, sequence); sequences are unique.
-        (o.at, o.seq).cmp(&(self.at, self.seq))
-    }
-}
-
-/// The delivery queue: a binary heap of keys over a slab of items (free slots
-/// are reused, so steady state allocates nothing).
+/// The delivery queue: a radix heap of (time, sequence) keys over a slab of
+/// items (free slots are reused, so steady state allocates nothing). The heap
+/// moves only the 24-byte keys; the items stay put in the slab. Time never goes
+/// backwards, which is what a radix heap needs; it pops in exactly the
+/// (time, sequence) order of a binary heap (see `RadixHeap`).
 #[derive(Default)]
 struct Queue {
-    heap: BinaryHeap<Sched>,
+    heap: RadixHeap,
     items: Vec<Item>,
     free: Vec<u32>,
     seq: u64,
@@ -567,20 +541,24 @@ impl Queue {
                 (self.items.len() - 1) as u32
             }
         };
-        self.heap.push(Sched {
-            at: at.as_nanos(),
-            seq: self.seq,
-            slot,
+        self.heap.push(RadixEntry {
+            hi: at.as_nanos(),
+            lo: self.seq,
+            val: slot,
         });
     }
     fn pop(&mut self) -> Option<(Timestamp, Item)> {
         let s = self.heap.pop()?;
-        let item = std::mem::replace(&mut self.items[s.slot as usize], Item::Free);
-        self.free.push(s.slot);
-        Some((Timestamp::from_nanos(s.at), item))
+        let item = std::mem::replace(&mut self.items[s.val as usize], Item::Free);
+        self.free.push(s.val);
+        Some((Timestamp::from_nanos(s.hi), item))
     }
     fn peek_at(&self) -> Option<Timestamp> {
-        self.heap.peek().map(|s| Timestamp::from_nanos(s.at))
+        self.heap.peek().map(|s| Timestamp::from_nanos(s.hi))
+    }
+    /// [`Queue::peek_at`], readying the next item to be popped.
+    fn peek_at_mut(&mut self) -> Option<Timestamp> {
+        self.heap.peek_mut().map(|s| Timestamp::from_nanos(s.hi))
     }
     fn len(&self) -> usize {
         self.heap.len()
@@ -1351,7 +1329,7 @@ impl World {
     /// sets the clock to `t`. Returns the steps taken; `Err` if the cap was hit.
     pub fn run_until(&mut self, t: Timestamp, max_steps: u64) -> Result<u64, Stuck> {
         let mut steps = 0;
-        while self.next_at().is_some_and(|a| a <= t) {
+        while self.queue.peek_at_mut().is_some_and(|a| a <= t) {
             if steps >= max_steps {
                 return Err(self.stuck(steps));
             }
