@@ -95,6 +95,48 @@ impl TraceHash {
     }
 }
 
+/// Hints the CPU to start loading the memory of `r` (up to its first 256
+/// bytes) into the cache. No effect on behaviour.
+#[inline(always)]
+pub fn prefetch<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = (r as *const T).cast::<i8>();
+        let size = std::mem::size_of::<T>().clamp(1, 256);
+        let mut off = 0;
+        while off < size {
+            // SAFETY: a prefetch is only a hint: it never faults, writes
+            // nothing and changes no observable state; the address lies
+            // inside `*r` (or is its start, for a zero-sized `T`).
+            #[allow(unsafe_code)]
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off));
+            }
+            off += 64;
+        }
+        // The last line, when `*r` straddles one more than its size suggests.
+        let last = p.wrapping_add(size - 1);
+        if (last as usize) / 64 != (p.wrapping_add(off - 64) as usize) / 64 {
+            #[allow(unsafe_code)]
+            // SAFETY: as above; `last` lies inside `*r`.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(last);
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}
+
+/// [`prefetch`] for the cache lines of the first `max` bytes of `b`.
+#[inline(always)]
+pub fn prefetch_bytes(b: &[u8], max: usize) {
+    for chunk in b[..b.len().min(max)].chunks(64) {
+        prefetch(&chunk[0]);
+    }
+}
+
 /// One entry of a [`RadixHeap`]: the key `(hi, lo)` (compared as one 128-bit
 /// number) and a value carried along.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -183,7 +225,11 @@ impl RadixHeap {
         let b = self.occupied.trailing_zeros() as usize + 1;
         self.occupied &= !(1 << (b - 1));
         let mut moving = std::mem::take(&mut self.buckets[b]);
-        self.last = moving.iter().map(RadixEntry::key).min().unwrap_or(self.last);
+        self.last = moving
+            .iter()
+            .map(RadixEntry::key)
+            .min()
+            .unwrap_or(self.last);
         // Every key of bucket `b` now differs from `last` below bit `b - 1`.
         for e in moving.drain(..) {
             let nb = self.bucket_of(e.key());
@@ -219,6 +265,16 @@ impl RadixHeap {
             return None;
         }
         self.buckets[0].last().copied()
+    }
+
+    /// The entry with the smallest key if it is ready to be taken out (the
+    /// last [`RadixHeap::peek_mut`] found it and nothing smaller came since);
+    /// `None` means "not known without a search", not "empty".
+    pub fn peek_ready(&self) -> Option<RadixEntry> {
+        match self.early.peek() {
+            Some(Reverse(e)) => Some(*e),
+            None => self.buckets[0].last().copied(),
+        }
     }
 
     /// The entry with the smallest key (without moving anything).
@@ -338,7 +394,13 @@ mod tests {
                         popped += 1;
                     }
                 }
-                8 => assert_eq!(radix.peek(), reference.peek().map(|r| r.0), "peek {round}"),
+                8 => {
+                    let want = reference.peek().map(|r| r.0);
+                    assert_eq!(radix.peek(), want, "peek {round}");
+                    if let Some(e) = radix.peek_ready() {
+                        assert_eq!(Some(e), want, "peek_ready {round}");
+                    }
+                }
                 _ => assert_eq!(
                     radix.peek_mut(),
                     reference.peek().map(|r| r.0),

@@ -16,7 +16,7 @@ use magnetar_core::rng::Rng;
 use magnetar_core::{CloseReason, NodeId, Timestamp};
 
 use crate::net::{EndpointNet, NetConfig, Network};
-use crate::util::{FxMap, RadixEntry, RadixHeap, TraceHash};
+use crate::util::{prefetch, prefetch_bytes, FxMap, RadixEntry, RadixHeap, TraceHash};
 
 /// Index of a node in the world.
 pub type NodeIdx = u32;
@@ -55,9 +55,10 @@ pub struct DirEntry {
 #[derive(Default)]
 pub struct Directory {
     pub entries: Vec<DirEntry>,
-    /// IPv4 endpoints by `ip << 16 | port` (one multiply to hash).
-    by_addr4: FxMap<u64, EpIdx>,
-    by_addr6: FxMap<SocketAddr, EpIdx>,
+    /// IPv4 endpoints (and their nodes) by `ip << 16 | port` (one multiply to
+    /// hash).
+    by_addr4: FxMap<u64, (EpIdx, NodeIdx)>,
+    by_addr6: FxMap<SocketAddr, (EpIdx, NodeIdx)>,
     /// Visible DHT nodes (honest, not read-only, and crawlers), sorted by id.
     sorted: Vec<(NodeId, EpIdx)>,
 }
@@ -68,6 +69,11 @@ fn bit(id: &[u8; 20], d: usize) -> bool {
 
 impl Directory {
     pub fn lookup(&self, addr: &SocketAddr) -> Option<EpIdx> {
+        self.lookup_with_node(addr).map(|(ep, _)| ep)
+    }
+    /// The endpoint at `addr` and its node (the node of an endpoint never
+    /// changes), without reading the endpoint's entry.
+    pub fn lookup_with_node(&self, addr: &SocketAddr) -> Option<(EpIdx, NodeIdx)> {
         match addr {
             SocketAddr::V4(v) => self
                 .by_addr4
@@ -76,14 +82,14 @@ impl Directory {
             SocketAddr::V6(_) => self.by_addr6.get(addr).copied(),
         }
     }
-    fn insert_addr(&mut self, addr: SocketAddr, ep: EpIdx) {
+    fn insert_addr(&mut self, addr: SocketAddr, ep: EpIdx, node: NodeIdx) {
         match addr {
             SocketAddr::V4(v) => {
                 let k = (u32::from(*v.ip()) as u64) << 16 | v.port() as u64;
-                self.by_addr4.insert(k, ep);
+                self.by_addr4.insert(k, (ep, node));
             }
             SocketAddr::V6(_) => {
-                self.by_addr6.insert(addr, ep);
+                self.by_addr6.insert(addr, (ep, node));
             }
         }
     }
@@ -278,6 +284,18 @@ impl BufPool {
             self.free.push(v);
         }
     }
+    /// A node's bytes as a payload: copied into a pooled buffer and released
+    /// now, while the node that made them has them in its cache (releasing
+    /// them at delivery would touch their allocation, and their shared count,
+    /// long after it left the cache). Large ones stay shared.
+    fn adopt(&mut self, b: Bytes) -> Payload {
+        if b.len() > Self::MAX_CAPACITY {
+            return Payload::Shared(b);
+        }
+        let mut v = self.take();
+        v.extend_from_slice(&b);
+        Payload::Pooled(v)
+    }
     fn recycle(&mut self, p: Payload) {
         if let Payload::Pooled(v) = p {
             self.give(v);
@@ -389,11 +407,12 @@ impl Ctx<'_> {
         self.eps[local as usize]
     }
     pub fn send(&mut self, local: u16, to: SocketAddr, payload: impl Into<Bytes>) {
+        let payload = self.pool.adopt(payload.into());
         self.actions.push(Action::Send {
             local,
             src: None,
             to,
-            payload: Payload::Shared(payload.into()),
+            payload,
         });
     }
     /// Sends with a forged source address (an adversary's spoofing).
@@ -402,7 +421,7 @@ impl Ctx<'_> {
             local: 0,
             src: Some(src),
             to,
-            payload: Payload::Shared(payload.into()),
+            payload: self.pool.adopt(payload.into()),
         });
     }
     /// Asks to be woken at `t` (replacing any earlier request).
@@ -477,6 +496,8 @@ impl Node {
 enum Item {
     Datagram {
         ep: EpIdx,
+        /// The node of `ep` (to fetch it into the cache ahead of delivery).
+        node: NodeIdx,
         from: SocketAddr,
         /// The directory endpoint of `from`, if any.
         from_ep: Option<EpIdx>,
@@ -556,6 +577,21 @@ impl Queue {
     fn peek_at(&self) -> Option<Timestamp> {
         self.heap.peek().map(|s| Timestamp::from_nanos(s.hi))
     }
+    /// Finds the next item and starts loading its slab slot into the cache (a
+    /// slot is written when pushed and read when popped, usually long evicted
+    /// by then), so it is there when its turn comes after the current one.
+    fn prefetch_next(&mut self) {
+        if let Some(s) = self.heap.peek_mut() {
+            if let Some(item) = self.items.get(s.val as usize) {
+                prefetch(item);
+            }
+        }
+    }
+    /// The next item, if [`Queue::prefetch_next`] found it (no search).
+    fn next_ready(&self) -> Option<&Item> {
+        let s = self.heap.peek_ready()?;
+        self.items.get(s.val as usize)
+    }
     /// [`Queue::peek_at`], readying the next item to be popped.
     fn peek_at_mut(&mut self) -> Option<Timestamp> {
         self.heap.peek_mut().map(|s| Timestamp::from_nanos(s.hi))
@@ -630,7 +666,12 @@ pub struct World {
     pub net: Network,
     pub dir: Directory,
     nodes: Vec<Node>,
-    node_eps: Vec<Vec<EpIdx>>,
+    /// Each node's endpoints, `start..end` (a node's endpoints are added
+    /// together, so their indices are consecutive).
+    node_eps: Vec<(EpIdx, EpIdx)>,
+    /// `ep_ids[i] == i`: the slices handed out for a node's endpoints (one flat
+    /// array instead of a `Vec` per node, which cost a pointer chase per event).
+    ep_ids: Vec<EpIdx>,
     wake: Vec<Option<Timestamp>>,
     conns: FxMap<TcpId, Conn>,
     next_tcp: TcpId,
@@ -668,6 +709,7 @@ impl World {
             dir: Directory::default(),
             nodes: Vec::new(),
             node_eps: Vec::new(),
+            ep_ids: Vec::new(),
             wake: Vec::new(),
             conns: FxMap::default(),
             next_tcp: 1,
@@ -704,11 +746,12 @@ impl World {
         self.nodes.len()
     }
     pub fn endpoints(&self, node: NodeIdx) -> &[EpIdx] {
-        &self.node_eps[node as usize]
+        let (s, e) = self.node_eps[node as usize];
+        &self.ep_ids[s as usize..e as usize]
     }
     /// The address of a node's first endpoint.
     pub fn addr_of(&self, node: NodeIdx) -> SocketAddr {
-        self.dir.get(self.node_eps[node as usize][0]).addr
+        self.dir.get(self.endpoints(node)[0]).addr
     }
 
     /// A fresh public IPv4 address in its own /24 (so subnet rules never bite).
@@ -741,7 +784,7 @@ impl World {
         endpoints: &[(NodeId, SocketAddr)],
     ) -> NodeIdx {
         let idx = self.nodes.len() as NodeIdx;
-        let mut eps = Vec::new();
+        let first = self.dir.entries.len() as EpIdx;
         for (local, (id, addr)) in endpoints.iter().enumerate() {
             let ep = self.dir.entries.len() as EpIdx;
             self.dir.entries.push(DirEntry {
@@ -754,21 +797,21 @@ impl World {
                 responsive: kind == Kind::Honest || kind == Kind::Crawler,
             });
             debug_assert!(self.dir.lookup(addr).is_none(), "address {addr} taken");
-            self.dir.insert_addr(*addr, ep);
+            self.dir.insert_addr(*addr, ep, idx);
             let access = self.net.draw_access(&mut self.rng);
             self.net.eps.push(EndpointNet::new(*addr, access));
-            eps.push(ep);
+            self.ep_ids.push(ep);
         }
         self.nodes.push(node);
-        self.node_eps.push(eps);
+        self.node_eps.push((first, self.dir.entries.len() as EpIdx));
         self.wake.push(None);
         idx
     }
 
     /// Takes a node out of the world: its endpoints stop answering.
     pub fn kill(&mut self, node: NodeIdx) {
-        let eps = self.node_eps[node as usize].clone();
-        for ep in eps {
+        let (first, end) = self.node_eps[node as usize];
+        for ep in first..end {
             let e = &mut self.dir.entries[ep as usize];
             if !e.alive {
                 continue;
@@ -848,7 +891,7 @@ impl World {
                 node,
                 rng: &mut self.rng,
                 dir: &self.dir,
-                eps: &self.node_eps[node as usize],
+                eps: Self::eps_in(&self.ep_ids, self.node_eps[node as usize]),
                 actions: &mut self.actions,
                 next_tcp: &mut self.next_tcp,
                 sender: None,
@@ -868,6 +911,10 @@ impl World {
         self.nodes[node as usize] = slot;
         self.apply_actions(node);
         r
+    }
+
+    fn eps_in(ep_ids: &[EpIdx], (first, end): (EpIdx, EpIdx)) -> &[EpIdx] {
+        &ep_ids[first as usize..end as usize]
     }
 
     fn dispatch(&mut self, node: NodeIdx, f: impl FnOnce(&mut dyn SimNode, &mut Ctx<'_>)) {
@@ -890,7 +937,7 @@ impl World {
             node,
             rng: &mut self.rng,
             dir: &self.dir,
-            eps: &self.node_eps[node as usize],
+            eps: Self::eps_in(&self.ep_ids, self.node_eps[node as usize]),
             actions: &mut self.actions,
             next_tcp: &mut self.next_tcp,
             sender,
@@ -941,15 +988,18 @@ impl World {
         to: SocketAddr,
         payload: Payload,
     ) {
-        let Some(&a) = self.node_eps[node as usize].get(local as usize) else {
+        let (first, end) = self.node_eps[node as usize];
+        let a = first + local as EpIdx;
+        if a >= end {
             self.pool.recycle(payload);
             return;
-        };
+        }
         let (src, from_ep) = match src {
             None => (self.dir.entries[a as usize].addr, Some(a)),
             Some(s) => (s, self.dir.lookup(&s)),
         };
-        let b = self.dir.lookup(&to);
+        let dest = self.dir.lookup_with_node(&to);
+        let b = dest.map(|(ep, _)| ep);
         let mut delays = std::mem::take(&mut self.delays);
         if self
             .net
@@ -964,7 +1014,7 @@ impl World {
             )
             .is_ok()
         {
-            if let (Some(b), Some((&last, copies))) = (b, delays.split_last()) {
+            if let (Some((b, bn)), Some((&last, copies))) = (dest, delays.split_last()) {
                 // Duplicates get copies; the last delivery takes the original.
                 for d in copies {
                     let payload = payload.duplicate();
@@ -972,6 +1022,7 @@ impl World {
                         self.now.add(*d),
                         Item::Datagram {
                             ep: b,
+                            node: bn,
                             from: src,
                             from_ep,
                             payload,
@@ -982,6 +1033,7 @@ impl World {
                     self.now.add(last),
                     Item::Datagram {
                         ep: b,
+                        node: bn,
                         from: src,
                         from_ep,
                         payload,
@@ -999,7 +1051,7 @@ impl World {
 
     fn tcp_connect(&mut self, node: NodeIdx, local: u16, tcp: TcpId, tag: u64, to: SocketAddr) {
         self.net.stats.tcp_connects += 1;
-        let a = self.node_eps[node as usize][local as usize];
+        let a = self.endpoints(node)[local as usize];
         let b = self.dir.lookup(&to);
         let end_a = TcpEnd { node, ep: a, tag };
         let mut conn = Conn {
@@ -1187,6 +1239,7 @@ impl World {
                 from,
                 from_ep,
                 payload,
+                ..
             } => {
                 let e = &self.dir.entries[ep as usize];
                 if !e.alive {
@@ -1316,7 +1369,40 @@ impl World {
         };
         debug_assert!(at >= self.now, "time went backwards");
         self.now = at.max(self.now);
+        self.queue.prefetch_next();
         self.deliver(item);
+        // The next item is in the cache by now: start loading what its delivery
+        // reads: the endpoint, the bytes and the node, and the network state of
+        // both ends (a reply is routed between them).
+        if let Some(Item::Datagram {
+            ep,
+            node,
+            payload,
+            from_ep,
+            ..
+        }) = self.queue.next_ready()
+        {
+            if let Some(e) = self.dir.entries.get(*ep as usize) {
+                prefetch(e);
+            }
+            prefetch_bytes(payload.as_slice(), 256);
+            if let Some(n) = self.nodes.get(*node as usize) {
+                prefetch(n);
+            }
+            for e in [Some(*ep), *from_ep].into_iter().flatten() {
+                if let Some(n) = self.net.eps.get(e as usize) {
+                    prefetch(n);
+                }
+            }
+        } else if let Some(Item::Wake { node }) = self.queue.next_ready() {
+            if let (Some(w), Some(n)) = (
+                self.wake.get(*node as usize),
+                self.nodes.get(*node as usize),
+            ) {
+                prefetch(w);
+                prefetch(n);
+            }
+        }
         true
     }
 
