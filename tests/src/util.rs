@@ -1,8 +1,7 @@
 //! Small deterministic helpers: a fixed hasher for lookup-only maps, the trace
 //! hash, seeds from the environment, and a tiny bencode writer.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 
 /// A fast, fixed (unseeded) hasher. Maps built with it are only ever used for
@@ -157,20 +156,23 @@ impl RadixEntry {
 /// simulation clock): a radix heap. Keys are 128-bit (`(time, sequence)` for
 /// the world's queue) and should be unique; equal keys come out in any order.
 ///
-/// Bucket 0 holds keys equal to `last`, bucket `b ≥ 1` keys whose highest bit
-/// differing from `last` is bit `b - 1`. Pushing appends to one bucket; taking
-/// out the minimum empties the lowest non-empty bucket into lower ones around
-/// its smallest key. Each entry moves only downwards, so the work is a few
-/// sequential appends per entry instead of a binary heap's log n scattered
-/// sift steps. A key below `last` (a push into the past) goes to a small binary
-/// heap that is always served first, so the order is exactly a binary heap's.
+/// Bucket `b` (1..=128) holds keys above `last` whose highest bit differing
+/// from `last` is bit `b - 1`; `front` holds the keys up to `last`, sorted,
+/// and they are the smallest of all. Pushing appends to one bucket. When the
+/// front runs dry, the lowest non-empty bucket is emptied: a small one is
+/// sorted into the front whole (`last` becomes its largest key); a large one
+/// is redistributed into lower buckets around its smallest key, which goes to
+/// the front. Entries move only downwards, in sequential appends, instead of a
+/// binary heap's log n scattered sift steps. A key up to `last` (a push into
+/// the past, or into the span of the front) is inserted into the front in
+/// order, so the order is exactly a binary heap's.
 pub struct RadixHeap {
     buckets: Vec<Vec<RadixEntry>>,
     /// Bit `b - 1` set: bucket `b` is not empty (`b` in 1..=128).
     occupied: u128,
     last: u128,
-    /// Keys pushed below `last`: all smaller than every key in the buckets.
-    early: BinaryHeap<Reverse<RadixEntry>>,
+    /// The smallest entries, largest first (the next one out is at the end).
+    front: Vec<RadixEntry>,
     len: usize,
 }
 
@@ -180,13 +182,17 @@ impl Default for RadixHeap {
             buckets: (0..=128).map(|_| Vec::new()).collect(),
             occupied: 0,
             last: 0,
-            early: BinaryHeap::new(),
+            front: Vec::new(),
             len: 0,
         }
     }
 }
 
 impl RadixHeap {
+    /// Buckets up to this size are sorted into the front rather than
+    /// redistributed (which would take several more passes for few entries).
+    const SORT_MAX: usize = 16;
+
     #[inline]
     fn bucket_of(&self, key: u128) -> usize {
         (128 - (key ^ self.last).leading_zeros()) as usize
@@ -202,21 +208,20 @@ impl RadixHeap {
     pub fn push(&mut self, e: RadixEntry) {
         self.len += 1;
         let key = e.key();
-        if key < self.last {
-            self.early.push(Reverse(e));
+        if key <= self.last {
+            let at = self.front.partition_point(|f| f.key() > key);
+            self.front.insert(at, e);
             return;
         }
         let b = self.bucket_of(key);
         self.buckets[b].push(e);
-        if b > 0 {
-            self.occupied |= 1 << (b - 1);
-        }
+        self.occupied |= 1 << (b - 1);
     }
 
-    /// Makes bucket 0 hold the smallest key of the buckets; false if they are
-    /// all empty.
+    /// Refills the front from the lowest non-empty bucket if it is empty;
+    /// false if everything is.
     fn settle(&mut self) -> bool {
-        if !self.buckets[0].is_empty() {
+        if !self.front.is_empty() {
             return true;
         }
         if self.occupied == 0 {
@@ -225,17 +230,27 @@ impl RadixHeap {
         let b = self.occupied.trailing_zeros() as usize + 1;
         self.occupied &= !(1 << (b - 1));
         let mut moving = std::mem::take(&mut self.buckets[b]);
-        self.last = moving
-            .iter()
-            .map(RadixEntry::key)
-            .min()
-            .unwrap_or(self.last);
-        // Every key of bucket `b` now differs from `last` below bit `b - 1`.
-        for e in moving.drain(..) {
-            let nb = self.bucket_of(e.key());
-            self.buckets[nb].push(e);
-            if nb > 0 {
-                self.occupied |= 1 << (nb - 1);
+        if moving.len() <= Self::SORT_MAX {
+            // Every bucket above `b` still differs from the largest key here
+            // first at the same bit as from the old `last`.
+            moving.sort_unstable_by_key(|e| std::cmp::Reverse(e.key()));
+            self.last = moving.first().map_or(self.last, RadixEntry::key);
+            self.front.append(&mut moving);
+        } else {
+            self.last = moving
+                .iter()
+                .map(RadixEntry::key)
+                .min()
+                .unwrap_or(self.last);
+            // Every key of bucket `b` now differs from `last` below bit `b - 1`.
+            for e in moving.drain(..) {
+                let nb = self.bucket_of(e.key());
+                if nb == 0 {
+                    self.front.push(e);
+                } else {
+                    self.buckets[nb].push(e);
+                    self.occupied |= 1 << (nb - 1);
+                }
             }
         }
         self.buckets[b] = moving;
@@ -244,45 +259,32 @@ impl RadixHeap {
 
     /// Takes out the entry with the smallest key.
     pub fn pop(&mut self) -> Option<RadixEntry> {
-        if let Some(Reverse(e)) = self.early.pop() {
-            self.len -= 1;
-            return Some(e);
-        }
         if !self.settle() {
             return None;
         }
-        let e = self.buckets[0].pop();
+        let e = self.front.pop();
         self.len -= e.is_some() as usize;
         e
     }
 
     /// The entry with the smallest key, readying it to be taken out.
     pub fn peek_mut(&mut self) -> Option<RadixEntry> {
-        if let Some(Reverse(e)) = self.early.peek() {
-            return Some(*e);
-        }
         if !self.settle() {
             return None;
         }
-        self.buckets[0].last().copied()
+        self.front.last().copied()
     }
 
     /// The entry with the smallest key if it is ready to be taken out (the
-    /// last [`RadixHeap::peek_mut`] found it and nothing smaller came since);
-    /// `None` means "not known without a search", not "empty".
+    /// front is not empty); `None` means "not known without a search", not
+    /// "empty".
     pub fn peek_ready(&self) -> Option<RadixEntry> {
-        match self.early.peek() {
-            Some(Reverse(e)) => Some(*e),
-            None => self.buckets[0].last().copied(),
-        }
+        self.front.last().copied()
     }
 
     /// The entry with the smallest key (without moving anything).
     pub fn peek(&self) -> Option<RadixEntry> {
-        if let Some(Reverse(e)) = self.early.peek() {
-            return Some(*e);
-        }
-        if let Some(e) = self.buckets[0].iter().min_by_key(|e| e.key()) {
+        if let Some(e) = self.front.last() {
             return Some(*e);
         }
         if self.occupied == 0 {
@@ -339,6 +341,8 @@ pub mod bencode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
 
     #[test]
     fn trace_hash_depends_on_every_field() {
