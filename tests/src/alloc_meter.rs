@@ -29,16 +29,39 @@ thread_local! {
     /// The slot this thread's metered node is charged to (1..=SLOTS).
     static SLOT: Cell<u8> = const { Cell::new(1) };
 }
+/// One slot's counters, on a cache line of their own (worlds on other cores
+/// update their own slots without invalidating this one).
+#[repr(align(64))]
+struct Counters {
+    live: AtomicI64,
+    peak: AtomicI64,
+}
 #[allow(clippy::declare_interior_mutable_const)]
-const ZERO: AtomicI64 = AtomicI64::new(0);
-static LIVE: [AtomicI64; SLOTS + 1] = [ZERO; SLOTS + 1];
-static PEAK: [AtomicI64; SLOTS + 1] = [ZERO; SLOTS + 1];
+const ZERO: Counters = Counters {
+    live: AtomicI64::new(0),
+    peak: AtomicI64::new(0),
+};
+static COUNTERS: [Counters; SLOTS + 1] = [ZERO; SLOTS + 1];
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// Allocations from now on belong to the metered node.
 #[inline]
 pub fn enter() {
     OWNER.with(|o| o.set(SLOT.with(Cell::get)));
+}
+
+/// Allocations from now on belong to the rest of the world, until [`resume`]
+/// with the returned owner (for memory the world keeps for itself, such as its
+/// datagram buffer pool, even while a metered node is running).
+#[inline]
+pub fn suspend() -> u8 {
+    OWNER.with(|o| o.replace(0))
+}
+
+/// Undoes [`suspend`].
+#[inline]
+pub fn resume(owner: u8) {
+    OWNER.with(|o| o.set(owner));
 }
 
 /// Charges this thread's metered node to `slot` (1..=[`SLOTS`]; default 1), so
@@ -60,12 +83,12 @@ pub fn leave() {
 /// Live heap bytes charged to this thread's metered node (requested sizes, no
 /// headers).
 pub fn live() -> i64 {
-    LIVE[slot()].load(Relaxed)
+    COUNTERS[slot()].live.load(Relaxed)
 }
 
 /// The largest [`live`] value seen.
 pub fn peak() -> i64 {
-    PEAK[slot()].load(Relaxed)
+    COUNTERS[slot()].peak.load(Relaxed)
 }
 
 /// Whether [`Meter`] is the global allocator (else the figures mean nothing).
@@ -76,8 +99,8 @@ pub fn installed() -> bool {
 /// Resets the counters (between worlds). Blocks still live from before and
 /// freed later are not charged to anyone afterwards.
 pub fn reset() {
-    LIVE[slot()].store(0, Relaxed);
-    PEAK[slot()].store(0, Relaxed);
+    COUNTERS[slot()].live.store(0, Relaxed);
+    COUNTERS[slot()].peak.store(0, Relaxed);
 }
 
 /// The owner-tagging allocator. Install with `#[global_allocator]`.
@@ -93,9 +116,9 @@ fn header(align: usize) -> usize {
 fn charge(owner: u8, delta: i64) {
     let o = owner as usize;
     if o != 0 && o <= SLOTS {
-        let now = LIVE[o].fetch_add(delta, Relaxed) + delta;
+        let now = COUNTERS[o].live.fetch_add(delta, Relaxed) + delta;
         if delta > 0 {
-            PEAK[o].fetch_max(now, Relaxed);
+            COUNTERS[o].peak.fetch_max(now, Relaxed);
         }
     }
 }
@@ -107,7 +130,11 @@ fn charge(owner: u8, delta: i64) {
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for Meter {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        INSTALLED.store(true, Relaxed);
+        // Load first: a store on every call would bounce the flag's cache line
+        // between the cores of worlds run side by side.
+        if !INSTALLED.load(Relaxed) {
+            INSTALLED.store(true, Relaxed);
+        }
         let h = header(layout.align());
         let Ok(full) = Layout::from_size_align(layout.size() + h, layout.align().max(16)) else {
             return std::ptr::null_mut();

@@ -94,6 +94,207 @@ impl TraceHash {
     }
 }
 
+/// Hints the CPU to start loading the memory of `r` (up to its first 256
+/// bytes) into the cache. No effect on behaviour.
+#[inline(always)]
+pub fn prefetch<T>(r: &T) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = (r as *const T).cast::<i8>();
+        let size = std::mem::size_of::<T>().clamp(1, 256);
+        let mut off = 0;
+        while off < size {
+            // SAFETY: a prefetch is only a hint: it never faults, writes
+            // nothing and changes no observable state; the address lies
+            // inside `*r` (or is its start, for a zero-sized `T`).
+            #[allow(unsafe_code)]
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off));
+            }
+            off += 64;
+        }
+        // The last line, when `*r` straddles one more than its size suggests.
+        let last = p.wrapping_add(size - 1);
+        if (last as usize) / 64 != (p.wrapping_add(off - 64) as usize) / 64 {
+            #[allow(unsafe_code)]
+            // SAFETY: as above; `last` lies inside `*r`.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(last);
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = r;
+}
+
+/// [`prefetch`] for the cache lines of the first `max` bytes of `b`.
+#[inline(always)]
+pub fn prefetch_bytes(b: &[u8], max: usize) {
+    for chunk in b[..b.len().min(max)].chunks(64) {
+        prefetch(&chunk[0]);
+    }
+}
+
+/// One entry of a [`RadixHeap`]: the key `(hi, lo)` (compared as one 128-bit
+/// number) and a value carried along.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RadixEntry {
+    pub hi: u64,
+    pub lo: u64,
+    pub val: u32,
+}
+
+impl RadixEntry {
+    #[inline]
+    fn key(&self) -> u128 {
+        (self.hi as u128) << 64 | self.lo as u128
+    }
+}
+
+/// A min-queue for keys that mostly never go below the last one taken out (a
+/// simulation clock): a radix heap. Keys are 128-bit (`(time, sequence)` for
+/// the world's queue) and should be unique; equal keys come out in any order.
+///
+/// Bucket `b` (1..=128) holds keys above `last` whose highest bit differing
+/// from `last` is bit `b - 1`; `front` holds the keys up to `last`, sorted,
+/// and they are the smallest of all. Pushing appends to one bucket. When the
+/// front runs dry, the lowest non-empty bucket is emptied: a small one is
+/// sorted into the front whole (`last` becomes its largest key); a large one
+/// is redistributed into lower buckets around its smallest key, which goes to
+/// the front. Entries move only downwards, in sequential appends, instead of a
+/// binary heap's log n scattered sift steps. A key up to `last` (a push into
+/// the past, or into the span of the front) is inserted into the front in
+/// order, so the order is exactly a binary heap's.
+pub struct RadixHeap {
+    buckets: Vec<Vec<RadixEntry>>,
+    /// Bit `b - 1` set: bucket `b` is not empty (`b` in 1..=128).
+    occupied: u128,
+    last: u128,
+    /// The smallest entries, largest first (the next one out is at the end).
+    front: Vec<RadixEntry>,
+    len: usize,
+}
+
+impl Default for RadixHeap {
+    fn default() -> Self {
+        RadixHeap {
+            buckets: (0..=128).map(|_| Vec::new()).collect(),
+            occupied: 0,
+            last: 0,
+            front: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+impl RadixHeap {
+    /// Buckets up to this size are sorted into the front rather than
+    /// redistributed (which would take several more passes for few entries).
+    const SORT_MAX: usize = 16;
+
+    #[inline]
+    fn bucket_of(&self, key: u128) -> usize {
+        (128 - (key ^ self.last).leading_zeros()) as usize
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn push(&mut self, e: RadixEntry) {
+        self.len += 1;
+        let key = e.key();
+        if key <= self.last {
+            let at = self.front.partition_point(|f| f.key() > key);
+            self.front.insert(at, e);
+            return;
+        }
+        let b = self.bucket_of(key);
+        self.buckets[b].push(e);
+        self.occupied |= 1 << (b - 1);
+    }
+
+    /// Refills the front from the lowest non-empty bucket if it is empty;
+    /// false if everything is.
+    fn settle(&mut self) -> bool {
+        if !self.front.is_empty() {
+            return true;
+        }
+        if self.occupied == 0 {
+            return false;
+        }
+        let b = self.occupied.trailing_zeros() as usize + 1;
+        self.occupied &= !(1 << (b - 1));
+        let mut moving = std::mem::take(&mut self.buckets[b]);
+        if moving.len() <= Self::SORT_MAX {
+            // Every bucket above `b` still differs from the largest key here
+            // first at the same bit as from the old `last`.
+            moving.sort_unstable_by_key(|e| std::cmp::Reverse(e.key()));
+            self.last = moving.first().map_or(self.last, RadixEntry::key);
+            self.front.append(&mut moving);
+        } else {
+            self.last = moving
+                .iter()
+                .map(RadixEntry::key)
+                .min()
+                .unwrap_or(self.last);
+            // Every key of bucket `b` now differs from `last` below bit `b - 1`.
+            for e in moving.drain(..) {
+                let nb = self.bucket_of(e.key());
+                if nb == 0 {
+                    self.front.push(e);
+                } else {
+                    self.buckets[nb].push(e);
+                    self.occupied |= 1 << (nb - 1);
+                }
+            }
+        }
+        self.buckets[b] = moving;
+        true
+    }
+
+    /// Takes out the entry with the smallest key.
+    pub fn pop(&mut self) -> Option<RadixEntry> {
+        if !self.settle() {
+            return None;
+        }
+        let e = self.front.pop();
+        self.len -= e.is_some() as usize;
+        e
+    }
+
+    /// The entry with the smallest key, readying it to be taken out.
+    pub fn peek_mut(&mut self) -> Option<RadixEntry> {
+        if !self.settle() {
+            return None;
+        }
+        self.front.last().copied()
+    }
+
+    /// The entry with the smallest key if it is ready to be taken out (the
+    /// front is not empty); `None` means "not known without a search", not
+    /// "empty".
+    pub fn peek_ready(&self) -> Option<RadixEntry> {
+        self.front.last().copied()
+    }
+
+    /// The entry with the smallest key (without moving anything).
+    pub fn peek(&self) -> Option<RadixEntry> {
+        if let Some(e) = self.front.last() {
+            return Some(*e);
+        }
+        if self.occupied == 0 {
+            return None;
+        }
+        let b = self.occupied.trailing_zeros() as usize + 1;
+        self.buckets[b].iter().min_by_key(|e| e.key()).copied()
+    }
+}
+
 thread_local! {
     static SEED: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
 }
@@ -140,6 +341,8 @@ pub mod bencode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
 
     #[test]
     fn trace_hash_depends_on_every_field() {
@@ -158,6 +361,63 @@ mod tests {
             t.record(a, b, c, d);
             assert_ne!(t.value(), base);
         }
+    }
+
+    /// The radix heap gives exactly a binary heap's order, through random
+    /// pushes (mostly ahead of the last key taken out, some into the past, some
+    /// equal in time), pops and peeks.
+    #[test]
+    fn radix_heap_matches_a_binary_heap() {
+        let mut rng = magnetar_core::rng::Rng::new(7);
+        let mut radix = RadixHeap::default();
+        let mut reference: BinaryHeap<Reverse<RadixEntry>> = BinaryHeap::new();
+        let (mut now, mut seq, mut popped) = (0u64, 0u64, 0usize);
+        for round in 0..200_000u32 {
+            match rng.below(10) {
+                0..=4 => {
+                    seq += 1;
+                    let at = match rng.below(20) {
+                        0 => now.saturating_sub(rng.below(1_000)),
+                        1 => now,
+                        2 => now + rng.below(1 << 40),
+                        _ => now + rng.below(100_000),
+                    };
+                    let e = RadixEntry {
+                        hi: at,
+                        lo: seq,
+                        val: round,
+                    };
+                    radix.push(e);
+                    reference.push(Reverse(e));
+                }
+                5..=7 => {
+                    let want = reference.pop().map(|r| r.0);
+                    assert_eq!(radix.pop(), want, "pop {round}");
+                    if let Some(e) = want {
+                        now = now.max(e.hi);
+                        popped += 1;
+                    }
+                }
+                8 => {
+                    let want = reference.peek().map(|r| r.0);
+                    assert_eq!(radix.peek(), want, "peek {round}");
+                    if let Some(e) = radix.peek_ready() {
+                        assert_eq!(Some(e), want, "peek_ready {round}");
+                    }
+                }
+                _ => assert_eq!(
+                    radix.peek_mut(),
+                    reference.peek().map(|r| r.0),
+                    "peek_mut {round}"
+                ),
+            }
+            assert_eq!(radix.len(), reference.len());
+        }
+        while let Some(Reverse(e)) = reference.pop() {
+            assert_eq!(radix.pop(), Some(e));
+        }
+        assert!(radix.pop().is_none() && radix.is_empty());
+        assert!(popped > 50_000, "{popped}");
     }
 
     #[test]

@@ -6,8 +6,6 @@
 //! earliest delivery or timer on the (time, sequence) queue, which is delivered.
 
 use std::any::Any;
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -18,7 +16,7 @@ use magnetar_core::rng::Rng;
 use magnetar_core::{CloseReason, NodeId, Timestamp};
 
 use crate::net::{EndpointNet, NetConfig, Network};
-use crate::util::{FxMap, TraceHash};
+use crate::util::{prefetch, prefetch_bytes, FxMap, RadixEntry, RadixHeap, TraceHash};
 
 /// Index of a node in the world.
 pub type NodeIdx = u32;
@@ -57,9 +55,10 @@ pub struct DirEntry {
 #[derive(Default)]
 pub struct Directory {
     pub entries: Vec<DirEntry>,
-    /// IPv4 endpoints by `ip << 16 | port` (one multiply to hash).
-    by_addr4: FxMap<u64, EpIdx>,
-    by_addr6: FxMap<SocketAddr, EpIdx>,
+    /// IPv4 endpoints (and their nodes) by `ip << 16 | port` (one multiply to
+    /// hash).
+    by_addr4: FxMap<u64, (EpIdx, NodeIdx)>,
+    by_addr6: FxMap<SocketAddr, (EpIdx, NodeIdx)>,
     /// Visible DHT nodes (honest, not read-only, and crawlers), sorted by id.
     sorted: Vec<(NodeId, EpIdx)>,
 }
@@ -70,6 +69,11 @@ fn bit(id: &[u8; 20], d: usize) -> bool {
 
 impl Directory {
     pub fn lookup(&self, addr: &SocketAddr) -> Option<EpIdx> {
+        self.lookup_with_node(addr).map(|(ep, _)| ep)
+    }
+    /// The endpoint at `addr` and its node (the node of an endpoint never
+    /// changes), without reading the endpoint's entry.
+    pub fn lookup_with_node(&self, addr: &SocketAddr) -> Option<(EpIdx, NodeIdx)> {
         match addr {
             SocketAddr::V4(v) => self
                 .by_addr4
@@ -78,14 +82,14 @@ impl Directory {
             SocketAddr::V6(_) => self.by_addr6.get(addr).copied(),
         }
     }
-    fn insert_addr(&mut self, addr: SocketAddr, ep: EpIdx) {
+    fn insert_addr(&mut self, addr: SocketAddr, ep: EpIdx, node: NodeIdx) {
         match addr {
             SocketAddr::V4(v) => {
                 let k = (u32::from(*v.ip()) as u64) << 16 | v.port() as u64;
-                self.by_addr4.insert(k, ep);
+                self.by_addr4.insert(k, (ep, node));
             }
             SocketAddr::V6(_) => {
-                self.by_addr6.insert(addr, ep);
+                self.by_addr6.insert(addr, (ep, node));
             }
         }
     }
@@ -223,6 +227,82 @@ impl Directory {
     }
 }
 
+/// A datagram's bytes on their way: shared bytes a node handed over, or a
+/// buffer from the world's [`BufPool`] (given back to it after delivery, so the
+/// hot path neither allocates nor counts references).
+#[derive(Debug)]
+pub(crate) enum Payload {
+    Shared(Bytes),
+    Pooled(Vec<u8>),
+}
+
+impl Payload {
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Payload::Shared(b) => b,
+            Payload::Pooled(v) => v,
+        }
+    }
+    /// A second copy (a duplicated datagram).
+    fn duplicate(&self) -> Payload {
+        match self {
+            Payload::Shared(b) => Payload::Shared(b.clone()),
+            Payload::Pooled(v) => Payload::Pooled(v.clone()),
+        }
+    }
+}
+
+/// Recycled datagram buffers.
+#[derive(Default)]
+pub(crate) struct BufPool {
+    free: Vec<Vec<u8>>,
+}
+
+impl BufPool {
+    /// Buffers kept for reuse at most (the most ever in flight at once, roughly).
+    const MAX_FREE: usize = 1 << 16;
+    /// Larger buffers are freed rather than kept.
+    const MAX_CAPACITY: usize = 4096;
+
+    /// An empty buffer.
+    fn take(&mut self) -> Vec<u8> {
+        match self.free.pop() {
+            Some(v) => v,
+            None => {
+                // The pool's buffers outlive the node that happened to ask first:
+                // charge them to nobody.
+                let owner = crate::alloc_meter::suspend();
+                let v = Vec::with_capacity(512);
+                crate::alloc_meter::resume(owner);
+                v
+            }
+        }
+    }
+    fn give(&mut self, mut v: Vec<u8>) {
+        if self.free.len() < Self::MAX_FREE && v.capacity() <= Self::MAX_CAPACITY {
+            v.clear();
+            self.free.push(v);
+        }
+    }
+    /// A node's bytes as a payload: copied into a pooled buffer and released
+    /// now, while the node that made them has them in its cache (releasing
+    /// them at delivery would touch their allocation, and their shared count,
+    /// long after it left the cache). Large ones stay shared.
+    fn adopt(&mut self, b: Bytes) -> Payload {
+        if b.len() > Self::MAX_CAPACITY {
+            return Payload::Shared(b);
+        }
+        let mut v = self.take();
+        v.extend_from_slice(&b);
+        Payload::Pooled(v)
+    }
+    fn recycle(&mut self, p: Payload) {
+        if let Payload::Pooled(v) = p {
+            self.give(v);
+        }
+    }
+}
+
 /// Something a node asked the world to do.
 #[derive(Debug)]
 pub(crate) enum Action {
@@ -230,7 +310,7 @@ pub(crate) enum Action {
         local: u16,
         src: Option<SocketAddr>,
         to: SocketAddr,
-        payload: Bytes,
+        payload: Payload,
     },
     Wake(Timestamp),
     Connect {
@@ -262,6 +342,7 @@ pub struct Ctx<'a> {
     next_tcp: &'a mut TcpId,
     sender: Option<EpIdx>,
     scratch: &'a mut Scratch,
+    pool: &'a mut BufPool,
 }
 
 /// Reusable buffers for building messages (lent to the node being run, so the
@@ -297,9 +378,26 @@ impl Ctx<'_> {
     pub fn put_scratch(&mut self, s: Scratch) {
         *self.scratch = s;
     }
-    /// Sends a copy of `payload` (for messages built in a scratch buffer).
+    /// Sends a copy of `payload` (for messages built in a scratch buffer). The
+    /// copy goes into a recycled buffer: no allocation in the steady state.
     pub fn send_copy(&mut self, local: u16, to: SocketAddr, payload: &[u8]) {
-        self.send(local, to, Bytes::copy_from_slice(payload));
+        let mut v = self.pool.take();
+        v.extend_from_slice(payload);
+        self.send_buf(local, to, v);
+    }
+    /// An empty buffer from the world's pool, to build a datagram in and hand to
+    /// [`Ctx::send_buf`] (cheaper than a fresh `Vec` per message).
+    pub fn take_buf(&mut self) -> Vec<u8> {
+        self.pool.take()
+    }
+    /// Sends `payload`; the world recycles the buffer after delivery.
+    pub fn send_buf(&mut self, local: u16, to: SocketAddr, payload: Vec<u8>) {
+        self.actions.push(Action::Send {
+            local,
+            src: None,
+            to,
+            payload: Payload::Pooled(payload),
+        });
     }
     /// The address of local socket `local`.
     pub fn addr(&self, local: u16) -> SocketAddr {
@@ -309,11 +407,12 @@ impl Ctx<'_> {
         self.eps[local as usize]
     }
     pub fn send(&mut self, local: u16, to: SocketAddr, payload: impl Into<Bytes>) {
+        let payload = self.pool.adopt(payload.into());
         self.actions.push(Action::Send {
             local,
             src: None,
             to,
-            payload: payload.into(),
+            payload,
         });
     }
     /// Sends with a forged source address (an adversary's spoofing).
@@ -322,7 +421,7 @@ impl Ctx<'_> {
             local: 0,
             src: Some(src),
             to,
-            payload: payload.into(),
+            payload: self.pool.adopt(payload.into()),
         });
     }
     /// Asks to be woken at `t` (replacing any earlier request).
@@ -397,10 +496,12 @@ impl Node {
 enum Item {
     Datagram {
         ep: EpIdx,
+        /// The node of `ep` (to fetch it into the cache ahead of delivery).
+        node: NodeIdx,
         from: SocketAddr,
         /// The directory endpoint of `from`, if any.
         from_ep: Option<EpIdx>,
-        payload: Bytes,
+        payload: Payload,
     },
     Wake {
         node: NodeIdx,
@@ -435,38 +536,14 @@ enum Item {
     Free,
 }
 
-/// A queue entry: the (time, sequence) key and the slab slot of its item. The
-/// heap moves only these 24-byte keys; the items stay put in the slab.
-#[derive(Clone, Copy)]
-struct Sched {
-    at: u64,
-    seq: u64,
-    slot: u32,
-}
-
-impl PartialEq for Sched {
-    fn eq(&self, o: &Self) -> bool {
-        (self.at, self.seq) == (o.at, o.seq)
-    }
-}
-impl Eq for Sched {}
-impl PartialOrd for Sched {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Sched {
-    fn cmp(&self, o: &Self) -> Ordering {
-        // Min-heap on (time, sequence); sequences are unique.
-        (o.at, o.seq).cmp(&(self.at, self.seq))
-    }
-}
-
-/// The delivery queue: a binary heap of keys over a slab of items (free slots
-/// are reused, so steady state allocates nothing).
+/// The delivery queue: a radix heap of (time, sequence) keys over a slab of
+/// items (free slots are reused, so steady state allocates nothing). The heap
+/// moves only the 24-byte keys; the items stay put in the slab. Time never goes
+/// backwards, which is what a radix heap needs; it pops in exactly the
+/// (time, sequence) order of a binary heap (see `RadixHeap`).
 #[derive(Default)]
 struct Queue {
-    heap: BinaryHeap<Sched>,
+    heap: RadixHeap,
     items: Vec<Item>,
     free: Vec<u32>,
     seq: u64,
@@ -485,20 +562,39 @@ impl Queue {
                 (self.items.len() - 1) as u32
             }
         };
-        self.heap.push(Sched {
-            at: at.as_nanos(),
-            seq: self.seq,
-            slot,
+        self.heap.push(RadixEntry {
+            hi: at.as_nanos(),
+            lo: self.seq,
+            val: slot,
         });
     }
     fn pop(&mut self) -> Option<(Timestamp, Item)> {
         let s = self.heap.pop()?;
-        let item = std::mem::replace(&mut self.items[s.slot as usize], Item::Free);
-        self.free.push(s.slot);
-        Some((Timestamp::from_nanos(s.at), item))
+        let item = std::mem::replace(&mut self.items[s.val as usize], Item::Free);
+        self.free.push(s.val);
+        Some((Timestamp::from_nanos(s.hi), item))
     }
     fn peek_at(&self) -> Option<Timestamp> {
-        self.heap.peek().map(|s| Timestamp::from_nanos(s.at))
+        self.heap.peek().map(|s| Timestamp::from_nanos(s.hi))
+    }
+    /// Finds the next item and starts loading its slab slot into the cache (a
+    /// slot is written when pushed and read when popped, usually long evicted
+    /// by then), so it is there when its turn comes after the current one.
+    fn prefetch_next(&mut self) {
+        if let Some(s) = self.heap.peek_mut() {
+            if let Some(item) = self.items.get(s.val as usize) {
+                prefetch(item);
+            }
+        }
+    }
+    /// The next item, if [`Queue::prefetch_next`] found it (no search).
+    fn next_ready(&self) -> Option<&Item> {
+        let s = self.heap.peek_ready()?;
+        self.items.get(s.val as usize)
+    }
+    /// [`Queue::peek_at`], readying the next item to be popped.
+    fn peek_at_mut(&mut self) -> Option<Timestamp> {
+        self.heap.peek_mut().map(|s| Timestamp::from_nanos(s.hi))
     }
     fn len(&self) -> usize {
         self.heap.len()
@@ -570,7 +666,12 @@ pub struct World {
     pub net: Network,
     pub dir: Directory,
     nodes: Vec<Node>,
-    node_eps: Vec<Vec<EpIdx>>,
+    /// Each node's endpoints, `start..end` (a node's endpoints are added
+    /// together, so their indices are consecutive).
+    node_eps: Vec<(EpIdx, EpIdx)>,
+    /// `ep_ids[i] == i`: the slices handed out for a node's endpoints (one flat
+    /// array instead of a `Vec` per node, which cost a pointer chase per event).
+    ep_ids: Vec<EpIdx>,
     wake: Vec<Option<Timestamp>>,
     conns: FxMap<TcpId, Conn>,
     next_tcp: TcpId,
@@ -584,6 +685,7 @@ pub struct World {
     /// The node whose heap [`crate::alloc_meter`] charges (when installed).
     pub meter: Option<NodeIdx>,
     scratch: Scratch,
+    pool: BufPool,
 }
 
 fn addr_key(a: &SocketAddr) -> u64 {
@@ -607,6 +709,7 @@ impl World {
             dir: Directory::default(),
             nodes: Vec::new(),
             node_eps: Vec::new(),
+            ep_ids: Vec::new(),
             wake: Vec::new(),
             conns: FxMap::default(),
             next_tcp: 1,
@@ -619,6 +722,7 @@ impl World {
             truth: Default::default(),
             meter: None,
             scratch: Scratch::default(),
+            pool: BufPool::default(),
         }
     }
 
@@ -642,11 +746,12 @@ impl World {
         self.nodes.len()
     }
     pub fn endpoints(&self, node: NodeIdx) -> &[EpIdx] {
-        &self.node_eps[node as usize]
+        let (s, e) = self.node_eps[node as usize];
+        &self.ep_ids[s as usize..e as usize]
     }
     /// The address of a node's first endpoint.
     pub fn addr_of(&self, node: NodeIdx) -> SocketAddr {
-        self.dir.get(self.node_eps[node as usize][0]).addr
+        self.dir.get(self.endpoints(node)[0]).addr
     }
 
     /// A fresh public IPv4 address in its own /24 (so subnet rules never bite).
@@ -679,7 +784,7 @@ impl World {
         endpoints: &[(NodeId, SocketAddr)],
     ) -> NodeIdx {
         let idx = self.nodes.len() as NodeIdx;
-        let mut eps = Vec::new();
+        let first = self.dir.entries.len() as EpIdx;
         for (local, (id, addr)) in endpoints.iter().enumerate() {
             let ep = self.dir.entries.len() as EpIdx;
             self.dir.entries.push(DirEntry {
@@ -692,21 +797,21 @@ impl World {
                 responsive: kind == Kind::Honest || kind == Kind::Crawler,
             });
             debug_assert!(self.dir.lookup(addr).is_none(), "address {addr} taken");
-            self.dir.insert_addr(*addr, ep);
+            self.dir.insert_addr(*addr, ep, idx);
             let access = self.net.draw_access(&mut self.rng);
             self.net.eps.push(EndpointNet::new(*addr, access));
-            eps.push(ep);
+            self.ep_ids.push(ep);
         }
         self.nodes.push(node);
-        self.node_eps.push(eps);
+        self.node_eps.push((first, self.dir.entries.len() as EpIdx));
         self.wake.push(None);
         idx
     }
 
     /// Takes a node out of the world: its endpoints stop answering.
     pub fn kill(&mut self, node: NodeIdx) {
-        let eps = self.node_eps[node as usize].clone();
-        for ep in eps {
+        let (first, end) = self.node_eps[node as usize];
+        for ep in first..end {
             let e = &mut self.dir.entries[ep as usize];
             if !e.alive {
                 continue;
@@ -786,11 +891,12 @@ impl World {
                 node,
                 rng: &mut self.rng,
                 dir: &self.dir,
-                eps: &self.node_eps[node as usize],
+                eps: Self::eps_in(&self.ep_ids, self.node_eps[node as usize]),
                 actions: &mut self.actions,
                 next_tcp: &mut self.next_tcp,
                 sender: None,
                 scratch: &mut self.scratch,
+                pool: &mut self.pool,
             };
             let metered = self.meter == Some(node);
             if metered {
@@ -805,6 +911,10 @@ impl World {
         self.nodes[node as usize] = slot;
         self.apply_actions(node);
         r
+    }
+
+    fn eps_in(ep_ids: &[EpIdx], (first, end): (EpIdx, EpIdx)) -> &[EpIdx] {
+        &ep_ids[first as usize..end as usize]
     }
 
     fn dispatch(&mut self, node: NodeIdx, f: impl FnOnce(&mut dyn SimNode, &mut Ctx<'_>)) {
@@ -827,11 +937,12 @@ impl World {
             node,
             rng: &mut self.rng,
             dir: &self.dir,
-            eps: &self.node_eps[node as usize],
+            eps: Self::eps_in(&self.ep_ids, self.node_eps[node as usize]),
             actions: &mut self.actions,
             next_tcp: &mut self.next_tcp,
             sender,
             scratch: &mut self.scratch,
+            pool: &mut self.pool,
         };
         let metered = self.meter == Some(node);
         if metered {
@@ -875,16 +986,20 @@ impl World {
         local: u16,
         src: Option<SocketAddr>,
         to: SocketAddr,
-        payload: Bytes,
+        payload: Payload,
     ) {
-        let Some(&a) = self.node_eps[node as usize].get(local as usize) else {
+        let (first, end) = self.node_eps[node as usize];
+        let a = first + local as EpIdx;
+        if a >= end {
+            self.pool.recycle(payload);
             return;
-        };
+        }
         let (src, from_ep) = match src {
             None => (self.dir.entries[a as usize].addr, Some(a)),
             Some(s) => (s, self.dir.lookup(&s)),
         };
-        let b = self.dir.lookup(&to);
+        let dest = self.dir.lookup_with_node(&to);
+        let b = dest.map(|(ep, _)| ep);
         let mut delays = std::mem::take(&mut self.delays);
         if self
             .net
@@ -893,27 +1008,42 @@ impl World {
                 a as usize,
                 src,
                 b.map(|b| b as usize),
-                payload.len(),
+                payload.as_slice().len(),
                 &mut self.rng,
                 &mut delays,
             )
             .is_ok()
         {
-            if let Some(b) = b {
-                for d in &delays {
-                    let at = self.now.add(*d);
+            if let (Some((b, bn)), Some((&last, copies))) = (dest, delays.split_last()) {
+                // Duplicates get copies; the last delivery takes the original.
+                for d in copies {
+                    let payload = payload.duplicate();
                     self.push(
-                        at,
+                        self.now.add(*d),
                         Item::Datagram {
                             ep: b,
+                            node: bn,
                             from: src,
                             from_ep,
-                            payload: payload.clone(),
+                            payload,
                         },
                     );
                 }
+                self.push(
+                    self.now.add(last),
+                    Item::Datagram {
+                        ep: b,
+                        node: bn,
+                        from: src,
+                        from_ep,
+                        payload,
+                    },
+                );
+                self.delays = delays;
+                return;
             }
         }
+        self.pool.recycle(payload);
         self.delays = delays;
     }
 
@@ -921,7 +1051,7 @@ impl World {
 
     fn tcp_connect(&mut self, node: NodeIdx, local: u16, tcp: TcpId, tag: u64, to: SocketAddr) {
         self.net.stats.tcp_connects += 1;
-        let a = self.node_eps[node as usize][local as usize];
+        let a = self.endpoints(node)[local as usize];
         let b = self.dir.lookup(&to);
         let end_a = TcpEnd { node, ep: a, tag };
         let mut conn = Conn {
@@ -1109,23 +1239,23 @@ impl World {
                 from,
                 from_ep,
                 payload,
+                ..
             } => {
                 let e = &self.dir.entries[ep as usize];
                 if !e.alive {
                     self.net.stats.dropped_dead += 1;
+                    self.pool.recycle(payload);
                     return;
                 }
                 self.net.stats.datagrams_delivered += 1;
                 let (node, local, to) = (e.node, e.local, e.addr);
-                self.trace.record(
-                    self.now.as_nanos(),
-                    addr_key(&from),
-                    addr_key(&to),
-                    &payload,
-                );
+                let bytes = payload.as_slice();
+                self.trace
+                    .record(self.now.as_nanos(), addr_key(&from), addr_key(&to), bytes);
                 self.dispatch_from(node, from_ep, |n, ctx| {
-                    n.on_datagram(ctx, local, from, &payload)
+                    n.on_datagram(ctx, local, from, bytes)
                 });
+                self.pool.recycle(payload);
             }
             Item::Wake { node } => {
                 if self.wake[node as usize] != Some(self.now) {
@@ -1239,7 +1369,40 @@ impl World {
         };
         debug_assert!(at >= self.now, "time went backwards");
         self.now = at.max(self.now);
+        self.queue.prefetch_next();
         self.deliver(item);
+        // The next item is in the cache by now: start loading what its delivery
+        // reads: the endpoint, the bytes and the node, and the network state of
+        // both ends (a reply is routed between them).
+        if let Some(Item::Datagram {
+            ep,
+            node,
+            payload,
+            from_ep,
+            ..
+        }) = self.queue.next_ready()
+        {
+            if let Some(e) = self.dir.entries.get(*ep as usize) {
+                prefetch(e);
+            }
+            prefetch_bytes(payload.as_slice(), 256);
+            if let Some(n) = self.nodes.get(*node as usize) {
+                prefetch(n);
+            }
+            for e in [Some(*ep), *from_ep].into_iter().flatten() {
+                if let Some(n) = self.net.eps.get(e as usize) {
+                    prefetch(n);
+                }
+            }
+        } else if let Some(Item::Wake { node }) = self.queue.next_ready() {
+            if let (Some(w), Some(n)) = (
+                self.wake.get(*node as usize),
+                self.nodes.get(*node as usize),
+            ) {
+                prefetch(w);
+                prefetch(n);
+            }
+        }
         true
     }
 
@@ -1252,7 +1415,7 @@ impl World {
     /// sets the clock to `t`. Returns the steps taken; `Err` if the cap was hit.
     pub fn run_until(&mut self, t: Timestamp, max_steps: u64) -> Result<u64, Stuck> {
         let mut steps = 0;
-        while self.next_at().is_some_and(|a| a <= t) {
+        while self.queue.peek_at_mut().is_some_and(|a| a <= t) {
             if steps >= max_steps {
                 return Err(self.stuck(steps));
             }

@@ -527,12 +527,18 @@ fn main() {
     }
     let events: u64 = rows.iter().map(|r| r.events).sum();
     let tw = total_wall.as_secs_f64().max(1e-9);
+    let jobs = a.jobs.clamp(1, n.max(1));
     println!(
         "all strategies: {} node events in {:.1}s wall from start to end (world builds included; {} job{} in parallel) = {:.2} M events/s",
         events,
         tw,
-        a.jobs.clamp(1, n.max(1)),
-        if a.jobs.clamp(1, n.max(1)) == 1 { "" } else { "s" },
+        jobs,
+        if jobs == 1 { "" } else { "s" },
         events as f64 / tw / 1e6
+    );
+    println!(
+        "  (the aggregate rate: every world's node events added up, divided by the wall time of the whole run, with up to {jobs} world{} running side by side on {jobs} thread{}; the per-world lines above divide one world's events by its own wall or CPU time)",
+        if jobs == 1 { "" } else { "s" },
+        if jobs == 1 { "" } else { "s" },
     );
 }
