@@ -5,14 +5,15 @@
 //! they are met, with no token stream in between. It makes the checks the token path
 //! makes at the same byte positions, so the first structural error is the same one, and
 //! it collects semantic errors with the same [`Errs`] scopes in the same order, so the
-//! same error wins. `decode_matches_reference` (quickcheck, in `tests.rs`) and the
+//! same error wins. `decode_matches_reference` (quickcheck, in `tests/reference.rs`) and the
 //! `krpc_decode` fuzz target hold it to [`super::decode_reference`].
 //!
 //! Recursion is bounded: a container is only entered below [`MAX_DEPTH`].
 
 use std::net::SocketAddr;
 
-use super::{bloom, boolean, build_query, compact_addr, id20, Args, Errs, Kind, Raw, MAX_DEPTH};
+use super::walk::{bloom, boolean, build_query, compact_addr, id20, Args, Errs, Kind, Raw};
+use super::MAX_DEPTH;
 use crate::id::NodeId;
 use crate::krpc::{
     Body, CompactNodesV4, CompactNodesV6, DecodeError, KrpcError, Message, Response, Samples, Want,
