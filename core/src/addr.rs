@@ -1,15 +1,21 @@
-//! Address families and the outgoing address filter.
+//! Address families and the outgoing address filter: [`Family`] (which routing
+//! table an address belongs to, BEP 32), [`canonical`] (IPv4-mapped IPv6 to IPv4) and
+//! [`is_sendable`] (never send to reserved, multicast or, unless allowed, private
+//! addresses).
 
 use std::net::{IpAddr, SocketAddr};
 
 /// IP family of a socket or routing table.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Family {
+    /// IPv4 (including IPv4-mapped IPv6 addresses, see [`canonical`]).
     V4,
+    /// IPv6 proper.
     V6,
 }
 
 impl Family {
+    /// The family of `addr`; an IPv4-mapped IPv6 address counts as IPv4.
     pub fn of(addr: &SocketAddr) -> Family {
         match addr {
             SocketAddr::V4(_) => Family::V4,

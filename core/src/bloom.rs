@@ -23,6 +23,8 @@ impl std::fmt::Debug for Bloom {
 const M: usize = 256 * 8;
 
 impl Bloom {
+    /// Adds `ip` (IPv4-mapped IPv6 is first mapped to IPv4) by setting the two bits that
+    /// BEP 33 derives from the first four bytes of SHA-1(address bytes).
     pub fn insert(&mut self, ip: IpAddr) {
         let d = match crate::addr::canonical(std::net::SocketAddr::new(ip, 0)).ip() {
             IpAddr::V4(v4) => Sha1::digest(v4.octets()),

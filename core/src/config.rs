@@ -1,4 +1,10 @@
-//! Crawler configuration.
+//! Crawler configuration: [`Config`] (seed, identities, address filter) and the
+//! settings of its parts: [`DhtConfig`] (the DHT node of BEP 5, 32, 33, 42, 43 and
+//! 51: timeouts, caps, tokens, rate limits, lookups, bootstrap), plus the routing,
+//! strategy and fetcher configs defined next to their machines
+//! ([`RoutingConfig`], [`CrawlConfig`], [`FetchConfig`]). Every table and queue the
+//! crawler keeps has its cap here or there. The starting defaults are listed in
+//! `ARCHITECTURE.md` (section "Starting defaults").
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -20,15 +26,18 @@ pub struct IdentityConfig {
     pub external_ip: Option<IpAddr>,
 }
 
-/// DHT node settings. Defaults follow DESIGN.md §7.
+/// DHT node settings. Defaults: see `ARCHITECTURE.md`, "Starting defaults".
 #[derive(Clone, Debug)]
 pub struct DhtConfig {
+    /// Routing table settings (k, bucket rules, timeouts), one table per identity.
     pub routing: RoutingConfig,
     /// Short timeout: a lookup may widen past a silent node.
     pub short_timeout: Duration,
     /// Full timeout: the query failed and counts against the node.
     pub full_timeout: Duration,
-    /// Cap on outstanding transactions per identity.
+    /// Cap on outstanding transactions, shared by all identities (one transaction
+    /// table for the whole crawler). A query that finds it full is not sent (counted
+    /// in `DhtStats::dropped_tx_full`).
     pub max_transactions: usize,
     /// Token secret rotation period (a token lives up to two periods).
     pub token_rotation: Duration,
@@ -54,12 +63,15 @@ pub struct DhtConfig {
     pub lookup_alpha: usize,
     /// Re-sends to a silent lookup candidate (after each short timeout) before it fails.
     pub lookup_retries: u8,
-    /// Concurrent lookups per identity.
+    /// Cap on concurrent lookups, over all identities together. A lookup started
+    /// beyond it is refused (counted in `DhtStats::dropped_lookups`; the API returns
+    /// [`crate::ApiMisuse::Full`]).
     pub max_lookups: usize,
     /// Bootstrap succeeds when a table holds this many nodes.
     pub bootstrap_nodes: usize,
     /// First bootstrap retry delay (doubles up to `bootstrap_max_backoff`).
     pub bootstrap_backoff: Duration,
+    /// Upper bound of the bootstrap retry delay.
     pub bootstrap_max_backoff: Duration,
     /// Answer with error 202 when rate limited (otherwise drop silently).
     pub rate_limit_error: bool,
@@ -96,12 +108,18 @@ impl Default for DhtConfig {
 /// Everything the crawler needs. `seed` feeds all of its randomness.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Seeds every random choice of the crawler (node ids, tids, token secrets, lookup
+    /// targets); the same seed and inputs give the same outputs.
     pub seed: u64,
+    /// The UDP identities; [`crate::SocketId`]`(i)` is `identities[i]`.
     pub identities: Vec<IdentityConfig>,
     /// Allow sending to loopback and private addresses (tests, LANs).
     pub allow_private: bool,
+    /// DHT node settings shared by every identity.
     pub dht: DhtConfig,
+    /// The harvesting strategy (BEP 51 walk, exploration, packet budget, pacing).
     pub crawl: CrawlConfig,
+    /// The metadata fetcher (connections, deadlines, size caps).
     pub fetch: FetchConfig,
 }
 

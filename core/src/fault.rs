@@ -1,5 +1,7 @@
 //! What remote parties do wrong. Remote garbage is never an `Err` out of the API: it
-//! becomes a counted [`Fault`] and a `tracing` event.
+//! becomes a counted [`Fault`] (in [`crate::stats::DhtStats::faults`]) and a `tracing`
+//! event. KRPC faults that deserve an answer are answered with the BEP 5 error codes
+//! 201 to 204 ([`crate::krpc::error_code`]).
 
 use crate::krpc::DecodeError;
 

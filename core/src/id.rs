@@ -1,5 +1,5 @@
-//! 160-bit identifiers: [`NodeId`] and [`InfoHash`], XOR distance, and BEP 42
-//! node-ID generation and verification.
+//! 160-bit identifiers: [`NodeId`] and [`InfoHash`], XOR [`Distance`] (BEP 5), and
+//! BEP 42 node-ID generation and verification ([`bep42_node_id`], [`bep42_verify`]).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -28,15 +28,18 @@ macro_rules! id20 {
         }
 
         impl $name {
+            /// All zero bits.
             pub const ZERO: $name = $name([0; 20]);
 
             /// Reads 20 bytes; `None` for any other length.
             pub fn from_slice(b: &[u8]) -> Option<Self> {
                 <[u8; 20]>::try_from(b).ok().map($name)
             }
+            /// The 20 bytes, most significant first.
             pub fn as_bytes(&self) -> &[u8; 20] {
                 &self.0
             }
+            /// 20 random bytes from `rng`.
             pub fn random(rng: &mut Rng) -> Self {
                 $name(rng.bytes())
             }

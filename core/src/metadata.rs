@@ -21,6 +21,7 @@ pub struct TorrentInfo {
     pub name_raw: Option<Vec<u8>>,
     /// Sum of all file lengths (padding files included).
     pub total_size: u64,
+    /// `piece length`, bytes (positive).
     pub piece_length: u64,
     /// BEP 3 expects a power of two (v2 requires it); flagged, not rejected.
     pub piece_length_power_of_two: bool,
@@ -30,7 +31,9 @@ pub struct TorrentInfo {
     pub files: Vec<FileEntry>,
     /// True for a v1 `files` list or a v2 file tree (rather than a single `length`).
     pub multi_file: bool,
+    /// BEP 27 `private: 1`.
     pub private: bool,
+    /// `source`, when present (lossily decoded).
     pub source: Option<String>,
     /// BEP 52 `meta version` when present (only 2 is accepted).
     pub meta_version: Option<i64>,
@@ -47,6 +50,7 @@ pub struct FileEntry {
     pub path: Vec<String>,
     /// Raw components, only when some component is not valid UTF-8.
     pub path_raw: Option<Vec<Vec<u8>>>,
+    /// Length in bytes.
     pub length: u64,
     /// BEP 47 padding file (`attr` contains `p`).
     pub padding: bool,
@@ -59,6 +63,7 @@ pub enum PathError {
     NotAList,
     /// An empty path list.
     Empty,
+    /// An empty component.
     EmptyComponent,
     /// A `.` or `..` component.
     DotComponent,
@@ -66,6 +71,7 @@ pub enum PathError {
     Absolute,
     /// A component containing `/` or `\`.
     Separator,
+    /// A component containing a NUL byte.
     NulByte,
 }
 
@@ -74,14 +80,19 @@ pub enum PathError {
 pub enum InfoError {
     /// Not valid bencode.
     Bencode,
+    /// The info is not a dict.
     NotADict,
+    /// `name` missing or not a string.
     MissingName,
+    /// `name` is not a safe single path component.
     BadName(PathError),
+    /// `piece length` missing.
     MissingPieceLength,
     /// `piece length` not a positive integer.
     BadPieceLength,
     /// v1 `pieces` missing or not a string.
     MissingPieces,
+    /// `pieces` length not a multiple of 20.
     PiecesNotMultipleOf20,
     /// The number of piece hashes does not cover `total_size`.
     PieceCountMismatch,
@@ -95,6 +106,7 @@ pub enum InfoError {
     NoFiles,
     /// A `files` entry (or file tree node) that is not a dict.
     BadFileEntry,
+    /// A file path that is not safe to join under a directory.
     BadPath(PathError),
     /// `meta version` present but not 2.
     BadMetaVersion,
@@ -169,9 +181,11 @@ impl Assembler {
             remaining: n as u32,
         }
     }
+    /// The metadata size, bytes.
     pub fn size(&self) -> usize {
         self.size
     }
+    /// Number of 16 KiB pieces (at least 1).
     pub fn piece_count(&self) -> u32 {
         self.have.len() as u32
     }

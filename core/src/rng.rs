@@ -18,6 +18,7 @@ fn splitmix64(state: &mut u64) -> u64 {
 }
 
 impl Rng {
+    /// A generator whose whole sequence is fixed by `seed` (expanded with SplitMix64).
     pub fn new(seed: u64) -> Self {
         let mut st = seed;
         let s = [
@@ -37,6 +38,7 @@ impl Rng {
         Rng::new(splitmix64(&mut st))
     }
 
+    /// The next 64 uniformly distributed bits (xoshiro256**).
     pub fn next_u64(&mut self) -> u64 {
         let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
         let t = self.s[1] << 17;
@@ -49,6 +51,7 @@ impl Rng {
         result
     }
 
+    /// The next 32 bits (the high half of [`Rng::next_u64`]).
     pub fn next_u32(&mut self) -> u32 {
         (self.next_u64() >> 32) as u32
     }
@@ -82,6 +85,7 @@ impl Rng {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
+    /// Fills `out` with random bytes, eight at a time (little-endian words).
     pub fn fill(&mut self, out: &mut [u8]) {
         for chunk in out.chunks_mut(8) {
             let v = self.next_u64().to_le_bytes();
@@ -89,6 +93,7 @@ impl Rng {
         }
     }
 
+    /// `N` random bytes (see [`Rng::fill`]).
     pub fn bytes<const N: usize>(&mut self) -> [u8; N] {
         let mut b = [0u8; N];
         self.fill(&mut b);

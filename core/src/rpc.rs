@@ -1,5 +1,10 @@
-//! The transaction table: our outstanding queries, keyed by (socket, tid, remote
-//! address), with a short and a full deadline each.
+//! The transaction table (BEP 5 KRPC transactions): our outstanding queries, keyed
+//! by (socket, tid, remote address), with a short and a full deadline each.
+//!
+//! Key types: [`Rpc`] (the table, one per crawler and shared by every identity),
+//! [`Transaction`] and its [`TxKey`], [`Method`], [`Purpose`] (where a reply is
+//! routed) and [`Expired`]. A reply matches only from the address the query went to;
+//! anything else is a [`crate::fault::Fault`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -14,14 +19,20 @@ use crate::SocketId;
 /// The query a transaction carries.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Method {
+    /// `ping`.
     Ping,
+    /// `find_node`.
     FindNode,
+    /// `get_peers`.
     GetPeers,
+    /// `announce_peer`.
     AnnouncePeer,
+    /// `sample_infohashes` (BEP 51).
     SampleInfohashes,
 }
 
 impl Method {
+    /// The KRPC method name (`b"find_node"`, …).
     pub fn name(&self) -> &'static [u8] {
         match self {
             Method::Ping => b"ping",
@@ -46,18 +57,27 @@ pub enum Purpose {
     Crawl(u64),
 }
 
+/// What a reply must match: our socket, the tid and the remote address.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TxKey {
+    /// The identity that sent the query.
     pub socket: SocketId,
+    /// The 2-byte transaction id, big-endian on the wire.
     pub tid: u16,
+    /// The address we sent the query to (a reply from any other address does not match).
     pub addr: SocketAddr,
 }
 
+/// One outstanding query of ours.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Transaction {
+    /// Its key in the table.
     pub key: TxKey,
+    /// The method sent.
     pub method: Method,
+    /// Where the reply is routed.
     pub purpose: Purpose,
+    /// When the query was sent (its deadlines and the RTT count from here).
     pub sent_at: Timestamp,
     /// The id we believe the remote has, if known.
     pub expect_id: Option<NodeId>,
@@ -80,6 +100,9 @@ pub enum Expired {
     Full(Transaction),
 }
 
+/// The transaction table, shared by every identity: at most `cap` open transactions
+/// (`DhtConfig::max_transactions`), each with a short and a full deadline, expired in
+/// deadline order. Tids are drawn from the seeded [`Rng`].
 pub struct Rpc {
     txs: BTreeMap<TxKey, Transaction>,
     deadlines: BTreeSet<(Timestamp, Phase, TxKey)>,
@@ -90,6 +113,8 @@ pub struct Rpc {
 }
 
 impl Rpc {
+    /// An empty table for at most `cap` transactions; `short` and `full` are the timeouts
+    /// counted from each transaction's `sent_at`.
     pub fn new(rng: Rng, cap: usize, short: Duration, full: Duration) -> Self {
         Rpc {
             txs: BTreeMap::new(),
@@ -101,10 +126,12 @@ impl Rpc {
         }
     }
 
+    /// Open transactions.
     pub fn len(&self) -> usize {
         self.txs.len()
     }
 
+    /// True when no transaction is open.
     pub fn is_empty(&self) -> bool {
         self.txs.is_empty()
     }
@@ -201,10 +228,12 @@ impl Rpc {
         Some(tx)
     }
 
+    /// The open transaction under `key`, if any.
     pub fn get(&self, key: &TxKey) -> Option<&Transaction> {
         self.txs.get(key)
     }
 
+    /// The earliest pending deadline (short or full), if any transaction is open.
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.deadlines.first().map(|d| d.0)
     }

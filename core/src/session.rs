@@ -78,7 +78,10 @@ impl FailReason {
 /// Session limits.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
+    /// Largest `metadata_size` accepted, bytes (default 10 MiB); a larger one fails the
+    /// session with `TooLarge` before any piece is requested.
     pub max_metadata_size: usize,
+    /// Largest peer-wire frame accepted, bytes (default [`wire::MAX_FRAME`], 1 MiB).
     pub max_frame: usize,
     /// Most outstanding piece requests (also bounded by the peer's `reqq`).
     pub request_window: u32,
@@ -100,20 +103,29 @@ impl Default for SessionConfig {
 /// What we learned about the peer.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerInfo {
+    /// The peer id from its BEP 3 handshake.
     pub peer_id: Option<[u8; 20]>,
     /// Client from the peer id (BEP 20).
     pub client: Option<String>,
     /// Client from the extension handshake `v`.
     pub version: Option<String>,
+    /// The handshake's BEP 6 fast-extension bit.
     pub fast: bool,
+    /// The handshake's BEP 5 DHT bit.
     pub dht: bool,
+    /// The handshake's BEP 10 extension-protocol bit.
     pub extensions: bool,
     /// The peer's `m.ut_metadata` (valid ids 1..=255).
     pub ut_metadata: Option<u8>,
+    /// The peer's `m.ut_pex` message id (BEP 11), if it offers PEX.
     pub ut_pex: Option<u8>,
+    /// The `metadata_size` it announced, bytes, once accepted.
     pub metadata_size: Option<u32>,
+    /// BEP 10 `yourip`: our address as the peer sees it.
     pub yourip: Option<IpAddr>,
+    /// BEP 10 `p`: the peer's listening port.
     pub listen_port: Option<u16>,
+    /// BEP 10 `reqq`: how many outstanding requests the peer accepts.
     pub reqq: Option<u32>,
 }
 
@@ -127,24 +139,33 @@ impl PeerInfo {
 /// Where the session is.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
+    /// Waiting for the peer's BEP 3 handshake.
     Handshake,
+    /// Waiting for the peer's BEP 10 extension handshake.
     ExtHandshake,
+    /// Requesting and receiving BEP 9 pieces.
     Fetching,
+    /// Done or failed; further bytes are ignored.
     Finished,
 }
 
 /// Verified metadata.
 #[derive(Clone, Debug)]
 pub struct Verified {
+    /// The raw info dict, exactly as hashed.
     pub raw: Vec<u8>,
+    /// Which hash matched the infohash (v1 SHA-1 or truncated v2 SHA-256).
     pub hash: HashKind,
 }
 
 /// The result of feeding bytes.
 #[derive(Debug)]
 pub enum Progress {
+    /// Nothing decided yet: feed more bytes (and send [`Session::take_output`]).
     Continue,
+    /// The metadata is complete and matches the infohash.
     Done(Verified),
+    /// The session failed; the peer should be disconnected.
     Failed(FailReason),
 }
 
@@ -213,9 +234,11 @@ impl Session {
         }
     }
 
+    /// Where the session is.
     pub fn phase(&self) -> Phase {
         self.c.phase
     }
+    /// What the peer told us so far.
     pub fn peer_info(&self) -> &PeerInfo {
         &self.c.info
     }
@@ -223,6 +246,7 @@ impl Session {
     pub fn pieces(&self) -> u32 {
         self.c.pieces
     }
+    /// Bytes fed so far (everything the peer sent), bytes.
     pub fn bytes_in(&self) -> u64 {
         self.c.bytes_in
     }

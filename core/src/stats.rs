@@ -1,4 +1,8 @@
-//! Counters for every decision the crawler makes.
+//! Counters for every decision the crawler makes: [`Stats`] (a snapshot from
+//! [`crate::Crawler::stats`]) with [`DhtStats`] and [`PacketCounts`] here and the
+//! routing, strategy and fetcher counters defined next to their machines. Counters
+//! are `u64` totals since the crawler started (they do not wrap in practice); the
+//! `usize` fields are gauges of the moment.
 
 use std::collections::BTreeMap;
 
@@ -10,15 +14,22 @@ use crate::routing::RoutingStats;
 /// Packets by KRPC method or kind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PacketCounts {
+    /// `ping` packets.
     pub ping: u64,
+    /// `find_node` packets.
     pub find_node: u64,
+    /// `get_peers` packets.
     pub get_peers: u64,
+    /// `announce_peer` packets.
     pub announce_peer: u64,
+    /// `sample_infohashes` packets (BEP 51).
     pub sample_infohashes: u64,
+    /// Packets with any other method name.
     pub other: u64,
 }
 
 impl PacketCounts {
+    /// Counts one packet under `method` (its KRPC name; unknown names go to `other`).
     pub fn bump(&mut self, method: &[u8]) {
         match method {
             b"ping" => self.ping += 1,
@@ -29,6 +40,7 @@ impl PacketCounts {
             _ => self.other += 1,
         }
     }
+    /// The sum over all methods.
     pub fn total(&self) -> u64 {
         self.ping
             + self.find_node
@@ -42,19 +54,31 @@ impl PacketCounts {
 /// DHT-level counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DhtStats {
+    /// KRPC datagrams received (valid or not).
     pub datagrams_in: u64,
+    /// KRPC datagrams handed to the driver (queries, responses and errors).
     pub datagrams_out: u64,
+    /// Bytes of the received datagrams (UDP payload only).
     pub bytes_in: u64,
+    /// Bytes of the sent datagrams (UDP payload only).
     pub bytes_out: u64,
+    /// Valid queries received, by method.
     pub queries_in: PacketCounts,
+    /// Queries we sent, by method.
     pub queries_out: PacketCounts,
+    /// Responses matched to one of our transactions.
     pub responses_in: u64,
+    /// KRPC errors received in reply to our queries.
     pub errors_in: u64,
+    /// Responses we sent.
     pub responses_out: u64,
+    /// KRPC errors we sent.
     pub errors_out: u64,
     /// Faults by kind.
     pub faults: BTreeMap<Fault, u64>,
+    /// Transactions that passed their short timeout (`DhtConfig::short_timeout`).
     pub timeouts_short: u64,
+    /// Transactions that passed their full timeout and failed.
     pub timeouts_full: u64,
     /// Outgoing queries dropped because the transaction table was full.
     pub dropped_tx_full: u64,
@@ -66,18 +90,24 @@ pub struct DhtStats {
     pub rate_table_evictions: u64,
     /// Lookups not started because too many were running.
     pub dropped_lookups: u64,
+    /// Lookups started (API calls, bootstrap self-lookups, the strategy).
     pub lookups_started: u64,
+    /// Lookups finished.
     pub lookups_done: u64,
+    /// Bootstrap rounds sent, per identity (the first one and every retry).
     pub bootstrap_attempts: u64,
     /// Datagrams accepted although their dict keys were out of order.
     pub unsorted_keys_accepted: u64,
+    /// Responses that carried a BEP 42 `ip` (our address as the responder sees it).
     pub external_votes: u64,
 }
 
 impl DhtStats {
+    /// Counts one fault of kind `f`.
     pub fn fault(&mut self, f: Fault) {
         *self.faults.entry(f).or_insert(0) += 1;
     }
+    /// Faults of every kind.
     pub fn faults_total(&self) -> u64 {
         self.faults.values().sum()
     }
@@ -86,16 +116,22 @@ impl DhtStats {
 /// All of the crawler's counters.
 #[derive(Clone, Debug, Default)]
 pub struct Stats {
+    /// DHT counters (datagrams, queries, faults, lookups).
     pub dht: DhtStats,
     /// Routing counters summed over identities.
     pub routing: RoutingStats,
+    /// Metadata fetcher counters.
     pub fetch: FetchStats,
+    /// Harvesting strategy counters.
     pub crawl: CrawlStats,
     /// Nodes currently in routing tables (all identities).
     pub nodes: usize,
     /// Outputs dropped because the output queue was full.
     pub dropped_outputs: u64,
+    /// Lookups running now (a gauge; capped by `DhtConfig::max_lookups`).
     pub lookups_running: usize,
+    /// Open transactions now (a gauge; capped by `DhtConfig::max_transactions`).
     pub transactions: usize,
+    /// Infohashes in the announce store now (a gauge).
     pub stored_infohashes: usize,
 }

@@ -1,4 +1,7 @@
-//! Virtual time. Core never reads a clock: every input carries a [`Timestamp`].
+//! Virtual time. Core never reads a clock: every input carries a [`Timestamp`]
+//! (nanoseconds from an epoch the driver picks), and deadlines are `Timestamp`s that
+//! the driver is asked to wake up at ([`crate::Output::Timeout`]). Arithmetic
+//! saturates instead of overflowing.
 
 use std::time::Duration;
 
@@ -7,24 +10,32 @@ use std::time::Duration;
 pub struct Timestamp(pub u64);
 
 impl Timestamp {
+    /// The epoch itself (0 ns).
     pub const ZERO: Timestamp = Timestamp(0);
+    /// The latest representable time (`u64::MAX` ns, about 584 years): `add` saturates here.
     pub const MAX: Timestamp = Timestamp(u64::MAX);
 
+    /// `n` nanoseconds after the epoch.
     pub const fn from_nanos(n: u64) -> Self {
         Timestamp(n)
     }
+    /// `ms` milliseconds after the epoch, saturating at [`Timestamp::MAX`].
     pub const fn from_millis(ms: u64) -> Self {
         Timestamp(ms.saturating_mul(1_000_000))
     }
+    /// `s` seconds after the epoch, saturating at [`Timestamp::MAX`].
     pub const fn from_secs(s: u64) -> Self {
         Timestamp(s.saturating_mul(1_000_000_000))
     }
+    /// Nanoseconds since the epoch.
     pub const fn as_nanos(self) -> u64 {
         self.0
     }
+    /// Whole milliseconds since the epoch (truncated).
     pub const fn as_millis(self) -> u64 {
         self.0 / 1_000_000
     }
+    /// Whole seconds since the epoch (truncated).
     pub const fn as_secs(self) -> u64 {
         self.0 / 1_000_000_000
     }

@@ -1,6 +1,7 @@
-//! announce_peer tokens: two rotating secrets; token = truncated SHA-1(ip ‖ secret).
+//! BEP 5 announce_peer tokens ([`Tokens`]): two rotating secrets; token = truncated SHA-1(ip ‖ secret).
 //! A token is valid under the current secret or the previous one, so it lives
 //! between one and two rotation periods (10 minutes with the 5-minute default).
+//! Tokens are [`TOKEN_LEN`] (8) bytes.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -13,6 +14,8 @@ use crate::time::Timestamp;
 /// Length of the tokens we hand out.
 pub const TOKEN_LEN: usize = 8;
 
+/// The announce_peer token issuer and checker: holds the current and previous secret
+/// (20 random bytes each, from the seeded [`Rng`]) and rotates them every `period`.
 pub struct Tokens {
     current: [u8; 20],
     previous: [u8; 20],
@@ -22,6 +25,7 @@ pub struct Tokens {
 }
 
 impl Tokens {
+    /// Draws two fresh secrets from `rng`; the first rotation is due at `now + period`.
     pub fn new(mut rng: Rng, now: Timestamp, period: Duration) -> Self {
         let current = rng.bytes();
         let previous = rng.bytes();

@@ -1,5 +1,17 @@
-//! KRPC messages of BEP 5, 32, 33, 42, 43 and 51: zero-copy decoding over bendy and
-//! deterministic encoding.
+//! KRPC, the DHT's UDP message layer: every message of BEP 5 (ping, find_node,
+//! get_peers, announce_peer, errors), with the fields of BEP 32 (`want`, `nodes6`),
+//! BEP 33 (scrape bloom filters), BEP 42 (`ip`), BEP 43 (`ro`) and BEP 51
+//! (sample_infohashes).
+//!
+//! - Types: [`Message`] with its [`Body`] ([`Query`] / [`QueryKind`], [`Response`],
+//!   [`KrpcError`]); compact lists [`CompactNodesV4`] (26 bytes an entry),
+//!   [`CompactNodesV6`] (38 bytes) and [`Samples`] (20 bytes); [`error_code`].
+//! - Decoding: [`decode`] is a hand-written one-pass reader (`codec/fast.rs`) that
+//!   borrows from the datagram; [`decode_lenient`] also accepts unsorted keys. bendy is
+//!   not on the decode path: [`decode_bendy`] (bendy's tokenizer) and
+//!   [`decode_reference`] (our tokenizer) are slower references that tests and the
+//!   `krpc_decode` fuzz target hold [`decode`] to.
+//! - Encoding: [`encode`] is deterministic (keys in bencode order, only present fields).
 //!
 //! The types here borrow from the datagram they were decoded from. Compact lists
 //! (`nodes`, `nodes6`, `samples`) are validated on decode and iterated lazily.
@@ -25,61 +37,83 @@ pub struct Message<'a> {
     pub ip: Option<SocketAddr>,
     /// BEP 43 `ro: 1`: a read-only node. Never put it in a routing table.
     pub read_only: bool,
+    /// The query, response or error this message carries (selected by `y`).
     pub body: Body<'a>,
 }
 
+/// The three kinds of KRPC message (`y` = `q`, `r` or `e`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body<'a> {
+    /// `y: q`: a query with its arguments (`q` + `a`).
     Query(Query<'a>),
+    /// `y: r`: a response (`r`).
     Response(Response<'a>),
+    /// `y: e`: an error (`e`).
     Error(KrpcError<'a>),
 }
 
 /// BEP 32 `want`: which address families the querier wants nodes for.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Want {
+    /// `n4`: the querier wants IPv4 nodes (`nodes`).
     pub n4: bool,
+    /// `n6`: the querier wants IPv6 nodes (`nodes6`).
     pub n6: bool,
 }
 
+/// A query: the querier's id, BEP 32 `want`, and the method with its arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Query<'a> {
     /// The querying node's id.
     pub id: NodeId,
     /// `want`, or `None` when absent (answer in the family of the socket).
     pub want: Option<Want>,
+    /// The method (`q`) and its method-specific arguments.
     pub kind: QueryKind<'a>,
 }
 
+/// A query method with its arguments.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum QueryKind<'a> {
+    /// `ping`: no arguments beyond `id`.
     Ping,
+    /// `find_node`: the nodes closest to `target`.
     FindNode {
+        /// The id whose closest nodes are wanted.
         target: NodeId,
     },
+    /// `get_peers`: peers for `info_hash`, or the closest nodes and a token.
     GetPeers {
+        /// The torrent asked about.
         info_hash: InfoHash,
         /// BEP 33 `scrape: 1`.
         scrape: bool,
         /// BEP 33 `noseed: 1`.
         noseed: bool,
     },
+    /// `announce_peer`: the querier is a peer of `info_hash`.
     AnnouncePeer {
+        /// The torrent announced.
         info_hash: InfoHash,
+        /// The peer's TCP port (0 when left out because `implied_port` is set).
         port: u16,
+        /// `implied_port: 1`: use the UDP source port of the query instead of `port`.
         implied_port: bool,
+        /// The token from an earlier get_peers answer of ours.
         token: &'a [u8],
         /// BEP 33 `seed`, when present.
         seed: Option<bool>,
     },
     /// BEP 51.
     SampleInfohashes {
+        /// The id whose closest nodes are wanted, as for find_node.
         target: NodeId,
     },
     /// A method we do not know. For forward compatibility (as libtorrent does), one
     /// that carries `target` or `info_hash` is answered like find_node with `nodes`;
     /// one that carries neither gets error 204.
     Unknown {
+        /// The method name as sent.
         method: &'a [u8],
         /// `target`, when present and 20 bytes.
         target: Option<NodeId>,
@@ -89,6 +123,7 @@ pub enum QueryKind<'a> {
 }
 
 impl QueryKind<'_> {
+    /// The method name as sent in `q` (`b"find_node"`, …).
     pub fn method(&self) -> &[u8] {
         match self {
             QueryKind::Ping => b"ping",
@@ -106,11 +141,15 @@ impl QueryKind<'_> {
 /// query it sent.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Response<'a> {
+    /// The responder's node id.
     pub id: NodeId,
+    /// Compact IPv4 nodes (find_node, get_peers, sample_infohashes).
     pub nodes: Option<CompactNodesV4<'a>>,
+    /// BEP 32 compact IPv6 nodes.
     pub nodes6: Option<CompactNodesV6<'a>>,
     /// get_peers `values`: compact peers, each 6 (IPv4) or 18 (IPv6) bytes.
     pub values: Option<Vec<SocketAddr>>,
+    /// get_peers `token`, to be sent back in announce_peer.
     pub token: Option<&'a [u8]>,
     /// BEP 51.
     pub samples: Option<Samples<'a>>,
@@ -124,17 +163,24 @@ pub struct Response<'a> {
     pub bf_peers: Option<&'a [u8; 256]>,
 }
 
+/// A KRPC error (`e`: a list of a code and a message).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KrpcError<'a> {
+    /// The error code (see [`error_code`]); any integer is accepted on decode.
     pub code: i64,
+    /// The human-readable message, as sent (not necessarily UTF-8).
     pub message: &'a [u8],
 }
 
 /// KRPC error codes (BEP 5).
 pub mod error_code {
+    /// 201: generic error.
     pub const GENERIC: i64 = 201;
+    /// 202: server error (we send it when rate limiting, if configured).
     pub const SERVER: i64 = 202;
+    /// 203: protocol error (malformed packet, invalid arguments, bad token).
     pub const PROTOCOL: i64 = 203;
+    /// 204: method unknown.
     pub const METHOD_UNKNOWN: i64 = 204;
 }
 
@@ -149,20 +195,25 @@ pub struct CompactNodesV6<'a>(&'a [u8]);
 pub struct Samples<'a>(&'a [u8]);
 
 impl<'a> CompactNodesV4<'a> {
+    /// Bytes per entry: 20-byte id, 4-byte IPv4 address, 2-byte port.
     pub const ENTRY: usize = 26;
     /// `None` if the length is not a multiple of 26.
     pub fn new(b: &'a [u8]) -> Option<Self> {
         (b.len() % Self::ENTRY == 0).then_some(Self(b))
     }
+    /// The raw compact bytes, as received.
     pub fn as_bytes(&self) -> &'a [u8] {
         self.0
     }
+    /// Number of nodes (bytes / 26).
     pub fn len(&self) -> usize {
         self.0.len() / Self::ENTRY
     }
+    /// True when there are no nodes.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// The nodes in wire order, decoded lazily (nothing is allocated).
     pub fn iter(&self) -> impl Iterator<Item = (NodeId, SocketAddr)> + 'a {
         self.0.chunks_exact(Self::ENTRY).filter_map(|c| {
             let id = NodeId::from_slice(c.get(..20)?)?;
@@ -173,20 +224,26 @@ impl<'a> CompactNodesV4<'a> {
 }
 
 impl<'a> CompactNodesV6<'a> {
+    /// Bytes per entry: 20-byte id, 16-byte IPv6 address, 2-byte port.
     pub const ENTRY: usize = 38;
     /// `None` if the length is not a multiple of 38.
     pub fn new(b: &'a [u8]) -> Option<Self> {
         (b.len() % Self::ENTRY == 0).then_some(Self(b))
     }
+    /// The raw compact bytes, as received.
     pub fn as_bytes(&self) -> &'a [u8] {
         self.0
     }
+    /// Number of nodes (bytes / 38).
     pub fn len(&self) -> usize {
         self.0.len() / Self::ENTRY
     }
+    /// True when there are no nodes.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// The nodes in wire order, decoded lazily (nothing is allocated; flow info and scope
+    /// id are 0).
     pub fn iter(&self) -> impl Iterator<Item = (NodeId, SocketAddr)> + 'a {
         self.0.chunks_exact(Self::ENTRY).filter_map(|c| {
             let id = NodeId::from_slice(c.get(..20)?)?;
@@ -201,6 +258,7 @@ impl<'a> Samples<'a> {
     pub fn new(b: &'a [u8]) -> Option<Self> {
         (b.len() % 20 == 0).then_some(Self(b))
     }
+    /// The raw bytes: the infohashes back to back.
     pub fn as_bytes(&self) -> &'a [u8] {
         self.0
     }
@@ -208,9 +266,11 @@ impl<'a> Samples<'a> {
     pub fn len(&self) -> usize {
         self.0.len() / 20
     }
+    /// True when there are no samples.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+    /// The infohashes in wire order.
     pub fn iter(&self) -> impl Iterator<Item = InfoHash> + 'a {
         self.0.chunks_exact(20).filter_map(InfoHash::from_slice)
     }

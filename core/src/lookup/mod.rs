@@ -21,10 +21,17 @@ pub const MAX_PEERS: usize = 2000;
 pub const MAX_QUERIES: u32 = 256;
 /// Default re-sends to a silent candidate before it may fail.
 pub const RETRIES: u8 = 3;
+/// What a lookup asks each node.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum LookupKind {
+    /// find_node: converge on the nodes closest to the target.
     FindNode,
-    GetPeers { scrape: bool },
+    /// get_peers: collect peers (and tokens) for the target infohash.
+    GetPeers {
+        /// Also ask for BEP 33 bloom filters and merge them into seeder and leecher
+        /// estimates.
+        scrape: bool,
+    },
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -50,16 +57,25 @@ struct Candidate {
 /// One node of a finished lookup, closest first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Found {
+    /// The node's id.
     pub id: NodeId,
+    /// The node's address.
     pub addr: SocketAddr,
     /// The get_peers token it gave us (for announcing).
     pub token: Option<Vec<u8>>,
 }
 
+/// One iterative traversal toward `target` (see the module docs). It sends nothing
+/// itself: the caller asks [`Lookup::next_query`] for the next node and reports answers,
+/// short timeouts and failures back.
 pub struct Lookup {
+    /// The lookup's id, unique within one crawler (also in [`crate::Event::LookupDone`]).
     pub id: u64,
+    /// The identity the lookup runs on.
     pub socket: SocketId,
+    /// The node id or infohash looked up.
     pub target: [u8; 20],
+    /// find_node or get_peers.
     pub kind: LookupKind,
     k: usize,
     alpha: usize,
@@ -77,6 +93,8 @@ pub struct Lookup {
 }
 
 impl Lookup {
+    /// A lookup with no candidates yet. `k` (at least 1) is how many closest nodes must
+    /// answer for it to be done; `alpha` (at least 1) is how many queries may be in flight.
     pub fn new(
         id: u64,
         socket: SocketId,
@@ -341,6 +359,7 @@ impl Lookup {
             .collect()
     }
 
+    /// The peers collected so far (get_peers), in address order, at most [`MAX_PEERS`].
     pub fn peers(&self) -> impl Iterator<Item = &SocketAddr> + '_ {
         self.peers.iter()
     }
@@ -355,10 +374,12 @@ impl Lookup {
         })
     }
 
+    /// Queries sent so far (at most [`MAX_QUERIES`]).
     pub fn queries(&self) -> u32 {
         self.queries
     }
 
+    /// Responses received so far.
     pub fn responses(&self) -> u32 {
         self.responses
     }

@@ -63,6 +63,8 @@ use bits::{block, common_prefix, flip, random_in_block, successor, Key};
 /// The most buckets a table can have: one per distance exponent.
 pub const MAX_BUCKETS: usize = 160;
 
+/// Routing table settings. Defaults follow BEP 5 (k = 8, 15-minute windows); see
+/// [`RoutingConfig::wide`] for a crawler-sized table.
 #[derive(Clone, Debug)]
 pub struct RoutingConfig {
     /// Bucket size (BEP 5 K). Also the size of every bucket deeper than `bucket_sizes`.
@@ -150,25 +152,36 @@ impl RoutingConfig {
 /// How we heard from a node.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Contact {
-    /// It answered one of our queries, with this round-trip time.
-    Response { rtt: Duration },
+    /// It answered one of our queries.
+    Response {
+        /// The round-trip time of that query.
+        rtt: Duration,
+    },
     /// It sent us a query (proves reachability less strongly).
     Query,
 }
 
+/// BEP 5 node status (see the module docs for the rules).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum NodeStatus {
+    /// Answered us at least once and was heard from within `good_window`.
     Good,
+    /// Neither good nor bad (including nodes that never answered).
     Questionable,
+    /// `bad_failures` or more consecutive failed queries.
     Bad,
 }
 
+/// A node in the table, as callers see it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeEntry {
+    /// Its node id.
     pub id: NodeId,
+    /// Its address (canonical: IPv4-mapped IPv6 is stored as IPv4).
     pub addr: SocketAddr,
     /// Last time it answered us or queried us.
     pub last_seen: Timestamp,
+    /// Last time it answered one of our queries (`None`: never).
     pub last_response: Option<Timestamp>,
     /// Round-trip estimate: an exponentially weighted moving average (1/8 per sample).
     pub rtt: Option<Duration>,
@@ -185,11 +198,14 @@ pub struct NodeEntry {
 /// announce_peer, sample_infohashes. Saturating.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct MethodCounts {
+    /// Finished queries, by method slot.
     pub queries: [u32; 5],
+    /// Answered queries, by method slot.
     pub responses: [u32; 5],
 }
 
 impl MethodCounts {
+    /// The index of method `m` in `queries` and `responses` (0 to 4).
     pub fn slot(m: crate::rpc::Method) -> usize {
         use crate::rpc::Method;
         match m {
@@ -202,47 +218,81 @@ impl MethodCounts {
     }
 }
 
+/// What [`RoutingTable::heard_from`] did with a node.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum InsertOutcome {
+    /// Put into a bucket (a [`RoutingEvent::Added`] is queued).
     Added,
+    /// Already in the table: its times, RTT and failure count were refreshed.
     Updated,
     /// Kept in the bucket's replacement cache.
     Cached,
+    /// Not kept, for this reason.
     Rejected(RejectReason),
 }
 
+/// Why a node was not kept.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RejectReason {
+    /// It has our own id.
     OwnId,
+    /// Its bucket is full of good nodes and cannot split.
     BucketFull,
+    /// Its bucket already holds a node of its /24 (IPv4) or /64 (IPv6) (`one_per_subnet`).
     SubnetTaken,
+    /// The table holds `max_nodes` nodes.
     TableFull,
     /// The address's id keeps changing: not trusted.
     SuspectId,
+    /// Its address is not of the table's family.
     WrongFamily,
     /// The id is already in the table at another address that is still good (or
     /// the claim came in a query, which cannot prove it).
     IdInUse,
 }
 
+/// A change of bucket membership, queued for the crawler (which turns it into
+/// [`crate::Event::NodeAdded`] / [`crate::Event::NodeRemoved`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RoutingEvent {
-    Added { id: NodeId, addr: SocketAddr },
-    Removed { id: NodeId, addr: SocketAddr },
+    /// A node entered a bucket.
+    Added {
+        /// The node's id.
+        id: NodeId,
+        /// The node's address.
+        addr: SocketAddr,
+    },
+    /// A node left its bucket.
+    Removed {
+        /// The node's id.
+        id: NodeId,
+        /// The node's address.
+        addr: SocketAddr,
+    },
 }
 
 /// Counters. `added` and `removed` count bucket membership (not the caches).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RoutingStats {
+    /// Nodes put into a bucket.
     pub added: u64,
+    /// Nodes removed from a bucket.
     pub removed: u64,
+    /// Rejected: [`RejectReason::BucketFull`].
     pub rejected_bucket_full: u64,
+    /// Rejected: [`RejectReason::SubnetTaken`].
     pub rejected_subnet: u64,
+    /// Rejected: [`RejectReason::TableFull`].
     pub rejected_table_full: u64,
+    /// Rejected: [`RejectReason::SuspectId`].
     pub rejected_suspect: u64,
+    /// Bucket splits.
     pub splits: u64,
+    /// Rejected: [`RejectReason::OwnId`].
     pub rejected_own_id: u64,
+    /// Rejected: [`RejectReason::WrongFamily`].
     pub rejected_family: u64,
+    /// Rejected: [`RejectReason::IdInUse`].
     pub rejected_id_in_use: u64,
     /// Ids seen changing at a known or suspect address.
     pub id_changes: u64,
@@ -371,6 +421,7 @@ fn cache_rank(e: &NodeEntry) -> (bool, bool, bool, Timestamp) {
     )
 }
 
+/// The routing table of one identity and address family (see the module docs).
 pub struct RoutingTable {
     own_id: NodeId,
     family: Family,
@@ -393,6 +444,7 @@ pub struct RoutingTable {
 }
 
 impl RoutingTable {
+    /// An empty table around `own_id` (one bucket covering the whole key space).
     pub fn new(own_id: NodeId, family: Family, cfg: RoutingConfig) -> Self {
         RoutingTable {
             own_id,
@@ -410,12 +462,15 @@ impl RoutingTable {
             events: Vec::new(),
         }
     }
+    /// The id the buckets are arranged around.
     pub fn own_id(&self) -> NodeId {
         self.own_id
     }
+    /// The address family this table accepts.
     pub fn family(&self) -> Family {
         self.family
     }
+    /// Its settings.
     pub fn config(&self) -> &RoutingConfig {
         &self.cfg
     }
@@ -634,6 +689,7 @@ impl RoutingTable {
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
+    /// True when no bucket holds a node.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -729,6 +785,7 @@ impl RoutingTable {
     pub fn take_events(&mut self, out: &mut Vec<RoutingEvent>) {
         out.append(&mut self.events);
     }
+    /// Its counters.
     pub fn stats(&self) -> &RoutingStats {
         &self.stats
     }

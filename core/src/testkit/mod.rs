@@ -49,7 +49,10 @@ pub enum Chunking {
     /// Fixed-size chunks.
     Fixed(usize),
     /// Random chunk sizes in `1..=max`, from the swarm's seeded RNG.
-    Random { max: usize },
+    Random {
+        /// Largest chunk, bytes.
+        max: usize,
+    },
 }
 
 /// What answers at an address.
@@ -57,9 +60,13 @@ pub enum Chunking {
 pub enum PeerSpec {
     /// A fake seeder serving `info` (claiming `info_hash`) with a behaviour.
     Seeder {
+        /// The raw info dict it serves.
         info: Bytes,
+        /// The infohash it claims in its handshake.
         info_hash: InfoHash,
+        /// Honest, or one of the hostile behaviours.
         behavior: Behavior,
+        /// Peers it advertises in a BEP 11 PEX message.
         pex: Vec<SocketAddr>,
     },
     /// Connection refused.
@@ -91,6 +98,7 @@ pub struct Swarm {
 }
 
 impl Swarm {
+    /// An empty swarm at time zero; `seed` drives random chunking.
     pub fn new(seed: u64) -> Self {
         Swarm {
             peers: BTreeMap::new(),
@@ -104,6 +112,7 @@ impl Swarm {
         }
     }
 
+    /// How later writes are split.
     pub fn set_chunking(&mut self, c: Chunking) {
         self.chunking = c;
     }
@@ -113,6 +122,7 @@ impl Swarm {
         self.step = d;
     }
 
+    /// The swarm's current time.
     pub fn now(&self) -> Timestamp {
         self.now
     }
@@ -132,6 +142,7 @@ impl Swarm {
         ih
     }
 
+    /// Puts `spec` behind `addr` (replacing what was there).
     pub fn add_spec(&mut self, addr: SocketAddr, spec: PeerSpec) {
         self.peers.insert(addr, spec);
     }
@@ -271,13 +282,17 @@ impl Swarm {
 /// A description of an info dict to build.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InfoSpec {
+    /// `name`, raw bytes.
     pub name: Vec<u8>,
+    /// `piece length`, bytes.
     pub piece_length: u64,
     /// `None`: single file of `length`; `Some`: multi-file (path components, length).
     pub files: Option<Vec<(Vec<Vec<u8>>, u64)>>,
     /// The single file's length (ignored for multi-file).
     pub length: u64,
+    /// BEP 27 `private`.
     pub private: bool,
+    /// `source`, when wanted.
     pub source: Option<Vec<u8>>,
 }
 
@@ -314,6 +329,7 @@ impl InfoSpec {
         }
     }
 
+    /// Sum of the file lengths, bytes.
     pub fn total_size(&self) -> u64 {
         match &self.files {
             None => self.length,

@@ -115,10 +115,12 @@ impl FakeSeeder {
         self
     }
 
+    /// The infohash this seeder claims.
     pub fn info_hash(&self) -> InfoHash {
         self.ih
     }
 
+    /// How it behaves.
     pub fn behavior(&self) -> &Behavior {
         &self.behavior
     }

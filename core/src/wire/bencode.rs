@@ -33,8 +33,11 @@ pub enum BencodeError {
 /// A decoded value borrowing from its input.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Value<'a> {
+    /// An integer (canonical form, within `i64`).
     Int(i64),
+    /// A byte string, borrowed from the input.
     Bytes(&'a [u8]),
+    /// A list, in input order.
     List(Vec<Value<'a>>),
     /// Entries in input order. Lookups return the first match.
     Dict(Vec<(&'a [u8], Value<'a>)>),
@@ -48,24 +51,28 @@ impl<'a> Value<'a> {
             _ => None,
         }
     }
+    /// The integer, if `self` is one.
     pub fn as_int(&self) -> Option<i64> {
         match self {
             Value::Int(i) => Some(*i),
             _ => None,
         }
     }
+    /// The bytes, if `self` is a byte string.
     pub fn as_bytes(&self) -> Option<&'a [u8]> {
         match self {
             Value::Bytes(b) => Some(b),
             _ => None,
         }
     }
+    /// The items, if `self` is a list.
     pub fn as_list(&self) -> Option<&[Value<'a>]> {
         match self {
             Value::List(l) => Some(l),
             _ => None,
         }
     }
+    /// The entries in input order, if `self` is a dict.
     pub fn as_dict(&self) -> Option<&[(&'a [u8], Value<'a>)]> {
         match self {
             Value::Dict(d) => Some(d),
@@ -236,13 +243,18 @@ fn put_decimal(out: &mut Vec<u8>, n: i64) {
 /// encoding is canonical.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Owned {
+    /// An integer.
     Int(i64),
+    /// A byte string.
     Bytes(Vec<u8>),
+    /// A list.
     List(Vec<Owned>),
+    /// A dict, sorted by key.
     Dict(BTreeMap<Vec<u8>, Owned>),
 }
 
 impl Owned {
+    /// A byte string holding the UTF-8 bytes of `s`.
     pub fn str(s: &str) -> Owned {
         Owned::Bytes(s.as_bytes().to_vec())
     }
@@ -257,6 +269,7 @@ impl Owned {
         }
         self
     }
+    /// Appends the canonical bencoding of `self` to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Owned::Int(i) => put_int(out, *i),
@@ -278,6 +291,7 @@ impl Owned {
             }
         }
     }
+    /// The canonical bencoding of `self`.
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
         self.encode(&mut out);

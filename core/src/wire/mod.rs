@@ -23,12 +23,15 @@ pub const PIECE_SIZE: usize = 16 * 1024;
 
 /// Reserved bit: BEP 10 extension protocol (`reserved[5] & 0x10`).
 pub const EXT_BYTE: usize = 5;
+/// Mask of the BEP 10 bit in `reserved[EXT_BYTE]`.
 pub const EXT_BIT: u8 = 0x10;
 /// Reserved bit: BEP 6 fast extension (`reserved[7] & 0x04`).
 pub const FAST_BYTE: usize = 7;
+/// Mask of the BEP 6 bit in `reserved[FAST_BYTE]`.
 pub const FAST_BIT: u8 = 0x04;
 /// Reserved bit: BEP 5 DHT (`reserved[7] & 0x01`).
 pub const DHT_BYTE: usize = 7;
+/// Mask of the BEP 5 bit in `reserved[DHT_BYTE]`.
 pub const DHT_BIT: u8 = 0x01;
 
 /// BEP 3 message id of BEP 10 extended messages.
@@ -37,6 +40,7 @@ pub const MSG_EXTENDED: u8 = 20;
 pub const EXT_HANDSHAKE: u8 = 0;
 /// The ids *we* assign in our `m` dict: the peer sends these to us.
 pub const OUR_UT_METADATA: u8 = 1;
+/// Our id for `ut_pex` (BEP 11).
 pub const OUR_UT_PEX: u8 = 2;
 
 /// Most PEX contacts taken from one message (BEP 11 says 50 after the first message).
@@ -45,18 +49,24 @@ pub const MAX_PEX_PER_MESSAGE: usize = 200;
 /// A parsed BEP 3 handshake.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Handshake {
+    /// The 8 reserved bytes (extension bits).
     pub reserved: [u8; 8],
+    /// The torrent the peer speaks about.
     pub info_hash: InfoHash,
+    /// The peer's 20-byte peer id (BEP 20 client prefix, if any).
     pub peer_id: [u8; 20],
 }
 
 impl Handshake {
+    /// The BEP 10 extension-protocol bit is set.
     pub fn supports_extensions(&self) -> bool {
         self.reserved[EXT_BYTE] & EXT_BIT != 0
     }
+    /// The BEP 6 fast-extension bit is set.
     pub fn supports_fast(&self) -> bool {
         self.reserved[FAST_BYTE] & FAST_BIT != 0
     }
+    /// The BEP 5 DHT bit is set.
     pub fn supports_dht(&self) -> bool {
         self.reserved[DHT_BYTE] & DHT_BIT != 0
     }
@@ -277,23 +287,34 @@ fn parse_ip(b: &[u8]) -> Option<IpAddr> {
 /// A BEP 9 message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetadataMsg<'a> {
+    /// `msg_type: 0`: a request for one piece.
     Request {
+        /// The piece index (0-based, 16 KiB pieces), not yet range-checked.
         piece: i64,
     },
+    /// `msg_type: 1`: one piece, with the bytes after the dict.
     Data {
+        /// The piece index, not yet range-checked.
         piece: i64,
+        /// `total_size`: the whole metadata size in bytes, if sent.
         total_size: Option<i64>,
+        /// The piece bytes that follow the bencoded dict.
         data: &'a [u8],
     },
+    /// `msg_type: 2`: the peer will not send this piece.
     Reject {
+        /// The piece index, not yet range-checked.
         piece: i64,
     },
     /// An unknown `msg_type` (ignored, as BEP 9 asks).
     Unknown,
 }
 
+/// BEP 9 `msg_type` of a request.
 pub const MSG_TYPE_REQUEST: i64 = 0;
+/// BEP 9 `msg_type` of a data message.
 pub const MSG_TYPE_DATA: i64 = 1;
+/// BEP 9 `msg_type` of a reject.
 pub const MSG_TYPE_REJECT: i64 = 2;
 
 /// Parses a BEP 9 payload: a bencoded dict, followed by the piece bytes for `data`.
@@ -575,11 +596,15 @@ pub struct Deframer {
 /// One unit read from the stream.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
+    /// The 68-byte BEP 3 handshake (always the first frame).
     Handshake(Handshake),
+    /// A zero-length message.
     KeepAlive,
     /// A message: its id and payload.
     Message {
+        /// The BEP 3 message id.
         id: u8,
+        /// The bytes after the id (borrowed from the deframer's buffer).
         payload: &'a [u8],
     },
 }
@@ -587,12 +612,14 @@ pub enum Frame<'a> {
 /// Why the stream is not valid framing.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum FrameError {
+    /// The stream does not start with a valid BEP 3 handshake.
     WrongProtocol,
     /// A length prefix above the cap.
     TooLarge,
 }
 
 impl Deframer {
+    /// An empty deframer that refuses length prefixes above `max_frame` bytes.
     pub fn new(max_frame: usize) -> Self {
         Deframer {
             buf: Vec::new(),
@@ -601,6 +628,7 @@ impl Deframer {
         }
     }
 
+    /// The frame size cap, bytes.
     pub fn max_frame(&self) -> usize {
         self.max_frame
     }

@@ -124,6 +124,7 @@ impl std::error::Error for DecodeError {}
 /// A message accepted by [`decode_lenient`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LenientMessage<'a> {
+    /// The decoded message.
     pub message: Message<'a>,
     /// The datagram had dict keys out of order (or an unknown key twice): not canonical
     /// bencode. The caller should count it.
