@@ -56,19 +56,20 @@ impl PacketCounts {
 pub struct DhtStats {
     /// KRPC datagrams received (valid or not).
     pub datagrams_in: u64,
-    /// KRPC datagrams handed to the driver (queries, responses and errors).
+    /// KRPC datagrams we built to send (queries, responses and errors), including
+    /// any then dropped because the output queue was full.
     pub datagrams_out: u64,
     /// Bytes of the received datagrams (UDP payload only).
     pub bytes_in: u64,
-    /// Bytes of the sent datagrams (UDP payload only).
+    /// Bytes of those datagrams (UDP payload only).
     pub bytes_out: u64,
-    /// Valid queries received, by method.
+    /// Queries received and decoded, by method (before rate limiting).
     pub queries_in: PacketCounts,
     /// Queries we sent, by method.
     pub queries_out: PacketCounts,
-    /// Responses matched to one of our transactions.
+    /// Responses received and decoded (whether or not they match a transaction).
     pub responses_in: u64,
-    /// KRPC errors received in reply to our queries.
+    /// KRPC errors received and decoded (whether or not they match a transaction).
     pub errors_in: u64,
     /// Responses we sent.
     pub responses_out: u64,
@@ -90,7 +91,7 @@ pub struct DhtStats {
     pub rate_table_evictions: u64,
     /// Lookups not started because too many were running.
     pub dropped_lookups: u64,
-    /// Lookups started (API calls, bootstrap self-lookups, the strategy).
+    /// Lookups started (API calls, bootstrap and bucket refresh, the strategy).
     pub lookups_started: u64,
     /// Lookups finished.
     pub lookups_done: u64,
