@@ -1,11 +1,29 @@
-//! `/metrics`: a tiny HTTP/1.0 responder on its own thread. The event loop renders
-//! the Prometheus text once a second into a shared string; requests only copy it,
-//! so a slow scraper never touches the hot path.
+//! `/metrics`: the Prometheus text and a tiny HTTP/1.0 responder on its own
+//! thread. The event loop renders the text once a second into a shared string
+//! ([`prometheus`]); requests only copy it, so a slow scraper never touches the
+//! hot path.
+//!
+//! The core hands over its counters as data (`magnetar_core::report`); the text
+//! is written by `prometheus-client` in the Prometheus text format 0.0.4, not
+//! OpenMetrics: no `# EOF`, and names, labels and types exactly as before (the
+//! golden test below holds them).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use magnetar_core::report::{families, metrics, Family, Kind, Metric};
+use magnetar_core::Stats;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+/// The `Content-Type` of the text [`prometheus`] renders.
+const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// The latest rendered text.
 pub type Shared = Arc<Mutex<String>>;
@@ -62,12 +80,78 @@ fn answer(mut s: TcpStream, text: &Shared) -> std::io::Result<()> {
         ("404 Not Found", "not found: try /metrics\n".to_string())
     };
     let head = format!(
-        "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.0 {status}\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes())?;
     s.write_all(body.as_bytes())?;
     s.flush()
+}
+
+/// Every core counter, then the runtime's `extra` metrics, as Prometheus text
+/// (format 0.0.4). Samples of one name are written together under one `# HELP`
+/// and `# TYPE`, in the order the names first appear.
+pub fn prometheus(s: &Stats, extra: &[Metric]) -> String {
+    let mut all = metrics(s);
+    all.extend_from_slice(extra);
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Families(families(all))));
+    let mut out = String::with_capacity(16 * 1024);
+    // Writing to a String cannot fail, and `Families::encode` only passes on
+    // the writer's errors.
+    if let Err(e) = prometheus_text::encode(&mut out, &registry) {
+        tracing::warn!("metrics rendering: {e}");
+    }
+    out
+}
+
+/// The families of one scrape, handed to the library's encoder.
+#[derive(Debug)]
+struct Families(Vec<Family>);
+
+/// Values that are whole numbers are written as integers (`3`, not `3.0`), as
+/// the hand-written renderer did; others in the library's float format. Whole
+/// up to 2^53, where every integer is still exact.
+fn whole(v: f64) -> Option<i64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    (v.fract() == 0.0 && v.abs() <= EXACT).then_some(v as i64)
+}
+
+impl Collector for Families {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for f in &self.0 {
+            // The text encoder appends `_total` to a counter's name, and the core
+            // names counters with it: strip it here so the name stays as scraped.
+            // A counter without the suffix cannot keep its name as a counter; it
+            // is written untyped rather than renamed.
+            let (name, t) = match f.kind {
+                Kind::Counter => match f.name.strip_suffix("_total") {
+                    Some(stem) => (stem, MetricType::Counter),
+                    None => (f.name.as_str(), MetricType::Unknown),
+                },
+                Kind::Gauge => (f.name.as_str(), MetricType::Gauge),
+            };
+            let mut family = encoder.encode_descriptor(name, &f.help, None, t)?;
+            for sample in &f.samples {
+                let labels: Vec<(&str, &str)> = sample
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                let enc = family.encode_family(&labels)?;
+                let v = sample.value;
+                match (t, whole(v)) {
+                    (MetricType::Counter, Some(n)) if n >= 0 => {
+                        ConstCounter::new(n as u64).encode(enc)?
+                    }
+                    (MetricType::Counter, _) => ConstCounter::new(v).encode(enc)?,
+                    (_, Some(n)) => ConstGauge::new(n).encode(enc)?,
+                    (_, None) => ConstGauge::new(v).encode(enc)?,
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -86,6 +170,7 @@ mod tests {
     use magnetar_storage::ingest::Ingest;
     use magnetar_storage::{Store, StoreOptions, WriterConfig};
 
+    use super::prometheus;
     use crate::crawl::{self, RuntimeCounters};
 
     /// `(sample name, label set, # TYPE)` of every sample `/metrics` can show,
@@ -478,5 +563,102 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Moved from `magnetar_core::report` with the renderer; assertions kept.
+    #[test]
+    fn prometheus_is_well_formed() {
+        let mut s = Stats::default();
+        s.dht.fault(Fault::RateLimited);
+        s.dht.queries_in.get_peers = 5;
+        let text = prometheus(
+            &s,
+            &[Metric::gauge("x_total", "An \"extra\".", 1.5).with_label("k", "a\"b")],
+        );
+        assert!(text.contains("magnetar_dht_queries_in_total{method=\"get_peers\"} 5\n"));
+        assert!(text.contains("magnetar_dht_faults_total{fault=\"RateLimited\"} 1\n"));
+        assert!(text.contains("x_total{k=\"a\\\"b\"} 1.5\n"));
+        // One HELP/TYPE per name, and every sample line has a name and a value.
+        let mut seen = std::collections::BTreeSet::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let name = rest.split(' ').next().unwrap();
+                assert!(seen.insert(name.to_string()), "duplicate TYPE for {name}");
+            } else if !line.starts_with('#') {
+                let (name, value) = line.rsplit_once(' ').unwrap();
+                assert!(!name.is_empty());
+                value.parse::<f64>().unwrap();
+            }
+        }
+        // And it reads back under the strict parser.
+        parse(&text).unwrap();
+    }
+
+    #[test]
+    fn help_text_and_values_are_written_as_before() {
+        let mut s = Stats::default();
+        s.dht.datagrams_in = 7;
+        s.nodes = 3;
+        let extra = [
+            Metric::gauge("g_fraction", "A fraction.", 0.25),
+            Metric::gauge("g_negative", "Below zero.", -2.0),
+            Metric::gauge("g_multi", "Two lines\nand a \\.", 1.0),
+        ];
+        let text = prometheus(&s, &extra);
+        for want in [
+            // HELP exactly as given: no "." appended, no `_total` doubled.
+            "# HELP magnetar_dht_datagrams_in_total UDP datagrams received.\n",
+            "# TYPE magnetar_dht_datagrams_in_total counter\n",
+            "magnetar_dht_datagrams_in_total 7\n",
+            "# TYPE magnetar_nodes gauge\nmagnetar_nodes 3\n",
+            "g_fraction 0.25\n",
+            "g_negative -2\n",
+            "# HELP g_multi Two lines\\nand a \\\\.\n",
+        ] {
+            assert!(text.contains(want), "no {want:?} in\n{text}");
+        }
+        assert!(!text.contains("_total_total"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+        let samples = parse(&text).unwrap();
+        let value = |n: &str| {
+            samples
+                .iter()
+                .find(|((name, _, _), _)| name == n)
+                .unwrap()
+                .0
+                 .2
+        };
+        assert_eq!(value("g_fraction"), 0.25);
+        assert_eq!(value("magnetar_dht_datagrams_in_total"), 7.0);
+    }
+
+    #[test]
+    fn a_name_split_across_the_list_is_written_as_one_family() {
+        let extra = [
+            Metric::counter("x_a_total", "A.", 1).with_label("k", "1"),
+            Metric::gauge("x_b", "B.", 2.0),
+            Metric::counter("x_a_total", "A.", 3).with_label("k", "2"),
+        ];
+        let text = prometheus(&Stats::default(), &extra);
+        let samples = parse(&text).unwrap();
+        let xa: Vec<f64> = samples
+            .iter()
+            .filter(|((n, _, _), t)| n == "x_a_total" && t == "counter")
+            .map(|((_, _, v), _)| *v)
+            .collect();
+        assert_eq!(xa, [1.0, 3.0]);
+    }
+
+    #[test]
+    fn a_counter_without_the_total_suffix_keeps_its_name() {
+        let text = prometheus(
+            &Stats::default(),
+            &[Metric::counter("x_requests", "Odd name.", 4)],
+        );
+        assert!(
+            text.contains("# TYPE x_requests untyped\nx_requests 4\n"),
+            "{text}"
+        );
+        parse(&text).unwrap();
     }
 }
