@@ -1,24 +1,30 @@
-//! Pure rendering of the crawler's counters for operators: the status line and
-//! Prometheus text. Shared by every runtime (no IO here).
+//! The crawler's counters for operators, as data: the status line and the
+//! metric samples behind `/metrics`. Shared by every runtime (no IO here, and no
+//! text format: the runtime renders [`Family`]s with a Prometheus library).
 //!
 //! A runtime takes a [`StatusSample`] every few seconds (from [`Stats`] plus the few
 //! numbers only it knows, such as how many discovered infohashes storage did not
 //! have), and renders [`status_line`] from two consecutive samples. For
-//! `/metrics` it renders [`prometheus`] from the latest [`Stats`] plus its own
-//! [`Metric`]s (storage counts, socket errors, …).
+//! `/metrics` it takes [`metrics`] of the latest [`Stats`], appends its own
+//! [`Metric`]s (storage counts, socket errors, …), groups them with [`families`]
+//! and renders those.
 //!
 //! ```
-//! use magnetar_core::report::{prometheus, status_line, Metric, StatusSample};
+//! use magnetar_core::report::{families, metrics, status_line, Kind, Metric, StatusSample};
 //! use magnetar_core::{Stats, Timestamp};
 //! let s = Stats::default();
 //! let a = StatusSample::new(Timestamp::ZERO, &s, 0);
 //! let b = StatusSample::new(Timestamp::from_secs(10), &s, 0);
 //! assert!(status_line(&a, &b).starts_with("nodes 0"));
-//! let text = prometheus(&s, &[Metric::gauge("magnetar_storage_torrents", "Torrents stored.", 3.0)]);
-//! assert!(text.contains("magnetar_storage_torrents 3\n"));
+//! let mut all = metrics(&s);
+//! all.push(Metric::gauge("magnetar_storage_torrents", "Torrents stored.", 3.0));
+//! let fams = families(all);
+//! let last = fams.last().unwrap();
+//! assert_eq!((last.name.as_str(), last.kind), ("magnetar_storage_torrents", Kind::Gauge));
+//! assert_eq!(last.samples[0].value, 3.0);
 //! ```
 
-use std::fmt::Write;
+use std::collections::BTreeMap;
 
 use crate::stats::{PacketCounts, Stats};
 use crate::time::Timestamp;
@@ -26,12 +32,15 @@ use crate::time::Timestamp;
 /// The numbers the status line shows, at one instant.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct StatusSample {
+    /// When the sample was taken.
     pub at: Timestamp,
     /// Nodes in the routing tables (all identities).
     pub nodes: usize,
     /// Nodes in the crawl's node book.
     pub book: usize,
+    /// UDP datagrams received so far.
     pub datagrams_in: u64,
+    /// UDP datagrams sent so far.
     pub datagrams_out: u64,
     /// Distinct infohashes seen (new in core's dedup window).
     pub infohashes_seen: u64,
@@ -42,7 +51,9 @@ pub struct StatusSample {
     pub infohashes_get_peers: u64,
     /// Of those, the ones storage did not have (the runtime counts these).
     pub infohashes_new: u64,
+    /// Metadata fetched and verified so far.
     pub fetched: u64,
+    /// Metadata fetches that failed so far.
     pub failed: u64,
     /// Infohashes whose metadata fetch is running or queued.
     pub in_flight: u64,
@@ -109,25 +120,35 @@ pub fn status_line(prev: &StatusSample, cur: &StatusSample) -> String {
     )
 }
 
-/// Prometheus metric kind.
+/// Prometheus metric type. Only the two that magnetar exposes.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// A count that only goes up (its name ends in `_total`).
     Counter,
+    /// A value that goes up and down.
     Gauge,
 }
 
-/// A metric the runtime adds to the core's (storage counts, socket errors, …).
+/// One sample with its metric's name, help and type: what the core exports for
+/// its counters ([`metrics`]) and what a runtime adds to them (storage counts,
+/// socket errors, …).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Metric {
+    /// Metric name exactly as scraped (counters end in `_total`).
     pub name: String,
+    /// The `# HELP` text.
     pub help: String,
+    /// The `# TYPE`.
     pub kind: Kind,
     /// Label pairs (`[]` for none).
     pub labels: Vec<(String, String)>,
+    /// The sample's value.
     pub value: f64,
 }
 
 impl Metric {
+    /// A counter without labels. By Prometheus convention (and so that a
+    /// library that appends the suffix keeps the name) `name` ends in `_total`.
     pub fn counter(name: &str, help: &str, value: u64) -> Self {
         Metric {
             name: name.into(),
@@ -137,6 +158,8 @@ impl Metric {
             value: value as f64,
         }
     }
+
+    /// A gauge without labels.
     pub fn gauge(name: &str, help: &str, value: f64) -> Self {
         Metric {
             name: name.into(),
@@ -146,62 +169,83 @@ impl Metric {
             value,
         }
     }
+
+    /// The same metric with one more label pair.
     pub fn with_label(mut self, k: &str, v: &str) -> Self {
         self.labels.push((k.into(), v.into()));
         self
     }
 }
 
-/// Writes Prometheus text exposition (format 0.0.4). Samples of one name must be
-/// consecutive; `# HELP`/`# TYPE` are written once per name.
-struct Writer {
-    out: String,
-    last: String,
+/// One sample of a [`Family`]: its labels and value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// Label pairs (`[]` for none), in the order given.
+    pub labels: Vec<(String, String)>,
+    /// The value.
+    pub value: f64,
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// All samples of one metric name: what a text exposition writes under one
+/// `# HELP` and `# TYPE`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Family {
+    /// Metric name exactly as scraped.
+    pub name: String,
+    /// The `# HELP` text (of the name's first sample).
+    pub help: String,
+    /// The `# TYPE` (of the name's first sample).
+    pub kind: Kind,
+    /// The samples, in the order given; never empty.
+    pub samples: Vec<Sample>,
 }
 
-fn fmt_value(v: f64) -> String {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
-    }
-}
-
-impl Writer {
-    fn sample(&mut self, name: &str, help: &str, kind: Kind, labels: &[(&str, &str)], v: f64) {
-        if self.last != name {
-            let t = match kind {
-                Kind::Counter => "counter",
-                Kind::Gauge => "gauge",
-            };
-            let _ = writeln!(self.out, "# HELP {name} {help}");
-            let _ = writeln!(self.out, "# TYPE {name} {t}");
-            self.last = name.to_string();
-        }
-        self.out.push_str(name);
-        if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (k, val)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{k}=\"{}\"", escape(val));
+/// Groups samples by name into families, in the order each name first appears;
+/// a family takes the help and type of its first sample. A name with no sample
+/// (an empty fault map, say) has no family, as it has no line in the text.
+pub fn families(metrics: impl IntoIterator<Item = Metric>) -> Vec<Family> {
+    let mut out: Vec<Family> = Vec::new();
+    // Name -> index in `out`. Names usually arrive together, so the last family
+    // is checked first.
+    let mut index: BTreeMap<String, usize> = BTreeMap::new();
+    for m in metrics {
+        let sample = Sample {
+            labels: m.labels,
+            value: m.value,
+        };
+        let at = match out.last() {
+            Some(f) if f.name == m.name => Some(out.len() - 1),
+            _ => index.get(&m.name).copied(),
+        };
+        match at.and_then(|i| out.get_mut(i)) {
+            Some(f) => f.samples.push(sample),
+            None => {
+                index.insert(m.name.clone(), out.len());
+                out.push(Family {
+                    name: m.name,
+                    help: m.help,
+                    kind: m.kind,
+                    samples: vec![sample],
+                });
             }
-            self.out.push('}');
         }
-        let _ = writeln!(self.out, " {}", fmt_value(v));
     }
+    out
+}
+
+/// Collects the samples [`metrics`] returns.
+struct List(Vec<Metric>);
+
+impl List {
     fn counter(&mut self, name: &str, help: &str, v: u64) {
-        self.sample(name, help, Kind::Counter, &[], v as f64);
+        self.0.push(Metric::counter(name, help, v));
     }
     fn gauge(&mut self, name: &str, help: &str, v: f64) {
-        self.sample(name, help, Kind::Gauge, &[], v);
+        self.0.push(Metric::gauge(name, help, v));
+    }
+    fn labelled(&mut self, name: &str, help: &str, label: (&str, &str), v: u64) {
+        self.0
+            .push(Metric::counter(name, help, v).with_label(label.0, label.1));
     }
     fn methods(&mut self, name: &str, help: &str, p: &PacketCounts) {
         for (m, v) in [
@@ -212,17 +256,17 @@ impl Writer {
             ("sample_infohashes", p.sample_infohashes),
             ("other", p.other),
         ] {
-            self.sample(name, help, Kind::Counter, &[("method", m)], v as f64);
+            self.labelled(name, help, ("method", m), v);
         }
     }
 }
 
-/// Every core counter, then the runtime's `extra` metrics, as Prometheus text.
-pub fn prometheus(s: &Stats, extra: &[Metric]) -> String {
-    let mut w = Writer {
-        out: String::with_capacity(8192),
-        last: String::new(),
-    };
+/// Every core counter and gauge as samples, the samples of one name together:
+/// the core's part of `/metrics`. Names, labels and types are what dashboards
+/// query; keep them stable. The fault and session-failure families have one
+/// sample per kind seen so far (none before the first).
+pub fn metrics(s: &Stats) -> Vec<Metric> {
+    let mut w = List(Vec::with_capacity(160));
     let d = &s.dht;
     w.counter(
         "magnetar_dht_datagrams_in_total",
@@ -276,12 +320,11 @@ pub fn prometheus(s: &Stats, extra: &[Metric]) -> String {
     );
     for (f, v) in &d.faults {
         let label = format!("{f:?}");
-        w.sample(
+        w.labelled(
             "magnetar_dht_faults_total",
             "Faults by remote nodes, by kind.",
-            Kind::Counter,
-            &[("fault", &label)],
-            *v as f64,
+            ("fault", &label),
+            *v,
         );
     }
     w.counter(
@@ -365,12 +408,11 @@ pub fn prometheus(s: &Stats, extra: &[Metric]) -> String {
         ("family", r.rejected_family),
         ("id_in_use", r.rejected_id_in_use),
     ] {
-        w.sample(
+        w.labelled(
             "magnetar_routing_rejected_total",
             "Nodes not added to routing tables, by reason.",
-            Kind::Counter,
-            &[("reason", why)],
-            v as f64,
+            ("reason", why),
+            v,
         );
     }
     w.counter("magnetar_routing_splits_total", "Bucket splits.", r.splits);
@@ -523,12 +565,11 @@ pub fn prometheus(s: &Stats, extra: &[Metric]) -> String {
     );
     for (reason, v) in &f.failures {
         let label = format!("{reason:?}");
-        w.sample(
+        w.labelled(
             "magnetar_fetch_session_failures_total",
             "Peer session failures, by reason.",
-            Kind::Counter,
-            &[("reason", &label)],
-            *v as f64,
+            ("reason", &label),
+            *v,
         );
     }
 
@@ -558,12 +599,11 @@ pub fn prometheus(s: &Stats, extra: &[Metric]) -> String {
         ("get_peers", c.new_from_get_peers),
         ("sample", c.new_from_sample),
     ] {
-        w.sample(
+        w.labelled(
             "magnetar_crawl_infohashes_new_total",
             "Infohashes new to the dedup window, by source.",
-            Kind::Counter,
-            &[("source", src)],
-            v as f64,
+            ("source", src),
+            v,
         );
     }
     w.counter(
@@ -698,16 +738,7 @@ pub fn prometheus(s: &Stats, extra: &[Metric]) -> String {
         "Infohashes in the announce store.",
         s.stored_infohashes as f64,
     );
-
-    for m in extra {
-        let labels: Vec<(&str, &str)> = m
-            .labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        w.sample(&m.name, &m.help, m.kind, &labels, m.value);
-    }
-    w.out
+    w.0
 }
 
 #[cfg(test)]
@@ -738,29 +769,87 @@ mod tests {
         assert!(status_line(&b, &b).contains("in 0 out 0"));
     }
 
+    fn find<'a>(ms: &'a [Metric], name: &str, label: Option<(&str, &str)>) -> Option<&'a Metric> {
+        ms.iter().find(|m| {
+            m.name == name
+                && match label {
+                    None => m.labels.is_empty(),
+                    Some((k, v)) => m.labels == [(k.to_string(), v.to_string())],
+                }
+        })
+    }
+
     #[test]
-    fn prometheus_is_well_formed() {
+    fn metrics_carry_values_labels_and_types() {
         let mut s = Stats::default();
+        let empty = metrics(&s);
+        assert!(find(
+            &empty,
+            "magnetar_dht_faults_total",
+            Some(("fault", "RateLimited"))
+        )
+        .is_none());
         s.dht.fault(Fault::RateLimited);
         s.dht.queries_in.get_peers = 5;
-        let text = prometheus(
-            &s,
-            &[Metric::gauge("x_total", "An \"extra\".", 1.5).with_label("k", "a\"b")],
-        );
-        assert!(text.contains("magnetar_dht_queries_in_total{method=\"get_peers\"} 5\n"));
-        assert!(text.contains("magnetar_dht_faults_total{fault=\"RateLimited\"} 1\n"));
-        assert!(text.contains("x_total{k=\"a\\\"b\"} 1.5\n"));
-        // One HELP/TYPE per name, and every sample line has a name and a value.
+        s.nodes = 42;
+        let ms = metrics(&s);
+        assert_eq!(ms.len(), empty.len() + 1);
+        let q = find(
+            &ms,
+            "magnetar_dht_queries_in_total",
+            Some(("method", "get_peers")),
+        )
+        .unwrap();
+        assert_eq!((q.kind, q.value), (Kind::Counter, 5.0));
+        let f = find(
+            &ms,
+            "magnetar_dht_faults_total",
+            Some(("fault", "RateLimited")),
+        )
+        .unwrap();
+        assert_eq!((f.kind, f.value), (Kind::Counter, 1.0));
+        let n = find(&ms, "magnetar_nodes", None).unwrap();
+        assert_eq!((n.kind, n.value), (Kind::Gauge, 42.0));
+        // Counters follow the `_total` convention; one sample per name and labels.
         let mut seen = std::collections::BTreeSet::new();
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let name = rest.split(' ').next().unwrap();
-                assert!(seen.insert(name.to_string()), "duplicate TYPE for {name}");
-            } else if !line.starts_with('#') {
-                let (name, value) = line.rsplit_once(' ').unwrap();
-                assert!(!name.is_empty());
-                value.parse::<f64>().unwrap();
-            }
+        for m in &ms {
+            assert!(
+                m.kind == Kind::Gauge || m.name.ends_with("_total"),
+                "{}",
+                m.name
+            );
+            assert!(seen.insert((m.name.clone(), m.labels.clone())), "{m:?}");
         }
+    }
+
+    #[test]
+    fn families_group_samples_by_name_in_first_seen_order() {
+        let fams = families([
+            Metric::counter("a_total", "A.", 1).with_label("k", "x"),
+            Metric::gauge("b", "B.", 2.5),
+            Metric::counter("a_total", "Other help.", 3).with_label("k", "y"),
+        ]);
+        assert_eq!(fams.len(), 2);
+        assert_eq!(
+            (fams[0].name.as_str(), fams[0].help.as_str()),
+            ("a_total", "A.")
+        );
+        assert_eq!(fams[0].kind, Kind::Counter);
+        let values: Vec<f64> = fams[0].samples.iter().map(|s| s.value).collect();
+        assert_eq!(values, [1.0, 3.0]);
+        assert_eq!(
+            fams[0].samples[1].labels,
+            [("k".to_string(), "y".to_string())]
+        );
+        assert_eq!((fams[1].name.as_str(), fams[1].kind), ("b", Kind::Gauge));
+        // Every core family has its samples, in order.
+        let ms = metrics(&Stats::default());
+        let fams = families(ms.clone());
+        let flat: Vec<&str> = fams
+            .iter()
+            .flat_map(|f| f.samples.iter().map(move |_| f.name.as_str()))
+            .collect();
+        let names: Vec<&str> = ms.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(flat, names);
     }
 }

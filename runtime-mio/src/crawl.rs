@@ -19,7 +19,7 @@ use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use magnetar_core::report::{prometheus, status_line, Metric, StatusSample};
+use magnetar_core::report::{status_line, Metric, StatusSample};
 use magnetar_core::{
     CloseReason, Config, ConnId, Crawler, Event, Input, Output, SocketId, Timestamp,
 };
@@ -28,7 +28,7 @@ use mio::{Events, Interest, Poll, Token};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::dns::{self, Resolved};
-use crate::metrics;
+use crate::metrics::{self, prometheus};
 use crate::sys;
 use magnetar_storage::ingest::{Decision, Ingest};
 use magnetar_storage::SessionRecord;
