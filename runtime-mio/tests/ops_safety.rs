@@ -290,3 +290,38 @@ fn show_by_prefix_and_magnet() {
     assert_eq!(st.code(), Some(2));
     assert!(err.contains("at least 8 hex digits"), "{err}");
 }
+
+/// A crawler killed with SIGKILL leaves its record in `magnetar.lock`, but the kernel
+/// released its flock: maintenance works at once.
+#[test]
+fn a_killed_crawlers_lock_file_blocks_nothing() {
+    let db = tempfile::tempdir().unwrap();
+    let dbs = dbarg(db.path());
+    let mut p = crawl(
+        "mio",
+        db.path(),
+        &[
+            "--bind",
+            "127.0.0.1:0",
+            "--bootstrap",
+            "127.0.0.1:9",
+            "--allow-private",
+        ],
+    );
+    let pid = p.child.id();
+    assert!(
+        p.wait_log("database open", Duration::from_secs(20)),
+        "{}",
+        p.log()
+    );
+    let (st, _, err) = run(&["db", "compact", "--db", dbs]);
+    assert_eq!(st.code(), Some(2), "{err}");
+    p.signal("KILL");
+    let _ = p.child.wait();
+    let record = std::fs::read_to_string(db.path().join(magnetar_storage::LOCK_FILE)).unwrap();
+    assert!(record.contains(&format!("\"pid\":{pid}")), "{record}");
+    let (st, _, err) = run(&["db", "compact", "--db", dbs]);
+    assert!(st.success(), "compact after the crawler was killed: {err}");
+    let (st, _, err) = run(&["db", "check", "--db", dbs]);
+    assert!(st.success(), "{err}");
+}
