@@ -3,12 +3,13 @@
 //! Read-only commands refuse a path that holds no database (they never create
 //! one); `import` and `crawl` create it.
 
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, ErrorKind, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use magnetar_storage::{
-    magnet_uri, parse_infohash_hex, to_hex, Order, RetentionPolicy, Store, StoreOptions,
-    TorrentRecord,
+    magnet_uri, parse_torrent_ref, to_hex, DbLock, Order, RetentionPolicy, Store, StoreOptions,
+    TorrentRecord, TorrentRef,
 };
 
 use crate::crawl::wall_secs;
@@ -16,6 +17,42 @@ use crate::Fail;
 
 fn db_err(path: &Path) -> impl Fn(magnetar_storage::StoreError) -> Fail + '_ {
     move |e| Fail(format!("database {}: {e}", path.display()))
+}
+
+/// Set when whoever reads our stdout went away (`magnetar search … | head -1`): the
+/// command then ends quietly with status 0, as `grep` or `ls` piped to `head` do.
+pub(crate) static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// An error writing to stdout: a closed pipe is a quiet end (see [`STDOUT_CLOSED`]).
+pub(crate) fn out_err(e: std::io::Error) -> Fail {
+    if e.kind() == ErrorKind::BrokenPipe {
+        STDOUT_CLOSED.store(true, Ordering::SeqCst);
+        Fail("stdout closed".into())
+    } else {
+        Fail(format!("writing to stdout: {e}"))
+    }
+}
+
+/// `writeln!` to stdout, mapping errors through [`out_err`].
+macro_rules! out {
+    ($o:expr, $($arg:tt)*) => {
+        writeln!($o, $($arg)*).map_err(out_err)?
+    };
+}
+
+/// Takes the database's maintenance lock for `role` (creating the directory when
+/// missing): refused, naming the holder, while a crawler or another maintenance
+/// command runs on it. Held until the returned guard is dropped.
+pub fn lock_db(path: &Path, role: &str) -> Result<DbLock, Fail> {
+    if path.exists() && !path.is_dir() {
+        return Err(Fail(format!(
+            "database {}: exists and is not a directory",
+            path.display()
+        )));
+    }
+    std::fs::create_dir_all(path)
+        .map_err(|e| Fail(format!("database {}: cannot create: {e}", path.display())))?;
+    DbLock::acquire(path, role).map_err(|e| Fail(e.to_string()))
 }
 
 /// Opens an existing database (never creates one).
@@ -104,9 +141,10 @@ fn json_record(r: &TorrentRecord) -> serde_json::Value {
     })
 }
 
-fn print_table(records: &[TorrentRecord]) {
+fn print_table(o: &mut impl Write, records: &[TorrentRecord]) -> Result<(), Fail> {
     for r in records {
-        println!(
+        out!(
+            o,
             "{}  {:>10}  {}  {}",
             to_hex(&r.infohash),
             human_size(r.total_size),
@@ -114,6 +152,7 @@ fn print_table(records: &[TorrentRecord]) {
             r.name
         );
     }
+    Ok(())
 }
 
 pub fn search(db: &Path, query: &str, limit: usize, json: bool) -> Result<(), Fail> {
@@ -121,12 +160,13 @@ pub fn search(db: &Path, query: &str, limit: usize, json: bool) -> Result<(), Fa
     let res = store
         .search(query, limit, 0, Order::Relevance)
         .map_err(db_err(db))?;
+    let mut o = std::io::stdout().lock();
     if json {
         for r in &res.hits {
-            println!("{}", json_record(r));
+            out!(o, "{}", json_record(r));
         }
     } else {
-        print_table(&res.hits);
+        print_table(&mut o, &res.hits)?;
         eprintln!(
             "{} of {} match(es){}",
             res.hits.len(),
@@ -168,33 +208,82 @@ pub fn file_tree(files: &[(String, u64)]) -> String {
     out
 }
 
-pub fn show(db: &Path, infohash: &str) -> Result<(), Fail> {
-    let ih = parse_infohash_hex(infohash.trim()).map_err(|e| Fail(e.to_string()))?;
+/// Candidates listed for an ambiguous prefix.
+const AMBIGUOUS_SHOWN: usize = 5;
+
+/// The infohash `reference` names: 40 hex digits, a magnet URI, or a unique hex
+/// prefix (at least 8 digits) of a stored torrent's infohash.
+pub fn resolve(store: &Store, db: &Path, reference: &str) -> Result<[u8; 20], Fail> {
+    match parse_torrent_ref(reference).map_err(|e| Fail(e.to_string()))? {
+        TorrentRef::Full(ih) => Ok(ih),
+        TorrentRef::Prefix { bytes, nibbles } => {
+            let p = reference.trim().to_ascii_lowercase();
+            let found = store
+                .infohashes_with_prefix(&bytes, nibbles, AMBIGUOUS_SHOWN + 1)
+                .map_err(db_err(db))?;
+            match found.as_slice() {
+                [] => Err(Fail(format!(
+                    "no torrent in the database has an infohash starting with {p}"
+                ))),
+                [one] => Ok(*one),
+                many => {
+                    let mut msg = format!(
+                        "infohash prefix {p} is ambiguous: it matches {} torrents; give more digits:",
+                        if many.len() > AMBIGUOUS_SHOWN {
+                            format!("more than {AMBIGUOUS_SHOWN}")
+                        } else {
+                            many.len().to_string()
+                        }
+                    );
+                    for ih in many.iter().take(AMBIGUOUS_SHOWN) {
+                        let name = store
+                            .get(ih)
+                            .ok()
+                            .flatten()
+                            .map(|t| t.record.name)
+                            .unwrap_or_default();
+                        msg.push_str(&format!("\n  {}  {name}", to_hex(ih)));
+                    }
+                    Err(Fail(msg))
+                }
+            }
+        }
+    }
+}
+
+pub fn show(db: &Path, reference: &str) -> Result<(), Fail> {
+    if let Err(e) = parse_torrent_ref(reference) {
+        return Err(Fail(e.to_string()));
+    }
     let store = open_existing(db)?;
+    let ih = resolve(&store, db, reference)?;
     let Some(t) = store.get(&ih).map_err(db_err(db))? else {
         return Err(Fail(format!("{} is not in the database", to_hex(&ih))));
     };
     let r = &t.record;
     let count = |v: Option<u32>| v.map_or("unknown".to_string(), |v| v.to_string());
-    println!("name:          {}", r.name);
-    println!("infohash:      {}", to_hex(&r.infohash));
-    println!(
+    let mut o = std::io::stdout().lock();
+    out!(o, "name:          {}", r.name);
+    out!(o, "infohash:      {}", to_hex(&r.infohash));
+    out!(
+        o,
         "size:          {} ({} bytes)",
         human_size(r.total_size),
         r.total_size
     );
-    println!("files:         {}", r.file_count);
-    println!(
+    out!(o, "files:         {}", r.file_count);
+    out!(
+        o,
         "pieces:        {} x {}",
         r.piece_count,
         human_size(r.piece_length as u64)
     );
-    println!("private:       {}", if r.private { "yes" } else { "no" });
+    out!(o, "private:       {}", if r.private { "yes" } else { "no" });
     if let Some(s) = &r.source {
-        println!("source:        {s}");
+        out!(o, "source:        {s}");
     }
-    println!("discovered:    {} UTC", utc(r.discovered_at));
-    println!("last seen:     {} UTC", utc(r.last_seen_at));
+    out!(o, "discovered:    {} UTC", utc(r.discovered_at));
+    out!(o, "last seen:     {} UTC", utc(r.last_seen_at));
     let mut src = Vec::new();
     for (bit, name) in [
         (magnetar_storage::Sources::ANNOUNCE, "announce"),
@@ -206,31 +295,33 @@ pub fn show(db: &Path, infohash: &str) -> Result<(), Fail> {
             src.push(name);
         }
     }
-    println!("sources:       {}", src.join(", "));
-    println!(
+    out!(o, "sources:       {}", src.join(", "));
+    out!(
+        o,
         "seeders:       {}   leechers: {}",
         count(r.seeders),
         count(r.leechers)
     );
-    println!(
+    out!(
+        o,
         "info dict:     {}",
         if r.has_info { "kept" } else { "not kept" }
     );
-    println!(
+    out!(
+        o,
         "magnet:        {}",
         magnet_uri(&r.infohash, &r.name, r.total_size)
     );
-    println!("file tree:");
+    out!(o, "file tree:");
     let files: Vec<(String, u64)> = t.files.iter().map(|f| (f.path.clone(), f.size)).collect();
-    print!("{}", file_tree(&files));
+    write!(o, "{}", file_tree(&files)).map_err(out_err)?;
     Ok(())
 }
 
 pub fn recent(db: &Path, n: usize) -> Result<(), Fail> {
     let store = open_existing(db)?;
     let rs = store.recent(n).map_err(db_err(db))?;
-    print_table(&rs);
-    Ok(())
+    print_table(&mut std::io::stdout().lock(), &rs)
 }
 
 /// `--since`: Unix seconds, a UTC date (`2026-11-01`) or time
@@ -369,8 +460,15 @@ pub fn export(
         None => {
             let stdout = std::io::stdout();
             let mut w = BufWriter::new(stdout.lock());
-            let rep = store.export_jsonl(&mut w, since).map_err(db_err(db))?;
-            w.flush()?;
+            let rep = store.export_jsonl(&mut w, since).map_err(|e| match e {
+                magnetar_storage::StoreError::Io { source, .. }
+                    if source.kind() == ErrorKind::BrokenPipe =>
+                {
+                    out_err(source)
+                }
+                e => db_err(db)(e),
+            })?;
+            w.flush().map_err(out_err)?;
             rep
         }
     };
@@ -388,6 +486,7 @@ pub fn import(db: &Path, magnetico: bool, path: &Path) -> Result<(), Fail> {
     if !path.is_file() {
         return Err(Fail(format!("{}: no such file", path.display())));
     }
+    let _lock = lock_db(db, "import")?;
     let store = open_or_create(db)?;
     let rep = if magnetico {
         store.import_magnetico(path).map_err(db_err(db))?
@@ -408,15 +507,19 @@ pub fn import(db: &Path, magnetico: bool, path: &Path) -> Result<(), Fail> {
 pub fn stats(db: &Path) -> Result<(), Fail> {
     let store = open_existing(db)?;
     let s = store.stats().map_err(db_err(db))?;
-    println!(
+    let mut o = std::io::stdout().lock();
+    out!(
+        o,
         "torrents:         {} ({} with info dict)",
-        s.torrents, s.torrents_with_info
+        s.torrents,
+        s.torrents_with_info
     );
-    println!("peers:            {}", s.peers);
-    println!("dht nodes:        {}", s.nodes);
-    println!("sessions:         {}", s.sessions);
-    println!("requests:         {}", s.requests);
-    println!(
+    out!(o, "peers:            {}", s.peers);
+    out!(o, "dht nodes:        {}", s.nodes);
+    out!(o, "sessions:         {}", s.sessions);
+    out!(o, "requests:         {}", s.requests);
+    out!(
+        o,
         "disk:             {} (used {}, map {})",
         human_size(s.disk_bytes),
         human_size(s.used_bytes),
@@ -424,15 +527,23 @@ pub fn stats(db: &Path) -> Result<(), Fail> {
     );
     let yields = store.session_yields(wall_secs()).map_err(db_err(db))?;
     if !yields.is_empty() {
-        println!("\nsessions (newest last):");
-        println!(
+        out!(o, "\nsessions (newest last):");
+        out!(
+            o,
             "  {:<19}  {:>9}  {:>9}  {:>9}  {:>8}  {:>10}  {:>9}",
-            "started (UTC)", "duration", "new", "fetched", "failed", "new/hour", "peak RSS"
+            "started (UTC)",
+            "duration",
+            "new",
+            "fetched",
+            "failed",
+            "new/hour",
+            "peak RSS"
         );
         for y in yields.iter().rev().take(20).rev() {
             let ss = &y.session;
             let end = ss.ended_at.unwrap_or_else(wall_secs);
-            println!(
+            out!(
+                o,
                 "  {:<19}  {:>8}s  {:>9}  {:>9}  {:>8}  {:>10.1}  {:>9}{}",
                 utc(ss.started_at),
                 end.saturating_sub(ss.started_at),
@@ -451,21 +562,22 @@ pub fn stats(db: &Path) -> Result<(), Fail> {
     }
     let reasons = store.failure_reasons().map_err(db_err(db))?;
     if !reasons.is_empty() {
-        println!("\nfailure reasons:");
+        out!(o, "\nfailure reasons:");
         for (r, n) in reasons.iter().take(20) {
-            println!("  {n:>9}  {r}");
+            out!(o, "  {n:>9}  {r}");
         }
     }
     let clients = store.top_clients(15).map_err(db_err(db))?;
     if !clients.is_empty() {
-        println!("\ntop clients (ut_metadata requests):");
+        out!(o, "\ntop clients (ut_metadata requests):");
         for c in clients {
             let name = if c.client.is_empty() {
                 "(unknown)"
             } else {
                 &c.client
             };
-            println!(
+            out!(
+                o,
                 "  {:>9} requests  {:>5.1}% ok  {}",
                 c.requests,
                 c.success_rate * 100.0,
@@ -480,6 +592,7 @@ pub fn compact(db: &Path) -> Result<(), Fail> {
     if !db.join("data.mdb").is_file() {
         return Err(Fail(format!("no magnetar database at {}", db.display())));
     }
+    let _lock = lock_db(db, "db compact")?;
     let (before, after) = magnetar_storage::compact(&StoreOptions::new(db)).map_err(db_err(db))?;
     eprintln!(
         "compacted {}: {} -> {}",
@@ -498,6 +611,7 @@ pub fn prune(
     nodes_days: u64,
 ) -> Result<(), Fail> {
     let store = open_existing(db)?;
+    let _lock = lock_db(db, "db prune")?;
     let rep = store
         .prune(&RetentionPolicy {
             now: wall_secs(),
@@ -512,6 +626,39 @@ pub fn prune(
         rep.requests, rep.peers, rep.nodes
     );
     Ok(())
+}
+
+/// `db check`: the store's integrity walk. Damage is an error (exit status 2),
+/// after the problems are printed.
+pub fn check(db: &Path) -> Result<(), Fail> {
+    let store = open_existing(db)?;
+    let rep = store.integrity_check().map_err(db_err(db))?;
+    let mut o = std::io::stdout().lock();
+    out!(o, "torrents:         {}", rep.torrents);
+    out!(o, "file lists:       {}", rep.files_lists);
+    out!(o, "postings:         {}", rep.postings);
+    out!(o, "by_time entries:  {}", rep.by_time);
+    out!(o, "info dicts:       {}", rep.info_dicts);
+    if rep.is_ok() {
+        out!(o, "ok: no problems found in {}", db.display());
+        return Ok(());
+    }
+    out!(o, "problems:         {}", rep.problem_count);
+    for p in &rep.problems {
+        out!(o, "  {p}");
+    }
+    if rep.problem_count > rep.problems.len() as u64 {
+        out!(
+            o,
+            "  … and {} more",
+            rep.problem_count - rep.problems.len() as u64
+        );
+    }
+    Err(Fail(format!(
+        "database {}: {} problem(s) found",
+        db.display(),
+        rep.problem_count
+    )))
 }
 
 #[cfg(test)]

@@ -2,6 +2,8 @@
 //! the tokio driver with `--runtime tokio`)
 //! and the commands that read and maintain its database.
 
+#[cfg(test)]
+mod cli_tests;
 mod commands;
 mod crawl;
 mod dns;
@@ -97,17 +99,20 @@ enum Cmd {
         #[arg(required = true, value_name = "WORDS")]
         words: Vec<String>,
         /// Most results to print.
-        #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        #[arg(long, short = 'n', default_value_t = 20, env = "MAGNETAR_SEARCH_LIMIT",
+              value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: u32,
         /// One JSON object per line instead of a table.
-        #[arg(long)]
+        #[arg(long, env = "MAGNETAR_SEARCH_JSON")]
         json: bool,
         #[command(flatten)]
         db: DbArg,
     },
     /// Show one torrent: its fields, file tree and magnet link.
     Show {
-        /// The infohash, 40 hex digits.
+        /// The infohash: 40 hex digits, a unique prefix of at least 8, or a magnet
+        /// URI (`magnet:?xt=urn:btih:` with hex or base32).
+        #[arg(value_name = "INFOHASH|PREFIX|MAGNET")]
         infohash: String,
         #[command(flatten)]
         db: DbArg,
@@ -115,21 +120,27 @@ enum Cmd {
     /// List the most recently discovered torrents.
     Recent {
         /// How many.
-        #[arg(short = 'n', long = "count", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        #[arg(short = 'n', long = "count", default_value_t = 20, env = "MAGNETAR_RECENT_COUNT", value_parser = clap::value_parser!(u32).range(1..=100_000))]
         n: u32,
         #[command(flatten)]
         db: DbArg,
     },
     /// Export torrents as JSON lines or as .torrent files.
     Export {
-        #[arg(long, value_enum, default_value = "jsonl")]
+        /// What to write: JSON lines, or one .torrent file per torrent with a kept info dict.
+        #[arg(
+            long,
+            value_enum,
+            default_value = "jsonl",
+            env = "MAGNETAR_EXPORT_FORMAT"
+        )]
         format: ExportFormat,
         /// Only torrents discovered at or after T: Unix seconds, a UTC date or time
         /// (2026-11-01, 2026-11-01T12:00:00Z), or an age such as 90m, 24h, 7d.
-        #[arg(long, value_name = "T")]
+        #[arg(long, value_name = "T", env = "MAGNETAR_EXPORT_SINCE")]
         since: Option<String>,
         /// Output file for jsonl (default: stdout); output directory for torrent (required).
-        #[arg(long, value_name = "PATH")]
+        #[arg(long, value_name = "PATH", env = "MAGNETAR_EXPORT_OUT")]
         out: Option<PathBuf>,
         #[command(flatten)]
         db: DbArg,
@@ -157,24 +168,31 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum DbCmd {
-    /// Rewrite the database without free pages (the crawler must be stopped).
+    /// Check the database's integrity (every index against the torrents); exits with
+    /// status 2 when anything is damaged. Safe while a crawler runs.
+    Check {
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Rewrite the database without free pages (refused while a crawler runs).
     Compact {
         #[command(flatten)]
         db: DbArg,
     },
-    /// Drop old request, peer and node records (torrents are kept).
+    /// Drop old request, peer and node records (torrents are kept; refused while a
+    /// crawler runs).
     Prune {
         /// Keep request records this many days.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, env = "MAGNETAR_PRUNE_REQUESTS_DAYS")]
         requests_days: u64,
         /// Keep at most this many request records.
-        #[arg(long)]
+        #[arg(long, env = "MAGNETAR_PRUNE_REQUESTS_MAX")]
         requests_max: Option<u64>,
         /// Drop peers not seen for this many days.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, env = "MAGNETAR_PRUNE_PEERS_DAYS")]
         peers_days: u64,
         /// Drop DHT nodes not seen for this many days.
-        #[arg(long, default_value_t = 7)]
+        #[arg(long, default_value_t = 7, env = "MAGNETAR_PRUNE_NODES_DAYS")]
         nodes_days: u64,
         #[command(flatten)]
         db: DbArg,
@@ -210,7 +228,7 @@ struct CrawlArgs {
     identities: u16,
 
     /// Also run IPv6 identities (the default; skipped with a warning when IPv6 is unavailable).
-    #[arg(long, overrides_with = "no_ipv6")]
+    #[arg(long, overrides_with = "no_ipv6", env = "MAGNETAR_IPV6")]
     ipv6: bool,
     /// Run IPv4 identities only.
     #[arg(long, overrides_with = "ipv6", env = "MAGNETAR_NO_IPV6")]
@@ -279,11 +297,21 @@ struct CrawlArgs {
     seed: Option<u64>,
 
     /// Answers per remote IP per second (benchmarks on loopback raise it).
-    #[arg(long, hide = true, default_value_t = 10)]
+    #[arg(
+        long,
+        hide = true,
+        default_value_t = 10,
+        env = "MAGNETAR_PER_IP_ANSWERS"
+    )]
     per_ip_answers: u32,
 
     /// Seconds between status lines.
-    #[arg(long, hide = true, default_value_t = 10)]
+    #[arg(
+        long,
+        hide = true,
+        default_value_t = 10,
+        env = "MAGNETAR_STATUS_INTERVAL"
+    )]
     status_interval: u64,
 }
 
@@ -331,6 +359,10 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match dispatch(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
+        // A closed stdout pipe (`| head`) ends the command quietly.
+        Err(_) if commands::STDOUT_CLOSED.load(std::sync::atomic::Ordering::SeqCst) => {
+            ExitCode::SUCCESS
+        }
         Err(Fail(msg)) => {
             eprintln!("magnetar: {msg}");
             ExitCode::from(2)
@@ -364,6 +396,9 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
             commands::import(&db.path()?, kind == ImportKind::Magnetico, &path)
         }
         Cmd::Stats { db } => commands::stats(&db.path()?),
+        Cmd::Db {
+            cmd: DbCmd::Check { db },
+        } => commands::check(&db.path()?),
         Cmd::Db {
             cmd: DbCmd::Compact { db },
         } => commands::compact(&db.path()?),
@@ -446,7 +481,10 @@ fn cmd_crawl(a: CrawlArgs) -> Result<(), Fail> {
         None => None,
     };
     // Sockets and the metrics listener first, then the store: a run rejected for its
-    // arguments writes nothing.
+    // arguments writes nothing. The lock keeps maintenance commands (db compact,
+    // db prune, import) off the database while we write, and refuses to crawl one
+    // under maintenance; held until this function returns.
+    let _lock = commands::lock_db(&db, "crawl")?;
     let store = commands::open_or_create_with(&db, |o| {
         o.durability = a.durability.into();
         o.keep_info = !a.no_info_dicts;

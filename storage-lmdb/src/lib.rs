@@ -109,8 +109,10 @@ mod codec;
 mod error;
 mod export;
 pub mod ingest;
+mod lock;
 #[cfg(feature = "magnetico")]
 mod magnetico;
+mod prefix;
 mod store;
 #[doc(hidden)]
 pub mod synth;
@@ -120,6 +122,8 @@ mod writer;
 
 pub use error::{parse_infohash_hex, StoreError};
 pub use export::{magnet_uri, ExportReport, ImportReport, JsonFile, JsonTorrent};
+pub use lock::{DbLock, LockError, LockHolder, LOCK_FILE};
+pub use prefix::{parse_torrent_ref, TorrentRef, MIN_PREFIX_HEX};
 pub use store::{
     compact, default_data_dir, wait_closed, BatchReport, ClientStats, Durability, IntegrityReport,
     Order, PreparedBatch, PruneReport, RetentionPolicy, SearchResults, SessionYield, Stats, Store,
