@@ -18,17 +18,24 @@ use crate::types::PeerStatus;
 /// Result of [`Store::integrity_check`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IntegrityReport {
+    /// Records in `torrents`.
     pub torrents: u64,
+    /// File lists that decoded.
     pub files_lists: u64,
+    /// Postings in `terms`.
     pub postings: u64,
+    /// Entries in `by_time`.
     pub by_time: u64,
+    /// Raw info dicts in `info`.
     pub info_dicts: u64,
     /// Number of problems found (only the first 100 are described).
     pub problem_count: u64,
+    /// The first 100 problems, described.
     pub problems: Vec<String>,
 }
 
 impl IntegrityReport {
+    /// No problem was found.
     pub fn is_ok(&self) -> bool {
         self.problem_count == 0
     }
@@ -45,18 +52,24 @@ impl IntegrityReport {
 pub struct RetentionPolicy {
     /// Reference time, Unix seconds.
     pub now: u64,
+    /// Requests started longer ago than this are dropped.
     pub requests_max_age_secs: Option<u64>,
+    /// Only the newest this many requests are kept.
     pub requests_max_count: Option<u64>,
     /// Peers not seen for this long are dropped (blacklisted ones are kept).
     pub peers_max_age_secs: Option<u64>,
+    /// DHT nodes not seen for this long are dropped.
     pub nodes_max_age_secs: Option<u64>,
 }
 
 /// What `prune` removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PruneReport {
+    /// Metadata request records removed.
     pub requests: u64,
+    /// Peer records removed.
     pub peers: u64,
+    /// DHT node records removed.
     pub nodes: u64,
 }
 

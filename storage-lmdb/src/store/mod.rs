@@ -4,16 +4,18 @@
 //! This module owns the environment: [`StoreOptions`] and [`Durability`], opening
 //! (creating the databases, refusing another schema version, migrating schema 2),
 //! the read and write transactions (growing the map on `MDB_MAP_FULL` and adopting a
-//! size set by another process), the counters kept in `meta`, and the infohash →
-//! doc id lookup every concern shares. The rest is split by concern:
+//! size set by another process), the counters kept in `meta`, and what several
+//! concerns share: the infohash → doc id lookup with the `ids_delta` merge, and
+//! trimming the oldest entries of a table. The rest is split by concern:
 //!
-//! - [`read`](self::read): point reads and listings (torrents, peers, nodes,
-//!   sessions, requests, totals).
-//! - [`search`](self::search): the full-text search engine.
-//! - [`prepare`](self::prepare): a batch's CPU work before its transaction (write
-//!   order, tokens, [`PreparedBatch`]).
-//! - [`write`](self::write): applying a batch in one write transaction.
-//! - [`maintenance`](self::maintenance): prune, integrity check and compaction.
+//! - `read`: point reads and listings (torrents, peers, nodes, sessions, requests,
+//!   totals).
+//! - `search`: the full-text search engine.
+//! - `prepare`: a batch's CPU work before its transaction (write order, tokens,
+//!   [`PreparedBatch`]).
+//! - `write`: applying a batch in one write transaction, as named steps.
+//! - `maintenance`: prune, integrity check and compaction.
+//! - `tests`: unit tests that need the crate's internals.
 
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -50,6 +52,11 @@ pub(crate) type Db = Database<'static, Bytes, Bytes>;
 pub const SCHEMA_VERSION: u32 = 3;
 /// Schema 2 lacks only the (empty) `ids_delta` table: it is migrated on open.
 const MIGRATES_FROM: u32 = 2;
+/// `ids_delta` is merged into `ids` when it holds more than
+/// `max(IDS_DELTA_MIN, sqrt(IDS_DELTA_FACTOR · ids entries))` entries: about the
+/// size that minimises the pages a batch of 10,000 dirties in both tables.
+const IDS_DELTA_MIN: u64 = 50_000;
+const IDS_DELTA_FACTOR: f64 = 20_000.0;
 
 const GIB: usize = 1 << 30;
 /// Map sizes are kept a multiple of 64 KiB, a multiple of every common page size.
@@ -92,9 +99,12 @@ pub struct StoreOptions {
     pub initial_map_size: usize,
     /// The map never grows past this (default 1 TiB).
     pub max_map_size: usize,
+    /// How hard commits are pushed to disk (default [`Durability::Durable`]).
     pub durability: Durability,
     /// Keep raw info dicts for `.torrent` export (default true).
     pub keep_info: bool,
+    /// LMDB's reader slots: read transactions open at once, over every process
+    /// (default 126).
     pub max_readers: u32,
     /// The writer keeps at most this many metadata request records (oldest dropped).
     pub max_requests: u64,
@@ -166,7 +176,7 @@ pub(crate) struct Inner {
     gate: RwLock<()>,
     pub opts: StoreOptions,
     pub writer_running: AtomicBool,
-    /// 0: choose by cost (see [`WALK_FACTOR`]); 1: always look up; 2: always walk.
+    /// 0: choose by cost (see `search::WALK_FACTOR`); 1: always look up; 2: always walk.
     order_mode: AtomicUsize,
 }
 
@@ -521,6 +531,34 @@ pub(crate) fn docid_of(txn: &RoTxn, dbs: &Dbs, ih: &InfoHash) -> Result<Option<u
     Ok(None)
 }
 
+/// Merges `ids_delta` into `ids` when it has grown past its bound.
+fn merge_ids_delta(txn: &mut RwTxn, dbs: &Dbs, bound: Option<u64>) -> Result<()> {
+    let delta = dbs
+        .ids_delta
+        .stat(txn)
+        .map_err(lmdb("reading ids"))?
+        .entries as u64;
+    let main = dbs.ids.stat(txn).map_err(lmdb("reading ids"))?.entries as u64;
+    let bound =
+        bound.unwrap_or_else(|| IDS_DELTA_MIN.max((IDS_DELTA_FACTOR * main as f64).sqrt() as u64));
+    if delta <= bound {
+        return Ok(());
+    }
+    let mut kv: Vec<([u8; 20], [u8; 4])> = Vec::with_capacity(delta as usize);
+    for r in dbs.ids_delta.iter(txn).map_err(lmdb("reading ids"))? {
+        let (k, v) = r.map_err(lmdb("reading ids"))?;
+        let (Ok(k), Ok(v)) = (<[u8; 20]>::try_from(k), <[u8; 4]>::try_from(v)) else {
+            return Err(corrupt("ids_delta", k)("bad entry size"));
+        };
+        kv.push((k, v));
+    }
+    for (k, v) in &kv {
+        dbs.ids.put(txn, k, v).map_err(lmdb("writing ids"))?;
+    }
+    dbs.ids_delta.clear(txn).map_err(lmdb("writing ids"))?;
+    Ok(())
+}
+
 /// Deletes the first `n` entries of `db`; returns how many were deleted.
 fn delete_first(txn: &mut RwTxn, db: &Db, n: u64) -> Result<u64> {
     if n == 0 {
@@ -557,9 +595,11 @@ pub fn wait_closed(path: &Path) {
 }
 
 impl Inner {
+    /// Marks the single writer thread as running; false if one already runs.
     pub(crate) fn claim_writer(&self) -> bool {
         !self.writer_running.swap(true, Ordering::SeqCst)
     }
+    /// Marks the writer thread as gone.
     pub(crate) fn release_writer(&self) {
         self.writer_running.store(false, Ordering::SeqCst);
     }

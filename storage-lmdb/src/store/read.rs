@@ -17,24 +17,32 @@ use crate::types::*;
 /// Totals, read from counters and LMDB's own page statistics (no scan).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Torrents stored.
     pub torrents: u64,
+    /// Torrents whose info dict was fetched (kept or not).
     pub torrents_with_info: u64,
     /// Posting blocks in `terms` (each holds up to ~480 bytes of postings).
     pub posting_blocks: u64,
+    /// Peer records.
     pub peers: u64,
+    /// DHT node records.
     pub nodes: u64,
+    /// Crawl sessions.
     pub sessions: u64,
+    /// Metadata request records kept.
     pub requests: u64,
     /// Size of `data.mdb` on disk.
     pub disk_bytes: u64,
     /// Bytes in use (pages actually used by the B-trees).
     pub used_bytes: u64,
+    /// Current size of the memory map (it grows by doubling).
     pub map_size: u64,
 }
 
 /// Yield of one crawl session.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionYield {
+    /// The session's record.
     pub session: SessionRecord,
     /// New torrents per hour over the session's duration (end or now).
     pub torrents_per_hour: f64,
@@ -43,9 +51,13 @@ pub struct SessionYield {
 /// ut_metadata success of one client name.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClientStats {
+    /// Client name (from the extension handshake; empty if unknown).
     pub client: String,
+    /// Kept requests to peers of this client.
     pub requests: u64,
+    /// Of which succeeded.
     pub successes: u64,
+    /// `successes / requests`.
     pub success_rate: f64,
 }
 

@@ -32,8 +32,11 @@ pub enum Order {
     Relevance,
     /// Latest discovered_at first.
     Newest,
+    /// Earliest discovered_at first.
     Oldest,
+    /// Largest total size first.
     Largest,
+    /// Smallest total size first.
     Smallest,
 }
 
@@ -42,6 +45,7 @@ pub enum Order {
 pub struct SearchResults {
     /// All matches (not only this page).
     pub total: usize,
+    /// This page of matches, in the requested order.
     pub hits: Vec<TorrentRecord>,
     /// The last word's prefix matched more than [`MAX_PREFIX_TERMS`] terms; only the
     /// first ones (in byte order) were used.

@@ -2,7 +2,6 @@
 //! corrupt records and the intersection of posting lists.
 
 use super::search::intersect;
-use super::write::merge_ids_delta;
 use super::*;
 use crate::types::*;
 

@@ -25,17 +25,13 @@ use heed::{PutFlags, RwTxn};
 
 use super::prepare::{group_count, sorted_torrents, torrent_order, PreparedBatch, Tokens};
 use super::{
-    corrupt, delete_first, docid_of, lmdb, Db, Dbs, MetaCounters, Result, Store, StoreOptions,
+    delete_first, docid_of, lmdb, merge_ids_delta, Db, Dbs, MetaCounters, Result, Store,
+    StoreOptions,
 };
 use crate::codec;
 use crate::error::StoreError;
 use crate::types::*;
 
-/// `ids_delta` is merged into `ids` when it holds more than
-/// `max(IDS_DELTA_MIN, sqrt(IDS_DELTA_FACTOR · ids entries))` entries: about the
-/// size that minimises the pages a batch of 10,000 dirties in both tables.
-const IDS_DELTA_MIN: u64 = 50_000;
-const IDS_DELTA_FACTOR: f64 = 20_000.0;
 /// Batches with at least this many new torrents tokenize them on a second thread.
 const PARALLEL_INDEX_MIN: usize = 256;
 
@@ -591,34 +587,6 @@ fn fresh_postings(tok: &Tokens, fresh: &[Fresh], base: u32) -> Vec<Vec<(u32, boo
         }
     }
     postings
-}
-
-/// Merges `ids_delta` into `ids` when it has grown past its bound.
-pub(super) fn merge_ids_delta(txn: &mut RwTxn, dbs: &Dbs, bound: Option<u64>) -> Result<()> {
-    let delta = dbs
-        .ids_delta
-        .stat(txn)
-        .map_err(lmdb("reading ids"))?
-        .entries as u64;
-    let main = dbs.ids.stat(txn).map_err(lmdb("reading ids"))?.entries as u64;
-    let bound =
-        bound.unwrap_or_else(|| IDS_DELTA_MIN.max((IDS_DELTA_FACTOR * main as f64).sqrt() as u64));
-    if delta <= bound {
-        return Ok(());
-    }
-    let mut kv: Vec<([u8; 20], [u8; 4])> = Vec::with_capacity(delta as usize);
-    for r in dbs.ids_delta.iter(txn).map_err(lmdb("reading ids"))? {
-        let (k, v) = r.map_err(lmdb("reading ids"))?;
-        let (Ok(k), Ok(v)) = (<[u8; 20]>::try_from(k), <[u8; 4]>::try_from(v)) else {
-            return Err(corrupt("ids_delta", k)("bad entry size"));
-        };
-        kv.push((k, v));
-    }
-    for (k, v) in &kv {
-        dbs.ids.put(txn, k, v).map_err(lmdb("writing ids"))?;
-    }
-    dbs.ids_delta.clear(txn).map_err(lmdb("writing ids"))?;
-    Ok(())
 }
 
 /// Merges a later sighting into a stored record.
