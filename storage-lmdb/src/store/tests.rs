@@ -1,0 +1,222 @@
+//! Unit tests of the environment (schema migration and refusal), `ids_delta` merges,
+//! corrupt records and the intersection of posting lists.
+
+use super::search::intersect;
+use super::*;
+use crate::types::*;
+
+fn t(n: u8, name: &str) -> Op {
+    Op::Torrent(Box::new(TorrentInput {
+        infohash: [n; 20],
+        name: name.into(),
+        total_size: 1,
+        piece_length: 1,
+        piece_count: 1,
+        private: false,
+        source: Some("SRC".into()),
+        files: vec![FileEntry {
+            path: format!("{name}/f.txt"),
+            size: 1,
+        }],
+        discovered_at: u64::from(n),
+        sources: Sources::SAMPLE,
+        seeders: None,
+        leechers: None,
+        info: None,
+    }))
+}
+
+#[test]
+fn schema_2_is_migrated_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions::new(dir.path().join("db"));
+    let store = Store::open(opts.clone()).unwrap();
+    store.apply_batch(&[t(1, "kept")]).unwrap();
+    // A schema 2 database: version 2, no `ids_delta` (its entry moved to `ids`).
+    store
+        .write(|txn, dbs| {
+            merge_ids_delta(txn, dbs, Some(0))?;
+            dbs.meta
+                .put(txn, K_SCHEMA, &2u32.to_le_bytes())
+                .map_err(lmdb("test"))
+        })
+        .unwrap();
+    let in_ids = store
+        .read(|txn, dbs| Ok((dbs.ids.len(txn).unwrap(), dbs.ids_delta.len(txn).unwrap())))
+        .unwrap();
+    assert_eq!(in_ids, (1, 0));
+    drop(store);
+    wait_closed(&opts.path);
+    let store = Store::open(opts).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(store.get(&[1; 20]).unwrap().unwrap().record.name, "kept");
+    store.apply_batch(&[t(1, "kept"), t(2, "new")]).unwrap();
+    assert_eq!(store.count().unwrap(), 2);
+    assert!(store.integrity_check().unwrap().is_ok());
+}
+
+#[test]
+fn ids_delta_merges_keep_every_lookup_and_idempotency() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = StoreOptions::new(dir.path().join("db"));
+    opts.ids_delta_max = Some(60);
+    let store = Store::open(opts).unwrap();
+    let mut synth = crate::synth::Synth::new(5);
+    let mut all = Vec::new();
+    let mut merges = 0;
+    let mut last_delta = 0;
+    for b in 0..40u64 {
+        let mut ops: Vec<Op> = (0..25)
+            .map(|i| Op::Torrent(Box::new(synth.torrent(1000 + b * 100 + i, false))))
+            .collect();
+        // Repeats of earlier torrents, wherever their ids entry now is.
+        for old in all.iter().step_by(7).take(10) {
+            ops.push(Op::Torrent(Box::new(Clone::clone(old))));
+        }
+        for o in &ops[..25] {
+            if let Op::Torrent(t) = o {
+                all.push((**t).clone());
+            }
+        }
+        let rep = store.apply_batch(&ops).unwrap();
+        assert_eq!(rep.torrents_new, 25, "batch {b}");
+        let delta = store
+            .read(|txn, dbs| Ok(dbs.ids_delta.len(txn).unwrap()))
+            .unwrap();
+        if delta < last_delta {
+            merges += 1;
+        }
+        last_delta = delta;
+    }
+    assert!(merges >= 3, "only {merges} merges");
+    assert_eq!(store.count().unwrap(), all.len() as u64);
+    for t in &all {
+        let got = store.get(&t.infohash).unwrap().unwrap();
+        assert_eq!(got.record.name, t.name);
+    }
+    assert!(store.integrity_check().unwrap().is_ok());
+}
+
+#[test]
+fn other_schema_version_is_refused_with_a_clear_message() {
+    // Schema 1 (torrents keyed by infohash, before doc id keyed tables) is the real
+    // older version; 99 stands for a newer one.
+    for old in [1u32, 99] {
+        refused_with_a_clear_message(old);
+    }
+}
+
+fn refused_with_a_clear_message(old: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions::new(dir.path().join("db"));
+    let store = Store::open(opts.clone()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    store.apply_batch(&[t(1, "kept")]).unwrap();
+    store
+        .write(|txn, dbs| {
+            dbs.meta
+                .put(txn, K_SCHEMA, &old.to_le_bytes())
+                .map_err(lmdb("test"))
+        })
+        .unwrap();
+    drop(store);
+    wait_closed(&opts.path);
+    let err = Store::open(opts.clone()).unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::SchemaVersion {
+            found,
+            supported: SCHEMA_VERSION,
+            ..
+        } if found == old
+    ));
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("schema version {old},"))
+            && msg.contains(&format!("supports schema version {SCHEMA_VERSION}"))
+            && msg.contains(&format!("no migration from {old}"))
+            && msg.contains("export JSON lines"),
+        "{msg}"
+    );
+    wait_closed(&opts.path);
+    // Nothing was changed: restoring the version gives the data back.
+    let env = open_env(&opts).unwrap();
+    let rtxn = env.read_txn().unwrap();
+    let meta: Db = env
+        .open_databases_and_commit(rtxn, |o, r| {
+            o.open_database::<Bytes, Bytes>(r, Some("meta"))
+                .map(CommitOrAbort::<_, ()>::Commit)
+        })
+        .unwrap()
+        .unwrap_commit()
+        .unwrap();
+    let mut w = env.write_txn().unwrap();
+    meta.put(&mut w, K_SCHEMA, &SCHEMA_VERSION.to_le_bytes())
+        .unwrap();
+    w.commit().unwrap();
+    env.prepare_for_closing().wait();
+    let store = Store::open(opts).unwrap();
+    assert_eq!(store.get(&[1; 20]).unwrap().unwrap().record.name, "kept");
+}
+
+#[test]
+fn corrupt_records_are_errors_or_counted_skips_never_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreOptions::new(dir.path().join("db"))).unwrap();
+    store
+        .apply_batch(&[t(1, "alpha one"), t(2, "alpha two"), t(3, "alpha three")])
+        .unwrap();
+    // Damage torrent 2's record and torrent 3's file list.
+    store
+        .write(|txn, dbs| {
+            // Doc ids follow discovery order: torrent n has doc id n - 1.
+            dbs.torrents
+                .put(txn, &codec::docid_key(1), &[2, 0, 0])
+                .map_err(lmdb("test"))?;
+            dbs.files
+                .put(txn, &codec::docid_key(2), &[1, 200])
+                .map_err(lmdb("test"))
+        })
+        .unwrap();
+    assert!(matches!(
+        store.get(&[2; 20]),
+        Err(StoreError::Corrupt { db: "torrents", .. })
+    ));
+    assert!(matches!(
+        store.get(&[3; 20]),
+        Err(StoreError::Corrupt { db: "files", .. })
+    ));
+    let r = store.search("alpha", 10, 0, Order::Relevance).unwrap();
+    assert_eq!(r.total, 3);
+    assert_eq!(r.hits.len(), 2);
+    assert_eq!(r.skipped_corrupt, 1);
+    assert_eq!(store.recent(10).unwrap().len(), 2);
+    let rep = store.integrity_check().unwrap();
+    assert!(!rep.is_ok());
+    assert!(
+        rep.problems.iter().any(|p| p.contains("truncated")),
+        "{:?}",
+        rep.problems
+    );
+    // Writing the damaged torrent again leaves it alone and counts it.
+    let b = store
+        .apply_batch(&[t(2, "alpha two"), t(1, "alpha one")])
+        .unwrap();
+    assert_eq!((b.skipped_corrupt, b.torrents_updated), (1, 1));
+    let mut out = Vec::new();
+    let e = store.export_jsonl(&mut out, None).unwrap();
+    assert_eq!((e.torrents, e.skipped_corrupt), (1, 2));
+}
+
+#[test]
+fn intersect_gallops_correctly() {
+    let a: Vec<u32> = (0..1000).map(|d| d << 1).collect();
+    let b: Vec<u32> = (0..1000)
+        .filter(|d| d % 7 == 0)
+        .map(|d| (d << 1) | 1)
+        .collect();
+    let c: Vec<u32> = (0..1000).filter(|d| d % 3 == 0).map(|d| d << 1).collect();
+    let r = intersect(vec![a, b, c]);
+    let want: Vec<(u32, u32)> = (0..1000).filter(|d| d % 21 == 0).map(|d| (d, 1)).collect();
+    assert_eq!(r, want);
+}
