@@ -371,3 +371,176 @@ impl Strategy {
         Some(self.next_tick)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The strategy alone, against a recording [`Net`]: no crawler, no sockets.
+
+    use std::time::Duration;
+
+    use super::*;
+    use crate::fetch::{AfterFailure, FailReason, FetchFailure};
+    use crate::krpc::{QueryKind, Response};
+    use crate::rng::Rng;
+    use crate::{ApiMisuse, DiscoverySource, Event};
+
+    /// Records every request; every send goes out, every search runs.
+    struct Recorder {
+        /// (to, tag, is a sample_infohashes query)
+        sent: Vec<(SocketAddr, u64, bool)>,
+        searches: Vec<InfoHash>,
+        fetches: Vec<(InfoHash, Vec<SocketAddr>)>,
+        events: Vec<Event>,
+        rng: Rng,
+    }
+
+    impl Recorder {
+        fn new() -> Self {
+            Recorder {
+                sent: Vec::new(),
+                searches: Vec::new(),
+                fetches: Vec::new(),
+                events: Vec::new(),
+                rng: Rng::new(9),
+            }
+        }
+
+        fn discovered(&self) -> usize {
+            let d = |e: &&Event| matches!(e, Event::InfohashDiscovered { .. });
+            self.events.iter().filter(d).count()
+        }
+    }
+
+    impl Net for Recorder {
+        fn send_query(
+            &mut self,
+            pacer: &mut Pacer,
+            _ident: usize,
+            to: SocketAddr,
+            _expect_id: Option<NodeId>,
+            tag: u64,
+            kind: QueryKind<'_>,
+        ) -> Sent {
+            let now = Timestamp::from_secs(100);
+            if !pacer.admit(now, &to) {
+                return Sent::Throttled;
+            }
+            let sample = matches!(kind, QueryKind::SampleInfohashes { .. });
+            self.sent.push((to, tag, sample));
+            Sent::Yes
+        }
+
+        fn start_peer_search(
+            &mut self,
+            _pacer: &mut Pacer,
+            ih: InfoHash,
+            _seeds: &[(NodeId, SocketAddr)],
+            _max_queries: u32,
+        ) -> PeerSearch {
+            self.searches.push(ih);
+            PeerSearch::Running(self.searches.len() as u64)
+        }
+
+        fn fetch(&mut self, ih: InfoHash, peers: &[SocketAddr]) -> Result<(), ApiMisuse> {
+            self.fetches.push((ih, peers.to_vec()));
+            Ok(())
+        }
+
+        fn emit(&mut self, event: Event) {
+            self.events.push(event);
+        }
+
+        fn rng(&mut self) -> &mut Rng {
+            &mut self.rng
+        }
+
+        fn ident_for(&self, _addr: &SocketAddr, _id: &NodeId) -> Option<usize> {
+            Some(0)
+        }
+
+        fn nearest_contact(&self, _target: &NodeId) -> Option<(SocketAddr, NodeId)> {
+            None
+        }
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn an_announce_is_reported_once_fetched_at_once_then_searched() {
+        let t = Timestamp::from_secs(100);
+        let cfg = CrawlConfig {
+            auto_acquire: true,
+            ..CrawlConfig::default()
+        };
+        let mut s = Strategy::new(cfg, t);
+        let mut net = Recorder::new();
+        let ih = InfoHash([7; 20]);
+        let (from, peer) = (addr("10.0.0.1:6881"), addr("10.0.0.1:51413"));
+        let d = Discovery {
+            info_hash: ih,
+            source: DiscoverySource::Announce,
+            from,
+            peer: Some(peer),
+            sampled_by: None,
+        };
+        s.on_discovery(t, d, &mut net);
+        s.on_discovery(t, d, &mut net);
+        assert_eq!(net.discovered(), 1, "one event per new infohash");
+        // Fetched from the announcer at once (a repeat announce only re-adds
+        // the peer to the running fetch).
+        assert!(!net.fetches.is_empty());
+        assert!(net.fetches.iter().all(|f| *f == (ih, vec![peer])));
+        assert!(s.is_acquiring(&ih));
+        // The announcer had no metadata: a peer search follows at once, and the
+        // failure says so.
+        let failure = FetchFailure {
+            info_hash: ih,
+            reasons: vec![(peer, FailReason::ConnectRefused)],
+            elapsed: Duration::from_secs(1),
+            peers_tried: 1,
+            info_error: None,
+            timed_out: false,
+        };
+        let next = s.on_fetch_failed(t, &failure, &mut net);
+        assert_eq!(next, AfterFailure::StillSearching);
+        assert_eq!(net.searches, vec![ih]);
+        // The search finds nobody: a retry is scheduled.
+        s.on_lookup_done(t, 1, &[], &mut net);
+        assert!(!s.is_acquiring(&ih));
+        assert_eq!(s.stats().acquire_no_peers, 1);
+    }
+
+    #[test]
+    fn a_learned_node_is_sampled_and_dropped_from_sampling_without_bep51() {
+        let t = Timestamp::from_secs(100);
+        let mut s = Strategy::new(CrawlConfig::default(), t);
+        let mut net = Recorder::new();
+        let node = addr("10.0.0.2:6881");
+        let id = NodeId([3; 20]);
+        assert_eq!(s.learn_nodes(t, 0, &[(id, node)], &net), 1);
+        assert_eq!(s.learn_nodes(t, 0, &[(id, node)], &net), 0);
+        let t1 = t.add(CRAWL_TICK);
+        s.tick(t1, &mut net);
+        let samples: Vec<_> = net.sent.iter().filter(|x| x.2).copied().collect();
+        assert_eq!(samples.len(), 1);
+        assert_eq!(samples[0].0, node);
+        // A reply without samples: it does not do BEP 51 and is not sampled again.
+        let r = Response {
+            id,
+            ..Response::default()
+        };
+        let reply = CrawlReply {
+            ident: 0,
+            from: node,
+            response: &r,
+            nodes: &[],
+        };
+        s.on_reply(t1, samples[0].1, reply, &mut net);
+        assert_eq!(s.stats().bep51_no, 1);
+        net.sent.clear();
+        s.tick(t1.add(Duration::from_secs(7200)), &mut net);
+        assert!(net.sent.iter().all(|x| x.0 != node || !x.2));
+    }
+}
