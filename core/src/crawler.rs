@@ -20,7 +20,7 @@ use crate::krpc::{self, error_code, Body, Message, Query, QueryKind, Response};
 use crate::lookup::LookupKind;
 use crate::node::Node;
 use crate::rng::Rng;
-use crate::routing::{Contact, InsertOutcome, RoutingEvent, RoutingTable};
+use crate::routing::{Contact, InsertOutcome, RoutingTable};
 use crate::rpc::{Expired, Purpose, Rpc, Transaction};
 use crate::server::{error_datagram, AnnounceStore, Ask, RateLimiter, Reply, Responder};
 use crate::stats::Stats;
@@ -49,7 +49,6 @@ pub struct Crawler {
     routers: Vec<SocketAddr>,
     next_tick: Timestamp,
     expired: Vec<Expired>,
-    routing_events: Vec<RoutingEvent>,
 }
 
 impl Crawler {
@@ -111,7 +110,6 @@ impl Crawler {
             routers: Vec::new(),
             next_tick: now.add(TICK),
             expired: Vec::new(),
-            routing_events: Vec::new(),
         }
     }
 
@@ -431,42 +429,7 @@ impl Crawler {
                 }
             }
         }
-        self.flush_routing_events(i);
-    }
-
-    fn flush_routing_events(&mut self, i: usize) {
-        let Some(ident) = self.node.ids.get_mut(i) else {
-            return;
-        };
-        ident.table.take_events(&mut self.routing_events);
-        let socket = ident.socket;
-        let len = ident.table.len();
-        let mut newly = false;
-        if !ident.bootstrapped && len >= self.node.cfg.dht.bootstrap_nodes {
-            ident.bootstrapped = true;
-            ident.next_bootstrap = None;
-            newly = true;
-        }
-        let evs = std::mem::take(&mut self.routing_events);
-        for e in &evs {
-            match e {
-                RoutingEvent::Added { id, addr } => self.node.emit(Event::NodeAdded {
-                    socket,
-                    id: *id,
-                    addr: *addr,
-                }),
-                RoutingEvent::Removed { id, addr } => self.node.emit(Event::NodeRemoved {
-                    socket,
-                    id: *id,
-                    addr: *addr,
-                }),
-            }
-        }
-        self.routing_events = evs;
-        self.routing_events.clear();
-        if newly {
-            self.node.emit(Event::Bootstrapped { socket, nodes: len });
-        }
+        self.node.flush_routing_events(i);
     }
 
     fn heard(&mut self, i: usize, id: NodeId, from: SocketAddr, how: Contact, read_only: bool) {
@@ -649,7 +612,7 @@ impl Crawler {
                         self.strategy
                             .on_failure(self.node.now, tag, false, &mut self.node);
                     }
-                    self.flush_routing_events(i);
+                    self.node.flush_routing_events(i);
                 }
             }
         }
@@ -715,7 +678,7 @@ impl Crawler {
             for t in targets.into_iter().take(4) {
                 self.start_lookup(i, t.0, LookupKind::FindNode, &[]);
             }
-            self.flush_routing_events(i);
+            self.node.flush_routing_events(i);
         }
     }
 

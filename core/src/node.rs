@@ -19,6 +19,7 @@ use crate::identity::Identity;
 use crate::krpc::{Body, Message, Query, QueryKind, Response, Want};
 use crate::lookup::{Lookup, LookupKind};
 use crate::rng::Rng;
+use crate::routing::RoutingEvent;
 use crate::rpc::{Method, Purpose, Rpc};
 use crate::server::encode;
 use crate::stats::Stats;
@@ -55,6 +56,8 @@ pub(crate) struct Node {
     pub stats: Stats,
     /// Outputs dropped because `out` was full.
     pub dropped_outputs: u64,
+    /// Scratch space for routing-table events.
+    routing_events: Vec<RoutingEvent>,
 }
 
 impl Node {
@@ -81,6 +84,7 @@ impl Node {
             out: VecDeque::new(),
             stats: Stats::default(),
             dropped_outputs: 0,
+            routing_events: Vec::new(),
         }
     }
 
@@ -365,6 +369,43 @@ impl Node {
         it.filter(|(id, a)| *id != ident.id && is_sendable(a, allow))
             .take(64)
             .collect()
+    }
+
+    /// Hands identity `i`'s routing-table changes out as events, and marks it
+    /// bootstrapped once its table is big enough.
+    pub fn flush_routing_events(&mut self, i: usize) {
+        let Some(ident) = self.ids.get_mut(i) else {
+            return;
+        };
+        ident.table.take_events(&mut self.routing_events);
+        let socket = ident.socket;
+        let len = ident.table.len();
+        let mut newly = false;
+        if !ident.bootstrapped && len >= self.cfg.dht.bootstrap_nodes {
+            ident.bootstrapped = true;
+            ident.next_bootstrap = None;
+            newly = true;
+        }
+        let evs = std::mem::take(&mut self.routing_events);
+        for e in &evs {
+            match e {
+                RoutingEvent::Added { id, addr } => self.emit(Event::NodeAdded {
+                    socket,
+                    id: *id,
+                    addr: *addr,
+                }),
+                RoutingEvent::Removed { id, addr } => self.emit(Event::NodeRemoved {
+                    socket,
+                    id: *id,
+                    addr: *addr,
+                }),
+            }
+        }
+        self.routing_events = evs;
+        self.routing_events.clear();
+        if newly {
+            self.emit(Event::Bootstrapped { socket, nodes: len });
+        }
     }
 }
 
