@@ -1,16 +1,32 @@
-//! What the node stores and limits in order to answer queries honestly: the
-//! announce store (peers from valid announce_peer queries, bounded, with expiry)
-//! and a per-IP answer rate limiter. The answers themselves are built in
-//! [`crate::crawler`], which owns the routing tables and tokens.
+//! The honest DHT server: the [`Responder`] that answers ping, find_node,
+//! get_peers, announce_peer and sample_infohashes (BEP 5, 32, 33, 51), with
+//! what it keeps in order to answer: the tokens, the announce store (peers
+//! from valid announce_peer queries, bounded, with expiry) and a per-IP answer
+//! rate limiter.
+//!
+//! The responder takes a decoded query and a view of the node (its identities
+//! and routing tables, the id to show) and returns the encoded reply and what
+//! it captured (an infohash heard in get_peers or announce_peer); the crawler
+//! routes the capture to the crawl strategy and the reply to the socket.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::addr::Family;
 use crate::bloom::Bloom;
-use crate::id::InfoHash;
+use crate::fault::Fault;
+use crate::id::{InfoHash, NodeId};
+use crate::identity::Identity;
+use crate::krpc::{
+    self, error_code, Body, CompactNodesV4, CompactNodesV6, KrpcError, Message, Query, QueryKind,
+    Response, Samples, Want,
+};
+pub use crate::limiter::RateLimiter;
 use crate::rng::Rng;
 use crate::time::Timestamp;
+use crate::tokens::Tokens;
+use crate::DiscoverySource;
 
 #[derive(Clone, Debug)]
 struct StoredPeer {
@@ -33,10 +49,13 @@ pub struct AnnounceStore {
     max_infohashes: usize,
     max_peers: usize,
     ttl: Duration,
+    /// Infohashes and peers evicted to stay within the bounds.
     pub evictions: u64,
 }
 
 impl AnnounceStore {
+    /// A store of at most `max_infohashes` infohashes with `max_peers` peers
+    /// each, every peer kept `ttl` after its last announce.
     pub fn new(max_infohashes: usize, max_peers: usize, ttl: Duration) -> Self {
         AnnounceStore {
             map: BTreeMap::new(),
@@ -48,14 +67,17 @@ impl AnnounceStore {
         }
     }
 
+    /// Infohashes stored.
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
+    /// Whether nothing is stored.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 
+    /// Stores (or refreshes) `addr` as a peer of `ih`.
     pub fn announce(&mut self, now: Timestamp, ih: InfoHash, addr: SocketAddr, seed: bool) {
         if !self.map.contains_key(&ih) && self.map.len() >= self.max_infohashes {
             if let Some((_, old)) = self.lru.pop_first() {
@@ -165,68 +187,257 @@ impl AnnounceStore {
     }
 }
 
-/// Per-IP answer limiter (GCRA): each IP may be answered `rate` times per second
-/// with a burst of `rate`. Bounded: when full, stale entries go first, then the
-/// lowest address.
-pub struct RateLimiter {
-    tat: BTreeMap<IpAddr, Timestamp>,
-    interval: Duration,
-    burst: Duration,
-    cap: usize,
-    pub evictions: u64,
+/// What the responder needs to know about the node to answer one query.
+pub(crate) struct Ask<'a> {
+    /// Now.
+    pub now: Timestamp,
+    /// The querier.
+    pub from: SocketAddr,
+    /// The identity the query came to.
+    pub ident: usize,
+    /// The id we show the querier.
+    pub own: NodeId,
+    /// Every identity, for the nodes of a reply (prefer `ident`'s table).
+    pub ids: &'a [Identity],
+    /// Nodes per family in a reply.
+    pub k: usize,
+    /// Most samples in a sample_infohashes reply.
+    pub max_samples: usize,
+    /// The `interval` of a sample_infohashes reply, seconds.
+    pub sample_interval: u32,
+    /// Our client version (`v`).
+    pub version: Option<&'a [u8]>,
 }
 
-impl RateLimiter {
-    pub fn new(per_sec: u32, cap: usize) -> Self {
-        Self::with_burst(per_sec, per_sec, cap)
-    }
+/// An infohash heard in a query to us.
+#[derive(Copy, Clone, Debug)]
+pub(crate) struct Capture {
+    /// The infohash.
+    pub info_hash: InfoHash,
+    /// get_peers or announce_peer.
+    pub source: DiscoverySource,
+    /// The announced peer (announce_peer only).
+    pub peer: Option<SocketAddr>,
+}
 
-    /// `per_sec` sustained, up to `burst` at once.
-    pub fn with_burst(per_sec: u32, burst: u32, cap: usize) -> Self {
-        let per_sec = per_sec.max(1);
-        let interval = Duration::from_nanos(1_000_000_000 / per_sec as u64);
-        RateLimiter {
-            tat: BTreeMap::new(),
-            interval,
-            burst: interval * burst.max(1),
-            cap: cap.max(1),
-            evictions: 0,
+/// The answer to one query.
+pub(crate) enum Reply {
+    /// An encoded response.
+    Response(Vec<u8>),
+    /// An encoded error, and the fault to count, if any.
+    Error(Vec<u8>, Option<Fault>),
+}
+
+/// The honest server: tokens, announce store, answer limiter.
+pub(crate) struct Responder {
+    tokens: Tokens,
+    store: AnnounceStore,
+    limiter: RateLimiter,
+}
+
+impl Responder {
+    /// A responder with these parts.
+    pub fn new(tokens: Tokens, store: AnnounceStore, limiter: RateLimiter) -> Self {
+        Responder {
+            tokens,
+            store,
+            limiter,
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.tat.len()
+    /// The announce store.
+    pub fn store(&self) -> &AnnounceStore {
+        &self.store
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.tat.is_empty()
+    /// The answer limiter.
+    pub fn limiter(&self) -> &RateLimiter {
+        &self.limiter
     }
 
-    /// Whether `ip` may be answered now (and charges it if so).
-    pub fn allow(&mut self, now: Timestamp, ip: IpAddr) -> bool {
-        if !self.tat.contains_key(&ip) && self.tat.len() >= self.cap {
-            self.tat.retain(|_, t| *t > now);
-            if self.tat.len() >= self.cap {
-                self.tat.pop_first();
+    /// Whether `from` may be answered now (and charges it if so).
+    pub fn admit(&mut self, now: Timestamp, from: SocketAddr) -> bool {
+        self.limiter.allow(now, from.ip())
+    }
+
+    /// Rotates tokens and expires stored peers (a little per call).
+    pub fn maintain(&mut self, now: Timestamp) {
+        self.tokens.tick(now);
+        self.store.expire(now, 64);
+    }
+
+    /// Answers `q` (transaction `tid`): the reply to send and the infohash the
+    /// query told us of, if any.
+    pub fn answer(
+        &mut self,
+        ask: &Ask<'_>,
+        rng: &mut Rng,
+        tid: &[u8],
+        q: &Query<'_>,
+    ) -> (Reply, Option<Capture>) {
+        let (now, from) = (ask.now, ask.from);
+        let family = ask
+            .ids
+            .get(ask.ident)
+            .map_or(Family::of(&from), |x| x.family);
+        let want = q.want.unwrap_or(match family {
+            Family::V4 => Want {
+                n4: true,
+                n6: false,
+            },
+            Family::V6 => Want {
+                n4: false,
+                n6: true,
+            },
+        });
+        let mut resp = Response {
+            id: ask.own,
+            ..Response::default()
+        };
+        let (mut n4, mut n6) = (Vec::new(), Vec::new());
+        let token;
+        let mut values = Vec::new();
+        let mut samples_buf = Vec::new();
+        let (bf_s, bf_p);
+        let mut capture = None;
+        let error = |code, text: &[u8], fault| {
+            let datagram = error_datagram(tid, ask.version, code, text);
+            (Reply::Error(datagram, fault), None)
+        };
+        match q.kind {
+            QueryKind::Ping => {}
+            QueryKind::FindNode { target } => {
+                compact_nodes(ask, &target.0, want, &mut n4, &mut n6);
             }
-            self.evictions += 1;
+            QueryKind::GetPeers {
+                info_hash,
+                scrape,
+                noseed,
+            } => {
+                capture = Some(Capture {
+                    info_hash,
+                    source: DiscoverySource::GetPeers,
+                    peer: None,
+                });
+                compact_nodes(ask, &info_hash.0, want, &mut n4, &mut n6);
+                token = self.tokens.issue(now, from.ip());
+                resp.token = Some(&token);
+                values = self
+                    .store
+                    .peers(now, &info_hash, from.is_ipv6(), noseed, 50);
+                if scrape {
+                    (bf_s, bf_p) = self.store.scrape(now, &info_hash);
+                    resp.bf_seeds = Some(&bf_s.0);
+                    resp.bf_peers = Some(&bf_p.0);
+                }
+            }
+            QueryKind::AnnouncePeer {
+                info_hash,
+                port,
+                implied_port,
+                token,
+                seed,
+            } => {
+                if !self.tokens.verify(now, from.ip(), token) {
+                    return error(error_code::PROTOCOL, b"bad token", Some(Fault::BadToken));
+                }
+                let port = if implied_port { from.port() } else { port };
+                let peer = SocketAddr::new(from.ip(), port);
+                if port == 0 {
+                    return error(error_code::PROTOCOL, b"bad port", None);
+                }
+                self.store
+                    .announce(now, info_hash, peer, seed.unwrap_or(false));
+                capture = Some(Capture {
+                    info_hash,
+                    source: DiscoverySource::Announce,
+                    peer: Some(peer),
+                });
+            }
+            QueryKind::SampleInfohashes { target } => {
+                compact_nodes(ask, &target.0, want, &mut n4, &mut n6);
+                let mut s = Vec::new();
+                self.store.sample(rng, ask.max_samples, &mut s);
+                for ih in &s {
+                    samples_buf.extend_from_slice(&ih.0);
+                }
+                resp.samples = Samples::new(&samples_buf);
+                resp.num = Some(self.store.len() as i64);
+                resp.interval = Some(ask.sample_interval as i64);
+            }
+            QueryKind::Unknown {
+                target, info_hash, ..
+            } => match target.map(|t| t.0).or(info_hash.map(|h| h.0)) {
+                // Forward compatibility: a newer query that names a key gets nodes.
+                Some(key) => compact_nodes(ask, &key, want, &mut n4, &mut n6),
+                None => return error(error_code::METHOD_UNKNOWN, b"method unknown", None),
+            },
         }
-        let tat = self.tat.get(&ip).copied().unwrap_or(now).max(now);
-        if tat.since(now) + self.interval > self.burst {
-            return false;
+        if !values.is_empty() {
+            resp.values = Some(values);
         }
-        self.tat.insert(ip, tat.add(self.interval));
-        true
+        if !n4.is_empty() {
+            resp.nodes = CompactNodesV4::new(&n4);
+        }
+        if !n6.is_empty() {
+            resp.nodes6 = CompactNodesV6::new(&n6);
+        }
+        let reply = Message {
+            tid,
+            version: ask.version,
+            ip: Some(from),
+            read_only: false,
+            body: Body::Response(resp),
+        };
+        (Reply::Response(encode(&reply)), capture)
     }
+}
 
-    /// The earliest time `allow` would let `ip` through (without charging it):
-    /// [`Timestamp::ZERO`] when it may be answered at any time. Exact while the
-    /// entry is kept; an evicted entry only lets the IP through sooner.
-    pub fn next_allowed(&self, ip: IpAddr) -> Timestamp {
-        match self.tat.get(&ip) {
-            // `allow` passes once `tat - now + interval <= burst`.
-            Some(tat) => tat.sub(self.burst.saturating_sub(self.interval)),
-            None => Timestamp::ZERO,
+/// A KRPC message, encoded.
+pub(crate) fn encode(msg: &Message<'_>) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(256);
+    krpc::encode(msg, &mut buf);
+    buf
+}
+
+/// An encoded KRPC error for transaction `tid`.
+pub(crate) fn error_datagram(
+    tid: &[u8],
+    version: Option<&[u8]>,
+    code: i64,
+    text: &[u8],
+) -> Vec<u8> {
+    encode(&Message {
+        tid,
+        version,
+        ip: None,
+        read_only: false,
+        body: Body::Error(KrpcError {
+            code,
+            message: text,
+        }),
+    })
+}
+
+/// The `k` closest nodes to `target` in each wanted family, compact.
+fn compact_nodes(ask: &Ask<'_>, target: &[u8; 20], want: Want, n4: &mut Vec<u8>, n6: &mut Vec<u8>) {
+    let mut near = Vec::new();
+    for (fam, on, buf) in [(Family::V4, want.n4, n4), (Family::V6, want.n6, n6)] {
+        if !on {
+            continue;
+        }
+        // Prefer the identity that received the query, else any of that family.
+        let table = match ask.ids.get(ask.ident).filter(|x| x.family == fam) {
+            Some(x) => &x.table,
+            None => match ask.ids.iter().find(|x| x.family == fam) {
+                Some(x) => &x.table,
+                None => continue,
+            },
+        };
+        near.clear();
+        table.closest(target, ask.k, &mut near);
+        for n in &near {
+            krpc::write_compact_node(&n.id, &n.addr, buf);
         }
     }
 }
@@ -284,46 +495,5 @@ mod tests {
         assert_eq!(seeds.estimate().round(), 1.0);
         assert_eq!(peers.estimate().round(), 2.0);
         assert_eq!(s.peers(t, &ih, false, true, 10).len(), 2);
-    }
-
-    #[test]
-    fn rate_limiter_burst_refill_and_cap() {
-        let mut r = RateLimiter::new(10, 2);
-        let ip: IpAddr = "1.2.3.4".parse().unwrap();
-        let t = Timestamp::from_secs(100);
-        let allowed = (0..30).filter(|_| r.allow(t, ip)).count();
-        assert_eq!(allowed, 10);
-        // 100 ms later one more is allowed.
-        assert!(r.allow(t.add(Duration::from_millis(100)), ip));
-        assert!(!r.allow(t.add(Duration::from_millis(100)), ip));
-        // Other IPs are independent; the table stays bounded.
-        assert!(r.allow(t, "1.2.3.5".parse().unwrap()));
-        assert!(r.allow(t, "1.2.3.6".parse().unwrap()));
-        assert!(r.len() <= 2);
-        assert!(r.evictions >= 1);
-    }
-
-    #[test]
-    fn rate_limiter_next_allowed_is_exact() {
-        let ip: IpAddr = "1.2.3.4".parse().unwrap();
-        for (rate, burst) in [(2, 8), (10, 10), (3, 1), (1000, 4)] {
-            let mut r = RateLimiter::with_burst(rate, burst, 16);
-            assert_eq!(r.next_allowed(ip), Timestamp::ZERO);
-            let mut now = Timestamp::from_secs(50);
-            for step in 0..200u64 {
-                let next = r.next_allowed(ip);
-                if next > now {
-                    // Refused until `next`, allowed at `next`.
-                    assert!(!r.allow(now, ip), "rate {rate} step {step}");
-                    assert!(!r.allow(next.sub(Duration::from_nanos(1)), ip));
-                    assert!(r.allow(next, ip), "rate {rate} step {step}");
-                    now = next;
-                } else {
-                    assert!(r.allow(now, ip), "rate {rate} step {step}");
-                }
-                // Uneven gaps: sometimes none, sometimes a few milliseconds.
-                now = now.add(Duration::from_millis(step % 7));
-            }
-        }
     }
 }

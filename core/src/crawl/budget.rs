@@ -3,14 +3,20 @@
 
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
+use crate::limiter::RateLimiter;
 use crate::time::Timestamp;
 
+/// A token bucket of packets (GCRA).
 #[derive(Clone, Debug)]
 pub struct Budget {
     tat: Timestamp,
     interval: Duration,
     burst: Duration,
+    /// Packets taken.
     pub taken: u64,
+    /// Packets refused for want of budget.
     pub refused: u64,
 }
 
@@ -58,6 +64,78 @@ impl Budget {
         let tat = self.tat.max(now);
         let ready = tat.sub(self.burst).add(self.interval);
         ready.max(now)
+    }
+}
+
+/// The pace of every query we send: the global [`Budget`] and, optionally, a
+/// per-IP limit that stays well under libtorrent's ban threshold. Part of the
+/// crawl strategy's state; the node's own queries (lookups, bootstrap, pings)
+/// pass through it too.
+pub struct Pacer {
+    budget: Budget,
+    per_ip: Option<RateLimiter>,
+    /// Queries refused by the per-IP pace.
+    per_ip_refused: u64,
+}
+
+impl Pacer {
+    /// `max_pps`/`burst` globally; `per_ip_pps`/`per_ip_burst` per IP (0: none).
+    pub fn new(max_pps: u32, burst: u32, per_ip_pps: u32, per_ip_burst: u32) -> Self {
+        let per_ip =
+            (per_ip_pps > 0).then(|| RateLimiter::with_burst(per_ip_pps, per_ip_burst, 65_536));
+        Pacer {
+            budget: Budget::new(max_pps, burst),
+            per_ip,
+            per_ip_refused: 0,
+        }
+    }
+
+    /// Whether a query to `to` may go now: charges the per-IP pace, then the
+    /// budget (neither when the pace refuses).
+    pub fn admit(&mut self, now: Timestamp, to: &SocketAddr) -> bool {
+        self.ip_allows(now, to) && self.budget.try_take(now)
+    }
+
+    fn ip_allows(&mut self, now: Timestamp, to: &SocketAddr) -> bool {
+        match &mut self.per_ip {
+            Some(l) => {
+                let ok = l.allow(now, to.ip());
+                if !ok {
+                    self.per_ip_refused += 1;
+                }
+                ok
+            }
+            None => true,
+        }
+    }
+
+    /// When the per-IP pace next lets a query to `to` through (now or earlier
+    /// when it does already), without charging it.
+    pub fn ip_next_allowed(&self, to: &SocketAddr) -> Timestamp {
+        match &self.per_ip {
+            Some(l) => l.next_allowed(crate::addr::canonical(*to).ip()),
+            None => Timestamp::ZERO,
+        }
+    }
+
+    /// Packets the budget would let through now.
+    pub fn available(&self, now: Timestamp) -> u64 {
+        self.budget.available(now)
+    }
+
+    /// When the budget next has a packet.
+    pub fn next_available(&self, now: Timestamp) -> Timestamp {
+        self.budget.next_available(now)
+    }
+
+    /// Queries refused by the budget.
+    pub fn budget_refused(&self) -> u64 {
+        self.budget.refused
+    }
+
+    /// Queries refused by the per-IP pace.
+    pub fn per_ip_refused(&self) -> u64 {
+        self.per_ip_refused
     }
 }
 

@@ -18,216 +18,21 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::id::InfoHash;
-use crate::metadata::{self, HashKind, InfoError, TorrentInfo};
+use crate::metadata::{self, HashKind, InfoError};
 use crate::rng::Rng;
 pub use crate::session::FailReason;
+
+mod cache;
+mod report;
+
 use crate::session::{PeerInfo, Progress, Session, SessionConfig};
 use crate::time::Timestamp;
 use crate::{ApiMisuse, CloseReason, ConnId, Event, Output};
-
-#[derive(Clone, Debug)]
-pub struct FetchConfig {
-    /// Largest `metadata_size` accepted (default 10 MiB).
-    pub max_metadata_size: usize,
-    pub connect_timeout: Duration,
-    /// Deadline for a whole peer session, from the connect attempt.
-    pub peer_timeout: Duration,
-    /// Deadline for a whole infohash, from the first `fetch` call.
-    pub infohash_timeout: Duration,
-    /// Parallel sessions per infohash (P).
-    pub peers_per_infohash: usize,
-    /// Sessions in flight in total.
-    pub max_sessions: usize,
-    pub max_sessions_per_ip: usize,
-    /// Our BEP 10 `v`, if any.
-    pub client_version: Option<String>,
-    /// A connected peer silent this long fails with `IdleTimeout`.
-    pub idle_timeout: Duration,
-    /// Outstanding BEP 9 requests per session (also capped by the peer's `reqq`).
-    pub request_window: u32,
-    /// Peers remembered per infohash (queued, running or done); more are dropped.
-    pub max_peers_per_infohash: usize,
-    /// Infohashes being fetched or queued; `fetch` returns `Full` beyond this.
-    pub max_jobs: usize,
-    /// Entries in the peer capability cache (LRU).
-    pub peer_cache_size: usize,
-    /// Frame size cap (1 MiB).
-    pub max_frame: usize,
-}
-
-impl Default for FetchConfig {
-    fn default() -> Self {
-        FetchConfig {
-            max_metadata_size: 10 << 20,
-            connect_timeout: Duration::from_secs(3),
-            peer_timeout: Duration::from_secs(10),
-            infohash_timeout: Duration::from_secs(60),
-            peers_per_infohash: 3,
-            max_sessions: 1000,
-            max_sessions_per_ip: 2,
-            client_version: None,
-            idle_timeout: Duration::from_secs(5),
-            request_window: 16,
-            max_peers_per_infohash: 256,
-            max_jobs: 100_000,
-            peer_cache_size: 65_536,
-            max_frame: crate::wire::MAX_FRAME,
-        }
-    }
-}
-
-/// Verified metadata for an infohash.
-#[derive(Clone, Debug)]
-pub struct MetadataFetched {
-    pub info_hash: InfoHash,
-    pub info: TorrentInfo,
-    /// The raw, verified info dict.
-    pub raw: Bytes,
-    /// The peer that served it.
-    pub peer: SocketAddr,
-    /// That peer's client (`v`, else BEP 20 peer id).
-    pub client: Option<String>,
-    /// Which digest matched (SHA-1, or truncated SHA-256 for v2).
-    pub hash: HashKind,
-    /// From the first `fetch` call to verification.
-    pub elapsed: Duration,
-    /// Metadata pieces (16 KiB) received from the serving peer.
-    pub pieces: u32,
-    /// Sessions started for this infohash (including the successful one).
-    pub peers_tried: u32,
-}
-
-/// Every peer failed for an infohash (or its deadline passed, or the verified info
-/// dict was invalid).
-#[derive(Clone, Debug)]
-pub struct MetadataFailed {
-    pub info_hash: InfoHash,
-    /// Each peer's reason, in the order they ended (untried peers as `NotTried` or
-    /// `KnownNoMetadata`).
-    pub reasons: Vec<(SocketAddr, FailReason)>,
-    pub elapsed: Duration,
-    pub peers_tried: u32,
-    /// Set when the metadata hashed right but failed validation.
-    pub info_error: Option<InfoError>,
-    /// True when the infohash deadline ended the fetch.
-    pub timed_out: bool,
-    /// What happens next to this infohash (set by the crawl strategy).
-    pub next: AfterFailure,
-}
-
-/// What the crawler does after a failed fetch.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum AfterFailure {
-    /// The fetch was the runtime's own (`fetch_metadata`): core does not retry it.
-    NotManaged,
-    /// Only early peers (announcers, or the peers of an earlier attempt) failed: the
-    /// crawl strategy goes on with a peer search for it, running or starting now.
-    StillSearching,
-    /// The crawl strategy tries again (a new peer search, or the same peers) at
-    /// this time (exponential backoff).
-    RetryAt(crate::Timestamp),
-    /// The strategy gave up: backoff exhausted, or metadata that hashed right but
-    /// is invalid (invalid for everyone).
-    GivenUp,
-}
-
-/// How a session ended.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum SessionOutcome {
-    /// This peer delivered verified metadata.
-    Ok,
-    Failed(FailReason),
-    /// Closed by us because another peer delivered first (or the fetch ended).
-    Cancelled,
-}
-
-/// One peer session's outcome.
-#[derive(Clone, Debug)]
-pub struct PeerSessionReport {
-    pub info_hash: InfoHash,
-    pub peer: SocketAddr,
-    pub conn: ConnId,
-    pub started_at: Timestamp,
-    pub duration: Duration,
-    pub outcome: SessionOutcome,
-    /// Connect time (connect request to TCP connected).
-    pub connect_time: Option<Duration>,
-    /// Round trip: TCP connected to the peer's handshake.
-    pub rtt: Option<Duration>,
-    pub pieces: u32,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    /// Client from the peer id (BEP 20).
-    pub client: Option<String>,
-    /// Client from the extension handshake `v`.
-    pub version: Option<String>,
-    pub peer_id: Option<[u8; 20]>,
-    /// The peer's `ut_metadata` id, when it advertised one.
-    pub ut_metadata: Option<u8>,
-    pub ut_pex: Option<u8>,
-    pub metadata_size: Option<u32>,
-    pub fast: bool,
-    pub dht: bool,
-    pub yourip: Option<IpAddr>,
-    pub listen_port: Option<u16>,
-    pub reqq: Option<u32>,
-    /// PEX contacts received in this session.
-    pub pex_added: u32,
-}
-
-/// What the capability cache remembers about a peer address.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PeerCapability {
-    pub client: Option<String>,
-    /// `Some(false)` when the peer is known not to serve metadata.
-    pub ut_metadata: Option<bool>,
-    pub last_failure: Option<FailReason>,
-    pub successes: u32,
-    pub failures: u32,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FetchStats {
-    /// Infohash fetches started.
-    pub started: u64,
-    pub fetched: u64,
-    pub failed: u64,
-    /// `fetch` calls refused because `max_jobs` was reached.
-    pub jobs_rejected_full: u64,
-    pub jobs_timed_out: u64,
-    pub sessions_started: u64,
-    pub sessions_ok: u64,
-    pub sessions_failed: u64,
-    pub sessions_cancelled: u64,
-    pub peers_added: u64,
-    pub peers_duplicate: u64,
-    /// Over `max_peers_per_infohash`.
-    pub peers_dropped_cap: u64,
-    /// Port 0 or unspecified addresses.
-    pub peers_invalid: u64,
-    /// Skipped because the cache says they never serve metadata.
-    pub peers_skipped_cache: u64,
-    pub pex_received: u64,
-    pub pieces_received: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    pub v2_hash_matches: u64,
-    pub cache_evictions: u64,
-    /// Events for unknown or stale connection ids (ignored).
-    pub stale_conn_events: u64,
-    /// Session failures per reason.
-    pub failures: BTreeMap<FailReason, u64>,
-    /// Connections that failed on our side (`CloseReason::LocalError`, e.g. out of
-    /// file descriptors): the peer was put back and new connects paused.
-    pub local_backoffs: u64,
-}
-
-impl FetchStats {
-    /// Failures counted for `r`.
-    pub fn failure_count(&self, r: FailReason) -> u64 {
-        self.failures.get(&r).copied().unwrap_or(0)
-    }
-}
+use cache::PeerCache;
+pub use report::{
+    AfterFailure, FetchConfig, FetchFailure, FetchOutput, FetchStats, MetadataFailed,
+    MetadataFetched, PeerCapability, PeerSessionReport, SessionOutcome,
+};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
@@ -276,11 +81,6 @@ impl Job {
     }
 }
 
-struct CacheEntry {
-    cap: PeerCapability,
-    seq: u64,
-}
-
 /// The metadata fetcher. See the module docs.
 pub struct Fetcher {
     cfg: FetchConfig,
@@ -299,10 +99,8 @@ pub struct Fetcher {
     /// every freed slot made scheduling quadratic in the number of jobs).
     blocked_on: BTreeMap<IpAddr, BTreeSet<InfoHash>>,
     timers: BTreeSet<(Timestamp, TimerKey)>,
-    out: VecDeque<Output>,
-    cache: BTreeMap<SocketAddr, CacheEntry>,
-    cache_lru: BTreeMap<u64, SocketAddr>,
-    cache_seq: u64,
+    out: VecDeque<FetchOutput>,
+    cache: PeerCache,
     /// After a local error (our side, not the peer's: EMFILE and the like) no new
     /// connection starts before this time; the back-off doubles while errors
     /// repeat and resets on the next successful connect.
@@ -329,6 +127,7 @@ impl Fetcher {
             request_window: cfg.request_window,
             client_version: cfg.client_version.clone(),
         };
+        let cache = PeerCache::new(cfg.peer_cache_size);
         Fetcher {
             cfg,
             session_cfg,
@@ -343,9 +142,7 @@ impl Fetcher {
             blocked_on: BTreeMap::new(),
             timers: BTreeSet::new(),
             out: VecDeque::new(),
-            cache: BTreeMap::new(),
-            cache_lru: BTreeMap::new(),
-            cache_seq: 0,
+            cache,
             local_backoff_until: None,
             local_backoff: LOCAL_BACKOFF_MIN,
             stats: FetchStats::default(),
@@ -413,7 +210,7 @@ impl Fetcher {
 
     /// What the capability cache knows about `peer`.
     pub fn peer_capability(&self, peer: &SocketAddr) -> Option<&PeerCapability> {
-        self.cache.get(peer).map(|e| &e.cap)
+        self.cache.get(peer)
     }
 
     pub fn handle_connected(&mut self, now: Timestamp, conn: ConnId) {
@@ -433,10 +230,10 @@ impl Fetcher {
         if let Some(b) = bytes {
             c.bytes_out += b.len() as u64;
             self.stats.bytes_out += b.len() as u64;
-            self.out.push_back(Output::Send {
+            self.out.push_back(FetchOutput::Output(Output::Send {
                 conn,
                 bytes: Bytes::from(b),
-            });
+            }));
         }
         self.refresh_deadline(conn);
     }
@@ -475,10 +272,10 @@ impl Fetcher {
                     c.bytes_out += b.len() as u64;
                 }
                 self.stats.bytes_out += b.len() as u64;
-                self.out.push_back(Output::Send {
+                self.out.push_back(FetchOutput::Output(Output::Send {
                     conn,
                     bytes: Bytes::from(b),
-                });
+                }));
             }
         }
         if !pex.is_empty() {
@@ -554,8 +351,22 @@ impl Fetcher {
         self.schedule(now);
     }
 
-    /// Connect, Send, Close and Event outputs only; `None` when drained.
+    /// Connect, Send, Close and Event outputs only; `None` when drained. A
+    /// failed fetch comes out as a `MetadataFailed` that nobody manages
+    /// ([`AfterFailure::NotManaged`]); an owner that decides what happens next
+    /// reads [`Fetcher::poll_outcome`] instead.
     pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front().map(|o| match o {
+            FetchOutput::Output(o) => o,
+            FetchOutput::Failed(f) => Output::Event(Event::MetadataFailed(Box::new(
+                f.into_event(AfterFailure::NotManaged),
+            ))),
+        })
+    }
+
+    /// The next output, with a failed fetch as a [`FetchFailure`] from which
+    /// the owner builds the `MetadataFailed` event; `None` when drained.
+    pub fn poll_outcome(&mut self) -> Option<FetchOutput> {
         self.out.pop_front()
     }
 
@@ -602,7 +413,7 @@ impl Fetcher {
             }
             job.seen.insert(p);
             self.stats.peers_added += 1;
-            match self.cache.get(&p).map(|e| &e.cap) {
+            match self.cache.get(&p) {
                 Some(c) if c.ut_metadata == Some(false) => {
                     self.stats.peers_skipped_cache += 1;
                     job.reasons.push((p, FailReason::KnownNoMetadata));
@@ -710,7 +521,8 @@ impl Fetcher {
             job.conns.push(id);
         }
         self.stats.sessions_started += 1;
-        self.out.push_back(Output::Connect { conn: id, to: peer });
+        self.out
+            .push_back(FetchOutput::Output(Output::Connect { conn: id, to: peer }));
     }
 
     fn refresh_deadline(&mut self, id: ConnId) {
@@ -761,7 +573,8 @@ impl Fetcher {
             }
         }
         if close {
-            self.out.push_back(Output::Close { conn: id });
+            self.out
+                .push_back(FetchOutput::Output(Output::Close { conn: id }));
         }
         let info: PeerInfo = c
             .session
@@ -836,47 +649,14 @@ impl Fetcher {
             pex_added: c.pex_added,
         };
         self.out
-            .push_back(Output::Event(Event::PeerSession(Box::new(report))));
+            .push_back(FetchOutput::Output(Output::Event(Event::PeerSession(
+                Box::new(report),
+            ))));
     }
 
     fn cache_update(&mut self, peer: SocketAddr, info: &PeerInfo, outcome: SessionOutcome) {
-        if self.cfg.peer_cache_size == 0 {
-            return;
-        }
-        self.cache_seq += 1;
-        let seq = self.cache_seq;
-        if !self.cache.contains_key(&peer) && self.cache.len() >= self.cfg.peer_cache_size {
-            if let Some((_, old)) = self.cache_lru.pop_first() {
-                self.cache.remove(&old);
-                self.stats.cache_evictions += 1;
-            }
-        }
-        let e = self.cache.entry(peer).or_insert(CacheEntry {
-            cap: PeerCapability::default(),
-            seq,
-        });
-        self.cache_lru.remove(&e.seq);
-        e.seq = seq;
-        self.cache_lru.insert(seq, peer);
-        if let Some(c) = info.best_client() {
-            e.cap.client = Some(c.to_owned());
-        }
-        if info.ut_metadata.is_some() {
-            e.cap.ut_metadata = Some(true);
-        }
-        match outcome {
-            SessionOutcome::Ok => {
-                e.cap.successes = e.cap.successes.saturating_add(1);
-                e.cap.last_failure = None;
-            }
-            SessionOutcome::Failed(r) => {
-                e.cap.failures = e.cap.failures.saturating_add(1);
-                e.cap.last_failure = Some(r);
-                if r.never_serves() {
-                    e.cap.ut_metadata = Some(false);
-                }
-            }
-            SessionOutcome::Cancelled => {}
+        if self.cache.update(peer, info, outcome) {
+            self.stats.cache_evictions += 1;
         }
     }
 
@@ -913,7 +693,9 @@ impl Fetcher {
                 self.stats.fetched += 1;
                 self.finish_job(now, ih);
                 self.out
-                    .push_back(Output::Event(Event::MetadataFetched(Box::new(ev))));
+                    .push_back(FetchOutput::Output(Output::Event(Event::MetadataFetched(
+                        Box::new(ev),
+                    ))));
             }
             Err(e) => {
                 // The bytes are authoritative (they hash to the infohash): no other
@@ -977,17 +759,15 @@ impl Fetcher {
         if timed_out {
             self.stats.jobs_timed_out += 1;
         }
-        let ev = MetadataFailed {
+        let failure = FetchFailure {
             info_hash: ih,
             reasons: job.reasons,
             elapsed: now.since(job.started_at),
             peers_tried: job.tried,
             info_error,
             timed_out,
-            next: AfterFailure::NotManaged,
         };
-        self.out
-            .push_back(Output::Event(Event::MetadataFailed(Box::new(ev))));
+        self.out.push_back(FetchOutput::Failed(Box::new(failure)));
     }
 
     fn job_timed_out(&mut self, now: Timestamp, ih: InfoHash) {

@@ -1,0 +1,393 @@
+//! Acquisitions: from an infohash to its metadata (ask the sampling node, then
+//! a peer search, then the fetcher), with pacing, candidates and retries.
+
+use std::net::SocketAddr;
+
+use crate::fetch::{AfterFailure, FetchFailure};
+use crate::id::{InfoHash, NodeId};
+use crate::krpc::QueryKind;
+use crate::time::Timestamp;
+use crate::ApiMisuse;
+
+use super::{Acq, CrawlTx, Net, PeerSearch, Retry, Sent, Stage, Strategy};
+
+impl Strategy {
+    /// Finds peers for `ih` and fetches its metadata: asks the node that sampled it
+    /// first, then a get_peers traversal, then the fetcher. Call it for discovered
+    /// infohashes that storage does not have. Idempotent while running; ignored while
+    /// a failed infohash waits out its backoff.
+    pub fn acquire(
+        &mut self,
+        now: Timestamp,
+        ih: InfoHash,
+        net: &mut impl Net,
+    ) -> Result<(), ApiMisuse> {
+        self.advance(now);
+        if self.acq.contains_key(&ih) {
+            return Ok(());
+        }
+        if let Some(r) = self.retry.get(&ih) {
+            if r.next_at > self.now {
+                self.stats.retry_skips += 1;
+                return Ok(());
+            }
+        }
+        // Acquisitions start from the crawl tick, after sampling has had its share
+        // of the budget: discovering new infohashes comes first.
+        if self.queued.contains(&ih) || self.deferred.contains_key(&ih) {
+            return Ok(());
+        }
+        if self.queue_len() >= self.cfg.acquire_queue {
+            self.stats.acquisitions_queued_drop += 1;
+            return Err(ApiMisuse::Full);
+        }
+        self.queued.insert(ih);
+        self.acq_queue.push_back(ih);
+        // A cheap acquisition (announced peers to fetch from, or the sampling node to
+        // ask: one query at most) with nothing queued ahead of it, no retry due (nor
+        // one for it: the tick retries its old peers first), room and budget above the
+        // tick's reserve: start now rather than at the next tick, up to CRAWL_TICK
+        // later, which was most of the time to metadata on a fast network. One that
+        // needs a traversal (a get_peers capture), and any backlog, wait for the tick,
+        // after sampling, as before.
+        let h = &*self;
+        let cheap = h
+            .hints
+            .get(&ih)
+            .is_some_and(|x| !x.peers.is_empty() || !x.sources.is_empty());
+        if cheap
+            && h.queue_len() == 1
+            && !h.retry.contains_key(&ih)
+            && h.acq.len() < h.cfg.max_acquisitions
+            && h.retry_due.first().is_none_or(|(t, _)| *t > self.now)
+            && h.pacer.available(self.now) > (h.cfg.burst / 4) as u64
+        {
+            self.acq_queue.pop_front();
+            self.queued.remove(&ih);
+            self.start_acquisition(ih, net);
+        }
+        Ok(())
+    }
+
+    /// The time the first source of `ih` may be asked, when it has only sources
+    /// to ask (no announced peers) and every one of them is paced now.
+    fn paced_until(&self, ih: &InfoHash) -> Option<Timestamp> {
+        let hint = self.hints.get(ih)?;
+        if !hint.peers.is_empty() {
+            return None;
+        }
+        let at = hint
+            .sources
+            .iter()
+            .map(|(_, _, addr)| self.pacer.ip_next_allowed(addr))
+            .min()?;
+        (at > self.now).then_some(at)
+    }
+
+    /// Parks a queued acquisition until `at`, when a source may be asked.
+    fn pace(&mut self, ih: InfoHash, at: Timestamp) {
+        if self.queued.insert(ih) {
+            self.paced_due.insert((at, ih));
+            self.paced.insert(ih, at);
+        }
+    }
+
+    /// A paced acquisition whose hint gained a lead (a peer, or another source)
+    /// goes back to the end of the queue, where it would have found it before.
+    pub(super) fn unpace(&mut self, ih: InfoHash) {
+        if let Some(at) = self.paced.remove(&ih) {
+            self.paced_due.remove(&(at, ih));
+            self.acq_queue.push_back(ih);
+        }
+    }
+
+    pub(super) fn start_acquisition(&mut self, ih: InfoHash, net: &mut impl Net) {
+        // Every source paced: wait until the first may be asked, before paying for
+        // a copy of the hint, transaction tags and a limiter check per source.
+        if let Some(at) = self.paced_until(&ih) {
+            self.pace(ih, at);
+            return;
+        }
+        self.stats.acquisitions_started += 1;
+        let hint = self.hints.get(&ih).cloned().unwrap_or_default();
+        if !hint.peers.is_empty() {
+            self.acq.insert(ih, Acq::new(Stage::Fetching));
+            self.start_fetch(ih, &hint.peers, net);
+            return;
+        }
+        let grace = self.cfg.candidate_grace;
+        if let Some(t) = hint.heard_at.filter(|_| hint.sources.is_empty()) {
+            let due = t.add(grace);
+            if due > self.now && self.deferred.len() < self.cfg.acquire_queue {
+                // Wait for the announce that usually follows.
+                self.stats.acquisitions_started -= 1;
+                self.stats.candidates_deferred += 1;
+                self.deferred.insert(ih, due);
+                self.deferred_due.insert((due, ih));
+                return;
+            }
+        }
+        // Ask a node that sampled it; when one is paced (it just gave us up to 20
+        // samples), another that sampled it too, each under its own per-IP pace.
+        let mut throttled = false;
+        let mut paced: Option<Timestamp> = None;
+        for (i, id, addr) in hint.sources {
+            let at = self.pacer.ip_next_allowed(&addr);
+            if at > self.now {
+                // This one is paced: no tag, no refused check.
+                paced = Some(paced.map_or(at, |p| p.min(at)));
+                continue;
+            }
+            let tag = self.tag(CrawlTx::AskSource { ih });
+            let q = QueryKind::GetPeers {
+                info_hash: ih,
+                scrape: false,
+                noseed: false,
+            };
+            match net.send_query(&mut self.pacer, i, addr, Some(id), tag, q) {
+                Sent::Yes => {
+                    self.stats.ask_source_sent += 1;
+                    self.acq.insert(ih, Acq::new(Stage::AskSource));
+                    return;
+                }
+                Sent::Throttled => throttled = true,
+                Sent::No => {}
+            }
+            self.txs.remove(&tag);
+        }
+        if throttled {
+            // Out of budget: ask later rather than pay for a traversal now.
+            self.stats.acquisitions_started -= 1;
+            if self.queued.insert(ih) {
+                self.acq_queue.push_back(ih);
+            }
+            return;
+        }
+        if let Some(at) = paced {
+            // Every source it could ask is paced: ask when the first may be.
+            self.stats.acquisitions_started -= 1;
+            self.pace(ih, at);
+            return;
+        }
+        self.acquire_by_lookup(ih, &[], net);
+    }
+
+    pub(super) fn acquire_by_lookup(
+        &mut self,
+        ih: InfoHash,
+        seeds: &[(NodeId, SocketAddr)],
+        net: &mut impl Net,
+    ) {
+        if !self.cfg.lookup_on_miss {
+            self.acquisition_failed(ih, true);
+            return;
+        }
+        let cap = self.cfg.acquire_lookup_queries;
+        let lid = match net.start_peer_search(&mut self.pacer, ih, seeds, cap) {
+            PeerSearch::NoIdentity => return,
+            PeerSearch::Refused => {
+                self.acquisition_failed(ih, false);
+                return;
+            }
+            PeerSearch::Finished => None,
+            PeerSearch::Running(lid) => Some(lid),
+        };
+        let early = self.acq.get(&ih).is_some_and(|a| a.early);
+        // (The stage's lookup id is never read once the lookup is over.)
+        let mut a = Acq::new(Stage::Lookup(lid.unwrap_or(0)));
+        a.early = early;
+        self.acq.insert(ih, a);
+        match lid {
+            Some(lid) => {
+                self.acq_by_lookup.insert(lid, ih);
+            }
+            // The lookup finished at once (nothing to ask): treat as a miss.
+            None => self.acquisition_failed(ih, true),
+        }
+    }
+
+    /// An announced peer is the best lead: fetch from it at once, even while the
+    /// acquisition is still asking for peers. The search goes on: an announcer is
+    /// often a magnet leecher that has no metadata yet (BEP 9 clients announce at
+    /// once), and then the peers the search finds take over.
+    pub(super) fn fetch_announced(&mut self, ih: InfoHash, p: SocketAddr, net: &mut impl Net) {
+        let Some(a) = self.acq.get_mut(&ih) else {
+            return;
+        };
+        if a.stage == Stage::Fetching {
+            self.start_fetch(ih, &[p], net);
+            return;
+        }
+        a.early = true;
+        if net.fetch(ih, &[p]).is_err() {
+            if let Some(a) = self.acq.get_mut(&ih) {
+                a.early = false;
+            }
+        }
+    }
+
+    pub(super) fn start_fetch(&mut self, ih: InfoHash, peers: &[SocketAddr], net: &mut impl Net) {
+        if let Some(a) = self.acq.get_mut(&ih) {
+            a.stage = Stage::Fetching;
+        }
+        if net.fetch(ih, peers).is_err() {
+            self.acquisition_failed(ih, false);
+        }
+    }
+
+    /// An acquisition ended without metadata: schedule a retry or give up.
+    fn acquisition_failed(&mut self, ih: InfoHash, no_peers: bool) {
+        self.acquisition_failed_with(ih, no_peers, &[], false);
+    }
+
+    /// Schedules the retry (returns its time) or gives up (`None`).
+    fn acquisition_failed_with(
+        &mut self,
+        ih: InfoHash,
+        no_peers: bool,
+        peers: &[SocketAddr],
+        final_: bool,
+    ) -> Option<Timestamp> {
+        self.acq.remove(&ih);
+        if no_peers {
+            self.stats.acquire_no_peers += 1;
+        }
+        // A candidate nobody holds is most likely a random refresh target: one
+        // peer search is all it gets.
+        let candidate = no_peers && self.hints.get(&ih).is_none_or(|h| h.candidate_only());
+        if candidate {
+            self.stats.candidates_dropped += 1;
+        }
+        let final_ = final_ || candidate;
+        let h = &mut *self;
+        let attempts = h.retry.get(&ih).map_or(0, |r| r.attempts);
+        if let Some(r) = h.retry.remove(&ih) {
+            h.retry_due.remove(&(r.next_at, ih));
+        }
+        if h.retry.len() >= h.cfg.max_retry {
+            if let Some((t, old)) = h.retry_due.pop_first() {
+                h.retry.remove(&old);
+                let _ = t;
+            }
+        }
+        let backoff = if final_ {
+            None
+        } else {
+            h.cfg.retry_backoff.get(attempts)
+        };
+        let peers: Vec<SocketAddr> = peers.iter().take(8).copied().collect();
+        match backoff {
+            Some(d) => {
+                let next_at = h.now.add(*d);
+                h.retry.insert(
+                    ih,
+                    Retry {
+                        attempts: attempts + 1,
+                        next_at,
+                        peers,
+                    },
+                );
+                h.retry_due.insert((next_at, ih));
+                Some(next_at)
+            }
+            None => {
+                h.stats.given_up += 1;
+                h.retry.insert(
+                    ih,
+                    Retry {
+                        attempts: attempts + 1,
+                        next_at: Timestamp::MAX,
+                        peers: Vec::new(),
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    /// A lookup finished: continue the acquisition that started it, if any.
+    pub fn on_lookup_done(
+        &mut self,
+        now: Timestamp,
+        lid: u64,
+        peers: &[SocketAddr],
+        net: &mut impl Net,
+    ) {
+        self.advance(now);
+        let Some(ih) = self.acq_by_lookup.remove(&lid) else {
+            return;
+        };
+        let fetching = match self.acq.get_mut(&ih) {
+            None => return,
+            Some(a) => {
+                let f = a.stage == Stage::Fetching || a.early;
+                if f {
+                    // The search is over; the running fetch reports for itself.
+                    a.stage = Stage::Fetching;
+                }
+                f
+            }
+        };
+        if !peers.is_empty() {
+            self.start_fetch(ih, peers, net);
+        } else if !fetching {
+            self.acquisition_failed(ih, true);
+        }
+    }
+
+    /// A fetch of an acquisition succeeded.
+    pub fn on_fetched(&mut self, now: Timestamp, ih: InfoHash) {
+        self.advance(now);
+        self.stats.fetched += 1;
+        self.acq.remove(&ih);
+        if let Some(r) = self.retry.remove(&ih) {
+            self.retry_due.remove(&(r.next_at, ih));
+        }
+    }
+
+    /// A fetch failed: says what happens next to the infohash (and may start
+    /// a peer search for it at once).
+    pub fn on_fetch_failed(
+        &mut self,
+        now: Timestamp,
+        m: &FetchFailure,
+        net: &mut impl Net,
+    ) -> AfterFailure {
+        self.advance(now);
+        self.stats.fetch_failed += 1;
+        let ih = m.info_hash;
+        let (searching, searched) = match self.acq.get_mut(&ih) {
+            Some(a) => {
+                a.early = false;
+                (a.stage != Stage::Fetching, a.searched)
+            }
+            None => (false, true),
+        };
+        let invalid = m.info_error.is_some();
+        if searching && !invalid {
+            // Only the announcers failed; the search still out decides.
+            return AfterFailure::StillSearching;
+        }
+        if !searched && !invalid {
+            // Only announced (or hinted) peers were tried, and they failed:
+            // search for peers now rather than retry in minutes.
+            if let Some(h) = self.hints.get_mut(&ih) {
+                h.peers.clear();
+                // Confirmed by its announce already: no second grace.
+                h.heard_at = None;
+            }
+            self.acq.remove(&ih);
+            self.start_acquisition(ih, net);
+            return AfterFailure::StillSearching;
+        }
+        if !self.acq.contains_key(&ih) {
+            return AfterFailure::NotManaged;
+        }
+        let peers: Vec<SocketAddr> = m.reasons.iter().map(|(p, _)| *p).collect();
+        // Metadata that hashed right but is invalid is invalid for everyone.
+        match self.acquisition_failed_with(ih, false, &peers, invalid) {
+            Some(t) => AfterFailure::RetryAt(t),
+            None => AfterFailure::GivenUp,
+        }
+    }
+}

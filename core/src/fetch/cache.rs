@@ -1,0 +1,85 @@
+//! The peer capability cache: what sessions taught us about peer addresses
+//! (client, metadata support, successes and failures), bounded, LRU.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use crate::session::PeerInfo;
+
+use super::{PeerCapability, SessionOutcome};
+
+struct CacheEntry {
+    cap: PeerCapability,
+    seq: u64,
+}
+
+/// Peer capabilities by address, at most `cap` of them (least recently
+/// updated evicted first; `cap == 0` remembers nothing).
+pub(super) struct PeerCache {
+    map: BTreeMap<SocketAddr, CacheEntry>,
+    lru: BTreeMap<u64, SocketAddr>,
+    seq: u64,
+    cap: usize,
+}
+
+impl PeerCache {
+    /// An empty cache of at most `cap` entries.
+    pub fn new(cap: usize) -> Self {
+        PeerCache {
+            map: BTreeMap::new(),
+            lru: BTreeMap::new(),
+            seq: 0,
+            cap,
+        }
+    }
+
+    /// What the cache knows about `peer`.
+    pub fn get(&self, peer: &SocketAddr) -> Option<&PeerCapability> {
+        self.map.get(peer).map(|e| &e.cap)
+    }
+
+    /// Learns from a session with `peer` that ended with `outcome`. True when
+    /// an entry was evicted to make room.
+    pub fn update(&mut self, peer: SocketAddr, info: &PeerInfo, outcome: SessionOutcome) -> bool {
+        if self.cap == 0 {
+            return false;
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        let mut evicted = false;
+        if !self.map.contains_key(&peer) && self.map.len() >= self.cap {
+            if let Some((_, old)) = self.lru.pop_first() {
+                self.map.remove(&old);
+                evicted = true;
+            }
+        }
+        let e = self.map.entry(peer).or_insert(CacheEntry {
+            cap: PeerCapability::default(),
+            seq,
+        });
+        self.lru.remove(&e.seq);
+        e.seq = seq;
+        self.lru.insert(seq, peer);
+        if let Some(c) = info.best_client() {
+            e.cap.client = Some(c.to_owned());
+        }
+        if info.ut_metadata.is_some() {
+            e.cap.ut_metadata = Some(true);
+        }
+        match outcome {
+            SessionOutcome::Ok => {
+                e.cap.successes = e.cap.successes.saturating_add(1);
+                e.cap.last_failure = None;
+            }
+            SessionOutcome::Failed(r) => {
+                e.cap.failures = e.cap.failures.saturating_add(1);
+                e.cap.last_failure = Some(r);
+                if r.never_serves() {
+                    e.cap.ut_metadata = Some(false);
+                }
+            }
+            SessionOutcome::Cancelled => {}
+        }
+        evicted
+    }
+}

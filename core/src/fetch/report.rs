@@ -1,0 +1,260 @@
+//! What the fetcher is configured with and what it reports: its config, the
+//! metadata and failure outcomes, per-session reports, the peer capabilities it
+//! remembers, and its counters.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::id::InfoHash;
+use crate::metadata::{HashKind, InfoError, TorrentInfo};
+use crate::session::FailReason;
+use crate::time::Timestamp;
+use crate::{ConnId, Output};
+
+#[derive(Clone, Debug)]
+pub struct FetchConfig {
+    /// Largest `metadata_size` accepted (default 10 MiB).
+    pub max_metadata_size: usize,
+    pub connect_timeout: Duration,
+    /// Deadline for a whole peer session, from the connect attempt.
+    pub peer_timeout: Duration,
+    /// Deadline for a whole infohash, from the first `fetch` call.
+    pub infohash_timeout: Duration,
+    /// Parallel sessions per infohash (P).
+    pub peers_per_infohash: usize,
+    /// Sessions in flight in total.
+    pub max_sessions: usize,
+    pub max_sessions_per_ip: usize,
+    /// Our BEP 10 `v`, if any.
+    pub client_version: Option<String>,
+    /// A connected peer silent this long fails with `IdleTimeout`.
+    pub idle_timeout: Duration,
+    /// Outstanding BEP 9 requests per session (also capped by the peer's `reqq`).
+    pub request_window: u32,
+    /// Peers remembered per infohash (queued, running or done); more are dropped.
+    pub max_peers_per_infohash: usize,
+    /// Infohashes being fetched or queued; `fetch` returns `Full` beyond this.
+    pub max_jobs: usize,
+    /// Entries in the peer capability cache (LRU).
+    pub peer_cache_size: usize,
+    /// Frame size cap (1 MiB).
+    pub max_frame: usize,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        FetchConfig {
+            max_metadata_size: 10 << 20,
+            connect_timeout: Duration::from_secs(3),
+            peer_timeout: Duration::from_secs(10),
+            infohash_timeout: Duration::from_secs(60),
+            peers_per_infohash: 3,
+            max_sessions: 1000,
+            max_sessions_per_ip: 2,
+            client_version: None,
+            idle_timeout: Duration::from_secs(5),
+            request_window: 16,
+            max_peers_per_infohash: 256,
+            max_jobs: 100_000,
+            peer_cache_size: 65_536,
+            max_frame: crate::wire::MAX_FRAME,
+        }
+    }
+}
+
+/// Verified metadata for an infohash.
+#[derive(Clone, Debug)]
+pub struct MetadataFetched {
+    pub info_hash: InfoHash,
+    pub info: TorrentInfo,
+    /// The raw, verified info dict.
+    pub raw: Bytes,
+    /// The peer that served it.
+    pub peer: SocketAddr,
+    /// That peer's client (`v`, else BEP 20 peer id).
+    pub client: Option<String>,
+    /// Which digest matched (SHA-1, or truncated SHA-256 for v2).
+    pub hash: HashKind,
+    /// From the first `fetch` call to verification.
+    pub elapsed: Duration,
+    /// Metadata pieces (16 KiB) received from the serving peer.
+    pub pieces: u32,
+    /// Sessions started for this infohash (including the successful one).
+    pub peers_tried: u32,
+}
+
+/// Every peer failed for an infohash (or its deadline passed, or the verified info
+/// dict was invalid).
+#[derive(Clone, Debug)]
+pub struct MetadataFailed {
+    pub info_hash: InfoHash,
+    /// Each peer's reason, in the order they ended (untried peers as `NotTried` or
+    /// `KnownNoMetadata`).
+    pub reasons: Vec<(SocketAddr, FailReason)>,
+    pub elapsed: Duration,
+    pub peers_tried: u32,
+    /// Set when the metadata hashed right but failed validation.
+    pub info_error: Option<InfoError>,
+    /// True when the infohash deadline ended the fetch.
+    pub timed_out: bool,
+    /// What happens next to this infohash (set by the crawl strategy).
+    pub next: AfterFailure,
+}
+
+/// A failed fetch, before anyone has said what happens next to the infohash.
+#[derive(Clone, Debug)]
+pub struct FetchFailure {
+    /// The infohash.
+    pub info_hash: InfoHash,
+    /// Each peer's reason, in the order they ended.
+    pub reasons: Vec<(SocketAddr, FailReason)>,
+    /// Time since the fetch started.
+    pub elapsed: Duration,
+    /// Sessions started.
+    pub peers_tried: u32,
+    /// Set when the metadata hashed right but failed validation.
+    pub info_error: Option<InfoError>,
+    /// True when the infohash deadline ended the fetch.
+    pub timed_out: bool,
+}
+
+impl FetchFailure {
+    /// The public event, with what happens next.
+    pub fn into_event(self, next: AfterFailure) -> MetadataFailed {
+        MetadataFailed {
+            info_hash: self.info_hash,
+            reasons: self.reasons,
+            elapsed: self.elapsed,
+            peers_tried: self.peers_tried,
+            info_error: self.info_error,
+            timed_out: self.timed_out,
+            next,
+        }
+    }
+}
+
+/// What the fetcher hands out.
+#[derive(Debug)]
+pub enum FetchOutput {
+    /// A driver output or a public event, final as it is.
+    Output(Output),
+    /// A failed fetch: its owner builds the `MetadataFailed` event.
+    Failed(Box<FetchFailure>),
+}
+
+/// What the crawler does after a failed fetch.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// The fetch was the runtime's own (`fetch_metadata`): core does not retry it.
+    NotManaged,
+    /// Only early peers (announcers, or the peers of an earlier attempt) failed: the
+    /// crawl strategy goes on with a peer search for it, running or starting now.
+    StillSearching,
+    /// The crawl strategy tries again (a new peer search, or the same peers) at
+    /// this time (exponential backoff).
+    RetryAt(crate::Timestamp),
+    /// The strategy gave up: backoff exhausted, or metadata that hashed right but
+    /// is invalid (invalid for everyone).
+    GivenUp,
+}
+
+/// How a session ended.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SessionOutcome {
+    /// This peer delivered verified metadata.
+    Ok,
+    Failed(FailReason),
+    /// Closed by us because another peer delivered first (or the fetch ended).
+    Cancelled,
+}
+
+/// One peer session's outcome.
+#[derive(Clone, Debug)]
+pub struct PeerSessionReport {
+    pub info_hash: InfoHash,
+    pub peer: SocketAddr,
+    pub conn: ConnId,
+    pub started_at: Timestamp,
+    pub duration: Duration,
+    pub outcome: SessionOutcome,
+    /// Connect time (connect request to TCP connected).
+    pub connect_time: Option<Duration>,
+    /// Round trip: TCP connected to the peer's handshake.
+    pub rtt: Option<Duration>,
+    pub pieces: u32,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Client from the peer id (BEP 20).
+    pub client: Option<String>,
+    /// Client from the extension handshake `v`.
+    pub version: Option<String>,
+    pub peer_id: Option<[u8; 20]>,
+    /// The peer's `ut_metadata` id, when it advertised one.
+    pub ut_metadata: Option<u8>,
+    pub ut_pex: Option<u8>,
+    pub metadata_size: Option<u32>,
+    pub fast: bool,
+    pub dht: bool,
+    pub yourip: Option<IpAddr>,
+    pub listen_port: Option<u16>,
+    pub reqq: Option<u32>,
+    /// PEX contacts received in this session.
+    pub pex_added: u32,
+}
+
+/// What the capability cache remembers about a peer address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeerCapability {
+    pub client: Option<String>,
+    /// `Some(false)` when the peer is known not to serve metadata.
+    pub ut_metadata: Option<bool>,
+    pub last_failure: Option<FailReason>,
+    pub successes: u32,
+    pub failures: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FetchStats {
+    /// Infohash fetches started.
+    pub started: u64,
+    pub fetched: u64,
+    pub failed: u64,
+    /// `fetch` calls refused because `max_jobs` was reached.
+    pub jobs_rejected_full: u64,
+    pub jobs_timed_out: u64,
+    pub sessions_started: u64,
+    pub sessions_ok: u64,
+    pub sessions_failed: u64,
+    pub sessions_cancelled: u64,
+    pub peers_added: u64,
+    pub peers_duplicate: u64,
+    /// Over `max_peers_per_infohash`.
+    pub peers_dropped_cap: u64,
+    /// Port 0 or unspecified addresses.
+    pub peers_invalid: u64,
+    /// Skipped because the cache says they never serve metadata.
+    pub peers_skipped_cache: u64,
+    pub pex_received: u64,
+    pub pieces_received: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub v2_hash_matches: u64,
+    pub cache_evictions: u64,
+    /// Events for unknown or stale connection ids (ignored).
+    pub stale_conn_events: u64,
+    /// Session failures per reason.
+    pub failures: BTreeMap<FailReason, u64>,
+    /// Connections that failed on our side (`CloseReason::LocalError`, e.g. out of
+    /// file descriptors): the peer was put back and new connects paused.
+    pub local_backoffs: u64,
+}
+
+impl FetchStats {
+    /// Failures counted for `r`.
+    pub fn failure_count(&self, r: FailReason) -> u64 {
+        self.failures.get(&r).copied().unwrap_or(0)
+    }
+}
