@@ -38,6 +38,7 @@ pub mod id;
 pub mod krpc;
 pub mod lookup;
 pub mod metadata;
+pub mod pump;
 pub mod report;
 pub mod rng;
 pub mod routing;
