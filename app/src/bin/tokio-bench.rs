@@ -23,6 +23,10 @@
 //! the node started here lifts that limit, as every sender is 127.0.0.1. An
 //! external node must be started with the same setting.
 
+#[path = "../ingest.rs"]
+#[allow(dead_code)]
+mod ingest;
+
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -218,9 +222,7 @@ fn serve(addr: SocketAddr, a: &Args) {
             let writer = store
                 .writer(magnetar_storage::WriterConfig::default())
                 .expect("writer");
-            Some(Box::new(magnetar_storage::ingest::Ingest::new(
-                store, writer,
-            )))
+            Some(Box::new(ingest::Ingest::new(store, writer)))
         }
         None => None,
     };

@@ -109,3 +109,21 @@ pub fn close_reason(e: &io::Error) -> CloseReason {
 pub fn is_fd_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
 }
+
+/// A router name's resolution as the bootstrap code wants it: the addresses, or
+/// why there are none (an empty answer is a failure too).
+pub fn resolved<A: IntoIterator<Item = SocketAddr>>(
+    r: io::Result<A>,
+) -> Result<Vec<SocketAddr>, String> {
+    match r {
+        Ok(addrs) => {
+            let v: Vec<SocketAddr> = addrs.into_iter().collect();
+            if v.is_empty() {
+                Err("no addresses".to_string())
+            } else {
+                Ok(v)
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use crate::{CloseReason, ConnId, Crawler, Event, InfoHash, Input, Output, SocketId, Timestamp};
 
-pub use io::{close_reason, is_fd_exhaustion, Connect, Io, Transmit};
+pub use io::{close_reason, is_fd_exhaustion, resolved, Connect, Io, Transmit};
 pub use storage::{Decision, NullStorage, Snapshot, Storage};
 pub use watch::BootstrapWatch;
 
@@ -75,6 +75,12 @@ pub enum AcquirePolicy {
         /// The most infohashes kept waiting.
         max: usize,
     },
+}
+
+impl AcquirePolicy {
+    /// The policy the runtimes run (measured against the other in the dense
+    /// simulated world: BENCHMARKS.md, "Acquire policy").
+    pub const PRODUCTION: AcquirePolicy = AcquirePolicy::Queue { max: ACQUIRE_QUEUE };
 }
 
 /// Counters only the runtime sees (both runtimes report the same set; a runtime
