@@ -73,8 +73,8 @@ pub struct Wiring {
     /// The status tick (the status line and session record every few ticks).
     pub tick: Duration,
     pub storage: LmdbStorage,
-    pub on_status: Box<dyn FnMut(&Snapshot) + Send>,
-    pub on_dns: Box<dyn FnMut(&str, &Result<Vec<SocketAddr>, String>) + Send>,
+    pub on_status: magnetar_tokio::StatusCallback,
+    pub on_dns: magnetar_tokio::DnsCallback,
 }
 
 /// Builds what a runtime needs from the options and the store: the leech budget,

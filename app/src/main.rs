@@ -498,7 +498,7 @@ fn cmd_crawl(a: CrawlArgs) -> Result<(), Fail> {
     if a.runtime == Runtime::Tokio {
         let sockets = sockets
             .into_iter()
-            .map(|(_, s)| std::net::UdpSocket::from(s))
+            .map(|(_, s)| s)
             .collect();
         let out = tokio_run::run(opts, sockets, ingest)
             .map_err(|e| Fail(format!("crawl failed: {e}")))?;

@@ -3,7 +3,6 @@
 
 // The tokio library's test helpers (one copy, shared through the path).
 #[path = "../../runtime-tokio/tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 #[path = "../src/ingest.rs"]
 #[allow(dead_code)]

@@ -167,14 +167,10 @@ impl Io for MioIo {
     }
 
     fn transmit(&mut self, local: SocketId, to: SocketAddr, payload: Bytes) -> Transmit {
-        let Some(s) = self.udp.get(local.0 as usize) else {
-            return Transmit::Failed;
-        };
-        let r = s.send_to(&payload, to);
-        if let Err(e) = &r {
-            tracing::trace!(%to, "send_to: {e}");
+        match self.udp.get(local.0 as usize) {
+            Some(s) => Transmit::from_result(&s.send_to(&payload, to), to),
+            None => Transmit::Failed,
         }
-        Transmit::from_result(&r)
     }
 
     fn recv(&mut self, local: SocketId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {

@@ -144,24 +144,6 @@ impl Io for TokioIo {
         self.clock.now()
     }
 
-    fn transmit(&mut self, local: SocketId, to: SocketAddr, payload: Bytes) -> Transmit {
-        let Some(s) = self.udp_tx.get(local.0 as usize) else {
-            return Transmit::Failed;
-        };
-        let r = s.send_to(&payload, to);
-        if let Err(e) = &r {
-            tracing::trace!(%to, "send_to: {e}");
-        }
-        Transmit::from_result(&r)
-    }
-
-    fn recv(&mut self, local: SocketId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        match self.udp.get(local.0 as usize) {
-            Some(s) => s.try_recv_from(buf),
-            None => Err(ErrorKind::WouldBlock.into()),
-        }
-    }
-
     fn connect(&mut self, conn: ConnId, to: SocketAddr) -> Connect {
         let socket = match if to.is_ipv4() {
             TcpSocket::new_v4()
@@ -193,6 +175,22 @@ impl Io for TokioIo {
 
     fn open_conns(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Through the dup'ed blocking-free socket (see `udp_tx`).
+    fn transmit(&mut self, local: SocketId, to: SocketAddr, payload: Bytes) -> Transmit {
+        let Some(tx) = self.udp_tx.get(local.0 as usize) else {
+            return Transmit::Failed;
+        };
+        Transmit::from_result(&tx.send_to(&payload, to), to)
+    }
+
+    /// tokio's `try_recv_from` (readiness was seen by `udp_readable`).
+    fn recv(&mut self, local: SocketId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let Some(rx) = self.udp.get(local.0 as usize) else {
+            return Err(ErrorKind::WouldBlock.into());
+        };
+        rx.try_recv_from(buf)
     }
 
     fn event(&mut self, _: &mut Crawler, e: Event) -> Decision {

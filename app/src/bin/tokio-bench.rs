@@ -4,7 +4,7 @@
 //! time per answered query (from `/proc/self/task/<tid>/stat`).
 //!
 //! ```text
-//! cargo run --release -p magnetar-tokio --bin magnetar-tokio-bench -- [options]
+//! cargo run --release -p magnetar --bin magnetar-tokio-bench -- [options]
 //!   --secs N        measured seconds (default 10, after 1 s of warm-up)
 //!   --senders N     load generator threads, one socket each (default 4)
 //!   --window N      queries in flight per sender (default 64; closed loop)

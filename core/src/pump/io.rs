@@ -20,12 +20,16 @@ pub enum Transmit {
 }
 
 impl Transmit {
-    /// Classifies the result of a non-blocking `send_to`.
-    pub fn from_result<T>(r: &io::Result<T>) -> Self {
+    /// Classifies the result of a non-blocking `send_to` (errors other than
+    /// `WouldBlock` are logged at trace level).
+    pub fn from_result<T>(r: &io::Result<T>, to: SocketAddr) -> Self {
         match r {
             Ok(_) => Transmit::Sent,
             Err(e) if e.kind() == ErrorKind::WouldBlock => Transmit::WouldBlock,
-            Err(_) => Transmit::Failed,
+            Err(e) => {
+                tracing::trace!(%to, "send_to: {e}");
+                Transmit::Failed
+            }
         }
     }
 }

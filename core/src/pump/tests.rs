@@ -184,7 +184,10 @@ fn io_errors_are_classified() {
         Connect::FdExhausted
     );
     assert_eq!(
-        Transmit::from_result::<()>(&Err(Error::from(ErrorKind::WouldBlock))),
+        Transmit::from_result::<()>(
+            &Err(Error::from(ErrorKind::WouldBlock)),
+            "127.0.0.1:1".parse().unwrap()
+        ),
         Transmit::WouldBlock
     );
 }
