@@ -496,10 +496,7 @@ fn cmd_crawl(a: CrawlArgs) -> Result<(), Fail> {
         max_leeches: a.max_leeches as usize,
     };
     if a.runtime == Runtime::Tokio {
-        let sockets = sockets
-            .into_iter()
-            .map(|(_, s)| s)
-            .collect();
+        let sockets = sockets.into_iter().map(|(_, s)| s).collect();
         let out = tokio_run::run(opts, sockets, ingest)
             .map_err(|e| Fail(format!("crawl failed: {e}")))?;
         tracing::info!(
