@@ -41,6 +41,7 @@ pub mod limiter;
 pub mod lookup;
 pub mod metadata;
 mod node;
+pub mod pump;
 pub mod report;
 pub mod rng;
 pub mod routing;

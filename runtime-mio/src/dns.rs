@@ -6,7 +6,8 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
-use std::time::Duration;
+
+use magnetar_core::pump;
 
 /// One resolution result.
 #[derive(Debug)]
@@ -31,21 +32,11 @@ pub fn spawn(names: Vec<String>, waker: Arc<mio::Waker>) -> Receiver<Resolved> {
 }
 
 fn resolve_loop(mut names: Vec<String>, tx: Sender<Resolved>, waker: Arc<mio::Waker>) {
-    let mut backoff = Duration::from_secs(5);
+    let mut backoff = pump::DNS_RETRY_FIRST;
     loop {
         let mut failed = Vec::new();
         for name in names {
-            let result = match name.to_socket_addrs() {
-                Ok(it) => {
-                    let v: Vec<SocketAddr> = it.collect();
-                    if v.is_empty() {
-                        Err("no addresses".to_string())
-                    } else {
-                        Ok(v)
-                    }
-                }
-                Err(e) => Err(e.to_string()),
-            };
+            let result = pump::resolved(name.to_socket_addrs());
             if result.is_err() {
                 failed.push(name.clone());
             }
@@ -59,6 +50,6 @@ fn resolve_loop(mut names: Vec<String>, tx: Sender<Resolved>, waker: Arc<mio::Wa
         }
         names = failed;
         std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(Duration::from_secs(300));
+        backoff = (backoff * 2).min(pump::DNS_RETRY_MAX);
     }
 }

@@ -19,8 +19,12 @@ use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use magnetar_core::pump::{
+    self, close_reason, is_fd_exhaustion, AcquirePolicy, Connect, Decision, Io, Pump, Storage,
+    Transmit,
+};
 use magnetar_core::{
-    CloseReason, ConnId, Crawler, Event, InfoHash, Input, Output, SocketId, Stats, Timestamp,
+    CloseReason, ConnId, Crawler, Event, InfoHash, Input, SocketId, Stats, Timestamp,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, UdpSocket};
@@ -28,23 +32,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Sleep;
 
-use crate::storage::{Decision, Storage};
+pub use magnetar_core::pump::RuntimeCounters;
+
 use crate::{Error, Snapshot};
 
-/// Largest UDP datagram read (KRPC messages are well under 1,500 bytes).
-const UDP_BUF: usize = 65_536;
-/// Datagrams read from one socket per wakeup: past this the driver yields, so the
-/// other inputs and the other tasks of the runtime (connections, handles, the
-/// storage replies) get a turn. Reached before `WouldBlock` only under a flood.
-const UDP_BATCH: u32 = 256;
-/// Bytes a connection task reads at once.
-const TCP_READ: usize = 64 * 1024;
 /// Connection events queued from the connection tasks to the driver.
 const CONN_CHANNEL: usize = 1024;
-/// After EMFILE/ENFILE, connects fail fast (as `LocalError`) for this long.
-const EMFILE_BACKOFF: Duration = Duration::from_millis(250);
-/// The routing tables go to storage this often (and at shutdown).
-const SAVE_NODES_EVERY: Duration = Duration::from_secs(300);
 
 /// Wall-clock Unix seconds (stored dates are stamped by the runtime).
 pub(crate) fn wall_secs() -> u64 {
@@ -65,33 +58,6 @@ impl Clock {
     fn instant(&self, t: Timestamp) -> tokio::time::Instant {
         tokio::time::Instant::from_std(self.0 + Duration::from_nanos(t.as_nanos()))
     }
-}
-
-/// Counters only the runtime sees.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RuntimeCounters {
-    /// Discoveries storage did not know (acquired; all of them without storage).
-    pub infohashes_new: u64,
-    /// Discoveries storage knew already (skipped).
-    pub infohashes_known: u64,
-    /// `acquire` refused (core's acquisition queue full).
-    pub acquire_full: u64,
-    pub udp_send_errors: u64,
-    /// Datagrams dropped because the socket's send buffer was full.
-    pub udp_send_would_block: u64,
-    pub udp_recv_errors: u64,
-    /// Connects answered with `TcpClosed { LocalError }` (fd budget, EMFILE, …).
-    pub tcp_connect_local_errors: u64,
-    /// Times the process ran out of file descriptors.
-    pub emfile: u64,
-    /// TCP connections open now.
-    pub tcp_open: usize,
-    /// Events not delivered to the event stream because it was full.
-    pub stream_dropped: u64,
-    /// Times the driver waited for room in the storage channel (backpressure).
-    pub storage_waits: u64,
-    /// Storage calls that returned an error.
-    pub storage_errors: u64,
 }
 
 /// A request from a [`Handle`](crate::Handle).
@@ -153,33 +119,113 @@ pub struct DriverReport {
     pub storage_error: Option<String>,
 }
 
-pub(crate) struct Driver {
-    pub(crate) clock: Clock,
-    pub(crate) crawler: Crawler,
-    pub(crate) udp: Vec<UdpSocket>,
+/// The driver's side of the pump: sockets, connection tasks, the event stream
+/// and the messages for the storage thread.
+pub(crate) struct TokioIo {
+    clock: Clock,
+    udp: Vec<UdpSocket>,
     /// The same sockets (dup'ed fds) for sending: a plain non-blocking `send_to`
     /// goes straight to the kernel, while tokio's `try_send_to` reports
     /// `WouldBlock` until the reactor has seen the socket writable once (the
     /// first datagrams of a new socket would be lost).
     udp_tx: Vec<std::net::UdpSocket>,
-    /// The UDP socket checked first at the next wakeup.
-    udp_next: usize,
     conns: HashMap<ConnId, Conn>,
     conn_tx: mpsc::Sender<ConnEvent>,
+    /// Events for storage, sent (awaiting room) after the drain that produced them.
+    pending: Vec<StoreMsg>,
+    has_storage: bool,
+    events_tx: Option<mpsc::Sender<Event>>,
+    /// Events not delivered to the event stream because it was full.
+    stream_dropped: u64,
+}
+
+impl Io for TokioIo {
+    fn now(&mut self) -> Timestamp {
+        self.clock.now()
+    }
+
+    fn connect(&mut self, conn: ConnId, to: SocketAddr) -> Connect {
+        let socket = match if to.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        } {
+            Ok(s) => s,
+            Err(e) if is_fd_exhaustion(&e) => return Connect::FdExhausted,
+            Err(_) => return Connect::LocalError,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let events = self.conn_tx.clone();
+        let task = tokio::spawn(conn_task(conn, socket, to, rx, events)).abort_handle();
+        self.conns.insert(conn, Conn { tx, task });
+        Connect::Started
+    }
+
+    fn send(&mut self, conn: ConnId, bytes: Bytes) {
+        if let Some(c) = self.conns.get(&conn) {
+            let _ = c.tx.send(bytes);
+        }
+    }
+
+    fn close(&mut self, conn: ConnId) {
+        if let Some(c) = self.conns.remove(&conn) {
+            c.task.abort();
+        }
+    }
+
+    fn open_conns(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Through the dup'ed blocking-free socket (see `udp_tx`).
+    fn transmit(&mut self, local: SocketId, to: SocketAddr, payload: Bytes) -> Transmit {
+        let Some(tx) = self.udp_tx.get(local.0 as usize) else {
+            return Transmit::Failed;
+        };
+        Transmit::from_result(&tx.send_to(&payload, to), to)
+    }
+
+    /// tokio's `try_recv_from` (readiness was seen by `udp_readable`).
+    fn recv(&mut self, local: SocketId, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let Some(rx) = self.udp.get(local.0 as usize) else {
+            return Err(ErrorKind::WouldBlock.into());
+        };
+        rx.try_recv_from(buf)
+    }
+
+    fn event(&mut self, _: &mut Crawler, e: Event) -> Decision {
+        if let Some(tx) = &self.events_tx {
+            match tx.try_send(e.clone()) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => self.stream_dropped += 1,
+                Err(mpsc::error::TrySendError::Closed(_)) => self.events_tx = None,
+            }
+        }
+        // With storage, the storage thread decides (see `on_store_reply`); without
+        // it every discovery is new.
+        if self.has_storage {
+            self.pending.push(StoreMsg::Event(wall_secs(), e));
+            return Decision::Nothing;
+        }
+        match e {
+            Event::InfohashDiscovered { .. } => Decision::Acquire,
+            _ => Decision::Nothing,
+        }
+    }
+}
+
+pub(crate) struct Driver {
+    pump: Pump,
+    io: TokioIo,
+    /// The UDP socket checked first at the next wakeup.
+    udp_next: usize,
     conn_rx: mpsc::Receiver<ConnEvent>,
-    max_sessions: usize,
-    emfile_until: Option<Timestamp>,
-    deadline: Option<Timestamp>,
     store_tx: Option<mpsc::Sender<StoreMsg>>,
     store_rx: Option<mpsc::UnboundedReceiver<StoreReply>>,
     store_thread: Option<std::thread::JoinHandle<Result<(), String>>>,
-    /// Events for storage, sent (awaiting room) after the drain that produced them.
-    pending: Vec<StoreMsg>,
     status_every: Duration,
-    events_tx: Option<mpsc::Sender<Event>>,
     /// The first storage failure: the driver stops new work and shuts down.
     store_failed: Option<String>,
-    c: RuntimeCounters,
     rbuf: Vec<u8>,
 }
 
@@ -210,26 +256,26 @@ impl Driver {
             None => (None, None, None),
         };
         Ok(Driver {
-            clock,
-            crawler,
-            udp,
-            udp_tx,
+            pump: Pump::new(crawler, AcquirePolicy::PRODUCTION, max_sessions),
+            io: TokioIo {
+                clock,
+                udp,
+                udp_tx,
+                conns: HashMap::new(),
+                conn_tx,
+                pending: Vec::new(),
+                has_storage: store_tx.is_some(),
+                events_tx,
+                stream_dropped: 0,
+            },
             udp_next: 0,
-            conns: HashMap::new(),
-            conn_tx,
             conn_rx,
-            max_sessions,
-            emfile_until: None,
-            deadline: None,
             store_tx,
             store_rx,
             store_thread,
-            pending: Vec::new(),
             status_every,
-            events_tx,
             store_failed: None,
-            c: RuntimeCounters::default(),
-            rbuf: vec![0u8; UDP_BUF],
+            rbuf: vec![0u8; pump::UDP_BUF],
         })
     }
 
@@ -242,24 +288,26 @@ impl Driver {
         mut cmds: mpsc::Receiver<Command>,
         shutdown_timeout: Duration,
     ) -> DriverReport {
-        self.drain();
+        self.pump.drain(&mut self.io);
         self.flush_pending().await;
         let mut sleep: Pin<Box<Sleep>> = Box::pin(tokio::time::sleep(Duration::ZERO));
         let mut armed: Option<Timestamp> = None;
         let start = tokio::time::Instant::now();
         let mut status = tokio::time::interval_at(start + self.status_every, self.status_every);
         status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut save_nodes = tokio::time::interval_at(start + SAVE_NODES_EVERY, SAVE_NODES_EVERY);
+        let mut save_nodes =
+            tokio::time::interval_at(start + pump::SAVE_NODES_EVERY, pump::SAVE_NODES_EVERY);
         save_nodes.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if self.store_failed.is_some() {
                 break;
             }
             let mut more = false;
-            if armed != self.deadline {
-                armed = self.deadline;
-                if let Some(d) = self.deadline {
-                    sleep.as_mut().reset(self.clock.instant(d));
+            let deadline = self.pump.deadline();
+            if armed != deadline {
+                armed = deadline;
+                if let Some(d) = deadline {
+                    sleep.as_mut().reset(self.io.clock.instant(d));
                 }
             }
             tokio::select! {
@@ -273,14 +321,11 @@ impl Driver {
                     while let Some(Ok(r)) = self.store_rx.as_mut().map(|rx| rx.try_recv()) {
                         self.on_store_reply(r);
                     }
-                    self.drain();
+                    self.pump.drain(&mut self.io);
                 }
                 () = &mut sleep, if armed.is_some() => {
                     armed = None;
-                    self.deadline = None;
-                    let now = self.clock.now();
-                    self.crawler.handle_input(Input::Timeout(now));
-                    self.drain();
+                    self.pump.timeout(&mut self.io);
                 }
                 ev = self.conn_rx.recv() => {
                     if let Some(ev) = ev {
@@ -294,18 +339,20 @@ impl Driver {
                         }
                     }
                 }
-                i = udp_readable(&self.udp, self.udp_next) => {
-                    more = self.on_udp(i);
+                i = udp_readable(&self.io.udp, self.udp_next) => {
+                    let mut buf = std::mem::take(&mut self.rbuf);
+                    more = self.pump.read_udp(&mut self.io, SocketId(i as u16), &mut buf);
+                    self.rbuf = buf;
                     // Round robin: a flooded socket does not starve the others.
                     self.udp_next = i + 1;
                 }
                 _ = status.tick(), if self.store_tx.is_some() => {
                     let snap = self.snapshot();
-                    self.pending.push(StoreMsg::Status(wall_secs(), Box::new(snap), false));
+                    self.io.pending.push(StoreMsg::Status(wall_secs(), Box::new(snap), false));
                 }
                 _ = save_nodes.tick(), if self.store_tx.is_some() => {
                     let nodes = self.nodes();
-                    self.pending.push(StoreMsg::Nodes(wall_secs(), nodes));
+                    self.io.pending.push(StoreMsg::Nodes(wall_secs(), nodes));
                 }
             }
             self.flush_pending().await;
@@ -320,19 +367,20 @@ impl Driver {
 
     async fn shutdown(mut self, timeout: Duration) -> DriverReport {
         let until = tokio::time::Instant::now() + timeout;
-        tracing::info!(open = self.conns.len(), "tokio driver stopping");
-        for (_, c) in self.conns.drain() {
+        tracing::info!(open = self.io.conns.len(), "tokio driver stopping");
+        for (_, c) in self.io.conns.drain() {
             c.task.abort();
         }
-        self.udp.clear();
-        self.udp_tx.clear();
+        self.io.udp.clear();
+        self.io.udp_tx.clear();
         let wall = wall_secs();
         let snap = self.snapshot();
         let mut storage_error = self.store_failed.take();
         if self.store_tx.is_some() {
             let nodes = self.nodes();
-            self.pending.push(StoreMsg::Nodes(wall, nodes));
-            self.pending
+            self.io.pending.push(StoreMsg::Nodes(wall, nodes));
+            self.io
+                .pending
                 .push(StoreMsg::Status(wall, Box::new(snap.clone()), true));
             if tokio::time::timeout_at(until, self.flush_pending())
                 .await
@@ -346,7 +394,7 @@ impl Driver {
         // Closing the channel ends the storage thread after it closed the store.
         self.store_tx = None;
         self.store_rx = None;
-        self.events_tx = None;
+        self.io.events_tx = None;
         if let Some(t) = self.store_thread.take() {
             let (tx, rx) = oneshot::channel();
             std::thread::spawn(move || {
@@ -368,18 +416,14 @@ impl Driver {
     }
 
     fn snapshot(&self) -> Snapshot {
-        let mut c = self.c.clone();
-        c.tcp_open = self.conns.len();
-        Snapshot {
-            at: self.clock.now(),
-            stats: self.crawler.stats(),
-            runtime: c,
-        }
+        let mut snap = self.pump.snapshot(self.io.clock.now(), self.io.conns.len());
+        snap.runtime.stream_dropped = self.io.stream_dropped;
+        snap
     }
 
     fn nodes(&self) -> Vec<magnetar_core::routing::NodeEntry> {
         let mut nodes = Vec::new();
-        for ident in self.crawler.identities() {
+        for ident in self.pump.identities() {
             nodes.extend(ident.table.nodes().cloned());
         }
         nodes
@@ -387,17 +431,9 @@ impl Driver {
 
     fn on_store_reply(&mut self, r: StoreReply) {
         match r {
-            StoreReply::Decision(ih, Decision::Acquire) => {
-                self.c.infohashes_new += 1;
-                let now = self.clock.now();
-                if self.crawler.acquire(now, ih).is_err() {
-                    self.c.acquire_full += 1;
-                }
-            }
-            StoreReply::Decision(_, Decision::Known) => self.c.infohashes_known += 1,
-            StoreReply::Decision(_, Decision::Nothing) => {}
+            StoreReply::Decision(ih, d) => self.pump.decided(&mut self.io, ih, d),
             StoreReply::Error(e) => {
-                self.c.storage_errors += 1;
+                self.pump.counters_mut().storage_errors += 1;
                 if self.store_failed.is_none() {
                     tracing::error!("storage failed: {e}; stopping");
                     self.store_failed = Some(e);
@@ -407,217 +443,73 @@ impl Driver {
     }
 
     fn on_command(&mut self, cmd: Command) {
-        let now = self.clock.now();
+        let io = &mut self.io;
         match cmd {
             Command::Fetch { ih, peers, reply } => {
-                let r = self.crawler.fetch_metadata(now, ih, &peers);
+                let r = self
+                    .pump
+                    .call(io, |c, now| c.fetch_metadata(now, ih, &peers));
                 let _ = reply.send(r.map_err(Error::Api));
             }
             Command::Acquire { ih, reply } => {
-                let r = self.crawler.acquire(now, ih);
+                let r = self.pump.call(io, |c, now| c.acquire(now, ih));
                 let _ = reply.send(r.map_err(Error::Api));
             }
-            Command::Bootstrap { routers } => self.crawler.bootstrap(now, &routers),
+            Command::Bootstrap { routers } => {
+                self.pump.call(io, |c, now| c.bootstrap(now, &routers));
+            }
             Command::Stats { reply } => {
                 let _ = reply.send(self.snapshot());
             }
             Command::Shutdown => {}
         }
-        self.drain();
-    }
-
-    /// Drains `poll_output` until `Timeout`/`Idle`, carrying out each output.
-    pub(crate) fn drain(&mut self) {
-        loop {
-            match self.crawler.poll_output() {
-                Output::Transmit { local, to, payload } => self.transmit(local, to, &payload),
-                Output::Connect { conn, to } => self.connect(conn, to),
-                Output::Send { conn, bytes } => {
-                    if let Some(c) = self.conns.get(&conn) {
-                        let _ = c.tx.send(bytes);
-                    }
-                }
-                Output::Close { conn } => {
-                    if let Some(c) = self.conns.remove(&conn) {
-                        c.task.abort();
-                    }
-                }
-                Output::Event(e) => self.on_event(e),
-                Output::Timeout(t) => {
-                    self.deadline = Some(t);
-                    return;
-                }
-                Output::Idle => {
-                    self.deadline = None;
-                    return;
-                }
-            }
-        }
-    }
-
-    fn transmit(&mut self, local: SocketId, to: SocketAddr, payload: &[u8]) {
-        let Some(s) = self.udp_tx.get(local.0 as usize) else {
-            return;
-        };
-        match s.send_to(payload, to) {
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => self.c.udp_send_would_block += 1,
-            Err(e) => {
-                self.c.udp_send_errors += 1;
-                tracing::trace!(%to, "send_to: {e}");
-            }
-        }
-    }
-
-    fn local_error(&mut self, conn: ConnId) {
-        self.c.tcp_connect_local_errors += 1;
-        let at = self.clock.now();
-        self.crawler.handle_input(Input::TcpClosed {
-            at,
-            conn,
-            reason: CloseReason::LocalError,
-        });
-    }
-
-    fn connect(&mut self, conn: ConnId, to: SocketAddr) {
-        let now = self.clock.now();
-        if self.emfile_until.is_some_and(|t| now < t) || self.conns.len() >= self.max_sessions {
-            self.local_error(conn);
-            return;
-        }
-        let socket = match if to.is_ipv4() {
-            TcpSocket::new_v4()
-        } else {
-            TcpSocket::new_v6()
-        } {
-            Ok(s) => s,
-            Err(e) => {
-                if is_fd_exhaustion(&e) {
-                    self.c.emfile += 1;
-                    self.emfile_until = Some(now.add(EMFILE_BACKOFF));
-                    tracing::warn!(
-                        open = self.conns.len(),
-                        "out of file descriptors ({e}); backing off connects"
-                    );
-                }
-                self.local_error(conn);
-                return;
-            }
-        };
-        let (tx, rx) = mpsc::unbounded_channel();
-        let events = self.conn_tx.clone();
-        let task = tokio::spawn(conn_task(conn, socket, to, rx, events)).abort_handle();
-        self.conns.insert(conn, Conn { tx, task });
     }
 
     fn on_conn(&mut self, ev: ConnEvent) {
         // Events of a connection the crawler closed already are stale.
-        if !self.conns.contains_key(&ev.conn) {
+        if !self.io.conns.contains_key(&ev.conn) {
             return;
         }
-        let at = self.clock.now();
+        let at = self.io.clock.now();
         let conn = ev.conn;
-        match ev.kind {
-            ConnEventKind::Connected => self.crawler.handle_input(Input::TcpConnected { at, conn }),
-            ConnEventKind::Data(b) => self.crawler.handle_input(Input::TcpData {
-                at,
-                conn,
-                bytes: &b,
-            }),
+        let input = match &ev.kind {
+            ConnEventKind::Connected => Input::TcpConnected { at, conn },
+            ConnEventKind::Data(b) => Input::TcpData { at, conn, bytes: b },
             ConnEventKind::Closed(reason) => {
-                self.conns.remove(&conn);
-                self.crawler
-                    .handle_input(Input::TcpClosed { at, conn, reason });
-            }
-        }
-        self.drain();
-    }
-
-    /// Reads socket `i` until `WouldBlock` or `UDP_BATCH` datagrams; true when it
-    /// stopped at the batch limit.
-    fn on_udp(&mut self, i: usize) -> bool {
-        let mut buf = std::mem::take(&mut self.rbuf);
-        let mut n_read = 0u32;
-        let mut at = self.clock.now();
-        while let Some(s) = self.udp.get(i) {
-            if n_read == UDP_BATCH {
-                self.rbuf = buf;
-                return true;
-            }
-            match s.try_recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    n_read += 1;
-                    if n_read % 64 == 0 {
-                        at = self.clock.now();
-                    }
-                    self.crawler.handle_input(Input::Datagram {
-                        at,
-                        local: SocketId(i as u16),
-                        from,
-                        bytes: &buf[..n],
-                    });
-                    self.drain();
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // ICMP errors (connection refused) surface here on Linux.
-                    self.c.udp_recv_errors += 1;
-                    tracing::trace!("recv_from: {e}");
+                self.io.conns.remove(&conn);
+                Input::TcpClosed {
+                    at,
+                    conn,
+                    reason: *reason,
                 }
             }
-        }
-        self.rbuf = buf;
-        false
-    }
-
-    fn on_event(&mut self, e: Event) {
-        // Without storage every discovery is new; with it, the storage thread
-        // decides (see `on_store_reply`). With `auto_acquire` core acquires itself.
-        if let (Event::InfohashDiscovered { info_hash, .. }, None) = (&e, &self.store_tx) {
-            self.c.infohashes_new += 1;
-            if !self.crawler.config().crawl.auto_acquire {
-                let now = self.clock.now();
-                if self.crawler.acquire(now, *info_hash).is_err() {
-                    self.c.acquire_full += 1;
-                }
-            }
-        }
-        if let Some(tx) = &self.events_tx {
-            match tx.try_send(e.clone()) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => self.c.stream_dropped += 1,
-                Err(mpsc::error::TrySendError::Closed(_)) => self.events_tx = None,
-            }
-        }
-        if self.store_tx.is_some() {
-            self.pending.push(StoreMsg::Event(wall_secs(), e));
-        }
+        };
+        self.pump.input(&mut self.io, input);
     }
 
     /// Hands the drained events to storage, waiting for room when the storage
     /// channel is full (the driver reads no input meanwhile: backpressure).
     async fn flush_pending(&mut self) {
-        if self.pending.is_empty() {
+        if self.io.pending.is_empty() {
             return;
         }
         let Some(tx) = &self.store_tx else {
-            self.pending.clear();
+            self.io.pending.clear();
             return;
         };
-        for item in self.pending.drain(..) {
+        for item in self.io.pending.drain(..) {
             match tx.try_send(item) {
                 Ok(()) => {}
                 Err(mpsc::error::TrySendError::Full(item)) => {
-                    self.c.storage_waits += 1;
+                    self.pump.counters_mut().storage_waits += 1;
                     if tx.send(item).await.is_err() {
-                        self.c.storage_errors += 1;
+                        self.pump.counters_mut().storage_errors += 1;
                         self.store_failed
                             .get_or_insert_with(|| "the storage thread ended".into());
                     }
                 }
                 Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.c.storage_errors += 1;
+                    self.pump.counters_mut().storage_errors += 1;
                     self.store_failed
                         .get_or_insert_with(|| "the storage thread ended".into());
                 }
@@ -682,19 +574,6 @@ async fn udp_readable(udp: &[UdpSocket], first: usize) -> usize {
     .await
 }
 
-fn close_reason(e: &io::Error) -> CloseReason {
-    match e.kind() {
-        ErrorKind::ConnectionRefused => CloseReason::Refused,
-        ErrorKind::TimedOut => CloseReason::ConnectTimedOut,
-        _ => CloseReason::Reset,
-    }
-}
-
-fn is_fd_exhaustion(e: &io::Error) -> bool {
-    // EMFILE (24), ENFILE (23), ENOBUFS (105), ENOMEM (12).
-    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
-}
-
 /// One peer connection: connect, then read into the driver's channel and write
 /// what the driver sends, until EOF, an error, or the driver aborts the task.
 async fn conn_task(
@@ -717,7 +596,7 @@ async fn conn_task(
         return;
     }
     let (mut r, mut w) = stream.split();
-    let mut buf = BytesMut::with_capacity(TCP_READ);
+    let mut buf = BytesMut::with_capacity(pump::TCP_READ);
     let reason = loop {
         tokio::select! {
             n = r.read_buf(&mut buf) => match n {
@@ -727,7 +606,7 @@ async fn conn_task(
                     if send(ConnEventKind::Data(chunk)).await.is_err() {
                         return;
                     }
-                    buf.reserve(TCP_READ);
+                    buf.reserve(pump::TCP_READ);
                 }
                 Err(e) => break close_reason(&e),
             },

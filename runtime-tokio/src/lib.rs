@@ -143,7 +143,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use magnetar_core::{ApiMisuse, Config, Event, InfoHash, Stats, Timestamp};
+use magnetar_core::{ApiMisuse, Config, Event, InfoHash};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -154,6 +154,7 @@ mod run;
 mod storage;
 
 pub use driver::{DriverReport, RuntimeCounters};
+pub use magnetar_core::pump::Snapshot;
 pub use run::{run, DnsCallback, RunOptions, RunReport, StatusCallback};
 pub use storage::{Decision, MemoryStorage, Storage};
 
@@ -173,7 +174,7 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_millis(4500);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 /// What can go wrong. Remote misbehaviour never surfaces here: it is counted in
-/// [`Stats`].
+/// [`Stats`](magnetar_core::Stats).
 #[derive(Debug)]
 pub enum Error {
     /// Binding a socket or starting a thread failed.
@@ -360,15 +361,6 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     s.set_nonblocking(true)?;
     s.bind(&addr.into())?;
     Ok(s.into())
-}
-
-/// A snapshot of the crawler's counters and the driver's own.
-#[derive(Clone, Debug)]
-pub struct Snapshot {
-    /// The driver's clock (nanoseconds since it started), for rates.
-    pub at: Timestamp,
-    pub stats: Stats,
-    pub runtime: RuntimeCounters,
 }
 
 /// Controls a spawned crawler. Cheap to clone; the crawler stops when

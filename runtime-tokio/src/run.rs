@@ -17,10 +17,9 @@ pub type StatusCallback = Box<dyn FnMut(&Snapshot) + Send>;
 /// runtime.
 pub type DnsCallback = Box<dyn FnMut(&str, &Result<Vec<SocketAddr>, String>) + Send>;
 
-/// How long unresolved router names wait before the next attempt (doubling, to
-/// at most [`DNS_RETRY_MAX`]), as in the mio runtime.
-const DNS_RETRY: Duration = Duration::from_secs(5);
-const DNS_RETRY_MAX: Duration = Duration::from_secs(300);
+// How long unresolved router names wait before the next attempt (doubling, to
+// at most `DNS_RETRY_MAX`): the pump's constants, as in the mio runtime.
+use magnetar_core::pump::{self, DNS_RETRY_FIRST as DNS_RETRY, DNS_RETRY_MAX};
 
 /// What [`run`] crawls with.
 pub struct RunOptions {
@@ -200,17 +199,7 @@ async fn resolve_routers(
     while !names.is_empty() {
         let mut failed = Vec::new();
         for name in names {
-            let result = match tokio::net::lookup_host(name.clone()).await {
-                Ok(addrs) => {
-                    let addrs: Vec<SocketAddr> = addrs.collect();
-                    if addrs.is_empty() {
-                        Err("no addresses".to_string())
-                    } else {
-                        Ok(addrs)
-                    }
-                }
-                Err(e) => Err(e.to_string()),
-            };
+            let result = pump::resolved(tokio::net::lookup_host(name.clone()).await);
             match &mut on_dns {
                 Some(f) => f(&name, &result),
                 None => match &result {

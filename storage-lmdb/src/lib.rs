@@ -108,7 +108,6 @@
 mod codec;
 mod error;
 mod export;
-pub mod ingest;
 mod lock;
 #[cfg(feature = "magnetico")]
 mod magnetico;

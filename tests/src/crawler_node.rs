@@ -1,20 +1,28 @@
 //! A magnetar [`Crawler`] as a node of the world, driven the way a runtime drives
-//! it: every input is handed over, the outputs are drained until `Timeout`/`Idle`,
-//! and events drive the next steps (get_peers for discovered infohashes, metadata
-//! fetches for found peers), with a "known already?" set standing in for storage.
+//! it: through the driver pump ([`Pump`]) the mio and tokio runtimes use, so the
+//! drain/dispatch loop and the acquire policy are theirs. What is left here is the
+//! simulator's side: the world as the pump's [`Io`], a "known already?" set
+//! standing in for storage, the tally of what the runtime saw, and the baseline
+//! models' harness mode (get_peers and fetches started by the harness itself).
 
 use std::any::Any;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::Bytes;
+use magnetar_core::pump::{AcquirePolicy, Connect, Decision, Io, Pump, Transmit};
 use magnetar_core::{
     ApiMisuse, CloseReason, Config, ConnId, Crawler, DiscoverySource, Event, InfoHash, Input,
-    NodeId, Output, SocketId, Timestamp,
+    NodeId, SocketId, Timestamp,
 };
 
 use crate::util::{FxMap, FxSet};
 use crate::world::{Ctx, SimNode, TcpId};
+
+/// The acquire policy the runtimes run (the pump's, for [`RuntimePolicy::on_full`]
+/// `None`).
+pub const PRODUCTION_POLICY: AcquirePolicy = AcquirePolicy::PRODUCTION;
 
 /// Who turns a discovered infohash into peers and metadata.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -41,6 +49,9 @@ pub struct RuntimePolicy {
     pub explore_every: Option<Duration>,
     /// Cap on queued lookups and fetches waiting for a free slot.
     pub max_pending: usize,
+    /// What the pump does when `Crawler::acquire` refuses an infohash
+    /// ([`Acquire::Core`]); `None`: the runtimes' policy, [`PRODUCTION_POLICY`].
+    pub on_full: Option<AcquirePolicy>,
 }
 
 impl Default for RuntimePolicy {
@@ -52,6 +63,7 @@ impl Default for RuntimePolicy {
             record: true,
             explore_every: None,
             max_pending: 10_000,
+            on_full: None,
         }
     }
 }
@@ -72,6 +84,8 @@ pub struct Tally {
     pub failed: FxSet<InfoHash>,
     pub fetch_started: u64,
     pub fetch_rejected: u64,
+    /// Lookups started and refused by the harness ([`Acquire::Harness`]; with
+    /// [`Acquire::Core`] the pump's counters tell).
     pub lookups_started: u64,
     pub lookups_rejected: u64,
     pub peers_found: u64,
@@ -84,31 +98,47 @@ pub struct Tally {
 pub const TIMER_RESOLUTION: Duration = Duration::from_millis(1);
 
 pub struct CrawlerNode {
-    pub crawler: Crawler,
+    /// The crawler inside the pump (`Deref`s to the [`Crawler`] for inspection).
+    pub crawler: Pump,
     pub policy: RuntimePolicy,
     pub events: Vec<Event>,
     pub tally: Tally,
+    side: Side,
+}
+
+/// The harness's own bookkeeping.
+#[derive(Default)]
+struct Side {
     conns: BTreeMap<ConnId, TcpId>,
     looked_up: FxSet<InfoHash>,
     fetching: FxSet<InfoHash>,
+    /// Lookups the harness starts itself ([`Acquire::Harness`]).
     pending_lookups: VecDeque<InfoHash>,
     pending_fetches: VecDeque<(InfoHash, Vec<SocketAddr>)>,
     next_explore: Option<Timestamp>,
 }
 
+/// The world as the pump's runtime.
+struct World<'a, 'c> {
+    ctx: &'a mut Ctx<'c>,
+    policy: &'a RuntimePolicy,
+    events: &'a mut Vec<Event>,
+    tally: &'a mut Tally,
+    side: &'a mut Side,
+}
+
 impl CrawlerNode {
     pub fn new(cfg: Config, now: Timestamp, policy: RuntimePolicy) -> Self {
+        let on_full = policy.on_full.unwrap_or(PRODUCTION_POLICY);
         CrawlerNode {
-            crawler: Crawler::new(cfg, now),
-            next_explore: policy.explore_every.map(|d| now.add(d)),
+            crawler: Pump::new(Crawler::new(cfg, now), on_full, usize::MAX),
+            side: Side {
+                next_explore: policy.explore_every.map(|d| now.add(d)),
+                ..Side::default()
+            },
             policy,
             events: Vec::new(),
             tally: Tally::default(),
-            conns: BTreeMap::new(),
-            looked_up: FxSet::default(),
-            fetching: FxSet::default(),
-            pending_lookups: VecDeque::new(),
-            pending_fetches: VecDeque::new(),
         }
     }
 
@@ -118,8 +148,9 @@ impl CrawlerNode {
         ctx: &mut Ctx<'_>,
         f: impl FnOnce(&mut Crawler, Timestamp) -> R,
     ) -> R {
-        let r = f(&mut self.crawler, ctx.now);
-        self.drain(ctx);
+        let (pump, mut w) = self.split(ctx);
+        let r = pump.call(&mut w, f);
+        w.park(pump.deadline());
         r
     }
 
@@ -129,144 +160,92 @@ impl CrawlerNode {
     }
 
     pub fn open_conns(&self) -> usize {
-        self.conns.len()
+        self.side.conns.len()
     }
 
-    fn drain(&mut self, ctx: &mut Ctx<'_>) {
-        loop {
-            match self.crawler.poll_output() {
-                Output::Transmit { local, to, payload } => ctx.send(local.0, to, payload),
-                Output::Connect { conn, to } => {
-                    let tcp = ctx.connect(0, conn.to_usize() as u64, to);
-                    self.conns.insert(conn, tcp);
+    fn split<'a, 'c>(&'a mut self, ctx: &'a mut Ctx<'c>) -> (&'a mut Pump, World<'a, 'c>) {
+        (
+            &mut self.crawler,
+            World {
+                ctx,
+                policy: &self.policy,
+                events: &mut self.events,
+                tally: &mut self.tally,
+                side: &mut self.side,
+            },
+        )
+    }
+
+    fn input(&mut self, ctx: &mut Ctx<'_>, input: Input<'_>) {
+        let (pump, mut w) = self.split(ctx);
+        let deadline = pump.input(&mut w, input);
+        w.park(deadline);
+    }
+}
+
+impl World<'_, '_> {
+    /// Sets the wakeup after a drain.
+    fn park(&mut self, deadline: Option<Timestamp>) {
+        let now = self.ctx.now;
+        match deadline {
+            Some(t) => {
+                let mut t = match self.side.next_explore {
+                    Some(x) => t.min(x),
+                    None => t,
+                };
+                if t <= now {
+                    // Timers have a resolution (mio rounds up to 1 ms): a
+                    // deadline of "now" wakes us a tick later, not in a spin.
+                    self.tally.immediate_timeouts += 1;
+                    t = now.add(TIMER_RESOLUTION);
                 }
-                Output::Send { conn, bytes } => {
-                    if let Some(&tcp) = self.conns.get(&conn) {
-                        ctx.tcp_send(tcp, bytes);
-                    }
-                }
-                Output::Close { conn } => {
-                    if let Some(tcp) = self.conns.remove(&conn) {
-                        ctx.tcp_close(tcp);
-                    }
-                }
-                Output::Event(e) => self.on_event(ctx.now, e),
-                Output::Timeout(t) => {
-                    if self.run_pending(ctx.now) {
-                        continue;
-                    }
-                    let mut t = match self.next_explore {
-                        Some(x) => t.min(x),
-                        None => t,
-                    };
-                    if t <= ctx.now {
-                        // Timers have a resolution (mio rounds up to 1 ms): a
-                        // deadline of "now" wakes us a tick later, not in a spin.
-                        self.tally.immediate_timeouts += 1;
-                        t = ctx.now.add(TIMER_RESOLUTION);
-                    }
-                    ctx.wake_at(t);
-                    break;
-                }
-                Output::Idle => {
-                    if self.run_pending(ctx.now) {
-                        continue;
-                    }
-                    if let Some(x) = self.next_explore {
-                        ctx.wake_at(x);
-                    }
-                    break;
+                self.ctx.wake_at(t);
+            }
+            None => {
+                if let Some(x) = self.side.next_explore {
+                    self.ctx.wake_at(x);
                 }
             }
         }
     }
 
-    /// Starts queued work that fits now; true if anything was started.
-    fn run_pending(&mut self, now: Timestamp) -> bool {
-        let mut started = false;
-        if self.next_explore.is_some_and(|t| now >= t) {
-            self.next_explore = self.policy.explore_every.map(|d| now.add(d));
-            let mut r = magnetar_core::rng::Rng::new(now.as_nanos() ^ 0x5eed);
-            let target = NodeId::random(&mut r);
-            started |= self.crawler.find_node(now, SocketId(0), target).is_ok();
+    fn want_lookup(&mut self, crawler: &mut Crawler, ih: InfoHash) -> Decision {
+        let now = self.ctx.now;
+        if !self.policy.lookup_discovered || !self.side.looked_up.insert(ih) {
+            return Decision::Nothing;
         }
-        while let Some(ih) = self.pending_lookups.front().copied() {
-            let r = match self.policy.acquire {
-                Acquire::Core => self.crawler.acquire(now, ih),
-                Acquire::Harness => self.crawler.get_peers(now, ih, false).map(|_| ()),
-            };
-            match r {
-                Ok(_) => {
-                    self.pending_lookups.pop_front();
-                    self.tally.lookups_started += 1;
-                    started = true;
-                }
-                Err(_) => break,
-            }
-        }
-        while let Some((ih, peers)) = self.pending_fetches.pop_front() {
-            match self.crawler.fetch_metadata(now, ih, &peers) {
-                Ok(()) => {
-                    self.tally.fetch_started += 1;
-                    started = true;
-                }
-                Err(ApiMisuse::Full) => {
-                    self.pending_fetches.push_front((ih, peers));
-                    break;
-                }
-                Err(_) => {
-                    self.tally.fetch_rejected += 1;
-                    self.fetching.remove(&ih);
-                }
-            }
-        }
-        started
-    }
-
-    fn want_lookup(&mut self, now: Timestamp, ih: InfoHash) {
-        if !self.policy.lookup_discovered || !self.looked_up.insert(ih) {
-            return;
-        }
-        if self.fetching.contains(&ih) || self.tally.fetched.contains_key(&ih) {
-            return;
+        if self.side.fetching.contains(&ih) || self.tally.fetched.contains_key(&ih) {
+            return Decision::Nothing;
         }
         if self.policy.acquire == Acquire::Core {
-            match self.crawler.acquire(now, ih) {
-                Ok(()) => self.tally.lookups_started += 1,
-                Err(_) => {
-                    self.tally.lookups_rejected += 1;
-                    if self.pending_lookups.len() < self.policy.max_pending {
-                        self.pending_lookups.push_back(ih);
-                    } else {
-                        self.tally.pending_dropped += 1;
-                    }
-                }
-            }
-            return;
+            // The pump acquires it, under its acquire policy.
+            return Decision::Acquire;
         }
-        match self.crawler.get_peers(now, ih, false) {
+        match crawler.get_peers(now, ih, false) {
             Ok(_) => self.tally.lookups_started += 1,
             Err(_) => {
                 self.tally.lookups_rejected += 1;
-                if self.pending_lookups.len() < self.policy.max_pending {
-                    self.pending_lookups.push_back(ih);
+                if self.side.pending_lookups.len() < self.policy.max_pending {
+                    self.side.pending_lookups.push_back(ih);
                 } else {
                     self.tally.pending_dropped += 1;
                 }
             }
         }
+        Decision::Nothing
     }
 
-    fn want_fetch(&mut self, now: Timestamp, ih: InfoHash, peers: Vec<SocketAddr>) {
+    fn want_fetch(&mut self, crawler: &mut Crawler, ih: InfoHash, peers: Vec<SocketAddr>) {
+        let now = self.ctx.now;
         if !self.policy.fetch || peers.is_empty() || self.tally.fetched.contains_key(&ih) {
             return;
         }
-        self.fetching.insert(ih);
-        match self.crawler.fetch_metadata(now, ih, &peers) {
+        self.side.fetching.insert(ih);
+        match crawler.fetch_metadata(now, ih, &peers) {
             Ok(()) => self.tally.fetch_started += 1,
             Err(ApiMisuse::Full) => {
-                if self.pending_fetches.len() < self.policy.max_pending {
-                    self.pending_fetches.push_back((ih, peers));
+                if self.side.pending_fetches.len() < self.policy.max_pending {
+                    self.side.pending_fetches.push_back((ih, peers));
                 } else {
                     self.tally.pending_dropped += 1;
                 }
@@ -277,7 +256,8 @@ impl CrawlerNode {
 
     /// Counts `ih` as discovered (first time only). `source` is how it was heard
     /// when that is not a get_peers query; `None` promotes a candidate.
-    fn confirm(&mut self, now: Timestamp, ih: InfoHash, source: Option<DiscoverySource>) {
+    fn confirm(&mut self, ih: InfoHash, source: Option<DiscoverySource>) {
+        let now = self.ctx.now;
         if self.tally.discovered.contains_key(&ih) {
             return;
         }
@@ -290,8 +270,38 @@ impl CrawlerNode {
         self.tally.by_source[slot] += 1;
         self.tally.discovered.insert(ih, at);
     }
+}
 
-    fn on_event(&mut self, now: Timestamp, e: Event) {
+impl Io for World<'_, '_> {
+    fn now(&mut self) -> Timestamp {
+        self.ctx.now
+    }
+    fn transmit(&mut self, local: SocketId, to: SocketAddr, payload: Bytes) -> Transmit {
+        self.ctx.send(local.0, to, payload);
+        Transmit::Sent
+    }
+    fn connect(&mut self, conn: ConnId, to: SocketAddr) -> Connect {
+        let tcp = self.ctx.connect(0, conn.to_usize() as u64, to);
+        self.side.conns.insert(conn, tcp);
+        Connect::Started
+    }
+    fn send(&mut self, conn: ConnId, bytes: Bytes) {
+        if let Some(&tcp) = self.side.conns.get(&conn) {
+            self.ctx.tcp_send(tcp, bytes);
+        }
+    }
+    fn close(&mut self, conn: ConnId) {
+        if let Some(tcp) = self.side.conns.remove(&conn) {
+            self.ctx.tcp_close(tcp);
+        }
+    }
+    fn open_conns(&self) -> usize {
+        self.side.conns.len()
+    }
+
+    fn event(&mut self, crawler: &mut Crawler, e: Event) -> Decision {
+        let now = self.ctx.now;
+        let mut d = Decision::Nothing;
         match &e {
             Event::InfohashDiscovered {
                 info_hash,
@@ -304,13 +314,13 @@ impl CrawlerNode {
                         self.tally.candidates.entry(*info_hash).or_insert(now);
                     }
                 } else {
-                    self.confirm(now, *info_hash, Some(*source));
+                    self.confirm(*info_hash, Some(*source));
                 }
                 match (self.policy.acquire, source, peer) {
                     (Acquire::Harness, DiscoverySource::Announce, Some(p)) => {
-                        self.want_fetch(now, *info_hash, vec![*p])
+                        self.want_fetch(crawler, *info_hash, vec![*p])
                     }
-                    _ => self.want_lookup(now, *info_hash),
+                    _ => d = self.want_lookup(crawler, *info_hash),
                 }
             }
             Event::PeersFound {
@@ -318,31 +328,67 @@ impl CrawlerNode {
             } => {
                 self.tally.peers_found += 1;
                 if !peers.is_empty() {
-                    self.confirm(now, *info_hash, None);
+                    self.confirm(*info_hash, None);
                 }
                 if self.policy.acquire == Acquire::Harness {
-                    self.want_fetch(now, *info_hash, peers.clone());
+                    self.want_fetch(crawler, *info_hash, peers.clone());
                 }
             }
             Event::MetadataFetched(m) => {
-                self.confirm(now, m.info_hash, None);
+                self.confirm(m.info_hash, None);
                 self.tally.fetched.entry(m.info_hash).or_insert(now);
-                self.fetching.remove(&m.info_hash);
+                self.side.fetching.remove(&m.info_hash);
             }
             Event::MetadataFailed(m) => {
                 self.tally.failed.insert(m.info_hash);
-                self.fetching.remove(&m.info_hash);
+                self.side.fetching.remove(&m.info_hash);
             }
             _ => {}
         }
         if self.policy.record {
             self.events.push(e);
         }
+        d
     }
 
-    fn input(&mut self, ctx: &mut Ctx<'_>, input: Input<'_>) {
-        self.crawler.handle_input(input);
-        self.drain(ctx);
+    /// Starts the harness's queued work that fits now (the pump retries its own
+    /// queued acquisitions after this); true if anything was started.
+    fn before_park(&mut self, crawler: &mut Crawler) -> bool {
+        let now = self.ctx.now;
+        let mut started = false;
+        if self.side.next_explore.is_some_and(|t| now >= t) {
+            self.side.next_explore = self.policy.explore_every.map(|d| now.add(d));
+            let mut r = magnetar_core::rng::Rng::new(now.as_nanos() ^ 0x5eed);
+            let target = NodeId::random(&mut r);
+            started |= crawler.find_node(now, SocketId(0), target).is_ok();
+        }
+        while let Some(ih) = self.side.pending_lookups.front().copied() {
+            match crawler.get_peers(now, ih, false) {
+                Ok(_) => {
+                    self.side.pending_lookups.pop_front();
+                    self.tally.lookups_started += 1;
+                    started = true;
+                }
+                Err(_) => break,
+            }
+        }
+        while let Some((ih, peers)) = self.side.pending_fetches.pop_front() {
+            match crawler.fetch_metadata(now, ih, &peers) {
+                Ok(()) => {
+                    self.tally.fetch_started += 1;
+                    started = true;
+                }
+                Err(ApiMisuse::Full) => {
+                    self.side.pending_fetches.push_front((ih, peers));
+                    break;
+                }
+                Err(_) => {
+                    self.tally.fetch_rejected += 1;
+                    self.side.fetching.remove(&ih);
+                }
+            }
+        }
+        started
     }
 }
 
@@ -376,7 +422,7 @@ impl SimNode for CrawlerNode {
     fn on_tcp_closed(&mut self, ctx: &mut Ctx<'_>, _tcp: TcpId, tag: u64, reason: CloseReason) {
         let at = ctx.now;
         let conn = ConnId::from_usize(tag as usize);
-        self.conns.remove(&conn);
+        self.side.conns.remove(&conn);
         self.input(ctx, Input::TcpClosed { at, conn, reason });
     }
     fn as_any(&self) -> &dyn Any {

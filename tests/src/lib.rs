@@ -31,7 +31,7 @@ pub mod truth;
 pub mod util;
 pub mod world;
 
-pub use crawler_node::{Acquire, CrawlerNode, RuntimePolicy};
+pub use crawler_node::{Acquire, CrawlerNode, RuntimePolicy, PRODUCTION_POLICY};
 pub use net::{GilbertElliott, NetConfig};
 pub use scenario::HonestSpec;
 pub use world::{Ctx, Kind, Node, NodeIdx, SimNode, Stuck, World};

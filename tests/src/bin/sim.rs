@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use magnetar_core::pump::AcquirePolicy;
 use magnetar_core::{InfoHash, Timestamp};
 use magnetar_tests::alloc_meter::{self, Meter};
 use magnetar_tests::baseline::{Baseline, Model};
@@ -69,7 +70,7 @@ fn parse() -> Args {
             "--jobs" => a.jobs = v.parse().expect("--jobs N"),
             "-h" | "--help" => {
                 println!("sim [--nodes N] [--infohashes N] [--hours H] [--seed S] [--budget PPS] [--clients N] [--strategies magnetar,magnetico,bitmagnet] [--jobs N (worlds run in parallel; default: cores)]");
-                println!("  magnetar variants: magnetar-id16 (16 identities), magnetar-neighbour (neighbour mode), magnetar-id16-neighbour");
+                println!("  magnetar variants: magnetar-id16 (16 identities), magnetar-neighbour (neighbour mode), magnetar-id16-neighbour; a -drop or -queue suffix picks the acquire policy when acquisitions are full");
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -107,16 +108,24 @@ fn build(a: &Args) -> World {
     w
 }
 
-/// A magnetar strategy name: `magnetar[-idN][-neighbour]`.
-fn magnetar_variant(name: &str) -> Option<(usize, bool)> {
+/// A magnetar strategy name: `magnetar[-idN][-neighbour][-drop|-queue]`. The last
+/// part picks the pump's acquire policy when acquisitions are full (drop the
+/// infohash, or queue it and retry); without it, the runtimes' policy.
+fn magnetar_variant(name: &str) -> Option<(usize, bool, Option<AcquirePolicy>)> {
     let mut parts = name.split('-');
     if parts.next() != Some("magnetar") {
         return None;
     }
-    let (mut ids, mut neighbour) = (1, false);
+    let (mut ids, mut neighbour, mut on_full) = (1, false, None);
     for p in parts {
         match p {
             "neighbour" => neighbour = true,
+            "drop" => on_full = Some(AcquirePolicy::Drop),
+            "queue" => {
+                on_full = Some(AcquirePolicy::Queue {
+                    max: magnetar_core::pump::ACQUIRE_QUEUE,
+                })
+            }
             _ => {
                 ids = p
                     .strip_prefix("id")?
@@ -126,7 +135,7 @@ fn magnetar_variant(name: &str) -> Option<(usize, bool)> {
             }
         }
     }
-    Some((ids, neighbour))
+    Some((ids, neighbour, on_full))
 }
 
 struct Row {
@@ -205,11 +214,12 @@ fn run(a: &Args, strategy: &str) -> Row {
     alloc_meter::reset();
     let node: NodeIdx = match strategy {
         _ if variant.is_some() => {
-            let (ids, neighbour) = variant.unwrap_or((1, false));
+            let (ids, neighbour, on_full) = variant.unwrap_or((1, false, None));
             let c = w.add_crawler(
                 ids,
                 RuntimePolicy {
                     record: false,
+                    on_full,
                     ..RuntimePolicy::default()
                 },
                 |cfg| {

@@ -6,7 +6,9 @@
 mod cli_tests;
 mod commands;
 mod crawl;
-mod dns;
+// A few of its methods serve only the tests and the bench binary.
+#[allow(dead_code)]
+mod ingest;
 mod metrics;
 mod sys;
 mod tokio_run;
@@ -423,7 +425,7 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
 
 /// Binds the UDP sockets: explicit `--bind`s must all work; defaults fall back to a
 /// random port when busy, and IPv6 is skipped with a warning when unavailable.
-fn bind_sockets(a: &CrawlArgs) -> Result<Vec<(SocketAddr, mio::net::UdpSocket)>, Fail> {
+fn bind_sockets(a: &CrawlArgs) -> Result<Vec<(SocketAddr, std::net::UdpSocket)>, Fail> {
     let mut out = Vec::new();
     if !a.bind.is_empty() {
         for b in &a.bind {
@@ -498,7 +500,7 @@ fn cmd_crawl(a: CrawlArgs) -> Result<(), Fail> {
         info_dicts = !a.no_info_dicts,
         "database open"
     );
-    let ingest = magnetar_storage::ingest::Ingest::new(store, writer);
+    let ingest = ingest::Ingest::new(store, writer);
     let seed = a.seed.unwrap_or_else(os_seed);
     let mut cfg = Config::new(seed, sockets[0].0);
     cfg.identities = sockets
@@ -532,10 +534,7 @@ fn cmd_crawl(a: CrawlArgs) -> Result<(), Fail> {
         max_leeches: a.max_leeches as usize,
     };
     if a.runtime == Runtime::Tokio {
-        let sockets = sockets
-            .into_iter()
-            .map(|(_, s)| std::net::UdpSocket::from(s))
-            .collect();
+        let sockets = sockets.into_iter().map(|(_, s)| s).collect();
         let out = tokio_run::run(opts, sockets, ingest)
             .map_err(|e| Fail(format!("crawl failed: {e}")))?;
         tracing::info!(

@@ -167,11 +167,13 @@ mod tests {
     use magnetar_core::session::FailReason;
     use magnetar_core::stats::{DhtStats, PacketCounts};
     use magnetar_core::Stats;
-    use magnetar_storage::ingest::Ingest;
     use magnetar_storage::{Store, StoreOptions, WriterConfig};
 
     use super::prometheus;
-    use crate::crawl::{self, RuntimeCounters};
+    use magnetar_core::pump::RuntimeCounters;
+
+    use crate::crawl;
+    use crate::ingest::Ingest;
 
     /// `(sample name, label set, # TYPE)` of every sample `/metrics` can show,
     /// captured from the hand-written renderer that the library replaced.
@@ -349,6 +351,8 @@ mod tests {
             infohashes_new: q.n(),
             infohashes_known: q.n(),
             acquire_full: q.n(),
+            acquire_queued: q.n(),
+            acquire_dropped: q.n(),
             udp_send_errors: q.n(),
             udp_send_would_block: q.n(),
             udp_recv_errors: q.n(),
@@ -356,29 +360,10 @@ mod tests {
             emfile: q.n(),
             tcp_open: q.u(),
             dns_failures: q.n(),
+            stream_dropped: q.n(),
+            storage_waits: q.n(),
+            storage_errors: q.n(),
         }
-    }
-
-    /// The counters only the tokio driver adds (`tokio_run::tokio_only`, private
-    /// there; the e2e test checks that the tokio runtime really shows them).
-    fn tokio_only() -> Vec<Metric> {
-        vec![
-            Metric::counter(
-                "magnetar_runtime_storage_waits_total",
-                "Times the driver waited for room in the storage channel (backpressure).",
-                1,
-            ),
-            Metric::counter(
-                "magnetar_runtime_storage_errors_total",
-                "Storage calls that failed (the first one stops the crawl).",
-                2,
-            ),
-            Metric::counter(
-                "magnetar_runtime_stream_dropped_total",
-                "Events not delivered to the library event stream because it was full.",
-                3,
-            ),
-        ]
     }
 
     /// The whole `/metrics` text as the tokio runtime renders it with every
@@ -388,12 +373,13 @@ mod tests {
         let store = Store::open(StoreOptions::new(dir.path())).unwrap();
         let writer = store.writer(WriterConfig::default()).unwrap();
         let mut ingest = Ingest::new(store, writer);
+        let counters = full_counters();
         crawl::render_metrics(
             &full_stats(),
-            &full_counters(),
+            &counters,
             64,
             &mut ingest,
-            tokio_only(),
+            crawl::tokio_only(&counters),
         )
     }
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Load bench for the mio runtime: answered KRPC queries/s, CPU per query, RSS.
 #
-#   runtime-mio/scripts/bench-load.sh            # find_node load from 3 generators
-#   MIX=ping GENS=2 SECS=20 runtime-mio/scripts/bench-load.sh
-#   TABLE=1 runtime-mio/scripts/bench-load.sh    # 8,000-node table + 1,000 leeches: RSS
+#   app/scripts/bench-load.sh            # find_node load from 3 generators
+#   MIX=ping GENS=2 SECS=20 app/scripts/bench-load.sh
+#   TABLE=1 app/scripts/bench-load.sh    # 8,000-node table + 1,000 leeches: RSS
 #   FLOOR=0 …                                    # skip the bare-responder floor run
 #
 # First (unless FLOOR=0) the same generators load a bare KRPC responder

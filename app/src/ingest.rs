@@ -22,25 +22,15 @@ use magnetar_core::report::Metric;
 use magnetar_core::routing::NodeEntry;
 use magnetar_core::{DiscoverySource, Event};
 
-use crate::store::{Result, Store};
-use crate::types::*;
-use crate::writer::{Writer, WriterTotals};
+use magnetar_core::pump::{Decision, Storage};
+use magnetar_storage::*;
+
+type Result<T> = std::result::Result<T, StoreError>;
 
 /// Acquisitions remembered (discovery time, sources, scrape) until fetched.
 const MAX_PENDING: usize = 200_000;
 /// Peers whose counters are kept in memory (then the table starts over).
 const MAX_PEERS: usize = 100_000;
-
-/// What to do with a discovered infohash.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Decision {
-    /// Not stored: call `Crawler::acquire`.
-    Acquire(magnetar_core::InfoHash),
-    /// Already stored (its last-seen time and sources were updated).
-    Known,
-    /// Not a discovery event.
-    Nothing,
-}
 
 /// Counters of the ingest glue (for `/metrics`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -74,7 +64,7 @@ pub struct Ingest {
     peers: HashMap<SocketAddr, PeerRecord>,
     counters: IngestCounters,
     /// The store's totals for `/metrics`, read at most every 10 s.
-    store_stats: Option<crate::Stats>,
+    store_stats: Option<magnetar_storage::Stats>,
     next_store_stats: Option<Instant>,
 }
 
@@ -370,7 +360,7 @@ impl Ingest {
                         },
                     );
                 }
-                Ok(Decision::Acquire(*info_hash))
+                Ok(Decision::Acquire)
             }
             Event::PeersFound {
                 info_hash,
@@ -529,10 +519,23 @@ impl Ingest {
     }
 }
 
+/// The ingest glue as the runtimes' sink: the same acquire-or-skip decision and
+/// the same records on either runtime.
+impl Storage for Ingest {
+    fn on_event(&mut self, wall: u64, event: &Event) -> std::result::Result<Decision, String> {
+        Ingest::on_event(self, wall, event).map_err(|e| e.to_string())
+    }
+    fn nodes(&mut self, wall: u64, nodes: &[NodeEntry]) -> std::result::Result<(), String> {
+        Ingest::nodes(self, wall, nodes).map_err(|e| e.to_string())
+    }
+    fn close(self: Box<Self>) -> std::result::Result<(), String> {
+        Ingest::close(*self).map(|_| ()).map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{StoreOptions, WriterConfig};
     use bytes::Bytes;
     use magnetar_core::metadata::{parse_info, sha1_info_hash, HashKind};
     use magnetar_core::testkit::{build_info, InfoSpec};
@@ -609,7 +612,7 @@ mod tests {
             from: "10.0.0.3:6881".parse().unwrap(),
             peer: None,
         };
-        assert_eq!(ing.on_event(100, &disc).unwrap(), Decision::Acquire(ih));
+        assert_eq!(ing.on_event(100, &disc).unwrap(), Decision::Acquire);
         ing.on_event(105, &Event::MetadataFetched(Box::new(m)))
             .unwrap();
         let report = PeerSessionReport {
@@ -669,7 +672,7 @@ mod tests {
                 }
             )
             .unwrap(),
-            Decision::Acquire(_)
+            Decision::Acquire
         ));
         ing.close().unwrap();
     }

@@ -4,7 +4,7 @@
 //! time per answered query (from `/proc/self/task/<tid>/stat`).
 //!
 //! ```text
-//! cargo run --release -p magnetar-tokio --bin magnetar-tokio-bench -- [options]
+//! cargo run --release -p magnetar --bin magnetar-tokio-bench -- [options]
 //!   --secs N        measured seconds (default 10, after 1 s of warm-up)
 //!   --senders N     load generator threads, one socket each (default 4)
 //!   --window N      queries in flight per sender (default 64; closed loop)
@@ -22,6 +22,10 @@
 //! Core rate-limits answers per IP (`per_ip_answers_per_sec`, 10/s by default);
 //! the node started here lifts that limit, as every sender is 127.0.0.1. An
 //! external node must be started with the same setting.
+
+#[path = "../ingest.rs"]
+#[allow(dead_code)]
+mod ingest;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -218,9 +222,7 @@ fn serve(addr: SocketAddr, a: &Args) {
             let writer = store
                 .writer(magnetar_storage::WriterConfig::default())
                 .expect("writer");
-            Some(Box::new(magnetar_storage::ingest::Ingest::new(
-                store, writer,
-            )))
+            Some(Box::new(ingest::Ingest::new(store, writer)))
         }
         None => None,
     };

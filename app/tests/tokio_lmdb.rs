@@ -1,14 +1,18 @@
 //! The LMDB store through the shared ingest glue: what the tokio driver fetches
 //! is stored, and a second run skips what is stored.
-#![cfg(feature = "lmdb")]
 
+// The tokio library's test helpers (one copy, shared through the path).
+#[path = "../../runtime-tokio/tests/common/mod.rs"]
 mod common;
+#[path = "../src/ingest.rs"]
+#[allow(dead_code)]
+mod ingest;
 
 use std::time::Duration;
 
 use common::{announce, crawler_config, serve, wait_for, Dht};
+use ingest::Ingest;
 use magnetar_core::testkit::{build_info, Behavior, FakeSeeder, InfoSpec};
-use magnetar_storage::ingest::Ingest;
 use magnetar_storage::{Store, StoreOptions, WriterConfig};
 use magnetar_tokio::Crawler;
 
