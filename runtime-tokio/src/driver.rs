@@ -1,4 +1,4 @@
-//! The driver task: one tokio task owns the sans-IO crawler and follows DESIGN.md §1.
+//! The driver task: one tokio task owns the sans-IO crawler and follows ARCHITECTURE.md §4.
 //!
 //! Every wakeup feeds inputs to the crawler (a datagram, a TCP event, a command from
 //! a [`Handle`](crate::Handle), the timer), drains `poll_output` until

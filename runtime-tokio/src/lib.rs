@@ -3,7 +3,7 @@
 //! The magnetar crawler ([`magnetar_core::Crawler`], a sans-IO state machine)
 //! driven by tokio: one `UdpSocket` per identity, one small task per TCP peer
 //! connection, `tokio::time` for the core's timers and timestamps from a monotonic
-//! start `Instant`. The driver holds no protocol logic: it follows DESIGN.md §1
+//! start `Instant`. The driver holds no protocol logic: it follows ARCHITECTURE.md §4
 //! (feed input, drain `poll_output` until `Timeout`/`Idle`, carry out the outputs).
 //!
 //! Two ways in:

@@ -1,7 +1,7 @@
 //! The world: virtual time, one seeded RNG, the delivery queue, the nodes, the TCP
 //! model and the ground truth.
 //!
-//! The loop is the one of DESIGN.md §6: every node's outputs are drained into the
+//! The loop is the one of ARCHITECTURE.md §7: every node's outputs are drained into the
 //! network as soon as the node has handled an input; then time jumps to the
 //! earliest delivery or timer on the (time, sequence) queue, which is delivered.
 
