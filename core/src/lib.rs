@@ -21,44 +21,72 @@
 //! }
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 #![warn(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 
+// The public surface.
+//
+// Namespaces other crates use (`pub mod`):
+// - `addr`: address families and the outgoing address filter;
+// - `crawl`: the harvesting strategy's config, stats and acquire policy;
+// - `fetch`: the metadata fetcher (leech scheduler), its config, stats and reports;
+// - `krpc`: KRPC message types and their bencode codec (BEP 5 and extensions);
+// - `metadata`: metadata assembly, infohash verification, info dict parsing;
+// - `pump`: the loop shared by the runtimes (storage sink, snapshots, watchdog);
+// - `report`: operator counters as data (status line, metric samples);
+// - `routing`: the routing table, its config and stats, per-node query counts;
+// - `session`: one BEP 9/10 peer wire session as a state machine;
+// - `wire`: bencode and the peer wire (BEP 3 framing, BEP 9/10/11 messages);
+// - `testkit` (feature `testkit`): sans-IO fake peers for tests.
+//
+// Everything else is internal (`mod`); what other crates need from it is
+// re-exported here: the crawler and its inputs and outputs (this file), its
+// config (`Config`, `DhtConfig`, `IdentityConfig`), identities (`Identity`),
+// ids (`NodeId`, `InfoHash`, `Distance`, `bep42_node_id`), time (`Timestamp`),
+// stats (`Stats`, `DhtStats`, `PacketCounts`), faults (`Fault`), the deterministic
+// generator every seeded component takes (`Rng`), the BEP 33 bloom filter
+// (`Bloom`) and the lookup kind reported by `Event::LookupDone` (`LookupKind`).
+// `routing::Method` re-exports the query method `MethodCounts::slot` takes.
 pub mod addr;
-pub mod bloom;
-pub mod config;
+mod bloom;
+mod config;
 pub mod crawl;
-pub mod crawler;
-pub mod fault;
+mod crawler;
+mod fault;
 pub mod fetch;
-pub mod id;
-pub mod identity;
+mod id;
+mod identity;
 pub mod krpc;
-pub mod limiter;
-pub mod lookup;
+mod limiter;
+mod lookup;
 pub mod metadata;
 mod node;
 pub mod pump;
 pub mod report;
-pub mod rng;
+mod rng;
 pub mod routing;
-pub mod rpc;
-pub mod server;
+mod rpc;
+mod server;
 pub mod session;
-pub mod stats;
+mod stats;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
-pub mod time;
-pub mod tokens;
+mod time;
+mod tokens;
 pub mod wire;
 
+pub use bloom::Bloom;
 pub use config::{Config, DhtConfig, IdentityConfig};
-pub use crawler::Crawler;
-pub use id::{Distance, InfoHash, NodeId};
-pub use stats::Stats;
+pub use crawler::{Crawler, Identity};
+pub use fault::Fault;
+pub use id::{bep42_node_id, Distance, InfoHash, NodeId};
+pub use lookup::LookupKind;
+pub use rng::Rng;
+pub use stats::{DhtStats, PacketCounts, Stats};
 pub use time::Timestamp;
 
 /// One of the crawler's UDP identities: an index into `Config::identities`.

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use magnetar_core::addr::Family;
-use magnetar_core::rng::Rng;
+use magnetar_core::Rng;
 use magnetar_core::routing::{
     Contact, NodeStatus, RoutingConfig, RoutingEvent, RoutingStats, RoutingTable,
 };

@@ -358,7 +358,7 @@ impl Io for World<'_, '_> {
         let mut started = false;
         if self.side.next_explore.is_some_and(|t| now >= t) {
             self.side.next_explore = self.policy.explore_every.map(|d| now.add(d));
-            let mut r = magnetar_core::rng::Rng::new(now.as_nanos() ^ 0x5eed);
+            let mut r = magnetar_core::Rng::new(now.as_nanos() ^ 0x5eed);
             let target = NodeId::random(&mut r);
             started |= crawler.find_node(now, SocketId(0), target).is_ok();
         }

@@ -1,6 +1,6 @@
 //! Ground truth: every torrent in the world, its info dict and who holds it.
 
-use magnetar_core::rng::Rng;
+use magnetar_core::Rng;
 use magnetar_core::InfoHash;
 use sha1::{Digest, Sha1};
 
