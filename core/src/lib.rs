@@ -97,7 +97,9 @@ pub struct SocketId(pub u16);
 /// stale id is never confused with a reused slot. Maps one-to-one to a mio `Token`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId {
+    /// The connection's slot in the fetcher's table.
     pub index: u32,
+    /// The slot's generation, bumped (wrapping) each time a connection in it ends.
     pub generation: u32,
 }
 
@@ -106,6 +108,9 @@ impl ConnId {
     pub fn to_usize(self) -> usize {
         ((self.generation as u64) << 32 | self.index as u64) as usize
     }
+
+    /// Unpacks what [`ConnId::to_usize`] packed (on 64-bit targets; a 32-bit `usize`
+    /// keeps only the index).
     pub fn from_usize(v: usize) -> Self {
         let v = v as u64;
         ConnId {
@@ -135,30 +140,47 @@ pub enum CloseReason {
 pub enum Input<'a> {
     /// A timer fired (or the driver simply woke up). Time must not go backwards.
     Timeout(Timestamp),
+    /// A UDP datagram arrived on one of our identities' sockets.
     Datagram {
+        /// When it arrived.
         at: Timestamp,
+        /// The identity (socket) it arrived on.
         local: SocketId,
+        /// The sender.
         from: SocketAddr,
+        /// The payload (any length; core never trusts it).
         bytes: &'a [u8],
     },
+    /// A connection requested by [`Output::Connect`] is established.
     TcpConnected {
+        /// When it connected.
         at: Timestamp,
+        /// The connection.
         conn: ConnId,
     },
     /// Bytes from a connection, in any chunking.
     TcpData {
+        /// When they arrived.
         at: Timestamp,
+        /// The connection.
         conn: ConnId,
+        /// The bytes, in order after the previous ones.
         bytes: &'a [u8],
     },
+    /// A connection ended (or never connected), for any reason but our own
+    /// [`Output::Close`].
     TcpClosed {
+        /// When it ended.
         at: Timestamp,
+        /// The connection.
         conn: ConnId,
+        /// Why, as the driver saw it.
         reason: CloseReason,
     },
 }
 
 impl Input<'_> {
+    /// The time the input happened.
     pub fn at(&self) -> Timestamp {
         match self {
             Input::Timeout(t) => *t,
@@ -174,22 +196,37 @@ impl Input<'_> {
 /// `Timeout` or `Idle`.
 #[derive(Debug, Clone)]
 pub enum Output {
+    /// Send one UDP datagram.
     Transmit {
+        /// The identity (socket) to send from.
         local: SocketId,
+        /// The destination.
         to: SocketAddr,
+        /// The datagram.
         payload: Bytes,
     },
+    /// Open a TCP connection; answer with [`Input::TcpConnected`] or
+    /// [`Input::TcpClosed`].
     Connect {
+        /// The id core gave the connection.
         conn: ConnId,
+        /// The peer to connect to.
         to: SocketAddr,
     },
+    /// Write bytes to a connection, after any earlier ones.
     Send {
+        /// The connection.
         conn: ConnId,
+        /// The bytes.
         bytes: Bytes,
     },
+    /// Close a connection. Core has already forgotten it: a later input for it is
+    /// counted as stale and ignored.
     Close {
+        /// The connection.
         conn: ConnId,
     },
+    /// Something the crawler learned, for the application.
     Event(Event),
     /// Nothing more to do now; call `handle_input(Input::Timeout(t))` at `t`.
     Timeout(Timestamp),
@@ -211,8 +248,12 @@ pub enum DiscoverySource {
 /// What the crawler learned.
 #[derive(Debug, Clone)]
 pub enum Event {
+    /// An infohash heard on the DHT. With the crawl strategy enabled, core emits
+    /// each infohash once per bounded deduplication window; otherwise every sighting.
     InfohashDiscovered {
+        /// The infohash.
         info_hash: InfoHash,
+        /// How it reached us.
         source: DiscoverySource,
         /// The node that told us.
         from: SocketAddr,
@@ -221,50 +262,75 @@ pub enum Event {
     },
     /// Peers for an infohash, from a get_peers query or traversal.
     PeersFound {
+        /// The infohash.
         info_hash: InfoHash,
+        /// The peers' addresses.
         peers: Vec<SocketAddr>,
-        /// BEP 33 estimates, when the nodes answered scrapes.
+        /// BEP 33 estimate of the seeders, when the nodes answered scrapes.
         seeders: Option<u32>,
+        /// BEP 33 estimate of the leechers (peers), when the nodes answered scrapes.
         leechers: Option<u32>,
     },
+    /// Metadata fetched and verified against its infohash.
     MetadataFetched(Box<fetch::MetadataFetched>),
+    /// A metadata fetch failed, with each peer's reason and what happens next.
     MetadataFailed(Box<fetch::MetadataFailed>),
     /// One peer session ended (for the request log and the peer records).
     PeerSession(Box<fetch::PeerSessionReport>),
+    /// A node entered an identity's routing table.
     NodeAdded {
+        /// The identity whose table it entered.
         socket: SocketId,
+        /// The node's id.
         id: NodeId,
+        /// The node's address.
         addr: SocketAddr,
     },
+    /// A node left an identity's routing table.
     NodeRemoved {
+        /// The identity whose table it left.
         socket: SocketId,
+        /// The node's id.
         id: NodeId,
+        /// The node's address.
         addr: SocketAddr,
     },
     /// A remote node told us (BEP 42 `ip`) which address it sees us at.
     ExternalAddressVote {
+        /// The identity the reply came to.
         socket: SocketId,
+        /// The node that told us.
         voter: SocketAddr,
+        /// Our address as that node sees it.
         seen_as: SocketAddr,
     },
     /// A lookup finished.
     LookupDone {
+        /// The identity it ran on.
         socket: SocketId,
+        /// The id `find_node` or `get_peers` returned when starting it.
         id: u64,
+        /// The node id or infohash looked up.
         target: [u8; 20],
-        kind: lookup::LookupKind,
+        /// What it looked for.
+        kind: LookupKind,
         /// The k closest nodes that answered, closest first.
         closest: Vec<(NodeId, SocketAddr)>,
+        /// Queries it sent.
         queries: u32,
     },
     /// The routing table of an identity reached its bootstrap size.
     Bootstrapped {
+        /// The identity.
         socket: SocketId,
+        /// Nodes in its table.
         nodes: usize,
     },
     /// Bootstrap has not succeeded yet; it is retried with backoff.
     BootstrapFailed {
+        /// The identity.
         socket: SocketId,
+        /// The number of the retry starting now (1 for the first retry).
         attempt: u32,
     },
 }

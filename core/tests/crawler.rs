@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{addr, query, Net};
-use magnetar_core::Fault;
 use magnetar_core::krpc::{
     self, Body, CompactNodesV4, Message, Query, QueryKind, Response, Samples,
 };
+use magnetar_core::Fault;
 use magnetar_core::Rng;
 use magnetar_core::{
     CloseReason, DiscoverySource, Event, InfoHash, Input, NodeId, Output, SocketId, Timestamp,

@@ -339,7 +339,6 @@ impl Lookup {
             .any(|c| matches!(c.state, State::InFlight | State::Slow))
     }
 
-
     /// The k closest nodes that answered, closest first.
     pub fn closest(&self) -> Vec<Found> {
         self.candidates
