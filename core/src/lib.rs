@@ -236,6 +236,7 @@ pub enum Output {
 
 /// How an infohash reached us.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum DiscoverySource {
     /// A valid announce_peer query to us.
     Announce,
@@ -247,6 +248,7 @@ pub enum DiscoverySource {
 
 /// What the crawler learned.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Event {
     /// An infohash heard on the DHT. With the crawl strategy enabled, core emits
     /// each infohash once per bounded deduplication window; otherwise every sighting.
@@ -337,6 +339,7 @@ pub enum Event {
 
 /// Misuse of the API by our own runtime (never caused by remote input).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ApiMisuse {
     /// A queue or table is full; the caller should retry later.
     Full,

@@ -15,6 +15,7 @@ use crate::wire::{self, Deframer, Frame, FrameError, MetadataMsg};
 /// Why a peer did not give us metadata. Counted per variant in
 /// [`crate::fetch::FetchStats::failures`].
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum FailReason {
     /// TCP connect refused.
     ConnectRefused,

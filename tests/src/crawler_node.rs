@@ -265,7 +265,8 @@ impl World<'_, '_> {
             (Some(DiscoverySource::Sample), _) => (now, 0),
             (Some(DiscoverySource::Announce), _) => (now, 1),
             (_, Some(t)) => (t.max(now), 2),
-            (Some(DiscoverySource::GetPeers), None) | (None, None) => return,
+            // A get_peers query alone (or a source this tally does not know).
+            (_, None) => return,
         };
         self.tally.by_source[slot] += 1;
         self.tally.discovered.insert(ih, at);

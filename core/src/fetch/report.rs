@@ -155,6 +155,7 @@ pub enum FetchOutput {
 
 /// What the crawler does after a failed fetch.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AfterFailure {
     /// The fetch was the runtime's own (`fetch_metadata`): core does not retry it.
     NotManaged,
@@ -171,6 +172,7 @@ pub enum AfterFailure {
 
 /// How a session ended.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum SessionOutcome {
     /// This peer delivered verified metadata.
     Ok,

@@ -23,6 +23,7 @@ pub const MAX_QUERIES: u32 = 256;
 pub const RETRIES: u8 = 3;
 /// What a lookup asks each node.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum LookupKind {
     /// find_node: converge on the nodes closest to the target.
     FindNode,
