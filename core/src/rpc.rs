@@ -223,6 +223,7 @@ impl Rpc {
     }
 
     /// The earliest pending deadline (short or full), if any transaction is open.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.deadlines.first().map(|d| d.0)
     }

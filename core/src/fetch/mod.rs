@@ -363,6 +363,7 @@ impl Fetcher {
     /// failed fetch comes out as a `MetadataFailed` that nobody manages
     /// ([`AfterFailure::NotManaged`]); an owner that decides what happens next
     /// reads [`Fetcher::poll_outcome`] instead.
+    #[must_use = "an output taken is gone: carry it out"]
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front().map(|o| match o {
             FetchOutput::Output(o) => o,
@@ -374,11 +375,13 @@ impl Fetcher {
 
     /// The next output, with a failed fetch as a [`FetchFailure`] from which
     /// the owner builds the `MetadataFailed` event; `None` when drained.
+    #[must_use = "an output taken is gone: carry it out"]
     pub fn poll_outcome(&mut self) -> Option<FetchOutput> {
         self.out.pop_front()
     }
 
     /// The earliest pending deadline, if any: call [`Fetcher::handle_timeout`] then.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.timers.first().map(|(t, _)| *t)
     }
