@@ -32,19 +32,21 @@ use bytes::Bytes;
 //
 // Namespaces other crates use (`pub mod`):
 // - `addr`: address families and the outgoing address filter;
-// - `crawl`: the harvesting strategy's config, stats and acquire policy;
+// - `crawl`: the harvesting strategy's config and stats, its packet budget;
 // - `fetch`: the metadata fetcher (leech scheduler), its config, stats and reports;
 // - `krpc`: KRPC message types and their bencode codec (BEP 5 and extensions);
 // - `metadata`: metadata assembly, infohash verification, info dict parsing;
-// - `pump`: the loop shared by the runtimes (storage sink, snapshots, watchdog);
+// - `pump`: the driver loop shared by the runtimes and the simulator (IO trait,
+//   storage sink, acquire policy, counters, bootstrap watch);
 // - `report`: operator counters as data (status line, metric samples);
 // - `routing`: the routing table, its config and stats, per-node query counts;
 // - `session`: one BEP 9/10 peer wire session as a state machine;
 // - `wire`: bencode and the peer wire (BEP 3 framing, BEP 9/10/11 messages);
 // - `testkit` (feature `testkit`): sans-IO fake peers for tests.
 //
-// Everything else is internal (`mod`); what other crates need from it is
-// re-exported here: the crawler and its inputs and outputs (this file), its
+// Everything else is internal (`mod`: bloom, config, crawler, fault, id, identity,
+// limiter, lookup, node, rng, rpc, server, stats, time, tokens); what other
+// crates need from it is re-exported here: the crawler and its inputs and outputs (this file), its
 // config (`Config`, `DhtConfig`, `IdentityConfig`), identities (`Identity`),
 // ids (`NodeId`, `InfoHash`, `Distance`, `bep42_node_id`), time (`Timestamp`),
 // stats (`Stats`, `DhtStats`, `PacketCounts`), faults (`Fault`), the deterministic
