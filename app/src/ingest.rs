@@ -86,6 +86,8 @@ pub fn sources_of(s: DiscoverySource) -> Sources {
         DiscoverySource::Announce => Sources::ANNOUNCE,
         DiscoverySource::GetPeers => Sources::GET_PEERS,
         DiscoverySource::Sample => Sources::SAMPLE,
+        // A source the store has no bit for (core's enum is non-exhaustive).
+        _ => Sources(0),
     }
 }
 
@@ -412,8 +414,9 @@ impl Ingest {
             SessionOutcome::Ok => (RequestOutcome::Success, String::new()),
             SessionOutcome::Failed(f) => (RequestOutcome::Failure, reason_name(f)),
             // Closed by us because another peer delivered: neither a success nor
-            // the peer's fault, so it is not recorded.
-            SessionOutcome::Cancelled => return Ok(()),
+            // the peer's fault, so it is not recorded (nor an outcome this version
+            // does not know).
+            _ => return Ok(()),
         };
         let client = r
             .version
@@ -474,7 +477,8 @@ impl Ingest {
                     p.status = PeerStatus::Bad;
                 }
             }
-            SessionOutcome::Cancelled => {}
+            // Cancelled (or an outcome this version does not know): nothing to record.
+            _ => {}
         }
         let rec = p.clone();
         self.offer(Op::Peer(rec))

@@ -159,14 +159,14 @@ mod tests {
     use std::collections::{BTreeMap, BTreeSet};
 
     use magnetar_core::crawl::CrawlStats;
-    use magnetar_core::fault::Fault;
     use magnetar_core::fetch::FetchStats;
     use magnetar_core::krpc::DecodeError;
     use magnetar_core::report::Metric;
     use magnetar_core::routing::RoutingStats;
     use magnetar_core::session::FailReason;
-    use magnetar_core::stats::{DhtStats, PacketCounts};
+    use magnetar_core::Fault;
     use magnetar_core::Stats;
+    use magnetar_core::{DhtStats, PacketCounts};
     use magnetar_storage::{Store, StoreOptions, WriterConfig};
 
     use super::prometheus;

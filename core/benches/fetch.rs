@@ -20,8 +20,8 @@ mod real {
     use criterion::{Criterion, Throughput};
     use magnetar_core::fetch::{FetchConfig, Fetcher};
     use magnetar_core::metadata::{sha1_info_hash, verify};
-    use magnetar_core::rng::Rng;
     use magnetar_core::testkit::{build_info, Behavior, InfoSpec, Swarm};
+    use magnetar_core::Rng;
     use magnetar_core::{Event, Timestamp};
 
     fn addr(i: u32) -> SocketAddr {

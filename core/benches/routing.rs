@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use magnetar_core::addr::Family;
-use magnetar_core::rng::Rng;
 use magnetar_core::routing::{Contact, NodeEntry, RoutingConfig, RoutingTable};
+use magnetar_core::Rng;
 use magnetar_core::{NodeId, Timestamp};
 
 const RESP: Contact = Contact::Response {

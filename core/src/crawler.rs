@@ -257,6 +257,7 @@ impl Crawler {
     }
 
     /// The next output. Drain until `Timeout` or `Idle`.
+    #[must_use = "an output taken is gone: carry it out, and drain until Timeout or Idle"]
     pub fn poll_output(&mut self) -> Output {
         if let Some(o) = self.node.out.pop_front() {
             return o;

@@ -21,44 +21,74 @@
 //! }
 //! ```
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 #![warn(clippy::disallowed_methods, clippy::disallowed_types)]
 
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 
+// The public surface.
+//
+// Namespaces other crates use (`pub mod`):
+// - `addr`: address families and the outgoing address filter;
+// - `crawl`: the harvesting strategy's config and stats, its packet budget;
+// - `fetch`: the metadata fetcher (leech scheduler), its config, stats and reports;
+// - `krpc`: KRPC message types and their bencode codec (BEP 5 and extensions);
+// - `metadata`: metadata assembly, infohash verification, info dict parsing;
+// - `pump`: the driver loop shared by the runtimes and the simulator (IO trait,
+//   storage sink, acquire policy, counters, bootstrap watch);
+// - `report`: operator counters as data (status line, metric samples);
+// - `routing`: the routing table, its config and stats, per-node query counts;
+// - `session`: one BEP 9/10 peer wire session as a state machine;
+// - `wire`: bencode and the peer wire (BEP 3 framing, BEP 9/10/11 messages);
+// - `testkit` (feature `testkit`): sans-IO fake peers for tests.
+//
+// Everything else is internal (`mod`: bloom, config, crawler, fault, id, identity,
+// limiter, lookup, node, rng, rpc, server, stats, time, tokens); what other
+// crates need from it is re-exported here: the crawler and its inputs and outputs (this file), its
+// config (`Config`, `DhtConfig`, `IdentityConfig`), identities (`Identity`),
+// ids (`NodeId`, `InfoHash`, `Distance`, `bep42_node_id`), time (`Timestamp`),
+// stats (`Stats`, `DhtStats`, `PacketCounts`), faults (`Fault`), the deterministic
+// generator every seeded component takes (`Rng`), the BEP 33 bloom filter
+// (`Bloom`) and the lookup kind reported by `Event::LookupDone` (`LookupKind`).
+// `routing::Method` re-exports the query method `MethodCounts::slot` takes.
 pub mod addr;
-pub mod bloom;
-pub mod config;
+mod bloom;
+mod config;
 pub mod crawl;
-pub mod crawler;
-pub mod fault;
+mod crawler;
+mod fault;
 pub mod fetch;
-pub mod id;
-pub mod identity;
+mod id;
+mod identity;
 pub mod krpc;
-pub mod limiter;
-pub mod lookup;
+mod limiter;
+mod lookup;
 pub mod metadata;
 mod node;
 pub mod pump;
 pub mod report;
-pub mod rng;
+mod rng;
 pub mod routing;
-pub mod rpc;
-pub mod server;
+mod rpc;
+mod server;
 pub mod session;
-pub mod stats;
+mod stats;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
-pub mod time;
-pub mod tokens;
+mod time;
+mod tokens;
 pub mod wire;
 
+pub use bloom::Bloom;
 pub use config::{Config, DhtConfig, IdentityConfig};
-pub use crawler::Crawler;
-pub use id::{Distance, InfoHash, NodeId};
-pub use stats::Stats;
+pub use crawler::{Crawler, Identity};
+pub use fault::Fault;
+pub use id::{bep42_node_id, Distance, InfoHash, NodeId};
+pub use lookup::LookupKind;
+pub use rng::Rng;
+pub use stats::{DhtStats, PacketCounts, Stats};
 pub use time::Timestamp;
 
 /// One of the crawler's UDP identities: an index into `Config::identities`.
@@ -69,7 +99,9 @@ pub struct SocketId(pub u16);
 /// stale id is never confused with a reused slot. Maps one-to-one to a mio `Token`.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId {
+    /// The connection's slot in the fetcher's table.
     pub index: u32,
+    /// The slot's generation, bumped (wrapping) each time a connection in it ends.
     pub generation: u32,
 }
 
@@ -78,6 +110,9 @@ impl ConnId {
     pub fn to_usize(self) -> usize {
         ((self.generation as u64) << 32 | self.index as u64) as usize
     }
+
+    /// Unpacks what [`ConnId::to_usize`] packed (on 64-bit targets; a 32-bit `usize`
+    /// keeps only the index).
     pub fn from_usize(v: usize) -> Self {
         let v = v as u64;
         ConnId {
@@ -107,30 +142,47 @@ pub enum CloseReason {
 pub enum Input<'a> {
     /// A timer fired (or the driver simply woke up). Time must not go backwards.
     Timeout(Timestamp),
+    /// A UDP datagram arrived on one of our identities' sockets.
     Datagram {
+        /// When it arrived.
         at: Timestamp,
+        /// The identity (socket) it arrived on.
         local: SocketId,
+        /// The sender.
         from: SocketAddr,
+        /// The payload (any length; core never trusts it).
         bytes: &'a [u8],
     },
+    /// A connection requested by [`Output::Connect`] is established.
     TcpConnected {
+        /// When it connected.
         at: Timestamp,
+        /// The connection.
         conn: ConnId,
     },
     /// Bytes from a connection, in any chunking.
     TcpData {
+        /// When they arrived.
         at: Timestamp,
+        /// The connection.
         conn: ConnId,
+        /// The bytes, in order after the previous ones.
         bytes: &'a [u8],
     },
+    /// A connection ended (or never connected), for any reason but our own
+    /// [`Output::Close`].
     TcpClosed {
+        /// When it ended.
         at: Timestamp,
+        /// The connection.
         conn: ConnId,
+        /// Why, as the driver saw it.
         reason: CloseReason,
     },
 }
 
 impl Input<'_> {
+    /// The time the input happened.
     pub fn at(&self) -> Timestamp {
         match self {
             Input::Timeout(t) => *t,
@@ -146,22 +198,37 @@ impl Input<'_> {
 /// `Timeout` or `Idle`.
 #[derive(Debug, Clone)]
 pub enum Output {
+    /// Send one UDP datagram.
     Transmit {
+        /// The identity (socket) to send from.
         local: SocketId,
+        /// The destination.
         to: SocketAddr,
+        /// The datagram.
         payload: Bytes,
     },
+    /// Open a TCP connection; answer with [`Input::TcpConnected`] or
+    /// [`Input::TcpClosed`].
     Connect {
+        /// The id core gave the connection.
         conn: ConnId,
+        /// The peer to connect to.
         to: SocketAddr,
     },
+    /// Write bytes to a connection, after any earlier ones.
     Send {
+        /// The connection.
         conn: ConnId,
+        /// The bytes.
         bytes: Bytes,
     },
+    /// Close a connection. Core has already forgotten it: a later input for it is
+    /// counted as stale and ignored.
     Close {
+        /// The connection.
         conn: ConnId,
     },
+    /// Something the crawler learned, for the application.
     Event(Event),
     /// Nothing more to do now; call `handle_input(Input::Timeout(t))` at `t`.
     Timeout(Timestamp),
@@ -171,6 +238,7 @@ pub enum Output {
 
 /// How an infohash reached us.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum DiscoverySource {
     /// A valid announce_peer query to us.
     Announce,
@@ -182,9 +250,14 @@ pub enum DiscoverySource {
 
 /// What the crawler learned.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Event {
+    /// An infohash heard on the DHT. With the crawl strategy enabled, core emits
+    /// each infohash once per bounded deduplication window; otherwise every sighting.
     InfohashDiscovered {
+        /// The infohash.
         info_hash: InfoHash,
+        /// How it reached us.
         source: DiscoverySource,
         /// The node that told us.
         from: SocketAddr,
@@ -193,56 +266,82 @@ pub enum Event {
     },
     /// Peers for an infohash, from a get_peers query or traversal.
     PeersFound {
+        /// The infohash.
         info_hash: InfoHash,
+        /// The peers' addresses.
         peers: Vec<SocketAddr>,
-        /// BEP 33 estimates, when the nodes answered scrapes.
+        /// BEP 33 estimate of the seeders, when the nodes answered scrapes.
         seeders: Option<u32>,
+        /// BEP 33 estimate of the leechers (peers), when the nodes answered scrapes.
         leechers: Option<u32>,
     },
+    /// Metadata fetched and verified against its infohash.
     MetadataFetched(Box<fetch::MetadataFetched>),
+    /// A metadata fetch failed, with each peer's reason and what happens next.
     MetadataFailed(Box<fetch::MetadataFailed>),
     /// One peer session ended (for the request log and the peer records).
     PeerSession(Box<fetch::PeerSessionReport>),
+    /// A node entered an identity's routing table.
     NodeAdded {
+        /// The identity whose table it entered.
         socket: SocketId,
+        /// The node's id.
         id: NodeId,
+        /// The node's address.
         addr: SocketAddr,
     },
+    /// A node left an identity's routing table.
     NodeRemoved {
+        /// The identity whose table it left.
         socket: SocketId,
+        /// The node's id.
         id: NodeId,
+        /// The node's address.
         addr: SocketAddr,
     },
     /// A remote node told us (BEP 42 `ip`) which address it sees us at.
     ExternalAddressVote {
+        /// The identity the reply came to.
         socket: SocketId,
+        /// The node that told us.
         voter: SocketAddr,
+        /// Our address as that node sees it.
         seen_as: SocketAddr,
     },
     /// A lookup finished.
     LookupDone {
+        /// The identity it ran on.
         socket: SocketId,
+        /// The id `find_node` or `get_peers` returned when starting it.
         id: u64,
+        /// The node id or infohash looked up.
         target: [u8; 20],
-        kind: lookup::LookupKind,
+        /// What it looked for.
+        kind: LookupKind,
         /// The k closest nodes that answered, closest first.
         closest: Vec<(NodeId, SocketAddr)>,
+        /// Queries it sent.
         queries: u32,
     },
     /// The routing table of an identity reached its bootstrap size.
     Bootstrapped {
+        /// The identity.
         socket: SocketId,
+        /// Nodes in its table.
         nodes: usize,
     },
     /// Bootstrap has not succeeded yet; it is retried with backoff.
     BootstrapFailed {
+        /// The identity.
         socket: SocketId,
+        /// The number of the retry starting now (1 for the first retry).
         attempt: u32,
     },
 }
 
 /// Misuse of the API by our own runtime (never caused by remote input).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ApiMisuse {
     /// A queue or table is full; the caller should retry later.
     Full,

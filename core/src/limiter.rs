@@ -40,13 +40,9 @@ impl RateLimiter {
     }
 
     /// IPs remembered.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.tat.len()
-    }
-
-    /// Whether no IP is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.tat.is_empty()
     }
 
     /// Whether `ip` may be answered now (and charges it if so).

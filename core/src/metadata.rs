@@ -77,6 +77,7 @@ pub enum PathError {
 
 /// Why an info dict was rejected.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum InfoError {
     /// Not valid bencode.
     Bencode,
@@ -122,6 +123,7 @@ impl std::fmt::Display for InfoError {
 
 /// Which digest matched the infohash.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum HashKind {
     /// SHA-1 (v1).
     Sha1,

@@ -132,6 +132,7 @@ impl Rpc {
     }
 
     /// True when no transaction is open.
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.txs.is_empty()
     }
@@ -221,19 +222,8 @@ impl Rpc {
         })
     }
 
-    /// Closes a transaction without a reply (e.g. its lookup was abandoned).
-    pub fn cancel(&mut self, key: &TxKey) -> Option<Transaction> {
-        let tx = self.txs.get(key).copied()?;
-        self.forget(&tx);
-        Some(tx)
-    }
-
-    /// The open transaction under `key`, if any.
-    pub fn get(&self, key: &TxKey) -> Option<&Transaction> {
-        self.txs.get(key)
-    }
-
     /// The earliest pending deadline (short or full), if any transaction is open.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.deadlines.first().map(|d| d.0)
     }

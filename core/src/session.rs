@@ -15,6 +15,7 @@ use crate::wire::{self, Deframer, Frame, FrameError, MetadataMsg};
 /// Why a peer did not give us metadata. Counted per variant in
 /// [`crate::fetch::FetchStats::failures`].
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum FailReason {
     /// TCP connect refused.
     ConnectRefused,
@@ -251,6 +252,7 @@ impl Session {
         self.c.bytes_in
     }
     /// Bytes to send to the peer, if any.
+    #[must_use = "the bytes taken are gone: send them"]
     pub fn take_output(&mut self) -> Option<Vec<u8>> {
         if self.c.out.is_empty() {
             None
@@ -259,6 +261,7 @@ impl Session {
         }
     }
     /// PEX contacts received since the last call.
+    #[must_use = "the contacts taken are gone"]
     pub fn take_pex(&mut self) -> Vec<SocketAddr> {
         std::mem::take(&mut self.c.pex)
     }

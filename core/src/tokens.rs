@@ -66,11 +66,6 @@ impl Tokens {
         }
     }
 
-    /// The next rotation time.
-    pub fn next_rotation(&self) -> Timestamp {
-        self.rotated_at.add(self.period)
-    }
-
     /// The token for `ip` under the current secret.
     pub fn issue(&mut self, now: Timestamp, ip: IpAddr) -> [u8; TOKEN_LEN] {
         self.tick(now);

@@ -455,6 +455,7 @@ fn a_failed_fetch_is_retried_with_backoff_then_given_up_and_says_so() {
             AfterFailure::GivenUp => "given up",
             AfterFailure::NotManaged => "not managed",
             AfterFailure::StillSearching => "still searching",
+            _ => "unknown",
         })
         .collect();
     assert_eq!(

@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{addr, query, Net};
-use magnetar_core::fault::Fault;
 use magnetar_core::krpc::{
     self, Body, CompactNodesV4, Message, Query, QueryKind, Response, Samples,
 };
-use magnetar_core::rng::Rng;
+use magnetar_core::Fault;
+use magnetar_core::Rng;
 use magnetar_core::{
     CloseReason, DiscoverySource, Event, InfoHash, Input, NodeId, Output, SocketId, Timestamp,
 };
@@ -221,7 +221,7 @@ fn announce_needs_a_valid_token_and_is_captured_then_served() {
     };
     assert_eq!(resp.values.clone().unwrap(), vec![peer]);
     let seeds = resp.bf_seeds.expect("BFsd");
-    let mut b = magnetar_core::bloom::Bloom::default();
+    let mut b = magnetar_core::Bloom::default();
     b.union(seeds);
     assert_eq!(b.estimate().round(), 1.0);
 
@@ -404,7 +404,7 @@ fn network_bootstraps_and_lookups_find_the_true_closest() {
         }
     }
     let find_node =
-        magnetar_core::routing::MethodCounts::slot(magnetar_core::rpc::Method::FindNode);
+        magnetar_core::routing::MethodCounts::slot(magnetar_core::routing::Method::FindNode);
     assert!(r[find_node] > 0, "queries {q:?}, responses {r:?}");
 }
 

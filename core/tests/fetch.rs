@@ -10,9 +10,9 @@ use magnetar_core::fetch::{
     FailReason, FetchConfig, Fetcher, MetadataFailed, MetadataFetched, SessionOutcome,
 };
 use magnetar_core::metadata::{InfoError, PieceError};
-use magnetar_core::rng::Rng;
 use magnetar_core::testkit::{build_info, Behavior, Chunking, InfoSpec, PeerSpec, Swarm};
 use magnetar_core::wire::bencode::Owned;
+use magnetar_core::Rng;
 use magnetar_core::{ConnId, Event, InfoHash, Timestamp};
 
 fn addr(i: u32) -> SocketAddr {

@@ -5,11 +5,11 @@
 use std::net::SocketAddr;
 
 use magnetar_core::fetch::{FetchConfig, Fetcher};
-use magnetar_core::id::InfoHash;
 use magnetar_core::metadata::{parse_info, sha1_info_hash};
-use magnetar_core::rng::Rng;
 use magnetar_core::session::{Progress, Session, SessionConfig};
 use magnetar_core::testkit::{build_info, Behavior, Chunking, FakeSeeder, InfoSpec, Swarm};
+use magnetar_core::InfoHash;
+use magnetar_core::Rng;
 use magnetar_core::{Event, Timestamp};
 use quickcheck::{quickcheck, Arbitrary, Gen, TestResult};
 

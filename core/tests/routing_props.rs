@@ -7,10 +7,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use magnetar_core::addr::Family;
-use magnetar_core::rng::Rng;
 use magnetar_core::routing::{
     Contact, NodeStatus, RoutingConfig, RoutingEvent, RoutingStats, RoutingTable,
 };
+use magnetar_core::Rng;
 use magnetar_core::{NodeId, Timestamp};
 use quickcheck::{Arbitrary, Gen, QuickCheck};
 

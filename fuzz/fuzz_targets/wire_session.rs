@@ -5,7 +5,7 @@
 //! (so the fuzzer reaches BEP 10/9/11 parsing quickly), bits 1..7 the chunk size.
 use libfuzzer_sys::fuzz_target;
 use magnetar_core::fetch::{FetchConfig, Fetcher};
-use magnetar_core::rng::Rng;
+use magnetar_core::Rng;
 use magnetar_core::wire;
 use magnetar_core::{CloseReason, Event, InfoHash, Output, Timestamp};
 

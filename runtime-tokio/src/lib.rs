@@ -176,6 +176,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 /// What can go wrong. Remote misbehaviour never surfaces here: it is counted in
 /// [`Stats`](magnetar_core::Stats).
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Error {
     /// Binding a socket or starting a thread failed.
     Io(io::Error),

@@ -817,7 +817,7 @@ impl SimNode for Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use magnetar_core::rng::Rng;
+    use magnetar_core::Rng;
 
     #[test]
     fn position_matches_a_plain_search() {

@@ -265,7 +265,8 @@ impl World<'_, '_> {
             (Some(DiscoverySource::Sample), _) => (now, 0),
             (Some(DiscoverySource::Announce), _) => (now, 1),
             (_, Some(t)) => (t.max(now), 2),
-            (Some(DiscoverySource::GetPeers), None) | (None, None) => return,
+            // A get_peers query alone (or a source this tally does not know).
+            (_, None) => return,
         };
         self.tally.by_source[slot] += 1;
         self.tally.discovered.insert(ih, at);
@@ -358,7 +359,7 @@ impl Io for World<'_, '_> {
         let mut started = false;
         if self.side.next_explore.is_some_and(|t| now >= t) {
             self.side.next_explore = self.policy.explore_every.map(|d| now.add(d));
-            let mut r = magnetar_core::rng::Rng::new(now.as_nanos() ^ 0x5eed);
+            let mut r = magnetar_core::Rng::new(now.as_nanos() ^ 0x5eed);
             let target = NodeId::random(&mut r);
             started |= crawler.find_node(now, SocketId(0), target).is_ok();
         }

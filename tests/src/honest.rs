@@ -804,7 +804,7 @@ impl SimNode for HonestNode {
 mod tests {
     use super::*;
     use crate::world::{DirEntry, Kind};
-    use magnetar_core::rng::Rng;
+    use magnetar_core::Rng;
 
     /// A directory of `n` IPv4 endpoints with random ids, some sharing a long
     /// prefix with `own` (deep buckets), a few sharing one id.

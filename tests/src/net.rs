@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use magnetar_core::rng::Rng;
+use magnetar_core::Rng;
 use magnetar_core::Timestamp;
 
 /// Two-state bursty loss: in the good state packets are lost with `loss_good`, in

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use magnetar_core::id::bep42_node_id;
+use magnetar_core::bep42_node_id;
 use magnetar_core::{Config, IdentityConfig, InfoHash, NodeId, Timestamp};
 
 use crate::client::{Client, Held, SeedBehaviour};
@@ -269,7 +269,7 @@ impl World {
     pub fn add_torrents(
         &mut self,
         n: usize,
-        pieces: impl Fn(&mut magnetar_core::rng::Rng) -> u32,
+        pieces: impl Fn(&mut magnetar_core::Rng) -> u32,
         holders: usize,
         clients: &[NodeIdx],
         preload: bool,

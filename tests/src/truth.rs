@@ -1,7 +1,7 @@
 //! Ground truth: every torrent in the world, its info dict and who holds it.
 
-use magnetar_core::rng::Rng;
 use magnetar_core::InfoHash;
+use magnetar_core::Rng;
 use sha1::{Digest, Sha1};
 
 use crate::util::{bencode, FxMap};

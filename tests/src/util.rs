@@ -368,7 +368,7 @@ mod tests {
     /// equal in time), pops and peeks.
     #[test]
     fn radix_heap_matches_a_binary_heap() {
-        let mut rng = magnetar_core::rng::Rng::new(7);
+        let mut rng = magnetar_core::Rng::new(7);
         let mut radix = RadixHeap::default();
         let mut reference: BinaryHeap<Reverse<RadixEntry>> = BinaryHeap::new();
         let (mut now, mut seq, mut popped) = (0u64, 0u64, 0usize);

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use magnetar_core::addr::is_sendable;
-use magnetar_core::rng::Rng;
+use magnetar_core::Rng;
 use magnetar_core::{CloseReason, NodeId, Timestamp};
 
 use crate::net::{EndpointNet, NetConfig, Network};

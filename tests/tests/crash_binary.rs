@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use magnetar_core::krpc::QueryKind;
 use magnetar_core::metadata::{parse_info, sha1_info_hash};
-use magnetar_core::rng::Rng;
 use magnetar_core::testkit::{build_info, Behavior, InfoSpec};
 use magnetar_core::InfoHash;
+use magnetar_core::Rng;
 use support::{crawl, export, wait_until, Client, Exported, Proc, Responder, Seeders};
 
 /// Killed runs (plus one clean run before and one after).

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use magnetar_core::fault::Fault;
+use magnetar_core::Fault;
 use magnetar_core::Timestamp;
 use magnetar_tests::adversary::{Adversary, Attack, Prober};
 use magnetar_tests::client::SeedBehaviour;

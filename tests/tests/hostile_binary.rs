@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use magnetar_core::krpc::QueryKind;
 use magnetar_core::metadata::sha1_info_hash;
-use magnetar_core::rng::Rng;
 use magnetar_core::testkit::{build_info, Behavior, InfoSpec};
+use magnetar_core::Rng;
 use magnetar_core::{InfoHash, NodeId};
 use support::{crawl, export, rss_kib, wait_until, Client, Responder, Seeders};
 

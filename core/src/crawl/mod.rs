@@ -11,7 +11,7 @@
 //! * **find_node exploration** with random targets, paced at
 //!   [`CrawlConfig::explore_pps`], keeps the book filling.
 //! * **Capture** of get_peers and announce_peer queries sent to us (the
-//!   responder in [`crate::server`] reports them, the crawler routes them here). An infohash heard only in a get_peers
+//!   responder in core's internal `server` module reports them, the crawler routes them here). An infohash heard only in a get_peers
 //!   query is a *candidate*: libtorrent also sends get_peers for random ids when
 //!   it refreshes its table. A client that traverses towards us usually announces
 //!   to us seconds later, so a candidate waits [`CrawlConfig::candidate_grace`]
@@ -35,10 +35,10 @@
 //! pace that stays well under libtorrent's 5 packets/s ban threshold (the
 //! [`Pacer`]).
 //!
-//! [`Strategy`] is a leaf state machine, like the fetcher: it keeps all of the
-//! above as its own state, takes typed inputs (see [`port`]) with the time, and
+//! `Strategy` (internal) is a leaf state machine, like the fetcher: it keeps all of the
+//! above as its own state, takes typed inputs (see `port`) with the time, and
 //! asks for its effects (queries, peer searches, fetches, events) through the
-//! [`port::Net`] the crawler gives it. It never sees the crawler.
+//! `port::Net` the crawler gives it. It never sees the crawler.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;

@@ -114,6 +114,7 @@ const LOCAL_BACKOFF_MIN: Duration = Duration::from_millis(250);
 const LOCAL_BACKOFF_MAX: Duration = Duration::from_secs(8);
 
 impl Fetcher {
+    /// A fetcher with no jobs; `rng` seeds its BEP 20 peer id and its choices.
     pub fn new(cfg: FetchConfig, mut rng: Rng) -> Self {
         // BEP 20 style: -MG0100- then 12 random alphanumerics.
         const ALNUM: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
@@ -194,6 +195,7 @@ impl Fetcher {
         Ok(())
     }
 
+    /// Whether `ih` has a fetch job (running or queued).
     pub fn is_fetching(&self, ih: &InfoHash) -> bool {
         self.jobs.contains_key(ih)
     }
@@ -213,6 +215,8 @@ impl Fetcher {
         self.cache.get(peer)
     }
 
+    /// The driver connected `conn`: its session starts and sends the handshake.
+    /// Stale ids are counted and ignored.
     pub fn handle_connected(&mut self, now: Timestamp, conn: ConnId) {
         let Some(c) = slot_conn(&mut self.slots, conn) else {
             self.stats.stale_conn_events += 1;
@@ -238,6 +242,7 @@ impl Fetcher {
         self.refresh_deadline(conn);
     }
 
+    /// Bytes the peer sent on `conn`, in any chunking.
     pub fn handle_data(&mut self, now: Timestamp, conn: ConnId, bytes: &[u8]) {
         match self.conn_mut(conn) {
             None => {
@@ -298,6 +303,7 @@ impl Fetcher {
         self.check_job_exhausted(now, ih);
     }
 
+    /// `conn` closed (as the driver saw it): the session ends with a reason from `reason`.
     pub fn handle_closed(&mut self, now: Timestamp, conn: ConnId, reason: CloseReason) {
         let Some(c) = self.conn_mut(conn) else {
             self.stats.stale_conn_events += 1;
@@ -320,6 +326,8 @@ impl Fetcher {
         self.check_job_exhausted(now, ih);
     }
 
+    /// Fires every deadline due at `now`: connection (connect, idle, peer), infohash
+    /// and the end of a local back-off.
     pub fn handle_timeout(&mut self, now: Timestamp) {
         while let Some(&(t, key)) = self.timers.first() {
             if t > now {
@@ -355,6 +363,7 @@ impl Fetcher {
     /// failed fetch comes out as a `MetadataFailed` that nobody manages
     /// ([`AfterFailure::NotManaged`]); an owner that decides what happens next
     /// reads [`Fetcher::poll_outcome`] instead.
+    #[must_use = "an output taken is gone: carry it out"]
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front().map(|o| match o {
             FetchOutput::Output(o) => o,
@@ -366,14 +375,18 @@ impl Fetcher {
 
     /// The next output, with a failed fetch as a [`FetchFailure`] from which
     /// the owner builds the `MetadataFailed` event; `None` when drained.
+    #[must_use = "an output taken is gone: carry it out"]
     pub fn poll_outcome(&mut self) -> Option<FetchOutput> {
         self.out.pop_front()
     }
 
+    /// The earliest pending deadline, if any: call [`Fetcher::handle_timeout`] then.
+    #[must_use]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         self.timers.first().map(|(t, _)| *t)
     }
 
+    /// The fetcher's counters.
     pub fn stats(&self) -> &FetchStats {
         &self.stats
     }

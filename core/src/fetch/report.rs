@@ -14,10 +14,12 @@ use crate::session::FailReason;
 use crate::time::Timestamp;
 use crate::{ConnId, Output};
 
+/// The fetcher's limits and timeouts (`Config::fetch`).
 #[derive(Clone, Debug)]
 pub struct FetchConfig {
     /// Largest `metadata_size` accepted (default 10 MiB).
     pub max_metadata_size: usize,
+    /// A TCP connect not completed in this long fails the session (default 3 s).
     pub connect_timeout: Duration,
     /// Deadline for a whole peer session, from the connect attempt.
     pub peer_timeout: Duration,
@@ -27,6 +29,7 @@ pub struct FetchConfig {
     pub peers_per_infohash: usize,
     /// Sessions in flight in total.
     pub max_sessions: usize,
+    /// Sessions in flight to one IP address, across infohashes (default 2).
     pub max_sessions_per_ip: usize,
     /// Our BEP 10 `v`, if any.
     pub client_version: Option<String>,
@@ -68,7 +71,9 @@ impl Default for FetchConfig {
 /// Verified metadata for an infohash.
 #[derive(Clone, Debug)]
 pub struct MetadataFetched {
+    /// The infohash the metadata was verified against.
     pub info_hash: InfoHash,
+    /// The parsed, validated info dict.
     pub info: TorrentInfo,
     /// The raw, verified info dict.
     pub raw: Bytes,
@@ -90,11 +95,14 @@ pub struct MetadataFetched {
 /// dict was invalid).
 #[derive(Clone, Debug)]
 pub struct MetadataFailed {
+    /// The infohash.
     pub info_hash: InfoHash,
     /// Each peer's reason, in the order they ended (untried peers as `NotTried` or
     /// `KnownNoMetadata`).
     pub reasons: Vec<(SocketAddr, FailReason)>,
+    /// Time from the first `fetch` call to the failure.
     pub elapsed: Duration,
+    /// Sessions started for this infohash.
     pub peers_tried: u32,
     /// Set when the metadata hashed right but failed validation.
     pub info_error: Option<InfoError>,
@@ -147,6 +155,7 @@ pub enum FetchOutput {
 
 /// What the crawler does after a failed fetch.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum AfterFailure {
     /// The fetch was the runtime's own (`fetch_metadata`): core does not retry it.
     NotManaged,
@@ -163,9 +172,11 @@ pub enum AfterFailure {
 
 /// How a session ended.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum SessionOutcome {
     /// This peer delivered verified metadata.
     Ok,
+    /// The session failed, for this reason.
     Failed(FailReason),
     /// Closed by us because another peer delivered first (or the fetch ended).
     Cancelled,
@@ -174,32 +185,49 @@ pub enum SessionOutcome {
 /// One peer session's outcome.
 #[derive(Clone, Debug)]
 pub struct PeerSessionReport {
+    /// The infohash the session fetched.
     pub info_hash: InfoHash,
+    /// The peer's address.
     pub peer: SocketAddr,
+    /// The session's connection.
     pub conn: ConnId,
+    /// When the connect was requested.
     pub started_at: Timestamp,
+    /// From `started_at` to the session's end.
     pub duration: Duration,
+    /// How the session ended.
     pub outcome: SessionOutcome,
     /// Connect time (connect request to TCP connected).
     pub connect_time: Option<Duration>,
     /// Round trip: TCP connected to the peer's handshake.
     pub rtt: Option<Duration>,
+    /// Metadata pieces (16 KiB) received.
     pub pieces: u32,
+    /// Bytes received from the peer.
     pub bytes_in: u64,
+    /// Bytes sent to the peer.
     pub bytes_out: u64,
     /// Client from the peer id (BEP 20).
     pub client: Option<String>,
     /// Client from the extension handshake `v`.
     pub version: Option<String>,
+    /// The peer id from the BEP 3 handshake.
     pub peer_id: Option<[u8; 20]>,
     /// The peer's `ut_metadata` id, when it advertised one.
     pub ut_metadata: Option<u8>,
+    /// The peer's `ut_pex` id (BEP 11), when it advertised one.
     pub ut_pex: Option<u8>,
+    /// The BEP 9 `metadata_size` the peer advertised, in bytes.
     pub metadata_size: Option<u32>,
+    /// The handshake's Fast extension bit (BEP 6).
     pub fast: bool,
+    /// The handshake's DHT bit (BEP 5).
     pub dht: bool,
+    /// The extension handshake's `yourip`: how the peer sees us.
     pub yourip: Option<IpAddr>,
+    /// The extension handshake's `p`: the peer's listen port.
     pub listen_port: Option<u16>,
+    /// The extension handshake's `reqq`: requests the peer queues.
     pub reqq: Option<u32>,
     /// PEX contacts received in this session.
     pub pex_added: u32,
@@ -208,28 +236,42 @@ pub struct PeerSessionReport {
 /// What the capability cache remembers about a peer address.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerCapability {
+    /// The peer's client, when it said.
     pub client: Option<String>,
     /// `Some(false)` when the peer is known not to serve metadata.
     pub ut_metadata: Option<bool>,
+    /// The reason of its latest failed session.
     pub last_failure: Option<FailReason>,
+    /// Sessions that delivered metadata.
     pub successes: u32,
+    /// Sessions that failed.
     pub failures: u32,
 }
 
+/// The fetcher's counters, cumulative since it was created.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FetchStats {
     /// Infohash fetches started.
     pub started: u64,
+    /// Infohashes whose metadata was verified.
     pub fetched: u64,
+    /// Infohash fetches that failed (every peer, or the deadline).
     pub failed: u64,
     /// `fetch` calls refused because `max_jobs` was reached.
     pub jobs_rejected_full: u64,
+    /// Failed fetches that the infohash deadline ended (also in `failed`).
     pub jobs_timed_out: u64,
+    /// Peer sessions started (connects requested).
     pub sessions_started: u64,
+    /// Sessions that delivered verified metadata.
     pub sessions_ok: u64,
+    /// Sessions that failed (per reason in `failures`).
     pub sessions_failed: u64,
+    /// Sessions closed by us because the fetch ended first.
     pub sessions_cancelled: u64,
+    /// Peers queued for an infohash.
     pub peers_added: u64,
+    /// Peers offered again for an infohash that already had them.
     pub peers_duplicate: u64,
     /// Over `max_peers_per_infohash`.
     pub peers_dropped_cap: u64,
@@ -237,11 +279,17 @@ pub struct FetchStats {
     pub peers_invalid: u64,
     /// Skipped because the cache says they never serve metadata.
     pub peers_skipped_cache: u64,
+    /// PEX contacts received (BEP 11), over every session.
     pub pex_received: u64,
+    /// Metadata pieces received, over every session.
     pub pieces_received: u64,
+    /// Bytes received on metadata connections.
     pub bytes_in: u64,
+    /// Bytes sent on metadata connections.
     pub bytes_out: u64,
+    /// Metadata verified by the truncated SHA-256 of a v2 or hybrid torrent.
     pub v2_hash_matches: u64,
+    /// Entries the peer capability cache evicted (LRU).
     pub cache_evictions: u64,
     /// Events for unknown or stale connection ids (ignored).
     pub stale_conn_events: u64,

@@ -23,6 +23,7 @@ pub const MAX_QUERIES: u32 = 256;
 pub const RETRIES: u8 = 3;
 /// What a lookup asks each node.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum LookupKind {
     /// find_node: converge on the nodes closest to the target.
     FindNode,
@@ -70,6 +71,8 @@ pub struct Found {
 /// short timeouts and failures back.
 pub struct Lookup {
     /// The lookup's id, unique within one crawler (also in [`crate::Event::LookupDone`]).
+    /// The crawler keys its lookups by this id in its own map; nothing reads this copy.
+    #[allow(dead_code)]
     pub id: u64,
     /// The identity the lookup runs on.
     pub socket: SocketId,
@@ -337,14 +340,6 @@ impl Lookup {
             .any(|c| matches!(c.state, State::InFlight | State::Slow))
     }
 
-    /// The addresses still awaited (to cancel their transactions when abandoning).
-    pub fn outstanding(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.candidates
-            .values()
-            .filter(|c| matches!(c.state, State::InFlight | State::Slow))
-            .map(|c| c.addr)
-    }
-
     /// The k closest nodes that answered, closest first.
     pub fn closest(&self) -> Vec<Found> {
         self.candidates
@@ -377,11 +372,6 @@ impl Lookup {
     /// Queries sent so far (at most [`MAX_QUERIES`]).
     pub fn queries(&self) -> u32 {
         self.queries
-    }
-
-    /// Responses received so far.
-    pub fn responses(&self) -> u32 {
-        self.responses
     }
 }
 

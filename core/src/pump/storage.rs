@@ -7,6 +7,7 @@ use super::RuntimeCounters;
 
 /// What to do with a discovered infohash (the sink's "new or known?" answer).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Decision {
     /// Not stored: find peers and fetch the metadata.
     Acquire,

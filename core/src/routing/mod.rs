@@ -60,6 +60,9 @@ use crate::time::Timestamp;
 
 use bits::{block, common_prefix, flip, random_in_block, successor, Key};
 
+/// The query methods [`MethodCounts::slot`] indexes (the crawler's own KRPC methods).
+pub use crate::rpc::Method;
+
 /// The most buckets a table can have: one per distance exponent.
 pub const MAX_BUCKETS: usize = 160;
 

@@ -11,9 +11,8 @@
 //!
 //! ```
 //! use magnetar_core::fetch::{FetchConfig, Fetcher};
-//! use magnetar_core::rng::Rng;
 //! use magnetar_core::testkit::{build_info, Behavior, InfoSpec, Swarm};
-//! use magnetar_core::{Event, Timestamp};
+//! use magnetar_core::{Event, Rng, Timestamp};
 //!
 //! let info = build_info(&InfoSpec::single("file.bin", 1 << 20));
 //! let mut swarm = Swarm::new(1);
