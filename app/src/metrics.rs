@@ -216,6 +216,7 @@ mod tests {
             Fault::BadToken,
             Fault::RateLimited,
             Fault::FilteredSource,
+            Fault::FilteredAddress,
             Fault::SuspectId,
         ] {
             faults.insert(f, q.n());

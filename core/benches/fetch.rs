@@ -76,7 +76,8 @@ mod real {
             g.bench_function(label, |b| {
                 let mut sw = Swarm::new(1);
                 let ih = sw.add_seeder(addr(1), info.clone().into(), Behavior::Honest);
-                let mut f = Fetcher::new(FetchConfig::default(), Rng::new(1));
+                let mut f =
+                    Fetcher::new(FetchConfig::default(), Rng::new(1)).with_allow_private(true);
                 let mut ev = Vec::with_capacity(4);
                 let mut one = || {
                     ev.clear();
@@ -131,7 +132,7 @@ mod real {
         }
         g.throughput(Throughput::Elements(u64::from(n)));
         g.bench_function("1piece_batch100", |b| {
-            let mut f = Fetcher::new(FetchConfig::default(), Rng::new(1));
+            let mut f = Fetcher::new(FetchConfig::default(), Rng::new(1)).with_allow_private(true);
             let mut ev = Vec::with_capacity(4 * n as usize);
             b.iter(|| {
                 ev.clear();
@@ -157,7 +158,7 @@ mod real {
         g.bench_function("fetch_8mib", |b| {
             let mut sw = Swarm::new(3);
             sw.add_seeder(addr(1), big.clone().into(), Behavior::Honest);
-            let mut f = Fetcher::new(FetchConfig::default(), Rng::new(1));
+            let mut f = Fetcher::new(FetchConfig::default(), Rng::new(1)).with_allow_private(true);
             let mut ev = Vec::new();
             b.iter(|| {
                 ev.clear();

@@ -100,7 +100,8 @@ impl Crawler {
             ),
             RateLimiter::new(d.per_ip_answers_per_sec, d.rate_limit_table),
         );
-        let fetcher = Fetcher::new(cfg.fetch.clone(), rng.child(4));
+        let fetcher =
+            Fetcher::new(cfg.fetch.clone(), rng.child(4)).with_allow_private(cfg.allow_private);
         let strategy = Strategy::new(cfg.crawl.clone(), now);
         Crawler {
             node: Node::new(cfg, rng.child(5), now, ids, rpc, fetcher),
@@ -507,11 +508,13 @@ impl Crawler {
             Purpose::Ping => {}
             Purpose::Crawl(tag) => {
                 let nodes = self.node.nodes_of(i, r);
+                let peers = self.node.peers_of(r);
                 let reply = CrawlReply {
                     ident: i,
                     from,
                     response: r,
                     nodes: &nodes,
+                    peers: &peers,
                 };
                 self.strategy
                     .on_reply(self.node.now, tag, reply, &mut self.node);
@@ -548,15 +551,14 @@ impl Crawler {
             }
             Purpose::Lookup(lid) => {
                 let nodes = self.node.nodes_of(i, r);
+                let peers = self.node.peers_of(r);
                 self.learn_nodes(i, &nodes);
                 if let Some(l) = self.node.lookups.get_mut(&lid) {
                     if let LookupKind::GetPeers { .. } = l.kind {
                         if r.token.is_none() {
                             self.node.stats.dht.fault(Fault::BadResponse);
                         }
-                        if let Some(v) = &r.values {
-                            l.add_peers(v);
-                        }
+                        l.add_peers(&peers);
                         l.add_scrape(r.bf_seeds, r.bf_peers);
                     }
                     l.on_response(from, r.id, r.token);

@@ -22,6 +22,9 @@ pub enum Fault {
     RateLimited,
     /// From an address we never send to (bogon/private without `allow_private`).
     FilteredSource,
+    /// A reply named a node (`nodes`, `nodes6`) or peer (`values`) at an address
+    /// the address filter refuses ([`crate::addr::is_sendable`]); it was dropped.
+    FilteredAddress,
     /// The node's id changed for the same address, or it used our own id.
     SuspectId,
 }

@@ -112,16 +112,8 @@ impl Node {
         peers: &[SocketAddr],
     ) -> Result<(), ApiMisuse> {
         self.advance(now);
-        let allow = self.cfg.allow_private;
-        let peers: Vec<SocketAddr> = peers
-            .iter()
-            .map(|p| canonical(*p))
-            .filter(|p| is_sendable(p, allow))
-            .collect();
-        if peers.is_empty() {
-            return Err(ApiMisuse::Invalid("no usable peers"));
-        }
-        self.fetcher.fetch(self.now, ih, &peers)
+        // The fetcher's intake applies the address filter.
+        self.fetcher.fetch(self.now, ih, peers)
     }
 
     /// Starts a lookup from identity `i`, seeded with the table's closest nodes
@@ -356,19 +348,46 @@ impl Node {
         tracing::trace!(?f, %from, "dht fault");
         self.stats.dht.fault(f);
     }
-    /// The usable nodes of a reply, in the family of identity `i`.
-    pub fn nodes_of(&self, i: usize, r: &Response<'_>) -> Vec<(NodeId, SocketAddr)> {
+    /// The usable nodes of a reply, in the family of identity `i`: the intake of
+    /// KRPC `nodes`/`nodes6`. Nodes the address filter refuses are dropped and
+    /// counted as [`Fault::FilteredAddress`].
+    pub fn nodes_of(&mut self, i: usize, r: &Response<'_>) -> Vec<(NodeId, SocketAddr)> {
         let Some(ident) = self.ids.get(i) else {
             return Vec::new();
         };
-        let allow = self.cfg.allow_private;
+        let (own, allow) = (ident.id, self.cfg.allow_private);
         let it: Box<dyn Iterator<Item = (NodeId, SocketAddr)>> = match ident.family {
             Family::V4 => Box::new(r.nodes.iter().flat_map(|n| n.iter())),
             Family::V6 => Box::new(r.nodes6.iter().flat_map(|n| n.iter())),
         };
-        it.filter(|(id, a)| *id != ident.id && is_sendable(a, allow))
-            .take(64)
-            .collect()
+        let mut out = Vec::new();
+        for (id, a) in it {
+            if out.len() >= 64 {
+                break;
+            }
+            if !is_sendable(&a, allow) {
+                self.fault(Fault::FilteredAddress, a);
+            } else if id != own {
+                out.push((id, canonical(a)));
+            }
+        }
+        out
+    }
+
+    /// The usable peers of a get_peers reply: the intake of KRPC `values`.
+    /// Peers the address filter refuses are dropped and counted as
+    /// [`Fault::FilteredAddress`].
+    pub fn peers_of(&mut self, r: &Response<'_>) -> Vec<SocketAddr> {
+        let allow = self.cfg.allow_private;
+        let mut out = Vec::new();
+        for &a in r.values.iter().flatten() {
+            if is_sendable(&a, allow) {
+                out.push(canonical(a));
+            } else {
+                self.fault(Fault::FilteredAddress, a);
+            }
+        }
+        out
     }
 
     /// Hands identity `i`'s routing-table changes out as events, and marks it

@@ -515,7 +515,7 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
     );
     w.counter(
         "magnetar_fetch_peers_invalid_total",
-        "Invalid peer addresses ignored.",
+        "Peer addresses refused by the address filter (port 0, bogon, private).",
         f.peers_invalid,
     );
     w.counter(

@@ -23,7 +23,7 @@ fn addr(i: u32) -> SocketAddr {
 }
 
 fn fetcher() -> Fetcher {
-    Fetcher::new(FetchConfig::default(), Rng::new(7))
+    Fetcher::new(FetchConfig::default(), Rng::new(7)).with_allow_private(true)
 }
 
 fn small_info() -> Vec<u8> {
@@ -226,7 +226,7 @@ fn falls_over_to_next_peer() {
         let mut sw = Swarm::new(9);
         let ih = sw.add_seeder(addr(1), info.clone().into(), hostile.clone());
         sw.add_seeder(addr(2), info.clone().into(), Behavior::Honest);
-        let mut f = Fetcher::new(cfg.clone(), Rng::new(1));
+        let mut f = Fetcher::new(cfg.clone(), Rng::new(1)).with_allow_private(true);
         f.fetch(Timestamp::ZERO, ih, &[addr(1), addr(2)]).unwrap();
         let ev = sw.run(&mut f, 100_000);
         let m = fetched(&ev);
@@ -297,7 +297,7 @@ fn duplicates_dropped_and_more_peers_while_running() {
     sw.add_seeder(addr(2), info.clone().into(), Behavior::Honest);
     let mut cfg = FetchConfig::default();
     cfg.peers_per_infohash = 1;
-    let mut f = Fetcher::new(cfg, Rng::new(1));
+    let mut f = Fetcher::new(cfg, Rng::new(1)).with_allow_private(true);
     f.fetch(Timestamp::ZERO, ih, &[addr(1), addr(1)]).unwrap();
     assert_eq!(f.stats().peers_duplicate, 1);
     // Let the stalling session start, then add a peer to the running fetch.
@@ -336,7 +336,7 @@ fn per_ip_and_global_caps() {
     // Global cap: 2 sessions in total across infohashes.
     let mut cfg = FetchConfig::default();
     cfg.max_sessions = 2;
-    let mut f = Fetcher::new(cfg, Rng::new(1));
+    let mut f = Fetcher::new(cfg, Rng::new(1)).with_allow_private(true);
     let mut sw = Swarm::new(3);
     let mut ihs = Vec::new();
     for i in 0..4u32 {
@@ -365,7 +365,7 @@ fn infohash_deadline() {
         peers.push(addr(i));
         ih = sw.add_seeder(addr(i), info.clone().into(), Behavior::Stall);
     }
-    let mut f = Fetcher::new(cfg, Rng::new(1));
+    let mut f = Fetcher::new(cfg, Rng::new(1)).with_allow_private(true);
     f.fetch(Timestamp::ZERO, ih, &peers).unwrap();
     let ev = sw.run(&mut f, 100_000);
     let fl = failed(&ev);
@@ -468,7 +468,7 @@ fn api_misuse_and_stale_ids() {
     assert!(f.fetch(Timestamp::ZERO, ih, &[]).is_err());
     let mut cfg = FetchConfig::default();
     cfg.max_jobs = 1;
-    let mut g = Fetcher::new(cfg, Rng::new(1));
+    let mut g = Fetcher::new(cfg, Rng::new(1)).with_allow_private(true);
     g.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
     assert_eq!(
         g.fetch(Timestamp::ZERO, InfoHash([2; 20]), &[addr(1)]),
@@ -580,4 +580,82 @@ fn local_backoff_resets_after_a_connect() {
     f.handle_closed(now, c2, CloseReason::LocalError);
     let resume = f.poll_timeout().unwrap();
     assert_eq!(resume.since(now), Duration::from_millis(250));
+}
+
+/// PEX from a connected peer (`added` and `added6` of a ut_pex message) that
+/// names private, loopback, link-local and CGNAT addresses next to a public
+/// seeder: `peers` lists them; returns the events and the fetcher.
+fn pex_with_private_peers(allow_private: bool) -> (Vec<Event>, Fetcher, Vec<SocketAddr>) {
+    let info = small_info();
+    let ih = magnetar_core::metadata::sha1_info_hash(&info);
+    let first: SocketAddr = "45.0.0.1:6881".parse().unwrap();
+    let honest: SocketAddr = "45.0.0.2:6881".parse().unwrap();
+    let private: Vec<SocketAddr> = [
+        "127.0.0.1:6881",
+        "10.0.0.2:6881",
+        "192.168.1.1:6881",
+        "169.254.1.1:6881",
+        "100.64.0.1:6881",
+        "[fe80::1]:6881",
+        "[fd00::2]:6881",
+        "[::ffff:127.0.0.2]:6881",
+    ]
+    .iter()
+    .map(|s| s.parse().unwrap())
+    .collect();
+    let mut pex = private.clone();
+    pex.push(honest);
+    let mut sw = Swarm::new(3);
+    sw.add_spec(
+        first,
+        PeerSpec::Seeder {
+            info: info.clone().into(),
+            info_hash: ih,
+            behavior: Behavior::Stall,
+            pex,
+        },
+    );
+    sw.add_seeder(honest, info.clone().into(), Behavior::Honest);
+    let mut cfg = FetchConfig::default();
+    // One session at a time, so that every PEX peer gets its turn before the
+    // honest one (or not at all).
+    cfg.peers_per_infohash = 1;
+    let mut f = Fetcher::new(cfg, Rng::new(1)).with_allow_private(allow_private);
+    f.fetch(Timestamp::ZERO, ih, &[first]).unwrap();
+    let ev = sw.run(&mut f, 100_000);
+    (ev, f, private)
+}
+
+#[test]
+fn pex_never_leads_to_private_addresses() {
+    // (Fails before the fix: the fetcher connected to every PEX address.)
+    let (ev, f, private) = pex_with_private_peers(false);
+    let m = fetched(&ev);
+    assert_eq!(m.len(), 1);
+    assert_eq!(m[0].peer, "45.0.0.2:6881".parse::<SocketAddr>().unwrap());
+    let tried: Vec<SocketAddr> = outcomes(&ev).into_iter().map(|(p, _)| p).collect();
+    for p in &private {
+        let p4 = magnetar_core::addr::canonical(*p);
+        assert!(!tried.contains(p) && !tried.contains(&p4), "{p} tried");
+    }
+    assert_eq!(f.stats().pex_received, private.len() as u64 + 1);
+    assert_eq!(f.stats().peers_invalid, private.len() as u64);
+    // The API is filtered too: a fetch from private peers only is refused.
+    let mut g = Fetcher::new(FetchConfig::default(), Rng::new(1));
+    let ih = InfoHash([5; 20]);
+    assert!(g.fetch(Timestamp::ZERO, ih, &private).is_err());
+    assert!(!g.is_fetching(&ih));
+    assert!(g.poll_output().is_none());
+    assert_eq!(g.stats().peers_invalid, private.len() as u64);
+
+    // With allow_private they are tried.
+    let (ev, f, private) = pex_with_private_peers(true);
+    let tried: Vec<SocketAddr> = outcomes(&ev).into_iter().map(|(p, _)| p).collect();
+    assert!(
+        private
+            .iter()
+            .any(|p| tried.contains(&magnetar_core::addr::canonical(*p))),
+        "{tried:?}"
+    );
+    assert_eq!(f.stats().peers_invalid, 0);
 }

@@ -60,7 +60,7 @@ fn run_fetch(info: &[u8], b: &Behavior, chunking: Chunking, seed: u64) -> Vec<St
         peers_per_infohash: 1,
         ..FetchConfig::default()
     };
-    let mut f = Fetcher::new(cfg, Rng::new(seed));
+    let mut f = Fetcher::new(cfg, Rng::new(seed)).with_allow_private(true);
     f.fetch(Timestamp::ZERO, ih, &[peer, honest]).unwrap();
     summary(&sw.run(&mut f, 1_000_000))
 }

@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
         max_metadata_size: 1 << 20,
         ..FetchConfig::default()
     };
-    let mut f = Fetcher::new(cfg, Rng::new(1));
+    let mut f = Fetcher::new(cfg, Rng::new(1)).with_allow_private(true);
     f.fetch(Timestamp::ZERO, ih, &[peer]).unwrap();
     let mut conn = None;
     while let Some(o) = f.poll_output() {

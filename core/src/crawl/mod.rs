@@ -536,6 +536,7 @@ mod tests {
             from: node,
             response: &r,
             nodes: &[],
+            peers: &[],
         };
         s.on_reply(t1, samples[0].1, reply, &mut net);
         assert_eq!(s.stats().bep51_no, 1);

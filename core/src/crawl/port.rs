@@ -106,6 +106,9 @@ pub(crate) struct CrawlReply<'a, 'r> {
     pub from: SocketAddr,
     /// The decoded reply.
     pub response: &'a Response<'r>,
-    /// Its usable nodes, in the identity's family.
+    /// Its usable nodes, in the identity's family (through the address filter).
     pub nodes: &'a [(NodeId, SocketAddr)],
+    /// Its usable `values` peers (through the address filter); read these, not
+    /// `response.values`.
+    pub peers: &'a [SocketAddr],
 }

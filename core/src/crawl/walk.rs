@@ -143,6 +143,7 @@ impl Strategy {
             from,
             response: r,
             nodes,
+            peers,
         } = reply;
         match ctx {
             CrawlTx::Sample { addr } => {
@@ -216,7 +217,7 @@ impl Strategy {
                 if !self.acq.contains_key(&ih) {
                     return;
                 }
-                let peers: Vec<SocketAddr> = r.values.clone().unwrap_or_default();
+                let peers: Vec<SocketAddr> = peers.to_vec();
                 let fetching = self
                     .acq
                     .get(&ih)

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+use crate::addr::{canonical, is_sendable};
 use crate::id::InfoHash;
 use crate::metadata::{self, HashKind, InfoError};
 use crate::rng::Rng;
@@ -106,6 +107,8 @@ pub struct Fetcher {
     /// repeat and resets on the next successful connect.
     local_backoff_until: Option<Timestamp>,
     local_backoff: Duration,
+    /// The address filter's policy (see [`Fetcher::with_allow_private`]).
+    allow_private: bool,
     stats: FetchStats,
 }
 
@@ -146,8 +149,20 @@ impl Fetcher {
             cache,
             local_backoff_until: None,
             local_backoff: LOCAL_BACKOFF_MIN,
+            allow_private: false,
             stats: FetchStats::default(),
         }
+    }
+
+    /// Sets the address filter's policy: whether peers at loopback, private,
+    /// link-local and similar addresses may be connected to (default: no; the
+    /// crawler passes [`crate::Config::allow_private`]). Every peer, from
+    /// [`Fetcher::fetch`] or from PEX, passes [`crate::addr::is_sendable`] with
+    /// this policy before it is queued; rejected ones count in
+    /// [`FetchStats::peers_invalid`].
+    pub fn with_allow_private(mut self, allow: bool) -> Self {
+        self.allow_private = allow;
+        self
     }
 
     /// Our BEP 3 peer id.
@@ -162,9 +177,10 @@ impl Fetcher {
         ih: InfoHash,
         peers: &[SocketAddr],
     ) -> Result<(), ApiMisuse> {
+        let peers = self.intake(peers);
         if !self.jobs.contains_key(&ih) {
             if peers.is_empty() {
-                return Err(ApiMisuse::Invalid("no peers"));
+                return Err(ApiMisuse::Invalid("no usable peers"));
             }
             if self.jobs.len() >= self.cfg.max_jobs {
                 self.stats.jobs_rejected_full += 1;
@@ -188,7 +204,7 @@ impl Fetcher {
             self.timers.insert((deadline, TimerKey::Job(ih)));
             self.stats.started += 1;
         }
-        self.add_peers(ih, peers);
+        self.add_peers(ih, &peers);
         self.mark_runnable(ih);
         self.schedule(now);
         self.check_job_exhausted(now, ih);
@@ -285,6 +301,7 @@ impl Fetcher {
         }
         if !pex.is_empty() {
             self.stats.pex_received += pex.len() as u64;
+            let pex = self.intake(&pex);
             self.add_peers(ih, &pex);
             self.mark_runnable(ih);
         }
@@ -406,13 +423,26 @@ impl Fetcher {
         }
     }
 
+    /// The fetcher's peer intake, the one place where peer addresses enter it
+    /// (API and PEX): canonical form, then the address filter; rejected ones are
+    /// counted.
+    fn intake(&mut self, peers: &[SocketAddr]) -> Vec<SocketAddr> {
+        let mut ok = Vec::with_capacity(peers.len());
+        for &p in peers {
+            let p = canonical(p);
+            if is_sendable(&p, self.allow_private) {
+                ok.push(p);
+            } else {
+                self.stats.peers_invalid += 1;
+            }
+        }
+        ok
+    }
+
+    /// Queues peers that passed [`Fetcher::intake`].
     fn add_peers(&mut self, ih: InfoHash, peers: &[SocketAddr]) {
         let cap = self.cfg.max_peers_per_infohash;
         for &p in peers {
-            if p.port() == 0 || p.ip().is_unspecified() {
-                self.stats.peers_invalid += 1;
-                continue;
-            }
             let Some(job) = self.jobs.get_mut(&ih) else {
                 return;
             };

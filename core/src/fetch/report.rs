@@ -275,7 +275,8 @@ pub struct FetchStats {
     pub peers_duplicate: u64,
     /// Over `max_peers_per_infohash`.
     pub peers_dropped_cap: u64,
-    /// Port 0 or unspecified addresses.
+    /// Peers refused by the address filter ([`crate::addr::is_sendable`]): port 0,
+    /// unspecified, bogon, or private without `allow_private`; from the API or PEX.
     pub peers_invalid: u64,
     /// Skipped because the cache says they never serve metadata.
     pub peers_skipped_cache: u64,

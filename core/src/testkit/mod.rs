@@ -18,7 +18,7 @@
 //! let mut swarm = Swarm::new(1);
 //! let peer = "10.0.0.2:6881".parse().unwrap();
 //! let ih = swarm.add_seeder(peer, info.clone().into(), Behavior::Honest);
-//! let mut f = Fetcher::new(FetchConfig::default(), Rng::new(1));
+//! let mut f = Fetcher::new(FetchConfig::default(), Rng::new(1)).with_allow_private(true);
 //! f.fetch(Timestamp::ZERO, ih, &[peer]).unwrap();
 //! let events = swarm.run(&mut f, 10_000);
 //! assert!(events.iter().any(|e| matches!(e, Event::MetadataFetched(m) if m.raw[..] == info[..])));
