@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{query, reply};
-use magnetar_core::fault::Fault;
 use magnetar_core::krpc::{self, Body, CompactNodesV4, CompactNodesV6, QueryKind, Response};
+use magnetar_core::Fault;
 use magnetar_core::{Config, Crawler, Event, InfoHash, Input, NodeId, Output, SocketId, Timestamp};
 
 fn a(s: &str) -> SocketAddr {
