@@ -191,22 +191,17 @@ impl Funnel {
             ("stored", self.stored),
         ];
         let mins = elapsed.as_secs_f64() / 60.0;
-        let mut out = Vec::with_capacity(names.len());
-        let mut prev: Option<u64> = None;
-        for (name, count) in names {
-            let lost = match prev {
-                Some(p) if p > 0 => Some(1.0 - (count.min(p) as f64 / p as f64)),
-                _ => None,
-            };
-            out.push(Step {
+        let counts: Vec<u64> = names.iter().map(|(_, c)| *c).collect();
+        names
+            .iter()
+            .zip(losses(&counts))
+            .map(|(&(name, count), lost)| Step {
                 name,
                 count,
                 per_min: if mins > 0.0 { count as f64 / mins } else { 0.0 },
                 lost,
-            });
-            prev = Some(count);
-        }
-        out
+            })
+            .collect()
     }
 
     /// `magnetar_funnel_*` for `/metrics`.
@@ -238,6 +233,69 @@ impl Funnel {
         }
         out
     }
+}
+
+/// The share lost at each step of a chain of counts: `None` for the first and
+/// after a zero; a step above the one before (retries count again) loses nothing.
+pub fn losses(counts: &[u64]) -> Vec<Option<f64>> {
+    let mut prev: Option<u64> = None;
+    counts
+        .iter()
+        .map(|&c| {
+            let lost = match prev {
+                Some(p) if p > 0 => Some(1.0 - (c.min(p) as f64 / p as f64)),
+                _ => None,
+            };
+            prev = Some(c);
+            lost
+        })
+        .collect()
+}
+
+/// A chain of steps as text: `a 10 → b 5 (−50 %) → c 5 (−0 %)`.
+pub fn chain_text(steps: &[(&str, u64)]) -> String {
+    let counts: Vec<u64> = steps.iter().map(|(_, c)| *c).collect();
+    steps
+        .iter()
+        .zip(losses(&counts))
+        .map(|(&(name, count), lost)| match lost {
+            Some(l) => format!("{name} {count} (lost {:.0} %)", l * 100.0),
+            None => format!("{name} {count}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" → ")
+}
+
+/// Failure reasons (as stored in request records) of sessions that never got a
+/// TCP connection.
+const NOT_CONNECTED: [&str; 3] = ["connect_refused", "connect_timeout", "local_error"];
+/// …and of connected sessions that got no valid BitTorrent handshake.
+const NO_HANDSHAKE: [&str; 3] = [
+    "closed_before_handshake",
+    "wrong_protocol",
+    "wrong_info_hash",
+];
+
+/// The peer-connection funnel from stored request records (one per peer session
+/// that was not cancelled): `requests` in all, failures by reason name.
+/// Returns attempts → connected → handshake → metadata.
+pub fn connection_steps(requests: u64, reasons: &[(String, u64)]) -> [(&'static str, u64); 4] {
+    let sum = |names: &[&str]| -> u64 {
+        reasons
+            .iter()
+            .filter(|(r, _)| names.contains(&r.as_str()))
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let failed: u64 = reasons.iter().map(|(_, n)| n).sum();
+    let connected = requests.saturating_sub(sum(&NOT_CONNECTED));
+    let handshake = connected.saturating_sub(sum(&NO_HANDSHAKE));
+    [
+        ("attempts", requests),
+        ("connected", connected),
+        ("handshake", handshake),
+        ("metadata", requests.saturating_sub(failed)),
+    ]
 }
 
 /// Everything the report is computed from.
@@ -718,6 +776,34 @@ mod tests {
                 .count(),
             5
         );
+    }
+
+    #[test]
+    fn chains_and_stored_connection_funnel() {
+        assert_eq!(losses(&[]), Vec::<Option<f64>>::new());
+        assert_eq!(losses(&[4, 1, 0, 0]), [None, Some(0.75), Some(1.0), None]);
+        assert_eq!(
+            chain_text(&[("discovered", 10), ("metadata", 4), ("stored", 4)]),
+            "discovered 10 → metadata 4 (lost 60 %) → stored 4 (lost 0 %)"
+        );
+        let reasons = [
+            ("connect_timeout".to_string(), 50),
+            ("connect_refused".to_string(), 10),
+            ("closed_before_handshake".to_string(), 15),
+            ("no_ut_metadata".to_string(), 5),
+            ("wrong_info_hash".to_string(), 5),
+        ];
+        assert_eq!(
+            connection_steps(100, &reasons),
+            [
+                ("attempts", 100),
+                ("connected", 40),
+                ("handshake", 20),
+                ("metadata", 15)
+            ]
+        );
+        // Counts that do not add up (records pruned meanwhile) do not underflow.
+        assert_eq!(connection_steps(3, &reasons)[3], ("metadata", 0));
     }
 
     #[test]

@@ -71,6 +71,22 @@ fn fetches_announced_metadata(runtime: &str, base: u8) {
     );
     let (st, out, _) = run(&["stats", "--db", dbs]);
     assert!(st.success() && out.contains("torrents:         1"), "{out}");
+    // The funnel as stored: the session's counters and the request records.
+    let funnel = out
+        .lines()
+        .find(|l| l.starts_with("  infohashes:  discovered "))
+        .unwrap_or_else(|| panic!("no funnel in\n{out}"));
+    assert!(
+        funnel.contains(" → metadata 1 (lost ") && funnel.ends_with(" → stored 1 (lost 0 %)"),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(
+            |l| l.starts_with("  peer sessions (kept request records): attempts ")
+                && l.contains(" → metadata 1 (lost ")
+        ),
+        "{out}"
+    );
     let torrents = tempfile::tempdir().unwrap();
     let (st, _, err) = run(&[
         "export",
