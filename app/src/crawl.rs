@@ -29,6 +29,8 @@ pub struct CrawlOptions {
     pub status_interval: Duration,
     /// Leeches in flight wanted (capped under RLIMIT_NOFILE).
     pub max_leeches: usize,
+    /// When the log gets the doctor's report ([`doctor::LOG_AFTER`] by default).
+    pub doctor_after: Duration,
 }
 
 /// What a finished crawl reports.
@@ -146,12 +148,13 @@ pub fn wire(
     let sockets: Vec<SocketAddr> = config.identities.iter().map(|i| i.bind).collect();
     let (max_leeches, max_pps) = (opts.max_leeches as u64, config.crawl.max_pps as u64);
     let mut reported = false;
+    let doctor_after = opts.doctor_after;
     let obs = shared_observed.clone();
     let on_status = move |s: &Snapshot| {
         lock(&watch).check(s.at, s.stats.dht.responses_in);
         // The doctor's report, once, a little into the run.
         let elapsed = s.at.since(Timestamp::ZERO);
-        if !reported && elapsed >= doctor::LOG_AFTER {
+        if !reported && elapsed >= doctor_after {
             reported = true;
             let o = observed(&obs).clone();
             let i = doctor::gather(&sockets, &s.stats, &o, max_leeches, max_pps, elapsed);

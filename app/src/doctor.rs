@@ -23,7 +23,8 @@ use magnetar_core::fetch::SessionOutcome;
 use magnetar_core::report::Metric;
 use magnetar_core::{Event, InfoHash, Stats};
 
-/// A running crawler logs the report once, this long after its start.
+/// A running crawler logs the report once, this long after its start (the
+/// hidden `--doctor-after` changes it, for tests).
 pub const LOG_AFTER: Duration = Duration::from_secs(120);
 
 /// Infohashes whose fetch is followed for the funnel's connected/handshake steps

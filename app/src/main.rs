@@ -314,6 +314,15 @@ struct CrawlArgs {
     )]
     per_ip_answers: u32,
 
+    /// Seconds into the crawl at which the log gets the doctor's report (once).
+    #[arg(
+        long,
+        hide = true,
+        default_value_t = doctor::LOG_AFTER.as_secs(),
+        env = "MAGNETAR_DOCTOR_AFTER"
+    )]
+    doctor_after: u64,
+
     /// Seconds between status lines.
     #[arg(
         long,
@@ -609,6 +618,7 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
         metrics,
         status_interval: Duration::from_secs(a.status_interval.max(1)),
         max_leeches: a.max_leeches as usize,
+        doctor_after: Duration::from_secs(a.doctor_after),
     };
     let t0 = std::time::Instant::now();
     let sockets = sockets.into_iter().map(|(_, s)| s).collect();

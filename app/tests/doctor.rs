@@ -282,6 +282,56 @@ fn unsolicited_query_seen(runtime: &str, base: u8) {
     common_lines(&report, bound);
 }
 
+/// A crawl logs the same report once (after 2 minutes by default; 1 s here).
+fn crawl_logs_the_report(runtime: &str, base: u8) {
+    let node = QuietNode::start([127, 0, 0, base]);
+    let db = tempfile::tempdir().unwrap();
+    let bind = format!("127.0.0.{}:0", base + 1);
+    let boot = node.addr.to_string();
+    let mut p = crawl(
+        runtime,
+        db.path(),
+        &[
+            "--bind",
+            &bind,
+            "--bootstrap",
+            &boot,
+            "--allow-private",
+            "--doctor-after",
+            "1",
+            "--duration",
+            "30",
+        ],
+    );
+    assert!(
+        p.wait_log("funnel stored: 0", Duration::from_secs(25)),
+        "no report in the log:\n{}",
+        p.log()
+    );
+    let log = p.log();
+    assert!(log.contains("reachability and funnel after "), "{log}");
+    assert!(
+        log.contains("unsolicited queries: none (only replies)"),
+        "{log}"
+    );
+    assert!(log.contains("ok    replies: "), "{log}");
+    // Once only.
+    assert_eq!(log.matches("funnel stored:").count(), 1, "{log}");
+    p.signal("TERM");
+    assert!(p.wait_exit(Duration::from_secs(10)).success());
+    assert_eq!(p.log().matches("funnel stored:").count(), 1);
+}
+
+#[test]
+fn crawl_logs_the_report_mio() {
+    crawl_logs_the_report("mio", 238);
+}
+
+#[test]
+fn crawl_logs_the_report_tokio() {
+    crawl_logs_the_report("tokio", 240);
+}
+
 #[test]
 fn doctor_reports_no_unsolicited_queries_mio() {
     no_unsolicited_queries("mio", 230);
