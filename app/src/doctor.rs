@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use magnetar_core::fetch::SessionOutcome;
 use magnetar_core::report::Metric;
 use magnetar_core::{Event, InfoHash, Stats};
 
@@ -90,7 +89,9 @@ pub struct Observed {
     pub handshake: u64,
     /// Torrents written to the database (new ones).
     pub stored: u64,
-    /// Infohashes in flight: bit 0 connected, bit 1 handshake counted.
+    /// Fetches in flight with a connected session: bit 0 connected, bit 1
+    /// handshake counted. A retried infohash is a new fetch and counts again (as
+    /// in `peers_found`).
     open: BTreeMap<InfoHash, u8>,
 }
 
@@ -111,10 +112,8 @@ impl Observed {
                 if !connected && !handshake {
                     return;
                 }
-                // A session cancelled after its fetch ended: already counted.
-                if r.outcome == SessionOutcome::Cancelled && !self.open.contains_key(&r.info_hash) {
-                    return;
-                }
+                // Every session's report comes before its fetch's MetadataFetched
+                // or MetadataFailed (cancelled ones too), which ends the entry.
                 if self.open.len() >= TRACKED_MAX && !self.open.contains_key(&r.info_hash) {
                     self.open.clear();
                 }
@@ -636,6 +635,7 @@ pub fn gather(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use magnetar_core::fetch::SessionOutcome;
 
     fn a(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -742,8 +742,23 @@ mod tests {
         // Infohash 2: connected only, twice.
         o.on_event(&session(2, true, false, failed));
         o.on_event(&session(2, true, false, failed));
-        // Infohash 3: a cancelled session for a fetch not followed: ignored.
+        // Infohash 3: a session cancelled (another peer delivered, or the fetch
+        // ended) that had connected and shaken hands counts.
         o.on_event(&session(3, true, true, SessionOutcome::Cancelled));
+        // The fetch of infohash 1 ends; a retry connects again and counts again.
+        o.on_event(&Event::MetadataFailed(Box::new(
+            magnetar_core::fetch::MetadataFailed {
+                info_hash: InfoHash([1; 20]),
+                reasons: Vec::new(),
+                elapsed: Duration::ZERO,
+                peers_tried: 2,
+                info_error: None,
+                timed_out: true,
+                next: magnetar_core::fetch::AfterFailure::GivenUp,
+            },
+        )));
+        o.on_event(&session(1, true, false, failed));
+        o.on_event(&session(1, true, false, failed));
         o.on_event(&Event::ExternalAddressVote {
             socket: magnetar_core::SocketId(0),
             voter: a("10.0.0.9:1"),
@@ -756,8 +771,8 @@ mod tests {
             Funnel {
                 discovered: 7,
                 peers_found: 5,
-                connected: 2,
-                handshake: 1,
+                connected: 4,
+                handshake: 2,
                 metadata: 2,
                 stored: 1,
             }

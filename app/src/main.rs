@@ -95,11 +95,13 @@ struct DbArg {
 enum Cmd {
     /// Crawl the DHT and index the torrents found (runs until SIGINT/SIGTERM or --duration).
     Crawl(Box<CrawlArgs>),
-    /// Why does it find nothing? Runs a short crawl (the crawl's options; --duration
-    /// defaults to 60 s here, and a temporary database is used unless --db is given),
-    /// then reports with a verdict per line: the sockets, whether unsolicited queries
-    /// reach us, NAT by BEP 42 votes, the open-file limit, the conntrack table, and
-    /// the metadata funnel. Exits with status 2 when a line fails.
+    /// Why it finds nothing: a short crawl, then a verdict per line.
+    ///
+    /// Crawls with the crawl's options (--duration defaults to 60 s here, and a
+    /// temporary database is used unless --db is given), then reports, each line ok,
+    /// warn or fail with advice: the sockets, whether unsolicited queries reach us,
+    /// NAT by BEP 42 votes, the open-file limit, the conntrack table, and the
+    /// metadata funnel. Exits with status 2 when a line fails.
     Doctor(Box<CrawlArgs>),
     /// Search stored torrents by words of their names and file paths (the last word
     /// may be a prefix).
