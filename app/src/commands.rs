@@ -561,6 +561,35 @@ pub fn stats(db: &Path) -> Result<(), Fail> {
         }
     }
     let reasons = store.failure_reasons().map_err(db_err(db))?;
+    // The funnel as far as it is stored: the session records' counters (every
+    // session), and the kept request records (one per peer session).
+    if !yields.is_empty() {
+        let sum = |f: fn(&magnetar_storage::SessionCounters) -> u64| -> u64 {
+            yields.iter().map(|y| f(&y.session.counters)).sum()
+        };
+        out!(o, "\nfunnel (all sessions):");
+        out!(
+            o,
+            "  infohashes:  {}",
+            crate::doctor::chain_text(&[
+                ("discovered", sum(|c| c.infohashes_discovered)),
+                ("metadata", sum(|c| c.metadata_fetched)),
+                ("stored", sum(|c| c.torrents_new)),
+            ])
+        );
+        if s.requests > 0 {
+            out!(
+                o,
+                "  peer sessions (kept request records): {}",
+                crate::doctor::chain_text(&crate::doctor::connection_steps(s.requests, &reasons))
+            );
+        }
+        out!(
+            o,
+            "  (peers found, connected and handshake per infohash are not stored: see \
+             magnetar_funnel_* in /metrics, or `magnetar doctor`)"
+        );
+    }
     if !reasons.is_empty() {
         out!(o, "\nfailure reasons:");
         for (r, n) in reasons.iter().take(20) {

@@ -13,6 +13,7 @@ use magnetar_core::routing::NodeEntry;
 use magnetar_core::{Config, Event, Stats, Timestamp};
 use magnetar_storage::SessionRecord;
 
+use crate::doctor::{self, Observed};
 use crate::ingest::{self, Ingest};
 use crate::metrics::{self, prometheus};
 use crate::sys;
@@ -28,12 +29,16 @@ pub struct CrawlOptions {
     pub status_interval: Duration,
     /// Leeches in flight wanted (capped under RLIMIT_NOFILE).
     pub max_leeches: usize,
+    /// When the log gets the doctor's report ([`doctor::LOG_AFTER`] by default).
+    pub doctor_after: Duration,
 }
 
 /// What a finished crawl reports.
 pub struct Outcome {
     pub stats: Stats,
     pub counters: RuntimeCounters,
+    /// What the events told (votes, connections, torrents stored).
+    pub observed: Observed,
 }
 
 /// Wall-clock Unix seconds (stored dates are stamped by the runtime).
@@ -61,6 +66,24 @@ fn lock(w: &Watch) -> MutexGuard<'_, BootstrapWatch> {
     w.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What the events told, shared by the storage (which sees the events), the status
+/// callback (the report in the log) and the caller (`magnetar doctor`).
+pub type SharedObserved = Arc<Mutex<Observed>>;
+
+fn observed(o: &SharedObserved) -> MutexGuard<'_, Observed> {
+    o.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Logs the doctor's report, one line per check (warnings and failures at warn).
+pub fn log_report(lines: &[doctor::Line]) {
+    for l in lines {
+        match l.verdict {
+            doctor::Verdict::Ok => tracing::info!(target: "magnetar::doctor", "{l}"),
+            _ => tracing::warn!(target: "magnetar::doctor", "{l}"),
+        }
+    }
+}
+
 /// What both runtimes are started with.
 pub struct Wiring {
     pub config: Config,
@@ -75,6 +98,7 @@ pub struct Wiring {
     pub storage: LmdbStorage,
     pub on_status: magnetar_tokio::StatusCallback,
     pub on_dns: magnetar_tokio::DnsCallback,
+    pub observed: SharedObserved,
 }
 
 /// Builds what a runtime needs from the options and the store: the leech budget,
@@ -101,6 +125,7 @@ pub fn wire(
     let tick = status_every.min(pump::TICK);
     // Ticks per status line and session record (counted: tick times jitter).
     let every = (status_every.as_millis() / tick.as_millis().max(1)).max(1) as u64;
+    let shared_observed: SharedObserved = Arc::default();
     let storage = LmdbStorage::new(
         ingest,
         opts.metrics,
@@ -108,6 +133,7 @@ pub fn wire(
         every,
         watch.clone(),
         runtime_only,
+        shared_observed.clone(),
     )
     .map_err(|e| format!("storage failed: {e}"))?;
     let on_dns = {
@@ -119,8 +145,22 @@ pub fn wire(
     };
     let mut prev = StatusSample::new(Timestamp::ZERO, &Stats::default(), 0);
     let mut ticks = 0u64;
+    let sockets: Vec<SocketAddr> = config.identities.iter().map(|i| i.bind).collect();
+    let (max_leeches, max_pps) = (opts.max_leeches as u64, config.crawl.max_pps as u64);
+    let mut reported = false;
+    let doctor_after = opts.doctor_after;
+    let obs = shared_observed.clone();
     let on_status = move |s: &Snapshot| {
         lock(&watch).check(s.at, s.stats.dht.responses_in);
+        // The doctor's report, once, a little into the run.
+        let elapsed = s.at.since(Timestamp::ZERO);
+        if !reported && elapsed >= doctor_after {
+            reported = true;
+            let o = observed(&obs).clone();
+            let i = doctor::gather(&sockets, &s.stats, &o, max_leeches, max_pps, elapsed);
+            tracing::info!(target: "magnetar::doctor", "reachability and funnel after {}s (magnetar doctor):", elapsed.as_secs());
+            log_report(&doctor::report(&i));
+        }
         ticks += 1;
         if ticks % every != 0 {
             return;
@@ -139,6 +179,7 @@ pub fn wire(
         storage,
         on_status: Box::new(on_status),
         on_dns: Box::new(on_dns),
+        observed: shared_observed,
     })
 }
 
@@ -150,6 +191,7 @@ pub fn run(
     ingest: Ingest,
 ) -> Result<Outcome, String> {
     let w = wire(opts, ingest, |_| Vec::new())?;
+    let obs = w.observed.clone();
     let out = magnetar_mio::run(magnetar_mio::RunOptions {
         config: w.config,
         sockets,
@@ -163,9 +205,11 @@ pub fn run(
         on_dns: Some(w.on_dns),
     })
     .map_err(|e| e.to_string())?;
+    let observed = observed(&obs).clone();
     Ok(Outcome {
         stats: out.stats,
         counters: out.counters,
+        observed,
     })
 }
 
@@ -296,6 +340,7 @@ pub fn render_metrics(
     max_conns: usize,
     ingest: &mut Ingest,
     runtime_only: Vec<Metric>,
+    observed: &Observed,
 ) -> String {
     let mut extra = vec![
         Metric::counter(
@@ -371,6 +416,7 @@ pub fn render_metrics(
         ));
     }
     extra.extend(ingest.metrics());
+    extra.extend(doctor::Funnel::new(stats, observed).metrics());
     prometheus(stats, &extra)
 }
 
@@ -411,6 +457,7 @@ pub struct LmdbStorage {
     watch: Watch,
     /// Runtime-only counters to render (the tokio driver's).
     runtime_only: fn(&RuntimeCounters) -> Vec<Metric>,
+    observed: SharedObserved,
 }
 
 impl LmdbStorage {
@@ -421,6 +468,7 @@ impl LmdbStorage {
         session_every: u64,
         watch: Watch,
         runtime_only: fn(&RuntimeCounters) -> Vec<Metric>,
+        observed: SharedObserved,
     ) -> Result<Self, magnetar_storage::StoreError> {
         let session = ingest::new_session(wall_secs());
         ingest.session(session.clone())?;
@@ -434,6 +482,7 @@ impl LmdbStorage {
             bootstrapped: false,
             watch,
             runtime_only,
+            observed,
         };
         s.render_metrics(&Stats::default(), &Default::default());
         Ok(s)
@@ -444,7 +493,9 @@ impl LmdbStorage {
             let mut c = c.clone();
             c.dns_failures = lock(&self.watch).dns_failures();
             let only = (self.runtime_only)(&c);
-            let text = render_metrics(stats, &c, self.max_conns, &mut self.ingest, only);
+            let o = observed(&self.observed);
+            let text = render_metrics(stats, &c, self.max_conns, &mut self.ingest, only, &o);
+            drop(o);
             if let Ok(mut t) = shared.lock() {
                 *t = text;
             }
@@ -455,6 +506,7 @@ impl LmdbStorage {
 impl Storage for LmdbStorage {
     fn on_event(&mut self, wall: u64, event: &Event) -> Result<Decision, String> {
         log_event(event, &mut self.bootstrapped);
+        observed(&self.observed).on_event(event);
         Storage::on_event(&mut self.ingest, wall, event)
     }
 
@@ -463,6 +515,7 @@ impl Storage for LmdbStorage {
     }
 
     fn status(&mut self, wall: u64, snap: &Snapshot, last: bool) -> Result<(), String> {
+        observed(&self.observed).stored = self.ingest.counters().torrents;
         self.render_metrics(&snap.stats, &snap.runtime);
         self.ticks += 1;
         if last || self.ticks % self.session_every == 0 {

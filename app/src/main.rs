@@ -6,6 +6,7 @@
 mod cli_tests;
 mod commands;
 mod crawl;
+mod doctor;
 // A few of its methods serve only the tests and the bench binary.
 #[allow(dead_code)]
 mod ingest;
@@ -94,6 +95,14 @@ struct DbArg {
 enum Cmd {
     /// Crawl the DHT and index the torrents found (runs until SIGINT/SIGTERM or --duration).
     Crawl(Box<CrawlArgs>),
+    /// Why it finds nothing: a short crawl, then a verdict per line.
+    ///
+    /// Crawls with the crawl's options (--duration defaults to 60 s here, and a
+    /// temporary database is used unless --db is given), then reports, each line ok,
+    /// warn or fail with advice: the sockets, whether unsolicited queries reach us,
+    /// NAT by BEP 42 votes, the open-file limit, the conntrack table, and the
+    /// metadata funnel. Exits with status 2 when a line fails.
+    Doctor(Box<CrawlArgs>),
     /// Search stored torrents by words of their names and file paths (the last word
     /// may be a prefix).
     Search {
@@ -307,6 +316,15 @@ struct CrawlArgs {
     )]
     per_ip_answers: u32,
 
+    /// Seconds into the crawl at which the log gets the doctor's report (once).
+    #[arg(
+        long,
+        hide = true,
+        default_value_t = doctor::LOG_AFTER.as_secs(),
+        env = "MAGNETAR_DOCTOR_AFTER"
+    )]
+    doctor_after: u64,
+
     /// Seconds between status lines.
     #[arg(
         long,
@@ -375,6 +393,7 @@ fn main() -> ExitCode {
 fn dispatch(cmd: Cmd) -> Result<(), Fail> {
     match cmd {
         Cmd::Crawl(a) => cmd_crawl(*a),
+        Cmd::Doctor(a) => cmd_doctor(*a),
         Cmd::Search {
             words,
             limit,
@@ -463,6 +482,72 @@ fn bind_sockets(a: &CrawlArgs) -> Result<Vec<(SocketAddr, std::net::UdpSocket)>,
 }
 
 fn cmd_crawl(a: CrawlArgs) -> Result<(), Fail> {
+    let db = a.db.path()?;
+    let out = crawl_at(&a, &db)?;
+    tracing::info!(
+        datagrams_in = out.stats.dht.datagrams_in,
+        datagrams_out = out.stats.dht.datagrams_out,
+        emfile = out.counters.emfile,
+        "session totals"
+    );
+    Ok(())
+}
+
+/// `magnetar doctor`: a short crawl, then the report on stdout.
+fn cmd_doctor(mut a: CrawlArgs) -> Result<(), Fail> {
+    let secs = *a.duration.get_or_insert(60);
+    // A temporary database unless --db is given: a crawler running on the usual
+    // one holds it.
+    let tmp = match &a.db.db {
+        Some(_) => None,
+        None => {
+            let dir = std::env::temp_dir().join(format!(
+                "magnetar-doctor-{}-{:x}",
+                std::process::id(),
+                os_seed()
+            ));
+            a.db.db = Some(dir.clone());
+            Some(dir)
+        }
+    };
+    let db = a.db.path()?;
+    eprintln!("magnetar doctor: crawling for {secs} s…");
+    let r = crawl_at(&a, &db);
+    if let Some(dir) = tmp {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let out = r?;
+    let sockets: Vec<SocketAddr> = out.sockets.clone();
+    let i = doctor::gather(
+        &sockets,
+        &out.stats,
+        &out.observed,
+        a.max_leeches as u64,
+        a.max_pps as u64,
+        out.elapsed,
+    );
+    let lines = doctor::report(&i);
+    let mut o = std::io::stdout().lock();
+    for l in &lines {
+        std::io::Write::write_fmt(&mut o, format_args!("{l}\n")).map_err(commands::out_err)?;
+    }
+    if lines.iter().any(|l| l.verdict == doctor::Verdict::Fail) {
+        return Err(Fail("at least one check failed (see above)".into()));
+    }
+    Ok(())
+}
+
+/// What a crawl reports to its command.
+struct Ran {
+    stats: magnetar_core::Stats,
+    counters: magnetar_core::pump::RuntimeCounters,
+    observed: doctor::Observed,
+    sockets: Vec<SocketAddr>,
+    elapsed: Duration,
+}
+
+/// Binds, opens the database at `db`, crawls until --duration or a signal.
+fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
     for b in &a.bootstrap {
         if b.rsplit_once(':')
             .and_then(|(_, p)| p.parse::<u16>().ok())
@@ -471,8 +556,11 @@ fn cmd_crawl(a: CrawlArgs) -> Result<(), Fail> {
             return Err(Fail(format!("--bootstrap {b}: expected HOST:PORT")));
         }
     }
-    let db = a.db.path()?;
-    let sockets = bind_sockets(&a)?;
+    let sockets = bind_sockets(a)?;
+    let bound: Vec<SocketAddr> = sockets.iter().map(|(addr, _)| *addr).collect();
+    for addr in &bound {
+        tracing::info!(%addr, "UDP socket bound");
+    }
     let metrics = match a.metrics {
         Some(addr) => {
             let (shared, local) = metrics::serve(addr)
@@ -486,8 +574,8 @@ fn cmd_crawl(a: CrawlArgs) -> Result<(), Fail> {
     // arguments writes nothing. The lock keeps maintenance commands (db compact,
     // db prune, import) off the database while we write, and refuses to crawl one
     // under maintenance; held until this function returns.
-    let _lock = commands::lock_db(&db, "crawl")?;
-    let store = commands::open_or_create_with(&db, |o| {
+    let _lock = commands::lock_db(db, "crawl")?;
+    let store = commands::open_or_create_with(db, |o| {
         o.durability = a.durability.into();
         o.keep_info = !a.no_info_dicts;
     })?;
@@ -532,26 +620,21 @@ fn cmd_crawl(a: CrawlArgs) -> Result<(), Fail> {
         metrics,
         status_interval: Duration::from_secs(a.status_interval.max(1)),
         max_leeches: a.max_leeches as usize,
+        doctor_after: Duration::from_secs(a.doctor_after),
     };
-    if a.runtime == Runtime::Tokio {
-        let sockets = sockets.into_iter().map(|(_, s)| s).collect();
-        let out = tokio_run::run(opts, sockets, ingest)
-            .map_err(|e| Fail(format!("crawl failed: {e}")))?;
-        tracing::info!(
-            datagrams_in = out.stats.dht.datagrams_in,
-            datagrams_out = out.stats.dht.datagrams_out,
-            emfile = out.counters.emfile,
-            "session totals"
-        );
-        return Ok(());
-    }
+    let t0 = std::time::Instant::now();
     let sockets = sockets.into_iter().map(|(_, s)| s).collect();
-    let out = crawl::run(opts, sockets, ingest).map_err(|e| Fail(format!("crawl failed: {e}")))?;
-    tracing::info!(
-        datagrams_in = out.stats.dht.datagrams_in,
-        datagrams_out = out.stats.dht.datagrams_out,
-        emfile = out.counters.emfile,
-        "session totals"
-    );
-    Ok(())
+    let out = if a.runtime == Runtime::Tokio {
+        tokio_run::run(opts, sockets, ingest)
+    } else {
+        crawl::run(opts, sockets, ingest)
+    }
+    .map_err(|e| Fail(format!("crawl failed: {e}")))?;
+    Ok(Ran {
+        stats: out.stats,
+        counters: out.counters,
+        observed: out.observed,
+        sockets: bound,
+        elapsed: t0.elapsed(),
+    })
 }

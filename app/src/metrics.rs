@@ -375,12 +375,18 @@ mod tests {
         let writer = store.writer(WriterConfig::default()).unwrap();
         let mut ingest = Ingest::new(store, writer);
         let counters = full_counters();
+        // Every funnel step non-zero, so that each share lost is shown.
+        let mut observed = crate::doctor::Observed::default();
+        observed.connected = 3;
+        observed.handshake = 2;
+        observed.stored = 1;
         crawl::render_metrics(
             &full_stats(),
             &counters,
             64,
             &mut ingest,
             crawl::tokio_only(&counters),
+            &observed,
         )
     }
 

@@ -12,6 +12,7 @@ pub fn run(
     ingest: Ingest,
 ) -> Result<Outcome, String> {
     let w = crawl::wire(opts, ingest, crawl::tokio_only)?;
+    let obs = w.observed.clone();
     let mut ro = magnetar_tokio::RunOptions::new(w.config);
     ro.routers = w.routers;
     ro.sockets = sockets;
@@ -23,8 +24,10 @@ pub fn run(
     ro.on_dns = Some(w.on_dns);
     ro.handle_signals = true;
     let r = magnetar_tokio::run(ro).map_err(|e| e.to_string())?;
+    let observed = obs.lock().unwrap_or_else(|e| e.into_inner()).clone();
     Ok(Outcome {
         stats: r.stats,
         counters: r.counters,
+        observed,
     })
 }

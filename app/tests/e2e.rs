@@ -28,8 +28,11 @@ fn fetches_announced_metadata(runtime: &str, base: u8) {
             "60",
             "--status-interval",
             "1",
+            "--metrics",
+            "127.0.0.1:0",
         ],
     );
+    let metrics_at = metrics_addr(&p);
     let ih = hex(&w.seeder.info_hash.0);
     assert!(
         p.wait_log(&format!("info_hash={ih}"), Duration::from_secs(45)),
@@ -39,6 +42,20 @@ fn fetches_announced_metadata(runtime: &str, base: u8) {
     let log = p.log();
     assert!(log.contains(&format!("name={}", w.name)), "{log}");
     assert!(log.contains(&format!("size={}", w.size)), "{log}");
+    // The funnel in /metrics (rendered every second): the torrent went through
+    // every step.
+    let step = |body: &str, s: &str| -> Option<u64> {
+        let name = format!("magnetar_funnel_infohashes_total{{step=\"{s}\"}} ");
+        body.lines()
+            .find_map(|l| l.strip_prefix(&name)?.trim().parse().ok())
+    };
+    let stored = || step(&http_get(&metrics_at, "/metrics"), "stored") == Some(1);
+    assert!(wait_until(Duration::from_secs(10), stored), "{}", p.log());
+    let body = http_get(&metrics_at, "/metrics");
+    for s in ["discovered", "peers_found", "connected", "handshake"] {
+        assert!(step(&body, s).is_some_and(|n| n >= 1), "{s}: {body}");
+    }
+    assert_eq!(step(&body, "metadata"), Some(1), "{body}");
     p.signal("INT");
     let st = p.wait_exit(Duration::from_secs(5));
     assert!(st.success(), "exit {st:?}; log:\n{}", p.log());
@@ -71,6 +88,22 @@ fn fetches_announced_metadata(runtime: &str, base: u8) {
     );
     let (st, out, _) = run(&["stats", "--db", dbs]);
     assert!(st.success() && out.contains("torrents:         1"), "{out}");
+    // The funnel as stored: the session's counters and the request records.
+    let funnel = out
+        .lines()
+        .find(|l| l.starts_with("  infohashes:  discovered "))
+        .unwrap_or_else(|| panic!("no funnel in\n{out}"));
+    assert!(
+        funnel.contains(" → metadata 1 (lost ") && funnel.ends_with(" → stored 1 (lost 0 %)"),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(
+            |l| l.starts_with("  peer sessions (kept request records): attempts ")
+                && l.contains(" → metadata 1 (lost ")
+        ),
+        "{out}"
+    );
     let torrents = tempfile::tempdir().unwrap();
     let (st, _, err) = run(&[
         "export",
