@@ -358,6 +358,25 @@ impl Strategy {
         s
     }
 
+    /// The strategy's bounded tables against their caps (see
+    /// [`crate::Crawler::table_sizes`]); `max_transactions` bounds the crawl
+    /// queries in flight (each holds one of the node's transactions).
+    pub fn table_sizes(&self, max_transactions: usize, out: &mut Vec<crate::TableSize>) {
+        let c = &self.cfg;
+        let mut t = |name, len, bound| out.push(crate::TableSize { name, len, bound });
+        t("crawl book", self.book.len(), c.max_book);
+        t("crawl due", self.due.len(), c.max_book);
+        t("blacklist", self.blacklist.len(), c.max_blacklist);
+        t("seen window", self.seen_order.len(), c.seen_window.max(1));
+        t("hints", self.hints.len(), c.seen_window.max(1));
+        t("acquisitions running", self.acq.len(), c.max_acquisitions);
+        t("acquisitions queued", self.queue_len(), c.acquire_queue);
+        t("candidates deferred", self.deferred.len(), c.acquire_queue);
+        t("retry backoff", self.retry.len(), c.max_retry);
+        t("crawl queries", self.txs.len(), max_transactions);
+        t("per-IP pace", self.pacer.per_ip_len(), Pacer::PER_IP_TABLE);
+    }
+
     /// Whether `ih` is being acquired (peer search or fetch).
     pub fn is_acquiring(&self, ih: &InfoHash) -> bool {
         self.acq.contains_key(ih)
