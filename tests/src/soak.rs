@@ -10,8 +10,46 @@ use std::time::Duration;
 use magnetar_core::{TableSize, Timestamp};
 
 use crate::alloc_meter;
-use crate::client::{Client, Held};
-use crate::{NodeIdx, World};
+use crate::client::{Client, Held, SeedBehaviour};
+use crate::{HonestSpec, NetConfig, NodeIdx, World};
+
+/// The `sim` binary's world: `nodes` honest nodes (realistic mix) churning (one
+/// leaves and one joins every 2 s on average), `clients` BitTorrent clients (one
+/// in 20 has no listener, one is slow, one rejects), already announcing, holding
+/// `infohashes` torrents (2 holders each, preloaded into the DHT), and
+/// `arrivals_per_hour` new torrents arriving over time ([`start_arrivals`]).
+pub fn churning_world(
+    seed: u64,
+    nodes: usize,
+    infohashes: usize,
+    clients: usize,
+    arrivals_per_hour: u32,
+) -> World {
+    let mut w = World::new(seed, NetConfig::default());
+    w.add_honest_nodes(&HonestSpec::realistic(nodes));
+    w.build_tables();
+    let cl = w.add_clients(
+        clients,
+        |i| match i % 20 {
+            0 => SeedBehaviour::NoListener,
+            1 => SeedBehaviour::Slow,
+            2 => SeedBehaviour::Reject,
+            _ => SeedBehaviour::Honest,
+        },
+        Duration::from_secs(1800),
+    );
+    // A world in steady state: every client is already announcing, so each
+    // torrent's next announce by each holder falls in the next 30 minutes
+    // (`add_clients` would hold a client back for up to a whole round).
+    for &c in &cl {
+        let t = Timestamp::from_nanos(w.rng.below(20_000_000_000));
+        w.wake_node_at(c, t);
+    }
+    w.add_torrents(infohashes, |r| 1 + r.below(4) as u32, 2, &cl, true);
+    w.start_churn(HonestSpec::realistic(0), Duration::from_secs(2));
+    start_arrivals(&mut w, cl, arrivals_per_hour, 2);
+    w
+}
 
 /// Approximate heap of a hash map or set entry table (hashbrown: one control
 /// byte per bucket).

@@ -25,10 +25,10 @@ use magnetar_core::pump::AcquirePolicy;
 use magnetar_core::{InfoHash, Timestamp};
 use magnetar_tests::alloc_meter::{self, Meter};
 use magnetar_tests::baseline::{Baseline, Model};
-use magnetar_tests::client::{Client, SeedBehaviour};
+use magnetar_tests::client::Client;
 use magnetar_tests::net::TokenBucket;
 use magnetar_tests::soak::{self, Hour, Sampler};
-use magnetar_tests::{HonestSpec, Kind, NetConfig, NodeIdx, RuntimePolicy, World};
+use magnetar_tests::{Kind, NodeIdx, RuntimePolicy, World};
 
 #[global_allocator]
 static ALLOC: Meter = Meter;
@@ -97,31 +97,8 @@ fn parse() -> Args {
 
 /// The shared world: same seed, same build.
 fn build(a: &Args) -> World {
-    let mut w = World::new(a.seed, NetConfig::default());
-    w.add_honest_nodes(&HonestSpec::realistic(a.nodes));
-    w.build_tables();
     let clients = a.clients.unwrap_or(a.infohashes / 50 + 1);
-    let cl = w.add_clients(
-        clients,
-        |i| match i % 20 {
-            0 => SeedBehaviour::NoListener,
-            1 => SeedBehaviour::Slow,
-            2 => SeedBehaviour::Reject,
-            _ => SeedBehaviour::Honest,
-        },
-        Duration::from_secs(1800),
-    );
-    // A world in steady state: every client is already announcing, so each
-    // torrent's next announce by each holder falls in the next 30 minutes
-    // (`add_clients` would hold a client back for up to a whole round).
-    for &c in &cl {
-        let t = Timestamp::from_nanos(w.rng.below(20_000_000_000));
-        w.wake_node_at(c, t);
-    }
-    w.add_torrents(a.infohashes, |r| 1 + r.below(4) as u32, 2, &cl, true);
-    soak::start_arrivals(&mut w, cl, a.arrivals, 2);
-    w.start_churn(HonestSpec::realistic(0), Duration::from_secs(2));
-    w
+    soak::churning_world(a.seed, a.nodes, a.infohashes, clients, a.arrivals)
 }
 
 /// A magnetar strategy name: `magnetar[-idN][-neighbour][-drop|-queue]`. The last
@@ -283,16 +260,14 @@ fn run(a: &Args, strategy: &str) -> Row {
                 let end = Timestamp::ZERO.add(Duration::from_secs(3600 * next_hour as u64));
                 w.run_until(end, u64::MAX).expect("unbounded");
                 let h = s.record(&w, next_hour);
-                // Progress (stderr), so a long run can be followed as it goes.
-                eprintln!(
-                    "[{strategy}] hour {}: heap {:.1} MiB (crawler {:.1}), discovered {}, fetched {}, sent {}",
-                    h.hour,
-                    h.live as f64 / 1048576.0,
-                    h.crawler_heap() as f64 / 1048576.0,
-                    h.discovered,
-                    h.fetched,
-                    h.sent
-                );
+                // Progress (stderr), so a long run can be followed (and used) as it goes.
+                eprintln!("[{strategy}] {}", hour_row(h));
+                for t in h.tables.iter().filter(|t| t.over()) {
+                    eprintln!(
+                        "[{strategy}] hour {}: {} {} over its bound {}",
+                        h.hour, t.name, t.len, t.bound
+                    );
+                }
                 alloc_meter::reset_peak();
                 next_hour += 1;
             }
@@ -617,38 +592,8 @@ fn print_hourly(rows: &[Row]) {
             "| hour | heap live MiB | heap peak MiB | storage MiB | crawler MiB | discovered | fetched | datagrams sent | torrents in world | routing | book | tx | lookups | store | acq run | acq queued | fetch jobs | sessions | peer cache | seen |"
         );
         println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-        let m = |b: i64| b as f64 / (1024.0 * 1024.0);
         for h in &s.hours {
-            let t = |name: &str| -> usize {
-                h.tables
-                    .iter()
-                    .filter(|x| x.name == name)
-                    .map(|x| x.len)
-                    .sum()
-            };
-            println!(
-                "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                h.hour,
-                m(h.live),
-                m(h.peak),
-                m(h.harness),
-                m(h.crawler_heap()),
-                h.discovered,
-                h.fetched,
-                h.sent,
-                h.torrents,
-                t("routing table"),
-                t("crawl book"),
-                t("transactions"),
-                t("lookups"),
-                t("announce store"),
-                t("acquisitions running"),
-                t("acquisitions queued"),
-                t("fetch jobs"),
-                t("fetch sessions"),
-                t("peer cache"),
-                t("seen window"),
-            );
+            println!("{}", hour_row(h));
         }
         let maxima = s.table_maxima();
         println!(
@@ -691,5 +636,40 @@ fn verdict(hours: &[Hour], maxima: &[magnetar_core::TableSize]) -> String {
         min_disc.map_or("n/a".into(), |x| x.to_string()),
         min_fetch.map_or("n/a".into(), |x| x.to_string()),
         if over.is_empty() { "none".into() } else { over.join(", ") },
+    )
+}
+
+/// One `--hourly` table row (markdown).
+fn hour_row(h: &Hour) -> String {
+    let m = |b: i64| b as f64 / (1024.0 * 1024.0);
+    let t = |name: &str| -> usize {
+        h.tables
+            .iter()
+            .filter(|x| x.name == name)
+            .map(|x| x.len)
+            .sum()
+    };
+    format!(
+        "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        h.hour,
+        m(h.live),
+        m(h.peak),
+        m(h.harness),
+        m(h.crawler_heap()),
+        h.discovered,
+        h.fetched,
+        h.sent,
+        h.torrents,
+        t("routing table"),
+        t("crawl book"),
+        t("transactions"),
+        t("lookups"),
+        t("announce store"),
+        t("acquisitions running"),
+        t("acquisitions queued"),
+        t("fetch jobs"),
+        t("fetch sessions"),
+        t("peer cache"),
+        t("seen window"),
     )
 }
