@@ -532,6 +532,58 @@ mod tests {
     }
 
     #[test]
+    fn given_up_infohashes_and_their_hints_stay_within_the_caps() {
+        let t = Timestamp::from_secs(100);
+        let cfg = CrawlConfig {
+            auto_acquire: true,
+            // Every failure gives up at once (no backoff step to wait out).
+            retry_backoff: Vec::new(),
+            max_retry: 4,
+            seen_window: 8,
+            ..CrawlConfig::default()
+        };
+        let mut s = Strategy::new(cfg, t);
+        let mut net = Recorder::new();
+        let ihs: Vec<InfoHash> = (0..20u8).map(|i| InfoHash([i + 1; 20])).collect();
+        let (from, peer) = (addr("10.0.0.1:6881"), addr("10.0.0.1:51413"));
+        // All announced and acquired at once: most leave the dedup window while
+        // their acquisition runs.
+        for &ih in &ihs {
+            let d = Discovery {
+                info_hash: ih,
+                source: DiscoverySource::Announce,
+                from,
+                peer: Some(peer),
+                sampled_by: None,
+            };
+            s.on_discovery(t, d, &mut net);
+        }
+        // Each fetch fails, the peer search finds nobody: given up.
+        for &ih in &ihs {
+            let failure = FetchFailure {
+                info_hash: ih,
+                reasons: vec![(peer, FailReason::ConnectRefused)],
+                elapsed: Duration::from_secs(1),
+                peers_tried: 1,
+                info_error: None,
+                timed_out: false,
+            };
+            assert_eq!(
+                s.on_fetch_failed(t, &failure, &mut net),
+                AfterFailure::StillSearching
+            );
+            s.on_lookup_done(t, net.searches.len() as u64, &[], &mut net);
+        }
+        assert_eq!(s.stats().given_up, 20);
+        let mut sizes = Vec::new();
+        s.table_sizes(4096, &mut sizes);
+        for name in ["hints", "retry backoff", "seen window"] {
+            let t = sizes.iter().find(|x| x.name == name).unwrap();
+            assert!(!t.over(), "{} holds {} > {}", t.name, t.len, t.bound);
+        }
+    }
+
+    #[test]
     fn a_learned_node_is_sampled_and_dropped_from_sampling_without_bep51() {
         let t = Timestamp::from_secs(100);
         let mut s = Strategy::new(CrawlConfig::default(), t);
