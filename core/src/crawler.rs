@@ -23,7 +23,7 @@ use crate::rng::Rng;
 use crate::routing::{Contact, InsertOutcome, RoutingTable};
 use crate::rpc::{Expired, Purpose, Rpc, Transaction};
 use crate::server::{error_datagram, AnnounceStore, Ask, RateLimiter, Reply, Responder};
-use crate::stats::Stats;
+use crate::stats::{Stats, TableSize};
 use crate::time::{min_deadline, Timestamp};
 use crate::tokens::Tokens;
 use crate::{ApiMisuse, Event, Input, Output, SocketId};
@@ -146,6 +146,46 @@ impl Crawler {
         s.stored_infohashes = self.server.store().len();
         s.crawl = self.crawl_stats();
         s
+    }
+
+    /// Every bounded table the crawler keeps, with its size now and the cap its
+    /// configuration holds it to: routing tables (buckets and replacement caches),
+    /// transactions, lookups, the announce store, the answer rate limiter, the
+    /// queriers being verified, the crawl strategy's tables and the fetcher's jobs,
+    /// sessions and peer cache. For soak runs and monitoring; a table over its
+    /// bound is a bug.
+    pub fn table_sizes(&self) -> Vec<TableSize> {
+        let n = &self.node;
+        let d = &n.cfg.dht;
+        let f = &n.cfg.fetch;
+        let mut v = Vec::new();
+        let mut t = |name, len, bound| v.push(TableSize { name, len, bound });
+        for i in &n.ids {
+            t(
+                "routing table",
+                i.table.len() + i.table.cached_len(),
+                d.routing.max_nodes,
+            );
+        }
+        t("transactions", n.rpc.len(), d.max_transactions);
+        t("lookups", n.lookups.len(), d.max_lookups);
+        t(
+            "announce store",
+            self.server.store().len(),
+            d.max_stored_infohashes,
+        );
+        t(
+            "answer rate limiter",
+            self.server.limiter().len(),
+            d.rate_limit_table,
+        );
+        t("verifying", self.verifying.len(), MAX_VERIFYING);
+        t("routers", self.routers.len(), MAX_ROUTERS);
+        t("fetch jobs", n.fetcher.jobs(), f.max_jobs);
+        t("fetch sessions", n.fetcher.sessions(), f.max_sessions);
+        t("peer cache", n.fetcher.peer_cache_len(), f.peer_cache_size);
+        self.strategy.table_sizes(d.max_transactions, &mut v);
+        v
     }
 
     /// Crawl counters.

@@ -88,7 +88,7 @@ pub use fault::Fault;
 pub use id::{bep42_node_id, Distance, InfoHash, NodeId};
 pub use lookup::LookupKind;
 pub use rng::Rng;
-pub use stats::{DhtStats, PacketCounts, Stats};
+pub use stats::{DhtStats, PacketCounts, Stats, TableSize};
 pub use time::Timestamp;
 
 /// One of the crawler's UDP identities: an index into `Config::identities`.

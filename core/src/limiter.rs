@@ -40,7 +40,6 @@ impl RateLimiter {
     }
 
     /// IPs remembered.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.tat.len()
     }

@@ -136,3 +136,22 @@ pub struct Stats {
     /// Infohashes in the announce store now (a gauge).
     pub stored_infohashes: usize,
 }
+
+/// One bounded table of the crawler: its size now against the cap its
+/// configuration holds it to (see [`crate::Crawler::table_sizes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableSize {
+    /// A short name of the table ("routing table", "crawl book", ...).
+    pub name: &'static str,
+    /// Entries now.
+    pub len: usize,
+    /// The most entries it may hold.
+    pub bound: usize,
+}
+
+impl TableSize {
+    /// Whether the table holds more than its bound.
+    pub fn over(&self) -> bool {
+        self.len > self.bound
+    }
+}

@@ -103,6 +103,12 @@ pub fn reset() {
     COUNTERS[slot()].peak.store(0, Relaxed);
 }
 
+/// Restarts [`peak`] from the live heap now (to read the peak of an interval).
+pub fn reset_peak() {
+    let c = &COUNTERS[slot()];
+    c.peak.store(c.live.load(Relaxed), Relaxed);
+}
+
 /// The owner-tagging allocator. Install with `#[global_allocator]`.
 pub struct Meter;
 

@@ -27,6 +27,7 @@ pub mod honest;
 pub mod net;
 pub mod scenario;
 pub mod seeder;
+pub mod soak;
 pub mod truth;
 pub mod util;
 pub mod world;

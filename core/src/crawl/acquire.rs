@@ -259,15 +259,24 @@ impl Strategy {
             self.stats.candidates_dropped += 1;
         }
         let final_ = final_ || candidate;
+        self.forget_hint_if_unseen(&ih);
         let h = &mut *self;
         let attempts = h.retry.get(&ih).map_or(0, |r| r.attempts);
         if let Some(r) = h.retry.remove(&ih) {
             h.retry_due.remove(&(r.next_at, ih));
         }
         if h.retry.len() >= h.cfg.max_retry {
-            if let Some((t, old)) = h.retry_due.pop_first() {
-                h.retry.remove(&old);
-                let _ = t;
+            // The earliest pending retry goes first; with none pending, a
+            // given-up infohash is forgotten (those are not in `retry_due`, so
+            // without this the table grew past its cap once every entry was
+            // given up).
+            match h.retry_due.pop_first() {
+                Some((_, old)) => {
+                    h.retry.remove(&old);
+                }
+                None => {
+                    h.retry.pop_first();
+                }
             }
         }
         let backoff = if final_ {
@@ -335,11 +344,21 @@ impl Strategy {
         }
     }
 
+    /// Drops the hint of an infohash whose acquisition ended after it left the
+    /// dedup window (the window drops the hints of the others as they leave it;
+    /// without this, hints of infohashes acquired at that moment stayed forever).
+    fn forget_hint_if_unseen(&mut self, ih: &InfoHash) {
+        if !self.seen.contains(ih) && !self.acq.contains_key(ih) {
+            self.hints.remove(ih);
+        }
+    }
+
     /// A fetch of an acquisition succeeded.
     pub fn on_fetched(&mut self, now: Timestamp, ih: InfoHash) {
         self.advance(now);
         self.stats.fetched += 1;
         self.acq.remove(&ih);
+        self.forget_hint_if_unseen(&ih);
         if let Some(r) = self.retry.remove(&ih) {
             self.retry_due.remove(&(r.next_at, ih));
         }

@@ -81,14 +81,22 @@ pub struct Pacer {
 impl Pacer {
     /// `max_pps`/`burst` globally; `per_ip_pps`/`per_ip_burst` per IP (0: none).
     pub fn new(max_pps: u32, burst: u32, per_ip_pps: u32, per_ip_burst: u32) -> Self {
-        let per_ip =
-            (per_ip_pps > 0).then(|| RateLimiter::with_burst(per_ip_pps, per_ip_burst, 65_536));
+        let per_ip = (per_ip_pps > 0)
+            .then(|| RateLimiter::with_burst(per_ip_pps, per_ip_burst, Self::PER_IP_TABLE));
         Pacer {
             budget: Budget::new(max_pps, burst),
             per_ip,
             per_ip_refused: 0,
         }
     }
+
+    /// IPs the per-IP pace remembers (0 without a pace).
+    pub fn per_ip_len(&self) -> usize {
+        self.per_ip.as_ref().map_or(0, |l| l.len())
+    }
+
+    /// The cap on [`Pacer::per_ip_len`].
+    pub const PER_IP_TABLE: usize = 65_536;
 
     /// Whether a query to `to` may go now: charges the per-IP pace, then the
     /// budget (neither when the pace refuses).

@@ -358,6 +358,25 @@ impl Strategy {
         s
     }
 
+    /// The strategy's bounded tables against their caps (see
+    /// [`crate::Crawler::table_sizes`]); `max_transactions` bounds the crawl
+    /// queries in flight (each holds one of the node's transactions).
+    pub fn table_sizes(&self, max_transactions: usize, out: &mut Vec<crate::TableSize>) {
+        let c = &self.cfg;
+        let mut t = |name, len, bound| out.push(crate::TableSize { name, len, bound });
+        t("crawl book", self.book.len(), c.max_book);
+        t("crawl due", self.due.len(), c.max_book);
+        t("blacklist", self.blacklist.len(), c.max_blacklist);
+        t("seen window", self.seen_order.len(), c.seen_window.max(1));
+        t("hints", self.hints.len(), c.seen_window.max(1));
+        t("acquisitions running", self.acq.len(), c.max_acquisitions);
+        t("acquisitions queued", self.queue_len(), c.acquire_queue);
+        t("candidates deferred", self.deferred.len(), c.acquire_queue);
+        t("retry backoff", self.retry.len(), c.max_retry);
+        t("crawl queries", self.txs.len(), max_transactions);
+        t("per-IP pace", self.pacer.per_ip_len(), Pacer::PER_IP_TABLE);
+    }
+
     /// Whether `ih` is being acquired (peer search or fetch).
     pub fn is_acquiring(&self, ih: &InfoHash) -> bool {
         self.acq.contains_key(ih)
@@ -510,6 +529,58 @@ mod tests {
         s.on_lookup_done(t, 1, &[], &mut net);
         assert!(!s.is_acquiring(&ih));
         assert_eq!(s.stats().acquire_no_peers, 1);
+    }
+
+    #[test]
+    fn given_up_infohashes_and_their_hints_stay_within_the_caps() {
+        let t = Timestamp::from_secs(100);
+        let cfg = CrawlConfig {
+            auto_acquire: true,
+            // Every failure gives up at once (no backoff step to wait out).
+            retry_backoff: Vec::new(),
+            max_retry: 4,
+            seen_window: 8,
+            ..CrawlConfig::default()
+        };
+        let mut s = Strategy::new(cfg, t);
+        let mut net = Recorder::new();
+        let ihs: Vec<InfoHash> = (0..20u8).map(|i| InfoHash([i + 1; 20])).collect();
+        let (from, peer) = (addr("10.0.0.1:6881"), addr("10.0.0.1:51413"));
+        // All announced and acquired at once: most leave the dedup window while
+        // their acquisition runs.
+        for &ih in &ihs {
+            let d = Discovery {
+                info_hash: ih,
+                source: DiscoverySource::Announce,
+                from,
+                peer: Some(peer),
+                sampled_by: None,
+            };
+            s.on_discovery(t, d, &mut net);
+        }
+        // Each fetch fails, the peer search finds nobody: given up.
+        for &ih in &ihs {
+            let failure = FetchFailure {
+                info_hash: ih,
+                reasons: vec![(peer, FailReason::ConnectRefused)],
+                elapsed: Duration::from_secs(1),
+                peers_tried: 1,
+                info_error: None,
+                timed_out: false,
+            };
+            assert_eq!(
+                s.on_fetch_failed(t, &failure, &mut net),
+                AfterFailure::StillSearching
+            );
+            s.on_lookup_done(t, net.searches.len() as u64, &[], &mut net);
+        }
+        assert_eq!(s.stats().given_up, 20);
+        let mut sizes = Vec::new();
+        s.table_sizes(4096, &mut sizes);
+        for name in ["hints", "retry backoff", "seen window"] {
+            let t = sizes.iter().find(|x| x.name == name).unwrap();
+            assert!(!t.over(), "{} holds {} > {}", t.name, t.len, t.bound);
+        }
     }
 
     #[test]

@@ -33,6 +33,11 @@ impl PeerCache {
         }
     }
 
+    /// Peers remembered.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
     /// What the cache knows about `peer`.
     pub fn get(&self, peer: &SocketAddr) -> Option<&PeerCapability> {
         self.map.get(peer).map(|e| &e.cap)

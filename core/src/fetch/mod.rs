@@ -226,6 +226,11 @@ impl Fetcher {
         self.active
     }
 
+    /// Peers in the capability cache (at most `FetchConfig::peer_cache_size`).
+    pub fn peer_cache_len(&self) -> usize {
+        self.cache.len()
+    }
+
     /// What the capability cache knows about `peer`.
     pub fn peer_capability(&self, peer: &SocketAddr) -> Option<&PeerCapability> {
         self.cache.get(peer)

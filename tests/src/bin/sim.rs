@@ -25,9 +25,10 @@ use magnetar_core::pump::AcquirePolicy;
 use magnetar_core::{InfoHash, Timestamp};
 use magnetar_tests::alloc_meter::{self, Meter};
 use magnetar_tests::baseline::{Baseline, Model};
-use magnetar_tests::client::{Client, SeedBehaviour};
+use magnetar_tests::client::Client;
 use magnetar_tests::net::TokenBucket;
-use magnetar_tests::{HonestSpec, Kind, NetConfig, NodeIdx, RuntimePolicy, World};
+use magnetar_tests::soak::{self, Hour, Sampler};
+use magnetar_tests::{Kind, NodeIdx, RuntimePolicy, World};
 
 #[global_allocator]
 static ALLOC: Meter = Meter;
@@ -42,6 +43,10 @@ struct Args {
     clients: Option<usize>,
     strategies: Vec<String>,
     jobs: usize,
+    /// Print a row per virtual hour for each magnetar world (`--hourly`).
+    hourly: bool,
+    /// New torrents per virtual hour (`--arrivals N`; default 0).
+    arrivals: u32,
 }
 
 fn parse() -> Args {
@@ -54,6 +59,8 @@ fn parse() -> Args {
         clients: None,
         strategies: vec!["magnetar".into(), "magnetico".into(), "bitmagnet".into()],
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        hourly: false,
+        arrivals: 0,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -68,8 +75,16 @@ fn parse() -> Args {
             "--clients" => a.clients = Some(v.parse().expect("--clients N")),
             "--strategies" => a.strategies = v.split(',').map(String::from).collect(),
             "--jobs" => a.jobs = v.parse().expect("--jobs N"),
+            "--arrivals" => a.arrivals = v.parse().expect("--arrivals PER_HOUR"),
+            "--hourly" => {
+                a.hourly = true;
+                i += 1;
+                continue;
+            }
             "-h" | "--help" => {
-                println!("sim [--nodes N] [--infohashes N] [--hours H] [--seed S] [--budget PPS] [--clients N] [--strategies magnetar,magnetico,bitmagnet] [--jobs N (worlds run in parallel; default: cores)]");
+                println!("sim [--nodes N] [--infohashes N] [--hours H] [--seed S] [--budget PPS] [--clients N] [--strategies magnetar,magnetico,bitmagnet] [--jobs N (worlds run in parallel; default: cores)] [--hourly] [--arrivals PER_HOUR]");
+                println!("  --hourly: a row per virtual hour for each magnetar world (heap, discoveries, fetches, datagrams, every bounded table against its bound) and a verdict");
+                println!("  --arrivals N: N new torrents per virtual hour, each given to 2 clients who announce it on their next turn (default 0: the world's torrents are all there from the start)");
                 println!("  magnetar variants: magnetar-id16 (16 identities), magnetar-neighbour (neighbour mode), magnetar-id16-neighbour; a -drop or -queue suffix picks the acquire policy when acquisitions are full");
                 std::process::exit(0);
             }
@@ -82,30 +97,8 @@ fn parse() -> Args {
 
 /// The shared world: same seed, same build.
 fn build(a: &Args) -> World {
-    let mut w = World::new(a.seed, NetConfig::default());
-    w.add_honest_nodes(&HonestSpec::realistic(a.nodes));
-    w.build_tables();
     let clients = a.clients.unwrap_or(a.infohashes / 50 + 1);
-    let cl = w.add_clients(
-        clients,
-        |i| match i % 20 {
-            0 => SeedBehaviour::NoListener,
-            1 => SeedBehaviour::Slow,
-            2 => SeedBehaviour::Reject,
-            _ => SeedBehaviour::Honest,
-        },
-        Duration::from_secs(1800),
-    );
-    // A world in steady state: every client is already announcing, so each
-    // torrent's next announce by each holder falls in the next 30 minutes
-    // (`add_clients` would hold a client back for up to a whole round).
-    for &c in &cl {
-        let t = Timestamp::from_nanos(w.rng.below(20_000_000_000));
-        w.wake_node_at(c, t);
-    }
-    w.add_torrents(a.infohashes, |r| 1 + r.below(4) as u32, 2, &cl, true);
-    w.start_churn(HonestSpec::realistic(0), Duration::from_secs(2));
-    w
+    soak::churning_world(a.seed, a.nodes, a.infohashes, clients, a.arrivals)
 }
 
 /// A magnetar strategy name: `magnetar[-idN][-neighbour][-drop|-queue]`. The last
@@ -153,6 +146,8 @@ struct Row {
     cpu: Option<Duration>,
     build: Duration,
     trace: u64,
+    /// `--hourly` rows (magnetar strategies only).
+    hours: Option<Sampler>,
 }
 
 fn discovered_in_truth<'a>(w: &World, it: impl Iterator<Item = &'a InfoHash>) -> usize {
@@ -254,8 +249,29 @@ fn run(a: &Args, strategy: &str) -> Row {
     let ev0 = w.stats.node_events;
     let total = Duration::from_secs_f64(a.hours * 3600.0);
     let mut recall = Vec::new();
+    let mut sampler = (a.hourly && variant.is_some()).then(|| Sampler::new(&w, node));
+    let mut next_hour = 1u32;
+    alloc_meter::reset_peak();
     for f in [1.0 / 12.0, 1.0 / 6.0, 0.25, 0.5, 0.75, 1.0] {
         let t = Timestamp::ZERO.add(total.mul_f64(f));
+        if let Some(s) = sampler.as_mut() {
+            // Whole hours up to this recall point, each recorded at its end.
+            while Duration::from_secs(3600 * next_hour as u64) <= total.mul_f64(f) {
+                let end = Timestamp::ZERO.add(Duration::from_secs(3600 * next_hour as u64));
+                w.run_until(end, u64::MAX).expect("unbounded");
+                let h = s.record(&w, next_hour);
+                // Progress (stderr), so a long run can be followed (and used) as it goes.
+                eprintln!("[{strategy}] {}", hour_row(h));
+                for t in h.tables.iter().filter(|t| t.over()) {
+                    eprintln!(
+                        "[{strategy}] hour {}: {} {} over its bound {}",
+                        h.hour, t.name, t.len, t.bound
+                    );
+                }
+                alloc_meter::reset_peak();
+                next_hour += 1;
+            }
+        }
         w.run_until(t, u64::MAX).expect("unbounded");
         let found = match variant {
             Some(_) => discovered_in_truth(&w, w.crawler(node).tally.discovered.keys()),
@@ -414,6 +430,7 @@ fn run(a: &Args, strategy: &str) -> Row {
         cpu,
         build: build_wall,
         trace: w.trace_hash(),
+        hours: sampler,
     }
 }
 
@@ -507,6 +524,9 @@ fn main() {
             println!("{:<10} {}", if i == 0 { r.name.as_str() } else { "" }, l);
         }
     }
+    if a.hourly {
+        print_hourly(&rows);
+    }
     println!();
     println!(
         "## simulator speed (node events = datagrams, timers and TCP events handled by nodes)"
@@ -551,4 +571,105 @@ fn main() {
         if jobs == 1 { "" } else { "s" },
         if jobs == 1 { "" } else { "s" },
     );
+}
+
+/// The `--hourly` report: a row per virtual hour for each magnetar world, each
+/// table's largest size against its bound, and a verdict.
+fn print_hourly(rows: &[Row]) {
+    println!();
+    println!("## per virtual hour (heap metered by the sim's allocator at the end of each hour; \"storage\" = the harness's discovered/fetched/candidate maps standing in for the database; \"crawler\" = heap less storage)");
+    for r in rows {
+        let Some(s) = &r.hours else {
+            println!(
+                "{:<10} (no hourly report: magnetar strategies only)",
+                r.name
+            );
+            continue;
+        };
+        println!();
+        println!("{}:", r.name);
+        println!(
+            "| hour | heap live MiB | heap peak MiB | storage MiB | crawler MiB | discovered | fetched | datagrams sent | torrents in world | routing | book | tx | lookups | store | acq run | acq queued | fetch jobs | sessions | peer cache | seen |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for h in &s.hours {
+            println!("{}", hour_row(h));
+        }
+        let maxima = s.table_maxima();
+        println!(
+            "{:<10} largest over the run / bound: {}",
+            r.name,
+            maxima
+                .iter()
+                .map(|t| format!("{} {}/{}", t.name, t.len, t.bound))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!("{:<10} verdict: {}", r.name, verdict(&s.hours, &maxima));
+    }
+}
+
+/// Memory growth from hour 1 to the last hour, the lowest hourly rates after
+/// hour 1, and any table over its bound.
+fn verdict(hours: &[Hour], maxima: &[magnetar_core::TableSize]) -> String {
+    let (Some(first), Some(last)) = (hours.first(), hours.last()) else {
+        return "no whole hour ran".into();
+    };
+    let m = |b: i64| b as f64 / (1024.0 * 1024.0);
+    let later = hours.iter().skip(1);
+    let min_disc = later.clone().map(|h| h.discovered).min();
+    let min_fetch = later.map(|h| h.fetched).min();
+    let over: Vec<String> = maxima
+        .iter()
+        .filter(|t| t.over())
+        .map(|t| format!("{} {}/{}", t.name, t.len, t.bound))
+        .collect();
+    format!(
+        "crawler heap hour {} {:.1} MiB -> hour {} {:.1} MiB ({:.2}x; with storage {:.1} -> {:.1} MiB); lowest hourly after hour 1: discovered {}, fetched {}; tables over their bound: {}",
+        first.hour,
+        m(first.crawler_heap()),
+        last.hour,
+        m(last.crawler_heap()),
+        last.crawler_heap() as f64 / first.crawler_heap().max(1) as f64,
+        m(first.live),
+        m(last.live),
+        min_disc.map_or("n/a".into(), |x| x.to_string()),
+        min_fetch.map_or("n/a".into(), |x| x.to_string()),
+        if over.is_empty() { "none".into() } else { over.join(", ") },
+    )
+}
+
+/// One `--hourly` table row (markdown).
+fn hour_row(h: &Hour) -> String {
+    let m = |b: i64| b as f64 / (1024.0 * 1024.0);
+    let t = |name: &str| -> usize {
+        h.tables
+            .iter()
+            .filter(|x| x.name == name)
+            .map(|x| x.len)
+            .sum()
+    };
+    format!(
+        "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        h.hour,
+        m(h.live),
+        m(h.peak),
+        m(h.harness),
+        m(h.crawler_heap()),
+        h.discovered,
+        h.fetched,
+        h.sent,
+        h.torrents,
+        t("routing table"),
+        t("crawl book"),
+        t("transactions"),
+        t("lookups"),
+        t("announce store"),
+        t("acquisitions running"),
+        t("acquisitions queued"),
+        t("fetch jobs"),
+        t("fetch sessions"),
+        t("peer cache"),
+        t("seen window"),
+    )
 }
