@@ -26,6 +26,7 @@ use crate::server::{error_datagram, AnnounceStore, Ask, RateLimiter, Reply, Resp
 use crate::stats::{Stats, TableSize};
 use crate::time::{min_deadline, Timestamp};
 use crate::tokens::Tokens;
+use crate::utp::{is_utp_first_byte, Utp, UtpConfig, UtpStats};
 use crate::{ApiMisuse, Event, Input, Output, SocketId};
 
 /// Maintenance cadence: pings, refreshes, bootstrap retries, store expiry.
@@ -49,6 +50,9 @@ pub struct Crawler {
     routers: Vec<SocketAddr>,
     next_tick: Timestamp,
     expired: Vec<Expired>,
+    /// uTP streams on the DHT sockets (BEP 29). Incoming connections are
+    /// refused (rate-limited RESET) until the fetcher speaks uTP.
+    utp: Utp,
 }
 
 impl Crawler {
@@ -111,6 +115,7 @@ impl Crawler {
             routers: Vec::new(),
             next_tick: now.add(TICK),
             expired: Vec::new(),
+            utp: Utp::new(UtpConfig::default(), rng.child(6)),
         }
     }
 
@@ -146,6 +151,11 @@ impl Crawler {
         s.stored_infohashes = self.server.store().len();
         s.crawl = self.crawl_stats();
         s
+    }
+
+    /// The uTP socket manager's counters (datagrams, faults, RESETs, streams).
+    pub fn utp_stats(&self) -> UtpStats {
+        self.utp.stats()
     }
 
     /// Every bounded table the crawler keeps, with its size now and the cap its
@@ -303,6 +313,15 @@ impl Crawler {
         if let Some(o) = self.node.out.pop_front() {
             return o;
         }
+        if let Some(t) = self.utp.poll_transmit() {
+            return Output::Transmit {
+                local: t.local,
+                to: t.to,
+                payload: t.payload,
+            };
+        }
+        // No stream of ours consumes uTP events yet (the fetcher will, issue 15).
+        while self.utp.poll_event().is_some() {}
         if let Some(o) = self.node.fetcher.poll_outcome() {
             return self.fetch_output(o);
         }
@@ -336,6 +355,7 @@ impl Crawler {
         let now = self.node.now;
         let mut t = Some(self.next_tick);
         t = min_deadline(t, self.strategy.deadline());
+        t = min_deadline(t, self.utp.deadline());
         if !self.node.starved.is_empty() {
             // Never a zero-delay timer: per-IP pacing may hold a lookup back even
             // when the global budget has room.
@@ -429,6 +449,11 @@ impl Crawler {
     }
 
     fn on_datagram(&mut self, local: SocketId, from: SocketAddr, bytes: &[u8]) {
+        // The socket is shared (issue 15): the first byte tells uTP, whose header
+        // starts with `(type << 4) | 1`, from KRPC, a bencoded dict (`d`).
+        if bytes.first().is_some_and(|b| is_utp_first_byte(*b)) {
+            return self.on_utp_datagram(local, from, bytes);
+        }
         self.node.stats.dht.datagrams_in += 1;
         self.node.stats.dht.bytes_in += bytes.len() as u64;
         let from = canonical(from);
@@ -438,6 +463,12 @@ impl Crawler {
         }
         if !is_sendable(&from, self.node.cfg.allow_private) {
             self.node.fault(Fault::FilteredSource, from);
+            return;
+        }
+        if bytes.first() != Some(&b'd') {
+            // Neither KRPC nor uTP.
+            self.node
+                .fault(Fault::Malformed(krpc::DecodeError::NotADict), from);
             return;
         }
         // Lenient: some clients send dict keys out of order; accept and count them
@@ -472,6 +503,20 @@ impl Crawler {
             }
         }
         self.node.flush_routing_events(i);
+    }
+
+    /// A uTP datagram: through the same address filter as KRPC, to the uTP
+    /// socket manager (counted in [`Crawler::utp_stats`]).
+    fn on_utp_datagram(&mut self, local: SocketId, from: SocketAddr, bytes: &[u8]) {
+        let from = canonical(from);
+        if local.0 as usize >= self.node.ids.len() {
+            return;
+        }
+        if !is_sendable(&from, self.node.cfg.allow_private) {
+            self.node.fault(Fault::FilteredSource, from);
+            return;
+        }
+        self.utp.handle_datagram(self.node.now, local, from, bytes);
     }
 
     fn heard(&mut self, i: usize, id: NodeId, from: SocketAddr, how: Contact, read_only: bool) {
@@ -625,6 +670,7 @@ impl Crawler {
     }
 
     fn on_timeout(&mut self) {
+        self.utp.handle_timeout(self.node.now);
         let mut expired = std::mem::take(&mut self.expired);
         self.node.rpc.expire(self.node.now, &mut expired);
         for e in expired.drain(..) {

@@ -41,6 +41,7 @@ use bytes::Bytes;
 // - `report`: operator counters as data (status line, metric samples);
 // - `routing`: the routing table, its config and stats, per-node query counts;
 // - `session`: one BEP 9/10 peer wire session as a state machine;
+// - `utp`: uTP (BEP 29) streams on the DHT socket: codec, connection, manager;
 // - `wire`: bencode and the peer wire (BEP 3 framing, BEP 9/10/11 messages);
 // - `testkit` (feature `testkit`): sans-IO fake peers for tests.
 //
@@ -79,6 +80,7 @@ mod stats;
 pub mod testkit;
 mod time;
 mod tokens;
+pub mod utp;
 pub mod wire;
 
 pub use bloom::Bloom;
