@@ -13,6 +13,7 @@
 //! - [`scenario`]: world builders and ground-truth helpers.
 //! - [`truth`]: torrents, their info dicts and holders.
 //! - [`alloc_meter`]: heap metering of one node (the `sim` binary's memory figure).
+//! - [`utp_link`]: two uTP endpoints on a lossy, reordering, duplicating link.
 //!
 //! Everything is driven by `World::rng`: two runs with one seed produce the same
 //! [`world::World::trace_hash`]. Tests read their seed with
@@ -30,6 +31,7 @@ pub mod seeder;
 pub mod soak;
 pub mod truth;
 pub mod util;
+pub mod utp_link;
 pub mod world;
 
 pub use crawler_node::{Acquire, CrawlerNode, RuntimePolicy, PRODUCTION_POLICY};
