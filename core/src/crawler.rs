@@ -194,6 +194,11 @@ impl Crawler {
         t("fetch jobs", n.fetcher.jobs(), f.max_jobs);
         t("fetch sessions", n.fetcher.sessions(), f.max_sessions);
         t("peer cache", n.fetcher.peer_cache_len(), f.peer_cache_size);
+        t(
+            "utp connections",
+            self.utp.len(),
+            self.utp.config().max_connections,
+        );
         self.strategy.table_sizes(d.max_transactions, &mut v);
         v
     }

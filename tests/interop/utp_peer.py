@@ -5,7 +5,8 @@ small torrent, for tests/tests/utp_interop.rs.
 TCP is off both ways, and DHT, LSD, UPnP and NAT-PMP are off, so the session
 sends nothing but answers to the test's uTP packets on loopback. Prints one line
 of JSON on stdout, {"port": N, "infohash": "<hex>"}, when it listens, then runs
-until stdin closes (or --max-secs). Diagnostics go to stderr.
+until stdin closes (or --max-secs). The stdin line "connect IP:PORT" makes it
+open a (uTP) connection to that peer for the torrent. Diagnostics go to stderr.
 """
 import argparse
 import hashlib
@@ -44,6 +45,8 @@ def main():
         "enable_upnp": False,
         "enable_natpmp": False,
         "allow_multiple_connections_per_ip": True,
+        # Plaintext outgoing connections (MSE is a separate issue).
+        "out_enc_policy": int(lt.enc_policy.pe_disabled),
         "alert_mask": lt.alert.category_t.error_notification
         | lt.alert.category_t.peer_notification
         | lt.alert.category_t.connect_notification,
@@ -52,7 +55,7 @@ def main():
     p.ti = ti
     p.save_path = wd
     p.flags = lt.torrent_flags.seed_mode
-    s.add_torrent(p)
+    h = s.add_torrent(p)
     deadline = time.time() + 10
     while s.listen_port() == 0 and time.time() < deadline:
         time.sleep(0.05)
@@ -62,8 +65,14 @@ def main():
         r, _, _ = select.select([sys.stdin], [], [], 0.2)
         for al in s.pop_alerts():
             print("utp_peer:", al.message(), file=sys.stderr, flush=True)
-        if r and not sys.stdin.readline():
-            break
+        if r:
+            line = sys.stdin.readline()
+            if not line:
+                break
+            cmd = line.split()
+            if len(cmd) == 2 and cmd[0] == "connect":
+                ip, port = cmd[1].rsplit(":", 1)
+                h.connect_peer((ip, int(port)))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@
 //! it the test fails and says why). Loopback only; the session has DHT, LSD,
 //! UPnP and NAT-PMP off.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,8 +32,8 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-#[test]
-fn bittorrent_handshake_over_utp_with_libtorrent() {
+/// The libtorrent peer: the process, its stdin, its address and its infohash.
+fn start_peer() -> (Child, std::process::ChildStdin, SocketAddr, Vec<u8>) {
     let ok = Command::new("python3")
         .args([
             "-c",
@@ -55,6 +55,7 @@ fn bittorrent_handshake_over_utp_with_libtorrent() {
             .spawn()
             .expect("python3"),
     );
+    let stdin = child.0.stdin.take().unwrap();
     let mut line = String::new();
     BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut line)
@@ -63,7 +64,27 @@ fn bittorrent_handshake_over_utp_with_libtorrent() {
     let port = v["port"].as_u64().unwrap() as u16;
     let info_hash = hex(v["infohash"].as_str().unwrap());
     assert!(port != 0 && info_hash.len() == 20, "{line}");
-    let peer: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
+    (
+        child,
+        stdin,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        info_hash,
+    )
+}
+
+fn handshake(info_hash: &[u8]) -> Vec<u8> {
+    let mut h = Vec::with_capacity(68);
+    h.push(19u8);
+    h.extend_from_slice(b"BitTorrent protocol");
+    h.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0]);
+    h.extend_from_slice(info_hash);
+    h.extend_from_slice(b"-MG0001-utpinterop01");
+    h
+}
+
+#[test]
+fn bittorrent_handshake_over_utp_with_libtorrent() {
+    let (_child, _stdin, peer, info_hash) = start_peer();
 
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(20)))
@@ -72,12 +93,7 @@ fn bittorrent_handshake_over_utp_with_libtorrent() {
     let now = || Timestamp::from_nanos(start.elapsed().as_nanos() as u64);
     let mut utp = Utp::new(UtpConfig::default(), Rng::new(29));
     let s = utp.connect(now(), SocketId(0), peer).unwrap();
-    let mut ours = Vec::with_capacity(68);
-    ours.push(19u8);
-    ours.extend_from_slice(b"BitTorrent protocol");
-    ours.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 0]);
-    ours.extend_from_slice(&info_hash);
-    ours.extend_from_slice(b"-MG0001-utpinterop01");
+    let ours = handshake(&info_hash);
     assert_eq!(ours.len(), 68);
     let mut got = Vec::new();
     let mut connected = false;
@@ -150,5 +166,91 @@ fn bittorrent_handshake_over_utp_with_libtorrent() {
         got.len() - 68,
         st.datagrams_in,
         st.datagrams_out
+    );
+}
+
+#[test]
+fn libtorrent_opens_a_utp_stream_to_us() {
+    let (_child, mut stdin, peer, info_hash) = start_peer();
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let me = sock.local_addr().unwrap();
+    let start = Instant::now();
+    let now = || Timestamp::from_nanos(start.elapsed().as_nanos() as u64);
+    let mut utp = Utp::new(
+        UtpConfig {
+            accept_incoming: true,
+            ..UtpConfig::default()
+        },
+        Rng::new(55),
+    );
+    writeln!(stdin, "connect {me}").unwrap();
+    stdin.flush().unwrap();
+    let mut stream = None;
+    let mut got = Vec::new();
+    let mut answered = false;
+    let mut buf = [0u8; 2048];
+    while start.elapsed() < Duration::from_secs(30) {
+        while let Some(t) = utp.poll_transmit() {
+            sock.send_to(&t.payload, t.to).unwrap();
+        }
+        while let Some(e) = utp.poll_event() {
+            match e {
+                UtpEvent::Incoming {
+                    stream: s, from, ..
+                } => {
+                    assert_eq!(from, peer);
+                    stream = Some(s);
+                }
+                UtpEvent::Closed { stream: s, reason } if Some(s) == stream => {
+                    panic!("closed: {reason:?}, {} bytes read", got.len())
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = stream {
+            let _ = utp.read(now(), s, &mut got, usize::MAX);
+            if got.len() >= 68 && !answered {
+                answered = true;
+                assert_eq!(utp.write(now(), s, &handshake(&info_hash)).unwrap(), 68);
+                continue;
+            }
+            // After our handshake, the peer goes on (extension handshake, bitfield).
+            if answered && got.len() > 68 {
+                break;
+            }
+        }
+        match sock.recv_from(&mut buf) {
+            Ok((n, from)) => utp.handle_datagram(now(), SocketId(0), from, &buf[..n]),
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ),
+                "{e}"
+            ),
+        }
+        utp.handle_timeout(now());
+    }
+    assert!(
+        stream.is_some(),
+        "libtorrent never opened a uTP stream to us"
+    );
+    assert!(
+        got.len() >= 68,
+        "only {} bytes of the peer's handshake",
+        got.len()
+    );
+    assert_eq!(&got[1..20], b"BitTorrent protocol");
+    assert_eq!(&got[28..48], &info_hash[..]);
+    assert!(got.len() > 68, "the peer went on after our handshake");
+    let st = utp.stats();
+    assert_eq!(st.accepted, 1);
+    assert_eq!(st.faults_total(), 0, "{st:?}");
+    eprintln!(
+        "libtorrent opened uTP to us: {} bytes in {} ms",
+        got.len(),
+        start.elapsed().as_millis()
     );
 }
