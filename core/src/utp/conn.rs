@@ -71,6 +71,9 @@ pub struct ConnConfig {
     pub keepalive: Duration,
     /// The connection fails when nothing was received for this long.
     pub idle_timeout: Duration,
+    /// An accepted connection still waiting for the initiator's first packet
+    /// after this long is dropped (spoofed SYNs hold no slot for long).
+    pub syn_recv_timeout: Duration,
     /// The connection fails when the peer's window stays too small to send for
     /// this long while we have data.
     pub zero_window_timeout: Duration,
@@ -92,6 +95,7 @@ impl Default for ConnConfig {
             max_cwnd_gain: 3000,
             keepalive: Duration::from_secs(29),
             idle_timeout: Duration::from_secs(90),
+            syn_recv_timeout: Duration::from_secs(10),
             zero_window_timeout: Duration::from_secs(60),
             max_faults: 64,
         }
@@ -310,6 +314,11 @@ impl Conn {
         self.recv_id
     }
 
+    /// The id we send to the peer with.
+    pub fn send_id(&self) -> u16 {
+        self.send_id
+    }
+
     /// Where the connection is.
     pub fn state(&self) -> ConnState {
         self.state
@@ -512,6 +521,10 @@ impl Conn {
             self.ack_nr = h.seq_nr.wrapping_sub(1);
             self.state = ConnState::Connected;
             self.connected_event = true;
+            // Tell the acceptor at once that we are here (unless data we
+            // send right away carries the ack): it leaves its SYN-received
+            // state on our first packet.
+            self.ack_due = true;
         }
         self.peer_wnd = h.wnd_size as usize;
         let Some(progress) = self.on_ack(now, p, stats) else {
@@ -839,6 +852,12 @@ impl Conn {
             self.fail(UtpCloseReason::Idle, true);
             return;
         }
+        if self.state == ConnState::SynRecv
+            && now.since(self.last_recv) >= self.cfg.syn_recv_timeout
+        {
+            self.fail(UtpCloseReason::ConnectTimedOut, false);
+            return;
+        }
         if let Some(since) = self.zero_window_since {
             if now.since(since) >= self.cfg.zero_window_timeout {
                 self.fail(UtpCloseReason::ZeroWindow, true);
@@ -904,6 +923,9 @@ impl Conn {
         min(self.rto_deadline);
         min(self.probe_at);
         min(self.fin_acked_at.map(|f| f.add(LINGER)));
+        if self.state == ConnState::SynRecv {
+            min(Some(self.last_recv.add(self.cfg.syn_recv_timeout)));
+        }
         min(self
             .zero_window_since
             .map(|s| s.add(self.cfg.zero_window_timeout)));

@@ -498,7 +498,29 @@ impl Utp {
         }
         match h.ty {
             PacketType::Syn => self.on_syn(local, from, &h),
-            PacketType::Reset => self.stats.fault(UtpFault::UnknownConnection),
+            PacketType::Reset => {
+                // Some implementations reset with the id they received, which
+                // is our send id: match that too (same socket and peer).
+                let by_send = self
+                    .streams
+                    .iter()
+                    .find(|(_, e)| {
+                        e.key.0 == local
+                            && e.key.1 == from
+                            && !e.ended
+                            && e.conn.send_id() == h.connection_id
+                    })
+                    .map(|(s, _)| *s);
+                match by_send {
+                    Some(sid) => {
+                        if let Some(e) = self.streams.get_mut(&sid) {
+                            e.conn.on_packet(self.now, &p, &mut self.stats);
+                        }
+                        self.service(sid);
+                    }
+                    None => self.stats.fault(UtpFault::UnknownConnection),
+                }
+            }
             _ => {
                 self.stats.fault(UtpFault::UnknownConnection);
                 self.send_reset(local, from, &h);

@@ -588,7 +588,9 @@ fn reset_storms_are_counted_never_answered() {
             seq_nr: id,
             ack_nr: 0,
         };
-        if h.connection_id == syn.connection_id {
+        if h.connection_id == syn.connection_id
+            || h.connection_id == syn.connection_id.wrapping_add(1)
+        {
             continue;
         }
         feed(&mut u, &h, None, &[], Timestamp::from_millis(20));
@@ -759,4 +761,55 @@ fn the_crawler_demultiplexes_its_socket_on_the_first_byte() {
         .faults
         .contains_key(&Fault::Malformed(crate::krpc::DecodeError::NotADict)));
     assert_eq!(c.utp_stats().datagrams_in, 1);
+}
+
+#[test]
+fn a_reset_carrying_our_send_id_also_ends_the_stream() {
+    let (mut u, s, syn) = scripted();
+    drain(&mut u);
+    let h = Header {
+        ty: PacketType::Reset,
+        connection_id: syn.connection_id.wrapping_add(1), // our send id
+        timestamp_us: 0,
+        timestamp_diff_us: 0,
+        wnd_size: 0,
+        seq_nr: 9,
+        ack_nr: 0,
+    };
+    // From another address it is nobody's.
+    let mut buf = Vec::new();
+    encode(&h, None, &[], &mut buf);
+    u.handle_datagram(Timestamp::from_millis(20), S, addr(A), &buf);
+    assert_eq!(u.conn(s).unwrap().state(), ConnState::Connected);
+    feed(&mut u, &h, None, &[], Timestamp::from_millis(30));
+    let ev: Vec<UtpEvent> = std::iter::from_fn(|| u.poll_event()).collect();
+    assert_eq!(closed_reason(&ev, s), Some(UtpCloseReason::Reset));
+    assert!(drain(&mut u).is_empty(), "a RESET is never answered");
+}
+
+#[test]
+fn spoofed_syns_hold_a_half_open_slot_briefly() {
+    let mut u = Utp::new(accepting(), Rng::new(4));
+    let t = Timestamp::from_secs(1);
+    let syn = Header {
+        ty: PacketType::Syn,
+        connection_id: 100,
+        timestamp_us: 0,
+        timestamp_diff_us: 0,
+        wnd_size: 1 << 20,
+        seq_nr: 1,
+        ack_nr: 0,
+    };
+    let mut buf = Vec::new();
+    encode(&syn, None, &[], &mut buf);
+    u.handle_datagram(t, S, addr(A), &buf);
+    assert_eq!(u.stats().half_open, 1);
+    let d = u.deadline().unwrap();
+    assert_eq!(d, t.add(ConnConfig::default().syn_recv_timeout));
+    u.handle_timeout(d);
+    assert!(u.is_empty());
+    assert_eq!(
+        u.stats().closed.get(&UtpCloseReason::ConnectTimedOut),
+        Some(&1)
+    );
 }
