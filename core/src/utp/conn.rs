@@ -40,6 +40,10 @@ const INITIAL_RTO: Duration = Duration::from_millis(1000);
 const MIN_RTO: Duration = Duration::from_millis(500);
 /// The largest timeout after back-off.
 const MAX_RTO: Duration = Duration::from_secs(60);
+/// Packets in flight, or held for reordering, never span more than this much of
+/// the u16 sequence space, whatever the configuration says (wrap-around
+/// comparisons need less than half of it).
+const MAX_SEQ_SPAN: usize = 16_384;
 /// How long a connection whose FIN was acknowledged waits for the peer's FIN.
 const LINGER: Duration = Duration::from_secs(5);
 /// How far behind our oldest unacked packet an ack may be and still be a
@@ -55,9 +59,9 @@ pub struct ConnConfig {
     /// advertised window is what is left of it.
     pub recv_buffer: usize,
     /// Packets the reorder buffer spans past the next expected one; a packet
-    /// further ahead is a fault and dropped.
+    /// further ahead is a fault and dropped. At most 16,384.
     pub max_reorder: usize,
-    /// Packets in flight at most.
+    /// Packets in flight at most (at most 16,384).
     pub max_in_flight: usize,
     /// Consecutive timeouts of data before the connection fails.
     pub max_retransmits: u32,
@@ -592,7 +596,7 @@ impl Conn {
             return false;
         }
         let off = seq.wrapping_sub(self.ack_nr).wrapping_sub(1) as usize;
-        if off >= self.cfg.max_reorder {
+        if off >= self.cfg.max_reorder.min(MAX_SEQ_SPAN) {
             self.fault(UtpFault::SeqOutOfWindow, stats);
             return false;
         }
@@ -1012,7 +1016,7 @@ impl Conn {
     fn send_new(&mut self, now: Timestamp, out: &mut Vec<Vec<u8>>, stats: &mut UtpStats) {
         self.cwnd_full = false;
         while !self.pending.is_empty() {
-            if self.in_flight.len() >= self.cfg.max_in_flight {
+            if self.in_flight.len() >= self.cfg.max_in_flight.min(MAX_SEQ_SPAN) {
                 break;
             }
             let len = self.pending.len().min(MAX_PAYLOAD);
