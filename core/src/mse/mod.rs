@@ -209,6 +209,17 @@ pub struct Mse {
     modpows: u32,
 }
 
+impl std::fmt::Debug for Mse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Keys and secrets stay out of logs.
+        f.debug_struct("Mse")
+            .field("initiator", &self.initiator)
+            .field("state", &self.state)
+            .field("buffered", &self.raw.len())
+            .finish_non_exhaustive()
+    }
+}
+
 fn draw_pad(rng: &mut Rng, max: usize) -> Vec<u8> {
     let n = rng.below(max.min(MAX_PAD) as u64 + 1) as usize;
     let mut pad = vec![0u8; n];
