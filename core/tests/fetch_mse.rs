@@ -296,5 +296,9 @@ fn dripping_mse_peer_is_cut_off_by_the_session_deadline() {
     let r = reports(&ev);
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].outcome, SessionOutcome::Failed(FailReason::DhTimeout));
-    assert!(r[0].duration <= Duration::from_secs(11), "{:?}", r[0].duration);
+    assert!(
+        r[0].duration <= Duration::from_secs(11),
+        "{:?}",
+        r[0].duration
+    );
 }
