@@ -120,7 +120,7 @@ mod types;
 mod writer;
 
 pub use error::{parse_infohash_hex, StoreError};
-pub use export::{magnet_uri, ExportReport, ImportReport, JsonFile, JsonTorrent};
+pub use export::{magnet_of, magnet_uri, ExportReport, ImportReport, JsonFile, JsonTorrent};
 pub use lock::{DbLock, LockError, LockHolder, LOCK_FILE};
 pub use prefix::{parse_torrent_ref, TorrentRef, MIN_PREFIX_HEX};
 pub use store::{

@@ -244,6 +244,7 @@ impl Store {
                 &dbs.by_size,
                 &dbs.ids,
                 &dbs.ids_delta,
+                &dbs.ids_v2,
                 &dbs.peers,
                 &dbs.nodes,
                 &dbs.sessions,
