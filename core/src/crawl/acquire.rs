@@ -141,7 +141,7 @@ impl Strategy {
             let tag = self.tag(CrawlTx::AskSource { ih });
             let q = QueryKind::GetPeers {
                 info_hash: ih,
-                scrape: false,
+                scrape: true,
                 noseed: false,
             };
             match net.send_query(&mut self.pacer, i, addr, Some(id), tag, q) {
@@ -323,6 +323,9 @@ impl Strategy {
         net: &mut impl Net,
     ) {
         self.advance(now);
+        if self.refresh_finished(lid) {
+            return;
+        }
         let Some(ih) = self.acq_by_lookup.remove(&lid) else {
             return;
         };

@@ -229,11 +229,17 @@ impl Strategy {
                 // peers here, the traversal below still runs.)
                 if !peers.is_empty() {
                     self.stats.ask_source_hits += 1;
+                    // The question asked for a scrape (BEP 33): one node's count.
+                    let (seeders, leechers) =
+                        match crate::bloom::scrape_estimate(r.bf_seeds, r.bf_peers, &peers) {
+                            Some((s, l)) => (Some(s), Some(l)),
+                            None => (None, None),
+                        };
                     net.emit(Event::PeersFound {
                         info_hash: ih,
                         peers: peers.clone(),
-                        seeders: None,
-                        leechers: None,
+                        seeders,
+                        leechers,
                     });
                     self.start_fetch(ih, &peers, net);
                 } else {
@@ -453,5 +459,7 @@ impl Strategy {
                 }
             }
         }
+        // Last, the scrape refreshes of stored torrents, on their own budget.
+        self.refresh_tick(reserve, net);
     }
 }
