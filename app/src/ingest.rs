@@ -148,7 +148,13 @@ pub fn torrent_input(
         kind: HashKind::of(v1.is_some(), v2.as_ref()),
         v2,
         name: info.name.clone(),
-        total_size: info.total_size,
+        // The content's size: BEP 47 padding (hybrids align files to pieces) is
+        // not part of it, as it is not part of the file list.
+        total_size: info
+            .files
+            .iter()
+            .filter(|f| !f.padding)
+            .fold(0u64, |a, f| a.saturating_add(f.length)),
         piece_length: clamp_u32(info.piece_length),
         piece_count: clamp_u32(info.piece_count),
         private: info.private,
@@ -430,23 +436,17 @@ impl Ingest {
                     p.scraped_at = Some(wall);
                     return Ok(Decision::Nothing);
                 }
-                // A stored torrent (a refresh): its counts, measured now.
-                let stored = match self.store.contains(&info_hash.0) {
-                    Ok(k) => k,
-                    Err(_) => {
-                        self.counters.read_errors += 1;
-                        false
-                    }
-                };
-                if stored {
-                    self.counters.scrapes += 1;
-                    self.offer(Op::Scrape {
-                        infohash: info_hash.0,
-                        at: wall,
-                        seeders: s,
-                        leechers: l,
-                    })?;
-                }
+                // A scrape refresh of a stored torrent (or of one just fetched,
+                // whose record may still be in the writer's channel, ahead of this
+                // op): its counts, measured now. The store ignores (and counts) an
+                // infohash it does not have.
+                self.counters.scrapes += 1;
+                self.offer(Op::Scrape {
+                    infohash: info_hash.0,
+                    at: wall,
+                    seeders: s,
+                    leechers: l,
+                })?;
                 Ok(Decision::Nothing)
             }
             Event::MetadataFetched(m) => {
@@ -774,6 +774,85 @@ mod tests {
             Decision::Acquire
         ));
         ing.close().unwrap();
+    }
+
+    /// A BEP 52 hybrid with a BEP 47 padding file, as libtorrent makes them.
+    fn hybrid_info() -> Vec<u8> {
+        fn s(o: &mut Vec<u8>, b: &[u8]) {
+            o.extend_from_slice(format!("{}:", b.len()).as_bytes());
+            o.extend_from_slice(b);
+        }
+        let mut o = b"d".to_vec();
+        s(&mut o, b"file tree");
+        o.push(b'd');
+        for (name, len) in [(&b"a.bin"[..], 20000), (b"b.bin", 70000)] {
+            s(&mut o, name);
+            o.extend_from_slice(b"d0:d6:length");
+            o.extend_from_slice(format!("i{len}e").as_bytes());
+            s(&mut o, b"pieces root");
+            s(&mut o, &[7; 32]);
+            o.extend_from_slice(b"ee");
+        }
+        o.push(b'e');
+        s(&mut o, b"files");
+        o.extend_from_slice(b"ld6:lengthi20000e4:pathl5:a.bineed4:attr1:p6:lengthi12768e4:pathl4:.pad5:12768eed6:lengthi70000e4:pathl5:b.bineee");
+        o.extend_from_slice(b"12:meta versioni2e");
+        s(&mut o, b"name");
+        s(&mut o, b"hybrid");
+        o.extend_from_slice(b"12:piece lengthi16384e");
+        s(&mut o, b"pieces");
+        s(&mut o, &[1; 7 * 20]);
+        o.push(b'e');
+        o
+    }
+
+    /// A hybrid fetched by its (truncated) v2 hash is stored under its v1 hash
+    /// with both, found by either; its size leaves the padding out, as its file
+    /// list does.
+    #[test]
+    fn a_hybrid_is_keyed_by_v1_whichever_hash_fetched_it() {
+        use magnetar_core::metadata::{sha256_info_hash, verify};
+        let raw = hybrid_info();
+        let info = parse_info(&raw).unwrap();
+        assert!(info.has_v1 && info.has_v2, "{info:?}");
+        let full = sha256_info_hash(&raw);
+        let by_v2 = CoreIh(truncate_v2(&full));
+        assert_eq!(verify(&raw, &by_v2), Some(HashKind::Sha256Truncated));
+        let m = MetadataFetched {
+            info_hash: by_v2,
+            hash: HashKind::Sha256Truncated,
+            ..fetched(raw.clone(), "10.0.0.2:6881".parse().unwrap())
+        };
+        let t = torrent_input(&m, 10, Sources::SAMPLE, None, None);
+        let v1 = sha1_info_hash(&raw).0;
+        assert_eq!(t.infohash, v1);
+        assert_eq!(
+            (t.kind, t.v2),
+            (magnetar_storage::HashKind::Hybrid, Some(full))
+        );
+        assert_eq!((t.total_size, t.files.len()), (90000, 2));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreOptions::new(dir.path())).unwrap();
+        let writer = store.writer(WriterConfig::default()).unwrap();
+        let mut ing = Ingest::new(store.clone(), writer);
+        ing.on_event(10, &Event::MetadataFetched(Box::new(m)))
+            .unwrap();
+        ing.flush().unwrap();
+        let a = store.get(&v1).unwrap().unwrap().record;
+        let b = store.get(&by_v2.0).unwrap().unwrap().record;
+        assert_eq!(a, b);
+        // Discovered again by either hash: known.
+        for ih in [v1, by_v2.0] {
+            let d = Event::InfohashDiscovered {
+                info_hash: CoreIh(ih),
+                source: DiscoverySource::Sample,
+                from: "10.0.0.3:6881".parse().unwrap(),
+                peer: None,
+            };
+            assert_ne!(ing.on_event(20, &d).unwrap(), Decision::Acquire);
+        }
+        ing.close().unwrap();
+        assert_eq!(store.count().unwrap(), 1);
     }
 
     #[test]

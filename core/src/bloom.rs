@@ -84,22 +84,6 @@ pub(crate) fn scrape_estimate_of(
     Some((seeds.estimate().round() as u32, p.estimate().round() as u32))
 }
 
-/// The estimate of one answer's filters and values (see [`scrape_estimate_of`]).
-pub(crate) fn scrape_estimate(
-    seeds: Option<&[u8; 256]>,
-    peers: Option<&[u8; 256]>,
-    values: &[std::net::SocketAddr],
-) -> Option<(u32, u32)> {
-    let (mut s, mut p) = (Bloom::default(), Bloom::default());
-    if let Some(x) = seeds {
-        s.union(x);
-    }
-    if let Some(x) = peers {
-        p.union(x);
-    }
-    scrape_estimate_of(&s, &p, seeds.is_some() || peers.is_some(), values)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,16 +123,16 @@ FD8F72EF";
         let peer: std::net::SocketAddr = "192.0.2.2:1".parse().unwrap();
         let mut s = Bloom::default();
         s.insert(seed.ip());
+        let none = Bloom::default();
         // No filter, no value: nothing measured.
-        assert_eq!(scrape_estimate(None, None, &[]), None);
+        assert_eq!(scrape_estimate_of(&none, &none, false, &[]), None);
         // Values only: each is a peer.
-        assert_eq!(scrape_estimate(None, None, &[seed, peer]), Some((0, 2)));
+        let both = [seed, peer];
+        assert_eq!(scrape_estimate_of(&none, &none, false, &both), Some((0, 2)));
         // A seed filter holding one of them: that one is a seed, not a peer.
-        assert_eq!(
-            scrape_estimate(Some(&s.0), None, &[seed, peer]),
-            Some((1, 1))
-        );
-        // Filters without values: the filters alone.
-        assert_eq!(scrape_estimate(Some(&s.0), Some(&s.0), &[]), Some((1, 1)));
+        assert_eq!(scrape_estimate_of(&s, &none, true, &both), Some((1, 1)));
+        // Filters without values: the filters alone (empty ones: a count of 0).
+        assert_eq!(scrape_estimate_of(&s, &s, true, &[]), Some((1, 1)));
+        assert_eq!(scrape_estimate_of(&none, &none, true, &[]), Some((0, 0)));
     }
 }

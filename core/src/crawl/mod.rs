@@ -470,6 +470,7 @@ mod tests {
             ih: InfoHash,
             _seeds: &[(NodeId, SocketAddr)],
             _max_queries: u32,
+            _scrape: bool,
         ) -> PeerSearch {
             self.searches.push(ih);
             PeerSearch::Running(self.searches.len() as u64)

@@ -229,17 +229,11 @@ impl Strategy {
                 // peers here, the traversal below still runs.)
                 if !peers.is_empty() {
                     self.stats.ask_source_hits += 1;
-                    // The question asked for a scrape (BEP 33): one node's count.
-                    let (seeders, leechers) =
-                        match crate::bloom::scrape_estimate(r.bf_seeds, r.bf_peers, &peers) {
-                            Some((s, l)) => (Some(s), Some(l)),
-                            None => (None, None),
-                        };
                     net.emit(Event::PeersFound {
                         info_hash: ih,
                         peers: peers.clone(),
-                        seeders,
-                        leechers,
+                        seeders: None,
+                        leechers: None,
                     });
                     self.start_fetch(ih, &peers, net);
                 } else {
