@@ -115,7 +115,7 @@ pub fn parse_torrent_ref(s: &str) -> Result<TorrentRef, StoreError> {
     }
     if s.len() > 40 {
         return Err(StoreError::InvalidInput(format!(
-            "infohash `{s}` is neither 40 (v1) nor 64 (v2) hex digits"
+            "infohash `{s}` is longer than 40 hex digits (v1) but not 64 (v2)"
         )));
     }
     let mut bytes = vec![0u8; s.len().div_ceil(2)];
