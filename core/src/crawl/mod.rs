@@ -423,6 +423,8 @@ mod tests {
         /// (to, tag, is a sample_infohashes query)
         sent: Vec<(SocketAddr, u64, bool)>,
         searches: Vec<InfoHash>,
+        /// Whether each search asked for a BEP 33 scrape.
+        scrapes: Vec<bool>,
         fetches: Vec<(InfoHash, Vec<SocketAddr>)>,
         events: Vec<Event>,
         rng: Rng,
@@ -433,6 +435,7 @@ mod tests {
             Recorder {
                 sent: Vec::new(),
                 searches: Vec::new(),
+                scrapes: Vec::new(),
                 fetches: Vec::new(),
                 events: Vec::new(),
                 rng: Rng::new(9),
@@ -470,9 +473,10 @@ mod tests {
             ih: InfoHash,
             _seeds: &[(NodeId, SocketAddr)],
             _max_queries: u32,
-            _scrape: bool,
+            scrape: bool,
         ) -> PeerSearch {
             self.searches.push(ih);
+            self.scrapes.push(scrape);
             PeerSearch::Running(self.searches.len() as u64)
         }
 
@@ -541,6 +545,8 @@ mod tests {
         let next = s.on_fetch_failed(t, &failure, &mut net);
         assert_eq!(next, AfterFailure::StillSearching);
         assert_eq!(net.searches, vec![ih]);
+        // It wants peers: no scrape (libtorrent answers one without `values`).
+        assert_eq!(net.scrapes, vec![false]);
         // The search finds nobody: a retry is scheduled.
         s.on_lookup_done(t, 1, &[], &mut net);
         assert!(!s.is_acquiring(&ih));
@@ -626,6 +632,7 @@ mod tests {
         let t1 = t.add(CRAWL_TICK);
         s.tick(t1, &mut net);
         assert_eq!(net.searches, vec![ihs[9], ihs[8]]);
+        assert_eq!(net.scrapes, vec![true, true], "a refresh is a scrape");
         // Done, but the budget is spent: nothing more at once.
         s.on_lookup_done(t1, 1, &[], &mut net);
         s.on_lookup_done(t1, 2, &[], &mut net);
@@ -651,6 +658,14 @@ mod tests {
         assert_eq!(s.stats().refresh_done, 3);
         s.on_lookup_done(now, 99, &[], &mut net);
         assert_eq!(s.stats().refresh_done, 3);
+        // A fetched torrent is queued for its first scrape, ahead of the rest.
+        let fresh = InfoHash([0xee; 20]);
+        s.on_fetched(now, fresh);
+        assert_eq!(s.stats().refresh_queued, 11);
+        s.on_lookup_done(now, 4, &[], &mut net);
+        let before = net.searches.len();
+        s.tick(now.add(Duration::from_secs(1)), &mut net);
+        assert_eq!(net.searches.get(before), Some(&fresh));
         // Off: nothing queued.
         let mut off = Strategy::new(
             CrawlConfig {
