@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use magnetar_storage::{
-    magnet_uri, parse_torrent_ref, to_hex, DbLock, Order, RetentionPolicy, Store, StoreOptions,
+    magnet_of, parse_torrent_ref, to_hex, DbLock, Order, RetentionPolicy, Store, StoreOptions,
     TorrentRecord, TorrentRef,
 };
 
@@ -127,9 +127,11 @@ pub fn utc(secs: u64) -> String {
     )
 }
 
-fn json_record(r: &TorrentRecord) -> serde_json::Value {
+fn json_record(r: &TorrentRecord, now: u64) -> serde_json::Value {
     serde_json::json!({
         "infohash": to_hex(&r.infohash),
+        "hash_kind": r.kind.as_str(),
+        "v2_infohash": r.v2.map(|h| to_hex(&h)),
         "name": r.name,
         "size": r.total_size,
         "files": r.file_count,
@@ -137,18 +139,52 @@ fn json_record(r: &TorrentRecord) -> serde_json::Value {
         "last_seen_at": r.last_seen_at,
         "seeders": r.seeders,
         "leechers": r.leechers,
-        "magnet": magnet_uri(&r.infohash, &r.name, r.total_size),
+        "scraped_at": r.scraped_at,
+        "scrape_age_secs": r.scraped_at.map(|t| now.saturating_sub(t)),
+        "magnet": magnet_of(r),
     })
 }
 
+/// Unix seconds now (0 if the clock is before 1970).
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A short age: `45s`, `12m`, `5h`, `3d`.
+pub fn age(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m", s / 60),
+        s if s < 86_400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// Seeders/leechers with the age of the measurement, `S 12 L 3 (2h)`; `?` for
+/// unknown counts, `(age ?)` for counts stored without their time.
+pub fn scrape_text(r: &TorrentRecord, now: u64) -> String {
+    let c = |v: Option<u32>| v.map_or("?".to_string(), |v| v.to_string());
+    if r.seeders.is_none() && r.leechers.is_none() {
+        return "S ? L ?".to_string();
+    }
+    let when = r
+        .scraped_at
+        .map_or("age ?".to_string(), |t| age(now.saturating_sub(t)));
+    format!("S {} L {} ({when})", c(r.seeders), c(r.leechers))
+}
+
 fn print_table(o: &mut impl Write, records: &[TorrentRecord]) -> Result<(), Fail> {
+    let now = now_secs();
     for r in records {
         out!(
             o,
-            "{}  {:>10}  {}  {}",
+            "{}  {:>10}  {}  {:<20}  {}",
             to_hex(&r.infohash),
             human_size(r.total_size),
             utc(r.discovered_at),
+            scrape_text(r, now),
             r.name
         );
     }
@@ -162,8 +198,9 @@ pub fn search(db: &Path, query: &str, limit: usize, json: bool) -> Result<(), Fa
         .map_err(db_err(db))?;
     let mut o = std::io::stdout().lock();
     if json {
+        let now = now_secs();
         for r in &res.hits {
-            out!(o, "{}", json_record(r));
+            out!(o, "{}", json_record(r, now));
         }
     } else {
         print_table(&mut o, &res.hits)?;
@@ -265,6 +302,10 @@ pub fn show(db: &Path, reference: &str) -> Result<(), Fail> {
     let mut o = std::io::stdout().lock();
     out!(o, "name:          {}", r.name);
     out!(o, "infohash:      {}", to_hex(&r.infohash));
+    out!(o, "bittorrent:    {}", r.kind.as_str());
+    if let Some(v2) = &r.v2 {
+        out!(o, "v2 infohash:   {}", to_hex(v2));
+    }
     out!(
         o,
         "size:          {} ({} bytes)",
@@ -296,9 +337,18 @@ pub fn show(db: &Path, reference: &str) -> Result<(), Fail> {
         }
     }
     out!(o, "sources:       {}", src.join(", "));
+    let measured = match r.scraped_at {
+        _ if r.seeders.is_none() && r.leechers.is_none() => String::new(),
+        Some(t) => format!(
+            "   (measured {} ago, {} UTC)",
+            age(now_secs().saturating_sub(t)),
+            utc(t)
+        ),
+        None => "   (measured at an unknown time)".to_string(),
+    };
     out!(
         o,
-        "seeders:       {}   leechers: {}",
+        "seeders:       {}   leechers: {}{measured}",
         count(r.seeders),
         count(r.leechers)
     );
@@ -307,11 +357,7 @@ pub fn show(db: &Path, reference: &str) -> Result<(), Fail> {
         "info dict:     {}",
         if r.has_info { "kept" } else { "not kept" }
     );
-    out!(
-        o,
-        "magnet:        {}",
-        magnet_uri(&r.infohash, &r.name, r.total_size)
-    );
+    out!(o, "magnet:        {}", magnet_of(r));
     out!(o, "file tree:");
     let files: Vec<(String, u64)> = t.files.iter().map(|f| (f.path.clone(), f.size)).collect();
     write!(o, "{}", file_tree(&files)).map_err(out_err)?;

@@ -31,6 +31,9 @@ type Result<T> = std::result::Result<T, StoreError>;
 const MAX_PENDING: usize = 200_000;
 /// Peers whose counters are kept in memory (then the table starts over).
 const MAX_PEERS: usize = 100_000;
+/// A stored torrent seen again is scraped again when its counts are older than
+/// this (or unknown): the default of `magnetar crawl --scrape-max-age`.
+pub const SCRAPE_MAX_AGE: Duration = Duration::from_secs(6 * 3600);
 
 /// Counters of the ingest glue (for `/metrics`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,6 +49,12 @@ pub struct IngestCounters {
     pub dropped: u64,
     /// Reads that failed (the infohash was then treated as unknown).
     pub read_errors: u64,
+    /// Known torrents seen again whose counts were missing or old: a scrape
+    /// refresh was asked for.
+    pub refresh_asked: u64,
+    /// BEP 33 counts of stored torrents sent to storage (refreshes and other
+    /// peer searches of stored torrents).
+    pub scrapes: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -54,6 +63,8 @@ struct Pending {
     sources: Sources,
     seeders: Option<u32>,
     leechers: Option<u32>,
+    /// When those counts were measured.
+    scraped_at: Option<u64>,
 }
 
 /// The event → record glue around a store and its writer.
@@ -66,6 +77,8 @@ pub struct Ingest {
     /// The store's totals for `/metrics`, read at most every 10 s.
     store_stats: Option<magnetar_storage::Stats>,
     next_store_stats: Option<Instant>,
+    /// Counts older than this are refreshed when the torrent is seen again.
+    scrape_max_age: Duration,
 }
 
 /// A fresh session record (id: Unix milliseconds), started at `wall` (Unix seconds).
@@ -113,7 +126,9 @@ fn clamp_u32(v: u64) -> u32 {
     u32::try_from(v).unwrap_or(u32::MAX)
 }
 
-/// The torrent record for verified metadata (padding files are left out of the list).
+/// The torrent record for verified metadata (padding files are left out of the
+/// list). A hybrid is keyed by its v1 hash and a v2-only torrent by its truncated
+/// v2 hash, whichever of them it was fetched by; the full v2 hash goes beside it.
 pub fn torrent_input(
     m: &MetadataFetched,
     discovered_at: u64,
@@ -122,10 +137,24 @@ pub fn torrent_input(
     leechers: Option<u32>,
 ) -> TorrentInput {
     let info = &m.info;
+    let (v1, v2) = magnetar_core::metadata::info_hashes(&m.raw, info, m.hash);
+    let infohash = match (v1, &v2) {
+        (Some(v1), _) => v1.0,
+        (None, Some(v2)) => truncate_v2(v2),
+        (None, None) => m.info_hash.0,
+    };
     TorrentInput {
-        infohash: m.info_hash.0,
+        infohash,
+        kind: HashKind::of(v1.is_some(), v2.as_ref()),
+        v2,
         name: info.name.clone(),
-        total_size: info.total_size,
+        // The content's size: BEP 47 padding (hybrids align files to pieces) is
+        // not part of it, as it is not part of the file list.
+        total_size: info
+            .files
+            .iter()
+            .filter(|f| !f.padding)
+            .fold(0u64, |a, f| a.saturating_add(f.length)),
         piece_length: clamp_u32(info.piece_length),
         piece_count: clamp_u32(info.piece_count),
         private: info.private,
@@ -143,6 +172,7 @@ pub fn torrent_input(
         sources,
         seeders,
         leechers,
+        scraped_at: None,
         info: Some(m.raw.to_vec()),
     }
 }
@@ -190,7 +220,14 @@ impl Ingest {
             counters: IngestCounters::default(),
             store_stats: None,
             next_store_stats: None,
+            scrape_max_age: SCRAPE_MAX_AGE,
         }
+    }
+
+    /// Counts older than `age` (or unknown) are refreshed when a stored torrent
+    /// is seen again ([`Decision::Refresh`]).
+    pub fn set_scrape_max_age(&mut self, age: Duration) {
+        self.scrape_max_age = age;
     }
 
     /// Fills a session record's counters from the crawler's stats and ours (the
@@ -236,6 +273,16 @@ impl Ingest {
                 "magnetar_storage_read_errors_total",
                 "Storage reads that failed.",
                 ic.read_errors,
+            ),
+            Metric::counter(
+                "magnetar_scrape_refresh_asked_total",
+                "Stored torrents seen again with missing or old counts: refresh asked.",
+                ic.refresh_asked,
+            ),
+            Metric::counter(
+                "magnetar_scrape_counts_written_total",
+                "BEP 33 counts of stored torrents sent to storage.",
+                ic.scrapes,
             ),
             Metric::counter(
                 "magnetar_storage_batches_total",
@@ -330,14 +377,14 @@ impl Ingest {
                 info_hash, source, ..
             } => {
                 let sources = sources_of(*source);
-                let known = match self.store.contains(&info_hash.0) {
+                let known = match self.store.record(&info_hash.0) {
                     Ok(k) => k,
                     Err(_) => {
                         self.counters.read_errors += 1;
-                        false
+                        None
                     }
                 };
-                if known {
+                if let Some(rec) = known {
                     self.counters.known += 1;
                     self.offer(Op::Seen {
                         infohash: info_hash.0,
@@ -346,7 +393,15 @@ impl Ingest {
                         seeders: None,
                         leechers: None,
                     })?;
-                    return Ok(Decision::Known);
+                    // Seen again: the most recently seen are refreshed first.
+                    let fresh = rec
+                        .scraped_at
+                        .is_some_and(|t| wall.saturating_sub(t) < self.scrape_max_age.as_secs());
+                    if fresh {
+                        return Ok(Decision::Known);
+                    }
+                    self.counters.refresh_asked += 1;
+                    return Ok(Decision::Refresh);
                 }
                 self.counters.new += 1;
                 if let Some(p) = self.pending.get_mut(&info_hash.0) {
@@ -359,6 +414,7 @@ impl Ingest {
                             sources,
                             seeders: None,
                             leechers: None,
+                            scraped_at: None,
                         },
                     );
                 }
@@ -370,10 +426,27 @@ impl Ingest {
                 leechers,
                 ..
             } => {
+                let (Some(s), Some(l)) = (*seeders, *leechers) else {
+                    return Ok(Decision::Nothing);
+                };
                 if let Some(p) = self.pending.get_mut(&info_hash.0) {
-                    p.seeders = seeders.or(p.seeders);
-                    p.leechers = leechers.or(p.leechers);
+                    // Being acquired: the counts go with the torrent.
+                    p.seeders = Some(s);
+                    p.leechers = Some(l);
+                    p.scraped_at = Some(wall);
+                    return Ok(Decision::Nothing);
                 }
+                // A scrape refresh of a stored torrent (or of one just fetched,
+                // whose record may still be in the writer's channel, ahead of this
+                // op): its counts, measured now. The store ignores (and counts) an
+                // infohash it does not have.
+                self.counters.scrapes += 1;
+                self.offer(Op::Scrape {
+                    infohash: info_hash.0,
+                    at: wall,
+                    seeders: s,
+                    leechers: l,
+                })?;
                 Ok(Decision::Nothing)
             }
             Event::MetadataFetched(m) => {
@@ -382,8 +455,10 @@ impl Ingest {
                     sources: Sources::default(),
                     seeders: None,
                     leechers: None,
+                    scraped_at: None,
                 });
-                let t = torrent_input(m, p.discovered_at, p.sources, p.seeders, p.leechers);
+                let mut t = torrent_input(m, p.discovered_at, p.sources, p.seeders, p.leechers);
+                t.scraped_at = p.scraped_at;
                 self.writer.send(Op::Torrent(Box::new(t)))?;
                 self.counters.torrents += 1;
                 Ok(Decision::Nothing)
@@ -662,10 +737,30 @@ mod tests {
         assert_eq!(reqs.len(), 1);
         assert_eq!(reqs[0].reason, "connect_refused");
         assert_eq!(store.peer(&peer).unwrap().unwrap().failures, 1);
-        // Now known: skipped.
-        assert_eq!(ing.on_event(200, &disc).unwrap(), Decision::Known);
+        // Now known, without counts: a scrape refresh is asked for.
+        assert_eq!(ing.on_event(200, &disc).unwrap(), Decision::Refresh);
         let c = ing.counters();
         assert_eq!((c.new, c.known, c.torrents, c.requests), (1, 1, 1, 1));
+        assert_eq!(c.refresh_asked, 1);
+        // Its refresh reports counts: stored with their time; seen again soon
+        // after, it is known and fresh.
+        let found = Event::PeersFound {
+            info_hash: ih,
+            peers: vec![peer],
+            seeders: Some(4),
+            leechers: Some(9),
+        };
+        ing.on_event(210, &found).unwrap();
+        ing.flush().unwrap();
+        let r = store.get(&ih.0).unwrap().unwrap().record;
+        assert_eq!(
+            (r.seeders, r.leechers, r.scraped_at),
+            (Some(4), Some(9), Some(210))
+        );
+        assert_eq!(ing.on_event(220, &disc).unwrap(), Decision::Known);
+        // Older than the refresh age: asked again.
+        ing.set_scrape_max_age(Duration::from_secs(60));
+        assert_eq!(ing.on_event(300, &disc).unwrap(), Decision::Refresh);
         let unknown = CoreIh([7; 20]);
         assert!(matches!(
             ing.on_event(
@@ -681,6 +776,85 @@ mod tests {
             Decision::Acquire
         ));
         ing.close().unwrap();
+    }
+
+    /// A BEP 52 hybrid with a BEP 47 padding file, as libtorrent makes them.
+    fn hybrid_info() -> Vec<u8> {
+        fn s(o: &mut Vec<u8>, b: &[u8]) {
+            o.extend_from_slice(format!("{}:", b.len()).as_bytes());
+            o.extend_from_slice(b);
+        }
+        let mut o = b"d".to_vec();
+        s(&mut o, b"file tree");
+        o.push(b'd');
+        for (name, len) in [(&b"a.bin"[..], 20000), (b"b.bin", 70000)] {
+            s(&mut o, name);
+            o.extend_from_slice(b"d0:d6:length");
+            o.extend_from_slice(format!("i{len}e").as_bytes());
+            s(&mut o, b"pieces root");
+            s(&mut o, &[7; 32]);
+            o.extend_from_slice(b"ee");
+        }
+        o.push(b'e');
+        s(&mut o, b"files");
+        o.extend_from_slice(b"ld6:lengthi20000e4:pathl5:a.bineed4:attr1:p6:lengthi12768e4:pathl4:.pad5:12768eed6:lengthi70000e4:pathl5:b.bineee");
+        o.extend_from_slice(b"12:meta versioni2e");
+        s(&mut o, b"name");
+        s(&mut o, b"hybrid");
+        o.extend_from_slice(b"12:piece lengthi16384e");
+        s(&mut o, b"pieces");
+        s(&mut o, &[1; 7 * 20]);
+        o.push(b'e');
+        o
+    }
+
+    /// A hybrid fetched by its (truncated) v2 hash is stored under its v1 hash
+    /// with both, found by either; its size leaves the padding out, as its file
+    /// list does.
+    #[test]
+    fn a_hybrid_is_keyed_by_v1_whichever_hash_fetched_it() {
+        use magnetar_core::metadata::{sha256_info_hash, verify};
+        let raw = hybrid_info();
+        let info = parse_info(&raw).unwrap();
+        assert!(info.has_v1 && info.has_v2, "{info:?}");
+        let full = sha256_info_hash(&raw);
+        let by_v2 = CoreIh(truncate_v2(&full));
+        assert_eq!(verify(&raw, &by_v2), Some(HashKind::Sha256Truncated));
+        let m = MetadataFetched {
+            info_hash: by_v2,
+            hash: HashKind::Sha256Truncated,
+            ..fetched(raw.clone(), "10.0.0.2:6881".parse().unwrap())
+        };
+        let t = torrent_input(&m, 10, Sources::SAMPLE, None, None);
+        let v1 = sha1_info_hash(&raw).0;
+        assert_eq!(t.infohash, v1);
+        assert_eq!(
+            (t.kind, t.v2),
+            (magnetar_storage::HashKind::Hybrid, Some(full))
+        );
+        assert_eq!((t.total_size, t.files.len()), (90000, 2));
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreOptions::new(dir.path())).unwrap();
+        let writer = store.writer(WriterConfig::default()).unwrap();
+        let mut ing = Ingest::new(store.clone(), writer);
+        ing.on_event(10, &Event::MetadataFetched(Box::new(m)))
+            .unwrap();
+        ing.flush().unwrap();
+        let a = store.get(&v1).unwrap().unwrap().record;
+        let b = store.get(&by_v2.0).unwrap().unwrap().record;
+        assert_eq!(a, b);
+        // Discovered again by either hash: known.
+        for ih in [v1, by_v2.0] {
+            let d = Event::InfohashDiscovered {
+                info_hash: CoreIh(ih),
+                source: DiscoverySource::Sample,
+                from: "10.0.0.3:6881".parse().unwrap(),
+                peer: None,
+            };
+            assert_ne!(ing.on_event(20, &d).unwrap(), Decision::Acquire);
+        }
+        ing.close().unwrap();
+        assert_eq!(store.count().unwrap(), 1);
     }
 
     #[test]

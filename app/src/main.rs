@@ -332,6 +332,28 @@ struct CrawlArgs {
     #[arg(long, env = "MAGNETAR_NEIGHBOUR_MODE")]
     neighbour_mode: bool,
 
+    /// Budget for keeping stored torrents' seeder/leecher counts (BEP 33) fresh,
+    /// packets per second inside --max-pps: stored torrents seen again whose
+    /// counts are older than --scrape-max-age are scraped again, most recently
+    /// seen first. 0 turns it off.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 32,
+        env = "MAGNETAR_SCRAPE_REFRESH_PPS"
+    )]
+    scrape_refresh_pps: u32,
+
+    /// Seconds after which a stored torrent's seeder/leecher counts are old
+    /// enough to be scraped again when it is seen again.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = ingest::SCRAPE_MAX_AGE.as_secs(),
+        env = "MAGNETAR_SCRAPE_MAX_AGE"
+    )]
+    scrape_max_age: u64,
+
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, value_name = "ADDR:PORT", env = "MAGNETAR_METRICS")]
     metrics: Option<SocketAddr>,
@@ -629,7 +651,8 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
         info_dicts = !a.no_info_dicts,
         "database open"
     );
-    let ingest = ingest::Ingest::new(store, writer);
+    let mut ingest = ingest::Ingest::new(store, writer);
+    ingest.set_scrape_max_age(Duration::from_secs(a.scrape_max_age));
     let seed = a.seed.unwrap_or_else(os_seed);
     let mut cfg = Config::new(seed, sockets[0].0);
     cfg.identities = sockets
@@ -651,6 +674,11 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
     cfg.crawl.neighbour_mode = a.neighbour_mode;
     cfg.fetch.encryption = a.encryption.into();
     cfg.fetch.max_dh_per_sec = a.max_dh_per_sec;
+    // The refresh budget lives inside the global one.
+    cfg.crawl.refresh_pps = match a.max_pps {
+        0 => a.scrape_refresh_pps,
+        max => a.scrape_refresh_pps.min(max),
+    };
     let routers = if a.bootstrap.is_empty() {
         DEFAULT_ROUTERS.iter().map(|s| s.to_string()).collect()
     } else {

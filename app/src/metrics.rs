@@ -353,6 +353,11 @@ mod tests {
             candidates_deferred: q.n(),
             candidates_announced: q.n(),
             candidates_dropped: q.n(),
+            refresh_queued: q.n(),
+            refresh_dropped: q.n(),
+            refresh_started: q.n(),
+            refresh_done: q.n(),
+            refresh_waiting: q.u(),
         };
         Stats {
             dht,

@@ -43,6 +43,13 @@ impl Bloom {
         }
     }
 
+    /// Whether both bits of `ip` are set (it may be in the set).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let mut one = Bloom::default();
+        one.insert(ip);
+        self.0.iter().zip(one.0.iter()).all(|(a, b)| a & b == *b)
+    }
+
     /// BEP 33 size estimate.
     pub fn estimate(&self) -> f64 {
         let zeros: u32 = self.0.iter().map(|b| b.count_zeros()).sum();
@@ -53,6 +60,28 @@ impl Bloom {
         let m = M as f64;
         (c / m).ln() / (2.0 * (1.0 - 1.0 / m).ln())
     }
+}
+
+/// BEP 33 (seeders, leechers) from the union of the seed and peer filters of the
+/// answers, plus `values` handed out without filters (BEP 33, "Handling legacy
+/// responses": counted as peers unless a seed filter holds them). `None` when no
+/// answer carried a filter or a value.
+pub(crate) fn scrape_estimate_of(
+    seeds: &Bloom,
+    peers: &Bloom,
+    filters: bool,
+    values: &[std::net::SocketAddr],
+) -> Option<(u32, u32)> {
+    if !filters && values.is_empty() {
+        return None;
+    }
+    let mut p = peers.clone();
+    for v in values {
+        if !seeds.contains(v.ip()) {
+            p.insert(v.ip());
+        }
+    }
+    Some((seeds.estimate().round() as u32, p.estimate().round() as u32))
 }
 
 #[cfg(test)]
@@ -84,5 +113,26 @@ FD8F72EF";
         u.union(&b.0);
         assert_eq!(u, b);
         assert_eq!(Bloom::default().estimate(), 0.0);
+        assert!(b.contains(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7))));
+        assert!(!Bloom::default().contains(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7))));
+    }
+
+    #[test]
+    fn legacy_values_count_as_peers_unless_seeds() {
+        let seed: std::net::SocketAddr = "192.0.2.1:1".parse().unwrap();
+        let peer: std::net::SocketAddr = "192.0.2.2:1".parse().unwrap();
+        let mut s = Bloom::default();
+        s.insert(seed.ip());
+        let none = Bloom::default();
+        // No filter, no value: nothing measured.
+        assert_eq!(scrape_estimate_of(&none, &none, false, &[]), None);
+        // Values only: each is a peer.
+        let both = [seed, peer];
+        assert_eq!(scrape_estimate_of(&none, &none, false, &both), Some((0, 2)));
+        // A seed filter holding one of them: that one is a seed, not a peer.
+        assert_eq!(scrape_estimate_of(&s, &none, true, &both), Some((1, 1)));
+        // Filters without values: the filters alone (empty ones: a count of 0).
+        assert_eq!(scrape_estimate_of(&s, &s, true, &[]), Some((1, 1)));
+        assert_eq!(scrape_estimate_of(&none, &none, true, &[]), Some((0, 0)));
     }
 }

@@ -224,6 +224,15 @@ impl Crawler {
         r
     }
 
+    /// Queues a BEP 33 scrape refresh of a stored torrent that was just seen again
+    /// (the sink answered `Decision::Refresh`): a get_peers traversal with
+    /// `scrape=1` under the refresh budget, most recently seen first; its
+    /// `PeersFound` carries the counts. See `crawl/refresh.rs`.
+    pub fn refresh_scrape(&mut self, now: Timestamp, ih: InfoHash) {
+        self.node.advance(now);
+        self.strategy.refresh_scrape(self.node.now, ih);
+    }
+
     /// Starts (or restarts) bootstrapping every identity from `routers` (router
     /// hosts and saved nodes, resolved by the driver). Retried with backoff until a
     /// table reaches `bootstrap_nodes` nodes.

@@ -152,6 +152,28 @@ pub fn sha1_info_hash(raw: &[u8]) -> InfoHash {
     InfoHash(out)
 }
 
+/// The full v2 infohash (BEP 52): SHA-256 of the info dict.
+pub fn sha256_info_hash(raw: &[u8]) -> [u8; 32] {
+    let d = Sha256::digest(raw);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_slice());
+    out
+}
+
+/// The infohashes of a verified info dict (BEP 52): the v1 one (SHA-1) when it
+/// has a v1 layout (`pieces`) or the SHA-1 is what matched, and the full v2 one
+/// (SHA-256) when it has a v2 `file tree` or the truncated SHA-256 is what
+/// matched. A hybrid has both, whichever of its two hashes it was fetched by.
+pub fn info_hashes(
+    raw: &[u8],
+    info: &TorrentInfo,
+    matched: HashKind,
+) -> (Option<InfoHash>, Option<[u8; 32]>) {
+    let v1 = (info.has_v1 || matched == HashKind::Sha1).then(|| sha1_info_hash(raw));
+    let v2 = (info.has_v2 || matched == HashKind::Sha256Truncated).then(|| sha256_info_hash(raw));
+    (v1, v2)
+}
+
 /// What is wrong with a received piece.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PieceError {
@@ -594,11 +616,41 @@ mod tests {
                     .with("dir", Owned::dict().with("f", leaf(100)))
                     .with("g", leaf(40000)),
             );
-        let i = parse_info(&d.to_bytes()).unwrap();
+        let raw = d.to_bytes();
+        let i = parse_info(&raw).unwrap();
         assert!(i.has_v2 && !i.has_v1);
         assert_eq!(i.total_size, 40100);
         assert_eq!(i.files[0].path, vec!["dir", "f"]);
         assert_eq!(i.piece_count, 1 + 3);
+        // v2-only: the full SHA-256 and no v1 hash; its truncation is what matched.
+        let full = sha256_info_hash(&raw);
+        let mut trunc = [0u8; 20];
+        trunc.copy_from_slice(&full[..20]);
+        assert_eq!(
+            verify(&raw, &InfoHash(trunc)),
+            Some(HashKind::Sha256Truncated)
+        );
+        assert_eq!(
+            info_hashes(&raw, &i, HashKind::Sha256Truncated),
+            (None, Some(full))
+        );
+        // A hybrid (v1 pieces beside the tree): both, whichever was fetched.
+        let h = d
+            .with("pieces", Owned::Bytes(vec![0; 20 * 3]))
+            .with("length", Owned::Int(40100));
+        let raw = h.to_bytes();
+        let i = parse_info(&raw).unwrap();
+        assert!(i.has_v1 && i.has_v2);
+        let both = (Some(sha1_info_hash(&raw)), Some(sha256_info_hash(&raw)));
+        assert_eq!(info_hashes(&raw, &i, HashKind::Sha1), both);
+        assert_eq!(info_hashes(&raw, &i, HashKind::Sha256Truncated), both);
+        // v1: no v2 hash.
+        let raw = b"d6:lengthi1e4:name1:a12:piece lengthi16384e6:pieces20:aaaaaaaaaaaaaaaaaaaae";
+        let i = parse_info(raw).unwrap();
+        assert_eq!(
+            info_hashes(raw, &i, HashKind::Sha1),
+            (Some(sha1_info_hash(raw)), None)
+        );
     }
 
     #[test]

@@ -447,12 +447,13 @@ impl Net for Node {
         ih: InfoHash,
         seeds: &[(NodeId, SocketAddr)],
         max_queries: u32,
+        scrape: bool,
     ) -> PeerSearch {
         let i = (0..self.ids.len()).min_by_key(|&i| self.ids[i].id.distance(&ih.0));
         let Some(i) = i else {
             return PeerSearch::NoIdentity;
         };
-        let kind = LookupKind::GetPeers { scrape: true };
+        let kind = LookupKind::GetPeers { scrape };
         let Some(lid) = self.start_lookup(pacer, i, ih.0, kind, seeds) else {
             return PeerSearch::Refused;
         };

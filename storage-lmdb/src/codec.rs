@@ -173,8 +173,17 @@ const TF_PRIVATE: u8 = 1;
 const TF_HAS_INFO: u8 = 2;
 const TF_SOURCE: u8 = 4;
 
-/// Layout byte of a schema-2 `torrents` value (keyed by doc id, holding the infohash).
+/// A v2 hash follows the scrape time (v2-only or hybrid).
+const TF_V2: u8 = 8;
+/// With `TF_V2`: no v1 hash (v2-only; the infohash is the truncated v2 hash).
+const TF_NO_V1: u8 = 16;
+
+/// Layout byte of a schema-2/3 `torrents` value (keyed by doc id, holding the
+/// infohash). Still read: schema 4 keeps such records as they are.
 pub(crate) const LAYOUT_TORRENT_V2: u8 = 2;
+/// Layout byte written since schema 4: layout 2 plus the scrape time and the
+/// BEP 52 hash kind and full v2 hash.
+pub(crate) const LAYOUT_TORRENT_V3: u8 = 3;
 
 /// Internal form of a `torrents` value: the public record plus the doc id (its key).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -189,8 +198,8 @@ const T_TOTAL_SIZE: usize = 23;
 const T_DISCOVERED_AT: usize = 43;
 
 pub(crate) fn encode_torrent(r: &TorrentRecord) -> Vec<u8> {
-    let mut e = Enc::with_capacity(72 + r.name.len());
-    e.u8(LAYOUT_TORRENT_V2);
+    let mut e = Enc::with_capacity(112 + r.name.len());
+    e.u8(LAYOUT_TORRENT_V3);
     let mut flags = 0;
     if r.private {
         flags |= TF_PRIVATE;
@@ -200,6 +209,14 @@ pub(crate) fn encode_torrent(r: &TorrentRecord) -> Vec<u8> {
     }
     if r.source.is_some() {
         flags |= TF_SOURCE;
+    }
+    // The kind is only what the hashes say: a v2 hash without a v1 one is v2-only.
+    let v2 = r.v2.filter(|_| r.kind != HashKind::V1);
+    if v2.is_some() {
+        flags |= TF_V2;
+        if r.kind == HashKind::V2 {
+            flags |= TF_NO_V1;
+        }
     }
     e.u8(flags);
     e.u8(r.sources.0);
@@ -212,6 +229,10 @@ pub(crate) fn encode_torrent(r: &TorrentRecord) -> Vec<u8> {
     e.u64(r.last_seen_at);
     e.u32(opt_u32(r.seeders));
     e.u32(opt_u32(r.leechers));
+    e.u64(r.scraped_at.map_or(u64::MAX, |v| v.min(u64::MAX - 1)));
+    if let Some(h) = &v2 {
+        e.0.extend_from_slice(h);
+    }
     e.str(&r.name);
     if let Some(s) = &r.source {
         e.str(s);
@@ -222,7 +243,7 @@ pub(crate) fn encode_torrent(r: &TorrentRecord) -> Vec<u8> {
 /// (infohash, discovered_at, total_size) of a `torrents` value without decoding the
 /// rest (search orderings, integrity walks).
 pub(crate) fn torrent_keys(v: &[u8]) -> DecodeResult<(InfoHash, u64, u64)> {
-    if v.first() != Some(&LAYOUT_TORRENT_V2) {
+    if !matches!(v.first(), Some(&(LAYOUT_TORRENT_V2 | LAYOUT_TORRENT_V3))) {
         return Err("unknown record layout version");
     }
     let ih: InfoHash = v
@@ -244,7 +265,8 @@ pub(crate) fn torrent_keys(v: &[u8]) -> DecodeResult<(InfoHash, u64, u64)> {
 
 pub(crate) fn decode_torrent(docid: u32, v: &[u8]) -> DecodeResult<StoredTorrent> {
     let mut d = Dec::new(v);
-    if d.u8()? != LAYOUT_TORRENT_V2 {
+    let layout = d.u8()?;
+    if layout != LAYOUT_TORRENT_V2 && layout != LAYOUT_TORRENT_V3 {
         return Err("unknown record layout version");
     }
     let flags = d.u8()?;
@@ -258,6 +280,19 @@ pub(crate) fn decode_torrent(docid: u32, v: &[u8]) -> DecodeResult<StoredTorrent
     let last_seen_at = d.u64()?;
     let seeders = u32_opt(d.u32()?);
     let leechers = u32_opt(d.u32()?);
+    let (mut scraped_at, mut kind, mut v2) = (None, HashKind::V1, None);
+    if layout == LAYOUT_TORRENT_V3 {
+        scraped_at = Some(d.u64()?).filter(|&t| t != u64::MAX);
+        if flags & TF_V2 != 0 {
+            let h: InfoHashV2 = d.take(32)?.try_into().map_err(|_| "truncated record")?;
+            v2 = Some(h);
+            kind = if flags & TF_NO_V1 != 0 {
+                HashKind::V2
+            } else {
+                HashKind::Hybrid
+            };
+        }
+    }
     let name = d.string()?;
     let source = if flags & TF_SOURCE != 0 {
         Some(d.string()?)
@@ -269,6 +304,8 @@ pub(crate) fn decode_torrent(docid: u32, v: &[u8]) -> DecodeResult<StoredTorrent
         docid,
         rec: TorrentRecord {
             infohash,
+            kind,
+            v2,
             name,
             total_size,
             piece_length,
@@ -281,6 +318,7 @@ pub(crate) fn decode_torrent(docid: u32, v: &[u8]) -> DecodeResult<StoredTorrent
             sources,
             seeders,
             leechers,
+            scraped_at,
             has_info: flags & TF_HAS_INFO != 0,
         },
     })
@@ -663,6 +701,8 @@ mod tests {
             docid: 7,
             rec: TorrentRecord {
                 infohash: [3; 20],
+                kind: HashKind::Hybrid,
+                v2: Some([5; 32]),
                 name: "Name ✓".into(),
                 total_size: 123,
                 piece_length: 16384,
@@ -675,6 +715,7 @@ mod tests {
                 sources: Sources::ANNOUNCE | Sources::SAMPLE,
                 seeders: Some(4),
                 leechers: None,
+                scraped_at: Some(12),
                 has_info: true,
             },
         };
@@ -684,6 +725,38 @@ mod tests {
         for n in 0..enc.len() {
             assert!(decode_torrent(7, &enc[..n]).is_err());
         }
+        // v2-only, and v1 with no scrape time.
+        let mut v2 = t.clone();
+        v2.rec.kind = HashKind::V2;
+        assert_eq!(decode_torrent(7, &encode_torrent(&v2.rec)).unwrap(), v2);
+        let mut v1 = t.clone();
+        v1.rec.kind = HashKind::V1;
+        v1.rec.v2 = None;
+        v1.rec.scraped_at = None;
+        assert_eq!(decode_torrent(7, &encode_torrent(&v1.rec)).unwrap(), v1);
+    }
+
+    /// A record written by schema 3 (layout 2: no scrape time, no v2 hash) is read
+    /// as a v1 torrent with counts of unknown age. The bytes are spelled out as
+    /// schema 3 wrote them, not produced by today's encoder.
+    #[test]
+    fn layout_2_records_still_decode() {
+        let mut v = vec![2u8, TF_SOURCE, 3];
+        v.extend_from_slice(&[9; 20]);
+        v.extend_from_slice(&1000u64.to_le_bytes()); // total_size
+        v.extend_from_slice(&16384u32.to_le_bytes()); // piece_length
+        v.extend_from_slice(&1u32.to_le_bytes()); // piece_count
+        v.extend_from_slice(&1u32.to_le_bytes()); // file_count
+        v.extend_from_slice(&50u64.to_le_bytes()); // discovered_at
+        v.extend_from_slice(&60u64.to_le_bytes()); // last_seen_at
+        v.extend_from_slice(&7u32.to_le_bytes()); // seeders
+        v.extend_from_slice(&u32::MAX.to_le_bytes()); // leechers unknown
+        v.extend_from_slice(&[4, b'n', b'a', b'm', b'e', 1, b's']);
+        let t = decode_torrent(1, &v).unwrap().rec;
+        assert_eq!((t.infohash, t.kind, t.v2), ([9; 20], HashKind::V1, None));
+        assert_eq!((t.seeders, t.leechers, t.scraped_at), (Some(7), None, None));
+        assert_eq!((t.name.as_str(), t.source.as_deref()), ("name", Some("s")));
+        assert_eq!(torrent_keys(&v).unwrap(), ([9; 20], 50, 1000));
     }
 
     #[test]

@@ -24,6 +24,21 @@ pub struct JsonTorrent {
     /// Ignored on import.
     #[serde(default)]
     pub magnet: String,
+    /// `v1`, `v2` or `hybrid` (absent: v1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_kind: Option<String>,
+    /// The full v2 infohash (SHA-256, 64 lowercase hex digits) of a v2 or hybrid
+    /// torrent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v2_infohash: Option<String>,
+    /// BEP 33 seeders and leechers, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seeders: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leechers: Option<u32>,
+    /// When those were measured (Unix seconds), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scraped_at: Option<u64>,
 }
 
 /// A file of a [`JsonTorrent`].
@@ -67,7 +82,24 @@ impl ImportReport {
 
 /// `magnet:?xt=urn:btih:<hex>&dn=<name>&xl=<size>`.
 pub fn magnet_uri(infohash: &InfoHash, name: &str, size: u64) -> String {
-    let mut s = format!("magnet:?xt=urn:btih:{}&dn=", hex(infohash));
+    magnet_with(&format!("xt=urn:btih:{}", hex(infohash)), name, size)
+}
+
+/// The magnet link of a stored torrent (BEP 9, BEP 52): `xt=urn:btih:<40 hex>` for
+/// v1, `xt=urn:btmh:1220<64 hex>` (a SHA-256 multihash) for v2-only, and both for
+/// a hybrid.
+pub fn magnet_of(rec: &TorrentRecord) -> String {
+    let btmh = rec.v2.map(|h| format!("xt=urn:btmh:1220{}", hex(&h)));
+    let xt = match (rec.kind, btmh) {
+        (HashKind::V2, Some(m)) => m,
+        (HashKind::Hybrid, Some(m)) => format!("xt=urn:btih:{}&{m}", hex(&rec.infohash)),
+        _ => format!("xt=urn:btih:{}", hex(&rec.infohash)),
+    };
+    magnet_with(&xt, &rec.name, rec.total_size)
+}
+
+fn magnet_with(xt: &str, name: &str, size: u64) -> String {
+    let mut s = format!("magnet:?{xt}&dn=");
     for &b in name.as_bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
             s.push(b as char);
@@ -77,6 +109,19 @@ pub fn magnet_uri(infohash: &InfoHash, name: &str, size: u64) -> String {
     }
     s.push_str(&format!("&xl={size}"));
     s
+}
+
+/// A full v2 infohash: 64 hex digits.
+pub(crate) fn parse_v2_hex(s: &str) -> Result<InfoHashV2> {
+    let bad = || StoreError::InvalidInput(format!("`{s}` is not a v2 infohash (64 hex digits)"));
+    if s.len() != 64 || !s.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())?;
+    }
+    Ok(out)
 }
 
 /// Records per batch for imports.
@@ -159,7 +204,12 @@ impl Store {
         self.walk_by_time(since, &mut report, |rec, files, _| {
             let line = JsonTorrent {
                 infohash: hex(&rec.infohash),
-                magnet: magnet_uri(&rec.infohash, &rec.name, rec.total_size),
+                magnet: magnet_of(&rec),
+                hash_kind: Some(rec.kind.as_str().to_string()),
+                v2_infohash: rec.v2.map(|h| hex(&h)),
+                seeders: rec.seeders,
+                leechers: rec.leechers,
+                scraped_at: rec.scraped_at,
                 name: rec.name,
                 size: rec.total_size,
                 files: files
@@ -234,8 +284,23 @@ impl Store {
                     continue;
                 }
             };
+            let v2 = match t.v2_infohash.as_deref().map(parse_v2_hex) {
+                None => None,
+                Some(Ok(h)) => Some(h),
+                Some(Err(e)) => {
+                    rep.skip(format!("line {}: {e}", n + 1));
+                    continue;
+                }
+            };
+            let kind = match (t.hash_kind.as_deref(), v2) {
+                (_, None) => HashKind::V1,
+                (Some("v2"), Some(_)) => HashKind::V2,
+                (_, Some(_)) => HashKind::Hybrid,
+            };
             batch.push(Op::Torrent(Box::new(TorrentInput {
                 infohash,
+                kind,
+                v2,
                 name: t.name,
                 total_size: t.size,
                 piece_length: 0,
@@ -252,8 +317,11 @@ impl Store {
                     .collect(),
                 discovered_at: t.discovered_at,
                 sources: Sources::IMPORT,
-                seeders: None,
-                leechers: None,
+                seeders: t.seeders,
+                leechers: t.leechers,
+                scraped_at: t
+                    .scraped_at
+                    .filter(|_| t.seeders.is_some() || t.leechers.is_some()),
                 info: None,
             })));
             if batch.len() >= IMPORT_BATCH {

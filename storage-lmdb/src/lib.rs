@@ -25,15 +25,19 @@
 //! Integers are little-endian in values and big-endian in keys (so keys sort
 //! numerically). `var` is an unsigned LEB128 varint; `str` is `var` length + UTF-8.
 //! Every value whose layout may change starts with a layout byte (`1`, or `2` for
-//! `torrents`). Schema version 3: every torrent has a doc id (u32, given in
-//! discovery order), and the torrent tables are keyed by it. (Schema 2 differs only
-//! by lacking `ids_delta`; it is migrated on open by creating that table empty.)
+//! `torrents`, `3` for `torrents` written since schema 4). Schema version 4: every
+//! torrent has a doc id (u32, given in discovery order), and the torrent tables are
+//! keyed by it. Schemas 2 and 3 are migrated on open without rewriting a record:
+//! schema 2 lacks `ids_delta`, both lack `ids_v2` (created empty), and their
+//! `torrents` values are layout 2, which is still read (a v1 torrent whose counts
+//! have no measurement time).
 //!
 //! | db | key | value |
 //! |---|---|---|
 //! | `ids` | infohash (20) | docid u32 BE |
 //! | `ids_delta` | infohash (20) | docid u32 BE: the entries of recent batches, merged into `ids` in bulk; an infohash is in exactly one of the two |
-//! | `torrents` | docid u32 BE | `2`, flags u8 (private, has_info, has_source), sources u8, infohash (20), total_size u64, piece_length u32, piece_count u32, file_count u32, discovered_at u64, last_seen_at u64, seeders u32, leechers u32 (`u32::MAX` = unknown), name str, [source str] — 67 bytes + name |
+//! | `ids_v2` | truncated v2 hash (20) of a hybrid | docid u32 BE (its v1 hash is in `ids`/`ids_delta`) |
+//! | `torrents` | docid u32 BE | `3`, flags u8 (private, has_info, has_source, has_v2, no_v1), sources u8, infohash (20: v1, or a v2-only torrent's truncated v2), total_size u64, piece_length u32, piece_count u32, file_count u32, discovered_at u64, last_seen_at u64, seeders u32, leechers u32 (`u32::MAX` = unknown), scraped_at u64 (`u64::MAX` = unknown), [v2 hash (32) when has_v2], name str, [source str] — 75 bytes (+ 32) + name; layout `2` (schemas 2 and 3) lacks scraped_at and the v2 hash |
 //! | `files` | docid u32 BE | `1`, count var, then per file: size var, shared-prefix var, suffix str (front coding: each path stores only what differs from the previous path) |
 //! | `info` | docid u32 BE | raw bencoded info dict (only when `keep_info`) |
 //! | `terms` | term (UTF-8, ≤ 64 bytes) | DUP_SORT; each duplicate is a posting block of ≤ 480 bytes: first docid u32 BE (blocks sort by docid), last docid u32, then per posting a var `(docid − previous docid) << 1 \| in_name` |
@@ -120,7 +124,7 @@ mod types;
 mod writer;
 
 pub use error::{parse_infohash_hex, StoreError};
-pub use export::{magnet_uri, ExportReport, ImportReport, JsonFile, JsonTorrent};
+pub use export::{magnet_of, magnet_uri, ExportReport, ImportReport, JsonFile, JsonTorrent};
 pub use lock::{DbLock, LockError, LockHolder, LOCK_FILE};
 pub use prefix::{parse_torrent_ref, TorrentRef, MIN_PREFIX_HEX};
 pub use store::{

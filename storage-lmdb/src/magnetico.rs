@@ -2,7 +2,9 @@
 //!
 //! Reads `torrents(id, info_hash BLOB, name, total_size, discovered_on)` and
 //! `files(torrent_id, size, path)` with a merge join on the torrent id, so memory
-//! stays bounded by one batch whatever the database size.
+//! stays bounded by one batch whatever the database size. When the `torrents`
+//! table has them (later magnetico schemas), `n_seeders` and `n_leechers` are
+//! imported as the BEP 33 counts, measured at `updated_on` when that is set.
 
 use std::path::Path;
 
@@ -17,6 +19,19 @@ fn sql(e: rusqlite::Error) -> StoreError {
     StoreError::Magnetico(e.to_string())
 }
 
+/// The column names of `table`.
+fn columns(conn: &Connection, table: &str) -> Result<Vec<String>> {
+    let mut st = conn
+        .prepare(&format!("PRAGMA table_info({table})"))
+        .map_err(sql)?;
+    let names = st
+        .query_map([], |r| r.get::<_, String>(1))
+        .map_err(sql)?
+        .collect::<rusqlite::Result<Vec<String>>>()
+        .map_err(sql)?;
+    Ok(names)
+}
+
 impl Store {
     /// Imports a magnetico database (opened read-only). Idempotent. Rows with a bad
     /// infohash or values of the wrong type are counted and skipped.
@@ -24,11 +39,17 @@ impl Store {
         let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
             .map_err(|e| StoreError::Magnetico(format!("opening {}: {e}", path.display())))?;
         let mut rep = ImportReport::default();
-        let mut ts = conn
-            .prepare(
-                "SELECT id, info_hash, name, total_size, discovered_on FROM torrents ORDER BY id",
-            )
-            .map_err(sql)?;
+        let cols = columns(&conn, "torrents")?;
+        let has = |c: &str| cols.iter().any(|x| x == c);
+        let counts = has("n_seeders") && has("n_leechers");
+        let updated = counts && has("updated_on");
+        let query = format!(
+            "SELECT id, info_hash, name, total_size, discovered_on, {}, {}, {} FROM torrents ORDER BY id",
+            if counts { "n_seeders" } else { "NULL" },
+            if counts { "n_leechers" } else { "NULL" },
+            if updated { "updated_on" } else { "NULL" },
+        );
+        let mut ts = conn.prepare(&query).map_err(sql)?;
         let mut fs = conn
             .prepare("SELECT torrent_id, size, path FROM files ORDER BY torrent_id")
             .map_err(sql)?;
@@ -88,6 +109,20 @@ impl Store {
                     continue;
                 }
             };
+            // Counts: NULL, negative or not an integer is "unknown".
+            let count = |i: usize| -> Option<u32> {
+                row.get::<_, Option<i64>>(i)
+                    .ok()
+                    .flatten()
+                    .and_then(|v| u32::try_from(v).ok())
+            };
+            let (seeders, leechers) = (count(5), count(6));
+            let scraped_at = row
+                .get::<_, Option<i64>>(7)
+                .ok()
+                .flatten()
+                .and_then(|v| u64::try_from(v).ok())
+                .filter(|&v| v > 0 && (seeders.is_some() || leechers.is_some()));
             let Ok(infohash) = <InfoHash>::try_from(ih.as_slice()) else {
                 rep.skip(format!(
                     "torrent id {id}: info_hash is {} bytes, not 20",
@@ -97,6 +132,8 @@ impl Store {
             };
             batch.push(Op::Torrent(Box::new(TorrentInput {
                 infohash,
+                kind: HashKind::V1,
+                v2: None,
                 name,
                 total_size: total_size.max(0) as u64,
                 piece_length: 0,
@@ -106,8 +143,9 @@ impl Store {
                 files,
                 discovered_at: discovered_on.max(0) as u64,
                 sources: Sources::IMPORT,
-                seeders: None,
-                leechers: None,
+                seeders,
+                leechers,
+                scraped_at,
                 info: None,
             })));
             if batch.len() >= 10_000 {

@@ -1,5 +1,8 @@
 //! Finding a torrent by what a user types: a full infohash, a unique prefix of its
-//! hex form, or a magnet URI (hex or base32 `btih`).
+//! hex form, or a magnet URI (hex or base32 `btih`, or a v2 `btmh`). A v2 infohash
+//! (64 hex digits, or a `urn:btmh:1220…` magnet) is looked up by its first 20
+//! bytes, the hash the DHT uses: the key of a v2-only torrent, and the `ids_v2` key
+//! of a hybrid.
 //!
 //! A prefix is a range scan over the infohash-keyed tables (`ids` and `ids_delta`;
 //! an infohash is in exactly one of the two), so it costs a B-tree descent plus one
@@ -63,6 +66,7 @@ fn base32_20(s: &str) -> Option<InfoHash> {
 pub fn parse_torrent_ref(s: &str) -> Result<TorrentRef, StoreError> {
     let s = s.trim();
     if let Some(query) = s.strip_prefix("magnet:?") {
+        let mut btmh = None;
         for param in query.split('&') {
             let Some((k, v)) = param.split_once('=') else {
                 continue;
@@ -71,6 +75,17 @@ pub fn parse_torrent_ref(s: &str) -> Result<TorrentRef, StoreError> {
                 continue;
             }
             let lower = v.to_ascii_lowercase();
+            if let Some(h) = lower.strip_prefix("urn:btmh:") {
+                // A multihash: 0x12 (SHA-256), 0x20 (32 bytes), the digest.
+                btmh = Some(match h.strip_prefix("1220") {
+                    Some(d) => crate::export::parse_v2_hex(d)
+                        .map(|v2| TorrentRef::Full(crate::types::truncate_v2(&v2))),
+                    None => Err(StoreError::InvalidInput(format!(
+                        "magnet URI: `{h}` is not a SHA-256 multihash (1220 + 64 hex digits)"
+                    ))),
+                });
+                continue;
+            }
             let Some(h) = lower.strip_prefix("urn:btih:") else {
                 continue;
             };
@@ -85,17 +100,22 @@ pub fn parse_torrent_ref(s: &str) -> Result<TorrentRef, StoreError> {
                 "magnet URI: `{h}` is neither 40 hex digits nor 32 base32 characters"
             )));
         }
-        return Err(StoreError::InvalidInput(
-            "magnet URI has no xt=urn:btih: infohash (BitTorrent v2-only magnets are not supported)"
-                .into(),
-        ));
+        return btmh.unwrap_or_else(|| {
+            Err(StoreError::InvalidInput(
+                "magnet URI has no xt=urn:btih: or xt=urn:btmh: infohash".into(),
+            ))
+        });
     }
     if s.len() == 40 {
         return crate::parse_infohash_hex(s).map(TorrentRef::Full);
     }
+    if s.len() == 64 {
+        return crate::export::parse_v2_hex(s)
+            .map(|v2| TorrentRef::Full(crate::types::truncate_v2(&v2)));
+    }
     if s.len() > 40 {
         return Err(StoreError::InvalidInput(format!(
-            "infohash `{s}` is longer than 40 hex digits"
+            "infohash `{s}` is longer than 40 hex digits (v1) but not 64 (v2)"
         )));
     }
     let mut bytes = vec![0u8; s.len().div_ceil(2)];
@@ -131,7 +151,7 @@ impl Store {
         let half = (nibbles % 2 == 1).then(|| bytes.get(nibbles / 2).copied().unwrap_or(0) >> 4);
         self.read(|txn, dbs| {
             let mut out: Vec<InfoHash> = Vec::new();
-            for db in [&dbs.ids, &dbs.ids_delta] {
+            for db in [&dbs.ids, &dbs.ids_delta, &dbs.ids_v2] {
                 let iter = db
                     .prefix_iter(txn, whole)
                     .map_err(StoreError::lmdb("scanning ids"))?;
@@ -192,6 +212,17 @@ mod tests {
             TorrentRef::Full(ih)
         );
         assert!(parse_torrent_ref("magnet:?dn=x").is_err());
+        // v2: 64 hex digits, or a btmh magnet (alone or beside a btih), stand for
+        // their first 20 bytes.
+        let v2 = "cb4d6a3f1e2b9c8d7a6f5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b";
+        let trunc = crate::parse_infohash_hex(&v2[..40]).unwrap();
+        assert_eq!(parse_torrent_ref(v2).unwrap(), TorrentRef::Full(trunc));
+        let m2 = format!("magnet:?xt=urn:btmh:1220{v2}&dn=x");
+        assert_eq!(parse_torrent_ref(&m2).unwrap(), TorrentRef::Full(trunc));
+        let hybrid = format!("magnet:?xt=urn:btmh:1220{v2}&xt=urn:btih:{hex}");
+        assert_eq!(parse_torrent_ref(&hybrid).unwrap(), TorrentRef::Full(ih));
+        assert!(parse_torrent_ref(&format!("magnet:?xt=urn:btmh:1114{v2}")).is_err());
+        assert!(parse_torrent_ref(&v2[..50]).is_err());
         assert!(parse_torrent_ref("magnet:?xt=urn:btih:abc").is_err());
     }
 }

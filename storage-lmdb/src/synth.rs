@@ -161,6 +161,8 @@ impl Synth {
             .then(|| bencode_info(&name, piece_length, piece_count, &files, &mut self.rng));
         TorrentInput {
             infohash,
+            kind: HashKind::V1,
+            v2: None,
             name,
             total_size: files.iter().map(|f| f.size).sum(),
             piece_length,
@@ -172,6 +174,7 @@ impl Synth {
             sources: Sources::SAMPLE,
             seeders: None,
             leechers: None,
+            scraped_at: None,
             info,
         }
     }

@@ -6,8 +6,54 @@
 
 use std::net::SocketAddr;
 
-/// A BitTorrent v1 infohash.
+/// A BitTorrent infohash as the DHT knows it: SHA-1 of the info dict (v1), or the
+/// SHA-256 of a v2-only torrent's info dict truncated to 20 bytes.
 pub type InfoHash = [u8; 20];
+
+/// A BitTorrent v2 infohash: the full SHA-256 of the info dict (BEP 52).
+pub type InfoHashV2 = [u8; 32];
+
+/// Which BitTorrent versions a torrent's info dict describes (BEP 52).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum HashKind {
+    /// v1 only: the infohash is the SHA-1 of the info dict.
+    #[default]
+    V1,
+    /// v2 only: the infohash is the SHA-256 truncated to 20 bytes; the full hash is
+    /// kept beside it.
+    V2,
+    /// Both (a hybrid): the infohash is the v1 SHA-1; the torrent is also found by
+    /// its v2 hash (truncated or full).
+    Hybrid,
+}
+
+impl HashKind {
+    /// `v1`, `v2` or `hybrid`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HashKind::V1 => "v1",
+            HashKind::V2 => "v2",
+            HashKind::Hybrid => "hybrid",
+        }
+    }
+
+    /// The kind of a torrent with these hashes: v2 when it has no v1 hash, hybrid
+    /// when it has both.
+    pub fn of(has_v1: bool, v2: Option<&InfoHashV2>) -> HashKind {
+        match (has_v1, v2.is_some()) {
+            (_, false) => HashKind::V1,
+            (false, true) => HashKind::V2,
+            (true, true) => HashKind::Hybrid,
+        }
+    }
+}
+
+/// The 20 bytes the DHT uses for a v2 hash (its first 20).
+pub fn truncate_v2(v2: &InfoHashV2) -> InfoHash {
+    let mut out = [0u8; 20];
+    out.copy_from_slice(&v2[..20]);
+    out
+}
 
 /// How an infohash was discovered: a bitset, merged (OR) on every sighting.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -46,7 +92,12 @@ pub struct FileEntry {
 /// A torrent whose metadata was fetched (or imported): what the runtime sends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TorrentInput {
+    /// The v1 infohash; for a v2-only torrent, its truncated v2 hash.
     pub infohash: InfoHash,
+    /// v1, v2 or hybrid.
+    pub kind: HashKind,
+    /// The full SHA-256 infohash (v2 and hybrid torrents).
+    pub v2: Option<InfoHashV2>,
     pub name: String,
     pub total_size: u64,
     pub piece_length: u32,
@@ -61,6 +112,8 @@ pub struct TorrentInput {
     /// BEP 33 scrape, if known.
     pub seeders: Option<u32>,
     pub leechers: Option<u32>,
+    /// When the scrape was measured (Unix seconds), if known.
+    pub scraped_at: Option<u64>,
     /// The raw bencoded info dict (its SHA-1 is the infohash). Stored only when the
     /// store keeps info dicts (`StoreOptions::keep_info`).
     pub info: Option<Vec<u8>>,
@@ -69,7 +122,12 @@ pub struct TorrentInput {
 /// A stored torrent (without its file list).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TorrentRecord {
+    /// The v1 infohash; for a v2-only torrent, its truncated v2 hash.
     pub infohash: InfoHash,
+    /// v1, v2 or hybrid.
+    pub kind: HashKind,
+    /// The full SHA-256 infohash (v2 and hybrid torrents).
+    pub v2: Option<InfoHashV2>,
     pub name: String,
     pub total_size: u64,
     pub piece_length: u32,
@@ -82,6 +140,9 @@ pub struct TorrentRecord {
     pub sources: Sources,
     pub seeders: Option<u32>,
     pub leechers: Option<u32>,
+    /// When `seeders`/`leechers` were measured (Unix seconds); `None` for counts
+    /// stored before this was recorded (or no counts).
+    pub scraped_at: Option<u64>,
     /// The raw info dict is stored (a `.torrent` can be exported).
     pub has_info: bool,
 }
@@ -215,6 +276,14 @@ pub enum Op {
         sources: Sources,
         seeders: Option<u32>,
         leechers: Option<u32>,
+    },
+    /// A BEP 33 scrape of a stored torrent, measured at `at`: replaces its counts
+    /// unless they were measured later. Ignored (and counted) when unknown.
+    Scrape {
+        infohash: InfoHash,
+        at: u64,
+        seeders: u32,
+        leechers: u32,
     },
     Peer(PeerRecord),
     Node(NodeRecord),

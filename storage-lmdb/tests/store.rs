@@ -18,6 +18,8 @@ fn ih(n: u32) -> InfoHash {
 fn torrent(n: u32, name: &str, files: &[(&str, u64)], at: u64) -> TorrentInput {
     TorrentInput {
         infohash: ih(n),
+        kind: HashKind::V1,
+        v2: None,
         name: name.into(),
         total_size: files.iter().map(|f| f.1).sum(),
         piece_length: 1 << 18,
@@ -35,6 +37,7 @@ fn torrent(n: u32, name: &str, files: &[(&str, u64)], at: u64) -> TorrentInput {
         sources: Sources::SAMPLE,
         seeders: None,
         leechers: None,
+        scraped_at: None,
         info: Some(format!("d4:name{}:{}e", name.len(), name).into_bytes()),
     }
 }
@@ -854,4 +857,216 @@ fn handles_are_send_and_sync() {
     check::<Store>();
     check::<Writer>();
     check::<StoreError>();
+}
+
+/// A v2 hash for tests: its first 20 bytes are `ih(n)` with the last byte changed.
+fn v2(n: u32) -> InfoHashV2 {
+    let mut h = [0x5au8; 32];
+    h[..20].copy_from_slice(&ih(n));
+    h[19] = 0xcd;
+    h
+}
+
+#[test]
+fn hybrid_is_stored_once_and_found_by_either_hash_v2_only_by_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut hybrid = torrent(1, "Hybrid Torrent", &[("h.bin", 10)], 100);
+    hybrid.kind = HashKind::Hybrid;
+    hybrid.v2 = Some(v2(1));
+    let mut v2only = torrent(2, "Vtwo Only", &[("v.bin", 20)], 101);
+    v2only.infohash = truncate_v2(&v2(2));
+    v2only.kind = HashKind::V2;
+    v2only.v2 = Some(v2(2));
+    let v1 = torrent(3, "Vone Plain", &[("p.bin", 30)], 102);
+    let r = put(&store, vec![hybrid.clone(), v2only.clone(), v1]);
+    assert_eq!(r.torrents_new, 3);
+    // The hybrid again, as a sighting by its v2 hash: the same record.
+    let r = store
+        .apply_batch(&[Op::Seen {
+            infohash: truncate_v2(&v2(1)),
+            at: 900,
+            sources: Sources::GET_PEERS,
+            seeders: None,
+            leechers: None,
+        }])
+        .unwrap();
+    assert_eq!((r.seen_updated, r.seen_unknown), (1, 0));
+    let by_v1 = store.get(&ih(1)).unwrap().unwrap().record;
+    let by_v2 = store.get(&truncate_v2(&v2(1))).unwrap().unwrap().record;
+    assert_eq!(by_v1, by_v2);
+    assert_eq!((by_v1.kind, by_v1.v2), (HashKind::Hybrid, Some(v2(1))));
+    assert_eq!(by_v1.infohash, ih(1));
+    assert_eq!(by_v1.last_seen_at, 900);
+    // The full v2 hash as a user types it, and a btmh magnet.
+    let full = to_hex(&v2(1));
+    let TorrentRef::Full(k) = parse_torrent_ref(&full).unwrap() else {
+        panic!("a full hash")
+    };
+    assert_eq!(store.get(&k).unwrap().unwrap().record.infohash, ih(1));
+    let TorrentRef::Full(k) =
+        parse_torrent_ref(&format!("magnet:?xt=urn:btmh:1220{}", to_hex(&v2(2)))).unwrap()
+    else {
+        panic!("a full hash")
+    };
+    let got = store.get(&k).unwrap().unwrap().record;
+    assert_eq!(
+        (got.kind, got.v2, got.name.as_str()),
+        (HashKind::V2, Some(v2(2)), "Vtwo Only")
+    );
+    // A prefix of the v2 hash finds the hybrid too.
+    let p = store
+        .infohashes_with_prefix(&truncate_v2(&v2(1))[..5], 10, 10)
+        .unwrap();
+    assert!(p.contains(&truncate_v2(&v2(1))), "{p:?}");
+    // Stored once: one count, one search hit, a repeat of the hybrid is an update.
+    assert_eq!(store.count().unwrap(), 3);
+    let hits = store.search("hybrid", 10, 0, Order::Relevance).unwrap();
+    assert_eq!(hits.total, 1);
+    let r = put(&store, vec![hybrid]);
+    assert_eq!((r.torrents_new, r.torrents_updated), (0, 1));
+    assert_eq!(store.count().unwrap(), 3);
+    // Magnets: both xt for the hybrid, btmh only for v2-only.
+    let m = magnet_of(&by_v1);
+    assert!(m.starts_with(&format!(
+        "magnet:?xt=urn:btih:{}&xt=urn:btmh:1220{}&dn=Hybrid%20Torrent",
+        to_hex(&ih(1)),
+        to_hex(&v2(1))
+    )));
+    assert!(magnet_of(&got).starts_with(&format!("magnet:?xt=urn:btmh:1220{}&dn=", to_hex(&v2(2)))));
+    assert!(store.integrity_check().unwrap().is_ok());
+
+    // The export carries kind and hash; an import into another store keeps them.
+    let mut out = Vec::new();
+    store.export_jsonl(&mut out, None).unwrap();
+    let text = String::from_utf8(out.clone()).unwrap();
+    assert!(text.contains("\"hash_kind\":\"hybrid\""), "{text}");
+    assert!(text.contains(&format!("\"v2_infohash\":\"{}\"", to_hex(&v2(2)))));
+    let dir2 = tempfile::tempdir().unwrap();
+    let other = open(&dir2);
+    assert_eq!(other.import_jsonl(&out[..]).unwrap().new, 3);
+    let back = other.get(&truncate_v2(&v2(1))).unwrap().unwrap().record;
+    assert_eq!(
+        (back.infohash, back.kind, back.v2),
+        (ih(1), HashKind::Hybrid, Some(v2(1)))
+    );
+    assert!(other.integrity_check().unwrap().is_ok());
+}
+
+#[test]
+fn a_v1_record_learns_it_is_a_hybrid() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    put(&store, vec![torrent(1, "Was Vone", &[("a", 1)], 1)]);
+    assert!(store.get(&truncate_v2(&v2(1))).unwrap().is_none());
+    let mut h = torrent(1, "Was Vone", &[("a", 1)], 2);
+    h.kind = HashKind::Hybrid;
+    h.v2 = Some(v2(1));
+    put(&store, vec![h]);
+    let r = store.get(&truncate_v2(&v2(1))).unwrap().unwrap().record;
+    assert_eq!((r.infohash, r.kind), (ih(1), HashKind::Hybrid));
+    assert!(store.integrity_check().unwrap().is_ok());
+}
+
+#[test]
+fn scrapes_keep_the_latest_measurement_and_its_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut t = torrent(1, "Counted", &[("a", 1)], 10);
+    t.seeders = Some(5);
+    t.leechers = Some(6);
+    t.scraped_at = Some(20);
+    put(&store, vec![t]);
+    let r = store.get(&ih(1)).unwrap().unwrap().record;
+    assert_eq!(
+        (r.seeders, r.leechers, r.scraped_at),
+        (Some(5), Some(6), Some(20))
+    );
+    let scrape = |at, s, l| Op::Scrape {
+        infohash: ih(1),
+        at,
+        seeders: s,
+        leechers: l,
+    };
+    // Newer replaces (in batch order), older is ignored; last_seen is untouched.
+    let rep = store
+        .apply_batch(&[scrape(40, 1, 2), scrape(30, 8, 8), scrape(50, 3, 0)])
+        .unwrap();
+    assert_eq!(rep.scrapes_updated, 3);
+    let r = store.get(&ih(1)).unwrap().unwrap().record;
+    assert_eq!(
+        (r.seeders, r.leechers, r.scraped_at),
+        (Some(3), Some(0), Some(50))
+    );
+    assert_eq!(r.last_seen_at, 10);
+    // Unknown infohash: counted, nothing stored.
+    let rep = store
+        .apply_batch(&[Op::Scrape {
+            infohash: ih(9),
+            at: 1,
+            seeders: 1,
+            leechers: 1,
+        }])
+        .unwrap();
+    assert_eq!((rep.scrapes_updated, rep.seen_unknown), (0, 1));
+    // A sighting with counts is a measurement at its time.
+    store
+        .apply_batch(&[Op::Seen {
+            infohash: ih(1),
+            at: 60,
+            sources: Sources::GET_PEERS,
+            seeders: Some(11),
+            leechers: Some(12),
+        }])
+        .unwrap();
+    let r = store.get(&ih(1)).unwrap().unwrap().record;
+    assert_eq!(
+        (r.seeders, r.leechers, r.scraped_at),
+        (Some(11), Some(12), Some(60))
+    );
+    // The export shows the counts with their time.
+    let mut out = Vec::new();
+    store.export_jsonl(&mut out, None).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("\"seeders\":11,\"leechers\":12,\"scraped_at\":60"),
+        "{text}"
+    );
+}
+
+#[cfg(feature = "magnetico")]
+#[test]
+fn import_magnetico_counts_where_present() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("magnetico.sqlite3");
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE torrents (id INTEGER PRIMARY KEY, info_hash BLOB NOT NULL UNIQUE, name TEXT NOT NULL,
+                total_size INTEGER NOT NULL, discovered_on INTEGER NOT NULL, updated_on INTEGER,
+                n_seeders INTEGER, n_leechers INTEGER, modified_on INTEGER);
+             CREATE TABLE files (id INTEGER PRIMARY KEY, torrent_id INTEGER REFERENCES torrents, size INTEGER NOT NULL, path TEXT NOT NULL);",
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO torrents VALUES (1, ?1, 'With Counts', 5, 1000, 1500, 42, 7, 1500)",
+            rusqlite::params![ih(1).to_vec()],
+        )
+        .unwrap();
+        c.execute(
+            "INSERT INTO torrents VALUES (2, ?1, 'No Counts', 5, 1001, NULL, NULL, NULL, NULL)",
+            rusqlite::params![ih(2).to_vec()],
+        )
+        .unwrap();
+    }
+    let store = open(&dir);
+    let rep = store.import_magnetico(&db).unwrap();
+    assert_eq!((rep.new, rep.skipped), (2, 0));
+    let a = store.get(&ih(1)).unwrap().unwrap().record;
+    assert_eq!(
+        (a.seeders, a.leechers, a.scraped_at),
+        (Some(42), Some(7), Some(1500))
+    );
+    let b = store.get(&ih(2)).unwrap().unwrap().record;
+    assert_eq!((b.seeders, b.leechers, b.scraped_at), (None, None, None));
 }

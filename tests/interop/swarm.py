@@ -143,6 +143,7 @@ def make_hybrid(root, tag):
     real = [i for i in range(files.num_files()) if not files.file_flags(i) & lt.file_storage.flag_pad_file]
     return {
         "infohash": ih,
+        "v2": str(ti.info_hashes().v2),
         "name": name,
         "size": sum(files.file_size(i) for i in real),
         "files": len(real),

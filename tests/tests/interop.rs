@@ -69,6 +69,8 @@ struct Seeded {
     client: String,
     /// Its seeders' encryption (swarm.py `--encryption`), if set.
     encryption: Option<String>,
+    /// The full v2 infohash (64 hex digits) of a BEP 52 hybrid (`--hybrid`).
+    v2: Option<String>,
 }
 
 impl Seeded {
@@ -207,6 +209,9 @@ impl Swarm {
             .args(["--max-secs", &max_secs.to_string()])
             .args(aria2_available().then_some("--aria2"))
             .args(["--encryption", encryption])
+            // The hybrid checks belong to the plain swarm; the encrypted one counts
+            // its torrents per seeder class.
+            .args(encryption.is_empty().then_some("--hybrid"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -267,6 +272,7 @@ impl Swarm {
                 info_len: t["info_len"].as_u64().unwrap(),
                 client: t["client"].as_str().unwrap_or("libtorrent").to_string(),
                 encryption: t["encryption"].as_str().map(str::to_string),
+                v2: t["v2"].as_str().map(str::to_lowercase),
             })
             .collect();
         assert!(torrents.len() >= 3 + EXTRA_TORRENTS, "{ready}");
@@ -428,10 +434,10 @@ fn indexes_a_swarm(runtime: &str, swarm_enc: &str, crawler_enc: Option<&str>) {
         );
         swarm.lt_fetches(&mut lt_times, Instant::now() + Duration::from_millis(250));
         let timelines = timelines_from_log(&crawler.log());
+        // A hybrid may be fetched by its v2 hash (truncated: the DHT's).
+        let fetched = |ih: &str| timelines.get(ih).is_some_and(|l| l.fetched.is_some());
         let done = |t: &Seeded| {
-            timelines
-                .get(&t.infohash)
-                .is_some_and(|l: &Timeline| l.fetched.is_some())
+            (fetched(&t.infohash) || t.v2.as_ref().is_some_and(|v| fetched(&v[..40])))
                 && lt_times.contains_key(&t.infohash)
         };
         if swarm.torrents.iter().all(done) {
@@ -507,7 +513,51 @@ fn indexes_a_swarm(runtime: &str, swarm_enc: &str, crawler_enc: Option<&str>) {
             "stored a torrent nobody seeds: {ih}"
         );
     }
+    hybrids_are_stored_once_under_both_hashes(&db, &swarm.torrents);
     report_times(runtime, &swarm.torrents, &timelines, &lt_times);
+}
+
+/// A BEP 52 hybrid that libtorrent made and announced (under both its v1 and its
+/// truncated v2 hash) is one record: `show` by the v1 hash, the full v2 hash or the
+/// truncated one finds it, with both hashes and both magnet `xt`s, and a search
+/// lists it once.
+fn hybrids_are_stored_once_under_both_hashes(db: &Path, torrents: &[Seeded]) {
+    let magnetar = |args: &[&str]| -> String {
+        let out = Command::new(support::magnetar_bin())
+            .args(args)
+            .arg("--db")
+            .arg(db)
+            .output()
+            .expect("run magnetar");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "magnetar {args:?}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let mut hybrids = 0;
+    for t in torrents {
+        let Some(v2) = &t.v2 else { continue };
+        hybrids += 1;
+        for key in [&t.infohash, v2, &v2[..40].to_string()] {
+            let out = magnetar(&["show", key]);
+            for want in [
+                format!("infohash:      {}", t.infohash),
+                "bittorrent:    hybrid".to_string(),
+                format!("v2 infohash:   {v2}"),
+                format!("magnet:?xt=urn:btih:{}&xt=urn:btmh:1220{v2}&", t.infohash),
+            ] {
+                assert!(out.contains(&want), "show {key}: no {want:?} in\n{out}");
+            }
+        }
+        let out = magnetar(&["search", &t.name, "--json"]);
+        let hits = out.lines().filter(|l| l.contains(&t.infohash)).count();
+        assert_eq!(hits, 1, "search {:?}:\n{out}", t.name);
+        assert!(out.contains("\"hash_kind\":\"hybrid\""), "{out}");
+    }
+    assert_eq!(hybrids, 1, "the swarm seeds one hybrid (--hybrid)");
 }
 
 /// Prints the side-by-side table and the ratio of the medians.

@@ -183,7 +183,9 @@ impl Strategy {
             return;
         }
         let cap = self.cfg.acquire_lookup_queries;
-        let lid = match net.start_peer_search(&mut self.pacer, ih, seeds, cap) {
+        // No scrape: libtorrent answers a scrape with filters instead of peers.
+        // The counts come from a scrape refresh once the torrent is fetched.
+        let lid = match net.start_peer_search(&mut self.pacer, ih, seeds, cap, false) {
             PeerSearch::NoIdentity => return,
             PeerSearch::Refused => {
                 self.acquisition_failed(ih, false);
@@ -323,6 +325,9 @@ impl Strategy {
         net: &mut impl Net,
     ) {
         self.advance(now);
+        if self.refresh_finished(lid) {
+            return;
+        }
         let Some(ih) = self.acq_by_lookup.remove(&lid) else {
             return;
         };
@@ -358,6 +363,8 @@ impl Strategy {
         self.advance(now);
         self.stats.fetched += 1;
         self.acq.remove(&ih);
+        // Stored now: its BEP 33 counts come from a scrape refresh.
+        self.refresh_scrape(now, ih);
         self.forget_hint_if_unseen(&ih);
         if let Some(r) = self.retry.remove(&ih) {
             self.retry_due.remove(&(r.next_at, ih));

@@ -63,6 +63,18 @@ pub struct CrawlConfig {
     /// claims to be. Hence opt-in. (In the simulator it lifts recall past the
     /// BEP 51 ceiling; see BENCHMARKS.md.)
     pub neighbour_mode: bool,
+    /// The scrape refresh of stored torrents (BEP 33 counts kept fresh): its own
+    /// budget, packets per second, inside `max_pps` (its queries pass the global
+    /// budget too). Each refresh is charged [`CrawlConfig::refresh_lookup_queries`]
+    /// up front. 0 turns refreshing off.
+    pub refresh_pps: u32,
+    /// Cap on the queries of one refresh (a get_peers traversal with `scrape=1`).
+    pub refresh_lookup_queries: u32,
+    /// Refreshes running at once (BEP 33 suggests a few for inactive torrents).
+    pub refresh_lookups: usize,
+    /// Stored torrents waiting for a refresh, most recently seen first; the
+    /// least recently seen is dropped (counted) when full.
+    pub refresh_queue: usize,
 }
 
 impl Default for CrawlConfig {
@@ -95,6 +107,10 @@ impl Default for CrawlConfig {
             ],
             max_retry: 100_000,
             neighbour_mode: false,
+            refresh_pps: 32,
+            refresh_lookup_queries: 16,
+            refresh_lookups: 4,
+            refresh_queue: 10_000,
         }
     }
 }
@@ -177,4 +193,15 @@ pub struct CrawlStats {
     /// Candidates whose peer search found nobody: given up at once (most are
     /// table-refresh targets, not torrents).
     pub candidates_dropped: u64,
+    /// Stored torrents queued for a scrape refresh.
+    pub refresh_queued: u64,
+    /// Refreshes dropped: the queue was full (the least recently seen goes), or
+    /// refreshing is off.
+    pub refresh_dropped: u64,
+    /// Refresh traversals started.
+    pub refresh_started: u64,
+    /// Refresh traversals finished.
+    pub refresh_done: u64,
+    /// Refreshes waiting now.
+    pub refresh_waiting: usize,
 }

@@ -51,6 +51,7 @@ mod acquire;
 pub mod budget;
 mod config;
 pub(crate) mod port;
+mod refresh;
 mod walk;
 
 pub use budget::{Budget, Pacer};
@@ -176,6 +177,8 @@ pub(crate) struct Strategy {
     /// Average new nodes per exploration reply (starts optimistic).
     explore_yield: f64,
     next_tick: Timestamp,
+    /// Scrape refreshes of stored torrents (`refresh`).
+    refresh: refresh::Refresh,
     stats: CrawlStats,
 }
 
@@ -207,6 +210,7 @@ impl Strategy {
             txs: BTreeMap::new(),
             next_tag: 1,
             next_tick: now.add(CRAWL_TICK),
+            refresh: refresh::Refresh::new(&cfg),
             stats: CrawlStats::default(),
             cfg,
         }
@@ -355,6 +359,7 @@ impl Strategy {
         s.acquisitions_queued = self.queue_len();
         s.budget_refused = self.pacer.budget_refused();
         s.per_ip_refused = self.pacer.per_ip_refused();
+        s.refresh_waiting = self.refresh.waiting();
         s
     }
 
@@ -375,6 +380,16 @@ impl Strategy {
         t("retry backoff", self.retry.len(), c.max_retry);
         t("crawl queries", self.txs.len(), max_transactions);
         t("per-IP pace", self.pacer.per_ip_len(), Pacer::PER_IP_TABLE);
+        t(
+            "scrape refreshes waiting",
+            self.refresh.waiting(),
+            c.refresh_queue.max(1),
+        );
+        t(
+            "scrape refreshes running",
+            self.refresh.running(),
+            c.refresh_lookups,
+        );
     }
 
     /// Whether `ih` is being acquired (peer search or fetch).
@@ -408,6 +423,8 @@ mod tests {
         /// (to, tag, is a sample_infohashes query)
         sent: Vec<(SocketAddr, u64, bool)>,
         searches: Vec<InfoHash>,
+        /// Whether each search asked for a BEP 33 scrape.
+        scrapes: Vec<bool>,
         fetches: Vec<(InfoHash, Vec<SocketAddr>)>,
         events: Vec<Event>,
         rng: Rng,
@@ -418,6 +435,7 @@ mod tests {
             Recorder {
                 sent: Vec::new(),
                 searches: Vec::new(),
+                scrapes: Vec::new(),
                 fetches: Vec::new(),
                 events: Vec::new(),
                 rng: Rng::new(9),
@@ -455,8 +473,10 @@ mod tests {
             ih: InfoHash,
             _seeds: &[(NodeId, SocketAddr)],
             _max_queries: u32,
+            scrape: bool,
         ) -> PeerSearch {
             self.searches.push(ih);
+            self.scrapes.push(scrape);
             PeerSearch::Running(self.searches.len() as u64)
         }
 
@@ -525,6 +545,8 @@ mod tests {
         let next = s.on_fetch_failed(t, &failure, &mut net);
         assert_eq!(next, AfterFailure::StillSearching);
         assert_eq!(net.searches, vec![ih]);
+        // It wants peers: no scrape (libtorrent answers one without `values`).
+        assert_eq!(net.scrapes, vec![false]);
         // The search finds nobody: a retry is scheduled.
         s.on_lookup_done(t, 1, &[], &mut net);
         assert!(!s.is_acquiring(&ih));
@@ -581,6 +603,79 @@ mod tests {
             let t = sizes.iter().find(|x| x.name == name).unwrap();
             assert!(!t.over(), "{} holds {} > {}", t.name, t.len, t.bound);
         }
+    }
+
+    /// Scrape refreshes: the most recently seen first, the least recently seen
+    /// dropped when the stack is full, at most `refresh_lookups` at once, and no
+    /// more packets than the refresh budget (charged per refresh, up front).
+    #[test]
+    fn scrape_refreshes_go_most_recent_first_within_their_budget() {
+        let t = Timestamp::from_secs(100);
+        let cfg = CrawlConfig {
+            refresh_pps: 32,
+            refresh_lookup_queries: 16,
+            refresh_lookups: 3,
+            refresh_queue: 8,
+            ..CrawlConfig::default()
+        };
+        let mut s = Strategy::new(cfg, t);
+        let mut net = Recorder::new();
+        let ihs: Vec<InfoHash> = (0..10u8).map(|i| InfoHash([i + 1; 20])).collect();
+        for &ih in &ihs {
+            s.refresh_scrape(t, ih);
+        }
+        s.refresh_scrape(t, ihs[9]); // already waiting: once
+        let st = s.stats();
+        assert_eq!((st.refresh_queued, st.refresh_dropped), (10, 2));
+        assert_eq!(st.refresh_waiting, 8);
+        // The budget's burst (32 packets) pays for two 16-query refreshes.
+        let t1 = t.add(CRAWL_TICK);
+        s.tick(t1, &mut net);
+        assert_eq!(net.searches, vec![ihs[9], ihs[8]]);
+        assert_eq!(net.scrapes, vec![true, true], "a refresh is a scrape");
+        // Done, but the budget is spent: nothing more at once.
+        s.on_lookup_done(t1, 1, &[], &mut net);
+        s.on_lookup_done(t1, 2, &[], &mut net);
+        s.tick(t1.add(CRAWL_TICK), &mut net);
+        assert_eq!(net.searches.len(), 2);
+        // A second later, two more; then one, and no more: three are running, the
+        // most at once, however long the budget has had to refill.
+        let mut now = t1;
+        for _ in 0..1000 {
+            now = now.add(CRAWL_TICK);
+            s.tick(now, &mut net);
+        }
+        assert_eq!(net.searches, vec![ihs[9], ihs[8], ihs[7], ihs[6], ihs[5]]);
+        assert_eq!(s.stats().refresh_started, 5);
+        assert_eq!(s.stats().refresh_done, 2);
+        let mut sizes = Vec::new();
+        s.table_sizes(4096, &mut sizes);
+        assert!(sizes.iter().all(|x| !x.over()));
+        // The two oldest were dropped, never searched.
+        assert!(!net.searches.contains(&ihs[0]) && !net.searches.contains(&ihs[1]));
+        // An acquisition's lookup is not a refresh (and is not counted as one).
+        s.on_lookup_done(now, 3, &[], &mut net);
+        assert_eq!(s.stats().refresh_done, 3);
+        s.on_lookup_done(now, 99, &[], &mut net);
+        assert_eq!(s.stats().refresh_done, 3);
+        // A fetched torrent is queued for its first scrape, ahead of the rest.
+        let fresh = InfoHash([0xee; 20]);
+        s.on_fetched(now, fresh);
+        assert_eq!(s.stats().refresh_queued, 11);
+        s.on_lookup_done(now, 4, &[], &mut net);
+        let before = net.searches.len();
+        s.tick(now.add(Duration::from_secs(1)), &mut net);
+        assert_eq!(net.searches.get(before), Some(&fresh));
+        // Off: nothing queued.
+        let mut off = Strategy::new(
+            CrawlConfig {
+                refresh_pps: 0,
+                ..CrawlConfig::default()
+            },
+            t,
+        );
+        off.refresh_scrape(t, ihs[0]);
+        assert_eq!(off.stats().refresh_waiting, 0);
     }
 
     #[test]

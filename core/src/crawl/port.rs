@@ -56,13 +56,16 @@ pub(crate) trait Net {
     ) -> Sent;
 
     /// Starts a get_peers traversal for `ih` from the identity closest to it,
-    /// seeded with `seeds`, capped at `max_queries` queries.
+    /// seeded with `seeds`, capped at `max_queries` queries. With `scrape` it
+    /// asks for BEP 33 filters: libtorrent then answers with the filters *instead
+    /// of* `values`, so a search that wants peers must not scrape.
     fn start_peer_search(
         &mut self,
         pacer: &mut Pacer,
         ih: InfoHash,
         seeds: &[(NodeId, SocketAddr)],
         max_queries: u32,
+        scrape: bool,
     ) -> PeerSearch;
 
     /// Fetches metadata for `ih` from `peers` (or adds them to a running fetch).

@@ -453,5 +453,7 @@ impl Strategy {
                 }
             }
         }
+        // Last, the scrape refreshes of stored torrents, on their own budget.
+        self.refresh_tick(reserve, net);
     }
 }

@@ -359,14 +359,15 @@ impl Lookup {
         self.peers.iter()
     }
 
-    /// BEP 33 (seeders, leechers) estimates, if any node answered a scrape.
+    /// BEP 33 (seeders, leechers) estimates, if any node answered a scrape. A
+    /// scrape traversal also counts the peers handed out without filters (BEP 33,
+    /// "Handling legacy responses"), unless a seed filter holds them.
     pub fn scrape_estimate(&self) -> Option<(u32, u32)> {
-        (self.scrapes > 0).then(|| {
-            (
-                self.bf_seeds.estimate().round() as u32,
-                self.bf_peers.estimate().round() as u32,
-            )
-        })
+        if self.kind != (LookupKind::GetPeers { scrape: true }) {
+            return None;
+        }
+        let values: Vec<SocketAddr> = self.peers.iter().copied().collect();
+        crate::bloom::scrape_estimate_of(&self.bf_seeds, &self.bf_peers, self.scrapes > 0, &values)
     }
 
     /// Queries sent so far (at most [`MAX_QUERIES`]).
@@ -484,13 +485,31 @@ mod tests {
         }
         assert!(l.candidates.len() <= MAX_CANDIDATES);
         assert_eq!(l.candidates.len(), l.by_addr.len());
+        assert_eq!(l.scrape_estimate(), None, "nothing heard yet");
         l.add_peers(&[addr(1), addr(2), addr(1)]);
         assert_eq!(l.peers().count(), 2);
-        assert_eq!(l.scrape_estimate(), None);
+        // Values without filters are peers (BEP 33 legacy responses).
+        assert_eq!(l.scrape_estimate(), Some((0, 2)));
         let mut b = Bloom::default();
         b.insert("1.2.3.4".parse().unwrap());
+        b.insert(addr(1).ip());
         l.add_scrape(Some(&b.0), None);
-        assert_eq!(l.scrape_estimate(), Some((1, 0)));
+        // addr(1) is a seed now; addr(2) stays a peer.
+        assert_eq!(l.scrape_estimate(), Some((2, 1)));
+    }
+
+    #[test]
+    fn no_estimate_without_a_scrape_request() {
+        let mut l = Lookup::new(
+            1,
+            SocketId(0),
+            [0; 20],
+            LookupKind::GetPeers { scrape: false },
+            8,
+            3,
+        );
+        l.add_peers(&[addr(1)]);
+        assert_eq!(l.scrape_estimate(), None);
     }
 
     #[test]

@@ -408,6 +408,11 @@ impl Pump {
                 }
             }
             Decision::Known => self.counters.infohashes_known += 1,
+            Decision::Refresh => {
+                self.counters.infohashes_known += 1;
+                let now = io.now();
+                self.crawler.refresh_scrape(now, ih);
+            }
             Decision::Nothing => {}
         }
     }

@@ -13,6 +13,9 @@ pub enum Decision {
     Acquire,
     /// Already stored: nothing to do.
     Known,
+    /// Already stored, but its BEP 33 counts are missing or old: scrape it again
+    /// (`Crawler::refresh_scrape`, under the refresh budget).
+    Refresh,
     /// Not a discovery event (or the answer comes later).
     Nothing,
 }

@@ -773,6 +773,31 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
         "get_peers candidates with no peers, given up at once.",
         c.candidates_dropped,
     );
+    w.counter(
+        "magnetar_crawl_refresh_queued_total",
+        "Stored torrents queued for a BEP 33 scrape refresh.",
+        c.refresh_queued,
+    );
+    w.counter(
+        "magnetar_crawl_refresh_dropped_total",
+        "Scrape refreshes dropped (queue full, or refresh off).",
+        c.refresh_dropped,
+    );
+    w.counter(
+        "magnetar_crawl_refresh_started_total",
+        "Scrape refresh traversals started.",
+        c.refresh_started,
+    );
+    w.counter(
+        "magnetar_crawl_refresh_done_total",
+        "Scrape refresh traversals finished.",
+        c.refresh_done,
+    );
+    w.gauge(
+        "magnetar_crawl_refresh_waiting",
+        "Scrape refreshes waiting.",
+        c.refresh_waiting as f64,
+    );
     w.gauge(
         "magnetar_crawl_stored_estimate",
         "Infohashes the sampled nodes report storing (sum of BEP 51 num).",

@@ -13,7 +13,7 @@ use super::{
 use crate::codec;
 use crate::error::{hex, StoreError};
 use crate::tokenize::torrent_terms;
-use crate::types::PeerStatus;
+use crate::types::{truncate_v2, HashKind, PeerStatus};
 
 /// Result of [`Store::integrity_check`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -174,6 +174,7 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
     // (actual postings, actual hash sum) from the terms walk.
     let mut expected: HashMap<u32, (u64, u64)> = HashMap::new();
     let mut with_info = 0u64;
+    let mut hybrids = 0u64;
     let mut last_docid: Option<u32> = None;
     for r in dbs.torrents.iter(txn).map_err(lmdb("checking torrents"))? {
         let (k, v) = r.map_err(lmdb("checking torrents"))?;
@@ -199,6 +200,15 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
             }
             Ok(None) => rep.problem(format!("torrent {}: no ids entry", hex(&ih))),
             Err(e) => return Err(e),
+        }
+        if let (HashKind::Hybrid, Some(v2)) = (st.rec.kind, &st.rec.v2) {
+            hybrids += 1;
+            let v2 = truncate_v2(v2);
+            match dbs.ids_v2.get(txn, &v2).map_err(lmdb("checking ids_v2"))? {
+                Some(v) if codec::docid_from(v) == Ok(docid) => {}
+                Some(_) => rep.problem(format!("torrent {}: ids_v2 entry disagrees", hex(&ih))),
+                None => rep.problem(format!("torrent {}: no ids_v2 entry", hex(&ih))),
+            }
         }
         let bs = codec::by_size_key(st.rec.total_size, st.docid);
         if dbs
@@ -333,6 +343,12 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
     }
     let ids = dbs.ids.len(txn).map_err(lmdb("checking ids"))?
         + dbs.ids_delta.len(txn).map_err(lmdb("checking ids"))?;
+    let v2_ids = dbs.ids_v2.len(txn).map_err(lmdb("checking ids_v2"))?;
+    if v2_ids != hybrids {
+        rep.problem(format!(
+            "ids_v2 has {v2_ids} entries for {hybrids} hybrid torrents"
+        ));
+    }
     let by_size = dbs.by_size.len(txn).map_err(lmdb("checking by_size"))?;
     let counted = read_u64(txn, &dbs.meta, K_TORRENTS)?;
     if counted != rep.torrents

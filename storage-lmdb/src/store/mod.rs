@@ -49,9 +49,14 @@ pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 pub(crate) type Db = Database<'static, Bytes, Bytes>;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 3;
-/// Schema 2 lacks only the (empty) `ids_delta` table: it is migrated on open.
-const MIGRATES_FROM: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 4;
+/// Older schemas migrated on open, in place and without rewriting a record:
+/// schema 2 lacks the `ids_delta` table, schemas 2 and 3 the `ids_v2` table (both
+/// created empty), and their `torrents` values are layout 2, which schema 4 still
+/// reads (a v1 torrent whose counts have no measurement time). Records written
+/// since are layout 3; the version is raised so that an older build refuses the
+/// database instead of misreading them.
+const MIGRATES_FROM: [u32; 2] = [2, 3];
 /// `ids_delta` is merged into `ids` when it holds more than
 /// `max(IDS_DELTA_MIN, sqrt(IDS_DELTA_FACTOR · ids entries))` entries: about the
 /// size that minimises the pages a batch of 10,000 dirties in both tables.
@@ -161,6 +166,9 @@ pub(crate) struct Dbs {
     pub ids: Db,
     /// Recent infohash → doc id entries, merged into `ids` in bulk (see `docid_of`).
     pub ids_delta: Db,
+    /// The truncated v2 hash of a hybrid torrent → its doc id (its v1 hash is in
+    /// `ids`/`ids_delta`), so that either infohash finds the one record.
+    pub ids_v2: Db,
     pub peers: Db,
     pub nodes: Db,
     pub sessions: Db,
@@ -319,12 +327,12 @@ impl Store {
                             Ok(b) => u32::from_le_bytes(b),
                             Err(_) => u32::MAX,
                         };
-                        if found != SCHEMA_VERSION && found != MIGRATES_FROM {
+                        if found != SCHEMA_VERSION && !MIGRATES_FROM.contains(&found) {
                             return Ok(CommitOrAbort::Abort(found));
                         }
                     }
                 }
-                let mut dbs = Vec::with_capacity(13);
+                let mut dbs = Vec::with_capacity(14);
                 for name in [
                     "torrents",
                     "files",
@@ -339,6 +347,7 @@ impl Store {
                     "meta",
                     "by_size",
                     "ids_delta",
+                    "ids_v2",
                 ] {
                     let mut o = opener.database_options().types::<Bytes, Bytes>();
                     o.name(name);
@@ -348,11 +357,12 @@ impl Store {
                     dbs.push(o.create(wtxn)?);
                 }
                 let meta = dbs[10];
-                // New, or schema 2 (whose missing `ids_delta` was just created empty).
+                // New, or an older schema (whose missing tables were just created
+                // empty; see `MIGRATES_FROM`).
                 if meta.get(wtxn, K_SCHEMA)? != Some(&SCHEMA_VERSION.to_le_bytes()[..]) {
                     meta.put(wtxn, K_SCHEMA, &SCHEMA_VERSION.to_le_bytes())?;
                 }
-                let arr: [_; 13] = std::array::from_fn(|i| dbs[i]);
+                let arr: [_; 14] = std::array::from_fn(|i| dbs[i]);
                 Ok(CommitOrAbort::Commit(arr))
             },
         );
@@ -366,7 +376,7 @@ impl Store {
                 })
             }
         };
-        let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size, ids_delta] =
+        let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size, ids_delta, ids_v2] =
             dbs;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -380,6 +390,7 @@ impl Store {
                     by_size,
                     ids,
                     ids_delta,
+                    ids_v2,
                     peers,
                     nodes,
                     sessions,
@@ -515,7 +526,8 @@ impl Store {
     }
 }
 
-/// Doc id of a stored infohash: in `ids_delta` (recent batches) or in `ids`.
+/// Doc id of a stored infohash: in `ids_delta` (recent batches) or in `ids`, or
+/// (the truncated v2 hash of a hybrid) in `ids_v2`.
 ///
 /// Infohashes are random, so a batch of 10,000 new ones inserted into one B-tree of
 /// 1,000,000 dirties most of its leaf pages, and every commit rewrote them. New
@@ -523,7 +535,11 @@ impl Store {
 /// sorted pass when it has grown (see `IDS_DELTA_MIN`), in the same transaction as a
 /// batch: nothing is held outside the database. An infohash is in one of the two.
 pub(crate) fn docid_of(txn: &RoTxn, dbs: &Dbs, ih: &InfoHash) -> Result<Option<u32>> {
-    for (db, name) in [(&dbs.ids_delta, "ids_delta"), (&dbs.ids, "ids")] {
+    for (db, name) in [
+        (&dbs.ids_delta, "ids_delta"),
+        (&dbs.ids, "ids"),
+        (&dbs.ids_v2, "ids_v2"),
+    ] {
         if let Some(v) = db.get(txn, ih).map_err(lmdb("reading ids"))? {
             return Ok(Some(codec::docid_from(v).map_err(corrupt(name, ih))?));
         }

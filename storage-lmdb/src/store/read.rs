@@ -90,6 +90,15 @@ impl Store {
         })
     }
 
+    /// The stored torrent without its files (found by its infohash, or by the
+    /// truncated v2 hash of a hybrid), or None when unknown or unreadable.
+    pub fn record(&self, infohash: &InfoHash) -> Result<Option<TorrentRecord>> {
+        self.read(|txn, dbs| match docid_of(txn, dbs, infohash)? {
+            Some(docid) => record_by_docid(txn, dbs, docid),
+            None => Ok(None),
+        })
+    }
+
     /// Whether the infohash is stored (the runtime's "already known?").
     pub fn contains(&self, infohash: &InfoHash) -> Result<bool> {
         self.read(|txn, dbs| Ok(docid_of(txn, dbs, infohash)?.is_some()))
@@ -244,6 +253,7 @@ impl Store {
                 &dbs.by_size,
                 &dbs.ids,
                 &dbs.ids_delta,
+                &dbs.ids_v2,
                 &dbs.peers,
                 &dbs.nodes,
                 &dbs.sessions,

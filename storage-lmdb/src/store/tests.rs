@@ -8,6 +8,8 @@ use crate::types::*;
 fn t(n: u8, name: &str) -> Op {
     Op::Torrent(Box::new(TorrentInput {
         infohash: [n; 20],
+        kind: HashKind::V1,
+        v2: None,
         name: name.into(),
         total_size: 1,
         piece_length: 1,
@@ -22,6 +24,7 @@ fn t(n: u8, name: &str) -> Op {
         sources: Sources::SAMPLE,
         seeders: None,
         leechers: None,
+        scraped_at: None,
         info: None,
     }))
 }
@@ -52,6 +55,85 @@ fn schema_2_is_migrated_on_open() {
     assert_eq!(store.get(&[1; 20]).unwrap().unwrap().record.name, "kept");
     store.apply_batch(&[t(1, "kept"), t(2, "new")]).unwrap();
     assert_eq!(store.count().unwrap(), 2);
+    assert!(store.integrity_check().unwrap().is_ok());
+}
+
+/// A schema 3 database, whose `torrents` values are layout 2 (no scrape time, no
+/// v2 hash) and which has no `ids_v2` entries, opens as schema 4 without losing a
+/// field; its records take scrapes and hybrids afterwards.
+#[test]
+fn schema_3_is_migrated_on_open_without_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions::new(dir.path().join("db"));
+    let store = Store::open(opts.clone()).unwrap();
+    let Op::Torrent(mut old) = t(1, "kept") else {
+        unreachable!()
+    };
+    old.seeders = Some(7);
+    old.leechers = Some(3);
+    store.apply_batch(&[Op::Torrent(old)]).unwrap();
+    // Rewrite the record as schema 3 wrote it: layout 2, byte for byte.
+    let docid = store
+        .read(|txn, dbs| docid_of(txn, dbs, &[1; 20]))
+        .unwrap()
+        .unwrap();
+    let mut v2rec = vec![2u8, 2 | 4, Sources::SAMPLE.0];
+    v2rec.extend_from_slice(&[1; 20]);
+    v2rec.extend_from_slice(&1u64.to_le_bytes()); // total_size
+    v2rec.extend_from_slice(&1u32.to_le_bytes()); // piece_length
+    v2rec.extend_from_slice(&1u32.to_le_bytes()); // piece_count
+    v2rec.extend_from_slice(&1u32.to_le_bytes()); // file_count
+    v2rec.extend_from_slice(&1u64.to_le_bytes()); // discovered_at
+    v2rec.extend_from_slice(&1u64.to_le_bytes()); // last_seen_at
+    v2rec.extend_from_slice(&7u32.to_le_bytes());
+    v2rec.extend_from_slice(&3u32.to_le_bytes());
+    v2rec.extend_from_slice(b"\x04kept\x03SRC");
+    store
+        .write(|txn, dbs| {
+            dbs.torrents
+                .put(txn, &codec::docid_key(docid), &v2rec)
+                .map_err(lmdb("test"))?;
+            // `info` was not kept by this fixture; the flag above says it was.
+            dbs.info
+                .put(txn, &codec::docid_key(docid), b"d4:name4:kepte")
+                .map_err(lmdb("test"))?;
+            put_u64(txn, &dbs.meta, K_WITH_INFO, 1)?;
+            dbs.meta
+                .put(txn, K_SCHEMA, &3u32.to_le_bytes())
+                .map_err(lmdb("test"))
+        })
+        .unwrap();
+    drop(store);
+    wait_closed(&opts.path);
+    let store = Store::open(opts).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    assert!(store.integrity_check().unwrap().is_ok());
+    let r = store.get(&[1; 20]).unwrap().unwrap().record;
+    assert_eq!(
+        (r.name.as_str(), r.source.as_deref(), r.has_info),
+        ("kept", Some("SRC"), true)
+    );
+    assert_eq!(
+        (r.seeders, r.leechers, r.scraped_at),
+        (Some(7), Some(3), None)
+    );
+    assert_eq!((r.kind, r.v2), (HashKind::V1, None));
+    // A dated scrape replaces counts of unknown age; the record is rewritten as
+    // layout 3 and keeps everything else.
+    store
+        .apply_batch(&[Op::Scrape {
+            infohash: [1; 20],
+            at: 500,
+            seeders: 9,
+            leechers: 4,
+        }])
+        .unwrap();
+    let r2 = store.get(&[1; 20]).unwrap().unwrap().record;
+    assert_eq!(
+        (r2.seeders, r2.leechers, r2.scraped_at),
+        (Some(9), Some(4), Some(500))
+    );
+    assert_eq!((r2.name, r2.source, r2.has_info), (r.name, r.source, true));
     assert!(store.integrity_check().unwrap().is_ok());
 }
 

@@ -10,8 +10,9 @@
 //!    appended to `torrents`, `files`, `info` and `by_time`.
 //! 4. [`fresh_postings`], then the randomly keyed tables in key order:
 //!    [`BatchTxn::write_ids`] (`ids_delta`, merged into `ids` past its bound),
+//!    [`BatchTxn::write_v2_ids`] (`ids_v2`: hybrids' truncated v2 hashes),
 //!    [`BatchTxn::write_by_size`] and [`write_postings`] (`terms`).
-//! 5. [`BatchTxn::apply_sightings`] (`Op::Seen`), [`BatchTxn::write_latest`] (peers,
+//! 5. [`BatchTxn::apply_sightings`] (`Op::Seen`, `Op::Scrape`), [`BatchTxn::write_latest`] (peers,
 //!    nodes, sessions) and [`BatchTxn::append_requests`] (with trimming).
 //! 6. The `meta` counters.
 //!
@@ -45,8 +46,10 @@ pub struct BatchReport {
     pub torrents_updated: u64,
     /// `Op::Seen`s merged into a stored torrent.
     pub seen_updated: u64,
-    /// `Op::Seen` for an infohash the store does not know.
+    /// `Op::Seen` or `Op::Scrape` for an infohash the store does not know.
     pub seen_unknown: u64,
+    /// `Op::Scrape`s merged into a stored torrent.
+    pub scrapes_updated: u64,
     /// Existing records that could not be decoded and were left untouched.
     pub skipped_corrupt: u64,
     /// Peer records written.
@@ -213,7 +216,9 @@ fn apply_batch_txn(txn: &mut RwTxn, dbs: &Dbs, batch: &mut BatchCtx) -> Result<B
     // sorting by time).
     let ts = sorted_torrents(batch.ops, batch.order);
     let groups = w.look_up_groups(&ts)?;
-    w.update_known(&ts, &groups, settings.keep_info)?;
+    // Truncated v2 hashes of hybrids → their doc ids, for `ids_v2`.
+    let mut v2_ids: Vec<(InfoHash, u32)> = Vec::new();
+    w.update_known(&ts, &groups, settings.keep_info, &mut v2_ids)?;
     let fresh = fresh_torrents(&ts, &groups);
     if w.meta.next_docid + fresh.len() as u64 > 1 << 31 {
         return Err(StoreError::InvalidInput("more than 2^31 torrents".into()));
@@ -221,7 +226,13 @@ fn apply_batch_txn(txn: &mut RwTxn, dbs: &Dbs, batch: &mut BatchCtx) -> Result<B
     let base = w.meta.next_docid as u32;
     // File lists are encoded by `Tokens` when it is ready (a prepared batch), else
     // while appending.
-    let appended = w.append_fresh(&ts, &fresh, batch.tokens.as_ref(), settings.keep_info)?;
+    let appended = w.append_fresh(
+        &ts,
+        &fresh,
+        batch.tokens.as_ref(),
+        settings.keep_info,
+        &mut v2_ids,
+    )?;
     if batch.tokens.is_none() {
         batch.tokens = Some((batch.make_tokens)()?);
     }
@@ -232,6 +243,7 @@ fn apply_batch_txn(txn: &mut RwTxn, dbs: &Dbs, batch: &mut BatchCtx) -> Result<B
 
     // Randomly keyed tables last, each in key order.
     w.write_ids(appended.ids, settings.ids_delta_max)?;
+    w.write_v2_ids(v2_ids)?;
     w.write_by_size(appended.by_size)?;
     write_postings(
         w.txn,
@@ -290,6 +302,7 @@ impl BatchTxn<'_, '_> {
         ts: &[&TorrentInput],
         groups: &[Group],
         keep_info: bool,
+        v2_ids: &mut Vec<(InfoHash, u32)>,
     ) -> Result<()> {
         let dbs = self.dbs;
         let mut known: Vec<(u32, usize, usize)> = groups
@@ -313,7 +326,15 @@ impl BatchTxn<'_, '_> {
             };
             let r = &mut st.rec;
             for t in &ts[a..b] {
-                merge_seen(r, t.discovered_at, t.sources, t.seeders, t.leechers);
+                merge_seen(r, t.discovered_at, t.sources, scrape_of(t));
+                if r.v2.is_none() && t.v2.is_some() && t.kind != HashKind::V1 {
+                    // Stored as v1 (an import, an older version): it is a hybrid.
+                    r.v2 = t.v2;
+                    r.kind = t.kind;
+                    if let (HashKind::Hybrid, Some(v2)) = (t.kind, &t.v2) {
+                        v2_ids.push((truncate_v2(v2), docid));
+                    }
+                }
                 if keep_info && !r.has_info {
                     if let Some(info) = &t.info {
                         dbs.info
@@ -343,6 +364,7 @@ impl BatchTxn<'_, '_> {
         fresh: &[Fresh],
         pre: Option<&Tokens>,
         keep_info: bool,
+        v2_ids: &mut Vec<(InfoHash, u32)>,
     ) -> Result<Appended> {
         let dbs = self.dbs;
         let meta = &mut self.meta;
@@ -356,8 +378,11 @@ impl BatchTxn<'_, '_> {
             let t = ts[a];
             let dk = codec::docid_key(docid);
             let has_info = keep_info && t.info.is_some();
+            let v2 = t.v2.filter(|_| t.kind != HashKind::V1);
             let mut rec = TorrentRecord {
                 infohash: ih,
+                kind: if v2.is_some() { t.kind } else { HashKind::V1 },
+                v2,
                 name: t.name.clone(),
                 total_size: t.total_size,
                 piece_length: t.piece_length,
@@ -368,18 +393,26 @@ impl BatchTxn<'_, '_> {
                 discovered_at: t.discovered_at,
                 last_seen_at: t.discovered_at,
                 sources: t.sources,
-                seeders: t.seeders,
-                leechers: t.leechers,
+                seeders: None,
+                leechers: None,
+                scraped_at: None,
                 has_info,
             };
+            merge_seen(&mut rec, t.discovered_at, t.sources, scrape_of(t));
             for later in &ts[a + 1..b] {
                 merge_seen(
                     &mut rec,
                     later.discovered_at,
                     later.sources,
-                    later.seeders,
-                    later.leechers,
+                    scrape_of(later),
                 );
+                if rec.v2.is_none() && later.v2.is_some() && later.kind != HashKind::V1 {
+                    rec.v2 = later.v2;
+                    rec.kind = later.kind;
+                }
+            }
+            if let (HashKind::Hybrid, Some(v2)) = (rec.kind, &rec.v2) {
+                v2_ids.push((truncate_v2(v2), docid));
             }
             let append = PutFlags::APPEND;
             dbs.torrents
@@ -439,6 +472,22 @@ impl BatchTxn<'_, '_> {
         merge_ids_delta(self.txn, self.dbs, bound)
     }
 
+    /// Writes the truncated v2 hashes of hybrids to `ids_v2` in key order (a hash
+    /// that is already some torrent's own infohash is left alone).
+    fn write_v2_ids(&mut self, mut ids: Vec<(InfoHash, u32)>) -> Result<()> {
+        ids.sort_unstable();
+        for (ih, docid) in &ids {
+            if docid_of(self.txn, self.dbs, ih)?.is_some() {
+                continue;
+            }
+            self.dbs
+                .ids_v2
+                .put(self.txn, ih, &codec::docid_key(*docid))
+                .map_err(lmdb("writing ids_v2"))?;
+        }
+        Ok(())
+    }
+
     /// Writes the new torrents' `by_size` keys in key order.
     fn write_by_size(&mut self, mut keys: Vec<[u8; 6]>) -> Result<()> {
         keys.sort_unstable();
@@ -457,7 +506,7 @@ impl BatchTxn<'_, '_> {
         let dbs = self.dbs;
         let mut seen: Vec<(u32, &Op)> = Vec::new();
         for o in ops {
-            if let Op::Seen { infohash, .. } = o {
+            if let Op::Seen { infohash, .. } | Op::Scrape { infohash, .. } = o {
                 match docid_of(self.txn, dbs, infohash) {
                     Ok(Some(d)) => seen.push((d, o)),
                     Ok(None) => self.rep.seen_unknown += 1,
@@ -468,15 +517,29 @@ impl BatchTxn<'_, '_> {
         }
         seen.sort_by_key(|s| s.0); // stable: sightings of one torrent keep their order
         for (docid, o) in seen {
-            let Op::Seen {
-                at,
-                sources,
-                seeders,
-                leechers,
-                ..
-            } = o
-            else {
-                continue;
+            let (at, sources, scrape) = match o {
+                Op::Seen {
+                    at,
+                    sources,
+                    seeders,
+                    leechers,
+                    ..
+                } => (
+                    Some(*at),
+                    *sources,
+                    Scrape::of(*seeders, *leechers, Some(*at)),
+                ),
+                Op::Scrape {
+                    at,
+                    seeders,
+                    leechers,
+                    ..
+                } => (
+                    None,
+                    Sources::default(),
+                    Scrape::of(Some(*seeders), Some(*leechers), Some(*at)),
+                ),
+                _ => continue,
             };
             let dk = codec::docid_key(docid);
             let Some(v) = dbs
@@ -491,11 +554,18 @@ impl BatchTxn<'_, '_> {
                 self.rep.skipped_corrupt += 1;
                 continue;
             };
-            merge_seen(&mut st.rec, *at, *sources, *seeders, *leechers);
+            match at {
+                Some(at) => merge_seen(&mut st.rec, at, sources, scrape),
+                None => merge_scrape(&mut st.rec, scrape),
+            }
             dbs.torrents
                 .put(self.txn, &dk, &codec::encode_torrent(&st.rec))
                 .map_err(lmdb("writing a torrent"))?;
-            self.rep.seen_updated += 1;
+            if at.is_some() {
+                self.rep.seen_updated += 1;
+            } else {
+                self.rep.scrapes_updated += 1;
+            }
         }
         Ok(())
     }
@@ -589,21 +659,60 @@ fn fresh_postings(tok: &Tokens, fresh: &[Fresh], base: u32) -> Vec<Vec<(u32, boo
     postings
 }
 
-/// Merges a later sighting into a stored record.
-fn merge_seen(
-    r: &mut TorrentRecord,
-    at: u64,
-    sources: Sources,
+/// A BEP 33 measurement carried by an op: counts and when they were measured.
+#[derive(Clone, Copy)]
+struct Scrape {
     seeders: Option<u32>,
     leechers: Option<u32>,
-) {
+    at: Option<u64>,
+}
+
+impl Scrape {
+    fn of(seeders: Option<u32>, leechers: Option<u32>, at: Option<u64>) -> Scrape {
+        Scrape {
+            seeders,
+            leechers,
+            at,
+        }
+    }
+}
+
+/// A torrent op's scrape: its counts, measured at `scraped_at` (unknown for
+/// imports that carry counts without a time).
+fn scrape_of(t: &TorrentInput) -> Scrape {
+    Scrape::of(t.seeders, t.leechers, t.scraped_at)
+}
+
+/// Merges a later sighting into a stored record.
+fn merge_seen(r: &mut TorrentRecord, at: u64, sources: Sources, scrape: Scrape) {
     r.last_seen_at = r.last_seen_at.max(at);
     r.sources = r.sources | sources;
-    if seeders.is_some() {
-        r.seeders = seeders;
+    merge_scrape(r, scrape);
+}
+
+/// Takes a measurement's counts unless the record's were measured later (counts of
+/// unknown age are older than any dated one; among undated ones the later op wins).
+fn merge_scrape(r: &mut TorrentRecord, s: Scrape) {
+    if s.seeders.is_none() && s.leechers.is_none() {
+        return;
     }
-    if leechers.is_some() {
-        r.leechers = leechers;
+    let newer = match (s.at, r.scraped_at) {
+        (Some(new), Some(old)) => new >= old,
+        (Some(_), None) => true,
+        (None, Some(_)) => r.seeders.is_none() && r.leechers.is_none(),
+        (None, None) => true,
+    };
+    if !newer {
+        return;
+    }
+    if s.seeders.is_some() {
+        r.seeders = s.seeders;
+    }
+    if s.leechers.is_some() {
+        r.leechers = s.leechers;
+    }
+    if s.at.is_some() {
+        r.scraped_at = s.at;
     }
 }
 
