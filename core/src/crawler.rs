@@ -544,6 +544,7 @@ impl Crawler {
                 seen_as,
             });
         }
+        let foreign = self.node.foreign_nodes_of(i, r);
         match tx.purpose {
             Purpose::Ping => {}
             Purpose::Crawl(tag) => {
@@ -562,32 +563,7 @@ impl Crawler {
             Purpose::Bootstrap => {
                 let nodes = self.node.nodes_of(i, r);
                 self.learn_nodes(i, &nodes);
-                let running = self
-                    .node
-                    .ids
-                    .get(i)
-                    .and_then(|x| x.self_lookup)
-                    .filter(|id| self.node.lookups.contains_key(id));
-                match running {
-                    Some(lid) => {
-                        if let Some(l) = self.node.lookups.get_mut(&lid) {
-                            for (nid, a) in nodes {
-                                l.add_candidate(nid, a);
-                            }
-                        }
-                        self.pump_lookup(lid);
-                    }
-                    None => {
-                        let target = self.node.ids[i].id.0;
-                        if let Some(lid) =
-                            self.start_lookup(i, target, LookupKind::FindNode, &nodes)
-                        {
-                            if self.node.lookups.contains_key(&lid) {
-                                self.node.ids[i].self_lookup = Some(lid);
-                            }
-                        }
-                    }
-                }
+                self.seed_self_lookup(i, &nodes);
             }
             Purpose::Lookup(lid) => {
                 let nodes = self.node.nodes_of(i, r);
@@ -607,6 +583,62 @@ impl Crawler {
                     }
                     self.pump_lookup(lid);
                 }
+            }
+        }
+        self.learn_foreign(&foreign);
+    }
+
+    /// Feeds `nodes` to identity `i`'s self-lookup (the bootstrap traversal),
+    /// starting it if none runs.
+    fn seed_self_lookup(&mut self, i: usize, nodes: &[(NodeId, SocketAddr)]) {
+        let running = self
+            .node
+            .ids
+            .get(i)
+            .and_then(|x| x.self_lookup)
+            .filter(|id| self.node.lookups.contains_key(id));
+        match running {
+            Some(lid) => {
+                if let Some(l) = self.node.lookups.get_mut(&lid) {
+                    for &(nid, a) in nodes {
+                        l.add_candidate(nid, a);
+                    }
+                }
+                self.pump_lookup(lid);
+            }
+            None => {
+                let Some(target) = self.node.ids.get(i).map(|x| x.id.0) else {
+                    return;
+                };
+                if let Some(lid) = self.start_lookup(i, target, LookupKind::FindNode, nodes) {
+                    if self.node.lookups.contains_key(&lid) {
+                        self.node.ids[i].self_lookup = Some(lid);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Nodes of the other family than the replying identity's (BEP 32: we ask for
+    /// both when we run both) go to the identities of their family: the crawl's
+    /// node book places each with the identity of its family, and an identity
+    /// still short of its bootstrap size takes them into its self-lookup, whose
+    /// answers fill its table.
+    fn learn_foreign(&mut self, nodes: &[(NodeId, SocketAddr)]) {
+        let Some(&(_, first)) = nodes.first() else {
+            return;
+        };
+        let family = Family::of(&first);
+        let Some(j) = self.node.ids.iter().position(|x| x.family == family) else {
+            return;
+        };
+        self.node.stats.dht.foreign_nodes += nodes.len() as u64;
+        self.learn_nodes(j, nodes);
+        for j in 0..self.node.ids.len() {
+            let ident = &self.node.ids[j];
+            if ident.family == family && !ident.bootstrapped {
+                self.seed_self_lookup(j, nodes);
+                self.node.flush_routing_events(j);
             }
         }
     }

@@ -101,6 +101,9 @@ pub struct DhtStats {
     pub unsorted_keys_accepted: u64,
     /// Responses that carried a BEP 42 `ip` (our address as the responder sees it).
     pub external_votes: u64,
+    /// Nodes of the other address family in replies (BEP 32), handed to the
+    /// identities of their family.
+    pub foreign_nodes: u64,
 }
 
 impl DhtStats {
