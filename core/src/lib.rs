@@ -79,13 +79,14 @@ mod stats;
 pub mod testkit;
 mod time;
 mod tokens;
+mod vote;
 pub mod wire;
 
 pub use bloom::Bloom;
 pub use config::{Config, DhtConfig, IdentityConfig};
 pub use crawler::{Crawler, Identity};
 pub use fault::Fault;
-pub use id::{bep42_node_id, Distance, InfoHash, NodeId};
+pub use id::{bep42_matches, bep42_node_id, bep42_verify, Distance, InfoHash, NodeId};
 pub use lookup::LookupKind;
 pub use rng::Rng;
 pub use stats::{DhtStats, PacketCounts, Stats, TableSize};
@@ -307,6 +308,19 @@ pub enum Event {
         voter: SocketAddr,
         /// Our address as that node sees it.
         seen_as: SocketAddr,
+    },
+    /// The vote on our external address (see `ExternalAddressVote`) settled on an
+    /// address this identity's node id was not valid for (BEP 42): it took a new
+    /// id for it, and its routing table was rebuilt around that id.
+    IdentityChanged {
+        /// The identity.
+        socket: SocketId,
+        /// The id it had.
+        old: NodeId,
+        /// The id it has now.
+        new: NodeId,
+        /// The external address the vote settled on.
+        external_ip: std::net::IpAddr,
     },
     /// A lookup finished.
     LookupDone {
