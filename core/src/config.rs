@@ -180,6 +180,17 @@ impl Config {
         }
     }
 
+    /// Draws the node id of every identity that has none, as [`crate::Crawler::new`]
+    /// would (same seed, same stream), and writes it into `identities`, so that the
+    /// application knows (and can keep) the ids before the crawler starts.
+    pub fn fill_node_ids(&mut self) {
+        let mut rng = crate::rng::Rng::new(self.seed).child(1);
+        let ids = crate::identity::initial_ids(&self.identities, &mut rng);
+        for (ic, id) in self.identities.iter_mut().zip(ids) {
+            ic.node_id = Some(id);
+        }
+    }
+
     /// A config for loopback tests: private addresses allowed, subnet rule off,
     /// no per-IP pacing (loopback peers often share one IP).
     pub fn loopback_test(seed: u64) -> Self {

@@ -312,3 +312,22 @@ fn saved_ids_are_reused_while_valid() {
     assert_eq!(ic[0].node_id, Some(valid));
     assert_eq!(crawler(1, ic).identities()[0].id, valid);
 }
+
+#[test]
+fn filled_ids_are_the_ids_the_crawler_would_draw() {
+    let binds = default_binds(2);
+    let ext: IpAddr = "151.101.1.69".parse().unwrap();
+    for external in [vec![], vec![ext]] {
+        let mut cfg = Config::new(9, binds[0]);
+        cfg.identities = IdentityConfig::for_sockets(&binds, &external, &[]);
+        let drawn: Vec<NodeId> = Crawler::new(cfg.clone(), Timestamp::ZERO)
+            .identities()
+            .iter()
+            .map(|x| x.id)
+            .collect();
+        cfg.fill_node_ids();
+        let filled: Vec<NodeId> = cfg.identities.iter().map(|c| c.node_id.unwrap()).collect();
+        assert_eq!(filled, drawn);
+        assert_eq!(cfg.identities[0].external_ip, external.first().copied());
+    }
+}
