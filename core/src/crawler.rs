@@ -16,7 +16,7 @@ use crate::fault::Fault;
 use crate::fetch::{FetchOutput, Fetcher};
 use crate::id::{bep42_matches, bep42_verify, InfoHash, NodeId};
 pub use crate::identity::Identity;
-use crate::identity::{bep42_ids, initial_ids};
+use crate::identity::{bep42_ids, initial_ids, refresh_target, REFRESH_DEPTHS};
 use crate::krpc::{self, error_code, Body, Message, Query, QueryKind, Response};
 use crate::lookup::LookupKind;
 use crate::node::Node;
@@ -651,8 +651,17 @@ impl Crawler {
                 new: id,
                 external_ip: ip,
             });
-            // Make ourselves known at the new place.
-            self.seed_self_lookup(j, &[]);
+            // Bootstrap again at the new place: find_node for the new id to the
+            // routers and the closest nodes kept, whose answers seed a self-lookup
+            // that fills the buckets next to the new id (and makes us known there).
+            self.node.ids[j].bootstrapped = false;
+            self.bootstrap_identity(j);
+            // The nodes kept sit next to the old id: refresh the buckets near the
+            // new one too (a lookup each, within the lookup cap).
+            for depth in 0..REFRESH_DEPTHS {
+                let t = refresh_target(&id, depth, &mut self.id_rng);
+                self.start_lookup(j, t.0, LookupKind::FindNode, &[]);
+            }
         }
     }
 

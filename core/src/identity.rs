@@ -123,3 +123,38 @@ pub(crate) fn bep42_ids(ip: IpAddr, n: usize, rng: &mut Rng) -> Vec<NodeId> {
         .map(|k| bep42_node_id_r(ip, r0.wrapping_add(k as u8), rng))
         .collect()
 }
+
+/// Buckets refreshed right after an identity changes its id: one find_node
+/// lookup for a random id at each of the first `REFRESH_DEPTHS` distances from
+/// it (the nodes it knew sit next to the old id, so these buckets start thin).
+pub(crate) const REFRESH_DEPTHS: usize = 8;
+
+/// A random id that shares exactly its first `depth` bits with `id` (so it falls
+/// in the bucket at that depth of a table around `id`).
+pub(crate) fn refresh_target(id: &NodeId, depth: usize, rng: &mut Rng) -> NodeId {
+    let mut t: [u8; 20] = rng.bytes();
+    for bit in 0..=depth.min(159) {
+        let (byte, mask) = (bit / 8, 0x80u8 >> (bit % 8));
+        let mine = id.0[byte] & mask;
+        let want = if bit == depth { mine ^ mask } else { mine };
+        t[byte] = (t[byte] & !mask) | want;
+    }
+    NodeId(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_targets_fall_at_their_depth() {
+        let mut rng = Rng::new(4);
+        for _ in 0..50 {
+            let id = NodeId::random(&mut rng);
+            for d in [0, 1, 7, 8, 100, 159] {
+                let t = refresh_target(&id, d, &mut rng);
+                assert_eq!(id.distance(&t.0).leading_zeros(), d as u32);
+            }
+        }
+    }
+}
