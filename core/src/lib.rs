@@ -45,10 +45,11 @@ use bytes::Bytes;
 // - `testkit` (feature `testkit`): sans-IO fake peers for tests.
 //
 // Everything else is internal (`mod`: bloom, config, crawler, fault, id, identity,
-// limiter, lookup, node, rng, rpc, server, stats, time, tokens); what other
+// limiter, lookup, node, rng, rpc, server, stats, time, tokens, vote); what other
 // crates need from it is re-exported here: the crawler and its inputs and outputs (this file), its
 // config (`Config`, `DhtConfig`, `IdentityConfig`), identities (`Identity`),
-// ids (`NodeId`, `InfoHash`, `Distance`, `bep42_node_id`), time (`Timestamp`),
+// ids (`NodeId`, `InfoHash`, `Distance`, `bep42_node_id`, `bep42_matches`,
+// `bep42_verify`), time (`Timestamp`),
 // stats (`Stats`, `DhtStats`, `PacketCounts`), faults (`Fault`), the deterministic
 // generator every seeded component takes (`Rng`), the BEP 33 bloom filter
 // (`Bloom`) and the lookup kind reported by `Event::LookupDone` (`LookupKind`).
