@@ -71,7 +71,7 @@ impl Identity {
         self.retired.add(old.stats());
         self.retired.removed += old.len() as u64;
         let mut known: Vec<NodeEntry> = old.nodes().chain(old.cached_nodes()).cloned().collect();
-        known.sort_by(|a, b| b.last_seen.cmp(&a.last_seen));
+        known.sort_by_key(|e| std::cmp::Reverse(e.last_seen));
         for e in known {
             let how = match e.last_response {
                 Some(_) => Contact::Response {
