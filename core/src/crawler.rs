@@ -53,8 +53,8 @@ pub struct Crawler {
     expired: Vec<Expired>,
     /// The external-address vote of each bind address whose identities follow it.
     voters: Vec<(IpAddr, Voter)>,
-    /// Node ids (at start and when the vote moves us).
-    id_rng: Rng,
+    /// New node ids when the vote moves us.
+    switch_rng: Rng,
 }
 
 impl Crawler {
@@ -108,7 +108,10 @@ impl Crawler {
             next_tick: now.add(TICK),
             expired: Vec::new(),
             voters,
-            id_rng,
+            // Its own stream: the ids drawn at start may come from `id_rng`'s
+            // stream in another process (`Config::fill_node_ids`), and a new id
+            // must not repeat bytes of the old one.
+            switch_rng: rng.child(6),
         }
     }
 
@@ -636,7 +639,7 @@ impl Crawler {
                     && !bep42_matches(&x.id, ip)
             })
             .collect();
-        let new_ids = bep42_ids(ip, switch.len(), &mut self.id_rng);
+        let new_ids = bep42_ids(ip, switch.len(), &mut self.switch_rng);
         for (j, id) in switch.into_iter().zip(new_ids) {
             let ident = &mut self.node.ids[j];
             let old = ident.id;
@@ -659,7 +662,7 @@ impl Crawler {
             // The nodes kept sit next to the old id: refresh the buckets near the
             // new one too (a lookup each, within the lookup cap).
             for depth in 0..REFRESH_DEPTHS {
-                let t = refresh_target(&id, depth, &mut self.id_rng);
+                let t = refresh_target(&id, depth, &mut self.switch_rng);
                 self.start_lookup(j, t.0, LookupKind::FindNode, &[]);
             }
         }

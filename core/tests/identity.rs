@@ -190,7 +190,11 @@ fn run_votes(c: &mut Crawler, ns: &[(NodeId, SocketAddr)], seen: SocketAddr) -> 
 #[test]
 fn a_settled_vote_switches_to_a_bep42_id_keeping_the_known_nodes() {
     let binds = [sa("0.0.0.0:6881"), sa("0.0.0.0:6882")];
-    let mut c = crawler(5, IdentityConfig::for_sockets(&binds, &[], &[]));
+    // As `magnetar crawl` makes them: ids drawn into the config first.
+    let mut cfg = Config::new(5, binds[0]);
+    cfg.identities = IdentityConfig::for_sockets(&binds, &[], &[]);
+    cfg.fill_node_ids();
+    let mut c = Crawler::new(cfg, Timestamp::ZERO);
     let before: Vec<NodeId> = c.identities().iter().map(|x| x.id).collect();
     let us = sa("93.184.216.34:6881");
     for id in &before {
@@ -237,6 +241,15 @@ fn a_settled_vote_switches_to_a_bep42_id_keeping_the_known_nodes() {
             "the known nodes were kept: {}",
             x.table.len()
         );
+        // The new id is not made of the old one's bytes (linkable ids).
+        for old in &before {
+            for w in new.0[3..].windows(4) {
+                assert!(
+                    !old.0.windows(4).any(|o| o == w),
+                    "{new} repeats bytes of {old}"
+                );
+            }
+        }
     }
     let s = c.stats();
     assert_eq!(s.dht.identity_switches, 2);
