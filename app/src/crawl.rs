@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use magnetar_core::pump::{self, BootstrapWatch, Decision, RuntimeCounters, Snapshot, Storage};
 use magnetar_core::report::{status_line, Metric, StatusSample};
 use magnetar_core::routing::NodeEntry;
-use magnetar_core::{Config, Event, Stats, Timestamp};
+use magnetar_core::{Config, Event, IdentityConfig, NodeId, Stats, Timestamp};
 use magnetar_storage::SessionRecord;
 
 use crate::doctor::{self, Observed};
@@ -31,6 +31,79 @@ pub struct CrawlOptions {
     pub max_leeches: usize,
     /// When the log gets the doctor's report ([`doctor::LOG_AFTER`] by default).
     pub doctor_after: Duration,
+    /// Where each identity's node id is kept (a new one is saved when the
+    /// external-address vote makes an identity switch).
+    pub id_records: Option<IdRecords>,
+}
+
+/// The name under which identity `i` keeps its node id in the database: its bind
+/// address's IP and its rank among the identities on that IP (so the name holds
+/// when a busy default port falls back to a random one).
+pub fn identity_keys(binds: &[SocketAddr]) -> Vec<String> {
+    binds
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            let rank = binds[..i].iter().filter(|o| o.ip() == b.ip()).count();
+            format!("node_id/{}#{rank}", b.ip())
+        })
+        .collect()
+}
+
+/// The node ids kept by an earlier run, by identity (`None`: none kept, or
+/// unreadable).
+pub fn saved_ids(store: &magnetar_storage::Store, keys: &[String]) -> Vec<Option<NodeId>> {
+    keys.iter()
+        .map(|k| match store.identity(k) {
+            Ok(v) => v.and_then(|b| NodeId::from_slice(&b)),
+            Err(e) => {
+                tracing::warn!("could not read the saved node id {k}: {e}");
+                None
+            }
+        })
+        .collect()
+}
+
+/// Where the identities' node ids are kept.
+pub struct IdRecords {
+    pub store: magnetar_storage::Store,
+    /// By identity (see [`identity_keys`]).
+    pub keys: Vec<String>,
+}
+
+impl IdRecords {
+    /// Keeps identity `i`'s node id (best effort: a failure is logged).
+    pub fn save(&self, i: usize, id: &NodeId) {
+        let Some(k) = self.keys.get(i) else {
+            return;
+        };
+        if let Err(e) = self.store.save_identity(k, &id.0) {
+            tracing::warn!("could not save the node id {k}: {e}");
+        }
+    }
+
+    /// Logs and keeps every identity's starting id (`saved`: what the last run kept).
+    pub fn save_all(&self, identities: &[IdentityConfig], saved: &[Option<NodeId>]) {
+        for (i, ic) in identities.iter().enumerate() {
+            let Some(id) = ic.node_id else { continue };
+            let reused = saved.get(i).copied().flatten() == Some(id);
+            let bep42 = ic
+                .external_ip
+                .map(|ip| magnetar_core::bep42_matches(&id, ip));
+            tracing::info!(
+                socket = i,
+                bind = %ic.bind,
+                node_id = %id,
+                reused,
+                external_ip = ?ic.external_ip,
+                bep42 = ?bep42,
+                "DHT identity"
+            );
+            if !reused {
+                self.save(i, &id);
+            }
+        }
+    }
 }
 
 /// What a finished crawl reports.
@@ -126,7 +199,7 @@ pub fn wire(
     // Ticks per status line and session record (counted: tick times jitter).
     let every = (status_every.as_millis() / tick.as_millis().max(1)).max(1) as u64;
     let shared_observed: SharedObserved = Arc::default();
-    let storage = LmdbStorage::new(
+    let mut storage = LmdbStorage::new(
         ingest,
         opts.metrics,
         max_conns,
@@ -136,6 +209,7 @@ pub fn wire(
         shared_observed.clone(),
     )
     .map_err(|e| format!("storage failed: {e}"))?;
+    storage.id_records = opts.id_records;
     let on_dns = {
         let watch = watch.clone();
         move |name: &str, r: &Result<Vec<SocketAddr>, String>| {
@@ -313,6 +387,20 @@ pub fn log_event(e: &Event, bootstrapped: &mut bool) {
             }
             *bootstrapped = true;
         }
+        Event::IdentityChanged {
+            socket,
+            old,
+            new,
+            external_ip,
+        } => {
+            tracing::info!(
+                socket = socket.0,
+                %external_ip,
+                %old,
+                %new,
+                "external address settled: new BEP 42 node id"
+            );
+        }
         Event::BootstrapFailed { socket, attempt } => {
             tracing::debug!(socket = socket.0, attempt, "bootstrap retry");
         }
@@ -459,6 +547,8 @@ pub struct LmdbStorage {
     /// Runtime-only counters to render (the tokio driver's).
     runtime_only: fn(&RuntimeCounters) -> Vec<Metric>,
     observed: SharedObserved,
+    /// Where a switched identity's new node id is kept.
+    id_records: Option<IdRecords>,
 }
 
 impl LmdbStorage {
@@ -484,6 +574,7 @@ impl LmdbStorage {
             watch,
             runtime_only,
             observed,
+            id_records: None,
         };
         s.render_metrics(&Stats::default(), &Default::default());
         Ok(s)
@@ -508,6 +599,9 @@ impl Storage for LmdbStorage {
     fn on_event(&mut self, wall: u64, event: &Event) -> Result<Decision, String> {
         log_event(event, &mut self.bootstrapped);
         observed(&self.observed).on_event(event);
+        if let (Event::IdentityChanged { socket, new, .. }, Some(r)) = (event, &self.id_records) {
+            r.save(socket.0 as usize, new);
+        }
         Storage::on_event(&mut self.ingest, wall, event)
     }
 

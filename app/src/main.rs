@@ -15,7 +15,7 @@ mod sys;
 mod tokio_run;
 
 use std::hash::{BuildHasher, Hasher};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -262,6 +262,12 @@ struct CrawlArgs {
     /// Run IPv4 identities only.
     #[arg(long, overrides_with = "ipv6", env = "MAGNETAR_NO_IPV6")]
     no_ipv6: bool,
+
+    /// Our external IP address(es), one per family, for BEP 42 node ids from the
+    /// start (otherwise the address is voted on by the nodes that answer us, and the
+    /// identities switch to BEP 42 ids when the vote settles).
+    #[arg(long, value_name = "IP", num_args = 1.., env = "MAGNETAR_EXTERNAL_IP", value_delimiter = ',')]
+    external_ip: Vec<IpAddr>,
 
     /// Outgoing DHT query budget, packets per second (answers to queries are not counted).
     #[arg(
@@ -619,6 +625,21 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
             return Err(Fail(format!("--bootstrap {b}: expected HOST:PORT")));
         }
     }
+    for fam in [false, true] {
+        if a.external_ip
+            .iter()
+            .filter(|ip| ip.is_ipv6() == fam)
+            .count()
+            > 1
+        {
+            return Err(Fail("--external-ip: at most one address per family".into()));
+        }
+    }
+    for ip in &a.external_ip {
+        if magnetar_core::bep42_verify(&magnetar_core::NodeId::ZERO, *ip) {
+            tracing::warn!(%ip, "--external-ip is not a public address: BEP 42 does not apply to it");
+        }
+    }
     let sockets = bind_sockets(a)?;
     let bound: Vec<SocketAddr> = sockets.iter().map(|(addr, _)| *addr).collect();
     for addr in &bound {
@@ -651,18 +672,21 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
         info_dicts = !a.no_info_dicts,
         "database open"
     );
-    let mut ingest = ingest::Ingest::new(store, writer);
-    ingest.set_scrape_max_age(Duration::from_secs(a.scrape_max_age));
     let seed = a.seed.unwrap_or_else(os_seed);
     let mut cfg = Config::new(seed, sockets[0].0);
-    cfg.identities = sockets
-        .iter()
-        .map(|(addr, _)| IdentityConfig {
-            bind: *addr,
-            node_id: None,
-            external_ip: None,
-        })
-        .collect();
+    // Node ids: the ones kept by the last run while still valid, else new ones
+    // (core's identity logic, which the simulator's crawler shares); kept at once.
+    let keys = crawl::identity_keys(&bound);
+    let saved = crawl::saved_ids(&store, &keys);
+    cfg.identities = IdentityConfig::for_sockets(&bound, &a.external_ip, &saved);
+    cfg.fill_node_ids();
+    let id_records = crawl::IdRecords {
+        store: store.clone(),
+        keys,
+    };
+    id_records.save_all(&cfg.identities, &saved);
+    let mut ingest = ingest::Ingest::new(store, writer);
+    ingest.set_scrape_max_age(Duration::from_secs(a.scrape_max_age));
     // A crawler-sized routing table (~8,200 nodes per identity).
     cfg.dht.routing = RoutingConfig::wide(4096);
     cfg.allow_private = a.allow_private;
@@ -692,6 +716,7 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
         status_interval: Duration::from_secs(a.status_interval.max(1)),
         max_leeches: a.max_leeches as usize,
         doctor_after: Duration::from_secs(a.doctor_after),
+        id_records: Some(id_records),
     };
     let t0 = std::time::Instant::now();
     let sockets = sockets.into_iter().map(|(_, s)| s).collect();

@@ -262,6 +262,10 @@ mod tests {
             bootstrap_attempts: q.n(),
             unsorted_keys_accepted: q.n(),
             external_votes: q.n(),
+            foreign_nodes: q.n(),
+            external_votes_ignored: q.n(),
+            external_address_changes: q.n(),
+            identity_switches: q.n(),
         };
         let routing = RoutingStats {
             added: q.n(),

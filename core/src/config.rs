@@ -19,11 +19,51 @@ use crate::routing::RoutingConfig;
 pub struct IdentityConfig {
     /// The address the driver bound (its family selects the routing table).
     pub bind: SocketAddr,
-    /// A fixed node ID; otherwise one is drawn from the seed (BEP 42-shaped when
-    /// `external_ip` is known).
+    /// The node ID to start with; otherwise one is drawn from the seed (BEP
+    /// 42-shaped when `external_ip` is known, random otherwise).
     pub node_id: Option<NodeId>,
-    /// Our external IP, when known, for a BEP 42 node ID.
+    /// Our external IP, when known (configured), for a BEP 42 node ID. When it is
+    /// `None`, the replies' BEP 42 `ip` fields are voted on, and when the vote
+    /// settles on an address `node_id` is not valid for, the identity switches to a
+    /// BEP 42 id for it (`Event::IdentityChanged`).
     pub external_ip: Option<IpAddr>,
+}
+
+impl IdentityConfig {
+    /// The identities `magnetar crawl` runs (and the simulator's crawler, so that
+    /// its figures describe what users run): one per bound socket, in order. Each
+    /// reuses `saved[i]` (the id an earlier run kept for it) unless an external
+    /// address of its family is configured and the saved id is not BEP 42-valid for
+    /// it. An identity of a family with a configured external address gets a BEP 42
+    /// id for it and keeps it (the vote does not move it); the others start with
+    /// their saved id or a random one and take a BEP 42 id when the vote on our
+    /// external address settles on an address their id does not match.
+    pub fn for_sockets(
+        binds: &[SocketAddr],
+        external: &[IpAddr],
+        saved: &[Option<NodeId>],
+    ) -> Vec<IdentityConfig> {
+        binds
+            .iter()
+            .enumerate()
+            .map(|(i, &bind)| {
+                let ext = external
+                    .iter()
+                    .copied()
+                    .find(|ip| ip.is_ipv6() == bind.is_ipv6());
+                let node_id = saved
+                    .get(i)
+                    .copied()
+                    .flatten()
+                    .filter(|id| ext.is_none_or(|ip| crate::id::bep42_verify(id, ip)));
+                IdentityConfig {
+                    bind,
+                    node_id,
+                    external_ip: ext,
+                }
+            })
+            .collect()
+    }
 }
 
 /// DHT node settings. Defaults: see `ARCHITECTURE.md`, "Starting defaults".
@@ -137,6 +177,17 @@ impl Config {
             dht: DhtConfig::default(),
             crawl: CrawlConfig::default(),
             fetch: FetchConfig::default(),
+        }
+    }
+
+    /// Draws the node id of every identity that has none, as [`crate::Crawler::new`]
+    /// would (same seed, same stream), and writes it into `identities`, so that the
+    /// application knows (and can keep) the ids before the crawler starts.
+    pub fn fill_node_ids(&mut self) {
+        let mut rng = crate::rng::Rng::new(self.seed).child(1);
+        let ids = crate::identity::initial_ids(&self.identities, &mut rng);
+        for (ic, id) in self.identities.iter_mut().zip(ids) {
+            ic.node_id = Some(id);
         }
     }
 

@@ -6,7 +6,7 @@
 //! the crawl [`Strategy`]. It decides nothing about harvesting itself.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::addr::{canonical, is_sendable, Family};
@@ -14,19 +14,21 @@ use crate::config::Config;
 use crate::crawl::{CrawlReply, CrawlStats, Discovery, Strategy};
 use crate::fault::Fault;
 use crate::fetch::{FetchOutput, Fetcher};
-use crate::id::{bep42_node_id, bep42_verify, InfoHash, NodeId};
+use crate::id::{bep42_matches, bep42_verify, InfoHash, NodeId};
 pub use crate::identity::Identity;
+use crate::identity::{bep42_ids, initial_ids, refresh_target, REFRESH_DEPTHS};
 use crate::krpc::{self, error_code, Body, Message, Query, QueryKind, Response};
 use crate::lookup::LookupKind;
 use crate::node::Node;
 use crate::rng::Rng;
-use crate::routing::{Contact, InsertOutcome, RoutingTable};
+use crate::routing::{Contact, InsertOutcome};
 use crate::rpc::{Expired, Purpose, Rpc, Transaction};
 use crate::server::{error_datagram, AnnounceStore, Ask, RateLimiter, Reply, Responder};
 use crate::stats::{Stats, TableSize};
 use crate::time::{min_deadline, Timestamp};
 use crate::tokens::Tokens;
 use crate::utp::{is_utp_first_byte, Utp, UtpConfig, UtpStats};
+use crate::vote::{VoteConfig, VoteOutcome, Voter};
 use crate::{ApiMisuse, Event, Input, Output, SocketId};
 
 /// Maintenance cadence: pings, refreshes, bootstrap retries, store expiry.
@@ -53,6 +55,10 @@ pub struct Crawler {
     /// uTP streams on the DHT sockets (BEP 29). Incoming connections are
     /// refused (rate-limited RESET) until the fetcher speaks uTP.
     utp: Utp,
+    /// The external-address vote of each bind address whose identities follow it.
+    voters: Vec<(IpAddr, Voter)>,
+    /// New node ids when the vote moves us.
+    switch_rng: Rng,
 }
 
 impl Crawler {
@@ -60,33 +66,23 @@ impl Crawler {
     pub fn new(cfg: Config, now: Timestamp) -> Self {
         let rng = Rng::new(cfg.seed);
         let mut id_rng = rng.child(1);
+        let initial = initial_ids(&cfg.identities, &mut id_rng);
         let mut ids = Vec::new();
-        for (i, ic) in cfg.identities.iter().enumerate() {
-            let family = Family::of(&ic.bind);
-            let id = match (ic.node_id, ic.external_ip) {
-                (Some(id), _) => id,
-                (None, Some(ip)) => bep42_node_id(ip, &mut id_rng),
-                (None, None) => {
-                    // Several identities are spread evenly over the keyspace.
-                    let mut id = NodeId::random(&mut id_rng);
-                    if cfg.identities.len() > 1 {
-                        id.0[0] = (i * 256 / cfg.identities.len()) as u8;
-                    }
-                    id
-                }
-            };
-            ids.push(Identity {
-                socket: SocketId(i as u16),
-                bind: ic.bind,
-                family,
+        let mut voters: Vec<(IpAddr, Voter)> = Vec::new();
+        for (i, (ic, id)) in cfg.identities.iter().zip(initial).enumerate() {
+            ids.push(Identity::new(
+                SocketId(i as u16),
+                ic.bind,
                 id,
-                table: RoutingTable::new(id, family, cfg.dht.routing.clone()),
-                bootstrapped: false,
-                bootstrap_attempt: 0,
-                next_bootstrap: None,
-                bootstrap_backoff: cfg.dht.bootstrap_backoff,
-                self_lookup: None,
-            });
+                cfg.dht.routing.clone(),
+                cfg.dht.bootstrap_backoff,
+            ));
+            // Identities whose external address is not configured follow the vote,
+            // one voter per bind address.
+            let key = ic.bind.ip();
+            if ic.external_ip.is_none() && !voters.iter().any(|(k, _)| *k == key) {
+                voters.push((key, Voter::new(VoteConfig::default(), now)));
+            }
         }
         let d = &cfg.dht;
         let rpc = Rpc::new(
@@ -116,12 +112,27 @@ impl Crawler {
             next_tick: now.add(TICK),
             expired: Vec::new(),
             utp: Utp::new(UtpConfig::default(), rng.child(6)),
+            voters,
+            // Its own stream: the ids drawn at start may come from `id_rng`'s
+            // stream in another process (`Config::fill_node_ids`), and a new id
+            // must not repeat bytes of the old one.
+            switch_rng: rng.child(7),
         }
     }
 
     /// The identities (node IDs, tables) for inspection.
     pub fn identities(&self) -> &[Identity] {
         &self.node.ids
+    }
+
+    /// The external address the vote settled on for each bind address whose
+    /// identities follow the vote (`None`: not settled yet), with the voters in
+    /// the current round.
+    pub fn external_addresses(&self) -> Vec<(IpAddr, Option<IpAddr>, usize)> {
+        self.voters
+            .iter()
+            .map(|(k, v)| (*k, v.current(), v.len()))
+            .collect()
     }
 
     /// The latest time an input or call brought.
@@ -140,6 +151,7 @@ impl Crawler {
         let mut s = n.stats.clone();
         for i in &n.ids {
             s.routing.add(i.table.stats());
+            s.routing.add(&i.retired);
             s.nodes += i.table.len();
         }
         s.fetch = n.fetcher.stats().clone();
@@ -190,6 +202,13 @@ impl Crawler {
             d.rate_limit_table,
         );
         t("verifying", self.verifying.len(), MAX_VERIFYING);
+        for (_, v) in &self.voters {
+            t(
+                "external address votes",
+                v.len(),
+                VoteConfig::default().round_votes,
+            );
+        }
         t("routers", self.routers.len(), MAX_ROUTERS);
         t("fetch jobs", n.fetcher.jobs(), f.max_jobs);
         t("fetch sessions", n.fetcher.sessions(), f.max_sessions);
@@ -602,7 +621,9 @@ impl Crawler {
                 voter: from,
                 seen_as,
             });
+            self.vote(i, from, seen_as);
         }
+        let foreign = self.node.foreign_nodes_of(i, r);
         match tx.purpose {
             Purpose::Ping => {}
             Purpose::Crawl(tag) => {
@@ -621,32 +642,7 @@ impl Crawler {
             Purpose::Bootstrap => {
                 let nodes = self.node.nodes_of(i, r);
                 self.learn_nodes(i, &nodes);
-                let running = self
-                    .node
-                    .ids
-                    .get(i)
-                    .and_then(|x| x.self_lookup)
-                    .filter(|id| self.node.lookups.contains_key(id));
-                match running {
-                    Some(lid) => {
-                        if let Some(l) = self.node.lookups.get_mut(&lid) {
-                            for (nid, a) in nodes {
-                                l.add_candidate(nid, a);
-                            }
-                        }
-                        self.pump_lookup(lid);
-                    }
-                    None => {
-                        let target = self.node.ids[i].id.0;
-                        if let Some(lid) =
-                            self.start_lookup(i, target, LookupKind::FindNode, &nodes)
-                        {
-                            if self.node.lookups.contains_key(&lid) {
-                                self.node.ids[i].self_lookup = Some(lid);
-                            }
-                        }
-                    }
-                }
+                self.seed_self_lookup(i, &nodes);
             }
             Purpose::Lookup(lid) => {
                 let nodes = self.node.nodes_of(i, r);
@@ -666,6 +662,122 @@ impl Crawler {
                     }
                     self.pump_lookup(lid);
                 }
+            }
+        }
+        self.learn_foreign(&foreign);
+    }
+
+    /// Counts `voter`'s BEP 42 `ip` vote for identity `i`'s bind address; when the
+    /// vote settles on a new address, the identities behind that address whose id
+    /// is not valid for it switch to BEP 42 ids for it.
+    fn vote(&mut self, i: usize, voter: SocketAddr, seen_as: SocketAddr) {
+        let Some(key) = self.node.ids.get(i).map(|x| x.bind.ip()) else {
+            return;
+        };
+        let now = self.node.now;
+        let Some((_, v)) = self.voters.iter_mut().find(|(k, _)| *k == key) else {
+            return;
+        };
+        let ip = match v.vote(now, voter.ip(), seen_as.ip()) {
+            VoteOutcome::Changed(ip) => ip,
+            VoteOutcome::Ignored => {
+                self.node.stats.dht.external_votes_ignored += 1;
+                return;
+            }
+            VoteOutcome::Counted => return,
+        };
+        self.node.stats.dht.external_address_changes += 1;
+        tracing::debug!(%ip, bind = %key, "external address settled");
+        let cfgs = &self.node.cfg.identities;
+        let switch: Vec<usize> = (0..self.node.ids.len())
+            .filter(|&j| {
+                let x = &self.node.ids[j];
+                x.bind.ip() == key
+                    && cfgs.get(j).is_some_and(|c| c.external_ip.is_none())
+                    && x.family == Family::of(&SocketAddr::new(ip, 0))
+                    && !bep42_matches(&x.id, ip)
+            })
+            .collect();
+        let new_ids = bep42_ids(ip, switch.len(), &mut self.switch_rng);
+        for (j, id) in switch.into_iter().zip(new_ids) {
+            let ident = &mut self.node.ids[j];
+            let old = ident.id;
+            let kept = ident.change_id(now, id);
+            ident.self_lookup = None;
+            let socket = ident.socket;
+            self.node.stats.dht.identity_switches += 1;
+            tracing::debug!(socket = socket.0, %old, new = %id, kept, "node id switched (BEP 42)");
+            self.node.emit(Event::IdentityChanged {
+                socket,
+                old,
+                new: id,
+                external_ip: ip,
+            });
+            // Bootstrap again at the new place: find_node for the new id to the
+            // routers and the closest nodes kept, whose answers seed a self-lookup
+            // that fills the buckets next to the new id (and makes us known there).
+            self.node.ids[j].bootstrapped = false;
+            self.bootstrap_identity(j);
+            // The nodes kept sit next to the old id: refresh the buckets near the
+            // new one too (a lookup each, within the lookup cap).
+            for depth in 0..REFRESH_DEPTHS {
+                let t = refresh_target(&id, depth, &mut self.switch_rng);
+                self.start_lookup(j, t.0, LookupKind::FindNode, &[]);
+            }
+        }
+    }
+
+    /// Feeds `nodes` to identity `i`'s self-lookup (the bootstrap traversal),
+    /// starting it if none runs.
+    fn seed_self_lookup(&mut self, i: usize, nodes: &[(NodeId, SocketAddr)]) {
+        let running = self
+            .node
+            .ids
+            .get(i)
+            .and_then(|x| x.self_lookup)
+            .filter(|id| self.node.lookups.contains_key(id));
+        match running {
+            Some(lid) => {
+                if let Some(l) = self.node.lookups.get_mut(&lid) {
+                    for &(nid, a) in nodes {
+                        l.add_candidate(nid, a);
+                    }
+                }
+                self.pump_lookup(lid);
+            }
+            None => {
+                let Some(target) = self.node.ids.get(i).map(|x| x.id.0) else {
+                    return;
+                };
+                if let Some(lid) = self.start_lookup(i, target, LookupKind::FindNode, nodes) {
+                    if self.node.lookups.contains_key(&lid) {
+                        self.node.ids[i].self_lookup = Some(lid);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Nodes of the other family than the replying identity's (BEP 32: we ask for
+    /// both when we run both) go to the identities of their family: the crawl's
+    /// node book places each with the identity of its family, and an identity
+    /// still short of its bootstrap size takes them into its self-lookup, whose
+    /// answers fill its table.
+    fn learn_foreign(&mut self, nodes: &[(NodeId, SocketAddr)]) {
+        let Some(&(_, first)) = nodes.first() else {
+            return;
+        };
+        let family = Family::of(&first);
+        let Some(j) = self.node.ids.iter().position(|x| x.family == family) else {
+            return;
+        };
+        self.node.stats.dht.foreign_nodes += nodes.len() as u64;
+        self.learn_nodes(j, nodes);
+        for j in 0..self.node.ids.len() {
+            let ident = &self.node.ids[j];
+            if ident.family == family && !ident.bootstrapped {
+                self.seed_self_lookup(j, nodes);
+                self.node.flush_routing_events(j);
             }
         }
     }

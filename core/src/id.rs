@@ -219,9 +219,22 @@ fn bep42_crc(ip: IpAddr, r: u8) -> u32 {
 
 /// A BEP 42 node ID for external address `ip`, with `rng` supplying `r` and the free bits.
 pub fn bep42_node_id(ip: IpAddr, rng: &mut Rng) -> NodeId {
+    let id: [u8; 20] = rng.bytes();
+    bep42_shape(ip, id[19] & 7, id)
+}
+
+/// A BEP 42 node ID for external address `ip` with `r` (its low 3 bits) chosen by
+/// the caller (several identities on one address take different `r`, hence
+/// different prefixes) and every other free bit from `rng`: 139 random bits.
+pub fn bep42_node_id_r(ip: IpAddr, r: u8, rng: &mut Rng) -> NodeId {
     let mut id: [u8; 20] = rng.bytes();
-    let rand = id[19];
-    let crc = bep42_crc(ip, rand & 7);
+    id[19] = (id[19] & !7) | (r & 7);
+    bep42_shape(ip, r & 7, id)
+}
+
+/// `id` with the BEP 42 prefix for `ip` and `r` written over its first 21 bits.
+fn bep42_shape(ip: IpAddr, r: u8, mut id: [u8; 20]) -> NodeId {
+    let crc = bep42_crc(ip, r);
     id[0] = (crc >> 24) as u8;
     id[1] = (crc >> 16) as u8;
     id[2] = ((crc >> 8) as u8 & 0xf8) | (id[2] & 0x07);

@@ -47,10 +47,11 @@ use bytes::Bytes;
 // - `testkit` (feature `testkit`): sans-IO fake peers for tests.
 //
 // Everything else is internal (`mod`: bloom, config, crawler, fault, id, identity,
-// limiter, lookup, node, rng, rpc, server, stats, time, tokens); what other
+// limiter, lookup, node, rng, rpc, server, stats, time, tokens, vote); what other
 // crates need from it is re-exported here: the crawler and its inputs and outputs (this file), its
 // config (`Config`, `DhtConfig`, `IdentityConfig`), identities (`Identity`),
-// ids (`NodeId`, `InfoHash`, `Distance`, `bep42_node_id`), time (`Timestamp`),
+// ids (`NodeId`, `InfoHash`, `Distance`, `bep42_node_id`, `bep42_matches`,
+// `bep42_verify`), time (`Timestamp`),
 // stats (`Stats`, `DhtStats`, `PacketCounts`), faults (`Fault`), the deterministic
 // generator every seeded component takes (`Rng`), the BEP 33 bloom filter
 // (`Bloom`) and the lookup kind reported by `Event::LookupDone` (`LookupKind`).
@@ -83,13 +84,14 @@ pub mod testkit;
 mod time;
 mod tokens;
 pub mod utp;
+mod vote;
 pub mod wire;
 
 pub use bloom::Bloom;
 pub use config::{Config, DhtConfig, IdentityConfig};
 pub use crawler::{Crawler, Identity};
 pub use fault::Fault;
-pub use id::{bep42_node_id, Distance, InfoHash, NodeId};
+pub use id::{bep42_matches, bep42_node_id, bep42_verify, Distance, InfoHash, NodeId};
 pub use lookup::LookupKind;
 pub use rng::Rng;
 pub use stats::{DhtStats, PacketCounts, Stats, TableSize};
@@ -311,6 +313,19 @@ pub enum Event {
         voter: SocketAddr,
         /// Our address as that node sees it.
         seen_as: SocketAddr,
+    },
+    /// The vote on our external address (see `ExternalAddressVote`) settled on an
+    /// address this identity's node id was not valid for (BEP 42): it took a new
+    /// id for it, and its routing table was rebuilt around that id.
+    IdentityChanged {
+        /// The identity.
+        socket: SocketId,
+        /// The id it had.
+        old: NodeId,
+        /// The id it has now.
+        new: NodeId,
+        /// The external address the vote settled on.
+        external_ip: std::net::IpAddr,
     },
     /// A lookup finished.
     LookupDone {

@@ -352,11 +352,33 @@ impl Node {
     /// KRPC `nodes`/`nodes6`. Nodes the address filter refuses are dropped and
     /// counted as [`Fault::FilteredAddress`].
     pub fn nodes_of(&mut self, i: usize, r: &Response<'_>) -> Vec<(NodeId, SocketAddr)> {
-        let Some(ident) = self.ids.get(i) else {
+        match self.ids.get(i) {
+            Some(ident) => self.nodes_in(ident.family, r),
+            None => Vec::new(),
+        }
+    }
+
+    /// The usable nodes of a reply in the other family than identity `i`'s (BEP 32:
+    /// we ask for both when we run both), for the identities of that family; empty
+    /// when we run none of it.
+    pub fn foreign_nodes_of(&mut self, i: usize, r: &Response<'_>) -> Vec<(NodeId, SocketAddr)> {
+        let Some(fam) = self.ids.get(i).map(|x| x.family) else {
             return Vec::new();
         };
-        let (own, allow) = (ident.id, self.cfg.allow_private);
-        let it: Box<dyn Iterator<Item = (NodeId, SocketAddr)>> = match ident.family {
+        let other = match fam {
+            Family::V4 => Family::V6,
+            Family::V6 => Family::V4,
+        };
+        if !self.ids.iter().any(|x| x.family == other) {
+            return Vec::new();
+        }
+        self.nodes_in(other, r)
+    }
+
+    /// The usable nodes of `family` in a reply: at most 64, filtered, none of ours.
+    fn nodes_in(&mut self, family: Family, r: &Response<'_>) -> Vec<(NodeId, SocketAddr)> {
+        let allow = self.cfg.allow_private;
+        let it: Box<dyn Iterator<Item = (NodeId, SocketAddr)>> = match family {
             Family::V4 => Box::new(r.nodes.iter().flat_map(|n| n.iter())),
             Family::V6 => Box::new(r.nodes6.iter().flat_map(|n| n.iter())),
         };
@@ -367,7 +389,7 @@ impl Node {
             }
             if !is_sendable(&a, allow) {
                 self.fault(Fault::FilteredAddress, a);
-            } else if id != own {
+            } else if !self.ids.iter().any(|x| x.id == id) {
                 out.push((id, canonical(a)));
             }
         }

@@ -377,10 +377,21 @@ impl Responder {
         if !values.is_empty() {
             resp.values = Some(values);
         }
-        if !n4.is_empty() {
+        // Every query that names a key gets the wanted node keys, empty when we
+        // know nobody (as libtorrent does; some clients treat a missing key as an
+        // error). get_peers carries them next to `values` too, as libtorrent's
+        // replies do: BEP 5 allows either, and nodes help the asker's traversal.
+        let carries_nodes = match q.kind {
+            QueryKind::Ping | QueryKind::AnnouncePeer { .. } => false,
+            QueryKind::FindNode { .. }
+            | QueryKind::GetPeers { .. }
+            | QueryKind::SampleInfohashes { .. }
+            | QueryKind::Unknown { .. } => true,
+        };
+        if carries_nodes && want.n4 {
             resp.nodes = CompactNodesV4::new(&n4);
         }
-        if !n6.is_empty() {
+        if carries_nodes && want.n6 {
             resp.nodes6 = CompactNodesV6::new(&n6);
         }
         let reply = Message {

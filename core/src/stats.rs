@@ -101,6 +101,16 @@ pub struct DhtStats {
     pub unsorted_keys_accepted: u64,
     /// Responses that carried a BEP 42 `ip` (our address as the responder sees it).
     pub external_votes: u64,
+    /// Nodes of the other address family in replies (BEP 32), handed to the
+    /// identities of their family.
+    pub foreign_nodes: u64,
+    /// BEP 42 `ip` votes the external-address voter ignored (private or bogus
+    /// addresses, wrong family, a network that already voted this round).
+    pub external_votes_ignored: u64,
+    /// Times the external-address vote settled on a new address.
+    pub external_address_changes: u64,
+    /// Identities that took a new (BEP 42) node id because of it.
+    pub identity_switches: u64,
 }
 
 impl DhtStats {

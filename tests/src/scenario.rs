@@ -142,29 +142,28 @@ impl World {
         n
     }
 
-    /// Adds a crawler with `identities` UDP identities (each its own address and
-    /// BEP 42 id). `tune` adjusts the config.
+    /// Adds a crawler with `identities` UDP identities, made as `magnetar crawl`
+    /// makes them: all on one address (each its own port), no external address
+    /// configured, ids from core's identity logic (`IdentityConfig::for_sockets`,
+    /// `Config::fill_node_ids`): random until the vote on the replies' `ip` fields
+    /// settles, then BEP 42 ids for the address. `tune` adjusts the config.
     pub fn add_crawler(
         &mut self,
         identities: usize,
         policy: RuntimePolicy,
         tune: impl FnOnce(&mut Config),
     ) -> NodeIdx {
-        let mut addrs = Vec::new();
-        for _ in 0..identities.max(1) {
-            let ip = self.alloc_ip();
-            let port = self.alloc_port();
-            addrs.push(SocketAddr::new(IpAddr::V4(ip), port));
+        let ip = self.alloc_ip();
+        let mut addrs: Vec<SocketAddr> = Vec::new();
+        while addrs.len() < identities.max(1) {
+            let a = SocketAddr::new(IpAddr::V4(ip), self.alloc_port());
+            if !addrs.contains(&a) {
+                addrs.push(a);
+            }
         }
         let mut cfg = Config::new(self.rng.next_u64(), addrs[0]);
-        cfg.identities = addrs
-            .iter()
-            .map(|a| IdentityConfig {
-                bind: *a,
-                node_id: None,
-                external_ip: Some(a.ip()),
-            })
-            .collect();
+        cfg.identities = IdentityConfig::for_sockets(&addrs, &[], &[]);
+        cfg.fill_node_ids();
         tune(&mut cfg);
         let node = CrawlerNode::new(cfg, self.now(), policy);
         let eps: Vec<(NodeId, SocketAddr)> = node

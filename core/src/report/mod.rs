@@ -387,6 +387,26 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
         "External address votes received.",
         d.external_votes,
     );
+    w.counter(
+        "magnetar_dht_external_votes_ignored_total",
+        "External address votes ignored (private address, wrong family, network already voted).",
+        d.external_votes_ignored,
+    );
+    w.counter(
+        "magnetar_dht_external_address_changes_total",
+        "Times the external address vote settled on a new address.",
+        d.external_address_changes,
+    );
+    w.counter(
+        "magnetar_dht_identity_switches_total",
+        "Identities that took a new BEP 42 node id for a settled external address.",
+        d.identity_switches,
+    );
+    w.counter(
+        "magnetar_dht_foreign_nodes_total",
+        "Nodes of the other address family in replies, handed to that family's identity.",
+        d.foreign_nodes,
+    );
 
     let r = &s.routing;
     w.counter(

@@ -31,6 +31,7 @@ use crate::codec;
 use crate::error::{hex, StoreError};
 use crate::types::InfoHash;
 
+mod identity;
 mod maintenance;
 mod prepare;
 mod read;

@@ -382,7 +382,7 @@ fn run(a: &Args, strategy: &str) -> Row {
             (
                 found,
                 format!(
-                    "queries out: sample {} get_peers {} find_node {} ping {}; ask-source hits {}/{}; {} lookups done",
+                    "queries out: sample {} get_peers {} find_node {} ping {}; ask-source hits {}/{}; {} lookups done; identities: {} on {}, {} BEP 42 after {} switches",
                     s.dht.queries_out.sample_infohashes,
                     s.dht.queries_out.get_peers,
                     s.dht.queries_out.find_node,
@@ -390,6 +390,19 @@ fn run(a: &Args, strategy: &str) -> Row {
                     s.crawl.ask_source_hits,
                     s.crawl.ask_source_sent,
                     s.dht.lookups_done,
+                    cn.crawler.identities().len(),
+                    cn.crawler
+                        .external_addresses()
+                        .iter()
+                        .map(|(_, ip, _)| ip.map_or("no settled address".into(), |ip| ip.to_string()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    cn.crawler
+                        .identities()
+                        .iter()
+                        .filter(|x| magnetar_core::bep42_matches(&x.id, x.bind.ip()))
+                        .count(),
+                    s.dht.identity_switches,
                 ),
                 md,
                 mem,
