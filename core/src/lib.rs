@@ -42,6 +42,7 @@ use bytes::Bytes;
 // - `routing`: the routing table, its config and stats, per-node query counts;
 // - `session`: one BEP 9/10 peer wire session as a state machine;
 // - `wire`: bencode and the peer wire (BEP 3 framing, BEP 9/10/11 messages);
+// - `tracker`: UDP (BEP 15) and HTTP tracker clients, the fallback source of peers;
 // - `testkit` (feature `testkit`): sans-IO fake peers for tests.
 //
 // Everything else is internal (`mod`: bloom, config, crawler, fault, id, identity,
@@ -79,6 +80,7 @@ mod stats;
 pub mod testkit;
 mod time;
 mod tokens;
+pub mod tracker;
 pub mod wire;
 
 pub use bloom::Bloom;
