@@ -46,6 +46,8 @@ pub struct IngestCounters {
     pub dropped: u64,
     /// Reads that failed (the infohash was then treated as unknown).
     pub read_errors: u64,
+    /// Tracker answers (`Event::TrackerReply`).
+    pub tracker_replies: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -373,6 +375,18 @@ impl Ingest {
                 if let Some(p) = self.pending.get_mut(&info_hash.0) {
                     p.seeders = seeders.or(p.seeders);
                     p.leechers = leechers.or(p.leechers);
+                }
+                Ok(Decision::Nothing)
+            }
+            Event::TrackerReply(r) => {
+                // A tracker's counts stand in for the DHT's estimate when it gave
+                // none; they are stored with the torrent when its metadata comes.
+                // (Counts for torrents already stored, with their time and source,
+                // wait for the storage fields of issue 17 item 6.)
+                self.counters.tracker_replies += 1;
+                if let Some(p) = self.pending.get_mut(&r.info_hash.0) {
+                    p.seeders = p.seeders.or(r.seeders);
+                    p.leechers = p.leechers.or(r.leechers);
                 }
                 Ok(Decision::Nothing)
             }

@@ -343,6 +343,7 @@ mod tests {
             lookups_running: q.u(),
             transactions: q.u(),
             stored_infohashes: q.u(),
+            tracker: Default::default(),
         }
     }
 

@@ -283,6 +283,9 @@ pub enum Event {
     MetadataFailed(Box<fetch::MetadataFailed>),
     /// One peer session ended (for the request log and the peer records).
     PeerSession(Box<fetch::PeerSessionReport>),
+    /// A tracker answered: peers (already handed to the fetcher) and its seeder
+    /// and leecher counts, with the tracker's URL as their source.
+    TrackerReply(Box<tracker::TrackerReply>),
     /// A node entered an identity's routing table.
     NodeAdded {
         /// The identity whose table it entered.

@@ -418,3 +418,99 @@ fn urls() {
         assert!(bad.parse::<TrackerUrl>().is_err(), "{bad}");
     }
 }
+
+/// Drains the crawler, advancing time through its timers, until `want` matches an
+/// output (bounded in steps); returns the time and every output seen.
+fn crawl_until(
+    c: &mut crate::Crawler,
+    mut now: Timestamp,
+    until: Timestamp,
+    want: impl Fn(&crate::Output) -> bool,
+) -> (Timestamp, Vec<crate::Output>, bool) {
+    use crate::{Input, Output};
+    let mut seen = Vec::new();
+    for _ in 0..10_000 {
+        let o = c.poll_output();
+        match o {
+            Output::Timeout(t) if t <= until => {
+                now = t.max(now);
+                c.handle_input(Input::Timeout(now));
+            }
+            Output::Timeout(_) | Output::Idle => return (now, seen, false),
+            o => {
+                let hit = want(&o);
+                seen.push(o);
+                if hit {
+                    return (now, seen, true);
+                }
+            }
+        }
+    }
+    (now, seen, false)
+}
+
+#[test]
+fn crawler_asks_trackers_when_the_dht_finds_nobody() {
+    use crate::{Config, Crawler, Event, Input, Output};
+    let tracker: SocketAddr = "127.0.0.9:6969".parse().unwrap();
+    let is_tracker = |o: &Output| matches!(o, Output::Transmit { to, .. } if *to == tracker);
+    let target = InfoHash([0x42; 20]);
+    // Without trackers: the failed search asks nobody.
+    let mut c = Crawler::new(Config::loopback_test(3), Timestamp::ZERO);
+    c.acquire(secs(0), target).unwrap();
+    let (_, _, hit) = crawl_until(&mut c, secs(0), secs(60), is_tracker);
+    assert!(!hit);
+    assert!(c.stats().crawl.acquire_no_peers > 0);
+    assert_eq!(c.stats().tracker.asked, 0);
+    // With one: the same search asks it, through the DHT socket.
+    let mut cfg = Config::loopback_test(3);
+    cfg.trackers.urls = vec!["udp://127.0.0.9:6969".parse().unwrap()];
+    let mut c = Crawler::new(cfg, Timestamp::ZERO);
+    c.acquire(secs(0), target).unwrap();
+    let (now, seen, hit) = crawl_until(&mut c, secs(0), secs(60), is_tracker);
+    assert!(hit, "no connect request to the tracker");
+    let Some(Output::Transmit { payload, local, .. }) = seen.last() else {
+        unreachable!()
+    };
+    assert_eq!(local.0, 0);
+    let tid = u32::from_be_bytes(payload[12..16].try_into().unwrap());
+    c.handle_input(Input::Datagram {
+        at: now,
+        local: crate::SocketId(0),
+        from: tracker,
+        bytes: &reply(0, tid, &5u64.to_be_bytes()),
+    });
+    let (now, seen, hit) = crawl_until(&mut c, now, now, is_tracker);
+    assert!(hit);
+    let Some(Output::Transmit { payload, .. }) = seen.last() else {
+        unreachable!()
+    };
+    assert_eq!(&payload[16..36], &target.0);
+    let tid = u32::from_be_bytes(payload[12..16].try_into().unwrap());
+    c.handle_input(Input::Datagram {
+        at: now,
+        local: crate::SocketId(0),
+        from: tracker,
+        bytes: &announce_reply(tid, 1800, &[[127, 0, 0, 5, 0x1b, 0x58]]),
+    });
+    let peer: SocketAddr = "127.0.0.5:7000".parse().unwrap();
+    let (_, seen, hit) = crawl_until(
+        &mut c,
+        now,
+        now,
+        |o| matches!(o, Output::Connect { to, .. } if *to == peer),
+    );
+    assert!(hit, "the tracker's peer was not fetched from: {seen:?}");
+    assert!(seen.iter().any(|o| matches!(
+        o,
+        Output::Event(Event::TrackerReply(r))
+            if r.info_hash == target && r.peers == vec![peer] && r.seeders == Some(3)
+    )));
+    // The tracker's datagrams are not KRPC: no DHT fault was counted.
+    assert!(
+        c.stats().dht.faults.is_empty(),
+        "{:?}",
+        c.stats().dht.faults
+    );
+    assert_eq!(c.stats().tracker.announces, 1);
+}
