@@ -307,7 +307,9 @@ pub struct TrackerStats {
     pub peers_filtered: u64,
     /// Requests that got no answer in time (after the retransmissions).
     pub timeouts: u64,
-    /// Refusals: a UDP error action or an HTTP `failure reason`.
+    /// Refusals of a torrent: a UDP error action, an HTTP `failure reason`, or an
+    /// unusable UDP answer to the request (no back-off; the torrent waits
+    /// `max_backoff` before it is asked of that tracker again).
     pub refused: u64,
     /// Undecodable UDP replies, by kind.
     pub udp_malformed: BTreeMap<UdpError, u64>,
@@ -318,7 +320,8 @@ pub struct TrackerStats {
     pub unexpected: u64,
     /// TCP connections that failed or closed before an answer.
     pub connect_failures: u64,
-    /// Requests that failed for any reason (each starts a back-off).
+    /// Requests that failed for the tracker's sake: timeouts, connections, HTTP
+    /// errors, garbage (each starts the tracker's back-off).
     pub failed: u64,
 }
 
@@ -665,29 +668,54 @@ impl Trackers {
 
     /// A request succeeded.
     fn succeed(&mut self, i: usize, now: Timestamp, interval: Option<u32>, reply: TrackerReply) {
+        self.answered(i, now);
+        if !reply.scrape {
+            let wait = Duration::from_secs(interval.unwrap_or(0) as u64).min(self.cfg.max_interval);
+            self.not_before(i, reply.info_hash, now.add(wait));
+        }
+        self.out.push_back(TrackerOutput::Reply(reply));
+    }
+
+    /// The tracker answered (whatever it said): no back-off.
+    fn answered(&mut self, i: usize, now: Timestamp) {
         let t = &mut self.list[i];
         t.flight = None;
         t.failures = 0;
         t.next_at = now;
-        if !reply.scrape {
-            let wait = Duration::from_secs(interval.unwrap_or(0) as u64).min(self.cfg.max_interval);
-            let ih = reply.info_hash;
-            if let Some(old) = t.again.remove(&ih) {
-                t.again_order.remove(&(old, ih));
-            }
-            while t.again.len() >= self.cfg.remember {
-                match t.again_order.pop_first() {
-                    Some((_, old)) => {
-                        t.again.remove(&old);
-                    }
-                    None => break,
-                }
-            }
-            let at = now.add(wait);
-            t.again.insert(ih, at);
-            t.again_order.insert((at, ih));
+    }
+
+    /// The tracker refused this torrent (an error, a `failure reason`, or an
+    /// unusable answer to the request; opentracker answers a torrent off its
+    /// whitelist with an empty announce): counted, the torrent is not asked of it
+    /// again for `max_backoff`, and the tracker goes on with the next ask.
+    fn refuse(&mut self, i: usize, now: Timestamp) {
+        self.stats.refused += 1;
+        let Some(ask) = self.list[i].flight.as_ref().map(|f| f.ask) else {
+            return;
+        };
+        self.answered(i, now);
+        if let Ask::Announce(ih) = ask {
+            self.not_before(i, ih, now.add(self.cfg.max_backoff));
         }
-        self.out.push_back(TrackerOutput::Reply(reply));
+    }
+
+    /// Remembers (bounded, the earliest forgotten first) when `ih` may be
+    /// announced to tracker `i` again.
+    fn not_before(&mut self, i: usize, ih: InfoHash, at: Timestamp) {
+        let t = &mut self.list[i];
+        if let Some(old) = t.again.remove(&ih) {
+            t.again_order.remove(&(old, ih));
+        }
+        while t.again.len() >= self.cfg.remember {
+            match t.again_order.pop_first() {
+                Some((_, old)) => {
+                    t.again.remove(&old);
+                }
+                None => break,
+            }
+        }
+        t.again.insert(ih, at);
+        t.again_order.insert((at, ih));
     }
 
     fn filter(&mut self, peers: Vec<SocketAddr>) -> Vec<SocketAddr> {
@@ -720,10 +748,18 @@ impl Trackers {
             Ok(r) => r,
             Err(e) => {
                 *self.stats.udp_malformed.entry(e).or_default() += 1;
-                // The tracker sent garbage to a live request: fail it (a stray
-                // datagram with nothing in flight only counts).
-                if self.list[i].flight.is_some() {
-                    self.fail(i, now);
+                // An unusable answer to the request in flight (its transaction
+                // id): a failed connect backs off, a failed announce or scrape
+                // is that torrent's refusal. Anything else only counts.
+                let tid = bytes
+                    .get(4..8)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+                match self.list[i].flight.as_ref().map(|f| &f.state) {
+                    Some(Flight::UdpConnect { tid: t, .. }) if Some(*t) == tid => self.fail(i, now),
+                    Some(Flight::UdpRequest { tid: t, .. }) if Some(*t) == tid => {
+                        self.refuse(i, now)
+                    }
+                    _ => self.stats.unexpected += 1,
                 }
                 return;
             }
@@ -789,11 +825,16 @@ impl Trackers {
                 };
                 self.succeed(i, now, None, r);
             }
-            (UdpReply::Error { message, .. }, _, _) => {
-                self.stats.refused += 1;
+            (UdpReply::Error { message, .. }, connecting, _) => {
                 tracing::debug!(tracker = %tracker, %message, "tracker refused");
+                // (An expired connection id is one reason for an error.)
                 self.list[i].connection = None;
-                self.fail(i, now);
+                if connecting {
+                    self.stats.refused += 1;
+                    self.fail(i, now);
+                } else {
+                    self.refuse(i, now);
+                }
             }
             _ => {
                 // A well-formed reply of the wrong action for the transaction.
@@ -903,9 +944,8 @@ impl Trackers {
                     self.fail(i, now);
                 }
                 Ok(a) if a.failure.is_some() => {
-                    self.stats.refused += 1;
                     tracing::debug!(tracker = %tracker, reason = ?a.failure, "tracker refused");
-                    self.fail(i, now);
+                    self.refuse(i, now);
                 }
                 Ok(a) => {
                     self.stats.announces += 1;
@@ -937,9 +977,8 @@ impl Trackers {
                     self.fail(i, now);
                 }
                 Ok(Err(reason)) => {
-                    self.stats.refused += 1;
                     tracing::debug!(tracker = %tracker, %reason, "tracker refused a scrape");
-                    self.fail(i, now);
+                    self.refuse(i, now);
                 }
                 Ok(Ok(c)) => {
                     self.stats.scrapes += 1;

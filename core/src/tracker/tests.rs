@@ -168,7 +168,8 @@ fn udp_garbage_and_errors_are_counted_failures() {
     let (tid, _, _) = sent(&drain(&mut t));
     // The wrong action for a connect.
     t.on_datagram(secs(0), from, &announce_reply(tid, 1, &[]));
-    assert_eq!((t.stats().unexpected, t.stats().failed), (1, 1));
+    // (The stray datagram counted as unexpected too.)
+    assert_eq!((t.stats().unexpected, t.stats().failed), (2, 1));
     let mut t = trackers(&[UDP], |_| {});
     t.ask(secs(0), Ask::Announce(ih(1)));
     let (tid, _, _) = sent(&drain(&mut t));
@@ -176,7 +177,24 @@ fn udp_garbage_and_errors_are_counted_failures() {
     let (tid, _, _) = sent(&drain(&mut t));
     t.on_datagram(secs(0), from, &reply(3, tid, b"torrent not registered"));
     assert!(replies(&drain(&mut t)).is_empty());
-    assert_eq!((t.stats().refused, t.stats().failed), (1, 1));
+    assert_eq!((t.stats().refused, t.stats().failed), (1, 0));
+    // A refusal is the torrent's, not the tracker's: no back-off for the next
+    // torrent (a connect: the error dropped the connection id), but the refused
+    // one waits.
+    t.ask(secs(1), Ask::Announce(ih(2)));
+    assert_eq!(sent(&drain(&mut t)).1, 0);
+    let mut t2 = trackers(&[UDP], |_| {});
+    t2.ask(secs(0), Ask::Announce(ih(1)));
+    let (tid, _, _) = sent(&drain(&mut t2));
+    t2.on_datagram(secs(0), from, &reply(0, tid, &9u64.to_be_bytes()));
+    let (tid, _, _) = sent(&drain(&mut t2));
+    // opentracker's answer for a torrent off its whitelist: an empty announce.
+    t2.on_datagram(secs(0), from, &reply(1, tid, &[]));
+    assert_eq!(t2.stats().udp_malformed.get(&UdpError::Short), Some(&1));
+    assert_eq!((t2.stats().refused, t2.stats().failed), (1, 0));
+    t2.ask(secs(2), Ask::Announce(ih(1)));
+    assert!(drain(&mut t2).is_empty());
+    assert_eq!(t2.stats().skipped, 1);
     // A ragged peer list fails the request too.
     let mut t = trackers(&[UDP], |_| {});
     t.ask(secs(0), Ask::Announce(ih(1)));
@@ -190,7 +208,12 @@ fn udp_garbage_and_errors_are_counted_failures() {
         t.stats().udp_malformed.get(&UdpError::RaggedPeers),
         Some(&1)
     );
-    assert_eq!(t.stats().failed, 1);
+    assert_eq!((t.stats().refused, t.stats().failed), (1, 0));
+    // Garbage that answers no transaction only counts.
+    t.ask(secs(1), Ask::Announce(ih(2)));
+    let (tid, _, _) = sent(&drain(&mut t));
+    t.on_datagram(secs(1), from, &reply(1, tid ^ 1, &[1]));
+    assert_eq!((t.stats().unexpected, t.stats().failed), (1, 0));
 }
 
 #[test]
@@ -313,7 +336,7 @@ fn http_failures_are_counted() {
         conn,
         b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\n\r\nd14:failure reason9:forbiddene",
     );
-    assert_eq!((t.stats().refused, t.stats().failed), (1, 1));
+    assert_eq!((t.stats().refused, t.stats().failed), (1, 0));
     // Refused connection, then the back-off.
     let mut t = trackers(&[HTTP], |_| {});
     t.ask(secs(0), Ask::Announce(ih(1)));
