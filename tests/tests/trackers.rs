@@ -209,7 +209,7 @@ fn trackers_supply_peers_the_dht_does_not_have() {
         log,
         what: "tracker swarm".into(),
     };
-    let mut next = |what: &str, swarm: &mut Proc| loop {
+    let next = |what: &str, swarm: &mut Proc| loop {
         match events.recv_timeout(Duration::from_secs(120)) {
             Ok(v) if v["event"] == what => break v,
             Ok(_) => {}
