@@ -381,6 +381,18 @@ pub fn log_event(e: &Event, bootstrapped: &mut bool) {
         Event::MetadataFailed(m) => {
             tracing::debug!(info_hash = %hex(&m.info_hash.0), peers = m.peers_tried, "metadata failed");
         }
+        Event::TrackerReply(r) => {
+            tracing::debug!(
+                target: "magnetar::timeline",
+                info_hash = %hex(&r.info_hash.0),
+                tracker = %r.tracker,
+                scrape = r.scrape,
+                peers = r.peers.len(),
+                seeders = r.seeders,
+                leechers = r.leechers,
+                "tracker reply"
+            );
+        }
         Event::Bootstrapped { socket, nodes } => {
             if !*bootstrapped {
                 tracing::info!(socket = socket.0, nodes, "bootstrapped");

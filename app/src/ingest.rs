@@ -55,6 +55,8 @@ pub struct IngestCounters {
     /// BEP 33 counts of stored torrents sent to storage (refreshes and other
     /// peer searches of stored torrents).
     pub scrapes: u64,
+    /// Tracker answers (`Event::TrackerReply`).
+    pub tracker_replies: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -447,6 +449,18 @@ impl Ingest {
                     seeders: s,
                     leechers: l,
                 })?;
+                Ok(Decision::Nothing)
+            }
+            Event::TrackerReply(r) => {
+                // A tracker's counts stand in for the DHT's estimate when it gave
+                // none; they are stored with the torrent when its metadata comes.
+                // (Counts for torrents already stored, with their time and source,
+                // wait for the storage fields of issue 17 item 6.)
+                self.counters.tracker_replies += 1;
+                if let Some(p) = self.pending.get_mut(&r.info_hash.0) {
+                    p.seeders = p.seeders.or(r.seeders);
+                    p.leechers = p.leechers.or(r.leechers);
+                }
                 Ok(Decision::Nothing)
             }
             Event::MetadataFetched(m) => {

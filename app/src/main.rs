@@ -328,6 +328,11 @@ struct CrawlArgs {
     #[arg(long, value_name = "HOST:PORT", num_args = 1.., env = "MAGNETAR_BOOTSTRAP", value_delimiter = ',')]
     bootstrap: Vec<String>,
 
+    /// Trackers to ask for peers of the infohashes whose DHT peer search found nobody
+    /// (`udp://HOST:PORT`, BEP 15, or `http://HOST[:PORT]/announce`); none by default.
+    #[arg(long, value_name = "URL", num_args = 1.., env = "MAGNETAR_TRACKERS", value_delimiter = ',')]
+    trackers: Vec<String>,
+
     /// Talk to loopback and private (RFC 1918, ULA, link-local) addresses too, and drop
     /// the one-node-per-/24 routing rule (for LANs and tests).
     #[arg(long, env = "MAGNETAR_ALLOW_PRIVATE")]
@@ -615,6 +620,32 @@ struct Ran {
     elapsed: Duration,
 }
 
+/// Parses `--trackers` and resolves their host names (once, at start; a name
+/// that does not resolve leaves its tracker unused, with a warning).
+fn tracker_urls(urls: &[String]) -> Result<Vec<magnetar_core::tracker::TrackerUrl>, Fail> {
+    let mut out = Vec::new();
+    for u in urls {
+        let mut t: magnetar_core::tracker::TrackerUrl =
+            u.parse().map_err(|e| Fail(format!("--trackers {e}")))?;
+        if let Some(name) = t.needs_resolving() {
+            use std::net::ToSocketAddrs;
+            match magnetar_core::pump::resolved(name.to_socket_addrs()) {
+                Ok(addrs) => {
+                    t.addr = addrs
+                        .iter()
+                        .find(|a| a.is_ipv4())
+                        .or(addrs.first())
+                        .copied()
+                }
+                Err(e) => tracing::warn!(tracker = %u, "cannot resolve the tracker: {e}"),
+            }
+        }
+        tracing::info!(tracker = %u, addr = ?t.addr, "tracker");
+        out.push(t);
+    }
+    Ok(out)
+}
+
 /// Binds, opens the database at `db`, crawls until --duration or a signal.
 fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
     for b in &a.bootstrap {
@@ -640,6 +671,7 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
             tracing::warn!(%ip, "--external-ip is not a public address: BEP 42 does not apply to it");
         }
     }
+    let trackers = tracker_urls(&a.trackers)?;
     let sockets = bind_sockets(a)?;
     let bound: Vec<SocketAddr> = sockets.iter().map(|(addr, _)| *addr).collect();
     for addr in &bound {
@@ -703,6 +735,8 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
         0 => a.scrape_refresh_pps,
         max => a.scrape_refresh_pps.min(max),
     };
+    cfg.trackers.urls = trackers;
+    cfg.trackers.port = sockets[0].0.port();
     let routers = if a.bootstrap.is_empty() {
         DEFAULT_ROUTERS.iter().map(|s| s.to_string()).collect()
     } else {

@@ -373,6 +373,25 @@ mod tests {
             lookups_running: q.u(),
             transactions: q.u(),
             stored_infohashes: q.u(),
+            tracker: magnetar_core::tracker::TrackerStats {
+                asked: q.n(),
+                queue_dropped: q.n(),
+                skipped: q.n(),
+                no_address: q.n(),
+                requests: q.n(),
+                retransmits: q.n(),
+                announces: q.n(),
+                scrapes: q.n(),
+                peers: q.n(),
+                peers_filtered: q.n(),
+                timeouts: q.n(),
+                refused: q.n(),
+                udp_malformed: [(magnetar_core::tracker::udp::UdpError::Short, q.n())].into(),
+                http_malformed: [(magnetar_core::tracker::http::HttpError::BadHead, q.n())].into(),
+                unexpected: q.n(),
+                connect_failures: q.n(),
+                failed: q.n(),
+            },
         }
     }
 

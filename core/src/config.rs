@@ -161,6 +161,8 @@ pub struct Config {
     pub crawl: CrawlConfig,
     /// The metadata fetcher (connections, deadlines, size caps).
     pub fetch: FetchConfig,
+    /// Trackers asked for peers when the DHT has none (empty: none asked).
+    pub trackers: crate::tracker::TrackerConfig,
 }
 
 impl Config {
@@ -177,6 +179,7 @@ impl Config {
             dht: DhtConfig::default(),
             crawl: CrawlConfig::default(),
             fetch: FetchConfig::default(),
+            trackers: crate::tracker::TrackerConfig::default(),
         }
     }
 

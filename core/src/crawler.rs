@@ -27,6 +27,7 @@ use crate::server::{error_datagram, AnnounceStore, Ask, RateLimiter, Reply, Resp
 use crate::stats::{Stats, TableSize};
 use crate::time::{min_deadline, Timestamp};
 use crate::tokens::Tokens;
+use crate::tracker::{self, Ask as TrackerAsk, TrackerOutput, Trackers};
 use crate::utp::{is_utp_first_byte, Utp, UtpConfig, UtpStats};
 use crate::vote::{VoteConfig, VoteOutcome, Voter};
 use crate::{ApiMisuse, Event, Input, Output, SocketId};
@@ -59,6 +60,8 @@ pub struct Crawler {
     voters: Vec<(IpAddr, Voter)>,
     /// New node ids when the vote moves us.
     switch_rng: Rng,
+    /// Trackers asked when a peer search finds nobody (none configured: idle).
+    trackers: Trackers,
 }
 
 impl Crawler {
@@ -103,6 +106,12 @@ impl Crawler {
         let fetcher =
             Fetcher::new(cfg.fetch.clone(), rng.child(4)).with_allow_private(cfg.allow_private);
         let strategy = Strategy::new(cfg.crawl.clone(), now);
+        let trackers = Trackers::new(
+            cfg.trackers.clone(),
+            rng.child(6),
+            *fetcher.peer_id(),
+            cfg.allow_private,
+        );
         Crawler {
             node: Node::new(cfg, rng.child(5), now, ids, rpc, fetcher),
             server,
@@ -117,6 +126,7 @@ impl Crawler {
             // stream in another process (`Config::fill_node_ids`), and a new id
             // must not repeat bytes of the old one.
             switch_rng: rng.child(7),
+            trackers,
         }
     }
 
@@ -162,6 +172,7 @@ impl Crawler {
         s.transactions = n.rpc.len();
         s.stored_infohashes = self.server.store().len();
         s.crawl = self.crawl_stats();
+        s.tracker = self.trackers.stats().clone();
         s
     }
 
@@ -321,6 +332,18 @@ impl Crawler {
             Input::Datagram {
                 local, from, bytes, ..
             } => self.on_datagram(local, from, bytes),
+            Input::TcpConnected { conn, .. } if tracker::owns_conn(conn) => {
+                self.trackers.on_connected(self.node.now, conn);
+                self.pump_trackers();
+            }
+            Input::TcpData { conn, bytes, .. } if tracker::owns_conn(conn) => {
+                self.trackers.on_data(self.node.now, conn, bytes);
+                self.pump_trackers();
+            }
+            Input::TcpClosed { conn, reason, .. } if tracker::owns_conn(conn) => {
+                self.trackers.on_closed(self.node.now, conn, reason);
+                self.pump_trackers();
+            }
             Input::TcpConnected { conn, .. } => {
                 self.node.fetcher.handle_connected(self.node.now, conn)
             }
@@ -343,6 +366,13 @@ impl Crawler {
     /// The next output. Drain until `Timeout` or `Idle`.
     #[must_use = "an output taken is gone: carry it out, and drain until Timeout or Idle"]
     pub fn poll_output(&mut self) -> Output {
+        if !self.node.found_nobody.is_empty() {
+            // Acquisitions whose peer search found nobody: ask the trackers.
+            for ih in std::mem::take(&mut self.node.found_nobody) {
+                self.trackers.ask(self.node.now, TrackerAsk::Announce(ih));
+            }
+            self.pump_trackers();
+        }
         if let Some(o) = self.node.out.pop_front() {
             return o;
         }
@@ -399,6 +429,7 @@ impl Crawler {
             t = min_deadline(t, Some(retry));
         }
         t = min_deadline(t, self.node.rpc.poll_timeout());
+        t = min_deadline(t, self.trackers.deadline());
         min_deadline(t, self.node.fetcher.poll_timeout())
     }
 
@@ -410,6 +441,71 @@ impl Crawler {
         peers: &[SocketAddr],
     ) -> Result<(), ApiMisuse> {
         self.node.fetch_metadata(now, ih, peers)
+    }
+
+    /// Asks the configured trackers for `ih`: an announce (peers, which go to the
+    /// fetcher, and counts) or a scrape (counts only). Answers come out as
+    /// [`Event::TrackerReply`]. Within the trackers' budget, queues and intervals.
+    pub fn ask_trackers(&mut self, now: Timestamp, ih: InfoHash, scrape: bool) {
+        self.node.advance(now);
+        let ask = if scrape {
+            TrackerAsk::Scrape(ih)
+        } else {
+            TrackerAsk::Announce(ih)
+        };
+        self.trackers.ask(self.node.now, ask);
+        self.pump_trackers();
+    }
+
+    /// Tracker host names (`host:port`) the driver should resolve and hand to
+    /// [`Crawler::tracker_resolved`].
+    pub fn tracker_names(&self) -> Vec<String> {
+        self.trackers.unresolved()
+    }
+
+    /// The driver resolved a tracker's `host:port`.
+    pub fn tracker_resolved(&mut self, name: &str, addrs: &[SocketAddr]) {
+        self.trackers.resolved(name, addrs);
+    }
+
+    /// Carries out the tracker clients' outputs: datagrams leave through the DHT
+    /// socket of the tracker's family, connections through the TCP outputs, and
+    /// an announce's peers go to the fetcher.
+    fn pump_trackers(&mut self) {
+        while let Some(o) = self.trackers.poll_output() {
+            let o = match o {
+                TrackerOutput::Transmit {
+                    family,
+                    to,
+                    payload,
+                } => {
+                    let Some(local) = self
+                        .node
+                        .ids
+                        .iter()
+                        .find(|i| i.family == family)
+                        .map(|i| i.socket)
+                    else {
+                        continue;
+                    };
+                    Output::Transmit { local, to, payload }
+                }
+                TrackerOutput::Connect { conn, to } => Output::Connect { conn, to },
+                TrackerOutput::Send { conn, bytes } => Output::Send { conn, bytes },
+                TrackerOutput::Close { conn } => Output::Close { conn },
+                TrackerOutput::Reply(r) => {
+                    if !r.peers.is_empty() {
+                        // Counted by the fetcher when refused (full).
+                        let _ = self
+                            .node
+                            .fetcher
+                            .fetch(self.node.now, r.info_hash, &r.peers);
+                    }
+                    Output::Event(Event::TrackerReply(Box::new(r)))
+                }
+            };
+            self.node.push(o);
+        }
     }
 
     /// Starts an iterative find_node lookup for `target` on identity `socket`.
@@ -482,6 +578,14 @@ impl Crawler {
     }
 
     fn on_datagram(&mut self, local: SocketId, from: SocketAddr, bytes: &[u8]) {
+        // A UDP tracker's reply (recognised by its source address; trackers are
+        // configured by the operator, so the address filter does not apply).
+        if self.trackers.owns_addr(&canonical(from)) {
+            self.trackers
+                .on_datagram(self.node.now, canonical(from), bytes);
+            self.pump_trackers();
+            return;
+        }
         // The socket is shared (issue 15): the first byte tells uTP, whose header
         // starts with `(type << 4) | 1`, from KRPC, a bencoded dict (`d`).
         if bytes.first().is_some_and(|b| is_utp_first_byte(*b)) {
@@ -845,6 +949,8 @@ impl Crawler {
             self.maintenance();
         }
         self.node.fetcher.handle_timeout(self.node.now);
+        self.trackers.on_timeout(self.node.now);
+        self.pump_trackers();
     }
 
     fn maintenance(&mut self) {

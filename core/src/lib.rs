@@ -44,6 +44,7 @@ use bytes::Bytes;
 // - `session`: one BEP 9/10 peer wire session as a state machine;
 // - `utp`: uTP (BEP 29) streams on the DHT socket: codec, connection, manager;
 // - `wire`: bencode and the peer wire (BEP 3 framing, BEP 9/10/11 messages);
+// - `tracker`: UDP (BEP 15) and HTTP tracker clients, the fallback source of peers;
 // - `testkit` (feature `testkit`): sans-IO fake peers for tests.
 //
 // Everything else is internal (`mod`: bloom, config, crawler, fault, id, identity,
@@ -83,6 +84,7 @@ mod stats;
 pub mod testkit;
 mod time;
 mod tokens;
+pub mod tracker;
 pub mod utp;
 mod vote;
 pub mod wire;
@@ -287,6 +289,9 @@ pub enum Event {
     MetadataFailed(Box<fetch::MetadataFailed>),
     /// One peer session ended (for the request log and the peer records).
     PeerSession(Box<fetch::PeerSessionReport>),
+    /// A tracker answered: peers (already handed to the fetcher) and its seeder
+    /// and leecher counts, with the tracker's URL as their source.
+    TrackerReply(Box<tracker::TrackerReply>),
     /// A node entered an identity's routing table.
     NodeAdded {
         /// The identity whose table it entered.

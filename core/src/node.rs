@@ -56,6 +56,9 @@ pub(crate) struct Node {
     pub stats: Stats,
     /// Outputs dropped because `out` was full.
     pub dropped_outputs: u64,
+    /// Acquisitions whose peer search found nobody, for the trackers (drained
+    /// at every `poll_output`; capped like `out`).
+    pub found_nobody: Vec<InfoHash>,
     /// Scratch space for routing-table events.
     routing_events: Vec<RoutingEvent>,
 }
@@ -84,6 +87,7 @@ impl Node {
             out: VecDeque::new(),
             stats: Stats::default(),
             dropped_outputs: 0,
+            found_nobody: Vec::new(),
             routing_events: Vec::new(),
         }
     }
@@ -97,11 +101,16 @@ impl Node {
 
     /// Queues a public event (dropped, and counted, when the queue is full).
     pub fn emit(&mut self, e: Event) {
+        self.push(Output::Event(e));
+    }
+
+    /// Queues an output (dropped, and counted, when the queue is full).
+    pub fn push(&mut self, o: Output) {
         if self.out.len() >= MAX_OUT {
             self.dropped_outputs += 1;
             return;
         }
-        self.out.push_back(Output::Event(e));
+        self.out.push_back(o);
     }
 
     /// Fetches metadata for `ih` from `peers` (or adds peers to a running fetch).
@@ -451,6 +460,17 @@ impl Node {
 }
 
 impl Net for Node {
+    fn found_nobody(&mut self, ih: InfoHash) {
+        if self.cfg.trackers.urls.is_empty() {
+            return;
+        }
+        if self.found_nobody.len() >= MAX_OUT {
+            self.dropped_outputs += 1;
+            return;
+        }
+        self.found_nobody.push(ih);
+    }
+
     fn send_query(
         &mut self,
         pacer: &mut Pacer,

@@ -135,6 +135,8 @@ pub struct Stats {
     pub fetch: FetchStats,
     /// Harvesting strategy counters.
     pub crawl: CrawlStats,
+    /// Tracker client counters.
+    pub tracker: crate::tracker::TrackerStats,
     /// Nodes currently in routing tables (all identities).
     pub nodes: usize,
     /// Outputs dropped because the output queue was full.

@@ -179,7 +179,7 @@ impl Strategy {
         net: &mut impl Net,
     ) {
         if !self.cfg.lookup_on_miss {
-            self.acquisition_failed(ih, true);
+            self.acquisition_failed(ih, true, net);
             return;
         }
         let cap = self.cfg.acquire_lookup_queries;
@@ -188,7 +188,7 @@ impl Strategy {
         let lid = match net.start_peer_search(&mut self.pacer, ih, seeds, cap, false) {
             PeerSearch::NoIdentity => return,
             PeerSearch::Refused => {
-                self.acquisition_failed(ih, false);
+                self.acquisition_failed(ih, false, net);
                 return;
             }
             PeerSearch::Finished => None,
@@ -204,7 +204,7 @@ impl Strategy {
                 self.acq_by_lookup.insert(lid, ih);
             }
             // The lookup finished at once (nothing to ask): treat as a miss.
-            None => self.acquisition_failed(ih, true),
+            None => self.acquisition_failed(ih, true, net),
         }
     }
 
@@ -233,13 +233,13 @@ impl Strategy {
             a.stage = Stage::Fetching;
         }
         if net.fetch(ih, peers).is_err() {
-            self.acquisition_failed(ih, false);
+            self.acquisition_failed(ih, false, net);
         }
     }
 
     /// An acquisition ended without metadata: schedule a retry or give up.
-    fn acquisition_failed(&mut self, ih: InfoHash, no_peers: bool) {
-        self.acquisition_failed_with(ih, no_peers, &[], false);
+    fn acquisition_failed(&mut self, ih: InfoHash, no_peers: bool, net: &mut impl Net) {
+        self.acquisition_failed_with(ih, no_peers, &[], false, net);
     }
 
     /// Schedules the retry (returns its time) or gives up (`None`).
@@ -249,10 +249,12 @@ impl Strategy {
         no_peers: bool,
         peers: &[SocketAddr],
         final_: bool,
+        net: &mut impl Net,
     ) -> Option<Timestamp> {
         self.acq.remove(&ih);
         if no_peers {
             self.stats.acquire_no_peers += 1;
+            net.found_nobody(ih);
         }
         // A candidate nobody holds is most likely a random refresh target: one
         // peer search is all it gets.
@@ -345,7 +347,7 @@ impl Strategy {
         if !peers.is_empty() {
             self.start_fetch(ih, peers, net);
         } else if !fetching {
-            self.acquisition_failed(ih, true);
+            self.acquisition_failed(ih, true, net);
         }
     }
 
@@ -411,7 +413,7 @@ impl Strategy {
         }
         let peers: Vec<SocketAddr> = m.reasons.iter().map(|(p, _)| *p).collect();
         // Metadata that hashed right but is invalid is invalid for everyone.
-        match self.acquisition_failed_with(ih, false, &peers, invalid) {
+        match self.acquisition_failed_with(ih, false, &peers, invalid, net) {
             Some(t) => AfterFailure::RetryAt(t),
             None => AfterFailure::GivenUp,
         }

@@ -480,6 +480,8 @@ mod tests {
             PeerSearch::Running(self.searches.len() as u64)
         }
 
+        fn found_nobody(&mut self, _ih: InfoHash) {}
+
         fn fetch(&mut self, ih: InfoHash, peers: &[SocketAddr]) -> Result<(), ApiMisuse> {
             self.fetches.push((ih, peers.to_vec()));
             Ok(())

@@ -74,6 +74,9 @@ pub(crate) trait Net {
     /// Hands a public event out.
     fn emit(&mut self, event: Event);
 
+    /// An acquisition's peer search found nobody (the trackers may know peers).
+    fn found_nobody(&mut self, ih: InfoHash);
+
     /// The node's random stream (shared, so that runs replay exactly).
     fn rng(&mut self) -> &mut Rng;
 

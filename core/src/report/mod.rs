@@ -845,6 +845,65 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
         "Infohashes in the announce store.",
         s.stored_infohashes as f64,
     );
+    let t = &s.tracker;
+    for (name, help, v) in [
+        (
+            "asked",
+            "Asks queued on a tracker (infohashes the DHT found no peers for).",
+            t.asked,
+        ),
+        (
+            "queue_dropped",
+            "Tracker asks dropped: the tracker's queue was full.",
+            t.queue_dropped,
+        ),
+        (
+            "skipped",
+            "Tracker asks skipped: queued already, or within the torrent's interval.",
+            t.skipped,
+        ),
+        (
+            "requests",
+            "Tracker requests sent (UDP connects, announces, scrapes; HTTP requests).",
+            t.requests,
+        ),
+        ("retransmits", "UDP tracker retransmissions.", t.retransmits),
+        ("announces", "Tracker announces answered.", t.announces),
+        ("scrapes", "Tracker scrapes answered.", t.scrapes),
+        (
+            "peers",
+            "Peers from trackers that passed the address filter.",
+            t.peers,
+        ),
+        (
+            "peers_filtered",
+            "Peers from trackers refused by the address filter.",
+            t.peers_filtered,
+        ),
+        (
+            "timeouts",
+            "Tracker requests unanswered in time.",
+            t.timeouts,
+        ),
+        (
+            "refused",
+            "Tracker refusals (UDP error, HTTP failure reason).",
+            t.refused,
+        ),
+        (
+            "failed",
+            "Tracker requests that failed for any reason.",
+            t.failed,
+        ),
+    ] {
+        w.counter(&format!("magnetar_tracker_{name}_total"), help, v);
+    }
+    let malformed = t.udp_malformed.values().sum::<u64>() + t.http_malformed.values().sum::<u64>();
+    w.counter(
+        "magnetar_tracker_malformed_total",
+        "Tracker replies that were not usable (UDP or HTTP).",
+        malformed,
+    );
     w.0
 }
 
