@@ -453,14 +453,28 @@ impl Ingest {
             }
             Event::TrackerReply(r) => {
                 // A tracker's counts stand in for the DHT's estimate when it gave
-                // none; they are stored with the torrent when its metadata comes.
-                // (Counts for torrents already stored, with their time and source,
-                // wait for the storage fields of issue 17 item 6.)
+                // none (a torrent being acquired keeps them for its record); for a
+                // stored torrent they are a measurement like a BEP 33 scrape's.
                 self.counters.tracker_replies += 1;
                 if let Some(p) = self.pending.get_mut(&r.info_hash.0) {
-                    p.seeders = p.seeders.or(r.seeders);
-                    p.leechers = p.leechers.or(r.leechers);
+                    if p.seeders.is_none() && p.leechers.is_none() {
+                        p.seeders = r.seeders;
+                        p.leechers = r.leechers;
+                        p.scraped_at =
+                            (r.seeders.is_some() || r.leechers.is_some()).then_some(wall);
+                    }
+                    return Ok(Decision::Nothing);
                 }
+                let (Some(s), Some(l)) = (r.seeders, r.leechers) else {
+                    return Ok(Decision::Nothing);
+                };
+                self.counters.scrapes += 1;
+                self.offer(Op::Scrape {
+                    infohash: r.info_hash.0,
+                    at: wall,
+                    seeders: s,
+                    leechers: l,
+                })?;
                 Ok(Decision::Nothing)
             }
             Event::MetadataFetched(m) => {
