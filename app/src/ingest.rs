@@ -786,6 +786,23 @@ mod tests {
             (Some(4), Some(9), Some(210))
         );
         assert_eq!(ing.on_event(220, &disc).unwrap(), Decision::Known);
+        // A tracker's later answer is a measurement too, stored with its time.
+        let tracker = Event::TrackerReply(Box::new(magnetar_core::tracker::TrackerReply {
+            info_hash: ih,
+            tracker: "udp://127.0.0.1:6969".into(),
+            scrape: false,
+            peers: vec![peer],
+            seeders: Some(6),
+            leechers: Some(2),
+            downloaded: None,
+        }));
+        ing.on_event(230, &tracker).unwrap();
+        ing.flush().unwrap();
+        let r = store.get(&ih.0).unwrap().unwrap().record;
+        assert_eq!(
+            (r.seeders, r.leechers, r.scraped_at),
+            (Some(6), Some(2), Some(230))
+        );
         // Older than the refresh age: asked again.
         ing.set_scrape_max_age(Duration::from_secs(60));
         assert_eq!(ing.on_event(300, &disc).unwrap(), Decision::Refresh);
