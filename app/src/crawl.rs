@@ -288,6 +288,7 @@ pub fn log_event(e: &Event, bootstrapped: &mut bool) {
                 rtt_us = r.rtt.map(|d| d.as_micros() as u64),
                 pieces = r.pieces,
                 client = ?r.client,
+                encryption = r.encryption.name(),
                 "peer session"
             );
         }

@@ -726,6 +726,7 @@ mod tests {
                 listen_port: None,
                 reqq: None,
                 pex_added: 0,
+                encryption: Default::default(),
             }))
         };
         use magnetar_core::session::FailReason;

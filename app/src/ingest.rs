@@ -434,6 +434,7 @@ impl Ingest {
             reason: reason.clone(),
             pieces: r.pieces,
             client: client.clone(),
+            encryption: r.encryption.name().to_owned(),
         }))?;
 
         if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&r.peer) {
@@ -646,6 +647,7 @@ mod tests {
             listen_port: None,
             reqq: None,
             pex_added: 0,
+            encryption: Default::default(),
         };
         ing.on_event(106, &Event::PeerSession(Box::new(report)))
             .unwrap();

@@ -61,6 +61,24 @@ enum LogFormat {
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum EncryptionArg {
+    PreferPlaintext,
+    PreferEncrypted,
+    Require,
+}
+
+impl From<EncryptionArg> for magnetar_core::fetch::EncryptionPolicy {
+    fn from(e: EncryptionArg) -> Self {
+        use magnetar_core::fetch::EncryptionPolicy as P;
+        match e {
+            EncryptionArg::PreferPlaintext => P::PreferPlaintext,
+            EncryptionArg::PreferEncrypted => P::PreferEncrypted,
+            EncryptionArg::Require => P::Require,
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 enum DurabilityArg {
     Durable,
     NoMetaSync,
@@ -258,6 +276,29 @@ struct CrawlArgs {
     #[arg(long, value_name = "N", default_value_t = 1000, env = "MAGNETAR_MAX_LEECHES",
           value_parser = clap::value_parser!(u32).range(1..))]
     max_leeches: u32,
+
+    /// Peer-wire encryption (MSE/PE) when fetching metadata. prefer-plaintext
+    /// (default): the plain BitTorrent handshake first, MSE for peers that refuse
+    /// it (retried once), that needed it before, or that PEX flags as preferring
+    /// it. prefer-encrypted: MSE first, plaintext for peers that refuse MSE.
+    /// require: MSE only.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "prefer-plaintext",
+        env = "MAGNETAR_ENCRYPTION"
+    )]
+    encryption: EncryptionArg,
+
+    /// MSE handshakes started per second at most (each costs two 768-bit modular
+    /// exponentiations); connections over the budget wait. 0: no cap.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 2000,
+        env = "MAGNETAR_MAX_DH_PER_SEC"
+    )]
+    max_dh_per_sec: u32,
 
     /// How hard database commits are pushed to disk. durable (default): every commit
     /// is fsync'ed and survives power loss. no-meta-sync: an OS crash or power loss may
@@ -608,6 +649,8 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
     cfg.dht.per_ip_answers_per_sec = a.per_ip_answers.max(1);
     cfg.crawl.max_pps = a.max_pps;
     cfg.crawl.neighbour_mode = a.neighbour_mode;
+    cfg.fetch.encryption = a.encryption.into();
+    cfg.fetch.max_dh_per_sec = a.max_dh_per_sec;
     let routers = if a.bootstrap.is_empty() {
         DEFAULT_ROUTERS.iter().map(|s| s.to_string()).collect()
     } else {

@@ -228,6 +228,13 @@ mod tests {
             FailReason::LocalError,
             FailReason::Malformed,
             FailReason::Rejected,
+            FailReason::DhTimeout,
+            FailReason::ClosedDuringMse,
+            FailReason::MseBadPublicKey,
+            FailReason::MseSyncNotFound,
+            FailReason::MseSelectUnsupported,
+            FailReason::MseStreamCorrupt,
+            FailReason::MsePadTooLong,
         ] {
             failures.insert(r, q.n());
         }
@@ -299,6 +306,20 @@ mod tests {
             stale_conn_events: q.n(),
             failures,
             local_backoffs: q.n(),
+            encryption: magnetar_core::fetch::EncryptionStats {
+                plaintext_attempts: q.n(),
+                plaintext_ok: q.n(),
+                plaintext_failed: q.n(),
+                encrypted_attempts: q.n(),
+                encrypted_ok: q.n(),
+                encrypted_failed: q.n(),
+                selected_rc4: q.n(),
+                selected_plaintext: q.n(),
+                retried_encrypted: q.n(),
+                retried_plaintext: q.n(),
+                dh_deferred: q.n(),
+                modpows: q.n(),
+            },
         };
         let crawl = CrawlStats {
             samples_sent: q.n(),

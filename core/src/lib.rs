@@ -36,6 +36,7 @@ use bytes::Bytes;
 // - `fetch`: the metadata fetcher (leech scheduler), its config, stats and reports;
 // - `krpc`: KRPC message types and their bencode codec (BEP 5 and extensions);
 // - `metadata`: metadata assembly, infohash verification, info dict parsing;
+// - `mse`: Message Stream Encryption (MSE/PE), both sides, as a sans-IO machine;
 // - `pump`: the driver loop shared by the runtimes and the simulator (IO trait,
 //   storage sink, acquire policy, counters, bootstrap watch);
 // - `report`: operator counters as data (status line, metric samples);
@@ -67,6 +68,7 @@ pub mod krpc;
 mod limiter;
 mod lookup;
 pub mod metadata;
+pub mod mse;
 mod node;
 pub mod pump;
 pub mod report;

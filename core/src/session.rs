@@ -67,6 +67,21 @@ pub enum FailReason {
     KnownNoMetadata,
     /// Never tried before the fetch ended.
     NotTried,
+    /// The session deadline passed during the MSE handshake (Diffie-Hellman
+    /// and synchronisation).
+    DhTimeout,
+    /// Closed or reset during the MSE handshake (as plaintext-only peers do).
+    ClosedDuringMse,
+    /// MSE: the peer's public key is 0, 1, P − 1 or out of range.
+    MseBadPublicKey,
+    /// MSE: no verification constant within 512 bytes of padding.
+    MseSyncNotFound,
+    /// MSE: the peer's `crypto_select` is not a method we offered.
+    MseSelectUnsupported,
+    /// MSE: the RC4 stream does not decrypt (corrupt).
+    MseStreamCorrupt,
+    /// MSE: a padding length above 512.
+    MsePadTooLong,
 }
 
 impl FailReason {
@@ -198,6 +213,8 @@ struct Inner {
     pieces: u32,
     bytes_in: u64,
     pex: Vec<SocketAddr>,
+    /// The PEX contacts flagged "prefers encryption" (a subset of `pex`).
+    pex_encrypted: Vec<SocketAddr>,
     pex_total: usize,
 }
 
@@ -230,6 +247,7 @@ impl Session {
                 pieces: 0,
                 bytes_in: 0,
                 pex: Vec::new(),
+                pex_encrypted: Vec::new(),
                 pex_total: 0,
             },
         }
@@ -264,6 +282,13 @@ impl Session {
     #[must_use = "the contacts taken are gone"]
     pub fn take_pex(&mut self) -> Vec<SocketAddr> {
         std::mem::take(&mut self.c.pex)
+    }
+
+    /// Those PEX contacts received since the last call that BEP 11 flags as
+    /// preferring encryption (`added.f` bit 0x01).
+    #[must_use = "the contacts taken are gone"]
+    pub fn take_pex_prefers_encryption(&mut self) -> Vec<SocketAddr> {
+        std::mem::take(&mut self.c.pex_encrypted)
     }
 
     /// Feeds bytes from the peer. After `Done` or `Failed` further bytes are ignored.
@@ -379,13 +404,16 @@ impl Inner {
             }
             wire::OUR_UT_METADATA => self.on_metadata(body),
             wire::OUR_UT_PEX => {
-                if let Ok(added) = wire::parse_pex(body) {
-                    for a in added {
+                if let Ok(added) = wire::parse_pex_flags(body) {
+                    for (a, flags) in added {
                         if self.pex_total >= MAX_PEX_PER_SESSION {
                             break;
                         }
                         self.pex_total += 1;
                         self.pex.push(a);
+                        if flags & wire::PEX_PREFERS_ENCRYPTION != 0 {
+                            self.pex_encrypted.push(a);
+                        }
                     }
                 }
                 Progress::Continue

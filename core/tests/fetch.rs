@@ -128,10 +128,9 @@ fn honest_multi_piece_any_chunking() {
 fn hostile_seeders_fail_with_exact_reason() {
     let big = big_info();
     let cases: Vec<(Behavior, FailReason)> = vec![
-        (
-            Behavior::CloseBeforeHandshake,
-            FailReason::ClosedBeforeHandshake,
-        ),
+        // CloseBeforeHandshake is refused like a forced-encryption peer refuses
+        // plaintext, so it is retried with MSE once: see
+        // fetch_mse.rs::peer_closing_at_once_is_tried_both_ways.
         (Behavior::Silent, FailReason::IdleTimeout),
         (Behavior::WrongProtocol, FailReason::WrongProtocol),
         (Behavior::WrongInfoHash, FailReason::WrongInfoHash),

@@ -569,6 +569,8 @@ pub(crate) fn encode_request(r: &RequestRecord) -> Vec<u8> {
     e.u32(r.pieces);
     e.str(&r.reason);
     e.str(&r.client);
+    // Added after v1 records existed: optional at the end (absent = empty).
+    e.str(&r.encryption);
     e.0
 }
 
@@ -593,6 +595,11 @@ pub(crate) fn decode_request(v: &[u8]) -> DecodeResult<RequestRecord> {
         pieces: d.u32()?,
         reason: d.string()?,
         client: d.string()?,
+        encryption: if d.end().is_ok() {
+            String::new()
+        } else {
+            d.string()?
+        },
     };
     d.end()?;
     Ok(r)
@@ -728,8 +735,15 @@ mod tests {
             reason: "timeout".into(),
             pieces: 0,
             client: "x".into(),
+            encryption: "rc4".into(),
         };
-        assert_eq!(decode_request(&encode_request(&r)).unwrap(), r);
+        let bytes = encode_request(&r);
+        assert_eq!(decode_request(&bytes).unwrap(), r);
+        // A record from before the field: it decodes with an empty one.
+        let old = &bytes[..bytes.len() - 4];
+        let mut want = r.clone();
+        want.encryption.clear();
+        assert_eq!(decode_request(old).unwrap(), want);
     }
 }
 

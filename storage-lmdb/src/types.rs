@@ -197,6 +197,9 @@ pub struct RequestRecord {
     pub reason: String,
     pub pieces: u32,
     pub client: String,
+    /// The session's handshake: "plaintext", "rc4", "mse_plaintext" (MSE, then
+    /// plaintext), "mse_incomplete"; empty in records written before it was kept.
+    pub encryption: String,
 }
 
 /// One write for the writer thread.

@@ -651,6 +651,7 @@ fn request(ms: u64, client: &str, ok: bool, reason: &str) -> RequestRecord {
         reason: reason.into(),
         pieces: u32::from(ok),
         client: client.into(),
+        encryption: String::new(),
     }
 }
 

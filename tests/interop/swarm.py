@@ -10,6 +10,15 @@ Every session listens on its own 127.0.0.x address, runs the DHT among the other
   * big     - about 1500 files, an info dict above 64 KiB (several ut_metadata pieces)
   * hybrid  - optional (--hybrid): a BEP 52 hybrid torrent made by libtorrent itself
 
+--encryption POLICY,... sets peer-wire encryption per pair of sessions (sessions 2m
+and 2m+1 get the m-th policy, cycling) and then seeds each torrent from one such
+pair, so every torrent's seeders share a policy:
+  * rc4       - out/in_enc_policy pe_forced, allowed_enc_level pe_rc4
+  * plaintext - pe_forced, allowed_enc_level pe_plaintext (MSE, then plaintext)
+  * disabled  - pe_disabled (plaintext only)
+  * enabled   - libtorrent's default (pe_enabled, pe_both)
+Each torrent in "ready" then carries its "encryption".
+
 Protocol with the test (line based, JSON on stdout, commands on stdin):
   stdout {"event":"ready", "torrents":[...], "nodes":["ip:port",...]}
          once every session has DHT nodes and every torrent was announced.
@@ -143,6 +152,26 @@ def make_hybrid(root, tag):
     }
 
 
+ENCRYPTION = {
+    "rc4": ("pe_forced", "pe_rc4"),
+    "plaintext": ("pe_forced", "pe_plaintext"),
+    "disabled": ("pe_disabled", "pe_both"),
+    "enabled": ("pe_enabled", "pe_both"),
+}
+
+
+def encryption_settings(name):
+    policy, level = ENCRYPTION[name]
+    p = getattr(lt.enc_policy, policy)
+    lv = getattr(lt.enc_level, level)
+    return {
+        "out_enc_policy": int(p),
+        "in_enc_policy": int(p),
+        "allowed_enc_level": int(lv),
+        "prefer_rc4": level == "pe_rc4",
+    }
+
+
 def settings(ip, port):
     """Settings that let libtorrent's DHT run among loopback addresses (README.md)."""
     return {
@@ -189,7 +218,18 @@ def main():
     ap.add_argument("--aria2", action="store_true", help="also seed one torrent from aria2c")
     ap.add_argument("--max-secs", type=float, default=300)
     ap.add_argument("--tag", default=str(os.getpid()))
+    ap.add_argument(
+        "--encryption",
+        default="",
+        help="comma list of rc4|plaintext|disabled|enabled, one per pair of sessions (see the docstring)",
+    )
     a = ap.parse_args()
+    enc = [e for e in a.encryption.split(",") if e]
+    for e in enc:
+        if e not in ENCRYPTION:
+            ap.error(f"unknown --encryption {e}")
+    if enc and a.nodes < 2:
+        ap.error("--encryption needs at least two sessions")
     t_start = time.time()
     tag = a.tag.encode()
 
@@ -250,7 +290,18 @@ def main():
         t["seeders"] = [f"{aria_ip}:{a.port}"]
         t["client"] = "aria2"
         torrents.append(t)
-    sessions = [lt.session(settings(ip, port)) for ip, port in addrs]
+    def session_enc(i):
+        return enc[(i // 2) % len(enc)] if enc else None
+
+    def session_settings(i, ip, port):
+        s = settings(ip, port)
+        if session_enc(i):
+            s.update(encryption_settings(session_enc(i)))
+        return s
+
+    sessions = [lt.session(session_settings(i, ip, port)) for i, (ip, port) in enumerate(addrs)]
+    if enc:
+        log("encryption per session:", [session_enc(i) for i in range(a.nodes)])
     extra_nodes = []
 
     def link_all():
@@ -262,12 +313,17 @@ def main():
                 s.add_dht_node(n)
 
     link_all()
-    # Every torrent is seeded by two sessions (aria2's by aria2).
+    # Every torrent is seeded by two sessions (aria2's by aria2): neighbours, or
+    # with --encryption the two sessions of one pair (same policy).
     handles = []
+    pairs = max(1, a.nodes // 2)
     for k, t in enumerate(torrents):
         if t.get("client") == "aria2":
             continue
-        for i in (k % a.nodes, (k + 1) % a.nodes):
+        seeders = (2 * (k % pairs), 2 * (k % pairs) + 1) if enc else (k % a.nodes, (k + 1) % a.nodes)
+        if enc:
+            t["encryption"] = session_enc(seeders[0])
+        for i in seeders:
             p = lt.add_torrent_params()
             p.ti = t["ti"]
             p.save_path = root

@@ -67,6 +67,8 @@ struct Seeded {
     info_len: u64,
     /// `aria2` for the second implementation's torrent; libtorrent otherwise.
     client: String,
+    /// Its seeders' encryption (swarm.py `--encryption`), if set.
+    encryption: Option<String>,
 }
 
 impl Seeded {
@@ -103,6 +105,8 @@ struct Timeline {
     sessions: u32,
     /// Each peer session: (start, peer, outcome, connect µs, rtt µs, duration µs).
     session_log: Vec<String>,
+    /// The handshake (`encryption` field) of each session that delivered metadata.
+    ok_encryption: Vec<String>,
 }
 
 impl Timeline {
@@ -148,8 +152,12 @@ fn timelines_from_log(log: &str) -> BTreeMap<String, Timeline> {
                 e.sessions += 1;
                 let dur = f["duration_us"].as_u64().unwrap_or(0) as f64 / 1e6;
                 let start = t - dur;
+                let enc = f["encryption"].as_str().unwrap_or("?");
+                if f["outcome"].as_str() == Some("Ok") {
+                    e.ok_encryption.push(enc.to_string());
+                }
                 e.session_log.push(format!(
-                    "at {:.1} ms {} {} connect {} µs rtt {} µs took {:.1} ms",
+                    "at {:.1} ms {} {} {enc} connect {} µs rtt {} µs took {:.1} ms",
                     start * 1e3,
                     f["peer"].as_str().unwrap_or("?"),
                     f["outcome"].as_str().unwrap_or("?"),
@@ -179,6 +187,11 @@ struct Swarm {
 
 impl Swarm {
     fn start(ns: &Netns, workdir: &Path, max_secs: u64) -> Swarm {
+        Swarm::start_with(ns, workdir, max_secs, "")
+    }
+
+    /// With `encryption` (swarm.py `--encryption`, empty for none).
+    fn start_with(ns: &Netns, workdir: &Path, max_secs: u64, encryption: &str) -> Swarm {
         require_libtorrent();
         let script = support::workspace().join("tests/interop/swarm.py");
         let mut cmd = ns.command("python3");
@@ -193,6 +206,7 @@ impl Swarm {
             .args(["--port", &PORT.to_string()])
             .args(["--max-secs", &max_secs.to_string()])
             .args(aria2_available().then_some("--aria2"))
+            .args(["--encryption", encryption])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -252,6 +266,7 @@ impl Swarm {
                 files: t["files"].as_u64().unwrap() as usize,
                 info_len: t["info_len"].as_u64().unwrap(),
                 client: t["client"].as_str().unwrap_or("libtorrent").to_string(),
+                encryption: t["encryption"].as_str().map(str::to_string),
             })
             .collect();
         assert!(torrents.len() >= 3 + EXTRA_TORRENTS, "{ready}");
@@ -336,7 +351,13 @@ fn libtorrent_swarm_forms_on_loopback_in_a_namespace() {
 
 /// `magnetar crawl --runtime RUNTIME` inside `ns`, bound to [`CRAWLER`], logging JSON
 /// with the per-acquisition timeline (`magnetar::timeline` at debug).
-fn start_crawler(ns: &Netns, runtime: &str, db: &Path, bootstrap: &str) -> Proc {
+fn start_crawler(
+    ns: &Netns,
+    runtime: &str,
+    db: &Path,
+    bootstrap: &str,
+    encryption: Option<&str>,
+) -> Proc {
     let mut cmd = ns.command(support::magnetar_bin());
     cmd.args([
         "--log-format",
@@ -349,6 +370,12 @@ fn start_crawler(ns: &Netns, runtime: &str, db: &Path, bootstrap: &str) -> Proc 
     .arg(db)
     .args(["--bind", CRAWLER, "--bootstrap", bootstrap])
     .args(["--allow-private", "--duration", "150"])
+    .args(
+        encryption
+            .map(|e| ["--encryption", e])
+            .into_iter()
+            .flatten(),
+    )
     .env(
         "RUST_LOG",
         std::env::var("MAGNETAR_TEST_LOG")
@@ -372,12 +399,20 @@ fn one_swarm_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 /// infohash to verified metadata, libtorrent from adding the magnet link (infohash
 /// known) to `metadata_received_alert`.
 fn indexes_a_libtorrent_swarm(runtime: &str) {
+    indexes_a_swarm(runtime, "", None)
+}
+
+/// [`indexes_a_libtorrent_swarm`] with the swarm's seeders set to `swarm_enc`
+/// (swarm.py `--encryption`) and the crawler to `--encryption crawler_enc`; each
+/// torrent must then have been served with the handshake its seeders allow.
+fn indexes_a_swarm(runtime: &str, swarm_enc: &str, crawler_enc: Option<&str>) {
     let _one = one_swarm_at_a_time();
-    let ns = Netns::new(&format!("ix-{runtime}"));
+    let tag = if swarm_enc.is_empty() { "ix" } else { "enc" };
+    let ns = Netns::new(&format!("{tag}-{runtime}"));
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
-    let mut swarm = Swarm::start(&ns, dir.path(), 200);
-    let mut crawler = start_crawler(&ns, runtime, &db, &swarm.nodes[0]);
+    let mut swarm = Swarm::start_with(&ns, dir.path(), 200, swarm_enc);
+    let mut crawler = start_crawler(&ns, runtime, &db, &swarm.nodes[0], crawler_enc);
     // The seeds learn the crawler as an ordinary DHT node would be learned of, and a
     // fresh libtorrent leech starts fetching the same torrents at the same moment.
     swarm.command(&format!("node {CRAWLER}"));
@@ -432,6 +467,38 @@ fn indexes_a_libtorrent_swarm(runtime: &str) {
         assert_eq!(e.name, t.name, "{}", t.infohash);
         assert_eq!(e.size, t.size, "{}", t.name);
         assert_eq!(e.files, t.files, "{}", t.name);
+        // The handshake the seeders allow is the one that served it.
+        let want = match t.encryption.as_deref() {
+            Some("rc4") => Some("rc4"),
+            Some("plaintext") => Some("mse_plaintext"),
+            Some("disabled") => Some("plaintext"),
+            _ => None,
+        };
+        if let Some(want) = want {
+            let l = timelines.get(&t.infohash).cloned().unwrap_or_default();
+            assert!(
+                !l.ok_encryption.is_empty() && l.ok_encryption.iter().all(|e| e == want),
+                "{} (seeders {:?}) served with {:?}, expected {want}; sessions: {:#?}",
+                t.name,
+                t.encryption,
+                l.ok_encryption,
+                l.session_log
+            );
+        }
+    }
+    if !swarm_enc.is_empty() {
+        let mut by: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for t in &swarm.torrents {
+            let k = t.encryption.clone().unwrap_or_else(|| t.client.clone());
+            let e = by.entry(k).or_default();
+            e.0 += 1;
+            e.1 += usize::from(m.contains_key(&t.infohash));
+        }
+        eprintln!(
+            "INTEROP --runtime {runtime} --encryption {} against seeders {swarm_enc}: \
+             fetched/seeded per seeder policy {by:?}",
+            crawler_enc.unwrap_or("(default)")
+        );
     }
     // Nothing else was stored: the swarm seeds only these torrents.
     for ih in m.keys() {
@@ -532,4 +599,19 @@ fn magnetar_indexes_a_libtorrent_swarm_mio() {
 #[test]
 fn magnetar_indexes_a_libtorrent_swarm_tokio() {
     indexes_a_libtorrent_swarm("tokio");
+}
+
+/// Seeders forcing encryption (RC4, and plaintext after the MSE handshake) and
+/// plaintext-only seeders, crawled with the default policy (plaintext first:
+/// forced peers refuse it and are retried with MSE).
+#[test]
+fn magnetar_indexes_an_encrypted_swarm_mio() {
+    indexes_a_swarm("mio", "rc4,plaintext,disabled", Some("prefer-plaintext"));
+}
+
+/// The same swarm on tokio, crawled MSE first (plaintext-only peers refuse it
+/// and are retried in plaintext).
+#[test]
+fn magnetar_indexes_an_encrypted_swarm_tokio() {
+    indexes_a_swarm("tokio", "rc4,plaintext,disabled", Some("prefer-encrypted"));
 }

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use crate::session::PeerInfo;
 
-use super::{PeerCapability, SessionOutcome};
+use super::{Encryption, PeerCapability, SessionOutcome, WireMode};
 
 struct CacheEntry {
     cap: PeerCapability,
@@ -43,9 +43,17 @@ impl PeerCache {
         self.map.get(peer).map(|e| &e.cap)
     }
 
-    /// Learns from a session with `peer` that ended with `outcome`. True when
-    /// an entry was evicted to make room.
-    pub fn update(&mut self, peer: SocketAddr, info: &PeerInfo, outcome: SessionOutcome) -> bool {
+    /// Learns from a session with `peer` that ended with `outcome`, whose
+    /// stream got past the handshake as `learned` or was refused in `refused`
+    /// mode. True when an entry was evicted to make room.
+    pub fn update(
+        &mut self,
+        peer: SocketAddr,
+        info: &PeerInfo,
+        outcome: SessionOutcome,
+        learned: Option<Encryption>,
+        refused: Option<WireMode>,
+    ) -> bool {
         if self.cap == 0 {
             return false;
         }
@@ -70,6 +78,13 @@ impl PeerCache {
         }
         if info.ut_metadata.is_some() {
             e.cap.ut_metadata = Some(true);
+        }
+        if learned.is_some() {
+            e.cap.encryption = learned;
+            e.cap.refused = None;
+        }
+        if refused.is_some() {
+            e.cap.refused = refused;
         }
         match outcome {
             SessionOutcome::Ok => {

@@ -25,15 +25,19 @@ pub use crate::session::FailReason;
 
 mod cache;
 mod report;
+mod stream;
 
+use crate::mse::{MseConfig, MseError};
 use crate::session::{PeerInfo, Progress, Session, SessionConfig};
 use crate::time::Timestamp;
 use crate::{ApiMisuse, CloseReason, ConnId, Event, Output};
 use cache::PeerCache;
 pub use report::{
-    AfterFailure, FetchConfig, FetchFailure, FetchOutput, FetchStats, MetadataFailed,
-    MetadataFetched, PeerCapability, PeerSessionReport, SessionOutcome,
+    AfterFailure, Encryption, EncryptionPolicy, EncryptionStats, FetchConfig, FetchFailure,
+    FetchOutput, FetchStats, MetadataFailed, MetadataFetched, PeerCapability, PeerSessionReport,
+    SessionOutcome, WireMode,
 };
+use stream::Stream;
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum TimerKey {
@@ -41,6 +45,8 @@ enum TimerKey {
     Job(InfoHash),
     /// The end of a local back-off (see `Fetcher::local_backoff_until`).
     Resume,
+    /// The Diffie-Hellman budget has room again (see `Fetcher::dh_queue`).
+    DhResume,
 }
 
 struct Conn {
@@ -53,6 +59,15 @@ struct Conn {
     last_rx: Timestamp,
     deadline: Timestamp,
     session: Option<Session>,
+    /// The byte-stream layer between the transport and the session.
+    stream: Stream,
+    mode: WireMode,
+    /// This attempt is the one retry the other way.
+    retry: bool,
+    /// Connected, waiting for the Diffie-Hellman budget.
+    dh_wait: bool,
+    /// Raw bytes received from the transport.
+    raw_in: u64,
     bytes_out: u64,
     pex_added: u32,
 }
@@ -74,6 +89,10 @@ struct Job {
     reasons: Vec<(SocketAddr, FailReason)>,
     tried: u32,
     in_runnable: bool,
+    /// Peers to retry the other way (plaintext / MSE) once.
+    retry_mode: BTreeMap<SocketAddr, WireMode>,
+    /// Peers that PEX flagged as preferring encryption (a subset of `seen`).
+    prefers_encryption: BTreeSet<SocketAddr>,
 }
 
 impl Job {
@@ -109,8 +128,20 @@ pub struct Fetcher {
     local_backoff: Duration,
     /// The address filter's policy (see [`Fetcher::with_allow_private`]).
     allow_private: bool,
+    /// Private keys and pads of MSE handshakes (a child stream).
+    mse_rng: Rng,
+    mse_cfg: MseConfig,
+    /// The Diffie-Hellman budget: handshakes available, in billionths.
+    dh_tokens: u64,
+    dh_refilled: Timestamp,
+    /// Connections waiting for the budget (each at most once; bounded by
+    /// `max_sessions`).
+    dh_queue: VecDeque<ConnId>,
     stats: FetchStats,
 }
+
+/// One MSE handshake in the budget's units.
+const DH_UNIT: u64 = 1_000_000_000;
 
 /// First pause after a local connect error, and the most it grows to.
 const LOCAL_BACKOFF_MIN: Duration = Duration::from_millis(250);
@@ -132,6 +163,8 @@ impl Fetcher {
             client_version: cfg.client_version.clone(),
         };
         let cache = PeerCache::new(cfg.peer_cache_size);
+        let dh_tokens = u64::from(cfg.max_dh_per_sec).saturating_mul(DH_UNIT);
+        let mse_rng = rng.child(0x004d_5345);
         Fetcher {
             cfg,
             session_cfg,
@@ -150,6 +183,11 @@ impl Fetcher {
             local_backoff_until: None,
             local_backoff: LOCAL_BACKOFF_MIN,
             allow_private: false,
+            mse_rng,
+            mse_cfg: MseConfig::default(),
+            dh_tokens,
+            dh_refilled: Timestamp::ZERO,
+            dh_queue: VecDeque::new(),
             stats: FetchStats::default(),
         }
     }
@@ -199,6 +237,8 @@ impl Fetcher {
                     reasons: Vec::new(),
                     tried: 0,
                     in_runnable: false,
+                    retry_mode: BTreeMap::new(),
+                    prefers_encryption: BTreeSet::new(),
                 },
             );
             self.timers.insert((deadline, TimerKey::Job(ih)));
@@ -236,34 +276,105 @@ impl Fetcher {
         self.cache.get(peer)
     }
 
-    /// The driver connected `conn`: its session starts and sends the handshake.
-    /// Stale ids are counted and ignored.
+    /// The driver connected `conn`: its session starts and sends the handshake
+    /// (in clear, or MSE's first message when the Diffie-Hellman budget allows;
+    /// else the connection waits for it). Stale ids are counted and ignored.
     pub fn handle_connected(&mut self, now: Timestamp, conn: ConnId) {
         let Some(c) = slot_conn(&mut self.slots, conn) else {
             self.stats.stale_conn_events += 1;
             return;
         };
-        if c.session.is_some() {
+        if c.session.is_some() || c.dh_wait {
             return;
         }
-        let mut s = Session::new(c.ih, &self.peer_id, &self.session_cfg);
         c.connected_at = Some(now);
-        self.local_backoff = LOCAL_BACKOFF_MIN;
         c.last_rx = now;
-        let bytes = s.take_output();
+        self.local_backoff = LOCAL_BACKOFF_MIN;
+        let mode = c.mode;
+        if mode == WireMode::Encrypted && !self.dh_take(now) {
+            if let Some(c) = self.conn_mut(conn) {
+                c.dh_wait = true;
+            }
+            self.stats.encryption.dh_deferred += 1;
+            self.dh_queue.push_back(conn);
+            self.refresh_deadline(conn);
+            // Sets the timer for when the budget has room.
+            self.run_dh_queue(now);
+            return;
+        }
+        self.start_session(conn);
+    }
+
+    /// Creates the session and its stream, and sends their first bytes.
+    fn start_session(&mut self, conn: ConnId) {
+        let (peer_id, session_cfg, mse_cfg) = (&self.peer_id, &self.session_cfg, &self.mse_cfg);
+        let Some(c) = slot_conn(&mut self.slots, conn) else {
+            return;
+        };
+        c.dh_wait = false;
+        let mut s = Session::new(c.ih, peer_id, session_cfg);
+        c.stream = Stream::new(c.mode, mse_cfg, c.ih.0, &mut self.mse_rng);
+        let hello = s.take_output().unwrap_or_default();
         c.session = Some(s);
-        if let Some(b) = bytes {
-            c.bytes_out += b.len() as u64;
-            self.stats.bytes_out += b.len() as u64;
+        // MSE queues the handshake: it always fits.
+        let bytes: Vec<u8> = c.stream.send(hello).unwrap_or_default();
+        if !bytes.is_empty() {
+            c.bytes_out += bytes.len() as u64;
+            self.stats.bytes_out += bytes.len() as u64;
             self.out.push_back(FetchOutput::Output(Output::Send {
                 conn,
-                bytes: Bytes::from(b),
+                bytes: Bytes::from(bytes),
             }));
         }
         self.refresh_deadline(conn);
     }
 
-    /// Bytes the peer sent on `conn`, in any chunking.
+    /// Takes one MSE handshake from the budget if it has one (refilled at
+    /// `max_dh_per_sec`, holding one second's worth; 0 means no cap).
+    fn dh_take(&mut self, now: Timestamp) -> bool {
+        let rate = u64::from(self.cfg.max_dh_per_sec);
+        if rate == 0 {
+            return true;
+        }
+        let cap = rate.saturating_mul(DH_UNIT);
+        let elapsed = now.since(self.dh_refilled).as_nanos();
+        let elapsed = u64::try_from(elapsed).unwrap_or(u64::MAX);
+        self.dh_tokens = self
+            .dh_tokens
+            .saturating_add(elapsed.saturating_mul(rate))
+            .min(cap);
+        self.dh_refilled = self.dh_refilled.max(now);
+        if self.dh_tokens >= DH_UNIT {
+            self.dh_tokens -= DH_UNIT;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Starts the connections waiting for the budget, as far as it allows, and
+    /// sets a timer for the rest.
+    fn run_dh_queue(&mut self, now: Timestamp) {
+        while let Some(&id) = self.dh_queue.front() {
+            let waiting = matches!(self.conn_mut(id), Some(c) if c.dh_wait);
+            if !waiting {
+                self.dh_queue.pop_front();
+                continue;
+            }
+            if !self.dh_take(now) {
+                let rate = u64::from(self.cfg.max_dh_per_sec).max(1);
+                let missing = DH_UNIT.saturating_sub(self.dh_tokens);
+                let wait = Duration::from_nanos(missing.div_ceil(rate).max(1));
+                self.timers.insert((now.add(wait), TimerKey::DhResume));
+                return;
+            }
+            self.dh_queue.pop_front();
+            self.start_session(id);
+        }
+    }
+
+    /// Bytes the peer sent on `conn`, in any chunking: through the stream
+    /// layer (MSE or pass-through) to the session.
     pub fn handle_data(&mut self, now: Timestamp, conn: ConnId, bytes: &[u8]) {
         match self.conn_mut(conn) {
             None => {
@@ -272,42 +383,100 @@ impl Fetcher {
             }
             // Data before "connected": the driver skipped an event; treat the
             // connection as established.
-            Some(c) if c.session.is_none() => self.handle_connected(now, conn),
+            Some(c) if c.session.is_none() && !c.dh_wait => self.handle_connected(now, conn),
             Some(_) => {}
         }
+        self.stats.bytes_in += bytes.len() as u64;
         let Some(c) = self.conn_mut(conn) else {
             return;
         };
-        let Some(s) = c.session.as_mut() else {
+        c.last_rx = now;
+        c.raw_in += bytes.len() as u64;
+        // A peer that speaks while we wait for the budget: its bytes can only be
+        // MSE's answer to a message we have not sent; they are dropped.
+        if c.dh_wait {
+            return;
+        }
+        let Conn {
+            session, stream, ..
+        } = c;
+        let Some(s) = session.as_mut() else {
             return;
         };
-        let progress = s.feed(bytes);
+        let was_handshaking = stream.handshaking();
+        let payload = match stream.receive(bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                let ih = c.ih;
+                self.end_conn(now, conn, SessionOutcome::Failed(mse_reason(e)), true);
+                self.schedule(now);
+                self.check_job_exhausted(now, ih);
+                return;
+            }
+        };
+        let mut wire = stream.take_output();
+        let established = was_handshaking && !stream.handshaking();
+        let enc = stream.encryption();
+        let progress = if payload.is_empty() {
+            Progress::Continue
+        } else {
+            s.feed(&payload)
+        };
         let reply = s.take_output();
         let pex = s.take_pex();
+        let pex_enc = s.take_pex_prefers_encryption();
         let phase = s.phase();
-        c.last_rx = now;
-        if c.handshake_at.is_none() && phase > crate::session::Phase::Handshake {
+        if let (Some(b), Progress::Continue) = (reply, &progress) {
+            match stream.send(b) {
+                Ok(w) => wire.extend_from_slice(&w),
+                Err(e) => {
+                    let ih = c.ih;
+                    self.end_conn(now, conn, SessionOutcome::Failed(mse_reason(e)), true);
+                    self.schedule(now);
+                    self.check_job_exhausted(now, ih);
+                    return;
+                }
+            }
+        }
+        let first_handshake = c.handshake_at.is_none() && phase > crate::session::Phase::Handshake;
+        if first_handshake {
             c.handshake_at = Some(now);
         }
         c.pex_added += pex.len() as u32;
-        let ih = c.ih;
-        self.stats.bytes_in += bytes.len() as u64;
-        if let Some(b) = reply {
-            if matches!(progress, Progress::Continue) {
-                if let Some(c) = self.conn_mut(conn) {
-                    c.bytes_out += b.len() as u64;
-                }
-                self.stats.bytes_out += b.len() as u64;
-                self.out.push_back(FetchOutput::Output(Output::Send {
-                    conn,
-                    bytes: Bytes::from(b),
-                }));
+        let (ih, mode) = (c.ih, c.mode);
+        if !wire.is_empty() {
+            c.bytes_out += wire.len() as u64;
+        }
+        if established {
+            let e = &mut self.stats.encryption;
+            e.encrypted_ok += 1;
+            match enc {
+                Encryption::Rc4 => e.selected_rc4 += 1,
+                _ => e.selected_plaintext += 1,
             }
+        }
+        if first_handshake && mode == WireMode::Plaintext {
+            self.stats.encryption.plaintext_ok += 1;
+        }
+        if !wire.is_empty() {
+            self.stats.bytes_out += wire.len() as u64;
+            self.out.push_back(FetchOutput::Output(Output::Send {
+                conn,
+                bytes: Bytes::from(wire),
+            }));
         }
         if !pex.is_empty() {
             self.stats.pex_received += pex.len() as u64;
             let pex = self.intake(&pex);
             self.add_peers(ih, &pex);
+            if let Some(job) = self.jobs.get_mut(&ih) {
+                for p in pex_enc {
+                    let p = canonical(p);
+                    if job.seen.contains(&p) {
+                        job.prefers_encryption.insert(p);
+                    }
+                }
+            }
             self.mark_runnable(ih);
         }
         match progress {
@@ -333,6 +502,7 @@ impl Fetcher {
         };
         let ih = c.ih;
         let handshaken = c.handshake_at.is_some();
+        let in_mse = c.dh_wait || c.stream.handshaking();
         let r = match reason {
             CloseReason::Refused => FailReason::ConnectRefused,
             CloseReason::ConnectTimedOut => FailReason::ConnectTimeout,
@@ -340,6 +510,7 @@ impl Fetcher {
             CloseReason::Eof | CloseReason::Reset if c.connected_at.is_none() => {
                 FailReason::ConnectRefused
             }
+            CloseReason::Eof | CloseReason::Reset if in_mse => FailReason::ClosedDuringMse,
             CloseReason::Eof | CloseReason::Reset if handshaken => FailReason::ClosedMidTransfer,
             CloseReason::Eof | CloseReason::Reset => FailReason::ClosedBeforeHandshake,
         };
@@ -360,11 +531,14 @@ impl Fetcher {
                 TimerKey::Job(ih) => self.job_timed_out(now, ih),
                 // `schedule` below resumes connecting.
                 TimerKey::Resume => {}
+                TimerKey::DhResume => self.run_dh_queue(now),
                 TimerKey::Conn(index, generation) => {
                     let id = ConnId { index, generation };
                     let idle = self.cfg.idle_timeout;
                     let Some(c) = self.conn_mut(id) else { continue };
-                    let r = if c.session.is_none() {
+                    let r = if c.dh_wait || (c.session.is_some() && c.stream.handshaking()) {
+                        FailReason::DhTimeout
+                    } else if c.session.is_none() {
                         FailReason::ConnectTimeout
                     } else if c.last_rx.add(idle) <= now {
                         FailReason::IdleTimeout
@@ -529,7 +703,43 @@ impl Fetcher {
         }
     }
 
+    /// The handshake to try first with `peer`: what it accepted or refused
+    /// before (the capability cache), then its PEX flag, then the policy.
+    fn first_mode(&self, peer: &SocketAddr, pex_prefers: bool) -> WireMode {
+        let policy = self.cfg.encryption;
+        if policy == EncryptionPolicy::Require {
+            return WireMode::Encrypted;
+        }
+        if let Some(c) = self.cache.get(peer) {
+            if let Some(e) = c.encryption {
+                return e.mode();
+            }
+            match c.refused {
+                Some(WireMode::Plaintext) => return WireMode::Encrypted,
+                Some(WireMode::Encrypted) => return WireMode::Plaintext,
+                None => {}
+            }
+        }
+        if pex_prefers || policy == EncryptionPolicy::PreferEncrypted {
+            WireMode::Encrypted
+        } else {
+            WireMode::Plaintext
+        }
+    }
+
     fn open_conn(&mut self, now: Timestamp, ih: InfoHash, peer: SocketAddr) {
+        let (retry, pex_prefers) = match self.jobs.get_mut(&ih) {
+            Some(job) => (
+                job.retry_mode.remove(&peer),
+                job.prefers_encryption.contains(&peer),
+            ),
+            None => (None, false),
+        };
+        let mode = retry.unwrap_or_else(|| self.first_mode(&peer, pex_prefers));
+        match mode {
+            WireMode::Plaintext => self.stats.encryption.plaintext_attempts += 1,
+            WireMode::Encrypted => self.stats.encryption.encrypted_attempts += 1,
+        }
         let index = match self.free.pop() {
             Some(i) => i,
             None => {
@@ -558,6 +768,11 @@ impl Fetcher {
             last_rx: now,
             deadline,
             session: None,
+            stream: Stream::Plain,
+            mode,
+            retry: retry.is_some(),
+            dh_wait: false,
+            raw_in: 0,
             bytes_out: 0,
             pex_added: 0,
         });
@@ -635,6 +850,50 @@ impl Fetcher {
             .map(|s| (s.pieces(), s.bytes_in()))
             .unwrap_or((0, 0));
         self.stats.pieces_received += u64::from(pieces);
+        let encryption = match (&c.stream, c.mode) {
+            (Stream::Plain, WireMode::Encrypted) => Encryption::MseIncomplete,
+            (st, _) => st.encryption(),
+        };
+        if let Stream::Mse(m) = &c.stream {
+            self.stats.encryption.modpows += u64::from(m.modpows());
+        }
+        let failed = matches!(outcome, SessionOutcome::Failed(_));
+        // The other way, once, for a peer that refused this one as forced-
+        // encryption peers refuse plaintext (closed right after our handshake,
+        // before any reply) or plaintext-only peers refuse MSE (closed, or
+        // silent, during it).
+        let refused = match outcome {
+            SessionOutcome::Failed(FailReason::ClosedBeforeHandshake)
+                if c.mode == WireMode::Plaintext && c.raw_in == 0 =>
+            {
+                Some(WireMode::Plaintext)
+            }
+            SessionOutcome::Failed(FailReason::ClosedDuringMse | FailReason::DhTimeout)
+                if c.mode == WireMode::Encrypted && c.raw_in == 0 =>
+            {
+                Some(WireMode::Encrypted)
+            }
+            _ => None,
+        };
+        let retry_with = match refused {
+            Some(WireMode::Plaintext) if !c.retry => Some(WireMode::Encrypted),
+            Some(WireMode::Encrypted)
+                if !c.retry && self.cfg.encryption != EncryptionPolicy::Require =>
+            {
+                Some(WireMode::Plaintext)
+            }
+            _ => None,
+        };
+        match c.mode {
+            WireMode::Plaintext if failed && c.handshake_at.is_none() => {
+                self.stats.encryption.plaintext_failed += 1;
+            }
+            WireMode::Encrypted if failed && encryption == Encryption::MseIncomplete => {
+                self.stats.encryption.encrypted_failed += 1;
+            }
+            _ => {}
+        }
+        let learned = c.handshake_at.map(|_| encryption);
         match outcome {
             SessionOutcome::Ok => self.stats.sessions_ok += 1,
             SessionOutcome::Cancelled => self.stats.sessions_cancelled += 1,
@@ -656,13 +915,20 @@ impl Fetcher {
                 self.timers.insert((until, TimerKey::Resume));
             }
         } else {
-            self.cache_update(c.peer, &info, outcome);
+            self.cache_update(c.peer, &info, outcome, learned, refused);
         }
         if let Some(job) = self.jobs.get_mut(&c.ih) {
             job.conns.retain(|x| *x != id);
             if local {
                 job.pending.push_front(c.peer);
                 job.tried = job.tried.saturating_sub(1);
+            } else if let Some(m) = retry_with {
+                job.retry_mode.insert(c.peer, m);
+                job.pending.push_front(c.peer);
+                match m {
+                    WireMode::Encrypted => self.stats.encryption.retried_encrypted += 1,
+                    WireMode::Plaintext => self.stats.encryption.retried_plaintext += 1,
+                }
             } else if let SessionOutcome::Failed(r) = outcome {
                 job.reasons.push((c.peer, r));
             }
@@ -695,6 +961,7 @@ impl Fetcher {
             listen_port: info.listen_port,
             reqq: info.reqq,
             pex_added: c.pex_added,
+            encryption,
         };
         self.out
             .push_back(FetchOutput::Output(Output::Event(Event::PeerSession(
@@ -702,8 +969,15 @@ impl Fetcher {
             ))));
     }
 
-    fn cache_update(&mut self, peer: SocketAddr, info: &PeerInfo, outcome: SessionOutcome) {
-        if self.cache.update(peer, info, outcome) {
+    fn cache_update(
+        &mut self,
+        peer: SocketAddr,
+        info: &PeerInfo,
+        outcome: SessionOutcome,
+        learned: Option<Encryption>,
+        refused: Option<WireMode>,
+    ) {
+        if self.cache.update(peer, info, outcome, learned, refused) {
             self.stats.cache_evictions += 1;
         }
     }
@@ -831,6 +1105,21 @@ impl Fetcher {
         if exhausted {
             self.fail_job(now, ih, None, false);
         }
+    }
+}
+
+/// The session failure for an MSE failure (the answering side's own reasons
+/// cannot come from our initiator; a full queue is ours, not the peer's).
+fn mse_reason(e: MseError) -> FailReason {
+    match e {
+        MseError::BadPublicKey(_) => FailReason::MseBadPublicKey,
+        MseError::SyncNotFound => FailReason::MseSyncNotFound,
+        MseError::SelectUnsupported | MseError::ProvideUnsupported | MseError::UnknownInfoHash => {
+            FailReason::MseSelectUnsupported
+        }
+        MseError::StreamCorrupt => FailReason::MseStreamCorrupt,
+        MseError::PadTooLong => FailReason::MsePadTooLong,
+        _ => FailReason::LocalError,
     }
 }
 

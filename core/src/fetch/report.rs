@@ -45,6 +45,12 @@ pub struct FetchConfig {
     pub peer_cache_size: usize,
     /// Frame size cap (1 MiB).
     pub max_frame: usize,
+    /// Plaintext or encrypted (MSE) first, or encrypted only.
+    pub encryption: EncryptionPolicy,
+    /// MSE handshakes started per second, at most (each costs two modular
+    /// exponentiations); connections over it wait, counted in
+    /// [`EncryptionStats::dh_deferred`]. The budget holds one second's worth.
+    pub max_dh_per_sec: u32,
 }
 
 impl Default for FetchConfig {
@@ -64,8 +70,105 @@ impl Default for FetchConfig {
             max_jobs: 100_000,
             peer_cache_size: 65_536,
             max_frame: crate::wire::MAX_FRAME,
+            encryption: EncryptionPolicy::default(),
+            max_dh_per_sec: 2000,
         }
     }
+}
+
+/// Which handshake the fetcher tries first with a peer it knows nothing about,
+/// and whether plaintext is allowed at all. Whatever comes first, a peer that
+/// refuses it the way forced-encryption or plaintext-only peers do is tried
+/// once the other way (unless `Require` forbids plaintext), and the outcome is
+/// remembered in the capability cache.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EncryptionPolicy {
+    /// The BitTorrent handshake in clear first (cheapest: no Diffie-Hellman,
+    /// one round trip less), MSE when the peer refuses plaintext, was seen to
+    /// need it, or says in PEX that it prefers it. The default: most peers
+    /// accept both, so this costs the extra connection only for peers that
+    /// force encryption, once each (the cache remembers). rtorrent's default
+    /// (`allow`) is the same; libtorrent's (`pe_enabled`) is encrypted first.
+    #[default]
+    PreferPlaintext,
+    /// MSE first, plaintext when the peer refuses MSE.
+    PreferEncrypted,
+    /// MSE only, never the plaintext handshake.
+    Require,
+}
+
+/// The handshake one connection attempt uses.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum WireMode {
+    /// The BitTorrent handshake in clear.
+    Plaintext,
+    /// MSE first (offering RC4 and plaintext-after-handshake).
+    Encrypted,
+}
+
+/// What a session's stream carried, as reported.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Encryption {
+    /// Plaintext handshake (no MSE).
+    #[default]
+    Plaintext,
+    /// MSE tried but not completed.
+    MseIncomplete,
+    /// MSE, then RC4 for the whole stream.
+    Rc4,
+    /// MSE, then plaintext after the handshake (the peer's `crypto_select`).
+    MsePlaintext,
+}
+
+impl Encryption {
+    /// A short lowercase name (records, metrics, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Encryption::Plaintext => "plaintext",
+            Encryption::MseIncomplete => "mse_incomplete",
+            Encryption::Rc4 => "rc4",
+            Encryption::MsePlaintext => "mse_plaintext",
+        }
+    }
+
+    /// The attempt's mode.
+    pub fn mode(self) -> WireMode {
+        match self {
+            Encryption::Plaintext => WireMode::Plaintext,
+            _ => WireMode::Encrypted,
+        }
+    }
+}
+
+/// The fetcher's encryption counters (part of [`FetchStats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EncryptionStats {
+    /// Sessions started with the plaintext handshake.
+    pub plaintext_attempts: u64,
+    /// Of those, sessions that got the peer's BitTorrent handshake.
+    pub plaintext_ok: u64,
+    /// Of those, sessions that failed before the peer's BitTorrent handshake.
+    pub plaintext_failed: u64,
+    /// Sessions started with MSE.
+    pub encrypted_attempts: u64,
+    /// Of those, sessions whose MSE handshake completed.
+    pub encrypted_ok: u64,
+    /// Of those, sessions that failed before MSE completed (per reason in
+    /// `FetchStats::failures`: `Mse*`, `DhTimeout`, `ClosedDuringMse`).
+    pub encrypted_failed: u64,
+    /// Completed MSE handshakes where the peer selected RC4.
+    pub selected_rc4: u64,
+    /// Completed MSE handshakes where the peer selected plaintext.
+    pub selected_plaintext: u64,
+    /// Peers that refused plaintext and were retried with MSE.
+    pub retried_encrypted: u64,
+    /// Peers that refused MSE and were retried in plaintext.
+    pub retried_plaintext: u64,
+    /// Connections that waited for the Diffie-Hellman budget.
+    pub dh_deferred: u64,
+    /// Modular exponentiations done.
+    pub modpows: u64,
 }
 
 /// Verified metadata for an infohash.
@@ -231,6 +334,8 @@ pub struct PeerSessionReport {
     pub reqq: Option<u32>,
     /// PEX contacts received in this session.
     pub pex_added: u32,
+    /// The handshake used and, for MSE, what the peer selected.
+    pub encryption: Encryption,
 }
 
 /// What the capability cache remembers about a peer address.
@@ -246,6 +351,10 @@ pub struct PeerCapability {
     pub successes: u32,
     /// Sessions that failed.
     pub failures: u32,
+    /// The stream of the latest session that got past the handshake.
+    pub encryption: Option<Encryption>,
+    /// The mode the peer refused last (closed on it), if it did.
+    pub refused: Option<WireMode>,
 }
 
 /// The fetcher's counters, cumulative since it was created.
@@ -299,6 +408,8 @@ pub struct FetchStats {
     /// Connections that failed on our side (`CloseReason::LocalError`, e.g. out of
     /// file descriptors): the peer was put back and new connects paused.
     pub local_backoffs: u64,
+    /// Encryption attempts, outcomes, retries and the Diffie-Hellman budget.
+    pub encryption: EncryptionStats,
 }
 
 impl FetchStats {

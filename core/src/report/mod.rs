@@ -563,6 +563,69 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
         "Connects that failed on our side (e.g. EMFILE): peer kept, new connects paused.",
         f.local_backoffs,
     );
+    let e = &f.encryption;
+    for (mode, a, ok, failed) in [
+        (
+            "plaintext",
+            e.plaintext_attempts,
+            e.plaintext_ok,
+            e.plaintext_failed,
+        ),
+        (
+            "encrypted",
+            e.encrypted_attempts,
+            e.encrypted_ok,
+            e.encrypted_failed,
+        ),
+    ] {
+        w.labelled(
+            "magnetar_fetch_encryption_attempts_total",
+            "Peer sessions started, by handshake (plaintext or MSE).",
+            ("mode", mode),
+            a,
+        );
+        w.labelled(
+            "magnetar_fetch_encryption_ok_total",
+            "Peer sessions whose handshake (plaintext, or MSE) completed, by handshake.",
+            ("mode", mode),
+            ok,
+        );
+        w.labelled(
+            "magnetar_fetch_encryption_failed_total",
+            "Peer sessions that failed before their handshake completed, by handshake (reasons in magnetar_fetch_session_failures_total).",
+            ("mode", mode),
+            failed,
+        );
+    }
+    for (method, v) in [("rc4", e.selected_rc4), ("plaintext", e.selected_plaintext)] {
+        w.labelled(
+            "magnetar_fetch_encryption_selected_total",
+            "Completed MSE handshakes, by the method the peer selected.",
+            ("method", method),
+            v,
+        );
+    }
+    for (to, v) in [
+        ("encrypted", e.retried_encrypted),
+        ("plaintext", e.retried_plaintext),
+    ] {
+        w.labelled(
+            "magnetar_fetch_encryption_retries_total",
+            "Peers that refused one handshake and were retried with the other.",
+            ("to", to),
+            v,
+        );
+    }
+    w.counter(
+        "magnetar_fetch_dh_deferred_total",
+        "Connections that waited for the Diffie-Hellman budget (--max-dh-per-sec).",
+        e.dh_deferred,
+    );
+    w.counter(
+        "magnetar_fetch_dh_modpows_total",
+        "Modular exponentiations done for MSE.",
+        e.modpows,
+    );
     for (reason, v) in &f.failures {
         let label = format!("{reason:?}");
         w.labelled(

@@ -38,7 +38,7 @@ use crate::wire::bencode::Owned;
 use crate::{CloseReason, ConnId, Event, Output};
 
 mod seeder;
-pub use seeder::{Behavior, FakeSeeder, SEEDER_UT_METADATA, SEEDER_UT_PEX};
+pub use seeder::{Behavior, FakeSeeder, SeederEncryption, SEEDER_UT_METADATA, SEEDER_UT_PEX};
 
 /// How a [`Swarm`] splits each write before delivering it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -94,6 +94,8 @@ pub struct Swarm {
     step: Duration,
     /// Connections opened, for tests.
     pub connects: Vec<SocketAddr>,
+    /// Which handshakes the seeder at an address accepts (default plaintext only).
+    encryption: BTreeMap<SocketAddr, SeederEncryption>,
 }
 
 impl Swarm {
@@ -108,7 +110,13 @@ impl Swarm {
             chunking: Chunking::Whole,
             step: Duration::ZERO,
             connects: Vec::new(),
+            encryption: BTreeMap::new(),
         }
+    }
+
+    /// Sets which handshakes the seeder at `addr` accepts.
+    pub fn set_encryption(&mut self, addr: SocketAddr, e: SeederEncryption) {
+        self.encryption.insert(addr, e);
     }
 
     /// How later writes are split.
@@ -211,7 +219,10 @@ impl Swarm {
                     }) => {
                         let mut s =
                             FakeSeeder::with_info_hash(info.clone(), *info_hash, behavior.clone())
-                                .with_pex(pex.clone());
+                                .with_pex(pex.clone())
+                                .with_encryption(
+                                    self.encryption.get(&to).copied().unwrap_or_default(),
+                                );
                         s.on_connected();
                         let close = s.wants_close();
                         self.conns.insert(conn, s);

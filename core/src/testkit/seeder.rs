@@ -6,12 +6,31 @@ use bytes::Bytes;
 
 use crate::id::InfoHash;
 use crate::metadata::sha1_info_hash;
+use crate::mse::{Mse, MseConfig, MseState, CRYPTO_PLAINTEXT, CRYPTO_RC4};
+use crate::rng::Rng;
 use crate::wire::{self, Deframer, Frame, MetadataMsg, PIECE_SIZE};
 
 /// The `m.ut_metadata` id the fake seeder assigns (messages to it use this id).
 pub const SEEDER_UT_METADATA: u8 = 3;
 /// The `m.ut_pex` id the fake seeder assigns.
 pub const SEEDER_UT_PEX: u8 = 4;
+
+/// Which handshakes a [`FakeSeeder`] accepts (as libtorrent's `in_enc_policy`
+/// and `allowed_enc_level`).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum SeederEncryption {
+    /// Plaintext only: MSE's first bytes are not a BitTorrent handshake, so it
+    /// closes (libtorrent's `pe_disabled`).
+    #[default]
+    PlaintextOnly,
+    /// Either: plaintext when the first bytes are the BitTorrent header, else
+    /// MSE (`pe_enabled`); it selects RC4 when offered.
+    Either,
+    /// MSE only (closes on a plaintext handshake, `pe_forced`), selecting RC4.
+    ForcedRc4,
+    /// MSE only, selecting plaintext after the handshake.
+    ForcedPlaintext,
+}
 
 /// How a [`FakeSeeder`] behaves. Each hostile variant maps to one
 /// [`crate::fetch::FailReason`] at the leecher (see the variant docs).
@@ -72,6 +91,12 @@ pub struct FakeSeeder {
     pieces_sent: u32,
     leecher_ut_metadata: Option<u8>,
     leecher_ut_pex: Option<u8>,
+    encryption: SeederEncryption,
+    /// The answering side of MSE, once the leecher started it.
+    mse: Option<Box<Mse>>,
+    /// The first bytes, until they tell plaintext from MSE.
+    sniff: Vec<u8>,
+    plain: bool,
     /// Requests received, for tests.
     pub requests: Vec<i64>,
 }
@@ -99,6 +124,10 @@ impl FakeSeeder {
             pieces_sent: 0,
             leecher_ut_metadata: None,
             leecher_ut_pex: None,
+            encryption: SeederEncryption::PlaintextOnly,
+            mse: None,
+            sniff: Vec::new(),
+            plain: false,
             requests: Vec::new(),
         }
     }
@@ -107,6 +136,17 @@ impl FakeSeeder {
     pub fn with_pex(mut self, pex: Vec<SocketAddr>) -> Self {
         self.pex = pex;
         self
+    }
+
+    /// Which handshakes it accepts (default: plaintext only).
+    pub fn with_encryption(mut self, e: SeederEncryption) -> Self {
+        self.encryption = e;
+        self
+    }
+
+    /// The MSE method agreed with the leecher, if MSE completed.
+    pub fn mse_state(&self) -> Option<MseState> {
+        self.mse.as_ref().map(|m| m.state())
     }
 
     /// The BEP 10 `v` to send (`None` for none).
@@ -134,7 +174,16 @@ impl FakeSeeder {
 
     /// Bytes to send to the leecher (empty when none).
     pub fn take_output(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.out)
+        let out = std::mem::take(&mut self.out);
+        match self.mse.as_mut() {
+            None => out,
+            Some(m) => {
+                if m.send(&out).is_err() {
+                    self.close = true;
+                }
+                m.take_output()
+            }
+        }
     }
 
     /// True once the seeder wants the connection closed (after its output).
@@ -146,8 +195,60 @@ impl FakeSeeder {
         self.info.len().div_ceil(PIECE_SIZE).max(1) as u32
     }
 
-    /// Bytes from the leecher.
+    /// Bytes from the leecher (raw: through MSE when it is on).
     pub fn on_data(&mut self, bytes: &[u8]) {
+        if self.close || self.encryption == SeederEncryption::PlaintextOnly || self.plain {
+            return self.on_plain(bytes);
+        }
+        if let Some(m) = self.mse.as_mut() {
+            if m.feed(bytes).is_err() {
+                self.close = true;
+                return;
+            }
+            let p = m.take_payload();
+            if !p.is_empty() {
+                self.on_plain(&p);
+            }
+            return;
+        }
+        // Tell a plaintext handshake from MSE by the 20-byte header.
+        self.sniff.extend_from_slice(bytes);
+        let header = b"\x13BitTorrent protocol";
+        let n = self.sniff.len().min(header.len());
+        if self.sniff.get(..n) == header.get(..n) {
+            if n < header.len() {
+                return;
+            }
+            if matches!(
+                self.encryption,
+                SeederEncryption::ForcedRc4 | SeederEncryption::ForcedPlaintext
+            ) {
+                self.close = true;
+                return;
+            }
+            self.plain = true;
+            let b = std::mem::take(&mut self.sniff);
+            return self.on_plain(&b);
+        }
+        let cfg = MseConfig {
+            allowed: match self.encryption {
+                SeederEncryption::ForcedPlaintext => CRYPTO_PLAINTEXT,
+                _ => CRYPTO_RC4 | CRYPTO_PLAINTEXT,
+            },
+            prefer_rc4: true,
+            ..MseConfig::default()
+        };
+        let seed = u64::from_le_bytes(self.ih.0[..8].try_into().unwrap_or([0; 8]));
+        self.mse = Some(Box::new(Mse::responder(
+            cfg,
+            vec![self.ih.0],
+            &mut Rng::new(seed),
+        )));
+        let b = std::mem::take(&mut self.sniff);
+        self.on_data(&b)
+    }
+
+    fn on_plain(&mut self, bytes: &[u8]) {
         if self.close
             || matches!(
                 self.behavior,

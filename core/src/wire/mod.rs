@@ -382,33 +382,55 @@ pub fn encode_metadata_reject(out: &mut Vec<u8>, ext_id: u8, piece: i64) {
     encode_extended(out, ext_id, &v);
 }
 
+/// BEP 11 `added.f` flag: the peer prefers encryption.
+pub const PEX_PREFERS_ENCRYPTION: u8 = 0x01;
+
 /// Parses a BEP 11 PEX payload into added contacts (`added`, `added6`), at most
 /// [`MAX_PEX_PER_MESSAGE`]; malformed compact strings are truncated to whole entries.
 pub fn parse_pex(payload: &[u8]) -> Result<Vec<SocketAddr>, ExtError> {
+    Ok(parse_pex_flags(payload)?
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect())
+}
+
+/// [`parse_pex`] with each contact's flags byte (`added.f`, `added6.f`; 0 when
+/// the list is missing or short).
+pub fn parse_pex_flags(payload: &[u8]) -> Result<Vec<(SocketAddr, u8)>, ExtError> {
     let v = bencode::decode(payload).map_err(|_| ExtError::NotADict)?;
     if v.as_dict().is_none() {
         return Err(ExtError::NotADict);
     }
     let mut out = Vec::new();
     if let Some(b) = v.get(b"added").and_then(Value::as_bytes) {
-        for c in b.chunks_exact(6) {
+        let flags = v
+            .get(b"added.f")
+            .and_then(Value::as_bytes)
+            .unwrap_or_default();
+        for (i, c) in b.chunks_exact(6).enumerate() {
             if out.len() >= MAX_PEX_PER_MESSAGE {
                 break;
             }
             let ip = Ipv4Addr::new(c[0], c[1], c[2], c[3]);
             let port = u16::from_be_bytes([c[4], c[5]]);
-            out.push(SocketAddr::new(IpAddr::V4(ip), port));
+            let f = flags.get(i).copied().unwrap_or(0);
+            out.push((SocketAddr::new(IpAddr::V4(ip), port), f));
         }
     }
     if let Some(b) = v.get(b"added6").and_then(Value::as_bytes) {
-        for c in b.chunks_exact(18) {
+        let flags = v
+            .get(b"added6.f")
+            .and_then(Value::as_bytes)
+            .unwrap_or_default();
+        for (i, c) in b.chunks_exact(18).enumerate() {
             if out.len() >= MAX_PEX_PER_MESSAGE {
                 break;
             }
             let mut a = [0u8; 16];
             a.copy_from_slice(&c[..16]);
             let port = u16::from_be_bytes([c[16], c[17]]);
-            out.push(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(a)), port));
+            let f = flags.get(i).copied().unwrap_or(0);
+            out.push((SocketAddr::new(IpAddr::V6(Ipv6Addr::from(a)), port), f));
         }
     }
     Ok(out)
