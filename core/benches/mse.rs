@@ -125,13 +125,31 @@ fn main() {
         );
     }
     let ratios: Vec<f64> = p.iter().zip(&r).map(|(a, b)| a / b).collect();
-    let (p, r, m, h) = (median(&mut p), median(&mut r), median(&mut m), median(&mut h));
+    let (p, r, m, h) = (
+        median(&mut p),
+        median(&mut r),
+        median(&mut m),
+        median(&mut h),
+    );
     println!("one-piece fetches per CPU-second (sans-IO pair, ~2 KiB info dict), medians of {rounds} interleaved rounds:");
     println!("  plaintext                 {p:>9.0}");
-    println!("  MSE + RC4                 {r:>9.0}   plaintext/RC4 = {:.1}x (per round: {})", p / r,
-        ratios.iter().map(|x| format!("{x:.1}")).collect::<Vec<_>>().join(", "));
-    println!("  MSE + plaintext after     {m:>9.0}   plaintext/MSE-plaintext = {:.1}x", p / m);
-    println!("MSE handshakes per CPU-second (both sides, 4 modpows): {h:.0}  (our side alone ~{:.0})", 2.0 * h);
+    println!(
+        "  MSE + RC4                 {r:>9.0}   plaintext/RC4 = {:.1}x (per round: {})",
+        p / r,
+        ratios
+            .iter()
+            .map(|x| format!("{x:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  MSE + plaintext after     {m:>9.0}   plaintext/MSE-plaintext = {:.1}x",
+        p / m
+    );
+    println!(
+        "MSE handshakes per CPU-second (both sides, 4 modpows): {h:.0}  (our side alone ~{:.0})",
+        2.0 * h
+    );
     println!("  one encrypted fetch costs {:.1} us more CPU than a plaintext one; a handshake pair {:.1} us",
         (1.0 / r - 1.0 / p) * 1e6, 1e6 / h);
 }

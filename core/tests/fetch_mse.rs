@@ -280,3 +280,25 @@ fn peer_closing_at_once_is_tried_both_ways() {
     // Only once: no third attempt.
     assert_eq!(sw.connects.len(), 2);
 }
+
+#[test]
+fn dripping_mse_peer_is_cut_off_by_the_session_deadline() {
+    // One byte per second from a forced-RC4 seeder: its Yb and padding alone
+    // take minutes; the session deadline (10 s) ends it as a DH timeout.
+    let mut sw = Swarm::new(9);
+    sw.set_chunking(Chunking::Fixed(1));
+    sw.set_step(Duration::from_secs(1));
+    let ih = sw.add_seeder(addr(1), info("a"), Behavior::Honest);
+    sw.set_encryption(addr(1), SeederEncryption::ForcedRc4);
+    let mut f = fetcher(EncryptionPolicy::Require);
+    f.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
+    let ev = sw.run(&mut f, 100_000);
+    let r = reports(&ev);
+    assert_eq!(r.len(), 1);
+    assert_eq!(r[0].outcome, SessionOutcome::Failed(FailReason::DhTimeout));
+    assert!(
+        r[0].duration <= Duration::from_secs(11),
+        "{:?}",
+        r[0].duration
+    );
+}

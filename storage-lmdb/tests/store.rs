@@ -679,12 +679,14 @@ fn peers_nodes_sessions_requests_stats_and_prune() {
         }),
     ];
     for i in 0..10 {
-        ops.push(Op::Request(request(
+        let mut r = request(
             i * 1000,
             if i % 2 == 0 { "qB" } else { "Tr" },
             i % 3 == 0,
             if i % 3 == 0 { "" } else { "timeout" },
-        )));
+        );
+        r.encryption = if i % 2 == 0 { "rc4" } else { "plaintext" }.into();
+        ops.push(Op::Request(r));
     }
     store.apply_batch(&ops).unwrap();
     assert_eq!(
@@ -712,6 +714,11 @@ fn peers_nodes_sessions_requests_stats_and_prune() {
     assert_eq!(
         store.failure_reasons().unwrap(),
         vec![("timeout".to_string(), 6)]
+    );
+    // Even requests over RC4 (successes 0 and 6), odd in plaintext (3 and 9).
+    assert_eq!(
+        store.encryption_outcomes().unwrap(),
+        vec![("plaintext".to_string(), 5, 2), ("rc4".to_string(), 5, 2)]
     );
     let top = store.top_clients(10).unwrap();
     // qB succeeds on requests 0 and 6, Tr on 3 and 9: the tie is broken by name.

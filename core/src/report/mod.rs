@@ -564,38 +564,37 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
         f.local_backoffs,
     );
     let e = &f.encryption;
-    for (mode, a, ok, failed) in [
+    // One loop per family: a family's samples stay together.
+    let modes = [
         (
             "plaintext",
-            e.plaintext_attempts,
-            e.plaintext_ok,
-            e.plaintext_failed,
+            [e.plaintext_attempts, e.plaintext_ok, e.plaintext_failed],
         ),
         (
             "encrypted",
-            e.encrypted_attempts,
-            e.encrypted_ok,
-            e.encrypted_failed,
+            [e.encrypted_attempts, e.encrypted_ok, e.encrypted_failed],
         ),
-    ] {
-        w.labelled(
+    ];
+    for (i, name, help) in [
+        (
+            0,
             "magnetar_fetch_encryption_attempts_total",
             "Peer sessions started, by handshake (plaintext or MSE).",
-            ("mode", mode),
-            a,
-        );
-        w.labelled(
+        ),
+        (
+            1,
             "magnetar_fetch_encryption_ok_total",
             "Peer sessions whose handshake (plaintext, or MSE) completed, by handshake.",
-            ("mode", mode),
-            ok,
-        );
-        w.labelled(
+        ),
+        (
+            2,
             "magnetar_fetch_encryption_failed_total",
             "Peer sessions that failed before their handshake completed, by handshake (reasons in magnetar_fetch_session_failures_total).",
-            ("mode", mode),
-            failed,
-        );
+        ),
+    ] {
+        for (mode, v) in &modes {
+            w.labelled(name, help, ("mode", mode), v[i]);
+        }
     }
     for (method, v) in [("rc4", e.selected_rc4), ("plaintext", e.selected_plaintext)] {
         w.labelled(

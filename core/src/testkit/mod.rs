@@ -124,7 +124,8 @@ impl Swarm {
         self.chunking = c;
     }
 
-    /// Advances time by `d` at every delivery (simulates latency).
+    /// Advances time by `d` at every delivery (simulates latency); deadlines
+    /// due by then fire before the delivery.
     pub fn set_step(&mut self, d: Duration) {
         self.step = d;
     }
@@ -175,6 +176,14 @@ impl Swarm {
             steps += 1;
             if let Some(d) = self.queue.pop_front() {
                 self.now = self.now.add(self.step);
+                // Deadlines that passed while deliveries kept coming (a step
+                // above zero) fire first, as a real driver's timers would.
+                if f.poll_timeout().is_some_and(|t| t <= self.now) {
+                    f.handle_timeout(self.now);
+                    while let Some(o) = f.poll_output() {
+                        self.on_output(o, events);
+                    }
+                }
                 // Deliveries for connections the fetcher closed are dropped.
                 let live = match &d {
                     Delivery::Refused(_) => true,
