@@ -13,7 +13,7 @@ use crate::addr::{canonical, is_sendable, Family};
 use crate::config::Config;
 use crate::crawl::{CrawlReply, CrawlStats, Discovery, Strategy};
 use crate::fault::Fault;
-use crate::fetch::{FetchOutput, Fetcher};
+use crate::fetch::{FetchOutput, Fetcher, UtpLink};
 use crate::id::{bep42_node_id, bep42_verify, InfoHash, NodeId};
 pub use crate::identity::Identity;
 use crate::krpc::{self, error_code, Body, Message, Query, QueryKind, Response};
@@ -50,9 +50,11 @@ pub struct Crawler {
     routers: Vec<SocketAddr>,
     next_tick: Timestamp,
     expired: Vec<Expired>,
-    /// uTP streams on the DHT sockets (BEP 29). Incoming connections are
-    /// refused (rate-limited RESET) until the fetcher speaks uTP.
+    /// uTP streams on the DHT sockets (BEP 29): the fetcher's outgoing ones.
+    /// Incoming connections are refused (rate-limited RESET).
     utp: Utp,
+    /// The fetcher's connections that run over `utp`.
+    utp_link: UtpLink,
 }
 
 impl Crawler {
@@ -104,8 +106,9 @@ impl Crawler {
             ),
             RateLimiter::new(d.per_ip_answers_per_sec, d.rate_limit_table),
         );
-        let fetcher =
-            Fetcher::new(cfg.fetch.clone(), rng.child(4)).with_allow_private(cfg.allow_private);
+        let fetcher = Fetcher::new(cfg.fetch.clone(), rng.child(4))
+            .with_allow_private(cfg.allow_private)
+            .with_utp(cfg.fetch.utp);
         let strategy = Strategy::new(cfg.crawl.clone(), now);
         Crawler {
             node: Node::new(cfg, rng.child(5), now, ids, rpc, fetcher),
@@ -116,6 +119,7 @@ impl Crawler {
             next_tick: now.add(TICK),
             expired: Vec::new(),
             utp: Utp::new(UtpConfig::default(), rng.child(6)),
+            utp_link: UtpLink::new(),
         }
     }
 
@@ -150,6 +154,7 @@ impl Crawler {
         s.transactions = n.rpc.len();
         s.stored_infohashes = self.server.store().len();
         s.crawl = self.crawl_stats();
+        s.utp = self.utp.stats();
         s
     }
 
@@ -315,20 +320,35 @@ impl Crawler {
     /// The next output. Drain until `Timeout` or `Idle`.
     #[must_use = "an output taken is gone: carry it out, and drain until Timeout or Idle"]
     pub fn poll_output(&mut self) -> Output {
-        if let Some(o) = self.node.out.pop_front() {
-            return o;
-        }
-        if let Some(t) = self.utp.poll_transmit() {
-            return Output::Transmit {
-                local: t.local,
-                to: t.to,
-                payload: t.payload,
+        // Bounded: every round either returns or consumes one queued item
+        // (a uTP event or a fetcher output), and those queues are bounded.
+        loop {
+            if let Some(o) = self.node.out.pop_front() {
+                return o;
+            }
+            if let Some(t) = self.utp.poll_transmit() {
+                return Output::Transmit {
+                    local: t.local,
+                    to: t.to,
+                    payload: t.payload,
+                };
+            }
+            let now = self.node.now;
+            if let Some(ev) = self.utp.poll_event() {
+                self.utp_link
+                    .on_event(now, ev, &mut self.utp, &mut self.node.fetcher);
+                continue;
+            }
+            let Some(o) = self.node.fetcher.poll_outcome() else {
+                break;
             };
-        }
-        // No stream of ours consumes uTP events yet (the fetcher will, issue 15).
-        while self.utp.poll_event().is_some() {}
-        if let Some(o) = self.node.fetcher.poll_outcome() {
-            return self.fetch_output(o);
+            // A uTP connection's connect, send or close goes to its stream.
+            if let Some(o) = self
+                .utp_link
+                .route(now, o, &mut self.utp, &mut self.node.fetcher)
+            {
+                return self.fetch_output(o);
+            }
         }
         match self.deadline() {
             Some(t) => Output::Timeout(t),
@@ -352,6 +372,8 @@ impl Crawler {
                 self.route_search_results();
                 Output::Event(Event::MetadataFailed(Box::new(f.into_event(next))))
             }
+            // `UtpLink::route` takes these; never here.
+            FetchOutput::UtpConnect { conn, to, .. } => Output::Connect { conn, to },
         }
     }
 
@@ -491,7 +513,14 @@ impl Crawler {
             }
         };
         match &msg.body {
-            Body::Query(q) => self.on_query(i, from, &msg, q),
+            Body::Query(q) => {
+                // The querier's NAT now maps its socket to ours: a uTP stream
+                // to it from here gets through (the connection strategy).
+                self.node
+                    .fetcher
+                    .note_udp_contact(self.node.now, from, local);
+                self.on_query(i, from, &msg, q)
+            }
             Body::Response(r) => {
                 self.node.stats.dht.responses_in += 1;
                 match self.node.rpc.on_reply(local, msg.tid, from) {

@@ -713,6 +713,8 @@ fn a_failed_announcer_does_not_end_the_search_for_peers() {
     let mut net = Net::new(1, 6, |_, c| {
         c.crawl.explore_pps = 1;
         c.crawl.auto_acquire = true;
+        // TCP only: a refused connect ends the attempt (no uTP fallback).
+        c.fetch.utp = false;
     });
     let fake_id = NodeId([0x66; 20]);
     let ih = InfoHash([0x32; 20]);
@@ -881,7 +883,11 @@ fn an_acquisition_asks_the_sampling_node_at_once_not_at_the_next_tick() {
 /// first retry, minutes later).
 #[test]
 fn when_only_announcers_were_tried_and_failed_a_peer_search_follows() {
-    let mut net = Net::new(1, 8, |_, c| c.crawl.explore_pps = 1);
+    let mut net = Net::new(1, 8, |_, c| {
+        c.crawl.explore_pps = 1;
+        // TCP only: a refused connect ends the attempt (no uTP fallback).
+        c.fetch.utp = false;
+    });
     let ih = InfoHash([0x33; 20]);
     let other: SocketAddr = "127.0.9.21:7000".parse().unwrap();
     let announcer = SocketAddr::new(other.ip(), 51413);
