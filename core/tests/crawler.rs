@@ -1047,3 +1047,61 @@ fn a_paced_source_gives_way_to_another_that_sampled_the_same_infohash() {
     // Each within its pace: burst 3, 1/s, one of which went to its sample query.
     assert!(a1 <= 2 && a2 <= 2, "({a1}, {a2})");
 }
+
+/// A uTP SYN (type 4, version 1) in `net.outside` to `to`.
+fn utp_syns_to(net: &Net, to: SocketAddr) -> usize {
+    net.outside
+        .iter()
+        .filter(|s| s.to == to && s.bytes.first() == Some(&0x41))
+        .count()
+}
+
+/// The connection strategy in the crawler: a peer that queried us is fetched
+/// from over uTP first, from the DHT socket (a SYN leaves as a datagram); a
+/// peer that did not gets a TCP connect, and uTP after TCP is refused.
+#[test]
+fn a_peer_that_queried_us_is_fetched_over_utp_and_another_after_tcp_is_refused() {
+    let mut net = quiet_net(1);
+    let talker: SocketAddr = "127.0.9.40:6881".parse().unwrap();
+    let silent: SocketAddr = "127.0.9.41:6881".parse().unwrap();
+    net.send(
+        talker,
+        addr(0),
+        query(b"p1", NodeId([9; 20]), QueryKind::Ping),
+    );
+    net.run_until(Timestamp::from_millis(50), 100);
+    let at = net.now;
+    net.nodes[0]
+        .fetch_metadata(at, InfoHash([0x51; 20]), &[talker])
+        .unwrap();
+    net.nodes[0]
+        .fetch_metadata(at, InfoHash([0x52; 20]), &[silent])
+        .unwrap();
+    net.drain(0);
+    assert_eq!(utp_syns_to(&net, talker), 1);
+    assert!(!net.connects.iter().any(|(_, to)| *to == talker));
+    assert_eq!(utp_syns_to(&net, silent), 0);
+    let (_, conn, to) = *net
+        .conn_ids
+        .last()
+        .expect("a TCP connect to the silent peer");
+    assert_eq!(to, silent);
+    net.nodes[0].handle_input(Input::TcpClosed {
+        at,
+        conn,
+        reason: CloseReason::Refused,
+    });
+    net.drain(0);
+    assert_eq!(utp_syns_to(&net, silent), 1);
+    let t = net.nodes[0].stats().fetch.transport;
+    use magnetar_core::fetch::{Transport, TransportChoice};
+    assert_eq!(
+        t.chosen.get(&(Transport::Utp, TransportChoice::UdpContact)),
+        Some(&1)
+    );
+    assert_eq!(
+        t.chosen.get(&(Transport::Utp, TransportChoice::Fallback)),
+        Some(&1)
+    );
+    assert_eq!(net.nodes[0].utp_stats().connects, 2);
+}

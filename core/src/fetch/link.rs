@@ -317,6 +317,39 @@ mod tests {
     }
 
     #[test]
+    fn a_tcp_peer_that_closes_before_a_byte_both_ways_is_tried_over_utp() {
+        let mut w = UtpSwarm::new(4, Duration::from_millis(20), 0);
+        w.tcp_accept_then_close = true;
+        let ih = w.set_seeder(seeder(), info(1 << 20, 100 << 20).into());
+        let mut f = fetcher(true);
+        let mut ev = Vec::new();
+        f.fetch(Timestamp::ZERO, ih, &[seeder()]).unwrap();
+        w.run_into(&mut f, 100_000, &mut ev);
+        assert_eq!(fetched(&ev).len(), 1, "{ev:?}");
+        // Plaintext, then MSE (the encryption retry), then uTP.
+        assert_eq!(w.tcp_refused, 2);
+        assert_eq!(
+            sessions(&ev),
+            [
+                (
+                    Transport::Tcp,
+                    SessionOutcome::Failed(FailReason::ClosedBeforeHandshake)
+                ),
+                (
+                    Transport::Tcp,
+                    SessionOutcome::Failed(FailReason::ClosedDuringMse)
+                ),
+                (Transport::Utp, SessionOutcome::Ok)
+            ]
+        );
+        // TCP connected but never worked: uTP is what the cache keeps.
+        assert_eq!(
+            f.peer_capability(&seeder()).unwrap().transport,
+            Some(Transport::Utp)
+        );
+    }
+
+    #[test]
     fn without_utp_the_fetcher_only_tries_tcp() {
         let mut w = UtpSwarm::new(3, Duration::from_millis(20), 0);
         let ih = w.set_seeder(seeder(), info(1 << 20, 100 << 20).into());

@@ -1020,11 +1020,26 @@ impl Fetcher {
         }
         let learned = c.handshake_at.map(|_| encryption);
         // The other transport, once, for a peer this one did not reach.
+        // A TCP peer that accepts the connection and closes it before a byte,
+        // both ways when the handshake was retried the other way, has TCP off
+        // (libtorrent with `enable_incoming_tcp` off does that): uTP next.
+        let tcp_closed_silently = c.transport == Transport::Tcp
+            && c.raw_in == 0
+            && retry_with.is_none()
+            && matches!(
+                outcome,
+                SessionOutcome::Failed(
+                    FailReason::ClosedBeforeHandshake | FailReason::ClosedDuringMse
+                )
+            );
         let transport_retry = match outcome {
             SessionOutcome::Failed(FailReason::ConnectRefused | FailReason::ConnectTimeout)
                 if self.utp && !c.transport_retry && c.connected_at.is_none() =>
             {
                 Some(c.transport.other())
+            }
+            SessionOutcome::Failed(_) if self.utp && !c.transport_retry && tcp_closed_silently => {
+                Some(Transport::Utp)
             }
             _ => None,
         };
@@ -1061,7 +1076,7 @@ impl Fetcher {
                 self.timers.insert((until, TimerKey::Resume));
             }
         } else {
-            let worked = c.connected_at.map(|_| c.transport);
+            let worked = c.handshake_at.map(|_| c.transport);
             self.cache_update(c.peer, &info, outcome, learned, refused, worked);
         }
         if let Some(job) = self.jobs.get_mut(&c.ih) {

@@ -460,7 +460,7 @@ pub struct PeerCapability {
     pub encryption: Option<Encryption>,
     /// The mode the peer refused last (closed on it), if it did.
     pub refused: Option<WireMode>,
-    /// The transport of the latest session that connected.
+    /// The transport of the latest session that got the peer's handshake.
     pub transport: Option<Transport>,
 }
 

@@ -50,8 +50,12 @@ pub struct UtpSwarm {
     loss_ppm: u32,
     rng: Rng,
     buf: Vec<u8>,
-    /// TCP connects the fetcher asked for (all refused).
+    /// TCP connects the fetcher asked for (all refused, or accepted and
+    /// closed at once with [`UtpSwarm::tcp_accept_then_close`]).
     pub tcp_refused: u64,
+    /// Whether a TCP connect is accepted and closed before any byte (as
+    /// libtorrent with incoming TCP off does) rather than refused.
+    pub tcp_accept_then_close: bool,
     /// Datagrams the link dropped.
     pub lost: u64,
     /// Datagrams the link carried.
@@ -83,6 +87,7 @@ impl UtpSwarm {
             rng: rng.child(3),
             buf: Vec::new(),
             tcp_refused: 0,
+            tcp_accept_then_close: false,
             lost: 0,
             carried: 0,
         }
@@ -117,7 +122,12 @@ impl UtpSwarm {
                     None => {}
                     Some(FetchOutput::Output(Output::Connect { conn, .. })) => {
                         self.tcp_refused += 1;
-                        f.handle_closed(self.now, conn, CloseReason::Refused);
+                        if self.tcp_accept_then_close {
+                            f.handle_connected(self.now, conn);
+                            f.handle_closed(self.now, conn, CloseReason::Eof);
+                        } else {
+                            f.handle_closed(self.now, conn, CloseReason::Refused);
+                        }
                     }
                     Some(FetchOutput::Output(Output::Event(e))) => events.push(e),
                     Some(FetchOutput::Failed(x)) => events.push(Event::MetadataFailed(Box::new(
