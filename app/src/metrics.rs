@@ -330,6 +330,7 @@ mod tests {
                     chosen: BTreeMap::new(),
                     utp_unavailable: q.n(),
                     utp_write_overflow: q.n(),
+                    utp_budget_waits: q.n(),
                     udp_contacts: q.u(),
                     udp_contacts_evicted: q.n(),
                 };

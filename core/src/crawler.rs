@@ -55,7 +55,16 @@ pub struct Crawler {
     utp: Utp,
     /// The fetcher's connections that run over `utp`.
     utp_link: UtpLink,
+    /// The uTP transfer budget (`FetchConfig::utp_packets_per_sec`): datagrams
+    /// available, in billionths, refilled at the rate, holding one second's
+    /// worth.
+    utp_tokens: u64,
+    utp_refilled: Timestamp,
+    utp_budget_waits: u64,
 }
+
+/// One uTP datagram in the transfer budget's units.
+const UTP_UNIT: u64 = 1_000_000_000;
 
 impl Crawler {
     /// A crawler with these identities and settings, starting at `now`.
@@ -110,6 +119,7 @@ impl Crawler {
             .with_allow_private(cfg.allow_private)
             .with_utp(cfg.fetch.utp);
         let strategy = Strategy::new(cfg.crawl.clone(), now);
+        let utp_tokens = u64::from(cfg.fetch.utp_packets_per_sec).saturating_mul(UTP_UNIT);
         Crawler {
             node: Node::new(cfg, rng.child(5), now, ids, rpc, fetcher),
             server,
@@ -120,6 +130,9 @@ impl Crawler {
             expired: Vec::new(),
             utp: Utp::new(UtpConfig::default(), rng.child(6)),
             utp_link: UtpLink::new(),
+            utp_tokens,
+            utp_refilled: now,
+            utp_budget_waits: 0,
         }
     }
 
@@ -147,6 +160,7 @@ impl Crawler {
             s.nodes += i.table.len();
         }
         s.fetch = n.fetcher.stats().clone();
+        s.fetch.transport.utp_budget_waits = self.utp_budget_waits;
         s.dht.store_evictions = self.server.store().evictions;
         s.dht.rate_table_evictions = self.server.limiter().evictions;
         s.dropped_outputs = n.dropped_outputs;
@@ -326,12 +340,14 @@ impl Crawler {
             if let Some(o) = self.node.out.pop_front() {
                 return o;
             }
-            if let Some(t) = self.utp.poll_transmit() {
-                return Output::Transmit {
-                    local: t.local,
-                    to: t.to,
-                    payload: t.payload,
-                };
+            if self.utp.has_transmit() && self.utp_take() {
+                if let Some(t) = self.utp.poll_transmit() {
+                    return Output::Transmit {
+                        local: t.local,
+                        to: t.to,
+                        payload: t.payload,
+                    };
+                }
             }
             let now = self.node.now;
             if let Some(ev) = self.utp.poll_event() {
@@ -377,10 +393,44 @@ impl Crawler {
         }
     }
 
+    /// Takes one uTP datagram from the transfer budget if it has one.
+    fn utp_take(&mut self) -> bool {
+        let rate = u64::from(self.node.cfg.fetch.utp_packets_per_sec);
+        if rate == 0 {
+            return true;
+        }
+        let now = self.node.now;
+        let elapsed = u64::try_from(now.since(self.utp_refilled).as_nanos()).unwrap_or(u64::MAX);
+        self.utp_tokens = self
+            .utp_tokens
+            .saturating_add(elapsed.saturating_mul(rate))
+            .min(rate.saturating_mul(UTP_UNIT));
+        self.utp_refilled = self.utp_refilled.max(now);
+        if self.utp_tokens >= UTP_UNIT {
+            self.utp_tokens -= UTP_UNIT;
+            true
+        } else {
+            self.utp_budget_waits += 1;
+            false
+        }
+    }
+
+    /// When the uTP transfer budget has a datagram again, if one waits for it.
+    fn utp_budget_deadline(&self) -> Option<Timestamp> {
+        let rate = u64::from(self.node.cfg.fetch.utp_packets_per_sec);
+        if rate == 0 || !self.utp.has_transmit() || self.utp_tokens >= UTP_UNIT {
+            return None;
+        }
+        let missing = UTP_UNIT - self.utp_tokens;
+        let wait = std::time::Duration::from_nanos(missing.div_ceil(rate).max(1));
+        Some(self.utp_refilled.max(self.node.now).add(wait))
+    }
+
     /// The earliest internal deadline.
     fn deadline(&self) -> Option<Timestamp> {
         let now = self.node.now;
         let mut t = Some(self.next_tick);
+        t = min_deadline(t, self.utp_budget_deadline());
         t = min_deadline(t, self.strategy.deadline());
         t = min_deadline(t, self.utp.deadline());
         if !self.node.starved.is_empty() {

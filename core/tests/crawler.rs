@@ -1105,3 +1105,38 @@ fn a_peer_that_queried_us_is_fetched_over_utp_and_another_after_tcp_is_refused()
     );
     assert_eq!(net.nodes[0].utp_stats().connects, 2);
 }
+
+/// uTP datagrams have a transfer budget of their own: over it they wait.
+#[test]
+fn utp_datagrams_wait_for_the_transfer_budget() {
+    let mut net = Net::new(1, 1, |_, c| {
+        c.crawl.enabled = false;
+        c.fetch.utp_packets_per_sec = 1;
+    });
+    let peers: Vec<SocketAddr> = (0..3)
+        .map(|i| format!("127.0.9.{}:6881", 50 + i).parse().unwrap())
+        .collect();
+    for (i, p) in peers.iter().enumerate() {
+        net.send(
+            *p,
+            addr(0),
+            query(&[b'q', i as u8], NodeId([9; 20]), QueryKind::Ping),
+        );
+    }
+    net.run_until(Timestamp::from_millis(50), 100);
+    let at = net.now;
+    for (i, p) in peers.iter().enumerate() {
+        net.nodes[0]
+            .fetch_metadata(at, InfoHash([0x60 + i as u8; 20]), &[*p])
+            .unwrap();
+    }
+    net.drain(0);
+    let syns = |net: &Net| peers.iter().map(|p| utp_syns_to(net, *p)).sum::<usize>();
+    // One second's worth (one datagram) at once, the others one per second.
+    assert_eq!(syns(&net), 1);
+    net.run_until(at.add(Duration::from_millis(1100)), 1000);
+    assert_eq!(syns(&net), 2);
+    net.run_until(at.add(Duration::from_millis(2100)), 1000);
+    assert!(peers.iter().all(|p| utp_syns_to(&net, *p) >= 1));
+    assert!(net.nodes[0].stats().fetch.transport.utp_budget_waits > 0);
+}

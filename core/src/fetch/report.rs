@@ -54,6 +54,10 @@ pub struct FetchConfig {
     /// Whether the crawler fetches over uTP too (the connection strategy of
     /// [`crate::fetch::Fetcher::with_utp`]); default on.
     pub utp: bool,
+    /// uTP datagrams sent per second at most, over every stream (the transfer
+    /// budget; separate from the DHT query budget); 0 for no cap. Datagrams
+    /// over it wait in the uTP manager's bounded queue.
+    pub utp_packets_per_sec: u32,
 }
 
 impl Default for FetchConfig {
@@ -76,6 +80,7 @@ impl Default for FetchConfig {
             encryption: EncryptionPolicy::default(),
             max_dh_per_sec: 2000,
             utp: true,
+            utp_packets_per_sec: 20_000,
         }
     }
 }
@@ -209,6 +214,9 @@ pub struct TransportStats {
     pub utp_unavailable: u64,
     /// uTP streams aborted because a write did not fit their send buffer.
     pub utp_write_overflow: u64,
+    /// Times uTP datagrams waited for the transfer budget
+    /// (`FetchConfig::utp_packets_per_sec`).
+    pub utp_budget_waits: u64,
     /// Peers heard over UDP, remembered for the strategy (gauge), and the
     /// oldest forgotten to make room (counted).
     pub udp_contacts: usize,

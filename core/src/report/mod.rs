@@ -712,6 +712,11 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
         "uTP streams aborted: a write did not fit the send buffer.",
         t.utp_write_overflow,
     );
+    w.counter(
+        "magnetar_fetch_utp_budget_waits_total",
+        "Times uTP datagrams waited for the transfer budget (--utp-packets-per-sec).",
+        t.utp_budget_waits,
+    );
     w.gauge(
         "magnetar_fetch_udp_contacts",
         "Peers heard over UDP recently, remembered for the connection strategy.",
