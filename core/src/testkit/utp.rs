@@ -77,7 +77,7 @@ impl UtpSwarm {
             ours: Utp::new(UtpConfig::default(), rng.child(1)),
             link: UtpLink::new(),
             theirs: Utp::new(theirs_cfg, rng.child(2)),
-            our_addr: "10.255.0.1:6881".parse().unwrap_or_else(|_| unreachable!()),
+            our_addr: SocketAddr::from(([10, 255, 0, 1], 6881)),
             seeder: None,
             streams: BTreeMap::new(),
             wire: BTreeMap::new(),
