@@ -10,6 +10,7 @@ use crate::crawl::CrawlStats;
 use crate::fault::Fault;
 use crate::fetch::FetchStats;
 use crate::routing::RoutingStats;
+use crate::utp::UtpStats;
 
 /// Packets by KRPC method or kind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -147,6 +148,8 @@ pub struct Stats {
     pub transactions: usize,
     /// Infohashes in the announce store now (a gauge).
     pub stored_infohashes: usize,
+    /// The uTP socket manager's counters (the fetcher's uTP streams).
+    pub utp: UtpStats,
 }
 
 /// One bounded table of the crawler: its size now against the cap its
