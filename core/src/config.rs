@@ -35,9 +35,11 @@ pub struct DhtConfig {
     pub short_timeout: Duration,
     /// Full timeout: the query failed and counts against the node.
     pub full_timeout: Duration,
-    /// Cap on outstanding transactions, shared by all identities (one transaction
-    /// table for the whole crawler). A query that finds it full is not sent (counted
-    /// in `DhtStats::dropped_tx_full`).
+    /// Cap on live transactions (within `short_timeout`), shared by all
+    /// identities (one transaction table for the whole crawler). A query that
+    /// finds it full is not sent (counted in `DhtStats::dropped_tx_full`). Past
+    /// the short timeout a transaction frees its slot and waits, still matched,
+    /// in a late table of up to 4 × this many until `full_timeout`.
     pub max_transactions: usize,
     /// Token secret rotation period (a token lives up to two periods).
     pub token_rotation: Duration,

@@ -142,7 +142,7 @@ impl Crawler {
         s.dht.rate_table_evictions = self.server.limiter().evictions;
         s.dropped_outputs = n.dropped_outputs;
         s.lookups_running = n.lookups.len();
-        s.transactions = n.rpc.len();
+        s.transactions = n.rpc.live_len();
         s.stored_infohashes = self.server.store().len();
         s.crawl = self.crawl_stats();
         s
@@ -167,7 +167,8 @@ impl Crawler {
                 d.routing.max_nodes,
             );
         }
-        t("transactions", n.rpc.len(), d.max_transactions);
+        t("transactions", n.rpc.live_len(), d.max_transactions);
+        t("late transactions", n.rpc.late_len(), n.rpc.late_cap());
         t("lookups", n.lookups.len(), d.max_lookups);
         t(
             "announce store",
@@ -184,7 +185,8 @@ impl Crawler {
         t("fetch jobs", n.fetcher.jobs(), f.max_jobs);
         t("fetch sessions", n.fetcher.sessions(), f.max_sessions);
         t("peer cache", n.fetcher.peer_cache_len(), f.peer_cache_size);
-        self.strategy.table_sizes(d.max_transactions, &mut v);
+        let open_cap = d.max_transactions.saturating_add(n.rpc.late_cap());
+        self.strategy.table_sizes(open_cap, &mut v);
         v
     }
 

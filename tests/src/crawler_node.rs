@@ -82,6 +82,9 @@ pub struct Tally {
     pub by_source: [u64; 3],
     pub fetched: FxMap<InfoHash, Timestamp>,
     pub failed: FxSet<InfoHash>,
+    /// Infohashes whose peer search (a `PeersFound`) came back empty, with
+    /// the first time it did (for the sim's account of lost arrivals).
+    pub searched_empty: FxMap<InfoHash, Timestamp>,
     pub fetch_started: u64,
     pub fetch_rejected: u64,
     /// Lookups started and refused by the harness ([`Acquire::Harness`]; with
@@ -330,6 +333,8 @@ impl Io for World<'_, '_> {
                 self.tally.peers_found += 1;
                 if !peers.is_empty() {
                     self.confirm(*info_hash, None);
+                } else {
+                    self.tally.searched_empty.entry(*info_hash).or_insert(now);
                 }
                 if self.policy.acquire == Acquire::Harness {
                     self.want_fetch(crawler, *info_hash, peers.clone());

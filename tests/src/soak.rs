@@ -25,8 +25,21 @@ pub fn churning_world(
     clients: usize,
     arrivals_per_hour: u32,
 ) -> World {
+    let spec = HonestSpec::realistic(nodes);
+    churning_world_with(seed, &spec, infohashes, clients, arrivals_per_hour)
+}
+
+/// [`churning_world`] with the honest nodes (and the churn's newcomers) drawn
+/// from `spec` (e.g. a larger share of silent nodes, `unreachable`).
+pub fn churning_world_with(
+    seed: u64,
+    spec: &HonestSpec,
+    infohashes: usize,
+    clients: usize,
+    arrivals_per_hour: u32,
+) -> World {
     let mut w = World::new(seed, NetConfig::default());
-    w.add_honest_nodes(&HonestSpec::realistic(nodes));
+    w.add_honest_nodes(spec);
     w.build_tables();
     let cl = w.add_clients(
         clients,
@@ -46,7 +59,11 @@ pub fn churning_world(
         w.wake_node_at(c, t);
     }
     w.add_torrents(infohashes, |r| 1 + r.below(4) as u32, 2, &cl, true);
-    w.start_churn(HonestSpec::realistic(0), Duration::from_secs(2));
+    let churn = HonestSpec {
+        count: 0,
+        ..spec.clone()
+    };
+    w.start_churn(churn, Duration::from_secs(2));
     start_arrivals(&mut w, cl, arrivals_per_hour, 2);
     w
 }
@@ -182,7 +199,8 @@ impl Sampler {
         let harness = table_bytes::<(Ih, Timestamp)>(t.discovered.capacity())
             + table_bytes::<(Ih, Timestamp)>(t.fetched.capacity())
             + table_bytes::<(Ih, Timestamp)>(t.candidates.capacity())
-            + table_bytes::<Ih>(t.failed.capacity());
+            + table_bytes::<Ih>(t.failed.capacity())
+            + table_bytes::<(Ih, Timestamp)>(t.searched_empty.capacity());
         self.hours.push(Hour {
             hour,
             live: alloc_meter::live(),
