@@ -332,6 +332,9 @@ mod tests {
             candidates_deferred: q.n(),
             candidates_announced: q.n(),
             candidates_dropped: q.n(),
+            candidates_retried: q.n(),
+            lookup_waits: q.n(),
+            lookup_wait_drops: q.n(),
         };
         Stats {
             dht,

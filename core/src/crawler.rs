@@ -102,7 +102,7 @@ impl Crawler {
         );
         let fetcher =
             Fetcher::new(cfg.fetch.clone(), rng.child(4)).with_allow_private(cfg.allow_private);
-        let strategy = Strategy::new(cfg.crawl.clone(), now);
+        let strategy = Strategy::new(cfg.crawl.clone(), now, rng.child(6).bytes());
         Crawler {
             node: Node::new(cfg, rng.child(5), now, ids, rpc, fetcher),
             server,

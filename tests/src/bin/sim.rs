@@ -651,9 +651,9 @@ fn print_hourly(rows: &[Row]) {
         println!();
         println!("{}:", r.name);
         println!(
-            "| hour | heap live MiB | heap peak MiB | storage MiB | crawler MiB | discovered | fetched | datagrams sent | torrents in world | routing | book | tx | lookups | store | acq run | acq queued | fetch jobs | sessions | peer cache | seen |"
+            "| hour | heap live MiB | heap peak MiB | storage MiB | crawler MiB | discovered | fetched | datagrams sent | torrents in world | routing | book | tx | lookups | store | acq run | acq queued | fetch jobs | sessions | peer cache | seen | get_peers in | announces in | replies out | queries out | given up | candidates dropped | candidates retried |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for h in &s.hours {
             println!("{}", hour_row(h));
         }
@@ -712,7 +712,7 @@ fn hour_row(h: &Hour) -> String {
             .sum()
     };
     format!(
-        "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         h.hour,
         m(h.live),
         m(h.peak),
@@ -733,5 +733,12 @@ fn hour_row(h: &Hour) -> String {
         t("fetch sessions"),
         t("peer cache"),
         t("seen window"),
+        h.counts.get_peers_in,
+        h.counts.announces_in,
+        h.counts.replies_out,
+        h.counts.queries_out,
+        h.counts.given_up,
+        h.counts.candidates_dropped,
+        h.counts.candidates_retried,
     )
 }
