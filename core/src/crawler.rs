@@ -90,7 +90,8 @@ impl Crawler {
             d.max_transactions,
             d.short_timeout,
             d.full_timeout,
-        );
+        )
+        .with_late_factor(d.late_factor);
         let server = Responder::new(
             Tokens::new(rng.child(3), now, d.token_rotation),
             AnnounceStore::new(

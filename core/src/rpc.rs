@@ -122,6 +122,8 @@ pub struct Rpc {
     late: BTreeSet<(Timestamp, TxKey)>,
     rng: Rng,
     cap: usize,
+    /// `late_cap` as a multiple of `cap` (0: no late table).
+    late_factor: usize,
     short: Duration,
     full: Duration,
     /// Late transactions failed before their full deadline to keep the late
@@ -139,10 +141,19 @@ impl Rpc {
             late: BTreeSet::new(),
             rng,
             cap,
+            late_factor: LATE_FACTOR,
             short,
             full,
             late_evicted: 0,
         }
+    }
+
+    /// The late table's size as a multiple of the cap; 0 keeps every
+    /// transaction in its slot until its full timeout (as before the late
+    /// table existed, for comparisons).
+    pub fn with_late_factor(mut self, f: usize) -> Self {
+        self.late_factor = f;
+        self
     }
 
     /// Open transactions, live and late.
@@ -163,7 +174,7 @@ impl Rpc {
 
     /// The cap on [`Rpc::late_len`].
     pub fn late_cap(&self) -> usize {
-        self.cap.saturating_mul(LATE_FACTOR)
+        self.cap.saturating_mul(self.late_factor)
     }
 
     /// True when no transaction is open.
@@ -276,6 +287,11 @@ impl Rpc {
                     if let Some(tx) = self.txs.get_mut(&key) {
                         tx.short_fired = true;
                         let tx = *tx;
+                        if self.late_factor == 0 {
+                            // No late table: it keeps its slot.
+                            out.push(Expired::Short(tx));
+                            continue;
+                        }
                         self.late.insert((tx.sent_at, key));
                         out.push(Expired::Short(tx));
                         // The late table is full: its oldest fails now.

@@ -91,7 +91,7 @@ fn parse() -> Args {
                 println!("  --hourly: a row per virtual hour for each magnetar world (heap, discoveries, fetches, datagrams, every bounded table against its bound) and a verdict");
                 println!("  --silent F: share of honest nodes that never answer (behind a NAT; default 0.15)");
                 println!("  --arrivals N: N new torrents per virtual hour, each given to 2 clients who announce it on their next turn (default 0: the world's torrents are all there from the start)");
-                println!("  magnetar variants: magnetar-id16 (16 identities), magnetar-neighbour (neighbour mode), magnetar-id16-neighbour; a -drop or -queue suffix picks the acquire policy when acquisitions are full");
+                println!("  magnetar variants: magnetar-id16 (16 identities), magnetar-neighbour (neighbour mode), magnetar-id16-neighbour; a -drop or -queue suffix picks the acquire policy when acquisitions are full; -nolate: no late-transaction table (a query holds its slot until the full timeout)");
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -123,6 +123,8 @@ fn magnetar_variant(name: &str) -> Option<(usize, bool, Option<AcquirePolicy>)> 
     for p in parts {
         match p {
             "neighbour" => neighbour = true,
+            // The transaction table without its late table (see `no_late`).
+            "nolate" => {}
             "drop" => on_full = Some(AcquirePolicy::Drop),
             "queue" => {
                 on_full = Some(AcquirePolicy::Queue {
@@ -230,6 +232,9 @@ fn run(a: &Args, strategy: &str) -> Row {
                 |cfg| {
                     cfg.crawl.max_pps = budget;
                     cfg.crawl.neighbour_mode = neighbour;
+                    if no_late(strategy) {
+                        cfg.dht.late_factor = 0;
+                    }
                 },
             );
             w.meter = Some(c);
@@ -449,6 +454,13 @@ fn run(a: &Args, strategy: &str) -> Row {
         trace: w.trace_hash(),
         hours: sampler,
     }
+}
+
+/// A `-nolate` variant: every transaction keeps its slot until its full
+/// timeout (the transaction table before the late table), to compare with in
+/// the same run.
+fn no_late(strategy: &str) -> bool {
+    strategy.split('-').any(|p| p == "nolate")
 }
 
 /// Queries sent per second of virtual time, over `hours`.
