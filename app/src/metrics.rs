@@ -396,6 +396,9 @@ mod tests {
             refresh_started: q.n(),
             refresh_done: q.n(),
             refresh_waiting: q.u(),
+            candidates_retried: q.n(),
+            lookup_waits: q.n(),
+            lookup_wait_drops: q.n(),
         };
         Stats {
             dht,

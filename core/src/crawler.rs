@@ -104,7 +104,8 @@ impl Crawler {
             d.max_transactions,
             d.short_timeout,
             d.full_timeout,
-        );
+        )
+        .with_late_factor(d.late_factor);
         let server = Responder::new(
             Tokens::new(rng.child(3), now, d.token_rotation),
             AnnounceStore::new(
@@ -117,7 +118,7 @@ impl Crawler {
         let fetcher = Fetcher::new(cfg.fetch.clone(), rng.child(4))
             .with_allow_private(cfg.allow_private)
             .with_utp(cfg.fetch.utp);
-        let strategy = Strategy::new(cfg.crawl.clone(), now);
+        let strategy = Strategy::new(cfg.crawl.clone(), now, rng.child(9).bytes());
         let trackers = Trackers::new(
             cfg.trackers.clone(),
             rng.child(8),
@@ -187,7 +188,7 @@ impl Crawler {
         s.dht.rate_table_evictions = self.server.limiter().evictions;
         s.dropped_outputs = n.dropped_outputs;
         s.lookups_running = n.lookups.len();
-        s.transactions = n.rpc.len();
+        s.transactions = n.rpc.live_len();
         s.stored_infohashes = self.server.store().len();
         s.crawl = self.crawl_stats();
         s.tracker = self.trackers.stats().clone();
@@ -219,7 +220,8 @@ impl Crawler {
                 d.routing.max_nodes,
             );
         }
-        t("transactions", n.rpc.len(), d.max_transactions);
+        t("transactions", n.rpc.live_len(), d.max_transactions);
+        t("late transactions", n.rpc.late_len(), n.rpc.late_cap());
         t("lookups", n.lookups.len(), d.max_lookups);
         t(
             "announce store",
@@ -248,7 +250,8 @@ impl Crawler {
             self.utp.len(),
             self.utp.config().max_connections,
         );
-        self.strategy.table_sizes(d.max_transactions, &mut v);
+        let open_cap = d.max_transactions.saturating_add(n.rpc.late_cap());
+        self.strategy.table_sizes(open_cap, &mut v);
         v
     }
 

@@ -144,7 +144,9 @@ pub struct Stats {
     pub dropped_outputs: u64,
     /// Lookups running now (a gauge; capped by `DhtConfig::max_lookups`).
     pub lookups_running: usize,
-    /// Open transactions now (a gauge; capped by `DhtConfig::max_transactions`).
+    /// Live transactions now (within their short timeout; a gauge capped by
+    /// `DhtConfig::max_transactions`). Late ones, past it and still matched
+    /// until the full timeout, are in `Crawler::table_sizes`.
     pub transactions: usize,
     /// Infohashes in the announce store now (a gauge).
     pub stored_infohashes: usize,

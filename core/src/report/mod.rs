@@ -1020,7 +1020,7 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
     );
     w.counter(
         "magnetar_crawl_candidates_dropped_total",
-        "get_peers candidates with no peers, given up at once.",
+        "get_peers candidates with no peers, given up.",
         c.candidates_dropped,
     );
     w.counter(
@@ -1047,6 +1047,21 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
         "magnetar_crawl_refresh_waiting",
         "Scrape refreshes waiting.",
         c.refresh_waiting as f64,
+    );
+    w.counter(
+        "magnetar_crawl_candidates_retried_total",
+        "get_peers candidates whose first peer search found nobody, searched again later.",
+        c.candidates_retried,
+    );
+    w.counter(
+        "magnetar_crawl_lookup_waits_total",
+        "Peer searches that waited for a free lookup slot.",
+        c.lookup_waits,
+    );
+    w.counter(
+        "magnetar_crawl_lookup_wait_drops_total",
+        "Peer searches refused because the queue waiting for a lookup slot was full.",
+        c.lookup_wait_drops,
     );
     w.gauge(
         "magnetar_crawl_stored_estimate",
