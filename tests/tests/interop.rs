@@ -437,7 +437,8 @@ fn indexes_a_swarm(runtime: &str, swarm_enc: &str, crawler_enc: Option<&str>) {
 fn indexes_a_swarm_opts(runtime: &str, swarm_enc: &str, crawler_enc: Option<&str>, utp_only: bool) {
     let _one = one_swarm_at_a_time();
     let tag = match (utp_only, swarm_enc.is_empty()) {
-        (true, _) => "utp",
+        (true, true) => "utp",
+        (true, false) => "utpenc",
         (false, true) => "ix",
         (false, false) => "enc",
     };
@@ -563,7 +564,10 @@ fn indexes_a_swarm_opts(runtime: &str, swarm_enc: &str, crawler_enc: Option<&str
             "stored a torrent nobody seeds: {ih}"
         );
     }
-    hybrids_are_stored_once_under_both_hashes(&db, &swarm.torrents);
+    // Only the plain swarm seeds a hybrid (`Swarm::start_opts`).
+    if swarm_enc.is_empty() {
+        hybrids_are_stored_once_under_both_hashes(&db, &swarm.torrents);
+    }
     report_times(runtime, &swarm.torrents, &timelines, &lt_times);
 }
 
@@ -727,4 +731,18 @@ fn magnetar_indexes_a_utp_only_swarm_mio() {
 #[test]
 fn magnetar_indexes_a_utp_only_swarm_tokio() {
     indexes_a_swarm_opts("tokio", "", None, true);
+}
+
+/// Seeders that are uTP-only and force RC4 (issue 16 over uTP): MSE runs inside the
+/// uTP stream, and every torrent must have been served over uTP *and* RC4. mio
+/// tries plaintext first (refused, retried with MSE over uTP).
+#[test]
+fn magnetar_indexes_an_encrypted_utp_only_swarm_mio() {
+    indexes_a_swarm_opts("mio", "rc4", Some("prefer-plaintext"), true);
+}
+
+/// The same on tokio, MSE first.
+#[test]
+fn magnetar_indexes_an_encrypted_utp_only_swarm_tokio() {
+    indexes_a_swarm_opts("tokio", "rc4", Some("prefer-encrypted"), true);
 }
