@@ -127,9 +127,17 @@ fn lookups_find_the_true_closest_at_5_percent_loss() {
     assert!(hits.iter().all(|&h| h == 8), "seed {seed}: {hits:?}");
 }
 
+/// At 30 % loss a lookup still finds nearly all of the true 8 closest (its
+/// retries and short-timeout widening). Judged over 40 lookups, not 5: with five,
+/// whether one lookup finds only 6 depends on the seed (about half of seeds 1–12
+/// had one on either side of this change), so the old "every one of 5 finds 7"
+/// held for seed 4 by chance. Without retries the mean would be 8 × 0.7² ≈ 3.9.
 #[test]
 fn lookups_find_the_true_closest_at_30_percent_loss() {
     let seed = seed_from_env(4);
-    let hits = lookup_hits(seed, 0.3, 5);
-    assert!(hits.iter().all(|&h| h >= 7), "seed {seed}: {hits:?}");
+    let hits = lookup_hits(seed, 0.3, 40);
+    let sum: usize = hits.iter().sum();
+    eprintln!("seed {seed}: mean {:.2}: {hits:?}", sum as f64 / 40.0);
+    assert!(sum >= 40 * 7, "seed {seed}: mean below 7 of 8: {hits:?}");
+    assert!(hits.iter().all(|&h| h >= 4), "seed {seed}: {hits:?}");
 }
