@@ -376,6 +376,7 @@ mod tests {
             tracker: magnetar_core::tracker::TrackerStats {
                 asked: q.n(),
                 queue_dropped: q.n(),
+                unconfirmed: q.n(),
                 skipped: q.n(),
                 no_address: q.n(),
                 requests: q.n(),

@@ -79,6 +79,9 @@ struct BookNode {
     failures: u8,
     num: Option<i64>,
     in_flight: bool,
+    /// Consecutive complete samples (`num` ≤ samples) that brought nothing new:
+    /// the next visit waits `min_revisit` × 2^quiet (see `on_reply`).
+    quiet: u8,
 }
 
 /// What a crawl query was for.
@@ -96,6 +99,12 @@ struct Hint {
     peers: Vec<SocketAddr>,
     /// First heard in a get_peers query to us (a candidate).
     heard_at: Option<Timestamp>,
+    /// The address of the first get_peers query that named it.
+    querier: Option<std::net::IpAddr>,
+    /// Evidence that it is a torrent: a sample or an announce named it, or get_peers
+    /// queries from two addresses did (a random lookup target comes from one).
+    /// Kept when the peers are cleared.
+    evidence: bool,
 }
 
 impl Hint {
@@ -291,6 +300,7 @@ impl Strategy {
                 failures: 0,
                 num: None,
                 in_flight: false,
+                quiet: 0,
             },
         );
         self.schedule(a, Some(now));
@@ -392,6 +402,13 @@ impl Strategy {
         );
     }
 
+    /// Whether `ih` has shown evidence of being a torrent (see `Hint::evidence`):
+    /// only those are worth asking trackers about. False for an infohash no
+    /// longer (or never) heard of.
+    pub fn evidence_of_torrent(&self, ih: &InfoHash) -> bool {
+        self.hints.get(ih).is_some_and(|h| h.evidence)
+    }
+
     /// Whether `ih` is being acquired (peer search or fetch).
     pub fn is_acquiring(&self, ih: &InfoHash) -> bool {
         self.acq.contains_key(ih)
@@ -414,7 +431,7 @@ mod tests {
 
     use super::*;
     use crate::fetch::{AfterFailure, FailReason, FetchFailure};
-    use crate::krpc::{QueryKind, Response};
+    use crate::krpc::{QueryKind, Response, Samples};
     use crate::rng::Rng;
     use crate::{ApiMisuse, DiscoverySource, Event};
 
@@ -678,6 +695,102 @@ mod tests {
         );
         off.refresh_scrape(t, ihs[0]);
         assert_eq!(off.stats().refresh_waiting, 0);
+    }
+
+    /// Sends the tick at `at` and returns the sample queries it sent to `node`.
+    fn samples_to(
+        s: &mut Strategy,
+        net: &mut Recorder,
+        at: Timestamp,
+        node: SocketAddr,
+    ) -> Vec<u64> {
+        net.sent.clear();
+        s.tick(at, net);
+        // Exploration's find_nodes are answered (no nodes): the nodes are free again.
+        let explored: Vec<_> = net.sent.iter().filter(|x| !x.2).copied().collect();
+        for (from, tag, _) in explored {
+            let r = Response::default();
+            let reply = CrawlReply {
+                ident: 0,
+                from,
+                response: &r,
+                nodes: &[],
+                peers: &[],
+            };
+            s.on_reply(at, tag, reply, net);
+        }
+        net.sent
+            .iter()
+            .filter(|x| x.2 && x.0 == node)
+            .map(|x| x.1)
+            .collect()
+    }
+
+    /// A node whose sample held everything it stores (`num` ≤ samples) is sampled
+    /// again after `min_revisit`, doubling while it brings nothing new, whatever its
+    /// `interval`: libtorrent rebuilds such a sample at every request. A node whose
+    /// sample is a part of what it holds keeps its `interval`. (Before, a node
+    /// sampled as a swarm started, holding nothing, was skipped for 6 h.)
+    #[test]
+    fn a_node_that_gave_everything_it_holds_is_sampled_again_soon() {
+        let t = Timestamp::from_secs(100);
+        // No per-IP pace: the recorder's pacer clock stands still.
+        let cfg = CrawlConfig {
+            per_ip_pps: 0,
+            ..CrawlConfig::default()
+        };
+        let mut s = Strategy::new(cfg, t);
+        let mut net = Recorder::new();
+        let (small, big) = (addr("10.0.0.2:6881"), addr("10.0.0.3:6881"));
+        let (small_id, big_id) = (NodeId([3; 20]), NodeId([4; 20]));
+        s.learn_nodes(t, 0, &[(small_id, small), (big_id, big)], &net);
+        let mut now = t.add(CRAWL_TICK);
+        samples_to(&mut s, &mut net, now, small);
+        let tag_of = |net: &Recorder, node| net.sent.iter().find(|x| x.2 && x.0 == node).unwrap().1;
+        let (small_tag, big_tag) = (tag_of(&net, small), tag_of(&net, big));
+        let ihs: Vec<u8> = (1..=20u8).flat_map(|i| [i; 20]).collect();
+        let reply =
+            |s: &mut Strategy, net: &mut Recorder, at, tag, id, from, samples: &[u8], num| {
+                let r = Response {
+                    id,
+                    samples: Samples::new(samples),
+                    num: Some(num),
+                    interval: Some(21_600),
+                    ..Response::default()
+                };
+                let reply = CrawlReply {
+                    ident: 0,
+                    from,
+                    response: &r,
+                    nodes: &[],
+                    peers: &[],
+                };
+                s.on_reply(at, tag, reply, net);
+            };
+        // The small node holds nothing yet; the big one 500 infohashes, 20 sampled.
+        reply(&mut s, &mut net, now, small_tag, small_id, small, &[], 0);
+        reply(&mut s, &mut net, now, big_tag, big_id, big, &ihs, 500);
+        let sampled = now;
+        // Not before min_revisit (60 s).
+        now = sampled.add(Duration::from_secs(59));
+        assert!(samples_to(&mut s, &mut net, now, small).is_empty());
+        now = sampled.add(Duration::from_secs(61));
+        let again = samples_to(&mut s, &mut net, now, small);
+        assert_eq!(again.len(), 1, "the small node is sampled again after 60 s");
+        assert!(
+            net.sent.iter().all(|x| x.0 != big || !x.2),
+            "the big node keeps its interval"
+        );
+        // Still nothing: the next visit waits twice as long.
+        reply(&mut s, &mut net, now, again[0], small_id, small, &[], 0);
+        let second = now;
+        now = second.add(Duration::from_secs(110));
+        assert!(samples_to(&mut s, &mut net, now, small).is_empty());
+        now = second.add(Duration::from_secs(121));
+        assert_eq!(samples_to(&mut s, &mut net, now, small).len(), 1);
+        // The big node: not before its interval.
+        now = sampled.add(Duration::from_secs(3 * 3600));
+        assert!(samples_to(&mut s, &mut net, now, big).is_empty());
     }
 
     #[test]

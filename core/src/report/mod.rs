@@ -858,6 +858,11 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
             t.queue_dropped,
         ),
         (
+            "unconfirmed",
+            "Infohashes not asked of trackers: no evidence that they are torrents (heard only in get_peers from one address).",
+            t.unconfirmed,
+        ),
+        (
             "skipped",
             "Tracker asks skipped: queued already, or within the torrent's interval.",
             t.skipped,
