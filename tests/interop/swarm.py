@@ -21,10 +21,11 @@ Each torrent in "ready" then carries its "encryption".
 
 --per-node N replaces the shapes above with N small single-file torrents per
 session, each seeded by that session alone (the completeness tests: 20 sessions x 5).
---cold emits "ready" as soon as the sessions exist and their torrents are added,
-before the DHT has formed or anything was announced (the crawler, given with
---extra-node, joins a swarm that is starting, as it would join a fresh one);
-"announced" follows once every announce landed.
+--cold emits "ready" as soon as the sessions exist, before the DHT has formed or
+anything was announced (the crawler, given with --extra-node, joins a swarm that is
+starting, as it would join a fresh one); with --stagger S the sessions start
+seeding one after another over S seconds; "announced" follows once every
+announce landed.
 
 Protocol with the test (line based, JSON on stdout, commands on stdin):
   stdout {"event":"ready", "torrents":[...], "nodes":["ip:port",...]}
@@ -227,6 +228,7 @@ def main():
     ap.add_argument("--per-node", type=int, default=0, help="N single-file torrents per session instead of the shapes")
     ap.add_argument("--sample-interval", type=int, default=0, help="dht_sample_infohashes_interval (libtorrent's default: 21600)")
     ap.add_argument("--cold", action="store_true", help="emit ready before the DHT forms")
+    ap.add_argument("--stagger", type=float, default=0, help="--per-node: session i starts seeding at i * STAGGER / nodes s")
     ap.add_argument("--extra-node", action="append", default=[], help="ip:port every session adds as a DHT node from the start")
     ap.add_argument("--aria2", action="store_true", help="also seed one torrent from aria2c")
     ap.add_argument("--max-secs", type=float, default=300)
@@ -517,17 +519,30 @@ def per_node_main(a, root, tag, t_start):
                 s.add_dht_node(n)
 
     torrents, handles = [], []
-    for i, s in enumerate(sessions):
+    # (start time, session, torrent): with --stagger the sessions start seeding
+    # one after another, so the torrents are announced while the crawler starts.
+    pending = []
+    for i in range(len(sessions)):
         for k in range(a.per_node):
             t = make_torrent(root, f"node{i:02d}-t{k}-{a.tag}.bin", None, tag=tag)
+            t["seeders"] = [f"{addrs[i][0]}:{addrs[i][1]}"]
+            torrents.append(t)
+            pending.append((i * a.stagger / max(1, len(sessions)), i, t))
+
+    def start_seeding(now):
+        while pending and t_first + pending[0][0] <= now:
+            _, i, t = pending.pop(0)
             p = lt.add_torrent_params()
             p.ti = t["ti"]
             p.save_path = root
             p.flags = lt.torrent_flags.seed_mode
-            handles.append(s.add_torrent(p))
-            t["seeders"] = [f"{addrs[i][0]}:{addrs[i][1]}"]
-            torrents.append(t)
+            h = sessions[i].add_torrent(p)
+            h.force_dht_announce()
+            handles.append(h)
+
     link_all()
+    t_first = time.time()
+    start_seeding(t_first)
     ready = {
         "event": "ready",
         "nodes": [f"{ip}:{port}" for ip, port in addrs],
@@ -551,6 +566,7 @@ def per_node_main(a, root, tag, t_start):
     next_link = 0
     while time.time() - t_start < a.max_secs:
         now = time.time()
+        start_seeding(now)
         if now > next_link:
             link_all()
             next_link = now + 3

@@ -382,10 +382,11 @@ fn start_crawler(
     bootstrap: &str,
     encryption: Option<&str>,
 ) -> Proc {
-    start_crawler_for(ns, runtime, db, bootstrap, encryption, 150)
+    start_crawler_for(ns, runtime, db, bootstrap, encryption, 150, 10)
 }
 
-/// [`start_crawler`] that stops by itself after `secs`.
+/// [`start_crawler`] that stops by itself after `secs`, with a status line every
+/// `status_secs`.
 fn start_crawler_for(
     ns: &Netns,
     runtime: &str,
@@ -393,6 +394,7 @@ fn start_crawler_for(
     bootstrap: &str,
     encryption: Option<&str>,
     secs: u64,
+    status_secs: u64,
 ) -> Proc {
     let mut cmd = ns.command(support::magnetar_bin());
     cmd.args([
@@ -417,6 +419,7 @@ fn start_crawler_for(
         std::env::var("MAGNETAR_TEST_LOG")
             .unwrap_or_else(|_| "info,magnetar::timeline=debug".into()),
     )
+    .env("MAGNETAR_STATUS_INTERVAL", status_secs.to_string())
     .stdin(Stdio::null());
     Proc::spawn(&format!("magnetar crawl --runtime {runtime}"), cmd)
 }
@@ -701,6 +704,9 @@ const COMPLETE_NODES: usize = 20;
 const COMPLETE_PER_NODE: usize = 5;
 /// How long the crawler gets to store every torrent (the four minutes).
 const COMPLETE_SECS: u64 = 240;
+/// Torrents out of reach of a polite crawler within [`COMPLETE_SECS`] that a run
+/// may have (see the end of [`stores_every_torrent_of_a_swarm`]).
+const MAX_UNHEARD: usize = 5;
 
 /// The figures of a completeness run, from the crawler's JSON log: its last status
 /// line (infohashes seen, of which get_peers, fetched, failed, in flight), and how
@@ -726,10 +732,12 @@ fn completeness_figures(log: &str) -> (String, BTreeMap<String, usize>) {
     (status, sources)
 }
 
-/// 20 libtorrent sessions seeding 5 single-file torrents each, crawled for at
-/// most [`COMPLETE_SECS`]; every torrent must be stored. `cold`: the crawler
-/// starts with the swarm (every session knows it from the start, the torrents are
-/// announced while it bootstraps); else it joins once every announce landed.
+/// 20 libtorrent sessions seeding 5 single-file torrents each (libtorrent's own
+/// BEP 51 interval, 6 h), crawled for at most [`COMPLETE_SECS`]: every torrent the
+/// crawler heard of must be stored, and at most [`MAX_UNHEARD`] never heard of.
+/// `cold`: the crawler starts with the swarm (every session knows it from the
+/// start, the sessions start seeding one after another over 45 s while it
+/// bootstraps and samples); else it joins once every announce landed.
 fn stores_every_torrent_of_a_swarm(cold: bool) {
     let _one = one_swarm_at_a_time();
     let what = if cold { "cold start" } else { "steady state" };
@@ -743,7 +751,9 @@ fn stores_every_torrent_of_a_swarm(cold: bool) {
         COMPLETE_PER_NODE.to_string(),
     ];
     if cold {
-        args.extend(["--cold".into(), "--extra-node".into(), CRAWLER.into()]);
+        // The sessions start seeding one after another over the crawler's first
+        // minute: its first samples of a node come before the node stores much.
+        args.extend(["--cold", "--extra-node", CRAWLER, "--stagger", "45"].map(String::from));
     }
     // libtorrent's own sample interval (6 h), as on the real DHT: a node sampled
     // before it stored anything says so for hours.
@@ -753,7 +763,15 @@ fn stores_every_torrent_of_a_swarm(cold: bool) {
     let started = Instant::now();
     let mut swarm = Swarm::spawn(&ns, dir.path(), COMPLETE_SECS + 120, &args);
     assert_eq!(swarm.torrents.len(), COMPLETE_NODES * COMPLETE_PER_NODE);
-    let mut crawler = start_crawler_for(&ns, "mio", &db, &swarm.nodes[0], None, COMPLETE_SECS + 60);
+    let mut crawler = start_crawler_for(
+        &ns,
+        "mio",
+        &db,
+        &swarm.nodes[0],
+        None,
+        COMPLETE_SECS + 60,
+        1,
+    );
     if !cold {
         swarm.command(&format!("node {CRAWLER}"));
     }
@@ -824,18 +842,40 @@ fn stores_every_torrent_of_a_swarm(cold: bool) {
         )),
         announced.map_or("-".to_string(), |s| format!("{s:.1} s after start")),
     );
-    let missing: Vec<String> = swarm
+    // Every torrent the crawler heard of is stored: nothing is lost between
+    // hearing an infohash and storing its metadata.
+    let lost: Vec<String> = swarm
         .torrents
         .iter()
-        .filter(|t| !m.contains_key(&t.infohash))
+        .filter(|t| !m.contains_key(&t.infohash) && timelines.contains_key(&t.infohash))
         .map(|t| format!("{} {} {:?}", t.infohash, t.name, timelines.get(&t.infohash)))
         .collect();
     assert!(
-        missing.is_empty(),
-        "{what}: {} of {} torrents not stored within {COMPLETE_SECS} s:\n{}\n{tail}",
-        missing.len(),
+        lost.is_empty(),
+        "{what}: {} of {} torrents heard of but not stored within {COMPLETE_SECS} s:\n{}\n{tail}",
+        lost.len(),
         swarm.torrents.len(),
-        missing.join("\n")
+        lost.join("\n")
+    );
+    // And the crawler heard of all but a few. A torrent is held by the 8 nodes
+    // closest to it (about 40 per node here), and libtorrent freezes a node's
+    // sample for its interval (6 h) at 20 of what it holds at the first request
+    // once it holds 20 or more: a torrent that none of its 8 holders froze in
+    // (1/2^8 when each holds 40, more when a holder froze half full) and whose
+    // seeder's lookups (k = 8 of 21 nodes) do not reach the crawler is heard of
+    // by no crawler that honours `interval`, within minutes. Before the walk
+    // sampled complete samples again, 51 of 100 were never heard of here.
+    let unheard: Vec<&str> = swarm
+        .torrents
+        .iter()
+        .filter(|t| !timelines.contains_key(&t.infohash))
+        .map(|t| t.name.as_str())
+        .collect();
+    assert!(
+        unheard.len() <= MAX_UNHEARD,
+        "{what}: {} of {} torrents never heard of within {COMPLETE_SECS} s: {unheard:?}\n{tail}",
+        unheard.len(),
+        swarm.torrents.len(),
     );
     for ih in m.keys() {
         assert!(
