@@ -658,6 +658,22 @@ pub fn stats(db: &Path) -> Result<(), Fail> {
             );
         }
     }
+    let tr = store.transport_outcomes().map_err(db_err(db))?;
+    if !tr.is_empty() {
+        out!(o, "\ntransports (kept request records):");
+        for (name, n, ok) in tr {
+            let name = if name.is_empty() {
+                "(not recorded)"
+            } else {
+                &name
+            };
+            out!(
+                o,
+                "  {n:>9} requests  {:>5.1}% ok  {name}",
+                ok as f64 * 100.0 / n.max(1) as f64
+            );
+        }
+    }
     let clients = store.top_clients(15).map_err(db_err(db))?;
     if !clients.is_empty() {
         out!(o, "\ntop clients (ut_metadata requests):");

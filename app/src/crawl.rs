@@ -363,6 +363,7 @@ pub fn log_event(e: &Event, bootstrapped: &mut bool) {
                 pieces = r.pieces,
                 client = ?r.client,
                 encryption = r.encryption.name(),
+                transport = r.transport.name(),
                 "peer session"
             );
         }

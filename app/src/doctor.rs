@@ -727,6 +727,7 @@ mod tests {
                 reqq: None,
                 pex_added: 0,
                 encryption: Default::default(),
+                transport: Default::default(),
             }))
         };
         use magnetar_core::session::FailReason;

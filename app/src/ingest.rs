@@ -538,6 +538,7 @@ impl Ingest {
             pieces: r.pieces,
             client: client.clone(),
             encryption: r.encryption.name().to_owned(),
+            transport: r.transport.name().to_owned(),
         }))?;
 
         if self.peers.len() >= MAX_PEERS && !self.peers.contains_key(&r.peer) {
@@ -751,6 +752,7 @@ mod tests {
             reqq: None,
             pex_added: 0,
             encryption: Default::default(),
+            transport: Default::default(),
         };
         ing.on_event(106, &Event::PeerSession(Box::new(report)))
             .unwrap();

@@ -306,6 +306,22 @@ struct CrawlArgs {
     )]
     max_dh_per_sec: u32,
 
+    /// Fetch metadata over TCP only: no uTP streams on the DHT socket. By
+    /// default a peer that talked to us over UDP gets uTP first, any other TCP
+    /// first and uTP after a refusal or connect timeout.
+    #[arg(long, env = "MAGNETAR_NO_UTP")]
+    no_utp: bool,
+
+    /// uTP datagrams sent per second at most (the metadata transfer budget,
+    /// separate from --max-pps, the DHT query budget). 0: no cap.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 20_000,
+        env = "MAGNETAR_UTP_PACKETS_PER_SEC"
+    )]
+    utp_packets_per_sec: u32,
+
     /// How hard database commits are pushed to disk. durable (default): every commit
     /// is fsync'ed and survives power loss. no-meta-sync: an OS crash or power loss may
     /// undo the last committed batch. no-sync: an OS crash or power loss may undo every
@@ -737,6 +753,8 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
     };
     cfg.trackers.urls = trackers;
     cfg.trackers.port = sockets[0].0.port();
+    cfg.fetch.utp = !a.no_utp;
+    cfg.fetch.utp_packets_per_sec = a.utp_packets_per_sec;
     let routers = if a.bootstrap.is_empty() {
         DEFAULT_ROUTERS.iter().map(|s| s.to_string()).collect()
     } else {

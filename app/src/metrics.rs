@@ -324,6 +324,40 @@ mod tests {
                 dh_deferred: q.n(),
                 modpows: q.n(),
             },
+            transport: {
+                use magnetar_core::fetch::{Transport, TransportChoice};
+                let mut t = magnetar_core::fetch::TransportStats {
+                    attempts: BTreeMap::new(),
+                    connected: BTreeMap::new(),
+                    ok: BTreeMap::new(),
+                    failed: BTreeMap::new(),
+                    chosen: BTreeMap::new(),
+                    utp_unavailable: q.n(),
+                    utp_write_overflow: q.n(),
+                    utp_budget_waits: q.n(),
+                    udp_contacts: q.u(),
+                    udp_contacts_evicted: q.n(),
+                };
+                for tr in [Transport::Tcp, Transport::Utp] {
+                    t.attempts.insert(tr, q.n());
+                    t.connected.insert(tr, q.n());
+                    t.ok.insert(tr, q.n());
+                    t.failed.insert((tr, FailReason::ConnectRefused), q.n());
+                    t.failed.insert((tr, FailReason::ConnectTimeout), q.n());
+                }
+                for c in [
+                    (Transport::Tcp, TransportChoice::Default),
+                    (Transport::Tcp, TransportChoice::Remembered),
+                    (Transport::Tcp, TransportChoice::Fallback),
+                    (Transport::Utp, TransportChoice::UdpContact),
+                    (Transport::Utp, TransportChoice::PexUtp),
+                    (Transport::Utp, TransportChoice::Remembered),
+                    (Transport::Utp, TransportChoice::Fallback),
+                ] {
+                    t.chosen.insert(c, q.n());
+                }
+                t
+            },
         };
         let crawl = CrawlStats {
             samples_sent: q.n(),
@@ -362,6 +396,9 @@ mod tests {
             refresh_started: q.n(),
             refresh_done: q.n(),
             refresh_waiting: q.u(),
+            candidates_retried: q.n(),
+            lookup_waits: q.n(),
+            lookup_wait_drops: q.n(),
         };
         Stats {
             dht,
@@ -392,6 +429,53 @@ mod tests {
                 unexpected: q.n(),
                 connect_failures: q.n(),
                 failed: q.n(),
+            },
+            utp: {
+                use magnetar_core::utp::{UtpCloseReason, UtpFault, UtpStats};
+                let mut faults = BTreeMap::new();
+                for f in [
+                    UtpFault::UnknownConnection,
+                    UtpFault::UnexpectedPacket,
+                    UtpFault::SeqOutOfWindow,
+                    UtpFault::SynRefused,
+                ] {
+                    faults.insert(f, q.n());
+                }
+                let mut closed = BTreeMap::new();
+                for r in [
+                    UtpCloseReason::Finished,
+                    UtpCloseReason::Reset,
+                    UtpCloseReason::Refused,
+                    UtpCloseReason::ConnectTimedOut,
+                    UtpCloseReason::Aborted,
+                ] {
+                    closed.insert(r, q.n());
+                }
+                UtpStats {
+                    datagrams_in: q.n(),
+                    datagrams_out: q.n(),
+                    bytes_in: q.n(),
+                    bytes_out: q.n(),
+                    faults,
+                    connects: q.n(),
+                    accepted: q.n(),
+                    closed,
+                    resets_sent: q.n(),
+                    resets_limited: q.n(),
+                    data_packets_out: q.n(),
+                    retransmits: q.n(),
+                    fast_resends: q.n(),
+                    timeouts: q.n(),
+                    window_probes: q.n(),
+                    keepalives: q.n(),
+                    duplicates_in: q.n(),
+                    recv_window_drops: q.n(),
+                    bytes_delivered: q.n(),
+                    transmit_drops: q.n(),
+                    event_drops: q.n(),
+                    connections: q.u(),
+                    half_open: q.u(),
+                }
             },
         }
     }

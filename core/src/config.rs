@@ -75,10 +75,17 @@ pub struct DhtConfig {
     pub short_timeout: Duration,
     /// Full timeout: the query failed and counts against the node.
     pub full_timeout: Duration,
-    /// Cap on outstanding transactions, shared by all identities (one transaction
-    /// table for the whole crawler). A query that finds it full is not sent (counted
-    /// in `DhtStats::dropped_tx_full`).
+    /// Cap on live transactions (within `short_timeout`), shared by all
+    /// identities (one transaction table for the whole crawler). A query that
+    /// finds it full is not sent (counted in `DhtStats::dropped_tx_full`). Past
+    /// the short timeout a transaction frees its slot and waits, still matched,
+    /// in a late table of up to `late_factor` × this many until `full_timeout`.
     pub max_transactions: usize,
+    /// Size of the late table as a multiple of `max_transactions` (default 4:
+    /// at the default timeouts, queries to silent nodes may go out at about
+    /// 2,000 a second). 0 keeps every transaction in its slot until its full
+    /// timeout (the behaviour before the late table, for comparisons).
+    pub late_factor: usize,
     /// Token secret rotation period (a token lives up to two periods).
     pub token_rotation: Duration,
     /// Answers per remote IP per second before rate limiting.
@@ -124,6 +131,7 @@ impl Default for DhtConfig {
             short_timeout: Duration::from_secs(1),
             full_timeout: Duration::from_secs(10),
             max_transactions: 4096,
+            late_factor: crate::rpc::LATE_FACTOR,
             token_rotation: Duration::from_secs(5 * 60),
             per_ip_answers_per_sec: 10,
             rate_limit_table: 4096,

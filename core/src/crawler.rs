@@ -13,7 +13,7 @@ use crate::addr::{canonical, is_sendable, Family};
 use crate::config::Config;
 use crate::crawl::{CrawlReply, CrawlStats, Discovery, Strategy};
 use crate::fault::Fault;
-use crate::fetch::{FetchOutput, Fetcher};
+use crate::fetch::{FetchOutput, Fetcher, UtpLink};
 use crate::id::{bep42_matches, bep42_verify, InfoHash, NodeId};
 pub use crate::identity::Identity;
 use crate::identity::{bep42_ids, initial_ids, refresh_target, REFRESH_DEPTHS};
@@ -53,8 +53,8 @@ pub struct Crawler {
     routers: Vec<SocketAddr>,
     next_tick: Timestamp,
     expired: Vec<Expired>,
-    /// uTP streams on the DHT sockets (BEP 29). Incoming connections are
-    /// refused (rate-limited RESET) until the fetcher speaks uTP.
+    /// uTP streams on the DHT sockets (BEP 29): the fetcher's outgoing ones.
+    /// Incoming connections are refused (rate-limited RESET).
     utp: Utp,
     /// The external-address vote of each bind address whose identities follow it.
     voters: Vec<(IpAddr, Voter)>,
@@ -62,7 +62,18 @@ pub struct Crawler {
     switch_rng: Rng,
     /// Trackers asked when a peer search finds nobody (none configured: idle).
     trackers: Trackers,
+    /// The fetcher's connections that run over `utp`.
+    utp_link: UtpLink,
+    /// The uTP transfer budget (`FetchConfig::utp_packets_per_sec`): datagrams
+    /// available, in billionths, refilled at the rate, holding one second's
+    /// worth.
+    utp_tokens: u64,
+    utp_refilled: Timestamp,
+    utp_budget_waits: u64,
 }
+
+/// One uTP datagram in the transfer budget's units.
+const UTP_UNIT: u64 = 1_000_000_000;
 
 impl Crawler {
     /// A crawler with these identities and settings, starting at `now`.
@@ -93,7 +104,8 @@ impl Crawler {
             d.max_transactions,
             d.short_timeout,
             d.full_timeout,
-        );
+        )
+        .with_late_factor(d.late_factor);
         let server = Responder::new(
             Tokens::new(rng.child(3), now, d.token_rotation),
             AnnounceStore::new(
@@ -103,15 +115,17 @@ impl Crawler {
             ),
             RateLimiter::new(d.per_ip_answers_per_sec, d.rate_limit_table),
         );
-        let fetcher =
-            Fetcher::new(cfg.fetch.clone(), rng.child(4)).with_allow_private(cfg.allow_private);
-        let strategy = Strategy::new(cfg.crawl.clone(), now);
+        let fetcher = Fetcher::new(cfg.fetch.clone(), rng.child(4))
+            .with_allow_private(cfg.allow_private)
+            .with_utp(cfg.fetch.utp);
+        let strategy = Strategy::new(cfg.crawl.clone(), now, rng.child(9).bytes());
         let trackers = Trackers::new(
             cfg.trackers.clone(),
-            rng.child(6),
+            rng.child(8),
             *fetcher.peer_id(),
             cfg.allow_private,
         );
+        let utp_tokens = u64::from(cfg.fetch.utp_packets_per_sec).saturating_mul(UTP_UNIT);
         Crawler {
             node: Node::new(cfg, rng.child(5), now, ids, rpc, fetcher),
             server,
@@ -127,6 +141,10 @@ impl Crawler {
             // must not repeat bytes of the old one.
             switch_rng: rng.child(7),
             trackers,
+            utp_link: UtpLink::new(),
+            utp_tokens,
+            utp_refilled: now,
+            utp_budget_waits: 0,
         }
     }
 
@@ -165,14 +183,16 @@ impl Crawler {
             s.nodes += i.table.len();
         }
         s.fetch = n.fetcher.stats().clone();
+        s.fetch.transport.utp_budget_waits = self.utp_budget_waits;
         s.dht.store_evictions = self.server.store().evictions;
         s.dht.rate_table_evictions = self.server.limiter().evictions;
         s.dropped_outputs = n.dropped_outputs;
         s.lookups_running = n.lookups.len();
-        s.transactions = n.rpc.len();
+        s.transactions = n.rpc.live_len();
         s.stored_infohashes = self.server.store().len();
         s.crawl = self.crawl_stats();
         s.tracker = self.trackers.stats().clone();
+        s.utp = self.utp.stats();
         s
     }
 
@@ -200,7 +220,8 @@ impl Crawler {
                 d.routing.max_nodes,
             );
         }
-        t("transactions", n.rpc.len(), d.max_transactions);
+        t("transactions", n.rpc.live_len(), d.max_transactions);
+        t("late transactions", n.rpc.late_len(), n.rpc.late_cap());
         t("lookups", n.lookups.len(), d.max_lookups);
         t(
             "announce store",
@@ -229,7 +250,8 @@ impl Crawler {
             self.utp.len(),
             self.utp.config().max_connections,
         );
-        self.strategy.table_sizes(d.max_transactions, &mut v);
+        let open_cap = d.max_transactions.saturating_add(n.rpc.late_cap());
+        self.strategy.table_sizes(open_cap, &mut v);
         v
     }
 
@@ -380,20 +402,37 @@ impl Crawler {
             }
             self.pump_trackers();
         }
-        if let Some(o) = self.node.out.pop_front() {
-            return o;
-        }
-        if let Some(t) = self.utp.poll_transmit() {
-            return Output::Transmit {
-                local: t.local,
-                to: t.to,
-                payload: t.payload,
+        // Bounded: every round either returns or consumes one queued item
+        // (a uTP event or a fetcher output), and those queues are bounded.
+        loop {
+            if let Some(o) = self.node.out.pop_front() {
+                return o;
+            }
+            if self.utp.has_transmit() && self.utp_take() {
+                if let Some(t) = self.utp.poll_transmit() {
+                    return Output::Transmit {
+                        local: t.local,
+                        to: t.to,
+                        payload: t.payload,
+                    };
+                }
+            }
+            let now = self.node.now;
+            if let Some(ev) = self.utp.poll_event() {
+                self.utp_link
+                    .on_event(now, ev, &mut self.utp, &mut self.node.fetcher);
+                continue;
+            }
+            let Some(o) = self.node.fetcher.poll_outcome() else {
+                break;
             };
-        }
-        // No stream of ours consumes uTP events yet (the fetcher will, issue 15).
-        while self.utp.poll_event().is_some() {}
-        if let Some(o) = self.node.fetcher.poll_outcome() {
-            return self.fetch_output(o);
+            // A uTP connection's connect, send or close goes to its stream.
+            if let Some(o) = self
+                .utp_link
+                .route(now, o, &mut self.utp, &mut self.node.fetcher)
+            {
+                return self.fetch_output(o);
+            }
         }
         match self.deadline() {
             Some(t) => Output::Timeout(t),
@@ -417,13 +456,49 @@ impl Crawler {
                 self.route_search_results();
                 Output::Event(Event::MetadataFailed(Box::new(f.into_event(next))))
             }
+            // `UtpLink::route` takes these; never here.
+            FetchOutput::UtpConnect { conn, to, .. } => Output::Connect { conn, to },
         }
+    }
+
+    /// Takes one uTP datagram from the transfer budget if it has one.
+    fn utp_take(&mut self) -> bool {
+        let rate = u64::from(self.node.cfg.fetch.utp_packets_per_sec);
+        if rate == 0 {
+            return true;
+        }
+        let now = self.node.now;
+        let elapsed = u64::try_from(now.since(self.utp_refilled).as_nanos()).unwrap_or(u64::MAX);
+        self.utp_tokens = self
+            .utp_tokens
+            .saturating_add(elapsed.saturating_mul(rate))
+            .min(rate.saturating_mul(UTP_UNIT));
+        self.utp_refilled = self.utp_refilled.max(now);
+        if self.utp_tokens >= UTP_UNIT {
+            self.utp_tokens -= UTP_UNIT;
+            true
+        } else {
+            self.utp_budget_waits += 1;
+            false
+        }
+    }
+
+    /// When the uTP transfer budget has a datagram again, if one waits for it.
+    fn utp_budget_deadline(&self) -> Option<Timestamp> {
+        let rate = u64::from(self.node.cfg.fetch.utp_packets_per_sec);
+        if rate == 0 || !self.utp.has_transmit() || self.utp_tokens >= UTP_UNIT {
+            return None;
+        }
+        let missing = UTP_UNIT - self.utp_tokens;
+        let wait = std::time::Duration::from_nanos(missing.div_ceil(rate).max(1));
+        Some(self.utp_refilled.max(self.node.now).add(wait))
     }
 
     /// The earliest internal deadline.
     fn deadline(&self) -> Option<Timestamp> {
         let now = self.node.now;
         let mut t = Some(self.next_tick);
+        t = min_deadline(t, self.utp_budget_deadline());
         t = min_deadline(t, self.strategy.deadline());
         t = min_deadline(t, self.utp.deadline());
         if !self.node.starved.is_empty() {
@@ -630,7 +705,14 @@ impl Crawler {
             }
         };
         match &msg.body {
-            Body::Query(q) => self.on_query(i, from, &msg, q),
+            Body::Query(q) => {
+                // The querier's NAT now maps its socket to ours: a uTP stream
+                // to it from here gets through (the connection strategy).
+                self.node
+                    .fetcher
+                    .note_udp_contact(self.node.now, from, local);
+                self.on_query(i, from, &msg, q)
+            }
             Body::Response(r) => {
                 self.node.stats.dht.responses_in += 1;
                 match self.node.rpc.on_reply(local, msg.tid, from) {

@@ -44,6 +44,14 @@ impl RateLimiter {
         self.tat.len()
     }
 
+    /// Forgets the IPs whose allowance is full again at `now` (their next
+    /// call would be treated exactly as a first one): without this, every IP
+    /// ever seen stayed until the cap, and the table grew with a churning
+    /// population for days.
+    pub fn prune(&mut self, now: Timestamp) {
+        self.tat.retain(|_, t| *t > now);
+    }
+
     /// Whether `ip` may be answered now (and charges it if so).
     pub fn allow(&mut self, now: Timestamp, ip: IpAddr) -> bool {
         if !self.tat.contains_key(&ip) && self.tat.len() >= self.cap {

@@ -100,16 +100,35 @@ pub enum Expired {
     Full(Transaction),
 }
 
-/// The transaction table, shared by every identity: at most `cap` open transactions
-/// (`DhtConfig::max_transactions`), each with a short and a full deadline, expired in
-/// deadline order. Tids are drawn from the seeded [`Rng`].
+/// Late transactions (past their short deadline) the table holds, as a
+/// multiple of its cap: with the defaults (cap 4,096, short 1 s, full 10 s)
+/// queries to silent nodes can go out at up to (1 + 4) × 4,096 / 10 s ≈ 2,000
+/// a second, the default packet budget, instead of 410.
+pub const LATE_FACTOR: usize = 4;
+
+/// The transaction table, shared by every identity: at most `cap` *live*
+/// transactions (`DhtConfig::max_transactions`: those still within their short
+/// deadline), each with a short and a full deadline, expired in deadline order.
+/// A transaction whose short deadline passed frees its slot and stays *late*
+/// until its full deadline, so that a late reply is still matched: a silent
+/// node holds a slot for the short timeout, not the full one. Late
+/// transactions are bounded too ([`Rpc::late_cap`], `cap × LATE_FACTOR`); past
+/// that the oldest fails at once (counted in [`Rpc::late_evicted`]). Tids are
+/// drawn from the seeded [`Rng`].
 pub struct Rpc {
     txs: BTreeMap<TxKey, Transaction>,
     deadlines: BTreeSet<(Timestamp, Phase, TxKey)>,
+    /// The late transactions, oldest first (by the time they were sent).
+    late: BTreeSet<(Timestamp, TxKey)>,
     rng: Rng,
     cap: usize,
+    /// `late_cap` as a multiple of `cap` (0: no late table).
+    late_factor: usize,
     short: Duration,
     full: Duration,
+    /// Late transactions failed before their full deadline to keep the late
+    /// table within its cap.
+    pub late_evicted: u64,
 }
 
 impl Rpc {
@@ -119,16 +138,43 @@ impl Rpc {
         Rpc {
             txs: BTreeMap::new(),
             deadlines: BTreeSet::new(),
+            late: BTreeSet::new(),
             rng,
             cap,
+            late_factor: LATE_FACTOR,
             short,
             full,
+            late_evicted: 0,
         }
     }
 
-    /// Open transactions.
+    /// The late table's size as a multiple of the cap; 0 keeps every
+    /// transaction in its slot until its full timeout (as before the late
+    /// table existed, for comparisons).
+    pub fn with_late_factor(mut self, f: usize) -> Self {
+        self.late_factor = f;
+        self
+    }
+
+    /// Open transactions, live and late.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.txs.len()
+    }
+
+    /// Live transactions (within their short deadline): at most the cap.
+    pub fn live_len(&self) -> usize {
+        self.txs.len() - self.late.len()
+    }
+
+    /// Late transactions (past their short deadline, a reply still matches).
+    pub fn late_len(&self) -> usize {
+        self.late.len()
+    }
+
+    /// The cap on [`Rpc::late_len`].
+    pub fn late_cap(&self) -> usize {
+        self.cap.saturating_mul(self.late_factor)
     }
 
     /// True when no transaction is open.
@@ -147,7 +193,7 @@ impl Rpc {
         purpose: Purpose,
         expect_id: Option<NodeId>,
     ) -> Option<[u8; 2]> {
-        if self.txs.len() >= self.cap {
+        if self.live_len() >= self.cap {
             return None;
         }
         // Random tids: low fingerprint, and unpredictable to off-path spoofers.
@@ -180,6 +226,7 @@ impl Rpc {
             .remove(&(tx.sent_at.add(self.short), Phase::Short, tx.key));
         self.deadlines
             .remove(&(tx.sent_at.add(self.full), Phase::Full, tx.key));
+        self.late.remove(&(tx.sent_at, tx.key));
         self.txs.remove(&tx.key);
     }
 
@@ -239,11 +286,29 @@ impl Rpc {
                 Phase::Short => {
                     if let Some(tx) = self.txs.get_mut(&key) {
                         tx.short_fired = true;
-                        out.push(Expired::Short(*tx));
+                        let tx = *tx;
+                        if self.late_factor == 0 {
+                            // No late table: it keeps its slot.
+                            out.push(Expired::Short(tx));
+                            continue;
+                        }
+                        self.late.insert((tx.sent_at, key));
+                        out.push(Expired::Short(tx));
+                        // The late table is full: its oldest fails now.
+                        if self.late.len() > self.late_cap() {
+                            if let Some((_, old)) = self.late.first().copied() {
+                                if let Some(o) = self.txs.get(&old).copied() {
+                                    self.forget(&o);
+                                    self.late_evicted += 1;
+                                    out.push(Expired::Full(o));
+                                }
+                            }
+                        }
                     }
                 }
                 Phase::Full => {
                     if let Some(tx) = self.txs.remove(&key) {
+                        self.late.remove(&(tx.sent_at, key));
                         out.push(Expired::Full(tx));
                     }
                 }
@@ -349,6 +414,68 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|e| matches!(e, Expired::Full(_))));
         assert!(r.is_empty());
+        assert_eq!(r.poll_timeout(), None);
+    }
+
+    /// A silent node holds a slot for the short timeout only: once it fires the
+    /// slot is free for a new query, a late reply still matches, and the late
+    /// table keeps to its cap by failing its oldest at once. (Before, a
+    /// transaction held its slot for the full timeout: with the table full of
+    /// silent nodes, nothing could be sent for 10 s.)
+    #[test]
+    fn a_short_timeout_frees_the_slot_and_a_late_reply_still_matches() {
+        let mut r = Rpc::new(
+            Rng::new(3),
+            2,
+            Duration::from_secs(1),
+            Duration::from_secs(10),
+        );
+        let s = SocketId(0);
+        let t0 = Timestamp::ZERO;
+        let start = |r: &mut Rpc, t: Timestamp, ip: &str| {
+            r.start(t, s, a(ip), Method::Ping, Purpose::Ping, None)
+        };
+        let first = start(&mut r, t0, "1.1.1.1:1").unwrap();
+        start(&mut r, t0, "1.1.1.2:1").unwrap();
+        assert!(start(&mut r, t0, "1.1.1.3:1").is_none(), "cap of live ones");
+        let mut out = Vec::new();
+        let t1 = Timestamp::from_secs(1);
+        r.expire(t1, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!((r.live_len(), r.late_len()), (0, 2));
+        // Both slots are free again.
+        start(&mut r, t1, "1.1.1.3:1").unwrap();
+        start(&mut r, t1, "1.1.1.4:1").unwrap();
+        assert!(start(&mut r, t1, "1.1.1.5:1").is_none());
+        // A late reply is still matched, and leaves the late table.
+        let tx = r.on_reply(s, &first, a("1.1.1.1:1")).unwrap();
+        assert!(tx.short_fired);
+        assert_eq!((r.live_len(), r.late_len()), (2, 1));
+        // The late table holds at most cap × LATE_FACTOR: fill it, and the
+        // oldest fails at once when one more goes late.
+        let mut t = t1;
+        let mut n = 0;
+        while r.late_len() < r.late_cap() {
+            t = t.add(Duration::from_millis(100));
+            out.clear();
+            r.expire(t, &mut out);
+            while r.live_len() < 2 {
+                n += 1;
+                start(&mut r, t, &format!("2.2.{}.{}:1", n / 200, n % 200)).unwrap();
+            }
+        }
+        assert!(r.late_len() <= r.late_cap());
+        let evicted = r.late_evicted;
+        t = t.add(Duration::from_secs(1));
+        out.clear();
+        r.expire(t, &mut out);
+        assert!(r.late_len() <= r.late_cap());
+        assert!(r.late_evicted > evicted);
+        assert!(out.iter().any(|e| matches!(e, Expired::Full(_))));
+        // Everything still ends by the full deadline.
+        out.clear();
+        r.expire(t.add(Duration::from_secs(10)), &mut out);
+        assert_eq!(r.len(), 0);
         assert_eq!(r.poll_timeout(), None);
     }
 }

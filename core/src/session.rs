@@ -215,6 +215,7 @@ struct Inner {
     pex: Vec<SocketAddr>,
     /// The PEX contacts flagged "prefers encryption" (a subset of `pex`).
     pex_encrypted: Vec<SocketAddr>,
+    pex_utp: Vec<SocketAddr>,
     pex_total: usize,
 }
 
@@ -248,6 +249,7 @@ impl Session {
                 bytes_in: 0,
                 pex: Vec::new(),
                 pex_encrypted: Vec::new(),
+                pex_utp: Vec::new(),
                 pex_total: 0,
             },
         }
@@ -289,6 +291,14 @@ impl Session {
     #[must_use = "the contacts taken are gone"]
     pub fn take_pex_prefers_encryption(&mut self) -> Vec<SocketAddr> {
         std::mem::take(&mut self.c.pex_encrypted)
+    }
+
+    /// Those PEX contacts received since the last call that BEP 11 flags as
+    /// speaking uTP (0x04) and not as reachable (0x10): likely behind a NAT,
+    /// where uTP has the better chance.
+    #[must_use = "the contacts taken are gone"]
+    pub fn take_pex_utp(&mut self) -> Vec<SocketAddr> {
+        std::mem::take(&mut self.c.pex_utp)
     }
 
     /// Feeds bytes from the peer. After `Done` or `Failed` further bytes are ignored.
@@ -413,6 +423,9 @@ impl Inner {
                         self.pex.push(a);
                         if flags & wire::PEX_PREFERS_ENCRYPTION != 0 {
                             self.pex_encrypted.push(a);
+                        }
+                        if flags & wire::PEX_UTP != 0 && flags & wire::PEX_REACHABLE == 0 {
+                            self.pex_utp.push(a);
                         }
                     }
                 }

@@ -10,6 +10,7 @@ use crate::crawl::CrawlStats;
 use crate::fault::Fault;
 use crate::fetch::FetchStats;
 use crate::routing::RoutingStats;
+use crate::utp::UtpStats;
 
 /// Packets by KRPC method or kind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -143,10 +144,14 @@ pub struct Stats {
     pub dropped_outputs: u64,
     /// Lookups running now (a gauge; capped by `DhtConfig::max_lookups`).
     pub lookups_running: usize,
-    /// Open transactions now (a gauge; capped by `DhtConfig::max_transactions`).
+    /// Live transactions now (within their short timeout; a gauge capped by
+    /// `DhtConfig::max_transactions`). Late ones, past it and still matched
+    /// until the full timeout, are in `Crawler::table_sizes`.
     pub transactions: usize,
     /// Infohashes in the announce store now (a gauge).
     pub stored_infohashes: usize,
+    /// The uTP socket manager's counters (the fetcher's uTP streams).
+    pub utp: UtpStats,
 }
 
 /// One bounded table of the crawler: its size now against the cap its

@@ -713,6 +713,8 @@ fn a_failed_announcer_does_not_end_the_search_for_peers() {
     let mut net = Net::new(1, 6, |_, c| {
         c.crawl.explore_pps = 1;
         c.crawl.auto_acquire = true;
+        // TCP only: a refused connect ends the attempt (no uTP fallback).
+        c.fetch.utp = false;
     });
     let fake_id = NodeId([0x66; 20]);
     let ih = InfoHash([0x32; 20]);
@@ -881,7 +883,11 @@ fn an_acquisition_asks_the_sampling_node_at_once_not_at_the_next_tick() {
 /// first retry, minutes later).
 #[test]
 fn when_only_announcers_were_tried_and_failed_a_peer_search_follows() {
-    let mut net = Net::new(1, 8, |_, c| c.crawl.explore_pps = 1);
+    let mut net = Net::new(1, 8, |_, c| {
+        c.crawl.explore_pps = 1;
+        // TCP only: a refused connect ends the attempt (no uTP fallback).
+        c.fetch.utp = false;
+    });
     let ih = InfoHash([0x33; 20]);
     let other: SocketAddr = "127.0.9.21:7000".parse().unwrap();
     let announcer = SocketAddr::new(other.ip(), 51413);
@@ -1088,4 +1094,97 @@ fn trackers_are_asked_only_about_infohashes_with_evidence() {
     );
     assert_eq!(s.tracker.asked, 1, "only the real one: {:?}", s.tracker);
     assert_eq!(s.tracker.unconfirmed, 1, "{:?}", s.tracker);
+}
+
+/// A uTP SYN (type 4, version 1) in `net.outside` to `to`.
+fn utp_syns_to(net: &Net, to: SocketAddr) -> usize {
+    net.outside
+        .iter()
+        .filter(|s| s.to == to && s.bytes.first() == Some(&0x41))
+        .count()
+}
+
+/// The connection strategy in the crawler: a peer that queried us is fetched
+/// from over uTP first, from the DHT socket (a SYN leaves as a datagram); a
+/// peer that did not gets a TCP connect, and uTP after TCP is refused.
+#[test]
+fn a_peer_that_queried_us_is_fetched_over_utp_and_another_after_tcp_is_refused() {
+    let mut net = quiet_net(1);
+    let talker: SocketAddr = "127.0.9.40:6881".parse().unwrap();
+    let silent: SocketAddr = "127.0.9.41:6881".parse().unwrap();
+    net.send(
+        talker,
+        addr(0),
+        query(b"p1", NodeId([9; 20]), QueryKind::Ping),
+    );
+    net.run_until(Timestamp::from_millis(50), 100);
+    let at = net.now;
+    net.nodes[0]
+        .fetch_metadata(at, InfoHash([0x51; 20]), &[talker])
+        .unwrap();
+    net.nodes[0]
+        .fetch_metadata(at, InfoHash([0x52; 20]), &[silent])
+        .unwrap();
+    net.drain(0);
+    assert_eq!(utp_syns_to(&net, talker), 1);
+    assert!(!net.connects.iter().any(|(_, to)| *to == talker));
+    assert_eq!(utp_syns_to(&net, silent), 0);
+    let (_, conn, to) = *net
+        .conn_ids
+        .last()
+        .expect("a TCP connect to the silent peer");
+    assert_eq!(to, silent);
+    net.nodes[0].handle_input(Input::TcpClosed {
+        at,
+        conn,
+        reason: CloseReason::Refused,
+    });
+    net.drain(0);
+    assert_eq!(utp_syns_to(&net, silent), 1);
+    let t = net.nodes[0].stats().fetch.transport;
+    use magnetar_core::fetch::{Transport, TransportChoice};
+    assert_eq!(
+        t.chosen.get(&(Transport::Utp, TransportChoice::UdpContact)),
+        Some(&1)
+    );
+    assert_eq!(
+        t.chosen.get(&(Transport::Utp, TransportChoice::Fallback)),
+        Some(&1)
+    );
+    assert_eq!(net.nodes[0].utp_stats().connects, 2);
+}
+
+/// uTP datagrams have a transfer budget of their own: over it they wait.
+#[test]
+fn utp_datagrams_wait_for_the_transfer_budget() {
+    let mut net = Net::new(1, 1, |_, c| {
+        c.crawl.enabled = false;
+        c.fetch.utp_packets_per_sec = 1;
+    });
+    let peers: Vec<SocketAddr> = (0..3)
+        .map(|i| format!("127.0.9.{}:6881", 50 + i).parse().unwrap())
+        .collect();
+    for (i, p) in peers.iter().enumerate() {
+        net.send(
+            *p,
+            addr(0),
+            query(&[b'q', i as u8], NodeId([9; 20]), QueryKind::Ping),
+        );
+    }
+    net.run_until(Timestamp::from_millis(50), 100);
+    let at = net.now;
+    for (i, p) in peers.iter().enumerate() {
+        net.nodes[0]
+            .fetch_metadata(at, InfoHash([0x60 + i as u8; 20]), &[*p])
+            .unwrap();
+    }
+    net.drain(0);
+    let syns = |net: &Net| peers.iter().map(|p| utp_syns_to(net, *p)).sum::<usize>();
+    // One second's worth (one datagram) at once, the others one per second.
+    assert_eq!(syns(&net), 1);
+    net.run_until(at.add(Duration::from_millis(1100)), 1000);
+    assert_eq!(syns(&net), 2);
+    net.run_until(at.add(Duration::from_millis(2100)), 1000);
+    assert!(peers.iter().all(|p| utp_syns_to(&net, *p) >= 1));
+    assert!(net.nodes[0].stats().fetch.transport.utp_budget_waits > 0);
 }

@@ -609,6 +609,7 @@ pub(crate) fn encode_request(r: &RequestRecord) -> Vec<u8> {
     e.str(&r.client);
     // Added after v1 records existed: optional at the end (absent = empty).
     e.str(&r.encryption);
+    e.str(&r.transport);
     e.0
 }
 
@@ -634,6 +635,11 @@ pub(crate) fn decode_request(v: &[u8]) -> DecodeResult<RequestRecord> {
         reason: d.string()?,
         client: d.string()?,
         encryption: if d.end().is_ok() {
+            String::new()
+        } else {
+            d.string()?
+        },
+        transport: if d.end().is_ok() {
             String::new()
         } else {
             d.string()?
@@ -809,12 +815,17 @@ mod tests {
             pieces: 0,
             client: "x".into(),
             encryption: "rc4".into(),
+            transport: "utp".into(),
         };
         let bytes = encode_request(&r);
         assert_eq!(decode_request(&bytes).unwrap(), r);
-        // A record from before the field: it decodes with an empty one.
-        let old = &bytes[..bytes.len() - 4];
+        // A record from before the transport: it decodes with an empty one.
+        let older = &bytes[..bytes.len() - 4];
         let mut want = r.clone();
+        want.transport.clear();
+        assert_eq!(decode_request(older).unwrap(), want);
+        // And from before the encryption too.
+        let old = &older[..older.len() - 4];
         want.encryption.clear();
         assert_eq!(decode_request(old).unwrap(), want);
     }

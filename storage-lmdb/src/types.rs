@@ -261,6 +261,9 @@ pub struct RequestRecord {
     /// The session's handshake: "plaintext", "rc4", "mse_plaintext" (MSE, then
     /// plaintext), "mse_incomplete"; empty in records written before it was kept.
     pub encryption: String,
+    /// The session's transport: "tcp" or "utp"; empty in records written
+    /// before it was kept.
+    pub transport: String,
 }
 
 /// One write for the writer thread.

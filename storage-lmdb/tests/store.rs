@@ -655,6 +655,7 @@ fn request(ms: u64, client: &str, ok: bool, reason: &str) -> RequestRecord {
         pieces: u32::from(ok),
         client: client.into(),
         encryption: String::new(),
+        transport: String::new(),
     }
 }
 

@@ -27,6 +27,10 @@ starting, as it would join a fresh one); with --stagger S the sessions start
 seeding one after another over S seconds; "announced" follows once every
 announce landed.
 
+--utp-only switches TCP off both ways in the seeding sessions
+(enable_outgoing_tcp / enable_incoming_tcp false): they speak uTP only, on their
+DHT socket. The leech ("fetch") keeps both.
+
 Protocol with the test (line based, JSON on stdout, commands on stdin):
   stdout {"event":"ready", "torrents":[...], "nodes":["ip:port",...]}
          once every session has DHT nodes and every torrent was announced
@@ -233,6 +237,7 @@ def main():
     ap.add_argument("--aria2", action="store_true", help="also seed one torrent from aria2c")
     ap.add_argument("--max-secs", type=float, default=300)
     ap.add_argument("--tag", default=str(os.getpid()))
+    ap.add_argument("--utp-only", action="store_true", help="seeding sessions without TCP (both ways)")
     ap.add_argument(
         "--encryption",
         default="",
@@ -314,11 +319,20 @@ def main():
         s = settings(ip, port)
         if session_enc(i):
             s.update(encryption_settings(session_enc(i)))
+        if a.utp_only:
+            s.update({
+                "enable_outgoing_tcp": False,
+                "enable_incoming_tcp": False,
+                "enable_outgoing_utp": True,
+                "enable_incoming_utp": True,
+            })
         return s
 
     sessions = [lt.session(session_settings(i, ip, port)) for i, (ip, port) in enumerate(addrs)]
     if enc:
         log("encryption per session:", [session_enc(i) for i in range(a.nodes)])
+    if a.utp_only:
+        log("seeding sessions are uTP-only")
     extra_nodes = []
 
     def link_all():

@@ -82,6 +82,9 @@ pub struct Tally {
     pub by_source: [u64; 3],
     pub fetched: FxMap<InfoHash, Timestamp>,
     pub failed: FxSet<InfoHash>,
+    /// Infohashes whose peer search (a `PeersFound`) came back empty, with
+    /// the first time it did (for the sim's account of lost arrivals).
+    pub searched_empty: FxMap<InfoHash, Timestamp>,
     pub fetch_started: u64,
     pub fetch_rejected: u64,
     /// Lookups started and refused by the harness ([`Acquire::Harness`]; with
@@ -211,15 +214,26 @@ impl World<'_, '_> {
 
     fn want_lookup(&mut self, crawler: &mut Crawler, ih: InfoHash) -> Decision {
         let now = self.ctx.now;
-        if !self.policy.lookup_discovered || !self.side.looked_up.insert(ih) {
+        if !self.policy.lookup_discovered {
+            return Decision::Nothing;
+        }
+        if self.policy.acquire == Acquire::Core {
+            // As the runtimes do: every discovery that storage (here the
+            // fetched set) does not have is acquired, under the pump's acquire
+            // policy; core's strategy tells repeats, retries and give-ups
+            // apart. (This harness used to ask only once per infohash, in a
+            // set that grew with every infohash heard and was counted as the
+            // crawler's heap.)
+            if self.tally.fetched.contains_key(&ih) {
+                return Decision::Nothing;
+            }
+            return Decision::Acquire;
+        }
+        if !self.side.looked_up.insert(ih) {
             return Decision::Nothing;
         }
         if self.side.fetching.contains(&ih) || self.tally.fetched.contains_key(&ih) {
             return Decision::Nothing;
-        }
-        if self.policy.acquire == Acquire::Core {
-            // The pump acquires it, under its acquire policy.
-            return Decision::Acquire;
         }
         match crawler.get_peers(now, ih, false) {
             Ok(_) => self.tally.lookups_started += 1,
@@ -330,6 +344,8 @@ impl Io for World<'_, '_> {
                 self.tally.peers_found += 1;
                 if !peers.is_empty() {
                     self.confirm(*info_hash, None);
+                } else {
+                    self.tally.searched_empty.entry(*info_hash).or_insert(now);
                 }
                 if self.policy.acquire == Acquire::Harness {
                     self.want_fetch(crawler, *info_hash, peers.clone());

@@ -25,8 +25,21 @@ pub fn churning_world(
     clients: usize,
     arrivals_per_hour: u32,
 ) -> World {
+    let spec = HonestSpec::realistic(nodes);
+    churning_world_with(seed, &spec, infohashes, clients, arrivals_per_hour)
+}
+
+/// [`churning_world`] with the honest nodes (and the churn's newcomers) drawn
+/// from `spec` (e.g. a larger share of silent nodes, `unreachable`).
+pub fn churning_world_with(
+    seed: u64,
+    spec: &HonestSpec,
+    infohashes: usize,
+    clients: usize,
+    arrivals_per_hour: u32,
+) -> World {
     let mut w = World::new(seed, NetConfig::default());
-    w.add_honest_nodes(&HonestSpec::realistic(nodes));
+    w.add_honest_nodes(spec);
     w.build_tables();
     let cl = w.add_clients(
         clients,
@@ -46,7 +59,11 @@ pub fn churning_world(
         w.wake_node_at(c, t);
     }
     w.add_torrents(infohashes, |r| 1 + r.below(4) as u32, 2, &cl, true);
-    w.start_churn(HonestSpec::realistic(0), Duration::from_secs(2));
+    let churn = HonestSpec {
+        count: 0,
+        ..spec.clone()
+    };
+    w.start_churn(churn, Duration::from_secs(2));
     start_arrivals(&mut w, cl, arrivals_per_hour, 2);
     w
 }
@@ -111,6 +128,9 @@ pub struct Hour {
     pub sent: u64,
     /// Torrents in the world at the end of the hour (arrivals included).
     pub torrents: usize,
+    /// The crawler's own counters over the hour (what its datagrams were, and
+    /// what it gave up).
+    pub counts: Counts,
     /// Every bounded table of the crawler at the end of the hour.
     pub tables: Vec<TableSize>,
 }
@@ -122,9 +142,61 @@ impl Hour {
     }
 }
 
+/// Counters of the crawler over one hour.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counts {
+    /// get_peers queries that came to it.
+    pub get_peers_in: u64,
+    /// announce_peer queries that came to it.
+    pub announces_in: u64,
+    /// Replies (and errors) it sent to queries.
+    pub replies_out: u64,
+    /// Queries it sent.
+    pub queries_out: u64,
+    /// Infohashes given up after failed acquisitions (candidates included).
+    pub given_up: u64,
+    /// get_peers candidates given up after an empty peer search.
+    pub candidates_dropped: u64,
+    /// Candidate peer searches retried (not given up at the first empty one).
+    pub candidates_retried: u64,
+}
+
+impl Counts {
+    fn of(s: &magnetar_core::Stats) -> Self {
+        let q = &s.dht.queries_out;
+        Counts {
+            get_peers_in: s.dht.queries_in.get_peers,
+            announces_in: s.dht.queries_in.announce_peer,
+            replies_out: s.dht.responses_out + s.dht.errors_out,
+            queries_out: q.ping
+                + q.find_node
+                + q.get_peers
+                + q.announce_peer
+                + q.sample_infohashes
+                + q.other,
+            given_up: s.crawl.given_up,
+            candidates_dropped: s.crawl.candidates_dropped,
+            candidates_retried: s.crawl.candidates_retried,
+        }
+    }
+
+    fn minus(self, o: Counts) -> Counts {
+        Counts {
+            get_peers_in: self.get_peers_in - o.get_peers_in,
+            announces_in: self.announces_in - o.announces_in,
+            replies_out: self.replies_out - o.replies_out,
+            queries_out: self.queries_out - o.queries_out,
+            given_up: self.given_up - o.given_up,
+            candidates_dropped: self.candidates_dropped - o.candidates_dropped,
+            candidates_retried: self.candidates_retried - o.candidates_retried,
+        }
+    }
+}
+
 /// Samples a crawler node hour by hour.
 pub struct Sampler {
     node: NodeIdx,
+    counts: Counts,
     discovered: u64,
     fetched: u64,
     sent: u64,
@@ -137,6 +209,7 @@ impl Sampler {
     pub fn new(w: &World, node: NodeIdx) -> Self {
         let mut s = Sampler {
             node,
+            counts: Counts::of(&w.crawler(node).crawler.stats()),
             discovered: 0,
             fetched: 0,
             sent: 0,
@@ -177,12 +250,14 @@ impl Sampler {
     pub fn record(&mut self, w: &World, hour: u32) -> &Hour {
         let (d, f, x) = self.totals(w);
         let cn = w.crawler(self.node);
+        let counts = Counts::of(&cn.crawler.stats());
         let t = &cn.tally;
         type Ih = magnetar_core::InfoHash;
         let harness = table_bytes::<(Ih, Timestamp)>(t.discovered.capacity())
             + table_bytes::<(Ih, Timestamp)>(t.fetched.capacity())
             + table_bytes::<(Ih, Timestamp)>(t.candidates.capacity())
-            + table_bytes::<Ih>(t.failed.capacity());
+            + table_bytes::<Ih>(t.failed.capacity())
+            + table_bytes::<(Ih, Timestamp)>(t.searched_empty.capacity());
         self.hours.push(Hour {
             hour,
             live: alloc_meter::live(),
@@ -192,9 +267,11 @@ impl Sampler {
             fetched: f - self.fetched,
             sent: x - self.sent,
             torrents: w.truth.len(),
+            counts: counts.minus(self.counts),
             tables: cn.crawler.table_sizes(),
         });
         (self.discovered, self.fetched, self.sent) = (d, f, x);
+        self.counts = counts;
         self.hours.last().expect("just pushed")
     }
 

@@ -109,6 +109,8 @@ struct Timeline {
     session_log: Vec<String>,
     /// The handshake (`encryption` field) of each session that delivered metadata.
     ok_encryption: Vec<String>,
+    /// The transport (`transport` field) of each session that delivered metadata.
+    ok_transport: Vec<String>,
 }
 
 impl Timeline {
@@ -155,11 +157,13 @@ fn timelines_from_log(log: &str) -> BTreeMap<String, Timeline> {
                 let dur = f["duration_us"].as_u64().unwrap_or(0) as f64 / 1e6;
                 let start = t - dur;
                 let enc = f["encryption"].as_str().unwrap_or("?");
+                let tr = f["transport"].as_str().unwrap_or("?");
                 if f["outcome"].as_str() == Some("Ok") {
                     e.ok_encryption.push(enc.to_string());
+                    e.ok_transport.push(tr.to_string());
                 }
                 e.session_log.push(format!(
-                    "at {:.1} ms {} {} {enc} connect {} µs rtt {} µs took {:.1} ms",
+                    "at {:.1} ms {} {} {enc} {tr} connect {} µs rtt {} µs took {:.1} ms",
                     start * 1e3,
                     f["peer"].as_str().unwrap_or("?"),
                     f["outcome"].as_str().unwrap_or("?"),
@@ -194,6 +198,18 @@ impl Swarm {
 
     /// With `encryption` (swarm.py `--encryption`, empty for none).
     fn start_with(ns: &Netns, workdir: &Path, max_secs: u64, encryption: &str) -> Swarm {
+        Swarm::start_opts(ns, workdir, max_secs, encryption, false)
+    }
+
+    /// With `encryption`, and with `utp_only` seeders (swarm.py `--utp-only`;
+    /// then without aria2, which has no uTP).
+    fn start_opts(
+        ns: &Netns,
+        workdir: &Path,
+        max_secs: u64,
+        encryption: &str,
+        utp_only: bool,
+    ) -> Swarm {
         let mut args: Vec<String> = vec![
             "--nodes".into(),
             SWARM_NODES.to_string(),
@@ -202,7 +218,8 @@ impl Swarm {
             "--encryption".into(),
             encryption.into(),
         ];
-        args.extend(aria2_available().then(|| "--aria2".to_string()));
+        args.extend((!utp_only && aria2_available()).then(|| "--aria2".to_string()));
+        args.extend(utp_only.then(|| "--utp-only".to_string()));
         // The hybrid checks belong to the plain swarm; the encrypted one counts
         // its torrents per seeder class.
         args.extend(encryption.is_empty().then(|| "--hybrid".to_string()));
@@ -445,12 +462,22 @@ fn indexes_a_libtorrent_swarm(runtime: &str) {
 /// (swarm.py `--encryption`) and the crawler to `--encryption crawler_enc`; each
 /// torrent must then have been served with the handshake its seeders allow.
 fn indexes_a_swarm(runtime: &str, swarm_enc: &str, crawler_enc: Option<&str>) {
+    indexes_a_swarm_opts(runtime, swarm_enc, crawler_enc, false)
+}
+
+/// [`indexes_a_swarm`]; with `utp_only` the seeders speak uTP only (TCP off
+/// both ways) and every torrent must have been served over uTP.
+fn indexes_a_swarm_opts(runtime: &str, swarm_enc: &str, crawler_enc: Option<&str>, utp_only: bool) {
     let _one = one_swarm_at_a_time();
-    let tag = if swarm_enc.is_empty() { "ix" } else { "enc" };
+    let tag = match (utp_only, swarm_enc.is_empty()) {
+        (true, _) => "utp",
+        (false, true) => "ix",
+        (false, false) => "enc",
+    };
     let ns = Netns::new(&format!("{tag}-{runtime}"));
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
-    let mut swarm = Swarm::start_with(&ns, dir.path(), 200, swarm_enc);
+    let mut swarm = Swarm::start_opts(&ns, dir.path(), 200, swarm_enc, utp_only);
     let mut crawler = start_crawler(&ns, runtime, &db, &swarm.nodes[0], crawler_enc);
     // The seeds learn the crawler as an ordinary DHT node would be learned of, and a
     // fresh libtorrent leech starts fetching the same torrents at the same moment.
@@ -524,6 +551,29 @@ fn indexes_a_swarm(runtime: &str, swarm_enc: &str, crawler_enc: Option<&str>) {
                 l.session_log
             );
         }
+    }
+    if utp_only {
+        for t in swarm.torrents.iter() {
+            let l = timelines.get(&t.infohash).cloned().unwrap_or_default();
+            assert!(
+                !l.ok_transport.is_empty() && l.ok_transport.iter().all(|x| x == "utp"),
+                "{} (uTP-only seeders) served over {:?}; sessions: {:#?}",
+                t.name,
+                l.ok_transport,
+                l.session_log
+            );
+        }
+        let tried: usize = timelines.values().map(|l| l.sessions as usize).sum();
+        eprintln!(
+            "INTEROP --runtime {runtime} against uTP-only seeders: fetched {}/{} torrents, \
+             {tried} peer sessions",
+            swarm
+                .torrents
+                .iter()
+                .filter(|t| m.contains_key(&t.infohash))
+                .count(),
+            swarm.torrents.len()
+        );
     }
     if !swarm_enc.is_empty() {
         let mut by: BTreeMap<String, (usize, usize)> = BTreeMap::new();
@@ -895,4 +945,17 @@ fn magnetar_stores_every_torrent_of_a_cold_started_swarm() {
 #[test]
 fn magnetar_stores_every_torrent_of_a_swarm_at_steady_state() {
     stores_every_torrent_of_a_swarm(false);
+}
+
+/// Seeders with TCP switched off both ways (uTP only, on their DHT sockets):
+/// every torrent is fetched over uTP from the crawler's DHT socket.
+#[test]
+fn magnetar_indexes_a_utp_only_swarm_mio() {
+    indexes_a_swarm_opts("mio", "", None, true);
+}
+
+/// The same on tokio.
+#[test]
+fn magnetar_indexes_a_utp_only_swarm_tokio() {
+    indexes_a_swarm_opts("tokio", "", None, true);
 }

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use magnetar_core::fetch::SessionOutcome;
+use magnetar_core::fetch::{SessionOutcome, Transport};
 use magnetar_core::session::FailReason;
 use magnetar_core::Event;
 use magnetar_tests::client::SeedBehaviour;
@@ -101,6 +101,11 @@ fn hostile_seeders_never_yield_invalid_metadata() {
             SeedBehaviour::Reject => FailReason::Rejected,
             SeedBehaviour::DisconnectMidTransfer => FailReason::ClosedMidTransfer,
             SeedBehaviour::NoUtMetadata => FailReason::NoUtMetadata,
+            // TCP is refused; the uTP attempt that follows gets no answer
+            // (the simulated client does not speak uTP).
+            SeedBehaviour::NoListener if r.transport == Transport::Utp => {
+                FailReason::ConnectTimeout
+            }
             SeedBehaviour::NoListener => FailReason::ConnectRefused,
         };
         match &r.outcome {

@@ -32,6 +32,10 @@ impl Strategy {
                 return Ok(());
             }
         }
+        if self.given_up.contains(&ih) {
+            self.stats.retry_skips += 1;
+            return Ok(());
+        }
         // Acquisitions start from the crawl tick, after sampling has had its share
         // of the budget: discovering new infohashes comes first.
         if self.queued.contains(&ih) || self.deferred.contains_key(&ih) {
@@ -182,18 +186,88 @@ impl Strategy {
             self.acquisition_failed(ih, true, net);
             return;
         }
+        if !self.lookup_wait.is_empty() {
+            // Others wait for a slot already: behind them.
+            self.wait_for_lookup(ih, seeds, net);
+            return;
+        }
+        self.launch_lookup(ih, seeds, net);
+    }
+
+    /// Starts the peer search of `ih`; when every lookup slot is busy it waits
+    /// for one (or fails when the wait queue is full).
+    fn launch_lookup(&mut self, ih: InfoHash, seeds: &[(NodeId, SocketAddr)], net: &mut impl Net) {
         let cap = self.cfg.acquire_lookup_queries;
         // No scrape: libtorrent answers a scrape with filters instead of peers.
         // The counts come from a scrape refresh once the torrent is fetched.
         let lid = match net.start_peer_search(&mut self.pacer, ih, seeds, cap, false) {
             PeerSearch::NoIdentity => return,
             PeerSearch::Refused => {
-                self.acquisition_failed(ih, false, net);
+                self.wait_for_lookup(ih, seeds, net);
                 return;
             }
             PeerSearch::Finished => None,
             PeerSearch::Running(lid) => Some(lid),
         };
+        self.lookup_started(ih, lid, net);
+    }
+
+    /// Every lookup slot is busy: `ih` waits for one (it stays an acquisition
+    /// running: a fetch from an announcer may go on meanwhile), or, with the
+    /// wait queue full, fails and is retried with backoff. (It used to fail at
+    /// once: a momentarily full lookup table cost the infohash minutes to hours.)
+    fn wait_for_lookup(
+        &mut self,
+        ih: InfoHash,
+        seeds: &[(NodeId, SocketAddr)],
+        net: &mut impl Net,
+    ) {
+        if self.lookup_wait.len() >= self.cfg.lookup_wait_queue {
+            self.stats.lookup_wait_drops += 1;
+            self.acquisition_failed(ih, false, net);
+            return;
+        }
+        self.stats.lookup_waits += 1;
+        let early = self.acq.get(&ih).is_some_and(|a| a.early);
+        let mut a = Acq::new(Stage::WaitLookup);
+        a.early = early;
+        self.acq.insert(ih, a);
+        let seeds = seeds.iter().take(16).copied().collect();
+        self.lookup_wait.push_back((ih, seeds));
+    }
+
+    /// Starts the peer searches that wait for a lookup slot, oldest first,
+    /// while slots are free (from the crawl tick).
+    pub(super) fn start_waiting_lookups(&mut self, net: &mut impl Net) {
+        while let Some((ih, seeds)) = self.lookup_wait.pop_front() {
+            let waiting = self
+                .acq
+                .get(&ih)
+                .is_some_and(|a| a.stage == Stage::WaitLookup);
+            if !waiting {
+                // Fetched or failed meanwhile.
+                continue;
+            }
+            let cap = self.cfg.acquire_lookup_queries;
+            // No scrape, as in `launch_lookup`.
+            let lid = match net.start_peer_search(&mut self.pacer, ih, &seeds, cap, false) {
+                PeerSearch::NoIdentity => {
+                    self.lookup_wait.push_front((ih, seeds));
+                    return;
+                }
+                PeerSearch::Refused => {
+                    self.lookup_wait.push_front((ih, seeds));
+                    return;
+                }
+                PeerSearch::Finished => None,
+                PeerSearch::Running(lid) => Some(lid),
+            };
+            self.lookup_started(ih, lid, net);
+        }
+    }
+
+    /// The peer search of `ih` started (`Some`) or finished at once (`None`).
+    fn lookup_started(&mut self, ih: InfoHash, lid: Option<u64>, net: &mut impl Net) {
         let early = self.acq.get(&ih).is_some_and(|a| a.early);
         // (The stage's lookup id is never read once the lookup is over.)
         let mut a = Acq::new(Stage::Lookup(lid.unwrap_or(0)));
@@ -256,42 +330,42 @@ impl Strategy {
             self.stats.acquire_no_peers += 1;
             net.found_nobody(ih);
         }
-        // A candidate nobody holds is most likely a random refresh target: one
-        // peer search is all it gets.
+        // A candidate nobody holds is most likely a random refresh target. But
+        // its clients may not have announced yet when the first search runs
+        // (the query we heard was part of a traversal that ends with the
+        // announce), so it gets one more search a little later
+        // (`candidate_retry`), then it is dropped. It is not remembered as
+        // given up: refresh targets are random and never come back, and a
+        // real torrent heard again deserves another search.
         let candidate = no_peers && self.hints.get(&ih).is_none_or(|h| h.candidate_only());
-        if candidate {
-            self.stats.candidates_dropped += 1;
-        }
-        let final_ = final_ || candidate;
-        self.forget_hint_if_unseen(&ih);
         let h = &mut *self;
         let attempts = h.retry.get(&ih).map_or(0, |r| r.attempts);
         if let Some(r) = h.retry.remove(&ih) {
             h.retry_due.remove(&(r.next_at, ih));
         }
-        if h.retry.len() >= h.cfg.max_retry {
-            // The earliest pending retry goes first; with none pending, a
-            // given-up infohash is forgotten (those are not in `retry_due`, so
-            // without this the table grew past its cap once every entry was
-            // given up).
-            match h.retry_due.pop_first() {
-                Some((_, old)) => {
-                    h.retry.remove(&old);
-                }
-                None => {
-                    h.retry.pop_first();
-                }
+        let backoff = match (final_, candidate) {
+            (true, _) => None,
+            (false, true) => h.cfg.candidate_retry.filter(|_| attempts == 0),
+            (false, false) => h.cfg.retry_backoff.get(attempts).copied(),
+        };
+        if candidate {
+            match backoff {
+                Some(_) => h.stats.candidates_retried += 1,
+                None => h.stats.candidates_dropped += 1,
             }
         }
-        let backoff = if final_ {
-            None
-        } else {
-            h.cfg.retry_backoff.get(attempts)
-        };
+        self.forget_hint_if_unseen(&ih);
+        let h = &mut *self;
+        if backoff.is_some() && h.retry.len() >= h.cfg.max_retry {
+            // The earliest pending retry goes first.
+            if let Some((_, old)) = h.retry_due.pop_first() {
+                h.retry.remove(&old);
+            }
+        }
         let peers: Vec<SocketAddr> = peers.iter().take(8).copied().collect();
         match backoff {
             Some(d) => {
-                let next_at = h.now.add(*d);
+                let next_at = h.now.add(d);
                 h.retry.insert(
                     ih,
                     Retry {
@@ -305,14 +379,9 @@ impl Strategy {
             }
             None => {
                 h.stats.given_up += 1;
-                h.retry.insert(
-                    ih,
-                    Retry {
-                        attempts: attempts + 1,
-                        next_at: Timestamp::MAX,
-                        peers: Vec::new(),
-                    },
-                );
+                if !candidate {
+                    h.given_up.insert(h.now, &ih);
+                }
                 None
             }
         }

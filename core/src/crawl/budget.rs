@@ -76,7 +76,12 @@ pub struct Pacer {
     per_ip: Option<RateLimiter>,
     /// Queries refused by the per-IP pace.
     per_ip_refused: u64,
+    /// When the per-IP pace next forgets the IPs it no longer holds back.
+    next_prune: Timestamp,
 }
+
+/// How often the per-IP pace forgets IPs whose allowance is full again.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
 
 impl Pacer {
     /// `max_pps`/`burst` globally; `per_ip_pps`/`per_ip_burst` per IP (0: none).
@@ -87,6 +92,7 @@ impl Pacer {
             budget: Budget::new(max_pps, burst),
             per_ip,
             per_ip_refused: 0,
+            next_prune: Timestamp::ZERO,
         }
     }
 
@@ -107,6 +113,14 @@ impl Pacer {
     fn ip_allows(&mut self, now: Timestamp, to: &SocketAddr) -> bool {
         match &mut self.per_ip {
             Some(l) => {
+                // An IP whose allowance is full again is treated as one never
+                // seen: forgetting it changes no decision, and keeps the table
+                // to the IPs asked in the last seconds (it grew with every new
+                // IP of a churning DHT, up to its cap, for days).
+                if now >= self.next_prune {
+                    l.prune(now);
+                    self.next_prune = now.add(PRUNE_EVERY);
+                }
                 let ok = l.allow(now, to.ip());
                 if !ok {
                     self.per_ip_refused += 1;
@@ -172,5 +186,34 @@ mod tests {
         assert_eq!(sent, 100);
         let mut u = Budget::new(0, 0);
         assert!((0..10_000).all(|_| u.try_take(t)));
+    }
+
+    /// The per-IP pace forgets the IPs it no longer holds back, so that a
+    /// churning DHT (a new IP with every newcomer) does not fill its table
+    /// over days; an IP still held back is kept, and held back.
+    #[test]
+    fn the_per_ip_pace_forgets_ips_it_no_longer_holds_back() {
+        let mut p = Pacer::new(0, 0, 2, 8);
+        let t = Timestamp::from_secs(100);
+        for i in 0..1000u32 {
+            let a = SocketAddr::from((i.to_be_bytes(), 6881));
+            assert!(p.admit(t, &a));
+        }
+        assert_eq!(p.per_ip_len(), 1000);
+        // One IP spends its burst: held back for seconds.
+        let busy: SocketAddr = "9.9.9.9:1".parse().unwrap();
+        let t1 = t.add(Duration::from_secs(11));
+        while p.admit(t1, &busy) {}
+        let held_until = p.ip_next_allowed(&busy);
+        assert!(held_until > t1);
+        // Ten seconds on the others were forgotten (they were no longer held
+        // back); the busy one is kept, and still held back.
+        assert_eq!(p.per_ip_len(), 1);
+        let other: SocketAddr = "8.8.8.8:1".parse().unwrap();
+        let t2 = t1.add(Duration::from_millis(1));
+        assert!(p.admit(t2, &other));
+        assert_eq!(p.per_ip_len(), 2);
+        assert!(!p.admit(t2, &busy));
+        assert_eq!(p.ip_next_allowed(&busy), held_until);
     }
 }

@@ -52,8 +52,24 @@ pub struct CrawlConfig {
     pub candidate_grace: Duration,
     /// Retry delays after a failed acquisition; after the last, give up.
     pub retry_backoff: Vec<Duration>,
-    /// Infohashes remembered in the retry table.
+    /// Pending retries remembered (the retry table).
     pub max_retry: usize,
+    /// Infohashes given up are remembered this long at most (at least half of
+    /// it, unless more than `given_up_capacity` are given up in that time), so
+    /// that they are not acquired again when heard again.
+    pub given_up_for: Duration,
+    /// Given-up infohashes per half of `given_up_for`: each of the two filters
+    /// that remember them holds this many (about 3.6 bytes each, allocated at
+    /// the start: the memory is fixed).
+    pub given_up_capacity: usize,
+    /// An acquisition whose peer search finds every lookup slot busy waits
+    /// for one in a queue of this many (then it fails and is retried).
+    pub lookup_wait_queue: usize,
+    /// A get_peers candidate whose first peer search found nobody is searched
+    /// once more this much later (`None`: given up at once). Its clients may
+    /// not have announced yet when the first search runs: a client announces
+    /// after its own traversal, which the query we heard was part of.
+    pub candidate_retry: Option<Duration>,
     /// Answer with node ids forged close to each remote node (magnetico's old
     /// trick). Every node we query files us in its closest bucket, so it hands
     /// us out to anyone traversing towards its part of the keyspace, and their
@@ -106,6 +122,10 @@ impl Default for CrawlConfig {
                 Duration::from_secs(3 * 3600),
             ],
             max_retry: 100_000,
+            given_up_for: Duration::from_secs(24 * 3600),
+            given_up_capacity: 65_536,
+            lookup_wait_queue: 1024,
+            candidate_retry: Some(Duration::from_secs(300)),
             neighbour_mode: false,
             refresh_pps: 32,
             refresh_lookup_queries: 16,
@@ -204,4 +224,13 @@ pub struct CrawlStats {
     pub refresh_done: u64,
     /// Refreshes waiting now.
     pub refresh_waiting: usize,
+    /// Candidates whose first peer search found nobody, searched once more
+    /// later (see [`CrawlConfig::candidate_retry`]).
+    pub candidates_retried: u64,
+    /// Peer searches that found every lookup slot busy and waited for one
+    /// (instead of failing the acquisition).
+    pub lookup_waits: u64,
+    /// Of those, the ones refused because the wait queue was full
+    /// ([`CrawlConfig::lookup_wait_queue`]): failed, retried with backoff.
+    pub lookup_wait_drops: u64,
 }

@@ -50,6 +50,7 @@ use crate::time::Timestamp;
 mod acquire;
 pub mod budget;
 mod config;
+mod given_up;
 pub(crate) mod port;
 mod refresh;
 mod walk;
@@ -57,6 +58,8 @@ mod walk;
 pub use budget::{Budget, Pacer};
 pub use config::{Bep51, CrawlConfig, CrawlStats};
 pub(crate) use port::{CrawlReply, Discovery, Net, PeerSearch, Sent};
+
+use given_up::GivenUp;
 
 /// Below this many known nodes, exploration runs even while sampling is busy.
 const EXPLORE_FLOOR: usize = 256;
@@ -117,6 +120,8 @@ impl Hint {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Stage {
     AskSource,
+    /// Every lookup slot was busy: waiting in `lookup_wait` for one.
+    WaitLookup,
     Lookup(u64),
     Fetching,
 }
@@ -177,8 +182,14 @@ pub(crate) struct Strategy {
     /// Candidates waiting out their grace, with the time they come due.
     deferred: BTreeMap<InfoHash, Timestamp>,
     deferred_due: BTreeSet<(Timestamp, InfoHash)>,
+    /// Pending retries (every entry is in `retry_due`).
     retry: BTreeMap<InfoHash, Retry>,
     retry_due: BTreeSet<(Timestamp, InfoHash)>,
+    /// Infohashes given up, in fixed memory (see `given_up`).
+    given_up: GivenUp,
+    /// Acquisitions whose peer search found every lookup slot busy, oldest
+    /// first, with the nodes to seed it with: started as slots free.
+    lookup_wait: VecDeque<(InfoHash, Vec<(NodeId, SocketAddr)>)>,
     txs: BTreeMap<u64, CrawlTx>,
     next_tag: u64,
     explore: Budget,
@@ -192,9 +203,12 @@ pub(crate) struct Strategy {
 }
 
 impl Strategy {
-    /// A strategy that starts at `now`.
-    pub fn new(cfg: CrawlConfig, now: Timestamp) -> Self {
+    /// A strategy that starts at `now`; `key` keys the given-up filters (a
+    /// secret from the node's random stream).
+    pub fn new(cfg: CrawlConfig, now: Timestamp, key: [u8; 16]) -> Self {
         Strategy {
+            given_up: GivenUp::new(cfg.given_up_capacity, cfg.given_up_for, key, now),
+            lookup_wait: VecDeque::new(),
             now,
             pacer: Pacer::new(cfg.max_pps, cfg.burst, cfg.per_ip_pps, cfg.per_ip_burst),
             explore_cursor: None,
@@ -388,6 +402,8 @@ impl Strategy {
         t("acquisitions queued", self.queue_len(), c.acquire_queue);
         t("candidates deferred", self.deferred.len(), c.acquire_queue);
         t("retry backoff", self.retry.len(), c.max_retry);
+        t("given up", self.given_up.len(), self.given_up.bound());
+        t("lookup wait", self.lookup_wait.len(), c.lookup_wait_queue);
         t("crawl queries", self.txs.len(), max_transactions);
         t("per-IP pace", self.pacer.per_ip_len(), Pacer::PER_IP_TABLE);
         t(
@@ -445,6 +461,8 @@ mod tests {
         fetches: Vec<(InfoHash, Vec<SocketAddr>)>,
         events: Vec<Event>,
         rng: Rng,
+        /// Every lookup slot is busy: peer searches are refused.
+        slots_busy: bool,
     }
 
     impl Recorder {
@@ -456,6 +474,7 @@ mod tests {
                 fetches: Vec::new(),
                 events: Vec::new(),
                 rng: Rng::new(9),
+                slots_busy: false,
             }
         }
 
@@ -492,6 +511,9 @@ mod tests {
             _max_queries: u32,
             scrape: bool,
         ) -> PeerSearch {
+            if self.slots_busy {
+                return PeerSearch::Refused;
+            }
             self.searches.push(ih);
             self.scrapes.push(scrape);
             PeerSearch::Running(self.searches.len() as u64)
@@ -532,7 +554,7 @@ mod tests {
             auto_acquire: true,
             ..CrawlConfig::default()
         };
-        let mut s = Strategy::new(cfg, t);
+        let mut s = Strategy::new(cfg, t, [0; 16]);
         let mut net = Recorder::new();
         let ih = InfoHash([7; 20]);
         let (from, peer) = (addr("10.0.0.1:6881"), addr("10.0.0.1:51413"));
@@ -579,11 +601,12 @@ mod tests {
             auto_acquire: true,
             // Every failure gives up at once (no backoff step to wait out).
             retry_backoff: Vec::new(),
+            candidate_retry: None,
             max_retry: 4,
             seen_window: 8,
             ..CrawlConfig::default()
         };
-        let mut s = Strategy::new(cfg, t);
+        let mut s = Strategy::new(cfg, t, [0; 16]);
         let mut net = Recorder::new();
         let ihs: Vec<InfoHash> = (0..20u8).map(|i| InfoHash([i + 1; 20])).collect();
         let (from, peer) = (addr("10.0.0.1:6881"), addr("10.0.0.1:51413"));
@@ -637,7 +660,7 @@ mod tests {
             refresh_queue: 8,
             ..CrawlConfig::default()
         };
-        let mut s = Strategy::new(cfg, t);
+        let mut s = Strategy::new(cfg, t, [0; 16]);
         let mut net = Recorder::new();
         let ihs: Vec<InfoHash> = (0..10u8).map(|i| InfoHash([i + 1; 20])).collect();
         for &ih in &ihs {
@@ -692,6 +715,7 @@ mod tests {
                 ..CrawlConfig::default()
             },
             t,
+            [0; 16],
         );
         off.refresh_scrape(t, ihs[0]);
         assert_eq!(off.stats().refresh_waiting, 0);
@@ -739,7 +763,7 @@ mod tests {
             per_ip_pps: 0,
             ..CrawlConfig::default()
         };
-        let mut s = Strategy::new(cfg, t);
+        let mut s = Strategy::new(cfg, t, [0; 16]);
         let mut net = Recorder::new();
         let (small, big) = (addr("10.0.0.2:6881"), addr("10.0.0.3:6881"));
         let (small_id, big_id) = (NodeId([3; 20]), NodeId([4; 20]));
@@ -793,10 +817,60 @@ mod tests {
         assert!(samples_to(&mut s, &mut net, now, big).is_empty());
     }
 
+    /// An acquisition whose peer search finds every lookup slot busy waits for
+    /// one and starts when one frees; it is not failed and retried minutes
+    /// later. The wait queue is bounded, with counted drops. (Before the fix
+    /// the acquisition failed at once: not acquiring, a retry in 5 min.)
+    #[test]
+    fn a_peer_search_waits_for_a_lookup_slot_instead_of_failing() {
+        let t = Timestamp::from_secs(100);
+        let cfg = CrawlConfig {
+            lookup_wait_queue: 2,
+            ..CrawlConfig::default()
+        };
+        let mut s = Strategy::new(cfg, t, [0; 16]);
+        let mut net = Recorder::new();
+        net.slots_busy = true;
+        let ihs: Vec<InfoHash> = (1..=3u8).map(|i| InfoHash([i; 20])).collect();
+        // Nothing known of them: each needs a traversal, started by the tick.
+        for ih in &ihs {
+            s.acquire(t, *ih, &mut net).unwrap();
+        }
+        let t1 = t.add(CRAWL_TICK);
+        s.tick(t1, &mut net);
+        let st = s.stats();
+        assert_eq!(st.lookup_waits, 2, "{st:?}");
+        assert_eq!(st.lookup_wait_drops, 1, "the queue holds 2");
+        assert!(s.is_acquiring(&ihs[0]) && s.is_acquiring(&ihs[1]));
+        // The third found the queue full: failed, retried later.
+        assert!(!s.is_acquiring(&ihs[2]));
+        assert!(s.retry.contains_key(&ihs[2]));
+        assert!(!s.retry.contains_key(&ihs[0]) && !s.retry.contains_key(&ihs[1]));
+        let mut sizes = Vec::new();
+        s.table_sizes(4096, &mut sizes);
+        let wait = sizes.iter().find(|x| x.name == "lookup wait").unwrap();
+        assert_eq!((wait.len, wait.bound), (2, 2));
+        // Still busy at the next tick: they keep waiting, in order.
+        let t2 = t1.add(CRAWL_TICK);
+        s.tick(t2, &mut net);
+        assert!(net.searches.is_empty());
+        assert_eq!(s.stats().lookup_waits, 2);
+        // A slot frees: the waiting searches start, oldest first.
+        net.slots_busy = false;
+        s.tick(t2.add(CRAWL_TICK), &mut net);
+        assert_eq!(net.searches, vec![ihs[0], ihs[1]]);
+        assert_eq!(s.lookup_wait.len(), 0);
+        // Their results are routed as any other search's.
+        let peer = addr("10.0.0.9:6881");
+        s.on_lookup_done(t2, 1, &[peer], &mut net);
+        assert_eq!(net.fetches, vec![(ihs[0], vec![peer])]);
+        assert_eq!(s.stats().fetch_failed, 0);
+    }
+
     #[test]
     fn a_learned_node_is_sampled_and_dropped_from_sampling_without_bep51() {
         let t = Timestamp::from_secs(100);
-        let mut s = Strategy::new(CrawlConfig::default(), t);
+        let mut s = Strategy::new(CrawlConfig::default(), t, [0; 16]);
         let mut net = Recorder::new();
         let node = addr("10.0.0.2:6881");
         let id = NodeId([3; 20]);

@@ -434,6 +434,8 @@ impl Strategy {
             self.paced.remove(&ih);
             self.acq_queue.push_back(ih);
         }
+        // Peer searches waiting for a lookup slot go first.
+        self.start_waiting_lookups(net);
         // Retries that came due, and queued acquisitions, while there is room and
         // budget left after sampling and exploration.
         let mut started = 0;

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 
 use crate::session::PeerInfo;
 
-use super::{Encryption, PeerCapability, SessionOutcome, WireMode};
+use super::{Encryption, PeerCapability, SessionOutcome, Transport, WireMode};
 
 struct CacheEntry {
     cap: PeerCapability,
@@ -53,6 +53,7 @@ impl PeerCache {
         outcome: SessionOutcome,
         learned: Option<Encryption>,
         refused: Option<WireMode>,
+        transport: Option<Transport>,
     ) -> bool {
         if self.cap == 0 {
             return false;
@@ -85,6 +86,9 @@ impl PeerCache {
         }
         if refused.is_some() {
             e.cap.refused = refused;
+        }
+        if transport.is_some() {
+            e.cap.transport = transport;
         }
         match outcome {
             SessionOutcome::Ok => {

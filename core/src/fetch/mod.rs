@@ -24,18 +24,20 @@ use crate::rng::Rng;
 pub use crate::session::FailReason;
 
 mod cache;
+mod link;
 mod report;
 mod stream;
 
 use crate::mse::{MseConfig, MseError};
 use crate::session::{PeerInfo, Progress, Session, SessionConfig};
 use crate::time::Timestamp;
-use crate::{ApiMisuse, CloseReason, ConnId, Event, Output};
+use crate::{ApiMisuse, CloseReason, ConnId, Event, Output, SocketId};
 use cache::PeerCache;
+pub use link::UtpLink;
 pub use report::{
     AfterFailure, Encryption, EncryptionPolicy, EncryptionStats, FetchConfig, FetchFailure,
     FetchOutput, FetchStats, MetadataFailed, MetadataFetched, PeerCapability, PeerSessionReport,
-    SessionOutcome, WireMode,
+    SessionOutcome, Transport, TransportChoice, TransportStats, WireMode,
 };
 use stream::Stream;
 
@@ -64,6 +66,10 @@ struct Conn {
     mode: WireMode,
     /// This attempt is the one retry the other way.
     retry: bool,
+    /// TCP or uTP.
+    transport: Transport,
+    /// This attempt is the one retry over the other transport.
+    transport_retry: bool,
     /// Connected, waiting for the Diffie-Hellman budget.
     dh_wait: bool,
     /// Raw bytes received from the transport.
@@ -93,6 +99,10 @@ struct Job {
     retry_mode: BTreeMap<SocketAddr, WireMode>,
     /// Peers that PEX flagged as preferring encryption (a subset of `seen`).
     prefers_encryption: BTreeSet<SocketAddr>,
+    /// Peers to retry over the other transport once.
+    retry_transport: BTreeMap<SocketAddr, Transport>,
+    /// Peers that PEX flagged as uTP and not reachable (a subset of `seen`).
+    pex_utp: BTreeSet<SocketAddr>,
 }
 
 impl Job {
@@ -137,8 +147,20 @@ pub struct Fetcher {
     /// Connections waiting for the budget (each at most once; bounded by
     /// `max_sessions`).
     dh_queue: VecDeque<ConnId>,
+    /// Whether the owner runs uTP ([`Fetcher::with_utp`]).
+    utp: bool,
+    /// Peers heard over UDP: the socket and the time (the connection strategy;
+    /// at most `UDP_CONTACTS_MAX`, oldest forgotten first).
+    udp_contacts: BTreeMap<SocketAddr, (SocketId, Timestamp)>,
+    udp_order: BTreeSet<(Timestamp, SocketAddr)>,
     stats: FetchStats,
 }
+
+/// Peers heard over UDP remembered at most.
+const UDP_CONTACTS_MAX: usize = 4096;
+/// How long a datagram from a peer counts as an open path to it (a NAT keeps
+/// a UDP mapping for a minute or more after the peer's last packet).
+const UDP_CONTACT_TTL: Duration = Duration::from_secs(120);
 
 /// One MSE handshake in the budget's units.
 const DH_UNIT: u64 = 1_000_000_000;
@@ -188,7 +210,74 @@ impl Fetcher {
             dh_tokens,
             dh_refilled: Timestamp::ZERO,
             dh_queue: VecDeque::new(),
+            utp: false,
+            udp_contacts: BTreeMap::new(),
+            udp_order: BTreeSet::new(),
             stats: FetchStats::default(),
+        }
+    }
+
+    /// Lets the fetcher open uTP streams (default: TCP only). Its owner then
+    /// reads [`Fetcher::poll_outcome`], opens a stream for each
+    /// [`FetchOutput::UtpConnect`] and routes that connection's `Send` and
+    /// `Close` to it ([`UtpLink`] does all of that with a [`crate::utp::Utp`]).
+    ///
+    /// The strategy, per peer: the transport that worked before (capability
+    /// cache); else uTP first from the socket a peer talked to us on (a
+    /// datagram from that address within the last two minutes, see
+    /// [`Fetcher::note_udp_contact`]) or for a peer that PEX flags as uTP and
+    /// not reachable; else TCP first. A connect refused or timed out is tried
+    /// once over the other transport.
+    pub fn with_utp(mut self, on: bool) -> Self {
+        self.utp = on;
+        self
+    }
+
+    /// A valid datagram came from `from` on socket `local` (a DHT query or
+    /// reply, a uTP packet): a uTP stream from that socket to that address
+    /// passes the peer's NAT for a while.
+    pub fn note_udp_contact(&mut self, now: Timestamp, from: SocketAddr, local: SocketId) {
+        if !self.utp {
+            return;
+        }
+        let from = canonical(from);
+        if let Some((_, t)) = self.udp_contacts.insert(from, (local, now)) {
+            self.udp_order.remove(&(t, from));
+        } else if self.udp_contacts.len() > UDP_CONTACTS_MAX {
+            if let Some((_, old)) = self.udp_order.pop_first() {
+                self.udp_contacts.remove(&old);
+                self.stats.transport.udp_contacts_evicted += 1;
+            }
+        }
+        self.udp_order.insert((now, from));
+        self.stats.transport.udp_contacts = self.udp_contacts.len();
+    }
+
+    /// The socket `peer` talked to us on recently, if it did.
+    fn udp_contact(&self, now: Timestamp, peer: &SocketAddr) -> Option<SocketId> {
+        let (local, t) = self.udp_contacts.get(peer)?;
+        (now.since(*t) <= UDP_CONTACT_TTL).then_some(*local)
+    }
+
+    /// The first transport for `peer` (see [`Fetcher::with_utp`]).
+    fn first_transport(
+        &self,
+        now: Timestamp,
+        peer: &SocketAddr,
+        pex_utp: bool,
+    ) -> (Transport, TransportChoice) {
+        if !self.utp {
+            return (Transport::Tcp, TransportChoice::Default);
+        }
+        if let Some(t) = self.cache.get(peer).and_then(|c| c.transport) {
+            return (t, TransportChoice::Remembered);
+        }
+        if self.udp_contact(now, peer).is_some() {
+            (Transport::Utp, TransportChoice::UdpContact)
+        } else if pex_utp {
+            (Transport::Utp, TransportChoice::PexUtp)
+        } else {
+            (Transport::Tcp, TransportChoice::Default)
         }
     }
 
@@ -239,6 +328,8 @@ impl Fetcher {
                     in_runnable: false,
                     retry_mode: BTreeMap::new(),
                     prefers_encryption: BTreeSet::new(),
+                    retry_transport: BTreeMap::new(),
+                    pex_utp: BTreeSet::new(),
                 },
             );
             self.timers.insert((deadline, TimerKey::Job(ih)));
@@ -289,6 +380,12 @@ impl Fetcher {
         }
         c.connected_at = Some(now);
         c.last_rx = now;
+        *self
+            .stats
+            .transport
+            .connected
+            .entry(c.transport)
+            .or_insert(0) += 1;
         self.local_backoff = LOCAL_BACKOFF_MIN;
         let mode = c.mode;
         if mode == WireMode::Encrypted && !self.dh_take(now) {
@@ -425,6 +522,7 @@ impl Fetcher {
         let reply = s.take_output();
         let pex = s.take_pex();
         let pex_enc = s.take_pex_prefers_encryption();
+        let pex_utp = s.take_pex_utp();
         let phase = s.phase();
         if let (Some(b), Progress::Continue) = (reply, &progress) {
             match stream.send(b) {
@@ -474,6 +572,12 @@ impl Fetcher {
                     let p = canonical(p);
                     if job.seen.contains(&p) {
                         job.prefers_encryption.insert(p);
+                    }
+                }
+                for p in pex_utp {
+                    let p = canonical(p);
+                    if job.seen.contains(&p) {
+                        job.pex_utp.insert(p);
                     }
                 }
             }
@@ -566,6 +670,9 @@ impl Fetcher {
             FetchOutput::Failed(f) => Output::Event(Event::MetadataFailed(Box::new(
                 f.into_event(AfterFailure::NotManaged),
             ))),
+            // Only with `with_utp`, whose owner reads `poll_outcome`; a driver
+            // without uTP gets a TCP connect.
+            FetchOutput::UtpConnect { conn, to, .. } => Output::Connect { conn, to },
         })
     }
 
@@ -728,13 +835,23 @@ impl Fetcher {
     }
 
     fn open_conn(&mut self, now: Timestamp, ih: InfoHash, peer: SocketAddr) {
-        let (retry, pex_prefers) = match self.jobs.get_mut(&ih) {
+        let (retry, pex_prefers, retry_transport, pex_utp) = match self.jobs.get_mut(&ih) {
             Some(job) => (
                 job.retry_mode.remove(&peer),
                 job.prefers_encryption.contains(&peer),
+                job.retry_transport.remove(&peer),
+                job.pex_utp.contains(&peer),
             ),
-            None => (None, false),
+            None => (None, false, None, false),
         };
+        let (transport, choice) = match retry_transport {
+            Some(t) => (t, TransportChoice::Fallback),
+            None => self.first_transport(now, &peer, pex_utp),
+        };
+        let local = self.udp_contact(now, &peer).unwrap_or(SocketId(0));
+        let ts = &mut self.stats.transport;
+        *ts.attempts.entry(transport).or_insert(0) += 1;
+        *ts.chosen.entry((transport, choice)).or_insert(0) += 1;
         let mode = retry.unwrap_or_else(|| self.first_mode(&peer, pex_prefers));
         match mode {
             WireMode::Plaintext => self.stats.encryption.plaintext_attempts += 1,
@@ -771,6 +888,8 @@ impl Fetcher {
             stream: Stream::Plain,
             mode,
             retry: retry.is_some(),
+            transport,
+            transport_retry: retry_transport.is_some(),
             dh_wait: false,
             raw_in: 0,
             bytes_out: 0,
@@ -784,8 +903,14 @@ impl Fetcher {
             job.conns.push(id);
         }
         self.stats.sessions_started += 1;
-        self.out
-            .push_back(FetchOutput::Output(Output::Connect { conn: id, to: peer }));
+        self.out.push_back(match transport {
+            Transport::Tcp => FetchOutput::Output(Output::Connect { conn: id, to: peer }),
+            Transport::Utp => FetchOutput::UtpConnect {
+                conn: id,
+                local,
+                to: peer,
+            },
+        });
     }
 
     fn refresh_deadline(&mut self, id: ConnId) {
@@ -894,6 +1019,42 @@ impl Fetcher {
             _ => {}
         }
         let learned = c.handshake_at.map(|_| encryption);
+        // The other transport, once, for a peer this one did not reach.
+        // A TCP peer that accepts the connection and closes it before a byte,
+        // both ways when the handshake was retried the other way, has TCP off
+        // (libtorrent with `enable_incoming_tcp` off does that): uTP next.
+        let tcp_closed_silently = c.transport == Transport::Tcp
+            && c.raw_in == 0
+            && retry_with.is_none()
+            && matches!(
+                outcome,
+                SessionOutcome::Failed(
+                    FailReason::ClosedBeforeHandshake | FailReason::ClosedDuringMse
+                )
+            );
+        let transport_retry = match outcome {
+            SessionOutcome::Failed(FailReason::ConnectRefused | FailReason::ConnectTimeout)
+                if self.utp && !c.transport_retry && c.connected_at.is_none() =>
+            {
+                Some(c.transport.other())
+            }
+            SessionOutcome::Failed(_) if self.utp && !c.transport_retry && tcp_closed_silently => {
+                Some(Transport::Utp)
+            }
+            _ => None,
+        };
+        match outcome {
+            SessionOutcome::Ok => *self.stats.transport.ok.entry(c.transport).or_insert(0) += 1,
+            SessionOutcome::Failed(r) => {
+                *self
+                    .stats
+                    .transport
+                    .failed
+                    .entry((c.transport, r))
+                    .or_insert(0) += 1;
+            }
+            SessionOutcome::Cancelled => {}
+        }
         match outcome {
             SessionOutcome::Ok => self.stats.sessions_ok += 1,
             SessionOutcome::Cancelled => self.stats.sessions_cancelled += 1,
@@ -915,13 +1076,17 @@ impl Fetcher {
                 self.timers.insert((until, TimerKey::Resume));
             }
         } else {
-            self.cache_update(c.peer, &info, outcome, learned, refused);
+            let worked = c.handshake_at.map(|_| c.transport);
+            self.cache_update(c.peer, &info, outcome, learned, refused, worked);
         }
         if let Some(job) = self.jobs.get_mut(&c.ih) {
             job.conns.retain(|x| *x != id);
             if local {
                 job.pending.push_front(c.peer);
                 job.tried = job.tried.saturating_sub(1);
+            } else if let Some(t) = transport_retry {
+                job.retry_transport.insert(c.peer, t);
+                job.pending.push_front(c.peer);
             } else if let Some(m) = retry_with {
                 job.retry_mode.insert(c.peer, m);
                 job.pending.push_front(c.peer);
@@ -962,6 +1127,7 @@ impl Fetcher {
             reqq: info.reqq,
             pex_added: c.pex_added,
             encryption,
+            transport: c.transport,
         };
         self.out
             .push_back(FetchOutput::Output(Output::Event(Event::PeerSession(
@@ -976,8 +1142,12 @@ impl Fetcher {
         outcome: SessionOutcome,
         learned: Option<Encryption>,
         refused: Option<WireMode>,
+        transport: Option<Transport>,
     ) {
-        if self.cache.update(peer, info, outcome, learned, refused) {
+        if self
+            .cache
+            .update(peer, info, outcome, learned, refused, transport)
+        {
             self.stats.cache_evictions += 1;
         }
     }
@@ -1120,6 +1290,15 @@ fn mse_reason(e: MseError) -> FailReason {
         MseError::StreamCorrupt => FailReason::MseStreamCorrupt,
         MseError::PadTooLong => FailReason::MsePadTooLong,
         _ => FailReason::LocalError,
+    }
+}
+
+impl Fetcher {
+    /// Whether `id` is a connection in flight.
+    fn is_live(&self, id: ConnId) -> bool {
+        self.slots
+            .get(id.index as usize)
+            .is_some_and(|s| s.generation == id.generation && s.conn.is_some())
     }
 }
 

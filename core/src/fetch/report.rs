@@ -12,7 +12,7 @@ use crate::id::InfoHash;
 use crate::metadata::{HashKind, InfoError, TorrentInfo};
 use crate::session::FailReason;
 use crate::time::Timestamp;
-use crate::{ConnId, Output};
+use crate::{ConnId, Output, SocketId};
 
 /// The fetcher's limits and timeouts (`Config::fetch`).
 #[derive(Clone, Debug)]
@@ -51,6 +51,13 @@ pub struct FetchConfig {
     /// exponentiations); connections over it wait, counted in
     /// [`EncryptionStats::dh_deferred`]. The budget holds one second's worth.
     pub max_dh_per_sec: u32,
+    /// Whether the crawler fetches over uTP too (the connection strategy of
+    /// [`crate::fetch::Fetcher::with_utp`]); default on.
+    pub utp: bool,
+    /// uTP datagrams sent per second at most, over every stream (the transfer
+    /// budget; separate from the DHT query budget); 0 for no cap. Datagrams
+    /// over it wait in the uTP manager's bounded queue.
+    pub utp_packets_per_sec: u32,
 }
 
 impl Default for FetchConfig {
@@ -72,6 +79,8 @@ impl Default for FetchConfig {
             max_frame: crate::wire::MAX_FRAME,
             encryption: EncryptionPolicy::default(),
             max_dh_per_sec: 2000,
+            utp: true,
+            utp_packets_per_sec: 20_000,
         }
     }
 }
@@ -138,6 +147,96 @@ impl Encryption {
             Encryption::Plaintext => WireMode::Plaintext,
             _ => WireMode::Encrypted,
         }
+    }
+}
+
+/// The byte stream a session ran over.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Transport {
+    /// A TCP connection the runtime opened.
+    #[default]
+    Tcp,
+    /// A uTP stream (BEP 29) on an identity's DHT socket.
+    Utp,
+}
+
+impl Transport {
+    /// A short lowercase name (records, metrics, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Utp => "utp",
+        }
+    }
+
+    /// The other transport.
+    pub fn other(self) -> Transport {
+        match self {
+            Transport::Tcp => Transport::Utp,
+            Transport::Utp => Transport::Tcp,
+        }
+    }
+}
+
+/// Why a session ran over the transport it did (the connection strategy).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TransportChoice {
+    /// The default: TCP first.
+    Default,
+    /// The peer sent us a datagram from this address recently (a DHT query or
+    /// reply, an `implied_port` announce): uTP from the socket it talked to.
+    UdpContact,
+    /// PEX flagged the peer as speaking uTP and not as reachable (BEP 11 flags
+    /// 0x04 without 0x10): behind a NAT, TCP would not get through.
+    PexUtp,
+    /// The capability cache: this transport worked with the peer before.
+    Remembered,
+    /// The other transport failed to connect (refused or timed out): once
+    /// this way.
+    Fallback,
+}
+
+/// The fetcher's transport counters (part of [`FetchStats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TransportStats {
+    /// Sessions started, by transport.
+    pub attempts: BTreeMap<Transport, u64>,
+    /// Sessions whose transport connected, by transport.
+    pub connected: BTreeMap<Transport, u64>,
+    /// Sessions that delivered verified metadata, by transport.
+    pub ok: BTreeMap<Transport, u64>,
+    /// Sessions that failed, by transport and reason.
+    pub failed: BTreeMap<(Transport, FailReason), u64>,
+    /// Why each session's transport was chosen.
+    pub chosen: BTreeMap<(Transport, TransportChoice), u64>,
+    /// uTP attempts the uTP socket manager could not open (its connection or
+    /// half-open caps): failed as a local error.
+    pub utp_unavailable: u64,
+    /// uTP streams aborted because a write did not fit their send buffer.
+    pub utp_write_overflow: u64,
+    /// Times uTP datagrams waited for the transfer budget
+    /// (`FetchConfig::utp_packets_per_sec`).
+    pub utp_budget_waits: u64,
+    /// Peers heard over UDP, remembered for the strategy (gauge), and the
+    /// oldest forgotten to make room (counted).
+    pub udp_contacts: usize,
+    /// See `udp_contacts`.
+    pub udp_contacts_evicted: u64,
+}
+
+impl TransportStats {
+    /// The count for `t` in one of the maps.
+    pub fn get(map: &BTreeMap<Transport, u64>, t: Transport) -> u64 {
+        map.get(&t).copied().unwrap_or(0)
+    }
+
+    /// Failures over `t`, every reason.
+    pub fn failed_total(&self, t: Transport) -> u64 {
+        self.failed
+            .iter()
+            .filter(|((x, _), _)| *x == t)
+            .map(|(_, n)| *n)
+            .sum()
     }
 }
 
@@ -254,6 +353,18 @@ pub enum FetchOutput {
     Output(Output),
     /// A failed fetch: its owner builds the `MetadataFailed` event.
     Failed(Box<FetchFailure>),
+    /// Open a uTP stream for `conn` from socket `local` to `to` (only with
+    /// [`crate::fetch::Fetcher::with_utp`]). Its owner runs the uTP manager
+    /// and routes that connection's `Send` and `Close` to the stream (see
+    /// [`crate::fetch::UtpLink`]).
+    UtpConnect {
+        /// The fetcher's connection.
+        conn: ConnId,
+        /// The identity's socket to open it from.
+        local: SocketId,
+        /// The peer.
+        to: SocketAddr,
+    },
 }
 
 /// What the crawler does after a failed fetch.
@@ -336,6 +447,8 @@ pub struct PeerSessionReport {
     pub pex_added: u32,
     /// The handshake used and, for MSE, what the peer selected.
     pub encryption: Encryption,
+    /// The byte stream it ran over.
+    pub transport: Transport,
 }
 
 /// What the capability cache remembers about a peer address.
@@ -355,6 +468,8 @@ pub struct PeerCapability {
     pub encryption: Option<Encryption>,
     /// The mode the peer refused last (closed on it), if it did.
     pub refused: Option<WireMode>,
+    /// The transport of the latest session that got the peer's handshake.
+    pub transport: Option<Transport>,
 }
 
 /// The fetcher's counters, cumulative since it was created.
@@ -410,6 +525,8 @@ pub struct FetchStats {
     pub local_backoffs: u64,
     /// Encryption attempts, outcomes, retries and the Diffie-Hellman budget.
     pub encryption: EncryptionStats,
+    /// Attempts, connects, successes and failures by transport (TCP, uTP).
+    pub transport: TransportStats,
 }
 
 impl FetchStats {

@@ -26,6 +26,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::fetch::{Transport, TransportStats};
 use crate::stats::{PacketCounts, Stats};
 use crate::time::Timestamp;
 
@@ -59,6 +60,14 @@ pub struct StatusSample {
     pub in_flight: u64,
     /// Peer connections open.
     pub sessions: u64,
+    /// Peer sessions that delivered metadata and that failed, over TCP.
+    pub tcp_ok: u64,
+    /// See `tcp_ok`.
+    pub tcp_failed: u64,
+    /// Peer sessions that delivered metadata and that failed, over uTP.
+    pub utp_ok: u64,
+    /// See `utp_ok`.
+    pub utp_failed: u64,
 }
 
 impl StatusSample {
@@ -83,6 +92,10 @@ impl StatusSample {
             failed: f.failed,
             in_flight: f.started.saturating_sub(ended),
             sessions: f.sessions_started.saturating_sub(sessions_ended),
+            tcp_ok: TransportStats::get(&f.transport.ok, Transport::Tcp),
+            tcp_failed: f.transport.failed_total(Transport::Tcp),
+            utp_ok: TransportStats::get(&f.transport.ok, Transport::Utp),
+            utp_failed: f.transport.failed_total(Transport::Utp),
         }
     }
 }
@@ -95,15 +108,26 @@ fn per_sec(a: u64, b: u64, secs: f64) -> f64 {
     }
 }
 
+/// `ok/ended (percent)` of sessions over one transport, since start.
+fn ratio(ok: u64, failed: u64) -> String {
+    let ended = ok.saturating_add(failed);
+    if ended == 0 {
+        return "0/0".to_owned();
+    }
+    format!("{ok}/{ended} ({:.0}%)", ok as f64 * 100.0 / ended as f64)
+}
+
 /// One status line from two samples (`prev` earlier than `cur`): nodes known,
 /// packets per second in and out, infohashes seen (of which get_peers candidates)
 /// and new, metadata fetched,
-/// failed and in flight, and the fetch rate per minute over the interval.
+/// failed and in flight, the peer sessions' success ratio by transport (those
+/// that delivered metadata of those ended, since start), and the fetch rate per
+/// minute over the interval.
 pub fn status_line(prev: &StatusSample, cur: &StatusSample) -> String {
     let secs = cur.at.since(prev.at).as_secs_f64();
     format!(
         "nodes {} (book {}) | pkt/s in {:.0} out {:.0} | infohashes seen {} (get_peers {}) new {} | \
-         metadata fetched {} failed {} in flight {} (peers {}) | {:.1} fetched/min, {:.1} new ih/min",
+         metadata fetched {} failed {} in flight {} (peers {}) | sessions ok tcp {} utp {} | {:.1} fetched/min, {:.1} new ih/min",
         cur.nodes,
         cur.book,
         per_sec(prev.datagrams_in, cur.datagrams_in, secs),
@@ -115,6 +139,8 @@ pub fn status_line(prev: &StatusSample, cur: &StatusSample) -> String {
         cur.failed,
         cur.in_flight,
         cur.sessions,
+        ratio(cur.tcp_ok, cur.tcp_failed),
+        ratio(cur.utp_ok, cur.utp_failed),
         per_sec(prev.fetched, cur.fetched, secs) * 60.0,
         per_sec(prev.infohashes_new, cur.infohashes_new, secs) * 60.0,
     )
@@ -645,6 +671,210 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
         "Modular exponentiations done for MSE.",
         e.modpows,
     );
+    let t = &f.transport;
+    for (name, help, map) in [
+        (
+            "magnetar_fetch_transport_attempts_total",
+            "Peer sessions started, by transport (tcp, utp).",
+            &t.attempts,
+        ),
+        (
+            "magnetar_fetch_transport_connected_total",
+            "Peer sessions whose transport connected, by transport.",
+            &t.connected,
+        ),
+        (
+            "magnetar_fetch_transport_ok_total",
+            "Peer sessions that delivered verified metadata, by transport.",
+            &t.ok,
+        ),
+    ] {
+        for tr in [Transport::Tcp, Transport::Utp] {
+            w.labelled(
+                name,
+                help,
+                ("transport", tr.name()),
+                TransportStats::get(map, tr),
+            );
+        }
+    }
+    for ((tr, reason), v) in &t.failed {
+        let label = format!("{reason:?}");
+        w.0.push(
+            Metric::counter(
+                "magnetar_fetch_transport_failures_total",
+                "Peer session failures, by transport and reason.",
+                *v,
+            )
+            .with_label("transport", tr.name())
+            .with_label("reason", &label),
+        );
+    }
+    for ((tr, choice), v) in &t.chosen {
+        let label = format!("{choice:?}");
+        w.0.push(
+            Metric::counter(
+                "magnetar_fetch_transport_chosen_total",
+                "Peer sessions by transport and why it was chosen (Default: TCP first; UdpContact: the peer talked to us over UDP; PexUtp; Remembered; Fallback: the other one failed to connect).",
+                *v,
+            )
+            .with_label("transport", tr.name())
+            .with_label("choice", &label),
+        );
+    }
+    w.counter(
+        "magnetar_fetch_utp_unavailable_total",
+        "uTP attempts the socket manager's caps refused (failed as local errors).",
+        t.utp_unavailable,
+    );
+    w.counter(
+        "magnetar_fetch_utp_write_overflow_total",
+        "uTP streams aborted: a write did not fit the send buffer.",
+        t.utp_write_overflow,
+    );
+    w.counter(
+        "magnetar_fetch_utp_budget_waits_total",
+        "Times uTP datagrams waited for the transfer budget (--utp-packets-per-sec).",
+        t.utp_budget_waits,
+    );
+    w.gauge(
+        "magnetar_fetch_udp_contacts",
+        "Peers heard over UDP recently, remembered for the connection strategy.",
+        t.udp_contacts as f64,
+    );
+    w.counter(
+        "magnetar_fetch_udp_contacts_evicted_total",
+        "UDP contacts forgotten to make room (oldest first).",
+        t.udp_contacts_evicted,
+    );
+    let u = &s.utp;
+    for (name, help, v) in [
+        (
+            "magnetar_utp_datagrams_in_total",
+            "uTP datagrams received.",
+            u.datagrams_in,
+        ),
+        (
+            "magnetar_utp_datagrams_out_total",
+            "uTP datagrams sent.",
+            u.datagrams_out,
+        ),
+        (
+            "magnetar_utp_bytes_in_total",
+            "Bytes of uTP datagrams received.",
+            u.bytes_in,
+        ),
+        (
+            "magnetar_utp_bytes_out_total",
+            "Bytes of uTP datagrams sent.",
+            u.bytes_out,
+        ),
+        (
+            "magnetar_utp_connects_total",
+            "uTP streams we opened.",
+            u.connects,
+        ),
+        (
+            "magnetar_utp_accepted_total",
+            "uTP streams accepted.",
+            u.accepted,
+        ),
+        (
+            "magnetar_utp_resets_sent_total",
+            "uTP RESETs sent.",
+            u.resets_sent,
+        ),
+        (
+            "magnetar_utp_resets_limited_total",
+            "uTP RESETs not sent (rate limit).",
+            u.resets_limited,
+        ),
+        (
+            "magnetar_utp_data_packets_out_total",
+            "uTP DATA packets sent the first time.",
+            u.data_packets_out,
+        ),
+        (
+            "magnetar_utp_retransmits_total",
+            "uTP packets sent again.",
+            u.retransmits,
+        ),
+        (
+            "magnetar_utp_fast_resends_total",
+            "uTP packets declared lost by duplicate or selective acks.",
+            u.fast_resends,
+        ),
+        (
+            "magnetar_utp_timeouts_total",
+            "uTP retransmission timeouts.",
+            u.timeouts,
+        ),
+        (
+            "magnetar_utp_window_probes_total",
+            "uTP zero-window probes.",
+            u.window_probes,
+        ),
+        (
+            "magnetar_utp_keepalives_total",
+            "uTP keep-alives sent.",
+            u.keepalives,
+        ),
+        (
+            "magnetar_utp_duplicates_in_total",
+            "uTP DATA or FIN packets received again.",
+            u.duplicates_in,
+        ),
+        (
+            "magnetar_utp_recv_window_drops_total",
+            "uTP DATA dropped: receive buffer full.",
+            u.recv_window_drops,
+        ),
+        (
+            "magnetar_utp_bytes_delivered_total",
+            "uTP payload bytes delivered in order.",
+            u.bytes_delivered,
+        ),
+        (
+            "magnetar_utp_transmit_drops_total",
+            "uTP datagrams dropped: transmit queue full.",
+            u.transmit_drops,
+        ),
+        (
+            "magnetar_utp_event_drops_total",
+            "uTP events dropped: event queue full.",
+            u.event_drops,
+        ),
+    ] {
+        w.counter(name, help, v);
+    }
+    w.gauge(
+        "magnetar_utp_connections",
+        "uTP streams open.",
+        u.connections as f64,
+    );
+    w.gauge(
+        "magnetar_utp_half_open",
+        "uTP streams in the handshake.",
+        u.half_open as f64,
+    );
+    for (fault, v) in &u.faults {
+        let label = format!("{fault:?}");
+        w.labelled(
+            "magnetar_utp_faults_total",
+            "uTP faults, by kind.",
+            ("kind", &label),
+            *v,
+        );
+    }
+    for (reason, v) in &u.closed {
+        let label = format!("{reason:?}");
+        w.labelled(
+            "magnetar_utp_closed_total",
+            "uTP streams ended, by reason.",
+            ("reason", &label),
+            *v,
+        );
+    }
     for (reason, v) in &f.failures {
         let label = format!("{reason:?}");
         w.labelled(
@@ -790,7 +1020,7 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
     );
     w.counter(
         "magnetar_crawl_candidates_dropped_total",
-        "get_peers candidates with no peers, given up at once.",
+        "get_peers candidates with no peers, given up.",
         c.candidates_dropped,
     );
     w.counter(
@@ -817,6 +1047,21 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
         "magnetar_crawl_refresh_waiting",
         "Scrape refreshes waiting.",
         c.refresh_waiting as f64,
+    );
+    w.counter(
+        "magnetar_crawl_candidates_retried_total",
+        "get_peers candidates whose first peer search found nobody, searched again later.",
+        c.candidates_retried,
+    );
+    w.counter(
+        "magnetar_crawl_lookup_waits_total",
+        "Peer searches that waited for a free lookup slot.",
+        c.lookup_waits,
+    );
+    w.counter(
+        "magnetar_crawl_lookup_wait_drops_total",
+        "Peer searches refused because the queue waiting for a lookup slot was full.",
+        c.lookup_wait_drops,
     );
     w.gauge(
         "magnetar_crawl_stored_estimate",

@@ -21,6 +21,19 @@ fn status_line_rates() {
     assert!(line.contains("fetched 3 failed 2 in flight 5"), "{line}");
     assert!(line.contains("18.0 fetched/min"), "{line}");
     assert!(line.contains("seen 9 (get_peers 4) new 7"), "{line}");
+    assert!(line.contains("sessions ok tcp 0/0 utp 0/0"), "{line}");
+    s.fetch.transport.ok.insert(Transport::Utp, 1);
+    s.fetch.transport.failed.insert(
+        (Transport::Utp, crate::session::FailReason::ConnectTimeout),
+        3,
+    );
+    s.fetch.transport.ok.insert(Transport::Tcp, 2);
+    let c = StatusSample::new(Timestamp::from_secs(20), &s, 7);
+    let line = status_line(&b, &c);
+    assert!(
+        line.contains("sessions ok tcp 2/2 (100%) utp 1/4 (25%)"),
+        "{line}"
+    );
     // A zero interval does not divide by zero.
     assert!(status_line(&b, &b).contains("in 0 out 0"));
 }

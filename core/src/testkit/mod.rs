@@ -38,7 +38,9 @@ use crate::wire::bencode::Owned;
 use crate::{CloseReason, ConnId, Event, Output};
 
 mod seeder;
+mod utp;
 pub use seeder::{Behavior, FakeSeeder, SeederEncryption, SEEDER_UT_METADATA, SEEDER_UT_PEX};
+pub use utp::UtpSwarm;
 
 /// How a [`Swarm`] splits each write before delivering it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

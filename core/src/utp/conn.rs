@@ -382,7 +382,9 @@ impl Conn {
     /// Appends as much of `bytes` as the send buffer takes; returns how much.
     pub fn write(&mut self, bytes: &[u8]) -> usize {
         let n = bytes.len().min(self.write_room());
-        self.pending.extend(bytes.iter().take(n));
+        // A slice extends a VecDeque by copying (an iterator adapter goes
+        // byte by byte).
+        self.pending.extend(bytes.get(..n).unwrap_or_default());
         n
     }
 
@@ -390,7 +392,7 @@ impl Conn {
     pub fn read(&mut self, out: &mut Vec<u8>, max: usize) -> usize {
         let before = self.recv_window();
         let n = max.min(self.readable.len());
-        out.extend(self.readable.drain(..n));
+        take_front(&mut self.readable, n, out);
         // Tell a peer we had closed our window that it is open again.
         if !self.is_closed() && before < MIN_CWND && self.recv_window() >= MIN_CWND {
             self.ack_due = true;
@@ -1039,7 +1041,8 @@ impl Conn {
                 self.zero_window_since = None;
                 self.probe_at = None;
             }
-            let payload: Vec<u8> = self.pending.drain(..len).collect();
+            let mut payload = Vec::with_capacity(len);
+            take_front(&mut self.pending, len, &mut payload);
             let seq = self.seq_nr;
             self.seq_nr = seq.wrapping_add(1);
             let h = self.header(now, PacketType::Data, seq);
@@ -1083,4 +1086,15 @@ impl Conn {
             });
         }
     }
+}
+
+/// Moves the first `n` bytes of `q` (at most all of them) to the end of `out`,
+/// copying slices rather than byte by byte.
+fn take_front(q: &mut VecDeque<u8>, n: usize, out: &mut Vec<u8>) {
+    let n = n.min(q.len());
+    let (a, b) = q.as_slices();
+    let from_a = n.min(a.len());
+    out.extend_from_slice(a.get(..from_a).unwrap_or_default());
+    out.extend_from_slice(b.get(..n - from_a).unwrap_or_default());
+    q.drain(..n);
 }

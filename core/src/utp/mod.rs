@@ -429,6 +429,11 @@ impl Utp {
         Ok(())
     }
 
+    /// Whether a datagram waits for [`Utp::poll_transmit`].
+    pub fn has_transmit(&self) -> bool {
+        !self.transmits.is_empty()
+    }
+
     /// The next datagram to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()

@@ -384,6 +384,12 @@ pub fn encode_metadata_reject(out: &mut Vec<u8>, ext_id: u8, piece: i64) {
 
 /// BEP 11 `added.f` flag: the peer prefers encryption.
 pub const PEX_PREFERS_ENCRYPTION: u8 = 0x01;
+/// BEP 11 `added.f` flag: the peer supports uTP.
+pub const PEX_UTP: u8 = 0x04;
+/// BEP 11 `added.f` flag: the peer supports the holepunch extension (BEP 55).
+pub const PEX_HOLEPUNCH: u8 = 0x08;
+/// BEP 11 `added.f` flag: the peer is reachable (accepts incoming connections).
+pub const PEX_REACHABLE: u8 = 0x10;
 
 /// Parses a BEP 11 PEX payload into added contacts (`added`, `added6`), at most
 /// [`MAX_PEX_PER_MESSAGE`]; malformed compact strings are truncated to whole entries.

@@ -323,6 +323,22 @@ impl Store {
         Ok(v)
     }
 
+    /// Kept requests by transport (`RequestRecord::transport`): (name,
+    /// requests, successes), most requests first.
+    pub fn transport_outcomes(&self) -> Result<Vec<(String, u64, u64)>> {
+        let mut m: HashMap<String, (u64, u64)> = HashMap::new();
+        self.for_each_request(|r| {
+            let e = m.entry(r.transport).or_default();
+            e.0 += 1;
+            if r.outcome == RequestOutcome::Success {
+                e.1 += 1;
+            }
+        })?;
+        let mut v: Vec<_> = m.into_iter().map(|(k, (a, b))| (k, a, b)).collect();
+        v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        Ok(v)
+    }
+
     /// Clients ranked by ut_metadata successes over the kept requests.
     pub fn top_clients(&self, limit: usize) -> Result<Vec<ClientStats>> {
         let mut m: HashMap<String, (u64, u64)> = HashMap::new();

@@ -47,6 +47,9 @@ struct Args {
     hourly: bool,
     /// New torrents per virtual hour (`--arrivals N`; default 0).
     arrivals: u32,
+    /// Share of honest nodes that are silent: in others' tables but never
+    /// answering (behind a NAT). `--silent F`; default the realistic 0.15.
+    silent: Option<f64>,
 }
 
 fn parse() -> Args {
@@ -61,6 +64,7 @@ fn parse() -> Args {
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
         hourly: false,
         arrivals: 0,
+        silent: None,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -76,6 +80,7 @@ fn parse() -> Args {
             "--strategies" => a.strategies = v.split(',').map(String::from).collect(),
             "--jobs" => a.jobs = v.parse().expect("--jobs N"),
             "--arrivals" => a.arrivals = v.parse().expect("--arrivals PER_HOUR"),
+            "--silent" => a.silent = Some(v.parse().expect("--silent SHARE")),
             "--hourly" => {
                 a.hourly = true;
                 i += 1;
@@ -84,8 +89,9 @@ fn parse() -> Args {
             "-h" | "--help" => {
                 println!("sim [--nodes N] [--infohashes N] [--hours H] [--seed S] [--budget PPS] [--clients N] [--strategies magnetar,magnetico,bitmagnet] [--jobs N (worlds run in parallel; default: cores)] [--hourly] [--arrivals PER_HOUR]");
                 println!("  --hourly: a row per virtual hour for each magnetar world (heap, discoveries, fetches, datagrams, every bounded table against its bound) and a verdict");
+                println!("  --silent F: share of honest nodes that never answer (behind a NAT; default 0.15)");
                 println!("  --arrivals N: N new torrents per virtual hour, each given to 2 clients who announce it on their next turn (default 0: the world's torrents are all there from the start)");
-                println!("  magnetar variants: magnetar-id16 (16 identities), magnetar-neighbour (neighbour mode), magnetar-id16-neighbour; a -drop or -queue suffix picks the acquire policy when acquisitions are full");
+                println!("  magnetar variants: magnetar-id16 (16 identities), magnetar-neighbour (neighbour mode), magnetar-id16-neighbour; a -drop or -queue suffix picks the acquire policy when acquisitions are full; -nolate: no late-transaction table (a query holds its slot until the full timeout)");
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -98,7 +104,11 @@ fn parse() -> Args {
 /// The shared world: same seed, same build.
 fn build(a: &Args) -> World {
     let clients = a.clients.unwrap_or(a.infohashes / 50 + 1);
-    soak::churning_world(a.seed, a.nodes, a.infohashes, clients, a.arrivals)
+    let mut spec = magnetar_tests::HonestSpec::realistic(a.nodes);
+    if let Some(s) = a.silent {
+        spec.unreachable = s;
+    }
+    soak::churning_world_with(a.seed, &spec, a.infohashes, clients, a.arrivals)
 }
 
 /// A magnetar strategy name: `magnetar[-idN][-neighbour][-drop|-queue]`. The last
@@ -113,6 +123,8 @@ fn magnetar_variant(name: &str) -> Option<(usize, bool, Option<AcquirePolicy>)> 
     for p in parts {
         match p {
             "neighbour" => neighbour = true,
+            // The transaction table without its late table (see `no_late`).
+            "nolate" => {}
             "drop" => on_full = Some(AcquirePolicy::Drop),
             "queue" => {
                 on_full = Some(AcquirePolicy::Queue {
@@ -220,6 +232,9 @@ fn run(a: &Args, strategy: &str) -> Row {
                 |cfg| {
                     cfg.crawl.max_pps = budget;
                     cfg.crawl.neighbour_mode = neighbour;
+                    if no_late(strategy) {
+                        cfg.dht.late_factor = 0;
+                    }
                 },
             );
             w.meter = Some(c);
@@ -363,6 +378,7 @@ fn run(a: &Args, strategy: &str) -> Row {
                         .join(", ")
                 }
             ));
+            md.push(arrivals_account(&w, a, cn));
             let tally = map_bytes(&cn.tally.discovered) + map_bytes(&cn.tally.fetched);
             let mut mem = metered(format!(
                 " (of which the harness's discovered/fetched maps, standing in for storage, ≈ {})",
@@ -382,11 +398,17 @@ fn run(a: &Args, strategy: &str) -> Row {
             (
                 found,
                 format!(
-                    "queries out: sample {} get_peers {} find_node {} ping {}; ask-source hits {}/{}; {} lookups done; identities: {} on {}, {} BEP 42 after {} switches",
+                    "queries out: sample {} get_peers {} find_node {} ping {} ({:.0} queries/s over the run against a budget of {} pkt/s: {:.1} %; not sent for a full transaction table {}; timeouts short {} full {}); ask-source hits {}/{}; {} lookups done; identities: {} on {}, {} BEP 42 after {} switches",
                     s.dht.queries_out.sample_infohashes,
                     s.dht.queries_out.get_peers,
                     s.dht.queries_out.find_node,
                     s.dht.queries_out.ping,
+                    query_rate(&s.dht.queries_out, a.hours),
+                    a.budget,
+                    100.0 * query_rate(&s.dht.queries_out, a.hours) / a.budget.max(1) as f64,
+                    s.dht.dropped_tx_full,
+                    s.dht.timeouts_short,
+                    s.dht.timeouts_full,
                     s.crawl.ask_source_hits,
                     s.crawl.ask_source_sent,
                     s.dht.lookups_done,
@@ -445,6 +467,58 @@ fn run(a: &Args, strategy: &str) -> Row {
         trace: w.trace_hash(),
         hours: sampler,
     }
+}
+
+/// A `-nolate` variant: every transaction keeps its slot until its full
+/// timeout (the transaction table before the late table), to compare with in
+/// the same run.
+fn no_late(strategy: &str) -> bool {
+    strategy.split('-').any(|p| p == "nolate")
+}
+
+/// Queries sent per second of virtual time, over `hours`.
+fn query_rate(q: &magnetar_core::PacketCounts, hours: f64) -> f64 {
+    let n = q.ping + q.find_node + q.get_peers + q.announce_peer + q.sample_infohashes + q.other;
+    n as f64 / (hours * 3600.0).max(1e-9)
+}
+
+/// Where the torrents that arrived during the run (`--arrivals`) ended up, for
+/// those that arrived before the last hour (their holders have announced):
+/// fetched, discovered but not fetched, heard only in get_peers queries (a
+/// candidate) whose peer search came back empty, heard only in get_peers with
+/// no empty search, or never heard.
+fn arrivals_account(w: &World, a: &Args, cn: &magnetar_tests::crawler_node::CrawlerNode) -> String {
+    let first = a.infohashes;
+    let hours = a.hours.floor() as usize;
+    let end = first + (a.arrivals as usize) * hours.saturating_sub(1);
+    let t = &cn.tally;
+    let (mut fetched, mut disc, mut cand_empty, mut cand, mut never) = (0, 0, 0, 0, 0);
+    for tor in w
+        .truth
+        .torrents
+        .iter()
+        .take(end.min(w.truth.len()))
+        .skip(first)
+    {
+        let ih = &tor.ih;
+        if t.fetched.contains_key(ih) {
+            fetched += 1;
+        } else if t.discovered.contains_key(ih) {
+            disc += 1;
+        } else if t.candidates.contains_key(ih) && t.searched_empty.contains_key(ih) {
+            cand_empty += 1;
+        } else if t.candidates.contains_key(ih) {
+            cand += 1;
+        } else {
+            never += 1;
+        }
+    }
+    let n = end
+        .saturating_sub(first)
+        .min(w.truth.len().saturating_sub(first));
+    format!(
+        "arrivals before the last hour: {n}: fetched {fetched}, discovered not fetched {disc}, get_peers candidate whose peer search came back empty {cand_empty}, candidate without an empty search {cand}, never heard {never}"
+    )
 }
 
 fn main() {
@@ -602,9 +676,9 @@ fn print_hourly(rows: &[Row]) {
         println!();
         println!("{}:", r.name);
         println!(
-            "| hour | heap live MiB | heap peak MiB | storage MiB | crawler MiB | discovered | fetched | datagrams sent | torrents in world | routing | book | tx | lookups | store | acq run | acq queued | fetch jobs | sessions | peer cache | seen |"
+            "| hour | heap live MiB | heap peak MiB | storage MiB | crawler MiB | discovered | fetched | datagrams sent | torrents in world | routing | book | tx | lookups | store | acq run | acq queued | fetch jobs | sessions | peer cache | seen | get_peers in | announces in | replies out | queries out | given up | candidates dropped | candidates retried |"
         );
-        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for h in &s.hours {
             println!("{}", hour_row(h));
         }
@@ -663,7 +737,7 @@ fn hour_row(h: &Hour) -> String {
             .sum()
     };
     format!(
-        "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         h.hour,
         m(h.live),
         m(h.peak),
@@ -684,5 +758,12 @@ fn hour_row(h: &Hour) -> String {
         t("fetch sessions"),
         t("peer cache"),
         t("seen window"),
+        h.counts.get_peers_in,
+        h.counts.announces_in,
+        h.counts.replies_out,
+        h.counts.queries_out,
+        h.counts.given_up,
+        h.counts.candidates_dropped,
+        h.counts.candidates_retried,
     )
 }

@@ -1,0 +1,387 @@
+//! The glue between the fetcher's connections and the uTP socket manager: a
+//! connection the fetcher opened over uTP ([`FetchOutput::UtpConnect`]) is a
+//! [`StreamId`]; its `Send` and `Close` outputs go to the stream, and the
+//! stream's events come back as the same `connected` / `data` / `closed`
+//! inputs that a TCP connection's runtime gives. The session and its MSE layer
+//! never know which transport carries them.
+//!
+//! ```text
+//! Fetcher --UtpConnect/Send/Close--> UtpLink --connect/write/abort--> Utp --> Transmit
+//! Fetcher <--connected/data/closed-- UtpLink <--Connected/Readable/Closed-- Utp
+//! ```
+//!
+//! Bounded by the fetcher's sessions: one entry per uTP connection in flight.
+
+use std::collections::BTreeMap;
+
+use crate::utp::{StreamId, Utp, UtpCloseReason, UtpEvent};
+use crate::{CloseReason, ConnId, Output, Timestamp};
+
+use super::{FetchOutput, Fetcher};
+
+/// Bytes read from a stream per call (the read loop is bounded by what the
+/// stream holds, itself bounded by its receive buffer).
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The uTP connections of a fetcher (see the module docs).
+#[derive(Debug, Default)]
+pub struct UtpLink {
+    by_conn: BTreeMap<ConnId, StreamId>,
+    by_stream: BTreeMap<StreamId, ConnId>,
+    buf: Vec<u8>,
+}
+
+impl UtpLink {
+    /// No connections.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// uTP connections in flight.
+    pub fn len(&self) -> usize {
+        self.by_conn.len()
+    }
+
+    /// Whether none are.
+    pub fn is_empty(&self) -> bool {
+        self.by_conn.is_empty()
+    }
+
+    /// Carries out a fetcher output if it is about a uTP connection (opens,
+    /// writes, closes a stream); returns any other output untouched.
+    pub fn route(
+        &mut self,
+        now: Timestamp,
+        o: FetchOutput,
+        utp: &mut Utp,
+        fetcher: &mut Fetcher,
+    ) -> Option<FetchOutput> {
+        match o {
+            FetchOutput::UtpConnect { conn, local, to } => {
+                match utp.connect(now, local, to) {
+                    Ok(s) => {
+                        self.by_conn.insert(conn, s);
+                        self.by_stream.insert(s, conn);
+                    }
+                    Err(_) => {
+                        // The manager's caps: ours, not the peer's.
+                        fetcher.stats.transport.utp_unavailable += 1;
+                        fetcher.handle_closed(now, conn, CloseReason::LocalError);
+                    }
+                }
+                None
+            }
+            FetchOutput::Output(Output::Send { conn, bytes }) => {
+                let Some(&s) = self.by_conn.get(&conn) else {
+                    return Some(FetchOutput::Output(Output::Send { conn, bytes }));
+                };
+                let n = utp.write(now, s, &bytes).unwrap_or(0);
+                if n < bytes.len() {
+                    fetcher.stats.transport.utp_write_overflow += 1;
+                    self.forget(now, conn, utp);
+                    fetcher.handle_closed(now, conn, CloseReason::Reset);
+                }
+                None
+            }
+            FetchOutput::Output(Output::Close { conn }) => {
+                if !self.by_conn.contains_key(&conn) {
+                    return Some(FetchOutput::Output(Output::Close { conn }));
+                }
+                self.forget(now, conn, utp);
+                None
+            }
+            other => Some(other),
+        }
+    }
+
+    /// Ends `conn`'s stream at once (unread bytes dropped) and forgets it.
+    fn forget(&mut self, now: Timestamp, conn: ConnId, utp: &mut Utp) {
+        let Some(s) = self.by_conn.remove(&conn) else {
+            return;
+        };
+        self.by_stream.remove(&s);
+        // A closed stream stays in the manager until its bytes are read.
+        self.buf.clear();
+        while utp
+            .read(now, s, &mut self.buf, READ_CHUNK)
+            .is_ok_and(|(n, _)| n > 0)
+        {
+            self.buf.clear();
+        }
+        let _ = utp.abort(now, s);
+    }
+
+    /// A uTP event: to the fetcher if it is about one of its streams.
+    pub fn on_event(&mut self, now: Timestamp, ev: UtpEvent, utp: &mut Utp, fetcher: &mut Fetcher) {
+        match ev {
+            UtpEvent::Connected(s) => {
+                if let Some(&conn) = self.by_stream.get(&s) {
+                    fetcher.handle_connected(now, conn);
+                }
+            }
+            UtpEvent::Readable(s) => {
+                let Some(&conn) = self.by_stream.get(&s) else {
+                    return;
+                };
+                loop {
+                    self.buf.clear();
+                    let Ok((n, eof)) = utp.read(now, s, &mut self.buf, READ_CHUNK) else {
+                        return;
+                    };
+                    if n > 0 {
+                        fetcher.handle_data(now, conn, &self.buf);
+                    }
+                    // The fetcher may have ended it (its `Close` is routed later).
+                    if !fetcher.is_live(conn) {
+                        return;
+                    }
+                    if eof {
+                        self.by_conn.remove(&conn);
+                        self.by_stream.remove(&s);
+                        let _ = utp.abort(now, s);
+                        fetcher.handle_closed(now, conn, CloseReason::Eof);
+                        return;
+                    }
+                    if n == 0 {
+                        return;
+                    }
+                }
+            }
+            UtpEvent::Closed { stream, reason } => {
+                if let Some(conn) = self.by_stream.remove(&stream) {
+                    self.by_conn.remove(&conn);
+                    fetcher.handle_closed(now, conn, close_reason(reason));
+                }
+            }
+            // Incoming streams are not the fetcher's (the crawler refuses them).
+            UtpEvent::Incoming { stream, .. } => {
+                let _ = utp.abort(now, stream);
+            }
+        }
+    }
+}
+
+/// A uTP ending as the fetcher's close reasons (which it maps to failures the
+/// same way for either transport).
+fn close_reason(r: UtpCloseReason) -> CloseReason {
+    match r {
+        UtpCloseReason::Finished => CloseReason::Eof,
+        UtpCloseReason::Refused => CloseReason::Refused,
+        UtpCloseReason::ConnectTimedOut => CloseReason::ConnectTimedOut,
+        UtpCloseReason::Reset
+        | UtpCloseReason::TimedOut
+        | UtpCloseReason::Idle
+        | UtpCloseReason::ZeroWindow
+        | UtpCloseReason::Misbehaving
+        | UtpCloseReason::Aborted => CloseReason::Reset,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use crate::fetch::{FetchConfig, Fetcher, SessionOutcome, Transport, TransportChoice};
+    use crate::session::FailReason;
+    use crate::testkit::{build_info, InfoSpec, UtpSwarm};
+    use crate::{Event, Rng, SocketId, Timestamp};
+
+    fn seeder() -> SocketAddr {
+        "10.0.0.7:51413".parse().unwrap()
+    }
+
+    fn info(piece_length: u64, size: u64) -> Vec<u8> {
+        build_info(&InfoSpec {
+            piece_length,
+            ..InfoSpec::single("utp.bin", size)
+        })
+    }
+
+    fn fetcher(utp: bool) -> Fetcher {
+        Fetcher::new(FetchConfig::default(), Rng::new(3))
+            .with_allow_private(true)
+            .with_utp(utp)
+    }
+
+    fn fetched(ev: &[Event]) -> Vec<&crate::fetch::MetadataFetched> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::MetadataFetched(m) => Some(&**m),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sessions(ev: &[Event]) -> Vec<(Transport, SessionOutcome)> {
+        ev.iter()
+            .filter_map(|e| match e {
+                Event::PeerSession(r) => Some((r.transport, r.outcome)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_utp_only_seeder_is_fetched_after_tcp_is_refused_and_utp_is_remembered() {
+        let mut w = UtpSwarm::new(1, Duration::from_millis(20), 0);
+        let raw = info(1 << 20, 100 << 20);
+        let ih = w.set_seeder(seeder(), raw.clone().into());
+        let mut f = fetcher(true);
+        let mut ev = Vec::new();
+        f.fetch(Timestamp::ZERO, ih, &[seeder()]).unwrap();
+        w.run_into(&mut f, 100_000, &mut ev);
+        let got = fetched(&ev);
+        assert_eq!(got.len(), 1, "{ev:?}");
+        assert_eq!(&got[0].raw[..], &raw[..]);
+        assert_eq!(w.tcp_refused, 1);
+        assert_eq!(
+            sessions(&ev),
+            [
+                (
+                    Transport::Tcp,
+                    SessionOutcome::Failed(FailReason::ConnectRefused)
+                ),
+                (Transport::Utp, SessionOutcome::Ok)
+            ]
+        );
+        let t = &f.stats().transport;
+        assert_eq!(
+            t.chosen.get(&(Transport::Tcp, TransportChoice::Default)),
+            Some(&1)
+        );
+        assert_eq!(
+            t.chosen.get(&(Transport::Utp, TransportChoice::Fallback)),
+            Some(&1)
+        );
+        assert_eq!(t.ok.get(&Transport::Utp), Some(&1));
+        assert_eq!(t.connected.get(&Transport::Utp), Some(&1));
+        assert_eq!(
+            t.failed.get(&(Transport::Tcp, FailReason::ConnectRefused)),
+            Some(&1)
+        );
+        assert_eq!(
+            f.peer_capability(&seeder()).unwrap().transport,
+            Some(Transport::Utp)
+        );
+
+        // The same peer again: uTP straight away.
+        ev.clear();
+        let now = w.now();
+        f.fetch(now, ih, &[seeder()]).unwrap();
+        w.run_into(&mut f, 100_000, &mut ev);
+        assert_eq!(fetched(&ev).len(), 1, "{ev:?}");
+        assert_eq!(w.tcp_refused, 1);
+        let t = &f.stats().transport;
+        assert_eq!(
+            t.chosen.get(&(Transport::Utp, TransportChoice::Remembered)),
+            Some(&1)
+        );
+        // Every stream ended and was forgotten on both sides.
+        assert!(w.ours().is_empty(), "{:?}", w.ours().stats());
+    }
+
+    #[test]
+    fn a_peer_that_talked_to_us_over_udp_gets_utp_first() {
+        let mut w = UtpSwarm::new(2, Duration::from_millis(20), 0);
+        let ih = w.set_seeder(seeder(), info(1 << 20, 100 << 20).into());
+        let mut f = fetcher(true);
+        f.note_udp_contact(Timestamp::ZERO, seeder(), SocketId(0));
+        let mut ev = Vec::new();
+        f.fetch(Timestamp::ZERO, ih, &[seeder()]).unwrap();
+        w.run_into(&mut f, 100_000, &mut ev);
+        assert_eq!(fetched(&ev).len(), 1, "{ev:?}");
+        assert_eq!(w.tcp_refused, 0);
+        assert_eq!(sessions(&ev), [(Transport::Utp, SessionOutcome::Ok)]);
+        let t = &f.stats().transport;
+        assert_eq!(
+            t.chosen.get(&(Transport::Utp, TransportChoice::UdpContact)),
+            Some(&1)
+        );
+        assert_eq!(t.udp_contacts, 1);
+    }
+
+    #[test]
+    fn an_old_udp_contact_does_not_count() {
+        let mut w = UtpSwarm::new(2, Duration::from_millis(20), 0);
+        let ih = w.set_seeder(seeder(), info(1 << 20, 100 << 20).into());
+        let mut f = fetcher(true);
+        f.note_udp_contact(Timestamp::ZERO, seeder(), SocketId(0));
+        let later = Timestamp::from_secs(3600);
+        let mut ev = Vec::new();
+        f.fetch(later, ih, &[seeder()]).unwrap();
+        w.run_into(&mut f, 100_000, &mut ev);
+        // TCP first (refused), then uTP.
+        assert_eq!(w.tcp_refused, 1);
+        assert_eq!(fetched(&ev).len(), 1, "{ev:?}");
+    }
+
+    #[test]
+    fn a_tcp_peer_that_closes_before_a_byte_both_ways_is_tried_over_utp() {
+        let mut w = UtpSwarm::new(4, Duration::from_millis(20), 0);
+        w.tcp_accept_then_close = true;
+        let ih = w.set_seeder(seeder(), info(1 << 20, 100 << 20).into());
+        let mut f = fetcher(true);
+        let mut ev = Vec::new();
+        f.fetch(Timestamp::ZERO, ih, &[seeder()]).unwrap();
+        w.run_into(&mut f, 100_000, &mut ev);
+        assert_eq!(fetched(&ev).len(), 1, "{ev:?}");
+        // Plaintext, then MSE (the encryption retry), then uTP.
+        assert_eq!(w.tcp_refused, 2);
+        assert_eq!(
+            sessions(&ev),
+            [
+                (
+                    Transport::Tcp,
+                    SessionOutcome::Failed(FailReason::ClosedBeforeHandshake)
+                ),
+                (
+                    Transport::Tcp,
+                    SessionOutcome::Failed(FailReason::ClosedDuringMse)
+                ),
+                (Transport::Utp, SessionOutcome::Ok)
+            ]
+        );
+        // TCP connected but never worked: uTP is what the cache keeps.
+        assert_eq!(
+            f.peer_capability(&seeder()).unwrap().transport,
+            Some(Transport::Utp)
+        );
+    }
+
+    #[test]
+    fn without_utp_the_fetcher_only_tries_tcp() {
+        let mut w = UtpSwarm::new(3, Duration::from_millis(20), 0);
+        let ih = w.set_seeder(seeder(), info(1 << 20, 100 << 20).into());
+        let mut f = fetcher(false);
+        f.note_udp_contact(Timestamp::ZERO, seeder(), SocketId(0));
+        let mut ev = Vec::new();
+        f.fetch(Timestamp::ZERO, ih, &[seeder()]).unwrap();
+        w.run_into(&mut f, 100_000, &mut ev);
+        assert_eq!(fetched(&ev).len(), 0);
+        assert_eq!(w.tcp_refused, 1);
+        assert_eq!(w.ours().stats().connects, 0);
+        assert!(ev.iter().any(|e| matches!(e, Event::MetadataFailed(_))));
+    }
+
+    #[test]
+    fn a_multi_piece_info_dict_arrives_over_a_lossy_link_and_the_run_is_deterministic() {
+        let run = |seed: u64| {
+            let mut w = UtpSwarm::new(seed, Duration::from_millis(30), 20_000);
+            let raw = info(16 << 10, 80 << 20);
+            assert!(raw.len() > 32 * 1024, "{}", raw.len());
+            let ih = w.set_seeder(seeder(), raw.clone().into());
+            let mut f = fetcher(true);
+            f.note_udp_contact(Timestamp::ZERO, seeder(), SocketId(0));
+            let mut ev = Vec::new();
+            f.fetch(Timestamp::ZERO, ih, &[seeder()]).unwrap();
+            w.run_into(&mut f, 1_000_000, &mut ev);
+            let got = fetched(&ev);
+            assert_eq!(got.len(), 1, "{ev:?}");
+            assert_eq!(&got[0].raw[..], &raw[..]);
+            assert!(w.lost > 0);
+            (w.now(), w.lost, w.carried, w.ours().stats())
+        };
+        assert_eq!(run(7), run(7));
+    }
+}
