@@ -419,10 +419,11 @@ impl Strategy {
     }
 
     /// Whether `ih` has shown evidence of being a torrent (see `Hint::evidence`):
-    /// only those are worth asking trackers about. False for an infohash no
-    /// longer (or never) heard of.
+    /// only those are worth asking trackers about. An infohash the crawler has
+    /// no hint of was not heard on the DHT (or left the dedup window): the
+    /// driver asked for it by name, which is evidence enough.
     pub fn evidence_of_torrent(&self, ih: &InfoHash) -> bool {
-        self.hints.get(ih).is_some_and(|h| h.evidence)
+        self.hints.get(ih).is_none_or(|h| h.evidence)
     }
 
     /// Whether `ih` is being acquired (peer search or fetch).
