@@ -397,6 +397,7 @@ mod tests {
             refresh_done: q.n(),
             refresh_waiting: q.u(),
             candidates_retried: q.n(),
+            revived: q.n(),
             lookup_waits: q.n(),
             lookup_wait_drops: q.n(),
         };

@@ -108,6 +108,9 @@ struct Hint {
     /// queries from two addresses did (a random lookup target comes from one).
     /// Kept when the peers are cleared.
     evidence: bool,
+    /// The driver asked for it (`acquire`) and it is not fetched: a new lead
+    /// brings a waiting or dropped acquisition back (`revive`).
+    wanted: bool,
 }
 
 impl Hint {
@@ -720,6 +723,72 @@ mod tests {
         );
         off.refresh_scrape(t, ihs[0]);
         assert_eq!(off.stats().refresh_waiting, 0);
+    }
+
+    /// A get_peers candidate whose peer search found nobody (nobody had announced
+    /// it yet) waits for its second search; a sample that names it is the lead it
+    /// lacked: it is acquired again at once, from that node. (Before, it waited
+    /// out `candidate_retry`, 5 min: past the end of a 4-minute cold start.)
+    #[test]
+    fn a_candidate_that_found_nobody_is_acquired_again_when_a_sample_names_it() {
+        let t = Timestamp::from_secs(100);
+        let cfg = CrawlConfig {
+            auto_acquire: true,
+            per_ip_pps: 0,
+            ..CrawlConfig::default()
+        };
+        let mut s = Strategy::new(cfg, t, [0; 16]);
+        let mut net = Recorder::new();
+        let ih = InfoHash([0x5a; 20]);
+        let querier = addr("10.0.0.7:6881");
+        let d = Discovery {
+            info_hash: ih,
+            source: DiscoverySource::GetPeers,
+            from: querier,
+            peer: None,
+            sampled_by: None,
+        };
+        s.on_discovery(t, d, &mut net);
+        // Its grace passes with no announce: one peer search, which finds nobody.
+        let mut now = t;
+        for _ in 0..20 {
+            now = now.add(Duration::from_secs(1));
+            s.tick(now, &mut net);
+        }
+        assert_eq!(net.searches, vec![ih]);
+        s.on_lookup_done(now, 1, &[], &mut net);
+        assert!(!s.is_acquiring(&ih));
+        assert_eq!(s.stats().candidates_retried, 1);
+        // A node's sample names it: asked at once, not after candidate_retry.
+        let node = addr("10.0.0.8:6881");
+        let d = Discovery {
+            info_hash: ih,
+            source: DiscoverySource::Sample,
+            from: node,
+            peer: None,
+            sampled_by: Some((0, NodeId([8; 20]))),
+        };
+        net.sent.clear();
+        s.on_discovery(now, d, &mut net);
+        s.tick(now.add(CRAWL_TICK), &mut net);
+        assert!(s.is_acquiring(&ih), "{:?}", s.stats());
+        assert_eq!(s.stats().revived, 1);
+        assert!(
+            net.sent.iter().any(|x| x.0 == node && !x.2),
+            "the sampling node is asked for peers: {:?}",
+            net.sent
+        );
+        // Fetched: a later lead does not bring it back.
+        s.on_fetched(now, ih);
+        let d = Discovery {
+            sampled_by: Some((0, NodeId([9; 20]))),
+            from: addr("10.0.0.9:6881"),
+            ..d
+        };
+        s.on_discovery(now, d, &mut net);
+        s.tick(now.add(Duration::from_secs(1)), &mut net);
+        assert!(!s.is_acquiring(&ih));
+        assert_eq!(s.stats().revived, 1);
     }
 
     /// Sends the tick at `at` and returns the sample queries it sent to `node`.

@@ -73,6 +73,7 @@ impl Strategy {
         }
         if lead {
             self.unpace(ih);
+            self.revive(ih);
         }
         if let (true, Some(p)) = (first_peer, peer) {
             net.emit(Event::PeersFound {
