@@ -397,6 +397,7 @@ mod tests {
             refresh_done: q.n(),
             refresh_waiting: q.u(),
             candidates_retried: q.n(),
+            revived: q.n(),
             lookup_waits: q.n(),
             lookup_wait_drops: q.n(),
         };
@@ -413,6 +414,7 @@ mod tests {
             tracker: magnetar_core::tracker::TrackerStats {
                 asked: q.n(),
                 queue_dropped: q.n(),
+                unconfirmed: q.n(),
                 skipped: q.n(),
                 no_address: q.n(),
                 requests: q.n(),

@@ -389,9 +389,16 @@ impl Crawler {
     #[must_use = "an output taken is gone: carry it out, and drain until Timeout or Idle"]
     pub fn poll_output(&mut self) -> Output {
         if !self.node.found_nobody.is_empty() {
-            // Acquisitions whose peer search found nobody: ask the trackers.
+            // Acquisitions whose peer search found nobody: ask the trackers about
+            // those with evidence of being torrents. The others are mostly other
+            // nodes' random lookup targets; they would fill the trackers' queues
+            // and push real torrents out.
             for ih in std::mem::take(&mut self.node.found_nobody) {
-                self.trackers.ask(self.node.now, TrackerAsk::Announce(ih));
+                if self.strategy.evidence_of_torrent(&ih) {
+                    self.trackers.ask(self.node.now, TrackerAsk::Announce(ih));
+                } else {
+                    self.trackers.unconfirmed();
+                }
             }
             self.pump_trackers();
         }

@@ -1048,6 +1048,54 @@ fn a_paced_source_gives_way_to_another_that_sampled_the_same_infohash() {
     assert!(a1 <= 2 && a2 <= 2, "({a1}, {a2})");
 }
 
+/// Trackers are asked only about infohashes with evidence of being torrents. An
+/// infohash heard only in get_peers queries from one address (however often) is
+/// most likely another node's random lookup target: when its peer search finds
+/// nobody it is counted, not asked. One heard from two addresses is asked. (Before,
+/// every infohash whose search found nobody was asked: on the real DHT, junk that
+/// filled the trackers' queues.)
+#[test]
+fn trackers_are_asked_only_about_infohashes_with_evidence() {
+    let mut net = Net::new(1, 5, |_, c| {
+        c.crawl.auto_acquire = true;
+        c.trackers.urls = vec!["udp://127.0.5.5:6969".parse().unwrap()];
+    });
+    let junk = InfoHash([0x11; 20]);
+    let real = InfoHash([0x22; 20]);
+    let other: SocketAddr = "127.0.9.8:7000".parse().unwrap();
+    let get_peers = |ih| QueryKind::GetPeers {
+        info_hash: ih,
+        scrape: false,
+        noseed: false,
+    };
+    // The junk target three times from one address, the real one from two.
+    for (i, (from, ih)) in [
+        (probe(), junk),
+        (probe(), junk),
+        (probe(), real),
+        (probe(), junk),
+        (other, real),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let tid = [b'g', i as u8];
+        net.send(from, addr(0), query(&tid, NodeId([9; 20]), get_peers(ih)));
+        let until = net.now.add(Duration::from_millis(100));
+        net.run_until(until, 1000);
+    }
+    // Past the candidates' grace: both are searched, nobody holds either.
+    net.run_until(Timestamp::from_secs(60), 100_000);
+    let s = net.nodes[0].stats();
+    assert!(
+        net.nodes[0].crawl_stats().acquire_no_peers >= 2,
+        "{:?}",
+        net.nodes[0].crawl_stats()
+    );
+    assert_eq!(s.tracker.asked, 1, "only the real one: {:?}", s.tracker);
+    assert_eq!(s.tracker.unconfirmed, 1, "{:?}", s.tracker);
+}
+
 /// A uTP SYN (type 4, version 1) in `net.outside` to `to`.
 fn utp_syns_to(net: &Net, to: SocketAddr) -> usize {
     net.outside

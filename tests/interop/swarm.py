@@ -19,13 +19,22 @@ pair, so every torrent's seeders share a policy:
   * enabled   - libtorrent's default (pe_enabled, pe_both)
 Each torrent in "ready" then carries its "encryption".
 
+--per-node N replaces the shapes above with N small single-file torrents per
+session, each seeded by that session alone (the completeness tests: 20 sessions x 5).
+--cold emits "ready" as soon as the sessions exist, before the DHT has formed or
+anything was announced (the crawler, given with --extra-node, joins a swarm that is
+starting, as it would join a fresh one); with --stagger S the sessions start
+seeding one after another over S seconds; "announced" follows once every
+announce landed.
+
 --utp-only switches TCP off both ways in the seeding sessions
 (enable_outgoing_tcp / enable_incoming_tcp false): they speak uTP only, on their
 DHT socket. The leech ("fetch") keeps both.
 
 Protocol with the test (line based, JSON on stdout, commands on stdin):
   stdout {"event":"ready", "torrents":[...], "nodes":["ip:port",...]}
-         once every session has DHT nodes and every torrent was announced.
+         once every session has DHT nodes and every torrent was announced
+         (with --cold: at once, then {"event":"announced","secs":...}).
   stdin  "fetch\n"  starts a fresh libtorrent session that joins the swarm and adds a
          magnet link (infohash only) for every torrent; each
          {"event":"lt_fetch","infohash":...,"secs":...} reports its time to metadata.
@@ -220,6 +229,11 @@ def main():
     ap.add_argument("--big-files", type=int, default=1500)
     ap.add_argument("--extra", type=int, default=0, help="more small single-file torrents (more samples for the timing medians)")
     ap.add_argument("--hybrid", action="store_true")
+    ap.add_argument("--per-node", type=int, default=0, help="N single-file torrents per session instead of the shapes")
+    ap.add_argument("--sample-interval", type=int, default=0, help="dht_sample_infohashes_interval (libtorrent's default: 21600)")
+    ap.add_argument("--cold", action="store_true", help="emit ready before the DHT forms")
+    ap.add_argument("--stagger", type=float, default=0, help="--per-node: session i starts seeding at i * STAGGER / nodes s")
+    ap.add_argument("--extra-node", action="append", default=[], help="ip:port every session adds as a DHT node from the start")
     ap.add_argument("--aria2", action="store_true", help="also seed one torrent from aria2c")
     ap.add_argument("--max-secs", type=float, default=300)
     ap.add_argument("--tag", default=str(os.getpid()))
@@ -240,6 +254,8 @@ def main():
     tag = a.tag.encode()
 
     root = os.path.join(a.workdir, "payload")
+    if a.per_node:
+        return per_node_main(a, root, tag, t_start)
     torrents = [
         make_torrent(root, f"single-{a.tag}.bin", None, tag=tag),
         make_torrent(
@@ -490,6 +506,117 @@ def main():
     if aria is not None:
         aria.terminate()
         aria.wait(5)
+    log("done after", round(time.time() - t_start, 2), "s")
+
+
+def per_node_main(a, root, tag, t_start):
+    """--per-node: N single-file torrents per session, seeded by it alone."""
+    addrs = [(f"127.0.0.{a.first_ip + i}", a.port) for i in range(a.nodes)]
+    extra = []
+    for n in a.extra_node:
+        ip, port = n.rsplit(":", 1)
+        extra.append((ip, int(port)))
+
+    def node_settings(ip, port):
+        s = settings(ip, port)
+        s["dht_sample_infohashes_interval"] = a.sample_interval
+        return s
+
+    sessions = [lt.session(node_settings(ip, port)) for ip, port in addrs]
+
+    def link_all():
+        for i, s in enumerate(sessions):
+            for j, addr in enumerate(addrs):
+                if i != j:
+                    s.add_dht_node(addr)
+            for n in extra:
+                s.add_dht_node(n)
+
+    torrents, handles = [], []
+    # (start time, session, torrent): with --stagger the sessions start seeding
+    # one after another, so the torrents are announced while the crawler starts.
+    pending = []
+    for i in range(len(sessions)):
+        for k in range(a.per_node):
+            t = make_torrent(root, f"node{i:02d}-t{k}-{a.tag}.bin", None, tag=tag)
+            t["seeders"] = [f"{addrs[i][0]}:{addrs[i][1]}"]
+            torrents.append(t)
+            pending.append((i * a.stagger / max(1, len(sessions)), i, t))
+
+    def start_seeding(now):
+        while pending and t_first + pending[0][0] <= now:
+            _, i, t = pending.pop(0)
+            p = lt.add_torrent_params()
+            p.ti = t["ti"]
+            p.save_path = root
+            p.flags = lt.torrent_flags.seed_mode
+            h = sessions[i].add_torrent(p)
+            h.force_dht_announce()
+            handles.append(h)
+
+    link_all()
+    t_first = time.time()
+    start_seeding(t_first)
+    ready = {
+        "event": "ready",
+        "nodes": [f"{ip}:{port}" for ip, port in addrs],
+        "torrents": [{k: v for k, v in t.items() if k not in ("ti", "raw")} for t in torrents],
+    }
+    if a.cold:
+        emit(ready)
+    log("sessions up after", round(time.time() - t_start, 2), "s")
+    want = {(t["infohash"], t["seeders"][0].split(":")[0]) for t in torrents}
+    seen = set()
+    next_force = 0
+    announced = False
+    lines = queue.Queue()
+
+    def read_stdin():
+        for line in sys.stdin:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read_stdin, daemon=True).start()
+    next_link = 0
+    while time.time() - t_start < a.max_secs:
+        now = time.time()
+        start_seeding(now)
+        if now > next_link:
+            link_all()
+            next_link = now + 3
+        if not announced and now > next_force:
+            # Until each torrent's first announce landed, as libtorrent does for a
+            # torrent just added (its first announce waits for DHT nodes).
+            for h in handles:
+                h.force_dht_announce()
+            next_force = now + 5
+        try:
+            line = lines.get(timeout=0.1)
+        except queue.Empty:
+            line = ""
+        if line is None:
+            log("stdin closed; stopping")
+            break
+        if line:
+            cmd = line.split()
+            if cmd and cmd[0] == "node":
+                ip, port = cmd[1].rsplit(":", 1)
+                extra.append((ip, int(port)))
+                link_all()
+        for s in sessions:
+            for al in s.pop_alerts():
+                if isinstance(al, lt.dht_announce_alert):
+                    seen.add((str(al.info_hash), str(al.ip)))
+                elif al.category() & lt.alert.category_t.error_notification:
+                    log("seed alert:", al.message())
+        if not announced and want <= seen:
+            announced = True
+            secs = round(time.time() - t_start, 2)
+            log("announced after", secs, "s")
+            if a.cold:
+                emit({"event": "announced", "secs": secs})
+            else:
+                emit(ready)
     log("done after", round(time.time() - t_start, 2), "s")
 
 

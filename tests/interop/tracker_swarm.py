@@ -8,9 +8,13 @@ one, and starts a real tracker, Debian's opentracker, in it).
     announce them to --tracker only;
   * a DHT: libtorrent sessions with the DHT on and no torrents, which also know the
     crawlers (--crawler, any number);
-  * a querier: a DHT session that repeatedly looks the infohashes up with plain
-    get_peers (`dht_get_peers`, no announce), as a magnet client would: that is how
-    the crawlers learn the infohashes; a DHT peer search finds nobody for them.
+  * queriers (--queriers, two by default, on their own addresses): DHT sessions
+    that repeatedly look the infohashes up with plain get_peers (`dht_get_peers`,
+    no announce), as magnet clients would: that is how the crawlers learn the
+    infohashes; a DHT peer search finds nobody for them. Two, because a crawler
+    asks trackers only about an infohash with evidence of being a torrent, and
+    get_peers from a single address is no evidence (random lookup targets look
+    just like that).
 
 Protocol with the test (line based, JSON on stdout, commands on stdin):
   stdout {"event":"torrents","torrents":[...]} first (the test whitelists them in
@@ -41,6 +45,7 @@ def main():
     # Few DHT nodes: with the crawlers, at most 8 in all, so that every get_peers
     # lookup (k = 8) reaches every crawler.
     ap.add_argument("--dht-nodes", type=int, default=2)
+    ap.add_argument("--queriers", type=int, default=2)
     ap.add_argument("--port", type=int, default=6881)
     ap.add_argument("--max-secs", type=float, default=300)
     ap.add_argument("--tag", default=str(os.getpid()))
@@ -101,21 +106,21 @@ def main():
     dht = [(f"127.0.0.{10 + i}", a.port) for i in range(a.dht_nodes)]
     crawlers = [(c.rsplit(":", 1)[0], int(c.rsplit(":", 1)[1])) for c in a.crawler]
     nodes = [lt.session(settings(ip, port)) for ip, port in dht]
-    querier = lt.session(settings("127.0.0.30", a.port))
+    queriers = [lt.session(settings(f"127.0.0.{30 + i}", a.port)) for i in range(a.queriers)]
 
     def link_all():
-        for s in nodes + [querier]:
+        for s in nodes + queriers:
             for n in dht + crawlers:
                 s.add_dht_node(n)
 
     link_all()
     deadline = time.time() + 60
     while True:
-        for s in nodes + [querier]:
+        for s in nodes + queriers:
             s.post_dht_stats()
         time.sleep(0.2)
         live = []
-        for s in nodes + [querier]:
+        for s in nodes + queriers:
             n = 0
             for al in s.pop_alerts():
                 if isinstance(al, lt.dht_stats_alert):
@@ -138,16 +143,17 @@ def main():
         stop.set()
 
     threading.Thread(target=read_stdin, daemon=True).start()
-    # The querier looks every infohash up again every few seconds (as a magnet
-    # client retries); the DHT keeps answering that nobody has it.
+    # The queriers look every infohash up again every few seconds (as magnet
+    # clients retry); the DHT keeps answering that nobody has it.
     while not stop.is_set() and time.time() - t_start < a.max_secs:
         link_all()
         for t in torrents:
-            querier.dht_get_peers(lt.sha1_hash(bytes.fromhex(t["infohash"])))
+            for q in queriers:
+                q.dht_get_peers(lt.sha1_hash(bytes.fromhex(t["infohash"])))
         end = time.time() + 3
         while time.time() < end and not stop.is_set():
             time.sleep(0.1)
-            for s in nodes + [querier] + seeders:
+            for s in nodes + queriers + seeders:
                 for al in s.pop_alerts():
                     if isinstance(al, lt.dht_get_peers_reply_alert) and al.num_peers() > 0:
                         log("the DHT knows peers of", al.info_hash, "(the test assumes not)")

@@ -23,6 +23,9 @@ impl Strategy {
         net: &mut impl Net,
     ) -> Result<(), ApiMisuse> {
         self.advance(now);
+        if let Some(h) = self.hints.get_mut(&ih) {
+            h.wanted = true;
+        }
         if self.acq.contains_key(&ih) {
             return Ok(());
         }
@@ -71,6 +74,31 @@ impl Strategy {
             self.start_acquisition(ih, net);
         }
         Ok(())
+    }
+
+    /// A new lead (a sampling node, an announced peer) for `ih`. If the driver
+    /// asked for it and it is neither running nor waiting to start, but waits out
+    /// a retry's backoff or was dropped as a candidate (its first search ran
+    /// before anyone had announced it, as in a swarm that is starting), it is
+    /// queued again now: the lead is what its search lacked. Leads per infohash
+    /// are bounded (`MAX_SOURCES` nodes, 8 peers), and a given-up infohash stays
+    /// given up.
+    pub(super) fn revive(&mut self, ih: InfoHash) {
+        if !self.hints.get(&ih).is_some_and(|h| h.wanted)
+            || self.acq.contains_key(&ih)
+            || self.queued.contains(&ih)
+            || self.deferred.contains_key(&ih)
+            || self.given_up.contains(&ih)
+            || self.queue_len() >= self.cfg.acquire_queue
+        {
+            return;
+        }
+        if let Some(r) = self.retry.remove(&ih) {
+            self.retry_due.remove(&(r.next_at, ih));
+        }
+        self.stats.revived += 1;
+        self.queued.insert(ih);
+        self.acq_queue.push_back(ih);
     }
 
     /// The time the first source of `ih` may be asked, when it has only sources
@@ -434,6 +462,9 @@ impl Strategy {
         self.advance(now);
         self.stats.fetched += 1;
         self.acq.remove(&ih);
+        if let Some(h) = self.hints.get_mut(&ih) {
+            h.wanted = false;
+        }
         // Stored now: its BEP 33 counts come from a scrape refresh.
         self.refresh_scrape(now, ih);
         self.forget_hint_if_unseen(&ih);

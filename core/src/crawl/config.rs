@@ -227,6 +227,10 @@ pub struct CrawlStats {
     /// Candidates whose first peer search found nobody, searched once more
     /// later (see [`CrawlConfig::candidate_retry`]).
     pub candidates_retried: u64,
+    /// Acquisitions started again at once because a new lead (a sampling node,
+    /// an announced peer) came for an infohash the driver asked for that waited
+    /// out a retry or was dropped as a candidate.
+    pub revived: u64,
     /// Peer searches that found every lookup slot busy and waited for one
     /// (instead of failing the acquisition).
     pub lookup_waits: u64,

@@ -82,6 +82,9 @@ struct BookNode {
     failures: u8,
     num: Option<i64>,
     in_flight: bool,
+    /// Consecutive complete samples (`num` ≤ samples) that brought nothing new:
+    /// the next visit waits `min_revisit` × 2^quiet (see `on_reply`).
+    quiet: u8,
 }
 
 /// What a crawl query was for.
@@ -99,6 +102,15 @@ struct Hint {
     peers: Vec<SocketAddr>,
     /// First heard in a get_peers query to us (a candidate).
     heard_at: Option<Timestamp>,
+    /// The address of the first get_peers query that named it.
+    querier: Option<std::net::IpAddr>,
+    /// Evidence that it is a torrent: a sample or an announce named it, or get_peers
+    /// queries from two addresses did (a random lookup target comes from one).
+    /// Kept when the peers are cleared.
+    evidence: bool,
+    /// The driver asked for it (`acquire`) and it is not fetched: a new lead
+    /// brings a waiting or dropped acquisition back (`revive`).
+    wanted: bool,
 }
 
 impl Hint {
@@ -305,6 +317,7 @@ impl Strategy {
                 failures: 0,
                 num: None,
                 in_flight: false,
+                quiet: 0,
             },
         );
         self.schedule(a, Some(now));
@@ -408,6 +421,14 @@ impl Strategy {
         );
     }
 
+    /// Whether `ih` has shown evidence of being a torrent (see `Hint::evidence`):
+    /// only those are worth asking trackers about. An infohash the crawler has
+    /// no hint of was not heard on the DHT (or left the dedup window): the
+    /// driver asked for it by name, which is evidence enough.
+    pub fn evidence_of_torrent(&self, ih: &InfoHash) -> bool {
+        self.hints.get(ih).is_none_or(|h| h.evidence)
+    }
+
     /// Whether `ih` is being acquired (peer search or fetch).
     pub fn is_acquiring(&self, ih: &InfoHash) -> bool {
         self.acq.contains_key(ih)
@@ -430,7 +451,7 @@ mod tests {
 
     use super::*;
     use crate::fetch::{AfterFailure, FailReason, FetchFailure};
-    use crate::krpc::{QueryKind, Response};
+    use crate::krpc::{QueryKind, Response, Samples};
     use crate::rng::Rng;
     use crate::{ApiMisuse, DiscoverySource, Event};
 
@@ -702,6 +723,168 @@ mod tests {
         );
         off.refresh_scrape(t, ihs[0]);
         assert_eq!(off.stats().refresh_waiting, 0);
+    }
+
+    /// A get_peers candidate whose peer search found nobody (nobody had announced
+    /// it yet) waits for its second search; a sample that names it is the lead it
+    /// lacked: it is acquired again at once, from that node. (Before, it waited
+    /// out `candidate_retry`, 5 min: past the end of a 4-minute cold start.)
+    #[test]
+    fn a_candidate_that_found_nobody_is_acquired_again_when_a_sample_names_it() {
+        let t = Timestamp::from_secs(100);
+        let cfg = CrawlConfig {
+            auto_acquire: true,
+            per_ip_pps: 0,
+            ..CrawlConfig::default()
+        };
+        let mut s = Strategy::new(cfg, t, [0; 16]);
+        let mut net = Recorder::new();
+        let ih = InfoHash([0x5a; 20]);
+        let querier = addr("10.0.0.7:6881");
+        let d = Discovery {
+            info_hash: ih,
+            source: DiscoverySource::GetPeers,
+            from: querier,
+            peer: None,
+            sampled_by: None,
+        };
+        s.on_discovery(t, d, &mut net);
+        // Its grace passes with no announce: one peer search, which finds nobody.
+        let mut now = t;
+        for _ in 0..20 {
+            now = now.add(Duration::from_secs(1));
+            s.tick(now, &mut net);
+        }
+        assert_eq!(net.searches, vec![ih]);
+        s.on_lookup_done(now, 1, &[], &mut net);
+        assert!(!s.is_acquiring(&ih));
+        assert_eq!(s.stats().candidates_retried, 1);
+        // A node's sample names it: asked at once, not after candidate_retry.
+        let node = addr("10.0.0.8:6881");
+        let d = Discovery {
+            info_hash: ih,
+            source: DiscoverySource::Sample,
+            from: node,
+            peer: None,
+            sampled_by: Some((0, NodeId([8; 20]))),
+        };
+        net.sent.clear();
+        s.on_discovery(now, d, &mut net);
+        s.tick(now.add(CRAWL_TICK), &mut net);
+        assert!(s.is_acquiring(&ih), "{:?}", s.stats());
+        assert_eq!(s.stats().revived, 1);
+        assert!(
+            net.sent.iter().any(|x| x.0 == node && !x.2),
+            "the sampling node is asked for peers: {:?}",
+            net.sent
+        );
+        // Fetched: a later lead does not bring it back.
+        s.on_fetched(now, ih);
+        let d = Discovery {
+            sampled_by: Some((0, NodeId([9; 20]))),
+            from: addr("10.0.0.9:6881"),
+            ..d
+        };
+        s.on_discovery(now, d, &mut net);
+        s.tick(now.add(Duration::from_secs(1)), &mut net);
+        assert!(!s.is_acquiring(&ih));
+        assert_eq!(s.stats().revived, 1);
+    }
+
+    /// Sends the tick at `at` and returns the sample queries it sent to `node`.
+    fn samples_to(
+        s: &mut Strategy,
+        net: &mut Recorder,
+        at: Timestamp,
+        node: SocketAddr,
+    ) -> Vec<u64> {
+        net.sent.clear();
+        s.tick(at, net);
+        // Exploration's find_nodes are answered (no nodes): the nodes are free again.
+        let explored: Vec<_> = net.sent.iter().filter(|x| !x.2).copied().collect();
+        for (from, tag, _) in explored {
+            let r = Response::default();
+            let reply = CrawlReply {
+                ident: 0,
+                from,
+                response: &r,
+                nodes: &[],
+                peers: &[],
+            };
+            s.on_reply(at, tag, reply, net);
+        }
+        net.sent
+            .iter()
+            .filter(|x| x.2 && x.0 == node)
+            .map(|x| x.1)
+            .collect()
+    }
+
+    /// A node whose sample held everything it stores (`num` ≤ samples) is sampled
+    /// again after `min_revisit`, doubling while it brings nothing new, whatever its
+    /// `interval`: libtorrent rebuilds such a sample at every request. A node whose
+    /// sample is a part of what it holds keeps its `interval`. (Before, a node
+    /// sampled as a swarm started, holding nothing, was skipped for 6 h.)
+    #[test]
+    fn a_node_that_gave_everything_it_holds_is_sampled_again_soon() {
+        let t = Timestamp::from_secs(100);
+        // No per-IP pace: the recorder's pacer clock stands still.
+        let cfg = CrawlConfig {
+            per_ip_pps: 0,
+            ..CrawlConfig::default()
+        };
+        let mut s = Strategy::new(cfg, t, [0; 16]);
+        let mut net = Recorder::new();
+        let (small, big) = (addr("10.0.0.2:6881"), addr("10.0.0.3:6881"));
+        let (small_id, big_id) = (NodeId([3; 20]), NodeId([4; 20]));
+        s.learn_nodes(t, 0, &[(small_id, small), (big_id, big)], &net);
+        let mut now = t.add(CRAWL_TICK);
+        samples_to(&mut s, &mut net, now, small);
+        let tag_of = |net: &Recorder, node| net.sent.iter().find(|x| x.2 && x.0 == node).unwrap().1;
+        let (small_tag, big_tag) = (tag_of(&net, small), tag_of(&net, big));
+        let ihs: Vec<u8> = (1..=20u8).flat_map(|i| [i; 20]).collect();
+        let reply =
+            |s: &mut Strategy, net: &mut Recorder, at, tag, id, from, samples: &[u8], num| {
+                let r = Response {
+                    id,
+                    samples: Samples::new(samples),
+                    num: Some(num),
+                    interval: Some(21_600),
+                    ..Response::default()
+                };
+                let reply = CrawlReply {
+                    ident: 0,
+                    from,
+                    response: &r,
+                    nodes: &[],
+                    peers: &[],
+                };
+                s.on_reply(at, tag, reply, net);
+            };
+        // The small node holds nothing yet; the big one 500 infohashes, 20 sampled.
+        reply(&mut s, &mut net, now, small_tag, small_id, small, &[], 0);
+        reply(&mut s, &mut net, now, big_tag, big_id, big, &ihs, 500);
+        let sampled = now;
+        // Not before min_revisit (60 s).
+        now = sampled.add(Duration::from_secs(59));
+        assert!(samples_to(&mut s, &mut net, now, small).is_empty());
+        now = sampled.add(Duration::from_secs(61));
+        let again = samples_to(&mut s, &mut net, now, small);
+        assert_eq!(again.len(), 1, "the small node is sampled again after 60 s");
+        assert!(
+            net.sent.iter().all(|x| x.0 != big || !x.2),
+            "the big node keeps its interval"
+        );
+        // Still nothing: the next visit waits twice as long.
+        reply(&mut s, &mut net, now, again[0], small_id, small, &[], 0);
+        let second = now;
+        now = second.add(Duration::from_secs(110));
+        assert!(samples_to(&mut s, &mut net, now, small).is_empty());
+        now = second.add(Duration::from_secs(121));
+        assert_eq!(samples_to(&mut s, &mut net, now, small).len(), 1);
+        // The big node: not before its interval.
+        now = sampled.add(Duration::from_secs(3 * 3600));
+        assert!(samples_to(&mut s, &mut net, now, big).is_empty());
     }
 
     /// An acquisition whose peer search finds every lookup slot busy waits for

@@ -62,9 +62,18 @@ impl Strategy {
             if source == DiscoverySource::GetPeers && hint.heard_at.is_none() {
                 hint.heard_at = Some(self.now);
             }
+            match source {
+                DiscoverySource::Announce | DiscoverySource::Sample => hint.evidence = true,
+                DiscoverySource::GetPeers => match hint.querier {
+                    None => hint.querier = Some(from.ip()),
+                    Some(ip) if ip != from.ip() => hint.evidence = true,
+                    Some(_) => {}
+                },
+            }
         }
         if lead {
             self.unpace(ih);
+            self.revive(ih);
         }
         if let (true, Some(p)) = (first_peer, peer) {
             net.emit(Event::PeersFound {
@@ -190,6 +199,24 @@ impl Strategy {
                             if fresh > 0 && more {
                                 wait = wait.min(p.max(min_rev));
                             }
+                        }
+                        // The reply carried everything the node holds (`num` ≤
+                        // samples): libtorrent rebuilds a sample that is not full at
+                        // every request, whatever its `interval`, so the interval
+                        // says nothing of when it will hold more (a node sampled
+                        // as a swarm starts holds nothing yet, and said so for 6 h).
+                        // Come back after `min_revisit`, doubling while it brings
+                        // nothing new, up to its interval.
+                        if r.num.is_some_and(|num| num <= count as i64) {
+                            let back = min_rev.saturating_mul(1u32 << n.quiet.min(16));
+                            wait = wait.min(back.max(min_rev));
+                            n.quiet = if fresh > 0 {
+                                0
+                            } else {
+                                n.quiet.saturating_add(1)
+                            };
+                        } else {
+                            n.quiet = 0;
                         }
                         next = Some(now.add(wait));
                     } else {

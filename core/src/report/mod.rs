@@ -1054,6 +1054,11 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
         c.candidates_retried,
     );
     w.counter(
+        "magnetar_crawl_revived_total",
+        "Acquisitions started again at once: a new lead (a sampling node, an announced peer) for an infohash waiting out a retry or dropped as a candidate.",
+        c.revived,
+    );
+    w.counter(
         "magnetar_crawl_lookup_waits_total",
         "Peer searches that waited for a free lookup slot.",
         c.lookup_waits,
@@ -1101,6 +1106,11 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
             "queue_dropped",
             "Tracker asks dropped: the tracker's queue was full.",
             t.queue_dropped,
+        ),
+        (
+            "unconfirmed",
+            "Infohashes not asked of trackers: no evidence that they are torrents (heard only in get_peers from one address).",
+            t.unconfirmed,
         ),
         (
             "skipped",

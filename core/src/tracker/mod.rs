@@ -289,6 +289,10 @@ pub struct TrackerStats {
     pub asked: u64,
     /// Asks dropped: the tracker's queue was full.
     pub queue_dropped: u64,
+    /// Infohashes not asked: their peer search found nobody, and nothing showed
+    /// that they are torrents (heard only in get_peers queries from one address:
+    /// most such infohashes are other nodes' random lookup targets).
+    pub unconfirmed: u64,
     /// Asks skipped: already queued, or the torrent's interval has not passed.
     pub skipped: u64,
     /// Asks dropped: the tracker has no address (its name did not resolve).
@@ -435,6 +439,12 @@ impl Trackers {
                 t.url.addr = pick.map(canonical);
             }
         }
+    }
+
+    /// Counts an infohash that is not asked for lack of evidence that it is a
+    /// torrent ([`TrackerStats::unconfirmed`]).
+    pub fn unconfirmed(&mut self) {
+        self.stats.unconfirmed += 1;
     }
 
     /// Queues `ask` on every tracker (those that cannot answer it skip it).
