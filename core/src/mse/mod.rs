@@ -345,6 +345,9 @@ impl Mse {
         self.step = Step::Done;
         self.raw = Vec::new();
         self.pending = Vec::new();
+        // Nothing more goes on the wire, not even what was queued: the
+        // connection is closed on failure.
+        self.out = Vec::new();
         Err(e)
     }
 

@@ -238,6 +238,10 @@ fn bad_public_keys_fail_both_sides() {
         let mut a = Mse::initiator(cfg(3, true), IH, &mut rng);
         assert_eq!(a.feed(&y), Err(MseError::BadPublicKey(fault)));
         assert_eq!(a.state(), MseState::Failed(MseError::BadPublicKey(fault)));
+        // Its own Ya and PadA were still queued (never taken): a failed machine
+        // puts nothing more on the wire, queued or new (found by the `mse`
+        // fuzz target: 98 zero bytes into an initiator, one at a time).
+        assert!(a.take_output().is_empty());
         let mut b = Mse::responder(cfg(3, true), vec![IH], &mut rng);
         // One byte at a time: the verdict comes at the 96th.
         for (i, byte) in y.iter().enumerate() {
