@@ -128,9 +128,10 @@ pub use export::{magnet_of, magnet_uri, ExportReport, ImportReport, JsonFile, Js
 pub use lock::{DbLock, LockError, LockHolder, LOCK_FILE};
 pub use prefix::{parse_torrent_ref, TorrentRef, MIN_PREFIX_HEX};
 pub use store::{
-    compact, default_data_dir, wait_closed, BatchReport, ClientStats, Durability, IntegrityReport,
-    Order, PreparedBatch, PruneReport, RetentionPolicy, SearchResults, SessionYield, Stats, Store,
-    StoreOptions, MAX_PREFIX_TERMS, MAX_SEARCH_LIMIT, SCHEMA_VERSION,
+    compact, default_data_dir, wait_closed, BatchReport, ClientStats, Durability, Hourly,
+    IntegrityReport, Order, PreparedBatch, PruneReport, RetentionPolicy, SearchResults,
+    SessionYield, Stats, Store, StoreOptions, MAX_HISTORY_SCAN, MAX_PREFIX_TERMS, MAX_SEARCH_LIMIT,
+    SCHEMA_VERSION,
 };
 pub use tokenize::{tokenize, MAX_TERMS_PER_TORRENT, MAX_TERM_BYTES};
 pub use types::*;

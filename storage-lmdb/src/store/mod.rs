@@ -31,6 +31,7 @@ use crate::codec;
 use crate::error::{hex, StoreError};
 use crate::types::InfoHash;
 
+mod history;
 mod identity;
 mod maintenance;
 mod prepare;
@@ -40,6 +41,7 @@ mod search;
 mod tests;
 mod write;
 
+pub use history::{Hourly, MAX_HISTORY_SCAN};
 pub use maintenance::{compact, IntegrityReport, PruneReport, RetentionPolicy};
 pub use prepare::PreparedBatch;
 pub use read::{ClientStats, SessionYield, Stats};
