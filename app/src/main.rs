@@ -183,6 +183,15 @@ enum Cmd {
         #[command(flatten)]
         db: DbArg,
     },
+    /// Serve the web interface, the JSON API (/api/v1), Torznab (/torznab/api) and
+    /// the RSS feed (/feed) over a database, read-only; works while a crawler writes
+    /// the same database.
+    Serve {
+        #[command(flatten)]
+        http: HttpArgs,
+        #[command(flatten)]
+        db: DbArg,
+    },
     /// Database totals, per-session yield, failure reasons and top clients.
     Stats {
         #[command(flatten)]
@@ -193,6 +202,32 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DbCmd,
     },
+}
+
+#[derive(Args, Debug, Clone)]
+struct HttpArgs {
+    /// Address to serve at.
+    #[arg(
+        long,
+        value_name = "ADDR:PORT",
+        default_value = "127.0.0.1:8080",
+        env = "MAGNETAR_SERVE_LISTEN"
+    )]
+    listen: SocketAddr,
+    /// Access token (at least 16 characters), needed on any address but loopback:
+    /// sent as `Authorization: Bearer TOKEN`, as the password of HTTP basic auth
+    /// (any user name), or as Torznab's `apikey`.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "MAGNETAR_SERVE_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// Serve a non-loopback address without a token (anyone who can reach it may
+    /// read the index).
+    #[arg(long, env = "MAGNETAR_SERVE_NO_AUTH", conflicts_with = "token")]
+    no_auth: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -381,9 +416,29 @@ struct CrawlArgs {
     )]
     scrape_max_age: u64,
 
-    /// Serve Prometheus metrics at http://ADDR/metrics.
+    /// Serve Prometheus metrics at http://ADDR/metrics (the old minimal responder;
+    /// `--http` serves /metrics too, beside the web interface).
     #[arg(long, value_name = "ADDR:PORT", env = "MAGNETAR_METRICS")]
     metrics: Option<SocketAddr>,
+
+    /// Serve the web interface, the JSON API, Torznab, the RSS feed and /metrics at
+    /// http://ADDR/ while crawling (as `magnetar serve` does).
+    #[arg(long, value_name = "ADDR:PORT", env = "MAGNETAR_HTTP")]
+    http: Option<SocketAddr>,
+
+    /// Access token of the `--http` server (at least 16 characters), needed on any
+    /// address but loopback (see `magnetar serve --token`).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "MAGNETAR_HTTP_TOKEN",
+        hide_env_values = true
+    )]
+    http_token: Option<String>,
+
+    /// Serve `--http` on a non-loopback address without a token.
+    #[arg(long, env = "MAGNETAR_HTTP_NO_AUTH", conflicts_with = "http_token")]
+    http_no_auth: bool,
 
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
     #[arg(long, value_name = "SECS", env = "MAGNETAR_DURATION")]
@@ -507,6 +562,7 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
             commands::import(&db.path()?, kind == ImportKind::Magnetico, &path)
         }
         Cmd::Stats { db } => commands::stats(&db.path()?),
+        Cmd::Serve { http, db } => cmd_serve(&http, &db.path()?),
         Cmd::Db {
             cmd: DbCmd::Check { db },
         } => commands::check(&db.path()?),
@@ -530,6 +586,47 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
             nodes_days,
         ),
     }
+}
+
+/// `magnetar serve`: the HTTP server over an existing database until SIGINT/SIGTERM.
+fn cmd_serve(h: &HttpArgs, db: &std::path::Path) -> Result<(), Fail> {
+    let access = magnetar_web::Access::decide(h.listen, h.token.as_deref(), h.no_auth)
+        .map_err(|e| Fail(format!("--listen: {e}")))?;
+    // No maintenance lock: a reader takes none, and serving beside a crawler is the
+    // point. (Compaction, which swaps the file, refuses to run while a crawler holds
+    // the lock; run it with the server stopped too.)
+    let store = commands::open_existing(db)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .enable_all()
+        .build()
+        .map_err(|e| Fail(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(h.listen)
+            .await
+            .map_err(|e| Fail(format!("--listen {}: cannot listen: {e}", h.listen)))?;
+        let local = listener.local_addr()?;
+        tracing::info!(db = %db.display(), "serving at http://{local}/");
+        let cfg = magnetar_web::Config {
+            access,
+            limits: magnetar_web::Limits::default(),
+            metrics: None,
+        };
+        let shutdown = async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+            }
+            tracing::info!("stopping the HTTP server");
+        };
+        magnetar_web::serve(listener, store, cfg, Default::default(), shutdown).await;
+        Ok::<(), Fail>(())
+    })?;
+    rt.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
 }
 
 /// Binds the UDP sockets: explicit `--bind`s must all work; defaults fall back to a
@@ -693,7 +790,14 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
     for addr in &bound {
         tracing::info!(%addr, "UDP socket bound");
     }
-    let metrics = match a.metrics {
+    let http_access = match a.http {
+        Some(addr) => Some(
+            magnetar_web::Access::decide(addr, a.http_token.as_deref(), a.http_no_auth)
+                .map_err(|e| Fail(format!("--http: {e}")))?,
+        ),
+        None => None,
+    };
+    let mut metrics = match a.metrics {
         Some(addr) => {
             let (shared, local) = metrics::serve(addr)
                 .map_err(|e| Fail(format!("--metrics {addr}: cannot listen: {e}")))?;
@@ -702,6 +806,9 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
         }
         None => None,
     };
+    if a.http.is_some() && metrics.is_none() {
+        metrics = Some(metrics::Shared::default());
+    }
     // Sockets and the metrics listener first, then the store: a run rejected for its
     // arguments writes nothing. The lock keeps maintenance commands (db compact,
     // db prune, import) off the database while we write, and refuses to crawl one
@@ -733,6 +840,22 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
         keys,
     };
     id_records.save_all(&cfg.identities, &saved);
+    // The web server shares the crawler's environment (LMDB allows one per process);
+    // it only reads, in read transactions that never block the writer.
+    let _http = match (a.http, http_access) {
+        (Some(addr), Some(access)) => {
+            let cfg = magnetar_web::Config {
+                access,
+                limits: magnetar_web::Limits::default(),
+                metrics: metrics.clone(),
+            };
+            let bg = magnetar_web::spawn(addr, store.clone(), cfg)
+                .map_err(|e| Fail(format!("--http {addr}: cannot listen: {e}")))?;
+            tracing::info!("web interface at http://{}/", bg.local_addr);
+            Some(bg)
+        }
+        _ => None,
+    };
     let mut ingest = ingest::Ingest::new(store, writer);
     ingest.set_scrape_max_age(Duration::from_secs(a.scrape_max_age));
     // A crawler-sized routing table (~8,200 nodes per identity).

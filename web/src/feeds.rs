@@ -1,0 +1,306 @@
+//! Torznab (`/torznab/api`, for Sonarr, Radarr and Prowlarr) and the RSS 2.0 feed
+//! of new torrents (`/feed?q=`). Both are RSS 2.0 documents written here with
+//! every stranger-supplied string through [`xml`], which escapes markup and drops
+//! the characters XML 1.0 cannot carry.
+
+use std::fmt::Write;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use magnetar_storage::{magnet_of, to_hex, TorrentRecord};
+
+use crate::index::{SearchRequest, Sort, MAX_LIMIT};
+use crate::util::{self, Params};
+use crate::AppState;
+
+/// The one category until the classifier lands (Newznab's "Other").
+pub const CATEGORY: u32 = 8000;
+const TORZNAB_NS: &str = "http://torznab.com/schemas/2015/feed";
+
+/// Text for XML: escapes `& < > " '` and drops characters XML 1.0 forbids.
+pub fn xml(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&apos;"),
+            '\t' | '\n' | '\r' => o.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => {}
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+fn xml_response(status: StatusCode, ct: &'static str, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, ct)], body).into_response()
+}
+
+/// A Torznab error document (codes from the Newznab API).
+fn torznab_error(status: StatusCode, code: u32, msg: &str) -> Response {
+    xml_response(
+        status,
+        "application/xml; charset=utf-8",
+        format!(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<error code=\"{code}\" description=\"{}\"/>\n",
+            xml(msg)
+        ),
+    )
+}
+
+fn caps() -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<caps>
+  <server title="magnetar"/>
+  <limits max="{MAX_LIMIT}" default="50"/>
+  <searching>
+    <search available="yes" supportedParams="q"/>
+    <tv-search available="yes" supportedParams="q,season,ep"/>
+    <movie-search available="yes" supportedParams="q"/>
+  </searching>
+  <categories>
+    <category id="{CATEGORY}" name="Other"/>
+  </categories>
+</caps>
+"#
+    )
+}
+
+/// One `<item>` with the attributes Prowlarr and Sonarr read.
+fn item(o: &mut String, r: &TorrentRecord, torznab: bool) {
+    let hex = to_hex(&r.infohash);
+    let magnet = xml(&magnet_of(r));
+    let _ = write!(
+        o,
+        "<item>\n<title>{}</title>\n<guid isPermaLink=\"false\">{hex}</guid>\n<link>{magnet}</link>\n\
+         <pubDate>{}</pubDate>\n<description>{} in {} files</description>\n",
+        xml(&r.name),
+        util::rfc2822(r.discovered_at),
+        xml(&util::human_size(r.total_size)),
+        r.file_count,
+    );
+    let _ = writeln!(
+        o,
+        "<enclosure url=\"{magnet}\" length=\"{}\" type=\"application/x-bittorrent\"/>",
+        r.total_size
+    );
+    if torznab {
+        let _ = writeln!(
+            o,
+            "<size>{}</size>\n<category>{CATEGORY}</category>",
+            r.total_size
+        );
+        let mut attr = |k: &str, v: String| {
+            let _ = writeln!(o, "<torznab:attr name=\"{k}\" value=\"{}\"/>", xml(&v));
+        };
+        attr("category", CATEGORY.to_string());
+        attr("size", r.total_size.to_string());
+        attr("files", r.file_count.to_string());
+        attr("infohash", hex.clone());
+        attr("magneturl", magnet_of(r));
+        attr("publishdate", util::rfc2822(r.discovered_at));
+        if let Some(s) = r.seeders {
+            attr("seeders", s.to_string());
+        }
+        if r.seeders.is_some() || r.leechers.is_some() {
+            let peers = u64::from(r.seeders.unwrap_or(0)) + u64::from(r.leechers.unwrap_or(0));
+            attr("peers", peers.to_string());
+            if let Some(l) = r.leechers {
+                attr("leechers", l.to_string());
+            }
+        }
+        attr("downloadvolumefactor", "0".into());
+        attr("uploadvolumefactor", "1".into());
+    }
+    o.push_str("</item>\n");
+}
+
+fn channel(title: &str, rows: &[TorrentRecord], torznab: Option<(usize, usize)>) -> String {
+    let mut o = String::with_capacity(1024 + rows.len() * 900);
+    o.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    if torznab.is_some() {
+        let _ = writeln!(o, "<rss version=\"2.0\" xmlns:torznab=\"{TORZNAB_NS}\">");
+    } else {
+        o.push_str("<rss version=\"2.0\">\n");
+    }
+    let _ = writeln!(
+        o,
+        "<channel>\n<title>{}</title>\n<link>/</link>\n<description>Torrents indexed by magnetar</description>",
+        xml(title)
+    );
+    if let Some((offset, total)) = torznab {
+        let _ = writeln!(
+            o,
+            "<torznab:response offset=\"{offset}\" total=\"{total}\"/>"
+        );
+    }
+    for r in rows {
+        item(&mut o, r, torznab.is_some());
+    }
+    o.push_str("</channel>\n</rss>\n");
+    o
+}
+
+/// `GET /torznab/api?t=caps|search|tvsearch|movie&q=&season=&ep=&cat=&offset=&limit=`
+pub async fn torznab(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    let bad = |m: &str| torznab_error(StatusCode::BAD_REQUEST, 201, m);
+    let p = match Params::parse(raw.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return bad(&e.1),
+    };
+    let t = p.get("t").unwrap_or("");
+    if t == "caps" {
+        return xml_response(StatusCode::OK, "application/xml; charset=utf-8", caps());
+    }
+    if !matches!(t, "search" | "tvsearch" | "movie") {
+        return torznab_error(
+            StatusCode::BAD_REQUEST,
+            202,
+            "t must be caps, search, tvsearch or movie",
+        );
+    }
+    let mut q = match p.query("q") {
+        Ok(q) => q,
+        Err(e) => return bad(&e.1),
+    };
+    if t == "tvsearch" {
+        let season = match p.opt_num("season") {
+            Ok(s) => s,
+            Err(e) => return bad(&e.1),
+        };
+        let ep = match p.opt_num("ep") {
+            Ok(s) => s,
+            Err(e) => return bad(&e.1),
+        };
+        match (season, ep) {
+            (Some(s), Some(e)) if s < 1000 && e < 10_000 => {
+                let _ = write!(q, " S{s:02}E{e:02}");
+            }
+            (Some(s), None) if s < 1000 => {
+                let _ = write!(q, " S{s:02}");
+            }
+            (None, None) => {}
+            _ => return bad("season must be below 1000 and ep below 10000, ep only with season"),
+        }
+    }
+    let (limit, offset) = match p.num("limit", 50, 1, MAX_LIMIT as u64).and_then(|l| {
+        Ok((
+            l,
+            p.num("offset", 0, 0, (crate::index::MAX_DEPTH as u64) - l)?,
+        ))
+    }) {
+        Ok((l, o)) => (l as usize, o as usize),
+        Err(e) => return bad(&e.1),
+    };
+    // Everything is in one category until the classifier lands: a search limited to
+    // other categories finds nothing.
+    if let Some(cats) = p.get("cat").filter(|c| !c.is_empty()) {
+        let wanted: Vec<u32> = cats
+            .split(',')
+            .filter_map(|c| c.trim().parse().ok())
+            .collect();
+        if !wanted.iter().any(|&c| c / 1000 * 1000 == CATEGORY) {
+            return xml_response(
+                StatusCode::OK,
+                "application/rss+xml; charset=utf-8",
+                channel("magnetar", &[], Some((offset, 0))),
+            );
+        }
+    }
+    let q = q.trim().to_string();
+    let r = if q.is_empty() {
+        st.index
+            .run(move |ix| {
+                let rows = ix.recent(offset.min(1_000), limit)?;
+                let total = ix.totals()?.torrents as usize;
+                Ok((rows, total))
+            })
+            .await
+    } else {
+        let req = SearchRequest {
+            q,
+            sort: Sort::Discovered,
+            desc: true,
+            offset,
+            limit,
+            min_size: None,
+            max_size: None,
+            after: None,
+            before: None,
+        };
+        st.index
+            .run(move |ix| ix.search(&req).map(|p| (p.hits, p.total)))
+            .await
+    };
+    match r {
+        Ok((rows, total)) => xml_response(
+            StatusCode::OK,
+            "application/rss+xml; charset=utf-8",
+            channel("magnetar", &rows, Some((offset, total))),
+        ),
+        Err(e) => {
+            let e: util::BadRequest = e.into();
+            torznab_error(e.0, 900, &e.1)
+        }
+    }
+}
+
+/// `GET /feed?q=`: the newest torrents, or the newest matching `q`.
+pub async fn rss(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    let q = match Params::parse(raw.as_deref()).and_then(|p| p.query("q")) {
+        Ok(q) => q,
+        Err(e) => return util::error(e.0, &e.1),
+    };
+    let title = if q.is_empty() {
+        "magnetar: new torrents".to_string()
+    } else {
+        format!("magnetar: new torrents matching {q}")
+    };
+    let r = if q.is_empty() {
+        st.index.run(|ix| ix.recent(0, 50)).await
+    } else {
+        let req = SearchRequest {
+            q,
+            sort: Sort::Discovered,
+            desc: true,
+            offset: 0,
+            limit: 50,
+            min_size: None,
+            max_size: None,
+            after: None,
+            before: None,
+        };
+        st.index
+            .run(move |ix| ix.search(&req).map(|p| p.hits))
+            .await
+    };
+    match r {
+        Ok(rows) => xml_response(
+            StatusCode::OK,
+            "application/rss+xml; charset=utf-8",
+            channel(&title, &rows, None),
+        ),
+        Err(e) => {
+            let e: util::BadRequest = e.into();
+            util::error(e.0, &e.1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::xml;
+
+    #[test]
+    fn xml_escapes_and_drops_forbidden_characters() {
+        assert_eq!(
+            xml("<a href=\"x\">&'\u{1}\t"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&apos;\t"
+        );
+    }
+}

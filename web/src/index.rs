@@ -1,0 +1,263 @@
+//! Every read the web crate makes of the store, in one place: the search (with
+//! the sorts and filters the store can do today, and a clear "not supported yet"
+//! for the others), a torrent, its info dict, the newest torrents, and the
+//! dashboard's figures. When the store's search grows (more sorts, filters), only
+//! this module changes.
+//!
+//! Every call here is a blocking LMDB read; handlers run them on tokio's blocking
+//! pool ([`Index::run`]).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use magnetar_storage::{
+    ClientStats, Hourly, InfoHash, Order, SessionYield, Stats, Store, StoreError, Torrent,
+    TorrentRecord,
+};
+
+/// Largest page of results any endpoint returns.
+pub const MAX_LIMIT: usize = 100;
+/// `offset + limit` may not pass this (deep paging costs a top-k of that size).
+pub const MAX_DEPTH: usize = 10_000;
+/// Longest query accepted, in bytes.
+pub const MAX_QUERY_BYTES: usize = 256;
+/// Hours of history on the dashboard.
+pub const HISTORY_HOURS: u32 = 48;
+/// How long the dashboard's figures are reused (they scan the request records).
+const DASHBOARD_TTL: Duration = Duration::from_secs(15);
+
+/// What a search is ordered by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sort {
+    Relevance,
+    Discovered,
+    Size,
+    Seeders,
+    Files,
+}
+
+impl Sort {
+    pub fn parse(s: &str) -> Option<Sort> {
+        Some(match s {
+            "relevance" => Sort::Relevance,
+            "discovered" | "newest" | "time" => Sort::Discovered,
+            "size" => Sort::Size,
+            "seeders" => Sort::Seeders,
+            "files" => Sort::Files,
+            _ => return None,
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sort::Relevance => "relevance",
+            Sort::Discovered => "discovered",
+            Sort::Size => "size",
+            Sort::Seeders => "seeders",
+            Sort::Files => "files",
+        }
+    }
+}
+
+/// A search as the API and the pages ask for it (already validated for ranges).
+#[derive(Clone, Debug)]
+pub struct SearchRequest {
+    pub q: String,
+    pub sort: Sort,
+    /// Descending (the default) or ascending.
+    pub desc: bool,
+    pub offset: usize,
+    pub limit: usize,
+    pub min_size: Option<u64>,
+    pub max_size: Option<u64>,
+    pub after: Option<u64>,
+    pub before: Option<u64>,
+}
+
+/// One page of results.
+#[derive(Clone, Debug, Default)]
+pub struct Page {
+    pub total: usize,
+    pub hits: Vec<TorrentRecord>,
+    /// The last word matched too many terms; only the first were used.
+    pub prefix_truncated: bool,
+}
+
+/// Why a read failed.
+#[derive(Debug)]
+pub enum IndexError {
+    /// The request asks for something the store cannot do yet (a 400).
+    Unsupported(String),
+    /// The store failed (a 500).
+    Store(StoreError),
+    /// The blocking task died (a 500).
+    Task(String),
+}
+
+impl From<StoreError> for IndexError {
+    fn from(e: StoreError) -> Self {
+        IndexError::Store(e)
+    }
+}
+
+impl std::fmt::Display for IndexError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IndexError::Unsupported(s) => write!(f, "{s}"),
+            IndexError::Store(e) => write!(f, "database: {e}"),
+            IndexError::Task(e) => write!(f, "internal: {e}"),
+        }
+    }
+}
+
+/// The dashboard's figures.
+#[derive(Clone, Debug, Default)]
+pub struct Dashboard {
+    pub now: u64,
+    pub stats: Stats,
+    pub sessions: Vec<SessionYield>,
+    pub failure_reasons: Vec<(String, u64)>,
+    pub clients: Vec<ClientStats>,
+    pub discoveries: Hourly,
+    pub requests: Hourly,
+}
+
+impl Dashboard {
+    /// The funnel over every session: discovered → metadata fetched → new torrents.
+    pub fn funnel(&self) -> [(&'static str, u64); 3] {
+        let sum = |f: fn(&magnetar_storage::SessionCounters) -> u64| -> u64 {
+            self.sessions.iter().map(|y| f(&y.session.counters)).sum()
+        };
+        [
+            ("discovered", sum(|c| c.infohashes_discovered)),
+            ("metadata fetched", sum(|c| c.metadata_fetched)),
+            ("stored new", sum(|c| c.torrents_new)),
+        ]
+    }
+}
+
+/// The dashboard and when it was computed.
+type Cached = (Instant, Arc<Dashboard>);
+
+/// The store, shared by every handler.
+#[derive(Clone)]
+pub struct Index {
+    store: Store,
+    dashboard: Arc<Mutex<Option<Cached>>>,
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Index {
+    pub fn new(store: Store) -> Index {
+        Index {
+            store,
+            dashboard: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Runs a blocking read on tokio's blocking pool.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Index) -> Result<T, IndexError> + Send + 'static,
+    ) -> Result<T, IndexError> {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .map_err(|e| IndexError::Task(e.to_string()))?
+    }
+
+    /// A search; sorts and filters the store cannot do yet are refused.
+    pub fn search(&self, r: &SearchRequest) -> Result<Page, IndexError> {
+        if r.min_size.is_some() || r.max_size.is_some() {
+            return Err(IndexError::Unsupported(
+                "size filters are not supported yet".into(),
+            ));
+        }
+        if r.after.is_some() || r.before.is_some() {
+            return Err(IndexError::Unsupported(
+                "discovery time filters are not supported yet".into(),
+            ));
+        }
+        let order = match (r.sort, r.desc) {
+            (Sort::Relevance, true) => Order::Relevance,
+            (Sort::Relevance, false) => {
+                return Err(IndexError::Unsupported(
+                    "ascending relevance is not supported".into(),
+                ))
+            }
+            (Sort::Discovered, true) => Order::Newest,
+            (Sort::Discovered, false) => Order::Oldest,
+            (Sort::Size, true) => Order::Largest,
+            (Sort::Size, false) => Order::Smallest,
+            (Sort::Seeders | Sort::Files, _) => {
+                return Err(IndexError::Unsupported(format!(
+                    "sort by {} is not supported yet",
+                    r.sort.as_str()
+                )))
+            }
+        };
+        let res = self.store.search(&r.q, r.limit, r.offset, order)?;
+        Ok(Page {
+            total: res.total,
+            hits: res.hits,
+            prefix_truncated: res.prefix_truncated,
+        })
+    }
+
+    /// The torrent with its files, or None.
+    pub fn torrent(&self, ih: &InfoHash) -> Result<Option<Torrent>, IndexError> {
+        Ok(self.store.get(ih)?)
+    }
+
+    /// The stored torrent without files, or None.
+    pub fn record(&self, ih: &InfoHash) -> Result<Option<TorrentRecord>, IndexError> {
+        Ok(self.store.record(ih)?)
+    }
+
+    /// The raw info dict, when kept.
+    pub fn info_dict(&self, ih: &InfoHash) -> Result<Option<Vec<u8>>, IndexError> {
+        Ok(self.store.info_dict(ih)?)
+    }
+
+    /// The newest torrents (`offset` skipped), newest first.
+    pub fn recent(&self, offset: usize, limit: usize) -> Result<Vec<TorrentRecord>, IndexError> {
+        let mut v = self.store.recent(offset.saturating_add(limit))?;
+        Ok(v.split_off(offset.min(v.len())))
+    }
+
+    /// Totals only (cheap: counters and page statistics).
+    pub fn totals(&self) -> Result<Stats, IndexError> {
+        Ok(self.store.stats()?)
+    }
+
+    /// The dashboard's figures, reused for a few seconds (they scan the kept
+    /// request records).
+    pub fn dashboard(&self) -> Result<Arc<Dashboard>, IndexError> {
+        if let Ok(g) = self.dashboard.lock() {
+            if let Some((at, d)) = g.as_ref() {
+                if at.elapsed() < DASHBOARD_TTL {
+                    return Ok(d.clone());
+                }
+            }
+        }
+        let now = now_secs();
+        let d = Arc::new(Dashboard {
+            now,
+            stats: self.store.stats()?,
+            sessions: self.store.session_yields(now)?,
+            failure_reasons: self.store.failure_reasons()?,
+            clients: self.store.top_clients(10)?,
+            discoveries: self.store.discoveries_per_hour(now, HISTORY_HOURS)?,
+            requests: self.store.requests_per_hour(now, HISTORY_HOURS)?,
+        });
+        if let Ok(mut g) = self.dashboard.lock() {
+            *g = Some((Instant::now(), d.clone()));
+        }
+        Ok(d)
+    }
+}

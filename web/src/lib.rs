@@ -1,0 +1,408 @@
+//! magnetar's HTTP server: server-rendered pages, the JSON API (`/api/v1`),
+//! Torznab (`/torznab/api`), an RSS feed (`/feed`) and `/metrics`, over the LMDB
+//! store, read-only.
+//!
+//! The stack: hyper parses HTTP/1.1 (headers capped by its buffer size, a header
+//! read timeout that cuts slow or idle clients off), axum routes, tower and
+//! tower-http bound every request (a whole-request timeout, a body limit, a
+//! concurrency limit, gzip) and set the security headers (a Content-Security-Policy
+//! that forbids every script). Connections are counted: past
+//! [`Limits::max_connections`] a new one is closed at once. Store reads run on
+//! tokio's blocking pool, in read transactions, which never block the crawler's
+//! writes (LMDB readers and its one writer do not wait for each other).
+//!
+//! Access ([`Access`]): open on loopback; any other address needs a token (sent as
+//! `Authorization: Bearer`, as HTTP basic auth's password, or as Torznab's
+//! `apikey`) unless `--no-auth` is given.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use magnetar_storage::Store;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tower::ServiceBuilder;
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+
+mod api;
+mod feeds;
+pub mod index;
+mod pages;
+mod util;
+
+pub use index::Index;
+
+/// The Content-Security-Policy of every answer: nothing but our own stylesheet and
+/// images; no script at all, inline or not.
+pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
+                       form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+
+/// Longest request target (path and query) accepted, in bytes.
+pub const MAX_URI_BYTES: usize = 2048;
+
+/// Who may use the server.
+#[derive(Clone)]
+pub enum Access {
+    /// Anyone who can reach the address.
+    Open,
+    /// Only requests carrying the token; kept as its SHA-256 digest.
+    Token([u8; 32]),
+}
+
+impl std::fmt::Debug for Access {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Access::Open => f.write_str("Open"),
+            Access::Token(_) => f.write_str("Token(…)"),
+        }
+    }
+}
+
+impl Access {
+    /// The access rule for a server at `listen`: loopback is open unless a token is
+    /// given; any other address needs a token or an explicit `no_auth`.
+    pub fn decide(
+        listen: SocketAddr,
+        token: Option<&str>,
+        no_auth: bool,
+    ) -> Result<Access, String> {
+        match token {
+            Some("") => Err("--token must not be empty".into()),
+            Some(t) if t.len() < 16 => Err("--token must be at least 16 characters".into()),
+            Some(t) => Ok(Access::Token(digest(t))),
+            None if no_auth || listen.ip().is_loopback() => Ok(Access::Open),
+            None => Err(format!(
+                "{listen} is not a loopback address: give --token (at least 16 characters), \
+                 or --no-auth to serve the index to anyone who can reach it"
+            )),
+        }
+    }
+
+    /// Whether `presented` is the token (constant-time on the digests).
+    fn accepts(&self, presented: Option<&str>) -> bool {
+        match self {
+            Access::Open => true,
+            Access::Token(want) => presented.is_some_and(|p| {
+                let got = digest(p);
+                got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+            }),
+        }
+    }
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+/// The server's bounds.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Connections open at once; more are closed at once.
+    pub max_connections: usize,
+    /// Requests being handled at once (others wait).
+    pub max_in_flight: usize,
+    /// A client must send a request's whole header within this (slow and idle
+    /// clients are cut off).
+    pub header_timeout: Duration,
+    /// A request must be answered within this (else 408).
+    pub request_timeout: Duration,
+    /// A connection is closed after this, whatever it does.
+    pub connection_lifetime: Duration,
+    /// hyper's read buffer: the request line and headers must fit.
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 256,
+            max_in_flight: 64,
+            header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            connection_lifetime: Duration::from_secs(300),
+            max_header_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Everything a server needs besides its store.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub access: Access,
+    pub limits: Limits,
+    /// The crawler's Prometheus text, served at `/metrics` (`None`: `/metrics` is 404).
+    pub metrics: Option<Arc<Mutex<String>>>,
+}
+
+/// Counters of the server itself.
+#[derive(Debug, Default)]
+pub struct ServerCounters {
+    pub connections: AtomicU64,
+    pub refused_connections: AtomicU64,
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub index: Index,
+    pub access: Access,
+    pub metrics: Option<Arc<Mutex<String>>>,
+}
+
+/// The router with every route and layer (without the connection handling).
+pub fn router(store: Store, cfg: &Config) -> Router {
+    let state = AppState {
+        index: Index::new(store),
+        access: cfg.access.clone(),
+        metrics: cfg.metrics.clone(),
+    };
+    let routes = Router::new()
+        .route("/", get(pages::home))
+        .route("/search", get(pages::search))
+        .route("/recent", get(pages::recent))
+        .route("/stats", get(pages::stats))
+        .route("/torrent/{infohash}", get(pages::torrent))
+        .route("/static/style.css", get(pages::style))
+        .route("/api/v1/search", get(api::search))
+        .route("/api/v1/torrents/{infohash}", get(api::torrent))
+        .route("/api/v1/recent", get(api::recent))
+        .route("/api/v1/stats", get(api::stats))
+        .route("/torznab/api", get(feeds::torznab))
+        .route("/feed", get(feeds::rss))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state);
+    let timeout = cfg.limits.request_timeout;
+    routes.layer(
+        ServiceBuilder::new()
+            .layer(SetResponseHeaderLayer::overriding(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            ))
+            .layer(SetResponseHeaderLayer::overriding(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ))
+            .layer(SetResponseHeaderLayer::overriding(
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ))
+            .layer(SetResponseHeaderLayer::overriding(
+                header::X_FRAME_OPTIONS,
+                HeaderValue::from_static("DENY"),
+            ))
+            .layer(CompressionLayer::new())
+            .layer(RequestBodyLimitLayer::new(1024))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                timeout,
+            ))
+            .layer(tower::limit::ConcurrencyLimitLayer::new(
+                cfg.limits.max_in_flight,
+            )),
+    )
+}
+
+/// Checks the request target's size, the method (read-only: GET and HEAD) and
+/// the access token.
+async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let uri_len = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri_len > MAX_URI_BYTES {
+        return util::error(
+            StatusCode::URI_TOO_LONG,
+            &format!("the request target is longer than {MAX_URI_BYTES} bytes"),
+        );
+    }
+    if req.method() != axum::http::Method::GET && req.method() != axum::http::Method::HEAD {
+        let mut r = util::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "read-only: only GET and HEAD",
+        );
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    if !matches!(st.access, Access::Open) && req.uri().path() != "/static/style.css" {
+        let presented = presented_token(&req);
+        if !st.access.accepts(presented.as_deref()) {
+            let mut r = util::error(StatusCode::UNAUTHORIZED, "a valid access token is needed");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"magnetar\", charset=\"UTF-8\""),
+            );
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+/// The token a request carries: `Authorization: Bearer T`, basic auth with
+/// password T (any user), or `apikey=T` in the query (Torznab clients).
+fn presented_token(req: &Request) -> Option<String> {
+    if let Some(v) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        if let Some(t) = v.strip_prefix("Bearer ") {
+            return Some(t.trim().to_string());
+        }
+        if let Some(b) = v.strip_prefix("Basic ") {
+            let raw = util::base64_decode(b.trim())?;
+            let s = String::from_utf8(raw).ok()?;
+            return s.split_once(':').map(|(_, p)| p.to_string());
+        }
+    }
+    let q = req.uri().query()?;
+    util::query_pairs(q)
+        .into_iter()
+        .find(|(k, _)| k == "apikey")
+        .map(|(_, v)| v)
+}
+
+async fn not_found(req: Request) -> Response {
+    if req.uri().path().starts_with("/api/") {
+        util::error(StatusCode::NOT_FOUND, "no such endpoint")
+    } else {
+        pages::not_found_page("no such page")
+    }
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    match &st.metrics {
+        Some(m) => {
+            let text = m.lock().map(|t| t.clone()).unwrap_or_default();
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                text,
+            )
+                .into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            "no metrics: this server runs beside no crawler (use `magnetar crawl --http`)\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Serves `listener` until `shutdown` resolves: one task per connection, at most
+/// `max_connections` at once (more are closed at once and counted).
+pub async fn serve(
+    listener: TcpListener,
+    store: Store,
+    cfg: Config,
+    counters: Arc<ServerCounters>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let app = router(store, &cfg);
+    let limits = cfg.limits.clone();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!("http accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            counters.refused_connections.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
+        counters.connections.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_nodelay(true);
+        let svc = TowerToHyperService::new(app.clone());
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            let mut b = hyper::server::conn::http1::Builder::new();
+            b.timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(limits.max_header_bytes.max(8192))
+                .keep_alive(true);
+            let conn = b.serve_connection(TokioIo::new(stream), svc);
+            // Past its lifetime the connection is dropped, which closes it.
+            let _ = tokio::time::timeout(limits.connection_lifetime, conn).await;
+            drop(permit);
+        });
+    }
+}
+
+/// A server running on its own thread and tokio runtime (for `magnetar crawl
+/// --http`, beside a crawler that is not a tokio program). Stops when dropped.
+pub struct Background {
+    pub local_addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Binds `addr` and serves the store on a new thread with a two-worker runtime.
+pub fn spawn(addr: SocketAddr, store: Store, cfg: Config) -> std::io::Result<Background> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(8)
+        .thread_name("magnetar-http")
+        .enable_all()
+        .build()?;
+    let std_listener = std::net::TcpListener::bind(addr)?;
+    std_listener.set_nonblocking(true)?;
+    let local_addr = std_listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("magnetar-http".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                match TcpListener::from_std(std_listener) {
+                    Ok(l) => {
+                        serve(l, store, cfg, Arc::default(), async {
+                            let _ = stopped.await;
+                        })
+                        .await
+                    }
+                    Err(e) => tracing::error!("http listener: {e}"),
+                }
+            });
+            rt.shutdown_timeout(Duration::from_secs(1));
+        })?;
+    Ok(Background {
+        local_addr,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
+}
