@@ -330,7 +330,11 @@ pub async fn torrent(State(st): State<AppState>, Path(id): Path<String>) -> Resp
 /// A bar chart: one bar per value, labels under the first and last.
 fn bars(values: &[u64], labels: (&str, &str), title: &str) -> Markup {
     let (w, h, pad) = (600.0f64, 160.0f64, 20.0f64);
-    let max = values.iter().copied().max().unwrap_or(0).max(1) as f64;
+    let top = values.iter().copied().max().unwrap_or(0);
+    if top == 0 {
+        return html! { p.mute { "None in this window." } };
+    }
+    let max = top as f64;
     let n = values.len().max(1) as f64;
     let bw = (w - 2.0 * pad) / n;
     html! {
@@ -345,7 +349,7 @@ fn bars(values: &[u64], labels: (&str, &str), title: &str) -> Markup {
             line x1=(pad) y1=(h + 5.0) x2=(w - pad) y2=(h + 5.0) stroke="#888" {}
             text x=(pad) y=(h + 22.0) { (labels.0) }
             text x=(w - pad) y=(h + 22.0) text-anchor="end" { (labels.1) }
-            text x=(pad) y="12" { "max " (max as u64) }
+            text x=(pad) y="12" { "max " (top) " per hour" }
         }
     }
 }

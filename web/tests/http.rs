@@ -258,6 +258,58 @@ fn api_recent_and_stats_match_the_database() {
 }
 
 #[test]
+fn stats_count_activity_per_hour_funnel_reasons_and_clients() {
+    let f = fixture();
+    let now = magnetar_web::index::now_secs();
+    let (per_hour, requests, failed) = add_activity(&f.store, now);
+    let s = start(f.store.clone(), Access::Open, test_limits());
+    let v = get(s.addr, "/api/v1/stats").json();
+    let d = &v["discoveries_per_hour"];
+    let counts: Vec<u64> = d["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    let start = d["start"].as_u64().unwrap();
+    assert_eq!(start % 3600, 0);
+    // Each torrent lands in the bucket of its hour.
+    let mut want = vec![0u64; counts.len()];
+    for (k, n) in per_hour {
+        for i in 0..n {
+            let t = now - k * 3600 + i;
+            want[((t - start) / 3600) as usize] += 1;
+        }
+    }
+    assert_eq!(counts, want);
+    let r = &v["requests_per_hour"];
+    let sum = |k: &str| -> u64 {
+        r[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(sum("counts"), requests);
+    assert_eq!(sum("failed"), failed);
+    assert_eq!(v["funnel"][0]["count"], 1000);
+    assert_eq!(v["funnel"][2]["count"], 15);
+    let reasons: u64 = v["failure_reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(reasons, failed);
+    assert_eq!(v["top_clients"].as_array().unwrap().len(), 2);
+    // The page draws them, with the client name as text.
+    let page = get(s.addr, "/stats").text();
+    assert!(page.contains("&lt;b&gt;evil&lt;/b&gt; 1.0"));
+    assert!(!page.contains("<b>evil"));
+    assert!(page.contains("timeout"));
+}
+
+#[test]
 fn unknown_endpoints_methods_and_metrics() {
     let (_f, s) = open_server();
     let r = get(s.addr, "/api/v1/nope");
@@ -371,12 +423,21 @@ fn torrent_page_has_fields_tree_magnet_and_download() {
 
 #[test]
 fn stats_page_draws_svg_charts() {
+    // Nothing in the window yet: said in words, no empty chart.
     let (_f, s) = open_server();
+    let body = get(s.addr, "/stats").text();
+    assert_eq!(body.matches("None in this window.").count(), 2, "{body}");
+    drop(s);
+    // With activity: five charts (discoveries, requests, funnel, reasons, clients).
+    let f = fixture();
+    add_activity(&f.store, magnetar_web::index::now_secs());
+    let s = start(f.store.clone(), Access::Open, test_limits());
     let r = get(s.addr, "/stats");
     assert_eq!(r.status, 200);
     let body = r.text();
-    assert!(body.matches("<svg").count() >= 3, "{body}");
+    assert_eq!(body.matches("<svg").count(), 5, "{body}");
     assert!(body.contains("Torrents discovered per hour"));
+    assert!(!body.contains("None in this window."));
     let css = get(s.addr, "/static/style.css");
     assert_eq!(css.status, 200);
     assert!(css.header("content-type").unwrap().starts_with("text/css"));

@@ -344,3 +344,71 @@ pub fn enc(s: &str) -> String {
     }
     o
 }
+
+/// Activity over the last hours, as a crawler leaves it: torrents discovered
+/// `k` per hour `k` hours ago (k = 1..=5), metadata requests (two of three
+/// succeed; failures "timeout" or "no_ut_metadata"; clients by name), and a session.
+/// Returns (torrents per hours-ago, requests, failed requests).
+pub fn add_activity(store: &Store, now: u64) -> (Vec<(u64, u64)>, u64, u64) {
+    use magnetar_storage::synth::Synth;
+    use magnetar_storage::{RequestOutcome, RequestRecord, SessionCounters, SessionRecord};
+    let mut synth = Synth::new(11);
+    let mut ops = Vec::new();
+    let mut per_hour = Vec::new();
+    for k in 1..=5u64 {
+        for i in 0..k {
+            ops.push(Op::Torrent(Box::new(
+                synth.torrent(now - k * 3600 + i, false),
+            )));
+        }
+        per_hour.push((k, k));
+    }
+    let (mut n, mut failed) = (0, 0);
+    for i in 0..30u64 {
+        let fail = i % 3 == 0;
+        n += 1;
+        failed += u64::from(fail);
+        ops.push(Op::Request(RequestRecord {
+            infohash: [i as u8; 20],
+            peer: format!("10.0.0.{}:6881", i + 1).parse().unwrap(),
+            started_at_ms: (now - 7200 + i * 60) * 1000,
+            duration_ms: 100,
+            outcome: if fail {
+                RequestOutcome::Failure
+            } else {
+                RequestOutcome::Success
+            },
+            reason: match (fail, i % 2) {
+                (false, _) => String::new(),
+                (true, 0) => "timeout".into(),
+                (true, _) => "no_ut_metadata".into(),
+            },
+            pieces: 1,
+            client: if i % 2 == 0 {
+                "libtorrent/2.0"
+            } else {
+                "<b>evil</b> 1.0"
+            }
+            .into(),
+            encryption: "plaintext".into(),
+            transport: "tcp".into(),
+        }));
+    }
+    ops.push(Op::Session(SessionRecord {
+        id: 1,
+        started_at: now - 6 * 3600,
+        ended_at: Some(now - 60),
+        counters: SessionCounters {
+            infohashes_discovered: 1000,
+            metadata_fetched: 40,
+            metadata_failed: 10,
+            torrents_new: 15,
+            dht_queries_sent: 5000,
+            dht_responses_received: 4000,
+        },
+        peak_rss_bytes: 1 << 26,
+        cpu_ms: 1000,
+    }));
+    store.apply_batch(&ops).expect("activity");
+    (per_hour, n, failed)
+}
