@@ -591,7 +591,7 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
 /// `magnetar serve`: the HTTP server over an existing database until SIGINT/SIGTERM.
 fn cmd_serve(h: &HttpArgs, db: &std::path::Path) -> Result<(), Fail> {
     let access = magnetar_web::Access::decide(h.listen, h.token.as_deref(), h.no_auth)
-        .map_err(|e| Fail(format!("--listen: {e}")))?;
+        .map_err(|e| Fail(format!("--listen: {}", e.message("--token", "--no-auth"))))?;
     // No maintenance lock: a reader takes none, and serving beside a crawler is the
     // point. (Compaction, which swaps the file, refuses to run while a crawler holds
     // the lock; run it with the server stopped too.)
@@ -792,8 +792,14 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
     }
     let http_access = match a.http {
         Some(addr) => Some(
-            magnetar_web::Access::decide(addr, a.http_token.as_deref(), a.http_no_auth)
-                .map_err(|e| Fail(format!("--http: {e}")))?,
+            magnetar_web::Access::decide(addr, a.http_token.as_deref(), a.http_no_auth).map_err(
+                |e| {
+                    Fail(format!(
+                        "--http: {}",
+                        e.message("--http-token", "--http-no-auth")
+                    ))
+                },
+            )?,
         ),
         None => None,
     };

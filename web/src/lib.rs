@@ -73,6 +73,28 @@ impl std::fmt::Debug for Access {
     }
 }
 
+/// Why [`Access::decide`] refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessError {
+    /// The token is shorter than 16 characters.
+    ShortToken,
+    /// A non-loopback address with neither a token nor an explicit no-auth.
+    NeedsToken(SocketAddr),
+}
+
+impl AccessError {
+    /// The message, naming the command's own flags.
+    pub fn message(&self, token_flag: &str, no_auth_flag: &str) -> String {
+        match self {
+            AccessError::ShortToken => format!("{token_flag} must be at least 16 characters"),
+            AccessError::NeedsToken(a) => format!(
+                "{a} is not a loopback address: give {token_flag} (at least 16 characters), \
+                 or {no_auth_flag} to serve the index to anyone who can reach it"
+            ),
+        }
+    }
+}
+
 impl Access {
     /// The access rule for a server at `listen`: loopback is open unless a token is
     /// given; any other address needs a token or an explicit `no_auth`.
@@ -80,16 +102,12 @@ impl Access {
         listen: SocketAddr,
         token: Option<&str>,
         no_auth: bool,
-    ) -> Result<Access, String> {
+    ) -> Result<Access, AccessError> {
         match token {
-            Some("") => Err("--token must not be empty".into()),
-            Some(t) if t.len() < 16 => Err("--token must be at least 16 characters".into()),
+            Some(t) if t.chars().count() < 16 => Err(AccessError::ShortToken),
             Some(t) => Ok(Access::Token(digest(t))),
             None if no_auth || listen.ip().is_loopback() => Ok(Access::Open),
-            None => Err(format!(
-                "{listen} is not a loopback address: give --token (at least 16 characters), \
-                 or --no-auth to serve the index to anyone who can reach it"
-            )),
+            None => Err(AccessError::NeedsToken(listen)),
         }
     }
 

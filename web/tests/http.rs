@@ -611,9 +611,9 @@ fn non_loopback_needs_a_token_or_no_auth() {
     let any: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
     let lo: std::net::SocketAddr = "127.0.0.1:8080".parse().unwrap();
     let lo6: std::net::SocketAddr = "[::1]:8080".parse().unwrap();
-    assert!(Access::decide(any, None, false)
-        .unwrap_err()
-        .contains("--token"));
+    let e = Access::decide(any, None, false).unwrap_err();
+    assert_eq!(e, magnetar_web::AccessError::NeedsToken(any));
+    assert!(e.message("--token", "--no-auth").contains("give --token"));
     assert!(matches!(Access::decide(any, None, true), Ok(Access::Open)));
     assert!(matches!(Access::decide(lo, None, false), Ok(Access::Open)));
     assert!(matches!(Access::decide(lo6, None, false), Ok(Access::Open)));
