@@ -1,0 +1,235 @@
+//! API search under load: a store of N synthetic torrents, the real server on
+//! loopback, C client threads on keep-alive connections asking
+//! `/api/v1/search?q=…&limit=20` (one or two words of the synthetic vocabulary,
+//! relevance order) for D seconds while a writer commits a batch of 1,000 new
+//! torrents every 200 ms. Prints requests per second, p50/p99/max latency, the
+//! batches committed meanwhile, and the transfer size of the search page.
+//!
+//! `cargo bench -p magnetar-web --bench api_load -- [--torrents N] [--clients C] [--secs D]`
+//! (defaults 1,000,000, 32, 20). The database is built in a temporary directory.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use magnetar_storage::synth::Synth;
+use magnetar_storage::{Op, Store, StoreOptions};
+use magnetar_web::{Access, Config, Limits, ServerCounters};
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Reads one response (Content-Length framed); returns (status, body length).
+fn read_response(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(u16, usize)> {
+    buf.clear();
+    let mut chunk = [0u8; 8192];
+    let head_end;
+    loop {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            head_end = p + 4;
+            break;
+        }
+    }
+    let head = std::str::from_utf8(&buf[..head_end])
+        .ok()?
+        .to_ascii_lowercase();
+    let status: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some((status, len))
+}
+
+fn main() {
+    let n = arg("--torrents", 1_000_000);
+    let clients = arg("--clients", 32) as usize;
+    let secs = arg("--secs", 20);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(StoreOptions::new(dir.path())).unwrap();
+    let mut synth = Synth::new(1);
+    let t0 = Instant::now();
+    let mut done = 0u64;
+    while done < n {
+        let k = (n - done).min(10_000);
+        let ops: Vec<Op> = (0..k)
+            .map(|i| Op::Torrent(Box::new(synth.torrent(1_600_000_000 + done + i, false))))
+            .collect();
+        store.apply_batch(&ops).unwrap();
+        done += k;
+    }
+    eprintln!("filled {n} torrents in {:.1} s", t0.elapsed().as_secs_f64());
+
+    // Queries: one or two vocabulary words.
+    let mut qs = Synth::new(2);
+    let queries: Vec<String> = (0..1000)
+        .map(|i| {
+            if i % 2 == 0 {
+                qs.word().to_string()
+            } else {
+                let a = qs.word().to_string();
+                format!("{a} {}", qs.word())
+            }
+        })
+        .collect();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let cfg = Config {
+        access: Access::Open,
+        limits: Limits::default(),
+        metrics: None,
+    };
+    rt.spawn(magnetar_web::serve(
+        listener,
+        store.clone(),
+        cfg,
+        Arc::new(ServerCounters::default()),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    // Transfer size of the search page for a common word.
+    let page_bytes = |gzip: bool| {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let enc = if gzip {
+            "Accept-Encoding: gzip\r\n"
+        } else {
+            ""
+        };
+        write!(
+            s,
+            "GET /search?q={} HTTP/1.1\r\nHost: b\r\n{enc}\r\n",
+            queries[0]
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        let mut raw = Vec::new();
+        // Compressed answers are chunked: read what arrives within a short while.
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let mut chunk = [0u8; 65536];
+        while let Ok(k) = s.read(&mut chunk) {
+            if k == 0 {
+                break;
+            }
+            raw.extend_from_slice(&chunk[..k]);
+        }
+        buf.extend_from_slice(&raw);
+        buf.len()
+    };
+    let plain = page_bytes(false);
+    let gz = page_bytes(true);
+
+    let running = Arc::new(AtomicBool::new(true));
+    let commits = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (running, commits, store) = (running.clone(), commits.clone(), store.clone());
+        std::thread::spawn(move || {
+            let mut synth = Synth::new(3);
+            let mut at = 1_700_000_000u64;
+            while running.load(Ordering::Relaxed) {
+                let ops: Vec<Op> = (0..1000)
+                    .map(|_| {
+                        at += 1;
+                        Op::Torrent(Box::new(synth.torrent(at, false)))
+                    })
+                    .collect();
+                store.apply_batch(&ops).unwrap();
+                commits.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let handles: Vec<_> = (0..clients)
+        .map(|c| {
+            let queries = queries.clone();
+            std::thread::spawn(move || {
+                let mut lat = Vec::new();
+                let mut errors = 0u64;
+                let mut s = TcpStream::connect(addr).unwrap();
+                let mut buf = Vec::new();
+                let mut i = c * 31;
+                while Instant::now() < deadline {
+                    let q = queries[i % queries.len()].replace(' ', "+");
+                    i += 1;
+                    let t = Instant::now();
+                    let req =
+                        format!("GET /api/v1/search?q={q}&limit=20 HTTP/1.1\r\nHost: b\r\n\r\n");
+                    if s.write_all(req.as_bytes()).is_err() {
+                        errors += 1;
+                        s = TcpStream::connect(addr).unwrap();
+                        continue;
+                    }
+                    match read_response(&mut s, &mut buf) {
+                        Some((200, _)) => lat.push(t.elapsed()),
+                        Some(_) => errors += 1,
+                        None => {
+                            errors += 1;
+                            s = TcpStream::connect(addr).unwrap();
+                        }
+                    }
+                }
+                (lat, errors)
+            })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for h in handles {
+        let (l, e) = h.join().unwrap();
+        lat.extend(l);
+        errors += e;
+    }
+    running.store(false, Ordering::Relaxed);
+    writer.join().unwrap();
+    let _ = stop_tx.send(());
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!(
+        "api_load: {n} torrents, {clients} clients, {secs} s: {} searches, {:.0} searches/s, \
+         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, errors {errors}, writer batches of 1000 committed meanwhile: {}",
+        lat.len(),
+        lat.len() as f64 / secs as f64,
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        lat.last().unwrap().as_secs_f64() * 1e3,
+        commits.load(Ordering::Relaxed)
+    );
+    println!(
+        "search page (q={}, 50 rows): {plain} bytes on the wire, {gz} with gzip",
+        queries[0]
+    );
+}
