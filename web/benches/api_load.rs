@@ -95,6 +95,27 @@ fn main() {
         })
         .collect();
 
+    // The same queries straight on the store, one thread, no writer: what the
+    // HTTP layer and concurrency add is the difference.
+    let mut direct: Vec<Duration> = queries
+        .iter()
+        .map(|q| {
+            let t = Instant::now();
+            let r = store
+                .search(q, 20, 0, magnetar_storage::Order::Relevance)
+                .unwrap();
+            std::hint::black_box(r);
+            t.elapsed()
+        })
+        .collect();
+    direct.sort();
+    println!(
+        "store.search directly (1 thread, no writer, the same {} queries): p50 {:.2} ms, p99 {:.2} ms",
+        direct.len(),
+        direct[direct.len() / 2].as_secs_f64() * 1e3,
+        direct[direct.len() * 99 / 100].as_secs_f64() * 1e3
+    );
+
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
