@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use magnetar_core::fetch::{
-    Encryption, EncryptionPolicy, FailReason, FetchConfig, FetchOutput, Fetcher,
-    PeerSessionReport, SessionOutcome, Transport, WireMode,
+    Encryption, EncryptionPolicy, FailReason, FetchConfig, FetchOutput, Fetcher, PeerSessionReport,
+    SessionOutcome, Transport, WireMode,
 };
 use magnetar_core::testkit::{
     build_info, Behavior, Chunking, InfoSpec, SeederEncryption, Swarm, UtpSwarm,
@@ -216,7 +216,15 @@ fn silent_peer_fails_mse_with_dh_timeout() {
 
 #[test]
 fn peer_accepting_both_gets_plaintext_under_prefer_plaintext() {
-    let either = |policy| run_one(6, Behavior::Honest, SeederEncryption::Either, policy, |_| {});
+    let either = |policy| {
+        run_one(
+            6,
+            Behavior::Honest,
+            SeederEncryption::Either,
+            policy,
+            |_| {},
+        )
+    };
     let (_, f, ev) = either(EncryptionPolicy::PreferPlaintext);
     assert_eq!(
         modes(&ev),

@@ -981,12 +981,22 @@ fn magnetar_indexes_a_utp_only_swarm_tokio() {
 /// refuse it and are retried with MSE over uTP).
 #[test]
 fn magnetar_indexes_an_encrypted_utp_only_swarm_mio() {
-    indexes_a_swarm_opts("mio", "rc4,plaintext,disabled", Some("prefer-plaintext"), true);
+    indexes_a_swarm_opts(
+        "mio",
+        "rc4,plaintext,disabled",
+        Some("prefer-plaintext"),
+        true,
+    );
 }
 
 /// The same on tokio, MSE first (plaintext-only peers refuse it and are retried
 /// in plaintext over uTP).
 #[test]
 fn magnetar_indexes_an_encrypted_utp_only_swarm_tokio() {
-    indexes_a_swarm_opts("tokio", "rc4,plaintext,disabled", Some("prefer-encrypted"), true);
+    indexes_a_swarm_opts(
+        "tokio",
+        "rc4,plaintext,disabled",
+        Some("prefer-encrypted"),
+        true,
+    );
 }
