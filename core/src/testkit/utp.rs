@@ -43,6 +43,8 @@ pub struct UtpSwarm {
     seeder: Option<(SocketAddr, Bytes, InfoHash)>,
     /// Which handshakes the seeder accepts.
     encryption: SeederEncryption,
+    /// How the seeder behaves.
+    behavior: Behavior,
     /// The seeder side's streams: the seeder and its bytes not yet written.
     streams: BTreeMap<StreamId, (FakeSeeder, Vec<u8>)>,
     wire: BTreeMap<(Timestamp, u64), (Dir, SocketAddr, Bytes)>,
@@ -82,6 +84,7 @@ impl UtpSwarm {
             our_addr: SocketAddr::from(([10, 255, 0, 1], 6881)),
             seeder: None,
             encryption: SeederEncryption::default(),
+            behavior: Behavior::Honest,
             streams: BTreeMap::new(),
             wire: BTreeMap::new(),
             seq: 0,
@@ -118,6 +121,12 @@ impl UtpSwarm {
     /// the streams it accepts from now on.
     pub fn set_encryption(&mut self, e: SeederEncryption) {
         self.encryption = e;
+    }
+
+    /// Sets how the seeder behaves (default honest), for the streams it
+    /// accepts from now on: the hostile behaviours of the TCP tests, over uTP.
+    pub fn set_behavior(&mut self, b: Behavior) {
+        self.behavior = b;
     }
 
     /// Drives `f` (made with [`Fetcher::with_utp`]) until nothing is left to
@@ -252,7 +261,7 @@ impl UtpSwarm {
                     let _ = self.theirs.abort(now, stream);
                     return;
                 };
-                let mut s = FakeSeeder::with_info_hash(info, ih, Behavior::Honest)
+                let mut s = FakeSeeder::with_info_hash(info, ih, self.behavior.clone())
                     .with_encryption(self.encryption);
                 s.on_connected();
                 self.streams.insert(stream, (s, Vec::new()));
