@@ -104,6 +104,24 @@ fn fetches_announced_metadata(runtime: &str, base: u8) {
         ),
         "{out}"
     );
+    // Each request record keeps its session's handshake and transport (issues
+    // 15 and 16): the plaintext TCP seeder served it.
+    for (section, name) in [
+        ("handshakes (kept request records):", "plaintext"),
+        ("transports (kept request records):", "tcp"),
+    ] {
+        let rows: Vec<&str> = out
+            .lines()
+            .skip_while(|l| *l != section)
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .collect();
+        assert!(
+            rows.iter()
+                .any(|l| l.ends_with(&format!("% ok  {name}")) && !l.contains(" 0.0% ok")),
+            "{section} {name}: {out}"
+        );
+    }
     let torrents = tempfile::tempdir().unwrap();
     let (st, _, err) = run(&[
         "export",

@@ -11,70 +11,15 @@
 //! rounds; the medians and their ratios are printed at the end. In the pair the
 //! fake seeder's answering side costs as much Diffie-Hellman as ours, so an
 //! encrypted fetch counts four modular exponentiations, of which two are ours.
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
-use magnetar_core::fetch::{EncryptionPolicy, FetchConfig, Fetcher};
+use common::{median, per_cpu_sec, tcp_pair_loop};
+use magnetar_core::fetch::EncryptionPolicy;
 use magnetar_core::mse::{Mse, MseConfig, MseState};
-use magnetar_core::testkit::{build_info, Behavior, InfoSpec, SeederEncryption, Swarm};
-use magnetar_core::{Event, Rng, Timestamp};
-
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn addr() -> SocketAddr {
-    "10.0.0.1:6881".parse().unwrap()
-}
-
-/// Runs `one` until at least `min` of CPU time; returns operations per CPU-second.
-fn per_cpu_sec(min: Duration, mut one: impl FnMut()) -> f64 {
-    let start = thread_cpu_ns();
-    let mut n = 0u64;
-    loop {
-        for _ in 0..16 {
-            one();
-        }
-        n += 16;
-        let d = thread_cpu_ns().saturating_sub(start);
-        if d >= min.as_nanos() as u64 {
-            return n as f64 / (d as f64 / 1e9);
-        }
-    }
-}
-
-/// A one-piece fetch loop (~2 KiB info dict) with this seeder and policy.
-fn fetch_loop(enc: SeederEncryption, policy: EncryptionPolicy) -> impl FnMut() {
-    let spec = InfoSpec {
-        piece_length: 1 << 20,
-        ..InfoSpec::single("one-piece.bin", 100 << 20)
-    };
-    let info = build_info(&spec);
-    let mut sw = Swarm::new(1);
-    let ih = sw.add_seeder(addr(), info.into(), Behavior::Honest);
-    sw.set_encryption(addr(), enc);
-    let cfg = FetchConfig {
-        encryption: policy,
-        max_dh_per_sec: 0,
-        ..FetchConfig::default()
-    };
-    let mut f = Fetcher::new(cfg, Rng::new(1)).with_allow_private(true);
-    let mut ev = Vec::with_capacity(4);
-    move || {
-        ev.clear();
-        f.fetch(Timestamp::ZERO, ih, &[addr()]).unwrap();
-        sw.run_into(&mut f, 1000, &mut ev);
-        assert_eq!(
-            ev.iter()
-                .filter(|e| matches!(e, Event::MetadataFetched(_)))
-                .count(),
-            1
-        );
-    }
-}
+use magnetar_core::testkit::SeederEncryption;
+use magnetar_core::Rng;
 
 /// One MSE handshake between both sides (RC4 selected), bytes handed over whole.
 fn handshake_loop() -> impl FnMut() {
@@ -95,23 +40,18 @@ fn handshake_loop() -> impl FnMut() {
     }
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
     let rounds = 5;
     let min = Duration::from_millis(300);
-    let mut plain = fetch_loop(
+    let mut plain = tcp_pair_loop(
         SeederEncryption::PlaintextOnly,
         EncryptionPolicy::PreferPlaintext,
     );
-    let mut rc4 = fetch_loop(SeederEncryption::ForcedRc4, EncryptionPolicy::Require);
-    let mut msep = fetch_loop(SeederEncryption::ForcedPlaintext, EncryptionPolicy::Require);
+    let mut rc4 = tcp_pair_loop(SeederEncryption::ForcedRc4, EncryptionPolicy::Require);
+    let mut msep = tcp_pair_loop(SeederEncryption::ForcedPlaintext, EncryptionPolicy::Require);
     let mut hs = handshake_loop();
     let (mut p, mut r, mut m, mut h) = (vec![], vec![], vec![], vec![]);
     for i in 0..rounds {

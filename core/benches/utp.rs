@@ -18,52 +18,14 @@
 //! both ends' uTP machines run in this thread (the seeder's side costs about
 //! as much as ours), so the uTP figure counts two uTP stacks and the TCP figure
 //! none (the kernel's TCP is not in the pair).
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
-use magnetar_core::fetch::{FetchConfig, Fetcher};
-use magnetar_core::testkit::{build_info, Behavior, InfoSpec, Swarm, UtpSwarm};
-use magnetar_core::{Event, Rng, SocketId, Timestamp};
-
-fn thread_cpu_ns() -> u64 {
-    std::fs::read_to_string("/proc/thread-self/schedstat")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn addr() -> SocketAddr {
-    "10.0.0.1:6881".parse().unwrap()
-}
-
-fn fetched(ev: &[Event]) -> usize {
-    ev.iter()
-        .filter(|e| matches!(e, Event::MetadataFetched(_)))
-        .count()
-}
-
-/// Runs `one` until at least `min` of CPU time; returns operations per CPU-second.
-fn per_cpu_sec(min: Duration, mut one: impl FnMut()) -> f64 {
-    let start = thread_cpu_ns();
-    let mut n = 0u64;
-    loop {
-        for _ in 0..16 {
-            one();
-        }
-        n += 16;
-        let d = thread_cpu_ns().saturating_sub(start);
-        if d >= min.as_nanos() as u64 {
-            return n as f64 / (d as f64 / 1e9);
-        }
-    }
-}
-
-fn one_piece_info() -> Vec<u8> {
-    build_info(&InfoSpec {
-        piece_length: 1 << 20,
-        ..InfoSpec::single("one-piece.bin", 100 << 20)
-    })
-}
+use common::{addr, fetched, median, one_piece_info, per_cpu_sec, tcp_pair_loop, thread_cpu_ns};
+use magnetar_core::fetch::{EncryptionPolicy, FetchConfig, Fetcher};
+use magnetar_core::testkit::{build_info, Behavior, InfoSpec, SeederEncryption, Swarm, UtpSwarm};
+use magnetar_core::{Rng, SocketId, Timestamp};
 
 fn long_cfg() -> FetchConfig {
     FetchConfig {
@@ -71,20 +33,6 @@ fn long_cfg() -> FetchConfig {
         infohash_timeout: Duration::from_secs(3600),
         idle_timeout: Duration::from_secs(60),
         ..FetchConfig::default()
-    }
-}
-
-/// One-piece fetches over the TCP pair.
-fn tcp_loop() -> impl FnMut() {
-    let mut sw = Swarm::new(1);
-    let ih = sw.add_seeder(addr(), one_piece_info().into(), Behavior::Honest);
-    let mut f = Fetcher::new(FetchConfig::default(), Rng::new(1)).with_allow_private(true);
-    let mut ev = Vec::with_capacity(4);
-    move || {
-        ev.clear();
-        f.fetch(Timestamp::ZERO, ih, &[addr()]).unwrap();
-        sw.run_into(&mut f, 1000, &mut ev);
-        assert_eq!(fetched(&ev), 1);
     }
 }
 
@@ -146,18 +94,16 @@ fn tcp_big(info: &[u8]) -> f64 {
     cpu
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
     let rounds = 5;
     let min = Duration::from_millis(300);
-    let mut tcp = tcp_loop();
+    let mut tcp = tcp_pair_loop(
+        SeederEncryption::PlaintextOnly,
+        EncryptionPolicy::PreferPlaintext,
+    );
     let mut utp = utp_loop();
     let (mut t, mut u) = (vec![], vec![]);
     for i in 0..rounds {

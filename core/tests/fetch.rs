@@ -123,11 +123,10 @@ fn honest_multi_piece_any_chunking() {
     }
 }
 
-/// Every hostile behaviour ends in its exact reason, and nothing is accepted.
-#[test]
-fn hostile_seeders_fail_with_exact_reason() {
-    let big = big_info();
-    let cases: Vec<(Behavior, FailReason)> = vec![
+/// Every hostile behaviour of the fake seeder serving `big`, with the reason it
+/// must end in.
+fn hostile_cases(big: &[u8]) -> Vec<(Behavior, FailReason)> {
+    vec![
         // CloseBeforeHandshake is refused like a forced-encryption peer refuses
         // plaintext, so it is retried with MSE once: see
         // fetch_mse.rs::peer_closing_at_once_is_tried_both_ways.
@@ -166,8 +165,14 @@ fn hostile_seeders_fail_with_exact_reason() {
         (Behavior::CloseAfterPieces(2), FailReason::ClosedMidTransfer),
         (Behavior::Stall, FailReason::IdleTimeout),
         (Behavior::HugeFrame, FailReason::FrameTooLarge),
-    ];
-    for (b, want) in cases {
+    ]
+}
+
+/// Every hostile behaviour ends in its exact reason, and nothing is accepted.
+#[test]
+fn hostile_seeders_fail_with_exact_reason() {
+    let big = big_info();
+    for (b, want) in hostile_cases(&big) {
         for chunking in [Chunking::Whole, Chunking::Random { max: 300 }] {
             let mut sw = Swarm::new(5);
             sw.set_chunking(chunking);
@@ -185,6 +190,47 @@ fn hostile_seeders_fail_with_exact_reason() {
             assert!(!f.is_fetching(&ih));
             assert_eq!(f.sessions(), 0);
         }
+    }
+}
+
+/// The same hostile seeders behind a uTP stream (issue 15: every hostile
+/// behaviour the TCP path survives is survived the same way over uTP): the
+/// same reason, one uTP session, nothing accepted, every stream closed. The
+/// seeder talked to us over UDP, so uTP goes first (its TCP is refused).
+#[test]
+fn hostile_seeders_fail_with_exact_reason_over_utp() {
+    use magnetar_core::fetch::Transport;
+    use magnetar_core::testkit::UtpSwarm;
+    use magnetar_core::SocketId;
+    let big = big_info();
+    for (b, want) in hostile_cases(&big) {
+        let mut w = UtpSwarm::new(5, Duration::from_millis(20), 0);
+        w.set_behavior(b.clone());
+        let ih = w.set_seeder(addr(1), big.clone().into());
+        let mut f = fetcher().with_utp(true);
+        f.note_udp_contact(Timestamp::ZERO, addr(1), SocketId(0));
+        f.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
+        let mut ev = Vec::new();
+        w.run_into(&mut f, 1_000_000, &mut ev);
+        assert!(fetched(&ev).is_empty(), "{b:?}");
+        let fl = failed(&ev);
+        assert_eq!(fl.len(), 1, "{b:?}");
+        assert_eq!(fl[0].reasons, vec![(addr(1), want)], "{b:?}");
+        let sessions: Vec<_> = ev
+            .iter()
+            .filter_map(|e| match e {
+                Event::PeerSession(r) => Some((r.transport, r.outcome)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            sessions,
+            vec![(Transport::Utp, SessionOutcome::Failed(want))],
+            "{b:?}"
+        );
+        assert_eq!(w.tcp_refused, 0, "{b:?}");
+        assert_eq!(f.sessions(), 0);
+        assert!(w.ours().is_empty(), "{b:?}: {:?}", w.ours().stats());
     }
 }
 

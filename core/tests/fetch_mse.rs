@@ -8,11 +8,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use magnetar_core::fetch::{
-    Encryption, EncryptionPolicy, FailReason, FetchConfig, Fetcher, PeerSessionReport,
-    SessionOutcome, WireMode,
+    Encryption, EncryptionPolicy, FailReason, FetchConfig, FetchOutput, Fetcher, PeerSessionReport,
+    SessionOutcome, Transport, WireMode,
 };
-use magnetar_core::testkit::{build_info, Behavior, Chunking, InfoSpec, SeederEncryption, Swarm};
-use magnetar_core::{Event, Rng, Timestamp};
+use magnetar_core::testkit::{
+    build_info, Behavior, Chunking, InfoSpec, SeederEncryption, Swarm, UtpSwarm,
+};
+use magnetar_core::{CloseReason, ConnId, Event, Output, Rng, SocketId, Timestamp};
 
 fn addr(i: u32) -> SocketAddr {
     SocketAddr::new(
@@ -55,16 +57,36 @@ fn modes(ev: &[Event]) -> Vec<(Encryption, SessionOutcome)> {
         .collect()
 }
 
+/// A fetcher under `policy` fetching a fresh torrent from one seeder at
+/// `addr(1)` that behaves as `behavior` and accepts `enc`, in a swarm of
+/// `seed` that `tune` adjusts first: the swarm, the fetcher, the events.
+fn run_one(
+    seed: u64,
+    behavior: Behavior,
+    enc: SeederEncryption,
+    policy: EncryptionPolicy,
+    tune: impl FnOnce(&mut Swarm),
+) -> (Swarm, Fetcher, Vec<Event>) {
+    let mut sw = Swarm::new(seed);
+    tune(&mut sw);
+    let ih = sw.add_seeder(addr(1), info("a"), behavior);
+    sw.set_encryption(addr(1), enc);
+    let mut f = fetcher(policy);
+    f.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
+    let ev = sw.run(&mut f, 100_000);
+    (sw, f, ev)
+}
+
 #[test]
 fn forced_rc4_peer_refuses_plaintext_then_serves_over_rc4() {
     for chunking in [Chunking::Whole, Chunking::Random { max: 37 }] {
-        let mut sw = Swarm::new(1);
-        sw.set_chunking(chunking);
-        let ih = sw.add_seeder(addr(1), info("a"), Behavior::Honest);
-        sw.set_encryption(addr(1), SeederEncryption::ForcedRc4);
-        let mut f = fetcher(EncryptionPolicy::PreferPlaintext);
-        f.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
-        let ev = sw.run(&mut f, 10_000);
+        let (mut sw, mut f, ev) = run_one(
+            1,
+            Behavior::Honest,
+            SeederEncryption::ForcedRc4,
+            EncryptionPolicy::PreferPlaintext,
+            |sw| sw.set_chunking(chunking),
+        );
         assert_eq!(fetched(&ev), 1);
         assert_eq!(
             modes(&ev),
@@ -105,12 +127,13 @@ fn forced_rc4_peer_refuses_plaintext_then_serves_over_rc4() {
 
 #[test]
 fn forced_peer_selecting_plaintext_after_the_handshake() {
-    let mut sw = Swarm::new(2);
-    let ih = sw.add_seeder(addr(1), info("a"), Behavior::Honest);
-    sw.set_encryption(addr(1), SeederEncryption::ForcedPlaintext);
-    let mut f = fetcher(EncryptionPolicy::Require);
-    f.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
-    let ev = sw.run(&mut f, 10_000);
+    let (_, f, ev) = run_one(
+        2,
+        Behavior::Honest,
+        SeederEncryption::ForcedPlaintext,
+        EncryptionPolicy::Require,
+        |_| {},
+    );
     assert_eq!(fetched(&ev), 1);
     assert_eq!(
         modes(&ev),
@@ -122,11 +145,13 @@ fn forced_peer_selecting_plaintext_after_the_handshake() {
 
 #[test]
 fn plaintext_only_peer_refuses_mse_then_serves_in_clear() {
-    let mut sw = Swarm::new(3);
-    let ih = sw.add_seeder(addr(1), info("a"), Behavior::Honest);
-    let mut f = fetcher(EncryptionPolicy::PreferEncrypted);
-    f.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
-    let ev = sw.run(&mut f, 10_000);
+    let (_, f, ev) = run_one(
+        3,
+        Behavior::Honest,
+        SeederEncryption::PlaintextOnly,
+        EncryptionPolicy::PreferEncrypted,
+        |_| {},
+    );
     assert_eq!(fetched(&ev), 1);
     assert_eq!(
         modes(&ev),
@@ -148,11 +173,13 @@ fn plaintext_only_peer_refuses_mse_then_serves_in_clear() {
 
 #[test]
 fn require_never_falls_back_to_plaintext() {
-    let mut sw = Swarm::new(4);
-    let ih = sw.add_seeder(addr(1), info("a"), Behavior::Honest);
-    let mut f = fetcher(EncryptionPolicy::Require);
-    f.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
-    let ev = sw.run(&mut f, 10_000);
+    let (_, f, ev) = run_one(
+        4,
+        Behavior::Honest,
+        SeederEncryption::PlaintextOnly,
+        EncryptionPolicy::Require,
+        |_| {},
+    );
     assert_eq!(fetched(&ev), 0);
     assert_eq!(
         modes(&ev),
@@ -163,18 +190,20 @@ fn require_never_falls_back_to_plaintext() {
     );
     assert_eq!(f.stats().encryption.plaintext_attempts, 0);
     assert_eq!(
-        f.peer_capability(&addr(1)).unwrap().refused,
+        f.peer_capability(&addr(1)).unwrap().refused(Transport::Tcp),
         Some(WireMode::Encrypted)
     );
 }
 
 #[test]
 fn silent_peer_fails_mse_with_dh_timeout() {
-    let mut sw = Swarm::new(5);
-    let ih = sw.add_seeder(addr(1), info("a"), Behavior::Silent);
-    let mut f = fetcher(EncryptionPolicy::Require);
-    f.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
-    let ev = sw.run(&mut f, 10_000);
+    let (_, f, ev) = run_one(
+        5,
+        Behavior::Silent,
+        SeederEncryption::PlaintextOnly,
+        EncryptionPolicy::Require,
+        |_| {},
+    );
     assert_eq!(
         modes(&ev),
         vec![(
@@ -187,24 +216,23 @@ fn silent_peer_fails_mse_with_dh_timeout() {
 
 #[test]
 fn peer_accepting_both_gets_plaintext_under_prefer_plaintext() {
-    let mut sw = Swarm::new(6);
-    let ih = sw.add_seeder(addr(1), info("a"), Behavior::Honest);
-    sw.set_encryption(addr(1), SeederEncryption::Either);
-    let mut f = fetcher(EncryptionPolicy::PreferPlaintext);
-    f.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
-    let ev = sw.run(&mut f, 10_000);
+    let either = |policy| {
+        run_one(
+            6,
+            Behavior::Honest,
+            SeederEncryption::Either,
+            policy,
+            |_| {},
+        )
+    };
+    let (_, f, ev) = either(EncryptionPolicy::PreferPlaintext);
     assert_eq!(
         modes(&ev),
         vec![(Encryption::Plaintext, SessionOutcome::Ok)]
     );
     assert_eq!(f.stats().encryption.encrypted_attempts, 0);
     // …and RC4 under prefer-encrypted.
-    let mut sw = Swarm::new(6);
-    let ih = sw.add_seeder(addr(1), info("a"), Behavior::Honest);
-    sw.set_encryption(addr(1), SeederEncryption::Either);
-    let mut f = fetcher(EncryptionPolicy::PreferEncrypted);
-    f.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
-    let ev = sw.run(&mut f, 10_000);
+    let (_, _, ev) = either(EncryptionPolicy::PreferEncrypted);
     assert_eq!(modes(&ev), vec![(Encryption::Rc4, SessionOutcome::Ok)]);
 }
 
@@ -250,11 +278,13 @@ fn pex_flags_say_which_contacts_prefer_encryption() {
 
 #[test]
 fn peer_closing_at_once_is_tried_both_ways() {
-    let mut sw = Swarm::new(8);
-    let ih = sw.add_seeder(addr(1), info("a"), Behavior::CloseBeforeHandshake);
-    let mut f = fetcher(EncryptionPolicy::PreferPlaintext);
-    f.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
-    let ev = sw.run(&mut f, 10_000);
+    let (sw, _, ev) = run_one(
+        8,
+        Behavior::CloseBeforeHandshake,
+        SeederEncryption::PlaintextOnly,
+        EncryptionPolicy::PreferPlaintext,
+        |_| {},
+    );
     assert_eq!(
         modes(&ev),
         vec![
@@ -285,14 +315,16 @@ fn peer_closing_at_once_is_tried_both_ways() {
 fn dripping_mse_peer_is_cut_off_by_the_session_deadline() {
     // One byte per second from a forced-RC4 seeder: its Yb and padding alone
     // take minutes; the session deadline (10 s) ends it as a DH timeout.
-    let mut sw = Swarm::new(9);
-    sw.set_chunking(Chunking::Fixed(1));
-    sw.set_step(Duration::from_secs(1));
-    let ih = sw.add_seeder(addr(1), info("a"), Behavior::Honest);
-    sw.set_encryption(addr(1), SeederEncryption::ForcedRc4);
-    let mut f = fetcher(EncryptionPolicy::Require);
-    f.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
-    let ev = sw.run(&mut f, 100_000);
+    let (_, _, ev) = run_one(
+        9,
+        Behavior::Honest,
+        SeederEncryption::ForcedRc4,
+        EncryptionPolicy::Require,
+        |sw| {
+            sw.set_chunking(Chunking::Fixed(1));
+            sw.set_step(Duration::from_secs(1));
+        },
+    );
     let r = reports(&ev);
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].outcome, SessionOutcome::Failed(FailReason::DhTimeout));
@@ -301,4 +333,138 @@ fn dripping_mse_peer_is_cut_off_by_the_session_deadline() {
         "{:?}",
         r[0].duration
     );
+}
+
+/// The next connect `f` asks for: its id and transport (other outputs are
+/// dropped).
+fn next_connect(f: &mut Fetcher) -> (ConnId, Transport) {
+    while let Some(o) = f.poll_outcome() {
+        match o {
+            FetchOutput::Output(Output::Connect { conn, .. }) => return (conn, Transport::Tcp),
+            FetchOutput::UtpConnect { conn, .. } => return (conn, Transport::Utp),
+            _ => {}
+        }
+    }
+    panic!("the fetcher asked for no connection");
+}
+
+/// Connects `conn` and says which handshake its first bytes are.
+fn connect_mode(f: &mut Fetcher, now: Timestamp, conn: ConnId) -> WireMode {
+    f.handle_connected(now, conn);
+    while let Some(o) = f.poll_outcome() {
+        if let FetchOutput::Output(Output::Send { conn: c, bytes }) = o {
+            assert_eq!(c, conn);
+            return if bytes.starts_with(b"\x13BitTorrent protocol") {
+                WireMode::Plaintext
+            } else {
+                WireMode::Encrypted
+            };
+        }
+    }
+    panic!("nothing sent on {conn:?}");
+}
+
+/// A refusal over one transport says nothing about the other: a peer that
+/// closed on our plaintext handshake over TCP (as a libtorrent peer with
+/// incoming TCP off closes everything) and then did not answer the MSE retry
+/// is tried over uTP with the policy's handshake, plaintext; and the other
+/// way round, from uTP to TCP.
+#[test]
+fn encryption_refusals_are_kept_per_transport() {
+    for first in [Transport::Tcp, Transport::Utp] {
+        let mut f = fetcher(EncryptionPolicy::PreferPlaintext).with_utp(true);
+        let now = Timestamp::ZERO;
+        let peer = addr(1);
+        if first == Transport::Utp {
+            // The peer talked to us over UDP: uTP first.
+            f.note_udp_contact(now, peer, SocketId(0));
+        }
+        let ih = magnetar_core::InfoHash([7; 20]);
+        f.fetch(now, ih, &[peer]).unwrap();
+        // 1: plaintext, accepted and closed before a byte: a refusal.
+        let (c1, t1) = next_connect(&mut f);
+        assert_eq!(t1, first);
+        assert_eq!(connect_mode(&mut f, now, c1), WireMode::Plaintext);
+        f.handle_closed(now, c1, CloseReason::Eof);
+        assert_eq!(f.stats().encryption.retried_encrypted, 1);
+        // 2: the MSE retry, same transport; its connect times out.
+        let (c2, t2) = next_connect(&mut f);
+        assert_eq!(t2, first);
+        let cap = f.peer_capability(&peer).unwrap();
+        assert_eq!(cap.refused(first), Some(WireMode::Plaintext));
+        assert_eq!(cap.refused(first.other()), None);
+        f.handle_closed(now, c2, CloseReason::ConnectTimedOut);
+        // 3: the other transport, with the policy's handshake.
+        let (c3, t3) = next_connect(&mut f);
+        assert_eq!(t3, first.other());
+        assert_eq!(
+            connect_mode(&mut f, now, c3),
+            WireMode::Plaintext,
+            "first {first:?}"
+        );
+        assert_eq!(f.stats().encryption.encrypted_attempts, 1);
+    }
+}
+
+/// MSE inside a uTP stream, against a uTP-only seeder (TCP refused) over a
+/// lossy simulated link: a seeder forcing RC4 and one forcing plaintext after
+/// the MSE handshake (libtorrent's `pe_forced` with `allowed_enc_level`
+/// `pe_plaintext`), fetched plaintext first (refused over uTP, retried with
+/// MSE over uTP) and MSE only.
+#[test]
+fn mse_over_utp_rc4_and_plaintext_after_the_handshake() {
+    for (enc, want) in [
+        (SeederEncryption::ForcedRc4, Encryption::Rc4),
+        (SeederEncryption::ForcedPlaintext, Encryption::MsePlaintext),
+    ] {
+        for policy in [EncryptionPolicy::PreferPlaintext, EncryptionPolicy::Require] {
+            let mut w = UtpSwarm::new(11, Duration::from_millis(20), 20_000);
+            w.set_encryption(enc);
+            let raw = build_info(&InfoSpec {
+                piece_length: 16 << 10,
+                ..InfoSpec::single("mse-utp.bin", 40 << 20)
+            });
+            assert!(raw.len() > 16 << 10, "several metadata pieces");
+            let ih = w.set_seeder(addr(1), raw.clone().into());
+            let mut f = fetcher(policy).with_utp(true);
+            let mut ev = Vec::new();
+            f.fetch(Timestamp::ZERO, ih, &[addr(1)]).unwrap();
+            w.run_into(&mut f, 1_000_000, &mut ev);
+            let got: Vec<_> = ev
+                .iter()
+                .filter_map(|e| match e {
+                    Event::MetadataFetched(m) => Some(m),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(got.len(), 1, "{enc:?} {policy:?}: {:?}", modes(&ev));
+            assert_eq!(&got[0].raw[..], &raw[..]);
+            let sessions: Vec<_> = reports(&ev)
+                .iter()
+                .map(|r| (r.transport, r.encryption, r.outcome))
+                .collect();
+            let mut expect = vec![(
+                Transport::Tcp,
+                if policy == EncryptionPolicy::Require {
+                    Encryption::MseIncomplete
+                } else {
+                    Encryption::Plaintext
+                },
+                SessionOutcome::Failed(FailReason::ConnectRefused),
+            )];
+            if policy == EncryptionPolicy::PreferPlaintext {
+                expect.push((
+                    Transport::Utp,
+                    Encryption::Plaintext,
+                    SessionOutcome::Failed(FailReason::ClosedBeforeHandshake),
+                ));
+            }
+            expect.push((Transport::Utp, want, SessionOutcome::Ok));
+            assert_eq!(sessions, expect, "{enc:?} {policy:?}");
+            let cap = f.peer_capability(&addr(1)).unwrap();
+            assert_eq!(cap.encryption, Some(want));
+            assert_eq!(cap.transport, Some(Transport::Utp));
+            assert!(w.lost > 0, "the link lost nothing: {}", w.carried);
+        }
+    }
 }

@@ -973,16 +973,30 @@ fn magnetar_indexes_a_utp_only_swarm_tokio() {
     indexes_a_swarm_opts("tokio", "", None, true);
 }
 
-/// Seeders that are uTP-only and force RC4 (issue 16 over uTP): MSE runs inside the
-/// uTP stream, and every torrent must have been served over uTP *and* RC4. mio
-/// tries plaintext first (refused, retried with MSE over uTP).
+/// uTP-only seeders (issue 16 over uTP) in three pairs, as in the TCP encrypted
+/// swarm: forcing RC4; forcing plaintext after the MSE handshake (`in_enc_policy`
+/// and `out_enc_policy` forced, `allowed_enc_level` plaintext); MSE disabled. MSE
+/// runs inside the uTP stream, and every torrent must have been served over uTP
+/// with the handshake its seeders allow. mio tries plaintext first (forced peers
+/// refuse it and are retried with MSE over uTP).
 #[test]
 fn magnetar_indexes_an_encrypted_utp_only_swarm_mio() {
-    indexes_a_swarm_opts("mio", "rc4", Some("prefer-plaintext"), true);
+    indexes_a_swarm_opts(
+        "mio",
+        "rc4,plaintext,disabled",
+        Some("prefer-plaintext"),
+        true,
+    );
 }
 
-/// The same on tokio, MSE first.
+/// The same on tokio, MSE first (plaintext-only peers refuse it and are retried
+/// in plaintext over uTP).
 #[test]
 fn magnetar_indexes_an_encrypted_utp_only_swarm_tokio() {
-    indexes_a_swarm_opts("tokio", "rc4", Some("prefer-encrypted"), true);
+    indexes_a_swarm_opts(
+        "tokio",
+        "rc4,plaintext,disabled",
+        Some("prefer-encrypted"),
+        true,
+    );
 }

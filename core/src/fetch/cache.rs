@@ -43,17 +43,21 @@ impl PeerCache {
         self.map.get(peer).map(|e| &e.cap)
     }
 
-    /// Learns from a session with `peer` that ended with `outcome`, whose
-    /// stream got past the handshake as `learned` or was refused in `refused`
-    /// mode. True when an entry was evicted to make room.
+    /// Learns from a session with `peer` over `attempt` that ended with
+    /// `outcome`, whose stream got past the handshake as `learned` or was
+    /// refused in `refused` mode (remembered for `attempt` only), and whose
+    /// transport `worked` when it got the peer's handshake. True when an
+    /// entry was evicted to make room.
+    #[allow(clippy::too_many_arguments)]
     pub fn update(
         &mut self,
         peer: SocketAddr,
         info: &PeerInfo,
         outcome: SessionOutcome,
+        attempt: Transport,
         learned: Option<Encryption>,
         refused: Option<WireMode>,
-        transport: Option<Transport>,
+        worked: Option<Transport>,
     ) -> bool {
         if self.cap == 0 {
             return false;
@@ -82,13 +86,13 @@ impl PeerCache {
         }
         if learned.is_some() {
             e.cap.encryption = learned;
-            e.cap.refused = None;
+            *e.cap.refused_mut(attempt) = None;
         }
         if refused.is_some() {
-            e.cap.refused = refused;
+            *e.cap.refused_mut(attempt) = refused;
         }
-        if transport.is_some() {
-            e.cap.transport = transport;
+        if worked.is_some() {
+            e.cap.transport = worked;
         }
         match outcome {
             SessionOutcome::Ok => {

@@ -70,12 +70,27 @@ struct Conn {
     transport: Transport,
     /// This attempt is the one retry over the other transport.
     transport_retry: bool,
+    /// Why it runs over `transport`.
+    choice: TransportChoice,
     /// Connected, waiting for the Diffie-Hellman budget.
     dh_wait: bool,
     /// Raw bytes received from the transport.
     raw_in: u64,
     bytes_out: u64,
     pex_added: u32,
+}
+
+/// The one retry the other way (plaintext / MSE) after a refusal: over the
+/// transport that was refused, which did connect (a TCP connect would waste an
+/// attempt on a peer whose uTP stream just carried the refusal), for the same
+/// reason it was chosen, and without a second transport fallback when the
+/// refused attempt was one.
+#[derive(Copy, Clone, Debug)]
+struct ModeRetry {
+    mode: WireMode,
+    transport: Transport,
+    choice: TransportChoice,
+    transport_retry: bool,
 }
 
 struct Slot {
@@ -96,7 +111,7 @@ struct Job {
     tried: u32,
     in_runnable: bool,
     /// Peers to retry the other way (plaintext / MSE) once.
-    retry_mode: BTreeMap<SocketAddr, WireMode>,
+    retry_mode: BTreeMap<SocketAddr, ModeRetry>,
     /// Peers that PEX flagged as preferring encryption (a subset of `seen`).
     prefers_encryption: BTreeSet<SocketAddr>,
     /// Peers to retry over the other transport once.
@@ -810,21 +825,24 @@ impl Fetcher {
         }
     }
 
-    /// The handshake to try first with `peer`: what it accepted or refused
-    /// before (the capability cache), then its PEX flag, then the policy.
-    fn first_mode(&self, peer: &SocketAddr, pex_prefers: bool) -> WireMode {
+    /// The handshake to try first with `peer` over `transport`: what it
+    /// refused over that transport since it last accepted one there, or what
+    /// it accepted last (the capability cache), then its PEX flag, then the
+    /// policy. A refusal over the other transport does not count (see
+    /// [`PeerCapability::refused_tcp`]).
+    fn first_mode(&self, peer: &SocketAddr, transport: Transport, pex_prefers: bool) -> WireMode {
         let policy = self.cfg.encryption;
         if policy == EncryptionPolicy::Require {
             return WireMode::Encrypted;
         }
         if let Some(c) = self.cache.get(peer) {
-            if let Some(e) = c.encryption {
-                return e.mode();
-            }
-            match c.refused {
+            match c.refused(transport) {
                 Some(WireMode::Plaintext) => return WireMode::Encrypted,
                 Some(WireMode::Encrypted) => return WireMode::Plaintext,
                 None => {}
+            }
+            if let Some(e) = c.encryption {
+                return e.mode();
             }
         }
         if pex_prefers || policy == EncryptionPolicy::PreferEncrypted {
@@ -844,15 +862,19 @@ impl Fetcher {
             ),
             None => (None, false, None, false),
         };
-        let (transport, choice) = match retry_transport {
-            Some(t) => (t, TransportChoice::Fallback),
-            None => self.first_transport(now, &peer, pex_utp),
+        let (transport, choice) = match (retry_transport, retry) {
+            (Some(t), _) => (t, TransportChoice::Fallback),
+            (None, Some(r)) => (r.transport, r.choice),
+            (None, None) => self.first_transport(now, &peer, pex_utp),
         };
         let local = self.udp_contact(now, &peer).unwrap_or(SocketId(0));
         let ts = &mut self.stats.transport;
         *ts.attempts.entry(transport).or_insert(0) += 1;
         *ts.chosen.entry((transport, choice)).or_insert(0) += 1;
-        let mode = retry.unwrap_or_else(|| self.first_mode(&peer, pex_prefers));
+        let mode = match retry {
+            Some(r) => r.mode,
+            None => self.first_mode(&peer, transport, pex_prefers),
+        };
         match mode {
             WireMode::Plaintext => self.stats.encryption.plaintext_attempts += 1,
             WireMode::Encrypted => self.stats.encryption.encrypted_attempts += 1,
@@ -889,7 +911,8 @@ impl Fetcher {
             mode,
             retry: retry.is_some(),
             transport,
-            transport_retry: retry_transport.is_some(),
+            transport_retry: retry_transport.is_some() || retry.is_some_and(|r| r.transport_retry),
+            choice,
             dh_wait: false,
             raw_in: 0,
             bytes_out: 0,
@@ -1077,7 +1100,13 @@ impl Fetcher {
             }
         } else {
             let worked = c.handshake_at.map(|_| c.transport);
-            self.cache_update(c.peer, &info, outcome, learned, refused, worked);
+            let (peer, attempt) = (c.peer, c.transport);
+            if self
+                .cache
+                .update(peer, &info, outcome, attempt, learned, refused, worked)
+            {
+                self.stats.cache_evictions += 1;
+            }
         }
         if let Some(job) = self.jobs.get_mut(&c.ih) {
             job.conns.retain(|x| *x != id);
@@ -1088,7 +1117,15 @@ impl Fetcher {
                 job.retry_transport.insert(c.peer, t);
                 job.pending.push_front(c.peer);
             } else if let Some(m) = retry_with {
-                job.retry_mode.insert(c.peer, m);
+                job.retry_mode.insert(
+                    c.peer,
+                    ModeRetry {
+                        mode: m,
+                        transport: c.transport,
+                        choice: c.choice,
+                        transport_retry: c.transport_retry,
+                    },
+                );
                 job.pending.push_front(c.peer);
                 match m {
                     WireMode::Encrypted => self.stats.encryption.retried_encrypted += 1,
@@ -1133,23 +1170,6 @@ impl Fetcher {
             .push_back(FetchOutput::Output(Output::Event(Event::PeerSession(
                 Box::new(report),
             ))));
-    }
-
-    fn cache_update(
-        &mut self,
-        peer: SocketAddr,
-        info: &PeerInfo,
-        outcome: SessionOutcome,
-        learned: Option<Encryption>,
-        refused: Option<WireMode>,
-        transport: Option<Transport>,
-    ) {
-        if self
-            .cache
-            .update(peer, info, outcome, learned, refused, transport)
-        {
-            self.stats.cache_evictions += 1;
-        }
     }
 
     fn on_verified(&mut self, now: Timestamp, id: ConnId, raw: Vec<u8>, hash: HashKind) {

@@ -466,10 +466,33 @@ pub struct PeerCapability {
     pub failures: u32,
     /// The stream of the latest session that got past the handshake.
     pub encryption: Option<Encryption>,
-    /// The mode the peer refused last (closed on it), if it did.
-    pub refused: Option<WireMode>,
+    /// The mode the peer refused last over TCP (closed on it), if it did
+    /// after its latest handshake over TCP. Kept per transport: a TCP
+    /// "refusal" may be TCP switched off (libtorrent closes every incoming
+    /// TCP connection then), which says nothing about uTP.
+    pub refused_tcp: Option<WireMode>,
+    /// The same over uTP.
+    pub refused_utp: Option<WireMode>,
     /// The transport of the latest session that got the peer's handshake.
     pub transport: Option<Transport>,
+}
+
+impl PeerCapability {
+    /// The mode the peer refused last over `t`, if it did (see
+    /// [`PeerCapability::refused_tcp`]).
+    pub fn refused(&self, t: Transport) -> Option<WireMode> {
+        match t {
+            Transport::Tcp => self.refused_tcp,
+            Transport::Utp => self.refused_utp,
+        }
+    }
+
+    pub(super) fn refused_mut(&mut self, t: Transport) -> &mut Option<WireMode> {
+        match t {
+            Transport::Tcp => &mut self.refused_tcp,
+            Transport::Utp => &mut self.refused_utp,
+        }
+    }
 }
 
 /// The fetcher's counters, cumulative since it was created.

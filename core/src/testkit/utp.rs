@@ -23,7 +23,7 @@ use crate::time::Timestamp;
 use crate::utp::{StreamId, Utp, UtpConfig, UtpEvent};
 use crate::{CloseReason, Event, Output, SocketId};
 
-use super::{Behavior, FakeSeeder};
+use super::{Behavior, FakeSeeder, SeederEncryption};
 
 /// Which way a datagram goes.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -41,6 +41,10 @@ pub struct UtpSwarm {
     /// Our address as the seeders see it.
     our_addr: SocketAddr,
     seeder: Option<(SocketAddr, Bytes, InfoHash)>,
+    /// Which handshakes the seeder accepts.
+    encryption: SeederEncryption,
+    /// How the seeder behaves.
+    behavior: Behavior,
     /// The seeder side's streams: the seeder and its bytes not yet written.
     streams: BTreeMap<StreamId, (FakeSeeder, Vec<u8>)>,
     wire: BTreeMap<(Timestamp, u64), (Dir, SocketAddr, Bytes)>,
@@ -79,6 +83,8 @@ impl UtpSwarm {
             theirs: Utp::new(theirs_cfg, rng.child(2)),
             our_addr: SocketAddr::from(([10, 255, 0, 1], 6881)),
             seeder: None,
+            encryption: SeederEncryption::default(),
+            behavior: Behavior::Honest,
             streams: BTreeMap::new(),
             wire: BTreeMap::new(),
             seq: 0,
@@ -109,6 +115,18 @@ impl UtpSwarm {
         let ih = crate::metadata::sha1_info_hash(&info);
         self.seeder = Some((addr, info, ih));
         ih
+    }
+
+    /// Sets which handshakes the seeder accepts (default plaintext only), for
+    /// the streams it accepts from now on.
+    pub fn set_encryption(&mut self, e: SeederEncryption) {
+        self.encryption = e;
+    }
+
+    /// Sets how the seeder behaves (default honest), for the streams it
+    /// accepts from now on: the hostile behaviours of the TCP tests, over uTP.
+    pub fn set_behavior(&mut self, b: Behavior) {
+        self.behavior = b;
     }
 
     /// Drives `f` (made with [`Fetcher::with_utp`]) until nothing is left to
@@ -243,7 +261,8 @@ impl UtpSwarm {
                     let _ = self.theirs.abort(now, stream);
                     return;
                 };
-                let mut s = FakeSeeder::with_info_hash(info, ih, Behavior::Honest);
+                let mut s = FakeSeeder::with_info_hash(info, ih, self.behavior.clone())
+                    .with_encryption(self.encryption);
                 s.on_connected();
                 self.streams.insert(stream, (s, Vec::new()));
             }
