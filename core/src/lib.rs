@@ -32,6 +32,8 @@ use bytes::Bytes;
 //
 // Namespaces other crates use (`pub mod`):
 // - `addr`: address families and the outgoing address filter;
+// - `classify`: offline classification of torrents (content kind, Torznab category,
+//   release-name attributes), pure and bounded;
 // - `crawl`: the harvesting strategy's config and stats, its packet budget;
 // - `fetch`: the metadata fetcher (leech scheduler), its config, stats and reports;
 // - `krpc`: KRPC message types and their bencode codec (BEP 5 and extensions);
@@ -59,6 +61,7 @@ use bytes::Bytes;
 // `routing::Method` re-exports the query method `MethodCounts::slot` takes.
 pub mod addr;
 mod bloom;
+pub mod classify;
 mod config;
 pub mod crawl;
 mod crawler;
