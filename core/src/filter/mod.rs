@@ -489,7 +489,10 @@ impl Rules {
         }
         if !self.words.is_empty() {
             let name = std::iter::once(words_of(name, MAX_WORDS));
-            let paths = paths.into_iter().take(MAX_FILES).map(|p| words_of(p, MAX_WORDS));
+            let paths = paths
+                .into_iter()
+                .take(MAX_FILES)
+                .map(|p| words_of(p, MAX_WORDS));
             for words in name.chain(paths) {
                 for start in 0..words.len() {
                     for len in 1..=self.longest_phrase.min(words.len() - start) {
