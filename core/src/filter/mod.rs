@@ -137,33 +137,69 @@ impl std::error::Error for RulesError {}
 #[derive(Clone, Debug, Default)]
 pub struct Rules {
     rules: Vec<Rule>,
-    /// Phrase (normalised words) → index of the rule that decides it.
-    words: BTreeMap<Vec<String>, usize>,
+    /// Phrase (normalised words joined by one space) → index of the rule that decides it.
+    words: BTreeMap<String, usize>,
     longest_phrase: usize,
     infohashes: BTreeMap<[u8; 20], usize>,
     kinds: BTreeMap<u8, usize>,
 }
 
-/// Cuts text into lowercase words (runs of letters and digits), at most `max`.
-fn words_of(text: &str, max: usize) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    for c in text.chars() {
-        if c.is_alphanumeric() {
-            if cur.len() < MAX_WORD_BYTES {
-                cur.extend(c.to_lowercase());
+/// Text cut into lowercase words (runs of letters and digits), kept in one buffer
+/// joined by single spaces, with each word's byte range: a phrase of words `i..j` is
+/// the slice from the start of word `i` to the end of word `j - 1`.
+#[derive(Default)]
+struct Words {
+    buf: String,
+    bounds: Vec<(usize, usize)>,
+}
+
+impl Words {
+    /// Refills from `text`, keeping at most `max` words of at most
+    /// [`MAX_WORD_BYTES`] bytes each.
+    fn fill(&mut self, text: &str, max: usize) {
+        self.buf.clear();
+        self.bounds.clear();
+        let mut start = None;
+        for c in text.chars() {
+            if c.is_alphanumeric() {
+                if self.bounds.len() >= max {
+                    break;
+                }
+                let s = *start.get_or_insert_with(|| {
+                    if !self.buf.is_empty() {
+                        self.buf.push(' ');
+                    }
+                    self.buf.len()
+                });
+                let len = self.buf.len() - s;
+                if len < MAX_WORD_BYTES {
+                    self.buf.extend(c.to_lowercase());
+                } else if len == MAX_WORD_BYTES {
+                    // Longer than any rule word: a NUL (never in a rule) keeps it
+                    // from matching one by its first bytes.
+                    self.buf.push('\0');
+                }
+            } else if let Some(s) = start.take() {
+                self.bounds.push((s, self.buf.len()));
             }
-        } else if !cur.is_empty() {
-            out.push(std::mem::take(&mut cur));
-            if out.len() >= max {
-                return out;
+        }
+        if let Some(s) = start {
+            if self.bounds.len() < max {
+                self.bounds.push((s, self.buf.len()));
             }
         }
     }
-    if !cur.is_empty() && out.len() < max {
-        out.push(cur);
+
+    fn len(&self) -> usize {
+        self.bounds.len()
     }
-    out
+
+    /// Words `i..i + n` as one string.
+    fn phrase(&self, i: usize, n: usize) -> Option<&str> {
+        let (a, _) = *self.bounds.get(i)?;
+        let (_, b) = *self.bounds.get((i + n).checked_sub(1)?)?;
+        self.buf.get(a..b)
+    }
 }
 
 fn err(line: usize, column: usize, message: impl Into<String>) -> RulesError {
@@ -391,8 +427,9 @@ impl Rules {
                         format!("a word is over {MAX_WORD_BYTES} bytes"),
                     ));
                 }
-                let words = words_of(item, MAX_PHRASE_WORDS + 1);
-                if words.is_empty() {
+                let mut words = Words::default();
+                words.fill(item, MAX_PHRASE_WORDS + 1);
+                if words.len() == 0 {
                     return Err(err(line, col, "no word in this item"));
                 }
                 if words.len() > MAX_PHRASE_WORDS {
@@ -403,7 +440,8 @@ impl Rules {
                     ));
                 }
                 self.longest_phrase = self.longest_phrase.max(words.len());
-                self.words.entry(words).or_insert(rule);
+                let key = words.phrase(0, words.len()).unwrap_or("").to_owned();
+                self.words.entry(key).or_insert(rule);
             }
             Target::Infohashes => {
                 let ih = parse_hex20(item).ok_or_else(|| {
@@ -488,21 +526,23 @@ impl Rules {
             consider(i, Reason::Kind(kind));
         }
         if !self.words.is_empty() {
-            let name = std::iter::once(words_of(name, MAX_WORDS));
-            let paths = paths
-                .into_iter()
-                .take(MAX_FILES)
-                .map(|p| words_of(p, MAX_WORDS));
-            for words in name.chain(paths) {
+            let mut words = Words::default();
+            let mut paths = paths.into_iter().take(MAX_FILES);
+            words.fill(name, MAX_WORDS);
+            loop {
                 for start in 0..words.len() {
                     for len in 1..=self.longest_phrase.min(words.len() - start) {
-                        let Some(phrase) = words.get(start..start + len) else {
+                        let Some(phrase) = words.phrase(start, len) else {
                             break;
                         };
                         if let Some(&i) = self.words.get(phrase) {
-                            consider(i, Reason::Words(phrase.join(" ")));
+                            consider(i, Reason::Words(phrase.to_owned()));
                         }
                     }
+                }
+                match paths.next() {
+                    Some(p) => words.fill(p, MAX_WORDS),
+                    None => break,
                 }
             }
         }
