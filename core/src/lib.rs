@@ -32,8 +32,11 @@ use bytes::Bytes;
 //
 // Namespaces other crates use (`pub mod`):
 // - `addr`: address families and the outgoing address filter;
+// - `classify`: offline classification of torrents (content kind, Torznab category,
+//   release-name attributes), pure and bounded;
 // - `crawl`: the harvesting strategy's config and stats, its packet budget;
 // - `fetch`: the metadata fetcher (leech scheduler), its config, stats and reports;
+// - `filter`: the operator's content rules file (issue 20 §2): parser and matcher;
 // - `krpc`: KRPC message types and their bencode codec (BEP 5 and extensions);
 // - `metadata`: metadata assembly, infohash verification, info dict parsing;
 // - `mse`: Message Stream Encryption (MSE/PE), both sides, as a sans-IO machine;
@@ -59,11 +62,13 @@ use bytes::Bytes;
 // `routing::Method` re-exports the query method `MethodCounts::slot` takes.
 pub mod addr;
 mod bloom;
+pub mod classify;
 mod config;
 pub mod crawl;
 mod crawler;
 mod fault;
 pub mod fetch;
+pub mod filter;
 mod id;
 mod identity;
 pub mod krpc;

@@ -1,0 +1,542 @@
+//! Release-name parsing: one left-to-right pass over the tokens.
+//!
+//! At each token the matchers below try, in order: season/episode markers (`S01E02`,
+//! `S01E01E02`, `S01E01-E03`, `S01`, `S01-S03`, `1x02`, `Season 2`), a date
+//! (`2023.05.12`), a year, a resolution, a known tag over the longest join of up to three
+//! adjacent tokens (`WEB-DL`, `H.264`, `DTS-HD.MA`), and an absolute episode number after
+//! a spaced dash (`[Grp] Title - 12`, `- 01-12`). Each matcher looks at a bounded number
+//! of tokens, so the pass is linear in the (capped) number of tokens.
+//!
+//! The title is the run of unmatched tokens from the start (after a leading `[group]`)
+//! up to the first matched token, spaced dash or opening bracket; it is the original
+//! text of that run with `.`, `_` and `#` read as spaces.
+
+use super::tags::{self, Tag};
+use super::tokens::{tokenize, truncate, Token};
+use super::{AudioFormat, Languages, Resolution, Source, VideoCodec};
+
+/// Titles longer than this are cut (at a character boundary).
+pub const MAX_TITLE_BYTES: usize = 200;
+
+/// What the name says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Parsed {
+    pub title: Option<String>,
+    pub year: Option<u16>,
+    pub seasons: Option<(u16, u16)>,
+    pub episodes: Option<(u32, u32)>,
+    pub date: Option<(u16, u8, u8)>,
+    pub resolution: Option<Resolution>,
+    pub source: Option<Source>,
+    pub video_codec: Option<VideoCodec>,
+    pub audio: Option<AudioFormat>,
+    pub languages: Languages,
+    /// Kind keywords ([`tags::kw`]).
+    pub keywords: u32,
+    /// A trailing `.ext` that was read as the container.
+    pub container: Option<tags::FileClass>,
+    /// Season/episode seen as an anime-style absolute number after a spaced dash.
+    pub absolute: bool,
+}
+
+fn year_of(t: &Token) -> Option<u16> {
+    let l = t.lower();
+    if l.len() != 4 {
+        return None;
+    }
+    let y = t.number()?;
+    (1900..=2039).contains(&y).then_some(y as u16)
+}
+
+fn digits(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// Splits `s` at the first non-digit: (number, rest).
+fn lead_number(s: &str, max_digits: usize) -> Option<(u32, &str)> {
+    let n = s.bytes().take_while(|b| b.is_ascii_digit()).count();
+    if n == 0 || n > max_digits {
+        return None;
+    }
+    Some((s.get(..n)?.parse().ok()?, s.get(n..)?))
+}
+
+/// `s01e02e03` / `s01e02` / `s01`: (season, first episode, last episode).
+fn sxxeyy(s: &str) -> Option<(u32, Option<(u32, u32)>)> {
+    let rest = s.strip_prefix('s')?;
+    let (season, mut rest) = lead_number(rest, 3)?;
+    if rest.is_empty() {
+        return Some((season, None));
+    }
+    let mut first = None;
+    let mut last = 0;
+    // e02, e02e03, e02-e03 is split by the tokenizer; here only chained `eNN`.
+    while let Some(r) = rest.strip_prefix('e') {
+        let (e, r) = lead_number(r, 4)?;
+        if first.is_none() {
+            first = Some(e);
+        }
+        last = e;
+        rest = r;
+    }
+    if !rest.is_empty() {
+        return None;
+    }
+    let first = first?;
+    Some((season, Some((first, last.max(first)))))
+}
+
+/// `1x02`: (season, episode).
+fn nxnn(s: &str) -> Option<(u32, u32)> {
+    let (season, rest) = lead_number(s, 2)?;
+    let rest = rest.strip_prefix('x')?;
+    if rest.len() < 2 || rest.len() > 3 {
+        return None;
+    }
+    Some((season, digits(rest)?))
+}
+
+/// `1080p`, `720i`, `4k`, `1920x1080`.
+fn resolution(s: &str) -> Option<Resolution> {
+    use Resolution as R;
+    if s == "4k" {
+        return Some(R::P2160);
+    }
+    if let Some((w, rest)) = lead_number(s, 4) {
+        if let Some(h) = rest.strip_prefix('x').and_then(digits) {
+            let _ = w;
+            return R::from_height(h, false);
+        }
+        return match rest {
+            "p" => R::from_height(w, false),
+            "i" => R::from_height(w, true),
+            _ => None,
+        };
+    }
+    None
+}
+
+/// Tokens `i` and `i + 1` are adjacent with exactly `sep` between them.
+fn joined_by(toks: &[Token], i: usize, sep: u8) -> bool {
+    match (toks.get(i), toks.get(i + 1)) {
+        (Some(a), Some(b)) => b.start == a.end + 1 && b.sep_before == sep,
+        _ => false,
+    }
+}
+
+/// Tokens `i` and `i + 1` are separated by one short separator (no bracket).
+fn adjacent(toks: &[Token], i: usize) -> bool {
+    match (toks.get(i), toks.get(i + 1)) {
+        (Some(a), Some(b)) => {
+            b.start == a.end + 1 && matches!(b.sep_before, b'.' | b'-' | b' ' | b'_')
+        }
+        _ => false,
+    }
+}
+
+/// The lowercase join of tokens `i..i + k` (when all are short ASCII and adjacent).
+fn join<'b>(toks: &[Token], i: usize, k: usize, buf: &'b mut [u8; 24]) -> Option<&'b str> {
+    let mut n = 0;
+    for j in i..i + k {
+        let t = toks.get(j)?;
+        if j > i && !adjacent(toks, j - 1) {
+            return None;
+        }
+        let l = t.lower().as_bytes();
+        if l.is_empty() || n + l.len() > buf.len() {
+            return None;
+        }
+        buf.get_mut(n..n + l.len())?.copy_from_slice(l);
+        n += l.len();
+    }
+    std::str::from_utf8(buf.get(..n)?).ok()
+}
+
+/// Parses a release name.
+pub fn parse(name: &str) -> Parsed {
+    let name = truncate(name);
+    let toks = tokenize(name);
+    let mut p = Parsed::default();
+    let mut n = toks.len();
+    // A trailing container extension (`.mkv`, `.iso`) is no part of the title.
+    if n > 1 {
+        if let Some(last) = toks.get(n - 1) {
+            let ext = last.lower();
+            if last.sep_before == b'.' && last.sep_after == 0 && tags::is_container(ext) {
+                p.container = Some(tags::file_class(ext));
+                p.keywords |= tags::keyword(ext);
+                n -= 1;
+            }
+        }
+    }
+    let toks = toks.get(..n).unwrap_or(&[]);
+    // A leading `[group]` (anime, scene sites) is no part of the title.
+    let mut start = 0;
+    if toks
+        .first()
+        .is_some_and(|t| t.opens_bracket && t.start == 1)
+    {
+        while toks.get(start).is_some_and(|t| t.depth > 0) {
+            start += 1;
+        }
+        if start >= toks.len() {
+            start = 0;
+        }
+        if start > 0 {
+            p.keywords |= tags::kw::ANIME;
+        }
+    }
+    let mut matched = vec![false; toks.len()];
+    let mut i = 0;
+    while i < toks.len() {
+        let k = if is_hash(name, toks.get(i)) {
+            1
+        } else {
+            match_at(toks, i, start, &mut p)
+        };
+        // Kind keywords are read from every token, matched or not.
+        if let Some(t) = toks.get(i) {
+            p.keywords |= tags::keyword(t.lower());
+        }
+        if k > 0 {
+            for m in matched.iter_mut().skip(i).take(k) {
+                *m = true;
+            }
+            i += k;
+        } else {
+            i += 1;
+        }
+    }
+    // Joined keywords (`disc image`, `drm-free`).
+    for i in 0..toks.len().saturating_sub(1) {
+        let mut buf = [0u8; 24];
+        if let Some(j) = join(toks, i, 2, &mut buf) {
+            p.keywords |= tags::keyword(j);
+        }
+    }
+    // A 2160p Blu-ray is an Ultra HD Blu-ray.
+    if p.source == Some(Source::BluRay) && p.resolution == Some(Resolution::P2160) {
+        p.source = Some(Source::UhdBluRay);
+    }
+    p.title = title(name, toks, start, &matched);
+    p
+}
+
+/// A hex digest (CRC32, MD5, SHA-1, SHA-256) is no title word.
+fn is_hash(name: &str, t: Option<&Token>) -> bool {
+    let Some(t) = t else { return false };
+    matches!(t.len(), 32 | 40 | 64)
+        && name
+            .as_bytes()
+            .get(t.start..t.end)
+            .is_some_and(|b| b.iter().all(u8::is_ascii_hexdigit))
+}
+
+/// Tries every matcher at token `i`; returns how many tokens matched (0: none).
+fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
+    let Some(t) = toks.get(i) else { return 0 };
+    let l = t.lower();
+    if l.is_empty() {
+        return 0;
+    }
+    // S01E02, S01E01E02, S01, then -E03 / -S03 ranges.
+    if let Some((season, eps)) = sxxeyy(l) {
+        let season = season.min(u32::from(u16::MAX)) as u16;
+        let mut k = 1;
+        match eps {
+            Some((a, b)) => {
+                let mut last = b;
+                if joined_by(toks, i, b'-') {
+                    if let Some(e) = toks
+                        .get(i + 1)
+                        .and_then(|n| n.lower().strip_prefix('e').and_then(digits))
+                    {
+                        if e > last {
+                            last = e;
+                            k = 2;
+                        }
+                    }
+                }
+                set_once(&mut p.seasons, (season, season));
+                set_once(&mut p.episodes, (a, last));
+            }
+            None => {
+                let mut last = season;
+                if joined_by(toks, i, b'-') {
+                    if let Some(s2) = toks
+                        .get(i + 1)
+                        .and_then(|n| n.lower().strip_prefix('s').and_then(digits))
+                    {
+                        if s2 > u32::from(season) && s2 <= u32::from(u16::MAX) {
+                            last = s2 as u16;
+                            k = 2;
+                        }
+                    }
+                }
+                set_once(&mut p.seasons, (season, last));
+            }
+        }
+        return k;
+    }
+    if let Some((s, e)) = nxnn(l) {
+        set_once(&mut p.seasons, (s as u16, s as u16));
+        set_once(&mut p.episodes, (e, e));
+        return 1;
+    }
+    if l == "season" || l == "saison" || l == "temporada" || l == "staffel" {
+        if let Some(s) = toks.get(i + 1).and_then(|n| n.number()) {
+            if s < 100 {
+                set_once(&mut p.seasons, (s as u16, s as u16));
+                return 2;
+            }
+        }
+    }
+    if l == "episode" || l == "ep" {
+        if let Some(e) = toks.get(i + 1).and_then(|n| n.number()) {
+            set_once(&mut p.episodes, (e, e));
+            return 2;
+        }
+    }
+    // A date: 2023.05.12 (tokens joined by one same separator).
+    if let Some(y) = year_of(t) {
+        if l.len() == 4 {
+            let m = toks
+                .get(i + 1)
+                .filter(|n| n.len() == 2)
+                .and_then(|n| n.number());
+            let d = toks
+                .get(i + 2)
+                .filter(|n| n.len() == 2)
+                .and_then(|n| n.number());
+            let sep = toks.get(i + 1).map(|n| n.sep_before).unwrap_or(0);
+            if let (Some(m), Some(d)) = (m, d) {
+                if (1..=12).contains(&m)
+                    && (1..=31).contains(&d)
+                    && adjacent(toks, i)
+                    && joined_by(toks, i + 1, sep)
+                    && i > start
+                {
+                    set_once(&mut p.date, (y, m as u8, d as u8));
+                    return 3;
+                }
+            }
+        }
+        // A year needs a title before it ("1984.1984.720p": the first is the title).
+        if i > start {
+            set_once(&mut p.year, y);
+            return 1;
+        }
+    }
+    // Scene dates with a two-digit year (Site.23.05.12) and dotted versions
+    // (debian-12.2.0, Tool 10.1) end the title.
+    if let Some(k) = dotted(toks, i, start, p) {
+        return k;
+    }
+    if let Some(r) = resolution(l) {
+        set_once(&mut p.resolution, r);
+        return 1;
+    }
+    // Known tags, the longest join first.
+    for k in (1..=3).rev() {
+        let mut buf = [0u8; 24];
+        let Some(j) = join(toks, i, k, &mut buf) else {
+            continue;
+        };
+        let tag = if j == "uhd" && k == 1 {
+            // UHD BluRay: the source is Ultra HD Blu-ray.
+            let mut b2 = [0u8; 24];
+            match join(toks, i + 1, 1, &mut b2).and_then(tags::lookup) {
+                Some(Tag::Source(Source::BluRay)) if adjacent(toks, i) => {
+                    set_once(&mut p.source, Source::UhdBluRay);
+                    return 2;
+                }
+                _ => tags::lookup(j),
+            }
+        } else {
+            tags::lookup(j)
+        };
+        let Some(tag) = tag else { continue };
+        match tag {
+            Tag::Source(s) => set_once(&mut p.source, s),
+            Tag::Codec(c) => set_once(&mut p.video_codec, c),
+            Tag::Audio(a) => set_once(&mut p.audio, a),
+            Tag::Lang(bit) => p.languages.0 |= bit,
+            Tag::Other => {}
+        }
+        return k;
+    }
+    // v1.2.3 (software versions) end the title.
+    if l.len() >= 2 && l.starts_with('v') && l.bytes().skip(1).all(|b| b.is_ascii_digit()) {
+        return 1;
+    }
+    // [Grp] Title - 12 / - 01-12: absolute episode numbers.
+    if t.spaced_dash_before && i > start && p.episodes.is_none() {
+        if let Some(e) = t.number() {
+            let mut last = e;
+            let mut k = 1;
+            if joined_by(toks, i, b'-') {
+                if let Some(e2) = toks.get(i + 1).and_then(|n| n.number()) {
+                    if e2 > e {
+                        last = e2;
+                        k = 2;
+                    }
+                }
+            }
+            p.episodes = Some((e, last));
+            p.absolute = true;
+            return k;
+        }
+    }
+    0
+}
+
+/// `YY.MM.DD` (a date) or `N.N[.N]` not in a dot-separated name (a version).
+fn dotted(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> Option<usize> {
+    let t = toks.get(i)?;
+    if i <= start || !t.is_digits() || !joined_by(toks, i, b'.') {
+        return None;
+    }
+    let n2 = toks.get(i + 1).filter(|n| n.is_digits())?;
+    let n3 = toks
+        .get(i + 2)
+        .filter(|n| n.is_digits() && joined_by(toks, i + 1, b'.'));
+    if let (2, 2, Some(n3)) = (t.len(), n2.len(), n3) {
+        if n3.len() == 2 {
+            let (y, m, d) = (t.number()?, n2.number()?, n3.number()?);
+            if (1..=12).contains(&m) && (1..=31).contains(&d) {
+                set_once(&mut p.date, (2000 + y as u16, m as u8, d as u8));
+                return Some(3);
+            }
+        }
+    }
+    if t.sep_before == b'.' {
+        return None;
+    }
+    Some(if n3.is_some() { 3 } else { 2 })
+}
+
+fn set_once<T>(slot: &mut Option<T>, v: T) {
+    if slot.is_none() {
+        *slot = Some(v);
+    }
+}
+
+fn title(name: &str, toks: &[Token], start: usize, matched: &[bool]) -> Option<String> {
+    let first = toks.get(start)?;
+    let mut last = first;
+    for (i, t) in toks.iter().enumerate().skip(start) {
+        if matched.get(i).copied().unwrap_or(true) {
+            break;
+        }
+        if i > start && (t.spaced_dash_before || t.opens_bracket || t.depth > 0) {
+            break;
+        }
+        last = t;
+    }
+    if matched.get(start).copied().unwrap_or(true) {
+        return None;
+    }
+    let raw = name.get(first.start..last.end)?;
+    let mut out = String::with_capacity(raw.len().min(MAX_TITLE_BYTES));
+    let mut space = false;
+    for c in raw.chars() {
+        let c = match c {
+            '.' | '_' | '#' => ' ',
+            c if c.is_whitespace() => ' ',
+            c => c,
+        };
+        if c == ' ' {
+            space = true;
+            continue;
+        }
+        if out.len() + c.len_utf8() + 1 > MAX_TITLE_BYTES {
+            break;
+        }
+        if space && !out.is_empty() {
+            out.push(' ');
+        }
+        space = false;
+        out.push(c);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn movie_with_year_and_tags() {
+        let p = parse("Inception.2010.1080p.BluRay.x264-SPARKS");
+        assert_eq!(p.title.as_deref(), Some("Inception"));
+        assert_eq!(p.year, Some(2010));
+        assert_eq!(p.resolution, Some(Resolution::P1080));
+        assert_eq!(p.source, Some(Source::BluRay));
+        assert_eq!(p.video_codec, Some(VideoCodec::H264));
+    }
+
+    #[test]
+    fn episode_markers_and_ranges() {
+        let p = parse("The.Walking.Dead.S05E03.720p.WEB-DL.DDP5.1.H.264");
+        assert_eq!(p.title.as_deref(), Some("The Walking Dead"));
+        assert_eq!((p.seasons, p.episodes), (Some((5, 5)), Some((3, 3))));
+        assert_eq!(p.source, Some(Source::Web));
+        assert_eq!(p.audio, Some(AudioFormat::DolbyDigitalPlus));
+        assert_eq!(p.video_codec, Some(VideoCodec::H264));
+        let p = parse("Show.S01E01-E03.720p");
+        assert_eq!(p.episodes, Some((1, 3)));
+        let p = parse("Show S01E01E02 720p");
+        assert_eq!(p.episodes, Some((1, 2)));
+        let p = parse("Show.S01-S05.Complete");
+        assert_eq!((p.seasons, p.episodes), (Some((1, 5)), None));
+        let p = parse("Game.of.Thrones.1x03.HDTV.XviD");
+        assert_eq!((p.seasons, p.episodes), (Some((1, 1)), Some((3, 3))));
+        let p = parse("Friends Season 3 DVDRip");
+        assert_eq!(
+            (p.title.as_deref(), p.seasons),
+            (Some("Friends"), Some((3, 3)))
+        );
+    }
+
+    #[test]
+    fn anime_absolute_numbers_and_daily_dates() {
+        let p = parse("[SubsPlease] Jujutsu Kaisen - 12 (1080p) [ABCD1234].mkv");
+        assert_eq!(p.title.as_deref(), Some("Jujutsu Kaisen"));
+        assert_eq!(p.episodes, Some((12, 12)));
+        assert!(p.absolute);
+        let p = parse("[Judas] Attack on Titan - 01-25 (BD 1080p)");
+        assert_eq!(p.episodes, Some((1, 25)));
+        let p = parse("The Daily Show 2023.05.12 Guest 720p WEB h264-GRP");
+        assert_eq!(
+            (p.title.as_deref(), p.date, p.year),
+            (Some("The Daily Show"), Some((2023, 5, 12)), None)
+        );
+    }
+
+    #[test]
+    fn years_at_the_start_belong_to_the_title() {
+        let p = parse("2001.A.Space.Odyssey.1968.1080p");
+        assert_eq!(
+            (p.title.as_deref(), p.year),
+            (Some("2001 A Space Odyssey"), Some(1968))
+        );
+        let p = parse("1984.1984.720p");
+        assert_eq!((p.title.as_deref(), p.year), (Some("1984"), Some(1984)));
+    }
+
+    #[test]
+    fn uhd_bluray_and_non_latin_titles() {
+        let p = parse("Москва слезам не верит 1979 DVDRip XviD");
+        assert_eq!(p.title.as_deref(), Some("Москва слезам не верит"));
+        assert_eq!(
+            (p.source, p.video_codec),
+            (Some(Source::Dvd), Some(VideoCodec::Xvid))
+        );
+        let p = parse("INCEPTION.2010.2160P.UHD.BLURAY.X265-TERMINAL");
+        assert_eq!(p.source, Some(Source::UhdBluRay));
+        assert_eq!(p.resolution, Some(Resolution::P2160));
+    }
+}

@@ -1,0 +1,216 @@
+//! Splitting a release name into tokens, in one pass and with bounded memory.
+//!
+//! A token is a run of bytes between separators (space, `.`, `_`, `-`, brackets, and a
+//! few more). Each token keeps its byte range in the (truncated) name, what stood
+//! before it, and an ASCII-lowercased copy when it is short enough to be a tag: tags
+//! (resolutions, sources, codecs, ...) are all short ASCII words, so longer or
+//! non-ASCII tokens can only be title words.
+
+/// Names are cut (at a character boundary) to this many bytes before parsing.
+pub const MAX_NAME_BYTES: usize = 512;
+/// At most this many tokens are looked at; the rest of a name is ignored.
+pub const MAX_TOKENS: usize = 96;
+/// Tokens up to this long get a lowercased copy (the longest tag is shorter).
+pub const LOWER_CAP: usize = 16;
+
+/// One token of a name.
+#[derive(Clone, Copy, Debug)]
+pub struct Token {
+    /// Byte range in the truncated name.
+    pub start: usize,
+    /// End of the byte range (exclusive).
+    pub end: usize,
+    lower: [u8; LOWER_CAP],
+    lower_len: u8,
+    /// The separators right before this token contain `" - "` (a spaced dash) or start
+    /// the name with one.
+    pub spaced_dash_before: bool,
+    /// An opening bracket (`[`, `(`, `{`) stands between the previous token and this one.
+    pub opens_bracket: bool,
+    /// Bracket depth at this token (0 = outside any bracket).
+    pub depth: u8,
+    /// The last separator byte before this token (0 at the start of the name).
+    pub sep_before: u8,
+    /// The first separator byte after this token (0 at the end of the name).
+    pub sep_after: u8,
+}
+
+impl Token {
+    /// The ASCII-lowercased token, or `""` when it is long or not ASCII.
+    pub fn lower(&self) -> &str {
+        let n = usize::from(self.lower_len).min(LOWER_CAP);
+        std::str::from_utf8(self.lower.get(..n).unwrap_or(&[])).unwrap_or("")
+    }
+
+    /// All ASCII digits (and short enough to have a lowercase copy).
+    pub fn is_digits(&self) -> bool {
+        let l = self.lower();
+        !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit())
+    }
+
+    /// The token as a number when it is 1 to 4 digits.
+    pub fn number(&self) -> Option<u32> {
+        let l = self.lower();
+        if l.len() > 4 || !self.is_digits() {
+            return None;
+        }
+        l.parse().ok()
+    }
+
+    /// Number of bytes.
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+fn is_sep(b: u8) -> bool {
+    matches!(
+        b,
+        b' ' | b'.'
+            | b'_'
+            | b'-'
+            | b'['
+            | b']'
+            | b'('
+            | b')'
+            | b'{'
+            | b'}'
+            | b'+'
+            | b','
+            | b'/'
+            | b'\\'
+            | b'#'
+            | b'~'
+            | b'|'
+            | b'\t'
+            | b'\n'
+            | b'\r'
+            | b'!'
+            | b'?'
+            | b':'
+            | b';'
+            | b'"'
+            | b'*'
+            | b'<'
+            | b'>'
+    )
+}
+
+/// Cuts `name` to at most [`MAX_NAME_BYTES`] bytes at a character boundary.
+pub fn truncate(name: &str) -> &str {
+    if name.len() <= MAX_NAME_BYTES {
+        return name;
+    }
+    let mut end = MAX_NAME_BYTES;
+    while end > 0 && !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.get(..end).unwrap_or("")
+}
+
+/// Splits an already truncated name into at most [`MAX_TOKENS`] tokens.
+pub fn tokenize(name: &str) -> Vec<Token> {
+    let bytes = name.as_bytes();
+    let mut out: Vec<Token> = Vec::with_capacity(32);
+    let mut i = 0;
+    let mut depth: u8 = 0;
+    // Separators seen since the last token.
+    let mut seps_start = 0;
+    while i < bytes.len() && out.len() < MAX_TOKENS {
+        // Separators.
+        let mut opens = false;
+        while let Some(&b) = bytes.get(i) {
+            if !is_sep(b) {
+                break;
+            }
+            match b {
+                b'[' | b'(' | b'{' => {
+                    opens = true;
+                    depth = depth.saturating_add(1);
+                }
+                b']' | b')' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            i += 1;
+        }
+        if i >= bytes.len() {
+            break;
+        }
+        let seps = bytes.get(seps_start..i).unwrap_or(&[]);
+        let spaced_dash = seps.windows(3).any(|w| w == b" - ")
+            || (seps_start == 0 && seps.starts_with(b"- "))
+            || seps == b" -"
+            || seps == b"- ";
+        let sep_before = seps.last().copied().unwrap_or(0);
+        // The token: up to the next separator.
+        let start = i;
+        while let Some(&b) = bytes.get(i) {
+            if is_sep(b) {
+                break;
+            }
+            i += 1;
+        }
+        let end = i;
+        let mut lower = [0u8; LOWER_CAP];
+        let mut lower_len = 0u8;
+        let tok = bytes.get(start..end).unwrap_or(&[]);
+        if tok.len() <= LOWER_CAP && tok.is_ascii() {
+            for (d, s) in lower.iter_mut().zip(tok) {
+                *d = s.to_ascii_lowercase();
+            }
+            lower_len = tok.len() as u8;
+        }
+        if let Some(prev) = out.last_mut() {
+            prev.sep_after = bytes.get(prev.end).copied().unwrap_or(0);
+        }
+        out.push(Token {
+            start,
+            end,
+            lower,
+            lower_len,
+            spaced_dash_before: spaced_dash && !out.is_empty(),
+            opens_bracket: opens,
+            depth,
+            sep_before,
+            sep_after: 0,
+        });
+        seps_start = i;
+    }
+    if let Some(last) = out.last_mut() {
+        last.sep_after = bytes.get(last.end).copied().unwrap_or(0);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_on_separators_and_marks_context() {
+        let t = tokenize("[Grp] Show Name - 12 (1080p).mkv");
+        let words: Vec<&str> = t.iter().map(|t| t.lower()).collect();
+        assert_eq!(words, ["grp", "show", "name", "12", "1080p", "mkv"]);
+        assert!(t[0].opens_bracket && t[0].depth == 1);
+        assert_eq!(t[1].depth, 0);
+        assert!(t[3].spaced_dash_before && !t[2].spaced_dash_before);
+        assert!(t[4].opens_bracket);
+        assert_eq!(t[5].sep_before, b'.');
+    }
+
+    #[test]
+    fn long_names_are_cut_at_a_char_boundary() {
+        let name = "é".repeat(1000);
+        let cut = truncate(&name);
+        assert!(cut.len() <= MAX_NAME_BYTES && cut.len() >= MAX_NAME_BYTES - 1);
+        let many = "a.".repeat(10_000);
+        assert_eq!(tokenize(truncate(&many)).len(), MAX_TOKENS);
+    }
+
+    #[test]
+    fn non_ascii_tokens_have_no_lowercase_copy() {
+        let t = tokenize("Москва.1979");
+        assert_eq!(t[0].lower(), "");
+        assert_eq!(t[1].number(), Some(1979));
+    }
+}
