@@ -1200,47 +1200,51 @@ fn query_sorts_filters_and_paging() {
     query_fixture(&store);
     let dune = |sort: SortBy| SearchQuery::new("dune").sort(sort);
     for round in 0..2 {
-        let o = |query: SearchQuery| q(&store, query);
-        let n = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let (e3, j4, d5) = ("Épopée Dune cam", "日本語字幕 Dune", "Dune Part Two 2160p");
-        assert_eq!(o(dune(SortBy::Discovered)), n(&[d5, j4, e3]));
-        assert_eq!(o(dune(SortBy::Discovered).ascending()), n(&[e3, j4, d5]));
-        assert_eq!(o(dune(SortBy::Size)), n(&[d5, e3, j4]));
-        assert_eq!(o(dune(SortBy::Size).ascending()), n(&[j4, e3, d5]));
-        // Unknown seeders (4) last both ways.
-        assert_eq!(o(dune(SortBy::Seeders)), n(&[e3, d5, j4]));
-        assert_eq!(o(dune(SortBy::Seeders).ascending()), n(&[d5, e3, j4]));
-        // Ties (one file each) by discovery, in the sort's direction.
-        assert_eq!(o(dune(SortBy::Files)), n(&[d5, j4, e3]));
-        assert_eq!(o(dune(SortBy::Files).ascending()), n(&[e3, j4, d5]));
-        // Relevance: "dune" is in every name: ties newest first, or oldest first.
-        assert_eq!(o(dune(SortBy::Relevance)), n(&[d5, j4, e3]));
-        assert_eq!(o(dune(SortBy::Relevance).ascending()), n(&[e3, j4, d5]));
-        // Filters.
-        let sized = |min, max| o(dune(SortBy::Discovered).size_range(min, max));
-        assert_eq!(sized(Some(3 * GB), None), n(&[d5]));
-        assert_eq!(sized(Some(GB), Some(3 * GB)), n(&[e3]));
-        assert_eq!(sized(None, Some(10)), n(&[j4]));
-        assert_eq!(sized(Some(10), Some(10)), n(&[j4]));
-        let timed = |a, b| o(dune(SortBy::Discovered).discovered_range(a, b));
-        assert_eq!(timed(Some(350), None), n(&[d5, j4]));
-        assert_eq!(timed(None, Some(450)), n(&[j4, e3]));
-        assert_eq!(timed(Some(300), Some(400)), n(&[e3]));
-        assert_eq!(timed(Some(501), None), n(&[]));
-        // Paging and the total.
-        let r = store.query(&dune(SortBy::Size).page(1, 1)).unwrap();
-        assert_eq!((r.total, names(&r)), (3, n(&[e3])));
-        let r = store
-            .query(&dune(SortBy::Seeders).size_range(Some(GB), None).page(1, 5))
-            .unwrap();
-        assert_eq!((r.total, names(&r)), (2, n(&[d5])));
-        let r = store.query(&dune(SortBy::Files).page(3, 5)).unwrap();
-        assert_eq!((r.total, r.hits.len()), (3, 0));
-        // The classic API still answers.
-        assert_eq!(
-            names(&store.search("dune", 2, 0, Order::Largest).unwrap()),
-            n(&[d5, e3])
-        );
+        // Per-match lookups, then walks of the ordered indexes.
+        for mode in [1, 2] {
+            store.set_order_mode(mode);
+            let o = |query: SearchQuery| q(&store, query);
+            let n = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            let (e3, j4, d5) = ("Épopée Dune cam", "日本語字幕 Dune", "Dune Part Two 2160p");
+            assert_eq!(o(dune(SortBy::Discovered)), n(&[d5, j4, e3]));
+            assert_eq!(o(dune(SortBy::Discovered).ascending()), n(&[e3, j4, d5]));
+            assert_eq!(o(dune(SortBy::Size)), n(&[d5, e3, j4]));
+            assert_eq!(o(dune(SortBy::Size).ascending()), n(&[j4, e3, d5]));
+            // Unknown seeders (4) last both ways.
+            assert_eq!(o(dune(SortBy::Seeders)), n(&[e3, d5, j4]));
+            assert_eq!(o(dune(SortBy::Seeders).ascending()), n(&[d5, e3, j4]));
+            // Ties (one file each) by discovery, in the sort's direction.
+            assert_eq!(o(dune(SortBy::Files)), n(&[d5, j4, e3]));
+            assert_eq!(o(dune(SortBy::Files).ascending()), n(&[e3, j4, d5]));
+            // Relevance: "dune" is in every name: ties newest first, or oldest first.
+            assert_eq!(o(dune(SortBy::Relevance)), n(&[d5, j4, e3]));
+            assert_eq!(o(dune(SortBy::Relevance).ascending()), n(&[e3, j4, d5]));
+            // Filters.
+            let sized = |min, max| o(dune(SortBy::Discovered).size_range(min, max));
+            assert_eq!(sized(Some(3 * GB), None), n(&[d5]));
+            assert_eq!(sized(Some(GB), Some(3 * GB)), n(&[e3]));
+            assert_eq!(sized(None, Some(10)), n(&[j4]));
+            assert_eq!(sized(Some(10), Some(10)), n(&[j4]));
+            let timed = |a, b| o(dune(SortBy::Discovered).discovered_range(a, b));
+            assert_eq!(timed(Some(350), None), n(&[d5, j4]));
+            assert_eq!(timed(None, Some(450)), n(&[j4, e3]));
+            assert_eq!(timed(Some(300), Some(400)), n(&[e3]));
+            assert_eq!(timed(Some(501), None), n(&[]));
+            // Paging and the total.
+            let r = store.query(&dune(SortBy::Size).page(1, 1)).unwrap();
+            assert_eq!((r.total, names(&r)), (3, n(&[e3])));
+            let r = store
+                .query(&dune(SortBy::Seeders).size_range(Some(GB), None).page(1, 5))
+                .unwrap();
+            assert_eq!((r.total, names(&r)), (2, n(&[d5])));
+            let r = store.query(&dune(SortBy::Files).page(3, 5)).unwrap();
+            assert_eq!((r.total, r.hits.len()), (3, 0));
+            // The classic API still answers.
+            assert_eq!(
+                names(&store.search("dune", 2, 0, Order::Largest).unwrap()),
+                n(&[d5, e3])
+            );
+        }
         if round == 0 {
             // An import of an older torrent: doc ids are no longer in time order.
             put(&store, vec![torrent(6, "old unrelated", &[("z", 1)], 50)]);

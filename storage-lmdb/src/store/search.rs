@@ -407,11 +407,41 @@ fn run_query(
         .iter()
         .filter_map(|c| c.phrase.as_ref())
         .collect();
-    let size_filter = q.min_size.is_some() || q.max_size.is_some();
+    let mut size_filter = q.min_size.is_some() || q.max_size.is_some();
+    let walk = match mode {
+        1 => false,
+        2 => true,
+        _ => matches.len() as u64 * SIZE_WALK_FACTOR > ndocs,
+    };
+    if size_filter && walk {
+        // Many matches: walk the size range of `by_size` instead of looking each up.
+        size_filter = !filter_by_size_walk(
+            txn,
+            dbs,
+            &mut matches,
+            q.min_size,
+            q.max_size,
+            ndocs,
+            &mut res,
+        )?;
+    }
     let checks = size_filter || (time_range && !time_ordered) || !phrases.is_empty();
     let fast = match (q.sort, q.descending) {
         _ if checks => None,
         (SortBy::Relevance, true) => Some(Order::Relevance),
+        (SortBy::Relevance, false) => {
+            // Least relevant first: score asc, docid asc.
+            res.total = matches.len();
+            let k = offset.saturating_add(limit).min(matches.len());
+            if offset >= k {
+                return Ok(res);
+            }
+            let key = |m: &(u32, u32)| (u64::from(m.1) << 32) | u64::from(m.0);
+            top_k(&mut matches, k, key);
+            let page: Vec<u32> = matches[offset..k].iter().map(|m| m.0).collect();
+            push_records(txn, dbs, page, &mut res)?;
+            return Ok(res);
+        }
         (SortBy::Discovered, true) => Some(Order::Newest),
         (SortBy::Discovered, false) => Some(Order::Oldest),
         (SortBy::Size, true) => Some(Order::Largest),
@@ -487,13 +517,95 @@ fn run_query(
         top_k(&mut keyed, k, |x| (x.0, x.1));
         keyed[offset..k].iter().map(|x| x.2).collect()
     };
+    push_records(txn, dbs, page, &mut res)?;
+    Ok(res)
+}
+
+/// Appends the records of `page` to the hits.
+fn push_records(txn: &RoTxn, dbs: &Dbs, page: Vec<u32>, res: &mut SearchResults) -> Result<()> {
     for docid in page {
         match record_by_docid(txn, dbs, docid)? {
             Some(r) => res.hits.push(r),
             None => res.skipped_corrupt += 1,
         }
     }
-    Ok(res)
+    Ok(())
+}
+
+/// A size filter walks `by_size` when `matches · SIZE_WALK_FACTOR > docs`: a lookup
+/// in `torrents` costs about as much as walking 40 `by_size` entries.
+const SIZE_WALK_FACTOR: u64 = 40;
+
+/// Keeps the matches whose size is in `[min, max]`, from a walk of the size classes
+/// of the range in `by_size` (a bitmap over doc ids); the matches of the two
+/// boundary classes are checked exactly in `torrents`. Returns true (the filter is
+/// applied).
+fn filter_by_size_walk(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    matches: &mut Vec<(u32, u32)>,
+    min: Option<u64>,
+    max: Option<u64>,
+    ndocs: u64,
+    res: &mut SearchResults,
+) -> Result<bool> {
+    let (lo, hi) = (min.unwrap_or(0), max.unwrap_or(u64::MAX));
+    let (blo, bhi) = (codec::size_bucket(lo), codec::size_bucket(hi));
+    let words = (ndocs as usize).div_ceil(64);
+    let mut sure = vec![0u64; words];
+    let mut edge = vec![0u64; words];
+    let start = codec::by_size_key(lo, 0);
+    let mut end = [0xffu8; 6];
+    end[..2].copy_from_slice(&bhi.to_be_bytes());
+    let range = (Bound::Included(&start[..]), Bound::Included(&end[..]));
+    for r in dbs
+        .by_size
+        .range(txn, &range)
+        .map_err(lmdb("reading by_size"))?
+    {
+        let (k, _) = r.map_err(lmdb("reading by_size"))?;
+        let (Some(b), Some(d)) = (
+            k.get(..2).and_then(|b| <[u8; 2]>::try_from(b).ok()),
+            k.get(2..6).and_then(|b| codec::docid_from(b).ok()),
+        ) else {
+            res.skipped_corrupt += 1;
+            continue;
+        };
+        let b = u16::from_be_bytes(b);
+        let d = d as usize;
+        let set = if b == blo || b == bhi {
+            &mut edge
+        } else {
+            &mut sure
+        };
+        match set.get_mut(d / 64) {
+            Some(w) => *w |= 1 << (d % 64),
+            None => res.skipped_corrupt += 1,
+        }
+    }
+    let bit = |v: &[u64], d: u32| {
+        v.get(d as usize / 64)
+            .is_some_and(|w| w >> (d % 64) & 1 == 1)
+    };
+    let mut keep = Vec::with_capacity(matches.len());
+    for &m in matches.iter() {
+        if bit(&sure, m.0) {
+            keep.push(m);
+        } else if bit(&edge, m.0) {
+            match dbs
+                .torrents
+                .get(txn, &codec::docid_key(m.0))
+                .map_err(lmdb("reading torrents"))?
+                .map(codec::torrent_sort_fields)
+            {
+                Some(Ok(f)) if f.total_size >= lo && f.total_size <= hi => keep.push(m),
+                Some(Ok(_)) => {}
+                _ => res.skipped_corrupt += 1,
+            }
+        }
+    }
+    *matches = keep;
+    Ok(true)
 }
 
 /// The page `offset..offset + limit` of `matches` (non-empty, `offset` inside) in
