@@ -281,8 +281,9 @@ pub fn search(db: &Path, a: &SearchArgs) -> Result<(), Fail> {
     } else {
         print_table(&mut o, &res.hits)?;
         eprintln!(
-            "{} of {} match(es){}{}",
+            "{} of {}{} match(es){}{}",
             res.hits.len(),
+            if res.total_estimated { "about " } else { "" },
             res.total,
             if a.offset > 0 {
                 format!(" after skipping {}", a.offset)

@@ -149,7 +149,7 @@ pub use store::{
     compact, default_data_dir, wait_closed, BatchReport, ClientStats, Durability, FacetFilter,
     IntegrityReport, Order, PreparedBatch, PruneReport, RetentionPolicy, SearchQuery,
     SearchResults, SessionYield, SortBy, Stats, Store, StoreOptions, MAX_PREFIX_TERMS,
-    MAX_SEARCH_LIMIT, MAX_SEARCH_OFFSET, SCHEMA_VERSION,
+    MAX_SEARCH_LIMIT, MAX_SEARCH_OFFSET, PHRASE_CHECK_BUDGET, SCHEMA_VERSION,
 };
 pub use tokenize::{
     tokenize, MAX_TERMS_PER_TORRENT, MAX_TERM_BYTES, MAX_TOKENS_PER_TORRENT, MAX_TOKENS_PER_WORD,

@@ -1316,3 +1316,54 @@ fn hostile_names_are_indexed_within_bounds() {
     assert_eq!(s("漢漢漢"), 1);
     assert!(store.integrity_check().unwrap().is_ok());
 }
+
+/// A phrase whose words are in more than PHRASE_CHECK_BUDGET torrents: the page is
+/// the exact page (the same as when every candidate is checked), the total an
+/// estimate, flagged, close to the true count.
+#[test]
+fn phrase_over_many_candidates_checks_a_budget_and_estimates_the_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let n = PHRASE_CHECK_BUDGET as u32 * 2 + 100;
+    let ts: Vec<TorrentInput> = (0..n)
+        .map(|i| {
+            let name = if i % 3 == 0 {
+                format!("alpha beta {i}")
+            } else {
+                format!("beta x alpha {i}")
+            };
+            torrent(i + 1, &name, &[("f", 1)], u64::from(i) + 1)
+        })
+        .collect();
+    put(&store, ts);
+    let exact = n.div_ceil(3) as usize;
+    let base = SearchQuery::new("\"alpha beta\"");
+    for q in [
+        base.clone().page(0, 10),
+        base.clone().page(1_000, 7),
+        base.clone().ascending().page(5, 10),
+        base.clone().sort(SortBy::Discovered).page(0, 10),
+        base.clone()
+            .sort(SortBy::Discovered)
+            .ascending()
+            .page(100, 10),
+    ] {
+        store.set_order_mode(0);
+        let r = store.query(&q).unwrap();
+        assert!(r.total_estimated, "{q:?}");
+        let err = (r.total as f64 - exact as f64).abs() / exact as f64;
+        assert!(err < 0.1, "estimate {} for {exact}", r.total);
+        // A size filter that keeps everything, with per-match lookups: every
+        // candidate is checked.
+        store.set_order_mode(1);
+        let e = store.query(&q.clone().size_range(Some(0), None)).unwrap();
+        assert!(!e.total_estimated);
+        assert_eq!(e.total, exact);
+        assert_eq!(names(&r), names(&e), "{q:?}");
+        assert_eq!(r.hits.len(), q.limit);
+    }
+    // Few candidates: exact.
+    store.set_order_mode(0);
+    let r = store.query(&SearchQuery::new("\"alpha beta 9\"")).unwrap();
+    assert_eq!((r.total, r.total_estimated), (1, false));
+}

@@ -46,7 +46,7 @@ pub use prepare::PreparedBatch;
 pub use read::{ClientStats, SessionYield, Stats};
 pub use search::{
     FacetFilter, Order, SearchQuery, SearchResults, SortBy, MAX_PREFIX_TERMS, MAX_SEARCH_LIMIT,
-    MAX_SEARCH_OFFSET,
+    MAX_SEARCH_OFFSET, PHRASE_CHECK_BUDGET,
 };
 pub use write::BatchReport;
 

@@ -186,7 +186,16 @@ pub struct SearchResults {
     pub prefix_truncated: bool,
     /// Corrupt records skipped (counted, never a panic).
     pub skipped_corrupt: usize,
+    /// `total` is an estimate: a phrase query had more than [`PHRASE_CHECK_BUDGET`]
+    /// candidates (documents holding all its words), and only as many were checked
+    /// as the page and the budget needed; `total` is the share of those that held the
+    /// phrase, scaled to all candidates. The page itself is exact.
+    pub total_estimated: bool,
 }
+
+/// A phrase query ordered by relevance or discovery checks at most this many
+/// candidates beyond what its page needs (see [`SearchResults::total_estimated`]).
+pub const PHRASE_CHECK_BUDGET: usize = 4_000;
 
 impl Store {
     /// Full-text search: [`Store::query`] with one of the classic orders and no filter.
@@ -448,6 +457,54 @@ fn run_query(
         (SortBy::Size, false) => Some(Order::Smallest),
         _ => None,
     };
+    let by_docid = q.sort == SortBy::Relevance || (q.sort == SortBy::Discovered && time_ordered);
+    let phrase_only = !phrases.is_empty() && !size_filter && !(time_range && !time_ordered);
+    if phrase_only && by_docid && matches.len() > PHRASE_CHECK_BUDGET {
+        // Check candidates in the page's order: the page is exact; the total is
+        // exact only if the budget reached every candidate.
+        let desc = q.descending;
+        if q.sort == SortBy::Relevance {
+            let key = |m: &(u32, u32)| (u64::from(m.1) << 32) | u64::from(m.0);
+            if desc {
+                matches.sort_unstable_by_key(|m| std::cmp::Reverse(key(m)));
+            } else {
+                matches.sort_unstable_by_key(key);
+            }
+        } else if desc {
+            matches.reverse();
+        }
+        let k = offset.saturating_add(limit);
+        let (mut checked, mut found) = (0usize, 0usize);
+        let mut page = Vec::with_capacity(limit);
+        for &(d, _) in &matches {
+            if checked >= PHRASE_CHECK_BUDGET && found >= k {
+                break;
+            }
+            checked += 1;
+            let Some(v) = dbs
+                .torrents
+                .get(txn, &codec::docid_key(d))
+                .map_err(lmdb("reading torrents"))?
+            else {
+                res.skipped_corrupt += 1;
+                continue;
+            };
+            if phrases_hold(txn, dbs, d, v, &phrases, &mut res)? {
+                if found >= offset && found < k {
+                    page.push(d);
+                }
+                found += 1;
+            }
+        }
+        res.total = if checked == matches.len() {
+            found
+        } else {
+            res.total_estimated = true;
+            ((found as f64 / checked as f64) * matches.len() as f64).round() as usize
+        };
+        push_records(txn, dbs, page, &mut res)?;
+        return Ok(res);
+    }
     let page = if let Some(order) = fast {
         res.total = matches.len();
         let k = offset.saturating_add(limit).min(matches.len());
