@@ -248,6 +248,22 @@ pub(crate) fn parse(q: &str) -> Result<Parsed, StoreError> {
 
 /// Whether `phrase` occurs in `text` (as consecutive tokens).
 pub(crate) fn phrase_in(phrase: &Phrase, text: &str) -> bool {
+    // ASCII text folds to its ASCII lowercase: a text lacking a word of the phrase
+    // (as bytes, any case) cannot hold it, and needs no tokenizing.
+    if text.is_ascii() {
+        for t in &phrase.toks {
+            if let PTok::Word(w) = t {
+                let w = w.as_bytes();
+                if !text
+                    .as_bytes()
+                    .windows(w.len())
+                    .any(|x| x.eq_ignore_ascii_case(w))
+                {
+                    return false;
+                }
+            }
+        }
+    }
     let toks = text_toks(text);
     let n = phrase.toks.len();
     if n == 0 {
@@ -342,6 +358,9 @@ mod tests {
             .clone()
             .unwrap();
         assert!(phrase_in(&ph, "Big.Buck.Bunny.1080p"));
+        assert!(phrase_in(&ph, "BUCK_bunny"));
+        assert!(!phrase_in(&ph, "Buck"));
+        assert!(phrase_in(&ph, "Bück Bunny"), "not ASCII: folded");
         assert!(!phrase_in(&ph, "Bunny Buck"));
         assert!(!phrase_in(&ph, "Buck big Bunny"));
         let ph = parse(r#""日本語 字幕""#).unwrap().must[0]

@@ -195,7 +195,7 @@ pub struct SearchResults {
 
 /// A phrase query ordered by relevance or discovery checks at most this many
 /// candidates beyond what its page needs (see [`SearchResults::total_estimated`]).
-pub const PHRASE_CHECK_BUDGET: usize = 4_000;
+pub const PHRASE_CHECK_BUDGET: usize = 2_000;
 
 impl Store {
     /// Full-text search: [`Store::query`] with one of the classic orders and no filter.
@@ -458,7 +458,8 @@ fn run_query(
         _ => None,
     };
     let by_docid = q.sort == SortBy::Relevance || (q.sort == SortBy::Discovered && time_ordered);
-    let phrase_only = !phrases.is_empty() && !size_filter && !(time_range && !time_ordered);
+    let time_checks = time_range && !time_ordered;
+    let phrase_only = !phrases.is_empty() && !size_filter && !time_checks;
     if phrase_only && by_docid && matches.len() > PHRASE_CHECK_BUDGET {
         // Check candidates in the page's order: the page is exact; the total is
         // exact only if the budget reached every candidate.
