@@ -34,7 +34,8 @@
 //! read (a v1 torrent whose counts have no measurement time); `terms` is rebuilt from
 //! the records in one write transaction that also raises the version, so an
 //! interrupted upgrade leaves the old database intact and is started again by the
-//! next open (about a minute per million torrents).
+//! next open (its duration at scale was not measured: it reads every record and file
+//! list and writes the whole index once).
 //!
 //! | db | key | value |
 //! |---|---|---|
