@@ -413,6 +413,19 @@ impl Store {
             }),
         };
         if migrate {
+            // A running crawler of an older build would go on writing the old index
+            // into the new one: upgrade only when no other process holds the
+            // database's lock (this process may: a crawler locks, then opens).
+            if let Ok(Some(h)) = crate::lock::DbLock::holder(&store.inner.opts.path) {
+                if h.pid != Some(std::process::id()) {
+                    return Err(StoreError::InvalidInput(format!(
+                        "the database at {} must be upgraded to schema {SCHEMA_VERSION} (its \
+                         search index is rebuilt), but {h} holds it; stop that process, then \
+                         run this build again",
+                        store.inner.opts.path.display()
+                    )));
+                }
+            }
             store.write(migrate::rebuild_terms)?;
         }
         Ok(store)

@@ -463,6 +463,31 @@ fn schema_4_terms_are_rebuilt_on_open_and_an_interrupted_upgrade_loses_nothing()
     assert!(old_keys.contains(&"日本語字幕".to_string()));
     assert_eq!(v, 4u32.to_le_bytes());
 
+    // Another process holds the database (an older crawler, say): no upgrade.
+    // flock(1) holds the lock while its shell waits for a line on stdin.
+    let mut holder = std::process::Command::new("flock")
+        .arg(opts.path.join(crate::LOCK_FILE))
+        .args(["-c", "read x"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let held = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        matches!(crate::DbLock::holder(&opts.path), Ok(Some(_)))
+    });
+    if held {
+        let e = Store::open(opts.clone()).unwrap_err().to_string();
+        assert!(
+            e.contains("must be upgraded") && e.contains("stop that process"),
+            "{e}"
+        );
+        wait_closed(&opts.path);
+    }
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    assert!(held, "the flock(1) child never took the lock");
+    assert_eq!(raw(&opts).1, 4u32.to_le_bytes().to_vec());
+
     // Interrupted: the open fails, and the database is still the schema 4 one.
     migrate::FAIL_BEFORE_COMMIT.with(|f| f.set(true));
     let e = Store::open(opts.clone()).unwrap_err();
