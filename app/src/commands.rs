@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use magnetar_storage::{
-    magnet_of, parse_torrent_ref, to_hex, DbLock, Order, RetentionPolicy, Store, StoreOptions,
-    TorrentRecord, TorrentRef,
+    magnet_of, parse_torrent_ref, to_hex, DbLock, FacetFilter, RetentionPolicy, SearchQuery,
+    SortBy, Store, StoreError, StoreOptions, TorrentRecord, TorrentRef,
 };
 
 use crate::crawl::wall_secs;
@@ -191,13 +191,89 @@ fn print_table(o: &mut impl Write, records: &[TorrentRecord]) -> Result<(), Fail
     Ok(())
 }
 
-pub fn search(db: &Path, query: &str, limit: usize, json: bool) -> Result<(), Fail> {
+/// What `magnetar search` was asked.
+#[derive(Clone, Debug)]
+pub struct SearchArgs {
+    pub query: String,
+    pub limit: usize,
+    pub offset: usize,
+    pub sort: SortBy,
+    pub descending: bool,
+    pub min_size: Option<String>,
+    pub max_size: Option<String>,
+    pub since: Option<String>,
+    pub category: Option<String>,
+    pub json: bool,
+}
+
+/// A size: bytes, or a number with a unit (`700MB`, `1.5GiB`): kB/MB/GB/TB are
+/// powers of 1000, K/M/G/T and KiB/MiB/GiB/TiB powers of 1024.
+pub fn parse_size(flag: &str, s: &str) -> Result<u64, Fail> {
+    let bad = || {
+        Fail(format!(
+            "{flag} {s}: expected bytes or a size with a unit, like 700MB, 1.5GiB or 4G"
+        ))
+    };
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tib" => 1024.0f64.powi(4),
+        _ => return Err(bad()),
+    };
+    if let (Ok(n), "") = (num.parse::<u64>(), unit) {
+        return Ok(n);
+    }
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let v = (n * mult).round();
+    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
+        return Err(bad());
+    }
+    Ok(v as u64)
+}
+
+pub fn search(db: &Path, a: &SearchArgs) -> Result<(), Fail> {
+    let mut q = SearchQuery::new(a.query.clone())
+        .sort(a.sort)
+        .page(a.offset, a.limit);
+    q.descending = a.descending;
+    let min = a
+        .min_size
+        .as_deref()
+        .map(|s| parse_size("--min-size", s))
+        .transpose()?;
+    let max = a
+        .max_size
+        .as_deref()
+        .map(|s| parse_size("--max-size", s))
+        .transpose()?;
+    q = q.size_range(min, max);
+    if let Some(s) = &a.since {
+        q = q.discovered_range(Some(parse_since(s, now_secs())?), None);
+    }
+    if let Some(c) = &a.category {
+        q = q.facets(FacetFilter {
+            category: Some(c.clone()),
+            attributes: Vec::new(),
+        });
+    }
     let store = open_existing(db)?;
-    let res = store
-        .search(query, limit, 0, Order::Relevance)
-        .map_err(db_err(db))?;
+    let res = store.query(&q).map_err(|e| match e {
+        StoreError::InvalidQuery(_) | StoreError::Unsupported(_) => Fail(e.to_string()),
+        e => db_err(db)(e),
+    })?;
     let mut o = std::io::stdout().lock();
-    if json {
+    if a.json {
         let now = now_secs();
         for r in &res.hits {
             out!(o, "{}", json_record(r, now));
@@ -205,11 +281,17 @@ pub fn search(db: &Path, query: &str, limit: usize, json: bool) -> Result<(), Fa
     } else {
         print_table(&mut o, &res.hits)?;
         eprintln!(
-            "{} of {} match(es){}",
+            "{} of {}{} match(es){}{}",
             res.hits.len(),
+            if res.total_estimated { "about " } else { "" },
             res.total,
+            if a.offset > 0 {
+                format!(" after skipping {}", a.offset)
+            } else {
+                String::new()
+            },
             if res.prefix_truncated {
-                " (the last word's prefix matched too many terms; only the first were used)"
+                " (a prefix matched too many terms; only the first were used)"
             } else {
                 ""
             }
@@ -364,10 +446,19 @@ pub fn show(db: &Path, reference: &str) -> Result<(), Fail> {
     Ok(())
 }
 
-pub fn recent(db: &Path, n: usize) -> Result<(), Fail> {
+pub fn recent(db: &Path, n: usize, json: bool) -> Result<(), Fail> {
     let store = open_existing(db)?;
     let rs = store.recent(n).map_err(db_err(db))?;
-    print_table(&mut std::io::stdout().lock(), &rs)
+    let mut o = std::io::stdout().lock();
+    if json {
+        let now = now_secs();
+        for r in &rs {
+            out!(o, "{}", json_record(r, now));
+        }
+        Ok(())
+    } else {
+        print_table(&mut o, &rs)
+    }
 }
 
 /// `--since`: Unix seconds, a UTC date (`2026-11-01`) or time

@@ -95,6 +95,35 @@ impl From<DurabilityArg> for magnetar_storage::Durability {
     }
 }
 
+/// `search --sort`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum SortArg {
+    Relevance,
+    Newest,
+    Size,
+    Seeders,
+    Files,
+}
+
+impl From<SortArg> for magnetar_storage::SortBy {
+    fn from(s: SortArg) -> Self {
+        match s {
+            SortArg::Relevance => magnetar_storage::SortBy::Relevance,
+            SortArg::Newest => magnetar_storage::SortBy::Discovered,
+            SortArg::Size => magnetar_storage::SortBy::Size,
+            SortArg::Seeders => magnetar_storage::SortBy::Seeders,
+            SortArg::Files => magnetar_storage::SortBy::Files,
+        }
+    }
+}
+
+/// `search --order`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum OrderArg {
+    Asc,
+    Desc,
+}
+
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 enum Runtime {
     Mio,
@@ -122,15 +151,43 @@ enum Cmd {
     /// metadata funnel. Exits with status 2 when a line fails.
     Doctor(Box<CrawlArgs>),
     /// Search stored torrents by words of their names and file paths (the last word
-    /// may be a prefix).
+    /// may be a prefix). Query language: `"a phrase"`, `-word` to exclude,
+    /// `name:word` / `path:word` to look only at names or file paths; accents and
+    /// case are ignored (`epopee` finds "Épopée"); Chinese and Japanese are matched
+    /// by character pairs (`語` finds "日本語").
     Search {
-        /// Words to look for.
+        /// Words to look for (joined by spaces; to exclude a word, quote the query,
+        /// `'ubuntu -desktop'`, or put the words after `--`).
         #[arg(required = true, value_name = "WORDS")]
         words: Vec<String>,
         /// Most results to print.
         #[arg(long, short = 'n', default_value_t = 20, env = "MAGNETAR_SEARCH_LIMIT",
               value_parser = clap::value_parser!(u32).range(1..=10_000))]
         limit: u32,
+        /// Matches to skip (paging), at most 100,000.
+        #[arg(long, default_value_t = 0, env = "MAGNETAR_SEARCH_OFFSET")]
+        offset: usize,
+        /// Sort by relevance, newest (discovery time), size, seeders or files.
+        #[arg(long, value_enum, default_value_t = SortArg::Relevance, env = "MAGNETAR_SEARCH_SORT")]
+        sort: SortArg,
+        /// Sort direction: desc (largest, newest, most first; the default) or asc.
+        #[arg(long, value_enum, default_value_t = OrderArg::Desc, env = "MAGNETAR_SEARCH_ORDER")]
+        order: OrderArg,
+        /// Only torrents of at least this total size: bytes, or with a unit (700MB,
+        /// 1.5GiB; kB/MB/GB/TB are powers of 1000, K/M/G/T and KiB/MiB/GiB/TiB of 1024).
+        #[arg(long, value_name = "SIZE", env = "MAGNETAR_SEARCH_MIN_SIZE")]
+        min_size: Option<String>,
+        /// Only torrents of at most this total size (units as for --min-size).
+        #[arg(long, value_name = "SIZE", env = "MAGNETAR_SEARCH_MAX_SIZE")]
+        max_size: Option<String>,
+        /// Only torrents discovered since: Unix seconds, a UTC date or time
+        /// (2026-11-01, 2026-11-01T12:00:00Z) or an age (30m, 24h, 7d).
+        #[arg(long, value_name = "WHEN", env = "MAGNETAR_SEARCH_SINCE")]
+        since: Option<String>,
+        /// Only torrents of this category (needs the classifier: refused until the
+        /// database has categories).
+        #[arg(long, env = "MAGNETAR_SEARCH_CATEGORY")]
+        category: Option<String>,
         /// One JSON object per line instead of a table.
         #[arg(long, env = "MAGNETAR_SEARCH_JSON")]
         json: bool,
@@ -151,6 +208,9 @@ enum Cmd {
         /// How many.
         #[arg(short = 'n', long = "count", default_value_t = 20, env = "MAGNETAR_RECENT_COUNT", value_parser = clap::value_parser!(u32).range(1..=100_000))]
         n: u32,
+        /// One JSON object per line instead of a table (the fields of `search --json`).
+        #[arg(long, env = "MAGNETAR_RECENT_JSON")]
+        json: bool,
         #[command(flatten)]
         db: DbArg,
     },
@@ -542,11 +602,32 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
         Cmd::Search {
             words,
             limit,
+            offset,
+            sort,
+            order,
+            min_size,
+            max_size,
+            since,
+            category,
             json,
             db,
-        } => commands::search(&db.path()?, &words.join(" "), limit as usize, json),
+        } => commands::search(
+            &db.path()?,
+            &commands::SearchArgs {
+                query: words.join(" "),
+                limit: limit as usize,
+                offset,
+                sort: sort.into(),
+                descending: order == OrderArg::Desc,
+                min_size,
+                max_size,
+                since,
+                category,
+                json,
+            },
+        ),
         Cmd::Show { infohash, db } => commands::show(&db.path()?, &infohash),
-        Cmd::Recent { n, db } => commands::recent(&db.path()?, n as usize),
+        Cmd::Recent { n, json, db } => commands::recent(&db.path()?, n as usize, json),
         Cmd::Export {
             format,
             since,

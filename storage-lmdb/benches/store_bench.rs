@@ -8,9 +8,10 @@
 
 use std::time::{Duration, Instant};
 
-use magnetar_storage::synth::Synth;
+use magnetar_storage::synth::{Rng, Synth};
 use magnetar_storage::{
-    tokenize, wait_closed, Durability, Op, Order, Store, StoreOptions, WriterConfig,
+    tokenize, wait_closed, Durability, FileEntry, Op, SearchQuery, SortBy, Store, StoreOptions,
+    TorrentInput, WriterConfig,
 };
 
 fn env(name: &str, default: usize) -> usize {
@@ -70,9 +71,16 @@ fn fill(
         let k = 10_000.min(n - done);
         let ops: Vec<Op> = (0..k)
             .map(|i| {
-                let t = synth.torrent(1_600_000_000 + (done + i) as u64, with_info);
+                let mut t = synth.torrent(1_600_000_000 + (done + i) as u64, with_info);
                 if (done + i) % 500 == 7 {
                     sample.push(t.name.clone());
+                }
+                // Two torrents in three have known seeders (a fixed-size field: the
+                // record is as large either way), for the seeders sort.
+                let j = (done + i) as u64;
+                if j % 3 != 0 {
+                    t.seeders = Some((j.wrapping_mul(0x9e37_79b9) >> 7) as u32 % 5_000);
+                    t.scraped_at = Some(t.discovered_at);
                 }
                 Op::Torrent(Box::new(t))
             })
@@ -113,6 +121,223 @@ fn fill_writer(store: &Store, n: usize, seed: u64) -> (f64, f64) {
         );
     }
     (wall, cpu)
+}
+
+/// A few CJK characters with a Zipf-like popularity.
+fn cjk_word(rng: &mut Rng) -> String {
+    let len = 2 + rng.below(4);
+    (0..len)
+        .map(|_| {
+            let r = (2_000f64).powf(rng.f64()) as u32;
+            char::from_u32(0x4E00 + r).unwrap_or('中')
+        })
+        .collect()
+}
+
+/// Adds `n` torrents with Chinese/Japanese-style names (words run together, no
+/// spaces) after the timed inserts; returns about 1 name in 50.
+fn add_cjk(store: &Store, n: usize, t0: u64) -> Vec<String> {
+    let mut rng = Rng::new(77);
+    let mut sample = Vec::new();
+    let mut done = 0;
+    while done < n {
+        let k = 10_000.min(n - done);
+        let ops: Vec<Op> = (0..k)
+            .map(|i| {
+                let words = 1 + rng.below(3);
+                let name: String = (0..words).map(|_| cjk_word(&mut rng)).collect();
+                let name = format!("{name} 1080p");
+                if (done + i) % 50 == 3 {
+                    sample.push(name.clone());
+                }
+                let mut ih = [0u8; 20];
+                ih[..8].copy_from_slice(&rng.next_u64().to_le_bytes());
+                ih[8..16].copy_from_slice(&rng.next_u64().to_le_bytes());
+                ih[16..].copy_from_slice(&[0xc0, 0x1c, 0, 0]);
+                Op::Torrent(Box::new(TorrentInput {
+                    infohash: ih,
+                    kind: magnetar_storage::HashKind::V1,
+                    v2: None,
+                    total_size: 1 << 30,
+                    piece_length: 1 << 20,
+                    piece_count: 1 << 10,
+                    private: false,
+                    source: None,
+                    files: vec![FileEntry {
+                        path: format!("{name}.mkv"),
+                        size: 1 << 30,
+                    }],
+                    discovered_at: t0 + (done + i) as u64,
+                    sources: magnetar_storage::Sources::SAMPLE,
+                    seeders: None,
+                    leechers: None,
+                    scraped_at: None,
+                    info: None,
+                    name,
+                }))
+            })
+            .collect();
+        store.apply_batch(&ops).expect("apply_batch");
+        done += k;
+    }
+    sample
+}
+
+/// Accents every vowel: the query folds back to the stored (unaccented) word.
+fn accented(w: &str) -> String {
+    w.chars()
+        .map(|c| match c {
+            'a' => 'á',
+            'e' => 'è',
+            'i' => 'î',
+            'o' => 'ö',
+            'u' => 'ú',
+            c => c,
+        })
+        .collect()
+}
+
+/// Every query shape of the bench, `nq` queries each.
+fn query_shapes(
+    names: &[String],
+    cjk: &[String],
+    nq: usize,
+    recent_since: u64,
+) -> Vec<(String, Vec<SearchQuery>)> {
+    let mut qsynth = Synth::new(99);
+    let mut one = Vec::with_capacity(nq);
+    let mut two = Vec::with_capacity(nq);
+    let mut prefix = Vec::with_capacity(nq);
+    let mut phrase = Vec::with_capacity(nq);
+    let mut exclude = Vec::with_capacity(nq);
+    while one.len() < nq || two.len() < nq || phrase.len() < nq || prefix.len() < nq {
+        let name = &names[qsynth.rng().below(names.len() as u64) as usize];
+        let words: Vec<String> = tokenize(name).collect();
+        let i = qsynth.rng().below(words.len() as u64) as usize;
+        if one.len() < nq {
+            one.push(words[i].clone());
+        }
+        if words.len() >= 2 {
+            let j = (i + 1 + qsynth.rng().below(words.len() as u64 - 1) as usize) % words.len();
+            let (a, b) = (i.min(j), i.max(j));
+            if two.len() < nq {
+                two.push(format!("{} {}", words[a], words[b]));
+            }
+            if prefix.len() < nq && words[b].chars().count() >= 4 {
+                let cut: String = words[b].chars().take(3).collect();
+                prefix.push(format!("{} {cut}", words[a]));
+            }
+            if phrase.len() < nq && i + 1 < words.len() {
+                phrase.push(format!("\"{} {}\"", words[i], words[i + 1]));
+            }
+        }
+    }
+    // Exclusion: a word of one name minus a word of another (popular words come up
+    // as often as they occur).
+    for (k, w) in one.iter().enumerate() {
+        let other = &one[(k * 7 + 3) % one.len()];
+        if other != w {
+            exclude.push(format!("{w} -{other}"));
+        }
+    }
+    let mut cjk_q = [Vec::new(), Vec::new(), Vec::new()];
+    let mut rng = Rng::new(5);
+    if !cjk.is_empty() {
+        while cjk_q.iter().any(|v| v.len() < nq) {
+            let name = &cjk[rng.below(cjk.len() as u64) as usize];
+            let chars: Vec<char> = name.split(' ').next().unwrap_or("").chars().collect();
+            for (len, v) in cjk_q.iter_mut().enumerate() {
+                let len = len + 1;
+                if v.len() < nq && chars.len() >= len {
+                    let at = rng.below((chars.len() - len + 1) as u64) as usize;
+                    v.push(chars[at..at + len].iter().collect::<String>());
+                }
+            }
+        }
+    }
+    let plain = |v: &[String]| -> Vec<SearchQuery> { v.iter().map(SearchQuery::new).collect() };
+    let sorted = |by: SortBy, desc: bool| -> Vec<SearchQuery> {
+        one.iter()
+            .map(|w| {
+                let q = SearchQuery::new(w).sort(by);
+                if desc {
+                    q
+                } else {
+                    q.ascending()
+                }
+            })
+            .collect()
+    };
+    let [cjk1, cjk2, cjk3] = cjk_q;
+    vec![
+        ("one-word".into(), plain(&one)),
+        ("two-word".into(), plain(&two)),
+        ("word + prefix".into(), plain(&prefix)),
+        ("phrase".into(), plain(&phrase)),
+        ("exclusion".into(), plain(&exclude)),
+        (
+            "name:word".into(),
+            one.iter()
+                .map(|w| SearchQuery::new(format!("name:{w}")))
+                .collect(),
+        ),
+        (
+            "path:word".into(),
+            one.iter()
+                .map(|w| SearchQuery::new(format!("path:{w}")))
+                .collect(),
+        ),
+        (
+            "accented word".into(),
+            one.iter().map(|w| SearchQuery::new(accented(w))).collect(),
+        ),
+        ("CJK 1 char".into(), plain(&cjk1)),
+        ("CJK 2 chars".into(), plain(&cjk2)),
+        ("CJK 3 chars".into(), plain(&cjk3)),
+        (
+            "one-word relevance asc".into(),
+            sorted(SortBy::Relevance, false),
+        ),
+        ("one-word newest".into(), sorted(SortBy::Discovered, true)),
+        ("one-word oldest".into(), sorted(SortBy::Discovered, false)),
+        ("one-word largest".into(), sorted(SortBy::Size, true)),
+        ("one-word smallest".into(), sorted(SortBy::Size, false)),
+        ("one-word seeders".into(), sorted(SortBy::Seeders, true)),
+        (
+            "one-word seeders asc".into(),
+            sorted(SortBy::Seeders, false),
+        ),
+        ("one-word files".into(), sorted(SortBy::Files, true)),
+        (
+            "two-word largest".into(),
+            two.iter()
+                .map(|w| SearchQuery::new(w).sort(SortBy::Size))
+                .collect(),
+        ),
+        (
+            "one-word size 0.1-5 GB".into(),
+            one.iter()
+                .map(|w| SearchQuery::new(w).size_range(Some(100_000_000), Some(5_000_000_000)))
+                .collect(),
+        ),
+        (
+            "one-word since (10 %)".into(),
+            one.iter()
+                .map(|w| SearchQuery::new(w).discovered_range(Some(recent_since), None))
+                .collect(),
+        ),
+        (
+            "one-word size+since newest".into(),
+            one.iter()
+                .map(|w| {
+                    SearchQuery::new(w)
+                        .sort(SortBy::Discovered)
+                        .size_range(Some(100_000_000), None)
+                        .discovered_range(Some(recent_since), None)
+                })
+                .collect(),
+        ),
+    ]
 }
 
 fn main() {
@@ -164,37 +389,17 @@ fn main() {
         st.posting_blocks,
     );
 
-    // 2. Search latency. Queries: words of stored names (a popular word is queried
-    // as often as it occurs), one word, or two words of one name in name order.
-    let mut qsynth = Synth::new(99);
-    let mut one = Vec::with_capacity(nq);
-    let mut two = Vec::with_capacity(nq);
-    while one.len() < nq || two.len() < nq {
-        let name = &names[qsynth.rng().below(names.len() as u64) as usize];
-        let words: Vec<String> = tokenize(name).collect();
-        let i = qsynth.rng().below(words.len() as u64) as usize;
-        if one.len() < nq {
-            one.push(words[i].clone());
-        }
-        if words.len() >= 2 && two.len() < nq {
-            let j = (i + 1 + qsynth.rng().below(words.len() as u64 - 1) as usize) % words.len();
-            let (a, b) = (i.min(j), i.max(j));
-            two.push(format!("{} {}", words[a], words[b]));
-        }
-    }
-    for (label, queries, order) in [
-        ("one-word  relevance", &one, Order::Relevance),
-        ("two-word  relevance", &two, Order::Relevance),
-        ("one-word  newest   ", &one, Order::Newest),
-        ("one-word  largest  ", &one, Order::Largest),
-        ("two-word  largest  ", &two, Order::Largest),
-    ] {
+    // 2. Search latency, per query shape. Queries are made from stored names (a
+    // popular word is queried as often as it occurs).
+    let cjk_names = add_cjk(&store, n / 100, 1_600_000_000 + n as u64);
+    let shapes = query_shapes(&names, &cjk_names, nq, 1_600_000_000 + (n as u64) * 9 / 10);
+    for (label, queries) in &shapes {
         let mut lat = Vec::with_capacity(queries.len());
         let mut total = 0usize;
         let mut empty = 0;
         for q in queries.iter() {
             let t0 = Instant::now();
-            let r = store.search(q, 20, 0, order).expect("search");
+            let r = store.query(q).expect("search");
             lat.push(t0.elapsed());
             total += r.total;
             if r.hits.is_empty() {
@@ -203,11 +408,11 @@ fn main() {
         }
         let max = *lat.iter().max().unwrap_or(&Duration::ZERO);
         println!(
-            "search {label} over {n}: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; mean matches {:.0}, no-hit queries {empty}/{}",
+            "search {label:<22} over {n}: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; mean matches {:.0}, no-hit queries {empty}/{}",
             pct(&mut lat, 0.5).as_secs_f64() * 1e3,
             pct(&mut lat, 0.99).as_secs_f64() * 1e3,
             max.as_secs_f64() * 1e3,
-            total as f64 / queries.len() as f64,
+            total as f64 / queries.len().max(1) as f64,
             queries.len()
         );
     }

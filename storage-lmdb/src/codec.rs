@@ -263,6 +263,43 @@ pub(crate) fn torrent_keys(v: &[u8]) -> DecodeResult<(InfoHash, u64, u64)> {
     Ok((ih, at, size))
 }
 
+/// The fixed fields search filters and sorts on, read in place from a `torrents`
+/// value (layouts 2 and 3 agree on them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SortFields {
+    pub discovered_at: u64,
+    pub total_size: u64,
+    pub file_count: u32,
+    pub seeders: Option<u32>,
+}
+
+const T_FILE_COUNT: usize = 39;
+const T_SEEDERS: usize = 59;
+
+pub(crate) fn torrent_sort_fields(v: &[u8]) -> DecodeResult<SortFields> {
+    if !matches!(v.first(), Some(&(LAYOUT_TORRENT_V2 | LAYOUT_TORRENT_V3))) {
+        return Err("unknown record layout version");
+    }
+    let u64_at = |o: usize| {
+        v.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or("truncated record")
+    };
+    let u32_at = |o: usize| {
+        v.get(o..o + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .ok_or("truncated record")
+    };
+    Ok(SortFields {
+        discovered_at: u64_at(T_DISCOVERED_AT)?,
+        total_size: u64_at(T_TOTAL_SIZE)?,
+        file_count: u32_at(T_FILE_COUNT)?,
+        seeders: u32_opt(u32_at(T_SEEDERS)?),
+    })
+}
+
 pub(crate) fn decode_torrent(docid: u32, v: &[u8]) -> DecodeResult<StoredTorrent> {
     let mut d = Dec::new(v);
     let layout = d.u8()?;
@@ -728,6 +765,15 @@ mod tests {
         let enc = encode_torrent(&t.rec);
         assert_eq!(decode_torrent(7, &enc).unwrap(), t);
         assert_eq!(torrent_keys(&enc).unwrap(), ([3; 20], 10, 123));
+        assert_eq!(
+            torrent_sort_fields(&enc).unwrap(),
+            SortFields {
+                discovered_at: 10,
+                total_size: 123,
+                file_count: 2,
+                seeders: Some(4)
+            }
+        );
         for n in 0..enc.len() {
             assert!(decode_torrent(7, &enc[..n]).is_err());
         }
@@ -839,19 +885,20 @@ pub(crate) const MAX_BLOCK: usize = 480;
 /// A `terms` value: a block of postings of one term, for ascending doc ids.
 ///
 /// Layout: first doc id u32 BE (so blocks sort by doc id), last doc id u32 LE, then
-/// one varint per posting: `(doc id − previous doc id) << 1 | in_name`, where the
-/// previous of the first posting is the first doc id itself (delta 0).
-pub(crate) fn block_new(docid: u32, in_name: bool) -> Vec<u8> {
+/// one varint per posting: `(doc id − previous doc id) << 2 | flags` (`flags`: 1 the
+/// term is in the name, 2 in a file path), where the previous of the first posting
+/// is the first doc id itself (delta 0).
+pub(crate) fn block_new(docid: u32, flags: u8) -> Vec<u8> {
     let mut e = Enc::with_capacity(64);
     e.0.extend_from_slice(&docid.to_be_bytes());
     e.0.extend_from_slice(&docid.to_le_bytes());
-    e.var(u64::from(in_name));
+    e.var(u64::from(flags & 3));
     e.0
 }
 
 /// Appends a posting whose doc id is larger than the block's last; false (and the
 /// block unchanged) when it would not fit or is out of order.
-pub(crate) fn block_push(block: &mut Vec<u8>, docid: u32, in_name: bool) -> bool {
+pub(crate) fn block_push(block: &mut Vec<u8>, docid: u32, flags: u8) -> bool {
     let Some(last) = block_last(block) else {
         return false;
     };
@@ -859,7 +906,7 @@ pub(crate) fn block_push(block: &mut Vec<u8>, docid: u32, in_name: bool) -> bool
         return false;
     }
     let mut e = Enc::default();
-    e.var((u64::from(docid - last) << 1) | u64::from(in_name));
+    e.var((u64::from(docid - last) << 2) | u64::from(flags & 3));
     if block.len() + e.0.len() > MAX_BLOCK {
         return false;
     }
@@ -872,7 +919,10 @@ pub(crate) fn block_last(block: &[u8]) -> Option<u32> {
     Some(u32::from_le_bytes(block.get(4..8)?.try_into().ok()?))
 }
 
-/// Decodes a block, pushing raw postings (`docid << 1 | in_name`) onto `out`.
+/// Largest doc id a posting can hold (raw postings are `docid << 2 | flags` in a u32).
+pub(crate) const MAX_DOCID: u32 = (1 << 30) - 1;
+
+/// Decodes a block, pushing raw postings (`docid << 2 | flags`) onto `out`.
 pub(crate) fn block_decode(block: &[u8], out: &mut Vec<u32>) -> DecodeResult<()> {
     let first = block.get(..4).ok_or("posting block too short")?;
     let mut doc = u32::from_be_bytes(first.try_into().map_err(|_| "posting block too short")?);
@@ -881,15 +931,15 @@ pub(crate) fn block_decode(block: &[u8], out: &mut Vec<u32>) -> DecodeResult<()>
     let mut n = 0;
     while d.pos < d.buf.len() {
         let v = d.var()?;
-        let delta = u32::try_from(v >> 1).map_err(|_| "posting delta too large")?;
+        let delta = u32::try_from(v >> 2).map_err(|_| "posting delta too large")?;
         if n > 0 && delta == 0 {
             return Err("posting block not increasing");
         }
         doc = doc.checked_add(delta).ok_or("posting doc id overflow")?;
-        if doc >= 1 << 31 {
+        if doc > MAX_DOCID {
             return Err("posting doc id out of range");
         }
-        out.push((doc << 1) | (v & 1) as u32);
+        out.push((doc << 2) | (v & 3) as u32);
         n += 1;
     }
     if n == 0 || doc != last {
@@ -904,18 +954,19 @@ mod block_tests {
 
     #[test]
     fn blocks_roundtrip_and_fill_up() {
-        let mut b = block_new(5, true);
-        let mut want = vec![(5 << 1) | 1];
+        let mut b = block_new(5, 1);
+        let mut want = vec![(5 << 2) | 1];
         let mut doc = 5u32;
         loop {
             doc += 1 + doc % 300;
-            if !block_push(&mut b, doc, doc % 2 == 0) {
+            let flags = (doc % 3 + 1) as u8;
+            if !block_push(&mut b, doc, flags) {
                 break;
             }
-            want.push((doc << 1) | u32::from(doc % 2 == 0));
+            want.push((doc << 2) | u32::from(flags));
         }
         assert!(b.len() <= MAX_BLOCK);
-        assert!(!block_push(&mut b, 3, false), "out of order");
+        assert!(!block_push(&mut b, 3, 1), "out of order");
         let mut got = Vec::new();
         block_decode(&b, &mut got).unwrap();
         assert_eq!(got, want);

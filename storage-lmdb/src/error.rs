@@ -40,6 +40,12 @@ pub enum StoreError {
     NoDataDir,
     /// Error from the magnetico SQLite importer.
     Magnetico(String),
+    /// A search query the store refuses (too long, too many terms, an offset past
+    /// the cap): the message says what and the limit.
+    InvalidQuery(String),
+    /// A feature asked for that this store does not have yet (e.g. category
+    /// filters before the classifier's facets exist).
+    Unsupported(String),
 }
 
 impl fmt::Display for StoreError {
@@ -82,6 +88,8 @@ impl fmt::Display for StoreError {
                 "cannot find a data directory: set XDG_DATA_HOME or HOME, or pass a path"
             ),
             StoreError::Magnetico(m) => write!(f, "magnetico import: {m}"),
+            StoreError::InvalidQuery(m) => write!(f, "invalid search query: {m}"),
+            StoreError::Unsupported(m) => write!(f, "not supported: {m}"),
         }
     }
 }

@@ -26,11 +26,16 @@
 //! numerically). `var` is an unsigned LEB128 varint; `str` is `var` length + UTF-8.
 //! Every value whose layout may change starts with a layout byte (`1`, or `2` for
 //! `torrents`, `3` for `torrents` written since schema 4). Schema version 4: every
-//! torrent has a doc id (u32, given in discovery order), and the torrent tables are
-//! keyed by it. Schemas 2 and 3 are migrated on open without rewriting a record:
-//! schema 2 lacks `ids_delta`, both lack `ids_v2` (created empty), and their
-//! `torrents` values are layout 2, which is still read (a v1 torrent whose counts
-//! have no measurement time).
+//! torrent has a doc id (u32, given in discovery order, below 2^30), and the torrent
+//! tables are keyed by it. Schema version 5 changed only `terms` (the tokenizer folds
+//! accents and indexes space-less scripts as bigrams; postings carry a path flag).
+//! Schemas 2 to 4 are migrated on open: schema 2 lacks `ids_delta`, 2 and 3 lack
+//! `ids_v2` (created empty), and their `torrents` values are layout 2, which is still
+//! read (a v1 torrent whose counts have no measurement time); `terms` is rebuilt from
+//! the records in one write transaction that also raises the version, so an
+//! interrupted upgrade leaves the old database intact and is started again by the
+//! next open (its duration at scale was not measured: it reads every record and file
+//! list and writes the whole index once).
 //!
 //! | db | key | value |
 //! |---|---|---|
@@ -40,7 +45,7 @@
 //! | `torrents` | docid u32 BE | `3`, flags u8 (private, has_info, has_source, has_v2, no_v1), sources u8, infohash (20: v1, or a v2-only torrent's truncated v2), total_size u64, piece_length u32, piece_count u32, file_count u32, discovered_at u64, last_seen_at u64, seeders u32, leechers u32 (`u32::MAX` = unknown), scraped_at u64 (`u64::MAX` = unknown), [v2 hash (32) when has_v2], name str, [source str] — 75 bytes (+ 32) + name; layout `2` (schemas 2 and 3) lacks scraped_at and the v2 hash |
 //! | `files` | docid u32 BE | `1`, count var, then per file: size var, shared-prefix var, suffix str (front coding: each path stores only what differs from the previous path) |
 //! | `info` | docid u32 BE | raw bencoded info dict (only when `keep_info`) |
-//! | `terms` | term (UTF-8, ≤ 64 bytes) | DUP_SORT; each duplicate is a posting block of ≤ 480 bytes: first docid u32 BE (blocks sort by docid), last docid u32, then per posting a var `(docid − previous docid) << 1 \| in_name` |
+//! | `terms` | term (UTF-8, ≤ 64 bytes) | DUP_SORT; each duplicate is a posting block of ≤ 480 bytes: first docid u32 BE (blocks sort by docid), last docid u32, then per posting a var `(docid − previous docid) << 2 \| flags` (1: in the name, 2: in a file path); schemas 2–4 had `<< 1 \| in_name` and the old tokenizer |
 //! | `by_time` | discovered_at u64 BE ‖ docid u32 BE | empty |
 //! | `by_size` | size bucket u16 BE (sizes < 16 exact, then 8 classes per power of two) ‖ docid u32 BE | empty |
 //! | `peers` | family u8 (4/6), ip, port u16 BE | `1`, status u8, ut_metadata u8 (0 unknown, 1 no, 2 yes), attempts u32, successes u32, failures u32, rtt_ms u32, last_seen u64, client str, last_error str |
@@ -102,12 +107,24 @@
 //! N + 1 overlaps the page writes and fsync of batch N.
 //!
 //! # Search
-//! Query and documents go through the same [`tokenize`]. Every word but the last must
-//! occur (as a whole word) in the name or a file path; the last word matches every
-//! term it is a prefix of (at most [`MAX_PREFIX_TERMS`] terms). Posting lists are
-//! intersected smallest first with galloping search; a prefix expanding to several
-//! terms is merged in a bitmap over doc ids. Relevance = number of query words found
-//! in the name (a name hit beats a file-path-only hit), ties newest first.
+//! Query and documents go through the same tokenizer ([`tokenize`]: accents and case
+//! folded, CJK and other space-less scripts as character bigrams). [`Store::query`]
+//! takes a [`SearchQuery`]: text in the query language of [`query`] (words, the last
+//! one a prefix, `"phrases"`, `-exclusions`, `name:`/`path:` scopes), a sort
+//! ([`SortBy`]: relevance, discovery time, size, seeders, files; either direction),
+//! a page, size and discovery-time ranges, and a category filter that is refused
+//! until the classifier's facets exist; it returns the page and the total.
+//! [`Store::search`] is its classic form. Every word must occur (as a whole word, in
+//! the scope asked) in the name or a file path; a prefix matches every term it
+//! starts (at most [`MAX_PREFIX_TERMS`] terms). Posting lists are intersected
+//! smallest first with galloping search; a prefix expanding to several terms is
+//! merged in a bitmap over doc ids; exclusions are subtracted; a discovery-time
+//! range is a doc id range while doc ids are in time order. Phrases are checked on
+//! the candidates' names and file paths (there are no positions in the index);
+//! size filters, the seeders and files sorts, and time filters on a store out of
+//! time order look each candidate up in `torrents`. Relevance = number of query
+//! terms found in the name (a name hit beats a file-path-only hit), ties newest
+//! first.
 
 mod codec;
 mod error;
@@ -116,6 +133,7 @@ mod lock;
 #[cfg(feature = "magnetico")]
 mod magnetico;
 mod prefix;
+pub mod query;
 mod store;
 #[doc(hidden)]
 pub mod synth;
@@ -127,13 +145,17 @@ pub use error::{parse_infohash_hex, StoreError};
 pub use export::{magnet_of, magnet_uri, ExportReport, ImportReport, JsonFile, JsonTorrent};
 pub use lock::{DbLock, LockError, LockHolder, LOCK_FILE};
 pub use prefix::{parse_torrent_ref, TorrentRef, MIN_PREFIX_HEX};
+pub use query::{MAX_QUERY_BYTES, MAX_QUERY_TERMS};
 pub use store::{
-    compact, default_data_dir, wait_closed, BatchReport, ClientStats, Durability, Hourly,
-    IntegrityReport, Order, PreparedBatch, PruneReport, RetentionPolicy, SearchResults,
-    SessionYield, Stats, Store, StoreOptions, MAX_HISTORY_SCAN, MAX_PREFIX_TERMS, MAX_SEARCH_LIMIT,
-    SCHEMA_VERSION,
+    compact, default_data_dir, wait_closed, BatchReport, ClientStats, Durability, FacetFilter,
+    Hourly, IntegrityReport, Order, PreparedBatch, PruneReport, RetentionPolicy, SearchQuery,
+    SearchResults, SessionYield, SortBy, Stats, Store, StoreOptions, MAX_HISTORY_SCAN,
+    MAX_PREFIX_TERMS, MAX_SEARCH_LIMIT, MAX_SEARCH_OFFSET, PHRASE_CHECK_BUDGET, SCHEMA_VERSION,
 };
-pub use tokenize::{tokenize, MAX_TERMS_PER_TORRENT, MAX_TERM_BYTES};
+pub use tokenize::{
+    tokenize, MAX_TERMS_PER_TORRENT, MAX_TERM_BYTES, MAX_TOKENS_PER_TORRENT, MAX_TOKENS_PER_WORD,
+    MAX_WORDS_PER_TORRENT,
+};
 pub use types::*;
 pub use writer::{CommitCallback, CommitInfo, Writer, WriterConfig, WriterTotals};
 

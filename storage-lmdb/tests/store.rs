@@ -158,7 +158,9 @@ fn search_unicode_paths_prefixes() {
     assert_eq!(s("開会式"), vec!["東京2020 オリンピック 開会式"]);
     assert_eq!(s("straße ölsardinen"), vec!["STRAßE der Ölsardinen"]);
     assert_eq!(s("σοφια"), vec!["ΣΟΦΙΑ Greek Songs"]);
-    assert_eq!(s("αγάπη"), Vec::<String>::new(), "accents are not folded");
+    assert_eq!(s("αγάπη"), vec!["ΣΟΦΙΑ Greek Songs"], "accents are folded");
+    assert_eq!(s("ete a paris"), vec!["Été à Paris 1080p"]);
+    assert_eq!(s("strasse"), Vec::<String>::new(), "ß is not a diacritic");
     assert_eq!(s("αγαπη"), vec!["ΣΟΦΙΑ Greek Songs"], "file-path hit");
     // A word found only in a file path.
     assert_eq!(s("debian"), vec!["Linux Collection"]);
@@ -175,7 +177,11 @@ fn search_unicode_paths_prefixes() {
         Vec::<String>::new(),
         "only the last word is a prefix"
     );
-    assert_eq!(s("20"), vec!["Linux Collection"]);
+    // "東京2020" is the bigram 東京, the unit 京 and the word 2020.
+    assert_eq!(
+        s("20"),
+        vec!["東京2020 オリンピック 開会式", "Linux Collection"]
+    );
     assert_eq!(
         s("ubuntu 2"),
         vec!["Ubuntu 22.04 Desktop", "Linux Collection"]
@@ -1070,4 +1076,294 @@ fn import_magnetico_counts_where_present() {
     );
     let b = store.get(&ih(2)).unwrap().unwrap().record;
     assert_eq!((b.seeders, b.leechers, b.scraped_at), (None, None, None));
+}
+
+fn with_seeders(mut t: TorrentInput, s: Option<u32>) -> TorrentInput {
+    t.seeders = s;
+    t.scraped_at = s.map(|_| t.discovered_at);
+    t
+}
+
+const GB: u64 = 1_000_000_000;
+
+/// The torrents of the query-language tests: five, discovered at 100…500.
+fn query_fixture(store: &Store) {
+    let many: Vec<(String, u64)> = (0..40)
+        .map(|i| (format!("Dune.Part.Two/part{i:02}.rar"), GB / 10))
+        .collect();
+    let many: Vec<(&str, u64)> = many.iter().map(|(p, s)| (p.as_str(), *s)).collect();
+    put(
+        store,
+        vec![
+            with_seeders(
+                torrent(
+                    1,
+                    "Big Buck Bunny 1080p",
+                    &[
+                        ("Big Buck Bunny/bunny.mkv", 700_000_000),
+                        ("Big Buck Bunny/sample.txt", 1_000),
+                    ],
+                    100,
+                ),
+                Some(5),
+            ),
+            torrent(2, "Bunny Buck Big", &[("x/big buck.avi", 100)], 200),
+            with_seeders(
+                torrent(3, "Épopée Dune cam", &[("dune.mkv", 2 * GB)], 300),
+                Some(50),
+            ),
+            torrent(4, "日本語字幕 Dune", &[("a.srt", 10)], 400),
+            with_seeders(torrent(5, "Dune Part Two 2160p", &many, 500), Some(20)),
+        ],
+    );
+}
+
+fn q(store: &Store, query: SearchQuery) -> Vec<String> {
+    names(&store.query(&query).unwrap())
+}
+
+fn set(v: Vec<String>) -> Vec<String> {
+    let mut v = v;
+    v.sort();
+    v
+}
+
+/// Phrases, exclusions, name:/path: scopes, accent folding and CJK bigrams.
+#[test]
+fn query_language() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    query_fixture(&store);
+    let s = |text: &str| set(q(&store, SearchQuery::new(text)));
+    let v = |names: &[&str]| set(names.iter().map(|n| n.to_string()).collect());
+    // A phrase: in the name (1) or in one file path (2: "x/big buck.avi").
+    assert_eq!(
+        s("\"big buck\""),
+        v(&["Big Buck Bunny 1080p", "Bunny Buck Big"])
+    );
+    assert_eq!(s("name:\"big buck\""), v(&["Big Buck Bunny 1080p"]));
+    assert_eq!(s("\"buck big\""), v(&["Bunny Buck Big"]));
+    assert_eq!(s("\"bunny big\""), v(&[]));
+    assert_eq!(s("path:avi"), v(&["Bunny Buck Big"]));
+    assert_eq!(
+        s("name:bunny"),
+        v(&["Big Buck Bunny 1080p", "Bunny Buck Big"])
+    );
+    assert_eq!(s("path:sample"), v(&["Big Buck Bunny 1080p"]));
+    assert_eq!(s("name:sample"), v(&[]));
+    assert_eq!(s("path:sam"), v(&["Big Buck Bunny 1080p"]), "scoped prefix");
+    assert_eq!(s("name:sam"), v(&[]), "scoped prefix");
+    // Exclusions.
+    assert_eq!(
+        s("dune -cam"),
+        v(&["日本語字幕 Dune", "Dune Part Two 2160p"])
+    );
+    assert_eq!(
+        s("dune -\"part two\""),
+        v(&["Épopée Dune cam", "日本語字幕 Dune"])
+    );
+    assert_eq!(s("dune -\"two part\""), s("dune"));
+    assert_eq!(
+        s("dune -path:rar"),
+        v(&["Épopée Dune cam", "日本語字幕 Dune"])
+    );
+    assert_eq!(s("dune -name:rar"), s("dune"));
+    // Accents and case.
+    assert_eq!(s("epopee"), v(&["Épopée Dune cam"]));
+    assert_eq!(s("ÉPOPÉE"), v(&["Épopée Dune cam"]));
+    assert_eq!(s("E\u{301}POPE\u{301}E"), v(&["Épopée Dune cam"]));
+    // CJK: one character anywhere in a run, pairs, the whole run.
+    for cjk in [
+        "語",
+        "字幕",
+        "日本語",
+        "本",
+        "幕",
+        "日本語字幕",
+        "\"日本語字幕\"",
+    ] {
+        assert_eq!(s(cjk), v(&["日本語字幕 Dune"]), "{cjk}");
+    }
+    assert_eq!(s("語日"), v(&[]));
+    // A query of exclusions only is refused; one of punctuation finds nothing.
+    let e = store.query(&SearchQuery::new("-dune")).unwrap_err();
+    assert!(e.to_string().contains("at least one word"), "{e}");
+    assert_eq!(s("- \"\" name:"), v(&[]));
+}
+
+/// Every sort in both directions, the filters, paging and the total; the results
+/// are the same whether the store is in time order (fast paths) or not.
+#[test]
+fn query_sorts_filters_and_paging() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    query_fixture(&store);
+    let dune = |sort: SortBy| SearchQuery::new("dune").sort(sort);
+    for round in 0..2 {
+        // Per-match lookups, then walks of the ordered indexes.
+        for mode in [1, 2] {
+            store.set_order_mode(mode);
+            let o = |query: SearchQuery| q(&store, query);
+            let n = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            let (e3, j4, d5) = ("Épopée Dune cam", "日本語字幕 Dune", "Dune Part Two 2160p");
+            assert_eq!(o(dune(SortBy::Discovered)), n(&[d5, j4, e3]));
+            assert_eq!(o(dune(SortBy::Discovered).ascending()), n(&[e3, j4, d5]));
+            assert_eq!(o(dune(SortBy::Size)), n(&[d5, e3, j4]));
+            assert_eq!(o(dune(SortBy::Size).ascending()), n(&[j4, e3, d5]));
+            // Unknown seeders (4) last both ways.
+            assert_eq!(o(dune(SortBy::Seeders)), n(&[e3, d5, j4]));
+            assert_eq!(o(dune(SortBy::Seeders).ascending()), n(&[d5, e3, j4]));
+            // Ties (one file each) by discovery, in the sort's direction.
+            assert_eq!(o(dune(SortBy::Files)), n(&[d5, j4, e3]));
+            assert_eq!(o(dune(SortBy::Files).ascending()), n(&[e3, j4, d5]));
+            // Relevance: "dune" is in every name: ties newest first, or oldest first.
+            assert_eq!(o(dune(SortBy::Relevance)), n(&[d5, j4, e3]));
+            assert_eq!(o(dune(SortBy::Relevance).ascending()), n(&[e3, j4, d5]));
+            // Filters.
+            let sized = |min, max| o(dune(SortBy::Discovered).size_range(min, max));
+            assert_eq!(sized(Some(3 * GB), None), n(&[d5]));
+            assert_eq!(sized(Some(GB), Some(3 * GB)), n(&[e3]));
+            assert_eq!(sized(None, Some(10)), n(&[j4]));
+            assert_eq!(sized(Some(10), Some(10)), n(&[j4]));
+            let timed = |a, b| o(dune(SortBy::Discovered).discovered_range(a, b));
+            assert_eq!(timed(Some(350), None), n(&[d5, j4]));
+            assert_eq!(timed(None, Some(450)), n(&[j4, e3]));
+            assert_eq!(timed(Some(300), Some(400)), n(&[e3]));
+            assert_eq!(timed(Some(501), None), n(&[]));
+            // Paging and the total.
+            let r = store.query(&dune(SortBy::Size).page(1, 1)).unwrap();
+            assert_eq!((r.total, names(&r)), (3, n(&[e3])));
+            let r = store
+                .query(&dune(SortBy::Seeders).size_range(Some(GB), None).page(1, 5))
+                .unwrap();
+            assert_eq!((r.total, names(&r)), (2, n(&[d5])));
+            let r = store.query(&dune(SortBy::Files).page(3, 5)).unwrap();
+            assert_eq!((r.total, r.hits.len()), (3, 0));
+            // The classic API still answers.
+            assert_eq!(
+                names(&store.search("dune", 2, 0, Order::Largest).unwrap()),
+                n(&[d5, e3])
+            );
+        }
+        if round == 0 {
+            // An import of an older torrent: doc ids are no longer in time order.
+            put(&store, vec![torrent(6, "old unrelated", &[("z", 1)], 50)]);
+        }
+    }
+}
+
+/// Bad queries get clear errors; category filters are refused until facets exist.
+#[test]
+fn query_bounds_and_unsupported_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    query_fixture(&store);
+    let err = |query: SearchQuery| store.query(&query).unwrap_err().to_string();
+    let e = err(SearchQuery::new("dune").facets(FacetFilter {
+        category: Some("movie".into()),
+        attributes: vec![("resolution".into(), "1080p".into())],
+    }));
+    assert!(
+        e.contains("not supported")
+            && e.contains("category movie")
+            && e.contains("resolution=1080p"),
+        "{e}"
+    );
+    let e = err(SearchQuery::new("dune").page(MAX_SEARCH_OFFSET + 1, 10));
+    assert!(e.contains("offset") && e.contains("100000"), "{e}");
+    assert!(store
+        .query(&SearchQuery::new("dune").page(MAX_SEARCH_OFFSET, 10))
+        .is_ok());
+    let e = err(SearchQuery::new("dune").size_range(Some(2), Some(1)));
+    assert!(e.contains("minimum size"), "{e}");
+    let e = err(SearchQuery::new("dune").discovered_range(Some(5), Some(5)));
+    assert!(e.contains("empty"), "{e}");
+    let e = err(SearchQuery::new("x".repeat(MAX_QUERY_BYTES + 1)));
+    assert!(e.contains("bytes long"), "{e}");
+    let many: String = (0..=MAX_QUERY_TERMS).map(|i| format!("w{i} ")).collect();
+    let e = err(SearchQuery::new(many));
+    assert!(e.contains("search terms"), "{e}");
+    // A page larger than the cap is cut to it.
+    let r = store
+        .query(&SearchQuery::new("dune").page(0, usize::MAX))
+        .unwrap();
+    assert_eq!(r.hits.len(), 3);
+}
+
+/// Names of any length or script are stored and found; tokenizing them is bounded.
+#[test]
+fn hostile_names_are_indexed_within_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let huge = format!("{} needle", "ж".repeat(1_000_000));
+    let words: String = (0..200_000).map(|i| format!("w{i} ")).collect();
+    let zalgo = format!("z{}", "\u{301}".repeat(100_000));
+    let cjk = "漢".repeat(100_000);
+    put(
+        &store,
+        vec![
+            torrent(1, &huge, &[("a", 1)], 1),
+            torrent(2, &words, &[("b", 1)], 2),
+            torrent(3, &zalgo, &[("c", 1)], 3),
+            torrent(4, &cjk, &[("d", 1)], 4),
+        ],
+    );
+    let s = |text: &str| names(&store.search(text, 10, 0, Order::Relevance).unwrap()).len();
+    assert_eq!(s("needle"), 1);
+    assert_eq!(s("w1"), 1);
+    assert_eq!(s("z"), 1);
+    assert_eq!(s("漢"), 1);
+    assert_eq!(s("漢漢漢"), 1);
+    assert!(store.integrity_check().unwrap().is_ok());
+}
+
+/// A phrase whose words are in more than PHRASE_CHECK_BUDGET torrents: the page is
+/// the exact page (the same as when every candidate is checked), the total an
+/// estimate, flagged, close to the true count.
+#[test]
+fn phrase_over_many_candidates_checks_a_budget_and_estimates_the_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let n = PHRASE_CHECK_BUDGET as u32 * 2 + 100;
+    let ts: Vec<TorrentInput> = (0..n)
+        .map(|i| {
+            let name = if i % 3 == 0 {
+                format!("alpha beta {i}")
+            } else {
+                format!("beta x alpha {i}")
+            };
+            torrent(i + 1, &name, &[("f", 1)], u64::from(i) + 1)
+        })
+        .collect();
+    put(&store, ts);
+    let exact = n.div_ceil(3) as usize;
+    let base = SearchQuery::new("\"alpha beta\"");
+    for q in [
+        base.clone().page(0, 10),
+        base.clone().page(1_000, 7),
+        base.clone().ascending().page(5, 10),
+        base.clone().sort(SortBy::Discovered).page(0, 10),
+        base.clone()
+            .sort(SortBy::Discovered)
+            .ascending()
+            .page(100, 10),
+    ] {
+        store.set_order_mode(0);
+        let r = store.query(&q).unwrap();
+        assert!(r.total_estimated, "{q:?}");
+        let err = (r.total as f64 - exact as f64).abs() / exact as f64;
+        assert!(err < 0.1, "estimate {} for {exact}", r.total);
+        // A size filter that keeps everything, with per-match lookups: every
+        // candidate is checked.
+        store.set_order_mode(1);
+        let e = store.query(&q.clone().size_range(Some(0), None)).unwrap();
+        assert!(!e.total_estimated);
+        assert_eq!(e.total, exact);
+        assert_eq!(names(&r), names(&e), "{q:?}");
+        assert_eq!(r.hits.len(), q.limit);
+    }
+    // Few candidates: exact.
+    store.set_order_mode(0);
+    let r = store.query(&SearchQuery::new("\"alpha beta 9\"")).unwrap();
+    assert_eq!((r.total, r.total_estimated), (1, false));
 }

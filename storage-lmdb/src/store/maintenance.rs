@@ -155,10 +155,10 @@ fn prune_txn(txn: &mut RwTxn, dbs: &Dbs, p: &RetentionPolicy) -> Result<PruneRep
     Ok(rep)
 }
 
-fn term_hash(term: &[u8], in_name: bool) -> u64 {
+fn term_hash(term: &[u8], flags: u8) -> u64 {
     // FNV-1a: stable and dependency-free; only compares two walks of the same data.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in term.iter().chain(std::iter::once(&u8::from(in_name))) {
+    for &b in term.iter().chain(std::iter::once(&flags)) {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
@@ -270,9 +270,9 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
             with_info += 1;
         }
         let mut e = (0u64, 0u64);
-        for (term, in_name) in torrent_terms(&st.rec.name, &files) {
+        for (term, flags) in torrent_terms(&st.rec.name, &files) {
             e.0 += 1;
-            e.1 = e.1.wrapping_add(term_hash(term.as_bytes(), in_name));
+            e.1 = e.1.wrapping_add(term_hash(term.as_bytes(), flags));
         }
         expected.insert(st.docid, e);
     }
@@ -284,7 +284,7 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
         let mut ps = Vec::new();
         match codec::block_decode(v, &mut ps) {
             Ok(()) => {
-                if last_term.as_deref() == Some(k) && ps.first().map(|p| p >> 1) <= prev_doc {
+                if last_term.as_deref() == Some(k) && ps.first().map(|p| p >> 2) <= prev_doc {
                     rep.problem(format!(
                         "terms {}: blocks overlap or are out of order",
                         hex(k)
@@ -293,12 +293,12 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
                 if last_term.as_deref() != Some(k) {
                     last_term = Some(k.to_vec());
                 }
-                prev_doc = ps.last().map(|p| p >> 1);
+                prev_doc = ps.last().map(|p| p >> 2);
                 for p in ps {
                     rep.postings += 1;
-                    let a = actual.entry(p >> 1).or_default();
+                    let a = actual.entry(p >> 2).or_default();
                     a.0 += 1;
-                    a.1 = a.1.wrapping_add(term_hash(k, p & 1 == 1));
+                    a.1 = a.1.wrapping_add(term_hash(k, (p & 3) as u8));
                 }
             }
             Err(e) => rep.problem(format!("terms {}: {e}", hex(k))),

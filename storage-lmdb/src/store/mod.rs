@@ -34,6 +34,7 @@ use crate::types::InfoHash;
 mod history;
 mod identity;
 mod maintenance;
+mod migrate;
 mod prepare;
 mod read;
 mod search;
@@ -45,21 +46,26 @@ pub use history::{Hourly, MAX_HISTORY_SCAN};
 pub use maintenance::{compact, IntegrityReport, PruneReport, RetentionPolicy};
 pub use prepare::PreparedBatch;
 pub use read::{ClientStats, SessionYield, Stats};
-pub use search::{Order, SearchResults, MAX_PREFIX_TERMS, MAX_SEARCH_LIMIT};
+pub use search::{
+    FacetFilter, Order, SearchQuery, SearchResults, SortBy, MAX_PREFIX_TERMS, MAX_SEARCH_LIMIT,
+    MAX_SEARCH_OFFSET, PHRASE_CHECK_BUDGET,
+};
 pub use write::BatchReport;
 
 pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 pub(crate) type Db = Database<'static, Bytes, Bytes>;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 4;
-/// Older schemas migrated on open, in place and without rewriting a record:
-/// schema 2 lacks the `ids_delta` table, schemas 2 and 3 the `ids_v2` table (both
-/// created empty), and their `torrents` values are layout 2, which schema 4 still
-/// reads (a v1 torrent whose counts have no measurement time). Records written
-/// since are layout 3; the version is raised so that an older build refuses the
-/// database instead of misreading them.
-const MIGRATES_FROM: [u32; 2] = [2, 3];
+pub const SCHEMA_VERSION: u32 = 5;
+/// Older schemas migrated on open, in place: schema 2 lacks the `ids_delta` table,
+/// schemas 2 and 3 the `ids_v2` table (both created empty), and their `torrents`
+/// values are layout 2, which is still read (a v1 torrent whose counts have no
+/// measurement time); records written since schema 4 are layout 3. Schemas 2 to 4
+/// indexed terms with the old tokenizer (no accent folding, no bigrams) and one
+/// posting flag (in name): `terms` is rebuilt from the records (`migrate`), in one
+/// write transaction that also raises the version, so an interrupted upgrade leaves
+/// the old database as it was and the next open starts it again.
+const MIGRATES_FROM: [u32; 3] = [2, 3, 4];
 /// `ids_delta` is merged into `ids` when it holds more than
 /// `max(IDS_DELTA_MIN, sqrt(IDS_DELTA_FACTOR · ids entries))` entries: about the
 /// size that minimises the pages a batch of 10,000 dirties in both tables.
@@ -320,6 +326,7 @@ impl Store {
         let wtxn = env
             .write_txn()
             .map_err(lmdb("starting the opening transaction"))?;
+        let mut migrate = false;
         let outcome = env.create_databases_and_commit(
             wtxn,
             |opener, wtxn| -> std::result::Result<_, heed::Error> {
@@ -333,6 +340,7 @@ impl Store {
                         if found != SCHEMA_VERSION && !MIGRATES_FROM.contains(&found) {
                             return Ok(CommitOrAbort::Abort(found));
                         }
+                        migrate = found != SCHEMA_VERSION;
                     }
                 }
                 let mut dbs = Vec::with_capacity(14);
@@ -360,9 +368,9 @@ impl Store {
                     dbs.push(o.create(wtxn)?);
                 }
                 let meta = dbs[10];
-                // New, or an older schema (whose missing tables were just created
-                // empty; see `MIGRATES_FROM`).
-                if meta.get(wtxn, K_SCHEMA)? != Some(&SCHEMA_VERSION.to_le_bytes()[..]) {
+                // New: this schema. An older one keeps its version (its missing tables
+                // were just created empty) until `migrate` has rebuilt `terms`.
+                if meta.get(wtxn, K_SCHEMA)?.is_none() {
                     meta.put(wtxn, K_SCHEMA, &SCHEMA_VERSION.to_le_bytes())?;
                 }
                 let arr: [_; 14] = std::array::from_fn(|i| dbs[i]);
@@ -381,7 +389,7 @@ impl Store {
         };
         let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size, ids_delta, ids_v2] =
             dbs;
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 env,
                 dbs: Dbs {
@@ -405,7 +413,24 @@ impl Store {
                 writer_running: AtomicBool::new(false),
                 order_mode: AtomicUsize::new(0),
             }),
-        })
+        };
+        if migrate {
+            // A running crawler of an older build would go on writing the old index
+            // into the new one: upgrade only when no other process holds the
+            // database's lock (this process may: a crawler locks, then opens).
+            if let Ok(Some(h)) = crate::lock::DbLock::holder(&store.inner.opts.path) {
+                if h.pid != Some(std::process::id()) {
+                    return Err(StoreError::InvalidInput(format!(
+                        "the database at {} must be upgraded to schema {SCHEMA_VERSION} (its \
+                         search index is rebuilt), but {h} holds it; stop that process, then \
+                         run this build again",
+                        store.inner.opts.path.display()
+                    )));
+                }
+            }
+            store.write(migrate::rebuild_terms)?;
+        }
+        Ok(store)
     }
 
     /// How time/size orders are computed: 0 by cost, 1 always per-match lookups,

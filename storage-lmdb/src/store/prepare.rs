@@ -1,6 +1,6 @@
 //! A batch's CPU work, done before (and outside) its write transaction: the order in
 //! which its torrents are written, and its [`Tokens`] (the batch dictionary of terms
-//! in byte order, each new torrent's (term, in name) pairs and encoded file lists).
+//! in byte order, each new torrent's (term, flags) pairs and encoded file lists).
 //! [`PreparedBatch`] carries both, so that a writer can prepare batch N + 1 while
 //! batch N commits.
 
@@ -46,7 +46,7 @@ pub(super) fn group_count(ops: &[Op], order: &[u32]) -> usize {
 }
 
 /// The terms of the first torrent of each infohash group of a batch: a batch
-/// dictionary in byte order, and per group its (term, in name) pairs.
+/// dictionary in byte order, and per group its (term, flags) pairs.
 pub(crate) struct Tokens {
     /// The batch dictionary, in byte order; pairs refer to terms by index.
     pub(super) terms: Vec<String>,
@@ -54,7 +54,7 @@ pub(crate) struct Tokens {
     pub(super) files: Vec<Vec<u8>>,
     /// Group `g`'s pairs are `pairs[off[g]..off[g + 1]]`.
     off: Vec<usize>,
-    pairs: Vec<(u32, bool)>,
+    pairs: Vec<(u32, u8)>,
 }
 
 impl Tokens {
@@ -107,8 +107,8 @@ impl Tokens {
         ))
     }
 
-    /// Group `g`'s (term, in name) pairs.
-    pub(super) fn of_group(&self, g: usize) -> &[(u32, bool)] {
+    /// Group `g`'s (term, flags) pairs.
+    pub(super) fn of_group(&self, g: usize) -> &[(u32, u8)] {
         match (self.off.get(g), self.off.get(g + 1)) {
             (Some(&a), Some(&b)) => self.pairs.get(a..b).unwrap_or(&[]),
             _ => &[],

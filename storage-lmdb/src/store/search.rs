@@ -1,9 +1,14 @@
-//! The search engine: [`Store::search`] and its parts. Posting lists are read from
-//! `terms` (the last query word as a prefix, merged in a bitmap), intersected with
-//! galloping search, then ordered by relevance, time or size (from doc id order,
-//! per-match lookups in `torrents`, or a walk of `by_time`/`by_size`, whichever is
-//! cheaper).
+//! The search engine: [`Store::query`] (and [`Store::search`], its classic form) and
+//! its parts. Posting lists are read from `terms` (keeping the postings whose flags
+//! meet a clause's scope; a prefix merged in a bitmap), intersected with galloping
+//! search, excluded clauses subtracted, a discovery-time range cut as a doc id range
+//! while doc ids are in time order; then either ordered by relevance, time or size
+//! (from doc id order, per-match lookups in `torrents`, or a walk of
+//! `by_time`/`by_size`, whichever is cheaper), or, when a filter, a phrase or the
+//! sort needs a match's fields, every match is looked up in `torrents` (fixed
+//! offsets; phrases decode the name and, if need be, the file list).
 
+use std::ops::Bound;
 use std::sync::atomic::Ordering;
 
 use heed::RoTxn;
@@ -11,7 +16,8 @@ use heed::RoTxn;
 use super::read::record_by_docid;
 use super::{lmdb, read_u64, Dbs, Result, Store, K_NEXT_DOCID, K_TIME_DISORDER};
 use crate::codec;
-use crate::tokenize::tokenize;
+use crate::error::StoreError;
+use crate::query::{parse, phrase_in, Parsed, Phrase, Scope, Term};
 use crate::types::TorrentRecord;
 
 /// A prefix (the last query word) expands to at most this many terms.
@@ -24,7 +30,11 @@ const WALK_FACTOR: f64 = 20.0;
 /// Largest page `search` returns.
 pub const MAX_SEARCH_LIMIT: usize = 1_000;
 
-/// Search result ordering.
+/// The largest `offset` a query may ask for (deeper pages are refused).
+pub const MAX_SEARCH_OFFSET: usize = 100_000;
+
+/// Search result ordering (the orders of [`Store::search`]; [`SearchQuery`] has them
+/// all, each in both directions).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Order {
     /// Most query words in the name first (a name hit beats a file-path hit), then newest.
@@ -40,6 +50,130 @@ pub enum Order {
     Smallest,
 }
 
+/// What [`SearchQuery`] sorts by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SortBy {
+    /// Query words found in the name (a name hit beats a file-path hit); ties by doc
+    /// id (discovery order).
+    #[default]
+    Relevance,
+    /// Discovery time.
+    Discovered,
+    /// Total size.
+    Size,
+    /// Seeders (torrents whose seeders are unknown come last in both directions).
+    Seeders,
+    /// Number of files.
+    Files,
+}
+
+/// A category and attribute filter. The classifier's facets will answer it; until
+/// they exist [`Store::query`] refuses it with [`StoreError::Unsupported`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FacetFilter {
+    /// A content type (e.g. "movie").
+    pub category: Option<String>,
+    /// Attributes that must hold, as (name, value): ("resolution", "1080p"), ("year", "1999").
+    pub attributes: Vec<(String, String)>,
+}
+
+/// A search: text in the query language (see [`crate::query`]), sort, page and
+/// filters. Built with [`SearchQuery::new`] and the builder methods.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SearchQuery {
+    /// The query text.
+    pub text: String,
+    /// What to sort by (default relevance).
+    pub sort: SortBy,
+    /// Largest first (the default) or smallest first.
+    pub descending: bool,
+    /// Matches to skip (at most [`MAX_SEARCH_OFFSET`]).
+    pub offset: usize,
+    /// Page size (capped at [`MAX_SEARCH_LIMIT`]; default 20).
+    pub limit: usize,
+    /// Smallest total size, inclusive.
+    pub min_size: Option<u64>,
+    /// Largest total size, inclusive.
+    pub max_size: Option<u64>,
+    /// Discovered at or after this time (Unix seconds).
+    pub discovered_since: Option<u64>,
+    /// Discovered before this time (Unix seconds, exclusive).
+    pub discovered_before: Option<u64>,
+    /// Category and attribute filter (not supported yet: see [`FacetFilter`]).
+    pub facets: Option<FacetFilter>,
+}
+
+impl SearchQuery {
+    /// A query for `text`, by relevance, the first 20 matches, no filter.
+    pub fn new(text: impl Into<String>) -> SearchQuery {
+        SearchQuery {
+            text: text.into(),
+            sort: SortBy::Relevance,
+            descending: true,
+            offset: 0,
+            limit: 20,
+            min_size: None,
+            max_size: None,
+            discovered_since: None,
+            discovered_before: None,
+            facets: None,
+        }
+    }
+    /// Sorts by `by`, largest first unless [`SearchQuery::ascending`] follows.
+    pub fn sort(mut self, by: SortBy) -> SearchQuery {
+        self.sort = by;
+        self
+    }
+    /// Smallest first.
+    pub fn ascending(mut self) -> SearchQuery {
+        self.descending = false;
+        self
+    }
+    /// Largest first.
+    pub fn descending(mut self) -> SearchQuery {
+        self.descending = true;
+        self
+    }
+    /// The page: skip `offset` matches, return at most `limit`.
+    pub fn page(mut self, offset: usize, limit: usize) -> SearchQuery {
+        self.offset = offset;
+        self.limit = limit;
+        self
+    }
+    /// Total size between `min` and `max` bytes, inclusive.
+    pub fn size_range(mut self, min: Option<u64>, max: Option<u64>) -> SearchQuery {
+        self.min_size = min;
+        self.max_size = max;
+        self
+    }
+    /// Discovered in `[since, before)` (Unix seconds).
+    pub fn discovered_range(mut self, since: Option<u64>, before: Option<u64>) -> SearchQuery {
+        self.discovered_since = since;
+        self.discovered_before = before;
+        self
+    }
+    /// Category and attribute filter.
+    pub fn facets(mut self, f: FacetFilter) -> SearchQuery {
+        self.facets = Some(f);
+        self
+    }
+    /// The query of [`Store::search`]'s arguments.
+    pub fn of_order(text: &str, limit: usize, offset: usize, order: Order) -> SearchQuery {
+        let (sort, descending) = match order {
+            Order::Relevance => (SortBy::Relevance, true),
+            Order::Newest => (SortBy::Discovered, true),
+            Order::Oldest => (SortBy::Discovered, false),
+            Order::Largest => (SortBy::Size, true),
+            Order::Smallest => (SortBy::Size, false),
+        };
+        SearchQuery {
+            sort,
+            descending,
+            ..SearchQuery::new(text).page(offset, limit)
+        }
+    }
+}
+
 /// One page of search results.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SearchResults {
@@ -47,16 +181,24 @@ pub struct SearchResults {
     pub total: usize,
     /// This page of matches, in the requested order.
     pub hits: Vec<TorrentRecord>,
-    /// The last word's prefix matched more than [`MAX_PREFIX_TERMS`] terms; only the
-    /// first ones (in byte order) were used.
+    /// A prefix matched more than [`MAX_PREFIX_TERMS`] terms; only the first ones
+    /// (in byte order) were used.
     pub prefix_truncated: bool,
     /// Corrupt records skipped (counted, never a panic).
     pub skipped_corrupt: usize,
+    /// `total` is an estimate: a phrase query had more than [`PHRASE_CHECK_BUDGET`]
+    /// candidates (documents holding all its words), and only as many were checked
+    /// as the page and the budget needed; `total` is the share of those that held the
+    /// phrase, scaled to all candidates. The page itself is exact.
+    pub total_estimated: bool,
 }
 
+/// A phrase query ordered by relevance or discovery checks at most this many
+/// candidates beyond what its page needs (see [`SearchResults::total_estimated`]).
+pub const PHRASE_CHECK_BUDGET: usize = 2_000;
+
 impl Store {
-    /// Full-text search: AND of the query's words, the last word matched as a prefix,
-    /// over names and file paths. See [`Order`] for the orderings.
+    /// Full-text search: [`Store::query`] with one of the classic orders and no filter.
     pub fn search(
         &self,
         query: &str,
@@ -64,144 +206,577 @@ impl Store {
         offset: usize,
         order: Order,
     ) -> Result<SearchResults> {
-        let limit = limit.min(MAX_SEARCH_LIMIT);
-        let mut words: Vec<String> = tokenize(query).collect();
-        let Some(last) = words.pop() else {
+        self.query(&SearchQuery::of_order(query, limit, offset, order))
+    }
+
+    /// Runs a [`SearchQuery`]: the text's clauses (see [`crate::query`]), then the
+    /// filters, the sort and the page, with the total number of matches.
+    pub fn query(&self, q: &SearchQuery) -> Result<SearchResults> {
+        if let Some(f) = &q.facets {
+            let mut asked: Vec<String> =
+                f.category.iter().map(|c| format!("category {c}")).collect();
+            asked.extend(f.attributes.iter().map(|(k, v)| format!("{k}={v}")));
+            return Err(StoreError::Unsupported(format!(
+                "filtering by category or attributes ({}) needs the classifier's facets, \
+                 which this database does not have yet",
+                asked.join(", ")
+            )));
+        }
+        if q.offset > MAX_SEARCH_OFFSET {
+            return Err(StoreError::InvalidQuery(format!(
+                "offset {} is past the limit of {MAX_SEARCH_OFFSET}; narrow the query instead",
+                q.offset
+            )));
+        }
+        if let (Some(a), Some(b)) = (q.min_size, q.max_size) {
+            if a > b {
+                return Err(StoreError::InvalidQuery(format!(
+                    "the minimum size ({a}) is above the maximum size ({b})"
+                )));
+            }
+        }
+        if let (Some(a), Some(b)) = (q.discovered_since, q.discovered_before) {
+            if a >= b {
+                return Err(StoreError::InvalidQuery(format!(
+                    "the discovery-time range [{a}, {b}) is empty"
+                )));
+            }
+        }
+        let parsed = parse(&q.text)?;
+        if parsed.must.is_empty() {
+            if !parsed.must_not.is_empty() {
+                return Err(StoreError::InvalidQuery(
+                    "a query needs at least one word that is not excluded".into(),
+                ));
+            }
             return Ok(SearchResults::default());
-        };
-        words.sort();
-        words.dedup();
-        words.retain(|w| *w != last);
-        self.read(|txn, dbs| {
-            let mut res = SearchResults::default();
-            let mut lists: Vec<Vec<u32>> = Vec::with_capacity(words.len() + 1);
-            for w in &words {
-                let l = postings(txn, dbs, w.as_bytes(), &mut res)?;
-                if l.is_empty() {
-                    return Ok(res);
+        }
+        let mode = self.inner.order_mode.load(Ordering::Relaxed);
+        self.read(|txn, dbs| run_query(txn, dbs, &parsed, q, mode))
+    }
+}
+
+/// The postings of one query term (only those whose flags meet its scope).
+fn term_postings(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    t: &Term,
+    ndocs: u64,
+    res: &mut SearchResults,
+) -> Result<Vec<u32>> {
+    let mask = t.scope.mask();
+    if t.prefix {
+        let (l, truncated) = prefix_postings(txn, dbs, t.text.as_bytes(), ndocs, mask, res)?;
+        res.prefix_truncated |= truncated;
+        Ok(l)
+    } else {
+        postings(txn, dbs, t.text.as_bytes(), mask, res)
+    }
+}
+
+/// Whether every phrase holds for `docid` (whose `torrents` value is `v`).
+fn phrases_hold(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    docid: u32,
+    v: &[u8],
+    phrases: &[&Phrase],
+    res: &mut SearchResults,
+) -> Result<bool> {
+    let Ok(st) = codec::decode_torrent(docid, v) else {
+        res.skipped_corrupt += 1;
+        return Ok(false);
+    };
+    let mut files: Option<Vec<crate::types::FileEntry>> = None;
+    for ph in phrases {
+        if ph.scope != Scope::Path && phrase_in(ph, &st.rec.name) {
+            continue;
+        }
+        if ph.scope == Scope::Name {
+            return Ok(false);
+        }
+        if files.is_none() {
+            let dk = codec::docid_key(docid);
+            let f = match dbs.files.get(txn, &dk).map_err(lmdb("reading files"))? {
+                Some(fv) => codec::decode_files(fv).unwrap_or_else(|_| {
+                    res.skipped_corrupt += 1;
+                    Vec::new()
+                }),
+                None => Vec::new(),
+            };
+            files = Some(f);
+        }
+        if !files
+            .as_deref()
+            .unwrap_or(&[])
+            .iter()
+            .any(|f| phrase_in(ph, &f.path))
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The first doc id discovered at or after `at` (the store is in time order).
+fn first_docid_from(txn: &RoTxn, dbs: &Dbs, at: u64) -> Result<Option<u32>> {
+    let lo = codec::by_time_key(at, 0);
+    let range = (Bound::Included(&lo[..]), Bound::Unbounded);
+    match dbs
+        .by_time
+        .range(txn, &range)
+        .map_err(lmdb("reading by_time"))?
+        .next()
+    {
+        Some(r) => {
+            let (k, _) = r.map_err(lmdb("reading by_time"))?;
+            Ok(k.get(8..12).and_then(|b| codec::docid_from(b).ok()))
+        }
+        None => Ok(None),
+    }
+}
+
+fn run_query(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    parsed: &Parsed,
+    q: &SearchQuery,
+    mode: usize,
+) -> Result<SearchResults> {
+    let mut res = SearchResults::default();
+    let limit = q.limit.min(MAX_SEARCH_LIMIT);
+    let offset = q.offset;
+    let ndocs = read_u64(txn, &dbs.meta, K_NEXT_DOCID)?;
+    let mut terms: Vec<&Term> = parsed.must.iter().flat_map(|c| &c.terms).collect();
+    terms.sort();
+    terms.dedup();
+    let mut lists: Vec<Vec<u32>> = Vec::with_capacity(terms.len());
+    for t in terms {
+        let l = term_postings(txn, dbs, t, ndocs, &mut res)?;
+        if l.is_empty() {
+            return Ok(res);
+        }
+        lists.push(l);
+    }
+    let mut matches = intersect(lists);
+    // Exclusions: drop the matches that satisfy a negated clause.
+    for c in &parsed.must_not {
+        let mut ls = Vec::with_capacity(c.terms.len());
+        for t in &c.terms {
+            let l = term_postings(txn, dbs, t, ndocs, &mut res)?;
+            if l.is_empty() {
+                break;
+            }
+            ls.push(l);
+        }
+        if ls.len() < c.terms.len() || matches.is_empty() {
+            continue;
+        }
+        let mut out: Vec<u32> = Vec::new();
+        for (d, _) in intersect(ls) {
+            if matches.binary_search_by_key(&d, |m| m.0).is_ok() {
+                out.push(d);
+            }
+        }
+        if let Some(ph) = &c.phrase {
+            let mut kept = Vec::with_capacity(out.len());
+            for d in out {
+                if let Some(v) = dbs
+                    .torrents
+                    .get(txn, &codec::docid_key(d))
+                    .map_err(lmdb("reading torrents"))?
+                {
+                    if phrases_hold(txn, dbs, d, v, &[ph], &mut res)? {
+                        kept.push(d);
+                    }
                 }
-                lists.push(l);
             }
-            let ndocs = read_u64(txn, &dbs.meta, K_NEXT_DOCID)?;
-            let (pl, truncated) = prefix_postings(txn, dbs, last.as_bytes(), ndocs, &mut res)?;
-            res.prefix_truncated = truncated;
-            if pl.is_empty() {
-                return Ok(res);
-            }
-            lists.push(pl);
-            let mut matches = intersect(lists);
+            out = kept;
+        }
+        if !out.is_empty() {
+            matches.retain(|m| out.binary_search(&m.0).is_err());
+        }
+    }
+    let time_ordered = read_u64(txn, &dbs.meta, K_TIME_DISORDER)? == 0;
+    let time_range = q.discovered_since.is_some() || q.discovered_before.is_some();
+    if time_range && time_ordered {
+        // Doc id order is time order: the range is a doc id range.
+        let lo = match q.discovered_since {
+            Some(s) => first_docid_from(txn, dbs, s)?.unwrap_or(u32::MAX),
+            None => 0,
+        };
+        let hi = match q.discovered_before {
+            Some(b) => first_docid_from(txn, dbs, b)?.unwrap_or(u32::MAX),
+            None => u32::MAX,
+        };
+        matches.retain(|m| m.0 >= lo && m.0 < hi);
+    }
+    let phrases: Vec<&Phrase> = parsed
+        .must
+        .iter()
+        .filter_map(|c| c.phrase.as_ref())
+        .collect();
+    let mut size_filter = q.min_size.is_some() || q.max_size.is_some();
+    let walk = match mode {
+        1 => false,
+        2 => true,
+        _ => matches.len() as u64 * SIZE_WALK_FACTOR > ndocs,
+    };
+    if size_filter && walk {
+        // Many matches: walk the size range of `by_size` instead of looking each up.
+        size_filter = !filter_by_size_walk(
+            txn,
+            dbs,
+            &mut matches,
+            q.min_size,
+            q.max_size,
+            ndocs,
+            &mut res,
+        )?;
+    }
+    let checks = size_filter || (time_range && !time_ordered) || !phrases.is_empty();
+    let fast = match (q.sort, q.descending) {
+        _ if checks => None,
+        (SortBy::Relevance, true) => Some(Order::Relevance),
+        (SortBy::Relevance, false) => {
+            // Least relevant first: score asc, docid asc.
             res.total = matches.len();
             let k = offset.saturating_add(limit).min(matches.len());
             if offset >= k {
                 return Ok(res);
             }
-            let time_ordered = read_u64(txn, &dbs.meta, K_TIME_DISORDER)? == 0;
-            let page: Vec<u32> = match order {
-                Order::Relevance => {
-                    // Key: score desc, docid desc.
-                    let key =
-                        |m: &(u32, u32)| std::cmp::Reverse((u64::from(m.1) << 32) | u64::from(m.0));
-                    top_k(&mut matches, k, key);
-                    matches[offset..k].iter().map(|m| m.0).collect()
-                }
-                Order::Newest if time_ordered => matches
-                    .iter()
-                    .rev()
-                    .skip(offset)
-                    .take(limit)
-                    .map(|m| m.0)
-                    .collect(),
-                Order::Oldest if time_ordered => matches
-                    .iter()
-                    .skip(offset)
-                    .take(limit)
-                    .map(|m| m.0)
-                    .collect(),
-                _ if match self.inner.order_mode.load(Ordering::Relaxed) {
-                    1 => false,
-                    2 => true,
-                    _ => (matches.len() as f64).powi(2) * WALK_FACTOR > (k as f64) * (ndocs as f64),
-                } =>
-                {
-                    // Many matches: walk the ordered index and keep the matching docs.
-                    let (db, rev, size) = match order {
-                        Order::Largest => (&dbs.by_size, true, true),
-                        Order::Smallest => (&dbs.by_size, false, true),
-                        Order::Newest => (&dbs.by_time, true, false),
-                        _ => (&dbs.by_time, false, false),
-                    };
-                    let docids: Vec<u32> = matches.iter().map(|m| m.0).collect();
-                    let mut hits = Vec::with_capacity(k);
-                    let mut bucket: Option<[u8; 2]> = None;
-                    let mut corrupt = 0;
-                    // `by_size` is ordered by size *class*: read whole classes until k
-                    // matches are in, then order those exactly.
-                    let mut on_entry = |key: &[u8], _val: &[u8]| {
-                        let d = if size {
-                            let b = key.get(..2).and_then(|b| <[u8; 2]>::try_from(b).ok());
-                            if hits.len() >= k && b != bucket {
-                                return false;
-                            }
-                            bucket = b;
-                            key.get(2..6)
-                        } else {
-                            key.get(8..12)
-                        };
-                        match d.and_then(|b| codec::docid_from(b).ok()) {
-                            Some(d) if docids.binary_search(&d).is_ok() => hits.push(d),
-                            Some(_) => {}
-                            None => corrupt += 1,
-                        }
-                        size || hits.len() < k
-                    };
-                    if rev {
-                        for r in db.rev_iter(txn).map_err(lmdb("ordering results"))? {
-                            let (key, val) = r.map_err(lmdb("ordering results"))?;
-                            if !on_entry(key, val) {
-                                break;
-                            }
-                        }
-                    } else {
-                        for r in db.iter(txn).map_err(lmdb("ordering results"))? {
-                            let (key, val) = r.map_err(lmdb("ordering results"))?;
-                            if !on_entry(key, val) {
-                                break;
-                            }
-                        }
-                    }
-                    res.skipped_corrupt += corrupt;
-                    if size {
-                        exact_order(txn, dbs, hits.into_iter(), order, offset, k, &mut res)?
-                    } else {
-                        hits.get(offset..).unwrap_or(&[]).to_vec()
-                    }
-                }
-                _ => {
-                    // Few matches: exact ordering from the records' fixed fields.
-                    exact_order(
-                        txn,
-                        dbs,
-                        matches.iter().map(|m| m.0),
-                        order,
-                        offset,
-                        k,
-                        &mut res,
-                    )?
-                }
-            };
-            for docid in page {
-                match record_by_docid(txn, dbs, docid)? {
-                    Some(r) => res.hits.push(r),
-                    None => res.skipped_corrupt += 1,
-                }
+            let key = |m: &(u32, u32)| (u64::from(m.1) << 32) | u64::from(m.0);
+            top_k(&mut matches, k, key);
+            let page: Vec<u32> = matches[offset..k].iter().map(|m| m.0).collect();
+            push_records(txn, dbs, page, &mut res)?;
+            return Ok(res);
+        }
+        (SortBy::Discovered, true) => Some(Order::Newest),
+        (SortBy::Discovered, false) => Some(Order::Oldest),
+        (SortBy::Size, true) => Some(Order::Largest),
+        (SortBy::Size, false) => Some(Order::Smallest),
+        _ => None,
+    };
+    let by_docid = q.sort == SortBy::Relevance || (q.sort == SortBy::Discovered && time_ordered);
+    let time_checks = time_range && !time_ordered;
+    let phrase_only = !phrases.is_empty() && !size_filter && !time_checks;
+    if phrase_only && by_docid && matches.len() > PHRASE_CHECK_BUDGET {
+        // Check candidates in the page's order: the page is exact; the total is
+        // exact only if the budget reached every candidate.
+        let desc = q.descending;
+        if q.sort == SortBy::Relevance {
+            let key = |m: &(u32, u32)| (u64::from(m.1) << 32) | u64::from(m.0);
+            if desc {
+                matches.sort_unstable_by_key(|m| std::cmp::Reverse(key(m)));
+            } else {
+                matches.sort_unstable_by_key(key);
             }
-            Ok(res)
-        })
+        } else if desc {
+            matches.reverse();
+        }
+        let k = offset.saturating_add(limit);
+        let (mut checked, mut found) = (0usize, 0usize);
+        let mut page = Vec::with_capacity(limit);
+        for &(d, _) in &matches {
+            if checked >= PHRASE_CHECK_BUDGET && found >= k {
+                break;
+            }
+            checked += 1;
+            let Some(v) = dbs
+                .torrents
+                .get(txn, &codec::docid_key(d))
+                .map_err(lmdb("reading torrents"))?
+            else {
+                res.skipped_corrupt += 1;
+                continue;
+            };
+            if phrases_hold(txn, dbs, d, v, &phrases, &mut res)? {
+                if found >= offset && found < k {
+                    page.push(d);
+                }
+                found += 1;
+            }
+        }
+        res.total = if checked == matches.len() {
+            found
+        } else {
+            res.total_estimated = true;
+            ((found as f64 / checked as f64) * matches.len() as f64).round() as usize
+        };
+        push_records(txn, dbs, page, &mut res)?;
+        return Ok(res);
     }
+    let page = if let Some(order) = fast {
+        res.total = matches.len();
+        let k = offset.saturating_add(limit).min(matches.len());
+        if offset >= k {
+            return Ok(res);
+        }
+        page_in_order(
+            txn,
+            dbs,
+            matches,
+            order,
+            offset,
+            limit,
+            ndocs,
+            time_ordered,
+            mode,
+            &mut res,
+        )?
+    } else {
+        // Every match is looked up: filters, phrases, and the sort key.
+        let desc = q.descending;
+        let mut keyed: Vec<(u64, u32, u32)> = Vec::new();
+        for &(d, score) in &matches {
+            let Some(v) = dbs
+                .torrents
+                .get(txn, &codec::docid_key(d))
+                .map_err(lmdb("reading torrents"))?
+            else {
+                res.skipped_corrupt += 1;
+                continue;
+            };
+            let Ok(f) = codec::torrent_sort_fields(v) else {
+                res.skipped_corrupt += 1;
+                continue;
+            };
+            if q.min_size.is_some_and(|m| f.total_size < m)
+                || q.max_size.is_some_and(|m| f.total_size > m)
+                || q.discovered_since.is_some_and(|s| f.discovered_at < s)
+                || q.discovered_before.is_some_and(|b| f.discovered_at >= b)
+            {
+                continue;
+            }
+            if !phrases.is_empty() && !phrases_hold(txn, dbs, d, v, &phrases, &mut res)? {
+                continue;
+            }
+            let val = match q.sort {
+                SortBy::Relevance => Some(u64::from(score)),
+                SortBy::Discovered => Some(f.discovered_at),
+                SortBy::Size => Some(f.total_size),
+                SortBy::Seeders => f.seeders.map(u64::from),
+                SortBy::Files => Some(u64::from(f.file_count)),
+            };
+            // Ascending keys: unknown values last either way; ties by doc id in the
+            // same direction.
+            let key = match val {
+                None => u64::MAX,
+                Some(v) if desc => u64::MAX - 1 - v.min(u64::MAX - 1),
+                Some(v) => v.min(u64::MAX - 1),
+            };
+            keyed.push((key, if desc { u32::MAX - d } else { d }, d));
+        }
+        res.total = keyed.len();
+        let k = offset.saturating_add(limit).min(keyed.len());
+        if offset >= k {
+            return Ok(res);
+        }
+        top_k(&mut keyed, k, |x| (x.0, x.1));
+        keyed[offset..k].iter().map(|x| x.2).collect()
+    };
+    push_records(txn, dbs, page, &mut res)?;
+    Ok(res)
 }
 
-/// Reads a term's postings (raw values: docid << 1 | in_name), ascending.
-fn postings(txn: &RoTxn, dbs: &Dbs, term: &[u8], res: &mut SearchResults) -> Result<Vec<u32>> {
+/// Appends the records of `page` to the hits.
+fn push_records(txn: &RoTxn, dbs: &Dbs, page: Vec<u32>, res: &mut SearchResults) -> Result<()> {
+    for docid in page {
+        match record_by_docid(txn, dbs, docid)? {
+            Some(r) => res.hits.push(r),
+            None => res.skipped_corrupt += 1,
+        }
+    }
+    Ok(())
+}
+
+/// A size filter walks `by_size` when `matches · SIZE_WALK_FACTOR > docs`: a lookup
+/// in `torrents` costs about as much as walking 40 `by_size` entries.
+const SIZE_WALK_FACTOR: u64 = 40;
+
+/// Keeps the matches whose size is in `[min, max]`, from a walk of the size classes
+/// of the range in `by_size` (a bitmap over doc ids); the matches of the two
+/// boundary classes are checked exactly in `torrents`. Returns true (the filter is
+/// applied).
+fn filter_by_size_walk(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    matches: &mut Vec<(u32, u32)>,
+    min: Option<u64>,
+    max: Option<u64>,
+    ndocs: u64,
+    res: &mut SearchResults,
+) -> Result<bool> {
+    let (lo, hi) = (min.unwrap_or(0), max.unwrap_or(u64::MAX));
+    let (blo, bhi) = (codec::size_bucket(lo), codec::size_bucket(hi));
+    let words = (ndocs as usize).div_ceil(64);
+    let mut sure = vec![0u64; words];
+    let mut edge = vec![0u64; words];
+    let start = codec::by_size_key(lo, 0);
+    let mut end = [0xffu8; 6];
+    end[..2].copy_from_slice(&bhi.to_be_bytes());
+    let range = (Bound::Included(&start[..]), Bound::Included(&end[..]));
+    for r in dbs
+        .by_size
+        .range(txn, &range)
+        .map_err(lmdb("reading by_size"))?
+    {
+        let (k, _) = r.map_err(lmdb("reading by_size"))?;
+        let (Some(b), Some(d)) = (
+            k.get(..2).and_then(|b| <[u8; 2]>::try_from(b).ok()),
+            k.get(2..6).and_then(|b| codec::docid_from(b).ok()),
+        ) else {
+            res.skipped_corrupt += 1;
+            continue;
+        };
+        let b = u16::from_be_bytes(b);
+        let d = d as usize;
+        let set = if b == blo || b == bhi {
+            &mut edge
+        } else {
+            &mut sure
+        };
+        match set.get_mut(d / 64) {
+            Some(w) => *w |= 1 << (d % 64),
+            None => res.skipped_corrupt += 1,
+        }
+    }
+    let bit = |v: &[u64], d: u32| {
+        v.get(d as usize / 64)
+            .is_some_and(|w| w >> (d % 64) & 1 == 1)
+    };
+    let mut keep = Vec::with_capacity(matches.len());
+    for &m in matches.iter() {
+        if bit(&sure, m.0) {
+            keep.push(m);
+        } else if bit(&edge, m.0) {
+            match dbs
+                .torrents
+                .get(txn, &codec::docid_key(m.0))
+                .map_err(lmdb("reading torrents"))?
+                .map(codec::torrent_sort_fields)
+            {
+                Some(Ok(f)) if f.total_size >= lo && f.total_size <= hi => keep.push(m),
+                Some(Ok(_)) => {}
+                _ => res.skipped_corrupt += 1,
+            }
+        }
+    }
+    *matches = keep;
+    Ok(true)
+}
+
+/// The page `offset..offset + limit` of `matches` (non-empty, `offset` inside) in
+/// one of the classic orders, by the cheapest way (see `WALK_FACTOR`).
+#[allow(clippy::too_many_arguments)]
+fn page_in_order(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    mut matches: Vec<(u32, u32)>,
+    order: Order,
+    offset: usize,
+    limit: usize,
+    ndocs: u64,
+    time_ordered: bool,
+    mode: usize,
+    res: &mut SearchResults,
+) -> Result<Vec<u32>> {
+    let k = offset.saturating_add(limit).min(matches.len());
+    Ok(match order {
+        Order::Relevance => {
+            // Key: score desc, docid desc.
+            let key = |m: &(u32, u32)| std::cmp::Reverse((u64::from(m.1) << 32) | u64::from(m.0));
+            top_k(&mut matches, k, key);
+            matches[offset..k].iter().map(|m| m.0).collect()
+        }
+        Order::Newest if time_ordered => matches
+            .iter()
+            .rev()
+            .skip(offset)
+            .take(limit)
+            .map(|m| m.0)
+            .collect(),
+        Order::Oldest if time_ordered => matches
+            .iter()
+            .skip(offset)
+            .take(limit)
+            .map(|m| m.0)
+            .collect(),
+        _ if match mode {
+            1 => false,
+            2 => true,
+            _ => (matches.len() as f64).powi(2) * WALK_FACTOR > (k as f64) * (ndocs as f64),
+        } =>
+        {
+            // Many matches: walk the ordered index and keep the matching docs.
+            let (db, rev, size) = match order {
+                Order::Largest => (&dbs.by_size, true, true),
+                Order::Smallest => (&dbs.by_size, false, true),
+                Order::Newest => (&dbs.by_time, true, false),
+                _ => (&dbs.by_time, false, false),
+            };
+            let docids: Vec<u32> = matches.iter().map(|m| m.0).collect();
+            let mut hits = Vec::with_capacity(k);
+            let mut bucket: Option<[u8; 2]> = None;
+            let mut corrupt = 0;
+            // `by_size` is ordered by size *class*: read whole classes until k
+            // matches are in, then order those exactly.
+            let mut on_entry = |key: &[u8], _val: &[u8]| {
+                let d = if size {
+                    let b = key.get(..2).and_then(|b| <[u8; 2]>::try_from(b).ok());
+                    if hits.len() >= k && b != bucket {
+                        return false;
+                    }
+                    bucket = b;
+                    key.get(2..6)
+                } else {
+                    key.get(8..12)
+                };
+                match d.and_then(|b| codec::docid_from(b).ok()) {
+                    Some(d) if docids.binary_search(&d).is_ok() => hits.push(d),
+                    Some(_) => {}
+                    None => corrupt += 1,
+                }
+                size || hits.len() < k
+            };
+            if rev {
+                for r in db.rev_iter(txn).map_err(lmdb("ordering results"))? {
+                    let (key, val) = r.map_err(lmdb("ordering results"))?;
+                    if !on_entry(key, val) {
+                        break;
+                    }
+                }
+            } else {
+                for r in db.iter(txn).map_err(lmdb("ordering results"))? {
+                    let (key, val) = r.map_err(lmdb("ordering results"))?;
+                    if !on_entry(key, val) {
+                        break;
+                    }
+                }
+            }
+            res.skipped_corrupt += corrupt;
+            if size {
+                exact_order(txn, dbs, hits.into_iter(), order, offset, k, res)?
+            } else {
+                hits.get(offset..).unwrap_or(&[]).to_vec()
+            }
+        }
+        _ => {
+            // Few matches: exact ordering from the records' fixed fields.
+            exact_order(txn, dbs, matches.iter().map(|m| m.0), order, offset, k, res)?
+        }
+    })
+}
+
+/// Reads a term's postings (raw values: docid << 2 | flags), ascending, keeping those
+/// whose flags meet `mask`.
+fn postings(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    term: &[u8],
+    mask: u8,
+    res: &mut SearchResults,
+) -> Result<Vec<u32>> {
     let mut out = Vec::new();
     if let Some(it) = dbs
         .terms
@@ -217,18 +792,25 @@ fn postings(txn: &RoTxn, dbs: &Dbs, term: &[u8], res: &mut SearchResults) -> Res
             }
         }
     }
+    if mask & 3 != 3 {
+        let m = u32::from(mask);
+        out.retain(|p| p & m != 0);
+    }
     Ok(out)
 }
 
-/// Union of the postings of every term starting with `prefix` (`ndocs` bounds the
-/// doc ids): one term is decoded as is; several are merged in a bitmap.
+/// Union of the postings of every term starting with `prefix` whose flags meet
+/// `mask` (`ndocs` bounds the doc ids): one term is decoded as is; several are merged
+/// in a bitmap (the result then carries only the name flag).
 fn prefix_postings(
     txn: &RoTxn,
     dbs: &Dbs,
     prefix: &[u8],
     ndocs: u64,
+    mask: u8,
     res: &mut SearchResults,
 ) -> Result<(Vec<u32>, bool)> {
+    let m = u32::from(mask);
     let mut out = Vec::new();
     let mut keys = 0usize;
     let mut last_key: &[u8] = &[];
@@ -262,9 +844,20 @@ fn prefix_postings(
             res.skipped_corrupt += 1;
             continue;
         }
+        if m != 3 {
+            let keep = before;
+            let mut w = keep;
+            for r in keep..out.len() {
+                if out[r] & m != 0 {
+                    out[w] = out[r];
+                    w += 1;
+                }
+            }
+            out.truncate(w);
+        }
         if keys >= 2 {
             for &p in &out {
-                let d = (p >> 1) as usize;
+                let d = (p >> 2) as usize;
                 if let Some(w) = seen.get_mut(d / 64) {
                     *w |= 1 << (d % 64);
                     named[d / 64] |= u64::from(p & 1) << (d % 64);
@@ -283,7 +876,7 @@ fn prefix_postings(
                 let b = bits.trailing_zeros();
                 bits &= bits - 1;
                 let d = (i * 64) as u32 + b;
-                out.push((d << 1) | ((n >> b) & 1) as u32);
+                out.push((d << 2) | ((n >> b) & 1) as u32);
             }
         }
     }
@@ -298,20 +891,20 @@ pub(super) fn intersect(mut lists: Vec<Vec<u32>>) -> Vec<(u32, u32)> {
     let Some(first) = it.next() else {
         return Vec::new();
     };
-    let mut cur: Vec<(u32, u32)> = first.iter().map(|&p| (p >> 1, p & 1)).collect();
+    let mut cur: Vec<(u32, u32)> = first.iter().map(|&p| (p >> 2, p & 1)).collect();
     for other in it {
         let mut j = 0usize;
         cur.retain_mut(|(doc, score)| {
             // Exponential search from j for the first posting >= doc.
             let (mut lo, mut hi, mut step) = (j, j, 1usize);
-            while hi < other.len() && other[hi] >> 1 < *doc {
+            while hi < other.len() && other[hi] >> 2 < *doc {
                 lo = hi + 1;
                 hi = j + step;
                 step *= 2;
             }
             let hi = hi.min(other.len());
-            j = lo + other[lo..hi].partition_point(|&p| p >> 1 < *doc);
-            if j < other.len() && other[j] >> 1 == *doc {
+            j = lo + other[lo..hi].partition_point(|&p| p >> 2 < *doc);
+            if j < other.len() && other[j] >> 2 == *doc {
                 *score += other[j] & 1;
                 true
             } else {

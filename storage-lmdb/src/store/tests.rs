@@ -292,13 +292,240 @@ fn corrupt_records_are_errors_or_counted_skips_never_panics() {
 
 #[test]
 fn intersect_gallops_correctly() {
-    let a: Vec<u32> = (0..1000).map(|d| d << 1).collect();
+    // Raw postings: docid << 2 | flags (1 in name, 2 in a path).
+    let a: Vec<u32> = (0..1000).map(|d| (d << 2) | 2).collect();
     let b: Vec<u32> = (0..1000)
         .filter(|d| d % 7 == 0)
-        .map(|d| (d << 1) | 1)
+        .map(|d| (d << 2) | 3)
         .collect();
-    let c: Vec<u32> = (0..1000).filter(|d| d % 3 == 0).map(|d| d << 1).collect();
+    let c: Vec<u32> = (0..1000)
+        .filter(|d| d % 3 == 0)
+        .map(|d| (d << 2) | 2)
+        .collect();
     let r = intersect(vec![a, b, c]);
     let want: Vec<(u32, u32)> = (0..1000).filter(|d| d % 21 == 0).map(|d| (d, 1)).collect();
     assert_eq!(r, want);
+}
+
+/// The tokenizer of schemas 2 to 4: maximal alphanumeric runs, `str::to_lowercase`,
+/// cut at 64 bytes; no folding, no bigrams.
+fn old_terms(name: &str, files: &[FileEntry]) -> Vec<(String, bool)> {
+    let norm = |w: &str| {
+        let mut t = w.to_lowercase();
+        let mut cut = t.len().min(64);
+        while !t.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        t.truncate(cut);
+        t
+    };
+    let mut v: Vec<(String, bool)> = Vec::new();
+    let split = |s: &str| -> Vec<String> {
+        s.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .map(norm)
+            .collect()
+    };
+    v.extend(split(name).into_iter().map(|w| (w, true)));
+    for f in files {
+        v.extend(split(&f.path).into_iter().map(|w| (w, false)));
+    }
+    v.sort();
+    // (w, false) sorts before (w, true): keep the last of each run.
+    let mut out: Vec<(String, bool)> = Vec::new();
+    for (w, n) in v {
+        match out.last_mut() {
+            Some(l) if l.0 == w => l.1 |= n,
+            _ => out.push((w, n)),
+        }
+    }
+    out
+}
+
+/// A schema-4 posting block: `(delta << 1) | in_name` varints.
+fn old_block(postings: &[(u32, bool)]) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&postings[0].0.to_be_bytes());
+    b.extend_from_slice(&postings[postings.len() - 1].0.to_le_bytes());
+    let mut prev = postings[0].0;
+    for &(d, n) in postings {
+        let mut v = (u64::from(d - prev) << 1) | u64::from(n);
+        prev = d;
+        loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                b.push(byte);
+                break;
+            }
+            b.push(byte | 0x80);
+        }
+    }
+    b
+}
+
+/// Turns the store at `opts` into a schema 4 database: `terms` as the old tokenizer
+/// and posting layout made them, version 4.
+fn downgrade_to_schema_4(opts: &StoreOptions) {
+    let store = Store::open(opts.clone()).unwrap();
+    store
+        .write(|txn, dbs| {
+            let mut per_term: std::collections::BTreeMap<String, Vec<(u32, bool)>> =
+                Default::default();
+            let docs: Vec<(u32, String, Vec<FileEntry>)> = dbs
+                .torrents
+                .iter(txn)
+                .map_err(lmdb("test"))?
+                .map(|r| {
+                    let (k, v) = r.unwrap();
+                    let d = codec::docid_from(k).unwrap();
+                    let st = codec::decode_torrent(d, v).unwrap();
+                    let f = codec::decode_files(dbs.files.get(txn, k).unwrap().unwrap()).unwrap();
+                    (d, st.rec.name, f)
+                })
+                .collect();
+            for (d, name, files) in docs {
+                for (t, n) in old_terms(&name, &files) {
+                    per_term.entry(t).or_default().push((d, n));
+                }
+            }
+            dbs.terms.clear(txn).map_err(lmdb("test"))?;
+            for (t, ps) in per_term {
+                dbs.terms
+                    .put(txn, t.as_bytes(), &old_block(&ps))
+                    .map_err(lmdb("test"))?;
+            }
+            dbs.meta
+                .put(txn, K_SCHEMA, &4u32.to_le_bytes())
+                .map_err(lmdb("test"))
+        })
+        .unwrap();
+    drop(store);
+    wait_closed(&opts.path);
+}
+
+fn named(n: u8, name: &str, path: &str) -> Op {
+    let Op::Torrent(mut t) = t(n, name) else {
+        unreachable!()
+    };
+    t.files = vec![FileEntry {
+        path: path.into(),
+        size: 5,
+    }];
+    Op::Torrent(t)
+}
+
+/// A schema 4 database (built here with the old tokenizer and posting layout) is
+/// upgraded on open: `terms` is rebuilt, so accent folding, bigrams and the path
+/// flag work on what was stored before; nothing else changes. An upgrade cut short
+/// before its commit leaves the schema 4 database as it was, and the next open
+/// finishes it.
+#[test]
+fn schema_4_terms_are_rebuilt_on_open_and_an_interrupted_upgrade_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions::new(dir.path().join("db"));
+    let store = Store::open(opts.clone()).unwrap();
+    store
+        .apply_batch(&[
+            named(1, "Épopée Finale", "extras/making of.mkv"),
+            named(2, "日本語字幕 collection", "x/ÉTÉ.srt"),
+            named(3, "plain words", "plain/words.txt"),
+        ])
+        .unwrap();
+    drop(store);
+    wait_closed(&opts.path);
+    downgrade_to_schema_4(&opts);
+    // The fixture really is the old index: "Épopée" is indexed unfolded.
+    let raw = |opts: &StoreOptions| {
+        let env = open_env(opts).unwrap();
+        let rtxn = env.read_txn().unwrap();
+        let (terms, meta): (Db, Db) = env
+            .open_databases_and_commit(rtxn, |o, r| {
+                let t = o.open_database::<Bytes, Bytes>(r, Some("terms"))?;
+                let m = o.open_database::<Bytes, Bytes>(r, Some("meta"))?;
+                Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((t.unwrap(), m.unwrap())))
+            })
+            .unwrap()
+            .unwrap_commit();
+        let rtxn = env.read_txn().unwrap();
+        let keys: Vec<String> = terms
+            .iter(&rtxn)
+            .unwrap()
+            .map(|r| String::from_utf8(r.unwrap().0.to_vec()).unwrap())
+            .collect();
+        let v = meta.get(&rtxn, K_SCHEMA).unwrap().unwrap().to_vec();
+        drop(rtxn);
+        env.prepare_for_closing().wait();
+        (keys, v)
+    };
+    let (old_keys, v) = raw(&opts);
+    assert!(old_keys.contains(&"épopée".to_string()));
+    assert!(old_keys.contains(&"日本語字幕".to_string()));
+    assert_eq!(v, 4u32.to_le_bytes());
+
+    // Another process holds the database (an older crawler, say): no upgrade.
+    // flock(1) holds the lock while its shell waits for a line on stdin.
+    let mut holder = std::process::Command::new("flock")
+        .arg(opts.path.join(crate::LOCK_FILE))
+        .args(["-c", "read x"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let held = (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(25));
+        matches!(crate::DbLock::holder(&opts.path), Ok(Some(_)))
+    });
+    if held {
+        let e = Store::open(opts.clone()).unwrap_err().to_string();
+        assert!(
+            e.contains("must be upgraded") && e.contains("stop that process"),
+            "{e}"
+        );
+        wait_closed(&opts.path);
+    }
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    assert!(held, "the flock(1) child never took the lock");
+    assert_eq!(raw(&opts).1, 4u32.to_le_bytes().to_vec());
+
+    // Interrupted: the open fails, and the database is still the schema 4 one.
+    migrate::FAIL_BEFORE_COMMIT.with(|f| f.set(true));
+    let e = Store::open(opts.clone()).unwrap_err();
+    migrate::FAIL_BEFORE_COMMIT.with(|f| f.set(false));
+    assert!(e.to_string().contains("upgrade interrupted"), "{e}");
+    wait_closed(&opts.path);
+    assert_eq!(raw(&opts), (old_keys, 4u32.to_le_bytes().to_vec()));
+
+    // Upgraded.
+    let store = Store::open(opts.clone()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(store.count().unwrap(), 3);
+    let rep = store.integrity_check().unwrap();
+    assert!(rep.is_ok(), "{rep:?}");
+    let s = |q: &str| -> Vec<String> {
+        store
+            .query(&SearchQuery::new(q))
+            .unwrap()
+            .hits
+            .into_iter()
+            .map(|h| h.name)
+            .collect()
+    };
+    assert_eq!(s("epopee"), vec!["Épopée Finale"]);
+    assert_eq!(s("語"), vec!["日本語字幕 collection"]);
+    assert_eq!(s("字幕"), vec!["日本語字幕 collection"]);
+    assert_eq!(s("path:ete"), vec!["日本語字幕 collection"]);
+    assert_eq!(s("name:ete"), Vec::<String>::new());
+    assert_eq!(s("\"making of\""), vec!["Épopée Finale"]);
+    assert_eq!(s("plain"), vec!["plain words"]);
+    // The records are untouched, and new writes index alongside.
+    assert_eq!(
+        store.get(&[3; 20]).unwrap().unwrap().record.name,
+        "plain words"
+    );
+    store
+        .apply_batch(&[named(4, "Épopée two", "a.txt")])
+        .unwrap();
+    assert_eq!(s("épopée").len(), 2);
+    assert!(store.integrity_check().unwrap().is_ok());
 }

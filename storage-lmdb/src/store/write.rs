@@ -220,8 +220,8 @@ fn apply_batch_txn(txn: &mut RwTxn, dbs: &Dbs, batch: &mut BatchCtx) -> Result<B
     let mut v2_ids: Vec<(InfoHash, u32)> = Vec::new();
     w.update_known(&ts, &groups, settings.keep_info, &mut v2_ids)?;
     let fresh = fresh_torrents(&ts, &groups);
-    if w.meta.next_docid + fresh.len() as u64 > 1 << 31 {
-        return Err(StoreError::InvalidInput("more than 2^31 torrents".into()));
+    if w.meta.next_docid + fresh.len() as u64 > u64::from(codec::MAX_DOCID) + 1 {
+        return Err(StoreError::InvalidInput("more than 2^30 torrents".into()));
     }
     let base = w.meta.next_docid as u32;
     // File lists are encoded by `Tokens` when it is ready (a prepared batch), else
@@ -645,14 +645,14 @@ fn fresh_torrents(ts: &[&TorrentInput], groups: &[Group]) -> Vec<Fresh> {
 }
 
 /// The postings of the new torrents (the `k`-th of `fresh` has doc id `base + k`):
-/// per term of `tok` (byte order), its (doc id, in name) pairs, doc ids ascending.
-fn fresh_postings(tok: &Tokens, fresh: &[Fresh], base: u32) -> Vec<Vec<(u32, bool)>> {
-    let mut postings: Vec<Vec<(u32, bool)>> = vec![Vec::new(); tok.terms.len()];
+/// per term of `tok` (byte order), its (doc id, flags) pairs, doc ids ascending.
+fn fresh_postings(tok: &Tokens, fresh: &[Fresh], base: u32) -> Vec<Vec<(u32, u8)>> {
+    let mut postings: Vec<Vec<(u32, u8)>> = vec![Vec::new(); tok.terms.len()];
     for (k, f) in fresh.iter().enumerate() {
         let docid = base + k as u32;
-        for &(term, in_name) in tok.of_group(f.group) {
+        for &(term, flags) in tok.of_group(f.group) {
             if let Some(p) = postings.get_mut(term as usize) {
-                p.push((docid, in_name));
+                p.push((docid, flags));
             }
         }
     }
@@ -722,10 +722,10 @@ fn merge_scrape(r: &mut TorrentRecord, s: Scrape) {
 /// keeps each term's blocks ascending.
 /// `terms` come in byte order; each group is in doc id order (ids are assigned in
 /// the order torrents are indexed).
-fn write_postings<'t>(
+pub(super) fn write_postings<'t>(
     txn: &mut RwTxn,
     dbs: &Dbs,
-    terms: impl Iterator<Item = (&'t str, &'t [(u32, bool)])>,
+    terms: impl Iterator<Item = (&'t str, &'t [(u32, u8)])>,
 ) -> Result<()> {
     for (term, group) in terms {
         if group.is_empty() {
