@@ -32,6 +32,7 @@ pub async fn search(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Resp
             "offset": r.offset,
             "limit": r.limit,
             "total": page.total,
+            "total_estimated": page.total_estimated,
             "prefix_truncated": page.prefix_truncated,
             "results": page.hits.iter().map(util::record_json).collect::<Vec<_>>(),
         }))

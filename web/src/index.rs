@@ -1,8 +1,8 @@
-//! Every read the web crate makes of the store, in one place: the search (with
-//! the sorts and filters the store can do today, and a clear "not supported yet"
-//! for the others), a torrent, its info dict, the newest torrents, and the
-//! dashboard's figures. When the store's search grows (more sorts, filters), only
-//! this module changes.
+//! Every read the web crate makes of the store, in one place: the search (the
+//! store's [`SearchQuery`]: every sort both ways, size and time filters; what the
+//! store refuses, such as a category before the classifier's facets are stored, is
+//! a 400 with the store's message), a torrent, its info dict, the newest torrents,
+//! and the dashboard's figures.
 //!
 //! Every call here is a blocking LMDB read; handlers run them on tokio's blocking
 //! pool ([`Index::run`]).
@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use magnetar_storage::{
-    ClientStats, Hourly, InfoHash, Order, SessionYield, Stats, Store, StoreError, Torrent,
-    TorrentRecord,
+    ClientStats, Hourly, InfoHash, SearchQuery, SessionYield, SortBy, Stats, Store, StoreError,
+    Torrent, TorrentRecord,
 };
 
 /// Largest page of results any endpoint returns.
@@ -77,6 +77,9 @@ pub struct SearchRequest {
 #[derive(Clone, Debug, Default)]
 pub struct Page {
     pub total: usize,
+    /// `total` is an estimate (a phrase query with more candidates than the store
+    /// checks; the page itself is exact).
+    pub total_estimated: bool,
     pub hits: Vec<TorrentRecord>,
     /// The last word matched too many terms; only the first were used.
     pub prefix_truncated: bool,
@@ -171,39 +174,41 @@ impl Index {
             .map_err(|e| IndexError::Task(e.to_string()))?
     }
 
-    /// A search; sorts and filters the store cannot do yet are refused.
+    /// A search through the store's query API ([`SearchQuery`]): every sort both
+    /// ways, size and discovery-time filters; a query the store refuses
+    /// (`InvalidQuery`, `Unsupported`) is a 400.
     pub fn search(&self, r: &SearchRequest) -> Result<Page, IndexError> {
-        if r.min_size.is_some() || r.max_size.is_some() {
-            return Err(IndexError::Unsupported(
-                "size filters are not supported yet".into(),
-            ));
-        }
-        if r.after.is_some() || r.before.is_some() {
-            return Err(IndexError::Unsupported(
-                "discovery time filters are not supported yet".into(),
-            ));
-        }
-        let order = match (r.sort, r.desc) {
-            (Sort::Relevance, true) => Order::Relevance,
-            (Sort::Relevance, false) => {
-                return Err(IndexError::Unsupported(
-                    "ascending relevance is not supported".into(),
-                ))
-            }
-            (Sort::Discovered, true) => Order::Newest,
-            (Sort::Discovered, false) => Order::Oldest,
-            (Sort::Size, true) => Order::Largest,
-            (Sort::Size, false) => Order::Smallest,
-            (Sort::Seeders | Sort::Files, _) => {
+        let sort = match r.sort {
+            Sort::Relevance => SortBy::Relevance,
+            Sort::Discovered => SortBy::Discovered,
+            Sort::Size => SortBy::Size,
+            Sort::Seeders => SortBy::Seeders,
+            Sort::Files => SortBy::Files,
+        };
+        let mut q = SearchQuery::new(r.q.clone());
+        q.sort = sort;
+        q.descending = r.desc;
+        q.offset = r.offset;
+        q.limit = r.limit;
+        q.min_size = r.min_size;
+        q.max_size = r.max_size;
+        q.discovered_since = r.after;
+        q.discovered_before = r.before;
+        let res = match self.store.query(&q) {
+            Ok(res) => res,
+            Err(StoreError::InvalidQuery(m)) => {
                 return Err(IndexError::Unsupported(format!(
-                    "sort by {} is not supported yet",
-                    r.sort.as_str()
+                    "invalid search query: {m}"
                 )))
             }
+            Err(StoreError::Unsupported(m)) => {
+                return Err(IndexError::Unsupported(format!("not supported: {m}")))
+            }
+            Err(e) => return Err(e.into()),
         };
-        let res = self.store.search(&r.q, r.limit, r.offset, order)?;
         Ok(Page {
             total: res.total,
+            total_estimated: res.total_estimated,
             hits: res.hits,
             prefix_truncated: res.prefix_truncated,
         })
