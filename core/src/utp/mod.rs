@@ -62,6 +62,11 @@ pub enum UtpFault {
     SynOverCap,
     /// A SYN while incoming connections are refused.
     SynRefused,
+    /// A SYN from the address we are connecting to ourselves from that socket
+    /// (a BEP 55 holepunch opens from both ends at once): dropped without a
+    /// RESET, so that it does not end the peer's attempt while ours gets
+    /// through the NAT mapping its SYN just opened.
+    SynCrossed,
 }
 
 /// Why a uTP connection ended.
@@ -534,6 +539,13 @@ impl Utp {
     }
 
     fn on_syn(&mut self, local: SocketId, from: SocketAddr, h: &Header) {
+        let crossed = self.streams.values().any(|e| {
+            !e.incoming && !e.ended && e.key.0 == local && e.key.1 == from && e.conn.is_half_open()
+        });
+        if crossed {
+            self.stats.fault(UtpFault::SynCrossed);
+            return;
+        }
         if !self.cfg.accept_incoming {
             self.stats.fault(UtpFault::SynRefused);
             self.send_reset(local, from, h);

@@ -663,8 +663,8 @@ fn in_ns(ns: &Netns, args: &[&str]) {
 /// public addresses (10.77.0.0/24), and behind it any number of home networks,
 /// each a `router` namespace (WAN 10.77.0.(200+n), LAN 192.168.(100+n).1/24,
 /// IPv4 forwarding, iptables `MASQUERADE` out of the WAN side, no port
-/// forwarding, and inbound forwarding only for connections the NAT already
-/// tracks) and a `home` namespace on that LAN whose default route is the
+/// forwarding, inbound forwarding only for connections the NAT already
+/// tracks, and new inbound packets to the router itself dropped) and a `home` namespace on that LAN whose default route is the
 /// router. The public side has no route to any LAN: from there a home host is
 /// reachable only through a mapping its own outbound traffic opened (Linux
 /// conntrack: for the same remote address and port only). Needs root,
@@ -696,7 +696,14 @@ impl NatWorld {
             assert!((1..200).contains(h), "public host octet {h}");
             in_ns(
                 &public,
-                &["ip", "addr", "add", &format!("10.77.0.{h}/24"), "dev", "br0"],
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("10.77.0.{h}/24"),
+                    "dev",
+                    "br0",
+                ],
             );
         }
         NatWorld {
@@ -718,42 +725,134 @@ impl NatWorld {
         in_ns(
             &router,
             &[
-                "ip", "link", "add", "wan", "type", "veth", "peer", "name", &format!("r{n}"),
-                "netns", &self.public.name,
+                "ip",
+                "link",
+                "add",
+                "wan",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("r{n}"),
+                "netns",
+                &self.public.name,
             ],
         );
-        in_ns(&self.public, &["ip", "link", "set", &format!("r{n}"), "master", "br0"]);
+        in_ns(
+            &self.public,
+            &["ip", "link", "set", &format!("r{n}"), "master", "br0"],
+        );
         in_ns(&self.public, &["ip", "link", "set", &format!("r{n}"), "up"]);
-        in_ns(&router, &["ip", "addr", "add", &format!("{wan}/24"), "dev", "wan"]);
+        in_ns(
+            &router,
+            &["ip", "addr", "add", &format!("{wan}/24"), "dev", "wan"],
+        );
         in_ns(&router, &["ip", "link", "set", "wan", "up"]);
         // LAN: a veth from the router to the home namespace.
         in_ns(
             &router,
-            &["ip", "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", &lan.name],
+            &[
+                "ip", "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns",
+                &lan.name,
+            ],
         );
-        in_ns(&router, &["ip", "addr", "add", &format!("{lan_prefix}1/24"), "dev", "lan"]);
+        in_ns(
+            &router,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{lan_prefix}1/24"),
+                "dev",
+                "lan",
+            ],
+        );
         in_ns(&router, &["ip", "link", "set", "lan", "up"]);
         in_ns(&lan, &["ip", "link", "set", "eth0", "up"]);
         for h in hosts {
             assert!((2..255).contains(h), "LAN host octet {h}");
-            in_ns(&lan, &["ip", "addr", "add", &format!("{lan_prefix}{h}/24"), "dev", "eth0"]);
+            in_ns(
+                &lan,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{lan_prefix}{h}/24"),
+                    "dev",
+                    "eth0",
+                ],
+            );
         }
-        in_ns(&lan, &["ip", "route", "add", "default", "via", &format!("{lan_prefix}1")]);
+        in_ns(
+            &lan,
+            &[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("{lan_prefix}1"),
+            ],
+        );
         // The home router: forwarding, NAT out of the WAN side, and nothing
         // inbound but what belongs to connections the NAT tracks.
         in_ns(&router, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
         in_ns(
             &router,
-            &["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", "wan", "-j", "MASQUERADE"],
+            &[
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-o",
+                "wan",
+                "-j",
+                "MASQUERADE",
+            ],
         );
         in_ns(
             &router,
             &[
-                "iptables", "-A", "FORWARD", "-i", "wan", "-m", "conntrack", "--ctstate",
-                "ESTABLISHED,RELATED", "-j", "ACCEPT",
+                "iptables",
+                "-A",
+                "FORWARD",
+                "-i",
+                "wan",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
             ],
         );
-        in_ns(&router, &["iptables", "-A", "FORWARD", "-i", "wan", "-j", "DROP"]);
+        in_ns(
+            &router,
+            &["iptables", "-A", "FORWARD", "-i", "wan", "-j", "DROP"],
+        );
+        // No service on the WAN side, as home routers' firewalls have it: new
+        // inbound packets to the router are dropped (silently, so a TCP connect
+        // times out). Dropped before conntrack confirms them, they leave no
+        // entry behind: else a peer's uTP SYN that arrives before the target's
+        // own SYN left would make MASQUERADE map the target's SYN to another
+        // port (a clash with that entry) and defeat a BEP 55 holepunch.
+        in_ns(
+            &router,
+            &[
+                "iptables",
+                "-A",
+                "INPUT",
+                "-i",
+                "wan",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "NEW,INVALID",
+                "-j",
+                "DROP",
+            ],
+        );
         self.homes.push(Home {
             router,
             lan,
