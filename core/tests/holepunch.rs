@@ -316,3 +316,58 @@ fn without_a_relay_the_peer_is_counted_and_the_fetch_ends() {
     assert_eq!(f.stats().holepunch.no_relay, 1);
     assert_eq!(f.stats().holepunch.rendezvous_sent, 0);
 }
+
+/// The simultaneous open of a holepunch in the uTP manager: our SYN is lost
+/// (the target's NAT had no mapping yet), the target's SYN reaches us while
+/// ours is unanswered, and its connection becomes our stream under the same
+/// id: bytes flow both ways.
+#[test]
+fn a_crossed_syn_becomes_our_stream() {
+    use magnetar_core::utp::{Utp, UtpConfig, UtpEvent, UtpFault};
+    use magnetar_core::SocketId;
+    let (a_addr, b_addr) = (addr(1), addr(2));
+    let mut a = Utp::new(UtpConfig::default(), Rng::new(1));
+    // The target refuses incoming connections too: only its own attempt counts.
+    let mut b = Utp::new(UtpConfig::default(), Rng::new(2));
+    let t = Timestamp::from_millis;
+    let sa = a.connect(t(0), SocketId(0), b_addr).unwrap();
+    // Our SYN is lost.
+    while a.poll_transmit().is_some() {}
+    let sb = b.connect(t(1), SocketId(0), a_addr).unwrap();
+    let syn = b.poll_transmit().expect("the target's SYN");
+    a.handle_datagram(t(2), SocketId(0), b_addr, &syn.payload);
+    assert_eq!(a.stats().faults.get(&UtpFault::SynCrossed), Some(&1));
+    // Ferry datagrams both ways until quiet.
+    let mut got_a = Vec::new();
+    let mut events_a = Vec::new();
+    let mut connected_b = false;
+    for now in 3..53 {
+        let mut moved = false;
+        while let Some(d) = a.poll_transmit() {
+            moved = true;
+            b.handle_datagram(t(now), SocketId(0), a_addr, &d.payload);
+        }
+        while let Some(d) = b.poll_transmit() {
+            moved = true;
+            a.handle_datagram(t(now), SocketId(0), b_addr, &d.payload);
+        }
+        while let Some(e) = b.poll_event() {
+            if e == UtpEvent::Connected(sb) && !connected_b {
+                connected_b = true;
+                b.write(t(now), sb, b"hello from the target").unwrap();
+            }
+        }
+        while let Some(e) = a.poll_event() {
+            if e == UtpEvent::Readable(sa) {
+                a.read(t(now), sa, &mut got_a, 1 << 16).unwrap();
+            }
+            events_a.push(e);
+        }
+        if !moved && connected_b && !got_a.is_empty() {
+            break;
+        }
+    }
+    assert!(connected_b, "the target's connection completed");
+    assert!(events_a.contains(&UtpEvent::Connected(sa)), "{events_a:?}");
+    assert_eq!(got_a, b"hello from the target");
+}

@@ -1234,18 +1234,11 @@ fn holepunch_peer(
 /// NAT drops our uTP SYN, refuses our TCP connect), sends `rendezvous` to the
 /// relay, and on `connect` opens uTP to the target while the target opens uTP
 /// to us: the info dict must then come from the target, over uTP, through
-/// both NATs.
-///
-/// Ignored: it fails at the last step. What it shows (issue 15 class (c)):
-/// libtorrent 2.1 relays (it answers our `rendezvous` with `connect` to both
-/// ends within a millisecond), the target opens uTP to us, and our stream to
-/// the target connects through both NATs; but the target closes our incoming
-/// connection as a "duplicate peer-id" of its own outgoing one to us, which
-/// we drop (`UtpFault::SynCrossed`) instead of accepting. Accepting the
-/// crossed SYN as the holepunch's stream is the missing piece (the initiator
-/// side is proven by core/tests/holepunch.rs). Run it with `--ignored`.
+/// both NATs. libtorrent keeps its own outgoing connection to us and drops
+/// ours as a duplicate, so the stream that carries the metadata is the
+/// target's crossed SYN, which the uTP manager takes as our attempt's stream
+/// (`UtpFault::SynCrossed`), spoken in clear (as libtorrent's outgoing side).
 #[test]
-#[ignore = "libtorrent drops our punched stream as a duplicate of its own; we do not accept its crossed SYN yet"]
 fn holepunch_through_a_libtorrent_relay() {
     let _one = one_swarm_at_a_time();
     support::magnetar_bin();

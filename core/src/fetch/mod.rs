@@ -911,7 +911,17 @@ impl Fetcher {
         let ts = &mut self.stats.transport;
         *ts.attempts.entry(transport).or_insert(0) += 1;
         *ts.chosen.entry((transport, choice)).or_insert(0) += 1;
-        let mode = retry.unwrap_or_else(|| self.first_mode(&peer, pex_prefers));
+        // A holepunch's stream may be the target's own connection to us (the
+        // uTP manager takes its crossed SYN), and an outgoing libtorrent
+        // connection speaks its BitTorrent handshake in clear: so do we,
+        // unless the policy requires encryption.
+        let mode = match retry {
+            Some(m) => m,
+            None if holepunch && self.cfg.encryption != EncryptionPolicy::Require => {
+                WireMode::Plaintext
+            }
+            None => self.first_mode(&peer, pex_prefers),
+        };
         match mode {
             WireMode::Plaintext => self.stats.encryption.plaintext_attempts += 1,
             WireMode::Encrypted => self.stats.encryption.encrypted_attempts += 1,
