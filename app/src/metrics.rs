@@ -353,10 +353,37 @@ mod tests {
                     (Transport::Utp, TransportChoice::PexUtp),
                     (Transport::Utp, TransportChoice::Remembered),
                     (Transport::Utp, TransportChoice::Fallback),
+                    (Transport::Utp, TransportChoice::Holepunch),
                 ] {
                     t.chosen.insert(c, q.n());
                 }
                 t
+            },
+            holepunch: magnetar_core::fetch::HolepunchStats {
+                rendezvous_sent: q.n(),
+                no_relay: q.n(),
+                connects: q.n(),
+                connects_unsolicited: q.n(),
+                errors: [
+                    "no_such_peer",
+                    "not_connected",
+                    "no_support",
+                    "no_self",
+                    "other",
+                ]
+                .into_iter()
+                .map(|c| (c, q.n()))
+                .collect(),
+                errors_unsolicited: q.n(),
+                unanswered: q.n(),
+                attempts: q.n(),
+                connected: q.n(),
+                ok: q.n(),
+                failed: q.n(),
+                relay_sessions: q.n(),
+                relay_requests: q.n(),
+                malformed: q.n(),
+                dropped: q.n(),
             },
         };
         let crawl = CrawlStats {
@@ -439,6 +466,7 @@ mod tests {
                     UtpFault::UnexpectedPacket,
                     UtpFault::SeqOutOfWindow,
                     UtpFault::SynRefused,
+                    UtpFault::SynCrossed,
                 ] {
                     faults.insert(f, q.n());
                 }

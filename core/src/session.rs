@@ -135,6 +135,8 @@ pub struct PeerInfo {
     pub ut_metadata: Option<u8>,
     /// The peer's `m.ut_pex` message id (BEP 11), if it offers PEX.
     pub ut_pex: Option<u8>,
+    /// The peer's `m.ut_holepunch` message id (BEP 55), if it offers it.
+    pub ut_holepunch: Option<u8>,
     /// The `metadata_size` it announced, bytes, once accepted.
     pub metadata_size: Option<u32>,
     /// BEP 10 `yourip`: our address as the peer sees it.
@@ -161,6 +163,9 @@ pub enum Phase {
     ExtHandshake,
     /// Requesting and receiving BEP 9 pieces.
     Fetching,
+    /// The peer has no `ut_metadata` but offers `ut_holepunch` (BEP 55): the
+    /// session stays open only as a relay (see [`Session::send_holepunch`]).
+    Relay,
     /// Done or failed; further bytes are ignored.
     Finished,
 }
@@ -187,6 +192,26 @@ pub enum Progress {
 
 /// Most PEX contacts a session hands back over its life.
 pub const MAX_PEX_PER_SESSION: usize = 200;
+
+/// Most `ut_holepunch` messages a session hands back over its life; later ones
+/// are dropped and counted ([`HolepunchCounts::dropped`]).
+pub const MAX_HOLEPUNCH_PER_SESSION: u32 = 32;
+/// Most `error` answers a session sends to `rendezvous` requests (we do not
+/// relay: see [`Session::take_holepunch`]).
+pub const MAX_RELAY_REFUSALS_PER_SESSION: u32 = 4;
+
+/// What a session saw of BEP 55 besides the messages it handed back.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct HolepunchCounts {
+    /// Payloads that did not decode (or came from a peer that never offered
+    /// the extension).
+    pub malformed: u32,
+    /// Messages over [`MAX_HOLEPUNCH_PER_SESSION`].
+    pub dropped: u32,
+    /// `rendezvous` requests to us, answered `NotConnected` (up to
+    /// [`MAX_RELAY_REFUSALS_PER_SESSION`], the rest ignored).
+    pub relay_requests: u32,
+}
 
 /// A metadata-fetching peer session.
 #[derive(Debug)]
@@ -216,7 +241,13 @@ struct Inner {
     /// The PEX contacts flagged "prefers encryption" (a subset of `pex`).
     pex_encrypted: Vec<SocketAddr>,
     pex_utp: Vec<SocketAddr>,
+    /// The PEX contacts flagged as supporting `ut_holepunch` (0x08).
+    pex_holepunch: Vec<SocketAddr>,
     pex_total: usize,
+    /// `connect` and `error` messages received, for the fetcher.
+    holepunch: Vec<wire::HolepunchMsg>,
+    hp_seen: u32,
+    hp: HolepunchCounts,
 }
 
 impl Session {
@@ -250,7 +281,11 @@ impl Session {
                 pex: Vec::new(),
                 pex_encrypted: Vec::new(),
                 pex_utp: Vec::new(),
+                pex_holepunch: Vec::new(),
                 pex_total: 0,
+                holepunch: Vec::new(),
+                hp_seen: 0,
+                hp: HolepunchCounts::default(),
             },
         }
     }
@@ -299,6 +334,47 @@ impl Session {
     #[must_use = "the contacts taken are gone"]
     pub fn take_pex_utp(&mut self) -> Vec<SocketAddr> {
         std::mem::take(&mut self.c.pex_utp)
+    }
+
+    /// Those PEX contacts received since the last call that BEP 11 flags as
+    /// supporting the holepunch extension (0x08) and not as reachable (0x10):
+    /// this peer is connected to them and can relay a `rendezvous`.
+    #[must_use = "the contacts taken are gone"]
+    pub fn take_pex_holepunch(&mut self) -> Vec<SocketAddr> {
+        std::mem::take(&mut self.c.pex_holepunch)
+    }
+
+    /// The `connect` and `error` messages (BEP 55) received since the last
+    /// call, at most [`MAX_HOLEPUNCH_PER_SESSION`] over the session's life. A
+    /// `rendezvous` asking us to relay is answered here, with `NotConnected`
+    /// (a metadata session is connected to nobody else), and not handed back.
+    #[must_use = "the messages taken are gone"]
+    pub fn take_holepunch(&mut self) -> Vec<wire::HolepunchMsg> {
+        std::mem::take(&mut self.c.holepunch)
+    }
+
+    /// BEP 55 counters of this session.
+    pub fn holepunch_counts(&self) -> HolepunchCounts {
+        self.c.hp
+    }
+
+    /// Whether the peer offered `ut_holepunch` and the session can still send.
+    pub fn can_relay(&self) -> bool {
+        self.c.info.ut_holepunch.is_some() && matches!(self.c.phase, Phase::Fetching | Phase::Relay)
+    }
+
+    /// Queues a `ut_holepunch` message to the peer (take it with
+    /// [`Session::take_output`]); false when the peer did not offer the
+    /// extension or the session is not past its handshakes.
+    pub fn send_holepunch(&mut self, m: &wire::HolepunchMsg) -> bool {
+        let Some(id) = self.c.info.ut_holepunch else {
+            return false;
+        };
+        if !matches!(self.c.phase, Phase::Fetching | Phase::Relay) {
+            return false;
+        }
+        wire::encode_holepunch(&mut self.c.out, id, m);
+        true
     }
 
     /// Feeds bytes from the peer. After `Done` or `Failed` further bytes are ignored.
@@ -427,11 +503,53 @@ impl Inner {
                         if flags & wire::PEX_UTP != 0 && flags & wire::PEX_REACHABLE == 0 {
                             self.pex_utp.push(a);
                         }
+                        if flags & wire::PEX_HOLEPUNCH != 0 && flags & wire::PEX_REACHABLE == 0 {
+                            self.pex_holepunch.push(a);
+                        }
                     }
                 }
                 Progress::Continue
             }
+            wire::OUR_UT_HOLEPUNCH => {
+                self.on_holepunch(body);
+                Progress::Continue
+            }
             _ => Progress::Continue,
+        }
+    }
+
+    /// A `ut_holepunch` message (BEP 55): counted, answered or handed back;
+    /// never a reason to fail the session.
+    fn on_holepunch(&mut self, body: &[u8]) {
+        // BEP 55: messages from a peer that did not offer the extension are
+        // ignored.
+        let Some(id) = self.info.ut_holepunch else {
+            self.hp.malformed = self.hp.malformed.saturating_add(1);
+            return;
+        };
+        let Ok(m) = wire::parse_holepunch(body) else {
+            self.hp.malformed = self.hp.malformed.saturating_add(1);
+            return;
+        };
+        if self.hp_seen >= MAX_HOLEPUNCH_PER_SESSION {
+            self.hp.dropped = self.hp.dropped.saturating_add(1);
+            return;
+        }
+        self.hp_seen += 1;
+        match m.kind {
+            wire::HolepunchKind::Rendezvous => {
+                // We relay for nobody: say so, a few times per session.
+                self.hp.relay_requests = self.hp.relay_requests.saturating_add(1);
+                if self.hp.relay_requests <= MAX_RELAY_REFUSALS_PER_SESSION {
+                    let e = wire::HolepunchMsg {
+                        kind: wire::HolepunchKind::Error,
+                        addr: m.addr,
+                        err: wire::HolepunchErrorCode::NotConnected.code(),
+                    };
+                    wire::encode_holepunch(&mut self.out, id, &e);
+                }
+            }
+            wire::HolepunchKind::Connect | wire::HolepunchKind::Error => self.holepunch.push(m),
         }
     }
 
@@ -445,11 +563,22 @@ impl Inner {
             .ut_pex
             .and_then(|i| u8::try_from(i).ok())
             .filter(|i| *i != 0);
-        let ut = hs
+        self.info.ut_holepunch = hs
+            .ut_holepunch
+            .and_then(|i| u8::try_from(i).ok())
+            .filter(|i| *i != 0);
+        let Some(ut) = hs
             .ut_metadata
             .and_then(|i| u8::try_from(i).ok())
             .filter(|i| *i != 0)
-            .ok_or(FailReason::NoUtMetadata)?;
+        else {
+            // No metadata from this peer; it may still introduce us to others.
+            if self.info.ut_holepunch.is_some() {
+                self.phase = Phase::Relay;
+                return Ok(());
+            }
+            return Err(FailReason::NoUtMetadata);
+        };
         self.info.ut_metadata = Some(ut);
         let size = hs.metadata_size.ok_or(FailReason::MissingMetadataSize)?;
         if size <= 0 {

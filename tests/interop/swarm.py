@@ -27,6 +27,9 @@ starting, as it would join a fresh one); with --stagger S the sessions start
 seeding one after another over S seconds; "announced" follows once every
 announce landed.
 
+--ip-prefix P puts the sessions at P + octet instead of 127.0.0. + octet (the NAT
+test, tests/tests/interop.rs, runs them on a LAN behind a router namespace).
+
 --utp-only switches TCP off both ways in the seeding sessions
 (enable_outgoing_tcp / enable_incoming_tcp false): they speak uTP only, on their
 DHT socket. The leech ("fetch") keeps both.
@@ -225,6 +228,7 @@ def main():
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--nodes", type=int, default=6)
     ap.add_argument("--first-ip", type=int, default=10, help="last octet of the first session")
+    ap.add_argument("--ip-prefix", default="127.0.0.", help="the sessions' addresses are PREFIX + octet (a NAT test puts them on a LAN)")
     ap.add_argument("--port", type=int, default=6881)
     ap.add_argument("--big-files", type=int, default=1500)
     ap.add_argument("--extra", type=int, default=0, help="more small single-file torrents (more samples for the timing medians)")
@@ -288,11 +292,11 @@ def main():
     assert torrents[2]["info_len"] > 65536, torrents[2]["info_len"]
     log("torrents:", [(t["name"], t["info_len"]) for t in torrents])
 
-    addrs = [(f"127.0.0.{a.first_ip + i}", a.port) for i in range(a.nodes)]
+    addrs = [(f"{a.ip_prefix}{a.first_ip + i}", a.port) for i in range(a.nodes)]
     aria = None
     if a.aria2:
         # A second implementation: aria2 seeds its own torrent and joins the DHT.
-        aria_ip = f"127.0.0.{a.first_ip + a.nodes + 1}"
+        aria_ip = f"{a.ip_prefix}{a.first_ip + a.nodes + 1}"
         t = make_torrent(root, f"aria2-seeded-{a.tag}.bin", None, tag=tag + b"-aria2")
         tfile = os.path.join(a.workdir, "aria2.torrent")
         with open(tfile, "wb") as f:
@@ -451,7 +455,7 @@ def main():
                 extra_nodes.append((ip, int(port)))
                 link_all()
             elif cmd and cmd[0] == "fetch":
-                ip = f"127.0.0.{a.first_ip + a.nodes}"
+                ip = f"{a.ip_prefix}{a.first_ip + a.nodes}"
                 leech = lt.session(settings(ip, a.port))
                 # Measure from a joined DHT node, as the crawler is after bootstrap.
                 dl = time.time() + 20
@@ -511,7 +515,7 @@ def main():
 
 def per_node_main(a, root, tag, t_start):
     """--per-node: N single-file torrents per session, seeded by it alone."""
-    addrs = [(f"127.0.0.{a.first_ip + i}", a.port) for i in range(a.nodes)]
+    addrs = [(f"{a.ip_prefix}{a.first_ip + i}", a.port) for i in range(a.nodes)]
     extra = []
     for n in a.extra_node:
         ip, port = n.rsplit(":", 1)

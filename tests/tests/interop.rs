@@ -15,7 +15,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{export, median, Netns, Proc};
+use support::{export, median, NatWorld, Netns, Proc};
 
 const SWARM_NODES: usize = 6;
 /// Small single-file torrents on top of the three shapes: more samples for the
@@ -111,6 +111,8 @@ struct Timeline {
     ok_encryption: Vec<String>,
     /// The transport (`transport` field) of each session that delivered metadata.
     ok_transport: Vec<String>,
+    /// The peer of each session that delivered metadata.
+    ok_peer: Vec<String>,
 }
 
 impl Timeline {
@@ -161,6 +163,8 @@ fn timelines_from_log(log: &str) -> BTreeMap<String, Timeline> {
                 if f["outcome"].as_str() == Some("Ok") {
                     e.ok_encryption.push(enc.to_string());
                     e.ok_transport.push(tr.to_string());
+                    e.ok_peer
+                        .push(f["peer"].as_str().unwrap_or("?").to_string());
                 }
                 e.session_log.push(format!(
                     "at {:.1} ms {} {} {enc} {tr} connect {} µs rtt {} µs took {:.1} ms",
@@ -413,6 +417,26 @@ fn start_crawler_for(
     secs: u64,
     status_secs: u64,
 ) -> Proc {
+    let enc: Vec<&str> = encryption
+        .map(|e| ["--encryption", e])
+        .into_iter()
+        .flatten()
+        .collect();
+    start_crawler_at(ns, runtime, db, CRAWLER, bootstrap, &enc, secs, status_secs)
+}
+
+/// [`start_crawler_for`] bound to `bind`, with `extra` arguments to `crawl`.
+#[allow(clippy::too_many_arguments)]
+fn start_crawler_at(
+    ns: &Netns,
+    runtime: &str,
+    db: &Path,
+    bind: &str,
+    bootstrap: &str,
+    extra: &[&str],
+    secs: u64,
+    status_secs: u64,
+) -> Proc {
     let mut cmd = ns.command(support::magnetar_bin());
     cmd.args([
         "--log-format",
@@ -423,14 +447,9 @@ fn start_crawler_for(
         "--db",
     ])
     .arg(db)
-    .args(["--bind", CRAWLER, "--bootstrap", bootstrap])
+    .args(["--bind", bind, "--bootstrap", bootstrap])
     .args(["--allow-private", "--duration", &secs.to_string()])
-    .args(
-        encryption
-            .map(|e| ["--encryption", e])
-            .into_iter()
-            .flatten(),
-    )
+    .args(extra)
     .env(
         "RUST_LOG",
         std::env::var("MAGNETAR_TEST_LOG")
@@ -998,5 +1017,354 @@ fn magnetar_indexes_an_encrypted_utp_only_swarm_tokio() {
         "rc4,plaintext,disabled",
         Some("prefer-encrypted"),
         true,
+    );
+}
+
+/// Issue 15, class (b): libtorrent seeders on a home LAN behind a router doing
+/// MASQUERADE with no port forwarding ([`NatWorld`]), crawlers on the public
+/// side that every seeder has as a DHT node (`node`), and so queries and
+/// announces to (libtorrent announces with `implied_port` when it accepts
+/// uTP). A TCP connect to the router's address is refused; only a uTP stream
+/// from the crawler's DHT socket to the address a seeder's DHT datagrams came
+/// from passes the NAT (the mapping its own DHT traffic opened). Three crawlers
+/// at once: mio and tokio, which must store every torrent, every one served over
+/// uTP by a peer at the router's address; and one with `--no-utp`, the control,
+/// which must hear of the torrents and store none.
+#[test]
+fn magnetar_fetches_from_seeders_behind_a_nat() {
+    let _one = one_swarm_at_a_time();
+    // Built before the swarm starts its clock.
+    support::magnetar_bin();
+    // Crawlers at 10.77.0.1 (mio), .3 (tokio), .4 (mio, --no-utp).
+    let mut world = NatWorld::new("nat", &[1, 3, 4]);
+    const SEEDERS: u8 = 4;
+    let lan_hosts: Vec<u8> = (FIRST_IP..FIRST_IP + SEEDERS + 2).collect();
+    let h = world.add_home(&lan_hosts);
+    let home = &world.homes[h];
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = vec![
+        "--ip-prefix".into(),
+        home.lan_prefix.clone(),
+        "--nodes".into(),
+        SEEDERS.to_string(),
+        "--extra".into(),
+        "3".into(),
+    ];
+    let mut swarm = Swarm::spawn(&home.lan, dir.path(), 240, &args);
+    let crawlers = [
+        ("mio", "10.77.0.1:6881", "10.77.0.3:6881", vec![]),
+        ("tokio", "10.77.0.3:6881", "10.77.0.1:6881", vec![]),
+        ("mio", "10.77.0.4:6881", "10.77.0.1:6881", vec!["--no-utp"]),
+    ];
+    let mut procs: Vec<(String, std::path::PathBuf, Proc)> = crawlers
+        .iter()
+        .enumerate()
+        .map(|(i, (rt, bind, boot, extra))| {
+            let db = dir.path().join(format!("db-{i}"));
+            let p = start_crawler_at(&world.public, rt, &db, bind, boot, extra, 180, 5);
+            let label = format!("--runtime {rt} {}", extra.join(" "));
+            (label, db, p)
+        })
+        .collect();
+    for (_, bind, _, _) in &crawlers {
+        swarm.command(&format!("node {bind}"));
+    }
+    let fetched_all = |log: &str| {
+        let timelines = timelines_from_log(log);
+        swarm.torrents.iter().all(|t| {
+            timelines
+                .get(&t.infohash)
+                .is_some_and(|l| l.fetched.is_some())
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let started = Instant::now();
+    while Instant::now() < deadline {
+        for (label, _, p) in procs.iter_mut() {
+            assert!(
+                p.alive(),
+                "magnetar crawl {label} exited early:\n{}",
+                p.tail(60)
+            );
+        }
+        if procs[..2].iter().all(|(_, _, p)| fetched_all(&p.log())) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let took = started.elapsed().as_secs_f64();
+    let wan = home.wan.to_string();
+    let mut summary = Vec::new();
+    for (i, (label, db, p)) in procs.iter_mut().enumerate() {
+        let status = p.terminate(Duration::from_secs(20));
+        let tail = p.tail(60);
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "magnetar crawl {label} did not stop cleanly ({status:?}):\n{tail}"
+        );
+        let log = p.log();
+        if let Some(d) = std::env::var_os("MAGNETAR_INTEROP_LOG_DIR") {
+            std::fs::write(Path::new(&d).join(format!("crawler-nat-{i}.jsonl")), &log).unwrap();
+        }
+        let timelines = timelines_from_log(&log);
+        let m = export(db).unwrap_or_else(|e| panic!("magnetar export failed: {e}\n{tail}"));
+        let heard = swarm
+            .torrents
+            .iter()
+            .filter(|t| timelines.contains_key(&t.infohash))
+            .count();
+        let stored = swarm
+            .torrents
+            .iter()
+            .filter(|t| m.contains_key(&t.infohash))
+            .count();
+        let sessions: usize = timelines.values().map(|l| l.sessions as usize).sum();
+        summary.push(format!(
+            "{label}: heard of {heard}, stored {stored} of {} ({sessions} peer sessions)",
+            swarm.torrents.len()
+        ));
+        for ih in m.keys() {
+            assert!(
+                swarm.torrents.iter().any(|t| &t.infohash == ih),
+                "{label} stored a torrent nobody seeds: {ih}"
+            );
+        }
+        if i == 2 {
+            // The control: TCP cannot pass the NAT.
+            assert!(
+                heard * 2 >= swarm.torrents.len(),
+                "{label} (the control) heard of only {heard} of {} torrents: the seeders \
+                 did not reach it, so the control proves nothing\n{tail}",
+                swarm.torrents.len()
+            );
+            assert_eq!(
+                stored, 0,
+                "{label} stored torrents of seeders behind a NAT over TCP: the NAT lets \
+                 TCP in, so this test proves nothing\n{tail}"
+            );
+            continue;
+        }
+        for t in &swarm.torrents {
+            let e = m.get(&t.infohash).unwrap_or_else(|| {
+                panic!(
+                    "{label}: {} ({}) behind the NAT was not stored; timeline: {:#?}\n{tail}",
+                    t.name,
+                    t.infohash,
+                    timelines.get(&t.infohash)
+                )
+            });
+            assert_eq!(
+                (e.name.as_str(), e.size, e.files),
+                (t.name.as_str(), t.size, t.files)
+            );
+            let l = timelines.get(&t.infohash).cloned().unwrap_or_default();
+            assert!(
+                !l.ok_transport.is_empty() && l.ok_transport.iter().all(|x| x == "utp"),
+                "{label}: {} served over {:?}; sessions: {:#?}",
+                t.name,
+                l.ok_transport,
+                l.session_log
+            );
+            assert!(
+                l.ok_peer.iter().all(|p| p.starts_with(&format!("{wan}:"))),
+                "{label}: {} served by {:?}, not through the router {wan}",
+                t.name,
+                l.ok_peer
+            );
+        }
+    }
+    eprintln!(
+        "INTEROP NAT class (b), {} libtorrent seeders behind one MASQUERADE router, \
+         {} torrents, {took:.1} s: {}",
+        SEEDERS,
+        swarm.torrents.len(),
+        summary.join("; ")
+    );
+}
+
+/// A `holepunch_peer.py` process inside `ns`, with its JSON lines on a channel.
+fn holepunch_peer(
+    ns: &Netns,
+    role: &str,
+    ip: &str,
+    relay: Option<&str>,
+) -> (Proc, ChildStdin, Receiver<Value>) {
+    let script = support::workspace().join("tests/interop/holepunch_peer.py");
+    let mut cmd = ns.command("python3");
+    cmd.arg("-W").arg("ignore").arg(&script).args([
+        "--role",
+        role,
+        "--ip",
+        ip,
+        "--max-secs",
+        "150",
+    ]);
+    if let Some(r) = relay {
+        cmd.args(["--relay", r]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tests/interop/holepunch_peer.py");
+    let stdin = child.stdin.take().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = child.stderr.take().unwrap();
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            log2.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    let proc = Proc {
+        child,
+        log,
+        what: format!("holepunch {role}"),
+    };
+    (proc, stdin, rx)
+}
+
+/// Issue 15, class (c): BEP 55 with libtorrent 2.1. The crawler sits behind one
+/// MASQUERADE router, the target behind another (uTP only, DHT off); the relay
+/// is a public libtorrent session without `ut_metadata` (so it cannot serve
+/// the info dict itself) that the target keeps a uTP connection to, and that
+/// announces the torrent to the crawler over the DHT. The crawler connects to
+/// the relay over uTP from its DHT socket (the relay's announce talked to it),
+/// learns the target through the relay's PEX, fails to reach it directly (its
+/// NAT drops our uTP SYN, refuses our TCP connect), sends `rendezvous` to the
+/// relay, and on `connect` opens uTP to the target while the target opens uTP
+/// to us: the info dict must then come from the target, over uTP, through
+/// both NATs. libtorrent keeps its own outgoing connection to us and drops
+/// ours as a duplicate, so the stream that carries the metadata is the
+/// target's crossed SYN, which the uTP manager takes as our attempt's stream
+/// (`UtpFault::SynCrossed`), spoken in clear (as libtorrent's outgoing side).
+#[test]
+fn holepunch_through_a_libtorrent_relay() {
+    let _one = one_swarm_at_a_time();
+    support::magnetar_bin();
+    let relay_ip = "10.77.0.5";
+    let mut world = NatWorld::new("hp", &[5]);
+    let a = world.add_home(&[10]);
+    let b = world.add_home(&[10]);
+    let crawler_ip = format!("{}10", world.homes[a].lan_prefix);
+    let target_ip = format!("{}10", world.homes[b].lan_prefix);
+    let target_wan = world.homes[b].wan.to_string();
+    let (relay, _relay_in, relay_rx) = holepunch_peer(&world.public, "relay", relay_ip, None);
+    let relay_addr = format!("{relay_ip}:6881");
+    let (target, _target_in, _target_rx) =
+        holepunch_peer(&world.homes[b].lan, "target", &target_ip, Some(&relay_addr));
+    // The relay must hold the target's connection before the crawler comes.
+    let mut ih = None;
+    let mut linked = false;
+    let end = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < end && !(linked && ih.is_some()) {
+        match relay_rx.recv_timeout(Duration::from_millis(500)) {
+            Ok(v) if v["event"] == "ready" => ih = v["infohash"].as_str().map(str::to_string),
+            Ok(v) if v["event"] == "peers" => {
+                linked = v["peers"].as_array().is_some_and(|p| {
+                    p.iter()
+                        .any(|p| p["ip"].as_str().is_some_and(|s| s.starts_with(&target_wan)))
+                });
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        linked,
+        "the target never connected to the relay:\n{}\n{}",
+        relay.tail(30),
+        target.tail(30)
+    );
+    let ih = ih.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let mut cmd = world.homes[a].lan.command(support::magnetar_bin());
+    cmd.args(["--log-format", "json", "crawl", "--runtime", "mio", "--db"])
+        .arg(&db)
+        .args([
+            "--bind",
+            &format!("{crawler_ip}:6881"),
+            "--bootstrap",
+            &relay_addr,
+        ])
+        .args(["--allow-private", "--duration", "90"])
+        .env(
+            "RUST_LOG",
+            "info,magnetar::timeline=debug,magnetar_core::fetch=debug",
+        )
+        .stdin(Stdio::null());
+    let mut crawler = Proc::spawn("magnetar crawl (behind a NAT)", cmd);
+    let end = Instant::now() + Duration::from_secs(75);
+    let fetched = |log: &str| {
+        timelines_from_log(log)
+            .get(&ih)
+            .is_some_and(|l| l.fetched.is_some())
+    };
+    while Instant::now() < end && !fetched(&crawler.log()) {
+        assert!(crawler.alive(), "the crawler exited:\n{}", crawler.tail(40));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let status = crawler.terminate(Duration::from_secs(20));
+    let log = crawler.log();
+    if let Some(d) = std::env::var_os("MAGNETAR_INTEROP_LOG_DIR") {
+        std::fs::write(Path::new(&d).join("crawler-holepunch.jsonl"), &log).unwrap();
+        std::fs::write(Path::new(&d).join("relay-holepunch.log"), relay.log()).unwrap();
+        std::fs::write(Path::new(&d).join("target-holepunch.log"), target.log()).unwrap();
+    }
+    let hp_lines: Vec<String> = log
+        .lines()
+        .filter(|l| l.contains("holepunch"))
+        .map(|l| {
+            serde_json::from_str::<Value>(l)
+                .map(|v| v["fields"].to_string())
+                .unwrap_or_else(|_| l.to_string())
+        })
+        .collect();
+    let l = timelines_from_log(&log)
+        .get(&ih)
+        .cloned()
+        .unwrap_or_default();
+    eprintln!(
+        "INTEROP holepunch class (c): fetched {}; ok sessions {:?} over {:?}; holepunch log: {hp_lines:#?}; sessions: {:#?}",
+        l.fetched.is_some(),
+        l.ok_peer,
+        l.ok_transport,
+        l.session_log
+    );
+    assert!(status.is_some_and(|s| s.success()), "{}", crawler.tail(40));
+    let m = export(&db).unwrap();
+    assert!(
+        m.contains_key(&ih),
+        "the torrent was not stored through the relay's holepunch; holepunch log {hp_lines:#?}\n\
+         relay:\n{}\ntarget:\n{}\ncrawler:\n{}",
+        relay.tail(40),
+        target.tail(40),
+        crawler.tail(40)
+    );
+    assert!(
+        l.ok_peer
+            .iter()
+            .all(|p| p.starts_with(&format!("{target_wan}:")))
+            && !l.ok_peer.is_empty(),
+        "served by {:?}, not by the target behind {target_wan}",
+        l.ok_peer
+    );
+    assert!(
+        hp_lines.iter().any(|x| x.contains("relay says connect")),
+        "no connect from the relay: {hp_lines:#?}"
     );
 }

@@ -36,8 +36,8 @@ use cache::PeerCache;
 pub use link::UtpLink;
 pub use report::{
     AfterFailure, Encryption, EncryptionPolicy, EncryptionStats, FetchConfig, FetchFailure,
-    FetchOutput, FetchStats, MetadataFailed, MetadataFetched, PeerCapability, PeerSessionReport,
-    SessionOutcome, Transport, TransportChoice, TransportStats, WireMode,
+    FetchOutput, FetchStats, HolepunchStats, MetadataFailed, MetadataFetched, PeerCapability,
+    PeerSessionReport, SessionOutcome, Transport, TransportChoice, TransportStats, WireMode,
 };
 use stream::Stream;
 
@@ -74,6 +74,10 @@ struct Conn {
     choice: TransportChoice,
     /// Connected, waiting for the Diffie-Hellman budget.
     dh_wait: bool,
+    /// A uTP attempt that a relay's BEP 55 `connect` started.
+    holepunch: bool,
+    /// The session is a relay only (counted once).
+    relay: bool,
     /// Raw bytes received from the transport.
     raw_in: u64,
     bytes_out: u64,
@@ -118,6 +122,20 @@ struct Job {
     retry_transport: BTreeMap<SocketAddr, Transport>,
     /// Peers that PEX flagged as uTP and not reachable (a subset of `seen`).
     pex_utp: BTreeSet<SocketAddr>,
+    /// Peers a connected peer's PEX flagged as holepunch-capable and not
+    /// reachable (0x08 without 0x10): TCP first, then straight to a relay.
+    pex_holepunch: BTreeSet<SocketAddr>,
+    /// BEP 55: peers no direct attempt reached, waiting for a relay (each
+    /// peer once per job; see `hp_known`).
+    hp_candidates: VecDeque<SocketAddr>,
+    hp_known: BTreeSet<SocketAddr>,
+    /// Rendezvous sent, by target, and the relay asked.
+    hp_pending: BTreeMap<SocketAddr, ConnId>,
+    /// Targets a relay answered `connect` for: their next attempt is the
+    /// holepunch.
+    hp_go: BTreeSet<SocketAddr>,
+    /// Rendezvous sent for this job (at most `MAX_RENDEZVOUS_PER_JOB`).
+    hp_asked: u32,
 }
 
 impl Job {
@@ -176,6 +194,10 @@ const UDP_CONTACTS_MAX: usize = 4096;
 /// How long a datagram from a peer counts as an open path to it (a NAT keeps
 /// a UDP mapping for a minute or more after the peer's last packet).
 const UDP_CONTACT_TTL: Duration = Duration::from_secs(120);
+
+/// Most BEP 55 rendezvous one fetch job sends (each to one relay, for one
+/// target that no direct attempt reached).
+pub const MAX_RENDEZVOUS_PER_JOB: u32 = 8;
 
 /// One MSE handshake in the budget's units.
 const DH_UNIT: u64 = 1_000_000_000;
@@ -345,6 +367,12 @@ impl Fetcher {
                     prefers_encryption: BTreeSet::new(),
                     retry_transport: BTreeMap::new(),
                     pex_utp: BTreeSet::new(),
+                    pex_holepunch: BTreeSet::new(),
+                    hp_candidates: VecDeque::new(),
+                    hp_known: BTreeSet::new(),
+                    hp_pending: BTreeMap::new(),
+                    hp_go: BTreeSet::new(),
+                    hp_asked: 0,
                 },
             );
             self.timers.insert((deadline, TimerKey::Job(ih)));
@@ -538,7 +566,13 @@ impl Fetcher {
         let pex = s.take_pex();
         let pex_enc = s.take_pex_prefers_encryption();
         let pex_utp = s.take_pex_utp();
+        let pex_hp = s.take_pex_holepunch();
+        let hp_msgs = s.take_holepunch();
         let phase = s.phase();
+        let new_relay = phase == crate::session::Phase::Relay && !c.relay;
+        if new_relay {
+            c.relay = true;
+        }
         if let (Some(b), Progress::Continue) = (reply, &progress) {
             match stream.send(b) {
                 Ok(w) => wire.extend_from_slice(&w),
@@ -595,9 +629,19 @@ impl Fetcher {
                         job.pex_utp.insert(p);
                     }
                 }
+                for p in pex_hp {
+                    let p = canonical(p);
+                    if job.seen.contains(&p) {
+                        job.pex_holepunch.insert(p);
+                    }
+                }
             }
             self.mark_runnable(ih);
         }
+        if new_relay {
+            self.stats.holepunch.relay_sessions += 1;
+        }
+        self.on_holepunch_msgs(ih, hp_msgs);
         match progress {
             Progress::Continue => {
                 self.refresh_deadline(conn);
@@ -655,7 +699,10 @@ impl Fetcher {
                     let id = ConnId { index, generation };
                     let idle = self.cfg.idle_timeout;
                     let Some(c) = self.conn_mut(id) else { continue };
-                    let r = if c.dh_wait || (c.session.is_some() && c.stream.handshaking()) {
+                    let relay_only = c.relay;
+                    let r = if relay_only {
+                        FailReason::NoUtMetadata
+                    } else if c.dh_wait || (c.session.is_some() && c.stream.handshaking()) {
                         FailReason::DhTimeout
                     } else if c.session.is_none() {
                         FailReason::ConnectTimeout
@@ -853,26 +900,45 @@ impl Fetcher {
     }
 
     fn open_conn(&mut self, now: Timestamp, ih: InfoHash, peer: SocketAddr) {
-        let (retry, pex_prefers, retry_transport, pex_utp) = match self.jobs.get_mut(&ih) {
+        let (retry, pex_prefers, retry_transport, pex_utp, holepunch) = match self.jobs.get_mut(&ih)
+        {
             Some(job) => (
                 job.retry_mode.remove(&peer),
                 job.prefers_encryption.contains(&peer),
                 job.retry_transport.remove(&peer),
-                job.pex_utp.contains(&peer),
+                // A direct uTP SYN to a peer behind a NAT that has no
+                // mapping for us is dropped, and leaves the NAT a
+                // conntrack entry for our address and port that makes it
+                // map the peer's own SYN of a later holepunch to another
+                // port (Linux MASQUERADE does): a peer a relay can
+                // introduce gets TCP first, then the relay.
+                job.pex_utp.contains(&peer) && !job.pex_holepunch.contains(&peer),
+                job.hp_go.remove(&peer),
             ),
-            None => (None, false, None, false),
+            None => (None, false, None, false, false),
         };
         let (transport, choice) = match (retry_transport, retry) {
+            _ if holepunch => (Transport::Utp, TransportChoice::Holepunch),
             (Some(t), _) => (t, TransportChoice::Fallback),
             (None, Some(r)) => (r.transport, r.choice),
             (None, None) => self.first_transport(now, &peer, pex_utp),
         };
+        if holepunch {
+            self.stats.holepunch.attempts += 1;
+        }
         let local = self.udp_contact(now, &peer).unwrap_or(SocketId(0));
         let ts = &mut self.stats.transport;
         *ts.attempts.entry(transport).or_insert(0) += 1;
         *ts.chosen.entry((transport, choice)).or_insert(0) += 1;
+        // A holepunch's stream may be the target's own connection to us (the
+        // uTP manager takes its crossed SYN), and an outgoing libtorrent
+        // connection speaks its BitTorrent handshake in clear: so do we,
+        // unless the policy requires encryption.
         let mode = match retry {
             Some(r) => r.mode,
+            None if holepunch && self.cfg.encryption != EncryptionPolicy::Require => {
+                WireMode::Plaintext
+            }
             None => self.first_mode(&peer, transport, pex_prefers),
         };
         match mode {
@@ -911,9 +977,14 @@ impl Fetcher {
             mode,
             retry: retry.is_some(),
             transport,
-            transport_retry: retry_transport.is_some() || retry.is_some_and(|r| r.transport_retry),
+            // A holepunch is the last resort: no fallback after it.
+            transport_retry: retry_transport.is_some()
+                || holepunch
+                || retry.is_some_and(|r| r.transport_retry),
             choice,
             dh_wait: false,
+            holepunch,
+            relay: false,
             raw_in: 0,
             bytes_out: 0,
             pex_added: 0,
@@ -1055,9 +1126,16 @@ impl Fetcher {
                     FailReason::ClosedBeforeHandshake | FailReason::ClosedDuringMse
                 )
             );
+        // A peer a relay can introduce goes to the relay instead of uTP (see
+        // `open_conn`).
+        let punchable = c.transport == Transport::Tcp
+            && self
+                .jobs
+                .get(&c.ih)
+                .is_some_and(|j| j.pex_holepunch.contains(&c.peer));
         let transport_retry = match outcome {
             SessionOutcome::Failed(FailReason::ConnectRefused | FailReason::ConnectTimeout)
-                if self.utp && !c.transport_retry && c.connected_at.is_none() =>
+                if self.utp && !c.transport_retry && c.connected_at.is_none() && !punchable =>
             {
                 Some(c.transport.other())
             }
@@ -1066,6 +1144,35 @@ impl Fetcher {
             }
             _ => None,
         };
+        if let Some(s) = &c.session {
+            let h = s.holepunch_counts();
+            let hs = &mut self.stats.holepunch;
+            hs.malformed += u64::from(h.malformed);
+            hs.dropped += u64::from(h.dropped);
+            hs.relay_requests += u64::from(h.relay_requests);
+        }
+        if c.holepunch {
+            let hs = &mut self.stats.holepunch;
+            if c.connected_at.is_some() {
+                hs.connected += 1;
+            }
+            match outcome {
+                SessionOutcome::Ok => hs.ok += 1,
+                SessionOutcome::Failed(_) => hs.failed += 1,
+                SessionOutcome::Cancelled => {}
+            }
+            tracing::debug!(peer = %c.peer, ih = %c.ih, outcome = ?outcome, "holepunch session ended");
+        }
+        // No direct attempt reached the peer (and none is left): a relay may
+        // introduce us (BEP 55).
+        let needs_relay = self.utp
+            && !c.holepunch
+            && transport_retry.is_none()
+            && c.connected_at.is_none()
+            && matches!(
+                outcome,
+                SessionOutcome::Failed(FailReason::ConnectRefused | FailReason::ConnectTimeout)
+            );
         match outcome {
             SessionOutcome::Ok => *self.stats.transport.ok.entry(c.transport).or_insert(0) += 1,
             SessionOutcome::Failed(r) => {
@@ -1110,6 +1217,9 @@ impl Fetcher {
         }
         if let Some(job) = self.jobs.get_mut(&c.ih) {
             job.conns.retain(|x| *x != id);
+            if needs_relay && job.hp_known.insert(c.peer) {
+                job.hp_candidates.push_back(c.peer);
+            }
             if local {
                 job.pending.push_front(c.peer);
                 job.tried = job.tried.saturating_sub(1);
@@ -1230,6 +1340,8 @@ impl Fetcher {
             self.end_conn(now, id, SessionOutcome::Cancelled, true);
         }
         let job = self.jobs.remove(&ih)?;
+        self.stats.holepunch.unanswered += job.hp_pending.len() as u64;
+        self.stats.holepunch.no_relay += job.hp_candidates.len() as u64;
         self.timers.remove(&(job.deadline, TimerKey::Job(ih)));
         self.blocked.remove(&ih);
         Some(job)
@@ -1288,12 +1400,149 @@ impl Fetcher {
 
     /// Fails a job that has nothing running and nothing left to try.
     fn check_job_exhausted(&mut self, now: Timestamp, ih: InfoHash) {
+        // Peers no direct attempt reached go to a relay, if one is connected.
+        self.try_holepunch(now, ih);
         let exhausted = match self.jobs.get(&ih) {
             Some(j) => j.conns.is_empty() && !j.has_pending(),
             None => false,
         };
         if exhausted {
             self.fail_job(now, ih, None, false);
+        }
+    }
+}
+
+impl Fetcher {
+    /// A relay's `connect` and `error` messages (BEP 55) for job `ih`.
+    fn on_holepunch_msgs(&mut self, ih: InfoHash, msgs: Vec<crate::wire::HolepunchMsg>) {
+        use crate::wire::{HolepunchErrorCode, HolepunchKind};
+        for m in msgs {
+            let addr = canonical(m.addr);
+            let hs = &mut self.stats.holepunch;
+            let Some(job) = self.jobs.get_mut(&ih) else {
+                return;
+            };
+            let asked = job.hp_pending.remove(&addr).is_some();
+            match (m.kind, asked) {
+                (HolepunchKind::Connect, true) => {
+                    hs.connects += 1;
+                    job.hp_go.insert(addr);
+                    job.pending.push_front(addr);
+                    tracing::debug!(peer = %addr, ih = %ih, "holepunch: relay says connect");
+                }
+                (HolepunchKind::Connect, false) => hs.connects_unsolicited += 1,
+                (HolepunchKind::Error, true) => {
+                    let name = HolepunchErrorCode::from_code(m.err).name();
+                    *hs.errors.entry(name).or_insert(0) += 1;
+                    tracing::debug!(peer = %addr, ih = %ih, error = name, "holepunch: relay refused");
+                }
+                (HolepunchKind::Error, false) => hs.errors_unsolicited += 1,
+                // The session answers rendezvous itself and never hands them back.
+                (HolepunchKind::Rendezvous, _) => {}
+            }
+        }
+        self.mark_runnable(ih);
+    }
+
+    /// Sends a `rendezvous` for each peer of job `ih` that no direct attempt
+    /// reached, through a connected peer that offered `ut_holepunch` (at most
+    /// [`MAX_RENDEZVOUS_PER_JOB`]); ends relay-only sessions that can no longer
+    /// serve (nothing left to ask them, nothing else in flight, and no PEX to
+    /// come from them).
+    fn try_holepunch(&mut self, now: Timestamp, ih: InfoHash) {
+        use crate::wire::{HolepunchKind, HolepunchMsg};
+        let Some(job) = self.jobs.get_mut(&ih) else {
+            return;
+        };
+        while let Some(&target) = job.hp_candidates.front() {
+            if job.hp_asked >= MAX_RENDEZVOUS_PER_JOB {
+                self.stats.holepunch.no_relay += job.hp_candidates.len() as u64;
+                job.hp_candidates.clear();
+                break;
+            }
+            let relay = job.conns.iter().copied().find(|&id| {
+                self.slots
+                    .get(id.index as usize)
+                    .filter(|s| s.generation == id.generation)
+                    .and_then(|s| s.conn.as_ref())
+                    .is_some_and(|c| {
+                        c.peer != target && c.session.as_ref().is_some_and(Session::can_relay)
+                    })
+            });
+            let Some(relay) = relay else {
+                // None yet: the candidates wait for one (or the job's end).
+                break;
+            };
+            job.hp_candidates.pop_front();
+            let Some(c) = slot_conn(&mut self.slots, relay) else {
+                break;
+            };
+            let Some(s) = c.session.as_mut() else {
+                break;
+            };
+            let m = HolepunchMsg {
+                kind: HolepunchKind::Rendezvous,
+                addr: target,
+                err: 0,
+            };
+            if !s.send_holepunch(&m) {
+                continue;
+            }
+            let bytes = s.take_output().unwrap_or_default();
+            let Ok(wire) = c.stream.send(bytes) else {
+                continue;
+            };
+            if !wire.is_empty() {
+                c.bytes_out += wire.len() as u64;
+                self.stats.bytes_out += wire.len() as u64;
+                self.out.push_back(FetchOutput::Output(Output::Send {
+                    conn: relay,
+                    bytes: Bytes::from(wire),
+                }));
+            }
+            job.hp_asked += 1;
+            job.hp_pending.insert(target, relay);
+            self.stats.holepunch.rendezvous_sent += 1;
+            tracing::debug!(peer = %target, relay = %c.peer, ih = %ih, "holepunch: rendezvous sent");
+        }
+        // Relay-only sessions serve while something may still need them.
+        let busy = !job.hp_candidates.is_empty()
+            || !job.hp_pending.is_empty()
+            || !job.hp_go.is_empty()
+            || job.has_pending();
+        let mut relays = Vec::new();
+        let mut others = 0;
+        for &id in &job.conns {
+            match self
+                .slots
+                .get(id.index as usize)
+                .filter(|s| s.generation == id.generation)
+                .and_then(|s| s.conn.as_ref())
+            {
+                // One that offers PEX may still name peers to ask about: it
+                // stays until its own deadline.
+                Some(c) if c.relay => {
+                    let pex = c
+                        .session
+                        .as_ref()
+                        .is_some_and(|s| s.peer_info().ut_pex.is_some());
+                    if !pex {
+                        relays.push(id);
+                    }
+                }
+                Some(_) => others += 1,
+                None => {}
+            }
+        }
+        if !busy && others == 0 {
+            for id in relays {
+                self.end_conn(
+                    now,
+                    id,
+                    SessionOutcome::Failed(FailReason::NoUtMetadata),
+                    true,
+                );
+            }
         }
     }
 }

@@ -194,6 +194,49 @@ pub enum TransportChoice {
     /// The other transport failed to connect (refused or timed out): once
     /// this way.
     Fallback,
+    /// A relay answered our BEP 55 `rendezvous` with `connect`: uTP at once,
+    /// while the target opens uTP to us (both NATs map the pair).
+    Holepunch,
+}
+
+/// The fetcher's BEP 55 holepunch counters (part of [`FetchStats`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HolepunchStats {
+    /// `rendezvous` messages sent to a relay.
+    pub rendezvous_sent: u64,
+    /// Peers that needed a relay (every direct attempt failed to connect) but
+    /// had none connected that offered `ut_holepunch`, or whose job's
+    /// rendezvous budget was spent.
+    pub no_relay: u64,
+    /// `connect` answers to our rendezvous: a uTP attempt each.
+    pub connects: u64,
+    /// `connect` messages nobody asked for (ignored, as BEP 55 allows).
+    pub connects_unsolicited: u64,
+    /// `error` answers, by BEP 55 code name (`no_such_peer`, `not_connected`,
+    /// `no_support`, `no_self`, `other`).
+    pub errors: BTreeMap<&'static str, u64>,
+    /// `error` messages for no rendezvous of ours (ignored).
+    pub errors_unsolicited: u64,
+    /// Rendezvous still unanswered when their job ended.
+    pub unanswered: u64,
+    /// Holepunched uTP sessions: started, connected, delivered metadata, failed.
+    pub attempts: u64,
+    /// See `attempts`.
+    pub connected: u64,
+    /// See `attempts`.
+    pub ok: u64,
+    /// See `attempts`.
+    pub failed: u64,
+    /// Sessions kept open only as relays (the peer offered `ut_holepunch` and
+    /// no `ut_metadata`).
+    pub relay_sessions: u64,
+    /// `rendezvous` requests to us (we do not relay; answered `NotConnected`).
+    pub relay_requests: u64,
+    /// `ut_holepunch` payloads that did not decode, or came from a peer that
+    /// never offered the extension.
+    pub malformed: u64,
+    /// `ut_holepunch` messages over a session's cap.
+    pub dropped: u64,
 }
 
 /// The fetcher's transport counters (part of [`FetchStats`]).
@@ -550,6 +593,8 @@ pub struct FetchStats {
     pub encryption: EncryptionStats,
     /// Attempts, connects, successes and failures by transport (TCP, uTP).
     pub transport: TransportStats,
+    /// BEP 55 holepunch counters.
+    pub holepunch: HolepunchStats,
 }
 
 impl FetchStats {

@@ -747,6 +747,95 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
         "UDP contacts forgotten to make room (oldest first).",
         t.udp_contacts_evicted,
     );
+    let h = &f.holepunch;
+    for (name, help, v) in [
+        (
+            "magnetar_holepunch_rendezvous_sent_total",
+            "BEP 55 rendezvous sent to a relay for a peer no direct attempt reached.",
+            h.rendezvous_sent,
+        ),
+        (
+            "magnetar_holepunch_no_relay_total",
+            "Peers no direct attempt reached for which no relay was connected (or the job's rendezvous budget was spent).",
+            h.no_relay,
+        ),
+        (
+            "magnetar_holepunch_connects_total",
+            "Relays' connect answers to our rendezvous (a uTP attempt each).",
+            h.connects,
+        ),
+        (
+            "magnetar_holepunch_connects_unsolicited_total",
+            "connect messages for no rendezvous of ours (ignored).",
+            h.connects_unsolicited,
+        ),
+        (
+            "magnetar_holepunch_errors_unsolicited_total",
+            "error messages for no rendezvous of ours (ignored).",
+            h.errors_unsolicited,
+        ),
+        (
+            "magnetar_holepunch_unanswered_total",
+            "Rendezvous still unanswered when their fetch ended.",
+            h.unanswered,
+        ),
+        (
+            "magnetar_holepunch_attempts_total",
+            "Holepunched uTP sessions started.",
+            h.attempts,
+        ),
+        (
+            "magnetar_holepunch_connected_total",
+            "Holepunched uTP sessions whose stream connected.",
+            h.connected,
+        ),
+        (
+            "magnetar_holepunch_ok_total",
+            "Holepunched uTP sessions that delivered verified metadata.",
+            h.ok,
+        ),
+        (
+            "magnetar_holepunch_failed_total",
+            "Holepunched uTP sessions that failed.",
+            h.failed,
+        ),
+        (
+            "magnetar_holepunch_relay_sessions_total",
+            "Sessions kept open only as relays (ut_holepunch without ut_metadata).",
+            h.relay_sessions,
+        ),
+        (
+            "magnetar_holepunch_relay_requests_total",
+            "Rendezvous requests to us (we relay for nobody: answered NotConnected).",
+            h.relay_requests,
+        ),
+        (
+            "magnetar_holepunch_malformed_total",
+            "ut_holepunch payloads that did not decode or came from a peer that never offered it.",
+            h.malformed,
+        ),
+        (
+            "magnetar_holepunch_dropped_total",
+            "ut_holepunch messages over a session's cap.",
+            h.dropped,
+        ),
+    ] {
+        w.counter(name, help, v);
+    }
+    for code in [
+        "no_such_peer",
+        "not_connected",
+        "no_support",
+        "no_self",
+        "other",
+    ] {
+        w.labelled(
+            "magnetar_holepunch_errors_total",
+            "Relays' error answers to our rendezvous, by BEP 55 code.",
+            ("code", code),
+            h.errors.get(code).copied().unwrap_or(0),
+        );
+    }
     let u = &s.utp;
     for (name, help, v) in [
         (

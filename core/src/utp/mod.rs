@@ -62,6 +62,11 @@ pub enum UtpFault {
     SynOverCap,
     /// A SYN while incoming connections are refused.
     SynRefused,
+    /// A SYN from the address we are connecting to ourselves from that socket
+    /// (a BEP 55 holepunch opens from both ends at once): the peer's
+    /// connection replaces our attempt under the same stream id (libtorrent
+    /// keeps its own outgoing connection and drops ours as a duplicate).
+    SynCrossed,
 }
 
 /// Why a uTP connection ended.
@@ -534,6 +539,39 @@ impl Utp {
     }
 
     fn on_syn(&mut self, local: SocketId, from: SocketAddr, h: &Header) {
+        let crossed = self
+            .streams
+            .iter()
+            .find(|(_, e)| {
+                !e.incoming
+                    && !e.ended
+                    && e.key.0 == local
+                    && e.key.1 == from
+                    && e.conn.is_half_open()
+            })
+            .map(|(s, _)| *s);
+        if let Some(sid) = crossed {
+            // A simultaneous open (BEP 55): the peer's SYN got through the
+            // NATs while ours may not have. Its connection becomes our
+            // stream, under the same id; our own attempt is dropped.
+            self.stats.fault(UtpFault::SynCrossed);
+            let seq = self.rng.next_u32() as u16;
+            let conn = Conn::accept(self.cfg.conn, self.now, h, seq);
+            let key = (local, from, conn.recv_id());
+            if self.by_key.contains_key(&key) {
+                return;
+            }
+            let Some(e) = self.streams.get_mut(&sid) else {
+                return;
+            };
+            self.by_key.remove(&e.key);
+            e.key = key;
+            e.conn = conn;
+            e.readable_sent = false;
+            self.by_key.insert(key, sid);
+            self.service(sid);
+            return;
+        }
         if !self.cfg.accept_incoming {
             self.stats.fault(UtpFault::SynRefused);
             self.send_reset(local, from, h);

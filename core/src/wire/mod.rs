@@ -1,5 +1,5 @@
 //! BitTorrent peer wire: BEP 3 handshake and framing, BEP 10 extension handshake,
-//! BEP 9 `ut_metadata` messages and BEP 11 PEX.
+//! BEP 9 `ut_metadata` messages, BEP 11 PEX and BEP 55 `ut_holepunch` (`holepunch.rs`).
 //!
 //! Everything here is pure encoding and decoding over byte slices; the per-connection
 //! state machine lives in [`crate::session`].
@@ -9,6 +9,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use crate::id::InfoHash;
 
 pub mod bencode;
+mod holepunch;
+
+pub use holepunch::{
+    encode_holepunch, encode_holepunch_payload, parse_holepunch, HolepunchError,
+    HolepunchErrorCode, HolepunchKind, HolepunchMsg,
+};
 
 use bencode::{put_bytes, put_int, Value};
 
@@ -42,6 +48,8 @@ pub const EXT_HANDSHAKE: u8 = 0;
 pub const OUR_UT_METADATA: u8 = 1;
 /// Our id for `ut_pex` (BEP 11).
 pub const OUR_UT_PEX: u8 = 2;
+/// Our id for `ut_holepunch` (BEP 55).
+pub const OUR_UT_HOLEPUNCH: u8 = 4;
 
 /// Most PEX contacts taken from one message (BEP 11 says 50 after the first message).
 pub const MAX_PEX_PER_MESSAGE: usize = 200;
@@ -142,6 +150,8 @@ pub struct ExtHandshake {
     pub ut_metadata: Option<i64>,
     /// `m.ut_pex`.
     pub ut_pex: Option<i64>,
+    /// `m.ut_holepunch` (BEP 55).
+    pub ut_holepunch: Option<i64>,
     /// `metadata_size`, as sent (validated by the session).
     pub metadata_size: Option<i64>,
     /// `v`: client name and version (lossy UTF-8, at most 64 bytes kept).
@@ -173,6 +183,8 @@ pub fn encode_ext_handshake(
     out.push(b'd');
     put_bytes(out, b"m");
     out.push(b'd');
+    put_bytes(out, b"ut_holepunch");
+    put_int(out, i64::from(OUR_UT_HOLEPUNCH));
     put_bytes(out, b"ut_metadata");
     put_int(out, i64::from(OUR_UT_METADATA));
     put_bytes(out, b"ut_pex");
@@ -248,6 +260,7 @@ pub fn parse_ext_handshake(payload: &[u8]) -> Result<ExtHandshake, ExtError> {
         }
         hs.ut_metadata = m.get(b"ut_metadata").and_then(Value::as_int);
         hs.ut_pex = m.get(b"ut_pex").and_then(Value::as_int);
+        hs.ut_holepunch = m.get(b"ut_holepunch").and_then(Value::as_int);
     }
     hs.metadata_size = match v.get(b"metadata_size") {
         None => None,

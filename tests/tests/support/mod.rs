@@ -645,3 +645,234 @@ pub fn private_prefix(salt: u8) -> [u8; 3] {
         ((p / 100) % 250) as u8 + 1,
     ]
 }
+
+// ---------------------------------------------------------------------------------
+// NAT: home networks behind routers doing MASQUERADE, on a shared "public" network.
+
+/// Runs `args` (a program and its arguments) inside `ns`, panicking with the
+/// command's stderr on failure.
+fn in_ns(ns: &Netns, args: &[&str]) {
+    let mut c = ns.command(args[0]);
+    c.args(&args[1..]);
+    if let Err(e) = run(&mut c) {
+        panic!("in namespace {}: {e}", ns.name);
+    }
+}
+
+/// A small Internet: one `public` namespace whose bridge `br0` holds the
+/// public addresses (10.77.0.0/24), and behind it any number of home networks,
+/// each a `router` namespace (WAN 10.77.0.(200+n), LAN 192.168.(100+n).1/24,
+/// IPv4 forwarding, iptables `MASQUERADE` out of the WAN side, no port
+/// forwarding, inbound forwarding only for connections the NAT already
+/// tracks, and new inbound packets to the router itself dropped) and a `home` namespace on that LAN whose default route is the
+/// router. The public side has no route to any LAN: from there a home host is
+/// reachable only through a mapping its own outbound traffic opened (Linux
+/// conntrack: for the same remote address and port only). Needs root,
+/// iproute2 and iptables; panics saying which command failed.
+pub struct NatWorld {
+    pub public: Netns,
+    pub homes: Vec<Home>,
+    tag: String,
+}
+
+/// One home network of a [`NatWorld`].
+pub struct Home {
+    pub router: Netns,
+    pub lan: Netns,
+    /// The router's public address (what the public side sees as the source).
+    pub wan: std::net::Ipv4Addr,
+    /// The LAN prefix, e.g. "192.168.101." (hosts are at prefix + octet).
+    pub lan_prefix: String,
+}
+
+impl NatWorld {
+    /// The public namespace with `public_hosts` (last octets, 1..=199) on its bridge.
+    pub fn new(tag: &str, public_hosts: &[u8]) -> NatWorld {
+        require_iptables();
+        let public = Netns::new(&format!("{tag}-pub"));
+        in_ns(&public, &["ip", "link", "add", "br0", "type", "bridge"]);
+        in_ns(&public, &["ip", "link", "set", "br0", "up"]);
+        for h in public_hosts {
+            assert!((1..200).contains(h), "public host octet {h}");
+            in_ns(
+                &public,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("10.77.0.{h}/24"),
+                    "dev",
+                    "br0",
+                ],
+            );
+        }
+        NatWorld {
+            public,
+            homes: Vec::new(),
+            tag: tag.to_string(),
+        }
+    }
+
+    /// Adds a home network with `hosts` (last octets, 2..=254) on its LAN;
+    /// returns its index in `homes`.
+    pub fn add_home(&mut self, hosts: &[u8]) -> usize {
+        let n = self.homes.len() + 1;
+        let router = Netns::new(&format!("{}-r{n}", self.tag));
+        let lan = Netns::new(&format!("{}-h{n}", self.tag));
+        let wan = std::net::Ipv4Addr::new(10, 77, 0, 200 + n as u8);
+        let lan_prefix = format!("192.168.{}.", 100 + n);
+        // WAN: a veth from the router to the public bridge.
+        in_ns(
+            &router,
+            &[
+                "ip",
+                "link",
+                "add",
+                "wan",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &format!("r{n}"),
+                "netns",
+                &self.public.name,
+            ],
+        );
+        in_ns(
+            &self.public,
+            &["ip", "link", "set", &format!("r{n}"), "master", "br0"],
+        );
+        in_ns(&self.public, &["ip", "link", "set", &format!("r{n}"), "up"]);
+        in_ns(
+            &router,
+            &["ip", "addr", "add", &format!("{wan}/24"), "dev", "wan"],
+        );
+        in_ns(&router, &["ip", "link", "set", "wan", "up"]);
+        // LAN: a veth from the router to the home namespace.
+        in_ns(
+            &router,
+            &[
+                "ip", "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns",
+                &lan.name,
+            ],
+        );
+        in_ns(
+            &router,
+            &[
+                "ip",
+                "addr",
+                "add",
+                &format!("{lan_prefix}1/24"),
+                "dev",
+                "lan",
+            ],
+        );
+        in_ns(&router, &["ip", "link", "set", "lan", "up"]);
+        in_ns(&lan, &["ip", "link", "set", "eth0", "up"]);
+        for h in hosts {
+            assert!((2..255).contains(h), "LAN host octet {h}");
+            in_ns(
+                &lan,
+                &[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{lan_prefix}{h}/24"),
+                    "dev",
+                    "eth0",
+                ],
+            );
+        }
+        in_ns(
+            &lan,
+            &[
+                "ip",
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("{lan_prefix}1"),
+            ],
+        );
+        // The home router: forwarding, NAT out of the WAN side, and nothing
+        // inbound but what belongs to connections the NAT tracks.
+        in_ns(&router, &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]);
+        in_ns(
+            &router,
+            &[
+                "iptables",
+                "-t",
+                "nat",
+                "-A",
+                "POSTROUTING",
+                "-o",
+                "wan",
+                "-j",
+                "MASQUERADE",
+            ],
+        );
+        in_ns(
+            &router,
+            &[
+                "iptables",
+                "-A",
+                "FORWARD",
+                "-i",
+                "wan",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED,RELATED",
+                "-j",
+                "ACCEPT",
+            ],
+        );
+        in_ns(
+            &router,
+            &["iptables", "-A", "FORWARD", "-i", "wan", "-j", "DROP"],
+        );
+        // No service on the WAN side, as home routers' firewalls have it: new
+        // inbound packets to the router are dropped (silently, so a TCP connect
+        // times out). Dropped before conntrack confirms them, they leave no
+        // entry behind: else a peer's uTP SYN that arrives before the target's
+        // own SYN left would make MASQUERADE map the target's SYN to another
+        // port (a clash with that entry) and defeat a BEP 55 holepunch.
+        in_ns(
+            &router,
+            &[
+                "iptables",
+                "-A",
+                "INPUT",
+                "-i",
+                "wan",
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "NEW,INVALID",
+                "-j",
+                "DROP",
+            ],
+        );
+        self.homes.push(Home {
+            router,
+            lan,
+            wan,
+            lan_prefix,
+        });
+        self.homes.len() - 1
+    }
+}
+
+/// The NAT tests' home routers need iptables (Debian's `iptables`; `.ci/test`
+/// installs it).
+fn require_iptables() {
+    let ok = Command::new("iptables")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "this test needs iptables for its home routers: apt-get install iptables"
+    );
+}
