@@ -158,6 +158,10 @@ struct Retry {
     peers: Vec<SocketAddr>,
 }
 
+/// A peer search waiting for a lookup slot: the infohash, and the nodes to
+/// seed it with.
+type WaitingSearch = (InfoHash, Vec<(NodeId, SocketAddr)>);
+
 /// The crawl strategy's state machine. See the module docs.
 pub(crate) struct Strategy {
     cfg: CrawlConfig,
@@ -194,7 +198,7 @@ pub(crate) struct Strategy {
     /// nodes to seed it with, started as slots free in key order: those with
     /// evidence of being a torrent (`false`) before get_peers candidates
     /// (`true`), each oldest first (the sequence number).
-    lookup_wait: BTreeMap<(bool, u64), (InfoHash, Vec<(NodeId, SocketAddr)>)>,
+    lookup_wait: BTreeMap<(bool, u64), WaitingSearch>,
     /// The key of each infohash in `lookup_wait`.
     lookup_waiting: BTreeMap<InfoHash, (bool, u64)>,
     /// The next sequence number of `lookup_wait`.
