@@ -427,6 +427,7 @@ mod tests {
             revived: q.n(),
             lookup_waits: q.n(),
             lookup_wait_drops: q.n(),
+            lookup_wait_candidates_dropped: q.n(),
         };
         Stats {
             dht,

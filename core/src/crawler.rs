@@ -1025,10 +1025,14 @@ impl Crawler {
             }
         }
         self.expired = expired;
-        // Lookups held back by the budget go first.
+        // Lookups held back by the budget go first; those of low priority (get_peers
+        // candidates) after the others.
         if !self.node.starved.is_empty() && self.strategy.budget_available(self.node.now) > 0 {
             let starved = std::mem::take(&mut self.node.starved);
-            for lid in starved {
+            let (low, normal): (Vec<u64>, Vec<u64>) = starved
+                .into_iter()
+                .partition(|lid| self.node.low_lookups.contains(lid));
+            for lid in normal.into_iter().chain(low) {
                 self.pump_lookup(lid);
             }
         }

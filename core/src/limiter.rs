@@ -54,6 +54,13 @@ impl RateLimiter {
 
     /// Whether `ip` may be answered now (and charges it if so).
     pub fn allow(&mut self, now: Timestamp, ip: IpAddr) -> bool {
+        self.allow_keeping(now, ip, 0)
+    }
+
+    /// [`RateLimiter::allow`] for a caller of lower priority: only while `ip`
+    /// would still have `keep` answers of its burst left after this one, so
+    /// that callers of normal priority always find those `keep`.
+    pub fn allow_keeping(&mut self, now: Timestamp, ip: IpAddr, keep: u32) -> bool {
         if !self.tat.contains_key(&ip) && self.tat.len() >= self.cap {
             self.tat.retain(|_, t| *t > now);
             if self.tat.len() >= self.cap {
@@ -62,7 +69,7 @@ impl RateLimiter {
             self.evictions += 1;
         }
         let tat = self.tat.get(&ip).copied().unwrap_or(now).max(now);
-        if tat.since(now) + self.interval > self.burst {
+        if tat.since(now) + self.interval * keep.saturating_add(1) > self.burst {
             return false;
         }
         self.tat.insert(ip, tat.add(self.interval));
@@ -100,6 +107,23 @@ mod tests {
         assert!(r.allow(t, "1.2.3.6".parse().unwrap()));
         assert!(r.len() <= 2);
         assert!(r.evictions >= 1);
+    }
+
+    /// A caller that keeps a reserve gets only the allowance above it; the
+    /// reserve stays for the others.
+    #[test]
+    fn a_lower_priority_caller_leaves_the_reserve() {
+        let mut r = RateLimiter::with_burst(2, 8, 16);
+        let ip: IpAddr = "1.2.3.4".parse().unwrap();
+        let t = Timestamp::from_secs(100);
+        let low = (0..20).filter(|_| r.allow_keeping(t, ip, 4)).count();
+        assert_eq!(low, 4);
+        let normal = (0..20).filter(|_| r.allow(t, ip)).count();
+        assert_eq!(normal, 4, "the reserve is left for normal callers");
+        // Refilled by one (500 ms): the normal caller's, not the low one's.
+        let t1 = t.add(Duration::from_millis(500));
+        assert!(!r.allow_keeping(t1, ip, 4));
+        assert!(r.allow(t1, ip));
     }
 
     #[test]

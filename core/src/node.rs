@@ -45,6 +45,10 @@ pub(crate) struct Node {
     pub lookups: BTreeMap<u64, Lookup>,
     /// Lookups with a query held back by the budget or pacing.
     pub starved: BTreeSet<u64>,
+    /// Lookups of low priority (peer searches for get_peers candidates): their
+    /// queries pass [`Pacer::admit_low`], and they are pumped after the others
+    /// when starved. A subset of `lookups`.
+    pub low_lookups: BTreeSet<u64>,
     next_lookup: u64,
     /// get_peers lookups that finished, with their peers, for the strategy.
     pub searches_done: Vec<(u64, Vec<SocketAddr>)>,
@@ -81,6 +85,7 @@ impl Node {
             rpc,
             lookups: BTreeMap::new(),
             starved: BTreeSet::new(),
+            low_lookups: BTreeSet::new(),
             next_lookup: 1,
             searches_done: Vec::new(),
             fetcher,
@@ -135,6 +140,19 @@ impl Node {
         kind: LookupKind,
         seeds: &[(NodeId, SocketAddr)],
     ) -> Option<u64> {
+        self.start_lookup_as(pacer, i, target, kind, seeds, false)
+    }
+
+    /// [`Node::start_lookup`], of low priority when `low` (see `low_lookups`).
+    pub fn start_lookup_as(
+        &mut self,
+        pacer: &mut Pacer,
+        i: usize,
+        target: [u8; 20],
+        kind: LookupKind,
+        seeds: &[(NodeId, SocketAddr)],
+        low: bool,
+    ) -> Option<u64> {
         if self.lookups.len() >= self.cfg.dht.max_lookups {
             self.stats.dht.dropped_lookups += 1;
             return None;
@@ -154,6 +172,9 @@ impl Node {
             l.add_candidate(*nid, *a);
         }
         self.lookups.insert(id, l);
+        if low {
+            self.low_lookups.insert(id);
+        }
         self.stats.dht.lookups_started += 1;
         self.pump_lookup(pacer, id);
         Some(id)
@@ -180,7 +201,9 @@ impl Node {
                     noseed: false,
                 },
             };
-            match self.try_send_query(pacer, i, addr, Some(nid), Purpose::Lookup(id), q) {
+            let low = self.low_lookups.contains(&id);
+            let purpose = Purpose::Lookup(id);
+            match self.try_send_query_as(pacer, low, i, addr, Some(nid), purpose, q) {
                 Sent::Yes => {}
                 Sent::Throttled => {
                     if let Some(l) = self.lookups.get_mut(&id) {
@@ -207,6 +230,7 @@ impl Node {
             return;
         };
         self.starved.remove(&id);
+        self.low_lookups.remove(&id);
         self.stats.dht.lookups_done += 1;
         if let Some(ident) = self.ids.iter_mut().find(|i| i.self_lookup == Some(id)) {
             ident.self_lookup = None;
@@ -262,6 +286,21 @@ impl Node {
         purpose: Purpose,
         kind: QueryKind<'_>,
     ) -> Sent {
+        self.try_send_query_as(pacer, false, i, to, expect_id, purpose, kind)
+    }
+
+    /// [`Node::try_send_query`]; with `low`, through [`Pacer::admit_low`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn try_send_query_as(
+        &mut self,
+        pacer: &mut Pacer,
+        low: bool,
+        i: usize,
+        to: SocketAddr,
+        expect_id: Option<NodeId>,
+        purpose: Purpose,
+        kind: QueryKind<'_>,
+    ) -> Sent {
         let to = canonical(to);
         if !is_sendable(&to, self.cfg.allow_private) {
             self.stats.dht.dropped_filtered += 1;
@@ -276,7 +315,12 @@ impl Node {
         }
         let socket = ident.socket;
         let own = self.our_id_for(i, expect_id);
-        if !pacer.admit(self.now, &to) {
+        let admitted = if low {
+            pacer.admit_low(self.now, &to)
+        } else {
+            pacer.admit(self.now, &to)
+        };
+        if !admitted {
             return Sent::Throttled;
         }
         let method = match kind {
@@ -490,13 +534,14 @@ impl Net for Node {
         seeds: &[(NodeId, SocketAddr)],
         max_queries: u32,
         scrape: bool,
+        low: bool,
     ) -> PeerSearch {
         let i = (0..self.ids.len()).min_by_key(|&i| self.ids[i].id.distance(&ih.0));
         let Some(i) = i else {
             return PeerSearch::NoIdentity;
         };
         let kind = LookupKind::GetPeers { scrape };
-        let Some(lid) = self.start_lookup(pacer, i, ih.0, kind, seeds) else {
+        let Some(lid) = self.start_lookup_as(pacer, i, ih.0, kind, seeds, low) else {
             return PeerSearch::Refused;
         };
         match self.lookups.get_mut(&lid) {
@@ -510,6 +555,10 @@ impl Net for Node {
                 PeerSearch::Finished
             }
         }
+    }
+
+    fn promote_search(&mut self, lid: u64) {
+        self.low_lookups.remove(&lid);
     }
 
     fn fetch(&mut self, ih: InfoHash, peers: &[SocketAddr]) -> Result<(), ApiMisuse> {

@@ -82,8 +82,29 @@ impl Strategy {
     /// before anyone had announced it, as in a swarm that is starting), it is
     /// queued again now: the lead is what its search lacked. Leads per infohash
     /// are bounded (`MAX_SOURCES` nodes, 8 peers), and a given-up infohash stays
-    /// given up.
-    pub(super) fn revive(&mut self, ih: InfoHash) {
+    /// given up. A node that sampled it is a lead for a candidate waiting out
+    /// its grace, and for a search waiting for a lookup slot too: that node is
+    /// asked at once (one query) rather than after the searches ahead.
+    pub(super) fn revive(&mut self, ih: InfoHash, net: &mut impl Net) {
+        if self.hints.get(&ih).is_some_and(|h| !h.sources.is_empty()) {
+            if let Some(due) = self.deferred.remove(&ih) {
+                self.deferred_due.remove(&(due, ih));
+                self.stats.revived += 1;
+                self.start_acquisition(ih, net);
+                return;
+            }
+            let waiting = self
+                .acq
+                .get(&ih)
+                .is_some_and(|a| a.stage == Stage::WaitLookup && !a.early);
+            if waiting {
+                self.unwait(&ih);
+                self.acq.remove(&ih);
+                self.stats.revived += 1;
+                self.start_acquisition(ih, net);
+                return;
+            }
+        }
         if !self.hints.get(&ih).is_some_and(|h| h.wanted)
             || self.acq.contains_key(&ih)
             || self.queued.contains(&ih)
@@ -214,21 +235,35 @@ impl Strategy {
             self.acquisition_failed(ih, true, net);
             return;
         }
-        if !self.lookup_wait.is_empty() {
-            // Others wait for a slot already: behind them.
+        // Others wait for a slot already: behind them. A search with evidence
+        // waits only behind others with evidence; a candidate's behind any, and
+        // while `candidate_lookups` of them run.
+        let candidate = !self.evidence_of_torrent(&ih);
+        let behind = match self.lookup_wait.keys().next() {
+            None => false,
+            Some(&(first_is_candidate, _)) => candidate || !first_is_candidate,
+        };
+        if behind || (candidate && self.cand_lookups.len() >= self.cfg.candidate_lookups) {
             self.wait_for_lookup(ih, seeds, net);
             return;
         }
-        self.launch_lookup(ih, seeds, net);
+        self.launch_lookup(ih, seeds, candidate, net);
     }
 
-    /// Starts the peer search of `ih`; when every lookup slot is busy it waits
-    /// for one (or fails when the wait queue is full).
-    fn launch_lookup(&mut self, ih: InfoHash, seeds: &[(NodeId, SocketAddr)], net: &mut impl Net) {
+    /// Starts the peer search of `ih` (of low priority for a `candidate`); when
+    /// every lookup slot is busy it waits for one (or fails when the wait queue
+    /// is full).
+    fn launch_lookup(
+        &mut self,
+        ih: InfoHash,
+        seeds: &[(NodeId, SocketAddr)],
+        candidate: bool,
+        net: &mut impl Net,
+    ) {
         let cap = self.cfg.acquire_lookup_queries;
         // No scrape: libtorrent answers a scrape with filters instead of peers.
         // The counts come from a scrape refresh once the torrent is fetched.
-        let lid = match net.start_peer_search(&mut self.pacer, ih, seeds, cap, false) {
+        let lid = match net.start_peer_search(&mut self.pacer, ih, seeds, cap, false, candidate) {
             PeerSearch::NoIdentity => return,
             PeerSearch::Refused => {
                 self.wait_for_lookup(ih, seeds, net);
@@ -237,7 +272,33 @@ impl Strategy {
             PeerSearch::Finished => None,
             PeerSearch::Running(lid) => Some(lid),
         };
-        self.lookup_started(ih, lid, net);
+        self.lookup_started(ih, lid, candidate, net);
+    }
+
+    /// Takes `ih` out of the lookup wait queue, if it is there.
+    pub(super) fn unwait(&mut self, ih: &InfoHash) {
+        if let Some(key) = self.lookup_waiting.remove(ih) {
+            self.lookup_wait.remove(&key);
+        }
+    }
+
+    /// `ih` showed evidence of being a torrent: its peer search, waiting as a
+    /// candidate's or running at low priority, is one of normal priority now.
+    pub(super) fn promote(&mut self, ih: InfoHash, net: &mut impl Net) {
+        if let Some(key) = self.lookup_waiting.get(&ih).copied() {
+            if key.0 {
+                if let Some(entry) = self.lookup_wait.remove(&key) {
+                    let key = (false, key.1);
+                    self.lookup_wait.insert(key, entry);
+                    self.lookup_waiting.insert(ih, key);
+                }
+            }
+        }
+        if let Some(Stage::Lookup(lid)) = self.acq.get(&ih).map(|a| a.stage.clone()) {
+            if self.cand_lookups.remove(&lid) {
+                net.promote_search(lid);
+            }
+        }
     }
 
     /// Every lookup slot is busy: `ih` waits for one (it stays an acquisition
@@ -250,10 +311,35 @@ impl Strategy {
         seeds: &[(NodeId, SocketAddr)],
         net: &mut impl Net,
     ) {
+        self.unwait(&ih);
+        let candidate = !self.evidence_of_torrent(&ih);
         if self.lookup_wait.len() >= self.cfg.lookup_wait_queue {
-            self.stats.lookup_wait_drops += 1;
-            self.acquisition_failed(ih, false, net);
-            return;
+            if candidate {
+                self.stats.lookup_wait_candidates_dropped += 1;
+                self.acquisition_failed(ih, false, net);
+                return;
+            }
+            // The newest waiting candidate gives way to a search with evidence.
+            let newest = self.lookup_wait.last_key_value().map(|(k, v)| (*k, v.0));
+            match newest {
+                Some((key, old)) if key.0 => {
+                    self.lookup_wait.remove(&key);
+                    self.lookup_waiting.remove(&old);
+                    self.stats.lookup_wait_candidates_dropped += 1;
+                    let waiting = self
+                        .acq
+                        .get(&old)
+                        .is_some_and(|a| a.stage == Stage::WaitLookup);
+                    if waiting {
+                        self.acquisition_failed(old, false, net);
+                    }
+                }
+                _ => {
+                    self.stats.lookup_wait_drops += 1;
+                    self.acquisition_failed(ih, false, net);
+                    return;
+                }
+            }
         }
         self.stats.lookup_waits += 1;
         let early = self.acq.get(&ih).is_some_and(|a| a.early);
@@ -261,13 +347,25 @@ impl Strategy {
         a.early = early;
         self.acq.insert(ih, a);
         let seeds = seeds.iter().take(16).copied().collect();
-        self.lookup_wait.push_back((ih, seeds));
+        let key = (candidate, self.wait_seq);
+        self.wait_seq += 1;
+        self.lookup_wait.insert(key, (ih, seeds));
+        self.lookup_waiting.insert(ih, key);
     }
 
-    /// Starts the peer searches that wait for a lookup slot, oldest first,
-    /// while slots are free (from the crawl tick).
+    /// Starts the peer searches that wait for a lookup slot while slots are
+    /// free (from the crawl tick): those with evidence first, then candidates
+    /// while fewer than `candidate_lookups` of theirs run, each oldest first.
     pub(super) fn start_waiting_lookups(&mut self, net: &mut impl Net) {
-        while let Some((ih, seeds)) = self.lookup_wait.pop_front() {
+        while let Some(&key) = self.lookup_wait.keys().next() {
+            let candidate = key.0;
+            if candidate && self.cand_lookups.len() >= self.cfg.candidate_lookups {
+                return;
+            }
+            let Some((ih, seeds)) = self.lookup_wait.remove(&key) else {
+                return;
+            };
+            self.lookup_waiting.remove(&ih);
             let waiting = self
                 .acq
                 .get(&ih)
@@ -278,24 +376,29 @@ impl Strategy {
             }
             let cap = self.cfg.acquire_lookup_queries;
             // No scrape, as in `launch_lookup`.
-            let lid = match net.start_peer_search(&mut self.pacer, ih, &seeds, cap, false) {
-                PeerSearch::NoIdentity => {
-                    self.lookup_wait.push_front((ih, seeds));
-                    return;
-                }
-                PeerSearch::Refused => {
-                    self.lookup_wait.push_front((ih, seeds));
+            let search = net.start_peer_search(&mut self.pacer, ih, &seeds, cap, false, candidate);
+            let lid = match search {
+                PeerSearch::NoIdentity | PeerSearch::Refused => {
+                    self.lookup_wait.insert(key, (ih, seeds));
+                    self.lookup_waiting.insert(ih, key);
                     return;
                 }
                 PeerSearch::Finished => None,
                 PeerSearch::Running(lid) => Some(lid),
             };
-            self.lookup_started(ih, lid, net);
+            self.lookup_started(ih, lid, candidate, net);
         }
     }
 
-    /// The peer search of `ih` started (`Some`) or finished at once (`None`).
-    fn lookup_started(&mut self, ih: InfoHash, lid: Option<u64>, net: &mut impl Net) {
+    /// The peer search of `ih` (a `candidate`'s) started (`Some`) or finished
+    /// at once (`None`).
+    fn lookup_started(
+        &mut self,
+        ih: InfoHash,
+        lid: Option<u64>,
+        candidate: bool,
+        net: &mut impl Net,
+    ) {
         let early = self.acq.get(&ih).is_some_and(|a| a.early);
         // (The stage's lookup id is never read once the lookup is over.)
         let mut a = Acq::new(Stage::Lookup(lid.unwrap_or(0)));
@@ -304,6 +407,9 @@ impl Strategy {
         match lid {
             Some(lid) => {
                 self.acq_by_lookup.insert(lid, ih);
+                if candidate {
+                    self.cand_lookups.insert(lid);
+                }
             }
             // The lookup finished at once (nothing to ask): treat as a miss.
             None => self.acquisition_failed(ih, true, net),
@@ -354,6 +460,7 @@ impl Strategy {
         net: &mut impl Net,
     ) -> Option<Timestamp> {
         self.acq.remove(&ih);
+        self.unwait(&ih);
         if no_peers {
             self.stats.acquire_no_peers += 1;
             net.found_nobody(ih);
@@ -427,6 +534,7 @@ impl Strategy {
         if self.refresh_finished(lid) {
             return;
         }
+        self.cand_lookups.remove(&lid);
         let Some(ih) = self.acq_by_lookup.remove(&lid) else {
             return;
         };
@@ -462,6 +570,7 @@ impl Strategy {
         self.advance(now);
         self.stats.fetched += 1;
         self.acq.remove(&ih);
+        self.unwait(&ih);
         if let Some(h) = self.hints.get_mut(&ih) {
             h.wanted = false;
         }

@@ -78,6 +78,8 @@ pub struct Pacer {
     per_ip_refused: u64,
     /// When the per-IP pace next forgets the IPs it no longer holds back.
     next_prune: Timestamp,
+    /// Of each IP's burst, what low-priority queries leave ([`Pacer::admit_low`]).
+    low_reserve: u32,
 }
 
 /// How often the per-IP pace forgets IPs whose allowance is full again.
@@ -93,6 +95,7 @@ impl Pacer {
             per_ip,
             per_ip_refused: 0,
             next_prune: Timestamp::ZERO,
+            low_reserve: per_ip_burst.max(1) / 2,
         }
     }
 
@@ -107,10 +110,19 @@ impl Pacer {
     /// Whether a query to `to` may go now: charges the per-IP pace, then the
     /// budget (neither when the pace refuses).
     pub fn admit(&mut self, now: Timestamp, to: &SocketAddr) -> bool {
-        self.ip_allows(now, to) && self.budget.try_take(now)
+        self.ip_allows(now, to, 0) && self.budget.try_take(now)
     }
 
-    fn ip_allows(&mut self, now: Timestamp, to: &SocketAddr) -> bool {
+    /// [`Pacer::admit`] for a query of low priority (a peer search for a
+    /// get_peers candidate, most of them random refresh targets): it takes an
+    /// IP's allowance only above half of its burst, so that queries of normal
+    /// priority (sampling, asking a source, the peer search of an infohash with
+    /// evidence) always find the other half: a candidate never displaces them.
+    pub fn admit_low(&mut self, now: Timestamp, to: &SocketAddr) -> bool {
+        self.ip_allows(now, to, self.low_reserve) && self.budget.try_take(now)
+    }
+
+    fn ip_allows(&mut self, now: Timestamp, to: &SocketAddr, keep: u32) -> bool {
         match &mut self.per_ip {
             Some(l) => {
                 // An IP whose allowance is full again is treated as one never
@@ -121,7 +133,7 @@ impl Pacer {
                     l.prune(now);
                     self.next_prune = now.add(PRUNE_EVERY);
                 }
-                let ok = l.allow(now, to.ip());
+                let ok = l.allow_keeping(now, to.ip(), keep);
                 if !ok {
                     self.per_ip_refused += 1;
                 }

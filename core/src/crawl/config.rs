@@ -63,8 +63,15 @@ pub struct CrawlConfig {
     /// the start: the memory is fixed).
     pub given_up_capacity: usize,
     /// An acquisition whose peer search finds every lookup slot busy waits
-    /// for one in a queue of this many (then it fails and is retried).
+    /// for one in a queue of this many (then it fails and is retried). The
+    /// searches of infohashes with evidence of being torrents start first;
+    /// when it is full, a waiting get_peers candidate gives way to one of them
+    /// (failed and retried, counted in `lookup_wait_candidates_dropped`).
     pub lookup_wait_queue: usize,
+    /// Peer searches of get_peers candidates (infohashes without evidence, most
+    /// of them random table-refresh targets) running at once; more wait. Their
+    /// queries are of low priority in the per-IP pace (`Pacer::admit_low`).
+    pub candidate_lookups: usize,
     /// A get_peers candidate whose first peer search found nobody is searched
     /// once more this much later (`None`: given up at once). Its clients may
     /// not have announced yet when the first search runs: a client announces
@@ -125,6 +132,7 @@ impl Default for CrawlConfig {
             given_up_for: Duration::from_secs(24 * 3600),
             given_up_capacity: 65_536,
             lookup_wait_queue: 1024,
+            candidate_lookups: 16,
             candidate_retry: Some(Duration::from_secs(300)),
             neighbour_mode: false,
             refresh_pps: 32,
@@ -229,12 +237,17 @@ pub struct CrawlStats {
     pub candidates_retried: u64,
     /// Acquisitions started again at once because a new lead (a sampling node,
     /// an announced peer) came for an infohash the driver asked for that waited
-    /// out a retry or was dropped as a candidate.
+    /// out a retry or was dropped as a candidate, or a sampling node for one
+    /// that waited for a lookup slot or out its candidate grace.
     pub revived: u64,
     /// Peer searches that found every lookup slot busy and waited for one
     /// (instead of failing the acquisition).
     pub lookup_waits: u64,
     /// Of those, the ones refused because the wait queue was full
-    /// ([`CrawlConfig::lookup_wait_queue`]): failed, retried with backoff.
+    /// ([`CrawlConfig::lookup_wait_queue`]) of searches with evidence: failed,
+    /// retried with backoff.
     pub lookup_wait_drops: u64,
+    /// Peer searches of get_peers candidates that found the wait queue full, or
+    /// gave way in it to a search with evidence: failed, retried with backoff.
+    pub lookup_wait_candidates_dropped: u64,
 }

@@ -158,6 +158,10 @@ struct Retry {
     peers: Vec<SocketAddr>,
 }
 
+/// A peer search waiting for a lookup slot: the infohash, and the nodes to
+/// seed it with.
+type WaitingSearch = (InfoHash, Vec<(NodeId, SocketAddr)>);
+
 /// The crawl strategy's state machine. See the module docs.
 pub(crate) struct Strategy {
     cfg: CrawlConfig,
@@ -190,9 +194,18 @@ pub(crate) struct Strategy {
     retry_due: BTreeSet<(Timestamp, InfoHash)>,
     /// Infohashes given up, in fixed memory (see `given_up`).
     given_up: GivenUp,
-    /// Acquisitions whose peer search found every lookup slot busy, oldest
-    /// first, with the nodes to seed it with: started as slots free.
-    lookup_wait: VecDeque<(InfoHash, Vec<(NodeId, SocketAddr)>)>,
+    /// Acquisitions whose peer search found every lookup slot busy, with the
+    /// nodes to seed it with, started as slots free in key order: those with
+    /// evidence of being a torrent (`false`) before get_peers candidates
+    /// (`true`), each oldest first (the sequence number).
+    lookup_wait: BTreeMap<(bool, u64), WaitingSearch>,
+    /// The key of each infohash in `lookup_wait`.
+    lookup_waiting: BTreeMap<InfoHash, (bool, u64)>,
+    /// The next sequence number of `lookup_wait`.
+    wait_seq: u64,
+    /// The running peer searches of get_peers candidates (low priority), at
+    /// most `candidate_lookups`.
+    cand_lookups: BTreeSet<u64>,
     txs: BTreeMap<u64, CrawlTx>,
     next_tag: u64,
     explore: Budget,
@@ -211,7 +224,10 @@ impl Strategy {
     pub fn new(cfg: CrawlConfig, now: Timestamp, key: [u8; 16]) -> Self {
         Strategy {
             given_up: GivenUp::new(cfg.given_up_capacity, cfg.given_up_for, key, now),
-            lookup_wait: VecDeque::new(),
+            lookup_wait: BTreeMap::new(),
+            lookup_waiting: BTreeMap::new(),
+            wait_seq: 0,
+            cand_lookups: BTreeSet::new(),
             now,
             pacer: Pacer::new(cfg.max_pps, cfg.burst, cfg.per_ip_pps, cfg.per_ip_burst),
             explore_cursor: None,
@@ -462,6 +478,10 @@ mod tests {
         searches: Vec<InfoHash>,
         /// Whether each search asked for a BEP 33 scrape.
         scrapes: Vec<bool>,
+        /// Whether each search was of low priority (a candidate's).
+        lows: Vec<bool>,
+        /// Searches promoted to normal priority.
+        promoted: Vec<u64>,
         fetches: Vec<(InfoHash, Vec<SocketAddr>)>,
         events: Vec<Event>,
         rng: Rng,
@@ -475,6 +495,8 @@ mod tests {
                 sent: Vec::new(),
                 searches: Vec::new(),
                 scrapes: Vec::new(),
+                lows: Vec::new(),
+                promoted: Vec::new(),
                 fetches: Vec::new(),
                 events: Vec::new(),
                 rng: Rng::new(9),
@@ -514,13 +536,19 @@ mod tests {
             _seeds: &[(NodeId, SocketAddr)],
             _max_queries: u32,
             scrape: bool,
+            low: bool,
         ) -> PeerSearch {
             if self.slots_busy {
                 return PeerSearch::Refused;
             }
             self.searches.push(ih);
             self.scrapes.push(scrape);
+            self.lows.push(low);
             PeerSearch::Running(self.searches.len() as u64)
+        }
+
+        fn promote_search(&mut self, lid: u64) {
+            self.promoted.push(lid);
         }
 
         fn found_nobody(&mut self, _ih: InfoHash) {}
@@ -935,6 +963,130 @@ mod tests {
         s.on_lookup_done(t2, 1, &[peer], &mut net);
         assert_eq!(net.fetches, vec![(ihs[0], vec![peer])]);
         assert_eq!(s.stats().fetch_failed, 0);
+    }
+
+    /// Issue 17, item 4: a swarm's table-refresh targets (get_peers candidates,
+    /// one querier each, ~20 a second from a libtorrent swarm) filled the lookup
+    /// wait queue, and a real torrent's search waited behind them, or was
+    /// dropped when it was full. Now searches with evidence go first and a
+    /// waiting candidate gives way to one (counted); candidates run at low
+    /// priority, at most `candidate_lookups` at once; a candidate that shows
+    /// evidence is promoted, waiting or running; a sample naming a waiting
+    /// candidate has its node asked at once. (Before: the evidence search was
+    /// refused by the full queue, failed, and retried 5 minutes later.)
+    #[test]
+    fn evidence_goes_before_candidates_in_the_lookup_wait_queue() {
+        let t = Timestamp::from_secs(100);
+        let cfg = CrawlConfig {
+            auto_acquire: true,
+            per_ip_pps: 0,
+            candidate_grace: Duration::ZERO,
+            lookup_wait_queue: 4,
+            candidate_lookups: 2,
+            ..CrawlConfig::default()
+        };
+        let mut s = Strategy::new(cfg, t, [0; 16]);
+        let mut net = Recorder::new();
+        net.slots_busy = true;
+        // Six candidates, each heard once in a get_peers query from one address.
+        let cands: Vec<InfoHash> = (1..=6u8).map(|i| InfoHash([i; 20])).collect();
+        for (i, &ih) in cands.iter().enumerate() {
+            let d = Discovery {
+                info_hash: ih,
+                source: DiscoverySource::GetPeers,
+                from: addr(&format!("10.0.1.{}:6881", i + 1)),
+                peer: None,
+                sampled_by: None,
+            };
+            s.on_discovery(t, d, &mut net);
+        }
+        let mut now = t.add(CRAWL_TICK);
+        s.tick(now, &mut net);
+        let st = s.stats();
+        assert_eq!(st.lookup_waits, 4, "{st:?}");
+        assert_eq!(st.lookup_wait_candidates_dropped, 2, "{st:?}");
+        // An infohash the driver asks for by name (evidence enough), whose search
+        // also finds every slot busy: the newest waiting candidate gives way.
+        let real = InfoHash([0xee; 20]);
+        s.acquire(now, real, &mut net).unwrap();
+        now = now.add(CRAWL_TICK);
+        s.tick(now, &mut net);
+        let st = s.stats();
+        assert_eq!(st.lookup_wait_drops, 0, "evidence is never refused: {st:?}");
+        assert_eq!(st.lookup_wait_candidates_dropped, 3, "{st:?}");
+        assert!(s.is_acquiring(&real));
+        assert!(!s.is_acquiring(&cands[3]), "the newest candidate gave way");
+        // Slots free: the evidence search first, then candidates, two at most,
+        // of low priority.
+        net.slots_busy = false;
+        now = now.add(CRAWL_TICK);
+        s.tick(now, &mut net);
+        assert_eq!(net.searches, vec![real, cands[0], cands[1]]);
+        assert_eq!(net.lows, vec![false, true, true]);
+        // The third candidate waits; a second querier is evidence: it is promoted
+        // and starts, whatever the candidates running.
+        let d = Discovery {
+            info_hash: cands[2],
+            source: DiscoverySource::GetPeers,
+            from: addr("10.0.2.1:6881"),
+            peer: None,
+            sampled_by: None,
+        };
+        s.on_discovery(now, d, &mut net);
+        now = now.add(CRAWL_TICK);
+        s.tick(now, &mut net);
+        assert_eq!(net.searches.get(3), Some(&cands[2]));
+        assert_eq!(net.lows.get(3), Some(&false));
+        // A running candidate search that shows evidence runs at normal priority.
+        let d = Discovery {
+            from: addr("10.0.2.2:6881"),
+            info_hash: cands[0],
+            ..d
+        };
+        s.on_discovery(now, d, &mut net);
+        assert_eq!(net.promoted, vec![2]);
+        // Its slot among the candidates' is free: a new candidate starts.
+        let late = InfoHash([0x77; 20]);
+        let d = Discovery {
+            info_hash: late,
+            from: addr("10.0.3.1:6881"),
+            ..d
+        };
+        s.on_discovery(now, d, &mut net);
+        now = now.add(CRAWL_TICK);
+        s.tick(now, &mut net);
+        assert_eq!(net.searches.get(4), Some(&late));
+        // Another waits for a candidate's slot; a node's sample names it: that
+        // node is asked at once.
+        let sampled = InfoHash([0x78; 20]);
+        let d = Discovery {
+            info_hash: sampled,
+            from: addr("10.0.3.2:6881"),
+            ..d
+        };
+        s.on_discovery(now, d, &mut net);
+        now = now.add(CRAWL_TICK);
+        s.tick(now, &mut net);
+        assert_eq!(net.searches.len(), 5, "it waits: two candidates run");
+        let node = addr("10.0.4.1:6881");
+        let d = Discovery {
+            info_hash: sampled,
+            source: DiscoverySource::Sample,
+            from: node,
+            peer: None,
+            sampled_by: Some((0, NodeId([4; 20]))),
+        };
+        net.sent.clear();
+        s.on_discovery(now, d, &mut net);
+        assert!(
+            net.sent.iter().any(|x| x.0 == node && !x.2),
+            "the sampling node is asked: {:?}",
+            net.sent
+        );
+        assert_eq!(s.lookup_wait.len(), 0);
+        let mut sizes = Vec::new();
+        s.table_sizes(4096, &mut sizes);
+        assert!(sizes.iter().all(|x| !x.over()));
     }
 
     #[test]

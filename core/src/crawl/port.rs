@@ -58,7 +58,9 @@ pub(crate) trait Net {
     /// Starts a get_peers traversal for `ih` from the identity closest to it,
     /// seeded with `seeds`, capped at `max_queries` queries. With `scrape` it
     /// asks for BEP 33 filters: libtorrent then answers with the filters *instead
-    /// of* `values`, so a search that wants peers must not scrape.
+    /// of* `values`, so a search that wants peers must not scrape. With `low`
+    /// it is of low priority (a get_peers candidate's): its queries take only
+    /// what the per-IP pace leaves to others ([`Pacer::admit_low`]).
     fn start_peer_search(
         &mut self,
         pacer: &mut Pacer,
@@ -66,7 +68,12 @@ pub(crate) trait Net {
         seeds: &[(NodeId, SocketAddr)],
         max_queries: u32,
         scrape: bool,
+        low: bool,
     ) -> PeerSearch;
+
+    /// The peer search `lid`, started with `low`, is of normal priority from
+    /// now on (its infohash showed evidence of being a torrent).
+    fn promote_search(&mut self, lid: u64);
 
     /// Fetches metadata for `ih` from `peers` (or adds them to a running fetch).
     fn fetch(&mut self, ih: InfoHash, peers: &[SocketAddr]) -> Result<(), ApiMisuse>;

@@ -96,7 +96,7 @@ impl Strategy {
                 // Its acquisition scrapes it anyway.
                 continue;
             }
-            match net.start_peer_search(&mut self.pacer, ih, &[], cost, true) {
+            match net.start_peer_search(&mut self.pacer, ih, &[], cost, true, false) {
                 PeerSearch::Running(lid) => {
                     self.refresh.running.insert(lid, ih);
                 }

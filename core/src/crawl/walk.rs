@@ -43,8 +43,10 @@ impl Strategy {
         let new = self.note_seen(ih);
         let first_peer;
         let mut lead = false;
+        let promoted;
         {
             let hint = self.hints.entry(ih).or_default();
+            let had_evidence = hint.evidence;
             // A get_peers candidate that now has an announced peer is confirmed.
             first_peer = peer.is_some() && hint.heard_at.is_some() && hint.candidate_only();
             if let Some(p) = peer {
@@ -70,10 +72,14 @@ impl Strategy {
                     Some(_) => {}
                 },
             }
+            promoted = hint.evidence && !had_evidence;
+        }
+        if promoted {
+            self.promote(ih, net);
         }
         if lead {
             self.unpace(ih);
-            self.revive(ih);
+            self.revive(ih, net);
         }
         if let (true, Some(p)) = (first_peer, peer) {
             net.emit(Event::PeersFound {

@@ -1144,7 +1144,7 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
     );
     w.counter(
         "magnetar_crawl_revived_total",
-        "Acquisitions started again at once: a new lead (a sampling node, an announced peer) for an infohash waiting out a retry or dropped as a candidate.",
+        "Acquisitions started again at once: a new lead (a sampling node, an announced peer) for an infohash waiting out a retry or dropped as a candidate, or a sampling node for one waiting for a lookup slot or its candidate grace.",
         c.revived,
     );
     w.counter(
@@ -1154,8 +1154,13 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
     );
     w.counter(
         "magnetar_crawl_lookup_wait_drops_total",
-        "Peer searches refused because the queue waiting for a lookup slot was full.",
+        "Peer searches of infohashes with evidence refused because the queue waiting for a lookup slot was full of them.",
         c.lookup_wait_drops,
+    );
+    w.counter(
+        "magnetar_crawl_lookup_wait_candidates_dropped_total",
+        "Peer searches of get_peers candidates that found the lookup wait queue full, or gave way in it to a search with evidence.",
+        c.lookup_wait_candidates_dropped,
     );
     w.gauge(
         "magnetar_crawl_stored_estimate",
