@@ -425,7 +425,16 @@ fn start_crawler_for(
         .flatten()
         .collect();
     args.extend_from_slice(extra);
-    start_crawler_at(ns, runtime, db, CRAWLER, bootstrap, &args, secs, status_secs)
+    start_crawler_at(
+        ns,
+        runtime,
+        db,
+        CRAWLER,
+        bootstrap,
+        &args,
+        secs,
+        status_secs,
+    )
 }
 
 /// [`start_crawler_for`] bound to `bind`, with `extra` arguments to `crawl`.
