@@ -8,6 +8,11 @@
 //! the figure is the live heap the node's code allocated and still holds
 //! (including its datagrams and TCP bytes still in flight in the world queue).
 //!
+//! Within the metered node's own figure, the blocks it allocates inside
+//! [`as_storage`] (the harness's maps that stand in for the database) are also
+//! counted apart ([`storage`]), so that the crawler's heap is [`live`] less
+//! [`storage`], both measured (not estimated from the maps' capacities).
+//!
 //! Only the `sim` binary (and a machinery test) installs the allocator; elsewhere
 //! [`live`] and [`peak`] stay 0 and `enter`/`leave` cost a thread-local store.
 //! The owner is per thread; each thread charges its metered node to its own
@@ -24,7 +29,9 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering::Relaxed};
 pub const SLOTS: usize = 8;
 
 thread_local! {
-    /// Per thread, so worlds on other threads are not charged; 0 = nobody.
+    /// Per thread, so worlds on other threads are not charged; 0 = nobody,
+    /// 1..=SLOTS the metered node of that slot, SLOTS+1..=2*SLOTS the same
+    /// node's storage stand-in ([`as_storage`]).
     static OWNER: Cell<u8> = const { Cell::new(0) };
     /// The slot this thread's metered node is charged to (1..=SLOTS).
     static SLOT: Cell<u8> = const { Cell::new(1) };
@@ -42,6 +49,11 @@ const ZERO: Counters = Counters {
     peak: AtomicI64::new(0),
 };
 static COUNTERS: [Counters; SLOTS + 1] = [ZERO; SLOTS + 1];
+/// Per slot, the part of its live heap allocated inside [`as_storage`]. Such
+/// blocks carry the owner `slot + SLOTS`.
+#[allow(clippy::declare_interior_mutable_const)]
+const ZERO_STORAGE: AtomicI64 = AtomicI64::new(0);
+static STORAGE: [AtomicI64; SLOTS + 1] = [ZERO_STORAGE; SLOTS + 1];
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// Allocations from now on belong to the metered node.
@@ -62,6 +74,23 @@ pub fn suspend() -> u8 {
 #[inline]
 pub fn resume(owner: u8) {
     OWNER.with(|o| o.set(owner));
+}
+
+/// Runs `f` with what it allocates, if the metered node is running, counted
+/// as that node's storage stand-in ([`storage`]) as well as in its [`live`]
+/// heap. Elsewhere (another node running, or nobody) it just runs `f`.
+#[inline]
+pub fn as_storage<R>(f: impl FnOnce() -> R) -> R {
+    let o = OWNER.with(Cell::get);
+    let metered = (1..=SLOTS as u8).contains(&o);
+    if metered {
+        OWNER.with(|c| c.set(o + SLOTS as u8));
+    }
+    let r = f();
+    if metered {
+        OWNER.with(|c| c.set(o));
+    }
+    r
 }
 
 /// Charges this thread's metered node to `slot` (1..=[`SLOTS`]; default 1), so
@@ -86,6 +115,12 @@ pub fn live() -> i64 {
     COUNTERS[slot()].live.load(Relaxed)
 }
 
+/// Of [`live`], the bytes allocated inside [`as_storage`] and still held
+/// (requested sizes, no headers).
+pub fn storage() -> i64 {
+    STORAGE[slot()].load(Relaxed)
+}
+
 /// The largest [`live`] value seen.
 pub fn peak() -> i64 {
     COUNTERS[slot()].peak.load(Relaxed)
@@ -101,6 +136,7 @@ pub fn installed() -> bool {
 pub fn reset() {
     COUNTERS[slot()].live.store(0, Relaxed);
     COUNTERS[slot()].peak.store(0, Relaxed);
+    STORAGE[slot()].store(0, Relaxed);
 }
 
 /// Restarts [`peak`] from the live heap now (to read the peak of an interval).
@@ -120,7 +156,11 @@ fn header(align: usize) -> usize {
 
 #[inline]
 fn charge(owner: u8, delta: i64) {
-    let o = owner as usize;
+    let mut o = owner as usize;
+    if o > SLOTS && o <= 2 * SLOTS {
+        o -= SLOTS;
+        STORAGE[o].fetch_add(delta, Relaxed);
+    }
     if o != 0 && o <= SLOTS {
         let now = COUNTERS[o].live.fetch_add(delta, Relaxed) + delta;
         if delta > 0 {

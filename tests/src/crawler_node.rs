@@ -17,6 +17,7 @@ use magnetar_core::{
     NodeId, SocketId, Timestamp,
 };
 
+use crate::alloc_meter::as_storage;
 use crate::util::{FxMap, FxSet};
 use crate::world::{Ctx, SimNode, TcpId};
 
@@ -68,7 +69,9 @@ impl Default for RuntimePolicy {
     }
 }
 
-/// What the runtime saw, for recall and success figures.
+/// What the runtime saw, for recall and success figures. Its maps stand in for
+/// storage: what they allocate is metered apart from the crawler's heap
+/// ([`as_storage`]), so every insert into them goes through it.
 #[derive(Clone, Debug, Default)]
 pub struct Tally {
     /// First time each infohash was discovered: heard in a BEP 51 sample or an
@@ -283,7 +286,7 @@ impl World<'_, '_> {
             (_, None) => return,
         };
         self.tally.by_source[slot] += 1;
-        self.tally.discovered.insert(ih, at);
+        as_storage(|| self.tally.discovered.insert(ih, at));
     }
 }
 
@@ -326,7 +329,9 @@ impl Io for World<'_, '_> {
             } => {
                 if *source == DiscoverySource::GetPeers {
                     if !self.tally.discovered.contains_key(info_hash) {
-                        self.tally.candidates.entry(*info_hash).or_insert(now);
+                        as_storage(|| {
+                            self.tally.candidates.entry(*info_hash).or_insert(now);
+                        });
                     }
                 } else {
                     self.confirm(*info_hash, Some(*source));
@@ -345,7 +350,9 @@ impl Io for World<'_, '_> {
                 if !peers.is_empty() {
                     self.confirm(*info_hash, None);
                 } else {
-                    self.tally.searched_empty.entry(*info_hash).or_insert(now);
+                    as_storage(|| {
+                        self.tally.searched_empty.entry(*info_hash).or_insert(now);
+                    });
                 }
                 if self.policy.acquire == Acquire::Harness {
                     self.want_fetch(crawler, *info_hash, peers.clone());
@@ -353,11 +360,13 @@ impl Io for World<'_, '_> {
             }
             Event::MetadataFetched(m) => {
                 self.confirm(m.info_hash, None);
-                self.tally.fetched.entry(m.info_hash).or_insert(now);
+                as_storage(|| {
+                    self.tally.fetched.entry(m.info_hash).or_insert(now);
+                });
                 self.side.fetching.remove(&m.info_hash);
             }
             Event::MetadataFailed(m) => {
-                self.tally.failed.insert(m.info_hash);
+                as_storage(|| self.tally.failed.insert(m.info_hash));
                 self.side.fetching.remove(&m.info_hash);
             }
             _ => {}

@@ -68,12 +68,6 @@ pub fn churning_world_with(
     w
 }
 
-/// Approximate heap of a hash map or set entry table (hashbrown: one control
-/// byte per bucket).
-pub fn table_bytes<T>(capacity: usize) -> i64 {
-    (capacity * (std::mem::size_of::<T>() + 1)) as i64
-}
-
 /// New torrents keep appearing: `per_hour` of them, spread evenly, each given to
 /// `holders` random clients of `clients`, which announce it on their next turn
 /// (within one announce round). Returns nothing; the torrents go into the truth.
@@ -118,7 +112,11 @@ pub struct Hour {
     /// The highest live heap during the hour.
     pub peak: i64,
     /// Of `live`, the harness's own growing maps standing in for storage (the
-    /// discovered, fetched, candidate and failed sets): not the crawler's.
+    /// tally's discovered, fetched, candidate, failed and searched-empty sets):
+    /// not the crawler's. Metered ([`alloc_meter::storage`]), not estimated:
+    /// an estimate from the maps' usable capacities missed the eighth of
+    /// hashbrown's buckets kept free, and each doubling of a map moved that
+    /// share into the crawler's figure.
     pub harness: i64,
     /// Infohashes of the world first discovered in this hour.
     pub discovered: u64,
@@ -251,13 +249,7 @@ impl Sampler {
         let (d, f, x) = self.totals(w);
         let cn = w.crawler(self.node);
         let counts = Counts::of(&cn.crawler.stats());
-        let t = &cn.tally;
-        type Ih = magnetar_core::InfoHash;
-        let harness = table_bytes::<(Ih, Timestamp)>(t.discovered.capacity())
-            + table_bytes::<(Ih, Timestamp)>(t.fetched.capacity())
-            + table_bytes::<(Ih, Timestamp)>(t.candidates.capacity())
-            + table_bytes::<Ih>(t.failed.capacity())
-            + table_bytes::<(Ih, Timestamp)>(t.searched_empty.capacity());
+        let harness = alloc_meter::storage();
         self.hours.push(Hour {
             hour,
             live: alloc_meter::live(),
