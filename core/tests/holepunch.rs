@@ -104,8 +104,16 @@ fn sent_to(o: &Out, c: ConnId) -> Vec<u8> {
 /// refused TCP and its uTP fallback timed out. Returns the fetcher, the
 /// relay's connection and the bytes we sent it.
 fn to_rendezvous(ih: InfoHash) -> (Fetcher, ConnId, Vec<u8>) {
-    let (relay, target) = (addr(1), addr(2));
-    let mut f = fetcher();
+    to_rendezvous_with(ih, fetcher(), addr(1), addr(2))
+}
+
+/// [`to_rendezvous`] with the given fetcher, relay and target.
+fn to_rendezvous_with(
+    ih: InfoHash,
+    mut f: Fetcher,
+    relay: SocketAddr,
+    target: SocketAddr,
+) -> (Fetcher, ConnId, Vec<u8>) {
     let t = Timestamp::from_millis;
     f.fetch(t(0), ih, &[relay, target]).unwrap();
     let o = drain(&mut f);
@@ -261,6 +269,44 @@ fn unsolicited_connects_and_errors_are_ignored_and_counted() {
     assert!(
         f.is_fetching(&ih),
         "the rendezvous for the target still waits"
+    );
+}
+
+/// Issue 18 item 1, the holepunch source: a relay's `connect` cannot make us open a
+/// connection to a private, loopback or link-local address (without
+/// `--allow-private`), whatever it names; only the target we asked about is dialled.
+#[test]
+fn a_relay_cannot_point_us_at_private_addresses() {
+    let ih = InfoHash([0x45; 20]);
+    let public = |i: u8| SocketAddr::from(([1, 2, 3, i], 6881));
+    let f = Fetcher::new(FetchConfig::default(), Rng::new(56)).with_utp(true);
+    let (mut f, rc, _) = to_rendezvous_with(ih, f, public(1), public(2));
+    let t = Timestamp::from_millis;
+    let mut b = Vec::new();
+    for a in [
+        SocketAddr::from(([127, 0, 0, 1], 6881)),
+        SocketAddr::from(([10, 1, 2, 3], 6881)),
+        SocketAddr::from(([192, 168, 1, 1], 6881)),
+        SocketAddr::from(([169, 254, 0, 1], 6881)),
+        "[::1]:6881".parse().unwrap(),
+    ] {
+        b.extend(to_us(HolepunchKind::Connect, a, 0));
+    }
+    f.handle_data(t(3010), rc, &b);
+    let o = drain(&mut f);
+    assert!(
+        o.utp.is_empty() && o.tcp.is_empty(),
+        "nothing dialled: {:?} {:?}",
+        o.utp,
+        o.tcp
+    );
+    assert_eq!(f.stats().holepunch.connects_unsolicited, 5);
+    // The target we asked about is still dialled on its own `connect`.
+    f.handle_data(t(3020), rc, &to_us(HolepunchKind::Connect, public(2), 0));
+    let o = drain(&mut f);
+    assert_eq!(
+        o.utp.iter().map(|x| x.1).collect::<Vec<_>>(),
+        vec![public(2)]
     );
 }
 
