@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The two libtorrent 2.1 peers of the BEP 55 interop test (issue 15 class (c),
-tests/tests/interop.rs `holepunch_through_a_libtorrent_relay`).
+tests/tests/interop.rs `holepunch_through_a_libtorrent_relay_{mio,tokio}`).
 
 --role relay: a public session (DHT on) in the torrent's swarm, built without libtorrent's default plugins, so it has no ut_metadata (it cannot hand
 out the info dict itself) and gets only ut_pex back (add_extension): it tells its

@@ -1301,12 +1301,23 @@ fn holepunch_peer(
 /// ours as a duplicate, so the stream that carries the metadata is the
 /// target's crossed SYN, which the uTP manager takes as our attempt's stream
 /// (`UtpFault::SynCrossed`), spoken in clear (as libtorrent's outgoing side).
+/// Run once per runtime: the logic is core's, the runtime only does the IO.
 #[test]
-fn holepunch_through_a_libtorrent_relay() {
+fn holepunch_through_a_libtorrent_relay_mio() {
+    holepunch_through_a_libtorrent_relay("mio")
+}
+
+/// [`holepunch_through_a_libtorrent_relay_mio`] with `--runtime tokio`.
+#[test]
+fn holepunch_through_a_libtorrent_relay_tokio() {
+    holepunch_through_a_libtorrent_relay("tokio")
+}
+
+fn holepunch_through_a_libtorrent_relay(runtime: &str) {
     let _one = one_swarm_at_a_time();
     support::magnetar_bin();
     let relay_ip = "10.77.0.5";
-    let mut world = NatWorld::new("hp", &[5]);
+    let mut world = NatWorld::new(&format!("hp-{runtime}"), &[5]);
     let a = world.add_home(&[10]);
     let b = world.add_home(&[10]);
     let crawler_ip = format!("{}10", world.homes[a].lan_prefix);
@@ -1342,21 +1353,31 @@ fn holepunch_through_a_libtorrent_relay() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
     let mut cmd = world.homes[a].lan.command(support::magnetar_bin());
-    cmd.args(["--log-format", "json", "crawl", "--runtime", "mio", "--db"])
-        .arg(&db)
-        .args([
-            "--bind",
-            &format!("{crawler_ip}:6881"),
-            "--bootstrap",
-            &relay_addr,
-        ])
-        .args(["--allow-private", "--duration", "90"])
-        .env(
-            "RUST_LOG",
-            "info,magnetar::timeline=debug,magnetar_core::fetch=debug",
-        )
-        .stdin(Stdio::null());
-    let mut crawler = Proc::spawn("magnetar crawl (behind a NAT)", cmd);
+    cmd.args([
+        "--log-format",
+        "json",
+        "crawl",
+        "--runtime",
+        runtime,
+        "--db",
+    ])
+    .arg(&db)
+    .args([
+        "--bind",
+        &format!("{crawler_ip}:6881"),
+        "--bootstrap",
+        &relay_addr,
+    ])
+    .args(["--allow-private", "--duration", "90"])
+    .env(
+        "RUST_LOG",
+        "info,magnetar::timeline=debug,magnetar_core::fetch=debug",
+    )
+    .stdin(Stdio::null());
+    let mut crawler = Proc::spawn(
+        &format!("magnetar crawl --runtime {runtime} (behind a NAT)"),
+        cmd,
+    );
     let end = Instant::now() + Duration::from_secs(75);
     let fetched = |log: &str| {
         timelines_from_log(log)
@@ -1370,9 +1391,21 @@ fn holepunch_through_a_libtorrent_relay() {
     let status = crawler.terminate(Duration::from_secs(20));
     let log = crawler.log();
     if let Some(d) = std::env::var_os("MAGNETAR_INTEROP_LOG_DIR") {
-        std::fs::write(Path::new(&d).join("crawler-holepunch.jsonl"), &log).unwrap();
-        std::fs::write(Path::new(&d).join("relay-holepunch.log"), relay.log()).unwrap();
-        std::fs::write(Path::new(&d).join("target-holepunch.log"), target.log()).unwrap();
+        std::fs::write(
+            Path::new(&d).join(format!("crawler-holepunch-{runtime}.jsonl")),
+            &log,
+        )
+        .unwrap();
+        std::fs::write(
+            Path::new(&d).join(format!("relay-holepunch-{runtime}.log")),
+            relay.log(),
+        )
+        .unwrap();
+        std::fs::write(
+            Path::new(&d).join(format!("target-holepunch-{runtime}.log")),
+            target.log(),
+        )
+        .unwrap();
     }
     let hp_lines: Vec<String> = log
         .lines()
@@ -1388,7 +1421,7 @@ fn holepunch_through_a_libtorrent_relay() {
         .cloned()
         .unwrap_or_default();
     eprintln!(
-        "INTEROP holepunch class (c): fetched {}; ok sessions {:?} over {:?}; holepunch log: {hp_lines:#?}; sessions: {:#?}",
+        "INTEROP holepunch class (c), --runtime {runtime}: fetched {}; ok sessions {:?} over {:?}; holepunch log: {hp_lines:#?}; sessions: {:#?}",
         l.fetched.is_some(),
         l.ok_peer,
         l.ok_transport,
@@ -1398,7 +1431,7 @@ fn holepunch_through_a_libtorrent_relay() {
     let m = export(&db).unwrap();
     assert!(
         m.contains_key(&ih),
-        "the torrent was not stored through the relay's holepunch; holepunch log {hp_lines:#?}\n\
+        "--runtime {runtime}: the torrent was not stored through the relay's holepunch; holepunch log {hp_lines:#?}\n\
          relay:\n{}\ntarget:\n{}\ncrawler:\n{}",
         relay.tail(40),
         target.tail(40),
