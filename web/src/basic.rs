@@ -1,9 +1,10 @@
 //! HTTP basic-auth credentials kept as argon2 password hashes (PHC strings), read
 //! from a file of `user:$argon2id$v=19$m=…,t=…,p=…$salt$hash` lines.
 //!
-//! Argon2 costs tens of milliseconds of CPU per check, so a check is bounded three
-//! ways: a successful (user, password) pair is remembered (as a keyed SHA-256
-//! digest, in a small bounded map) and later requests skip argon2; at most
+//! Argon2 is slow and memory-hard by design (19 MiB, two passes by default), so a
+//! check is bounded three ways: a successful (user, password) pair is remembered
+//! (as a keyed SHA-256 digest, in a small bounded map) and later requests skip
+//! argon2; at most
 //! [`MAX_VERIFYING`] checks run at once on the blocking pool; and at most
 //! [`MAX_WAITING`] requests wait for one, the rest are answered 503 at once and
 //! counted. A flood of wrong passwords thus costs at most `MAX_VERIFYING` cores.
