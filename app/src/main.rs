@@ -251,6 +251,8 @@ enum Cmd {
         http: HttpArgs,
         #[command(flatten)]
         db: DbArg,
+        #[command(subcommand)]
+        cmd: Option<ServeCmd>,
     },
     /// Database totals, per-session yield, failure reasons and top clients.
     Stats {
@@ -284,10 +286,30 @@ struct HttpArgs {
         hide_env_values = true
     )]
     token: Option<String>,
+    /// HTTP basic-auth credentials: a file of `USER:PHC-HASH` lines (argon2 hashes,
+    /// made by `magnetar serve hash-password USER`); like a token, they let the
+    /// server listen on any address.
+    #[arg(long, value_name = "PATH", env = "MAGNETAR_SERVE_BASIC_AUTH_FILE")]
+    basic_auth_file: Option<PathBuf>,
     /// Serve a non-loopback address without a token (anyone who can reach it may
     /// read the index).
-    #[arg(long, env = "MAGNETAR_SERVE_NO_AUTH", conflicts_with = "token")]
+    #[arg(
+        long,
+        env = "MAGNETAR_SERVE_NO_AUTH",
+        conflicts_with_all = ["token", "basic_auth_file"]
+    )]
     no_auth: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum ServeCmd {
+    /// Print a `USER:HASH` line for --basic-auth-file: the password is read from
+    /// standard input (its first line) and hashed with argon2id (m=19456 KiB, t=2,
+    /// p=1, a random salt).
+    HashPassword {
+        /// The user name (no ':', no spaces).
+        user: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -496,8 +518,17 @@ struct CrawlArgs {
     )]
     http_token: Option<String>,
 
+    /// Basic-auth credentials of the `--http` server: a file of `USER:PHC-HASH`
+    /// lines (see `magnetar serve --basic-auth-file`).
+    #[arg(long, value_name = "PATH", env = "MAGNETAR_HTTP_BASIC_AUTH_FILE")]
+    http_basic_auth_file: Option<PathBuf>,
+
     /// Serve `--http` on a non-loopback address without a token.
-    #[arg(long, env = "MAGNETAR_HTTP_NO_AUTH", conflicts_with = "http_token")]
+    #[arg(
+        long,
+        env = "MAGNETAR_HTTP_NO_AUTH",
+        conflicts_with_all = ["http_token", "http_basic_auth_file"]
+    )]
     http_no_auth: bool,
 
     /// Stop after this many seconds (default: run until SIGINT/SIGTERM).
@@ -643,7 +674,15 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
             commands::import(&db.path()?, kind == ImportKind::Magnetico, &path)
         }
         Cmd::Stats { db } => commands::stats(&db.path()?),
-        Cmd::Serve { http, db } => cmd_serve(&http, &db.path()?),
+        Cmd::Serve {
+            cmd: Some(ServeCmd::HashPassword { user }),
+            ..
+        } => hash_password(&user),
+        Cmd::Serve {
+            http,
+            db,
+            cmd: None,
+        } => cmd_serve(&http, &db.path()?),
         Cmd::Db {
             cmd: DbCmd::Check { db },
         } => commands::check(&db.path()?),
@@ -669,10 +708,38 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
     }
 }
 
+/// `magnetar serve hash-password USER`: a credentials line, the password from stdin.
+fn hash_password(user: &str) -> Result<(), Fail> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Fail(format!("cannot read the password from stdin: {e}")))?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    let out = magnetar_web::basic::credential_line(user, password).map_err(Fail)?;
+    println!("{out}");
+    Ok(())
+}
+
+/// The credentials of `flag`'s file, if given (a malformed file refuses the start).
+fn load_credentials(
+    flag: &str,
+    path: Option<&std::path::Path>,
+) -> Result<Option<magnetar_web::Credentials>, Fail> {
+    path.map(|p| magnetar_web::Credentials::load(p).map_err(|e| Fail(format!("{flag}: {e}"))))
+        .transpose()
+}
+
 /// `magnetar serve`: the HTTP server over an existing database until SIGINT/SIGTERM.
 fn cmd_serve(h: &HttpArgs, db: &std::path::Path) -> Result<(), Fail> {
-    let access = magnetar_web::Access::decide(h.listen, h.token.as_deref(), h.no_auth)
-        .map_err(|e| Fail(format!("--listen: {}", e.message("--token", "--no-auth"))))?;
+    let users = load_credentials("--basic-auth-file", h.basic_auth_file.as_deref())?;
+    let access = magnetar_web::Access::decide_with(h.listen, h.token.as_deref(), users, h.no_auth)
+        .map_err(|e| {
+            Fail(format!(
+                "--listen: {}",
+                e.message_with("--token", Some("--basic-auth-file"), "--no-auth")
+            ))
+        })?;
     // No maintenance lock: a reader takes none, and serving beside a crawler is the
     // point. (Compaction, which swaps the file, refuses to run while a crawler holds
     // the lock; run it with the server stopped too.)
@@ -872,16 +939,28 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
         tracing::info!(%addr, "UDP socket bound");
     }
     let http_access = match a.http {
-        Some(addr) => Some(
-            magnetar_web::Access::decide(addr, a.http_token.as_deref(), a.http_no_auth).map_err(
-                |e| {
+        Some(addr) => {
+            let users =
+                load_credentials("--http-basic-auth-file", a.http_basic_auth_file.as_deref())?;
+            Some(
+                magnetar_web::Access::decide_with(
+                    addr,
+                    a.http_token.as_deref(),
+                    users,
+                    a.http_no_auth,
+                )
+                .map_err(|e| {
                     Fail(format!(
                         "--http: {}",
-                        e.message("--http-token", "--http-no-auth")
+                        e.message_with(
+                            "--http-token",
+                            Some("--http-basic-auth-file"),
+                            "--http-no-auth"
+                        )
                     ))
-                },
-            )?,
-        ),
+                })?,
+            )
+        }
         None => None,
     };
     let mut metrics = match a.metrics {

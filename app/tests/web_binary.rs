@@ -166,3 +166,113 @@ fn serve_refuses_a_public_address_without_a_token() {
         "{err}"
     );
 }
+
+/// `GET path` with an `Authorization` header: the status, or None.
+fn http_get_auth(addr: SocketAddr, path: &str, auth: &str) -> Option<u16> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: {auth}\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn b64(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut o = String::new();
+    for c in s.as_bytes().chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            o.push(if i <= c.len() {
+                T[((n >> (18 - 6 * i)) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    o
+}
+
+#[test]
+fn serve_with_a_hash_password_credentials_file() {
+    // `hash-password` reads the password on stdin and prints the line.
+    let mut hp = Command::new(BIN)
+        .args(["serve", "hash-password", "alice"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    hp.stdin
+        .take()
+        .unwrap()
+        .write_all(b"open sesame\n")
+        .unwrap();
+    let out = hp.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(line.starts_with("alice:$argon2id$"), "{line}");
+    let db = tempfile::tempdir().unwrap();
+    let dbs = db.path().to_str().unwrap();
+    magnetar_storage::Store::open(magnetar_storage::StoreOptions::new(db.path())).unwrap();
+    magnetar_storage::wait_closed(db.path());
+    // A malformed file is refused at start, with its line.
+    let bad = db.path().join("bad-users");
+    std::fs::write(&bad, format!("{line}bob:plaintext\n")).unwrap();
+    let (st, _, err) = run(&[
+        "serve",
+        "--db",
+        dbs,
+        "--listen",
+        "0.0.0.0:0",
+        "--basic-auth-file",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--basic-auth-file") && err.contains("line 2: not a PHC string"),
+        "{err}"
+    );
+    // The good file lets the server start and admits alice's password only.
+    let users = db.path().join("users");
+    std::fs::write(&users, &line).unwrap();
+    let listen = free_port();
+    let mut serve = Command::new(BIN)
+        .args(["serve", "--db", dbs, "--listen", &listen.to_string()])
+        .args(["--basic-auth-file", users.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let good = format!("Basic {}", b64("alice:open sesame"));
+    let up = wait_until(Duration::from_secs(30), || {
+        http_get_auth(listen, "/api/v1/stats", &good).is_some()
+    });
+    let status = http_get_auth(listen, "/api/v1/stats", &good);
+    let wrong = http_get_auth(
+        listen,
+        "/api/v1/stats",
+        &format!("Basic {}", b64("alice:x")),
+    );
+    let none = http_get(listen, "/api/v1/stats").map(|r| r.0);
+    let _ = serve.kill();
+    let out = serve.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(up, "serve never answered: {log}");
+    assert_eq!(status, Some(200), "{log}");
+    assert_eq!(wrong, Some(401), "{log}");
+    assert_eq!(none, Some(401), "{log}");
+}

@@ -13,7 +13,8 @@
 //!
 //! Access ([`Access`]): open on loopback; any other address needs a token (sent as
 //! `Authorization: Bearer`, as HTTP basic auth's password, or as Torznab's
-//! `apikey`) unless `--no-auth` is given.
+//! `apikey`) or basic-auth credentials kept as argon2 hashes ([`Credentials`],
+//! `--basic-auth-file`) unless `--no-auth` is given.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,11 +41,13 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 
 mod api;
+pub mod basic;
 mod feeds;
 pub mod index;
 mod pages;
 mod util;
 
+pub use basic::{AuthCounts, Credentials};
 pub use index::Index;
 
 /// The Content-Security-Policy of every answer: nothing but our own stylesheet and
@@ -62,6 +65,12 @@ pub enum Access {
     Open,
     /// Only requests carrying the token; kept as its SHA-256 digest.
     Token([u8; 32]),
+    /// Only requests with a user's basic-auth credentials (checked with argon2),
+    /// or carrying the token if one is given too.
+    Users {
+        token: Option<[u8; 32]>,
+        users: Arc<Credentials>,
+    },
 }
 
 impl std::fmt::Debug for Access {
@@ -69,6 +78,12 @@ impl std::fmt::Debug for Access {
         match self {
             Access::Open => f.write_str("Open"),
             Access::Token(_) => f.write_str("Token(…)"),
+            Access::Users { token, users } => write!(
+                f,
+                "Users({} users{})",
+                users.len(),
+                if token.is_some() { ", token" } else { "" }
+            ),
         }
     }
 }
@@ -78,19 +93,36 @@ impl std::fmt::Debug for Access {
 pub enum AccessError {
     /// The token is shorter than 16 characters.
     ShortToken,
-    /// A non-loopback address with neither a token nor an explicit no-auth.
+    /// A non-loopback address with neither a token, nor credentials, nor an
+    /// explicit no-auth.
     NeedsToken(SocketAddr),
 }
 
 impl AccessError {
     /// The message, naming the command's own flags.
     pub fn message(&self, token_flag: &str, no_auth_flag: &str) -> String {
+        self.message_with(token_flag, None, no_auth_flag)
+    }
+
+    /// The message, naming the command's own flags, the credentials file's too.
+    pub fn message_with(
+        &self,
+        token_flag: &str,
+        basic_flag: Option<&str>,
+        no_auth_flag: &str,
+    ) -> String {
         match self {
             AccessError::ShortToken => format!("{token_flag} must be at least 16 characters"),
-            AccessError::NeedsToken(a) => format!(
-                "{a} is not a loopback address: give {token_flag} (at least 16 characters), \
-                 or {no_auth_flag} to serve the index to anyone who can reach it"
-            ),
+            AccessError::NeedsToken(a) => {
+                let basic = basic_flag
+                    .map(|b| format!(", or {b} (USER:ARGON2-HASH lines)"))
+                    .unwrap_or_default();
+                format!(
+                    "{a} is not a loopback address: give {token_flag} (at least 16 \
+                     characters){basic}, or {no_auth_flag} to serve the index to anyone who \
+                     can reach it"
+                )
+            }
         }
     }
 }
@@ -103,24 +135,50 @@ impl Access {
         token: Option<&str>,
         no_auth: bool,
     ) -> Result<Access, AccessError> {
-        match token {
-            Some(t) if t.chars().count() < 16 => Err(AccessError::ShortToken),
-            Some(t) => Ok(Access::Token(digest(t))),
-            None if no_auth || listen.ip().is_loopback() => Ok(Access::Open),
-            None => Err(AccessError::NeedsToken(listen)),
+        Access::decide_with(listen, token, None, no_auth)
+    }
+
+    /// [`Access::decide`] with basic-auth credentials too: credentials satisfy the
+    /// non-loopback rule as a token does (and guard loopback too when given).
+    pub fn decide_with(
+        listen: SocketAddr,
+        token: Option<&str>,
+        users: Option<Credentials>,
+        no_auth: bool,
+    ) -> Result<Access, AccessError> {
+        let token = match token {
+            Some(t) if t.chars().count() < 16 => return Err(AccessError::ShortToken),
+            Some(t) => Some(digest(t)),
+            None => None,
+        };
+        match (token, users) {
+            (token, Some(users)) => Ok(Access::Users {
+                token,
+                users: Arc::new(users),
+            }),
+            (Some(t), None) => Ok(Access::Token(t)),
+            (None, None) if no_auth || listen.ip().is_loopback() => Ok(Access::Open),
+            (None, None) => Err(AccessError::NeedsToken(listen)),
         }
     }
 
-    /// Whether `presented` is the token (constant-time on the digests).
-    fn accepts(&self, presented: Option<&str>) -> bool {
+    /// The credentials' counters, if there are credentials.
+    pub fn auth_counts(&self) -> Option<AuthCounts> {
         match self {
-            Access::Open => true,
-            Access::Token(want) => presented.is_some_and(|p| {
-                let got = digest(p);
-                got.iter().zip(want).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-            }),
+            Access::Users { users, .. } => Some(users.counts()),
+            _ => None,
         }
     }
+}
+
+/// Whether `presented` is the token (constant-time on the digests).
+fn token_matches(want: &[u8; 32], presented: Option<&str>) -> bool {
+    presented.is_some_and(|p| ct_eq(&digest(p), want))
+}
+
+/// Equality of two digests without an early exit.
+pub(crate) fn ct_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn digest(s: &str) -> [u8; 32] {
@@ -255,18 +313,64 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    if !matches!(st.access, Access::Open) && req.uri().path() != "/static/style.css" {
-        let presented = presented_token(&req);
-        if !st.access.accepts(presented.as_deref()) {
-            let mut r = util::error(StatusCode::UNAUTHORIZED, "a valid access token is needed");
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Basic realm=\"magnetar\", charset=\"UTF-8\""),
-            );
-            return r;
+    if req.uri().path() == "/static/style.css" {
+        return next.run(req).await;
+    }
+    match &st.access {
+        Access::Open => {}
+        Access::Token(want) => {
+            if !token_matches(want, presented_token(&req).as_deref()) {
+                return unauthorized("a valid access token is needed");
+            }
+        }
+        Access::Users { token, users } => {
+            let by_token = token
+                .as_ref()
+                .is_some_and(|t| token_matches(t, presented_token(&req).as_deref()));
+            if !by_token {
+                let Some((user, password)) = presented_basic(&req) else {
+                    users.count_rejected();
+                    return unauthorized("valid credentials are needed");
+                };
+                match users.check(&user, &password).await {
+                    basic::Verdict::Accepted => {}
+                    basic::Verdict::Rejected => {
+                        return unauthorized("valid credentials are needed");
+                    }
+                    basic::Verdict::Busy => {
+                        let mut r = util::error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "too many password checks at once; try again",
+                        );
+                        r.headers_mut()
+                            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                        return r;
+                    }
+                }
+            }
         }
     }
     next.run(req).await
+}
+
+/// 401 with the basic-auth challenge.
+fn unauthorized(msg: &str) -> Response {
+    let mut r = util::error(StatusCode::UNAUTHORIZED, msg);
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"magnetar\", charset=\"UTF-8\""),
+    );
+    r
+}
+
+/// The basic-auth user and password a request carries.
+fn presented_basic(req: &Request) -> Option<(String, String)> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let b = v.strip_prefix("Basic ")?;
+    let raw = util::base64_decode(b.trim())?;
+    let s = String::from_utf8(raw).ok()?;
+    s.split_once(':')
+        .map(|(u, p)| (u.to_string(), p.to_string()))
 }
 
 /// The token a request carries: `Authorization: Bearer T`, basic auth with

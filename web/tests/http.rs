@@ -741,3 +741,163 @@ fn b64(s: &str) -> String {
     }
     o
 }
+
+/// A server guarded by a credentials file of one user, `alice`, made by the same
+/// function `magnetar serve hash-password` prints with.
+fn users_server(password: &str) -> (Fixture, Server, Access) {
+    let f = fixture();
+    let line = magnetar_web::basic::credential_line("alice", password).unwrap();
+    assert!(line.starts_with("alice:$argon2id$v=19$"), "{line}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("users");
+    std::fs::write(&path, format!("# magnetar users\n\n{line}\n")).unwrap();
+    let users = magnetar_web::Credentials::load(&path).unwrap();
+    // Credentials satisfy the non-loopback rule as a token does.
+    let access =
+        Access::decide_with("0.0.0.0:8080".parse().unwrap(), None, Some(users), false).unwrap();
+    let s = start(f.store.clone(), access.clone(), test_limits());
+    (f, s, access)
+}
+
+fn basic(user: &str, password: &str) -> String {
+    format!("Basic {}", b64(&format!("{user}:{password}")))
+}
+
+#[test]
+fn basic_auth_credentials_are_checked_with_argon2_over_http() {
+    let pw = "correct horse battery staple";
+    let (_f, s, access) = users_server(pw);
+    let counts = || access.auth_counts().unwrap();
+    // Nothing presented: 401 with the challenge, no argon2 run.
+    let r = get(s.addr, "/api/v1/stats");
+    assert_eq!(r.status, 401);
+    assert!(r.header("www-authenticate").unwrap().starts_with("Basic"));
+    assert_eq!(counts().argon2_runs, 0);
+    assert_eq!(get(s.addr, "/static/style.css").status, 200);
+    // The right password.
+    let good = basic("alice", pw);
+    let r = request(s.addr, "GET", "/api/v1/stats", &[("Authorization", &good)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(counts().argon2_runs, 1);
+    // Again: from the cache, without argon2.
+    let r = request(
+        s.addr,
+        "GET",
+        "/search?q=ubuntu",
+        &[("Authorization", &good)],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(counts().argon2_runs, 1);
+    assert_eq!(counts().cache_hits, 1);
+    // A wrong password, an unknown user, the password as a bearer token: 401.
+    for auth in [
+        basic("alice", "correct horse battery stapler"),
+        basic("bob", pw),
+        format!("Bearer {pw}"),
+    ] {
+        let r = request(s.addr, "GET", "/api/v1/stats", &[("Authorization", &auth)]);
+        assert_eq!(r.status, 401, "{auth}");
+        assert!(
+            r.header("www-authenticate").unwrap().starts_with("Basic"),
+            "{auth}"
+        );
+    }
+    let c = counts();
+    assert_eq!(
+        c,
+        magnetar_web::AuthCounts {
+            accepted: 2,
+            cache_hits: 1,
+            // The right password once, the wrong one, and the unknown user (checked
+            // against a hash all the same).
+            argon2_runs: 3,
+            // No credentials, wrong password, unknown user, bearer.
+            rejected: 4,
+            busy: 0,
+        }
+    );
+}
+
+#[test]
+fn basic_auth_and_a_token_together_each_open_the_server() {
+    let f = fixture();
+    let line = magnetar_web::basic::credential_line("alice", "pw-of-alice").unwrap();
+    let users = magnetar_web::Credentials::parse(&line).unwrap();
+    let token = "0123456789abcdef-secret";
+    let access = Access::decide_with(
+        "0.0.0.0:8080".parse().unwrap(),
+        Some(token),
+        Some(users),
+        false,
+    )
+    .unwrap();
+    let s = start(f.store.clone(), access, test_limits());
+    let bearer = format!("Bearer {token}");
+    for auth in [basic("alice", "pw-of-alice"), bearer, basic("x", token)] {
+        let r = request(s.addr, "GET", "/api/v1/stats", &[("Authorization", &auth)]);
+        assert_eq!(r.status, 200, "{auth}");
+    }
+    assert_eq!(
+        get(s.addr, &format!("/api/v1/stats?apikey={token}")).status,
+        200
+    );
+    let r = request(
+        s.addr,
+        "GET",
+        "/api/v1/stats",
+        &[("Authorization", &basic("alice", "nope"))],
+    );
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn a_malformed_credentials_file_is_refused_with_its_line() {
+    let good = magnetar_web::basic::credential_line("alice", "pw").unwrap();
+    let phc = good.split_once(':').unwrap().1;
+    let cases = [
+        (format!("{good}\nbob\n"), "line 2: expected USER:PHC-HASH"),
+        (format!("# c\n\nbob:{phc}x$\n"), "line 3: not a PHC string"),
+        (
+            "carol:$2b$12$R9h/cIPz0gi.URNNX3kh2OPST9/PgBkqquzi.Ss7KIUgO2t0jWMUW\n".into(),
+            "line 1: not a PHC string",
+        ),
+        (
+            "dave:$scrypt$ln=16,r=8,p=1$aM15713r3Xsvxbi31lqr1Q$nFNh2CVHVjNldFVKDHDlm4CbdRSCdEBsjjJxD+iCs5E\n".into(),
+            "line 1: the hash is scrypt, not argon2id",
+        ),
+        (format!("{good}\n{good}\n"), "line 2: user \"alice\" is given twice"),
+        (format!(":{phc}\n"), "line 1: the user name is empty"),
+        (format!("al ice:{phc}\n"), "line 1: the user name contains a space"),
+        (
+            format!("alice:{}\n", phc.replace("m=19456", "m=1")),
+            "line 1: bad argon2 parameters",
+        ),
+        ("# nobody\n\n".into(), "no USER:PHC-HASH line"),
+    ];
+    for (text, want) in cases {
+        let e = magnetar_web::Credentials::parse(&text).unwrap_err();
+        assert!(e.starts_with(want), "{text:?}: {e}");
+    }
+    let e =
+        magnetar_web::Credentials::load(std::path::Path::new("/nonexistent/users")).unwrap_err();
+    assert!(e.starts_with("/nonexistent/users: cannot read"), "{e}");
+    // The refusal names the credentials flag beside the token's.
+    let any: std::net::SocketAddr = "0.0.0.0:8080".parse().unwrap();
+    let e = Access::decide_with(any, None, None, false).unwrap_err();
+    let m = e.message_with("--token", Some("--basic-auth-file"), "--no-auth");
+    assert!(m.contains("--basic-auth-file"), "{m}");
+}
+
+#[test]
+fn hash_password_output_verifies_only_its_password() {
+    let line = magnetar_web::basic::credential_line("alice", "s3cret:with colon").unwrap();
+    let (user, phc) = line.split_once(':').unwrap();
+    assert_eq!(user, "alice");
+    assert!(magnetar_web::basic::verify("s3cret:with colon", phc));
+    assert!(!magnetar_web::basic::verify("s3cret:with colo", phc));
+    // Two lines for one password differ (random salts).
+    let again = magnetar_web::basic::credential_line("alice", "s3cret:with colon").unwrap();
+    assert_ne!(line, again);
+    assert!(magnetar_web::basic::credential_line("a:b", "x").is_err());
+    assert!(magnetar_web::basic::credential_line("alice", "").is_err());
+}
