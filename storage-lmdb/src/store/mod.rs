@@ -10,6 +10,7 @@
 //!
 //! - `read`: point reads and listings (torrents, peers, nodes, sessions, requests,
 //!   totals).
+//! - `readonly`: [`Store::open_read_only`], which never waits for a writer.
 //! - `search`: the full-text search engine.
 //! - `prepare`: a batch's CPU work before its transaction (write order, tokens,
 //!   [`PreparedBatch`]).
@@ -37,6 +38,7 @@ mod maintenance;
 mod migrate;
 mod prepare;
 mod read;
+mod readonly;
 mod search;
 #[cfg(test)]
 mod tests;
