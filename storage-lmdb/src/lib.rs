@@ -129,6 +129,7 @@
 mod codec;
 mod error;
 mod export;
+pub mod fmt;
 mod lock;
 #[cfg(feature = "magnetico")]
 mod magnetico;
