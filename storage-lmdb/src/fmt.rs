@@ -133,10 +133,7 @@ mod tests {
         for day in 0u64..48_000 {
             let secs = day * 86_400 + 3_661;
             let c = civil(secs);
-            assert_eq!(
-                days_from_civil(c.year, c.month, c.day),
-                day as i64
-            );
+            assert_eq!(days_from_civil(c.year, c.month, c.day), day as i64);
         }
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2026, 11, 1), 1_793_491_200 / 86_400);

@@ -20,7 +20,9 @@ fn a_reader_opens_and_reads_while_another_process_holds_the_write_transaction() 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let mut synth = Synth::new(7);
-    let inputs: Vec<_> = (0..50).map(|i| synth.torrent(1_700_000_000 + i, true)).collect();
+    let inputs: Vec<_> = (0..50)
+        .map(|i| synth.torrent(1_700_000_000 + i, true))
+        .collect();
     {
         let store = Store::open(StoreOptions::new(&path)).unwrap();
         let ops: Vec<Op> = inputs

@@ -28,6 +28,20 @@ pub const MAX_WAITING: usize = 8;
 /// Successful (user, password) pairs remembered; the oldest is forgotten first.
 pub const CACHE_ENTRIES: usize = 64;
 
+/// The costliest argon2 parameters a credentials line may ask for, checked at load
+/// (the PHC line sets them, and every check runs with them): memory `m` in KiB
+/// (256 MiB; each of the [`MAX_VERIFYING`] checks holds that much), passes `t`,
+/// lanes `p`, and memory × passes (1 GiB·pass, about a second of one core). RFC 9106's
+/// second recommendation (m = 64 MiB, t = 3, p = 4) and the crate's default that
+/// `hash-password` writes (m = 19 MiB, t = 2, p = 1) are well inside.
+pub const MAX_M_COST_KIB: u32 = 256 * 1024;
+/// See [`MAX_M_COST_KIB`].
+pub const MAX_T_COST: u32 = 16;
+/// See [`MAX_M_COST_KIB`].
+pub const MAX_P_COST: u32 = 16;
+/// See [`MAX_M_COST_KIB`]: `m · t` in KiB·passes.
+pub const MAX_WORK: u64 = 1024 * 1024;
+
 /// The users and their password hashes, with the check's bounds and counters.
 pub struct Credentials {
     /// (user, PHC string), in file order; the PHC strings parse (checked at load).
@@ -70,7 +84,11 @@ pub struct AuthCounts {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
     Accepted,
-    Rejected,
+    /// No such user (checked against a hash all the same: the answer takes as long).
+    UnknownUser,
+    /// A user's name with a wrong password.
+    WrongPassword,
+    /// Too many checks waiting already: refused at once.
     Busy,
 }
 
@@ -104,7 +122,19 @@ fn check_phc(phc: &str) -> Result<(), String> {
             h.algorithm
         )
     })?;
-    argon2::Params::try_from(&h).map_err(|e| format!("bad argon2 parameters: {e}"))?;
+    let p = argon2::Params::try_from(&h).map_err(|e| format!("bad argon2 parameters: {e}"))?;
+    let (m, t, par) = (p.m_cost(), p.t_cost(), p.p_cost());
+    if m > MAX_M_COST_KIB
+        || t > MAX_T_COST
+        || par > MAX_P_COST
+        || u64::from(m) * u64::from(t) > MAX_WORK
+    {
+        return Err(format!(
+            "argon2 cost m={m} KiB, t={t}, p={par} is past the bound (m ≤ {MAX_M_COST_KIB} KiB, \
+             t ≤ {MAX_T_COST}, p ≤ {MAX_P_COST}, m·t ≤ {MAX_WORK}): every login would cost that \
+             much memory and time; hash the password again with `magnetar serve hash-password`"
+        ));
+    }
     if h.salt.is_none() || h.hash.is_none() {
         return Err("the PHC string has no salt or no hash".into());
     }
@@ -251,13 +281,20 @@ impl Credentials {
         })
         .await
         .unwrap_or(false);
-        if ok && known.is_some() {
-            self.remember(d);
-            self.counters.accepted.fetch_add(1, Ordering::Relaxed);
-            Verdict::Accepted
-        } else {
-            self.counters.rejected.fetch_add(1, Ordering::Relaxed);
-            Verdict::Rejected
+        match (ok, known.is_some()) {
+            (true, true) => {
+                self.remember(d);
+                self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                Verdict::Accepted
+            }
+            (_, false) => {
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                Verdict::UnknownUser
+            }
+            (false, true) => {
+                self.counters.rejected.fetch_add(1, Ordering::Relaxed);
+                Verdict::WrongPassword
+            }
         }
     }
 }
@@ -324,6 +361,36 @@ mod tests {
             let n = c.counts();
             assert_eq!((n.argon2_runs, n.cache_hits, n.busy), (1, 1, 3));
         });
+    }
+
+    #[test]
+    fn a_line_past_the_cost_bound_is_refused_at_load_with_its_line_number() {
+        let good = credential_line("alice", "pw").unwrap();
+        let phc = good.split_once(':').unwrap().1;
+        assert!(phc.contains("$m=19456,t=2,p=1$"), "{phc}");
+        let with = |params: &str| phc.replace("m=19456,t=2,p=1", params);
+        // At the bounds: accepted (the parameters only; no check runs at load).
+        for ok in ["m=262144,t=4,p=16", "m=65536,t=16,p=4", "m=8,t=1,p=1"] {
+            let text = format!("# users\nalice:{}\n", with(ok));
+            assert!(Credentials::parse(&text).is_ok(), "{ok}");
+        }
+        for (bad, what) in [
+            ("m=262145,t=1,p=1", "m=262145 KiB"),
+            ("m=4194304,t=1,p=1", "m=4194304 KiB"),
+            ("m=19456,t=17,p=1", "t=17"),
+            ("m=19456,t=4294967295,p=1", "t=4294967295"),
+            ("m=19456,t=2,p=17", "p=17"),
+            ("m=131072,t=9,p=1", "m=131072 KiB, t=9"),
+        ] {
+            let text = format!("{good}\n\nbob:{}\n", with(bad));
+            let e = Credentials::parse(&text).unwrap_err();
+            assert!(
+                e.starts_with("line 3: argon2 cost ")
+                    && e.contains(what)
+                    && e.contains("past the bound"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]
