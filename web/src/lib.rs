@@ -225,11 +225,64 @@ pub struct Config {
     pub metrics: Option<Arc<Mutex<String>>>,
 }
 
+/// Why a request was refused by the access check: a fixed set, the label values
+/// of `magnetar_http_auth_refused_total{reason}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// No token and no credentials (or a malformed `Authorization` header): 401.
+    Missing,
+    /// A token (Bearer, basic auth's password, Torznab's `apikey`) that is not it: 401.
+    WrongToken,
+    /// Basic-auth credentials of a user the credentials file does not name: 401.
+    UnknownUser,
+    /// A known user with a wrong password: 401.
+    BadPassword,
+    /// The password-check queue was full: 503 at once.
+    Busy,
+}
+
+impl Refusal {
+    /// Every reason, in the order of their counters.
+    pub const ALL: [Refusal; 5] = [
+        Refusal::Missing,
+        Refusal::WrongToken,
+        Refusal::UnknownUser,
+        Refusal::BadPassword,
+        Refusal::Busy,
+    ];
+
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::Missing => "missing",
+            Refusal::WrongToken => "wrong_token",
+            Refusal::UnknownUser => "unknown_user",
+            Refusal::BadPassword => "bad_password",
+            Refusal::Busy => "busy",
+        }
+    }
+}
+
 /// Counters of the server itself.
 #[derive(Debug, Default)]
 pub struct ServerCounters {
+    /// Connections accepted.
     pub connections: AtomicU64,
+    /// Connections closed at once: [`Limits::max_connections`] were open.
     pub refused_connections: AtomicU64,
+    /// Requests refused by the access check, by [`Refusal`] (in `Refusal::ALL` order).
+    auth_refused: [AtomicU64; 5],
+}
+
+impl ServerCounters {
+    /// Requests refused for `why` so far.
+    pub fn refused(&self, why: Refusal) -> u64 {
+        self.auth_refused[why as usize].load(Ordering::Relaxed)
+    }
+
+    fn count_refused(&self, why: Refusal) {
+        self.auth_refused[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Clone)]
@@ -237,14 +290,21 @@ pub(crate) struct AppState {
     pub index: Index,
     pub access: Access,
     pub metrics: Option<Arc<Mutex<String>>>,
+    pub counters: Arc<ServerCounters>,
 }
 
 /// The router with every route and layer (without the connection handling).
 pub fn router(store: Store, cfg: &Config) -> Router {
+    router_counting(store, cfg, Arc::default())
+}
+
+/// [`router`], counting refusals in `counters`.
+pub fn router_counting(store: Store, cfg: &Config, counters: Arc<ServerCounters>) -> Router {
     let state = AppState {
         index: Index::new(store),
         access: cfg.access.clone(),
         metrics: cfg.metrics.clone(),
+        counters,
     };
     let routes = Router::new()
         .route("/", get(pages::home))
@@ -316,11 +376,34 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
     if req.uri().path() == "/static/style.css" {
         return next.run(req).await;
     }
+    let refuse = |why: Refusal| {
+        st.counters.count_refused(why);
+        match why {
+            Refusal::Busy => {
+                let mut r = util::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many password checks at once; try again",
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
+            Refusal::Missing | Refusal::WrongToken if matches!(st.access, Access::Token(_)) => {
+                unauthorized("a valid access token is needed")
+            }
+            _ => unauthorized("valid credentials are needed"),
+        }
+    };
+    // No token at all, or one that is not it.
+    let token_refusal = |req: &Request| match presented_token(req) {
+        Some(_) => Refusal::WrongToken,
+        None => Refusal::Missing,
+    };
     match &st.access {
         Access::Open => {}
         Access::Token(want) => {
             if !token_matches(want, presented_token(&req).as_deref()) {
-                return unauthorized("a valid access token is needed");
+                return refuse(token_refusal(&req));
             }
         }
         Access::Users { token, users } => {
@@ -330,22 +413,13 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
             if !by_token {
                 let Some((user, password)) = presented_basic(&req) else {
                     users.count_rejected();
-                    return unauthorized("valid credentials are needed");
+                    return refuse(token_refusal(&req));
                 };
                 match users.check(&user, &password).await {
                     basic::Verdict::Accepted => {}
-                    basic::Verdict::Rejected => {
-                        return unauthorized("valid credentials are needed");
-                    }
-                    basic::Verdict::Busy => {
-                        let mut r = util::error(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "too many password checks at once; try again",
-                        );
-                        r.headers_mut()
-                            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-                        return r;
-                    }
+                    basic::Verdict::UnknownUser => return refuse(Refusal::UnknownUser),
+                    basic::Verdict::WrongPassword => return refuse(Refusal::BadPassword),
+                    basic::Verdict::Busy => return refuse(Refusal::Busy),
                 }
             }
         }
@@ -435,7 +509,7 @@ pub async fn serve(
     counters: Arc<ServerCounters>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let app = router(store, &cfg);
+    let app = router_counting(store, &cfg, counters.clone());
     let limits = cfg.limits.clone();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
@@ -479,6 +553,8 @@ pub async fn serve(
 /// --http`, beside a crawler that is not a tokio program). Stops when dropped.
 pub struct Background {
     pub local_addr: SocketAddr,
+    /// The server's counters (connections, refusals), for the crawler's `/metrics`.
+    pub counters: Arc<ServerCounters>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -506,13 +582,15 @@ pub fn spawn(addr: SocketAddr, store: Store, cfg: Config) -> std::io::Result<Bac
     std_listener.set_nonblocking(true)?;
     let local_addr = std_listener.local_addr()?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let counters = Arc::new(ServerCounters::default());
+    let served = counters.clone();
     let thread = std::thread::Builder::new()
         .name("magnetar-http".into())
         .spawn(move || {
             rt.block_on(async move {
                 match TcpListener::from_std(std_listener) {
                     Ok(l) => {
-                        serve(l, store, cfg, Arc::default(), async {
+                        serve(l, store, cfg, served, async {
                             let _ = stopped.await;
                         })
                         .await
@@ -524,6 +602,7 @@ pub fn spawn(addr: SocketAddr, store: Store, cfg: Config) -> std::io::Result<Bac
         })?;
     Ok(Background {
         local_addr,
+        counters,
         stop: Some(stop),
         thread: Some(thread),
     })
