@@ -55,15 +55,30 @@ pub fn lock_db(path: &Path, role: &str) -> Result<DbLock, Fail> {
     DbLock::acquire(path, role).map_err(|e| Fail(e.to_string()))
 }
 
-/// Opens an existing database (never creates one).
+/// Opens an existing database to write it (never creates one; upgrades an older
+/// schema).
 pub fn open_existing(path: &Path) -> Result<Store, Fail> {
     if !path.join("data.mdb").is_file() {
-        return Err(Fail(format!(
-            "no magnetar database at {} (run `magnetar crawl` first, or pass --db PATH)",
-            path.display()
-        )));
+        return Err(no_database(path));
     }
     Store::open(StoreOptions::new(path)).map_err(db_err(path))
+}
+
+/// Opens an existing database for reading only (search, show, recent, stats,
+/// export, serve): never creates one, and never waits for a crawler's commit in
+/// progress (`Store::open_read_only` takes no write transaction).
+pub fn open_read_only(path: &Path) -> Result<Store, Fail> {
+    if !path.join("data.mdb").is_file() {
+        return Err(no_database(path));
+    }
+    Store::open_read_only(StoreOptions::new(path)).map_err(db_err(path))
+}
+
+fn no_database(path: &Path) -> Fail {
+    Fail(format!(
+        "no magnetar database at {} (run `magnetar crawl` first, or pass --db PATH)",
+        path.display()
+    ))
 }
 
 /// Opens the database, creating its directory when missing.
@@ -89,43 +104,8 @@ pub fn open_or_create_with(
     Store::open(opts).map_err(db_err(path))
 }
 
-/// A size in binary units (`1.5 GiB`).
-pub fn human_size(n: u64) -> String {
-    const U: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < U.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
-
-/// `YYYY-MM-DD HH:MM:SS` UTC for Unix seconds.
-pub fn utc(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
+// Sizes, ages and UTC dates are shared with the web server: `magnetar_storage::fmt`.
+pub use magnetar_storage::fmt::{age, human_size, utc};
 
 fn json_record(r: &TorrentRecord, now: u64) -> serde_json::Value {
     serde_json::json!({
@@ -150,16 +130,6 @@ fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-/// A short age: `45s`, `12m`, `5h`, `3d`.
-pub fn age(secs: u64) -> String {
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m", s / 60),
-        s if s < 86_400 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
-    }
 }
 
 /// Seeders/leechers with the age of the measurement, `S 12 L 3 (2h)`; `?` for
@@ -267,7 +237,7 @@ pub fn search(db: &Path, a: &SearchArgs) -> Result<(), Fail> {
             attributes: Vec::new(),
         });
     }
-    let store = open_existing(db)?;
+    let store = open_read_only(db)?;
     let res = store.query(&q).map_err(|e| match e {
         StoreError::InvalidQuery(_) | StoreError::Unsupported(_) => Fail(e.to_string()),
         e => db_err(db)(e),
@@ -374,7 +344,7 @@ pub fn show(db: &Path, reference: &str) -> Result<(), Fail> {
     if let Err(e) = parse_torrent_ref(reference) {
         return Err(Fail(e.to_string()));
     }
-    let store = open_existing(db)?;
+    let store = open_read_only(db)?;
     let ih = resolve(&store, db, reference)?;
     let Some(t) = store.get(&ih).map_err(db_err(db))? else {
         return Err(Fail(format!("{} is not in the database", to_hex(&ih))));
@@ -447,7 +417,7 @@ pub fn show(db: &Path, reference: &str) -> Result<(), Fail> {
 }
 
 pub fn recent(db: &Path, n: usize, json: bool) -> Result<(), Fail> {
-    let store = open_existing(db)?;
+    let store = open_read_only(db)?;
     let rs = store.recent(n).map_err(db_err(db))?;
     let mut o = std::io::stdout().lock();
     if json {
@@ -535,13 +505,7 @@ fn parse_utc(s: &str) -> Option<u64> {
             h * 3600 + mi * 60 + se
         }
     };
-    // Days from 1970-01-01 to y-m-day (proleptic Gregorian; Howard Hinnant's method).
-    let (yy, mm) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let doy = (153 * mm + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
+    let days = magnetar_storage::fmt::days_from_civil(y, m as u32, day as u32);
     u64::try_from(days * 86_400 + secs).ok()
 }
 
@@ -558,7 +522,7 @@ pub fn export(
                 "--format torrent needs --out DIR (the directory for the .torrent files)".into(),
             ));
         };
-        let store = open_existing(db)?;
+        let store = open_read_only(db)?;
         std::fs::create_dir_all(&dir)
             .map_err(|e| Fail(format!("{}: cannot create: {e}", dir.display())))?;
         let rep = store
@@ -573,7 +537,7 @@ pub fn export(
         );
         return Ok(());
     }
-    let store = open_existing(db)?;
+    let store = open_read_only(db)?;
     let rep = match out {
         Some(path) => {
             // Written to a temporary name and renamed when complete: no partial file.
@@ -642,7 +606,7 @@ pub fn import(db: &Path, magnetico: bool, path: &Path) -> Result<(), Fail> {
 }
 
 pub fn stats(db: &Path) -> Result<(), Fail> {
-    let store = open_existing(db)?;
+    let store = open_read_only(db)?;
     let s = store.stats().map_err(db_err(db))?;
     let mut o = std::io::stdout().lock();
     out!(

@@ -146,67 +146,31 @@ pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(s).ok()
 }
 
-/// `1.5 GiB`.
-pub fn human_size(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+// Sizes, ages and UTC dates are shared with the CLI: `magnetar_storage::fmt`.
+pub use magnetar_storage::fmt::{age, human_size};
 
 /// `2026-12-07 11:38` (UTC).
 pub fn utc(secs: u64) -> String {
-    let (y, m, d, hh, mm, _) = civil(secs);
-    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02}")
+    magnetar_storage::fmt::utc_minutes(secs)
 }
 
 /// RFC 2822 date for RSS and Torznab: `Mon, 07 Dec 2026 11:38:50 +0000`.
 pub fn rfc2822(secs: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let (y, m, d, hh, mm, ss) = civil(secs);
+    let c = magnetar_storage::fmt::civil(secs);
     format!(
-        "{}, {d:02} {} {y:04} {hh:02}:{mm:02}:{ss:02} +0000",
-        DAYS[((secs / 86_400) % 7) as usize],
-        MONTHS[(m as usize).clamp(1, 12) - 1]
+        "{}, {:02} {} {:04} {:02}:{:02}:{:02} +0000",
+        DAYS[c.weekday as usize % 7],
+        c.day,
+        MONTHS[(c.month as usize).clamp(1, 12) - 1],
+        c.year,
+        c.hour,
+        c.minute,
+        c.second
     )
-}
-
-/// (year, month, day, hour, minute, second) of Unix seconds (UTC).
-fn civil(secs: u64) -> (i64, u32, u32, u64, u64, u64) {
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d, rem / 3600, rem / 60 % 60, rem % 60)
-}
-
-/// `12s`, `5m`, `3h`, `2d`.
-pub fn age(secs: u64) -> String {
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m", s / 60),
-        s if s < 86_400 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
-    }
 }
 
 /// The names of the set source bits.
