@@ -34,6 +34,9 @@ pub struct CrawlOptions {
     /// Where each identity's node id is kept (a new one is saved when the
     /// external-address vote makes an identity switch).
     pub id_records: Option<IdRecords>,
+    /// The counters of the web server running beside the crawl (`--http`), shown
+    /// on `/metrics`.
+    pub http: Option<Arc<magnetar_web::ServerCounters>>,
 }
 
 /// The name under which identity `i` keeps its node id in the database: its bind
@@ -210,6 +213,7 @@ pub fn wire(
     )
     .map_err(|e| format!("storage failed: {e}"))?;
     storage.id_records = opts.id_records;
+    storage.http = opts.http;
     let on_dns = {
         let watch = watch.clone();
         move |name: &str, r: &Result<Vec<SocketAddr>, String>| {
@@ -562,6 +566,8 @@ pub struct LmdbStorage {
     observed: SharedObserved,
     /// Where a switched identity's new node id is kept.
     id_records: Option<IdRecords>,
+    /// The web server's counters (`--http`).
+    http: Option<Arc<magnetar_web::ServerCounters>>,
 }
 
 impl LmdbStorage {
@@ -588,6 +594,7 @@ impl LmdbStorage {
             runtime_only,
             observed,
             id_records: None,
+            http: None,
         };
         s.render_metrics(&Stats::default(), &Default::default());
         Ok(s)
@@ -597,7 +604,10 @@ impl LmdbStorage {
         if let Some(shared) = &self.metrics {
             let mut c = c.clone();
             c.dns_failures = lock(&self.watch).dns_failures();
-            let only = (self.runtime_only)(&c);
+            let mut only = (self.runtime_only)(&c);
+            if let Some(h) = &self.http {
+                only.extend(metrics::http(h));
+            }
             let o = observed(&self.observed);
             let text = render_metrics(stats, &c, self.max_conns, &mut self.ingest, only, &o);
             drop(o);

@@ -741,9 +741,9 @@ fn cmd_serve(h: &HttpArgs, db: &std::path::Path) -> Result<(), Fail> {
             ))
         })?;
     // No maintenance lock: a reader takes none, and serving beside a crawler is the
-    // point. (Compaction, which swaps the file, refuses to run while a crawler holds
+    // point; opened read-only, so it never waits for the crawler's commit. (Compaction, which swaps the file, refuses to run while a crawler holds
     // the lock; run it with the server stopped too.)
-    let store = commands::open_existing(db)?;
+    let store = commands::open_read_only(db)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)
@@ -1058,6 +1058,7 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
         max_leeches: a.max_leeches as usize,
         doctor_after: Duration::from_secs(a.doctor_after),
         id_records: Some(id_records),
+        http: _http.as_ref().map(|bg| bg.counters.clone()),
     };
     let t0 = std::time::Instant::now();
     let sockets = sockets.into_iter().map(|(_, s)| s).collect();

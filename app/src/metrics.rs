@@ -105,6 +105,37 @@ pub fn prometheus(s: &Stats, extra: &[Metric]) -> String {
     out
 }
 
+/// The web server's counters when it runs inside the crawler (`crawl --http`):
+/// connections accepted and refused at the bound, and requests refused by the
+/// access check by reason (every reason is written, so the label set is fixed).
+pub fn http(c: &magnetar_web::ServerCounters) -> Vec<Metric> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut out = vec![
+        Metric::counter(
+            "magnetar_http_connections_total",
+            "HTTP connections accepted.",
+            c.connections.load(Relaxed),
+        ),
+        Metric::counter(
+            "magnetar_http_connections_refused_total",
+            "HTTP connections closed at once: the connection bound was reached.",
+            c.refused_connections.load(Relaxed),
+        ),
+    ];
+    for why in magnetar_web::Refusal::ALL {
+        out.push(
+            Metric::counter(
+                "magnetar_http_auth_refused_total",
+                "HTTP requests refused by the access check (401; busy: 503, too many \
+                 password checks waiting).",
+                c.refused(why),
+            )
+            .with_label("reason", why.label()),
+        );
+    }
+    out
+}
+
 /// The families of one scrape, handed to the library's encoder.
 #[derive(Debug)]
 struct Families(Vec<Family>);
@@ -544,14 +575,11 @@ mod tests {
         observed.connected = 3;
         observed.handshake = 2;
         observed.stored = 1;
-        crawl::render_metrics(
-            &full_stats(),
-            &counters,
-            64,
-            &mut ingest,
-            crawl::tokio_only(&counters),
-            &observed,
-        )
+        // The web server's counters, as `crawl --http` adds them.
+        let web = magnetar_web::ServerCounters::default();
+        let mut only = crawl::tokio_only(&counters);
+        only.extend(super::http(&web));
+        crawl::render_metrics(&full_stats(), &counters, 64, &mut ingest, only, &observed)
     }
 
     /// One sample line: name, labels, value.
