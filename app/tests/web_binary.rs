@@ -276,3 +276,190 @@ fn serve_with_a_hash_password_credentials_file() {
     assert_eq!(wrong, Some(401), "{log}");
     assert_eq!(none, Some(401), "{log}");
 }
+
+/// `GET path` with an optional `Authorization` header: (status, body), or None.
+fn http_get_as(addr: SocketAddr, path: &str, auth: Option<&str>) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let auth = auth
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// The value of the sample `name{reason="…"}` in a Prometheus text.
+fn refused(metrics: &str, reason: &str) -> Option<u64> {
+    let key = format!("magnetar_http_auth_refused_total{{reason=\"{reason}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(key.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// "Works against a live crawl": a crawler with `--http` (a token and a
+/// credentials file) stores a torrent announced to it; its search page, torrent
+/// page, API and Torznab show it while the crawl goes on storing a second one,
+/// which shows up too; every refused request is counted by reason on `/metrics`.
+#[test]
+fn a_live_crawl_serves_search_torrent_page_and_torznab_while_it_writes() {
+    use magnetar_core::testkit::InfoSpec;
+    let net = DhtNet::start(2, 230, 230_000);
+    let first = Seeder::start(
+        [127, 0, 0, 232],
+        &InfoSpec::single("livefirst.iso", 123_456),
+    );
+    let second = Seeder::start(
+        [127, 0, 0, 233],
+        &InfoSpec::single("livesecond.iso", 65_432),
+    );
+    let port = std::net::UdpSocket::bind("127.0.0.234:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let crawler: SocketAddr = ([127, 0, 0, 234], port).into();
+    let db = tempfile::tempdir().unwrap();
+    let token = "live-crawl-token-0123456789";
+    let bearer = format!("Bearer {token}");
+    let users = db.path().join("users");
+    let line = magnetar_web::basic::credential_line("alice", "alice's password").unwrap();
+    std::fs::write(&users, format!("{line}\n")).unwrap();
+    let http = free_port();
+    let (bind, boot, http_s) = (
+        crawler.to_string(),
+        net.addrs[0].to_string(),
+        http.to_string(),
+    );
+    let mut p = crawl(
+        "mio",
+        db.path(),
+        &[
+            "--bind",
+            &bind,
+            "--bootstrap",
+            &boot,
+            "--allow-private",
+            "--duration",
+            "300",
+            "--status-interval",
+            "1",
+            "--http",
+            &http_s,
+            "--http-token",
+            token,
+            "--http-basic-auth-file",
+            users.to_str().unwrap(),
+        ],
+    );
+    let get = |path: &str| http_get_as(http, path, Some(&bearer));
+    let searched = |q: &str, ih: &str| {
+        get(&format!("/api/v1/search?q={q}"))
+            .is_some_and(|(st, body)| st == 200 && body.contains(ih))
+    };
+    announce(crawler, first.info_hash, first.addr);
+    let h1 = hex(&first.info_hash.0);
+    assert!(
+        wait_until(Duration::from_secs(60), || searched("livefirst", &h1)),
+        "the first torrent never showed up; log:\n{}",
+        p.log()
+    );
+    // The crawl goes on: a second torrent is announced, and fetched and stored
+    // while the first is read.
+    announce(crawler, second.info_hash, second.addr);
+    let (st, page) = get("/search?q=livefirst").unwrap();
+    assert_eq!(st, 200);
+    assert!(
+        page.contains("livefirst.iso") && page.contains(&h1),
+        "{page}"
+    );
+    let (st, page) = get(&format!("/torrent/{h1}")).unwrap();
+    assert_eq!(st, 200);
+    assert!(page.contains("livefirst.iso") && page.contains("magnet:?xt=urn:btih:"));
+    let (st, body) = get(&format!("/api/v1/torrents/{h1}")).unwrap();
+    assert_eq!(st, 200);
+    assert!(body.contains("\"size\":123456"), "{body}");
+    // Torznab, with the token as `apikey` (as Prowlarr sends it).
+    let torznab = |q: &str| {
+        http_get_as(
+            http,
+            &format!("/torznab/api?t=search&q={q}&apikey={token}"),
+            None,
+        )
+    };
+    let (st, xml) = torznab("livefirst").unwrap();
+    assert_eq!(st, 200);
+    assert!(
+        xml.contains("<title>livefirst.iso</title>")
+            && xml.contains(&format!("name=\"infohash\" value=\"{h1}\"")),
+        "{xml}"
+    );
+    // Refusals, one of each kind that a client can cause.
+    let alice = |pw: &str| format!("Basic {}", b64(&format!("alice:{pw}")));
+    let api = "/api/v1/stats";
+    assert_eq!(http_get_as(http, api, None).unwrap().0, 401);
+    assert_eq!(
+        http_get_as(http, api, Some("Bearer not-the-token-at-all"))
+            .unwrap()
+            .0,
+        401
+    );
+    assert_eq!(
+        http_get_as(http, api, Some(&format!("Basic {}", b64("bob:x"))))
+            .unwrap()
+            .0,
+        401
+    );
+    assert_eq!(
+        http_get_as(http, api, Some(&alice("wrong"))).unwrap().0,
+        401
+    );
+    assert_eq!(
+        http_get_as(http, api, Some(&alice("alice's password")))
+            .unwrap()
+            .0,
+        200
+    );
+    // The second torrent, stored while we read, is served too.
+    let h2 = hex(&second.info_hash.0);
+    assert!(
+        wait_until(Duration::from_secs(60), || searched("livesecond", &h2)),
+        "the second torrent never showed up; log:\n{}",
+        p.log()
+    );
+    let (st, xml) = torznab("livesecond").unwrap();
+    assert_eq!(st, 200);
+    assert!(xml.contains(&h2), "{xml}");
+    // The crawler's /metrics (rendered each status interval) counts each refusal.
+    let mut last = String::new();
+    let counted = wait_until(Duration::from_secs(30), || {
+        last = get("/metrics").map(|r| r.1).unwrap_or_default();
+        refused(&last, "bad_password") == Some(1)
+    });
+    assert!(counted, "{last}");
+    for (reason, n) in [
+        ("missing", 1),
+        ("wrong_token", 1),
+        ("unknown_user", 1),
+        ("bad_password", 1),
+        ("busy", 0),
+    ] {
+        assert_eq!(refused(&last, reason), Some(n), "{reason}: {last}");
+    }
+    assert!(
+        last.contains("magnetar_http_connections_refused_total 0"),
+        "{last}"
+    );
+    p.signal("INT");
+    let st = p.wait_exit(Duration::from_secs(20));
+    assert!(st.success(), "crawler exit {st:?}; log:\n{}", p.log());
+}
