@@ -756,10 +756,25 @@ fn cmd_serve(h: &HttpArgs, db: &std::path::Path) -> Result<(), Fail> {
             .map_err(|e| Fail(format!("--listen {}: cannot listen: {e}", h.listen)))?;
         let local = listener.local_addr()?;
         tracing::info!(db = %db.display(), "serving at http://{local}/");
+        // `/metrics`: the server's own counters (connections, refusals), rendered
+        // once a second as the crawler renders its own.
+        let counters = std::sync::Arc::new(magnetar_web::ServerCounters::default());
+        let text: metrics::Shared = std::sync::Arc::default();
+        let (c, t) = (counters.clone(), text.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                let rendered = metrics::render(metrics::http(&c));
+                if let Ok(mut t) = t.lock() {
+                    *t = rendered;
+                }
+            }
+        });
         let cfg = magnetar_web::Config {
             access,
             limits: magnetar_web::Limits::default(),
-            metrics: None,
+            metrics: Some(text),
         };
         let shutdown = async {
             let mut term =
@@ -770,7 +785,7 @@ fn cmd_serve(h: &HttpArgs, db: &std::path::Path) -> Result<(), Fail> {
             }
             tracing::info!("stopping the HTTP server");
         };
-        magnetar_web::serve(listener, store, cfg, Default::default(), shutdown).await;
+        magnetar_web::serve(listener, store, cfg, counters, shutdown).await;
         Ok::<(), Fail>(())
     })?;
     rt.shutdown_timeout(Duration::from_secs(2));

@@ -94,6 +94,11 @@ fn answer(mut s: TcpStream, text: &Shared) -> std::io::Result<()> {
 pub fn prometheus(s: &Stats, extra: &[Metric]) -> String {
     let mut all = metrics(s);
     all.extend_from_slice(extra);
+    render(all)
+}
+
+/// `metrics` alone as Prometheus text (`magnetar serve`'s `/metrics`: no crawler).
+pub fn render(all: Vec<Metric>) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Families(families(all))));
     let mut out = String::with_capacity(16 * 1024);
@@ -105,8 +110,8 @@ pub fn prometheus(s: &Stats, extra: &[Metric]) -> String {
     out
 }
 
-/// The web server's counters when it runs inside the crawler (`crawl --http`):
-/// connections accepted and refused at the bound, and requests refused by the
+/// The web server's counters (inside the crawler, `crawl --http`, and on
+/// `magnetar serve`'s own `/metrics`): connections accepted and refused at the bound, and requests refused by the
 /// access check by reason (every reason is written, so the label set is fixed).
 pub fn http(c: &magnetar_web::ServerCounters) -> Vec<Metric> {
     use std::sync::atomic::Ordering::Relaxed;

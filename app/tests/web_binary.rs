@@ -102,7 +102,13 @@ fn crawl_http_and_serve_beside_it() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    assert_eq!(http_get(listen, "/metrics").unwrap().0, 404);
+    // Its own /metrics: the server's counters, no crawler's.
+    let (st, m) = http_get(listen, "/metrics").unwrap();
+    assert_eq!(st, 200);
+    assert!(
+        m.contains("magnetar_http_connections_total") && !m.contains("magnetar_dht_"),
+        "{m}"
+    );
     let (st, body) = http_get(listen, &format!("/api/v1/torrents/{hash}")).unwrap();
     assert_eq!(st, 200);
     assert!(body.contains("\"name\":\"served-crawl.bin\""), "{body}");
@@ -268,6 +274,14 @@ fn serve_with_a_hash_password_credentials_file() {
         &format!("Basic {}", b64("alice:x")),
     );
     let none = http_get(listen, "/api/v1/stats").map(|r| r.0);
+    // serve's /metrics counts the two refusals (rendered once a second).
+    let mut metrics = String::new();
+    let counted = wait_until(Duration::from_secs(30), || {
+        metrics = http_get_as(listen, "/metrics", Some(&good))
+            .map(|r| r.1)
+            .unwrap_or_default();
+        refused(&metrics, "bad_password") == Some(1)
+    });
     let _ = serve.kill();
     let out = serve.wait_with_output().unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
@@ -275,6 +289,9 @@ fn serve_with_a_hash_password_credentials_file() {
     assert_eq!(status, Some(200), "{log}");
     assert_eq!(wrong, Some(401), "{log}");
     assert_eq!(none, Some(401), "{log}");
+    assert!(counted, "{metrics}");
+    assert_eq!(refused(&metrics, "missing"), Some(1), "{metrics}");
+    assert_eq!(refused(&metrics, "unknown_user"), Some(0), "{metrics}");
 }
 
 /// `GET path` with an optional `Authorization` header: (status, body), or None.

@@ -221,7 +221,8 @@ impl Default for Limits {
 pub struct Config {
     pub access: Access,
     pub limits: Limits,
-    /// The crawler's Prometheus text, served at `/metrics` (`None`: `/metrics` is 404).
+    /// The Prometheus text served at `/metrics` (the crawler's, or `magnetar
+    /// serve`'s own counters; `None`: `/metrics` is 404).
     pub metrics: Option<Arc<Mutex<String>>>,
 }
 
