@@ -148,9 +148,10 @@ pub use prefix::{parse_torrent_ref, TorrentRef, MIN_PREFIX_HEX};
 pub use query::{MAX_QUERY_BYTES, MAX_QUERY_TERMS};
 pub use store::{
     compact, default_data_dir, wait_closed, BatchReport, ClientStats, Durability, FacetFilter,
-    Hourly, IntegrityReport, Order, PreparedBatch, PruneReport, RetentionPolicy, SearchQuery,
-    SearchResults, SessionYield, SortBy, Stats, Store, StoreOptions, MAX_HISTORY_SCAN,
-    MAX_PREFIX_TERMS, MAX_SEARCH_LIMIT, MAX_SEARCH_OFFSET, PHRASE_CHECK_BUDGET, SCHEMA_VERSION,
+    FilterTotals, Hourly, IntegrityReport, Order, PreparedBatch, PruneReport, RetentionPolicy,
+    SearchQuery, SearchResults, SessionYield, SortBy, Stats, Store, StoreOptions, TorrentRemoval,
+    MAX_HISTORY_SCAN, MAX_PREFIX_TERMS, MAX_SEARCH_LIMIT, MAX_SEARCH_OFFSET, PHRASE_CHECK_BUDGET,
+    SCHEMA_VERSION,
 };
 pub use tokenize::{
     tokenize, MAX_TERMS_PER_TORRENT, MAX_TERM_BYTES, MAX_TOKENS_PER_TORRENT, MAX_TOKENS_PER_WORD,
