@@ -13,7 +13,7 @@
 //! best effort (`try_send`): when the writer's channel is full they are dropped and
 //! counted in [`IngestCounters::dropped`], so a slow disk never stalls the DHT.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,8 +22,11 @@ use magnetar_core::report::Metric;
 use magnetar_core::routing::NodeEntry;
 use magnetar_core::{DiscoverySource, Event};
 
+use magnetar_core::filter::Action;
 use magnetar_core::pump::{Decision, Storage};
 use magnetar_storage::*;
+
+use crate::filter::{self, Filter};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -57,6 +60,9 @@ pub struct IngestCounters {
     pub scrapes: u64,
     /// Tracker answers (`Event::TrackerReply`).
     pub tracker_replies: u64,
+    /// Discoveries not acquired and fetched torrents not stored by the content
+    /// filter (tombstones, `drop` rules).
+    pub filtered: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -81,6 +87,10 @@ pub struct Ingest {
     next_store_stats: Option<Instant>,
     /// Counts older than this are refreshed when the torrent is seen again.
     scrape_max_age: Duration,
+    /// Operator content rules and their counts (tombstones apply without rules).
+    filter: Filter,
+    /// Infohashes dropped by this run (until their tombstones are committed).
+    dropped: HashSet<InfoHash>,
 }
 
 /// A fresh session record (id: Unix milliseconds), started at `wall` (Unix seconds).
@@ -223,6 +233,151 @@ impl Ingest {
             store_stats: None,
             next_store_stats: None,
             scrape_max_age: SCRAPE_MAX_AGE,
+            filter: Filter::new(Default::default(), None),
+            dropped: HashSet::new(),
+        }
+    }
+
+    fn remember_drop(&mut self, ih: InfoHash) {
+        if self.dropped.len() >= MAX_PEERS {
+            self.dropped.clear();
+        }
+        self.dropped.insert(ih);
+    }
+
+    /// Operator content rules (`crawl --filter-rules`).
+    pub fn set_filter(&mut self, f: Filter) {
+        self.filter = f;
+    }
+
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// Reads the rules file again if SIGHUP asked for it (status ticks call this).
+    pub fn poll_filter_reload(&mut self) {
+        self.filter.poll_reload();
+    }
+
+    /// The decision before metadata is fetched: a tombstoned infohash, or one a
+    /// `drop infohashes` rule lists (then tombstoned), is not acquired.
+    fn filter_before_fetch(&mut self, wall: u64, ih: &InfoHash) -> Result<bool> {
+        // Dropped by this run: its tombstone may still be in the writer's channel.
+        if self.dropped.contains(ih) {
+            self.filter.count("skip", "tombstone");
+            return Ok(true);
+        }
+        match self.store.tombstone(ih) {
+            Ok(Some(m)) => {
+                self.filter.count("skip", "tombstone");
+                tracing::debug!(
+                    target: "magnetar::filter",
+                    action = "skip",
+                    rule = %m.label,
+                    infohash = %to_hex(ih),
+                    "tombstoned infohash not fetched"
+                );
+                return Ok(true);
+            }
+            Ok(None) => {}
+            Err(_) => self.counters.read_errors += 1,
+        }
+        let label = match self.filter.rules().check_infohash(ih) {
+            Some(v) if v.action() == Action::Drop => filter::rule_label(v.rule),
+            _ => return Ok(false),
+        };
+        self.filter.count("drop", &label);
+        self.remember_drop(*ih);
+        tracing::info!(
+            target: "magnetar::filter",
+            action = "drop",
+            rule = %label,
+            infohash = %to_hex(ih),
+            name = "",
+            "filter decision: listed infohash, not fetched (tombstoned)"
+        );
+        self.writer.send(Op::Tombstone {
+            infohash: *ih,
+            at: wall,
+            label,
+        })?;
+        Ok(true)
+    }
+
+    /// The decision once metadata is here: `Some(false)` stores it (hidden when
+    /// a `hide` rule matched: its `Op::Hide` is sent first), `Some(true)` drops it
+    /// (tombstoned).
+    fn filter_after_fetch(
+        &mut self,
+        wall: u64,
+        fetched: &InfoHash,
+        t: &TorrentInput,
+    ) -> Result<bool> {
+        for ih in [&t.infohash, fetched] {
+            if let Ok(Some(m)) = self.store.tombstone(ih) {
+                self.filter.count("skip", "tombstone");
+                tracing::debug!(target: "magnetar::filter", action = "skip", rule = %m.label,
+                    infohash = %to_hex(ih), name = %t.name, "tombstoned torrent not stored");
+                return Ok(true);
+            }
+        }
+        if self.filter.rules().is_empty() {
+            return Ok(false);
+        }
+        let kind = magnetar_core::classify::classify(
+            &t.name,
+            t.files.iter().map(|f| (f.path.as_str(), f.size)),
+        )
+        .kind;
+        let rules = self.filter.rules();
+        let verdict = rules
+            .check(
+                &t.infohash,
+                kind,
+                &t.name,
+                t.files.iter().map(|f| f.path.as_str()),
+            )
+            .or_else(|| rules.check_infohash(fetched));
+        let Some(v) = verdict else {
+            return Ok(false);
+        };
+        let (action, label, reason) = (v.action(), filter::rule_label(v.rule), v.reason.clone());
+        if action == Action::Drop {
+            self.remember_drop(t.infohash);
+            self.remember_drop(*fetched);
+        }
+        let name = if action == Action::Drop {
+            "drop"
+        } else {
+            "hide"
+        };
+        self.filter.count(name, &label);
+        tracing::info!(
+            target: "magnetar::filter",
+            action = name,
+            rule = %label,
+            infohash = %to_hex(&t.infohash),
+            name = %t.name,
+            reason = ?reason,
+            "filter decision"
+        );
+        match action {
+            Action::Drop => {
+                self.writer.send(Op::Tombstone {
+                    infohash: t.infohash,
+                    at: wall,
+                    label,
+                })?;
+                Ok(true)
+            }
+            Action::Hide => {
+                self.writer.send(Op::Hide {
+                    infohash: t.infohash,
+                    at: wall,
+                    label,
+                })?;
+                Ok(false)
+            }
         }
     }
 
@@ -302,6 +457,7 @@ impl Ingest {
                 wt.torrents_new,
             ),
         ];
+        out.extend(self.filter.metrics());
         if self.next_store_stats.is_none_or(|t| t <= Instant::now()) {
             self.next_store_stats = Some(Instant::now() + Duration::from_secs(10));
             if let Ok(st) = self.store.stats() {
@@ -405,6 +561,10 @@ impl Ingest {
                     self.counters.refresh_asked += 1;
                     return Ok(Decision::Refresh);
                 }
+                if self.filter_before_fetch(wall, &info_hash.0)? {
+                    self.counters.filtered += 1;
+                    return Ok(Decision::Known);
+                }
                 self.counters.new += 1;
                 if let Some(p) = self.pending.get_mut(&info_hash.0) {
                     p.sources = p.sources | sources;
@@ -487,6 +647,10 @@ impl Ingest {
                 });
                 let mut t = torrent_input(m, p.discovered_at, p.sources, p.seeders, p.leechers);
                 t.scraped_at = p.scraped_at;
+                if self.filter_after_fetch(wall, &m.info_hash.0, &t)? {
+                    self.counters.filtered += 1;
+                    return Ok(Decision::Nothing);
+                }
                 self.writer.send(Op::Torrent(Box::new(t)))?;
                 self.counters.torrents += 1;
                 Ok(Decision::Nothing)
