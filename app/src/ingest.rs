@@ -1068,6 +1068,70 @@ mod tests {
         assert_eq!(store.count().unwrap(), 1);
     }
 
+    /// Content rules in the glue: a listed infohash is not acquired (tombstoned); a
+    /// `drop words` torrent is not stored (tombstoned, not acquired again); a `hide`
+    /// torrent is stored but not found; every decision is counted by rule.
+    #[test]
+    fn filter_rules_decide_before_and_after_the_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreOptions::new(dir.path())).unwrap();
+        let writer = store.writer(WriterConfig::default()).unwrap();
+        let mut ing = Ingest::new(store.clone(), writer);
+        let listed = CoreIh([0x42; 20]);
+        let rules = magnetar_core::filter::Rules::parse(&format!(
+            "takedown: drop infohashes {}\nspam: drop words casino\nquiet: hide words secret\n",
+            to_hex(&listed.0)
+        ))
+        .unwrap();
+        ing.set_filter(Filter::new(rules, None));
+        let peer: SocketAddr = "10.0.0.2:6881".parse().unwrap();
+        let disc = |ih| Event::InfohashDiscovered {
+            info_hash: ih,
+            source: DiscoverySource::Announce,
+            from: peer,
+            peer: Some(peer),
+        };
+        assert_eq!(ing.on_event(1, &disc(listed)).unwrap(), Decision::Known);
+        let spam = fetched(build_info(&InfoSpec::single("Casino night.iso", 10)), peer);
+        let quiet = fetched(build_info(&InfoSpec::single("Secret garden.iso", 10)), peer);
+        let plain = fetched(build_info(&InfoSpec::single("Garden party.iso", 10)), peer);
+        let ids = [spam.info_hash, quiet.info_hash, plain.info_hash];
+        for (m, ih) in [spam, quiet, plain].into_iter().zip(ids) {
+            assert_eq!(ing.on_event(2, &disc(ih)).unwrap(), Decision::Acquire);
+            ing.on_event(3, &Event::MetadataFetched(Box::new(m)))
+                .unwrap();
+        }
+        ing.flush().unwrap();
+        assert_eq!(ing.on_event(4, &disc(ids[0])).unwrap(), Decision::Known);
+        assert!(store.get(&ids[0].0).unwrap().is_none());
+        assert_eq!(store.tombstone(&ids[0].0).unwrap().unwrap().label, "spam");
+        assert_eq!(
+            store.tombstone(&listed.0).unwrap().unwrap().label,
+            "takedown"
+        );
+        assert!(store.get(&ids[1].0).unwrap().is_some());
+        let found = |q: &str| -> Vec<[u8; 20]> {
+            store
+                .search(q, 10, 0, Order::Relevance)
+                .unwrap()
+                .hits
+                .iter()
+                .map(|h| h.infohash)
+                .collect()
+        };
+        assert_eq!(found("garden"), vec![ids[2].0]);
+        assert!(found("casino").is_empty());
+        let c = ing.filter().counts().clone();
+        let n = |a: &'static str, r: &str| c.get(&(a, r.to_owned())).copied().unwrap_or(0);
+        assert_eq!(
+            (n("drop", "takedown"), n("drop", "spam"), n("hide", "quiet")),
+            (1, 1, 1)
+        );
+        assert_eq!(n("skip", "tombstone"), 1);
+        assert_eq!(ing.counters().filtered, 3);
+        ing.close().unwrap();
+    }
+
     #[test]
     fn reason_names_are_snake_case() {
         assert_eq!(reason_name(&FailReason::ConnectRefused), "connect_refused");
