@@ -363,6 +363,14 @@ impl Ingest {
         );
         match action {
             Action::Drop => {
+                // A hybrid fetched by its v2 hash: both hashes are tombstoned.
+                if *fetched != t.infohash {
+                    self.writer.send(Op::Tombstone {
+                        infohash: *fetched,
+                        at: wall,
+                        label: label.clone(),
+                    })?;
+                }
                 self.writer.send(Op::Tombstone {
                     infohash: t.infohash,
                     at: wall,
