@@ -1085,7 +1085,9 @@ pub fn filter_apply(db: &Path, file: &Path, dry_run: bool) -> Result<(), Fail> {
             } else {
                 e.1 += 1;
             }
-            tracing::info!(target: "magnetar::filter", action, rule = %label, infohash = %to_hex(&r.infohash), name = %r.name, reason = ?v.reason, "filter decision");
+            if !dry_run {
+                tracing::info!(target: "magnetar::filter", action, rule = %label, infohash = %to_hex(&r.infohash), name = %r.name, reason = ?v.reason, "filter decision");
+            }
             if shown < DRY_RUN_SHOWN {
                 shown += 1;
                 if let Err(x) = writeln!(o, "{action}  {}  {}  ({label})", to_hex(&r.infohash), r.name) {
