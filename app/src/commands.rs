@@ -1053,13 +1053,14 @@ pub fn filter_check(file: &Path) -> Result<(), Fail> {
 
 /// `magnetar filter apply --rules FILE [--dry-run]`: the rules applied to what is
 /// stored; per rule, what was (or would be) removed and hidden.
-pub fn filter_apply(db: &Path, file: &Path, dry_run: bool) -> Result<(), Fail> {
+pub fn filter_apply(db: &Path, file: &Path, dry_run: bool, unhide: bool) -> Result<(), Fail> {
     let rules = crate::filter::load(file).map_err(Fail)?;
     let store = open_existing(db)?;
     let _lock = lock_db(db, "filter apply")?;
     let now = wall_secs();
     let mut drops: Vec<(InfoHash, FilterMark)> = Vec::new();
     let mut hides: Vec<(InfoHash, FilterMark)> = Vec::new();
+    let mut shows: Vec<InfoHash> = Vec::new();
     // rule label → (dropped, hidden)
     let mut per_rule: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     let mut shown = 0;
@@ -1071,6 +1072,9 @@ pub fn filter_apply(db: &Path, file: &Path, dry_run: bool) -> Result<(), Fail> {
             let Some(v) =
                 rules.check(&r.infohash, kind, &r.name, files.iter().map(|f| f.path.as_str()))
             else {
+                if unhide && hidden {
+                    shows.push(r.infohash);
+                }
                 return true;
             };
             let label = crate::filter::rule_label(v.rule);
@@ -1125,6 +1129,9 @@ pub fn filter_apply(db: &Path, file: &Path, dry_run: bool) -> Result<(), Fail> {
         for chunk in hides.chunks(REMOVE_CHUNK) {
             store.hide_torrents(chunk).map_err(db_err(db))?;
         }
+        for chunk in shows.chunks(REMOVE_CHUNK) {
+            store.unhide_torrents(chunk).map_err(db_err(db))?;
+        }
     }
     let (verb_d, verb_h) = if dry_run {
         ("would remove", "would hide")
@@ -1136,9 +1143,22 @@ pub fn filter_apply(db: &Path, file: &Path, dry_run: bool) -> Result<(), Fail> {
     }
     out!(
         o,
-        "{verb_d} {} torrent(s) (tombstoned), {verb_h} {}{}",
+        "{verb_d} {} torrent(s) (tombstoned), {verb_h} {}{}{}",
         drops.len(),
         hides.len(),
+        if unhide {
+            format!(
+                ", {} {} hidden by no rule of this file",
+                if dry_run {
+                    "would show again"
+                } else {
+                    "showed again"
+                },
+                shows.len()
+            )
+        } else {
+            String::new()
+        },
         if dry_run {
             "; nothing changed (dry run)"
         } else {

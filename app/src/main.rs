@@ -301,6 +301,10 @@ enum FilterCmd {
         /// Say what would be removed or hidden, change nothing.
         #[arg(long, env = "MAGNETAR_FILTER_DRY_RUN")]
         dry_run: bool,
+        /// Also show again the hidden torrents that no rule of this file hides
+        /// (after a `hide` rule was taken out of the file).
+        #[arg(long, env = "MAGNETAR_FILTER_UNHIDE")]
+        unhide: bool,
         #[command(flatten)]
         db: DbArg,
     },
@@ -787,9 +791,10 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
                 FilterCmd::Apply {
                     filter_rules,
                     dry_run,
+                    unhide,
                     db,
                 },
-        } => commands::filter_apply(&db.path()?, &filter_rules, dry_run),
+        } => commands::filter_apply(&db.path()?, &filter_rules, dry_run, unhide),
     }
 }
 

@@ -330,6 +330,37 @@ fn filter_and_prune_commands() {
     assert!(!out.contains(&ihx(2)) && out.contains(&ihx(4)), "{out}");
     let (st, out, _) = run(&["db", "check", "--db", dbs]);
     assert!(st.success(), "{out}");
+    // --unhide with a file that no longer hides photos: shown again.
+    let fewer = dir.path().join("fewer.rules");
+    std::fs::write(&fewer, "spam: drop words \"free money\"\n").unwrap();
+    let f = fewer.to_str().unwrap();
+    let (st, out, err) = run(&[
+        "filter",
+        "apply",
+        "--rules",
+        f,
+        "--unhide",
+        "--dry-run",
+        "--db",
+        dbs,
+    ]);
+    assert!(st.success(), "{err}");
+    assert!(
+        out.contains("would show again 1 hidden by no rule"),
+        "{out}"
+    );
+    let (_, out, _) = run(&["search", "photos", "--json", "--db", dbs]);
+    assert!(!out.contains(&ihx(2)), "{out}");
+    let (st, out, err) = run(&["filter", "apply", "--rules", f, "--unhide", "--db", dbs]);
+    assert!(st.success(), "{err}");
+    assert!(out.contains("showed again 1 hidden by no rule"), "{out}");
+    let (_, out, _) = run(&["search", "photos", "--json", "--db", dbs]);
+    assert!(out.contains(&ihx(2)), "{out}");
+    let (st, out, _) = run(&["db", "check", "--db", dbs]);
+    assert!(st.success(), "{out}");
+    // Hidden again for the checks below.
+    let (st, _, err) = run(&["filter", "apply", "--rules", g, "--db", dbs]);
+    assert!(st.success(), "{err}");
     // A tombstoned infohash is not imported again.
     let again = dir.path().join("again.jsonl");
     std::fs::write(

@@ -176,6 +176,29 @@ impl Store {
         Ok(n)
     }
 
+    /// Unhides the torrents of `infohashes` (their marks go, their postings are
+    /// written again); returns how many stored torrents were unhidden.
+    pub fn unhide_torrents(&self, infohashes: &[InfoHash]) -> Result<u64> {
+        let (n, _) = self.write(|txn, dbs| {
+            let mut docs = Vec::new();
+            for ih in infohashes {
+                if !dbs
+                    .hidden
+                    .delete(txn, ih)
+                    .map_err(lmdb("removing hidden"))?
+                {
+                    continue;
+                }
+                if let Some(d) = load_doc(txn, dbs, ih)? {
+                    docs.push(d);
+                }
+            }
+            insert_postings(txn, dbs, &docs)?;
+            Ok(docs.len() as u64)
+        })?;
+        Ok(n)
+    }
+
     /// Calls `f` with every stored torrent and its files, in doc id order (one read
     /// transaction); corrupt records are skipped. `f` returning false stops the walk.
     /// Returns how many torrents were visited.
@@ -448,6 +471,99 @@ fn remove_txn(
 fn remove_postings(txn: &mut RwTxn, dbs: &Dbs, docs: &[Doc]) -> Result<()> {
     let refs: Vec<&Doc> = docs.iter().collect();
     remove_postings_of(txn, dbs, &refs)
+}
+
+/// Writes the postings of `docs` (stored torrents whose doc ids may lie anywhere
+/// among the stored ones): per term, each new posting goes into the block whose
+/// range it falls in (the last block starting at or before it, else the first),
+/// which is rewritten, split in as many blocks as it needs.
+fn insert_postings(txn: &mut RwTxn, dbs: &Dbs, docs: &[Doc]) -> Result<()> {
+    let mut by_term: BTreeMap<String, Vec<(u32, u8)>> = BTreeMap::new();
+    for d in docs {
+        for (term, flags) in torrent_terms(&d.rec.name, &d.files) {
+            by_term.entry(term).or_default().push((d.docid, flags));
+        }
+    }
+    let mut raw = Vec::new();
+    for (term, mut new) in by_term {
+        new.sort_unstable();
+        new.dedup_by_key(|p| p.0);
+        let key = term.as_bytes();
+        let range = (Bound::Included(key), Bound::Included(key));
+        // Block index → (its bytes, the new postings it takes).
+        let mut targets: BTreeMap<usize, (Vec<u8>, Vec<(u32, u8)>)> = BTreeMap::new();
+        let mut prev: Option<Vec<u8>> = None;
+        let mut i = 0;
+        let mut k = 0;
+        for r in dbs
+            .terms
+            .range(txn, &range)
+            .map_err(lmdb("reading terms"))?
+        {
+            let (_, block) = r.map_err(lmdb("reading terms"))?;
+            let first = block
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u32::from_be_bytes);
+            let j = i + new.get(i..).unwrap_or(&[]).partition_point(|p| p.0 < first);
+            if j > i {
+                // Before this block: into the previous one, or this one if first.
+                let (t, bytes) = match &prev {
+                    Some(p) => (k - 1, p.clone()),
+                    None => (k, block.to_vec()),
+                };
+                let e = targets.entry(t).or_insert_with(|| (bytes, Vec::new()));
+                e.1.extend_from_slice(new.get(i..j).unwrap_or(&[]));
+                i = j;
+            }
+            prev = Some(block.to_vec());
+            k += 1;
+        }
+        let rest = new.get(i..).unwrap_or(&[]);
+        let mut fresh: Vec<(u32, u8)> = Vec::new();
+        if !rest.is_empty() {
+            match prev {
+                Some(p) => {
+                    let e = targets.entry(k - 1).or_insert_with(|| (p, Vec::new()));
+                    e.1.extend_from_slice(rest);
+                }
+                None => fresh.extend_from_slice(rest),
+            }
+        }
+        for (_, (old, add)) in targets {
+            raw.clear();
+            if codec::block_decode(&old, &mut raw).is_err() {
+                continue;
+            }
+            let mut all: Vec<(u32, u8)> = raw.iter().map(|p| (p >> 2, (p & 3) as u8)).collect();
+            all.extend(add);
+            all.sort_unstable();
+            all.dedup_by_key(|p| p.0);
+            dbs.terms
+                .delete_one_duplicate(txn, key, &old)
+                .map_err(lmdb("writing terms"))?;
+            put_blocks(txn, dbs, key, &all)?;
+        }
+        put_blocks(txn, dbs, key, &fresh)?;
+    }
+    Ok(())
+}
+
+/// Writes `postings` (ascending doc ids) as blocks of `key`.
+fn put_blocks(txn: &mut RwTxn, dbs: &Dbs, key: &[u8], postings: &[(u32, u8)]) -> Result<()> {
+    let mut rest = postings;
+    while let Some(first) = rest.first() {
+        let mut block = codec::block_new(first.0, first.1);
+        let mut n = 1;
+        while n < rest.len() && codec::block_push(&mut block, rest[n].0, rest[n].1) {
+            n += 1;
+        }
+        dbs.terms
+            .put(txn, key, &block)
+            .map_err(lmdb("writing terms"))?;
+        rest = &rest[n..];
+    }
+    Ok(())
 }
 
 /// Removes the postings of `docs`: per term, every block holding one of their doc
