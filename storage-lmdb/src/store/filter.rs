@@ -491,7 +491,7 @@ fn insert_postings(txn: &mut RwTxn, dbs: &Dbs, docs: &[Doc]) -> Result<()> {
         let key = term.as_bytes();
         let range = (Bound::Included(key), Bound::Included(key));
         // Block index → (its bytes, the new postings it takes).
-        let mut targets: BTreeMap<usize, (Vec<u8>, Vec<(u32, u8)>)> = BTreeMap::new();
+        let mut targets: BTreeMap<usize, Target> = BTreeMap::new();
         let mut prev: Option<Vec<u8>> = None;
         let mut i = 0;
         let mut k = 0;
@@ -548,6 +548,9 @@ fn insert_postings(txn: &mut RwTxn, dbs: &Dbs, docs: &[Doc]) -> Result<()> {
     }
     Ok(())
 }
+
+/// A posting block being rewritten: its bytes, and the postings it takes.
+type Target = (Vec<u8>, Vec<(u32, u8)>);
 
 /// Writes `postings` (ascending doc ids) as blocks of `key`.
 fn put_blocks(txn: &mut RwTxn, dbs: &Dbs, key: &[u8], postings: &[(u32, u8)]) -> Result<()> {
