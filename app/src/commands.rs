@@ -12,6 +12,9 @@ use magnetar_storage::{
     SortBy, Store, StoreError, StoreOptions, TorrentRecord, TorrentRef,
 };
 
+use magnetar_core::classify::{classify, ContentKind};
+use magnetar_storage::{FilterMark, InfoHash};
+
 use crate::crawl::wall_secs;
 use crate::Fail;
 
@@ -605,6 +608,50 @@ pub fn import(db: &Path, magnetico: bool, path: &Path) -> Result<(), Fail> {
     Ok(())
 }
 
+/// Tombstones and hidden marks `stats` reads at most to count them by rule.
+const FILTER_LABELS_SCAN: u64 = 1_000_000;
+/// Days `stats` measures growth over.
+const GROWTH_DAYS: u32 = 7;
+
+/// The database's growth per day: torrents discovered per day over the last
+/// [`GROWTH_DAYS`] days (from the stored discovery times) and the bytes that takes
+/// at the database's current bytes per torrent.
+fn growth(
+    o: &mut impl Write,
+    store: &Store,
+    db: &Path,
+    s: &magnetar_storage::Stats,
+) -> Result<(), Fail> {
+    let now = wall_secs();
+    let h = store
+        .discoveries_per_hour(now, GROWTH_DAYS * 24)
+        .map_err(db_err(db))?;
+    let total: u64 = h.counts.iter().sum();
+    // Full days only: the window's first `hours mod 24` and the current hour's
+    // partial day are averaged in (a per-day mean over the window).
+    let per_day = total as f64 / f64::from(GROWTH_DAYS);
+    let per_torrent = if s.torrents > 0 {
+        s.used_bytes as f64 / s.torrents as f64
+    } else {
+        0.0
+    };
+    out!(
+        o,
+        "growth:           {:.0} torrents/day over the last {GROWTH_DAYS} days (≈ {}/day at {} per torrent){}",
+        per_day,
+        human_size((per_day * per_torrent) as u64),
+        human_size(per_torrent as u64),
+        if h.truncated { " (window truncated)" } else { "" }
+    );
+    let days: Vec<String> = h
+        .counts
+        .chunks(24)
+        .map(|c| c.iter().sum::<u64>().to_string())
+        .collect();
+    out!(o, "  per day (oldest first): {}", days.join(" "));
+    Ok(())
+}
+
 pub fn stats(db: &Path) -> Result<(), Fail> {
     let store = open_read_only(db)?;
     let s = store.stats().map_err(db_err(db))?;
@@ -626,6 +673,22 @@ pub fn stats(db: &Path) -> Result<(), Fail> {
         human_size(s.used_bytes),
         human_size(s.map_size)
     );
+    growth(&mut o, &store, db, &s)?;
+    let f = store.filter_totals().map_err(db_err(db))?;
+    out!(
+        o,
+        "filtered:         {} tombstone(s) (never fetched again), {} hidden",
+        f.tombstones,
+        f.hidden
+    );
+    if f.tombstones + f.hidden > 0 {
+        let labels = store
+            .filter_labels(FILTER_LABELS_SCAN)
+            .map_err(db_err(db))?;
+        for (label, t, h) in labels.iter().take(20) {
+            out!(o, "  {t:>9} tombstoned  {h:>9} hidden  {label}");
+        }
+    }
     let yields = store.session_yields(wall_secs()).map_err(db_err(db))?;
     if !yields.is_empty() {
         out!(o, "\nsessions (newest last):");
@@ -771,9 +834,20 @@ pub fn prune(
     requests_max: Option<u64>,
     peers_days: u64,
     nodes_days: u64,
+    torrents: &TorrentPrune,
 ) -> Result<(), Fail> {
     let store = open_existing(db)?;
     let _lock = lock_db(db, "db prune")?;
+    let kind = match &torrents.category {
+        Some(c) => Some(parse_kind(c)?),
+        None => None,
+    };
+    if torrents.dry_run || torrents.any() {
+        prune_torrents(&store, db, torrents, kind)?;
+        if torrents.dry_run {
+            return Ok(());
+        }
+    }
     let rep = store
         .prune(&RetentionPolicy {
             now: wall_secs(),
@@ -786,6 +860,274 @@ pub fn prune(
     eprintln!(
         "pruned {} request(s), {} peer(s), {} node(s)",
         rep.requests, rep.peers, rep.nodes
+    );
+    Ok(())
+}
+
+/// The torrent rules of `db prune` (issue 20 §4).
+pub struct TorrentPrune {
+    pub unseen_days: Option<u64>,
+    pub no_seeders_days: Option<u64>,
+    pub category: Option<String>,
+    pub dry_run: bool,
+}
+
+impl TorrentPrune {
+    fn any(&self) -> bool {
+        self.unseen_days.is_some() || self.no_seeders_days.is_some() || self.category.is_some()
+    }
+}
+
+/// A content kind by name (`movie`, `adult`, ...), or an error listing them.
+fn parse_kind(s: &str) -> Result<ContentKind, Fail> {
+    ContentKind::ALL
+        .iter()
+        .copied()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| {
+            let names: Vec<&str> = ContentKind::ALL.iter().map(|k| k.as_str()).collect();
+            Fail(format!(
+                "--category {s:?}: not a content kind; one of {}",
+                names.join(", ")
+            ))
+        })
+}
+
+/// Torrents removed per write transaction by `delete`, `filter apply`, `db prune`.
+const REMOVE_CHUNK: usize = 5_000;
+/// Torrents a dry run lists by name.
+const DRY_RUN_SHOWN: usize = 20;
+
+/// The torrent part of `db prune`: every torrent matching all the rules given
+/// goes (removed as by `delete`, but without tombstones).
+fn prune_torrents(
+    store: &Store,
+    db: &Path,
+    p: &TorrentPrune,
+    kind: Option<ContentKind>,
+) -> Result<(), Fail> {
+    let now = wall_secs();
+    let unseen = p
+        .unseen_days
+        .map(|d| now.saturating_sub(d.saturating_mul(86_400)));
+    let no_seeders = p
+        .no_seeders_days
+        .map(|d| now.saturating_sub(d.saturating_mul(86_400)));
+    let mut gone: Vec<(InfoHash, String)> = Vec::new();
+    let mut bytes = 0u64;
+    if p.any() {
+        store
+            .for_each_torrent(|r, files, _| {
+                let mut hit = true;
+                if let Some(c) = unseen {
+                    hit &= r.last_seen_at.max(r.discovered_at) < c;
+                }
+                if let Some(c) = no_seeders {
+                    hit &= r.discovered_at < c && r.seeders.unwrap_or(0) == 0;
+                }
+                if let (true, Some(k)) = (hit, kind) {
+                    hit &= classify(&r.name, files.iter().map(|f| (f.path.as_str(), f.size))).kind
+                        == k;
+                }
+                if hit {
+                    bytes += r.total_size;
+                    gone.push((r.infohash, r.name.clone()));
+                }
+                true
+            })
+            .map_err(db_err(db))?;
+    }
+    let verb = if p.dry_run { "would remove" } else { "removed" };
+    if p.dry_run {
+        let mut o = std::io::stdout().lock();
+        for (ih, name) in gone.iter().take(DRY_RUN_SHOWN) {
+            out!(o, "{}  {name}", to_hex(ih));
+        }
+        if gone.len() > DRY_RUN_SHOWN {
+            out!(o, "… and {} more", gone.len() - DRY_RUN_SHOWN);
+        }
+    } else {
+        let ihs: Vec<InfoHash> = gone.iter().map(|g| g.0).collect();
+        for chunk in ihs.chunks(REMOVE_CHUNK) {
+            store.remove_torrents(chunk, None).map_err(db_err(db))?;
+        }
+    }
+    eprintln!(
+        "{verb} {} torrent(s) ({} of content; not tombstoned: they may be fetched again){}",
+        gone.len(),
+        human_size(bytes),
+        if p.dry_run {
+            "; nothing changed (dry run)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// `magnetar delete INFOHASH…`: removes the torrents and leaves tombstones.
+pub fn delete(db: &Path, refs: &[String]) -> Result<(), Fail> {
+    let store = open_existing(db)?;
+    let _lock = lock_db(db, "delete")?;
+    let mut ihs = Vec::with_capacity(refs.len());
+    for r in refs {
+        ihs.push(resolve(&store, db, r)?);
+    }
+    let mark = FilterMark {
+        at: wall_secs(),
+        label: "delete".into(),
+    };
+    let rep = store
+        .remove_torrents(&ihs, Some(&mark))
+        .map_err(db_err(db))?;
+    for ih in &ihs {
+        tracing::info!(target: "magnetar::filter", action = "delete", rule = "delete", infohash = %to_hex(ih), "deleted and tombstoned");
+    }
+    eprintln!(
+        "removed {} torrent(s), {} not stored; {} tombstone(s) left (never fetched or stored again)",
+        rep.removed, rep.not_stored, rep.tombstoned
+    );
+    Ok(())
+}
+
+/// `magnetar filter check FILE`.
+pub fn filter_check(file: &Path) -> Result<(), Fail> {
+    let rules = crate::filter::load(file).map_err(Fail)?;
+    let mut o = std::io::stdout().lock();
+    for r in rules.rules() {
+        let action = match r.action {
+            magnetar_core::filter::Action::Drop => "drop",
+            magnetar_core::filter::Action::Hide => "hide",
+        };
+        out!(
+            o,
+            "line {:>4}  {action}  {}",
+            r.line,
+            crate::filter::rule_label(r)
+        );
+    }
+    out!(
+        o,
+        "ok: {} rule(s) in {}",
+        rules.rules().len(),
+        file.display()
+    );
+    Ok(())
+}
+
+/// `magnetar filter apply --rules FILE [--dry-run]`: the rules applied to what is
+/// stored; per rule, what was (or would be) removed and hidden.
+pub fn filter_apply(db: &Path, file: &Path, dry_run: bool, unhide: bool) -> Result<(), Fail> {
+    let rules = crate::filter::load(file).map_err(Fail)?;
+    let store = open_existing(db)?;
+    let _lock = lock_db(db, "filter apply")?;
+    let now = wall_secs();
+    let mut drops: Vec<(InfoHash, FilterMark)> = Vec::new();
+    let mut hides: Vec<(InfoHash, FilterMark)> = Vec::new();
+    let mut shows: Vec<InfoHash> = Vec::new();
+    // rule label → (dropped, hidden)
+    let mut per_rule: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut shown = 0;
+    let mut o = std::io::stdout().lock();
+    let mut err = None;
+    store
+        .for_each_torrent(|r, files, hidden| {
+            let kind = classify(&r.name, files.iter().map(|f| (f.path.as_str(), f.size))).kind;
+            let Some(v) =
+                rules.check(&r.infohash, kind, &r.name, files.iter().map(|f| f.path.as_str()))
+            else {
+                if unhide && hidden {
+                    shows.push(r.infohash);
+                }
+                return true;
+            };
+            let label = crate::filter::rule_label(v.rule);
+            let drop = v.action() == magnetar_core::filter::Action::Drop;
+            if !drop && hidden {
+                return true;
+            }
+            let e = per_rule.entry(label.clone()).or_default();
+            let action = if drop { "drop" } else { "hide" };
+            if drop {
+                e.0 += 1;
+            } else {
+                e.1 += 1;
+            }
+            if !dry_run {
+                tracing::info!(target: "magnetar::filter", action, rule = %label, infohash = %to_hex(&r.infohash), name = %r.name, reason = ?v.reason, "filter decision");
+            }
+            if shown < DRY_RUN_SHOWN {
+                shown += 1;
+                if let Err(x) = writeln!(o, "{action}  {}  {}  ({label})", to_hex(&r.infohash), r.name) {
+                    err = Some(x);
+                    return false;
+                }
+            }
+            let m = FilterMark { at: now, label };
+            if drop {
+                drops.push((r.infohash, m));
+            } else {
+                hides.push((r.infohash, m));
+            }
+            true
+        })
+        .map_err(db_err(db))?;
+    if let Some(e) = err {
+        return Err(out_err(e));
+    }
+    if !dry_run {
+        for chunk in drops.chunks(REMOVE_CHUNK) {
+            // One tombstone per rule label: group the chunk by label.
+            let mut by_label: std::collections::BTreeMap<&str, Vec<InfoHash>> = Default::default();
+            for (ih, m) in chunk {
+                by_label.entry(m.label.as_str()).or_default().push(*ih);
+            }
+            for (label, ihs) in by_label {
+                let m = FilterMark {
+                    at: now,
+                    label: label.to_owned(),
+                };
+                store.remove_torrents(&ihs, Some(&m)).map_err(db_err(db))?;
+            }
+        }
+        for chunk in hides.chunks(REMOVE_CHUNK) {
+            store.hide_torrents(chunk).map_err(db_err(db))?;
+        }
+        for chunk in shows.chunks(REMOVE_CHUNK) {
+            store.unhide_torrents(chunk).map_err(db_err(db))?;
+        }
+    }
+    let (verb_d, verb_h) = if dry_run {
+        ("would remove", "would hide")
+    } else {
+        ("removed", "hid")
+    };
+    for (label, (d, h)) in &per_rule {
+        out!(o, "rule {label}: {verb_d} {d}, {verb_h} {h}");
+    }
+    out!(
+        o,
+        "{verb_d} {} torrent(s) (tombstoned), {verb_h} {}{}{}",
+        drops.len(),
+        hides.len(),
+        if unhide {
+            format!(
+                ", {} {} hidden by no rule of this file",
+                if dry_run {
+                    "would show again"
+                } else {
+                    "showed again"
+                },
+                shows.len()
+            )
+        } else {
+            String::new()
+        },
+        if dry_run {
+            "; nothing changed (dry run)"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

@@ -633,6 +633,7 @@ impl Storage for LmdbStorage {
     }
 
     fn status(&mut self, wall: u64, snap: &Snapshot, last: bool) -> Result<(), String> {
+        self.ingest.poll_filter_reload();
         observed(&self.observed).stored = self.ingest.counters().torrents;
         self.render_metrics(&snap.stats, &snap.runtime);
         self.ticks += 1;

@@ -13,7 +13,7 @@
 //! best effort (`try_send`): when the writer's channel is full they are dropped and
 //! counted in [`IngestCounters::dropped`], so a slow disk never stalls the DHT.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -22,8 +22,11 @@ use magnetar_core::report::Metric;
 use magnetar_core::routing::NodeEntry;
 use magnetar_core::{DiscoverySource, Event};
 
+use magnetar_core::filter::Action;
 use magnetar_core::pump::{Decision, Storage};
 use magnetar_storage::*;
+
+use crate::filter::{self, Filter};
 
 type Result<T> = std::result::Result<T, StoreError>;
 
@@ -57,6 +60,9 @@ pub struct IngestCounters {
     pub scrapes: u64,
     /// Tracker answers (`Event::TrackerReply`).
     pub tracker_replies: u64,
+    /// Discoveries not acquired and fetched torrents not stored by the content
+    /// filter (tombstones, `drop` rules).
+    pub filtered: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -81,6 +87,10 @@ pub struct Ingest {
     next_store_stats: Option<Instant>,
     /// Counts older than this are refreshed when the torrent is seen again.
     scrape_max_age: Duration,
+    /// Operator content rules and their counts (tombstones apply without rules).
+    filter: Filter,
+    /// Infohashes dropped by this run (until their tombstones are committed).
+    dropped: HashSet<InfoHash>,
 }
 
 /// A fresh session record (id: Unix milliseconds), started at `wall` (Unix seconds).
@@ -223,6 +233,159 @@ impl Ingest {
             store_stats: None,
             next_store_stats: None,
             scrape_max_age: SCRAPE_MAX_AGE,
+            filter: Filter::new(Default::default(), None),
+            dropped: HashSet::new(),
+        }
+    }
+
+    fn remember_drop(&mut self, ih: InfoHash) {
+        if self.dropped.len() >= MAX_PEERS {
+            self.dropped.clear();
+        }
+        self.dropped.insert(ih);
+    }
+
+    /// Operator content rules (`crawl --filter-rules`).
+    pub fn set_filter(&mut self, f: Filter) {
+        self.filter = f;
+    }
+
+    pub fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    /// Reads the rules file again if SIGHUP asked for it (status ticks call this).
+    pub fn poll_filter_reload(&mut self) {
+        self.filter.poll_reload();
+    }
+
+    /// The decision before metadata is fetched: a tombstoned infohash, or one a
+    /// `drop infohashes` rule lists (then tombstoned), is not acquired.
+    fn filter_before_fetch(&mut self, wall: u64, ih: &InfoHash) -> Result<bool> {
+        // Dropped by this run: its tombstone may still be in the writer's channel.
+        if self.dropped.contains(ih) {
+            self.filter.count("skip", "tombstone");
+            return Ok(true);
+        }
+        match self.store.tombstone(ih) {
+            Ok(Some(m)) => {
+                self.filter.count("skip", "tombstone");
+                tracing::debug!(
+                    target: "magnetar::filter",
+                    action = "skip",
+                    rule = %m.label,
+                    infohash = %to_hex(ih),
+                    "tombstoned infohash not fetched"
+                );
+                return Ok(true);
+            }
+            Ok(None) => {}
+            Err(_) => self.counters.read_errors += 1,
+        }
+        let label = match self.filter.rules().check_infohash(ih) {
+            Some(v) if v.action() == Action::Drop => filter::rule_label(v.rule),
+            _ => return Ok(false),
+        };
+        self.filter.count("drop", &label);
+        self.remember_drop(*ih);
+        tracing::info!(
+            target: "magnetar::filter",
+            action = "drop",
+            rule = %label,
+            infohash = %to_hex(ih),
+            name = "",
+            "filter decision: listed infohash, not fetched (tombstoned)"
+        );
+        self.writer.send(Op::Tombstone {
+            infohash: *ih,
+            at: wall,
+            label,
+        })?;
+        Ok(true)
+    }
+
+    /// The decision once metadata is here: `Some(false)` stores it (hidden when
+    /// a `hide` rule matched: its `Op::Hide` is sent first), `Some(true)` drops it
+    /// (tombstoned).
+    fn filter_after_fetch(
+        &mut self,
+        wall: u64,
+        fetched: &InfoHash,
+        t: &TorrentInput,
+    ) -> Result<bool> {
+        for ih in [&t.infohash, fetched] {
+            if let Ok(Some(m)) = self.store.tombstone(ih) {
+                self.filter.count("skip", "tombstone");
+                tracing::debug!(target: "magnetar::filter", action = "skip", rule = %m.label,
+                    infohash = %to_hex(ih), name = %t.name, "tombstoned torrent not stored");
+                return Ok(true);
+            }
+        }
+        if self.filter.rules().is_empty() {
+            return Ok(false);
+        }
+        let kind = magnetar_core::classify::classify(
+            &t.name,
+            t.files.iter().map(|f| (f.path.as_str(), f.size)),
+        )
+        .kind;
+        let rules = self.filter.rules();
+        let verdict = rules
+            .check(
+                &t.infohash,
+                kind,
+                &t.name,
+                t.files.iter().map(|f| f.path.as_str()),
+            )
+            .or_else(|| rules.check_infohash(fetched));
+        let Some(v) = verdict else {
+            return Ok(false);
+        };
+        let (action, label, reason) = (v.action(), filter::rule_label(v.rule), v.reason.clone());
+        if action == Action::Drop {
+            self.remember_drop(t.infohash);
+            self.remember_drop(*fetched);
+        }
+        let name = if action == Action::Drop {
+            "drop"
+        } else {
+            "hide"
+        };
+        self.filter.count(name, &label);
+        tracing::info!(
+            target: "magnetar::filter",
+            action = name,
+            rule = %label,
+            infohash = %to_hex(&t.infohash),
+            name = %t.name,
+            reason = ?reason,
+            "filter decision"
+        );
+        match action {
+            Action::Drop => {
+                // A hybrid fetched by its v2 hash: both hashes are tombstoned.
+                if *fetched != t.infohash {
+                    self.writer.send(Op::Tombstone {
+                        infohash: *fetched,
+                        at: wall,
+                        label: label.clone(),
+                    })?;
+                }
+                self.writer.send(Op::Tombstone {
+                    infohash: t.infohash,
+                    at: wall,
+                    label,
+                })?;
+                Ok(true)
+            }
+            Action::Hide => {
+                self.writer.send(Op::Hide {
+                    infohash: t.infohash,
+                    at: wall,
+                    label,
+                })?;
+                Ok(false)
+            }
         }
     }
 
@@ -302,6 +465,7 @@ impl Ingest {
                 wt.torrents_new,
             ),
         ];
+        out.extend(self.filter.metrics());
         if self.next_store_stats.is_none_or(|t| t <= Instant::now()) {
             self.next_store_stats = Some(Instant::now() + Duration::from_secs(10));
             if let Ok(st) = self.store.stats() {
@@ -405,6 +569,10 @@ impl Ingest {
                     self.counters.refresh_asked += 1;
                     return Ok(Decision::Refresh);
                 }
+                if self.filter_before_fetch(wall, &info_hash.0)? {
+                    self.counters.filtered += 1;
+                    return Ok(Decision::Known);
+                }
                 self.counters.new += 1;
                 if let Some(p) = self.pending.get_mut(&info_hash.0) {
                     p.sources = p.sources | sources;
@@ -487,6 +655,10 @@ impl Ingest {
                 });
                 let mut t = torrent_input(m, p.discovered_at, p.sources, p.seeders, p.leechers);
                 t.scraped_at = p.scraped_at;
+                if self.filter_after_fetch(wall, &m.info_hash.0, &t)? {
+                    self.counters.filtered += 1;
+                    return Ok(Decision::Nothing);
+                }
                 self.writer.send(Op::Torrent(Box::new(t)))?;
                 self.counters.torrents += 1;
                 Ok(Decision::Nothing)
@@ -902,6 +1074,70 @@ mod tests {
         }
         ing.close().unwrap();
         assert_eq!(store.count().unwrap(), 1);
+    }
+
+    /// Content rules in the glue: a listed infohash is not acquired (tombstoned); a
+    /// `drop words` torrent is not stored (tombstoned, not acquired again); a `hide`
+    /// torrent is stored but not found; every decision is counted by rule.
+    #[test]
+    fn filter_rules_decide_before_and_after_the_fetch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreOptions::new(dir.path())).unwrap();
+        let writer = store.writer(WriterConfig::default()).unwrap();
+        let mut ing = Ingest::new(store.clone(), writer);
+        let listed = CoreIh([0x42; 20]);
+        let rules = magnetar_core::filter::Rules::parse(&format!(
+            "takedown: drop infohashes {}\nspam: drop words casino\nquiet: hide words secret\n",
+            to_hex(&listed.0)
+        ))
+        .unwrap();
+        ing.set_filter(Filter::new(rules, None));
+        let peer: SocketAddr = "10.0.0.2:6881".parse().unwrap();
+        let disc = |ih| Event::InfohashDiscovered {
+            info_hash: ih,
+            source: DiscoverySource::Announce,
+            from: peer,
+            peer: Some(peer),
+        };
+        assert_eq!(ing.on_event(1, &disc(listed)).unwrap(), Decision::Known);
+        let spam = fetched(build_info(&InfoSpec::single("Casino night.iso", 10)), peer);
+        let quiet = fetched(build_info(&InfoSpec::single("Secret garden.iso", 10)), peer);
+        let plain = fetched(build_info(&InfoSpec::single("Garden party.iso", 10)), peer);
+        let ids = [spam.info_hash, quiet.info_hash, plain.info_hash];
+        for (m, ih) in [spam, quiet, plain].into_iter().zip(ids) {
+            assert_eq!(ing.on_event(2, &disc(ih)).unwrap(), Decision::Acquire);
+            ing.on_event(3, &Event::MetadataFetched(Box::new(m)))
+                .unwrap();
+        }
+        ing.flush().unwrap();
+        assert_eq!(ing.on_event(4, &disc(ids[0])).unwrap(), Decision::Known);
+        assert!(store.get(&ids[0].0).unwrap().is_none());
+        assert_eq!(store.tombstone(&ids[0].0).unwrap().unwrap().label, "spam");
+        assert_eq!(
+            store.tombstone(&listed.0).unwrap().unwrap().label,
+            "takedown"
+        );
+        assert!(store.get(&ids[1].0).unwrap().is_some());
+        let found = |q: &str| -> Vec<[u8; 20]> {
+            store
+                .search(q, 10, 0, Order::Relevance)
+                .unwrap()
+                .hits
+                .iter()
+                .map(|h| h.infohash)
+                .collect()
+        };
+        assert_eq!(found("garden"), vec![ids[2].0]);
+        assert!(found("casino").is_empty());
+        let c = ing.filter().counts().clone();
+        let n = |a: &'static str, r: &str| c.get(&(a, r.to_owned())).copied().unwrap_or(0);
+        assert_eq!(
+            (n("drop", "takedown"), n("drop", "spam"), n("hide", "quiet")),
+            (1, 1, 1)
+        );
+        assert_eq!(n("skip", "tombstone"), 1);
+        assert_eq!(ing.counters().filtered, 3);
+        ing.close().unwrap();
     }
 
     #[test]

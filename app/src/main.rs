@@ -7,6 +7,7 @@ mod cli_tests;
 mod commands;
 mod crawl;
 mod doctor;
+mod filter;
 // A few of its methods serve only the tests and the bench binary.
 #[allow(dead_code)]
 mod ingest;
@@ -264,6 +265,49 @@ enum Cmd {
         #[command(subcommand)]
         cmd: DbCmd,
     },
+    /// Remove torrents (record, files, info dict, search index) and leave tombstones:
+    /// a deleted infohash is never fetched or stored again. Refused while a crawler
+    /// runs.
+    Delete {
+        /// Infohashes: 40 hex digits (stored or not: a tombstone is left either
+        /// way), a unique prefix of at least 8 of a stored one, or a magnet URI.
+        #[arg(required = true, value_name = "INFOHASH")]
+        infohashes: Vec<String>,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Content rules files: check one, or apply one to what is stored.
+    Filter {
+        #[command(subcommand)]
+        cmd: FilterCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FilterCmd {
+    /// Check a rules file: prints the rules, or the line and column of the first
+    /// error (exit status 2).
+    Check {
+        /// The rules file.
+        file: PathBuf,
+    },
+    /// Apply a rules file to the stored torrents: `drop` matches are removed and
+    /// tombstoned, `hide` matches hidden; says what it did per rule. Refused while
+    /// a crawler runs.
+    Apply {
+        /// The rules file (the crawler's --filter-rules variable).
+        #[arg(long = "rules", value_name = "FILE", env = "MAGNETAR_FILTER_RULES")]
+        filter_rules: PathBuf,
+        /// Say what would be removed or hidden, change nothing.
+        #[arg(long, env = "MAGNETAR_FILTER_DRY_RUN")]
+        dry_run: bool,
+        /// Also show again the hidden torrents that no rule of this file hides
+        /// (after a `hide` rule was taken out of the file).
+        #[arg(long, env = "MAGNETAR_FILTER_UNHIDE")]
+        unhide: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -340,6 +384,22 @@ enum DbCmd {
         /// Drop DHT nodes not seen for this many days.
         #[arg(long, default_value_t = 7, env = "MAGNETAR_PRUNE_NODES_DAYS")]
         nodes_days: u64,
+        /// Also remove torrents not seen (discovered or announced again) for this
+        /// many days. Pruned torrents are not tombstoned: they may come back.
+        #[arg(long, value_name = "DAYS", env = "MAGNETAR_PRUNE_UNSEEN_DAYS")]
+        unseen_days: Option<u64>,
+        /// Also remove torrents discovered more than this many days ago whose
+        /// seeder count is unknown or zero (the last measurement, if any).
+        #[arg(long, value_name = "DAYS", env = "MAGNETAR_PRUNE_NO_SEEDERS_DAYS")]
+        no_seeders_days: Option<u64>,
+        /// Also remove torrents of this content kind (classified on the fly: movie,
+        /// adult, software, ...); with --unseen-days or --no-seeders-days, only those
+        /// of this kind that match them.
+        #[arg(long, value_name = "KIND", env = "MAGNETAR_PRUNE_CATEGORY")]
+        category: Option<String>,
+        /// Say what would go (counts and the first torrents), change nothing.
+        #[arg(long, env = "MAGNETAR_PRUNE_DRY_RUN")]
+        dry_run: bool,
         #[command(flatten)]
         db: DbArg,
     },
@@ -451,6 +511,13 @@ struct CrawlArgs {
         env = "MAGNETAR_DURABILITY"
     )]
     durability: DurabilityArg,
+
+    /// Content rules file (`[label:] drop|hide words|infohashes|kinds ITEMS`, see
+    /// README): read at start (an error refuses to start, with its line and column)
+    /// and again on SIGHUP (a file with an error is refused, logged and counted; the
+    /// old rules stay in force).
+    #[arg(long, value_name = "FILE", env = "MAGNETAR_FILTER_RULES")]
+    filter_rules: Option<PathBuf>,
 
     /// Do not keep raw info dicts (saves ~95 % of the disk; `export --format torrent`
     /// then has nothing to write for the torrents stored meanwhile).
@@ -696,6 +763,10 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
                     requests_max,
                     peers_days,
                     nodes_days,
+                    unseen_days,
+                    no_seeders_days,
+                    category,
+                    dry_run,
                     db,
                 },
         } => commands::prune(
@@ -704,7 +775,26 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
             requests_max,
             peers_days,
             nodes_days,
+            &commands::TorrentPrune {
+                unseen_days,
+                no_seeders_days,
+                category,
+                dry_run,
+            },
         ),
+        Cmd::Delete { infohashes, db } => commands::delete(&db.path()?, &infohashes),
+        Cmd::Filter {
+            cmd: FilterCmd::Check { file },
+        } => commands::filter_check(&file),
+        Cmd::Filter {
+            cmd:
+                FilterCmd::Apply {
+                    filter_rules,
+                    dry_run,
+                    unhide,
+                    db,
+                },
+        } => commands::filter_apply(&db.path()?, &filter_rules, dry_run, unhide),
     }
 }
 
@@ -948,6 +1038,10 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
         }
     }
     let trackers = tracker_urls(&a.trackers)?;
+    let rules = match &a.filter_rules {
+        Some(p) => filter::load(p).map_err(|e| Fail(format!("--filter-rules {e}")))?,
+        None => Default::default(),
+    };
     let sockets = bind_sockets(a)?;
     let bound: Vec<SocketAddr> = sockets.iter().map(|(addr, _)| *addr).collect();
     for addr in &bound {
@@ -1039,6 +1133,14 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
     };
     let mut ingest = ingest::Ingest::new(store, writer);
     ingest.set_scrape_max_age(Duration::from_secs(a.scrape_max_age));
+    if let Some(p) = &a.filter_rules {
+        tracing::info!(rules = rules.rules().len(), file = %p.display(), "filter rules loaded");
+        let f = filter::Filter::new(rules, Some(p.clone()));
+        // SIGHUP: the rules are read again at the next status tick (both runtimes).
+        signal_hook::flag::register(signal_hook::consts::SIGHUP, f.reload_flag())
+            .map_err(|e| Fail(format!("cannot handle SIGHUP: {e}")))?;
+        ingest.set_filter(f);
+    }
     // A crawler-sized routing table (~8,200 nodes per identity).
     cfg.dht.routing = RoutingConfig::wide(4096);
     cfg.allow_private = a.allow_private;

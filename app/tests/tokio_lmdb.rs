@@ -7,6 +7,10 @@ mod common;
 #[path = "../src/ingest.rs"]
 #[allow(dead_code)]
 mod ingest;
+// The content filter the ingest glue applies.
+#[path = "../src/filter.rs"]
+#[allow(dead_code)]
+mod filter;
 
 use std::time::Duration;
 

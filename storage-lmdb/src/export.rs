@@ -137,6 +137,8 @@ impl Store {
     ) -> Result<()> {
         let start = since.unwrap_or(0).to_be_bytes();
         self.read(|txn, dbs| {
+            // Hidden torrents (operator filter rules) are never exported.
+            let any_hidden = crate::store::any_hidden(txn, dbs)?;
             let range = (Bound::Included(&start[..]), Bound::Unbounded);
             let it = dbs
                 .by_time
@@ -166,6 +168,9 @@ impl Store {
                         continue;
                     }
                 };
+                if crate::store::is_hidden(txn, dbs, any_hidden, &rec.infohash)? {
+                    continue;
+                }
                 let files = match dbs
                     .files
                     .get(txn, &dk)

@@ -53,6 +53,8 @@
 //! | `sessions` | id u64 BE | `1`, started_at u64, ended_at u64 (`u64::MAX` = running), 6 counters u64, peak_rss u64, cpu_ms u64 |
 //! | `requests` | request id u64 BE (increasing) | `1`, infohash, peer address, started_at_ms u64, duration_ms u32, outcome u8, pieces u32, reason str, client str |
 //! | `meta` | name | schema_version u32; counters u64: torrents, with_info, requests, next_docid, next_request_id, max_discovered_at, time_disorder |
+//! | `tombstones` | infohash (20) | `1`, at u64 LE, rule label (UTF-8, ≤ 200 bytes, the rest of the value): never stored again (content filters, `delete`) |
+//! | `hidden` | infohash (20) | as `tombstones`: stored without postings, skipped by `recent` and exports (the mark may precede its torrent) |
 //!
 //! Why doc ids: infohashes are random, so a B-tree keyed by them takes every batch's
 //! inserts at random leaves, and LMDB copies each touched page on write (a batch of
@@ -149,9 +151,10 @@ pub use prefix::{parse_torrent_ref, TorrentRef, MIN_PREFIX_HEX};
 pub use query::{MAX_QUERY_BYTES, MAX_QUERY_TERMS};
 pub use store::{
     compact, default_data_dir, wait_closed, BatchReport, ClientStats, Durability, FacetFilter,
-    Hourly, IntegrityReport, Order, PreparedBatch, PruneReport, RetentionPolicy, SearchQuery,
-    SearchResults, SessionYield, SortBy, Stats, Store, StoreOptions, MAX_HISTORY_SCAN,
-    MAX_PREFIX_TERMS, MAX_SEARCH_LIMIT, MAX_SEARCH_OFFSET, PHRASE_CHECK_BUDGET, SCHEMA_VERSION,
+    FilterTotals, Hourly, IntegrityReport, Order, PreparedBatch, PruneReport, RetentionPolicy,
+    SearchQuery, SearchResults, SessionYield, SortBy, Stats, Store, StoreOptions, TorrentRemoval,
+    MAX_HISTORY_SCAN, MAX_PREFIX_TERMS, MAX_SEARCH_LIMIT, MAX_SEARCH_OFFSET, PHRASE_CHECK_BUDGET,
+    SCHEMA_VERSION,
 };
 pub use tokenize::{
     tokenize, MAX_TERMS_PER_TORRENT, MAX_TERM_BYTES, MAX_TOKENS_PER_TORRENT, MAX_TOKENS_PER_WORD,

@@ -292,4 +292,31 @@ pub enum Op {
     Node(NodeRecord),
     Session(SessionRecord),
     Request(RequestRecord),
+    /// An operator rule (or `magnetar delete`) keeps this infohash out for good: it is
+    /// remembered as a tombstone (with the rule's label and the time) and, if stored,
+    /// removed. A later `Op::Torrent` of it is not stored. Applied before the
+    /// batch's torrents.
+    Tombstone {
+        infohash: InfoHash,
+        at: u64,
+        label: String,
+    },
+    /// An operator rule hides this infohash: stored, but never indexed for search
+    /// nor listed by `recent` and exports. If stored, its postings are removed; a
+    /// later `Op::Torrent` of it is stored without postings. Applied before the
+    /// batch's torrents.
+    Hide {
+        infohash: InfoHash,
+        at: u64,
+        label: String,
+    },
+}
+
+/// A filter mark of an infohash ([`Op::Tombstone`], [`Op::Hide`]): which rule, when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FilterMark {
+    /// Unix seconds.
+    pub at: u64,
+    /// The rule's label (`delete` for `magnetar delete`).
+    pub label: String,
 }

@@ -23,6 +23,9 @@
 //! the node started here lifts that limit, as every sender is 127.0.0.1. An
 //! external node must be started with the same setting.
 
+#[path = "../filter.rs"]
+#[allow(dead_code)]
+mod filter;
 #[path = "../ingest.rs"]
 #[allow(dead_code)]
 mod ingest;

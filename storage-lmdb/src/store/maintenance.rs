@@ -176,6 +176,7 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
     let mut with_info = 0u64;
     let mut hybrids = 0u64;
     let mut last_docid: Option<u32> = None;
+    let any_hidden = super::any_hidden(txn, dbs)?;
     for r in dbs.torrents.iter(txn).map_err(lmdb("checking torrents"))? {
         let (k, v) = r.map_err(lmdb("checking torrents"))?;
         rep.torrents += 1;
@@ -270,7 +271,12 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
             with_info += 1;
         }
         let mut e = (0u64, 0u64);
-        for (term, flags) in torrent_terms(&st.rec.name, &files) {
+        // A hidden torrent (operator filter rules) has no postings.
+        let hidden = super::is_hidden(txn, dbs, any_hidden, &ih)?;
+        for (term, flags) in torrent_terms(&st.rec.name, &files)
+            .into_iter()
+            .filter(|_| !hidden)
+        {
             e.0 += 1;
             e.1 = e.1.wrapping_add(term_hash(term.as_bytes(), flags));
         }

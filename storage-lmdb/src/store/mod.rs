@@ -32,6 +32,7 @@ use crate::codec;
 use crate::error::{hex, StoreError};
 use crate::types::InfoHash;
 
+mod filter;
 mod history;
 mod identity;
 mod maintenance;
@@ -44,6 +45,8 @@ mod search;
 mod tests;
 mod write;
 
+pub(crate) use filter::{any_hidden, is_hidden};
+pub use filter::{FilterTotals, TorrentRemoval};
 pub use history::{Hourly, MAX_HISTORY_SCAN};
 pub use maintenance::{compact, IntegrityReport, PruneReport, RetentionPolicy};
 pub use prepare::PreparedBatch;
@@ -185,6 +188,10 @@ pub(crate) struct Dbs {
     pub sessions: Db,
     pub requests: Db,
     pub meta: Db,
+    /// Filtered or deleted infohash → when and by which rule (`filter`).
+    pub tombstones: Db,
+    /// Hidden infohash → when and by which rule: stored without postings (`filter`).
+    pub hidden: Db,
 }
 
 pub(crate) struct Inner {
@@ -288,7 +295,7 @@ pub(crate) fn open_env(opts: &StoreOptions) -> Result<Env<WithoutTls>> {
         .map_err(StoreError::io(format!("creating {}", opts.path.display())))?;
     let mut b = EnvOpenOptions::new().read_txn_without_tls();
     b.map_size(round_map(opts.initial_map_size))
-        .max_dbs(16)
+        .max_dbs(32)
         .max_readers(opts.max_readers);
     let flags = match opts.durability {
         Durability::Durable => EnvFlags::empty(),
@@ -345,7 +352,7 @@ impl Store {
                         migrate = found != SCHEMA_VERSION;
                     }
                 }
-                let mut dbs = Vec::with_capacity(14);
+                let mut dbs = Vec::with_capacity(16);
                 for name in [
                     "torrents",
                     "files",
@@ -361,6 +368,8 @@ impl Store {
                     "by_size",
                     "ids_delta",
                     "ids_v2",
+                    "tombstones",
+                    "hidden",
                 ] {
                     let mut o = opener.database_options().types::<Bytes, Bytes>();
                     o.name(name);
@@ -375,7 +384,7 @@ impl Store {
                 if meta.get(wtxn, K_SCHEMA)?.is_none() {
                     meta.put(wtxn, K_SCHEMA, &SCHEMA_VERSION.to_le_bytes())?;
                 }
-                let arr: [_; 14] = std::array::from_fn(|i| dbs[i]);
+                let arr: [_; 16] = std::array::from_fn(|i| dbs[i]);
                 Ok(CommitOrAbort::Commit(arr))
             },
         );
@@ -389,7 +398,7 @@ impl Store {
                 })
             }
         };
-        let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size, ids_delta, ids_v2] =
+        let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size, ids_delta, ids_v2, tombstones, hidden] =
             dbs;
         let store = Store {
             inner: Arc::new(Inner {
@@ -409,6 +418,8 @@ impl Store {
                     sessions,
                     requests,
                     meta,
+                    tombstones,
+                    hidden,
                 },
                 gate: RwLock::new(()),
                 opts,

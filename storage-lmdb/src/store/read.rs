@@ -141,6 +141,8 @@ impl Store {
     /// skipped.
     pub fn recent(&self, n: usize) -> Result<Vec<TorrentRecord>> {
         self.read(|txn, dbs| {
+            // Hidden torrents (operator filter rules) are never listed.
+            let any_hidden = super::filter::any_hidden(txn, dbs)?;
             let mut out = Vec::with_capacity(n.min(10_000));
             for r in dbs.by_time.rev_iter(txn).map_err(lmdb("listing by time"))? {
                 if out.len() >= n {
@@ -151,7 +153,9 @@ impl Store {
                     continue;
                 };
                 if let Some(rec) = record_by_docid(txn, dbs, docid)? {
-                    out.push(rec);
+                    if !super::filter::is_hidden(txn, dbs, any_hidden, &rec.infohash)? {
+                        out.push(rec);
+                    }
                 }
             }
             Ok(out)

@@ -2,6 +2,8 @@
 //! of [`Op`]s in one write transaction. [`apply_batch_txn`] runs it as named steps,
 //! in this order (the order of the writes is part of what makes them cheap):
 //!
+//! 0. `filter::apply_marks`: the batch's `Op::Tombstone`s and `Op::Hide`s (a
+//!    tombstoned new torrent is then not stored, a hidden one gets no postings).
 //! 1. [`BatchTxn::look_up_groups`]: one `ids_delta`/`ids` lookup per distinct
 //!    infohash, in key order.
 //! 2. [`BatchTxn::update_known`]: merge every sighting into the stored torrents
@@ -60,6 +62,8 @@ pub struct BatchReport {
     pub sessions: u64,
     /// Metadata request records appended.
     pub requests: u64,
+    /// New torrents not stored because their infohash has a tombstone.
+    pub tombstoned: u64,
     /// How many times the map was grown while writing this batch.
     pub map_grown: u32,
 }
@@ -211,6 +215,8 @@ fn apply_batch_txn(txn: &mut RwTxn, dbs: &Dbs, batch: &mut BatchCtx) -> Result<B
         meta,
         rep: BatchReport::default(),
     };
+    // Filter marks first: they decide what this batch's torrents become.
+    super::filter::apply_marks(w.txn, dbs, batch.ops, &mut w.meta)?;
 
     // Torrents, grouped by infohash (stable: a group keeps its discovery order after
     // sorting by time).
@@ -219,7 +225,9 @@ fn apply_batch_txn(txn: &mut RwTxn, dbs: &Dbs, batch: &mut BatchCtx) -> Result<B
     // Truncated v2 hashes of hybrids → their doc ids, for `ids_v2`.
     let mut v2_ids: Vec<(InfoHash, u32)> = Vec::new();
     w.update_known(&ts, &groups, settings.keep_info, &mut v2_ids)?;
-    let fresh = fresh_torrents(&ts, &groups);
+    let mut fresh = fresh_torrents(&ts, &groups);
+    w.rep.tombstoned += super::filter::retain_untombstoned(w.txn, dbs, &mut fresh, |f| f.infohash)?;
+    let hidden = super::filter::hidden_flags(w.txn, dbs, &fresh, |f| f.infohash)?;
     if w.meta.next_docid + fresh.len() as u64 > u64::from(codec::MAX_DOCID) + 1 {
         return Err(StoreError::InvalidInput("more than 2^30 torrents".into()));
     }
@@ -239,7 +247,7 @@ fn apply_batch_txn(txn: &mut RwTxn, dbs: &Dbs, batch: &mut BatchCtx) -> Result<B
     let Some(tok) = batch.tokens.as_ref() else {
         return Err(StoreError::InvalidInput("internal: no tokens".into()));
     };
-    let postings = fresh_postings(tok, &fresh, base);
+    let postings = fresh_postings(tok, &fresh, base, &hidden);
 
     // Randomly keyed tables last, each in key order.
     w.write_ids(appended.ids, settings.ids_delta_max)?;
@@ -646,9 +654,18 @@ fn fresh_torrents(ts: &[&TorrentInput], groups: &[Group]) -> Vec<Fresh> {
 
 /// The postings of the new torrents (the `k`-th of `fresh` has doc id `base + k`):
 /// per term of `tok` (byte order), its (doc id, flags) pairs, doc ids ascending.
-fn fresh_postings(tok: &Tokens, fresh: &[Fresh], base: u32) -> Vec<Vec<(u32, u8)>> {
+/// Hidden torrents (`hidden[k]`) get none.
+fn fresh_postings(
+    tok: &Tokens,
+    fresh: &[Fresh],
+    base: u32,
+    hidden: &[bool],
+) -> Vec<Vec<(u32, u8)>> {
     let mut postings: Vec<Vec<(u32, u8)>> = vec![Vec::new(); tok.terms.len()];
     for (k, f) in fresh.iter().enumerate() {
+        if hidden.get(k).copied().unwrap_or(false) {
+            continue;
+        }
         let docid = base + k as u32;
         for &(term, flags) in tok.of_group(f.group) {
             if let Some(p) = postings.get_mut(term as usize) {
