@@ -22,7 +22,7 @@ use super::{
 use crate::error::StoreError;
 
 /// The tables, in the order of [`Dbs`]' fields as assigned below.
-const TABLES: [&str; 14] = [
+const TABLES: [&str; 16] = [
     "torrents",
     "files",
     "info",
@@ -37,6 +37,8 @@ const TABLES: [&str; 14] = [
     "sessions",
     "requests",
     "meta",
+    "tombstones",
+    "hidden",
 ];
 
 /// Why the read transaction that opens the tables gave up.
@@ -116,7 +118,7 @@ impl Store {
                         None => return Ok(CommitOrAbort::Abort(Refused::Missing(name))),
                     }
                 }
-                let arr: [_; 14] = std::array::from_fn(|i| dbs[i]);
+                let arr: [_; 16] = std::array::from_fn(|i| dbs[i]);
                 Ok(CommitOrAbort::Commit(arr))
             },
         );
@@ -153,7 +155,7 @@ impl Store {
                 )))
             }
         };
-        let [torrents, files, info, terms, by_time, by_size, ids, ids_delta, ids_v2, peers, nodes, sessions, requests, meta] =
+        let [torrents, files, info, terms, by_time, by_size, ids, ids_delta, ids_v2, peers, nodes, sessions, requests, meta, tombstones, hidden] =
             dbs;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -173,6 +175,8 @@ impl Store {
                     sessions,
                     requests,
                     meta,
+                    tombstones,
+                    hidden,
                 },
                 gate: RwLock::new(()),
                 opts,
