@@ -89,7 +89,7 @@ impl fmt::Display for PgError {
                 "the database has schema version {found}, newer than this build knows \
                  ({known}): run a newer magnetar against it"
             ),
-            PgError::InvalidQuery(m) => write!(f, "invalid query: {m}"),
+            PgError::InvalidQuery(m) => write!(f, "invalid search query: {m}"),
             PgError::Unsupported(m) => write!(f, "not supported: {m}"),
             PgError::InvalidInput(m) => write!(f, "invalid input: {m}"),
             PgError::Server(m) => write!(f, "PostgreSQL server: {m}"),
