@@ -54,10 +54,12 @@ pub mod search;
 pub mod testing;
 mod vector;
 pub mod write;
+pub mod writer;
 
 pub use error::{PgError, Result};
 pub use migrate::{migrate, SCHEMA_VERSION};
 pub use write::BatchReport;
+pub use writer::{PgWriter, PgWriterConfig, PgWriterTotals};
 
 use magnetar_storage::{FileEntry, InfoHash, Op, SearchQuery, SearchResults, Torrent};
 use postgres::{Client, NoTls};

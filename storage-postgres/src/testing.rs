@@ -154,6 +154,21 @@ impl TempPostgres {
             "--no-sync",
         ]);
         run(initdb, "initdb")?;
+        pg.pg_ctl_start()?;
+        Ok(pg)
+    }
+
+    /// Starts the (stopped) server again on the same data directory.
+    pub fn start_again(&mut self) -> Result<()> {
+        if !self.stopped {
+            return Ok(());
+        }
+        self.pg_ctl_start()
+    }
+
+    fn pg_ctl_start(&mut self) -> Result<()> {
+        let data = self.dir.join("data");
+        let pg = self;
         let opts = format!(
             "-c listen_addresses='' -k {} -c fsync=off -c synchronous_commit=off \
              -c full_page_writes=off -c max_connections=50",
@@ -171,7 +186,7 @@ impl TempPostgres {
             let log = std::fs::read_to_string(pg.dir.join("server.log")).unwrap_or_default();
             return Err(PgError::Server(format!("{e}\nserver log:\n{log}")));
         }
-        Ok(pg)
+        Ok(())
     }
 
     fn command(&self, prog: &str) -> Command {

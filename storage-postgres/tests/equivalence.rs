@@ -68,7 +68,11 @@ fn queries(ts: &[TorrentInput]) -> Vec<String> {
         format!("{} {}", w(13, 0), w(14, 0)),
         // Prefixes: the last word, three letters of a common word.
         w(15, 0).chars().take(3).collect::<String>(),
-        format!("{} {}", w(16, 0), w(17, 0).chars().take(2).collect::<String>()),
+        format!(
+            "{} {}",
+            w(16, 0),
+            w(17, 0).chars().take(2).collect::<String>()
+        ),
         // Phrases: two consecutive words of a name; a phrase scoped to names.
         format!("\"{} {}\"", w(18, 0), w(18, 1)),
         format!("name:\"{} {}\"", w(19, 0), w(19, 1)),
@@ -148,7 +152,9 @@ fn lmdb_and_postgres_give_the_same_results_on_10000_synthetic_torrents() {
     let (mut compared, mut nonempty, mut estimated) = (0usize, 0usize, 0usize);
     let mut check = |q: SearchQuery| {
         let l = ls.query(&q).unwrap_or_else(|e| panic!("LMDB {q:?}: {e}"));
-        let p = ps.query(&q).unwrap_or_else(|e| panic!("PostgreSQL {q:?}: {e}"));
+        let p = ps
+            .query(&q)
+            .unwrap_or_else(|e| panic!("PostgreSQL {q:?}: {e}"));
         assert_eq!(l.skipped_corrupt + p.skipped_corrupt, 0);
         if l.total_estimated {
             estimated += 1;

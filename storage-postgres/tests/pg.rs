@@ -373,3 +373,80 @@ fn concurrent_first_connects_migrate_once() {
         .get(0);
     assert_eq!(n, MIGRATIONS.len() as i64);
 }
+
+#[test]
+fn the_writer_buffers_while_postgres_is_down_and_writes_everything_once() {
+    use magnetar_storage_pg::{PgWriter, PgWriterConfig};
+    use std::time::{Duration, Instant};
+    let mut pg = server();
+    let url = pg.create_database("wd").unwrap();
+    let cfg = PgWriterConfig {
+        // 500 ops fit while the server is down (a batch of 100 plus 400
+        // buffered); 500 more do not.
+        capacity: 600,
+        batch: 100,
+        linger: Duration::from_millis(20),
+        min_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+        ..PgWriterConfig::default()
+    };
+    let mut w = PgWriter::start(&url, cfg);
+    let mut synth = Synth::new(5);
+    let all: Vec<TorrentInput> = (0..1500).map(|i| synth.torrent(100 + i, true)).collect();
+    for t in &all[..500] {
+        w.send(Op::Torrent(Box::new(t.clone()))).unwrap();
+    }
+    w.flush().unwrap();
+    assert_eq!(w.totals().torrents_new, 500);
+    // The server goes away (a clean shutdown ends the writer's session).
+    pg.stop().unwrap();
+    for t in &all[500..1000] {
+        w.send(Op::Torrent(Box::new(t.clone()))).unwrap();
+    }
+    // The writer notices when it tries (waiting for a state, bounded; not a timing
+    // assertion).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !w.totals().down {
+        assert!(
+            Instant::now() < deadline,
+            "the outage was never noticed: {:?}",
+            w.totals()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Past the bound, try_send hands ops back instead of losing them.
+    let mut handed_back = 0;
+    for t in &all[1000..] {
+        if w.try_send(Op::Torrent(Box::new(t.clone())))
+            .unwrap()
+            .is_some()
+        {
+            handed_back += 1;
+        }
+    }
+    assert!(handed_back > 0, "the buffer has no bound");
+    let t = w.totals();
+    assert!(t.outages == 1 && t.retries >= 1, "{t:?}");
+    assert!(t.last_error.is_some());
+    pg.start_again().unwrap();
+    w.flush().unwrap();
+    // Everything accepted is stored, once; then all of the last 500 again (the
+    // ones accepted before are stored once).
+    for t in &all[1000..] {
+        w.send(Op::Torrent(Box::new(t.clone()))).unwrap();
+    }
+    let totals = w.close().unwrap();
+    assert!(!totals.down);
+    let mut s = PgStore::connect(&url, PgOptions::default()).unwrap();
+    assert_eq!(s.count().unwrap(), 1500);
+    let files: i64 = s
+        .client()
+        .query_one("SELECT count(*) FROM files", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        files as usize,
+        all.iter().map(|t| t.files.len()).sum::<usize>()
+    );
+    assert_eq!(totals.torrents_new, 1500);
+}
