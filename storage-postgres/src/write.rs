@@ -213,7 +213,7 @@ fn rows<'a>(ops: &'a [Op], keep_info: bool, rep: &mut BatchReport) -> Vec<Row<'a
         }
     }
     let mut v: Vec<Row<'a>> = by_hash.into_values().collect();
-    v.sort_by(|a, b| (a.t.discovered_at, a.t.infohash).cmp(&(b.t.discovered_at, b.t.infohash)));
+    v.sort_by_key(|r| (r.t.discovered_at, r.t.infohash));
     v
 }
 
