@@ -27,7 +27,8 @@ pub enum PgError {
     Unsupported(String),
     /// A value that cannot be stored (e.g. a size above 2^63 − 1).
     InvalidInput(String),
-    /// The test server could not be started or stopped (see [`crate::testing`]).
+    /// The test server could not be started or stopped (see [`crate::testing`]), or
+    /// the writer thread stopped (see [`crate::writer`]).
     Server(String),
 }
 
@@ -41,30 +42,6 @@ impl PgError {
         match self {
             PgError::Db { source, .. } => source.code().map(|c| c.code()),
             _ => None,
-        }
-    }
-
-    /// True for errors where running the same transaction again can succeed: a
-    /// deadlock between writers, a serialization failure, a lost connection.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            PgError::Db { source, .. } => {
-                source.is_closed()
-                    || matches!(
-                        source.code().map(|c| c.code()),
-                        Some(
-                            "40P01"
-                                | "40001"
-                                | "57P01"
-                                | "57P02"
-                                | "57P03"
-                                | "08000"
-                                | "08003"
-                                | "08006"
-                        )
-                    )
-            }
-            _ => false,
         }
     }
 }

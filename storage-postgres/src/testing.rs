@@ -122,7 +122,14 @@ impl TempPostgres {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let bindir = find_bindir()?;
         let as_root = is_root();
-        let dir = std::env::temp_dir().join(format!(
+        // As root the server runs as `postgres`, which must reach the directory:
+        // /tmp, whatever TMPDIR says (it may be a directory only root can enter).
+        let base = if as_root {
+            PathBuf::from("/tmp")
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!(
             "magnetar-pg-{}-{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
