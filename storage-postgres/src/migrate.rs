@@ -110,6 +110,9 @@ CREATE TABLE info (
     torrent_id bigint PRIMARY KEY REFERENCES torrents (id) ON DELETE CASCADE,
     dict       bytea  NOT NULL
 );
+-- Info dicts are mostly SHA-1 piece hashes: incompressible, so not compressed
+-- (TOAST still moves them out of line).
+ALTER TABLE info ALTER COLUMN dict SET STORAGE EXTERNAL;
 "#;
 
 /// Brings the database to [`SCHEMA_VERSION`]; returns the version it found before.

@@ -47,13 +47,15 @@ pub struct BatchReport {
 const MAX_ATTEMPTS: u32 = 8;
 
 pub(crate) const CREATE_STAGING: &str = "
+SET temp_buffers = '64MB';
 CREATE TEMP TABLE IF NOT EXISTS stage_t (
     ord int4, infohash bytea, kind int2, v2 bytea, name text, total_size int8,
     piece_length int8, piece_count int8, file_count int8, private bool, source text,
     discovered_at int8, last_seen_at int8, sources int2, seeders int8, leechers int8,
     scraped_at int8, info bytea, search text) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_f (
-    infohash bytea, idx int4, path text, size int8) ON COMMIT DELETE ROWS;";
+    infohash bytea, idx int4, path text, size int8) ON COMMIT DELETE ROWS;
+ALTER TABLE stage_t ALTER COLUMN info SET STORAGE EXTERNAL;";
 
 const UPSERT: &str = "
 WITH up AS (
@@ -440,6 +442,11 @@ fn try_batch(
             }
         }
         w.finish().map_err(PgError::db("copying files"))?;
+        // Temporary tables have no statistics: without them the planner joins
+        // the staged files to the upserted rows with a nested loop (rows × files
+        // per batch). Sampled in well under a millisecond at batch sizes.
+        tx.batch_execute("ANALYZE stage_t, stage_f")
+            .map_err(PgError::db("analysing the staging tables"))?;
         let row = tx
             .query_one(UPSERT, &[])
             .map_err(PgError::db("storing torrents"))?;
