@@ -157,8 +157,8 @@ pub use store::{
     SCHEMA_VERSION,
 };
 pub use tokenize::{
-    tokenize, MAX_TERMS_PER_TORRENT, MAX_TERM_BYTES, MAX_TOKENS_PER_TORRENT, MAX_TOKENS_PER_WORD,
-    MAX_WORDS_PER_TORRENT,
+    tokenize, torrent_terms, MAX_TERMS_PER_TORRENT, MAX_TERM_BYTES, MAX_TOKENS_PER_TORRENT,
+    MAX_TOKENS_PER_WORD, MAX_WORDS_PER_TORRENT,
 };
 pub use types::*;
 pub use writer::{CommitCallback, CommitInfo, Writer, WriterConfig, WriterTotals};

@@ -27,7 +27,7 @@ pub const MAX_QUERY_TERMS: usize = 32;
 
 /// Where a clause looks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Scope {
+pub enum Scope {
     Any,
     Name,
     Path,
@@ -46,7 +46,7 @@ impl Scope {
 
 /// An index term to look up.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Term {
+pub struct Term {
     pub text: String,
     /// Every term starting with `text` matches.
     pub prefix: bool,
@@ -55,13 +55,13 @@ pub(crate) struct Term {
 
 /// A token of a phrase, owned.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum PTok {
+pub enum PTok {
     Word(String),
     Unit(String),
 }
 
 impl PTok {
-    pub fn matches(&self, t: &Tok<'_>) -> bool {
+    pub(crate) fn matches(&self, t: &Tok<'_>) -> bool {
         match (self, t) {
             (PTok::Word(a), Tok::Word(b)) => a == b,
             (PTok::Unit(a), Tok::Unit(b)) => a == b,
@@ -72,21 +72,21 @@ impl PTok {
 
 /// A phrase to verify on a candidate's name or paths.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Phrase {
+pub struct Phrase {
     pub toks: Vec<PTok>,
     pub scope: Scope,
 }
 
 /// A clause: all its terms (and its phrase, if any) hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Clause {
+pub struct Clause {
     pub terms: Vec<Term>,
     pub phrase: Option<Phrase>,
 }
 
 /// A parsed query.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Parsed {
+pub struct Parsed {
     /// Clauses every result satisfies.
     pub must: Vec<Clause>,
     /// Clauses no result satisfies.
@@ -151,7 +151,7 @@ fn text_toks(s: &str) -> Vec<Tok<'_>> {
 }
 
 /// Parses a query (see the module doc).
-pub(crate) fn parse(q: &str) -> Result<Parsed, StoreError> {
+pub fn parse(q: &str) -> Result<Parsed, StoreError> {
     if q.len() > MAX_QUERY_BYTES {
         return Err(StoreError::InvalidQuery(format!(
             "the query is {} bytes long; the limit is {MAX_QUERY_BYTES}",

@@ -241,7 +241,7 @@ fn torrent_words<'a>(name: &'a str, files: &'a [FileEntry]) -> impl Iterator<Ite
 /// The distinct terms of a torrent, sorted, each with its flags ([`IN_NAME`],
 /// [`IN_PATH`]). Past [`MAX_TERMS_PER_TORRENT`], name terms are kept first, then
 /// path terms in byte order.
-pub(crate) fn torrent_terms(name: &str, files: &[FileEntry]) -> Vec<(String, u8)> {
+pub fn torrent_terms(name: &str, files: &[FileEntry]) -> Vec<(String, u8)> {
     let mut out: Vec<(String, u8)> = Vec::new();
     for (w, f) in torrent_words(name, files) {
         word_terms(w, |t| out.push((t, f)));

@@ -1,0 +1,200 @@
+//! Search: the LMDB store's query language ([`magnetar_storage::query`]) run by
+//! PostgreSQL's full-text machinery. The query is parsed by the same parser, turned
+//! into one tsquery (words, `:*` prefixes, `<->` phrases, `!` exclusions, weights A
+//! and B for `name:` and `path:`) matched against `torrents.search` on its GIN index;
+//! size and time ranges are plain `WHERE` terms; relevance is the number of distinct
+//! query terms found in the name (one small tsquery each), as the LMDB store counts
+//! it; every order breaks ties by doc id in the same direction.
+//!
+//! Intentional differences from the LMDB store:
+//! - `total` is always exact (LMDB estimates it for a phrase query with more than
+//!   `PHRASE_CHECK_BUDGET` candidates and says so in `total_estimated`).
+//! - A prefix is not cut at `MAX_PREFIX_TERMS` terms (`prefix_truncated` is never set).
+//! - Phrases are matched on positions, which PostgreSQL keeps up to 16,383 per
+//!   document and 256 per lexeme: in a torrent with more tokens than that, a phrase
+//!   past those limits may be missed.
+//! - A `path:` scoped *prefix* scores a name hit when any term with that prefix is
+//!   in the name (LMDB: only a term that is also in a path).
+
+use magnetar_storage::query::parse;
+use magnetar_storage::{
+    HashKind, SearchQuery, SearchResults, SortBy, Sources, TorrentRecord, MAX_SEARCH_LIMIT,
+    MAX_SEARCH_OFFSET,
+};
+use postgres::types::ToSql;
+use postgres::{Client, Row};
+
+use crate::error::{PgError, Result};
+use crate::vector::{query_tsquery, score_tsqueries};
+
+/// The columns [`record_of`] reads, in its order.
+pub(crate) const RECORD_COLUMNS: &str = "t.infohash, t.kind, t.v2, t.name, t.total_size, \
+    t.piece_length, t.piece_count, t.file_count, t.private, t.source, t.discovered_at, \
+    t.last_seen_at, t.sources, t.seeders, t.leechers, t.scraped_at, t.has_info";
+
+fn u64_of(v: i64) -> Option<u64> {
+    u64::try_from(v).ok()
+}
+
+/// A record from a row of [`RECORD_COLUMNS`]; `None` when a value is out of range
+/// (counted as corrupt by the caller).
+pub(crate) fn record_of(r: &Row) -> Option<TorrentRecord> {
+    let ih: Vec<u8> = r.try_get(0).ok()?;
+    let kind = match r.try_get::<_, i16>(1).ok()? {
+        1 => HashKind::V1,
+        2 => HashKind::V2,
+        3 => HashKind::Hybrid,
+        _ => return None,
+    };
+    let v2: Option<Vec<u8>> = r.try_get(2).ok()?;
+    let v2 = match v2 {
+        Some(v) => Some(<[u8; 32]>::try_from(v.as_slice()).ok()?),
+        None => None,
+    };
+    let opt32 = |i: usize| -> Option<Option<u32>> {
+        match r.try_get::<_, Option<i64>>(i).ok()? {
+            Some(v) => u32::try_from(v).ok().map(Some),
+            None => Some(None),
+        }
+    };
+    Some(TorrentRecord {
+        infohash: <[u8; 20]>::try_from(ih.as_slice()).ok()?,
+        kind,
+        v2,
+        name: r.try_get(3).ok()?,
+        total_size: u64_of(r.try_get(4).ok()?)?,
+        piece_length: u32::try_from(r.try_get::<_, i64>(5).ok()?).ok()?,
+        piece_count: u32::try_from(r.try_get::<_, i64>(6).ok()?).ok()?,
+        file_count: u32::try_from(r.try_get::<_, i64>(7).ok()?).ok()?,
+        private: r.try_get(8).ok()?,
+        source: r.try_get(9).ok()?,
+        discovered_at: u64_of(r.try_get(10).ok()?)?,
+        last_seen_at: u64_of(r.try_get(11).ok()?)?,
+        sources: Sources(u8::try_from(r.try_get::<_, i16>(12).ok()?).ok()?),
+        seeders: opt32(13)?,
+        leechers: opt32(14)?,
+        scraped_at: match r.try_get::<_, Option<i64>>(15).ok()? {
+            Some(v) => Some(u64_of(v)?),
+            None => None,
+        },
+        has_info: r.try_get(16).ok()?,
+    })
+}
+
+/// The same checks, in the same order and words, as the LMDB store's `query`.
+fn validate(q: &SearchQuery) -> Result<()> {
+    if let Some(f) = &q.facets {
+        let mut asked: Vec<String> = f.category.iter().map(|c| format!("category {c}")).collect();
+        asked.extend(f.attributes.iter().map(|(k, v)| format!("{k}={v}")));
+        return Err(PgError::Unsupported(format!(
+            "filtering by category or attributes ({}) needs the classifier's facets, \
+             which this database does not have yet",
+            asked.join(", ")
+        )));
+    }
+    if q.offset > MAX_SEARCH_OFFSET {
+        return Err(PgError::InvalidQuery(format!(
+            "offset {} is past the limit of {MAX_SEARCH_OFFSET}; narrow the query instead",
+            q.offset
+        )));
+    }
+    if let (Some(a), Some(b)) = (q.min_size, q.max_size) {
+        if a > b {
+            return Err(PgError::InvalidQuery(format!(
+                "the minimum size ({a}) is above the maximum size ({b})"
+            )));
+        }
+    }
+    if let (Some(a), Some(b)) = (q.discovered_since, q.discovered_before) {
+        if a >= b {
+            return Err(PgError::InvalidQuery(format!(
+                "the discovery-time range [{a}, {b}) is empty"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Runs a query (see the module doc).
+pub(crate) fn query(client: &mut Client, q: &SearchQuery) -> Result<SearchResults> {
+    validate(q)?;
+    let parsed = parse(&q.text).map_err(|e| match e {
+        magnetar_storage::StoreError::InvalidQuery(m) => PgError::InvalidQuery(m),
+        e => PgError::InvalidQuery(e.to_string()),
+    })?;
+    let mut res = SearchResults::default();
+    if parsed.must.is_empty() {
+        if !parsed.must_not.is_empty() {
+            return Err(PgError::InvalidQuery(
+                "a query needs at least one word that is not excluded".into(),
+            ));
+        }
+        return Ok(res);
+    }
+    let tsq = query_tsquery(&parsed);
+    let scores = score_tsqueries(&parsed);
+    // Filters: bounds beyond bigint's range are no bound (above) or no match (below).
+    let mut params: Vec<Box<dyn ToSql + Sync>> = vec![Box::new(tsq)];
+    let mut filter = String::from("t.search @@ $1::text::tsquery");
+    let mut bound = |col: &str, op: &str, v: Option<u64>, filter: &mut String| {
+        if let Some(v) = v {
+            match i64::try_from(v) {
+                Ok(v) => {
+                    params.push(Box::new(v));
+                    filter.push_str(&format!(" AND t.{col} {op} ${}", params.len()));
+                }
+                Err(_) if op.starts_with('>') => filter.push_str(" AND false"),
+                Err(_) => {}
+            }
+        }
+    };
+    bound("total_size", ">=", q.min_size, &mut filter);
+    bound("total_size", "<=", q.max_size, &mut filter);
+    bound("discovered_at", ">=", q.discovered_since, &mut filter);
+    bound("discovered_at", "<", q.discovered_before, &mut filter);
+    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
+    let total: i64 = client
+        .query_one(
+            &format!("SELECT count(*) FROM torrents t WHERE {filter}"),
+            &refs,
+        )
+        .map_err(PgError::db("counting matches"))?
+        .get(0);
+    res.total = usize::try_from(total).unwrap_or(usize::MAX);
+    let limit = q.limit.min(MAX_SEARCH_LIMIT);
+    if q.offset >= res.total || limit == 0 {
+        return Ok(res);
+    }
+    let dir = if q.descending { "DESC" } else { "ASC" };
+    let n = params.len();
+    let key = match q.sort {
+        SortBy::Relevance => format!(
+            "(SELECT count(*) FROM unnest(${}::text[]) q WHERE t.search @@ q::tsquery) {dir}",
+            n + 1
+        ),
+        SortBy::Discovered => format!("t.discovered_at {dir}"),
+        SortBy::Size => format!("t.total_size {dir}"),
+        // Unknown seeders last in both directions.
+        SortBy::Seeders => format!("t.seeders {dir} NULLS LAST"),
+        SortBy::Files => format!("t.file_count {dir}"),
+    };
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM torrents t WHERE {filter} \
+         ORDER BY {key}, t.id {dir} LIMIT {limit} OFFSET {}",
+        q.offset
+    );
+    let mut refs = refs;
+    if q.sort == SortBy::Relevance {
+        refs.push(&scores);
+    }
+    for r in client
+        .query(&sql, &refs)
+        .map_err(PgError::db("searching"))?
+    {
+        match record_of(&r) {
+            Some(rec) => res.hits.push(rec),
+            None => res.skipped_corrupt += 1,
+        }
+    }
+    Ok(res)
+}

@@ -1,0 +1,218 @@
+//! The same synthetic torrents in the LMDB store and in the PostgreSQL store (a real
+//! server) give the same search results: the same totals and the same pages in the
+//! same order, for a fixed list of queries (words, prefixes, phrases, exclusions,
+//! `name:`/`path:` scopes, accents, CJK) under every sort in both directions, two
+//! pages, and size and discovery-time ranges.
+//!
+//! Every order is deterministic (ties by doc id, and both stores give doc ids in
+//! the same order), so every page is compared in order. Where the LMDB store
+//! estimates a total (`total_estimated`, phrase queries past its check budget) the
+//! totals are not compared; the pages still are. See the `search` module of
+//! magnetar-storage-pg for the intentional differences.
+
+use magnetar_storage::synth::Synth;
+use magnetar_storage::{
+    to_hex, tokenize, FileEntry, Op, SearchQuery, SortBy, Store, StoreOptions, TorrentInput,
+};
+use magnetar_storage_pg::testing::TempPostgres;
+use magnetar_storage_pg::{PgOptions, PgStore};
+
+const N: usize = 10_000;
+const BATCH: usize = 1_000;
+const T0: u64 = 1_600_000_000;
+
+fn corpus() -> Vec<TorrentInput> {
+    let mut s = Synth::new(2026);
+    let mut out = Vec::with_capacity(N);
+    for i in 0..N {
+        // Three torrents per second: ties on discovered_at are broken by doc id.
+        let mut t = s.torrent(T0 + (i / 3) as u64, i % 4 == 0);
+        let r = s.rng().below(1000);
+        if r < 600 {
+            let seeders = s.rng().below(50) as u32;
+            t.seeders = Some(seeders);
+            t.leechers = Some(seeders / 2);
+            t.scraped_at = Some(T0 + i as u64);
+        }
+        // Some accents and space-less scripts, in names and paths.
+        match i % 97 {
+            0 => t.name = format!("Épopée {}", t.name),
+            1 => t.name = format!("{} 日本語字幕", t.name),
+            2 => t.files.push(FileEntry {
+                path: "Été/Ça va.txt".into(),
+                size: 1,
+            }),
+            3 => t.files.push(FileEntry {
+                path: "東京/語学 1.srt".into(),
+                size: 1,
+            }),
+            _ => {}
+        }
+        t.total_size = t.files.iter().map(|f| f.size).sum();
+        out.push(t);
+    }
+    out
+}
+
+/// Query texts from the corpus (deterministic: it is seeded).
+fn queries(ts: &[TorrentInput]) -> Vec<String> {
+    let name_words = |i: usize| -> Vec<String> { tokenize(&ts[i].name).collect() };
+    let w = |i: usize, k: usize| -> String {
+        let v = name_words(i);
+        v[k.min(v.len() - 1)].clone()
+    };
+    let mut q = vec![
+        w(10, 0),
+        w(11, 0),
+        w(12, 1),
+        format!("{} {}", w(13, 0), w(14, 0)),
+        // Prefixes: the last word, three letters of a common word.
+        w(15, 0).chars().take(3).collect::<String>(),
+        format!(
+            "{} {}",
+            w(16, 0),
+            w(17, 0).chars().take(2).collect::<String>()
+        ),
+        // Phrases: two consecutive words of a name; a phrase scoped to names.
+        format!("\"{} {}\"", w(18, 0), w(18, 1)),
+        format!("name:\"{} {}\"", w(19, 0), w(19, 1)),
+        format!("\"{} {}\" {}", w(20, 1), w(20, 2), w(21, 0)),
+        // Exclusions.
+        format!("{} -{}", w(22, 0), w(23, 0)),
+        format!("{} -\"{} {}\"", w(24, 0), w(25, 0), w(25, 1)),
+        // Scopes.
+        format!("name:{}", w(26, 0)),
+        format!("path:{}", w(27, 0)),
+        "path:extras".into(),
+        "extras mkv".into(),
+        "name:mkv".into(),
+        "-path:mkv mkv".into(),
+        "1080p".into(),
+        "x264 1080p".into(),
+        "WEB-DL".into(),
+        "\"web dl\"".into(),
+        "1999".into(),
+        "19".into(),
+        "0".into(),
+        // Accents and CJK.
+        "épopée".into(),
+        "EPOPEE".into(),
+        "ete".into(),
+        "path:ça".into(),
+        "日本語".into(),
+        "語".into(),
+        "\"日本語 字幕\"".into(),
+        "語学".into(),
+        "東京".into(),
+        // Nothing matches.
+        "zzzqqqxxx".into(),
+        format!("{} zzzqqqxxx", w(10, 0)),
+    ];
+    // A few more common words, as they come.
+    for i in 30..40 {
+        q.push(w(i, 0));
+    }
+    q
+}
+
+fn server() -> TempPostgres {
+    match TempPostgres::start() {
+        Ok(pg) => pg,
+        Err(e) => panic!("PostgreSQL could not start: {e}"),
+    }
+}
+
+#[test]
+fn lmdb_and_postgres_give_the_same_results_on_10000_synthetic_torrents() {
+    let pg = server();
+    let url = pg.create_database("eq").unwrap();
+    let mut ps = PgStore::connect(&url, PgOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ls = Store::open(StoreOptions::new(dir.path())).unwrap();
+    let ts = corpus();
+    for chunk in ts.chunks(BATCH) {
+        let ops: Vec<Op> = chunk
+            .iter()
+            .map(|t| Op::Torrent(Box::new(t.clone())))
+            .collect();
+        let p = ps.apply_batch(&ops).unwrap();
+        let l = ls.apply_batch(&ops).unwrap();
+        assert_eq!(p.torrents_new, l.torrents_new);
+    }
+    assert_eq!(ps.count().unwrap(), N as u64);
+    assert_eq!(ls.count().unwrap(), N as u64);
+
+    let sorts = [
+        SortBy::Relevance,
+        SortBy::Discovered,
+        SortBy::Size,
+        SortBy::Seeders,
+        SortBy::Files,
+    ];
+    let (mut compared, mut nonempty, mut estimated) = (0usize, 0usize, 0usize);
+    let mut check = |q: SearchQuery| {
+        let l = ls.query(&q).unwrap_or_else(|e| panic!("LMDB {q:?}: {e}"));
+        let p = ps
+            .query(&q)
+            .unwrap_or_else(|e| panic!("PostgreSQL {q:?}: {e}"));
+        assert_eq!(l.skipped_corrupt + p.skipped_corrupt, 0);
+        if l.total_estimated {
+            estimated += 1;
+        } else {
+            assert_eq!(p.total, l.total, "total of {q:?}");
+        }
+        let lh: Vec<String> = l.hits.iter().map(|r| to_hex(&r.infohash)).collect();
+        let ph: Vec<String> = p.hits.iter().map(|r| to_hex(&r.infohash)).collect();
+        assert_eq!(ph, lh, "page of {q:?}");
+        // The records too, not only the hashes.
+        assert_eq!(p.hits, l.hits, "records of {q:?}");
+        compared += 1;
+        nonempty += usize::from(!l.hits.is_empty());
+    };
+    let qs = queries(&ts);
+    for text in &qs {
+        for sort in sorts {
+            for desc in [true, false] {
+                for (offset, limit) in [(0, 50), (7, 13)] {
+                    let mut q = SearchQuery::new(text.clone())
+                        .sort(sort)
+                        .page(offset, limit);
+                    if !desc {
+                        q = q.ascending();
+                    }
+                    check(q.clone());
+                    // Ranges: sizes 100 MB..5 GB; the middle third of the
+                    // discovery times; both.
+                    let sized = q.clone().size_range(Some(100_000_000), Some(5_000_000_000));
+                    check(sized.clone());
+                    let t1 = T0 + (N / 9) as u64;
+                    let t2 = T0 + (2 * N / 9) as u64;
+                    check(q.clone().discovered_range(Some(t1), Some(t2)));
+                    check(sized.discovered_range(Some(t1), None));
+                }
+            }
+        }
+    }
+    // The list found things (a comparison of empty pages proves little).
+    assert!(
+        nonempty * 2 > compared,
+        "only {nonempty} of {compared} queries found anything"
+    );
+    eprintln!(
+        "{} queries, {compared} comparisons, {nonempty} non-empty pages, \
+         {estimated} LMDB totals estimated (not compared)",
+        qs.len()
+    );
+    // The same errors for the same bad queries.
+    for bad in [
+        SearchQuery::new("-only -excluded"),
+        SearchQuery::new("x").page(100_001, 10),
+        SearchQuery::new("x").size_range(Some(10), Some(1)),
+        SearchQuery::new("x").discovered_range(Some(10), Some(10)),
+        SearchQuery::new("a ".repeat(300)),
+    ] {
+        let l = ls.query(&bad).unwrap_err().to_string();
+        let p = ps.query(&bad).unwrap_err().to_string();
+        assert_eq!(p, l, "error of {bad:?}");
+    }
+}
