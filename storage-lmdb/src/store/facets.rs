@@ -30,7 +30,7 @@ use magnetar_core::classify::{
     VideoCodec,
 };
 
-use super::{docid_of, lmdb, Db, Dbs, Result, Store};
+use super::{docid_of, lmdb, read_u64, Db, Dbs, Result, Store, K_NEXT_DOCID};
 use crate::codec::{self, Dec, Enc};
 use crate::error::StoreError;
 use crate::types::{FileEntry, InfoHash};
@@ -41,7 +41,7 @@ pub const MAX_RANGE_KEYS: u32 = 100;
 
 /// Below this many text matches, a facet filter reads the matches' `facets` records
 /// instead of decoding the filter's posting lists.
-const LOOKUP_MAX: usize = 1_000;
+const LOOKUP_MAX: usize = 256;
 
 /// What the classifier said of a stored torrent.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -718,66 +718,89 @@ impl Compiled {
     }
 }
 
-/// The doc ids (ascending) with a key in one of `ranges`.
-fn union_of(txn: &RoTxn, db: &Db, ranges: &[KeyRange], skipped: &mut usize) -> Result<Vec<u32>> {
-    let mut out: Vec<u32> = Vec::new();
-    let mut parts = 0;
+/// A set of doc ids below `next_docid`, one bit each.
+struct Bits(Vec<u64>);
+
+impl Bits {
+    fn has(&self, d: u32) -> bool {
+        self.0
+            .get(d as usize / 64)
+            .is_some_and(|w| w >> (d % 64) & 1 == 1)
+    }
+}
+
+/// The doc ids with a key in one of `ranges`, as a bitmap over `words` words
+/// (postings past it, which only a corrupt block can hold, are counted as skipped).
+fn union_of(
+    txn: &RoTxn,
+    db: &Db,
+    ranges: &[KeyRange],
+    words: usize,
+    skipped: &mut usize,
+) -> Result<Bits> {
+    let mut bits = vec![0u64; words];
+    let mut buf: Vec<u32> = Vec::with_capacity(256);
     for r in ranges {
         let range = (
             Bound::Included(r.lo.bytes()),
             Bound::Included(r.hi.bytes()),
         );
-        let mut last_key: Option<Vec<u8>> = None;
         for e in db.range(txn, &range).map_err(lmdb("reading facets"))? {
-            let (k, v) = e.map_err(lmdb("reading facets"))?;
-            if last_key.as_deref() != Some(k) {
-                parts += 1;
-                last_key = Some(k.to_vec());
-            }
-            let before = out.len();
-            if codec::block_decode(v, &mut out).is_err() {
-                out.truncate(before);
+            let (_, v) = e.map_err(lmdb("reading facets"))?;
+            buf.clear();
+            if codec::block_decode(v, &mut buf).is_err() {
                 *skipped += 1;
+                continue;
+            }
+            for &p in &buf {
+                let d = (p >> 2) as usize;
+                match bits.get_mut(d / 64) {
+                    Some(w) => *w |= 1 << (d % 64),
+                    None => *skipped += 1,
+                }
             }
         }
     }
-    for p in &mut out {
-        *p >>= 2;
+    Ok(Bits(bits))
+}
+
+/// The bitmap of the doc ids that pass `c` (`None`: `c` is empty).
+fn passing(txn: &RoTxn, dbs: &Dbs, c: &Compiled, skipped: &mut usize) -> Result<Option<Bits>> {
+    let words = (read_u64(txn, &dbs.meta, K_NEXT_DOCID)? as usize).div_ceil(64);
+    let mut acc: Option<Bits> = None;
+    for clause in &c.clauses {
+        let b = union_of(txn, &dbs.facet_terms, clause, words, skipped)?;
+        acc = Some(match acc {
+            None => b,
+            Some(mut a) => {
+                for (x, y) in a.0.iter_mut().zip(&b.0) {
+                    *x &= y;
+                }
+                a
+            }
+        });
     }
-    if parts > 1 {
-        out.sort_unstable();
-        out.dedup();
-    }
-    Ok(out)
+    Ok(acc)
 }
 
 /// The doc ids (ascending) that pass `c`.
 pub(crate) fn matching(txn: &RoTxn, dbs: &Dbs, c: &Compiled, skipped: &mut usize) -> Result<Vec<u32>> {
-    let mut acc: Option<Vec<u32>> = None;
-    for clause in &c.clauses {
-        let l = union_of(txn, &dbs.facet_terms, clause, skipped)?;
-        acc = Some(match acc {
-            None => l,
-            Some(a) => sorted_intersection(&a, &l),
-        });
-        if acc.as_ref().is_some_and(Vec::is_empty) {
-            break;
+    let Some(bits) = passing(txn, dbs, c, skipped)? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (i, &w) in bits.0.iter().enumerate() {
+        let mut w = w;
+        while w != 0 {
+            out.push((i * 64) as u32 + w.trailing_zeros());
+            w &= w - 1;
         }
     }
-    Ok(acc.unwrap_or_default())
-}
-
-fn sorted_intersection(a: &[u32], b: &[u32]) -> Vec<u32> {
-    let (small, big) = if a.len() <= b.len() { (a, b) } else { (b, a) };
-    small
-        .iter()
-        .copied()
-        .filter(|d| big.binary_search(d).is_ok())
-        .collect()
+    Ok(out)
 }
 
 /// Keeps the `matches` (doc id, score; ascending) that pass `c`: few are checked
-/// one by one in `facets`, many against the filter's posting lists.
+/// one by one in `facets`, many against the bitmap of the filter's posting lists.
 pub(crate) fn filter_matches(
     txn: &RoTxn,
     dbs: &Dbs,
@@ -801,12 +824,9 @@ pub(crate) fn filter_matches(
         *matches = keep;
         return Ok(());
     }
-    let allowed = matching(txn, dbs, c, skipped)?;
-    let mut j = 0;
-    matches.retain(|m| {
-        j += allowed[j..].partition_point(|&d| d < m.0);
-        allowed.get(j) == Some(&m.0)
-    });
+    if let Some(bits) = passing(txn, dbs, c, skipped)? {
+        matches.retain(|m| bits.has(m.0));
+    }
     Ok(())
 }
 
