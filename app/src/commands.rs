@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use magnetar_storage::{
-    magnet_of, parse_torrent_ref, to_hex, DbLock, FacetFilter, Facets, RetentionPolicy, SearchQuery,
-    SortBy, Store, StoreError, StoreOptions, TorrentRecord, TorrentRef,
+    magnet_of, parse_torrent_ref, to_hex, DbLock, FacetFilter, Facets, RetentionPolicy,
+    SearchQuery, SortBy, Store, StoreError, StoreOptions, TorrentRecord, TorrentRef,
 };
 
 use crate::crawl::wall_secs;
@@ -147,7 +147,11 @@ fn json_record(r: &TorrentRecord, facets: Option<&Facets>, now: u64) -> serde_js
 }
 
 /// The stored facets of `records` (`None` for unclassified ones).
-fn facets_of(store: &Store, db: &Path, records: &[TorrentRecord]) -> Result<Vec<Option<Facets>>, Fail> {
+fn facets_of(
+    store: &Store,
+    db: &Path,
+    records: &[TorrentRecord],
+) -> Result<Vec<Option<Facets>>, Fail> {
     let ihs: Vec<_> = records.iter().map(|r| r.infohash).collect();
     store.facets_of(&ihs).map_err(db_err(db))
 }
@@ -463,7 +467,10 @@ pub fn show(db: &Path, reference: &str) -> Result<(), Fail> {
                 out!(o, "  {:<13}{v}", format!("{k}:"));
             }
         }
-        None => out!(o, "kind:          not classified (run `magnetar reclassify`)"),
+        None => out!(
+            o,
+            "kind:          not classified (run `magnetar reclassify`)"
+        ),
     }
     out!(o, "file tree:");
     let files: Vec<(String, u64)> = t.files.iter().map(|f| (f.path.clone(), f.size)).collect();
@@ -848,7 +855,10 @@ pub fn reclassify(db: &Path) -> Result<(), Fail> {
         t0.elapsed().as_secs_f64(),
         rep.changed,
         if rep.skipped_corrupt > 0 {
-            format!("; {} corrupt record(s) skipped (see `magnetar db check`)", rep.skipped_corrupt)
+            format!(
+                "; {} corrupt record(s) skipped (see `magnetar db check`)",
+                rep.skipped_corrupt
+            )
         } else {
             String::new()
         }

@@ -206,9 +206,17 @@ fn categories_filter_and_facets_are_printed() {
     assert_eq!(search(&["dune", "--resolution", "2160p"]).0, n(&[d]));
     // Without words: every torrent of the category.
     assert_eq!(search(&["--category", "movies"]).0, n(&[e]));
-    let (ok, out, err) = run(&["show", "0101010101010101010101010101010101010101", "--db", dbs]);
+    let (ok, out, err) = run(&[
+        "show",
+        "0101010101010101010101010101010101010101",
+        "--db",
+        dbs,
+    ]);
     assert!(ok, "{err}");
-    assert!(out.contains("kind:          movie (Torznab 2000 Movies)"), "{out}");
+    assert!(
+        out.contains("kind:          movie (Torznab 2000 Movies)"),
+        "{out}"
+    );
     assert!(out.contains("source:      Camera"), "{out}");
     let (ok, out, err) = run(&["export", "--db", dbs]);
     assert!(ok, "{err}");
@@ -231,7 +239,10 @@ fn categories_filter_and_facets_are_printed() {
         .map(|l| l.split_whitespace().next().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(total, 3, "{out}");
-    assert!(err.contains("classified 3 torrent(s)") && err.contains("0 changed"), "{err}");
+    assert!(
+        err.contains("classified 3 torrent(s)") && err.contains("0 changed"),
+        "{err}"
+    );
     // Refused while another process holds the database (as under a crawler).
     let lock = magnetar_storage::DbLock::acquire(db.path(), "crawl").unwrap();
     let (ok, _, err) = run(&["reclassify", "--db", dbs]);

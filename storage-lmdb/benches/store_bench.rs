@@ -278,7 +278,9 @@ fn query_shapes(
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect(),
     };
-    let cats = ["movie", "tv", "audio", "books", "pc", "8000", "music", "2040"];
+    let cats = [
+        "movie", "tv", "audio", "books", "pc", "8000", "music", "2040",
+    ];
     let with_cat = |v: &[String]| -> Vec<SearchQuery> {
         v.iter()
             .enumerate()

@@ -144,10 +144,10 @@ mod writer;
 pub use error::{parse_infohash_hex, StoreError};
 pub use export::{magnet_of, magnet_uri, ExportReport, ImportReport, JsonFile, JsonTorrent};
 pub use lock::{DbLock, LockError, LockHolder, LOCK_FILE};
-pub use prefix::{parse_torrent_ref, TorrentRef, MIN_PREFIX_HEX};
-pub use query::{MAX_QUERY_BYTES, MAX_QUERY_TERMS};
 /// The classifier whose facets the store keeps (`magnetar_core::classify`).
 pub use magnetar_core::classify;
+pub use prefix::{parse_torrent_ref, TorrentRef, MIN_PREFIX_HEX};
+pub use query::{MAX_QUERY_BYTES, MAX_QUERY_TERMS};
 pub use store::{
     category_name, Facets, ReclassifyReport, CATEGORY_GROUPS, LANGUAGE_NAMES, MAX_RANGE_KEYS,
     TORZNAB_CATEGORIES,

@@ -18,7 +18,11 @@ fn fill(store: &Store, n: usize, seed: u64) -> Vec<TorrentInput> {
         .map(|i| s.torrent(1_600_000_000 + i as u64, false))
         .collect();
     for chunk in ts.chunks(1_000) {
-        let ops: Vec<Op> = chunk.iter().cloned().map(|t| Op::Torrent(Box::new(t))).collect();
+        let ops: Vec<Op> = chunk
+            .iter()
+            .cloned()
+            .map(|t| Op::Torrent(Box::new(t)))
+            .collect();
         store.apply_batch(&ops).unwrap();
     }
     ts
@@ -82,7 +86,10 @@ fn filtered_queries_equal_the_facets_of_every_match() {
     }
     words.sort();
     words.dedup();
-    assert!(words.iter().any(|(n, _)| *n > 1_000), "a word matching > 1,000");
+    assert!(
+        words.iter().any(|(n, _)| *n > 1_000),
+        "a word matching > 1,000"
+    );
     assert!(words.iter().any(|(n, _)| *n < 100), "a rare word");
     let filters = [
         filter(Some("movie"), &[]),
@@ -109,11 +116,7 @@ fn filtered_queries_equal_the_facets_of_every_match() {
         };
         for f in &filters {
             let c = magnetar_storage_filter(f);
-            let want: Vec<InfoHash> = base
-                .iter()
-                .copied()
-                .filter(|ih| c(&facets[ih]))
-                .collect();
+            let want: Vec<InfoHash> = base.iter().copied().filter(|ih| c(&facets[ih])).collect();
             let got = all(&store, &SearchQuery::new(text).facets(f.clone()));
             assert_eq!(got, want, "text {text:?}, filter {f:?}");
             nonempty += usize::from(!got.is_empty());

@@ -1269,7 +1269,10 @@ fn query_bounds_and_unsupported_filters() {
         category: Some("movie".into()),
         attributes: vec![("resolution".into(), "1081p".into())],
     }));
-    assert!(e.contains("unknown resolution") && e.contains("1080p"), "{e}");
+    assert!(
+        e.contains("unknown resolution") && e.contains("1080p"),
+        "{e}"
+    );
     let e = err(SearchQuery::new("dune").page(MAX_SEARCH_OFFSET + 1, 10));
     assert!(e.contains("offset") && e.contains("100000"), "{e}");
     assert!(store

@@ -105,7 +105,11 @@ fn item(o: &mut String, r: &TorrentRecord, f: Option<&Facets>, torznab: bool) {
     if torznab {
         let cat = f.map_or(CATEGORY, |f| u32::from(f.category));
         let parent = cat / 1000 * 1000;
-        let _ = writeln!(o, "<size>{}</size>\n<category>{cat}</category>", r.total_size);
+        let _ = writeln!(
+            o,
+            "<size>{}</size>\n<category>{cat}</category>",
+            r.total_size
+        );
         let mut attr = |k: &str, v: String| {
             let _ = writeln!(o, "<torznab:attr name=\"{k}\" value=\"{}\"/>", xml(&v));
         };

@@ -135,8 +135,8 @@ fn search_link(r: &SearchRequest, sort: Sort, desc: bool, offset: usize) -> Stri
     let offset = offset.to_string();
     params.push(("offset", &offset));
     serde_urlencoded::to_string(params)
-    .map(|s| format!("/search?{s}"))
-    .unwrap_or_else(|_| "/search".into())
+        .map(|s| format!("/search?{s}"))
+        .unwrap_or_else(|_| "/search".into())
 }
 
 fn scrape(r: &TorrentRecord, now: u64) -> Markup {

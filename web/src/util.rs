@@ -6,9 +6,7 @@ use std::collections::BTreeMap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use magnetar_storage::{
-    magnet_of, to_hex, Facets, FileEntry, InfoHash, Torrent, TorrentRecord,
-};
+use magnetar_storage::{magnet_of, to_hex, Facets, FileEntry, InfoHash, Torrent, TorrentRecord};
 use serde_json::{json, Value};
 
 use crate::index::{self, SearchRequest, Sort, MAX_DEPTH, MAX_LIMIT, MAX_QUERY_BYTES};

@@ -52,12 +52,23 @@ fn api_search_filters_by_category_and_returns_facets() {
     let bad = get(s.addr, "/api/v1/search?q=ubuntu&category=flicks");
     assert_eq!(bad.status, 400);
     let msg = bad.text();
-    assert!(msg.contains("unknown category") && msg.contains("movie"), "{msg}");
+    assert!(
+        msg.contains("unknown category") && msg.contains("movie"),
+        "{msg}"
+    );
     assert_eq!(
-        get(s.addr, &format!("/api/v1/search?category={}", "x".repeat(65))).status,
+        get(
+            s.addr,
+            &format!("/api/v1/search?category={}", "x".repeat(65))
+        )
+        .status,
         400
     );
-    assert_eq!(get(s.addr, "/api/v1/search").status, 400, "no q and no filter");
+    assert_eq!(
+        get(s.addr, "/api/v1/search").status,
+        400,
+        "no q and no filter"
+    );
 
     // A torrent's JSON has its facets.
     let ep_hex = ep["infohash"].as_str().unwrap();

@@ -131,7 +131,11 @@ fn caps_categories(xml: &[u8]) -> Vec<String> {
         .arg(&path)
         .output()
         .expect("python3");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -144,10 +148,26 @@ fn torznab_categories_round_trip() {
     let f = fixture();
     let mut rng = Rng::new(11);
     let extra: Vec<Op> = [
-        ("Big Film 2019 1080p BluRay x264", "Big.Film.2019.1080p.BluRay.x264.mkv", 8_000_000_000),
-        ("Big Film 2019 720p WEB-DL", "Big.Film.2019.720p.WEB-DL.mkv", 2_000_000_000),
-        ("Some Show S01E03 720p HDTV", "Some.Show.S01E03.720p.HDTV.mkv", 500_000_000),
-        ("Some Show S02 Complete 1080p", "Some.Show.S02E01.mkv", 900_000_000),
+        (
+            "Big Film 2019 1080p BluRay x264",
+            "Big.Film.2019.1080p.BluRay.x264.mkv",
+            8_000_000_000,
+        ),
+        (
+            "Big Film 2019 720p WEB-DL",
+            "Big.Film.2019.720p.WEB-DL.mkv",
+            2_000_000_000,
+        ),
+        (
+            "Some Show S01E03 720p HDTV",
+            "Some.Show.S01E03.720p.HDTV.mkv",
+            500_000_000,
+        ),
+        (
+            "Some Show S02 Complete 1080p",
+            "Some.Show.S02E01.mkv",
+            900_000_000,
+        ),
         ("Some Author - A Novel (epub)", "A Novel.epub", 1_000_000),
     ]
     .into_iter()
@@ -157,13 +177,25 @@ fn torznab_categories_round_trip() {
             path: path.into(),
             size,
         }];
-        Op::Torrent(Box::new(input(name, files, T0 + 30_000 + i as u64, true, &mut rng)))
+        Op::Torrent(Box::new(input(
+            name,
+            files,
+            T0 + 30_000 + i as u64,
+            true,
+            &mut rng,
+        )))
     })
     .collect();
     f.store.apply_batch(&extra).unwrap();
     let s = start(f.store.clone(), Access::Open, test_limits());
     let cat_of = |rec: &TorrentRecord| -> u32 {
-        u32::from(f.store.facets(&rec.infohash).unwrap().expect("classified").category)
+        u32::from(
+            f.store
+                .facets(&rec.infohash)
+                .unwrap()
+                .expect("classified")
+                .category,
+        )
     };
     // Every item of a wide search: its categories are the stored one and its parent.
     let all = parse(&get(s.addr, "/torznab/api?t=search&limit=100").body);
@@ -183,12 +215,23 @@ fn torznab_categories_round_trip() {
         }
         want.push(c.to_string());
         assert_eq!(cats, &serde_json::json!(want), "{}", rec.name);
-        assert_eq!(e["category"], serde_json::json!([c.to_string()]), "{}", rec.name);
+        assert_eq!(
+            e["category"],
+            serde_json::json!([c.to_string()]),
+            "{}",
+            rec.name
+        );
     }
     assert!(seen.len() >= 5, "{seen:?}");
     // cat= selects by the stored category, parents include their sub-categories.
     for cat in [2000u32, 2040, 5000, 7000, 3000, 4000, 8000] {
-        let v = parse(&get(s.addr, &format!("/torznab/api?t=search&cat={cat}&limit=100")).body);
+        let v = parse(
+            &get(
+                s.addr,
+                &format!("/torznab/api?t=search&cat={cat}&limit=100"),
+            )
+            .body,
+        );
         let got = check_entries(&f, &v);
         let want: Vec<&TorrentRecord> = recs
             .iter()
@@ -199,7 +242,9 @@ fn torznab_categories_round_trip() {
             .collect();
         assert_eq!(got.len(), want.len(), "cat {cat}");
         assert_eq!(v["response"]["total"], want.len().to_string(), "cat {cat}");
-        assert!(got.iter().all(|r| want.iter().any(|w| w.infohash == r.infohash)));
+        assert!(got
+            .iter()
+            .all(|r| want.iter().any(|w| w.infohash == r.infohash)));
     }
     let names = |path: &str| -> Vec<String> {
         let mut v: Vec<String> = check_entries(&f, &parse(&get(s.addr, path).body))
@@ -211,13 +256,19 @@ fn torznab_categories_round_trip() {
     };
     assert_eq!(
         names("/torznab/api?t=movie&q=big+film"),
-        ["Big Film 2019 1080p BluRay x264", "Big Film 2019 720p WEB-DL"]
+        [
+            "Big Film 2019 1080p BluRay x264",
+            "Big Film 2019 720p WEB-DL"
+        ]
     );
     assert_eq!(names("/torznab/api?t=movie&q=big+film&year=2019").len(), 2);
     assert!(names("/torznab/api?t=movie&q=big+film&year=2018").is_empty());
     assert_eq!(
         names("/torznab/api?t=movie&q=big+film&cat=2040"),
-        ["Big Film 2019 1080p BluRay x264", "Big Film 2019 720p WEB-DL"]
+        [
+            "Big Film 2019 1080p BluRay x264",
+            "Big Film 2019 720p WEB-DL"
+        ]
     );
     assert_eq!(
         names("/torznab/api?t=tvsearch&q=some+show&season=1&ep=3"),
@@ -235,7 +286,8 @@ fn torznab_categories_round_trip() {
     let tv = recs.iter().filter(|r| cat_of(r) / 1000 == 5).count();
     assert!(tv >= 3);
     assert_eq!(names("/torznab/api?t=tvsearch").len(), tv);
-    assert!(names("/torznab/api?t=search&cat=7000").contains(&"Some Author - A Novel (epub)".to_string()));
+    assert!(names("/torznab/api?t=search&cat=7000")
+        .contains(&"Some Author - A Novel (epub)".to_string()));
 }
 
 #[test]
@@ -247,7 +299,9 @@ fn torznab_caps_search_tvsearch_movie_and_paging() {
     let text = caps.text();
     assert!(text.contains("<caps>") && text.contains("tv-search available=\"yes\""));
     let ids = caps_categories(&caps.body);
-    for id in ["2000", "5000", "3000", "7000", "4000", "6000", "8000", "2040", "5040"] {
+    for id in [
+        "2000", "5000", "3000", "7000", "4000", "6000", "8000", "2040", "5040",
+    ] {
         assert!(ids.iter().any(|c| c == id), "caps lacks {id}: {ids:?}");
     }
 
@@ -271,7 +325,11 @@ fn torznab_caps_search_tvsearch_movie_and_paging() {
         // .iso files: a disc image, PC/ISO.
         assert_eq!(attrs["category"], "4020");
     }
-    assert!(a["cats"].as_array().unwrap().iter().all(|c| c == &serde_json::json!(["4000", "4020"])));
+    assert!(a["cats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c == &serde_json::json!(["4000", "4020"])));
 
     // Seeders and peers where a scrape is known.
     let t = parse(&get(s.addr, "/torznab/api?t=search&q=tree").body);

@@ -26,8 +26,7 @@ use std::ops::Bound;
 
 use heed::{PutFlags, RoTxn, RwTxn};
 use magnetar_core::classify::{
-    classify, AudioFormat, Classification, ContentKind, Languages, Resolution, Source,
-    VideoCodec,
+    classify, AudioFormat, Classification, ContentKind, Languages, Resolution, Source, VideoCodec,
 };
 
 use super::{docid_of, lmdb, read_u64, Db, Dbs, Result, Store, K_NEXT_DOCID};
@@ -222,7 +221,11 @@ pub fn category_name(cat: u16) -> &'static str {
     TORZNAB_CATEGORIES
         .iter()
         .find(|(c, _)| *c == cat)
-        .or_else(|| TORZNAB_CATEGORIES.iter().find(|(c, _)| *c == cat / 1000 * 1000))
+        .or_else(|| {
+            TORZNAB_CATEGORIES
+                .iter()
+                .find(|(c, _)| *c == cat / 1000 * 1000)
+        })
         .map_or("Other", |(_, n)| n)
 }
 
@@ -539,7 +542,10 @@ pub(crate) fn category_ranges(s: &str) -> Result<Vec<KeyRange>> {
         }
     }
     if out.is_empty() {
-        return Err(bad(format!("an empty category; known: {}", category_help())));
+        return Err(bad(format!(
+            "an empty category; known: {}",
+            category_help()
+        )));
     }
     Ok(out)
 }
@@ -551,7 +557,11 @@ fn number_range(name: &str, v: &str, max: u64) -> Result<(u64, u64)> {
             .parse::<u64>()
             .ok()
             .filter(|n| *n <= max)
-            .ok_or_else(|| bad(format!("{name} {v:?}: expected a number up to {max}, or a-b")))
+            .ok_or_else(|| {
+                bad(format!(
+                    "{name} {v:?}: expected a number up to {max}, or a-b"
+                ))
+            })
     };
     match v.split_once('-') {
         Some((a, b)) => {
@@ -585,10 +595,7 @@ pub(crate) fn attribute_ranges(name: &str, value: &str) -> Result<Vec<KeyRange>>
     let name_l = name.trim().to_ascii_lowercase();
     let v = value.trim();
     let unknown = |what: &str, known: Vec<&str>| {
-        bad(format!(
-            "unknown {what} {v:?}; known: {}",
-            known.join(", ")
-        ))
+        bad(format!("unknown {what} {v:?}; known: {}", known.join(", ")))
     };
     Ok(match name_l.as_str() {
         "category" | "kind" => category_ranges(v)?,
@@ -741,10 +748,7 @@ fn union_of(
     let mut bits = vec![0u64; words];
     let mut buf: Vec<u32> = Vec::with_capacity(256);
     for r in ranges {
-        let range = (
-            Bound::Included(r.lo.bytes()),
-            Bound::Included(r.hi.bytes()),
-        );
+        let range = (Bound::Included(r.lo.bytes()), Bound::Included(r.hi.bytes()));
         for e in db.range(txn, &range).map_err(lmdb("reading facets"))? {
             let (_, v) = e.map_err(lmdb("reading facets"))?;
             buf.clear();
@@ -784,7 +788,12 @@ fn passing(txn: &RoTxn, dbs: &Dbs, c: &Compiled, skipped: &mut usize) -> Result<
 }
 
 /// The doc ids (ascending) that pass `c`.
-pub(crate) fn matching(txn: &RoTxn, dbs: &Dbs, c: &Compiled, skipped: &mut usize) -> Result<Vec<u32>> {
+pub(crate) fn matching(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    c: &Compiled,
+    skipped: &mut usize,
+) -> Result<Vec<u32>> {
     let Some(bits) = passing(txn, dbs, c, skipped)? else {
         return Ok(Vec::new());
     };

@@ -375,7 +375,13 @@ fn run_query(
             .collect();
         res.skipped_corrupt += skipped;
     } else {
-        facets::filter_matches(txn, dbs, facet_filter, &mut matches, &mut res.skipped_corrupt)?;
+        facets::filter_matches(
+            txn,
+            dbs,
+            facet_filter,
+            &mut matches,
+            &mut res.skipped_corrupt,
+        )?;
     }
     // Exclusions: drop the matches that satisfy a negated clause.
     for c in &parsed.must_not {

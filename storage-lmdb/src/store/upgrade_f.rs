@@ -212,13 +212,19 @@ mod tests {
             category: Some(c.into()),
             attributes: vec![],
         };
-        assert_eq!(names(cat("movie")), ["The.Matrix.1999.1080p.BluRay.x264-GRP"]);
+        assert_eq!(
+            names(cat("movie")),
+            ["The.Matrix.1999.1080p.BluRay.x264-GRP"]
+        );
         assert_eq!(names(cat("5000")), ["Some.Show.S02E05.720p.HDTV.x264-GRP"]);
         assert_eq!(names(cat("audio")), ["Band - Album (2004) [FLAC]"]);
         assert_eq!(names(cat("books")), ["Some Book Title"]);
         let tv = FacetFilter {
             category: Some("tv".into()),
-            attributes: vec![("season".into(), "2".into()), ("episode".into(), "5".into())],
+            attributes: vec![
+                ("season".into(), "2".into()),
+                ("episode".into(), "5".into()),
+            ],
         };
         assert_eq!(names(tv), ["Some.Show.S02E05.720p.HDTV.x264-GRP"]);
         // Written since the upgrade: classified too.
