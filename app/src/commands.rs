@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use magnetar_storage::{
-    magnet_of, parse_torrent_ref, to_hex, DbLock, FacetFilter, RetentionPolicy, SearchQuery,
-    SortBy, Store, StoreError, StoreOptions, TorrentRecord, TorrentRef,
+    magnet_of, parse_torrent_ref, to_hex, DbLock, FacetFilter, Facets, RetentionPolicy,
+    SearchQuery, SortBy, Store, StoreError, StoreOptions, TorrentRecord, TorrentRef,
 };
 
 use magnetar_core::classify::{classify, ContentKind};
@@ -110,7 +110,7 @@ pub fn open_or_create_with(
 // Sizes, ages and UTC dates are shared with the web server: `magnetar_storage::fmt`.
 pub use magnetar_storage::fmt::{age, human_size, utc};
 
-fn json_record(r: &TorrentRecord, now: u64) -> serde_json::Value {
+fn json_record(r: &TorrentRecord, facets: Option<&Facets>, now: u64) -> serde_json::Value {
     serde_json::json!({
         "infohash": to_hex(&r.infohash),
         "hash_kind": r.kind.as_str(),
@@ -125,7 +125,18 @@ fn json_record(r: &TorrentRecord, now: u64) -> serde_json::Value {
         "scraped_at": r.scraped_at,
         "scrape_age_secs": r.scraped_at.map(|t| now.saturating_sub(t)),
         "magnet": magnet_of(r),
+        "facets": facets.map(Facets::to_json),
     })
+}
+
+/// The stored facets of `records` (`None` for unclassified ones).
+fn facets_of(
+    store: &Store,
+    db: &Path,
+    records: &[TorrentRecord],
+) -> Result<Vec<Option<Facets>>, Fail> {
+    let ihs: Vec<_> = records.iter().map(|r| r.infohash).collect();
+    store.facets_of(&ihs).map_err(db_err(db))
 }
 
 /// Unix seconds now (0 if the clock is before 1970).
@@ -176,6 +187,8 @@ pub struct SearchArgs {
     pub max_size: Option<String>,
     pub since: Option<String>,
     pub category: Option<String>,
+    /// Attribute filters (name, value): year, season, episode, resolution.
+    pub attributes: Vec<(String, String)>,
     pub json: bool,
 }
 
@@ -234,10 +247,10 @@ pub fn search(db: &Path, a: &SearchArgs) -> Result<(), Fail> {
     if let Some(s) = &a.since {
         q = q.discovered_range(Some(parse_since(s, now_secs())?), None);
     }
-    if let Some(c) = &a.category {
+    if a.category.is_some() || !a.attributes.is_empty() {
         q = q.facets(FacetFilter {
-            category: Some(c.clone()),
-            attributes: Vec::new(),
+            category: a.category.clone(),
+            attributes: a.attributes.clone(),
         });
     }
     let store = open_read_only(db)?;
@@ -248,8 +261,9 @@ pub fn search(db: &Path, a: &SearchArgs) -> Result<(), Fail> {
     let mut o = std::io::stdout().lock();
     if a.json {
         let now = now_secs();
-        for r in &res.hits {
-            out!(o, "{}", json_record(r, now));
+        let facets = facets_of(&store, db, &res.hits)?;
+        for (r, f) in res.hits.iter().zip(&facets) {
+            out!(o, "{}", json_record(r, f.as_ref(), now));
         }
     } else {
         print_table(&mut o, &res.hits)?;
@@ -413,6 +427,24 @@ pub fn show(db: &Path, reference: &str) -> Result<(), Fail> {
         if r.has_info { "kept" } else { "not kept" }
     );
     out!(o, "magnet:        {}", magnet_of(r));
+    match store.facets(&ih).map_err(db_err(db))? {
+        Some(f) => {
+            out!(
+                o,
+                "kind:          {} (Torznab {} {})",
+                f.class.kind.as_str(),
+                f.category,
+                magnetar_storage::category_name(f.category)
+            );
+            for (k, v) in f.attributes() {
+                out!(o, "  {:<13}{v}", format!("{k}:"));
+            }
+        }
+        None => out!(
+            o,
+            "kind:          not classified (run `magnetar reclassify`)"
+        ),
+    }
     out!(o, "file tree:");
     let files: Vec<(String, u64)> = t.files.iter().map(|f| (f.path.clone(), f.size)).collect();
     write!(o, "{}", file_tree(&files)).map_err(out_err)?;
@@ -425,8 +457,9 @@ pub fn recent(db: &Path, n: usize, json: bool) -> Result<(), Fail> {
     let mut o = std::io::stdout().lock();
     if json {
         let now = now_secs();
-        for r in &rs {
-            out!(o, "{}", json_record(r, now));
+        let facets = facets_of(&store, db, &rs)?;
+        for (r, f) in rs.iter().zip(&facets) {
+            out!(o, "{}", json_record(r, f.as_ref(), now));
         }
         Ok(())
     } else {
@@ -824,6 +857,38 @@ pub fn compact(db: &Path) -> Result<(), Fail> {
         db.display(),
         human_size(before),
         human_size(after)
+    );
+    Ok(())
+}
+
+/// `magnetar reclassify`: the classifier run again over every stored torrent, in one
+/// write transaction; refused while a crawler (or another maintenance command) holds
+/// the database.
+pub fn reclassify(db: &Path) -> Result<(), Fail> {
+    if !db.join("data.mdb").is_file() {
+        return Err(Fail(format!("no magnetar database at {}", db.display())));
+    }
+    let _lock = lock_db(db, "reclassify")?;
+    let store = open_existing(db)?;
+    let t0 = std::time::Instant::now();
+    let rep = store.reclassify().map_err(db_err(db))?;
+    let mut o = std::io::stdout().lock();
+    for (kind, n) in &rep.per_kind {
+        out!(o, "{n:>10}  {}", kind.as_str());
+    }
+    eprintln!(
+        "classified {} torrent(s) in {:.1} s; {} changed kind or category{}",
+        rep.torrents,
+        t0.elapsed().as_secs_f64(),
+        rep.changed,
+        if rep.skipped_corrupt > 0 {
+            format!(
+                "; {} corrupt record(s) skipped (see `magnetar db check`)",
+                rep.skipped_corrupt
+            )
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }

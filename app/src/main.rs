@@ -158,8 +158,9 @@ enum Cmd {
     /// by character pairs (`語` finds "日本語").
     Search {
         /// Words to look for (joined by spaces; to exclude a word, quote the query,
-        /// `'ubuntu -desktop'`, or put the words after `--`).
-        #[arg(required = true, value_name = "WORDS")]
+        /// `'ubuntu -desktop'`, or put the words after `--`). Optional with
+        /// --category or an attribute filter: every torrent that passes it.
+        #[arg(required_unless_present_any = ["category", "year", "season", "episode", "resolution"], value_name = "WORDS")]
         words: Vec<String>,
         /// Most results to print.
         #[arg(long, short = 'n', default_value_t = 20, env = "MAGNETAR_SEARCH_LIMIT",
@@ -185,17 +186,38 @@ enum Cmd {
         /// (2026-11-01, 2026-11-01T12:00:00Z) or an age (30m, 24h, 7d).
         #[arg(long, value_name = "WHEN", env = "MAGNETAR_SEARCH_SINCE")]
         since: Option<String>,
-        /// Only torrents of this category (needs the classifier: refused until the
-        /// database has categories).
+        /// Only torrents of this category: a kind (movie, tv_episode, tv_season,
+        /// music, audiobook, ebook, comic, software, game, disc_image, archive,
+        /// images, adult, other), a group (movies, tv, audio, books, pc, xxx), a
+        /// Torznab number (2000, 2040, ...), or several separated by commas.
         #[arg(long, env = "MAGNETAR_SEARCH_CATEGORY")]
         category: Option<String>,
+        /// Only torrents of this year (or range, 1990-1999), from the name.
+        #[arg(long, value_name = "YEAR", env = "MAGNETAR_SEARCH_YEAR")]
+        year: Option<String>,
+        /// Only torrents of this TV season (or range), from the name.
+        #[arg(long, value_name = "N", env = "MAGNETAR_SEARCH_SEASON")]
+        season: Option<String>,
+        /// Only torrents of this episode (or range), from the name.
+        #[arg(long, value_name = "N", env = "MAGNETAR_SEARCH_EPISODE")]
+        episode: Option<String>,
+        /// Only torrents of this resolution (480p, 720p, 1080p, 2160p, ...).
+        #[arg(long, value_name = "RES", env = "MAGNETAR_SEARCH_RESOLUTION")]
+        resolution: Option<String>,
         /// One JSON object per line instead of a table.
         #[arg(long, env = "MAGNETAR_SEARCH_JSON")]
         json: bool,
         #[command(flatten)]
         db: DbArg,
     },
-    /// Show one torrent: its fields, file tree and magnet link.
+    /// Run the classifier again over every stored torrent (after its rules changed)
+    /// and print the torrents per kind. One write transaction; refused while a
+    /// crawler runs on the database (stop it, reclassify, start it again).
+    Reclassify {
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Show one torrent: its fields, classification, file tree and magnet link.
     Show {
         /// The infohash: 40 hex digits, a unique prefix of at least 8, or a magnet
         /// URI (`magnet:?xt=urn:btih:` with hex or base32).
@@ -707,6 +729,10 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
             max_size,
             since,
             category,
+            year,
+            season,
+            episode,
+            resolution,
             json,
             db,
         } => commands::search(
@@ -721,9 +747,19 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
                 max_size,
                 since,
                 category,
+                attributes: [
+                    ("year", year),
+                    ("season", season),
+                    ("episode", episode),
+                    ("resolution", resolution),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v?)))
+                .collect(),
                 json,
             },
         ),
+        Cmd::Reclassify { db } => commands::reclassify(&db.path()?),
         Cmd::Show { infohash, db } => commands::show(&db.path()?, &infohash),
         Cmd::Recent { n, json, db } => commands::recent(&db.path()?, n as usize, json),
         Cmd::Export {

@@ -46,7 +46,7 @@ fn dbarg(dir: &Path) -> &str {
     dir.to_str().unwrap()
 }
 
-/// While a crawler runs, `db compact`, `db prune` and `import` are refused with a
+/// While a crawler runs, `db compact`, `db prune`, `reclassify` and `import` are refused with a
 /// message naming it (its pid and command), and readers work; once it has exited,
 /// compaction works and what it committed is still there. A crawler refuses a
 /// database whose lock another process (here: this test) holds.
@@ -93,6 +93,7 @@ fn maintenance_is_refused_under_a_live_crawler() {
     for args in [
         vec!["db", "compact"],
         vec!["db", "prune"],
+        vec!["reclassify"],
         vec!["import", "jsonl", jsonl.to_str().unwrap()],
     ] {
         let mut a = args.clone();

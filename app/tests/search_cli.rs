@@ -1,6 +1,7 @@
 //! `magnetar search` and `recent` through the real binary: the query language,
-//! every sort and direction, paging, the size and time filters, `--category`
-//! refused until facets exist, clear errors for bad input, and `recent --json`.
+//! every sort and direction, paging, the size and time filters, `--category` and
+//! the attribute filters, clear errors for bad input, `recent --json`, the facets
+//! in `--json`, `show` and `export`, and `reclassify`.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -152,9 +153,10 @@ fn search_refuses_bad_input_and_categories_clearly() {
         }
     };
     fails(
-        &["dune", "--category", "movie"],
-        &["not supported", "category movie"],
+        &["dune", "--category", "flicks"],
+        &["unknown category \"flicks\"", "movie", "2000"],
     );
+    fails(&["dune", "--year", "soon"], &["year \"soon\""]);
     fails(
         &["dune", "--min-size", "12XB"],
         &["--min-size 12XB", "700MB"],
@@ -171,6 +173,84 @@ fn search_refuses_bad_input_and_categories_clearly() {
     fails(&["dune", "--sort", "name"], &["invalid value 'name'"]);
     fails(&[&"x".repeat(600)], &["600 bytes", "512"]);
     fails(&["--", "-dune"], &["at least one word"]);
+}
+
+/// Categories and attributes filter; `--json`, `show` and `export` print the facets;
+/// `reclassify` counts per kind, and is refused while another process holds the
+/// database.
+#[test]
+fn categories_filter_and_facets_are_printed() {
+    let db = tempfile::tempdir().unwrap();
+    populate(db.path());
+    let dbs = db.path().to_str().unwrap();
+    let (e, j, d) = ("Épopée Dune cam", "日本語字幕 Dune", "Dune Part Two 2160p");
+    let search = |extra: &[&str]| -> (Vec<String>, Vec<serde_json::Value>) {
+        let mut args = vec!["search", "--json", "--db", dbs];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = run(&args);
+        assert!(ok, "{extra:?}: {err}");
+        let facets = out
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["facets"].clone())
+            .collect();
+        (names(&out), facets)
+    };
+    let n = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (all, facets) = search(&["dune"]);
+    assert_eq!(all, n(&[d, j, e]));
+    assert_eq!(facets[2]["kind"], "movie");
+    assert_eq!(facets[2]["source"], "Camera");
+    assert_eq!(facets[0]["resolution"], "2160p");
+    assert_eq!(search(&["dune", "--category", "movie"]).0, n(&[e]));
+    assert_eq!(search(&["dune", "--category", "2000"]).0, n(&[e]));
+    assert_eq!(search(&["dune", "--resolution", "2160p"]).0, n(&[d]));
+    // Without words: every torrent of the category.
+    assert_eq!(search(&["--category", "movies"]).0, n(&[e]));
+    let (ok, out, err) = run(&[
+        "show",
+        "0101010101010101010101010101010101010101",
+        "--db",
+        dbs,
+    ]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("kind:          movie (Torznab 2000 Movies)"),
+        "{out}"
+    );
+    assert!(out.contains("source:      Camera"), "{out}");
+    let (ok, out, err) = run(&["export", "--db", dbs]);
+    assert!(ok, "{err}");
+    let kinds: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["facets"]["kind"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(kinds.len(), 3);
+    assert_eq!(kinds[0], "movie");
+
+    // reclassify: counts per kind (stdout), a summary (stderr).
+    let (ok, out, err) = run(&["reclassify", "--db", dbs]);
+    assert!(ok, "{err}");
+    assert!(out.lines().any(|l| l.trim() == "1  movie"), "{out}");
+    let total: u64 = out
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, 3, "{out}");
+    assert!(
+        err.contains("classified 3 torrent(s)") && err.contains("0 changed"),
+        "{err}"
+    );
+    // Refused while another process holds the database (as under a crawler).
+    let lock = magnetar_storage::DbLock::acquire(db.path(), "crawl").unwrap();
+    let (ok, _, err) = run(&["reclassify", "--db", dbs]);
+    assert!(!ok);
+    assert!(err.contains("in use by process"), "{err}");
+    drop(lock);
+    let (ok, _, err) = run(&["reclassify", "--db", "/nonexistent/magnetar-db"]);
+    assert!(!ok && err.contains("no magnetar database"), "{err}");
 }
 
 #[test]

@@ -3,15 +3,17 @@
 //! `cargo bench -p magnetar-storage --bench store_bench`
 //! Environment: BENCH_TORRENTS (default 1,000,000), BENCH_INFO_TORRENTS (default
 //! 20,000), BENCH_QUERIES (default 1,000 per kind), BENCH_DIR (default a temp dir),
-//! BENCH_WRITER_TORRENTS (default BENCH_TORRENTS; 0 skips the writer-path run).
+//! BENCH_WRITER_TORRENTS (default BENCH_TORRENTS; 0 skips the writer-path run),
+//! BENCH_WRITER_BASELINE (default 1: the writer path also runs with classification
+//! off, first, in the same process, for the before/after ratio; 0 skips it).
 //! Prints figures; asserts nothing.
 
 use std::time::{Duration, Instant};
 
 use magnetar_storage::synth::{Rng, Synth};
 use magnetar_storage::{
-    tokenize, wait_closed, Durability, FileEntry, Op, SearchQuery, SortBy, Store, StoreOptions,
-    TorrentInput, WriterConfig,
+    tokenize, wait_closed, Durability, FacetFilter, FileEntry, Op, SearchQuery, SortBy, Store,
+    StoreOptions, TorrentInput, WriterConfig,
 };
 
 fn env(name: &str, default: usize) -> usize {
@@ -269,6 +271,26 @@ fn query_shapes(
             .collect()
     };
     let [cjk1, cjk2, cjk3] = cjk_q;
+    let facet = |cat: Option<&str>, attrs: &[(&str, &str)]| FacetFilter {
+        category: cat.map(str::to_string),
+        attributes: attrs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
+    };
+    let cats = [
+        "movie", "tv", "audio", "books", "pc", "8000", "music", "2040",
+    ];
+    let with_cat = |v: &[String]| -> Vec<SearchQuery> {
+        v.iter()
+            .enumerate()
+            .map(|(i, w)| SearchQuery::new(w).facets(facet(Some(cats[i % cats.len()]), &[])))
+            .collect()
+    };
+    let only_cat: Vec<SearchQuery> = (0..nq)
+        .map(|i| SearchQuery::new("").facets(facet(Some(cats[i % cats.len()]), &[])))
+        .collect();
+    let res = ["720p", "1080p", "2160p"];
     vec![
         ("one-word".into(), plain(&one)),
         ("two-word".into(), plain(&two)),
@@ -324,6 +346,41 @@ fn query_shapes(
             "one-word since (10 %)".into(),
             one.iter()
                 .map(|w| SearchQuery::new(w).discovered_range(Some(recent_since), None))
+                .collect(),
+        ),
+        ("one-word + category".into(), with_cat(&one)),
+        ("two-word + category".into(), with_cat(&two)),
+        (
+            "one-word + category newest".into(),
+            with_cat(&one)
+                .into_iter()
+                .map(|q| q.sort(SortBy::Discovered))
+                .collect(),
+        ),
+        ("category only (no text)".into(), only_cat.clone()),
+        (
+            "category only, size desc".into(),
+            only_cat
+                .iter()
+                .map(|q| q.clone().sort(SortBy::Size))
+                .collect(),
+        ),
+        (
+            "one-word + resolution".into(),
+            one.iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    SearchQuery::new(w).facets(facet(None, &[("resolution", res[i % 3])]))
+                })
+                .collect(),
+        ),
+        (
+            "movie + year (no text)".into(),
+            (0..nq)
+                .map(|i| {
+                    let y = (1950 + i % 76).to_string();
+                    SearchQuery::new("").facets(facet(Some("movies"), &[("year", y.as_str())]))
+                })
                 .collect(),
         ),
         (
@@ -428,23 +485,44 @@ fn main() {
     let _ = std::fs::remove_dir_all(&path);
 
     // 2b. The same torrents through the writer thread (what a crawler does).
+    // With BENCH_WRITER_BASELINE (the default), first without classification (the
+    // baseline), then with it (what the crawler runs), alternating for the ratio.
     let nw = env("BENCH_WRITER_TORRENTS", n);
-    if nw > 0 {
+    let modes: &[bool] = if env("BENCH_WRITER_BASELINE", 1) > 0 {
+        &[false, true, false, true]
+    } else {
+        &[true]
+    };
+    let mut per_mode = [(0.0f64, 0.0f64); 2];
+    for &classify in modes.iter().filter(|_| nw > 0) {
         let path = base.join("bench-writer");
         let _ = std::fs::remove_dir_all(&path);
         let mut opts = StoreOptions::new(&path);
         opts.keep_info = false;
         opts.durability = durability;
+        opts.classify = classify;
         let store = Store::open(opts).expect("open");
         let (wall, cpu) = fill_writer(&store, nw, 1);
         println!(
-            "writer path: {nw} torrents sent and committed ({durability:?}) in {wall:.2} s = {:.0} torrents/s wall (generated beforehand); CPU {cpu:.2} s = {:.0} torrents per CPU-second",
+            "writer path{}: {nw} torrents sent and committed ({durability:?}) in {wall:.2} s = {:.0} torrents/s wall (generated beforehand); CPU {cpu:.2} s = {:.0} torrents per CPU-second",
+            if classify { ", classified" } else { ", NOT classified (baseline)" },
             nw as f64 / wall,
             nw as f64 / cpu.max(0.01)
         );
+        let m = &mut per_mode[usize::from(classify)];
+        m.0 += wall;
+        m.1 += cpu;
         drop(store);
         wait_closed(&path);
         let _ = std::fs::remove_dir_all(&path);
+    }
+    if nw > 0 && modes.len() > 1 {
+        let (b, c) = (per_mode[0], per_mode[1]);
+        println!(
+            "writer path, classified / baseline (sum of both runs each): wall time {:.3}, CPU time {:.3}",
+            c.0 / b.0.max(1e-9),
+            c.1 / b.1.max(1e-9)
+        );
     }
 
     // 3. Size with raw info dicts.

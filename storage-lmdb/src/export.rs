@@ -39,6 +39,10 @@ pub struct JsonTorrent {
     /// When those were measured (Unix seconds), when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scraped_at: Option<u64>,
+    /// The classifier's facets ([`Facets::to_json`](crate::Facets::to_json)), when
+    /// classified. Ignored on import (the importer classifies again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facets: Option<serde_json::Value>,
 }
 
 /// A file of a [`JsonTorrent`].
@@ -133,7 +137,12 @@ impl Store {
         &self,
         since: Option<u64>,
         report: &mut ExportReport,
-        mut f: impl FnMut(TorrentRecord, Vec<FileEntry>, Option<&[u8]>) -> Result<bool>,
+        mut f: impl FnMut(
+            TorrentRecord,
+            Vec<FileEntry>,
+            Option<&[u8]>,
+            Option<crate::Facets>,
+        ) -> Result<bool>,
     ) -> Result<()> {
         let start = since.unwrap_or(0).to_be_bytes();
         self.read(|txn, dbs| {
@@ -193,7 +202,8 @@ impl Store {
                     None
                 };
                 let at = rec.discovered_at;
-                if f(rec, files, info)? {
+                let facets = crate::store::facets_by_docid(txn, dbs, docid).unwrap_or(None);
+                if f(rec, files, info, facets)? {
                     report.torrents += 1;
                     report.last_discovered_at = Some(at);
                 }
@@ -206,7 +216,7 @@ impl Store {
     /// `since` (all when None), oldest first.
     pub fn export_jsonl(&self, mut out: impl Write, since: Option<u64>) -> Result<ExportReport> {
         let mut report = ExportReport::default();
-        self.walk_by_time(since, &mut report, |rec, files, _| {
+        self.walk_by_time(since, &mut report, |rec, files, _, facets| {
             let line = JsonTorrent {
                 infohash: hex(&rec.infohash),
                 magnet: magnet_of(&rec),
@@ -215,6 +225,7 @@ impl Store {
                 seeders: rec.seeders,
                 leechers: rec.leechers,
                 scraped_at: rec.scraped_at,
+                facets: facets.map(|f| f.to_json()),
                 name: rec.name,
                 size: rec.total_size,
                 files: files
@@ -245,7 +256,7 @@ impl Store {
             .map_err(StoreError::io(format!("creating {}", dir.display())))?;
         let mut report = ExportReport::default();
         let mut no_info = 0;
-        self.walk_by_time(since, &mut report, |rec, _, info| {
+        self.walk_by_time(since, &mut report, |rec, _, info, _| {
             let Some(info) = info else {
                 no_info += 1;
                 return Ok(false);

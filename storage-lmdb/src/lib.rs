@@ -29,6 +29,9 @@
 //! torrent has a doc id (u32, given in discovery order, below 2^30), and the torrent
 //! tables are keyed by it. Schema version 5 changed only `terms` (the tokenizer folds
 //! accents and indexes space-less scripts as bigrams; postings carry a path flag).
+//! Schema version 6 adds `facets` and `facet_terms` (the classifier's kind, category
+//! and attributes of every torrent); a schema 5 database gets every stored torrent
+//! classified on open, in the upgrade's one write transaction.
 //! Schemas 2 to 4 are migrated on open: schema 2 lacks `ids_delta`, 2 and 3 lack
 //! `ids_v2` (created empty), and their `torrents` values are layout 2, which is still
 //! read (a v1 torrent whose counts have no measurement time); `terms` is rebuilt from
@@ -55,6 +58,8 @@
 //! | `meta` | name | schema_version u32; counters u64: torrents, with_info, requests, next_docid, next_request_id, max_discovered_at, time_disorder |
 //! | `tombstones` | infohash (20) | `1`, at u64 LE, rule label (UTF-8, ≤ 200 bytes, the rest of the value): never stored again (content filters, `delete`) |
 //! | `hidden` | infohash (20) | as `tombstones`: stored without postings, skipped by `recent` and exports (the mark may precede its torrent) |
+//! | `facets` | docid u32 BE | `1`, kind code u8, Torznab category u16, presence mask u16, languages u32, then the present attributes (year, seasons, episodes, date, resolution, source, codec, audio codes, title str); see `store/facets.rs` (schema 6) |
+//! | `facet_terms` | tag u8 ‖ value BE (`k` kind, `c` category, `y` year, `r` resolution, `o` source, `v` codec, `a` audio, `s` season, `e` episode, `l` language bit) | DUP_SORT posting blocks as in `terms` (flags 0) (schema 6) |
 //!
 //! Why doc ids: infohashes are random, so a B-tree keyed by them takes every batch's
 //! inserts at random leaves, and LMDB copies each touched page on write (a batch of
@@ -114,8 +119,9 @@
 //! takes a [`SearchQuery`]: text in the query language of [`query`] (words, the last
 //! one a prefix, `"phrases"`, `-exclusions`, `name:`/`path:` scopes), a sort
 //! ([`SortBy`]: relevance, discovery time, size, seeders, files; either direction),
-//! a page, size and discovery-time ranges, and a category filter that is refused
-//! until the classifier's facets exist; it returns the page and the total.
+//! a page, size and discovery-time ranges, and a category and attribute filter
+//! ([`FacetFilter`], answered from the classifier's facets stored with every torrent
+//! since schema 6); it returns the page and the total.
 //! [`Store::search`] is its classic form. Every word must occur (as a whole word, in
 //! the scope asked) in the name or a file path; a prefix matches every term it
 //! starts (at most [`MAX_PREFIX_TERMS`] terms). Posting lists are intersected
@@ -147,8 +153,14 @@ mod writer;
 pub use error::{parse_infohash_hex, StoreError};
 pub use export::{magnet_of, magnet_uri, ExportReport, ImportReport, JsonFile, JsonTorrent};
 pub use lock::{DbLock, LockError, LockHolder, LOCK_FILE};
+/// The classifier whose facets the store keeps (`magnetar_core::classify`).
+pub use magnetar_core::classify;
 pub use prefix::{parse_torrent_ref, TorrentRef, MIN_PREFIX_HEX};
 pub use query::{MAX_QUERY_BYTES, MAX_QUERY_TERMS};
+pub use store::{
+    category_name, Facets, ReclassifyReport, CATEGORY_GROUPS, LANGUAGE_NAMES, MAX_RANGE_KEYS,
+    TORZNAB_CATEGORIES,
+};
 pub use store::{
     compact, default_data_dir, wait_closed, BatchReport, ClientStats, Durability, FacetFilter,
     FilterTotals, Hourly, IntegrityReport, Order, PreparedBatch, PruneReport, RetentionPolicy,

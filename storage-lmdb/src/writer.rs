@@ -259,6 +259,7 @@ fn run(store: Store, rx: Receiver<Msg>, shared: Arc<Mutex<Shared>>, mut cfg: Wri
     }
     let _release = Release(store.clone());
     let max_batch = cfg.max_batch.max(1);
+    let classify = store.options().classify;
     let on_commit = cfg.on_commit.take();
     let (jtx, jrx) = mpsc::sync_channel::<Job>(1);
     std::thread::scope(|s| {
@@ -290,7 +291,8 @@ fn run(store: Store, rx: Receiver<Msg>, shared: Arc<Mutex<Shared>>, mut cfg: Wri
                 return true;
             }
             let ops = std::mem::replace(pending, Vec::with_capacity(max_batch));
-            jtx.send(Job::Batch(PreparedBatch::new(ops))).is_ok()
+            jtx.send(Job::Batch(PreparedBatch::new_classified(ops, classify)))
+                .is_ok()
         };
         loop {
             let msg = match oldest {

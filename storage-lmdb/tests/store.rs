@@ -1252,7 +1252,8 @@ fn query_sorts_filters_and_paging() {
     }
 }
 
-/// Bad queries get clear errors; category filters are refused until facets exist.
+/// Bad queries get clear errors; an unknown category or attribute value is refused
+/// with the known ones (filters themselves: tests/facets.rs).
 #[test]
 fn query_bounds_and_unsupported_filters() {
     let dir = tempfile::tempdir().unwrap();
@@ -1260,13 +1261,16 @@ fn query_bounds_and_unsupported_filters() {
     query_fixture(&store);
     let err = |query: SearchQuery| store.query(&query).unwrap_err().to_string();
     let e = err(SearchQuery::new("dune").facets(FacetFilter {
+        category: Some("films-of-the-80s".into()),
+        attributes: vec![],
+    }));
+    assert!(e.contains("unknown category") && e.contains("movie"), "{e}");
+    let e = err(SearchQuery::new("dune").facets(FacetFilter {
         category: Some("movie".into()),
-        attributes: vec![("resolution".into(), "1080p".into())],
+        attributes: vec![("resolution".into(), "1081p".into())],
     }));
     assert!(
-        e.contains("not supported")
-            && e.contains("category movie")
-            && e.contains("resolution=1080p"),
+        e.contains("unknown resolution") && e.contains("1080p"),
         "{e}"
     );
     let e = err(SearchQuery::new("dune").page(MAX_SEARCH_OFFSET + 1, 10));

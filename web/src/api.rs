@@ -14,14 +14,16 @@ fn fail(e: BadRequest) -> Response {
     util::error(e.0, &e.1)
 }
 
-/// `GET /api/v1/search?q=&sort=&order=&offset=&limit=`
+/// `GET /api/v1/search?q=&sort=&order=&offset=&limit=&category=&year=&season=&episode=&resolution=`
 pub async fn search(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Response {
     let r = match Params::parse(raw.as_deref()).and_then(|p| util::search_request(&p, 20)) {
         Ok(r) => r,
         Err(e) => return fail(e),
     };
-    if r.q.is_empty() {
-        return fail(BadRequest::new("`q` is required (1 to 256 bytes)"));
+    if r.q.is_empty() && r.category.is_none() && r.attributes.is_empty() {
+        return fail(BadRequest::new(
+            "`q` is required (1 to 256 bytes), unless `category` or an attribute filter is given",
+        ));
     }
     let req = r.clone();
     match st.index.run(move |ix| ix.search(&req)).await {
@@ -31,10 +33,12 @@ pub async fn search(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Resp
             "order": if r.desc { "desc" } else { "asc" },
             "offset": r.offset,
             "limit": r.limit,
+            "category": r.category,
             "total": page.total,
             "total_estimated": page.total_estimated,
             "prefix_truncated": page.prefix_truncated,
-            "results": page.hits.iter().map(util::record_json).collect::<Vec<_>>(),
+            "results": page.hits.iter().zip(&page.facets)
+                .map(|(h, f)| util::record_json(h, f.as_ref())).collect::<Vec<_>>(),
         }))
         .into_response(),
         Err(e) => fail(e.into()),
@@ -86,9 +90,13 @@ pub async fn torrent(State(st): State<AppState>, Path(id): Path<String>) -> Resp
             Err(e) => fail(e.into()),
         };
     }
-    match st.index.run(move |ix| ix.torrent(&ih)).await {
-        Ok(Some(t)) => Json(util::torrent_json(&t)).into_response(),
-        Ok(None) => util::error(StatusCode::NOT_FOUND, "no torrent with this infohash"),
+    match st
+        .index
+        .run(move |ix| Ok((ix.torrent(&ih)?, ix.facets(&ih)?)))
+        .await
+    {
+        Ok((Some(t), f)) => Json(util::torrent_json(&t, f.as_ref())).into_response(),
+        Ok((None, _)) => util::error(StatusCode::NOT_FOUND, "no torrent with this infohash"),
         Err(e) => fail(e.into()),
     }
 }
@@ -103,11 +111,19 @@ pub async fn recent(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Resp
         Ok(x) => x,
         Err(e) => return fail(e),
     };
-    match st.index.run(move |ix| ix.recent(offset, limit)).await {
-        Ok(v) => Json(json!({
+    match st
+        .index
+        .run(move |ix| {
+            let v = ix.recent(offset, limit)?;
+            let f = ix.facets_of(&v)?;
+            Ok((v, f))
+        })
+        .await
+    {
+        Ok((v, f)) => Json(json!({
             "offset": offset,
             "limit": limit,
-            "results": v.iter().map(util::record_json).collect::<Vec<_>>(),
+            "results": v.iter().zip(&f).map(|(h, f)| util::record_json(h, f.as_ref())).collect::<Vec<_>>(),
         }))
         .into_response(),
         Err(e) => fail(e.into()),

@@ -8,13 +8,13 @@ use std::fmt::Write;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use magnetar_storage::{magnet_of, to_hex, TorrentRecord};
+use magnetar_storage::{magnet_of, to_hex, Facets, TorrentRecord, TORZNAB_CATEGORIES};
 
 use crate::index::{SearchRequest, Sort, MAX_LIMIT};
 use crate::util::{self, Params};
 use crate::AppState;
 
-/// The one category until the classifier lands (Newznab's "Other").
+/// The category of a torrent that is not classified (Newznab's "Other").
 pub const CATEGORY: u32 = 8000;
 const TORZNAB_NS: &str = "http://torznab.com/schemas/2015/feed";
 
@@ -52,7 +52,20 @@ fn torznab_error(status: StatusCode, code: u32, msg: &str) -> Response {
     )
 }
 
+/// The categories the classifier gives (`magnetar_storage::TORZNAB_CATEGORIES`):
+/// each parent with its sub-categories.
 fn caps() -> String {
+    let mut cats = String::new();
+    for &(id, name) in TORZNAB_CATEGORIES.iter().filter(|(id, _)| id % 1000 == 0) {
+        let _ = writeln!(cats, "    <category id=\"{id}\" name=\"{}\">", xml(name));
+        for &(sub, sname) in TORZNAB_CATEGORIES
+            .iter()
+            .filter(|(s, _)| *s != id && s / 1000 == id / 1000)
+        {
+            let _ = writeln!(cats, "      <subcat id=\"{sub}\" name=\"{}\"/>", xml(sname));
+        }
+        cats.push_str("    </category>\n");
+    }
     format!(
         r#"<?xml version="1.0" encoding="UTF-8"?>
 <caps>
@@ -61,18 +74,18 @@ fn caps() -> String {
   <searching>
     <search available="yes" supportedParams="q"/>
     <tv-search available="yes" supportedParams="q,season,ep"/>
-    <movie-search available="yes" supportedParams="q"/>
+    <movie-search available="yes" supportedParams="q,year"/>
   </searching>
   <categories>
-    <category id="{CATEGORY}" name="Other"/>
-  </categories>
+{cats}  </categories>
 </caps>
 "#
     )
 }
 
-/// One `<item>` with the attributes Prowlarr and Sonarr read.
-fn item(o: &mut String, r: &TorrentRecord, torznab: bool) {
+/// One `<item>` with the attributes Prowlarr and Sonarr read; its category is the
+/// classifier's (parent and sub-category), [`CATEGORY`] when not classified.
+fn item(o: &mut String, r: &TorrentRecord, f: Option<&Facets>, torznab: bool) {
     let hex = to_hex(&r.infohash);
     let magnet = xml(&magnet_of(r));
     let _ = write!(
@@ -90,15 +103,31 @@ fn item(o: &mut String, r: &TorrentRecord, torznab: bool) {
         r.total_size
     );
     if torznab {
+        let cat = f.map_or(CATEGORY, |f| u32::from(f.category));
+        let parent = cat / 1000 * 1000;
         let _ = writeln!(
             o,
-            "<size>{}</size>\n<category>{CATEGORY}</category>",
+            "<size>{}</size>\n<category>{cat}</category>",
             r.total_size
         );
         let mut attr = |k: &str, v: String| {
             let _ = writeln!(o, "<torznab:attr name=\"{k}\" value=\"{}\"/>", xml(&v));
         };
-        attr("category", CATEGORY.to_string());
+        if parent != cat {
+            attr("category", parent.to_string());
+        }
+        attr("category", cat.to_string());
+        if let Some(c) = f.map(|f| &f.class) {
+            if let Some(y) = c.year {
+                attr("year", y.to_string());
+            }
+            if let Some((s, _)) = c.seasons {
+                attr("season", s.to_string());
+            }
+            if let Some((e, _)) = c.episodes {
+                attr("episode", e.to_string());
+            }
+        }
         attr("size", r.total_size.to_string());
         attr("files", r.file_count.to_string());
         attr("infohash", hex.clone());
@@ -120,7 +149,12 @@ fn item(o: &mut String, r: &TorrentRecord, torznab: bool) {
     o.push_str("</item>\n");
 }
 
-fn channel(title: &str, rows: &[TorrentRecord], torznab: Option<(usize, usize)>) -> String {
+fn channel(
+    title: &str,
+    rows: &[TorrentRecord],
+    facets: &[Option<Facets>],
+    torznab: Option<(usize, usize)>,
+) -> String {
     let mut o = String::with_capacity(1024 + rows.len() * 900);
     o.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     if torznab.is_some() {
@@ -139,8 +173,9 @@ fn channel(title: &str, rows: &[TorrentRecord], torznab: Option<(usize, usize)>)
             "<torznab:response offset=\"{offset}\" total=\"{total}\"/>"
         );
     }
-    for r in rows {
-        item(&mut o, r, torznab.is_some());
+    for (i, r) in rows.iter().enumerate() {
+        let f = facets.get(i).and_then(Option::as_ref);
+        item(&mut o, r, f, torznab.is_some());
     }
     o.push_str("</channel>\n</rss>\n");
     o
@@ -164,10 +199,14 @@ pub async fn torznab(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Res
             "t must be caps, search, tvsearch or movie",
         );
     }
-    let mut q = match p.query("q") {
+    let q = match p.query("q") {
         Ok(q) => q,
         Err(e) => return bad(&e.1),
     };
+    // What the store filters on: the classifier's season and episode (tvsearch), the
+    // year (movie), and the categories asked (`cat`), else TV for tvsearch and movies
+    // for movie.
+    let mut attributes: Vec<(String, String)> = Vec::new();
     if t == "tvsearch" {
         let season = match p.opt_num("season") {
             Ok(s) => s,
@@ -179,13 +218,20 @@ pub async fn torznab(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Res
         };
         match (season, ep) {
             (Some(s), Some(e)) if s < 1000 && e < 10_000 => {
-                let _ = write!(q, " S{s:02}E{e:02}");
+                attributes.push(("season".into(), s.to_string()));
+                attributes.push(("episode".into(), e.to_string()));
             }
-            (Some(s), None) if s < 1000 => {
-                let _ = write!(q, " S{s:02}");
-            }
+            (Some(s), None) if s < 1000 => attributes.push(("season".into(), s.to_string())),
             (None, None) => {}
             _ => return bad("season must be below 1000 and ep below 10000, ep only with season"),
+        }
+    }
+    if t == "movie" {
+        match p.opt_num("year") {
+            Ok(Some(y)) if y <= 9999 => attributes.push(("year".into(), y.to_string())),
+            Ok(None) => {}
+            Ok(Some(_)) => return bad("year must be below 10000"),
+            Err(e) => return bad(&e.1),
         }
     }
     let (limit, offset) = match p.num("limit", 50, 1, MAX_LIMIT as u64).and_then(|l| {
@@ -197,28 +243,37 @@ pub async fn torznab(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Res
         Ok((l, o)) => (l as usize, o as usize),
         Err(e) => return bad(&e.1),
     };
-    // Everything is in one category until the classifier lands: a search limited to
-    // other categories finds nothing.
-    if let Some(cats) = p.get("cat").filter(|c| !c.is_empty()) {
+    // Categories asked: numbers the classifier can give (others match nothing).
+    let mut category = match t {
+        "tvsearch" => Some("5000".to_string()),
+        "movie" => Some("2000".to_string()),
+        _ => None,
+    };
+    if let Some(cats) = p.get("cat").filter(|c| !c.trim().is_empty()) {
         let wanted: Vec<u32> = cats
             .split(',')
+            .take(64)
             .filter_map(|c| c.trim().parse().ok())
+            .filter(|c| (1000..10_000).contains(c))
             .collect();
-        if !wanted.iter().any(|&c| c / 1000 * 1000 == CATEGORY) {
+        if wanted.is_empty() {
             return xml_response(
                 StatusCode::OK,
                 "application/rss+xml; charset=utf-8",
-                channel("magnetar", &[], Some((offset, 0))),
+                channel("magnetar", &[], &[], Some((offset, 0))),
             );
         }
+        let list: Vec<String> = wanted.iter().map(u32::to_string).collect();
+        category = Some(list.join(","));
     }
     let q = q.trim().to_string();
-    let r = if q.is_empty() {
+    let r = if q.is_empty() && category.is_none() && attributes.is_empty() {
         st.index
             .run(move |ix| {
                 let rows = ix.recent(offset.min(1_000), limit)?;
+                let facets = ix.facets_of(&rows)?;
                 let total = ix.totals()?.torrents as usize;
-                Ok((rows, total))
+                Ok((rows, facets, total))
             })
             .await
     } else {
@@ -232,16 +287,18 @@ pub async fn torznab(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Res
             max_size: None,
             after: None,
             before: None,
+            category,
+            attributes,
         };
         st.index
-            .run(move |ix| ix.search(&req).map(|p| (p.hits, p.total)))
+            .run(move |ix| ix.search(&req).map(|p| (p.hits, p.facets, p.total)))
             .await
     };
     match r {
-        Ok((rows, total)) => xml_response(
+        Ok((rows, facets, total)) => xml_response(
             StatusCode::OK,
             "application/rss+xml; charset=utf-8",
-            channel("magnetar", &rows, Some((offset, total))),
+            channel("magnetar", &rows, &facets, Some((offset, total))),
         ),
         Err(e) => {
             let e: util::BadRequest = e.into();
@@ -274,6 +331,8 @@ pub async fn rss(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Respons
             max_size: None,
             after: None,
             before: None,
+            category: None,
+            attributes: Vec::new(),
         };
         st.index
             .run(move |ix| ix.search(&req).map(|p| p.hits))
@@ -283,7 +342,7 @@ pub async fn rss(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Respons
         Ok(rows) => xml_response(
             StatusCode::OK,
             "application/rss+xml; charset=utf-8",
-            channel(&title, &rows, None),
+            channel(&title, &rows, &[], None),
         ),
         Err(e) => {
             let e: util::BadRequest = e.into();

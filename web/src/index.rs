@@ -1,8 +1,8 @@
 //! Every read the web crate makes of the store, in one place: the search (the
-//! store's [`SearchQuery`]: every sort both ways, size and time filters; what the
-//! store refuses, such as a category before the classifier's facets are stored, is
-//! a 400 with the store's message), a torrent, its info dict, the newest torrents,
-//! and the dashboard's figures.
+//! store's [`SearchQuery`]: every sort both ways, size and time filters, category
+//! and attribute filters on the classifier's facets; what the store refuses, such as
+//! an unknown category, is a 400 with the store's message), a torrent, its facets,
+//! its info dict, the newest torrents, and the dashboard's figures.
 //!
 //! Every call here is a blocking LMDB read; handlers run them on tokio's blocking
 //! pool ([`Index::run`]).
@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use magnetar_storage::{
-    ClientStats, Hourly, InfoHash, SearchQuery, SessionYield, SortBy, Stats, Store, StoreError,
-    Torrent, TorrentRecord,
+    ClientStats, FacetFilter, Facets, Hourly, InfoHash, SearchQuery, SessionYield, SortBy, Stats,
+    Store, StoreError, Torrent, TorrentRecord,
 };
 
 /// Largest page of results any endpoint returns.
@@ -71,6 +71,10 @@ pub struct SearchRequest {
     pub max_size: Option<u64>,
     pub after: Option<u64>,
     pub before: Option<u64>,
+    /// A category (see [`FacetFilter::category`]).
+    pub category: Option<String>,
+    /// Attribute filters (name, value), e.g. ("season", "2").
+    pub attributes: Vec<(String, String)>,
 }
 
 /// One page of results.
@@ -81,6 +85,8 @@ pub struct Page {
     /// checks; the page itself is exact).
     pub total_estimated: bool,
     pub hits: Vec<TorrentRecord>,
+    /// The hits' facets, in the same order (`None`: not classified).
+    pub facets: Vec<Option<Facets>>,
     /// The last word matched too many terms; only the first were used.
     pub prefix_truncated: bool,
 }
@@ -194,6 +200,12 @@ impl Index {
         q.max_size = r.max_size;
         q.discovered_since = r.after;
         q.discovered_before = r.before;
+        if r.category.is_some() || !r.attributes.is_empty() {
+            q.facets = Some(FacetFilter {
+                category: r.category.clone(),
+                attributes: r.attributes.clone(),
+            });
+        }
         let res = match self.store.query(&q) {
             Ok(res) => res,
             Err(StoreError::InvalidQuery(m)) => {
@@ -206,12 +218,25 @@ impl Index {
             }
             Err(e) => return Err(e.into()),
         };
+        let facets = self.facets_of(&res.hits)?;
         Ok(Page {
             total: res.total,
             total_estimated: res.total_estimated,
             hits: res.hits,
+            facets,
             prefix_truncated: res.prefix_truncated,
         })
+    }
+
+    /// The facets of `rows`, in order (`None`: not classified).
+    pub fn facets_of(&self, rows: &[TorrentRecord]) -> Result<Vec<Option<Facets>>, IndexError> {
+        let ihs: Vec<InfoHash> = rows.iter().map(|r| r.infohash).collect();
+        Ok(self.store.facets_of(&ihs)?)
+    }
+
+    /// A torrent's facets, or None.
+    pub fn facets(&self, ih: &InfoHash) -> Result<Option<Facets>, IndexError> {
+        Ok(self.store.facets(ih)?)
     }
 
     /// The torrent with its files, or None.

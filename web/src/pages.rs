@@ -5,7 +5,7 @@
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use magnetar_storage::{magnet_of, to_hex, TorrentRecord};
+use magnetar_storage::{category_name, magnet_of, to_hex, Facets, TorrentRecord};
 use maud::{html, Markup, DOCTYPE};
 
 use crate::index::{now_secs, Dashboard, SearchRequest, Sort};
@@ -28,6 +28,23 @@ pub async fn style() -> Response {
 }
 
 fn layout(title: &str, q: &str, body: Markup) -> Markup {
+    layout_cat(title, q, "", body)
+}
+
+/// The categories of the search form's select: (value, label).
+const CATEGORY_CHOICES: &[(&str, &str)] = &[
+    ("", "All categories"),
+    ("movies", "Movies"),
+    ("tv", "TV"),
+    ("audio", "Audio"),
+    ("books", "Books"),
+    ("pc", "Software and games"),
+    ("xxx", "Adult"),
+    ("8000", "Other"),
+];
+
+/// The page layout, with `cat` selected in the search form's category select.
+fn layout_cat(title: &str, q: &str, cat: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -43,6 +60,11 @@ fn layout(title: &str, q: &str, body: Markup) -> Markup {
                     form.search action="/search" method="get" role="search" {
                         input type="search" name="q" value=(q) maxlength="256"
                             placeholder="Search names and files" aria-label="Search";
+                        select name="category" aria-label="Category" {
+                            @for (v, label) in CATEGORY_CHOICES {
+                                option value=(v) selected[*v == cat] { (label) }
+                            }
+                        }
                         button type="submit" { "Search" }
                     }
                     nav { a href="/recent" { "Recent" } " · " a href="/stats" { "Stats" } }
@@ -99,14 +121,22 @@ pub async fn home(State(st): State<AppState>) -> Response {
 
 /// The link to a search page with one parameter changed.
 fn search_link(r: &SearchRequest, sort: Sort, desc: bool, offset: usize) -> String {
-    serde_urlencoded::to_string([
+    let mut params = vec![
         ("q", r.q.as_str()),
         ("sort", sort.as_str()),
         ("order", if desc { "desc" } else { "asc" }),
-        ("offset", &offset.to_string()),
-    ])
-    .map(|s| format!("/search?{s}"))
-    .unwrap_or_else(|_| "/search".into())
+    ];
+    if let Some(c) = &r.category {
+        params.push(("category", c.as_str()));
+    }
+    for (k, v) in &r.attributes {
+        params.push((k.as_str(), v.as_str()));
+    }
+    let offset = offset.to_string();
+    params.push(("offset", &offset));
+    serde_urlencoded::to_string(params)
+        .map(|s| format!("/search?{s}"))
+        .unwrap_or_else(|_| "/search".into())
 }
 
 fn scrape(r: &TorrentRecord, now: u64) -> Markup {
@@ -119,16 +149,28 @@ fn scrape(r: &TorrentRecord, now: u64) -> Markup {
     }
 }
 
-fn results_table(rows: &[TorrentRecord], head: Markup) -> Markup {
+/// The category shown for a row: the Torznab category's name, or its kind.
+fn category_cell(f: Option<&Facets>) -> Markup {
+    html! {
+        @if let Some(f) = f {
+            span title=(f.class.kind.as_str()) { (category_name(f.category)) }
+        } @else {
+            span.mute { "?" }
+        }
+    }
+}
+
+fn results_table(rows: &[TorrentRecord], facets: &[Option<Facets>], head: Markup) -> Markup {
     let now = now_secs();
     html! {
         table {
             thead { (head) }
             tbody {
-                @for r in rows {
+                @for (i, r) in rows.iter().enumerate() {
                     @let hex = to_hex(&r.infohash);
                     tr {
                         td.name { a href={ "/torrent/" (hex) } { (r.name) } }
+                        td.cat.wide { (category_cell(facets.get(i).and_then(Option::as_ref))) }
                         td.n { (human_size(r.total_size)) }
                         td.n.wide { (r.file_count) }
                         td.n { (scrape(r, now)) }
@@ -142,7 +184,7 @@ fn results_table(rows: &[TorrentRecord], head: Markup) -> Markup {
 }
 
 fn plain_head() -> Markup {
-    html! { tr { th { "Name" } th.n { "Size" } th.n.wide { "Files" } th.n { "S / L" } th.n.wide { "Discovered (UTC)" } th { "" } } }
+    html! { tr { th { "Name" } th.cat.wide { "Category" } th.n { "Size" } th.n.wide { "Files" } th.n { "S / L" } th.n.wide { "Discovered (UTC)" } th { "" } } }
 }
 
 pub async fn search(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Response {
@@ -150,7 +192,7 @@ pub async fn search(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Resp
         Ok(r) => r,
         Err(e) => return error_page(e),
     };
-    if r.q.is_empty() {
+    if r.q.is_empty() && r.category.is_none() && r.attributes.is_empty() {
         return html_page(
             StatusCode::OK,
             layout(
@@ -182,6 +224,7 @@ pub async fn search(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Resp
     let head = html! {
         tr {
             (th("Name", Sort::Relevance, ""))
+            th.cat.wide { "Category" }
             (th("Size", Sort::Size, "n"))
             th.n.wide { "Files" }
             th.n { "S / L" }
@@ -197,16 +240,17 @@ pub async fn search(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Resp
         .then(|| search_link(&r, r.sort, r.desc, last));
     html_page(
         StatusCode::OK,
-        layout(
+        layout_cat(
+            if r.q.is_empty() { "Browse" } else { &r.q },
             &r.q,
-            &r.q,
+            r.category.as_deref().unwrap_or(""),
             html! {
                 p.mute {
                     @if page.total == 0 { "No torrent matches." }
                     @else { (first) "–" (last) " of " (page.total) " matches" }
                     @if page.prefix_truncated { " (the last word matched too many words; only the first were used)" }
                 }
-                @if !page.hits.is_empty() { (results_table(&page.hits, head)) }
+                @if !page.hits.is_empty() { (results_table(&page.hits, &page.facets, head)) }
                 nav.pager {
                     @if let Some(p) = prev { a href=(p) rel="prev" { "← Previous" } }
                     @if let Some(n) = next { a href=(n) rel="next" { "Next →" } }
@@ -221,9 +265,13 @@ pub async fn recent(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Resp
         Ok(o) => o as usize,
         Err(e) => return error_page(e),
     };
-    let rows = match st
+    let (rows, facets) = match st
         .index
-        .run(move |ix| ix.recent(offset, PAGE as usize))
+        .run(move |ix| {
+            let v = ix.recent(offset, PAGE as usize)?;
+            let f = ix.facets_of(&v)?;
+            Ok((v, f))
+        })
         .await
     {
         Ok(v) => v,
@@ -237,7 +285,7 @@ pub async fn recent(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Resp
             "",
             html! {
                 h1 { "Newest torrents" }
-                (results_table(&rows, plain_head()))
+                (results_table(&rows, &facets, plain_head()))
                 nav.pager {
                     @if offset > 0 { a href={ "/recent?offset=" (offset.saturating_sub(PAGE as usize)) } rel="prev" { "← Newer" } }
                     @if rows.len() == PAGE as usize && next <= 1_000 { a href={ "/recent?offset=" (next) } rel="next" { "Older →" } }
@@ -270,9 +318,13 @@ pub async fn torrent(State(st): State<AppState>, Path(id): Path<String>) -> Resp
         Ok(ih) => ih,
         Err(e) => return error_page(e),
     };
-    let t = match st.index.run(move |ix| ix.torrent(&ih)).await {
-        Ok(Some(t)) => t,
-        Ok(None) => return not_found_page("No torrent with this infohash is stored."),
+    let (t, facets) = match st
+        .index
+        .run(move |ix| Ok((ix.torrent(&ih)?, ix.facets(&ih)?)))
+        .await
+    {
+        Ok((Some(t), f)) => (t, f),
+        Ok((None, _)) => return not_found_page("No torrent with this infohash is stored."),
         Err(e) => return error_page(e.into()),
     };
     let r = &t.record;
@@ -296,6 +348,14 @@ pub async fn torrent(State(st): State<AppState>, Path(id): Path<String>) -> Resp
                     dt { "Infohash" } dd { code { (hex) } }
                     @if let Some(v2) = r.v2 { dt { "v2 infohash" } dd { code { (to_hex(&v2)) } } }
                     dt { "Kind" } dd { (r.kind.as_str()) }
+                    dt { "Category" } dd {
+                        @if let Some(f) = &facets {
+                            (category_name(f.category)) " (" (f.category) ", " (f.class.kind.as_str()) ")"
+                        } @else { "not classified" }
+                    }
+                    @if let Some(f) = &facets {
+                        @for (k, v) in f.attributes() { dt { (k) } dd { (v) } }
+                    }
                     dt { "Size" } dd { (human_size(r.total_size)) " (" (r.total_size) " bytes)" }
                     dt { "Files" } dd { (r.file_count) }
                     dt { "Pieces" } dd { (r.piece_count) " × " (human_size(u64::from(r.piece_length))) }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use magnetar_storage::{magnet_of, to_hex, FileEntry, InfoHash, Torrent, TorrentRecord};
+use magnetar_storage::{magnet_of, to_hex, Facets, FileEntry, InfoHash, Torrent, TorrentRecord};
 use serde_json::{json, Value};
 
 use crate::index::{self, SearchRequest, Sort, MAX_DEPTH, MAX_LIMIT, MAX_QUERY_BYTES};
@@ -115,6 +115,21 @@ pub fn search_request(p: &Params, default_limit: u64) -> Result<SearchRequest, B
     };
     let limit = p.num("limit", default_limit, 1, MAX_LIMIT as u64)? as usize;
     let offset = p.num("offset", 0, 0, (MAX_DEPTH - limit) as u64)? as usize;
+    // Facet filters: short strings, checked by the store (an unknown name is a 400).
+    let short = |k: &str| -> Result<Option<String>, BadRequest> {
+        match p.get(k).map(str::trim).filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) if v.len() <= 64 => Ok(Some(v.to_string())),
+            Some(_) => Err(BadRequest::new(format!("`{k}` is longer than 64 bytes"))),
+        }
+    };
+    let category = short("category")?;
+    let mut attributes = Vec::new();
+    for k in ["year", "season", "episode", "resolution"] {
+        if let Some(v) = short(k)? {
+            attributes.push((k.to_string(), v));
+        }
+    }
     Ok(SearchRequest {
         q,
         sort,
@@ -125,7 +140,14 @@ pub fn search_request(p: &Params, default_limit: u64) -> Result<SearchRequest, B
         max_size: p.opt_num("max_size")?,
         after: p.opt_num("after")?,
         before: p.opt_num("before")?,
+        category,
+        attributes,
     })
+}
+
+/// Facets as JSON (`null` when not classified).
+pub fn facets_json(f: Option<&Facets>) -> Value {
+    f.map_or(Value::Null, Facets::to_json)
 }
 
 /// 40 hex digits → an infohash; anything else is a 400 with a message.
@@ -239,9 +261,12 @@ fn tree_json_children(d: &Dir) -> Value {
     tree_json(d)
 }
 
-/// A record's JSON (list entries).
-pub fn record_json(r: &TorrentRecord) -> Value {
+/// A record's JSON (list entries), with its facets (`category` 8000 and `facets`
+/// null when not classified).
+pub fn record_json(r: &TorrentRecord, f: Option<&Facets>) -> Value {
     json!({
+        "category": f.map_or(8000, |f| f.category),
+        "facets": facets_json(f),
         "infohash": to_hex(&r.infohash),
         "name": r.name,
         "size": r.total_size,
@@ -255,10 +280,12 @@ pub fn record_json(r: &TorrentRecord) -> Value {
 }
 
 /// A torrent's whole JSON: every stored field, the files, their tree, the magnet.
-pub fn torrent_json(t: &Torrent) -> Value {
+pub fn torrent_json(t: &Torrent, f: Option<&Facets>) -> Value {
     let r = &t.record;
     let hex = to_hex(&r.infohash);
     json!({
+        "category": f.map_or(8000, |f| f.category),
+        "facets": facets_json(f),
         "infohash": hex,
         "hash_kind": r.kind.as_str(),
         "v2_infohash": r.v2.map(|h| to_hex(&h)),

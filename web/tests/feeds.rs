@@ -7,7 +7,8 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use magnetar_storage::{magnet_of, to_hex, TorrentRecord};
+use magnetar_storage::synth::Rng;
+use magnetar_storage::{magnet_of, to_hex, Op, TorrentRecord};
 use magnetar_web::Access;
 use serde_json::Value;
 
@@ -27,11 +28,14 @@ for e in d.entries:
         "published_unix": email.utils.mktime_tz(email.utils.parsedate_tz(e.get("published"))),
         "enclosure": enc[0].get("href") if enc else None,
         "length": enc[0].get("length") if enc else None,
+        "category": [t.get("term") for t in e.get("tags", [])],
     })
 ns = {"torznab": "http://torznab.com/schemas/2015/feed"}
 root = ET.fromstring(raw)
 out["attrs"] = [{a.get("name"): a.get("value") for a in item.findall("torznab:attr", ns)}
                 for item in root.iter("item")]
+out["cats"] = [[a.get("value") for a in item.findall("torznab:attr", ns) if a.get("name") == "category"]
+               for item in root.iter("item")]
 resp = root.find("channel/torznab:response", ns)
 out["response"] = dict(resp.attrib) if resp is not None else None
 print(json.dumps(out))
@@ -111,6 +115,181 @@ fn rss_feed_parses_and_matches_the_database() {
     );
 }
 
+/// The category ids (`category` and `subcat`) of a caps document, read by Python's
+/// `xml.etree`.
+fn caps_categories(xml: &[u8]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("caps.xml");
+    std::fs::write(&path, xml).unwrap();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys, json, xml.etree.ElementTree as ET\n\
+             r = ET.parse(sys.argv[1]).getroot()\n\
+             print(json.dumps([c.get('id') for c in r.iter() if c.tag in ('category', 'subcat')]))",
+        )
+        .arg(&path)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Categories round-trip: every Torznab item carries the category the store holds
+/// for its torrent (and its parent), the RSS `<category>` is the same, `cat=`
+/// selects by it, tvsearch uses the stored season and episode, and t=movie the
+/// movie category and the year.
+#[test]
+fn torznab_categories_round_trip() {
+    let f = fixture();
+    let mut rng = Rng::new(11);
+    let extra: Vec<Op> = [
+        (
+            "Big Film 2019 1080p BluRay x264",
+            "Big.Film.2019.1080p.BluRay.x264.mkv",
+            8_000_000_000,
+        ),
+        (
+            "Big Film 2019 720p WEB-DL",
+            "Big.Film.2019.720p.WEB-DL.mkv",
+            2_000_000_000,
+        ),
+        (
+            "Some Show S01E03 720p HDTV",
+            "Some.Show.S01E03.720p.HDTV.mkv",
+            500_000_000,
+        ),
+        (
+            "Some Show S02 Complete 1080p",
+            "Some.Show.S02E01.mkv",
+            900_000_000,
+        ),
+        ("Some Author - A Novel (epub)", "A Novel.epub", 1_000_000),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, (name, path, size))| {
+        let files = vec![magnetar_storage::FileEntry {
+            path: path.into(),
+            size,
+        }];
+        Op::Torrent(Box::new(input(
+            name,
+            files,
+            T0 + 30_000 + i as u64,
+            true,
+            &mut rng,
+        )))
+    })
+    .collect();
+    f.store.apply_batch(&extra).unwrap();
+    let s = start(f.store.clone(), Access::Open, test_limits());
+    let cat_of = |rec: &TorrentRecord| -> u32 {
+        u32::from(
+            f.store
+                .facets(&rec.infohash)
+                .unwrap()
+                .expect("classified")
+                .category,
+        )
+    };
+    // Every item of a wide search: its categories are the stored one and its parent.
+    let all = parse(&get(s.addr, "/torznab/api?t=search&limit=100").body);
+    let recs = check_entries(&f, &all);
+    assert_eq!(recs.len(), 72);
+    let mut seen = std::collections::BTreeSet::new();
+    for ((rec, cats), e) in recs
+        .iter()
+        .zip(all["cats"].as_array().unwrap())
+        .zip(all["entries"].as_array().unwrap())
+    {
+        let c = cat_of(rec);
+        seen.insert(c / 1000 * 1000);
+        let mut want = vec![];
+        if c % 1000 != 0 {
+            want.push((c / 1000 * 1000).to_string());
+        }
+        want.push(c.to_string());
+        assert_eq!(cats, &serde_json::json!(want), "{}", rec.name);
+        assert_eq!(
+            e["category"],
+            serde_json::json!([c.to_string()]),
+            "{}",
+            rec.name
+        );
+    }
+    assert!(seen.len() >= 5, "{seen:?}");
+    // cat= selects by the stored category, parents include their sub-categories.
+    for cat in [2000u32, 2040, 5000, 7000, 3000, 4000, 8000] {
+        let v = parse(
+            &get(
+                s.addr,
+                &format!("/torznab/api?t=search&cat={cat}&limit=100"),
+            )
+            .body,
+        );
+        let got = check_entries(&f, &v);
+        let want: Vec<&TorrentRecord> = recs
+            .iter()
+            .filter(|r| {
+                let c = cat_of(r);
+                c == cat || (cat % 1000 == 0 && c / 1000 * 1000 == cat)
+            })
+            .collect();
+        assert_eq!(got.len(), want.len(), "cat {cat}");
+        assert_eq!(v["response"]["total"], want.len().to_string(), "cat {cat}");
+        assert!(got
+            .iter()
+            .all(|r| want.iter().any(|w| w.infohash == r.infohash)));
+    }
+    let names = |path: &str| -> Vec<String> {
+        let mut v: Vec<String> = check_entries(&f, &parse(&get(s.addr, path).body))
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names("/torznab/api?t=movie&q=big+film"),
+        [
+            "Big Film 2019 1080p BluRay x264",
+            "Big Film 2019 720p WEB-DL"
+        ]
+    );
+    assert_eq!(names("/torznab/api?t=movie&q=big+film&year=2019").len(), 2);
+    assert!(names("/torznab/api?t=movie&q=big+film&year=2018").is_empty());
+    assert_eq!(
+        names("/torznab/api?t=movie&q=big+film&cat=2040"),
+        [
+            "Big Film 2019 1080p BluRay x264",
+            "Big Film 2019 720p WEB-DL"
+        ]
+    );
+    assert_eq!(
+        names("/torznab/api?t=tvsearch&q=some+show&season=1&ep=3"),
+        ["Some Show S01E03 720p HDTV"]
+    );
+    assert_eq!(
+        names("/torznab/api?t=tvsearch&q=some+show&season=1"),
+        ["Some Show S01E02 1080p", "Some Show S01E03 720p HDTV"]
+    );
+    assert_eq!(
+        names("/torznab/api?t=tvsearch&q=some+show&season=2"),
+        ["Some Show S02 Complete 1080p"]
+    );
+    // No text: the newest of the category (Prowlarr's RSS sync).
+    let tv = recs.iter().filter(|r| cat_of(r) / 1000 == 5).count();
+    assert!(tv >= 3);
+    assert_eq!(names("/torznab/api?t=tvsearch").len(), tv);
+    assert!(names("/torznab/api?t=search&cat=7000")
+        .contains(&"Some Author - A Novel (epub)".to_string()));
+}
+
 #[test]
 fn torznab_caps_search_tvsearch_movie_and_paging() {
     let f = fixture();
@@ -119,7 +298,12 @@ fn torznab_caps_search_tvsearch_movie_and_paging() {
     assert_eq!(caps.status, 200);
     let text = caps.text();
     assert!(text.contains("<caps>") && text.contains("tv-search available=\"yes\""));
-    assert!(text.contains("category id=\"8000\""));
+    let ids = caps_categories(&caps.body);
+    for id in [
+        "2000", "5000", "3000", "7000", "4000", "6000", "8000", "2040", "5040",
+    ] {
+        assert!(ids.iter().any(|c| c == id), "caps lacks {id}: {ids:?}");
+    }
 
     // search, with paging: two pages of 30 make the 60 matches, newest first.
     let a = parse(&get(s.addr, "/torznab/api?t=search&q=ubuntu&limit=30").body);
@@ -138,8 +322,14 @@ fn torznab_caps_search_tvsearch_movie_and_paging() {
         assert_eq!(attrs["size"], rec.total_size.to_string());
         assert_eq!(attrs["files"], rec.file_count.to_string());
         assert_eq!(attrs["magneturl"], magnet_of(rec));
-        assert_eq!(attrs["category"], "8000");
+        // .iso files: a disc image, PC/ISO.
+        assert_eq!(attrs["category"], "4020");
     }
+    assert!(a["cats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c == &serde_json::json!(["4000", "4020"])));
 
     // Seeders and peers where a scrape is known.
     let t = parse(&get(s.addr, "/torznab/api?t=search&q=tree").body);
@@ -155,8 +345,9 @@ fn torznab_caps_search_tvsearch_movie_and_paging() {
     assert_eq!(check_entries(&f, &tv).len(), 1);
     let tv = parse(&get(s.addr, "/torznab/api?t=tvsearch&q=some+show&season=2").body);
     assert_eq!(check_entries(&f, &tv).len(), 0);
+    // t=movie looks only at movies: the album is not one.
     let mv = parse(&get(s.addr, "/torznab/api?t=movie&q=tree").body);
-    assert_eq!(check_entries(&f, &mv).len(), 1);
+    assert_eq!(check_entries(&f, &mv).len(), 0);
     // No query: the newest torrents (what Prowlarr's test asks for).
     let any = parse(&get(s.addr, "/torznab/api?t=search").body);
     assert_eq!(check_entries(&f, &any).len(), 50);
@@ -166,11 +357,14 @@ fn torznab_caps_search_tvsearch_movie_and_paging() {
     let same = parse(
         &get(
             s.addr,
-            "/torznab/api?t=search&q=ubuntu&cat=5000,8000&limit=5",
+            "/torznab/api?t=search&q=ubuntu&cat=5000,4000&limit=5",
         )
         .body,
     );
     assert_eq!(same["entries"].as_array().unwrap().len(), 5);
+    // Categories no classifier gives: nothing (not an error).
+    let none = parse(&get(s.addr, "/torznab/api?t=search&q=ubuntu&cat=100000,x").body);
+    assert_eq!(none["entries"].as_array().unwrap().len(), 0);
 
     // Errors are Torznab error documents.
     for (path, code) in [

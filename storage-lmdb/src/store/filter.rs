@@ -19,7 +19,7 @@ use std::ops::Bound;
 
 use heed::{RoTxn, RwTxn};
 
-use super::{docid_of, lmdb, Dbs, MetaCounters, Result, Store};
+use super::{docid_of, lmdb, Db, Dbs, MetaCounters, Result, Store};
 use crate::codec;
 use crate::tokenize::torrent_terms;
 use crate::types::*;
@@ -424,6 +424,8 @@ fn remove_txn(
         }
     }
     remove_postings_of(txn, dbs, &indexed)?;
+    let docids: Vec<u32> = docs.iter().map(|d| d.docid).collect();
+    super::facets::remove_of(txn, dbs, &docids)?;
     for d in &docs {
         let dk = codec::docid_key(d.docid);
         let ih = d.rec.infohash;
@@ -578,59 +580,61 @@ fn remove_postings_of(txn: &mut RwTxn, dbs: &Dbs, docs: &[&Doc]) -> Result<()> {
             by_term.entry(term).or_default().push(d.docid);
         }
     }
-    let mut raw = Vec::new();
     for (term, mut ids) in by_term {
         ids.sort_unstable();
         ids.dedup();
-        let key = term.as_bytes();
-        let range = (Bound::Included(key), Bound::Included(key));
-        // (old block, new block or None when emptied)
-        let mut changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
-        for r in dbs
-            .terms
-            .range(txn, &range)
-            .map_err(lmdb("reading terms"))?
-        {
-            let (_, block) = r.map_err(lmdb("reading terms"))?;
-            let Some(first) = block
-                .get(..4)
-                .and_then(|b| b.try_into().ok())
-                .map(u32::from_be_bytes)
-            else {
-                continue;
-            };
-            let Some(last) = codec::block_last(block) else {
-                continue;
-            };
-            let lo = ids.partition_point(|&d| d < first);
-            if ids.get(lo).is_none_or(|&d| d > last) {
-                continue;
-            }
-            raw.clear();
-            if codec::block_decode(block, &mut raw).is_err() {
-                continue;
-            }
-            let before = raw.len();
-            raw.retain(|p| ids.binary_search(&(p >> 2)).is_err());
-            if raw.len() == before {
-                continue;
-            }
-            let new = raw.split_first().map(|(f, rest)| {
-                let mut b = codec::block_new(f >> 2, (f & 3) as u8);
-                for p in rest {
-                    codec::block_push(&mut b, p >> 2, (p & 3) as u8);
-                }
-                b
-            });
-            changes.push((block.to_vec(), new));
+        remove_from_blocks(txn, &dbs.terms, term.as_bytes(), &ids)?;
+    }
+    Ok(())
+}
+
+/// Removes the doc ids `ids` (ascending, no repeats) from the posting blocks of `key`
+/// in `db` (`terms` or `facet_terms`: DUP_SORT, delta-coded blocks); a block left
+/// empty is deleted.
+pub(super) fn remove_from_blocks(txn: &mut RwTxn, db: &Db, key: &[u8], ids: &[u32]) -> Result<()> {
+    let mut raw = Vec::new();
+    let range = (Bound::Included(key), Bound::Included(key));
+    // (old block, new block or None when emptied)
+    let mut changes: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+    for r in db.range(txn, &range).map_err(lmdb("reading postings"))? {
+        let (_, block) = r.map_err(lmdb("reading postings"))?;
+        let Some(first) = block
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+        else {
+            continue;
+        };
+        let Some(last) = codec::block_last(block) else {
+            continue;
+        };
+        let lo = ids.partition_point(|&d| d < first);
+        if ids.get(lo).is_none_or(|&d| d > last) {
+            continue;
         }
-        for (old, new) in changes {
-            dbs.terms
-                .delete_one_duplicate(txn, key, &old)
-                .map_err(lmdb("writing terms"))?;
-            if let Some(b) = new {
-                dbs.terms.put(txn, key, &b).map_err(lmdb("writing terms"))?;
+        raw.clear();
+        if codec::block_decode(block, &mut raw).is_err() {
+            continue;
+        }
+        let before = raw.len();
+        raw.retain(|p| ids.binary_search(&(p >> 2)).is_err());
+        if raw.len() == before {
+            continue;
+        }
+        let new = raw.split_first().map(|(f, rest)| {
+            let mut b = codec::block_new(f >> 2, (f & 3) as u8);
+            for p in rest {
+                codec::block_push(&mut b, p >> 2, (p & 3) as u8);
             }
+            b
+        });
+        changes.push((block.to_vec(), new));
+    }
+    for (old, new) in changes {
+        db.delete_one_duplicate(txn, key, &old)
+            .map_err(lmdb("writing postings"))?;
+        if let Some(b) = new {
+            db.put(txn, key, &b).map_err(lmdb("writing postings"))?;
         }
     }
     Ok(())

@@ -1,7 +1,8 @@
-//! The upgrade from schemas 2 to 4: `terms` rebuilt with this build's tokenizer
-//! (accent folding, bigrams for space-less scripts) and posting flags (name, path),
-//! then the schema version raised, all in the one write transaction `Store::open`
-//! runs it in. Nothing else is rewritten. If the process dies (or the map cannot
+//! The upgrade from schemas 2 to 5 ([`upgrade`]): for 2 to 4, `terms` rebuilt with
+//! this build's tokenizer (accent folding, bigrams for space-less scripts) and posting
+//! flags (name, path); for 2 to 5, the 5 → 6 steps (every torrent classified:
+//! `upgrade_f`); then the schema version raised, all in the one write transaction
+//! `Store::open` runs it in. Nothing else is rewritten. If the process dies (or the map cannot
 //! grow) before the commit, the database is exactly the old one, still at its old
 //! version, and the next open starts the upgrade again.
 
@@ -10,7 +11,7 @@ use std::ops::Bound;
 use heed::RwTxn;
 
 use super::write::write_postings;
-use super::{lmdb, Dbs, Result, K_SCHEMA, SCHEMA_VERSION};
+use super::{lmdb, upgrade_f, Dbs, Result, K_SCHEMA, SCHEMA_VERSION};
 use crate::codec;
 use crate::tokenize::TermIndex;
 use crate::types::FileEntry;
@@ -25,8 +26,29 @@ thread_local! {
     pub(super) static FAIL_BEFORE_COMMIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Rebuilds `terms` from `torrents` and `files` and sets the schema version; returns
-/// how many torrents were indexed.
+/// Upgrades a database of schema `from` (2 to 5) in `txn` and sets the schema
+/// version; returns how many torrents were indexed (for 2 to 4) or classified.
+pub(super) fn upgrade(txn: &mut RwTxn, dbs: &Dbs, from: u32) -> Result<u64> {
+    let mut done = 0;
+    if from < 5 {
+        done = rebuild_terms(txn, dbs)?;
+    }
+    // 5 → 6, one line per step.
+    done = done.max(upgrade_f::upgrade(txn, dbs)?);
+    dbs.meta
+        .put(txn, K_SCHEMA, &SCHEMA_VERSION.to_le_bytes())
+        .map_err(lmdb("writing meta"))?;
+    #[cfg(test)]
+    if FAIL_BEFORE_COMMIT.with(|f| f.get()) {
+        return Err(crate::error::StoreError::InvalidInput(
+            "test: upgrade interrupted".into(),
+        ));
+    }
+    Ok(done)
+}
+
+/// Rebuilds `terms` from `torrents` and `files`; returns how many torrents were
+/// indexed.
 pub(super) fn rebuild_terms(txn: &mut RwTxn, dbs: &Dbs) -> Result<u64> {
     dbs.terms.clear(txn).map_err(lmdb("clearing terms"))?;
     let mut after: Option<[u8; 4]> = None;
@@ -94,15 +116,6 @@ pub(super) fn rebuild_terms(txn: &mut RwTxn, dbs: &Dbs) -> Result<u64> {
                 )
             }),
         )?;
-    }
-    dbs.meta
-        .put(txn, K_SCHEMA, &SCHEMA_VERSION.to_le_bytes())
-        .map_err(lmdb("writing meta"))?;
-    #[cfg(test)]
-    if FAIL_BEFORE_COMMIT.with(|f| f.get()) {
-        return Err(crate::error::StoreError::InvalidInput(
-            "test: upgrade interrupted".into(),
-        ));
     }
     Ok(done)
 }

@@ -32,6 +32,7 @@ use crate::codec;
 use crate::error::{hex, StoreError};
 use crate::types::InfoHash;
 
+mod facets;
 mod filter;
 mod history;
 mod identity;
@@ -43,8 +44,14 @@ mod readonly;
 mod search;
 #[cfg(test)]
 mod tests;
+mod upgrade_f;
 mod write;
 
+pub(crate) use facets::facets_by_docid;
+pub use facets::{
+    category_name, Facets, ReclassifyReport, CATEGORY_GROUPS, LANGUAGE_NAMES, MAX_RANGE_KEYS,
+    TORZNAB_CATEGORIES,
+};
 pub(crate) use filter::{any_hidden, is_hidden};
 pub use filter::{FilterTotals, TorrentRemoval};
 pub use history::{Hourly, MAX_HISTORY_SCAN};
@@ -61,7 +68,7 @@ pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 pub(crate) type Db = Database<'static, Bytes, Bytes>;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 /// Older schemas migrated on open, in place: schema 2 lacks the `ids_delta` table,
 /// schemas 2 and 3 the `ids_v2` table (both created empty), and their `torrents`
 /// values are layout 2, which is still read (a v1 torrent whose counts have no
@@ -70,7 +77,10 @@ pub const SCHEMA_VERSION: u32 = 5;
 /// posting flag (in name): `terms` is rebuilt from the records (`migrate`), in one
 /// write transaction that also raises the version, so an interrupted upgrade leaves
 /// the old database as it was and the next open starts it again.
-const MIGRATES_FROM: [u32; 3] = [2, 3, 4];
+///
+/// Schema 6 adds the classifier's `facets` and `facet_terms` (`upgrade_f`: every
+/// stored torrent classified), in the same transaction, after `terms` for 2 to 4.
+const MIGRATES_FROM: [u32; 4] = [2, 3, 4, 5];
 /// `ids_delta` is merged into `ids` when it holds more than
 /// `max(IDS_DELTA_MIN, sqrt(IDS_DELTA_FACTOR · ids entries))` entries: about the
 /// size that minimises the pages a batch of 10,000 dirties in both tables.
@@ -131,6 +141,11 @@ pub struct StoreOptions {
     /// `None` (the default): `max(50,000, sqrt(20,000 · entries of ids))`. Tests set
     /// a small bound so that merges happen often (and crashes land in them).
     pub ids_delta_max: Option<u64>,
+    /// Classify torrents when they are first stored (default true). False only for
+    /// the store bench's baseline: new torrents are then left unclassified until
+    /// [`Store::reclassify`].
+    #[doc(hidden)]
+    pub classify: bool,
 }
 
 impl StoreOptions {
@@ -145,6 +160,7 @@ impl StoreOptions {
             max_readers: 126,
             max_requests: 1_000_000,
             ids_delta_max: None,
+            classify: true,
         }
     }
 
@@ -192,6 +208,10 @@ pub(crate) struct Dbs {
     pub tombstones: Db,
     /// Hidden infohash → when and by which rule: stored without postings (`filter`).
     pub hidden: Db,
+    /// Doc id → the classifier's facets (`facets.rs`).
+    pub facets: Db,
+    /// Facet key → posting blocks of doc ids (DUP_SORT; `facets.rs`).
+    pub facet_terms: Db,
 }
 
 pub(crate) struct Inner {
@@ -336,6 +356,7 @@ impl Store {
             .write_txn()
             .map_err(lmdb("starting the opening transaction"))?;
         let mut migrate = false;
+        let mut from_version = SCHEMA_VERSION;
         let outcome = env.create_databases_and_commit(
             wtxn,
             |opener, wtxn| -> std::result::Result<_, heed::Error> {
@@ -350,6 +371,7 @@ impl Store {
                             return Ok(CommitOrAbort::Abort(found));
                         }
                         migrate = found != SCHEMA_VERSION;
+                        from_version = found;
                     }
                 }
                 let mut dbs = Vec::with_capacity(16);
@@ -370,10 +392,12 @@ impl Store {
                     "ids_v2",
                     "tombstones",
                     "hidden",
+                    "facets",
+                    "facet_terms",
                 ] {
                     let mut o = opener.database_options().types::<Bytes, Bytes>();
                     o.name(name);
-                    if name == "terms" {
+                    if name == "terms" || name == "facet_terms" {
                         o.flags(DatabaseFlags::DUP_SORT);
                     }
                     dbs.push(o.create(wtxn)?);
@@ -384,7 +408,7 @@ impl Store {
                 if meta.get(wtxn, K_SCHEMA)?.is_none() {
                     meta.put(wtxn, K_SCHEMA, &SCHEMA_VERSION.to_le_bytes())?;
                 }
-                let arr: [_; 16] = std::array::from_fn(|i| dbs[i]);
+                let arr: [_; 18] = std::array::from_fn(|i| dbs[i]);
                 Ok(CommitOrAbort::Commit(arr))
             },
         );
@@ -398,7 +422,7 @@ impl Store {
                 })
             }
         };
-        let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size, ids_delta, ids_v2, tombstones, hidden] =
+        let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size, ids_delta, ids_v2, tombstones, hidden, facets, facet_terms] =
             dbs;
         let store = Store {
             inner: Arc::new(Inner {
@@ -420,6 +444,8 @@ impl Store {
                     meta,
                     tombstones,
                     hidden,
+                    facets,
+                    facet_terms,
                 },
                 gate: RwLock::new(()),
                 opts,
@@ -435,13 +461,13 @@ impl Store {
                 if h.pid != Some(std::process::id()) {
                     return Err(StoreError::InvalidInput(format!(
                         "the database at {} must be upgraded to schema {SCHEMA_VERSION} (its \
-                         search index is rebuilt), but {h} holds it; stop that process, then \
+                         indexes are rebuilt), but {h} holds it; stop that process, then \
                          run this build again",
                         store.inner.opts.path.display()
                     )));
                 }
             }
-            store.write(migrate::rebuild_terms)?;
+            store.write(|txn, dbs| migrate::upgrade(txn, dbs, from_version))?;
         }
         Ok(store)
     }

@@ -1,9 +1,11 @@
 //! A batch's CPU work, done before (and outside) its write transaction: the order in
 //! which its torrents are written, and its [`Tokens`] (the batch dictionary of terms
-//! in byte order, each new torrent's (term, flags) pairs and encoded file lists).
+//! in byte order, each new torrent's (term, flags) pairs and encoded file lists, and
+//! its classification facets).
 //! [`PreparedBatch`] carries both, so that a writer can prepare batch N + 1 while
 //! batch N commits.
 
+use super::facets::{self, Facets};
 use super::Result;
 use crate::codec;
 use crate::error::StoreError;
@@ -52,15 +54,24 @@ pub(crate) struct Tokens {
     pub(super) terms: Vec<String>,
     /// Group `g`'s encoded file list (empty unless made `with_files`).
     pub(super) files: Vec<Vec<u8>>,
+    /// Group `g`'s classification (empty when classification is off).
+    pub(super) facets: Vec<Facets>,
     /// Group `g`'s pairs are `pairs[off[g]..off[g + 1]]`.
     off: Vec<usize>,
     pairs: Vec<(u32, u8)>,
 }
 
 impl Tokens {
-    /// `with_files`: also encode each group's file list.
-    pub(super) fn of(ops: &[Op], order: &[u32], with_files: bool) -> Tokens {
+    /// `with_files`: also encode each group's file list; `classify`: also classify
+    /// each group's torrent.
+    pub(super) fn of_classified(
+        ops: &[Op],
+        order: &[u32],
+        with_files: bool,
+        classify: bool,
+    ) -> Tokens {
         let ts = sorted_torrents(ops, order);
+        let mut facets = Vec::new();
         let mut dict = TermIndex::new();
         let mut off = vec![0];
         let mut pairs = Vec::new();
@@ -72,6 +83,9 @@ impl Tokens {
             }
             if with_files {
                 files.push(codec::encode_files(&t.files));
+            }
+            if classify {
+                facets.push(facets::of_torrent(&t.name, &t.files));
             }
             dict.torrent(&t.name, &t.files, &mut tterms);
             pairs.extend_from_slice(&tterms);
@@ -95,6 +109,7 @@ impl Tokens {
         Tokens {
             terms,
             files,
+            facets,
             off,
             pairs,
         }
@@ -129,8 +144,15 @@ impl PreparedBatch {
     /// Prepares `ops`: orders its torrents for writing, tokenizes the new ones and
     /// encodes their file lists. Needs no store.
     pub fn new(ops: Vec<Op>) -> PreparedBatch {
+        PreparedBatch::new_classified(ops, true)
+    }
+
+    /// Like [`PreparedBatch::new`]; `classify` false leaves the new torrents
+    /// unclassified ([`StoreOptions::classify`](super::StoreOptions::classify)).
+    #[doc(hidden)]
+    pub fn new_classified(ops: Vec<Op>, classify: bool) -> PreparedBatch {
         let order = torrent_order(&ops);
-        let tokens = Tokens::of(&ops, &order, true);
+        let tokens = Tokens::of_classified(&ops, &order, true, classify);
         PreparedBatch { ops, order, tokens }
     }
 

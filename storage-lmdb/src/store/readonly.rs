@@ -22,7 +22,7 @@ use super::{
 use crate::error::StoreError;
 
 /// The tables, in the order of [`Dbs`]' fields as assigned below.
-const TABLES: [&str; 16] = [
+const TABLES: [&str; 18] = [
     "torrents",
     "files",
     "info",
@@ -39,6 +39,8 @@ const TABLES: [&str; 16] = [
     "meta",
     "tombstones",
     "hidden",
+    "facets",
+    "facet_terms",
 ];
 
 /// Why the read transaction that opens the tables gave up.
@@ -118,7 +120,7 @@ impl Store {
                         None => return Ok(CommitOrAbort::Abort(Refused::Missing(name))),
                     }
                 }
-                let arr: [_; 16] = std::array::from_fn(|i| dbs[i]);
+                let arr: [_; 18] = std::array::from_fn(|i| dbs[i]);
                 Ok(CommitOrAbort::Commit(arr))
             },
         );
@@ -155,7 +157,7 @@ impl Store {
                 )))
             }
         };
-        let [torrents, files, info, terms, by_time, by_size, ids, ids_delta, ids_v2, peers, nodes, sessions, requests, meta, tombstones, hidden] =
+        let [torrents, files, info, terms, by_time, by_size, ids, ids_delta, ids_v2, peers, nodes, sessions, requests, meta, tombstones, hidden, facets, facet_terms] =
             dbs;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -177,6 +179,8 @@ impl Store {
                     meta,
                     tombstones,
                     hidden,
+                    facets,
+                    facet_terms,
                 },
                 gate: RwLock::new(()),
                 opts,

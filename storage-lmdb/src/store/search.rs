@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 
 use heed::RoTxn;
 
+use super::facets;
 use super::read::record_by_docid;
 use super::{lmdb, read_u64, Dbs, Result, Store, K_NEXT_DOCID, K_TIME_DISORDER};
 use crate::codec;
@@ -67,13 +68,22 @@ pub enum SortBy {
     Files,
 }
 
-/// A category and attribute filter. The classifier's facets will answer it; until
-/// they exist [`Store::query`] refuses it with [`StoreError::Unsupported`].
+/// A category and attribute filter, answered from the classifier's facets (stored
+/// with each torrent; see [`Facets`](super::Facets)). An unknown category,
+/// attribute or value is refused with [`StoreError::InvalidQuery`] listing the known
+/// ones. With no query text, every torrent that passes the filter matches.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FacetFilter {
-    /// A content type (e.g. "movie").
+    /// A content kind (`movie`, `tv_episode`, `tv_season`, `music`, `audiobook`,
+    /// `ebook`, `comic`, `software`, `game`, `disc_image`, `archive`, `images`,
+    /// `adult`, `other`), a group (`movies`, `tv`, `audio`, `books`, `pc`, `xxx`), a
+    /// Torznab number (`2000` and its sub-categories, or `2040` alone), or several of
+    /// these separated by commas (any of them).
     pub category: Option<String>,
-    /// Attributes that must hold, as (name, value): ("resolution", "1080p"), ("year", "1999").
+    /// Attributes that must all hold, as (name, value): `year` (`1999` or
+    /// `1990-1999`), `season`, `episode` (a number or a range), `resolution`
+    /// (`1080p`), `source`, `codec`, `audio`, `language` (`en`, `fr`, …, `multi`),
+    /// `category`.
     pub attributes: Vec<(String, String)>,
 }
 
@@ -99,7 +109,7 @@ pub struct SearchQuery {
     pub discovered_since: Option<u64>,
     /// Discovered before this time (Unix seconds, exclusive).
     pub discovered_before: Option<u64>,
-    /// Category and attribute filter (not supported yet: see [`FacetFilter`]).
+    /// Category and attribute filter (see [`FacetFilter`]).
     pub facets: Option<FacetFilter>,
 }
 
@@ -212,16 +222,10 @@ impl Store {
     /// Runs a [`SearchQuery`]: the text's clauses (see [`crate::query`]), then the
     /// filters, the sort and the page, with the total number of matches.
     pub fn query(&self, q: &SearchQuery) -> Result<SearchResults> {
-        if let Some(f) = &q.facets {
-            let mut asked: Vec<String> =
-                f.category.iter().map(|c| format!("category {c}")).collect();
-            asked.extend(f.attributes.iter().map(|(k, v)| format!("{k}={v}")));
-            return Err(StoreError::Unsupported(format!(
-                "filtering by category or attributes ({}) needs the classifier's facets, \
-                 which this database does not have yet",
-                asked.join(", ")
-            )));
-        }
+        let facet_filter = match &q.facets {
+            Some(f) => facets::compile(f)?,
+            None => facets::Compiled::default(),
+        };
         if q.offset > MAX_SEARCH_OFFSET {
             return Err(StoreError::InvalidQuery(format!(
                 "offset {} is past the limit of {MAX_SEARCH_OFFSET}; narrow the query instead",
@@ -243,7 +247,7 @@ impl Store {
             }
         }
         let parsed = parse(&q.text)?;
-        if parsed.must.is_empty() {
+        if parsed.must.is_empty() && facet_filter.is_empty() {
             if !parsed.must_not.is_empty() {
                 return Err(StoreError::InvalidQuery(
                     "a query needs at least one word that is not excluded".into(),
@@ -252,7 +256,7 @@ impl Store {
             return Ok(SearchResults::default());
         }
         let mode = self.inner.order_mode.load(Ordering::Relaxed);
-        self.read(|txn, dbs| run_query(txn, dbs, &parsed, q, mode))
+        self.read(|txn, dbs| run_query(txn, dbs, &parsed, q, mode, &facet_filter))
     }
 }
 
@@ -342,6 +346,7 @@ fn run_query(
     parsed: &Parsed,
     q: &SearchQuery,
     mode: usize,
+    facet_filter: &facets::Compiled,
 ) -> Result<SearchResults> {
     let mut res = SearchResults::default();
     let limit = q.limit.min(MAX_SEARCH_LIMIT);
@@ -358,7 +363,26 @@ fn run_query(
         }
         lists.push(l);
     }
+    let no_text = lists.is_empty();
     let mut matches = intersect(lists);
+    // The facet filter: every torrent that passes it (no text), or the text's matches
+    // that pass it.
+    if no_text {
+        let mut skipped = 0;
+        matches = facets::matching(txn, dbs, facet_filter, &mut skipped)?
+            .into_iter()
+            .map(|d| (d, 0))
+            .collect();
+        res.skipped_corrupt += skipped;
+    } else {
+        facets::filter_matches(
+            txn,
+            dbs,
+            facet_filter,
+            &mut matches,
+            &mut res.skipped_corrupt,
+        )?;
+    }
     // Exclusions: drop the matches that satisfy a negated clause.
     for c in &parsed.must_not {
         let mut ls = Vec::with_capacity(c.terms.len());

@@ -81,7 +81,9 @@ impl Store {
             // Tokenizing runs on a second thread while this one writes the records.
             std::thread::scope(|s| {
                 let order = &order;
-                let mut handle = Some(s.spawn(move || Tokens::of(ops, order, false)));
+                let classify = settings.classify;
+                let mut handle =
+                    Some(s.spawn(move || Tokens::of_classified(ops, order, false, classify)));
                 let mut make = || match handle.take().map(|h| h.join()) {
                     Some(Ok(t)) => Ok(t),
                     _ => Err(StoreError::InvalidInput(
@@ -101,7 +103,7 @@ impl Store {
             let mut batch = BatchCtx {
                 ops,
                 order: &order,
-                tokens: Some(Tokens::of(ops, &order, true)),
+                tokens: Some(Tokens::of_classified(ops, &order, true, settings.classify)),
                 make_tokens: &mut Tokens::of_nothing,
                 settings,
             };
@@ -138,6 +140,8 @@ struct WriteSettings {
     max_requests: u64,
     /// [`StoreOptions::ids_delta_max`].
     ids_delta_max: Option<u64>,
+    /// [`StoreOptions::classify`].
+    classify: bool,
 }
 
 impl WriteSettings {
@@ -146,6 +150,7 @@ impl WriteSettings {
             keep_info: opts.keep_info,
             max_requests: opts.max_requests,
             ids_delta_max: opts.ids_delta_max,
+            classify: opts.classify,
         }
     }
 }
@@ -261,6 +266,10 @@ fn apply_batch_txn(txn: &mut RwTxn, dbs: &Dbs, batch: &mut BatchCtx) -> Result<B
             .zip(&postings)
             .map(|(t, p)| (t.as_str(), p.as_slice())),
     )?;
+    // The new torrents' facets (made with the tokens, when classification is on).
+    let facets = fresh.iter().enumerate();
+    let facets = facets.filter_map(|(k, f)| Some((base + k as u32, tok.facets.get(f.group)?)));
+    super::facets::write_new(w.txn, dbs, facets)?;
 
     w.apply_sightings(batch.ops)?;
     w.write_latest(batch.ops)?;

@@ -34,7 +34,7 @@ pub struct Fixture {
     pub inputs: Vec<TorrentInput>,
 }
 
-fn input(
+pub fn input(
     name: &str,
     files: Vec<FileEntry>,
     at: u64,
