@@ -1,7 +1,8 @@
-//! The upgrade from schemas 2 to 4: `terms` rebuilt with this build's tokenizer
-//! (accent folding, bigrams for space-less scripts) and posting flags (name, path),
-//! then the schema version raised, all in the one write transaction `Store::open`
-//! runs it in. Nothing else is rewritten. If the process dies (or the map cannot
+//! The upgrade from schemas 2 to 5 ([`upgrade`]): from 2 to 4, `terms` rebuilt with
+//! this build's tokenizer (accent folding, bigrams for space-less scripts) and
+//! posting flags (name, path); from 2 to 5, `columns` filled from the records
+//! (`upgrade_columns`); then the schema version raised, all in the one write
+//! transaction `Store::open` runs it in. Nothing else is rewritten. If the process dies (or the map cannot
 //! grow) before the commit, the database is exactly the old one, still at its old
 //! version, and the next open starts the upgrade again.
 
@@ -25,8 +26,29 @@ thread_local! {
     pub(super) static FAIL_BEFORE_COMMIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Rebuilds `terms` from `torrents` and `files` and sets the schema version; returns
-/// how many torrents were indexed.
+/// The upgrade from schema `from` (2 to 5) to this one, in the caller's write
+/// transaction: `terms` rebuilt (schemas 2 to 4), then each later schema's fill step,
+/// then the version raised. Returns how many torrents were re-indexed.
+pub(super) fn upgrade(txn: &mut RwTxn, dbs: &Dbs, from: u32) -> Result<u64> {
+    let mut done = 0;
+    if from < 5 {
+        done = rebuild_terms(txn, dbs)?;
+    }
+    super::upgrade_columns::upgrade(txn, dbs)?;
+    dbs.meta
+        .put(txn, K_SCHEMA, &SCHEMA_VERSION.to_le_bytes())
+        .map_err(lmdb("writing meta"))?;
+    #[cfg(test)]
+    if FAIL_BEFORE_COMMIT.with(|f| f.get()) {
+        return Err(crate::error::StoreError::InvalidInput(
+            "test: upgrade interrupted".into(),
+        ));
+    }
+    Ok(done)
+}
+
+/// Rebuilds `terms` from `torrents` and `files`; returns how many torrents were
+/// indexed.
 pub(super) fn rebuild_terms(txn: &mut RwTxn, dbs: &Dbs) -> Result<u64> {
     dbs.terms.clear(txn).map_err(lmdb("clearing terms"))?;
     let mut after: Option<[u8; 4]> = None;
@@ -94,15 +116,6 @@ pub(super) fn rebuild_terms(txn: &mut RwTxn, dbs: &Dbs) -> Result<u64> {
                 )
             }),
         )?;
-    }
-    dbs.meta
-        .put(txn, K_SCHEMA, &SCHEMA_VERSION.to_le_bytes())
-        .map_err(lmdb("writing meta"))?;
-    #[cfg(test)]
-    if FAIL_BEFORE_COMMIT.with(|f| f.get()) {
-        return Err(crate::error::StoreError::InvalidInput(
-            "test: upgrade interrupted".into(),
-        ));
     }
     Ok(done)
 }

@@ -31,6 +31,7 @@ use crate::codec;
 use crate::error::{hex, StoreError};
 use crate::types::InfoHash;
 
+mod columns;
 mod history;
 mod identity;
 mod maintenance;
@@ -40,6 +41,7 @@ mod read;
 mod search;
 #[cfg(test)]
 mod tests;
+mod upgrade_columns;
 mod write;
 
 pub use history::{Hourly, MAX_HISTORY_SCAN};
@@ -56,7 +58,7 @@ pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 pub(crate) type Db = Database<'static, Bytes, Bytes>;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 5;
+pub const SCHEMA_VERSION: u32 = 6;
 /// Older schemas migrated on open, in place: schema 2 lacks the `ids_delta` table,
 /// schemas 2 and 3 the `ids_v2` table (both created empty), and their `torrents`
 /// values are layout 2, which is still read (a v1 torrent whose counts have no
@@ -65,7 +67,9 @@ pub const SCHEMA_VERSION: u32 = 5;
 /// posting flag (in name): `terms` is rebuilt from the records (`migrate`), in one
 /// write transaction that also raises the version, so an interrupted upgrade leaves
 /// the old database as it was and the next open starts it again.
-const MIGRATES_FROM: [u32; 3] = [2, 3, 4];
+/// Schema 6 added `columns` (filled from `torrents` by `upgrade_columns`, in the same
+/// transaction, after the `terms` rebuild of schemas 2 to 4).
+const MIGRATES_FROM: [u32; 4] = [2, 3, 4, 5];
 /// `ids_delta` is merged into `ids` when it holds more than
 /// `max(IDS_DELTA_MIN, sqrt(IDS_DELTA_FACTOR · ids entries))` entries: about the
 /// size that minimises the pages a batch of 10,000 dirties in both tables.
@@ -183,6 +187,8 @@ pub(crate) struct Dbs {
     pub sessions: Db,
     pub requests: Db,
     pub meta: Db,
+    /// Search's fixed-width fields by doc id (see `columns`).
+    pub columns: Db,
 }
 
 pub(crate) struct Inner {
@@ -286,7 +292,7 @@ pub(crate) fn open_env(opts: &StoreOptions) -> Result<Env<WithoutTls>> {
         .map_err(StoreError::io(format!("creating {}", opts.path.display())))?;
     let mut b = EnvOpenOptions::new().read_txn_without_tls();
     b.map_size(round_map(opts.initial_map_size))
-        .max_dbs(16)
+        .max_dbs(32)
         .max_readers(opts.max_readers);
     let flags = match opts.durability {
         Durability::Durable => EnvFlags::empty(),
@@ -327,6 +333,7 @@ impl Store {
             .write_txn()
             .map_err(lmdb("starting the opening transaction"))?;
         let mut migrate = false;
+        let mut found_version = SCHEMA_VERSION;
         let outcome = env.create_databases_and_commit(
             wtxn,
             |opener, wtxn| -> std::result::Result<_, heed::Error> {
@@ -341,9 +348,10 @@ impl Store {
                             return Ok(CommitOrAbort::Abort(found));
                         }
                         migrate = found != SCHEMA_VERSION;
+                        found_version = found;
                     }
                 }
-                let mut dbs = Vec::with_capacity(14);
+                let mut dbs = Vec::with_capacity(15);
                 for name in [
                     "torrents",
                     "files",
@@ -359,6 +367,7 @@ impl Store {
                     "by_size",
                     "ids_delta",
                     "ids_v2",
+                    "columns",
                 ] {
                     let mut o = opener.database_options().types::<Bytes, Bytes>();
                     o.name(name);
@@ -373,7 +382,7 @@ impl Store {
                 if meta.get(wtxn, K_SCHEMA)?.is_none() {
                     meta.put(wtxn, K_SCHEMA, &SCHEMA_VERSION.to_le_bytes())?;
                 }
-                let arr: [_; 14] = std::array::from_fn(|i| dbs[i]);
+                let arr: [_; 15] = std::array::from_fn(|i| dbs[i]);
                 Ok(CommitOrAbort::Commit(arr))
             },
         );
@@ -387,7 +396,7 @@ impl Store {
                 })
             }
         };
-        let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size, ids_delta, ids_v2] =
+        let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size, ids_delta, ids_v2, columns] =
             dbs;
         let store = Store {
             inner: Arc::new(Inner {
@@ -407,6 +416,7 @@ impl Store {
                     sessions,
                     requests,
                     meta,
+                    columns,
                 },
                 gate: RwLock::new(()),
                 opts,
@@ -428,13 +438,16 @@ impl Store {
                     )));
                 }
             }
-            store.write(migrate::rebuild_terms)?;
+            store.write(|txn, dbs| migrate::upgrade(txn, dbs, found_version))?;
         }
         Ok(store)
     }
 
-    /// How time/size orders are computed: 0 by cost, 1 always per-match lookups,
-    /// 2 always walking the ordered index. All give the same results (for tests).
+    /// How time/size orders are computed: 0 by cost, 1 always per-match lookups in
+    /// `torrents`, 2 always walking the ordered index, 3 by cost without the
+    /// `columns` table (the search of schema 5, for the bench's before/after). 0 and 2
+    /// read filters and sort keys from `columns`. All give the same results (for
+    /// tests).
     #[doc(hidden)]
     pub fn set_order_mode(&self, mode: usize) {
         self.inner.order_mode.store(mode, Ordering::Relaxed);

@@ -14,7 +14,8 @@
 //!    [`BatchTxn::write_by_size`] and [`write_postings`] (`terms`).
 //! 5. [`BatchTxn::apply_sightings`] (`Op::Seen`, `Op::Scrape`), [`BatchTxn::write_latest`] (peers,
 //!    nodes, sessions) and [`BatchTxn::append_requests`] (with trimming).
-//! 6. The `meta` counters.
+//! 6. `columns`: the search fields of every record written (one write per chunk).
+//! 7. The `meta` counters.
 //!
 //! On `MDB_MAP_FULL` the transaction is aborted and run again from step 1 (see
 //! `Store::write`), so a step keeps no state outside the transaction except the
@@ -198,6 +199,8 @@ struct BatchTxn<'t, 'e> {
     dbs: &'t Dbs,
     meta: MetaCounters,
     rep: BatchReport,
+    /// The search fields of every record written, for `columns` (see `columns::write`).
+    cols: Vec<(u32, codec::SortFields)>,
 }
 
 /// Writes one batch in `txn` (see the module doc for its steps) and returns what it
@@ -210,6 +213,7 @@ fn apply_batch_txn(txn: &mut RwTxn, dbs: &Dbs, batch: &mut BatchCtx) -> Result<B
         dbs,
         meta,
         rep: BatchReport::default(),
+        cols: Vec::new(),
     };
 
     // Torrents, grouped by infohash (stable: a group keeps its discovery order after
@@ -257,6 +261,7 @@ fn apply_batch_txn(txn: &mut RwTxn, dbs: &Dbs, batch: &mut BatchCtx) -> Result<B
     w.apply_sightings(batch.ops)?;
     w.write_latest(batch.ops)?;
     w.append_requests(batch.ops, settings.max_requests)?;
+    super::columns::write(w.txn, dbs, std::mem::take(&mut w.cols))?;
     w.meta.store(w.txn, &dbs.meta)?;
     Ok(w.rep)
 }
@@ -348,6 +353,7 @@ impl BatchTxn<'_, '_> {
             dbs.torrents
                 .put(self.txn, &dk, &codec::encode_torrent(r))
                 .map_err(lmdb("writing a torrent"))?;
+            self.cols.push((docid, codec::SortFields::of(r)));
             self.rep.torrents_updated += (b - a) as u64;
         }
         Ok(())
@@ -418,6 +424,7 @@ impl BatchTxn<'_, '_> {
             dbs.torrents
                 .put_with_flags(self.txn, append, &dk, &codec::encode_torrent(&rec))
                 .map_err(lmdb("writing a torrent"))?;
+            self.cols.push((docid, codec::SortFields::of(&rec)));
             dbs.files
                 .put_with_flags(self.txn, append, &dk, {
                     match pre.and_then(|p| p.files.get(g)) {
@@ -561,6 +568,7 @@ impl BatchTxn<'_, '_> {
             dbs.torrents
                 .put(self.txn, &dk, &codec::encode_torrent(&st.rec))
                 .map_err(lmdb("writing a torrent"))?;
+            self.cols.push((docid, codec::SortFields::of(&st.rec)));
             if at.is_some() {
                 self.rep.seen_updated += 1;
             } else {
