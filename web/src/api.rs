@@ -4,6 +4,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use magnetar_storage::{magnet_of, to_hex, TorrentRecord};
+use serde::Serialize;
 use serde_json::json;
 
 use crate::index::MAX_LIMIT;
@@ -12,6 +14,52 @@ use crate::AppState;
 
 fn fail(e: BadRequest) -> Response {
     util::error(e.0, &e.1)
+}
+
+/// One search hit, serialized straight from its record: the same JSON as
+/// `util::record_json` (same keys, in its sorted order), without building a `Value`
+/// tree per hit (a map and a `String` per key).
+#[derive(Serialize)]
+struct Hit<'a> {
+    discovered_at: u64,
+    files: u32,
+    infohash: String,
+    leechers: Option<u32>,
+    magnet: String,
+    name: &'a str,
+    scraped_at: Option<u64>,
+    seeders: Option<u32>,
+    size: u64,
+}
+
+impl<'a> Hit<'a> {
+    fn of(r: &'a TorrentRecord) -> Hit<'a> {
+        Hit {
+            discovered_at: r.discovered_at,
+            files: r.file_count,
+            infohash: to_hex(&r.infohash),
+            leechers: r.leechers,
+            magnet: magnet_of(r),
+            name: &r.name,
+            scraped_at: r.scraped_at,
+            seeders: r.seeders,
+            size: r.total_size,
+        }
+    }
+}
+
+/// A search answer (keys in sorted order, as `json!` wrote them).
+#[derive(Serialize)]
+struct SearchAnswer<'a> {
+    limit: usize,
+    offset: usize,
+    order: &'static str,
+    prefix_truncated: bool,
+    query: &'a str,
+    results: Vec<Hit<'a>>,
+    sort: &'a str,
+    total: usize,
+    total_estimated: bool,
 }
 
 /// `GET /api/v1/search?q=&sort=&order=&offset=&limit=`
@@ -23,19 +71,23 @@ pub async fn search(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Resp
     if r.q.is_empty() {
         return fail(BadRequest::new("`q` is required (1 to 256 bytes)"));
     }
-    let req = r.clone();
-    match st.index.run(move |ix| ix.search(&req)).await {
-        Ok(page) => Json(json!({
-            "query": r.q,
-            "sort": r.sort.as_str(),
-            "order": if r.desc { "desc" } else { "asc" },
-            "offset": r.offset,
-            "limit": r.limit,
-            "total": page.total,
-            "total_estimated": page.total_estimated,
-            "prefix_truncated": page.prefix_truncated,
-            "results": page.hits.iter().map(util::record_json).collect::<Vec<_>>(),
-        }))
+    // The request goes to the blocking pool and comes back with the page.
+    match st
+        .index
+        .run(move |ix| ix.search(&r).map(|page| (r, page)))
+        .await
+    {
+        Ok((r, page)) => Json(SearchAnswer {
+            limit: r.limit,
+            offset: r.offset,
+            order: if r.desc { "desc" } else { "asc" },
+            prefix_truncated: page.prefix_truncated,
+            query: &r.q,
+            results: page.hits.iter().map(Hit::of).collect(),
+            sort: r.sort.as_str(),
+            total: page.total,
+            total_estimated: page.total_estimated,
+        })
         .into_response(),
         Err(e) => fail(e.into()),
     }
@@ -162,5 +214,45 @@ pub async fn stats(State(st): State<AppState>) -> Response {
             .into_response()
         }
         Err(e) => fail(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use magnetar_storage::{HashKind, Sources};
+
+    /// A hit serializes exactly as `util::record_json` writes it, known and unknown
+    /// counts, hostile names included.
+    #[test]
+    fn hits_serialize_as_record_json_does() {
+        for (i, name) in ["plain", "<script>alert(1)</script> \"q\" \\ é 語 \u{1}"]
+            .iter()
+            .enumerate()
+        {
+            let r = TorrentRecord {
+                infohash: [i as u8 + 7; 20],
+                kind: HashKind::V1,
+                v2: None,
+                name: name.to_string(),
+                total_size: 1 << 40,
+                piece_length: 1,
+                piece_count: 1,
+                file_count: 3,
+                private: false,
+                source: None,
+                discovered_at: 1_700_000_000,
+                last_seen_at: 1_700_000_001,
+                sources: Sources::SAMPLE,
+                seeders: (i == 0).then_some(5),
+                leechers: (i == 0).then_some(0),
+                scraped_at: (i == 0).then_some(1_700_000_002),
+                has_info: false,
+            };
+            assert_eq!(
+                serde_json::to_string(&Hit::of(&r)).unwrap(),
+                util::record_json(&r).to_string()
+            );
+        }
     }
 }
