@@ -5,7 +5,9 @@
 //! 20,000), BENCH_QUERIES (default 1,000 per kind), BENCH_DIR (default a temp dir),
 //! BENCH_WRITER_TORRENTS (default BENCH_TORRENTS; 0 skips the writer-path run),
 //! BENCH_BEFORE (default 0; 1 also times every query shape on the search of schema 5,
-//! without the `columns` table, in the same run: `Store::set_order_mode(3)`).
+//! without the `columns` table, in the same run: `Store::set_order_mode(3)`),
+//! BENCH_SHAPES (default all; `seeders,phrase` times only the query shapes whose
+//! label contains one of the words).
 //! Prints figures; asserts nothing.
 
 use std::time::{Duration, Instant};
@@ -396,7 +398,14 @@ fn main() {
     let cjk_names = add_cjk(&store, n / 100, 1_600_000_000 + n as u64);
     let shapes = query_shapes(&names, &cjk_names, nq, 1_600_000_000 + (n as u64) * 9 / 10);
     let before = env("BENCH_BEFORE", 0) == 1;
+    // BENCH_SHAPES=a,b: only the shapes whose label contains one of these.
+    let only: Vec<String> = std::env::var("BENCH_SHAPES")
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
     for (label, queries) in &shapes {
+        if !only.is_empty() && !only.iter().any(|o| label.contains(o.as_str())) {
+            continue;
+        }
         // Before (schema 5's search, no `columns`), then this build's, alternated
         // shape by shape.
         for mode in if before { &[3usize, 0][..] } else { &[0][..] } {

@@ -50,7 +50,7 @@
 //! | `terms` | term (UTF-8, ≤ 64 bytes) | DUP_SORT; each duplicate is a posting block of ≤ 480 bytes: first docid u32 BE (blocks sort by docid), last docid u32, then per posting a var `(docid − previous docid) << 2 \| flags` (1: in the name, 2: in a file path); schemas 2–4 had `<< 1 \| in_name` and the old tokenizer |
 //! | `by_time` | discovered_at u64 BE ‖ docid u32 BE | empty |
 //! | `by_size` | size bucket u16 BE (sizes < 16 exact, then 8 classes per power of two) ‖ docid u32 BE | empty |
-//! | `columns` | chunk u32 BE (docid >> 6) | presence bitmap u64 LE (bit i: docid chunk·64 + i has an entry), then 64 entries of total_size u64, discovered_at u64, file_count u32, seeders u32 (`u32::MAX` unknown), LE: 1,544 bytes, kept in step with `torrents` by every write |
+//! | `columns` | chunk u32 BE (docid / 504) | presence bitmap of 63 bytes (bit i % 8 of byte i / 8: docid chunk·504 + i has an entry), then 504 entries of total_size u64, discovered_at u64, file_count u32, seeders u32 (`u32::MAX` unknown), LE: 12,159 bytes (three overflow pages), kept in step with `torrents` by every write |
 //! | `peers` | family u8 (4/6), ip, port u16 BE | `1`, status u8, ut_metadata u8 (0 unknown, 1 no, 2 yes), attempts u32, successes u32, failures u32, rtt_ms u32, last_seen u64, client str, last_error str |
 //! | `nodes` | node id (20) | `1`, status u8, address (as the peers key), rtt_ms u32, last_seen u64, queries 6×u32, responses 6×u32 |
 //! | `sessions` | id u64 BE | `1`, started_at u64, ended_at u64 (`u64::MAX` = running), 6 counters u64, peak_rss u64, cpu_ms u64 |

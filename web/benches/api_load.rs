@@ -212,7 +212,12 @@ fn main() {
                     while Instant::now() < deadline {
                         let t = Instant::now();
                         let r = store
-                            .search(&queries[i % queries.len()], 20, 0, magnetar_storage::Order::Relevance)
+                            .search(
+                                &queries[i % queries.len()],
+                                20,
+                                0,
+                                magnetar_storage::Order::Relevance,
+                            )
                             .unwrap();
                         std::hint::black_box(r);
                         lat.push(t.elapsed());
@@ -228,8 +233,14 @@ fn main() {
         }
         (lat, 0)
     };
-    let (mut bare, bare_errors) =
-        http_load(addr, &queries, clients, secs.div_ceil(2), "/api/v1/none", 404);
+    let (mut bare, bare_errors) = http_load(
+        addr,
+        &queries,
+        clients,
+        secs.div_ceil(2),
+        "/api/v1/none",
+        404,
+    );
     running.store(false, Ordering::Relaxed);
     writer.join().unwrap();
     let _ = stop_tx.send(());

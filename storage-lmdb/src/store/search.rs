@@ -277,15 +277,15 @@ fn term_postings(
 }
 
 /// Whether every phrase holds for `docid` (whose `torrents` value is `v`).
-/// `in_paths[i]`, when given, holds (ascending) every doc id whose file paths have
-/// all the words of `phrases[i]`: the others' file lists are not read for it.
+/// `in_paths[i]`, when given, holds the postings of every word of `phrases[i]`:
+/// unless all have the path flag for `docid`, its file list is not read for it.
 fn phrases_hold(
     txn: &RoTxn,
     dbs: &Dbs,
     docid: u32,
     v: &[u8],
     phrases: &[&Phrase],
-    in_paths: &[Option<Vec<u32>>],
+    in_paths: &[Option<Vec<Vec<u32>>>],
     res: &mut SearchResults,
 ) -> Result<bool> {
     let Ok(name) = codec::torrent_name(v) else {
@@ -300,8 +300,12 @@ fn phrases_hold(
         if ph.scope == Scope::Name {
             return Ok(false);
         }
-        if let Some(Some(p)) = in_paths.get(i) {
-            if p.binary_search(&docid).is_err() {
+        if let Some(Some(ls)) = in_paths.get(i) {
+            let in_path = |l: &Vec<u32>| match l.binary_search_by_key(&docid, |p| p >> 2) {
+                Ok(j) => l[j] & u32::from(IN_PATH) != 0,
+                Err(_) => false,
+            };
+            if !ls.iter().all(in_path) {
                 return Ok(false);
             }
         }
@@ -361,12 +365,37 @@ fn run_query(
     terms.sort();
     terms.dedup();
     let mut lists: Vec<Vec<u32>> = Vec::with_capacity(terms.len());
-    for t in terms {
+    for t in &terms {
         let l = term_postings(txn, dbs, t, ndocs, &mut res)?;
         if l.is_empty() {
             return Ok(res);
         }
         lists.push(l);
+    }
+    // `columns` answers the size filter and a time range out of doc id order, and
+    // gives the sort keys (modes 0 and 2; see `Store::set_order_mode`).
+    let cols = mode == 0 || mode == 2;
+    // Per phrase (modes 0 and 2), the postings of its words: a candidate for which
+    // one of them lacks the path flag cannot hold it in a file path, and its file
+    // list is not read for it.
+    let mut in_paths: Vec<Option<Vec<Vec<u32>>>> = Vec::new();
+    for c in &parsed.must {
+        if let Some(ph) = &c.phrase {
+            let unknown = !cols || ph.scope == Scope::Name || c.terms.iter().any(|t| t.prefix);
+            in_paths.push(if unknown {
+                None
+            } else {
+                c.terms
+                    .iter()
+                    .map(|t| {
+                        terms
+                            .binary_search(&t)
+                            .ok()
+                            .and_then(|i| lists.get(i).cloned())
+                    })
+                    .collect()
+            });
+        }
     }
     let mut matches = intersect(lists);
     // Exclusions: drop the matches that satisfy a negated clause.
@@ -426,26 +455,6 @@ fn run_query(
         .iter()
         .filter_map(|c| c.phrase.as_ref())
         .collect();
-    // `columns` answers the size filter and a time range out of doc id order, and
-    // gives the sort keys (modes 0 and 2; see `Store::set_order_mode`).
-    let cols = mode == 0 || mode == 2;
-    // Per phrase, the doc ids whose paths have all its words (posting flags): only
-    // their file lists can hold it (modes 0 and 2; the others read every list).
-    let mut in_paths: Vec<Option<Vec<u32>>> = Vec::with_capacity(phrases.len());
-    for c in &parsed.must {
-        if let Some(ph) = &c.phrase {
-            let unknown = ph.scope == Scope::Name || c.terms.iter().any(|t| t.prefix);
-            in_paths.push(if unknown || !cols {
-                None
-            } else {
-                let mut ls = Vec::with_capacity(c.terms.len());
-                for t in &c.terms {
-                    ls.push(postings(txn, dbs, t.text.as_bytes(), IN_PATH, &mut res)?);
-                }
-                Some(intersect(ls).into_iter().map(|m| m.0).collect())
-            });
-        }
-    }
     let cols_filter =
         cols && (q.min_size.is_some() || q.max_size.is_some() || (time_range && !time_ordered));
     if cols_filter {
