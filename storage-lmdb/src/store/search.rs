@@ -195,9 +195,12 @@ pub struct SearchResults {
     pub total_estimated: bool,
 }
 
-/// A phrase query ordered by relevance or discovery checks at most this many
-/// candidates beyond what its page needs (see [`SearchResults::total_estimated`]).
-pub const PHRASE_CHECK_BUDGET: usize = 2_000;
+/// A phrase query checks at most this many candidates beyond what its page needs,
+/// in the page's order (see [`SearchResults::total_estimated`]). It was 2,000: at
+/// 1 M torrents that made phrases the slowest shape (p99 ~50 ms on the loaded
+/// machine; see BENCHMARKS.md), and the page is exact either way; 500 checks bound
+/// the estimate's sampling error to a few percent.
+pub const PHRASE_CHECK_BUDGET: usize = 500;
 
 impl Store {
     /// Full-text search: [`Store::query`] with one of the classic orders and no filter.
@@ -576,15 +579,31 @@ fn run_query(
             &mut res,
         )?
     } else if cols && phrases.is_empty() {
-        // Filters are applied: the sort keys of every match from `columns`.
-        let mut keyed = column_keys(txn, dbs, &matches, q.sort, q.descending, &mut res)?;
-        res.total = keyed.len();
-        let k = offset.saturating_add(limit).min(keyed.len());
-        if offset >= k {
+        // Filters are applied: the sort keys of every match from `columns`, the
+        // best `offset + limit` kept in a heap.
+        let k = offset.saturating_add(limit);
+        let mut best: std::collections::BinaryHeap<(u64, u32, u32)> =
+            std::collections::BinaryHeap::with_capacity(k.min(matches.len()) + 1);
+        let (sort, desc) = (q.sort, q.descending);
+        let mut seen = 0usize;
+        res.skipped_corrupt += columns::for_each(txn, dbs, matches.iter().map(|m| m.0), |i, f| {
+            let (d, score) = matches[i];
+            let key = sort_key(sort, desc, score, &f, d);
+            seen += 1;
+            if best.len() < k {
+                best.push(key);
+            } else if let Some(mut top) = best.peek_mut() {
+                if key < *top {
+                    *top = key;
+                }
+            }
+        })?;
+        res.total = seen;
+        let keyed = best.into_sorted_vec();
+        if offset >= keyed.len() {
             return Ok(res);
         }
-        top_k(&mut keyed, k, |x| (x.0, x.1));
-        keyed[offset..k].iter().map(|x| x.2).collect()
+        keyed[offset..].iter().map(|x| x.2).collect()
     } else {
         // Every match is looked up: filters, phrases, and the sort key.
         let desc = q.descending;
