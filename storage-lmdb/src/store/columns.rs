@@ -9,8 +9,9 @@
 //! LE (`u32::MAX` = unknown). 12,159 bytes, three 4 KiB overflow pages: 1,000,000
 //! torrents are ~2,000 chunks, walked in key order by a cursor when the matches are
 //! dense, or looked up chunk by chunk when they are few. (Chunks of 64 entries, two
-//! per page, made a dense walk 8 times as many cursor steps: 7.5 ms p50 for a
-//! seeders sort at 1 M under load, against ~4 ms measured with these.)
+//! per leaf page, made a dense walk 8 times as many cursor steps: a one-word seeders
+//! sort at 1 M took p50 7.5 ms, against 0.94 ms with these, on the loaded machine;
+//! see BENCHMARKS.md. The price: a scrape rewrites its chunk's three pages.)
 //!
 //! The writer keeps it in step with `torrents` in the same transaction: every
 //! record it writes (new, merged sighting, scrape) is written here too
