@@ -6,6 +6,10 @@
 //! BENCH_WRITER_TORRENTS (default BENCH_TORRENTS; 0 skips the writer-path run),
 //! BENCH_WRITER_BASELINE (default 1: the writer path also runs with classification
 //! off, first, in the same process, for the before/after ratio; 0 skips it).
+//! BENCH_BEFORE (default 0; 1 also times every query shape on the search of schema 5,
+//! without the `columns` table, in the same run: `Store::set_order_mode(3)`),
+//! BENCH_SHAPES (default all; `seeders,phrase` times only the query shapes whose
+//! label contains one of the words).
 //! Prints figures; asserts nothing.
 
 use std::time::{Duration, Instant};
@@ -450,29 +454,44 @@ fn main() {
     // popular word is queried as often as it occurs).
     let cjk_names = add_cjk(&store, n / 100, 1_600_000_000 + n as u64);
     let shapes = query_shapes(&names, &cjk_names, nq, 1_600_000_000 + (n as u64) * 9 / 10);
+    let before = env("BENCH_BEFORE", 0) == 1;
+    // BENCH_SHAPES=a,b: only the shapes whose label contains one of these.
+    let only: Vec<String> = std::env::var("BENCH_SHAPES")
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
     for (label, queries) in &shapes {
-        let mut lat = Vec::with_capacity(queries.len());
-        let mut total = 0usize;
-        let mut empty = 0;
-        for q in queries.iter() {
-            let t0 = Instant::now();
-            let r = store.query(q).expect("search");
-            lat.push(t0.elapsed());
-            total += r.total;
-            if r.hits.is_empty() {
-                empty += 1;
-            }
+        if !only.is_empty() && !only.iter().any(|o| label.contains(o.as_str())) {
+            continue;
         }
-        let max = *lat.iter().max().unwrap_or(&Duration::ZERO);
-        println!(
-            "search {label:<22} over {n}: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; mean matches {:.0}, no-hit queries {empty}/{}",
-            pct(&mut lat, 0.5).as_secs_f64() * 1e3,
-            pct(&mut lat, 0.99).as_secs_f64() * 1e3,
-            max.as_secs_f64() * 1e3,
-            total as f64 / queries.len().max(1) as f64,
-            queries.len()
-        );
+        // Before (schema 5's search, no `columns`), then this build's, alternated
+        // shape by shape.
+        for mode in if before { &[3usize, 0][..] } else { &[0][..] } {
+            store.set_order_mode(*mode);
+            let mut lat = Vec::with_capacity(queries.len());
+            let mut total = 0usize;
+            let mut empty = 0;
+            for q in queries.iter() {
+                let t0 = Instant::now();
+                let r = store.query(q).expect("search");
+                lat.push(t0.elapsed());
+                total += r.total;
+                if r.hits.is_empty() {
+                    empty += 1;
+                }
+            }
+            let max = *lat.iter().max().unwrap_or(&Duration::ZERO);
+            println!(
+                "search {label:<26} {} over {n}: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; mean matches {:.0}, no-hit queries {empty}/{}",
+                if *mode == 3 { "before" } else { "after " },
+                pct(&mut lat, 0.5).as_secs_f64() * 1e3,
+                pct(&mut lat, 0.99).as_secs_f64() * 1e3,
+                max.as_secs_f64() * 1e3,
+                total as f64 / queries.len().max(1) as f64,
+                queries.len()
+            );
+        }
     }
+    store.set_order_mode(0);
     let t0 = Instant::now();
     let recent = store.recent(100).expect("recent");
     println!(

@@ -273,6 +273,34 @@ pub(crate) struct SortFields {
     pub seeders: Option<u32>,
 }
 
+/// The name of a `torrents` value, read in place (phrase checks need no more).
+pub(crate) fn torrent_name(v: &[u8]) -> DecodeResult<&str> {
+    let (layout, flags) = match v {
+        [l, f, ..] => (*l, *f),
+        _ => return Err("truncated record"),
+    };
+    let at = match layout {
+        LAYOUT_TORRENT_V2 => 67,
+        LAYOUT_TORRENT_V3 if flags & TF_V2 != 0 => 75 + 32,
+        LAYOUT_TORRENT_V3 => 75,
+        _ => return Err("unknown record layout version"),
+    };
+    let mut d = Dec::new(v.get(at..).ok_or("truncated record")?);
+    std::str::from_utf8(d.bytes()?).map_err(|_| "name is not UTF-8")
+}
+
+impl SortFields {
+    /// The fields of a record (what `torrent_sort_fields` reads back from its value).
+    pub(crate) fn of(r: &TorrentRecord) -> SortFields {
+        SortFields {
+            discovered_at: r.discovered_at,
+            total_size: r.total_size,
+            file_count: r.file_count,
+            seeders: r.seeders.filter(|&s| s != u32::MAX),
+        }
+    }
+}
+
 const T_FILE_COUNT: usize = 39;
 const T_SEEDERS: usize = 59;
 

@@ -30,8 +30,9 @@
 //! tables are keyed by it. Schema version 5 changed only `terms` (the tokenizer folds
 //! accents and indexes space-less scripts as bigrams; postings carry a path flag).
 //! Schema version 6 adds `facets` and `facet_terms` (the classifier's kind, category
-//! and attributes of every torrent); a schema 5 database gets every stored torrent
-//! classified on open, in the upgrade's one write transaction.
+//! and attributes of every torrent) and `columns` (search's fixed-width fields by doc
+//! id); a schema 2 to 5 database gets every stored torrent classified and `columns`
+//! filled on open, in the upgrade's one write transaction.
 //! Schemas 2 to 4 are migrated on open: schema 2 lacks `ids_delta`, 2 and 3 lack
 //! `ids_v2` (created empty), and their `torrents` values are layout 2, which is still
 //! read (a v1 torrent whose counts have no measurement time); `terms` is rebuilt from
@@ -51,6 +52,7 @@
 //! | `terms` | term (UTF-8, ≤ 64 bytes) | DUP_SORT; each duplicate is a posting block of ≤ 480 bytes: first docid u32 BE (blocks sort by docid), last docid u32, then per posting a var `(docid − previous docid) << 2 \| flags` (1: in the name, 2: in a file path); schemas 2–4 had `<< 1 \| in_name` and the old tokenizer |
 //! | `by_time` | discovered_at u64 BE ‖ docid u32 BE | empty |
 //! | `by_size` | size bucket u16 BE (sizes < 16 exact, then 8 classes per power of two) ‖ docid u32 BE | empty |
+//! | `columns` | chunk u32 BE (docid / 504) | presence bitmap of 63 bytes (bit i % 8 of byte i / 8: docid chunk·504 + i has an entry), then 504 entries of total_size u64, discovered_at u64, file_count u32, seeders u32 (`u32::MAX` unknown), LE: 12,159 bytes (three overflow pages), kept in step with `torrents` by every write |
 //! | `peers` | family u8 (4/6), ip, port u16 BE | `1`, status u8, ut_metadata u8 (0 unknown, 1 no, 2 yes), attempts u32, successes u32, failures u32, rtt_ms u32, last_seen u64, client str, last_error str |
 //! | `nodes` | node id (20) | `1`, status u8, address (as the peers key), rtt_ms u32, last_seen u64, queries 6×u32, responses 6×u32 |
 //! | `sessions` | id u64 BE | `1`, started_at u64, ended_at u64 (`u64::MAX` = running), 6 counters u64, peak_rss u64, cpu_ms u64 |
@@ -128,9 +130,14 @@
 //! smallest first with galloping search; a prefix expanding to several terms is
 //! merged in a bitmap over doc ids; exclusions are subtracted; a discovery-time
 //! range is a doc id range while doc ids are in time order. Phrases are checked on
-//! the candidates' names and file paths (there are no positions in the index);
-//! size filters, the seeders and files sorts, and time filters on a store out of
-//! time order look each candidate up in `torrents`. Relevance = number of query
+//! the candidates' names (read in place) and file paths (there are no positions in
+//! the index; a file list is read only when every word of the phrase has the path
+//! flag for that torrent); size filters, the seeders and files sorts, exact size
+//! and time orders, and time filters on a store out of time order read `columns`
+//! (a cursor walk over the chunks the matches span, or one lookup per chunk when
+//! they are sparse) instead of looking each candidate up in `torrents`; a phrase
+//! with more than [`PHRASE_CHECK_BUDGET`] candidates is checked in the page's
+//! order in every sort. Relevance = number of query
 //! terms found in the name (a name hit beats a file-path-only hit), ties newest
 //! first.
 

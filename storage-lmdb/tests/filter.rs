@@ -283,3 +283,58 @@ fn unhiding_restores_the_postings() {
     assert_eq!(after, before);
     assert_eq!(store.filter_totals().unwrap().hidden, 0);
 }
+
+/// Facets and filters together: a filter without words (every torrent with an
+/// attribute) leaves hidden torrents out, and a removed torrent takes its facets and
+/// facet postings with it.
+#[test]
+fn category_listings_leave_hidden_and_removed_torrents_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let ops: Vec<Op> = (1..=6)
+        .map(|n| {
+            op(torrent(
+                n,
+                &format!("Film Number {n} 2019 1080p BluRay x264"),
+                10 + u64::from(n),
+            ))
+        })
+        .collect();
+    store.apply_batch(&ops).unwrap();
+    let movies = |store: &Store| -> Vec<InfoHash> {
+        let q = SearchQuery::new("").page(0, 100).facets(FacetFilter {
+            category: None,
+            attributes: vec![("resolution".into(), "1080p".into())],
+        });
+        let mut v: Vec<InfoHash> = store
+            .query(&q)
+            .unwrap()
+            .hits
+            .iter()
+            .map(|h| h.infohash)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(movies(&store), (1..=6).map(ih).collect::<Vec<_>>());
+    store
+        .hide_torrents(&[(
+            ih(2),
+            FilterMark {
+                at: 30,
+                label: "h".into(),
+            },
+        )])
+        .unwrap();
+    store.remove_torrents(&[ih(4)], None).unwrap();
+    assert!(store.facets(&ih(4)).unwrap().is_none());
+    assert!(store.facets(&ih(2)).unwrap().is_some());
+    assert_eq!(movies(&store), vec![ih(1), ih(3), ih(5), ih(6)]);
+    // With words, too.
+    let q = SearchQuery::new("film").page(0, 100).facets(FacetFilter {
+        category: None,
+        attributes: vec![("resolution".into(), "1080p".into())],
+    });
+    assert_eq!(store.query(&q).unwrap().hits.len(), 4);
+    assert_sound(&store);
+}

@@ -1344,7 +1344,7 @@ fn phrase_over_many_candidates_checks_a_budget_and_estimates_the_total() {
     let base = SearchQuery::new("\"alpha beta\"");
     for q in [
         base.clone().page(0, 10),
-        base.clone().page(1_000, 7),
+        base.clone().page(PHRASE_CHECK_BUDGET / 2, 7),
         base.clone().ascending().page(5, 10),
         base.clone().sort(SortBy::Discovered).page(0, 10),
         base.clone()

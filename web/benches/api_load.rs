@@ -3,7 +3,10 @@
 //! `/api/v1/search?q=…&limit=20` (one or two words of the synthetic vocabulary,
 //! relevance order) for D seconds while a writer commits a batch of 1,000 new
 //! torrents every 200 ms. Prints requests per second, p50/p99/max latency, the
-//! batches committed meanwhile, and the transfer size of the search page.
+//! batches committed meanwhile, and the transfer size of the search page. Then,
+//! with the writer still running, where the time goes: the same queries on
+//! `Store::search` from C threads without HTTP, and C clients asking an endpoint
+//! that does no store work (a 404 from `/api/v1/`), each for D/2 seconds.
 //!
 //! `cargo bench -p magnetar-web --bench api_load -- [--torrents N] [--clients C] [--secs D]`
 //! (defaults 1,000,000, 32, 20). The database is built in a temporary directory.
@@ -110,10 +113,11 @@ fn main() {
         .collect();
     direct.sort();
     println!(
-        "store.search directly (1 thread, no writer, the same {} queries): p50 {:.2} ms, p99 {:.2} ms",
+        "store.search directly (1 thread, no writer, the same {} queries): p50 {:.2} ms, p99 {:.2} ms, mean {:.3} ms",
         direct.len(),
         direct[direct.len() / 2].as_secs_f64() * 1e3,
-        direct[direct.len() * 99 / 100].as_secs_f64() * 1e3
+        direct[direct.len() * 99 / 100].as_secs_f64() * 1e3,
+        direct.iter().sum::<Duration>().as_secs_f64() * 1e3 / direct.len() as f64
     );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -193,10 +197,103 @@ fn main() {
             }
         })
     };
+    let (mut lat, errors) = http_load(addr, &queries, clients, secs, "/api/v1/search", 200);
+    let batches = commits.load(Ordering::Relaxed);
+    // Where the time goes, the writer still running: the store alone from as many
+    // threads, then HTTP alone (an endpoint that reads nothing).
+    let (mut alone, _) = {
+        let deadline = Instant::now() + Duration::from_secs(secs.div_ceil(2));
+        let handles: Vec<_> = (0..clients)
+            .map(|c| {
+                let (queries, store) = (queries.clone(), store.clone());
+                std::thread::spawn(move || {
+                    let mut lat = Vec::new();
+                    let mut i = c * 31;
+                    while Instant::now() < deadline {
+                        let t = Instant::now();
+                        let r = store
+                            .search(
+                                &queries[i % queries.len()],
+                                20,
+                                0,
+                                magnetar_storage::Order::Relevance,
+                            )
+                            .unwrap();
+                        std::hint::black_box(r);
+                        lat.push(t.elapsed());
+                        i += 1;
+                    }
+                    lat
+                })
+            })
+            .collect();
+        let mut lat = Vec::new();
+        for h in handles {
+            lat.extend(h.join().unwrap());
+        }
+        (lat, 0)
+    };
+    let (mut bare, bare_errors) = http_load(
+        addr,
+        &queries,
+        clients,
+        secs.div_ceil(2),
+        "/api/v1/none",
+        404,
+    );
+    running.store(false, Ordering::Relaxed);
+    writer.join().unwrap();
+    let _ = stop_tx.send(());
+    let pct = |lat: &mut Vec<Duration>, p: f64| {
+        lat.sort();
+        lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3
+    };
+    let half = secs.div_ceil(2) as f64;
+    println!(
+        "store.search directly, {clients} threads, no HTTP, writer running, {half} s: {:.0} searches/s, p50 {:.2} ms, p99 {:.2} ms",
+        alone.len() as f64 / half,
+        pct(&mut alone, 0.5),
+        pct(&mut alone, 0.99),
+    );
+    println!(
+        "HTTP alone (/api/v1/none, a 404 that reads nothing), {clients} clients, writer running, {half} s: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, errors {bare_errors}",
+        bare.len() as f64 / half,
+        pct(&mut bare, 0.5),
+        pct(&mut bare, 0.99),
+    );
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!(
+        "api_load: {n} torrents, {clients} clients, {secs} s: {} searches, {:.0} searches/s, \
+         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, errors {errors}, writer batches of 1000 committed meanwhile: {}",
+        lat.len(),
+        lat.len() as f64 / secs as f64,
+        pct(0.50).as_secs_f64() * 1e3,
+        pct(0.99).as_secs_f64() * 1e3,
+        lat.last().unwrap().as_secs_f64() * 1e3,
+        batches
+    );
+    println!(
+        "search page (q={}, 50 rows): {plain} bytes on the wire, {gz} with gzip",
+        queries[0]
+    );
+}
+
+/// `clients` threads on keep-alive connections asking `path?q=<query>&limit=20` for
+/// `secs` seconds; returns the latencies of the answers with status `want`, and the
+/// number of other outcomes.
+fn http_load(
+    addr: SocketAddr,
+    queries: &[String],
+    clients: usize,
+    secs: u64,
+    path: &'static str,
+    want: u16,
+) -> (Vec<Duration>, u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let handles: Vec<_> = (0..clients)
         .map(|c| {
-            let queries = queries.clone();
+            let queries = queries.to_vec();
             std::thread::spawn(move || {
                 let mut lat = Vec::new();
                 let mut errors = 0u64;
@@ -207,15 +304,14 @@ fn main() {
                     let q = queries[i % queries.len()].replace(' ', "+");
                     i += 1;
                     let t = Instant::now();
-                    let req =
-                        format!("GET /api/v1/search?q={q}&limit=20 HTTP/1.1\r\nHost: b\r\n\r\n");
+                    let req = format!("GET {path}?q={q}&limit=20 HTTP/1.1\r\nHost: b\r\n\r\n");
                     if s.write_all(req.as_bytes()).is_err() {
                         errors += 1;
                         s = TcpStream::connect(addr).unwrap();
                         continue;
                     }
                     match read_response(&mut s, &mut buf) {
-                        Some((200, _)) => lat.push(t.elapsed()),
+                        Some((st, _)) if st == want => lat.push(t.elapsed()),
                         Some(_) => errors += 1,
                         None => {
                             errors += 1;
@@ -234,23 +330,5 @@ fn main() {
         lat.extend(l);
         errors += e;
     }
-    running.store(false, Ordering::Relaxed);
-    writer.join().unwrap();
-    let _ = stop_tx.send(());
-    lat.sort();
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
-    println!(
-        "api_load: {n} torrents, {clients} clients, {secs} s: {} searches, {:.0} searches/s, \
-         p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, errors {errors}, writer batches of 1000 committed meanwhile: {}",
-        lat.len(),
-        lat.len() as f64 / secs as f64,
-        pct(0.50).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
-        lat.last().unwrap().as_secs_f64() * 1e3,
-        commits.load(Ordering::Relaxed)
-    );
-    println!(
-        "search page (q={}, 50 rows): {plain} bytes on the wire, {gz} with gzip",
-        queries[0]
-    );
+    (lat, errors)
 }

@@ -433,6 +433,7 @@ fn remove_txn(
             .delete(txn, &dk)
             .map_err(lmdb("removing a torrent"))?;
         dbs.files.delete(txn, &dk).map_err(lmdb("removing files"))?;
+        super::columns::remove(txn, dbs, d.docid)?;
         if dbs.info.delete(txn, &dk).map_err(lmdb("removing info"))? {
             meta.with_info = meta.with_info.saturating_sub(1);
         }

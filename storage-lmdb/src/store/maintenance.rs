@@ -76,8 +76,8 @@ pub struct PruneReport {
 impl Store {
     /// Walks every table and checks that they agree: every torrent decodes, has its
     /// `ids` entry (pointing back at it), its by_size and by_time entries, its file
-    /// list (with file_count files) and exactly the postings its name and paths
-    /// produce; by_time has no stray entry; the counters match the tables. Runs in one read transaction (a consistent snapshot).
+    /// list (with file_count files), its `columns` entry and exactly the postings its
+    /// name and paths produce; by_time has no stray entry; the counters match the tables. Runs in one read transaction (a consistent snapshot).
     pub fn integrity_check(&self) -> Result<IntegrityReport> {
         self.read(integrity_txn)
     }
@@ -220,6 +220,9 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
         {
             rep.problem(format!("torrent {}: no by_size entry", hex(&ih)));
         }
+        if super::columns::get(txn, dbs, docid)? != Some(codec::SortFields::of(&st.rec)) {
+            rep.problem(format!("torrent {}: columns entry disagrees", hex(&ih)));
+        }
         let bt = codec::by_time_key(st.rec.discovered_at, docid);
         if dbs
             .by_time
@@ -356,6 +359,13 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
         ));
     }
     let by_size = dbs.by_size.len(txn).map_err(lmdb("checking by_size"))?;
+    let (col_entries, col_bad) = super::columns::count(txn, dbs)?;
+    if col_entries != rep.torrents || col_bad != 0 {
+        rep.problem(format!(
+            "columns has {col_entries} entries for {} torrents ({col_bad} chunks of a bad size)",
+            rep.torrents
+        ));
+    }
     let counted = read_u64(txn, &dbs.meta, K_TORRENTS)?;
     if counted != rep.torrents
         || ids != rep.torrents

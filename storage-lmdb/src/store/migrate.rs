@@ -1,8 +1,9 @@
-//! The upgrade from schemas 2 to 5 ([`upgrade`]): for 2 to 4, `terms` rebuilt with
-//! this build's tokenizer (accent folding, bigrams for space-less scripts) and posting
-//! flags (name, path); for 2 to 5, the 5 → 6 steps (every torrent classified:
-//! `upgrade_f`); then the schema version raised, all in the one write transaction
-//! `Store::open` runs it in. Nothing else is rewritten. If the process dies (or the map cannot
+//! The upgrade from schemas 2 to 5 ([`upgrade`]): from 2 to 4, `terms` rebuilt with
+//! this build's tokenizer (accent folding, bigrams for space-less scripts) and
+//! posting flags (name, path); from 2 to 5, the 5 → 6 steps: `columns` filled from
+//! the records (`upgrade_columns`) and every torrent classified (`upgrade_f`); then the
+//! schema version raised, all in the one write transaction `Store::open` runs it in.
+//! Nothing else is rewritten. If the process dies (or the map cannot
 //! grow) before the commit, the database is exactly the old one, still at its old
 //! version, and the next open starts the upgrade again.
 
@@ -34,6 +35,7 @@ pub(super) fn upgrade(txn: &mut RwTxn, dbs: &Dbs, from: u32) -> Result<u64> {
         done = rebuild_terms(txn, dbs)?;
     }
     // 5 → 6, one line per step.
+    super::upgrade_columns::upgrade(txn, dbs)?;
     done = done.max(upgrade_f::upgrade(txn, dbs)?);
     dbs.meta
         .put(txn, K_SCHEMA, &SCHEMA_VERSION.to_le_bytes())

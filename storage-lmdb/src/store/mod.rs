@@ -32,6 +32,7 @@ use crate::codec;
 use crate::error::{hex, StoreError};
 use crate::types::InfoHash;
 
+mod columns;
 mod facets;
 mod filter;
 mod history;
@@ -44,6 +45,7 @@ mod readonly;
 mod search;
 #[cfg(test)]
 mod tests;
+mod upgrade_columns;
 mod upgrade_f;
 mod write;
 
@@ -80,6 +82,8 @@ pub const SCHEMA_VERSION: u32 = 6;
 ///
 /// Schema 6 adds the classifier's `facets` and `facet_terms` (`upgrade_f`: every
 /// stored torrent classified), in the same transaction, after `terms` for 2 to 4.
+/// Schema 6 added `columns` (filled from `torrents` by `upgrade_columns`, in the same
+/// transaction, after the `terms` rebuild of schemas 2 to 4).
 const MIGRATES_FROM: [u32; 4] = [2, 3, 4, 5];
 /// `ids_delta` is merged into `ids` when it holds more than
 /// `max(IDS_DELTA_MIN, sqrt(IDS_DELTA_FACTOR · ids entries))` entries: about the
@@ -212,6 +216,8 @@ pub(crate) struct Dbs {
     pub facets: Db,
     /// Facet key → posting blocks of doc ids (DUP_SORT; `facets.rs`).
     pub facet_terms: Db,
+    /// Search's fixed-width fields by doc id (see `columns`).
+    pub columns: Db,
 }
 
 pub(crate) struct Inner {
@@ -374,7 +380,7 @@ impl Store {
                         from_version = found;
                     }
                 }
-                let mut dbs = Vec::with_capacity(16);
+                let mut dbs = Vec::with_capacity(19);
                 for name in [
                     "torrents",
                     "files",
@@ -394,6 +400,7 @@ impl Store {
                     "hidden",
                     "facets",
                     "facet_terms",
+                    "columns",
                 ] {
                     let mut o = opener.database_options().types::<Bytes, Bytes>();
                     o.name(name);
@@ -408,7 +415,7 @@ impl Store {
                 if meta.get(wtxn, K_SCHEMA)?.is_none() {
                     meta.put(wtxn, K_SCHEMA, &SCHEMA_VERSION.to_le_bytes())?;
                 }
-                let arr: [_; 18] = std::array::from_fn(|i| dbs[i]);
+                let arr: [_; 19] = std::array::from_fn(|i| dbs[i]);
                 Ok(CommitOrAbort::Commit(arr))
             },
         );
@@ -422,7 +429,7 @@ impl Store {
                 })
             }
         };
-        let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size, ids_delta, ids_v2, tombstones, hidden, facets, facet_terms] =
+        let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size, ids_delta, ids_v2, tombstones, hidden, facets, facet_terms, columns] =
             dbs;
         let store = Store {
             inner: Arc::new(Inner {
@@ -446,6 +453,7 @@ impl Store {
                     hidden,
                     facets,
                     facet_terms,
+                    columns,
                 },
                 gate: RwLock::new(()),
                 opts,
@@ -472,8 +480,11 @@ impl Store {
         Ok(store)
     }
 
-    /// How time/size orders are computed: 0 by cost, 1 always per-match lookups,
-    /// 2 always walking the ordered index. All give the same results (for tests).
+    /// How time/size orders are computed: 0 by cost, 1 always per-match lookups in
+    /// `torrents`, 2 always walking the ordered index, 3 by cost without the
+    /// `columns` table (the search of schema 5, for the bench's before/after). 0 and 2
+    /// read filters and sort keys from `columns`. All give the same results (for
+    /// tests).
     #[doc(hidden)]
     pub fn set_order_mode(&self, mode: usize) {
         self.inner.order_mode.store(mode, Ordering::Relaxed);

@@ -22,7 +22,7 @@ use super::{
 use crate::error::StoreError;
 
 /// The tables, in the order of [`Dbs`]' fields as assigned below.
-const TABLES: [&str; 18] = [
+const TABLES: [&str; 19] = [
     "torrents",
     "files",
     "info",
@@ -41,6 +41,7 @@ const TABLES: [&str; 18] = [
     "hidden",
     "facets",
     "facet_terms",
+    "columns",
 ];
 
 /// Why the read transaction that opens the tables gave up.
@@ -68,7 +69,7 @@ impl Store {
         }
         let mut b = EnvOpenOptions::new().read_txn_without_tls();
         b.map_size(round_map(opts.initial_map_size))
-            .max_dbs(16)
+            .max_dbs(32)
             .max_readers(opts.max_readers);
         // SAFETY: MDB_RDONLY only forbids write transactions in this environment;
         // it cannot cause memory unsafety.
@@ -120,7 +121,7 @@ impl Store {
                         None => return Ok(CommitOrAbort::Abort(Refused::Missing(name))),
                     }
                 }
-                let arr: [_; 18] = std::array::from_fn(|i| dbs[i]);
+                let arr: [_; 19] = std::array::from_fn(|i| dbs[i]);
                 Ok(CommitOrAbort::Commit(arr))
             },
         );
@@ -157,7 +158,7 @@ impl Store {
                 )))
             }
         };
-        let [torrents, files, info, terms, by_time, by_size, ids, ids_delta, ids_v2, peers, nodes, sessions, requests, meta, tombstones, hidden, facets, facet_terms] =
+        let [torrents, files, info, terms, by_time, by_size, ids, ids_delta, ids_v2, peers, nodes, sessions, requests, meta, tombstones, hidden, facets, facet_terms, columns] =
             dbs;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -181,6 +182,7 @@ impl Store {
                     hidden,
                     facets,
                     facet_terms,
+                    columns,
                 },
                 gate: RwLock::new(()),
                 opts,

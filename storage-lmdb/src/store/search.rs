@@ -13,12 +13,14 @@ use std::sync::atomic::Ordering;
 
 use heed::RoTxn;
 
+use super::columns;
 use super::facets;
 use super::read::record_by_docid;
 use super::{lmdb, read_u64, Dbs, Result, Store, K_NEXT_DOCID, K_TIME_DISORDER};
 use crate::codec;
 use crate::error::StoreError;
 use crate::query::{parse, phrase_in, Parsed, Phrase, Scope, Term};
+use crate::tokenize::IN_PATH;
 use crate::types::TorrentRecord;
 
 /// A prefix (the last query word) expands to at most this many terms.
@@ -203,9 +205,12 @@ pub struct SearchResults {
     pub total_estimated: bool,
 }
 
-/// A phrase query ordered by relevance or discovery checks at most this many
-/// candidates beyond what its page needs (see [`SearchResults::total_estimated`]).
-pub const PHRASE_CHECK_BUDGET: usize = 2_000;
+/// A phrase query checks at most this many candidates beyond what its page needs,
+/// in the page's order (see [`SearchResults::total_estimated`]). It was 2,000: at
+/// 1 M torrents that made phrases the slowest shape (p99 ~50 ms on the loaded
+/// machine; see BENCHMARKS.md), and the page is exact either way; 500 checks bound
+/// the estimate's sampling error to a few percent.
+pub const PHRASE_CHECK_BUDGET: usize = 500;
 
 impl Store {
     /// Full-text search: [`Store::query`] with one of the classic orders and no filter.
@@ -279,25 +284,37 @@ fn term_postings(
 }
 
 /// Whether every phrase holds for `docid` (whose `torrents` value is `v`).
+/// `in_paths[i]`, when given, holds the postings of every word of `phrases[i]`:
+/// unless all have the path flag for `docid`, its file list is not read for it.
 fn phrases_hold(
     txn: &RoTxn,
     dbs: &Dbs,
     docid: u32,
     v: &[u8],
     phrases: &[&Phrase],
+    in_paths: &[Option<Vec<Vec<u32>>>],
     res: &mut SearchResults,
 ) -> Result<bool> {
-    let Ok(st) = codec::decode_torrent(docid, v) else {
+    let Ok(name) = codec::torrent_name(v) else {
         res.skipped_corrupt += 1;
         return Ok(false);
     };
     let mut files: Option<Vec<crate::types::FileEntry>> = None;
-    for ph in phrases {
-        if ph.scope != Scope::Path && phrase_in(ph, &st.rec.name) {
+    for (i, ph) in phrases.iter().enumerate() {
+        if ph.scope != Scope::Path && phrase_in(ph, name) {
             continue;
         }
         if ph.scope == Scope::Name {
             return Ok(false);
+        }
+        if let Some(Some(ls)) = in_paths.get(i) {
+            let in_path = |l: &Vec<u32>| match l.binary_search_by_key(&docid, |p| p >> 2) {
+                Ok(j) => l[j] & u32::from(IN_PATH) != 0,
+                Err(_) => false,
+            };
+            if !ls.iter().all(in_path) {
+                return Ok(false);
+            }
         }
         if files.is_none() {
             let dk = codec::docid_key(docid);
@@ -356,7 +373,7 @@ fn run_query(
     terms.sort();
     terms.dedup();
     let mut lists: Vec<Vec<u32>> = Vec::with_capacity(terms.len());
-    for t in terms {
+    for t in &terms {
         let l = term_postings(txn, dbs, t, ndocs, &mut res)?;
         if l.is_empty() {
             return Ok(res);
@@ -364,6 +381,31 @@ fn run_query(
         lists.push(l);
     }
     let no_text = lists.is_empty();
+    // `columns` answers the size filter and a time range out of doc id order, and
+    // gives the sort keys (modes 0 and 2; see `Store::set_order_mode`).
+    let cols = mode == 0 || mode == 2;
+    // Per phrase (modes 0 and 2), the postings of its words: a candidate for which
+    // one of them lacks the path flag cannot hold it in a file path, and its file
+    // list is not read for it.
+    let mut in_paths: Vec<Option<Vec<Vec<u32>>>> = Vec::new();
+    for c in &parsed.must {
+        if let Some(ph) = &c.phrase {
+            let unknown = !cols || ph.scope == Scope::Name || c.terms.iter().any(|t| t.prefix);
+            in_paths.push(if unknown {
+                None
+            } else {
+                c.terms
+                    .iter()
+                    .map(|t| {
+                        terms
+                            .binary_search(&t)
+                            .ok()
+                            .and_then(|i| lists.get(i).cloned())
+                    })
+                    .collect()
+            });
+        }
+    }
     let mut matches = intersect(lists);
     // The facet filter: every torrent that passes it (no text), or the text's matches
     // that pass it.
@@ -410,7 +452,7 @@ fn run_query(
                     .get(txn, &codec::docid_key(d))
                     .map_err(lmdb("reading torrents"))?
                 {
-                    if phrases_hold(txn, dbs, d, v, &[ph], &mut res)? {
+                    if phrases_hold(txn, dbs, d, v, &[ph], &[], &mut res)? {
                         kept.push(d);
                     }
                 }
@@ -440,7 +482,12 @@ fn run_query(
         .iter()
         .filter_map(|c| c.phrase.as_ref())
         .collect();
-    let mut size_filter = q.min_size.is_some() || q.max_size.is_some();
+    let cols_filter =
+        cols && (q.min_size.is_some() || q.max_size.is_some() || (time_range && !time_ordered));
+    if cols_filter {
+        filter_by_columns(txn, dbs, &mut matches, q, &mut res)?;
+    }
+    let mut size_filter = (q.min_size.is_some() || q.max_size.is_some()) && !cols_filter;
     let walk = match mode {
         1 => false,
         2 => true,
@@ -458,7 +505,8 @@ fn run_query(
             &mut res,
         )?;
     }
-    let checks = size_filter || (time_range && !time_ordered) || !phrases.is_empty();
+    let time_checks = time_range && !time_ordered && !cols_filter;
+    let checks = size_filter || time_checks || !phrases.is_empty();
     let fast = match (q.sort, q.descending) {
         _ if checks => None,
         (SortBy::Relevance, true) => Some(Order::Relevance),
@@ -482,9 +530,8 @@ fn run_query(
         _ => None,
     };
     let by_docid = q.sort == SortBy::Relevance || (q.sort == SortBy::Discovered && time_ordered);
-    let time_checks = time_range && !time_ordered;
     let phrase_only = !phrases.is_empty() && !size_filter && !time_checks;
-    if phrase_only && by_docid && matches.len() > PHRASE_CHECK_BUDGET {
+    if phrase_only && (by_docid || cols) && matches.len() > PHRASE_CHECK_BUDGET {
         // Check candidates in the page's order: the page is exact; the total is
         // exact only if the budget reached every candidate.
         let desc = q.descending;
@@ -495,8 +542,15 @@ fn run_query(
             } else {
                 matches.sort_unstable_by_key(key);
             }
-        } else if desc {
-            matches.reverse();
+        } else if by_docid {
+            if desc {
+                matches.reverse();
+            }
+        } else {
+            // The sort key of every candidate from `columns`, then in that order.
+            let mut keyed = column_keys(txn, dbs, &matches, q.sort, desc, &mut res)?;
+            keyed.sort_unstable_by_key(|x| (x.0, x.1));
+            matches = keyed.into_iter().map(|x| (x.2, 0)).collect();
         }
         let k = offset.saturating_add(limit);
         let (mut checked, mut found) = (0usize, 0usize);
@@ -514,7 +568,7 @@ fn run_query(
                 res.skipped_corrupt += 1;
                 continue;
             };
-            if phrases_hold(txn, dbs, d, v, &phrases, &mut res)? {
+            if phrases_hold(txn, dbs, d, v, &phrases, &in_paths, &mut res)? {
                 if found >= offset && found < k {
                     page.push(d);
                 }
@@ -548,6 +602,32 @@ fn run_query(
             mode,
             &mut res,
         )?
+    } else if cols && phrases.is_empty() {
+        // Filters are applied: the sort keys of every match from `columns`, the
+        // best `offset + limit` kept in a heap.
+        let k = offset.saturating_add(limit);
+        let mut best: std::collections::BinaryHeap<(u64, u32, u32)> =
+            std::collections::BinaryHeap::with_capacity(k.min(matches.len()) + 1);
+        let (sort, desc) = (q.sort, q.descending);
+        let mut seen = 0usize;
+        res.skipped_corrupt += columns::for_each(txn, dbs, matches.iter().map(|m| m.0), |i, f| {
+            let (d, score) = matches[i];
+            let key = sort_key(sort, desc, score, &f, d);
+            seen += 1;
+            if best.len() < k {
+                best.push(key);
+            } else if let Some(mut top) = best.peek_mut() {
+                if key < *top {
+                    *top = key;
+                }
+            }
+        })?;
+        res.total = seen;
+        let keyed = best.into_sorted_vec();
+        if offset >= keyed.len() {
+            return Ok(res);
+        }
+        keyed[offset..].iter().map(|x| x.2).collect()
     } else {
         // Every match is looked up: filters, phrases, and the sort key.
         let desc = q.descending;
@@ -572,24 +652,11 @@ fn run_query(
             {
                 continue;
             }
-            if !phrases.is_empty() && !phrases_hold(txn, dbs, d, v, &phrases, &mut res)? {
+            if !phrases.is_empty() && !phrases_hold(txn, dbs, d, v, &phrases, &in_paths, &mut res)?
+            {
                 continue;
             }
-            let val = match q.sort {
-                SortBy::Relevance => Some(u64::from(score)),
-                SortBy::Discovered => Some(f.discovered_at),
-                SortBy::Size => Some(f.total_size),
-                SortBy::Seeders => f.seeders.map(u64::from),
-                SortBy::Files => Some(u64::from(f.file_count)),
-            };
-            // Ascending keys: unknown values last either way; ties by doc id in the
-            // same direction.
-            let key = match val {
-                None => u64::MAX,
-                Some(v) if desc => u64::MAX - 1 - v.min(u64::MAX - 1),
-                Some(v) => v.min(u64::MAX - 1),
-            };
-            keyed.push((key, if desc { u32::MAX - d } else { d }, d));
+            keyed.push(sort_key(q.sort, desc, score, &f, d));
         }
         res.total = keyed.len();
         let k = offset.saturating_add(limit).min(keyed.len());
@@ -601,6 +668,78 @@ fn run_query(
     };
     push_records(txn, dbs, page, &mut res)?;
     Ok(res)
+}
+
+/// The ascending key of match `d` (with relevance `score`) for `sort`: (value,
+/// tie-break, doc id). Unknown values come last either way; ties by doc id in the
+/// sort's direction.
+fn sort_key(
+    sort: SortBy,
+    desc: bool,
+    score: u32,
+    f: &codec::SortFields,
+    d: u32,
+) -> (u64, u32, u32) {
+    let val = match sort {
+        SortBy::Relevance => Some(u64::from(score)),
+        SortBy::Discovered => Some(f.discovered_at),
+        SortBy::Size => Some(f.total_size),
+        SortBy::Seeders => f.seeders.map(u64::from),
+        SortBy::Files => Some(u64::from(f.file_count)),
+    };
+    let key = match val {
+        None => u64::MAX,
+        Some(v) if desc => u64::MAX - 1 - v.min(u64::MAX - 1),
+        Some(v) => v.min(u64::MAX - 1),
+    };
+    (key, if desc { u32::MAX - d } else { d }, d)
+}
+
+/// The sort keys (see `sort_key`) of `matches` from `columns`; a match without an
+/// entry is counted as corrupt and left out.
+fn column_keys(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    matches: &[(u32, u32)],
+    sort: SortBy,
+    desc: bool,
+    res: &mut SearchResults,
+) -> Result<Vec<(u64, u32, u32)>> {
+    let mut keyed = Vec::with_capacity(matches.len());
+    res.skipped_corrupt += columns::for_each(txn, dbs, matches.iter().map(|m| m.0), |i, f| {
+        let (d, score) = matches[i];
+        keyed.push(sort_key(sort, desc, score, &f, d));
+    })?;
+    Ok(keyed)
+}
+
+/// Keeps the matches whose `columns` entry meets the size and discovery-time
+/// ranges of `q`; a match without an entry is counted as corrupt and dropped.
+fn filter_by_columns(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    matches: &mut Vec<(u32, u32)>,
+    q: &SearchQuery,
+    res: &mut SearchResults,
+) -> Result<()> {
+    let (lo, hi) = (q.min_size.unwrap_or(0), q.max_size.unwrap_or(u64::MAX));
+    let (since, before) = (
+        q.discovered_since.unwrap_or(0),
+        q.discovered_before.unwrap_or(u64::MAX),
+    );
+    let mut keep = vec![false; matches.len()];
+    res.skipped_corrupt += columns::for_each(txn, dbs, matches.iter().map(|m| m.0), |i, f| {
+        keep[i] = f.total_size >= lo
+            && f.total_size <= hi
+            && f.discovered_at >= since
+            && (q.discovered_before.is_none() || f.discovered_at < before);
+    })?;
+    let mut i = 0;
+    matches.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+    Ok(())
 }
 
 /// Appends the records of `page` to the hits.
@@ -780,14 +919,23 @@ fn page_in_order(
             }
             res.skipped_corrupt += corrupt;
             if size {
-                exact_order(txn, dbs, hits.into_iter(), order, offset, k, res)?
+                exact_order(txn, dbs, hits.into_iter(), order, offset, k, mode, res)?
             } else {
                 hits.get(offset..).unwrap_or(&[]).to_vec()
             }
         }
         _ => {
             // Few matches: exact ordering from the records' fixed fields.
-            exact_order(txn, dbs, matches.iter().map(|m| m.0), order, offset, k, res)?
+            exact_order(
+                txn,
+                dbs,
+                matches.iter().map(|m| m.0),
+                order,
+                offset,
+                k,
+                mode,
+                res,
+            )?
         }
     })
 }
@@ -955,7 +1103,9 @@ fn top_k<T, K: Ord>(v: &mut [T], k: usize, key: impl Fn(&T) -> K) {
 }
 
 /// The page `offset..k` of `cands` in `order`, from the records' fixed fields
-/// (discovered_at or total_size, ties by doc id).
+/// (discovered_at or total_size, ties by doc id), read from `columns` (modes 0 and
+/// 2) or `torrents`.
+#[allow(clippy::too_many_arguments)]
 fn exact_order(
     txn: &RoTxn,
     dbs: &Dbs,
@@ -963,27 +1113,39 @@ fn exact_order(
     order: Order,
     offset: usize,
     k: usize,
+    mode: usize,
     res: &mut SearchResults,
 ) -> Result<Vec<u32>> {
     let mut keyed: Vec<(u64, u32)> = Vec::new();
-    for docid in cands {
-        let dk = codec::docid_key(docid);
-        match dbs
-            .torrents
-            .get(txn, &dk)
-            .map_err(lmdb("reading torrents"))?
-        {
-            Some(v) => match codec::torrent_keys(v) {
-                Ok((_, at, size)) => keyed.push((
-                    match order {
-                        Order::Largest | Order::Smallest => size,
-                        _ => at,
-                    },
-                    docid,
-                )),
-                Err(_) => res.skipped_corrupt += 1,
-            },
-            None => res.skipped_corrupt += 1,
+    let by_size = matches!(order, Order::Largest | Order::Smallest);
+    if mode == 0 || mode == 2 {
+        let mut ds: Vec<u32> = cands.collect();
+        ds.sort_unstable();
+        keyed.reserve(ds.len());
+        res.skipped_corrupt += columns::for_each(txn, dbs, ds.iter().copied(), |i, f| {
+            keyed.push((
+                if by_size {
+                    f.total_size
+                } else {
+                    f.discovered_at
+                },
+                ds[i],
+            ));
+        })?;
+    } else {
+        for docid in cands {
+            let dk = codec::docid_key(docid);
+            match dbs
+                .torrents
+                .get(txn, &dk)
+                .map_err(lmdb("reading torrents"))?
+            {
+                Some(v) => match codec::torrent_keys(v) {
+                    Ok((_, at, size)) => keyed.push((if by_size { size } else { at }, docid)),
+                    Err(_) => res.skipped_corrupt += 1,
+                },
+                None => res.skipped_corrupt += 1,
+            }
         }
     }
     let k = k.min(keyed.len());

@@ -16,7 +16,8 @@
 //!    [`BatchTxn::write_by_size`] and [`write_postings`] (`terms`).
 //! 5. [`BatchTxn::apply_sightings`] (`Op::Seen`, `Op::Scrape`), [`BatchTxn::write_latest`] (peers,
 //!    nodes, sessions) and [`BatchTxn::append_requests`] (with trimming).
-//! 6. The `meta` counters.
+//! 6. `columns`: the search fields of every record written (one write per chunk).
+//! 7. The `meta` counters.
 //!
 //! On `MDB_MAP_FULL` the transaction is aborted and run again from step 1 (see
 //! `Store::write`), so a step keeps no state outside the transaction except the
@@ -207,6 +208,8 @@ struct BatchTxn<'t, 'e> {
     dbs: &'t Dbs,
     meta: MetaCounters,
     rep: BatchReport,
+    /// The search fields of every record written, for `columns` (see `columns::write`).
+    cols: Vec<(u32, codec::SortFields)>,
 }
 
 /// Writes one batch in `txn` (see the module doc for its steps) and returns what it
@@ -219,6 +222,7 @@ fn apply_batch_txn(txn: &mut RwTxn, dbs: &Dbs, batch: &mut BatchCtx) -> Result<B
         dbs,
         meta,
         rep: BatchReport::default(),
+        cols: Vec::new(),
     };
     // Filter marks first: they decide what this batch's torrents become.
     super::filter::apply_marks(w.txn, dbs, batch.ops, &mut w.meta)?;
@@ -274,6 +278,7 @@ fn apply_batch_txn(txn: &mut RwTxn, dbs: &Dbs, batch: &mut BatchCtx) -> Result<B
     w.apply_sightings(batch.ops)?;
     w.write_latest(batch.ops)?;
     w.append_requests(batch.ops, settings.max_requests)?;
+    super::columns::write(w.txn, dbs, std::mem::take(&mut w.cols))?;
     w.meta.store(w.txn, &dbs.meta)?;
     Ok(w.rep)
 }
@@ -365,6 +370,7 @@ impl BatchTxn<'_, '_> {
             dbs.torrents
                 .put(self.txn, &dk, &codec::encode_torrent(r))
                 .map_err(lmdb("writing a torrent"))?;
+            self.cols.push((docid, codec::SortFields::of(r)));
             self.rep.torrents_updated += (b - a) as u64;
         }
         Ok(())
@@ -435,6 +441,7 @@ impl BatchTxn<'_, '_> {
             dbs.torrents
                 .put_with_flags(self.txn, append, &dk, &codec::encode_torrent(&rec))
                 .map_err(lmdb("writing a torrent"))?;
+            self.cols.push((docid, codec::SortFields::of(&rec)));
             dbs.files
                 .put_with_flags(self.txn, append, &dk, {
                     match pre.and_then(|p| p.files.get(g)) {
@@ -578,6 +585,7 @@ impl BatchTxn<'_, '_> {
             dbs.torrents
                 .put(self.txn, &dk, &codec::encode_torrent(&st.rec))
                 .map_err(lmdb("writing a torrent"))?;
+            self.cols.push((docid, codec::SortFields::of(&st.rec)));
             if at.is_some() {
                 self.rep.seen_updated += 1;
             } else {

@@ -1,0 +1,291 @@
+//! `columns`: the fields search filters and sorts on (total size, discovery time,
+//! file count, seeders) of every torrent, packed in fixed width by doc id, so that
+//! a query can read them for tens of thousands of matches without looking each one
+//! up in `torrents`.
+//!
+//! Key: chunk number u32 BE (doc id / 504). Value: a presence bitmap of 63 bytes (bit
+//! `i % 8` of byte `i / 8`: doc id `chunk · 504 + i` has an entry), then 504 entries of
+//! 24 bytes: total_size u64 LE, discovered_at u64 LE, file_count u32 LE, seeders u32
+//! LE (`u32::MAX` = unknown). 12,159 bytes, three 4 KiB overflow pages: 1,000,000
+//! torrents are ~2,000 chunks, walked in key order by a cursor when the matches are
+//! dense, or looked up chunk by chunk when they are few. (Chunks of 64 entries, two
+//! per leaf page, made a dense walk 8 times as many cursor steps: a one-word seeders
+//! sort at 1 M took p50 7.5 ms, against 0.94 ms with these, on the loaded machine;
+//! see BENCHMARKS.md. The price: a scrape rewrites its chunk's three pages.)
+//!
+//! The writer keeps it in step with `torrents` in the same transaction: every
+//! record it writes (new, merged sighting, scrape) is written here too
+//! ([`write`]), once per chunk per batch; a deleted torrent must be removed with
+//! [`remove`]. `Store::integrity_check` compares the two.
+
+use std::ops::Bound;
+
+use heed::{RoTxn, RwTxn};
+
+use super::{lmdb, Dbs, Result};
+use crate::codec::{self, SortFields};
+
+/// Doc ids per chunk: the value (12,159 bytes) and LMDB's header fill three 4 KiB
+/// overflow pages.
+const PER_CHUNK: usize = 504;
+const PER: u32 = PER_CHUNK as u32;
+/// Bytes of one entry.
+const ENTRY: usize = 24;
+/// Bytes of the presence bitmap.
+const BITMAP: usize = PER_CHUNK / 8;
+/// Bytes of a chunk value.
+const CHUNK_BYTES: usize = BITMAP + PER_CHUNK * ENTRY;
+/// Matches are read with one lookup per chunk when `matches · DENSE_FACTOR <` the
+/// chunks they span, else by one cursor walk over those chunks (a cursor step costs
+/// a small fraction of a lookup).
+const DENSE_FACTOR: usize = 8;
+
+fn chunk_key(docid: u32) -> [u8; 4] {
+    (docid / PER).to_be_bytes()
+}
+
+fn encode_entry(f: &SortFields, out: &mut [u8]) {
+    out[..8].copy_from_slice(&f.total_size.to_le_bytes());
+    out[8..16].copy_from_slice(&f.discovered_at.to_le_bytes());
+    out[16..20].copy_from_slice(&f.file_count.to_le_bytes());
+    out[20..24].copy_from_slice(&f.seeders.unwrap_or(u32::MAX).to_le_bytes());
+}
+
+/// The entry of slot `slot` of chunk value `v`, if present.
+fn entry(v: &[u8], slot: usize) -> Option<SortFields> {
+    if v.len() != CHUNK_BYTES || v[slot / 8] >> (slot % 8) & 1 == 0 {
+        return None;
+    }
+    let e = v.get(BITMAP + slot * ENTRY..BITMAP + (slot + 1) * ENTRY)?;
+    let u64_at = |o: usize| {
+        u64::from_le_bytes([
+            e[o],
+            e[o + 1],
+            e[o + 2],
+            e[o + 3],
+            e[o + 4],
+            e[o + 5],
+            e[o + 6],
+            e[o + 7],
+        ])
+    };
+    let u32_at = |o: usize| u32::from_le_bytes([e[o], e[o + 1], e[o + 2], e[o + 3]]);
+    let seeders = u32_at(20);
+    Some(SortFields {
+        total_size: u64_at(0),
+        discovered_at: u64_at(8),
+        file_count: u32_at(16),
+        seeders: (seeders != u32::MAX).then_some(seeders),
+    })
+}
+
+/// Writes the entries of `updates` ((doc id, fields), any order; for a doc id given
+/// twice the later one wins), one read and one write per chunk, in key order.
+pub(super) fn write(txn: &mut RwTxn, dbs: &Dbs, mut updates: Vec<(u32, SortFields)>) -> Result<()> {
+    updates.sort_by_key(|u| u.0); // stable: the later of a doc id's updates stays last
+    apply(txn, dbs, updates.into_iter().map(|(d, f)| (d, Some(f))))
+}
+
+/// Removes the entry of `docid` (a deleted or pruned torrent: `filter::remove_txn`);
+/// an emptied chunk is deleted.
+pub(super) fn remove(txn: &mut RwTxn, dbs: &Dbs, docid: u32) -> Result<()> {
+    apply(txn, dbs, std::iter::once((docid, None)))
+}
+
+/// Sets (`Some`) or clears (`None`) entries; doc ids ascending.
+fn apply(
+    txn: &mut RwTxn,
+    dbs: &Dbs,
+    updates: impl Iterator<Item = (u32, Option<SortFields>)>,
+) -> Result<()> {
+    let mut cur: Option<([u8; 4], Vec<u8>)> = None;
+    for (docid, f) in updates {
+        let key = chunk_key(docid);
+        if cur.as_ref().map(|c| c.0) != Some(key) {
+            if let Some((k, v)) = cur.take() {
+                flush(txn, dbs, &k, &v)?;
+            }
+            let v = match dbs
+                .columns
+                .get(txn, &key)
+                .map_err(lmdb("reading columns"))?
+            {
+                Some(v) if v.len() == CHUNK_BYTES => v.to_vec(),
+                // Absent, or of a bad size (rewritten whole; `db check` reports it).
+                _ => vec![0u8; CHUNK_BYTES],
+            };
+            cur = Some((key, v));
+        }
+        if let Some((_, v)) = cur.as_mut() {
+            let slot = docid as usize % PER_CHUNK;
+            let at = BITMAP + slot * ENTRY;
+            match f {
+                Some(f) => {
+                    v[slot / 8] |= 1 << (slot % 8);
+                    encode_entry(&f, &mut v[at..at + ENTRY]);
+                }
+                None => {
+                    v[slot / 8] &= !(1 << (slot % 8));
+                    v[at..at + ENTRY].fill(0);
+                }
+            }
+        }
+    }
+    if let Some((k, v)) = cur {
+        flush(txn, dbs, &k, &v)?;
+    }
+    Ok(())
+}
+
+fn flush(txn: &mut RwTxn, dbs: &Dbs, k: &[u8; 4], v: &[u8]) -> Result<()> {
+    if v[..BITMAP].iter().all(|&b| b == 0) {
+        dbs.columns
+            .delete(txn, k)
+            .map_err(lmdb("writing columns"))?;
+        Ok(())
+    } else {
+        dbs.columns.put(txn, k, v).map_err(lmdb("writing columns"))
+    }
+}
+
+/// The fields of one torrent, `None` when it has no entry.
+pub(super) fn get(txn: &RoTxn, dbs: &Dbs, docid: u32) -> Result<Option<SortFields>> {
+    Ok(dbs
+        .columns
+        .get(txn, &chunk_key(docid))
+        .map_err(lmdb("reading columns"))?
+        .and_then(|v| entry(v, docid as usize % PER_CHUNK)))
+}
+
+/// Calls `f(i, fields)` for each `docids[i]` (ascending) that has an entry; returns
+/// how many had none. Dense doc ids are read by one cursor walk over the chunks they
+/// span, sparse ones by one lookup per chunk.
+pub(super) fn for_each(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    docids: impl ExactSizeIterator<Item = u32> + Clone,
+    mut f: impl FnMut(usize, SortFields),
+) -> Result<usize> {
+    let n = docids.len();
+    let mut it = docids.clone();
+    let (Some(first), Some(last)) = (it.next(), docids.clone().last()) else {
+        return Ok(0);
+    };
+    let span = ((last / PER) - (first / PER)) as usize + 1;
+    let mut missing = 0;
+    if n.saturating_mul(DENSE_FACTOR) < span {
+        let mut chunk: Option<(u32, Option<&[u8]>)> = None;
+        for (i, d) in docids.enumerate() {
+            let c = d / PER;
+            if chunk.map(|x| x.0) != Some(c) {
+                let v = dbs
+                    .columns
+                    .get(txn, &c.to_be_bytes())
+                    .map_err(lmdb("reading columns"))?;
+                chunk = Some((c, v));
+            }
+            match chunk
+                .and_then(|x| x.1)
+                .and_then(|v| entry(v, d as usize % PER_CHUNK))
+            {
+                Some(e) => f(i, e),
+                None => missing += 1,
+            }
+        }
+        return Ok(missing);
+    }
+    let lo = chunk_key(first);
+    let hi = chunk_key(last);
+    let range = (Bound::Included(&lo[..]), Bound::Included(&hi[..]));
+    let mut walk = dbs
+        .columns
+        .range(txn, &range)
+        .map_err(lmdb("reading columns"))?;
+    let mut cur: Option<(u32, &[u8])> = None;
+    for (i, d) in docids.enumerate() {
+        let c = d / PER;
+        while cur.is_none_or(|x| x.0 < c) {
+            match walk.next() {
+                Some(r) => {
+                    let (k, v) = r.map_err(lmdb("reading columns"))?;
+                    match codec::docid_from(k) {
+                        Ok(kc) => cur = Some((kc, v)),
+                        Err(_) => continue,
+                    }
+                }
+                None => {
+                    cur = Some((u32::MAX, &[]));
+                }
+            }
+        }
+        match cur
+            .filter(|x| x.0 == c)
+            .and_then(|x| entry(x.1, d as usize % PER_CHUNK))
+        {
+            Some(e) => f(i, e),
+            None => missing += 1,
+        }
+    }
+    Ok(missing)
+}
+
+/// Fills `columns` from `torrents` (the upgrade to schema 6, and tests); returns
+/// how many entries were written.
+pub(super) fn rebuild(txn: &mut RwTxn, dbs: &Dbs) -> Result<u64> {
+    dbs.columns.clear(txn).map_err(lmdb("clearing columns"))?;
+    let mut after: Option<[u8; 4]> = None;
+    let mut done = 0u64;
+    loop {
+        let mut chunk: Vec<(u32, SortFields)> = Vec::with_capacity(50_000);
+        let mut read = 0usize;
+        {
+            let range = match &after {
+                Some(k) => (Bound::Excluded(&k[..]), Bound::Unbounded),
+                None => (Bound::Unbounded, Bound::Unbounded),
+            };
+            for r in dbs
+                .torrents
+                .range(txn, &range)
+                .map_err(lmdb("reading torrents"))?
+            {
+                let (k, v) = r.map_err(lmdb("reading torrents"))?;
+                let Ok(docid) = codec::docid_from(k) else {
+                    continue;
+                };
+                after = Some(codec::docid_key(docid));
+                read += 1;
+                // A record that does not decode gets no entry (search skips it as
+                // corrupt, as it did); `db check` reports it.
+                if let Ok(f) = codec::torrent_sort_fields(v) {
+                    chunk.push((docid, f));
+                }
+                if read == 50_000 {
+                    break;
+                }
+            }
+        }
+        if read == 0 {
+            break;
+        }
+        done += chunk.len() as u64;
+        write(txn, dbs, chunk)?;
+    }
+    Ok(done)
+}
+
+/// Entries in `columns`, and chunks whose value has the wrong size.
+pub(super) fn count(txn: &RoTxn, dbs: &Dbs) -> Result<(u64, u64)> {
+    let (mut entries, mut bad) = (0u64, 0u64);
+    for r in dbs.columns.iter(txn).map_err(lmdb("reading columns"))? {
+        let (_, v) = r.map_err(lmdb("reading columns"))?;
+        if v.len() == CHUNK_BYTES {
+            entries += v[..BITMAP]
+                .iter()
+                .map(|b| u64::from(b.count_ones()))
+                .sum::<u64>();
+        } else {
+            bad += 1;
+        }
+    }
+    Ok((entries, bad))
+}
