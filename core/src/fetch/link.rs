@@ -153,6 +153,26 @@ impl UtpLink {
                     fetcher.handle_closed(now, conn, close_reason(reason));
                 }
             }
+            // The peer's SYN crossed our own dialling (a holepunch's
+            // simultaneous open): the fetcher runs a session on it, next to
+            // our attempt's if that is still open, or aborts it.
+            UtpEvent::Crossed {
+                attempt,
+                stream,
+                from,
+                ..
+            } => {
+                let attempt = attempt.and_then(|a| self.by_stream.get(&a).copied());
+                match fetcher.adopt_crossed(now, attempt, from) {
+                    Some(c) => {
+                        self.by_conn.insert(c, stream);
+                        self.by_stream.insert(stream, c);
+                    }
+                    None => {
+                        let _ = utp.abort(now, stream);
+                    }
+                }
+            }
             // Incoming streams are not the fetcher's (the crawler refuses them).
             UtpEvent::Incoming { stream, .. } => {
                 let _ = utp.abort(now, stream);
