@@ -1297,20 +1297,20 @@ fn holepunch_peer(
 /// NAT drops our uTP SYN, refuses our TCP connect), sends `rendezvous` to the
 /// relay, and on `connect` opens uTP to the target while the target opens uTP
 /// to us: the info dict must then come from the target, over uTP, through
-/// both NATs. libtorrent keeps its own outgoing connection to us and drops
-/// ours as a duplicate, so the stream that carries the metadata is the
-/// target's crossed SYN, which the uTP manager takes as our attempt's stream
-/// (`UtpFault::SynCrossed`), spoken in clear (as libtorrent's outgoing side).
+/// both NATs. Which SYN gets through first is a race, and libtorrent keeps
+/// one of two connections with the same endpoint at random (equal ports):
+/// the crossed SYN runs as a second candidate session next to ours
+/// (`UtpEvent::Crossed`), a stream dropped as a duplicate before the
+/// handshake is redialled over the open mapping, and the target's own later
+/// dialling is adopted (core/tests/holepunch.rs plays every interleaving).
 /// Run once per runtime: the logic is core's, the runtime only does the IO.
 #[test]
-#[ignore = "issue 15: races when both SYNs pass both NATs (clean-clone CI, 2026-12-07: our SYN reached the target, libtorrent dropped it as a duplicate peer id and the crossed stream closed before the handshake); run with --ignored"]
 fn holepunch_through_a_libtorrent_relay_mio() {
     holepunch_through_a_libtorrent_relay("mio")
 }
 
 /// [`holepunch_through_a_libtorrent_relay_mio`] with `--runtime tokio`.
 #[test]
-#[ignore = "issue 15: races when both SYNs pass both NATs (clean-clone CI, 2026-12-07: our SYN reached the target, libtorrent dropped it as a duplicate peer id and the crossed stream closed before the handshake); run with --ignored"]
 fn holepunch_through_a_libtorrent_relay_tokio() {
     holepunch_through_a_libtorrent_relay("tokio")
 }

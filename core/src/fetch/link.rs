@@ -369,6 +369,41 @@ mod tests {
         );
     }
 
+    /// Issue 15, the strategy's cost: jobs for the same uTP-only peer start
+    /// in parallel, before the capability cache knows anything. Only the
+    /// first one pays the TCP attempts (plaintext, then MSE: libtorrent with
+    /// incoming TCP off accepts and closes); the others wait for what it
+    /// learns and go straight to uTP.
+    #[test]
+    fn parallel_jobs_to_a_utp_only_peer_pay_its_tcp_attempts_once() {
+        let mut w = UtpSwarm::new(5, Duration::from_millis(20), 0);
+        w.tcp_accept_then_close = true;
+        let raw = info(1 << 20, 100 << 20);
+        let ih = w.set_seeder(seeder(), raw.clone().into());
+        let mut f = fetcher(true);
+        let mut ev = Vec::new();
+        // Three more torrents from the same peer, at the same moment (the
+        // seeder serves only `ih`: the others fail once they reach it).
+        let others = [0x21u8, 0x22, 0x23].map(|b| crate::InfoHash([b; 20]));
+        f.fetch(Timestamp::ZERO, ih, &[seeder()]).unwrap();
+        for o in others {
+            f.fetch(Timestamp::ZERO, o, &[seeder()]).unwrap();
+        }
+        w.run_into(&mut f, 100_000, &mut ev);
+        assert_eq!(fetched(&ev).len(), 1, "{ev:?}");
+        // One job's plaintext and MSE connects, not four jobs' worth.
+        assert_eq!(w.tcp_refused, 2, "{:?}", sessions(&ev));
+        let t = &f.stats().transport;
+        assert_eq!(t.attempts.get(&Transport::Tcp), Some(&2));
+        assert_eq!(
+            t.chosen.get(&(Transport::Utp, TransportChoice::Remembered)),
+            Some(&3),
+            "{:?}",
+            t.chosen
+        );
+        assert_eq!(f.jobs(), 0);
+    }
+
     #[test]
     fn without_utp_the_fetcher_only_tries_tcp() {
         let mut w = UtpSwarm::new(3, Duration::from_millis(20), 0);

@@ -200,6 +200,13 @@ pub struct Fetcher {
     /// at most `UDP_CONTACTS_MAX`, oldest forgotten first).
     udp_contacts: BTreeMap<SocketAddr, (SocketId, Timestamp)>,
     udp_order: BTreeSet<(Timestamp, SocketAddr)>,
+    /// Peers whose transport nobody knows yet, and the job that is finding
+    /// out (its attempts, retries and fallback in flight): other jobs wait
+    /// for what it learns instead of paying the same failed connects (a
+    /// uTP-only peer costs one job's TCP attempts per session, not every
+    /// job's). Cleared when a handshake gets through (the cache learns the
+    /// transport at once) or the job is done with the peer.
+    probing: BTreeMap<SocketAddr, InfoHash>,
     stats: FetchStats,
 }
 
@@ -276,6 +283,7 @@ impl Fetcher {
             utp: false,
             udp_contacts: BTreeMap::new(),
             udp_order: BTreeSet::new(),
+            probing: BTreeMap::new(),
             stats: FetchStats::default(),
         }
     }
@@ -737,6 +745,7 @@ impl Fetcher {
         if first_handshake {
             c.handshake_at = Some(now);
         }
+        let learned = first_handshake.then(|| (c.peer, c.transport, c.stream.encryption()));
         c.pex_added += pex.len() as u32;
         let (ih, mode) = (c.ih, c.mode);
         if !wire.is_empty() {
@@ -752,6 +761,9 @@ impl Fetcher {
         }
         if first_handshake && mode == WireMode::Plaintext {
             self.stats.encryption.plaintext_ok += 1;
+        }
+        if let Some((peer, transport, enc)) = learned {
+            self.learn_transport(peer, transport, enc);
         }
         if !wire.is_empty() {
             self.stats.bytes_out += wire.len() as u64;
@@ -1000,8 +1012,11 @@ impl Fetcher {
                 self.runnable.push_front(ih);
                 return;
             }
-            let per_ip = &self.per_ip;
-            let free = |p: &SocketAddr| per_ip.get(&p.ip()).copied().unwrap_or(0) < per_ip_cap;
+            let (per_ip, probing) = (&self.per_ip, &self.probing);
+            let free = |p: &SocketAddr| {
+                per_ip.get(&p.ip()).copied().unwrap_or(0) < per_ip_cap
+                    && probing.get(p).is_none_or(|owner| *owner == ih)
+            };
             let peer = if let Some(i) = job.pending.iter().position(free) {
                 job.pending.remove(i)
             } else if let Some(i) = job.later.iter().position(free) {
@@ -1148,6 +1163,9 @@ impl Fetcher {
         self.active += 1;
         if let Some(job) = self.jobs.get_mut(&ih) {
             job.conns.push(id);
+        }
+        if self.utp && self.cache.get(&peer).is_none_or(|c| c.transport.is_none()) {
+            self.probing.entry(peer).or_insert(ih);
         }
         self.stats.sessions_started += 1;
         self.out.push_back(match transport {
@@ -1456,6 +1474,26 @@ impl Fetcher {
                 job.reasons.push((c.peer, r));
             }
         }
+        // The job that was finding out this peer's transport is done with it
+        // unless a retry or a redial of it is queued.
+        if self.probing.get(&c.peer) == Some(&c.ih) {
+            let queued = self.jobs.get(&c.ih).is_some_and(|j| {
+                j.retry_mode.contains_key(&c.peer)
+                    || j.retry_transport.contains_key(&c.peer)
+                    || j.hp_go.contains(&c.peer)
+                    || j.hp_redial.get(&c.peer).is_some_and(|r| r.0.is_some())
+                    || j.conns.iter().any(|x| {
+                        self.slots
+                            .get(x.index as usize)
+                            .and_then(|s| s.conn.as_ref())
+                            .is_some_and(|o| o.id == *x && o.peer == c.peer)
+                    })
+            });
+            if !queued {
+                self.probing.remove(&c.peer);
+                self.wake_ip(c.peer.ip());
+            }
+        }
         self.mark_runnable(c.ih);
         let report = PeerSessionReport {
             info_hash: c.ih,
@@ -1551,6 +1589,16 @@ impl Fetcher {
             self.end_conn(now, id, SessionOutcome::Cancelled, true);
         }
         let job = self.jobs.remove(&ih)?;
+        let released: Vec<SocketAddr> = self
+            .probing
+            .iter()
+            .filter(|(_, o)| **o == ih)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in released {
+            self.probing.remove(&p);
+            self.wake_ip(p.ip());
+        }
         self.stats.holepunch.unanswered += job.hp_pending.len() as u64;
         self.stats.holepunch.no_relay += job.hp_candidates.len() as u64;
         self.timers.remove(&(job.deadline, TimerKey::Job(ih)));
@@ -1629,6 +1677,38 @@ impl Fetcher {
 }
 
 impl Fetcher {
+    /// A handshake got through to `peer` over `transport`: the cache learns
+    /// it now (not when the session ends), and jobs waiting for the job that
+    /// was finding out may go on.
+    fn learn_transport(&mut self, peer: SocketAddr, transport: Transport, enc: Encryption) {
+        if self.probing.remove(&peer).is_some() {
+            if self.cache.update(
+                peer,
+                &PeerInfo::default(),
+                SessionOutcome::Cancelled,
+                transport,
+                Some(enc),
+                None,
+                Some(transport),
+            ) {
+                self.stats.cache_evictions += 1;
+            }
+            self.wake_ip(peer.ip());
+        }
+    }
+
+    /// Jobs blocked on `ip` (its per-IP slots, or a peer there being probed)
+    /// may try again.
+    fn wake_ip(&mut self, ip: IpAddr) {
+        if let Some(b) = self.blocked_on.remove(&ip) {
+            for ih in b {
+                if self.blocked.remove(&ih) {
+                    self.mark_runnable(ih);
+                }
+            }
+        }
+    }
+
     /// A job's holepunch timer: due redials start (a uTP attempt over the
     /// mapping the punch opened, unless a session with that target is
     /// running), waits that are over end, and the job ends if nothing is left.
