@@ -596,6 +596,37 @@ fn indexes_a_swarm_opts(runtime: &str, swarm_enc: &str, crawler_enc: Option<&str
             );
         }
         let tried: usize = timelines.values().map(|l| l.sessions as usize).sum();
+        // The strategy's cost (issue 15): failed TCP sessions per seeder over
+        // the whole run. Only the one fetch that finds out a peer's transport
+        // tries TCP (plaintext, then MSE: libtorrent with incoming TCP off
+        // accepts and closes); fetches of its other torrents wait for what it
+        // learns. Before, every torrent paid both.
+        let mut tcp_failed: BTreeMap<String, usize> = BTreeMap::new();
+        for line in crawler.log().lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            let f = &v["fields"];
+            if f["message"] == "peer session"
+                && f["transport"] == "tcp"
+                && f["outcome"]
+                    .as_str()
+                    .is_some_and(|o| o != "Ok" && o != "Cancelled")
+            {
+                *tcp_failed
+                    .entry(f["peer"].as_str().unwrap_or("?").to_string())
+                    .or_default() += 1;
+            }
+        }
+        let worst = tcp_failed.values().copied().max().unwrap_or(0);
+        eprintln!(
+            "INTEROP --runtime {runtime} uTP-only: failed TCP sessions per seeder {tcp_failed:?} \
+             (at most {worst})"
+        );
+        assert!(
+            worst <= 2,
+            "a uTP-only seeder cost more than one fetch's TCP attempts: {tcp_failed:?}"
+        );
         eprintln!(
             "INTEROP --runtime {runtime} against uTP-only seeders: fetched {}/{} torrents, \
              {tried} peer sessions",

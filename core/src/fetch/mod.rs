@@ -1403,6 +1403,12 @@ impl Fetcher {
             {
                 self.stats.cache_evictions += 1;
             }
+            // What failed outright is learned too: the next fetch from this
+            // peer (another job's, even if this one ends first) starts with
+            // the other transport.
+            if let Some(t) = transport_retry {
+                self.cache.prefer(&peer, t);
+            }
         }
         // A holepunch target: its own connection stays welcome for a while,
         // and one that ended before the handshake is redialled (paced).
