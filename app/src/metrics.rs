@@ -420,6 +420,9 @@ mod tests {
                 relay_requests: q.n(),
                 malformed: q.n(),
                 dropped: q.n(),
+                crossed: q.n(),
+                crossed_lost: q.n(),
+                redials: q.n(),
             },
         };
         let crawl = CrawlStats {

@@ -43,6 +43,17 @@ impl PeerCache {
         self.map.get(peer).map(|e| &e.cap)
     }
 
+    /// `peer` did not take a connection over the other transport (refused,
+    /// timed out, or closed before a byte both ways): unless something worked
+    /// before, `transport` is the one to try first next time.
+    pub fn prefer(&mut self, peer: &SocketAddr, transport: Transport) {
+        if let Some(e) = self.map.get_mut(peer) {
+            if e.cap.transport.is_none() {
+                e.cap.transport = Some(transport);
+            }
+        }
+    }
+
     /// Learns from a session with `peer` over `attempt` that ended with
     /// `outcome`, whose stream got past the handshake as `learned` or was
     /// refused in `refused` mode (remembered for `attempt` only), and whose

@@ -153,6 +153,26 @@ impl UtpLink {
                     fetcher.handle_closed(now, conn, close_reason(reason));
                 }
             }
+            // The peer's SYN crossed our own dialling (a holepunch's
+            // simultaneous open): the fetcher runs a session on it, next to
+            // our attempt's if that is still open, or aborts it.
+            UtpEvent::Crossed {
+                attempt,
+                stream,
+                from,
+                ..
+            } => {
+                let attempt = attempt.and_then(|a| self.by_stream.get(&a).copied());
+                match fetcher.adopt_crossed(now, attempt, from) {
+                    Some(c) => {
+                        self.by_conn.insert(c, stream);
+                        self.by_stream.insert(stream, c);
+                    }
+                    None => {
+                        let _ = utp.abort(now, stream);
+                    }
+                }
+            }
             // Incoming streams are not the fetcher's (the crawler refuses them).
             UtpEvent::Incoming { stream, .. } => {
                 let _ = utp.abort(now, stream);
@@ -347,6 +367,43 @@ mod tests {
             f.peer_capability(&seeder()).unwrap().transport,
             Some(Transport::Utp)
         );
+    }
+
+    /// Issue 15, the strategy's cost: jobs for the same uTP-only peer start
+    /// in parallel, before the capability cache knows anything. Only the
+    /// first one pays the TCP attempts (plaintext, then MSE: libtorrent with
+    /// incoming TCP off accepts and closes); the others wait for what it
+    /// learns and go straight to uTP.
+    #[test]
+    fn parallel_jobs_to_a_utp_only_peer_pay_its_tcp_attempts_once() {
+        let mut w = UtpSwarm::new(5, Duration::from_millis(20), 0);
+        w.tcp_accept_then_close = true;
+        let raw = info(1 << 20, 100 << 20);
+        let ih = w.set_seeder(seeder(), raw.clone().into());
+        let mut f = fetcher(true);
+        let mut ev = Vec::new();
+        // Three more torrents from the same peer, at the same moment (the
+        // seeder serves only `ih`: the others fail once they reach it).
+        let others = [0x21u8, 0x22, 0x23].map(|b| crate::InfoHash([b; 20]));
+        f.fetch(Timestamp::ZERO, ih, &[seeder()]).unwrap();
+        for o in others {
+            f.fetch(Timestamp::ZERO, o, &[seeder()]).unwrap();
+        }
+        w.run_into(&mut f, 100_000, &mut ev);
+        assert_eq!(fetched(&ev).len(), 1, "{ev:?}");
+        // One job's plaintext and MSE connects, not four jobs' worth.
+        assert_eq!(w.tcp_refused, 2, "{:?}", sessions(&ev));
+        let t = &f.stats().transport;
+        assert_eq!(t.attempts.get(&Transport::Tcp), Some(&2));
+        // The three others went to uTP straight away, from the cache (each
+        // plaintext, then MSE: the seeder closes on a torrent it lacks).
+        assert_eq!(
+            t.chosen.get(&(Transport::Utp, TransportChoice::Remembered)),
+            Some(&6),
+            "{:?}",
+            t.chosen
+        );
+        assert_eq!(f.jobs(), 0);
     }
 
     #[test]

@@ -49,6 +49,9 @@ enum TimerKey {
     Resume,
     /// The Diffie-Hellman budget has room again (see `Fetcher::dh_queue`).
     DhResume,
+    /// A job's holepunch redial is due, or its wait for the target ends
+    /// (`Job::hp_redial`, `Job::hp_await`).
+    Holepunch(InfoHash),
 }
 
 struct Conn {
@@ -78,6 +81,10 @@ struct Conn {
     holepunch: bool,
     /// The session is a relay only (counted once).
     relay: bool,
+    /// The other candidate stream to the same peer when a uTP SYN crossed
+    /// (see [`Fetcher::adopt_crossed`]): while it lives, this one ending
+    /// without metadata is no verdict on the peer.
+    sibling: Option<ConnId>,
     /// Raw bytes received from the transport.
     raw_in: u64,
     bytes_out: u64,
@@ -136,6 +143,13 @@ struct Job {
     hp_go: BTreeSet<SocketAddr>,
     /// Rendezvous sent for this job (at most `MAX_RENDEZVOUS_PER_JOB`).
     hp_asked: u32,
+    /// Targets a relay introduced us to, and until when their own uTP
+    /// connection to us is welcome (`HP_AWAIT` after our last attempt to
+    /// them ended): the job stays open meanwhile.
+    hp_await: BTreeMap<SocketAddr, Timestamp>,
+    /// Holepunch redials: when the next is due, how many this target had so
+    /// far (at most `HP_REDIALS`), and in which mode (the first attempt's).
+    hp_redial: BTreeMap<SocketAddr, (Option<Timestamp>, u32, WireMode)>,
 }
 
 impl Job {
@@ -186,6 +200,13 @@ pub struct Fetcher {
     /// at most `UDP_CONTACTS_MAX`, oldest forgotten first).
     udp_contacts: BTreeMap<SocketAddr, (SocketId, Timestamp)>,
     udp_order: BTreeSet<(Timestamp, SocketAddr)>,
+    /// Peers whose transport nobody knows yet, and the job that is finding
+    /// out (its attempts, retries and fallback in flight): other jobs wait
+    /// for what it learns instead of paying the same failed connects (a
+    /// uTP-only peer costs one job's TCP attempts per session, not every
+    /// job's). Cleared when a handshake gets through (the cache learns the
+    /// transport at once) or the job is done with the peer.
+    probing: BTreeMap<SocketAddr, InfoHash>,
     stats: FetchStats,
 }
 
@@ -198,6 +219,18 @@ const UDP_CONTACT_TTL: Duration = Duration::from_secs(120);
 /// Most BEP 55 rendezvous one fetch job sends (each to one relay, for one
 /// target that no direct attempt reached).
 pub const MAX_RENDEZVOUS_PER_JOB: u32 = 8;
+
+/// How long after a holepunch attempt to a target ends its own uTP
+/// connection to us is still adopted (it dials us too, and keeps dialling:
+/// libtorrent retries a peer it failed to reach), and the job kept open for it.
+const HP_AWAIT: Duration = Duration::from_secs(20);
+/// Redials of a holepunch target whose stream ended before the BitTorrent
+/// handshake, per job: over the mapping the punch opened, after
+/// `HP_REDIAL_FIRST`, doubling. A target with its own connection to us still
+/// pending keeps one of the two and may drop ours (libtorrent compares
+/// ports, or picks at random); once its attempt is over, ours has no rival.
+const HP_REDIALS: u32 = 4;
+const HP_REDIAL_FIRST: Duration = Duration::from_secs(2);
 
 /// One MSE handshake in the budget's units.
 const DH_UNIT: u64 = 1_000_000_000;
@@ -250,6 +283,7 @@ impl Fetcher {
             utp: false,
             udp_contacts: BTreeMap::new(),
             udp_order: BTreeSet::new(),
+            probing: BTreeMap::new(),
             stats: FetchStats::default(),
         }
     }
@@ -373,6 +407,8 @@ impl Fetcher {
                     hp_pending: BTreeMap::new(),
                     hp_go: BTreeSet::new(),
                     hp_asked: 0,
+                    hp_await: BTreeMap::new(),
+                    hp_redial: BTreeMap::new(),
                 },
             );
             self.timers.insert((deadline, TimerKey::Job(ih)));
@@ -443,6 +479,126 @@ impl Fetcher {
             return;
         }
         self.start_session(conn);
+    }
+
+    /// A peer's uTP SYN crossed our own dialling (see
+    /// [`crate::utp::UtpEvent::Crossed`]: a BEP 55 holepunch dials from both
+    /// ends at once) and the uTP manager accepted it as a stream. Returns the
+    /// connection id for that stream, or `None` (the caller aborts it).
+    ///
+    /// - With `attempt`, our uTP connection to that peer still in flight
+    ///   (half-open, or a holepunch at any stage) and not paired yet: a
+    ///   second session for the same job and peer. The peer keeps one of the
+    ///   two connections and drops the other (libtorrent closes one of two
+    ///   with the same endpoint or peer id, comparing ports or ids, or at
+    ///   random), so both run until one delivers the metadata; the one that
+    ///   ends first without it while the other lives is counted
+    ///   (`HolepunchStats::crossed_lost`) and is no verdict on the peer (no
+    ///   retry, no cache entry, no failure reason).
+    /// - Otherwise, from a holepunch target a running job still waits for
+    ///   (`HP_AWAIT` after our last attempt to it ended): a holepunch session
+    ///   of that job.
+    ///
+    /// The peer speaks first on its own connection, so the session is in
+    /// clear unless the policy requires encryption.
+    pub fn adopt_crossed(
+        &mut self,
+        now: Timestamp,
+        attempt: Option<ConnId>,
+        from: SocketAddr,
+    ) -> Option<ConnId> {
+        let from = canonical(from);
+        let pair = attempt.and_then(|a| {
+            let c = self.slots.get(a.index as usize)?.conn.as_ref()?;
+            let sibling_live = c.sibling.is_some_and(|s| self.is_live(s));
+            (c.id == a
+                && c.transport == Transport::Utp
+                && (c.holepunch || c.connected_at.is_none())
+                && !sibling_live)
+                .then_some((c.ih, c.peer, c.holepunch, c.choice, a))
+        });
+        let (ih, peer, holepunch, choice, sibling) = match pair {
+            Some((ih, peer, hp, choice, a)) => (ih, peer, hp, choice, Some(a)),
+            None => {
+                let ih = self
+                    .jobs
+                    .iter()
+                    .find(|(_, j)| j.hp_await.get(&from).is_some_and(|t| *t >= now))
+                    .map(|(ih, _)| *ih)?;
+                (ih, from, true, TransportChoice::Holepunch, None)
+            }
+        };
+        let mode = if self.cfg.encryption == EncryptionPolicy::Require {
+            WireMode::Encrypted
+        } else {
+            WireMode::Plaintext
+        };
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    conn: None,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = self.slots.get_mut(index as usize)?;
+        let id = ConnId {
+            index,
+            generation: slot.generation,
+        };
+        let deadline = now.add(self.cfg.connect_timeout);
+        slot.conn = Some(Conn {
+            id,
+            ih,
+            peer,
+            started_at: now,
+            connected_at: None,
+            handshake_at: None,
+            last_rx: now,
+            deadline,
+            session: None,
+            stream: Stream::Plain,
+            mode,
+            // The peer's own connection: a refusal on it says nothing about
+            // encryption, and no other transport is tried after it.
+            retry: true,
+            transport: Transport::Utp,
+            transport_retry: true,
+            choice,
+            dh_wait: false,
+            holepunch,
+            relay: false,
+            sibling,
+            raw_in: 0,
+            bytes_out: 0,
+            pex_added: 0,
+        });
+        if let Some(a) = sibling.and_then(|a| slot_conn(&mut self.slots, a)) {
+            a.sibling = Some(id);
+        }
+        self.timers
+            .insert((deadline, TimerKey::Conn(id.index, id.generation)));
+        *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+        self.active += 1;
+        if let Some(job) = self.jobs.get_mut(&ih) {
+            job.conns.push(id);
+        }
+        self.stats.sessions_started += 1;
+        self.stats.holepunch.crossed += 1;
+        if holepunch {
+            self.stats.holepunch.attempts += 1;
+        }
+        let ts = &mut self.stats.transport;
+        *ts.attempts.entry(Transport::Utp).or_insert(0) += 1;
+        *ts.chosen.entry((Transport::Utp, choice)).or_insert(0) += 1;
+        match mode {
+            WireMode::Plaintext => self.stats.encryption.plaintext_attempts += 1,
+            WireMode::Encrypted => self.stats.encryption.encrypted_attempts += 1,
+        }
+        tracing::debug!(%peer, %ih, paired = sibling.is_some(), "holepunch: the peer's own uTP connection adopted");
+        Some(id)
     }
 
     /// Creates the session and its stream, and sends their first bytes.
@@ -589,6 +745,7 @@ impl Fetcher {
         if first_handshake {
             c.handshake_at = Some(now);
         }
+        let learned = first_handshake.then(|| (c.peer, c.transport, c.stream.encryption()));
         c.pex_added += pex.len() as u32;
         let (ih, mode) = (c.ih, c.mode);
         if !wire.is_empty() {
@@ -604,6 +761,9 @@ impl Fetcher {
         }
         if first_handshake && mode == WireMode::Plaintext {
             self.stats.encryption.plaintext_ok += 1;
+        }
+        if let Some((peer, transport, enc)) = learned {
+            self.learn_transport(peer, transport, enc);
         }
         if !wire.is_empty() {
             self.stats.bytes_out += wire.len() as u64;
@@ -695,6 +855,7 @@ impl Fetcher {
                 // `schedule` below resumes connecting.
                 TimerKey::Resume => {}
                 TimerKey::DhResume => self.run_dh_queue(now),
+                TimerKey::Holepunch(ih) => self.holepunch_timer(now, ih),
                 TimerKey::Conn(index, generation) => {
                     let id = ConnId { index, generation };
                     let idle = self.cfg.idle_timeout;
@@ -851,8 +1012,11 @@ impl Fetcher {
                 self.runnable.push_front(ih);
                 return;
             }
-            let per_ip = &self.per_ip;
-            let free = |p: &SocketAddr| per_ip.get(&p.ip()).copied().unwrap_or(0) < per_ip_cap;
+            let (per_ip, probing) = (&self.per_ip, &self.probing);
+            let free = |p: &SocketAddr| {
+                per_ip.get(&p.ip()).copied().unwrap_or(0) < per_ip_cap
+                    && probing.get(p).is_none_or(|owner| *owner == ih)
+            };
             let peer = if let Some(i) = job.pending.iter().position(free) {
                 job.pending.remove(i)
             } else if let Some(i) = job.later.iter().position(free) {
@@ -925,6 +1089,9 @@ impl Fetcher {
         };
         if holepunch {
             self.stats.holepunch.attempts += 1;
+            if let Some(job) = self.jobs.get_mut(&ih) {
+                job.hp_await.insert(peer, now.add(HP_AWAIT));
+            }
         }
         let local = self.udp_contact(now, &peer).unwrap_or(SocketId(0));
         let ts = &mut self.stats.transport;
@@ -985,6 +1152,7 @@ impl Fetcher {
             dh_wait: false,
             holepunch,
             relay: false,
+            sibling: None,
             raw_in: 0,
             bytes_out: 0,
             pex_added: 0,
@@ -995,6 +1163,9 @@ impl Fetcher {
         self.active += 1;
         if let Some(job) = self.jobs.get_mut(&ih) {
             job.conns.push(id);
+        }
+        if self.utp && self.cache.get(&peer).is_none_or(|c| c.transport.is_none()) {
+            self.probing.entry(peer).or_insert(ih);
         }
         self.stats.sessions_started += 1;
         self.out.push_back(match transport {
@@ -1039,6 +1210,20 @@ impl Fetcher {
         self.timers
             .remove(&(c.deadline, TimerKey::Conn(id.index, id.generation)));
         self.active = self.active.saturating_sub(1);
+        // A crossed pair: the survivor goes on alone, and this one's failure
+        // says nothing about the peer (the peer dropped it as a duplicate, or
+        // our SYN never reached it).
+        let sibling_lives = match c.sibling.and_then(|s| slot_conn(&mut self.slots, s)) {
+            Some(s) => {
+                s.sibling = None;
+                true
+            }
+            None => false,
+        };
+        let absorbed = sibling_lives && matches!(outcome, SessionOutcome::Failed(_));
+        if absorbed {
+            self.stats.holepunch.crossed_lost += 1;
+        }
         let ip = c.peer.ip();
         if let Some(n) = self.per_ip.get_mut(&ip) {
             *n = n.saturating_sub(1);
@@ -1095,6 +1280,8 @@ impl Fetcher {
             _ => None,
         };
         let retry_with = match refused {
+            // A holepunch is redialled instead (below).
+            _ if absorbed || c.holepunch => None,
             Some(WireMode::Plaintext) if !c.retry => Some(WireMode::Encrypted),
             Some(WireMode::Encrypted)
                 if !c.retry && self.cfg.encryption != EncryptionPolicy::Require =>
@@ -1134,6 +1321,7 @@ impl Fetcher {
                 .get(&c.ih)
                 .is_some_and(|j| j.pex_holepunch.contains(&c.peer));
         let transport_retry = match outcome {
+            _ if absorbed => None,
             SessionOutcome::Failed(FailReason::ConnectRefused | FailReason::ConnectTimeout)
                 if self.utp && !c.transport_retry && c.connected_at.is_none() && !punchable =>
             {
@@ -1166,6 +1354,7 @@ impl Fetcher {
         // No direct attempt reached the peer (and none is left): a relay may
         // introduce us (BEP 55).
         let needs_relay = self.utp
+            && !absorbed
             && !c.holepunch
             && transport_retry.is_none()
             && c.connected_at.is_none()
@@ -1205,7 +1394,7 @@ impl Fetcher {
                 self.local_backoff_until = Some(until);
                 self.timers.insert((until, TimerKey::Resume));
             }
-        } else {
+        } else if !absorbed {
             let worked = c.handshake_at.map(|_| c.transport);
             let (peer, attempt) = (c.peer, c.transport);
             if self
@@ -1214,6 +1403,52 @@ impl Fetcher {
             {
                 self.stats.cache_evictions += 1;
             }
+            // What failed outright is learned too: the next fetch from this
+            // peer (another job's, even if this one ends first) starts with
+            // the other transport.
+            if let Some(t) = transport_retry {
+                self.cache.prefer(&peer, t);
+            }
+        }
+        // A holepunch target: its own connection stays welcome for a while,
+        // and one that ended before the handshake is redialled (paced).
+        // A close before any reply looks like a refusal of the handshake,
+        // but the target may have dropped our stream as a duplicate of its
+        // own pending one: the same handshake again, and only the last
+        // redial the other way (an encryption-forcing target gets one MSE try).
+        let flipped = match refused {
+            Some(WireMode::Plaintext) => Some(WireMode::Encrypted),
+            Some(WireMode::Encrypted) if self.cfg.encryption != EncryptionPolicy::Require => {
+                Some(WireMode::Plaintext)
+            }
+            _ => None,
+        };
+        let redial = c.holepunch
+            && !absorbed
+            && c.handshake_at.is_none()
+            && matches!(outcome, SessionOutcome::Failed(r) if r != FailReason::InfohashTimeout);
+        let mut hp_timers = Vec::new();
+        if let Some(job) = self.jobs.get_mut(&c.ih) {
+            if c.holepunch && !absorbed {
+                let until = now.add(HP_AWAIT);
+                job.hp_await.insert(c.peer, until);
+                hp_timers.push(until);
+            }
+            if redial {
+                let e = job.hp_redial.entry(c.peer).or_insert((None, 0, c.mode));
+                if e.0.is_none() && e.1 < HP_REDIALS {
+                    let due = now.add(HP_REDIAL_FIRST * (1u32 << e.1));
+                    let mode = match flipped {
+                        Some(m) if e.1 + 1 == HP_REDIALS => m,
+                        _ => e.2,
+                    };
+                    *e = (Some(due), e.1 + 1, mode);
+                    hp_timers.push(due);
+                }
+            }
+        }
+        for t in hp_timers {
+            self.timers.insert((t, TimerKey::Holepunch(c.ih)));
         }
         if let Some(job) = self.jobs.get_mut(&c.ih) {
             job.conns.retain(|x| *x != id);
@@ -1241,8 +1476,28 @@ impl Fetcher {
                     WireMode::Encrypted => self.stats.encryption.retried_encrypted += 1,
                     WireMode::Plaintext => self.stats.encryption.retried_plaintext += 1,
                 }
-            } else if let SessionOutcome::Failed(r) = outcome {
+            } else if let (SessionOutcome::Failed(r), false) = (outcome, absorbed) {
                 job.reasons.push((c.peer, r));
+            }
+        }
+        // The job that was finding out this peer's transport is done with it
+        // unless a retry or a redial of it is queued.
+        if self.probing.get(&c.peer) == Some(&c.ih) {
+            let queued = self.jobs.get(&c.ih).is_some_and(|j| {
+                j.retry_mode.contains_key(&c.peer)
+                    || j.retry_transport.contains_key(&c.peer)
+                    || j.hp_go.contains(&c.peer)
+                    || j.hp_redial.get(&c.peer).is_some_and(|r| r.0.is_some())
+                    || j.conns.iter().any(|x| {
+                        self.slots
+                            .get(x.index as usize)
+                            .and_then(|s| s.conn.as_ref())
+                            .is_some_and(|o| o.id == *x && o.peer == c.peer)
+                    })
+            });
+            if !queued {
+                self.probing.remove(&c.peer);
+                self.wake_ip(c.peer.ip());
             }
         }
         self.mark_runnable(c.ih);
@@ -1340,6 +1595,16 @@ impl Fetcher {
             self.end_conn(now, id, SessionOutcome::Cancelled, true);
         }
         let job = self.jobs.remove(&ih)?;
+        let released: Vec<SocketAddr> = self
+            .probing
+            .iter()
+            .filter(|(_, o)| **o == ih)
+            .map(|(p, _)| *p)
+            .collect();
+        for p in released {
+            self.probing.remove(&p);
+            self.wake_ip(p.ip());
+        }
         self.stats.holepunch.unanswered += job.hp_pending.len() as u64;
         self.stats.holepunch.no_relay += job.hp_candidates.len() as u64;
         self.timers.remove(&(job.deadline, TimerKey::Job(ih)));
@@ -1403,7 +1668,12 @@ impl Fetcher {
         // Peers no direct attempt reached go to a relay, if one is connected.
         self.try_holepunch(now, ih);
         let exhausted = match self.jobs.get(&ih) {
-            Some(j) => j.conns.is_empty() && !j.has_pending(),
+            Some(j) => {
+                j.conns.is_empty()
+                    && !j.has_pending()
+                    && !j.hp_await.values().any(|t| *t > now)
+                    && !j.hp_redial.values().any(|r| r.0.is_some())
+            }
             None => false,
         };
         if exhausted {
@@ -1413,6 +1683,85 @@ impl Fetcher {
 }
 
 impl Fetcher {
+    /// A handshake got through to `peer` over `transport`: the cache learns
+    /// it now (not when the session ends), and jobs waiting for the job that
+    /// was finding out may go on.
+    fn learn_transport(&mut self, peer: SocketAddr, transport: Transport, enc: Encryption) {
+        if self.probing.remove(&peer).is_some() {
+            if self.cache.update(
+                peer,
+                &PeerInfo::default(),
+                SessionOutcome::Cancelled,
+                transport,
+                Some(enc),
+                None,
+                Some(transport),
+            ) {
+                self.stats.cache_evictions += 1;
+            }
+            self.wake_ip(peer.ip());
+        }
+    }
+
+    /// Jobs blocked on `ip` (its per-IP slots, or a peer there being probed)
+    /// may try again.
+    fn wake_ip(&mut self, ip: IpAddr) {
+        if let Some(b) = self.blocked_on.remove(&ip) {
+            for ih in b {
+                if self.blocked.remove(&ih) {
+                    self.mark_runnable(ih);
+                }
+            }
+        }
+    }
+
+    /// A job's holepunch timer: due redials start (a uTP attempt over the
+    /// mapping the punch opened, unless a session with that target is
+    /// running), waits that are over end, and the job ends if nothing is left.
+    fn holepunch_timer(&mut self, now: Timestamp, ih: InfoHash) {
+        let Some(job) = self.jobs.get(&ih) else {
+            return;
+        };
+        let running: BTreeSet<SocketAddr> = job
+            .conns
+            .iter()
+            .filter_map(|id| {
+                let c = self.slots.get(id.index as usize)?.conn.as_ref()?;
+                (c.id == *id).then_some(c.peer)
+            })
+            .collect();
+        let Some(job) = self.jobs.get_mut(&ih) else {
+            return;
+        };
+        job.hp_await.retain(|_, t| *t > now);
+        let mut redials = 0;
+        for (peer, r) in job.hp_redial.iter_mut() {
+            if r.0.is_none_or(|t| t > now) {
+                continue;
+            }
+            r.0 = None;
+            if running.contains(peer) {
+                continue;
+            }
+            job.hp_go.insert(*peer);
+            job.retry_mode.insert(
+                *peer,
+                ModeRetry {
+                    mode: r.2,
+                    transport: Transport::Utp,
+                    choice: TransportChoice::Holepunch,
+                    transport_retry: true,
+                },
+            );
+            job.pending.push_front(*peer);
+            redials += 1;
+        }
+        self.stats.holepunch.redials += redials;
+        self.mark_runnable(ih);
+        self.schedule(now);
+        self.check_job_exhausted(now, ih);
+    }
+
     /// A relay's `connect` and `error` messages (BEP 55) for job `ih`.
     fn on_holepunch_msgs(&mut self, ih: InfoHash, msgs: Vec<crate::wire::HolepunchMsg>) {
         use crate::wire::{HolepunchErrorCode, HolepunchKind};

@@ -237,6 +237,17 @@ pub struct HolepunchStats {
     pub malformed: u64,
     /// `ut_holepunch` messages over a session's cap.
     pub dropped: u64,
+    /// A peer's uTP SYN crossed our own dialling (a holepunch's simultaneous
+    /// open): a candidate session on its stream (next to our attempt, or on
+    /// its own for a target a fetch still waits for).
+    pub crossed: u64,
+    /// Candidate sessions of a crossed pair that ended without metadata while
+    /// the other went on (the peer kept the other connection).
+    pub crossed_lost: u64,
+    /// Holepunch targets dialled again after their stream ended before the
+    /// BitTorrent handshake (after 2, 4, 8, 16 s; at most 4 per target and
+    /// fetch).
+    pub redials: u64,
 }
 
 /// The fetcher's transport counters (part of [`FetchStats`]).

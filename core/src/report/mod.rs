@@ -819,6 +819,21 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
             "ut_holepunch messages over a session's cap.",
             h.dropped,
         ),
+        (
+            "magnetar_holepunch_crossed_total",
+            "Peers' uTP SYNs that crossed our own dialling, adopted as a candidate session each.",
+            h.crossed,
+        ),
+        (
+            "magnetar_holepunch_crossed_lost_total",
+            "Candidate sessions of a crossed pair that ended without metadata while the other went on.",
+            h.crossed_lost,
+        ),
+        (
+            "magnetar_holepunch_redials_total",
+            "Holepunch targets dialled again after their stream ended before the BitTorrent handshake.",
+            h.redials,
+        ),
     ] {
         w.counter(name, help, v);
     }

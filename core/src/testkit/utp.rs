@@ -285,6 +285,10 @@ impl UtpSwarm {
                 self.streams.remove(&stream);
             }
             UtpEvent::Connected(_) => {}
+            // The fake seeder never connects out: nothing can cross.
+            UtpEvent::Crossed { stream, .. } => {
+                let _ = self.theirs.abort(now, stream);
+            }
         }
     }
 }

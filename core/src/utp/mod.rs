@@ -30,7 +30,7 @@
 pub mod conn;
 pub mod packet;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 
 use bytes::Bytes;
@@ -62,10 +62,12 @@ pub enum UtpFault {
     SynOverCap,
     /// A SYN while incoming connections are refused.
     SynRefused,
-    /// A SYN from the address we are connecting to ourselves from that socket
-    /// (a BEP 55 holepunch opens from both ends at once): the peer's
-    /// connection replaces our attempt under the same stream id (libtorrent
-    /// keeps its own outgoing connection and drops ours as a duplicate).
+    /// A SYN from an address we opened a stream to from that socket (open, or
+    /// within [`CROSS_WINDOW`]; a BEP 55 holepunch dials from both ends at
+    /// once): the peer's connection is accepted as a stream of its own
+    /// ([`UtpEvent::Crossed`]) and ours goes on; the owner keeps what the peer
+    /// keeps (libtorrent drops one of two connections with the same endpoint
+    /// or peer id, comparing ports or ids, or at random).
     SynCrossed,
 }
 
@@ -193,6 +195,12 @@ impl Default for UtpConfig {
     }
 }
 
+/// How long after we opened a stream to an address a SYN from it counts as a
+/// crossing ([`UtpEvent::Crossed`]) rather than an unsolicited SYN.
+pub const CROSS_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+/// Addresses remembered for [`CROSS_WINDOW`] at most (oldest forgotten).
+pub const CROSS_MEMORY: usize = 1024;
+
 /// A uTP stream, allocated by the manager (never reused).
 #[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct StreamId(pub u64);
@@ -205,6 +213,23 @@ pub enum UtpEvent {
     /// A peer opened a stream to us (only with `accept_incoming`).
     Incoming {
         /// The new stream.
+        stream: StreamId,
+        /// The socket it arrived on.
+        local: SocketId,
+        /// The peer.
+        from: SocketAddr,
+    },
+    /// A SYN from an address we opened a stream to from that socket (a
+    /// simultaneous open, as a BEP 55 holepunch makes: both ends dial at
+    /// once): accepted as `stream`, whatever [`UtpConfig::accept_incoming`]
+    /// says. `attempt` is our own stream to it if one is still open (it goes
+    /// on), `None` if ours ended within [`CROSS_WINDOW`]. At most one
+    /// crossing per address is open at a time. The owner adopts `stream` as a candidate connection
+    /// to that peer, or aborts it.
+    Crossed {
+        /// Our stream to the peer, if still open.
+        attempt: Option<StreamId>,
+        /// The peer's connection.
         stream: StreamId,
         /// The socket it arrived on.
         local: SocketId,
@@ -263,6 +288,9 @@ pub struct Utp {
     reset_tokens: u32,
     reset_refill: Timestamp,
     scratch: Vec<Vec<u8>>,
+    /// Where we opened streams to, and when (see [`CROSS_WINDOW`]).
+    dialled: BTreeMap<(SocketId, SocketAddr), Timestamp>,
+    dialled_order: BTreeSet<(Timestamp, SocketId, SocketAddr)>,
 }
 
 impl Utp {
@@ -282,6 +310,8 @@ impl Utp {
             reset_tokens: cfg.resets_per_sec,
             reset_refill: Timestamp::ZERO,
             scratch: Vec::new(),
+            dialled: BTreeMap::new(),
+            dialled_order: BTreeSet::new(),
         }
     }
 
@@ -379,6 +409,18 @@ impl Utp {
             },
         );
         self.stats.connects += 1;
+        if let Some(t) = self.dialled.insert((local, to), self.now) {
+            self.dialled_order.remove(&(t, local, to));
+        }
+        self.dialled_order.insert((self.now, local, to));
+        while self.dialled.len() > CROSS_MEMORY {
+            let Some((t, l, a)) = self.dialled_order.pop_first() else {
+                break;
+            };
+            if self.dialled.get(&(l, a)) == Some(&t) {
+                self.dialled.remove(&(l, a));
+            }
+        }
         self.service(sid);
         Ok(sid)
     }
@@ -539,36 +581,57 @@ impl Utp {
     }
 
     fn on_syn(&mut self, local: SocketId, from: SocketAddr, h: &Header) {
-        let crossed = self
+        // Our own stream to that address (open, in any state), or one we
+        // opened within the window; and no crossing from it open already.
+        let same = |e: &Entry| !e.ended && e.key.0 == local && e.key.1 == from;
+        let attempt = self
             .streams
             .iter()
-            .find(|(_, e)| {
-                !e.incoming
-                    && !e.ended
-                    && e.key.0 == local
-                    && e.key.1 == from
-                    && e.conn.is_half_open()
-            })
+            .find(|(_, e)| !e.incoming && same(e))
             .map(|(s, _)| *s);
-        if let Some(sid) = crossed {
+        let crossing_open = self.streams.values().any(|e| e.incoming && same(e));
+        let recent = self
+            .dialled
+            .get(&(local, from))
+            .is_some_and(|t| self.now.since(*t) <= CROSS_WINDOW);
+        if (attempt.is_some() || recent) && !crossing_open {
             // A simultaneous open (BEP 55): the peer's SYN got through the
-            // NATs while ours may not have. Its connection becomes our
-            // stream, under the same id; our own attempt is dropped.
+            // NATs, whether or not ours did. Our attempt stays: which
+            // connection the peer keeps is its choice (libtorrent drops one
+            // of two with the same endpoint or peer id, comparing ports or
+            // ids, or at random), so the owner runs both.
             self.stats.fault(UtpFault::SynCrossed);
+            if self.streams.len() >= self.cfg.max_connections
+                || self.half_open() >= self.cfg.max_half_open
+            {
+                self.stats.fault(UtpFault::SynOverCap);
+                return;
+            }
             let seq = self.rng.next_u32() as u16;
             let conn = Conn::accept(self.cfg.conn, self.now, h, seq);
             let key = (local, from, conn.recv_id());
             if self.by_key.contains_key(&key) {
                 return;
             }
-            let Some(e) = self.streams.get_mut(&sid) else {
-                return;
-            };
-            self.by_key.remove(&e.key);
-            e.key = key;
-            e.conn = conn;
-            e.readable_sent = false;
+            let sid = self.alloc();
             self.by_key.insert(key, sid);
+            self.streams.insert(
+                sid,
+                Entry {
+                    key,
+                    conn,
+                    incoming: true,
+                    readable_sent: false,
+                    ended: false,
+                },
+            );
+            self.stats.accepted += 1;
+            self.push_event(UtpEvent::Crossed {
+                attempt,
+                stream: sid,
+                local,
+                from,
+            });
             self.service(sid);
             return;
         }
