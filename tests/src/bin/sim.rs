@@ -20,7 +20,8 @@
 //! (address-and-port-restricted, no port forwarding: reached only over uTP from
 //! a socket they sent to lately), `--utp-only F` turns TCP off on a share of
 //! the others, `--utp-dual F` gives uTP to a share of the rest; the crawler is
-//! put in every client's routing table. The metadata report then gives fetched
+//! put in every client's routing table (unless `--not-in-tables`). The
+//! metadata report then gives fetched
 //! per discovered by class of torrent (TCP-reachable, uTP-only, behind NATs):
 //!
 //! `cargo run --release -p magnetar-tests --bin sim -- --nodes 2000 --infohashes 2000 --hours 1 --nat 0.3 --utp-only 0.3 --utp-dual 1 --strategies magnetar,magnetar-noutp`
@@ -62,6 +63,9 @@ struct Args {
     silent: Option<f64>,
     /// The clients' transports and NATs (`--nat`, `--utp-only`, `--utp-dual`).
     mix: ClientMix,
+    /// With a mix, the crawler is put in every client's routing table unless
+    /// `--not-in-tables` (then clients learn of it only through traversals).
+    introduce: bool,
 }
 
 fn parse() -> Args {
@@ -78,6 +82,7 @@ fn parse() -> Args {
         arrivals: 0,
         silent: None,
         mix: ClientMix::TCP_ONLY,
+        introduce: true,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -97,6 +102,11 @@ fn parse() -> Args {
             "--nat" => a.mix.nat = v.parse().expect("--nat SHARE"),
             "--utp-only" => a.mix.utp_only = v.parse().expect("--utp-only SHARE"),
             "--utp-dual" => a.mix.dual = v.parse().expect("--utp-dual SHARE"),
+            "--not-in-tables" => {
+                a.introduce = false;
+                i += 1;
+                continue;
+            }
             "--hourly" => {
                 a.hourly = true;
                 i += 1;
@@ -106,7 +116,7 @@ fn parse() -> Args {
                 println!("sim [--nodes N] [--infohashes N] [--hours H] [--seed S] [--budget PPS] [--clients N] [--strategies magnetar,magnetico,bitmagnet] [--jobs N (worlds run in parallel; default: cores)] [--hourly] [--arrivals PER_HOUR]");
                 println!("  --hourly: a row per virtual hour for each magnetar world (heap, discoveries, fetches, datagrams, every bounded table against its bound) and a verdict");
                 println!("  --silent F: share of honest nodes that never answer (behind a NAT; default 0.15)");
-                println!("  --nat F: share of clients behind a NAT (address-and-port-restricted, no port forwarding; TCP and uTP on); --utp-only F: share of the others with TCP off; --utp-dual F: share of the rest that also serve uTP (default 0 each: TCP-only clients, as in earlier runs). With any of them, the crawler is in every client's routing table, and the metadata report gives fetched/discovered by class of torrent; compare with --strategies magnetar,magnetar-noutp");
+                println!("  --nat F: share of clients behind a NAT (address-and-port-restricted, no port forwarding; TCP and uTP on); --utp-only F: share of the others with TCP off; --utp-dual F: share of the rest that also serve uTP (default 0 each: TCP-only clients, as in earlier runs). With any of them, the crawler is in every client's routing table (unless --not-in-tables: clients learn of it only through their traversals), and the metadata report gives fetched/discovered by class of torrent; compare with --strategies magnetar,magnetar-noutp");
                 println!("  --arrivals N: N new torrents per virtual hour, each given to 2 clients who announce it on their next turn (default 0: the world's torrents are all there from the start)");
                 println!("  magnetar variants: magnetar-id16 (16 identities), magnetar-neighbour (neighbour mode), magnetar-id16-neighbour; a -drop or -queue suffix picks the acquire policy when acquisitions are full; -nolate: no late-transaction table (a query holds its slot until the full timeout); -noutp: the fetcher on TCP only");
                 std::process::exit(0);
@@ -281,7 +291,7 @@ fn run(a: &Args, strategy: &str) -> Row {
                 },
             );
             w.meter = Some(c);
-            if !a.mix.is_tcp_only() {
+            if !a.mix.is_tcp_only() && a.introduce {
                 nat::introduce(&mut w, c);
             }
             w.crawler_call(c, |cr, now| cr.bootstrap(now, &routers));
@@ -534,9 +544,10 @@ fn transport_line(t: &magnetar_core::fetch::TransportStats) -> String {
         )
     };
     format!(
-        "peer sessions by transport: {}; {}",
+        "peer sessions by transport: {}; {} ({} not opened: the uTP manager's connection or half-open caps)",
         one(Transport::Tcp),
-        one(Transport::Utp)
+        one(Transport::Utp),
+        t.utp_unavailable
     )
 }
 
