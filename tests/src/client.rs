@@ -545,12 +545,8 @@ impl Client {
         self.utp && self.behaviour != SeedBehaviour::NoListener
     }
 
-    /// A uTP datagram on the DHT socket.
+    /// A uTP datagram on the DHT socket of a client that serves uTP.
     fn on_utp_datagram(&mut self, ctx: &mut Ctx<'_>, from: SocketAddr, bytes: &[u8]) {
-        self.stats.utp_datagrams_in += 1;
-        if !self.serves_utp() {
-            return;
-        }
         let side = self.utp_side.get_or_insert_with(|| {
             let cfg = UtpConfig {
                 accept_incoming: true,
@@ -903,9 +899,14 @@ impl Client {
 impl SimNode for Client {
     fn on_datagram(&mut self, ctx: &mut Ctx<'_>, _local: u16, from: SocketAddr, bytes: &[u8]) {
         if bytes.first().is_some_and(|&b| is_utp_first_byte(b)) {
-            self.on_utp_datagram(ctx, from, bytes);
-            let t = self.next_wake(ctx);
-            ctx.wake_at(t);
+            self.stats.utp_datagrams_in += 1;
+            if self.serves_utp() {
+                self.on_utp_datagram(ctx, from, bytes);
+                let t = self.next_wake(ctx);
+                ctx.wake_at(t);
+            }
+            // Else ignored, and no timer moves: a TCP-only client's world
+            // runs as it did before clients could serve uTP.
             return;
         }
         let Ok(msg) = krpc::decode(bytes) else {
