@@ -24,7 +24,8 @@
 //! metadata report then gives fetched
 //! per discovered by class of torrent (TCP-reachable, uTP-only, behind NATs):
 //!
-//! `cargo run --release -p magnetar-tests --bin sim -- --nodes 2000 --infohashes 2000 --hours 1 --nat 0.3 --utp-only 0.3 --utp-dual 1 --strategies magnetar,magnetar-noutp`
+//! `cargo run -p magnetar-tests --bin sim -- --nodes 10000 --infohashes 10000 --hours 1 --nat 0.3 --utp-only 0.3 --utp-dual 1 --strategies magnetar,magnetar-noutp --jobs 2`
+//! (BENCHMARKS.md, uTP).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
