@@ -545,10 +545,16 @@ fn transport_line(t: &magnetar_core::fetch::TransportStats) -> String {
         )
     };
     format!(
-        "peer sessions by transport: {}; {} ({} not opened: the uTP manager's connection or half-open caps)",
+        "peer sessions by transport: {}; {} ({} not opened: the uTP manager's connection or half-open caps; {} waited for them); peers not reached retried on contact: {} (jobs of their own: {} fetched, {} failed; {} waiting, {} forgotten)",
         one(Transport::Tcp),
         one(Transport::Utp),
-        t.utp_unavailable
+        t.utp_unavailable,
+        t.utp_waited,
+        t.recontact_retries,
+        t.recontact_fetched,
+        t.recontact_failed,
+        t.recontact_waiting,
+        t.recontact_evicted
     )
 }
 
