@@ -101,16 +101,17 @@ fn nated_torrents_are_fetched_with_utp_and_not_without() {
     assert!(nat0.discovered * 2 >= nat0.torrents, "{what}");
     let tcp0 = without.of(TorrentClass::TcpReachable);
     assert_eq!(tcp0.fetched, tcp0.torrents, "{what}");
-    // With uTP, every public torrent is fetched, and most of those behind
-    // NATs (a fetch that falls outside the mapping timeout after the
-    // client's last query to us fails and waits for its retry), each over a
-    // uTP session.
+    // With uTP, every torrent is fetched, each over a uTP session: one behind
+    // NATs whose fetch fell outside the mapping timeout after its holder's
+    // last query to us is retried when the holder next queries us (before
+    // that retry, one seed of 1-30 missed a NAT-ed torrent; with it, none of
+    // 1-50).
     for class in [TorrentClass::TcpReachable, TorrentClass::UtpOnly] {
         let x = with.of(class);
         assert_eq!(x.fetched, x.torrents, "{what}: {class:?}");
     }
     let nat1 = with.of(TorrentClass::Nat);
-    assert!(nat1.fetched * 4 >= nat1.torrents * 3, "{what}");
+    assert_eq!(nat1.fetched, nat1.torrents, "{what}");
     let over_utp = fetched_over(&w, c, Transport::Utp);
     let fetched = &w.crawler(c).tally.fetched;
     for (i, t) in w.truth.torrents.iter().enumerate() {
