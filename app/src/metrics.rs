@@ -369,10 +369,17 @@ mod tests {
                     failed: BTreeMap::new(),
                     chosen: BTreeMap::new(),
                     utp_unavailable: q.n(),
+                    utp_waited: q.n(),
                     utp_write_overflow: q.n(),
                     utp_budget_waits: q.n(),
                     udp_contacts: q.u(),
                     udp_contacts_evicted: q.n(),
+                    recontact_waiting: q.u(),
+                    recontact_evicted: q.n(),
+                    recontact_retries: q.n(),
+                    recontact_no_room: q.n(),
+                    recontact_fetched: q.n(),
+                    recontact_failed: q.n(),
                 };
                 for tr in [Transport::Tcp, Transport::Utp] {
                     t.attempts.insert(tr, q.n());

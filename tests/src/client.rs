@@ -13,14 +13,24 @@
 //! Table refresh: about once a minute a get_peers for a random id in one of the
 //! table's buckets goes to one node of that bucket (libtorrent's
 //! `send_single_refresh`): infohash-shaped noise that is not a torrent.
+//!
+//! Transports: a client serves on TCP (its listen port, the DHT port) and, when
+//! [`Client::utp`] is set, on uTP streams accepted on its DHT socket by core's
+//! own uTP manager (`magnetar_core::utp::Utp` with `accept_incoming`), as
+//! libtorrent does: datagrams are told apart on their first byte. With
+//! [`Client::tcp`] off it is uTP-only (libtorrent's `enable_incoming_tcp`
+//! off). A client behind a NAT ([`crate::net::EndpointNet::nat`]) is reached
+//! only by datagrams from endpoints it sent to lately; never by TCP.
 
 use std::any::Any;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use magnetar_core::krpc::{self, Body, Message, Query, QueryKind, Response};
-use magnetar_core::{CloseReason, Distance, InfoHash, NodeId, Timestamp};
+use magnetar_core::utp::{is_utp_first_byte, StreamId, Utp, UtpConfig, UtpEvent};
+use magnetar_core::{CloseReason, Distance, InfoHash, NodeId, Rng, SocketId, Timestamp};
 
+use crate::seeder::{Link, Serving};
 use crate::truth::info_dict;
 use crate::util::FxMap;
 use crate::world::{Ctx, Kind, SimNode, TcpId};
@@ -86,6 +96,10 @@ pub struct ClientStats {
     pub traversal_timeouts: u64,
     /// Table-refresh get_peers queries for random targets (not torrents).
     pub refresh_queries: u64,
+    /// uTP datagrams received on the DHT socket (handled or ignored).
+    pub utp_datagrams_in: u64,
+    /// uTP streams accepted (serving sessions over uTP).
+    pub utp_connections: u64,
 }
 
 /// Traversal parallelism (libtorrent's `search_branching` is 3 in practice, and
@@ -368,6 +382,20 @@ impl Table {
         }
     }
 
+    /// [`Table::learn`], making room in a full bucket by forgetting the
+    /// contact of that bucket learned last.
+    fn learn_forced(&mut self, own: &NodeId, id: NodeId, addr: SocketAddr) {
+        let b = bucket_of(own, &id);
+        if (self.per_bucket[b as usize] as usize) >= K
+            && pack(&addr).is_some_and(|p| self.position(p).is_none())
+        {
+            if let Some(i) = self.bucket.iter().rposition(|&x| x == b) {
+                self.forget(self.peer[i]);
+            }
+        }
+        self.learn(own, id, addr);
+    }
+
     fn forget(&mut self, p: Peer) {
         if let Some(i) = self.position(p) {
             self.per_bucket[self.bucket[i] as usize] -= 1;
@@ -429,6 +457,23 @@ pub struct Client {
     /// Table-refresh cadence (`None`: no refresh noise).
     pub refresh_every: Option<Duration>,
     next: usize,
+    /// Accepts TCP connections (unless `NoListener`). Default on.
+    pub tcp: bool,
+    /// Accepts uTP streams on its DHT socket (unless `NoListener`); off, uTP
+    /// datagrams are ignored, as libtorrent with uTP off ignores them.
+    /// Default off (the worlds of earlier runs had TCP-only clients).
+    pub utp: bool,
+    /// The uTP manager and its sessions, made at the first uTP datagram (most
+    /// clients never see one).
+    utp_side: Option<Box<UtpSide>>,
+}
+
+/// A client's uTP side: core's manager, accepting, and a serving session per
+/// stream.
+struct UtpSide {
+    utp: Utp,
+    sessions: FxMap<StreamId, Serving>,
+    buf: Vec<u8>,
 }
 
 fn bucket_of(own: &NodeId, id: &NodeId) -> u8 {
@@ -471,6 +516,111 @@ impl Client {
             refreshing: Vec::new(),
             sessions: FxMap::default(),
             stats: ClientStats::default(),
+            tcp: true,
+            utp: false,
+            utp_side: None,
+        }
+    }
+
+    /// Puts a node in the routing table (as if it had answered us; in a full
+    /// bucket it takes the place of the contact learned last), so that
+    /// announces and refreshes may go to it: how a long-running crawler sits in
+    /// clients' tables.
+    pub fn know(&mut self, id: NodeId, addr: SocketAddr) {
+        self.table.learn_forced(&self.id, id, addr);
+    }
+
+    /// Whether the routing table holds `addr`.
+    pub fn knows(&self, addr: &SocketAddr) -> bool {
+        pack(addr).is_some_and(|p| self.table.position(p).is_some())
+    }
+
+    /// Serving sessions open over uTP.
+    pub fn utp_sessions(&self) -> usize {
+        self.utp_side.as_ref().map_or(0, |u| u.sessions.len())
+    }
+
+    /// Whether the client serves over uTP at all.
+    fn serves_utp(&self) -> bool {
+        self.utp && self.behaviour != SeedBehaviour::NoListener
+    }
+
+    /// A uTP datagram on the DHT socket of a client that serves uTP.
+    fn on_utp_datagram(&mut self, ctx: &mut Ctx<'_>, from: SocketAddr, bytes: &[u8]) {
+        let side = self.utp_side.get_or_insert_with(|| {
+            let cfg = UtpConfig {
+                accept_incoming: true,
+                ..UtpConfig::default()
+            };
+            Box::new(UtpSide {
+                utp: Utp::new(cfg, Rng::new(ctx.rng.next_u64())),
+                sessions: FxMap::default(),
+                buf: Vec::new(),
+            })
+        });
+        side.utp.handle_datagram(ctx.now, SocketId(0), from, bytes);
+        self.pump_utp(ctx);
+    }
+
+    /// Handles the uTP manager's events, writes the sessions' output to their
+    /// streams and sends the manager's datagrams.
+    fn pump_utp(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(side) = self.utp_side.as_mut() else {
+            return;
+        };
+        let now = ctx.now;
+        while let Some(ev) = side.utp.poll_event() {
+            match ev {
+                UtpEvent::Incoming { stream, .. } => {
+                    self.stats.utp_connections += 1;
+                    let s = Serving::new(Link::Utp(stream), self.behaviour, ctx.rng.next_u64());
+                    side.sessions.insert(stream, s);
+                }
+                UtpEvent::Readable(stream) => {
+                    side.buf.clear();
+                    let Ok((_, eof)) = side.utp.read(now, stream, &mut side.buf, usize::MAX) else {
+                        continue;
+                    };
+                    let torrents = &self.torrents;
+                    if let Some(s) = side.sessions.get_mut(&stream) {
+                        if !side.buf.is_empty() {
+                            let done = s.on_data(ctx, &side.buf, |ih| {
+                                torrents.iter().find(|t| t.ih == *ih).map(|t| t.info_dict())
+                            });
+                            if done {
+                                self.stats.metadata_served += 1;
+                            }
+                        }
+                    }
+                    if eof {
+                        let _ = side.utp.close(now, stream);
+                    }
+                }
+                UtpEvent::Closed { stream, .. } => {
+                    side.sessions.remove(&stream);
+                }
+                UtpEvent::Connected(_) => {}
+            }
+        }
+        // Output into the streams, in stream order (deterministic).
+        let mut ids: Vec<StreamId> = side.sessions.keys().copied().collect();
+        ids.sort_unstable();
+        for id in ids {
+            let Some(s) = side.sessions.get_mut(&id) else {
+                continue;
+            };
+            let (mut out, close) = s.take_utp_output();
+            if !out.is_empty() {
+                let n = side.utp.write(now, id, &out).unwrap_or(0);
+                out.drain(..n.min(out.len()));
+            }
+            if out.is_empty() && close {
+                let _ = side.utp.close(now, id);
+            }
+            s.untake_utp_output(out);
+        }
+        while let Some(t) = side.utp.poll_transmit() {
+            ctx.send(t.local.0, t.to, t.payload);
         }
     }
 
@@ -697,6 +847,16 @@ impl Client {
                 t = t.min(r);
             }
         }
+        if let Some(u) = &self.utp_side {
+            if let Some(d) = u.utp.deadline() {
+                t = t.min(d);
+            }
+            for s in u.sessions.values() {
+                if let Some(r) = s.next_release() {
+                    t = t.min(r);
+                }
+            }
+        }
         t
     }
 
@@ -738,6 +898,17 @@ impl Client {
 
 impl SimNode for Client {
     fn on_datagram(&mut self, ctx: &mut Ctx<'_>, _local: u16, from: SocketAddr, bytes: &[u8]) {
+        if bytes.first().is_some_and(|&b| is_utp_first_byte(b)) {
+            self.stats.utp_datagrams_in += 1;
+            if self.serves_utp() {
+                self.on_utp_datagram(ctx, from, bytes);
+                let t = self.next_wake(ctx);
+                ctx.wake_at(t);
+            }
+            // Else ignored, and no timer moves: a TCP-only client's world
+            // runs as it did before clients could serve uTP.
+            return;
+        }
         let Ok(msg) = krpc::decode(bytes) else {
             return;
         };
@@ -757,6 +928,11 @@ impl SimNode for Client {
     fn on_wake(&mut self, ctx: &mut Ctx<'_>) {
         self.init_table(ctx);
         crate::seeder::wake_sessions(&mut self.sessions, ctx);
+        if let Some(u) = self.utp_side.as_mut() {
+            crate::seeder::wake_sessions(&mut u.sessions, ctx);
+            u.utp.handle_timeout(ctx.now);
+            self.pump_utp(ctx);
+        }
         self.expire(ctx);
         if self.next_announce.is_none_or(|t| t <= ctx.now) {
             self.announce_next(ctx);
@@ -778,19 +954,19 @@ impl SimNode for Client {
     }
 
     fn accepts_tcp(&self) -> bool {
-        self.behaviour != SeedBehaviour::NoListener
+        self.tcp && self.behaviour != SeedBehaviour::NoListener
     }
 
     fn on_tcp_accepted(&mut self, ctx: &mut Ctx<'_>, tcp: TcpId) {
         self.stats.connections += 1;
-        let s = crate::seeder::Serving::new(self.behaviour, ctx.rng.next_u64());
+        let s = Serving::new(Link::Tcp(tcp), self.behaviour, ctx.rng.next_u64());
         self.sessions.insert(tcp, s);
     }
 
     fn on_tcp_data(&mut self, ctx: &mut Ctx<'_>, tcp: TcpId, _tag: u64, bytes: &[u8]) {
         let torrents = &self.torrents;
         if let Some(s) = self.sessions.get_mut(&tcp) {
-            let done = s.on_data(ctx, tcp, bytes, |ih| {
+            let done = s.on_data(ctx, bytes, |ih| {
                 torrents.iter().find(|t| t.ih == *ih).map(|t| t.info_dict())
             });
             if done {

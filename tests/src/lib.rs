@@ -14,6 +14,7 @@
 //! - [`truth`]: torrents, their info dicts and holders.
 //! - [`alloc_meter`]: heap metering of one node (the `sim` binary's memory figure).
 //! - [`utp_link`]: two uTP endpoints on a lossy, reordering, duplicating link.
+//! - [`nat`]: clients behind NATs or uTP-only, and metadata success by class.
 //!
 //! Everything is driven by `World::rng`: two runs with one seed produce the same
 //! [`world::World::trace_hash`]. Tests read their seed with
@@ -25,6 +26,7 @@ pub mod baseline;
 pub mod client;
 pub mod crawler_node;
 pub mod honest;
+pub mod nat;
 pub mod net;
 pub mod scenario;
 pub mod seeder;

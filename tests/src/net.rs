@@ -51,8 +51,13 @@ pub struct NetConfig {
     pub reorder_delay: Duration,
     /// Largest UDP payload delivered; bigger datagrams are dropped.
     pub mtu: usize,
-    /// How long a NAT keeps a pinhole open after an outgoing datagram.
+    /// How long a NAT keeps a mapping (a pinhole for the one remote address
+    /// and port) open after an outgoing datagram: its UDP mapping timeout.
     pub nat_pinhole: Duration,
+    /// Live mappings a NAT keeps per endpoint at most (the oldest goes first).
+    /// A client's announce traversals reach a few dozen nodes a minute: a home
+    /// router's table holds thousands.
+    pub nat_mappings: usize,
     /// Chance that a TCP segment is "lost" and retransmitted (costs `tcp_rto`).
     pub tcp_loss: f64,
     pub tcp_rto: Duration,
@@ -73,6 +78,7 @@ impl Default for NetConfig {
             reorder_delay: Duration::from_millis(50),
             mtu: 1472,
             nat_pinhole: Duration::from_secs(60),
+            nat_mappings: 1024,
             tcp_loss: 0.0,
             tcp_rto: Duration::from_millis(300),
             tcp_connect_timeout: Duration::from_secs(21),
@@ -139,7 +145,10 @@ pub struct EndpointNet {
     pub access: Duration,
     /// Extra loss on this endpoint's datagrams, both directions.
     pub extra_loss: f64,
-    /// Behind a NAT: unsolicited inbound datagrams and connects are dropped.
+    /// Behind a NAT with address-and-port-restricted filtering and no port
+    /// forwarding: an inbound datagram passes only from an endpoint (address
+    /// and port) this one sent to within [`NetConfig::nat_pinhole`]; an
+    /// inbound TCP connect never does.
     pub nat: bool,
     /// Partition label: datagrams between different islands are dropped.
     pub island: u16,
@@ -169,12 +178,18 @@ impl EndpointNet {
         }
     }
 
-    fn open_pinhole(&mut self, to: SocketAddr, until: Timestamp) {
+    /// Opens (or refreshes) the mapping to `to` until `until`; `now` prunes
+    /// expired mappings when the table grows, and the oldest goes when more
+    /// than `cap` are live.
+    fn open_pinhole(&mut self, to: SocketAddr, now: Timestamp, until: Timestamp, cap: usize) {
         if let Some(p) = self.pinholes.iter_mut().find(|p| p.0 == to) {
             p.1 = until;
             return;
         }
-        if self.pinholes.len() >= 64 {
+        if self.pinholes.len() >= 64 && self.pinholes.len().is_power_of_two() {
+            self.pinholes.retain(|p| p.1 >= now);
+        }
+        if self.pinholes.len() >= cap.max(1) {
             // Forget the oldest mapping.
             if let Some(i) = (0..self.pinholes.len()).min_by_key(|&i| self.pinholes[i].1) {
                 self.pinholes.swap_remove(i);
@@ -270,8 +285,11 @@ impl Network {
         self.eps[a].access + self.eps[b].access + self.jitter(rng)
     }
 
-    /// Whether `b` can be reached from `a` at all (liveness, partition, NAT).
-    pub fn reachable(&self, a: usize, b: usize, now: Timestamp) -> Result<(), Drop> {
+    /// Whether a TCP connect from `a` reaches `b` (liveness, partition, NAT).
+    /// An endpoint behind a NAT is never reached by TCP: the NAT forwards no
+    /// port, and its mappings (opened by the endpoint's own datagrams) are for
+    /// UDP only.
+    pub fn reachable(&self, a: usize, b: usize, _now: Timestamp) -> Result<(), Drop> {
         let (ea, eb) = (&self.eps[a], &self.eps[b]);
         if !eb.alive || !ea.alive {
             return Err(Drop::Dead);
@@ -279,7 +297,7 @@ impl Network {
         if ea.island != eb.island {
             return Err(Drop::Partition);
         }
-        if !eb.admits(ea.addr, now) {
+        if eb.nat {
             return Err(Drop::Nat);
         }
         Ok(())
@@ -334,7 +352,8 @@ impl Network {
         let pinhole = now.add(self.cfg.nat_pinhole);
         let to_addr = self.eps[b].addr;
         if self.eps[a].nat && src == self.eps[a].addr {
-            self.eps[a].open_pinhole(to_addr, pinhole);
+            let cap = self.cfg.nat_mappings;
+            self.eps[a].open_pinhole(to_addr, now, pinhole, cap);
         }
         {
             let (ea, eb) = (&self.eps[a], &self.eps[b]);
@@ -469,6 +488,75 @@ mod tests {
         n.eps[0].budget = None;
         n.cfg.duplicate = 1.0;
         assert_eq!(send(&mut n, &mut rng, 10), Ok(2));
+    }
+
+    #[test]
+    fn a_nat_admits_only_the_endpoints_it_sent_to_and_never_tcp() {
+        let mut rng = Rng::new(5);
+        let mut n = net(NetConfig::ideal());
+        // A third endpoint at the same address as endpoint 0, another port.
+        let other_port = SocketAddr::from(([1, 0, 0, 1], 6882));
+        n.eps
+            .push(EndpointNet::new(other_port, Duration::from_millis(10)));
+        n.eps[1].nat = true;
+        let t = |s| Timestamp::from_secs(s);
+        let mut out = Vec::new();
+        let mut route = |n: &mut Network, at, a: usize, b: usize| {
+            let src = n.eps[a].addr;
+            n.route(t(at), a, src, Some(b), 10, &mut rng, &mut out)
+        };
+        assert_eq!(route(&mut n, 1, 0, 1), Err(Drop::Nat));
+        assert_eq!(n.reachable(0, 1, t(1)), Err(Drop::Nat));
+        // The NAT-ed endpoint sends to endpoint 0: 0 may answer, from that
+        // port only, until the mapping times out; TCP still never gets in.
+        assert_eq!(route(&mut n, 2, 1, 0), Ok(()));
+        assert_eq!(route(&mut n, 3, 0, 1), Ok(()));
+        assert_eq!(route(&mut n, 3, 2, 1), Err(Drop::Nat));
+        assert_eq!(n.reachable(0, 1, t(3)), Err(Drop::Nat));
+        assert_eq!(route(&mut n, 2 + 60, 0, 1), Ok(()));
+        assert_eq!(route(&mut n, 2 + 61, 0, 1), Err(Drop::Nat));
+        // Outbound TCP from behind the NAT is fine.
+        assert_eq!(n.reachable(1, 0, t(63)), Ok(()));
+    }
+
+    #[test]
+    fn a_full_nat_table_forgets_its_oldest_mapping() {
+        let mut rng = Rng::new(6);
+        let mut n = net(NetConfig {
+            nat_mappings: 3,
+            ..NetConfig::ideal()
+        });
+        for i in 0..4u8 {
+            n.eps.push(EndpointNet::new(
+                SocketAddr::from(([2, 0, i, 1], 6881)),
+                Duration::from_millis(10),
+            ));
+        }
+        n.eps[1].nat = true;
+        let mut out = Vec::new();
+        let src = n.eps[1].addr;
+        // Endpoint 1 sends to 0, 2, 3, 4 in turn: the mapping to 0 goes.
+        for (s, b) in [(1, 0), (2, 2), (3, 3), (4, 4)] {
+            n.route(
+                Timestamp::from_secs(s),
+                1,
+                src,
+                Some(b),
+                10,
+                &mut rng,
+                &mut out,
+            )
+            .unwrap();
+        }
+        let t = Timestamp::from_secs(5);
+        for (a, want) in [(0, Err(Drop::Nat)), (2, Ok(())), (4, Ok(()))] {
+            let from = n.eps[a].addr;
+            assert_eq!(
+                n.route(t, a, from, Some(1), 10, &mut rng, &mut out),
+                want,
+                "{a}"
+            );
+        }
     }
 
     #[test]

@@ -11,11 +11,21 @@
 //! ```
 //!
 //! Bounded by the fetcher's sessions: one entry per uTP connection in flight.
+//!
+//! A connect that finds the manager's caps full (`UtpConfig::max_half_open`,
+//! `max_connections`: SYNs into closed NAT mappings hold a half-open slot
+//! until the fetcher's connect timeout) waits in a FIFO of at most
+//! [`MAX_WAITING`] connects instead of failing: each stream that ends or
+//! connects frees a slot and opens the oldest waiting one, whose connect
+//! timeout starts then (its job's deadline bounds the wait). Waits are counted
+//! in `TransportStats::utp_waited`; only a connect that finds the queue full
+//! too fails, as a local error (`utp_unavailable`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 
 use crate::utp::{StreamId, Utp, UtpCloseReason, UtpEvent};
-use crate::{CloseReason, ConnId, Output, Timestamp};
+use crate::{CloseReason, ConnId, Output, SocketId, Timestamp};
 
 use super::{FetchOutput, Fetcher};
 
@@ -23,11 +33,17 @@ use super::{FetchOutput, Fetcher};
 /// stream holds, itself bounded by its receive buffer).
 const READ_CHUNK: usize = 64 * 1024;
 
+/// uTP connects that wait for room in the manager's caps, at most.
+pub const MAX_WAITING: usize = 256;
+
 /// The uTP connections of a fetcher (see the module docs).
 #[derive(Debug, Default)]
 pub struct UtpLink {
     by_conn: BTreeMap<ConnId, StreamId>,
     by_stream: BTreeMap<StreamId, ConnId>,
+    /// Connects waiting for the manager's caps, oldest first (see the module
+    /// docs).
+    waiting: VecDeque<(ConnId, SocketId, SocketAddr)>,
     buf: Vec<u8>,
 }
 
@@ -37,14 +53,36 @@ impl UtpLink {
         Self::default()
     }
 
-    /// uTP connections in flight.
+    /// uTP connections in flight (waiting ones included).
     pub fn len(&self) -> usize {
-        self.by_conn.len()
+        self.by_conn.len() + self.waiting.len()
     }
 
     /// Whether none are.
     pub fn is_empty(&self) -> bool {
-        self.by_conn.is_empty()
+        self.by_conn.is_empty() && self.waiting.is_empty()
+    }
+
+    /// Connects waiting for room in the manager's caps.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Opens waiting connects, oldest first, while the manager has room.
+    fn open_waiting(&mut self, now: Timestamp, utp: &mut Utp, fetcher: &mut Fetcher) {
+        while let Some(&(conn, local, to)) = self.waiting.front() {
+            if !fetcher.is_live(conn) {
+                self.waiting.pop_front();
+                continue;
+            }
+            let Ok(s) = utp.connect(now, local, to) else {
+                return;
+            };
+            self.waiting.pop_front();
+            self.by_conn.insert(conn, s);
+            self.by_stream.insert(s, conn);
+            fetcher.connect_timer_from(now, conn);
+        }
     }
 
     /// Carries out a fetcher output if it is about a uTP connection (opens,
@@ -58,13 +96,26 @@ impl UtpLink {
     ) -> Option<FetchOutput> {
         match o {
             FetchOutput::UtpConnect { conn, local, to } => {
-                match utp.connect(now, local, to) {
-                    Ok(s) => {
+                self.open_waiting(now, utp, fetcher);
+                let opened = if self.waiting.is_empty() {
+                    utp.connect(now, local, to).ok()
+                } else {
+                    None
+                };
+                match opened {
+                    Some(s) => {
                         self.by_conn.insert(conn, s);
                         self.by_stream.insert(s, conn);
                     }
-                    Err(_) => {
-                        // The manager's caps: ours, not the peer's.
+                    None if self.waiting.len() < MAX_WAITING => {
+                        // The manager's caps are full: wait for a slot.
+                        fetcher.stats.transport.utp_waited += 1;
+                        fetcher.connect_timer_stop(conn);
+                        self.waiting.push_back((conn, local, to));
+                    }
+                    None => {
+                        // The caps and the queue are full: ours, not the
+                        // peer's.
                         fetcher.stats.transport.utp_unavailable += 1;
                         fetcher.handle_closed(now, conn, CloseReason::LocalError);
                     }
@@ -84,10 +135,16 @@ impl UtpLink {
                 None
             }
             FetchOutput::Output(Output::Close { conn }) => {
+                if let Some(i) = self.waiting.iter().position(|w| w.0 == conn) {
+                    // Never opened: nothing to close.
+                    self.waiting.remove(i);
+                    return None;
+                }
                 if !self.by_conn.contains_key(&conn) {
                     return Some(FetchOutput::Output(Output::Close { conn }));
                 }
                 self.forget(now, conn, utp);
+                self.open_waiting(now, utp, fetcher);
                 None
             }
             other => Some(other),
@@ -111,8 +168,15 @@ impl UtpLink {
         let _ = utp.abort(now, s);
     }
 
-    /// A uTP event: to the fetcher if it is about one of its streams.
+    /// A uTP event: to the fetcher if it is about one of its streams. A
+    /// stream that connects or ends frees a half-open slot: waiting connects
+    /// open.
     pub fn on_event(&mut self, now: Timestamp, ev: UtpEvent, utp: &mut Utp, fetcher: &mut Fetcher) {
+        self.dispatch(now, ev, utp, fetcher);
+        self.open_waiting(now, utp, fetcher);
+    }
+
+    fn dispatch(&mut self, now: Timestamp, ev: UtpEvent, utp: &mut Utp, fetcher: &mut Fetcher) {
         match ev {
             UtpEvent::Connected(s) => {
                 if let Some(&conn) = self.by_stream.get(&s) {
@@ -181,6 +245,33 @@ impl UtpLink {
     }
 }
 
+impl Fetcher {
+    /// A uTP connect waits for the manager's caps: no connect timeout runs
+    /// (its job's deadline still does).
+    fn connect_timer_stop(&mut self, id: ConnId) {
+        let key = super::TimerKey::Conn(id.index, id.generation);
+        if let Some(c) = self.conn_mut(id) {
+            let t = c.deadline;
+            self.timers.remove(&(t, key));
+        }
+    }
+
+    /// A waiting uTP connect sent its SYN: the attempt starts now (its
+    /// connect and peer timeouts, and the times in its session report).
+    fn connect_timer_from(&mut self, now: Timestamp, id: ConnId) {
+        let key = super::TimerKey::Conn(id.index, id.generation);
+        let t = now.add(self.cfg.connect_timeout);
+        if let Some(c) = self.conn_mut(id) {
+            let old = c.deadline;
+            c.started_at = now;
+            c.last_rx = now;
+            c.deadline = t;
+            self.timers.remove(&(old, key));
+            self.timers.insert((t, key));
+        }
+    }
+}
+
 /// A uTP ending as the fetcher's close reasons (which it maps to failures the
 /// same way for either transport).
 fn close_reason(r: UtpCloseReason) -> CloseReason {
@@ -202,10 +293,15 @@ mod tests {
     use std::net::SocketAddr;
     use std::time::Duration;
 
-    use crate::fetch::{FetchConfig, Fetcher, SessionOutcome, Transport, TransportChoice};
+    use super::{UtpLink, MAX_WAITING};
+    use crate::fetch::{
+        FetchConfig, FetchOutput, Fetcher, SessionOutcome, Transport, TransportChoice,
+    };
+    use crate::id::InfoHash;
     use crate::session::FailReason;
     use crate::testkit::{build_info, InfoSpec, UtpSwarm};
-    use crate::{Event, Rng, SocketId, Timestamp};
+    use crate::utp::{Utp, UtpConfig};
+    use crate::{Event, Output, Rng, SocketId, Timestamp};
 
     fn seeder() -> SocketAddr {
         "10.0.0.7:51413".parse().unwrap()
@@ -440,5 +536,101 @@ mod tests {
             (w.now(), w.lost, w.carried, w.ours().stats())
         };
         assert_eq!(run(7), run(7));
+    }
+
+    #[test]
+    fn a_utp_connect_that_finds_the_half_open_cap_full_waits_for_a_slot() {
+        // One half-open slot, taken by a SYN to a peer that never answers.
+        let cfg = UtpConfig {
+            max_half_open: 1,
+            ..UtpConfig::default()
+        };
+        let mut w = UtpSwarm::with_our_config(6, Duration::from_millis(20), 0, cfg);
+        let ih = w.set_seeder(seeder(), info(1 << 20, 100 << 20).into());
+        let silent: SocketAddr = "10.0.0.9:6881".parse().unwrap();
+        let mut f = fetcher(true);
+        f.note_udp_contact(Timestamp::ZERO, silent, SocketId(0));
+        f.note_udp_contact(Timestamp::ZERO, seeder(), SocketId(0));
+        let mut ev = Vec::new();
+        f.fetch(Timestamp::ZERO, InfoHash([9; 20]), &[silent])
+            .unwrap();
+        f.fetch(Timestamp::ZERO, ih, &[seeder()]).unwrap();
+        w.run_into(&mut f, 100_000, &mut ev);
+        assert_eq!(fetched(&ev).len(), 1, "{ev:?}");
+        let t = &f.stats().transport;
+        assert_eq!(t.utp_waited, 1);
+        assert_eq!(t.utp_unavailable, 0);
+        // Nothing failed as ours, and no connect paused for a back-off.
+        assert!(
+            !sessions(&ev)
+                .iter()
+                .any(|s| s.1 == SessionOutcome::Failed(FailReason::LocalError)),
+            "{ev:?}"
+        );
+        assert_eq!(f.stats().local_backoffs, 0);
+        // The seeder's session started when its SYN went out: after the
+        // silent peer's connect timeout freed the slot.
+        let ok = ev
+            .iter()
+            .find_map(|e| match e {
+                Event::PeerSession(r) if r.peer == seeder() => Some(r.started_at),
+                _ => None,
+            })
+            .unwrap();
+        assert!(ok >= Timestamp::ZERO.add(FetchConfig::default().connect_timeout));
+        assert!(w.ours().is_empty(), "{:?}", w.ours().stats());
+    }
+
+    #[test]
+    fn waiting_utp_connects_are_bounded_and_leave_with_their_job() {
+        let mut utp = Utp::new(
+            UtpConfig {
+                max_half_open: 0,
+                ..UtpConfig::default()
+            },
+            Rng::new(1),
+        );
+        let mut link = UtpLink::new();
+        let mut f = fetcher(true);
+        let n = MAX_WAITING + 44;
+        for i in 0..n {
+            let peer = SocketAddr::from(([10, 1, (i / 200) as u8, (i % 200) as u8 + 1], 6881));
+            f.note_udp_contact(Timestamp::ZERO, peer, SocketId(0));
+            let mut b = [0u8; 20];
+            b[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+            f.fetch(Timestamp::ZERO, InfoHash(b), &[peer]).unwrap();
+        }
+        let mut route_all = |f: &mut Fetcher, link: &mut UtpLink, now| {
+            let mut left = 0;
+            while let Some(o) = f.poll_outcome() {
+                if let Some(FetchOutput::Output(Output::Close { .. } | Output::Connect { .. })) =
+                    link.route(now, o, &mut utp, f)
+                {
+                    left += 1;
+                }
+            }
+            left
+        };
+        assert_eq!(route_all(&mut f, &mut link, Timestamp::ZERO), 0);
+        assert_eq!(link.waiting(), MAX_WAITING);
+        let t = &f.stats().transport;
+        assert_eq!(t.utp_waited, MAX_WAITING as u64);
+        assert_eq!(t.utp_unavailable, 44);
+        // No connect timeout runs while waiting; the jobs' deadlines do, and
+        // their closes empty the queue (none reaches the TCP driver).
+        // (The 44 refused ones come back after the local back-off and are
+        // refused again: the queue stays full.)
+        let mid = Timestamp::ZERO.add(FetchConfig::default().infohash_timeout / 2);
+        f.handle_timeout(mid);
+        assert_eq!(route_all(&mut f, &mut link, mid), 0);
+        assert_eq!(link.waiting(), MAX_WAITING);
+        assert_eq!(f.stats().transport.utp_waited, MAX_WAITING as u64);
+        assert_eq!(f.stats().transport.utp_unavailable, 88);
+        let end = Timestamp::ZERO.add(FetchConfig::default().infohash_timeout);
+        f.handle_timeout(end);
+        assert_eq!(route_all(&mut f, &mut link, end), 0);
+        assert_eq!(link.waiting(), 0);
+        assert!(link.is_empty());
+        assert_eq!(f.jobs(), 0);
     }
 }

@@ -25,6 +25,7 @@ pub use crate::session::FailReason;
 
 mod cache;
 mod link;
+mod recontact;
 mod report;
 mod stream;
 
@@ -33,7 +34,9 @@ use crate::session::{PeerInfo, Progress, Session, SessionConfig};
 use crate::time::Timestamp;
 use crate::{ApiMisuse, CloseReason, ConnId, Event, Output, SocketId};
 use cache::PeerCache;
-pub use link::UtpLink;
+pub use link::{UtpLink, MAX_WAITING as MAX_UTP_WAITING};
+use recontact::Recontact;
+pub use recontact::{RECONTACT_MAX, RECONTACT_PER_PEER, RECONTACT_TTL};
 pub use report::{
     AfterFailure, Encryption, EncryptionPolicy, EncryptionStats, FetchConfig, FetchFailure,
     FetchOutput, FetchStats, HolepunchStats, MetadataFailed, MetadataFetched, PeerCapability,
@@ -207,6 +210,9 @@ pub struct Fetcher {
     /// job's). Cleared when a handshake gets through (the cache learns the
     /// transport at once) or the job is done with the peer.
     probing: BTreeMap<SocketAddr, InfoHash>,
+    /// Peers no direct attempt reached, retried when they next send us a
+    /// datagram (see `recontact`).
+    recontact: Recontact,
     stats: FetchStats,
 }
 
@@ -284,6 +290,7 @@ impl Fetcher {
             udp_contacts: BTreeMap::new(),
             udp_order: BTreeSet::new(),
             probing: BTreeMap::new(),
+            recontact: Recontact::default(),
             stats: FetchStats::default(),
         }
     }
@@ -322,6 +329,7 @@ impl Fetcher {
         }
         self.udp_order.insert((now, from));
         self.stats.transport.udp_contacts = self.udp_contacts.len();
+        self.recontacted(now, from);
     }
 
     /// The socket `peer` talked to us on recently, if it did.
@@ -370,6 +378,17 @@ impl Fetcher {
 
     /// Starts fetching `ih` from `peers`, or adds peers to a running fetch.
     pub fn fetch(
+        &mut self,
+        now: Timestamp,
+        ih: InfoHash,
+        peers: &[SocketAddr],
+    ) -> Result<(), ApiMisuse> {
+        // A job a peer's contact started is the owner's from now on.
+        self.recontact.jobs.remove(&ih);
+        self.start_fetch(now, ih, peers)
+    }
+
+    fn start_fetch(
         &mut self,
         now: Timestamp,
         ih: InfoHash,
@@ -1455,6 +1474,7 @@ impl Fetcher {
             if needs_relay && job.hp_known.insert(c.peer) {
                 job.hp_candidates.push_back(c.peer);
             }
+
             if local {
                 job.pending.push_front(c.peer);
                 job.tried = job.tried.saturating_sub(1);
@@ -1499,6 +1519,9 @@ impl Fetcher {
                 self.probing.remove(&c.peer);
                 self.wake_ip(c.peer.ip());
             }
+        }
+        if needs_relay {
+            self.wait_for_contact(now, c.peer, c.ih);
         }
         self.mark_runnable(c.ih);
         let report = PeerSessionReport {
@@ -1568,6 +1591,9 @@ impl Fetcher {
                     peers_tried: job.tried,
                 };
                 self.stats.fetched += 1;
+                if self.recontact.jobs.remove(&ih) {
+                    self.stats.transport.recontact_fetched += 1;
+                }
                 self.finish_job(now, ih);
                 self.out
                     .push_back(FetchOutput::Output(Output::Event(Event::MetadataFetched(
@@ -1643,6 +1669,11 @@ impl Fetcher {
         };
         for p in job.pending.drain(..).chain(job.later.drain(..)) {
             job.reasons.push((p, untried));
+        }
+        if self.recontact.jobs.remove(&ih) {
+            // Its owner had this infohash's failure already.
+            self.stats.transport.recontact_failed += 1;
+            return;
         }
         self.stats.failed += 1;
         if timed_out {

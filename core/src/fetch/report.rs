@@ -266,6 +266,9 @@ pub struct TransportStats {
     /// uTP attempts the uTP socket manager could not open (its connection or
     /// half-open caps): failed as a local error.
     pub utp_unavailable: u64,
+    /// uTP attempts that found those caps full and waited for a slot (a
+    /// bounded queue, see `UtpLink`).
+    pub utp_waited: u64,
     /// uTP streams aborted because a write did not fit their send buffer.
     pub utp_write_overflow: u64,
     /// Times uTP datagrams waited for the transfer budget
@@ -276,6 +279,20 @@ pub struct TransportStats {
     pub udp_contacts: usize,
     /// See `udp_contacts`.
     pub udp_contacts_evicted: u64,
+    /// Peers no direct attempt reached, waiting for their next datagram to be
+    /// retried (gauge; see `Fetcher::note_udp_contact`).
+    pub recontact_waiting: usize,
+    /// Of those, the oldest forgotten to make room.
+    pub recontact_evicted: u64,
+    /// Retries started by a waiting peer's datagram.
+    pub recontact_retries: u64,
+    /// Retries for which no job could start (`max_jobs`).
+    pub recontact_no_room: u64,
+    /// Jobs a contact started that fetched the metadata, and that failed
+    /// (not reported as failures: the owner had them already).
+    pub recontact_fetched: u64,
+    /// See `recontact_fetched`.
+    pub recontact_failed: u64,
 }
 
 impl TransportStats {

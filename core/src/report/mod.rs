@@ -728,6 +728,11 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
         t.utp_unavailable,
     );
     w.counter(
+        "magnetar_fetch_utp_waited_total",
+        "uTP attempts that found the socket manager's caps full and waited for a slot.",
+        t.utp_waited,
+    );
+    w.counter(
         "magnetar_fetch_utp_write_overflow_total",
         "uTP streams aborted: a write did not fit the send buffer.",
         t.utp_write_overflow,
@@ -747,6 +752,40 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
         "UDP contacts forgotten to make room (oldest first).",
         t.udp_contacts_evicted,
     );
+    w.gauge(
+        "magnetar_fetch_recontact_waiting",
+        "Peers no direct attempt reached, waiting for their next datagram to be retried over uTP.",
+        t.recontact_waiting as f64,
+    );
+    for (name, help, v) in [
+        (
+            "magnetar_fetch_recontact_evicted_total",
+            "Peers waiting for contact forgotten to make room (oldest first).",
+            t.recontact_evicted,
+        ),
+        (
+            "magnetar_fetch_recontact_retries_total",
+            "Retries of a peer no direct attempt reached, started by its next datagram to us.",
+            t.recontact_retries,
+        ),
+        (
+            "magnetar_fetch_recontact_no_room_total",
+            "Such retries for which no fetch job could start (max jobs).",
+            t.recontact_no_room,
+        ),
+        (
+            "magnetar_fetch_recontact_fetched_total",
+            "Fetch jobs started by a peer's contact that fetched the metadata.",
+            t.recontact_fetched,
+        ),
+        (
+            "magnetar_fetch_recontact_failed_total",
+            "Fetch jobs started by a peer's contact that failed (not reported as fetch failures).",
+            t.recontact_failed,
+        ),
+    ] {
+        w.counter(name, help, v);
+    }
     let h = &f.holepunch;
     for (name, help, v) in [
         (

@@ -64,12 +64,23 @@ pub struct UtpSwarm {
     pub lost: u64,
     /// Datagrams the link carried.
     pub carried: u64,
+    /// The seeder sits behind a NAT (see [`UtpSwarm::put_behind_a_nat`]):
+    /// its mapping to us is open until then.
+    nat_open_until: Option<Timestamp>,
 }
+
+/// How long a NAT keeps a UDP mapping after the seeder's last datagram.
+const NAT_MAPPING: Duration = Duration::from_secs(60);
 
 impl UtpSwarm {
     /// An empty world at time zero: one-way `latency`, `loss_ppm` datagrams per
     /// million lost (from `seed`).
     pub fn new(seed: u64, latency: Duration, loss_ppm: u32) -> Self {
+        Self::with_our_config(seed, latency, loss_ppm, UtpConfig::default())
+    }
+
+    /// [`UtpSwarm::new`] with our uTP manager configured by `ours`.
+    pub fn with_our_config(seed: u64, latency: Duration, loss_ppm: u32, ours: UtpConfig) -> Self {
         let rng = Rng::new(seed);
         let theirs_cfg = UtpConfig {
             accept_incoming: true,
@@ -78,7 +89,7 @@ impl UtpSwarm {
         };
         UtpSwarm {
             now: Timestamp::ZERO,
-            ours: Utp::new(UtpConfig::default(), rng.child(1)),
+            ours: Utp::new(ours, rng.child(1)),
             link: UtpLink::new(),
             theirs: Utp::new(theirs_cfg, rng.child(2)),
             our_addr: SocketAddr::from(([10, 255, 0, 1], 6881)),
@@ -96,7 +107,30 @@ impl UtpSwarm {
             tcp_accept_then_close: false,
             lost: 0,
             carried: 0,
+            nat_open_until: None,
         }
+    }
+
+    /// Puts the seeder behind an address-and-port-restricted NAT with no
+    /// mapping to us: our datagrams reach it only within a minute of its own
+    /// last datagram to us ([`UtpSwarm::seeder_sends_us_a_datagram`], or any
+    /// uTP packet it sends).
+    pub fn put_behind_a_nat(&mut self) {
+        self.nat_open_until = Some(Timestamp::ZERO);
+    }
+
+    /// The seeder sends us a datagram (a DHT query, say): its NAT maps it to
+    /// us for a minute. The caller tells the fetcher
+    /// ([`Fetcher::note_udp_contact`]).
+    pub fn seeder_sends_us_a_datagram(&mut self) {
+        if let Some(t) = &mut self.nat_open_until {
+            *t = (*t).max(self.now.add(NAT_MAPPING));
+        }
+    }
+
+    /// The seeder's address, if there is one.
+    pub fn seeder_addr(&self) -> Option<SocketAddr> {
+        self.seeder.as_ref().map(|s| s.0)
     }
 
     /// The current time.
@@ -227,6 +261,15 @@ impl UtpSwarm {
             return;
         }
         let addr = seeder;
+        match (dir, &mut self.nat_open_until) {
+            (Dir::ToSeeders, Some(t)) if self.now >= *t => {
+                // No mapping: the NAT drops it.
+                self.lost += 1;
+                return;
+            }
+            (Dir::ToFetcher, Some(t)) => *t = (*t).max(self.now.add(NAT_MAPPING)),
+            _ => {}
+        }
         if self.loss_ppm > 0 && (self.rng.next_u32() % 1_000_000) < self.loss_ppm {
             self.lost += 1;
             return;

@@ -13,8 +13,19 @@
 //!
 //! `--strategies` picks the crawlers, run one after the other in identical worlds:
 //! `magnetar`, `magnetar-idN` (N identities, up to 64), `magnetar-neighbour`
-//! (neighbour mode), combinations such as `magnetar-id16-neighbour`, and the
-//! `magnetico` and `bitmagnet` models.
+//! (neighbour mode), `magnetar-noutp` (the fetcher on TCP only), combinations
+//! such as `magnetar-id16-neighbour`, and the `magnetico` and `bitmagnet` models.
+//!
+//! The NAT world (issue 15): `--nat F` puts a share of the clients behind NATs
+//! (address-and-port-restricted, no port forwarding: reached only over uTP from
+//! a socket they sent to lately), `--utp-only F` turns TCP off on a share of
+//! the others, `--utp-dual F` gives uTP to a share of the rest; the crawler is
+//! put in every client's routing table (unless `--not-in-tables`). The
+//! metadata report then gives fetched
+//! per discovered by class of torrent (TCP-reachable, uTP-only, behind NATs):
+//!
+//! `cargo run -p magnetar-tests --bin sim -- --nodes 10000 --infohashes 10000 --hours 1 --nat 0.3 --utp-only 0.3 --utp-dual 1 --strategies magnetar,magnetar-noutp --jobs 2`
+//! (BENCHMARKS.md, uTP).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +37,7 @@ use magnetar_core::{InfoHash, Timestamp};
 use magnetar_tests::alloc_meter::{self, Meter};
 use magnetar_tests::baseline::{Baseline, Model};
 use magnetar_tests::client::Client;
+use magnetar_tests::nat::{self, ClientMix};
 use magnetar_tests::net::TokenBucket;
 use magnetar_tests::soak::{self, Hour, Sampler};
 use magnetar_tests::{Kind, NodeIdx, RuntimePolicy, World};
@@ -50,6 +62,11 @@ struct Args {
     /// Share of honest nodes that are silent: in others' tables but never
     /// answering (behind a NAT). `--silent F`; default the realistic 0.15.
     silent: Option<f64>,
+    /// The clients' transports and NATs (`--nat`, `--utp-only`, `--utp-dual`).
+    mix: ClientMix,
+    /// With a mix, the crawler is put in every client's routing table unless
+    /// `--not-in-tables` (then clients learn of it only through traversals).
+    introduce: bool,
 }
 
 fn parse() -> Args {
@@ -65,6 +82,8 @@ fn parse() -> Args {
         hourly: false,
         arrivals: 0,
         silent: None,
+        mix: ClientMix::TCP_ONLY,
+        introduce: true,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -81,6 +100,14 @@ fn parse() -> Args {
             "--jobs" => a.jobs = v.parse().expect("--jobs N"),
             "--arrivals" => a.arrivals = v.parse().expect("--arrivals PER_HOUR"),
             "--silent" => a.silent = Some(v.parse().expect("--silent SHARE")),
+            "--nat" => a.mix.nat = v.parse().expect("--nat SHARE"),
+            "--utp-only" => a.mix.utp_only = v.parse().expect("--utp-only SHARE"),
+            "--utp-dual" => a.mix.dual = v.parse().expect("--utp-dual SHARE"),
+            "--not-in-tables" => {
+                a.introduce = false;
+                i += 1;
+                continue;
+            }
             "--hourly" => {
                 a.hourly = true;
                 i += 1;
@@ -90,8 +117,9 @@ fn parse() -> Args {
                 println!("sim [--nodes N] [--infohashes N] [--hours H] [--seed S] [--budget PPS] [--clients N] [--strategies magnetar,magnetico,bitmagnet] [--jobs N (worlds run in parallel; default: cores)] [--hourly] [--arrivals PER_HOUR]");
                 println!("  --hourly: a row per virtual hour for each magnetar world (heap, discoveries, fetches, datagrams, every bounded table against its bound) and a verdict");
                 println!("  --silent F: share of honest nodes that never answer (behind a NAT; default 0.15)");
+                println!("  --nat F: share of clients behind a NAT (address-and-port-restricted, no port forwarding; TCP and uTP on); --utp-only F: share of the others with TCP off; --utp-dual F: share of the rest that also serve uTP (default 0 each: TCP-only clients, as in earlier runs). With any of them, the crawler is in every client's routing table (unless --not-in-tables: clients learn of it only through their traversals), and the metadata report gives fetched/discovered by class of torrent; compare with --strategies magnetar,magnetar-noutp");
                 println!("  --arrivals N: N new torrents per virtual hour, each given to 2 clients who announce it on their next turn (default 0: the world's torrents are all there from the start)");
-                println!("  magnetar variants: magnetar-id16 (16 identities), magnetar-neighbour (neighbour mode), magnetar-id16-neighbour; a -drop or -queue suffix picks the acquire policy when acquisitions are full; -nolate: no late-transaction table (a query holds its slot until the full timeout)");
+                println!("  magnetar variants: magnetar-id16 (16 identities), magnetar-neighbour (neighbour mode), magnetar-id16-neighbour; a -drop or -queue suffix picks the acquire policy when acquisitions are full; -nolate: no late-transaction table (a query holds its slot until the full timeout); -noutp: the fetcher on TCP only");
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -108,21 +136,34 @@ fn build(a: &Args) -> World {
     if let Some(s) = a.silent {
         spec.unreachable = s;
     }
-    soak::churning_world_with(a.seed, &spec, a.infohashes, clients, a.arrivals)
+    let mut w = soak::churning_world_with(a.seed, &spec, a.infohashes, clients, a.arrivals);
+    nat::apply_mix(&mut w, &a.mix);
+    w
 }
 
-/// A magnetar strategy name: `magnetar[-idN][-neighbour][-drop|-queue]`. The last
-/// part picks the pump's acquire policy when acquisitions are full (drop the
-/// infohash, or queue it and retry); without it, the runtimes' policy.
-fn magnetar_variant(name: &str) -> Option<(usize, bool, Option<AcquirePolicy>)> {
+/// A magnetar strategy: `magnetar[-idN][-neighbour][-drop|-queue][-nolate][-noutp]`.
+#[derive(Clone, Copy, Debug)]
+struct Variant {
+    ids: usize,
+    neighbour: bool,
+    /// The pump's acquire policy when acquisitions are full (drop the
+    /// infohash, or queue it and retry); `None`: the runtimes' policy.
+    on_full: Option<AcquirePolicy>,
+    /// The fetcher may use uTP (`-noutp`: TCP only).
+    utp: bool,
+}
+
+/// Parses a magnetar strategy name (see [`Variant`]).
+fn magnetar_variant(name: &str) -> Option<Variant> {
     let mut parts = name.split('-');
     if parts.next() != Some("magnetar") {
         return None;
     }
-    let (mut ids, mut neighbour, mut on_full) = (1, false, None);
+    let (mut ids, mut neighbour, mut on_full, mut utp) = (1, false, None, true);
     for p in parts {
         match p {
             "neighbour" => neighbour = true,
+            "noutp" => utp = false,
             // The transaction table without its late table (see `no_late`).
             "nolate" => {}
             "drop" => on_full = Some(AcquirePolicy::Drop),
@@ -140,7 +181,12 @@ fn magnetar_variant(name: &str) -> Option<(usize, bool, Option<AcquirePolicy>)> 
             }
         }
     }
-    Some((ids, neighbour, on_full))
+    Some(Variant {
+        ids,
+        neighbour,
+        on_full,
+        utp,
+    })
 }
 
 struct Row {
@@ -223,7 +269,12 @@ fn run(a: &Args, strategy: &str) -> Row {
     alloc_meter::reset();
     let node: NodeIdx = match strategy {
         _ if variant.is_some() => {
-            let (ids, neighbour, on_full) = variant.unwrap_or((1, false, None));
+            let Variant {
+                ids,
+                neighbour,
+                on_full,
+                utp,
+            } = variant.expect("a magnetar variant");
             let c = w.add_crawler(
                 ids,
                 RuntimePolicy {
@@ -234,12 +285,16 @@ fn run(a: &Args, strategy: &str) -> Row {
                 |cfg| {
                     cfg.crawl.max_pps = budget;
                     cfg.crawl.neighbour_mode = neighbour;
+                    cfg.fetch.utp = utp;
                     if no_late(strategy) {
                         cfg.dht.late_factor = 0;
                     }
                 },
             );
             w.meter = Some(c);
+            if !a.mix.is_tcp_only() && a.introduce {
+                nat::introduce(&mut w, c);
+            }
             w.crawler_call(c, |cr, now| cr.bootstrap(now, &routers));
             c
         }
@@ -381,6 +436,13 @@ fn run(a: &Args, strategy: &str) -> Row {
                 }
             ));
             md.push(arrivals_account(&w, a, cn));
+            if !a.mix.is_tcp_only() {
+                md.push(format!(
+                    "by class of torrent, fetched/discovered (torrents in the world): {}",
+                    nat::account(&w, &cn.tally)
+                ));
+                md.push(transport_line(&f.transport));
+            }
             let mut mem = metered(format!(
                 " (of which the harness's maps standing in for storage, metered: {})",
                 mib(alloc_meter::storage())
@@ -468,6 +530,32 @@ fn run(a: &Args, strategy: &str) -> Row {
         trace: w.trace_hash(),
         hours: sampler,
     }
+}
+
+/// Sessions by transport: attempts, connected, ok.
+fn transport_line(t: &magnetar_core::fetch::TransportStats) -> String {
+    use magnetar_core::fetch::{Transport, TransportStats};
+    let one = |x: Transport| {
+        format!(
+            "{x:?} {} attempts, {} connected, {} ok, {} failed",
+            TransportStats::get(&t.attempts, x),
+            TransportStats::get(&t.connected, x),
+            TransportStats::get(&t.ok, x),
+            t.failed_total(x)
+        )
+    };
+    format!(
+        "peer sessions by transport: {}; {} ({} not opened: the uTP manager's connection or half-open caps; {} waited for them); peers not reached retried on contact: {} (jobs of their own: {} fetched, {} failed; {} waiting, {} forgotten)",
+        one(Transport::Tcp),
+        one(Transport::Utp),
+        t.utp_unavailable,
+        t.utp_waited,
+        t.recontact_retries,
+        t.recontact_fetched,
+        t.recontact_failed,
+        t.recontact_waiting,
+        t.recontact_evicted
+    )
 }
 
 /// A `-nolate` variant: every transaction keeps its slot until its full
