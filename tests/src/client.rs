@@ -600,6 +600,11 @@ impl Client {
                     side.sessions.remove(&stream);
                 }
                 UtpEvent::Connected(_) => {}
+                // A simulated client never dials uTP, so no SYN can cross one of
+                // its own: refuse whatever the manager reports.
+                UtpEvent::Crossed { stream, .. } => {
+                    let _ = side.utp.close(now, stream);
+                }
             }
         }
         // Output into the streams, in stream order (deterministic).

@@ -1068,6 +1068,48 @@ impl Store {
     }
 }
 
+/// Clears the doc ids of hidden torrents (content filter, `hide`) from `bits`: one
+/// lookup per hidden torrent, nothing when none is hidden.
+fn clear_hidden(txn: &RoTxn, dbs: &Dbs, bits: &mut Bits) -> Result<()> {
+    for r in dbs.hidden.iter(txn).map_err(lmdb("reading hidden"))? {
+        let (k, _) = r.map_err(lmdb("reading hidden"))?;
+        let Ok(ih) = InfoHash::try_from(k) else {
+            continue;
+        };
+        if let Some(d) = docid_of(txn, dbs, &ih)? {
+            bits.clear(d);
+        }
+    }
+    Ok(())
+}
+
+/// Removes a removed torrent's facets: its record and its doc id from every
+/// `facet_terms` posting list its facets put it in.
+pub(crate) fn remove_of(txn: &mut RwTxn, dbs: &Dbs, docids: &[u32]) -> Result<()> {
+    let mut by_key: std::collections::BTreeMap<Vec<u8>, Vec<u32>> = Default::default();
+    for &d in docids {
+        let dk = codec::docid_key(d);
+        let f = match dbs.facets.get(txn, &dk).map_err(lmdb("reading facets"))? {
+            Some(v) => decode(v).ok(),
+            None => None,
+        };
+        if let Some(f) = f {
+            for k in keys(&f) {
+                by_key.entry(k.bytes().to_vec()).or_default().push(d);
+            }
+        }
+        dbs.facets
+            .delete(txn, &dk)
+            .map_err(lmdb("removing facets"))?;
+    }
+    for (key, mut ids) in by_key {
+        ids.sort_unstable();
+        ids.dedup();
+        super::filter::remove_from_blocks(txn, &dbs.facet_terms, &key, &ids)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1157,46 +1199,4 @@ mod tests {
         let k = keys(&x);
         assert!(k.len() <= 2 * MAX_RANGE_KEYS as usize + 40, "{}", k.len());
     }
-}
-
-/// Clears the doc ids of hidden torrents (content filter, `hide`) from `bits`: one
-/// lookup per hidden torrent, nothing when none is hidden.
-fn clear_hidden(txn: &RoTxn, dbs: &Dbs, bits: &mut Bits) -> Result<()> {
-    for r in dbs.hidden.iter(txn).map_err(lmdb("reading hidden"))? {
-        let (k, _) = r.map_err(lmdb("reading hidden"))?;
-        let Ok(ih) = InfoHash::try_from(k) else {
-            continue;
-        };
-        if let Some(d) = docid_of(txn, dbs, &ih)? {
-            bits.clear(d);
-        }
-    }
-    Ok(())
-}
-
-/// Removes a removed torrent's facets: its record and its doc id from every
-/// `facet_terms` posting list its facets put it in.
-pub(crate) fn remove_of(txn: &mut RwTxn, dbs: &Dbs, docids: &[u32]) -> Result<()> {
-    let mut by_key: std::collections::BTreeMap<Vec<u8>, Vec<u32>> = Default::default();
-    for &d in docids {
-        let dk = codec::docid_key(d);
-        let f = match dbs.facets.get(txn, &dk).map_err(lmdb("reading facets"))? {
-            Some(v) => decode(v).ok(),
-            None => None,
-        };
-        if let Some(f) = f {
-            for k in keys(&f) {
-                by_key.entry(k.bytes().to_vec()).or_default().push(d);
-            }
-        }
-        dbs.facets
-            .delete(txn, &dk)
-            .map_err(lmdb("removing facets"))?;
-    }
-    for (key, mut ids) in by_key {
-        ids.sort_unstable();
-        ids.dedup();
-        super::filter::remove_from_blocks(txn, &dbs.facet_terms, &key, &ids)?;
-    }
-    Ok(())
 }
