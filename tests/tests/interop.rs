@@ -968,6 +968,58 @@ fn out_of_reach(
     ))
 }
 
+/// [`out_of_reach`] proves an unheard torrent out of reach only from what the walk
+/// log shows, and fails on each way the crawler could have heard of it. (No
+/// swarm: a log written here.)
+#[test]
+fn an_unheard_torrent_is_out_of_reach_only_when_the_walk_log_proves_it() {
+    let ih = "00".repeat(20);
+    // Node i's id is i + 1 in its first byte: the 8 closest to `ih` are 0..8.
+    let id = |i: usize| format!("{:02x}{}", i + 1, "00".repeat(19));
+    let addrs: Vec<String> = (0..10)
+        .map(|i| format!("127.0.0.{}:6881", 10 + i))
+        .collect();
+    let line = |fields: Value| serde_json::json!({ "fields": fields }).to_string();
+    let log = |own: &str, skip: Option<usize>, whole: Option<usize>, holds: Option<usize>| {
+        let mut out = vec![line(
+            serde_json::json!({"message": "DHT identity", "node_id": own}),
+        )];
+        for (i, a) in addrs.iter().enumerate().filter(|(i, _)| Some(*i) != skip) {
+            let (num, count) = if Some(i) == whole { (12, 12) } else { (45, 20) };
+            out.push(line(
+                serde_json::json!({"message": "sample reply", "node": a,
+                "id": id(i), "num": num, "count": count}),
+            ));
+            let mut samples: Vec<String> = (1..=count).map(|k| format!("{k:040x}")).collect();
+            if Some(i) == holds {
+                samples[0] = ih.clone();
+            }
+            out.push(line(
+                serde_json::json!({"message": "sample content", "node": a,
+                "samples": samples.join(",")}),
+            ));
+        }
+        out.join("\n")
+    };
+    let far = "ff".repeat(20);
+    let check = |l: String| {
+        let (own, walk) = walk_from_log(&l);
+        out_of_reach(&ih, &own, &addrs, &walk)
+    };
+    assert!(check(log(&far, None, None, None)).is_ok());
+    // One of its closest nodes' sample held it: heard, had the crawler read it.
+    assert!(check(log(&far, None, None, Some(3))).is_err());
+    // One gave its whole store (not a frozen part of it).
+    assert!(check(log(&far, None, Some(5), None)).is_err());
+    // A node was never sampled.
+    assert!(check(log(&far, Some(9), None, None)).is_err());
+    // The crawler is among its closest nodes: a seeder's announce comes to it.
+    let near = format!("05{}", "ff".repeat(19));
+    assert!(check(log(&near, None, None, None)).is_err());
+    // No own id in the log: nothing is proved.
+    assert!(check(log("", None, None, None)).is_err());
+}
+
 /// 20 libtorrent sessions seeding 5 single-file torrents each (libtorrent's own
 /// BEP 51 interval, 6 h), crawled for at most [`COMPLETE_SECS`]: every torrent the
 /// crawler heard of must be stored, and every torrent it never heard of must have
