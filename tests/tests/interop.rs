@@ -1028,10 +1028,18 @@ fn an_unheard_torrent_is_out_of_reach_only_when_the_walk_log_proves_it() {
 /// `cold`: the crawler starts with the swarm (every session knows it from the
 /// start, the sessions start seeding one after another over 45 s while it
 /// bootstraps and samples); else it joins once every announce landed.
-fn stores_every_torrent_of_a_swarm(cold: bool) {
+/// `neighbour`: the crawler runs `--neighbour-mode`, and must hear of (and
+/// store) every torrent: no unheard torrent is allowed, out of reach or not.
+fn stores_every_torrent_of_a_swarm(cold: bool, neighbour: bool) {
     let _one = one_swarm_at_a_time();
-    let what = if cold { "cold start" } else { "steady state" };
-    let ns = Netns::new(if cold { "cold" } else { "steady" });
+    let name = match (cold, neighbour) {
+        (true, false) => "cold",
+        (false, false) => "steady",
+        (true, true) => "cold-neighbour",
+        (false, true) => "steady-neighbour",
+    };
+    let what = name.replace('-', " ");
+    let ns = Netns::new(name);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("db");
     let mut args: Vec<String> = vec![
@@ -1061,7 +1069,11 @@ fn stores_every_torrent_of_a_swarm(cold: bool) {
         None,
         COMPLETE_SECS + 60,
         1,
-        &["--metrics", COMPLETE_METRICS],
+        if neighbour {
+            &["--metrics", COMPLETE_METRICS, "--neighbour-mode"][..]
+        } else {
+            &["--metrics", COMPLETE_METRICS][..]
+        },
     );
     if !cold {
         swarm.command(&format!("node {CRAWLER}"));
@@ -1104,7 +1116,6 @@ fn stores_every_torrent_of_a_swarm(cold: bool) {
     );
     let log = crawler.log();
     if let Some(d) = std::env::var_os("MAGNETAR_INTEROP_LOG_DIR") {
-        let name = if cold { "cold" } else { "steady" };
         let path = Path::new(&d).join(format!("crawler-{name}.jsonl"));
         std::fs::write(&path, &log).unwrap();
         eprintln!("crawler log: {}", path.display());
@@ -1178,6 +1189,16 @@ fn stores_every_torrent_of_a_swarm(cold: bool) {
         unreachable.len() + missed.len(),
         swarm.torrents.len()
     );
+    // With ids forged next to each node, the crawler is among every torrent's
+    // closest nodes: each seeder's announce reaches it, so nothing is out of reach.
+    assert!(
+        !neighbour || unreachable.is_empty(),
+        "{what}: {} of {} torrents never heard of within {COMPLETE_SECS} s in \
+         neighbour mode:\n{}\n{tail}",
+        unreachable.len(),
+        swarm.torrents.len(),
+        unreachable.join("\n")
+    );
     assert!(
         missed.is_empty(),
         "{what}: {} of {} torrents never heard of within {COMPLETE_SECS} s, \
@@ -1204,13 +1225,23 @@ fn stores_every_torrent_of_a_swarm(cold: bool) {
 /// take only what the pace leaves (see `CrawlConfig::candidate_lookups`).
 #[test]
 fn magnetar_stores_every_torrent_of_a_cold_started_swarm() {
-    stores_every_torrent_of_a_swarm(true);
+    stores_every_torrent_of_a_swarm(true, false);
+}
+
+/// The cold-started swarm again, the crawler in `--neighbour-mode` (opt-in: it
+/// forges an id next to each node it talks to, so it sits among every torrent's
+/// closest nodes and every seeder announces to it). It must store every torrent,
+/// none unheard: the only torrents the default mode misses are those a polite
+/// crawler with one honest id cannot reach (see [`out_of_reach`]).
+#[test]
+fn magnetar_in_neighbour_mode_stores_every_torrent_of_a_cold_started_swarm() {
+    stores_every_torrent_of_a_swarm(true, true);
 }
 
 /// The crawler joins the same kind of swarm once every torrent was announced.
 #[test]
 fn magnetar_stores_every_torrent_of_a_swarm_at_steady_state() {
-    stores_every_torrent_of_a_swarm(false);
+    stores_every_torrent_of_a_swarm(false, false);
 }
 
 /// Seeders with TCP switched off both ways (uTP only, on their DHT sockets):
