@@ -501,12 +501,11 @@ impl Crawler {
         t = min_deadline(t, self.utp_budget_deadline());
         t = min_deadline(t, self.strategy.deadline());
         t = min_deadline(t, self.utp.deadline());
-        if !self.node.starved.is_empty() {
-            // Never a zero-delay timer: per-IP pacing may hold a lookup back even
-            // when the global budget has room.
-            let retry = self
-                .strategy
-                .budget_next_available(now)
+        if let Some(ready) = self.node.starved.next_ready() {
+            // When the first held-back lookup's pacer has room; never a
+            // zero-delay timer.
+            let retry = ready
+                .max(self.strategy.budget_next_available(now))
                 .max(now.add(STARVED_RETRY));
             t = min_deadline(t, Some(retry));
         }
@@ -1028,11 +1027,20 @@ impl Crawler {
         // Lookups held back by the budget go first; those of low priority (get_peers
         // candidates) after the others.
         if !self.node.starved.is_empty() && self.strategy.budget_available(self.node.now) > 0 {
-            let starved = std::mem::take(&mut self.node.starved);
-            let (low, normal): (Vec<u64>, Vec<u64>) = starved
+            let now = self.node.now;
+            let starved = self.node.starved.take_ready(now);
+            let (low, normal): (Vec<_>, Vec<_>) = starved
                 .into_iter()
-                .partition(|lid| self.node.low_lookups.contains(lid));
-            for lid in normal.into_iter().chain(low) {
+                .partition(|(lid, _)| self.node.low_lookups.contains(lid));
+            for (lid, to) in normal.into_iter().chain(low) {
+                // Another search (or the walk) may have taken the room it
+                // waited for: it waits on, without asking (and being refused).
+                let is_low = self.node.low_lookups.contains(&lid);
+                let ready = self.strategy.next_admit(now, &to, is_low);
+                if ready > now {
+                    self.node.starved.insert(lid, ready, to);
+                    continue;
+                }
                 self.pump_lookup(lid);
             }
         }

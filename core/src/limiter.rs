@@ -86,6 +86,18 @@ impl RateLimiter {
             None => Timestamp::ZERO,
         }
     }
+
+    /// [`RateLimiter::next_allowed`] for [`RateLimiter::allow_keeping`] with `keep`.
+    pub fn next_allowed_keeping(&self, ip: IpAddr, keep: u32) -> Timestamp {
+        match self.tat.get(&ip) {
+            // `allow_keeping` passes once `tat - now + interval * (keep + 1) <= burst`.
+            Some(tat) => tat.sub(
+                self.burst
+                    .saturating_sub(self.interval * keep.saturating_add(1)),
+            ),
+            None => Timestamp::ZERO,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -145,6 +157,33 @@ mod tests {
                     assert!(r.allow(now, ip), "rate {rate} step {step}");
                 }
                 // Uneven gaps: sometimes none, sometimes a few milliseconds.
+                now = now.add(Duration::from_millis(step % 7));
+            }
+        }
+    }
+
+    #[test]
+    fn rate_limiter_next_allowed_keeping_is_exact() {
+        let ip: IpAddr = "1.2.3.4".parse().unwrap();
+        for (rate, burst, keep) in [(2, 8, 4), (10, 10, 3), (3, 2, 1), (1000, 4, 2)] {
+            let mut r = RateLimiter::with_burst(rate, burst, 16);
+            assert_eq!(r.next_allowed_keeping(ip, keep), Timestamp::ZERO);
+            let mut now = Timestamp::from_secs(50);
+            for step in 0..200u64 {
+                let next = r.next_allowed_keeping(ip, keep);
+                if next > now {
+                    assert!(!r.allow_keeping(now, ip, keep), "rate {rate} step {step}");
+                    let before = next.sub(Duration::from_nanos(1));
+                    assert!(!r.allow_keeping(before, ip, keep));
+                    assert!(r.allow_keeping(next, ip, keep), "rate {rate} step {step}");
+                    now = next;
+                } else {
+                    assert!(r.allow_keeping(now, ip, keep), "rate {rate} step {step}");
+                }
+                // A caller of normal priority takes some of the allowance too.
+                if step % 5 == 0 {
+                    r.allow(now, ip);
+                }
                 now = now.add(Duration::from_millis(step % 7));
             }
         }

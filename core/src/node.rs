@@ -29,6 +29,64 @@ use crate::{ApiMisuse, Event, Output, SocketId};
 /// Cap on queued outputs before new events are dropped (counted).
 const MAX_OUT: usize = 1 << 16;
 
+/// Lookups held back by the pacer, each with the address its next query is
+/// for and the earliest time the pacer would let that query through.
+#[derive(Default)]
+pub(crate) struct Starved {
+    at: BTreeMap<u64, (Timestamp, SocketAddr)>,
+    by_time: BTreeSet<(Timestamp, u64)>,
+}
+
+impl Starved {
+    /// Holds lookup `id`, whose next query is for `to`, back until `ready`
+    /// (replacing an earlier entry).
+    pub fn insert(&mut self, id: u64, ready: Timestamp, to: SocketAddr) {
+        if let Some((old, _)) = self.at.insert(id, (ready, to)) {
+            self.by_time.remove(&(old, id));
+        }
+        self.by_time.insert((ready, id));
+    }
+
+    /// Forgets lookup `id`.
+    pub fn remove(&mut self, id: u64) {
+        if let Some((old, _)) = self.at.remove(&id) {
+            self.by_time.remove(&(old, id));
+        }
+    }
+
+    /// Makes lookup `id`, if held back, ready at `now`.
+    pub fn wake(&mut self, id: u64, now: Timestamp) {
+        if let Some(&(_, to)) = self.at.get(&id) {
+            self.insert(id, now, to);
+        }
+    }
+
+    /// Whether no lookup is held back.
+    pub fn is_empty(&self) -> bool {
+        self.at.is_empty()
+    }
+
+    /// The earliest time a held-back lookup is ready.
+    pub fn next_ready(&self) -> Option<Timestamp> {
+        self.by_time.first().map(|(t, _)| *t)
+    }
+
+    /// Takes out the lookups ready at `now`, with the address each waits for.
+    pub fn take_ready(&mut self, now: Timestamp) -> Vec<(u64, SocketAddr)> {
+        let mut out = Vec::new();
+        while let Some(&(t, id)) = self.by_time.first() {
+            if t > now {
+                break;
+            }
+            self.by_time.pop_first();
+            if let Some((_, to)) = self.at.remove(&id) {
+                out.push((id, to));
+            }
+        }
+        out
+    }
+}
+
 /// See the module docs.
 pub(crate) struct Node {
     /// The configuration.
@@ -43,8 +101,9 @@ pub(crate) struct Node {
     pub rpc: Rpc,
     /// The running lookups.
     pub lookups: BTreeMap<u64, Lookup>,
-    /// Lookups with a query held back by the budget or pacing.
-    pub starved: BTreeSet<u64>,
+    /// Lookups with a query held back by the budget or pacing, each with when
+    /// the pacer next has room for that query.
+    pub starved: Starved,
     /// Lookups of low priority (peer searches for get_peers candidates): their
     /// queries pass [`Pacer::admit_low`], and they are pumped after the others
     /// when starved. A subset of `lookups`.
@@ -84,7 +143,7 @@ impl Node {
             ids,
             rpc,
             lookups: BTreeMap::new(),
-            starved: BTreeSet::new(),
+            starved: Starved::default(),
             low_lookups: BTreeSet::new(),
             next_lookup: 1,
             searches_done: Vec::new(),
@@ -209,7 +268,10 @@ impl Node {
                     if let Some(l) = self.lookups.get_mut(&id) {
                         l.requeue(&addr);
                     }
-                    self.starved.insert(id);
+                    // Asked again once the pacer has room for this query, not
+                    // at every tick (each ask is a refusal until then).
+                    let ready = pacer.next_admit(self.now, &addr, low);
+                    self.starved.insert(id, ready, addr);
                     return;
                 }
                 Sent::No => {
@@ -229,7 +291,7 @@ impl Node {
         let Some(l) = self.lookups.remove(&id) else {
             return;
         };
-        self.starved.remove(&id);
+        self.starved.remove(id);
         self.low_lookups.remove(&id);
         self.stats.dht.lookups_done += 1;
         if let Some(ident) = self.ids.iter_mut().find(|i| i.self_lookup == Some(id)) {
@@ -559,6 +621,8 @@ impl Net for Node {
 
     fn promote_search(&mut self, lid: u64) {
         self.low_lookups.remove(&lid);
+        // Its wait was for the pace's upper half: try the whole of it now.
+        self.starved.wake(lid, self.now);
     }
 
     fn fetch(&mut self, ih: InfoHash, peers: &[SocketAddr]) -> Result<(), ApiMisuse> {

@@ -575,3 +575,96 @@ fn paced_acquisitions_wait_without_asking_the_limiter_every_tick() {
         s.per_ip_refused
     );
 }
+
+#[test]
+fn paced_peer_searches_wait_for_the_pace_without_asking_it_every_tick() {
+    // 40 silent nodes behind one IP each ask us get_peers for an infohash of
+    // their own (a table refresh's random targets): 40 candidates, whose peer
+    // searches all ask nodes of that IP, paced at 2 queries a second (8 at
+    // once). A search held back by the pace waits until the pace has room
+    // for its next query; it used to be asked again at every 5 ms retry, each
+    // ask a refusal (hundreds of thousands in a 240 s interop run).
+    let n = 40u16;
+    let mut net = Net::new(1, 24, |_, c| {
+        c.crawl.auto_acquire = true;
+        c.crawl.explore_pps = 1;
+        c.crawl.per_ip_pps = 2;
+        c.crawl.per_ip_burst = 8;
+        c.dht.per_ip_answers_per_sec = 1_000_000;
+    });
+    let ip = [127, 0, 9, 80];
+    let id_of = |port: u16| {
+        let mut id = NodeId([0x20; 20]);
+        id.0[18..].copy_from_slice(&port.to_be_bytes());
+        id
+    };
+    for port in 0..n {
+        let mut ih = [0x6c; 20];
+        ih[..2].copy_from_slice(&port.to_be_bytes());
+        let from = SocketAddr::from((ip, 3000 + port));
+        net.send(from, addr(0), query(b"pi", id_of(port), QueryKind::Ping));
+        net.send(
+            from,
+            addr(0),
+            query(b"gp", id_of(port), get_peers(InfoHash(ih))),
+        );
+    }
+    // They answer every query, knowing nobody and no peers (so they stay in
+    // the table, and every search asks them until it has k answers).
+    let mut answered = 0;
+    let mut t = Timestamp::ZERO;
+    while t < Timestamp::from_secs(120) {
+        t = t.add(Duration::from_millis(100));
+        net.run_until(t, 100_000);
+        let fresh: Vec<_> = net.outside[answered..]
+            .iter()
+            .filter(|s| s.to.ip() == std::net::IpAddr::from(ip))
+            .filter_map(|s| {
+                let m = krpc::decode(&s.bytes).ok()?;
+                match m.body {
+                    Body::Query(q) => Some((s.to, m.tid.to_vec(), method(&q.kind))),
+                    _ => None,
+                }
+            })
+            .collect();
+        answered = net.outside.len();
+        for (to, tid, m) in fresh {
+            // An empty store for 6 h: sampled once.
+            let sample = m == "sample_infohashes";
+            let r = Response {
+                id: id_of(to.port() - 3000),
+                token: Some(b"tk"),
+                samples: sample.then(|| Samples::new(&[])).flatten(),
+                num: sample.then_some(0),
+                interval: sample.then_some(21_600),
+                ..Response::default()
+            };
+            net.send(to, addr(0), reply(&tid, r));
+        }
+    }
+    let queries: Vec<&'static str> = net
+        .outside
+        .iter()
+        .filter(|s| s.to.ip() == std::net::IpAddr::from(ip))
+        .filter_map(|s| match krpc::decode(&s.bytes).ok()?.body {
+            Body::Query(q) => Some(method(&q.kind)),
+            _ => None,
+        })
+        .collect();
+    let sent = queries.len() as u64;
+    let searched = queries.iter().filter(|m| **m == "get_peers").count();
+    let s = net.nodes[0].crawl_stats();
+    assert!(
+        s.candidates_deferred > 0 && searched > 0,
+        "{searched} {s:?}"
+    );
+    assert!(sent >= 100, "the IP is queried at its pace: {sent}");
+    // A query may be refused a few times on its way (when a reply frees a
+    // search's slot, or the walk takes the room first), never at every retry:
+    // asking every 5 ms made 336,288 refusals of these 244 queries.
+    assert!(
+        s.per_ip_refused <= 4 * sent,
+        "{} per-IP refusals for {sent} queries",
+        s.per_ip_refused
+    );
+}

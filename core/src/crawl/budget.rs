@@ -152,6 +152,19 @@ impl Pacer {
         }
     }
 
+    /// When [`Pacer::admit`] (or [`Pacer::admit_low`] with `low`) would next
+    /// let a query to `to` through, without charging anything: the later of the
+    /// per-IP pace's and the budget's next room (`now` or earlier when both
+    /// have room already).
+    pub fn next_admit(&self, now: Timestamp, to: &SocketAddr, low: bool) -> Timestamp {
+        let keep = if low { self.low_reserve } else { 0 };
+        let ip = match &self.per_ip {
+            Some(l) => l.next_allowed_keeping(crate::addr::canonical(*to).ip(), keep),
+            None => Timestamp::ZERO,
+        };
+        ip.max(self.budget.next_available(now))
+    }
+
     /// Packets the budget would let through now.
     pub fn available(&self, now: Timestamp) -> u64 {
         self.budget.available(now)

@@ -383,6 +383,12 @@ impl Strategy {
         self.pacer.next_available(now)
     }
 
+    /// When the pacer would next let a query to `to` through (see
+    /// [`Pacer::next_admit`]).
+    pub fn next_admit(&self, now: Timestamp, to: &SocketAddr, low: bool) -> Timestamp {
+        self.pacer.next_admit(now, to, low)
+    }
+
     /// Packets the budget would let through now.
     pub fn budget_available(&self, now: Timestamp) -> u64 {
         self.pacer.available(now)

@@ -225,6 +225,28 @@ impl Strategy {
                             n.quiet = 0;
                         }
                         next = Some(now.add(wait));
+                        tracing::debug!(
+                            target: "magnetar::walk",
+                            node = %addr,
+                            id = %r.id.to_hex(),
+                            num = r.num.unwrap_or(-1),
+                            count,
+                            fresh,
+                            interval = interval.as_secs(),
+                            next_secs = wait.as_secs(),
+                            "sample reply"
+                        );
+                        if tracing::enabled!(target: "magnetar::walk", tracing::Level::TRACE) {
+                            if let Some(s) = r.samples {
+                                let all: Vec<String> = s.iter().map(|ih| ih.to_hex()).collect();
+                                tracing::trace!(
+                                    target: "magnetar::walk",
+                                    node = %addr,
+                                    samples = %all.join(","),
+                                    "sample content"
+                                );
+                            }
+                        }
                     } else {
                         if n.bep51 != Bep51::No {
                             self.stats.bep51_no += 1;
@@ -306,6 +328,14 @@ impl Strategy {
                         }
                     }
                 }
+                tracing::debug!(
+                    target: "magnetar::walk",
+                    node = %addr,
+                    sample = is_sample,
+                    error_reply,
+                    drop,
+                    "crawl query failed"
+                );
                 if drop {
                     self.blacklist(now, addr);
                 } else {
