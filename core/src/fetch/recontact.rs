@@ -273,10 +273,15 @@ mod tests {
             ),
             (2, 1, 0)
         );
-        assert_eq!(
-            t.chosen.get(&(Transport::Utp, TransportChoice::UdpContact)),
-            Some(&2)
-        );
+        // Both retries went over uTP (from the socket the peer talked to: the
+        // connect takes the contact's socket whatever the choice's label). The
+        // label is `Remembered` once the cache has learnt that TCP failed
+        // outright, `UdpContact` before.
+        let utp_retries: u64 = [TransportChoice::UdpContact, TransportChoice::Remembered]
+            .iter()
+            .filter_map(|c| t.chosen.get(&(Transport::Utp, *c)))
+            .sum();
+        assert_eq!(utp_retries, 2, "{:?}", t.chosen);
         // Another datagram from it starts nothing.
         f.note_udp_contact(w.now(), seeder(), SocketId(0));
         assert_eq!(f.jobs(), 0);
