@@ -220,6 +220,70 @@ pub(crate) struct Dbs {
     pub columns: Db,
 }
 
+/// Every table, in the order [`Dbs::from_tables`] takes them; both opens (the
+/// writing one and `readonly.rs`) use this list, so a table added here is opened by
+/// both.
+pub(super) const TABLES: [&str; TABLE_COUNT] = [
+    "torrents",
+    "files",
+    "info",
+    "terms",
+    "by_time",
+    "ids",
+    "peers",
+    "nodes",
+    "sessions",
+    "requests",
+    "meta",
+    "by_size",
+    "ids_delta",
+    "ids_v2",
+    "tombstones",
+    "hidden",
+    "facets",
+    "facet_terms",
+    "columns",
+];
+/// The tables holding several values a key (posting blocks).
+pub(super) fn is_dup_sort(table: &str) -> bool {
+    table == "terms" || table == "facet_terms"
+}
+/// How many tables there are.
+pub(super) const TABLE_COUNT: usize = 19;
+/// Where `meta` is in [`TABLES`].
+const TABLE_META: usize = 10;
+/// The environment's table limit (room for tables later schemas add).
+pub(super) const MAX_DBS: u32 = 32;
+
+impl Dbs {
+    /// The tables, opened in [`TABLES`] order.
+    pub(super) fn from_tables(t: [Db; TABLE_COUNT]) -> Dbs {
+        let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size, ids_delta, ids_v2, tombstones, hidden, facets, facet_terms, columns] =
+            t;
+        Dbs {
+            torrents,
+            files,
+            info,
+            terms,
+            by_time,
+            by_size,
+            ids,
+            ids_delta,
+            ids_v2,
+            peers,
+            nodes,
+            sessions,
+            requests,
+            meta,
+            tombstones,
+            hidden,
+            facets,
+            facet_terms,
+            columns,
+        }
+    }
+}
+
 pub(crate) struct Inner {
     pub env: Env<WithoutTls>,
     pub dbs: Dbs,
@@ -321,7 +385,7 @@ pub(crate) fn open_env(opts: &StoreOptions) -> Result<Env<WithoutTls>> {
         .map_err(StoreError::io(format!("creating {}", opts.path.display())))?;
     let mut b = EnvOpenOptions::new().read_txn_without_tls();
     b.map_size(round_map(opts.initial_map_size))
-        .max_dbs(32)
+        .max_dbs(MAX_DBS)
         .max_readers(opts.max_readers);
     let flags = match opts.durability {
         Durability::Durable => EnvFlags::empty(),
@@ -380,42 +444,22 @@ impl Store {
                         from_version = found;
                     }
                 }
-                let mut dbs = Vec::with_capacity(19);
-                for name in [
-                    "torrents",
-                    "files",
-                    "info",
-                    "terms",
-                    "by_time",
-                    "ids",
-                    "peers",
-                    "nodes",
-                    "sessions",
-                    "requests",
-                    "meta",
-                    "by_size",
-                    "ids_delta",
-                    "ids_v2",
-                    "tombstones",
-                    "hidden",
-                    "facets",
-                    "facet_terms",
-                    "columns",
-                ] {
+                let mut dbs = Vec::with_capacity(TABLES.len());
+                for name in TABLES {
                     let mut o = opener.database_options().types::<Bytes, Bytes>();
                     o.name(name);
-                    if name == "terms" || name == "facet_terms" {
+                    if is_dup_sort(name) {
                         o.flags(DatabaseFlags::DUP_SORT);
                     }
                     dbs.push(o.create(wtxn)?);
                 }
-                let meta = dbs[10];
+                let meta = dbs[TABLE_META];
                 // New: this schema. An older one keeps its version (its missing tables
                 // were just created empty) until `migrate` has rebuilt `terms`.
                 if meta.get(wtxn, K_SCHEMA)?.is_none() {
                     meta.put(wtxn, K_SCHEMA, &SCHEMA_VERSION.to_le_bytes())?;
                 }
-                let arr: [_; 19] = std::array::from_fn(|i| dbs[i]);
+                let arr: [_; TABLE_COUNT] = std::array::from_fn(|i| dbs[i]);
                 Ok(CommitOrAbort::Commit(arr))
             },
         );
@@ -429,32 +473,10 @@ impl Store {
                 })
             }
         };
-        let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size, ids_delta, ids_v2, tombstones, hidden, facets, facet_terms, columns] =
-            dbs;
         let store = Store {
             inner: Arc::new(Inner {
                 env,
-                dbs: Dbs {
-                    torrents,
-                    files,
-                    info,
-                    terms,
-                    by_time,
-                    by_size,
-                    ids,
-                    ids_delta,
-                    ids_v2,
-                    peers,
-                    nodes,
-                    sessions,
-                    requests,
-                    meta,
-                    tombstones,
-                    hidden,
-                    facets,
-                    facet_terms,
-                    columns,
-                },
+                dbs: Dbs::from_tables(dbs),
                 gate: RwLock::new(()),
                 opts,
                 writer_running: AtomicBool::new(false),

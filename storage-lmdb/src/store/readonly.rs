@@ -16,33 +16,12 @@ use heed::types::Bytes;
 use heed::{CommitOrAbort, DatabaseFlags, EnvFlags, EnvOpenOptions};
 
 use super::{
-    lmdb, round_map, Dbs, Inner, Result, Store, StoreOptions, K_SCHEMA, MIGRATES_FROM,
-    SCHEMA_VERSION,
+    is_dup_sort, lmdb, round_map, Db, Dbs, Inner, Result, Store, StoreOptions, K_SCHEMA, MAX_DBS,
+    MIGRATES_FROM, SCHEMA_VERSION, TABLES, TABLE_COUNT,
 };
 use crate::error::StoreError;
 
 /// The tables, in the order of [`Dbs`]' fields as assigned below.
-const TABLES: [&str; 19] = [
-    "torrents",
-    "files",
-    "info",
-    "terms",
-    "by_time",
-    "by_size",
-    "ids",
-    "ids_delta",
-    "ids_v2",
-    "peers",
-    "nodes",
-    "sessions",
-    "requests",
-    "meta",
-    "tombstones",
-    "hidden",
-    "facets",
-    "facet_terms",
-    "columns",
-];
 
 /// Why the read transaction that opens the tables gave up.
 enum Refused {
@@ -69,7 +48,7 @@ impl Store {
         }
         let mut b = EnvOpenOptions::new().read_txn_without_tls();
         b.map_size(round_map(opts.initial_map_size))
-            .max_dbs(32)
+            .max_dbs(MAX_DBS)
             .max_readers(opts.max_readers);
         // SAFETY: MDB_RDONLY only forbids write transactions in this environment;
         // it cannot cause memory unsafety.
@@ -97,7 +76,7 @@ impl Store {
                 let open = |name: &str| {
                     let mut o = opener.database_options().types::<Bytes, Bytes>();
                     o.name(name);
-                    if name == "terms" {
+                    if is_dup_sort(name) {
                         o.flags(DatabaseFlags::DUP_SORT);
                     }
                     o.open(rtxn)
@@ -121,7 +100,7 @@ impl Store {
                         None => return Ok(CommitOrAbort::Abort(Refused::Missing(name))),
                     }
                 }
-                let arr: [_; 19] = std::array::from_fn(|i| dbs[i]);
+                let arr: [_; TABLE_COUNT] = std::array::from_fn(|i| dbs[i]);
                 Ok(CommitOrAbort::Commit(arr))
             },
         );
@@ -158,32 +137,10 @@ impl Store {
                 )))
             }
         };
-        let [torrents, files, info, terms, by_time, by_size, ids, ids_delta, ids_v2, peers, nodes, sessions, requests, meta, tombstones, hidden, facets, facet_terms, columns] =
-            dbs;
         Ok(Store {
             inner: Arc::new(Inner {
                 env,
-                dbs: Dbs {
-                    torrents,
-                    files,
-                    info,
-                    terms,
-                    by_time,
-                    by_size,
-                    ids,
-                    ids_delta,
-                    ids_v2,
-                    peers,
-                    nodes,
-                    sessions,
-                    requests,
-                    meta,
-                    tombstones,
-                    hidden,
-                    facets,
-                    facet_terms,
-                    columns,
-                },
+                dbs: Dbs::from_tables(dbs),
                 gate: RwLock::new(()),
                 opts,
                 writer_running: AtomicBool::new(false),
