@@ -372,6 +372,25 @@ fn run_query(
     let mut terms: Vec<&Term> = parsed.must.iter().flat_map(|c| &c.terms).collect();
     terms.sort();
     terms.dedup();
+    // Plain words by relevance, nothing else: walk the posting blocks from the end
+    // and stop once the page is certain (see `relevance_walk`).
+    let plain_relevance = (mode == 0 || mode == 2)
+        && q.sort == SortBy::Relevance
+        && q.descending
+        && !terms.is_empty()
+        && parsed.must_not.is_empty()
+        && facet_filter.is_empty()
+        && q.min_size.is_none()
+        && q.max_size.is_none()
+        && q.discovered_since.is_none()
+        && q.discovered_before.is_none()
+        && parsed.must.iter().all(|c| c.phrase.is_none())
+        && terms.iter().all(|t| t.scope == Scope::Any);
+    if plain_relevance {
+        if let Some(r) = relevance_walk(txn, dbs, &terms, offset, limit, ndocs)? {
+            return Ok(r);
+        }
+    }
     let mut lists: Vec<Vec<u32>> = Vec::with_capacity(terms.len());
     for t in &terms {
         let l = term_postings(txn, dbs, t, ndocs, &mut res)?;
@@ -938,6 +957,225 @@ fn page_in_order(
             )?
         }
     })
+}
+
+/// A relevance query of several words whose rarest word has more postings than this
+/// stops as soon as its page is certain and estimates its total (see
+/// [`SearchResults::total_estimated`]); with fewer, every posting of the rarest
+/// word is walked and the total is exact. One word's total is always exact.
+#[cfg(not(test))]
+pub const RELEVANCE_EXACT_POSTINGS: usize = 20_000;
+/// (Small in tests, so that random stores take both ways.)
+#[cfg(test)]
+pub const RELEVANCE_EXACT_POSTINGS: usize = 100;
+
+/// The number of postings in a block, without decoding it: one varint each, and a
+/// varint's last byte is the only one with the high bit clear.
+fn block_count(b: &[u8]) -> usize {
+    b.get(8..)
+        .map_or(0, |p| p.iter().filter(|&&x| x & 0x80 == 0).count())
+}
+
+/// The first doc id of a block (its header; `u32::MAX` if the block is too short).
+fn block_first(b: &[u8]) -> u32 {
+    b.get(..4)
+        .and_then(|x| <[u8; 4]>::try_from(x).ok())
+        .map_or(u32::MAX, u32::from_be_bytes)
+}
+
+/// Relevance order (words in the name, then doc id, both descending) for plain
+/// words of any scope, without decoding every posting: the posting blocks of every
+/// word are listed (their postings counted from their bytes), the rarest word's
+/// blocks are decoded from the last, and each of its doc ids is looked up in the
+/// other words' blocks found by their headers (first and last doc id), decoding
+/// only those. Matches holding every word in the name (the best class) come in doc
+/// id order, descending, so the walk stops once `offset + limit` of them are in,
+/// unless the total needs the rest: one word's total is its posting count; for
+/// several, the walk goes on to the end when the rarest word has at most
+/// [`RELEVANCE_EXACT_POSTINGS`] postings, and otherwise the total is estimated from
+/// the share of the walked postings that matched. `None` (nothing read is wrong,
+/// the caller takes the general path) when a block is corrupt.
+fn relevance_walk(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    terms: &[&Term],
+    offset: usize,
+    limit: usize,
+    ndocs: u64,
+) -> Result<Option<SearchResults>> {
+    let mut res = SearchResults::default();
+    let k = offset.saturating_add(limit);
+    let mut lists: Vec<(usize, WalkList)> = Vec::with_capacity(terms.len());
+    for t in terms {
+        let mut blocks = Vec::new();
+        let mut n = 0usize;
+        let mut several = false;
+        let mut first_key: Option<&[u8]> = None;
+        let it = dbs
+            .terms
+            .prefix_iter(txn, t.text.as_bytes())
+            .map_err(lmdb("reading postings"))?;
+        for r in it {
+            let (key, v) = r.map_err(lmdb("reading postings"))?;
+            if !t.prefix && key != t.text.as_bytes() {
+                break;
+            }
+            match first_key {
+                Some(f) if f != key => {
+                    several = true;
+                    break;
+                }
+                _ => first_key = Some(key),
+            }
+            if v.len() < 9 || block_first(v) > codec::block_last(v).unwrap_or(0) {
+                return Ok(None);
+            }
+            n += block_count(v);
+            blocks.push(v);
+        }
+        let list = if several {
+            // A prefix of several terms: their union, decoded (as the general path does).
+            let (l, truncated) = prefix_postings(txn, dbs, t.text.as_bytes(), ndocs, 3, &mut res)?;
+            if res.skipped_corrupt > 0 {
+                return Ok(None);
+            }
+            res.prefix_truncated |= truncated;
+            n = l.len();
+            WalkList::Decoded(l)
+        } else {
+            WalkList::Blocks(blocks)
+        };
+        if n == 0 {
+            return Ok(Some(SearchResults {
+                prefix_truncated: res.prefix_truncated,
+                ..SearchResults::default()
+            }));
+        }
+        lists.push((n, list));
+    }
+    lists.sort_by_key(|l| l.0);
+    let nt = lists.len() as u32;
+    let (driver_total, driver) = (lists[0].0, &lists[0].1);
+    let others = &lists[1..];
+    let exact = nt == 1 || driver_total <= RELEVANCE_EXACT_POSTINGS;
+    // Per other word: how many of its blocks (or postings) may still hold a doc id
+    // at or below the current one, and its last decoded block (index, postings).
+    let mut cursors: Vec<usize> = others.iter().map(|l| l.1.len()).collect();
+    let mut cache: Vec<(usize, Vec<u32>)> =
+        others.iter().map(|_| (usize::MAX, Vec::new())).collect();
+    let mut best: Vec<u32> = Vec::new();
+    let mut rest: Vec<(u32, u32)> = Vec::new();
+    let (mut walked, mut matched) = (0usize, 0usize);
+    let mut buf = Vec::new();
+    let mut stopped = false;
+    const CHUNK: usize = 256;
+    let chunks = match driver {
+        WalkList::Blocks(b) => b.len(),
+        WalkList::Decoded(v) => v.len().div_ceil(CHUNK),
+    };
+    for ci in (0..chunks).rev() {
+        if k > 0 && best.len() >= k && (nt == 1 || !exact) {
+            stopped = true;
+            break;
+        }
+        buf.clear();
+        match driver {
+            WalkList::Blocks(b) => {
+                if codec::block_decode(b[ci], &mut buf).is_err() {
+                    return Ok(None);
+                }
+            }
+            WalkList::Decoded(v) => {
+                buf.extend_from_slice(&v[ci * CHUNK..((ci + 1) * CHUNK).min(v.len())]);
+            }
+        }
+        walked += buf.len();
+        'docs: for &p in buf.iter().rev() {
+            let d = p >> 2;
+            let mut score = p & 1;
+            for (j, (_, ol)) in others.iter().enumerate() {
+                let c = &mut cursors[j];
+                match ol {
+                    WalkList::Blocks(ob) => {
+                        while *c > 0 && block_first(ob[*c - 1]) > d {
+                            *c -= 1;
+                        }
+                        let Some(oi) = c.checked_sub(1) else {
+                            continue 'docs;
+                        };
+                        if codec::block_last(ob[oi]).unwrap_or(0) < d {
+                            continue 'docs;
+                        }
+                        let (ci, cl) = &mut cache[j];
+                        if *ci != oi {
+                            cl.clear();
+                            if codec::block_decode(ob[oi], cl).is_err() {
+                                return Ok(None);
+                            }
+                            *ci = oi;
+                        }
+                        match cl.binary_search_by_key(&d, |x| x >> 2) {
+                            Ok(i) => score += cl[i] & 1,
+                            Err(_) => continue 'docs,
+                        }
+                    }
+                    WalkList::Decoded(v) => {
+                        *c = v[..*c].partition_point(|x| x >> 2 <= d);
+                        match c.checked_sub(1).map(|i| v[i]) {
+                            Some(x) if x >> 2 == d => score += x & 1,
+                            _ => continue 'docs,
+                        }
+                    }
+                }
+            }
+            matched += 1;
+            if score == nt {
+                best.push(d);
+            } else if best.len() < k {
+                rest.push((d, score));
+            }
+        }
+    }
+    let page: Vec<u32> = if k > 0 && best.len() >= k {
+        best[offset..k].to_vec()
+    } else {
+        // Every posting was walked: the best class, then the rest by score, each
+        // in descending doc id order (the sort is stable).
+        rest.sort_by_key(|m| std::cmp::Reverse(m.1));
+        best.iter()
+            .copied()
+            .chain(rest.iter().map(|m| m.0))
+            .skip(offset)
+            .take(limit)
+            .collect()
+    };
+    res.total = if nt == 1 {
+        driver_total
+    } else if !stopped {
+        matched
+    } else {
+        res.total_estimated = true;
+        let est = (matched as f64 / walked.max(1) as f64) * driver_total as f64;
+        (est.round() as usize).max(matched)
+    };
+    push_records(txn, dbs, page, &mut res)?;
+    Ok(Some(res))
+}
+
+/// A word's postings for `relevance_walk`: its blocks, or (a prefix of several
+/// terms) their union decoded.
+enum WalkList<'a> {
+    Blocks(Vec<&'a [u8]>),
+    Decoded(Vec<u32>),
+}
+
+impl WalkList<'_> {
+    fn len(&self) -> usize {
+        match self {
+            WalkList::Blocks(b) => b.len(),
+            WalkList::Decoded(v) => v.len(),
+        }
+    }
 }
 
 /// Reads a term's postings (raw values: docid << 2 | flags), ascending, keeping those
