@@ -8,8 +8,9 @@
 //! `Store::search` from C threads without HTTP, and C clients asking an endpoint
 //! that does no store work (a 404 from `/api/v1/`), each for D/2 seconds.
 //!
-//! `cargo bench -p magnetar-web --bench api_load -- [--torrents N] [--clients C] [--secs D]`
-//! (defaults 1,000,000, 32, 20). The database is built in a temporary directory.
+//! `cargo bench -p magnetar-web --bench api_load -- [--torrents N] [--clients C] [--secs D]
+//! [--order-mode M]` (defaults 1,000,000, 32, 20, 0; `--order-mode 3` serves with the
+//! search before the relevance walk, every posting decoded, for a before/after). The database is built in a temporary directory.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -99,26 +100,32 @@ fn main() {
         .collect();
 
     // The same queries straight on the store, one thread, no writer: what the
-    // HTTP layer and concurrency add is the difference.
-    let mut direct: Vec<Duration> = queries
-        .iter()
-        .map(|q| {
-            let t = Instant::now();
-            let r = store
-                .search(q, 20, 0, magnetar_storage::Order::Relevance)
-                .unwrap();
-            std::hint::black_box(r);
-            t.elapsed()
-        })
-        .collect();
-    direct.sort();
-    println!(
-        "store.search directly (1 thread, no writer, the same {} queries): p50 {:.2} ms, p99 {:.2} ms, mean {:.3} ms",
-        direct.len(),
-        direct[direct.len() / 2].as_secs_f64() * 1e3,
-        direct[direct.len() * 99 / 100].as_secs_f64() * 1e3,
-        direct.iter().sum::<Duration>().as_secs_f64() * 1e3 / direct.len() as f64
-    );
+    // HTTP layer and concurrency add is the difference. First the search before the
+    // relevance walk (order mode 3: every posting decoded), then the mode the
+    // server runs with (`--order-mode`, default 0), in the same run.
+    let mode = arg("--order-mode", 0) as usize;
+    for m in [3, mode] {
+        store.set_order_mode(m);
+        let mut direct: Vec<Duration> = queries
+            .iter()
+            .map(|q| {
+                let t = Instant::now();
+                let r = store
+                    .search(q, 20, 0, magnetar_storage::Order::Relevance)
+                    .unwrap();
+                std::hint::black_box(r);
+                t.elapsed()
+            })
+            .collect();
+        direct.sort();
+        println!(
+            "store.search directly (order mode {m}, 1 thread, no writer, the same {} queries): p50 {:.2} ms, p99 {:.2} ms, mean {:.3} ms",
+            direct.len(),
+            direct[direct.len() / 2].as_secs_f64() * 1e3,
+            direct[direct.len() * 99 / 100].as_secs_f64() * 1e3,
+            direct.iter().sum::<Duration>().as_secs_f64() * 1e3 / direct.len() as f64
+        );
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

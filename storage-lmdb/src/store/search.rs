@@ -2,7 +2,9 @@
 //! its parts. Posting lists are read from `terms` (keeping the postings whose flags
 //! meet a clause's scope; a prefix merged in a bitmap), intersected with galloping
 //! search, excluded clauses subtracted, a discovery-time range cut as a doc id range
-//! while doc ids are in time order; then either ordered by relevance, time or size
+//! while doc ids are in time order (plain words by relevance take a shorter way: the
+//! blocks are walked from the last until the page is certain, see `relevance_walk`);
+//! then either ordered by relevance, time or size
 //! (from doc id order, per-match lookups in `torrents`, or a walk of
 //! `by_time`/`by_size`, whichever is cheaper), or, when a filter, a phrase or the
 //! sort needs a match's fields, every match is looked up in `torrents` (fixed
@@ -201,7 +203,10 @@ pub struct SearchResults {
     /// `total` is an estimate: a phrase query had more than [`PHRASE_CHECK_BUDGET`]
     /// candidates (documents holding all its words), and only as many were checked
     /// as the page and the budget needed; `total` is the share of those that held the
-    /// phrase, scaled to all candidates. The page itself is exact.
+    /// phrase, scaled to all candidates. Or a relevance query of several plain words
+    /// whose rarest has more than [`RELEVANCE_EXACT_POSTINGS`] postings stopped once
+    /// its page was certain; `total` is the share of the rarest word's walked
+    /// postings that matched, scaled to all of them. The page itself is exact.
     pub total_estimated: bool,
 }
 
@@ -387,7 +392,7 @@ fn run_query(
         && parsed.must.iter().all(|c| c.phrase.is_none())
         && terms.iter().all(|t| t.scope == Scope::Any);
     if plain_relevance {
-        if let Some(r) = relevance_walk(txn, dbs, &terms, offset, limit, ndocs)? {
+        if let Some(r) = relevance_walk(txn, dbs, &terms, offset, limit)? {
             return Ok(r);
         }
     }
@@ -1001,139 +1006,89 @@ fn relevance_walk(
     terms: &[&Term],
     offset: usize,
     limit: usize,
-    ndocs: u64,
 ) -> Result<Option<SearchResults>> {
     let mut res = SearchResults::default();
     let k = offset.saturating_add(limit);
-    let mut lists: Vec<(usize, WalkList)> = Vec::with_capacity(terms.len());
+    let mut lists: Vec<WalkList> = Vec::with_capacity(terms.len());
     for t in terms {
-        let mut blocks = Vec::new();
-        let mut n = 0usize;
-        let mut several = false;
-        let mut first_key: Option<&[u8]> = None;
-        let it = dbs
-            .terms
-            .prefix_iter(txn, t.text.as_bytes())
-            .map_err(lmdb("reading postings"))?;
-        for r in it {
-            let (key, v) = r.map_err(lmdb("reading postings"))?;
-            if !t.prefix && key != t.text.as_bytes() {
-                break;
-            }
-            match first_key {
-                Some(f) if f != key => {
-                    several = true;
-                    break;
-                }
-                _ => first_key = Some(key),
-            }
-            if v.len() < 9 || block_first(v) > codec::block_last(v).unwrap_or(0) {
-                return Ok(None);
-            }
-            n += block_count(v);
-            blocks.push(v);
-        }
-        let list = if several {
-            // A prefix of several terms: their union, decoded (as the general path does).
-            let (l, truncated) = prefix_postings(txn, dbs, t.text.as_bytes(), ndocs, 3, &mut res)?;
-            if res.skipped_corrupt > 0 {
-                return Ok(None);
-            }
-            res.prefix_truncated |= truncated;
-            n = l.len();
-            WalkList::Decoded(l)
-        } else {
-            WalkList::Blocks(blocks)
+        let Some(l) = walk_list(txn, dbs, t, &mut res)? else {
+            return Ok(None);
         };
-        if n == 0 {
+        if l.n == 0 {
             return Ok(Some(SearchResults {
                 prefix_truncated: res.prefix_truncated,
                 ..SearchResults::default()
             }));
         }
-        lists.push((n, list));
+        lists.push(l);
     }
-    lists.sort_by_key(|l| l.0);
+    lists.sort_by_key(|l| l.n);
     let nt = lists.len() as u32;
-    let (driver_total, driver) = (lists[0].0, &lists[0].1);
+    let driver = &lists[0];
+    let driver_total = driver.n;
     let others = &lists[1..];
     let exact = nt == 1 || driver_total <= RELEVANCE_EXACT_POSTINGS;
-    // Per other word: how many of its blocks (or postings) may still hold a doc id
-    // at or below the current one, and its last decoded block (index, postings).
-    let mut cursors: Vec<usize> = others.iter().map(|l| l.1.len()).collect();
-    let mut cache: Vec<(usize, Vec<u32>)> =
-        others.iter().map(|_| (usize::MAX, Vec::new())).collect();
+    let mut big: Vec<BlockCursor> = others.iter().map(|l| BlockCursor::new(&l.big)).collect();
+    let mut small: Vec<SmallCursor> = others.iter().map(|l| SmallCursor::new(&l.small)).collect();
     let mut best: Vec<u32> = Vec::new();
     let mut rest: Vec<(u32, u32)> = Vec::new();
     let (mut walked, mut matched) = (0usize, 0usize);
-    let mut buf = Vec::new();
     let mut stopped = false;
-    const CHUNK: usize = 256;
-    let chunks = match driver {
-        WalkList::Blocks(b) => b.len(),
-        WalkList::Decoded(v) => v.len().div_ceil(CHUNK),
-    };
-    for ci in (0..chunks).rev() {
+    // The driver's postings, descending: its blocks from the last, merged with its
+    // decoded rest.
+    let (mut blocks_left, mut si) = (driver.big.len(), driver.small.len());
+    let mut buf: Vec<u32> = Vec::new();
+    'walk: loop {
+        if buf.is_empty() && blocks_left > 0 {
+            blocks_left -= 1;
+            if codec::block_decode(driver.big[blocks_left], &mut buf).is_err() {
+                return Ok(None);
+            }
+        }
+        let b = buf.last().copied();
+        let sm = si.checked_sub(1).map(|i| driver.small[i]);
+        let p = match (b, sm) {
+            (None, None) => break,
+            (Some(x), Some(y)) if x >> 2 == y >> 2 => {
+                buf.pop();
+                si -= 1;
+                x | (y & 1)
+            }
+            (Some(x), Some(y)) if x >> 2 > y >> 2 => {
+                buf.pop();
+                x
+            }
+            (Some(x), None) => {
+                buf.pop();
+                x
+            }
+            (_, Some(y)) => {
+                si -= 1;
+                y
+            }
+        };
         if k > 0 && best.len() >= k && (nt == 1 || !exact) {
             stopped = true;
             break;
         }
-        buf.clear();
-        match driver {
-            WalkList::Blocks(b) => {
-                if codec::block_decode(b[ci], &mut buf).is_err() {
-                    return Ok(None);
-                }
-            }
-            WalkList::Decoded(v) => {
-                buf.extend_from_slice(&v[ci * CHUNK..((ci + 1) * CHUNK).min(v.len())]);
+        walked += 1;
+        let d = p >> 2;
+        let mut score = p & 1;
+        for (bc, sc) in big.iter_mut().zip(small.iter_mut()) {
+            let Ok(x) = bc.find(d) else {
+                return Ok(None);
+            };
+            let y = sc.find(d);
+            match (x, y) {
+                (None, None) => continue 'walk,
+                (x, y) => score += (x.unwrap_or(0) | y.unwrap_or(0)) & 1,
             }
         }
-        walked += buf.len();
-        'docs: for &p in buf.iter().rev() {
-            let d = p >> 2;
-            let mut score = p & 1;
-            for (j, (_, ol)) in others.iter().enumerate() {
-                let c = &mut cursors[j];
-                match ol {
-                    WalkList::Blocks(ob) => {
-                        while *c > 0 && block_first(ob[*c - 1]) > d {
-                            *c -= 1;
-                        }
-                        let Some(oi) = c.checked_sub(1) else {
-                            continue 'docs;
-                        };
-                        if codec::block_last(ob[oi]).unwrap_or(0) < d {
-                            continue 'docs;
-                        }
-                        let (ci, cl) = &mut cache[j];
-                        if *ci != oi {
-                            cl.clear();
-                            if codec::block_decode(ob[oi], cl).is_err() {
-                                return Ok(None);
-                            }
-                            *ci = oi;
-                        }
-                        match cl.binary_search_by_key(&d, |x| x >> 2) {
-                            Ok(i) => score += cl[i] & 1,
-                            Err(_) => continue 'docs,
-                        }
-                    }
-                    WalkList::Decoded(v) => {
-                        *c = v[..*c].partition_point(|x| x >> 2 <= d);
-                        match c.checked_sub(1).map(|i| v[i]) {
-                            Some(x) if x >> 2 == d => score += x & 1,
-                            _ => continue 'docs,
-                        }
-                    }
-                }
-            }
-            matched += 1;
-            if score == nt {
-                best.push(d);
-            } else if best.len() < k {
-                rest.push((d, score));
-            }
+        matched += 1;
+        if score == nt {
+            best.push(d);
+        } else if best.len() < k {
+            rest.push((d, score));
         }
     }
     let page: Vec<u32> = if k > 0 && best.len() >= k {
@@ -1162,19 +1117,152 @@ fn relevance_walk(
     Ok(Some(res))
 }
 
-/// A word's postings for `relevance_walk`: its blocks, or (a prefix of several
-/// terms) their union decoded.
-enum WalkList<'a> {
-    Blocks(Vec<&'a [u8]>),
-    Decoded(Vec<u32>),
+/// A word's postings for `relevance_walk`: the blocks of its term (of a prefix,
+/// its term with the most postings), the postings of a prefix's other terms
+/// decoded (ascending, one per doc id, name flags or-ed), and the number of
+/// distinct doc ids among them all.
+struct WalkList<'a> {
+    big: Vec<&'a [u8]>,
+    small: Vec<u32>,
+    n: usize,
 }
 
-impl WalkList<'_> {
-    fn len(&self) -> usize {
-        match self {
-            WalkList::Blocks(b) => b.len(),
-            WalkList::Decoded(v) => v.len(),
+/// The [`WalkList`] of `t` (`None` when a block is corrupt: the general path then
+/// counts it). Postings are counted from the blocks' bytes, not decoded, except
+/// those of a prefix's smaller terms.
+fn walk_list<'a>(
+    txn: &'a RoTxn,
+    dbs: &Dbs,
+    t: &Term,
+    res: &mut SearchResults,
+) -> Result<Option<WalkList<'a>>> {
+    // Per term: its blocks and its posting count.
+    let mut keys: Vec<(Vec<&'a [u8]>, usize)> = Vec::new();
+    let mut last: &[u8] = &[];
+    for r in dbs
+        .terms
+        .prefix_iter(txn, t.text.as_bytes())
+        .map_err(lmdb("reading postings"))?
+    {
+        let (key, v) = r.map_err(lmdb("reading postings"))?;
+        if !t.prefix && key != t.text.as_bytes() {
+            break;
         }
+        if keys.is_empty() || key != last {
+            if keys.len() == MAX_PREFIX_TERMS {
+                res.prefix_truncated = true;
+                break;
+            }
+            keys.push((Vec::new(), 0));
+            last = key;
+        }
+        if v.len() < 9 || block_first(v) > codec::block_last(v).unwrap_or(0) {
+            return Ok(None);
+        }
+        let e = keys.last_mut().expect("pushed above");
+        e.1 += block_count(v);
+        e.0.push(v);
+    }
+    let Some(bi) = (0..keys.len()).max_by_key(|&i| keys[i].1) else {
+        return Ok(Some(WalkList {
+            big: Vec::new(),
+            small: Vec::new(),
+            n: 0,
+        }));
+    };
+    let (big, big_n) = keys.swap_remove(bi);
+    let mut small = Vec::new();
+    for (blocks, _) in &keys {
+        for b in blocks {
+            if codec::block_decode(b, &mut small).is_err() {
+                return Ok(None);
+            }
+        }
+    }
+    small.sort_unstable();
+    // One posting per doc id, name flags or-ed (as the general path's union).
+    let mut out: Vec<u32> = Vec::with_capacity(small.len());
+    for p in small {
+        match out.last_mut() {
+            Some(l) if *l >> 2 == p >> 2 => *l |= p & 1,
+            _ => out.push(p),
+        }
+    }
+    // Distinct doc ids: the big term's, and those of the others it lacks.
+    let mut n = big_n;
+    let mut cur = BlockCursor::new(&big);
+    for p in out.iter().rev() {
+        match cur.find(p >> 2) {
+            Ok(None) => n += 1,
+            Ok(Some(_)) => {}
+            Err(()) => return Ok(None),
+        }
+    }
+    Ok(Some(WalkList { big, small: out, n }))
+}
+
+/// Finds doc ids, asked in non-increasing order, in posting blocks: the blocks are
+/// found by their headers, and only those decoded.
+struct BlockCursor<'b, 'a> {
+    blocks: &'b [&'a [u8]],
+    /// Blocks that may still hold a doc id at or below the last one asked.
+    left: usize,
+    /// The last decoded block: its index and postings.
+    at: usize,
+    dec: Vec<u32>,
+}
+
+impl<'b, 'a> BlockCursor<'b, 'a> {
+    fn new(blocks: &'b [&'a [u8]]) -> Self {
+        BlockCursor {
+            blocks,
+            left: blocks.len(),
+            at: usize::MAX,
+            dec: Vec::new(),
+        }
+    }
+
+    /// The raw posting of `d`, if any; `Err` when its block is corrupt.
+    fn find(&mut self, d: u32) -> std::result::Result<Option<u32>, ()> {
+        while self.left > 0 && block_first(self.blocks[self.left - 1]) > d {
+            self.left -= 1;
+        }
+        let Some(i) = self.left.checked_sub(1) else {
+            return Ok(None);
+        };
+        if codec::block_last(self.blocks[i]).unwrap_or(0) < d {
+            return Ok(None);
+        }
+        if self.at != i {
+            self.dec.clear();
+            codec::block_decode(self.blocks[i], &mut self.dec).map_err(|_| ())?;
+            self.at = i;
+        }
+        Ok(self
+            .dec
+            .binary_search_by_key(&d, |x| x >> 2)
+            .ok()
+            .map(|j| self.dec[j]))
+    }
+}
+
+/// Finds doc ids, asked in non-increasing order, in decoded postings.
+struct SmallCursor<'b> {
+    v: &'b [u32],
+    left: usize,
+}
+
+impl<'b> SmallCursor<'b> {
+    fn new(v: &'b [u32]) -> Self {
+        SmallCursor { v, left: v.len() }
+    }
+
+    fn find(&mut self, d: u32) -> Option<u32> {
+        self.left = self.v[..self.left].partition_point(|x| x >> 2 <= d);
+        self.left
+            .checked_sub(1)
+            .map(|i| self.v[i])
+            .filter(|x| x >> 2 == d)
     }
 }
 
