@@ -392,7 +392,7 @@ fn run_query(
         && parsed.must.iter().all(|c| c.phrase.is_none())
         && terms.iter().all(|t| t.scope == Scope::Any);
     if plain_relevance {
-        if let Some(r) = relevance_walk(txn, dbs, &terms, offset, limit)? {
+        if let Some(r) = relevance_walk(txn, dbs, &terms, offset, limit, ndocs)? {
             return Ok(r);
         }
     }
@@ -1006,12 +1006,13 @@ fn relevance_walk(
     terms: &[&Term],
     offset: usize,
     limit: usize,
+    ndocs: u64,
 ) -> Result<Option<SearchResults>> {
     let mut res = SearchResults::default();
     let k = offset.saturating_add(limit);
     let mut lists: Vec<WalkList> = Vec::with_capacity(terms.len());
     for t in terms {
-        let Some(l) = walk_list(txn, dbs, t, &mut res)? else {
+        let Some(l) = walk_list(txn, dbs, t, ndocs, &mut res)? else {
             return Ok(None);
         };
         if l.n == 0 {
@@ -1134,6 +1135,7 @@ fn walk_list<'a>(
     txn: &'a RoTxn,
     dbs: &Dbs,
     t: &Term,
+    ndocs: u64,
     res: &mut SearchResults,
 ) -> Result<Option<WalkList<'a>>> {
     // Per term: its blocks and its posting count.
@@ -1171,6 +1173,21 @@ fn walk_list<'a>(
         }));
     };
     let (big, big_n) = keys.swap_remove(bi);
+    let rest_n: usize = keys.iter().map(|k| k.1).sum();
+    if rest_n > big_n / 4 {
+        // No term dominates the prefix: their union in a bitmap (as the general
+        // path does) beats sorting their postings.
+        let (l, truncated) = prefix_postings(txn, dbs, t.text.as_bytes(), ndocs, 3, res)?;
+        if res.skipped_corrupt > 0 {
+            return Ok(None);
+        }
+        res.prefix_truncated |= truncated;
+        return Ok(Some(WalkList {
+            big: Vec::new(),
+            n: l.len(),
+            small: l,
+        }));
+    }
     let mut small = Vec::new();
     for (blocks, _) in &keys {
         for b in blocks {
