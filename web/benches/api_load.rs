@@ -8,8 +8,10 @@
 //! `Store::search` from C threads without HTTP, and C clients asking an endpoint
 //! that does no store work (a 404 from `/api/v1/`), each for D/2 seconds.
 //!
-//! `cargo bench -p magnetar-web --bench api_load -- [--torrents N] [--clients C] [--secs D]`
-//! (defaults 1,000,000, 32, 20). The database is built in a temporary directory.
+//! `cargo bench -p magnetar-web --bench api_load -- [--torrents N] [--clients C] [--secs D]
+//! [--order-mode M] [--compare 1]` (defaults 1,000,000, 32, 20, 0, 0; `--order-mode 3`
+//! serves with the search before the relevance walk, every posting decoded;
+//! `--compare 1` first runs the same load in mode 3, then in M, in the same process). The database is built in a temporary directory.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -99,26 +101,32 @@ fn main() {
         .collect();
 
     // The same queries straight on the store, one thread, no writer: what the
-    // HTTP layer and concurrency add is the difference.
-    let mut direct: Vec<Duration> = queries
-        .iter()
-        .map(|q| {
-            let t = Instant::now();
-            let r = store
-                .search(q, 20, 0, magnetar_storage::Order::Relevance)
-                .unwrap();
-            std::hint::black_box(r);
-            t.elapsed()
-        })
-        .collect();
-    direct.sort();
-    println!(
-        "store.search directly (1 thread, no writer, the same {} queries): p50 {:.2} ms, p99 {:.2} ms, mean {:.3} ms",
-        direct.len(),
-        direct[direct.len() / 2].as_secs_f64() * 1e3,
-        direct[direct.len() * 99 / 100].as_secs_f64() * 1e3,
-        direct.iter().sum::<Duration>().as_secs_f64() * 1e3 / direct.len() as f64
-    );
+    // HTTP layer and concurrency add is the difference. First the search before the
+    // relevance walk (order mode 3: every posting decoded), then the mode the
+    // server runs with (`--order-mode`, default 0), in the same run.
+    let mode = arg("--order-mode", 0) as usize;
+    for m in [3, mode] {
+        store.set_order_mode(m);
+        let mut direct: Vec<Duration> = queries
+            .iter()
+            .map(|q| {
+                let t = Instant::now();
+                let r = store
+                    .search(q, 20, 0, magnetar_storage::Order::Relevance)
+                    .unwrap();
+                std::hint::black_box(r);
+                t.elapsed()
+            })
+            .collect();
+        direct.sort();
+        println!(
+            "store.search directly (order mode {m}, 1 thread, no writer, the same {} queries): p50 {:.2} ms, p99 {:.2} ms, mean {:.3} ms",
+            direct.len(),
+            direct[direct.len() / 2].as_secs_f64() * 1e3,
+            direct[direct.len() * 99 / 100].as_secs_f64() * 1e3,
+            direct.iter().sum::<Duration>().as_secs_f64() * 1e3 / direct.len() as f64
+        );
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -197,8 +205,28 @@ fn main() {
             }
         })
     };
+    if arg("--compare", 0) == 1 {
+        // The same load first with the search before the relevance walk (order
+        // mode 3), writer running, then the measured run in `--order-mode`.
+        store.set_order_mode(3);
+        let c0 = commits.load(Ordering::Relaxed);
+        let (mut lat, errors) = http_load(addr, &queries, clients, secs, "/api/v1/search", 200);
+        lat.sort();
+        let p =
+            |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
+        println!(
+            "api_load before (order mode 3): {n} torrents, {clients} clients, {secs} s: {:.0} searches/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, errors {errors}, writer batches {}",
+            lat.len() as f64 / secs as f64,
+            p(0.5),
+            p(0.99),
+            p(1.0),
+            commits.load(Ordering::Relaxed) - c0
+        );
+        store.set_order_mode(mode);
+    }
+    let c0 = commits.load(Ordering::Relaxed);
     let (mut lat, errors) = http_load(addr, &queries, clients, secs, "/api/v1/search", 200);
-    let batches = commits.load(Ordering::Relaxed);
+    let batches = commits.load(Ordering::Relaxed) - c0;
     // Where the time goes, the writer still running: the store alone from as many
     // threads, then HTTP alone (an endpoint that reads nothing).
     let (mut alone, _) = {

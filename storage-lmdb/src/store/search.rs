@@ -2,7 +2,9 @@
 //! its parts. Posting lists are read from `terms` (keeping the postings whose flags
 //! meet a clause's scope; a prefix merged in a bitmap), intersected with galloping
 //! search, excluded clauses subtracted, a discovery-time range cut as a doc id range
-//! while doc ids are in time order; then either ordered by relevance, time or size
+//! while doc ids are in time order (plain words by relevance take a shorter way: the
+//! blocks are walked from the last until the page is certain, see `relevance_walk`);
+//! then either ordered by relevance, time or size
 //! (from doc id order, per-match lookups in `torrents`, or a walk of
 //! `by_time`/`by_size`, whichever is cheaper), or, when a filter, a phrase or the
 //! sort needs a match's fields, every match is looked up in `torrents` (fixed
@@ -201,7 +203,10 @@ pub struct SearchResults {
     /// `total` is an estimate: a phrase query had more than [`PHRASE_CHECK_BUDGET`]
     /// candidates (documents holding all its words), and only as many were checked
     /// as the page and the budget needed; `total` is the share of those that held the
-    /// phrase, scaled to all candidates. The page itself is exact.
+    /// phrase, scaled to all candidates. Or a relevance query of several plain words
+    /// whose rarest has more than [`RELEVANCE_EXACT_POSTINGS`] postings stopped once
+    /// its page was certain; `total` is the share of the rarest word's walked
+    /// postings that matched, scaled to all of them. The page itself is exact.
     pub total_estimated: bool,
 }
 
@@ -372,6 +377,25 @@ fn run_query(
     let mut terms: Vec<&Term> = parsed.must.iter().flat_map(|c| &c.terms).collect();
     terms.sort();
     terms.dedup();
+    // Plain words by relevance, nothing else: walk the posting blocks from the end
+    // and stop once the page is certain (see `relevance_walk`).
+    let plain_relevance = (mode == 0 || mode == 2)
+        && q.sort == SortBy::Relevance
+        && q.descending
+        && !terms.is_empty()
+        && parsed.must_not.is_empty()
+        && facet_filter.is_empty()
+        && q.min_size.is_none()
+        && q.max_size.is_none()
+        && q.discovered_since.is_none()
+        && q.discovered_before.is_none()
+        && parsed.must.iter().all(|c| c.phrase.is_none())
+        && terms.iter().all(|t| t.scope == Scope::Any);
+    if plain_relevance {
+        if let Some(r) = relevance_walk(txn, dbs, &terms, offset, limit, ndocs)? {
+            return Ok(r);
+        }
+    }
     let mut lists: Vec<Vec<u32>> = Vec::with_capacity(terms.len());
     for t in &terms {
         let l = term_postings(txn, dbs, t, ndocs, &mut res)?;
@@ -938,6 +962,325 @@ fn page_in_order(
             )?
         }
     })
+}
+
+/// A relevance query of several words whose rarest word has more postings than this
+/// stops as soon as its page is certain and estimates its total (see
+/// [`SearchResults::total_estimated`]); with fewer, every posting of the rarest
+/// word is walked and the total is exact. One word's total is always exact.
+#[cfg(not(test))]
+pub const RELEVANCE_EXACT_POSTINGS: usize = 20_000;
+/// (Small in tests, so that random stores take both ways.)
+#[cfg(test)]
+pub const RELEVANCE_EXACT_POSTINGS: usize = 100;
+
+/// The number of postings in a block, without decoding it: one varint each, and a
+/// varint's last byte is the only one with the high bit clear.
+fn block_count(b: &[u8]) -> usize {
+    b.get(8..)
+        .map_or(0, |p| p.iter().filter(|&&x| x & 0x80 == 0).count())
+}
+
+/// The first doc id of a block (its header; `u32::MAX` if the block is too short).
+fn block_first(b: &[u8]) -> u32 {
+    b.get(..4)
+        .and_then(|x| <[u8; 4]>::try_from(x).ok())
+        .map_or(u32::MAX, u32::from_be_bytes)
+}
+
+/// Relevance order (words in the name, then doc id, both descending) for plain
+/// words of any scope, without decoding every posting: the posting blocks of every
+/// word are listed (their postings counted from their bytes), the rarest word's
+/// blocks are decoded from the last, and each of its doc ids is looked up in the
+/// other words' blocks found by their headers (first and last doc id), decoding
+/// only those. Matches holding every word in the name (the best class) come in doc
+/// id order, descending, so the walk stops once `offset + limit` of them are in,
+/// unless the total needs the rest: one word's total is its posting count; for
+/// several, the walk goes on to the end when the rarest word has at most
+/// [`RELEVANCE_EXACT_POSTINGS`] postings, and otherwise the total is estimated from
+/// the share of the walked postings that matched. `None` (nothing read is wrong,
+/// the caller takes the general path) when a block is corrupt.
+fn relevance_walk(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    terms: &[&Term],
+    offset: usize,
+    limit: usize,
+    ndocs: u64,
+) -> Result<Option<SearchResults>> {
+    let mut res = SearchResults::default();
+    let k = offset.saturating_add(limit);
+    let mut lists: Vec<WalkList> = Vec::with_capacity(terms.len());
+    for t in terms {
+        let Some(l) = walk_list(txn, dbs, t, ndocs, &mut res)? else {
+            return Ok(None);
+        };
+        if l.n == 0 {
+            return Ok(Some(SearchResults {
+                prefix_truncated: res.prefix_truncated,
+                ..SearchResults::default()
+            }));
+        }
+        lists.push(l);
+    }
+    lists.sort_by_key(|l| l.n);
+    let nt = lists.len() as u32;
+    let driver = &lists[0];
+    let driver_total = driver.n;
+    let others = &lists[1..];
+    let exact = nt == 1 || driver_total <= RELEVANCE_EXACT_POSTINGS;
+    let mut big: Vec<BlockCursor> = others.iter().map(|l| BlockCursor::new(&l.big)).collect();
+    let mut small: Vec<SmallCursor> = others.iter().map(|l| SmallCursor::new(&l.small)).collect();
+    let mut best: Vec<u32> = Vec::new();
+    let mut rest: Vec<(u32, u32)> = Vec::new();
+    let (mut walked, mut matched) = (0usize, 0usize);
+    let mut stopped = false;
+    // The driver's postings, descending: its blocks from the last, merged with its
+    // decoded rest.
+    let (mut blocks_left, mut si) = (driver.big.len(), driver.small.len());
+    let mut buf: Vec<u32> = Vec::new();
+    'walk: loop {
+        if buf.is_empty() && blocks_left > 0 {
+            blocks_left -= 1;
+            if codec::block_decode(driver.big[blocks_left], &mut buf).is_err() {
+                return Ok(None);
+            }
+        }
+        let b = buf.last().copied();
+        let sm = si.checked_sub(1).map(|i| driver.small[i]);
+        let p = match (b, sm) {
+            (None, None) => break,
+            (Some(x), Some(y)) if x >> 2 == y >> 2 => {
+                buf.pop();
+                si -= 1;
+                x | (y & 1)
+            }
+            (Some(x), Some(y)) if x >> 2 > y >> 2 => {
+                buf.pop();
+                x
+            }
+            (Some(x), None) => {
+                buf.pop();
+                x
+            }
+            (_, Some(y)) => {
+                si -= 1;
+                y
+            }
+        };
+        if k > 0 && best.len() >= k && (nt == 1 || !exact) {
+            stopped = true;
+            break;
+        }
+        walked += 1;
+        let d = p >> 2;
+        let mut score = p & 1;
+        for (bc, sc) in big.iter_mut().zip(small.iter_mut()) {
+            let Ok(x) = bc.find(d) else {
+                return Ok(None);
+            };
+            let y = sc.find(d);
+            match (x, y) {
+                (None, None) => continue 'walk,
+                (x, y) => score += (x.unwrap_or(0) | y.unwrap_or(0)) & 1,
+            }
+        }
+        matched += 1;
+        if score == nt {
+            best.push(d);
+        } else if best.len() < k {
+            rest.push((d, score));
+        }
+    }
+    let page: Vec<u32> = if k > 0 && best.len() >= k {
+        best[offset..k].to_vec()
+    } else {
+        // Every posting was walked: the best class, then the rest by score, each
+        // in descending doc id order (the sort is stable).
+        rest.sort_by_key(|m| std::cmp::Reverse(m.1));
+        best.iter()
+            .copied()
+            .chain(rest.iter().map(|m| m.0))
+            .skip(offset)
+            .take(limit)
+            .collect()
+    };
+    res.total = if nt == 1 {
+        driver_total
+    } else if !stopped {
+        matched
+    } else {
+        res.total_estimated = true;
+        let est = (matched as f64 / walked.max(1) as f64) * driver_total as f64;
+        (est.round() as usize).max(matched)
+    };
+    push_records(txn, dbs, page, &mut res)?;
+    Ok(Some(res))
+}
+
+/// A word's postings for `relevance_walk`: the blocks of its term (of a prefix,
+/// its term with the most postings), the postings of a prefix's other terms
+/// decoded (ascending, one per doc id, name flags or-ed), and the number of
+/// distinct doc ids among them all.
+struct WalkList<'a> {
+    big: Vec<&'a [u8]>,
+    small: Vec<u32>,
+    n: usize,
+}
+
+/// The [`WalkList`] of `t` (`None` when a block is corrupt: the general path then
+/// counts it). Postings are counted from the blocks' bytes, not decoded, except
+/// those of a prefix's smaller terms.
+fn walk_list<'a>(
+    txn: &'a RoTxn,
+    dbs: &Dbs,
+    t: &Term,
+    ndocs: u64,
+    res: &mut SearchResults,
+) -> Result<Option<WalkList<'a>>> {
+    // Per term: its blocks and its posting count.
+    let mut keys: Vec<(Vec<&'a [u8]>, usize)> = Vec::new();
+    let mut last: &[u8] = &[];
+    for r in dbs
+        .terms
+        .prefix_iter(txn, t.text.as_bytes())
+        .map_err(lmdb("reading postings"))?
+    {
+        let (key, v) = r.map_err(lmdb("reading postings"))?;
+        if !t.prefix && key != t.text.as_bytes() {
+            break;
+        }
+        if keys.is_empty() || key != last {
+            if keys.len() == MAX_PREFIX_TERMS {
+                res.prefix_truncated = true;
+                break;
+            }
+            keys.push((Vec::new(), 0));
+            last = key;
+        }
+        if v.len() < 9 || block_first(v) > codec::block_last(v).unwrap_or(0) {
+            return Ok(None);
+        }
+        let e = keys.last_mut().expect("pushed above");
+        e.1 += block_count(v);
+        e.0.push(v);
+    }
+    let Some(bi) = (0..keys.len()).max_by_key(|&i| keys[i].1) else {
+        return Ok(Some(WalkList {
+            big: Vec::new(),
+            small: Vec::new(),
+            n: 0,
+        }));
+    };
+    let (big, big_n) = keys.swap_remove(bi);
+    let rest_n: usize = keys.iter().map(|k| k.1).sum();
+    if rest_n > big_n / 4 {
+        // No term dominates the prefix: their union in a bitmap (as the general
+        // path does) beats sorting their postings.
+        let (l, truncated) = prefix_postings(txn, dbs, t.text.as_bytes(), ndocs, 3, res)?;
+        if res.skipped_corrupt > 0 {
+            return Ok(None);
+        }
+        res.prefix_truncated |= truncated;
+        return Ok(Some(WalkList {
+            big: Vec::new(),
+            n: l.len(),
+            small: l,
+        }));
+    }
+    let mut small = Vec::new();
+    for (blocks, _) in &keys {
+        for b in blocks {
+            if codec::block_decode(b, &mut small).is_err() {
+                return Ok(None);
+            }
+        }
+    }
+    small.sort_unstable();
+    // One posting per doc id, name flags or-ed (as the general path's union).
+    let mut out: Vec<u32> = Vec::with_capacity(small.len());
+    for p in small {
+        match out.last_mut() {
+            Some(l) if *l >> 2 == p >> 2 => *l |= p & 1,
+            _ => out.push(p),
+        }
+    }
+    // Distinct doc ids: the big term's, and those of the others it lacks.
+    let mut n = big_n;
+    let mut cur = BlockCursor::new(&big);
+    for p in out.iter().rev() {
+        match cur.find(p >> 2) {
+            Ok(None) => n += 1,
+            Ok(Some(_)) => {}
+            Err(()) => return Ok(None),
+        }
+    }
+    Ok(Some(WalkList { big, small: out, n }))
+}
+
+/// Finds doc ids, asked in non-increasing order, in posting blocks: the blocks are
+/// found by their headers, and only those decoded.
+struct BlockCursor<'b, 'a> {
+    blocks: &'b [&'a [u8]],
+    /// Blocks that may still hold a doc id at or below the last one asked.
+    left: usize,
+    /// The last decoded block: its index and postings.
+    at: usize,
+    dec: Vec<u32>,
+}
+
+impl<'b, 'a> BlockCursor<'b, 'a> {
+    fn new(blocks: &'b [&'a [u8]]) -> Self {
+        BlockCursor {
+            blocks,
+            left: blocks.len(),
+            at: usize::MAX,
+            dec: Vec::new(),
+        }
+    }
+
+    /// The raw posting of `d`, if any; `Err` when its block is corrupt.
+    fn find(&mut self, d: u32) -> std::result::Result<Option<u32>, ()> {
+        while self.left > 0 && block_first(self.blocks[self.left - 1]) > d {
+            self.left -= 1;
+        }
+        let Some(i) = self.left.checked_sub(1) else {
+            return Ok(None);
+        };
+        if codec::block_last(self.blocks[i]).unwrap_or(0) < d {
+            return Ok(None);
+        }
+        if self.at != i {
+            self.dec.clear();
+            codec::block_decode(self.blocks[i], &mut self.dec).map_err(|_| ())?;
+            self.at = i;
+        }
+        Ok(self
+            .dec
+            .binary_search_by_key(&d, |x| x >> 2)
+            .ok()
+            .map(|j| self.dec[j]))
+    }
+}
+
+/// Finds doc ids, asked in non-increasing order, in decoded postings.
+struct SmallCursor<'b> {
+    v: &'b [u32],
+    left: usize,
+}
+
+impl<'b> SmallCursor<'b> {
+    fn new(v: &'b [u32]) -> Self {
+        SmallCursor { v, left: v.len() }
+    }
+
+    fn find(&mut self, d: u32) -> Option<u32> {
+        self.left = self.v[..self.left].partition_point(|x| x >> 2 <= d);
+        self.left
+            .checked_sub(1)
+            .map(|i| self.v[i])
+            .filter(|x| x >> 2 == d)
+    }
 }
 
 /// Reads a term's postings (raw values: docid << 2 | flags), ascending, keeping those
