@@ -16,12 +16,10 @@ use heed::types::Bytes;
 use heed::{CommitOrAbort, DatabaseFlags, EnvFlags, EnvOpenOptions};
 
 use super::{
-    is_dup_sort, lmdb, round_map, Db, Dbs, Inner, Result, Store, StoreOptions, K_SCHEMA, MAX_DBS,
+    is_dup_sort, lmdb, round_map, Dbs, Inner, Result, Store, StoreOptions, K_SCHEMA, MAX_DBS,
     MIGRATES_FROM, SCHEMA_VERSION, TABLES, TABLE_COUNT,
 };
 use crate::error::StoreError;
-
-/// The tables, in the order of [`Dbs`]' fields as assigned below.
 
 /// Why the read transaction that opens the tables gave up.
 enum Refused {
