@@ -602,6 +602,7 @@ mod tests {
             from,
             peer: Some(peer),
             sampled_by: None,
+            noseed: false,
         };
         s.on_discovery(t, d, &mut net);
         s.on_discovery(t, d, &mut net);
@@ -657,6 +658,7 @@ mod tests {
                 from,
                 peer: Some(peer),
                 sampled_by: None,
+                noseed: false,
             };
             s.on_discovery(t, d, &mut net);
         }
@@ -781,6 +783,7 @@ mod tests {
             from: querier,
             peer: None,
             sampled_by: None,
+            noseed: false,
         };
         s.on_discovery(t, d, &mut net);
         // Its grace passes with no announce: one peer search, which finds nobody.
@@ -801,6 +804,7 @@ mod tests {
             from: node,
             peer: None,
             sampled_by: Some((0, NodeId([8; 20]))),
+            noseed: false,
         };
         net.sent.clear();
         s.on_discovery(now, d, &mut net);
@@ -816,6 +820,7 @@ mod tests {
         s.on_fetched(now, ih);
         let d = Discovery {
             sampled_by: Some((0, NodeId([9; 20]))),
+            noseed: false,
             from: addr("10.0.0.9:6881"),
             ..d
         };
@@ -1003,6 +1008,7 @@ mod tests {
                 from: addr(&format!("10.0.1.{}:6881", i + 1)),
                 peer: None,
                 sampled_by: None,
+                noseed: false,
             };
             s.on_discovery(t, d, &mut net);
         }
@@ -1037,6 +1043,7 @@ mod tests {
             from: addr("10.0.2.1:6881"),
             peer: None,
             sampled_by: None,
+            noseed: false,
         };
         s.on_discovery(now, d, &mut net);
         now = now.add(CRAWL_TICK);
@@ -1081,6 +1088,7 @@ mod tests {
             from: node,
             peer: None,
             sampled_by: Some((0, NodeId([4; 20]))),
+            noseed: false,
         };
         net.sent.clear();
         s.on_discovery(now, d, &mut net);
@@ -1126,5 +1134,67 @@ mod tests {
         net.sent.clear();
         s.tick(t1.add(Duration::from_secs(7200)), &mut net);
         assert!(net.sent.iter().all(|x| x.0 != node || !x.2));
+    }
+
+    /// Issue 17: a seeder looks its own torrent up with BEP 33 `noseed=1`
+    /// (libtorrent's announce lookup of a torrent it seeds); a table refresh's
+    /// get_peers for a random id never carries it. Heard from one address, such
+    /// a query is evidence of a torrent, counted: its peer search does not wait
+    /// behind the refresh candidates that heard before it.
+    #[test]
+    fn a_seeders_noseed_get_peers_is_evidence_of_a_torrent() {
+        let t = Timestamp::from_secs(100);
+        let cfg = CrawlConfig {
+            auto_acquire: true,
+            per_ip_pps: 0,
+            candidate_grace: Duration::ZERO,
+            candidate_lookups: 1,
+            ..CrawlConfig::default()
+        };
+        let mut s = Strategy::new(cfg, t, [0; 16]);
+        let mut net = Recorder::new();
+        let heard = |ih, from: &str, noseed| Discovery {
+            info_hash: ih,
+            source: DiscoverySource::GetPeers,
+            from: addr(from),
+            peer: None,
+            sampled_by: None,
+            noseed,
+        };
+        // Three table-refresh targets, each from one node: the first one's
+        // search runs (low priority), the other two wait for its slot.
+        let refresh: Vec<InfoHash> = (1..=3u8).map(|i| InfoHash([i; 20])).collect();
+        for (i, &ih) in refresh.iter().enumerate() {
+            s.on_discovery(
+                t,
+                heard(ih, &format!("10.0.1.{}:6881", i + 1), false),
+                &mut net,
+            );
+        }
+        let mut now = t.add(CRAWL_TICK);
+        s.tick(now, &mut net);
+        assert_eq!(net.searches, vec![refresh[0]]);
+        assert!(refresh.iter().all(|ih| !s.evidence_of_torrent(ih)));
+        // A seeder's lookup, from one address, after them: evidence at once.
+        let real = InfoHash([0x5e; 20]);
+        s.on_discovery(now, heard(real, "10.0.2.1:6881", true), &mut net);
+        assert!(s.evidence_of_torrent(&real));
+        assert_eq!(s.stats().candidates_noseed, 1);
+        now = now.add(CRAWL_TICK);
+        s.tick(now, &mut net);
+        assert_eq!(
+            net.searches,
+            vec![refresh[0], real],
+            "not behind the candidates"
+        );
+        assert_eq!(net.lows, vec![true, false], "of normal priority");
+        // Its next lookup counts no second time; the refresh targets stay
+        // candidates, waiting for the one candidate slot.
+        s.on_discovery(now, heard(real, "10.0.2.1:6881", true), &mut net);
+        assert_eq!(s.stats().candidates_noseed, 1);
+        now = now.add(CRAWL_TICK);
+        s.tick(now, &mut net);
+        assert_eq!(net.searches.len(), 2);
+        assert!(!s.evidence_of_torrent(&refresh[1]));
     }
 }

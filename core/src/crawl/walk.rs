@@ -30,6 +30,7 @@ impl Strategy {
             from,
             peer,
             sampled_by: src_node,
+            noseed,
         } = d;
         if !self.cfg.enabled {
             net.emit(Event::InfohashDiscovered {
@@ -71,6 +72,12 @@ impl Strategy {
                     Some(ip) if ip != from.ip() => hint.evidence = true,
                     Some(_) => {}
                 },
+            }
+            // A seeder looks its torrent up with `noseed=1` (BEP 33); a table
+            // refresh's get_peers for a random id never carries it.
+            if source == DiscoverySource::GetPeers && noseed && !hint.evidence {
+                hint.evidence = true;
+                self.stats.candidates_noseed += 1;
             }
             promoted = hint.evidence && !had_evidence;
         }
@@ -176,6 +183,7 @@ impl Strategy {
                             from,
                             peer: None,
                             sampled_by: Some((i, r.id)),
+                            noseed: false,
                         };
                         self.discovered(d, net);
                         if self.stats.duplicates == before {
