@@ -18,7 +18,9 @@
 //!   for that announce (its peer confirms the candidate, `PeersFound`, and is
 //!   fetched from at once); otherwise it gets one bounded peer search, and if
 //!   nobody holds it, it is given up without retries. Candidates are never stored
-//!   as torrents: only metadata is.
+//!   as torrents: only metadata is. A get_peers with BEP 33 `noseed=1` is no
+//!   candidate's: libtorrent sets it only when it looks up a torrent it seeds
+//!   (`tests/interop/noseed_probe.py`), so it is evidence of a torrent.
 //! * **Acquisition**: for an infohash that the runtime wants (it is not stored),
 //!   ask the node that sampled it for peers first (one get_peers), then fall back to
 //!   a bounded get_peers traversal, then fetch the metadata. Failures are retried
@@ -105,7 +107,8 @@ struct Hint {
     /// The address of the first get_peers query that named it.
     querier: Option<std::net::IpAddr>,
     /// Evidence that it is a torrent: a sample or an announce named it, or get_peers
-    /// queries from two addresses did (a random lookup target comes from one).
+    /// queries from two addresses did (a random lookup target comes from one), or
+    /// one with BEP 33 `noseed=1` did (a seeder's lookup; no refresh sets it).
     /// Kept when the peers are cleared.
     evidence: bool,
     /// The driver asked for it (`acquire`) and it is not fetched: a new lead
