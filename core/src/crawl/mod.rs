@@ -114,6 +114,9 @@ struct Hint {
     /// The driver asked for it (`acquire`) and it is not fetched: a new lead
     /// brings a waiting or dropped acquisition back (`revive`).
     wanted: bool,
+    /// Seeders' `noseed=1` lookups that brought its acquisition back from a
+    /// retry's backoff (at most `MAX_SOURCES`).
+    noseed_leads: u8,
 }
 
 impl Hint {
@@ -1199,5 +1202,57 @@ mod tests {
         s.tick(now, &mut net);
         assert_eq!(net.searches.len(), 2);
         assert!(!s.evidence_of_torrent(&refresh[1]));
+    }
+
+    /// Issue 17: a seeder's first lookup can reach us before its announce has
+    /// landed anywhere, so the peer search of its torrent finds nobody and waits
+    /// out a retry's backoff (5 min). The seeder's next lookup (at its next
+    /// announce) brings the acquisition back at once, a few times at most.
+    #[test]
+    fn a_seeders_next_noseed_lookup_brings_a_search_that_found_nobody_back() {
+        let t = Timestamp::from_secs(100);
+        let cfg = CrawlConfig {
+            auto_acquire: true,
+            per_ip_pps: 0,
+            candidate_grace: Duration::ZERO,
+            ..CrawlConfig::default()
+        };
+        let mut s = Strategy::new(cfg, t, [0; 16]);
+        let mut net = Recorder::new();
+        let ih = InfoHash([0x5f; 20]);
+        let lookup = |noseed| Discovery {
+            info_hash: ih,
+            source: DiscoverySource::GetPeers,
+            from: addr("10.0.2.1:6881"),
+            peer: None,
+            sampled_by: None,
+            noseed,
+        };
+        s.on_discovery(t, lookup(true), &mut net);
+        let mut now = t.add(CRAWL_TICK);
+        s.tick(now, &mut net);
+        assert_eq!(net.searches, vec![ih]);
+        for round in 1..=MAX_SOURCES {
+            // Nobody holds it yet: it waits out a retry.
+            s.on_lookup_done(now, net.searches.len() as u64, &[], &mut net);
+            assert!(!s.is_acquiring(&ih), "round {round}");
+            // A lookup without noseed (a leecher's, a refresh's) is no lead.
+            s.on_discovery(now, lookup(false), &mut net);
+            now = now.add(CRAWL_TICK);
+            s.tick(now, &mut net);
+            assert_eq!(net.searches.len(), round, "round {round}");
+            // The seeder's next lookup is: searched again at once.
+            s.on_discovery(now, lookup(true), &mut net);
+            now = now.add(CRAWL_TICK);
+            s.tick(now, &mut net);
+            assert_eq!(net.searches.len(), round + 1, "round {round}");
+        }
+        // Bounded: after MAX_SOURCES of them it waits out its backoff.
+        s.on_lookup_done(now, net.searches.len() as u64, &[], &mut net);
+        s.on_discovery(now, lookup(true), &mut net);
+        now = now.add(CRAWL_TICK);
+        s.tick(now, &mut net);
+        assert_eq!(net.searches.len(), MAX_SOURCES + 1);
+        assert!(!s.is_acquiring(&ih));
     }
 }

@@ -79,6 +79,18 @@ impl Strategy {
                 hint.evidence = true;
                 self.stats.candidates_noseed += 1;
             }
+            // A seeder looks its torrent up again (libtorrent at every announce):
+            // if our search came before its announce landed and found nobody, its
+            // next lookup brings the acquisition back from the retry's backoff, a
+            // few times at most.
+            if source == DiscoverySource::GetPeers
+                && noseed
+                && self.retry.contains_key(&ih)
+                && usize::from(hint.noseed_leads) < MAX_SOURCES
+            {
+                hint.noseed_leads += 1;
+                lead = true;
+            }
             promoted = hint.evidence && !had_evidence;
         }
         if promoted {
