@@ -463,6 +463,7 @@ mod tests {
             retry_skips: q.n(),
             candidates_deferred: q.n(),
             candidates_announced: q.n(),
+            candidates_noseed: q.n(),
             candidates_dropped: q.n(),
             refresh_queued: q.n(),
             refresh_dropped: q.n(),

@@ -1145,6 +1145,7 @@ impl Crawler {
                 from,
                 peer: c.peer,
                 sampled_by: None,
+                noseed: c.noseed,
             };
             self.strategy.on_discovery(now, d, &mut self.node);
             self.route_search_results();

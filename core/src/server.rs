@@ -219,6 +219,10 @@ pub(crate) struct Capture {
     pub source: DiscoverySource,
     /// The announced peer (announce_peer only).
     pub peer: Option<SocketAddr>,
+    /// A get_peers query with BEP 33 `noseed=1`: the querier looks up as a
+    /// seeder of the infohash (libtorrent's announce lookups of a torrent it
+    /// seeds set it; its table refreshes never do).
+    pub noseed: bool,
 }
 
 /// The answer to one query.
@@ -319,6 +323,7 @@ impl Responder {
                     info_hash,
                     source: DiscoverySource::GetPeers,
                     peer: None,
+                    noseed,
                 });
                 compact_nodes(ask, &info_hash.0, want, &mut n4, &mut n6);
                 token = self.tokens.issue(now, from.ip());
@@ -353,6 +358,7 @@ impl Responder {
                     info_hash,
                     source: DiscoverySource::Announce,
                     peer: Some(peer),
+                    noseed: false,
                 });
             }
             QueryKind::SampleInfohashes { target } => {

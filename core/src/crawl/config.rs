@@ -218,6 +218,9 @@ pub struct CrawlStats {
     pub candidates_deferred: u64,
     /// Of those, the ones whose announce arrived meanwhile (no peer search).
     pub candidates_announced: u64,
+    /// get_peers candidates that a query with BEP 33 `noseed=1` (a seeder's
+    /// own lookup) made evidence of a torrent.
+    pub candidates_noseed: u64,
     /// Candidates whose peer search found nobody: given up at once (most are
     /// table-refresh targets, not torrents).
     pub candidates_dropped: u64,

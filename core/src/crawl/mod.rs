@@ -18,7 +18,9 @@
 //!   for that announce (its peer confirms the candidate, `PeersFound`, and is
 //!   fetched from at once); otherwise it gets one bounded peer search, and if
 //!   nobody holds it, it is given up without retries. Candidates are never stored
-//!   as torrents: only metadata is.
+//!   as torrents: only metadata is. A get_peers with BEP 33 `noseed=1` is no
+//!   candidate's: libtorrent sets it only when it looks up a torrent it seeds
+//!   (`tests/interop/noseed_probe.py`), so it is evidence of a torrent.
 //! * **Acquisition**: for an infohash that the runtime wants (it is not stored),
 //!   ask the node that sampled it for peers first (one get_peers), then fall back to
 //!   a bounded get_peers traversal, then fetch the metadata. Failures are retried
@@ -105,12 +107,16 @@ struct Hint {
     /// The address of the first get_peers query that named it.
     querier: Option<std::net::IpAddr>,
     /// Evidence that it is a torrent: a sample or an announce named it, or get_peers
-    /// queries from two addresses did (a random lookup target comes from one).
+    /// queries from two addresses did (a random lookup target comes from one), or
+    /// one with BEP 33 `noseed=1` did (a seeder's lookup; no refresh sets it).
     /// Kept when the peers are cleared.
     evidence: bool,
     /// The driver asked for it (`acquire`) and it is not fetched: a new lead
     /// brings a waiting or dropped acquisition back (`revive`).
     wanted: bool,
+    /// Seeders' `noseed=1` lookups that brought its acquisition back from a
+    /// retry's backoff (at most `MAX_SOURCES`).
+    noseed_leads: u8,
 }
 
 impl Hint {
@@ -602,6 +608,7 @@ mod tests {
             from,
             peer: Some(peer),
             sampled_by: None,
+            noseed: false,
         };
         s.on_discovery(t, d, &mut net);
         s.on_discovery(t, d, &mut net);
@@ -657,6 +664,7 @@ mod tests {
                 from,
                 peer: Some(peer),
                 sampled_by: None,
+                noseed: false,
             };
             s.on_discovery(t, d, &mut net);
         }
@@ -781,6 +789,7 @@ mod tests {
             from: querier,
             peer: None,
             sampled_by: None,
+            noseed: false,
         };
         s.on_discovery(t, d, &mut net);
         // Its grace passes with no announce: one peer search, which finds nobody.
@@ -801,6 +810,7 @@ mod tests {
             from: node,
             peer: None,
             sampled_by: Some((0, NodeId([8; 20]))),
+            noseed: false,
         };
         net.sent.clear();
         s.on_discovery(now, d, &mut net);
@@ -816,6 +826,7 @@ mod tests {
         s.on_fetched(now, ih);
         let d = Discovery {
             sampled_by: Some((0, NodeId([9; 20]))),
+            noseed: false,
             from: addr("10.0.0.9:6881"),
             ..d
         };
@@ -1003,6 +1014,7 @@ mod tests {
                 from: addr(&format!("10.0.1.{}:6881", i + 1)),
                 peer: None,
                 sampled_by: None,
+                noseed: false,
             };
             s.on_discovery(t, d, &mut net);
         }
@@ -1037,6 +1049,7 @@ mod tests {
             from: addr("10.0.2.1:6881"),
             peer: None,
             sampled_by: None,
+            noseed: false,
         };
         s.on_discovery(now, d, &mut net);
         now = now.add(CRAWL_TICK);
@@ -1081,6 +1094,7 @@ mod tests {
             from: node,
             peer: None,
             sampled_by: Some((0, NodeId([4; 20]))),
+            noseed: false,
         };
         net.sent.clear();
         s.on_discovery(now, d, &mut net);
@@ -1126,5 +1140,119 @@ mod tests {
         net.sent.clear();
         s.tick(t1.add(Duration::from_secs(7200)), &mut net);
         assert!(net.sent.iter().all(|x| x.0 != node || !x.2));
+    }
+
+    /// Issue 17: a seeder looks its own torrent up with BEP 33 `noseed=1`
+    /// (libtorrent's announce lookup of a torrent it seeds); a table refresh's
+    /// get_peers for a random id never carries it. Heard from one address, such
+    /// a query is evidence of a torrent, counted: its peer search does not wait
+    /// behind the refresh candidates that heard before it.
+    #[test]
+    fn a_seeders_noseed_get_peers_is_evidence_of_a_torrent() {
+        let t = Timestamp::from_secs(100);
+        let cfg = CrawlConfig {
+            auto_acquire: true,
+            per_ip_pps: 0,
+            candidate_grace: Duration::ZERO,
+            candidate_lookups: 1,
+            ..CrawlConfig::default()
+        };
+        let mut s = Strategy::new(cfg, t, [0; 16]);
+        let mut net = Recorder::new();
+        let heard = |ih, from: &str, noseed| Discovery {
+            info_hash: ih,
+            source: DiscoverySource::GetPeers,
+            from: addr(from),
+            peer: None,
+            sampled_by: None,
+            noseed,
+        };
+        // Three table-refresh targets, each from one node: the first one's
+        // search runs (low priority), the other two wait for its slot.
+        let refresh: Vec<InfoHash> = (1..=3u8).map(|i| InfoHash([i; 20])).collect();
+        for (i, &ih) in refresh.iter().enumerate() {
+            s.on_discovery(
+                t,
+                heard(ih, &format!("10.0.1.{}:6881", i + 1), false),
+                &mut net,
+            );
+        }
+        let mut now = t.add(CRAWL_TICK);
+        s.tick(now, &mut net);
+        assert_eq!(net.searches, vec![refresh[0]]);
+        assert!(refresh.iter().all(|ih| !s.evidence_of_torrent(ih)));
+        // A seeder's lookup, from one address, after them: evidence at once.
+        let real = InfoHash([0x5e; 20]);
+        s.on_discovery(now, heard(real, "10.0.2.1:6881", true), &mut net);
+        assert!(s.evidence_of_torrent(&real));
+        assert_eq!(s.stats().candidates_noseed, 1);
+        now = now.add(CRAWL_TICK);
+        s.tick(now, &mut net);
+        assert_eq!(
+            net.searches,
+            vec![refresh[0], real],
+            "not behind the candidates"
+        );
+        assert_eq!(net.lows, vec![true, false], "of normal priority");
+        // Its next lookup counts no second time; the refresh targets stay
+        // candidates, waiting for the one candidate slot.
+        s.on_discovery(now, heard(real, "10.0.2.1:6881", true), &mut net);
+        assert_eq!(s.stats().candidates_noseed, 1);
+        now = now.add(CRAWL_TICK);
+        s.tick(now, &mut net);
+        assert_eq!(net.searches.len(), 2);
+        assert!(!s.evidence_of_torrent(&refresh[1]));
+    }
+
+    /// Issue 17: a seeder's first lookup can reach us before its announce has
+    /// landed anywhere, so the peer search of its torrent finds nobody and waits
+    /// out a retry's backoff (5 min). The seeder's next lookup (at its next
+    /// announce) brings the acquisition back at once, a few times at most.
+    #[test]
+    fn a_seeders_next_noseed_lookup_brings_a_search_that_found_nobody_back() {
+        let t = Timestamp::from_secs(100);
+        let cfg = CrawlConfig {
+            auto_acquire: true,
+            per_ip_pps: 0,
+            candidate_grace: Duration::ZERO,
+            ..CrawlConfig::default()
+        };
+        let mut s = Strategy::new(cfg, t, [0; 16]);
+        let mut net = Recorder::new();
+        let ih = InfoHash([0x5f; 20]);
+        let lookup = |noseed| Discovery {
+            info_hash: ih,
+            source: DiscoverySource::GetPeers,
+            from: addr("10.0.2.1:6881"),
+            peer: None,
+            sampled_by: None,
+            noseed,
+        };
+        s.on_discovery(t, lookup(true), &mut net);
+        let mut now = t.add(CRAWL_TICK);
+        s.tick(now, &mut net);
+        assert_eq!(net.searches, vec![ih]);
+        for round in 1..=MAX_SOURCES {
+            // Nobody holds it yet: it waits out a retry.
+            s.on_lookup_done(now, net.searches.len() as u64, &[], &mut net);
+            assert!(!s.is_acquiring(&ih), "round {round}");
+            // A lookup without noseed (a leecher's, a refresh's) is no lead.
+            s.on_discovery(now, lookup(false), &mut net);
+            now = now.add(CRAWL_TICK);
+            s.tick(now, &mut net);
+            assert_eq!(net.searches.len(), round, "round {round}");
+            // The seeder's next lookup is: searched again at once.
+            s.on_discovery(now, lookup(true), &mut net);
+            now = now.add(CRAWL_TICK);
+            s.tick(now, &mut net);
+            assert_eq!(net.searches.len(), round + 1, "round {round}");
+        }
+        // Bounded: after MAX_SOURCES of them it waits out its backoff.
+        s.on_lookup_done(now, net.searches.len() as u64, &[], &mut net);
+        s.on_discovery(now, lookup(true), &mut net);
+        now = now.add(CRAWL_TICK);
+        s.tick(now, &mut net);
+        assert_eq!(net.searches.len(), MAX_SOURCES + 1);
+        assert!(!s.is_acquiring(&ih));
     }
 }

@@ -109,6 +109,9 @@ pub(crate) struct Discovery {
     pub peer: Option<SocketAddr>,
     /// The sampling node (identity, its id), to ask it for peers later.
     pub sampled_by: Option<(usize, NodeId)>,
+    /// A get_peers query with BEP 33 `noseed=1`: a seeder's own lookup of the
+    /// infohash, evidence of a torrent (a table refresh never sets it).
+    pub noseed: bool,
 }
 
 /// A reply to one of the strategy's queries.

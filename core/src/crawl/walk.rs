@@ -30,6 +30,7 @@ impl Strategy {
             from,
             peer,
             sampled_by: src_node,
+            noseed,
         } = d;
         if !self.cfg.enabled {
             net.emit(Event::InfohashDiscovered {
@@ -71,6 +72,24 @@ impl Strategy {
                     Some(ip) if ip != from.ip() => hint.evidence = true,
                     Some(_) => {}
                 },
+            }
+            // A seeder looks its torrent up with `noseed=1` (BEP 33); a table
+            // refresh's get_peers for a random id never carries it.
+            if source == DiscoverySource::GetPeers && noseed && !hint.evidence {
+                hint.evidence = true;
+                self.stats.candidates_noseed += 1;
+            }
+            // A seeder looks its torrent up again (libtorrent at every announce):
+            // if our search came before its announce landed and found nobody, its
+            // next lookup brings the acquisition back from the retry's backoff, a
+            // few times at most.
+            if source == DiscoverySource::GetPeers
+                && noseed
+                && self.retry.contains_key(&ih)
+                && usize::from(hint.noseed_leads) < MAX_SOURCES
+            {
+                hint.noseed_leads += 1;
+                lead = true;
             }
             promoted = hint.evidence && !had_evidence;
         }
@@ -176,6 +195,7 @@ impl Strategy {
                             from,
                             peer: None,
                             sampled_by: Some((i, r.id)),
+                            noseed: false,
                         };
                         self.discovered(d, net);
                         if self.stats.duplicates == before {

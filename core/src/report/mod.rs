@@ -1162,6 +1162,11 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
         c.candidates_announced,
     );
     w.counter(
+        "magnetar_crawl_candidates_noseed_total",
+        "get_peers candidates made evidence of a torrent by a seeder's noseed=1 lookup.",
+        c.candidates_noseed,
+    );
+    w.counter(
         "magnetar_crawl_candidates_dropped_total",
         "get_peers candidates with no peers, given up.",
         c.candidates_dropped,
