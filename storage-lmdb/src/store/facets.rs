@@ -405,6 +405,44 @@ impl Key {
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.b[..usize::from(self.len)]
     }
+    /// The key as a number, `tag << 32 | value`: one tag's values have one width, so
+    /// this orders keys as their bytes do (for stores that keep keys as integers).
+    fn as_u64(&self) -> u64 {
+        let v = self.b[1..usize::from(self.len)]
+            .iter()
+            .fold(0u64, |a, &x| a << 8 | u64::from(x));
+        u64::from(self.b[0]) << 32 | v
+    }
+}
+
+impl Facets {
+    /// The facets the writer stores for a torrent (`magnetar_core::classify` of its
+    /// name and files), for another store that must classify exactly as this one.
+    pub fn of_torrent(name: &str, files: &[FileEntry]) -> Facets {
+        of_torrent(name, files)
+    }
+
+    /// The `facet_terms` keys of these facets as numbers (`tag << 32 | value`, in
+    /// the same order as the keys' bytes): what a [`FacetFilter`](super::FacetFilter)'s
+    /// [`key_ranges`](super::FacetFilter::key_ranges) are matched against.
+    #[doc(hidden)]
+    pub fn index_keys(&self) -> Vec<u64> {
+        keys(self).iter().map(Key::as_u64).collect()
+    }
+}
+
+impl super::FacetFilter {
+    /// The filter as clauses that must all hold, each a list of inclusive ranges
+    /// of [`Facets::index_keys`] of which one key must fall in one (the same
+    /// validation and messages as the store's `query`).
+    #[doc(hidden)]
+    pub fn key_ranges(&self) -> Result<Vec<Vec<(u64, u64)>>> {
+        Ok(compile(self)?
+            .clauses
+            .iter()
+            .map(|c| c.iter().map(|r| (r.lo.as_u64(), r.hi.as_u64())).collect())
+            .collect())
+    }
 }
 
 /// Every `facet_terms` key of a torrent's facets (sorted, no repeats).
