@@ -69,7 +69,7 @@ pub(crate) fn lock_buckets(tx: &mut Transaction<'_>, ops: &[Op]) -> Result<()> {
     let excl: Vec<bool> = want.values().copied().collect();
     // In key order (a BTreeMap): every writer locks buckets in one order.
     tx.execute("SELECT magnetar_lock_buckets($1, $2)", &[&keys, &excl])
-    .map_err(PgError::db("locking infohash buckets"))?;
+        .map_err(PgError::db("locking infohash buckets"))?;
     Ok(())
 }
 

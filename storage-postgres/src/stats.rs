@@ -98,7 +98,11 @@ impl PgStore {
     }
 
     /// Kept requests grouped by `col`: (value, requests, successes).
-    fn request_groups(&mut self, col: &str, failures_only: bool) -> Result<Vec<(String, u64, u64)>> {
+    fn request_groups(
+        &mut self,
+        col: &str,
+        failures_only: bool,
+    ) -> Result<Vec<(String, u64, u64)>> {
         let filter = if failures_only {
             "WHERE outcome = 1"
         } else {

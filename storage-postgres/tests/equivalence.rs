@@ -222,7 +222,8 @@ fn lmdb_and_postgres_give_the_same_results_on_10000_synthetic_torrents() {
     );
     // Category and attribute filters, alone (no words: every torrent passing the
     // filter) and with words, under every sort in both directions.
-    let filters: Vec<(Option<&str>, Vec<(&str, &str)>)> = vec![
+    type Filter<'a> = (Option<&'a str>, Vec<(&'a str, &'a str)>);
+    let filters: Vec<Filter> = vec![
         (Some("movies"), vec![]),
         (Some("tv"), vec![]),
         (Some("tv_episode"), vec![]),
@@ -294,7 +295,10 @@ fn lmdb_and_postgres_give_the_same_results_on_10000_synthetic_torrents() {
     let bad_filter = |c: Option<&str>, a: &[(&str, &str)]| {
         SearchQuery::new("x").facets(FacetFilter {
             category: c.map(str::to_string),
-            attributes: a.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            attributes: a
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         })
     };
     for bad in [

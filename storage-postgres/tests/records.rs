@@ -16,9 +16,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use magnetar_storage::synth::Synth;
 use magnetar_storage::{
-    FacetFilter, InfoHash, NodeRecord, NodeStatus, Op, PeerRecord, PeerStatus,
-    QueryCounts, RequestOutcome, RequestRecord, SearchQuery, SessionCounters, SessionRecord,
-    Sources, Store, StoreOptions, TorrentInput,
+    FacetFilter, InfoHash, NodeRecord, NodeStatus, Op, PeerRecord, PeerStatus, QueryCounts,
+    RequestOutcome, RequestRecord, SearchQuery, SessionCounters, SessionRecord, Sources, Store,
+    StoreOptions, TorrentInput,
 };
 use magnetar_storage_pg::testing::TempPostgres;
 use magnetar_storage_pg::{PgOptions, PgStore};
@@ -70,7 +70,13 @@ fn batches(ts: &[TorrentInput]) -> (Vec<Vec<Op>>, Vec<InfoHash>, Vec<InfoHash>) 
     let mut tombstoned = Vec::new();
     let mut hidden = Vec::new();
     let reasons = ["timeout", "no_ut_metadata", "hash_mismatch", "refused"];
-    let clients = ["qBittorrent 4.6", "Transmission 4.0", "", "µTorrent 3.5", "aria2"];
+    let clients = [
+        "qBittorrent 4.6",
+        "Transmission 4.0",
+        "",
+        "µTorrent 3.5",
+        "aria2",
+    ];
     let mut req = 0u64;
     for (b, chunk) in ts.chunks(250).enumerate() {
         let mut ops: Vec<Op> = Vec::new();
@@ -82,7 +88,11 @@ fn batches(ts: &[TorrentInput]) -> (Vec<Vec<Op>>, Vec<InfoHash>, Vec<InfoHash>) 
                 ops.push(Op::Tombstone {
                     infohash: ih,
                     at: NOW - 1000 + k as u64,
-                    label: if k == 0 { "delete".into() } else { "spam rule".into() },
+                    label: if k == 0 {
+                        "delete".into()
+                    } else {
+                        "spam rule".into()
+                    },
                 });
                 tombstoned.push(ih);
                 let ih = ts[(b - 1) * 250 + k * 17 + 5].infohash;
@@ -113,12 +123,16 @@ fn batches(ts: &[TorrentInput]) -> (Vec<Vec<Op>>, Vec<InfoHash>, Vec<InfoHash>) 
         // A tombstone and a hide for infohashes never stored; a tombstone written
         // twice (the later label wins).
         ops.push(Op::Tombstone {
-            infohash: [0xee, b as u8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18],
+            infohash: [
+                0xee, b as u8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18,
+            ],
             at: NOW - 10,
             label: "first".into(),
         });
         ops.push(Op::Tombstone {
-            infohash: [0xee, b as u8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18],
+            infohash: [
+                0xee, b as u8, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18,
+            ],
             at: NOW - 5,
             label: "second, a very long label ".repeat(12),
         });
@@ -192,7 +206,11 @@ fn batches(ts: &[TorrentInput]) -> (Vec<Vec<Op>>, Vec<InfoHash>, Vec<InfoHash>) 
                 failures: k as u32 % 4,
                 rtt_ms: (k % 3 != 0).then_some(k as u32 * 11),
                 ut_metadata: [None, Some(true), Some(false)][(k % 3) as usize],
-                last_error: if k % 2 == 0 { "reset".into() } else { String::new() },
+                last_error: if k % 2 == 0 {
+                    "reset".into()
+                } else {
+                    String::new()
+                },
                 status: [
                     PeerStatus::Good,
                     PeerStatus::Unknown,
@@ -305,8 +323,22 @@ fn every_read_gives_the_same_answer_in_lmdb_and_postgres() {
     // Totals.
     let (l, p) = (ls.stats().unwrap(), ps.stats().unwrap());
     assert_eq!(
-        (p.torrents, p.torrents_with_info, p.peers, p.nodes, p.sessions, p.requests),
-        (l.torrents, l.torrents_with_info, l.peers, l.nodes, l.sessions, l.requests)
+        (
+            p.torrents,
+            p.torrents_with_info,
+            p.peers,
+            p.nodes,
+            p.sessions,
+            p.requests
+        ),
+        (
+            l.torrents,
+            l.torrents_with_info,
+            l.peers,
+            l.nodes,
+            l.sessions,
+            l.requests
+        )
     );
     assert_eq!(p.requests, MAX_REQUESTS);
     assert!(p.torrents > 0 && p.torrents < N as u64, "{p:?}");
@@ -323,7 +355,9 @@ fn every_read_gives_the_same_answer_in_lmdb_and_postgres() {
     let mut probe: Vec<InfoHash> = tombstoned.clone();
     probe.extend(&hidden);
     probe.extend(ts.iter().step_by(37).map(|t| t.infohash));
-    probe.push([0xee, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]);
+    probe.push([
+        0xee, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18,
+    ]);
     probe.push([0xdd; 20]);
     probe.push([0x01; 20]);
     for ih in &probe {
@@ -335,7 +369,9 @@ fn every_read_gives_the_same_answer_in_lmdb_and_postgres() {
         assert_eq!(ps.info_dict(ih).unwrap(), ls.info_dict(ih).unwrap());
         assert_eq!(ps.facets(ih).unwrap(), ls.facets(ih).unwrap());
     }
-    let long = ps.tombstone(&[0xee, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18]);
+    let long = ps.tombstone(&[
+        0xee, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18,
+    ]);
     let long = long.unwrap().unwrap();
     assert!(long.label.starts_with("second") && long.label.len() <= 200);
     for ih in &tombstoned {
@@ -380,12 +416,10 @@ fn every_read_gives_the_same_answer_in_lmdb_and_postgres() {
     // The phrases found other torrents (the check above is not vacuous).
     assert!(found_any);
     for cat in ["tv", "movies", "other", "8000"] {
-        let q = SearchQuery::new("")
-            .page(0, 100)
-            .facets(FacetFilter {
-                category: Some(cat.into()),
-                attributes: vec![],
-            });
+        let q = SearchQuery::new("").page(0, 100).facets(FacetFilter {
+            category: Some(cat.into()),
+            attributes: vec![],
+        });
         let mut q_all = q.clone();
         q_all.limit = magnetar_storage::MAX_SEARCH_LIMIT;
         let (l, p) = (ls.query(&q).unwrap(), ps.query(&q).unwrap());
@@ -403,7 +437,10 @@ fn every_read_gives_the_same_answer_in_lmdb_and_postgres() {
 
     // Sessions and their yields.
     assert_eq!(ps.sessions().unwrap(), ls.sessions().unwrap());
-    assert_eq!(ps.session_yields(NOW).unwrap(), ls.session_yields(NOW).unwrap());
+    assert_eq!(
+        ps.session_yields(NOW).unwrap(),
+        ls.session_yields(NOW).unwrap()
+    );
     assert_eq!(ps.sessions().unwrap().len(), batches.len());
 
     // Peers, nodes, requests.
@@ -412,7 +449,11 @@ fn every_read_gives_the_same_answer_in_lmdb_and_postgres() {
         assert_eq!(ps.peer(&a).unwrap(), ls.peer(&a).unwrap(), "{a}");
     }
     for n in [0, 5, 30, 1000] {
-        assert_eq!(ps.saved_nodes(n).unwrap(), ls.saved_nodes(n).unwrap(), "{n}");
+        assert_eq!(
+            ps.saved_nodes(n).unwrap(),
+            ls.saved_nodes(n).unwrap(),
+            "{n}"
+        );
     }
     assert!(ps
         .saved_nodes(1000)
@@ -426,7 +467,10 @@ fn every_read_gives_the_same_answer_in_lmdb_and_postgres() {
             "{n}"
         );
     }
-    assert_eq!(ps.recent_requests(5000).unwrap().len(), MAX_REQUESTS as usize);
+    assert_eq!(
+        ps.recent_requests(5000).unwrap().len(),
+        MAX_REQUESTS as usize
+    );
 
     // Rankings over the kept requests.
     assert_eq!(ps.failure_reasons().unwrap(), ls.failure_reasons().unwrap());
@@ -506,7 +550,10 @@ fn a_tombstone_written_while_another_writer_stores_the_torrent_wins() {
         s.spawn(move || {
             let mut w = PgStore::connect(url, PgOptions::default()).unwrap();
             for chunk in ts.chunks(50) {
-                let ops: Vec<Op> = chunk.iter().map(|t| Op::Torrent(Box::new(t.clone()))).collect();
+                let ops: Vec<Op> = chunk
+                    .iter()
+                    .map(|t| Op::Torrent(Box::new(t.clone())))
+                    .collect();
                 w.apply_batch(&ops).unwrap();
             }
         });
@@ -568,7 +615,10 @@ fn a_tombstone_waits_for_a_writer_storing_its_torrent() {
         let url = &url;
         let a = s.spawn(move || {
             let mut w = PgStore::connect(url, PgOptions::default()).unwrap();
-            let mut ops: Vec<Op> = ts.iter().map(|t| Op::Torrent(Box::new(t.clone()))).collect();
+            let mut ops: Vec<Op> = ts
+                .iter()
+                .map(|t| Op::Torrent(Box::new(t.clone())))
+                .collect();
             ops.push(Op::Session(SessionRecord {
                 id: 1,
                 ..SessionRecord::default()
@@ -607,7 +657,10 @@ fn a_tombstone_waits_for_a_writer_storing_its_torrent() {
     });
     let mut ps = PgStore::connect(&url, PgOptions::default()).unwrap();
     for t in ts {
-        assert!(!ps.contains(&t.infohash).unwrap(), "a tombstoned torrent is stored");
+        assert!(
+            !ps.contains(&t.infohash).unwrap(),
+            "a tombstoned torrent is stored"
+        );
     }
     assert_eq!(ps.count().unwrap(), 0);
 }
