@@ -422,8 +422,8 @@ impl Facets {
         of_torrent(name, files)
     }
 
-    /// The `facet_terms` keys of these facets as numbers (`tag << 32 | value`, in
-    /// the same order as the keys' bytes): what a [`FacetFilter`](super::FacetFilter)'s
+    /// The `facet_terms` keys of these facets as numbers (`tag << 32 | value`,
+    /// which compare as the keys' bytes do): what a [`FacetFilter`](super::FacetFilter)'s
     /// [`key_ranges`](super::FacetFilter::key_ranges) are matched against.
     #[doc(hidden)]
     pub fn index_keys(&self) -> Vec<u64> {
@@ -1179,6 +1179,62 @@ mod tests {
         let mut v = encode(&f("The.Matrix.1999.1080p.BluRay.x264"));
         v[1] = 200;
         assert_eq!(decode(&v).unwrap().class.kind, ContentKind::Other);
+    }
+
+    #[test]
+    fn numeric_keys_and_ranges_decide_as_the_byte_keys_do() {
+        let names = [
+            "The.Matrix.1999.1080p.BluRay.x264.DTS-GROUP",
+            "Show.Name.S01E02.720p.HDTV.x265.AAC",
+            "Show.Name.S01-S03.COMPLETE.MULTi.2160p.WEB-DL",
+            "Daily.Show.2024.01.15.HDTV",
+            "Artist - Album (2001) FLAC",
+            "",
+        ];
+        let filters: [(Option<&str>, &[(&str, &str)]); 7] = [
+            (Some("tv"), &[]),
+            (Some("movies,audio"), &[]),
+            (Some("2040"), &[]),
+            (None, &[("season", "2")]),
+            (None, &[("year", "1990-2001"), ("resolution", "1080p")]),
+            (None, &[("language", "multi")]),
+            (Some("tv_season"), &[("episode", "1-3")]),
+        ];
+        for name in names {
+            let fa = f(name);
+            let ks = keys(&fa);
+            let nums = fa.index_keys();
+            assert_eq!(nums.len(), ks.len());
+            // The numbers order as the keys' bytes do (what a range means).
+            for (i, a) in ks.iter().enumerate() {
+                for (j, b) in ks.iter().enumerate() {
+                    assert_eq!(
+                        nums[i].cmp(&nums[j]),
+                        a.bytes().cmp(b.bytes()),
+                        "{name}: {a:?} {b:?}"
+                    );
+                }
+            }
+            for (cat, attrs) in filters {
+                let filt = super::super::FacetFilter {
+                    category: cat.map(str::to_string),
+                    attributes: attrs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                };
+                let ranges = filt.key_ranges().unwrap();
+                let by_numbers = ranges.iter().all(|c| {
+                    nums.iter()
+                        .any(|k| c.iter().any(|(lo, hi)| lo <= k && k <= hi))
+                });
+                assert_eq!(
+                    by_numbers,
+                    compile(&filt).unwrap().accepts(&fa),
+                    "{name} {filt:?}"
+                );
+            }
+        }
     }
 
     #[test]
