@@ -1191,7 +1191,11 @@ mod tests {
             "Artist - Album (2001) FLAC",
             "",
         ];
-        let filters: [(Option<&str>, &[(&str, &str)]); 7] = [
+        type Filter = (
+            Option<&'static str>,
+            &'static [(&'static str, &'static str)],
+        );
+        let filters: [Filter; 7] = [
             (Some("tv"), &[]),
             (Some("movies,audio"), &[]),
             (Some("2040"), &[]),
