@@ -28,7 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use magnetar_storage::{
     FilterMark, FilterTotals, InfoHash, NodeRecord, NodeStatus, Op, PeerRecord, PeerStatus,
-    QueryCounts, RequestOutcome, RequestRecord, SessionCounters, SessionRecord,
+    QueryCounts, RequestOutcome, RequestRecord, SessionCounters, SessionRecord, TorrentRemoval,
 };
 use postgres::{Row, Transaction};
 
@@ -560,6 +560,120 @@ pub(crate) fn request_of(r: &Row) -> Option<RequestRecord> {
 }
 
 impl PgStore {
+    /// Removes the stored torrents of `infohashes` (record, files, info dict,
+    /// facets, hidden mark), in one transaction. With `tombstone`, every infohash
+    /// (stored or not) is also remembered as a tombstone, so that it is never
+    /// stored again; without, a removed torrent may come back. (`magnetar delete`,
+    /// `filter apply`; the LMDB store's counts.)
+    pub fn remove_torrents(
+        &mut self,
+        infohashes: &[InfoHash],
+        tombstone: Option<&FilterMark>,
+    ) -> Result<TorrentRemoval> {
+        let mut tx = self
+            .client()
+            .transaction()
+            .map_err(PgError::db("starting a removal"))?;
+        let ihs: Vec<Vec<u8>> = infohashes.iter().map(|h| h.to_vec()).collect();
+        if tombstone.is_some() {
+            let mut keys: Vec<i64> = infohashes.iter().map(bucket).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            let excl = vec![true; keys.len()];
+            tx.execute("SELECT magnetar_lock_buckets($1, $2)", &[&keys, &excl])
+                .map_err(PgError::db("locking infohash buckets"))?;
+        }
+        let removed: i64 = tx
+            .query_one(
+                "WITH gone AS (
+                     DELETE FROM torrents WHERE id IN
+                         (SELECT magnetar_torrent_id(ih) FROM unnest($1::bytea[]) AS u(ih))
+                     RETURNING infohash),
+                 h AS (DELETE FROM hidden h USING gone WHERE h.infohash = gone.infohash)
+                 SELECT count(*) FROM gone",
+                &[&ihs],
+            )
+            .map_err(PgError::db("removing torrents"))?
+            .get(0);
+        let mut rep = TorrentRemoval {
+            removed: removed as u64,
+            not_stored: infohashes.len() as u64 - (removed as u64).min(infohashes.len() as u64),
+            tombstoned: 0,
+        };
+        if let Some(m) = tombstone {
+            let mut distinct: Vec<Vec<u8>> = ihs.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            let at = i64_of(m.at).unwrap_or(i64::MAX);
+            tx.execute(
+                "INSERT INTO tombstones (infohash, at, label) \
+                 SELECT ih, $2, $3 FROM unnest($1::bytea[]) AS u(ih) \
+                 ON CONFLICT (infohash) DO UPDATE SET at = EXCLUDED.at, label = EXCLUDED.label",
+                &[&distinct, &at, &label(&m.label)],
+            )
+            .map_err(PgError::db("writing tombstones"))?;
+            rep.tombstoned = infohashes.len() as u64;
+        }
+        tx.commit().map_err(PgError::db("committing a removal"))?;
+        Ok(rep)
+    }
+
+    /// Hides the torrents of `marks` (search, `recent` and facet filters leave
+    /// them out); returns how many stored torrents were newly hidden. A mark for
+    /// an infohash not stored is kept for when it comes.
+    pub fn hide_torrents(&mut self, marks: &[(InfoHash, FilterMark)]) -> Result<u64> {
+        let mut tx = self
+            .client()
+            .transaction()
+            .map_err(PgError::db("starting to hide"))?;
+        let mut n = 0;
+        for (ih, m) in marks {
+            let ih: &[u8] = ih;
+            let at = i64_of(m.at).unwrap_or(i64::MAX);
+            let newly: bool = tx
+                .query_one(
+                    "WITH prev AS (SELECT 1 FROM hidden WHERE infohash = $1),
+                     up AS (INSERT INTO hidden (infohash, at, label) VALUES ($1, $2, $3)
+                            ON CONFLICT (infohash) DO UPDATE
+                            SET at = EXCLUDED.at, label = EXCLUDED.label)
+                     SELECT NOT EXISTS (SELECT 1 FROM prev)
+                        AND magnetar_torrent_id($1) IS NOT NULL",
+                    &[&ih, &at, &label(&m.label)],
+                )
+                .map_err(PgError::db("writing hidden marks"))?
+                .get(0);
+            n += u64::from(newly);
+        }
+        tx.commit()
+            .map_err(PgError::db("committing hidden marks"))?;
+        Ok(n)
+    }
+
+    /// Unhides the torrents of `infohashes` (their marks go); returns how many
+    /// stored torrents were unhidden.
+    pub fn unhide_torrents(&mut self, infohashes: &[InfoHash]) -> Result<u64> {
+        let mut tx = self
+            .client()
+            .transaction()
+            .map_err(PgError::db("starting to unhide"))?;
+        let mut n = 0;
+        for ih in infohashes {
+            let ih: &[u8] = ih;
+            let stored: bool = tx
+                .query_one(
+                    "WITH d AS (DELETE FROM hidden WHERE infohash = $1 RETURNING 1)
+                     SELECT EXISTS (SELECT 1 FROM d) AND magnetar_torrent_id($1) IS NOT NULL",
+                    &[&ih],
+                )
+                .map_err(PgError::db("removing hidden marks"))?
+                .get(0);
+            n += u64::from(stored);
+        }
+        tx.commit()
+            .map_err(PgError::db("committing unhidden marks"))?;
+        Ok(n)
+    }
+
     fn mark(&mut self, table: &str, infohash: &InfoHash) -> Result<Option<FilterMark>> {
         let ih: &[u8] = infohash;
         let row = self

@@ -16,9 +16,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use magnetar_storage::synth::Synth;
 use magnetar_storage::{
-    FacetFilter, InfoHash, NodeRecord, NodeStatus, Op, PeerRecord, PeerStatus, QueryCounts,
-    RequestOutcome, RequestRecord, SearchQuery, SessionCounters, SessionRecord, Sources, Store,
-    StoreOptions, TorrentInput,
+    FacetFilter, FilterMark, InfoHash, NodeRecord, NodeStatus, Op, PeerRecord, PeerStatus,
+    QueryCounts, RequestOutcome, RequestRecord, SearchQuery, SessionCounters, SessionRecord,
+    Sources, Store, StoreOptions, TorrentInput,
 };
 use magnetar_storage_pg::testing::TempPostgres;
 use magnetar_storage_pg::{PgOptions, PgStore};
@@ -663,4 +663,84 @@ fn a_tombstone_waits_for_a_writer_storing_its_torrent() {
         );
     }
     assert_eq!(ps.count().unwrap(), 0);
+}
+
+/// `magnetar delete` and `filter apply`'s calls: removing (with and without
+/// tombstones), hiding and unhiding give the same counts and leave the same
+/// stores behind.
+#[test]
+fn removing_hiding_and_unhiding_match_the_lmdb_store() {
+    let pg = server();
+    let url = pg.create_database("remove").unwrap();
+    let mut ps = PgStore::connect(&url, PgOptions::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ls = Store::open(StoreOptions::new(dir.path())).unwrap();
+    let ts = torrents();
+    let ts = &ts[..600];
+    let ops: Vec<Op> = ts
+        .iter()
+        .map(|t| Op::Torrent(Box::new(t.clone())))
+        .collect();
+    ls.apply_batch(&ops).unwrap();
+    ps.apply_batch(&ops).unwrap();
+    let ih = |i: usize| ts[i].infohash;
+    let mark = |l: &str| FilterMark {
+        at: NOW,
+        label: l.into(),
+    };
+    // Removed with tombstones: stored ones, a repeat, one never stored.
+    let dead = [ih(1), ih(2), ih(2), ih(3), [0x42; 20]];
+    assert_eq!(
+        ps.remove_torrents(&dead, Some(&mark("delete"))).unwrap(),
+        ls.remove_torrents(&dead, Some(&mark("delete"))).unwrap()
+    );
+    // Removed without: they may come back.
+    let gone = [ih(10), ih(11), [0x43; 20]];
+    assert_eq!(
+        ps.remove_torrents(&gone, None).unwrap(),
+        ls.remove_torrents(&gone, None).unwrap()
+    );
+    // Hidden: stored ones, a repeat, an already hidden one, one not stored yet.
+    let marks = vec![
+        (ih(20), mark("rule a")),
+        (ih(21), mark("rule a")),
+        (ih(21), mark("rule b")),
+        ([0x44; 20], mark("rule c")),
+    ];
+    assert_eq!(
+        ps.hide_torrents(&marks).unwrap(),
+        ls.hide_torrents(&marks).unwrap()
+    );
+    assert_eq!(
+        ps.hide_torrents(&marks[..1]).unwrap(),
+        ls.hide_torrents(&marks[..1]).unwrap()
+    );
+    let un = [ih(21), ih(30), [0x44; 20]];
+    assert_eq!(
+        ps.unhide_torrents(&un).unwrap(),
+        ls.unhide_torrents(&un).unwrap()
+    );
+    // The same ops again: tombstoned ones stay out, removed ones come back.
+    let l = ls.apply_batch(&ops).unwrap();
+    let p = ps.apply_batch(&ops).unwrap();
+    assert_eq!(
+        (p.torrents_new, p.tombstoned),
+        (l.torrents_new, l.tombstoned)
+    );
+    assert_eq!((p.torrents_new, p.tombstoned), (2, 3));
+    assert_eq!(ps.count().unwrap(), ls.count().unwrap());
+    assert_eq!(ps.filter_totals().unwrap(), ls.filter_totals().unwrap());
+    assert_eq!(
+        ps.filter_labels(100).unwrap(),
+        ls.filter_labels(100).unwrap()
+    );
+    for i in [1, 2, 3, 10, 11, 20, 21, 30] {
+        assert_eq!(ps.tombstone(&ih(i)).unwrap(), ls.tombstone(&ih(i)).unwrap());
+        assert_eq!(
+            ps.hidden_mark(&ih(i)).unwrap(),
+            ls.hidden_mark(&ih(i)).unwrap()
+        );
+        assert_eq!(ps.contains(&ih(i)).unwrap(), ls.contains(&ih(i)).unwrap());
+    }
+    assert_eq!(ps.recent(600).unwrap(), ls.recent(600).unwrap());
 }
