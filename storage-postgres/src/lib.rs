@@ -77,6 +77,7 @@
 //! from `facet_keys` ([`facets`]).
 
 mod error;
+pub mod exports;
 pub mod facets;
 pub mod migrate;
 pub mod records;

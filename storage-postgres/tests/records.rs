@@ -435,6 +435,14 @@ fn every_read_gives_the_same_answer_in_lmdb_and_postgres() {
         }
     }
 
+    // The JSON export (three pages of the PostgreSQL walk): the same bytes.
+    let (mut l, mut p) = (Vec::new(), Vec::new());
+    let lr = ls.export_jsonl(&mut l, None).unwrap();
+    let pr = ps.export_jsonl(&mut p, None).unwrap();
+    assert_eq!(pr, lr);
+    assert!(pr.torrents > 2 * magnetar_storage_pg::exports::PAGE as u64);
+    assert!(p == l, "the JSON exports differ");
+
     // Sessions and their yields.
     assert_eq!(ps.sessions().unwrap(), ls.sessions().unwrap());
     assert_eq!(
@@ -743,4 +751,40 @@ fn removing_hiding_and_unhiding_match_the_lmdb_store() {
         assert_eq!(ps.contains(&ih(i)).unwrap(), ls.contains(&ih(i)).unwrap());
     }
     assert_eq!(ps.recent(600).unwrap(), ls.recent(600).unwrap());
+
+    // Exports: the same bytes, hidden torrents left out, tombstoned ones absent.
+    for since in [None, Some(ts[300].discovered_at), Some(u64::MAX)] {
+        let (mut l, mut p) = (Vec::new(), Vec::new());
+        let lr = ls.export_jsonl(&mut l, since).unwrap();
+        let pr = ps.export_jsonl(&mut p, since).unwrap();
+        assert_eq!(pr, lr, "{since:?}");
+        assert!(p == l, "the JSON exports differ from {since:?}");
+    }
+    let mut all = Vec::new();
+    ps.export_jsonl(&mut all, None).unwrap();
+    let all = String::from_utf8(all).unwrap();
+    for i in [1, 2, 3, 20] {
+        assert!(
+            !all.contains(&magnetar_storage::to_hex(&ih(i))),
+            "{i} exported"
+        );
+    }
+    assert!(all.contains(&magnetar_storage::to_hex(&ih(21))));
+    let (ld, pd) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let lr = ls.export_torrent_files(ld.path(), None).unwrap();
+    let pr = ps.export_torrent_files(pd.path(), None).unwrap();
+    assert_eq!(pr, lr);
+    assert!(pr.torrents > 100 && pr.skipped_no_info > 100, "{pr:?}");
+    let mut names: Vec<_> = std::fs::read_dir(pd.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names.len() as u64, pr.torrents);
+    for n in &names {
+        assert_eq!(
+            std::fs::read(pd.path().join(n)).unwrap(),
+            std::fs::read(ld.path().join(n)).unwrap()
+        );
+    }
 }
