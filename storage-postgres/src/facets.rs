@@ -9,7 +9,9 @@
 use magnetar_storage::classify::{
     AudioFormat, Classification, ContentKind, Languages, Resolution, Source, VideoCodec,
 };
-use magnetar_storage::{FacetFilter, Facets, FileEntry, InfoHash};
+use std::collections::BTreeMap;
+
+use magnetar_storage::{FacetFilter, Facets, FileEntry, InfoHash, ReclassifyReport};
 use postgres::Row;
 
 use crate::error::{PgError, Result};
@@ -207,5 +209,167 @@ impl PgStore {
             }
         }
         Ok(out)
+    }
+}
+
+/// Torrents classified per statement by [`PgStore::reclassify`].
+const RECLASSIFY_CHUNK: i64 = 5_000;
+
+impl PgStore {
+    /// Clears the facets and classifies every stored torrent again (after a
+    /// classifier change), in one transaction, in chunks of torrents by id: the
+    /// LMDB store's `reclassify`, with its report.
+    pub fn reclassify(&mut self) -> Result<ReclassifyReport> {
+        let mut rep = ReclassifyReport::default();
+        let mut per_kind = [0u64; 256];
+        let mut tx = self
+            .client()
+            .transaction()
+            .map_err(PgError::db("starting to reclassify"))?;
+        let old: BTreeMap<i64, (i16, i32)> = tx
+            .query("SELECT torrent_id, kind, category FROM facets", &[])
+            .map_err(PgError::db("reading facets"))?
+            .iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect();
+        tx.batch_execute("DELETE FROM facet_keys; DELETE FROM facets;")
+            .map_err(PgError::db("clearing facets"))?;
+        let mut after = i64::MIN;
+        loop {
+            let rows = tx
+                .query(
+                    "SELECT id, name FROM torrents WHERE id > $1 ORDER BY id LIMIT $2",
+                    &[&after, &RECLASSIFY_CHUNK],
+                )
+                .map_err(PgError::db("reading torrents"))?;
+            let Some(last) = rows.last() else { break };
+            after = last.get(0);
+            let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+            let mut files: BTreeMap<i64, Vec<FileEntry>> = BTreeMap::new();
+            for r in tx
+                .query(
+                    "SELECT torrent_id, path, size FROM files WHERE torrent_id = ANY($1) \
+                     ORDER BY torrent_id, idx",
+                    &[&ids],
+                )
+                .map_err(PgError::db("reading files"))?
+            {
+                files.entry(r.get(0)).or_default().push(FileEntry {
+                    path: r.get(1),
+                    size: u64::try_from(r.get::<_, i64>(2)).unwrap_or(0),
+                });
+            }
+            let mut c = Columns::default();
+            for r in &rows {
+                let id: i64 = r.get(0);
+                let name: String = r.get(1);
+                let f = FacetRow::of(&name, files.get(&id).map_or(&[][..], Vec::as_slice));
+                rep.torrents += 1;
+                per_kind[usize::from(f.kind as u8)] += 1;
+                if old.get(&id).is_some_and(|o| *o != (f.kind, f.category)) {
+                    rep.changed += 1;
+                }
+                c.push(id, f);
+            }
+            c.insert(&mut tx)?;
+        }
+        tx.commit().map_err(PgError::db("committing the facets"))?;
+        rep.per_kind = ContentKind::ALL
+            .iter()
+            .filter_map(|k| {
+                let n = per_kind[usize::from(k.code())];
+                (n > 0).then_some((*k, n))
+            })
+            .collect();
+        Ok(rep)
+    }
+}
+
+/// Facet rows as column arrays, for one `INSERT … SELECT FROM unnest(…)`.
+#[derive(Default)]
+struct Columns {
+    id: Vec<i64>,
+    kind: Vec<i16>,
+    category: Vec<i32>,
+    title: Vec<Option<String>>,
+    year: Vec<Option<i32>>,
+    s_lo: Vec<Option<i32>>,
+    s_hi: Vec<Option<i32>>,
+    e_lo: Vec<Option<i64>>,
+    e_hi: Vec<Option<i64>>,
+    d_y: Vec<Option<i32>>,
+    d_m: Vec<Option<i16>>,
+    d_d: Vec<Option<i16>>,
+    res: Vec<Option<i16>>,
+    src: Vec<Option<i16>>,
+    codec: Vec<Option<i16>>,
+    audio: Vec<Option<i16>>,
+    langs: Vec<i64>,
+    key: Vec<i64>,
+    key_id: Vec<i64>,
+}
+
+impl Columns {
+    fn push(&mut self, id: i64, f: FacetRow) {
+        self.id.push(id);
+        self.kind.push(f.kind);
+        self.category.push(f.category);
+        self.title.push(f.title);
+        self.year.push(f.year);
+        self.s_lo.push(f.season.0);
+        self.s_hi.push(f.season.1);
+        self.e_lo.push(f.episode.0);
+        self.e_hi.push(f.episode.1);
+        self.d_y.push(f.date.0);
+        self.d_m.push(f.date.1);
+        self.d_d.push(f.date.2);
+        self.res.push(f.resolution);
+        self.src.push(f.source);
+        self.codec.push(f.video_codec);
+        self.audio.push(f.audio);
+        self.langs.push(f.languages);
+        for k in f.keys {
+            self.key.push(k);
+            self.key_id.push(id);
+        }
+    }
+
+    fn insert(&self, tx: &mut postgres::Transaction<'_>) -> Result<()> {
+        tx.execute(
+            "INSERT INTO facets (torrent_id, kind, category, title, year, season_lo, season_hi,
+                 episode_lo, episode_hi, date_y, date_m, date_d, resolution, source,
+                 video_codec, audio, languages)
+             SELECT * FROM unnest($1::int8[], $2::int2[], $3::int4[], $4::text[], $5::int4[],
+                 $6::int4[], $7::int4[], $8::int8[], $9::int8[], $10::int4[], $11::int2[],
+                 $12::int2[], $13::int2[], $14::int2[], $15::int2[], $16::int2[], $17::int8[])
+             ON CONFLICT DO NOTHING",
+            &[
+                &self.id,
+                &self.kind,
+                &self.category,
+                &self.title,
+                &self.year,
+                &self.s_lo,
+                &self.s_hi,
+                &self.e_lo,
+                &self.e_hi,
+                &self.d_y,
+                &self.d_m,
+                &self.d_d,
+                &self.res,
+                &self.src,
+                &self.codec,
+                &self.audio,
+                &self.langs,
+            ],
+        )
+        .map_err(PgError::db("writing facets"))?;
+        tx.execute(
+            "INSERT INTO facet_keys (key, torrent_id)
+             SELECT * FROM unnest($1::int8[], $2::int8[]) ON CONFLICT DO NOTHING",
+            &[&self.key, &self.key_id],
+        )
+        .map_err(PgError::db("writing facet keys"))?;
+        Ok(())
     }
 }

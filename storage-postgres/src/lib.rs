@@ -157,6 +157,24 @@ impl PgStore {
         search::query(&mut self.client, q)
     }
 
+    /// Full-text search: [`PgStore::query`] with one of the classic orders and no
+    /// filter (the LMDB store's `search`).
+    pub fn search(
+        &mut self,
+        query: &str,
+        limit: usize,
+        offset: usize,
+        order: magnetar_storage::Order,
+    ) -> Result<SearchResults> {
+        self.query(&SearchQuery::of_order(query, limit, offset, order))
+    }
+
+    /// The newest migration applied (the LMDB store's `schema_version`, whose
+    /// numbers are the LMDB schema's: the two are separate sequences).
+    pub fn schema_version(&mut self) -> Result<u32> {
+        Ok(migrate::schema_version(&mut self.client)?.max(0) as u32)
+    }
+
     /// The stored torrent with this infohash (or whose truncated v2 hash it is,
     /// for a hybrid), with its files.
     pub fn get(&mut self, infohash: &InfoHash) -> Result<Option<Torrent>> {
