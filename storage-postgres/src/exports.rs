@@ -34,6 +34,65 @@ fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> PgError {
 }
 
 impl PgStore {
+    /// Calls `f` with every stored torrent, its files and whether it is hidden, in
+    /// doc id order (pages of [`PAGE`], not one snapshot); unreadable records are
+    /// skipped. `f` returning false stops the walk. Returns how many torrents were
+    /// visited. (The LMDB store's `for_each_torrent`.)
+    pub fn for_each_torrent(
+        &mut self,
+        mut f: impl FnMut(&TorrentRecord, &[FileEntry], bool) -> bool,
+    ) -> Result<u64> {
+        let nrec = RECORD_COLUMNS.split(',').count();
+        let mut after = i64::MIN;
+        let mut n = 0;
+        loop {
+            let rows = self
+                .client()
+                .query(
+                    &format!(
+                        "SELECT {RECORD_COLUMNS}, t.id,
+                             EXISTS (SELECT 1 FROM hidden h WHERE h.infohash = t.infohash)
+                         FROM torrents t WHERE t.id > $1 ORDER BY t.id LIMIT $2"
+                    ),
+                    &[&after, &PAGE],
+                )
+                .map_err(PgError::db("walking torrents"))?;
+            let Some(last) = rows.last() else {
+                return Ok(n);
+            };
+            after = last.get(nrec);
+            let ids: Vec<i64> = rows.iter().map(|r| r.get(nrec)).collect();
+            let mut files: std::collections::BTreeMap<i64, Vec<FileEntry>> = Default::default();
+            for r in self
+                .client()
+                .query(
+                    "SELECT torrent_id, path, size FROM files WHERE torrent_id = ANY($1) \
+                     ORDER BY torrent_id, idx",
+                    &[&ids],
+                )
+                .map_err(PgError::db("walking files"))?
+            {
+                files.entry(r.get(0)).or_default().push(FileEntry {
+                    path: r.get(1),
+                    size: u64::try_from(r.get::<_, i64>(2)).unwrap_or(0),
+                });
+            }
+            let full = rows.len() as i64 == PAGE;
+            for r in rows {
+                let Some(rec) = record_of(&r) else { continue };
+                let id: i64 = r.get(nrec);
+                let hidden: bool = r.get(nrec + 1);
+                n += 1;
+                if !f(&rec, files.get(&id).map_or(&[][..], Vec::as_slice), hidden) {
+                    return Ok(n);
+                }
+            }
+            if !full {
+                return Ok(n);
+            }
+        }
+    }
+
     /// Walks the exportable torrents (see the module doc); `f` returns whether the
     /// torrent was exported.
     fn walk_by_time(

@@ -66,8 +66,13 @@
 //! [`PgStore::session_yields`], [`PgStore::failure_reasons`],
 //! [`PgStore::encryption_outcomes`], [`PgStore::transport_outcomes`],
 //! [`PgStore::top_clients`], [`PgStore::discoveries_per_hour`],
-//! [`PgStore::requests_per_hour`]). Hidden torrents are never found by search or
-//! listed by `recent`; tombstoned ones are not stored.
+//! [`PgStore::requests_per_hour`]). The CLI's other calls too: [`PgStore::search`],
+//! [`PgStore::schema_version`], [`PgStore::remove_torrents`],
+//! [`PgStore::hide_torrents`], [`PgStore::unhide_torrents`],
+//! [`PgStore::reclassify`], [`PgStore::for_each_torrent`],
+//! [`PgStore::export_jsonl`], [`PgStore::export_torrent_files`]. Hidden torrents
+//! are never found by search, listed by `recent` or exported; tombstoned ones are
+//! not stored.
 //!
 //! # Searching
 //! [`PgStore::query`] takes the LMDB store's [`SearchQuery`] and returns its

@@ -443,6 +443,20 @@ fn every_read_gives_the_same_answer_in_lmdb_and_postgres() {
     assert!(pr.torrents > 2 * magnetar_storage_pg::exports::PAGE as u64);
     assert!(p == l, "the JSON exports differ");
 
+    // Every torrent in doc id order (three pages of the PostgreSQL walk).
+    let (mut lw, mut pw) = (Vec::new(), Vec::new());
+    ls.for_each_torrent(|r, f, h| {
+        lw.push((r.clone(), f.to_vec(), h));
+        true
+    })
+    .unwrap();
+    ps.for_each_torrent(|r, f, h| {
+        pw.push((r.clone(), f.to_vec(), h));
+        true
+    })
+    .unwrap();
+    assert!(pw == lw, "for_each_torrent differs");
+
     // Sessions and their yields.
     assert_eq!(ps.sessions().unwrap(), ls.sessions().unwrap());
     assert_eq!(
@@ -751,6 +765,32 @@ fn removing_hiding_and_unhiding_match_the_lmdb_store() {
         assert_eq!(ps.contains(&ih(i)).unwrap(), ls.contains(&ih(i)).unwrap());
     }
     assert_eq!(ps.recent(600).unwrap(), ls.recent(600).unwrap());
+
+    // Every torrent in doc id order, with files and the hidden flag; and a walk
+    // stopped early.
+    let (mut lw, mut pw) = (Vec::new(), Vec::new());
+    let ln = ls
+        .for_each_torrent(|r, f, h| {
+            lw.push((r.clone(), f.to_vec(), h));
+            true
+        })
+        .unwrap();
+    let pn = ps
+        .for_each_torrent(|r, f, h| {
+            pw.push((r.clone(), f.to_vec(), h));
+            true
+        })
+        .unwrap();
+    assert_eq!((pn, &pw), (ln, &lw));
+    assert!(pw.iter().any(|x| x.2) && pw.iter().any(|x| !x.2));
+    let mut k = 0;
+    let stopped = ps
+        .for_each_torrent(|_, _, _| {
+            k += 1;
+            k < 7
+        })
+        .unwrap();
+    assert_eq!(stopped, 7);
 
     // Classified again: the same report, the same facets; a changed facet row
     // (PostgreSQL only) is counted as changed and put right.
