@@ -13,7 +13,7 @@ use postgres::Client;
 use crate::error::{PgError, Result};
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// Advisory lock key of migrations ("magnetar" in ASCII, truncated to 63 bits).
 const MIGRATION_LOCK: i64 = 0x6d61_676e_6574_6172 & i64::MAX;
@@ -26,11 +26,18 @@ pub struct Migration {
 }
 
 /// Every migration, in version order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "torrents, files, info dicts, full-text search",
-    sql: V1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "torrents, files, info dicts, full-text search",
+        sql: V1,
+    },
+    Migration {
+        version: 2,
+        name: "peers, nodes, sessions, requests, tombstones, hidden, facets",
+        sql: V2,
+    },
+];
 
 /// Schema 1. Integers the LMDB record holds as u64/u32 are `bigint` (sizes and
 /// times above 2^63 − 1 are refused by the writer); `kind` is 1 v1, 2 v2, 3 hybrid.
@@ -113,6 +120,149 @@ CREATE TABLE info (
 -- Info dicts are mostly SHA-1 piece hashes: incompressible, so not compressed
 -- (TOAST still moves them out of line).
 ALTER TABLE info ALTER COLUMN dict SET STORAGE EXTERNAL;
+"#;
+
+/// Schema 2: everything else the LMDB store keeps (issue 21), with its layouts'
+/// meaning (see `magnetar-storage`'s crate doc) as columns.
+///
+/// - `peers`, `nodes`, `sessions`: the latest record of a key wins (as LMDB's
+///   `put`). u32 counters are `bigint`; `rtt_ms` NULL is unknown; `status` codes
+///   are the LMDB codec's (peers: 0 good, 1 unknown, 2 bad, 3 blacklisted; nodes:
+///   0 good, 1 questionable, 2 bad); `queries`/`responses` are the six
+///   `QueryCounts` in field order (ping, find_node, get_peers, announce_peer,
+///   sample_infohashes, other).
+/// - `requests`: appended under increasing ids (an identity column), the oldest
+///   deleted past `PgOptions::max_requests` (LMDB's `max_requests`); `outcome` 0
+///   success, 1 failure.
+/// - `tombstones`, `hidden`: the filter marks, keyed by infohash (a mark may
+///   precede its torrent); labels cut to 200 bytes as in LMDB.
+/// - `facets`: the classifier's facets of each torrent (written with it, from
+///   `magnetar_core::classify` as the LMDB writer calls it): kind code, Torznab
+///   category and the attributes (codes as `magnetar_core::classify`'s `code()`).
+/// - `facet_keys`: (key, torrent) for each of a torrent's facet index keys
+///   (`Facets::index_keys`: `tag << 32 | value`, LMDB's `facet_terms` keys as
+///   numbers), so that a category or attribute filter is a union of key ranges on
+///   the primary key's B-tree, as LMDB answers it from `facet_terms`.
+const V2: &str = r#"
+CREATE TABLE peers (
+    ip          inet     NOT NULL,
+    port        integer  NOT NULL CHECK (port BETWEEN 0 AND 65535),
+    client      text     NOT NULL,
+    attempts    bigint   NOT NULL,
+    successes   bigint   NOT NULL,
+    failures    bigint   NOT NULL,
+    rtt_ms      bigint,
+    ut_metadata boolean,
+    last_error  text     NOT NULL,
+    status      smallint NOT NULL,
+    last_seen   bigint   NOT NULL,
+    PRIMARY KEY (ip, port)
+);
+
+CREATE TABLE nodes (
+    id        bytea    PRIMARY KEY CHECK (octet_length(id) = 20),
+    ip        inet     NOT NULL,
+    port      integer  NOT NULL CHECK (port BETWEEN 0 AND 65535),
+    rtt_ms    bigint,
+    queries   bigint[] NOT NULL CHECK (cardinality(queries) = 6),
+    responses bigint[] NOT NULL CHECK (cardinality(responses) = 6),
+    status    smallint NOT NULL,
+    last_seen bigint   NOT NULL
+);
+-- saved_nodes: good first, then questionable, newest first.
+CREATE INDEX nodes_bootstrap ON nodes ((status <> 0), last_seen DESC, id) WHERE status <> 2;
+
+CREATE TABLE sessions (
+    id                     bigint PRIMARY KEY,
+    started_at             bigint NOT NULL,
+    ended_at               bigint,
+    infohashes_discovered  bigint NOT NULL,
+    metadata_fetched       bigint NOT NULL,
+    metadata_failed        bigint NOT NULL,
+    torrents_new           bigint NOT NULL,
+    dht_queries_sent       bigint NOT NULL,
+    dht_responses_received bigint NOT NULL,
+    peak_rss_bytes         bigint NOT NULL,
+    cpu_ms                 bigint NOT NULL
+);
+
+CREATE TABLE requests (
+    id            bigint   GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    infohash      bytea    NOT NULL CHECK (octet_length(infohash) = 20),
+    ip            inet     NOT NULL,
+    port          integer  NOT NULL,
+    started_at_ms bigint   NOT NULL,
+    duration_ms   bigint   NOT NULL,
+    outcome       smallint NOT NULL CHECK (outcome IN (0, 1)),
+    reason        text     NOT NULL,
+    pieces        bigint   NOT NULL,
+    client        text     NOT NULL,
+    encryption    text     NOT NULL,
+    transport     text     NOT NULL
+);
+
+CREATE TABLE tombstones (
+    infohash bytea  PRIMARY KEY CHECK (octet_length(infohash) = 20),
+    at       bigint NOT NULL,
+    label    text   NOT NULL
+);
+
+CREATE TABLE hidden (
+    infohash bytea  PRIMARY KEY CHECK (octet_length(infohash) = 20),
+    at       bigint NOT NULL,
+    label    text   NOT NULL
+);
+
+CREATE TABLE facets (
+    torrent_id  bigint   PRIMARY KEY REFERENCES torrents (id) ON DELETE CASCADE,
+    kind        smallint NOT NULL,
+    category    integer  NOT NULL,
+    title       text,
+    year        integer,
+    season_lo   integer,
+    season_hi   integer,
+    episode_lo  bigint,
+    episode_hi  bigint,
+    date_y      integer,
+    date_m      smallint,
+    date_d      smallint,
+    resolution  smallint,
+    source      smallint,
+    video_codec smallint,
+    audio       smallint,
+    languages   bigint   NOT NULL
+);
+CREATE INDEX facets_category ON facets (category);
+
+CREATE TABLE facet_keys (
+    key        bigint NOT NULL,
+    torrent_id bigint NOT NULL REFERENCES torrents (id) ON DELETE CASCADE,
+    PRIMARY KEY (key, torrent_id)
+);
+CREATE INDEX facet_keys_torrent ON facet_keys (torrent_id);
+
+-- The torrent an infohash names: its own, else the hybrid whose truncated v2 hash
+-- it is (as the LMDB store's ids, then ids_v2).
+CREATE FUNCTION magnetar_torrent_id(ih bytea) RETURNS bigint
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$ SELECT coalesce(
+        (SELECT id FROM torrents WHERE infohash = ih),
+        (SELECT id FROM torrents WHERE v2 IS NOT NULL AND kind = 3
+             AND substring(v2 FROM 1 FOR 20) = ih ORDER BY id LIMIT 1)) $$;
+
+-- A batch's advisory locks on infohash buckets, in the order given (exclusive where
+-- `excl`, else shared); see the writer's `records` module.
+CREATE FUNCTION magnetar_lock_buckets(keys bigint[], excl boolean[]) RETURNS void
+    LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(keys, 1), 0) LOOP
+        IF excl[i] THEN
+            PERFORM pg_advisory_xact_lock(keys[i]);
+        ELSE
+            PERFORM pg_advisory_xact_lock_shared(keys[i]);
+        END IF;
+    END LOOP;
+END $$;
 "#;
 
 /// Brings the database to [`SCHEMA_VERSION`]; returns the version it found before.

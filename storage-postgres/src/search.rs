@@ -4,7 +4,10 @@
 //! and B for `name:` and `path:`) matched against `torrents.search` on its GIN index;
 //! size and time ranges are plain `WHERE` terms; relevance is the number of distinct
 //! query terms found in the name (one small tsquery each), as the LMDB store counts
-//! it; every order breaks ties by doc id in the same direction.
+//! it; every order breaks ties by doc id in the same direction. A category and
+//! attribute filter is one `t.id IN (…)` over `facet_keys` per clause (see
+//! [`facets`](crate::facets)); without words it alone selects (as in LMDB).
+//! Hidden torrents (the `hidden` marks) are never found.
 //!
 //! Intentional differences from the LMDB store:
 //! - `total` is always exact (LMDB estimates it for a phrase query with more than
@@ -82,16 +85,12 @@ pub(crate) fn record_of(r: &Row) -> Option<TorrentRecord> {
 }
 
 /// The same checks, in the same order and words, as the LMDB store's `query`.
-fn validate(q: &SearchQuery) -> Result<()> {
-    if let Some(f) = &q.facets {
-        let mut asked: Vec<String> = f.category.iter().map(|c| format!("category {c}")).collect();
-        asked.extend(f.attributes.iter().map(|(k, v)| format!("{k}={v}")));
-        return Err(PgError::Unsupported(format!(
-            "filtering by category or attributes ({}) needs the classifier's facets, \
-             which this database does not have yet",
-            asked.join(", ")
-        )));
-    }
+/// Returns the facet filter's SQL condition (empty without a filter).
+fn validate(q: &SearchQuery) -> Result<String> {
+    let facets = match &q.facets {
+        Some(f) => crate::facets::filter_sql(f)?,
+        None => String::new(),
+    };
     if q.offset > MAX_SEARCH_OFFSET {
         return Err(PgError::InvalidQuery(format!(
             "offset {} is past the limit of {MAX_SEARCH_OFFSET}; narrow the query instead",
@@ -112,18 +111,18 @@ fn validate(q: &SearchQuery) -> Result<()> {
             )));
         }
     }
-    Ok(())
+    Ok(facets)
 }
 
 /// Runs a query (see the module doc).
 pub(crate) fn query(client: &mut Client, q: &SearchQuery) -> Result<SearchResults> {
-    validate(q)?;
+    let facet_filter = validate(q)?;
     let parsed = parse(&q.text).map_err(|e| match e {
         magnetar_storage::StoreError::InvalidQuery(m) => PgError::InvalidQuery(m),
         e => PgError::InvalidQuery(e.to_string()),
     })?;
     let mut res = SearchResults::default();
-    if parsed.must.is_empty() {
+    if parsed.must.is_empty() && facet_filter.is_empty() {
         if !parsed.must_not.is_empty() {
             return Err(PgError::InvalidQuery(
                 "a query needs at least one word that is not excluded".into(),
@@ -134,8 +133,18 @@ pub(crate) fn query(client: &mut Client, q: &SearchQuery) -> Result<SearchResult
     let tsq = query_tsquery(&parsed);
     let scores = score_tsqueries(&parsed);
     // Filters: bounds beyond bigint's range are no bound (above) or no match (below).
-    let mut params: Vec<Box<dyn ToSql + Sync>> = vec![Box::new(tsq)];
-    let mut filter = String::from("t.search @@ $1::text::tsquery");
+    // Without words (a facet filter alone, perhaps with exclusions) every torrent
+    // passing the filter matches; exclusions still apply (`!…` terms alone).
+    let mut params: Vec<Box<dyn ToSql + Sync>> = vec![Box::new(tsq.clone())];
+    let mut filter = if tsq.is_empty() {
+        String::from("$1::text = ''")
+    } else {
+        String::from("t.search @@ $1::text::tsquery")
+    };
+    // Hidden torrents are never found (LMDB stores them without postings and
+    // leaves them out of facet matches).
+    filter.push_str(" AND NOT EXISTS (SELECT 1 FROM hidden h WHERE h.infohash = t.infohash)");
+    filter.push_str(&facet_filter);
     let mut bound = |col: &str, op: &str, v: Option<u64>, filter: &mut String| {
         if let Some(v) = v {
             match i64::try_from(v) {

@@ -9,6 +9,13 @@
 //! lock order for every writer); doc ids are drawn in discovery order first, as
 //! the LMDB store gives them. A deadlock or serialization failure runs the batch
 //! again (bounded).
+//!
+//! Around the torrents, in the same transaction (see [`records`](crate::records)):
+//! first the bucket locks and the filter marks (a tombstoned infohash is then not
+//! stored: counted in [`BatchReport::tombstoned`]), last the peers, nodes, sessions
+//! and requests. Each new torrent is classified (`magnetar_core::classify`, as the
+//! LMDB writer does) before the transaction; its facets and facet keys are staged
+//! with it and inserted by the upsert's CTEs, like its files.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +25,17 @@ use postgres::types::Type;
 use postgres::Client;
 
 use crate::error::{PgError, Result};
+use crate::facets::FacetRow;
+use crate::records;
 use crate::vector::search_vector;
+
+/// The store options a batch's writes depend on.
+pub(crate) struct BatchSettings {
+    /// `PgOptions::keep_info`.
+    pub keep_info: bool,
+    /// `PgOptions::max_requests`.
+    pub max_requests: u64,
+}
 
 /// What one batch did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,8 +53,19 @@ pub struct BatchReport {
     /// Torrents refused (a value PostgreSQL cannot hold, such as a size above
     /// 2^63 − 1); counted, the rest of the batch is stored.
     pub rejected: u64,
-    /// Peer, node, session and request records: not kept by this store yet.
+    /// Ops this store does not keep: none since schema 2 (every `Op` is kept);
+    /// the field stays for callers that report it.
     pub ignored: u64,
+    /// Peer records written (`Op::Peer`).
+    pub peers: u64,
+    /// DHT node records written (`Op::Node`).
+    pub nodes: u64,
+    /// Session records written (`Op::Session`).
+    pub sessions: u64,
+    /// Metadata request records appended (`Op::Request`).
+    pub requests: u64,
+    /// New torrents not stored because their infohash has a tombstone.
+    pub tombstoned: u64,
     /// Times the transaction was run again after a deadlock or serialization failure.
     pub retries: u32,
 }
@@ -52,7 +80,11 @@ CREATE TEMP TABLE IF NOT EXISTS stage_t (
     ord int4, infohash bytea, kind int2, v2 bytea, name text, total_size int8,
     piece_length int8, piece_count int8, file_count int8, private bool, source text,
     discovered_at int8, last_seen_at int8, sources int2, seeders int8, leechers int8,
-    scraped_at int8, info bytea, search text) ON COMMIT DELETE ROWS;
+    scraped_at int8, info bytea, search text,
+    f_kind int2, f_category int4, f_title text, f_year int4, f_season_lo int4,
+    f_season_hi int4, f_episode_lo int8, f_episode_hi int8, f_date_y int4, f_date_m int2,
+    f_date_d int2, f_resolution int2, f_source int2, f_codec int2, f_audio int2,
+    f_languages int8, f_keys int8[]) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_f (
     infohash bytea, idx int4, path text, size int8) ON COMMIT DELETE ROWS;
 ALTER TABLE stage_t ALTER COLUMN info SET STORAGE EXTERNAL;";
@@ -66,7 +98,9 @@ WITH up AS (
         file_count, private, source, discovered_at, last_seen_at, sources, seeders,
         leechers, scraped_at, info IS NOT NULL, search::tsvector
     FROM (SELECT nextval('torrent_ids') AS id, o.*
-          FROM (SELECT * FROM stage_t ORDER BY ord) o) s
+          FROM (SELECT * FROM stage_t st
+                WHERE NOT EXISTS (SELECT 1 FROM tombstones tb WHERE tb.infohash = st.infohash)
+                ORDER BY ord) o) s
     ORDER BY infohash
     ON CONFLICT (infohash) DO UPDATE SET
         last_seen_at = greatest(t.last_seen_at, EXCLUDED.last_seen_at),
@@ -96,6 +130,25 @@ WITH up AS (
     INSERT INTO info (torrent_id, dict)
     SELECT up.id, s.info FROM up JOIN stage_t s ON s.infohash = up.infohash
     WHERE s.info IS NOT NULL
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), fc AS (
+    INSERT INTO facets (torrent_id, kind, category, title, year, season_lo, season_hi,
+        episode_lo, episode_hi, date_y, date_m, date_d, resolution, source, video_codec,
+        audio, languages)
+    SELECT up.id, s.f_kind, s.f_category, s.f_title, s.f_year, s.f_season_lo,
+        s.f_season_hi, s.f_episode_lo, s.f_episode_hi, s.f_date_y, s.f_date_m, s.f_date_d,
+        s.f_resolution, s.f_source, s.f_codec, s.f_audio, s.f_languages
+    FROM up JOIN stage_t s ON s.infohash = up.infohash
+    WHERE up.fresh
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), fk AS (
+    INSERT INTO facet_keys (key, torrent_id)
+    SELECT k.key, up.id
+    FROM up JOIN stage_t s ON s.infohash = up.infohash
+        CROSS JOIN LATERAL unnest(s.f_keys) AS k(key)
+    WHERE up.fresh
     ON CONFLICT DO NOTHING
     RETURNING 1
 )
@@ -302,11 +355,7 @@ fn sighting_rounds(ops: &[Op], rep: &mut BatchReport) -> Vec<Vec<Sighting>> {
                     Some(at),
                 )
             }
-            Op::Torrent(_) => continue,
-            _ => {
-                rep.ignored += 1;
-                continue;
-            }
+            _ => continue,
         };
         let k = count.entry(s.0).or_insert(0);
         if rounds.len() <= *k {
@@ -319,9 +368,13 @@ fn sighting_rounds(ops: &[Op], rep: &mut BatchReport) -> Vec<Vec<Sighting>> {
 }
 
 /// Applies one batch in one transaction (see the module doc).
-pub(crate) fn apply_batch(client: &mut Client, ops: &[Op], keep_info: bool) -> Result<BatchReport> {
+pub(crate) fn apply_batch(
+    client: &mut Client,
+    ops: &[Op],
+    settings: &BatchSettings,
+) -> Result<BatchReport> {
     let mut rep = BatchReport::default();
-    let mut all = rows(ops, keep_info, &mut rep);
+    let mut all = rows(ops, settings.keep_info, &mut rep);
     let before = all.len();
     all.retain(|r| check(r).is_ok());
     rep.rejected += (before - all.len()) as u64;
@@ -329,12 +382,18 @@ pub(crate) fn apply_batch(client: &mut Client, ops: &[Op], keep_info: bool) -> R
         .iter()
         .map(|r| search_vector(&r.t.name, &r.t.files))
         .collect();
+    let facets: Vec<FacetRow> = all
+        .iter()
+        .map(|r| FacetRow::of(&r.t.name, &r.t.files))
+        .collect();
     let rounds = sighting_rounds(ops, &mut rep);
     let mut attempt = 0;
     loop {
         attempt += 1;
         let mut r = rep;
-        match try_batch(client, &all, &vectors, &rounds, &mut r) {
+        match try_batch(
+            client, ops, &all, &vectors, &facets, &rounds, settings, &mut r,
+        ) {
             Ok(()) => return Ok(r),
             Err(e) if attempt < MAX_ATTEMPTS && is_retryable(&e) => {
                 rep.retries += 1;
@@ -350,16 +409,24 @@ fn is_retryable(e: &PgError) -> bool {
     matches!(e.sqlstate(), Some("40P01" | "40001"))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn try_batch(
     client: &mut Client,
+    ops: &[Op],
     rows: &[Row<'_>],
     vectors: &[String],
+    facets: &[FacetRow],
     rounds: &[Vec<Sighting>],
+    settings: &BatchSettings,
     rep: &mut BatchReport,
 ) -> Result<()> {
     let mut tx = client
         .transaction()
         .map_err(PgError::db("starting a batch"))?;
+    // Marks first, as the LMDB writer applies them: they decide what this batch's
+    // torrents become (under the bucket locks, see `records::lock_buckets`).
+    records::lock_buckets(&mut tx, ops)?;
+    records::write_marks(&mut tx, ops)?;
     if !rows.is_empty() {
         let sink = tx
             .copy_in("COPY stage_t FROM STDIN (FORMAT binary)")
@@ -384,9 +451,26 @@ fn try_batch(
             Type::INT8,
             Type::BYTEA,
             Type::TEXT,
+            Type::INT2,
+            Type::INT4,
+            Type::TEXT,
+            Type::INT4,
+            Type::INT4,
+            Type::INT4,
+            Type::INT8,
+            Type::INT8,
+            Type::INT4,
+            Type::INT2,
+            Type::INT2,
+            Type::INT2,
+            Type::INT2,
+            Type::INT2,
+            Type::INT2,
+            Type::INT8,
+            Type::INT8_ARRAY,
         ];
         let mut w = BinaryCopyInWriter::new(sink, &types);
-        for (ord, (r, vec)) in rows.iter().zip(vectors).enumerate() {
+        for (ord, ((r, vec), f)) in rows.iter().zip(vectors).zip(facets).enumerate() {
             let t = r.t;
             let ord = ord as i32;
             let ih: &[u8] = &t.infohash;
@@ -423,6 +507,23 @@ fn try_batch(
                 &scraped,
                 &r.info,
                 &vec.as_str(),
+                &f.kind,
+                &f.category,
+                &f.title,
+                &f.year,
+                &f.season.0,
+                &f.season.1,
+                &f.episode.0,
+                &f.episode.1,
+                &f.date.0,
+                &f.date.1,
+                &f.date.2,
+                &f.resolution,
+                &f.source,
+                &f.video_codec,
+                &f.audio,
+                &f.languages,
+                &f.keys,
             ])
             .map_err(PgError::db("copying torrents"))?;
         }
@@ -447,6 +548,15 @@ fn try_batch(
         // per batch). Sampled in well under a millisecond at batch sizes.
         tx.batch_execute("ANALYZE stage_t, stage_f")
             .map_err(PgError::db("analysing the staging tables"))?;
+        let dead: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM stage_t s \
+                 WHERE EXISTS (SELECT 1 FROM tombstones tb WHERE tb.infohash = s.infohash)",
+                &[],
+            )
+            .map_err(PgError::db("reading tombstones"))?
+            .get(0);
+        rep.tombstoned += dead as u64;
         let row = tx
             .query_one(UPSERT, &[])
             .map_err(PgError::db("storing torrents"))?;
@@ -476,6 +586,7 @@ fn try_batch(
         }
     }
     rep.seen_unknown += asked - rep.seen_updated - rep.scrapes_updated;
+    records::write_records(&mut tx, ops, settings.max_requests, rep)?;
     tx.commit().map_err(PgError::db("committing a batch"))?;
     Ok(())
 }

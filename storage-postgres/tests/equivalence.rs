@@ -2,7 +2,8 @@
 //! server) give the same search results: the same totals and the same pages in the
 //! same order, for a fixed list of queries (words, prefixes, phrases, exclusions,
 //! `name:`/`path:` scopes, accents, CJK) under every sort in both directions, two
-//! pages, and size and discovery-time ranges.
+//! pages, and size and discovery-time ranges; and category and attribute filters
+//! (the classifier's facets), alone and with words.
 //!
 //! Every order is deterministic (ties by doc id, and both stores give doc ids in
 //! the same order), so every page is compared in order. Where the LMDB store
@@ -12,7 +13,8 @@
 
 use magnetar_storage::synth::Synth;
 use magnetar_storage::{
-    to_hex, tokenize, FileEntry, Op, SearchQuery, SortBy, Store, StoreOptions, TorrentInput,
+    to_hex, tokenize, FacetFilter, FileEntry, Op, SearchQuery, SortBy, Store, StoreOptions,
+    TorrentInput,
 };
 use magnetar_storage_pg::testing::TempPostgres;
 use magnetar_storage_pg::{PgOptions, PgStore};
@@ -33,6 +35,21 @@ fn corpus() -> Vec<TorrentInput> {
             t.seeders = Some(seeders);
             t.leechers = Some(seeders / 2);
             t.scraped_at = Some(T0 + i as u64);
+        }
+        // Release names the classifier reads: episodes, season packs, movies with
+        // a year, resolution, source and codec, music, books, languages.
+        match i % 13 {
+            0 => t.name = format!("{}.S0{}E{:02}.720p.HDTV.x264", t.name, i % 5, i % 23),
+            1 => t.name = format!("{}.S0{}.COMPLETE.1080p.WEB-DL.MULTi", t.name, i % 4),
+            2 => t.name = format!("{}.{}.2160p.BluRay.x265.FRENCH", t.name, 1990 + i % 30),
+            3 => {
+                t.name = format!("{} - Discography FLAC", t.name);
+                for f in &mut t.files {
+                    f.path = format!("{}.flac", f.path);
+                }
+            }
+            4 => t.name = format!("{} (ebook) epub", t.name),
+            _ => {}
         }
         // Some accents and space-less scripts, in names and paths.
         match i % 97 {
@@ -203,8 +220,94 @@ fn lmdb_and_postgres_give_the_same_results_on_10000_synthetic_torrents() {
          {estimated} LMDB totals estimated (not compared)",
         qs.len()
     );
+    // Category and attribute filters, alone (no words: every torrent passing the
+    // filter) and with words, under every sort in both directions.
+    type Filter<'a> = (Option<&'a str>, Vec<(&'a str, &'a str)>);
+    let filters: Vec<Filter> = vec![
+        (Some("movies"), vec![]),
+        (Some("tv"), vec![]),
+        (Some("tv_episode"), vec![]),
+        (Some("2040"), vec![]),
+        (Some("5000"), vec![]),
+        (Some("audio,books"), vec![]),
+        (Some("music, ebook"), vec![]),
+        (None, vec![("resolution", "1080p")]),
+        (None, vec![("resolution", "4k")]),
+        (None, vec![("codec", "x264")]),
+        (None, vec![("source", "bluray")]),
+        (None, vec![("year", "2000-2010")]),
+        (None, vec![("season", "2")]),
+        (None, vec![("season", "1-3"), ("resolution", "1080p")]),
+        (None, vec![("episode", "5")]),
+        (None, vec![("language", "fr")]),
+        (None, vec![("language", "multi")]),
+        (Some("tv"), vec![("season", "3"), ("category", "5040")]),
+        (Some("movies"), vec![("year", "1999")]),
+    ];
+    let mut texts: Vec<String> = vec![String::new(), "-zzzqqqxxx".into()];
+    texts.extend(["1080p", "x264", "extras", "web dl"].map(String::from));
+    texts.extend(qs.iter().take(4).cloned());
+    let (mut fcompared, mut fnonempty) = (0usize, 0usize);
+    for (cat, attrs) in &filters {
+        let f = FacetFilter {
+            category: cat.map(str::to_string),
+            attributes: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        for text in &texts {
+            for sort in sorts {
+                for desc in [true, false] {
+                    let mut q = SearchQuery::new(text.clone())
+                        .sort(sort)
+                        .page(3, 40)
+                        .facets(f.clone());
+                    if !desc {
+                        q = q.ascending();
+                    }
+                    let l = ls.query(&q).unwrap_or_else(|e| panic!("LMDB {q:?}: {e}"));
+                    let p = ps
+                        .query(&q)
+                        .unwrap_or_else(|e| panic!("PostgreSQL {q:?}: {e}"));
+                    if !l.total_estimated {
+                        assert_eq!(p.total, l.total, "total of {q:?}");
+                    }
+                    assert_eq!(p.hits, l.hits, "page of {q:?}");
+                    fcompared += 1;
+                    fnonempty += usize::from(!l.hits.is_empty());
+                }
+            }
+            // With a size range too.
+            let q = SearchQuery::new(text.clone())
+                .facets(f.clone())
+                .size_range(Some(50_000_000), None);
+            let (l, p) = (ls.query(&q).unwrap(), ps.query(&q).unwrap());
+            assert_eq!((p.total, &p.hits), (l.total, &l.hits), "{q:?}");
+        }
+    }
+    assert!(
+        fnonempty * 2 > fcompared,
+        "only {fnonempty} of {fcompared} filtered queries found anything"
+    );
+    eprintln!("{fcompared} filtered comparisons, {fnonempty} non-empty pages");
     // The same errors for the same bad queries.
+    let bad_filter = |c: Option<&str>, a: &[(&str, &str)]| {
+        SearchQuery::new("x").facets(FacetFilter {
+            category: c.map(str::to_string),
+            attributes: a
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+    };
     for bad in [
+        bad_filter(Some("nonsense"), &[]),
+        bad_filter(Some("999"), &[]),
+        bad_filter(None, &[("year", "2010-2000")]),
+        bad_filter(None, &[("colour", "red")]),
+        bad_filter(None, &[("resolution", "potato")]),
+        bad_filter(Some("movies"), &[]).page(100_001, 10),
         SearchQuery::new("-only -excluded"),
         SearchQuery::new("x").page(100_001, 10),
         SearchQuery::new("x").size_range(Some(10), Some(1)),

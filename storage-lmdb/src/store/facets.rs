@@ -405,6 +405,44 @@ impl Key {
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.b[..usize::from(self.len)]
     }
+    /// The key as a number, `tag << 32 | value`: one tag's values have one width, so
+    /// this orders keys as their bytes do (for stores that keep keys as integers).
+    fn as_u64(&self) -> u64 {
+        let v = self.b[1..usize::from(self.len)]
+            .iter()
+            .fold(0u64, |a, &x| a << 8 | u64::from(x));
+        u64::from(self.b[0]) << 32 | v
+    }
+}
+
+impl Facets {
+    /// The facets the writer stores for a torrent (`magnetar_core::classify` of its
+    /// name and files), for another store that must classify exactly as this one.
+    pub fn of_torrent(name: &str, files: &[FileEntry]) -> Facets {
+        of_torrent(name, files)
+    }
+
+    /// The `facet_terms` keys of these facets as numbers (`tag << 32 | value`,
+    /// which compare as the keys' bytes do): what a [`FacetFilter`](super::FacetFilter)'s
+    /// [`key_ranges`](super::FacetFilter::key_ranges) are matched against.
+    #[doc(hidden)]
+    pub fn index_keys(&self) -> Vec<u64> {
+        keys(self).iter().map(Key::as_u64).collect()
+    }
+}
+
+impl super::FacetFilter {
+    /// The filter as clauses that must all hold, each a list of inclusive ranges
+    /// of [`Facets::index_keys`] of which one key must fall in one (the same
+    /// validation and messages as the store's `query`).
+    #[doc(hidden)]
+    pub fn key_ranges(&self) -> Result<Vec<Vec<(u64, u64)>>> {
+        Ok(compile(self)?
+            .clauses
+            .iter()
+            .map(|c| c.iter().map(|r| (r.lo.as_u64(), r.hi.as_u64())).collect())
+            .collect())
+    }
 }
 
 /// Every `facet_terms` key of a torrent's facets (sorted, no repeats).
@@ -1141,6 +1179,66 @@ mod tests {
         let mut v = encode(&f("The.Matrix.1999.1080p.BluRay.x264"));
         v[1] = 200;
         assert_eq!(decode(&v).unwrap().class.kind, ContentKind::Other);
+    }
+
+    #[test]
+    fn numeric_keys_and_ranges_decide_as_the_byte_keys_do() {
+        let names = [
+            "The.Matrix.1999.1080p.BluRay.x264.DTS-GROUP",
+            "Show.Name.S01E02.720p.HDTV.x265.AAC",
+            "Show.Name.S01-S03.COMPLETE.MULTi.2160p.WEB-DL",
+            "Daily.Show.2024.01.15.HDTV",
+            "Artist - Album (2001) FLAC",
+            "",
+        ];
+        type Filter = (
+            Option<&'static str>,
+            &'static [(&'static str, &'static str)],
+        );
+        let filters: [Filter; 7] = [
+            (Some("tv"), &[]),
+            (Some("movies,audio"), &[]),
+            (Some("2040"), &[]),
+            (None, &[("season", "2")]),
+            (None, &[("year", "1990-2001"), ("resolution", "1080p")]),
+            (None, &[("language", "multi")]),
+            (Some("tv_season"), &[("episode", "1-3")]),
+        ];
+        for name in names {
+            let fa = f(name);
+            let ks = keys(&fa);
+            let nums = fa.index_keys();
+            assert_eq!(nums.len(), ks.len());
+            // The numbers order as the keys' bytes do (what a range means).
+            for (i, a) in ks.iter().enumerate() {
+                for (j, b) in ks.iter().enumerate() {
+                    assert_eq!(
+                        nums[i].cmp(&nums[j]),
+                        a.bytes().cmp(b.bytes()),
+                        "{name}: {a:?} {b:?}"
+                    );
+                }
+            }
+            for (cat, attrs) in filters {
+                let filt = super::super::FacetFilter {
+                    category: cat.map(str::to_string),
+                    attributes: attrs
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                };
+                let ranges = filt.key_ranges().unwrap();
+                let by_numbers = ranges.iter().all(|c| {
+                    nums.iter()
+                        .any(|k| c.iter().any(|(lo, hi)| lo <= k && k <= hi))
+                });
+                assert_eq!(
+                    by_numbers,
+                    compile(&filt).unwrap().accepts(&fa),
+                    "{name} {filt:?}"
+                );
+            }
+        }
     }
 
     #[test]
