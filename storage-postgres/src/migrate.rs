@@ -13,7 +13,7 @@ use postgres::Client;
 use crate::error::{PgError, Result};
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Advisory lock key of migrations ("magnetar" in ASCII, truncated to 63 bits).
 const MIGRATION_LOCK: i64 = 0x6d61_676e_6574_6172 & i64::MAX;
@@ -26,11 +26,19 @@ pub struct Migration {
 }
 
 /// Every migration, in version order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "torrents, files, info dicts, full-text search",
-    sql: V1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "torrents, files, info dicts, full-text search",
+        sql: V1,
+    },
+    // Issue 21: 2 (records, P4) and 4 (copy, P3) come from other branches.
+    Migration {
+        version: 3,
+        name: "the fleet's shared work queue with leases",
+        sql: crate::queue::V3,
+    },
+];
 
 /// Schema 1. Integers the LMDB record holds as u64/u32 are `bigint` (sizes and
 /// times above 2^63 − 1 are refused by the writer); `kind` is 1 v1, 2 v2, 3 hybrid.
