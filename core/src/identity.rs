@@ -9,8 +9,8 @@ use crate::addr::Family;
 use crate::config::IdentityConfig;
 use crate::id::{bep42_node_id_r, NodeId};
 use crate::rng::Rng;
-use crate::shard::Shard;
 use crate::routing::{Contact, NodeEntry, RoutingConfig, RoutingStats, RoutingTable};
+use crate::shard::Shard;
 use crate::time::Timestamp;
 use crate::SocketId;
 

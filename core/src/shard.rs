@@ -210,9 +210,22 @@ mod tests {
     #[test]
     fn parse_accepts_valid_and_rejects_the_rest() {
         assert_eq!(Shard::parse("0/1"), Ok(Shard::ALL));
-        assert_eq!(Shard::parse("2/3").map(|s| (s.index(), s.count())), Ok((2, 3)));
+        assert_eq!(
+            Shard::parse("2/3").map(|s| (s.index(), s.count())),
+            Ok((2, 3))
+        );
         assert_eq!(Shard::parse("255/256").map(|s| s.index()), Ok(255));
-        for bad in ["3/3", "0/0", "1/257", "x/3", "1", "-1/3", "1/3/4", "", "70000/70001"] {
+        for bad in [
+            "3/3",
+            "0/0",
+            "1/257",
+            "x/3",
+            "1",
+            "-1/3",
+            "1/3/4",
+            "",
+            "70000/70001",
+        ] {
             let e = Shard::parse(bad).unwrap_err();
             assert!(!e.0.is_empty(), "{bad}");
         }
@@ -291,7 +304,10 @@ mod tests {
             assert_ne!(ids[0].0[19] & 7, ids[1].0[19] & 7);
             assert_ne!(ids[1].0[19] & 7, ids[2].0[19] & 7);
         }
-        assert!(reachable > 0 && unreachable > 0, "{reachable} {unreachable}");
+        assert!(
+            reachable > 0 && unreachable > 0,
+            "{reachable} {unreachable}"
+        );
     }
 
     #[test]

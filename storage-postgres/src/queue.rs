@@ -260,7 +260,10 @@ impl Queue {
             );
             let rest = i64::try_from(n - out.len()).unwrap_or(i64::MAX);
             for r in tx
-                .query(&other, &[&clock, &grace, &rest, &name, &lease, &shard, &orphan])
+                .query(
+                    &other,
+                    &[&clock, &grace, &rest, &name, &lease, &shard, &orphan],
+                )
                 .map_err(PgError::db("taking over expired work"))?
             {
                 out.push(claimed(&r)?);

@@ -80,7 +80,10 @@ fn three_concurrent_claimers_never_get_the_same_row() {
     );
     assert_eq!(all.len(), 300);
     assert_eq!(
-        count(&mut q, "SELECT count(*) FROM crawl_queue WHERE claimed_by IS NOT NULL"),
+        count(
+            &mut q,
+            "SELECT count(*) FROM crawl_queue WHERE claimed_by IS NOT NULL"
+        ),
         300
     );
 }
@@ -120,12 +123,18 @@ fn an_expired_lease_is_taken_over_and_only_then() {
     assert_eq!(b.complete(&[ih(0x10, 1)]).unwrap(), 1);
     // A release makes the row due again later, for its own shard first.
     b.set_clock(Some(1100));
-    assert_eq!(b.release(&[ih(0x10, 2)], Duration::from_secs(50)).unwrap(), 1);
+    assert_eq!(
+        b.release(&[ih(0x10, 2)], Duration::from_secs(50)).unwrap(),
+        1
+    );
     a.set_clock(Some(1149));
     assert!(a.claim(0, 10, &opts).unwrap().is_empty());
     a.set_clock(Some(1150));
     let again = a.claim(0, 10, &opts).unwrap();
-    assert_eq!(again.iter().map(|c| c.info_hash).collect::<Vec<_>>(), vec![ih(0x10, 2)]);
+    assert_eq!(
+        again.iter().map(|c| c.info_hash).collect::<Vec<_>>(),
+        vec![ih(0x10, 2)]
+    );
     // Done rows are never handed out again.
     a.set_clock(Some(1_000_000));
     assert!(a.complete(&[ih(0x10, 2)]).unwrap() == 1);
@@ -173,7 +182,10 @@ fn offers_from_three_writers_make_one_row_and_skip_stored_torrents() {
     assert_eq!(count(&mut q, "SELECT count(*) FROM crawl_queue"), 500);
     // The first offer of each row stays: one of the writers, never overwritten.
     assert_eq!(
-        count(&mut q, "SELECT count(*) FROM crawl_queue WHERE offered_by LIKE 'writer-_'"),
+        count(
+            &mut q,
+            "SELECT count(*) FROM crawl_queue WHERE offered_by LIKE 'writer-_'"
+        ),
         500
     );
     assert!(q.is_stored(&stored.infohash).unwrap());

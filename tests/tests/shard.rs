@@ -117,7 +117,10 @@ fn three_shards_fetch_each_torrent_once_and_together_what_one_crawler_does() {
             }
         }
     }
-    let stats: Vec<_> = three.iter().map(|&c| w3.crawler(c).crawler.crawl_stats()).collect();
+    let stats: Vec<_> = three
+        .iter()
+        .map(|&c| w3.crawler(c).crawler.crawl_stats())
+        .collect();
     let in_common = union.intersection(single).count();
     eprintln!(
         "seed {seed}: unsharded fetched {}; shards fetched {:?} (union {}, in common with \
@@ -128,7 +131,10 @@ fn three_shards_fetch_each_torrent_once_and_together_what_one_crawler_does() {
         union.len(),
         stats.iter().map(|s| s.shard_offered).collect::<Vec<_>>(),
         stats.iter().map(|s| s.shard_claimed).collect::<Vec<_>>(),
-        stats.iter().map(|s| s.shard_foreign_nodes).collect::<Vec<_>>(),
+        stats
+            .iter()
+            .map(|s| s.shard_foreign_nodes)
+            .collect::<Vec<_>>(),
     );
     assert_eq!(twice, 0, "seed {seed}: a torrent fetched by two shards");
     assert!(offered > 0, "the shards shared work through the queue");
@@ -146,7 +152,10 @@ fn three_shards_fetch_each_torrent_once_and_together_what_one_crawler_does() {
             // BEP 42 may not allow the slice from the simulated address: then
             // the id is as near as the address allows (core's property test).
             if !s.contains(&ident.id.0) {
-                eprintln!("shard {s}: id {:?} outside the slice after the vote", ident.id);
+                eprintln!(
+                    "shard {s}: id {:?} outside the slice after the vote",
+                    ident.id
+                );
             }
         }
     }

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use crate::fetch::{AfterFailure, FetchFailure};
 use crate::id::{InfoHash, NodeId};
 use crate::krpc::QueryKind;
-use crate::time::Timestamp;
 use crate::shard::Shard;
+use crate::time::Timestamp;
 use crate::{ApiMisuse, Event};
 
 use super::{Acq, CrawlTx, Net, PeerSearch, Retry, Sent, Stage, Strategy};
