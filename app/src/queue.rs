@@ -292,6 +292,7 @@ impl Sharing {
                     None => {}
                 }
             }
+            tracing::info!(target: "magnetar::queue", shard = %self.shard, counters = ?self.counters(), "shared queue at shutdown");
             return;
         }
         let due = self.last_claim.is_none_or(|t| t.elapsed() >= CLAIM_EVERY);

@@ -123,7 +123,7 @@ impl Shard {
     pub fn range(&self) -> (u32, u32) {
         let n = u64::from(self.count);
         // Smallest x with x·n ≥ i·2³²: ceil(i·2³² / n).
-        let lo = |i: u64| ((i << 32) + n - 1) / n;
+        let lo = |i: u64| (i << 32).div_ceil(n);
         let first = lo(u64::from(self.index));
         let last = lo(u64::from(self.index) + 1) - 1;
         (first as u32, last.min(u64::from(u32::MAX)) as u32)
