@@ -61,3 +61,24 @@ fn environment_variables_are_not_reused_for_different_options() {
         }
     }
 }
+
+/// `crawl --shard I/N`: 0 ≤ I < N ≤ 256, a clear error otherwise; 0/1 by default.
+#[test]
+fn crawl_shard_is_validated() {
+    use clap::Parser;
+    let ok = Cli::try_parse_from(["magnetar", "crawl", "--shard", "2/3"]);
+    assert!(ok.is_ok(), "{:?}", ok.err());
+    for (bad, why) in [
+        ("3/3", "0 to 2"),
+        ("0/0", "1 to 256"),
+        ("1/257", "1 to 256"),
+        ("x", "expected I/N"),
+        ("1/3/4", "expected I/N"),
+    ] {
+        let e = Cli::try_parse_from(["magnetar", "crawl", "--shard", bad])
+            .err()
+            .unwrap_or_else(|| panic!("--shard {bad} accepted"))
+            .to_string();
+        assert!(e.contains(why), "--shard {bad}: {e}");
+    }
+}

@@ -37,6 +37,8 @@ pub struct CrawlOptions {
     /// The counters of the web server running beside the crawl (`--http`), shown
     /// on `/metrics`.
     pub http: Option<Arc<magnetar_web::ServerCounters>>,
+    /// The fleet side: shard and shared queue (inactive without `--queue`).
+    pub sharing: crate::queue::Sharing,
 }
 
 /// The name under which identity `i` keeps its node id in the database: its bind
@@ -214,6 +216,7 @@ pub fn wire(
     .map_err(|e| format!("storage failed: {e}"))?;
     storage.id_records = opts.id_records;
     storage.http = opts.http;
+    storage.sharing = opts.sharing;
     let on_dns = {
         let watch = watch.clone();
         move |name: &str, r: &Result<Vec<SocketAddr>, String>| {
@@ -568,6 +571,8 @@ pub struct LmdbStorage {
     id_records: Option<IdRecords>,
     /// The web server's counters (`--http`).
     http: Option<Arc<magnetar_web::ServerCounters>>,
+    /// The fleet side (`--shard`, `--queue`).
+    sharing: crate::queue::Sharing,
 }
 
 impl LmdbStorage {
@@ -595,6 +600,7 @@ impl LmdbStorage {
             observed,
             id_records: None,
             http: None,
+            sharing: crate::queue::Sharing::new(magnetar_core::Shard::ALL, None),
         };
         s.render_metrics(&Stats::default(), &Default::default());
         Ok(s)
@@ -608,6 +614,7 @@ impl LmdbStorage {
             if let Some(h) = &self.http {
                 only.extend(metrics::http(h));
             }
+            only.extend(self.sharing.metrics());
             let o = observed(&self.observed);
             let text = render_metrics(stats, &c, self.max_conns, &mut self.ingest, only, &o);
             drop(o);
@@ -625,7 +632,15 @@ impl Storage for LmdbStorage {
         if let (Event::IdentityChanged { socket, new, .. }, Some(r)) = (event, &self.id_records) {
             r.save(socket.0 as usize, new);
         }
-        Storage::on_event(&mut self.ingest, wall, event)
+        self.sharing.on_event(event);
+        let d = Storage::on_event(&mut self.ingest, wall, event)?;
+        // Not in the local store: is it in the fleet's shared one?
+        if let (Decision::Acquire, Event::InfohashDiscovered { info_hash, .. }) = (d, event) {
+            if self.sharing.active() && self.sharing.is_stored(info_hash) {
+                return Ok(Decision::Known);
+            }
+        }
+        Ok(d)
     }
 
     fn nodes(&mut self, wall: u64, nodes: &[NodeEntry]) -> Result<(), String> {
@@ -634,6 +649,7 @@ impl Storage for LmdbStorage {
 
     fn status(&mut self, wall: u64, snap: &Snapshot, last: bool) -> Result<(), String> {
         self.ingest.poll_filter_reload();
+        self.sharing.tick(last);
         observed(&self.observed).stored = self.ingest.counters().torrents;
         self.render_metrics(&snap.stats, &snap.runtime);
         self.ticks += 1;
@@ -647,6 +663,10 @@ impl Storage for LmdbStorage {
                 .map_err(|e| e.to_string())?;
         }
         Ok(())
+    }
+
+    fn claimed(&mut self, out: &mut Vec<magnetar_core::InfoHash>) {
+        self.sharing.take_claimed(out);
     }
 
     fn close(self: Box<Self>) -> Result<(), String> {

@@ -12,6 +12,7 @@ mod filter;
 #[allow(dead_code)]
 mod ingest;
 mod metrics;
+mod queue;
 mod sys;
 mod tokio_run;
 
@@ -467,6 +468,23 @@ struct CrawlArgs {
     /// identities switch to BEP 42 ids when the vote settles).
     #[arg(long, value_name = "IP", num_args = 1.., env = "MAGNETAR_EXTERNAL_IP", value_delimiter = ',')]
     external_ip: Vec<IpAddr>,
+
+    /// This crawler's shard of a fleet, I/N (0 ≤ I < N ≤ 256): its node ids and
+    /// its BEP 51 walk stay in slice I of N of the keyspace, and it fetches the
+    /// infohashes of that slice only; the others go to the shared queue
+    /// (--queue) for the crawler that owns them. 0/1 (default): unsharded.
+    #[arg(long, value_name = "I/N", default_value = "0/1", env = "MAGNETAR_SHARD",
+          value_parser = parse_shard)]
+    shard: magnetar_core::Shard,
+
+    /// The fleet's shared work queue, a PostgreSQL URL (`postgres://…` or a
+    /// libpq string): infohashes of other shards are offered there, this
+    /// shard's work is claimed from it under a lease (taken over by another
+    /// shard if this crawler dies), and the torrents stored there are not
+    /// fetched again. Will default to the --store URL once crawl writes to
+    /// PostgreSQL.
+    #[arg(long, value_name = "URL", env = "MAGNETAR_QUEUE")]
+    queue: Option<String>,
 
     /// Outgoing DHT query budget, packets per second (answers to queries are not counted).
     #[arg(
@@ -1048,6 +1066,11 @@ fn tracker_urls(urls: &[String]) -> Result<Vec<magnetar_core::tracker::TrackerUr
     Ok(out)
 }
 
+/// `--shard I/N`.
+fn parse_shard(s: &str) -> Result<magnetar_core::Shard, String> {
+    magnetar_core::Shard::parse(s).map_err(|e| e.to_string())
+}
+
 /// Binds, opens the database at `db`, crawls until --duration or a signal.
 fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
     for b in &a.bootstrap {
@@ -1074,6 +1097,9 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
         }
     }
     let trackers = tracker_urls(&a.trackers)?;
+    if a.shard.is_sharded() && a.queue.is_none() {
+        tracing::warn!(shard = %a.shard, "--shard without --queue: the infohashes of the other shards' slices are offered to nobody");
+    }
     let rules = match &a.filter_rules {
         Some(p) => filter::load(p).map_err(|e| Fail(format!("--filter-rules {e}")))?,
         None => Default::default(),
@@ -1143,7 +1169,16 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
     // Node ids: the ones kept by the last run while still valid, else new ones
     // (core's identity logic, which the simulator's crawler shares); kept at once.
     let keys = crawl::identity_keys(&bound);
-    let saved = crawl::saved_ids(&store, &keys);
+    let mut saved = crawl::saved_ids(&store, &keys);
+    cfg.crawl.shard = a.shard;
+    if a.shard.is_sharded() {
+        // A kept id outside the slice (another shard's, or unsharded) is drawn anew.
+        for s in &mut saved {
+            if s.is_some_and(|id| !a.shard.contains(&id.0)) {
+                *s = None;
+            }
+        }
+    }
     cfg.identities = IdentityConfig::for_sockets(&bound, &a.external_ip, &saved);
     cfg.fill_node_ids();
     let id_records = crawl::IdRecords {
@@ -1167,6 +1202,17 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
         }
         _ => None,
     };
+    let queue: Option<Box<dyn queue::WorkQueue>> = match &a.queue {
+        Some(url) => {
+            let name = queue::crawler_name(a.shard);
+            let q = queue::PgQueue::connect(url, &name, a.shard)
+                .map_err(|e| Fail(format!("--queue: {e}")))?;
+            Some(Box::new(q))
+        }
+        None => None,
+    };
+    tracing::info!(shard = %a.shard, queue = a.queue.is_some(), "shard");
+    let sharing = queue::Sharing::new(a.shard, queue);
     let mut ingest = ingest::Ingest::new(store, writer);
     ingest.set_scrape_max_age(Duration::from_secs(a.scrape_max_age));
     if let Some(p) = &a.filter_rules {
@@ -1212,6 +1258,7 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
         doctor_after: Duration::from_secs(a.doctor_after),
         id_records: Some(id_records),
         http: _http.as_ref().map(|bg| bg.counters.clone()),
+        sharing,
     };
     let t0 = std::time::Instant::now();
     let sockets = sockets.into_iter().map(|(_, s)| s).collect();

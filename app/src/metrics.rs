@@ -461,6 +461,9 @@ mod tests {
             retries: q.n(),
             given_up: q.n(),
             retry_skips: q.n(),
+            shard_offered: q.n(),
+            shard_claimed: q.n(),
+            shard_foreign_nodes: q.n(),
             candidates_deferred: q.n(),
             candidates_announced: q.n(),
             candidates_noseed: q.n(),
@@ -595,6 +598,11 @@ mod tests {
         let web = magnetar_web::ServerCounters::default();
         let mut only = crawl::tokio_only(&counters);
         only.extend(super::http(&web));
+        only.extend(crate::queue::metrics(
+            magnetar_core::Shard::new(1, 3).unwrap(),
+            true,
+            &Default::default(),
+        ));
         crawl::render_metrics(&full_stats(), &counters, 64, &mut ingest, only, &observed)
     }
 

@@ -196,7 +196,7 @@ impl Config {
     /// application knows (and can keep) the ids before the crawler starts.
     pub fn fill_node_ids(&mut self) {
         let mut rng = crate::rng::Rng::new(self.seed).child(1);
-        let ids = crate::identity::initial_ids(&self.identities, &mut rng);
+        let ids = crate::identity::initial_ids(&self.identities, self.crawl.shard, &mut rng);
         for (ic, id) in self.identities.iter_mut().zip(ids) {
             ic.node_id = Some(id);
         }

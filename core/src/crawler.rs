@@ -80,7 +80,7 @@ impl Crawler {
     pub fn new(cfg: Config, now: Timestamp) -> Self {
         let rng = Rng::new(cfg.seed);
         let mut id_rng = rng.child(1);
-        let initial = initial_ids(&cfg.identities, &mut id_rng);
+        let initial = initial_ids(&cfg.identities, cfg.crawl.shard, &mut id_rng);
         let mut ids = Vec::new();
         let mut voters: Vec<(IpAddr, Voter)> = Vec::new();
         for (i, (ic, id)) in cfg.identities.iter().zip(initial).enumerate() {
@@ -272,6 +272,19 @@ impl Crawler {
     pub fn acquire(&mut self, now: Timestamp, ih: InfoHash) -> Result<(), ApiMisuse> {
         self.node.advance(now);
         let r = self.strategy.acquire(self.node.now, ih, &mut self.node);
+        self.route_search_results();
+        r
+    }
+
+    /// Acquires `ih`, claimed from the fleet's shared queue (see `crate::shard`):
+    /// like [`Crawler::acquire`], but whatever slice `ih` lies in (the owner's
+    /// own work, or another shard's whose lease expired). An unsharded crawler
+    /// never needs it.
+    pub fn acquire_claimed(&mut self, now: Timestamp, ih: InfoHash) -> Result<(), ApiMisuse> {
+        self.node.advance(now);
+        let r = self
+            .strategy
+            .acquire_claimed(self.node.now, ih, &mut self.node);
         self.route_search_results();
         r
     }
@@ -890,7 +903,8 @@ impl Crawler {
                     && !bep42_matches(&x.id, ip)
             })
             .collect();
-        let new_ids = bep42_ids(ip, switch.len(), &mut self.switch_rng);
+        let shard = self.node.cfg.crawl.shard;
+        let new_ids = bep42_ids(ip, switch.len(), shard, &mut self.switch_rng);
         for (j, id) in switch.into_iter().zip(new_ids) {
             let ident = &mut self.node.ids[j];
             let old = ident.id;

@@ -10,6 +10,7 @@ use crate::config::IdentityConfig;
 use crate::id::{bep42_node_id_r, NodeId};
 use crate::rng::Rng;
 use crate::routing::{Contact, NodeEntry, RoutingConfig, RoutingStats, RoutingTable};
+use crate::shard::Shard;
 use crate::time::Timestamp;
 use crate::SocketId;
 
@@ -91,11 +92,18 @@ impl Identity {
 /// BEP 42 id for its `external_ip`; else 160 random bits (until the vote on our
 /// external address settles, see `vote`). Identities that share an external
 /// address take consecutive `r` values from a random start, so up to 8 of them
-/// get 8 different prefixes; every other free bit is random.
-pub(crate) fn initial_ids(identities: &[IdentityConfig], rng: &mut Rng) -> Vec<NodeId> {
+/// get 8 different prefixes; every other free bit is random. A sharded crawler
+/// (`shard.count > 1`) places them in its slice instead (see `crate::shard`):
+/// random ids inside it, BEP 42 ids with the `r` nearest it, ranked per address.
+pub(crate) fn initial_ids(
+    identities: &[IdentityConfig],
+    shard: Shard,
+    rng: &mut Rng,
+) -> Vec<NodeId> {
     // Drawn only when needed: a crawler without a configured external address
     // draws the same ids as before `r` was spread.
     let mut r0 = None;
+    let mut placed: Vec<(IpAddr, Vec<NodeId>)> = Vec::new();
     let mut out = Vec::with_capacity(identities.len());
     for (i, ic) in identities.iter().enumerate() {
         let id = match (ic.node_id, ic.external_ip) {
@@ -103,12 +111,31 @@ pub(crate) fn initial_ids(identities: &[IdentityConfig], rng: &mut Rng) -> Vec<N
             (None, Some(ip)) => {
                 let k = identities[..i]
                     .iter()
-                    .filter(|o| o.external_ip == Some(ip))
+                    .filter(|o| o.external_ip == Some(ip) && o.node_id.is_none())
                     .count();
-                let r0 = *r0.get_or_insert_with(|| rng.bytes::<1>()[0]);
-                bep42_node_id_r(ip, r0.wrapping_add(k as u8), rng)
+                if shard.is_sharded() {
+                    if !placed.iter().any(|(p, _)| *p == ip) {
+                        let n = identities
+                            .iter()
+                            .filter(|o| o.external_ip == Some(ip) && o.node_id.is_none())
+                            .count();
+                        placed.push((ip, shard.bep42_ids(ip, n, rng)));
+                    }
+                    let ids = placed.iter().find(|(p, _)| *p == ip).map(|x| &x.1);
+                    match ids.and_then(|v| v.get(k)) {
+                        Some(id) => *id,
+                        None => shard.random_id(rng),
+                    }
+                } else {
+                    let k = identities[..i]
+                        .iter()
+                        .filter(|o| o.external_ip == Some(ip))
+                        .count();
+                    let r0 = *r0.get_or_insert_with(|| rng.bytes::<1>()[0]);
+                    bep42_node_id_r(ip, r0.wrapping_add(k as u8), rng)
+                }
             }
-            (None, None) => NodeId::random(rng),
+            (None, None) => shard.random_id(rng),
         };
         out.push(id);
     }
@@ -116,8 +143,12 @@ pub(crate) fn initial_ids(identities: &[IdentityConfig], rng: &mut Rng) -> Vec<N
 }
 
 /// `n` new BEP 42 ids for external address `ip` (the vote settled on `ip` and
-/// the identities' ids do not match it), spread over `r` as in [`initial_ids`].
-pub(crate) fn bep42_ids(ip: IpAddr, n: usize, rng: &mut Rng) -> Vec<NodeId> {
+/// the identities' ids do not match it), spread over `r` as in [`initial_ids`]
+/// (placed in the slice of a sharded crawler).
+pub(crate) fn bep42_ids(ip: IpAddr, n: usize, shard: Shard, rng: &mut Rng) -> Vec<NodeId> {
+    if shard.is_sharded() {
+        return shard.bep42_ids(ip, n, rng);
+    }
     let r0 = rng.bytes::<1>()[0];
     (0..n)
         .map(|k| bep42_node_id_r(ip, r0.wrapping_add(k as u8), rng))

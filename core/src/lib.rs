@@ -84,6 +84,7 @@ pub mod routing;
 mod rpc;
 mod server;
 pub mod session;
+pub mod shard;
 mod stats;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
@@ -101,6 +102,7 @@ pub use fault::Fault;
 pub use id::{bep42_matches, bep42_node_id, bep42_verify, Distance, InfoHash, NodeId};
 pub use lookup::LookupKind;
 pub use rng::Rng;
+pub use shard::Shard;
 pub use stats::{DhtStats, PacketCounts, Stats, TableSize};
 pub use time::Timestamp;
 
@@ -276,6 +278,15 @@ pub enum Event {
         from: SocketAddr,
         /// For announces: the announcing peer's address.
         peer: Option<SocketAddr>,
+    },
+    /// An infohash of another shard's slice that this crawler would have
+    /// acquired (see `crate::shard`): the driver offers it to the shared queue,
+    /// whose owner claims it and acquires it (`Crawler::acquire_claimed`).
+    InfohashOffered {
+        /// The infohash.
+        info_hash: InfoHash,
+        /// The shard that owns it.
+        owner: u16,
     },
     /// Peers for an infohash, from a get_peers query or traversal.
     PeersFound {

@@ -378,6 +378,13 @@ pub fn run(opts: RunOptions) -> io::Result<RunReport> {
             if let Err(e) = lp.io.storage.status(wall_secs(), &snap, false) {
                 lp.io.storage_failed(e);
             }
+            // Work claimed from a fleet's shared queue (none for a lone crawler).
+            let mut claimed = Vec::new();
+            lp.io.storage.claimed(&mut claimed);
+            if !claimed.is_empty() {
+                lp.pump.claimed(&mut lp.io, &claimed);
+                lp.drain();
+            }
             if let Some(f) = &mut on_status {
                 f(&snap);
             }

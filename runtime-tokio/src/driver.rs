@@ -101,6 +101,8 @@ enum StoreMsg {
 /// What the storage thread answers: a discovery's decision, or a failure.
 enum StoreReply {
     Decision(InfoHash, Decision),
+    /// Work claimed from a fleet's shared queue (`Storage::claimed`).
+    Claimed(Vec<InfoHash>),
     Error(String),
 }
 
@@ -432,6 +434,7 @@ impl Driver {
     fn on_store_reply(&mut self, r: StoreReply) {
         match r {
             StoreReply::Decision(ih, d) => self.pump.decided(&mut self.io, ih, d),
+            StoreReply::Claimed(v) => self.pump.claimed(&mut self.io, &v),
             StoreReply::Error(e) => {
                 self.pump.counters_mut().storage_errors += 1;
                 if self.store_failed.is_none() {
@@ -536,7 +539,17 @@ fn storage_thread(
                 Err(err) => Err(err),
             },
             StoreMsg::Nodes(wall, nodes) => s.nodes(wall, &nodes),
-            StoreMsg::Status(wall, snap, last) => s.status(wall, &snap, last),
+            StoreMsg::Status(wall, snap, last) => {
+                let r = s.status(wall, &snap, last);
+                if !last {
+                    let mut claimed = Vec::new();
+                    s.claimed(&mut claimed);
+                    if !claimed.is_empty() {
+                        let _ = replies.send(StoreReply::Claimed(claimed));
+                    }
+                }
+                r
+            }
         };
         if let Err(err) = r {
             // Every failure is counted; the driver logs the first and stops.

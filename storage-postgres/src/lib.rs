@@ -30,6 +30,7 @@
 //! | `torrents` | infohash bytea PK (20), id bigint UNIQUE (doc id, discovery order), kind (1 v1, 2 v2, 3 hybrid), v2 bytea (32), name, total_size, piece_length, piece_count, file_count, private, source, discovered_at, last_seen_at (Unix s), sources (bitset), seeders, leechers, scraped_at (NULL = unknown), has_info, search tsvector |
 //! | `files` | torrent_id → torrents.id, idx, path, size; PK (torrent_id, idx) |
 //! | `info` | torrent_id → torrents.id PK, dict bytea (the raw bencoded info dict) |
+//! | `crawl_queue` (3) | the fleet's shared work queue with leases: see [`queue`] |
 //!
 //! Version 2 (see [`migrate`] for the columns): `peers` (PK ip, port), `nodes` (PK
 //! id), `sessions` (PK id), `requests` (identity id, capped at
@@ -85,6 +86,7 @@ mod error;
 pub mod exports;
 pub mod facets;
 pub mod migrate;
+pub mod queue;
 pub mod records;
 pub mod search;
 pub mod stats;
@@ -96,6 +98,7 @@ pub mod writer;
 
 pub use error::{PgError, Result};
 pub use migrate::{migrate, SCHEMA_VERSION};
+pub use queue::{ClaimOptions, Claimed, Queue, QueueTotals};
 pub use write::BatchReport;
 pub use writer::{PgWriter, PgWriterConfig, PgWriterTotals};
 

@@ -13,7 +13,7 @@ use postgres::Client;
 use crate::error::{PgError, Result};
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 2;
+pub const SCHEMA_VERSION: i32 = 3;
 
 /// Advisory lock key of migrations ("magnetar" in ASCII, truncated to 63 bits).
 const MIGRATION_LOCK: i64 = 0x6d61_676e_6574_6172 & i64::MAX;
@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "peers, nodes, sessions, requests, tombstones, hidden, facets",
         sql: V2,
+    },
+    Migration {
+        version: 3,
+        name: "the fleet's shared work queue with leases",
+        sql: crate::queue::V3,
     },
 ];
 

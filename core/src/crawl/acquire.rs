@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use crate::fetch::{AfterFailure, FetchFailure};
 use crate::id::{InfoHash, NodeId};
 use crate::krpc::QueryKind;
+use crate::shard::Shard;
 use crate::time::Timestamp;
-use crate::ApiMisuse;
+use crate::{ApiMisuse, Event};
 
 use super::{Acq, CrawlTx, Net, PeerSearch, Retry, Sent, Stage, Strategy};
 
@@ -23,6 +24,43 @@ impl Strategy {
         net: &mut impl Net,
     ) -> Result<(), ApiMisuse> {
         self.advance(now);
+        let shard = self.cfg.shard;
+        if !shard.contains(&ih.0) {
+            // Another shard's slice: its owner fetches it, once it claims it
+            // from the shared queue. Forget the leads: nothing here uses them.
+            self.stats.shard_offered += 1;
+            if let Some(h) = self.hints.get(&ih) {
+                if !h.wanted {
+                    self.hints.remove(&ih);
+                }
+            }
+            net.emit(Event::InfohashOffered {
+                info_hash: ih,
+                owner: Shard::owner_of(shard.count(), &ih.0),
+            });
+            return Ok(());
+        }
+        self.acquire_owned(ih, net)
+    }
+
+    /// An infohash claimed from the shared queue (this shard owns it, or took
+    /// it over from a shard whose lease expired): acquired like one of its own
+    /// slice, whatever its slice.
+    pub fn acquire_claimed(
+        &mut self,
+        now: Timestamp,
+        ih: InfoHash,
+        net: &mut impl Net,
+    ) -> Result<(), ApiMisuse> {
+        self.advance(now);
+        let r = self.acquire_owned(ih, net);
+        if r.is_ok() {
+            self.stats.shard_claimed += 1;
+        }
+        r
+    }
+
+    fn acquire_owned(&mut self, ih: InfoHash, net: &mut impl Net) -> Result<(), ApiMisuse> {
         if let Some(h) = self.hints.get_mut(&ih) {
             h.wanted = true;
         }

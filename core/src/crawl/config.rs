@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::shard::Shard;
+
 /// How the crawl strategy harvests: budgets, pacing, revisits, acquisitions.
 #[derive(Clone, Debug)]
 pub struct CrawlConfig {
@@ -98,6 +100,12 @@ pub struct CrawlConfig {
     /// Stored torrents waiting for a refresh, most recently seen first; the
     /// least recently seen is dropped (counted) when full.
     pub refresh_queue: usize,
+    /// This crawler's slice of the keyspace in a fleet (`--shard I/N`, see
+    /// `crate::shard`): its ids and walk stay in the slice, and it acquires only
+    /// the infohashes of its slice (and those claimed from the shared queue);
+    /// the others are offered (`Event::InfohashOffered`). `Shard::ALL` (the
+    /// default) is one unsharded crawler.
+    pub shard: Shard,
 }
 
 impl Default for CrawlConfig {
@@ -139,6 +147,7 @@ impl Default for CrawlConfig {
             refresh_lookup_queries: 16,
             refresh_lookups: 4,
             refresh_queue: 10_000,
+            shard: Shard::ALL,
         }
     }
 }
@@ -214,6 +223,14 @@ pub struct CrawlStats {
     pub given_up: u64,
     /// `acquire` calls ignored while the infohash waits out its backoff.
     pub retry_skips: u64,
+    /// Infohashes of another shard's slice offered to the shared queue instead
+    /// of acquired (`Event::InfohashOffered`).
+    pub shard_offered: u64,
+    /// Infohashes claimed from the shared queue and acquired
+    /// (`Crawler::acquire_claimed`).
+    pub shard_claimed: u64,
+    /// Nodes outside this shard's slice kept out of the node book.
+    pub shard_foreign_nodes: u64,
     /// get_peers candidates held back for [`CrawlConfig::candidate_grace`].
     pub candidates_deferred: u64,
     /// Of those, the ones whose announce arrived meanwhile (no peer search).

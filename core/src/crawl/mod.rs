@@ -318,6 +318,12 @@ impl Strategy {
         if self.blacklisted(now, &a) {
             return false;
         }
+        if !self.cfg.shard.contains(&id.0) {
+            // A sharded crawler samples its own slice only: the other shards
+            // sample theirs.
+            self.stats.shard_foreign_nodes += 1;
+            return false;
+        }
         if let Some(n) = self.book.get_mut(&a) {
             if n.id != id {
                 // Same address, new id: a restart or a spoofer. Trust neither for now.
@@ -499,6 +505,8 @@ mod tests {
         rng: Rng,
         /// Every lookup slot is busy: peer searches are refused.
         slots_busy: bool,
+        /// The targets of the sample_infohashes and find_node queries sent.
+        targets: Vec<NodeId>,
     }
 
     impl Recorder {
@@ -513,6 +521,7 @@ mod tests {
                 events: Vec::new(),
                 rng: Rng::new(9),
                 slots_busy: false,
+                targets: Vec::new(),
             }
         }
 
@@ -537,6 +546,12 @@ mod tests {
                 return Sent::Throttled;
             }
             let sample = matches!(kind, QueryKind::SampleInfohashes { .. });
+            match kind {
+                QueryKind::SampleInfohashes { target } | QueryKind::FindNode { target } => {
+                    self.targets.push(target)
+                }
+                _ => {}
+            }
             self.sent.push((to, tag, sample));
             Sent::Yes
         }
@@ -1254,5 +1269,100 @@ mod tests {
         s.tick(now, &mut net);
         assert_eq!(net.searches.len(), MAX_SOURCES + 1);
         assert!(!s.is_acquiring(&ih));
+    }
+
+    /// Issue 21 §2: a sharded crawler offers an infohash of another slice
+    /// instead of acquiring it (no fetch from its announcer, no search), and
+    /// acquires it once it is claimed from the shared queue; one of its own
+    /// slice it acquires as before.
+    #[test]
+    fn a_foreign_infohash_is_offered_and_acquired_only_once_claimed() {
+        use crate::shard::Shard;
+        let t = Timestamp::from_secs(100);
+        let shard = Shard::new(1, 3).unwrap();
+        let cfg = CrawlConfig {
+            auto_acquire: true,
+            shard,
+            ..CrawlConfig::default()
+        };
+        let mut s = Strategy::new(cfg, t, [0; 16]);
+        let mut net = Recorder::new();
+        // Top byte 0x10 lies in slice 0 of 3, 0x60 in slice 1, 0xc0 in slice 2.
+        let foreign = InfoHash([0x10; 20]);
+        let other = InfoHash([0xc0; 20]);
+        let own = InfoHash([0x60; 20]);
+        assert!(!shard.contains(&foreign.0) && shard.contains(&own.0));
+        let announce = |ih, n: u8| Discovery {
+            info_hash: ih,
+            source: DiscoverySource::Announce,
+            from: addr(&format!("10.0.0.{n}:6881")),
+            peer: Some(addr(&format!("10.0.0.{n}:51413"))),
+            sampled_by: None,
+            noseed: false,
+        };
+        s.on_discovery(t, announce(foreign, 1), &mut net);
+        s.on_discovery(t, announce(other, 2), &mut net);
+        assert!(net.fetches.is_empty() && net.searches.is_empty());
+        assert!(!s.is_acquiring(&foreign) && !s.is_acquiring(&other));
+        let offered: Vec<(InfoHash, u16)> = net
+            .events
+            .iter()
+            .filter_map(|e| match e {
+                Event::InfohashOffered { info_hash, owner } => Some((*info_hash, *owner)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(offered, vec![(foreign, 0), (other, 2)]);
+        assert_eq!(s.stats().shard_offered, 2);
+        // Its own: fetched from the announcer at once, as unsharded.
+        s.on_discovery(t, announce(own, 3), &mut net);
+        assert_eq!(net.fetches, vec![(own, vec![addr("10.0.0.3:51413")])]);
+        assert_eq!(s.stats().shard_offered, 2);
+        // Claimed from the queue (its owner died): acquired, by a peer search
+        // (the announcer's address stayed with the shard that heard it).
+        s.acquire_claimed(t, foreign, &mut net).unwrap();
+        s.tick(t.add(Duration::from_secs(2)), &mut net);
+        assert!(s.is_acquiring(&foreign));
+        assert_eq!(net.searches, vec![foreign]);
+        assert_eq!(s.stats().shard_claimed, 1);
+        // A plain `acquire` of a foreign one still only offers it.
+        s.acquire(t, other, &mut net).unwrap();
+        assert!(!s.is_acquiring(&other));
+        assert_eq!(s.stats().shard_offered, 3);
+    }
+
+    /// A sharded walk books only nodes of its slice and draws its exploration
+    /// probes and sample targets inside it.
+    #[test]
+    fn a_sharded_walk_stays_in_its_slice() {
+        use crate::shard::Shard;
+        let t = Timestamp::from_secs(100);
+        let shard = Shard::new(2, 4).unwrap();
+        let cfg = CrawlConfig {
+            shard,
+            ..CrawlConfig::default()
+        };
+        let mut s = Strategy::new(cfg, t, [0; 16]);
+        let mut net = Recorder::new();
+        let mut rng = Rng::new(5);
+        let nodes: Vec<(NodeId, SocketAddr)> = (0..64)
+            .map(|k| (NodeId::random(&mut rng), addr(&format!("10.1.{k}.1:6881"))))
+            .collect();
+        let inside = nodes.iter().filter(|(id, _)| shard.contains(&id.0)).count();
+        assert!(inside > 0 && inside < nodes.len());
+        let new = s.learn_nodes(t, 0, &nodes, &net);
+        assert_eq!(new, inside);
+        assert_eq!(s.stats().shard_foreign_nodes, (nodes.len() - inside) as u64);
+        assert_eq!(s.stats().book_nodes, inside);
+        s.tick(t.add(Duration::from_secs(1)), &mut net);
+        assert!(!net.sent.is_empty());
+        for (to, _, _) in &net.sent {
+            let id = nodes.iter().find(|(_, a)| a == to).unwrap().0;
+            assert!(shard.contains(&id.0), "only booked nodes are asked");
+        }
+        assert!(!net.targets.is_empty());
+        for target in &net.targets {
+            assert!(shard.contains(&target.0), "{target:?}");
+        }
     }
 }

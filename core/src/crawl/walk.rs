@@ -406,6 +406,9 @@ impl Strategy {
             let mut target = id;
             let tail: [u8; 12] = net.rng().bytes();
             target.0[8..].copy_from_slice(&tail);
+            // A sharded walk stays in its slice (a node booked before its id
+            // changed may lie outside: its reply then lists nodes of the slice).
+            let target = self.cfg.shard.pull_in(target);
             let tag = self.tag(CrawlTx::Sample { addr });
             sent += 1;
             let q = QueryKind::SampleInfohashes { target };
@@ -442,7 +445,8 @@ impl Strategy {
             && self.explore.available(now) > 0
         {
             tries += 1;
-            let probe = NodeId::random(net.rng());
+            // In the shard's slice (160 random bits when unsharded, as before).
+            let probe = self.cfg.shard.random_id(net.rng());
             // Round-robin over the book, so every known node is asked in turn.
             let pick = match self.explore_cursor {
                 Some(c) => self.book.range((Excluded(c), Unbounded)).next(),

@@ -417,6 +417,20 @@ impl Pump {
         }
     }
 
+    /// Infohashes claimed from a fleet's shared queue ([`Storage::claimed`]):
+    /// acquired whatever their slice (`Crawler::acquire_claimed`). One the crawler
+    /// refuses (its acquisitions are full) is dropped and counted: its lease runs
+    /// out and the queue hands it out again. No drain.
+    pub fn claimed<I: Io + ?Sized>(&mut self, io: &mut I, ihs: &[InfoHash]) {
+        let now = io.now();
+        for ih in ihs {
+            if self.crawler.acquire_claimed(now, *ih).is_err() {
+                self.counters.acquire_full += 1;
+                self.counters.acquire_dropped += 1;
+            }
+        }
+    }
+
     /// Starts acquiring `ih` at `now`; when the crawler refuses, applies the
     /// acquire policy. True if it started now.
     pub fn acquire(&mut self, now: Timestamp, ih: InfoHash) -> bool {

@@ -1,7 +1,7 @@
 //! Where the crawl's results go, seen from a runtime.
 
 use crate::routing::NodeEntry;
-use crate::{Event, Stats, Timestamp};
+use crate::{Event, InfoHash, Stats, Timestamp};
 
 use super::RuntimeCounters;
 
@@ -50,6 +50,10 @@ pub trait Storage: Send + 'static {
     fn status(&mut self, _wall: u64, _snapshot: &Snapshot, _last: bool) -> Result<(), String> {
         Ok(())
     }
+    /// Infohashes to acquire whatever the crawler's shard: claimed from a fleet's
+    /// shared queue (issue 21 §2). Asked right after each `status` call (not the
+    /// last); the runtime hands them to `Crawler::acquire_claimed`. None by default.
+    fn claimed(&mut self, _out: &mut Vec<InfoHash>) {}
     /// Everything recorded is made durable and the store is closed. Called once,
     /// at shutdown, after the last event.
     fn close(self: Box<Self>) -> Result<(), String> {

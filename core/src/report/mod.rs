@@ -1152,6 +1152,21 @@ pub fn metrics(s: &Stats) -> Vec<Metric> {
         c.retry_skips,
     );
     w.counter(
+        "magnetar_crawl_shard_offered_total",
+        "Infohashes of other shards' slices offered instead of acquired.",
+        c.shard_offered,
+    );
+    w.counter(
+        "magnetar_crawl_shard_claimed_total",
+        "Infohashes claimed from the shared queue and acquired.",
+        c.shard_claimed,
+    );
+    w.counter(
+        "magnetar_crawl_shard_foreign_nodes_total",
+        "Nodes outside this shard's slice kept out of the node book.",
+        c.shard_foreign_nodes,
+    );
+    w.counter(
         "magnetar_crawl_candidates_deferred_total",
         "get_peers candidates held back waiting for their announce.",
         c.candidates_deferred,

@@ -1,0 +1,525 @@
+//! `magnetar crawl --shard I/N --queue URL`: sharing work with the other crawlers
+//! of a fleet (issue 21 §2). Core offers the infohashes of other shards' slices
+//! (`Event::InfohashOffered`); [`Sharing`] batches them into the shared queue,
+//! claims this shard's work (and work taken over from dead claimers) for
+//! `Crawler::acquire_claimed`, marks fetched work done, releases what it holds
+//! at shutdown, and checks the shared store (behind a local cache) before a
+//! discovery of its own slice is fetched. The queue is behind [`WorkQueue`], so
+//! the crawl loop is the same without one (an LMDB user runs no queue).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use magnetar_core::fetch::AfterFailure;
+use magnetar_core::report::Metric;
+use magnetar_core::{Event, InfoHash, Shard};
+use magnetar_storage_pg::{ClaimOptions, Queue};
+
+/// A shared work queue, as the crawl loop uses it.
+pub trait WorkQueue: Send {
+    /// Offers infohashes of other shards (`(infohash, owner)`); idempotent.
+    /// Returns how many were new to the queue.
+    fn offer(&mut self, items: &[(InfoHash, u16)]) -> Result<u64, String>;
+    /// Claims up to `n` infohashes for this shard (its own, then taken over).
+    fn claim(&mut self, n: usize) -> Result<Vec<InfoHash>, String>;
+    /// Marks claimed infohashes done (fetched or given up).
+    fn complete(&mut self, ihs: &[InfoHash]) -> Result<u64, String>;
+    /// Gives claimed infohashes back to the queue, due at once.
+    fn release(&mut self, ihs: &[InfoHash]) -> Result<u64, String>;
+    /// Which of `ihs` the shared store holds.
+    fn stored(&mut self, ihs: &[InfoHash]) -> Result<Vec<InfoHash>, String>;
+}
+
+/// This crawler's name in the queue (`offered_by`, `claimed_by`): host, process
+/// and shard, e.g. `crawler-3:4711:1/3`.
+pub fn crawler_name(shard: Shard) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}:{}:{shard}", std::process::id())
+}
+
+/// The PostgreSQL queue (`magnetar_storage_pg::queue`).
+pub struct PgQueue {
+    queue: Queue,
+    shard: u16,
+    opts: ClaimOptions,
+}
+
+impl PgQueue {
+    /// Connects to `url` (migrating the schema) as `name`.
+    pub fn connect(url: &str, name: &str, shard: Shard) -> Result<PgQueue, String> {
+        let queue = Queue::connect(url, name).map_err(|e| e.to_string())?;
+        Ok(PgQueue {
+            queue,
+            shard: shard.index(),
+            opts: ClaimOptions::default(),
+        })
+    }
+}
+
+fn key(ih: &InfoHash) -> [u8; 20] {
+    ih.0
+}
+
+impl WorkQueue for PgQueue {
+    fn offer(&mut self, items: &[(InfoHash, u16)]) -> Result<u64, String> {
+        let rows: Vec<([u8; 20], u16)> = items.iter().map(|(ih, s)| (key(ih), *s)).collect();
+        self.queue.offer(&rows).map_err(|e| e.to_string())
+    }
+    fn claim(&mut self, n: usize) -> Result<Vec<InfoHash>, String> {
+        let rows = self
+            .queue
+            .claim(self.shard, n, &self.opts)
+            .map_err(|e| e.to_string())?;
+        Ok(rows.into_iter().map(|r| InfoHash(r.info_hash)).collect())
+    }
+    fn complete(&mut self, ihs: &[InfoHash]) -> Result<u64, String> {
+        let keys: Vec<[u8; 20]> = ihs.iter().map(key).collect();
+        self.queue.complete(&keys).map_err(|e| e.to_string())
+    }
+    fn release(&mut self, ihs: &[InfoHash]) -> Result<u64, String> {
+        let keys: Vec<[u8; 20]> = ihs.iter().map(key).collect();
+        self.queue
+            .release(&keys, Duration::ZERO)
+            .map_err(|e| e.to_string())
+    }
+    fn stored(&mut self, ihs: &[InfoHash]) -> Result<Vec<InfoHash>, String> {
+        let keys: Vec<[u8; 20]> = ihs.iter().map(key).collect();
+        let got = self.queue.stored(&keys).map_err(|e| e.to_string())?;
+        Ok(got.into_iter().map(InfoHash).collect())
+    }
+}
+
+/// Offers buffered before a flush (they are flushed at every status tick too).
+const OFFER_BATCH: usize = 256;
+/// How often the queue is asked for work.
+const CLAIM_EVERY: Duration = Duration::from_secs(2);
+/// Infohashes claimed at once.
+const CLAIM_BATCH: usize = 64;
+/// Claimed infohashes held (fetching) at most: no claims above it.
+const MAX_HELD: usize = 512;
+/// Infohashes known to be in the shared store, cached locally.
+const STORED_CACHE: usize = 65_536;
+
+/// The queue's counters, for `/metrics`.
+#[derive(Clone, Debug, Default)]
+pub struct QueueCounters {
+    pub offered: u64,
+    pub offer_inserted: u64,
+    pub claimed: u64,
+    pub completed: u64,
+    pub released: u64,
+    pub errors: u64,
+    pub stored_checks: u64,
+    pub stored_hits: u64,
+    pub held: u64,
+}
+
+/// The fleet side of one crawler: its shard and its queue.
+pub struct Sharing {
+    shard: Shard,
+    queue: Option<Box<dyn WorkQueue>>,
+    offers: Vec<(InfoHash, u16)>,
+    /// Claimed, handed to the crawler, not done yet.
+    held: BTreeSet<InfoHash>,
+    /// Done, to be completed in the queue.
+    done: Vec<InfoHash>,
+    /// Claimed, not yet handed to the crawler.
+    ready: Vec<InfoHash>,
+    /// Known to be in the shared store (bounded; oldest out first).
+    stored: BTreeMap<InfoHash, u64>,
+    stored_order: BTreeMap<u64, InfoHash>,
+    stored_seq: u64,
+    last_claim: Option<Instant>,
+    counters: QueueCounters,
+}
+
+impl Sharing {
+    /// A crawler of `shard` with `queue` (`None`: no fleet, nothing to do).
+    pub fn new(shard: Shard, queue: Option<Box<dyn WorkQueue>>) -> Sharing {
+        Sharing {
+            shard,
+            queue,
+            offers: Vec::new(),
+            held: BTreeSet::new(),
+            done: Vec::new(),
+            ready: Vec::new(),
+            stored: BTreeMap::new(),
+            stored_order: BTreeMap::new(),
+            stored_seq: 0,
+            last_claim: None,
+            counters: QueueCounters::default(),
+        }
+    }
+
+    /// Whether a queue is configured.
+    pub fn active(&self) -> bool {
+        self.queue.is_some()
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &QueueCounters {
+        &self.counters
+    }
+
+    fn failed(&mut self, what: &str, e: String) {
+        self.counters.errors += 1;
+        tracing::warn!(target: "magnetar::queue", "shared queue: {what} failed: {e}");
+    }
+
+    /// A core event: offers are buffered, fetched or given-up claims noted.
+    pub fn on_event(&mut self, event: &Event) {
+        if self.queue.is_none() {
+            return;
+        }
+        match event {
+            Event::InfohashOffered { info_hash, owner } => {
+                self.counters.offered += 1;
+                self.offers.push((*info_hash, *owner));
+                if self.offers.len() >= OFFER_BATCH {
+                    self.flush_offers();
+                }
+            }
+            Event::MetadataFetched(m) => {
+                self.remember_stored(m.info_hash);
+                self.finished(m.info_hash);
+            }
+            Event::MetadataFailed(m) if m.next == AfterFailure::GivenUp => {
+                self.finished(m.info_hash)
+            }
+            _ => {}
+        }
+    }
+
+    /// `ih` fetched or given up: if claimed, completed at the next tick.
+    pub fn finished(&mut self, ih: InfoHash) {
+        if self.held.remove(&ih) {
+            self.done.push(ih);
+        }
+    }
+
+    /// Whether the shared store holds `ih` already (checked before an infohash
+    /// of this crawler's slice is fetched): the local cache first, then the
+    /// queue's store. An error says no (fetching twice beats losing it).
+    pub fn is_stored(&mut self, ih: &InfoHash) -> bool {
+        if self.stored.contains_key(ih) {
+            self.counters.stored_hits += 1;
+            return true;
+        }
+        let Some(q) = self.queue.as_mut() else {
+            return false;
+        };
+        self.counters.stored_checks += 1;
+        match q.stored(std::slice::from_ref(ih)) {
+            Ok(v) if !v.is_empty() => {
+                self.counters.stored_hits += 1;
+                self.remember_stored(*ih);
+                true
+            }
+            Ok(_) => false,
+            Err(e) => {
+                self.failed("store lookup", e);
+                false
+            }
+        }
+    }
+
+    fn remember_stored(&mut self, ih: InfoHash) {
+        if self.stored.contains_key(&ih) {
+            return;
+        }
+        self.stored_seq += 1;
+        self.stored.insert(ih, self.stored_seq);
+        self.stored_order.insert(self.stored_seq, ih);
+        while self.stored.len() > STORED_CACHE {
+            let Some((_, old)) = self.stored_order.pop_first() else {
+                break;
+            };
+            self.stored.remove(&old);
+        }
+    }
+
+    fn flush_offers(&mut self) {
+        if self.offers.is_empty() {
+            return;
+        }
+        let Some(q) = self.queue.as_mut() else {
+            return;
+        };
+        match q.offer(&self.offers) {
+            Ok(n) => {
+                self.counters.offer_inserted += n;
+                self.offers.clear();
+            }
+            Err(e) => {
+                // Kept for the next tick, within a bound.
+                if self.offers.len() > 16 * OFFER_BATCH {
+                    let drop = self.offers.len() - 16 * OFFER_BATCH;
+                    self.offers.drain(..drop);
+                }
+                self.failed("offer", e);
+            }
+        }
+    }
+
+    /// The status tick: offers flushed, done work completed, new work claimed
+    /// (every [`CLAIM_EVERY`], while fewer than [`MAX_HELD`] are held). At the
+    /// last tick, what is held is released for the others to take at once.
+    pub fn tick(&mut self, last: bool) {
+        if self.queue.is_none() {
+            return;
+        }
+        self.flush_offers();
+        if !self.done.is_empty() {
+            let done = std::mem::take(&mut self.done);
+            let r = self.queue.as_mut().map(|q| q.complete(&done));
+            match r {
+                Some(Ok(n)) => self.counters.completed += n,
+                Some(Err(e)) => {
+                    self.done = done;
+                    self.failed("complete", e);
+                }
+                None => {}
+            }
+        }
+        if last {
+            let held: Vec<InfoHash> = self.held.iter().chain(&self.ready).copied().collect();
+            if !held.is_empty() {
+                match self.queue.as_mut().map(|q| q.release(&held)) {
+                    Some(Ok(n)) => self.counters.released += n,
+                    Some(Err(e)) => self.failed("release", e),
+                    None => {}
+                }
+            }
+            tracing::info!(target: "magnetar::queue", shard = %self.shard, counters = ?self.counters(), "shared queue at shutdown");
+            return;
+        }
+        let due = self.last_claim.is_none_or(|t| t.elapsed() >= CLAIM_EVERY);
+        if due && self.held.len() < MAX_HELD {
+            self.last_claim = Some(Instant::now());
+            let n = CLAIM_BATCH.min(MAX_HELD - self.held.len());
+            let r = self.queue.as_mut().map(|q| q.claim(n));
+            match r {
+                Some(Ok(v)) => {
+                    self.counters.claimed += v.len() as u64;
+                    for ih in v {
+                        if self.stored.contains_key(&ih) {
+                            // Stored meanwhile: nothing to fetch.
+                            self.done.push(ih);
+                        } else if self.held.insert(ih) {
+                            self.ready.push(ih);
+                        }
+                    }
+                }
+                Some(Err(e)) => self.failed("claim", e),
+                None => {}
+            }
+        }
+        self.counters.held = self.held.len() as u64;
+    }
+
+    /// Claimed work for the crawler.
+    pub fn take_claimed(&mut self, out: &mut Vec<InfoHash>) {
+        out.append(&mut self.ready);
+    }
+
+    /// The `/metrics` lines (rendered without a queue too: zeros, shard 0/1).
+    pub fn metrics(&self) -> Vec<Metric> {
+        metrics(self.shard, self.active(), &self.counters)
+    }
+}
+
+/// The shard and queue metrics.
+pub fn metrics(shard: Shard, active: bool, c: &QueueCounters) -> Vec<Metric> {
+    vec![
+        Metric::gauge(
+            "magnetar_shard_index",
+            "This crawler's shard (--shard I/N): I.",
+            f64::from(shard.index()),
+        ),
+        Metric::gauge(
+            "magnetar_shard_count",
+            "Shards of the fleet (--shard I/N): N (1: unsharded).",
+            f64::from(shard.count()),
+        ),
+        Metric::gauge(
+            "magnetar_queue_connected",
+            "Whether a shared work queue is configured (--queue).",
+            if active { 1.0 } else { 0.0 },
+        ),
+        Metric::counter(
+            "magnetar_queue_offered_total",
+            "Infohashes of other shards offered to the shared queue.",
+            c.offered,
+        ),
+        Metric::counter(
+            "magnetar_queue_offer_inserted_total",
+            "Of those, the ones new to the queue.",
+            c.offer_inserted,
+        ),
+        Metric::counter(
+            "magnetar_queue_claimed_total",
+            "Infohashes claimed from the shared queue (own and taken over).",
+            c.claimed,
+        ),
+        Metric::counter(
+            "magnetar_queue_completed_total",
+            "Claimed infohashes marked done (fetched or given up).",
+            c.completed,
+        ),
+        Metric::counter(
+            "magnetar_queue_released_total",
+            "Claimed infohashes given back at shutdown.",
+            c.released,
+        ),
+        Metric::counter(
+            "magnetar_queue_errors_total",
+            "Shared queue operations that failed (retried at the next tick).",
+            c.errors,
+        ),
+        Metric::counter(
+            "magnetar_queue_stored_checks_total",
+            "Shared-store lookups before fetching (local cache misses).",
+            c.stored_checks,
+        ),
+        Metric::counter(
+            "magnetar_queue_stored_hits_total",
+            "Discoveries found in the shared store (not fetched).",
+            c.stored_hits,
+        ),
+        Metric::gauge(
+            "magnetar_queue_held",
+            "Claimed infohashes being fetched.",
+            c.held as f64,
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// An in-memory queue recording calls.
+    #[derive(Clone, Default)]
+    struct Mem(Arc<Mutex<MemState>>);
+    #[derive(Default)]
+    struct MemState {
+        rows: BTreeMap<InfoHash, (u16, bool, bool)>,
+        stored: BTreeSet<InfoHash>,
+        lookups: u64,
+    }
+    impl WorkQueue for Mem {
+        fn offer(&mut self, items: &[(InfoHash, u16)]) -> Result<u64, String> {
+            let mut s = self.0.lock().unwrap();
+            let mut n = 0;
+            for (ih, o) in items {
+                if !s.rows.contains_key(ih) {
+                    s.rows.insert(*ih, (*o, false, false));
+                    n += 1;
+                }
+            }
+            Ok(n)
+        }
+        fn claim(&mut self, n: usize) -> Result<Vec<InfoHash>, String> {
+            let mut s = self.0.lock().unwrap();
+            let v: Vec<InfoHash> = s
+                .rows
+                .iter()
+                .filter(|(_, r)| r.0 == 1 && !r.1)
+                .map(|(k, _)| *k)
+                .take(n)
+                .collect();
+            for k in &v {
+                if let Some(r) = s.rows.get_mut(k) {
+                    r.1 = true;
+                }
+            }
+            Ok(v)
+        }
+        fn complete(&mut self, ihs: &[InfoHash]) -> Result<u64, String> {
+            let mut s = self.0.lock().unwrap();
+            for k in ihs {
+                if let Some(r) = s.rows.get_mut(k) {
+                    r.2 = true;
+                }
+            }
+            Ok(ihs.len() as u64)
+        }
+        fn release(&mut self, ihs: &[InfoHash]) -> Result<u64, String> {
+            let mut s = self.0.lock().unwrap();
+            for k in ihs {
+                if let Some(r) = s.rows.get_mut(k) {
+                    r.1 = false;
+                }
+            }
+            Ok(ihs.len() as u64)
+        }
+        fn stored(&mut self, ihs: &[InfoHash]) -> Result<Vec<InfoHash>, String> {
+            let mut s = self.0.lock().unwrap();
+            s.lookups += 1;
+            Ok(ihs
+                .iter()
+                .filter(|k| s.stored.contains(k))
+                .copied()
+                .collect())
+        }
+    }
+
+    #[test]
+    fn offers_claims_completion_release_and_the_stored_cache() {
+        let mem = Mem::default();
+        let shard = Shard::new(1, 3).unwrap();
+        let mut s = Sharing::new(shard, Some(Box::new(mem.clone())));
+        let (a, b, c) = (
+            InfoHash([0x10; 20]),
+            InfoHash([0x60; 20]),
+            InfoHash([0x61; 20]),
+        );
+        s.on_event(&Event::InfohashOffered {
+            info_hash: a,
+            owner: 0,
+        });
+        s.on_event(&Event::InfohashOffered {
+            info_hash: a,
+            owner: 0,
+        });
+        // Another shard offered b and c, of our slice.
+        mem.clone().offer(&[(b, 1), (c, 1)]).unwrap();
+        s.tick(false);
+        assert_eq!(s.counters().offered, 2);
+        assert_eq!(s.counters().offer_inserted, 1);
+        let mut got = Vec::new();
+        s.take_claimed(&mut got);
+        assert_eq!(got, vec![b, c]);
+        // b is stored by someone: the check finds it once, the cache after.
+        mem.0.lock().unwrap().stored.insert(b);
+        assert!(s.is_stored(&b));
+        assert!(s.is_stored(&b));
+        assert!(!s.is_stored(&a));
+        assert_eq!(mem.0.lock().unwrap().lookups, 2);
+        // c is fetched here: completed at the next tick; b is released at the end.
+        s.finished(c);
+        s.tick(true);
+        let st = mem.0.lock().unwrap();
+        assert_eq!(st.rows[&c], (1, true, true));
+        assert_eq!(st.rows[&b], (1, false, false), "released, not done");
+        assert_eq!(s.counters().released, 1);
+    }
+
+    #[test]
+    fn without_a_queue_nothing_happens() {
+        let mut s = Sharing::new(Shard::ALL, None);
+        s.on_event(&Event::InfohashOffered {
+            info_hash: InfoHash([1; 20]),
+            owner: 0,
+        });
+        s.tick(false);
+        assert!(!s.is_stored(&InfoHash([1; 20])));
+        assert_eq!(s.counters().offered, 0);
+        let mut v = Vec::new();
+        s.take_claimed(&mut v);
+        assert!(v.is_empty());
+    }
+}
