@@ -141,3 +141,63 @@ fn lookups_find_the_true_closest_at_30_percent_loss() {
     assert!(sum >= 40 * 7, "seed {seed}: mean below 7 of 8: {hits:?}");
     assert!(hits.iter().all(|&h| h >= 4), "seed {seed}: {hits:?}");
 }
+
+/// The simulated crawler gets its identities as `magnetar crawl` does (issue 17,
+/// item 3): all on one address, each its own port, ids random in every bit until
+/// the vote on the replies' `ip` fields settles, then BEP 42 ids for that address.
+/// (Before, each simulated identity had an address of its own and a BEP 42 id from
+/// the start, which no user runs.)
+#[test]
+fn the_simulated_crawler_makes_its_identities_as_the_binary_does() {
+    let seed = seed_from_env(1);
+    let mut w = World::new(seed, NetConfig::default());
+    w.add_honest_nodes(&HonestSpec::plain(1000));
+    w.build_tables();
+    let c = w.add_crawler(4, RuntimePolicy::default(), |cfg| {
+        cfg.crawl.enabled = false;
+    });
+    let before: Vec<(NodeId, std::net::SocketAddr)> = w
+        .crawler(c)
+        .crawler
+        .identities()
+        .iter()
+        .map(|i| (i.id, i.bind))
+        .collect();
+    assert_eq!(before.len(), 4);
+    let ip = before[0].1.ip();
+    assert!(
+        before.iter().all(|(_, a)| a.ip() == ip),
+        "seed {seed}: {before:?}"
+    );
+    let mut ports: Vec<u16> = before.iter().map(|(_, a)| a.port()).collect();
+    ports.sort_unstable();
+    ports.dedup();
+    assert_eq!(ports.len(), 4, "seed {seed}: {before:?}");
+    // No external address is configured: nothing makes the first ids BEP 42
+    // ids for the address (a random id is one with odds of about 2^-21).
+    assert!(
+        before
+            .iter()
+            .all(|(id, a)| !magnetar_core::bep42_matches(id, a.ip())),
+        "seed {seed}: {before:?}"
+    );
+    w.bootstrap_crawler(c, 4);
+    w.run_for(Duration::from_secs(300), 2_000_000)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cr = &w.crawler(c).crawler;
+    for (i, x) in cr.identities().iter().enumerate() {
+        assert_eq!(x.bind, before[i].1);
+        assert!(
+            magnetar_core::bep42_matches(&x.id, ip),
+            "seed {seed}: identity {i} has no BEP 42 id for {ip} after 5 minutes: {}",
+            x.id
+        );
+    }
+    let switched = w
+        .crawler(c)
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::IdentityChanged { external_ip, .. } if *external_ip == ip))
+        .count();
+    assert_eq!(switched, 4, "seed {seed}: {switched} switches");
+}

@@ -552,59 +552,18 @@ impl Fetcher {
         } else {
             WireMode::Plaintext
         };
-        let index = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    conn: None,
-                });
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let slot = self.slots.get_mut(index as usize)?;
-        let id = ConnId {
-            index,
-            generation: slot.generation,
-        };
-        let deadline = now.add(self.cfg.connect_timeout);
-        slot.conn = Some(Conn {
-            id,
-            ih,
-            peer,
-            started_at: now,
-            connected_at: None,
-            handshake_at: None,
-            last_rx: now,
-            deadline,
-            session: None,
-            stream: Stream::Plain,
-            mode,
+        let id = self.new_conn(now, ih, peer, (Transport::Utp, choice, mode))?;
+        if let Some(c) = slot_conn(&mut self.slots, id) {
             // The peer's own connection: a refusal on it says nothing about
             // encryption, and no other transport is tried after it.
-            retry: true,
-            transport: Transport::Utp,
-            transport_retry: true,
-            choice,
-            dh_wait: false,
-            holepunch,
-            relay: false,
-            sibling,
-            raw_in: 0,
-            bytes_out: 0,
-            pex_added: 0,
-        });
+            c.retry = true;
+            c.transport_retry = true;
+            c.holepunch = holepunch;
+            c.sibling = sibling;
+        }
         if let Some(a) = sibling.and_then(|a| slot_conn(&mut self.slots, a)) {
             a.sibling = Some(id);
         }
-        self.timers
-            .insert((deadline, TimerKey::Conn(id.index, id.generation)));
-        *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
-        self.active += 1;
-        if let Some(job) = self.jobs.get_mut(&ih) {
-            job.conns.push(id);
-        }
-        self.stats.sessions_started += 1;
         self.stats.holepunch.crossed += 1;
         if holepunch {
             self.stats.holepunch.attempts += 1;
@@ -1082,6 +1041,69 @@ impl Fetcher {
         }
     }
 
+    /// A new connection attempt for `ih` to `peer` over `transport` (chosen for
+    /// `choice`, in `mode`), in a free slot or a new one, with its connect
+    /// deadline, counted against the peer's IP, the active connections and its
+    /// job. It is no retry, no holepunch and has no sibling: the caller sets
+    /// those. `None` only if the slot is missing (it never is).
+    fn new_conn(
+        &mut self,
+        now: Timestamp,
+        ih: InfoHash,
+        peer: SocketAddr,
+        (transport, choice, mode): (Transport, TransportChoice, WireMode),
+    ) -> Option<ConnId> {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(Slot {
+                    generation: 0,
+                    conn: None,
+                });
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slot = self.slots.get_mut(index as usize)?;
+        let id = ConnId {
+            index,
+            generation: slot.generation,
+        };
+        let deadline = now.add(self.cfg.connect_timeout);
+        slot.conn = Some(Conn {
+            id,
+            ih,
+            peer,
+            started_at: now,
+            connected_at: None,
+            handshake_at: None,
+            last_rx: now,
+            deadline,
+            session: None,
+            stream: Stream::Plain,
+            mode,
+            retry: false,
+            transport,
+            transport_retry: false,
+            choice,
+            dh_wait: false,
+            holepunch: false,
+            relay: false,
+            sibling: None,
+            raw_in: 0,
+            bytes_out: 0,
+            pex_added: 0,
+        });
+        self.timers
+            .insert((deadline, TimerKey::Conn(id.index, id.generation)));
+        *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
+        self.active += 1;
+        if let Some(job) = self.jobs.get_mut(&ih) {
+            job.conns.push(id);
+        }
+        self.stats.sessions_started += 1;
+        Some(id)
+    }
+
     fn open_conn(&mut self, now: Timestamp, ih: InfoHash, peer: SocketAddr) {
         let (retry, pex_prefers, retry_transport, pex_utp, holepunch) = match self.jobs.get_mut(&ih)
         {
@@ -1131,62 +1153,19 @@ impl Fetcher {
             WireMode::Plaintext => self.stats.encryption.plaintext_attempts += 1,
             WireMode::Encrypted => self.stats.encryption.encrypted_attempts += 1,
         }
-        let index = match self.free.pop() {
-            Some(i) => i,
-            None => {
-                self.slots.push(Slot {
-                    generation: 0,
-                    conn: None,
-                });
-                (self.slots.len() - 1) as u32
-            }
-        };
-        let Some(slot) = self.slots.get_mut(index as usize) else {
+        let Some(id) = self.new_conn(now, ih, peer, (transport, choice, mode)) else {
             return;
         };
-        let id = ConnId {
-            index,
-            generation: slot.generation,
-        };
-        let deadline = now.add(self.cfg.connect_timeout);
-        slot.conn = Some(Conn {
-            id,
-            ih,
-            peer,
-            started_at: now,
-            connected_at: None,
-            handshake_at: None,
-            last_rx: now,
-            deadline,
-            session: None,
-            stream: Stream::Plain,
-            mode,
-            retry: retry.is_some(),
-            transport,
+        if let Some(c) = slot_conn(&mut self.slots, id) {
+            c.retry = retry.is_some();
             // A holepunch is the last resort: no fallback after it.
-            transport_retry: retry_transport.is_some()
-                || holepunch
-                || retry.is_some_and(|r| r.transport_retry),
-            choice,
-            dh_wait: false,
-            holepunch,
-            relay: false,
-            sibling: None,
-            raw_in: 0,
-            bytes_out: 0,
-            pex_added: 0,
-        });
-        self.timers
-            .insert((deadline, TimerKey::Conn(id.index, id.generation)));
-        *self.per_ip.entry(peer.ip()).or_insert(0) += 1;
-        self.active += 1;
-        if let Some(job) = self.jobs.get_mut(&ih) {
-            job.conns.push(id);
+            c.transport_retry =
+                retry_transport.is_some() || holepunch || retry.is_some_and(|r| r.transport_retry);
+            c.holepunch = holepunch;
         }
         if self.utp && self.cache.get(&peer).is_none_or(|c| c.transport.is_none()) {
             self.probing.entry(peer).or_insert(ih);
         }
-        self.stats.sessions_started += 1;
         self.out.push_back(match transport {
             Transport::Tcp => FetchOutput::Output(Output::Connect { conn: id, to: peer }),
             Transport::Utp => FetchOutput::UtpConnect {

@@ -607,25 +607,9 @@ impl Utp {
                 self.stats.fault(UtpFault::SynOverCap);
                 return;
             }
-            let seq = self.rng.next_u32() as u16;
-            let conn = Conn::accept(self.cfg.conn, self.now, h, seq);
-            let key = (local, from, conn.recv_id());
-            if self.by_key.contains_key(&key) {
+            let Some(sid) = self.accept_syn(local, from, h) else {
                 return;
-            }
-            let sid = self.alloc();
-            self.by_key.insert(key, sid);
-            self.streams.insert(
-                sid,
-                Entry {
-                    key,
-                    conn,
-                    incoming: true,
-                    readable_sent: false,
-                    ended: false,
-                },
-            );
-            self.stats.accepted += 1;
+            };
             self.push_event(UtpEvent::Crossed {
                 attempt,
                 stream: sid,
@@ -653,9 +637,27 @@ impl Utp {
             self.stats.fault(UtpFault::SynOverCap);
             return;
         }
+        let Some(sid) = self.accept_syn(local, from, h) else {
+            return;
+        };
+        self.push_event(UtpEvent::Incoming {
+            stream: sid,
+            local,
+            from,
+        });
+        self.service(sid);
+    }
+
+    /// Accepts `from`'s SYN on `local` as a new incoming stream (counted).
+    /// `None` if a stream already has its key: never, as
+    /// [`Self::handle_datagram`] hands such a SYN to that stream.
+    fn accept_syn(&mut self, local: SocketId, from: SocketAddr, h: &Header) -> Option<StreamId> {
         let seq = self.rng.next_u32() as u16;
         let conn = Conn::accept(self.cfg.conn, self.now, h, seq);
         let key = (local, from, conn.recv_id());
+        if self.by_key.contains_key(&key) {
+            return None;
+        }
         let sid = self.alloc();
         self.by_key.insert(key, sid);
         self.streams.insert(
@@ -669,12 +671,7 @@ impl Utp {
             },
         );
         self.stats.accepted += 1;
-        self.push_event(UtpEvent::Incoming {
-            stream: sid,
-            local,
-            from,
-        });
-        self.service(sid);
+        Some(sid)
     }
 
     /// A RESET for a packet of no connection of ours, within the rate limit.
