@@ -407,15 +407,14 @@ fn run_query(
         && !terms.is_empty()
         && (mode != 4 || parsed.must_not.is_empty())
         && facet_filter.is_empty()
-        && q.min_size.is_none()
-        && q.max_size.is_none()
+        && (mode != 4 || (q.min_size.is_none() && q.max_size.is_none()))
         && q.discovered_since.is_none()
         && q.discovered_before.is_none()
         && (mode != 4
             || (parsed.must.iter().all(|c| c.phrase.is_none())
                 && terms.iter().all(|t| t.scope == Scope::Any)));
     if plain_relevance {
-        if let Some(r) = relevance_walk(txn, dbs, parsed, &terms, offset, limit, ndocs)? {
+        if let Some(r) = relevance_walk(txn, dbs, parsed, &terms, q, ndocs)? {
             return Ok(r);
         }
     }
@@ -1019,7 +1018,8 @@ fn block_first(b: &[u8]) -> u32 {
 /// last doc id), decoding only those; a `name:`/`path:` word keeps only its
 /// postings with the scope's flag. A candidate is then looked up the same way in
 /// the words of each excluded clause (dropped when it holds all of them, and the
-/// clause's phrase if any). Matches holding every word in the name (the best class)
+/// clause's phrase if any), and a size range checked on its `columns` entry.
+/// Matches holding every word in the name (the best class)
 /// come in doc id order, descending, so the walk stops once `offset + limit` of
 /// them are in, unless the total needs the rest: one unscoped word's total is its
 /// posting count; otherwise the walk goes on to the end when the rarest word has at
@@ -1035,12 +1035,17 @@ fn relevance_walk(
     dbs: &Dbs,
     parsed: &Parsed,
     terms: &[&Term],
-    offset: usize,
-    limit: usize,
+    q: &SearchQuery,
     ndocs: u64,
 ) -> Result<Option<SearchResults>> {
     let mut res = SearchResults::default();
+    let (offset, limit) = (q.offset, q.limit.min(MAX_SEARCH_LIMIT));
     let k = offset.saturating_add(limit);
+    // A size range: each candidate's size from `columns` (a candidate without an
+    // entry is counted as corrupt and left out, as `filter_by_columns` does).
+    let sized = q.min_size.is_some() || q.max_size.is_some();
+    let (min_size, max_size) = (q.min_size.unwrap_or(0), q.max_size.unwrap_or(u64::MAX));
+    let mut cols = columns::Reader::new();
     let mut lists: Vec<WalkList> = Vec::with_capacity(terms.len());
     for (ti, t) in terms.iter().enumerate() {
         let Some(mut l) = walk_list(txn, dbs, t, ndocs, &mut res)? else {
@@ -1100,7 +1105,7 @@ fn relevance_walk(
     let driver = &lists[0];
     let driver_total = driver.n;
     let others = &lists[1..];
-    let simple = nt == 1 && excl.is_empty() && phrases.is_empty() && driver.mask == 3;
+    let simple = nt == 1 && excl.is_empty() && phrases.is_empty() && driver.mask == 3 && !sized;
     let exact = simple || driver_total <= RELEVANCE_EXACT_POSTINGS;
     let mut big: Vec<BlockCursor> = others.iter().map(|l| BlockCursor::new(&l.big)).collect();
     let mut small: Vec<SmallCursor> = others.iter().map(|l| SmallCursor::new(&l.small)).collect();
@@ -1201,6 +1206,16 @@ fn relevance_walk(
             {
                 if phrases_hold_with(txn, dbs, d, v, &[*ph], &|_| true, &mut res)? {
                     continue 'walk;
+                }
+            }
+        }
+        if sized {
+            match cols.get(txn, dbs, d)? {
+                Some(f) if f.total_size >= min_size && f.total_size <= max_size => {}
+                Some(_) => continue,
+                None => {
+                    res.skipped_corrupt += 1;
+                    continue;
                 }
             }
         }

@@ -801,8 +801,10 @@ fn schema_5_gets_its_columns_on_open_and_an_interrupted_upgrade_loses_nothing() 
 /// scrapes that change them, imports out of time order) and random queries (every
 /// sort and direction, size and time ranges, phrases, exclusions, pages), the
 /// `columns` paths (modes 0 and 2) return exactly what per-match lookups in
-/// `torrents` return (mode 1), and so does the schema 5 search (mode 3). A page is
-/// always identical; the total too unless a phrase's total was estimated.
+/// `torrents` return (mode 1), and so does the schema 5 search (mode 3); by
+/// relevance with a size range, modes 0 and 2 take the relevance walk (each
+/// candidate's size from `columns`). A page is always identical; the total too
+/// unless it was estimated.
 #[test]
 fn column_paths_agree_with_record_lookups_on_random_stores() {
     use crate::synth::Rng;
