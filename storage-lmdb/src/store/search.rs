@@ -995,6 +995,16 @@ pub const RELEVANCE_EXACT_POSTINGS: usize = 20_000;
 /// (Small in tests, so that random stores take both ways.)
 #[cfg(test)]
 pub const RELEVANCE_EXACT_POSTINGS: usize = 100;
+/// A relevance walk whose total is estimated walks at least this many postings of
+/// the rarest word before it stops: the share that matched, measured on a few dozen
+/// postings, made the estimates of the most popular words (queried most often) off
+/// by tens of percent (the mean total of one word with a size range at 1 M was
+/// 19 % high; see BENCHMARKS.md).
+#[cfg(not(test))]
+pub const RELEVANCE_MIN_SAMPLE: usize = 1_000;
+/// (Small in tests.)
+#[cfg(test)]
+pub const RELEVANCE_MIN_SAMPLE: usize = 30;
 
 /// The number of postings in a block, without decoding it: one varint each, and a
 /// varint's last byte is the only one with the high bit clear.
@@ -1160,7 +1170,9 @@ fn relevance_walk(
         };
         if k > 0
             && best.len() >= k
-            && (simple || !exact || (!phrases.is_empty() && checked >= PHRASE_CHECK_BUDGET))
+            && (simple
+                || (walked >= RELEVANCE_MIN_SAMPLE
+                    && (!exact || (!phrases.is_empty() && checked >= PHRASE_CHECK_BUDGET))))
         {
             stopped = true;
             break;
