@@ -456,7 +456,11 @@ fn main() {
         insert_and_report(&store, n, &mut names)
     };
     if keep && !reuse {
-        let lines = |v: &[String]| v.iter().map(|x| x.replace('\n', " ") + "\n").collect::<String>();
+        let lines = |v: &[String]| {
+            v.iter()
+                .map(|x| x.replace('\n', " ") + "\n")
+                .collect::<String>()
+        };
         std::fs::write(&names_file, lines(&names)).expect("write names");
         std::fs::write(&cjk_file, lines(&cjk_names)).expect("write names");
     }
@@ -552,7 +556,6 @@ fn search_shapes(store: &Store, n: usize, nq: usize, names: &[String], cjk_names
 
 /// The writer-path inserts and the size with info dicts.
 fn after_search(base: &std::path::Path, n: usize, n_info: usize, durability: Durability) {
-
     // 2b. The same torrents through the writer thread (what a crawler does).
     // With BENCH_WRITER_BASELINE (the default), first without classification (the
     // baseline), then with it (what the crawler runs), alternating for the ratio.
