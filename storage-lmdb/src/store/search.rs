@@ -1034,7 +1034,8 @@ fn block_first(b: &[u8]) -> u32 {
 /// them are in, unless the total needs the rest: one unscoped word's total is its
 /// posting count; otherwise the walk goes on to the end when the rarest word has at
 /// most [`RELEVANCE_EXACT_POSTINGS`] postings, and otherwise the total is estimated
-/// from the share of the walked postings that matched. Phrases are checked (name,
+/// from the share of the walked postings that matched (the walk then takes at least
+/// [`RELEVANCE_MIN_SAMPLE`] postings). Phrases are checked (name,
 /// then file list unless a word lacks the path flag) on best-class candidates as
 /// they come, on the others only when the page needs them or for the total while
 /// fewer than [`PHRASE_CHECK_BUDGET`] were checked (past it, the total is an
