@@ -9,7 +9,12 @@
 //! BENCH_BEFORE (default 0; 1 also times every query shape on the search of schema 5,
 //! without the `columns` table, in the same run: `Store::set_order_mode(3)`),
 //! BENCH_SHAPES (default all; `seeders,phrase` times only the query shapes whose
-//! label contains one of the words).
+//! label contains one of the words), BENCH_BEFORE_MODE (default 3: the order mode
+//! BENCH_BEFORE times as "before"; 4 is this build's search with the relevance walk
+//! of plain unscoped words only, as before exclusions, phrases and scopes were
+//! walked), BENCH_KEEP (default 0; 1 keeps the 1 M store and its sampled names under
+//! BENCH_DIR and reuses them on the next run with the same BENCH_TORRENTS, skipping
+//! the inserts).
 //! Prints figures; asserts nothing.
 
 use std::time::{Duration, Instant};
@@ -416,7 +421,15 @@ fn main() {
 
     // 1. Inserts and size without info dicts.
     let path = base.join("bench-noinfo");
-    let _ = std::fs::remove_dir_all(&path);
+    let keep = env("BENCH_KEEP", 0) == 1;
+    let names_file = base.join(format!("bench-noinfo-names-{n}.txt"));
+    let cjk_file = base.join(format!("bench-noinfo-cjk-{n}.txt"));
+    let reuse = keep && names_file.exists() && cjk_file.exists() && path.exists();
+    if !reuse {
+        let _ = std::fs::remove_dir_all(&path);
+        let _ = std::fs::remove_file(&names_file);
+        let _ = std::fs::remove_file(&cjk_file);
+    }
     let mut opts = StoreOptions::new(&path);
     opts.keep_info = false;
     // BENCH_DURABILITY=nosync|nometasync measures the fast modes.
@@ -428,8 +441,43 @@ fn main() {
     let durability = opts.durability;
     let store = Store::open(opts).expect("open");
     let mut names = Vec::new();
+    let read_lines = |f: &std::path::Path| -> Vec<String> {
+        std::fs::read_to_string(f)
+            .expect("read names")
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let cjk_names = if reuse {
+        names = read_lines(&names_file);
+        println!("reused the store of {n} torrents under {}", path.display());
+        read_lines(&cjk_file)
+    } else {
+        insert_and_report(&store, n, &mut names)
+    };
+    if keep && !reuse {
+        let lines = |v: &[String]| {
+            v.iter()
+                .map(|x| x.replace('\n', " ") + "\n")
+                .collect::<String>()
+        };
+        std::fs::write(&names_file, lines(&names)).expect("write names");
+        std::fs::write(&cjk_file, lines(&cjk_names)).expect("write names");
+    }
+    search_shapes(&store, n, nq, &names, &cjk_names);
+    drop(store);
+    wait_closed(&path);
+    if !keep {
+        let _ = std::fs::remove_dir_all(&path);
+    }
+    after_search(&base, n, n_info, durability);
+}
+
+/// Fills the store (timed) and prints the insert figures and its size; then adds
+/// the CJK names, whose sample it returns.
+fn insert_and_report(store: &Store, n: usize, names: &mut Vec<String>) -> Vec<String> {
     let w0 = written_bytes();
-    let (secs, cpu) = fill(&store, n, false, 1, &mut names);
+    let (secs, cpu) = fill(store, n, false, 1, names);
     let written = written_bytes() - w0;
     let st = store.stats().expect("stats");
     println!(
@@ -450,11 +498,15 @@ fn main() {
         st.posting_blocks,
     );
 
-    // 2. Search latency, per query shape. Queries are made from stored names (a
-    // popular word is queried as often as it occurs).
-    let cjk_names = add_cjk(&store, n / 100, 1_600_000_000 + n as u64);
-    let shapes = query_shapes(&names, &cjk_names, nq, 1_600_000_000 + (n as u64) * 9 / 10);
+    add_cjk(store, n / 100, 1_600_000_000 + n as u64)
+}
+
+/// Search latency, per query shape. Queries are made from stored names (a
+/// popular word is queried as often as it occurs).
+fn search_shapes(store: &Store, n: usize, nq: usize, names: &[String], cjk_names: &[String]) {
+    let shapes = query_shapes(names, cjk_names, nq, 1_600_000_000 + (n as u64) * 9 / 10);
     let before = env("BENCH_BEFORE", 0) == 1;
+    let before_mode = env("BENCH_BEFORE_MODE", 3);
     // BENCH_SHAPES=a,b: only the shapes whose label contains one of these.
     let only: Vec<String> = std::env::var("BENCH_SHAPES")
         .map(|v| v.split(',').map(str::to_string).collect())
@@ -465,7 +517,8 @@ fn main() {
         }
         // Before (schema 5's search, no `columns`), then this build's, alternated
         // shape by shape.
-        for mode in if before { &[3usize, 0][..] } else { &[0][..] } {
+        let both = [before_mode, 0];
+        for mode in if before { &both[..] } else { &both[1..] } {
             store.set_order_mode(*mode);
             let mut lat = Vec::with_capacity(queries.len());
             let mut total = 0usize;
@@ -482,7 +535,7 @@ fn main() {
             let max = *lat.iter().max().unwrap_or(&Duration::ZERO);
             println!(
                 "search {label:<26} {} over {n}: p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; mean matches {:.0}, no-hit queries {empty}/{}",
-                if *mode == 3 { "before" } else { "after " },
+                if *mode != 0 { "before" } else { "after " },
                 pct(&mut lat, 0.5).as_secs_f64() * 1e3,
                 pct(&mut lat, 0.99).as_secs_f64() * 1e3,
                 max.as_secs_f64() * 1e3,
@@ -499,10 +552,10 @@ fn main() {
         t0.elapsed().as_secs_f64() * 1e3,
         recent.len()
     );
-    drop(store);
-    wait_closed(&path);
-    let _ = std::fs::remove_dir_all(&path);
+}
 
+/// The writer-path inserts and the size with info dicts.
+fn after_search(base: &std::path::Path, n: usize, n_info: usize, durability: Durability) {
     // 2b. The same torrents through the writer thread (what a crawler does).
     // With BENCH_WRITER_BASELINE (the default), first without classification (the
     // baseline), then with it (what the crawler runs), alternating for the ratio.

@@ -157,6 +157,40 @@ pub(super) fn get(txn: &RoTxn, dbs: &Dbs, docid: u32) -> Result<Option<SortField
         .and_then(|v| entry(v, docid as usize % PER_CHUNK)))
 }
 
+/// Reads entries one doc id at a time, keeping the last chunk read (doc ids that
+/// come in order, either way, read each chunk once).
+pub(super) struct Reader<'t> {
+    chunk: Option<(u32, Option<&'t [u8]>)>,
+}
+
+impl<'t> Reader<'t> {
+    pub(super) fn new() -> Self {
+        Reader { chunk: None }
+    }
+
+    /// The fields of `docid`, `None` when it has no entry.
+    pub(super) fn get(
+        &mut self,
+        txn: &'t RoTxn,
+        dbs: &Dbs,
+        docid: u32,
+    ) -> Result<Option<SortFields>> {
+        let c = docid / PER;
+        let v = match self.chunk {
+            Some((at, v)) if at == c => v,
+            _ => {
+                let v = dbs
+                    .columns
+                    .get(txn, &c.to_be_bytes())
+                    .map_err(lmdb("reading columns"))?;
+                self.chunk = Some((c, v));
+                v
+            }
+        };
+        Ok(v.and_then(|v| entry(v, docid as usize % PER_CHUNK)))
+    }
+}
+
 /// Calls `f(i, fields)` for each `docids[i]` (ascending) that has an entry; returns
 /// how many had none. Dense doc ids are read by one cursor walk over the chunks they
 /// span, sparse ones by one lookup per chunk.

@@ -504,9 +504,11 @@ impl Store {
 
     /// How time/size orders are computed: 0 by cost, 1 always per-match lookups in
     /// `torrents`, 2 always walking the ordered index, 3 by cost without the
-    /// `columns` table (the search of schema 5, for the bench's before/after). 0 and 2
-    /// read filters and sort keys from `columns`. All give the same results (for
-    /// tests).
+    /// `columns` table (the search of schema 5, for the bench's before/after), 4 as 0
+    /// but the relevance walk takes only unscoped plain words with no exclusion or
+    /// phrase (the search before phrases, exclusions and `name:`/`path:` were walked,
+    /// for the bench's before/after). 0, 2 and 4 read filters and sort keys from `columns`.
+    /// All give the same results (for tests).
     #[doc(hidden)]
     pub fn set_order_mode(&self, mode: usize) {
         self.inner.order_mode.store(mode, Ordering::Relaxed);

@@ -2,8 +2,9 @@
 //! its parts. Posting lists are read from `terms` (keeping the postings whose flags
 //! meet a clause's scope; a prefix merged in a bitmap), intersected with galloping
 //! search, excluded clauses subtracted, a discovery-time range cut as a doc id range
-//! while doc ids are in time order (plain words by relevance take a shorter way: the
-//! blocks are walked from the last until the page is certain, see `relevance_walk`);
+//! while doc ids are in time order (by relevance with no filter, words, scoped words,
+//! exclusions and phrases take a shorter way: the blocks are walked from the last
+//! until the page is certain, see `relevance_walk`);
 //! then either ordered by relevance, time or size
 //! (from doc id order, per-match lookups in `torrents`, or a walk of
 //! `by_time`/`by_size`, whichever is cheaper), or, when a filter, a phrase or the
@@ -203,9 +204,10 @@ pub struct SearchResults {
     /// `total` is an estimate: a phrase query had more than [`PHRASE_CHECK_BUDGET`]
     /// candidates (documents holding all its words), and only as many were checked
     /// as the page and the budget needed; `total` is the share of those that held the
-    /// phrase, scaled to all candidates. Or a relevance query of several plain words
-    /// whose rarest has more than [`RELEVANCE_EXACT_POSTINGS`] postings stopped once
-    /// its page was certain; `total` is the share of the rarest word's walked
+    /// phrase, scaled to all candidates. Or a relevance query other than one
+    /// unscoped word (several words, `name:`/`path:` words, exclusions, phrases)
+    /// whose rarest word has more than [`RELEVANCE_EXACT_POSTINGS`] postings stopped
+    /// once its page was certain; `total` is the share of the rarest word's walked
     /// postings that matched, scaled to all of them. The page itself is exact.
     pub total_estimated: bool,
 }
@@ -300,6 +302,31 @@ fn phrases_hold(
     in_paths: &[Option<Vec<Vec<u32>>>],
     res: &mut SearchResults,
 ) -> Result<bool> {
+    let path_ok = |i: usize| match in_paths.get(i) {
+        Some(Some(ls)) => {
+            let in_path = |l: &Vec<u32>| match l.binary_search_by_key(&docid, |p| p >> 2) {
+                Ok(j) => l[j] & u32::from(IN_PATH) != 0,
+                Err(_) => false,
+            };
+            ls.iter().all(in_path)
+        }
+        _ => true,
+    };
+    phrases_hold_with(txn, dbs, docid, v, phrases, &path_ok, res)
+}
+
+/// [`phrases_hold`] with `path_ok(i)`: whether `phrases[i]` may be in a file path
+/// of `docid` (false: every word of it has a posting without the path flag, and
+/// the file list is not read for it).
+fn phrases_hold_with(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    docid: u32,
+    v: &[u8],
+    phrases: &[&Phrase],
+    path_ok: &dyn Fn(usize) -> bool,
+    res: &mut SearchResults,
+) -> Result<bool> {
     let Ok(name) = codec::torrent_name(v) else {
         res.skipped_corrupt += 1;
         return Ok(false);
@@ -312,14 +339,8 @@ fn phrases_hold(
         if ph.scope == Scope::Name {
             return Ok(false);
         }
-        if let Some(Some(ls)) = in_paths.get(i) {
-            let in_path = |l: &Vec<u32>| match l.binary_search_by_key(&docid, |p| p >> 2) {
-                Ok(j) => l[j] & u32::from(IN_PATH) != 0,
-                Err(_) => false,
-            };
-            if !ls.iter().all(in_path) {
-                return Ok(false);
-            }
+        if !path_ok(i) {
+            return Ok(false);
         }
         if files.is_none() {
             let dk = codec::docid_key(docid);
@@ -377,22 +398,23 @@ fn run_query(
     let mut terms: Vec<&Term> = parsed.must.iter().flat_map(|c| &c.terms).collect();
     terms.sort();
     terms.dedup();
-    // Plain words by relevance, nothing else: walk the posting blocks from the end
-    // and stop once the page is certain (see `relevance_walk`).
-    let plain_relevance = (mode == 0 || mode == 2)
+    // By relevance with no filter (words of any scope, exclusions, phrases): walk
+    // the posting blocks from the end and stop once the page is certain (see
+    // `relevance_walk`; mode 4 walks only unscoped words with no exclusion or phrase).
+    let plain_relevance = (mode == 0 || mode == 2 || mode == 4)
         && q.sort == SortBy::Relevance
         && q.descending
         && !terms.is_empty()
-        && parsed.must_not.is_empty()
+        && (mode != 4 || parsed.must_not.is_empty())
         && facet_filter.is_empty()
-        && q.min_size.is_none()
-        && q.max_size.is_none()
+        && (mode != 4 || (q.min_size.is_none() && q.max_size.is_none()))
         && q.discovered_since.is_none()
         && q.discovered_before.is_none()
-        && parsed.must.iter().all(|c| c.phrase.is_none())
-        && terms.iter().all(|t| t.scope == Scope::Any);
+        && (mode != 4
+            || (parsed.must.iter().all(|c| c.phrase.is_none())
+                && terms.iter().all(|t| t.scope == Scope::Any)));
     if plain_relevance {
-        if let Some(r) = relevance_walk(txn, dbs, &terms, offset, limit, ndocs)? {
+        if let Some(r) = relevance_walk(txn, dbs, parsed, &terms, q, ndocs)? {
             return Ok(r);
         }
     }
@@ -407,7 +429,7 @@ fn run_query(
     let no_text = lists.is_empty();
     // `columns` answers the size filter and a time range out of doc id order, and
     // gives the sort keys (modes 0 and 2; see `Store::set_order_mode`).
-    let cols = mode == 0 || mode == 2;
+    let cols = mode == 0 || mode == 2 || mode == 4;
     // Per phrase (modes 0 and 2), the postings of its words: a candidate for which
     // one of them lacks the path flag cannot hold it in a file path, and its file
     // list is not read for it.
@@ -973,6 +995,16 @@ pub const RELEVANCE_EXACT_POSTINGS: usize = 20_000;
 /// (Small in tests, so that random stores take both ways.)
 #[cfg(test)]
 pub const RELEVANCE_EXACT_POSTINGS: usize = 100;
+/// A relevance walk whose total is estimated walks at least this many postings of
+/// the rarest word before it stops: the share that matched, measured on a few dozen
+/// postings, made the estimates of the most popular words (queried most often) off
+/// by tens of percent (the mean total of one word with a size range at 1 M was
+/// 19 % high; see BENCHMARKS.md).
+#[cfg(not(test))]
+pub const RELEVANCE_MIN_SAMPLE: usize = 1_000;
+/// (Small in tests.)
+#[cfg(test)]
+pub const RELEVANCE_MIN_SAMPLE: usize = 30;
 
 /// The number of postings in a block, without decoding it: one varint each, and a
 /// varint's last byte is the only one with the high bit clear.
@@ -988,31 +1020,46 @@ fn block_first(b: &[u8]) -> u32 {
         .map_or(u32::MAX, u32::from_be_bytes)
 }
 
-/// Relevance order (words in the name, then doc id, both descending) for plain
-/// words of any scope, without decoding every posting: the posting blocks of every
-/// word are listed (their postings counted from their bytes), the rarest word's
-/// blocks are decoded from the last, and each of its doc ids is looked up in the
-/// other words' blocks found by their headers (first and last doc id), decoding
-/// only those. Matches holding every word in the name (the best class) come in doc
-/// id order, descending, so the walk stops once `offset + limit` of them are in,
-/// unless the total needs the rest: one word's total is its posting count; for
-/// several, the walk goes on to the end when the rarest word has at most
-/// [`RELEVANCE_EXACT_POSTINGS`] postings, and otherwise the total is estimated from
-/// the share of the walked postings that matched. `None` (nothing read is wrong,
-/// the caller takes the general path) when a block is corrupt.
+/// Relevance order (words in the name, then doc id, both descending) for words of
+/// any scope, with exclusions and phrases, without decoding every posting: the
+/// posting blocks of every word are listed (their postings counted from their
+/// bytes), the rarest word's blocks are decoded from the last, and each of its doc
+/// ids is looked up in the other words' blocks found by their headers (first and
+/// last doc id), decoding only those; a `name:`/`path:` word keeps only its
+/// postings with the scope's flag. A candidate is then looked up the same way in
+/// the words of each excluded clause (dropped when it holds all of them, and the
+/// clause's phrase if any), and a size range checked on its `columns` entry.
+/// Matches holding every word in the name (the best class)
+/// come in doc id order, descending, so the walk stops once `offset + limit` of
+/// them are in, unless the total needs the rest: one unscoped word's total is its
+/// posting count; otherwise the walk goes on to the end when the rarest word has at
+/// most [`RELEVANCE_EXACT_POSTINGS`] postings, and otherwise the total is estimated
+/// from the share of the walked postings that matched (the walk then takes at least
+/// [`RELEVANCE_MIN_SAMPLE`] postings). Phrases are checked (name,
+/// then file list unless a word lacks the path flag) on best-class candidates as
+/// they come, on the others only when the page needs them or for the total while
+/// fewer than [`PHRASE_CHECK_BUDGET`] were checked (past it, the total is an
+/// estimate, as in the general path). `None` (nothing read is wrong, the caller
+/// takes the general path) when a block is corrupt.
 fn relevance_walk(
     txn: &RoTxn,
     dbs: &Dbs,
+    parsed: &Parsed,
     terms: &[&Term],
-    offset: usize,
-    limit: usize,
+    q: &SearchQuery,
     ndocs: u64,
 ) -> Result<Option<SearchResults>> {
     let mut res = SearchResults::default();
+    let (offset, limit) = (q.offset, q.limit.min(MAX_SEARCH_LIMIT));
     let k = offset.saturating_add(limit);
+    // A size range: each candidate's size from `columns` (a candidate without an
+    // entry is counted as corrupt and left out, as `filter_by_columns` does).
+    let sized = q.min_size.is_some() || q.max_size.is_some();
+    let (min_size, max_size) = (q.min_size.unwrap_or(0), q.max_size.unwrap_or(u64::MAX));
+    let mut cols = columns::Reader::new();
     let mut lists: Vec<WalkList> = Vec::with_capacity(terms.len());
-    for t in terms {
-        let Some(l) = walk_list(txn, dbs, t, ndocs, &mut res)? else {
+    for (ti, t) in terms.iter().enumerate() {
+        let Some(mut l) = walk_list(txn, dbs, t, ndocs, &mut res)? else {
             return Ok(None);
         };
         if l.n == 0 {
@@ -1021,20 +1068,74 @@ fn relevance_walk(
                 ..SearchResults::default()
             }));
         }
+        l.term = ti;
         lists.push(l);
     }
     lists.sort_by_key(|l| l.n);
+    // Excluded clauses: the lists of their words (a clause one of whose words has
+    // no posting excludes nothing), and their phrase.
+    let mut excl: Vec<(Vec<WalkList>, Option<&Phrase>)> = Vec::new();
+    'clause: for c in &parsed.must_not {
+        let mut ls = Vec::with_capacity(c.terms.len());
+        for t in &c.terms {
+            let Some(l) = walk_list(txn, dbs, t, ndocs, &mut res)? else {
+                return Ok(None);
+            };
+            if l.n == 0 {
+                continue 'clause;
+            }
+            ls.push(l);
+        }
+        excl.push((ls, c.phrase.as_ref()));
+    }
+    // Phrases, each with the lists of its words when their path flags tell whether
+    // it may be in a file path (not for a prefix word, whose union loses them).
+    let mut phrases: Vec<&Phrase> = Vec::new();
+    let mut phrase_lists: Vec<Option<Vec<usize>>> = Vec::new();
+    for c in &parsed.must {
+        if let Some(ph) = &c.phrase {
+            phrases.push(ph);
+            let unknown = ph.scope == Scope::Name || c.terms.iter().any(|t| t.prefix);
+            phrase_lists.push(if unknown {
+                None
+            } else {
+                c.terms
+                    .iter()
+                    .map(|t| {
+                        let ti = terms.iter().position(|x| *x == t)?;
+                        lists.iter().position(|l| l.term == ti)
+                    })
+                    .collect()
+            });
+        }
+    }
+    if phrases.len() > 32 {
+        return Ok(None);
+    }
     let nt = lists.len() as u32;
     let driver = &lists[0];
     let driver_total = driver.n;
     let others = &lists[1..];
-    let exact = nt == 1 || driver_total <= RELEVANCE_EXACT_POSTINGS;
+    let simple = nt == 1 && excl.is_empty() && phrases.is_empty() && driver.mask == 3 && !sized;
+    let exact = simple || driver_total <= RELEVANCE_EXACT_POSTINGS;
     let mut big: Vec<BlockCursor> = others.iter().map(|l| BlockCursor::new(&l.big)).collect();
     let mut small: Vec<SmallCursor> = others.iter().map(|l| SmallCursor::new(&l.small)).collect();
+    let mut ex_cur: Vec<Vec<(BlockCursor, SmallCursor)>> = excl
+        .iter()
+        .map(|(ls, _)| {
+            ls.iter()
+                .map(|l| (BlockCursor::new(&l.big), SmallCursor::new(&l.small)))
+                .collect()
+        })
+        .collect();
     let mut best: Vec<u32> = Vec::new();
-    let mut rest: Vec<(u32, u32)> = Vec::new();
-    let (mut walked, mut matched) = (0usize, 0usize);
-    let mut stopped = false;
+    // Lower classes while the page may need them: (doc id, score, path bits of the
+    // phrases: bit i set when phrase i may be in a file path).
+    let mut rest: Vec<(u32, u32, u32)> = Vec::new();
+    let (mut walked, mut matched, mut stopped) = (0usize, 0usize, false);
+    // Phrase checks: candidates checked, and those holding every phrase.
+    let (mut checked, mut found) = (0usize, 0usize);
+    let mut raw: Vec<u32> = vec![0; lists.len()];
     // The driver's postings, descending: its blocks from the last, merged with its
     // decoded rest.
     let (mut blocks_left, mut si) = (driver.big.len(), driver.small.len());
@@ -1048,84 +1149,224 @@ fn relevance_walk(
         }
         let b = buf.last().copied();
         let sm = si.checked_sub(1).map(|i| driver.small[i]);
-        let p = match (b, sm) {
+        let (x, y) = match (b, sm) {
             (None, None) => break,
             (Some(x), Some(y)) if x >> 2 == y >> 2 => {
                 buf.pop();
                 si -= 1;
-                x | (y & 1)
+                (Some(x), Some(y))
             }
             (Some(x), Some(y)) if x >> 2 > y >> 2 => {
                 buf.pop();
-                x
+                (Some(x), None)
             }
             (Some(x), None) => {
                 buf.pop();
-                x
+                (Some(x), None)
             }
             (_, Some(y)) => {
                 si -= 1;
-                y
+                (None, Some(y))
             }
         };
-        if k > 0 && best.len() >= k && (nt == 1 || !exact) {
+        if k > 0
+            && best.len() >= k
+            && (simple
+                || (walked >= RELEVANCE_MIN_SAMPLE
+                    && (!exact || (!phrases.is_empty() && checked >= PHRASE_CHECK_BUDGET))))
+        {
             stopped = true;
             break;
         }
         walked += 1;
-        let d = p >> 2;
-        let mut score = p & 1;
-        for (bc, sc) in big.iter_mut().zip(small.iter_mut()) {
+        let Some((d, mut score, r0)) = combine(x, y, driver.mask) else {
+            continue;
+        };
+        raw[0] = r0;
+        for (i, (bc, sc)) in big.iter_mut().zip(small.iter_mut()).enumerate() {
             let Ok(x) = bc.find(d) else {
                 return Ok(None);
             };
-            let y = sc.find(d);
-            match (x, y) {
-                (None, None) => continue 'walk,
-                (x, y) => score += (x.unwrap_or(0) | y.unwrap_or(0)) & 1,
+            match combine(x, sc.find(d), others[i].mask) {
+                None => continue 'walk,
+                Some((_, s, r)) => {
+                    score += s;
+                    raw[i + 1] = r;
+                }
+            }
+        }
+        for ((ls, ph), curs) in excl.iter().zip(ex_cur.iter_mut()) {
+            let mut all = true;
+            for (l, (bc, sc)) in ls.iter().zip(curs.iter_mut()) {
+                let Ok(x) = bc.find(d) else {
+                    return Ok(None);
+                };
+                if combine(x, sc.find(d), l.mask).is_none() {
+                    all = false;
+                    break;
+                }
+            }
+            if !all {
+                continue;
+            }
+            let Some(ph) = ph else {
+                continue 'walk;
+            };
+            if let Some(v) = dbs
+                .torrents
+                .get(txn, &codec::docid_key(d))
+                .map_err(lmdb("reading torrents"))?
+            {
+                if phrases_hold_with(txn, dbs, d, v, &[*ph], &|_| true, &mut res)? {
+                    continue 'walk;
+                }
+            }
+        }
+        if sized {
+            match cols.get(txn, dbs, d)? {
+                Some(f) if f.total_size >= min_size && f.total_size <= max_size => {}
+                Some(_) => continue,
+                None => {
+                    res.skipped_corrupt += 1;
+                    continue;
+                }
             }
         }
         matched += 1;
-        if score == nt {
-            best.push(d);
-        } else if best.len() < k {
-            rest.push((d, score));
+        if phrases.is_empty() {
+            if score == nt {
+                best.push(d);
+            } else if best.len() < k {
+                rest.push((d, score, 0));
+            }
+            continue;
+        }
+        let mut bits = 0u32;
+        for (i, pl) in phrase_lists.iter().enumerate() {
+            let ok = match pl {
+                Some(ix) => ix
+                    .iter()
+                    .all(|&li| raw.get(li).is_some_and(|r| r & u32::from(IN_PATH) != 0)),
+                None => true,
+            };
+            bits |= u32::from(ok) << i;
+        }
+        if score != nt && best.len() < k {
+            // Checked at the end if the page needs it.
+            rest.push((d, score, bits));
+            continue;
+        }
+        if (score == nt && best.len() < k) || checked < PHRASE_CHECK_BUDGET {
+            checked += 1;
+            if phrase_check(txn, dbs, d, bits, &phrases, &mut res)? {
+                found += 1;
+                if score == nt {
+                    best.push(d);
+                }
+            }
         }
     }
     let page: Vec<u32> = if k > 0 && best.len() >= k {
         best[offset..k].to_vec()
     } else {
         // Every posting was walked: the best class, then the rest by score, each
-        // in descending doc id order (the sort is stable).
+        // in descending doc id order (the sort is stable); phrases are checked on
+        // the rest in that order until the page is full (and for the total while
+        // under the budget).
         rest.sort_by_key(|m| std::cmp::Reverse(m.1));
+        let mut more: Vec<u32> = Vec::new();
+        if phrases.is_empty() {
+            more.extend(rest.iter().map(|m| m.0));
+        } else {
+            for &(d, _, bits) in &rest {
+                if best.len() + more.len() >= k && checked >= PHRASE_CHECK_BUDGET {
+                    break;
+                }
+                checked += 1;
+                if phrase_check(txn, dbs, d, bits, &phrases, &mut res)? {
+                    found += 1;
+                    more.push(d);
+                }
+            }
+        }
         best.iter()
             .copied()
-            .chain(rest.iter().map(|m| m.0))
+            .chain(more)
             .skip(offset)
             .take(limit)
             .collect()
     };
-    res.total = if nt == 1 {
+    let scaled = |n: usize| -> usize {
+        let est = (n as f64 / walked.max(1) as f64) * driver_total as f64;
+        (est.round() as usize).max(n)
+    };
+    res.total = if simple {
         driver_total
-    } else if !stopped {
-        matched
+    } else if phrases.is_empty() {
+        if stopped {
+            res.total_estimated = true;
+            scaled(matched)
+        } else {
+            matched
+        }
+    } else if !stopped && checked == matched {
+        found
     } else {
         res.total_estimated = true;
-        let est = (matched as f64 / walked.max(1) as f64) * driver_total as f64;
-        (est.round() as usize).max(matched)
+        let cands = if stopped { scaled(matched) } else { matched };
+        let est = (found as f64 / checked.max(1) as f64) * cands as f64;
+        (est.round() as usize).max(found)
     };
     push_records(txn, dbs, page, &mut res)?;
     Ok(Some(res))
 }
 
+/// Whether every phrase holds for `d` (`bits`: bit i set when phrase i may be in a
+/// file path); a missing record is counted as corrupt.
+fn phrase_check(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    d: u32,
+    bits: u32,
+    phrases: &[&Phrase],
+    res: &mut SearchResults,
+) -> Result<bool> {
+    let Some(v) = dbs
+        .torrents
+        .get(txn, &codec::docid_key(d))
+        .map_err(lmdb("reading torrents"))?
+    else {
+        res.skipped_corrupt += 1;
+        return Ok(false);
+    };
+    phrases_hold_with(txn, dbs, d, v, phrases, &|i| bits >> i & 1 == 1, res)
+}
+
+/// A doc id's postings in a [`WalkList`]: `x` from its blocks (raw: kept only if its
+/// flags meet `mask`), `y` from its decoded rest (already filtered). Returns the doc
+/// id, whether a kept posting has the name flag, and the posting (flags of `x` if
+/// kept, else of `y`); `None` when neither is kept.
+fn combine(x: Option<u32>, y: Option<u32>, mask: u32) -> Option<(u32, u32, u32)> {
+    let x = x.filter(|p| mask == 3 || p & mask != 0);
+    match (x, y) {
+        (None, None) => None,
+        (Some(p), None) | (None, Some(p)) => Some((p >> 2, p & 1, p)),
+        (Some(p), Some(q)) => Some((p >> 2, (p | q) & 1, p)),
+    }
+}
+
 /// A word's postings for `relevance_walk`: the blocks of its term (of a prefix,
-/// its term with the most postings), the postings of a prefix's other terms
-/// decoded (ascending, one per doc id, name flags or-ed), and the number of
-/// distinct doc ids among them all.
+/// its term with the most postings; raw, all flags), the postings of a prefix's
+/// other terms decoded (ascending, one per doc id, only those whose flags meet the
+/// scope, name flags or-ed), the number of distinct doc ids among them all (of
+/// every flag: for a scoped word, at least its matches), the scope's mask and the
+/// index of its term.
 struct WalkList<'a> {
     big: Vec<&'a [u8]>,
     small: Vec<u32>,
     n: usize,
+    mask: u32,
+    term: usize,
 }
 
 /// The [`WalkList`] of `t` (`None` when a block is corrupt: the general path then
@@ -1138,6 +1379,7 @@ fn walk_list<'a>(
     ndocs: u64,
     res: &mut SearchResults,
 ) -> Result<Option<WalkList<'a>>> {
+    let mask = u32::from(t.scope.mask());
     // Per term: its blocks and its posting count.
     let mut keys: Vec<(Vec<&'a [u8]>, usize)> = Vec::new();
     let mut last: &[u8] = &[];
@@ -1170,6 +1412,8 @@ fn walk_list<'a>(
             big: Vec::new(),
             small: Vec::new(),
             n: 0,
+            mask,
+            term: 0,
         }));
     };
     let (big, big_n) = keys.swap_remove(bi);
@@ -1177,7 +1421,8 @@ fn walk_list<'a>(
     if rest_n > big_n / 4 {
         // No term dominates the prefix: their union in a bitmap (as the general
         // path does) beats sorting their postings.
-        let (l, truncated) = prefix_postings(txn, dbs, t.text.as_bytes(), ndocs, 3, res)?;
+        let (l, truncated) =
+            prefix_postings(txn, dbs, t.text.as_bytes(), ndocs, t.scope.mask(), res)?;
         if res.skipped_corrupt > 0 {
             return Ok(None);
         }
@@ -1186,6 +1431,8 @@ fn walk_list<'a>(
             big: Vec::new(),
             n: l.len(),
             small: l,
+            mask,
+            term: 0,
         }));
     }
     let mut small = Vec::new();
@@ -1195,6 +1442,9 @@ fn walk_list<'a>(
                 return Ok(None);
             }
         }
+    }
+    if mask != 3 {
+        small.retain(|p| p & mask != 0);
     }
     small.sort_unstable();
     // One posting per doc id, name flags or-ed (as the general path's union).
@@ -1215,7 +1465,13 @@ fn walk_list<'a>(
             Err(()) => return Ok(None),
         }
     }
-    Ok(Some(WalkList { big, small: out, n }))
+    Ok(Some(WalkList {
+        big,
+        small: out,
+        n,
+        mask,
+        term: 0,
+    }))
 }
 
 /// Finds doc ids, asked in non-increasing order, in posting blocks: the blocks are
@@ -1461,7 +1717,7 @@ fn exact_order(
 ) -> Result<Vec<u32>> {
     let mut keyed: Vec<(u64, u32)> = Vec::new();
     let by_size = matches!(order, Order::Largest | Order::Smallest);
-    if mode == 0 || mode == 2 {
+    if mode == 0 || mode == 2 || mode == 4 {
         let mut ds: Vec<u32> = cands.collect();
         ds.sort_unstable();
         keyed.reserve(ds.len());
