@@ -47,6 +47,7 @@
 //! [`SearchResults`]; see [`search`](crate::search) for how, and for the intentional
 //! differences.
 
+pub mod backend;
 mod error;
 pub mod migrate;
 pub mod search;
@@ -56,6 +57,7 @@ mod vector;
 pub mod write;
 pub mod writer;
 
+pub use backend::{PgReader, PgSink};
 pub use error::{PgError, Result};
 pub use migrate::{migrate, SCHEMA_VERSION};
 pub use write::BatchReport;
