@@ -59,7 +59,14 @@ pub fn unsupported(what: &str) -> StoreError {
 /// Whether the connection behind `e` is gone (the slot is then reconnected).
 fn broken(e: &PgError) -> bool {
     match e {
-        PgError::Db { source, .. } => source.is_closed() || source.code().is_none(),
+        PgError::Db { source, .. } => {
+            source.is_closed()
+                || source.code().is_none_or(|c| {
+                    // connection_exception, operator_intervention (admin shutdown,
+                    // crash shutdown, cannot connect now).
+                    c.code().starts_with("08") || c.code().starts_with("57P")
+                })
+        }
         _ => false,
     }
 }
@@ -430,7 +437,8 @@ const LOOKUP_RETRY: Duration = Duration::from_secs(1);
 /// The crawl's write side on PostgreSQL: a [`PgWriter`] (bounded buffer, retry
 /// with backoff) and one lookup connection with a cache of the records of known
 /// torrents ("known?" is asked for every discovery; a torrent seen again is asked
-/// about again and again).
+/// about again and again): those found in PostgreSQL and those sent to it (so one
+/// still in the buffer, or written while PostgreSQL is down, is not fetched again).
 pub struct PgSink {
     url: String,
     writer: PgWriter,
@@ -514,6 +522,41 @@ impl PgSink {
                     r.leechers = Some(*leechers);
                     r.scraped_at = Some(*at);
                 }
+            }
+            // Sent, not yet committed: known from now on, so a discovery of it
+            // while it waits in the buffer does not fetch it again (under its v1
+            // hash and, for a hybrid or v2 torrent, its truncated v2 hash).
+            Op::Torrent(t) => {
+                if known.len() >= KNOWN_CACHE {
+                    known.clear();
+                }
+                let rec = TorrentRecord {
+                    infohash: t.infohash,
+                    kind: t.kind,
+                    v2: t.v2,
+                    name: t.name.clone(),
+                    total_size: t.total_size,
+                    piece_length: t.piece_length,
+                    piece_count: t.piece_count,
+                    file_count: u32::try_from(t.files.len()).unwrap_or(u32::MAX),
+                    private: t.private,
+                    source: t.source.clone(),
+                    discovered_at: t.discovered_at,
+                    last_seen_at: t.discovered_at,
+                    sources: t.sources,
+                    seeders: t.seeders,
+                    leechers: t.leechers,
+                    scraped_at: t.scraped_at,
+                    has_info: t.info.is_some(),
+                };
+                if let Some(v2) = t.v2 {
+                    let mut short = [0u8; 20];
+                    short.copy_from_slice(&v2[..20]);
+                    if short != t.infohash {
+                        known.insert(short, rec.clone());
+                    }
+                }
+                known.insert(t.infohash, rec);
             }
             _ => {}
         }
