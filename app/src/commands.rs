@@ -15,8 +15,86 @@ use magnetar_storage::{
 use magnetar_core::classify::{classify, ContentKind};
 use magnetar_storage::{FilterMark, InfoHash};
 
+use std::sync::Arc;
+
+use magnetar_storage::backend::ReadIndex;
+
 use crate::crawl::wall_secs;
 use crate::Fail;
+
+/// Where the store is (`--db` / `--store`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLoc {
+    /// An LMDB environment's directory.
+    Lmdb(PathBuf),
+    /// A PostgreSQL connection string (URL or libpq key=value).
+    Postgres(String),
+}
+
+impl StoreLoc {
+    /// A `postgres://` or `postgresql://` URL, or a libpq string starting with
+    /// `host=`, is PostgreSQL; anything else an LMDB directory.
+    pub fn parse(s: &str) -> StoreLoc {
+        let t = s.trim_start();
+        if t.starts_with("postgres://") || t.starts_with("postgresql://") || t.starts_with("host=")
+        {
+            StoreLoc::Postgres(s.to_owned())
+        } else {
+            StoreLoc::Lmdb(PathBuf::from(s))
+        }
+    }
+
+    /// How messages name it (a URL's password is not shown).
+    pub fn label(&self) -> String {
+        match self {
+            StoreLoc::Lmdb(p) => p.display().to_string(),
+            StoreLoc::Postgres(u) => redact(u),
+        }
+    }
+}
+
+/// A connection string without its password (`postgres://user:pw@h` → `user:***@h`,
+/// `password=pw` → `password=***`).
+pub fn redact(url: &str) -> String {
+    if let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    {
+        let scheme = &url[..url.len() - rest.len()];
+        if let Some(at) = rest.find('@') {
+            let cred = &rest[..at];
+            if let Some(colon) = cred.find(':') {
+                return format!("{scheme}{}:***{}", &cred[..colon], &rest[at..]);
+            }
+        }
+        return url.to_owned();
+    }
+    url.split_whitespace()
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=***".to_string()
+            } else {
+                kv.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Opens a store for reading (search, show, recent, stats, export, serve): LMDB
+/// read-only (never created), or a PostgreSQL reader with `pool` connections.
+pub fn open_index(loc: &StoreLoc, pool: usize) -> Result<Arc<dyn ReadIndex>, Fail> {
+    match loc {
+        StoreLoc::Lmdb(p) => Ok(Arc::new(open_read_only(p)?)),
+        StoreLoc::Postgres(url) => magnetar_storage_pg::PgReader::connect(url, pool)
+            .map(|r| Arc::new(r) as Arc<dyn ReadIndex>)
+            .map_err(|e| Fail(format!("store {}: {e}", redact(url)))),
+    }
+}
+
+fn ix_err(loc: &StoreLoc) -> impl Fn(magnetar_storage::StoreError) -> Fail + '_ {
+    move |e| Fail(format!("database {}: {e}", loc.label()))
+}
 
 fn db_err(path: &Path) -> impl Fn(magnetar_storage::StoreError) -> Fail + '_ {
     move |e| Fail(format!("database {}: {e}", path.display()))
@@ -131,12 +209,12 @@ fn json_record(r: &TorrentRecord, facets: Option<&Facets>, now: u64) -> serde_js
 
 /// The stored facets of `records` (`None` for unclassified ones).
 fn facets_of(
-    store: &Store,
-    db: &Path,
+    store: &dyn ReadIndex,
+    db: &StoreLoc,
     records: &[TorrentRecord],
 ) -> Result<Vec<Option<Facets>>, Fail> {
     let ihs: Vec<_> = records.iter().map(|r| r.infohash).collect();
-    store.facets_of(&ihs).map_err(db_err(db))
+    store.facets_of(&ihs).map_err(ix_err(db))
 }
 
 /// Unix seconds now (0 if the clock is before 1970).
@@ -228,7 +306,7 @@ pub fn parse_size(flag: &str, s: &str) -> Result<u64, Fail> {
     Ok(v as u64)
 }
 
-pub fn search(db: &Path, a: &SearchArgs) -> Result<(), Fail> {
+pub fn search(db: &StoreLoc, a: &SearchArgs) -> Result<(), Fail> {
     let mut q = SearchQuery::new(a.query.clone())
         .sort(a.sort)
         .page(a.offset, a.limit);
@@ -253,15 +331,16 @@ pub fn search(db: &Path, a: &SearchArgs) -> Result<(), Fail> {
             attributes: a.attributes.clone(),
         });
     }
-    let store = open_read_only(db)?;
+    let store = open_index(db, 1)?;
+    let store = &*store;
     let res = store.query(&q).map_err(|e| match e {
         StoreError::InvalidQuery(_) | StoreError::Unsupported(_) => Fail(e.to_string()),
-        e => db_err(db)(e),
+        e => ix_err(db)(e),
     })?;
     let mut o = std::io::stdout().lock();
     if a.json {
         let now = now_secs();
-        let facets = facets_of(&store, db, &res.hits)?;
+        let facets = facets_of(store, db, &res.hits)?;
         for (r, f) in res.hits.iter().zip(&facets) {
             out!(o, "{}", json_record(r, f.as_ref(), now));
         }
@@ -319,14 +398,14 @@ const AMBIGUOUS_SHOWN: usize = 5;
 
 /// The infohash `reference` names: 40 hex digits, a magnet URI, or a unique hex
 /// prefix (at least 8 digits) of a stored torrent's infohash.
-pub fn resolve(store: &Store, db: &Path, reference: &str) -> Result<[u8; 20], Fail> {
+pub fn resolve(store: &dyn ReadIndex, db: &StoreLoc, reference: &str) -> Result<[u8; 20], Fail> {
     match parse_torrent_ref(reference).map_err(|e| Fail(e.to_string()))? {
         TorrentRef::Full(ih) => Ok(ih),
         TorrentRef::Prefix { bytes, nibbles } => {
             let p = reference.trim().to_ascii_lowercase();
             let found = store
                 .infohashes_with_prefix(&bytes, nibbles, AMBIGUOUS_SHOWN + 1)
-                .map_err(db_err(db))?;
+                .map_err(ix_err(db))?;
             match found.as_slice() {
                 [] => Err(Fail(format!(
                     "no torrent in the database has an infohash starting with {p}"
@@ -357,13 +436,14 @@ pub fn resolve(store: &Store, db: &Path, reference: &str) -> Result<[u8; 20], Fa
     }
 }
 
-pub fn show(db: &Path, reference: &str) -> Result<(), Fail> {
+pub fn show(db: &StoreLoc, reference: &str) -> Result<(), Fail> {
     if let Err(e) = parse_torrent_ref(reference) {
         return Err(Fail(e.to_string()));
     }
-    let store = open_read_only(db)?;
-    let ih = resolve(&store, db, reference)?;
-    let Some(t) = store.get(&ih).map_err(db_err(db))? else {
+    let store = open_index(db, 1)?;
+    let store = &*store;
+    let ih = resolve(store, db, reference)?;
+    let Some(t) = store.get(&ih).map_err(ix_err(db))? else {
         return Err(Fail(format!("{} is not in the database", to_hex(&ih))));
     };
     let r = &t.record;
@@ -427,7 +507,7 @@ pub fn show(db: &Path, reference: &str) -> Result<(), Fail> {
         if r.has_info { "kept" } else { "not kept" }
     );
     out!(o, "magnet:        {}", magnet_of(r));
-    match store.facets(&ih).map_err(db_err(db))? {
+    match store.facets(&ih).map_err(ix_err(db))? {
         Some(f) => {
             out!(
                 o,
@@ -451,13 +531,14 @@ pub fn show(db: &Path, reference: &str) -> Result<(), Fail> {
     Ok(())
 }
 
-pub fn recent(db: &Path, n: usize, json: bool) -> Result<(), Fail> {
-    let store = open_read_only(db)?;
-    let rs = store.recent(n).map_err(db_err(db))?;
+pub fn recent(db: &StoreLoc, n: usize, json: bool) -> Result<(), Fail> {
+    let store = open_index(db, 1)?;
+    let store = &*store;
+    let rs = store.recent(n).map_err(ix_err(db))?;
     let mut o = std::io::stdout().lock();
     if json {
         let now = now_secs();
-        let facets = facets_of(&store, db, &rs)?;
+        let facets = facets_of(store, db, &rs)?;
         for (r, f) in rs.iter().zip(&facets) {
             out!(o, "{}", json_record(r, f.as_ref(), now));
         }
@@ -546,7 +627,7 @@ fn parse_utc(s: &str) -> Option<u64> {
 }
 
 pub fn export(
-    db: &Path,
+    db: &StoreLoc,
     torrent_files: bool,
     since: Option<&str>,
     out: Option<PathBuf>,
@@ -558,12 +639,12 @@ pub fn export(
                 "--format torrent needs --out DIR (the directory for the .torrent files)".into(),
             ));
         };
-        let store = open_read_only(db)?;
+        let store = open_index(db, 1)?;
         std::fs::create_dir_all(&dir)
             .map_err(|e| Fail(format!("{}: cannot create: {e}", dir.display())))?;
         let rep = store
             .export_torrent_files(&dir, since)
-            .map_err(db_err(db))?;
+            .map_err(ix_err(db))?;
         eprintln!(
             "exported {} .torrent file(s) to {} ({} without a kept info dict, {} corrupt skipped)",
             rep.torrents,
@@ -573,7 +654,7 @@ pub fn export(
         );
         return Ok(());
     }
-    let store = open_read_only(db)?;
+    let store = open_index(db, 1)?;
     let rep = match out {
         Some(path) => {
             // Written to a temporary name and renamed when complete: no partial file.
@@ -581,7 +662,9 @@ pub fn export(
             let f =
                 std::fs::File::create(&tmp).map_err(|e| Fail(format!("{}: {e}", tmp.display())))?;
             let mut w = BufWriter::new(f);
-            let rep = store.export_jsonl(&mut w, since).map_err(db_err(db));
+            let rep = store
+                .export_jsonl(&mut w as &mut dyn Write, since)
+                .map_err(ix_err(db));
             let done = rep.and_then(|rep| {
                 w.flush()
                     .map_err(|e| Fail(format!("{}: {e}", tmp.display())))?;
@@ -597,14 +680,16 @@ pub fn export(
         None => {
             let stdout = std::io::stdout();
             let mut w = BufWriter::new(stdout.lock());
-            let rep = store.export_jsonl(&mut w, since).map_err(|e| match e {
-                magnetar_storage::StoreError::Io { source, .. }
-                    if source.kind() == ErrorKind::BrokenPipe =>
-                {
-                    out_err(source)
-                }
-                e => db_err(db)(e),
-            })?;
+            let rep = store
+                .export_jsonl(&mut w as &mut dyn Write, since)
+                .map_err(|e| match e {
+                    magnetar_storage::StoreError::Io { source, .. }
+                        if source.kind() == ErrorKind::BrokenPipe =>
+                    {
+                        out_err(source)
+                    }
+                    e => ix_err(db)(e),
+                })?;
             w.flush().map_err(out_err)?;
             rep
         }
@@ -651,14 +736,14 @@ const GROWTH_DAYS: u32 = 7;
 /// at the database's current bytes per torrent.
 fn growth(
     o: &mut impl Write,
-    store: &Store,
-    db: &Path,
+    store: &dyn ReadIndex,
+    db: &StoreLoc,
     s: &magnetar_storage::Stats,
 ) -> Result<(), Fail> {
     let now = wall_secs();
     let h = store
         .discoveries_per_hour(now, GROWTH_DAYS * 24)
-        .map_err(db_err(db))?;
+        .map_err(ix_err(db))?;
     let total: u64 = h.counts.iter().sum();
     // Full days only: the window's first `hours mod 24` and the current hour's
     // partial day are averaged in (a per-day mean over the window).
@@ -685,9 +770,10 @@ fn growth(
     Ok(())
 }
 
-pub fn stats(db: &Path) -> Result<(), Fail> {
-    let store = open_read_only(db)?;
-    let s = store.stats().map_err(db_err(db))?;
+pub fn stats(db: &StoreLoc) -> Result<(), Fail> {
+    let store = open_index(db, 1)?;
+    let store = &*store;
+    let s = store.stats().map_err(ix_err(db))?;
     let mut o = std::io::stdout().lock();
     out!(
         o,
@@ -706,8 +792,8 @@ pub fn stats(db: &Path) -> Result<(), Fail> {
         human_size(s.used_bytes),
         human_size(s.map_size)
     );
-    growth(&mut o, &store, db, &s)?;
-    let f = store.filter_totals().map_err(db_err(db))?;
+    growth(&mut o, store, db, &s)?;
+    let f = store.filter_totals().map_err(ix_err(db))?;
     out!(
         o,
         "filtered:         {} tombstone(s) (never fetched again), {} hidden",
@@ -717,12 +803,12 @@ pub fn stats(db: &Path) -> Result<(), Fail> {
     if f.tombstones + f.hidden > 0 {
         let labels = store
             .filter_labels(FILTER_LABELS_SCAN)
-            .map_err(db_err(db))?;
+            .map_err(ix_err(db))?;
         for (label, t, h) in labels.iter().take(20) {
             out!(o, "  {t:>9} tombstoned  {h:>9} hidden  {label}");
         }
     }
-    let yields = store.session_yields(wall_secs()).map_err(db_err(db))?;
+    let yields = store.session_yields(wall_secs()).map_err(ix_err(db))?;
     if !yields.is_empty() {
         out!(o, "\nsessions (newest last):");
         out!(
@@ -757,7 +843,7 @@ pub fn stats(db: &Path) -> Result<(), Fail> {
             );
         }
     }
-    let reasons = store.failure_reasons().map_err(db_err(db))?;
+    let reasons = store.failure_reasons().map_err(ix_err(db))?;
     // The funnel as far as it is stored: the session records' counters (every
     // session), and the kept request records (one per peer session).
     if !yields.is_empty() {
@@ -793,7 +879,7 @@ pub fn stats(db: &Path) -> Result<(), Fail> {
             out!(o, "  {n:>9}  {r}");
         }
     }
-    let enc = store.encryption_outcomes().map_err(db_err(db))?;
+    let enc = store.encryption_outcomes().map_err(ix_err(db))?;
     if !enc.is_empty() {
         out!(o, "\nhandshakes (kept request records):");
         for (name, n, ok) in enc {
@@ -809,7 +895,7 @@ pub fn stats(db: &Path) -> Result<(), Fail> {
             );
         }
     }
-    let tr = store.transport_outcomes().map_err(db_err(db))?;
+    let tr = store.transport_outcomes().map_err(ix_err(db))?;
     if !tr.is_empty() {
         out!(o, "\ntransports (kept request records):");
         for (name, n, ok) in tr {
@@ -825,7 +911,7 @@ pub fn stats(db: &Path) -> Result<(), Fail> {
             );
         }
     }
-    let clients = store.top_clients(15).map_err(db_err(db))?;
+    let clients = store.top_clients(15).map_err(ix_err(db))?;
     if !clients.is_empty() {
         out!(o, "\ntop clients (ut_metadata requests):");
         for c in clients {
@@ -1035,8 +1121,9 @@ pub fn delete(db: &Path, refs: &[String]) -> Result<(), Fail> {
     let store = open_existing(db)?;
     let _lock = lock_db(db, "delete")?;
     let mut ihs = Vec::with_capacity(refs.len());
+    let loc = StoreLoc::Lmdb(db.to_path_buf());
     for r in refs {
-        ihs.push(resolve(&store, db, r)?);
+        ihs.push(resolve(&store, &loc, r)?);
     }
     let mark = FilterMark {
         at: wall_secs(),

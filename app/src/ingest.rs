@@ -24,6 +24,7 @@ use magnetar_core::{DiscoverySource, Event};
 
 use magnetar_core::filter::Action;
 use magnetar_core::pump::{Decision, Storage};
+use magnetar_storage::backend::{IndexSink, LmdbSink, RemoteTotals};
 use magnetar_storage::*;
 
 use crate::filter::{self, Filter};
@@ -77,8 +78,9 @@ struct Pending {
 
 /// The event → record glue around a store and its writer.
 pub struct Ingest {
-    store: Store,
-    writer: Writer,
+    /// The store's write side and the lookups made while writing (LMDB's `Store`
+    /// and `Writer`, or PostgreSQL's writer with its cached reads).
+    sink: Box<dyn IndexSink>,
     pending: HashMap<InfoHash, Pending>,
     peers: HashMap<SocketAddr, PeerRecord>,
     counters: IngestCounters,
@@ -224,9 +226,13 @@ fn ms(d: Duration) -> u32 {
 
 impl Ingest {
     pub fn new(store: Store, writer: Writer) -> Self {
+        Ingest::with_sink(Box::new(LmdbSink { store, writer }))
+    }
+
+    /// The glue around any store's write side ([`IndexSink`]).
+    pub fn with_sink(sink: Box<dyn IndexSink>) -> Self {
         Ingest {
-            store,
-            writer,
+            sink,
             pending: HashMap::new(),
             peers: HashMap::new(),
             counters: IngestCounters::default(),
@@ -267,7 +273,7 @@ impl Ingest {
             self.filter.count("skip", "tombstone");
             return Ok(true);
         }
-        match self.store.tombstone(ih) {
+        match self.sink.tombstone(ih) {
             Ok(Some(m)) => {
                 self.filter.count("skip", "tombstone");
                 tracing::debug!(
@@ -279,7 +285,8 @@ impl Ingest {
                 );
                 return Ok(true);
             }
-            Ok(None) => {}
+            // A store that keeps no tombstones (PostgreSQL, so far) has none.
+            Ok(None) | Err(StoreError::Unsupported(_)) => {}
             Err(_) => self.counters.read_errors += 1,
         }
         let label = match self.filter.rules().check_infohash(ih) {
@@ -296,7 +303,7 @@ impl Ingest {
             name = "",
             "filter decision: listed infohash, not fetched (tombstoned)"
         );
-        self.writer.send(Op::Tombstone {
+        self.sink.send(Op::Tombstone {
             infohash: *ih,
             at: wall,
             label,
@@ -314,7 +321,7 @@ impl Ingest {
         t: &TorrentInput,
     ) -> Result<bool> {
         for ih in [&t.infohash, fetched] {
-            if let Ok(Some(m)) = self.store.tombstone(ih) {
+            if let Ok(Some(m)) = self.sink.tombstone(ih) {
                 self.filter.count("skip", "tombstone");
                 tracing::debug!(target: "magnetar::filter", action = "skip", rule = %m.label,
                     infohash = %to_hex(ih), name = %t.name, "tombstoned torrent not stored");
@@ -365,13 +372,13 @@ impl Ingest {
             Action::Drop => {
                 // A hybrid fetched by its v2 hash: both hashes are tombstoned.
                 if *fetched != t.infohash {
-                    self.writer.send(Op::Tombstone {
+                    self.sink.send(Op::Tombstone {
                         infohash: *fetched,
                         at: wall,
                         label: label.clone(),
                     })?;
                 }
-                self.writer.send(Op::Tombstone {
+                self.sink.send(Op::Tombstone {
                     infohash: t.infohash,
                     at: wall,
                     label,
@@ -379,7 +386,7 @@ impl Ingest {
                 Ok(true)
             }
             Action::Hide => {
-                self.writer.send(Op::Hide {
+                self.sink.send(Op::Hide {
                     infohash: t.infohash,
                     at: wall,
                     label,
@@ -412,7 +419,7 @@ impl Ingest {
     /// store's totals (read at most every 10 s).
     pub fn metrics(&mut self) -> Vec<Metric> {
         let ic = self.counters;
-        let wt = self.writer.totals();
+        let wt = self.sink.totals();
         let mut out = vec![
             Metric::counter(
                 "magnetar_storage_torrents_written_total",
@@ -465,10 +472,40 @@ impl Ingest {
                 wt.torrents_new,
             ),
         ];
+        // A remote store's writer (PostgreSQL): its buffer and outages (zero on
+        // LMDB, which has neither).
+        let rt = self.sink.remote_totals().unwrap_or_default();
+        out.extend([
+            Metric::gauge(
+                "magnetar_store_pg_buffered",
+                "Records buffered for PostgreSQL, not yet committed (0 on LMDB).",
+                rt.buffered as f64,
+            ),
+            Metric::counter(
+                "magnetar_store_pg_retries_total",
+                "Failed attempts to reach PostgreSQL (connects and writes).",
+                rt.retries,
+            ),
+            Metric::counter(
+                "magnetar_store_pg_outages_total",
+                "Times PostgreSQL became unreachable.",
+                rt.outages,
+            ),
+            Metric::gauge(
+                "magnetar_store_pg_down",
+                "1 while PostgreSQL is unreachable (the writer buffers and retries).",
+                if rt.down { 1.0 } else { 0.0 },
+            ),
+            Metric::counter(
+                "magnetar_store_pg_cache_hits_total",
+                "Known-torrent lookups answered from the local cache instead of PostgreSQL.",
+                rt.cache_hits,
+            ),
+        ]);
         out.extend(self.filter.metrics());
         if self.next_store_stats.is_none_or(|t| t <= Instant::now()) {
             self.next_store_stats = Some(Instant::now() + Duration::from_secs(10));
-            if let Ok(st) = self.store.stats() {
+            if let Ok(st) = self.sink.stats() {
                 self.store_stats = Some(st);
             }
         }
@@ -515,21 +552,17 @@ impl Ingest {
         out
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     pub fn counters(&self) -> IngestCounters {
         self.counters
     }
 
     pub fn writer_totals(&self) -> WriterTotals {
-        self.writer.totals()
+        self.sink.totals()
     }
 
     /// Best effort: dropped (and counted) when the writer is behind.
     fn offer(&mut self, op: Op) -> Result<()> {
-        if self.writer.try_send(op)?.is_some() {
+        if self.sink.try_send(op)?.is_some() {
             self.counters.dropped += 1;
         }
         Ok(())
@@ -543,7 +576,7 @@ impl Ingest {
                 info_hash, source, ..
             } => {
                 let sources = sources_of(*source);
-                let known = match self.store.record(&info_hash.0) {
+                let known = match self.sink.record(&info_hash.0) {
                     Ok(k) => k,
                     Err(_) => {
                         self.counters.read_errors += 1;
@@ -659,7 +692,7 @@ impl Ingest {
                     self.counters.filtered += 1;
                     return Ok(Decision::Nothing);
                 }
-                self.writer.send(Op::Torrent(Box::new(t)))?;
+                self.sink.send(Op::Torrent(Box::new(t)))?;
                 self.counters.torrents += 1;
                 Ok(Decision::Nothing)
             }
@@ -776,13 +809,13 @@ impl Ingest {
 
     /// Writes the session record (with backpressure: it is small and rare).
     pub fn session(&mut self, s: SessionRecord) -> Result<()> {
-        self.writer.send(Op::Session(s))
+        self.sink.send(Op::Session(s))
     }
 
     /// Addresses of saved nodes, best first.
     pub fn saved_nodes(&self, limit: usize) -> Result<Vec<SocketAddr>> {
         Ok(self
-            .store
+            .sink
             .saved_nodes(limit)?
             .into_iter()
             .map(|n| n.addr)
@@ -790,13 +823,18 @@ impl Ingest {
     }
 
     /// Blocks until everything sent is committed.
-    pub fn flush(&self) -> Result<u64> {
-        self.writer.flush()
+    pub fn flush(&mut self) -> Result<u64> {
+        self.sink.flush()
     }
 
     /// Flushes and stops the writer.
     pub fn close(self) -> Result<WriterTotals> {
-        self.writer.close()
+        self.sink.close()
+    }
+
+    /// The sink's buffer and outage counters, for a remote store.
+    pub fn remote_totals(&self) -> Option<RemoteTotals> {
+        self.sink.remote_totals()
     }
 }
 

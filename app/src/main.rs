@@ -138,6 +138,16 @@ struct DbArg {
     /// Default: $XDG_DATA_HOME/magnetar, else ~/.local/share/magnetar.
     #[arg(long, value_name = "PATH", env = "MAGNETAR_DB")]
     db: Option<PathBuf>,
+    /// The store: an LMDB directory (as --db), or a PostgreSQL database given as a
+    /// `postgres://` / `postgresql://` URL or a libpq `host=… dbname=…` string
+    /// (crawl, serve, search, show, recent, stats, export; other commands need LMDB).
+    #[arg(
+        long,
+        value_name = "PATH|URL",
+        env = "MAGNETAR_STORE",
+        hide_env_values = true
+    )]
+    store: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -481,8 +491,8 @@ struct CrawlArgs {
     /// libpq string): infohashes of other shards are offered there, this
     /// shard's work is claimed from it under a lease (taken over by another
     /// shard if this crawler dies), and the torrents stored there are not
-    /// fetched again. Will default to the --store URL once crawl writes to
-    /// PostgreSQL.
+    /// fetched again. Default: the --store URL when the store is PostgreSQL
+    /// and --shard is given.
     #[arg(long, value_name = "URL", env = "MAGNETAR_QUEUE")]
     queue: Option<String>,
 
@@ -708,11 +718,33 @@ impl<E: std::fmt::Display> From<E> for Fail {
 }
 
 impl DbArg {
-    /// `--db`, else the default location.
+    /// `--db` or `--store`, else the default LMDB location.
+    fn location(&self) -> Result<commands::StoreLoc, Fail> {
+        match (&self.db, &self.store) {
+            (Some(_), Some(_)) => Err(Fail(
+                "--db and --store both name a database (or MAGNETAR_DB and MAGNETAR_STORE \
+                 are both set): give one"
+                    .into(),
+            )),
+            (Some(p), None) => Ok(commands::StoreLoc::Lmdb(p.clone())),
+            (None, Some(s)) => Ok(commands::StoreLoc::parse(s)),
+            (None, None) => magnetar_storage::default_data_dir()
+                .map(commands::StoreLoc::Lmdb)
+                .map_err(|e| Fail(e.to_string())),
+        }
+    }
+
+    /// The LMDB directory, for the commands only LMDB supports: a PostgreSQL
+    /// `--store` is refused with a message saying so.
     fn path(&self) -> Result<PathBuf, Fail> {
-        match &self.db {
-            Some(p) => Ok(p.clone()),
-            None => magnetar_storage::default_data_dir().map_err(|e| Fail(e.to_string())),
+        match self.location()? {
+            commands::StoreLoc::Lmdb(p) => Ok(p),
+            commands::StoreLoc::Postgres(_) => Err(Fail(
+                "this command works on an LMDB database only (--db PATH or --store PATH); \
+                 the PostgreSQL store supports crawl, serve, search, show, recent, stats \
+                 and export"
+                    .into(),
+            )),
         }
     }
 }
@@ -754,7 +786,7 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
             json,
             db,
         } => commands::search(
-            &db.path()?,
+            &db.location()?,
             &commands::SearchArgs {
                 query: words.join(" "),
                 limit: limit as usize,
@@ -778,15 +810,15 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
             },
         ),
         Cmd::Reclassify { db } => commands::reclassify(&db.path()?),
-        Cmd::Show { infohash, db } => commands::show(&db.path()?, &infohash),
-        Cmd::Recent { n, json, db } => commands::recent(&db.path()?, n as usize, json),
+        Cmd::Show { infohash, db } => commands::show(&db.location()?, &infohash),
+        Cmd::Recent { n, json, db } => commands::recent(&db.location()?, n as usize, json),
         Cmd::Export {
             format,
             since,
             out,
             db,
         } => commands::export(
-            &db.path()?,
+            &db.location()?,
             format == ExportFormat::Torrent,
             since.as_deref(),
             out,
@@ -794,7 +826,7 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
         Cmd::Import { kind, path, db } => {
             commands::import(&db.path()?, kind == ImportKind::Magnetico, &path)
         }
-        Cmd::Stats { db } => commands::stats(&db.path()?),
+        Cmd::Stats { db } => commands::stats(&db.location()?),
         Cmd::Serve {
             cmd: Some(ServeCmd::HashPassword { user }),
             ..
@@ -803,7 +835,7 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
             http,
             db,
             cmd: None,
-        } => cmd_serve(&http, &db.path()?),
+        } => cmd_serve(&http, &db.location()?),
         Cmd::Db {
             cmd: DbCmd::Check { db },
         } => commands::check(&db.path()?),
@@ -875,7 +907,7 @@ fn load_credentials(
 }
 
 /// `magnetar serve`: the HTTP server over an existing database until SIGINT/SIGTERM.
-fn cmd_serve(h: &HttpArgs, db: &std::path::Path) -> Result<(), Fail> {
+fn cmd_serve(h: &HttpArgs, db: &commands::StoreLoc) -> Result<(), Fail> {
     let users = load_credentials("--basic-auth-file", h.basic_auth_file.as_deref())?;
     let access = magnetar_web::Access::decide_with(h.listen, h.token.as_deref(), users, h.no_auth)
         .map_err(|e| {
@@ -887,7 +919,8 @@ fn cmd_serve(h: &HttpArgs, db: &std::path::Path) -> Result<(), Fail> {
     // No maintenance lock: a reader takes none, and serving beside a crawler is the
     // point; opened read-only, so it never waits for the crawler's commit. (Compaction, which swaps the file, refuses to run while a crawler holds
     // the lock; run it with the server stopped too.)
-    let store = commands::open_read_only(db)?;
+    // PostgreSQL: a pool of 8 connections, one per blocking-pool thread.
+    let store = commands::open_index(db, 8)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)
@@ -899,7 +932,7 @@ fn cmd_serve(h: &HttpArgs, db: &std::path::Path) -> Result<(), Fail> {
             .await
             .map_err(|e| Fail(format!("--listen {}: cannot listen: {e}", h.listen)))?;
         let local = listener.local_addr()?;
-        tracing::info!(db = %db.display(), "serving at http://{local}/");
+        tracing::info!(db = %db.label(), store = store.kind(), "serving at http://{local}/");
         // `/metrics`: the server's own counters (connections, refusals), rendered
         // once a second as the crawler renders its own.
         let counters = std::sync::Arc::new(magnetar_web::ServerCounters::default());
@@ -976,7 +1009,7 @@ fn bind_sockets(a: &CrawlArgs) -> Result<Vec<(SocketAddr, std::net::UdpSocket)>,
 }
 
 fn cmd_crawl(a: CrawlArgs) -> Result<(), Fail> {
-    let db = a.db.path()?;
+    let db = a.db.location()?;
     let out = crawl_at(&a, &db)?;
     tracing::info!(
         datagrams_in = out.stats.dht.datagrams_in,
@@ -1004,7 +1037,7 @@ fn cmd_doctor(mut a: CrawlArgs) -> Result<(), Fail> {
             Some(dir)
         }
     };
-    let db = a.db.path()?;
+    let db = commands::StoreLoc::Lmdb(a.db.path()?);
     eprintln!("magnetar doctor: crawling for {secs} s…");
     let r = crawl_at(&a, &db);
     if let Some(dir) = tmp {
@@ -1072,7 +1105,7 @@ fn parse_shard(s: &str) -> Result<magnetar_core::Shard, String> {
 }
 
 /// Binds, opens the database at `db`, crawls until --duration or a signal.
-fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
+fn crawl_at(a: &CrawlArgs, loc: &commands::StoreLoc) -> Result<Ran, Fail> {
     for b in &a.bootstrap {
         if b.rsplit_once(':')
             .and_then(|(_, p)| p.parse::<u16>().ok())
@@ -1097,7 +1130,8 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
         }
     }
     let trackers = tracker_urls(&a.trackers)?;
-    if a.shard.is_sharded() && a.queue.is_none() {
+    if a.shard.is_sharded() && a.queue.is_none() && !matches!(loc, commands::StoreLoc::Postgres(_))
+    {
         tracing::warn!(shard = %a.shard, "--shard without --queue: the infohashes of the other shards' slices are offered to nobody");
     }
     let rules = match &a.filter_rules {
@@ -1150,42 +1184,86 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
     // arguments writes nothing. The lock keeps maintenance commands (db compact,
     // db prune, import) off the database while we write, and refuses to crawl one
     // under maintenance; held until this function returns.
-    let _lock = commands::lock_db(db, "crawl")?;
-    let store = commands::open_or_create_with(db, |o| {
-        o.durability = a.durability.into();
-        o.keep_info = !a.no_info_dicts;
-    })?;
-    let writer = store
-        .writer(magnetar_storage::WriterConfig::default())
-        .map_err(|e| Fail(format!("database {}: {e}", db.display())))?;
-    tracing::info!(
-        db = %db.display(),
-        durability = ?a.durability,
-        info_dicts = !a.no_info_dicts,
-        "database open"
-    );
     let seed = a.seed.unwrap_or_else(os_seed);
     let mut cfg = Config::new(seed, sockets[0].0);
-    // Node ids: the ones kept by the last run while still valid, else new ones
-    // (core's identity logic, which the simulator's crawler shares); kept at once.
-    let keys = crawl::identity_keys(&bound);
-    let mut saved = crawl::saved_ids(&store, &keys);
     cfg.crawl.shard = a.shard;
-    if a.shard.is_sharded() {
-        // A kept id outside the slice (another shard's, or unsharded) is drawn anew.
-        for s in &mut saved {
-            if s.is_some_and(|id| !a.shard.contains(&id.0)) {
-                *s = None;
+    let (_lock, sink, index, id_records): (
+        _,
+        Box<dyn magnetar_storage::backend::IndexSink>,
+        std::sync::Arc<dyn magnetar_storage::backend::ReadIndex>,
+        _,
+    ) = match loc {
+        commands::StoreLoc::Lmdb(db) => {
+            let lock = commands::lock_db(db, "crawl")?;
+            let store = commands::open_or_create_with(db, |o| {
+                o.durability = a.durability.into();
+                o.keep_info = !a.no_info_dicts;
+            })?;
+            let writer = store
+                .writer(magnetar_storage::WriterConfig::default())
+                .map_err(|e| Fail(format!("database {}: {e}", db.display())))?;
+            tracing::info!(
+                db = %db.display(),
+                durability = ?a.durability,
+                info_dicts = !a.no_info_dicts,
+                "database open"
+            );
+            // Node ids: the ones kept by the last run while still valid, else new ones
+            // (core's identity logic, which the simulator's crawler shares); kept at once.
+            let keys = crawl::identity_keys(&bound);
+            let mut saved = crawl::saved_ids(&store, &keys);
+            if a.shard.is_sharded() {
+                // A kept id outside the slice (another shard's, or unsharded) is drawn anew.
+                for s in &mut saved {
+                    if s.is_some_and(|id| !a.shard.contains(&id.0)) {
+                        *s = None;
+                    }
+                }
             }
+            cfg.identities = IdentityConfig::for_sockets(&bound, &a.external_ip, &saved);
+            let id_records = crawl::IdRecords {
+                store: store.clone(),
+                keys,
+            };
+            let sink = magnetar_storage::backend::LmdbSink {
+                store: store.clone(),
+                writer,
+            };
+            (
+                Some(lock),
+                Box::new(sink) as Box<dyn magnetar_storage::backend::IndexSink>,
+                std::sync::Arc::new(store)
+                    as std::sync::Arc<dyn magnetar_storage::backend::ReadIndex>,
+                Some((id_records, saved)),
+            )
         }
-    }
-    cfg.identities = IdentityConfig::for_sockets(&bound, &a.external_ip, &saved);
-    cfg.fill_node_ids();
-    let id_records = crawl::IdRecords {
-        store: store.clone(),
-        keys,
+        commands::StoreLoc::Postgres(url) => {
+            // The writer connects (and migrates) on its own and retries while the
+            // database is down; the reader for --http is connected now, so a wrong
+            // URL fails at once. Node ids are not kept in PostgreSQL yet: new ones
+            // each run.
+            let label = commands::redact(url);
+            let reader = magnetar_storage_pg::PgReader::connect(url, 4)
+                .map_err(|e| Fail(format!("store {label}: {e}")))?;
+            let mut wcfg = magnetar_storage_pg::PgWriterConfig::default();
+            wcfg.store.keep_info = !a.no_info_dicts;
+            let sink = magnetar_storage_pg::PgSink::start(url, wcfg);
+            tracing::info!(store = %label, info_dicts = !a.no_info_dicts, "PostgreSQL store");
+            cfg.identities = IdentityConfig::for_sockets(&bound, &a.external_ip, &[]);
+            (
+                None,
+                Box::new(sink) as Box<dyn magnetar_storage::backend::IndexSink>,
+                std::sync::Arc::new(reader)
+                    as std::sync::Arc<dyn magnetar_storage::backend::ReadIndex>,
+                None,
+            )
+        }
     };
-    id_records.save_all(&cfg.identities, &saved);
+    cfg.fill_node_ids();
+    let id_records = id_records.map(|(r, saved)| {
+        r.save_all(&cfg.identities, &saved);
+        r
+    });
     // The web server shares the crawler's environment (LMDB allows one per process);
     // it only reads, in read transactions that never block the writer.
     let _http = match (a.http, http_access) {
@@ -1195,14 +1273,20 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
                 limits: magnetar_web::Limits::default(),
                 metrics: metrics.clone(),
             };
-            let bg = magnetar_web::spawn(addr, store.clone(), cfg)
+            let bg = magnetar_web::spawn(addr, index, cfg)
                 .map_err(|e| Fail(format!("--http {addr}: cannot listen: {e}")))?;
             tracing::info!("web interface at http://{}/", bg.local_addr);
             Some(bg)
         }
         _ => None,
     };
-    let queue: Option<Box<dyn queue::WorkQueue>> = match &a.queue {
+    // The queue lives in the shared PostgreSQL store unless --queue names another.
+    let queue_url = match (&a.queue, loc) {
+        (Some(url), _) => Some(url.clone()),
+        (None, commands::StoreLoc::Postgres(url)) if a.shard.is_sharded() => Some(url.clone()),
+        _ => None,
+    };
+    let queue: Option<Box<dyn queue::WorkQueue>> = match &queue_url {
         Some(url) => {
             let name = queue::crawler_name(a.shard);
             let q = queue::PgQueue::connect(url, &name, a.shard)
@@ -1211,9 +1295,9 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
         }
         None => None,
     };
-    tracing::info!(shard = %a.shard, queue = a.queue.is_some(), "shard");
+    tracing::info!(shard = %a.shard, queue = queue_url.is_some(), "shard");
     let sharing = queue::Sharing::new(a.shard, queue);
-    let mut ingest = ingest::Ingest::new(store, writer);
+    let mut ingest = ingest::Ingest::with_sink(sink);
     ingest.set_scrape_max_age(Duration::from_secs(a.scrape_max_age));
     if let Some(p) = &a.filter_rules {
         tracing::info!(rules = rules.rules().len(), file = %p.display(), "filter rules loaded");
@@ -1256,7 +1340,7 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
         status_interval: Duration::from_secs(a.status_interval.max(1)),
         max_leeches: a.max_leeches as usize,
         doctor_after: Duration::from_secs(a.doctor_after),
-        id_records: Some(id_records),
+        id_records,
         http: _http.as_ref().map(|bg| bg.counters.clone()),
         sharing,
     };

@@ -46,6 +46,9 @@ pub enum StoreError {
     /// A feature asked for that this store does not have yet (e.g. category
     /// filters before the classifier's facets exist).
     Unsupported(String),
+    /// An error of another store behind the common interface ([`crate::backend`]),
+    /// e.g. PostgreSQL's: the message says which store and what it was doing.
+    Backend(String),
 }
 
 impl fmt::Display for StoreError {
@@ -90,6 +93,7 @@ impl fmt::Display for StoreError {
             StoreError::Magnetico(m) => write!(f, "magnetico import: {m}"),
             StoreError::InvalidQuery(m) => write!(f, "invalid search query: {m}"),
             StoreError::Unsupported(m) => write!(f, "not supported: {m}"),
+            StoreError::Backend(m) => write!(f, "{m}"),
         }
     }
 }

@@ -217,32 +217,7 @@ impl Store {
     pub fn export_jsonl(&self, mut out: impl Write, since: Option<u64>) -> Result<ExportReport> {
         let mut report = ExportReport::default();
         self.walk_by_time(since, &mut report, |rec, files, _, facets| {
-            let line = JsonTorrent {
-                infohash: hex(&rec.infohash),
-                magnet: magnet_of(&rec),
-                hash_kind: Some(rec.kind.as_str().to_string()),
-                v2_infohash: rec.v2.map(|h| hex(&h)),
-                seeders: rec.seeders,
-                leechers: rec.leechers,
-                scraped_at: rec.scraped_at,
-                facets: facets.map(|f| f.to_json()),
-                name: rec.name,
-                size: rec.total_size,
-                files: files
-                    .into_iter()
-                    .map(|f| JsonFile {
-                        path: f.path,
-                        size: f.size,
-                    })
-                    .collect(),
-                discovered_at: rec.discovered_at,
-            };
-            serde_json::to_writer(&mut out, &line).map_err(|e| StoreError::Io {
-                context: "writing JSON".into(),
-                source: e.into(),
-            })?;
-            out.write_all(b"\n")
-                .map_err(StoreError::io("writing JSON"))?;
+            write_json_line(&mut out, rec, files, facets)?;
             Ok(true)
         })?;
         out.flush().map_err(StoreError::io("writing JSON"))?;
@@ -261,13 +236,7 @@ impl Store {
                 no_info += 1;
                 return Ok(false);
             };
-            let path = dir.join(format!("{}.torrent", hex(&rec.infohash)));
-            let mut bytes = Vec::with_capacity(info.len() + 8);
-            bytes.extend_from_slice(b"d4:info");
-            bytes.extend_from_slice(info);
-            bytes.push(b'e');
-            std::fs::write(&path, bytes)
-                .map_err(StoreError::io(format!("writing {}", path.display())))?;
+            write_torrent_file(dir, &rec.infohash, info)?;
             Ok(true)
         })?;
         report.skipped_no_info = no_info;
@@ -359,4 +328,49 @@ impl Store {
         batch.clear();
         Ok(())
     }
+}
+
+/// One line of a JSON lines export (`export_jsonl`), newline included: shared by
+/// every store behind [`crate::backend::ReadIndex`], so their exports are identical.
+pub fn write_json_line(
+    out: &mut impl Write,
+    rec: TorrentRecord,
+    files: Vec<FileEntry>,
+    facets: Option<crate::Facets>,
+) -> Result<()> {
+    let line = JsonTorrent {
+        infohash: hex(&rec.infohash),
+        magnet: magnet_of(&rec),
+        hash_kind: Some(rec.kind.as_str().to_string()),
+        v2_infohash: rec.v2.map(|h| hex(&h)),
+        seeders: rec.seeders,
+        leechers: rec.leechers,
+        scraped_at: rec.scraped_at,
+        facets: facets.map(|f| f.to_json()),
+        name: rec.name,
+        size: rec.total_size,
+        files: files
+            .into_iter()
+            .map(|f| JsonFile {
+                path: f.path,
+                size: f.size,
+            })
+            .collect(),
+        discovered_at: rec.discovered_at,
+    };
+    serde_json::to_writer(&mut *out, &line).map_err(|e| StoreError::Io {
+        context: "writing JSON".into(),
+        source: e.into(),
+    })?;
+    out.write_all(b"\n").map_err(StoreError::io("writing JSON"))
+}
+
+/// Writes `<infohash>.torrent` (`d4:info<raw info dict>e`) into `dir`.
+pub fn write_torrent_file(dir: &Path, infohash: &InfoHash, info: &[u8]) -> Result<()> {
+    let path = dir.join(format!("{}.torrent", hex(infohash)));
+    let mut bytes = Vec::with_capacity(info.len() + 8);
+    bytes.extend_from_slice(b"d4:info");
+    bytes.extend_from_slice(info);
+    bytes.push(b'e');
+    std::fs::write(&path, bytes).map_err(StoreError::io(format!("writing {}", path.display())))
 }

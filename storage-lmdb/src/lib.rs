@@ -141,6 +141,7 @@
 //! terms found in the name (a name hit beats a file-path-only hit), ties newest
 //! first.
 
+pub mod backend;
 mod codec;
 mod error;
 mod export;

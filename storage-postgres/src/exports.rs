@@ -9,9 +9,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use magnetar_storage::{
-    magnet_of, to_hex, ExportReport, Facets, FileEntry, JsonFile, JsonTorrent, TorrentRecord,
-};
+use magnetar_storage::backend::{write_json_line, write_torrent_file};
+use magnetar_storage::{ExportReport, Facets, FileEntry, TorrentRecord};
 
 use crate::error::{PgError, Result};
 use crate::facets::{facets_of_row, FACET_COLUMNS};
@@ -185,29 +184,8 @@ impl PgStore {
     ) -> Result<ExportReport> {
         let mut report = ExportReport::default();
         self.walk_by_time(since, false, &mut report, |(rec, files, _, facets)| {
-            let line = JsonTorrent {
-                infohash: to_hex(&rec.infohash),
-                magnet: magnet_of(&rec),
-                hash_kind: Some(rec.kind.as_str().to_string()),
-                v2_infohash: rec.v2.map(|h| to_hex(&h)),
-                seeders: rec.seeders,
-                leechers: rec.leechers,
-                scraped_at: rec.scraped_at,
-                facets: facets.map(|f| f.to_json()),
-                name: rec.name,
-                size: rec.total_size,
-                files: files
-                    .into_iter()
-                    .map(|f| JsonFile {
-                        path: f.path,
-                        size: f.size,
-                    })
-                    .collect(),
-                discovered_at: rec.discovered_at,
-            };
-            serde_json::to_writer(&mut out, &line)
+            write_json_line(&mut out, rec, files, facets)
                 .map_err(|e| PgError::InvalidInput(format!("writing JSON: {e}")))?;
-            out.write_all(b"\n").map_err(io("writing JSON"))?;
             Ok(true)
         })?;
         out.flush().map_err(io("writing JSON"))?;
@@ -225,12 +203,8 @@ impl PgStore {
                 no_info += 1;
                 return Ok(false);
             };
-            let path = dir.join(format!("{}.torrent", to_hex(&rec.infohash)));
-            let mut bytes = Vec::with_capacity(info.len() + 8);
-            bytes.extend_from_slice(b"d4:info");
-            bytes.extend_from_slice(&info);
-            bytes.push(b'e');
-            std::fs::write(&path, bytes).map_err(io("writing a .torrent file"))?;
+            write_torrent_file(dir, &rec.infohash, &info)
+                .map_err(|e| PgError::InvalidInput(format!("writing a .torrent file: {e}")))?;
             Ok(true)
         })?;
         report.skipped_no_info = no_info;

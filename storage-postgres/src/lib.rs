@@ -82,6 +82,7 @@
 //! are compiled by the LMDB store's compiler into ranges of facet keys and answered
 //! from `facet_keys` ([`facets`]).
 
+pub mod backend;
 mod error;
 pub mod exports;
 pub mod facets;
@@ -96,6 +97,7 @@ mod vector;
 pub mod write;
 pub mod writer;
 
+pub use backend::{PgReader, PgSink};
 pub use error::{PgError, Result};
 pub use migrate::{migrate, SCHEMA_VERSION};
 pub use queue::{ClaimOptions, Claimed, Queue, QueueTotals};

@@ -11,9 +11,9 @@
 //! and everything buffered are written. A batch whose commit was lost with the
 //! connection is written again; the upsert makes that harmless (stored once).
 //!
-//! This is the writing half of the crawl sink; the event → op glue
-//! (`app/src/ingest.rs`) drives the LMDB store's `Writer` of the same shape and is
-//! to be made generic over the two (the next step of issue 21).
+//! This is the writing half of the crawl sink: [`crate::PgSink`] wraps it as the
+//! common interface's `IndexSink`, which the event → op glue (`app/src/ingest.rs`)
+//! drives as it drives the LMDB store's `Writer`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};

@@ -4,15 +4,17 @@
 //! an unknown category, is a 400 with the store's message), a torrent, its facets,
 //! its info dict, the newest torrents, and the dashboard's figures.
 //!
-//! Every call here is a blocking LMDB read; handlers run them on tokio's blocking
-//! pool ([`Index::run`]).
+//! The store is any [`ReadIndex`] (LMDB's `Store`, PostgreSQL's reader): every
+//! call here is a blocking read; handlers run them on tokio's blocking pool
+//! ([`Index::run`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use magnetar_storage::backend::ReadIndex;
 use magnetar_storage::{
     ClientStats, FacetFilter, Facets, Hourly, InfoHash, SearchQuery, SessionYield, SortBy, Stats,
-    Store, StoreError, Torrent, TorrentRecord,
+    StoreError, Torrent, TorrentRecord,
 };
 
 /// Largest page of results any endpoint returns.
@@ -150,7 +152,7 @@ type Cached = (Instant, Arc<Dashboard>);
 /// The store, shared by every handler.
 #[derive(Clone)]
 pub struct Index {
-    store: Store,
+    store: Arc<dyn ReadIndex>,
     dashboard: Arc<Mutex<Option<Cached>>>,
 }
 
@@ -162,7 +164,7 @@ pub fn now_secs() -> u64 {
 }
 
 impl Index {
-    pub fn new(store: Store) -> Index {
+    pub fn new(store: Arc<dyn ReadIndex>) -> Index {
         Index {
             store,
             dashboard: Arc::new(Mutex::new(None)),
@@ -260,9 +262,16 @@ impl Index {
         Ok(v.split_off(offset.min(v.len())))
     }
 
-    /// Totals only (cheap: counters and page statistics).
+    /// Totals only (cheap: counters and page statistics). A store that keeps no
+    /// totals yet (PostgreSQL before its statistics land) gives its torrent count.
     pub fn totals(&self) -> Result<Stats, IndexError> {
-        Ok(self.store.stats()?)
+        match self.store.stats() {
+            Err(StoreError::Unsupported(_)) => Ok(Stats {
+                torrents: self.store.count()?,
+                ..Stats::default()
+            }),
+            r => Ok(r?),
+        }
     }
 
     /// The dashboard's figures, reused for a few seconds (they scan the kept
@@ -276,14 +285,21 @@ impl Index {
             }
         }
         let now = now_secs();
+        // A figure the store cannot give yet (PostgreSQL) is left empty.
+        fn or_empty<T: Default>(r: Result<T, StoreError>) -> Result<T, IndexError> {
+            match r {
+                Err(StoreError::Unsupported(_)) => Ok(T::default()),
+                r => Ok(r?),
+            }
+        }
         let d = Arc::new(Dashboard {
             now,
-            stats: self.store.stats()?,
-            sessions: self.store.session_yields(now)?,
-            failure_reasons: self.store.failure_reasons()?,
-            clients: self.store.top_clients(10)?,
-            discoveries: self.store.discoveries_per_hour(now, HISTORY_HOURS)?,
-            requests: self.store.requests_per_hour(now, HISTORY_HOURS)?,
+            stats: self.totals()?,
+            sessions: or_empty(self.store.session_yields(now))?,
+            failure_reasons: or_empty(self.store.failure_reasons())?,
+            clients: or_empty(self.store.top_clients(10))?,
+            discoveries: or_empty(self.store.discoveries_per_hour(now, HISTORY_HOURS))?,
+            requests: or_empty(self.store.requests_per_hour(now, HISTORY_HOURS))?,
         });
         if let Ok(mut g) = self.dashboard.lock() {
             *g = Some((Instant::now(), d.clone()));

@@ -30,7 +30,7 @@ use axum::routing::get;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use magnetar_storage::Store;
+use magnetar_storage::backend::ReadIndex;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -295,14 +295,19 @@ pub(crate) struct AppState {
 }
 
 /// The router with every route and layer (without the connection handling).
-pub fn router(store: Store, cfg: &Config) -> Router {
+/// The store is any [`ReadIndex`] (`Store` converts into one).
+pub fn router(store: impl Into<Arc<dyn ReadIndex>>, cfg: &Config) -> Router {
     router_counting(store, cfg, Arc::default())
 }
 
 /// [`router`], counting refusals in `counters`.
-pub fn router_counting(store: Store, cfg: &Config, counters: Arc<ServerCounters>) -> Router {
+pub fn router_counting(
+    store: impl Into<Arc<dyn ReadIndex>>,
+    cfg: &Config,
+    counters: Arc<ServerCounters>,
+) -> Router {
     let state = AppState {
-        index: Index::new(store),
+        index: Index::new(store.into()),
         access: cfg.access.clone(),
         metrics: cfg.metrics.clone(),
         counters,
@@ -505,7 +510,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
 /// `max_connections` at once (more are closed at once and counted).
 pub async fn serve(
     listener: TcpListener,
-    store: Store,
+    store: impl Into<Arc<dyn ReadIndex>>,
     cfg: Config,
     counters: Arc<ServerCounters>,
     shutdown: impl Future<Output = ()>,
@@ -572,7 +577,12 @@ impl Drop for Background {
 }
 
 /// Binds `addr` and serves the store on a new thread with a two-worker runtime.
-pub fn spawn(addr: SocketAddr, store: Store, cfg: Config) -> std::io::Result<Background> {
+pub fn spawn(
+    addr: SocketAddr,
+    store: impl Into<Arc<dyn ReadIndex>>,
+    cfg: Config,
+) -> std::io::Result<Background> {
+    let store: Arc<dyn ReadIndex> = store.into();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)

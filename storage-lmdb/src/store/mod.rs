@@ -50,6 +50,7 @@ mod upgrade_f;
 mod write;
 
 pub(crate) use facets::facets_by_docid;
+pub(crate) use facets::of_torrent;
 pub use facets::{
     category_name, Facets, ReclassifyReport, CATEGORY_GROUPS, LANGUAGE_NAMES, MAX_RANGE_KEYS,
     TORZNAB_CATEGORIES,
