@@ -91,6 +91,8 @@ pub struct Ingest {
     filter: Filter,
     /// Infohashes dropped by this run (until their tombstones are committed).
     dropped: HashSet<InfoHash>,
+    /// `crawl --sink bitmagnet URL`: every stored torrent is also sent there.
+    sink: Option<crate::sink::BitmagnetSink>,
 }
 
 /// A fresh session record (id: Unix milliseconds), started at `wall` (Unix seconds).
@@ -235,7 +237,18 @@ impl Ingest {
             scrape_max_age: SCRAPE_MAX_AGE,
             filter: Filter::new(Default::default(), None),
             dropped: HashSet::new(),
+            sink: None,
         }
+    }
+
+    /// Also sends every stored torrent to bitmagnet (`crawl --sink bitmagnet`).
+    pub fn set_sink(&mut self, sink: crate::sink::BitmagnetSink) {
+        self.sink = Some(sink);
+    }
+
+    /// The bitmagnet sink, if any (taken to close it with a grace period).
+    pub fn take_sink(&mut self) -> Option<crate::sink::BitmagnetSink> {
+        self.sink.take()
     }
 
     fn remember_drop(&mut self, ih: InfoHash) {
@@ -466,6 +479,9 @@ impl Ingest {
             ),
         ];
         out.extend(self.filter.metrics());
+        if let Some(sink) = &self.sink {
+            out.extend(sink.metrics());
+        }
         if self.next_store_stats.is_none_or(|t| t <= Instant::now()) {
             self.next_store_stats = Some(Instant::now() + Duration::from_secs(10));
             if let Ok(st) = self.store.stats() {
@@ -659,6 +675,9 @@ impl Ingest {
                     self.counters.filtered += 1;
                     return Ok(Decision::Nothing);
                 }
+                if let Some(sink) = &self.sink {
+                    sink.offer(&t);
+                }
                 self.writer.send(Op::Torrent(Box::new(t)))?;
                 self.counters.torrents += 1;
                 Ok(Decision::Nothing)
@@ -794,9 +813,21 @@ impl Ingest {
         self.writer.flush()
     }
 
-    /// Flushes and stops the writer.
-    pub fn close(self) -> Result<WriterTotals> {
-        self.writer.close()
+    /// Flushes and stops the writer, then sends what the bitmagnet sink holds
+    /// (for at most 10 s; what is left then is dropped, logged and counted).
+    pub fn close(mut self) -> Result<WriterTotals> {
+        let sink = self.sink.take();
+        let totals = self.writer.close();
+        if let Some(sink) = sink {
+            let c = sink.close(Duration::from_secs(10));
+            tracing::info!(
+                sent = c.sent,
+                failed = c.failed,
+                dropped = c.dropped,
+                "bitmagnet sink closed"
+            );
+        }
+        totals
     }
 }
 

@@ -40,13 +40,16 @@
 //! [`PgStore::apply_batch`] takes the LMDB writer's [`Op`]s: see [`write`](crate::write)
 //! (COPY into staging tables, one idempotent upsert, retried on deadlock). Peer,
 //! node, session and request records are counted and not kept yet. PostgreSQL text
-//! cannot hold NUL: a NUL in a name or path is stored as U+FFFD.
+//! cannot hold NUL: a name, source or path holding NUL is stored with each NUL as
+//! U+FFFD in its text column and exactly in its `*_raw` bytea column (schema 4),
+//! which readers prefer, so nothing is lost.
 //!
 //! # Searching
 //! [`PgStore::query`] takes the LMDB store's [`SearchQuery`] and returns its
 //! [`SearchResults`]; see [`search`](crate::search) for how, and for the intentional
 //! differences.
 
+pub mod copy;
 mod error;
 pub mod migrate;
 pub mod search;
@@ -139,13 +142,20 @@ impl PgStore {
         for r in self
             .client
             .query(
-                "SELECT path, size FROM files WHERE torrent_id = $1 ORDER BY idx",
+                "SELECT coalesce(path_raw, convert_to(path, 'UTF8')), size FROM files \
+                 WHERE torrent_id = $1 ORDER BY idx",
                 &[&id],
             )
             .map_err(PgError::db("reading files"))?
         {
+            let path = String::from_utf8(r.get(0)).map_err(|_| {
+                PgError::InvalidInput(format!(
+                    "a file path of {} is not UTF-8",
+                    magnetar_storage::to_hex(infohash)
+                ))
+            })?;
             files.push(FileEntry {
-                path: r.get(0),
+                path,
                 size: u64::try_from(r.get::<_, i64>(1)).unwrap_or(0),
             });
         }

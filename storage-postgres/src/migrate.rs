@@ -13,7 +13,7 @@ use postgres::Client;
 use crate::error::{PgError, Result};
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Advisory lock key of migrations ("magnetar" in ASCII, truncated to 63 bits).
 const MIGRATION_LOCK: i64 = 0x6d61_676e_6574_6172 & i64::MAX;
@@ -26,11 +26,18 @@ pub struct Migration {
 }
 
 /// Every migration, in version order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "torrents, files, info dicts, full-text search",
-    sql: V1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "torrents, files, info dicts, full-text search",
+        sql: V1,
+    },
+    Migration {
+        version: 4,
+        name: "raw bytes of names, sources and paths holding NUL",
+        sql: V4,
+    },
+];
 
 /// Schema 1. Integers the LMDB record holds as u64/u32 are `bigint` (sizes and
 /// times above 2^63 − 1 are refused by the writer); `kind` is 1 v1, 2 v2, 3 hybrid.
@@ -113,6 +120,17 @@ CREATE TABLE info (
 -- Info dicts are mostly SHA-1 piece hashes: incompressible, so not compressed
 -- (TOAST still moves them out of line).
 ALTER TABLE info ALTER COLUMN dict SET STORAGE EXTERNAL;
+"#;
+
+/// Schema 4: lossless names, sources and paths. PostgreSQL `text` cannot hold NUL,
+/// which a torrent's name, `source` or file path may contain (the LMDB store keeps
+/// any valid UTF-8). The text column keeps a searchable, printable form (each NUL
+/// replaced by U+FFFD); the `*_raw` column holds the exact UTF-8 bytes, and only
+/// when the text had to be altered (NULL otherwise: no cost for the usual row).
+/// Readers take `coalesce(raw, convert_to(text, 'UTF8'))`.
+const V4: &str = r#"
+ALTER TABLE torrents ADD COLUMN name_raw bytea, ADD COLUMN source_raw bytea;
+ALTER TABLE files ADD COLUMN path_raw bytea;
 "#;
 
 /// Brings the database to [`SCHEMA_VERSION`]; returns the version it found before.
