@@ -246,11 +246,6 @@ impl Ingest {
         self.sink = Some(sink);
     }
 
-    /// The bitmagnet sink, if any (taken to close it with a grace period).
-    pub fn take_sink(&mut self) -> Option<crate::sink::BitmagnetSink> {
-        self.sink.take()
-    }
-
     fn remember_drop(&mut self, ih: InfoHash) {
         if self.dropped.len() >= MAX_PEERS {
             self.dropped.clear();

@@ -651,6 +651,7 @@ mod tests {
     /// Every line received matches its torrent field by field.
     fn check_received(seen: &Seen, want: &[TorrentInput]) {
         assert!(seen.errors.is_empty(), "{:#?}", seen.errors);
+        assert_eq!(seen.refused, 0);
         assert_eq!(seen.lines.len(), want.len());
         for (v, t) in seen.lines.iter().zip(want) {
             assert_eq!(v["infoHash"], to_hex(&t.infohash));

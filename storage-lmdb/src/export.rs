@@ -253,7 +253,7 @@ impl Store {
     /// discovery time, then doc id), with its files and its info dict when kept:
     /// what `magnetar db copy` reads. Runs in one read transaction (a snapshot: a
     /// crawler may write meanwhile); `f` returning an error stops the walk.
-    pub fn for_each_torrent(
+    pub fn walk_export(
         &self,
         since: Option<u64>,
         mut f: impl FnMut(TorrentRecord, Vec<FileEntry>, Option<&[u8]>) -> Result<()>,

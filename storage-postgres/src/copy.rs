@@ -226,7 +226,7 @@ pub fn copy(
             // The walk runs in a read transaction; a failed write ends it and its
             // error is kept here (the walk only carries LMDB errors).
             let mut failed: Option<CopyError> = None;
-            let walked = store.for_each_torrent(None, |record, files, info| {
+            let walked = store.walk_export(None, |record, files, info| {
                 rep.read += 1;
                 let t = FullTorrent {
                     record,
