@@ -1210,12 +1210,21 @@ fn crawl_at(a: &CrawlArgs, db: &std::path::Path) -> Result<Ran, Fail> {
     match a.sink.as_slice() {
         [] => {}
         [kind, url] if kind == "bitmagnet" => {
-            let sink = sink::BitmagnetSink::start(url, sink::SinkConfig::default()).map_err(Fail)?;
+            let sink =
+                sink::BitmagnetSink::start(url, sink::SinkConfig::default()).map_err(Fail)?;
             tracing::info!(url = %sink::import_url(url).map_err(Fail)?, "sending torrents to bitmagnet");
             ingest.set_sink(sink);
         }
-        [kind, _] => return Err(Fail(format!("--sink {kind}: unknown kind (expected bitmagnet)"))),
-        _ => return Err(Fail("--sink: expected KIND URL (e.g. --sink bitmagnet http://localhost:3333)".into())),
+        [kind, _] => {
+            return Err(Fail(format!(
+                "--sink {kind}: unknown kind (expected bitmagnet)"
+            )))
+        }
+        _ => {
+            return Err(Fail(
+                "--sink: expected KIND URL (e.g. --sink bitmagnet http://localhost:3333)".into(),
+            ))
+        }
     }
     // A crawler-sized routing table (~8,200 nodes per identity).
     cfg.dht.routing = RoutingConfig::wide(4096);

@@ -577,19 +577,37 @@ mod tests {
     fn validate(line: &str) -> Result<serde_json::Value, String> {
         let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
         let o = v.as_object().ok_or("not an object")?;
-        const KNOWN: [&str; 6] = ["infoHash", "name", "size", "private", "source", "publishedAt"];
+        const KNOWN: [&str; 6] = [
+            "infoHash",
+            "name",
+            "size",
+            "private",
+            "source",
+            "publishedAt",
+        ];
         for k in o.keys() {
             if !KNOWN.contains(&k.as_str()) {
                 return Err(format!("unexpected field {k}"));
             }
         }
-        let ih = o.get("infoHash").and_then(|x| x.as_str()).ok_or("infoHash")?;
-        if ih.len() != 40 || !ih.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        let ih = o
+            .get("infoHash")
+            .and_then(|x| x.as_str())
+            .ok_or("infoHash")?;
+        if ih.len() != 40
+            || !ih
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err("infoHash is not 40 lowercase hex digits".into());
         }
         o.get("name").and_then(|x| x.as_str()).ok_or("name")?;
-        o.get("size").and_then(|x| x.as_u64()).ok_or("size is not a uint")?;
-        o.get("private").and_then(|x| x.as_bool()).ok_or("private")?;
+        o.get("size")
+            .and_then(|x| x.as_u64())
+            .ok_or("size is not a uint")?;
+        o.get("private")
+            .and_then(|x| x.as_bool())
+            .ok_or("private")?;
         let src = o.get("source").and_then(|x| x.as_str()).ok_or("source")?;
         if src.is_empty() {
             return Err("empty source".into());
@@ -605,14 +623,21 @@ mod tests {
     /// to Unix seconds.
     fn parse_rfc3339(s: &str) -> Option<u64> {
         let b = s.as_bytes();
-        if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':'
-            || b[16] != b':' || b[19] != b'Z'
+        if b.len() != 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || b[10] != b'T'
+            || b[13] != b':'
+            || b[16] != b':'
+            || b[19] != b'Z'
         {
             return None;
         }
         let num = |r: std::ops::Range<usize>| -> Option<u64> {
             let t = s.get(r)?;
-            t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok())?
+            t.bytes()
+                .all(|c| c.is_ascii_digit())
+                .then(|| t.parse().ok())?
         };
         let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
         let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -620,7 +645,9 @@ mod tests {
             return None;
         }
         let days = magnetar_storage::fmt::days_from_civil(y as i64, mo as u32, d as u32);
-        u64::try_from(days * 86_400).ok().map(|x| x + h * 3600 + mi * 60 + se)
+        u64::try_from(days * 86_400)
+            .ok()
+            .map(|x| x + h * 3600 + mi * 60 + se)
     }
 
     fn torrents(n: usize) -> Vec<TorrentInput> {
@@ -710,8 +737,14 @@ mod tests {
     #[test]
     fn urls_and_times() {
         assert_eq!(import_url("http://h:3333").unwrap(), "http://h:3333/import");
-        assert_eq!(import_url("http://h:3333/").unwrap(), "http://h:3333/import");
-        assert_eq!(import_url("http://h/x/import").unwrap(), "http://h/x/import");
+        assert_eq!(
+            import_url("http://h:3333/").unwrap(),
+            "http://h:3333/import"
+        );
+        assert_eq!(
+            import_url("http://h/x/import").unwrap(),
+            "http://h/x/import"
+        );
         assert!(import_url("https://h").is_err());
         assert!(import_url("ftp://h").is_err());
         assert!(import_url("http:///import").is_err());

@@ -56,7 +56,8 @@ fn shapes(names: &[String], nq: usize, n: usize) -> Vec<(&'static str, Vec<Searc
         }
     }
     let plain = |v: &[String]| -> Vec<SearchQuery> { v.iter().map(SearchQuery::new).collect() };
-    let map = |f: &dyn Fn(&String) -> SearchQuery| -> Vec<SearchQuery> { one.iter().map(f).collect() };
+    let map =
+        |f: &dyn Fn(&String) -> SearchQuery| -> Vec<SearchQuery> { one.iter().map(f).collect() };
     let exclude: Vec<SearchQuery> = one
         .iter()
         .enumerate()
@@ -72,10 +73,22 @@ fn shapes(names: &[String], nq: usize, n: usize) -> Vec<(&'static str, Vec<Searc
         ("exclusion", exclude),
         ("name:word", map(&|w| SearchQuery::new(format!("name:{w}")))),
         ("path:word", map(&|w| SearchQuery::new(format!("path:{w}")))),
-        ("one-word newest", map(&|w| SearchQuery::new(w).sort(SortBy::Discovered))),
-        ("one-word largest", map(&|w| SearchQuery::new(w).sort(SortBy::Size))),
-        ("one-word seeders", map(&|w| SearchQuery::new(w).sort(SortBy::Seeders))),
-        ("one-word files", map(&|w| SearchQuery::new(w).sort(SortBy::Files))),
+        (
+            "one-word newest",
+            map(&|w| SearchQuery::new(w).sort(SortBy::Discovered)),
+        ),
+        (
+            "one-word largest",
+            map(&|w| SearchQuery::new(w).sort(SortBy::Size)),
+        ),
+        (
+            "one-word seeders",
+            map(&|w| SearchQuery::new(w).sort(SortBy::Seeders)),
+        ),
+        (
+            "one-word files",
+            map(&|w| SearchQuery::new(w).sort(SortBy::Files)),
+        ),
         (
             "one-word size 0.1-5 GB",
             map(&|w| SearchQuery::new(w).size_range(Some(100_000_000), Some(5_000_000_000))),

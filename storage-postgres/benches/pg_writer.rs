@@ -40,7 +40,9 @@ fn child(spec: &str, n: usize) {
     let (url, k, step) = (
         it.next().expect("url"),
         it.next().and_then(|v| v.parse::<usize>().ok()).expect("k"),
-        it.next().and_then(|v| v.parse::<usize>().ok()).expect("step"),
+        it.next()
+            .and_then(|v| v.parse::<usize>().ok())
+            .expect("step"),
     );
     let batches = corpus(n);
     let mut ps = PgStore::connect(url, PgOptions::default()).expect("connect");

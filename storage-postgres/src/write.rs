@@ -439,8 +439,10 @@ fn try_batch(
         let sink = tx
             .copy_in("COPY stage_f FROM STDIN (FORMAT binary)")
             .map_err(PgError::db("copying files"))?;
-        let mut w =
-            BinaryCopyInWriter::new(sink, &[Type::BYTEA, Type::INT4, Type::TEXT, Type::INT8, Type::BYTEA]);
+        let mut w = BinaryCopyInWriter::new(
+            sink,
+            &[Type::BYTEA, Type::INT4, Type::TEXT, Type::INT8, Type::BYTEA],
+        );
         for r in rows {
             let ih: &[u8] = &r.t.infohash;
             for (i, FileEntry { path, size }) in r.t.files.iter().enumerate() {

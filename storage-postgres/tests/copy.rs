@@ -174,10 +174,7 @@ fn lmdb_to_postgres_to_lmdb_is_lossless_and_copies_nothing_twice() {
     // NUL kept exactly (the raw columns), and the text column is searchable.
     let nul: String = p
         .client()
-        .query_one(
-            "SELECT name FROM torrents WHERE name_raw IS NOT NULL",
-            &[],
-        )
+        .query_one("SELECT name FROM torrents WHERE name_raw IS NOT NULL", &[])
         .unwrap()
         .get(0);
     assert_eq!(nul, "nul\u{FFFD}in the\u{FFFD}name");
@@ -216,8 +213,16 @@ fn lmdb_to_postgres_to_lmdb_is_lossless_and_copies_nothing_twice() {
             "exports differ ({} vs {} lines); first difference at line {first:?}:\n{}\n{}",
             la.len(),
             lb.len(),
-            first.map_or("", |i| la[i]).chars().take(400).collect::<String>(),
-            first.map_or("", |i| lb[i]).chars().take(400).collect::<String>()
+            first
+                .map_or("", |i| la[i])
+                .chars()
+                .take(400)
+                .collect::<String>(),
+            first
+                .map_or("", |i| lb[i])
+                .chars()
+                .take(400)
+                .collect::<String>()
         );
     }
     // Records (last-seen, sources, piece data, private, source) and info dicts.

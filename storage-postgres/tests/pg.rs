@@ -293,7 +293,10 @@ fn bad_values_are_counted_rejections_not_errors() {
             .unwrap();
         (r.get(0), r.get(1))
     };
-    assert_eq!((name.as_str(), path.as_str()), ("nul\u{FFFD}name", "p\u{FFFD}ath"));
+    assert_eq!(
+        (name.as_str(), path.as_str()),
+        ("nul\u{FFFD}name", "p\u{FFFD}ath")
+    );
     assert!(ps.get(&[5; 20]).unwrap().is_none());
 }
 
