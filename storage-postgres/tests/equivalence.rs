@@ -126,11 +126,12 @@ fn lmdb_and_postgres_give_the_same_results_on_10000_synthetic_torrents() {
 }
 
 /// The figure: 100,000 torrents (loaded through COPY in batches of
-/// 5,000), every query under every sort in both directions, one page of 50 and
-/// one deeper page, with the ranges. Its runtime is in BENCHMARKS.md.
+/// 5,000), every query under every sort in both directions, the first page of
+/// 50, with the ranges (the deeper page is the 10,000 test's: it halves this
+/// test's time). Its runtime is in BENCHMARKS.md.
 #[test]
 fn lmdb_and_postgres_give_the_same_results_on_100000_synthetic_torrents() {
-    equivalence(100_000, 5_000, &[(0, 50), (120, 30)]);
+    equivalence(100_000, 5_000, &[(0, 50)]);
 }
 
 fn equivalence(n: usize, batch: usize, pages: &[(usize, usize)]) {
