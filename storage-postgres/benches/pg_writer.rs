@@ -124,6 +124,23 @@ fn main() {
     }
     let pg1 = n as f64 / t.elapsed().as_secs_f64();
 
+    // Before schema 4: the same with the foreign keys of schema 1 put back.
+    let url_fk = pg.create_database("fk").expect("db");
+    let mut ps = PgStore::connect(&url_fk, PgOptions::default()).expect("connect");
+    ps.client()
+        .batch_execute(
+            "ALTER TABLE files ADD FOREIGN KEY (torrent_id) REFERENCES torrents (id) \
+                 ON DELETE CASCADE; \
+             ALTER TABLE info ADD FOREIGN KEY (torrent_id) REFERENCES torrents (id) \
+                 ON DELETE CASCADE;",
+        )
+        .expect("foreign keys");
+    let t = Instant::now();
+    for b in &batches {
+        ps.apply_batch(b).expect("PG batch");
+    }
+    let pg_fk = n as f64 / t.elapsed().as_secs_f64();
+
     // Three writers, each a third of the batches (distinct torrents).
     let url3 = pg.create_database("three").expect("db");
     drop(PgStore::connect(&url3, PgOptions::default()).expect("connect"));
@@ -174,6 +191,11 @@ fn main() {
     println!(
         "PostgreSQL, 1 writer (fsync=off):{pg1:>9.0} torrents/s  ({:.2} of LMDB)",
         pg1 / lmdb
+    );
+    println!(
+        "PostgreSQL, 1 writer, schema-1 foreign keys (before): {pg_fk:>9.0} torrents/s  ({:.2} of LMDB; after/before {:.2})",
+        pg_fk / lmdb,
+        pg1 / pg_fk
     );
     println!(
         "PostgreSQL, 3 writers:           {pg3:>9.0} torrents/s  ({:.2} of LMDB)",

@@ -298,6 +298,23 @@ fn bad_values_are_counted_rejections_not_errors() {
         ("nul\u{FFFD}name", "p\u{FFFD}ath")
     );
     assert!(ps.get(&[5; 20]).unwrap().is_none());
+    // Deleting a torrent deletes its files and info dict (schema 4's trigger, in
+    // place of ON DELETE CASCADE), and only its own.
+    let count =
+        |ps: &mut PgStore, sql: &str| -> i64 { ps.client().query_one(sql, &[]).unwrap().get(0) };
+    let t7 = torrent(7, "seven", &[("x", 1), ("y", 2)], 12);
+    ps.apply_batch(&[Op::Torrent(Box::new(t7))]).unwrap();
+    assert_eq!(count(&mut ps, "SELECT count(*) FROM files"), 3);
+    assert_eq!(count(&mut ps, "SELECT count(*) FROM info"), 2);
+    ps.client()
+        .execute(
+            "DELETE FROM torrents WHERE infohash = $1",
+            &[&&[7u8; 20][..]],
+        )
+        .unwrap();
+    assert_eq!(count(&mut ps, "SELECT count(*) FROM files"), 1);
+    assert_eq!(count(&mut ps, "SELECT count(*) FROM info"), 1);
+    assert!(ps.get(&[6; 20]).unwrap().is_some());
 }
 
 #[test]
