@@ -31,6 +31,11 @@
 //! | `files` | torrent_id → torrents.id, idx, path, size; PK (torrent_id, idx) |
 //! | `info` | torrent_id → torrents.id PK, dict bytea (the raw bencoded info dict) |
 //!
+//! Schema 4 adds `torrents.name_raw`, `torrents.source_raw` and `files.path_raw`
+//! (exact bytes of a text holding NUL, else NULL) and replaces the foreign keys of
+//! `files` and `info` by an `AFTER DELETE` trigger on `torrents` (deleting torrents
+//! deletes their files and info dicts, without a check per inserted row).
+//!
 //! Indexes: GIN on `search`; GIN trigram on `magnetar_fold(name)` (`unaccent` +
 //! `lower`); `v2`'s first 20 bytes; `(discovered_at, id)`, `(total_size, id)`,
 //! `(seeders, id)` for the orders. See [`migrate`] for why `search` is written by
