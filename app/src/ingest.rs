@@ -93,6 +93,8 @@ pub struct Ingest {
     filter: Filter,
     /// Infohashes dropped by this run (until their tombstones are committed).
     dropped: HashSet<InfoHash>,
+    /// `crawl --sink bitmagnet URL`: every stored torrent is also sent there.
+    bitmagnet: Option<crate::sink::BitmagnetSink>,
 }
 
 /// A fresh session record (id: Unix milliseconds), started at `wall` (Unix seconds).
@@ -241,7 +243,13 @@ impl Ingest {
             scrape_max_age: SCRAPE_MAX_AGE,
             filter: Filter::new(Default::default(), None),
             dropped: HashSet::new(),
+            bitmagnet: None,
         }
+    }
+
+    /// Also sends every stored torrent to bitmagnet (`crawl --sink bitmagnet`).
+    pub fn set_bitmagnet(&mut self, sink: crate::sink::BitmagnetSink) {
+        self.bitmagnet = Some(sink);
     }
 
     fn remember_drop(&mut self, ih: InfoHash) {
@@ -503,6 +511,9 @@ impl Ingest {
             ),
         ]);
         out.extend(self.filter.metrics());
+        if let Some(b) = &self.bitmagnet {
+            out.extend(b.metrics());
+        }
         if self.next_store_stats.is_none_or(|t| t <= Instant::now()) {
             self.next_store_stats = Some(Instant::now() + Duration::from_secs(10));
             if let Ok(st) = self.sink.stats() {
@@ -692,6 +703,9 @@ impl Ingest {
                     self.counters.filtered += 1;
                     return Ok(Decision::Nothing);
                 }
+                if let Some(b) = &self.bitmagnet {
+                    b.offer(&t);
+                }
                 self.sink.send(Op::Torrent(Box::new(t)))?;
                 self.counters.torrents += 1;
                 Ok(Decision::Nothing)
@@ -827,9 +841,21 @@ impl Ingest {
         self.sink.flush()
     }
 
-    /// Flushes and stops the writer.
-    pub fn close(self) -> Result<WriterTotals> {
-        self.sink.close()
+    /// Flushes and stops the writer, then sends what the bitmagnet sink holds
+    /// (for at most 10 s; what is left then is dropped, logged and counted).
+    pub fn close(mut self) -> Result<WriterTotals> {
+        let bitmagnet = self.bitmagnet.take();
+        let totals = self.sink.close();
+        if let Some(b) = bitmagnet {
+            let c = b.close(Duration::from_secs(10));
+            tracing::info!(
+                sent = c.sent,
+                failed = c.failed,
+                dropped = c.dropped,
+                "bitmagnet sink closed"
+            );
+        }
+        totals
     }
 
     /// The sink's buffer and outage counters, for a remote store.

@@ -6,6 +6,7 @@
 mod cli_tests;
 mod commands;
 mod crawl;
+mod dbcopy;
 mod doctor;
 mod filter;
 // A few of its methods serve only the tests and the bench binary.
@@ -13,6 +14,7 @@ mod filter;
 mod ingest;
 mod metrics;
 mod queue;
+mod sink;
 mod sys;
 mod tokio_run;
 
@@ -391,6 +393,23 @@ enum ServeCmd {
 
 #[derive(Subcommand, Debug)]
 enum DbCmd {
+    /// Copy every torrent (files, sources, counts, info dicts) from one store to
+    /// another: LMDB directories and PostgreSQL URLs (`postgres://…` or
+    /// `host=… dbname=…`), either way. Running it again copies nothing twice; the
+    /// same store as source and target is refused, as is an LMDB target a
+    /// crawler holds.
+    Copy {
+        /// The source: an LMDB directory or a PostgreSQL URL.
+        #[arg(long, value_name = "PATH|URL")]
+        from: String,
+        /// The target: an LMDB directory (created when missing) or a PostgreSQL URL.
+        #[arg(long, value_name = "PATH|URL")]
+        to: String,
+        /// Torrents per written batch.
+        #[arg(long, value_name = "N", default_value_t = 1000,
+              value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        batch: u32,
+    },
     /// Check the database's integrity (every index against the torrents); exits with
     /// status 2 when anything is damaged. Safe while a crawler runs.
     Check {
@@ -568,6 +587,14 @@ struct CrawlArgs {
     /// old rules stay in force).
     #[arg(long, value_name = "FILE", env = "MAGNETAR_FILTER_RULES")]
     filter_rules: Option<PathBuf>,
+
+    /// Also send every stored torrent to another indexer: `--sink bitmagnet URL`
+    /// streams them to a running bitmagnet's import endpoint
+    /// (`http://HOST:PORT`, `/import` by default) as JSON lines, in batches, from
+    /// a bounded queue that never slows the crawl (see /metrics
+    /// `magnetar_sink_bitmagnet_*`).
+    #[arg(long, num_args = 2, value_names = ["KIND", "URL"], env = "MAGNETAR_SINK", value_delimiter = ' ')]
+    sink: Vec<String>,
 
     /// Do not keep raw info dicts (saves ~95 % of the disk; `export --format torrent`
     /// then has nothing to write for the torrents stored meanwhile).
@@ -836,6 +863,9 @@ fn dispatch(cmd: Cmd) -> Result<(), Fail> {
             db,
             cmd: None,
         } => cmd_serve(&http, &db.location()?),
+        Cmd::Db {
+            cmd: DbCmd::Copy { from, to, batch },
+        } => dbcopy::db_copy(&from, &to, batch as usize),
         Cmd::Db {
             cmd: DbCmd::Check { db },
         } => commands::check(&db.path()?),
@@ -1306,6 +1336,25 @@ fn crawl_at(a: &CrawlArgs, loc: &commands::StoreLoc) -> Result<Ran, Fail> {
         signal_hook::flag::register(signal_hook::consts::SIGHUP, f.reload_flag())
             .map_err(|e| Fail(format!("cannot handle SIGHUP: {e}")))?;
         ingest.set_filter(f);
+    }
+    match a.sink.as_slice() {
+        [] => {}
+        [kind, url] if kind == "bitmagnet" => {
+            let sink =
+                sink::BitmagnetSink::start(url, sink::SinkConfig::default()).map_err(Fail)?;
+            tracing::info!(url = %sink::import_url(url).map_err(Fail)?, "sending torrents to bitmagnet");
+            ingest.set_bitmagnet(sink);
+        }
+        [kind, _] => {
+            return Err(Fail(format!(
+                "--sink {kind}: unknown kind (expected bitmagnet)"
+            )))
+        }
+        _ => {
+            return Err(Fail(
+                "--sink: expected KIND URL (e.g. --sink bitmagnet http://localhost:3333)".into(),
+            ))
+        }
     }
     // A crawler-sized routing table (~8,200 nodes per identity).
     cfg.dht.routing = RoutingConfig::wide(4096);

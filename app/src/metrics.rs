@@ -588,6 +588,10 @@ mod tests {
         let store = Store::open(StoreOptions::new(dir.path())).unwrap();
         let writer = store.writer(WriterConfig::default()).unwrap();
         let mut ingest = Ingest::new(store, writer);
+        // `crawl --sink bitmagnet`: its metrics (nothing is offered, so nothing is sent).
+        ingest.set_bitmagnet(
+            crate::sink::BitmagnetSink::start("http://127.0.0.1:9", Default::default()).unwrap(),
+        );
         let counters = full_counters();
         // Every funnel step non-zero, so that each share lost is shown.
         let mut observed = crate::doctor::Observed::default();

@@ -7,6 +7,10 @@ mod common;
 #[path = "../src/ingest.rs"]
 #[allow(dead_code)]
 mod ingest;
+// The bitmagnet sink the ingest glue may feed.
+#[path = "../src/sink.rs"]
+#[allow(dead_code)]
+mod sink;
 // The content filter the ingest glue applies.
 #[path = "../src/filter.rs"]
 #[allow(dead_code)]

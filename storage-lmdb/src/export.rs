@@ -224,6 +224,23 @@ impl Store {
         Ok(report)
     }
 
+    /// Every torrent an export would write (hidden ones are not), oldest first (by
+    /// discovery time, then doc id), with its files and its info dict when kept:
+    /// what `magnetar db copy` reads. Runs in one read transaction (a snapshot: a
+    /// crawler may write meanwhile); `f` returning an error stops the walk.
+    pub fn walk_export(
+        &self,
+        since: Option<u64>,
+        mut f: impl FnMut(TorrentRecord, Vec<FileEntry>, Option<&[u8]>) -> Result<()>,
+    ) -> Result<ExportReport> {
+        let mut report = ExportReport::default();
+        self.walk_by_time(since, &mut report, |rec, files, info, _| {
+            f(rec, files, info)?;
+            Ok(true)
+        })?;
+        Ok(report)
+    }
+
     /// Writes `<infohash>.torrent` (`d4:info<raw info dict>e`) into `dir` for every
     /// torrent discovered at or after `since` whose info dict is kept.
     pub fn export_torrent_files(&self, dir: &Path, since: Option<u64>) -> Result<ExportReport> {

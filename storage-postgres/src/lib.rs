@@ -41,6 +41,11 @@
 //! infohash, or a hybrid's truncated v2 hash, to its torrent) and
 //! `magnetar_lock_buckets` (the writers' bucket locks, see [`records`]).
 //!
+//! Schema 4 adds `torrents.name_raw`, `torrents.source_raw` and `files.path_raw`
+//! (exact bytes of a text holding NUL, else NULL) and replaces the foreign keys of
+//! `files` and `info` by an `AFTER DELETE` trigger on `torrents` (deleting torrents
+//! deletes their files and info dicts, without a check per inserted row).
+//!
 //! Indexes: GIN on `search`; GIN trigram on `magnetar_fold(name)` (`unaccent` +
 //! `lower`); `v2`'s first 20 bytes; `(discovered_at, id)`, `(total_size, id)`,
 //! `(seeders, id)` for the orders. See [`migrate`] for why `search` is written by
@@ -51,7 +56,7 @@
 //! (COPY into staging tables, one idempotent upsert, retried on deadlock), and
 //! [`records`] for every other op (filter marks first, then peers, nodes, sessions
 //! and requests), all in the batch's one transaction. PostgreSQL text cannot hold
-//! NUL: a NUL in a name, path, label or client name is stored as U+FFFD.
+//! NUL: a NUL in a label or client name is stored as U+FFFD.
 //!
 //! # Reading
 //! Every read the web server and the CLI make of the LMDB store has an inherent
@@ -75,6 +80,10 @@
 //! are never found by search, listed by `recent` or exported; tombstoned ones are
 //! not stored.
 //!
+//! A name, source or path holding NUL is stored with each NUL as U+FFFD in its
+//! text column and exactly in its `*_raw` bytea column (schema 4), which readers
+//! prefer, so nothing is lost.
+//!
 //! # Searching
 //! [`PgStore::query`] takes the LMDB store's [`SearchQuery`] and returns its
 //! [`SearchResults`]; see [`search`](crate::search) for how, and for the intentional
@@ -83,6 +92,7 @@
 //! from `facet_keys` ([`facets`]).
 
 pub mod backend;
+pub mod copy;
 mod error;
 pub mod exports;
 pub mod facets;
@@ -213,13 +223,20 @@ impl PgStore {
         for r in self
             .client
             .query(
-                "SELECT path, size FROM files WHERE torrent_id = $1 ORDER BY idx",
+                "SELECT coalesce(path_raw, convert_to(path, 'UTF8')), size FROM files \
+                 WHERE torrent_id = $1 ORDER BY idx",
                 &[&id],
             )
             .map_err(PgError::db("reading files"))?
         {
+            let path = String::from_utf8(r.get(0)).map_err(|_| {
+                PgError::InvalidInput(format!(
+                    "a file path of {} is not UTF-8",
+                    magnetar_storage::to_hex(infohash)
+                ))
+            })?;
             files.push(FileEntry {
-                path: r.get(0),
+                path,
                 size: u64::try_from(r.get::<_, i64>(1)).unwrap_or(0),
             });
         }

@@ -13,7 +13,7 @@ use postgres::Client;
 use crate::error::{PgError, Result};
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 3;
+pub const SCHEMA_VERSION: i32 = 4;
 
 /// Advisory lock key of migrations ("magnetar" in ASCII, truncated to 63 bits).
 const MIGRATION_LOCK: i64 = 0x6d61_676e_6574_6172 & i64::MAX;
@@ -41,6 +41,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "the fleet's shared work queue with leases",
         sql: crate::queue::V3,
+    },
+    Migration {
+        version: 4,
+        name: "raw bytes of names, sources and paths holding NUL; delete trigger for foreign keys",
+        sql: V4,
     },
 ];
 
@@ -268,6 +273,35 @@ BEGIN
         END IF;
     END LOOP;
 END $$;
+"#;
+
+/// Schema 4: lossless names, sources and paths. PostgreSQL `text` cannot hold NUL,
+/// which a torrent's name, `source` or file path may contain (the LMDB store keeps
+/// any valid UTF-8). The text column keeps a searchable, printable form (each NUL
+/// replaced by U+FFFD); the `*_raw` column holds the exact UTF-8 bytes, and only
+/// when the text had to be altered (NULL otherwise: no cost for the usual row).
+/// Readers take `coalesce(raw, convert_to(text, 'UTF8'))`.
+///
+/// It also replaces the foreign keys of `files` and `info` (one `SELECT … FOR KEY
+/// SHARE` per inserted row: about a third of a batch's upsert, BENCHMARKS.md) by a
+/// statement-level trigger that keeps `ON DELETE CASCADE`'s meaning: deleting
+/// torrents deletes their files and info dicts. Rows of `files` and `info` are only
+/// inserted by the upsert, for the torrent rows it has just written.
+const V4: &str = r#"
+ALTER TABLE torrents ADD COLUMN name_raw bytea, ADD COLUMN source_raw bytea;
+ALTER TABLE files ADD COLUMN path_raw bytea;
+
+ALTER TABLE files DROP CONSTRAINT files_torrent_id_fkey;
+ALTER TABLE info DROP CONSTRAINT info_torrent_id_fkey;
+CREATE FUNCTION magnetar_torrents_deleted() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM files f USING gone g WHERE f.torrent_id = g.id;
+    DELETE FROM info i USING gone g WHERE i.torrent_id = g.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER torrents_deleted AFTER DELETE ON torrents
+    REFERENCING OLD TABLE AS gone FOR EACH STATEMENT
+    EXECUTE FUNCTION magnetar_torrents_deleted();
 "#;
 
 /// Brings the database to [`SCHEMA_VERSION`]; returns the version it found before.

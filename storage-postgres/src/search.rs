@@ -31,8 +31,12 @@ use crate::error::{PgError, Result};
 use crate::vector::{query_tsquery, score_tsqueries};
 
 /// The columns [`record_of`] reads, in its order.
-pub(crate) const RECORD_COLUMNS: &str = "t.infohash, t.kind, t.v2, t.name, t.total_size, \
-    t.piece_length, t.piece_count, t.file_count, t.private, t.source, t.discovered_at, \
+/// Name and source are read as UTF-8 bytes: the raw column (schema 4) when the
+/// text had to be altered to be stored (a NUL), else the text.
+pub(crate) const RECORD_COLUMNS: &str = "t.infohash, t.kind, t.v2, \
+    coalesce(t.name_raw, convert_to(t.name, 'UTF8')), t.total_size, \
+    t.piece_length, t.piece_count, t.file_count, t.private, \
+    coalesce(t.source_raw, convert_to(t.source, 'UTF8')), t.discovered_at, \
     t.last_seen_at, t.sources, t.seeders, t.leechers, t.scraped_at, t.has_info";
 
 fn u64_of(v: i64) -> Option<u64> {
@@ -64,13 +68,16 @@ pub(crate) fn record_of(r: &Row) -> Option<TorrentRecord> {
         infohash: <[u8; 20]>::try_from(ih.as_slice()).ok()?,
         kind,
         v2,
-        name: r.try_get(3).ok()?,
+        name: String::from_utf8(r.try_get(3).ok()?).ok()?,
         total_size: u64_of(r.try_get(4).ok()?)?,
         piece_length: u32::try_from(r.try_get::<_, i64>(5).ok()?).ok()?,
         piece_count: u32::try_from(r.try_get::<_, i64>(6).ok()?).ok()?,
         file_count: u32::try_from(r.try_get::<_, i64>(7).ok()?).ok()?,
         private: r.try_get(8).ok()?,
-        source: r.try_get(9).ok()?,
+        source: match r.try_get::<_, Option<Vec<u8>>>(9).ok()? {
+            Some(b) => Some(String::from_utf8(b).ok()?),
+            None => None,
+        },
         discovered_at: u64_of(r.try_get(10).ok()?)?,
         last_seen_at: u64_of(r.try_get(11).ok()?)?,
         sources: Sources(u8::try_from(r.try_get::<_, i16>(12).ok()?).ok()?),

@@ -84,19 +84,20 @@ CREATE TEMP TABLE IF NOT EXISTS stage_t (
     f_kind int2, f_category int4, f_title text, f_year int4, f_season_lo int4,
     f_season_hi int4, f_episode_lo int8, f_episode_hi int8, f_date_y int4, f_date_m int2,
     f_date_d int2, f_resolution int2, f_source int2, f_codec int2, f_audio int2,
-    f_languages int8, f_keys int8[]) ON COMMIT DELETE ROWS;
+    f_languages int8, f_keys int8[], name_raw bytea, source_raw bytea)
+    ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS stage_f (
-    infohash bytea, idx int4, path text, size int8) ON COMMIT DELETE ROWS;
+    infohash bytea, idx int4, path text, size int8, path_raw bytea) ON COMMIT DELETE ROWS;
 ALTER TABLE stage_t ALTER COLUMN info SET STORAGE EXTERNAL;";
 
 const UPSERT: &str = "
 WITH up AS (
     INSERT INTO torrents AS t (infohash, id, kind, v2, name, total_size, piece_length,
         piece_count, file_count, private, source, discovered_at, last_seen_at, sources,
-        seeders, leechers, scraped_at, has_info, search)
+        seeders, leechers, scraped_at, has_info, search, name_raw, source_raw)
     SELECT infohash, id, kind, v2, name, total_size, piece_length, piece_count,
         file_count, private, source, discovered_at, last_seen_at, sources, seeders,
-        leechers, scraped_at, info IS NOT NULL, search::tsvector
+        leechers, scraped_at, info IS NOT NULL, search::tsvector, name_raw, source_raw
     FROM (SELECT nextval('torrent_ids') AS id, o.*
           FROM (SELECT * FROM stage_t st
                 WHERE NOT EXISTS (SELECT 1 FROM tombstones tb WHERE tb.infohash = st.infohash)
@@ -120,8 +121,8 @@ WITH up AS (
         has_info = t.has_info OR EXCLUDED.has_info
     RETURNING t.id, t.infohash, (t.xmax = 0) AS fresh
 ), f AS (
-    INSERT INTO files (torrent_id, idx, path, size)
-    SELECT up.id, sf.idx, sf.path, sf.size
+    INSERT INTO files (torrent_id, idx, path, size, path_raw)
+    SELECT up.id, sf.idx, sf.path, sf.size, sf.path_raw
     FROM up JOIN stage_f sf ON sf.infohash = up.infohash
     WHERE up.fresh
     ON CONFLICT DO NOTHING
@@ -192,13 +193,14 @@ fn i64_of(v: u64, what: &str) -> Result<i64> {
     i64::try_from(v).map_err(|_| PgError::InvalidInput(format!("{what} {v} is above 2^63 - 1")))
 }
 
-/// PostgreSQL `text` cannot hold NUL: it is stored as U+FFFD (counted nowhere yet;
-/// see the crate doc).
-fn text(s: &str) -> std::borrow::Cow<'_, str> {
+/// PostgreSQL `text` cannot hold NUL: the text column gets each NUL as U+FFFD and
+/// the raw column (schema 4) the exact bytes; the raw column is NULL when the text
+/// is stored unaltered.
+fn text(s: &str) -> (std::borrow::Cow<'_, str>, Option<&[u8]>) {
     if s.contains('\0') {
-        s.replace('\0', "\u{FFFD}").into()
+        (s.replace('\0', "\u{FFFD}").into(), Some(s.as_bytes()))
     } else {
-        s.into()
+        (s.into(), None)
     }
 }
 
@@ -468,6 +470,8 @@ fn try_batch(
             Type::INT2,
             Type::INT8,
             Type::INT8_ARRAY,
+            Type::BYTEA,
+            Type::BYTEA,
         ];
         let mut w = BinaryCopyInWriter::new(sink, &types);
         for (ord, ((r, vec), f)) in rows.iter().zip(vectors).zip(facets).enumerate() {
@@ -475,8 +479,11 @@ fn try_batch(
             let ord = ord as i32;
             let ih: &[u8] = &t.infohash;
             let v2: Option<&[u8]> = r.v2.as_ref().map(|v| &v[..]);
-            let name = text(&t.name);
-            let source = t.source.as_deref().map(text);
+            let (name, name_raw) = text(&t.name);
+            let (source, source_raw) = match t.source.as_deref().map(text) {
+                Some((s, raw)) => (Some(s), raw),
+                None => (None, None),
+            };
             let size = t.total_size as i64;
             let pl = i64::from(t.piece_length);
             let pc = i64::from(t.piece_count);
@@ -524,6 +531,8 @@ fn try_batch(
                 &f.audio,
                 &f.languages,
                 &f.keys,
+                &name_raw,
+                &source_raw,
             ])
             .map_err(PgError::db("copying torrents"))?;
         }
@@ -531,14 +540,17 @@ fn try_batch(
         let sink = tx
             .copy_in("COPY stage_f FROM STDIN (FORMAT binary)")
             .map_err(PgError::db("copying files"))?;
-        let mut w =
-            BinaryCopyInWriter::new(sink, &[Type::BYTEA, Type::INT4, Type::TEXT, Type::INT8]);
+        let mut w = BinaryCopyInWriter::new(
+            sink,
+            &[Type::BYTEA, Type::INT4, Type::TEXT, Type::INT8, Type::BYTEA],
+        );
         for r in rows {
             let ih: &[u8] = &r.t.infohash;
             for (i, FileEntry { path, size }) in r.t.files.iter().enumerate() {
                 let i = i as i32;
                 let size = *size as i64;
-                w.write(&[&ih, &i, &text(path).as_ref(), &size])
+                let (p, raw) = text(path);
+                w.write(&[&ih, &i, &p.as_ref(), &size, &raw])
                     .map_err(PgError::db("copying files"))?;
             }
         }

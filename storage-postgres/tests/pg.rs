@@ -279,10 +279,42 @@ fn bad_values_are_counted_rejections_not_errors() {
         .apply_batch(&[Op::Torrent(Box::new(huge)), Op::Torrent(Box::new(nul))])
         .unwrap();
     assert_eq!((r.torrents_new, r.rejected), (1, 1));
+    // NUL is kept exactly (schema 4's raw columns); the text columns hold U+FFFD.
     let t = ps.get(&[6; 20]).unwrap().unwrap();
-    assert_eq!(t.record.name, "nul\u{FFFD}name");
-    assert_eq!(t.files[0].path, "p\u{FFFD}ath");
+    assert_eq!(t.record.name, "nul\0name");
+    assert_eq!(t.files[0].path, "p\0ath");
+    let (name, path): (String, String) = {
+        let r = ps
+            .client()
+            .query_one(
+                "SELECT t.name, f.path FROM torrents t JOIN files f ON f.torrent_id = t.id",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(
+        (name.as_str(), path.as_str()),
+        ("nul\u{FFFD}name", "p\u{FFFD}ath")
+    );
     assert!(ps.get(&[5; 20]).unwrap().is_none());
+    // Deleting a torrent deletes its files and info dict (schema 4's trigger, in
+    // place of ON DELETE CASCADE), and only its own.
+    let count =
+        |ps: &mut PgStore, sql: &str| -> i64 { ps.client().query_one(sql, &[]).unwrap().get(0) };
+    let t7 = torrent(7, "seven", &[("x", 1), ("y", 2)], 12);
+    ps.apply_batch(&[Op::Torrent(Box::new(t7))]).unwrap();
+    assert_eq!(count(&mut ps, "SELECT count(*) FROM files"), 3);
+    assert_eq!(count(&mut ps, "SELECT count(*) FROM info"), 2);
+    ps.client()
+        .execute(
+            "DELETE FROM torrents WHERE infohash = $1",
+            &[&&[7u8; 20][..]],
+        )
+        .unwrap();
+    assert_eq!(count(&mut ps, "SELECT count(*) FROM files"), 1);
+    assert_eq!(count(&mut ps, "SELECT count(*) FROM info"), 1);
+    assert!(ps.get(&[6; 20]).unwrap().is_some());
 }
 
 #[test]

@@ -29,6 +29,9 @@ mod filter;
 #[path = "../ingest.rs"]
 #[allow(dead_code)]
 mod ingest;
+#[path = "../sink.rs"]
+#[allow(dead_code)]
+mod sink;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
