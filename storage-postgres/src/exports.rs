@@ -14,7 +14,7 @@ use magnetar_storage::{ExportReport, Facets, FileEntry, TorrentRecord};
 
 use crate::error::{PgError, Result};
 use crate::facets::{facets_of_row, FACET_COLUMNS};
-use crate::search::{record_of, RECORD_COLUMNS};
+use crate::search::{record_of, RECORD_COLUMNS, RECORD_COLUMN_COUNT};
 use crate::PgStore;
 
 /// Torrents read per page of the walk.
@@ -41,7 +41,7 @@ impl PgStore {
         &mut self,
         mut f: impl FnMut(&TorrentRecord, &[FileEntry], bool) -> bool,
     ) -> Result<u64> {
-        let nrec = RECORD_COLUMNS.split(',').count();
+        let nrec = RECORD_COLUMN_COUNT;
         let mut after = i64::MIN;
         let mut n = 0;
         loop {
@@ -105,7 +105,7 @@ impl PgStore {
             return Ok(());
         };
         let mut after: (i64, i64) = (since, i64::MIN);
-        let nrec = RECORD_COLUMNS.split(',').count();
+        let nrec = RECORD_COLUMN_COUNT;
         loop {
             let rows = self
                 .client()

@@ -39,6 +39,9 @@ pub(crate) const RECORD_COLUMNS: &str = "t.infohash, t.kind, t.v2, \
     coalesce(t.source_raw, convert_to(t.source, 'UTF8')), t.discovered_at, \
     t.last_seen_at, t.sources, t.seeders, t.leechers, t.scraped_at, t.has_info";
 
+/// How many columns [`RECORD_COLUMNS`] selects (its text holds commas of its own).
+pub(crate) const RECORD_COLUMN_COUNT: usize = 17;
+
 fn u64_of(v: i64) -> Option<u64> {
     u64::try_from(v).ok()
 }

@@ -30,17 +30,10 @@ fn sink_knows_what_it_sent_and_found_and_counts_its_cache_hits() {
     let rt = sink.remote_totals().unwrap();
     assert_eq!((rt.buffered, rt.down, rt.retries), (0, false, 0));
     assert_eq!(sink.totals().torrents_new, 1);
-    // Tombstones, nodes and statistics are not in PostgreSQL yet: said clearly.
-    for e in [
-        sink.tombstone(&a.infohash).unwrap_err(),
-        sink.saved_nodes(10).unwrap_err(),
-        sink.stats().unwrap_err(),
-    ] {
-        assert!(
-            matches!(&e, StoreError::Unsupported(m) if m.contains("not supported by the PostgreSQL store yet")),
-            "{e}"
-        );
-    }
+    // Tombstones, nodes and statistics come from PostgreSQL (schema 2).
+    assert_eq!(sink.tombstone(&a.infohash).unwrap(), None);
+    assert!(sink.saved_nodes(10).unwrap().is_empty());
+    assert_eq!(sink.stats().unwrap().torrents, 1);
     let totals = Box::new(sink).close().unwrap();
     assert_eq!(totals.torrents_new, 1);
 
@@ -112,19 +105,15 @@ fn reader_answers_like_lmdb_refuses_clearly_and_reconnects() {
     assert_eq!(rl, rp);
     assert_eq!(rl.torrents, 200);
     assert_eq!(el, ep);
-    // Not there yet: a clear error, not a panic.
-    for e in [
-        p.stats().unwrap_err(),
-        p.failure_reasons().unwrap_err(),
-        p.top_clients(3).unwrap_err(),
-        p.discoveries_per_hour(1_700_000_000, 48).unwrap_err(),
-    ] {
-        assert!(
-            e.to_string()
-                .contains("not supported by the PostgreSQL store yet"),
-            "{e}"
-        );
-    }
+    // The dashboard's reads answer as LMDB's (the crawl records are compared
+    // one by one in tests/records.rs).
+    assert_eq!(l.stats().unwrap().torrents, p.stats().unwrap().torrents);
+    assert_eq!(l.failure_reasons().unwrap(), p.failure_reasons().unwrap());
+    assert_eq!(l.top_clients(3).unwrap(), p.top_clients(3).unwrap());
+    assert_eq!(
+        l.discoveries_per_hour(1_700_000_000, 48).unwrap(),
+        p.discoveries_per_hour(1_700_000_000, 48).unwrap()
+    );
     // Every connection of the pool killed by the server: a read may fail once
     // per slot with a clear error, then the slots reconnect.
     let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
