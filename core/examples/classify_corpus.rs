@@ -48,5 +48,8 @@ fn main() {
                 .wrapping_add(c.title.map_or(0, |t| t.len() as u64));
         }
     }
-    println!("{n} classifications over {} torrents, checksum {sum:x}", rows.len());
+    println!(
+        "{n} classifications over {} torrents, checksum {sum:x}",
+        rows.len()
+    );
 }
