@@ -206,7 +206,7 @@ fn with_facet_tables(dir: &Path, f: impl FnOnce(&mut heed::RwTxn, Db, Db)) {
     env.prepare_for_closing().wait();
 }
 
-type Db = heed::Database<heed::types::Bytes, heed::types::Bytes>;
+type Db = heed::Database<'static, heed::types::Bytes, heed::types::Bytes>;
 
 /// `db check` verifies the classifier's tables (issue 20): a wrong facet (a record
 /// whose kind and category are not the classifier's), a dangling `facet_terms`

@@ -105,5 +105,10 @@ fn the_classifier_gives_what_it_gave_before() {
             }
         }
     }
-    assert_eq!(bad, 0, "{bad} of {} names classified differently", rows.len());
+    assert_eq!(
+        bad,
+        0,
+        "{bad} of {} names classified differently",
+        rows.len()
+    );
 }
