@@ -1295,6 +1295,11 @@ pub fn check(db: &Path) -> Result<(), Fail> {
     out!(o, "postings:         {}", rep.postings);
     out!(o, "by_time entries:  {}", rep.by_time);
     out!(o, "info dicts:       {}", rep.info_dicts);
+    out!(o, "facets:           {}", rep.facets);
+    out!(o, "facet postings:   {}", rep.facet_postings);
+    if rep.facets_stale > 0 {
+        out!(o, "stale facets:     {}", rep.facets_stale);
+    }
     if rep.is_ok() {
         out!(o, "ok: no problems found in {}", db.display());
         return Ok(());

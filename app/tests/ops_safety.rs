@@ -181,6 +181,93 @@ fn db_check_reports_damage() {
     assert!(err.contains("problem(s) found"), "{err}");
 }
 
+/// Opens the closed store at `dir` with heed and runs `f` on its `facets` and
+/// `facet_terms` tables in one write transaction.
+fn with_facet_tables(dir: &Path, f: impl FnOnce(&mut heed::RwTxn, Db, Db)) {
+    let mut b = heed::EnvOpenOptions::new();
+    b.max_dbs(32);
+    // SAFETY: the store is closed in this process (populate and the commands waited
+    // for it) and no other process has it open.
+    #[allow(unsafe_code)]
+    let env = unsafe { b.open(dir) }.unwrap();
+    let open = |name: &'static str| -> Db {
+        env.open_databases_and_commit(env.read_txn().unwrap(), |o, r| {
+            o.open_database::<heed::types::Bytes, heed::types::Bytes>(r, Some(name))
+                .map(heed::CommitOrAbort::<_, ()>::Commit)
+        })
+        .unwrap()
+        .unwrap_commit()
+        .unwrap()
+    };
+    let (facets, facet_terms) = (open("facets"), open("facet_terms"));
+    let mut txn = env.write_txn().unwrap();
+    f(&mut txn, facets, facet_terms);
+    txn.commit().unwrap();
+    env.prepare_for_closing().wait();
+}
+
+type Db = heed::Database<'static, heed::types::Bytes, heed::types::Bytes>;
+
+/// `db check` verifies the classifier's tables (issue 20): a wrong facet (a record
+/// whose kind and category are not the classifier's), a dangling `facet_terms`
+/// posting (a doc id that is no torrent) and a missing `facets` entry are each
+/// reported with their own message and exit status 2; `magnetar reclassify`, which the
+/// messages advise, repairs each.
+#[test]
+fn db_check_verifies_the_facets() {
+    let db = tempfile::tempdir().unwrap();
+    populate(db.path(), 30);
+    let dbs = dbarg(db.path());
+    let (st, out, err) = run(&["db", "check", "--db", dbs]);
+    assert!(st.success(), "{out}{err}");
+    assert!(out.contains("facets:           33"), "{out}");
+    assert!(!out.contains("facet postings:   0\n"), "{out}");
+    let check_fails_with = |what: &str, msg: &str| {
+        let (st, out, err) = run(&["db", "check", "--db", dbs]);
+        assert_eq!(st.code(), Some(2), "{what}: {out}{err}");
+        assert!(out.contains(msg), "{what}: {out}");
+        assert!(err.contains("problem(s) found"), "{what}: {err}");
+        let (st, out, err) = run(&["reclassify", "--db", dbs]);
+        assert!(st.success(), "{what}: reclassify: {out}{err}");
+        let (st, out, err) = run(&["db", "check", "--db", dbs]);
+        assert!(st.success(), "{what}: after reclassify: {out}{err}");
+    };
+    let doc0 = 0u32.to_be_bytes();
+
+    // 1. A wrong facet: doc 0's kind and category rewritten (layout 1, kind code,
+    // category u16 LE, ...) to Adult / 6000, which no synthetic name is.
+    with_facet_tables(db.path(), |txn, facets, _| {
+        let mut v = facets
+            .get(txn, &doc0)
+            .unwrap()
+            .expect("doc 0 has facets")
+            .to_vec();
+        assert_ne!(v[1], 13, "doc 0 is already adult");
+        v[1] = 13;
+        v[2..4].copy_from_slice(&6000u16.to_le_bytes());
+        facets.put(txn, &doc0, &v).unwrap();
+    });
+    check_fails_with("wrong facet", "differ from a fresh classification");
+
+    // 2. A dangling posting: doc 999,999 (no torrent) under the key of kind Other.
+    with_facet_tables(db.path(), |txn, _, terms| {
+        let mut block = 999_999u32.to_be_bytes().to_vec();
+        block.extend(999_999u32.to_le_bytes());
+        block.push(0); // the posting's flags (a varint): 0
+        terms.put(txn, b"k\x00", &block).unwrap();
+    });
+    check_fails_with(
+        "dangling posting",
+        "facet_terms: postings for doc 999999, which has no facets",
+    );
+
+    // 3. A missing entry: doc 0's facets record deleted (its postings stay).
+    with_facet_tables(db.path(), |txn, facets, _| {
+        assert!(facets.delete(txn, &doc0).unwrap());
+    });
+    check_fails_with("missing entry", "no facets entry");
+}
+
 /// Runs `magnetar ARGS` with stdout a pipe whose reading end is already closed:
 /// its first write fails with EPIPE. It must end quietly with status 0.
 fn into_closed_pipe(args: &[&str]) {

@@ -5,7 +5,9 @@
 //! 20,000), BENCH_QUERIES (default 1,000 per kind), BENCH_DIR (default a temp dir),
 //! BENCH_WRITER_TORRENTS (default BENCH_TORRENTS; 0 skips the writer-path run),
 //! BENCH_WRITER_BASELINE (default 1: the writer path also runs with classification
-//! off, first, in the same process, for the before/after ratio; 0 skips it).
+//! off, first, in the same process, for the before/after ratio; 0 skips it),
+//! BENCH_WRITER_ROUNDS (default 2: pairs of runs off then on; the spread of one mode's
+//! runs is printed as the noise).
 //! BENCH_BEFORE (default 0; 1 also times every query shape on the search of schema 5,
 //! without the `columns` table, in the same run: `Store::set_order_mode(3)`),
 //! BENCH_SHAPES (default all; `seeders,phrase` times only the query shapes whose
@@ -560,12 +562,15 @@ fn after_search(base: &std::path::Path, n: usize, n_info: usize, durability: Dur
     // With BENCH_WRITER_BASELINE (the default), first without classification (the
     // baseline), then with it (what the crawler runs), alternating for the ratio.
     let nw = env("BENCH_WRITER_TORRENTS", n);
-    let modes: &[bool] = if env("BENCH_WRITER_BASELINE", 1) > 0 {
-        &[false, true, false, true]
+    // BENCH_WRITER_ROUNDS (default 2) pairs of runs, off then on; the spread of the
+    // runs of one mode is the noise the ratio is to be read against.
+    let rounds = env("BENCH_WRITER_ROUNDS", 2).max(1);
+    let modes: Vec<bool> = if env("BENCH_WRITER_BASELINE", 1) > 0 {
+        (0..rounds).flat_map(|_| [false, true]).collect()
     } else {
-        &[true]
+        vec![true]
     };
-    let mut per_mode = [(0.0f64, 0.0f64); 2];
+    let mut runs: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
     for &classify in modes.iter().filter(|_| nw > 0) {
         let path = base.join("bench-writer");
         let _ = std::fs::remove_dir_all(&path);
@@ -581,19 +586,31 @@ fn after_search(base: &std::path::Path, n: usize, n_info: usize, durability: Dur
             nw as f64 / wall,
             nw as f64 / cpu.max(0.01)
         );
-        let m = &mut per_mode[usize::from(classify)];
-        m.0 += wall;
-        m.1 += cpu;
+        runs[usize::from(classify)].push((wall, cpu));
         drop(store);
         wait_closed(&path);
         let _ = std::fs::remove_dir_all(&path);
     }
     if nw > 0 && modes.len() > 1 {
-        let (b, c) = (per_mode[0], per_mode[1]);
+        let sum = |v: &[(f64, f64)]| v.iter().fold((0.0, 0.0), |a, r| (a.0 + r.0, a.1 + r.1));
+        let (b, c) = (sum(&runs[0]), sum(&runs[1]));
         println!(
-            "writer path, classified / baseline (sum of both runs each): wall time {:.3}, CPU time {:.3}",
+            "writer path, classified / baseline (sum of {rounds} runs each): wall time {:.3}, CPU time {:.3}",
             c.0 / b.0.max(1e-9),
             c.1 / b.1.max(1e-9)
+        );
+        // Noise: the largest / smallest run of each mode.
+        let spread = |v: &[(f64, f64)], f: fn(&(f64, f64)) -> f64| {
+            let max = v.iter().map(f).fold(f64::MIN, f64::max);
+            let min = v.iter().map(f).fold(f64::MAX, f64::min);
+            max / min.max(1e-9)
+        };
+        println!(
+            "writer path, noise (largest / smallest run of one mode): baseline wall {:.3}, CPU {:.3}; classified wall {:.3}, CPU {:.3}",
+            spread(&runs[0], |r| r.0),
+            spread(&runs[0], |r| r.1),
+            spread(&runs[1], |r| r.0),
+            spread(&runs[1], |r| r.1)
         );
     }
 

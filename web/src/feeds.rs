@@ -127,6 +127,9 @@ fn item(o: &mut String, r: &TorrentRecord, f: Option<&Facets>, torznab: bool) {
             if let Some((e, _)) = c.episodes {
                 attr("episode", e.to_string());
             }
+            if let Some((y, m, d)) = c.date {
+                attr("tvairdate", format!("{y:04}-{m:02}-{d:02}T00:00:00Z"));
+            }
         }
         attr("size", r.total_size.to_string());
         attr("files", r.file_count.to_string());
@@ -182,6 +185,8 @@ fn channel(
 }
 
 /// `GET /torznab/api?t=caps|search|tvsearch|movie&q=&season=&ep=&cat=&offset=&limit=`
+/// (a daily show's episode: `season=YYYY&ep=MM/DD`, Sonarr's form, filters on the
+/// classifier's air date; items carry it as `tvairdate`).
 pub async fn torznab(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Response {
     let bad = |m: &str| torznab_error(StatusCode::BAD_REQUEST, 201, m);
     let p = match Params::parse(raw.as_deref()) {
@@ -212,11 +217,29 @@ pub async fn torznab(State(st): State<AppState>, RawQuery(raw): RawQuery) -> Res
             Ok(s) => s,
             Err(e) => return bad(&e.1),
         };
+        // Daily shows: Sonarr asks `season=YYYY&ep=MM/DD` (the air date).
+        let daily = p.get("ep").and_then(|e| e.split_once('/'));
+        if let Some((m, d)) = daily {
+            let two = |v: &str, hi: u32| {
+                (v.len() == 2 && v.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| v.parse::<u32>().ok())
+                    .flatten()
+                    .filter(|n| (1..=hi).contains(n))
+            };
+            match (season, two(m, 12), two(d, 31)) {
+                (Some(y), Some(m), Some(d)) if (1000..=9999).contains(&y) => {
+                    attributes.push(("date".into(), format!("{y:04}-{m:02}-{d:02}")));
+                }
+                _ => return bad("a daily show's ep is MM/DD, with season its year YYYY"),
+            }
+        }
         let ep = match p.opt_num("ep") {
             Ok(s) => s,
+            Err(_) if daily.is_some() => None,
             Err(e) => return bad(&e.1),
         };
         match (season, ep) {
+            _ if daily.is_some() => {}
             (Some(s), Some(e)) if s < 1000 && e < 10_000 => {
                 attributes.push(("season".into(), s.to_string()));
                 attributes.push(("episode".into(), e.to_string()));

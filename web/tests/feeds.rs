@@ -384,3 +384,73 @@ fn torznab_caps_search_tvsearch_movie_and_paging() {
         );
     }
 }
+
+/// Daily shows (issue 20): `Show.Name.2026.12.07.720p.WEB` is a TV episode with an air
+/// date; Sonarr's daily search `t=tvsearch&season=2026&ep=12/07` (`/` encoded or
+/// not) finds it and only it, with no text too, and its item carries the date
+/// (`tvairdate`); another day or a malformed date finds nothing or is refused.
+#[test]
+fn torznab_daily_shows_by_air_date() {
+    let f = fixture();
+    let mut rng = Rng::new(12);
+    let extra: Vec<Op> = [
+        "Show.Name.2026.12.07.720p.WEB",
+        "Show.Name.2026.12.08.720p.WEB",
+        "Show.Name.2025.12.07.1080p.WEB",
+        "Show.Name.S01E07.720p.WEB",
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, name)| {
+        let files = vec![magnetar_storage::FileEntry {
+            path: format!("{name}.mkv"),
+            size: 700_000_000,
+        }];
+        Op::Torrent(Box::new(input(
+            name,
+            files,
+            T0 + 40_000 + i as u64,
+            true,
+            &mut rng,
+        )))
+    })
+    .collect();
+    f.store.apply_batch(&extra).unwrap();
+    let s = start(f.store.clone(), Access::Open, test_limits());
+    let names = |path: &str| -> (Vec<String>, Value) {
+        let v = parse(&get(s.addr, path).body);
+        let mut n: Vec<String> = check_entries(&f, &v).into_iter().map(|r| r.name).collect();
+        n.sort();
+        (n, v)
+    };
+    let (n, v) = names("/torznab/api?t=tvsearch&q=show+name&season=2026&ep=12/07");
+    assert_eq!(n, ["Show.Name.2026.12.07.720p.WEB"]);
+    let attrs = &v["attrs"][0];
+    assert_eq!(attrs["tvairdate"], "2026-12-07T00:00:00Z", "{attrs}");
+    assert_eq!(attrs["category"], "5040", "a TV episode in HD: {attrs}");
+    let (n, _) = names("/torznab/api?t=tvsearch&q=show+name&season=2026&ep=12%2F07");
+    assert_eq!(n, ["Show.Name.2026.12.07.720p.WEB"]);
+    let (n, _) = names("/torznab/api?t=tvsearch&season=2026&ep=12/07");
+    assert_eq!(n, ["Show.Name.2026.12.07.720p.WEB"], "no text");
+    let (n, _) = names("/torznab/api?t=tvsearch&q=show+name&season=2026&ep=12/08");
+    assert_eq!(n, ["Show.Name.2026.12.08.720p.WEB"]);
+    assert!(
+        names("/torznab/api?t=tvsearch&q=show+name&season=2024&ep=12/07")
+            .0
+            .is_empty()
+    );
+    // The numbered episode is no daily one, and season 1 episode 7 is not 12/07.
+    let (n, v) = names("/torznab/api?t=tvsearch&q=show+name&season=1&ep=7");
+    assert_eq!(n, ["Show.Name.S01E07.720p.WEB"]);
+    assert!(v["attrs"][0].get("tvairdate").is_none());
+    for bad in [
+        "ep=13/07&season=2026",
+        "ep=12/7&season=2026",
+        "ep=12/07&season=26",
+        "ep=12/07",
+    ] {
+        let r = get(s.addr, &format!("/torznab/api?t=tvsearch&{bad}"));
+        assert_eq!(r.status, 400, "{bad}");
+        assert!(String::from_utf8_lossy(&r.body).contains("MM/DD"), "{bad}");
+    }
+}

@@ -435,21 +435,29 @@ impl FileStats {
     }
 }
 
-/// The lowercase extension of a path (at most 8 bytes), or `""`.
-fn extension(path: &str, buf: &mut [u8; 8]) -> usize {
-    let base = path.rsplit(['/', '\\']).next().unwrap_or(path);
-    let Some(dot) = base.rfind('.') else { return 0 };
-    let ext = base.get(dot + 1..).unwrap_or("").as_bytes();
-    if ext.is_empty() || ext.len() > buf.len() || !ext.is_ascii() {
-        return 0;
+/// The key of the lowercase extension of a path (at most 8 bytes), or
+/// [`tags::NO_KEY`]: one backward pass over the path's last bytes, no allocation.
+fn extension_key(path: &str) -> tags::Key {
+    let mut key: tags::Key = 0;
+    let mut n = 0;
+    for &b in path.as_bytes().iter().rev() {
+        match b {
+            b'.' if n > 0 => return key,
+            b'.' | b'/' | b'\\' => return tags::NO_KEY,
+            _ if n == 8 || !b.is_ascii() || b == 0 => return tags::NO_KEY,
+            _ => {
+                key = (key << 8) | tags::Key::from(b.to_ascii_lowercase());
+                n += 1;
+            }
+        }
     }
-    for (d, s) in buf.iter_mut().zip(ext) {
-        *d = s.to_ascii_lowercase();
-    }
-    ext.len()
+    tags::NO_KEY
 }
 
 fn script_hints(title: &str) -> u32 {
+    if title.is_ascii() {
+        return 0;
+    }
     let mut bits = 0;
     for c in title.chars().take(64) {
         bits |= match c as u32 {
@@ -474,10 +482,7 @@ where
     let p = parse::parse(name);
     let mut stats = FileStats::default();
     for (path, size) in files.into_iter().take(MAX_FILES) {
-        let mut buf = [0u8; 8];
-        let n = extension(path, &mut buf);
-        let ext = std::str::from_utf8(buf.get(..n).unwrap_or(&[])).unwrap_or("");
-        stats.add(tags::file_class(ext), size);
+        stats.add(tags::meaning(extension_key(path)).file, size);
     }
     // A name with a container extension and no files: the name is the file.
     if let (Some(c), None) = (p.container, stats.dominant()) {

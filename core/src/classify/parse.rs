@@ -11,8 +11,8 @@
 //! up to the first matched token, spaced dash or opening bracket; it is the original
 //! text of that run with `.`, `_` and `#` read as spaces.
 
-use super::tags::{self, Tag};
-use super::tokens::{tokenize, truncate, Token};
+use super::tags::{self, join_keys, meaning, Key, Tag, NO_KEY};
+use super::tokens::{tokenize, truncate, Token, MAX_TOKENS};
 use super::{AudioFormat, Languages, Resolution, Source, VideoCodec};
 
 /// Titles longer than this are cut (at a character boundary).
@@ -40,8 +40,7 @@ pub struct Parsed {
 }
 
 fn year_of(t: &Token) -> Option<u16> {
-    let l = t.lower();
-    if l.len() != 4 {
+    if t.lower_len() != 4 {
         return None;
     }
     let y = t.number()?;
@@ -137,23 +136,27 @@ fn adjacent(toks: &[Token], i: usize) -> bool {
     }
 }
 
-/// The lowercase join of tokens `i..i + k` (when all are short ASCII and adjacent).
-fn join<'b>(toks: &[Token], i: usize, k: usize, buf: &'b mut [u8; 24]) -> Option<&'b str> {
-    let mut n = 0;
-    for j in i..i + k {
-        let t = toks.get(j)?;
-        if j > i && !adjacent(toks, j - 1) {
-            return None;
+/// The key of the lowercase join of tokens `i..i + k` (when all are short ASCII and
+/// adjacent, and the join short enough to be a word of the tables), or [`NO_KEY`].
+fn join_key(toks: &[Token], i: usize, k: usize) -> Key {
+    let Some(t) = toks.get(i) else { return NO_KEY };
+    let (mut key, mut len) = (t.key, t.lower_len());
+    for j in i + 1..i + k {
+        let Some(n) = toks.get(j) else { return NO_KEY };
+        if !adjacent(toks, j - 1) {
+            return NO_KEY;
         }
-        let l = t.lower().as_bytes();
-        if l.is_empty() || n + l.len() > buf.len() {
-            return None;
+        key = join_keys(key, len, n.key, n.lower_len());
+        if key == NO_KEY {
+            return NO_KEY;
         }
-        buf.get_mut(n..n + l.len())?.copy_from_slice(l);
-        n += l.len();
+        len += n.lower_len();
     }
-    std::str::from_utf8(buf.get(..n)?).ok()
+    key
 }
+
+/// The key of `uhd`.
+const UHD: Key = tags::key_of(b"uhd");
 
 /// Parses a release name.
 pub fn parse(name: &str) -> Parsed {
@@ -164,10 +167,10 @@ pub fn parse(name: &str) -> Parsed {
     // A trailing container extension (`.mkv`, `.iso`) is no part of the title.
     if n > 1 {
         if let Some(last) = toks.get(n - 1) {
-            let ext = last.lower();
-            if last.sep_before == b'.' && last.sep_after == 0 && tags::is_container(ext) {
-                p.container = Some(tags::file_class(ext));
-                p.keywords |= tags::keyword(ext);
+            let m = meaning(last.key);
+            if last.sep_before == b'.' && last.sep_after == 0 && m.container {
+                p.container = Some(m.file);
+                p.keywords |= m.kw;
                 n -= 1;
             }
         }
@@ -189,7 +192,7 @@ pub fn parse(name: &str) -> Parsed {
             p.keywords |= tags::kw::ANIME;
         }
     }
-    let mut matched = vec![false; toks.len()];
+    let mut matched = [false; MAX_TOKENS];
     let mut i = 0;
     while i < toks.len() {
         let k = if is_hash(name, toks.get(i)) {
@@ -199,7 +202,7 @@ pub fn parse(name: &str) -> Parsed {
         };
         // Kind keywords are read from every token, matched or not.
         if let Some(t) = toks.get(i) {
-            p.keywords |= tags::keyword(t.lower());
+            p.keywords |= meaning(t.key).kw;
         }
         if k > 0 {
             for m in matched.iter_mut().skip(i).take(k) {
@@ -212,16 +215,13 @@ pub fn parse(name: &str) -> Parsed {
     }
     // Joined keywords (`disc image`, `drm-free`).
     for i in 0..toks.len().saturating_sub(1) {
-        let mut buf = [0u8; 24];
-        if let Some(j) = join(toks, i, 2, &mut buf) {
-            p.keywords |= tags::keyword(j);
-        }
+        p.keywords |= meaning(join_key(toks, i, 2)).kw;
     }
     // A 2160p Blu-ray is an Ultra HD Blu-ray.
     if p.source == Some(Source::BluRay) && p.resolution == Some(Resolution::P2160) {
         p.source = Some(Source::UhdBluRay);
     }
-    p.title = title(name, toks, start, &matched);
+    p.title = title(name, toks, start, matched.get(..toks.len()).unwrap_or(&[]));
     p
 }
 
@@ -341,22 +341,21 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
     }
     // Known tags, the longest join first.
     for k in (1..=3).rev() {
-        let mut buf = [0u8; 24];
-        let Some(j) = join(toks, i, k, &mut buf) else {
+        let j = join_key(toks, i, k);
+        if j == NO_KEY {
             continue;
-        };
-        let tag = if j == "uhd" && k == 1 {
+        }
+        let tag = if j == UHD && k == 1 {
             // UHD BluRay: the source is Ultra HD Blu-ray.
-            let mut b2 = [0u8; 24];
-            match join(toks, i + 1, 1, &mut b2).and_then(tags::lookup) {
+            match meaning(join_key(toks, i + 1, 1)).tag {
                 Some(Tag::Source(Source::BluRay)) if adjacent(toks, i) => {
                     set_once(&mut p.source, Source::UhdBluRay);
                     return 2;
                 }
-                _ => tags::lookup(j),
+                _ => meaning(j).tag,
             }
         } else {
-            tags::lookup(j)
+            meaning(j).tag
         };
         let Some(tag) = tag else { continue };
         match tag {

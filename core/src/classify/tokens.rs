@@ -6,6 +6,8 @@
 //! (resolutions, sources, codecs, ...) are all short ASCII words, so longer or
 //! non-ASCII tokens can only be title words.
 
+use super::tags::{Key, NO_KEY};
+
 /// Names are cut (at a character boundary) to this many bytes before parsing.
 pub const MAX_NAME_BYTES: usize = 512;
 /// At most this many tokens are looked at; the rest of a name is ignored.
@@ -22,6 +24,12 @@ pub struct Token {
     pub end: usize,
     lower: [u8; LOWER_CAP],
     lower_len: u8,
+    /// The lowercase copy's [`Key`] ([`NO_KEY`] when there is none).
+    pub key: Key,
+    /// All ASCII digits (and short enough to have a lowercase copy).
+    digits: bool,
+    /// The value when it is 1 to 4 digits.
+    num: Option<u32>,
     /// The separators right before this token contain `" - "` (a spaced dash) or start
     /// the name with one.
     pub spaced_dash_before: bool,
@@ -44,17 +52,17 @@ impl Token {
 
     /// All ASCII digits (and short enough to have a lowercase copy).
     pub fn is_digits(&self) -> bool {
-        let l = self.lower();
-        !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit())
+        self.digits
     }
 
     /// The token as a number when it is 1 to 4 digits.
     pub fn number(&self) -> Option<u32> {
-        let l = self.lower();
-        if l.len() > 4 || !self.is_digits() {
-            return None;
-        }
-        l.parse().ok()
+        self.num
+    }
+
+    /// Bytes of the lowercase copy (0 when there is none).
+    pub fn lower_len(&self) -> usize {
+        usize::from(self.lower_len)
     }
 
     /// Number of bytes.
@@ -153,12 +161,24 @@ pub fn tokenize(name: &str) -> Vec<Token> {
         let end = i;
         let mut lower = [0u8; LOWER_CAP];
         let mut lower_len = 0u8;
+        let mut key = NO_KEY;
+        let mut digits = false;
+        let mut num = None;
         let tok = bytes.get(start..end).unwrap_or(&[]);
         if tok.len() <= LOWER_CAP && tok.is_ascii() {
+            digits = !tok.is_empty() && tok.iter().all(u8::is_ascii_digit);
+            if digits && tok.len() <= 4 {
+                num = Some(tok.iter().fold(0u32, |n, &b| n * 10 + u32::from(b - b'0')));
+            }
             for (d, s) in lower.iter_mut().zip(tok) {
                 *d = s.to_ascii_lowercase();
             }
             lower_len = tok.len() as u8;
+            // The zero-padded copy is the key (a NUL byte would make it another
+            // word's: such a token is no entry).
+            if !tok.contains(&0) {
+                key = u128::from_le_bytes(lower);
+            }
         }
         if let Some(prev) = out.last_mut() {
             prev.sep_after = bytes.get(prev.end).copied().unwrap_or(0);
@@ -168,6 +188,9 @@ pub fn tokenize(name: &str) -> Vec<Token> {
             end,
             lower,
             lower_len,
+            key,
+            digits,
+            num,
             spaced_dash_before: spaced_dash && !out.is_empty(),
             opens_bracket: opens,
             depth,

@@ -12,7 +12,10 @@
 //!   that a numeric range is a key range: `k` kind code (u8), `c` Torznab category
 //!   (u16), `y` year (u16), `r` resolution, `o` source, `v` video codec, `a` audio
 //!   format (u8 codes), `s` season (u16; every season of a range, at most
-//!   [`MAX_RANGE_KEYS`]), `e` episode (u32; likewise), `l` language bit (u8).
+//!   [`MAX_RANGE_KEYS`]), `e` episode (u32; likewise), `l` language bit (u8), `d` air
+//!   date of a daily show (u32: year << 16 | month << 8 | day). A database written
+//!   before `d` keys existed has none: `db check` reports its dated torrents and
+//!   `magnetar reclassify` adds them.
 //!
 //! A filter's category is a union of key ranges, each attribute another union, and
 //! the filter their intersection: answered from `facet_terms` (decoded postings,
@@ -374,6 +377,13 @@ const T_AUDIO: u8 = b'a';
 const T_SEASON: u8 = b's';
 const T_EPISODE: u8 = b'e';
 const T_LANGUAGE: u8 = b'l';
+const T_DATE: u8 = b'd';
+
+/// A date as a `d` key's value: year, month and day in one big-endian u32, so that
+/// a range of dates is a key range.
+fn date_value(y: u16, m: u8, d: u8) -> u32 {
+    (u32::from(y) << 16) | (u32::from(m) << 8) | u32::from(d)
+}
 
 /// A `facet_terms` key: a tag byte and up to 4 value bytes (big-endian).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -474,6 +484,9 @@ pub(crate) fn keys(f: &Facets) -> Vec<Key> {
     if let Some((a, b)) = c.episodes {
         let b = b.max(a).min(a.saturating_add(MAX_RANGE_KEYS - 1));
         k.extend((a..=b).map(|e| Key::u32(T_EPISODE, e)));
+    }
+    if let Some((y, m, d)) = c.date {
+        k.push(Key::u32(T_DATE, date_value(y, m, d)));
     }
     for bit in 0..32u8 {
         if c.languages.0 & (1 << bit) != 0 {
@@ -616,6 +629,37 @@ fn number_range(name: &str, v: &str, max: u64) -> Result<(u64, u64)> {
     }
 }
 
+/// An air date `YYYY-MM-DD` (that day), `YYYY-MM` (that month) or `YYYY` (that year),
+/// as an inclusive range of `d` key values.
+fn date_range(v: &str) -> Result<(u32, u32)> {
+    let err = || bad(format!("date {v:?}: expected YYYY-MM-DD, YYYY-MM or YYYY"));
+    let mut parts = v.split('-');
+    let num = |p: Option<&str>, digits: usize, lo: u32, hi: u32| -> Result<Option<u32>> {
+        match p {
+            None => Ok(None),
+            Some(p) if p.len() == digits && p.bytes().all(|b| b.is_ascii_digit()) => p
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (lo..=hi).contains(n))
+                .map(Some)
+                .ok_or_else(err),
+            Some(_) => Err(err()),
+        }
+    };
+    let y = num(parts.next(), 4, 0, 9999)?.ok_or_else(err)?;
+    let m = num(parts.next(), 2, 1, 12)?;
+    let d = num(parts.next(), 2, 1, 31)?;
+    if parts.next().is_some() || (m.is_none() && d.is_some()) {
+        return Err(err());
+    }
+    let at = |m: u32, d: u32| (y << 16) | (m << 8) | d;
+    Ok(match (m, d) {
+        (Some(m), Some(d)) => (at(m, d), at(m, d)),
+        (Some(m), None) => (at(m, 0), at(m, 255)),
+        _ => (at(0, 0), at(255, 255)),
+    })
+}
+
 /// Looks a label up among `all` (case, spaces, dots and dashes ignored).
 fn by_label<T: Copy>(all: &[T], label: impl Fn(T) -> &'static str, v: &str) -> Option<T> {
     let norm = |s: &str| -> String {
@@ -656,6 +700,13 @@ pub(crate) fn attribute_ranges(name: &str, value: &str) -> Result<Vec<KeyRange>>
             vec![KeyRange {
                 lo: Key::u32(T_EPISODE, a as u32),
                 hi: Key::u32(T_EPISODE, b as u32),
+            }]
+        }
+        "date" | "airdate" => {
+            let (a, b) = date_range(v)?;
+            vec![KeyRange {
+                lo: Key::u32(T_DATE, a),
+                hi: Key::u32(T_DATE, b),
             }]
         }
         "resolution" => {
@@ -726,7 +777,7 @@ pub(crate) fn attribute_ranges(name: &str, value: &str) -> Result<Vec<KeyRange>>
         _ => {
             return Err(bad(format!(
                 "unknown attribute {name:?}; known: category, year, season, episode, \
-                 resolution, source, codec, audio, language"
+                 date, resolution, source, codec, audio, language"
             )))
         }
     })

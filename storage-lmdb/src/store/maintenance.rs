@@ -28,6 +28,13 @@ pub struct IntegrityReport {
     pub by_time: u64,
     /// Raw info dicts in `info`.
     pub info_dicts: u64,
+    /// Records in `facets` that decoded.
+    pub facets: u64,
+    /// Postings in `facet_terms`.
+    pub facet_postings: u64,
+    /// Torrents whose stored facets differ from a fresh classification (rules changed
+    /// since they were classified, or damage): `magnetar reclassify` rewrites them.
+    pub facets_stale: u64,
     /// Number of problems found (only the first 100 are described).
     pub problem_count: u64,
     /// The first 100 problems, described.
@@ -77,7 +84,11 @@ impl Store {
     /// Walks every table and checks that they agree: every torrent decodes, has its
     /// `ids` entry (pointing back at it), its by_size and by_time entries, its file
     /// list (with file_count files), its `columns` entry and exactly the postings its
-    /// name and paths produce; by_time has no stray entry; the counters match the tables. Runs in one read transaction (a consistent snapshot).
+    /// name and paths produce; by_time has no stray entry; the counters match the tables.
+    /// Facets: every torrent has a `facets` record, equal to what the classifier says of
+    /// it now (else it is counted as stale), and `facet_terms` holds exactly the
+    /// postings of the stored facets, none for a doc that is no torrent. Runs in one
+    /// read transaction (a consistent snapshot).
     pub fn integrity_check(&self) -> Result<IntegrityReport> {
         self.read(integrity_txn)
     }
@@ -173,6 +184,9 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
     // docid -> (expected postings, expected hash sum) from the torrents walk, and
     // (actual postings, actual hash sum) from the terms walk.
     let mut expected: HashMap<u32, (u64, u64)> = HashMap::new();
+    // The same for the facet keys of each doc's stored facets and `facet_terms`.
+    let mut expected_facets: HashMap<u32, (u64, u64)> = HashMap::new();
+    let mut first_stale: Option<String> = None;
     let mut with_info = 0u64;
     let mut hybrids = 0u64;
     let mut last_docid: Option<u32> = None;
@@ -232,6 +246,30 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
         {
             rep.problem(format!("torrent {}: no by_time entry", hex(&ih)));
         }
+        let stored = match super::facets::facets_by_docid(txn, dbs, docid) {
+            Ok(Some(f)) => {
+                rep.facets += 1;
+                let mut e = (0u64, 0u64);
+                for k in super::facets::keys(&f) {
+                    e.0 += 1;
+                    e.1 = e.1.wrapping_add(term_hash(k.bytes(), 0));
+                }
+                expected_facets.insert(docid, e);
+                Some(f)
+            }
+            Ok(None) => {
+                rep.problem(format!(
+                    "torrent {}: no facets entry (never classified: run `magnetar reclassify`)",
+                    hex(&ih)
+                ));
+                None
+            }
+            Err(StoreError::Corrupt { what, .. }) => {
+                rep.problem(format!("torrent {}: facets entry: {what}", hex(&ih)));
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let files = match dbs.files.get(txn, &dk).map_err(lmdb("checking files"))? {
             Some(fv) => match codec::decode_files(fv) {
                 Ok(f) => {
@@ -272,6 +310,22 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
         }
         if st.rec.has_info {
             with_info += 1;
+        }
+        if let Some(f) = stored {
+            let fresh = super::facets::of_torrent(&st.rec.name, &files);
+            if f != fresh {
+                rep.facets_stale += 1;
+                first_stale.get_or_insert_with(|| {
+                    format!(
+                        "{}: stored {} ({}), now {} ({})",
+                        hex(&ih),
+                        f.class.kind.as_str(),
+                        f.category,
+                        fresh.class.kind.as_str(),
+                        fresh.category
+                    )
+                });
+            }
         }
         let mut e = (0u64, 0u64);
         // A hidden torrent (operator filter rules) has no postings.
@@ -324,6 +378,14 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
     }
     for docid in actual.keys() {
         rep.problem(format!("postings for doc {docid}, which is no torrent"));
+    }
+    check_facet_terms(txn, dbs, &mut rep, expected_facets)?;
+    if rep.facets_stale > 0 {
+        rep.problem(format!(
+            "{} torrent(s) have facets that differ from a fresh classification (first {}): the rules changed since they were stored, or the facets are damaged; run `magnetar reclassify`",
+            rep.facets_stale,
+            first_stale.as_deref().unwrap_or("?")
+        ));
     }
     for r in dbs.by_time.iter(txn).map_err(lmdb("checking by_time"))? {
         let (k, _) = r.map_err(lmdb("checking by_time"))?;
@@ -395,6 +457,66 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
         ));
     }
     Ok(rep)
+}
+
+/// Walks `facet_terms` and compares each doc's postings with `expected` (count and hash
+/// sum of the keys of its stored facets).
+fn check_facet_terms(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    rep: &mut IntegrityReport,
+    mut expected: HashMap<u32, (u64, u64)>,
+) -> Result<()> {
+    let mut actual: HashMap<u32, (u64, u64)> = HashMap::new();
+    let mut last_key: Option<Vec<u8>> = None;
+    let mut prev_doc: Option<u32> = None;
+    for r in dbs
+        .facet_terms
+        .iter(txn)
+        .map_err(lmdb("checking facet_terms"))?
+    {
+        let (k, v) = r.map_err(lmdb("checking facet_terms"))?;
+        let mut ps = Vec::new();
+        if let Err(e) = codec::block_decode(v, &mut ps) {
+            rep.problem(format!("facet_terms {}: {e}", hex(k)));
+            continue;
+        }
+        if last_key.as_deref() == Some(k) && ps.first().map(|p| p >> 2) <= prev_doc {
+            rep.problem(format!(
+                "facet_terms {}: blocks overlap or are out of order",
+                hex(k)
+            ));
+        }
+        if last_key.as_deref() != Some(k) {
+            last_key = Some(k.to_vec());
+        }
+        prev_doc = ps.last().map(|p| p >> 2);
+        for p in ps {
+            rep.facet_postings += 1;
+            let a = actual.entry(p >> 2).or_default();
+            a.0 += 1;
+            a.1 = a.1.wrapping_add(term_hash(k, (p & 3) as u8));
+        }
+    }
+    let mut docs: Vec<(u32, (u64, u64))> = expected.drain().collect();
+    docs.sort_unstable();
+    for (docid, e) in docs {
+        let a = actual.remove(&docid).unwrap_or_default();
+        if a != e {
+            rep.problem(format!(
+                "doc {docid}: {} facet postings stored, {} expected from its facets (or other keys): run `magnetar reclassify`",
+                a.0, e.0
+            ));
+        }
+    }
+    let mut stray: Vec<u32> = actual.into_keys().collect();
+    stray.sort_unstable();
+    for docid in stray {
+        rep.problem(format!(
+            "facet_terms: postings for doc {docid}, which has no facets (no torrent, or its facets entry is gone)"
+        ));
+    }
+    Ok(())
 }
 
 /// Copies the environment at `opts.path` with compaction and swaps the copy in.
