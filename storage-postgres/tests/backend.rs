@@ -7,7 +7,7 @@
 
 use magnetar_storage::backend::{IndexSink, ReadIndex};
 use magnetar_storage::synth::Synth;
-use magnetar_storage::{Op, Store, StoreError, StoreOptions};
+use magnetar_storage::{Op, Store, StoreOptions};
 use magnetar_storage_pg::testing::TempPostgres;
 use magnetar_storage_pg::{PgReader, PgSink, PgWriterConfig};
 
