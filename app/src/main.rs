@@ -400,13 +400,13 @@ enum DbCmd {
     /// crawler holds.
     Copy {
         /// The source: an LMDB directory or a PostgreSQL URL.
-        #[arg(long, value_name = "PATH|URL")]
+        #[arg(long, value_name = "PATH|URL", env = "MAGNETAR_COPY_FROM")]
         from: String,
         /// The target: an LMDB directory (created when missing) or a PostgreSQL URL.
-        #[arg(long, value_name = "PATH|URL")]
+        #[arg(long, value_name = "PATH|URL", env = "MAGNETAR_COPY_TO")]
         to: String,
         /// Torrents per written batch.
-        #[arg(long, value_name = "N", default_value_t = 1000,
+        #[arg(long, value_name = "N", default_value_t = 1000, env = "MAGNETAR_COPY_BATCH",
               value_parser = clap::value_parser!(u32).range(1..=100_000))]
         batch: u32,
     },
