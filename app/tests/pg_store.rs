@@ -189,9 +189,16 @@ fn read_commands_give_the_same_output_on_postgres_and_lmdb() {
     let counts = |out: &str| -> Vec<String> {
         out.lines()
             .filter(|l| {
-                ["torrents:", "peers:", "dht nodes:", "sessions:", "requests:", "filtered:"]
-                    .iter()
-                    .any(|k| l.starts_with(k))
+                [
+                    "torrents:",
+                    "peers:",
+                    "dht nodes:",
+                    "sessions:",
+                    "requests:",
+                    "filtered:",
+                ]
+                .iter()
+                .any(|k| l.starts_with(k))
             })
             .map(str::to_owned)
             .collect()
