@@ -515,6 +515,24 @@ struct CrawlArgs {
     #[arg(long, value_name = "URL", env = "MAGNETAR_QUEUE")]
     queue: Option<String>,
 
+    /// How long a claim on the shared queue holds, seconds: a crawler that dies
+    /// leaves its claimed work to the others once the lease and --queue-grace
+    /// have passed.
+    #[arg(long, value_name = "SECS", default_value_t = 3600, env = "MAGNETAR_QUEUE_LEASE",
+          value_parser = clap::value_parser!(u64).range(1..=7 * 86_400))]
+    queue_lease: u64,
+
+    /// Seconds after a lease expired before another crawler takes the work over.
+    #[arg(long, value_name = "SECS", default_value_t = 300, env = "MAGNETAR_QUEUE_GRACE",
+          value_parser = clap::value_parser!(u64).range(0..=7 * 86_400))]
+    queue_grace: u64,
+
+    /// Seconds an offered infohash stays unclaimed before any crawler takes it
+    /// (its shard is not running).
+    #[arg(long, value_name = "SECS", default_value_t = 1800, env = "MAGNETAR_QUEUE_ORPHAN_AFTER",
+          value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
+    queue_orphan_after: u64,
+
     /// Outgoing DHT query budget, packets per second (answers to queries are not counted).
     #[arg(
         long,
@@ -1319,7 +1337,13 @@ fn crawl_at(a: &CrawlArgs, loc: &commands::StoreLoc) -> Result<Ran, Fail> {
     let queue: Option<Box<dyn queue::WorkQueue>> = match &queue_url {
         Some(url) => {
             let name = queue::crawler_name(a.shard);
-            let q = queue::PgQueue::connect(url, &name, a.shard)
+            let opts = magnetar_storage_pg::ClaimOptions {
+                lease: Duration::from_secs(a.queue_lease),
+                grace: Duration::from_secs(a.queue_grace),
+                orphan_after: Duration::from_secs(a.queue_orphan_after),
+            };
+            tracing::info!(lease_s = a.queue_lease, grace_s = a.queue_grace, orphan_after_s = a.queue_orphan_after, "shared queue");
+            let q = queue::PgQueue::connect(url, &name, a.shard, opts)
                 .map_err(|e| Fail(format!("--queue: {e}")))?;
             Some(Box::new(q))
         }

@@ -39,22 +39,61 @@ pub fn crawler_name(shard: Shard) -> String {
     format!("{host}:{}:{shard}", std::process::id())
 }
 
-/// The PostgreSQL queue (`magnetar_storage_pg::queue`).
+/// The PostgreSQL queue (`magnetar_storage_pg::queue`). A lost connection (the
+/// server restarted, the network failed) is made again at the next call, at
+/// most every [`RECONNECT_EVERY`]; meanwhile calls fail and are counted.
 pub struct PgQueue {
-    queue: Queue,
+    queue: Option<Queue>,
+    url: String,
+    name: String,
     shard: u16,
     opts: ClaimOptions,
+    last_attempt: Option<Instant>,
 }
 
+/// How often a lost queue connection is tried again.
+const RECONNECT_EVERY: Duration = Duration::from_secs(2);
+
 impl PgQueue {
-    /// Connects to `url` (migrating the schema) as `name`.
-    pub fn connect(url: &str, name: &str, shard: Shard) -> Result<PgQueue, String> {
+    /// Connects to `url` (migrating the schema) as `name`, claiming under `opts`.
+    pub fn connect(
+        url: &str,
+        name: &str,
+        shard: Shard,
+        opts: ClaimOptions,
+    ) -> Result<PgQueue, String> {
         let queue = Queue::connect(url, name).map_err(|e| e.to_string())?;
         Ok(PgQueue {
-            queue,
+            queue: Some(queue),
+            url: url.to_owned(),
+            name: name.to_owned(),
             shard: shard.index(),
-            opts: ClaimOptions::default(),
+            opts,
+            last_attempt: None,
         })
+    }
+
+    /// The connection, made again if it was lost (bounded by [`RECONNECT_EVERY`]).
+    fn queue(&mut self) -> Result<&mut Queue, String> {
+        if self.queue.as_mut().is_some_and(|q| q.is_closed()) {
+            tracing::warn!(target: "magnetar::queue", "shared queue: connection lost");
+            self.queue = None;
+        }
+        if self.queue.is_none() {
+            if self
+                .last_attempt
+                .is_some_and(|t| t.elapsed() < RECONNECT_EVERY)
+            {
+                return Err("not connected (retrying)".into());
+            }
+            self.last_attempt = Some(Instant::now());
+            let q = Queue::connect(&self.url, &self.name).map_err(|e| e.to_string())?;
+            tracing::info!(target: "magnetar::queue", "shared queue: connected again");
+            self.queue = Some(q);
+        }
+        self.queue
+            .as_mut()
+            .ok_or_else(|| "not connected".to_string())
     }
 }
 
@@ -65,28 +104,29 @@ fn key(ih: &InfoHash) -> [u8; 20] {
 impl WorkQueue for PgQueue {
     fn offer(&mut self, items: &[(InfoHash, u16)]) -> Result<u64, String> {
         let rows: Vec<([u8; 20], u16)> = items.iter().map(|(ih, s)| (key(ih), *s)).collect();
-        self.queue.offer(&rows).map_err(|e| e.to_string())
+        self.queue()?.offer(&rows).map_err(|e| e.to_string())
     }
     fn claim(&mut self, n: usize) -> Result<Vec<InfoHash>, String> {
+        let (shard, opts) = (self.shard, self.opts);
         let rows = self
-            .queue
-            .claim(self.shard, n, &self.opts)
+            .queue()?
+            .claim(shard, n, &opts)
             .map_err(|e| e.to_string())?;
         Ok(rows.into_iter().map(|r| InfoHash(r.info_hash)).collect())
     }
     fn complete(&mut self, ihs: &[InfoHash]) -> Result<u64, String> {
         let keys: Vec<[u8; 20]> = ihs.iter().map(key).collect();
-        self.queue.complete(&keys).map_err(|e| e.to_string())
+        self.queue()?.complete(&keys).map_err(|e| e.to_string())
     }
     fn release(&mut self, ihs: &[InfoHash]) -> Result<u64, String> {
         let keys: Vec<[u8; 20]> = ihs.iter().map(key).collect();
-        self.queue
+        self.queue()?
             .release(&keys, Duration::ZERO)
             .map_err(|e| e.to_string())
     }
     fn stored(&mut self, ihs: &[InfoHash]) -> Result<Vec<InfoHash>, String> {
         let keys: Vec<[u8; 20]> = ihs.iter().map(key).collect();
-        let got = self.queue.stored(&keys).map_err(|e| e.to_string())?;
+        let got = self.queue()?.stored(&keys).map_err(|e| e.to_string())?;
         Ok(got.into_iter().map(InfoHash).collect())
     }
 }

@@ -346,6 +346,11 @@ impl Queue {
         Ok((a.max(0) as u64, b.max(0) as u64))
     }
 
+    /// Whether the connection is lost (the server went away): make a new one.
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
     /// The connection, for tests.
     #[doc(hidden)]
     pub fn client(&mut self) -> &mut Client {
