@@ -343,6 +343,24 @@ impl Sharing {
             match r {
                 Some(Ok(v)) => {
                     self.counters.claimed += v.len() as u64;
+                    // A claimed row whose torrent is stored already (its owner
+                    // fetched it from a discovery of its own, and the row stayed
+                    // open until it was taken over): done, not fetched again.
+                    let in_store: Vec<InfoHash> = if v.is_empty() {
+                        Vec::new()
+                    } else {
+                        match self.queue.as_mut().map(|q| q.stored(&v)) {
+                            Some(Ok(s)) => s,
+                            Some(Err(e)) => {
+                                self.failed("store lookup", e);
+                                Vec::new()
+                            }
+                            None => Vec::new(),
+                        }
+                    };
+                    for ih in in_store {
+                        self.remember_stored(ih);
+                    }
                     for ih in v {
                         if self.stored.contains_key(&ih) {
                             // Stored meanwhile: nothing to fetch.
@@ -538,7 +556,8 @@ mod tests {
         assert!(s.is_stored(&b));
         assert!(s.is_stored(&b));
         assert!(!s.is_stored(&a));
-        assert_eq!(mem.0.lock().unwrap().lookups, 2);
+        // One lookup for the claimed batch, one for b, one for a.
+        assert_eq!(mem.0.lock().unwrap().lookups, 3);
         // c is fetched here: completed at the next tick; b is released at the end.
         s.finished(c);
         s.tick(true);
@@ -546,6 +565,28 @@ mod tests {
         assert_eq!(st.rows[&c], (1, true, true));
         assert_eq!(st.rows[&b], (1, false, false), "released, not done");
         assert_eq!(s.counters().released, 1);
+    }
+
+    /// A claimed row whose torrent is in the shared store already (its owner
+    /// fetched it from its own discovery; the row was taken over later) is
+    /// completed, not handed to the crawler to fetch again.
+    #[test]
+    fn a_claimed_row_already_stored_is_completed_not_fetched() {
+        let mem = Mem::default();
+        let mut s = Sharing::new(Shard::new(1, 3).unwrap(), Some(Box::new(mem.clone())));
+        let (b, c) = (InfoHash([0x60; 20]), InfoHash([0x61; 20]));
+        mem.clone().offer(&[(b, 1), (c, 1)]).unwrap();
+        mem.0.lock().unwrap().stored.insert(b);
+        s.tick(false);
+        let mut got = Vec::new();
+        s.take_claimed(&mut got);
+        assert_eq!(got, vec![c], "b is stored: not fetched");
+        assert!(s.is_stored(&b), "remembered in the local cache");
+        // Completed at the next tick.
+        s.last_claim = Some(Instant::now());
+        s.tick(false);
+        assert_eq!(mem.0.lock().unwrap().rows[&b], (1, true, true));
+        assert_eq!(mem.0.lock().unwrap().rows[&c], (1, true, false));
     }
 
     #[test]
