@@ -1342,7 +1342,12 @@ fn crawl_at(a: &CrawlArgs, loc: &commands::StoreLoc) -> Result<Ran, Fail> {
                 grace: Duration::from_secs(a.queue_grace),
                 orphan_after: Duration::from_secs(a.queue_orphan_after),
             };
-            tracing::info!(lease_s = a.queue_lease, grace_s = a.queue_grace, orphan_after_s = a.queue_orphan_after, "shared queue");
+            tracing::info!(
+                lease_s = a.queue_lease,
+                grace_s = a.queue_grace,
+                orphan_after_s = a.queue_orphan_after,
+                "shared queue"
+            );
             let q = queue::PgQueue::connect(url, &name, a.shard, opts)
                 .map_err(|e| Fail(format!("--queue: {e}")))?;
             Some(Box::new(q))
