@@ -96,6 +96,7 @@ pub mod copy;
 mod error;
 pub mod exports;
 pub mod facets;
+pub mod identities;
 pub mod migrate;
 pub mod queue;
 pub mod records;
@@ -109,6 +110,7 @@ pub mod writer;
 
 pub use backend::{PgReader, PgSink};
 pub use error::{PgError, Result};
+pub use identities::PgIdentities;
 pub use migrate::{migrate, SCHEMA_VERSION};
 pub use queue::{ClaimOptions, Claimed, Queue, QueueTotals};
 pub use write::BatchReport;

@@ -13,7 +13,7 @@ use postgres::Client;
 use crate::error::{PgError, Result};
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 4;
+pub const SCHEMA_VERSION: i32 = 5;
 
 /// Advisory lock key of migrations ("magnetar" in ASCII, truncated to 63 bits).
 const MIGRATION_LOCK: i64 = 0x6d61_676e_6574_6172 & i64::MAX;
@@ -46,6 +46,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 4,
         name: "raw bytes of names, sources and paths holding NUL; delete trigger for foreign keys",
         sql: V4,
+    },
+    Migration {
+        version: 5,
+        name: "node ids kept per host",
+        sql: crate::identities::V5,
     },
 ];
 

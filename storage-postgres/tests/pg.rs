@@ -482,3 +482,29 @@ fn the_writer_buffers_while_postgres_is_down_and_writes_everything_once() {
     );
     assert_eq!(totals.torrents_new, 1500);
 }
+
+/// Schema 5: node ids kept per (host, identity key); hosts sharing one database
+/// keep theirs apart, a save replaces, and a restart of the server is survived
+/// (the connection is made again).
+#[test]
+fn node_ids_are_kept_per_host_and_key() {
+    use magnetar_storage_pg::PgIdentities;
+    let mut pg = server();
+    let url = pg.create_database("ids").unwrap();
+    let a = PgIdentities::connect(&url, "host-a").unwrap();
+    let b = PgIdentities::connect(&url, "host-b").unwrap();
+    let k = "node_id/127.0.0.1#0";
+    assert_eq!(a.get(k).unwrap(), None);
+    a.save(k, &[1; 20]).unwrap();
+    assert_eq!(a.get(k).unwrap(), Some(vec![1; 20]));
+    assert_eq!(b.get(k).unwrap(), None, "another host's id is not ours");
+    b.save(k, &[2; 20]).unwrap();
+    a.save(k, &[3; 20]).unwrap();
+    assert_eq!(a.get(k).unwrap(), Some(vec![3; 20]));
+    assert_eq!(b.get(k).unwrap(), Some(vec![2; 20]));
+    assert_eq!(a.get("node_id/::1#0").unwrap(), None);
+    pg.stop().unwrap();
+    assert!(a.get(k).is_err(), "the server is down");
+    pg.start_again().unwrap();
+    assert_eq!(a.get(k).unwrap(), Some(vec![3; 20]), "connected again");
+}
