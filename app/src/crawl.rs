@@ -55,11 +55,33 @@ pub fn identity_keys(binds: &[SocketAddr]) -> Vec<String> {
         .collect()
 }
 
+/// Where node ids are kept: the LMDB store, or PostgreSQL's `node_ids` table
+/// under this host's `--node-name`.
+pub enum IdStore {
+    Lmdb(magnetar_storage::Store),
+    Pg(magnetar_storage_pg::PgIdentities),
+}
+
+impl IdStore {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            IdStore::Lmdb(s) => s.identity(key).map_err(|e| e.to_string()),
+            IdStore::Pg(p) => p.get(key).map_err(|e| e.to_string()),
+        }
+    }
+    fn save(&self, key: &str, id: &[u8]) -> Result<(), String> {
+        match self {
+            IdStore::Lmdb(s) => s.save_identity(key, id).map_err(|e| e.to_string()),
+            IdStore::Pg(p) => p.save(key, id).map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// The node ids kept by an earlier run, by identity (`None`: none kept, or
 /// unreadable).
-pub fn saved_ids(store: &magnetar_storage::Store, keys: &[String]) -> Vec<Option<NodeId>> {
+pub fn saved_ids(store: &IdStore, keys: &[String]) -> Vec<Option<NodeId>> {
     keys.iter()
-        .map(|k| match store.identity(k) {
+        .map(|k| match store.get(k) {
             Ok(v) => v.and_then(|b| NodeId::from_slice(&b)),
             Err(e) => {
                 tracing::warn!("could not read the saved node id {k}: {e}");
@@ -71,7 +93,7 @@ pub fn saved_ids(store: &magnetar_storage::Store, keys: &[String]) -> Vec<Option
 
 /// Where the identities' node ids are kept.
 pub struct IdRecords {
-    pub store: magnetar_storage::Store,
+    pub store: IdStore,
     /// By identity (see [`identity_keys`]).
     pub keys: Vec<String>,
 }
@@ -82,7 +104,7 @@ impl IdRecords {
         let Some(k) = self.keys.get(i) else {
             return;
         };
-        if let Err(e) = self.store.save_identity(k, &id.0) {
+        if let Err(e) = self.store.save(k, &id.0) {
             tracing::warn!("could not save the node id {k}: {e}");
         }
     }

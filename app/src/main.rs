@@ -515,6 +515,13 @@ struct CrawlArgs {
     #[arg(long, value_name = "URL", env = "MAGNETAR_QUEUE")]
     queue: Option<String>,
 
+    /// This host's name in a shared PostgreSQL store: its node ids are kept
+    /// under it with their bind addresses (default: the host name). Hosts
+    /// that share a name (containers) and bind the same addresses need
+    /// distinct names.
+    #[arg(long, value_name = "NAME", env = "MAGNETAR_NODE_NAME", value_parser = parse_node_name)]
+    node_name: Option<String>,
+
     /// How long a claim on the shared queue holds, seconds: a crawler that dies
     /// leaves its claimed work to the others once the lease and --queue-grace
     /// have passed.
@@ -1147,6 +1154,31 @@ fn tracker_urls(urls: &[String]) -> Result<Vec<magnetar_core::tracker::TrackerUr
     Ok(out)
 }
 
+/// The node ids an earlier run kept, by identity; with a shard, a kept id
+/// outside the slice (another shard's, or unsharded) is drawn anew.
+fn kept_ids(
+    r: &crawl::IdRecords,
+    shard: magnetar_core::Shard,
+) -> Vec<Option<magnetar_core::NodeId>> {
+    let mut saved = crawl::saved_ids(&r.store, &r.keys);
+    if shard.is_sharded() {
+        for s in &mut saved {
+            if s.is_some_and(|id| !shard.contains(&id.0)) {
+                *s = None;
+            }
+        }
+    }
+    saved
+}
+
+/// `--node-name`: printable, 1 to 255 bytes.
+fn parse_node_name(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.len() > 255 || s.chars().any(char::is_control) {
+        return Err("a name of 1 to 255 bytes without control characters".into());
+    }
+    Ok(s.to_owned())
+}
+
 /// `--shard I/N`.
 fn parse_shard(s: &str) -> Result<magnetar_core::Shard, String> {
     magnetar_core::Shard::parse(s).map_err(|e| e.to_string())
@@ -1258,21 +1290,12 @@ fn crawl_at(a: &CrawlArgs, loc: &commands::StoreLoc) -> Result<Ran, Fail> {
             );
             // Node ids: the ones kept by the last run while still valid, else new ones
             // (core's identity logic, which the simulator's crawler shares); kept at once.
-            let keys = crawl::identity_keys(&bound);
-            let mut saved = crawl::saved_ids(&store, &keys);
-            if a.shard.is_sharded() {
-                // A kept id outside the slice (another shard's, or unsharded) is drawn anew.
-                for s in &mut saved {
-                    if s.is_some_and(|id| !a.shard.contains(&id.0)) {
-                        *s = None;
-                    }
-                }
-            }
-            cfg.identities = IdentityConfig::for_sockets(&bound, &a.external_ip, &saved);
             let id_records = crawl::IdRecords {
-                store: store.clone(),
-                keys,
+                store: crawl::IdStore::Lmdb(store.clone()),
+                keys: crawl::identity_keys(&bound),
             };
+            let saved = kept_ids(&id_records, a.shard);
+            cfg.identities = IdentityConfig::for_sockets(&bound, &a.external_ip, &saved);
             let sink = magnetar_storage::backend::LmdbSink {
                 store: store.clone(),
                 writer,
@@ -1288,8 +1311,8 @@ fn crawl_at(a: &CrawlArgs, loc: &commands::StoreLoc) -> Result<Ran, Fail> {
         commands::StoreLoc::Postgres(url) => {
             // The writer connects (and migrates) on its own and retries while the
             // database is down; the reader for --http is connected now, so a wrong
-            // URL fails at once. Node ids are not kept in PostgreSQL yet: new ones
-            // each run.
+            // URL fails at once. Node ids are kept in PostgreSQL under this host's
+            // --node-name (schema 5), reused while valid as on LMDB.
             let label = commands::redact(url);
             let reader = magnetar_storage_pg::PgReader::connect(url, 4)
                 .map_err(|e| Fail(format!("store {label}: {e}")))?;
@@ -1297,13 +1320,25 @@ fn crawl_at(a: &CrawlArgs, loc: &commands::StoreLoc) -> Result<Ran, Fail> {
             wcfg.store.keep_info = !a.no_info_dicts;
             let sink = magnetar_storage_pg::PgSink::start(url, wcfg);
             tracing::info!(store = %label, info_dicts = !a.no_info_dicts, "PostgreSQL store");
-            cfg.identities = IdentityConfig::for_sockets(&bound, &a.external_ip, &[]);
+            let node_name = match &a.node_name {
+                Some(n) => n.clone(),
+                None => queue::host_name(),
+            };
+            let ids = magnetar_storage_pg::PgIdentities::connect(url, &node_name)
+                .map_err(|e| Fail(format!("store {label}: {e}")))?;
+            let id_records = crawl::IdRecords {
+                store: crawl::IdStore::Pg(ids),
+                keys: crawl::identity_keys(&bound),
+            };
+            let saved = kept_ids(&id_records, a.shard);
+            tracing::info!(node_name = %node_name, kept = saved.iter().flatten().count(), "node ids kept in PostgreSQL");
+            cfg.identities = IdentityConfig::for_sockets(&bound, &a.external_ip, &saved);
             (
                 None,
                 Box::new(sink) as Box<dyn magnetar_storage::backend::IndexSink>,
                 std::sync::Arc::new(reader)
                     as std::sync::Arc<dyn magnetar_storage::backend::ReadIndex>,
-                None,
+                Some((id_records, saved)),
             )
         }
     };

@@ -33,10 +33,16 @@ pub trait WorkQueue: Send {
 /// This crawler's name in the queue (`offered_by`, `claimed_by`): host, process
 /// and shard, e.g. `crawler-3:4711:1/3`.
 pub fn crawler_name(shard: Shard) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    format!("{}:{}:{shard}", host_name(), std::process::id())
+}
+
+/// This machine's host name (`host` if it cannot be read).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "host".into());
-    format!("{host}:{}:{shard}", std::process::id())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into())
 }
 
 /// The PostgreSQL queue (`magnetar_storage_pg::queue`). A lost connection (the

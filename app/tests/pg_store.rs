@@ -442,3 +442,82 @@ fn crawl_stores_fetched_torrents_in_postgres() {
     assert!(ok, "{err}");
     assert!(out.contains(&hex(&ih)), "{out}");
 }
+
+/// The node ids of a crawl on PostgreSQL (schema 5): one identity's id and
+/// `reused`, in socket order, from the "DHT identity" log lines.
+fn pg_crawl_ids(url: &str, extra: &[&str]) -> Vec<(String, bool)> {
+    let mut args = vec![
+        "crawl",
+        "--store",
+        url,
+        "--bind",
+        "127.0.0.1:0,[::1]:0",
+        "--bootstrap",
+        "127.0.0.1:9",
+        "--allow-private",
+        "--duration",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    let (ok, out, err) = run(&args);
+    assert!(ok, "crawl failed:\n{out}{err}");
+    let mut ids = Vec::new();
+    for line in err
+        .lines()
+        .chain(out.lines())
+        .filter(|l| l.contains("DHT identity"))
+    {
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {line}"))
+                .to_string()
+        };
+        ids.push((field("node_id="), field("reused=") == "true"));
+    }
+    assert_eq!(ids.len(), 2, "one line per identity:\n{err}");
+    ids
+}
+
+/// Node ids persist in PostgreSQL as on LMDB, per `--node-name` (default: the
+/// host name): a second run reuses them, another name has its own.
+#[test]
+fn crawl_keeps_node_ids_per_host_in_postgres() {
+    let pg = TempPostgres::start().expect("a PostgreSQL server");
+    let url = pg.create_database("ids").unwrap();
+    let first = pg_crawl_ids(&url, &[]);
+    assert!(first.iter().all(|(_, r)| !r), "a new database has no ids");
+    assert_ne!(first[0].0, first[1].0);
+    let second = pg_crawl_ids(&url, &[]);
+    assert_eq!(
+        second,
+        vec![(first[0].0.clone(), true), (first[1].0.clone(), true)]
+    );
+    // Another host's name: ids of its own, kept apart.
+    let other = pg_crawl_ids(&url, &["--node-name", "crawler-b"]);
+    assert!(other.iter().all(|(_, r)| !r));
+    assert_ne!(other[0].0, first[0].0);
+    let again = pg_crawl_ids(&url, &["--node-name", "crawler-b"]);
+    assert_eq!(
+        again,
+        vec![(other[0].0.clone(), true), (other[1].0.clone(), true)]
+    );
+    assert_eq!(pg_crawl_ids(&url, &[])[0], (first[0].0.clone(), true));
+    // The rows: under (name, identity key).
+    let b = magnetar_storage_pg::PgIdentities::connect(&url, "crawler-b").unwrap();
+    let kept = b.get("node_id/127.0.0.1#0").unwrap().expect("kept");
+    assert_eq!(hex(&kept), other[0].0);
+    let c = magnetar_storage_pg::PgIdentities::connect(&url, "crawler-c").unwrap();
+    assert_eq!(c.get("node_id/127.0.0.1#0").unwrap(), None);
+    // A bad name is refused before anything runs.
+    let (ok, _, err) = run(&[
+        "crawl",
+        "--store",
+        &url,
+        "--node-name",
+        "",
+        "--duration",
+        "1",
+    ]);
+    assert!(!ok && err.contains("--node-name"), "{err}");
+}
