@@ -59,7 +59,7 @@ pub fn identity_keys(binds: &[SocketAddr]) -> Vec<String> {
 /// under this host's `--node-name`.
 pub enum IdStore {
     Lmdb(magnetar_storage::Store),
-    Pg(magnetar_storage_pg::PgIdentities),
+    Pg(Box<magnetar_storage_pg::PgIdentities>),
 }
 
 impl IdStore {

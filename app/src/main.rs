@@ -1327,7 +1327,7 @@ fn crawl_at(a: &CrawlArgs, loc: &commands::StoreLoc) -> Result<Ran, Fail> {
             let ids = magnetar_storage_pg::PgIdentities::connect(url, &node_name)
                 .map_err(|e| Fail(format!("store {label}: {e}")))?;
             let id_records = crawl::IdRecords {
-                store: crawl::IdStore::Pg(ids),
+                store: crawl::IdStore::Pg(Box::new(ids)),
                 keys: crawl::identity_keys(&bound),
             };
             let saved = kept_ids(&id_records, a.shard);
