@@ -45,6 +45,8 @@
 //! (exact bytes of a text holding NUL, else NULL) and replaces the foreign keys of
 //! `files` and `info` by an `AFTER DELETE` trigger on `torrents` (deleting torrents
 //! deletes their files and info dicts, without a check per inserted row).
+//! Schema 5 adds `node_ids` (PK host, key; the crawlers' node ids, see
+//! [`identities`]).
 //!
 //! Indexes: GIN on `search`; GIN trigram on `magnetar_fold(name)` (`unaccent` +
 //! `lower`); `v2`'s first 20 bytes; `(discovered_at, id)`, `(total_size, id)`,
