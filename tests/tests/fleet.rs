@@ -353,12 +353,15 @@ fn three_sharded_crawlers_share_one_postgres_through_a_kill_and_a_restart() {
             .collect::<Vec<_>>()
     );
 
-    // Phase 2: until every torrent is stored.
+    // Phase 2: until every torrent is stored and the victim's claims are done
+    // (taken over after the lease and the grace).
     let mut all_at = None;
     while Instant::now() < deadline {
         alive(&mut crawlers, Some(VICTIM));
         let (s, _) = stored(&mut db);
-        if want.is_subset(&s) {
+        let q = queue_rows(&mut db);
+        let claims_done = held_at_kill.iter().all(|ih| q.get(ih).is_some_and(|r| r.1));
+        if want.is_subset(&s) && claims_done {
             all_at = Some(started.elapsed().as_secs_f64());
             break;
         }
