@@ -236,15 +236,15 @@ fn stored(db: &mut postgres::Client) -> (BTreeSet<String>, i64) {
     (set, rows.len() as i64)
 }
 
-/// Queue rows: infohash (hex) → (claimed_by, done).
-fn queue_rows(db: &mut postgres::Client) -> BTreeMap<String, (Option<String>, bool)> {
+/// Queue rows: infohash (hex) → (last claimed_by, done, claims).
+fn queue_rows(db: &mut postgres::Client) -> BTreeMap<String, (Option<String>, bool, i32)> {
     db.query(
-        "SELECT encode(infohash, 'hex'), claimed_by, done FROM crawl_queue",
+        "SELECT encode(infohash, 'hex'), claimed_by, done, attempts::int FROM crawl_queue",
         &[],
     )
     .expect("reading crawl_queue")
     .iter()
-    .map(|r| (r.get(0), (r.get(1), r.get(2))))
+    .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
     .collect()
 }
 
@@ -304,7 +304,7 @@ fn three_sharded_crawlers_share_one_postgres_through_a_kill_and_a_restart() {
     let (at_kill, _) = stored(&mut db);
     let held_at_kill: BTreeSet<String> = queue_rows(&mut db)
         .into_iter()
-        .filter(|(_, (by, done))| {
+        .filter(|(_, (by, done, _))| {
             !done
                 && by
                     .as_deref()
@@ -454,10 +454,14 @@ fn three_sharded_crawlers_share_one_postgres_through_a_kill_and_a_restart() {
             if owner(ih) == i {
                 continue;
             }
-            let claimer = queue.get(*ih).and_then(|r| r.0.clone());
-            // The victim's claims were taken over after the kill (the row then
-            // names the taker-over): a claim by anyone is what it needed.
-            let mine = |b: &str| i == VICTIM || b.ends_with(&format!(":{}:{i}/{SHARDS}", pids[i]));
+            let row = queue.get(*ih);
+            let claimer = row.and_then(|r| r.0.clone());
+            // The row names its last claimer: a claim that changed hands (the
+            // victim's, taken over after the kill, or one whose lease ran out
+            // while its fetch was slow) names the later one.
+            let changed_hands = i == VICTIM || row.is_some_and(|r| r.2 > 1);
+            let mine =
+                |b: &str| changed_hands || b.ends_with(&format!(":{}:{i}/{SHARDS}", pids[i]));
             assert!(
                 claimer.as_deref().is_some_and(mine),
                 "{ih} (slice {}) fetched by crawler {i} without a claim (queue row: {:?})",
