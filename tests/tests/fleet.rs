@@ -269,6 +269,8 @@ fn three_sharded_crawlers_share_one_postgres_through_a_kill_and_a_restart() {
     }
     let pids: Vec<u32> = crawlers.iter().map(Proc::pid).collect();
     let mut db = connect(&url).expect("connecting to the test server");
+    // The schema, in case the test reads before a crawler has migrated.
+    magnetar_storage_pg::migrate(&mut db).unwrap_or_else(|e| panic!("{e}"));
     let deadline = started + Duration::from_secs(RUN_SECS - 30);
     let alive = |cs: &mut [Proc], skip: Option<usize>| {
         for (i, c) in cs.iter_mut().enumerate() {
