@@ -268,16 +268,45 @@ fn three_sharded_crawlers_share_one_postgres_through_a_kill_and_a_restart() {
     let mut swarm = Swarm::spawn(&ns, dir.path(), RUN_SECS + 120);
     assert_eq!(swarm.torrents.len(), NODES * PER_NODE);
     let want: BTreeSet<String> = swarm.torrents.iter().cloned().collect();
-    let mut crawlers: Vec<Proc> = (0..SHARDS)
-        .map(|i| start_crawler(&ns, i, &url, &swarm.nodes[i % swarm.nodes.len()]))
-        .collect();
-    for i in 0..SHARDS {
-        swarm.command(&format!("node {}", crawler_addr(i)));
-    }
-    let pids: Vec<u32> = crawlers.iter().map(Proc::pid).collect();
     let mut db = connect(&url).expect("connecting to the test server");
     // The schema, in case the test reads before a crawler has migrated.
     magnetar_storage_pg::migrate(&mut db).unwrap_or_else(|e| panic!("{e}"));
+    // The two survivors first; the victim once they have offered work of its
+    // slice to the queue, so that its first claims find work it has not fetched.
+    let mut early: Vec<Proc> = (0..SHARDS)
+        .filter(|&i| i != VICTIM)
+        .map(|i| start_crawler(&ns, i, &url, &swarm.nodes[i % swarm.nodes.len()]))
+        .collect();
+    for i in (0..SHARDS).filter(|&i| i != VICTIM) {
+        swarm.command(&format!("node {}", crawler_addr(i)));
+    }
+    let offered_at = Instant::now();
+    let mut offered = 0;
+    while offered_at.elapsed() < Duration::from_secs(90) {
+        for c in &mut early {
+            assert!(c.alive(), "a crawler exited early:\n{}", c.tail(60));
+        }
+        offered = db
+            .query_one(
+                "SELECT count(*) FROM crawl_queue WHERE shard = $1 AND NOT done",
+                &[&(VICTIM as i16)],
+            )
+            .expect("reading crawl_queue")
+            .get::<_, i64>(0);
+        if offered >= 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        offered >= 3,
+        "the survivors offered {offered} infohashes of slice {VICTIM} in 90 s"
+    );
+    let victim = start_crawler(&ns, VICTIM, &url, &swarm.nodes[VICTIM % swarm.nodes.len()]);
+    swarm.command(&format!("node {}", crawler_addr(VICTIM)));
+    early.insert(VICTIM, victim);
+    let mut crawlers = early;
+    let pids: Vec<u32> = crawlers.iter().map(Proc::pid).collect();
     let deadline = started + Duration::from_secs(RUN_SECS - 30);
     let alive = |cs: &mut [Proc], skip: Option<usize>| {
         for (i, c) in cs.iter_mut().enumerate() {
@@ -299,7 +328,8 @@ fn three_sharded_crawlers_share_one_postgres_through_a_kill_and_a_restart() {
             .collect()
     };
     let mut in_hand = false;
-    while Instant::now() < deadline {
+    let phase1 = Instant::now();
+    while Instant::now() < deadline && phase1.elapsed() < Duration::from_secs(90) {
         alive(&mut crawlers, None);
         let (s, _) = stored(&mut db);
         in_hand = victims(&queue_rows(&mut db))
