@@ -15,12 +15,15 @@ fn fetches_announced_metadata(runtime: &str, base: u8) {
     let w = world(base, 4, "e2e-ubuntu.iso", 3 * 1024 * 1024 + 17);
     let db = tempfile::tempdir().unwrap();
     let boot = w.net.addrs[0].to_string();
+    // The crawler at an address of its own (after the nodes' and the seeder's):
+    // it connects to the seeder from that address, not the host's default.
+    let own = format!("127.0.0.{}", base + 5);
     let mut p = crawl(
         runtime,
         db.path(),
         &[
             "--bind",
-            "127.0.0.1:0",
+            &format!("{own}:0"),
             "--bootstrap",
             &boot,
             "--allow-private",
@@ -42,6 +45,11 @@ fn fetches_announced_metadata(runtime: &str, base: u8) {
     let log = p.log();
     assert!(log.contains(&format!("name={}", w.name)), "{log}");
     assert!(log.contains(&format!("size={}", w.size)), "{log}");
+    let from = w.seeder.peers.lock().unwrap().clone();
+    assert!(
+        !from.is_empty() && from.iter().all(|ip| ip.to_string() == own),
+        "the seeder's connections came from {from:?}, not the crawler's bind {own}"
+    );
     // The funnel in /metrics (rendered every second): the torrent went through
     // every step.
     let step = |body: &str, s: &str| -> Option<u64> {

@@ -102,11 +102,33 @@ struct Conn {
     wbuf: Vec<u8>,
 }
 
+/// A non-blocking connect to `to` from `from` (an IP of this host, port 0): the
+/// socket is bound first, which `TcpStream::connect` cannot do. If the bind
+/// fails, the kernel's choice of source stands.
+fn connect_from(from: SocketAddr, to: SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_nonblocking(true)?;
+    if let Err(e) = s.bind(&from.into()) {
+        tracing::debug!(%from, "binding a peer connection: {e}");
+    }
+    match s.connect(&to.into()) {
+        Ok(()) => {}
+        // EINPROGRESS (115 on Linux): under way, as for `TcpStream::connect`.
+        Err(e) if e.raw_os_error() == Some(115) || e.kind() == ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(s.into()))
+}
+
 /// The loop's side of the pump: sockets, connections, storage.
 struct MioIo {
     registry: Registry,
     clock: Clock,
     udp: Vec<UdpSocket>,
+    /// The UDP sockets' local addresses: peer connections start from the same
+    /// IP ([`pump::tcp_source`]).
+    binds: Vec<SocketAddr>,
     conns: HashMap<usize, Conn>,
     /// Connections that failed while the pump was draining (a failed write):
     /// their `TcpClosed` is fed after the drain.
@@ -182,7 +204,11 @@ impl Io for MioIo {
 
     fn connect(&mut self, conn: ConnId, to: SocketAddr) -> Connect {
         let token = conn.to_usize();
-        match TcpStream::connect(to) {
+        let started = match pump::tcp_source(&self.binds, &to) {
+            Some(from) => connect_from(from, to),
+            None => TcpStream::connect(to),
+        };
+        match started {
             Ok(mut stream) => {
                 if let Err(e) = self.registry.register(
                     &mut stream,
@@ -291,6 +317,7 @@ pub fn run(opts: RunOptions) -> io::Result<RunReport> {
             dead: Vec::new(),
             storage: opts.storage,
             store_error: None,
+            binds: udp.iter().filter_map(|s| s.local_addr().ok()).collect(),
             udp,
         },
         udp_ready: Vec::new(),

@@ -131,6 +131,9 @@ pub(crate) struct TokioIo {
     /// `WouldBlock` until the reactor has seen the socket writable once (the
     /// first datagrams of a new socket would be lost).
     udp_tx: Vec<std::net::UdpSocket>,
+    /// The UDP sockets' local addresses: peer connections start from the same
+    /// IP ([`pump::tcp_source`]).
+    binds: Vec<SocketAddr>,
     conns: HashMap<ConnId, Conn>,
     conn_tx: mpsc::Sender<ConnEvent>,
     /// Events for storage, sent (awaiting room) after the drain that produced them.
@@ -156,6 +159,12 @@ impl Io for TokioIo {
             Err(e) if is_fd_exhaustion(&e) => return Connect::FdExhausted,
             Err(_) => return Connect::LocalError,
         };
+        if let Some(from) = pump::tcp_source(&self.binds, &to) {
+            // If the bind fails, the kernel's choice of source stands.
+            if let Err(e) = socket.bind(from) {
+                tracing::debug!(%from, "binding a peer connection: {e}");
+            }
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let events = self.conn_tx.clone();
         let task = tokio::spawn(conn_task(conn, socket, to, rx, events)).abort_handle();
@@ -261,6 +270,7 @@ impl Driver {
             pump: Pump::new(crawler, AcquirePolicy::PRODUCTION, max_sessions),
             io: TokioIo {
                 clock,
+                binds: udp.iter().filter_map(|s| s.local_addr().ok()).collect(),
                 udp,
                 udp_tx,
                 conns: HashMap::new(),

@@ -227,6 +227,8 @@ pub struct Seeder {
     pub info_hash: InfoHash,
     pub info: Vec<u8>,
     pub connections: Arc<Mutex<u32>>,
+    /// The source IP of each connection accepted.
+    pub peers: Arc<Mutex<Vec<IpAddr>>>,
 }
 
 impl Seeder {
@@ -242,11 +244,16 @@ impl Seeder {
         let info_hash = FakeSeeder::new(info.clone().into(), Behavior::Honest).info_hash();
         let connections = Arc::new(Mutex::new(0));
         let conns = connections.clone();
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let from = peers.clone();
         let served = info.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { return };
                 *conns.lock().unwrap() += 1;
+                if let Ok(a) = stream.peer_addr() {
+                    from.lock().unwrap().push(a.ip());
+                }
                 let info = served.clone();
                 std::thread::spawn(move || {
                     std::thread::sleep(delay);
@@ -275,6 +282,7 @@ impl Seeder {
             info_hash,
             info,
             connections,
+            peers,
         }
     }
 }

@@ -114,6 +114,20 @@ pub fn is_fd_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
 }
 
+/// The local address a runtime binds a peer connection to before connecting
+/// to `to`: the first of the crawler's bound UDP addresses (`binds`) of `to`'s
+/// family with a specific IP, port 0 (any). A crawler bound to its own address
+/// (several crawlers on one host, each with an address of its own) then meets
+/// peers over TCP from the address its DHT node and its uTP use, not from the
+/// host's default source address. `None` when every bind of that family is the
+/// unspecified address: the kernel chooses, as before.
+pub fn tcp_source(binds: &[SocketAddr], to: &SocketAddr) -> Option<SocketAddr> {
+    binds
+        .iter()
+        .find(|b| b.is_ipv4() == to.is_ipv4() && !b.ip().is_unspecified())
+        .map(|b| SocketAddr::new(b.ip(), 0))
+}
+
 /// A router name's resolution as the bootstrap code wants it: the addresses, or
 /// why there are none (an empty answer is a failure too).
 pub fn resolved<A: IntoIterator<Item = SocketAddr>>(
@@ -129,5 +143,31 @@ pub fn resolved<A: IntoIterator<Item = SocketAddr>>(
             }
         }
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn tcp_source_is_the_first_specific_bind_of_the_family() {
+        let v4 = a("192.0.2.7:6881");
+        let v6 = a("[2001:db8::1]:6881");
+        // Unspecified binds: the kernel chooses.
+        assert_eq!(tcp_source(&[a("0.0.0.0:6881")], &v4), None);
+        assert_eq!(tcp_source(&[a("[::]:6881")], &v6), None);
+        // A specific bind of the family, port 0.
+        let binds = [a("0.0.0.0:6881"), a("10.0.0.2:6882"), a("10.0.0.3:6883")];
+        assert_eq!(tcp_source(&binds, &v4), Some(a("10.0.0.2:0")));
+        // No bind of the other family: none.
+        assert_eq!(tcp_source(&binds, &v6), None);
+        let binds = [a("10.0.0.2:6881"), a("[2001:db8::5]:6881")];
+        assert_eq!(tcp_source(&binds, &v6), Some(a("[2001:db8::5]:0")));
+        assert_eq!(tcp_source(&[], &v4), None);
     }
 }

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use crate::{CloseReason, ConnId, Crawler, Event, InfoHash, Input, Output, SocketId, Timestamp};
 
-pub use io::{close_reason, is_fd_exhaustion, resolved, Connect, Io, Transmit};
+pub use io::{close_reason, is_fd_exhaustion, resolved, tcp_source, Connect, Io, Transmit};
 pub use storage::{Decision, NullStorage, Snapshot, Storage};
 pub use watch::BootstrapWatch;
 
