@@ -28,6 +28,8 @@ pub trait WorkQueue: Send {
     fn release(&mut self, ihs: &[InfoHash]) -> Result<u64, String>;
     /// Which of `ihs` the shared store holds.
     fn stored(&mut self, ihs: &[InfoHash]) -> Result<Vec<InfoHash>, String>;
+    /// Deletes a bounded batch of done rows older than [`PRUNE_KEEP`]; how many.
+    fn prune(&mut self) -> Result<u64, String>;
 }
 
 /// This crawler's name in the queue (`offered_by`, `claimed_by`): host, process
@@ -135,6 +137,11 @@ impl WorkQueue for PgQueue {
         let got = self.queue()?.stored(&keys).map_err(|e| e.to_string())?;
         Ok(got.into_iter().map(InfoHash).collect())
     }
+    fn prune(&mut self) -> Result<u64, String> {
+        self.queue()?
+            .prune_done(PRUNE_KEEP, PRUNE_BATCH)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// Offers buffered before a flush (they are flushed at every status tick too).
@@ -147,6 +154,12 @@ const CLAIM_BATCH: usize = 64;
 const MAX_HELD: usize = 512;
 /// Infohashes known to be in the shared store, cached locally.
 const STORED_CACHE: usize = 65_536;
+/// How often each crawler prunes done queue rows.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+/// Done rows are kept this long after their lease ended, then deleted.
+pub const PRUNE_KEEP: Duration = Duration::from_secs(24 * 3600);
+/// Done rows deleted per prune at most (a bounded statement).
+const PRUNE_BATCH: i64 = 10_000;
 
 /// The queue's counters, for `/metrics`.
 #[derive(Clone, Debug, Default)]
@@ -156,6 +169,7 @@ pub struct QueueCounters {
     pub claimed: u64,
     pub completed: u64,
     pub released: u64,
+    pub pruned: u64,
     pub errors: u64,
     pub stored_checks: u64,
     pub stored_hits: u64,
@@ -178,6 +192,7 @@ pub struct Sharing {
     stored_order: BTreeMap<u64, InfoHash>,
     stored_seq: u64,
     last_claim: Option<Instant>,
+    last_prune: Option<Instant>,
     counters: QueueCounters,
 }
 
@@ -195,6 +210,7 @@ impl Sharing {
             stored_order: BTreeMap::new(),
             stored_seq: 0,
             last_claim: None,
+            last_prune: None,
             counters: QueueCounters::default(),
         }
     }
@@ -341,6 +357,14 @@ impl Sharing {
             tracing::info!(target: "magnetar::queue", shard = %self.shard, counters = ?self.counters(), "shared queue at shutdown");
             return;
         }
+        if self.last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+            self.last_prune = Some(Instant::now());
+            match self.queue.as_mut().map(|q| q.prune()) {
+                Some(Ok(n)) => self.counters.pruned += n,
+                Some(Err(e)) => self.failed("prune", e),
+                None => {}
+            }
+        }
         let due = self.last_claim.is_none_or(|t| t.elapsed() >= CLAIM_EVERY);
         if due && self.held.len() < MAX_HELD {
             self.last_claim = Some(Instant::now());
@@ -438,6 +462,11 @@ pub fn metrics(shard: Shard, active: bool, c: &QueueCounters) -> Vec<Metric> {
             c.released,
         ),
         Metric::counter(
+            "magnetar_queue_pruned_total",
+            "Done rows deleted from the shared queue (a day after their lease ended).",
+            c.pruned,
+        ),
+        Metric::counter(
             "magnetar_queue_errors_total",
             "Shared queue operations that failed (retried at the next tick).",
             c.errors,
@@ -473,6 +502,7 @@ mod tests {
         rows: BTreeMap<InfoHash, (u16, bool, bool)>,
         stored: BTreeSet<InfoHash>,
         lookups: u64,
+        prunes: u64,
     }
     impl WorkQueue for Mem {
         fn offer(&mut self, items: &[(InfoHash, u16)]) -> Result<u64, String> {
@@ -528,6 +558,13 @@ mod tests {
                 .filter(|k| s.stored.contains(k))
                 .copied()
                 .collect())
+        }
+        fn prune(&mut self) -> Result<u64, String> {
+            let mut s = self.0.lock().unwrap();
+            let before = s.rows.len();
+            s.rows.retain(|_, r| !r.2);
+            s.prunes += 1;
+            Ok((before - s.rows.len()) as u64)
         }
     }
 
@@ -593,6 +630,16 @@ mod tests {
         s.tick(false);
         assert_eq!(mem.0.lock().unwrap().rows[&b], (1, true, true));
         assert_eq!(mem.0.lock().unwrap().rows[&c], (1, true, false));
+        // Pruned at the first tick only (then every PRUNE_EVERY): b stays.
+        assert_eq!(mem.0.lock().unwrap().prunes, 1);
+        assert_eq!(s.counters().pruned, 0);
+        // Due again: b (done) goes, c (held) stays.
+        s.last_prune = None;
+        s.tick(false);
+        assert_eq!(mem.0.lock().unwrap().prunes, 2);
+        assert_eq!(s.counters().pruned, 1);
+        assert!(!mem.0.lock().unwrap().rows.contains_key(&b));
+        assert!(mem.0.lock().unwrap().rows.contains_key(&c));
     }
 
     #[test]

@@ -26,6 +26,8 @@
 //! * [`Queue::complete`]: fetched (or given up): `done`. [`Queue::release`]:
 //!   back to the queue, not before `retry_after` (a claimer stopping cleanly, or
 //!   a fetch that failed).
+//! * [`Queue::prune_done`]: done rows whose lease ended long ago are deleted,
+//!   in bounded batches (the table holds pending work, not history).
 //! * [`Queue::stored`]: which of some infohashes are in `torrents` already (the
 //!   check before fetching; the app keeps a local cache in front of it).
 //!
@@ -112,6 +114,8 @@ pub struct QueueTotals {
     pub completed: u64,
     /// Rows released.
     pub released: u64,
+    /// Done rows deleted ([`Queue::prune_done`]).
+    pub pruned: u64,
 }
 
 /// A connection to the shared queue.
@@ -304,6 +308,28 @@ impl Queue {
             )
             .map_err(PgError::db("releasing queue rows"))?;
         self.totals.released += n;
+        Ok(n)
+    }
+
+    /// Deletes up to `limit` done rows whose lease ended `keep` ago or more, and
+    /// returns how many: a fleet's queue holds pending work, not its history. A
+    /// pruned infohash offered again is checked against `torrents` like any
+    /// offer (a given-up one comes back as new work). Rows other claimers are
+    /// locking are skipped.
+    pub fn prune_done(&mut self, keep: Duration, limit: i64) -> Result<u64> {
+        let n = self
+            .client
+            .execute(
+                &format!(
+                    "DELETE FROM crawl_queue WHERE infohash IN (
+                         SELECT infohash FROM crawl_queue
+                         WHERE done AND lease_until <= {NOW} - $2
+                         LIMIT $3 FOR UPDATE SKIP LOCKED)"
+                ),
+                &[&self.clock, &secs(keep), &limit.max(0)],
+            )
+            .map_err(PgError::db("pruning done queue rows"))?;
+        self.totals.pruned += n;
         Ok(n)
     }
 

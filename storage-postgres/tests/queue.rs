@@ -251,3 +251,50 @@ fn a_claimer_killed_mid_lease_loses_nothing() {
     assert_eq!(done, 20);
     assert_eq!(o.pending().unwrap(), (0, 0));
 }
+
+#[test]
+fn done_rows_are_pruned_after_keep_and_offered_again_only_if_unstored() {
+    let pg = server();
+    let url = pg.create_database("qprune").unwrap();
+    let mut q = Queue::connect(&url, "a").unwrap();
+    let opts = ClaimOptions {
+        lease: Duration::from_secs(60),
+        grace: Duration::from_secs(30),
+        orphan_after: Duration::from_secs(86_400),
+    };
+    q.set_clock(Some(1000));
+    let (a, b, c) = (ih(0x10, 1), ih(0x10, 2), ih(0x10, 3));
+    q.offer(&[(a, 0), (b, 0), (c, 0)]).unwrap();
+    assert_eq!(q.claim(0, 2, &opts).unwrap().len(), 2);
+    // a and b done (lease until 1060); c pending.
+    assert_eq!(q.complete(&[a, b]).unwrap(), 2);
+    let keep = Duration::from_secs(3600);
+    // Not before the lease's end + keep.
+    q.set_clock(Some(1060 + 3599));
+    assert_eq!(q.prune_done(keep, 100).unwrap(), 0);
+    q.set_clock(Some(1060 + 3600));
+    // Bounded: one per call.
+    assert_eq!(q.prune_done(keep, 1).unwrap(), 1);
+    assert_eq!(q.prune_done(keep, 100).unwrap(), 1);
+    assert_eq!(q.prune_done(keep, 100).unwrap(), 0);
+    assert_eq!(q.totals().pruned, 2);
+    // The pending row stays.
+    assert_eq!(count(&mut q, "SELECT count(*) FROM crawl_queue"), 1);
+    assert_eq!(
+        count(&mut q, "SELECT count(*) FROM crawl_queue WHERE NOT done"),
+        1
+    );
+    // a stored meanwhile: its offer is skipped; b (given up) is work again.
+    let mut store = PgStore::connect(&url, PgOptions::default()).unwrap();
+    let mut t = Synth::new(7).torrent(0, false);
+    t.infohash = a;
+    store.apply_batch(&[Op::Torrent(Box::new(t))]).unwrap();
+    assert_eq!(q.offer(&[(a, 0), (b, 0)]).unwrap(), 1);
+    let again: BTreeSet<InfoHash> = q
+        .claim(0, 10, &opts)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.info_hash)
+        .collect();
+    assert_eq!(again, BTreeSet::from([b, c]));
+}
