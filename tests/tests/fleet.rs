@@ -22,10 +22,9 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::Stdio;
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use magnetar_storage_pg::testing::TempPostgres;
@@ -53,21 +52,6 @@ const RUN_SECS: u64 = 360;
 /// misses it and fetches it again. One at most in this run.
 const ACCIDENTAL_DUPLICATES: usize = 1;
 
-fn require_libtorrent() {
-    let ok = Command::new("python3")
-        .args([
-            "-c",
-            "import libtorrent; assert libtorrent.__version__.startswith('2.1')",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "the fleet test needs libtorrent 2.1 for python3: \
-         python3 -m pip install 'libtorrent>=2.1,<2.2'"
-    );
-}
-
 /// The swarm: its process, its JSON events and the torrents it seeds (hex infohashes).
 struct Swarm {
     proc: Proc,
@@ -79,7 +63,7 @@ struct Swarm {
 
 impl Swarm {
     fn spawn(ns: &Netns, workdir: &Path, max_secs: u64) -> Swarm {
-        require_libtorrent();
+        support::require_libtorrent("the fleet test");
         let script = support::workspace().join("tests/interop/swarm.py");
         let mut cmd = ns.command("python3");
         cmd.args(["-W", "ignore"])
@@ -92,41 +76,8 @@ impl Swarm {
             .args(["--per-node", &PER_NODE.to_string()])
             // Samples refreshed often: the three crawlers discover the torrents by
             // BEP 51 within the test.
-            .args(["--sample-interval", "20"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn the libtorrent swarm");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                let mut l = log2.lock().unwrap();
-                if l.len() < 4 << 20 {
-                    l.push_str(&(line + "\n"));
-                }
-            }
-        });
-        let mut proc = Proc {
-            child,
-            log,
-            what: "libtorrent swarm".into(),
-        };
+            .args(["--sample-interval", "20"]);
+        let (mut proc, stdin, events) = Proc::spawn_json("libtorrent swarm", cmd);
         let ready = loop {
             match events.recv_timeout(Duration::from_secs(150)) {
                 Ok(v) if v["event"] == "ready" => break v,

@@ -8,7 +8,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
@@ -25,21 +25,6 @@ const EXTRA_TORRENTS: usize = 6;
 const FIRST_IP: u8 = 10;
 const PORT: u16 = 6881;
 const CRAWLER: &str = "127.0.0.1:6881";
-
-fn require_libtorrent() {
-    let ok = Command::new("python3")
-        .args([
-            "-c",
-            "import libtorrent; assert libtorrent.__version__.startswith('2.1')",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "the interop tests need libtorrent 2.1 for python3: \
-         python3 -m pip install 'libtorrent>=2.1,<2.2'"
-    );
-}
 
 /// aria2 (Debian's `aria2` package) as a second implementation: when `aria2c` is
 /// installed, it seeds one more torrent and joins the swarm's DHT.
@@ -240,7 +225,7 @@ impl Swarm {
     /// swarm.py with `args` (besides the addresses, ports and time limit), once it
     /// says "ready".
     fn spawn(ns: &Netns, workdir: &Path, max_secs: u64, args: &[String]) -> Swarm {
-        require_libtorrent();
+        support::require_libtorrent("the interop tests");
         let script = support::workspace().join("tests/interop/swarm.py");
         let mut cmd = ns.command("python3");
         cmd.arg("-W")
@@ -251,42 +236,8 @@ impl Swarm {
             .args(["--first-ip", &FIRST_IP.to_string()])
             .args(["--port", &PORT.to_string()])
             .args(["--max-secs", &max_secs.to_string()])
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn the libtorrent swarm");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        // stdout carries JSON events; stderr goes to the Proc log.
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                match serde_json::from_str::<Value>(&line) {
-                    Ok(v) => {
-                        if tx.send(v).is_err() {
-                            return;
-                        }
-                    }
-                    Err(_) => eprintln!("swarm stdout: {line}"),
-                }
-            }
-        });
-        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { return };
-                log2.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let mut proc = Proc {
-            child,
-            log,
-            what: "libtorrent swarm".into(),
-        };
+            .args(args);
+        let (mut proc, stdin, events) = Proc::spawn_json("libtorrent swarm", cmd);
         let ready = loop {
             match events.recv_timeout(Duration::from_secs(150)) {
                 Ok(v) if v["event"] == "ready" => break v,
@@ -1505,40 +1456,7 @@ fn holepunch_peer(
     if let Some(r) = relay {
         cmd.args(["--relay", r]);
     }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tests/interop/holepunch_peer.py");
-    let stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if tx.send(v).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let stderr = child.stderr.take().unwrap();
-    let log2 = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { return };
-            log2.lock().unwrap().push_str(&(line + "\n"));
-        }
-    });
-    let proc = Proc {
-        child,
-        log,
-        what: format!("holepunch {role}"),
-    };
-    (proc, stdin, rx)
+    Proc::spawn_json(&format!("holepunch {role}"), cmd)
 }
 
 /// Issue 15, class (c): BEP 55 with libtorrent 2.1. The crawler sits behind one

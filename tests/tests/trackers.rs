@@ -16,10 +16,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -30,17 +29,7 @@ const PORT: u16 = 6881;
 const TORRENTS: usize = 3;
 
 fn require_tools() {
-    let ok = Command::new("python3")
-        .args([
-            "-c",
-            "import libtorrent; assert libtorrent.__version__.startswith('2.1')",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "this test needs libtorrent 2.1 for python3: python3 -m pip install 'libtorrent>=2.1,<2.2'"
-    );
+    support::require_libtorrent("this test");
     let ok = Command::new("sh")
         .args(["-c", "command -v opentracker"])
         .stdout(Stdio::null())
@@ -178,39 +167,7 @@ fn trackers_supply_peers_the_dht_does_not_have() {
     for c in &crawlers_at {
         cmd.args(["--crawler", c]);
     }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn python3 tests/interop/tracker_swarm.py");
-    let mut stdin = child.stdin.take().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, events) = mpsc::channel::<Value>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if let Ok(v) = serde_json::from_str(&line) {
-                if tx.send(v).is_err() {
-                    return;
-                }
-            }
-        }
-    });
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let stderr = child.stderr.take().unwrap();
-    let log2 = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { return };
-            log2.lock().unwrap().push_str(&(line + "\n"));
-        }
-    });
-    let mut swarm = Proc {
-        child,
-        log,
-        what: "tracker swarm".into(),
-    };
+    let (mut swarm, mut stdin, events) = Proc::spawn_json("tracker swarm", cmd);
     let next = |what: &str, swarm: &mut Proc| loop {
         match events.recv_timeout(Duration::from_secs(120)) {
             Ok(v) if v["event"] == what => break v,

@@ -8,6 +8,8 @@
 //! it the test fails and says why). Loopback only; the session has DHT, LSD,
 //! UPnP and NAT-PMP off.
 
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, UdpSocket};
 use std::process::{Command, Stdio};
@@ -34,17 +36,7 @@ fn hex(s: &str) -> Vec<u8> {
 
 /// The libtorrent peer: the process, its stdin, its address and its infohash.
 fn start_peer() -> (Child, std::process::ChildStdin, SocketAddr, Vec<u8>) {
-    let ok = Command::new("python3")
-        .args([
-            "-c",
-            "import libtorrent; assert libtorrent.__version__.startswith('2.1')",
-        ])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "this test needs libtorrent 2.1 for python3: python3 -m pip install 'libtorrent>=2.1,<2.2'"
-    );
+    support::require_libtorrent("this test");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/interop/utp_peer.py");
     let mut child = Child(
         Command::new("python3")

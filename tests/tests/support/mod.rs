@@ -166,6 +166,64 @@ impl Proc {
         }
     }
 
+    /// Spawns `cmd` (a helper script speaking JSON lines) with piped stdio: its
+    /// stdin for commands, its stdout's JSON objects on a channel (other stdout
+    /// lines and all of stderr go to the log, bounded like [`Proc::spawn`]'s).
+    pub fn spawn_json(
+        what: &str,
+        mut cmd: Command,
+    ) -> (
+        Proc,
+        std::process::ChildStdin,
+        std::sync::mpsc::Receiver<serde_json::Value>,
+    ) {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let push = |log: &Arc<Mutex<String>>, line: &str| {
+            let mut l = log.lock().unwrap();
+            if l.len() < 4 << 20 {
+                l.push_str(line);
+                l.push('\n');
+            }
+        };
+        let (tx, events) = std::sync::mpsc::channel();
+        let out_log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                match serde_json::from_str::<serde_json::Value>(&line) {
+                    Ok(v) => {
+                        if tx.send(v).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => push(&out_log, &format!("stdout: {line}")),
+                }
+            }
+        });
+        let err_log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                push(&err_log, &line);
+            }
+        });
+        let proc = Proc {
+            child,
+            log,
+            what: what.into(),
+        };
+        (proc, stdin, events)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -219,6 +277,21 @@ impl Drop for Proc {
             self.kill9();
         }
     }
+}
+
+/// Asserts that python3 has libtorrent 2.1 (`who`: the test, for the message).
+pub fn require_libtorrent(who: &str) {
+    let ok = Command::new("python3")
+        .args([
+            "-c",
+            "import libtorrent; assert libtorrent.__version__.startswith('2.1')",
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{who} needs libtorrent 2.1 for python3: python3 -m pip install 'libtorrent>=2.1,<2.2'"
+    );
 }
 
 /// `magnetar crawl --db DB ARGS…`, optionally inside a namespace.
