@@ -17,6 +17,12 @@
 //! record it writes (new, merged sighting, scrape) is written here too
 //! ([`write`]), once per chunk per batch; a deleted torrent must be removed with
 //! [`remove`]. `Store::integrity_check` compares the two.
+//!
+//! `by_seeders` (schema 7) orders the torrents whose seeders are known: key
+//! seeders u32 BE ‖ doc id u32 BE, empty value. [`apply`] keeps it in step with the
+//! chunks' seeders fields (an entry whose seeders change moves: one delete, one put),
+//! so a sort by seeders walks it from either end and stops once its page is full
+//! instead of reading every match's entry (see `search::seeders_walk`).
 
 use std::ops::Bound;
 
@@ -39,6 +45,23 @@ const CHUNK_BYTES: usize = BITMAP + PER_CHUNK * ENTRY;
 /// chunks they span, else by one cursor walk over those chunks (a cursor step costs
 /// a small fraction of a lookup).
 const DENSE_FACTOR: usize = 8;
+
+/// The `by_seeders` key of `docid` with `seeders` known.
+pub(super) fn seeders_key(seeders: u32, docid: u32) -> [u8; 8] {
+    let mut k = [0u8; 8];
+    k[..4].copy_from_slice(&seeders.to_be_bytes());
+    k[4..].copy_from_slice(&docid.to_be_bytes());
+    k
+}
+
+/// The (seeders, doc id) of a `by_seeders` key, `None` if it is not 8 bytes.
+pub(super) fn seeders_entry(k: &[u8]) -> Option<(u32, u32)> {
+    let k: [u8; 8] = k.try_into().ok()?;
+    Some((
+        u32::from_be_bytes([k[0], k[1], k[2], k[3]]),
+        u32::from_be_bytes([k[4], k[5], k[6], k[7]]),
+    ))
+}
 
 fn chunk_key(docid: u32) -> [u8; 4] {
     (docid / PER).to_be_bytes()
@@ -119,6 +142,21 @@ fn apply(
         if let Some((_, v)) = cur.as_mut() {
             let slot = docid as usize % PER_CHUNK;
             let at = BITMAP + slot * ENTRY;
+            // `by_seeders` follows the entry's seeders.
+            let old = entry(v, slot).and_then(|e| e.seeders);
+            let new = f.as_ref().and_then(|f| f.seeders);
+            if old != new {
+                if let Some(o) = old {
+                    dbs.by_seeders
+                        .delete(txn, &seeders_key(o, docid))
+                        .map_err(lmdb("writing by_seeders"))?;
+                }
+                if let Some(n) = new {
+                    dbs.by_seeders
+                        .put(txn, &seeders_key(n, docid), &[])
+                        .map_err(lmdb("writing by_seeders"))?;
+                }
+            }
             match f {
                 Some(f) => {
                     v[slot / 8] |= 1 << (slot % 8);
@@ -267,6 +305,9 @@ pub(super) fn for_each(
 /// how many entries were written.
 pub(super) fn rebuild(txn: &mut RwTxn, dbs: &Dbs) -> Result<u64> {
     dbs.columns.clear(txn).map_err(lmdb("clearing columns"))?;
+    dbs.by_seeders
+        .clear(txn)
+        .map_err(lmdb("clearing by_seeders"))?;
     let mut after: Option<[u8; 4]> = None;
     let mut done = 0u64;
     loop {
@@ -322,4 +363,75 @@ pub(super) fn count(txn: &RoTxn, dbs: &Dbs) -> Result<(u64, u64)> {
         }
     }
     Ok((entries, bad))
+}
+
+/// Fills `by_seeders` from `columns` (the upgrade from schema 6 to 7); returns how
+/// many entries were written.
+pub(super) fn rebuild_seeders(txn: &mut RwTxn, dbs: &Dbs) -> Result<u64> {
+    dbs.by_seeders
+        .clear(txn)
+        .map_err(lmdb("clearing by_seeders"))?;
+    let mut keys: Vec<[u8; 8]> = Vec::new();
+    for r in dbs.columns.iter(txn).map_err(lmdb("reading columns"))? {
+        let (k, v) = r.map_err(lmdb("reading columns"))?;
+        let Ok(c) = codec::docid_from(k) else {
+            continue;
+        };
+        for slot in 0..PER_CHUNK {
+            if let Some(s) = entry(v, slot).and_then(|e| e.seeders) {
+                keys.push(seeders_key(s, c * PER + slot as u32));
+            }
+        }
+    }
+    keys.sort_unstable();
+    for k in &keys {
+        dbs.by_seeders
+            .put(txn, k, &[])
+            .map_err(lmdb("writing by_seeders"))?;
+    }
+    Ok(keys.len() as u64)
+}
+
+/// Problems of `by_seeders` against `columns`: a key that is not 8 bytes or names a
+/// torrent whose entry has other (or no) seeders, or a count that differs from the
+/// entries with known seeders.
+pub(super) fn check_seeders(txn: &RoTxn, dbs: &Dbs) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let mut n = 0u64;
+    let mut reader = Reader::new();
+    for r in dbs
+        .by_seeders
+        .iter(txn)
+        .map_err(lmdb("reading by_seeders"))?
+    {
+        let (k, _) = r.map_err(lmdb("reading by_seeders"))?;
+        n += 1;
+        match seeders_entry(k) {
+            Some((s, d)) => {
+                let have = reader.get(txn, dbs, d)?.and_then(|e| e.seeders);
+                if have != Some(s) && problems.len() < 10 {
+                    problems.push(format!(
+                        "by_seeders lists doc {d} with {s} seeders, columns has {have:?}"
+                    ));
+                }
+            }
+            None if problems.len() < 10 => {
+                problems.push(format!("by_seeders has a key of {} bytes", k.len()))
+            }
+            None => {}
+        }
+    }
+    let mut known = 0u64;
+    for r in dbs.columns.iter(txn).map_err(lmdb("reading columns"))? {
+        let (_, v) = r.map_err(lmdb("reading columns"))?;
+        known += (0..PER_CHUNK)
+            .filter(|&i| entry(v, i).is_some_and(|e| e.seeders.is_some()))
+            .count() as u64;
+    }
+    if n != known {
+        problems.push(format!(
+            "by_seeders has {n} entries for {known} torrents with known seeders"
+        ));
+    }
+    Ok(problems)
 }
