@@ -201,6 +201,13 @@ pub struct Limits {
     pub connection_lifetime: Duration,
     /// hyper's read buffer: the request line and headers must fit.
     pub max_header_bytes: usize,
+    /// Store reads (searches, pages) running at once; others wait their turn, first
+    /// come first served. 0: as many as tokio's blocking pool runs. Default: the
+    /// machine's cores. With more reads than cores they share the cores, and a
+    /// heavy search is slowed by every read running beside it (on 2 cores with 32
+    /// clients, many times its own cost); in turn, each waits about as long and
+    /// then runs at full speed (see BENCHMARKS.md, "Web API under load").
+    pub max_store_reads: usize,
 }
 
 impl Default for Limits {
@@ -212,6 +219,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             connection_lifetime: Duration::from_secs(300),
             max_header_bytes: 16 * 1024,
+            max_store_reads: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -307,7 +315,7 @@ pub fn router_counting(
     counters: Arc<ServerCounters>,
 ) -> Router {
     let state = AppState {
-        index: Index::new(store.into()),
+        index: Index::with_reads(store.into(), cfg.limits.max_store_reads),
         access: cfg.access.clone(),
         metrics: cfg.metrics.clone(),
         counters,
