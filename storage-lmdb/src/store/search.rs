@@ -834,39 +834,22 @@ fn seeders_walk(
         return Ok(None);
     };
     let mut hits: Vec<u32> = Vec::with_capacity(k.min(n));
-    let mut on_key = |key: &[u8]| -> bool {
-        if let Some((_, d)) = columns::seeders_entry(key) {
-            if matches.binary_search_by_key(&d, |m| m.0).is_ok() {
-                hits.push(d);
-            }
-        }
-        hits.len() < k
-    };
+    let mut order = columns::SeedersOrder::new(txn, dbs, ndocs, desc)?;
     let mut read = 0usize;
-    if desc {
-        for r in dbs
-            .by_seeders
-            .rev_iter(txn)
-            .map_err(lmdb("reading by_seeders"))?
-        {
-            let (key, _) = r.map_err(lmdb("reading by_seeders"))?;
-            read += 1;
-            if !on_key(key) || read >= budget {
+    while let Some((_, d)) = order.next()? {
+        read += 1;
+        if matches.binary_search_by_key(&d, |m| m.0).is_ok() {
+            hits.push(d);
+            if hits.len() >= k {
                 break;
             }
         }
-    } else {
-        for r in dbs
-            .by_seeders
-            .iter(txn)
-            .map_err(lmdb("reading by_seeders"))?
-        {
-            let (key, _) = r.map_err(lmdb("reading by_seeders"))?;
-            read += 1;
-            if !on_key(key) || read >= budget {
-                break;
-            }
+        if read >= budget {
+            break;
         }
+    }
+    if order.bad > 0 {
+        return Ok(None);
     }
     if hits.len() < k {
         return Ok(None);
@@ -1764,19 +1747,17 @@ fn one_word_walk(
             let mut hits: Vec<u32> = Vec::with_capacity(k);
             let mut class: Option<[u8; 2]> = None;
             let (mut read, mut corrupt, mut full) = (0usize, false, false);
-            let mut on_key = |key: &[u8]| -> bool {
+            // Each entry of the order: its doc id (`None`: a key that does not
+            // decode) and its size class; false to stop.
+            let mut on = |d: Option<u32>, c: Option<[u8; 2]>| -> bool {
                 read += 1;
-                let d = if by_size {
-                    let c = key.get(..2).and_then(|b| <[u8; 2]>::try_from(b).ok());
+                if by_size {
                     if hits.len() >= k && c != class {
                         full = true;
                         return false;
                     }
                     class = c;
-                    key.get(2..6).and_then(|b| codec::docid_from(b).ok())
-                } else {
-                    columns::seeders_entry(key).map(|x| x.1)
-                };
+                }
                 let Some(d) = d else {
                     corrupt = true;
                     return false;
@@ -1795,22 +1776,39 @@ fn one_word_walk(
                 }
                 read < budget
             };
-            let db = if by_size {
-                &dbs.by_size
-            } else {
-                &dbs.by_seeders
+            let size_entry = |key: &[u8]| {
+                (
+                    key.get(2..6).and_then(|b| codec::docid_from(b).ok()),
+                    key.get(..2).and_then(|b| <[u8; 2]>::try_from(b).ok()),
+                )
             };
-            if q.descending {
-                for r in db.rev_iter(txn).map_err(lmdb("ordering results"))? {
+            if !by_size {
+                let mut order = columns::SeedersOrder::new(txn, dbs, ndocs, q.descending)?;
+                while let Some((_, d)) = order.next()? {
+                    if !on(Some(d), None) {
+                        break;
+                    }
+                }
+                if order.bad > 0 {
+                    return Ok(None);
+                }
+            } else if q.descending {
+                for r in dbs
+                    .by_size
+                    .rev_iter(txn)
+                    .map_err(lmdb("ordering results"))?
+                {
                     let (key, _) = r.map_err(lmdb("ordering results"))?;
-                    if !on_key(key) {
+                    let (d, c) = size_entry(key);
+                    if !on(d, c) {
                         break;
                     }
                 }
             } else {
-                for r in db.iter(txn).map_err(lmdb("ordering results"))? {
+                for r in dbs.by_size.iter(txn).map_err(lmdb("ordering results"))? {
                     let (key, _) = r.map_err(lmdb("ordering results"))?;
-                    if !on_key(key) {
+                    let (d, c) = size_entry(key);
+                    if !on(d, c) {
                         break;
                     }
                 }
