@@ -202,11 +202,11 @@ pub struct Limits {
     /// hyper's read buffer: the request line and headers must fit.
     pub max_header_bytes: usize,
     /// Store reads (searches, pages) running at once; others wait their turn, first
-    /// come first served. 0: as many as tokio's blocking pool runs. Default: the
-    /// machine's cores. With more reads than cores they share the cores, and a
-    /// heavy search is slowed by every read running beside it (on 2 cores with 32
-    /// clients, many times its own cost); in turn, each waits about as long and
-    /// then runs at full speed (see BENCHMARKS.md, "Web API under load").
+    /// come first served. 0 (the default): as many as tokio's blocking pool runs.
+    /// Limiting them to the cores was meant to keep a heavy search from being slowed
+    /// by every read sharing the cores; on the shared 2-core machine (load 9–14) it
+    /// lowered the rate and did not lower p99 (see BENCHMARKS.md, "Web API under
+    /// load"), so it is off unless asked for.
     pub max_store_reads: usize,
 }
 
@@ -219,7 +219,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             connection_lifetime: Duration::from_secs(300),
             max_header_bytes: 16 * 1024,
-            max_store_reads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_store_reads: 0,
         }
     }
 }
