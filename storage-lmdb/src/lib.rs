@@ -137,9 +137,9 @@
 //! the index; a file list is read only when every word of the phrase has the path
 //! flag for that torrent); seeders sorts walk `by_seeders` from the wanted end
 //! (its epochs merged) while the matches are many, keeping those that match; one
-//! unscoped word (or prefix) with no filter sorted by seeders, size or discovery
-//! time walks that order (`by_seeders`, `by_size`, its own postings) and looks each
-//! candidate up in the word's posting blocks without decoding them all; size filters, the seeders and files sorts, exact size
+//! unscoped word (or prefix) with no filter sorted by seeders or discovery time
+//! walks that order (`by_seeders`, its own postings), looking each candidate up in
+//! the word's posting blocks without decoding them all; size filters, the seeders and files sorts, exact size
 //! and time orders, and time filters on a store out of time order read `columns`
 //! (a cursor walk over the chunks the matches span, or one lookup per chunk when
 //! they are sparse) instead of looking each candidate up in `torrents`; a phrase

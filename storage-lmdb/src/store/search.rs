@@ -418,11 +418,11 @@ fn run_query(
             return Ok(r);
         }
     }
-    // One unscoped word with no filter, by seeders, size or discovery time: walk the
+    // One unscoped word with no filter, by seeders or discovery time: walk the
     // order and look each candidate up in the word's posting blocks (see
     // `one_word_walk`), instead of decoding every posting.
     let one_word = (mode == 0 || mode == 2)
-        && q.sort != SortBy::Relevance
+        && (q.sort == SortBy::Seeders || q.sort == SortBy::Discovered)
         && terms.len() == 1
         && terms[0].scope == Scope::Any
         && parsed.must_not.is_empty()
@@ -778,7 +778,7 @@ fn sort_key(
 
 #[cfg(test)]
 thread_local! {
-    /// Tests: pages answered by `one_word_walk` (time, size, seeders) and by
+    /// Tests: pages answered by `one_word_walk` (time, -, seeders) and by
     /// `seeders_walk`, on this thread.
     pub(super) static WALKS_TAKEN: std::cell::Cell<[usize; 4]> = const { std::cell::Cell::new([0; 4]) };
 }
@@ -1677,27 +1677,28 @@ impl<'b, 'a> AnyFinder<'b, 'a> {
     }
 }
 
-/// A one-word walk of an order is taken when `postings² > ONE_WORD_WALK_FACTOR · k ·
+/// A one-word walk of seeders is taken when `postings² > ONE_WORD_WALK_FACTOR · k ·
 /// docs`: it expects to read about `k · docs / postings` entries of the order, each
 /// looked up in the word's blocks (a block decoded for most), where the general
 /// path decodes every posting and reads its `columns` entry.
 const ONE_WORD_WALK_FACTOR: f64 = 16.0;
 
-/// One unscoped word (a prefix too) with no filter, sorted by seeders, size or
-/// discovery time, without decoding every posting of it: its [`WalkList`] (the total
-/// is its count of doc ids), then
-/// - seeders: `by_seeders` walked from the wanted end, each entry looked up in the
-///   word's blocks ([`AnyFinder`]), until the page is in;
-/// - size: `by_size` walked the same way to the end of the size class that fills the
-///   page, then those candidates ordered exactly from `columns` (`exact_order`);
+/// One unscoped word (a prefix too) with no filter, sorted by seeders or discovery
+/// time, without decoding every posting of it: its [`WalkList`] (the total is its
+/// count of doc ids), then
+/// - seeders: `by_seeders` walked from the wanted end ([`columns::SeedersOrder`]),
+///   each entry looked up in the word's blocks ([`AnyFinder`]), until the page is in;
 /// - discovery time, on a store in time order: the word's postings from the wanted
 ///   end (doc id order is time order).
 ///
+/// (Size orders are not taken here: `by_size` walked the same way, to the end of the
+/// size class that fills the page, was slower at 1 M than the general path's walk
+/// against the decoded postings, p50 0.41 → 0.47 ms; see BENCHMARKS.md.)
+///
 /// `None` (the caller takes the general path) when the word has too few postings
-/// for a walk of seeders or size to pay (mode 0; mode 2 always walks), when that walk
-/// passes its budget or ends before the page is full (matches of unknown seeders
-/// come last), on a store out of time order for a time sort, or when a block is
-/// corrupt.
+/// for the seeders walk to pay (mode 0; mode 2 always walks), when that walk passes
+/// its budget or ends before the page is full (matches of unknown seeders come
+/// last), on a store out of time order for a time sort, or when a block is corrupt.
 fn one_word_walk(
     txn: &RoTxn,
     dbs: &Dbs,
@@ -1733,7 +1734,7 @@ fn one_word_walk(
             };
             ends.get(offset..).unwrap_or(&[]).to_vec()
         }
-        SortBy::Seeders | SortBy::Size => {
+        SortBy::Seeders => {
             let n = list.n as f64;
             let budget = if mode == 2 {
                 usize::MAX
@@ -1742,100 +1743,29 @@ fn one_word_walk(
             } else {
                 return Ok(None);
             };
-            let by_size = q.sort == SortBy::Size;
             let mut finder = AnyFinder::new(&list);
             let mut hits: Vec<u32> = Vec::with_capacity(k);
-            let mut class: Option<[u8; 2]> = None;
-            let (mut read, mut corrupt, mut full) = (0usize, false, false);
-            // Each entry of the order: its doc id (`None`: a key that does not
-            // decode) and its size class; false to stop.
-            let mut on = |d: Option<u32>, c: Option<[u8; 2]>| -> bool {
+            let mut order = columns::SeedersOrder::new(txn, dbs, ndocs, q.descending)?;
+            let mut read = 0usize;
+            while let Some((_, d)) = order.next()? {
                 read += 1;
-                if by_size {
-                    if hits.len() >= k && c != class {
-                        full = true;
-                        return false;
-                    }
-                    class = c;
-                }
-                let Some(d) = d else {
-                    corrupt = true;
-                    return false;
-                };
                 match finder.has(d) {
                     Ok(true) => hits.push(d),
                     Ok(false) => {}
-                    Err(()) => {
-                        corrupt = true;
-                        return false;
-                    }
+                    Err(()) => return Ok(None),
                 }
-                if !by_size && hits.len() >= k {
-                    full = true;
-                    return false;
-                }
-                read < budget
-            };
-            let size_entry = |key: &[u8]| {
-                (
-                    key.get(2..6).and_then(|b| codec::docid_from(b).ok()),
-                    key.get(..2).and_then(|b| <[u8; 2]>::try_from(b).ok()),
-                )
-            };
-            if !by_size {
-                let mut order = columns::SeedersOrder::new(txn, dbs, ndocs, q.descending)?;
-                while let Some((_, d)) = order.next()? {
-                    if !on(Some(d), None) {
-                        break;
-                    }
-                }
-                if order.bad > 0 {
-                    return Ok(None);
-                }
-            } else if q.descending {
-                for r in dbs
-                    .by_size
-                    .rev_iter(txn)
-                    .map_err(lmdb("ordering results"))?
-                {
-                    let (key, _) = r.map_err(lmdb("ordering results"))?;
-                    let (d, c) = size_entry(key);
-                    if !on(d, c) {
-                        break;
-                    }
-                }
-            } else {
-                for r in dbs.by_size.iter(txn).map_err(lmdb("ordering results"))? {
-                    let (key, _) = r.map_err(lmdb("ordering results"))?;
-                    let (d, c) = size_entry(key);
-                    if !on(d, c) {
-                        break;
-                    }
+                if hits.len() >= k || read >= budget {
+                    break;
                 }
             }
-            // The size walk also ends well at the end of the index with the page in.
-            let full = full || (by_size && hits.len() >= k.min(list.n) && read < budget);
-            if corrupt || !full {
+            if order.bad > 0 || hits.len() < k {
                 return Ok(None);
             }
-            if by_size {
-                let order = if q.descending {
-                    Order::Largest
-                } else {
-                    Order::Smallest
-                };
-                exact_order(txn, dbs, hits.into_iter(), order, offset, k, mode, &mut res)?
-            } else {
-                hits.get(offset..).unwrap_or(&[]).to_vec()
-            }
+            hits.get(offset..).unwrap_or(&[]).to_vec()
         }
         _ => return Ok(None),
     };
-    count_walk(match q.sort {
-        SortBy::Discovered => 0,
-        SortBy::Size => 1,
-        _ => 2,
-    });
+    count_walk(if q.sort == SortBy::Discovered { 0 } else { 2 });
     push_records(txn, dbs, page, &mut res)?;
     Ok(Some(res))
 }

@@ -1233,8 +1233,8 @@ fn relevance_walk_with_exclusions_phrases_and_scopes_agrees_with_the_general_pat
 /// posting blocks) and some are prefixes of others, with sizes that tie, seeders
 /// known or not and scrapes that change them, one word or a prefix (of one dominant
 /// term or of several) sorted by discovery time, size or seeders, either way, any
-/// page, returns from the order walks (`one_word_walk`, modes 0 and 2; mode 2 always
-/// walks) exactly the page and total of per-match lookups (mode 1) and of the
+/// page, returns from the order walks (`one_word_walk` for time and seeders, modes 0
+/// and 2; mode 2 always walks) exactly the page and total of per-match lookups (mode 1) and of the
 /// search of schema 6 (mode 5); two words by seeders take `seeders_walk` and agree
 /// too. Every walk is taken.
 #[test]
@@ -1332,5 +1332,5 @@ fn order_walks_agree_with_the_general_path_on_random_stores() {
         }
     }
     let taken = super::search::WALKS_TAKEN.with(|w| w.get());
-    assert!(taken.iter().all(|&t| t > 20), "{taken:?}");
+    assert!(taken[0] > 20 && taken[2] > 20 && taken[3] > 20, "{taken:?}");
 }
