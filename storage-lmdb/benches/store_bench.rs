@@ -14,7 +14,8 @@
 //! label contains one of the words), BENCH_BEFORE_MODE (default 3: the order mode
 //! BENCH_BEFORE times as "before"; 4 is this build's search with the relevance walk
 //! of plain unscoped words only, as before exclusions, phrases and scopes were
-//! walked), BENCH_KEEP (default 0; 1 keeps the 1 M store and its sampled names under
+//! walked; 5 is the search of schema 6, without the `by_seeders` and one-word order
+//! walks), BENCH_KEEP (default 0; 1 keeps the 1 M store and its sampled names under
 //! BENCH_DIR and reuses them on the next run with the same BENCH_TORRENTS, skipping
 //! the inserts).
 //! Prints figures; asserts nothing.

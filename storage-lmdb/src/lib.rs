@@ -32,7 +32,9 @@
 //! Schema version 6 adds `facets` and `facet_terms` (the classifier's kind, category
 //! and attributes of every torrent) and `columns` (search's fixed-width fields by doc
 //! id); a schema 2 to 5 database gets every stored torrent classified and `columns`
-//! filled on open, in the upgrade's one write transaction.
+//! filled on open, in the upgrade's one write transaction. Schema version 7 adds
+//! `by_seeders` (the torrents with known seeders in seeders order), filled on open
+//! from `columns` (from 2 to 5, by the `columns` fill).
 //! Schemas 2 to 4 are migrated on open: schema 2 lacks `ids_delta`, 2 and 3 lack
 //! `ids_v2` (created empty), and their `torrents` values are layout 2, which is still
 //! read (a v1 torrent whose counts have no measurement time); `terms` is rebuilt from
@@ -53,6 +55,7 @@
 //! | `by_time` | discovered_at u64 BE ‖ docid u32 BE | empty |
 //! | `by_size` | size bucket u16 BE (sizes < 16 exact, then 8 classes per power of two) ‖ docid u32 BE | empty |
 //! | `columns` | chunk u32 BE (docid / 504) | presence bitmap of 63 bytes (bit i % 8 of byte i / 8: docid chunk·504 + i has an entry), then 504 entries of total_size u64, discovered_at u64, file_count u32, seeders u32 (`u32::MAX` unknown), LE: 12,159 bytes (three overflow pages), kept in step with `torrents` by every write |
+//! | `by_seeders` | epoch u16 BE (docid >> 16) ‖ seeders u32 BE ‖ docid u32 BE, one entry per torrent with known seeders, moved by every write that changes them (schema 7) | empty |
 //! | `peers` | family u8 (4/6), ip, port u16 BE | `1`, status u8, ut_metadata u8 (0 unknown, 1 no, 2 yes), attempts u32, successes u32, failures u32, rtt_ms u32, last_seen u64, client str, last_error str |
 //! | `nodes` | node id (20) | `1`, status u8, address (as the peers key), rtt_ms u32, last_seen u64, queries 6×u32, responses 6×u32 |
 //! | `sessions` | id u64 BE | `1`, started_at u64, ended_at u64 (`u64::MAX` = running), 6 counters u64, peak_rss u64, cpu_ms u64 |
@@ -132,7 +135,11 @@
 //! range is a doc id range while doc ids are in time order. Phrases are checked on
 //! the candidates' names (read in place) and file paths (there are no positions in
 //! the index; a file list is read only when every word of the phrase has the path
-//! flag for that torrent); size filters, the seeders and files sorts, exact size
+//! flag for that torrent); seeders sorts walk `by_seeders` from the wanted end
+//! (its epochs merged) while the matches are many, keeping those that match; one
+//! unscoped word (or prefix) with no filter sorted by seeders or discovery time
+//! walks that order (`by_seeders`, its own postings), looking each candidate up in
+//! the word's posting blocks without decoding them all; size filters, the seeders and files sorts, exact size
 //! and time orders, and time filters on a store out of time order read `columns`
 //! (a cursor walk over the chunks the matches span, or one lookup per chunk when
 //! they are sparse) instead of looking each candidate up in `torrents`; a phrase

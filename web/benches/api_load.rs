@@ -11,7 +11,11 @@
 //! `cargo bench -p magnetar-web --bench api_load -- [--torrents N] [--clients C] [--secs D]
 //! [--order-mode M] [--compare 1]` (defaults 1,000,000, 32, 20, 0, 0; `--order-mode 3`
 //! serves with the search before the relevance walk, every posting decoded;
-//! `--compare 1` first runs the same load in mode 3, then in M, in the same process). The database is built in a temporary directory.
+//! `--compare 1` first runs the same load in mode 3, then in M, in the same process;
+//! `--max-reads R` serves with `Limits::max_store_reads` R, default 0 (not limited);
+//! `--compare-reads 1` first runs the same load, in M, against a second server
+//! whose store reads are not limited (`max_store_reads` 0), in the same process).
+//! The database is built in a temporary directory.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -138,11 +142,31 @@ fn main() {
         .unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut limits = Limits::default();
+    limits.max_store_reads = arg("--max-reads", limits.max_store_reads as u64) as usize;
+    let max_reads = limits.max_store_reads;
     let cfg = Config {
         access: Access::Open,
-        limits: Limits::default(),
+        limits,
         metrics: None,
     };
+    // The same server with store reads not limited, for `--compare-reads`.
+    let unlimited_listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let unlimited_addr: SocketAddr = unlimited_listener.local_addr().unwrap();
+    let (stop_unlimited_tx, stop_unlimited_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut unlimited_cfg = cfg.clone();
+    unlimited_cfg.limits.max_store_reads = 0;
+    rt.spawn(magnetar_web::serve(
+        unlimited_listener,
+        store.clone(),
+        unlimited_cfg,
+        Arc::new(ServerCounters::default()),
+        async {
+            let _ = stop_unlimited_rx.await;
+        },
+    ));
     rt.spawn(magnetar_web::serve(
         listener,
         store.clone(),
@@ -224,6 +248,29 @@ fn main() {
         );
         store.set_order_mode(mode);
     }
+    if arg("--compare-reads", 0) == 1 {
+        // The same load against the server whose store reads are not limited.
+        let c0 = commits.load(Ordering::Relaxed);
+        let (mut lat, errors) = http_load(
+            unlimited_addr,
+            &queries,
+            clients,
+            secs,
+            "/api/v1/search",
+            200,
+        );
+        lat.sort();
+        let p =
+            |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3;
+        println!(
+            "api_load before (store reads not limited, order mode {mode}): {n} torrents, {clients} clients, {secs} s: {:.0} searches/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, errors {errors}, writer batches {}",
+            lat.len() as f64 / secs as f64,
+            p(0.5),
+            p(0.99),
+            p(1.0),
+            commits.load(Ordering::Relaxed) - c0
+        );
+    }
     let c0 = commits.load(Ordering::Relaxed);
     let (mut lat, errors) = http_load(addr, &queries, clients, secs, "/api/v1/search", 200);
     let batches = commits.load(Ordering::Relaxed) - c0;
@@ -272,6 +319,7 @@ fn main() {
     running.store(false, Ordering::Relaxed);
     writer.join().unwrap();
     let _ = stop_tx.send(());
+    let _ = stop_unlimited_tx.send(());
     let pct = |lat: &mut Vec<Duration>, p: f64| {
         lat.sort();
         lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e3
@@ -292,7 +340,7 @@ fn main() {
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
     println!(
-        "api_load: {n} torrents, {clients} clients, {secs} s: {} searches, {:.0} searches/s, \
+        "api_load (store reads at once: {max_reads}): {n} torrents, {clients} clients, {secs} s: {} searches, {:.0} searches/s, \
          p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, errors {errors}, writer batches of 1000 committed meanwhile: {}",
         lat.len(),
         lat.len() as f64 / secs as f64,

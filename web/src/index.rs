@@ -154,6 +154,8 @@ type Cached = (Instant, Arc<Dashboard>);
 pub struct Index {
     store: Arc<dyn ReadIndex>,
     dashboard: Arc<Mutex<Option<Cached>>>,
+    /// Store reads running at once (`None`: as many as the blocking pool runs).
+    reads: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// Unix seconds now.
@@ -165,21 +167,42 @@ pub fn now_secs() -> u64 {
 
 impl Index {
     pub fn new(store: Arc<dyn ReadIndex>) -> Index {
+        Index::with_reads(store, 0)
+    }
+
+    /// An index running at most `max_reads` store reads at once (0: no limit but
+    /// the blocking pool's); see [`crate::Limits::max_store_reads`].
+    pub fn with_reads(store: Arc<dyn ReadIndex>, max_reads: usize) -> Index {
         Index {
             store,
             dashboard: Arc::new(Mutex::new(None)),
+            reads: (max_reads > 0).then(|| Arc::new(tokio::sync::Semaphore::new(max_reads))),
         }
     }
 
-    /// Runs a blocking read on tokio's blocking pool.
+    /// Runs a blocking read on tokio's blocking pool, once a read slot is free (in
+    /// the order asked: tokio's semaphore is fair).
     pub async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Index) -> Result<T, IndexError> + Send + 'static,
     ) -> Result<T, IndexError> {
+        let permit = match &self.reads {
+            Some(s) => Some(
+                s.clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| IndexError::Task(e.to_string()))?,
+            ),
+            None => None,
+        };
         let me = self.clone();
-        tokio::task::spawn_blocking(move || f(&me))
-            .await
-            .map_err(|e| IndexError::Task(e.to_string()))?
+        tokio::task::spawn_blocking(move || {
+            let r = f(&me);
+            drop(permit);
+            r
+        })
+        .await
+        .map_err(|e| IndexError::Task(e.to_string()))?
     }
 
     /// A search through the store's query API ([`SearchQuery`]): every sort both

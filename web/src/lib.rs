@@ -201,6 +201,13 @@ pub struct Limits {
     pub connection_lifetime: Duration,
     /// hyper's read buffer: the request line and headers must fit.
     pub max_header_bytes: usize,
+    /// Store reads (searches, pages) running at once; others wait their turn, first
+    /// come first served. 0 (the default): as many as tokio's blocking pool runs.
+    /// Limiting them to the cores was meant to keep a heavy search from being slowed
+    /// by every read sharing the cores; on the shared 2-core machine (load 9–14) it
+    /// lowered the rate and did not lower p99 (see BENCHMARKS.md, "Web API under
+    /// load"), so it is off unless asked for.
+    pub max_store_reads: usize,
 }
 
 impl Default for Limits {
@@ -212,6 +219,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(30),
             connection_lifetime: Duration::from_secs(300),
             max_header_bytes: 16 * 1024,
+            max_store_reads: 0,
         }
     }
 }
@@ -307,7 +315,7 @@ pub fn router_counting(
     counters: Arc<ServerCounters>,
 ) -> Router {
     let state = AppState {
-        index: Index::new(store.into()),
+        index: Index::with_reads(store.into(), cfg.limits.max_store_reads),
         access: cfg.access.clone(),
         metrics: cfg.metrics.clone(),
         counters,

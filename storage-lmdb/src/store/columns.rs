@@ -17,6 +17,17 @@
 //! record it writes (new, merged sighting, scrape) is written here too
 //! ([`write`]), once per chunk per batch; a deleted torrent must be removed with
 //! [`remove`]. `Store::integrity_check` compares the two.
+//!
+//! `by_seeders` (schema 7) orders the torrents whose seeders are known: key epoch
+//! u16 BE (doc id >> 16) ‖ seeders u32 BE ‖ doc id u32 BE, empty value. [`apply`]
+//! keeps it in step with the chunks' seeders fields (an entry whose seeders change
+//! moves: one delete, one put), so a sort by seeders walks it from either end
+//! ([`SeedersOrder`]: one cursor per epoch, merged) and stops once its page is full
+//! instead of reading every match's entry (see `search::seeders_walk`). The epoch
+//! comes first so that a batch of new torrents (the newest doc ids) inserts into the
+//! pages of one epoch, not into pages all over the table: keyed by seeders alone, a
+//! batch of 10,000 new torrents with random seeders dirtied nearly every leaf page of
+//! the table at 1 M (about 1 KB more written per torrent; see BENCHMARKS.md).
 
 use std::ops::Bound;
 
@@ -39,6 +50,107 @@ const CHUNK_BYTES: usize = BITMAP + PER_CHUNK * ENTRY;
 /// chunks they span, else by one cursor walk over those chunks (a cursor step costs
 /// a small fraction of a lookup).
 const DENSE_FACTOR: usize = 8;
+
+/// Doc ids per `by_seeders` epoch: 65,536 (a few in tests, so that random stores
+/// have many epochs to merge).
+#[cfg(not(test))]
+const EPOCH_BITS: u32 = 16;
+#[cfg(test)]
+const EPOCH_BITS: u32 = 6;
+
+/// The `by_seeders` key of `docid` with `seeders` known.
+pub(super) fn seeders_key(seeders: u32, docid: u32) -> [u8; 10] {
+    let mut k = [0u8; 10];
+    k[..2].copy_from_slice(&((docid >> EPOCH_BITS) as u16).to_be_bytes());
+    k[2..6].copy_from_slice(&seeders.to_be_bytes());
+    k[6..].copy_from_slice(&docid.to_be_bytes());
+    k
+}
+
+/// The (seeders, doc id) of a `by_seeders` key, `None` if it is not 10 bytes or its
+/// epoch is not its doc id's.
+pub(super) fn seeders_entry(k: &[u8]) -> Option<(u32, u32)> {
+    let k: [u8; 10] = k.try_into().ok()?;
+    let s = u32::from_be_bytes([k[2], k[3], k[4], k[5]]);
+    let d = u32::from_be_bytes([k[6], k[7], k[8], k[9]]);
+    (u32::from(u16::from_be_bytes([k[0], k[1]])) == d >> EPOCH_BITS).then_some((s, d))
+}
+
+type KvIter<'t> = Box<dyn Iterator<Item = heed::Result<(&'t [u8], &'t [u8])>> + 't>;
+
+/// The torrents with known seeders in seeders order (`desc`: most first, ties by doc
+/// id descending; else fewest first, ties ascending): one cursor per epoch of
+/// `by_seeders`, merged by their heads.
+pub(super) struct SeedersOrder<'t> {
+    desc: bool,
+    heads: Vec<(Option<(u32, u32)>, KvIter<'t>)>,
+    /// Keys that did not decode (skipped; `db check` reports them).
+    pub(super) bad: usize,
+}
+
+impl<'t> SeedersOrder<'t> {
+    /// The order over the epochs of doc ids below `ndocs`.
+    pub(super) fn new(txn: &'t RoTxn, dbs: &Dbs, ndocs: u64, desc: bool) -> Result<Self> {
+        let epochs = ndocs.div_ceil(1 << EPOCH_BITS).min(1 << 16);
+        let mut me = SeedersOrder {
+            desc,
+            heads: Vec::with_capacity(epochs as usize),
+            bad: 0,
+        };
+        for e in 0..epochs {
+            let p = (e as u16).to_be_bytes();
+            let mut it: KvIter<'t> = if desc {
+                Box::new(
+                    dbs.by_seeders
+                        .rev_prefix_iter(txn, &p[..])
+                        .map_err(lmdb("reading by_seeders"))?,
+                )
+            } else {
+                Box::new(
+                    dbs.by_seeders
+                        .prefix_iter(txn, &p[..])
+                        .map_err(lmdb("reading by_seeders"))?,
+                )
+            };
+            let head = Self::advance(&mut it, &mut me.bad)?;
+            me.heads.push((head, it));
+        }
+        Ok(me)
+    }
+
+    fn advance(it: &mut KvIter<'t>, bad: &mut usize) -> Result<Option<(u32, u32)>> {
+        for r in it.by_ref() {
+            let (k, _) = r.map_err(lmdb("reading by_seeders"))?;
+            match seeders_entry(k) {
+                Some(x) => return Ok(Some(x)),
+                None => *bad += 1,
+            }
+        }
+        Ok(None)
+    }
+
+    /// The next (seeders, doc id) in the order.
+    pub(super) fn next(&mut self) -> Result<Option<(u32, u32)>> {
+        let mut best: Option<(usize, (u32, u32))> = None;
+        for (i, (h, _)) in self.heads.iter().enumerate() {
+            if let Some(x) = *h {
+                let better = match best {
+                    None => true,
+                    Some((_, y)) => (x > y) == self.desc,
+                };
+                if better {
+                    best = Some((i, x));
+                }
+            }
+        }
+        let Some((i, x)) = best else {
+            return Ok(None);
+        };
+        let (h, it) = &mut self.heads[i];
+        *h = Self::advance(it, &mut self.bad)?;
+        Ok(Some(x))
+    }
+}
 
 fn chunk_key(docid: u32) -> [u8; 4] {
     (docid / PER).to_be_bytes()
@@ -119,6 +231,21 @@ fn apply(
         if let Some((_, v)) = cur.as_mut() {
             let slot = docid as usize % PER_CHUNK;
             let at = BITMAP + slot * ENTRY;
+            // `by_seeders` follows the entry's seeders.
+            let old = entry(v, slot).and_then(|e| e.seeders);
+            let new = f.as_ref().and_then(|f| f.seeders);
+            if old != new {
+                if let Some(o) = old {
+                    dbs.by_seeders
+                        .delete(txn, &seeders_key(o, docid))
+                        .map_err(lmdb("writing by_seeders"))?;
+                }
+                if let Some(n) = new {
+                    dbs.by_seeders
+                        .put(txn, &seeders_key(n, docid), &[])
+                        .map_err(lmdb("writing by_seeders"))?;
+                }
+            }
             match f {
                 Some(f) => {
                     v[slot / 8] |= 1 << (slot % 8);
@@ -267,6 +394,9 @@ pub(super) fn for_each(
 /// how many entries were written.
 pub(super) fn rebuild(txn: &mut RwTxn, dbs: &Dbs) -> Result<u64> {
     dbs.columns.clear(txn).map_err(lmdb("clearing columns"))?;
+    dbs.by_seeders
+        .clear(txn)
+        .map_err(lmdb("clearing by_seeders"))?;
     let mut after: Option<[u8; 4]> = None;
     let mut done = 0u64;
     loop {
@@ -322,4 +452,75 @@ pub(super) fn count(txn: &RoTxn, dbs: &Dbs) -> Result<(u64, u64)> {
         }
     }
     Ok((entries, bad))
+}
+
+/// Fills `by_seeders` from `columns` (the upgrade from schema 6 to 7); returns how
+/// many entries were written.
+pub(super) fn rebuild_seeders(txn: &mut RwTxn, dbs: &Dbs) -> Result<u64> {
+    dbs.by_seeders
+        .clear(txn)
+        .map_err(lmdb("clearing by_seeders"))?;
+    let mut keys: Vec<[u8; 10]> = Vec::new();
+    for r in dbs.columns.iter(txn).map_err(lmdb("reading columns"))? {
+        let (k, v) = r.map_err(lmdb("reading columns"))?;
+        let Ok(c) = codec::docid_from(k) else {
+            continue;
+        };
+        for slot in 0..PER_CHUNK {
+            if let Some(s) = entry(v, slot).and_then(|e| e.seeders) {
+                keys.push(seeders_key(s, c * PER + slot as u32));
+            }
+        }
+    }
+    keys.sort_unstable();
+    for k in &keys {
+        dbs.by_seeders
+            .put(txn, k, &[])
+            .map_err(lmdb("writing by_seeders"))?;
+    }
+    Ok(keys.len() as u64)
+}
+
+/// Problems of `by_seeders` against `columns`: a key that does not decode or names a
+/// torrent whose entry has other (or no) seeders, or a count that differs from the
+/// entries with known seeders.
+pub(super) fn check_seeders(txn: &RoTxn, dbs: &Dbs) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let mut n = 0u64;
+    let mut reader = Reader::new();
+    for r in dbs
+        .by_seeders
+        .iter(txn)
+        .map_err(lmdb("reading by_seeders"))?
+    {
+        let (k, _) = r.map_err(lmdb("reading by_seeders"))?;
+        n += 1;
+        match seeders_entry(k) {
+            Some((s, d)) => {
+                let have = reader.get(txn, dbs, d)?.and_then(|e| e.seeders);
+                if have != Some(s) && problems.len() < 10 {
+                    problems.push(format!(
+                        "by_seeders lists doc {d} with {s} seeders, columns has {have:?}"
+                    ));
+                }
+            }
+            None if problems.len() < 10 => {
+                problems.push(format!("by_seeders has a key of {} bytes", k.len()))
+            }
+            None => {}
+        }
+    }
+    let mut known = 0u64;
+    for r in dbs.columns.iter(txn).map_err(lmdb("reading columns"))? {
+        let (_, v) = r.map_err(lmdb("reading columns"))?;
+        known += (0..PER_CHUNK)
+            .filter(|&i| entry(v, i).is_some_and(|e| e.seeders.is_some()))
+            .count() as u64;
+    }
+    if n != known {
+        problems.push(format!(
+            "by_seeders has {n} entries for {known} torrents with known seeders"
+        ));
+    }
+    Ok(problems)
 }

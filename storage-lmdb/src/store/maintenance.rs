@@ -428,6 +428,9 @@ fn integrity_txn(txn: &RoTxn, dbs: &Dbs) -> Result<IntegrityReport> {
             rep.torrents
         ));
     }
+    for p in super::columns::check_seeders(txn, dbs)? {
+        rep.problem(p);
+    }
     let counted = read_u64(txn, &dbs.meta, K_TORRENTS)?;
     if counted != rep.torrents
         || ids != rep.torrents

@@ -1,7 +1,9 @@
-//! The upgrade from schemas 2 to 5 ([`upgrade`]): from 2 to 4, `terms` rebuilt with
+//! The upgrade from schemas 2 to 6 ([`upgrade`]): from 2 to 4, `terms` rebuilt with
 //! this build's tokenizer (accent folding, bigrams for space-less scripts) and
 //! posting flags (name, path); from 2 to 5, the 5 → 6 steps: `columns` filled from
-//! the records (`upgrade_columns`) and every torrent classified (`upgrade_f`); then the
+//! the records (`upgrade_columns`, which fills `by_seeders` too) and every torrent
+//! classified (`upgrade_f`); from 6, `by_seeders` filled from `columns`
+//! (`upgrade_seeders`, 6 → 7); then the
 //! schema version raised, all in the one write transaction `Store::open` runs it in.
 //! Nothing else is rewritten. If the process dies (or the map cannot
 //! grow) before the commit, the database is exactly the old one, still at its old
@@ -27,16 +29,21 @@ thread_local! {
     pub(super) static FAIL_BEFORE_COMMIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Upgrades a database of schema `from` (2 to 5) in `txn` and sets the schema
+/// Upgrades a database of schema `from` (2 to 6) in `txn` and sets the schema
 /// version; returns how many torrents were indexed (for 2 to 4) or classified.
 pub(super) fn upgrade(txn: &mut RwTxn, dbs: &Dbs, from: u32) -> Result<u64> {
     let mut done = 0;
     if from < 5 {
         done = rebuild_terms(txn, dbs)?;
     }
-    // 5 → 6, one line per step.
-    super::upgrade_columns::upgrade(txn, dbs)?;
-    done = done.max(upgrade_f::upgrade(txn, dbs)?);
+    if from < 6 {
+        // 5 → 6, one line per step (the `columns` fill writes `by_seeders` too).
+        super::upgrade_columns::upgrade(txn, dbs)?;
+        done = done.max(upgrade_f::upgrade(txn, dbs)?);
+    } else {
+        // 6 → 7.
+        done = super::upgrade_seeders::upgrade(txn, dbs)?;
+    }
     dbs.meta
         .put(txn, K_SCHEMA, &SCHEMA_VERSION.to_le_bytes())
         .map_err(lmdb("writing meta"))?;

@@ -47,6 +47,7 @@ mod search;
 mod tests;
 mod upgrade_columns;
 mod upgrade_f;
+mod upgrade_seeders;
 mod write;
 
 pub(crate) use facets::facets_by_docid;
@@ -71,7 +72,7 @@ pub(crate) type Result<T> = std::result::Result<T, StoreError>;
 pub(crate) type Db = Database<'static, Bytes, Bytes>;
 
 /// The schema version this build writes and reads.
-pub const SCHEMA_VERSION: u32 = 6;
+pub const SCHEMA_VERSION: u32 = 7;
 /// Older schemas migrated on open, in place: schema 2 lacks the `ids_delta` table,
 /// schemas 2 and 3 the `ids_v2` table (both created empty), and their `torrents`
 /// values are layout 2, which is still read (a v1 torrent whose counts have no
@@ -85,7 +86,9 @@ pub const SCHEMA_VERSION: u32 = 6;
 /// stored torrent classified), in the same transaction, after `terms` for 2 to 4.
 /// Schema 6 added `columns` (filled from `torrents` by `upgrade_columns`, in the same
 /// transaction, after the `terms` rebuild of schemas 2 to 4).
-const MIGRATES_FROM: [u32; 4] = [2, 3, 4, 5];
+/// Schema 7 adds `by_seeders` (filled from `columns` by `upgrade_seeders`; from
+/// schemas 2 to 5, by the `columns` fill itself).
+const MIGRATES_FROM: [u32; 5] = [2, 3, 4, 5, 6];
 /// `ids_delta` is merged into `ids` when it holds more than
 /// `max(IDS_DELTA_MIN, sqrt(IDS_DELTA_FACTOR · ids entries))` entries: about the
 /// size that minimises the pages a batch of 10,000 dirties in both tables.
@@ -219,6 +222,8 @@ pub(crate) struct Dbs {
     pub facet_terms: Db,
     /// Search's fixed-width fields by doc id (see `columns`).
     pub columns: Db,
+    /// (seeders, doc id) of every torrent with known seeders (schema 7; see `columns`).
+    pub by_seeders: Db,
 }
 
 /// Every table, in the order [`Dbs::from_tables`] takes them; both opens (the
@@ -244,13 +249,14 @@ pub(super) const TABLES: [&str; TABLE_COUNT] = [
     "facets",
     "facet_terms",
     "columns",
+    "by_seeders",
 ];
 /// The tables holding several values a key (posting blocks).
 pub(super) fn is_dup_sort(table: &str) -> bool {
     table == "terms" || table == "facet_terms"
 }
 /// How many tables there are.
-pub(super) const TABLE_COUNT: usize = 19;
+pub(super) const TABLE_COUNT: usize = 20;
 /// Where `meta` is in [`TABLES`].
 const TABLE_META: usize = 10;
 /// The environment's table limit (room for tables later schemas add).
@@ -259,7 +265,7 @@ pub(super) const MAX_DBS: u32 = 32;
 impl Dbs {
     /// The tables, opened in [`TABLES`] order.
     pub(super) fn from_tables(t: [Db; TABLE_COUNT]) -> Dbs {
-        let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size, ids_delta, ids_v2, tombstones, hidden, facets, facet_terms, columns] =
+        let [torrents, files, info, terms, by_time, ids, peers, nodes, sessions, requests, meta, by_size, ids_delta, ids_v2, tombstones, hidden, facets, facet_terms, columns, by_seeders] =
             t;
         Dbs {
             torrents,
@@ -281,6 +287,7 @@ impl Dbs {
             facets,
             facet_terms,
             columns,
+            by_seeders,
         }
     }
 }
@@ -508,7 +515,9 @@ impl Store {
     /// `columns` table (the search of schema 5, for the bench's before/after), 4 as 0
     /// but the relevance walk takes only unscoped plain words with no exclusion or
     /// phrase (the search before phrases, exclusions and `name:`/`path:` were walked,
-    /// for the bench's before/after). 0, 2 and 4 read filters and sort keys from `columns`.
+    /// for the bench's before/after), 5 as 0 without the walks added with schema 7
+    /// (`by_seeders`; the search of schema 6, for the bench's before/after). 0, 2, 4
+    /// and 5 read filters and sort keys from `columns`.
     /// All give the same results (for tests).
     #[doc(hidden)]
     pub fn set_order_mode(&self, mode: usize) {

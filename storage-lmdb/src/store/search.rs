@@ -401,7 +401,7 @@ fn run_query(
     // By relevance with no filter (words of any scope, exclusions, phrases): walk
     // the posting blocks from the end and stop once the page is certain (see
     // `relevance_walk`; mode 4 walks only unscoped words with no exclusion or phrase).
-    let plain_relevance = (mode == 0 || mode == 2 || mode == 4)
+    let plain_relevance = (mode == 0 || mode == 2 || mode == 4 || mode == 5)
         && q.sort == SortBy::Relevance
         && q.descending
         && !terms.is_empty()
@@ -418,6 +418,25 @@ fn run_query(
             return Ok(r);
         }
     }
+    // One unscoped word with no filter, by seeders or discovery time: walk the
+    // order and look each candidate up in the word's posting blocks (see
+    // `one_word_walk`), instead of decoding every posting.
+    let one_word = (mode == 0 || mode == 2)
+        && (q.sort == SortBy::Seeders || q.sort == SortBy::Discovered)
+        && terms.len() == 1
+        && terms[0].scope == Scope::Any
+        && parsed.must_not.is_empty()
+        && parsed.must.iter().all(|c| c.phrase.is_none())
+        && facet_filter.is_empty()
+        && q.min_size.is_none()
+        && q.max_size.is_none()
+        && q.discovered_since.is_none()
+        && q.discovered_before.is_none();
+    if one_word {
+        if let Some(r) = one_word_walk(txn, dbs, terms[0], q, ndocs, mode)? {
+            return Ok(r);
+        }
+    }
     let mut lists: Vec<Vec<u32>> = Vec::with_capacity(terms.len());
     for t in &terms {
         let l = term_postings(txn, dbs, t, ndocs, &mut res)?;
@@ -429,7 +448,7 @@ fn run_query(
     let no_text = lists.is_empty();
     // `columns` answers the size filter and a time range out of doc id order, and
     // gives the sort keys (modes 0 and 2; see `Store::set_order_mode`).
-    let cols = mode == 0 || mode == 2 || mode == 4;
+    let cols = mode == 0 || mode == 2 || mode == 4 || mode == 5;
     // Per phrase (modes 0 and 2), the postings of its words: a candidate for which
     // one of them lacks the path flag cannot hold it in a file path, and its file
     // list is not read for it.
@@ -630,6 +649,22 @@ fn run_query(
         push_records(txn, dbs, page, &mut res)?;
         return Ok(res);
     }
+    if fast.is_none()
+        && cols
+        && phrases.is_empty()
+        && q.sort == SortBy::Seeders
+        && (mode == 0 || mode == 2)
+    {
+        // By seeders: walk `by_seeders` from the wanted end (see `seeders_walk`).
+        let k = offset.saturating_add(limit);
+        if let Some(page) = seeders_walk(txn, dbs, &matches, q.descending, offset, k, ndocs, mode)?
+        {
+            count_walk(3);
+            res.total = matches.len();
+            push_records(txn, dbs, page, &mut res)?;
+            return Ok(res);
+        }
+    }
     let page = if let Some(order) = fast {
         res.total = matches.len();
         let k = offset.saturating_add(limit).min(matches.len());
@@ -739,6 +774,87 @@ fn sort_key(
         Some(v) => v.min(u64::MAX - 1),
     };
     (key, if desc { u32::MAX - d } else { d }, d)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: pages answered by `one_word_walk` (time, -, seeders) and by
+    /// `seeders_walk`, on this thread.
+    pub(super) static WALKS_TAKEN: std::cell::Cell<[usize; 4]> = const { std::cell::Cell::new([0; 4]) };
+}
+
+#[cfg(test)]
+fn count_walk(i: usize) {
+    WALKS_TAKEN.with(|w| {
+        let mut v = w.get();
+        v[i] += 1;
+        w.set(v);
+    });
+}
+#[cfg(not(test))]
+fn count_walk(_: usize) {}
+
+/// A seeders sort walks `by_seeders` when `matches² > SEEDERS_WALK_FACTOR · k ·
+/// docs`: it expects to read about `k · docs / matches` entries (a cursor step and a
+/// binary search in the matches each) where reading every match's `columns` entry
+/// costs about a fifth of that per match.
+const SEEDERS_WALK_FACTOR: f64 = 4.0;
+/// The walk gives up (and the caller reads `columns`) past this many times the
+/// entries it expected to read.
+const SEEDERS_WALK_BUDGET: usize = 8;
+
+/// The page `offset..k` of `matches` (final: filters applied; ascending doc ids)
+/// ordered by seeders (`desc`: most first; ties by doc id in the same direction),
+/// from a walk of `by_seeders` from the wanted end that keeps the matches until `k`
+/// are in. `None` (the caller reads every match's `columns` entry) when the matches
+/// are too few for the walk to pay (mode 0; mode 2 always walks), when the walk
+/// passes its budget, or when it ends before `k` matches with known seeders are in
+/// (the page needs matches of unknown seeders, which come last).
+#[allow(clippy::too_many_arguments)]
+fn seeders_walk(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    matches: &[(u32, u32)],
+    desc: bool,
+    offset: usize,
+    k: usize,
+    ndocs: u64,
+    mode: usize,
+) -> Result<Option<Vec<u32>>> {
+    let n = matches.len();
+    if k == 0 || n == 0 {
+        return Ok(None);
+    }
+    let expect = (k as f64) * (ndocs as f64) / (n as f64);
+    let budget = if mode == 2 {
+        usize::MAX
+    } else if (n as f64) * (n as f64) > SEEDERS_WALK_FACTOR * (k as f64) * (ndocs as f64) {
+        (expect * SEEDERS_WALK_BUDGET as f64) as usize + 1_024
+    } else {
+        return Ok(None);
+    };
+    let mut hits: Vec<u32> = Vec::with_capacity(k.min(n));
+    let mut order = columns::SeedersOrder::new(txn, dbs, ndocs, desc)?;
+    let mut read = 0usize;
+    while let Some((_, d)) = order.next()? {
+        read += 1;
+        if matches.binary_search_by_key(&d, |m| m.0).is_ok() {
+            hits.push(d);
+            if hits.len() >= k {
+                break;
+            }
+        }
+        if read >= budget {
+            break;
+        }
+    }
+    if order.bad > 0 {
+        return Ok(None);
+    }
+    if hits.len() < k {
+        return Ok(None);
+    }
+    Ok(Some(hits.get(offset..).unwrap_or(&[]).to_vec()))
 }
 
 /// The sort keys (see `sort_key`) of `matches` from `columns`; a match without an
@@ -1519,6 +1635,197 @@ impl<'b, 'a> BlockCursor<'b, 'a> {
     }
 }
 
+/// Finds doc ids, asked in any order, among the postings of one unscoped word's
+/// [`WalkList`]: its decoded rest by binary search, its blocks by their headers
+/// (the last decoded one kept: doc ids asked in order decode each block once).
+struct AnyFinder<'b, 'a> {
+    list: &'b WalkList<'a>,
+    at: usize,
+    dec: Vec<u32>,
+}
+
+impl<'b, 'a> AnyFinder<'b, 'a> {
+    fn new(list: &'b WalkList<'a>) -> Self {
+        AnyFinder {
+            list,
+            at: usize::MAX,
+            dec: Vec::new(),
+        }
+    }
+
+    /// Whether `d` has a posting; `Err` when its block is corrupt.
+    fn has(&mut self, d: u32) -> std::result::Result<bool, ()> {
+        if self.list.small.binary_search_by_key(&d, |p| p >> 2).is_ok() {
+            return Ok(true);
+        }
+        let blocks = &self.list.big;
+        let Some(i) = blocks
+            .partition_point(|b| block_first(b) <= d)
+            .checked_sub(1)
+        else {
+            return Ok(false);
+        };
+        if codec::block_last(blocks[i]).unwrap_or(0) < d {
+            return Ok(false);
+        }
+        if self.at != i {
+            self.dec.clear();
+            codec::block_decode(blocks[i], &mut self.dec).map_err(|_| ())?;
+            self.at = i;
+        }
+        Ok(self.dec.binary_search_by_key(&d, |x| x >> 2).is_ok())
+    }
+}
+
+/// A one-word walk of seeders is taken when `postings² > ONE_WORD_WALK_FACTOR · k ·
+/// docs`: it expects to read about `k · docs / postings` entries of the order, each
+/// looked up in the word's blocks (a block decoded for most), where the general
+/// path decodes every posting and reads its `columns` entry.
+const ONE_WORD_WALK_FACTOR: f64 = 16.0;
+
+/// One unscoped word (a prefix too) with no filter, sorted by seeders or discovery
+/// time, without decoding every posting of it: its [`WalkList`] (the total is its
+/// count of doc ids), then
+/// - seeders: `by_seeders` walked from the wanted end ([`columns::SeedersOrder`]),
+///   each entry looked up in the word's blocks ([`AnyFinder`]), until the page is in;
+/// - discovery time, on a store in time order: the word's postings from the wanted
+///   end (doc id order is time order).
+///
+/// (Size orders are not taken here: `by_size` walked the same way, to the end of the
+/// size class that fills the page, was slower at 1 M than the general path's walk
+/// against the decoded postings, p50 0.41 → 0.47 ms; see BENCHMARKS.md.)
+///
+/// `None` (the caller takes the general path) when the word has too few postings
+/// for the seeders walk to pay (mode 0; mode 2 always walks), when that walk passes
+/// its budget or ends before the page is full (matches of unknown seeders come
+/// last), on a store out of time order for a time sort, or when a block is corrupt.
+fn one_word_walk(
+    txn: &RoTxn,
+    dbs: &Dbs,
+    t: &Term,
+    q: &SearchQuery,
+    ndocs: u64,
+    mode: usize,
+) -> Result<Option<SearchResults>> {
+    let mut res = SearchResults::default();
+    let (offset, limit) = (q.offset, q.limit.min(MAX_SEARCH_LIMIT));
+    let k = offset.saturating_add(limit);
+    if k == 0 {
+        return Ok(None);
+    }
+    let time_ordered = read_u64(txn, &dbs.meta, K_TIME_DISORDER)? == 0;
+    if q.sort == SortBy::Discovered && !time_ordered {
+        return Ok(None);
+    }
+    let Some(list) = walk_list(txn, dbs, t, ndocs, &mut res)? else {
+        return Ok(None);
+    };
+    if list.mask != 3 {
+        return Ok(None);
+    }
+    res.total = list.n;
+    if list.n == 0 || offset >= list.n {
+        return Ok(Some(res));
+    }
+    let page: Vec<u32> = match q.sort {
+        SortBy::Discovered => {
+            let Some(ends) = list_end(&list, k, q.descending) else {
+                return Ok(None);
+            };
+            ends.get(offset..).unwrap_or(&[]).to_vec()
+        }
+        SortBy::Seeders => {
+            let n = list.n as f64;
+            let budget = if mode == 2 {
+                usize::MAX
+            } else if n * n > ONE_WORD_WALK_FACTOR * (k as f64) * (ndocs as f64) {
+                ((k as f64) * (ndocs as f64) / n * 8.0) as usize + 1_024
+            } else {
+                return Ok(None);
+            };
+            let mut finder = AnyFinder::new(&list);
+            let mut hits: Vec<u32> = Vec::with_capacity(k);
+            let mut order = columns::SeedersOrder::new(txn, dbs, ndocs, q.descending)?;
+            let mut read = 0usize;
+            while let Some((_, d)) = order.next()? {
+                read += 1;
+                match finder.has(d) {
+                    Ok(true) => hits.push(d),
+                    Ok(false) => {}
+                    Err(()) => return Ok(None),
+                }
+                if hits.len() >= k || read >= budget {
+                    break;
+                }
+            }
+            if order.bad > 0 || hits.len() < k {
+                return Ok(None);
+            }
+            hits.get(offset..).unwrap_or(&[]).to_vec()
+        }
+        _ => return Ok(None),
+    };
+    count_walk(if q.sort == SortBy::Discovered { 0 } else { 2 });
+    push_records(txn, dbs, page, &mut res)?;
+    Ok(Some(res))
+}
+
+/// The first `k` distinct doc ids of one unscoped word's postings from the wanted
+/// end (`desc`: the largest first); `None` when a block is corrupt.
+fn list_end(list: &WalkList, k: usize, desc: bool) -> Option<Vec<u32>> {
+    let mut out: Vec<u32> = Vec::with_capacity(k.min(list.n));
+    let mut buf: Vec<u32> = Vec::new();
+    // Blocks taken from the wanted end; `buf` holds the current one's doc ids in
+    // the order they are taken (reversed when descending).
+    let (nb, ns) = (list.big.len(), list.small.len());
+    let (mut bi, mut si, mut bpos) = (0usize, 0usize, 0usize);
+    while out.len() < k {
+        if bpos == buf.len() && bi < nb {
+            let b = if desc {
+                list.big[nb - 1 - bi]
+            } else {
+                list.big[bi]
+            };
+            bi += 1;
+            buf.clear();
+            codec::block_decode(b, &mut buf).ok()?;
+            for p in buf.iter_mut() {
+                *p >>= 2;
+            }
+            if desc {
+                buf.reverse();
+            }
+            bpos = 0;
+        }
+        let x = buf.get(bpos).copied();
+        let y = (si < ns).then(|| list.small[if desc { ns - 1 - si } else { si }] >> 2);
+        let d = match (x, y) {
+            (None, None) => break,
+            (Some(x), Some(y)) if x == y => {
+                bpos += 1;
+                si += 1;
+                x
+            }
+            (Some(x), Some(y)) if (x > y) == desc => {
+                bpos += 1;
+                x
+            }
+            (Some(x), None) => {
+                bpos += 1;
+                x
+            }
+            (_, Some(y)) => {
+                si += 1;
+                y
+            }
+        };
+        if out.last() != Some(&d) {
+            out.push(d);
+        }
+    }
+    Some(out)
+}
+
 /// Finds doc ids, asked in non-increasing order, in decoded postings.
 struct SmallCursor<'b> {
     v: &'b [u32],
@@ -1717,7 +2024,7 @@ fn exact_order(
 ) -> Result<Vec<u32>> {
     let mut keyed: Vec<(u64, u32)> = Vec::new();
     let by_size = matches!(order, Order::Largest | Order::Smallest);
-    if mode == 0 || mode == 2 || mode == 4 {
+    if mode == 0 || mode == 2 || mode == 4 || mode == 5 {
         let mut ds: Vec<u32> = cands.collect();
         ds.sort_unstable();
         keyed.reserve(ds.len());

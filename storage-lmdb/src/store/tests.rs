@@ -573,6 +573,9 @@ fn columns_agree(store: &Store) -> usize {
                 n += 1;
             }
             assert_eq!(columns::count(txn, dbs)?, (n as u64, 0));
+            // `by_seeders` lists exactly the entries with known seeders.
+            let problems = columns::check_seeders(txn, dbs)?;
+            assert!(problems.is_empty(), "{problems:?}");
             Ok(n)
         })
         .unwrap()
@@ -797,11 +800,113 @@ fn schema_5_gets_its_columns_on_open_and_an_interrupted_upgrade_loses_nothing() 
     );
 }
 
+/// Turns the store at `opts` into a schema 6 database: no `by_seeders`, version 6.
+fn downgrade_to_schema_6(opts: &StoreOptions) {
+    let store = Store::open(opts.clone()).unwrap();
+    store
+        .write(|txn, dbs| {
+            dbs.by_seeders.clear(txn).map_err(lmdb("test"))?;
+            dbs.meta
+                .put(txn, K_SCHEMA, &6u32.to_le_bytes())
+                .map_err(lmdb("test"))
+        })
+        .unwrap();
+    drop(store);
+    wait_closed(&opts.path);
+}
+
+/// A schema 6 database (no `by_seeders`) is upgraded on open: `by_seeders` is filled
+/// from `columns` (every torrent with known seeders, none other), so seeders sorts
+/// walk it and answer as before; an upgrade cut short before its commit leaves the
+/// schema 6 database as it was.
+#[test]
+fn schema_6_gets_its_seeders_order_on_open_and_an_interrupted_upgrade_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StoreOptions::new(dir.path().join("db"));
+    let store = Store::open(opts.clone()).unwrap();
+    let ops: Vec<Op> = (0..700u32)
+        .map(|i| {
+            let mut op = sized(i, "same words", "p", 1000, 1, 10 + u64::from(i));
+            if let Op::Torrent(t) = &mut op {
+                if i % 3 != 0 {
+                    t.seeders = Some(i * 7 % 50);
+                    t.scraped_at = Some(10);
+                }
+            }
+            op
+        })
+        .collect();
+    store.apply_batch(&ops).unwrap();
+    let known = 700 - 700_usize.div_ceil(3);
+    let want = |store: &Store, mode: usize| {
+        store.set_order_mode(mode);
+        let mut out = Vec::new();
+        for asc in [false, true] {
+            let mut q = SearchQuery::new("same").sort(SortBy::Seeders).page(5, 30);
+            if asc {
+                q = q.ascending();
+            }
+            let r = store.query(&q).unwrap();
+            out.push((
+                r.total,
+                r.hits.iter().map(|h| h.infohash).collect::<Vec<_>>(),
+            ));
+        }
+        store.set_order_mode(0);
+        out
+    };
+    let before = want(&store, 1);
+    assert_eq!(before, want(&store, 2));
+    drop(store);
+    wait_closed(&opts.path);
+    downgrade_to_schema_6(&opts);
+    let version_and_entries = |opts: &StoreOptions| {
+        let env = open_env(opts).unwrap();
+        let rtxn = env.read_txn().unwrap();
+        let (by_seeders, meta): (Db, Db) = env
+            .open_databases_and_commit(rtxn, |o, r| {
+                let c = o.open_database::<Bytes, Bytes>(r, Some("by_seeders"))?;
+                let m = o.open_database::<Bytes, Bytes>(r, Some("meta"))?;
+                Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((c.unwrap(), m.unwrap())))
+            })
+            .unwrap()
+            .unwrap_commit();
+        let rtxn = env.read_txn().unwrap();
+        let n = by_seeders.len(&rtxn).unwrap();
+        let v = meta.get(&rtxn, K_SCHEMA).unwrap().unwrap().to_vec();
+        drop(rtxn);
+        env.prepare_for_closing().wait();
+        (v, n)
+    };
+    assert_eq!(version_and_entries(&opts), (6u32.to_le_bytes().to_vec(), 0));
+
+    migrate::FAIL_BEFORE_COMMIT.with(|f| f.set(true));
+    let e = Store::open(opts.clone()).unwrap_err();
+    migrate::FAIL_BEFORE_COMMIT.with(|f| f.set(false));
+    assert!(e.to_string().contains("upgrade interrupted"), "{e}");
+    wait_closed(&opts.path);
+    assert_eq!(version_and_entries(&opts), (6u32.to_le_bytes().to_vec(), 0));
+
+    let store = Store::open(opts.clone()).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(columns_agree(&store), 700);
+    assert!(store.integrity_check().unwrap().is_ok());
+    assert_eq!(want(&store, 2), before);
+    assert_eq!(want(&store, 0), before);
+    drop(store);
+    wait_closed(&opts.path);
+    assert_eq!(
+        version_and_entries(&opts),
+        (SCHEMA_VERSION.to_le_bytes().to_vec(), known as u64)
+    );
+}
+
 /// Property: on random stores (random sizes, file counts, seeders known or not,
 /// scrapes that change them, imports out of time order) and random queries (every
 /// sort and direction, size and time ranges, phrases, exclusions, pages), the
 /// `columns` paths (modes 0 and 2) return exactly what per-match lookups in
-/// `torrents` return (mode 1), and so does the schema 5 search (mode 3); by
+/// `torrents` return (mode 1), and so do the schema 5 search (mode 3) and the
+/// schema 6 search (mode 5; mode 2 always walks `by_seeders` for seeders sorts); by
 /// relevance with a size range, modes 0 and 2 take the relevance walk (each
 /// candidate's size from `columns`). A page is always identical; the total too
 /// unless it was estimated.
@@ -909,7 +1014,7 @@ fn column_paths_agree_with_record_lookups_on_random_stores() {
                 r
             };
             let want = run(1);
-            for mode in [0, 2, 3] {
+            for mode in [0, 2, 3, 5] {
                 let got = run(mode);
                 let ids = |r: &SearchResults| r.hits.iter().map(|h| h.infohash).collect::<Vec<_>>();
                 assert_eq!(ids(&got), ids(&want), "seed {seed} mode {mode} {q:?}");
@@ -1122,4 +1227,110 @@ fn relevance_walk_with_exclusions_phrases_and_scopes_agrees_with_the_general_pat
         kinds.iter().all(|&k| k > 20) && estimated > 0 && exact > 0,
         "{kinds:?} {estimated} {exact}"
     );
+}
+
+/// Property: on random stores in time order where a few words are common (many
+/// posting blocks) and some are prefixes of others, with sizes that tie, seeders
+/// known or not and scrapes that change them, one word or a prefix (of one dominant
+/// term or of several) sorted by discovery time, size or seeders, either way, any
+/// page, returns from the order walks (`one_word_walk` for time and seeders, modes 0
+/// and 2; mode 2 always walks) exactly the page and total of per-match lookups (mode 1) and of the
+/// search of schema 6 (mode 5); two words by seeders take `seeders_walk` and agree
+/// too. Every walk is taken.
+#[test]
+fn order_walks_agree_with_the_general_path_on_random_stores() {
+    use crate::synth::Rng;
+    const WORDS: [&str; 10] = [
+        "alpha", "beta", "gamma", "alphabet", "delta", "gammas", "zeta", "theta", "kappa",
+        "betamax",
+    ];
+    super::search::WALKS_TAKEN.with(|w| w.set([0; 4]));
+    for seed in 0..8u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreOptions::new(dir.path().join("db"))).unwrap();
+        let mut rng = Rng::new(500 + seed);
+        let n = 400 + rng.below(3_000) as u32;
+        let word = |rng: &mut Rng| {
+            let a = rng.below(WORDS.len() as u64);
+            WORDS[rng.below(a + 1) as usize]
+        };
+        let mut next = 0u32;
+        while next < n {
+            let k = (1 + rng.below(900) as u32).min(n - next);
+            let ops: Vec<Op> = (next..next + k)
+                .map(|i| {
+                    let name: Vec<&str> = (0..1 + rng.below(3)).map(|_| word(&mut rng)).collect();
+                    let path = format!("{} {}", word(&mut rng), word(&mut rng));
+                    let size = if rng.below(2) == 0 {
+                        rng.below(4) * 1_000
+                    } else {
+                        rng.below(1 << 40)
+                    };
+                    let mut op = sized(
+                        i,
+                        &name.join(" "),
+                        &path,
+                        size,
+                        rng.below(3) as usize,
+                        1_000 + u64::from(i),
+                    );
+                    if let Op::Torrent(tt) = &mut op {
+                        if rng.below(3) != 0 {
+                            tt.seeders = Some(rng.below(20) as u32);
+                            tt.scraped_at = Some(1_000);
+                        }
+                    }
+                    op
+                })
+                .collect();
+            store.apply_batch(&ops).unwrap();
+            next += k;
+            let scrapes: Vec<Op> = (0..rng.below(80))
+                .map(|_| {
+                    let i = rng.below(u64::from(next)) as u32;
+                    let mut ih = [0u8; 20];
+                    ih[..4].copy_from_slice(&i.to_be_bytes());
+                    ih[19] = 0x5e;
+                    Op::Scrape {
+                        infohash: ih,
+                        at: 5_000 + rng.below(100),
+                        seeders: rng.below(30) as u32,
+                        leechers: 0,
+                    }
+                })
+                .collect();
+            store.apply_batch(&scrapes).unwrap();
+        }
+        assert_eq!(columns_agree(&store), n as usize);
+        for _ in 0..150 {
+            let text = match rng.below(4) {
+                0 => word(&mut rng)[..2].to_string(),
+                1 => format!("{} {}", word(&mut rng), word(&mut rng)),
+                _ => word(&mut rng).to_string(),
+            };
+            let sort = [SortBy::Discovered, SortBy::Size, SortBy::Seeders][rng.below(3) as usize];
+            let mut q = SearchQuery::new(text)
+                .sort(sort)
+                .page(rng.below(60) as usize, rng.below(40) as usize);
+            if rng.below(2) == 0 {
+                q = q.ascending();
+            }
+            let run = |mode: usize| {
+                store.set_order_mode(mode);
+                let r = store.query(&q).unwrap();
+                store.set_order_mode(0);
+                r
+            };
+            let want = run(1);
+            for mode in [0, 2, 5] {
+                let got = run(mode);
+                let ids = |r: &SearchResults| r.hits.iter().map(|h| h.infohash).collect::<Vec<_>>();
+                assert_eq!(ids(&got), ids(&want), "seed {seed} mode {mode} {q:?}");
+                assert_eq!(got.total, want.total, "seed {seed} mode {mode} {q:?}");
+                assert_eq!(got.skipped_corrupt, 0);
+            }
+        }
+    }
+    let taken = super::search::WALKS_TAKEN.with(|w| w.get());
+    assert!(taken[0] > 20 && taken[2] > 20 && taken[3] > 20, "{taken:?}");
 }

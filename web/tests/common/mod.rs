@@ -193,6 +193,7 @@ pub fn test_limits() -> Limits {
         request_timeout: Duration::from_secs(10),
         connection_lifetime: Duration::from_secs(60),
         max_header_bytes: 16 * 1024,
+        max_store_reads: 2,
     }
 }
 
