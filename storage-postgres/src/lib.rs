@@ -181,6 +181,12 @@ impl PgStore {
         search::query(&mut self.client, q)
     }
 
+    /// [`PgStore::query`] with the first version's SQL (the benchmark's "before").
+    #[doc(hidden)]
+    pub fn query_before(&mut self, q: &SearchQuery) -> Result<SearchResults> {
+        search::query_with(&mut self.client, q, search::Plan::Before)
+    }
+
     /// Full-text search: [`PgStore::query`] with one of the classic orders and no
     /// filter (the LMDB store's `search`).
     pub fn search(

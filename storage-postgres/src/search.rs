@@ -124,8 +124,25 @@ fn validate(q: &SearchQuery) -> Result<String> {
     Ok(facets)
 }
 
+/// Which SQL a query runs: [`Plan::Levels`] (the default) or the first version's
+/// ([`Plan::Before`], kept for the before/after benchmark).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Relevance as levels (see the module doc), scores from constant tsqueries.
+    Levels,
+    /// One tsquery parsed per query term per matching row, every match ranked.
+    Before,
+}
+
 /// Runs a query (see the module doc).
 pub(crate) fn query(client: &mut Client, q: &SearchQuery) -> Result<SearchResults> {
+    query_with(client, q, Plan::Levels)
+}
+
+/// [`query`] with a given plan (the benchmark's "before").
+#[doc(hidden)]
+pub fn query_with(client: &mut Client, q: &SearchQuery, plan: Plan) -> Result<SearchResults> {
     let facet_filter = validate(q)?;
     let parsed = parse(&q.text).map_err(|e| match e {
         magnetar_storage::StoreError::InvalidQuery(m) => PgError::InvalidQuery(m),
@@ -171,49 +188,97 @@ pub(crate) fn query(client: &mut Client, q: &SearchQuery) -> Result<SearchResult
     bound("total_size", "<=", q.max_size, &mut filter);
     bound("discovered_at", ">=", q.discovered_since, &mut filter);
     bound("discovered_at", "<", q.discovered_before, &mut filter);
-    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
-    let total: i64 = client
-        .query_one(
-            &format!("SELECT count(*) FROM torrents t WHERE {filter}"),
-            &refs,
-        )
-        .map_err(PgError::db("counting matches"))?
-        .get(0);
+    let total: i64 = {
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
+        client
+            .query_one(
+                &format!("SELECT count(*) FROM torrents t WHERE {filter}"),
+                &refs,
+            )
+            .map_err(PgError::db("counting matches"))?
+            .get(0)
+    };
     res.total = usize::try_from(total).unwrap_or(usize::MAX);
     let limit = q.limit.min(MAX_SEARCH_LIMIT);
     if q.offset >= res.total || limit == 0 {
         return Ok(res);
     }
     let dir = if q.descending { "DESC" } else { "ASC" };
+    let page = |client: &mut Client,
+                params: &[&(dyn ToSql + Sync)],
+                cond: &str,
+                key: &str,
+                res: &mut SearchResults|
+     -> Result<usize> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM torrents t WHERE {filter}{cond} \
+             ORDER BY {key}t.id {dir} LIMIT {limit} OFFSET {}",
+            q.offset
+        );
+        let rows = client
+            .query(&sql, params)
+            .map_err(PgError::db("searching"))?;
+        let n = rows.len();
+        for r in rows {
+            match record_of(&r) {
+                Some(rec) => res.hits.push(rec),
+                None => res.skipped_corrupt += 1,
+            }
+        }
+        Ok(n)
+    };
     let n = params.len();
     let key = match q.sort {
-        SortBy::Relevance => format!(
-            "(SELECT count(*) FROM unnest(${}::text[]) q WHERE t.search @@ q::tsquery) {dir}",
+        SortBy::Relevance if plan == Plan::Before => format!(
+            "(SELECT count(*) FROM unnest(${}::text[]) q WHERE t.search @@ q::tsquery) {dir}, ",
             n + 1
         ),
-        SortBy::Discovered => format!("t.discovered_at {dir}"),
-        SortBy::Size => format!("t.total_size {dir}"),
+        SortBy::Relevance => {
+            // The first level: every score term in the name (descending), or none
+            // (ascending); alone, it is ordered by doc id, which an index walks
+            // from the wanted end. Without score terms every match is in it.
+            let level = if scores.is_empty() {
+                String::new()
+            } else if q.descending {
+                scores.join(" & ")
+            } else {
+                format!("!({})", scores.join(" | "))
+            };
+            let mut refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
+            let cond = if level.is_empty() {
+                String::new()
+            } else {
+                refs.push(&level);
+                format!(" AND t.search @@ ${}::text::tsquery", refs.len())
+            };
+            let got = page(client, &refs, &cond, "", &mut res)?;
+            // The page is certain when it is full (the level holds offset + limit
+            // matches or more) or when the level holds every match.
+            if got == limit || (got > 0 && q.offset + got == res.total) || level.is_empty() {
+                return Ok(res);
+            }
+            res.hits.clear();
+            res.skipped_corrupt = 0;
+            // Else every match is scored: one constant tsquery per score term.
+            let terms: Vec<String> = (0..scores.len())
+                .map(|i| format!("(t.search @@ ${}::text::tsquery)::int", n + 1 + i))
+                .collect();
+            format!("{} {dir}, ", terms.join(" + "))
+        }
+        SortBy::Discovered => format!("t.discovered_at {dir}, "),
+        SortBy::Size => format!("t.total_size {dir}, "),
         // Unknown seeders last in both directions.
-        SortBy::Seeders => format!("t.seeders {dir} NULLS LAST"),
-        SortBy::Files => format!("t.file_count {dir}"),
+        SortBy::Seeders => format!("t.seeders {dir} NULLS LAST, "),
+        SortBy::Files => format!("t.file_count {dir}, "),
     };
-    let sql = format!(
-        "SELECT {RECORD_COLUMNS} FROM torrents t WHERE {filter} \
-         ORDER BY {key}, t.id {dir} LIMIT {limit} OFFSET {}",
-        q.offset
-    );
-    let mut refs = refs;
+    let mut refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
     if q.sort == SortBy::Relevance {
-        refs.push(&scores);
-    }
-    for r in client
-        .query(&sql, &refs)
-        .map_err(PgError::db("searching"))?
-    {
-        match record_of(&r) {
-            Some(rec) => res.hits.push(rec),
-            None => res.skipped_corrupt += 1,
+        if plan == Plan::Before {
+            refs.push(&scores);
+        } else {
+            refs.extend(scores.iter().map(|s| s as &(dyn ToSql + Sync)));
         }
     }
+    page(client, &refs, "", &key, &mut res)?;
     Ok(res)
 }
