@@ -124,6 +124,10 @@ fn validate(q: &SearchQuery) -> Result<String> {
     Ok(facets)
 }
 
+/// The relevance level is looked for among at least this many matches in doc-id
+/// order before every match is scored.
+const LEVEL_WALK: usize = 2_000;
+
 /// Which SQL a query runs: [`Plan::Levels`] (the default) or the first version's
 /// ([`Plan::Before`], kept for the before/after benchmark).
 #[doc(hidden)]
@@ -204,14 +208,16 @@ pub fn query_with(client: &mut Client, q: &SearchQuery, plan: Plan) -> Result<Se
         return Ok(res);
     }
     let dir = if q.descending { "DESC" } else { "ASC" };
+    // One page: `from_where` is the FROM and WHERE, `key` the sort keys before
+    // the doc id.
     let page = |client: &mut Client,
                 params: &[&(dyn ToSql + Sync)],
-                cond: &str,
+                from_where: &str,
                 key: &str,
                 res: &mut SearchResults|
      -> Result<usize> {
         let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM torrents t WHERE {filter}{cond} \
+            "SELECT {RECORD_COLUMNS} FROM {from_where} \
              ORDER BY {key}t.id {dir} LIMIT {limit} OFFSET {}",
             q.offset
         );
@@ -227,6 +233,7 @@ pub fn query_with(client: &mut Client, q: &SearchQuery, plan: Plan) -> Result<Se
         }
         Ok(n)
     };
+    let all = format!("torrents t WHERE {filter}");
     let n = params.len();
     let key = match q.sort {
         SortBy::Relevance if plan == Plan::Before => format!(
@@ -244,17 +251,27 @@ pub fn query_with(client: &mut Client, q: &SearchQuery, plan: Plan) -> Result<Se
             } else {
                 format!("!({})", scores.join(" | "))
             };
+            if level.is_empty() {
+                let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
+                page(client, &refs, &all, "", &mut res)?;
+                return Ok(res);
+            }
+            // The level's first matches in doc-id order, looked for among the first
+            // LEVEL_WALK (at least 4 pages' worth) matches in that order: bounded
+            // work even when the level is sparse or empty (say a word found in
+            // paths only), where an unbounded walk of the doc ids would read every
+            // torrent.
+            let walk = (4 * (q.offset + limit)).max(LEVEL_WALK);
             let mut refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
-            let cond = if level.is_empty() {
-                String::new()
-            } else {
-                refs.push(&level);
-                format!(" AND t.search @@ ${}::text::tsquery", refs.len())
-            };
-            let got = page(client, &refs, &cond, "", &mut res)?;
-            // The page is certain when it is full (the level holds offset + limit
-            // matches or more) or when the level holds every match.
-            if got == limit || (got > 0 && q.offset + got == res.total) || level.is_empty() {
+            refs.push(&level);
+            let from_where = format!(
+                "(SELECT * FROM {all} ORDER BY t.id {dir} LIMIT {walk}) t \
+                 WHERE t.search @@ ${}::text::tsquery",
+                refs.len()
+            );
+            // The page is certain when it is full: the level holds offset + limit
+            // matches or more, and they come first.
+            if page(client, &refs, &from_where, "", &mut res)? == limit {
                 return Ok(res);
             }
             res.hits.clear();
@@ -279,6 +296,6 @@ pub fn query_with(client: &mut Client, q: &SearchQuery, plan: Plan) -> Result<Se
             refs.extend(scores.iter().map(|s| s as &(dyn ToSql + Sync)));
         }
     }
-    page(client, &refs, "", &key, &mut res)?;
+    page(client, &refs, &all, &key, &mut res)?;
     Ok(res)
 }
