@@ -261,21 +261,25 @@ pub fn query_with(client: &mut Client, q: &SearchQuery, plan: Plan) -> Result<Se
             // work even when the level is sparse or empty (say a word found in
             // paths only), where an unbounded walk of the doc ids would read every
             // torrent.
+            // With no more matches than that, scoring them all costs no more.
             let walk = (4 * (q.offset + limit)).max(LEVEL_WALK);
-            let mut refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
-            refs.push(&level);
-            let from_where = format!(
-                "(SELECT * FROM {all} ORDER BY t.id {dir} LIMIT {walk}) t \
-                 WHERE t.search @@ ${}::text::tsquery",
-                refs.len()
-            );
-            // The page is certain when it is full: the level holds offset + limit
-            // matches or more, and they come first.
-            if page(client, &refs, &from_where, "", &mut res)? == limit {
-                return Ok(res);
+            if res.total > walk {
+                let mut refs: Vec<&(dyn ToSql + Sync)> =
+                    params.iter().map(|p| p.as_ref()).collect();
+                refs.push(&level);
+                let from_where = format!(
+                    "(SELECT * FROM {all} ORDER BY t.id {dir} LIMIT {walk}) t \
+                     WHERE t.search @@ ${}::text::tsquery",
+                    refs.len()
+                );
+                // The page is certain when it is full: the level holds offset +
+                // limit matches or more, and they come first.
+                if page(client, &refs, &from_where, "", &mut res)? == limit {
+                    return Ok(res);
+                }
+                res.hits.clear();
+                res.skipped_corrupt = 0;
             }
-            res.hits.clear();
-            res.skipped_corrupt = 0;
             // Else every match is scored: one constant tsquery per score term.
             let terms: Vec<String> = (0..scores.len())
                 .map(|i| format!("(t.search @@ ${}::text::tsquery)::int", n + 1 + i))
