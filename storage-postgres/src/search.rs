@@ -9,6 +9,26 @@
 //! [`facets`](crate::facets)); without words it alone selects (as in LMDB).
 //! Hidden torrents (the `hidden` marks) are never found.
 //!
+//! # How a query runs (schema 6)
+//! Two or three statements: the exact `count(*)` of the matches (a bitmap or
+//! sequential scan that visits the heap row of every match: the cost that remains,
+//! see BENCHMARKS.md), then the page:
+//! - Time, size, seeders and file-count orders: `ORDER BY key, id LIMIT … OFFSET …`,
+//!   which the planner answers from the `(key, id)` index walked from the wanted end
+//!   when the matches are many (schema 6 added the seeders-descending-unknown-last
+//!   and file-count indexes), or by a top-N sort of the matches when they are few.
+//! - Relevance, when there are more matches than `LEVEL_WALK` (2,000, or four pages'
+//!   worth): relevance orders by the number of score terms in the name, then by doc
+//!   id, so its first *level* (every score term in the name, descending; none,
+//!   ascending) comes first in doc-id order. The page is looked for in that level
+//!   among the first `LEVEL_WALK` matches in doc-id order (a bounded walk, whatever
+//!   the level's density); when it is full there, it is the page. Otherwise (a
+//!   sparse level, or a few matches) every match is scored: one constant tsquery per
+//!   score term (`(search @@ 'term':A)::int + …`), top-N sorted.
+//!
+//! The first version (`Plan::Before`, kept for the benchmark) scored every match
+//! with one tsquery parsed per term per row and had no level walk.
+//!
 //! Intentional differences from the LMDB store:
 //! - `total` is always exact (LMDB estimates it for a phrase query with more than
 //!   `PHRASE_CHECK_BUDGET` candidates and says so in `total_estimated`).
