@@ -10,6 +10,13 @@
 //! on both, then measured: one query at a time, wall time of the call returning
 //! the first page of 50 with its total. The server is the throw-away one of
 //! `testing::TempPostgres` (`fsync = off`, default `shared_buffers`).
+//!
+//! `MAGNETAR_BENCH_BEFORE=1` also runs every query with the first version's SQL
+//! (`PgStore::query_before`) right after the current one, on the same database,
+//! and checks that both give the same page: before/after ratios from one run.
+//! `MAGNETAR_BENCH_PG_URL=…` uses that database instead of a throw-away server,
+//! and does not load it again when it already holds the N torrents (the same
+//! seeded ones): a 1M database loads once (~9 min) for several runs.
 
 use std::time::{Duration, Instant};
 
@@ -138,14 +145,29 @@ fn main() {
     }
     let lmdb_load = n as f64 / t.elapsed().as_secs_f64();
 
-    let pg = TempPostgres::start().unwrap_or_else(|e| panic!("{e}"));
-    let url = pg.create_database("search").expect("db");
+    // An existing database (`MAGNETAR_BENCH_PG_URL`) is reused as it is when it
+    // already holds the N torrents (same seed, so the same ones), else loaded.
+    let (_pg, url) = match std::env::var("MAGNETAR_BENCH_PG_URL") {
+        Ok(url) => (None, url),
+        Err(_) => {
+            let pg = TempPostgres::start().unwrap_or_else(|e| panic!("{e}"));
+            let url = pg.create_database("search").expect("db");
+            (Some(pg), url)
+        }
+    };
     let mut ps = PgStore::connect(&url, PgOptions::default()).expect("connect");
     let t = Instant::now();
-    for b in &batches {
-        ps.apply_batch(b).expect("PG batch");
+    let reused = ps.count().expect("count") == n as u64;
+    if !reused {
+        for b in &batches {
+            ps.apply_batch(b).expect("PG batch");
+        }
     }
-    let pg_load = n as f64 / t.elapsed().as_secs_f64();
+    let pg_load = if reused {
+        String::from("reused, loaded earlier")
+    } else {
+        format!("{:.0}/s", n as f64 / t.elapsed().as_secs_f64())
+    };
     let t = Instant::now();
     ps.client()
         .batch_execute("VACUUM ANALYZE torrents, files")
@@ -153,20 +175,33 @@ fn main() {
     let vacuum = t.elapsed().as_secs_f64();
     println!(
         "torrents: {n} (no info dicts), batches of {batch}; load: LMDB {lmdb_load:.0}/s, \
-         PostgreSQL {pg_load:.0}/s (VACUUM ANALYZE {vacuum:.1} s); {nq} queries per shape, \
+         PostgreSQL {pg_load} (VACUUM ANALYZE {vacuum:.1} s); {nq} queries per shape, \
          first page of 50 with its total"
     );
-    println!(
+    // `MAGNETAR_BENCH_BEFORE=1`: also the first version's SQL ("before"), on the
+    // same database, query by query in the same loop.
+    let before = std::env::var_os("MAGNETAR_BENCH_BEFORE").is_some();
+    print!(
         "{:<24} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
         "shape", "LMDB p50", "LMDB p99", "PG p50", "PG p99", "p50 x", "p99 x"
     );
+    if before {
+        print!(
+            " {:>10} {:>10} {:>8} {:>8}",
+            "before p50", "before p99", "p50 x", "p99 x"
+        );
+    }
+    println!();
     for (shape, qs) in shapes(&names, nq, n) {
         let qs: Vec<SearchQuery> = qs.into_iter().map(|q| q.page(0, 50)).collect();
         for q in &qs {
             let _ = ls.query(q);
             let _ = ps.query(q);
+            if before {
+                let _ = ps.query_before(q);
+            }
         }
-        let (mut lt, mut pt) = (Vec::new(), Vec::new());
+        let (mut lt, mut pt, mut bt) = (Vec::new(), Vec::new(), Vec::new());
         for q in &qs {
             let t = Instant::now();
             let l = ls.query(q).expect("LMDB query");
@@ -179,6 +214,12 @@ fn main() {
                 p.hits.len(),
                 "{shape}: {q:?} pages differ in length"
             );
+            if before {
+                let t = Instant::now();
+                let b = ps.query_before(q).expect("PG query (before)");
+                bt.push(t.elapsed());
+                assert_eq!(b.hits, p.hits, "{shape}: {q:?} before and after differ");
+            }
         }
         let (l50, l99, p50, p99) = (
             pct(&mut lt, 0.5),
@@ -186,10 +227,19 @@ fn main() {
             pct(&mut pt, 0.5),
             pct(&mut pt, 0.99),
         );
-        println!(
+        print!(
             "{shape:<24} {l50:>7.2}ms {l99:>7.2}ms {p50:>7.2}ms {p99:>7.2}ms {:>8.1} {:>8.1}",
             p50 / l50,
             p99 / l99
         );
+        if before {
+            let (b50, b99) = (pct(&mut bt, 0.5), pct(&mut bt, 0.99));
+            print!(
+                " {b50:>8.2}ms {b99:>8.2}ms {:>8.1} {:>8.1}",
+                b50 / l50,
+                b99 / l99
+            );
+        }
+        println!();
     }
 }

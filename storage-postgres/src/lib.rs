@@ -46,11 +46,13 @@
 //! `files` and `info` by an `AFTER DELETE` trigger on `torrents` (deleting torrents
 //! deletes their files and info dicts, without a check per inserted row).
 //! Schema 5 adds `node_ids` (PK host, key; the crawlers' node ids, see
-//! [`identities`]).
+//! [`identities`]). Schema 6 adds the indexes `(seeders NULLS FIRST, id)` and
+//! `(file_count, id)` (see below).
 //!
 //! Indexes: GIN on `search`; GIN trigram on `magnetar_fold(name)` (`unaccent` +
 //! `lower`); `v2`'s first 20 bytes; `(discovered_at, id)`, `(total_size, id)`,
-//! `(seeders, id)` for the orders. See [`migrate`] for why `search` is written by
+//! `(seeders, id)`, `(seeders NULLS FIRST, id)` (walked backward: most seeders
+//! first, unknown last) and `(file_count, id)` for the orders. See [`migrate`] for why `search` is written by
 //! the writer from the LMDB tokenizer rather than by `to_tsvector`.
 //!
 //! # Writing
@@ -179,6 +181,12 @@ impl PgStore {
     /// Runs a search (see [`search`](crate::search)).
     pub fn query(&mut self, q: &SearchQuery) -> Result<SearchResults> {
         search::query(&mut self.client, q)
+    }
+
+    /// [`PgStore::query`] with the first version's SQL (the benchmark's "before").
+    #[doc(hidden)]
+    pub fn query_before(&mut self, q: &SearchQuery) -> Result<SearchResults> {
+        search::query_with(&mut self.client, q, search::Plan::Before)
     }
 
     /// Full-text search: [`PgStore::query`] with one of the classic orders and no

@@ -13,7 +13,7 @@ use postgres::Client;
 use crate::error::{PgError, Result};
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 5;
+pub const SCHEMA_VERSION: i32 = 6;
 
 /// Advisory lock key of migrations ("magnetar" in ASCII, truncated to 63 bits).
 const MIGRATION_LOCK: i64 = 0x6d61_676e_6574_6172 & i64::MAX;
@@ -51,6 +51,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 5,
         name: "node ids kept per host",
         sql: crate::identities::V5,
+    },
+    Migration {
+        version: 6,
+        name: "indexes for the seeders (unknown last) and file-count orders",
+        sql: V6,
     },
 ];
 
@@ -307,6 +312,17 @@ END $$;
 CREATE TRIGGER torrents_deleted AFTER DELETE ON torrents
     REFERENCING OLD TABLE AS gone FOR EACH STATEMENT
     EXECUTE FUNCTION magnetar_torrents_deleted();
+"#;
+
+/// Schema 6: the seeders order with unknown counts last in both directions, and
+/// the file-count order, walkable from either end (as the time and size orders
+/// already are), so that a search sorted by them reads its page from the index
+/// instead of sorting every match. `(seeders, id)` (schema 1) walked forward is
+/// seeders ascending with unknown last; `(seeders NULLS FIRST, id)` walked
+/// backward is seeders descending with unknown last.
+const V6: &str = r#"
+CREATE INDEX torrents_seeders_desc ON torrents (seeders NULLS FIRST, id);
+CREATE INDEX torrents_files ON torrents (file_count, id);
 "#;
 
 /// Brings the database to [`SCHEMA_VERSION`]; returns the version it found before.

@@ -9,6 +9,26 @@
 //! [`facets`](crate::facets)); without words it alone selects (as in LMDB).
 //! Hidden torrents (the `hidden` marks) are never found.
 //!
+//! # How a query runs (schema 6)
+//! Two or three statements: the exact `count(*)` of the matches (a bitmap or
+//! sequential scan that visits the heap row of every match: the cost that remains,
+//! see BENCHMARKS.md), then the page:
+//! - Time, size, seeders and file-count orders: `ORDER BY key, id LIMIT … OFFSET …`,
+//!   which the planner answers from the `(key, id)` index walked from the wanted end
+//!   when the matches are many (schema 6 added the seeders-descending-unknown-last
+//!   and file-count indexes), or by a top-N sort of the matches when they are few.
+//! - Relevance, when there are more matches than `LEVEL_WALK` (2,000, or four pages'
+//!   worth): relevance orders by the number of score terms in the name, then by doc
+//!   id, so its first *level* (every score term in the name, descending; none,
+//!   ascending) comes first in doc-id order. The page is looked for in that level
+//!   among the first `LEVEL_WALK` matches in doc-id order (a bounded walk, whatever
+//!   the level's density); when it is full there, it is the page. Otherwise (a
+//!   sparse level, or a few matches) every match is scored: one constant tsquery per
+//!   score term (`(search @@ 'term':A)::int + …`), top-N sorted.
+//!
+//! The first version (`Plan::Before`, kept for the benchmark) scored every match
+//! with one tsquery parsed per term per row and had no level walk.
+//!
 //! Intentional differences from the LMDB store:
 //! - `total` is always exact (LMDB estimates it for a phrase query with more than
 //!   `PHRASE_CHECK_BUDGET` candidates and says so in `total_estimated`).
@@ -124,8 +144,29 @@ fn validate(q: &SearchQuery) -> Result<String> {
     Ok(facets)
 }
 
+/// The relevance level is looked for among at least this many matches in doc-id
+/// order before every match is scored.
+const LEVEL_WALK: usize = 2_000;
+
+/// Which SQL a query runs: [`Plan::Levels`] (the default) or the first version's
+/// ([`Plan::Before`], kept for the before/after benchmark).
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Relevance as levels (see the module doc), scores from constant tsqueries.
+    Levels,
+    /// One tsquery parsed per query term per matching row, every match ranked.
+    Before,
+}
+
 /// Runs a query (see the module doc).
 pub(crate) fn query(client: &mut Client, q: &SearchQuery) -> Result<SearchResults> {
+    query_with(client, q, Plan::Levels)
+}
+
+/// [`query`] with a given plan (the benchmark's "before").
+#[doc(hidden)]
+pub fn query_with(client: &mut Client, q: &SearchQuery, plan: Plan) -> Result<SearchResults> {
     let facet_filter = validate(q)?;
     let parsed = parse(&q.text).map_err(|e| match e {
         magnetar_storage::StoreError::InvalidQuery(m) => PgError::InvalidQuery(m),
@@ -171,49 +212,114 @@ pub(crate) fn query(client: &mut Client, q: &SearchQuery) -> Result<SearchResult
     bound("total_size", "<=", q.max_size, &mut filter);
     bound("discovered_at", ">=", q.discovered_since, &mut filter);
     bound("discovered_at", "<", q.discovered_before, &mut filter);
-    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
-    let total: i64 = client
-        .query_one(
-            &format!("SELECT count(*) FROM torrents t WHERE {filter}"),
-            &refs,
-        )
-        .map_err(PgError::db("counting matches"))?
-        .get(0);
+    let total: i64 = {
+        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
+        client
+            .query_one(
+                &format!("SELECT count(*) FROM torrents t WHERE {filter}"),
+                &refs,
+            )
+            .map_err(PgError::db("counting matches"))?
+            .get(0)
+    };
     res.total = usize::try_from(total).unwrap_or(usize::MAX);
     let limit = q.limit.min(MAX_SEARCH_LIMIT);
     if q.offset >= res.total || limit == 0 {
         return Ok(res);
     }
     let dir = if q.descending { "DESC" } else { "ASC" };
+    // One page: `from_where` is the FROM and WHERE, `key` the sort keys before
+    // the doc id.
+    let page = |client: &mut Client,
+                params: &[&(dyn ToSql + Sync)],
+                from_where: &str,
+                key: &str,
+                res: &mut SearchResults|
+     -> Result<usize> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM {from_where} \
+             ORDER BY {key}t.id {dir} LIMIT {limit} OFFSET {}",
+            q.offset
+        );
+        let rows = client
+            .query(&sql, params)
+            .map_err(PgError::db("searching"))?;
+        let n = rows.len();
+        for r in rows {
+            match record_of(&r) {
+                Some(rec) => res.hits.push(rec),
+                None => res.skipped_corrupt += 1,
+            }
+        }
+        Ok(n)
+    };
+    let all = format!("torrents t WHERE {filter}");
     let n = params.len();
     let key = match q.sort {
-        SortBy::Relevance => format!(
-            "(SELECT count(*) FROM unnest(${}::text[]) q WHERE t.search @@ q::tsquery) {dir}",
+        SortBy::Relevance if plan == Plan::Before => format!(
+            "(SELECT count(*) FROM unnest(${}::text[]) q WHERE t.search @@ q::tsquery) {dir}, ",
             n + 1
         ),
-        SortBy::Discovered => format!("t.discovered_at {dir}"),
-        SortBy::Size => format!("t.total_size {dir}"),
+        SortBy::Relevance => {
+            // The first level: every score term in the name (descending), or none
+            // (ascending); alone, it is ordered by doc id, which an index walks
+            // from the wanted end. Without score terms every match is in it.
+            let level = if scores.is_empty() {
+                String::new()
+            } else if q.descending {
+                scores.join(" & ")
+            } else {
+                format!("!({})", scores.join(" | "))
+            };
+            if level.is_empty() {
+                let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
+                page(client, &refs, &all, "", &mut res)?;
+                return Ok(res);
+            }
+            // The level's first matches in doc-id order, looked for among the first
+            // LEVEL_WALK (at least 4 pages' worth) matches in that order: bounded
+            // work even when the level is sparse or empty (say a word found in
+            // paths only), where an unbounded walk of the doc ids would read every
+            // torrent.
+            // With no more matches than that, scoring them all costs no more.
+            let walk = (4 * (q.offset + limit)).max(LEVEL_WALK);
+            if res.total > walk {
+                let mut refs: Vec<&(dyn ToSql + Sync)> =
+                    params.iter().map(|p| p.as_ref()).collect();
+                refs.push(&level);
+                let from_where = format!(
+                    "(SELECT * FROM {all} ORDER BY t.id {dir} LIMIT {walk}) t \
+                     WHERE t.search @@ ${}::text::tsquery",
+                    refs.len()
+                );
+                // The page is certain when it is full: the level holds offset +
+                // limit matches or more, and they come first.
+                if page(client, &refs, &from_where, "", &mut res)? == limit {
+                    return Ok(res);
+                }
+                res.hits.clear();
+                res.skipped_corrupt = 0;
+            }
+            // Else every match is scored: one constant tsquery per score term.
+            let terms: Vec<String> = (0..scores.len())
+                .map(|i| format!("(t.search @@ ${}::text::tsquery)::int", n + 1 + i))
+                .collect();
+            format!("{} {dir}, ", terms.join(" + "))
+        }
+        SortBy::Discovered => format!("t.discovered_at {dir}, "),
+        SortBy::Size => format!("t.total_size {dir}, "),
         // Unknown seeders last in both directions.
-        SortBy::Seeders => format!("t.seeders {dir} NULLS LAST"),
-        SortBy::Files => format!("t.file_count {dir}"),
+        SortBy::Seeders => format!("t.seeders {dir} NULLS LAST, "),
+        SortBy::Files => format!("t.file_count {dir}, "),
     };
-    let sql = format!(
-        "SELECT {RECORD_COLUMNS} FROM torrents t WHERE {filter} \
-         ORDER BY {key}, t.id {dir} LIMIT {limit} OFFSET {}",
-        q.offset
-    );
-    let mut refs = refs;
+    let mut refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref()).collect();
     if q.sort == SortBy::Relevance {
-        refs.push(&scores);
-    }
-    for r in client
-        .query(&sql, &refs)
-        .map_err(PgError::db("searching"))?
-    {
-        match record_of(&r) {
-            Some(rec) => res.hits.push(rec),
-            None => res.skipped_corrupt += 1,
+        if plan == Plan::Before {
+            refs.push(&scores);
+        } else {
+            refs.extend(scores.iter().map(|s| s as &(dyn ToSql + Sync)));
         }
     }
+    page(client, &refs, &all, &key, &mut res)?;
     Ok(res)
 }

@@ -96,6 +96,101 @@ fn migrations_run_from_empty_are_idempotent_and_refuse_a_newer_schema() {
     }
 }
 
+/// Schema 6 on a schema-5 database that already holds torrents: the two order
+/// indexes are built over the existing rows and give the seeders order (unknown
+/// last, both directions) and the file-count order without a sort.
+#[test]
+fn migration_6_adds_indexes_that_serve_the_seeders_and_files_orders() {
+    let pg = server();
+    let url = pg.create_database("m6").unwrap();
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let five: Vec<Migration> = MIGRATIONS
+        .iter()
+        .filter(|m| m.version <= 5)
+        .map(|m| Migration {
+            version: m.version,
+            name: m.name,
+            sql: m.sql,
+        })
+        .collect();
+    assert_eq!(migrate_with(&mut c, &five).unwrap(), 0);
+    assert_eq!(schema_version(&mut c).unwrap(), 5);
+    // 2,000 rows: seeders unknown for every seventh, else (i * 37) % 101; file
+    // counts (i * 13) % 50.
+    c.batch_execute(
+        "INSERT INTO torrents (infohash, id, kind, name, total_size, piece_length,
+             piece_count, file_count, private, discovered_at, last_seen_at, sources,
+             seeders, has_info, search)
+         SELECT decode(lpad(to_hex(i), 40, '0'), 'hex'), i, 1, 't' || i, i, 16384, 1,
+             (i * 13) % 50, false, i, i, 1,
+             CASE WHEN i % 7 = 0 THEN NULL ELSE (i * 37) % 101 END, false, ''
+         FROM generate_series(1, 2000) i",
+    )
+    .unwrap();
+    assert_eq!(magnetar_storage_pg::migrate(&mut c).unwrap(), 5);
+    assert_eq!(schema_version(&mut c).unwrap(), 6);
+    let idx: Vec<String> = c
+        .query(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'torrents' \
+             AND indexname IN ('torrents_seeders_desc', 'torrents_files') ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(idx, ["torrents_files", "torrents_seeders_desc"]);
+    // With sorting disabled the planner can only give these orders from an index:
+    // the plan names the one it walks, and the rows come in the expected order.
+    c.batch_execute("SET enable_sort = off; SET enable_seqscan = off")
+        .unwrap();
+    let rows: Vec<(i64, Option<i64>, i64)> = (1..=2000i64)
+        .map(|i| (i, (i % 7 != 0).then_some((i * 37) % 101), (i * 13) % 50))
+        .collect();
+    let cases: [(&str, &str, Vec<i64>); 3] = [
+        (
+            "t.seeders DESC NULLS LAST, t.id DESC",
+            "torrents_seeders_desc",
+            {
+                let mut v = rows.clone();
+                v.sort_by_key(|r| (r.1.is_none(), std::cmp::Reverse((r.1, r.0))));
+                v.iter().map(|r| r.0).collect()
+            },
+        ),
+        ("t.seeders ASC NULLS LAST, t.id ASC", "torrents_seeders", {
+            let mut v = rows.clone();
+            v.sort_by_key(|r| (r.1.is_none(), r.1, r.0));
+            v.iter().map(|r| r.0).collect()
+        }),
+        ("t.file_count DESC, t.id DESC", "torrents_files", {
+            let mut v = rows.clone();
+            v.sort_by_key(|r| std::cmp::Reverse((r.2, r.0)));
+            v.iter().map(|r| r.0).collect()
+        }),
+    ];
+    for (order, index, want) in cases {
+        let sql = format!("SELECT t.id FROM torrents t ORDER BY {order} LIMIT 60 OFFSET 900");
+        let plan: Vec<String> = c
+            .query(&format!("EXPLAIN {sql}"), &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            plan.contains(&format!("using {index} ")) && !plan.contains("Sort"),
+            "{order}: {plan}"
+        );
+        let got: Vec<i64> = c
+            .query(&sql, &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(got, want[900..960], "{order}");
+    }
+}
+
 fn torrent(seed: u8, name: &str, files: &[(&str, u64)], at: u64) -> TorrentInput {
     let files: Vec<FileEntry> = files
         .iter()
