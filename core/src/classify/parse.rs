@@ -242,49 +242,54 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
     if l.is_empty() {
         return 0;
     }
-    // S01E02, S01E01E02, S01, then -E03 / -S03 ranges.
-    if let Some((season, eps)) = sxxeyy(l) {
-        let season = season.min(u32::from(u16::MAX)) as u16;
-        let mut k = 1;
-        match eps {
-            Some((a, b)) => {
-                let mut last = b;
-                if joined_by(toks, i, b'-') {
-                    if let Some(e) = toks
-                        .get(i + 1)
-                        .and_then(|n| n.lower().strip_prefix('e').and_then(digits))
-                    {
-                        if e > last {
-                            last = e;
-                            k = 2;
+    // Every matcher of numbers needs a digit: words without one go to the season
+    // and episode words and the tags.
+    let digit = t.has_digit();
+    if digit {
+        // S01E02, S01E01E02, S01, then -E03 / -S03 ranges.
+        if let Some((season, eps)) = sxxeyy(l) {
+            let season = season.min(u32::from(u16::MAX)) as u16;
+            let mut k = 1;
+            match eps {
+                Some((a, b)) => {
+                    let mut last = b;
+                    if joined_by(toks, i, b'-') {
+                        if let Some(e) = toks
+                            .get(i + 1)
+                            .and_then(|n| n.lower().strip_prefix('e').and_then(digits))
+                        {
+                            if e > last {
+                                last = e;
+                                k = 2;
+                            }
                         }
                     }
+                    set_once(&mut p.seasons, (season, season));
+                    set_once(&mut p.episodes, (a, last));
                 }
-                set_once(&mut p.seasons, (season, season));
-                set_once(&mut p.episodes, (a, last));
-            }
-            None => {
-                let mut last = season;
-                if joined_by(toks, i, b'-') {
-                    if let Some(s2) = toks
-                        .get(i + 1)
-                        .and_then(|n| n.lower().strip_prefix('s').and_then(digits))
-                    {
-                        if s2 > u32::from(season) && s2 <= u32::from(u16::MAX) {
-                            last = s2 as u16;
-                            k = 2;
+                None => {
+                    let mut last = season;
+                    if joined_by(toks, i, b'-') {
+                        if let Some(s2) = toks
+                            .get(i + 1)
+                            .and_then(|n| n.lower().strip_prefix('s').and_then(digits))
+                        {
+                            if s2 > u32::from(season) && s2 <= u32::from(u16::MAX) {
+                                last = s2 as u16;
+                                k = 2;
+                            }
                         }
                     }
+                    set_once(&mut p.seasons, (season, last));
                 }
-                set_once(&mut p.seasons, (season, last));
             }
+            return k;
         }
-        return k;
-    }
-    if let Some((s, e)) = nxnn(l) {
-        set_once(&mut p.seasons, (s as u16, s as u16));
-        set_once(&mut p.episodes, (e, e));
-        return 1;
+        if let Some((s, e)) = nxnn(l) {
+            set_once(&mut p.seasons, (s as u16, s as u16));
+            set_once(&mut p.episodes, (e, e));
+            return 1;
+        }
     }
     if l == "season" || l == "saison" || l == "temporada" || l == "staffel" {
         if let Some(s) = toks.get(i + 1).and_then(|n| n.number()) {
@@ -300,44 +305,46 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
             return 2;
         }
     }
-    // A date: 2023.05.12 (tokens joined by one same separator).
-    if let Some(y) = year_of(t) {
-        if l.len() == 4 {
-            let m = toks
-                .get(i + 1)
-                .filter(|n| n.len() == 2)
-                .and_then(|n| n.number());
-            let d = toks
-                .get(i + 2)
-                .filter(|n| n.len() == 2)
-                .and_then(|n| n.number());
-            let sep = toks.get(i + 1).map(|n| n.sep_before).unwrap_or(0);
-            if let (Some(m), Some(d)) = (m, d) {
-                if (1..=12).contains(&m)
-                    && (1..=31).contains(&d)
-                    && adjacent(toks, i)
-                    && joined_by(toks, i + 1, sep)
-                    && i > start
-                {
-                    set_once(&mut p.date, (y, m as u8, d as u8));
-                    return 3;
+    if digit {
+        // A date: 2023.05.12 (tokens joined by one same separator).
+        if let Some(y) = year_of(t) {
+            if l.len() == 4 {
+                let m = toks
+                    .get(i + 1)
+                    .filter(|n| n.len() == 2)
+                    .and_then(|n| n.number());
+                let d = toks
+                    .get(i + 2)
+                    .filter(|n| n.len() == 2)
+                    .and_then(|n| n.number());
+                let sep = toks.get(i + 1).map(|n| n.sep_before).unwrap_or(0);
+                if let (Some(m), Some(d)) = (m, d) {
+                    if (1..=12).contains(&m)
+                        && (1..=31).contains(&d)
+                        && adjacent(toks, i)
+                        && joined_by(toks, i + 1, sep)
+                        && i > start
+                    {
+                        set_once(&mut p.date, (y, m as u8, d as u8));
+                        return 3;
+                    }
                 }
             }
+            // A year needs a title before it ("1984.1984.720p": the first is the title).
+            if i > start {
+                set_once(&mut p.year, y);
+                return 1;
+            }
         }
-        // A year needs a title before it ("1984.1984.720p": the first is the title).
-        if i > start {
-            set_once(&mut p.year, y);
+        // Scene dates with a two-digit year (Site.23.05.12) and dotted versions
+        // (debian-12.2.0, Tool 10.1) end the title.
+        if let Some(k) = dotted(toks, i, start, p) {
+            return k;
+        }
+        if let Some(r) = resolution(l) {
+            set_once(&mut p.resolution, r);
             return 1;
         }
-    }
-    // Scene dates with a two-digit year (Site.23.05.12) and dotted versions
-    // (debian-12.2.0, Tool 10.1) end the title.
-    if let Some(k) = dotted(toks, i, start, p) {
-        return k;
-    }
-    if let Some(r) = resolution(l) {
-        set_once(&mut p.resolution, r);
-        return 1;
     }
     // Known tags, the longest join first.
     for k in (1..=3).rev() {
@@ -368,7 +375,8 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
         return k;
     }
     // v1.2.3 (software versions) end the title.
-    if l.len() >= 2 && l.starts_with('v') && l.bytes().skip(1).all(|b| b.is_ascii_digit()) {
+    if digit && l.len() >= 2 && l.starts_with('v') && l.bytes().skip(1).all(|b| b.is_ascii_digit())
+    {
         return 1;
     }
     // [Grp] Title - 12 / - 01-12: absolute episode numbers.

@@ -30,6 +30,8 @@ pub struct Token {
     digits: bool,
     /// The value when it is 1 to 4 digits.
     num: Option<u32>,
+    /// Some byte is an ASCII digit.
+    any_digit: bool,
     /// The separators right before this token contain `" - "` (a spaced dash) or start
     /// the name with one.
     pub spaced_dash_before: bool,
@@ -53,6 +55,12 @@ impl Token {
     /// All ASCII digits (and short enough to have a lowercase copy).
     pub fn is_digits(&self) -> bool {
         self.digits
+    }
+
+    /// Whether some byte of the token is an ASCII digit (every matcher of numbers
+    /// needs one).
+    pub fn has_digit(&self) -> bool {
+        self.any_digit
     }
 
     /// The token as a number when it is 1 to 4 digits.
@@ -138,7 +146,7 @@ pub fn tokenize(name: &str) -> Vec<Token> {
         // first LOWER_CAP bytes) and whether it is ASCII, all digits, NUL-free.
         let start = i;
         let mut lower = [0u8; LOWER_CAP];
-        let (mut ascii, mut all_digits, mut nul) = (true, true, false);
+        let (mut ascii, mut all_digits, mut any_digit, mut nul) = (true, true, false, false);
         while let Some(&b) = bytes.get(i) {
             if is_sep(b) {
                 break;
@@ -148,6 +156,7 @@ pub fn tokenize(name: &str) -> Vec<Token> {
             }
             ascii &= b.is_ascii();
             all_digits &= b.is_ascii_digit();
+            any_digit |= b.is_ascii_digit();
             nul |= b == 0;
             i += 1;
         }
@@ -187,6 +196,7 @@ pub fn tokenize(name: &str) -> Vec<Token> {
             key,
             digits,
             num,
+            any_digit,
             spaced_dash_before: spaced_dash && !out.is_empty(),
             opens_bracket: opens,
             depth,
