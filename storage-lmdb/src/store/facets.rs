@@ -249,14 +249,16 @@ const HAS_AUDIO: u16 = 1 << 8;
 /// A `facets` value: layout 1, kind code, category u16 LE, a presence mask u16 LE,
 /// languages u32 LE, then the present fields in mask order (year u16 LE, seasons 2 ×
 /// var, episodes 2 × var, date u16 LE + 2 × u8, resolution, source, codec and audio
-/// codes u8, title str last but first in the mask).
+/// codes u8, title str last but first in the mask). The writer uses [`encode_into`].
+#[cfg(test)]
 pub(crate) fn encode(f: &Facets) -> Vec<u8> {
     let mut v = Vec::with_capacity(32);
     encode_into(f, &mut v);
     v
 }
 
-/// [`encode`] into `buf` (cleared first), so that a writer reuses one buffer.
+/// A `facets` value (see `encode`) into `buf` (cleared first), so that a writer
+/// reuses one buffer.
 pub(crate) fn encode_into(f: &Facets, buf: &mut Vec<u8>) {
     buf.clear();
     let c = &f.class;
