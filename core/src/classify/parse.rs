@@ -447,6 +447,38 @@ fn title(name: &str, toks: &[Token], start: usize, matched: &[bool]) -> Option<S
         return None;
     }
     let raw = name.get(first.start..last.end)?;
+    clean_title(raw)
+}
+
+/// The title text of `raw`: `.`, `_`, `#` and white space read as one space between
+/// words, cut to [`MAX_TITLE_BYTES`]. ASCII text is read byte by byte (the common
+/// case), the rest char by char: the same result.
+fn clean_title(raw: &str) -> Option<String> {
+    if raw.is_ascii() {
+        let mut out = String::with_capacity(raw.len().min(MAX_TITLE_BYTES));
+        let mut space = false;
+        for &b in raw.as_bytes() {
+            // ASCII white space as `char::is_whitespace` has it: 9 to 13 and 32.
+            if matches!(b, b'.' | b'_' | b'#' | b' ' | b'\t'..=b'\r') {
+                space = true;
+                continue;
+            }
+            if out.len() + 2 > MAX_TITLE_BYTES {
+                break;
+            }
+            if space && !out.is_empty() {
+                out.push(' ');
+            }
+            space = false;
+            out.push(char::from(b));
+        }
+        return (!out.is_empty()).then_some(out);
+    }
+    clean_title_chars(raw)
+}
+
+/// [`clean_title`] for any text.
+fn clean_title_chars(raw: &str) -> Option<String> {
     let mut out = String::with_capacity(raw.len().min(MAX_TITLE_BYTES));
     let mut space = false;
     for c in raw.chars() {
@@ -474,6 +506,27 @@ fn title(name: &str, toks: &[Token], start: usize, matched: &[bool]) -> Option<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ascii_titles_are_cleaned_as_any_text_is() {
+        let alphabet: &[u8] = b"aZ09 ._#-\t\n\x0b\x0c\r\x1c\x1f\x7f!";
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for n in 0..3_000usize {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = if n % 10 == 0 { 150 + n % 450 } else { n % 40 };
+            let raw: String = (0..len)
+                .map(|i| {
+                    let r = (x >> (i % 50)) as usize + i * 7;
+                    char::from(alphabet[r % alphabet.len()])
+                })
+                .collect();
+            assert_eq!(clean_title(&raw), clean_title_chars(&raw), "{raw:?}");
+        }
+        assert_eq!(clean_title(" a..b _#c\x0b"), Some("a b c".into()));
+        assert_eq!(clean_title("._# \t"), None);
+    }
 
     #[test]
     fn movie_with_year_and_tags() {
