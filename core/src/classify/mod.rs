@@ -481,8 +481,20 @@ where
 {
     let p = parse::parse(name);
     let mut stats = FileStats::default();
+    // Files of a torrent mostly share their extension: its class is looked up once
+    // per run of equal extensions.
+    let mut last: Option<(tags::Key, FileClass)> = None;
     for (path, size) in files.into_iter().take(MAX_FILES) {
-        stats.add(tags::meaning(extension_key(path)).file, size);
+        let key = extension_key(path);
+        let class = match last {
+            Some((k, c)) if k == key => c,
+            _ => {
+                let c = tags::meaning(key).file;
+                last = Some((key, c));
+                c
+            }
+        };
+        stats.add(class, size);
     }
     // A name with a container extension and no files: the name is the file.
     if let (Some(c), None) = (p.container, stats.dominant()) {

@@ -242,49 +242,54 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
     if l.is_empty() {
         return 0;
     }
-    // S01E02, S01E01E02, S01, then -E03 / -S03 ranges.
-    if let Some((season, eps)) = sxxeyy(l) {
-        let season = season.min(u32::from(u16::MAX)) as u16;
-        let mut k = 1;
-        match eps {
-            Some((a, b)) => {
-                let mut last = b;
-                if joined_by(toks, i, b'-') {
-                    if let Some(e) = toks
-                        .get(i + 1)
-                        .and_then(|n| n.lower().strip_prefix('e').and_then(digits))
-                    {
-                        if e > last {
-                            last = e;
-                            k = 2;
+    // Every matcher of numbers needs a digit: words without one go to the season
+    // and episode words and the tags.
+    let digit = t.has_digit();
+    if digit {
+        // S01E02, S01E01E02, S01, then -E03 / -S03 ranges.
+        if let Some((season, eps)) = sxxeyy(l) {
+            let season = season.min(u32::from(u16::MAX)) as u16;
+            let mut k = 1;
+            match eps {
+                Some((a, b)) => {
+                    let mut last = b;
+                    if joined_by(toks, i, b'-') {
+                        if let Some(e) = toks
+                            .get(i + 1)
+                            .and_then(|n| n.lower().strip_prefix('e').and_then(digits))
+                        {
+                            if e > last {
+                                last = e;
+                                k = 2;
+                            }
                         }
                     }
+                    set_once(&mut p.seasons, (season, season));
+                    set_once(&mut p.episodes, (a, last));
                 }
-                set_once(&mut p.seasons, (season, season));
-                set_once(&mut p.episodes, (a, last));
-            }
-            None => {
-                let mut last = season;
-                if joined_by(toks, i, b'-') {
-                    if let Some(s2) = toks
-                        .get(i + 1)
-                        .and_then(|n| n.lower().strip_prefix('s').and_then(digits))
-                    {
-                        if s2 > u32::from(season) && s2 <= u32::from(u16::MAX) {
-                            last = s2 as u16;
-                            k = 2;
+                None => {
+                    let mut last = season;
+                    if joined_by(toks, i, b'-') {
+                        if let Some(s2) = toks
+                            .get(i + 1)
+                            .and_then(|n| n.lower().strip_prefix('s').and_then(digits))
+                        {
+                            if s2 > u32::from(season) && s2 <= u32::from(u16::MAX) {
+                                last = s2 as u16;
+                                k = 2;
+                            }
                         }
                     }
+                    set_once(&mut p.seasons, (season, last));
                 }
-                set_once(&mut p.seasons, (season, last));
             }
+            return k;
         }
-        return k;
-    }
-    if let Some((s, e)) = nxnn(l) {
-        set_once(&mut p.seasons, (s as u16, s as u16));
-        set_once(&mut p.episodes, (e, e));
-        return 1;
+        if let Some((s, e)) = nxnn(l) {
+            set_once(&mut p.seasons, (s as u16, s as u16));
+            set_once(&mut p.episodes, (e, e));
+            return 1;
+        }
     }
     if l == "season" || l == "saison" || l == "temporada" || l == "staffel" {
         if let Some(s) = toks.get(i + 1).and_then(|n| n.number()) {
@@ -300,44 +305,46 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
             return 2;
         }
     }
-    // A date: 2023.05.12 (tokens joined by one same separator).
-    if let Some(y) = year_of(t) {
-        if l.len() == 4 {
-            let m = toks
-                .get(i + 1)
-                .filter(|n| n.len() == 2)
-                .and_then(|n| n.number());
-            let d = toks
-                .get(i + 2)
-                .filter(|n| n.len() == 2)
-                .and_then(|n| n.number());
-            let sep = toks.get(i + 1).map(|n| n.sep_before).unwrap_or(0);
-            if let (Some(m), Some(d)) = (m, d) {
-                if (1..=12).contains(&m)
-                    && (1..=31).contains(&d)
-                    && adjacent(toks, i)
-                    && joined_by(toks, i + 1, sep)
-                    && i > start
-                {
-                    set_once(&mut p.date, (y, m as u8, d as u8));
-                    return 3;
+    if digit {
+        // A date: 2023.05.12 (tokens joined by one same separator).
+        if let Some(y) = year_of(t) {
+            if l.len() == 4 {
+                let m = toks
+                    .get(i + 1)
+                    .filter(|n| n.len() == 2)
+                    .and_then(|n| n.number());
+                let d = toks
+                    .get(i + 2)
+                    .filter(|n| n.len() == 2)
+                    .and_then(|n| n.number());
+                let sep = toks.get(i + 1).map(|n| n.sep_before).unwrap_or(0);
+                if let (Some(m), Some(d)) = (m, d) {
+                    if (1..=12).contains(&m)
+                        && (1..=31).contains(&d)
+                        && adjacent(toks, i)
+                        && joined_by(toks, i + 1, sep)
+                        && i > start
+                    {
+                        set_once(&mut p.date, (y, m as u8, d as u8));
+                        return 3;
+                    }
                 }
             }
+            // A year needs a title before it ("1984.1984.720p": the first is the title).
+            if i > start {
+                set_once(&mut p.year, y);
+                return 1;
+            }
         }
-        // A year needs a title before it ("1984.1984.720p": the first is the title).
-        if i > start {
-            set_once(&mut p.year, y);
+        // Scene dates with a two-digit year (Site.23.05.12) and dotted versions
+        // (debian-12.2.0, Tool 10.1) end the title.
+        if let Some(k) = dotted(toks, i, start, p) {
+            return k;
+        }
+        if let Some(r) = resolution(l) {
+            set_once(&mut p.resolution, r);
             return 1;
         }
-    }
-    // Scene dates with a two-digit year (Site.23.05.12) and dotted versions
-    // (debian-12.2.0, Tool 10.1) end the title.
-    if let Some(k) = dotted(toks, i, start, p) {
-        return k;
-    }
-    if let Some(r) = resolution(l) {
-        set_once(&mut p.resolution, r);
-        return 1;
     }
     // Known tags, the longest join first.
     for k in (1..=3).rev() {
@@ -368,7 +375,8 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
         return k;
     }
     // v1.2.3 (software versions) end the title.
-    if l.len() >= 2 && l.starts_with('v') && l.bytes().skip(1).all(|b| b.is_ascii_digit()) {
+    if digit && l.len() >= 2 && l.starts_with('v') && l.bytes().skip(1).all(|b| b.is_ascii_digit())
+    {
         return 1;
     }
     // [Grp] Title - 12 / - 01-12: absolute episode numbers.
@@ -439,6 +447,38 @@ fn title(name: &str, toks: &[Token], start: usize, matched: &[bool]) -> Option<S
         return None;
     }
     let raw = name.get(first.start..last.end)?;
+    clean_title(raw)
+}
+
+/// The title text of `raw`: `.`, `_`, `#` and white space read as one space between
+/// words, cut to [`MAX_TITLE_BYTES`]. ASCII text is read byte by byte (the common
+/// case), the rest char by char: the same result.
+fn clean_title(raw: &str) -> Option<String> {
+    if raw.is_ascii() {
+        let mut out = String::with_capacity(raw.len().min(MAX_TITLE_BYTES));
+        let mut space = false;
+        for &b in raw.as_bytes() {
+            // ASCII white space as `char::is_whitespace` has it: 9 to 13 and 32.
+            if matches!(b, b'.' | b'_' | b'#' | b' ' | b'\t'..=b'\r') {
+                space = true;
+                continue;
+            }
+            if out.len() + 2 > MAX_TITLE_BYTES {
+                break;
+            }
+            if space && !out.is_empty() {
+                out.push(' ');
+            }
+            space = false;
+            out.push(char::from(b));
+        }
+        return (!out.is_empty()).then_some(out);
+    }
+    clean_title_chars(raw)
+}
+
+/// [`clean_title`] for any text.
+fn clean_title_chars(raw: &str) -> Option<String> {
     let mut out = String::with_capacity(raw.len().min(MAX_TITLE_BYTES));
     let mut space = false;
     for c in raw.chars() {
@@ -466,6 +506,27 @@ fn title(name: &str, toks: &[Token], start: usize, matched: &[bool]) -> Option<S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ascii_titles_are_cleaned_as_any_text_is() {
+        let alphabet: &[u8] = b"aZ09 ._#-\t\n\x0b\x0c\r\x1c\x1f\x7f!";
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for n in 0..3_000usize {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = if n % 10 == 0 { 150 + n % 450 } else { n % 40 };
+            let raw: String = (0..len)
+                .map(|i| {
+                    let r = (x >> (i % 50)) as usize + i * 7;
+                    char::from(alphabet[r % alphabet.len()])
+                })
+                .collect();
+            assert_eq!(clean_title(&raw), clean_title_chars(&raw), "{raw:?}");
+        }
+        assert_eq!(clean_title(" a..b _#c\x0b"), Some("a b c".into()));
+        assert_eq!(clean_title("._# \t"), None);
+    }
 
     #[test]
     fn movie_with_year_and_tags() {

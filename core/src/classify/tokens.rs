@@ -30,6 +30,8 @@ pub struct Token {
     digits: bool,
     /// The value when it is 1 to 4 digits.
     num: Option<u32>,
+    /// Some byte is an ASCII digit.
+    any_digit: bool,
     /// The separators right before this token contain `" - "` (a spaced dash) or start
     /// the name with one.
     pub spaced_dash_before: bool,
@@ -55,6 +57,12 @@ impl Token {
         self.digits
     }
 
+    /// Whether some byte of the token is an ASCII digit (every matcher of numbers
+    /// needs one).
+    pub fn has_digit(&self) -> bool {
+        self.any_digit
+    }
+
     /// The token as a number when it is 1 to 4 digits.
     pub fn number(&self) -> Option<u32> {
         self.num
@@ -71,37 +79,20 @@ impl Token {
     }
 }
 
+/// The separator bytes, as a table: one load a byte.
+const SEPS: [bool; 256] = {
+    let list = b" ._-[](){}+,/\\#~|\t\n\r!?:;\"*<>";
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < list.len() {
+        t[list[i] as usize] = true;
+        i += 1;
+    }
+    t
+};
+
 fn is_sep(b: u8) -> bool {
-    matches!(
-        b,
-        b' ' | b'.'
-            | b'_'
-            | b'-'
-            | b'['
-            | b']'
-            | b'('
-            | b')'
-            | b'{'
-            | b'}'
-            | b'+'
-            | b','
-            | b'/'
-            | b'\\'
-            | b'#'
-            | b'~'
-            | b'|'
-            | b'\t'
-            | b'\n'
-            | b'\r'
-            | b'!'
-            | b'?'
-            | b':'
-            | b';'
-            | b'"'
-            | b'*'
-            | b'<'
-            | b'>'
-    )
+    SEPS.get(usize::from(b)).copied().unwrap_or(false)
 }
 
 /// Cuts `name` to at most [`MAX_NAME_BYTES`] bytes at a character boundary.
@@ -119,7 +110,8 @@ pub fn truncate(name: &str) -> &str {
 /// Splits an already truncated name into at most [`MAX_TOKENS`] tokens.
 pub fn tokenize(name: &str) -> Vec<Token> {
     let bytes = name.as_bytes();
-    let mut out: Vec<Token> = Vec::with_capacity(32);
+    // 16 tokens (64 bytes each) fit most names in a small allocation.
+    let mut out: Vec<Token> = Vec::with_capacity(16);
     let mut i = 0;
     let mut depth: u8 = 0;
     // Separators seen since the last token.
@@ -150,35 +142,48 @@ pub fn tokenize(name: &str) -> Vec<Token> {
             || seps == b" -"
             || seps == b"- ";
         let sep_before = seps.last().copied().unwrap_or(0);
-        // The token: up to the next separator.
+        // The token: up to the next separator, read once: its lowercase copy (the
+        // first LOWER_CAP bytes) and whether it is ASCII, all digits, NUL-free.
         let start = i;
+        let mut lower = [0u8; LOWER_CAP];
+        let (mut ascii, mut all_digits, mut any_digit, mut nul) = (true, true, false, false);
         while let Some(&b) = bytes.get(i) {
             if is_sep(b) {
                 break;
             }
+            if let Some(d) = lower.get_mut(i - start) {
+                *d = b.to_ascii_lowercase();
+            }
+            ascii &= b.is_ascii();
+            all_digits &= b.is_ascii_digit();
+            any_digit |= b.is_ascii_digit();
+            nul |= b == 0;
             i += 1;
         }
         let end = i;
-        let mut lower = [0u8; LOWER_CAP];
         let mut lower_len = 0u8;
         let mut key = NO_KEY;
         let mut digits = false;
         let mut num = None;
-        let tok = bytes.get(start..end).unwrap_or(&[]);
-        if tok.len() <= LOWER_CAP && tok.is_ascii() {
-            digits = !tok.is_empty() && tok.iter().all(u8::is_ascii_digit);
-            if digits && tok.len() <= 4 {
-                num = Some(tok.iter().fold(0u32, |n, &b| n * 10 + u32::from(b - b'0')));
+        let len = end - start;
+        if len <= LOWER_CAP && ascii {
+            digits = len > 0 && all_digits;
+            if digits && len <= 4 {
+                num = Some(
+                    lower
+                        .iter()
+                        .take(len)
+                        .fold(0u32, |n, &b| n * 10 + u32::from(b - b'0')),
+                );
             }
-            for (d, s) in lower.iter_mut().zip(tok) {
-                *d = s.to_ascii_lowercase();
-            }
-            lower_len = tok.len() as u8;
+            lower_len = len as u8;
             // The zero-padded copy is the key (a NUL byte would make it another
             // word's: such a token is no entry).
-            if !tok.contains(&0) {
+            if !nul {
                 key = u128::from_le_bytes(lower);
             }
+        } else {
+            lower = [0u8; LOWER_CAP];
         }
         if let Some(prev) = out.last_mut() {
             prev.sep_after = bytes.get(prev.end).copied().unwrap_or(0);
@@ -191,6 +196,7 @@ pub fn tokenize(name: &str) -> Vec<Token> {
             key,
             digits,
             num,
+            any_digit,
             spaced_dash_before: spaced_dash && !out.is_empty(),
             opens_bracket: opens,
             depth,
@@ -208,6 +214,46 @@ pub fn tokenize(name: &str) -> Vec<Token> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn is_sep_match(b: u8) -> bool {
+        matches!(
+            b,
+            b' ' | b'.'
+                | b'_'
+                | b'-'
+                | b'['
+                | b']'
+                | b'('
+                | b')'
+                | b'{'
+                | b'}'
+                | b'+'
+                | b','
+                | b'/'
+                | b'\\'
+                | b'#'
+                | b'~'
+                | b'|'
+                | b'\t'
+                | b'\n'
+                | b'\r'
+                | b'!'
+                | b'?'
+                | b':'
+                | b';'
+                | b'"'
+                | b'*'
+                | b'<'
+                | b'>'
+        )
+    }
+
+    #[test]
+    fn the_separator_table_is_the_separator_list() {
+        for b in 0..=255u8 {
+            assert_eq!(is_sep(b), is_sep_match(b), "byte {b}");
+        }
+    }
 
     #[test]
     fn splits_on_separators_and_marks_context() {

@@ -25,6 +25,7 @@
 //! Classification is CPU work done with the batch's tokens (`prepare.rs`), off the
 //! write transaction; only the appends happen in it.
 
+use std::collections::HashMap;
 use std::ops::Bound;
 
 use heed::{PutFlags, RoTxn, RwTxn};
@@ -248,8 +249,18 @@ const HAS_AUDIO: u16 = 1 << 8;
 /// A `facets` value: layout 1, kind code, category u16 LE, a presence mask u16 LE,
 /// languages u32 LE, then the present fields in mask order (year u16 LE, seasons 2 ×
 /// var, episodes 2 × var, date u16 LE + 2 × u8, resolution, source, codec and audio
-/// codes u8, title str last but first in the mask).
+/// codes u8, title str last but first in the mask). The writer uses [`encode_into`].
+#[cfg(test)]
 pub(crate) fn encode(f: &Facets) -> Vec<u8> {
+    let mut v = Vec::with_capacity(32);
+    encode_into(f, &mut v);
+    v
+}
+
+/// A `facets` value (see `encode`) into `buf` (cleared first), so that a writer
+/// reuses one buffer.
+pub(crate) fn encode_into(f: &Facets, buf: &mut Vec<u8>) {
+    buf.clear();
     let c = &f.class;
     let mut mask = 0u16;
     for (set, bit) in [
@@ -267,7 +278,7 @@ pub(crate) fn encode(f: &Facets) -> Vec<u8> {
             mask |= bit;
         }
     }
-    let mut e = Enc::with_capacity(32);
+    let mut e = Enc(std::mem::take(buf));
     e.u8(LAYOUT);
     e.u8(c.kind.code());
     e.0.extend_from_slice(&f.category.to_le_bytes());
@@ -303,7 +314,7 @@ pub(crate) fn encode(f: &Facets) -> Vec<u8> {
     if let Some(t) = &c.title {
         e.str(t);
     }
-    e.0
+    *buf = e.0;
 }
 
 fn u16le(d: &mut Dec) -> codec::DecodeResult<u16> {
@@ -386,7 +397,7 @@ fn date_value(y: u16, m: u8, d: u8) -> u32 {
 }
 
 /// A `facet_terms` key: a tag byte and up to 4 value bytes (big-endian).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) struct Key {
     len: u8,
     b: [u8; 5],
@@ -457,45 +468,57 @@ impl super::FacetFilter {
 
 /// Every `facet_terms` key of a torrent's facets (sorted, no repeats).
 pub(crate) fn keys(f: &Facets) -> Vec<Key> {
-    let c = &f.class;
-    let mut k = vec![
-        Key::u8(T_KIND, c.kind.code()),
-        Key::u16(T_CATEGORY, f.category),
-    ];
-    if let Some(y) = c.year {
-        k.push(Key::u16(T_YEAR, y));
-    }
-    if let Some(r) = c.resolution {
-        k.push(Key::u8(T_RESOLUTION, r.code()));
-    }
-    if let Some(s) = c.source {
-        k.push(Key::u8(T_SOURCE, s.code()));
-    }
-    if let Some(v) = c.video_codec {
-        k.push(Key::u8(T_CODEC, v.code()));
-    }
-    if let Some(a) = c.audio {
-        k.push(Key::u8(T_AUDIO, a.code()));
-    }
-    if let Some((a, b)) = c.seasons {
-        let b = b.max(a).min(a.saturating_add(MAX_RANGE_KEYS as u16 - 1));
-        k.extend((a..=b).map(|s| Key::u16(T_SEASON, s)));
-    }
-    if let Some((a, b)) = c.episodes {
-        let b = b.max(a).min(a.saturating_add(MAX_RANGE_KEYS - 1));
-        k.extend((a..=b).map(|e| Key::u32(T_EPISODE, e)));
-    }
-    if let Some((y, m, d)) = c.date {
-        k.push(Key::u32(T_DATE, date_value(y, m, d)));
-    }
-    for bit in 0..32u8 {
-        if c.languages.0 & (1 << bit) != 0 {
-            k.push(Key::u8(T_LANGUAGE, bit));
-        }
-    }
+    let mut k = Vec::with_capacity(16);
+    for_each_key(f, |key| k.push(key));
     k.sort_unstable();
     k.dedup();
     k
+}
+
+/// Calls `out` with every `facet_terms` key of a torrent's facets, in no particular
+/// order and without allocating ([`keys`] is these, sorted). Keys of one torrent
+/// never repeat: each has its own tag, or its own value within a tag (a range's
+/// numbers, a language's bit).
+pub(crate) fn for_each_key(f: &Facets, mut out: impl FnMut(Key)) {
+    let c = &f.class;
+    out(Key::u8(T_KIND, c.kind.code()));
+    out(Key::u16(T_CATEGORY, f.category));
+    if let Some(y) = c.year {
+        out(Key::u16(T_YEAR, y));
+    }
+    if let Some(r) = c.resolution {
+        out(Key::u8(T_RESOLUTION, r.code()));
+    }
+    if let Some(s) = c.source {
+        out(Key::u8(T_SOURCE, s.code()));
+    }
+    if let Some(v) = c.video_codec {
+        out(Key::u8(T_CODEC, v.code()));
+    }
+    if let Some(a) = c.audio {
+        out(Key::u8(T_AUDIO, a.code()));
+    }
+    if let Some((a, b)) = c.seasons {
+        let b = b.max(a).min(a.saturating_add(MAX_RANGE_KEYS as u16 - 1));
+        for s in a..=b {
+            out(Key::u16(T_SEASON, s));
+        }
+    }
+    if let Some((a, b)) = c.episodes {
+        let b = b.max(a).min(a.saturating_add(MAX_RANGE_KEYS - 1));
+        for e in a..=b {
+            out(Key::u32(T_EPISODE, e));
+        }
+    }
+    if let Some((y, m, d)) = c.date {
+        out(Key::u32(T_DATE, date_value(y, m, d)));
+    }
+    let mut langs = c.languages.0;
+    while langs != 0 {
+        let bit = langs.trailing_zeros() as u8;
+        out(Key::u8(T_LANGUAGE, bit));
+        langs &= langs - 1;
+    }
 }
 
 // ----------------------------------------------------------------------- filters
@@ -951,6 +974,33 @@ pub(crate) fn facets_by_docid(txn: &RoTxn, dbs: &Dbs, docid: u32) -> Result<Opti
 
 // ----------------------------------------------------------------------- writing
 
+/// `codec::block_push(block, docid, 0)` without its temporary buffer (one
+/// allocation a posting): the same bytes, the same refusals.
+fn block_push0(block: &mut Vec<u8>, docid: u32) -> bool {
+    let Some(last) = codec::block_last(block) else {
+        return false;
+    };
+    if docid <= last {
+        return false;
+    }
+    let mut v = u64::from(docid - last) << 2;
+    let mut var = [0u8; 10];
+    let mut n = 0;
+    while v >= 0x80 {
+        var[n] = (v as u8) | 0x80;
+        v >>= 7;
+        n += 1;
+    }
+    var[n] = v as u8;
+    n += 1;
+    if block.len() + n > codec::MAX_BLOCK {
+        return false;
+    }
+    block[4..8].copy_from_slice(&docid.to_le_bytes());
+    block.extend_from_slice(&var[..n]);
+    true
+}
+
 /// Appends doc ids (ascending, each larger than every stored one of the key) to the
 /// posting blocks of `key` in `db` (as `write_postings` does for `terms`).
 fn append_postings(txn: &mut RwTxn, db: &Db, key: &[u8], docids: &[u32]) -> Result<()> {
@@ -970,7 +1020,7 @@ fn append_postings(txn: &mut RwTxn, db: &Db, key: &[u8], docids: &[u32]) -> Resu
     if let Some(old) = last {
         let mut block = old.clone();
         let mut n = 0;
-        while n < rest.len() && codec::block_push(&mut block, rest[n], 0) {
+        while n < rest.len() && block_push0(&mut block, rest[n]) {
             n += 1;
         }
         if n > 0 {
@@ -984,7 +1034,7 @@ fn append_postings(txn: &mut RwTxn, db: &Db, key: &[u8], docids: &[u32]) -> Resu
     while let Some(&first) = rest.first() {
         let mut block = codec::block_new(first, 0);
         let mut n = 1;
-        while n < rest.len() && codec::block_push(&mut block, rest[n], 0) {
+        while n < rest.len() && block_push0(&mut block, rest[n]) {
             n += 1;
         }
         db.put(txn, key, &block)
@@ -996,7 +1046,61 @@ fn append_postings(txn: &mut RwTxn, db: &Db, key: &[u8], docids: &[u32]) -> Resu
 
 /// Writes the facets of new torrents: `docs` are (doc id, facets) with doc ids
 /// ascending and larger than every stored one (records appended, postings extended).
+///
+/// Each record is encoded into one reused buffer; postings are grouped by key as
+/// they come (doc ids ascend, so each key's list is in order without a sort) and
+/// only the batch's distinct keys, a few hundred, are sorted. The tables end as
+/// [`write_new_sorted`] (one sort of every (key, doc id) pair) left them.
 pub(crate) fn write_new<'f>(
+    txn: &mut RwTxn,
+    dbs: &Dbs,
+    docs: impl Iterator<Item = (u32, &'f Facets)>,
+) -> Result<()> {
+    let mut slot: HashMap<Key, usize, foldhash::fast::FixedState> =
+        HashMap::with_capacity_and_hasher(256, foldhash::fast::FixedState::default());
+    let mut lists: Vec<(Key, Vec<u32>)> = Vec::with_capacity(256);
+    let mut in_order = true;
+    let mut buf = Vec::with_capacity(64);
+    for (docid, f) in docs {
+        encode_into(f, &mut buf);
+        dbs.facets
+            .put_with_flags(txn, PutFlags::APPEND, &codec::docid_key(docid), &buf)
+            .map_err(lmdb("writing facets"))?;
+        for_each_key(f, |k| {
+            let i = *slot.entry(k).or_insert_with(|| {
+                lists.push((k, Vec::new()));
+                lists.len() - 1
+            });
+            if let Some((_, ids)) = lists.get_mut(i) {
+                match ids.last() {
+                    Some(&last) if last == docid => {}
+                    Some(&last) if last > docid => {
+                        in_order = false;
+                        ids.push(docid);
+                    }
+                    _ => ids.push(docid),
+                }
+            }
+        });
+    }
+    if !in_order {
+        // Not what callers give; kept correct all the same.
+        for (_, ids) in &mut lists {
+            ids.sort_unstable();
+            ids.dedup();
+        }
+    }
+    lists.sort_unstable_by_key(|l| l.0);
+    for (k, ids) in &lists {
+        append_postings(txn, &dbs.facet_terms, k.bytes(), ids)?;
+    }
+    Ok(())
+}
+
+/// The first version of [`write_new`]: every (key, doc id) pair of the batch in one
+/// vector, sorted. Kept to show that [`write_new`] writes the same tables.
+#[cfg(test)]
+pub(crate) fn write_new_sorted<'f>(
     txn: &mut RwTxn,
     dbs: &Dbs,
     docs: impl Iterator<Item = (u32, &'f Facets)>,
@@ -1338,6 +1442,101 @@ mod tests {
             let e = c(cat, &attrs).unwrap_err();
             assert!(matches!(e, StoreError::InvalidQuery(_)), "{e}");
         }
+    }
+
+    #[test]
+    fn block_push0_writes_what_block_push_writes() {
+        let mut rng = crate::synth::Rng::new(7);
+        for _ in 0..200 {
+            let first = rng.below(1 << 20) as u32;
+            let (mut a, mut b) = (codec::block_new(first, 0), codec::block_new(first, 0));
+            let mut d = first;
+            for _ in 0..300 {
+                // Gaps of every varint length, and repeats (refused by both).
+                d = d.saturating_add(match rng.below(5) {
+                    0 => 0,
+                    1 => 1 + rng.below(30) as u32,
+                    2 => 1 + rng.below(5_000) as u32,
+                    3 => 1 + rng.below(1 << 20) as u32,
+                    _ => 1 + rng.below(1 << 28) as u32,
+                });
+                let d = d.min(codec::MAX_DOCID);
+                assert_eq!(codec::block_push(&mut a, d, 0), block_push0(&mut b, d));
+                assert_eq!(a, b);
+            }
+        }
+    }
+
+    /// Facets of many kinds: the synthetic torrents' (as the bench writes them) and
+    /// made-up ones with ranges, dates and languages.
+    fn varied_facets(n: usize, seed: u64) -> Vec<Facets> {
+        let mut synth = crate::synth::Synth::new(seed);
+        let mut rng = crate::synth::Rng::new(seed);
+        (0..n)
+            .map(|i| {
+                let t = synth.torrent(i as u64, false);
+                let mut f = of_torrent(&t.name, &t.files);
+                match rng.below(8) {
+                    0 => f.class.seasons = Some((1 + rng.below(30) as u16, 200)),
+                    1 => {
+                        let a = rng.below(2_000) as u32;
+                        f.class.episodes = Some((a, a + rng.below(150) as u32));
+                    }
+                    2 => f.class.date = Some((2000 + rng.below(30) as u16, 1, 1)),
+                    3 => f.class.languages = Languages(rng.next_u64() as u32),
+                    _ => {}
+                }
+                f
+            })
+            .collect()
+    }
+
+    /// Every (key, value) of a table, in key order.
+    fn dump(store: &Store, table: fn(&Dbs) -> &Db) -> Vec<(Vec<u8>, Vec<u8>)> {
+        store
+            .read(|txn, dbs| {
+                let mut out = Vec::new();
+                for r in table(dbs).iter(txn).map_err(lmdb("test"))? {
+                    let (k, v) = r.map_err(lmdb("test"))?;
+                    out.push((k.to_vec(), v.to_vec()));
+                }
+                Ok(out)
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn write_new_writes_the_tables_the_sorting_version_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = |name: &str| {
+            let mut o = super::super::StoreOptions::new(dir.path().join(name));
+            o.durability = super::super::Durability::NoSync;
+            Store::open(o).unwrap()
+        };
+        let (new, old) = (open("new"), open("old"));
+        let facets = varied_facets(6_000, 11);
+        // Batches of several sizes (small ones extend the last blocks of many keys,
+        // large ones fill new blocks), doc ids ascending across them.
+        let mut docid = 0u32;
+        for (b, size) in [1usize, 7, 300, 2_500, 40, 3_152].into_iter().enumerate() {
+            let start = docid as usize;
+            let batch = &facets[start..start + size];
+            let docs = || batch.iter().enumerate().map(|(k, f)| (docid + k as u32, f));
+            new.write(|txn, dbs| write_new(txn, dbs, docs())).unwrap();
+            old.write(|txn, dbs| write_new_sorted(txn, dbs, docs()))
+                .unwrap();
+            docid += size as u32;
+            assert_eq!(
+                dump(&new, |d| &d.facet_terms),
+                dump(&old, |d| &d.facet_terms),
+                "facet_terms after batch {b}"
+            );
+        }
+        let (fa, fb) = (dump(&new, |d| &d.facets), dump(&old, |d| &d.facets));
+        assert_eq!(fa.len(), facets.len());
+        assert_eq!(fa, fb);
+        let terms = dump(&new, |d| &d.facet_terms);
+        assert!(terms.len() > 500, "{} posting blocks", terms.len());
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl Tokens {
         classify: bool,
     ) -> Tokens {
         let ts = sorted_torrents(ops, order);
-        let mut facets = Vec::new();
+        let mut facets = Vec::with_capacity(if classify { ts.len() } else { 0 });
         let mut dict = TermIndex::new();
         let mut off = vec![0];
         let mut pairs = Vec::new();
