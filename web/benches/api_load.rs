@@ -12,7 +12,8 @@
 //! [--order-mode M] [--compare 1]` (defaults 1,000,000, 32, 20, 0, 0; `--order-mode 3`
 //! serves with the search before the relevance walk, every posting decoded;
 //! `--compare 1` first runs the same load in mode 3, then in M, in the same process;
-//! `--max-reads R` serves with `Limits::max_store_reads` R, default 0 (not limited);
+//! `--max-reads R` serves with `Limits::max_store_reads` R (default: the default
+//! limit, twice the cores; 0: not limited);
 //! `--compare-reads 1` first runs the same load, in M, against a second server
 //! whose store reads are not limited (`max_store_reads` 0), in the same process).
 //! The database is built in a temporary directory.
