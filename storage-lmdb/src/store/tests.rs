@@ -698,6 +698,27 @@ fn columns_stay_in_step_with_counts_updates_and_deletes() {
 }
 
 /// Turns the store at `opts` into a schema 5 database: no `columns` entries, version 5.
+/// The stored schema version and the entry count of `table`, read straight from
+/// the environment (no migration).
+fn schema_and_entries(opts: &StoreOptions, table: &str) -> (Vec<u8>, u64) {
+    let env = open_env(opts).unwrap();
+    let rtxn = env.read_txn().unwrap();
+    let (t, meta): (Db, Db) = env
+        .open_databases_and_commit(rtxn, |o, r| {
+            let c = o.open_database::<Bytes, Bytes>(r, Some(table))?;
+            let m = o.open_database::<Bytes, Bytes>(r, Some("meta"))?;
+            Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((c.unwrap(), m.unwrap())))
+        })
+        .unwrap()
+        .unwrap_commit();
+    let rtxn = env.read_txn().unwrap();
+    let n = t.len(&rtxn).unwrap();
+    let v = meta.get(&rtxn, K_SCHEMA).unwrap().unwrap().to_vec();
+    drop(rtxn);
+    env.prepare_for_closing().wait();
+    (v, n)
+}
+
 fn downgrade_to_schema_5(opts: &StoreOptions) {
     let store = Store::open(opts.clone()).unwrap();
     store
@@ -759,24 +780,7 @@ fn schema_5_gets_its_columns_on_open_and_an_interrupted_upgrade_loses_nothing() 
     drop(store);
     wait_closed(&opts.path);
     downgrade_to_schema_5(&opts);
-    let version_and_entries = |opts: &StoreOptions| {
-        let env = open_env(opts).unwrap();
-        let rtxn = env.read_txn().unwrap();
-        let (columns, meta): (Db, Db) = env
-            .open_databases_and_commit(rtxn, |o, r| {
-                let c = o.open_database::<Bytes, Bytes>(r, Some("columns"))?;
-                let m = o.open_database::<Bytes, Bytes>(r, Some("meta"))?;
-                Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((c.unwrap(), m.unwrap())))
-            })
-            .unwrap()
-            .unwrap_commit();
-        let rtxn = env.read_txn().unwrap();
-        let n = columns.len(&rtxn).unwrap();
-        let v = meta.get(&rtxn, K_SCHEMA).unwrap().unwrap().to_vec();
-        drop(rtxn);
-        env.prepare_for_closing().wait();
-        (v, n)
-    };
+    let version_and_entries = |opts: &StoreOptions| schema_and_entries(opts, "columns");
     assert_eq!(version_and_entries(&opts), (5u32.to_le_bytes().to_vec(), 0));
 
     migrate::FAIL_BEFORE_COMMIT.with(|f| f.set(true));
@@ -860,24 +864,7 @@ fn schema_6_gets_its_seeders_order_on_open_and_an_interrupted_upgrade_loses_noth
     drop(store);
     wait_closed(&opts.path);
     downgrade_to_schema_6(&opts);
-    let version_and_entries = |opts: &StoreOptions| {
-        let env = open_env(opts).unwrap();
-        let rtxn = env.read_txn().unwrap();
-        let (by_seeders, meta): (Db, Db) = env
-            .open_databases_and_commit(rtxn, |o, r| {
-                let c = o.open_database::<Bytes, Bytes>(r, Some("by_seeders"))?;
-                let m = o.open_database::<Bytes, Bytes>(r, Some("meta"))?;
-                Ok::<_, heed::Error>(CommitOrAbort::<_, ()>::Commit((c.unwrap(), m.unwrap())))
-            })
-            .unwrap()
-            .unwrap_commit();
-        let rtxn = env.read_txn().unwrap();
-        let n = by_seeders.len(&rtxn).unwrap();
-        let v = meta.get(&rtxn, K_SCHEMA).unwrap().unwrap().to_vec();
-        drop(rtxn);
-        env.prepare_for_closing().wait();
-        (v, n)
-    };
+    let version_and_entries = |opts: &StoreOptions| schema_and_entries(opts, "by_seeders");
     assert_eq!(version_and_entries(&opts), (6u32.to_le_bytes().to_vec(), 0));
 
     migrate::FAIL_BEFORE_COMMIT.with(|f| f.set(true));
