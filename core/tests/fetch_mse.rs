@@ -468,3 +468,51 @@ fn mse_over_utp_rc4_and_plaintext_after_the_handshake() {
         }
     }
 }
+
+/// A peer with TCP off (libtorrent with incoming TCP disabled accepts and
+/// closes) costs at most two TCP attempts over the whole crawl, even when the
+/// job that was finding out ends between them (it got the torrent from
+/// another peer, or timed out): the next job starts with the MSE handshake
+/// the peer has not refused yet, and when that is refused too it goes to uTP
+/// instead of trying plaintext over TCP a second time.
+#[test]
+fn tcp_off_peer_costs_two_tcp_attempts_across_jobs() {
+    // The job's deadline comes before the retry's connect deadline.
+    let cfg = FetchConfig {
+        encryption: EncryptionPolicy::PreferPlaintext,
+        infohash_timeout: Duration::from_secs(2),
+        ..FetchConfig::default()
+    };
+    let mut f = Fetcher::new(cfg, Rng::new(7))
+        .with_allow_private(true)
+        .with_utp(true);
+    let peer = addr(1);
+    let t0 = Timestamp::ZERO;
+    let (ih1, ih2) = (
+        magnetar_core::InfoHash([7; 20]),
+        magnetar_core::InfoHash([8; 20]),
+    );
+    f.fetch(t0, ih1, &[peer]).unwrap();
+    // Job 1: plaintext over TCP, accepted and closed before a byte.
+    let (c1, t1) = next_connect(&mut f);
+    assert_eq!(t1, Transport::Tcp);
+    assert_eq!(connect_mode(&mut f, t0, c1), WireMode::Plaintext);
+    f.handle_closed(t0, c1, CloseReason::Eof);
+    // Its MSE retry is under way when the job ends (here: its deadline).
+    let (c2, t2) = next_connect(&mut f);
+    assert_eq!(t2, Transport::Tcp);
+    let end = t0.add(Duration::from_secs(2));
+    f.handle_timeout(end);
+    assert!(!f.is_fetching(&ih1));
+    while f.poll_outcome().is_some() {}
+    f.handle_closed(end, c2, CloseReason::Eof);
+    // Job 2: MSE over TCP first (plaintext was refused there), refused too.
+    f.fetch(end, ih2, &[peer]).unwrap();
+    let (c3, t3) = next_connect(&mut f);
+    assert_eq!(t3, Transport::Tcp);
+    assert_eq!(connect_mode(&mut f, end, c3), WireMode::Encrypted);
+    f.handle_closed(end, c3, CloseReason::Eof);
+    // Then uTP, not plaintext over TCP again.
+    let (_, t4) = next_connect(&mut f);
+    assert_eq!(t4, Transport::Utp, "a third TCP attempt to a TCP-off peer");
+}

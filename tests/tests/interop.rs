@@ -556,6 +556,7 @@ fn indexes_a_swarm_opts(runtime: &str, swarm_enc: &str, crawler_enc: Option<&str
         // accepts and closes); fetches of its other torrents wait for what it
         // learns. Before, every torrent paid both.
         let mut tcp_failed: BTreeMap<String, usize> = BTreeMap::new();
+        let mut tcp_lines: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for line in crawler.log().lines() {
             let Ok(v) = serde_json::from_str::<Value>(line) else {
                 continue;
@@ -567,9 +568,9 @@ fn indexes_a_swarm_opts(runtime: &str, swarm_enc: &str, crawler_enc: Option<&str
                     .as_str()
                     .is_some_and(|o| o != "Ok" && o != "Cancelled")
             {
-                *tcp_failed
-                    .entry(f["peer"].as_str().unwrap_or("?").to_string())
-                    .or_default() += 1;
+                let peer = f["peer"].as_str().unwrap_or("?").to_string();
+                *tcp_failed.entry(peer.clone()).or_default() += 1;
+                tcp_lines.entry(peer).or_default().push(line.to_string());
             }
         }
         let worst = tcp_failed.values().copied().max().unwrap_or(0);
@@ -579,7 +580,12 @@ fn indexes_a_swarm_opts(runtime: &str, swarm_enc: &str, crawler_enc: Option<&str
         );
         assert!(
             worst <= 2,
-            "a uTP-only seeder cost more than one fetch's TCP attempts: {tcp_failed:?}"
+            "a uTP-only seeder cost more than one fetch's TCP attempts: {tcp_failed:?}; \
+             the failed TCP sessions: {:#?}",
+            tcp_lines
+                .iter()
+                .filter(|(_, l)| l.len() > 2)
+                .collect::<Vec<_>>()
         );
         eprintln!(
             "INTEROP --runtime {runtime} against uTP-only seeders: fetched {}/{} torrents, \

@@ -1277,12 +1277,22 @@ impl Fetcher {
             }
             _ => None,
         };
+        // What the peer refused over this transport before (since it last
+        // accepted a handshake there), in this job or an earlier one: the
+        // other way was tried already if that is it.
+        let refused_before = self.cache.get(&c.peer).and_then(|p| p.refused(c.transport));
         let retry_with = match refused {
             // A holepunch is redialled instead (below).
             _ if absorbed || c.holepunch => None,
-            Some(WireMode::Plaintext) if !c.retry => Some(WireMode::Encrypted),
+            Some(WireMode::Plaintext)
+                if !c.retry && refused_before != Some(WireMode::Encrypted) =>
+            {
+                Some(WireMode::Encrypted)
+            }
             Some(WireMode::Encrypted)
-                if !c.retry && self.cfg.encryption != EncryptionPolicy::Require =>
+                if !c.retry
+                    && self.cfg.encryption != EncryptionPolicy::Require
+                    && refused_before != Some(WireMode::Plaintext) =>
             {
                 Some(WireMode::Plaintext)
             }
