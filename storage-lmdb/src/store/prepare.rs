@@ -47,6 +47,10 @@ pub(super) fn group_count(ops: &[Op], order: &[u32]) -> usize {
         .count()
 }
 
+/// Batches with at least this many new torrents are classified on a thread of
+/// their own, beside tokenizing.
+const PARALLEL_CLASSIFY_MIN: usize = 256;
+
 /// The terms of the first torrent of each infohash group of a batch: a batch
 /// dictionary in byte order, and per group its (term, flags) pairs.
 pub(crate) struct Tokens {
@@ -71,26 +75,57 @@ impl Tokens {
         classify: bool,
     ) -> Tokens {
         let ts = sorted_torrents(ops, order);
-        let mut facets = Vec::with_capacity(if classify { ts.len() } else { 0 });
+        // The first torrent of each infohash group.
+        let firsts: Vec<&TorrentInput> = ts
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| *i == 0 || ts.get(i - 1).is_none_or(|p| p.infohash != t.infohash))
+            .map(|(_, t)| *t)
+            .collect();
+        let classify_all = || -> Vec<Facets> {
+            firsts
+                .iter()
+                .map(|t| facets::of_torrent(&t.name, &t.files))
+                .collect()
+        };
         let mut dict = TermIndex::new();
         let mut off = vec![0];
         let mut pairs = Vec::new();
-        let mut tterms = Vec::new();
         let mut files = Vec::new();
-        for (i, t) in ts.iter().enumerate() {
-            if i > 0 && ts[i - 1].infohash == t.infohash {
-                continue;
+        let mut tokenize_all = || {
+            let mut tterms = Vec::new();
+            for t in &firsts {
+                if with_files {
+                    files.push(codec::encode_files(&t.files));
+                }
+                dict.torrent(&t.name, &t.files, &mut tterms);
+                pairs.extend_from_slice(&tterms);
+                off.push(pairs.len());
             }
-            if with_files {
-                files.push(codec::encode_files(&t.files));
-            }
-            if classify {
-                facets.push(facets::of_torrent(&t.name, &t.files));
-            }
-            dict.torrent(&t.name, &t.files, &mut tterms);
-            pairs.extend_from_slice(&tterms);
-            off.push(pairs.len());
-        }
+        };
+        // A large batch is classified on a thread of its own while this one
+        // tokenizes it: on a machine with a core to spare, classifying adds no
+        // time to preparing (the writer's longest stage). A small one (the
+        // crawler's usual trickle) is not worth a thread.
+        let facets = if !classify {
+            tokenize_all();
+            Vec::new()
+        } else if firsts.len() < PARALLEL_CLASSIFY_MIN {
+            tokenize_all();
+            classify_all()
+        } else {
+            std::thread::scope(|s| {
+                let h = std::thread::Builder::new()
+                    .name("magnetar-storage-classify".into())
+                    .spawn_scoped(s, classify_all);
+                tokenize_all();
+                match h {
+                    Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                    // No thread to be had: classify here.
+                    Err(_) => classify_all(),
+                }
+            })
+        };
         // Renumber the terms in byte order.
         let mut by_text: Vec<u32> = (0..dict.terms.len() as u32).collect();
         by_text.sort_unstable_by(|&a, &b| dict.terms[a as usize].cmp(&dict.terms[b as usize]));
@@ -164,5 +199,77 @@ impl PreparedBatch {
     /// Whether the batch has no records.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{FileEntry, HashKind, Sources};
+
+    fn op(ih: u16, at: u64, name: String) -> Op {
+        let mut infohash = [0u8; 20];
+        infohash[..2].copy_from_slice(&ih.to_be_bytes());
+        Op::Torrent(Box::new(TorrentInput {
+            infohash,
+            kind: HashKind::V1,
+            v2: None,
+            files: vec![FileEntry {
+                path: format!("{name}/{name}.mkv"),
+                size: 700 << 20,
+            }],
+            name,
+            total_size: 700 << 20,
+            piece_length: 1 << 20,
+            piece_count: 700,
+            private: false,
+            source: None,
+            discovered_at: at,
+            sources: Sources::SAMPLE,
+            seeders: None,
+            leechers: None,
+            scraped_at: None,
+            info: None,
+        }))
+    }
+
+    /// Each group's facets are its own first torrent's, in group order, whether
+    /// the batch is classified beside tokenizing (large) or after it (small).
+    #[test]
+    fn facets_line_up_with_groups_in_small_and_large_batches() {
+        for n in [10u16, PARALLEL_CLASSIFY_MIN as u16 * 3] {
+            // Names that classify differently (a year and an episode per torrent);
+            // every seventh infohash comes twice (a later copy, not classified).
+            let mut ops = Vec::new();
+            for i in 0..n {
+                let name = if i % 2 == 0 {
+                    format!("Film {i} {} 1080p BluRay x264", 1900 + i % 120)
+                } else {
+                    format!("Show {i} S{:02}E{:02} 720p WEB-DL", i % 30 + 1, i % 90 + 1)
+                };
+                ops.push(op(n - i, 10, name));
+                if i % 7 == 0 {
+                    ops.push(op(n - i, 20, format!("later copy {i}")));
+                }
+            }
+            let b = PreparedBatch::new_classified(ops.clone(), true);
+            let ts = sorted_torrents(&b.ops, &b.order);
+            let mut want = Vec::new();
+            for (i, t) in ts.iter().enumerate() {
+                if i == 0 || ts[i - 1].infohash != t.infohash {
+                    want.push(facets::of_torrent(&t.name, &t.files));
+                }
+            }
+            assert_eq!(want.len(), usize::from(n));
+            assert_eq!(b.tokens.facets, want, "batch of {n}");
+            // They differ from torrent to torrent: a shifted list would not match.
+            let years: std::collections::BTreeSet<_> =
+                want.iter().filter_map(|f| f.class.year).collect();
+            assert!(years.len() >= 5, "{years:?}");
+            assert!(PreparedBatch::new_classified(ops, false)
+                .tokens
+                .facets
+                .is_empty());
+        }
     }
 }
