@@ -13,7 +13,7 @@ use postgres::Client;
 use crate::error::{PgError, Result};
 
 /// The newest schema version this build knows.
-pub const SCHEMA_VERSION: i32 = 6;
+pub const SCHEMA_VERSION: i32 = 7;
 
 /// Advisory lock key of migrations ("magnetar" in ASCII, truncated to 63 bits).
 const MIGRATION_LOCK: i64 = 0x6d61_676e_6574_6172 & i64::MAX;
@@ -56,6 +56,11 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 6,
         name: "indexes for the seeders (unknown last) and file-count orders",
         sql: V6,
+    },
+    Migration {
+        version: 7,
+        name: "index of done queue rows by lease end, for pruning",
+        sql: crate::queue::V7,
     },
 ];
 

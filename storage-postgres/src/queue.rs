@@ -65,6 +65,13 @@ CREATE INDEX crawl_queue_own ON crawl_queue (shard, discovered_at) WHERE NOT don
 CREATE INDEX crawl_queue_lease ON crawl_queue (lease_until) WHERE NOT done;
 "#;
 
+/// Migration 7: done rows by the end of their lease, so that
+/// [`Queue::prune_done`] (every crawler, every ten minutes) reads only the rows
+/// it deletes instead of scanning a queue of millions of rows.
+pub(crate) const V7: &str = r#"
+CREATE INDEX crawl_queue_done ON crawl_queue (lease_until) WHERE done;
+"#;
+
 /// How claims treat other shards' work.
 #[derive(Copy, Clone, Debug)]
 pub struct ClaimOptions {

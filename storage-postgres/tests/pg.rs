@@ -128,7 +128,7 @@ fn migration_6_adds_indexes_that_serve_the_seeders_and_files_orders() {
     )
     .unwrap();
     assert_eq!(magnetar_storage_pg::migrate(&mut c).unwrap(), 5);
-    assert_eq!(schema_version(&mut c).unwrap(), 6);
+    assert_eq!(schema_version(&mut c).unwrap(), SCHEMA_VERSION);
     let idx: Vec<String> = c
         .query(
             "SELECT indexname FROM pg_indexes WHERE tablename = 'torrents' \
@@ -189,6 +189,68 @@ fn migration_6_adds_indexes_that_serve_the_seeders_and_files_orders() {
             .collect();
         assert_eq!(got, want[900..960], "{order}");
     }
+}
+
+/// Migration 7 on a schema-6 database whose queue holds rows: the index of done
+/// rows is built over them, the prune's lookup walks it, and the prune deletes
+/// exactly the done rows whose lease ended long enough ago.
+#[test]
+fn migration_7_indexes_done_queue_rows_for_pruning() {
+    let pg = server();
+    let url = pg.create_database("m7").unwrap();
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let six: Vec<Migration> = MIGRATIONS
+        .iter()
+        .filter(|m| m.version <= 6)
+        .map(|m| Migration {
+            version: m.version,
+            name: m.name,
+            sql: m.sql,
+        })
+        .collect();
+    assert_eq!(migrate_with(&mut c, &six).unwrap(), 0);
+    assert_eq!(schema_version(&mut c).unwrap(), 6);
+    // 3,000 rows, lease until i; every third done.
+    c.batch_execute(
+        "INSERT INTO crawl_queue (infohash, shard, discovered_at, offered_by, claimed_by,
+             lease_until, done)
+         SELECT decode(lpad(to_hex(i), 40, '0'), 'hex'), 0, i, 'a', 'a', i, i % 3 = 0
+         FROM generate_series(1, 3000) i",
+    )
+    .unwrap();
+    assert_eq!(magnetar_storage_pg::migrate(&mut c).unwrap(), 6);
+    assert_eq!(schema_version(&mut c).unwrap(), 7);
+    c.batch_execute("ANALYZE crawl_queue; SET enable_seqscan = off")
+        .unwrap();
+    let plan: Vec<String> = c
+        .query(
+            "EXPLAIN SELECT infohash FROM crawl_queue WHERE done AND lease_until <= 1500 \
+             LIMIT 100 FOR UPDATE SKIP LOCKED",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("crawl_queue_done"), "{plan}");
+    // Done with a lease that ended at or before 1500 - 100: 1400 / 3 rows.
+    let mut q = magnetar_storage_pg::Queue::connect(&url, "b").unwrap();
+    q.set_clock(Some(1500));
+    let keep = std::time::Duration::from_secs(100);
+    assert_eq!(q.prune_done(keep, 10_000).unwrap(), 466);
+    assert_eq!(q.prune_done(keep, 10_000).unwrap(), 0);
+    let left: Vec<(i64, i64)> = c
+        .query(
+            "SELECT count(*) FILTER (WHERE done), count(*) FILTER (WHERE NOT done) \
+             FROM crawl_queue",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(left, [(1000 - 466, 2000)]);
 }
 
 fn torrent(seed: u8, name: &str, files: &[(&str, u64)], at: u64) -> TorrentInput {
