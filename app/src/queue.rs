@@ -7,7 +7,7 @@
 //! discovery of its own slice is fetched. The queue is behind [`WorkQueue`], so
 //! the crawl loop is the same without one (an LMDB user runs no queue).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use magnetar_core::fetch::AfterFailure;
@@ -20,8 +20,11 @@ pub trait WorkQueue: Send {
     /// Offers infohashes of other shards (`(infohash, owner)`); idempotent.
     /// Returns how many were new to the queue.
     fn offer(&mut self, items: &[(InfoHash, u16)]) -> Result<u64, String>;
-    /// Claims up to `n` infohashes for this shard (its own, then taken over).
-    fn claim(&mut self, n: usize) -> Result<Vec<InfoHash>, String>;
+    /// Claims up to `n` infohashes for this shard (its own, then taken over),
+    /// each with its row's claims so far (this one included).
+    fn claim(&mut self, n: usize) -> Result<Vec<(InfoHash, u32)>, String>;
+    /// How long a claim holds (the lease).
+    fn lease(&self) -> Duration;
     /// Marks claimed infohashes done (fetched or given up).
     fn complete(&mut self, ihs: &[InfoHash]) -> Result<u64, String>;
     /// Gives claimed infohashes back to the queue, due at once.
@@ -114,13 +117,24 @@ impl WorkQueue for PgQueue {
         let rows: Vec<([u8; 20], u16)> = items.iter().map(|(ih, s)| (key(ih), *s)).collect();
         self.queue()?.offer(&rows).map_err(|e| e.to_string())
     }
-    fn claim(&mut self, n: usize) -> Result<Vec<InfoHash>, String> {
+    fn claim(&mut self, n: usize) -> Result<Vec<(InfoHash, u32)>, String> {
         let (shard, opts) = (self.shard, self.opts);
         let rows = self
             .queue()?
             .claim(shard, n, &opts)
             .map_err(|e| e.to_string())?;
-        Ok(rows.into_iter().map(|r| InfoHash(r.info_hash)).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                (
+                    InfoHash(r.info_hash),
+                    u32::try_from(r.attempts).unwrap_or(0),
+                )
+            })
+            .collect())
+    }
+    fn lease(&self) -> Duration {
+        self.opts.lease
     }
     fn complete(&mut self, ihs: &[InfoHash]) -> Result<u64, String> {
         let keys: Vec<[u8; 20]> = ihs.iter().map(key).collect();
@@ -160,6 +174,10 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 pub const PRUNE_KEEP: Duration = Duration::from_secs(24 * 3600);
 /// Done rows deleted per prune at most (a bounded statement).
 const PRUNE_BATCH: i64 = 10_000;
+/// A row claimed this many times without an outcome (no peers found, every
+/// claimer died or refused it) is given up at its next claim: completed, not
+/// fetched. Offered again after it is pruned, it starts over.
+pub const MAX_CLAIMS: u32 = 4;
 
 /// The queue's counters, for `/metrics`.
 #[derive(Clone, Debug, Default)]
@@ -170,6 +188,8 @@ pub struct QueueCounters {
     pub completed: u64,
     pub released: u64,
     pub pruned: u64,
+    pub given_up: u64,
+    pub expired: u64,
     pub errors: u64,
     pub stored_checks: u64,
     pub stored_hits: u64,
@@ -181,8 +201,11 @@ pub struct Sharing {
     shard: Shard,
     queue: Option<Box<dyn WorkQueue>>,
     offers: Vec<(InfoHash, u16)>,
-    /// Claimed, handed to the crawler, not done yet.
-    held: BTreeSet<InfoHash>,
+    /// Claimed, handed to the crawler, not done yet: when each was claimed.
+    /// A claim the crawler ends without an outcome (its acquisition found no
+    /// peers, was refused or skipped) is forgotten when its lease ends: the row
+    /// is taken over, and claiming goes on.
+    held: BTreeMap<InfoHash, Instant>,
     /// Done, to be completed in the queue.
     done: Vec<InfoHash>,
     /// Claimed, not yet handed to the crawler.
@@ -203,7 +226,7 @@ impl Sharing {
             shard,
             queue,
             offers: Vec::new(),
-            held: BTreeSet::new(),
+            held: BTreeMap::new(),
             done: Vec::new(),
             ready: Vec::new(),
             stored: BTreeMap::new(),
@@ -256,7 +279,7 @@ impl Sharing {
 
     /// `ih` fetched or given up: if claimed, completed at the next tick.
     pub fn finished(&mut self, ih: InfoHash) {
-        if self.held.remove(&ih) {
+        if self.held.remove(&ih).is_some() {
             self.done.push(ih);
         }
     }
@@ -329,9 +352,14 @@ impl Sharing {
     /// (every [`CLAIM_EVERY`], while fewer than [`MAX_HELD`] are held). At the
     /// last tick, what is held is released for the others to take at once.
     pub fn tick(&mut self, last: bool) {
-        if self.queue.is_none() {
+        self.tick_at(Instant::now(), last);
+    }
+
+    /// [`Sharing::tick`] at `now`.
+    fn tick_at(&mut self, now: Instant, last: bool) {
+        let Some(lease) = self.queue.as_ref().map(|q| q.lease()) else {
             return;
-        }
+        };
         self.flush_offers();
         if !self.done.is_empty() {
             let done = std::mem::take(&mut self.done);
@@ -346,7 +374,7 @@ impl Sharing {
             }
         }
         if last {
-            let held: Vec<InfoHash> = self.held.iter().chain(&self.ready).copied().collect();
+            let held: Vec<InfoHash> = self.held.keys().chain(&self.ready).copied().collect();
             if !held.is_empty() {
                 match self.queue.as_mut().map(|q| q.release(&held)) {
                     Some(Ok(n)) => self.counters.released += n,
@@ -357,22 +385,46 @@ impl Sharing {
             tracing::info!(target: "magnetar::queue", shard = %self.shard, counters = ?self.counters(), "shared queue at shutdown");
             return;
         }
-        if self.last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
-            self.last_prune = Some(Instant::now());
+        let before = self.held.len();
+        self.held
+            .retain(|_, at| now.saturating_duration_since(*at) < lease);
+        let expired = before - self.held.len();
+        if expired > 0 {
+            self.counters.expired += expired as u64;
+            tracing::info!(target: "magnetar::queue", expired, "claims ended without an outcome: left to their lease");
+        }
+        if self
+            .last_prune
+            .is_none_or(|t| now.saturating_duration_since(t) >= PRUNE_EVERY)
+        {
+            self.last_prune = Some(now);
             match self.queue.as_mut().map(|q| q.prune()) {
                 Some(Ok(n)) => self.counters.pruned += n,
                 Some(Err(e)) => self.failed("prune", e),
                 None => {}
             }
         }
-        let due = self.last_claim.is_none_or(|t| t.elapsed() >= CLAIM_EVERY);
+        let due = self
+            .last_claim
+            .is_none_or(|t| now.saturating_duration_since(t) >= CLAIM_EVERY);
         if due && self.held.len() < MAX_HELD {
-            self.last_claim = Some(Instant::now());
+            self.last_claim = Some(now);
             let n = CLAIM_BATCH.min(MAX_HELD - self.held.len());
             let r = self.queue.as_mut().map(|q| q.claim(n));
             match r {
-                Some(Ok(v)) => {
-                    self.counters.claimed += v.len() as u64;
+                Some(Ok(rows)) => {
+                    self.counters.claimed += rows.len() as u64;
+                    // Claimed too often without an outcome: given up.
+                    let mut v = Vec::with_capacity(rows.len());
+                    for (ih, claims) in rows {
+                        if claims > MAX_CLAIMS {
+                            self.counters.given_up += 1;
+                            tracing::debug!(target: "magnetar::queue", ih = %ih, claims, "claimed too often: given up");
+                            self.done.push(ih);
+                        } else {
+                            v.push(ih);
+                        }
+                    }
                     // A claimed row whose torrent is stored already (its owner
                     // fetched it from a discovery of its own, and the row stayed
                     // open until it was taken over): done, not fetched again.
@@ -395,7 +447,7 @@ impl Sharing {
                         if self.stored.contains_key(&ih) {
                             // Stored meanwhile: nothing to fetch.
                             self.done.push(ih);
-                        } else if self.held.insert(ih) {
+                        } else if self.held.insert(ih, now).is_none() {
                             self.ready.push(ih);
                         }
                     }
@@ -467,6 +519,16 @@ pub fn metrics(shard: Shard, active: bool, c: &QueueCounters) -> Vec<Metric> {
             c.pruned,
         ),
         Metric::counter(
+            "magnetar_queue_given_up_total",
+            "Claimed rows given up, not fetched: claimed more than 4 times without an outcome.",
+            c.given_up,
+        ),
+        Metric::counter(
+            "magnetar_queue_expired_total",
+            "Claims that ended without an outcome (no peers, refused): forgotten at the lease's end.",
+            c.expired,
+        ),
+        Metric::counter(
             "magnetar_queue_errors_total",
             "Shared queue operations that failed (retried at the next tick).",
             c.errors,
@@ -492,6 +554,7 @@ pub fn metrics(shard: Shard, active: bool, c: &QueueCounters) -> Vec<Metric> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
     use std::sync::{Arc, Mutex};
 
     /// An in-memory queue recording calls.
@@ -500,6 +563,7 @@ mod tests {
     #[derive(Default)]
     struct MemState {
         rows: BTreeMap<InfoHash, (u16, bool, bool)>,
+        claims: BTreeMap<InfoHash, u32>,
         stored: BTreeSet<InfoHash>,
         lookups: u64,
         prunes: u64,
@@ -516,7 +580,7 @@ mod tests {
             }
             Ok(n)
         }
-        fn claim(&mut self, n: usize) -> Result<Vec<InfoHash>, String> {
+        fn claim(&mut self, n: usize) -> Result<Vec<(InfoHash, u32)>, String> {
             let mut s = self.0.lock().unwrap();
             let v: Vec<InfoHash> = s
                 .rows
@@ -525,12 +589,19 @@ mod tests {
                 .map(|(k, _)| *k)
                 .take(n)
                 .collect();
-            for k in &v {
-                if let Some(r) = s.rows.get_mut(k) {
+            let mut out = Vec::new();
+            for k in v {
+                if let Some(r) = s.rows.get_mut(&k) {
                     r.1 = true;
                 }
+                let c = s.claims.entry(k).or_default();
+                *c += 1;
+                out.push((k, *c));
             }
-            Ok(v)
+            Ok(out)
+        }
+        fn lease(&self) -> Duration {
+            LEASE
         }
         fn complete(&mut self, ihs: &[InfoHash]) -> Result<u64, String> {
             let mut s = self.0.lock().unwrap();
@@ -567,6 +638,8 @@ mod tests {
             Ok((before - s.rows.len()) as u64)
         }
     }
+
+    const LEASE: Duration = Duration::from_secs(3600);
 
     #[test]
     fn offers_claims_completion_release_and_the_stored_cache() {
@@ -640,6 +713,57 @@ mod tests {
         assert_eq!(s.counters().pruned, 1);
         assert!(!mem.0.lock().unwrap().rows.contains_key(&b));
         assert!(mem.0.lock().unwrap().rows.contains_key(&c));
+    }
+
+    /// Claims the crawler ends without an outcome (no peers found, the
+    /// acquisition refused or skipped) are forgotten when their lease ends, so
+    /// claiming never stops at MAX_HELD; a row claimed more than MAX_CLAIMS
+    /// times is given up (completed, not fetched).
+    #[test]
+    fn silent_claims_expire_with_their_lease_and_tired_rows_are_given_up() {
+        let mem = Mem::default();
+        let mut s = Sharing::new(Shard::new(1, 3).unwrap(), Some(Box::new(mem.clone())));
+        // MAX_HELD rows of our slice, and more.
+        let rows: Vec<(InfoHash, u16)> = (0..MAX_HELD as u32 + 10)
+            .map(|i| {
+                let mut k = [0x60; 20];
+                k[16..].copy_from_slice(&i.to_be_bytes());
+                (InfoHash(k), 1)
+            })
+            .collect();
+        mem.clone().offer(&rows).unwrap();
+        let t0 = Instant::now();
+        let mut got = Vec::new();
+        let mut t = t0;
+        // Claiming until MAX_HELD are held; none of them ends.
+        for _ in 0..(MAX_HELD / CLAIM_BATCH + 2) {
+            s.tick_at(t, false);
+            t += CLAIM_EVERY;
+        }
+        s.take_claimed(&mut got);
+        assert_eq!(got.len(), MAX_HELD);
+        assert_eq!(s.counters().held, MAX_HELD as u64);
+        // Nothing more while the leases hold.
+        s.tick_at(t, false);
+        s.take_claimed(&mut got);
+        assert_eq!(got.len(), MAX_HELD);
+        assert_eq!(s.counters().expired, 0);
+        // The leases end: forgotten, and claiming goes on (the rest of the rows).
+        s.tick_at(t + LEASE, false);
+        assert_eq!(s.counters().expired, MAX_HELD as u64);
+        s.take_claimed(&mut got);
+        assert_eq!(got.len(), MAX_HELD + 10);
+        // A row taken over again and again: its fifth claim gives it up.
+        let tired = rows[0].0;
+        mem.0.lock().unwrap().claims.insert(tired, MAX_CLAIMS);
+        mem.0.lock().unwrap().rows.get_mut(&tired).unwrap().1 = false;
+        s.tick_at(t0 + LEASE * 3, false);
+        s.take_claimed(&mut got);
+        assert_eq!(got.len(), MAX_HELD + 10, "not handed to the crawler");
+        assert_eq!(s.counters().given_up, 1);
+        // Completed at the next tick.
+        s.tick_at(t0 + LEASE * 3 + CLAIM_EVERY, false);
+        assert!(mem.0.lock().unwrap().rows[&tired].2);
     }
 
     #[test]
