@@ -166,6 +166,8 @@ const CLAIM_EVERY: Duration = Duration::from_secs(2);
 const CLAIM_BATCH: usize = 64;
 /// Claimed infohashes held (fetching) at most: no claims above it.
 const MAX_HELD: usize = 512;
+/// Claims forgotten at their lease's end, remembered for one more lease.
+const MAX_STALE: usize = 4 * MAX_HELD;
 /// Infohashes known to be in the shared store, cached locally.
 const STORED_CACHE: usize = 65_536;
 /// How often each crawler prunes done queue rows.
@@ -206,6 +208,9 @@ pub struct Sharing {
     /// peers, was refused or skipped) is forgotten when its lease ends: the row
     /// is taken over, and claiming goes on.
     held: BTreeMap<InfoHash, Instant>,
+    /// Claims forgotten that way, for one more lease (at most
+    /// [`MAX_STALE`]): an outcome that comes late still completes the row.
+    stale: BTreeMap<InfoHash, Instant>,
     /// Done, to be completed in the queue.
     done: Vec<InfoHash>,
     /// Claimed, not yet handed to the crawler.
@@ -227,6 +232,7 @@ impl Sharing {
             queue,
             offers: Vec::new(),
             held: BTreeMap::new(),
+            stale: BTreeMap::new(),
             done: Vec::new(),
             ready: Vec::new(),
             stored: BTreeMap::new(),
@@ -279,7 +285,7 @@ impl Sharing {
 
     /// `ih` fetched or given up: if claimed, completed at the next tick.
     pub fn finished(&mut self, ih: InfoHash) {
-        if self.held.remove(&ih).is_some() {
+        if self.held.remove(&ih).is_some() || self.stale.remove(&ih).is_some() {
             self.done.push(ih);
         }
     }
@@ -386,9 +392,22 @@ impl Sharing {
             return;
         }
         let before = self.held.len();
-        self.held
-            .retain(|_, at| now.saturating_duration_since(*at) < lease);
+        let mut gone = Vec::new();
+        self.held.retain(|ih, at| {
+            let keep = now.saturating_duration_since(*at) < lease;
+            if !keep {
+                gone.push(*ih);
+            }
+            keep
+        });
         let expired = before - self.held.len();
+        self.stale
+            .retain(|_, at| now.saturating_duration_since(*at) < lease);
+        for ih in gone {
+            if self.stale.len() < MAX_STALE {
+                self.stale.insert(ih, now);
+            }
+        }
         if expired > 0 {
             self.counters.expired += expired as u64;
             tracing::info!(target: "magnetar::queue", expired, "claims ended without an outcome: left to their lease");
@@ -753,6 +772,14 @@ mod tests {
         assert_eq!(s.counters().expired, MAX_HELD as u64);
         s.take_claimed(&mut got);
         assert_eq!(got.len(), MAX_HELD + 10);
+        // One of the forgotten ones is fetched after all: still completed.
+        let late = got[3];
+        s.finished(late);
+        s.tick_at(t + LEASE + CLAIM_EVERY, false);
+        assert!(
+            mem.0.lock().unwrap().rows[&late].2,
+            "late outcome completed"
+        );
         // A row taken over again and again: its fifth claim gives it up.
         let tired = rows[0].0;
         mem.0.lock().unwrap().claims.insert(tired, MAX_CLAIMS);
