@@ -86,7 +86,7 @@ pub fn redact(url: &str) -> String {
 pub fn open_index(loc: &StoreLoc, pool: usize) -> Result<Arc<dyn ReadIndex>, Fail> {
     match loc {
         StoreLoc::Lmdb(p) => Ok(Arc::new(open_read_only(p)?)),
-        StoreLoc::Postgres(url) => magnetar_storage_pg::PgReader::connect(url, pool)
+        StoreLoc::Postgres(url) => magnetar_storage_pg::PgReader::open(url, pool)
             .map(|r| Arc::new(r) as Arc<dyn ReadIndex>)
             .map_err(|e| Fail(format!("store {}: {e}", redact(url)))),
     }

@@ -247,6 +247,52 @@ fn commands_postgres_cannot_do_refuse_it_and_db_with_store_is_an_error() {
     assert!(err.contains("no magnetar database at"), "{err}");
 }
 
+/// Reading commands change no schema: on an empty database they refuse (and
+/// create nothing), on an older schema they say how to upgrade (and leave it
+/// as it was); on this build's schema they read.
+#[test]
+fn read_commands_refuse_an_empty_or_older_postgres_schema_and_change_nothing() {
+    use magnetar_storage_pg::migrate::{migrate_with, schema_version, Migration, MIGRATIONS};
+    let pg = TempPostgres::start().expect("a PostgreSQL server");
+    let url = pg.create_database("readonly").unwrap();
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    for args in [
+        &["stats", "--store", url.as_str()][..],
+        &["search", "x", "--store", url.as_str()],
+    ] {
+        let (ok, _, err) = run(args);
+        assert!(!ok, "{args:?}");
+        assert!(err.contains("holds no magnetar tables"), "{args:?}: {err}");
+    }
+    assert_eq!(schema_version(&mut c).unwrap(), 0, "nothing created");
+    let older: Vec<Migration> = MIGRATIONS
+        .iter()
+        .filter(|m| m.version < magnetar_storage_pg::SCHEMA_VERSION)
+        .map(|m| Migration {
+            version: m.version,
+            name: m.name,
+            sql: m.sql,
+        })
+        .collect();
+    migrate_with(&mut c, &older).unwrap();
+    let was = schema_version(&mut c).unwrap();
+    let (ok, _, err) = run(&["recent", "--store", url.as_str()]);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "schema version {was} and must be upgraded to {}",
+            magnetar_storage_pg::SCHEMA_VERSION
+        )),
+        "{err}"
+    );
+    assert_eq!(schema_version(&mut c).unwrap(), was, "not migrated");
+    // Upgraded (as a crawler of this build does): read.
+    magnetar_storage_pg::migrate(&mut c).unwrap();
+    let (ok, out, err) = run(&["stats", "--store", url.as_str()]);
+    assert!(ok, "{err}");
+    assert!(!out.is_empty());
+}
+
 /// A free loopback port (bound, then released for the child to take).
 fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")

@@ -68,6 +68,9 @@ fn broken(e: &PgError) -> bool {
 /// A pool of read connections: see the module doc.
 pub struct PgReader {
     url: String,
+    /// Whether connections migrate the schema ([`PgReader::connect`]) or
+    /// refuse any but this build's ([`PgReader::open`]).
+    migrate: bool,
     slots: Vec<Mutex<Option<PgStore>>>,
     next: AtomicUsize,
 }
@@ -84,14 +87,34 @@ impl PgReader {
     /// Connects the first of `size` (at least 1) connections (and migrates the
     /// schema, as every [`PgStore::connect`] does).
     pub fn connect(url: &str, size: usize) -> std::result::Result<PgReader, PgError> {
-        let first = PgStore::connect(url, PgOptions::default())?;
+        PgReader::with_mode(url, size, true)
+    }
+
+    /// Like [`PgReader::connect`] but changing nothing: every connection is
+    /// made by [`PgStore::connect_existing`] (an empty database or another
+    /// schema version is refused). For reading commands.
+    pub fn open(url: &str, size: usize) -> std::result::Result<PgReader, PgError> {
+        PgReader::with_mode(url, size, false)
+    }
+
+    fn with_mode(url: &str, size: usize, migrate: bool) -> std::result::Result<PgReader, PgError> {
+        let first = PgReader::connect_one(url, migrate)?;
         let mut slots = vec![Mutex::new(Some(first))];
         slots.extend((1..size.max(1)).map(|_| Mutex::new(None)));
         Ok(PgReader {
             url: url.to_owned(),
+            migrate,
             slots,
             next: AtomicUsize::new(0),
         })
+    }
+
+    fn connect_one(url: &str, migrate: bool) -> std::result::Result<PgStore, PgError> {
+        if migrate {
+            PgStore::connect(url, PgOptions::default())
+        } else {
+            PgStore::connect_existing(url, PgOptions::default())
+        }
     }
 
     fn slot(&self) -> MutexGuard<'_, Option<PgStore>> {
@@ -115,7 +138,7 @@ impl PgReader {
     ) -> Result<T> {
         let mut g = self.slot();
         if g.is_none() {
-            *g = Some(PgStore::connect(&self.url, PgOptions::default()).map_err(store_error)?);
+            *g = Some(PgReader::connect_one(&self.url, self.migrate).map_err(store_error)?);
         }
         let Some(store) = g.as_mut() else {
             return Err(StoreError::Backend("PostgreSQL: no connection".into()));

@@ -20,6 +20,17 @@ pub enum PgError {
         /// The newest migration this build has.
         known: i32,
     },
+    /// A read-only open found no magnetar schema in the database (read commands
+    /// never create one).
+    NoSchema,
+    /// A read-only open found an older schema than this build reads (read
+    /// commands never migrate).
+    SchemaTooOld {
+        /// The newest migration applied to the database.
+        found: i32,
+        /// The newest migration this build has.
+        known: i32,
+    },
     /// A query this store does not accept (same rules and messages as the LMDB
     /// store's `StoreError::InvalidQuery`).
     InvalidQuery(String),
@@ -65,6 +76,18 @@ impl fmt::Display for PgError {
                 f,
                 "the database has schema version {found}, newer than this build knows \
                  ({known}): run a newer magnetar against it"
+            ),
+            PgError::NoSchema => write!(
+                f,
+                "the database holds no magnetar tables: point the command at the \
+                 crawlers' database, or create them with `magnetar crawl --store URL` \
+                 or `magnetar db copy` (reading commands never create them)"
+            ),
+            PgError::SchemaTooOld { found, known } => write!(
+                f,
+                "the database has schema version {found} and must be upgraded to \
+                 {known} before this build can read it: run `magnetar crawl --store URL` \
+                 of this build once (reading commands never change the schema)"
             ),
             PgError::InvalidQuery(m) => write!(f, "invalid search query: {m}"),
             PgError::Unsupported(m) => write!(f, "not supported: {m}"),

@@ -169,6 +169,30 @@ impl PgStore {
         Ok(PgStore { client, opts })
     }
 
+    /// Connects to a database whose schema is this build's, changing nothing:
+    /// an empty database is refused ([`PgError::NoSchema`]), an older schema too
+    /// ([`PgError::SchemaTooOld`]), a newer one as by [`PgStore::connect`]. For
+    /// reading commands, which must not create or upgrade the fleet's schema
+    /// under crawlers of another build.
+    pub fn connect_existing(url: &str, opts: PgOptions) -> Result<PgStore> {
+        let mut client = Client::connect(url, NoTls).map_err(PgError::db("connecting"))?;
+        let found = migrate::schema_version(&mut client)?;
+        let known = SCHEMA_VERSION;
+        if found == 0 {
+            return Err(PgError::NoSchema);
+        }
+        if found < known {
+            return Err(PgError::SchemaTooOld { found, known });
+        }
+        if found > known {
+            return Err(PgError::SchemaTooNew { found, known });
+        }
+        client
+            .batch_execute(write::CREATE_STAGING)
+            .map_err(PgError::db("creating staging tables"))?;
+        Ok(PgStore { client, opts })
+    }
+
     /// Applies one batch of writes in one transaction (see [`write`](crate::write)).
     pub fn apply_batch(&mut self, ops: &[Op]) -> Result<BatchReport> {
         let settings = write::BatchSettings {
