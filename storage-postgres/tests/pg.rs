@@ -9,6 +9,15 @@ use magnetar_storage_pg::migrate::{migrate_with, schema_version, Migration, MIGR
 use magnetar_storage_pg::testing::TempPostgres;
 use magnetar_storage_pg::{PgError, PgOptions, PgStore, SCHEMA_VERSION};
 
+/// The migrations up to `version` (a build of that schema).
+fn through(version: i32) -> &'static [Migration] {
+    let n = MIGRATIONS
+        .iter()
+        .take_while(|m| m.version <= version)
+        .count();
+    &MIGRATIONS[..n]
+}
+
 fn server() -> TempPostgres {
     match TempPostgres::start() {
         Ok(pg) => pg,
@@ -104,16 +113,8 @@ fn migration_6_adds_indexes_that_serve_the_seeders_and_files_orders() {
     let pg = server();
     let url = pg.create_database("m6").unwrap();
     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    let five: Vec<Migration> = MIGRATIONS
-        .iter()
-        .filter(|m| m.version <= 5)
-        .map(|m| Migration {
-            version: m.version,
-            name: m.name,
-            sql: m.sql,
-        })
-        .collect();
-    assert_eq!(migrate_with(&mut c, &five).unwrap(), 0);
+    let five = through(5);
+    assert_eq!(migrate_with(&mut c, five).unwrap(), 0);
     assert_eq!(schema_version(&mut c).unwrap(), 5);
     // 2,000 rows: seeders unknown for every seventh, else (i * 37) % 101; file
     // counts (i * 13) % 50.
@@ -199,16 +200,8 @@ fn migration_7_indexes_done_queue_rows_for_pruning() {
     let pg = server();
     let url = pg.create_database("m7").unwrap();
     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    let six: Vec<Migration> = MIGRATIONS
-        .iter()
-        .filter(|m| m.version <= 6)
-        .map(|m| Migration {
-            version: m.version,
-            name: m.name,
-            sql: m.sql,
-        })
-        .collect();
-    assert_eq!(migrate_with(&mut c, &six).unwrap(), 0);
+    let six = through(6);
+    assert_eq!(migrate_with(&mut c, six).unwrap(), 0);
     assert_eq!(schema_version(&mut c).unwrap(), 6);
     // 3,000 rows, lease until i; every third done.
     c.batch_execute(

@@ -49,7 +49,7 @@ pub(super) fn group_count(ops: &[Op], order: &[u32]) -> usize {
 
 /// Batches with at least this many new torrents are classified on a thread of
 /// their own, beside tokenizing.
-const PARALLEL_CLASSIFY_MIN: usize = 256;
+pub(super) const PARALLEL_CLASSIFY_MIN: usize = 256;
 
 /// The terms of the first torrent of each infohash group of a batch: a batch
 /// dictionary in byte order, and per group its (term, flags) pairs.
@@ -199,77 +199,5 @@ impl PreparedBatch {
     /// Whether the batch has no records.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::types::{FileEntry, HashKind, Sources};
-
-    fn op(ih: u16, at: u64, name: String) -> Op {
-        let mut infohash = [0u8; 20];
-        infohash[..2].copy_from_slice(&ih.to_be_bytes());
-        Op::Torrent(Box::new(TorrentInput {
-            infohash,
-            kind: HashKind::V1,
-            v2: None,
-            files: vec![FileEntry {
-                path: format!("{name}/{name}.mkv"),
-                size: 700 << 20,
-            }],
-            name,
-            total_size: 700 << 20,
-            piece_length: 1 << 20,
-            piece_count: 700,
-            private: false,
-            source: None,
-            discovered_at: at,
-            sources: Sources::SAMPLE,
-            seeders: None,
-            leechers: None,
-            scraped_at: None,
-            info: None,
-        }))
-    }
-
-    /// Each group's facets are its own first torrent's, in group order, whether
-    /// the batch is classified beside tokenizing (large) or after it (small).
-    #[test]
-    fn facets_line_up_with_groups_in_small_and_large_batches() {
-        for n in [10u16, PARALLEL_CLASSIFY_MIN as u16 * 3] {
-            // Names that classify differently (a year and an episode per torrent);
-            // every seventh infohash comes twice (a later copy, not classified).
-            let mut ops = Vec::new();
-            for i in 0..n {
-                let name = if i % 2 == 0 {
-                    format!("Film {i} {} 1080p BluRay x264", 1900 + i % 120)
-                } else {
-                    format!("Show {i} S{:02}E{:02} 720p WEB-DL", i % 30 + 1, i % 90 + 1)
-                };
-                ops.push(op(n - i, 10, name));
-                if i % 7 == 0 {
-                    ops.push(op(n - i, 20, format!("later copy {i}")));
-                }
-            }
-            let b = PreparedBatch::new_classified(ops.clone(), true);
-            let ts = sorted_torrents(&b.ops, &b.order);
-            let mut want = Vec::new();
-            for (i, t) in ts.iter().enumerate() {
-                if i == 0 || ts[i - 1].infohash != t.infohash {
-                    want.push(facets::of_torrent(&t.name, &t.files));
-                }
-            }
-            assert_eq!(want.len(), usize::from(n));
-            assert_eq!(b.tokens.facets, want, "batch of {n}");
-            // They differ from torrent to torrent: a shifted list would not match.
-            let years: std::collections::BTreeSet<_> =
-                want.iter().filter_map(|f| f.class.year).collect();
-            assert!(years.len() >= 5, "{years:?}");
-            assert!(PreparedBatch::new_classified(ops, false)
-                .tokens
-                .facets
-                .is_empty());
-        }
     }
 }

@@ -6,8 +6,13 @@ use super::*;
 use crate::types::*;
 
 fn t(n: u8, name: &str) -> Op {
+    torrent([n; 20], u64::from(n), name, "f.txt")
+}
+
+/// A torrent `name` with one file `name/file`, of `ih`, discovered at `at`.
+fn torrent(ih: [u8; 20], at: u64, name: &str, file: &str) -> Op {
     Op::Torrent(Box::new(TorrentInput {
-        infohash: [n; 20],
+        infohash: ih,
         kind: HashKind::V1,
         v2: None,
         name: name.into(),
@@ -17,16 +22,59 @@ fn t(n: u8, name: &str) -> Op {
         private: false,
         source: Some("SRC".into()),
         files: vec![FileEntry {
-            path: format!("{name}/f.txt"),
+            path: format!("{name}/{file}"),
             size: 1,
         }],
-        discovered_at: u64::from(n),
+        discovered_at: at,
         sources: Sources::SAMPLE,
         seeders: None,
         leechers: None,
         scraped_at: None,
         info: None,
     }))
+}
+
+/// Each group's facets are its own first torrent's, in group order, whether
+/// the batch is classified beside tokenizing (large) or after it (small).
+#[test]
+fn facets_line_up_with_groups_in_small_and_large_batches() {
+    use super::prepare::{sorted_torrents, PreparedBatch, PARALLEL_CLASSIFY_MIN};
+    for n in [10u16, PARALLEL_CLASSIFY_MIN as u16 * 3] {
+        // Names that classify differently (a year and an episode per torrent);
+        // every seventh infohash comes twice (a later copy, not classified).
+        let mut ops = Vec::new();
+        for i in 0..n {
+            let name = if i % 2 == 0 {
+                format!("Film {i} {} 1080p BluRay x264", 1900 + i % 120)
+            } else {
+                format!("Show {i} S{:02}E{:02} 720p WEB-DL", i % 30 + 1, i % 90 + 1)
+            };
+            let mut ih = [0u8; 20];
+            ih[..2].copy_from_slice(&(n - i).to_be_bytes());
+            ops.push(torrent(ih, 10, &name, "video.mkv"));
+            if i % 7 == 0 {
+                ops.push(torrent(ih, 20, &format!("later copy {i}"), "video.mkv"));
+            }
+        }
+        let b = PreparedBatch::new_classified(ops.clone(), true);
+        let ts = sorted_torrents(&b.ops, &b.order);
+        let mut want = Vec::new();
+        for (i, t) in ts.iter().enumerate() {
+            if i == 0 || ts[i - 1].infohash != t.infohash {
+                want.push(super::facets::Facets::of_torrent(&t.name, &t.files));
+            }
+        }
+        assert_eq!(want.len(), usize::from(n));
+        assert_eq!(b.tokens.facets, want, "batch of {n}");
+        // They differ from torrent to torrent: a shifted list would not match.
+        let years: std::collections::BTreeSet<_> =
+            want.iter().filter_map(|f| f.class.year).collect();
+        assert!(years.len() >= 5, "{years:?}");
+        assert!(PreparedBatch::new_classified(ops, false)
+            .tokens
+            .facets
+            .is_empty());
+    }
 }
 
 #[test]
