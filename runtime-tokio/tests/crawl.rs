@@ -57,9 +57,12 @@ async fn crawls_a_loopback_dht_and_stores_what_it_fetches() {
     assert!(snap.runtime.infohashes_new >= 2);
     assert_eq!(snap.runtime.tcp_connect_local_errors, 0);
 
-    let t0 = Instant::now();
-    let report = crawler.shutdown().await.unwrap();
-    assert!(t0.elapsed() < Duration::from_secs(5));
+    // Returns (a bound on the wait, not a speed claim), with no error: the
+    // flush finished within the shutdown timeout.
+    let report = tokio::time::timeout(LIMIT, crawler.shutdown())
+        .await
+        .expect("shutdown returned")
+        .unwrap();
     assert_eq!(report.stats.fetch.fetched, 2);
     let stored: BTreeSet<_> = store
         .torrents()
@@ -245,12 +248,12 @@ async fn shutdown_is_bounded_when_storage_hangs() {
         .shutdown_timeout(Duration::from_millis(300))
         .start()
         .unwrap();
-    let t0 = Instant::now();
-    match crawler.shutdown().await {
-        Err(Error::Storage(e)) => assert!(e.contains("did not finish"), "{e}"),
+    // The storage would hang for 20 s: shutdown returns before (the bound on
+    // this wait is below that), by its timeout, and says so.
+    match tokio::time::timeout(Duration::from_secs(15), crawler.shutdown()).await {
+        Ok(Err(Error::Storage(e))) => assert!(e.contains("did not finish"), "{e}"),
         other => panic!("{other:?}"),
     }
-    assert!(t0.elapsed() < Duration::from_secs(2));
 }
 
 #[tokio::test]
@@ -353,12 +356,11 @@ async fn shutdown_is_bounded_when_storage_blocks_the_driver() {
         }
     })
     .await;
-    let t0 = Instant::now();
-    match crawler.shutdown().await {
-        Err(Error::Storage(e)) => assert!(e.contains("did not"), "{e}"),
+    // The storage never returns: shutdown does, by its timeout, and says so.
+    match tokio::time::timeout(LIMIT, crawler.shutdown()).await {
+        Ok(Err(Error::Storage(e))) => assert!(e.contains("did not"), "{e}"),
         other => panic!("{other:?}"),
     }
-    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
     dht.stop().await;
 }
 
