@@ -47,25 +47,43 @@ fn year_of(t: &Token) -> Option<u16> {
     (1900..=2039).contains(&y).then_some(y as u16)
 }
 
-fn digits(s: &str) -> Option<u32> {
-    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+/// 1 to 5 ASCII digits as a number.
+fn digits(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || s.len() > 5 {
         return None;
     }
-    s.parse().ok()
+    let mut n = 0u32;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u32::from(b - b'0');
+    }
+    Some(n)
 }
 
 /// Splits `s` at the first non-digit: (number, rest).
-fn lead_number(s: &str, max_digits: usize) -> Option<(u32, &str)> {
-    let n = s.bytes().take_while(|b| b.is_ascii_digit()).count();
+fn lead_number(s: &[u8], max_digits: usize) -> Option<(u32, &[u8])> {
+    let n = s.iter().take_while(|b| b.is_ascii_digit()).count();
     if n == 0 || n > max_digits {
         return None;
     }
-    Some((s.get(..n)?.parse().ok()?, s.get(n..)?))
+    let v = s
+        .get(..n)?
+        .iter()
+        .fold(0u32, |v, &b| v * 10 + u32::from(b - b'0'));
+    Some((v, s.get(n..)?))
+}
+
+/// The lowercase token without its first byte `c`, as 1 to 5 digits.
+fn prefixed_number(t: &Token, c: u8) -> Option<u32> {
+    let b = t.lower();
+    b.get(..t.lower_len())?.strip_prefix(&[c]).and_then(digits)
 }
 
 /// `s01e02e03` / `s01e02` / `s01`: (season, first episode, last episode).
-fn sxxeyy(s: &str) -> Option<(u32, Option<(u32, u32)>)> {
-    let rest = s.strip_prefix('s')?;
+fn sxxeyy(s: &[u8]) -> Option<(u32, Option<(u32, u32)>)> {
+    let rest = s.strip_prefix(b"s")?;
     let (season, mut rest) = lead_number(rest, 3)?;
     if rest.is_empty() {
         return Some((season, None));
@@ -73,7 +91,7 @@ fn sxxeyy(s: &str) -> Option<(u32, Option<(u32, u32)>)> {
     let mut first = None;
     let mut last = 0;
     // e02, e02e03, e02-e03 is split by the tokenizer; here only chained `eNN`.
-    while let Some(r) = rest.strip_prefix('e') {
+    while let Some(r) = rest.strip_prefix(b"e") {
         let (e, r) = lead_number(r, 4)?;
         if first.is_none() {
             first = Some(e);
@@ -89,9 +107,9 @@ fn sxxeyy(s: &str) -> Option<(u32, Option<(u32, u32)>)> {
 }
 
 /// `1x02`: (season, episode).
-fn nxnn(s: &str) -> Option<(u32, u32)> {
+fn nxnn(s: &[u8]) -> Option<(u32, u32)> {
     let (season, rest) = lead_number(s, 2)?;
-    let rest = rest.strip_prefix('x')?;
+    let rest = rest.strip_prefix(b"x")?;
     if rest.len() < 2 || rest.len() > 3 {
         return None;
     }
@@ -99,19 +117,19 @@ fn nxnn(s: &str) -> Option<(u32, u32)> {
 }
 
 /// `1080p`, `720i`, `4k`, `1920x1080`.
-fn resolution(s: &str) -> Option<Resolution> {
+fn resolution(s: &[u8]) -> Option<Resolution> {
     use Resolution as R;
-    if s == "4k" {
+    if s == b"4k" {
         return Some(R::P2160);
     }
     if let Some((w, rest)) = lead_number(s, 4) {
-        if let Some(h) = rest.strip_prefix('x').and_then(digits) {
+        if let Some(h) = rest.strip_prefix(b"x").and_then(digits) {
             let _ = w;
             return R::from_height(h, false);
         }
         return match rest {
-            "p" => R::from_height(w, false),
-            "i" => R::from_height(w, true),
+            b"p" => R::from_height(w, false),
+            b"i" => R::from_height(w, true),
             _ => None,
         };
     }
@@ -121,7 +139,7 @@ fn resolution(s: &str) -> Option<Resolution> {
 /// Tokens `i` and `i + 1` are adjacent with exactly `sep` between them.
 fn joined_by(toks: &[Token], i: usize, sep: u8) -> bool {
     match (toks.get(i), toks.get(i + 1)) {
-        (Some(a), Some(b)) => b.start == a.end + 1 && b.sep_before == sep,
+        (Some(a), Some(b)) => b.start() == a.end() + 1 && b.sep_before == sep,
         _ => false,
     }
 }
@@ -130,7 +148,7 @@ fn joined_by(toks: &[Token], i: usize, sep: u8) -> bool {
 fn adjacent(toks: &[Token], i: usize) -> bool {
     match (toks.get(i), toks.get(i + 1)) {
         (Some(a), Some(b)) => {
-            b.start == a.end + 1 && matches!(b.sep_before, b'.' | b'-' | b' ' | b'_')
+            b.start() == a.end() + 1 && matches!(b.sep_before, b'.' | b'-' | b' ' | b'_')
         }
         _ => false,
     }
@@ -161,7 +179,8 @@ const UHD: Key = tags::key_of(b"uhd");
 /// Parses a release name.
 pub fn parse(name: &str) -> Parsed {
     let name = truncate(name);
-    let toks = tokenize(name);
+    let buf = tokenize(name);
+    let toks = buf.as_slice();
     let mut p = Parsed::default();
     let mut n = toks.len();
     // A trailing container extension (`.mkv`, `.iso`) is no part of the title.
@@ -180,7 +199,7 @@ pub fn parse(name: &str) -> Parsed {
     let mut start = 0;
     if toks
         .first()
-        .is_some_and(|t| t.opens_bracket && t.start == 1)
+        .is_some_and(|t| t.opens_bracket() && t.start() == 1)
     {
         while toks.get(start).is_some_and(|t| t.depth > 0) {
             start += 1;
@@ -195,15 +214,14 @@ pub fn parse(name: &str) -> Parsed {
     let mut matched = [false; MAX_TOKENS];
     let mut i = 0;
     while i < toks.len() {
+        let m = toks.get(i).map_or(tags::NOTHING, |t| meaning(t.key));
         let k = if is_hash(name, toks.get(i)) {
             1
         } else {
-            match_at(toks, i, start, &mut p)
+            match_at(toks, i, start, m, &mut p)
         };
         // Kind keywords are read from every token, matched or not.
-        if let Some(t) = toks.get(i) {
-            p.keywords |= meaning(t.key).kw;
-        }
+        p.keywords |= m.kw;
         if k > 0 {
             for m in matched.iter_mut().skip(i).take(k) {
                 *m = true;
@@ -214,8 +232,11 @@ pub fn parse(name: &str) -> Parsed {
         }
     }
     // Joined keywords (`disc image`, `drm-free`).
+    // (Only tokens that begin some word of the tables can begin a join that is one.)
     for i in 0..toks.len().saturating_sub(1) {
-        p.keywords |= meaning(join_key(toks, i, 2)).kw;
+        if toks.get(i).is_some_and(|t| tags::may_begin_word(t.key)) {
+            p.keywords |= meaning(join_key(toks, i, 2)).kw;
+        }
     }
     // A 2160p Blu-ray is an Ultra HD Blu-ray.
     if p.source == Some(Source::BluRay) && p.resolution == Some(Resolution::P2160) {
@@ -231,14 +252,16 @@ fn is_hash(name: &str, t: Option<&Token>) -> bool {
     matches!(t.len(), 32 | 40 | 64)
         && name
             .as_bytes()
-            .get(t.start..t.end)
+            .get(t.start()..t.end())
             .is_some_and(|b| b.iter().all(u8::is_ascii_hexdigit))
 }
 
 /// Tries every matcher at token `i`; returns how many tokens matched (0: none).
-fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
+/// `m` is what token `i` means by itself.
+fn match_at(toks: &[Token], i: usize, start: usize, m: tags::Meaning, p: &mut Parsed) -> usize {
     let Some(t) = toks.get(i) else { return 0 };
-    let l = t.lower();
+    let lower = t.lower();
+    let l = lower.get(..t.lower_len()).unwrap_or(&[]);
     if l.is_empty() {
         return 0;
     }
@@ -254,10 +277,7 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
                 Some((a, b)) => {
                     let mut last = b;
                     if joined_by(toks, i, b'-') {
-                        if let Some(e) = toks
-                            .get(i + 1)
-                            .and_then(|n| n.lower().strip_prefix('e').and_then(digits))
-                        {
+                        if let Some(e) = toks.get(i + 1).and_then(|n| prefixed_number(n, b'e')) {
                             if e > last {
                                 last = e;
                                 k = 2;
@@ -270,10 +290,7 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
                 None => {
                     let mut last = season;
                     if joined_by(toks, i, b'-') {
-                        if let Some(s2) = toks
-                            .get(i + 1)
-                            .and_then(|n| n.lower().strip_prefix('s').and_then(digits))
-                        {
+                        if let Some(s2) = toks.get(i + 1).and_then(|n| prefixed_number(n, b's')) {
                             if s2 > u32::from(season) && s2 <= u32::from(u16::MAX) {
                                 last = s2 as u16;
                                 k = 2;
@@ -291,7 +308,7 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
             return 1;
         }
     }
-    if l == "season" || l == "saison" || l == "temporada" || l == "staffel" {
+    if l == b"season" || l == b"saison" || l == b"temporada" || l == b"staffel" {
         if let Some(s) = toks.get(i + 1).and_then(|n| n.number()) {
             if s < 100 {
                 set_once(&mut p.seasons, (s as u16, s as u16));
@@ -299,7 +316,7 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
             }
         }
     }
-    if l == "episode" || l == "ep" {
+    if l == b"episode" || l == b"ep" {
         if let Some(e) = toks.get(i + 1).and_then(|n| n.number()) {
             set_once(&mut p.episodes, (e, e));
             return 2;
@@ -346,9 +363,14 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
             return 1;
         }
     }
-    // Known tags, the longest join first.
+    // Known tags, the longest join first (only a token that begins some word of the
+    // tables can begin a join that is one).
+    let joins = tags::may_begin_word(t.key);
     for k in (1..=3).rev() {
-        let j = join_key(toks, i, k);
+        if k > 1 && !joins {
+            continue;
+        }
+        let j = if k == 1 { t.key } else { join_key(toks, i, k) };
         if j == NO_KEY {
             continue;
         }
@@ -361,6 +383,8 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
                 }
                 _ => meaning(j).tag,
             }
+        } else if k == 1 {
+            m.tag
         } else {
             meaning(j).tag
         };
@@ -375,12 +399,12 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
         return k;
     }
     // v1.2.3 (software versions) end the title.
-    if digit && l.len() >= 2 && l.starts_with('v') && l.bytes().skip(1).all(|b| b.is_ascii_digit())
+    if digit && l.len() >= 2 && l.starts_with(b"v") && l.iter().skip(1).all(|b| b.is_ascii_digit())
     {
         return 1;
     }
     // [Grp] Title - 12 / - 01-12: absolute episode numbers.
-    if t.spaced_dash_before && i > start && p.episodes.is_none() {
+    if t.spaced_dash_before() && i > start && p.episodes.is_none() {
         if let Some(e) = t.number() {
             let mut last = e;
             let mut k = 1;
@@ -434,20 +458,57 @@ fn set_once<T>(slot: &mut Option<T>, v: T) {
 fn title(name: &str, toks: &[Token], start: usize, matched: &[bool]) -> Option<String> {
     let first = toks.get(start)?;
     let mut last = first;
+    let mut last_i = start;
     for (i, t) in toks.iter().enumerate().skip(start) {
         if matched.get(i).copied().unwrap_or(true) {
             break;
         }
-        if i > start && (t.spaced_dash_before || t.opens_bracket || t.depth > 0) {
+        if i > start && (t.spaced_dash_before() || t.opens_bracket() || t.depth > 0) {
             break;
         }
         last = t;
+        last_i = i;
     }
     if matched.get(start).copied().unwrap_or(true) {
         return None;
     }
-    let raw = name.get(first.start..last.end)?;
-    clean_title(raw)
+    let raw = name.get(first.start()..last.end())?;
+    let words = toks.get(start..=start + (last_i - start))?;
+    quick_title(name, raw, words).or_else(|| clean_title(raw))
+}
+
+/// [`clean_title`] of `raw`, the text of `words`, without reading it byte by byte
+/// when that gives the same: ASCII words without white space inside, one separator
+/// byte between words, shorter than [`MAX_TITLE_BYTES`] (so nothing is cut). Each
+/// word is copied as it is and each separator that is white space, `.`, `_` or `#`
+/// becomes a space (the words are not empty, so neither is the title). `None` when
+/// this does not apply.
+fn quick_title(name: &str, raw: &str, words: &[Token]) -> Option<String> {
+    if raw.len() >= MAX_TITLE_BYTES {
+        return None;
+    }
+    let mut prev_end = None;
+    for w in words {
+        if !w.plain() || prev_end.is_some_and(|e| w.start() != e + 1) {
+            return None;
+        }
+        prev_end = Some(w.end());
+    }
+    let mut out = String::with_capacity(raw.len());
+    for (n, w) in words.iter().enumerate() {
+        if n > 0 {
+            let sep = w.sep_before;
+            out.push(
+                if matches!(sep, b'.' | b'_' | b'#' | b' ' | b'\t'..=b'\r') {
+                    ' '
+                } else {
+                    char::from(sep)
+                },
+            );
+        }
+        out.push_str(name.get(w.start()..w.end())?);
+    }
+    Some(out)
 }
 
 /// The title text of `raw`: `.`, `_`, `#` and white space read as one space between

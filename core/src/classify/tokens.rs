@@ -15,28 +15,20 @@ pub const MAX_TOKENS: usize = 96;
 /// Tokens up to this long get a lowercased copy (the longest tag is shorter).
 pub const LOWER_CAP: usize = 16;
 
-/// One token of a name.
+/// One token of a name (32 bytes: a name's tokens are kept on the stack).
 #[derive(Clone, Copy, Debug)]
 pub struct Token {
-    /// Byte range in the truncated name.
-    pub start: usize,
-    /// End of the byte range (exclusive).
-    pub end: usize,
-    lower: [u8; LOWER_CAP],
-    lower_len: u8,
-    /// The lowercase copy's [`Key`] ([`NO_KEY`] when there is none).
+    /// The ASCII-lowercased token packed as a [`Key`] ([`NO_KEY`] when the token is
+    /// long, not ASCII or holds a NUL byte): its bytes are the lowercase copy.
     pub key: Key,
-    /// All ASCII digits (and short enough to have a lowercase copy).
-    digits: bool,
-    /// The value when it is 1 to 4 digits.
-    num: Option<u32>,
-    /// Some byte is an ASCII digit.
-    any_digit: bool,
-    /// The separators right before this token contain `" - "` (a spaced dash) or start
-    /// the name with one.
-    pub spaced_dash_before: bool,
-    /// An opening bracket (`[`, `(`, `{`) stands between the previous token and this one.
-    pub opens_bracket: bool,
+    start: u32,
+    end: u32,
+    /// The value when it is 1 to 4 digits, else [`NO_NUM`].
+    num: u16,
+    /// Bytes of the lowercase copy (0 when there is none).
+    lower_len: u8,
+    /// [`DIGITS`], [`ANY_DIGIT`], [`SPACED_DASH`], [`OPENS`].
+    flags: u8,
     /// Bracket depth at this token (0 = outside any bracket).
     pub depth: u8,
     /// The last separator byte before this token (0 at the start of the name).
@@ -45,27 +37,80 @@ pub struct Token {
     pub sep_after: u8,
 }
 
+const NO_NUM: u16 = u16::MAX;
+/// All ASCII digits (and short enough to have a lowercase copy).
+const DIGITS: u8 = 1;
+/// Some byte is an ASCII digit.
+const ANY_DIGIT: u8 = 2;
+/// The separators right before this token contain `" - "` (a spaced dash) or start
+/// the name with one.
+const SPACED_DASH: u8 = 4;
+/// An opening bracket (`[`, `(`, `{`) stands between the previous token and this one.
+const OPENS: u8 = 8;
+/// Some byte is not ASCII.
+const NOT_ASCII: u8 = 16;
+/// Some byte is white space but no separator (vertical tab, form feed).
+const ODD_WHITE: u8 = 32;
+
 impl Token {
-    /// The ASCII-lowercased token, or `""` when it is long or not ASCII.
-    pub fn lower(&self) -> &str {
-        let n = usize::from(self.lower_len).min(LOWER_CAP);
-        std::str::from_utf8(self.lower.get(..n).unwrap_or(&[])).unwrap_or("")
+    const EMPTY: Token = Token {
+        key: NO_KEY,
+        start: 0,
+        end: 0,
+        num: NO_NUM,
+        lower_len: 0,
+        flags: 0,
+        depth: 0,
+        sep_before: 0,
+        sep_after: 0,
+    };
+
+    /// Byte range in the truncated name: its start.
+    pub fn start(&self) -> usize {
+        self.start as usize
+    }
+
+    /// End of the byte range (exclusive).
+    pub fn end(&self) -> usize {
+        self.end as usize
+    }
+
+    /// The ASCII-lowercased token (its first [`Token::lower_len`] bytes; nothing
+    /// when it is long or not ASCII). A token with a NUL byte reads as `0xFF` bytes,
+    /// which no matcher accepts.
+    pub fn lower(&self) -> [u8; LOWER_CAP] {
+        self.key.to_le_bytes()
     }
 
     /// All ASCII digits (and short enough to have a lowercase copy).
     pub fn is_digits(&self) -> bool {
-        self.digits
+        self.flags & DIGITS != 0
     }
 
     /// Whether some byte of the token is an ASCII digit (every matcher of numbers
     /// needs one).
     pub fn has_digit(&self) -> bool {
-        self.any_digit
+        self.flags & ANY_DIGIT != 0
+    }
+
+    /// The separators before it hold a spaced dash (`" - "`).
+    pub fn spaced_dash_before(&self) -> bool {
+        self.flags & SPACED_DASH != 0
+    }
+
+    /// An opening bracket stands between the previous token and this one.
+    pub fn opens_bracket(&self) -> bool {
+        self.flags & OPENS != 0
+    }
+
+    /// All ASCII, and no white space inside (so the title reads it as it is).
+    pub fn plain(&self) -> bool {
+        self.flags & (NOT_ASCII | ODD_WHITE) == 0
     }
 
     /// The token as a number when it is 1 to 4 digits.
     pub fn number(&self) -> Option<u32> {
-        self.num
+        (self.num != NO_NUM).then_some(u32::from(self.num))
     }
 
     /// Bytes of the lowercase copy (0 when there is none).
@@ -75,24 +120,63 @@ impl Token {
 
     /// Number of bytes.
     pub fn len(&self) -> usize {
-        self.end - self.start
+        self.end() - self.start()
     }
 }
 
-/// The separator bytes, as a table: one load a byte.
-const SEPS: [bool; 256] = {
+/// Byte classes, one table load a byte: a separator, an ASCII digit, anything else
+/// but a separator, not ASCII, NUL, an ASCII capital (the bit that lowercases it),
+/// white space that is no separator (vertical tab, form feed), a bracket.
+const SEP: u8 = 1;
+const DIGIT: u8 = 2;
+const NOT_DIGIT: u8 = 4;
+const NON_ASCII: u8 = 8;
+const NUL: u8 = 16;
+const UPPER: u8 = 0x20;
+const ODD_SPACE: u8 = 64;
+const BRACKET: u8 = 128;
+
+const CLASS: [u8; 256] = {
     let list = b" ._-[](){}+,/\\#~|\t\n\r!?:;\"*<>";
-    let mut t = [false; 256];
+    let mut t = [NOT_DIGIT; 256];
+    let mut b = 0;
+    while b < 256 {
+        if b >= 0x80 {
+            t[b] |= NON_ASCII;
+        }
+        if b >= b'A' as usize && b <= b'Z' as usize {
+            t[b] |= UPPER;
+        }
+        if b >= b'0' as usize && b <= b'9' as usize {
+            t[b] = DIGIT;
+        }
+        b += 1;
+    }
+    t[0] |= NUL;
+    t[0x0b] |= ODD_SPACE;
+    t[0x0c] |= ODD_SPACE;
     let mut i = 0;
     while i < list.len() {
-        t[list[i] as usize] = true;
+        t[list[i] as usize] = SEP;
+        i += 1;
+    }
+    let brackets = b"[](){}";
+    i = 0;
+    while i < brackets.len() {
+        t[brackets[i] as usize] |= BRACKET;
         i += 1;
     }
     t
 };
 
+#[inline]
+fn class(b: u8) -> u8 {
+    CLASS.get(usize::from(b)).copied().unwrap_or(0)
+}
+
+#[cfg(test)]
 fn is_sep(b: u8) -> bool {
-    SEPS.get(usize::from(b)).copied().unwrap_or(false)
+    class(b) & SEP != 0
 }
 
 /// Cuts `name` to at most [`MAX_NAME_BYTES`] bytes at a character boundary.
@@ -107,11 +191,70 @@ pub fn truncate(name: &str) -> &str {
     name.get(..end).unwrap_or("")
 }
 
-/// Splits an already truncated name into at most [`MAX_TOKENS`] tokens.
-pub fn tokenize(name: &str) -> Vec<Token> {
+/// Tokens kept on the stack: most names have fewer than this many.
+const INLINE: usize = 24;
+
+/// The tokens of a name: on the stack up to [`INLINE`] of them, then (rarely) in
+/// one allocation of [`MAX_TOKENS`].
+pub struct Tokens {
+    inline: [Token; INLINE],
+    n: usize,
+    heap: Vec<Token>,
+}
+
+impl Tokens {
+    fn new() -> Tokens {
+        Tokens {
+            inline: [Token::EMPTY; INLINE],
+            n: 0,
+            heap: Vec::new(),
+        }
+    }
+
+    /// The tokens, in order.
+    pub fn as_slice(&self) -> &[Token] {
+        if self.heap.is_empty() {
+            self.inline.get(..self.n).unwrap_or(&[])
+        } else {
+            &self.heap
+        }
+    }
+
+    fn len(&self) -> usize {
+        if self.heap.is_empty() {
+            self.n
+        } else {
+            self.heap.len()
+        }
+    }
+
+    fn last_mut(&mut self) -> Option<&mut Token> {
+        if self.heap.is_empty() {
+            self.n.checked_sub(1).and_then(|i| self.inline.get_mut(i))
+        } else {
+            self.heap.last_mut()
+        }
+    }
+
+    fn push(&mut self, t: Token) {
+        if self.heap.is_empty() {
+            if let Some(slot) = self.inline.get_mut(self.n) {
+                *slot = t;
+                self.n += 1;
+                return;
+            }
+            self.heap.reserve_exact(MAX_TOKENS);
+            self.heap.extend_from_slice(&self.inline);
+        }
+        self.heap.push(t);
+    }
+}
+
+/// Splits an already truncated name into at most [`MAX_TOKENS`] tokens, in one pass
+/// over its bytes with one table load a byte.
+pub fn tokenize(name: &str) -> Tokens {
     let bytes = name.as_bytes();
-    // 16 tokens (64 bytes each) fit most names in a small allocation.
-    let mut out: Vec<Token> = Vec::with_capacity(16);
+    let mut out = Tokens::new();
     let mut i = 0;
     let mut depth: u8 = 0;
     // Separators seen since the last token.
@@ -119,86 +262,98 @@ pub fn tokenize(name: &str) -> Vec<Token> {
     while i < bytes.len() && out.len() < MAX_TOKENS {
         // Separators.
         let mut opens = false;
+        let mut dash = false;
         while let Some(&b) = bytes.get(i) {
-            if !is_sep(b) {
+            let c = class(b);
+            if c & SEP == 0 {
                 break;
             }
-            match b {
-                b'[' | b'(' | b'{' => {
+            if c & BRACKET != 0 {
+                if matches!(b, b'[' | b'(' | b'{') {
                     opens = true;
                     depth = depth.saturating_add(1);
+                } else {
+                    depth = depth.saturating_sub(1);
                 }
-                b']' | b')' | b'}' => depth = depth.saturating_sub(1),
-                _ => {}
             }
+            dash |= b == b'-';
             i += 1;
         }
         if i >= bytes.len() {
             break;
         }
         let seps = bytes.get(seps_start..i).unwrap_or(&[]);
-        let spaced_dash = seps.windows(3).any(|w| w == b" - ")
-            || (seps_start == 0 && seps.starts_with(b"- "))
-            || seps == b" -"
-            || seps == b"- ";
+        let spaced_dash = dash
+            && (seps.windows(3).any(|w| w == b" - ")
+                || (seps_start == 0 && seps.starts_with(b"- "))
+                || seps == b" -"
+                || seps == b"- ");
         let sep_before = seps.last().copied().unwrap_or(0);
         // The token: up to the next separator, read once: its lowercase copy (the
-        // first LOWER_CAP bytes) and whether it is ASCII, all digits, NUL-free.
+        // first LOWER_CAP bytes) and the union of its bytes' classes.
         let start = i;
         let mut lower = [0u8; LOWER_CAP];
-        let (mut ascii, mut all_digits, mut any_digit, mut nul) = (true, true, false, false);
+        let mut acc = 0u8;
         while let Some(&b) = bytes.get(i) {
-            if is_sep(b) {
+            let c = class(b);
+            if c & SEP != 0 {
                 break;
             }
             if let Some(d) = lower.get_mut(i - start) {
-                *d = b.to_ascii_lowercase();
+                *d = b | (c & UPPER);
             }
-            ascii &= b.is_ascii();
-            all_digits &= b.is_ascii_digit();
-            any_digit |= b.is_ascii_digit();
-            nul |= b == 0;
+            acc |= c;
             i += 1;
         }
         let end = i;
         let mut lower_len = 0u8;
         let mut key = NO_KEY;
-        let mut digits = false;
-        let mut num = None;
+        let mut flags = 0u8;
+        let mut num = NO_NUM;
+        if acc & DIGIT != 0 {
+            flags |= ANY_DIGIT;
+        }
+        if acc & NON_ASCII != 0 {
+            flags |= NOT_ASCII;
+        }
+        if acc & ODD_SPACE != 0 {
+            flags |= ODD_WHITE;
+        }
         let len = end - start;
-        if len <= LOWER_CAP && ascii {
-            digits = len > 0 && all_digits;
-            if digits && len <= 4 {
-                num = Some(
-                    lower
+        if len <= LOWER_CAP && acc & NON_ASCII == 0 {
+            if acc & NOT_DIGIT == 0 {
+                flags |= DIGITS;
+                if len <= 4 {
+                    num = lower
                         .iter()
                         .take(len)
-                        .fold(0u32, |n, &b| n * 10 + u32::from(b - b'0')),
-                );
+                        .fold(0u16, |n, &b| n * 10 + u16::from(b - b'0'));
+                }
             }
             lower_len = len as u8;
             // The zero-padded copy is the key (a NUL byte would make it another
             // word's: such a token is no entry).
-            if !nul {
+            if acc & NUL == 0 {
                 key = u128::from_le_bytes(lower);
             }
-        } else {
-            lower = [0u8; LOWER_CAP];
         }
+        let first = out.len() == 0;
         if let Some(prev) = out.last_mut() {
-            prev.sep_after = bytes.get(prev.end).copied().unwrap_or(0);
+            prev.sep_after = bytes.get(prev.end()).copied().unwrap_or(0);
+        }
+        if spaced_dash && !first {
+            flags |= SPACED_DASH;
+        }
+        if opens {
+            flags |= OPENS;
         }
         out.push(Token {
-            start,
-            end,
-            lower,
-            lower_len,
             key,
-            digits,
+            start: start as u32,
+            end: end as u32,
             num,
-            any_digit,
-            spaced_dash_before: spaced_dash && !out.is_empty(),
-            opens_bracket: opens,
+            lower_len,
+            flags,
             depth,
             sep_before,
             sep_after: 0,
@@ -206,7 +361,7 @@ pub fn tokenize(name: &str) -> Vec<Token> {
         seps_start = i;
     }
     if let Some(last) = out.last_mut() {
-        last.sep_after = bytes.get(last.end).copied().unwrap_or(0);
+        last.sep_after = bytes.get(last.end()).copied().unwrap_or(0);
     }
     out
 }
@@ -214,6 +369,10 @@ pub fn tokenize(name: &str) -> Vec<Token> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lower(t: &Token) -> String {
+        String::from_utf8_lossy(&t.lower()[..t.lower_len()]).into_owned()
+    }
 
     fn is_sep_match(b: u8) -> bool {
         matches!(
@@ -256,14 +415,48 @@ mod tests {
     }
 
     #[test]
+    fn the_class_table_says_what_the_byte_methods_say() {
+        for b in 0..=255u8 {
+            let c = class(b);
+            if is_sep_match(b) {
+                assert_eq!(c & !BRACKET, SEP, "byte {b}");
+                assert_eq!(c & BRACKET != 0, b"[](){}".contains(&b), "byte {b}");
+                continue;
+            }
+            assert_eq!(
+                c & ODD_SPACE != 0,
+                b.is_ascii_whitespace() || b == 0x0b,
+                "byte {b}"
+            );
+            assert_eq!(c & DIGIT != 0, b.is_ascii_digit(), "byte {b}");
+            assert_eq!(c & NOT_DIGIT != 0, !b.is_ascii_digit(), "byte {b}");
+            assert_eq!(c & NON_ASCII != 0, !b.is_ascii(), "byte {b}");
+            assert_eq!(c & NUL != 0, b == 0, "byte {b}");
+            assert_eq!(b | (c & UPPER), b.to_ascii_lowercase(), "byte {b}");
+        }
+    }
+
+    #[test]
+    fn more_tokens_than_the_stack_holds_spill_in_order() {
+        let name: String = (0..40).map(|i| format!("w{i} ")).collect();
+        let t = tokenize(&name);
+        let words: Vec<String> = t.as_slice().iter().map(lower).collect();
+        let want: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
+        assert_eq!(words, want);
+        assert_eq!(t.as_slice()[39].sep_after, b' ');
+        assert_eq!(t.as_slice()[23].sep_after, b' ');
+    }
+
+    #[test]
     fn splits_on_separators_and_marks_context() {
         let t = tokenize("[Grp] Show Name - 12 (1080p).mkv");
-        let words: Vec<&str> = t.iter().map(|t| t.lower()).collect();
+        let t = t.as_slice();
+        let words: Vec<String> = t.iter().map(lower).collect();
         assert_eq!(words, ["grp", "show", "name", "12", "1080p", "mkv"]);
-        assert!(t[0].opens_bracket && t[0].depth == 1);
+        assert!(t[0].opens_bracket() && t[0].depth == 1);
         assert_eq!(t[1].depth, 0);
-        assert!(t[3].spaced_dash_before && !t[2].spaced_dash_before);
-        assert!(t[4].opens_bracket);
+        assert!(t[3].spaced_dash_before() && !t[2].spaced_dash_before());
+        assert!(t[4].opens_bracket());
         assert_eq!(t[5].sep_before, b'.');
     }
 
@@ -273,13 +466,14 @@ mod tests {
         let cut = truncate(&name);
         assert!(cut.len() <= MAX_NAME_BYTES && cut.len() >= MAX_NAME_BYTES - 1);
         let many = "a.".repeat(10_000);
-        assert_eq!(tokenize(truncate(&many)).len(), MAX_TOKENS);
+        assert_eq!(tokenize(truncate(&many)).as_slice().len(), MAX_TOKENS);
     }
 
     #[test]
     fn non_ascii_tokens_have_no_lowercase_copy() {
         let t = tokenize("Москва.1979");
-        assert_eq!(t[0].lower(), "");
+        let t = t.as_slice();
+        assert_eq!(lower(&t[0]), "");
         assert_eq!(t[1].number(), Some(1979));
     }
 }
