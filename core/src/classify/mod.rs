@@ -398,11 +398,16 @@ struct FileStats {
 
 impl FileStats {
     fn add(&mut self, class: FileClass, size: u64) {
+        self.add_run(class, size.max(1), 1);
+    }
+
+    /// `count` files of `class` of `bytes` in all (each counted as at least 1).
+    fn add_run(&mut self, class: FileClass, bytes: u64, count: u32) {
         if let Some(b) = self.bytes.get_mut(class.index()) {
-            *b = b.saturating_add(size.max(1));
+            *b = b.saturating_add(bytes);
         }
         if let Some(c) = self.count.get_mut(class.index()) {
-            *c = c.saturating_add(1);
+            *c = c.saturating_add(count);
         }
     }
 
@@ -437,7 +442,28 @@ impl FileStats {
 
 /// The key of the lowercase extension of a path (at most 8 bytes), or
 /// [`tags::NO_KEY`]: one backward pass over the path's last bytes, no allocation.
-fn extension_key(path: &str) -> tags::Key {
+/// Also the length of the path's tail read for it (the extension and its dot) when
+/// there is a key: a path ending in the same bytes has the same key.
+fn extension_key(path: &str) -> (tags::Key, usize) {
+    let mut key: u64 = 0;
+    let mut n = 0;
+    for &b in path.as_bytes().iter().rev() {
+        match b {
+            b'.' if n > 0 => return (tags::Key::from(key), n + 1),
+            b'.' | b'/' | b'\\' => return (tags::NO_KEY, 0),
+            _ if n == 8 || !b.is_ascii() || b == 0 => return (tags::NO_KEY, 0),
+            _ => {
+                key = (key << 8) | u64::from(b.to_ascii_lowercase());
+                n += 1;
+            }
+        }
+    }
+    (tags::NO_KEY, 0)
+}
+
+/// The first version of [`extension_key`] (a `u128` shifted a byte at a time).
+#[cfg(test)]
+fn extension_key_u128(path: &str) -> tags::Key {
     let mut key: tags::Key = 0;
     let mut n = 0;
     for &b in path.as_bytes().iter().rev() {
@@ -481,21 +507,40 @@ where
 {
     let p = parse::parse(name);
     let mut stats = FileStats::default();
-    // Files of a torrent mostly share their extension: its class is looked up once
-    // per run of equal extensions.
+    // Files of a torrent mostly share their extension: a path that ends as the last
+    // one with an extension did (`.mkv`) has its class without another look, and the
+    // sizes of a run of one class are summed before they are added (saturating sums
+    // of sizes are the same in any grouping).
+    let mut tail: &[u8] = &[];
     let mut last: Option<(tags::Key, FileClass)> = None;
+    let (mut run_class, mut run_bytes, mut run_count) = (FileClass::Other, 0u64, 0u32);
     for (path, size) in files.into_iter().take(MAX_FILES) {
-        let key = extension_key(path);
         let class = match last {
-            Some((k, c)) if k == key => c,
+            Some((_, c)) if !tail.is_empty() && path.as_bytes().ends_with(tail) => c,
             _ => {
-                let c = tags::meaning(key).file;
-                last = Some((key, c));
-                c
+                let (key, n) = extension_key(path);
+                tail = path
+                    .as_bytes()
+                    .get(path.len().saturating_sub(n)..)
+                    .unwrap_or(&[]);
+                match last {
+                    Some((k, c)) if k == key => c,
+                    _ => {
+                        let c = tags::meaning(key).file;
+                        last = Some((key, c));
+                        c
+                    }
+                }
             }
         };
-        stats.add(class, size);
+        if class != run_class {
+            stats.add_run(run_class, run_bytes, run_count);
+            (run_class, run_bytes, run_count) = (class, 0, 0);
+        }
+        run_bytes = run_bytes.saturating_add(size.max(1));
+        run_count = run_count.saturating_add(1);
     }
+    stats.add_run(run_class, run_bytes, run_count);
     // A name with a container extension and no files: the name is the file.
     if let (Some(c), None) = (p.container, stats.dominant()) {
         stats.add(c, 1);
@@ -726,6 +771,41 @@ mod tests {
         assert!(c.languages.has(Languages::SCRIPT_CJK));
         let c = classify("Movie.2001.FRENCH.720p", std::iter::empty());
         assert!(c.languages.has(Languages::FRENCH) && !c.languages.has(Languages::SCRIPT_CJK));
+    }
+
+    #[test]
+    fn extension_keys_are_what_they_were() {
+        let paths = [
+            "a.mkv",
+            "A.MKV",
+            "dir/b.Mp4",
+            "x",
+            ".mkv",
+            "a.",
+            "a/.b",
+            "a.b/c",
+            "a\\b.flac",
+            "x.abcdefgh",
+            "x.abcdefghi",
+            "x.é",
+            "x.m\0v",
+            "no_ext",
+            "a.b.c.tar",
+            "..",
+            "",
+            "Season 1/Show.S01E01.mkv",
+            "x.7z",
+            "y.JPEG",
+        ];
+        for p in paths {
+            let (k, n) = extension_key(p);
+            assert_eq!(k, extension_key_u128(p), "{p:?}");
+            if k != tags::NO_KEY {
+                let tail = &p[p.len() - n..];
+                assert!(tail.starts_with('.'), "{p:?}");
+                assert_eq!(extension_key(&format!("other/name{tail}")).0, k, "{p:?}");
+            }
+        }
     }
 
     #[test]
