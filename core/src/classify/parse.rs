@@ -12,7 +12,7 @@
 //! text of that run with `.`, `_` and `#` read as spaces.
 
 use super::tags::{self, join_keys, meaning, Key, Tag, NO_KEY};
-use super::tokens::{tokenize, truncate, Token, MAX_TOKENS};
+use super::tokens::{tokenize, truncate, Token, Tokens, MAX_TOKENS};
 use super::{AudioFormat, Languages, Resolution, Source, VideoCodec};
 
 /// Titles longer than this are cut (at a character boundary).
@@ -179,7 +179,8 @@ const UHD: Key = tags::key_of(b"uhd");
 /// Parses a release name.
 pub fn parse(name: &str) -> Parsed {
     let name = truncate(name);
-    let buf = tokenize(name);
+    let mut buf = Tokens::new();
+    tokenize(name, &mut buf);
     let toks = buf.as_slice();
     let mut p = Parsed::default();
     let mut n = toks.len();

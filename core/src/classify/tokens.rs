@@ -53,11 +53,12 @@ const NOT_ASCII: u8 = 16;
 const ODD_WHITE: u8 = 32;
 
 impl Token {
+    /// All zero bytes (a buffer's filler, never read).
     const EMPTY: Token = Token {
-        key: NO_KEY,
+        key: 0,
         start: 0,
         end: 0,
-        num: NO_NUM,
+        num: 0,
         lower_len: 0,
         flags: 0,
         depth: 0,
@@ -202,8 +203,15 @@ pub struct Tokens {
     heap: Vec<Token>,
 }
 
+impl Default for Tokens {
+    fn default() -> Self {
+        Tokens::new()
+    }
+}
+
 impl Tokens {
-    fn new() -> Tokens {
+    /// An empty buffer for [`tokenize`].
+    pub fn new() -> Tokens {
         Tokens {
             inline: [Token::EMPTY; INLINE],
             n: 0,
@@ -252,9 +260,10 @@ impl Tokens {
 
 /// Splits an already truncated name into at most [`MAX_TOKENS`] tokens, in one pass
 /// over its bytes with one table load a byte.
-pub fn tokenize(name: &str) -> Tokens {
+pub fn tokenize(name: &str, out: &mut Tokens) {
     let bytes = name.as_bytes();
-    let mut out = Tokens::new();
+    out.n = 0;
+    out.heap.clear();
     let mut i = 0;
     let mut depth: u8 = 0;
     // Separators seen since the last token.
@@ -289,23 +298,26 @@ pub fn tokenize(name: &str) -> Tokens {
                 || seps == b" -"
                 || seps == b"- ");
         let sep_before = seps.last().copied().unwrap_or(0);
-        // The token: up to the next separator, read once: its lowercase copy (the
-        // first LOWER_CAP bytes) and the union of its bytes' classes.
+        // The token: up to the next separator, read once for the union of its bytes'
+        // classes; then, when it is short and ASCII, its lowercase copy.
         let start = i;
-        let mut lower = [0u8; LOWER_CAP];
         let mut acc = 0u8;
         while let Some(&b) = bytes.get(i) {
             let c = class(b);
             if c & SEP != 0 {
                 break;
             }
-            if let Some(d) = lower.get_mut(i - start) {
-                *d = b | (c & UPPER);
-            }
             acc |= c;
             i += 1;
         }
         let end = i;
+        let mut lower = [0u8; LOWER_CAP];
+        if acc & NON_ASCII == 0 {
+            if let (Some(d), Some(s)) = (lower.get_mut(..end - start), bytes.get(start..end)) {
+                d.copy_from_slice(s);
+                lower = ascii_lowercase(u128::from_le_bytes(lower)).to_le_bytes();
+            }
+        }
         let mut lower_len = 0u8;
         let mut key = NO_KEY;
         let mut flags = 0u8;
@@ -363,12 +375,53 @@ pub fn tokenize(name: &str) -> Tokens {
     if let Some(last) = out.last_mut() {
         last.sep_after = bytes.get(last.end()).copied().unwrap_or(0);
     }
-    out
+}
+
+/// The ASCII lowercase of 16 ASCII bytes at once: each byte `A`..=`Z` gets its
+/// 0x20 bit (byte + 0x3F has its top bit from `A` up, byte + 0x25 from `[` up; no
+/// byte below 0x80 carries into the next).
+#[inline]
+fn ascii_lowercase(x: u128) -> u128 {
+    const ONES: u128 = u128::from_le_bytes([1; 16]);
+    let ge_a = x.wrapping_add(ONES * 0x3F);
+    let ge_z1 = x.wrapping_add(ONES * 0x25);
+    let upper = ge_a & !ge_z1 & (ONES * 0x80);
+    x | (upper >> 2)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn toks(name: &str) -> Tokens {
+        let mut t = Tokens::new();
+        tokenize(name, &mut t);
+        t
+    }
+
+    #[test]
+    fn lowercase_at_once_is_lowercase_byte_by_byte() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for n in 0..20_000u32 {
+            let mut b = [0u8; 16];
+            for (i, v) in b.iter_mut().enumerate() {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *v = if n < 128 {
+                    ((n as usize + i) % 128) as u8
+                } else {
+                    (x % 128) as u8
+                };
+            }
+            let want = b.map(|c| c.to_ascii_lowercase());
+            assert_eq!(
+                ascii_lowercase(u128::from_le_bytes(b)).to_le_bytes(),
+                want,
+                "{b:?}"
+            );
+        }
+    }
 
     fn lower(t: &Token) -> String {
         String::from_utf8_lossy(&t.lower()[..t.lower_len()]).into_owned()
@@ -439,7 +492,7 @@ mod tests {
     #[test]
     fn more_tokens_than_the_stack_holds_spill_in_order() {
         let name: String = (0..40).map(|i| format!("w{i} ")).collect();
-        let t = tokenize(&name);
+        let t = toks(&name);
         let words: Vec<String> = t.as_slice().iter().map(lower).collect();
         let want: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
         assert_eq!(words, want);
@@ -449,7 +502,7 @@ mod tests {
 
     #[test]
     fn splits_on_separators_and_marks_context() {
-        let t = tokenize("[Grp] Show Name - 12 (1080p).mkv");
+        let t = toks("[Grp] Show Name - 12 (1080p).mkv");
         let t = t.as_slice();
         let words: Vec<String> = t.iter().map(lower).collect();
         assert_eq!(words, ["grp", "show", "name", "12", "1080p", "mkv"]);
@@ -466,12 +519,12 @@ mod tests {
         let cut = truncate(&name);
         assert!(cut.len() <= MAX_NAME_BYTES && cut.len() >= MAX_NAME_BYTES - 1);
         let many = "a.".repeat(10_000);
-        assert_eq!(tokenize(truncate(&many)).as_slice().len(), MAX_TOKENS);
+        assert_eq!(toks(truncate(&many)).as_slice().len(), MAX_TOKENS);
     }
 
     #[test]
     fn non_ascii_tokens_have_no_lowercase_copy() {
-        let t = tokenize("Москва.1979");
+        let t = toks("Москва.1979");
         let t = t.as_slice();
         assert_eq!(lower(&t[0]), "");
         assert_eq!(t[1].number(), Some(1979));
