@@ -461,6 +461,17 @@ fn extension_key(path: &str) -> (tags::Key, usize) {
     (tags::NO_KEY, 0)
 }
 
+/// The last 8 bytes of `p` (little endian: the last byte is the top one), or 0 when
+/// `p` is shorter.
+#[inline]
+fn last8(p: &[u8]) -> u64 {
+    p.len()
+        .checked_sub(8)
+        .and_then(|s| p.get(s..))
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map_or(0, u64::from_le_bytes)
+}
+
 /// The first version of [`extension_key`] (a `u128` shifted a byte at a time).
 #[cfg(test)]
 fn extension_key_u128(path: &str) -> tags::Key {
@@ -510,40 +521,7 @@ where
 {
     let p = parse::parse(name);
     let mut stats = FileStats::default();
-    // Files of a torrent mostly share their extension: a path that ends as the last
-    // one with an extension did (`.mkv`) has its class without another look, and the
-    // sizes of a run of one class are summed before they are added (saturating sums
-    // of sizes are the same in any grouping).
-    let mut tail: &[u8] = &[];
-    let mut last: Option<(tags::Key, FileClass)> = None;
-    let (mut run_class, mut run_bytes, mut run_count) = (FileClass::Other, 0u64, 0u32);
-    for (path, size) in files.into_iter().take(MAX_FILES) {
-        let class = match last {
-            Some((_, c)) if !tail.is_empty() && path.as_bytes().ends_with(tail) => c,
-            _ => {
-                let (key, n) = extension_key(path);
-                tail = path
-                    .as_bytes()
-                    .get(path.len().saturating_sub(n)..)
-                    .unwrap_or(&[]);
-                match last {
-                    Some((k, c)) if k == key => c,
-                    _ => {
-                        let c = tags::meaning(key).file;
-                        last = Some((key, c));
-                        c
-                    }
-                }
-            }
-        };
-        if class != run_class {
-            stats.add_run(run_class, run_bytes, run_count);
-            (run_class, run_bytes, run_count) = (class, 0, 0);
-        }
-        run_bytes = run_bytes.saturating_add(size.max(1));
-        run_count = run_count.saturating_add(1);
-    }
-    stats.add_run(run_class, run_bytes, run_count);
+    add_files(files, &mut stats);
     // A name with a container extension and no files: the name is the file.
     if let (Some(c), None) = (p.container, stats.dominant()) {
         stats.add(c, 1);
@@ -566,6 +544,52 @@ where
         audio: p.audio,
         languages,
     }
+}
+
+/// Adds the first [`MAX_FILES`] files (path, size) to `stats` by the class of their
+/// extension.
+fn add_files<'a, I>(files: I, stats: &mut FileStats)
+where
+    I: IntoIterator<Item = (&'a str, u64)>,
+{
+    // Files of a torrent mostly share their extension: a path that ends as the last
+    // one with an extension did (`.mkv`) has its class without another look, and the
+    // sizes of a run of one class are summed before they are added (saturating sums
+    // of sizes are the same in any grouping).
+    // The tail is compared as the path's last 8 bytes under a mask (0: no tail).
+    let (mut tail, mut tail_mask) = (0u64, 0u64);
+    let mut last: Option<(tags::Key, FileClass)> = None;
+    let (mut run_class, mut run_bytes, mut run_count) = (FileClass::Other, 0u64, 0u32);
+    for (path, size) in files.into_iter().take(MAX_FILES) {
+        let end = last8(path.as_bytes());
+        let class = match last {
+            Some((_, c)) if tail_mask != 0 && (end ^ tail) & tail_mask == 0 => c,
+            _ => {
+                let (key, n) = extension_key(path);
+                // A tail of 2 to 8 bytes, in a path of 8 bytes or more.
+                (tail, tail_mask) = if (2..=8).contains(&n) && path.len() >= 8 {
+                    (end, u64::MAX << (8 * (8 - n)))
+                } else {
+                    (0, 0)
+                };
+                match last {
+                    Some((k, c)) if k == key => c,
+                    _ => {
+                        let c = tags::meaning(key).file;
+                        last = Some((key, c));
+                        c
+                    }
+                }
+            }
+        };
+        if class != run_class {
+            stats.add_run(run_class, run_bytes, run_count);
+            (run_class, run_bytes, run_count) = (class, 0, 0);
+        }
+        run_bytes = run_bytes.saturating_add(size.max(1));
+        run_count = run_count.saturating_add(1);
+    }
+    stats.add_run(run_class, run_bytes, run_count);
 }
 
 fn kind_of(p: &parse::Parsed, stats: &FileStats) -> ContentKind {
@@ -808,6 +832,44 @@ mod tests {
                 assert!(tail.starts_with('.'), "{p:?}");
                 assert_eq!(extension_key(&format!("other/name{tail}")).0, k, "{p:?}");
             }
+            let long = format!("some/longer/path{p}");
+            let b = long.as_bytes();
+            assert_eq!(last8(b).to_le_bytes(), b[b.len() - 8..], "{p:?}");
+        }
+    }
+
+    /// Runs of files with one extension, and every change of extension (by case,
+    /// by length, under 8 bytes), classify as each file looked up alone does.
+    #[test]
+    fn files_by_runs_are_files_one_by_one() {
+        let exts = [
+            ".mkv", ".MKV", ".mp4", ".flac", ".jpg", ".epub", ".x", ".abcdefgh", ".7z", "",
+            ".é", ".srt", ".tar.gz", ".cbz", ".iso", ".exe",
+        ];
+        let mut x: u64 = 0x853c_49e6_748f_ea9b;
+        for round in 0..400 {
+            let n = 1 + round % 40;
+            let files: Vec<(String, u64)> = (0..n)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let e = exts[(x % exts.len() as u64) as usize];
+                    let dir = if x % 5 == 0 { "" } else { "Some Dir/" };
+                    let stem = if x % 7 == 0 { "a" } else { "File name" };
+                    (format!("{dir}{stem} {i}{e}"), (x >> 20) % (1 << 34))
+                })
+                .collect();
+            let got = classify("x", files.iter().map(|(p, s)| (p.as_str(), *s)));
+            let mut stats = FileStats::default();
+            for (p, s) in &files {
+                stats.add(tags::meaning(extension_key_u128(p)).file, *s);
+            }
+            let p = parse::parse("x");
+            assert_eq!(got.kind, kind_of(&p, &stats), "{files:?}");
+            let mut again = FileStats::default();
+            add_files(files.iter().map(|(p, s)| (p.as_str(), *s)), &mut again);
+            assert_eq!((again.bytes, again.count), (stats.bytes, stats.count), "{files:?}");
         }
     }
 
