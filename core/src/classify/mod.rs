@@ -843,8 +843,22 @@ mod tests {
     #[test]
     fn files_by_runs_are_files_one_by_one() {
         let exts = [
-            ".mkv", ".MKV", ".mp4", ".flac", ".jpg", ".epub", ".x", ".abcdefgh", ".7z", "",
-            ".é", ".srt", ".tar.gz", ".cbz", ".iso", ".exe",
+            ".mkv",
+            ".MKV",
+            ".mp4",
+            ".flac",
+            ".jpg",
+            ".epub",
+            ".x",
+            ".abcdefgh",
+            ".7z",
+            "",
+            ".é",
+            ".srt",
+            ".tar.gz",
+            ".cbz",
+            ".iso",
+            ".exe",
         ];
         let mut x: u64 = 0x853c_49e6_748f_ea9b;
         for round in 0..400 {
@@ -869,7 +883,11 @@ mod tests {
             assert_eq!(got.kind, kind_of(&p, &stats), "{files:?}");
             let mut again = FileStats::default();
             add_files(files.iter().map(|(p, s)| (p.as_str(), *s)), &mut again);
-            assert_eq!((again.bytes, again.count), (stats.bytes, stats.count), "{files:?}");
+            assert_eq!(
+                (again.bytes, again.count),
+                (stats.bytes, stats.count),
+                "{files:?}"
+            );
         }
     }
 

@@ -267,8 +267,13 @@ fn match_at(toks: &[Token], i: usize, start: usize, m: tags::Meaning, p: &mut Pa
         return 0;
     }
     // Every matcher of numbers needs a digit: words without one go to the season
-    // and episode words and the tags.
+    // and episode words and the tags; a word that is none of these, no tag and
+    // begins no tag or keyword (most title words) matches nothing.
     let digit = t.has_digit();
+    let joins = tags::may_begin_word(t.key);
+    if !digit && !joins && m.tag.is_none() && !matches!(l.first(), Some(b's' | b't' | b'e')) {
+        return 0;
+    }
     if digit {
         // S01E02, S01E01E02, S01, then -E03 / -S03 ranges.
         if let Some((season, eps)) = sxxeyy(l) {
@@ -366,7 +371,6 @@ fn match_at(toks: &[Token], i: usize, start: usize, m: tags::Meaning, p: &mut Pa
     }
     // Known tags, the longest join first (only a token that begins some word of the
     // tables can begin a join that is one).
-    let joins = tags::may_begin_word(t.key);
     for k in (1..=3).rev() {
         if k > 1 && !joins {
             continue;
