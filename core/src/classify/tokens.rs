@@ -312,11 +312,33 @@ pub fn tokenize(name: &str, out: &mut Tokens) {
         }
         let end = i;
         let mut lower = [0u8; LOWER_CAP];
-        if acc & NON_ASCII == 0 {
-            if let (Some(d), Some(s)) = (lower.get_mut(..end - start), bytes.get(start..end)) {
-                d.copy_from_slice(s);
-                lower = ascii_lowercase(u128::from_le_bytes(lower)).to_le_bytes();
+        let len = end - start;
+        if acc & NON_ASCII == 0 && len <= LOWER_CAP {
+            // 16 bytes from the token's start in one load when the name has them,
+            // the bytes past the token masked off; else a copy of the token.
+            let word = match bytes
+                .get(start..start + LOWER_CAP)
+                .and_then(|s| <[u8; LOWER_CAP]>::try_from(s).ok())
+            {
+                Some(w) => {
+                    let keep = u128::MAX
+                        .checked_shr(8 * (LOWER_CAP - len) as u32)
+                        .unwrap_or(0);
+                    u128::from_le_bytes(w) & keep
+                }
+                None => {
+                    if let (Some(d), Some(s)) = (lower.get_mut(..len), bytes.get(start..end)) {
+                        d.copy_from_slice(s);
+                    }
+                    u128::from_le_bytes(lower)
+                }
+            };
+            lower = if acc & UPPER != 0 {
+                ascii_lowercase(word)
+            } else {
+                word
             }
+            .to_le_bytes();
         }
         let mut lower_len = 0u8;
         let mut key = NO_KEY;
@@ -331,7 +353,6 @@ pub fn tokenize(name: &str, out: &mut Tokens) {
         if acc & ODD_SPACE != 0 {
             flags |= ODD_WHITE;
         }
-        let len = end - start;
         if len <= LOWER_CAP && acc & NON_ASCII == 0 {
             if acc & NOT_DIGIT == 0 {
                 flags |= DIGITS;
