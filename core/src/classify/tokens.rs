@@ -172,6 +172,7 @@ const CLASS: [u8; 256] = {
 
 #[inline]
 fn class(b: u8) -> u8 {
+    // (A `u8` indexes a 256-entry table: the check compiles away.)
     CLASS.get(usize::from(b)).copied().unwrap_or(0)
 }
 
@@ -272,7 +273,7 @@ pub fn tokenize(name: &str, out: &mut Tokens) {
         // Separators.
         let mut opens = false;
         let mut dash = false;
-        while let Some(&b) = bytes.get(i) {
+        for &b in bytes.get(i..).unwrap_or(&[]) {
             let c = class(b);
             if c & SEP == 0 {
                 break;
@@ -302,7 +303,7 @@ pub fn tokenize(name: &str, out: &mut Tokens) {
         // classes; then, when it is short and ASCII, its lowercase copy.
         let start = i;
         let mut acc = 0u8;
-        while let Some(&b) = bytes.get(i) {
+        for &b in bytes.get(start..).unwrap_or(&[]) {
             let c = class(b);
             if c & SEP != 0 {
                 break;
