@@ -229,29 +229,14 @@ impl Tokens {
         }
     }
 
-    fn len(&self) -> usize {
-        if self.heap.is_empty() {
-            self.n
-        } else {
-            self.heap.len()
-        }
-    }
-
-    fn last_mut(&mut self) -> Option<&mut Token> {
-        if self.heap.is_empty() {
-            self.n.checked_sub(1).and_then(|i| self.inline.get_mut(i))
-        } else {
-            self.heap.last_mut()
-        }
-    }
-
     fn push(&mut self, t: Token) {
+        // `n` stops at INLINE when the tokens spill: below it, `heap` is empty.
+        if let Some(slot) = self.inline.get_mut(self.n) {
+            *slot = t;
+            self.n += 1;
+            return;
+        }
         if self.heap.is_empty() {
-            if let Some(slot) = self.inline.get_mut(self.n) {
-                *slot = t;
-                self.n += 1;
-                return;
-            }
             self.heap.reserve_exact(MAX_TOKENS);
             self.heap.extend_from_slice(&self.inline);
         }
@@ -269,7 +254,8 @@ pub fn tokenize(name: &str, out: &mut Tokens) {
     let mut depth: u8 = 0;
     // Separators seen since the last token.
     let mut seps_start = 0;
-    while i < bytes.len() && out.len() < MAX_TOKENS {
+    let mut count = 0;
+    while i < bytes.len() && count < MAX_TOKENS {
         // Separators.
         let mut opens = false;
         let mut dash = false;
@@ -371,11 +357,7 @@ pub fn tokenize(name: &str, out: &mut Tokens) {
                 key = u128::from_le_bytes(lower);
             }
         }
-        let first = out.len() == 0;
-        if let Some(prev) = out.last_mut() {
-            prev.sep_after = bytes.get(prev.end()).copied().unwrap_or(0);
-        }
-        if spaced_dash && !first {
+        if spaced_dash && count > 0 {
             flags |= SPACED_DASH;
         }
         if opens {
@@ -390,12 +372,10 @@ pub fn tokenize(name: &str, out: &mut Tokens) {
             flags,
             depth,
             sep_before,
-            sep_after: 0,
+            sep_after: bytes.get(end).copied().unwrap_or(0),
         });
+        count += 1;
         seps_start = i;
-    }
-    if let Some(last) = out.last_mut() {
-        last.sep_after = bytes.get(last.end()).copied().unwrap_or(0);
     }
 }
 
