@@ -919,7 +919,7 @@ mod tests {
                 *b = if n % 2 == 0 {
                     x % 4
                 } else {
-                    (x % 3) * u64::MAX / 2
+                    (x % 3) * (u64::MAX / 2)
                 };
             }
             assert_eq!(st.dominant(), dominant_old(&st), "{:?}", st.bytes);
