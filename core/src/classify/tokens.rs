@@ -2,9 +2,12 @@
 //!
 //! A token is a run of bytes between separators (space, `.`, `_`, `-`, brackets, and a
 //! few more). Each token keeps its byte range in the (truncated) name, what stood
-//! before it, and an ASCII-lowercased copy when it is short enough to be a tag: tags
-//! (resolutions, sources, codecs, ...) are all short ASCII words, so longer or
-//! non-ASCII tokens can only be title words.
+//! before it, and an ASCII-lowercased copy (packed in its [`Key`]) when it is short
+//! enough to be a tag: tags (resolutions, sources, codecs, ...) are all short ASCII
+//! words, so longer or non-ASCII tokens can only be title words. Each byte costs one
+//! load from a table of byte classes; the tokens of a name are kept on the stack
+//! ([`Tokens`]), and only names of more than 24 tokens allocate (once, for
+//! [`MAX_TOKENS`]).
 
 use super::tags::{Key, NO_KEY};
 
