@@ -479,41 +479,48 @@ fn title(name: &str, toks: &[Token], start: usize, matched: &[bool]) -> Option<S
     }
     let raw = name.get(first.start()..last.end())?;
     let words = toks.get(start..=start + (last_i - start))?;
-    quick_title(name, raw, words).or_else(|| clean_title(raw))
+    quick_title(raw, words).or_else(|| clean_title(raw))
 }
 
 /// [`clean_title`] of `raw`, the text of `words`, without reading it byte by byte
 /// when that gives the same: ASCII words without white space inside, one separator
-/// byte between words, shorter than [`MAX_TITLE_BYTES`] (so nothing is cut). Each
-/// word is copied as it is and each separator that is white space, `.`, `_` or `#`
+/// byte between words, shorter than [`MAX_TITLE_BYTES`] (so nothing is cut). The text
+/// is copied as it is, then each separator that is white space, `.`, `_` or `#`
 /// becomes a space (the words are not empty, so neither is the title). `None` when
 /// this does not apply.
-fn quick_title(name: &str, raw: &str, words: &[Token]) -> Option<String> {
+fn quick_title(raw: &str, words: &[Token]) -> Option<String> {
     if raw.len() >= MAX_TITLE_BYTES {
         return None;
     }
-    let mut prev_end = None;
+    let first = words.first()?;
+    let mut prev_end = first.end();
+    let mut spaces_only = true;
     for w in words {
-        if !w.plain() || prev_end.is_some_and(|e| w.start() != e + 1) {
+        if !w.plain() {
             return None;
         }
-        prev_end = Some(w.end());
-    }
-    let mut out = String::with_capacity(raw.len());
-    for (n, w) in words.iter().enumerate() {
-        if n > 0 {
-            let sep = w.sep_before;
-            out.push(
-                if matches!(sep, b'.' | b'_' | b'#' | b' ' | b'\t'..=b'\r') {
-                    ' '
-                } else {
-                    char::from(sep)
-                },
-            );
+        if w.start() > first.start() {
+            if w.start() != prev_end + 1 {
+                return None;
+            }
+            spaces_only &= w.sep_before == b' ';
         }
-        out.push_str(name.get(w.start()..w.end())?);
+        prev_end = w.end();
     }
-    Some(out)
+    if spaces_only {
+        return Some(raw.to_owned());
+    }
+    let mut out = raw.as_bytes().to_vec();
+    for w in words.iter().skip(1) {
+        if matches!(w.sep_before, b'.' | b'_' | b'#' | b' ' | b'\t'..=b'\r') {
+            let at = (w.start() - 1).checked_sub(first.start());
+            if let Some(b) = at.and_then(|at| out.get_mut(at)) {
+                *b = b' ';
+            }
+        }
+    }
+    // ASCII words and separators: valid UTF-8 (else the slow way decides).
+    String::from_utf8(out).ok()
 }
 
 /// The title text of `raw`: `.`, `_`, `#` and white space read as one space between
@@ -592,6 +599,42 @@ mod tests {
         }
         assert_eq!(clean_title(" a..b _#c\x0b"), Some("a b c".into()));
         assert_eq!(clean_title("._# \t"), None);
+    }
+
+    /// Where the quick title applies, it is what cleaning the text gives.
+    #[test]
+    fn quick_titles_are_clean_titles() {
+        let pieces: &[&str] = &[
+            "Word", "b", "x9", "ÉTÉ", "a\x0bb", "UP", " ", ".", "_", "#", "-", "+", ",", "  ",
+            ". ", "\t", "~",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut quick = 0;
+        for n in 0..5_000usize {
+            let mut name = String::new();
+            for _ in 0..1 + n % 12 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                name.push_str(pieces[(x % pieces.len() as u64) as usize]);
+                name.push_str(pieces[((x >> 8) % 4) as usize]);
+            }
+            if n % 500 == 0 {
+                name = name.repeat(20);
+            }
+            let mut buf = Tokens::new();
+            tokenize(&name, &mut buf);
+            let toks = buf.as_slice();
+            let (Some(a), Some(b)) = (toks.first(), toks.last()) else {
+                continue;
+            };
+            let raw = &name[a.start()..b.end()];
+            if let Some(t) = quick_title(raw, toks) {
+                quick += 1;
+                assert_eq!(Some(t), clean_title(raw), "{name:?}");
+            }
+        }
+        assert!(quick > 500, "{quick}");
     }
 
     #[test]
