@@ -310,12 +310,7 @@ pub fn tokenize(name: &str, out: &mut Tokens) {
                 .get(start..start + LOWER_CAP)
                 .and_then(|s| <[u8; LOWER_CAP]>::try_from(s).ok())
             {
-                Some(w) => {
-                    let keep = u128::MAX
-                        .checked_shr(8 * (LOWER_CAP - len) as u32)
-                        .unwrap_or(0);
-                    u128::from_le_bytes(w) & keep
-                }
+                Some(w) => u128::from_le_bytes(w) & KEEP.get(len).copied().unwrap_or(0),
                 None => {
                     if let (Some(d), Some(s)) = (lower.get_mut(..len), bytes.get(start..end)) {
                         d.copy_from_slice(s);
@@ -382,6 +377,17 @@ pub fn tokenize(name: &str, out: &mut Tokens) {
     }
 }
 
+/// `KEEP[n]`: the low `n` bytes of a `u128` set.
+const KEEP: [u128; LOWER_CAP + 1] = {
+    let mut t = [0u128; LOWER_CAP + 1];
+    let mut n = 1;
+    while n <= LOWER_CAP {
+        t[n] = (t[n - 1] << 8) | 0xFF;
+        n += 1;
+    }
+    t
+};
+
 /// The ASCII lowercase of 16 ASCII bytes at once: each byte `A`..=`Z` gets its
 /// 0x20 bit (byte + 0x3F has its top bit from `A` up, byte + 0x25 from `[` up; no
 /// byte below 0x80 carries into the next).
@@ -402,6 +408,18 @@ mod tests {
         let mut t = Tokens::new();
         tokenize(name, &mut t);
         t
+    }
+
+    #[test]
+    fn keep_masks_keep_the_low_bytes() {
+        for n in 0..=LOWER_CAP {
+            let want = if n == 0 {
+                0
+            } else {
+                u128::MAX >> (8 * (LOWER_CAP - n))
+            };
+            assert_eq!(KEEP[n], want, "{n}");
+        }
     }
 
     #[test]
