@@ -304,19 +304,22 @@ pub fn tokenize(name: &str, out: &mut Tokens) {
         let mut lower = [0u8; LOWER_CAP];
         let len = end - start;
         if acc & NON_ASCII == 0 && len <= LOWER_CAP {
-            // 16 bytes from the token's start in one load when the name has them,
-            // the bytes past the token masked off; else a copy of the token.
-            let word = match bytes
-                .get(start..start + LOWER_CAP)
-                .and_then(|s| <[u8; LOWER_CAP]>::try_from(s).ok())
-            {
-                Some(w) => u128::from_le_bytes(w) & KEEP.get(len).copied().unwrap_or(0),
-                None => {
-                    if let (Some(d), Some(s)) = (lower.get_mut(..len), bytes.get(start..end)) {
-                        d.copy_from_slice(s);
-                    }
-                    u128::from_le_bytes(lower)
+            // 16 bytes from the token's start in one load when the name has them, or
+            // the name's last 16 shifted down to the token; the bytes past the token
+            // masked off. A name shorter than 16 bytes: a copy of the token.
+            let keep = KEEP.get(len).copied().unwrap_or(0);
+            let word = if let Some(w) = load16(bytes, start) {
+                w & keep
+            } else if let Some(w) = bytes.len().checked_sub(LOWER_CAP).and_then(|base| {
+                let shift = u32::try_from(8 * start.checked_sub(base)?).ok()?;
+                load16(bytes, base)?.checked_shr(shift)
+            }) {
+                w & keep
+            } else {
+                if let (Some(d), Some(s)) = (lower.get_mut(..len), bytes.get(start..end)) {
+                    d.copy_from_slice(s);
                 }
+                u128::from_le_bytes(lower)
             };
             lower = if acc & UPPER != 0 {
                 ascii_lowercase(word)
@@ -377,6 +380,15 @@ pub fn tokenize(name: &str, out: &mut Tokens) {
     }
 }
 
+/// The 16 bytes of `bytes` from `at` (little endian), if there are 16.
+#[inline]
+fn load16(bytes: &[u8], at: usize) -> Option<u128> {
+    bytes
+        .get(at..at.checked_add(LOWER_CAP)?)
+        .and_then(|s| <[u8; LOWER_CAP]>::try_from(s).ok())
+        .map(u128::from_le_bytes)
+}
+
 /// `KEEP[n]`: the low `n` bytes of a `u128` set.
 const KEEP: [u128; LOWER_CAP + 1] = {
     let mut t = [0u128; LOWER_CAP + 1];
@@ -408,6 +420,46 @@ mod tests {
         let mut t = Tokens::new();
         tokenize(name, &mut t);
         t
+    }
+
+    /// Every token's lowercase copy, wherever it stands in names of every length,
+    /// is its text lowercased (or nothing when long or not ASCII).
+    #[test]
+    fn every_token_key_is_its_text_lowercased() {
+        let alphabet: &[u8] = b"aZ09 ._-[]xYq\x00";
+        let mut x: u64 = 0xdead_beef_1234_5678;
+        for n in 0..4_000usize {
+            let len = n % 48;
+            let mut name: String = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from(alphabet[(x % alphabet.len() as u64) as usize])
+                })
+                .collect();
+            if n % 7 == 0 {
+                name.push('é');
+            }
+            let t = toks(&name);
+            for tok in t.as_slice() {
+                let text = &name[tok.start()..tok.end()];
+                if text.len() <= LOWER_CAP && text.is_ascii() {
+                    assert_eq!(tok.lower_len(), text.len(), "{name:?}");
+                    if !text.contains('\0') {
+                        assert_eq!(lower(tok), text.to_ascii_lowercase(), "{name:?}");
+                    }
+                    let want = if text.contains('\0') {
+                        NO_KEY
+                    } else {
+                        crate::classify::tags::key_of(text.to_ascii_lowercase().as_bytes())
+                    };
+                    assert_eq!(tok.key, want, "{name:?} {text:?}");
+                } else {
+                    assert_eq!((tok.key, tok.lower_len()), (NO_KEY, 0), "{name:?}");
+                }
+            }
+        }
     }
 
     #[test]
