@@ -304,22 +304,19 @@ pub fn tokenize(name: &str, out: &mut Tokens) {
         let mut lower = [0u8; LOWER_CAP];
         let len = end - start;
         if acc & NON_ASCII == 0 && len <= LOWER_CAP {
-            // 16 bytes from the token's start in one load when the name has them, or
-            // the name's last 16 shifted down to the token; the bytes past the token
-            // masked off. A name shorter than 16 bytes: a copy of the token.
-            let keep = KEEP.get(len).copied().unwrap_or(0);
-            let word = if let Some(w) = load16(bytes, start) {
-                w & keep
-            } else if let Some(w) = bytes.len().checked_sub(LOWER_CAP).and_then(|base| {
-                let shift = u32::try_from(8 * start.checked_sub(base)?).ok()?;
-                load16(bytes, base)?.checked_shr(shift)
-            }) {
-                w & keep
-            } else {
-                if let (Some(d), Some(s)) = (lower.get_mut(..len), bytes.get(start..end)) {
-                    d.copy_from_slice(s);
+            // 16 bytes from the token's start in one load when the name has them,
+            // the bytes past the token masked off; else a copy of the token.
+            let word = match bytes
+                .get(start..start + LOWER_CAP)
+                .and_then(|s| <[u8; LOWER_CAP]>::try_from(s).ok())
+            {
+                Some(w) => u128::from_le_bytes(w) & KEEP.get(len).copied().unwrap_or(0),
+                None => {
+                    if let (Some(d), Some(s)) = (lower.get_mut(..len), bytes.get(start..end)) {
+                        d.copy_from_slice(s);
+                    }
+                    u128::from_le_bytes(lower)
                 }
-                u128::from_le_bytes(lower)
             };
             lower = if acc & UPPER != 0 {
                 ascii_lowercase(word)
@@ -378,15 +375,6 @@ pub fn tokenize(name: &str, out: &mut Tokens) {
         count += 1;
         seps_start = i;
     }
-}
-
-/// The 16 bytes of `bytes` from `at` (little endian), if there are 16.
-#[inline]
-fn load16(bytes: &[u8], at: usize) -> Option<u128> {
-    bytes
-        .get(at..at.checked_add(LOWER_CAP)?)
-        .and_then(|s| <[u8; LOWER_CAP]>::try_from(s).ok())
-        .map(u128::from_le_bytes)
 }
 
 /// `KEEP[n]`: the low `n` bytes of a `u128` set.
