@@ -213,20 +213,13 @@ pub fn parse(name: &str) -> Parsed {
         }
     }
     let mut matched = [false; MAX_TOKENS];
-    // Tokens that may begin a word of the tables (bit i: token i), for the joins.
-    let mut begins = 0u128;
-    for (i, t) in toks.iter().enumerate() {
-        if tags::may_begin_word(t.key) {
-            begins |= 1 << (i & 127);
-        }
-    }
     let mut i = 0;
     while i < toks.len() {
         let m = toks.get(i).map_or(tags::NOTHING, |t| meaning(t.key));
         let k = if is_hash(name, toks.get(i)) {
             1
         } else {
-            match_at(toks, i, start, m, begins >> (i & 127) & 1 != 0, &mut p)
+            match_at(toks, i, start, m, &mut p)
         };
         // Kind keywords are read from every token, matched or not.
         p.keywords |= m.kw;
@@ -241,11 +234,10 @@ pub fn parse(name: &str) -> Parsed {
     }
     // Joined keywords (`disc image`, `drm-free`).
     // (Only tokens that begin some word of the tables can begin a join that is one.)
-    let mut b = begins & !(1 << ((toks.len().max(1) - 1) & 127));
-    while b != 0 {
-        let i = b.trailing_zeros() as usize;
-        p.keywords |= meaning(join_key(toks, i, 2)).kw;
-        b &= b - 1;
+    for (i, t) in toks.iter().enumerate().take(toks.len().saturating_sub(1)) {
+        if t.may_begin_word() {
+            p.keywords |= meaning(join_key(toks, i, 2)).kw;
+        }
     }
     // A 2160p Blu-ray is an Ultra HD Blu-ray.
     if p.source == Some(Source::BluRay) && p.resolution == Some(Resolution::P2160) {
@@ -266,16 +258,10 @@ fn is_hash(name: &str, t: Option<&Token>) -> bool {
 }
 
 /// Tries every matcher at token `i`; returns how many tokens matched (0: none).
-/// `m` is what token `i` means by itself; `joins`: it may begin a word of the tables.
-fn match_at(
-    toks: &[Token],
-    i: usize,
-    start: usize,
-    m: tags::Meaning,
-    joins: bool,
-    p: &mut Parsed,
-) -> usize {
+/// `m` is what token `i` means by itself.
+fn match_at(toks: &[Token], i: usize, start: usize, m: tags::Meaning, p: &mut Parsed) -> usize {
     let Some(t) = toks.get(i) else { return 0 };
+    let joins = t.may_begin_word();
     let lower = t.lower();
     let l = lower.get(..t.lower_len()).unwrap_or(&[]);
     if l.is_empty() {

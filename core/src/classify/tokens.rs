@@ -54,6 +54,8 @@ const OPENS: u8 = 8;
 const NOT_ASCII: u8 = 16;
 /// Some byte is white space but no separator (vertical tab, form feed).
 const ODD_WHITE: u8 = 32;
+/// The key may begin a tag or keyword ([`super::tags::may_begin_word`]).
+const BEGINS: u8 = 64;
 
 impl Token {
     /// All zero bytes (a buffer's filler, never read).
@@ -105,6 +107,12 @@ impl Token {
     /// An opening bracket stands between the previous token and this one.
     pub fn opens_bracket(&self) -> bool {
         self.flags & OPENS != 0
+    }
+
+    /// Whether a join of tokens starting with this one may be a tag or keyword
+    /// ([`super::tags::may_begin_word`] of its key).
+    pub fn may_begin_word(&self) -> bool {
+        self.flags & BEGINS != 0
     }
 
     /// All ASCII, and no white space inside (so the title reads it as it is).
@@ -353,6 +361,9 @@ pub fn tokenize(name: &str, out: &mut Tokens) {
             // word's: such a token is no entry).
             if acc & NUL == 0 {
                 key = u128::from_le_bytes(lower);
+                if super::tags::may_begin_word(key) {
+                    flags |= BEGINS;
+                }
             }
         }
         if spaced_dash && count > 0 {
