@@ -267,7 +267,17 @@ pub fn tokenize(name: &str, out: &mut Tokens) {
     let mut seps_start = 0;
     let mut count = 0;
     while i < bytes.len() && count < MAX_TOKENS {
-        // Separators.
+        // Separators. The common case first: one separator byte, no bracket and no
+        // dash, then a token (what the general loop below makes of it, at once).
+        if let (Some(&b), Some(&nb)) = (bytes.get(i), bytes.get(i + 1)) {
+            if class(b) & (SEP | BRACKET) == SEP && b != b'-' && class(nb) & SEP == 0 {
+                i += 1;
+                push_token(bytes, &mut i, out, depth, b, 0);
+                count += 1;
+                seps_start = i;
+                continue;
+            }
+        }
         let mut opens = false;
         let mut dash = false;
         for &b in bytes.get(i..).unwrap_or(&[]) {
@@ -296,93 +306,14 @@ pub fn tokenize(name: &str, out: &mut Tokens) {
                 || seps == b" -"
                 || seps == b"- ");
         let sep_before = seps.last().copied().unwrap_or(0);
-        // The token: up to the next separator, read once for the union of its bytes'
-        // classes; then, when it is short and ASCII, its lowercase copy.
-        let start = i;
-        let mut acc = 0u8;
-        for &b in bytes.get(start..).unwrap_or(&[]) {
-            let c = class(b);
-            if c & SEP != 0 {
-                break;
-            }
-            acc |= c;
-            i += 1;
-        }
-        let end = i;
-        let mut lower = [0u8; LOWER_CAP];
-        let len = end - start;
-        if acc & NON_ASCII == 0 && len <= LOWER_CAP {
-            // 16 bytes from the token's start in one load when the name has them,
-            // the bytes past the token masked off; else a copy of the token.
-            let word = match bytes
-                .get(start..start + LOWER_CAP)
-                .and_then(|s| <[u8; LOWER_CAP]>::try_from(s).ok())
-            {
-                Some(w) => u128::from_le_bytes(w) & KEEP.get(len).copied().unwrap_or(0),
-                None => {
-                    if let (Some(d), Some(s)) = (lower.get_mut(..len), bytes.get(start..end)) {
-                        d.copy_from_slice(s);
-                    }
-                    u128::from_le_bytes(lower)
-                }
-            };
-            lower = if acc & UPPER != 0 {
-                ascii_lowercase(word)
-            } else {
-                word
-            }
-            .to_le_bytes();
-        }
-        let mut lower_len = 0u8;
-        let mut key = NO_KEY;
         let mut flags = 0u8;
-        let mut num = NO_NUM;
-        if acc & DIGIT != 0 {
-            flags |= ANY_DIGIT;
-        }
-        if acc & NON_ASCII != 0 {
-            flags |= NOT_ASCII;
-        }
-        if acc & ODD_SPACE != 0 {
-            flags |= ODD_WHITE;
-        }
-        if len <= LOWER_CAP && acc & NON_ASCII == 0 {
-            if acc & NOT_DIGIT == 0 {
-                flags |= DIGITS;
-                if len <= 4 {
-                    num = lower
-                        .iter()
-                        .take(len)
-                        .fold(0u16, |n, &b| n * 10 + u16::from(b - b'0'));
-                }
-            }
-            lower_len = len as u8;
-            // The zero-padded copy is the key (a NUL byte would make it another
-            // word's: such a token is no entry).
-            if acc & NUL == 0 {
-                key = u128::from_le_bytes(lower);
-                if super::tags::may_begin_word(key) {
-                    flags |= BEGINS;
-                }
-            }
-        }
         if spaced_dash && count > 0 {
             flags |= SPACED_DASH;
         }
         if opens {
             flags |= OPENS;
         }
-        out.push(Token {
-            key,
-            start: start as u32,
-            end: end as u32,
-            num,
-            lower_len,
-            flags,
-            depth,
-            sep_before,
-            sep_after: bytes.get(end).copied().unwrap_or(0),
-        });
+        push_token(bytes, &mut i, out, depth, sep_before, flags);
         count += 1;
         seps_start = i;
     }
@@ -398,6 +329,100 @@ const KEEP: [u128; LOWER_CAP + 1] = {
     }
     t
 };
+
+/// Reads the token at `*i` (a byte that is no separator) up to the next separator
+/// or the end, moves `*i` past it and pushes it with `sep_before` and `flags` (its
+/// context: [`SPACED_DASH`], [`OPENS`]).
+#[inline(always)]
+fn push_token(
+    bytes: &[u8],
+    i: &mut usize,
+    out: &mut Tokens,
+    depth: u8,
+    sep_before: u8,
+    mut flags: u8,
+) {
+    // The token: up to the next separator, read once for the union of its bytes'
+    // classes; then, when it is short and ASCII, its lowercase copy.
+    let start = *i;
+    let mut acc = 0u8;
+    for &b in bytes.get(start..).unwrap_or(&[]) {
+        let c = class(b);
+        if c & SEP != 0 {
+            break;
+        }
+        acc |= c;
+        *i += 1;
+    }
+    let end = *i;
+    let mut lower = [0u8; LOWER_CAP];
+    let len = end - start;
+    if acc & NON_ASCII == 0 && len <= LOWER_CAP {
+        // 16 bytes from the token's start in one load when the name has them,
+        // the bytes past the token masked off; else a copy of the token.
+        let word = match bytes
+            .get(start..start + LOWER_CAP)
+            .and_then(|s| <[u8; LOWER_CAP]>::try_from(s).ok())
+        {
+            Some(w) => u128::from_le_bytes(w) & KEEP.get(len).copied().unwrap_or(0),
+            None => {
+                if let (Some(d), Some(s)) = (lower.get_mut(..len), bytes.get(start..end)) {
+                    d.copy_from_slice(s);
+                }
+                u128::from_le_bytes(lower)
+            }
+        };
+        lower = if acc & UPPER != 0 {
+            ascii_lowercase(word)
+        } else {
+            word
+        }
+        .to_le_bytes();
+    }
+    let mut lower_len = 0u8;
+    let mut key = NO_KEY;
+    let mut num = NO_NUM;
+    if acc & DIGIT != 0 {
+        flags |= ANY_DIGIT;
+    }
+    if acc & NON_ASCII != 0 {
+        flags |= NOT_ASCII;
+    }
+    if acc & ODD_SPACE != 0 {
+        flags |= ODD_WHITE;
+    }
+    if len <= LOWER_CAP && acc & NON_ASCII == 0 {
+        if acc & NOT_DIGIT == 0 {
+            flags |= DIGITS;
+            if len <= 4 {
+                num = lower
+                    .iter()
+                    .take(len)
+                    .fold(0u16, |n, &b| n * 10 + u16::from(b - b'0'));
+            }
+        }
+        lower_len = len as u8;
+        // The zero-padded copy is the key (a NUL byte would make it another
+        // word's: such a token is no entry).
+        if acc & NUL == 0 {
+            key = u128::from_le_bytes(lower);
+            if super::tags::may_begin_word(key) {
+                flags |= BEGINS;
+            }
+        }
+    }
+    out.push(Token {
+        key,
+        start: start as u32,
+        end: end as u32,
+        num,
+        lower_len,
+        flags,
+        depth,
+        sep_before,
+        sep_after: bytes.get(end).copied().unwrap_or(0),
+    });
+}
 
 /// The ASCII lowercase of 16 ASCII bytes at once: each byte `A`..=`Z` gets its
 /// 0x20 bit (byte + 0x3F has its top bit from `A` up, byte + 0x25 from `[` up; no
@@ -458,6 +483,70 @@ mod tests {
                     assert_eq!((tok.key, tok.lower_len()), (NO_KEY, 0), "{name:?}");
                 }
             }
+        }
+    }
+
+    /// Tokens and their context as a direct reading of the name gives them: maximal
+    /// runs of non-separators, and for each the separators before it (brackets
+    /// opened, depth, spaced dash, last separator) and the byte after it.
+    #[test]
+    fn tokens_and_context_are_what_the_name_says() {
+        let alphabet: &[u8] = b"ab1 . _-[](){}+ - x";
+        let mut x: u64 = 0x0123_4567_89ab_cdef;
+        for n in 0..6_000usize {
+            let len = n % 40;
+            let name: String = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from(alphabet[(x % alphabet.len() as u64) as usize])
+                })
+                .collect();
+            let b = name.as_bytes();
+            let t = toks(&name);
+            let got = t.as_slice();
+            let (mut i, mut k, mut depth) = (0usize, 0usize, 0u8);
+            while i < b.len() {
+                let seps_start = i;
+                let mut opens = false;
+                while i < b.len() && is_sep_match(b[i]) {
+                    match b[i] {
+                        b'[' | b'(' | b'{' => {
+                            opens = true;
+                            depth = depth.saturating_add(1);
+                        }
+                        b']' | b')' | b'}' => depth = depth.saturating_sub(1),
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                if i >= b.len() {
+                    break;
+                }
+                let seps = &b[seps_start..i];
+                let dash = seps.windows(3).any(|w| w == b" - ")
+                    || (seps_start == 0 && seps.starts_with(b"- "))
+                    || seps == b" -"
+                    || seps == b"- ";
+                let start = i;
+                while i < b.len() && !is_sep_match(b[i]) {
+                    i += 1;
+                }
+                let tok = got[k];
+                assert_eq!((tok.start(), tok.end()), (start, i), "{name:?} #{k}");
+                assert_eq!(tok.opens_bracket(), opens, "{name:?} #{k}");
+                assert_eq!(tok.depth, depth, "{name:?} #{k}");
+                assert_eq!(tok.spaced_dash_before(), dash && k > 0, "{name:?} #{k}");
+                assert_eq!(
+                    tok.sep_before,
+                    seps.last().copied().unwrap_or(0),
+                    "{name:?}"
+                );
+                assert_eq!(tok.sep_after, b.get(i).copied().unwrap_or(0), "{name:?}");
+                k += 1;
+            }
+            assert_eq!(got.len(), k, "{name:?}");
         }
     }
 
