@@ -12,7 +12,7 @@
 //! text of that run with `.`, `_` and `#` read as spaces.
 
 use super::tags::{self, join_keys, meaning, Key, Tag, NO_KEY};
-use super::tokens::{tokenize, truncate, Token, MAX_TOKENS};
+use super::tokens::{tokenize, truncate, Token, Tokens, MAX_TOKENS};
 use super::{AudioFormat, Languages, Resolution, Source, VideoCodec};
 
 /// Titles longer than this are cut (at a character boundary).
@@ -47,25 +47,43 @@ fn year_of(t: &Token) -> Option<u16> {
     (1900..=2039).contains(&y).then_some(y as u16)
 }
 
-fn digits(s: &str) -> Option<u32> {
-    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+/// 1 to 5 ASCII digits as a number.
+fn digits(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || s.len() > 5 {
         return None;
     }
-    s.parse().ok()
+    let mut n = 0u32;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u32::from(b - b'0');
+    }
+    Some(n)
 }
 
 /// Splits `s` at the first non-digit: (number, rest).
-fn lead_number(s: &str, max_digits: usize) -> Option<(u32, &str)> {
-    let n = s.bytes().take_while(|b| b.is_ascii_digit()).count();
+fn lead_number(s: &[u8], max_digits: usize) -> Option<(u32, &[u8])> {
+    let n = s.iter().take_while(|b| b.is_ascii_digit()).count();
     if n == 0 || n > max_digits {
         return None;
     }
-    Some((s.get(..n)?.parse().ok()?, s.get(n..)?))
+    let v = s
+        .get(..n)?
+        .iter()
+        .fold(0u32, |v, &b| v * 10 + u32::from(b - b'0'));
+    Some((v, s.get(n..)?))
+}
+
+/// The lowercase token without its first byte `c`, as 1 to 5 digits.
+fn prefixed_number(t: &Token, c: u8) -> Option<u32> {
+    let b = t.lower();
+    b.get(..t.lower_len())?.strip_prefix(&[c]).and_then(digits)
 }
 
 /// `s01e02e03` / `s01e02` / `s01`: (season, first episode, last episode).
-fn sxxeyy(s: &str) -> Option<(u32, Option<(u32, u32)>)> {
-    let rest = s.strip_prefix('s')?;
+fn sxxeyy(s: &[u8]) -> Option<(u32, Option<(u32, u32)>)> {
+    let rest = s.strip_prefix(b"s")?;
     let (season, mut rest) = lead_number(rest, 3)?;
     if rest.is_empty() {
         return Some((season, None));
@@ -73,7 +91,7 @@ fn sxxeyy(s: &str) -> Option<(u32, Option<(u32, u32)>)> {
     let mut first = None;
     let mut last = 0;
     // e02, e02e03, e02-e03 is split by the tokenizer; here only chained `eNN`.
-    while let Some(r) = rest.strip_prefix('e') {
+    while let Some(r) = rest.strip_prefix(b"e") {
         let (e, r) = lead_number(r, 4)?;
         if first.is_none() {
             first = Some(e);
@@ -89,9 +107,9 @@ fn sxxeyy(s: &str) -> Option<(u32, Option<(u32, u32)>)> {
 }
 
 /// `1x02`: (season, episode).
-fn nxnn(s: &str) -> Option<(u32, u32)> {
+fn nxnn(s: &[u8]) -> Option<(u32, u32)> {
     let (season, rest) = lead_number(s, 2)?;
-    let rest = rest.strip_prefix('x')?;
+    let rest = rest.strip_prefix(b"x")?;
     if rest.len() < 2 || rest.len() > 3 {
         return None;
     }
@@ -99,19 +117,19 @@ fn nxnn(s: &str) -> Option<(u32, u32)> {
 }
 
 /// `1080p`, `720i`, `4k`, `1920x1080`.
-fn resolution(s: &str) -> Option<Resolution> {
+fn resolution(s: &[u8]) -> Option<Resolution> {
     use Resolution as R;
-    if s == "4k" {
+    if s == b"4k" {
         return Some(R::P2160);
     }
     if let Some((w, rest)) = lead_number(s, 4) {
-        if let Some(h) = rest.strip_prefix('x').and_then(digits) {
+        if let Some(h) = rest.strip_prefix(b"x").and_then(digits) {
             let _ = w;
             return R::from_height(h, false);
         }
         return match rest {
-            "p" => R::from_height(w, false),
-            "i" => R::from_height(w, true),
+            b"p" => R::from_height(w, false),
+            b"i" => R::from_height(w, true),
             _ => None,
         };
     }
@@ -121,7 +139,7 @@ fn resolution(s: &str) -> Option<Resolution> {
 /// Tokens `i` and `i + 1` are adjacent with exactly `sep` between them.
 fn joined_by(toks: &[Token], i: usize, sep: u8) -> bool {
     match (toks.get(i), toks.get(i + 1)) {
-        (Some(a), Some(b)) => b.start == a.end + 1 && b.sep_before == sep,
+        (Some(a), Some(b)) => b.start() == a.end() + 1 && b.sep_before == sep,
         _ => false,
     }
 }
@@ -130,7 +148,7 @@ fn joined_by(toks: &[Token], i: usize, sep: u8) -> bool {
 fn adjacent(toks: &[Token], i: usize) -> bool {
     match (toks.get(i), toks.get(i + 1)) {
         (Some(a), Some(b)) => {
-            b.start == a.end + 1 && matches!(b.sep_before, b'.' | b'-' | b' ' | b'_')
+            b.start() == a.end() + 1 && matches!(b.sep_before, b'.' | b'-' | b' ' | b'_')
         }
         _ => false,
     }
@@ -161,7 +179,9 @@ const UHD: Key = tags::key_of(b"uhd");
 /// Parses a release name.
 pub fn parse(name: &str) -> Parsed {
     let name = truncate(name);
-    let toks = tokenize(name);
+    let mut buf = Tokens::new();
+    tokenize(name, &mut buf);
+    let toks = buf.as_slice();
     let mut p = Parsed::default();
     let mut n = toks.len();
     // A trailing container extension (`.mkv`, `.iso`) is no part of the title.
@@ -180,7 +200,7 @@ pub fn parse(name: &str) -> Parsed {
     let mut start = 0;
     if toks
         .first()
-        .is_some_and(|t| t.opens_bracket && t.start == 1)
+        .is_some_and(|t| t.opens_bracket() && t.start() == 1)
     {
         while toks.get(start).is_some_and(|t| t.depth > 0) {
             start += 1;
@@ -195,15 +215,14 @@ pub fn parse(name: &str) -> Parsed {
     let mut matched = [false; MAX_TOKENS];
     let mut i = 0;
     while i < toks.len() {
+        let m = toks.get(i).map_or(tags::NOTHING, |t| meaning(t.key));
         let k = if is_hash(name, toks.get(i)) {
             1
         } else {
-            match_at(toks, i, start, &mut p)
+            match_at(toks, i, start, m, &mut p)
         };
         // Kind keywords are read from every token, matched or not.
-        if let Some(t) = toks.get(i) {
-            p.keywords |= meaning(t.key).kw;
-        }
+        p.keywords |= m.kw;
         if k > 0 {
             for m in matched.iter_mut().skip(i).take(k) {
                 *m = true;
@@ -214,8 +233,11 @@ pub fn parse(name: &str) -> Parsed {
         }
     }
     // Joined keywords (`disc image`, `drm-free`).
-    for i in 0..toks.len().saturating_sub(1) {
-        p.keywords |= meaning(join_key(toks, i, 2)).kw;
+    // (Only tokens that begin some word of the tables can begin a join that is one.)
+    for (i, t) in toks.iter().enumerate().take(toks.len().saturating_sub(1)) {
+        if t.may_begin_word() {
+            p.keywords |= meaning(join_key(toks, i, 2)).kw;
+        }
     }
     // A 2160p Blu-ray is an Ultra HD Blu-ray.
     if p.source == Some(Source::BluRay) && p.resolution == Some(Resolution::P2160) {
@@ -231,20 +253,27 @@ fn is_hash(name: &str, t: Option<&Token>) -> bool {
     matches!(t.len(), 32 | 40 | 64)
         && name
             .as_bytes()
-            .get(t.start..t.end)
+            .get(t.start()..t.end())
             .is_some_and(|b| b.iter().all(u8::is_ascii_hexdigit))
 }
 
 /// Tries every matcher at token `i`; returns how many tokens matched (0: none).
-fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
+/// `m` is what token `i` means by itself.
+fn match_at(toks: &[Token], i: usize, start: usize, m: tags::Meaning, p: &mut Parsed) -> usize {
     let Some(t) = toks.get(i) else { return 0 };
-    let l = t.lower();
+    let joins = t.may_begin_word();
+    let lower = t.lower();
+    let l = lower.get(..t.lower_len()).unwrap_or(&[]);
     if l.is_empty() {
         return 0;
     }
     // Every matcher of numbers needs a digit: words without one go to the season
-    // and episode words and the tags.
+    // and episode words and the tags; a word that is none of these, no tag and
+    // begins no tag or keyword (most title words) matches nothing.
     let digit = t.has_digit();
+    if !digit && !joins && m.tag.is_none() && !matches!(l.first(), Some(b's' | b't' | b'e')) {
+        return 0;
+    }
     if digit {
         // S01E02, S01E01E02, S01, then -E03 / -S03 ranges.
         if let Some((season, eps)) = sxxeyy(l) {
@@ -254,10 +283,7 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
                 Some((a, b)) => {
                     let mut last = b;
                     if joined_by(toks, i, b'-') {
-                        if let Some(e) = toks
-                            .get(i + 1)
-                            .and_then(|n| n.lower().strip_prefix('e').and_then(digits))
-                        {
+                        if let Some(e) = toks.get(i + 1).and_then(|n| prefixed_number(n, b'e')) {
                             if e > last {
                                 last = e;
                                 k = 2;
@@ -270,10 +296,7 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
                 None => {
                     let mut last = season;
                     if joined_by(toks, i, b'-') {
-                        if let Some(s2) = toks
-                            .get(i + 1)
-                            .and_then(|n| n.lower().strip_prefix('s').and_then(digits))
-                        {
+                        if let Some(s2) = toks.get(i + 1).and_then(|n| prefixed_number(n, b's')) {
                             if s2 > u32::from(season) && s2 <= u32::from(u16::MAX) {
                                 last = s2 as u16;
                                 k = 2;
@@ -291,7 +314,7 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
             return 1;
         }
     }
-    if l == "season" || l == "saison" || l == "temporada" || l == "staffel" {
+    if l == b"season" || l == b"saison" || l == b"temporada" || l == b"staffel" {
         if let Some(s) = toks.get(i + 1).and_then(|n| n.number()) {
             if s < 100 {
                 set_once(&mut p.seasons, (s as u16, s as u16));
@@ -299,7 +322,7 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
             }
         }
     }
-    if l == "episode" || l == "ep" {
+    if l == b"episode" || l == b"ep" {
         if let Some(e) = toks.get(i + 1).and_then(|n| n.number()) {
             set_once(&mut p.episodes, (e, e));
             return 2;
@@ -346,9 +369,13 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
             return 1;
         }
     }
-    // Known tags, the longest join first.
+    // Known tags, the longest join first (only a token that begins some word of the
+    // tables can begin a join that is one).
     for k in (1..=3).rev() {
-        let j = join_key(toks, i, k);
+        if k > 1 && !joins {
+            continue;
+        }
+        let j = if k == 1 { t.key } else { join_key(toks, i, k) };
         if j == NO_KEY {
             continue;
         }
@@ -361,6 +388,8 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
                 }
                 _ => meaning(j).tag,
             }
+        } else if k == 1 {
+            m.tag
         } else {
             meaning(j).tag
         };
@@ -375,12 +404,12 @@ fn match_at(toks: &[Token], i: usize, start: usize, p: &mut Parsed) -> usize {
         return k;
     }
     // v1.2.3 (software versions) end the title.
-    if digit && l.len() >= 2 && l.starts_with('v') && l.bytes().skip(1).all(|b| b.is_ascii_digit())
+    if digit && l.len() >= 2 && l.starts_with(b"v") && l.iter().skip(1).all(|b| b.is_ascii_digit())
     {
         return 1;
     }
     // [Grp] Title - 12 / - 01-12: absolute episode numbers.
-    if t.spaced_dash_before && i > start && p.episodes.is_none() {
+    if t.spaced_dash_before() && i > start && p.episodes.is_none() {
         if let Some(e) = t.number() {
             let mut last = e;
             let mut k = 1;
@@ -434,20 +463,64 @@ fn set_once<T>(slot: &mut Option<T>, v: T) {
 fn title(name: &str, toks: &[Token], start: usize, matched: &[bool]) -> Option<String> {
     let first = toks.get(start)?;
     let mut last = first;
+    let mut last_i = start;
     for (i, t) in toks.iter().enumerate().skip(start) {
         if matched.get(i).copied().unwrap_or(true) {
             break;
         }
-        if i > start && (t.spaced_dash_before || t.opens_bracket || t.depth > 0) {
+        if i > start && (t.spaced_dash_before() || t.opens_bracket() || t.depth > 0) {
             break;
         }
         last = t;
+        last_i = i;
     }
     if matched.get(start).copied().unwrap_or(true) {
         return None;
     }
-    let raw = name.get(first.start..last.end)?;
-    clean_title(raw)
+    let raw = name.get(first.start()..last.end())?;
+    let words = toks.get(start..=start + (last_i - start))?;
+    quick_title(raw, words).or_else(|| clean_title(raw))
+}
+
+/// [`clean_title`] of `raw`, the text of `words`, without reading it byte by byte
+/// when that gives the same: ASCII words without white space inside, one separator
+/// byte between words, shorter than [`MAX_TITLE_BYTES`] (so nothing is cut). The text
+/// is copied as it is, then each separator that is white space, `.`, `_` or `#`
+/// becomes a space (the words are not empty, so neither is the title). `None` when
+/// this does not apply.
+fn quick_title(raw: &str, words: &[Token]) -> Option<String> {
+    if raw.len() >= MAX_TITLE_BYTES {
+        return None;
+    }
+    let first = words.first()?;
+    let mut prev_end = first.end();
+    let mut spaces_only = true;
+    for w in words {
+        if !w.plain() {
+            return None;
+        }
+        if w.start() > first.start() {
+            if w.start() != prev_end + 1 {
+                return None;
+            }
+            spaces_only &= w.sep_before == b' ';
+        }
+        prev_end = w.end();
+    }
+    if spaces_only {
+        return Some(raw.to_owned());
+    }
+    let mut out = raw.as_bytes().to_vec();
+    for w in words.iter().skip(1) {
+        if matches!(w.sep_before, b'.' | b'_' | b'#' | b' ' | b'\t'..=b'\r') {
+            let at = (w.start() - 1).checked_sub(first.start());
+            if let Some(b) = at.and_then(|at| out.get_mut(at)) {
+                *b = b' ';
+            }
+        }
+    }
+    // ASCII words and separators: valid UTF-8 (else the slow way decides).
+    String::from_utf8(out).ok()
 }
 
 /// The title text of `raw`: `.`, `_`, `#` and white space read as one space between
@@ -526,6 +599,42 @@ mod tests {
         }
         assert_eq!(clean_title(" a..b _#c\x0b"), Some("a b c".into()));
         assert_eq!(clean_title("._# \t"), None);
+    }
+
+    /// Where the quick title applies, it is what cleaning the text gives.
+    #[test]
+    fn quick_titles_are_clean_titles() {
+        let pieces: &[&str] = &[
+            "Word", "b", "x9", "ÉTÉ", "a\x0bb", "UP", " ", ".", "_", "#", "-", "+", ",", "  ",
+            ". ", "\t", "~",
+        ];
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut quick = 0;
+        for n in 0..5_000usize {
+            let mut name = String::new();
+            for _ in 0..1 + n % 12 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                name.push_str(pieces[(x % pieces.len() as u64) as usize]);
+                name.push_str(pieces[((x >> 8) % 4) as usize]);
+            }
+            if n % 500 == 0 {
+                name = name.repeat(20);
+            }
+            let mut buf = Tokens::new();
+            tokenize(&name, &mut buf);
+            let toks = buf.as_slice();
+            let (Some(a), Some(b)) = (toks.first(), toks.last()) else {
+                continue;
+            };
+            let raw = &name[a.start()..b.end()];
+            if let Some(t) = quick_title(raw, toks) {
+                quick += 1;
+                assert_eq!(Some(t), clean_title(raw), "{name:?}");
+            }
+        }
+        assert!(quick > 500, "{quick}");
     }
 
     #[test]

@@ -123,7 +123,8 @@ pub struct Meaning {
     pub container: bool,
 }
 
-const NOTHING: Meaning = Meaning {
+/// The meaning of a word of no list.
+pub const NOTHING: Meaning = Meaning {
     tag: None,
     kw: 0,
     file: FileClass::Other,
@@ -239,6 +240,56 @@ pub fn meaning(k: Key) -> Meaning {
         }
     }
     NOTHING
+}
+
+/// Bits of the filter of word beginnings ([`may_begin_word`]).
+const BEGIN_BITS: usize = 8192;
+
+#[inline]
+const fn begin_bit(k: Key) -> usize {
+    let x = (k as u64) ^ ((k >> 64) as u64).rotate_left(17);
+    (x.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 51) as usize & (BEGIN_BITS - 1)
+}
+
+/// A one-hash Bloom filter of the keys of every proper beginning (first 1 to n - 1
+/// bytes) of every tag and keyword: a join of tokens can only be a word of
+/// [`TAGS`] or [`KEYWORDS`] when its first token is such a beginning.
+const fn build_begins() -> [u64; BEGIN_BITS / 64] {
+    let mut bits = [0u64; BEGIN_BITS / 64];
+    let mut i = 0;
+    while i < TAGS.len() + KEYWORDS.len() {
+        let w = if i < TAGS.len() {
+            TAGS[i].0.as_bytes()
+        } else {
+            KEYWORDS[i - TAGS.len()].0.as_bytes()
+        };
+        let mut k: Key = 0;
+        let mut j = 0;
+        while j + 1 < w.len() {
+            k |= (w[j] as u128) << (8 * j);
+            let b = begin_bit(k);
+            bits[b / 64] |= 1 << (b % 64);
+            j += 1;
+        }
+        i += 1;
+    }
+    bits
+}
+
+static BEGINS: [u64; BEGIN_BITS / 64] = build_begins();
+
+/// Whether the word of key `k` may be a proper beginning of a tag or keyword: false
+/// means it is none (a join starting with it is no word of the tables); true is
+/// wrong for about one word in ten that is none (the lookup then says so).
+#[inline]
+pub fn may_begin_word(k: Key) -> bool {
+    if k == NO_KEY {
+        return false;
+    }
+    let b = begin_bit(k);
+    BEGINS
+        .get(b / 64)
+        .is_some_and(|w| w & (1u64 << (b % 64)) != 0)
 }
 
 /// The meaning of a joined lowercase token, if any.
@@ -807,6 +858,32 @@ mod tests {
             assert_eq!(file_class(w), old::file_class(w), "{w:?}");
             assert_eq!(is_container(w), old::is_container(w), "{w:?}");
         }
+    }
+
+    /// Every proper beginning of every tag and keyword passes the filter, and most
+    /// other words do not.
+    #[test]
+    fn the_beginnings_filter_has_no_false_negatives() {
+        let mut words = 0;
+        for w in TAGS.iter().map(|e| e.0).chain(KEYWORDS.iter().map(|e| e.0)) {
+            for n in 1..w.len() {
+                assert!(may_begin_word(key_of(&w.as_bytes()[..n])), "{w} [..{n}]");
+                words += 1;
+            }
+        }
+        assert!(words > 500);
+        let (mut pass, mut all) = (0, 0);
+        for a in b'a'..=b'z' {
+            for b in b'a'..=b'z' {
+                for c in b"qwz" {
+                    let k = key_of(&[a, b, *c, b'y', b'j']);
+                    all += 1;
+                    pass += usize::from(may_begin_word(k));
+                }
+            }
+        }
+        assert!(pass * 5 < all, "{pass} of {all} pass");
+        assert!(!may_begin_word(NO_KEY));
     }
 
     #[test]
