@@ -15,14 +15,24 @@ use magnetar_core::report::Metric;
 use magnetar_core::{Event, InfoHash, Shard};
 use magnetar_storage_pg::{ClaimOptions, Queue};
 
+/// A claimed infohash: how often its row was claimed (this time included) and
+/// how long ago it was first offered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub ih: InfoHash,
+    pub claims: u32,
+    pub age: Duration,
+}
+
 /// A shared work queue, as the crawl loop uses it.
 pub trait WorkQueue: Send {
     /// Offers infohashes of other shards (`(infohash, owner)`); idempotent.
     /// Returns how many were new to the queue.
     fn offer(&mut self, items: &[(InfoHash, u16)]) -> Result<u64, String>;
     /// Claims up to `n` infohashes for this shard (its own, then taken over),
-    /// each with its row's claims so far (this one included).
-    fn claim(&mut self, n: usize) -> Result<Vec<(InfoHash, u32)>, String>;
+    /// each with its row's claims so far (this one included) and its age (since
+    /// it was first offered, on the queue's clock).
+    fn claim(&mut self, n: usize) -> Result<Vec<Claim>, String>;
     /// How long a claim holds (the lease).
     fn lease(&self) -> Duration;
     /// Marks claimed infohashes done (fetched or given up).
@@ -117,7 +127,7 @@ impl WorkQueue for PgQueue {
         let rows: Vec<([u8; 20], u16)> = items.iter().map(|(ih, s)| (key(ih), *s)).collect();
         self.queue()?.offer(&rows).map_err(|e| e.to_string())
     }
-    fn claim(&mut self, n: usize) -> Result<Vec<(InfoHash, u32)>, String> {
+    fn claim(&mut self, n: usize) -> Result<Vec<Claim>, String> {
         let (shard, opts) = (self.shard, self.opts);
         let rows = self
             .queue()?
@@ -125,11 +135,10 @@ impl WorkQueue for PgQueue {
             .map_err(|e| e.to_string())?;
         Ok(rows
             .into_iter()
-            .map(|r| {
-                (
-                    InfoHash(r.info_hash),
-                    u32::try_from(r.attempts).unwrap_or(0),
-                )
+            .map(|r| Claim {
+                ih: InfoHash(r.info_hash),
+                claims: u32::try_from(r.attempts).unwrap_or(0),
+                age: Duration::from_secs(u64::try_from(r.age).unwrap_or(0)),
             })
             .collect())
     }
@@ -176,10 +185,15 @@ const PRUNE_EVERY: Duration = Duration::from_secs(600);
 pub const PRUNE_KEEP: Duration = Duration::from_secs(24 * 3600);
 /// Done rows deleted per prune at most (a bounded statement).
 const PRUNE_BATCH: i64 = 10_000;
-/// A row claimed this many times without an outcome (no peers found, every
-/// claimer died or refused it) is given up at its next claim: completed, not
-/// fetched. Offered again after it is pruned, it starts over.
+/// A row claimed more than this many times and offered more than
+/// [`GIVE_UP_AGE`] ago without an outcome (no peers found, every claimer died
+/// or refused it) is given up at its next claim: completed, not fetched.
+/// Offered again after it is pruned, it starts over. Both must hold: claims
+/// alone come fast when leases are short or crawlers refuse work they have no
+/// room for, and age alone says nothing of how often it was tried.
 pub const MAX_CLAIMS: u32 = 4;
+/// See [`MAX_CLAIMS`].
+pub const GIVE_UP_AGE: Duration = Duration::from_secs(24 * 3600);
 
 /// The queue's counters, for `/metrics`.
 #[derive(Clone, Debug, Default)]
@@ -410,7 +424,7 @@ impl Sharing {
         }
         if expired > 0 {
             self.counters.expired += expired as u64;
-            tracing::info!(target: "magnetar::queue", expired, "claims ended without an outcome: left to their lease");
+            tracing::debug!(target: "magnetar::queue", expired, "claims ended without an outcome: left to their lease");
         }
         if self
             .last_prune
@@ -433,15 +447,15 @@ impl Sharing {
             match r {
                 Some(Ok(rows)) => {
                     self.counters.claimed += rows.len() as u64;
-                    // Claimed too often without an outcome: given up.
+                    // Claimed too often, for too long, without an outcome: given up.
                     let mut v = Vec::with_capacity(rows.len());
-                    for (ih, claims) in rows {
-                        if claims > MAX_CLAIMS {
+                    for c in rows {
+                        if c.claims > MAX_CLAIMS && c.age > GIVE_UP_AGE {
                             self.counters.given_up += 1;
-                            tracing::debug!(target: "magnetar::queue", ih = %ih, claims, "claimed too often: given up");
-                            self.done.push(ih);
+                            tracing::debug!(target: "magnetar::queue", ih = %c.ih, claims = c.claims, age_s = c.age.as_secs(), "claimed too often for too long: given up");
+                            self.done.push(c.ih);
                         } else {
-                            v.push(ih);
+                            v.push(c.ih);
                         }
                     }
                     // A claimed row whose torrent is stored already (its owner
@@ -539,7 +553,7 @@ pub fn metrics(shard: Shard, active: bool, c: &QueueCounters) -> Vec<Metric> {
         ),
         Metric::counter(
             "magnetar_queue_given_up_total",
-            "Claimed rows given up, not fetched: claimed more than 4 times without an outcome.",
+            "Claimed rows given up, not fetched: claimed more than 4 times and first offered over a day ago.",
             c.given_up,
         ),
         Metric::counter(
@@ -583,6 +597,8 @@ mod tests {
     struct MemState {
         rows: BTreeMap<InfoHash, (u16, bool, bool)>,
         claims: BTreeMap<InfoHash, u32>,
+        /// Rows' ages (zero unless set).
+        ages: BTreeMap<InfoHash, Duration>,
         stored: BTreeSet<InfoHash>,
         lookups: u64,
         prunes: u64,
@@ -599,7 +615,7 @@ mod tests {
             }
             Ok(n)
         }
-        fn claim(&mut self, n: usize) -> Result<Vec<(InfoHash, u32)>, String> {
+        fn claim(&mut self, n: usize) -> Result<Vec<Claim>, String> {
             let mut s = self.0.lock().unwrap();
             let v: Vec<InfoHash> = s
                 .rows
@@ -613,9 +629,14 @@ mod tests {
                 if let Some(r) = s.rows.get_mut(&k) {
                     r.1 = true;
                 }
+                let age = s.ages.get(&k).copied().unwrap_or_default();
                 let c = s.claims.entry(k).or_default();
                 *c += 1;
-                out.push((k, *c));
+                out.push(Claim {
+                    ih: k,
+                    claims: *c,
+                    age,
+                });
             }
             Ok(out)
         }
@@ -780,17 +801,31 @@ mod tests {
             mem.0.lock().unwrap().rows[&late].2,
             "late outcome completed"
         );
-        // A row taken over again and again: its fifth claim gives it up.
-        let tired = rows[0].0;
-        mem.0.lock().unwrap().claims.insert(tired, MAX_CLAIMS);
-        mem.0.lock().unwrap().rows.get_mut(&tired).unwrap().1 = false;
-        s.tick_at(t0 + LEASE * 3, false);
+        // Rows taken over again and again, now up for their fifth claim: the
+        // one first offered more than a day ago is given up, the one offered a
+        // day ago exactly is fetched.
+        let (tired, young) = (rows[1].0, rows[2].0);
+        {
+            let mut m = mem.0.lock().unwrap();
+            for (ih, age) in [
+                (tired, GIVE_UP_AGE + Duration::from_secs(1)),
+                (young, GIVE_UP_AGE),
+            ] {
+                m.claims.insert(ih, MAX_CLAIMS);
+                m.ages.insert(ih, age);
+                m.rows.get_mut(&ih).unwrap().1 = false;
+            }
+        }
+        // (Their old claims here were forgotten at the lease's end above.)
+        s.tick_at(t + LEASE * 3, false);
+        let before = got.len();
         s.take_claimed(&mut got);
-        assert_eq!(got.len(), MAX_HELD + 10, "not handed to the crawler");
+        assert_eq!(got[before..], [young], "only the young one handed over");
         assert_eq!(s.counters().given_up, 1);
-        // Completed at the next tick.
-        s.tick_at(t0 + LEASE * 3 + CLAIM_EVERY, false);
+        // Completed at the next tick; the young one is not.
+        s.tick_at(t + LEASE * 3 + CLAIM_EVERY, false);
         assert!(mem.0.lock().unwrap().rows[&tired].2);
+        assert!(!mem.0.lock().unwrap().rows[&young].2);
     }
 
     #[test]

@@ -104,6 +104,8 @@ pub struct Claimed {
     pub attempts: i32,
     /// The lease's end (server clock, Unix s).
     pub lease_until: i64,
+    /// Seconds since the row was first offered (server clock).
+    pub age: i64,
 }
 
 /// Queue counters of one connection.
@@ -235,7 +237,8 @@ impl Queue {
              SET claimed_by = $4, lease_until = c.now + $5, attempts = q.attempts + 1
              FROM picked, c
              WHERE q.infohash = picked.infohash
-             RETURNING q.infohash, q.shard, q.attempts, q.lease_until"
+             RETURNING q.infohash, q.shard, q.attempts, q.lease_until,
+                 c.now - q.discovered_at"
         );
         let limit = i64::try_from(n).unwrap_or(i64::MAX);
         for r in tx
@@ -267,7 +270,8 @@ impl Queue {
                  SET claimed_by = $4, lease_until = c.now + $5, attempts = q.attempts + 1
                  FROM locked, c
                  WHERE q.infohash = locked.infohash
-                 RETURNING q.infohash, q.shard, q.attempts, q.lease_until"
+                 RETURNING q.infohash, q.shard, q.attempts, q.lease_until,
+                 c.now - q.discovered_at"
             );
             let rest = i64::try_from(n - out.len()).unwrap_or(i64::MAX);
             for r in tx
@@ -400,5 +404,6 @@ fn claimed(r: &postgres::Row) -> Result<Claimed> {
         shard: r.get(1),
         attempts: r.get(2),
         lease_until: r.get(3),
+        age: r.get(4),
     })
 }

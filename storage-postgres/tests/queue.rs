@@ -103,7 +103,9 @@ fn an_expired_lease_is_taken_over_and_only_then() {
     a.offer(&[(ih(0x10, 1), 0), (ih(0x10, 2), 0)]).unwrap();
     let got = a.claim(0, 10, &opts).unwrap();
     assert_eq!(got.len(), 2);
-    assert!(got.iter().all(|c| c.lease_until == 1060 && c.attempts == 1));
+    assert!(got
+        .iter()
+        .all(|c| c.lease_until == 1060 && c.attempts == 1 && c.age == 0));
     // b (shard 1) while the lease holds, and within the grace after it: nothing.
     for t in [1001, 1059, 1060, 1089] {
         b.set_clock(Some(t));
@@ -116,7 +118,10 @@ fn an_expired_lease_is_taken_over_and_only_then() {
     b.set_clock(Some(1091));
     let taken = b.claim(1, 10, &opts).unwrap();
     assert_eq!(taken.len(), 2);
-    assert!(taken.iter().all(|c| c.attempts == 2 && c.shard == 0));
+    // Their age: since the first offer, on the queue's clock.
+    assert!(taken
+        .iter()
+        .all(|c| c.attempts == 2 && c.shard == 0 && c.age == 91));
     assert_eq!(b.totals().taken_over, 2);
     // a comes back late: its completion does not count (b holds them now).
     assert_eq!(a.complete(&[ih(0x10, 1)]).unwrap(), 0);
