@@ -47,10 +47,6 @@ pub(super) fn group_count(ops: &[Op], order: &[u32]) -> usize {
         .count()
 }
 
-/// Batches with at least this many new torrents are classified on a thread of
-/// their own, beside tokenizing.
-pub(super) const PARALLEL_CLASSIFY_MIN: usize = 256;
-
 /// The terms of the first torrent of each infohash group of a batch: a batch
 /// dictionary in byte order, and per group its (term, flags) pairs.
 pub(crate) struct Tokens {
@@ -75,57 +71,26 @@ impl Tokens {
         classify: bool,
     ) -> Tokens {
         let ts = sorted_torrents(ops, order);
-        // The first torrent of each infohash group.
-        let firsts: Vec<&TorrentInput> = ts
-            .iter()
-            .enumerate()
-            .filter(|(i, t)| *i == 0 || ts.get(i - 1).is_none_or(|p| p.infohash != t.infohash))
-            .map(|(_, t)| *t)
-            .collect();
-        let classify_all = || -> Vec<Facets> {
-            firsts
-                .iter()
-                .map(|t| facets::of_torrent(&t.name, &t.files))
-                .collect()
-        };
+        let mut facets = Vec::with_capacity(if classify { ts.len() } else { 0 });
         let mut dict = TermIndex::new();
         let mut off = vec![0];
         let mut pairs = Vec::new();
+        let mut tterms = Vec::new();
         let mut files = Vec::new();
-        let mut tokenize_all = || {
-            let mut tterms = Vec::new();
-            for t in &firsts {
-                if with_files {
-                    files.push(codec::encode_files(&t.files));
-                }
-                dict.torrent(&t.name, &t.files, &mut tterms);
-                pairs.extend_from_slice(&tterms);
-                off.push(pairs.len());
+        for (i, t) in ts.iter().enumerate() {
+            if i > 0 && ts[i - 1].infohash == t.infohash {
+                continue;
             }
-        };
-        // A large batch is classified on a thread of its own while this one
-        // tokenizes it: on a machine with a core to spare, classifying adds no
-        // time to preparing (the writer's longest stage). A small one (the
-        // crawler's usual trickle) is not worth a thread.
-        let facets = if !classify {
-            tokenize_all();
-            Vec::new()
-        } else if firsts.len() < PARALLEL_CLASSIFY_MIN {
-            tokenize_all();
-            classify_all()
-        } else {
-            std::thread::scope(|s| {
-                let h = std::thread::Builder::new()
-                    .name("magnetar-storage-classify".into())
-                    .spawn_scoped(s, classify_all);
-                tokenize_all();
-                match h {
-                    Ok(h) => h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
-                    // No thread to be had: classify here.
-                    Err(_) => classify_all(),
-                }
-            })
-        };
+            if with_files {
+                files.push(codec::encode_files(&t.files));
+            }
+            if classify {
+                facets.push(facets::of_torrent(&t.name, &t.files));
+            }
+            dict.torrent(&t.name, &t.files, &mut tterms);
+            pairs.extend_from_slice(&tterms);
+            off.push(pairs.len());
+        }
         // Renumber the terms in byte order.
         let mut by_text: Vec<u32> = (0..dict.terms.len() as u32).collect();
         by_text.sort_unstable_by(|&a, &b| dict.terms[a as usize].cmp(&dict.terms[b as usize]));

@@ -34,12 +34,12 @@ fn torrent(ih: [u8; 20], at: u64, name: &str, file: &str) -> Op {
     }))
 }
 
-/// Each group's facets are its own first torrent's, in group order, whether
-/// the batch is classified beside tokenizing (large) or after it (small).
+/// Each group's facets are its own first torrent's, in group order, in small
+/// and large batches with repeated infohashes.
 #[test]
 fn facets_line_up_with_groups_in_small_and_large_batches() {
-    use super::prepare::{sorted_torrents, PreparedBatch, PARALLEL_CLASSIFY_MIN};
-    for n in [10u16, PARALLEL_CLASSIFY_MIN as u16 * 3] {
+    use super::prepare::{sorted_torrents, PreparedBatch};
+    for n in [10u16, 768] {
         // Names that classify differently (a year and an episode per torrent);
         // every seventh infohash comes twice (a later copy, not classified).
         let mut ops = Vec::new();
