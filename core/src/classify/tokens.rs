@@ -454,14 +454,7 @@ mod tests {
         let mut x: u64 = 0xdead_beef_1234_5678;
         for n in 0..4_000usize {
             let len = n % 48;
-            let mut name: String = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    char::from(alphabet[(x % alphabet.len() as u64) as usize])
-                })
-                .collect();
+            let mut name = random_name(&mut x, alphabet, len);
             if n % 7 == 0 {
                 name.push('é');
             }
@@ -486,6 +479,18 @@ mod tests {
         }
     }
 
+    /// `len` bytes of `alphabet` (ASCII) picked by a xorshift generator at `x`.
+    fn random_name(x: &mut u64, alphabet: &[u8], len: usize) -> String {
+        (0..len)
+            .map(|_| {
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                char::from(alphabet[(*x % alphabet.len() as u64) as usize])
+            })
+            .collect()
+    }
+
     /// Tokens and their context as a direct reading of the name gives them: maximal
     /// runs of non-separators, and for each the separators before it (brackets
     /// opened, depth, spaced dash, last separator) and the byte after it.
@@ -495,14 +500,7 @@ mod tests {
         let mut x: u64 = 0x0123_4567_89ab_cdef;
         for n in 0..6_000usize {
             let len = n % 40;
-            let name: String = (0..len)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    char::from(alphabet[(x % alphabet.len() as u64) as usize])
-                })
-                .collect();
+            let name = random_name(&mut x, alphabet, len);
             let b = name.as_bytes();
             let t = toks(&name);
             let got = t.as_slice();
