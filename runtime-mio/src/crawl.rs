@@ -9,9 +9,10 @@
 //! starve signals, TCP and housekeeping; readable TCP streams are drained until
 //! `WouldBlock`.
 //!
-//! Tokens: a peer connection's token is its `ConnId::to_usize()`; the UDP sockets,
-//! the signal pipe and the waker take tokens from the top of the `usize` range,
-//! which no `ConnId` reaches in practice (it would need generation `u32::MAX`).
+//! Tokens: a peer connection's token is its `ConnId::to_usize()`; the UDP sockets
+//! and the waker (router names resolved, a signal taken by the signal thread) take
+//! tokens from the top of the `usize` range, which no `ConnId` reaches in practice
+//! (it would need generation `u32::MAX`).
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
@@ -35,7 +36,6 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 use crate::dns::{self, Resolved};
 
-const SIGNAL: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
 /// UDP socket `i` has token `UDP_BASE - i`.
 const UDP_BASE: usize = usize::MAX - 16;
@@ -276,17 +276,14 @@ struct Loop {
 /// Runs the crawl until `duration` passes or SIGINT/SIGTERM.
 pub fn run(opts: RunOptions) -> io::Result<RunReport> {
     let poll = Poll::new()?;
-    // A second SIGINT/SIGTERM exits at once (status 130); the first only sets the flag
-    // (conditional shutdown must be registered before the flag setter).
-    let term = Arc::new(AtomicBool::new(false));
-    for sig in [SIGINT, SIGTERM] {
-        signal_hook::flag::register_conditional_shutdown(sig, 130, term.clone())?;
-        signal_hook::flag::register(sig, term.clone())?;
-    }
-    let mut signals = signal_hook_mio::v1_0::Signals::new([SIGINT, SIGTERM])?;
-    poll.registry()
-        .register(&mut signals, SIGNAL, Interest::READABLE)?;
     let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER)?);
+    // SIGINT/SIGTERM: the first sets `term` and wakes the loop, a second exits at
+    // once (status 130). One thread takes them in order from signal-hook's
+    // self-pipe, so two that arrive together on two threads still count as two
+    // (a flag handler per signal let both see the flag unset and stop gracefully).
+    // Taken down when `run` returns, after storage is closed.
+    let term = Arc::new(AtomicBool::new(false));
+    let _signals = SignalThread::start(term.clone(), waker.clone())?;
 
     let mut udp = Vec::new();
     for (i, s) in opts.sockets.into_iter().enumerate() {
@@ -372,12 +369,6 @@ pub fn run(opts: RunOptions) -> io::Result<RunReport> {
         }
         for ev in events.iter() {
             match ev.token() {
-                SIGNAL => {
-                    for sig in signals.pending() {
-                        tracing::info!(signal = sig, "stopping (a second signal exits at once)");
-                        term.store(true, Ordering::Relaxed);
-                    }
-                }
                 WAKER => lp.on_dns(&dns_rx, &mut on_dns),
                 Token(t) if t > UDP_BASE - lp.io.udp.len() && t <= UDP_BASE => {
                     lp.udp_ready[UDP_BASE - t] = true
@@ -451,6 +442,44 @@ pub fn run(opts: RunOptions) -> io::Result<RunReport> {
         stats: snap.stats,
         counters: snap.runtime,
     })
+}
+
+/// The thread that takes SIGINT and SIGTERM for [`run`] (see there); closed and
+/// joined when dropped.
+struct SignalThread {
+    handle: signal_hook::iterator::Handle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SignalThread {
+    fn start(term: Arc<AtomicBool>, waker: Arc<mio::Waker>) -> io::Result<SignalThread> {
+        let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+        let handle = signals.handle();
+        let thread = std::thread::Builder::new()
+            .name("magnetar-signals".into())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    if term.swap(true, Ordering::SeqCst) {
+                        signal_hook::low_level::exit(130);
+                    }
+                    tracing::info!(signal = sig, "stopping (a second signal exits at once)");
+                    let _ = waker.wake();
+                }
+            })?;
+        Ok(SignalThread {
+            handle,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for SignalThread {
+    fn drop(&mut self) {
+        self.handle.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Loop {
